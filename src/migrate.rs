@@ -1,0 +1,1 @@
+//! Versioned tenant schema migrations (being written).
