@@ -1,1 +1,129 @@
-fn main(){}
+//! `tenantdb`: the operator binary.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+/// Kubernetes operator for tenant databases (PostgreSQL, MongoDB).
+#[derive(Parser, Debug)]
+#[command(name = "tenantdb", version, about)]
+struct Cli {
+    /// Log format.
+    #[arg(long, env = "TENANTDB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the controllers against the cluster of the current kubeconfig / in-cluster config.
+    Run(tenantdb::runtime::RunConfig),
+    /// Local demo without a cluster: throwaway PostgreSQL + in-memory API server emulator + operator.
+    Dev(tenantdb::dev::DevConfig),
+    /// Print the CustomResourceDefinitions (the files in crds/ are this output), or write them to a directory.
+    Crd {
+        /// Write one file per CRD into this directory instead of printing.
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+    },
+}
+
+fn init_tracing(format: LogFormat, default_filter: &str) {
+    let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Pretty => builder.compact().init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crd { out_dir } => {
+            for (file, crd) in tenantdb::crd::all_crds() {
+                let yaml = match tenantdb::crd::render_yaml(&crd) {
+                    Ok(y) => y,
+                    Err(e) => {
+                        eprintln!("cannot render {file}: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                };
+                match &out_dir {
+                    Some(dir) => {
+                        if let Err(e) = std::fs::write(dir.join(file), yaml) {
+                            eprintln!("cannot write {file}: {e}");
+                            return ExitCode::FAILURE;
+                        }
+                    }
+                    None => print!("{yaml}"),
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Dev(config) => {
+            // The live table is the demo's output; only warnings are logged unless RUST_LOG says otherwise.
+            init_tracing(cli.log_format, "warn,kube_runtime=error,kube_client=error");
+            match tenantdb::dev::run(config, shutdown_signal()).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("tenantdb dev failed: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Run(config) => {
+            init_tracing(
+                cli.log_format,
+                "info,kube_runtime=warn,kube_client=warn,sqlx=warn,tower=warn,hyper=warn",
+            );
+            let client = match kube::Client::try_default().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot build a Kubernetes client");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match tenantdb::runtime::run(client, config, shutdown_signal()).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "operator failed");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what tenantdb's demo and tests need on a fresh Debian 12 machine (idempotent):
+# PostgreSQL 15 server binaries. Rust (cargo, rustfmt, clippy) is assumed present.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
+
+need_apt=()
+if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then need_apt+=(postgresql); fi
+if ! command -v psql >/dev/null 2>&1; then need_apt+=(postgresql-client); fi
+if ! command -v setsid >/dev/null 2>&1; then need_apt+=(util-linux); fi
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "==> apt-get install ${need_apt[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+# The Debian package starts a system cluster; tenantdb never uses it (tests start throwaway
+# clusters on random ports), so leave it alone.
+echo "==> PostgreSQL: $(ls -d /usr/lib/postgresql/*/bin | tr '\n' ' ')"

@@ -1,0 +1,193 @@
+//! Controllers and their shared context.
+
+pub mod tenant;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kube::Client;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Resource, ResourceExt};
+use rand::Rng;
+use tracing::warn;
+
+use crate::metrics::Metrics;
+use crate::migrate::MigrationSet;
+use crate::pg::PgAdmin;
+
+/// Operator-wide settings that shape reconciles.
+#[derive(Debug, Clone)]
+pub struct OperatorSettings {
+    /// Prefix of derived PostgreSQL names (default `tenant_`).
+    pub name_prefix: String,
+    /// Host written to credentials Secrets (default: the admin URL's host).
+    pub tenant_host: Option<String>,
+    /// Port written to credentials Secrets (default: the admin URL's port).
+    pub tenant_port: Option<u16>,
+    /// How often a Ready object is looked at again (drift repair).
+    pub resync: Duration,
+    /// First retry delay after a transient error.
+    pub backoff_base: Duration,
+    /// Longest retry delay.
+    pub backoff_max: Duration,
+    /// Field manager for server-side apply.
+    pub field_manager: String,
+}
+
+impl Default for OperatorSettings {
+    fn default() -> Self {
+        Self {
+            name_prefix: "tenant_".into(),
+            tenant_host: None,
+            tenant_port: None,
+            resync: Duration::from_secs(300),
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+            field_manager: "tenantdb".into(),
+        }
+    }
+}
+
+/// Per-object consecutive failure counts for exponential backoff.
+#[derive(Debug, Default)]
+pub struct Backoff {
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Backoff {
+    /// Records a failure and returns the delay before the next attempt: base·2^(n-1), capped,
+    /// with ±20 % jitter so that many tenants failing together do not retry in lockstep.
+    pub fn next_delay(&self, key: &str, base: Duration, max: Duration) -> Duration {
+        let n = match self.failures.lock() {
+            Ok(mut m) => {
+                let e = m.entry(key.to_string()).or_insert(0);
+                *e = e.saturating_add(1);
+                *e
+            }
+            Err(_) => 1,
+        };
+        let exp = base.saturating_mul(1u32 << (n - 1).min(20));
+        let capped = exp.min(max);
+        let jitter = rand::rng().random_range(0.8..1.2);
+        capped.mul_f64(jitter).min(max)
+    }
+
+    /// Forgets failures of an object after a success.
+    pub fn reset(&self, key: &str) {
+        if let Ok(mut m) = self.failures.lock() {
+            m.remove(key);
+        }
+    }
+
+    /// Current consecutive failures.
+    pub fn failures(&self, key: &str) -> u32 {
+        self.failures
+            .lock()
+            .ok()
+            .and_then(|m| m.get(key).copied())
+            .unwrap_or(0)
+    }
+}
+
+/// Everything a reconcile needs; shared by all reconciles of a controller.
+pub struct Context {
+    /// Kubernetes client.
+    pub client: Client,
+    /// PostgreSQL admin access.
+    pub pg: Arc<PgAdmin>,
+    /// Settings.
+    pub settings: OperatorSettings,
+    /// Event recorder.
+    pub recorder: Recorder,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Failure counts.
+    pub backoff: Backoff,
+    /// The migration set bundled with the operator.
+    pub migrations: Arc<MigrationSet>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    /// Builds a context.
+    pub fn new(
+        client: Client,
+        pg: Arc<PgAdmin>,
+        settings: OperatorSettings,
+        metrics: Arc<Metrics>,
+        migrations: Arc<MigrationSet>,
+        instance: &str,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: "tenantdb".into(),
+            instance: Some(instance.to_string()),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            pg,
+            settings,
+            metrics,
+            backoff: Backoff::default(),
+            migrations,
+        }
+    }
+
+    /// Publishes a Kubernetes Event on `obj`; failures to publish are logged, never fatal.
+    pub async fn event<K>(&self, obj: &K, type_: EventType, reason: &str, action: &str, note: String)
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        let ev = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
+            warn!(error = %e, name = %obj.meta().name.clone().unwrap_or_default(), "failed to publish event");
+        }
+    }
+}
+
+/// `kind/namespace/name` key for per-object bookkeeping.
+pub fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
+    format!(
+        "{}/{}/{}",
+        K::kind(&()),
+        obj.namespace().unwrap_or_default(),
+        obj.name_any()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_caps_and_resets() {
+        let b = Backoff::default();
+        let base = Duration::from_secs(1);
+        let max = Duration::from_secs(60);
+        let d1 = b.next_delay("k", base, max);
+        assert!(d1 >= Duration::from_millis(800) && d1 <= Duration::from_millis(1200));
+        let d2 = b.next_delay("k", base, max);
+        assert!(d2 >= Duration::from_millis(1600) && d2 <= Duration::from_millis(2400));
+        for _ in 0..30 {
+            assert!(b.next_delay("k", base, max) <= max);
+        }
+        assert_eq!(b.failures("k"), 32);
+        b.reset("k");
+        assert_eq!(b.failures("k"), 0);
+        assert!(b.next_delay("k", base, max) <= Duration::from_millis(1200));
+    }
+}

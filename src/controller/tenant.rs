@@ -1,0 +1,589 @@
+//! The Tenant reconciler: resolve -> validate -> plan (pure) -> apply (idempotent) -> report.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{self, Event as FinalizerEvent, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tracing::{Instrument, debug, error, info, info_span, warn};
+
+use super::{Context, object_key};
+use crate::crd::{DeletionPolicy, Tenant, TenantPhase, TenantStatus};
+use crate::error::{Error, Result};
+use crate::migrate::{self, MigrationTarget};
+use crate::naming::{Ident, TenantNames, tenant_names};
+use crate::pg::plan::{Desired, Step, plan};
+use crate::secret::{self, Endpoint};
+use crate::status::{Cond, merge_conditions, types};
+
+/// Finalizer guarding cleanup.
+pub const FINALIZER: &str = "tenantdb.io/cleanup";
+const CONTROLLER: &str = "tenant";
+
+/// Everything resolved from a Tenant before touching PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// PostgreSQL names.
+    pub names: TenantNames,
+    /// Credentials Secret name.
+    pub secret_name: String,
+    /// Whether to apply the baseline migrations.
+    pub auto_migrate: bool,
+}
+
+/// Resolve + validate: pure.
+pub fn resolve(tenant: &Tenant, prefix: &str, shared_database: &Ident) -> Result<Resolved> {
+    let name = tenant.name_any();
+    let namespace = tenant
+        .namespace()
+        .ok_or_else(|| Error::InvalidSpec("Tenant has no namespace".into()))?;
+    let names = tenant_names(
+        prefix,
+        &namespace,
+        &name,
+        tenant.spec.isolation,
+        tenant.spec.database_name.as_deref(),
+        shared_database,
+    )?;
+    if tenant.spec.isolation == crate::crd::Isolation::Database && names.database == *shared_database {
+        return Err(Error::InvalidSpec(format!(
+            "databaseName {} is the operator's shared database",
+            names.database.as_str()
+        )));
+    }
+    let secret_name = tenant
+        .spec
+        .credentials
+        .secret_name
+        .clone()
+        .unwrap_or_else(|| format!("{name}-db"));
+    if secret_name.len() > 253 {
+        return Err(Error::InvalidSpec("credentials.secretName is too long".into()));
+    }
+    Ok(Resolved {
+        names,
+        secret_name,
+        auto_migrate: tenant.spec.auto_migrate.unwrap_or(true),
+    })
+}
+
+/// A stable advisory-lock key for a tenant's schema (used by migrations).
+pub fn lock_key(names: &TenantNames) -> i64 {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(format!("tenantdb:{}/{}", names.database.as_str(), names.schema.as_str()));
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d[..8]);
+    i64::from_be_bytes(b)
+}
+
+/// Starts the Tenant controller and runs it until shutdown. `ready` is set once the caches sync.
+pub async fn run(
+    ctx: Arc<Context>,
+    concurrency: u16,
+    ready: tokio::sync::watch::Sender<bool>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let tenants: Api<Tenant> = Api::all(ctx.client.clone());
+    let secrets: Api<Secret> = Api::all(ctx.client.clone());
+    let controller = Controller::new(tenants, watcher::Config::default().any_semantic())
+        .owns(
+            secrets,
+            watcher::Config::default()
+                .labels(&format!("{}={}", secret::MANAGED_BY_LABEL, secret::MANAGED_BY))
+                .any_semantic(),
+        )
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+        .graceful_shutdown_on(shutdown);
+    let store = controller.store();
+    tokio::spawn(async move {
+        if store.wait_until_ready().await.is_ok() {
+            info!("tenant cache synced");
+            let _ = ready.send(true);
+        }
+    });
+    controller
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            match res {
+                Ok((obj, _)) => debug!(tenant = %obj.name, "reconciled"),
+                Err(e) => debug!(error = %e, "reconcile loop error"),
+            }
+        })
+        .await;
+}
+
+/// One reconcile of one Tenant.
+pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
+    let span = info_span!("reconcile", controller = CONTROLLER, tenant = %tenant.name_any(), namespace = %tenant.namespace().unwrap_or_default());
+    let started = Instant::now();
+    let ns = tenant.namespace().unwrap_or_default();
+    let api: Api<Tenant> = Api::namespaced(ctx.client.clone(), &ns);
+    let ctx2 = ctx.clone();
+    let result = finalizer(&api, FINALIZER, tenant.clone(), |event| async move {
+        match event {
+            FinalizerEvent::Apply(t) => apply(t, ctx2).await,
+            FinalizerEvent::Cleanup(t) => cleanup(t, ctx2).await,
+        }
+    })
+    .instrument(span)
+    .await;
+    let result = result.map_err(|e| match e {
+        finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
+        finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => Error::from(e),
+        other => Error::Internal(other.to_string()),
+    });
+    let key = object_key(tenant.as_ref());
+    match &result {
+        Ok(_) => ctx.backoff.reset(&key),
+        Err(e) => warn!(tenant = %tenant.name_any(), namespace = %ns, category = e.category(), error = %e, "reconcile failed"),
+    }
+    ctx.metrics.observe_reconcile(
+        CONTROLLER,
+        started.elapsed(),
+        result.as_ref().err().map(|e| e.category()),
+    );
+    result
+}
+
+/// Transient errors: per-object exponential backoff with jitter and a cap.
+pub fn error_policy(tenant: Arc<Tenant>, _err: &Error, ctx: Arc<Context>) -> Action {
+    let delay = ctx.backoff.next_delay(
+        &object_key(tenant.as_ref()),
+        ctx.settings.backoff_base,
+        ctx.settings.backoff_max,
+    );
+    Action::requeue(delay)
+}
+
+fn endpoint(ctx: &Context) -> Endpoint {
+    let (host, port) = ctx.pg.server_address();
+    Endpoint {
+        host: ctx.settings.tenant_host.clone().unwrap_or(host),
+        port: ctx.settings.tenant_port.unwrap_or(port),
+    }
+}
+
+/// Provision or repair. Errors are reported in status here (the error policy cannot write) and
+/// then returned so the controller backs off; invalid specs wait for a change instead.
+async fn apply(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
+    match provision(&tenant, &ctx).await {
+        Ok(outcome) => {
+            let status = ready_status(&tenant, &outcome);
+            write_status(&tenant, &ctx, status).await?;
+            Ok(Action::requeue(ctx.settings.resync))
+        }
+        Err(e) if e.is_permanent() => {
+            let status = failed_status(&tenant, &e, None);
+            let changed = write_status(&tenant, &ctx, status).await?;
+            if changed {
+                ctx.event(tenant.as_ref(), EventType::Warning, e.category(), "Reconcile", e.to_string())
+                    .await;
+            }
+            // Nothing will change until the spec (or, for conflicts, the other owner) does.
+            Ok(match e {
+                Error::Conflict(_) => Action::requeue(ctx.settings.resync),
+                _ => Action::await_change(),
+            })
+        }
+        Err(e) => {
+            let status = failed_status(&tenant, &e, None);
+            if let Ok(true) = write_status(&tenant, &ctx, status).await {
+                ctx.event(tenant.as_ref(), EventType::Warning, e.category(), "Reconcile", e.to_string())
+                    .await;
+            }
+            Err(e)
+        }
+    }
+}
+
+/// What provisioning found and did.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Resolved names.
+    pub resolved: Resolved,
+    /// Steps applied this time (empty when already converged).
+    pub steps: Vec<Step>,
+    /// Schema version after migrations, if migrations ran or were known.
+    pub schema_version: Option<i64>,
+}
+
+async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
+    let resolved = resolve(tenant, &ctx.settings.name_prefix, &ctx.pg.settings().shared_database)?;
+    let ns = tenant
+        .namespace()
+        .ok_or_else(|| Error::InvalidSpec("Tenant has no namespace".into()))?;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+
+    // The Secret's password is the source of truth; a new one is generated only when there is none.
+    let existing_secret = secrets.get_opt(&resolved.secret_name).await?;
+    if let Some(s) = &existing_secret
+        && !secret::owned_by(s, tenant)
+    {
+        return Err(Error::Conflict(format!(
+            "Secret {} exists and is not owned by this Tenant",
+            resolved.secret_name
+        )));
+    }
+    let password = existing_secret
+        .as_ref()
+        .and_then(|s| secret::read_key(s, "password"))
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(crate::scram::generate_password);
+
+    let desired = Desired {
+        names: resolved.names.clone(),
+        password,
+        connection_limit: -1,
+    };
+    let observed = ctx.pg.observe(&desired.names, &desired.password).await?;
+    let steps = plan(&desired, &observed).map_err(|c| Error::Conflict(c.0))?;
+    if !steps.is_empty() {
+        let first_time = tenant.status.as_ref().map(|s| s.phase) != Some(TenantPhase::Ready);
+        if first_time {
+            let status = provisioning_status(tenant, &resolved);
+            write_status(tenant, ctx, status).await?;
+        }
+        for s in &steps {
+            info!(step = %s.describe(&desired), "applying");
+            ctx.metrics
+                .steps
+                .get_or_create(&crate::metrics::StepLabels {
+                    step: format!("{s:?}"),
+                })
+                .inc();
+        }
+        ctx.pg.apply(&desired, &steps).await?;
+    }
+
+    // Migrations: at provisioning (no version recorded yet) or when the schema was just (re)created.
+    let recorded = tenant.status.as_ref().and_then(|s| s.schema_version);
+    let recreated = steps
+        .iter()
+        .any(|s| matches!(s, Step::CreateSchema | Step::CreateDatabase));
+    let mut schema_version = recorded;
+    if resolved.auto_migrate && (recorded.is_none() || recreated) {
+        let target = if recreated { recorded.or(ctx.migrations.latest_version()) } else { ctx.migrations.latest_version() };
+        schema_version = run_migrations(ctx, &resolved.names, target).await?;
+    }
+
+    // Secret last: if anything above failed, the next attempt reuses the same password.
+    let data = secret::secret_data(&resolved.names, &endpoint(ctx), &desired.password);
+    let want = secret::desired_secret(tenant, &resolved.secret_name, &data);
+    let up_to_date = existing_secret
+        .as_ref()
+        .is_some_and(|s| secret::is_up_to_date(s, &want));
+    if !up_to_date {
+        secrets
+            .patch(
+                &resolved.secret_name,
+                &PatchParams::apply(&ctx.settings.field_manager).force(),
+                &Patch::Apply(&want),
+            )
+            .await?;
+        info!(secret = %resolved.secret_name, "credentials secret written");
+    }
+    // A renamed Secret: remove the old one if we own it.
+    if let Some(old) = tenant.status.as_ref().and_then(|s| s.secret_name.clone())
+        && old != resolved.secret_name
+        && let Some(old_secret) = secrets.get_opt(&old).await?
+        && secret::owned_by(&old_secret, tenant)
+    {
+        secrets.delete(&old, &DeleteParams::default()).await?;
+    }
+
+    if !steps.is_empty() {
+        let was_ready = tenant.status.as_ref().map(|s| s.phase) == Some(TenantPhase::Ready);
+        let (reason, note) = if was_ready {
+            ("Repaired", format!("repaired drift: {}", describe_steps(&desired, &steps)))
+        } else {
+            ("Provisioned", format!("provisioned: {}", describe_steps(&desired, &steps)))
+        };
+        ctx.event(tenant, EventType::Normal, reason, "Provision", note).await;
+    }
+    Ok(Outcome {
+        resolved,
+        steps,
+        schema_version,
+    })
+}
+
+fn describe_steps(desired: &Desired, steps: &[Step]) -> String {
+    steps
+        .iter()
+        .map(|s| s.describe(desired))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Applies the bundled migrations to the tenant's schema, as the tenant role.
+async fn run_migrations(ctx: &Context, names: &TenantNames, target: Option<i64>) -> Result<Option<i64>> {
+    if ctx.migrations.migrations().is_empty() {
+        return Ok(None);
+    }
+    let mt = MigrationTarget {
+        schema: names.schema.as_str(),
+        owner_role: names.role.as_str(),
+        lock_key: lock_key(names),
+    };
+    let report = if names.dedicated_database {
+        let mut conn = ctx.pg.connect_to(&names.database).await?;
+        let r = migrate::migrate(&mut conn, &ctx.migrations, &mt, target, false).await;
+        // Close explicitly: dedicated databases are never pooled.
+        let _ = sqlx::Connection::close(conn).await;
+        r?
+    } else {
+        let pool = ctx.pg.shared_pool().await?;
+        let mut conn = pool.acquire().await?;
+        migrate::migrate(&mut conn, &ctx.migrations, &mt, target, false).await?
+    };
+    if !report.applied.is_empty() {
+        info!(from = ?report.from, to = ?report.to, steps = report.applied.len(), "migrations applied");
+    }
+    Ok(report.to)
+}
+
+fn base_status(tenant: &Tenant) -> TenantStatus {
+    tenant.status.clone().unwrap_or_default()
+}
+
+fn provisioning_status(tenant: &Tenant, r: &Resolved) -> TenantStatus {
+    let mut s = base_status(tenant);
+    let generation = tenant.meta().generation;
+    s.phase = TenantPhase::Provisioning;
+    s.observed_generation = generation;
+    s.database = Some(r.names.database.as_str().to_string());
+    s.schema = Some(r.names.schema.as_str().to_string());
+    s.role = Some(r.names.role.as_str().to_string());
+    s.conditions = merge_conditions(
+        &s.conditions,
+        &[
+            Cond::new(types::READY, false, "Provisioning", "creating database objects"),
+            Cond::new(types::PROVISIONED, false, "Provisioning", "creating database objects"),
+        ],
+        generation,
+        Timestamp::now(),
+    );
+    s
+}
+
+fn ready_status(tenant: &Tenant, o: &Outcome) -> TenantStatus {
+    let mut s = base_status(tenant);
+    let generation = tenant.meta().generation;
+    let names = &o.resolved.names;
+    s.phase = TenantPhase::Ready;
+    s.observed_generation = generation;
+    s.database = Some(names.database.as_str().to_string());
+    s.schema = Some(names.schema.as_str().to_string());
+    s.role = Some(names.role.as_str().to_string());
+    s.secret_name = Some(o.resolved.secret_name.clone());
+    s.schema_version = o.schema_version;
+    let what = if names.dedicated_database {
+        format!("database {} owned by role {}", names.database.as_str(), names.role.as_str())
+    } else {
+        format!(
+            "schema {} in database {} owned by role {}",
+            names.schema.as_str(),
+            names.database.as_str(),
+            names.role.as_str()
+        )
+    };
+    s.conditions = merge_conditions(
+        &s.conditions,
+        &[
+            Cond::new(types::READY, true, "Ready", format!("{what}; credentials in Secret {}", o.resolved.secret_name)),
+            Cond::new(types::PROVISIONED, true, "Provisioned", what),
+            Cond::new(types::DEGRADED, false, "AsExpected", "no problems"),
+        ],
+        generation,
+        Timestamp::now(),
+    );
+    s
+}
+
+fn failed_status(tenant: &Tenant, e: &Error, phase: Option<TenantPhase>) -> TenantStatus {
+    let mut s = base_status(tenant);
+    let generation = tenant.meta().generation;
+    let reason = e.category();
+    let message = crate::error::first_line(&e.to_string());
+    s.phase = phase.unwrap_or(TenantPhase::Failed);
+    s.observed_generation = generation;
+    let mut conds = vec![Cond::new(types::READY, false, reason, message.clone())];
+    if e.is_permanent() {
+        conds.push(Cond::new(types::DEGRADED, false, "AsExpected", "not retrying until the spec changes"));
+        if s.conditions.iter().all(|c| c.type_ != types::PROVISIONED) {
+            conds.push(Cond::new(types::PROVISIONED, false, reason, message));
+        }
+    } else {
+        conds.push(Cond::new(
+            types::DEGRADED,
+            true,
+            reason,
+            format!("{message} (retrying with backoff)"),
+        ));
+    }
+    s.conditions = merge_conditions(&s.conditions, &conds, generation, Timestamp::now());
+    s
+}
+
+/// Writes status with server-side apply, unless it equals the current status. Returns whether a
+/// write happened.
+async fn write_status(tenant: &Tenant, ctx: &Context, status: TenantStatus) -> Result<bool> {
+    ctx.metrics.set_phase(
+        &object_key(tenant),
+        Some(match status.phase {
+            TenantPhase::Pending => "Pending",
+            TenantPhase::Provisioning => "Provisioning",
+            TenantPhase::Ready => "Ready",
+            TenantPhase::Failed => "Failed",
+            TenantPhase::Deleting => "Deleting",
+        }),
+    );
+    if tenant.status.as_ref() == Some(&status) {
+        return Ok(false);
+    }
+    let ns = tenant.namespace().unwrap_or_default();
+    let api: Api<Tenant> = Api::namespaced(ctx.client.clone(), &ns);
+    let patch = json!({
+        "apiVersion": Tenant::api_version(&()),
+        "kind": Tenant::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &tenant.name_any(),
+        &PatchParams::apply(&format!("{}-status", ctx.settings.field_manager)).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    ctx.metrics.status_written(CONTROLLER);
+    Ok(true)
+}
+
+/// Carries out the deletion policy, then lets the finalizer go.
+async fn cleanup(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
+    let policy = tenant.spec.deletion_policy;
+    let key = object_key(tenant.as_ref());
+    if policy == DeletionPolicy::Retain {
+        info!("deletion policy Retain: keeping database objects");
+        ctx.event(
+            tenant.as_ref(),
+            EventType::Normal,
+            "Retained",
+            "Delete",
+            "deletion policy Retain: database objects kept".into(),
+        )
+        .await;
+        ctx.metrics.set_phase(&key, None);
+        return Ok(Action::await_change());
+    }
+    let resolved = match resolve(&tenant, &ctx.settings.name_prefix, &ctx.pg.settings().shared_database) {
+        Ok(r) => r,
+        Err(e) if e.is_permanent() => {
+            // Nothing could have been created under an invalid name.
+            warn!(error = %e, "nothing to clean up for an invalid spec");
+            ctx.metrics.set_phase(&key, None);
+            return Ok(Action::await_change());
+        }
+        Err(e) => return Err(e),
+    };
+    if tenant.status.as_ref().map(|s| s.phase) != Some(TenantPhase::Deleting) {
+        let mut s = base_status(&tenant);
+        s.phase = TenantPhase::Deleting;
+        s.conditions = merge_conditions(
+            &s.conditions,
+            &[Cond::new(types::READY, false, "Deleting", "deletion policy Delete: dropping database objects")],
+            tenant.meta().generation,
+            Timestamp::now(),
+        );
+        // The object may already be on its way out; a failed status write must not block cleanup.
+        if let Err(e) = write_status(&tenant, &ctx, s).await {
+            debug!(error = %e, "could not write Deleting status");
+        }
+    }
+    match ctx.pg.cleanup(&resolved.names).await {
+        Ok(report) => {
+            for s in &report.skipped {
+                warn!(object = %s, "not dropped: not managed by this Tenant");
+            }
+            ctx.event(
+                tenant.as_ref(),
+                EventType::Normal,
+                "Deleted",
+                "Delete",
+                format!("dropped: {}", if report.dropped.is_empty() { "nothing (already gone)".to_string() } else { report.dropped.join(", ") }),
+            )
+            .await;
+            ctx.metrics.set_phase(&key, None);
+            Ok(Action::await_change())
+        }
+        Err(e) => {
+            error!(error = %e, "cleanup failed");
+            let status = failed_status(&tenant, &e, Some(TenantPhase::Deleting));
+            let _ = write_status(&tenant, &ctx, status).await;
+            Err(e)
+        }
+    }
+}
+
+/// A reference for triggering reconciles of one Tenant (used by other controllers).
+pub fn tenant_ref(namespace: &str, name: &str) -> ObjectRef<Tenant> {
+    ObjectRef::new(name).within(namespace)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{Isolation, TenantSpec};
+
+    fn tenant(name: &str, isolation: Isolation, db: Option<&str>) -> Tenant {
+        let mut t = Tenant::new(
+            name,
+            TenantSpec {
+                isolation,
+                deletion_policy: DeletionPolicy::Retain,
+                database_name: db.map(String::from),
+                credentials: Default::default(),
+                auto_migrate: None,
+            },
+        );
+        t.metadata.namespace = Some("team-a".into());
+        t
+    }
+
+    #[test]
+    fn resolve_defaults() {
+        let shared = Ident::new("tenantdb_shared").unwrap();
+        let r = resolve(&tenant("acme", Isolation::Schema, None), "tenant_", &shared).unwrap();
+        assert_eq!(r.secret_name, "acme-db");
+        assert!(r.auto_migrate);
+        assert!(r.names.schema.as_str().starts_with("tenant_team_a_acme_"));
+    }
+
+    #[test]
+    fn resolve_rejects_hostile_and_reserved_names() {
+        let shared = Ident::new("tenantdb_shared").unwrap();
+        for bad in ["x\"; drop role postgres; --", "template1", "postgres", "Ünïcode", &"a".repeat(64)] {
+            let e = resolve(&tenant("acme", Isolation::Database, Some(bad)), "tenant_", &shared).unwrap_err();
+            assert_eq!(e.category(), "InvalidSpec", "{bad}");
+            assert!(e.is_permanent());
+        }
+        let e = resolve(&tenant("acme", Isolation::Database, Some("tenantdb_shared")), "tenant_", &shared).unwrap_err();
+        assert_eq!(e.category(), "InvalidSpec");
+    }
+
+    #[test]
+    fn lock_keys_differ_per_tenant() {
+        let shared = Ident::new("tenantdb_shared").unwrap();
+        let a = resolve(&tenant("a", Isolation::Schema, None), "tenant_", &shared).unwrap();
+        let b = resolve(&tenant("b", Isolation::Schema, None), "tenant_", &shared).unwrap();
+        assert_ne!(lock_key(&a.names), lock_key(&b.names));
+    }
+}

@@ -1,0 +1,157 @@
+//! The `Tenant` custom resource (`tenantdb.io/v1alpha1`).
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::Condition;
+
+/// Desired state of a tenant's database home.
+///
+/// The operator provisions a PostgreSQL home for the tenant according to `isolation`, a least-privilege
+/// login role, and a credentials Secret; it reports progress and health in `status`.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "tenantdb.io",
+    version = "v1alpha1",
+    kind = "Tenant",
+    namespaced,
+    status = "TenantStatus",
+    shortname = "tn",
+    category = "tenantdb",
+    doc = "A tenant's isolated PostgreSQL home: a dedicated database or schema, a least-privilege login role and a credentials Secret.",
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Isolation","type":"string","jsonPath":".spec.isolation"}"#,
+    printcolumn = r#"{"name":"Database","type":"string","jsonPath":".status.database"}"#,
+    printcolumn = r#"{"name":"Schema","type":"string","jsonPath":".status.schema","priority":1}"#,
+    printcolumn = r#"{"name":"Version","type":"string","jsonPath":".status.schemaVersion","priority":1}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "has(self.databaseName) == has(oldSelf.databaseName)", "message": "databaseName cannot be added or removed after creation"}
+]))]
+pub struct TenantSpec {
+    /// How the tenant's data is isolated from other tenants. `database`: a dedicated PostgreSQL
+    /// database owned by the tenant's role. `schema`: a schema owned by the tenant's role inside the
+    /// operator's shared database. Immutable after creation.
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "isolation is immutable"}]))]
+    pub isolation: Isolation,
+
+    /// What happens to the tenant's database objects when the Tenant is deleted. `Retain` (default)
+    /// keeps the database/schema, its data and the login role; `Delete` drops them.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+
+    /// Optional explicit PostgreSQL name for the tenant's database (isolation `database`) or schema
+    /// (isolation `schema`). Defaults to `<prefix><namespace>_<name>_<hash>` so that Tenants in
+    /// different namespaces never collide. Lower-case letters, digits and underscores; at most 63
+    /// bytes; must not be a reserved name (`postgres`, `template0`, `template1`, `public`, names
+    /// starting with `pg_`). Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z_][a-z0-9_]{0,62}$"), length(max = 63))]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self == oldSelf", "message": "databaseName is immutable"},
+        {"rule": "!(self in ['postgres', 'template0', 'template1', 'public', 'information_schema']) && !self.startsWith('pg_')", "message": "databaseName is a reserved PostgreSQL name"}
+    ]))]
+    pub database_name: Option<String>,
+
+    /// Credentials Secret settings.
+    #[serde(default)]
+    pub credentials: CredentialsSpec,
+
+    /// Apply the bundled baseline migrations (`migrations/postgres`) when the tenant is provisioned.
+    /// Defaults to true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_migrate: Option<bool>,
+}
+
+/// Tenant isolation strategy.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    /// A dedicated PostgreSQL database per tenant.
+    Database,
+    /// A dedicated schema per tenant in a shared database.
+    Schema,
+}
+
+impl Isolation {
+    /// The spelling used in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Isolation::Database => "database",
+            Isolation::Schema => "schema",
+        }
+    }
+}
+
+/// What deletion of the Tenant does to its database objects.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum DeletionPolicy {
+    /// Keep the database or schema, its data and the login role.
+    #[default]
+    Retain,
+    /// Drop the database or schema and the login role.
+    Delete,
+}
+
+/// Credentials Secret settings.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialsSpec {
+    /// Name of the Secret the operator writes the connection details to (keys `host`, `port`,
+    /// `database`, `schema`, `username`, `password`, `uri`). Defaults to `<tenant name>-db`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"),
+        length(max = 253)
+    )]
+    pub secret_name: Option<String>,
+}
+
+/// Lifecycle phase of a Tenant.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum TenantPhase {
+    /// Seen, not yet worked on.
+    #[default]
+    Pending,
+    /// Database objects are being created or repaired.
+    Provisioning,
+    /// Everything exists and the credentials Secret is up to date.
+    Ready,
+    /// The spec is invalid or provisioning failed; see the conditions.
+    Failed,
+    /// The Tenant is being deleted and its deletion policy is being carried out.
+    Deleting,
+}
+
+/// Observed state of a Tenant.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantStatus {
+    /// Coarse lifecycle phase; the conditions carry the details.
+    #[serde(default)]
+    pub phase: TenantPhase,
+    /// The `metadata.generation` this status was computed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Latest observations: `Ready`, `Provisioned`, `Degraded`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// PostgreSQL database holding the tenant's data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    /// Schema holding the tenant's tables (`public` of the dedicated database for isolation `database`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
+    /// The tenant's login role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// Name of the credentials Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+    /// Highest applied schema migration version, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_version: Option<i64>,
+}

@@ -1,0 +1,260 @@
+//! `tenantdb dev`: a self-contained local demo with no cluster.
+//!
+//! Starts, all on 127.0.0.1 and all throwaway: a PostgreSQL 15 cluster, the project's in-memory
+//! Kubernetes API server **emulator** (not a cluster), and the operator's controllers in-process;
+//! writes a kubeconfig, applies `examples/`, and shows a live table of Tenants. Ctrl-C tears it all
+//! down and removes every file it created.
+
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::core::GroupVersionKind;
+use kube::{Client, ResourceExt};
+use tokio::sync::watch;
+
+use crate::crd::{Tenant, TenantPhase};
+use crate::error::{Error, Result};
+use crate::localpg::LocalPg;
+use crate::runtime::RunConfig;
+
+/// Options of `tenantdb dev`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DevConfig {
+    /// Directory whose `*.yaml` manifests are applied at start.
+    #[arg(long, default_value = "examples")]
+    pub examples: PathBuf,
+    /// Where the kubeconfig for kubectl is written (removed on exit).
+    #[arg(long, default_value = ".tenantdb-dev/kubeconfig")]
+    pub kubeconfig: PathBuf,
+    /// Port of the API server emulator (0 = any free port).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    /// Exit successfully as soon as every applied Tenant is Ready (for CI smoke runs); fail after
+    /// this many seconds otherwise. 0 = run until Ctrl-C.
+    #[arg(long, default_value_t = 0)]
+    pub exit_when_ready: u64,
+}
+
+/// Parses a multi-document YAML file into JSON objects (empty documents skipped).
+pub fn parse_manifests(text: &str) -> Result<Vec<serde_json::Value>> {
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(text)
+        .map_err(|e| Error::Config(format!("invalid YAML: {e}")))?;
+    Ok(docs
+        .into_iter()
+        .filter(|d| d.is_object() && !d.as_object().is_some_and(|o| o.is_empty()))
+        .collect())
+}
+
+/// Server-side applies a manifest object (any kind the server knows).
+pub async fn apply_manifest(client: &Client, obj: &serde_json::Value, field_manager: &str) -> Result<String> {
+    let api_version = obj["apiVersion"].as_str().unwrap_or_default();
+    let kind = obj["kind"].as_str().unwrap_or_default();
+    let name = obj["metadata"]["name"]
+        .as_str()
+        .ok_or_else(|| Error::Config(format!("{kind} without metadata.name")))?;
+    let ns = obj["metadata"]["namespace"].as_str().unwrap_or("default");
+    let (group, version) = match api_version.split_once('/') {
+        Some((g, v)) => (g, v),
+        None => ("", api_version),
+    };
+    let gvk = GroupVersionKind::gvk(group, version, kind);
+    let (ar, caps) = kube::discovery::pinned_kind(client, &gvk).await?;
+    let api: Api<DynamicObject> = if caps.scope == kube::discovery::Scope::Namespaced {
+        Api::namespaced_with(client.clone(), ns, &ar)
+    } else {
+        Api::all_with(client.clone(), &ar)
+    };
+    api.patch(name, &PatchParams::apply(field_manager).force(), &Patch::Apply(obj))
+        .await?;
+    Ok(format!("{}/{name}", ar.plural))
+}
+
+/// Builds a client for a kubeconfig file.
+pub async fn client_for(kubeconfig: &Path) -> Result<Client> {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig)
+        .map_err(|e| Error::Config(format!("kubeconfig: {e}")))?;
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .map_err(|e| Error::Config(format!("kubeconfig: {e}")))?;
+    Ok(Client::try_from(cfg)?)
+}
+
+fn render_table(tenants: &[Tenant]) -> String {
+    let mut out = format!(
+        "{:<12} {:<16} {:<13} {:<9} {:<44} {:<8} {}\n",
+        "NAMESPACE", "NAME", "PHASE", "ISOLATION", "DATABASE/SCHEMA", "VERSION", "MESSAGE"
+    );
+    for t in tenants {
+        let st = t.status.clone().unwrap_or_default();
+        let phase = match st.phase {
+            TenantPhase::Pending => "Pending",
+            TenantPhase::Provisioning => "Provisioning",
+            TenantPhase::Ready => "Ready",
+            TenantPhase::Failed => "Failed",
+            TenantPhase::Deleting => "Deleting",
+        };
+        let place = match (&st.database, &st.schema) {
+            (Some(d), Some(s)) if s != "public" => format!("{d}/{s}"),
+            (Some(d), _) => d.clone(),
+            _ => "-".into(),
+        };
+        let msg = st
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .map(|c| c.reason.clone())
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "{:<12} {:<16} {:<13} {:<9} {:<44} {:<8} {}\n",
+            t.namespace().unwrap_or_default(),
+            t.name_any(),
+            phase,
+            t.spec.isolation.as_str(),
+            place,
+            st.schema_version.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
+            msg
+        ));
+    }
+    out
+}
+
+/// Runs the demo until Ctrl-C (or until ready, with `--exit-when-ready`).
+pub async fn run(cfg: DevConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
+    println!("tenantdb dev: local demo. Nothing here is a Kubernetes cluster: the API server is tenantdb's in-memory emulator.");
+    println!("==> starting a throwaway PostgreSQL 15 cluster");
+    let pg = tokio::task::spawn_blocking(LocalPg::start)
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
+        .map_err(|e| Error::Config(e.to_string()))?;
+    println!("    listening on 127.0.0.1:{}", pg.port());
+
+    println!("==> starting the in-memory API server emulator");
+    let mut api_cfg = tenantdb_apiserver::Config {
+        addr: SocketAddr::from(([127, 0, 0, 1], cfg.port)),
+        ..Default::default()
+    };
+    for (_, crd) in crate::crd::all_crds() {
+        api_cfg
+            .crds
+            .push(serde_json::to_value(&crd).map_err(|e| Error::Internal(e.to_string()))?);
+    }
+    let server = tenantdb_apiserver::start(api_cfg)
+        .await
+        .map_err(|e| Error::Config(format!("api server emulator: {e}")))?;
+    let kubeconfig_dir = cfg.kubeconfig.parent().map(Path::to_path_buf);
+    if let Some(dir) = &kubeconfig_dir {
+        std::fs::create_dir_all(dir).map_err(|e| Error::Config(format!("{}: {e}", dir.display())))?;
+    }
+    server
+        .write_kubeconfig(&cfg.kubeconfig, "default")
+        .map_err(|e| Error::Config(format!("kubeconfig: {e}")))?;
+    println!("    {} (kubeconfig: {})", server.url(), cfg.kubeconfig.display());
+
+    let client = client_for(&cfg.kubeconfig).await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let run_cfg = RunConfig {
+        database_url: pg.admin_url(),
+        shared_database: "tenantdb_shared".into(),
+        name_prefix: "tenant_".into(),
+        tenant_host: None,
+        tenant_port: None,
+        concurrency: 8,
+        resync_seconds: 60,
+        backoff_base_ms: 500,
+        backoff_max_seconds: 30,
+        pool_size: 8,
+        connect_timeout_seconds: 5,
+        http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        migrations_dir: None,
+        instance: "tenantdb-dev".into(),
+    };
+    let mut stop_rx2 = stop_rx.clone();
+    let operator = tokio::spawn(crate::runtime::run(client.clone(), run_cfg, async move {
+        let _ = stop_rx2.wait_for(|v| *v).await;
+    }));
+    println!("==> operator started in-process");
+
+    let mut applied = 0usize;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&cfg.examples)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    for f in &files {
+        let text = std::fs::read_to_string(f).map_err(|e| Error::Config(format!("{}: {e}", f.display())))?;
+        for obj in parse_manifests(&text)? {
+            let what = apply_manifest(&client, &obj, "tenantdb-dev").await?;
+            println!("    applied {what} from {}", f.display());
+            applied += 1;
+        }
+    }
+    println!(
+        "==> try more:  kubectl --kubeconfig {} apply -f examples/tenant-schema.yaml   (or get tenants -o yaml, get secrets)",
+        cfg.kubeconfig.display()
+    );
+    println!("    Ctrl-C stops everything and removes all files.\n");
+
+    let tenants: Api<Tenant> = Api::all(client.clone());
+    let started = Instant::now();
+    let tty = std::io::stdout().is_terminal();
+    let mut last = String::new();
+    let result: Result<()> = {
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break Ok(()),
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+            let list = match tenants.list(&Default::default()).await {
+                Ok(l) => l.items,
+                Err(e) => {
+                    eprintln!("list tenants: {e}");
+                    continue;
+                }
+            };
+            let table = render_table(&list);
+            if table != last {
+                if tty {
+                    print!("\x1b[2K");
+                }
+                println!("[{:>5.1}s]\n{table}", started.elapsed().as_secs_f64());
+                let _ = std::io::stdout().flush();
+                last = table;
+            }
+            if cfg.exit_when_ready > 0 {
+                let all_ready = !list.is_empty()
+                    && list.len() >= applied
+                    && list.iter().all(|t| t.status.as_ref().is_some_and(|s| s.phase == TenantPhase::Ready));
+                if all_ready {
+                    println!("all {} tenants Ready after {:.1}s", list.len(), started.elapsed().as_secs_f64());
+                    break Ok(());
+                }
+                if started.elapsed() > Duration::from_secs(cfg.exit_when_ready) {
+                    break Err(Error::Internal("tenants did not become Ready in time".into()));
+                }
+            }
+        }
+    };
+
+    println!("==> shutting down");
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(Duration::from_secs(30), operator).await {
+        Ok(Ok(Err(e))) => eprintln!("operator: {e}"),
+        Ok(Err(e)) => eprintln!("operator task: {e}"),
+        _ => {}
+    }
+    server.shutdown().await;
+    drop(pg);
+    let _ = std::fs::remove_file(&cfg.kubeconfig);
+    if let Some(dir) = kubeconfig_dir {
+        let _ = std::fs::remove_dir(dir);
+    }
+    println!("    PostgreSQL stopped and removed; API server emulator stopped; kubeconfig removed.");
+    result
+}

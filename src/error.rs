@@ -1,0 +1,129 @@
+//! The operator's one error type, with low-cardinality categories for metrics, Events and
+//! condition reasons.
+
+use crate::migrate::MigrateError;
+use crate::naming::NameError;
+
+/// Everything that can go wrong while reconciling.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The spec cannot be provisioned as written; retrying will not help until it changes.
+    #[error("invalid spec: {0}")]
+    InvalidSpec(String),
+    /// A PostgreSQL object the Tenant maps to belongs to someone else.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// A name could not be derived or validated.
+    #[error("invalid name: {0}")]
+    Name(#[from] NameError),
+    /// PostgreSQL could not be reached (connect/timeout/pool).
+    #[error("database unavailable: {0}")]
+    DatabaseUnavailable(String),
+    /// A statement failed.
+    #[error("database error: {0}")]
+    Database(String),
+    /// A schema migration failed or drifted.
+    #[error("migration: {0}")]
+    Migration(#[from] MigrateError),
+    /// Kubernetes API error.
+    #[error("kubernetes api: {0}")]
+    Kube(#[source] Box<kube::Error>),
+    /// The operator's own configuration is unusable.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// Something that should not happen (a bug); kept as an error rather than a panic.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl From<kube::Error> for Error {
+    fn from(e: kube::Error) -> Self {
+        Error::Kube(Box::new(e))
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => Error::DatabaseUnavailable(first_line(&e.to_string())),
+            sqlx::Error::Database(db) => {
+                // Class 08 (connection exception), 57P0x (shutdown), 53 (insufficient resources).
+                let code = db.code().map(|c| c.to_string()).unwrap_or_default();
+                if code.starts_with("08") || code.starts_with("57P") || code.starts_with("53") {
+                    Error::DatabaseUnavailable(first_line(db.message()))
+                } else {
+                    Error::Database(format!("{} (SQLSTATE {code})", first_line(db.message())))
+                }
+            }
+            _ => Error::Database(first_line(&e.to_string())),
+        }
+    }
+}
+
+/// First line of an error message, length-bounded (condition messages and Events stay short).
+pub fn first_line(s: &str) -> String {
+    let line = s.lines().next().unwrap_or_default();
+    if line.len() > 300 {
+        let mut end = 300;
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}…", &line[..end])
+    } else {
+        line.to_string()
+    }
+}
+
+impl Error {
+    /// Low-cardinality category: metric label value and condition reason.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::InvalidSpec(_) | Error::Name(_) => "InvalidSpec",
+            Error::Conflict(_) => "Conflict",
+            Error::DatabaseUnavailable(_) => "DatabaseUnavailable",
+            Error::Database(_) => "DatabaseError",
+            Error::Migration(m) if m.category() == "drift" => "MigrationDrift",
+            Error::Migration(_) => "MigrationFailed",
+            Error::Kube(_) => "KubernetesError",
+            Error::Config(_) => "ConfigError",
+            Error::Internal(_) => "InternalError",
+        }
+    }
+
+    /// Whether retrying without a spec change can help. Permanent errors wait for a change.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            Error::InvalidSpec(_) | Error::Name(_) | Error::Conflict(_)
+        )
+    }
+}
+
+/// Result alias.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn categories_are_stable() {
+        assert_eq!(Error::InvalidSpec("x".into()).category(), "InvalidSpec");
+        assert!(Error::Conflict("x".into()).is_permanent());
+        assert!(!Error::DatabaseUnavailable("x".into()).is_permanent());
+        assert_eq!(
+            Error::from(sqlx::Error::PoolTimedOut).category(),
+            "DatabaseUnavailable"
+        );
+    }
+
+    #[test]
+    fn first_line_is_bounded() {
+        assert_eq!(first_line("a\nb"), "a");
+        assert!(first_line(&"é".repeat(400)).len() < 310);
+    }
+}

@@ -1,0 +1,199 @@
+//! Prometheus metrics. Label values are bounded: controller names, result, error categories and
+//! phases are small fixed sets; no tenant names are used as labels.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// `controller` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabels {
+    /// `tenant` or `tenantmigration`.
+    pub controller: String,
+}
+
+/// `controller` + `result` labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// `tenant` or `tenantmigration`.
+    pub controller: String,
+    /// `success` or `error`.
+    pub result: String,
+}
+
+/// `controller` + `category` labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    /// `tenant` or `tenantmigration`.
+    pub controller: String,
+    /// Error category (see `Error::category`).
+    pub category: String,
+}
+
+/// `phase` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    /// Phase name.
+    pub phase: String,
+}
+
+/// `kind` label for SQL statements.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StepLabels {
+    /// Step kind (e.g. `CreateRole`).
+    pub step: String,
+}
+
+/// All metrics of one operator process.
+pub struct Metrics {
+    registry: Registry,
+    /// Reconciles by controller and result.
+    pub reconciles: Family<ResultLabels, Counter>,
+    /// Reconcile errors by controller and category.
+    pub errors: Family<ErrorLabels, Counter>,
+    /// Reconcile duration by controller.
+    pub duration: Family<ControllerLabels, Histogram>,
+    /// Objects by phase (Tenants; TenantMigrations use `migration_*` phases).
+    pub phases: Family<PhaseLabels, Gauge>,
+    /// Provisioning steps applied, by kind (drift repair shows up here).
+    pub steps: Family<StepLabels, Counter>,
+    /// Status writes performed.
+    pub status_writes: Family<ControllerLabels, Counter>,
+    /// Sum of measured storage of all tenants, in bytes.
+    pub storage_bytes: Gauge,
+    phase_of: Mutex<HashMap<String, String>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric under the `tenantdb` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("tenantdb");
+        let reconciles = Family::<ResultLabels, Counter>::default();
+        let errors = Family::<ErrorLabels, Counter>::default();
+        let duration = Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.005, 2.0, 14))
+        });
+        let phases = Family::<PhaseLabels, Gauge>::default();
+        let steps = Family::<StepLabels, Counter>::default();
+        let status_writes = Family::<ControllerLabels, Counter>::default();
+        let storage_bytes = Gauge::default();
+        registry.register("reconciles", "Reconciles by controller and result", reconciles.clone());
+        registry.register("reconcile_errors", "Reconcile errors by controller and category", errors.clone());
+        registry.register("reconcile_duration_seconds", "Reconcile duration", duration.clone());
+        registry.register("objects", "Objects by phase", phases.clone());
+        registry.register("provisioning_steps", "Provisioning steps applied, by step", steps.clone());
+        registry.register("status_writes", "Status writes performed", status_writes.clone());
+        registry.register("storage_bytes", "Measured storage of all tenants", storage_bytes.clone());
+        Self {
+            registry,
+            reconciles,
+            errors,
+            duration,
+            phases,
+            steps,
+            status_writes,
+            storage_bytes,
+            phase_of: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Records one reconcile.
+    pub fn observe_reconcile(&self, controller: &str, took: Duration, error_category: Option<&str>) {
+        let result = if error_category.is_some() { "error" } else { "success" };
+        self.reconciles
+            .get_or_create(&ResultLabels {
+                controller: controller.into(),
+                result: result.into(),
+            })
+            .inc();
+        if let Some(category) = error_category {
+            self.errors
+                .get_or_create(&ErrorLabels {
+                    controller: controller.into(),
+                    category: category.into(),
+                })
+                .inc();
+        }
+        self.duration
+            .get_or_create(&ControllerLabels {
+                controller: controller.into(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Tracks the phase of one object (key: `kind/namespace/name`); `None` forgets it.
+    pub fn set_phase(&self, key: &str, phase: Option<&str>) {
+        let Ok(mut map) = self.phase_of.lock() else {
+            return;
+        };
+        let old = match phase {
+            Some(p) => map.insert(key.to_string(), p.to_string()),
+            None => map.remove(key),
+        };
+        if old.as_deref() == phase {
+            return;
+        }
+        if let Some(o) = old {
+            self.phases.get_or_create(&PhaseLabels { phase: o }).dec();
+        }
+        if let Some(p) = phase {
+            self.phases.get_or_create(&PhaseLabels { phase: p.into() }).inc();
+        }
+    }
+
+    /// Counts a status write.
+    pub fn status_written(&self, controller: &str) {
+        self.status_writes
+            .get_or_create(&ControllerLabels {
+                controller: controller.into(),
+            })
+            .inc();
+    }
+
+    /// Text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_move_between_buckets() {
+        let m = Metrics::new();
+        m.set_phase("tenant/ns/a", Some("Provisioning"));
+        m.set_phase("tenant/ns/a", Some("Ready"));
+        m.set_phase("tenant/ns/b", Some("Ready"));
+        m.set_phase("tenant/ns/b", None);
+        m.observe_reconcile("tenant", Duration::from_millis(10), Some("DatabaseUnavailable"));
+        let text = m.encode();
+        assert!(text.contains("tenantdb_objects{phase=\"Ready\"} 1"), "{text}");
+        assert!(text.contains("tenantdb_objects{phase=\"Provisioning\"} 0"), "{text}");
+        assert!(text.contains("category=\"DatabaseUnavailable\""), "{text}");
+    }
+}

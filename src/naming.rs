@@ -1,0 +1,303 @@
+//! PostgreSQL names for tenants: derivation, validation and quoting.
+//!
+//! Every identifier that reaches SQL goes through [`Ident`], which only exists for names matching
+//! `^[a-z_][a-z0-9_]*$`, at most 63 bytes and not reserved. Identifiers are still always rendered
+//! double-quoted. Values never go through here: they are bound as query parameters.
+
+use std::fmt;
+
+use sha2::{Digest, Sha256};
+
+use crate::crd::Isolation;
+
+/// PostgreSQL's identifier length limit (NAMEDATALEN - 1).
+pub const MAX_IDENT_BYTES: usize = 63;
+
+/// Bytes kept free at the end of a derived role name for suffixes such as the rotation role's `_b`.
+const ROLE_SUFFIX_RESERVE: usize = 2;
+
+/// Names PostgreSQL or the operator reserve.
+const RESERVED: &[&str] = &[
+    "postgres",
+    "template0",
+    "template1",
+    "public",
+    "information_schema",
+    "pg_catalog",
+    "pg_toast",
+    "current_user",
+    "session_user",
+    "current_role",
+    "none",
+    "all",
+];
+
+/// Why a name was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    /// Empty name.
+    #[error("name is empty")]
+    Empty,
+    /// Longer than 63 bytes.
+    #[error("name {0:?} is longer than 63 bytes")]
+    TooLong(String),
+    /// Characters outside `[a-z0-9_]` or a leading digit.
+    #[error(
+        "name {0:?} is not a valid identifier (lower-case letters, digits and underscores, not starting with a digit)"
+    )]
+    Invalid(String),
+    /// Reserved by PostgreSQL.
+    #[error("name {0:?} is reserved")]
+    Reserved(String),
+    /// The configured prefix is unusable.
+    #[error("name prefix {0:?} is invalid (lower-case letters, digits, underscores; at most 20 bytes)")]
+    Prefix(String),
+}
+
+/// A validated PostgreSQL identifier. `Display` renders it double-quoted.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Ident(String);
+
+impl Ident {
+    /// Validates `name` as an identifier the operator may create or drop.
+    pub fn new(name: &str) -> Result<Self, NameError> {
+        if name.is_empty() {
+            return Err(NameError::Empty);
+        }
+        if name.len() > MAX_IDENT_BYTES {
+            return Err(NameError::TooLong(name.to_string()));
+        }
+        let mut chars = name.chars();
+        let first_ok = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+        if !first_ok
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
+            return Err(NameError::Invalid(name.to_string()));
+        }
+        if RESERVED.contains(&name) || name.starts_with("pg_") {
+            return Err(NameError::Reserved(name.to_string()));
+        }
+        Ok(Ident(name.to_string()))
+    }
+
+    /// `public`, which is reserved for creation but is where a dedicated database keeps its tables.
+    pub fn public_schema() -> Self {
+        Ident("public".to_string())
+    }
+
+    /// The bare name (for binding as a value, e.g. `WHERE rolname = $1`).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The double-quoted form for SQL text.
+    pub fn quoted(&self) -> String {
+        format!("\"{}\"", self.0.replace('"', "\"\""))
+    }
+}
+
+impl fmt::Display for Ident {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.quoted())
+    }
+}
+
+/// Renders a string literal for the few utility statements that cannot take bind parameters
+/// (`COMMENT ON`, `PASSWORD`). Callers only pass operator-generated text (SCRAM verifiers,
+/// ownership markers built from DNS-1123 names); quotes are doubled regardless and NUL is refused.
+pub fn quote_literal(value: &str) -> Option<String> {
+    if value.contains('\0') || value.contains('\\') {
+        return None;
+    }
+    Some(format!("'{}'", value.replace('\'', "''")))
+}
+
+/// Validates the operator-wide name prefix (e.g. `tenant_`).
+pub fn validate_prefix(prefix: &str) -> Result<(), NameError> {
+    let ok = !prefix.is_empty()
+        && prefix.len() <= 20
+        && prefix
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && prefix
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && !prefix.starts_with("pg_");
+    if ok {
+        Ok(())
+    } else {
+        Err(NameError::Prefix(prefix.to_string()))
+    }
+}
+
+/// Maps a Kubernetes name (DNS-1123) to identifier characters.
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            let c = c.to_ascii_lowercase();
+            if c.is_ascii_lowercase() || c.is_ascii_digit() {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Short stable hash of `namespace/name`: makes derived names unique across namespaces even when
+/// the readable part is truncated or two Kubernetes names sanitize to the same text.
+pub fn stable_hash(namespace: &str, name: &str) -> String {
+    let digest = Sha256::digest(format!("{namespace}/{name}").as_bytes());
+    digest.iter().take(4).map(|b| format!("{b:02x}")).collect()
+}
+
+/// The derived base name `<prefix><namespace>_<name>_<hash8>`, truncated to fit the identifier limit
+/// (minus a small reserve for role suffixes). The hash is always kept.
+pub fn derived_base(prefix: &str, namespace: &str, name: &str) -> String {
+    let hash = stable_hash(namespace, name);
+    let readable = format!("{prefix}{}_{}", sanitize(namespace), sanitize(name));
+    let budget = MAX_IDENT_BYTES - ROLE_SUFFIX_RESERVE - hash.len() - 1;
+    let mut readable: String = readable.chars().take(budget).collect();
+    while readable.ends_with('_') && readable.len() > prefix.len() {
+        readable.pop();
+    }
+    format!("{readable}_{hash}")
+}
+
+/// The PostgreSQL names a Tenant maps to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantNames {
+    /// Database holding the tenant's data (dedicated, or the shared database).
+    pub database: Ident,
+    /// Schema holding the tenant's tables.
+    pub schema: Ident,
+    /// The tenant's login role.
+    pub role: Ident,
+    /// Whether the database is dedicated to this tenant (and so owned and dropped by it).
+    pub dedicated_database: bool,
+    /// Ownership marker stored as a comment on the objects the operator creates.
+    pub owner_marker: String,
+}
+
+/// Computes the names for a Tenant.
+///
+/// `database_name` is the optional `spec.databaseName` override; `shared_database` the operator's
+/// shared database for isolation `schema`.
+pub fn tenant_names(
+    prefix: &str,
+    namespace: &str,
+    name: &str,
+    isolation: Isolation,
+    database_name: Option<&str>,
+    shared_database: &Ident,
+) -> Result<TenantNames, NameError> {
+    validate_prefix(prefix)?;
+    let base = match database_name {
+        Some(explicit) => Ident::new(explicit)?,
+        None => Ident::new(&derived_base(prefix, namespace, name))?,
+    };
+    let role = base.clone();
+    let owner_marker = format!("tenantdb.io/owner={namespace}/{name}");
+    Ok(match isolation {
+        Isolation::Database => TenantNames {
+            database: base,
+            schema: Ident::public_schema(),
+            role,
+            dedicated_database: true,
+            owner_marker,
+        },
+        Isolation::Schema => TenantNames {
+            database: shared_database.clone(),
+            schema: base,
+            role,
+            dedicated_database: false,
+            owner_marker,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_names_are_valid_and_stable() {
+        let a = derived_base("tenant_", "team-a", "acme");
+        assert!(a.starts_with("tenant_team_a_acme_"));
+        assert_eq!(a, derived_base("tenant_", "team-a", "acme"));
+        Ident::new(&a).unwrap();
+    }
+
+    #[test]
+    fn sanitized_collisions_are_separated_by_the_hash() {
+        // `ns-a`/`b` and `ns`/`a-b` both read `ns_a_b`.
+        let x = derived_base("t_", "ns-a", "b");
+        let y = derived_base("t_", "ns", "a-b");
+        assert_ne!(x, y);
+        assert_eq!(&x[..x.len() - 9], &y[..y.len() - 9]);
+    }
+
+    #[test]
+    fn long_names_are_truncated_to_fit_with_the_hash() {
+        let long = "a".repeat(63);
+        let n = derived_base("tenant_", &long, &long);
+        assert!(n.len() <= MAX_IDENT_BYTES - ROLE_SUFFIX_RESERVE, "{n}");
+        assert!(n.ends_with(&stable_hash(&long, &long)));
+        Ident::new(&n).unwrap();
+    }
+
+    #[test]
+    fn hostile_identifiers_are_rejected() {
+        for bad in [
+            "",
+            "Robert",
+            "a\"b",
+            "a;drop database x",
+            "x--y",
+            "a b",
+            "é",
+            "1abc",
+            "postgres",
+            "template1",
+            "pg_anything",
+            "public",
+            &"a".repeat(64),
+        ] {
+            assert!(Ident::new(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn quoting_doubles_quotes() {
+        assert_eq!(Ident("a\"b".into()).quoted(), "\"a\"\"b\"");
+        assert_eq!(quote_literal("it's").unwrap(), "'it''s'");
+        assert!(quote_literal("a\\b").is_none());
+        assert!(quote_literal("a\0b").is_none());
+    }
+
+    #[test]
+    fn names_per_isolation() {
+        let shared = Ident::new("tenants").unwrap();
+        let d = tenant_names("tenant_", "ns", "acme", Isolation::Database, None, &shared).unwrap();
+        assert_eq!(d.schema.as_str(), "public");
+        assert!(d.dedicated_database);
+        assert_eq!(d.database, d.role);
+        let s = tenant_names("tenant_", "ns", "acme", Isolation::Schema, None, &shared).unwrap();
+        assert_eq!(s.database, shared);
+        assert_eq!(s.schema, s.role);
+        assert!(!s.dedicated_database);
+        let o = tenant_names("tenant_", "ns", "acme", Isolation::Schema, Some("acme"), &shared)
+            .unwrap();
+        assert_eq!(o.schema.as_str(), "acme");
+        assert!(
+            tenant_names("tenant_", "ns", "x", Isolation::Database, Some("template1"), &shared)
+                .is_err()
+        );
+        assert!(tenant_names("Bad-", "ns", "x", Isolation::Database, None, &shared).is_err());
+    }
+}

@@ -1,0 +1,408 @@
+//! PostgreSQL side of tenant provisioning: observe (catalog reads), apply (idempotent DDL) and
+//! cleanup. The pure part lives in [`plan`].
+
+pub mod plan;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgConnection, Row};
+use tokio::sync::OnceCell;
+use tracing::{debug, info};
+
+use crate::error::{Error, Result};
+use crate::naming::{Ident, TenantNames};
+use plan::{Desired, Observed, ObservedDatabase, ObservedRole, ObservedSchema, Scope, Step};
+
+/// Connection settings for the PostgreSQL server tenants live on.
+#[derive(Clone, Debug)]
+pub struct PgSettings {
+    /// Admin URL (superuser, or a role with CREATEROLE and CREATEDB), pointing at a maintenance database.
+    pub admin_url: String,
+    /// Database that holds the schemas of `schema`-isolated tenants.
+    pub shared_database: Ident,
+    /// Max connections of each admin pool.
+    pub pool_size: u32,
+    /// How long to wait for a connection.
+    pub connect_timeout: Duration,
+}
+
+/// Admin access to one PostgreSQL server: a small pool on the maintenance database, a lazily
+/// created pool on the shared database, and one-off connections to dedicated tenant databases.
+#[derive(Debug)]
+pub struct PgAdmin {
+    options: PgConnectOptions,
+    admin: PgPool,
+    shared: OnceCell<PgPool>,
+    settings: PgSettings,
+    can_read_verifiers: OnceCell<bool>,
+}
+
+/// What [`PgAdmin::cleanup`] did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct CleanupReport {
+    /// Objects dropped (descriptions).
+    pub dropped: Vec<String>,
+    /// Objects left alone because they were not ours.
+    pub skipped: Vec<String>,
+}
+
+impl PgAdmin {
+    /// Builds the pools (lazily: no connection is made until first use, so the operator starts
+    /// even while the database is down).
+    pub fn new(settings: PgSettings) -> Result<Self> {
+        let options = PgConnectOptions::from_str(&settings.admin_url)
+            .map_err(|e| Error::Config(format!("invalid PostgreSQL admin URL: {}", redact(&e.to_string()))))?
+            // Statements can carry SCRAM verifiers: never log statement text.
+            .disable_statement_logging()
+            .application_name("tenantdb-operator");
+        let admin = pool(&settings, options.clone());
+        Ok(Self {
+            options,
+            admin,
+            shared: OnceCell::new(),
+            settings,
+            can_read_verifiers: OnceCell::new(),
+        })
+    }
+
+    /// The admin pool on the maintenance database.
+    pub fn admin_pool(&self) -> &PgPool {
+        &self.admin
+    }
+
+    /// Host and port clients should use, as configured in the admin URL.
+    pub fn server_address(&self) -> (String, u16) {
+        (
+            self.options.get_host().to_string(),
+            self.options.get_port(),
+        )
+    }
+
+    /// Settings in use.
+    pub fn settings(&self) -> &PgSettings {
+        &self.settings
+    }
+
+    /// Connect options for another database on the same server.
+    pub fn options_for(&self, database: &Ident) -> PgConnectOptions {
+        self.options.clone().database(database.as_str())
+    }
+
+    /// A one-off connection to `database` (dedicated tenant databases are not pooled: thousands of
+    /// tenants must not hold thousands of idle connections).
+    pub async fn connect_to(&self, database: &Ident) -> Result<PgConnection> {
+        let opts = self.options_for(database);
+        let conn = tokio::time::timeout(self.settings.connect_timeout, opts.connect())
+            .await
+            .map_err(|_| Error::DatabaseUnavailable(format!("timed out connecting to database {}", database.as_str())))??;
+        Ok(conn)
+    }
+
+    /// Pool on the shared database; creates and locks down the shared database on first use.
+    pub async fn shared_pool(&self) -> Result<&PgPool> {
+        self.shared
+            .get_or_try_init(|| async {
+                self.ensure_shared_database().await?;
+                let p = pool(&self.settings, self.options_for(&self.settings.shared_database));
+                // Nobody but the operator may create or see objects in the shared database's public schema.
+                sqlx::raw_sql("REVOKE ALL ON SCHEMA public FROM PUBLIC")
+                    .execute(&p)
+                    .await?;
+                Ok::<_, Error>(p)
+            })
+            .await
+    }
+
+    async fn ensure_shared_database(&self) -> Result<()> {
+        let db = &self.settings.shared_database;
+        let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+            .bind(db.as_str())
+            .fetch_optional(&self.admin)
+            .await?;
+        if exists.is_none() {
+            info!(database = db.as_str(), "creating shared database");
+            let r = sqlx::raw_sql(ddl(format!("CREATE DATABASE {db} TEMPLATE template0 ENCODING 'UTF8'")))
+                .execute(&self.admin)
+                .await;
+            if let Err(e) = r {
+                // Another operator replica may have raced us: only "already exists" is fine.
+                let dup = matches!(&e, sqlx::Error::Database(d) if d.code().as_deref() == Some("42P04"));
+                if !dup {
+                    return Err(e.into());
+                }
+            }
+        }
+        sqlx::raw_sql(ddl(format!("REVOKE ALL ON DATABASE {db} FROM PUBLIC")))
+            .execute(&self.admin)
+            .await?;
+        Ok(())
+    }
+
+    async fn can_read_verifiers(&self) -> Result<bool> {
+        self.can_read_verifiers
+            .get_or_try_init(|| async {
+                let su: bool = sqlx::query_scalar("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+                    .fetch_one(&self.admin)
+                    .await?;
+                Ok::<_, Error>(su)
+            })
+            .await
+            .copied()
+    }
+
+    /// Reads the catalog state of the tenant's objects: one query on the maintenance database, plus
+    /// one on the shared database for isolation `schema`.
+    pub async fn observe(&self, names: &TenantNames, password: &str) -> Result<Observed> {
+        let read_verifier = self.can_read_verifiers().await?;
+        // For isolation `schema` the shared database must exist before it is observed.
+        let shared = if names.dedicated_database {
+            None
+        } else {
+            Some(self.shared_pool().await?)
+        };
+        let verifier_sql = if read_verifier {
+            "(SELECT a.rolpassword FROM pg_authid a WHERE a.rolname = $1)"
+        } else {
+            "NULL::text"
+        };
+        let sql = format!(
+            r#"
+SELECT
+  r.oid IS NOT NULL AS role_exists,
+  COALESCE(r.rolcanlogin, false) AS can_login,
+  COALESCE(r.rolconnlimit, -1) AS connlimit,
+  COALESCE(r.rolsuper OR r.rolcreatedb OR r.rolcreaterole OR r.rolreplication OR r.rolbypassrls OR NOT r.rolinherit, false) AS extra,
+  shobj_description(r.oid, 'pg_authid') AS role_comment,
+  {verifier_sql} AS verifier,
+  (SELECT s.setconfig FROM pg_db_role_setting s WHERE s.setrole = r.oid AND s.setdatabase = d.oid) AS setconfig,
+  d.oid IS NOT NULL AS db_exists,
+  pg_get_userbyid(d.datdba) AS db_owner,
+  shobj_description(d.oid, 'pg_database') AS db_comment,
+  COALESCE((SELECT bool_or(a.grantee = 0) FROM aclexplode(COALESCE(d.datacl, acldefault('d', d.datdba))) a), false) AS public_access,
+  CASE WHEN r.oid IS NOT NULL AND d.oid IS NOT NULL THEN has_database_privilege(r.oid, d.oid, 'CONNECT') ELSE false END AS role_connect
+FROM (SELECT 1) one
+LEFT JOIN pg_roles r ON r.rolname = $1
+LEFT JOIN pg_database d ON d.datname = $2
+"#
+        );
+        let row = sqlx::query(ddl(sql))
+            .bind(names.role.as_str())
+            .bind(names.database.as_str())
+            .fetch_one(&self.admin)
+            .await?;
+        let mut observed = Observed::default();
+        if row.try_get::<bool, _>("role_exists")? {
+            let setconfig: Option<Vec<String>> = row.try_get("setconfig")?;
+            let verifier: Option<String> = row.try_get("verifier")?;
+            observed.role = Some(ObservedRole {
+                can_login: row.try_get("can_login")?,
+                connection_limit: row.try_get("connlimit")?,
+                has_extra_privileges: row.try_get("extra")?,
+                comment: row.try_get("role_comment")?,
+                password_matches: if read_verifier {
+                    Some(verifier.is_some_and(|v| crate::scram::matches(password, &v)))
+                } else {
+                    None
+                },
+                search_path: setconfig.and_then(|c| c.into_iter().find(|s| s.starts_with("search_path="))),
+            });
+        }
+        if row.try_get::<bool, _>("db_exists")? {
+            observed.database = Some(ObservedDatabase {
+                owner: row.try_get::<Option<String>, _>("db_owner")?.unwrap_or_default(),
+                comment: row.try_get("db_comment")?,
+                public_has_access: row.try_get("public_access")?,
+                role_can_connect: row.try_get("role_connect")?,
+            });
+        }
+        if let Some(pool) = shared {
+            let row = sqlx::query(
+                "SELECT pg_get_userbyid(n.nspowner) AS owner, obj_description(n.oid, 'pg_namespace') AS comment FROM pg_namespace n WHERE n.nspname = $1",
+            )
+            .bind(names.schema.as_str())
+            .fetch_optional(pool)
+            .await?;
+            if let Some(row) = row {
+                observed.schema = Some(ObservedSchema {
+                    owner: row.try_get::<Option<String>, _>("owner")?.unwrap_or_default(),
+                    comment: row.try_get("comment")?,
+                });
+            }
+        }
+        Ok(observed)
+    }
+
+    /// Applies planned steps in order. Each transactional step runs in its own transaction, so a
+    /// failure leaves earlier steps done and the next reconcile continues from there.
+    pub async fn apply(&self, desired: &Desired, steps: &[Step]) -> Result<()> {
+        if steps.is_empty() {
+            return Ok(());
+        }
+        let needs_verifier = steps.iter().any(|s| matches!(s, Step::CreateRole | Step::SetPassword));
+        let verifier = if needs_verifier {
+            crate::scram::verifier(&desired.password)
+                .ok_or_else(|| Error::Internal("could not compute password verifier".into()))?
+        } else {
+            String::new()
+        };
+        for step in steps {
+            let stmts = step
+                .sql(desired, &verifier)
+                .ok_or_else(|| Error::Internal(format!("cannot render SQL for: {}", step.describe(desired))))?;
+            debug!(step = %step.describe(desired), "applying");
+            let pool = match step.scope() {
+                Scope::Cluster => &self.admin,
+                Scope::TenantDatabase => self.shared_pool().await?,
+            };
+            let result = if step.transactional() {
+                let mut tx = pool.begin().await?;
+                for s in &stmts {
+                    sqlx::raw_sql(ddl(s.clone())).execute(&mut *tx).await?;
+                }
+                tx.commit().await
+            } else {
+                let mut conn = pool.acquire().await?;
+                let mut r = Ok(());
+                for s in &stmts {
+                    if let Err(e) = sqlx::raw_sql(ddl(s.clone())).execute(&mut *conn).await {
+                        r = Err(e);
+                        break;
+                    }
+                }
+                r
+            };
+            result.map_err(|e| {
+                let err = Error::from(e);
+                match err {
+                    Error::Database(m) => Error::Database(format!("{}: {m}", step.describe(desired))),
+                    other => other,
+                }
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Drops what the Tenant created (database or schema, then the role), skipping anything whose
+    /// ownership marker is not this Tenant's. Idempotent: already-gone objects are success.
+    pub async fn cleanup(&self, names: &TenantNames) -> Result<CleanupReport> {
+        let mut report = CleanupReport::default();
+        let marker = names.owner_marker.as_str();
+        // The password does not matter for cleanup.
+        let observed = self.observe(names, "").await?;
+        let role_ours = observed
+            .role
+            .as_ref()
+            .map(|r| r.comment.as_deref() == Some(marker));
+        if names.dedicated_database {
+            if let Some(db) = &observed.database {
+                let ours = db.comment.as_deref() == Some(marker)
+                    || (db.comment.is_none() && db.owner == names.role.as_str());
+                if ours {
+                    // FORCE terminates the tenant's sessions first (PostgreSQL 13+).
+                    sqlx::raw_sql(ddl(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", names.database)))
+                        .execute(&self.admin)
+                        .await?;
+                    report.dropped.push(format!("database {}", names.database.as_str()));
+                } else {
+                    report.skipped.push(format!("database {} (not managed by this Tenant)", names.database.as_str()));
+                }
+            }
+        } else if let Some(schema) = &observed.schema {
+            if schema.comment.as_deref() == Some(marker) {
+                let pool = self.shared_pool().await?;
+                sqlx::raw_sql(ddl(format!("DROP SCHEMA IF EXISTS {} CASCADE", names.schema)))
+                    .execute(pool)
+                    .await?;
+                report.dropped.push(format!("schema {}", names.schema.as_str()));
+            } else {
+                report.skipped.push(format!("schema {} (not managed by this Tenant)", names.schema.as_str()));
+            }
+        }
+        match role_ours {
+            Some(true) => {
+                // End the role's sessions, drop what it still owns or was granted in the databases it
+                // could reach, then the role.
+                sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1 AND pid <> pg_backend_pid()")
+                    .bind(names.role.as_str())
+                    .execute(&self.admin)
+                    .await?;
+                if !names.dedicated_database {
+                    let pool = self.shared_pool().await?;
+                    sqlx::raw_sql(ddl(format!("DROP OWNED BY {}", names.role))).execute(pool).await?;
+                }
+                let mut tx = self.admin.begin().await?;
+                sqlx::raw_sql(ddl(format!("DROP OWNED BY {}", names.role))).execute(&mut *tx).await?;
+                sqlx::raw_sql(ddl(format!("DROP ROLE IF EXISTS {}", names.role))).execute(&mut *tx).await?;
+                tx.commit().await?;
+                report.dropped.push(format!("role {}", names.role.as_str()));
+            }
+            Some(false) => report.skipped.push(format!("role {} (not managed by this Tenant)", names.role.as_str())),
+            None => {}
+        }
+        Ok(report)
+    }
+
+    /// Checks that the server answers.
+    pub async fn ping(&self) -> Result<()> {
+        let mut conn = self.admin.acquire().await?;
+        conn.ping().await?;
+        Ok(())
+    }
+}
+
+/// Marks SQL text as audited. Only text assembled from [`Ident`]s (validated, quoted identifiers),
+/// [`crate::naming::quote_literal`] of operator-generated values and fixed keywords may pass through
+/// here; user-supplied values are always bound as parameters instead.
+pub fn ddl(sql: String) -> sqlx::AssertSqlSafe<String> {
+    sqlx::AssertSqlSafe(sql)
+}
+
+fn pool(settings: &PgSettings, options: PgConnectOptions) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(settings.pool_size)
+        .min_connections(0)
+        .acquire_timeout(settings.connect_timeout)
+        .idle_timeout(Some(Duration::from_secs(300)))
+        .connect_lazy_with(options)
+}
+
+/// Removes a password from a URL-ish string before it reaches a log or error message.
+pub fn redact(s: &str) -> String {
+    // postgres://user:password@host → postgres://user:***@host
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let end = tail.find(['/', ' ', '?']).unwrap_or(tail.len());
+        let authority = &tail[..end];
+        if let Some(at) = authority.rfind('@') {
+            let userinfo = &authority[..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => out.push_str(&format!("{user}:***{}", &authority[at..])),
+                None => out.push_str(authority),
+            }
+        } else {
+            out.push_str(authority);
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn redacts_passwords_in_urls() {
+        assert_eq!(
+            redact("bad url postgres://admin:hunter2@db:5432/postgres?x=1"),
+            "bad url postgres://admin:***@db:5432/postgres?x=1"
+        );
+        assert_eq!(redact("postgres://db/x"), "postgres://db/x");
+    }
+}

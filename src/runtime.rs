@@ -1,0 +1,207 @@
+//! Operator process: configuration, HTTP endpoints (`/metrics`, `/healthz`, `/readyz`), controllers,
+//! graceful shutdown.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::controller::{Context, OperatorSettings, tenant};
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::migrate::MigrationSet;
+use crate::naming::{Ident, validate_prefix};
+use crate::pg::{PgAdmin, PgSettings};
+
+/// Everything `tenantdb run` is configured with (flags or `TENANTDB_*` environment variables).
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunConfig {
+    /// PostgreSQL admin URL (superuser or CREATEROLE+CREATEDB), e.g.
+    /// postgres://postgres:…@pg:5432/postgres. Never logged.
+    #[arg(long, env = "TENANTDB_DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+    /// Database holding the schemas of `schema`-isolated tenants (created if missing).
+    #[arg(long, env = "TENANTDB_SHARED_DATABASE", default_value = "tenantdb_shared")]
+    pub shared_database: String,
+    /// Prefix of derived database/schema/role names.
+    #[arg(long, env = "TENANTDB_NAME_PREFIX", default_value = "tenant_")]
+    pub name_prefix: String,
+    /// Host written to credentials Secrets (default: the admin URL's host).
+    #[arg(long, env = "TENANTDB_TENANT_HOST")]
+    pub tenant_host: Option<String>,
+    /// Port written to credentials Secrets (default: the admin URL's port).
+    #[arg(long, env = "TENANTDB_TENANT_PORT")]
+    pub tenant_port: Option<u16>,
+    /// Maximum Tenants reconciled at once.
+    #[arg(long, env = "TENANTDB_CONCURRENCY", default_value_t = 8)]
+    pub concurrency: u16,
+    /// Seconds between resyncs of a Ready Tenant (drift repair).
+    #[arg(long, env = "TENANTDB_RESYNC_SECONDS", default_value_t = 300)]
+    pub resync_seconds: u64,
+    /// First retry delay after a transient error, in milliseconds.
+    #[arg(long, env = "TENANTDB_BACKOFF_BASE_MS", default_value_t = 1000)]
+    pub backoff_base_ms: u64,
+    /// Longest retry delay, in seconds.
+    #[arg(long, env = "TENANTDB_BACKOFF_MAX_SECONDS", default_value_t = 300)]
+    pub backoff_max_seconds: u64,
+    /// Connections per admin pool.
+    #[arg(long, env = "TENANTDB_POOL_SIZE", default_value_t = 8)]
+    pub pool_size: u32,
+    /// Seconds to wait for a PostgreSQL connection.
+    #[arg(long, env = "TENANTDB_CONNECT_TIMEOUT_SECONDS", default_value_t = 5)]
+    pub connect_timeout_seconds: u64,
+    /// Address of the HTTP endpoints /metrics, /healthz, /readyz.
+    #[arg(long, env = "TENANTDB_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+    /// Directory of migrations to use instead of the bundled baseline (sqlx file format).
+    #[arg(long, env = "TENANTDB_MIGRATIONS_DIR")]
+    pub migrations_dir: Option<PathBuf>,
+    /// Name of this instance in Events (the pod name in a cluster).
+    #[arg(long, env = "POD_NAME", default_value = "tenantdb")]
+    pub instance: String,
+}
+
+impl RunConfig {
+    /// Validates the configuration and splits it into its parts.
+    pub fn into_parts(self) -> Result<(PgSettings, OperatorSettings, Option<PathBuf>)> {
+        validate_prefix(&self.name_prefix).map_err(|e| Error::Config(e.to_string()))?;
+        let shared = Ident::new(&self.shared_database)
+            .map_err(|e| Error::Config(format!("shared database: {e}")))?;
+        if self.concurrency == 0 {
+            return Err(Error::Config("concurrency must be at least 1".into()));
+        }
+        let pg = PgSettings {
+            admin_url: self.database_url,
+            shared_database: shared,
+            pool_size: self.pool_size.max(1),
+            connect_timeout: Duration::from_secs(self.connect_timeout_seconds.max(1)),
+        };
+        let op = OperatorSettings {
+            name_prefix: self.name_prefix,
+            tenant_host: self.tenant_host,
+            tenant_port: self.tenant_port,
+            resync: Duration::from_secs(self.resync_seconds.max(1)),
+            backoff_base: Duration::from_millis(self.backoff_base_ms.max(10)),
+            backoff_max: Duration::from_secs(self.backoff_max_seconds.max(1)),
+            field_manager: "tenantdb".into(),
+        };
+        Ok((pg, op, self.migrations_dir))
+    }
+}
+
+#[derive(Clone)]
+struct HttpState {
+    metrics: Arc<Metrics>,
+    ready: watch::Receiver<bool>,
+}
+
+async fn metrics_handler(State(s): State<HttpState>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.encode(),
+    )
+}
+
+async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
+    if *s.ready.borrow() {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced")
+    }
+}
+
+/// Serves the HTTP endpoints until `shutdown` resolves.
+pub async fn serve_http(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    ready: watch::Receiver<bool>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<SocketAddr> {
+    let app = Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(HttpState { metrics, ready });
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::Config(format!("cannot listen on {addr}: {e}")))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| Error::Config(e.to_string()))?;
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            warn!(error = %e, "http server stopped");
+        }
+    });
+    Ok(local)
+}
+
+/// Loads the migration set: the directory if given, else the bundled baseline.
+pub fn load_migrations(dir: Option<&std::path::Path>) -> Result<MigrationSet> {
+    match dir {
+        Some(d) => Ok(MigrationSet::load_dir(d)?),
+        None => Ok(MigrationSet::bundled()),
+    }
+}
+
+/// Runs the operator until `shutdown` resolves.
+pub async fn run(
+    client: kube::Client,
+    config: RunConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) -> Result<()> {
+    let http_addr = config.http_addr;
+    let concurrency = config.concurrency;
+    let instance = config.instance.clone();
+    let (pg_settings, op_settings, migrations_dir) = config.into_parts()?;
+    let migrations = Arc::new(load_migrations(migrations_dir.as_deref())?);
+    let pg = Arc::new(PgAdmin::new(pg_settings)?);
+    let metrics = Arc::new(Metrics::new());
+    let (ready_tx, ready_rx) = watch::channel(false);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stop_signal = move |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    let local = serve_http(http_addr, metrics.clone(), ready_rx, stop_signal(stop_rx.clone())).await?;
+    info!(addr = %local, "serving /metrics, /healthz, /readyz");
+
+    let ctx = Arc::new(Context::new(
+        client,
+        pg,
+        op_settings,
+        metrics,
+        migrations,
+        &instance,
+    ));
+    let controller = tokio::spawn(tenant::run(
+        ctx,
+        concurrency,
+        ready_tx,
+        stop_signal(stop_rx.clone()),
+    ));
+    shutdown.await;
+    info!("shutting down");
+    let _ = stop_tx.send(true);
+    if tokio::time::timeout(Duration::from_secs(30), controller)
+        .await
+        .is_err()
+    {
+        warn!("controllers did not stop within 30s");
+    }
+    Ok(())
+}

@@ -1,0 +1,175 @@
+//! The credentials Secret: pure construction of its desired content.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Resource;
+use kube::api::ObjectMeta;
+
+use crate::crd::Tenant;
+use crate::naming::TenantNames;
+
+/// Label put on every Secret the operator manages (the Secret watch is filtered by it).
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// Value of [`MANAGED_BY_LABEL`].
+pub const MANAGED_BY: &str = "tenantdb";
+/// Label naming the owning Tenant.
+pub const TENANT_LABEL: &str = "tenantdb.io/tenant";
+
+/// Connection endpoint written to the Secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Host name clients use.
+    pub host: String,
+    /// Port clients use.
+    pub port: u16,
+}
+
+/// Percent-encodes a URI component (RFC 3986 unreserved characters pass through).
+fn pct(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The Secret's `data` (plain strings; the API encodes them).
+pub fn secret_data(
+    names: &TenantNames,
+    endpoint: &Endpoint,
+    password: &str,
+) -> BTreeMap<String, String> {
+    let user = names.role.as_str();
+    let db = names.database.as_str();
+    let uri = format!(
+        "postgresql://{}:{}@{}:{}/{}",
+        pct(user),
+        pct(password),
+        endpoint.host,
+        endpoint.port,
+        pct(db)
+    );
+    BTreeMap::from([
+        ("host".to_string(), endpoint.host.clone()),
+        ("port".to_string(), endpoint.port.to_string()),
+        ("database".to_string(), db.to_string()),
+        ("schema".to_string(), names.schema.as_str().to_string()),
+        ("username".to_string(), user.to_string()),
+        ("password".to_string(), password.to_string()),
+        ("uri".to_string(), uri),
+    ])
+}
+
+/// The full desired Secret, owned by the Tenant (so it is garbage-collected with it).
+pub fn desired_secret(
+    tenant: &Tenant,
+    secret_name: &str,
+    data: &BTreeMap<String, String>,
+) -> Secret {
+    let owner = tenant.controller_owner_ref(&());
+    let labels = BTreeMap::from([
+        (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
+        (
+            TENANT_LABEL.to_string(),
+            tenant.meta().name.clone().unwrap_or_default(),
+        ),
+    ]);
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(secret_name.to_string()),
+            namespace: tenant.meta().namespace.clone(),
+            labels: Some(labels),
+            owner_references: owner.map(|o| vec![o]),
+            ..Default::default()
+        },
+        type_: Some("Opaque".to_string()),
+        data: Some(
+            data.iter()
+                .map(|(k, v)| (k.clone(), ByteString(v.as_bytes().to_vec())))
+                .collect(),
+        ),
+        ..Default::default()
+    }
+}
+
+/// Reads a key of a Secret as UTF-8.
+pub fn read_key(secret: &Secret, key: &str) -> Option<String> {
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .and_then(|b| String::from_utf8(b.0.clone()).ok())
+        .or_else(|| {
+            secret
+                .string_data
+                .as_ref()
+                .and_then(|d| d.get(key).cloned())
+        })
+}
+
+/// Whether the existing Secret already has exactly the desired data, labels and owner.
+pub fn is_up_to_date(existing: &Secret, desired: &Secret) -> bool {
+    let labels_ok = desired
+        .metadata
+        .labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| existing.metadata.labels.as_ref().and_then(|l| l.get(k)) == Some(v));
+    let owner_ok = desired.metadata.owner_references.iter().flatten().all(|o| {
+        existing
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|e| e.uid == o.uid && e.controller == Some(true))
+    });
+    labels_ok && owner_ok && existing.data == desired.data
+}
+
+/// Whether the Secret is controlled by the given Tenant (so the operator may manage it).
+pub fn owned_by(secret: &Secret, tenant: &Tenant) -> bool {
+    let uid = tenant.meta().uid.as_deref();
+    secret
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| Some(o.uid.as_str()) == uid && o.kind == "Tenant")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::Isolation;
+    use crate::naming::{Ident, tenant_names};
+
+    #[test]
+    fn data_has_all_keys_and_a_valid_uri() {
+        let shared = Ident::new("tenantdb_shared").unwrap();
+        let names = tenant_names("tenant_", "ns", "acme", Isolation::Schema, None, &shared).unwrap();
+        let ep = Endpoint {
+            host: "pg.db.svc".into(),
+            port: 5432,
+        };
+        let d = secret_data(&names, &ep, "abc123");
+        for k in ["host", "port", "database", "schema", "username", "password", "uri"] {
+            assert!(d.contains_key(k), "{k}");
+        }
+        assert_eq!(
+            d["uri"],
+            format!("postgresql://{}:abc123@pg.db.svc:5432/tenantdb_shared", names.role.as_str())
+        );
+        assert_eq!(d["schema"], names.schema.as_str());
+    }
+
+    #[test]
+    fn uri_components_are_percent_encoded() {
+        assert_eq!(pct("a b@c"), "a%20b%40c");
+    }
+}
