@@ -84,7 +84,7 @@ pub async fn client_for(kubeconfig: &Path) -> Result<Client> {
 
 fn render_table(tenants: &[Tenant]) -> String {
     let mut out = format!(
-        "{:<12} {:<16} {:<13} {:<9} {:<44} {:<8} {}\n",
+        "{:<12} {:<16} {:<13} {:<9} {:<44} {:<15} {}\n",
         "NAMESPACE", "NAME", "PHASE", "ISOLATION", "DATABASE/SCHEMA", "VERSION", "MESSAGE"
     );
     for t in tenants {
@@ -108,7 +108,7 @@ fn render_table(tenants: &[Tenant]) -> String {
             .map(|c| c.reason.clone())
             .unwrap_or_default();
         out.push_str(&format!(
-            "{:<12} {:<16} {:<13} {:<9} {:<44} {:<8} {}\n",
+            "{:<12} {:<16} {:<13} {:<9} {:<44} {:<15} {}\n",
             t.namespace().unwrap_or_default(),
             t.name_any(),
             phase,

@@ -9,6 +9,7 @@ pub mod error;
 pub mod localpg;
 pub mod metrics;
 pub mod migrate;
+pub mod partitions;
 pub mod naming;
 pub mod pg;
 pub mod scram;

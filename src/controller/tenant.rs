@@ -129,6 +129,7 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action>
     let api: Api<Tenant> = Api::namespaced(ctx.client.clone(), &ns);
     let ctx2 = ctx.clone();
     let result = finalizer(&api, FINALIZER, tenant.clone(), |event| async move {
+        debug!("reconcile started");
         match event {
             FinalizerEvent::Apply(t) => apply(t, ctx2).await,
             FinalizerEvent::Cleanup(t) => cleanup(t, ctx2).await,
@@ -455,6 +456,7 @@ async fn write_status(tenant: &Tenant, ctx: &Context, status: TenantStatus) -> R
     let patch = json!({
         "apiVersion": Tenant::api_version(&()),
         "kind": Tenant::kind(&()),
+        "metadata": { "name": tenant.name_any(), "namespace": ns },
         "status": status,
     });
     api.patch_status(

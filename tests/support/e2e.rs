@@ -1,0 +1,244 @@
+//! End-to-end environment: the in-memory API server emulator (in-process), a throwaway PostgreSQL
+//! and the real `tenantdb` binary as a child process talking to the emulator through a kubeconfig.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use tenantdb::crd::{Tenant, TenantPhase};
+use tenantdb::localpg::LocalPg;
+use tokio::process::{Child, Command};
+
+pub struct Env {
+    pub pg: LocalPg,
+    pub api: tenantdb_apiserver::RunningServer,
+    pub dir: PathBuf,
+    pub kubeconfig: PathBuf,
+    pub client: Client,
+    pub operator: Option<Child>,
+    pub log_path: PathBuf,
+    pub extra_args: Vec<String>,
+    starts: u32,
+}
+
+impl Env {
+    pub async fn start() -> Env {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts PostgreSQL, the API server emulator and the operator with extra `run` flags.
+    pub async fn start_with(extra_args: &[&str]) -> Env {
+        let pg = tokio::task::spawn_blocking(LocalPg::start)
+            .await
+            .unwrap()
+            .expect("throwaway PostgreSQL");
+        let mut cfg = tenantdb_apiserver::Config {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ..Default::default()
+        };
+        for (_, crd) in tenantdb::crd::all_crds() {
+            cfg.crds.push(serde_json::to_value(&crd).unwrap());
+        }
+        let api = tenantdb_apiserver::start(cfg).await.expect("api server emulator");
+        let dir = std::env::temp_dir().join(format!(
+            "tenantdb-e2e-{}-{}",
+            std::process::id(),
+            api.addr().port()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let kubeconfig = dir.join("kubeconfig");
+        api.write_kubeconfig(&kubeconfig, "default").unwrap();
+        let client = tenantdb::dev::client_for(&kubeconfig).await.unwrap();
+        let mut env = Env {
+            pg,
+            api,
+            log_path: dir.join("operator.log"),
+            dir,
+            kubeconfig,
+            client,
+            operator: None,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            starts: 0,
+        };
+        env.start_operator();
+        env
+    }
+
+    /// Starts (or restarts) the operator binary. Its output is appended to `operator.log`.
+    pub fn start_operator(&mut self) {
+        self.starts += 1;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_tenantdb"))
+            .arg("run")
+            .args(["--http-addr", "127.0.0.1:0", "--backoff-base-ms", "200", "--backoff-max-seconds", "5"])
+            .args(&self.extra_args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("TENANTDB_DATABASE_URL", self.pg.admin_url())
+            .env("RUST_LOG", "info,tenantdb=debug")
+            .env("TENANTDB_LOG_FORMAT", "json")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn tenantdb");
+        self.operator = Some(child);
+    }
+
+    /// SIGKILLs the operator.
+    pub async fn kill_operator(&mut self) {
+        if let Some(mut c) = self.operator.take() {
+            let _ = c.kill().await;
+            let _ = c.wait().await;
+        }
+    }
+
+    pub fn operator_log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn tenants(&self, ns: &str) -> Api<Tenant> {
+        Api::namespaced(self.client.clone(), ns)
+    }
+
+    pub fn secrets(&self, ns: &str) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), ns)
+    }
+
+    pub async fn ensure_namespace(&self, ns: &str) {
+        let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(self.client.clone());
+        let obj = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+        let _ = api
+            .patch(ns, &PatchParams::apply("e2e").force(), &Patch::Apply(&obj))
+            .await;
+    }
+
+    /// Creates a Tenant from a JSON spec.
+    pub async fn create_tenant(&self, ns: &str, name: &str, spec: serde_json::Value) -> Tenant {
+        self.ensure_namespace(ns).await;
+        let t: Tenant = serde_json::from_value(serde_json::json!({
+            "apiVersion": "tenantdb.io/v1alpha1",
+            "kind": "Tenant",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": spec,
+        }))
+        .unwrap();
+        self.tenants(ns).create(&PostParams::default(), &t).await.unwrap()
+    }
+
+    pub async fn delete_tenant(&self, ns: &str, name: &str) {
+        self.tenants(ns).delete(name, &DeleteParams::default()).await.unwrap();
+    }
+
+    /// Waits until the Tenant is Ready (phase and condition) for its current generation.
+    pub async fn wait_ready(&self, ns: &str, name: &str, timeout: Duration) -> Tenant {
+        let api = self.tenants(ns);
+        wait_for(timeout, &format!("tenant {ns}/{name} Ready"), || {
+            let api = api.clone();
+            let name = name.to_string();
+            async move {
+                let t = api.get_opt(&name).await.ok().flatten()?;
+                let st = t.status.as_ref()?;
+                let ready = st.phase == TenantPhase::Ready
+                    && st.observed_generation == t.metadata.generation
+                    && st.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True");
+                ready.then_some(t)
+            }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n--- operator log tail ---\n{}", tail(&self.operator_log(), 40)))
+    }
+
+    pub async fn wait_gone(&self, ns: &str, name: &str, timeout: Duration) {
+        let api = self.tenants(ns);
+        wait_for(timeout, &format!("tenant {ns}/{name} deleted"), || {
+            let api = api.clone();
+            let name = name.to_string();
+            async move {
+                match api.get_opt(&name).await {
+                    Ok(None) => Some(()),
+                    _ => None,
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n--- operator log tail ---\n{}", tail(&self.operator_log(), 40)));
+    }
+
+    pub async fn secret_value(&self, ns: &str, name: &str, key: &str) -> Option<String> {
+        let s = self.secrets(ns).get_opt(name).await.ok()??;
+        tenantdb::secret::read_key(&s, key)
+    }
+
+    /// Connects to PostgreSQL with the credentials in a Tenant's Secret.
+    pub async fn connect_with_secret(&self, ns: &str, secret: &str) -> Result<sqlx::PgConnection, sqlx::Error> {
+        use sqlx::ConnectOptions;
+        let get = |k: &'static str| async move { self.secret_value(ns, secret, k).await.unwrap_or_default() };
+        sqlx::postgres::PgConnectOptions::new()
+            .host(&get("host").await)
+            .port(get("port").await.parse().unwrap_or(0))
+            .database(&get("database").await)
+            .username(&get("username").await)
+            .password(&get("password").await)
+            .connect()
+            .await
+    }
+
+    pub async fn admin_pool(&self) -> sqlx::PgPool {
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .connect(&self.pg.admin_url())
+            .await
+            .unwrap()
+    }
+
+    pub fn operator_starts(&self) -> u32 {
+        self.starts
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Some(c) = self.operator.as_mut() {
+            let _ = c.start_kill();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Polls `check` until it returns `Some` or the deadline passes (no fixed sleeps in tests).
+pub async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            return Err(format!("timed out after {timeout:?} waiting for {what}"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn names_of(list: &[Tenant]) -> Vec<String> {
+    list.iter().map(|t| t.name_any()).collect()
+}
