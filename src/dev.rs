@@ -169,6 +169,15 @@ pub async fn run(cfg: DevConfig, shutdown: impl std::future::Future<Output = ()>
         connect_timeout_seconds: 5,
         http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         migrations_dir: None,
+        default_max_connections: None,
+        default_statement_timeout: None,
+        default_idle_in_transaction_timeout: None,
+        default_storage: None,
+        max_tenants: None,
+        usage_interval_seconds: 30,
+        health_interval_seconds: 30,
+        health_concurrency: 4,
+        status_report_interval_seconds: 3600,
         instance: "tenantdb-dev".into(),
     };
     let mut stop_rx2 = stop_rx.clone();

@@ -86,7 +86,9 @@ impl Error {
             Error::Conflict(_) => "Conflict",
             Error::DatabaseUnavailable(_) => "DatabaseUnavailable",
             Error::Database(_) => "DatabaseError",
-            Error::Migration(m) if m.category() == "drift" => "MigrationDrift",
+            Error::Migration(MigrateError::ChecksumDrift { .. })
+            | Error::Migration(MigrateError::UnknownApplied { .. }) => "MigrationDrift",
+            Error::Migration(m) if m.is_transient() => "DatabaseUnavailable",
             Error::Migration(_) => "MigrationFailed",
             Error::Kube(_) => "KubernetesError",
             Error::Config(_) => "ConfigError",

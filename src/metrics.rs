@@ -44,6 +44,13 @@ pub struct PhaseLabels {
     pub phase: String,
 }
 
+/// `result` label of health checks.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HealthLabels {
+    /// `healthy` or `unhealthy`.
+    pub result: String,
+}
+
 /// `kind` label for SQL statements.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StepLabels {
@@ -68,6 +75,10 @@ pub struct Metrics {
     pub status_writes: Family<ControllerLabels, Counter>,
     /// Sum of measured storage of all tenants, in bytes.
     pub storage_bytes: Gauge,
+    /// Health checks by result.
+    pub health_checks: Family<HealthLabels, Counter>,
+    /// Health check latency.
+    pub health_latency: Histogram,
     phase_of: Mutex<HashMap<String, String>>,
 }
 
@@ -96,6 +107,8 @@ impl Metrics {
         let steps = Family::<StepLabels, Counter>::default();
         let status_writes = Family::<ControllerLabels, Counter>::default();
         let storage_bytes = Gauge::default();
+        let health_checks = Family::<HealthLabels, Counter>::default();
+        let health_latency = Histogram::new(exponential_buckets(0.001, 2.0, 14));
         registry.register("reconciles", "Reconciles by controller and result", reconciles.clone());
         registry.register("reconcile_errors", "Reconcile errors by controller and category", errors.clone());
         registry.register("reconcile_duration_seconds", "Reconcile duration", duration.clone());
@@ -103,6 +116,8 @@ impl Metrics {
         registry.register("provisioning_steps", "Provisioning steps applied, by step", steps.clone());
         registry.register("status_writes", "Status writes performed", status_writes.clone());
         registry.register("storage_bytes", "Measured storage of all tenants", storage_bytes.clone());
+        registry.register("health_checks", "Tenant health checks by result", health_checks.clone());
+        registry.register("health_check_duration_seconds", "Tenant login + SELECT 1 latency", health_latency.clone());
         Self {
             registry,
             reconciles,
@@ -112,6 +127,8 @@ impl Metrics {
             steps,
             status_writes,
             storage_bytes,
+            health_checks,
+            health_latency,
             phase_of: Mutex::new(HashMap::new()),
         }
     }
@@ -158,6 +175,15 @@ impl Metrics {
         if let Some(p) = phase {
             self.phases.get_or_create(&PhaseLabels { phase: p.into() }).inc();
         }
+    }
+
+    /// Records a health check.
+    pub fn observe_health(&self, healthy: bool, took: Duration) {
+        let result = if healthy { "healthy" } else { "unhealthy" };
+        self.health_checks
+            .get_or_create(&HealthLabels { result: result.into() })
+            .inc();
+        self.health_latency.observe(took.as_secs_f64());
     }
 
     /// Counts a status write.

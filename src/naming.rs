@@ -169,6 +169,15 @@ pub fn derived_base(prefix: &str, namespace: &str, name: &str) -> String {
     format!("{readable}_{hash}")
 }
 
+/// The rotation role name for a primary role: `<role>_b`, truncating the primary part if needed.
+pub fn secondary_of(role: &Ident) -> Result<Ident, NameError> {
+    let mut base = role.as_str().to_string();
+    while base.len() + 2 > MAX_IDENT_BYTES {
+        base.pop();
+    }
+    Ident::new(&format!("{base}_b"))
+}
+
 /// The PostgreSQL names a Tenant maps to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantNames {
@@ -176,8 +185,11 @@ pub struct TenantNames {
     pub database: Ident,
     /// Schema holding the tenant's tables.
     pub schema: Ident,
-    /// The tenant's login role.
+    /// The tenant's primary role: owns the database/schema and logs in (credential slot A).
     pub role: Ident,
+    /// The second login role used for zero-downtime rotation (credential slot B): a member of
+    /// `role` whose sessions act as `role`.
+    pub secondary_role: Ident,
     /// Whether the database is dedicated to this tenant (and so owned and dropped by it).
     pub dedicated_database: bool,
     /// Ownership marker stored as a comment on the objects the operator creates.
@@ -202,12 +214,14 @@ pub fn tenant_names(
         None => Ident::new(&derived_base(prefix, namespace, name))?,
     };
     let role = base.clone();
+    let secondary_role = secondary_of(&role)?;
     let owner_marker = format!("tenantdb.io/owner={namespace}/{name}");
     Ok(match isolation {
         Isolation::Database => TenantNames {
             database: base,
             schema: Ident::public_schema(),
             role,
+            secondary_role,
             dedicated_database: true,
             owner_marker,
         },
@@ -215,6 +229,7 @@ pub fn tenant_names(
             database: shared_database.clone(),
             schema: base,
             role,
+            secondary_role,
             dedicated_database: false,
             owner_marker,
         },

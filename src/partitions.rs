@@ -216,7 +216,11 @@ fn quote_catalog_name(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-async fn exec(conn: &mut PgConnection, operation: &'static str, sql: String) -> Result<u64, MigrateError> {
+async fn exec(
+    conn: &mut PgConnection,
+    operation: &'static str,
+    sql: String,
+) -> Result<u64, MigrateError> {
     sqlx::raw_sql(AssertSqlSafe(sql))
         .execute(conn)
         .await
@@ -240,7 +244,10 @@ pub async fn maintain(
 ) -> Result<PartitionReport, MigrateError> {
     let quoted_schema = quote_identifier(schema)?;
     let quoted_role = quote_identifier(owner_role)?;
-    let mut tx = conn.begin().await.map_err(db_err("beginning a transaction"))?;
+    let mut tx = conn
+        .begin()
+        .await
+        .map_err(db_err("beginning a transaction"))?;
     let result = maintain_in_transaction(
         &mut tx,
         schema,
@@ -319,7 +326,7 @@ async fn maintain_in_transaction(
          JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid \
          JOIN pg_catalog.pg_class p ON p.oid = i.inhparent \
          JOIN pg_catalog.pg_namespace n ON n.oid = p.relnamespace \
-         WHERE n.nspname = $1 AND p.relname = ANY($2)",
+         WHERE n.nspname = $1 AND p.relname = ANY($2) AND c.relkind IN ('r', 'p')",
     )
     .bind(schema)
     .bind(&tables)
@@ -471,9 +478,18 @@ mod tests {
             .filter(|s| s.table == "saas_unified_audit_logs")
             .collect();
         assert_eq!(audit[0].name, "saas_unified_audit_logs_p202501");
-        assert_eq!((audit[0].from, audit[0].to), (date(2025, 1, 1), date(2025, 2, 1)));
-        assert_eq!((audit[1].from, audit[1].to), (date(2025, 2, 1), date(2025, 3, 1)));
-        assert_eq!((audit[2].from, audit[2].to), (date(2025, 3, 1), date(2025, 4, 1)));
+        assert_eq!(
+            (audit[0].from, audit[0].to),
+            (date(2025, 1, 1), date(2025, 2, 1))
+        );
+        assert_eq!(
+            (audit[1].from, audit[1].to),
+            (date(2025, 2, 1), date(2025, 3, 1))
+        );
+        assert_eq!(
+            (audit[2].from, audit[2].to),
+            (date(2025, 3, 1), date(2025, 4, 1))
+        );
         assert!(plan.drop.is_empty());
         assert!(names(&plan.create).contains(&"saas_usage_statistics_p202503"));
         assert!(names(&plan.create).contains(&"saas_unified_alerts_p202502"));
@@ -485,16 +501,28 @@ mod tests {
         let plan = plan_table_partitions(t, date(2024, 12, 1), 1, None, &[]);
         assert_eq!(
             names(&plan.create),
-            ["saas_usage_statistics_p202412", "saas_usage_statistics_p202501"]
+            [
+                "saas_usage_statistics_p202412",
+                "saas_usage_statistics_p202501"
+            ]
         );
         assert_eq!(plan.create[0].to, date(2025, 1, 1));
-        assert_eq!((plan.create[1].from, plan.create[1].to), (date(2025, 1, 1), date(2025, 2, 1)));
+        assert_eq!(
+            (plan.create[1].from, plan.create[1].to),
+            (date(2025, 1, 1), date(2025, 2, 1))
+        );
         // months_ahead = 13 crosses two year ends
         let plan = plan_table_partitions(t, date(2024, 12, 15), 13, None, &[]);
-        assert_eq!(plan.create.last().map(|s| s.name.as_str()), Some("saas_usage_statistics_p202601"));
+        assert_eq!(
+            plan.create.last().map(|s| s.name.as_str()),
+            Some("saas_usage_statistics_p202601")
+        );
         // leap February
         let plan = plan_table_partitions(t, date(2024, 2, 29), 0, None, &[]);
-        assert_eq!((plan.create[0].from, plan.create[0].to), (date(2024, 2, 1), date(2024, 3, 1)));
+        assert_eq!(
+            (plan.create[0].from, plan.create[0].to),
+            (date(2024, 2, 1), date(2024, 3, 1))
+        );
     }
 
     #[test]
@@ -506,8 +534,16 @@ mod tests {
         let t = &PARTITIONED_TABLES[1];
         let plan = plan_table_partitions(t, date(2025, 6, 10), 1, None, &existing);
         assert_eq!(names(&plan.create), ["saas_unified_alerts_p202507"]);
-        let all: Vec<String> = plan.create.iter().map(|s| s.name.clone()).chain(existing).collect();
-        assert_eq!(plan_table_partitions(t, date(2025, 6, 10), 1, Some(0), &all), PartitionPlan::default());
+        let all: Vec<String> = plan
+            .create
+            .iter()
+            .map(|s| s.name.clone())
+            .chain(existing)
+            .collect();
+        assert_eq!(
+            plan_table_partitions(t, date(2025, 6, 10), 1, Some(0), &all),
+            PartitionPlan::default()
+        );
     }
 
     #[test]
@@ -532,7 +568,10 @@ mod tests {
         let plan = plan_table_partitions(t, date(2025, 3, 15), 0, Some(2), &existing);
         assert_eq!(
             names(&plan.drop),
-            ["saas_unified_audit_logs_p202411", "saas_unified_audit_logs_p202412"]
+            [
+                "saas_unified_audit_logs_p202411",
+                "saas_unified_audit_logs_p202412"
+            ]
         );
         assert!(plan.create.is_empty());
         // retention across the year boundary: now January 2025, keep 1 previous month
@@ -542,7 +581,11 @@ mod tests {
         let plan = plan_table_partitions(t, date(2025, 3, 1), 0, Some(0), &existing);
         assert_eq!(plan.drop.len(), 4);
         // no retention: nothing dropped
-        assert!(plan_table_partitions(t, date(2030, 1, 1), 0, None, &existing).drop.is_empty());
+        assert!(
+            plan_table_partitions(t, date(2030, 1, 1), 0, None, &existing)
+                .drop
+                .is_empty()
+        );
         // all tables: the alerts partition goes too, the default and foreign names never
         let plan = plan_partitions(date(2025, 3, 15), 0, Some(2), &existing);
         assert_eq!(plan.drop.len(), 3);
@@ -558,7 +601,13 @@ mod tests {
         assert!(parse_partition_name("saas_usage_statistics_p203113").is_none());
         assert!(parse_partition_name("saas_usage_statistics_default").is_none());
         assert!(crate::migrate::validate_identifier("saas_unified_audit_logs_p209912").is_ok());
-        assert_eq!(bound_literal(PartitionKeyType::Timestamptz, date(2025, 2, 1)), "2025-02-01 00:00:00+00");
-        assert_eq!(bound_literal(PartitionKeyType::Date, date(2025, 2, 1)), "2025-02-01");
+        assert_eq!(
+            bound_literal(PartitionKeyType::Timestamptz, date(2025, 2, 1)),
+            "2025-02-01 00:00:00+00"
+        );
+        assert_eq!(
+            bound_literal(PartitionKeyType::Date, date(2025, 2, 1)),
+            "2025-02-01"
+        );
     }
 }

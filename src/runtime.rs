@@ -64,6 +64,33 @@ pub struct RunConfig {
     /// Directory of migrations to use instead of the bundled baseline (sqlx file format).
     #[arg(long, env = "TENANTDB_MIGRATIONS_DIR")]
     pub migrations_dir: Option<PathBuf>,
+    /// Default CONNECTION LIMIT for Tenants without `quotas.maxConnections`.
+    #[arg(long, env = "TENANTDB_DEFAULT_MAX_CONNECTIONS")]
+    pub default_max_connections: Option<i32>,
+    /// Default `statement_timeout` (e.g. 30s) for Tenants without one.
+    #[arg(long, env = "TENANTDB_DEFAULT_STATEMENT_TIMEOUT")]
+    pub default_statement_timeout: Option<String>,
+    /// Default `idle_in_transaction_session_timeout` (e.g. 5min).
+    #[arg(long, env = "TENANTDB_DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT")]
+    pub default_idle_in_transaction_timeout: Option<String>,
+    /// Default storage quota (e.g. 10Gi) for Tenants without one.
+    #[arg(long, env = "TENANTDB_DEFAULT_STORAGE")]
+    pub default_storage: Option<String>,
+    /// Maximum number of provisioned Tenants; further Tenants wait with a Conflict condition.
+    #[arg(long, env = "TENANTDB_MAX_TENANTS")]
+    pub max_tenants: Option<usize>,
+    /// Seconds between storage measurements of a tenant.
+    #[arg(long, env = "TENANTDB_USAGE_INTERVAL_SECONDS", default_value_t = 300)]
+    pub usage_interval_seconds: u64,
+    /// Seconds between health checks of a tenant (login with its own credentials + SELECT 1).
+    #[arg(long, env = "TENANTDB_HEALTH_INTERVAL_SECONDS", default_value_t = 300)]
+    pub health_interval_seconds: u64,
+    /// Health checks running at once.
+    #[arg(long, env = "TENANTDB_HEALTH_CONCURRENCY", default_value_t = 4)]
+    pub health_concurrency: usize,
+    /// Unchanged usage and health results are re-written to status at most this often (seconds).
+    #[arg(long, env = "TENANTDB_STATUS_REPORT_INTERVAL_SECONDS", default_value_t = 3600)]
+    pub status_report_interval_seconds: u64,
     /// Name of this instance in Events (the pod name in a cluster).
     #[arg(long, env = "POD_NAME", default_value = "tenantdb")]
     pub instance: String,
@@ -92,7 +119,20 @@ impl RunConfig {
             backoff_base: Duration::from_millis(self.backoff_base_ms.max(10)),
             backoff_max: Duration::from_secs(self.backoff_max_seconds.max(1)),
             field_manager: "tenantdb".into(),
+            quota_defaults: crate::quota::QuotaDefaults {
+                max_connections: self.default_max_connections,
+                statement_timeout: self.default_statement_timeout,
+                idle_in_transaction_timeout: self.default_idle_in_transaction_timeout,
+                storage: self.default_storage,
+            },
+            max_tenants: self.max_tenants,
+            usage_interval: Duration::from_secs(self.usage_interval_seconds.max(1)),
+            health_interval: Duration::from_secs(self.health_interval_seconds.max(1)),
+            health_concurrency: self.health_concurrency.max(1),
+            status_report_interval: Duration::from_secs(self.status_report_interval_seconds.max(1)),
         };
+        // Defaults are validated once here rather than failing every Tenant.
+        crate::quota::effective(None, &op.quota_defaults).map_err(|e| Error::Config(format!("default quotas: {e}")))?;
         Ok((pg, op, self.migrations_dir))
     }
 }

@@ -8,7 +8,7 @@ use kube::Resource;
 use kube::api::ObjectMeta;
 
 use crate::crd::Tenant;
-use crate::naming::TenantNames;
+use crate::naming::{Ident, TenantNames};
 
 /// Label put on every Secret the operator manages (the Secret watch is filtered by it).
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
@@ -43,9 +43,10 @@ fn pct(s: &str) -> String {
 pub fn secret_data(
     names: &TenantNames,
     endpoint: &Endpoint,
+    user: &Ident,
     password: &str,
 ) -> BTreeMap<String, String> {
-    let user = names.role.as_str();
+    let user = user.as_str();
     let db = names.database.as_str();
     let uri = format!(
         "postgresql://{}:{}@{}:{}/{}",
@@ -147,7 +148,7 @@ pub fn owned_by(secret: &Secret, tenant: &Tenant) -> bool {
 mod tests {
     use super::*;
     use crate::crd::Isolation;
-    use crate::naming::{Ident, tenant_names};
+    use crate::naming::tenant_names;
 
     #[test]
     fn data_has_all_keys_and_a_valid_uri() {
@@ -157,7 +158,7 @@ mod tests {
             host: "pg.db.svc".into(),
             port: 5432,
         };
-        let d = secret_data(&names, &ep, "abc123");
+        let d = secret_data(&names, &ep, &names.role, "abc123");
         for k in ["host", "port", "database", "schema", "username", "password", "uri"] {
             assert!(d.contains_key(k), "{k}");
         }

@@ -7,7 +7,7 @@ use common::{admin, connect_as, names};
 use sqlx::{Executor, Row};
 use tenantdb::crd::Isolation;
 use tenantdb::pg::PgAdmin;
-use tenantdb::pg::plan::{Desired, Step, plan};
+use tenantdb::pg::plan::{Desired, Slot, Step, plan};
 use tenantdb::scram::generate_password;
 
 async fn provision(admin: &PgAdmin, desired: &Desired) -> Vec<Step> {
@@ -18,11 +18,7 @@ async fn provision(admin: &PgAdmin, desired: &Desired) -> Vec<Step> {
 }
 
 fn desired(ns: &str, name: &str, iso: Isolation) -> Desired {
-    Desired {
-        names: names(ns, name, iso),
-        password: generate_password(),
-        connection_limit: -1,
-    }
+    Desired::simple(names(ns, name, iso), generate_password())
 }
 
 async fn replan(admin: &PgAdmin, d: &Desired) -> Vec<Step> {
@@ -145,7 +141,7 @@ async fn drift_is_repaired_and_password_follows_the_secret() {
     pool.execute(sqlx::AssertSqlSafe(format!("ALTER ROLE {role} PASSWORD 'changed-by-hand' CREATEDB"))).await.unwrap();
     pool.execute(sqlx::AssertSqlSafe(format!("ALTER ROLE {role} IN DATABASE tenantdb_shared RESET search_path"))).await.unwrap();
     let steps = replan(&admin, &a).await;
-    assert_eq!(steps, vec![Step::ResetRoleAttributes, Step::SetPassword, Step::SetSearchPath]);
+    assert_eq!(steps, vec![Step::ResetRoleAttributes(Slot::Primary), Step::SetPassword(Slot::Primary), Step::SetSearchPath(Slot::Primary)]);
     admin.apply(&a, &steps).await.unwrap();
     assert!(replan(&admin, &a).await.is_empty());
     connect_as("tenantdb_shared", role.as_str(), &a.password).await.unwrap();
@@ -158,7 +154,7 @@ async fn drift_is_repaired_and_password_follows_the_secret() {
 
     // A new password (Secret recreated) is pushed to the role.
     a.password = generate_password();
-    assert_eq!(replan(&admin, &a).await, vec![Step::SetPassword]);
+    assert_eq!(replan(&admin, &a).await, vec![Step::SetPassword(Slot::Primary)]);
     provision(&admin, &a).await;
     connect_as("tenantdb_shared", role.as_str(), &a.password).await.unwrap();
 
@@ -224,4 +220,134 @@ async fn server_logs_never_contain_the_password() {
     assert!(log.contains("CREATE ROLE"), "statement logging was on");
     assert!(log.contains("SCRAM-SHA-256$4096:"), "only the verifier is sent");
     assert!(!log.contains(&a.password), "plaintext password reached the server log");
+}
+
+#[tokio::test]
+async fn rotation_keeps_old_credentials_for_the_grace_period_only() {
+    use k8s_openapi::jiff::{SignedDuration, Timestamp};
+    let admin = admin();
+    let mut d = desired("rotate", "alpha", Isolation::Schema);
+    provision(&admin, &d).await;
+    let db = "tenantdb_shared";
+    let old_pw = d.password.clone();
+    let primary = d.names.role.as_str().to_string();
+    let secondary = d.names.secondary_role.as_str().to_string();
+    let mut held = connect_as(db, &primary, &old_pw).await.unwrap();
+    held.execute("CREATE TABLE before_rotation (id int)").await.unwrap();
+
+    // Rotate to the secondary slot with a 3 s grace period.
+    let until = Timestamp::now().checked_add(SignedDuration::from_secs(3)).unwrap();
+    d.active = Slot::Secondary;
+    d.password = generate_password();
+    d.previous_valid_until = Some(until);
+    let steps = provision(&admin, &d).await;
+    assert!(steps.contains(&Step::CreateSecondary), "{steps:?}");
+    assert!(steps.contains(&Step::ExpireLogin(Slot::Primary)), "{steps:?}");
+    assert!(replan(&admin, &d).await.is_empty(), "rotation converges");
+
+    // New credentials work and act as the owner role; old ones still work during the grace period.
+    let mut fresh = connect_as(db, &secondary, &d.password).await.expect("new credentials");
+    fresh.execute("CREATE TABLE after_rotation (id int)").await.unwrap();
+    fresh.execute("INSERT INTO before_rotation VALUES (1)").await.unwrap();
+    let owner: String = sqlx::query_scalar("SELECT tableowner::text FROM pg_tables WHERE tablename = 'after_rotation'")
+        .fetch_one(&mut fresh)
+        .await
+        .unwrap();
+    assert_eq!(owner, primary, "objects created with rotated credentials belong to the tenant role");
+    connect_as(db, &primary, &old_pw).await.expect("old password within grace period");
+
+    // After the grace period PostgreSQL refuses the old password; the held connection keeps working.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if connect_as(db, &primary, &old_pw).await.is_err() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "old password still accepted after grace");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    held.execute("SELECT 1").await.expect("connection opened before rotation keeps working");
+    // The operator then disables the old slot.
+    d.previous_valid_until = None;
+    assert_eq!(replan(&admin, &d).await, vec![Step::DisableLogin(Slot::Primary)]);
+    provision(&admin, &d).await;
+    assert!(replan(&admin, &d).await.is_empty());
+
+    // Rotating back to the primary slot re-enables it with a new password.
+    let b_pw = d.password.clone();
+    d.active = Slot::Primary;
+    d.password = generate_password();
+    d.previous_valid_until = Some(Timestamp::now().checked_add(SignedDuration::from_secs(3600)).unwrap());
+    provision(&admin, &d).await;
+    connect_as(db, &primary, &d.password).await.expect("primary back with new password");
+    connect_as(db, &secondary, &b_pw).await.expect("secondary within its grace period");
+    assert!(connect_as(db, &primary, &old_pw).await.is_err(), "first password never comes back");
+
+    // Cleanup drops both login roles.
+    drop((held, fresh));
+    let report = admin.cleanup(&d.names).await.unwrap();
+    assert_eq!(report.dropped.len(), 3, "{report:?}");
+}
+
+#[tokio::test]
+async fn quotas_are_enforced_by_role_settings() {
+    use tenantdb::quota::EffectiveQuotas;
+    let admin = admin();
+    let mut d = desired("quota", "alpha", Isolation::Database);
+    d.quotas = EffectiveQuotas {
+        connection_limit: 3,
+        statement_timeout_ms: Some(1500),
+        idle_in_transaction_timeout_ms: Some(60_000),
+        storage_bytes: Some(1),
+    };
+    provision(&admin, &d).await;
+    assert!(replan(&admin, &d).await.is_empty());
+    let db = d.names.database.as_str().to_string();
+    let role = d.names.role.as_str().to_string();
+    let mut c = connect_as(&db, &role, &d.password).await.unwrap();
+    let st: String = sqlx::query_scalar("SHOW statement_timeout").fetch_one(&mut c).await.unwrap();
+    assert_eq!(st, "1500ms");
+    let err = c.execute("SELECT pg_sleep(3)").await.unwrap_err();
+    assert!(err.to_string().contains("statement timeout"), "{err}");
+    c.execute("CREATE TABLE t (id int)").await.unwrap();
+    let limits: (i32, i32) = sqlx::query_as("SELECT (SELECT rolconnlimit FROM pg_roles WHERE rolname = $1), (SELECT datconnlimit FROM pg_database WHERE datname = $2)")
+        .bind(&role)
+        .bind(&db)
+        .fetch_one(admin.admin_pool())
+        .await
+        .unwrap();
+    assert_eq!(limits, (3, 3));
+    // Connection limit: the 4th concurrent session is refused.
+    let c2 = connect_as(&db, &role, &d.password).await.unwrap();
+    let c3 = connect_as(&db, &role, &d.password).await.unwrap();
+    let err = connect_as(&db, &role, &d.password).await.unwrap_err();
+    assert!(err.to_string().contains("too many connections"), "{err}");
+    drop((c2, c3));
+
+    // Storage is measured; over quota the tenant turns read-only and its sessions are ended.
+    let used = admin.storage_bytes(&d.names).await.unwrap();
+    assert!(used > 1_000_000, "a fresh database is several MB: {used}");
+    d.read_only = true;
+    let steps = provision(&admin, &d).await;
+    assert!(steps.contains(&Step::TerminateSessions(Slot::Primary)), "{steps:?}");
+    assert!(c.execute("SELECT 1").await.is_err(), "old session ended");
+    let mut c = connect_as(&db, &role, &d.password).await.unwrap();
+    let err = c.execute("INSERT INTO t VALUES (1)").await.unwrap_err();
+    assert!(err.to_string().contains("read-only transaction"), "{err}");
+    // Documented way to free space: an explicit read-write transaction.
+    c.execute("BEGIN READ WRITE; DELETE FROM t; COMMIT").await.unwrap();
+    // Below quota again: writes come back.
+    d.read_only = false;
+    provision(&admin, &d).await;
+    let mut c = connect_as(&db, &role, &d.password).await.unwrap();
+    c.execute("INSERT INTO t VALUES (1)").await.unwrap();
+    assert!(replan(&admin, &d).await.is_empty());
+
+    // Schema mode measurement counts only the tenant's relations.
+    let s = desired("quota", "beta", Isolation::Schema);
+    provision(&admin, &s).await;
+    let empty = admin.storage_bytes(&s.names).await.unwrap();
+    let mut cs = connect_as("tenantdb_shared", s.names.role.as_str(), &s.password).await.unwrap();
+    cs.execute("CREATE TABLE big AS SELECT g AS id, repeat('x', 200) AS pad FROM generate_series(1, 5000) g").await.unwrap();
+    let after = admin.storage_bytes(&s.names).await.unwrap();
+    assert!(after > empty + 500_000, "{empty} -> {after}");
 }

@@ -1,1 +1,47 @@
-pub fn placeholder() {}
+//! # tenantdb-apiserver — an in-memory Kubernetes API server **emulator**
+//!
+//! **This is not a cluster.** It serves the subset of the Kubernetes REST API that
+//! kube-rs (`kube` 5: client, runtime `Controller`, finalizers, server-side apply, events,
+//! leases) and `kubectl` use, backed by an in-memory store. It exists for tenantdb's
+//! end-to-end tests and its no-cluster local demo. There are no nodes, pods, controllers
+//! (apart from garbage collection and namespace cleanup), authentication or TLS.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), tenantdb_apiserver::Error> {
+//! let mut cfg = tenantdb_apiserver::Config::default();
+//! cfg.load_crd_dir(std::path::Path::new("deploy/crds"))?;
+//! let server = tenantdb_apiserver::start(cfg).await?;
+//! println!("{}", server.url());
+//! server.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! See `apiserver/README.md` for exactly what is and is not emulated.
+#![forbid(unsafe_code)]
+
+mod discovery;
+mod error;
+mod http;
+mod openapi;
+mod patch;
+mod proto;
+mod registry;
+mod selector;
+mod server;
+mod store;
+mod table;
+mod validation;
+mod watch;
+
+pub use discovery::GIT_VERSION;
+pub use error::Error;
+pub use server::{Config, RunningServer, StatKey, Stats, kubeconfig_yaml, start};
+
+/// Building blocks exposed for unit tests and tools (not a stable API).
+pub mod internals {
+    pub use crate::patch::{
+        PatchError, apply_merge, json_patch, merge_patch, strategic_merge_patch,
+    };
+    pub use crate::selector::{FieldSelector, LabelSelector};
+    pub use crate::validation::{is_dns1123_label, is_dns1123_subdomain, process_custom_resource};
+}

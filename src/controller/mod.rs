@@ -1,10 +1,11 @@
 //! Controllers and their shared context.
 
+pub mod migration;
 pub mod tenant;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kube::Client;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -33,6 +34,25 @@ pub struct OperatorSettings {
     pub backoff_max: Duration,
     /// Field manager for server-side apply.
     pub field_manager: String,
+    /// Operator-wide quota defaults.
+    pub quota_defaults: crate::quota::QuotaDefaults,
+    /// Maximum number of provisioned Tenants (the seed's `maxTenants`); `None` = unlimited.
+    pub max_tenants: Option<usize>,
+    /// Minimum time between storage measurements of one tenant.
+    pub usage_interval: Duration,
+    /// Minimum time between health checks of one tenant.
+    pub health_interval: Duration,
+    /// Health checks running at once.
+    pub health_concurrency: usize,
+    /// Unchanged usage/health results are re-reported in status at most this often.
+    pub status_report_interval: Duration,
+}
+
+impl OperatorSettings {
+    /// The resync interval with ±10 % jitter, so that tenants created together do not resync together.
+    pub fn jittered_resync(&self) -> Duration {
+        self.resync.mul_f64(rand::rng().random_range(0.9..1.1))
+    }
 }
 
 impl Default for OperatorSettings {
@@ -45,6 +65,12 @@ impl Default for OperatorSettings {
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(300),
             field_manager: "tenantdb".into(),
+            quota_defaults: Default::default(),
+            max_tenants: None,
+            usage_interval: Duration::from_secs(300),
+            health_interval: Duration::from_secs(300),
+            health_concurrency: 4,
+            status_report_interval: Duration::from_secs(3600),
         }
     }
 }
@@ -106,6 +132,12 @@ pub struct Context {
     pub backoff: Backoff,
     /// The migration set bundled with the operator.
     pub migrations: Arc<MigrationSet>,
+    /// The Tenant controller's cache (set when the controller starts).
+    pub tenant_store: std::sync::OnceLock<kube::runtime::reflector::Store<crate::crd::Tenant>>,
+    /// Bounds concurrent health checks.
+    pub health_permits: tokio::sync::Semaphore,
+    usage: Mutex<HashMap<String, (Instant, i64)>>,
+    health: Mutex<HashMap<String, Instant>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -134,11 +166,53 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             pg,
+            health_permits: tokio::sync::Semaphore::new(settings.health_concurrency.max(1)),
             settings,
             metrics,
             backoff: Backoff::default(),
             migrations,
+            tenant_store: std::sync::OnceLock::new(),
+            usage: Mutex::new(HashMap::new()),
+            health: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Last storage measurement of a tenant.
+    pub fn usage_cache(&self, key: &str) -> Option<(Instant, i64)> {
+        self.usage.lock().ok().and_then(|m| m.get(key).copied())
+    }
+
+    /// Records a storage measurement (and the operator-wide storage gauge).
+    pub fn set_usage_cache(&self, key: &str, bytes: i64) {
+        if let Ok(mut m) = self.usage.lock() {
+            m.insert(key.to_string(), (Instant::now(), bytes));
+            self.metrics.storage_bytes.set(m.values().map(|(_, b)| *b).sum());
+        }
+    }
+
+    /// When a tenant's health was last checked.
+    pub fn health_cache(&self, key: &str) -> Option<Instant> {
+        self.health.lock().ok().and_then(|m| m.get(key).copied())
+    }
+
+    /// Records a health check.
+    pub fn set_health_cache(&self, key: &str) {
+        if let Ok(mut m) = self.health.lock() {
+            m.insert(key.to_string(), Instant::now());
+        }
+    }
+
+    /// Forgets per-tenant bookkeeping (tenant deleted).
+    pub fn forget(&self, key: &str) {
+        if let Ok(mut m) = self.usage.lock() {
+            m.remove(key);
+            self.metrics.storage_bytes.set(m.values().map(|(_, b)| *b).sum());
+        }
+        if let Ok(mut m) = self.health.lock() {
+            m.remove(key);
+        }
+        self.backoff.reset(key);
+        self.metrics.set_phase(key, None);
     }
 
     /// Publishes a Kubernetes Event on `obj`; failures to publish are logged, never fatal.

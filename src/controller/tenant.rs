@@ -21,7 +21,8 @@ use crate::crd::{DeletionPolicy, Tenant, TenantPhase, TenantStatus};
 use crate::error::{Error, Result};
 use crate::migrate::{self, MigrationTarget};
 use crate::naming::{Ident, TenantNames, tenant_names};
-use crate::pg::plan::{Desired, Step, plan};
+use crate::pg::plan::{Desired, Slot, Step, plan};
+use crate::rotation;
 use crate::secret::{self, Endpoint};
 use crate::status::{Cond, merge_conditions, types};
 
@@ -104,6 +105,7 @@ pub async fn run(
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown);
     let store = controller.store();
+    let _ = ctx.tenant_store.set(store.clone());
     tokio::spawn(async move {
         if store.wait_until_ready().await.is_ok() {
             info!("tenant cache synced");
@@ -179,8 +181,25 @@ async fn apply(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
     match provision(&tenant, &ctx).await {
         Ok(outcome) => {
             let status = ready_status(&tenant, &outcome);
+            let before = tenant.status.as_ref().map(|s| crate::status::is_true(&s.conditions, types::QUOTA_EXCEEDED));
+            let now_exceeded = crate::status::is_true(&status.conditions, types::QUOTA_EXCEEDED);
+            let unhealthy = status.health.as_ref().is_some_and(|h| !h.healthy);
+            let was_unhealthy = tenant.status.as_ref().and_then(|s| s.health.as_ref()).is_some_and(|h| !h.healthy);
             write_status(&tenant, &ctx, status).await?;
-            Ok(Action::requeue(ctx.settings.resync))
+            if now_exceeded && before != Some(true) {
+                ctx.event(tenant.as_ref(), EventType::Warning, "QuotaExceeded", "Quota", "storage quota exhausted: writes disabled".into()).await;
+            } else if !now_exceeded && before == Some(true) {
+                ctx.event(tenant.as_ref(), EventType::Normal, "QuotaRestored", "Quota", "storage below quota again: writes enabled".into()).await;
+            }
+            if unhealthy && !was_unhealthy {
+                ctx.event(tenant.as_ref(), EventType::Warning, "HealthCheckFailed", "HealthCheck", "login with the tenant's credentials failed".into()).await;
+            }
+            if unhealthy {
+                // Check again after one health interval (not a hot loop: checks are rate-limited
+                // per tenant by the health interval anyway).
+                return Ok(Action::requeue(ctx.settings.health_interval.min(ctx.settings.resync)));
+            }
+            Ok(Action::requeue(ctx.settings.jittered_resync()))
         }
         Err(e) if e.is_permanent() => {
             let status = failed_status(&tenant, &e, None);
@@ -215,16 +234,43 @@ pub struct Outcome {
     pub steps: Vec<Step>,
     /// Schema version after migrations, if migrations ran or were known.
     pub schema_version: Option<i64>,
+    /// Storage usage to report.
+    pub usage: Option<crate::crd::UsageStatus>,
+    /// Health to report.
+    pub health: Option<crate::crd::HealthStatus>,
+    /// Credential state to report.
+    pub credentials: crate::crd::CredentialStatus,
+    /// Writes withdrawn because of the storage quota.
+    pub read_only: bool,
 }
 
 async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
     let resolved = resolve(tenant, &ctx.settings.name_prefix, &ctx.pg.settings().shared_database)?;
+    let quotas = crate::quota::effective(tenant.spec.quotas.as_ref(), &ctx.settings.quota_defaults)
+        .map_err(Error::InvalidSpec)?;
+    let creds = &tenant.spec.credentials;
+    let rotate_after = match &creds.rotate_after {
+        Some(s) => Some(crate::quota::parse_duration(s).ok_or_else(|| {
+            Error::InvalidSpec(format!("credentials.rotateAfter {s:?} is not a duration like 720h"))
+        })?),
+        None => None,
+    };
+    let grace = match &creds.grace_period {
+        Some(s) => crate::quota::parse_duration(s).ok_or_else(|| {
+            Error::InvalidSpec(format!("credentials.gracePeriod {s:?} is not a duration like 1h"))
+        })?,
+        None => rotation::DEFAULT_GRACE,
+    };
+    check_tenant_limit(tenant, ctx)?;
     let ns = tenant
         .namespace()
         .ok_or_else(|| Error::InvalidSpec("Tenant has no namespace".into()))?;
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let key = object_key(tenant);
+    let now = Timestamp::now();
 
-    // The Secret's password is the source of truth; a new one is generated only when there is none.
+    // The Secret's password is the source of truth; a new one is generated only when there is none,
+    // or by a rotation.
     let existing_secret = secrets.get_opt(&resolved.secret_name).await?;
     if let Some(s) = &existing_secret
         && !secret::owned_by(s, tenant)
@@ -234,21 +280,78 @@ async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
             resolved.secret_name
         )));
     }
-    let password = existing_secret
+    let secret_password = existing_secret
         .as_ref()
         .and_then(|s| secret::read_key(s, "password"))
-        .filter(|p| !p.is_empty())
-        .unwrap_or_else(crate::scram::generate_password);
+        .filter(|p| !p.is_empty());
+    let secret_user = existing_secret.as_ref().and_then(|s| secret::read_key(s, "username"));
+    let mut active = Slot::of_user(&resolved.names, secret_user.as_deref());
+    let mut password = secret_password.clone().unwrap_or_else(crate::scram::generate_password);
+
+    let observed = ctx.pg.observe(&resolved.names, &password).await?;
+
+    // Rotation: on demand (annotation) or periodic (rotateAfter).
+    let status = tenant.status.clone().unwrap_or_default();
+    let cred_status = status.credentials.clone().unwrap_or_default();
+    let last_rotation = cred_status
+        .rotated_at
+        .as_deref()
+        .and_then(|t| t.parse::<Timestamp>().ok())
+        .or_else(|| tenant.meta().creation_timestamp.as_ref().map(|t| t.0));
+    let trigger = rotation::should_rotate(
+        &rotation::RotationInput {
+            annotation: tenant.annotations().get(rotation::ROTATE_ANNOTATION).map(String::as_str),
+            handled_token: cred_status.rotation_token.as_deref(),
+            rotate_after,
+            last_rotation,
+            has_password: secret_password.is_some() && observed.role.is_some(),
+        },
+        now,
+    );
+    let mut previous_valid_until = observed
+        .slot(active.other())
+        .and_then(|r| rotation::running_grace(r.can_login, r.valid_until, now));
+    let mut new_cred_status = cred_status.clone();
+    if let Some(t) = &trigger {
+        let old = active;
+        active = rotation::next_slot(active);
+        password = crate::scram::generate_password();
+        previous_valid_until = rotation::grace_end(now, grace);
+        new_cred_status.rotated_at = Some(now.to_string());
+        new_cred_status.previous_user = Some(old.role(&resolved.names).as_str().to_string());
+        new_cred_status.previous_valid_until = previous_valid_until.map(|t| t.to_string());
+        if let rotation::Trigger::OnDemand(token) = t {
+            new_cred_status.rotation_token = Some(token.clone());
+        }
+        info!(from = old.role(&resolved.names).as_str(), to = active.role(&resolved.names).as_str(), trigger = ?t, "rotating credentials");
+    }
+    if previous_valid_until.is_none() {
+        new_cred_status.previous_user = None;
+        new_cred_status.previous_valid_until = None;
+    }
+    new_cred_status.active_user = active.role(&resolved.names).as_str().to_string();
+    // The password to compare with the active slot's verifier changed: observe again.
+    let observed = if trigger.is_some() {
+        ctx.pg.observe(&resolved.names, &password).await?
+    } else {
+        observed
+    };
+
+    // Storage: measured at most every usage interval; read-only at 100 %.
+    let usage = measure_usage(ctx, &key, &resolved.names, &status, quotas.storage_bytes).await?;
+    let read_only = crate::quota::over_quota(usage.storage_bytes, quotas.storage_bytes);
 
     let desired = Desired {
         names: resolved.names.clone(),
         password,
-        connection_limit: -1,
+        active,
+        previous_valid_until,
+        quotas,
+        read_only,
     };
-    let observed = ctx.pg.observe(&desired.names, &desired.password).await?;
     let steps = plan(&desired, &observed).map_err(|c| Error::Conflict(c.0))?;
     if !steps.is_empty() {
-        let first_time = tenant.status.as_ref().map(|s| s.phase) != Some(TenantPhase::Ready);
+        let first_time = status.phase != TenantPhase::Ready;
         if first_time {
             let status = provisioning_status(tenant, &resolved);
             write_status(tenant, ctx, status).await?;
@@ -258,7 +361,7 @@ async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
             ctx.metrics
                 .steps
                 .get_or_create(&crate::metrics::StepLabels {
-                    step: format!("{s:?}"),
+                    step: s.kind().to_string(),
                 })
                 .inc();
         }
@@ -266,7 +369,7 @@ async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
     }
 
     // Migrations: at provisioning (no version recorded yet) or when the schema was just (re)created.
-    let recorded = tenant.status.as_ref().and_then(|s| s.schema_version);
+    let recorded = status.schema_version;
     let recreated = steps
         .iter()
         .any(|s| matches!(s, Step::CreateSchema | Step::CreateDatabase));
@@ -276,8 +379,9 @@ async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
         schema_version = run_migrations(ctx, &resolved.names, target).await?;
     }
 
-    // Secret last: if anything above failed, the next attempt reuses the same password.
-    let data = secret::secret_data(&resolved.names, &endpoint(ctx), &desired.password);
+    // Secret after the roles: if anything above failed, the next attempt reuses the same password.
+    let active_user = active.role(&resolved.names);
+    let data = secret::secret_data(&resolved.names, &endpoint(ctx), active_user, &desired.password);
     let want = secret::desired_secret(tenant, &resolved.secret_name, &data);
     let up_to_date = existing_secret
         .as_ref()
@@ -290,10 +394,10 @@ async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
                 &Patch::Apply(&want),
             )
             .await?;
-        info!(secret = %resolved.secret_name, "credentials secret written");
+        info!(secret = %resolved.secret_name, user = active_user.as_str(), "credentials secret written");
     }
     // A renamed Secret: remove the old one if we own it.
-    if let Some(old) = tenant.status.as_ref().and_then(|s| s.secret_name.clone())
+    if let Some(old) = status.secret_name.clone()
         && old != resolved.secret_name
         && let Some(old_secret) = secrets.get_opt(&old).await?
         && secret::owned_by(&old_secret, tenant)
@@ -301,29 +405,184 @@ async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
         secrets.delete(&old, &DeleteParams::default()).await?;
     }
 
-    if !steps.is_empty() {
-        let was_ready = tenant.status.as_ref().map(|s| s.phase) == Some(TenantPhase::Ready);
+    if let Some(t) = &trigger {
+        ctx.event(
+            tenant,
+            EventType::Normal,
+            "CredentialsRotated",
+            "Rotate",
+            format!(
+                "credentials moved to role {} ({}); previous role valid until {}",
+                active_user.as_str(),
+                match t {
+                    rotation::Trigger::OnDemand(_) => "on demand",
+                    rotation::Trigger::Periodic => "rotateAfter elapsed",
+                },
+                new_cred_status.previous_valid_until.as_deref().unwrap_or("-")
+            ),
+        )
+        .await;
+    }
+    let other_steps: Vec<&Step> = steps.iter().filter(|s| !is_rotation_step(s)).collect();
+    if !other_steps.is_empty() {
+        let was_ready = status.phase == TenantPhase::Ready;
+        let what = other_steps.iter().map(|s| s.describe(&desired)).collect::<Vec<_>>().join(", ");
         let (reason, note) = if was_ready {
-            ("Repaired", format!("repaired drift: {}", describe_steps(&desired, &steps)))
+            ("Repaired", format!("reconciled: {what}"))
         } else {
-            ("Provisioned", format!("provisioned: {}", describe_steps(&desired, &steps)))
+            ("Provisioned", format!("provisioned: {what}"))
         };
         ctx.event(tenant, EventType::Normal, reason, "Provision", note).await;
     }
+
+    // Health, checked with the tenant's own credentials at most every health interval.
+    let health = check_health(ctx, &key, &resolved.names, active_user, &desired.password, status.health.as_ref()).await;
+
     Ok(Outcome {
         resolved,
         steps,
         schema_version,
+        usage: Some(usage),
+        health,
+        credentials: new_cred_status,
+        read_only,
     })
 }
 
-fn describe_steps(desired: &Desired, steps: &[Step]) -> String {
-    steps
-        .iter()
-        .map(|s| s.describe(desired))
-        .collect::<Vec<_>>()
-        .join(", ")
+fn is_rotation_step(s: &Step) -> bool {
+    matches!(
+        s,
+        Step::CreateSecondary
+            | Step::GrantMembership
+            | Step::EnableLogin(_)
+            | Step::ExpireLogin(_)
+            | Step::DisableLogin(_)
+            | Step::SetPassword(Slot::Secondary)
+    ) || matches!(s, Step::SetRoleSetting(Slot::Secondary, "role", _))
+        || matches!(s, Step::SetSearchPath(Slot::Secondary))
 }
+
+/// Refuses to provision a new Tenant beyond the operator's maxTenants.
+fn check_tenant_limit(tenant: &Tenant, ctx: &Context) -> Result<()> {
+    let Some(max) = ctx.settings.max_tenants else {
+        return Ok(());
+    };
+    let already = tenant
+        .status
+        .as_ref()
+        .is_some_and(|s| s.role.is_some() && s.phase != TenantPhase::Failed)
+        || tenant.status.as_ref().is_some_and(|s| crate::status::is_true(&s.conditions, types::PROVISIONED));
+    if already {
+        return Ok(());
+    }
+    let Some(store) = ctx.tenant_store.get() else {
+        return Ok(());
+    };
+    let provisioned = store
+        .state()
+        .iter()
+        .filter(|t| {
+            t.status
+                .as_ref()
+                .is_some_and(|s| crate::status::is_true(&s.conditions, types::PROVISIONED))
+        })
+        .count();
+    if provisioned >= max {
+        return Err(Error::Conflict(format!(
+            "the operator's maximum of {max} tenants is reached (maxTenants)"
+        )));
+    }
+    Ok(())
+}
+
+/// Measures storage unless a recent measurement is cached; falls back to the last reported value.
+async fn measure_usage(
+    ctx: &Context,
+    key: &str,
+    names: &TenantNames,
+    status: &TenantStatus,
+    limit: Option<i64>,
+) -> Result<crate::crd::UsageStatus> {
+    let cached = ctx.usage_cache(key);
+    let bytes = match cached {
+        Some((at, bytes)) if at.elapsed() < ctx.settings.usage_interval => bytes,
+        _ => {
+            let bytes = ctx.pg.storage_bytes(names).await?;
+            ctx.set_usage_cache(key, bytes);
+            bytes
+        }
+    };
+    let percent = crate::quota::percent(bytes, limit);
+    let read_only = crate::quota::over_quota(bytes, limit);
+    // Keep the last reported object unless something a reader cares about changed, so that idle
+    // tenants cause no status writes.
+    if let Some(prev) = &status.usage {
+        let stale = prev
+            .measured_at
+            .as_deref()
+            .and_then(|t| t.parse::<Timestamp>().ok())
+            .is_none_or(|t| {
+                Timestamp::now().duration_since(t).as_secs() as u64 > ctx.settings.status_report_interval.as_secs()
+            });
+        let drift = (prev.storage_bytes - bytes).abs() as f64 > (prev.storage_bytes.max(1) as f64) * 0.05;
+        if !stale && !drift && prev.percent == percent && prev.read_only == read_only && prev.storage_limit_bytes == limit {
+            return Ok(prev.clone());
+        }
+    }
+    Ok(crate::crd::UsageStatus {
+        storage_bytes: bytes,
+        storage_limit_bytes: limit,
+        percent,
+        read_only,
+        measured_at: Some(Timestamp::now().to_string()),
+    })
+}
+
+/// Logs in as the tenant and runs `SELECT 1`. Bounded by a semaphore; at most every health interval.
+async fn check_health(
+    ctx: &Context,
+    key: &str,
+    names: &TenantNames,
+    user: &Ident,
+    password: &str,
+    previous: Option<&crate::crd::HealthStatus>,
+) -> Option<crate::crd::HealthStatus> {
+    if let Some(at) = ctx.health_cache(key)
+        && at.elapsed() < ctx.settings.health_interval
+    {
+        return previous.cloned();
+    }
+    let _permit = ctx.health_permits.acquire().await.ok()?;
+    let started = Instant::now();
+    let result = ctx.pg.check_login(&names.database, user, password).await;
+    let latency = started.elapsed();
+    ctx.set_health_cache(key);
+    let (healthy, message) = match result {
+        Ok(()) => (true, "login and SELECT 1 succeeded".to_string()),
+        Err(e) => (false, crate::error::first_line(&e.to_string())),
+    };
+    ctx.metrics.observe_health(healthy, latency);
+    let latency_ms = ((latency.as_millis() as i64 + 5) / 10) * 10;
+    if let Some(prev) = previous {
+        let fresh = prev
+            .last_checked
+            .as_deref()
+            .and_then(|t| t.parse::<Timestamp>().ok())
+            .is_some_and(|t| {
+                (Timestamp::now().duration_since(t).as_secs() as u64) < ctx.settings.status_report_interval.as_secs()
+            });
+        if fresh && prev.healthy == healthy && prev.message == message {
+            return Some(prev.clone());
+        }
+    }
+    Some(crate::crd::HealthStatus {
+        healthy,
+        last_checked: Some(Timestamp::now().to_string()),
+        latency_ms: Some(latency_ms),
+        message,
+    })
+}
+
 
 /// Applies the bundled migrations to the tenant's schema, as the tenant role.
 async fn run_migrations(ctx: &Context, names: &TenantNames, target: Option<i64>) -> Result<Option<i64>> {
@@ -387,6 +646,32 @@ fn ready_status(tenant: &Tenant, o: &Outcome) -> TenantStatus {
     s.role = Some(names.role.as_str().to_string());
     s.secret_name = Some(o.resolved.secret_name.clone());
     s.schema_version = o.schema_version;
+    s.usage = o.usage.clone();
+    s.health = o.health.clone();
+    s.credentials = Some(o.credentials.clone());
+    let degraded = match &o.health {
+        Some(h) if !h.healthy => Cond::new(
+            types::DEGRADED,
+            true,
+            "HealthCheckFailed",
+            format!("login with the tenant's credentials failed: {}", h.message),
+        ),
+        _ => Cond::new(types::DEGRADED, false, "AsExpected", "no problems"),
+    };
+    let quota = match &o.usage {
+        Some(u) if o.read_only => Cond::new(
+            types::QUOTA_EXCEEDED,
+            true,
+            "StorageQuotaExceeded",
+            format!(
+                "storage {} bytes of {} ({}%): writes are disabled (default_transaction_read_only) until usage drops below the quota or the quota is raised",
+                u.storage_bytes,
+                u.storage_limit_bytes.unwrap_or_default(),
+                u.percent.unwrap_or_default()
+            ),
+        ),
+        _ => Cond::new(types::QUOTA_EXCEEDED, false, "WithinQuota", "storage within quota"),
+    };
     let what = if names.dedicated_database {
         format!("database {} owned by role {}", names.database.as_str(), names.role.as_str())
     } else {
@@ -402,7 +687,8 @@ fn ready_status(tenant: &Tenant, o: &Outcome) -> TenantStatus {
         &[
             Cond::new(types::READY, true, "Ready", format!("{what}; credentials in Secret {}", o.resolved.secret_name)),
             Cond::new(types::PROVISIONED, true, "Provisioned", what),
-            Cond::new(types::DEGRADED, false, "AsExpected", "no problems"),
+            degraded,
+            quota,
         ],
         generation,
         Timestamp::now(),
@@ -483,7 +769,7 @@ async fn cleanup(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
             "deletion policy Retain: database objects kept".into(),
         )
         .await;
-        ctx.metrics.set_phase(&key, None);
+        ctx.forget(&key);
         return Ok(Action::await_change());
     }
     let resolved = match resolve(&tenant, &ctx.settings.name_prefix, &ctx.pg.settings().shared_database) {
@@ -491,7 +777,7 @@ async fn cleanup(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
         Err(e) if e.is_permanent() => {
             // Nothing could have been created under an invalid name.
             warn!(error = %e, "nothing to clean up for an invalid spec");
-            ctx.metrics.set_phase(&key, None);
+            ctx.forget(&key);
             return Ok(Action::await_change());
         }
         Err(e) => return Err(e),
@@ -523,7 +809,7 @@ async fn cleanup(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
                 format!("dropped: {}", if report.dropped.is_empty() { "nothing (already gone)".to_string() } else { report.dropped.join(", ") }),
             )
             .await;
-            ctx.metrics.set_phase(&key, None);
+            ctx.forget(&key);
             Ok(Action::await_change())
         }
         Err(e) => {
@@ -554,6 +840,7 @@ mod tests {
                 database_name: db.map(String::from),
                 credentials: Default::default(),
                 auto_migrate: None,
+                quotas: None,
             },
         );
         t.metadata.namespace = Some("team-a".into());

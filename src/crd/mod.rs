@@ -1,8 +1,10 @@
 //! Custom resource types and CRD generation.
 
+pub mod migration;
 pub mod tenant;
 
 pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+pub use migration::*;
 pub use tenant::*;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -13,7 +15,10 @@ pub const GROUP: &str = "tenantdb.io";
 
 /// All CRDs the operator serves, in a stable order: `(file name, CRD)`.
 pub fn all_crds() -> Vec<(&'static str, CustomResourceDefinition)> {
-    vec![("tenants.tenantdb.io.yaml", Tenant::crd())]
+    vec![
+        ("tenants.tenantdb.io.yaml", Tenant::crd()),
+        ("tenantmigrations.tenantdb.io.yaml", TenantMigration::crd()),
+    ]
 }
 
 /// Renders one CRD as YAML exactly as `tenantdb crd` prints it and as stored in `crds/`.

@@ -64,6 +64,38 @@ pub struct TenantSpec {
     /// Defaults to true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_migrate: Option<bool>,
+
+    /// Resource limits. Unset fields fall back to the operator-wide defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quotas: Option<Quotas>,
+}
+
+/// Per-tenant limits, enforced by PostgreSQL role and database settings.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Quotas {
+    /// Maximum concurrent connections: the login role's CONNECTION LIMIT (and the database's, for
+    /// isolation `database`). During a credential rotation grace period each of the two login roles
+    /// has this limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub max_connections: Option<i32>,
+    /// Longest statement before PostgreSQL cancels it (role setting `statement_timeout`), e.g. `30s`,
+    /// `500ms`, `5min`, `1h`. `0` disables the limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]{1,9}(ms|s|min|h)?$"))]
+    pub statement_timeout: Option<String>,
+    /// Longest idle time inside an open transaction before the session is terminated (role setting
+    /// `idle_in_transaction_session_timeout`), same format as `statementTimeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]{1,9}(ms|s|min|h)?$"))]
+    pub idle_in_transaction_timeout: Option<String>,
+    /// Storage limit as a Kubernetes quantity (e.g. `5Gi`, `500Mi`). Usage is measured periodically;
+    /// at 100 % the tenant is switched to read-only (see `status.usage` and the `QuotaExceeded`
+    /// condition) until usage drops below the limit or the limit is raised.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$"))]
+    pub storage: Option<String>,
 }
 
 /// Tenant isolation strategy.
@@ -108,6 +140,16 @@ pub struct CredentialsSpec {
         length(max = 253)
     )]
     pub secret_name: Option<String>,
+    /// Rotate the password automatically this long after the last rotation (or creation), e.g.
+    /// `720h`. Unset: rotate only on demand (annotation `tenantdb.io/rotate: <any new value>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]{1,9}(s|min|h)$"))]
+    pub rotate_after: Option<String>,
+    /// How long the previous credentials keep working after a rotation (default `1h`). New logins
+    /// with the old password fail after this; connections opened before keep running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]{1,9}(s|min|h)$"))]
+    pub grace_period: Option<String>,
 }
 
 /// Lifecycle phase of a Tenant.
@@ -154,4 +196,71 @@ pub struct TenantStatus {
     /// Highest applied schema migration version, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema_version: Option<i64>,
+    /// Measured storage use against the quota.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<UsageStatus>,
+    /// Result of the last health check made with the tenant's own credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthStatus>,
+    /// Which login role the credentials Secret currently holds, and rotation history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<CredentialStatus>,
+}
+
+/// Storage use.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageStatus {
+    /// Bytes used (database size, or the sum of the schema's relation sizes).
+    pub storage_bytes: i64,
+    /// The storage quota in bytes, if one applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_limit_bytes: Option<i64>,
+    /// Use as a whole percentage of the quota.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<i32>,
+    /// Whether write access is currently withdrawn because the quota is exhausted.
+    #[serde(default)]
+    pub read_only: bool,
+    /// When the measurement was taken (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured_at: Option<String>,
+}
+
+/// Health check result.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthStatus {
+    /// Whether the tenant could log in and run `SELECT 1`.
+    pub healthy: bool,
+    /// When the check that changed this status ran (RFC 3339). Rewritten only when the result
+    /// changes or is older than the operator's health report interval, so idle tenants cause no writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_checked: Option<String>,
+    /// Connect + `SELECT 1` latency in milliseconds (rounded to 10 ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<i64>,
+    /// Short result description (never contains credentials).
+    #[serde(default)]
+    pub message: String,
+}
+
+/// Credential rotation state.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialStatus {
+    /// The login role whose password the Secret holds.
+    pub active_user: String,
+    /// When the active password was set by a rotation (RFC 3339); unset before the first rotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotated_at: Option<String>,
+    /// The login role used before the last rotation, valid until `previousValidUntil`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_user: Option<String>,
+    /// End of the previous credentials' grace period (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_valid_until: Option<String>,
+    /// The value of the `tenantdb.io/rotate` annotation that the last rotation handled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation_token: Option<String>,
 }

@@ -58,7 +58,7 @@ pub enum MongoMigrationError {
         file: String,
     },
     /// Not valid YAML/JSON, or not the documented structure.
-    #[error("{file}: {message}")]
+    #[error("{file}: parse error: {message}")]
     Parse {
         /// The file.
         file: String,

@@ -163,59 +163,84 @@ impl PgAdmin {
             Some(self.shared_pool().await?)
         };
         let verifier_sql = if read_verifier {
-            "(SELECT a.rolpassword FROM pg_authid a WHERE a.rolname = $1)"
+            "(SELECT a.rolpassword FROM pg_authid a WHERE a.oid = r.oid)"
         } else {
             "NULL::text"
         };
         let sql = format!(
             r#"
+WITH d AS (SELECT oid, datdba, datacl, datconnlimit FROM pg_database WHERE datname = $3)
 SELECT
+  n.slot,
   r.oid IS NOT NULL AS role_exists,
   COALESCE(r.rolcanlogin, false) AS can_login,
   COALESCE(r.rolconnlimit, -1) AS connlimit,
   COALESCE(r.rolsuper OR r.rolcreatedb OR r.rolcreaterole OR r.rolreplication OR r.rolbypassrls OR NOT r.rolinherit, false) AS extra,
   shobj_description(r.oid, 'pg_authid') AS role_comment,
   {verifier_sql} AS verifier,
-  (SELECT s.setconfig FROM pg_db_role_setting s WHERE s.setrole = r.oid AND s.setdatabase = d.oid) AS setconfig,
+  CASE WHEN r.rolvaliduntil IS NULL OR r.rolvaliduntil = 'infinity' THEN NULL
+       ELSE extract(epoch FROM r.rolvaliduntil)::bigint END AS valid_until,
+  (SELECT s.setconfig FROM pg_db_role_setting s WHERE s.setrole = r.oid AND s.setdatabase = d.oid) AS db_setconfig,
+  (SELECT s.setconfig FROM pg_db_role_setting s WHERE s.setrole = r.oid AND s.setdatabase = 0) AS role_setconfig,
+  EXISTS (SELECT 1 FROM pg_auth_members m JOIN pg_roles p ON p.oid = m.roleid WHERE m.member = r.oid AND p.rolname = $1) AS member_of_primary,
   d.oid IS NOT NULL AS db_exists,
   pg_get_userbyid(d.datdba) AS db_owner,
   shobj_description(d.oid, 'pg_database') AS db_comment,
+  COALESCE(d.datconnlimit, -1) AS db_connlimit,
   COALESCE((SELECT bool_or(a.grantee = 0) FROM aclexplode(COALESCE(d.datacl, acldefault('d', d.datdba))) a), false) AS public_access,
   CASE WHEN r.oid IS NOT NULL AND d.oid IS NOT NULL THEN has_database_privilege(r.oid, d.oid, 'CONNECT') ELSE false END AS role_connect
-FROM (SELECT 1) one
-LEFT JOIN pg_roles r ON r.rolname = $1
-LEFT JOIN pg_database d ON d.datname = $2
+FROM (VALUES (1, $1::text), (2, $2::text)) AS n(slot, name)
+LEFT JOIN pg_roles r ON r.rolname = n.name
+LEFT JOIN d ON true
+ORDER BY n.slot
 "#
         );
-        let row = sqlx::query(ddl(sql))
+        let rows = sqlx::query(ddl(sql))
             .bind(names.role.as_str())
+            .bind(names.secondary_role.as_str())
             .bind(names.database.as_str())
-            .fetch_one(&self.admin)
+            .fetch_all(&self.admin)
             .await?;
         let mut observed = Observed::default();
-        if row.try_get::<bool, _>("role_exists")? {
-            let setconfig: Option<Vec<String>> = row.try_get("setconfig")?;
-            let verifier: Option<String> = row.try_get("verifier")?;
-            observed.role = Some(ObservedRole {
-                can_login: row.try_get("can_login")?,
-                connection_limit: row.try_get("connlimit")?,
-                has_extra_privileges: row.try_get("extra")?,
-                comment: row.try_get("role_comment")?,
-                password_matches: if read_verifier {
-                    Some(verifier.is_some_and(|v| crate::scram::matches(password, &v)))
+        for row in &rows {
+            let slot: i32 = row.try_get("slot")?;
+            if row.try_get::<bool, _>("role_exists")? {
+                let db_config: Option<Vec<String>> = row.try_get("db_setconfig")?;
+                let role_config: Option<Vec<String>> = row.try_get("role_setconfig")?;
+                let verifier: Option<String> = row.try_get("verifier")?;
+                let valid_until: Option<i64> = row.try_get("valid_until")?;
+                let role = ObservedRole {
+                    can_login: row.try_get("can_login")?,
+                    connection_limit: row.try_get("connlimit")?,
+                    has_extra_privileges: row.try_get("extra")?,
+                    comment: row.try_get("role_comment")?,
+                    password_matches: if read_verifier {
+                        Some(verifier.is_some_and(|v| crate::scram::matches(password, &v)))
+                    } else {
+                        None
+                    },
+                    search_path: db_config
+                        .and_then(|c| c.into_iter().find(|s| s.starts_with("search_path="))),
+                    settings: role_config.unwrap_or_default(),
+                    valid_until: valid_until
+                        .and_then(|s| k8s_openapi::jiff::Timestamp::from_second(s).ok()),
+                    member_of_primary: row.try_get("member_of_primary")?,
+                };
+                if slot == 1 {
+                    observed.role = Some(role);
                 } else {
-                    None
-                },
-                search_path: setconfig.and_then(|c| c.into_iter().find(|s| s.starts_with("search_path="))),
-            });
-        }
-        if row.try_get::<bool, _>("db_exists")? {
-            observed.database = Some(ObservedDatabase {
-                owner: row.try_get::<Option<String>, _>("db_owner")?.unwrap_or_default(),
-                comment: row.try_get("db_comment")?,
-                public_has_access: row.try_get("public_access")?,
-                role_can_connect: row.try_get("role_connect")?,
-            });
+                    observed.secondary = Some(role);
+                }
+            }
+            if slot == 1 && row.try_get::<bool, _>("db_exists")? {
+                observed.database = Some(ObservedDatabase {
+                    owner: row.try_get::<Option<String>, _>("db_owner")?.unwrap_or_default(),
+                    comment: row.try_get("db_comment")?,
+                    public_has_access: row.try_get("public_access")?,
+                    role_can_connect: row.try_get("role_connect")?,
+                    connection_limit: row.try_get("db_connlimit")?,
+                });
+            }
         }
         if let Some(pool) = shared {
             let row = sqlx::query(
@@ -240,7 +265,12 @@ LEFT JOIN pg_database d ON d.datname = $2
         if steps.is_empty() {
             return Ok(());
         }
-        let needs_verifier = steps.iter().any(|s| matches!(s, Step::CreateRole | Step::SetPassword));
+        let needs_verifier = steps.iter().any(|s| {
+            matches!(
+                s,
+                Step::CreateRole | Step::CreateSecondary | Step::SetPassword(_)
+            )
+        });
         let verifier = if needs_verifier {
             crate::scram::verifier(&desired.password)
                 .ok_or_else(|| Error::Internal("could not compute password verifier".into()))?
@@ -320,28 +350,87 @@ LEFT JOIN pg_database d ON d.datname = $2
                 report.skipped.push(format!("schema {} (not managed by this Tenant)", names.schema.as_str()));
             }
         }
-        match role_ours {
-            Some(true) => {
-                // End the role's sessions, drop what it still owns or was granted in the databases it
-                // could reach, then the role.
-                sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1 AND pid <> pg_backend_pid()")
-                    .bind(names.role.as_str())
-                    .execute(&self.admin)
-                    .await?;
-                if !names.dedicated_database {
-                    let pool = self.shared_pool().await?;
-                    sqlx::raw_sql(ddl(format!("DROP OWNED BY {}", names.role))).execute(pool).await?;
+        let secondary_ours = observed
+            .secondary
+            .as_ref()
+            .map(|r| r.comment.as_deref() == Some(marker));
+        for (role, is_ours) in [(&names.secondary_role, secondary_ours), (&names.role, role_ours)] {
+            match is_ours {
+                Some(true) => {
+                    self.drop_role(role, names).await?;
+                    report.dropped.push(format!("role {}", role.as_str()));
                 }
-                let mut tx = self.admin.begin().await?;
-                sqlx::raw_sql(ddl(format!("DROP OWNED BY {}", names.role))).execute(&mut *tx).await?;
-                sqlx::raw_sql(ddl(format!("DROP ROLE IF EXISTS {}", names.role))).execute(&mut *tx).await?;
-                tx.commit().await?;
-                report.dropped.push(format!("role {}", names.role.as_str()));
+                Some(false) => report
+                    .skipped
+                    .push(format!("role {} (not managed by this Tenant)", role.as_str())),
+                None => {}
             }
-            Some(false) => report.skipped.push(format!("role {} (not managed by this Tenant)", names.role.as_str())),
-            None => {}
         }
         Ok(report)
+    }
+
+    /// Ends a role's sessions, drops what it still owns or was granted in the databases it could
+    /// reach, then the role.
+    async fn drop_role(&self, role: &Ident, names: &TenantNames) -> Result<()> {
+        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1 AND pid <> pg_backend_pid()")
+            .bind(role.as_str())
+            .execute(&self.admin)
+            .await?;
+        if !names.dedicated_database {
+            let pool = self.shared_pool().await?;
+            sqlx::raw_sql(ddl(format!("DROP OWNED BY {role}"))).execute(pool).await?;
+        }
+        let mut tx = self.admin.begin().await?;
+        sqlx::raw_sql(ddl(format!("DROP OWNED BY {role}"))).execute(&mut *tx).await?;
+        sqlx::raw_sql(ddl(format!("DROP ROLE IF EXISTS {role}"))).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Storage used by a tenant: `pg_database_size` for a dedicated database, else the sum of
+    /// `pg_total_relation_size` of the schema's tables, materialized views and their indexes/TOAST.
+    pub async fn storage_bytes(&self, names: &TenantNames) -> Result<i64> {
+        if names.dedicated_database {
+            let v: Option<i64> = sqlx::query_scalar("SELECT pg_database_size(oid) FROM pg_database WHERE datname = $1")
+                .bind(names.database.as_str())
+                .fetch_optional(&self.admin)
+                .await?;
+            Ok(v.unwrap_or(0))
+        } else {
+            let pool = self.shared_pool().await?;
+            let v: Option<i64> = sqlx::query_scalar(
+                "SELECT COALESCE(sum(pg_total_relation_size(c.oid)), 0)::bigint FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relkind IN ('r', 'm')",
+            )
+            .bind(names.schema.as_str())
+            .fetch_optional(pool)
+            .await?;
+            Ok(v.unwrap_or(0))
+        }
+    }
+
+    /// Logs in as the tenant with its credentials and runs `SELECT 1` (one-off connection, closed
+    /// afterwards: no per-tenant pools are kept).
+    pub async fn check_login(&self, database: &Ident, user: &Ident, password: &str) -> Result<()> {
+        let opts = self
+            .options_for(database)
+            .username(user.as_str())
+            .password(password)
+            .application_name("tenantdb-healthcheck");
+        let mut conn = tokio::time::timeout(self.settings.connect_timeout, opts.connect())
+            .await
+            .map_err(|_| Error::DatabaseUnavailable("health check timed out".into()))?
+            .map_err(|e| match Error::from(e) {
+                // Never echo connection details; the category and first line are enough.
+                Error::Database(m) | Error::DatabaseUnavailable(m) => Error::DatabaseUnavailable(m),
+                other => other,
+            })?;
+        let one: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&mut conn).await?;
+        let _ = conn.close().await;
+        if one == 1 {
+            Ok(())
+        } else {
+            Err(Error::Internal("SELECT 1 returned something else".into()))
+        }
     }
 
     /// Checks that the server answers.

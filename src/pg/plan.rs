@@ -2,21 +2,117 @@
 //!
 //! Nothing here talks to a database. [`plan`] returns an empty list when the tenant is already in
 //! shape, which is what makes a resync of a Ready tenant free of DDL.
+//!
+//! Credentials use two login roles ("slots"): the primary role, which owns the tenant's objects,
+//! and a secondary role `<role>_b`, a member of the primary whose sessions act as the primary
+//! (`ALTER ROLE … SET role`). The credentials Secret names the active slot. A rotation moves the
+//! Secret to the other slot with a new password and gives the old slot a `VALID UNTIL` at the end
+//! of the grace period (PostgreSQL itself then refuses new logins with it); once the grace period
+//! is over the old slot is `NOLOGIN`.
+
+use k8s_openapi::jiff::Timestamp;
 
 use crate::naming::{Ident, TenantNames, quote_literal};
+use crate::quota::EffectiveQuotas;
+
+/// One of the two login roles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Slot {
+    /// The primary role (owner).
+    Primary,
+    /// The secondary role `<role>_b`.
+    Secondary,
+}
+
+impl Slot {
+    /// The other slot.
+    pub fn other(self) -> Slot {
+        match self {
+            Slot::Primary => Slot::Secondary,
+            Slot::Secondary => Slot::Primary,
+        }
+    }
+
+    /// The role name of this slot.
+    pub fn role(self, names: &TenantNames) -> &Ident {
+        match self {
+            Slot::Primary => &names.role,
+            Slot::Secondary => &names.secondary_role,
+        }
+    }
+
+    /// Which slot a user name (from the Secret) refers to; unknown names mean the primary.
+    pub fn of_user(names: &TenantNames, user: Option<&str>) -> Slot {
+        if user == Some(names.secondary_role.as_str()) {
+            Slot::Secondary
+        } else {
+            Slot::Primary
+        }
+    }
+}
 
 /// What the tenant's PostgreSQL objects should look like.
 #[derive(Debug, Clone)]
 pub struct Desired {
     /// Names of the objects.
     pub names: TenantNames,
-    /// The password the credentials Secret holds (or will hold).
+    /// The password the credentials Secret holds (or will hold) for the active slot.
     pub password: String,
-    /// Role `CONNECTION LIMIT` (-1 = unlimited).
-    pub connection_limit: i32,
+    /// The slot the Secret's credentials belong to.
+    pub active: Slot,
+    /// End of the other slot's grace period if a rotation is still within it; `None` means the
+    /// other slot must not log in.
+    pub previous_valid_until: Option<Timestamp>,
+    /// Limits.
+    pub quotas: EffectiveQuotas,
+    /// Writes withdrawn (storage quota exhausted).
+    pub read_only: bool,
 }
 
-/// The tenant role as found in `pg_roles`.
+impl Desired {
+    /// A desired state with no quotas, no rotation in progress, primary slot active.
+    pub fn simple(names: TenantNames, password: String) -> Self {
+        Self {
+            names,
+            password,
+            active: Slot::Primary,
+            previous_valid_until: None,
+            quotas: EffectiveQuotas {
+                connection_limit: -1,
+                ..Default::default()
+            },
+            read_only: false,
+        }
+    }
+
+    /// Role settings (name, value) managed for a slot's login role, sorted by name.
+    pub fn role_settings(&self, slot: Slot) -> Vec<(&'static str, String)> {
+        let mut v = Vec::new();
+        if self.read_only {
+            v.push(("default_transaction_read_only", "on".to_string()));
+        }
+        if let Some(ms) = self.quotas.idle_in_transaction_timeout_ms {
+            v.push(("idle_in_transaction_session_timeout", ms.to_string()));
+        }
+        if slot == Slot::Secondary {
+            v.push(("role", self.names.role.as_str().to_string()));
+        }
+        if let Some(ms) = self.quotas.statement_timeout_ms {
+            v.push(("statement_timeout", ms.to_string()));
+        }
+        v
+    }
+}
+
+/// Role settings the operator manages (others set by a DBA are left alone).
+pub const MANAGED_SETTINGS: &[&str] = &[
+    "default_transaction_read_only",
+    "idle_in_transaction_session_timeout",
+    "role",
+    "statement_timeout",
+];
+
+/// A login role as found in `pg_roles`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ObservedRole {
     /// `rolcanlogin`.
@@ -32,6 +128,21 @@ pub struct ObservedRole {
     pub password_matches: Option<bool>,
     /// `search_path` set for the role in the tenant's database (from `pg_db_role_setting`).
     pub search_path: Option<String>,
+    /// Role-wide settings (`name=value`) from `pg_db_role_setting`.
+    pub settings: Vec<String>,
+    /// `rolvaliduntil` (None = no expiry / infinity).
+    pub valid_until: Option<Timestamp>,
+    /// Member of the primary role (secondary slot only).
+    pub member_of_primary: bool,
+}
+
+impl ObservedRole {
+    fn setting(&self, name: &str) -> Option<&str> {
+        self.settings.iter().find_map(|s| {
+            s.split_once('=')
+                .and_then(|(k, v)| (k == name).then_some(v))
+        })
+    }
 }
 
 /// The tenant's database as found in `pg_database`.
@@ -45,6 +156,8 @@ pub struct ObservedDatabase {
     pub public_has_access: bool,
     /// The tenant role may connect.
     pub role_can_connect: bool,
+    /// `datconnlimit`.
+    pub connection_limit: i32,
 }
 
 /// The tenant's schema (isolation `schema`) as found in `pg_namespace` of the shared database.
@@ -59,12 +172,24 @@ pub struct ObservedSchema {
 /// Everything observed about one tenant.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Observed {
-    /// The role, if it exists.
+    /// The primary role, if it exists.
     pub role: Option<ObservedRole>,
+    /// The secondary (rotation) role, if it exists.
+    pub secondary: Option<ObservedRole>,
     /// The database (dedicated or shared), if it exists.
     pub database: Option<ObservedDatabase>,
     /// The schema (isolation `schema` only), if it exists.
     pub schema: Option<ObservedSchema>,
+}
+
+impl Observed {
+    /// The observed role of a slot.
+    pub fn slot(&self, slot: Slot) -> Option<&ObservedRole> {
+        match slot {
+            Slot::Primary => self.role.as_ref(),
+            Slot::Secondary => self.secondary.as_ref(),
+        }
+    }
 }
 
 /// Where a step's SQL runs.
@@ -77,17 +202,33 @@ pub enum Scope {
 }
 
 /// One idempotent change. Rendered to SQL by [`Step::sql`]; no step embeds user input other than
-/// validated identifiers and operator-generated literals.
+/// validated identifiers, integers and operator-generated literals.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
-    /// Create the login role with its password verifier and ownership marker.
+    /// Create the primary role (LOGIN with the password if it is the active slot).
     CreateRole,
-    /// Reset the role's attributes to least privilege (drift repair).
-    ResetRoleAttributes,
-    /// Set the role's password from the Secret.
-    SetPassword,
-    /// Set the role's connection limit.
-    SetConnectionLimit,
+    /// Create the secondary role as a member of the primary acting as it.
+    CreateSecondary,
+    /// Make the secondary role a member of the primary again.
+    GrantMembership,
+    /// Reset a role's attributes to least privilege (drift repair).
+    ResetRoleAttributes(Slot),
+    /// Set a role's password from the Secret.
+    SetPassword(Slot),
+    /// Allow logins without expiry.
+    EnableLogin(Slot),
+    /// Let logins expire at the end of the grace period.
+    ExpireLogin(Slot),
+    /// Refuse logins.
+    DisableLogin(Slot),
+    /// End a slot's sessions (so a read-only switch applies to every connection).
+    TerminateSessions(Slot),
+    /// Set a role's connection limit.
+    SetConnectionLimit(Slot),
+    /// Set a role-wide setting.
+    SetRoleSetting(Slot, &'static str, String),
+    /// Remove a role-wide setting.
+    ResetRoleSetting(Slot, &'static str),
     /// Mark a pre-existing, unmarked role as ours.
     MarkRole,
     /// Create the dedicated database owned by the role.
@@ -97,17 +238,20 @@ pub enum Step {
     MarkDatabase,
     /// Give the dedicated database back to the tenant role.
     SetDatabaseOwner,
+    /// Set the dedicated database's connection limit.
+    SetDatabaseConnectionLimit,
     /// Remove PUBLIC's CONNECT/TEMP on the database.
     RevokePublicOnDatabase,
     /// Let the role connect to the (shared) database.
     GrantConnect,
-    /// Set the role's `search_path` in its database.
-    SetSearchPath,
+    /// Set a role's `search_path` in its database.
+    SetSearchPath(Slot),
     /// Create the tenant schema owned by the role.
     CreateSchema,
     /// Give the schema back to the tenant role.
     SetSchemaOwner,
 }
+
 
 impl Step {
     /// Where the step runs.
@@ -123,22 +267,64 @@ impl Step {
         !matches!(self, Step::CreateDatabase)
     }
 
+    /// Low-cardinality name for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Step::CreateRole => "CreateRole",
+            Step::CreateSecondary => "CreateSecondary",
+            Step::GrantMembership => "GrantMembership",
+            Step::ResetRoleAttributes(_) => "ResetRoleAttributes",
+            Step::SetPassword(_) => "SetPassword",
+            Step::EnableLogin(_) => "EnableLogin",
+            Step::ExpireLogin(_) => "ExpireLogin",
+            Step::DisableLogin(_) => "DisableLogin",
+            Step::TerminateSessions(_) => "TerminateSessions",
+            Step::SetConnectionLimit(_) => "SetConnectionLimit",
+            Step::SetRoleSetting(..) => "SetRoleSetting",
+            Step::ResetRoleSetting(..) => "ResetRoleSetting",
+            Step::MarkRole => "MarkRole",
+            Step::CreateDatabase => "CreateDatabase",
+            Step::MarkDatabase => "MarkDatabase",
+            Step::SetDatabaseOwner => "SetDatabaseOwner",
+            Step::SetDatabaseConnectionLimit => "SetDatabaseConnectionLimit",
+            Step::RevokePublicOnDatabase => "RevokePublicOnDatabase",
+            Step::GrantConnect => "GrantConnect",
+            Step::SetSearchPath(_) => "SetSearchPath",
+            Step::CreateSchema => "CreateSchema",
+            Step::SetSchemaOwner => "SetSchemaOwner",
+        }
+    }
+
     /// A short, secret-free description for logs and Events.
     pub fn describe(&self, d: &Desired) -> String {
         let n = &d.names;
+        let r = |s: &Slot| s.role(n).as_str().to_string();
         match self {
             Step::CreateRole => format!("create role {}", n.role.as_str()),
-            Step::ResetRoleAttributes => format!("reset attributes of role {}", n.role.as_str()),
-            Step::SetPassword => format!("set password of role {}", n.role.as_str()),
-            Step::SetConnectionLimit => format!(
+            Step::CreateSecondary => format!("create rotation role {}", n.secondary_role.as_str()),
+            Step::GrantMembership => format!("grant {} to {}", n.role.as_str(), n.secondary_role.as_str()),
+            Step::ResetRoleAttributes(s) => format!("reset attributes of role {}", r(s)),
+            Step::SetPassword(s) => format!("set password of role {}", r(s)),
+            Step::EnableLogin(s) => format!("enable login of role {}", r(s)),
+            Step::ExpireLogin(s) => format!("expire login of role {} at end of grace period", r(s)),
+            Step::DisableLogin(s) => format!("disable login of role {}", r(s)),
+            Step::TerminateSessions(s) => format!("terminate sessions of role {}", r(s)),
+            Step::SetConnectionLimit(s) => format!(
                 "set connection limit of role {} to {}",
-                n.role.as_str(),
-                d.connection_limit
+                r(s),
+                d.quotas.connection_limit
             ),
+            Step::SetRoleSetting(s, k, v) => format!("set {k}={v} for role {}", r(s)),
+            Step::ResetRoleSetting(s, k) => format!("reset {k} for role {}", r(s)),
             Step::MarkRole => format!("mark role {} as managed", n.role.as_str()),
             Step::CreateDatabase => format!("create database {}", n.database.as_str()),
             Step::MarkDatabase => format!("mark database {} as managed", n.database.as_str()),
             Step::SetDatabaseOwner => format!("set owner of database {}", n.database.as_str()),
+            Step::SetDatabaseConnectionLimit => format!(
+                "set connection limit of database {} to {}",
+                n.database.as_str(),
+                d.quotas.connection_limit
+            ),
             Step::RevokePublicOnDatabase => {
                 format!("revoke PUBLIC access on database {}", n.database.as_str())
             }
@@ -147,7 +333,7 @@ impl Step {
                 n.database.as_str(),
                 n.role.as_str()
             ),
-            Step::SetSearchPath => format!("set search_path of role {}", n.role.as_str()),
+            Step::SetSearchPath(s) => format!("set search_path of role {}", r(s)),
             Step::CreateSchema => format!("create schema {}", n.schema.as_str()),
             Step::SetSchemaOwner => format!("set owner of schema {}", n.schema.as_str()),
         }
@@ -157,49 +343,97 @@ impl Step {
     /// (only used by steps that set a password). Returns `None` if a literal cannot be rendered.
     pub fn sql(&self, d: &Desired, verifier: &str) -> Option<Vec<String>> {
         let n = &d.names;
-        let role = &n.role;
         let db = &n.database;
         let marker = quote_literal(&n.owner_marker)?;
-        const LEAST: &str =
-            "NOSUPERUSER NOCREATEDB NOCREATEROLE INHERIT NOREPLICATION NOBYPASSRLS";
+        let valid_until = d
+            .previous_valid_until
+            .map(|t| format!("{}", t.strftime("%Y-%m-%dT%H:%M:%SZ")))
+            .unwrap_or_else(|| "infinity".to_string());
+        const LEAST: &str = "NOSUPERUSER NOCREATEDB NOCREATEROLE INHERIT NOREPLICATION NOBYPASSRLS";
+        let role_of = |s: &Slot| s.role(n).clone();
+        let limit = d.quotas.connection_limit;
         Some(match self {
-            Step::CreateRole => vec![
-                format!(
-                    "CREATE ROLE {role} LOGIN {LEAST} CONNECTION LIMIT {} PASSWORD {}",
-                    d.connection_limit,
-                    quote_literal(verifier)?
-                ),
-                format!("COMMENT ON ROLE {role} IS {marker}"),
-            ],
-            Step::ResetRoleAttributes => vec![format!("ALTER ROLE {role} LOGIN {LEAST}")],
-            Step::SetPassword => vec![format!(
-                "ALTER ROLE {role} PASSWORD {}",
+            Step::CreateRole => {
+                let role = &n.role;
+                let login = if d.active == Slot::Primary {
+                    format!("LOGIN PASSWORD {}", quote_literal(verifier)?)
+                } else {
+                    "NOLOGIN".to_string()
+                };
+                vec![
+                    format!("CREATE ROLE {role} {login} {LEAST} CONNECTION LIMIT {limit}"),
+                    format!("COMMENT ON ROLE {role} IS {marker}"),
+                ]
+            }
+            Step::CreateSecondary => {
+                let (role, b) = (&n.role, &n.secondary_role);
+                let login = if d.active == Slot::Secondary {
+                    format!("LOGIN PASSWORD {}", quote_literal(verifier)?)
+                } else {
+                    "NOLOGIN".to_string()
+                };
+                vec![
+                    format!("CREATE ROLE {b} {login} {LEAST} CONNECTION LIMIT {limit} IN ROLE {role}"),
+                    format!("COMMENT ON ROLE {b} IS {marker}"),
+                ]
+            }
+            Step::GrantMembership => vec![format!("GRANT {} TO {}", n.role, n.secondary_role)],
+            Step::ResetRoleAttributes(s) => vec![format!("ALTER ROLE {} {LEAST}", role_of(s))],
+            Step::SetPassword(s) => vec![format!(
+                "ALTER ROLE {} PASSWORD {}",
+                role_of(s),
                 quote_literal(verifier)?
             )],
-            Step::SetConnectionLimit => vec![format!(
-                "ALTER ROLE {role} CONNECTION LIMIT {}",
-                d.connection_limit
+            Step::EnableLogin(s) => {
+                vec![format!("ALTER ROLE {} LOGIN VALID UNTIL 'infinity'", role_of(s))]
+            }
+            Step::ExpireLogin(s) => vec![format!(
+                "ALTER ROLE {} VALID UNTIL {}",
+                role_of(s),
+                quote_literal(&valid_until)?
             )],
-            Step::MarkRole => vec![format!("COMMENT ON ROLE {role} IS {marker}")],
+            Step::DisableLogin(s) => vec![format!("ALTER ROLE {} NOLOGIN", role_of(s))],
+            Step::TerminateSessions(s) => vec![format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = {} AND pid <> pg_backend_pid()",
+                quote_literal(role_of(s).as_str())?
+            )],
+            Step::SetConnectionLimit(s) => {
+                vec![format!("ALTER ROLE {} CONNECTION LIMIT {limit}", role_of(s))]
+            }
+            Step::SetRoleSetting(s, k, v) => {
+                // `k` is one of MANAGED_SETTINGS; values are integers, `on`, or a validated role name.
+                vec![format!("ALTER ROLE {} SET {k} = {}", role_of(s), quote_literal(v)?)]
+            }
+            Step::ResetRoleSetting(s, k) => vec![format!("ALTER ROLE {} RESET {k}", role_of(s))],
+            Step::MarkRole => vec![format!("COMMENT ON ROLE {} IS {marker}", n.role)],
             Step::CreateDatabase => vec![
-                format!("CREATE DATABASE {db} OWNER {role} TEMPLATE template0 ENCODING 'UTF8'"),
+                format!(
+                    "CREATE DATABASE {db} OWNER {} TEMPLATE template0 ENCODING 'UTF8' CONNECTION LIMIT {limit}",
+                    n.role
+                ),
                 format!("COMMENT ON DATABASE {db} IS {marker}"),
             ],
             Step::MarkDatabase => vec![format!("COMMENT ON DATABASE {db} IS {marker}")],
-            Step::SetDatabaseOwner => vec![format!("ALTER DATABASE {db} OWNER TO {role}")],
+            Step::SetDatabaseOwner => vec![format!("ALTER DATABASE {db} OWNER TO {}", n.role)],
+            Step::SetDatabaseConnectionLimit => {
+                vec![format!("ALTER DATABASE {db} CONNECTION LIMIT {limit}")]
+            }
             Step::RevokePublicOnDatabase => {
                 vec![format!("REVOKE ALL ON DATABASE {db} FROM PUBLIC")]
             }
-            Step::GrantConnect => vec![format!("GRANT CONNECT ON DATABASE {db} TO {role}")],
-            Step::SetSearchPath => vec![format!(
-                "ALTER ROLE {role} IN DATABASE {db} SET search_path TO {}",
+            Step::GrantConnect => vec![format!("GRANT CONNECT ON DATABASE {db} TO {}", n.role)],
+            Step::SetSearchPath(s) => vec![format!(
+                "ALTER ROLE {} IN DATABASE {db} SET search_path TO {}",
+                role_of(s),
                 n.schema
             )],
             Step::CreateSchema => vec![
-                format!("CREATE SCHEMA {} AUTHORIZATION {role}", n.schema),
+                format!("CREATE SCHEMA {} AUTHORIZATION {}", n.schema, n.role),
                 format!("COMMENT ON SCHEMA {} IS {marker}", n.schema),
             ],
-            Step::SetSchemaOwner => vec![format!("ALTER SCHEMA {} OWNER TO {role}", n.schema)],
+            Step::SetSchemaOwner => {
+                vec![format!("ALTER SCHEMA {} OWNER TO {}", n.schema, n.role)]
+            }
         })
     }
 }
@@ -217,35 +451,109 @@ pub fn search_path_setting(schema: &Ident) -> String {
     format!("search_path={}", schema.as_str())
 }
 
+fn same_second(a: Option<Timestamp>, b: Option<Timestamp>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(x), Some(y)) => (x.as_second() - y.as_second()).abs() <= 1,
+        _ => false,
+    }
+}
+
+/// Steps for one existing login role: attributes, login state, password, limits, settings, path.
+fn plan_login_role(d: &Desired, slot: Slot, r: &ObservedRole, steps: &mut Vec<Step>, late: &mut Vec<Step>) {
+    if r.has_extra_privileges {
+        steps.push(Step::ResetRoleAttributes(slot));
+    }
+    if d.active == slot {
+        if !r.can_login || r.valid_until.is_some() {
+            steps.push(Step::EnableLogin(slot));
+        }
+        if r.password_matches == Some(false) {
+            steps.push(Step::SetPassword(slot));
+        }
+    } else if d.previous_valid_until.is_some() {
+        if r.can_login && !same_second(r.valid_until, d.previous_valid_until) {
+            steps.push(Step::ExpireLogin(slot));
+        }
+    } else if r.can_login {
+        steps.push(Step::DisableLogin(slot));
+    }
+    if r.connection_limit != d.quotas.connection_limit {
+        steps.push(Step::SetConnectionLimit(slot));
+    }
+    let want = d.role_settings(slot);
+    for name in MANAGED_SETTINGS {
+        let desired = want.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        match (desired, r.setting(name)) {
+            (Some(v), Some(have)) if v == have => {}
+            (Some(v), _) => steps.push(Step::SetRoleSetting(slot, name, v.to_string())),
+            (None, Some(_)) => steps.push(Step::ResetRoleSetting(slot, name)),
+            (None, None) => {}
+        }
+    }
+    if r.search_path.as_deref() != Some(search_path_setting(&d.names.schema).as_str()) {
+        late.push(Step::SetSearchPath(slot));
+    }
+}
+
+/// Steps for a role that was just created in this plan: settings and path not set by CREATE.
+fn plan_new_role(d: &Desired, slot: Slot, steps: &mut Vec<Step>, late: &mut Vec<Step>) {
+    for (k, v) in d.role_settings(slot) {
+        if let Some(name) = MANAGED_SETTINGS.iter().find(|m| **m == k) {
+            steps.push(Step::SetRoleSetting(slot, name, v));
+        }
+    }
+    if d.active != slot && d.previous_valid_until.is_some() {
+        // Not reachable in practice (the old slot exists during a grace period), kept for completeness.
+        steps.push(Step::ExpireLogin(slot));
+    }
+    late.push(Step::SetSearchPath(slot));
+}
+
 /// Computes the steps that bring `observed` to `desired`. Pure.
 pub fn plan(desired: &Desired, observed: &Observed) -> Result<Vec<Step>, Conflict> {
     let n = &desired.names;
     let marker = n.owner_marker.as_str();
     let mut steps = Vec::new();
+    // Steps that need the database to exist (per-database role settings).
+    let mut late = Vec::new();
 
-    // Role.
+    // Roles. The secondary slot exists only once a rotation has used it.
+    for (slot, obs) in [(Slot::Primary, &observed.role), (Slot::Secondary, &observed.secondary)] {
+        if let Some(r) = obs
+            && !ours(&r.comment, marker)
+        {
+            return Err(Conflict(format!(
+                "role {} exists and is not managed by this Tenant ({})",
+                slot.role(n).as_str(),
+                r.comment.as_deref().unwrap_or("no owner marker")
+            )));
+        }
+    }
+    let secondary_needed = desired.active == Slot::Secondary
+        || (desired.active == Slot::Primary && desired.previous_valid_until.is_some() && observed.secondary.is_some());
     match &observed.role {
-        None => steps.push(Step::CreateRole),
+        None => {
+            steps.push(Step::CreateRole);
+            plan_new_role(desired, Slot::Primary, &mut steps, &mut late);
+        }
+        Some(r) => plan_login_role(desired, Slot::Primary, r, &mut steps, &mut late),
+    }
+    match &observed.secondary {
+        None if secondary_needed => {
+            steps.push(Step::CreateSecondary);
+            plan_new_role(desired, Slot::Secondary, &mut steps, &mut late);
+        }
+        None => {}
         Some(r) => {
-            if !ours(&r.comment, marker) {
-                return Err(Conflict(format!(
-                    "role {} exists and is not managed by this Tenant ({})",
-                    n.role.as_str(),
-                    r.comment.as_deref().unwrap_or("no owner marker")
-                )));
+            if !r.member_of_primary || observed.role.is_none() {
+                steps.push(Step::GrantMembership);
             }
-            if !r.can_login || r.has_extra_privileges {
-                steps.push(Step::ResetRoleAttributes);
-            }
-            if r.password_matches == Some(false) {
-                steps.push(Step::SetPassword);
-            }
-            if r.connection_limit != desired.connection_limit {
-                steps.push(Step::SetConnectionLimit);
-            }
+            plan_login_role(desired, Slot::Secondary, r, &mut steps, &mut late);
         }
     }
     let role_is_new = observed.role.is_none();
+    let limit = desired.quotas.connection_limit;
 
     // Database.
     match (&observed.database, n.dedicated_database) {
@@ -279,6 +587,9 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Result<Vec<Step>, Conflic
             if db.public_has_access {
                 steps.push(Step::RevokePublicOnDatabase);
             }
+            if db.connection_limit != limit {
+                steps.push(Step::SetDatabaseConnectionLimit);
+            }
         }
         (Some(db), false) => {
             if db.public_has_access {
@@ -288,17 +599,6 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Result<Vec<Step>, Conflic
                 steps.push(Step::GrantConnect);
             }
         }
-    }
-
-    // search_path of the role in its database.
-    let want_path = search_path_setting(&n.schema);
-    let has_path = observed
-        .role
-        .as_ref()
-        .and_then(|r| r.search_path.as_deref())
-        .is_some_and(|p| p == want_path);
-    if !has_path {
-        steps.push(Step::SetSearchPath);
     }
 
     // Schema (isolation `schema`).
@@ -319,6 +619,21 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Result<Vec<Step>, Conflic
             }
         }
     }
+
+    steps.append(&mut late);
+
+    // Switching into read-only: end the login roles' sessions so every connection gets the new
+    // default. (Settings apply to new sessions only.)
+    if desired.read_only {
+        for slot in [Slot::Primary, Slot::Secondary] {
+            let switched = steps
+                .iter()
+                .any(|s| matches!(s, Step::SetRoleSetting(x, "default_transaction_read_only", _) if *x == slot));
+            if switched && observed.slot(slot).is_some() {
+                steps.push(Step::TerminateSessions(slot));
+            }
+        }
+    }
     Ok(steps)
 }
 
@@ -330,24 +645,36 @@ mod tests {
 
     fn desired(isolation: Isolation) -> Desired {
         let shared = Ident::new("tenantdb_shared").unwrap();
-        Desired {
-            names: tenant_names("tenant_", "ns", "acme", isolation, None, &shared).unwrap(),
-            password: "pw".into(),
-            connection_limit: -1,
+        Desired::simple(
+            tenant_names("tenant_", "ns", "acme", isolation, None, &shared).unwrap(),
+            "pw".into(),
+        )
+    }
+
+    fn role_for(d: &Desired, slot: Slot, login: bool) -> ObservedRole {
+        let settings = d
+            .role_settings(slot)
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        ObservedRole {
+            can_login: login,
+            connection_limit: d.quotas.connection_limit,
+            has_extra_privileges: false,
+            comment: Some(d.names.owner_marker.clone()),
+            password_matches: Some(true),
+            search_path: Some(search_path_setting(&d.names.schema)),
+            settings,
+            valid_until: None,
+            member_of_primary: slot == Slot::Secondary,
         }
     }
 
     fn converged(d: &Desired) -> Observed {
         let n = &d.names;
         Observed {
-            role: Some(ObservedRole {
-                can_login: true,
-                connection_limit: d.connection_limit,
-                has_extra_privileges: false,
-                comment: Some(n.owner_marker.clone()),
-                password_matches: Some(true),
-                search_path: Some(search_path_setting(&n.schema)),
-            }),
+            role: Some(role_for(d, Slot::Primary, true)),
+            secondary: None,
             database: Some(ObservedDatabase {
                 owner: if n.dedicated_database {
                     n.role.as_str().to_string()
@@ -357,6 +684,7 @@ mod tests {
                 comment: n.dedicated_database.then(|| n.owner_marker.clone()),
                 public_has_access: false,
                 role_can_connect: true,
+                connection_limit: if n.dedicated_database { d.quotas.connection_limit } else { -1 },
             }),
             schema: (!n.dedicated_database).then(|| ObservedSchema {
                 owner: n.role.as_str().to_string(),
@@ -375,7 +703,7 @@ mod tests {
                 Step::CreateRole,
                 Step::CreateDatabase,
                 Step::RevokePublicOnDatabase,
-                Step::SetSearchPath
+                Step::SetSearchPath(Slot::Primary),
             ]
         );
     }
@@ -386,6 +714,7 @@ mod tests {
         let obs = Observed {
             database: Some(ObservedDatabase {
                 owner: "postgres".into(),
+                connection_limit: -1,
                 ..Default::default()
             }),
             ..Default::default()
@@ -395,8 +724,8 @@ mod tests {
             vec![
                 Step::CreateRole,
                 Step::GrantConnect,
-                Step::SetSearchPath,
-                Step::CreateSchema
+                Step::CreateSchema,
+                Step::SetSearchPath(Slot::Primary),
             ]
         );
     }
@@ -422,10 +751,102 @@ mod tests {
         assert_eq!(
             plan(&d, &obs).unwrap(),
             vec![
-                Step::ResetRoleAttributes,
-                Step::SetPassword,
-                Step::SetSearchPath,
-                Step::CreateSchema
+                Step::ResetRoleAttributes(Slot::Primary),
+                Step::SetPassword(Slot::Primary),
+                Step::CreateSchema,
+                Step::SetSearchPath(Slot::Primary),
+            ]
+        );
+    }
+
+    #[test]
+    fn quotas_become_limits_and_settings() {
+        let mut d = desired(Isolation::Database);
+        let obs = converged(&d);
+        d.quotas = EffectiveQuotas {
+            connection_limit: 10,
+            statement_timeout_ms: Some(30_000),
+            idle_in_transaction_timeout_ms: None,
+            storage_bytes: Some(1 << 20),
+        };
+        let steps = plan(&d, &obs).unwrap();
+        assert_eq!(
+            steps,
+            vec![
+                Step::SetConnectionLimit(Slot::Primary),
+                Step::SetRoleSetting(Slot::Primary, "statement_timeout", "30000".into()),
+                Step::SetDatabaseConnectionLimit,
+            ]
+        );
+        // Removing a quota resets the setting.
+        let mut obs2 = converged(&d);
+        d.quotas.statement_timeout_ms = None;
+        obs2.role.as_mut().unwrap().settings = vec!["statement_timeout=30000".into(), "work_mem=64MB".into()];
+        assert_eq!(
+            plan(&d, &obs2).unwrap(),
+            vec![Step::ResetRoleSetting(Slot::Primary, "statement_timeout")]
+        );
+    }
+
+    #[test]
+    fn read_only_sets_default_and_ends_sessions() {
+        let mut d = desired(Isolation::Schema);
+        let obs = converged(&d);
+        d.read_only = true;
+        assert_eq!(
+            plan(&d, &obs).unwrap(),
+            vec![
+                Step::SetRoleSetting(Slot::Primary, "default_transaction_read_only", "on".into()),
+                Step::TerminateSessions(Slot::Primary),
+            ]
+        );
+        // And back.
+        let obs_ro = converged(&d);
+        d.read_only = false;
+        assert_eq!(
+            plan(&d, &obs_ro).unwrap(),
+            vec![Step::ResetRoleSetting(Slot::Primary, "default_transaction_read_only")]
+        );
+    }
+
+    #[test]
+    fn rotation_to_secondary_keeps_primary_until_grace_ends() {
+        let mut d = desired(Isolation::Schema);
+        let obs = converged(&d);
+        let until: Timestamp = "2030-01-01T00:00:00Z".parse().unwrap();
+        d.active = Slot::Secondary;
+        d.previous_valid_until = Some(until);
+        let steps = plan(&d, &obs).unwrap();
+        assert_eq!(
+            steps,
+            vec![
+                Step::ExpireLogin(Slot::Primary),
+                Step::CreateSecondary,
+                Step::SetRoleSetting(Slot::Secondary, "role", d.names.role.as_str().into()),
+                Step::SetSearchPath(Slot::Secondary),
+            ]
+        );
+        let sql = Step::ExpireLogin(Slot::Primary).sql(&d, "").unwrap();
+        assert!(sql[0].ends_with("VALID UNTIL '2030-01-01T00:00:00Z'"), "{sql:?}");
+        // After the grace period: the primary stops logging in.
+        let mut after = converged(&d);
+        after.role.as_mut().unwrap().valid_until = Some(until);
+        after.secondary = Some(role_for(&d, Slot::Secondary, true));
+        d.previous_valid_until = None;
+        assert_eq!(plan(&d, &after).unwrap(), vec![Step::DisableLogin(Slot::Primary)]);
+        // Rotating back to the primary re-enables it without expiry.
+        let mut back = after.clone();
+        back.role.as_mut().unwrap().can_login = false;
+        d.active = Slot::Primary;
+        d.previous_valid_until = Some(until);
+        back.role.as_mut().unwrap().password_matches = Some(false);
+        // ... and gives the secondary its own grace period.
+        assert_eq!(
+            plan(&d, &back).unwrap(),
+            vec![
+                Step::EnableLogin(Slot::Primary),
+                Step::SetPassword(Slot::Primary),
+                Step::ExpireLogin(Slot::Secondary)
             ]
         );
     }
@@ -450,10 +871,14 @@ mod tests {
     fn sql_quotes_identifiers_and_never_contains_the_password() {
         let d = desired(Isolation::Database);
         let v = "SCRAM-SHA-256$4096:abc$def:ghi";
-        for step in [Step::CreateRole, Step::SetPassword, Step::CreateDatabase] {
+        for step in [Step::CreateRole, Step::SetPassword(Slot::Primary), Step::CreateDatabase] {
             for sql in step.sql(&d, v).unwrap() {
                 assert!(!sql.contains("pw'"), "{sql}");
-                assert!(sql.contains(&format!("\"{}\"", d.names.role.as_str())) || sql.contains(&format!("\"{}\"", d.names.database.as_str())), "{sql}");
+                assert!(
+                    sql.contains(&format!("\"{}\"", d.names.role.as_str()))
+                        || sql.contains(&format!("\"{}\"", d.names.database.as_str())),
+                    "{sql}"
+                );
             }
         }
         let create = Step::CreateRole.sql(&d, v).unwrap();
