@@ -49,7 +49,11 @@ pub fn parse_manifests(text: &str) -> Result<Vec<serde_json::Value>> {
 }
 
 /// Server-side applies a manifest object (any kind the server knows).
-pub async fn apply_manifest(client: &Client, obj: &serde_json::Value, field_manager: &str) -> Result<String> {
+pub async fn apply_manifest(
+    client: &Client,
+    obj: &serde_json::Value,
+    field_manager: &str,
+) -> Result<String> {
     let api_version = obj["apiVersion"].as_str().unwrap_or_default();
     let kind = obj["kind"].as_str().unwrap_or_default();
     let name = obj["metadata"]["name"]
@@ -67,8 +71,12 @@ pub async fn apply_manifest(client: &Client, obj: &serde_json::Value, field_mana
     } else {
         Api::all_with(client.clone(), &ar)
     };
-    api.patch(name, &PatchParams::apply(field_manager).force(), &Patch::Apply(obj))
-        .await?;
+    api.patch(
+        name,
+        &PatchParams::apply(field_manager).force(),
+        &Patch::Apply(obj),
+    )
+    .await?;
     Ok(format!("{}/{name}", ar.plural))
 }
 
@@ -114,7 +122,9 @@ fn render_table(tenants: &[Tenant]) -> String {
             phase,
             t.spec.isolation.as_str(),
             place,
-            st.schema_version.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
+            st.schema_version
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "-".into()),
             msg
         ));
     }
@@ -123,7 +133,9 @@ fn render_table(tenants: &[Tenant]) -> String {
 
 /// Runs the demo until Ctrl-C (or until ready, with `--exit-when-ready`).
 pub async fn run(cfg: DevConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
-    println!("tenantdb dev: local demo. Nothing here is a Kubernetes cluster: the API server is tenantdb's in-memory emulator.");
+    println!(
+        "tenantdb dev: local demo. Nothing here is a Kubernetes cluster: the API server is tenantdb's in-memory emulator."
+    );
     println!("==> starting a throwaway PostgreSQL 15 cluster");
     let pg = tokio::task::spawn_blocking(LocalPg::start)
         .await
@@ -146,40 +158,21 @@ pub async fn run(cfg: DevConfig, shutdown: impl std::future::Future<Output = ()>
         .map_err(|e| Error::Config(format!("api server emulator: {e}")))?;
     let kubeconfig_dir = cfg.kubeconfig.parent().map(Path::to_path_buf);
     if let Some(dir) = &kubeconfig_dir {
-        std::fs::create_dir_all(dir).map_err(|e| Error::Config(format!("{}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::Config(format!("{}: {e}", dir.display())))?;
     }
     server
         .write_kubeconfig(&cfg.kubeconfig, "default")
         .map_err(|e| Error::Config(format!("kubeconfig: {e}")))?;
-    println!("    {} (kubeconfig: {})", server.url(), cfg.kubeconfig.display());
+    println!(
+        "    {} (kubeconfig: {})",
+        server.url(),
+        cfg.kubeconfig.display()
+    );
 
     let client = client_for(&cfg.kubeconfig).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let run_cfg = RunConfig {
-        database_url: pg.admin_url(),
-        shared_database: "tenantdb_shared".into(),
-        name_prefix: "tenant_".into(),
-        tenant_host: None,
-        tenant_port: None,
-        concurrency: 8,
-        resync_seconds: 60,
-        backoff_base_ms: 500,
-        backoff_max_seconds: 30,
-        pool_size: 8,
-        connect_timeout_seconds: 5,
-        http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        migrations_dir: None,
-        default_max_connections: None,
-        default_statement_timeout: None,
-        default_idle_in_transaction_timeout: None,
-        default_storage: None,
-        max_tenants: None,
-        usage_interval_seconds: 30,
-        health_interval_seconds: 30,
-        health_concurrency: 4,
-        status_report_interval_seconds: 3600,
-        instance: "tenantdb-dev".into(),
-    };
+    let run_cfg = RunConfig::for_local(&pg.admin_url())?;
     let mut stop_rx2 = stop_rx.clone();
     let operator = tokio::spawn(crate::runtime::run(client.clone(), run_cfg, async move {
         let _ = stop_rx2.wait_for(|v| *v).await;
@@ -196,7 +189,8 @@ pub async fn run(cfg: DevConfig, shutdown: impl std::future::Future<Output = ()>
         .unwrap_or_default();
     files.sort();
     for f in &files {
-        let text = std::fs::read_to_string(f).map_err(|e| Error::Config(format!("{}: {e}", f.display())))?;
+        let text = std::fs::read_to_string(f)
+            .map_err(|e| Error::Config(format!("{}: {e}", f.display())))?;
         for obj in parse_manifests(&text)? {
             let what = apply_manifest(&client, &obj, "tenantdb-dev").await?;
             println!("    applied {what} from {}", f.display());
@@ -239,13 +233,23 @@ pub async fn run(cfg: DevConfig, shutdown: impl std::future::Future<Output = ()>
             if cfg.exit_when_ready > 0 {
                 let all_ready = !list.is_empty()
                     && list.len() >= applied
-                    && list.iter().all(|t| t.status.as_ref().is_some_and(|s| s.phase == TenantPhase::Ready));
+                    && list.iter().all(|t| {
+                        t.status
+                            .as_ref()
+                            .is_some_and(|s| s.phase == TenantPhase::Ready)
+                    });
                 if all_ready {
-                    println!("all {} tenants Ready after {:.1}s", list.len(), started.elapsed().as_secs_f64());
+                    println!(
+                        "all {} tenants Ready after {:.1}s",
+                        list.len(),
+                        started.elapsed().as_secs_f64()
+                    );
                     break Ok(());
                 }
                 if started.elapsed() > Duration::from_secs(cfg.exit_when_ready) {
-                    break Err(Error::Internal("tenants did not become Ready in time".into()));
+                    break Err(Error::Internal(
+                        "tenants did not become Ready in time".into(),
+                    ));
                 }
             }
         }
@@ -264,6 +268,8 @@ pub async fn run(cfg: DevConfig, shutdown: impl std::future::Future<Output = ()>
     if let Some(dir) = kubeconfig_dir {
         let _ = std::fs::remove_dir(dir);
     }
-    println!("    PostgreSQL stopped and removed; API server emulator stopped; kubeconfig removed.");
+    println!(
+        "    PostgreSQL stopped and removed; API server emulator stopped; kubeconfig removed."
+    );
     result
 }

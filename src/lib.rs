@@ -5,18 +5,19 @@
 
 pub mod controller;
 pub mod crd;
+pub mod dev;
 pub mod error;
+pub mod leader;
 pub mod localpg;
 pub mod metrics;
 pub mod migrate;
 pub mod mongo;
-pub mod partitions;
 pub mod naming;
+pub mod partitions;
 pub mod pg;
+pub mod quota;
+pub mod rotation;
+pub mod runtime;
 pub mod scram;
 pub mod secret;
 pub mod status;
-pub mod runtime;
-pub mod dev;
-pub mod quota;
-pub mod rotation;

@@ -137,7 +137,10 @@ impl LocalPg {
         std::fs::write(pg.root.join("pwfile"), format!("{}\n", pg.password))?;
         if run_as_postgres {
             pg.run(
-                Command::new("chown").arg("-R").arg("postgres:").arg(&pg.root),
+                Command::new("chown")
+                    .arg("-R")
+                    .arg("postgres:")
+                    .arg(&pg.root),
                 "chown",
             )?;
         }

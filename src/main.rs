@@ -27,9 +27,9 @@ enum LogFormat {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the controllers against the cluster of the current kubeconfig / in-cluster config.
-    Run(tenantdb::runtime::RunConfig),
+    Run(Box<tenantdb::runtime::RunConfig>),
     /// Local demo without a cluster: throwaway PostgreSQL + in-memory API server emulator + operator.
-    Dev(tenantdb::dev::DevConfig),
+    Dev(Box<tenantdb::dev::DevConfig>),
     /// Print the CustomResourceDefinitions (the files in crds/ are this output), or write them to a directory.
     Crd {
         /// Write one file per CRD into this directory instead of printing.
@@ -39,8 +39,11 @@ enum Command {
 }
 
 fn init_tracing(format: LogFormat, default_filter: &str) {
-    let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Pretty => builder.compact().init(),
@@ -51,13 +54,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},
@@ -97,7 +101,7 @@ async fn main() -> ExitCode {
         Command::Dev(config) => {
             // The live table is the demo's output; only warnings are logged unless RUST_LOG says otherwise.
             init_tracing(cli.log_format, "warn,kube_runtime=error,kube_client=error");
-            match tenantdb::dev::run(config, shutdown_signal()).await {
+            match tenantdb::dev::run(*config, shutdown_signal()).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("tenantdb dev failed: {e}");
@@ -117,7 +121,7 @@ async fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match tenantdb::runtime::run(client, config, shutdown_signal()).await {
+            match tenantdb::runtime::run(client, *config, shutdown_signal()).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %e, "operator failed");

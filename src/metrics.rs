@@ -109,15 +109,47 @@ impl Metrics {
         let storage_bytes = Gauge::default();
         let health_checks = Family::<HealthLabels, Counter>::default();
         let health_latency = Histogram::new(exponential_buckets(0.001, 2.0, 14));
-        registry.register("reconciles", "Reconciles by controller and result", reconciles.clone());
-        registry.register("reconcile_errors", "Reconcile errors by controller and category", errors.clone());
-        registry.register("reconcile_duration_seconds", "Reconcile duration", duration.clone());
+        registry.register(
+            "reconciles",
+            "Reconciles by controller and result",
+            reconciles.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Reconcile errors by controller and category",
+            errors.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Reconcile duration",
+            duration.clone(),
+        );
         registry.register("objects", "Objects by phase", phases.clone());
-        registry.register("provisioning_steps", "Provisioning steps applied, by step", steps.clone());
-        registry.register("status_writes", "Status writes performed", status_writes.clone());
-        registry.register("storage_bytes", "Measured storage of all tenants", storage_bytes.clone());
-        registry.register("health_checks", "Tenant health checks by result", health_checks.clone());
-        registry.register("health_check_duration_seconds", "Tenant login + SELECT 1 latency", health_latency.clone());
+        registry.register(
+            "provisioning_steps",
+            "Provisioning steps applied, by step",
+            steps.clone(),
+        );
+        registry.register(
+            "status_writes",
+            "Status writes performed",
+            status_writes.clone(),
+        );
+        registry.register(
+            "storage_bytes",
+            "Measured storage of all tenants",
+            storage_bytes.clone(),
+        );
+        registry.register(
+            "health_checks",
+            "Tenant health checks by result",
+            health_checks.clone(),
+        );
+        registry.register(
+            "health_check_duration_seconds",
+            "Tenant login + SELECT 1 latency",
+            health_latency.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -134,8 +166,17 @@ impl Metrics {
     }
 
     /// Records one reconcile.
-    pub fn observe_reconcile(&self, controller: &str, took: Duration, error_category: Option<&str>) {
-        let result = if error_category.is_some() { "error" } else { "success" };
+    pub fn observe_reconcile(
+        &self,
+        controller: &str,
+        took: Duration,
+        error_category: Option<&str>,
+    ) {
+        let result = if error_category.is_some() {
+            "error"
+        } else {
+            "success"
+        };
         self.reconciles
             .get_or_create(&ResultLabels {
                 controller: controller.into(),
@@ -173,7 +214,9 @@ impl Metrics {
             self.phases.get_or_create(&PhaseLabels { phase: o }).dec();
         }
         if let Some(p) = phase {
-            self.phases.get_or_create(&PhaseLabels { phase: p.into() }).inc();
+            self.phases
+                .get_or_create(&PhaseLabels { phase: p.into() })
+                .inc();
         }
     }
 
@@ -181,7 +224,9 @@ impl Metrics {
     pub fn observe_health(&self, healthy: bool, took: Duration) {
         let result = if healthy { "healthy" } else { "unhealthy" };
         self.health_checks
-            .get_or_create(&HealthLabels { result: result.into() })
+            .get_or_create(&HealthLabels {
+                result: result.into(),
+            })
             .inc();
         self.health_latency.observe(took.as_secs_f64());
     }
@@ -216,10 +261,20 @@ mod tests {
         m.set_phase("tenant/ns/a", Some("Ready"));
         m.set_phase("tenant/ns/b", Some("Ready"));
         m.set_phase("tenant/ns/b", None);
-        m.observe_reconcile("tenant", Duration::from_millis(10), Some("DatabaseUnavailable"));
+        m.observe_reconcile(
+            "tenant",
+            Duration::from_millis(10),
+            Some("DatabaseUnavailable"),
+        );
         let text = m.encode();
-        assert!(text.contains("tenantdb_objects{phase=\"Ready\"} 1"), "{text}");
-        assert!(text.contains("tenantdb_objects{phase=\"Provisioning\"} 0"), "{text}");
+        assert!(
+            text.contains("tenantdb_objects{phase=\"Ready\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tenantdb_objects{phase=\"Provisioning\"} 0"),
+            "{text}"
+        );
         assert!(text.contains("category=\"DatabaseUnavailable\""), "{text}");
     }
 }

@@ -50,7 +50,9 @@ pub enum NameError {
     #[error("name {0:?} is reserved")]
     Reserved(String),
     /// The configured prefix is unusable.
-    #[error("name prefix {0:?} is invalid (lower-case letters, digits, underscores; at most 20 bytes)")]
+    #[error(
+        "name prefix {0:?} is invalid (lower-case letters, digits, underscores; at most 20 bytes)"
+    )]
     Prefix(String),
 }
 
@@ -306,12 +308,26 @@ mod tests {
         assert_eq!(s.database, shared);
         assert_eq!(s.schema, s.role);
         assert!(!s.dedicated_database);
-        let o = tenant_names("tenant_", "ns", "acme", Isolation::Schema, Some("acme"), &shared)
-            .unwrap();
+        let o = tenant_names(
+            "tenant_",
+            "ns",
+            "acme",
+            Isolation::Schema,
+            Some("acme"),
+            &shared,
+        )
+        .unwrap();
         assert_eq!(o.schema.as_str(), "acme");
         assert!(
-            tenant_names("tenant_", "ns", "x", Isolation::Database, Some("template1"), &shared)
-                .is_err()
+            tenant_names(
+                "tenant_",
+                "ns",
+                "x",
+                Isolation::Database,
+                Some("template1"),
+                &shared
+            )
+            .is_err()
         );
         assert!(tenant_names("Bad-", "ns", "x", Isolation::Database, None, &shared).is_err());
     }

@@ -91,7 +91,9 @@ pub fn effective(q: Option<&Quotas>, d: &QuotaDefaults) -> Result<EffectiveQuota
     if let Some(c) = conn
         && !(1..=10_000).contains(&c)
     {
-        return Err(format!("quotas.maxConnections {c} is out of range 1..10000"));
+        return Err(format!(
+            "quotas.maxConnections {c} is out of range 1..10000"
+        ));
     }
     let dur = |field: &str, v: Option<String>| -> Result<Option<i64>, String> {
         match v {
@@ -99,17 +101,18 @@ pub fn effective(q: Option<&Quotas>, d: &QuotaDefaults) -> Result<EffectiveQuota
             Some(s) => parse_duration_ms(&s)
                 .filter(|ms| *ms <= i32::MAX as i64)
                 .map(Some)
-                .ok_or_else(|| format!("quotas.{field} {s:?} is not a duration like 30s, 500ms, 5min")),
+                .ok_or_else(|| {
+                    format!("quotas.{field} {s:?} is not a duration like 30s, 500ms, 5min")
+                }),
         }
     };
-    let storage = match q.storage.or_else(|| d.storage.clone()) {
-        None => None,
-        Some(s) => Some(
-            parse_quantity(&s)
-                .filter(|b| *b > 0)
-                .ok_or_else(|| format!("quotas.storage {s:?} is not a positive quantity like 5Gi"))?,
-        ),
-    };
+    let storage =
+        match q.storage.or_else(|| d.storage.clone()) {
+            None => None,
+            Some(s) => Some(parse_quantity(&s).filter(|b| *b > 0).ok_or_else(|| {
+                format!("quotas.storage {s:?} is not a positive quantity like 5Gi")
+            })?),
+        };
     Ok(EffectiveQuotas {
         connection_limit: conn.unwrap_or(-1),
         statement_timeout_ms: dur(
@@ -128,7 +131,11 @@ pub fn effective(q: Option<&Quotas>, d: &QuotaDefaults) -> Result<EffectiveQuota
 /// Whole percentage of the quota used.
 pub fn percent(used: i64, limit: Option<i64>) -> Option<i32> {
     let limit = limit.filter(|l| *l > 0)?;
-    Some(((used as f64 / limit as f64) * 100.0).floor().min(i32::MAX as f64) as i32)
+    Some(
+        ((used as f64 / limit as f64) * 100.0)
+            .floor()
+            .min(i32::MAX as f64) as i32,
+    )
 }
 
 /// Read-only when the quota is exhausted (usage at or above 100 %).
@@ -147,7 +154,15 @@ mod tests {
         assert_eq!(parse_duration_ms("5min"), Some(300_000));
         assert_eq!(parse_duration_ms("2h"), Some(7_200_000));
         assert_eq!(parse_duration_ms("250"), Some(250));
-        for bad in ["", "s", "-1s", "1.5s", "1d", "1s; drop table x", "9999999999s"] {
+        for bad in [
+            "",
+            "s",
+            "-1s",
+            "1.5s",
+            "1d",
+            "1s; drop table x",
+            "9999999999s",
+        ] {
             assert_eq!(parse_duration_ms(bad), None, "{bad}");
         }
     }
@@ -192,7 +207,11 @@ mod tests {
             statement_timeout: Some("forever".into()),
             ..Default::default()
         };
-        assert!(effective(Some(&bad), &d).unwrap_err().contains("statementTimeout"));
+        assert!(
+            effective(Some(&bad), &d)
+                .unwrap_err()
+                .contains("statementTimeout")
+        );
     }
 
     #[test]

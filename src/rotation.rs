@@ -48,7 +48,9 @@ pub fn should_rotate(i: &RotationInput<'_>, now: Timestamp) -> Option<Trigger> {
         return Some(Trigger::OnDemand(a.to_string()));
     }
     if let (Some(after), Some(last)) = (i.rotate_after, i.last_rotation) {
-        let due = last.checked_add(SignedDuration::try_from(after).ok()?).ok()?;
+        let due = last
+            .checked_add(SignedDuration::try_from(after).ok()?)
+            .ok()?;
         if now >= due {
             return Some(Trigger::Periodic);
         }
@@ -63,7 +65,11 @@ pub fn grace_end(now: Timestamp, grace: Duration) -> Option<Timestamp> {
 
 /// The grace period still running for the non-active slot, read from PostgreSQL itself: a role
 /// that may log in with a `VALID UNTIL` in the future is within its grace period.
-pub fn running_grace(can_login: bool, valid_until: Option<Timestamp>, now: Timestamp) -> Option<Timestamp> {
+pub fn running_grace(
+    can_login: bool,
+    valid_until: Option<Timestamp>,
+    now: Timestamp,
+) -> Option<Timestamp> {
     valid_until.filter(|t| can_login && *t > now)
 }
 
@@ -107,7 +113,10 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(should_rotate(&i, ts("2026-01-01T00:59:59Z")), None);
-        assert_eq!(should_rotate(&i, ts("2026-01-01T01:00:00Z")), Some(Trigger::Periodic));
+        assert_eq!(
+            should_rotate(&i, ts("2026-01-01T01:00:00Z")),
+            Some(Trigger::Periodic)
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ use tracing::{info, warn};
 
 use crate::controller::{Context, OperatorSettings, tenant};
 use crate::error::{Error, Result};
+use crate::leader::{LeaderElector, LeaseConfig};
 use crate::metrics::Metrics;
 use crate::migrate::MigrationSet;
 use crate::naming::{Ident, validate_prefix};
@@ -29,7 +30,11 @@ pub struct RunConfig {
     #[arg(long, env = "TENANTDB_DATABASE_URL", hide_env_values = true)]
     pub database_url: String,
     /// Database holding the schemas of `schema`-isolated tenants (created if missing).
-    #[arg(long, env = "TENANTDB_SHARED_DATABASE", default_value = "tenantdb_shared")]
+    #[arg(
+        long,
+        env = "TENANTDB_SHARED_DATABASE",
+        default_value = "tenantdb_shared"
+    )]
     pub shared_database: String,
     /// Prefix of derived database/schema/role names.
     #[arg(long, env = "TENANTDB_NAME_PREFIX", default_value = "tenant_")]
@@ -89,14 +94,93 @@ pub struct RunConfig {
     #[arg(long, env = "TENANTDB_HEALTH_CONCURRENCY", default_value_t = 4)]
     pub health_concurrency: usize,
     /// Unchanged usage and health results are re-written to status at most this often (seconds).
-    #[arg(long, env = "TENANTDB_STATUS_REPORT_INTERVAL_SECONDS", default_value_t = 3600)]
+    #[arg(
+        long,
+        env = "TENANTDB_STATUS_REPORT_INTERVAL_SECONDS",
+        default_value_t = 3600
+    )]
     pub status_report_interval_seconds: u64,
+    /// Run only while holding a Lease (for more than one replica).
+    #[arg(long, env = "TENANTDB_LEADER_ELECTION", default_value_t = false)]
+    pub leader_election: bool,
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "TENANTDB_LEASE_NAME", default_value = "tenantdb-leader")]
+    pub lease_name: String,
+    /// Namespace of the Lease (the operator's namespace).
+    #[arg(long, env = "TENANTDB_LEASE_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    /// Seconds a Lease stays valid without renewal.
+    #[arg(long, env = "TENANTDB_LEASE_DURATION_SECONDS", default_value_t = 15)]
+    pub lease_duration_seconds: u64,
+    /// Seconds between renewals / acquisition attempts.
+    #[arg(long, env = "TENANTDB_LEASE_RETRY_SECONDS", default_value_t = 2)]
+    pub lease_retry_seconds: u64,
+    /// Hours between partition maintenance runs of a tenant.
+    #[arg(long, env = "TENANTDB_PARTITION_INTERVAL_HOURS", default_value_t = 6)]
+    pub partition_interval_hours: u64,
+    /// Monthly partitions created ahead of the current month.
+    #[arg(long, env = "TENANTDB_PARTITION_MONTHS_AHEAD", default_value_t = 2)]
+    pub partition_months_ahead: u32,
+    /// Detach and drop monthly partitions older than this many months (unset: keep all).
+    #[arg(long, env = "TENANTDB_PARTITION_RETENTION_MONTHS")]
+    pub partition_retention_months: Option<u32>,
     /// Name of this instance in Events (the pod name in a cluster).
     #[arg(long, env = "POD_NAME", default_value = "tenantdb")]
     pub instance: String,
 }
 
+/// Parser wrapper so a `RunConfig` can be built from arguments (the demo uses it for its defaults).
+#[derive(Debug, clap::Parser)]
+struct RunOnly {
+    #[command(flatten)]
+    run: RunConfig,
+}
+
 impl RunConfig {
+    /// The configuration of an in-process operator for the local demo: flag defaults, faster
+    /// resync/health/usage intervals, HTTP on a free loopback port.
+    pub fn for_local(database_url: &str) -> Result<Self> {
+        use clap::Parser;
+        RunOnly::try_parse_from([
+            "tenantdb-dev",
+            "--database-url",
+            database_url,
+            "--http-addr",
+            "127.0.0.1:0",
+            "--resync-seconds",
+            "60",
+            "--usage-interval-seconds",
+            "30",
+            "--health-interval-seconds",
+            "30",
+            "--backoff-base-ms",
+            "500",
+            "--backoff-max-seconds",
+            "30",
+            "--instance",
+            "tenantdb-dev",
+        ])
+        .map(|r| r.run)
+        .map_err(|e| Error::Config(e.to_string()))
+    }
+
+    /// Leader-election settings, if enabled.
+    pub fn lease_config(&self) -> Option<LeaseConfig> {
+        use rand::distr::{Alphanumeric, SampleString};
+        self.leader_election.then(|| LeaseConfig {
+            name: self.lease_name.clone(),
+            namespace: self.lease_namespace.clone(),
+            identity: format!(
+                "{}-{}",
+                self.instance,
+                Alphanumeric.sample_string(&mut rand::rng(), 6)
+            ),
+            lease_duration: Duration::from_secs(self.lease_duration_seconds.max(2)),
+            retry_period: Duration::from_secs(self.lease_retry_seconds.max(1))
+                .min(Duration::from_secs(self.lease_duration_seconds.max(2)) / 2),
+        })
+    }
+
     /// Validates the configuration and splits it into its parts.
     pub fn into_parts(self) -> Result<(PgSettings, OperatorSettings, Option<PathBuf>)> {
         validate_prefix(&self.name_prefix).map_err(|e| Error::Config(e.to_string()))?;
@@ -130,9 +214,13 @@ impl RunConfig {
             health_interval: Duration::from_secs(self.health_interval_seconds.max(1)),
             health_concurrency: self.health_concurrency.max(1),
             status_report_interval: Duration::from_secs(self.status_report_interval_seconds.max(1)),
+            partition_interval: Duration::from_secs(self.partition_interval_hours.max(1) * 3600),
+            partition_months_ahead: self.partition_months_ahead,
+            partition_retention_months: self.partition_retention_months,
         };
         // Defaults are validated once here rather than failing every Tenant.
-        crate::quota::effective(None, &op.quota_defaults).map_err(|e| Error::Config(format!("default quotas: {e}")))?;
+        crate::quota::effective(None, &op.quota_defaults)
+            .map_err(|e| Error::Config(format!("default quotas: {e}")))?;
         Ok((pg, op, self.migrations_dir))
     }
 }
@@ -207,6 +295,7 @@ pub async fn run(
     let http_addr = config.http_addr;
     let concurrency = config.concurrency;
     let instance = config.instance.clone();
+    let lease = config.lease_config();
     let (pg_settings, op_settings, migrations_dir) = config.into_parts()?;
     let migrations = Arc::new(load_migrations(migrations_dir.as_deref())?);
     let pg = Arc::new(PgAdmin::new(pg_settings)?);
@@ -217,8 +306,30 @@ pub async fn run(
     let stop_signal = move |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
     };
-    let local = serve_http(http_addr, metrics.clone(), ready_rx, stop_signal(stop_rx.clone())).await?;
+    let local = serve_http(
+        http_addr,
+        metrics.clone(),
+        ready_rx,
+        stop_signal(stop_rx.clone()),
+    )
+    .await?;
     info!(addr = %local, "serving /metrics, /healthz, /readyz");
+    tokio::pin!(shutdown);
+
+    // Leader election: a standby serves probes (ready, so rolling updates proceed) and waits.
+    let elector = lease.map(|cfg| LeaderElector::new(client.clone(), cfg));
+    if let Some(le) = &elector {
+        let _ = ready_tx.send(true);
+        tokio::select! {
+            _ = le.acquire() => {}
+            _ = &mut shutdown => {
+                info!("shutting down (standby)");
+                let _ = stop_tx.send(true);
+                return Ok(());
+            }
+        }
+        let _ = ready_tx.send(false);
+    }
 
     let ctx = Arc::new(Context::new(
         client,
@@ -228,20 +339,44 @@ pub async fn run(
         migrations,
         &instance,
     ));
-    let controller = tokio::spawn(tenant::run(
+    let controllers = tokio::spawn(run_controllers(
         ctx,
         concurrency,
         ready_tx,
         stop_signal(stop_rx.clone()),
     ));
-    shutdown.await;
-    info!("shutting down");
+    let lost = async {
+        match &elector {
+            Some(le) => le.hold().await,
+            None => std::future::pending().await,
+        }
+    };
+    let outcome = tokio::select! {
+        _ = &mut shutdown => Ok(()),
+        _ = lost => Err(Error::Config("leadership lost; exiting so that a new candidate takes over".into())),
+    };
+    info!("stopping controllers");
     let _ = stop_tx.send(true);
-    if tokio::time::timeout(Duration::from_secs(30), controller)
+    if tokio::time::timeout(Duration::from_secs(30), controllers)
         .await
         .is_err()
     {
         warn!("controllers did not stop within 30s");
     }
-    Ok(())
+    if outcome.is_ok()
+        && let Some(le) = &elector
+    {
+        le.release().await;
+    }
+    outcome
+}
+
+/// Runs every controller until `shutdown` resolves.
+async fn run_controllers(
+    ctx: Arc<Context>,
+    concurrency: u16,
+    ready: watch::Sender<bool>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    tenant::run(ctx, concurrency, ready, shutdown).await;
 }

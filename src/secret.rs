@@ -14,6 +14,11 @@ use crate::naming::{Ident, TenantNames};
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// Value of [`MANAGED_BY_LABEL`].
 pub const MANAGED_BY: &str = "tenantdb";
+/// Secret annotation: the `tenantdb.io/rotate` value the current password was rotated for.
+pub const ROTATION_TOKEN_ANNOTATION: &str = "tenantdb.io/rotation-token";
+/// Secret annotation: when the current password was set by a rotation (RFC 3339).
+pub const ROTATED_AT_ANNOTATION: &str = "tenantdb.io/rotated-at";
+
 /// Label naming the owning Tenant.
 pub const TENANT_LABEL: &str = "tenantdb.io/tenant";
 
@@ -72,6 +77,7 @@ pub fn desired_secret(
     tenant: &Tenant,
     secret_name: &str,
     data: &BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
 ) -> Secret {
     let owner = tenant.controller_owner_ref(&());
     let labels = BTreeMap::from([
@@ -86,6 +92,7 @@ pub fn desired_secret(
             name: Some(secret_name.to_string()),
             namespace: tenant.meta().namespace.clone(),
             labels: Some(labels),
+            annotations: (!annotations.is_empty()).then_some(annotations),
             owner_references: owner.map(|o| vec![o]),
             ..Default::default()
         },
@@ -130,7 +137,24 @@ pub fn is_up_to_date(existing: &Secret, desired: &Secret) -> bool {
             .flatten()
             .any(|e| e.uid == o.uid && e.controller == Some(true))
     });
-    labels_ok && owner_ok && existing.data == desired.data
+    let annotations_ok = desired.metadata.annotations.iter().flatten().all(|(k, v)| {
+        existing
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(k))
+            == Some(v)
+    });
+    labels_ok && owner_ok && annotations_ok && existing.data == desired.data
+}
+
+/// An annotation of the Secret.
+pub fn annotation(secret: &Secret, key: &str) -> Option<String> {
+    secret
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(key).cloned())
 }
 
 /// Whether the Secret is controlled by the given Tenant (so the operator may manage it).
@@ -153,18 +177,24 @@ mod tests {
     #[test]
     fn data_has_all_keys_and_a_valid_uri() {
         let shared = Ident::new("tenantdb_shared").unwrap();
-        let names = tenant_names("tenant_", "ns", "acme", Isolation::Schema, None, &shared).unwrap();
+        let names =
+            tenant_names("tenant_", "ns", "acme", Isolation::Schema, None, &shared).unwrap();
         let ep = Endpoint {
             host: "pg.db.svc".into(),
             port: 5432,
         };
         let d = secret_data(&names, &ep, &names.role, "abc123");
-        for k in ["host", "port", "database", "schema", "username", "password", "uri"] {
+        for k in [
+            "host", "port", "database", "schema", "username", "password", "uri",
+        ] {
             assert!(d.contains_key(k), "{k}");
         }
         assert_eq!(
             d["uri"],
-            format!("postgresql://{}:abc123@pg.db.svc:5432/tenantdb_shared", names.role.as_str())
+            format!(
+                "postgresql://{}:abc123@pg.db.svc:5432/tenantdb_shared",
+                names.role.as_str()
+            )
         );
         assert_eq!(d["schema"], names.schema.as_str());
     }

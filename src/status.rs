@@ -33,7 +33,12 @@ pub struct Cond {
 
 impl Cond {
     /// A condition with the given truth value.
-    pub fn new(type_: &'static str, status: bool, reason: &str, message: impl Into<String>) -> Self {
+    pub fn new(
+        type_: &'static str,
+        status: bool,
+        reason: &str,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
             type_,
             status,
@@ -94,25 +99,53 @@ mod tests {
     fn transition_time_moves_only_on_status_change() {
         let t0: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
         let t1: Timestamp = "2026-01-02T00:00:00Z".parse().unwrap();
-        let first = merge_conditions(&[], &[Cond::new("Ready", false, "Provisioning", "x")], Some(1), t0);
+        let first = merge_conditions(
+            &[],
+            &[Cond::new("Ready", false, "Provisioning", "x")],
+            Some(1),
+            t0,
+        );
         assert_eq!(first[0].last_transition_time.0, t0);
         // Same status, new reason: time kept.
-        let second = merge_conditions(&first, &[Cond::new("Ready", false, "DatabaseUnavailable", "y")], Some(2), t1);
+        let second = merge_conditions(
+            &first,
+            &[Cond::new("Ready", false, "DatabaseUnavailable", "y")],
+            Some(2),
+            t1,
+        );
         assert_eq!(second[0].last_transition_time.0, t0);
         assert_eq!(second[0].reason, "DatabaseUnavailable");
         assert_eq!(second[0].observed_generation, Some(2));
         // Status flips: time moves.
-        let third = merge_conditions(&second, &[Cond::new("Ready", true, "Provisioned", "z")], Some(2), t1);
+        let third = merge_conditions(
+            &second,
+            &[Cond::new("Ready", true, "Provisioned", "z")],
+            Some(2),
+            t1,
+        );
         assert_eq!(third[0].last_transition_time.0, t1);
         // Unchanged input gives equal output (so the status write is skipped).
-        let again = merge_conditions(&third, &[Cond::new("Ready", true, "Provisioned", "z")], Some(2), t0);
+        let again = merge_conditions(
+            &third,
+            &[Cond::new("Ready", true, "Provisioned", "z")],
+            Some(2),
+            t0,
+        );
         assert_eq!(again, third);
     }
 
     #[test]
     fn other_condition_types_are_kept_and_sorted() {
         let t0: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
-        let a = merge_conditions(&[], &[Cond::new("Ready", true, "R", ""), Cond::new("Degraded", false, "AsExpected", "")], None, t0);
+        let a = merge_conditions(
+            &[],
+            &[
+                Cond::new("Ready", true, "R", ""),
+                Cond::new("Degraded", false, "AsExpected", ""),
+            ],
+            None,
+            t0,
+        );
         let b = merge_conditions(&a, &[Cond::new("Provisioned", true, "P", "")], None, t0);
         let types: Vec<_> = b.iter().map(|c| c.type_.as_str()).collect();
         assert_eq!(types, ["Degraded", "Provisioned", "Ready"]);

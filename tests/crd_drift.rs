@@ -38,7 +38,11 @@ fn every_schema_property_is_documented() {
         if let Some(props) = schema.get("properties").and_then(|p| p.as_object()) {
             for (name, sub) in props {
                 let p = format!("{path}.{name}");
-                if sub.get("description").and_then(|d| d.as_str()).is_none_or(str::is_empty) {
+                if sub
+                    .get("description")
+                    .and_then(|d| d.as_str())
+                    .is_none_or(str::is_empty)
+                {
                     missing.push(p.clone());
                 }
                 walk(&p, sub, missing);
@@ -58,5 +62,8 @@ fn every_schema_property_is_documented() {
             }
         }
     }
-    assert!(missing.is_empty(), "fields without doc comments (kubectl explain): {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "fields without doc comments (kubectl explain): {missing:?}"
+    );
 }

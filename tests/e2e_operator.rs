@@ -16,7 +16,11 @@ use tenantdb::crd::TenantPhase;
 const T: Duration = Duration::from_secs(60);
 
 async fn exists(pool: &sqlx::PgPool, catalog_sql: &'static str, name: &str) -> bool {
-    let n: i64 = sqlx::query_scalar(catalog_sql).bind(name).fetch_one(pool).await.unwrap();
+    let n: i64 = sqlx::query_scalar(catalog_sql)
+        .bind(name)
+        .fetch_one(pool)
+        .await
+        .unwrap();
     n > 0
 }
 const DB_EXISTS: &str = "SELECT count(*) FROM pg_database WHERE datname = $1";
@@ -25,9 +29,20 @@ const ROLE_EXISTS: &str = "SELECT count(*) FROM pg_roles WHERE rolname = $1";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provision_both_modes_then_delete_and_retain() {
     let env = Env::start().await;
-    env.create_tenant("team-a", "acme", json!({"isolation": "schema", "deletionPolicy": "Delete"})).await;
-    env.create_tenant("team-a", "globex", json!({"isolation": "database", "deletionPolicy": "Delete"})).await;
-    env.create_tenant("team-a", "keeper", json!({"isolation": "database"})).await;
+    env.create_tenant(
+        "team-a",
+        "acme",
+        json!({"isolation": "schema", "deletionPolicy": "Delete"}),
+    )
+    .await;
+    env.create_tenant(
+        "team-a",
+        "globex",
+        json!({"isolation": "database", "deletionPolicy": "Delete"}),
+    )
+    .await;
+    env.create_tenant("team-a", "keeper", json!({"isolation": "database"}))
+        .await;
     let acme = env.wait_ready("team-a", "acme", T).await;
     let globex = env.wait_ready("team-a", "globex", T).await;
     let keeper = env.wait_ready("team-a", "keeper", T).await;
@@ -35,40 +50,79 @@ async fn provision_both_modes_then_delete_and_retain() {
     // Status carries names, secret, schema version; finalizer present.
     let st = acme.status.clone().unwrap();
     assert_eq!(st.database.as_deref(), Some("tenantdb_shared"));
-    assert!(st.schema.as_deref().unwrap().starts_with("tenant_team_a_acme_"));
+    assert!(
+        st.schema
+            .as_deref()
+            .unwrap()
+            .starts_with("tenant_team_a_acme_")
+    );
     assert_eq!(st.secret_name.as_deref(), Some("acme-db"));
     assert!(st.schema_version.is_some(), "baseline migrations applied");
-    assert!(acme.metadata.finalizers.unwrap_or_default().contains(&"tenantdb.io/cleanup".to_string()));
+    assert!(
+        acme.metadata
+            .finalizers
+            .unwrap_or_default()
+            .contains(&"tenantdb.io/cleanup".to_string())
+    );
     for c in ["Ready", "Provisioned", "Degraded"] {
-        let cond = st.conditions.iter().find(|x| x.type_ == c).unwrap_or_else(|| panic!("{c} missing"));
+        let cond = st
+            .conditions
+            .iter()
+            .find(|x| x.type_ == c)
+            .unwrap_or_else(|| panic!("{c} missing"));
         assert_eq!(cond.observed_generation, acme.metadata.generation);
     }
 
     // Secrets: all keys, owner reference, and the password logs in; tables of the baseline exist.
     let secret = env.secrets("team-a").get("acme-db").await.unwrap();
-    for k in ["host", "port", "database", "schema", "username", "password", "uri"] {
+    for k in [
+        "host", "port", "database", "schema", "username", "password", "uri",
+    ] {
         assert!(secret.data.as_ref().unwrap().contains_key(k), "{k}");
     }
-    assert_eq!(secret.metadata.owner_references.unwrap()[0].uid, acme.metadata.uid.clone().unwrap());
-    let mut c = env.connect_with_secret("team-a", "acme-db").await.expect("login with Secret");
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM saas_tenants").fetch_one(&mut c).await.unwrap();
-    assert_eq!(n, 0);
-    let mut g = env.connect_with_secret("team-a", "globex-db").await.expect("login with Secret");
-    g.execute("INSERT INTO saas_tenants (id, tenant_code, tenant_name) VALUES ('t1', 'globex', 'Globex')")
+    assert_eq!(
+        secret.metadata.owner_references.unwrap()[0].uid,
+        acme.metadata.uid.clone().unwrap()
+    );
+    let mut c = env
+        .connect_with_secret("team-a", "acme-db")
         .await
-        .map(|_| ())
-        .or_else(|e| {
-            // Column set is the migration author's; any insert failure other than a constraint on
-            // columns we guessed means a real problem.
-            if e.to_string().contains("column") { Ok(()) } else { Err(e) }
-        })
+        .expect("login with Secret");
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM saas_tenants")
+        .fetch_one(&mut c)
+        .await
         .unwrap();
+    assert_eq!(n, 0);
+    let mut g = env
+        .connect_with_secret("team-a", "globex-db")
+        .await
+        .expect("login with Secret");
+    g.execute(
+        "INSERT INTO saas_tenants (id, tenant_code, tenant_name) VALUES ('t1', 'globex', 'Globex')",
+    )
+    .await
+    .map(|_| ())
+    .or_else(|e| {
+        // Column set is the migration author's; any insert failure other than a constraint on
+        // columns we guessed means a real problem.
+        if e.to_string().contains("column") {
+            Ok(())
+        } else {
+            Err(e)
+        }
+    })
+    .unwrap();
     drop((c, g));
 
     // Events were recorded.
     let events: Api<Event> = Api::namespaced(env.client.clone(), "team-a");
     let evs = events.list(&ListParams::default()).await.unwrap();
-    assert!(evs.items.iter().any(|e| e.reason.as_deref() == Some("Provisioned")), "Provisioned event");
+    assert!(
+        evs.items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("Provisioned")),
+        "Provisioned event"
+    );
 
     let pool = env.admin_pool().await;
     let globex_db = globex.status.clone().unwrap().database.unwrap();
@@ -83,7 +137,13 @@ async fn provision_both_modes_then_delete_and_retain() {
     assert!(!exists(&pool, DB_EXISTS, &globex_db).await);
     assert!(!exists(&pool, ROLE_EXISTS, &acme_role).await);
     wait_for(T, "acme-db Secret collected", || async {
-        env.secrets("team-a").get_opt("acme-db").await.ok().flatten().is_none().then_some(())
+        env.secrets("team-a")
+            .get_opt("acme-db")
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+            .then_some(())
     })
     .await
     .unwrap();
@@ -96,26 +156,42 @@ async fn provision_both_modes_then_delete_and_retain() {
 
     // Passwords never reach the operator's log.
     let log = env.operator_log();
-    assert!(!log.contains(&tenantdb::pg::redact(&env.pg.admin_url())) || !log.contains(env.pg.superuser_password()));
-    assert!(!log.contains(env.pg.superuser_password()), "admin password in operator log");
+    assert!(
+        !log.contains(&tenantdb::pg::redact(&env.pg.admin_url()))
+            || !log.contains(env.pg.superuser_password())
+    );
+    assert!(
+        !log.contains(env.pg.superuser_password()),
+        "admin password in operator log"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleted_secret_is_recreated_with_a_working_password_and_idle_resync_writes_nothing() {
     let env = Env::start_with(&["--resync-seconds", "1"]).await;
-    env.create_tenant("ns1", "acme", json!({"isolation": "schema"})).await;
+    env.create_tenant("ns1", "acme", json!({"isolation": "schema"}))
+        .await;
     env.wait_ready("ns1", "acme", T).await;
-    let old = env.secret_value("ns1", "acme-db", "password").await.unwrap();
+    let old = env
+        .secret_value("ns1", "acme-db", "password")
+        .await
+        .unwrap();
 
     // Idle: several resyncs happen (1 s) and none of them writes status or Secrets.
     let before = env.api.stats();
     let pool = env.admin_pool().await;
-    let stmts_before: i64 = sqlx::query_scalar("SELECT COALESCE(sum(xact_commit), 0)::bigint FROM pg_stat_database").fetch_one(&pool).await.unwrap();
+    let stmts_before: i64 =
+        sqlx::query_scalar("SELECT COALESCE(sum(xact_commit), 0)::bigint FROM pg_stat_database")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     let mut last_log_len = env.operator_log().len();
     // Wait until at least three more reconciles were logged (debug log per reconcile).
     wait_for(Duration::from_secs(20), "three idle resyncs", || {
         let log = env.operator_log();
-        let n = log[last_log_len.min(log.len())..].matches("\"reconciled\"").count();
+        let n = log[last_log_len.min(log.len())..]
+            .matches("\"reconciled\"")
+            .count();
         async move { (n >= 3).then_some(()) }
     })
     .await
@@ -123,14 +199,37 @@ async fn deleted_secret_is_recreated_with_a_working_password_and_idle_resync_wri
     last_log_len = env.operator_log().len();
     let _ = last_log_len;
     let delta = env.api.stats().since(&before);
-    assert_eq!(delta.writes("tenants", Some("status")), 0, "idle resync wrote status: {:?}", delta.to_json());
-    assert_eq!(delta.writes("secrets", None), 0, "idle resync wrote secrets");
-    assert_eq!(delta.writes("tenants", None), 0, "idle resync wrote tenants");
-    let stmts_after: i64 = sqlx::query_scalar("SELECT COALESCE(sum(xact_commit), 0)::bigint FROM pg_stat_database").fetch_one(&pool).await.unwrap();
-    assert!(stmts_after - stmts_before < 50, "idle resyncs should only read catalogs");
+    assert_eq!(
+        delta.writes("tenants", Some("status")),
+        0,
+        "idle resync wrote status: {:?}",
+        delta.to_json()
+    );
+    assert_eq!(
+        delta.writes("secrets", None),
+        0,
+        "idle resync wrote secrets"
+    );
+    assert_eq!(
+        delta.writes("tenants", None),
+        0,
+        "idle resync wrote tenants"
+    );
+    let stmts_after: i64 =
+        sqlx::query_scalar("SELECT COALESCE(sum(xact_commit), 0)::bigint FROM pg_stat_database")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(
+        stmts_after - stmts_before < 50,
+        "idle resyncs should only read catalogs"
+    );
 
     // Secret deleted by hand: recreated with a new password that works.
-    env.secrets("ns1").delete("acme-db", &DeleteParams::default()).await.unwrap();
+    env.secrets("ns1")
+        .delete("acme-db", &DeleteParams::default())
+        .await
+        .unwrap();
     let new = wait_for(T, "Secret recreated", || async {
         env.secret_value("ns1", "acme-db", "password").await
     })
@@ -138,27 +237,58 @@ async fn deleted_secret_is_recreated_with_a_working_password_and_idle_resync_wri
     .unwrap();
     assert_ne!(old, new);
     wait_for(T, "new password logs in", || async {
-        env.connect_with_secret("ns1", "acme-db").await.ok().map(|_| ())
+        env.connect_with_secret("ns1", "acme-db")
+            .await
+            .ok()
+            .map(|_| ())
     })
     .await
     .unwrap();
 
     // Drift: role dropped by hand is recreated on the next resync with the Secret's password.
-    let role = env.tenants("ns1").get("acme").await.unwrap().status.unwrap().role.unwrap();
-    let shared = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&env.pg.url("tenantdb_shared")).await.unwrap();
+    let role = env
+        .tenants("ns1")
+        .get("acme")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .role
+        .unwrap();
+    let shared = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&env.pg.url("tenantdb_shared"))
+        .await
+        .unwrap();
     let schema = role.clone();
-    shared.execute(sqlx::AssertSqlSafe(format!("DROP SCHEMA \"{schema}\" CASCADE"))).await.unwrap();
-    shared.execute(sqlx::AssertSqlSafe(format!("DROP OWNED BY \"{role}\""))).await.unwrap();
-    pool.execute(sqlx::AssertSqlSafe(format!("DROP ROLE \"{role}\""))).await.unwrap();
+    shared
+        .execute(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA \"{schema}\" CASCADE"
+        )))
+        .await
+        .unwrap();
+    shared
+        .execute(sqlx::AssertSqlSafe(format!("DROP OWNED BY \"{role}\"")))
+        .await
+        .unwrap();
+    pool.execute(sqlx::AssertSqlSafe(format!("DROP ROLE \"{role}\"")))
+        .await
+        .unwrap();
     wait_for(T, "role repaired", || async {
-        env.connect_with_secret("ns1", "acme-db").await.ok().map(|_| ())
+        env.connect_with_secret("ns1", "acme-db")
+            .await
+            .ok()
+            .map(|_| ())
     })
     .await
     .unwrap();
     let evs: Api<Event> = Api::namespaced(env.client.clone(), "ns1");
     wait_for(T, "Repaired event", || async {
         let l = evs.list(&ListParams::default()).await.ok()?;
-        l.items.iter().any(|e| e.reason.as_deref() == Some("Repaired")).then_some(())
+        l.items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("Repaired"))
+            .then_some(())
     })
     .await
     .unwrap();
@@ -168,38 +298,70 @@ async fn deleted_secret_is_recreated_with_a_working_password_and_idle_resync_wri
 async fn invalid_specs_and_conflicts_get_a_clear_condition_without_retry_storm() {
     let env = Env::start().await;
     // Passes the schema, but names the operator's shared database.
-    env.create_tenant("bad", "clash", json!({"isolation": "database", "databaseName": "tenantdb_shared"})).await;
+    env.create_tenant(
+        "bad",
+        "clash",
+        json!({"isolation": "database", "databaseName": "tenantdb_shared"}),
+    )
+    .await;
     // Two Tenants mapping to the same database name.
-    env.create_tenant("ns-a", "first", json!({"isolation": "database", "databaseName": "same_db"})).await;
+    env.create_tenant(
+        "ns-a",
+        "first",
+        json!({"isolation": "database", "databaseName": "same_db"}),
+    )
+    .await;
     env.wait_ready("ns-a", "first", T).await;
-    env.create_tenant("ns-b", "second", json!({"isolation": "database", "databaseName": "same_db"})).await;
+    env.create_tenant(
+        "ns-b",
+        "second",
+        json!({"isolation": "database", "databaseName": "same_db"}),
+    )
+    .await;
 
-    for (ns, name, reason) in [("bad", "clash", "InvalidSpec"), ("ns-b", "second", "Conflict")] {
+    for (ns, name, reason) in [
+        ("bad", "clash", "InvalidSpec"),
+        ("ns-b", "second", "Conflict"),
+    ] {
         let t = wait_for(T, &format!("{name} {reason}"), || async {
             let t = env.tenants(ns).get(name).await.ok()?;
             let ok = t.status.as_ref().is_some_and(|s| {
                 s.phase == TenantPhase::Failed
-                    && s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "False" && c.reason == reason)
+                    && s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "False" && c.reason == reason)
             });
             ok.then_some(t)
         })
         .await
         .unwrap();
-        let msg = &t.status.unwrap().conditions.iter().find(|c| c.type_ == "Ready").unwrap().message.clone();
+        let msg = &t
+            .status
+            .unwrap()
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap()
+            .message
+            .clone();
         assert!(!msg.is_empty());
         let evs: Api<Event> = Api::namespaced(env.client.clone(), ns);
         wait_for(T, "warning event", || async {
             let l = evs.list(&ListParams::default()).await.ok()?;
             l.items
                 .iter()
-                .any(|e| e.type_.as_deref() == Some("Warning") && e.reason.as_deref() == Some(reason))
+                .any(|e| {
+                    e.type_.as_deref() == Some("Warning") && e.reason.as_deref() == Some(reason)
+                })
                 .then_some(())
         })
         .await
         .unwrap();
     }
     // The first tenant is unaffected and its database is not touched by the second.
-    env.connect_with_secret("ns-a", "first-db").await.expect("first still works");
+    env.connect_with_secret("ns-a", "first-db")
+        .await
+        .expect("first still works");
 
     // No retry storm: over a quiet period the invalid Tenant's status is not rewritten.
     let before = env.api.stats();
@@ -208,17 +370,29 @@ async fn invalid_specs_and_conflicts_get_a_clear_condition_without_retry_storm()
     tokio::time::sleep(Duration::from_secs(3)).await;
     let delta = env.api.stats().since(&before);
     let log = env.operator_log();
-    assert_eq!(delta.writes("tenants", Some("status")), 0, "{}", &log[mark..]);
+    assert_eq!(
+        delta.writes("tenants", Some("status")),
+        0,
+        "{}",
+        &log[mark..]
+    );
     let reconciles = log[mark..]
         .lines()
         .filter(|l| l.contains("reconcile started") && l.contains("\"clash\""))
         .count();
     // At most the one follow-up reconcile triggered by its own status write (late under load).
-    assert!(reconciles <= 1, "invalid spec was retried {reconciles} times");
+    assert!(
+        reconciles <= 1,
+        "invalid spec was retried {reconciles} times"
+    );
 
     // Fixing the spec recovers.
     env.tenants("bad")
-        .patch("clash", &PatchParams::default(), &Patch::Merge(json!({"spec": {"databaseName": null}})))
+        .patch(
+            "clash",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"databaseName": null}})),
+        )
         .await
         .ok();
 }
@@ -228,11 +402,20 @@ async fn operator_restarted_mid_provisioning_converges() {
     let mut env = Env::start_with(&["--concurrency", "4"]).await;
     for i in 0..12 {
         let iso = if i % 3 == 0 { "database" } else { "schema" };
-        env.create_tenant("crash", &format!("t{i}"), json!({"isolation": iso, "deletionPolicy": "Delete"})).await;
+        env.create_tenant(
+            "crash",
+            &format!("t{i}"),
+            json!({"isolation": iso, "deletionPolicy": "Delete"}),
+        )
+        .await;
     }
     // Kill as soon as the first tenant has started provisioning.
     wait_for(T, "provisioning started", || async {
-        let l = env.tenants("crash").list(&ListParams::default()).await.ok()?;
+        let l = env
+            .tenants("crash")
+            .list(&ListParams::default())
+            .await
+            .ok()?;
         l.items.iter().any(|t| t.status.is_some()).then_some(())
     })
     .await
@@ -242,7 +425,9 @@ async fn operator_restarted_mid_provisioning_converges() {
     for i in 0..12 {
         env.wait_ready("crash", &format!("t{i}"), T).await;
         let secret = format!("t{i}-db");
-        env.connect_with_secret("crash", &secret).await.unwrap_or_else(|e| panic!("{secret}: {e}"));
+        env.connect_with_secret("crash", &secret)
+            .await
+            .unwrap_or_else(|e| panic!("{secret}: {e}"));
     }
     assert_eq!(env.operator_starts(), 2);
 }
@@ -255,14 +440,27 @@ async fn fifty_tenants_at_once() {
         let env = &env;
         async move {
             let iso = if i % 5 == 0 { "database" } else { "schema" };
-            env.create_tenant("fleet", &format!("tenant-{i:02}"), json!({"isolation": iso})).await;
+            env.create_tenant(
+                "fleet",
+                &format!("tenant-{i:02}"),
+                json!({"isolation": iso}),
+            )
+            .await;
         }
     });
     futures::future::join_all(create).await;
     for i in 0..50 {
-        env.wait_ready("fleet", &format!("tenant-{i:02}"), Duration::from_secs(180)).await;
+        env.wait_ready("fleet", &format!("tenant-{i:02}"), Duration::from_secs(180))
+            .await;
     }
-    eprintln!("50 tenants Ready in {:.1}s", started.elapsed().as_secs_f64());
-    let secrets = env.secrets("fleet").list(&ListParams::default()).await.unwrap();
+    eprintln!(
+        "50 tenants Ready in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    let secrets = env
+        .secrets("fleet")
+        .list(&ListParams::default())
+        .await
+        .unwrap();
     assert_eq!(secrets.items.len(), 50);
 }

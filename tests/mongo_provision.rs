@@ -145,13 +145,22 @@ async fn provision_creates_everything_and_second_run_is_a_noop() {
     assert_eq!(first.user, UserAction::Created);
     assert!(first.created_user());
     assert_eq!(first.version, latest);
-    assert!(first.steps.contains(&"create collection ai_messages".to_string()));
+    assert!(
+        first
+            .steps
+            .contains(&"create collection ai_messages".to_string())
+    );
     assert!(
         first
             .steps
             .contains(&"create index audit_events.created_at_ttl".to_string())
     );
-    let all: Vec<i64> = a.migrations().migrations().iter().map(|m| m.version).collect();
+    let all: Vec<i64> = a
+        .migrations()
+        .migrations()
+        .iter()
+        .map(|m| m.version)
+        .collect();
     assert_eq!(first.recorded_versions, all);
 
     let c = raw_admin(s).await;
@@ -194,11 +203,17 @@ async fn provision_creates_everything_and_second_run_is_a_noop() {
     let ttl = find_index(&audit, "created_at_ttl");
     assert_eq!(num(ttl, "expireAfterSeconds"), Some(15_552_000.0));
     let ww = list_indexes(&c, db, "wework_messages").await;
-    assert_eq!(num(find_index(&ww, "expire_at_ttl"), "expireAfterSeconds"), Some(0.0));
+    assert_eq!(
+        num(find_index(&ww, "expire_at_ttl"), "expireAfterSeconds"),
+        Some(0.0)
+    );
     let desc = find_index(&ww, "tenant_account_conversation_sent")
         .get_document("key")
         .unwrap();
-    assert!(matches!(desc.get("sent_at"), Some(Bson::Int32(-1) | Bson::Int64(-1))));
+    assert!(matches!(
+        desc.get("sent_at"),
+        Some(Bson::Int32(-1) | Bson::Int64(-1))
+    ));
 
     // Migration records with checksums.
     let rows: Vec<Document> = {
@@ -336,7 +351,9 @@ async fn validators_are_enforced() {
     .unwrap();
     // Enum violation.
     let e = msgs
-        .insert_one(doc! {"tenant_id": "t", "conversation_id": "c1", "role": "robot", "created_at": now})
+        .insert_one(
+            doc! {"tenant_id": "t", "conversation_id": "c1", "role": "robot", "created_at": now},
+        )
         .await
         .unwrap_err();
     assert_eq!(code(&e), Some(121), "{e}");
@@ -375,9 +392,11 @@ async fn validators_are_enforced() {
 
     // Unique + partial index: duplicates with the key present are refused, absent ones are not.
     for _ in 0..2 {
-        msgs.insert_one(doc! {"tenant_id": "t", "conversation_id": "c1", "role": "user", "created_at": now})
-            .await
-            .unwrap();
+        msgs.insert_one(
+            doc! {"tenant_id": "t", "conversation_id": "c1", "role": "user", "created_at": now},
+        )
+        .await
+        .unwrap();
     }
     let m = doc! {"tenant_id": "t", "conversation_id": "c1", "role": "user", "created_at": now, "client_message_id": "m-1"};
     msgs.insert_one(m.clone()).await.unwrap();
@@ -410,7 +429,10 @@ async fn password_and_role_changes_are_reconciled() {
 
     // The Secret's password changed.
     t.password = tenantdb::scram::generate_password();
-    let action = a.ensure_user(&t.database, &t.user, &t.password).await.unwrap();
+    let action = a
+        .ensure_user(&t.database, &t.user, &t.password)
+        .await
+        .unwrap();
     assert_eq!(
         action,
         UserAction::Updated {
@@ -697,7 +719,9 @@ async fn admin_errors_are_mapped_without_secrets() {
         return;
     };
     if s.root_password.is_empty() {
-        println!("SKIPPED (external server: root password unknown): admin_errors_are_mapped_without_secrets");
+        println!(
+            "SKIPPED (external server: root password unknown): admin_errors_are_mapped_without_secrets"
+        );
         return;
     }
     let bad_uri = s.admin_uri.replace(&s.root_password, "WrongPassw0rd");
@@ -739,12 +763,59 @@ async fn index_definitions_round_trip_through_the_server() {
         let served = list_indexes(&c, t.database.as_str(), coll).await;
         for (name, want) in &spec.indexes {
             let got = IndexSpec::from_server(find_index(&served, name)).unwrap();
-            assert!(want.same_definition(&got), "{coll}.{name}: {want:?} vs {got:?}");
+            assert!(
+                want.same_definition(&got),
+                "{coll}.{name}: {want:?} vs {got:?}"
+            );
         }
     }
     a.cleanup(&t.database, &t.user).await.unwrap();
 }
 
+#[tokio::test]
+async fn ttl_monitor_expires_documents() {
+    // Both the stand-in's TTL sweeper and mongod's TTL monitor run every 60 s: opt-in.
+    if !mongo_support::slow_tests_enabled("ttl_monitor_expires_documents") {
+        return;
+    }
+    let Some(s) = server("ttl_monitor_expires_documents") else {
+        return;
+    };
+    let a = admin(s);
+    let t = tenant("ttl");
+    a.provision(&t).await.unwrap();
+    let c = tenant_client(s, &t, &t.password).await;
+    let ww = c
+        .database(t.database.as_str())
+        .collection::<Document>("wework_messages");
+    let past = DateTime::from_millis(DateTime::now().timestamp_millis() - 1000);
+    ww.insert_one(doc! {
+        "tenant_id": "t", "account_id": "a", "conversation_id": "c", "msg_id": "m",
+        "direction": "inbound", "msg_type": "text", "created_at": past, "expire_at": past,
+    })
+    .await
+    .unwrap();
+    ww.insert_one(doc! {
+        "tenant_id": "t", "account_id": "a", "conversation_id": "c", "msg_id": "kept",
+        "direction": "inbound", "msg_type": "text", "created_at": past,
+    })
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(150);
+    while ww.count_documents(doc! {"msg_id": "m"}).await.unwrap() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "TTL monitor did not expire the document"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    // Without expire_at a message is kept.
+    assert_eq!(
+        ww.count_documents(doc! {"msg_id": "kept"}).await.unwrap(),
+        1
+    );
+    a.cleanup(&t.database, &t.user).await.unwrap();
+}
 
 // ---- Behaviour only a real mongod has (the stand-in differs); run with TENANTDB_TEST_MONGO_URI.
 
@@ -786,44 +857,14 @@ async fn tenant_list_databases_is_filtered_to_its_own() {
     a.provision(&tb).await.unwrap();
     let c = tenant_client(s, &ta, &ta.password).await;
     let names = c.list_database_names().await.unwrap();
-    assert!(names.contains(&ta.database.as_str().to_string()), "{names:?}");
-    assert!(!names.contains(&tb.database.as_str().to_string()), "{names:?}");
+    assert!(
+        names.contains(&ta.database.as_str().to_string()),
+        "{names:?}"
+    );
+    assert!(
+        !names.contains(&tb.database.as_str().to_string()),
+        "{names:?}"
+    );
     a.cleanup(&ta.database, &ta.user).await.unwrap();
     a.cleanup(&tb.database, &tb.user).await.unwrap();
-}
-
-#[tokio::test]
-async fn ttl_monitor_expires_documents() {
-    // The stand-in is started with a 1 s TTL sweep; a real mongod's TTL monitor runs every 60 s.
-    let Some(s) = server("ttl_monitor_expires_documents") else {
-        return;
-    };
-    let a = admin(s);
-    let t = tenant("ttl");
-    a.provision(&t).await.unwrap();
-    let c = tenant_client(s, &t, &t.password).await;
-    let ww = c
-        .database(t.database.as_str())
-        .collection::<Document>("wework_messages");
-    let past = DateTime::from_millis(DateTime::now().timestamp_millis() - 1000);
-    ww.insert_one(doc! {
-        "tenant_id": "t", "account_id": "a", "conversation_id": "c", "msg_id": "m",
-        "direction": "inbound", "msg_type": "text", "created_at": past, "expire_at": past,
-    })
-    .await
-    .unwrap();
-    ww.insert_one(doc! {
-        "tenant_id": "t", "account_id": "a", "conversation_id": "c", "msg_id": "kept",
-        "direction": "inbound", "msg_type": "text", "created_at": past,
-    })
-    .await
-    .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(150);
-    while ww.count_documents(doc! {"msg_id": "m"}).await.unwrap() > 0 {
-        assert!(std::time::Instant::now() < deadline, "TTL monitor did not expire the document");
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    }
-    // Without expire_at a message is kept.
-    assert_eq!(ww.count_documents(doc! {"msg_id": "kept"}).await.unwrap(), 1);
-    a.cleanup(&t.database, &t.user).await.unwrap();
 }

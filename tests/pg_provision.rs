@@ -11,7 +11,10 @@ use tenantdb::pg::plan::{Desired, Slot, Step, plan};
 use tenantdb::scram::generate_password;
 
 async fn provision(admin: &PgAdmin, desired: &Desired) -> Vec<Step> {
-    let observed = admin.observe(&desired.names, &desired.password).await.unwrap();
+    let observed = admin
+        .observe(&desired.names, &desired.password)
+        .await
+        .unwrap();
     let steps = plan(desired, &observed).unwrap();
     admin.apply(desired, &steps).await.unwrap();
     steps
@@ -37,20 +40,39 @@ async fn database_isolation_end_to_end() {
     assert!(replan(&admin, &a).await.is_empty());
 
     // The tenant logs in with its password and owns its database.
-    let mut ca = connect_as(a.names.database.as_str(), a.names.role.as_str(), &a.password)
+    let mut ca = connect_as(
+        a.names.database.as_str(),
+        a.names.role.as_str(),
+        &a.password,
+    )
+    .await
+    .expect("tenant login");
+    ca.execute("CREATE TABLE notes (id int primary key, body text)")
         .await
-        .expect("tenant login");
-    ca.execute("CREATE TABLE notes (id int primary key, body text)").await.unwrap();
-    ca.execute("INSERT INTO notes VALUES (1, 'hello')").await.unwrap();
-    let sp: String = sqlx::query_scalar("SHOW search_path").fetch_one(&mut ca).await.unwrap();
+        .unwrap();
+    ca.execute("INSERT INTO notes VALUES (1, 'hello')")
+        .await
+        .unwrap();
+    let sp: String = sqlx::query_scalar("SHOW search_path")
+        .fetch_one(&mut ca)
+        .await
+        .unwrap();
     assert_eq!(sp, "public");
 
     // Wrong password is refused.
-    assert!(connect_as(a.names.database.as_str(), a.names.role.as_str(), "wrong").await.is_err());
+    assert!(
+        connect_as(a.names.database.as_str(), a.names.role.as_str(), "wrong")
+            .await
+            .is_err()
+    );
     // A cannot connect to B's database.
-    let err = connect_as(b.names.database.as_str(), a.names.role.as_str(), &a.password)
-        .await
-        .unwrap_err();
+    let err = connect_as(
+        b.names.database.as_str(),
+        a.names.role.as_str(),
+        &a.password,
+    )
+    .await
+    .unwrap_err();
     assert!(err.to_string().contains("permission denied"), "{err}");
     // A cannot create databases or roles.
     assert!(ca.execute("CREATE DATABASE evil").await.is_err());
@@ -62,7 +84,12 @@ async fn database_isolation_end_to_end() {
         .fetch_one(admin.admin_pool())
         .await
         .unwrap();
-    assert!(!row.get::<bool, _>(0) && !row.get::<bool, _>(1) && !row.get::<bool, _>(2) && !row.get::<bool, _>(3));
+    assert!(
+        !row.get::<bool, _>(0)
+            && !row.get::<bool, _>(1)
+            && !row.get::<bool, _>(2)
+            && !row.get::<bool, _>(3)
+    );
     assert!(row.get::<bool, _>(4));
     drop(ca);
 
@@ -84,7 +111,13 @@ async fn database_isolation_end_to_end() {
     // Idempotent: cleaning up again is success with nothing dropped.
     assert!(admin.cleanup(&a.names).await.unwrap().dropped.is_empty());
     assert!(replan(&admin, &b).await.is_empty());
-    connect_as(b.names.database.as_str(), b.names.role.as_str(), &b.password).await.unwrap();
+    connect_as(
+        b.names.database.as_str(),
+        b.names.role.as_str(),
+        &b.password,
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
@@ -98,24 +131,45 @@ async fn schema_isolation_end_to_end() {
     assert!(replan(&admin, &b).await.is_empty());
 
     let db = a.names.database.as_str();
-    let mut cb = connect_as(db, b.names.role.as_str(), &b.password).await.unwrap();
-    cb.execute("CREATE TABLE secrets (id int, v text)").await.unwrap();
-    cb.execute("INSERT INTO secrets VALUES (1, 'b-only')").await.unwrap();
-    let schema_of: String = sqlx::query_scalar("SELECT table_schema::text FROM information_schema.tables WHERE table_name = 'secrets'")
-        .fetch_one(&mut cb)
+    let mut cb = connect_as(db, b.names.role.as_str(), &b.password)
         .await
         .unwrap();
-    assert_eq!(schema_of, b.names.schema.as_str(), "unqualified tables land in the tenant schema");
+    cb.execute("CREATE TABLE secrets (id int, v text)")
+        .await
+        .unwrap();
+    cb.execute("INSERT INTO secrets VALUES (1, 'b-only')")
+        .await
+        .unwrap();
+    let schema_of: String = sqlx::query_scalar(
+        "SELECT table_schema::text FROM information_schema.tables WHERE table_name = 'secrets'",
+    )
+    .fetch_one(&mut cb)
+    .await
+    .unwrap();
+    assert_eq!(
+        schema_of,
+        b.names.schema.as_str(),
+        "unqualified tables land in the tenant schema"
+    );
 
-    let mut ca = connect_as(db, a.names.role.as_str(), &a.password).await.unwrap();
+    let mut ca = connect_as(db, a.names.role.as_str(), &a.password)
+        .await
+        .unwrap();
     ca.execute("CREATE TABLE mine (id int)").await.unwrap();
     let q = format!("SELECT * FROM {}.secrets", b.names.schema);
     let err = ca.execute(sqlx::AssertSqlSafe(q)).await.unwrap_err();
-    assert!(err.to_string().contains("permission denied for schema"), "{err}");
+    assert!(
+        err.to_string().contains("permission denied for schema"),
+        "{err}"
+    );
     let q = format!("CREATE TABLE {}.planted (id int)", b.names.schema);
     assert!(ca.execute(sqlx::AssertSqlSafe(q)).await.is_err());
     // Nothing in the shared database's public schema either.
-    assert!(ca.execute("CREATE TABLE public.planted (id int)").await.is_err());
+    assert!(
+        ca.execute("CREATE TABLE public.planted (id int)")
+            .await
+            .is_err()
+    );
     // Changing search_path does not help: privileges, not paths, protect the schema.
     let q = format!("SET search_path TO {}", b.names.schema);
     ca.execute(sqlx::AssertSqlSafe(q)).await.unwrap();
@@ -125,7 +179,10 @@ async fn schema_isolation_end_to_end() {
     // Delete A: its schema and role go, B's data stays.
     let report = admin.cleanup(&a.names).await.unwrap();
     assert_eq!(report.dropped.len(), 2, "{report:?}");
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM secrets").fetch_one(&mut cb).await.unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM secrets")
+        .fetch_one(&mut cb)
+        .await
+        .unwrap();
     assert_eq!(n, 1);
     assert!(admin.cleanup(&a.names).await.unwrap().dropped.is_empty());
 }
@@ -138,31 +195,61 @@ async fn drift_is_repaired_and_password_follows_the_secret() {
     let pool = admin.admin_pool();
     // Out-of-band damage: password changed, superuser granted, search_path removed.
     let role = a.names.role.clone();
-    pool.execute(sqlx::AssertSqlSafe(format!("ALTER ROLE {role} PASSWORD 'changed-by-hand' CREATEDB"))).await.unwrap();
-    pool.execute(sqlx::AssertSqlSafe(format!("ALTER ROLE {role} IN DATABASE tenantdb_shared RESET search_path"))).await.unwrap();
+    pool.execute(sqlx::AssertSqlSafe(format!(
+        "ALTER ROLE {role} PASSWORD 'changed-by-hand' CREATEDB"
+    )))
+    .await
+    .unwrap();
+    pool.execute(sqlx::AssertSqlSafe(format!(
+        "ALTER ROLE {role} IN DATABASE tenantdb_shared RESET search_path"
+    )))
+    .await
+    .unwrap();
     let steps = replan(&admin, &a).await;
-    assert_eq!(steps, vec![Step::ResetRoleAttributes(Slot::Primary), Step::SetPassword(Slot::Primary), Step::SetSearchPath(Slot::Primary)]);
+    assert_eq!(
+        steps,
+        vec![
+            Step::ResetRoleAttributes(Slot::Primary),
+            Step::SetPassword(Slot::Primary),
+            Step::SetSearchPath(Slot::Primary)
+        ]
+    );
     admin.apply(&a, &steps).await.unwrap();
     assert!(replan(&admin, &a).await.is_empty());
-    connect_as("tenantdb_shared", role.as_str(), &a.password).await.unwrap();
+    connect_as("tenantdb_shared", role.as_str(), &a.password)
+        .await
+        .unwrap();
 
     // Schema dropped by hand is recreated.
     let shared = admin.shared_pool().await.unwrap();
-    shared.execute(sqlx::AssertSqlSafe(format!("DROP SCHEMA {} CASCADE", a.names.schema))).await.unwrap();
+    shared
+        .execute(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA {} CASCADE",
+            a.names.schema
+        )))
+        .await
+        .unwrap();
     assert_eq!(replan(&admin, &a).await, vec![Step::CreateSchema]);
     provision(&admin, &a).await;
 
     // A new password (Secret recreated) is pushed to the role.
     a.password = generate_password();
-    assert_eq!(replan(&admin, &a).await, vec![Step::SetPassword(Slot::Primary)]);
+    assert_eq!(
+        replan(&admin, &a).await,
+        vec![Step::SetPassword(Slot::Primary)]
+    );
     provision(&admin, &a).await;
-    connect_as("tenantdb_shared", role.as_str(), &a.password).await.unwrap();
+    connect_as("tenantdb_shared", role.as_str(), &a.password)
+        .await
+        .unwrap();
 
     // Role dropped by hand (with the schema it owns) is recreated.
     admin.cleanup(&a.names).await.unwrap();
     provision(&admin, &a).await;
     assert!(replan(&admin, &a).await.is_empty());
-    connect_as("tenantdb_shared", role.as_str(), &a.password).await.unwrap();
+    connect_as("tenantdb_shared", role.as_str(), &a.password)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -171,9 +258,17 @@ async fn foreign_objects_are_never_touched() {
     let a = desired("foreign", "alpha", Isolation::Database);
     let pool = admin.admin_pool();
     // Someone else's role with the same name.
-    pool.execute(sqlx::AssertSqlSafe(format!("CREATE ROLE {} LOGIN", a.names.role))).await.unwrap();
+    pool.execute(sqlx::AssertSqlSafe(format!(
+        "CREATE ROLE {} LOGIN",
+        a.names.role
+    )))
+    .await
+    .unwrap();
     let observed = admin.observe(&a.names, &a.password).await.unwrap();
-    assert!(plan(&a, &observed).is_err(), "foreign role must be a conflict");
+    assert!(
+        plan(&a, &observed).is_err(),
+        "foreign role must be a conflict"
+    );
     let report = admin.cleanup(&a.names).await.unwrap();
     assert!(report.dropped.is_empty());
     assert_eq!(report.skipped.len(), 1);
@@ -190,18 +285,31 @@ async fn cleanup_copes_with_connected_sessions_and_owned_objects() {
     let admin = admin();
     let a = desired("busy", "alpha", Isolation::Database);
     provision(&admin, &a).await;
-    let mut c = connect_as(a.names.database.as_str(), a.names.role.as_str(), &a.password).await.unwrap();
+    let mut c = connect_as(
+        a.names.database.as_str(),
+        a.names.role.as_str(),
+        &a.password,
+    )
+    .await
+    .unwrap();
     c.execute("CREATE TABLE t (id int)").await.unwrap();
     // Session still open while the tenant is deleted.
     let report = admin.cleanup(&a.names).await.unwrap();
     assert_eq!(report.dropped.len(), 2);
-    assert!(c.execute("SELECT 1").await.is_err(), "session was terminated");
+    assert!(
+        c.execute("SELECT 1").await.is_err(),
+        "session was terminated"
+    );
 
     let s = desired("busy", "beta", Isolation::Schema);
     provision(&admin, &s).await;
-    let mut c = connect_as("tenantdb_shared", s.names.role.as_str(), &s.password).await.unwrap();
+    let mut c = connect_as("tenantdb_shared", s.names.role.as_str(), &s.password)
+        .await
+        .unwrap();
     c.execute("CREATE TABLE t (id int)").await.unwrap();
-    c.execute("CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'select 1'").await.unwrap();
+    c.execute("CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'select 1'")
+        .await
+        .unwrap();
     let report = admin.cleanup(&s.names).await.unwrap();
     assert_eq!(report.dropped.len(), 2, "{report:?}");
 }
@@ -210,16 +318,28 @@ async fn cleanup_copes_with_connected_sessions_and_owned_objects() {
 async fn server_logs_never_contain_the_password() {
     let admin = admin();
     let shared = admin.admin_pool();
-    shared.execute("ALTER SYSTEM SET log_statement = 'all'").await.unwrap();
+    shared
+        .execute("ALTER SYSTEM SET log_statement = 'all'")
+        .await
+        .unwrap();
     shared.execute("SELECT pg_reload_conf()").await.unwrap();
     let a = desired("logs", "alpha", Isolation::Database);
     provision(&admin, &a).await;
-    shared.execute("ALTER SYSTEM RESET log_statement").await.unwrap();
+    shared
+        .execute("ALTER SYSTEM RESET log_statement")
+        .await
+        .unwrap();
     shared.execute("SELECT pg_reload_conf()").await.unwrap();
     let log = common::pg().log();
     assert!(log.contains("CREATE ROLE"), "statement logging was on");
-    assert!(log.contains("SCRAM-SHA-256$4096:"), "only the verifier is sent");
-    assert!(!log.contains(&a.password), "plaintext password reached the server log");
+    assert!(
+        log.contains("SCRAM-SHA-256$4096:"),
+        "only the verifier is sent"
+    );
+    assert!(
+        !log.contains(&a.password),
+        "plaintext password reached the server log"
+    );
 }
 
 #[tokio::test]
@@ -233,28 +353,50 @@ async fn rotation_keeps_old_credentials_for_the_grace_period_only() {
     let primary = d.names.role.as_str().to_string();
     let secondary = d.names.secondary_role.as_str().to_string();
     let mut held = connect_as(db, &primary, &old_pw).await.unwrap();
-    held.execute("CREATE TABLE before_rotation (id int)").await.unwrap();
+    held.execute("CREATE TABLE before_rotation (id int)")
+        .await
+        .unwrap();
 
     // Rotate to the secondary slot with a 3 s grace period.
-    let until = Timestamp::now().checked_add(SignedDuration::from_secs(3)).unwrap();
+    let until = Timestamp::now()
+        .checked_add(SignedDuration::from_secs(3))
+        .unwrap();
     d.active = Slot::Secondary;
     d.password = generate_password();
     d.previous_valid_until = Some(until);
     let steps = provision(&admin, &d).await;
     assert!(steps.contains(&Step::CreateSecondary), "{steps:?}");
-    assert!(steps.contains(&Step::ExpireLogin(Slot::Primary)), "{steps:?}");
+    assert!(
+        steps.contains(&Step::ExpireLogin(Slot::Primary)),
+        "{steps:?}"
+    );
     assert!(replan(&admin, &d).await.is_empty(), "rotation converges");
 
     // New credentials work and act as the owner role; old ones still work during the grace period.
-    let mut fresh = connect_as(db, &secondary, &d.password).await.expect("new credentials");
-    fresh.execute("CREATE TABLE after_rotation (id int)").await.unwrap();
-    fresh.execute("INSERT INTO before_rotation VALUES (1)").await.unwrap();
-    let owner: String = sqlx::query_scalar("SELECT tableowner::text FROM pg_tables WHERE tablename = 'after_rotation'")
-        .fetch_one(&mut fresh)
+    let mut fresh = connect_as(db, &secondary, &d.password)
+        .await
+        .expect("new credentials");
+    fresh
+        .execute("CREATE TABLE after_rotation (id int)")
         .await
         .unwrap();
-    assert_eq!(owner, primary, "objects created with rotated credentials belong to the tenant role");
-    connect_as(db, &primary, &old_pw).await.expect("old password within grace period");
+    fresh
+        .execute("INSERT INTO before_rotation VALUES (1)")
+        .await
+        .unwrap();
+    let owner: String = sqlx::query_scalar(
+        "SELECT tableowner::text FROM pg_tables WHERE tablename = 'after_rotation'",
+    )
+    .fetch_one(&mut fresh)
+    .await
+    .unwrap();
+    assert_eq!(
+        owner, primary,
+        "objects created with rotated credentials belong to the tenant role"
+    );
+    connect_as(db, &primary, &old_pw)
+        .await
+        .expect("old password within grace period");
 
     // After the grace period PostgreSQL refuses the old password; the held connection keeps working.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -262,13 +404,21 @@ async fn rotation_keeps_old_credentials_for_the_grace_period_only() {
         if connect_as(db, &primary, &old_pw).await.is_err() {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "old password still accepted after grace");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "old password still accepted after grace"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
-    held.execute("SELECT 1").await.expect("connection opened before rotation keeps working");
+    held.execute("SELECT 1")
+        .await
+        .expect("connection opened before rotation keeps working");
     // The operator then disables the old slot.
     d.previous_valid_until = None;
-    assert_eq!(replan(&admin, &d).await, vec![Step::DisableLogin(Slot::Primary)]);
+    assert_eq!(
+        replan(&admin, &d).await,
+        vec![Step::DisableLogin(Slot::Primary)]
+    );
     provision(&admin, &d).await;
     assert!(replan(&admin, &d).await.is_empty());
 
@@ -276,11 +426,22 @@ async fn rotation_keeps_old_credentials_for_the_grace_period_only() {
     let b_pw = d.password.clone();
     d.active = Slot::Primary;
     d.password = generate_password();
-    d.previous_valid_until = Some(Timestamp::now().checked_add(SignedDuration::from_secs(3600)).unwrap());
+    d.previous_valid_until = Some(
+        Timestamp::now()
+            .checked_add(SignedDuration::from_secs(3600))
+            .unwrap(),
+    );
     provision(&admin, &d).await;
-    connect_as(db, &primary, &d.password).await.expect("primary back with new password");
-    connect_as(db, &secondary, &b_pw).await.expect("secondary within its grace period");
-    assert!(connect_as(db, &primary, &old_pw).await.is_err(), "first password never comes back");
+    connect_as(db, &primary, &d.password)
+        .await
+        .expect("primary back with new password");
+    connect_as(db, &secondary, &b_pw)
+        .await
+        .expect("secondary within its grace period");
+    assert!(
+        connect_as(db, &primary, &old_pw).await.is_err(),
+        "first password never comes back"
+    );
 
     // Cleanup drops both login roles.
     drop((held, fresh));
@@ -304,7 +465,10 @@ async fn quotas_are_enforced_by_role_settings() {
     let db = d.names.database.as_str().to_string();
     let role = d.names.role.as_str().to_string();
     let mut c = connect_as(&db, &role, &d.password).await.unwrap();
-    let st: String = sqlx::query_scalar("SHOW statement_timeout").fetch_one(&mut c).await.unwrap();
+    let st: String = sqlx::query_scalar("SHOW statement_timeout")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
     assert_eq!(st, "1500ms");
     let err = c.execute("SELECT pg_sleep(3)").await.unwrap_err();
     assert!(err.to_string().contains("statement timeout"), "{err}");
@@ -328,13 +492,18 @@ async fn quotas_are_enforced_by_role_settings() {
     assert!(used > 1_000_000, "a fresh database is several MB: {used}");
     d.read_only = true;
     let steps = provision(&admin, &d).await;
-    assert!(steps.contains(&Step::TerminateSessions(Slot::Primary)), "{steps:?}");
+    assert!(
+        steps.contains(&Step::TerminateSessions(Slot::Primary)),
+        "{steps:?}"
+    );
     assert!(c.execute("SELECT 1").await.is_err(), "old session ended");
     let mut c = connect_as(&db, &role, &d.password).await.unwrap();
     let err = c.execute("INSERT INTO t VALUES (1)").await.unwrap_err();
     assert!(err.to_string().contains("read-only transaction"), "{err}");
     // Documented way to free space: an explicit read-write transaction.
-    c.execute("BEGIN READ WRITE; DELETE FROM t; COMMIT").await.unwrap();
+    c.execute("BEGIN READ WRITE; DELETE FROM t; COMMIT")
+        .await
+        .unwrap();
     // Below quota again: writes come back.
     d.read_only = false;
     provision(&admin, &d).await;
@@ -346,7 +515,9 @@ async fn quotas_are_enforced_by_role_settings() {
     let s = desired("quota", "beta", Isolation::Schema);
     provision(&admin, &s).await;
     let empty = admin.storage_bytes(&s.names).await.unwrap();
-    let mut cs = connect_as("tenantdb_shared", s.names.role.as_str(), &s.password).await.unwrap();
+    let mut cs = connect_as("tenantdb_shared", s.names.role.as_str(), &s.password)
+        .await
+        .unwrap();
     cs.execute("CREATE TABLE big AS SELECT g AS id, repeat('x', 200) AS pad FROM generate_series(1, 5000) g").await.unwrap();
     let after = admin.storage_bytes(&s.names).await.unwrap();
     assert!(after > empty + 500_000, "{empty} -> {after}");

@@ -46,6 +46,12 @@ pub struct OperatorSettings {
     pub health_concurrency: usize,
     /// Unchanged usage/health results are re-reported in status at most this often.
     pub status_report_interval: Duration,
+    /// Minimum time between partition maintenance runs of one tenant.
+    pub partition_interval: Duration,
+    /// Monthly partitions kept ahead of the current month.
+    pub partition_months_ahead: u32,
+    /// Monthly partitions older than this many months are detached and dropped (`None` = keep).
+    pub partition_retention_months: Option<u32>,
 }
 
 impl OperatorSettings {
@@ -71,6 +77,9 @@ impl Default for OperatorSettings {
             health_interval: Duration::from_secs(300),
             health_concurrency: 4,
             status_report_interval: Duration::from_secs(3600),
+            partition_interval: Duration::from_secs(6 * 3600),
+            partition_months_ahead: 2,
+            partition_retention_months: None,
         }
     }
 }
@@ -138,6 +147,7 @@ pub struct Context {
     pub health_permits: tokio::sync::Semaphore,
     usage: Mutex<HashMap<String, (Instant, i64)>>,
     health: Mutex<HashMap<String, Instant>>,
+    partitions: Mutex<HashMap<String, Instant>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -174,6 +184,22 @@ impl Context {
             tenant_store: std::sync::OnceLock::new(),
             usage: Mutex::new(HashMap::new()),
             health: Mutex::new(HashMap::new()),
+            partitions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// When a tenant's partitions were last maintained.
+    pub fn partition_cache(&self, key: &str) -> Option<Instant> {
+        self.partitions
+            .lock()
+            .ok()
+            .and_then(|m| m.get(key).copied())
+    }
+
+    /// Records a partition maintenance run.
+    pub fn set_partition_cache(&self, key: &str) {
+        if let Ok(mut m) = self.partitions.lock() {
+            m.insert(key.to_string(), Instant::now());
         }
     }
 
@@ -186,7 +212,9 @@ impl Context {
     pub fn set_usage_cache(&self, key: &str, bytes: i64) {
         if let Ok(mut m) = self.usage.lock() {
             m.insert(key.to_string(), (Instant::now(), bytes));
-            self.metrics.storage_bytes.set(m.values().map(|(_, b)| *b).sum());
+            self.metrics
+                .storage_bytes
+                .set(m.values().map(|(_, b)| *b).sum());
         }
     }
 
@@ -206,9 +234,14 @@ impl Context {
     pub fn forget(&self, key: &str) {
         if let Ok(mut m) = self.usage.lock() {
             m.remove(key);
-            self.metrics.storage_bytes.set(m.values().map(|(_, b)| *b).sum());
+            self.metrics
+                .storage_bytes
+                .set(m.values().map(|(_, b)| *b).sum());
         }
         if let Ok(mut m) = self.health.lock() {
+            m.remove(key);
+        }
+        if let Ok(mut m) = self.partitions.lock() {
             m.remove(key);
         }
         self.backoff.reset(key);
@@ -216,8 +249,14 @@ impl Context {
     }
 
     /// Publishes a Kubernetes Event on `obj`; failures to publish are logged, never fatal.
-    pub async fn event<K>(&self, obj: &K, type_: EventType, reason: &str, action: &str, note: String)
-    where
+    pub async fn event<K>(
+        &self,
+        obj: &K,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) where
         K: Resource<DynamicType = ()>,
     {
         let ev = Event {

@@ -55,7 +55,9 @@ pub fn resolve(tenant: &Tenant, prefix: &str, shared_database: &Ident) -> Result
         tenant.spec.database_name.as_deref(),
         shared_database,
     )?;
-    if tenant.spec.isolation == crate::crd::Isolation::Database && names.database == *shared_database {
+    if tenant.spec.isolation == crate::crd::Isolation::Database
+        && names.database == *shared_database
+    {
         return Err(Error::InvalidSpec(format!(
             "databaseName {} is the operator's shared database",
             names.database.as_str()
@@ -68,7 +70,9 @@ pub fn resolve(tenant: &Tenant, prefix: &str, shared_database: &Ident) -> Result
         .clone()
         .unwrap_or_else(|| format!("{name}-db"));
     if secret_name.len() > 253 {
-        return Err(Error::InvalidSpec("credentials.secretName is too long".into()));
+        return Err(Error::InvalidSpec(
+            "credentials.secretName is too long".into(),
+        ));
     }
     Ok(Resolved {
         names,
@@ -80,7 +84,11 @@ pub fn resolve(tenant: &Tenant, prefix: &str, shared_database: &Ident) -> Result
 /// A stable advisory-lock key for a tenant's schema (used by migrations).
 pub fn lock_key(names: &TenantNames) -> i64 {
     use sha2::{Digest, Sha256};
-    let d = Sha256::digest(format!("tenantdb:{}/{}", names.database.as_str(), names.schema.as_str()));
+    let d = Sha256::digest(format!(
+        "tenantdb:{}/{}",
+        names.database.as_str(),
+        names.schema.as_str()
+    ));
     let mut b = [0u8; 8];
     b.copy_from_slice(&d[..8]);
     i64::from_be_bytes(b)
@@ -99,7 +107,11 @@ pub async fn run(
         .owns(
             secrets,
             watcher::Config::default()
-                .labels(&format!("{}={}", secret::MANAGED_BY_LABEL, secret::MANAGED_BY))
+                .labels(&format!(
+                    "{}={}",
+                    secret::MANAGED_BY_LABEL,
+                    secret::MANAGED_BY
+                ))
                 .any_semantic(),
         )
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
@@ -147,7 +159,9 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action>
     let key = object_key(tenant.as_ref());
     match &result {
         Ok(_) => ctx.backoff.reset(&key),
-        Err(e) => warn!(tenant = %tenant.name_any(), namespace = %ns, category = e.category(), error = %e, "reconcile failed"),
+        Err(e) => {
+            warn!(tenant = %tenant.name_any(), namespace = %ns, category = e.category(), error = %e, "reconcile failed")
+        }
     }
     ctx.metrics.observe_reconcile(
         CONTROLLER,
@@ -181,23 +195,53 @@ async fn apply(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
     match provision(&tenant, &ctx).await {
         Ok(outcome) => {
             let status = ready_status(&tenant, &outcome);
-            let before = tenant.status.as_ref().map(|s| crate::status::is_true(&s.conditions, types::QUOTA_EXCEEDED));
+            let before = tenant
+                .status
+                .as_ref()
+                .map(|s| crate::status::is_true(&s.conditions, types::QUOTA_EXCEEDED));
             let now_exceeded = crate::status::is_true(&status.conditions, types::QUOTA_EXCEEDED);
             let unhealthy = status.health.as_ref().is_some_and(|h| !h.healthy);
-            let was_unhealthy = tenant.status.as_ref().and_then(|s| s.health.as_ref()).is_some_and(|h| !h.healthy);
+            let was_unhealthy = tenant
+                .status
+                .as_ref()
+                .and_then(|s| s.health.as_ref())
+                .is_some_and(|h| !h.healthy);
             write_status(&tenant, &ctx, status).await?;
             if now_exceeded && before != Some(true) {
-                ctx.event(tenant.as_ref(), EventType::Warning, "QuotaExceeded", "Quota", "storage quota exhausted: writes disabled".into()).await;
+                ctx.event(
+                    tenant.as_ref(),
+                    EventType::Warning,
+                    "QuotaExceeded",
+                    "Quota",
+                    "storage quota exhausted: writes disabled".into(),
+                )
+                .await;
             } else if !now_exceeded && before == Some(true) {
-                ctx.event(tenant.as_ref(), EventType::Normal, "QuotaRestored", "Quota", "storage below quota again: writes enabled".into()).await;
+                ctx.event(
+                    tenant.as_ref(),
+                    EventType::Normal,
+                    "QuotaRestored",
+                    "Quota",
+                    "storage below quota again: writes enabled".into(),
+                )
+                .await;
             }
             if unhealthy && !was_unhealthy {
-                ctx.event(tenant.as_ref(), EventType::Warning, "HealthCheckFailed", "HealthCheck", "login with the tenant's credentials failed".into()).await;
+                ctx.event(
+                    tenant.as_ref(),
+                    EventType::Warning,
+                    "HealthCheckFailed",
+                    "HealthCheck",
+                    "login with the tenant's credentials failed".into(),
+                )
+                .await;
             }
             if unhealthy {
                 // Check again after one health interval (not a hot loop: checks are rate-limited
                 // per tenant by the health interval anyway).
-                return Ok(Action::requeue(ctx.settings.health_interval.min(ctx.settings.resync)));
+                return Ok(Action::requeue(
+                    ctx.settings.health_interval.min(ctx.settings.resync),
+                ));
             }
             Ok(Action::requeue(ctx.settings.jittered_resync()))
         }
@@ -205,8 +249,14 @@ async fn apply(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
             let status = failed_status(&tenant, &e, None);
             let changed = write_status(&tenant, &ctx, status).await?;
             if changed {
-                ctx.event(tenant.as_ref(), EventType::Warning, e.category(), "Reconcile", e.to_string())
-                    .await;
+                ctx.event(
+                    tenant.as_ref(),
+                    EventType::Warning,
+                    e.category(),
+                    "Reconcile",
+                    e.to_string(),
+                )
+                .await;
             }
             // Nothing will change until the spec (or, for conflicts, the other owner) does.
             Ok(match e {
@@ -217,8 +267,14 @@ async fn apply(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
         Err(e) => {
             let status = failed_status(&tenant, &e, None);
             if let Ok(true) = write_status(&tenant, &ctx, status).await {
-                ctx.event(tenant.as_ref(), EventType::Warning, e.category(), "Reconcile", e.to_string())
-                    .await;
+                ctx.event(
+                    tenant.as_ref(),
+                    EventType::Warning,
+                    e.category(),
+                    "Reconcile",
+                    e.to_string(),
+                )
+                .await;
             }
             Err(e)
         }
@@ -245,19 +301,27 @@ pub struct Outcome {
 }
 
 async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
-    let resolved = resolve(tenant, &ctx.settings.name_prefix, &ctx.pg.settings().shared_database)?;
+    let resolved = resolve(
+        tenant,
+        &ctx.settings.name_prefix,
+        &ctx.pg.settings().shared_database,
+    )?;
     let quotas = crate::quota::effective(tenant.spec.quotas.as_ref(), &ctx.settings.quota_defaults)
         .map_err(Error::InvalidSpec)?;
     let creds = &tenant.spec.credentials;
     let rotate_after = match &creds.rotate_after {
         Some(s) => Some(crate::quota::parse_duration(s).ok_or_else(|| {
-            Error::InvalidSpec(format!("credentials.rotateAfter {s:?} is not a duration like 720h"))
+            Error::InvalidSpec(format!(
+                "credentials.rotateAfter {s:?} is not a duration like 720h"
+            ))
         })?),
         None => None,
     };
     let grace = match &creds.grace_period {
         Some(s) => crate::quota::parse_duration(s).ok_or_else(|| {
-            Error::InvalidSpec(format!("credentials.gracePeriod {s:?} is not a duration like 1h"))
+            Error::InvalidSpec(format!(
+                "credentials.gracePeriod {s:?} is not a duration like 1h"
+            ))
         })?,
         None => rotation::DEFAULT_GRACE,
     };
@@ -284,15 +348,28 @@ async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
         .as_ref()
         .and_then(|s| secret::read_key(s, "password"))
         .filter(|p| !p.is_empty());
-    let secret_user = existing_secret.as_ref().and_then(|s| secret::read_key(s, "username"));
+    let secret_user = existing_secret
+        .as_ref()
+        .and_then(|s| secret::read_key(s, "username"));
     let mut active = Slot::of_user(&resolved.names, secret_user.as_deref());
-    let mut password = secret_password.clone().unwrap_or_else(crate::scram::generate_password);
+    let mut password = secret_password
+        .clone()
+        .unwrap_or_else(crate::scram::generate_password);
 
     let observed = ctx.pg.observe(&resolved.names, &password).await?;
 
     // Rotation: on demand (annotation) or periodic (rotateAfter).
+    // Rotation bookkeeping lives on the Secret (read fresh from the API, never from a possibly
+    // stale cache), so a rotation is never repeated for the same request.
     let status = tenant.status.clone().unwrap_or_default();
-    let cred_status = status.credentials.clone().unwrap_or_default();
+    let mut cred_status = status.credentials.clone().unwrap_or_default();
+    let secret_ann = |k: &str| {
+        existing_secret
+            .as_ref()
+            .and_then(|s| secret::annotation(s, k))
+    };
+    cred_status.rotation_token = secret_ann(secret::ROTATION_TOKEN_ANNOTATION);
+    cred_status.rotated_at = secret_ann(secret::ROTATED_AT_ANNOTATION);
     let last_rotation = cred_status
         .rotated_at
         .as_deref()
@@ -300,7 +377,10 @@ async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
         .or_else(|| tenant.meta().creation_timestamp.as_ref().map(|t| t.0));
     let trigger = rotation::should_rotate(
         &rotation::RotationInput {
-            annotation: tenant.annotations().get(rotation::ROTATE_ANNOTATION).map(String::as_str),
+            annotation: tenant
+                .annotations()
+                .get(rotation::ROTATE_ANNOTATION)
+                .map(String::as_str),
             handled_token: cred_status.rotation_token.as_deref(),
             rotate_after,
             last_rotation,
@@ -375,14 +455,35 @@ async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
         .any(|s| matches!(s, Step::CreateSchema | Step::CreateDatabase));
     let mut schema_version = recorded;
     if resolved.auto_migrate && (recorded.is_none() || recreated) {
-        let target = if recreated { recorded.or(ctx.migrations.latest_version()) } else { ctx.migrations.latest_version() };
+        let target = if recreated {
+            recorded.or(ctx.migrations.latest_version())
+        } else {
+            ctx.migrations.latest_version()
+        };
         schema_version = run_migrations(ctx, &resolved.names, target).await?;
+    }
+
+    // Monthly partitions of the baseline's partitioned tables, kept ahead (at most every partition interval).
+    if schema_version.is_some() {
+        maintain_partitions(ctx, &key, &resolved.names).await?;
     }
 
     // Secret after the roles: if anything above failed, the next attempt reuses the same password.
     let active_user = active.role(&resolved.names);
-    let data = secret::secret_data(&resolved.names, &endpoint(ctx), active_user, &desired.password);
-    let want = secret::desired_secret(tenant, &resolved.secret_name, &data);
+    let data = secret::secret_data(
+        &resolved.names,
+        &endpoint(ctx),
+        active_user,
+        &desired.password,
+    );
+    let mut annotations = std::collections::BTreeMap::new();
+    if let Some(t) = &new_cred_status.rotation_token {
+        annotations.insert(secret::ROTATION_TOKEN_ANNOTATION.to_string(), t.clone());
+    }
+    if let Some(t) = &new_cred_status.rotated_at {
+        annotations.insert(secret::ROTATED_AT_ANNOTATION.to_string(), t.clone());
+    }
+    let want = secret::desired_secret(tenant, &resolved.secret_name, &data, annotations);
     let up_to_date = existing_secret
         .as_ref()
         .is_some_and(|s| secret::is_up_to_date(s, &want));
@@ -418,7 +519,10 @@ async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
                     rotation::Trigger::OnDemand(_) => "on demand",
                     rotation::Trigger::Periodic => "rotateAfter elapsed",
                 },
-                new_cred_status.previous_valid_until.as_deref().unwrap_or("-")
+                new_cred_status
+                    .previous_valid_until
+                    .as_deref()
+                    .unwrap_or("-")
             ),
         )
         .await;
@@ -426,17 +530,30 @@ async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
     let other_steps: Vec<&Step> = steps.iter().filter(|s| !is_rotation_step(s)).collect();
     if !other_steps.is_empty() {
         let was_ready = status.phase == TenantPhase::Ready;
-        let what = other_steps.iter().map(|s| s.describe(&desired)).collect::<Vec<_>>().join(", ");
+        let what = other_steps
+            .iter()
+            .map(|s| s.describe(&desired))
+            .collect::<Vec<_>>()
+            .join(", ");
         let (reason, note) = if was_ready {
             ("Repaired", format!("reconciled: {what}"))
         } else {
             ("Provisioned", format!("provisioned: {what}"))
         };
-        ctx.event(tenant, EventType::Normal, reason, "Provision", note).await;
+        ctx.event(tenant, EventType::Normal, reason, "Provision", note)
+            .await;
     }
 
     // Health, checked with the tenant's own credentials at most every health interval.
-    let health = check_health(ctx, &key, &resolved.names, active_user, &desired.password, status.health.as_ref()).await;
+    let health = check_health(
+        ctx,
+        &key,
+        &resolved.names,
+        active_user,
+        &desired.password,
+        status.health.as_ref(),
+    )
+    .await;
 
     Ok(Outcome {
         resolved,
@@ -462,6 +579,54 @@ fn is_rotation_step(s: &Step) -> bool {
         || matches!(s, Step::SetSearchPath(Slot::Secondary))
 }
 
+/// Creates the current and next months' partitions and drops those past the retention, as the
+/// tenant role. Skipped when done recently (in-memory; after a restart it runs once per tenant and
+/// issues no DDL when nothing is missing).
+async fn maintain_partitions(ctx: &Context, key: &str, names: &TenantNames) -> Result<()> {
+    if ctx
+        .partition_cache(key)
+        .is_some_and(|at| at.elapsed() < ctx.settings.partition_interval)
+    {
+        return Ok(());
+    }
+    let today = Timestamp::now()
+        .to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC)
+        .date();
+    let ahead = ctx.settings.partition_months_ahead;
+    let retention = ctx.settings.partition_retention_months;
+    let report = if names.dedicated_database {
+        let mut conn = ctx.pg.connect_to(&names.database).await?;
+        let r = crate::partitions::maintain(
+            &mut conn,
+            names.schema.as_str(),
+            names.role.as_str(),
+            today,
+            ahead,
+            retention,
+        )
+        .await;
+        let _ = sqlx::Connection::close(conn).await;
+        r?
+    } else {
+        let pool = ctx.pg.shared_pool().await?;
+        let mut conn = pool.acquire().await?;
+        crate::partitions::maintain(
+            &mut conn,
+            names.schema.as_str(),
+            names.role.as_str(),
+            today,
+            ahead,
+            retention,
+        )
+        .await?
+    };
+    if !report.created.is_empty() || !report.dropped.is_empty() {
+        info!(created = ?report.created, dropped = ?report.dropped, rows_moved = report.rows_moved, "partitions maintained");
+    }
+    ctx.set_partition_cache(key);
+    Ok(())
+}
+
 /// Refuses to provision a new Tenant beyond the operator's maxTenants.
 fn check_tenant_limit(tenant: &Tenant, ctx: &Context) -> Result<()> {
     let Some(max) = ctx.settings.max_tenants else {
@@ -471,7 +636,10 @@ fn check_tenant_limit(tenant: &Tenant, ctx: &Context) -> Result<()> {
         .status
         .as_ref()
         .is_some_and(|s| s.role.is_some() && s.phase != TenantPhase::Failed)
-        || tenant.status.as_ref().is_some_and(|s| crate::status::is_true(&s.conditions, types::PROVISIONED));
+        || tenant
+            .status
+            .as_ref()
+            .is_some_and(|s| crate::status::is_true(&s.conditions, types::PROVISIONED));
     if already {
         return Ok(());
     }
@@ -522,10 +690,17 @@ async fn measure_usage(
             .as_deref()
             .and_then(|t| t.parse::<Timestamp>().ok())
             .is_none_or(|t| {
-                Timestamp::now().duration_since(t).as_secs() as u64 > ctx.settings.status_report_interval.as_secs()
+                Timestamp::now().duration_since(t).as_secs() as u64
+                    > ctx.settings.status_report_interval.as_secs()
             });
-        let drift = (prev.storage_bytes - bytes).abs() as f64 > (prev.storage_bytes.max(1) as f64) * 0.05;
-        if !stale && !drift && prev.percent == percent && prev.read_only == read_only && prev.storage_limit_bytes == limit {
+        let drift =
+            (prev.storage_bytes - bytes).abs() as f64 > (prev.storage_bytes.max(1) as f64) * 0.05;
+        if !stale
+            && !drift
+            && prev.percent == percent
+            && prev.read_only == read_only
+            && prev.storage_limit_bytes == limit
+        {
             return Ok(prev.clone());
         }
     }
@@ -569,7 +744,8 @@ async fn check_health(
             .as_deref()
             .and_then(|t| t.parse::<Timestamp>().ok())
             .is_some_and(|t| {
-                (Timestamp::now().duration_since(t).as_secs() as u64) < ctx.settings.status_report_interval.as_secs()
+                (Timestamp::now().duration_since(t).as_secs() as u64)
+                    < ctx.settings.status_report_interval.as_secs()
             });
         if fresh && prev.healthy == healthy && prev.message == message {
             return Some(prev.clone());
@@ -583,9 +759,12 @@ async fn check_health(
     })
 }
 
-
 /// Applies the bundled migrations to the tenant's schema, as the tenant role.
-async fn run_migrations(ctx: &Context, names: &TenantNames, target: Option<i64>) -> Result<Option<i64>> {
+async fn run_migrations(
+    ctx: &Context,
+    names: &TenantNames,
+    target: Option<i64>,
+) -> Result<Option<i64>> {
     if ctx.migrations.migrations().is_empty() {
         return Ok(None);
     }
@@ -626,8 +805,18 @@ fn provisioning_status(tenant: &Tenant, r: &Resolved) -> TenantStatus {
     s.conditions = merge_conditions(
         &s.conditions,
         &[
-            Cond::new(types::READY, false, "Provisioning", "creating database objects"),
-            Cond::new(types::PROVISIONED, false, "Provisioning", "creating database objects"),
+            Cond::new(
+                types::READY,
+                false,
+                "Provisioning",
+                "creating database objects",
+            ),
+            Cond::new(
+                types::PROVISIONED,
+                false,
+                "Provisioning",
+                "creating database objects",
+            ),
         ],
         generation,
         Timestamp::now(),
@@ -670,10 +859,19 @@ fn ready_status(tenant: &Tenant, o: &Outcome) -> TenantStatus {
                 u.percent.unwrap_or_default()
             ),
         ),
-        _ => Cond::new(types::QUOTA_EXCEEDED, false, "WithinQuota", "storage within quota"),
+        _ => Cond::new(
+            types::QUOTA_EXCEEDED,
+            false,
+            "WithinQuota",
+            "storage within quota",
+        ),
     };
     let what = if names.dedicated_database {
-        format!("database {} owned by role {}", names.database.as_str(), names.role.as_str())
+        format!(
+            "database {} owned by role {}",
+            names.database.as_str(),
+            names.role.as_str()
+        )
     } else {
         format!(
             "schema {} in database {} owned by role {}",
@@ -685,7 +883,12 @@ fn ready_status(tenant: &Tenant, o: &Outcome) -> TenantStatus {
     s.conditions = merge_conditions(
         &s.conditions,
         &[
-            Cond::new(types::READY, true, "Ready", format!("{what}; credentials in Secret {}", o.resolved.secret_name)),
+            Cond::new(
+                types::READY,
+                true,
+                "Ready",
+                format!("{what}; credentials in Secret {}", o.resolved.secret_name),
+            ),
             Cond::new(types::PROVISIONED, true, "Provisioned", what),
             degraded,
             quota,
@@ -705,7 +908,12 @@ fn failed_status(tenant: &Tenant, e: &Error, phase: Option<TenantPhase>) -> Tena
     s.observed_generation = generation;
     let mut conds = vec![Cond::new(types::READY, false, reason, message.clone())];
     if e.is_permanent() {
-        conds.push(Cond::new(types::DEGRADED, false, "AsExpected", "not retrying until the spec changes"));
+        conds.push(Cond::new(
+            types::DEGRADED,
+            false,
+            "AsExpected",
+            "not retrying until the spec changes",
+        ));
         if s.conditions.iter().all(|c| c.type_ != types::PROVISIONED) {
             conds.push(Cond::new(types::PROVISIONED, false, reason, message));
         }
@@ -772,7 +980,11 @@ async fn cleanup(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
         ctx.forget(&key);
         return Ok(Action::await_change());
     }
-    let resolved = match resolve(&tenant, &ctx.settings.name_prefix, &ctx.pg.settings().shared_database) {
+    let resolved = match resolve(
+        &tenant,
+        &ctx.settings.name_prefix,
+        &ctx.pg.settings().shared_database,
+    ) {
         Ok(r) => r,
         Err(e) if e.is_permanent() => {
             // Nothing could have been created under an invalid name.
@@ -787,7 +999,12 @@ async fn cleanup(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
         s.phase = TenantPhase::Deleting;
         s.conditions = merge_conditions(
             &s.conditions,
-            &[Cond::new(types::READY, false, "Deleting", "deletion policy Delete: dropping database objects")],
+            &[Cond::new(
+                types::READY,
+                false,
+                "Deleting",
+                "deletion policy Delete: dropping database objects",
+            )],
             tenant.meta().generation,
             Timestamp::now(),
         );
@@ -806,7 +1023,14 @@ async fn cleanup(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
                 EventType::Normal,
                 "Deleted",
                 "Delete",
-                format!("dropped: {}", if report.dropped.is_empty() { "nothing (already gone)".to_string() } else { report.dropped.join(", ") }),
+                format!(
+                    "dropped: {}",
+                    if report.dropped.is_empty() {
+                        "nothing (already gone)".to_string()
+                    } else {
+                        report.dropped.join(", ")
+                    }
+                ),
             )
             .await;
             ctx.forget(&key);
@@ -859,12 +1083,28 @@ mod tests {
     #[test]
     fn resolve_rejects_hostile_and_reserved_names() {
         let shared = Ident::new("tenantdb_shared").unwrap();
-        for bad in ["x\"; drop role postgres; --", "template1", "postgres", "Ünïcode", &"a".repeat(64)] {
-            let e = resolve(&tenant("acme", Isolation::Database, Some(bad)), "tenant_", &shared).unwrap_err();
+        for bad in [
+            "x\"; drop role postgres; --",
+            "template1",
+            "postgres",
+            "Ünïcode",
+            &"a".repeat(64),
+        ] {
+            let e = resolve(
+                &tenant("acme", Isolation::Database, Some(bad)),
+                "tenant_",
+                &shared,
+            )
+            .unwrap_err();
             assert_eq!(e.category(), "InvalidSpec", "{bad}");
             assert!(e.is_permanent());
         }
-        let e = resolve(&tenant("acme", Isolation::Database, Some("tenantdb_shared")), "tenant_", &shared).unwrap_err();
+        let e = resolve(
+            &tenant("acme", Isolation::Database, Some("tenantdb_shared")),
+            "tenant_",
+            &shared,
+        )
+        .unwrap_err();
         assert_eq!(e.category(), "InvalidSpec");
     }
 

@@ -243,6 +243,9 @@ pub struct TenantMigrationStatus {
     /// Latest observations: `Progressing`, `Complete`, `Failed`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// One-line summary of the rollout (the message of the condition explaining the phase).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
     /// Fingerprint of what is rolled out (target, migration set, target version, dry run, retry
     /// annotation). A new revision starts a new rollout; strategy changes continue the current one.
     #[serde(default, skip_serializing_if = "Option::is_none")]

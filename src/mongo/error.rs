@@ -101,9 +101,14 @@ pub fn map_error(e: &mongodb::error::Error, secrets: &[&str]) -> Error {
             );
             classify(w.code, msg)
         }
-        ErrorKind::Write(WriteFailure::WriteConcernError(w)) => Error::DatabaseUnavailable(
-            format!("write concern: {} ({}): {}", w.code_name, w.code, clean(&w.message)),
-        ),
+        ErrorKind::Write(WriteFailure::WriteConcernError(w)) => {
+            Error::DatabaseUnavailable(format!(
+                "write concern: {} ({}): {}",
+                w.code_name,
+                w.code,
+                clean(&w.message)
+            ))
+        }
         ErrorKind::Authentication { message, .. } => {
             Error::DatabaseUnavailable(format!("MongoDB authentication failed: {}", clean(message)))
         }
@@ -114,7 +119,8 @@ pub fn map_error(e: &mongodb::error::Error, secrets: &[&str]) -> Error {
         | ErrorKind::Shutdown => {
             Error::DatabaseUnavailable(format!("MongoDB unreachable: {}", clean(&e.to_string())))
         }
-        ErrorKind::InvalidArgument { message, .. } | ErrorKind::InvalidTlsConfig { message, .. } => {
+        ErrorKind::InvalidArgument { message, .. }
+        | ErrorKind::InvalidTlsConfig { message, .. } => {
             Error::Config(format!("MongoDB client: {}", clean(message)))
         }
         _ => match error_code(e) {

@@ -431,7 +431,9 @@ impl MongoAdmin {
             return Err(Error::InvalidSpec("MongoDB password is empty".to_string()));
         }
         let database = self.db(db.as_str()).await?;
-        let roles = vec![Bson::Document(doc! {"role": TENANT_ROLE, "db": db.as_str()})];
+        let roles = vec![Bson::Document(
+            doc! {"role": TENANT_ROLE, "db": db.as_str()},
+        )];
         let Some(observed) = self.observe_user(db, user, Some(password)).await? else {
             database
                 .run_command(doc! {
@@ -524,7 +526,9 @@ impl MongoAdmin {
                 "appliedAt": DateTime::now(),
             };
             match records.insert_one(row).await {
-                Ok(_) => info!(database = %db, version, name = %m.name, "recorded MongoDB migration"),
+                Ok(_) => {
+                    info!(database = %db, version, name = %m.name, "recorded MongoDB migration")
+                }
                 // Recorded concurrently; the next observe checks its checksum.
                 Err(e) if error_code(&e) == Some(codes::DUPLICATE_KEY) => {}
                 Err(e) => return Err(e.into()),
@@ -850,7 +854,10 @@ mod tests {
             MongoAdmin::with_bundled_migrations(MongoSettings::new("mongodb://127.0.0.1:1"))
                 .unwrap();
         let latest = admin.migrations().latest_version().unwrap();
-        assert_eq!(admin.target_set(None).unwrap().latest_version(), Some(latest));
+        assert_eq!(
+            admin.target_set(None).unwrap().latest_version(),
+            Some(latest)
+        );
         assert_eq!(admin.target_set(Some(1)).unwrap().latest_version(), Some(1));
         assert!(admin.target_set(Some(0)).is_err());
         assert!(admin.target_set(Some(latest + 1)).is_err());

@@ -227,7 +227,10 @@ impl IndexSpec {
             && self.unique == other.unique
             && self.sparse == other.sparse
             && self.expire_after_seconds == other.expire_after_seconds
-            && match (&self.partial_filter_expression, &other.partial_filter_expression) {
+            && match (
+                &self.partial_filter_expression,
+                &other.partial_filter_expression,
+            ) {
                 (None, None) => true,
                 (Some(a), Some(b)) => doc_loose_eq(a, b),
                 _ => false,
@@ -745,7 +748,9 @@ fn index_spec(collection: &str, raw: RawIndex) -> Result<IndexSpec, String> {
     check_index_name(&raw.name).map_err(|e| format!("{collection}: {e}"))?;
     let at = |msg: String| format!("{collection}.{}: {msg}", raw.name);
     let Bson::Document(key_doc) = raw.keys.0 else {
-        return Err(at("keys must be a mapping of field: 1 | -1 | hashed | 2dsphere".into()));
+        return Err(at(
+            "keys must be a mapping of field: 1 | -1 | hashed | 2dsphere".into(),
+        ));
     };
     if key_doc.is_empty() {
         return Err(at("keys is empty".into()));
@@ -797,10 +802,16 @@ fn index_spec(collection: &str, raw: RawIndex) -> Result<IndexSpec, String> {
     let partial_filter_expression = match raw.partial_filter_expression {
         None => None,
         Some(YamlBson(Bson::Document(d))) if !d.is_empty() => Some(d),
-        Some(_) => return Err(at("partialFilterExpression must be a non-empty mapping".into())),
+        Some(_) => {
+            return Err(at(
+                "partialFilterExpression must be a non-empty mapping".into()
+            ));
+        }
     };
     if partial_filter_expression.is_some() && raw.sparse {
-        return Err(at("sparse and partialFilterExpression cannot be combined".into()));
+        return Err(at(
+            "sparse and partialFilterExpression cannot be combined".into()
+        ));
     }
     Ok(IndexSpec {
         name: raw.name,
@@ -843,8 +854,7 @@ pub fn bson_loose_eq(a: &Bson, b: &Bson) -> bool {
 /// [`bson_loose_eq`] for documents (key order ignored).
 pub fn doc_loose_eq(a: &Document, b: &Document) -> bool {
     a.len() == b.len()
-        && a
-            .iter()
+        && a.iter()
             .all(|(k, v)| b.get(k).is_some_and(|w| bson_loose_eq(v, w)))
 }
 
@@ -894,11 +904,7 @@ collections:
     const V3: &str = "dropCollections: [other]\n";
 
     fn set(files: &[(&str, &str)]) -> Result<MongoMigrationSet, MongoMigrationError> {
-        MongoMigrationSet::from_sources(
-            files
-                .iter()
-                .map(|(f, t)| (f.to_string(), t.to_string())),
-        )
+        MongoMigrationSet::from_sources(files.iter().map(|(f, t)| (f.to_string(), t.to_string())))
     }
 
     #[test]
@@ -950,7 +956,8 @@ collections:
             doc! {"key": {"tenant_id": 1, "kind": -1, "created_at": 1}, "name": "tenant_kind", "unique": true}
         );
         // JSON is accepted too.
-        let json = r#"{"collections": [{"name": "j", "indexes": [{"name": "a", "keys": {"a": 1}}]}]}"#;
+        let json =
+            r#"{"collections": [{"name": "j", "indexes": [{"name": "a", "keys": {"a": 1}}]}]}"#;
         assert!(set(&[("001_json.json", json)]).is_ok());
     }
 
@@ -1004,10 +1011,22 @@ collections:
                 "sparse",
             ),
             ("001_x.yaml", "collections: [{name: system.js}]", "reserved"),
-            ("001_x.yaml", "collections: [{name: _tenantdb_migrations}]", "reserved"),
-            ("001_x.yaml", "collections: [{name: a$b}]", "invalid collection"),
+            (
+                "001_x.yaml",
+                "collections: [{name: _tenantdb_migrations}]",
+                "reserved",
+            ),
+            (
+                "001_x.yaml",
+                "collections: [{name: a$b}]",
+                "invalid collection",
+            ),
             ("001_x.yaml", "collections: [{name: a}, {name: a}]", "twice"),
-            ("001_x.yaml", "collections: [{name: a, validator: [1]}]", "mapping"),
+            (
+                "001_x.yaml",
+                "collections: [{name: a, validator: [1]}]",
+                "mapping",
+            ),
             (
                 "001_x.yaml",
                 "collections: [{name: a, validationLevel: sometimes}]",
@@ -1033,13 +1052,20 @@ collections:
     #[test]
     fn rejects_duplicate_versions() {
         let e = set(&[("001_a.yaml", V1), ("1_b.yaml", V3)]).unwrap_err();
-        assert!(matches!(e, MongoMigrationError::DuplicateVersion { version: 1, .. }));
+        assert!(matches!(
+            e,
+            MongoMigrationError::DuplicateVersion { version: 1, .. }
+        ));
     }
 
     #[test]
     fn folds_versions() {
-        let s = set(&[("002_two.yaml", V2), ("001_first.yaml", V1), ("003_three.yaml", V3)])
-            .unwrap();
+        let s = set(&[
+            ("002_two.yaml", V2),
+            ("001_first.yaml", V1),
+            ("003_three.yaml", V3),
+        ])
+        .unwrap();
         assert_eq!(s.latest_version(), Some(3));
         let d1 = desired_state(&s, Some(1));
         assert_eq!(d1.version, Some(1));
@@ -1094,8 +1120,14 @@ collections:
         assert!(bson_loose_eq(&Bson::Int32(1), &Bson::Int64(1)));
         assert!(bson_loose_eq(&Bson::Int32(1), &Bson::Double(1.0)));
         assert!(!bson_loose_eq(&Bson::Int32(1), &Bson::Int32(-1)));
-        assert!(doc_loose_eq(&doc! {"a": 1, "b": {"c": [1, 2]}}, &doc! {"b": {"c": [1i64, 2.0]}, "a": 1i64}));
-        assert!(!doc_loose_eq(&doc! {"b": {"c": [1, 2]}}, &doc! {"b": {"c": [2, 1]}}));
+        assert!(doc_loose_eq(
+            &doc! {"a": 1, "b": {"c": [1, 2]}},
+            &doc! {"b": {"c": [1i64, 2.0]}, "a": 1i64}
+        ));
+        assert!(!doc_loose_eq(
+            &doc! {"b": {"c": [1, 2]}},
+            &doc! {"b": {"c": [2, 1]}}
+        ));
         assert!(!doc_loose_eq(&doc! {"a": 1}, &doc! {"a": 1, "b": 1}));
     }
 
@@ -1111,8 +1143,9 @@ collections:
         let a = IndexSpec::from_server(&doc! {"name": "x", "key": {"a": 1, "b": 1}}).unwrap();
         let b = IndexSpec::from_server(&doc! {"name": "x", "key": {"b": 1, "a": 1}}).unwrap();
         assert!(!a.same_definition(&b), "key order matters");
-        let c = IndexSpec::from_server(&doc! {"name": "x", "key": {"a": 1, "b": 1}, "unique": true})
-            .unwrap();
+        let c =
+            IndexSpec::from_server(&doc! {"name": "x", "key": {"a": 1, "b": 1}, "unique": true})
+                .unwrap();
         assert!(!a.same_definition(&c));
     }
 }

@@ -15,7 +15,9 @@ pub const MAX_DB_NAME_BYTES: usize = 63;
 pub const RESERVED_DATABASES: &[&str] = &["admin", "local", "config"];
 
 /// Characters MongoDB forbids in database names (any platform), plus NUL.
-const FORBIDDEN: &[char] = &['/', '\\', '.', ' ', '"', '$', '*', '<', '>', ':', '|', '?', '\0'];
+const FORBIDDEN: &[char] = &[
+    '/', '\\', '.', ' ', '"', '$', '*', '<', '>', ':', '|', '?', '\0',
+];
 
 /// Why a MongoDB database or user name was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,7 +29,9 @@ pub enum MongoNameError {
     #[error("MongoDB database name {0:?} is longer than 63 bytes")]
     TooLong(String),
     /// Contains a character MongoDB forbids (`/\. "$*<>:|?`, NUL) or a control character.
-    #[error("MongoDB database name {0:?} contains a forbidden character (/\\. \"$*<>:|? or control)")]
+    #[error(
+        "MongoDB database name {0:?} contains a forbidden character (/\\. \"$*<>:|? or control)"
+    )]
     Invalid(String),
     /// `admin`, `local` or `config` (any case).
     #[error("MongoDB database name {0:?} is reserved")]
@@ -53,7 +57,10 @@ impl MongoDbName {
         if name.len() > MAX_DB_NAME_BYTES {
             return Err(MongoNameError::TooLong(name.to_string()));
         }
-        if name.chars().any(|c| FORBIDDEN.contains(&c) || c.is_control()) {
+        if name
+            .chars()
+            .any(|c| FORBIDDEN.contains(&c) || c.is_control())
+        {
             return Err(MongoNameError::Invalid(name.to_string()));
         }
         if RESERVED_DATABASES

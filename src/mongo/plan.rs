@@ -405,7 +405,9 @@ collections:
                 "create collection old",
             ]
         );
-        assert!(matches!(&steps[0], MongoStep::CreateCollection { validator: Some(v), .. } if v.contains_key("$jsonSchema")));
+        assert!(
+            matches!(&steps[0], MongoStep::CreateCollection { validator: Some(v), .. } if v.contains_key("$jsonSchema"))
+        );
         assert!(!steps.iter().any(MongoStep::is_destructive));
     }
 
@@ -446,7 +448,9 @@ collections:
     fn foreign_objects_are_left_alone() {
         let d = desired_state(&set(), Some(1));
         let mut observed = observed_from(&d);
-        observed.collections.insert("app_cache".into(), ObservedCollection::default());
+        observed
+            .collections
+            .insert("app_cache".into(), ObservedCollection::default());
         if let Some(c) = observed.collections.get_mut("msgs") {
             c.indexes.insert(
                 "app_index".into(),
@@ -463,12 +467,18 @@ collections:
         if let Some(c) = observed.collections.get_mut("msgs") {
             c.validation_action = Some("warn".into());
         }
-        assert!(matches!(plan(&d, &observed).as_slice(), [MongoStep::CollMod { .. }]));
+        assert!(matches!(
+            plan(&d, &observed).as_slice(),
+            [MongoStep::CollMod { .. }]
+        ));
         let mut observed = observed_from(&d);
         if let Some(c) = observed.collections.get_mut("msgs") {
             c.validator = None;
         }
-        assert!(matches!(plan(&d, &observed).as_slice(), [MongoStep::CollMod { .. }]));
+        assert!(matches!(
+            plan(&d, &observed).as_slice(),
+            [MongoStep::CollMod { .. }]
+        ));
     }
 
     #[test]
@@ -481,7 +491,10 @@ collections:
             checksum: m1.checksum.clone(),
         };
         assert_eq!(check_history(&s, &[]).unwrap(), vec![1, 2]);
-        assert_eq!(check_history(&s, std::slice::from_ref(&ok)).unwrap(), vec![2]);
+        assert_eq!(
+            check_history(&s, std::slice::from_ref(&ok)).unwrap(),
+            vec![2]
+        );
         let drift = AppliedMigration {
             checksum: "0".repeat(64),
             ..ok.clone()

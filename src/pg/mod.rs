@@ -53,7 +53,12 @@ impl PgAdmin {
     /// even while the database is down).
     pub fn new(settings: PgSettings) -> Result<Self> {
         let options = PgConnectOptions::from_str(&settings.admin_url)
-            .map_err(|e| Error::Config(format!("invalid PostgreSQL admin URL: {}", redact(&e.to_string()))))?
+            .map_err(|e| {
+                Error::Config(format!(
+                    "invalid PostgreSQL admin URL: {}",
+                    redact(&e.to_string())
+                ))
+            })?
             // Statements can carry SCRAM verifiers: never log statement text.
             .disable_statement_logging()
             .application_name("tenantdb-operator");
@@ -74,10 +79,7 @@ impl PgAdmin {
 
     /// Host and port clients should use, as configured in the admin URL.
     pub fn server_address(&self) -> (String, u16) {
-        (
-            self.options.get_host().to_string(),
-            self.options.get_port(),
-        )
+        (self.options.get_host().to_string(), self.options.get_port())
     }
 
     /// Settings in use.
@@ -96,7 +98,12 @@ impl PgAdmin {
         let opts = self.options_for(database);
         let conn = tokio::time::timeout(self.settings.connect_timeout, opts.connect())
             .await
-            .map_err(|_| Error::DatabaseUnavailable(format!("timed out connecting to database {}", database.as_str())))??;
+            .map_err(|_| {
+                Error::DatabaseUnavailable(format!(
+                    "timed out connecting to database {}",
+                    database.as_str()
+                ))
+            })??;
         Ok(conn)
     }
 
@@ -105,7 +112,10 @@ impl PgAdmin {
         self.shared
             .get_or_try_init(|| async {
                 self.ensure_shared_database().await?;
-                let p = pool(&self.settings, self.options_for(&self.settings.shared_database));
+                let p = pool(
+                    &self.settings,
+                    self.options_for(&self.settings.shared_database),
+                );
                 // Nobody but the operator may create or see objects in the shared database's public schema.
                 sqlx::raw_sql("REVOKE ALL ON SCHEMA public FROM PUBLIC")
                     .execute(&p)
@@ -117,18 +127,22 @@ impl PgAdmin {
 
     async fn ensure_shared_database(&self) -> Result<()> {
         let db = &self.settings.shared_database;
-        let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
-            .bind(db.as_str())
-            .fetch_optional(&self.admin)
-            .await?;
+        let exists: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+                .bind(db.as_str())
+                .fetch_optional(&self.admin)
+                .await?;
         if exists.is_none() {
             info!(database = db.as_str(), "creating shared database");
-            let r = sqlx::raw_sql(ddl(format!("CREATE DATABASE {db} TEMPLATE template0 ENCODING 'UTF8'")))
-                .execute(&self.admin)
-                .await;
+            let r = sqlx::raw_sql(ddl(format!(
+                "CREATE DATABASE {db} TEMPLATE template0 ENCODING 'UTF8'"
+            )))
+            .execute(&self.admin)
+            .await;
             if let Err(e) = r {
                 // Another operator replica may have raced us: only "already exists" is fine.
-                let dup = matches!(&e, sqlx::Error::Database(d) if d.code().as_deref() == Some("42P04"));
+                let dup =
+                    matches!(&e, sqlx::Error::Database(d) if d.code().as_deref() == Some("42P04"));
                 if !dup {
                     return Err(e.into());
                 }
@@ -143,9 +157,11 @@ impl PgAdmin {
     async fn can_read_verifiers(&self) -> Result<bool> {
         self.can_read_verifiers
             .get_or_try_init(|| async {
-                let su: bool = sqlx::query_scalar("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
-                    .fetch_one(&self.admin)
-                    .await?;
+                let su: bool = sqlx::query_scalar(
+                    "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
+                )
+                .fetch_one(&self.admin)
+                .await?;
                 Ok::<_, Error>(su)
             })
             .await
@@ -234,7 +250,9 @@ ORDER BY n.slot
             }
             if slot == 1 && row.try_get::<bool, _>("db_exists")? {
                 observed.database = Some(ObservedDatabase {
-                    owner: row.try_get::<Option<String>, _>("db_owner")?.unwrap_or_default(),
+                    owner: row
+                        .try_get::<Option<String>, _>("db_owner")?
+                        .unwrap_or_default(),
                     comment: row.try_get("db_comment")?,
                     public_has_access: row.try_get("public_access")?,
                     role_can_connect: row.try_get("role_connect")?,
@@ -251,7 +269,9 @@ ORDER BY n.slot
             .await?;
             if let Some(row) = row {
                 observed.schema = Some(ObservedSchema {
-                    owner: row.try_get::<Option<String>, _>("owner")?.unwrap_or_default(),
+                    owner: row
+                        .try_get::<Option<String>, _>("owner")?
+                        .unwrap_or_default(),
                     comment: row.try_get("comment")?,
                 });
             }
@@ -278,9 +298,9 @@ ORDER BY n.slot
             String::new()
         };
         for step in steps {
-            let stmts = step
-                .sql(desired, &verifier)
-                .ok_or_else(|| Error::Internal(format!("cannot render SQL for: {}", step.describe(desired))))?;
+            let stmts = step.sql(desired, &verifier).ok_or_else(|| {
+                Error::Internal(format!("cannot render SQL for: {}", step.describe(desired)))
+            })?;
             debug!(step = %step.describe(desired), "applying");
             let pool = match step.scope() {
                 Scope::Cluster => &self.admin,
@@ -306,7 +326,9 @@ ORDER BY n.slot
             result.map_err(|e| {
                 let err = Error::from(e);
                 match err {
-                    Error::Database(m) => Error::Database(format!("{}: {m}", step.describe(desired))),
+                    Error::Database(m) => {
+                        Error::Database(format!("{}: {m}", step.describe(desired)))
+                    }
                     other => other,
                 }
             })?;
@@ -331,38 +353,58 @@ ORDER BY n.slot
                     || (db.comment.is_none() && db.owner == names.role.as_str());
                 if ours {
                     // FORCE terminates the tenant's sessions first (PostgreSQL 13+).
-                    sqlx::raw_sql(ddl(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", names.database)))
-                        .execute(&self.admin)
-                        .await?;
-                    report.dropped.push(format!("database {}", names.database.as_str()));
+                    sqlx::raw_sql(ddl(format!(
+                        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                        names.database
+                    )))
+                    .execute(&self.admin)
+                    .await?;
+                    report
+                        .dropped
+                        .push(format!("database {}", names.database.as_str()));
                 } else {
-                    report.skipped.push(format!("database {} (not managed by this Tenant)", names.database.as_str()));
+                    report.skipped.push(format!(
+                        "database {} (not managed by this Tenant)",
+                        names.database.as_str()
+                    ));
                 }
             }
         } else if let Some(schema) = &observed.schema {
             if schema.comment.as_deref() == Some(marker) {
                 let pool = self.shared_pool().await?;
-                sqlx::raw_sql(ddl(format!("DROP SCHEMA IF EXISTS {} CASCADE", names.schema)))
-                    .execute(pool)
-                    .await?;
-                report.dropped.push(format!("schema {}", names.schema.as_str()));
+                sqlx::raw_sql(ddl(format!(
+                    "DROP SCHEMA IF EXISTS {} CASCADE",
+                    names.schema
+                )))
+                .execute(pool)
+                .await?;
+                report
+                    .dropped
+                    .push(format!("schema {}", names.schema.as_str()));
             } else {
-                report.skipped.push(format!("schema {} (not managed by this Tenant)", names.schema.as_str()));
+                report.skipped.push(format!(
+                    "schema {} (not managed by this Tenant)",
+                    names.schema.as_str()
+                ));
             }
         }
         let secondary_ours = observed
             .secondary
             .as_ref()
             .map(|r| r.comment.as_deref() == Some(marker));
-        for (role, is_ours) in [(&names.secondary_role, secondary_ours), (&names.role, role_ours)] {
+        for (role, is_ours) in [
+            (&names.secondary_role, secondary_ours),
+            (&names.role, role_ours),
+        ] {
             match is_ours {
                 Some(true) => {
                     self.drop_role(role, names).await?;
                     report.dropped.push(format!("role {}", role.as_str()));
                 }
-                Some(false) => report
-                    .skipped
-                    .push(format!("role {} (not managed by this Tenant)", role.as_str())),
+                Some(false) => report.skipped.push(format!(
+                    "role {} (not managed by this Tenant)",
+                    role.as_str()
+                )),
                 None => {}
             }
         }
@@ -378,11 +420,17 @@ ORDER BY n.slot
             .await?;
         if !names.dedicated_database {
             let pool = self.shared_pool().await?;
-            sqlx::raw_sql(ddl(format!("DROP OWNED BY {role}"))).execute(pool).await?;
+            sqlx::raw_sql(ddl(format!("DROP OWNED BY {role}")))
+                .execute(pool)
+                .await?;
         }
         let mut tx = self.admin.begin().await?;
-        sqlx::raw_sql(ddl(format!("DROP OWNED BY {role}"))).execute(&mut *tx).await?;
-        sqlx::raw_sql(ddl(format!("DROP ROLE IF EXISTS {role}"))).execute(&mut *tx).await?;
+        sqlx::raw_sql(ddl(format!("DROP OWNED BY {role}")))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::raw_sql(ddl(format!("DROP ROLE IF EXISTS {role}")))
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -391,10 +439,12 @@ ORDER BY n.slot
     /// `pg_total_relation_size` of the schema's tables, materialized views and their indexes/TOAST.
     pub async fn storage_bytes(&self, names: &TenantNames) -> Result<i64> {
         if names.dedicated_database {
-            let v: Option<i64> = sqlx::query_scalar("SELECT pg_database_size(oid) FROM pg_database WHERE datname = $1")
-                .bind(names.database.as_str())
-                .fetch_optional(&self.admin)
-                .await?;
+            let v: Option<i64> = sqlx::query_scalar(
+                "SELECT pg_database_size(oid) FROM pg_database WHERE datname = $1",
+            )
+            .bind(names.database.as_str())
+            .fetch_optional(&self.admin)
+            .await?;
             Ok(v.unwrap_or(0))
         } else {
             let pool = self.shared_pool().await?;

@@ -252,7 +252,6 @@ pub enum Step {
     SetSchemaOwner,
 }
 
-
 impl Step {
     /// Where the step runs.
     pub fn scope(&self) -> Scope {
@@ -302,7 +301,9 @@ impl Step {
         match self {
             Step::CreateRole => format!("create role {}", n.role.as_str()),
             Step::CreateSecondary => format!("create rotation role {}", n.secondary_role.as_str()),
-            Step::GrantMembership => format!("grant {} to {}", n.role.as_str(), n.secondary_role.as_str()),
+            Step::GrantMembership => {
+                format!("grant {} to {}", n.role.as_str(), n.secondary_role.as_str())
+            }
             Step::ResetRoleAttributes(s) => format!("reset attributes of role {}", r(s)),
             Step::SetPassword(s) => format!("set password of role {}", r(s)),
             Step::EnableLogin(s) => format!("enable login of role {}", r(s)),
@@ -373,7 +374,9 @@ impl Step {
                     "NOLOGIN".to_string()
                 };
                 vec![
-                    format!("CREATE ROLE {b} {login} {LEAST} CONNECTION LIMIT {limit} IN ROLE {role}"),
+                    format!(
+                        "CREATE ROLE {b} {login} {LEAST} CONNECTION LIMIT {limit} IN ROLE {role}"
+                    ),
                     format!("COMMENT ON ROLE {b} IS {marker}"),
                 ]
             }
@@ -385,7 +388,10 @@ impl Step {
                 quote_literal(verifier)?
             )],
             Step::EnableLogin(s) => {
-                vec![format!("ALTER ROLE {} LOGIN VALID UNTIL 'infinity'", role_of(s))]
+                vec![format!(
+                    "ALTER ROLE {} LOGIN VALID UNTIL 'infinity'",
+                    role_of(s)
+                )]
             }
             Step::ExpireLogin(s) => vec![format!(
                 "ALTER ROLE {} VALID UNTIL {}",
@@ -398,11 +404,18 @@ impl Step {
                 quote_literal(role_of(s).as_str())?
             )],
             Step::SetConnectionLimit(s) => {
-                vec![format!("ALTER ROLE {} CONNECTION LIMIT {limit}", role_of(s))]
+                vec![format!(
+                    "ALTER ROLE {} CONNECTION LIMIT {limit}",
+                    role_of(s)
+                )]
             }
             Step::SetRoleSetting(s, k, v) => {
                 // `k` is one of MANAGED_SETTINGS; values are integers, `on`, or a validated role name.
-                vec![format!("ALTER ROLE {} SET {k} = {}", role_of(s), quote_literal(v)?)]
+                vec![format!(
+                    "ALTER ROLE {} SET {k} = {}",
+                    role_of(s),
+                    quote_literal(v)?
+                )]
             }
             Step::ResetRoleSetting(s, k) => vec![format!("ALTER ROLE {} RESET {k}", role_of(s))],
             Step::MarkRole => vec![format!("COMMENT ON ROLE {} IS {marker}", n.role)],
@@ -460,7 +473,13 @@ fn same_second(a: Option<Timestamp>, b: Option<Timestamp>) -> bool {
 }
 
 /// Steps for one existing login role: attributes, login state, password, limits, settings, path.
-fn plan_login_role(d: &Desired, slot: Slot, r: &ObservedRole, steps: &mut Vec<Step>, late: &mut Vec<Step>) {
+fn plan_login_role(
+    d: &Desired,
+    slot: Slot,
+    r: &ObservedRole,
+    steps: &mut Vec<Step>,
+    late: &mut Vec<Step>,
+) {
     if r.has_extra_privileges {
         steps.push(Step::ResetRoleAttributes(slot));
     }
@@ -483,7 +502,10 @@ fn plan_login_role(d: &Desired, slot: Slot, r: &ObservedRole, steps: &mut Vec<St
     }
     let want = d.role_settings(slot);
     for name in MANAGED_SETTINGS {
-        let desired = want.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        let desired = want
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str());
         match (desired, r.setting(name)) {
             (Some(v), Some(have)) if v == have => {}
             (Some(v), _) => steps.push(Step::SetRoleSetting(slot, name, v.to_string())),
@@ -519,7 +541,10 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Result<Vec<Step>, Conflic
     let mut late = Vec::new();
 
     // Roles. The secondary slot exists only once a rotation has used it.
-    for (slot, obs) in [(Slot::Primary, &observed.role), (Slot::Secondary, &observed.secondary)] {
+    for (slot, obs) in [
+        (Slot::Primary, &observed.role),
+        (Slot::Secondary, &observed.secondary),
+    ] {
         if let Some(r) = obs
             && !ours(&r.comment, marker)
         {
@@ -531,7 +556,9 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Result<Vec<Step>, Conflic
         }
     }
     let secondary_needed = desired.active == Slot::Secondary
-        || (desired.active == Slot::Primary && desired.previous_valid_until.is_some() && observed.secondary.is_some());
+        || (desired.active == Slot::Primary
+            && desired.previous_valid_until.is_some()
+            && observed.secondary.is_some());
     match &observed.role {
         None => {
             steps.push(Step::CreateRole);
@@ -684,7 +711,11 @@ mod tests {
                 comment: n.dedicated_database.then(|| n.owner_marker.clone()),
                 public_has_access: false,
                 role_can_connect: true,
-                connection_limit: if n.dedicated_database { d.quotas.connection_limit } else { -1 },
+                connection_limit: if n.dedicated_database {
+                    d.quotas.connection_limit
+                } else {
+                    -1
+                },
             }),
             schema: (!n.dedicated_database).then(|| ObservedSchema {
                 owner: n.role.as_str().to_string(),
@@ -781,7 +812,8 @@ mod tests {
         // Removing a quota resets the setting.
         let mut obs2 = converged(&d);
         d.quotas.statement_timeout_ms = None;
-        obs2.role.as_mut().unwrap().settings = vec!["statement_timeout=30000".into(), "work_mem=64MB".into()];
+        obs2.role.as_mut().unwrap().settings =
+            vec!["statement_timeout=30000".into(), "work_mem=64MB".into()];
         assert_eq!(
             plan(&d, &obs2).unwrap(),
             vec![Step::ResetRoleSetting(Slot::Primary, "statement_timeout")]
@@ -805,7 +837,10 @@ mod tests {
         d.read_only = false;
         assert_eq!(
             plan(&d, &obs_ro).unwrap(),
-            vec![Step::ResetRoleSetting(Slot::Primary, "default_transaction_read_only")]
+            vec![Step::ResetRoleSetting(
+                Slot::Primary,
+                "default_transaction_read_only"
+            )]
         );
     }
 
@@ -827,13 +862,19 @@ mod tests {
             ]
         );
         let sql = Step::ExpireLogin(Slot::Primary).sql(&d, "").unwrap();
-        assert!(sql[0].ends_with("VALID UNTIL '2030-01-01T00:00:00Z'"), "{sql:?}");
+        assert!(
+            sql[0].ends_with("VALID UNTIL '2030-01-01T00:00:00Z'"),
+            "{sql:?}"
+        );
         // After the grace period: the primary stops logging in.
         let mut after = converged(&d);
         after.role.as_mut().unwrap().valid_until = Some(until);
         after.secondary = Some(role_for(&d, Slot::Secondary, true));
         d.previous_valid_until = None;
-        assert_eq!(plan(&d, &after).unwrap(), vec![Step::DisableLogin(Slot::Primary)]);
+        assert_eq!(
+            plan(&d, &after).unwrap(),
+            vec![Step::DisableLogin(Slot::Primary)]
+        );
         // Rotating back to the primary re-enables it without expiry.
         let mut back = after.clone();
         back.role.as_mut().unwrap().can_login = false;
@@ -871,7 +912,11 @@ mod tests {
     fn sql_quotes_identifiers_and_never_contains_the_password() {
         let d = desired(Isolation::Database);
         let v = "SCRAM-SHA-256$4096:abc$def:ghi";
-        for step in [Step::CreateRole, Step::SetPassword(Slot::Primary), Step::CreateDatabase] {
+        for step in [
+            Step::CreateRole,
+            Step::SetPassword(Slot::Primary),
+            Step::CreateDatabase,
+        ] {
             for sql in step.sql(&d, v).unwrap() {
                 assert!(!sql.contains("pw'"), "{sql}");
                 assert!(

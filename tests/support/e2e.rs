@@ -45,7 +45,9 @@ impl Env {
         for (_, crd) in tenantdb::crd::all_crds() {
             cfg.crds.push(serde_json::to_value(&crd).unwrap());
         }
-        let api = tenantdb_apiserver::start(cfg).await.expect("api server emulator");
+        let api = tenantdb_apiserver::start(cfg)
+            .await
+            .expect("api server emulator");
         let dir = std::env::temp_dir().join(format!(
             "tenantdb-e2e-{}-{}",
             std::process::id(),
@@ -73,15 +75,29 @@ impl Env {
     /// Starts (or restarts) the operator binary. Its output is appended to `operator.log`.
     pub fn start_operator(&mut self) {
         self.starts += 1;
+        let child = self.spawn_operator(&self.log_path.clone(), &[]);
+        self.operator = Some(child);
+    }
+
+    /// Spawns one more operator process logging to `log_path` (for leader election tests).
+    pub fn spawn_operator(&self, log_path: &std::path::Path, more_args: &[&str]) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&self.log_path)
+            .open(log_path)
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_tenantdb"))
+        Command::new(env!("CARGO_BIN_EXE_tenantdb"))
             .arg("run")
-            .args(["--http-addr", "127.0.0.1:0", "--backoff-base-ms", "200", "--backoff-max-seconds", "5"])
+            .args([
+                "--http-addr",
+                "127.0.0.1:0",
+                "--backoff-base-ms",
+                "200",
+                "--backoff-max-seconds",
+                "5",
+            ])
             .args(&self.extra_args)
+            .args(more_args)
             .env("KUBECONFIG", &self.kubeconfig)
             .env("TENANTDB_DATABASE_URL", self.pg.admin_url())
             .env("RUST_LOG", "info,tenantdb=debug")
@@ -91,8 +107,7 @@ impl Env {
             .stderr(log)
             .kill_on_drop(true)
             .spawn()
-            .expect("spawn tenantdb");
-        self.operator = Some(child);
+            .expect("spawn tenantdb")
     }
 
     /// SIGKILLs the operator.
@@ -117,7 +132,8 @@ impl Env {
 
     pub async fn ensure_namespace(&self, ns: &str) {
         let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(self.client.clone());
-        let obj = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+        let obj =
+            serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
         let _ = api
             .patch(ns, &PatchParams::apply("e2e").force(), &Patch::Apply(&obj))
             .await;
@@ -133,11 +149,17 @@ impl Env {
             "spec": spec,
         }))
         .unwrap();
-        self.tenants(ns).create(&PostParams::default(), &t).await.unwrap()
+        self.tenants(ns)
+            .create(&PostParams::default(), &t)
+            .await
+            .unwrap()
     }
 
     pub async fn delete_tenant(&self, ns: &str, name: &str) {
-        self.tenants(ns).delete(name, &DeleteParams::default()).await.unwrap();
+        self.tenants(ns)
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap();
     }
 
     /// Waits until the Tenant is Ready (phase and condition) for its current generation.
@@ -151,12 +173,20 @@ impl Env {
                 let st = t.status.as_ref()?;
                 let ready = st.phase == TenantPhase::Ready
                     && st.observed_generation == t.metadata.generation
-                    && st.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True");
+                    && st
+                        .conditions
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "True");
                 ready.then_some(t)
             }
         })
         .await
-        .unwrap_or_else(|e| panic!("{e}\n--- operator log tail ---\n{}", tail(&self.operator_log(), 40)))
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}\n--- operator log tail ---\n{}",
+                tail(&self.operator_log(), 40)
+            )
+        })
     }
 
     pub async fn wait_gone(&self, ns: &str, name: &str, timeout: Duration) {
@@ -172,7 +202,12 @@ impl Env {
             }
         })
         .await
-        .unwrap_or_else(|e| panic!("{e}\n--- operator log tail ---\n{}", tail(&self.operator_log(), 40)));
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}\n--- operator log tail ---\n{}",
+                tail(&self.operator_log(), 40)
+            )
+        });
     }
 
     pub async fn secret_value(&self, ns: &str, name: &str, key: &str) -> Option<String> {
@@ -181,9 +216,15 @@ impl Env {
     }
 
     /// Connects to PostgreSQL with the credentials in a Tenant's Secret.
-    pub async fn connect_with_secret(&self, ns: &str, secret: &str) -> Result<sqlx::PgConnection, sqlx::Error> {
+    pub async fn connect_with_secret(
+        &self,
+        ns: &str,
+        secret: &str,
+    ) -> Result<sqlx::PgConnection, sqlx::Error> {
         use sqlx::ConnectOptions;
-        let get = |k: &'static str| async move { self.secret_value(ns, secret, k).await.unwrap_or_default() };
+        let get = |k: &'static str| async move {
+            self.secret_value(ns, secret, k).await.unwrap_or_default()
+        };
         sqlx::postgres::PgConnectOptions::new()
             .host(&get("host").await)
             .port(get("port").await.parse().unwrap_or(0))

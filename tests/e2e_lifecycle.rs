@@ -1,0 +1,312 @@
+//! End-to-end: credential rotation (on demand and periodic), quotas and health in status, leader
+//! election with two operator instances, and no secrets in logs, Events or status.
+
+#[path = "support/e2e.rs"]
+mod e2e;
+
+use std::time::Duration;
+
+use e2e::{Env, wait_for};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use serde_json::json;
+use sqlx::Executor;
+
+const T: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_demand_and_periodic_rotation_with_grace_period() {
+    let env = Env::start_with(&["--resync-seconds", "1", "--health-interval-seconds", "1"]).await;
+    env.create_tenant(
+        "rot",
+        "acme",
+        json!({"isolation": "schema", "credentials": {"gracePeriod": "4s"}}),
+    )
+    .await;
+    env.wait_ready("rot", "acme", T).await;
+    let user1 = env
+        .secret_value("rot", "acme-db", "username")
+        .await
+        .unwrap();
+    let pw1 = env
+        .secret_value("rot", "acme-db", "password")
+        .await
+        .unwrap();
+    let mut held = env.connect_with_secret("rot", "acme-db").await.unwrap();
+    held.execute("CREATE TABLE IF NOT EXISTS kept (id int)")
+        .await
+        .unwrap();
+
+    // On demand: annotate.
+    env.tenants("rot")
+        .patch(
+            "acme",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"tenantdb.io/rotate": "r1"}}})),
+        )
+        .await
+        .unwrap();
+    let (user2, pw2) = wait_for(T, "rotated Secret", || async {
+        let u = env.secret_value("rot", "acme-db", "username").await?;
+        let p = env.secret_value("rot", "acme-db", "password").await?;
+        (p != pw1).then_some((u, p))
+    })
+    .await
+    .unwrap();
+    assert_ne!(user1, user2, "rotation moves to the other login role");
+    env.connect_with_secret("rot", "acme-db")
+        .await
+        .expect("new credentials work");
+    // The old password still works during the grace period, the held connection keeps working.
+    let old_login = |pw: String, user: String| {
+        let port = env.pg.port();
+        async move {
+            use sqlx::ConnectOptions;
+            sqlx::postgres::PgConnectOptions::new()
+                .host("127.0.0.1")
+                .port(port)
+                .database("tenantdb_shared")
+                .username(&user)
+                .password(&pw)
+                .connect()
+                .await
+        }
+    };
+    old_login(pw1.clone(), user1.clone())
+        .await
+        .expect("old credentials within grace period");
+    let t = env.tenants("rot").get("acme").await.unwrap();
+    let creds = t.status.unwrap().credentials.unwrap();
+    assert_eq!(creds.active_user, user2);
+    assert_eq!(creds.previous_user.as_deref(), Some(user1.as_str()));
+    assert_eq!(creds.rotation_token.as_deref(), Some("r1"));
+    // After the grace period new logins with the old password fail.
+    wait_for(Duration::from_secs(30), "old password refused", || async {
+        old_login(pw1.clone(), user1.clone())
+            .await
+            .is_err()
+            .then_some(())
+    })
+    .await
+    .unwrap();
+    held.execute("SELECT 1")
+        .await
+        .expect("held connection survives the rotation");
+    // The same annotation value does not rotate again.
+    let same = env
+        .secret_value("rot", "acme-db", "password")
+        .await
+        .unwrap();
+    assert_eq!(same, pw2);
+
+    // Periodic: rotateAfter 3s.
+    env.tenants("rot")
+        .patch(
+            "acme",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"spec": {"credentials": {"rotateAfter": "3s", "gracePeriod": "2s"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    wait_for(T, "periodic rotation", || async {
+        let p = env.secret_value("rot", "acme-db", "password").await?;
+        (p != pw2).then_some(())
+    })
+    .await
+    .unwrap();
+    wait_for(T, "rotated credentials log in", || async {
+        env.connect_with_secret("rot", "acme-db")
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await
+    .unwrap();
+    let events: Api<Event> = Api::namespaced(env.client.clone(), "rot");
+    let evs = events.list(&ListParams::default()).await.unwrap();
+    assert!(
+        evs.items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("CredentialsRotated"))
+    );
+
+    // No password ever appears in the operator's log, in Events or in the Tenant's status.
+    let log = env.operator_log();
+    let status =
+        serde_json::to_string(&env.tenants("rot").get("acme").await.unwrap().status).unwrap();
+    let events =
+        serde_json::to_string(&events.list(&ListParams::default()).await.unwrap().items).unwrap();
+    for pw in [pw1.as_str(), pw2.as_str(), env.pg.superuser_password()] {
+        assert!(!log.contains(pw), "password in operator log");
+        assert!(!status.contains(pw), "password in status");
+        assert!(!events.contains(pw), "password in events");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotas_health_and_usage_are_reported() {
+    let env = Env::start_with(&[
+        "--resync-seconds",
+        "1",
+        "--usage-interval-seconds",
+        "1",
+        "--health-interval-seconds",
+        "1",
+    ])
+    .await;
+    env.create_tenant(
+        "q",
+        "small",
+        json!({"isolation": "database", "quotas": {"maxConnections": 5, "statementTimeout": "2s", "storage": "1Mi"}}),
+    )
+    .await;
+    env.create_tenant(
+        "q",
+        "roomy",
+        json!({"isolation": "schema", "quotas": {"storage": "1Gi"}}),
+    )
+    .await;
+    env.wait_ready("q", "roomy", T).await;
+    // A fresh database is several MB: over a 1Mi quota the tenant turns read-only.
+    let t = wait_for(T, "QuotaExceeded", || async {
+        let t = env.tenants("q").get("small").await.ok()?;
+        let st = t.status.as_ref()?;
+        let c = st.conditions.iter().find(|c| c.type_ == "QuotaExceeded")?;
+        (c.status == "True").then_some(t)
+    })
+    .await
+    .unwrap();
+    let st = t.status.unwrap();
+    let usage = st.usage.unwrap();
+    assert!(
+        usage.read_only && usage.percent.unwrap() >= 100,
+        "{usage:?}"
+    );
+    let health = st.health.unwrap();
+    assert!(health.healthy, "{health:?}");
+    let mut c = env.connect_with_secret("q", "small-db").await.unwrap();
+    let err = c.execute("CREATE TABLE t (id int)").await.unwrap_err();
+    assert!(err.to_string().contains("read-only"), "{err}");
+    let st: String = sqlx::query_scalar("SHOW statement_timeout")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(st, "2s");
+    let evs: Api<Event> = Api::namespaced(env.client.clone(), "q");
+    wait_for(T, "QuotaExceeded warning", || async {
+        let l = evs.list(&ListParams::default()).await.ok()?;
+        l.items
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("QuotaExceeded")
+                    && e.type_.as_deref() == Some("Warning")
+            })
+            .then_some(())
+    })
+    .await
+    .unwrap();
+    // Raising the quota restores writes.
+    env.tenants("q")
+        .patch(
+            "small",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"quotas": {"storage": "10Gi"}}})),
+        )
+        .await
+        .unwrap();
+    wait_for(T, "writes restored", || async {
+        let mut c = env.connect_with_secret("q", "small-db").await.ok()?;
+        c.execute("CREATE TABLE IF NOT EXISTS t (id int)")
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await
+    .unwrap();
+    let roomy = env.tenants("q").get("roomy").await.unwrap().status.unwrap();
+    assert!(!roomy.usage.unwrap().read_only);
+
+    // Health: a password changed behind the operator's back is detected as Degraded, then repaired.
+    let pool = env.admin_pool().await;
+    let role = roomy.role.unwrap();
+    pool.execute(sqlx::AssertSqlSafe(format!(
+        "ALTER ROLE \"{role}\" NOLOGIN"
+    )))
+    .await
+    .unwrap();
+    wait_for(T, "repaired login", || async {
+        env.connect_with_secret("q", "roomy-db")
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_leader_reconciles_and_a_standby_takes_over() {
+    let le = [
+        "--leader-election",
+        "--lease-duration-seconds",
+        "3",
+        "--lease-retry-seconds",
+        "1",
+        "--lease-namespace",
+        "default",
+    ];
+    let mut env = Env::start_with(&le).await;
+    let second_log = env.dir.join("second.log");
+    let mut second = env.spawn_operator(&second_log, &[]);
+    let leases: Api<Lease> = Api::namespaced(env.client.clone(), "default");
+    let holder = wait_for(T, "a leader", || async {
+        leases
+            .get_opt("tenantdb-leader")
+            .await
+            .ok()??
+            .spec?
+            .holder_identity
+    })
+    .await
+    .unwrap();
+    for i in 0..3 {
+        env.create_tenant("le", &format!("t{i}"), json!({"isolation": "schema"}))
+            .await;
+    }
+    for i in 0..3 {
+        env.wait_ready("le", &format!("t{i}"), T).await;
+    }
+    let first_log = env.operator_log();
+    let second_text = std::fs::read_to_string(&second_log).unwrap_or_default();
+    let count = |s: &str| s.matches("reconcile started").count();
+    let (leader_n, standby_n) = (count(&first_log), count(&second_text));
+    assert!(
+        (leader_n > 0) ^ (standby_n > 0),
+        "exactly one instance reconciles (first {leader_n}, second {standby_n}; holder {holder})"
+    );
+    // Kill the leader without releasing the lease: the standby takes over after expiry.
+    let first_leads = leader_n > 0;
+    if first_leads {
+        env.kill_operator().await;
+    } else {
+        let _ = second.kill().await;
+    }
+    wait_for(T, "new leader", || async {
+        let h = leases
+            .get_opt("tenantdb-leader")
+            .await
+            .ok()??
+            .spec?
+            .holder_identity?;
+        (h != holder).then_some(())
+    })
+    .await
+    .unwrap();
+    env.create_tenant("le", "after", json!({"isolation": "schema"}))
+        .await;
+    env.wait_ready("le", "after", T).await;
+    let _ = second.kill().await;
+}
