@@ -11,6 +11,11 @@ need_apt=()
 if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then need_apt+=(postgresql); fi
 if ! command -v psql >/dev/null 2>&1; then need_apt+=(postgresql-client); fi
 if ! command -v setsid >/dev/null 2>&1; then need_apt+=(util-linux); fi
+# Chart checks: shellcheck for the ops scripts, Lua for the Argo CD health checks, venv + npm for tools.
+if ! command -v shellcheck >/dev/null 2>&1; then need_apt+=(shellcheck); fi
+if ! command -v lua5.1 >/dev/null 2>&1; then need_apt+=(lua5.1); fi
+if ! python3 -m venv --help >/dev/null 2>&1; then need_apt+=(python3-venv); fi
+if ! command -v npm >/dev/null 2>&1; then need_apt+=(npm); fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "==> apt-get install ${need_apt[*]}"
   $SUDO apt-get update -qq

@@ -1,13 +1,32 @@
 #!/usr/bin/env bash
-# The test command: installs what is missing, then runs formatting, lints and every test suite
-# (unit, PostgreSQL integration, in-memory API server end-to-end).
+# The test command: installs what is missing, then runs formatting, lints, every test suite (unit,
+# PostgreSQL integration, MongoDB stand-in integration, in-memory API server end-to-end, reliability),
+# the Helm chart checks, and a smoke run of the local demo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export CARGO_TERM_COLOR=never
-echo "==> cargo fmt --check"
+step() { echo; echo "==> $*"; }
+
+step "cargo fmt --check"
 cargo fmt --all --check
-echo "==> cargo clippy"
+step "cargo clippy (deny warnings)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-echo "==> cargo test"
+
+# A real kubectl (from the helm/kubectl npm layer that chart-check installs) for the emulator's
+# kubectl round-trip test.
+step "chart checks (helm lint --strict, helm template, kubernetes-validate, RBAC, CRD copies, docs)"
+bash scripts/chart-check.sh
+if [ -x .tools/bin/kubectl ]; then export KUBECTL="$PWD/.tools/bin/kubectl"; fi
+if [ -x scripts/mongo-standin.sh ] || [ -f scripts/mongo-standin.sh ]; then
+  step "MongoDB wire-protocol stand-in (secantusdb)"
+  bash scripts/mongo-standin.sh install
+fi
+
+step "cargo test"
 cargo test --workspace --locked --no-fail-fast
+
+step "demo smoke run (tenantdb dev --exit-when-ready)"
+demo_dir="$(mktemp -d)"
+./target/debug/tenantdb dev --exit-when-ready 120 --kubeconfig "$demo_dir/kubeconfig"
+rm -rf "$demo_dir"
