@@ -28,6 +28,17 @@ case "${1:-install}" in
     fi
     PY="${PYTHON:-python3}"
     command -v "$PY" >/dev/null 2>&1 || { echo "python3 not found (apt-get install python3 python3-venv)" >&2; exit 1; }
+    # Debian's python3 ships venv without ensurepip unless python3-venv is installed.
+    if ! "$PY" -c 'import ensurepip, venv' >/dev/null 2>&1; then
+      if command -v apt-get >/dev/null 2>&1; then
+        SUDO=""; [ "$(id -u)" != "0" ] && SUDO="sudo"
+        echo "==> apt-get install python3-venv"
+        $SUDO apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv >/dev/null
+      else
+        echo "$PY cannot create virtual environments (install python3-venv)" >&2; exit 1
+      fi
+    fi
     echo "==> python venv $VENV + secantusdb==$VERSION"
     "$PY" -m venv "$VENV"
     "$VENV/bin/pip" install --quiet --disable-pip-version-check "secantusdb==$VERSION"

@@ -100,6 +100,16 @@ pub struct RunConfig {
         default_value_t = 3600
     )]
     pub status_report_interval_seconds: u64,
+    /// MongoDB admin URI (a user with userAdminAnyDatabase + readWriteAnyDatabase or root). When set,
+    /// Tenants get a MongoDB database unless `spec.mongodb.enabled` is false. Never logged.
+    #[arg(long, env = "TENANTDB_MONGODB_URI", hide_env_values = true)]
+    pub mongodb_uri: Option<String>,
+    /// MongoDB host written to Secrets (default: the admin URI's first host).
+    #[arg(long, env = "TENANTDB_MONGODB_HOST")]
+    pub mongodb_host: Option<String>,
+    /// MongoDB port written to Secrets (default: the admin URI's port or 27017).
+    #[arg(long, env = "TENANTDB_MONGODB_PORT")]
+    pub mongodb_port: Option<u16>,
     /// Run only while holding a Lease (for more than one replica).
     #[arg(long, env = "TENANTDB_LEADER_ELECTION", default_value_t = false)]
     pub leader_election: bool,
@@ -127,6 +137,21 @@ pub struct RunConfig {
     /// Name of this instance in Events (the pod name in a cluster).
     #[arg(long, env = "POD_NAME", default_value = "tenantdb")]
     pub instance: String,
+}
+
+/// The first host and port of a `mongodb://` URI (default port 27017). Never returns credentials.
+pub fn first_host(uri: &str) -> (String, u16) {
+    let rest = uri.split_once("://").map(|(_, r)| r).unwrap_or(uri);
+    let rest = rest.rsplit_once('@').map(|(_, r)| r).unwrap_or(rest);
+    let hosts = rest.split(['/', '?']).next().unwrap_or_default();
+    let first = hosts.split(',').next().unwrap_or_default();
+    match first.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || first.starts_with('[') => (
+            h.trim_matches(['[', ']']).to_string(),
+            p.parse().unwrap_or(27017),
+        ),
+        _ => (first.to_string(), 27017),
+    }
 }
 
 /// Parser wrapper so a `RunConfig` can be built from arguments (the demo uses it for its defaults).
@@ -179,6 +204,22 @@ impl RunConfig {
             retry_period: Duration::from_secs(self.lease_retry_seconds.max(1))
                 .min(Duration::from_secs(self.lease_duration_seconds.max(2)) / 2),
         })
+    }
+
+    /// MongoDB admin access and the endpoint written to Secrets, if configured.
+    pub fn mongo(&self) -> Result<Option<(crate::mongo::MongoAdmin, (String, u16))>> {
+        let Some(uri) = &self.mongodb_uri else {
+            return Ok(None);
+        };
+        let admin = crate::mongo::MongoAdmin::with_bundled_migrations(
+            crate::mongo::MongoSettings::new(uri.clone()),
+        )?;
+        let (host, port) = first_host(uri);
+        let endpoint = (
+            self.mongodb_host.clone().unwrap_or(host),
+            self.mongodb_port.unwrap_or(port),
+        );
+        Ok(Some((admin, endpoint)))
     }
 
     /// Validates the configuration and splits it into its parts.
@@ -296,6 +337,7 @@ pub async fn run(
     let concurrency = config.concurrency;
     let instance = config.instance.clone();
     let lease = config.lease_config();
+    let mongo = config.mongo()?;
     let (pg_settings, op_settings, migrations_dir) = config.into_parts()?;
     let migrations = Arc::new(load_migrations(migrations_dir.as_deref())?);
     let pg = Arc::new(PgAdmin::new(pg_settings)?);
@@ -331,14 +373,13 @@ pub async fn run(
         let _ = ready_tx.send(false);
     }
 
-    let ctx = Arc::new(Context::new(
-        client,
-        pg,
-        op_settings,
-        metrics,
-        migrations,
-        &instance,
-    ));
+    let mut ctx = Context::new(client, pg, op_settings, metrics, migrations, &instance);
+    if let Some((admin, endpoint)) = mongo {
+        info!("MongoDB provisioning enabled");
+        ctx.mongo = Some(Arc::new(admin));
+        ctx.mongo_endpoint = Some(endpoint);
+    }
+    let ctx = Arc::new(ctx);
     let controllers = tokio::spawn(run_controllers(
         ctx,
         concurrency,
@@ -378,5 +419,10 @@ async fn run_controllers(
     ready: watch::Sender<bool>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    tenant::run(ctx, concurrency, ready, shutdown).await;
+    use futures::FutureExt;
+    let shutdown = shutdown.shared();
+    tokio::join!(
+        tenant::run(ctx.clone(), concurrency, ready, shutdown.clone()),
+        crate::controller::migration::run(ctx, concurrency, shutdown),
+    );
 }

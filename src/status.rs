@@ -14,6 +14,8 @@ pub mod types {
     pub const PROVISIONED: &str = "Provisioned";
     /// A transient problem (database unreachable, failed statement) is being retried.
     pub const DEGRADED: &str = "Degraded";
+    /// The MongoDB database, user, collections and indexes exist.
+    pub const MONGO_PROVISIONED: &str = "MongoProvisioned";
     /// The storage quota is exhausted and writes are disabled.
     pub const QUOTA_EXCEEDED: &str = "QuotaExceeded";
 }

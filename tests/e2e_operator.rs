@@ -464,3 +464,64 @@ async fn fifty_tenants_at_once() {
         .unwrap();
     assert_eq!(secrets.items.len(), 50);
 }
+
+/// Reads the operator's HTTP address from its log ("serving /metrics…" line).
+fn http_addr(log: &str) -> Option<String> {
+    log.lines()
+        .find(|l| l.contains("serving /metrics"))
+        .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .and_then(|v| v["addr"].as_str().map(String::from))
+}
+
+async fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.unwrap();
+    let code = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, buf)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_readiness_and_metrics_endpoints() {
+    let env = Env::start().await;
+    let addr = wait_for(T, "http address in log", || async {
+        http_addr(&env.operator_log())
+    })
+    .await
+    .unwrap();
+    assert_eq!(http_get(&addr, "/healthz").await.0, 200);
+    wait_for(
+        Duration::from_secs(20),
+        "ready after cache sync",
+        || async { (http_get(&addr, "/readyz").await.0 == 200).then_some(()) },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}: {}", e2e::tail(&env.operator_log(), 20)));
+    env.create_tenant("metrics", "m1", json!({"isolation": "schema"}))
+        .await;
+    env.wait_ready("metrics", "m1", T).await;
+    let (code, body) = http_get(&addr, "/metrics").await;
+    assert_eq!(code, 200);
+    for needle in [
+        "tenantdb_reconciles_total{controller=\"tenant\",result=\"success\"}",
+        "tenantdb_reconcile_duration_seconds_bucket",
+        "tenantdb_objects{phase=\"Ready\"} 1",
+        "tenantdb_provisioning_steps_total{step=\"CreateRole\"} 1",
+        "tenantdb_status_writes_total",
+    ] {
+        assert!(body.contains(needle), "missing {needle} in:\n{body}");
+    }
+    // Bounded cardinality: no tenant names in metric labels.
+    assert!(
+        !body.contains("m1"),
+        "tenant name leaked into metric labels"
+    );
+}

@@ -391,7 +391,7 @@ async fn rollback_runs_the_down_migrations_newest_first() {
     let s = roll(
         RolloutConfig::default(),
         migrator(&admin, no_down, 1, false),
-        &[t.clone()],
+        std::slice::from_ref(&t),
     )
     .await;
     let o = s.outcome("nodown").unwrap();
@@ -428,7 +428,7 @@ async fn checksum_drift_blocks_the_tenant_and_runs_nothing() {
             ..Default::default()
         },
         migrator(&admin, edited, 4, false),
-        &[drifted.clone()],
+        std::slice::from_ref(&drifted),
     )
     .await;
     let o = s.outcome("edited").unwrap();
@@ -447,7 +447,7 @@ async fn checksum_drift_blocks_the_tenant_and_runs_nothing() {
     let s = roll(
         RolloutConfig::default(),
         migrator(&admin, set(), 4, false),
-        &[clean.clone()],
+        std::slice::from_ref(&clean),
     )
     .await;
     assert_eq!(s.outcome("clean").unwrap().kind, OutcomeKind::Succeeded);

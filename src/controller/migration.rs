@@ -1478,12 +1478,14 @@ async fn reconcile_inner(
             if rec.write(status).await? {
                 rec.event(EventType::Warning, "InvalidSpec", message).await;
             }
-            // The ConfigMap is not watched: look again on resync. Other fields: wait for a change.
-            return Ok(if in_source {
-                Action::requeue(ctx.settings.resync)
+            // The ConfigMap is not watched (a cluster-wide ConfigMap watch is too costly): a
+            // source problem is looked at again with the shared exponential backoff (the error
+            // goes to the error policy). Other fields only change with the spec: wait for it.
+            return if in_source {
+                Err(error)
             } else {
-                Action::await_change()
-            });
+                Ok(Action::await_change())
+            };
         }
         Err(SpecError { error, .. }) => return Err(error),
     };
@@ -2346,6 +2348,35 @@ mod tests {
             "{e}"
         );
         assert_ne!(set_fingerprint(&set), set_fingerprint(&bundled));
+    }
+
+    /// The exact wiring proposed for `runtime.rs::run_controllers` type-checks and is spawnable.
+    #[allow(dead_code)]
+    fn runtime_wiring_compiles(
+        ctx: Arc<Context>,
+        concurrency: u16,
+        ready: watch::Sender<bool>,
+        shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+    ) {
+        async fn run_controllers(
+            ctx: Arc<Context>,
+            concurrency: u16,
+            ready: watch::Sender<bool>,
+            shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+        ) {
+            use futures::FutureExt;
+            let shutdown = shutdown.shared();
+            tokio::join!(
+                crate::controller::tenant::run(ctx.clone(), concurrency, ready, shutdown.clone()),
+                crate::controller::migration::run(ctx, concurrency, shutdown),
+            );
+        }
+        drop(tokio::spawn(run_controllers(
+            ctx,
+            concurrency,
+            ready,
+            shutdown,
+        )));
     }
 
     #[test]

@@ -141,6 +141,10 @@ pub struct Context {
     pub backoff: Backoff,
     /// The migration set bundled with the operator.
     pub migrations: Arc<MigrationSet>,
+    /// MongoDB admin access, when configured.
+    pub mongo: Option<Arc<crate::mongo::MongoAdmin>>,
+    /// Host and port written to Secrets for MongoDB.
+    pub mongo_endpoint: Option<(String, u16)>,
     /// The Tenant controller's cache (set when the controller starts).
     pub tenant_store: std::sync::OnceLock<kube::runtime::reflector::Store<crate::crd::Tenant>>,
     /// Bounds concurrent health checks.
@@ -182,6 +186,8 @@ impl Context {
             backoff: Backoff::default(),
             migrations,
             tenant_store: std::sync::OnceLock::new(),
+            mongo: None,
+            mongo_endpoint: None,
             usage: Mutex::new(HashMap::new()),
             health: Mutex::new(HashMap::new()),
             partitions: Mutex::new(HashMap::new()),

@@ -1,7 +1,7 @@
 //! The Tenant reconciler: resolve -> validate -> plan (pure) -> apply (idempotent) -> report.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
@@ -119,9 +119,24 @@ pub async fn run(
     let store = controller.store();
     let _ = ctx.tenant_store.set(store.clone());
     tokio::spawn(async move {
-        if store.wait_until_ready().await.is_ok() {
-            info!("tenant cache synced");
-            let _ = ready.send(true);
+        // `Store::wait_until_ready` is backed by a oneshot receiver that remembers only the last
+        // waker, and the controller's own applier waits on it too: a second waiter may never be
+        // woken. Re-polling on a short interval sidesteps that (the value is memoized once sent).
+        loop {
+            match tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready()).await {
+                Ok(Ok(())) => {
+                    info!("tenant cache synced");
+                    if ready.send(true).is_err() {
+                        warn!("readiness receiver gone");
+                    }
+                    return;
+                }
+                Ok(Err(e)) => {
+                    warn!(error = %e, "tenant cache never synced");
+                    return;
+                }
+                Err(_) => continue,
+            }
         }
     });
     controller
@@ -298,6 +313,129 @@ pub struct Outcome {
     pub credentials: crate::crd::CredentialStatus,
     /// Writes withdrawn because of the storage quota.
     pub read_only: bool,
+    /// MongoDB state, when enabled.
+    pub mongo: Option<crate::crd::MongoStatus>,
+}
+
+/// Result of MongoDB provisioning.
+struct MongoResult {
+    status: crate::crd::MongoStatus,
+    secret_data: std::collections::BTreeMap<String, String>,
+}
+
+/// Whether MongoDB is enabled for this tenant (default: when the operator has an admin URI).
+fn mongo_enabled(tenant: &Tenant, ctx: &Context) -> Result<bool> {
+    let requested = tenant.spec.mongodb.as_ref().and_then(|m| m.enabled);
+    match (requested, ctx.mongo.is_some()) {
+        (Some(true), false) => Err(Error::InvalidSpec(
+            "spec.mongodb.enabled is true but the operator has no MongoDB admin URI".into(),
+        )),
+        (Some(false), _) | (None, false) => Ok(false),
+        (_, true) => Ok(true),
+    }
+}
+
+fn mongo_names(
+    tenant: &Tenant,
+    names: &TenantNames,
+) -> Result<crate::mongo::names::MongoTenantNames> {
+    let explicit = tenant
+        .spec
+        .mongodb
+        .as_ref()
+        .and_then(|m| m.database_name.as_deref());
+    Ok(crate::mongo::names::tenant_mongo_names(
+        names.role.as_str(),
+        explicit,
+    )?)
+}
+
+async fn provision_mongo(
+    tenant: &Tenant,
+    ctx: &Context,
+    key: &str,
+    names: &TenantNames,
+    existing_secret: Option<&Secret>,
+) -> Result<Option<MongoResult>> {
+    if !mongo_enabled(tenant, ctx)? {
+        return Ok(None);
+    }
+    let Some(admin) = ctx.mongo.as_ref() else {
+        return Ok(None);
+    };
+    let mnames = mongo_names(tenant, names)?;
+    let password = existing_secret
+        .and_then(|s| secret::read_key(s, "mongodbPassword"))
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(crate::scram::generate_password);
+    let mut mt = crate::mongo::MongoTenant::new(&mnames, password.clone());
+    mt.up_to_version = tenant
+        .spec
+        .mongodb
+        .as_ref()
+        .and_then(|m| m.migration_version);
+    let outcome = admin.provision(&mt).await?;
+    if outcome.changed() {
+        info!(
+            database = mnames.database.as_str(),
+            steps = outcome.steps.len(),
+            "MongoDB provisioned"
+        );
+        let what = if outcome.steps.is_empty() {
+            "user updated".to_string()
+        } else {
+            outcome.steps.join(", ")
+        };
+        ctx.event(
+            tenant,
+            EventType::Normal,
+            "MongoProvisioned",
+            "Provision",
+            format!("MongoDB: {what}"),
+        )
+        .await;
+    }
+    let mkey = format!("{key}/mongodb");
+    let bytes = match ctx.usage_cache(&mkey) {
+        Some((at, b)) if at.elapsed() < ctx.settings.usage_interval => b,
+        _ => {
+            let b = i64::try_from(admin.db_stats(&mnames.database).await?.total_bytes())
+                .unwrap_or(i64::MAX);
+            ctx.set_usage_cache(&mkey, b);
+            b
+        }
+    };
+    let previous = tenant.status.as_ref().and_then(|s| s.mongodb.as_ref());
+    // Keep the reported size unless it moved by more than 5 % (no status writes for idle tenants).
+    let storage_bytes = match previous.and_then(|p| p.storage_bytes) {
+        Some(p) if (p - bytes).abs() as f64 <= p.max(1) as f64 * 0.05 => Some(p),
+        _ => Some(bytes),
+    };
+    let (host, port) = ctx
+        .mongo_endpoint
+        .clone()
+        .unwrap_or_else(|| ("localhost".into(), 27017));
+    let db = mnames.database.as_str();
+    let secret_data = std::collections::BTreeMap::from([
+        ("mongodbHost".to_string(), host.clone()),
+        ("mongodbPort".to_string(), port.to_string()),
+        ("mongodbDatabase".to_string(), db.to_string()),
+        ("mongodbUsername".to_string(), mnames.user.clone()),
+        ("mongodbPassword".to_string(), password.clone()),
+        (
+            "mongodbUri".to_string(),
+            crate::mongo::tenant_uri(&host, port, db, &mnames.user, &password),
+        ),
+    ]);
+    Ok(Some(MongoResult {
+        status: crate::crd::MongoStatus {
+            database: db.to_string(),
+            user: mnames.user.clone(),
+            version: outcome.version,
+            storage_bytes,
+        },
+        secret_data,
+    }))
 }
 
 async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
@@ -468,14 +606,21 @@ async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
         maintain_partitions(ctx, &key, &resolved.names).await?;
     }
 
+    // MongoDB (optional): database, scoped user, collections, validators, indexes.
+    let mongo =
+        provision_mongo(tenant, ctx, &key, &resolved.names, existing_secret.as_ref()).await?;
+
     // Secret after the roles: if anything above failed, the next attempt reuses the same password.
     let active_user = active.role(&resolved.names);
-    let data = secret::secret_data(
+    let mut data = secret::secret_data(
         &resolved.names,
         &endpoint(ctx),
         active_user,
         &desired.password,
     );
+    if let Some(m) = &mongo {
+        data.extend(m.secret_data.clone());
+    }
     let mut annotations = std::collections::BTreeMap::new();
     if let Some(t) = &new_cred_status.rotation_token {
         annotations.insert(secret::ROTATION_TOKEN_ANNOTATION.to_string(), t.clone());
@@ -559,6 +704,7 @@ async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
         resolved,
         steps,
         schema_version,
+        mongo: mongo.map(|m| m.status),
         usage: Some(usage),
         health,
         credentials: new_cred_status,
@@ -838,6 +984,7 @@ fn ready_status(tenant: &Tenant, o: &Outcome) -> TenantStatus {
     s.usage = o.usage.clone();
     s.health = o.health.clone();
     s.credentials = Some(o.credentials.clone());
+    s.mongodb = o.mongo.clone();
     let degraded = match &o.health {
         Some(h) if !h.healthy => Cond::new(
             types::DEGRADED,
@@ -892,6 +1039,27 @@ fn ready_status(tenant: &Tenant, o: &Outcome) -> TenantStatus {
             Cond::new(types::PROVISIONED, true, "Provisioned", what),
             degraded,
             quota,
+            match &o.mongo {
+                Some(m) => Cond::new(
+                    types::MONGO_PROVISIONED,
+                    true,
+                    "MongoProvisioned",
+                    format!(
+                        "MongoDB database {} with user {}, migration version {}",
+                        m.database,
+                        m.user,
+                        m.version
+                            .map(|v| v.to_string())
+                            .unwrap_or_else(|| "-".into())
+                    ),
+                ),
+                None => Cond::new(
+                    types::MONGO_PROVISIONED,
+                    false,
+                    "Disabled",
+                    "MongoDB is not enabled for this tenant",
+                ),
+            },
         ],
         generation,
         Timestamp::now(),
@@ -1013,8 +1181,24 @@ async fn cleanup(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
             debug!(error = %e, "could not write Deleting status");
         }
     }
+    let mongo_report = match cleanup_mongo(&tenant, &ctx, &resolved.names).await {
+        Ok(r) => r,
+        Err(e) => {
+            let status = failed_status(&tenant, &e, Some(TenantPhase::Deleting));
+            let _ = write_status(&tenant, &ctx, status).await;
+            return Err(e);
+        }
+    };
     match ctx.pg.cleanup(&resolved.names).await {
-        Ok(report) => {
+        Ok(mut report) => {
+            if let Some(m) = mongo_report {
+                if m.database_dropped {
+                    report.dropped.push("MongoDB database".into());
+                }
+                if m.user_dropped {
+                    report.dropped.push("MongoDB user".into());
+                }
+            }
             for s in &report.skipped {
                 warn!(object = %s, "not dropped: not managed by this Tenant");
             }
@@ -1045,6 +1229,22 @@ async fn cleanup(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
     }
 }
 
+/// Drops the tenant's MongoDB database and user (deletion policy Delete), when enabled.
+async fn cleanup_mongo(
+    tenant: &Tenant,
+    ctx: &Context,
+    names: &TenantNames,
+) -> Result<Option<crate::mongo::MongoCleanup>> {
+    if !mongo_enabled(tenant, ctx).unwrap_or(false) {
+        return Ok(None);
+    }
+    let Some(admin) = ctx.mongo.as_ref() else {
+        return Ok(None);
+    };
+    let m = mongo_names(tenant, names)?;
+    Ok(Some(admin.cleanup(&m.database, &m.user).await?))
+}
+
 /// A reference for triggering reconciles of one Tenant (used by other controllers).
 pub fn tenant_ref(namespace: &str, name: &str) -> ObjectRef<Tenant> {
     ObjectRef::new(name).within(namespace)
@@ -1065,6 +1265,7 @@ mod tests {
                 credentials: Default::default(),
                 auto_migrate: None,
                 quotas: None,
+                mongodb: None,
             },
         );
         t.metadata.namespace = Some("team-a".into());

@@ -68,6 +68,32 @@ pub struct TenantSpec {
     /// Resource limits. Unset fields fall back to the operator-wide defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quotas: Option<Quotas>,
+
+    /// MongoDB database for the tenant's document data. Enabled by default when the operator is
+    /// configured with a MongoDB admin URI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mongodb: Option<MongoSpec>,
+}
+
+/// MongoDB settings of a tenant.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MongoSpec {
+    /// Provision a MongoDB database and user (default: true when the operator has a MongoDB admin URI).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Explicit MongoDB database name (default: the tenant's derived base name). Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z_][a-z0-9_]{0,62}$"), length(max = 63))]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self == oldSelf", "message": "mongodb.databaseName is immutable"},
+        {"rule": "!(self in ['admin', 'local', 'config'])", "message": "mongodb.databaseName is a reserved MongoDB name"}
+    ]))]
+    pub database_name: Option<String>,
+    /// Apply the Mongo migrations (`migrations/mongodb`) up to this version (default: latest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub migration_version: Option<i64>,
 }
 
 /// Per-tenant limits, enforced by PostgreSQL role and database settings.
@@ -205,6 +231,25 @@ pub struct TenantStatus {
     /// Which login role the credentials Secret currently holds, and rotation history.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials: Option<CredentialStatus>,
+    /// The tenant's MongoDB database, when enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mongodb: Option<MongoStatus>,
+}
+
+/// MongoDB state of a tenant.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MongoStatus {
+    /// MongoDB database name.
+    pub database: String,
+    /// MongoDB user (defined in that database, `readWrite` on it only).
+    pub user: String,
+    /// Highest applied Mongo migration version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<i64>,
+    /// Data + index bytes from `dbStats`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_bytes: Option<i64>,
 }
 
 /// Storage use.

@@ -160,6 +160,14 @@ pub enum HistoryProblem {
         /// Checksum of the current file.
         current: String,
     },
+    /// A version lower than the highest applied one is not applied (a file was added below an
+    /// applied version): every tenant's history must be a prefix of the same sequence.
+    OutOfOrder {
+        /// The unapplied version.
+        version: i64,
+        /// Highest applied version.
+        applied: i64,
+    },
     /// The database has a version this target does not include (newer operator, or the target
     /// was lowered): refusing to roll the schema back.
     Ahead {
@@ -183,6 +191,10 @@ impl fmt::Display for HistoryProblem {
                 short(applied),
                 short(current)
             ),
+            HistoryProblem::OutOfOrder { version, applied } => write!(
+                f,
+                "MongoDB migration {version} is not applied but {applied} is: new migrations need a version above every applied one"
+            ),
             HistoryProblem::Ahead { applied, target } => write!(
                 f,
                 "MongoDB database is at migration version {applied}, beyond the target {}; downgrades are not supported",
@@ -197,7 +209,8 @@ fn short(checksum: &str) -> &str {
 }
 
 /// Checks the applied history against `set` (already truncated to the target): every applied
-/// version must be in the set with the same checksum. Returns the versions still to record.
+/// version must be in the set with the same checksum, and every unapplied version must be above
+/// the highest applied one. Returns the versions still to record.
 pub fn check_history(
     set: &MongoMigrationSet,
     applied: &[AppliedMigration],
@@ -220,12 +233,21 @@ pub fn check_history(
             Some(_) => {}
         }
     }
-    Ok(set
+    let pending: Vec<i64> = set
         .migrations()
         .iter()
         .map(|m| m.version)
         .filter(|v| !applied.iter().any(|a| a.version == *v))
-        .collect())
+        .collect();
+    if let (Some(&first), Some(max)) = (pending.first(), applied.iter().map(|a| a.version).max())
+        && first < max
+    {
+        return Err(HistoryProblem::OutOfOrder {
+            version: first,
+            applied: max,
+        });
+    }
+    Ok(pending)
 }
 
 fn validator_matches(want: &CollectionSpec, have: &ObservedCollection) -> bool {
@@ -507,6 +529,14 @@ collections:
             name: "two".into(),
             checksum: s.migrations()[1].checksum.clone(),
         };
+        let e = check_history(&s, std::slice::from_ref(&two)).unwrap_err();
+        assert_eq!(
+            e,
+            HistoryProblem::OutOfOrder {
+                version: 1,
+                applied: 2
+            }
+        );
         let e = check_history(&s.truncated(1), &[ok, two]).unwrap_err();
         assert_eq!(
             e,

@@ -2,6 +2,7 @@
 //! cleanup. The pure part lives in [`plan`].
 
 pub mod plan;
+pub mod shared;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -141,8 +142,7 @@ impl PgAdmin {
             .await;
             if let Err(e) = r {
                 // Another operator replica may have raced us: only "already exists" is fine.
-                let dup =
-                    matches!(&e, sqlx::Error::Database(d) if d.code().as_deref() == Some("42P04"));
+                let dup = matches!(&e, sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("42P04") | Some("23505")));
                 if !dup {
                     return Err(e.into());
                 }

@@ -1,0 +1,593 @@
+//! End-to-end TenantMigration: the real `tenantdb` binary (Tenant controller, and the
+//! TenantMigration controller once it is wired into `runtime.rs`) against the API server
+//! emulator and a real PostgreSQL. If the binary does not run the TenantMigration controller yet,
+//! this test runs it in-process (same code, same API server, same database).
+//!
+//! No fixed sleeps for state: every wait polls with a deadline (one measurement window checks that
+//! nothing flaps).
+
+#[path = "support/e2e.rs"]
+mod e2e;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use e2e::{Env, tail, wait_for};
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+use tenantdb::crd::{MigrationPhase, Tenant, TenantMigration, TenantMigrationState};
+
+const T: Duration = Duration::from_secs(90);
+const BUNDLED_LATEST: i64 = 20250101000007;
+const V8: i64 = 20250101000008;
+const NS: &str = "fleet";
+
+/// Starts the TenantMigration controller in this process unless the operator binary runs it.
+async fn ensure_migration_controller(env: &Env) {
+    // The binary logs this line when it starts the controller, right after the Tenant controller
+    // (whose tenants are Ready by now).
+    let in_binary = wait_for(
+        Duration::from_secs(5),
+        "tenantmigration controller in the binary",
+        || {
+            let log = env.operator_log();
+            async move {
+                log.contains("tenantmigration controller started")
+                    .then_some(())
+            }
+        },
+    )
+    .await
+    .is_ok();
+    if in_binary {
+        return;
+    }
+    eprintln!(
+        "note: the operator binary does not run the TenantMigration controller; running it in-process"
+    );
+    let pg = tenantdb::pg::PgAdmin::new(tenantdb::pg::PgSettings {
+        admin_url: env.pg.admin_url(),
+        shared_database: tenantdb::naming::Ident::new("tenantdb_shared").unwrap(),
+        pool_size: 4,
+        connect_timeout: Duration::from_secs(5),
+    })
+    .unwrap();
+    let settings = tenantdb::controller::OperatorSettings {
+        resync: Duration::from_secs(2),
+        backoff_base: Duration::from_millis(200),
+        backoff_max: Duration::from_secs(5),
+        ..Default::default()
+    };
+    let ctx = Arc::new(tenantdb::controller::Context::new(
+        env.client.clone(),
+        Arc::new(pg),
+        settings,
+        Arc::new(tenantdb::metrics::Metrics::new()),
+        Arc::new(tenantdb::migrate::MigrationSet::bundled()),
+        "e2e-migration",
+    ));
+    tokio::spawn(tenantdb::controller::migration::run(
+        ctx,
+        4,
+        std::future::pending(),
+    ));
+}
+
+async fn create_tenant(env: &Env, name: &str, labels: serde_json::Value, isolation: &str) {
+    env.ensure_namespace(NS).await;
+    let t: Tenant = serde_json::from_value(json!({
+        "apiVersion": "tenantdb.io/v1alpha1",
+        "kind": "Tenant",
+        "metadata": {"name": name, "namespace": NS, "labels": labels},
+        "spec": {"isolation": isolation, "deletionPolicy": "Delete"},
+    }))
+    .unwrap();
+    env.tenants(NS)
+        .create(&PostParams::default(), &t)
+        .await
+        .unwrap();
+}
+
+fn migrations(env: &Env) -> Api<TenantMigration> {
+    Api::namespaced(env.client.clone(), NS)
+}
+
+async fn create_migration(env: &Env, name: &str, spec: serde_json::Value) {
+    let tm: TenantMigration = serde_json::from_value(json!({
+        "apiVersion": "tenantdb.io/v1alpha1",
+        "kind": "TenantMigration",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": spec,
+    }))
+    .unwrap();
+    migrations(env)
+        .create(&PostParams::default(), &tm)
+        .await
+        .unwrap();
+}
+
+/// Waits until the TenantMigration's status (for its current generation) satisfies `pred`.
+async fn wait_migration(
+    env: &Env,
+    name: &str,
+    what: &str,
+    pred: impl Fn(&TenantMigration) -> bool,
+) -> TenantMigration {
+    let api = migrations(env);
+    let last = std::sync::Mutex::new(None);
+    let (pred, last_ref) = (&pred, &last);
+    let r = wait_for(T, &format!("TenantMigration {name}: {what}"), move || {
+        let api = api.clone();
+        async move {
+            let tm = api.get_opt(name).await.ok().flatten()?;
+            let current = tm
+                .status
+                .as_ref()
+                .is_some_and(|s| s.observed_generation == tm.metadata.generation);
+            *last_ref.lock().unwrap() = tm.status.clone();
+            (current && pred(&tm)).then_some(tm)
+        }
+    })
+    .await;
+    r.unwrap_or_else(|e| {
+        panic!(
+            "{e}\nlast status: {:#?}\n--- operator log tail ---\n{}",
+            last.lock().unwrap(),
+            tail(&env.operator_log(), 30)
+        )
+    })
+}
+
+fn phase(tm: &TenantMigration) -> Option<MigrationPhase> {
+    tm.status.as_ref().map(|s| s.phase)
+}
+
+async fn schema_version(env: &Env, name: &str) -> Option<i64> {
+    env.tenants(NS).get(name).await.ok()?.status?.schema_version
+}
+
+async fn wait_schema_version(env: &Env, name: &str, v: i64) {
+    wait_for(T, &format!("{name} at schema version {v}"), || async move {
+        (schema_version(env, name).await == Some(v)).then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\n--- operator log tail ---\n{}",
+            tail(&env.operator_log(), 30)
+        )
+    });
+}
+
+/// Whether the tenant's `tm_flags` table (migration v8) exists, seen with its own credentials.
+async fn has_flags_table(env: &Env, tenant: &str) -> bool {
+    let mut c = env
+        .connect_with_secret(NS, &format!("{tenant}-db"))
+        .await
+        .unwrap();
+    sqlx::query_scalar::<_, bool>("SELECT to_regclass('tm_flags') IS NOT NULL")
+        .fetch_one(&mut c)
+        .await
+        .unwrap()
+}
+
+async fn event_reasons(env: &Env, migration: &str) -> Vec<String> {
+    let evs: Api<Event> = Api::namespaced(env.client.clone(), NS);
+    evs.list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(migration))
+        .filter_map(|e| e.reason)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_migration_catch_up_dry_run_and_rollback() {
+    let env = Env::start_with(&["--resync-seconds", "2"]).await;
+    let gold: Vec<String> = (0..6).map(|i| format!("gold-{i}")).collect();
+    for (i, name) in gold.iter().enumerate() {
+        let iso = if i % 3 == 0 { "database" } else { "schema" };
+        create_tenant(&env, name, json!({"tier": "gold"}), iso).await;
+    }
+    create_tenant(&env, "bronze", json!({"tier": "bronze"}), "schema").await;
+    for name in gold.iter().chain(["bronze".to_string()].iter()) {
+        env.wait_ready(NS, name, T).await;
+        assert_eq!(
+            schema_version(&env, name).await,
+            Some(BUNDLED_LATEST),
+            "{name}: provisioning migrated to the bundled latest"
+        );
+    }
+    ensure_migration_controller(&env).await;
+
+    // A ConfigMap adding version 8 on top of the bundled set.
+    let cm: ConfigMap = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "flags-v8", "namespace": NS},
+        "data": {
+            "20250101000008_flags.up.sql": "CREATE TABLE tm_flags (id int PRIMARY KEY, name text NOT NULL);",
+            "20250101000008_flags.down.sql": "DROP TABLE tm_flags;",
+            "README.md": "not a migration: ignored",
+        },
+    }))
+    .unwrap();
+    Api::<ConfigMap>::namespaced(env.client.clone(), NS)
+        .create(&PostParams::default(), &cm)
+        .await
+        .unwrap();
+
+    // 1. Fleet migration to v8 by label, one canary, three at a time.
+    create_migration(
+        &env,
+        "gold-v8",
+        json!({
+            "target": {"selector": {"matchLabels": {"tier": "gold"}}},
+            "source": {"configMap": {"name": "flags-v8"}},
+            "strategy": {"maxParallel": 3, "canary": 1},
+        }),
+    )
+    .await;
+    let tm = wait_migration(&env, "gold-v8", "Succeeded", |tm| {
+        phase(tm) == Some(MigrationPhase::Succeeded)
+    })
+    .await;
+    let st = tm.status.clone().unwrap();
+    assert_eq!(
+        (st.total, st.succeeded, st.failed, st.pending, st.running),
+        (6, 6, 0, 0, 0),
+        "{st:#?}"
+    );
+    assert_eq!(st.target_version, Some(V8));
+    assert!(st.canary_passed);
+    assert_eq!(st.canary_tenants, ["gold-0"]);
+    assert!(st.started_at.is_some() && st.completed_at.is_some());
+    assert_eq!(st.tenants.len(), 6);
+    for e in &st.tenants {
+        assert_eq!(e.state, TenantMigrationState::Succeeded, "{e:?}");
+        assert_eq!(
+            (e.from_version, e.to_version),
+            (Some(BUNDLED_LATEST), Some(V8)),
+            "{e:?}"
+        );
+        assert_eq!(e.message.as_deref(), Some("ran up 20250101000008 flags"));
+    }
+    for c in ["Complete", "Progressing", "Failed"] {
+        let cond = st
+            .conditions
+            .iter()
+            .find(|x| x.type_ == c)
+            .unwrap_or_else(|| panic!("{c} missing"));
+        assert_eq!(cond.observed_generation, tm.metadata.generation);
+        assert_eq!(
+            cond.status,
+            if c == "Complete" { "True" } else { "False" },
+            "{cond:?}"
+        );
+    }
+    for name in &gold {
+        assert_eq!(schema_version(&env, name).await, Some(V8), "{name}");
+        assert!(has_flags_table(&env, name).await, "{name}");
+    }
+    assert_eq!(
+        schema_version(&env, "bronze").await,
+        Some(BUNDLED_LATEST),
+        "not selected"
+    );
+    assert!(!has_flags_table(&env, "bronze").await);
+    let reasons = event_reasons(&env, "gold-v8").await;
+    for r in ["RolloutStarted", "CanaryPassed", "Completed"] {
+        assert!(
+            reasons.iter().any(|x| x == r),
+            "{r} event missing: {reasons:?}"
+        );
+    }
+
+    // 2. No flapping: the Tenant controller (resync every 2 s) keeps schemaVersion; neither
+    // controller writes anything while idle.
+    let before = env.api.stats();
+    tokio::time::sleep(Duration::from_secs(5)).await; // a measurement window, not a wait for state
+    let delta = env.api.stats().since(&before);
+    for name in &gold {
+        assert_eq!(schema_version(&env, name).await, Some(V8), "{name} flapped");
+    }
+    assert_eq!(
+        delta.writes("tenants", Some("status")),
+        0,
+        "idle tenants were written: {:?}",
+        delta.to_json()
+    );
+    assert_eq!(
+        delta.writes("tenantmigrations", Some("status")),
+        0,
+        "idle migration status written: {:?}",
+        delta.to_json()
+    );
+
+    // 3. A new matching Tenant is brought to the Succeeded migration's version.
+    create_tenant(&env, "gold-6", json!({"tier": "gold"}), "schema").await;
+    env.wait_ready(NS, "gold-6", T).await;
+    wait_schema_version(&env, "gold-6", V8).await;
+    assert!(has_flags_table(&env, "gold-6").await);
+    let tm = wait_migration(&env, "gold-v8", "counts the new tenant", |tm| {
+        tm.status
+            .as_ref()
+            .is_some_and(|s| s.total == 7 && s.succeeded == 7)
+    })
+    .await;
+    assert_eq!(phase(&tm), Some(MigrationPhase::Succeeded));
+
+    // 4. A dry run of the rollback on one tenant: the plan is reported, nothing changes.
+    create_migration(
+        &env,
+        "gold-0-dry",
+        json!({
+            "target": {"tenant": "gold-0"},
+            "source": {"configMap": {"name": "flags-v8"}},
+            "targetVersion": BUNDLED_LATEST,
+            "dryRun": true,
+        }),
+    )
+    .await;
+    let tm = wait_migration(&env, "gold-0-dry", "Succeeded", |tm| {
+        phase(tm) == Some(MigrationPhase::Succeeded)
+    })
+    .await;
+    let st = tm.status.unwrap();
+    assert_eq!((st.total, st.succeeded), (1, 1));
+    let e = &st.tenants[0];
+    assert_eq!(e.name, "gold-0");
+    assert_eq!(
+        e.message.as_deref(),
+        Some("dry run: would run down 20250101000008 flags")
+    );
+    assert_eq!(
+        (e.from_version, e.to_version),
+        (Some(V8), Some(BUNDLED_LATEST))
+    );
+    assert_eq!(schema_version(&env, "gold-0").await, Some(V8));
+    assert!(has_flags_table(&env, "gold-0").await);
+
+    // 5. Roll the fleet back to the bundled latest.
+    create_migration(
+        &env,
+        "gold-rollback",
+        json!({
+            "target": {"selector": {"matchExpressions": [{"key": "tier", "operator": "In", "values": ["gold"]}]}},
+            "source": {"configMap": {"name": "flags-v8"}},
+            "targetVersion": BUNDLED_LATEST,
+            "strategy": {"maxParallel": 4, "failureBudget": 0},
+        }),
+    )
+    .await;
+    let tm = wait_migration(&env, "gold-rollback", "Succeeded", |tm| {
+        phase(tm) == Some(MigrationPhase::Succeeded)
+    })
+    .await;
+    let st = tm.status.unwrap();
+    assert_eq!((st.total, st.succeeded, st.failed), (7, 7, 0), "{st:#?}");
+    for name in gold.iter().chain(["gold-6".to_string()].iter()) {
+        assert_eq!(
+            schema_version(&env, name).await,
+            Some(BUNDLED_LATEST),
+            "{name}"
+        );
+        assert!(!has_flags_table(&env, name).await, "{name}");
+    }
+    // The older, settled gold-v8 leaves the rolled-back tenants alone (no ping-pong).
+    let tm = wait_migration(
+        &env,
+        "gold-v8",
+        "tenants skipped after the rollback",
+        |tm| tm.status.as_ref().is_some_and(|s| s.skipped == 7),
+    )
+    .await;
+    assert_eq!(phase(&tm), Some(MigrationPhase::Succeeded));
+    let before = env.api.stats();
+    tokio::time::sleep(Duration::from_secs(3)).await; // a measurement window
+    for name in gold.iter().chain(["gold-6".to_string()].iter()) {
+        assert_eq!(
+            schema_version(&env, name).await,
+            Some(BUNDLED_LATEST),
+            "{name} was migrated again"
+        );
+    }
+    let delta = env.api.stats().since(&before);
+    assert_eq!(
+        delta.writes("tenants", Some("status")),
+        0,
+        "{:?}",
+        delta.to_json()
+    );
+
+    // 6. An invalid spec (missing ConfigMap): Failed with a clear condition and a Warning event.
+    create_migration(
+        &env,
+        "broken",
+        json!({"target": {"tenant": "gold-1"}, "source": {"configMap": {"name": "nope"}}}),
+    )
+    .await;
+    let tm = wait_migration(&env, "broken", "InvalidSpec", |tm| {
+        phase(tm) == Some(MigrationPhase::Failed)
+    })
+    .await;
+    let cond = tm
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Failed")
+        .unwrap();
+    assert_eq!(
+        (cond.status.as_str(), cond.reason.as_str()),
+        ("True", "InvalidSpec")
+    );
+    assert!(
+        cond.message.contains("ConfigMap nope not found"),
+        "{}",
+        cond.message
+    );
+    wait_for(T, "InvalidSpec warning event", || async {
+        event_reasons(&env, "broken")
+            .await
+            .iter()
+            .any(|r| r == "InvalidSpec")
+            .then_some(())
+    })
+    .await
+    .unwrap();
+
+    // The API server rejects a target with both a tenant and a selector (CEL rule).
+    let both: TenantMigration = serde_json::from_value(json!({
+        "apiVersion": "tenantdb.io/v1alpha1", "kind": "TenantMigration",
+        "metadata": {"name": "both", "namespace": NS},
+        "spec": {"target": {"tenant": "gold-1", "selector": {}}},
+    }))
+    .unwrap();
+    let err = migrations(&env)
+        .create(&PostParams::default(), &both)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("exactly one of target.tenant and target.selector"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_failure_budget_and_resume_with_a_larger_budget() {
+    let env = Env::start_with(&["--resync-seconds", "2"]).await;
+    // Sorted by name, the failing tenant comes first.
+    for name in ["bad-0", "ok-0", "ok-1"] {
+        create_tenant(&env, name, json!({"app": "billing"}), "schema").await;
+    }
+    for name in ["bad-0", "ok-0", "ok-1"] {
+        env.wait_ready(NS, name, T).await;
+    }
+    ensure_migration_controller(&env).await;
+    // Fails for the tenant whose role name contains "_bad_"; slow enough (0.6 s per tenant) for
+    // progress to be reported while the rollout runs.
+    let cm: ConfigMap = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "v8", "namespace": NS},
+        "data": {
+            "20250101000008_guarded.up.sql": "SELECT pg_sleep(0.6);\nDO $$ BEGIN IF current_user LIKE '%\\_bad\\_%' THEN RAISE EXCEPTION 'boom: bad tenant'; END IF; END $$;\nCREATE TABLE tm_flags (id int);",
+            "20250101000008_guarded.down.sql": "DROP TABLE tm_flags;",
+        },
+    }))
+    .unwrap();
+    Api::<ConfigMap>::namespaced(env.client.clone(), NS)
+        .create(&PostParams::default(), &cm)
+        .await
+        .unwrap();
+    create_migration(
+        &env,
+        "billing-v8",
+        json!({
+            "target": {"selector": {"matchLabels": {"app": "billing"}}},
+            "source": {"configMap": {"name": "v8"}},
+            "strategy": {"maxParallel": 1, "failureBudget": 0, "paused": true},
+        }),
+    )
+    .await;
+    let tm = wait_migration(&env, "billing-v8", "Paused", |tm| {
+        phase(tm) == Some(MigrationPhase::Paused)
+    })
+    .await;
+    assert_eq!(tm.status.as_ref().unwrap().pending, 3);
+    for name in ["bad-0", "ok-0", "ok-1"] {
+        assert_eq!(
+            schema_version(&env, name).await,
+            Some(BUNDLED_LATEST),
+            "paused: {name} untouched"
+        );
+    }
+
+    // Resume: the first tenant fails and the budget (0) stops the rollout.
+    migrations(&env)
+        .patch(
+            "billing-v8",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"strategy": {"paused": false}}})),
+        )
+        .await
+        .unwrap();
+    let tm = wait_migration(&env, "billing-v8", "Failed", |tm| {
+        phase(tm) == Some(MigrationPhase::Failed)
+    })
+    .await;
+    let st = tm.status.unwrap();
+    assert_eq!(
+        (st.total, st.succeeded, st.failed, st.pending),
+        (3, 0, 1, 2),
+        "{st:#?}"
+    );
+    let failed = st.tenants.iter().find(|e| e.name == "bad-0").unwrap();
+    assert_eq!(failed.state, TenantMigrationState::Failed);
+    assert!(
+        failed
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("boom: bad tenant"),
+        "{failed:?}"
+    );
+    let cond = st.conditions.iter().find(|c| c.type_ == "Failed").unwrap();
+    assert_eq!(
+        (cond.status.as_str(), cond.reason.as_str()),
+        ("True", "FailureBudgetExceeded")
+    );
+    for name in ["bad-0", "ok-0", "ok-1"] {
+        assert_eq!(
+            schema_version(&env, name).await,
+            Some(BUNDLED_LATEST),
+            "{name}"
+        );
+    }
+    assert!(
+        event_reasons(&env, "billing-v8")
+            .await
+            .iter()
+            .any(|r| r == "FailureBudgetExceeded")
+    );
+
+    // A larger budget continues the same rollout (same revision): the failed tenant is not
+    // retried, the others are migrated one at a time, with progress reported meanwhile.
+    let revision = st.revision.clone();
+    migrations(&env)
+        .patch(
+            "billing-v8",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"strategy": {"failureBudget": 1}}})),
+        )
+        .await
+        .unwrap();
+    wait_migration(&env, "billing-v8", "progress while running", |tm| {
+        tm.status
+            .as_ref()
+            .is_some_and(|s| s.phase == MigrationPhase::Running && s.running == 1)
+    })
+    .await;
+    let tm = wait_migration(&env, "billing-v8", "Succeeded", |tm| {
+        phase(tm) == Some(MigrationPhase::Succeeded)
+    })
+    .await;
+    let st = tm.status.unwrap();
+    assert_eq!(st.revision, revision);
+    assert_eq!((st.total, st.succeeded, st.failed), (3, 2, 1), "{st:#?}");
+    let cond = st.conditions.iter().find(|c| c.type_ == "Failed").unwrap();
+    assert_eq!(
+        (cond.status.as_str(), cond.reason.as_str()),
+        ("False", "WithinFailureBudget")
+    );
+    assert_eq!(schema_version(&env, "bad-0").await, Some(BUNDLED_LATEST));
+    assert!(!has_flags_table(&env, "bad-0").await);
+    for name in ["ok-0", "ok-1"] {
+        assert_eq!(schema_version(&env, name).await, Some(V8), "{name}");
+        assert!(has_flags_table(&env, name).await);
+    }
+}
