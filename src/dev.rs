@@ -1,9 +1,10 @@
 //! `tenantdb dev`: a self-contained local demo with no cluster.
 //!
-//! Starts, all on 127.0.0.1 and all throwaway: a PostgreSQL 15 cluster, the project's in-memory
-//! Kubernetes API server **emulator** (not a cluster), and the operator's controllers in-process;
-//! writes a kubeconfig, applies `examples/`, and shows a live table of Tenants. Ctrl-C tears it all
-//! down and removes every file it created.
+//! Starts, all on 127.0.0.1 and all throwaway: a PostgreSQL 15 cluster, the SecantusDB MongoDB
+//! wire-protocol stand-in when installed (`scripts/mongo-standin.sh install`; not MongoDB), the
+//! project's in-memory Kubernetes API server **emulator** (not a cluster), and the operator's
+//! controllers in-process; writes a kubeconfig, applies `examples/`, and shows a live table of
+//! Tenants. Ctrl-C tears it all down and removes every file it created.
 
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
@@ -17,6 +18,7 @@ use tokio::sync::watch;
 
 use crate::crd::{Tenant, TenantPhase};
 use crate::error::{Error, Result};
+use crate::localmongo::{LocalMongo, find_secantus};
 use crate::localpg::LocalPg;
 use crate::runtime::RunConfig;
 
@@ -91,9 +93,25 @@ pub async fn client_for(kubeconfig: &Path) -> Result<Client> {
 }
 
 fn render_table(tenants: &[Tenant]) -> String {
+    // The MONGODB column (status.mongodb.database) is shown only once some tenant has one, sized
+    // to the longest name.
+    let mongo_width = tenants
+        .iter()
+        .filter_map(|t| t.status.as_ref()?.mongodb.as_ref())
+        .map(|m| m.database.len())
+        .max()
+        .map(|w| w.max("MONGODB".len()));
+    let mongo_cell = |v: &str| mongo_width.map(|w| format!("{v:<w$} ")).unwrap_or_default();
     let mut out = format!(
-        "{:<12} {:<16} {:<13} {:<9} {:<44} {:<15} {}\n",
-        "NAMESPACE", "NAME", "PHASE", "ISOLATION", "DATABASE/SCHEMA", "VERSION", "MESSAGE"
+        "{:<12} {:<16} {:<13} {:<9} {:<44} {}{:<15} {}\n",
+        "NAMESPACE",
+        "NAME",
+        "PHASE",
+        "ISOLATION",
+        "DATABASE/SCHEMA",
+        mongo_cell("MONGODB"),
+        "VERSION",
+        "MESSAGE"
     );
     for t in tenants {
         let st = t.status.clone().unwrap_or_default();
@@ -115,13 +133,15 @@ fn render_table(tenants: &[Tenant]) -> String {
             .find(|c| c.type_ == "Ready")
             .map(|c| c.reason.clone())
             .unwrap_or_default();
+        let mongo = st.mongodb.as_ref().map_or("-", |m| m.database.as_str());
         out.push_str(&format!(
-            "{:<12} {:<16} {:<13} {:<9} {:<44} {:<15} {}\n",
+            "{:<12} {:<16} {:<13} {:<9} {:<44} {}{:<15} {}\n",
             t.namespace().unwrap_or_default(),
             t.name_any(),
             phase,
             t.spec.isolation.as_str(),
             place,
+            mongo_cell(mongo),
             st.schema_version
                 .map(|v| v.to_string())
                 .unwrap_or_else(|| "-".into()),
@@ -129,6 +149,36 @@ fn render_table(tenants: &[Tenant]) -> String {
         ));
     }
     out
+}
+
+/// Starts the MongoDB stand-in if it is installed; `None` (after saying why) otherwise. A stand-in
+/// that is installed but fails to start is reported and skipped: the demo goes on without MongoDB.
+async fn start_mongo() -> Option<LocalMongo> {
+    let Some(bin) = find_secantus() else {
+        println!(
+            "==> MongoDB skipped: the stand-in is not installed (enable it with `scripts/mongo-standin.sh install`)"
+        );
+        return None;
+    };
+    println!(
+        "==> starting the MongoDB stand-in (SecantusDB: a wire-protocol stand-in, not MongoDB)"
+    );
+    let started = tokio::task::spawn_blocking(move || LocalMongo::start(&bin))
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()));
+    match started {
+        Ok(m) => {
+            println!("    listening on {}:{}", m.host(), m.port());
+            Some(m)
+        }
+        Err(e) => {
+            eprintln!(
+                "    warning: the MongoDB stand-in did not start; continuing without MongoDB: {e}"
+            );
+            None
+        }
+    }
 }
 
 /// Runs the demo until Ctrl-C (or until ready, with `--exit-when-ready`).
@@ -142,6 +192,7 @@ pub async fn run(cfg: DevConfig, shutdown: impl std::future::Future<Output = ()>
         .map_err(|e| Error::Internal(e.to_string()))?
         .map_err(|e| Error::Config(e.to_string()))?;
     println!("    listening on 127.0.0.1:{}", pg.port());
+    let mongo = start_mongo().await;
 
     println!("==> starting the in-memory API server emulator");
     let mut api_cfg = tenantdb_apiserver::Config {
@@ -172,7 +223,13 @@ pub async fn run(cfg: DevConfig, shutdown: impl std::future::Future<Output = ()>
 
     let client = client_for(&cfg.kubeconfig).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let run_cfg = RunConfig::for_local(&pg.admin_url())?;
+    let mongo_endpoint = mongo.as_ref().map(|m| (m.admin_uri(), m.host(), m.port()));
+    let run_cfg = RunConfig::for_local(
+        &pg.admin_url(),
+        mongo_endpoint
+            .as_ref()
+            .map(|(uri, host, port)| (uri.as_str(), *host, *port)),
+    )?;
     let mut stop_rx2 = stop_rx.clone();
     let operator = tokio::spawn(crate::runtime::run(client.clone(), run_cfg, async move {
         let _ = stop_rx2.wait_for(|v| *v).await;
@@ -264,12 +321,22 @@ pub async fn run(cfg: DevConfig, shutdown: impl std::future::Future<Output = ()>
     }
     server.shutdown().await;
     drop(pg);
+    let had_mongo = mongo.is_some();
+    if had_mongo {
+        // Drop stops the server (SIGTERM, then SIGKILL) and removes its directory: blocking.
+        let _ = tokio::task::spawn_blocking(move || drop(mongo)).await;
+    }
     let _ = std::fs::remove_file(&cfg.kubeconfig);
     if let Some(dir) = kubeconfig_dir {
         let _ = std::fs::remove_dir(dir);
     }
     println!(
-        "    PostgreSQL stopped and removed; API server emulator stopped; kubeconfig removed."
+        "    PostgreSQL {}stopped and removed; API server emulator stopped; kubeconfig removed.",
+        if had_mongo {
+            "and the MongoDB stand-in "
+        } else {
+            ""
+        }
     );
     result
 }

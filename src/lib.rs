@@ -8,6 +8,7 @@ pub mod crd;
 pub mod dev;
 pub mod error;
 pub mod leader;
+pub mod localmongo;
 pub mod localpg;
 pub mod metrics;
 pub mod migrate;

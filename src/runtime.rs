@@ -163,10 +163,11 @@ struct RunOnly {
 
 impl RunConfig {
     /// The configuration of an in-process operator for the local demo: flag defaults, faster
-    /// resync/health/usage intervals, HTTP on a free loopback port.
-    pub fn for_local(database_url: &str) -> Result<Self> {
+    /// resync/health/usage intervals, HTTP on a free loopback port. `mongo` is the MongoDB admin
+    /// URI, host and port (`--mongodb-uri`, `--mongodb-host`, `--mongodb-port`), if any.
+    pub fn for_local(database_url: &str, mongo: Option<(&str, &str, u16)>) -> Result<Self> {
         use clap::Parser;
-        RunOnly::try_parse_from([
+        let mut args: Vec<String> = [
             "tenantdb-dev",
             "--database-url",
             database_url,
@@ -184,9 +185,22 @@ impl RunConfig {
             "30",
             "--instance",
             "tenantdb-dev",
-        ])
-        .map(|r| r.run)
-        .map_err(|e| Error::Config(e.to_string()))
+        ]
+        .map(String::from)
+        .into();
+        if let Some((uri, host, port)) = mongo {
+            args.extend([
+                "--mongodb-uri".to_string(),
+                uri.to_string(),
+                "--mongodb-host".to_string(),
+                host.to_string(),
+                "--mongodb-port".to_string(),
+                port.to_string(),
+            ]);
+        }
+        RunOnly::try_parse_from(args)
+            .map(|r| r.run)
+            .map_err(|e| Error::Config(e.to_string()))
     }
 
     /// Leader-election settings, if enabled.

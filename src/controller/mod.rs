@@ -150,7 +150,9 @@ pub struct Context {
     /// Bounds concurrent health checks.
     pub health_permits: tokio::sync::Semaphore,
     usage: Mutex<HashMap<String, (Instant, i64)>>,
-    health: Mutex<HashMap<String, Instant>>,
+    health: Mutex<HashMap<String, (Instant, crate::crd::HealthStatus)>>,
+    reported_usage: Mutex<HashMap<String, crate::crd::UsageStatus>>,
+    written: Mutex<HashMap<String, u64>>,
     partitions: Mutex<HashMap<String, Instant>>,
 }
 
@@ -190,6 +192,8 @@ impl Context {
             mongo_endpoint: None,
             usage: Mutex::new(HashMap::new()),
             health: Mutex::new(HashMap::new()),
+            reported_usage: Mutex::new(HashMap::new()),
+            written: Mutex::new(HashMap::new()),
             partitions: Mutex::new(HashMap::new()),
         }
     }
@@ -224,15 +228,44 @@ impl Context {
         }
     }
 
-    /// When a tenant's health was last checked.
-    pub fn health_cache(&self, key: &str) -> Option<Instant> {
-        self.health.lock().ok().and_then(|m| m.get(key).copied())
+    /// The last health result of a tenant and when it was taken (in memory: the status in the
+    /// reconciler's cache may be stale and must not erase a result).
+    pub fn health_cache(&self, key: &str) -> Option<(Instant, crate::crd::HealthStatus)> {
+        self.health.lock().ok().and_then(|m| m.get(key).cloned())
     }
 
-    /// Records a health check.
-    pub fn set_health_cache(&self, key: &str) {
+    /// Records a health result.
+    pub fn set_health_cache(&self, key: &str, result: crate::crd::HealthStatus) {
         if let Ok(mut m) = self.health.lock() {
-            m.insert(key.to_string(), Instant::now());
+            m.insert(key.to_string(), (Instant::now(), result));
+        }
+    }
+
+    /// The usage object last reported for a tenant.
+    pub fn reported_usage(&self, key: &str) -> Option<crate::crd::UsageStatus> {
+        self.reported_usage.lock().ok().and_then(|m| m.get(key).cloned())
+    }
+
+    /// Records the usage object reported for a tenant.
+    pub fn set_reported_usage(&self, key: &str, usage: crate::crd::UsageStatus) {
+        if let Ok(mut m) = self.reported_usage.lock() {
+            m.insert(key.to_string(), usage);
+        }
+    }
+
+    /// Whether `hash` is the status this process last wrote for the object (so a reconcile that
+    /// runs on a cached object older than that write does not write the same status again).
+    pub fn already_written(&self, key: &str, hash: u64) -> bool {
+        self.written
+            .lock()
+            .ok()
+            .is_some_and(|m| m.get(key) == Some(&hash))
+    }
+
+    /// Remembers the hash of the status written for an object.
+    pub fn set_written(&self, key: &str, hash: u64) {
+        if let Ok(mut m) = self.written.lock() {
+            m.insert(key.to_string(), hash);
         }
     }
 
@@ -245,6 +278,12 @@ impl Context {
                 .set(m.values().map(|(_, b)| *b).sum());
         }
         if let Ok(mut m) = self.health.lock() {
+            m.remove(key);
+        }
+        if let Ok(mut m) = self.reported_usage.lock() {
+            m.remove(key);
+        }
+        if let Ok(mut m) = self.written.lock() {
             m.remove(key);
         }
         if let Ok(mut m) = self.partitions.lock() {

@@ -829,8 +829,10 @@ async fn measure_usage(
     let percent = crate::quota::percent(bytes, limit);
     let read_only = crate::quota::over_quota(bytes, limit);
     // Keep the last reported object unless something a reader cares about changed, so that idle
-    // tenants cause no status writes.
-    if let Some(prev) = &status.usage {
+    // tenants cause no status writes. (The in-memory copy covers a cached object older than the
+    // last status write.)
+    let remembered = ctx.reported_usage(key);
+    if let Some(prev) = status.usage.as_ref().or(remembered.as_ref()) {
         let stale = prev
             .measured_at
             .as_deref()
@@ -847,16 +849,20 @@ async fn measure_usage(
             && prev.read_only == read_only
             && prev.storage_limit_bytes == limit
         {
-            return Ok(prev.clone());
+            let kept = prev.clone();
+            ctx.set_reported_usage(key, kept.clone());
+            return Ok(kept);
         }
     }
-    Ok(crate::crd::UsageStatus {
+    let usage = crate::crd::UsageStatus {
         storage_bytes: bytes,
         storage_limit_bytes: limit,
         percent,
         read_only,
         measured_at: Some(Timestamp::now().to_string()),
-    })
+    };
+    ctx.set_reported_usage(key, usage.clone());
+    Ok(usage)
 }
 
 /// Logs in as the tenant and runs `SELECT 1`. Bounded by a semaphore; at most every health interval.
@@ -868,16 +874,17 @@ async fn check_health(
     password: &str,
     previous: Option<&crate::crd::HealthStatus>,
 ) -> Option<crate::crd::HealthStatus> {
-    if let Some(at) = ctx.health_cache(key)
+    let cached = ctx.health_cache(key);
+    if let Some((at, result)) = &cached
         && at.elapsed() < ctx.settings.health_interval
     {
-        return previous.cloned();
+        return Some(result.clone());
     }
+    let previous = previous.or(cached.as_ref().map(|(_, r)| r));
     let _permit = ctx.health_permits.acquire().await.ok()?;
     let started = Instant::now();
     let result = ctx.pg.check_login(&names.database, user, password).await;
     let latency = started.elapsed();
-    ctx.set_health_cache(key);
     let (healthy, message) = match result {
         Ok(()) => (true, "login and SELECT 1 succeeded".to_string()),
         Err(e) => (false, crate::error::first_line(&e.to_string())),
@@ -894,15 +901,18 @@ async fn check_health(
                     < ctx.settings.status_report_interval.as_secs()
             });
         if fresh && prev.healthy == healthy && prev.message == message {
+            ctx.set_health_cache(key, prev.clone());
             return Some(prev.clone());
         }
     }
-    Some(crate::crd::HealthStatus {
+    let result = crate::crd::HealthStatus {
         healthy,
         last_checked: Some(Timestamp::now().to_string()),
         latency_ms: Some(latency_ms),
         message,
-    })
+    };
+    ctx.set_health_cache(key, result.clone());
+    Some(result)
 }
 
 /// Applies the bundled migrations to the tenant's schema, as the tenant role.
@@ -1113,6 +1123,11 @@ async fn write_status(tenant: &Tenant, ctx: &Context, status: TenantStatus) -> R
     if tenant.status.as_ref() == Some(&status) {
         return Ok(false);
     }
+    let key = object_key(tenant);
+    let hash = status_hash(&status, tenant.meta().generation);
+    if ctx.already_written(&key, hash) {
+        return Ok(false);
+    }
     let ns = tenant.namespace().unwrap_or_default();
     let api: Api<Tenant> = Api::namespaced(ctx.client.clone(), &ns);
     let patch = json!({
@@ -1128,7 +1143,17 @@ async fn write_status(tenant: &Tenant, ctx: &Context, status: TenantStatus) -> R
     )
     .await?;
     ctx.metrics.status_written(CONTROLLER);
+    ctx.set_written(&key, hash);
     Ok(true)
+}
+
+/// Hash of a status (and the generation it was computed for).
+fn status_hash(status: &TenantStatus, generation: Option<i64>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_string(status).unwrap_or_default().hash(&mut h);
+    generation.hash(&mut h);
+    h.finish()
 }
 
 /// Carries out the deletion policy, then lets the finalizer go.

@@ -57,6 +57,16 @@ pub const POLICY_OPERATOR: &str = "tenantdb_operator_access";
 /// Policy making global rows (`tenant_id IS NULL`) of [`GLOBAL_READ_TABLES`] readable by tenants.
 pub const POLICY_GLOBAL_READ: &str = "tenantdb_global_read";
 
+/// Restrictive policies (`INSERT`, `UPDATE`) on tables with foreign keys to other tenant-scoped
+/// tables: a referenced row must be visible to the writing session, i.e. belong to its tenant.
+/// Without them a tenant could point a foreign key at another tenant's row (foreign-key checks
+/// bypass row-level security): an existence oracle, and a `RESTRICT` reference that blocks the
+/// other tenant's deletes.
+pub const POLICY_REFS_INSERT: &str = "tenantdb_same_tenant_refs_insert";
+
+/// The `UPDATE` counterpart of [`POLICY_REFS_INSERT`].
+pub const POLICY_REFS_UPDATE: &str = "tenantdb_same_tenant_refs_update";
+
 /// Tables whose rows with a `NULL` tenant id are global and readable (not writable) by every
 /// tenant. Rows with a `NULL` tenant id in any other table are invisible to tenants.
 pub const GLOBAL_READ_TABLES: &[&str] = &["saas_unified_configs"];
@@ -320,7 +330,6 @@ async fn layout_state(
 
 async fn exec(conn: &mut PgConnection, sql: String) -> Result<()> {
     debug!(sql = %sql, "shared layout DDL");
-    eprintln!("DDL: {sql}");
     sqlx::raw_sql(ddl(sql)).execute(&mut *conn).await?;
     Ok(())
 }
@@ -444,7 +453,7 @@ async fn bootstrap(conn: &mut PgConnection, layout: &SharedLayout) -> Result<usi
 /// group roles, schema, mapping table and [`CURRENT_TENANT_FUNCTION`] (as needed), then the
 /// migrations (once, as the owner), then [`ensure_policies`].
 ///
-/// Idempotent and cheap when up to date: four catalog reads and no DDL, no write. Safe to call
+/// Idempotent and cheap when up to date: a few catalog reads, no DDL, no write. Safe to call
 /// from several operator replicas (an advisory lock serializes the changes). Returns the schema's
 /// migration version (`None` for an empty set).
 ///
@@ -548,6 +557,15 @@ struct CatalogTable {
     key_column: String,
     group_privileges: i64,
     policies: Vec<CatalogPolicy>,
+    refs: Vec<CatalogRef>,
+}
+
+/// A foreign key from a tenant-scoped table to another tenant-scoped table.
+#[derive(Debug, Deserialize)]
+struct CatalogRef {
+    parent: String,
+    columns: Vec<String>,
+    parent_columns: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -582,7 +600,19 @@ fn policy_catalog_sql(layout: &SharedLayout) -> Result<String> {
                    'name', p.polname::text, 'permissive', p.polpermissive, 'cmd', p.polcmd::text, \
                    'public', p.polroles = '{{0}}'::oid[], 'comment', obj_description(p.oid, 'pg_policy'), \
                    'expr_hash', {POLICY_EXPR_HASH})) \
-                 FROM pg_policy p WHERE p.polrelid = rel.oid), '[]'::json)) ORDER BY rel.name) FROM rel), '[]'::json), \
+                 FROM pg_policy p WHERE p.polrelid = rel.oid), '[]'::json), \
+               'refs', COALESCE((SELECT json_agg(json_build_object( \
+                   'parent', pc.relname::text, \
+                   'columns', (SELECT json_agg(a.attname::text ORDER BY k.ord) FROM unnest(con.conkey) WITH ORDINALITY AS k(attnum, ord) \
+                               JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum), \
+                   'parent_columns', (SELECT json_agg(a.attname::text ORDER BY k.ord) FROM unnest(con.confkey) WITH ORDINALITY AS k(attnum, ord) \
+                               JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.attnum)) ORDER BY con.conname) \
+                 FROM pg_constraint con JOIN pg_class pc ON pc.oid = con.confrelid \
+                 WHERE con.conrelid = rel.oid AND con.contype = 'f' AND con.confrelid <> con.conrelid \
+                   AND con.confrelid IN (SELECT oid FROM rel) AND NOT pc.relispartition \
+                   AND NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = con.conrelid \
+                                   AND a.attnum = ANY (con.conkey) AND a.attname = rel.key_column)), '[]'::json) \
+               ) ORDER BY rel.name) FROM rel), '[]'::json), \
            'sequences_without_usage', COALESCE((SELECT json_agg(c.relname::text ORDER BY c.relname) \
                FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
                WHERE n.nspname = {s} AND c.relkind = 'S' AND NOT EXISTS ( \
@@ -611,8 +641,9 @@ enum Stmt {
 /// One policy the design wants on a table.
 struct WantedPolicy {
     name: &'static str,
-    /// `polcmd`: `*` for ALL, `r` for SELECT.
+    /// `polcmd`: `*` for ALL, `r` for SELECT, `a` for INSERT, `w` for UPDATE.
     cmd: &'static str,
+    permissive: bool,
     sql: String,
     marker: String,
 }
@@ -621,6 +652,7 @@ fn wanted_policies(
     layout: &SharedLayout,
     table: &str,
     key_column: &str,
+    refs: &[CatalogRef],
 ) -> Result<Vec<WantedPolicy>> {
     let s = &layout.schema;
     let t = quote_identifier(table)?;
@@ -628,10 +660,11 @@ fn wanted_policies(
     let owner = lit(layout.owner.as_str())?;
     let tenant_expr = format!("{k} = (SELECT {s}.{CURRENT_TENANT_FUNCTION}())");
     let operator_expr = format!("(SELECT pg_catalog.pg_has_role(session_user, {owner}, 'MEMBER'))");
-    let mut specs: Vec<(&'static str, &'static str, String)> = vec![
+    let mut specs: Vec<(&'static str, &'static str, bool, String)> = vec![
         (
             POLICY_TENANT,
             "*",
+            true,
             format!(
                 "CREATE POLICY {POLICY_TENANT} ON {s}.{t} AS PERMISSIVE FOR ALL TO PUBLIC \
                  USING ({tenant_expr}) WITH CHECK ({tenant_expr})"
@@ -640,6 +673,7 @@ fn wanted_policies(
         (
             POLICY_OPERATOR,
             "*",
+            true,
             format!(
                 "CREATE POLICY {POLICY_OPERATOR} ON {s}.{t} AS PERMISSIVE FOR ALL TO PUBLIC \
                  USING ({operator_expr}) WITH CHECK ({operator_expr})"
@@ -650,17 +684,60 @@ fn wanted_policies(
         specs.push((
             POLICY_GLOBAL_READ,
             "r",
+            true,
             format!(
                 "CREATE POLICY {POLICY_GLOBAL_READ} ON {s}.{t} AS PERMISSIVE FOR SELECT TO PUBLIC \
                  USING ({k} IS NULL)"
             ),
         ));
     }
+    if !refs.is_empty() {
+        // Each reference must point at a row the session can see (its own tenant's, or a global
+        // row). The subquery runs with the session's privileges and row-level security.
+        // Self-references are left out (a policy on a table may not query that same table).
+        let mut conds = Vec::with_capacity(refs.len());
+        for r in refs {
+            let parent = quote_identifier(&r.parent)?;
+            let mut nulls = Vec::new();
+            let mut eqs = Vec::new();
+            for (c, pc) in r.columns.iter().zip(&r.parent_columns) {
+                let c = quote_identifier(c)?;
+                let pc = quote_identifier(pc)?;
+                nulls.push(format!("{t}.{c} IS NULL"));
+                eqs.push(format!("p.{pc} = {t}.{c}"));
+            }
+            conds.push(format!(
+                "({} OR EXISTS (SELECT 1 FROM {s}.{parent} p WHERE {}))",
+                nulls.join(" OR "),
+                eqs.join(" AND ")
+            ));
+        }
+        let cond = conds.join(" AND ");
+        specs.push((
+            POLICY_REFS_INSERT,
+            "a",
+            false,
+            format!(
+                "CREATE POLICY {POLICY_REFS_INSERT} ON {s}.{t} AS RESTRICTIVE FOR INSERT TO PUBLIC \
+                 WITH CHECK ({cond})"
+            ),
+        ));
+        specs.push((
+            POLICY_REFS_UPDATE,
+            "w",
+            false,
+            format!(
+                "CREATE POLICY {POLICY_REFS_UPDATE} ON {s}.{t} AS RESTRICTIVE FOR UPDATE TO PUBLIC \
+                 USING (true) WITH CHECK ({cond})"
+            ),
+        ));
+    }
     Ok(specs
         .into_iter()
-        .map(|(name, cmd, sql)| WantedPolicy {
+        .map(|(name, cmd, permissive, sql)| WantedPolicy {
             name,
             cmd,
+            permissive,
             marker: format!(
                 "tenantdb.io/rls-policy={LAYOUT_VERSION}:{}",
                 short_hash(&sql)
@@ -694,13 +771,15 @@ fn policy_statements(layout: &SharedLayout, catalog: &PolicyCatalog) -> Result<V
         if !table.force_rls {
             stmts.push(format!("ALTER TABLE {s}.{t} FORCE ROW LEVEL SECURITY"));
         }
-        let wanted = wanted_policies(layout, &table.name, &table.key_column)?;
+        let refs: &[CatalogRef] = if table.partition { &[] } else { &table.refs };
+        let wanted = wanted_policies(layout, &table.name, &table.key_column, refs)?;
         let wanted_names: BTreeSet<&str> = wanted.iter().map(|w| w.name).collect();
         for p in &table.policies {
             // Permissive policies OR together: one we did not write could widen access. Policies
             // named like ours but not exactly ours are rewritten below. Restrictive ones only
             // narrow access and are kept.
-            if p.permissive && !wanted_names.contains(p.name.as_str()) {
+            let ours = p.name.starts_with("tenantdb_");
+            if (p.permissive || ours) && !wanted_names.contains(p.name.as_str()) {
                 let pn = quote_identifier(&p.name).map_err(|_| {
                     Error::Conflict(format!(
                         "unexpected permissive policy {:?} on {}.{}",
@@ -716,7 +795,7 @@ fn policy_statements(layout: &SharedLayout, catalog: &PolicyCatalog) -> Result<V
         for w in &wanted {
             let current = table.policies.iter().find(|p| p.name == w.name);
             let ok = current.is_some_and(|p| {
-                p.permissive
+                p.permissive == w.permissive
                     && p.public
                     && p.cmd == w.cmd
                     && p.comment.as_deref()
@@ -1356,16 +1435,16 @@ mod tests {
     #[test]
     fn policies_carry_a_hash_of_their_sql() {
         let l = SharedLayout::defaults().unwrap();
-        let p = wanted_policies(&l, "saas_users", "tenant_id").unwrap();
+        let p = wanted_policies(&l, "saas_users", "tenant_id", &[]).unwrap();
         assert_eq!(p.len(), 2);
         assert!(
             p[0].sql
                 .contains("\"tenantdb_rls\".tenantdb_current_tenant()")
         );
-        let g = wanted_policies(&l, "saas_unified_configs", "tenant_id").unwrap();
+        let g = wanted_policies(&l, "saas_unified_configs", "tenant_id", &[]).unwrap();
         assert_eq!(g.len(), 3);
         assert_eq!(g[2].cmd, "r");
         assert_ne!(p[0].marker, p[1].marker);
-        assert!(wanted_policies(&l, "Bad\"name", "tenant_id").is_err());
+        assert!(wanted_policies(&l, "Bad\"name", "tenant_id", &[]).is_err());
     }
 }
