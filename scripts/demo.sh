@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # The main job: a local, self-contained demo with no cluster. Installs what is missing, builds the
-# operator and runs `tenantdb dev` (throwaway PostgreSQL + in-memory API server emulator + operator).
+# operator and runs `tenantdb dev` (throwaway PostgreSQL + the SecantusDB MongoDB wire-protocol
+# stand-in + in-memory API server emulator + operator). Without the stand-in (e.g. no network to
+# install it) the demo runs without MongoDB.
 # Extra arguments go to `tenantdb dev` (e.g. --exit-when-ready 120).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+if ! bash scripts/mongo-standin.sh install; then
+  echo "warning: could not install the MongoDB stand-in (scripts/mongo-standin.sh install); the demo runs without MongoDB" >&2
+fi
 cargo build --locked --quiet -p tenantdb
 exec ./target/debug/tenantdb dev "$@"

@@ -236,7 +236,8 @@ pub async fn run(cfg: DevConfig, shutdown: impl std::future::Future<Output = ()>
     }));
     println!("==> operator started in-process");
 
-    let mut applied = 0usize;
+    // Tenants applied (other kinds, e.g. TenantMigrations, do not count for --exit-when-ready).
+    let mut applied_tenants = 0usize;
     let mut files: Vec<PathBuf> = std::fs::read_dir(&cfg.examples)
         .map(|rd| {
             rd.filter_map(|e| e.ok().map(|e| e.path()))
@@ -251,7 +252,9 @@ pub async fn run(cfg: DevConfig, shutdown: impl std::future::Future<Output = ()>
         for obj in parse_manifests(&text)? {
             let what = apply_manifest(&client, &obj, "tenantdb-dev").await?;
             println!("    applied {what} from {}", f.display());
-            applied += 1;
+            if obj["kind"] == "Tenant" {
+                applied_tenants += 1;
+            }
         }
     }
     println!(
@@ -289,7 +292,7 @@ pub async fn run(cfg: DevConfig, shutdown: impl std::future::Future<Output = ()>
             }
             if cfg.exit_when_ready > 0 {
                 let all_ready = !list.is_empty()
-                    && list.len() >= applied
+                    && list.len() >= applied_tenants
                     && list.iter().all(|t| {
                         t.status
                             .as_ref()

@@ -10,6 +10,9 @@ use sha2::{Digest, Sha256};
 
 use crate::crd::Isolation;
 
+/// Schema holding the tables of `shared`-isolated tenants (row-level security).
+pub const SHARED_SCHEMA: &str = "tenantdb_rls";
+
 /// PostgreSQL's identifier length limit (NAMEDATALEN - 1).
 pub const MAX_IDENT_BYTES: usize = 63;
 
@@ -194,6 +197,9 @@ pub struct TenantNames {
     pub secondary_role: Ident,
     /// Whether the database is dedicated to this tenant (and so owned and dropped by it).
     pub dedicated_database: bool,
+    /// Whether the tenant shares tables with other tenants under row-level security (isolation
+    /// `shared`): the schema is the shared layout's, not the tenant's.
+    pub rls: bool,
     /// Ownership marker stored as a comment on the objects the operator creates.
     pub owner_marker: String,
 }
@@ -225,6 +231,16 @@ pub fn tenant_names(
             role,
             secondary_role,
             dedicated_database: true,
+            rls: false,
+            owner_marker,
+        },
+        Isolation::Shared => TenantNames {
+            database: shared_database.clone(),
+            schema: Ident(SHARED_SCHEMA.to_string()),
+            role,
+            secondary_role,
+            dedicated_database: false,
+            rls: true,
             owner_marker,
         },
         Isolation::Schema => TenantNames {
@@ -233,6 +249,7 @@ pub fn tenant_names(
             role,
             secondary_role,
             dedicated_database: false,
+            rls: false,
             owner_marker,
         },
     })

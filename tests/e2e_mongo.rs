@@ -19,7 +19,8 @@ const T: Duration = Duration::from_secs(90);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenant_gets_a_mongodb_database_and_loses_it_on_delete() {
-    let Some(server) = mongo::server("tenant_gets_a_mongodb_database_and_loses_it_on_delete") else {
+    let Some(server) = mongo::server("tenant_gets_a_mongodb_database_and_loses_it_on_delete")
+    else {
         return;
     };
     let env = Env::start_with(&[
@@ -31,20 +32,40 @@ async fn tenant_gets_a_mongodb_database_and_loses_it_on_delete() {
         &server.port.to_string(),
     ])
     .await;
-    env.create_tenant("docs", "acme", json!({"isolation": "schema", "deletionPolicy": "Delete"})).await;
-    env.create_tenant("docs", "nomongo", json!({"isolation": "schema", "mongodb": {"enabled": false}})).await;
+    env.create_tenant(
+        "docs",
+        "acme",
+        json!({"isolation": "schema", "deletionPolicy": "Delete"}),
+    )
+    .await;
+    env.create_tenant(
+        "docs",
+        "nomongo",
+        json!({"isolation": "schema", "mongodb": {"enabled": false}}),
+    )
+    .await;
     let t = env.wait_ready("docs", "acme", T).await;
     let st = t.status.unwrap();
     let m = st.mongodb.clone().expect("status.mongodb");
     assert!(m.version.is_some(), "Mongo migrations applied: {m:?}");
-    let cond = st.conditions.iter().find(|c| c.type_ == "MongoProvisioned").unwrap();
+    let cond = st
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "MongoProvisioned")
+        .unwrap();
     assert_eq!(cond.status, "True", "{cond:?}");
 
     // The Secret's mongodbUri logs in as the tenant user, which can use its own database.
-    let uri = env.secret_value("docs", "acme-db", "mongodbUri").await.expect("mongodbUri key");
+    let uri = env
+        .secret_value("docs", "acme-db", "mongodbUri")
+        .await
+        .expect("mongodbUri key");
     let client = mongo::connect(&uri).await.unwrap();
     let db = client.database(&m.database);
-    let names = db.list_collection_names().await.expect("tenant can list its collections");
+    let names = db
+        .list_collection_names()
+        .await
+        .expect("tenant can list its collections");
     assert!(names.iter().any(|n| n == "ai_conversations"), "{names:?}");
     // The mongodb password is not the PostgreSQL one.
     assert_ne!(
@@ -53,7 +74,11 @@ async fn tenant_gets_a_mongodb_database_and_loses_it_on_delete() {
     );
     // Opted-out tenant has no Mongo keys.
     env.wait_ready("docs", "nomongo", T).await;
-    assert!(env.secret_value("docs", "nomongo-db", "mongodbUri").await.is_none());
+    assert!(
+        env.secret_value("docs", "nomongo-db", "mongodbUri")
+            .await
+            .is_none()
+    );
 
     // Delete: database and user are dropped.
     env.delete_tenant("docs", "acme").await;
@@ -70,5 +95,11 @@ async fn tenant_gets_a_mongodb_database_and_loses_it_on_delete() {
         .run_command(doc! {"usersInfo": m.user.clone()})
         .await
         .unwrap();
-    assert!(users.get_array("users").map(|u| u.is_empty()).unwrap_or(true), "{users:?}");
+    assert!(
+        users
+            .get_array("users")
+            .map(|u| u.is_empty())
+            .unwrap_or(true),
+        "{users:?}"
+    );
 }

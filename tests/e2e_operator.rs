@@ -525,3 +525,94 @@ async fn health_readiness_and_metrics_endpoints() {
         "tenant name leaked into metric labels"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_isolation_separates_rows_and_delete_removes_them() {
+    let env = Env::start().await;
+    env.create_tenant(
+        "rls",
+        "alpha",
+        json!({"isolation": "shared", "deletionPolicy": "Delete"}),
+    )
+    .await;
+    env.create_tenant("rls", "beta", json!({"isolation": "shared"}))
+        .await;
+    let a = env.wait_ready("rls", "alpha", T).await.status.unwrap();
+    env.wait_ready("rls", "beta", T).await;
+    assert_eq!(a.schema.as_deref(), Some("tenantdb_rls"));
+    assert!(a.schema_version.is_some(), "shared layout migrated");
+    let ids = [
+        env.secret_value("rls", "alpha-db", "tenantId")
+            .await
+            .expect("tenantId key"),
+        env.secret_value("rls", "beta-db", "tenantId")
+            .await
+            .expect("tenantId key"),
+    ];
+    let mut ca = env.connect_with_secret("rls", "alpha-db").await.unwrap();
+    let mut cb = env.connect_with_secret("rls", "beta-db").await.unwrap();
+    for (c, id, code) in [(&mut ca, &ids[0], "alpha"), (&mut cb, &ids[1], "beta")] {
+        sqlx::query("INSERT INTO saas_tenants (id, tenant_code, tenant_name) VALUES ($1, $2, $2)")
+            .bind(id)
+            .bind(code)
+            .execute(&mut *c)
+            .await
+            .unwrap();
+    }
+    // Each sees only its own row; writing the other's id is refused; GUCs do not help.
+    for (c, own) in [(&mut ca, "alpha"), (&mut cb, "beta")] {
+        let codes: Vec<String> = sqlx::query_scalar("SELECT tenant_code FROM saas_tenants")
+            .fetch_all(&mut *c)
+            .await
+            .unwrap();
+        assert_eq!(codes, vec![own.to_string()]);
+    }
+    let err = sqlx::query(
+        "INSERT INTO saas_tenants (id, tenant_code, tenant_name) VALUES ($1, 'evil', 'evil')",
+    )
+    .bind(&ids[1])
+    .execute(&mut ca)
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("row-level security"), "{err}");
+    ca.execute("SET app.tenant_id = 'x'").await.ok();
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM saas_tenants")
+        .fetch_one(&mut ca)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    assert!(
+        ca.execute("ALTER TABLE saas_tenants DISABLE ROW LEVEL SECURITY")
+            .await
+            .is_err()
+    );
+    drop(ca);
+
+    // Delete alpha: its rows and roles go; beta's stay.
+    let role = a.role.unwrap();
+    env.delete_tenant("rls", "alpha").await;
+    env.wait_gone("rls", "alpha", T).await;
+    let pool = env.admin_pool().await;
+    let roles: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_roles WHERE rolname = $1")
+        .bind(&role)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(roles, 0);
+    let shared = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&env.pg.url("tenantdb_shared"))
+        .await
+        .unwrap();
+    let left: Vec<String> =
+        sqlx::query_scalar("SELECT tenant_code FROM tenantdb_rls.saas_tenants ORDER BY 1")
+            .fetch_all(&shared)
+            .await
+            .unwrap();
+    assert_eq!(left, vec!["beta".to_string()]);
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM saas_tenants")
+        .fetch_one(&mut cb)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+}

@@ -111,8 +111,12 @@ async fn kill_9_during_provisioning_and_deletion_leaves_no_orphans() {
             let env = &env;
             async move {
                 let (ns, name, iso) = tenant_id(i);
-                env.create_tenant(ns, &name, json!({"isolation": iso, "deletionPolicy": "Delete"}))
-                    .await;
+                env.create_tenant(
+                    ns,
+                    &name,
+                    json!({"isolation": iso, "deletionPolicy": "Delete"}),
+                )
+                .await;
             }
         })
         .buffer_unordered(16)
@@ -152,36 +156,65 @@ async fn kill_9_during_provisioning_and_deletion_leaves_no_orphans() {
         );
         let owner = Some(format!("{ns}/{name}"));
         let role = st.role.clone().unwrap();
-        expected.insert(Obj { kind: "role", name: role.clone(), owner: owner.clone() });
+        expected.insert(Obj {
+            kind: "role",
+            name: role.clone(),
+            owner: owner.clone(),
+        });
         roles_b.insert(format!("{role}_b"));
         if iso == "database" {
-            expected.insert(Obj { kind: "database", name: st.database.clone().unwrap(), owner });
+            expected.insert(Obj {
+                kind: "database",
+                name: st.database.clone().unwrap(),
+                owner,
+            });
         } else {
-            expected.insert(Obj { kind: "schema", name: st.schema.clone().unwrap(), owner });
+            expected.insert(Obj {
+                kind: "schema",
+                name: st.schema.clone().unwrap(),
+                owner,
+            });
         }
         // The password in the Secret logs in; the baseline tables are all there (no half-applied
         // migration survived a kill).
         let mut c = env
             .connect_with_secret(ns, &format!("{name}-db"))
             .await
-            .unwrap_or_else(|e| panic!("{ns}/{name}: Secret password does not log in: {e} (seed {seed}){}", op_tail(&env)));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{ns}/{name}: Secret password does not log in: {e} (seed {seed}){}",
+                    op_tail(&env)
+                )
+            });
         let tables: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()",
         )
         .fetch_one(&mut c)
         .await
         .unwrap();
-        table_counts.entry(tables).or_default().push(format!("{ns}/{name}"));
+        table_counts
+            .entry(tables)
+            .or_default()
+            .push(format!("{ns}/{name}"));
     }
     assert_eq!(
         table_counts.len(),
         1,
         "tenants differ in their number of baseline tables (partial migrations?): {:?}",
-        table_counts.iter().map(|(k, v)| (k, v.len(), v.iter().take(5).collect::<Vec<_>>())).collect::<Vec<_>>()
+        table_counts
+            .iter()
+            .map(|(k, v)| (k, v.len(), v.iter().take(5).collect::<Vec<_>>()))
+            .collect::<Vec<_>>()
     );
     let mut secrets = 0;
     for ns in NAMESPACES {
-        secrets += env.secrets(ns).list(&ListParams::default()).await.unwrap().items.len();
+        secrets += env
+            .secrets(ns)
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len();
     }
     assert_eq!(secrets, n, "one Secret per Tenant");
 
@@ -193,7 +226,13 @@ async fn kill_9_during_provisioning_and_deletion_leaves_no_orphans() {
         .filter(|o| {
             !(o.kind == "role"
                 && roles_b.contains(&o.name)
-                && o.owner.as_deref().is_some_and(|w| o.name.starts_with(&tenantdb::naming::derived_base("tenant_", w.split('/').next().unwrap(), w.split('/').nth(1).unwrap()))))
+                && o.owner.as_deref().is_some_and(|w| {
+                    o.name.starts_with(&tenantdb::naming::derived_base(
+                        "tenant_",
+                        w.split('/').next().unwrap(),
+                        w.split('/').nth(1).unwrap(),
+                    ))
+                }))
         })
         .collect();
     let missing: Vec<&Obj> = expected.iter().filter(|o| !actual.contains(o)).collect();
@@ -250,7 +289,13 @@ async fn kill_9_during_provisioning_and_deletion_leaves_no_orphans() {
     wait_for(Duration::from_secs(30), "Secrets collected", || async {
         let mut k = 0;
         for ns in NAMESPACES {
-            k += env.secrets(ns).list(&ListParams::default()).await.ok()?.items.len();
+            k += env
+                .secrets(ns)
+                .list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .len();
         }
         (k == 0).then_some(())
     })

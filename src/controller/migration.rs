@@ -1546,6 +1546,12 @@ async fn reconcile_inner(
         }) {
             progress.entries.insert(name.clone(), e.clone());
             Class::Failed
+        } else if t.spec.isolation == crate::crd::Isolation::Shared {
+            // Shared (row-level security) tenants have no schema of their own: the shared layout
+            // is migrated once by the Tenant controller (docs/shared-isolation.md).
+            Class::Skipped(
+                "isolation shared: the shared tables are migrated with the shared layout".into(),
+            )
         } else if !ready {
             Class::NotReady
         } else if dry_run {

@@ -145,6 +145,8 @@ pub struct Context {
     pub mongo: Option<Arc<crate::mongo::MongoAdmin>>,
     /// Host and port written to Secrets for MongoDB.
     pub mongo_endpoint: Option<(String, u16)>,
+    /// When the shared (row-level security) layout was last ensured, and its schema version.
+    pub shared_layout: tokio::sync::Mutex<Option<(Instant, Option<i64>)>>,
     /// The Tenant controller's cache (set when the controller starts).
     pub tenant_store: std::sync::OnceLock<kube::runtime::reflector::Store<crate::crd::Tenant>>,
     /// Bounds concurrent health checks.
@@ -188,6 +190,7 @@ impl Context {
             backoff: Backoff::default(),
             migrations,
             tenant_store: std::sync::OnceLock::new(),
+            shared_layout: tokio::sync::Mutex::new(None),
             mongo: None,
             mongo_endpoint: None,
             usage: Mutex::new(HashMap::new()),
@@ -243,7 +246,10 @@ impl Context {
 
     /// The usage object last reported for a tenant.
     pub fn reported_usage(&self, key: &str) -> Option<crate::crd::UsageStatus> {
-        self.reported_usage.lock().ok().and_then(|m| m.get(key).cloned())
+        self.reported_usage
+            .lock()
+            .ok()
+            .and_then(|m| m.get(key).cloned())
     }
 
     /// Records the usage object reported for a tenant.

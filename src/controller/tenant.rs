@@ -567,6 +567,11 @@ async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
         quotas,
         read_only,
     };
+    let layout_version = if resolved.names.rls {
+        Some(ensure_shared_layout(ctx).await?)
+    } else {
+        None
+    };
     let steps = plan(&desired, &observed).map_err(|c| Error::Conflict(c.0))?;
     if !steps.is_empty() {
         let first_time = status.phase != TenantPhase::Ready;
@@ -592,7 +597,17 @@ async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
         .iter()
         .any(|s| matches!(s, Step::CreateSchema | Step::CreateDatabase));
     let mut schema_version = recorded;
-    if resolved.auto_migrate && (recorded.is_none() || recreated) {
+    if let Some(v) = layout_version {
+        // Shared tables: migrations and partitions belong to the layout, not the tenant.
+        schema_version = v;
+        let tid = crate::pg::shared::tenant_id(&ns, &tenant.name_any());
+        let layout = crate::pg::shared::SharedLayout::defaults()?;
+        let (r, b) = (&resolved.names.role, &resolved.names.secondary_role);
+        if !crate::pg::shared::observe_tenant(&ctx.pg, &layout, r, b, &tid).await? {
+            crate::pg::shared::register_tenant(&ctx.pg, &layout, r, b, &tid).await?;
+            info!(tenant_id = %tid, "registered in the shared row-level security layout");
+        }
+    } else if resolved.auto_migrate && (recorded.is_none() || recreated) {
         let target = if recreated {
             recorded.or(ctx.migrations.latest_version())
         } else {
@@ -602,7 +617,7 @@ async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
     }
 
     // Monthly partitions of the baseline's partitioned tables, kept ahead (at most every partition interval).
-    if schema_version.is_some() {
+    if schema_version.is_some() && !resolved.names.rls {
         maintain_partitions(ctx, &key, &resolved.names).await?;
     }
 
@@ -620,6 +635,13 @@ async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
     );
     if let Some(m) = &mongo {
         data.extend(m.secret_data.clone());
+    }
+    if resolved.names.rls {
+        // Applications write this value into `tenant_id` (row-level security checks it).
+        data.insert(
+            "tenantId".to_string(),
+            crate::pg::shared::tenant_id(&ns, &tenant.name_any()),
+        );
     }
     let mut annotations = std::collections::BTreeMap::new();
     if let Some(t) = &new_cred_status.rotation_token {
@@ -773,6 +795,41 @@ async fn maintain_partitions(ctx: &Context, key: &str, names: &TenantNames) -> R
     Ok(())
 }
 
+/// Creates or repairs the shared row-level security layout (roles, schema, baseline migrations,
+/// policies) and keeps its partitions ahead. Serialized, and re-checked at most every resync.
+async fn ensure_shared_layout(ctx: &Context) -> Result<Option<i64>> {
+    let mut guard = ctx.shared_layout.lock().await;
+    if let Some((at, version)) = *guard
+        && at.elapsed() < ctx.settings.resync
+    {
+        return Ok(version);
+    }
+    let layout = crate::pg::shared::SharedLayout::defaults()?;
+    let version = crate::pg::shared::ensure_layout(&ctx.pg, &layout, &ctx.migrations).await?;
+    if version.is_some() {
+        let today = Timestamp::now()
+            .to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC)
+            .date();
+        let pool = ctx.pg.shared_pool().await?;
+        let mut conn = pool.acquire().await?;
+        let report = crate::partitions::maintain(
+            &mut conn,
+            layout.schema.as_str(),
+            layout.owner.as_str(),
+            today,
+            ctx.settings.partition_months_ahead,
+            ctx.settings.partition_retention_months,
+        )
+        .await?;
+        if !report.created.is_empty() {
+            // New partitions need their row-level security too.
+            crate::pg::shared::ensure_policies(&ctx.pg, &layout).await?;
+        }
+    }
+    *guard = Some((Instant::now(), version));
+    Ok(version)
+}
+
 /// Refuses to provision a new Tenant beyond the operator's maxTenants.
 fn check_tenant_limit(tenant: &Tenant, ctx: &Context) -> Result<()> {
     let Some(max) = ctx.settings.max_tenants else {
@@ -817,6 +874,16 @@ async fn measure_usage(
     status: &TenantStatus,
     limit: Option<i64>,
 ) -> Result<crate::crd::UsageStatus> {
+    if names.rls {
+        // Shared tables cannot be measured per tenant cheaply; see docs/shared-isolation.md.
+        return Ok(crate::crd::UsageStatus {
+            storage_bytes: 0,
+            storage_limit_bytes: None,
+            percent: None,
+            read_only: false,
+            measured_at: None,
+        });
+    }
     let cached = ctx.usage_cache(key);
     let bytes = match cached {
         Some((at, bytes)) if at.elapsed() < ctx.settings.usage_interval => bytes,
@@ -1151,7 +1218,9 @@ async fn write_status(tenant: &Tenant, ctx: &Context, status: TenantStatus) -> R
 fn status_hash(status: &TenantStatus, generation: Option<i64>) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    serde_json::to_string(status).unwrap_or_default().hash(&mut h);
+    serde_json::to_string(status)
+        .unwrap_or_default()
+        .hash(&mut h);
     generation.hash(&mut h);
     h.finish()
 }
@@ -1204,6 +1273,26 @@ async fn cleanup(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
         // The object may already be on its way out; a failed status write must not block cleanup.
         if let Err(e) = write_status(&tenant, &ctx, s).await {
             debug!(error = %e, "could not write Deleting status");
+        }
+    }
+    if resolved.names.rls {
+        let rows = async {
+            let layout = crate::pg::shared::SharedLayout::defaults()?;
+            let (r, b) = (&resolved.names.role, &resolved.names.secondary_role);
+            crate::pg::shared::unregister_tenant(&ctx.pg, &layout, r, b).await?;
+            let tid = crate::pg::shared::tenant_id(
+                &tenant.namespace().unwrap_or_default(),
+                &tenant.name_any(),
+            );
+            crate::pg::shared::delete_tenant_rows(&ctx.pg, &layout, &tid, 1000).await
+        };
+        match rows.await {
+            Ok(n) => info!(rows = n, "deleted the tenant's rows from the shared tables"),
+            Err(e) => {
+                let status = failed_status(&tenant, &e, Some(TenantPhase::Deleting));
+                let _ = write_status(&tenant, &ctx, status).await;
+                return Err(e);
+            }
         }
     }
     let mongo_report = match cleanup_mongo(&tenant, &ctx, &resolved.names).await {

@@ -34,7 +34,8 @@ use super::Condition;
 pub struct TenantSpec {
     /// How the tenant's data is isolated from other tenants. `database`: a dedicated PostgreSQL
     /// database owned by the tenant's role. `schema`: a schema owned by the tenant's role inside the
-    /// operator's shared database. Immutable after creation.
+    /// operator's shared database. `shared`: the baseline tables in one shared schema, every row
+    /// tagged with the tenant's id and guarded by row-level security. Immutable after creation.
     #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "isolation is immutable"}]))]
     pub isolation: Isolation,
 
@@ -132,6 +133,9 @@ pub enum Isolation {
     Database,
     /// A dedicated schema per tenant in a shared database.
     Schema,
+    /// Shared tables in one schema of the shared database; rows are separated by `tenant_id` and
+    /// row-level security (`ENABLE` + `FORCE`) keyed on the login role, which tenants cannot change.
+    Shared,
 }
 
 impl Isolation {
@@ -140,6 +144,7 @@ impl Isolation {
         match self {
             Isolation::Database => "database",
             Isolation::Schema => "schema",
+            Isolation::Shared => "shared",
         }
     }
 }

@@ -260,7 +260,7 @@ ORDER BY n.slot
                 });
             }
         }
-        if let Some(pool) = shared {
+        if let Some(pool) = shared.filter(|_| !names.rls) {
             let row = sqlx::query(
                 "SELECT pg_get_userbyid(n.nspowner) AS owner, obj_description(n.oid, 'pg_namespace') AS comment FROM pg_namespace n WHERE n.nspname = $1",
             )
@@ -369,6 +369,8 @@ ORDER BY n.slot
                     ));
                 }
             }
+        } else if names.rls {
+            // Shared tables: rows are removed by `shared::delete_tenant_rows` beforehand.
         } else if let Some(schema) = &observed.schema {
             if schema.comment.as_deref() == Some(marker) {
                 let pool = self.shared_pool().await?;

@@ -555,7 +555,10 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Result<Vec<Step>, Conflic
             )));
         }
     }
-    let secondary_needed = desired.active == Slot::Secondary
+    // Shared (row-level security) tenants map both login roles up front, so the rotation role
+    // exists (NOLOGIN until used) from the start.
+    let secondary_needed = n.rls
+        || desired.active == Slot::Secondary
         || (desired.active == Slot::Primary
             && desired.previous_valid_until.is_some()
             && observed.secondary.is_some());
@@ -628,8 +631,8 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Result<Vec<Step>, Conflic
         }
     }
 
-    // Schema (isolation `schema`).
-    if !n.dedicated_database {
+    // Schema (isolation `schema`; `shared` tenants use the shared layout's schema).
+    if !n.dedicated_database && !n.rls {
         match &observed.schema {
             None => steps.push(Step::CreateSchema),
             Some(s) => {

@@ -12,7 +12,7 @@ use tenantdb::localpg::LocalPg;
 use tenantdb::migrate::{HISTORY_TABLE, Migration, MigrationSet};
 use tenantdb::naming::{Ident, TenantNames, tenant_names};
 use tenantdb::partitions::{PARTITIONED_TABLES, PartitionKeyType, plan_table_partitions};
-use tenantdb::pg::plan::{Desired, Observed, ObservedDatabase, plan};
+use tenantdb::pg::plan::{Desired, Observed, ObservedDatabase, Step, plan};
 
 pub const SHARED_DB: &str = "tenantdb_shared";
 pub const PREFIX: &str = "tenant_";
@@ -61,6 +61,11 @@ pub fn provisioning_sql(
         let stmts = step.sql(&desired, &verifier).expect("sql");
         if step.transactional() {
             out.push_str("BEGIN;\n");
+            if matches!(step, Step::GrantConnect) {
+                // Concurrent GRANTs on one database's ACL fail with "tuple concurrently updated":
+                // parallel floor runs serialize this one statement.
+                out.push_str("SELECT pg_advisory_xact_lock(7464627001);\n");
+            }
             for s in &stmts {
                 out.push_str(s);
                 out.push_str(";\n");
