@@ -233,12 +233,12 @@ for f in custom_files:
 
 # The exact API use of the code (src/controller/): (apiGroup, resource) -> verbs.
 ALLOWED_CLUSTER = {
-    ("tenantdb.io", "tenants"): {"get", "list", "watch", "patch", "update"},
-    ("tenantdb.io", "tenants/status"): {"get", "patch", "update"},
-    ("tenantdb.io", "tenantmigrations"): {"get", "list", "watch", "patch"},
-    ("tenantdb.io", "tenantmigrations/status"): {"get", "patch", "update"},
-    ("", "secrets"): {"get", "list", "watch", "create", "patch", "update", "delete"},
-    ("", "configmaps"): {"get", "list", "watch"},
+    ("tenantdb.io", "tenants"): {"get", "list", "watch", "patch"},
+    ("tenantdb.io", "tenants/status"): {"patch"},
+    ("tenantdb.io", "tenantmigrations"): {"list", "watch"},
+    ("tenantdb.io", "tenantmigrations/status"): {"patch"},
+    ("", "secrets"): {"get", "list", "watch", "patch", "delete"},
+    ("", "configmaps"): {"get"},
     ("events.k8s.io", "events"): {"create", "patch"},
 }
 ALLOWED_NAMESPACED = {("coordination.k8s.io", "leases"): {"get", "create", "update"}}

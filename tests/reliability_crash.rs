@@ -31,7 +31,11 @@ const NAMESPACES: [&str; 2] = ["crash-a", "crash-b"];
 
 fn tenant_id(i: usize) -> (&'static str, String, &'static str) {
     let ns = NAMESPACES[i % 2];
-    let iso = if i % 3 == 0 { "database" } else { "schema" };
+    let iso = if i.is_multiple_of(3) {
+        "database"
+    } else {
+        "schema"
+    };
     (ns, format!("t{i:03}"), iso)
 }
 

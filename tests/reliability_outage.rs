@@ -243,14 +243,13 @@ async fn postgres_outage_degrades_without_hot_loop_and_recovers() {
     );
 }
 
-/// BUG (reported, not fixed here): during an outage every failing reconcile holds a concurrency slot
+/// Regression test (was a bug): during an outage every failing reconcile held a concurrency slot
 /// for one or more admin-pool acquire timeouts (`--connect-timeout-seconds`; sqlx retries the refused
 /// connection until the timeout), and kube-runtime takes the next due object from a HashSet (not in
 /// FIFO order), so the same few Tenants are retried again and again while the others are never
 /// attempted: with 12 Tenants and `--concurrency 2` most of them have no status at all long after
 /// PostgreSQL went away, instead of `Degraded=True / DatabaseUnavailable`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: DB outage starves tenants beyond --concurrency (slow failing reconciles + non-FIFO scheduler); see tests/README.md"]
 async fn outage_starves_tenants_beyond_concurrency() {
     let env = Env::start_with(&["--concurrency", "2", "--connect-timeout-seconds", "2"]).await;
     // The shared database exists and the operator is warmed up before the outage.

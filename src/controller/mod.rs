@@ -135,6 +135,8 @@ pub struct Context {
     pub settings: OperatorSettings,
     /// Event recorder.
     pub recorder: Recorder,
+    /// This instance's name (Events' reporting instance).
+    pub instance: String,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Failure counts.
@@ -182,6 +184,7 @@ impl Context {
         };
         Self {
             recorder: Recorder::new(client.clone(), reporter),
+            instance: instance.to_string(),
             client,
             pg,
             health_permits: tokio::sync::Semaphore::new(settings.health_concurrency.max(1)),
@@ -310,6 +313,13 @@ impl Context {
     ) where
         K: Resource<DynamicType = ()>,
     {
+        // kube-runtime names Events `<object name>.<16 hex>`: past 253 bytes the API refuses them,
+        // so Events of very long-named objects get a generated name instead (no series merging).
+        if obj.meta().name.as_ref().is_some_and(|n| n.len() > 200) {
+            self.event_generated_name(obj, type_, reason, action, note)
+                .await;
+            return;
+        }
         let ev = Event {
             type_,
             reason: reason.into(),
@@ -319,6 +329,50 @@ impl Context {
         };
         if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
             warn!(error = %e, name = %obj.meta().name.clone().unwrap_or_default(), "failed to publish event");
+        }
+    }
+}
+
+impl Context {
+    async fn event_generated_name<K>(
+        &self,
+        obj: &K,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) where
+        K: Resource<DynamicType = ()>,
+    {
+        use k8s_openapi::api::events::v1::Event as K8sEvent;
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+        let ns = obj
+            .meta()
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let ev = K8sEvent {
+            metadata: kube::api::ObjectMeta {
+                generate_name: Some("tenantdb-".into()),
+                namespace: Some(ns.clone()),
+                ..Default::default()
+            },
+            event_time: Some(MicroTime(k8s_openapi::jiff::Timestamp::now())),
+            type_: Some(match type_ {
+                EventType::Normal => "Normal".into(),
+                EventType::Warning => "Warning".into(),
+            }),
+            reason: Some(reason.into()),
+            action: Some(action.into()),
+            note: Some(note),
+            regarding: Some(obj.object_ref(&())),
+            reporting_controller: Some("tenantdb".into()),
+            reporting_instance: Some(self.instance.clone()),
+            ..Default::default()
+        };
+        let api: kube::Api<K8sEvent> = kube::Api::namespaced(self.client.clone(), &ns);
+        if let Err(e) = api.create(&Default::default(), &ev).await {
+            warn!(error = %e, "failed to publish event");
         }
     }
 }

@@ -38,6 +38,9 @@ pub struct PgAdmin {
     shared: OnceCell<PgPool>,
     settings: PgSettings,
     can_read_verifiers: OnceCell<bool>,
+    /// When the server was last found unreachable: while set, operations first probe the port
+    /// (fast failure instead of every reconcile waiting a pool timeout).
+    down_since: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 /// What [`PgAdmin::cleanup`] did.
@@ -70,6 +73,7 @@ impl PgAdmin {
             shared: OnceCell::new(),
             settings,
             can_read_verifiers: OnceCell::new(),
+            down_since: std::sync::Mutex::new(None),
         })
     }
 
@@ -171,6 +175,69 @@ impl PgAdmin {
     /// Reads the catalog state of the tenant's objects: one query on the maintenance database, plus
     /// one on the shared database for isolation `schema`.
     pub async fn observe(&self, names: &TenantNames, password: &str) -> Result<Observed> {
+        self.fail_fast_if_down().await?;
+        match self.observe_inner(names, password).await {
+            Err(Error::DatabaseUnavailable(m)) => Err(self.note_unavailable(m).await),
+            other => other,
+        }
+    }
+
+    /// While the server is known to be unreachable, a quick TCP probe answers instead of a pool
+    /// timeout: an outage costs each reconcile milliseconds, not seconds, so tenants beyond the
+    /// reconcile concurrency are not starved. The probe also gives the real cause
+    /// ("connection refused") instead of "pool timed out".
+    async fn fail_fast_if_down(&self) -> Result<()> {
+        let down = self.down_since.lock().map(|d| d.is_some()).unwrap_or(false);
+        if !down {
+            return Ok(());
+        }
+        match self.probe().await {
+            Ok(()) => {
+                if let Ok(mut d) = self.down_since.lock() {
+                    *d = None;
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn probe(&self) -> Result<()> {
+        let (host, port) = self.server_address();
+        if host.starts_with('/') {
+            return Ok(()); // unix socket: nothing cheaper than the pool itself
+        }
+        match tokio::time::timeout(
+            Duration::from_secs(1),
+            tokio::net::TcpStream::connect((host.as_str(), port)),
+        )
+        .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(Error::DatabaseUnavailable(format!(
+                "cannot connect to PostgreSQL at {host}:{port}: {e}"
+            ))),
+            Err(_) => Err(Error::DatabaseUnavailable(format!(
+                "cannot connect to PostgreSQL at {host}:{port}: timed out"
+            ))),
+        }
+    }
+
+    /// After a connection-class error: if the port does not answer, the server is marked down and
+    /// the probe's clearer message is returned.
+    async fn note_unavailable(&self, message: String) -> Error {
+        match self.probe().await {
+            Err(probe) => {
+                if let Ok(mut d) = self.down_since.lock() {
+                    d.get_or_insert_with(std::time::Instant::now);
+                }
+                probe
+            }
+            Ok(()) => Error::DatabaseUnavailable(message),
+        }
+    }
+
+    async fn observe_inner(&self, names: &TenantNames, password: &str) -> Result<Observed> {
         let read_verifier = self.can_read_verifiers().await?;
         // For isolation `schema` the shared database must exist before it is observed.
         let shared = if names.dedicated_database {
