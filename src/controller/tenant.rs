@@ -712,12 +712,19 @@ async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
     }
 
     // Health, checked with the tenant's own credentials at most every health interval.
+    let mongo_login = mongo.as_ref().and_then(|m| {
+        let uri = m.secret_data.get("mongodbUri")?.clone();
+        let pw = m.secret_data.get("mongodbPassword")?.clone();
+        let db = crate::mongo::names::MongoDbName::new(&m.status.database).ok()?;
+        Some((uri, db, pw))
+    });
     let health = check_health(
         ctx,
         &key,
         &resolved.names,
         active_user,
         &desired.password,
+        mongo_login,
         status.health.as_ref(),
     )
     .await;
@@ -939,6 +946,7 @@ async fn check_health(
     names: &TenantNames,
     user: &Ident,
     password: &str,
+    mongo_login: Option<(String, crate::mongo::names::MongoDbName, String)>,
     previous: Option<&crate::crd::HealthStatus>,
 ) -> Option<crate::crd::HealthStatus> {
     let cached = ctx.health_cache(key);
@@ -950,9 +958,24 @@ async fn check_health(
     let previous = previous.or(cached.as_ref().map(|(_, r)| r));
     let _permit = ctx.health_permits.acquire().await.ok()?;
     let started = Instant::now();
-    let result = ctx.pg.check_login(&names.database, user, password).await;
+    let mut result = ctx.pg.check_login(&names.database, user, password).await;
+    // MongoDB `ping` as the tenant user too, when the tenant has MongoDB.
+    if result.is_ok()
+        && let (Some((uri, db, pw)), Some(admin)) = (&mongo_login, ctx.mongo.as_ref())
+    {
+        result = admin.tenant_ping(uri, db, pw).await.map_err(|e| {
+            Error::DatabaseUnavailable(format!(
+                "MongoDB: {}",
+                crate::error::first_line(&e.to_string())
+            ))
+        });
+    }
     let latency = started.elapsed();
     let (healthy, message) = match result {
+        Ok(()) if mongo_login.is_some() => (
+            true,
+            "login and SELECT 1 succeeded; MongoDB ping succeeded".to_string(),
+        ),
         Ok(()) => (true, "login and SELECT 1 succeeded".to_string()),
         Err(e) => (false, crate::error::first_line(&e.to_string())),
     };

@@ -269,6 +269,28 @@ impl MongoAdmin {
         Ok(())
     }
 
+    /// Health check with the tenant's own credentials: a one-off client (not kept) authenticates as
+    /// the tenant user against its database and runs `ping` there.
+    pub async fn tenant_ping(&self, uri: &str, db: &MongoDbName, password: &str) -> Result<()> {
+        let secrets = [password];
+        let mut options = ClientOptions::parse(uri)
+            .await
+            .map_err(|e| map_error(&e, &secrets))?;
+        options.server_selection_timeout = Some(self.settings.server_selection_timeout);
+        options.connect_timeout = Some(self.settings.connect_timeout);
+        options.app_name = Some("tenantdb-healthcheck".to_string());
+        options.max_pool_size = Some(1);
+        let client = Client::with_options(options).map_err(|e| map_error(&e, &secrets))?;
+        let result = client
+            .database(db.as_str())
+            .run_command(doc! {"ping": 1})
+            .await
+            .map(|_| ())
+            .map_err(|e| map_error(&e, &secrets));
+        client.shutdown().await;
+        result
+    }
+
     /// Reads everything provisioning compares: collections with their validator options
     /// (`listCollections`), their indexes (`listIndexes`), the user (`usersInfo`) and the applied
     /// migrations. A database that does not exist reads as empty.
