@@ -157,6 +157,7 @@ pub struct Context {
     health: Mutex<HashMap<String, (Instant, crate::crd::HealthStatus)>>,
     reported_usage: Mutex<HashMap<String, crate::crd::UsageStatus>>,
     written: Mutex<HashMap<String, u64>>,
+    stale_rv: Mutex<HashMap<String, String>>,
     partitions: Mutex<HashMap<String, Instant>>,
 }
 
@@ -200,6 +201,7 @@ impl Context {
             health: Mutex::new(HashMap::new()),
             reported_usage: Mutex::new(HashMap::new()),
             written: Mutex::new(HashMap::new()),
+            stale_rv: Mutex::new(HashMap::new()),
             partitions: Mutex::new(HashMap::new()),
         }
     }
@@ -271,6 +273,25 @@ impl Context {
             .is_some_and(|m| m.get(key) == Some(&hash))
     }
 
+    /// Whether `resource_version` is the version a status write of ours was based on, i.e. the
+    /// cached object does not yet include that write.
+    pub fn is_stale(&self, key: &str, resource_version: Option<&str>) -> bool {
+        let Some(rv) = resource_version else {
+            return false;
+        };
+        self.stale_rv
+            .lock()
+            .ok()
+            .is_some_and(|m| m.get(key).is_some_and(|s| s == rv))
+    }
+
+    /// Records that a status write was based on `resource_version`.
+    pub fn set_stale(&self, key: &str, resource_version: Option<String>) {
+        if let (Ok(mut m), Some(rv)) = (self.stale_rv.lock(), resource_version) {
+            m.insert(key.to_string(), rv);
+        }
+    }
+
     /// Remembers the hash of the status written for an object.
     pub fn set_written(&self, key: &str, hash: u64) {
         if let Ok(mut m) = self.written.lock() {
@@ -293,6 +314,9 @@ impl Context {
             m.remove(key);
         }
         if let Ok(mut m) = self.written.lock() {
+            m.remove(key);
+        }
+        if let Ok(mut m) = self.stale_rv.lock() {
             m.remove(key);
         }
         if let Ok(mut m) = self.partitions.lock() {

@@ -207,6 +207,16 @@ fn endpoint(ctx: &Context) -> Endpoint {
 /// Provision or repair. Errors are reported in status here (the error policy cannot write) and
 /// then returned so the controller backs off; invalid specs wait for a change instead.
 async fn apply(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
+    // The cache can hand us the very object version our last status write was based on (the
+    // watch event of that write has not arrived yet). Working from it would recompute conditions
+    // from stale state and write again; wait for the cache instead.
+    if ctx.is_stale(
+        &object_key(tenant.as_ref()),
+        tenant.meta().resource_version.as_deref(),
+    ) {
+        debug!("cached object predates our last status write; requeueing");
+        return Ok(Action::requeue(Duration::from_millis(500)));
+    }
     match provision(&tenant, &ctx).await {
         Ok(outcome) => {
             let status = ready_status(&tenant, &outcome);
@@ -1226,14 +1236,20 @@ async fn write_status(tenant: &Tenant, ctx: &Context, status: TenantStatus) -> R
         "metadata": { "name": tenant.name_any(), "namespace": ns },
         "status": status,
     });
-    api.patch_status(
-        &tenant.name_any(),
-        &PatchParams::apply(&format!("{}-status", ctx.settings.field_manager)).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
+    let written = api
+        .patch_status(
+            &tenant.name_any(),
+            &PatchParams::apply(&format!("{}-status", ctx.settings.field_manager)).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
     ctx.metrics.status_written(CONTROLLER);
     ctx.set_written(&key, hash);
+    // Only a write that changed the object makes the cached version stale (a no-op write emits no
+    // watch event, and waiting for one would never end).
+    if written.meta().resource_version != tenant.meta().resource_version {
+        ctx.set_stale(&key, tenant.meta().resource_version.clone());
+    }
     Ok(true)
 }
 
