@@ -125,7 +125,11 @@ impl ApiError {
 
     /// 422 with field causes. `kind_group` is e.g. `Tenant.tenantdb.io`.
     pub fn invalid(kind_group: &str, name: &str, t: &Target<'_>, causes: &[FieldError]) -> Self {
-        let rendered: Vec<String> = causes.iter().map(FieldError::render).collect();
+        // Field order, not map iteration order: serde_json's map order depends on whether some
+        // crate in the build enables `preserve_order` (feature unification), so sort explicitly.
+        let mut causes: Vec<&FieldError> = causes.iter().collect();
+        causes.sort_by(|a, b| a.field.cmp(&b.field));
+        let rendered: Vec<String> = causes.iter().map(|c| c.render()).collect();
         let body = if rendered.len() == 1 {
             rendered[0].clone()
         } else {

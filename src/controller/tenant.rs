@@ -262,11 +262,9 @@ async fn apply(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
                 .await;
             }
             if unhealthy {
-                // Check again after one health interval (not a hot loop: checks are rate-limited
-                // per tenant by the health interval anyway).
-                return Ok(Action::requeue(
-                    ctx.settings.health_interval.min(ctx.settings.resync),
-                ));
+                // Check again soon so recovery clears Degraded quickly; checks stay rate-limited
+                // per tenant (see `health_recheck`), so this is no hot loop.
+                return Ok(Action::requeue(health_recheck(&ctx, false)));
             }
             Ok(Action::requeue(ctx.settings.jittered_resync()))
         }
@@ -949,6 +947,16 @@ async fn measure_usage(
     Ok(usage)
 }
 
+/// How long a health result stands: the health interval when healthy; at most 10 s when not,
+/// so that a recovered tenant does not stay Degraded for a whole interval.
+fn health_recheck(ctx: &Context, healthy: bool) -> Duration {
+    if healthy {
+        ctx.settings.health_interval
+    } else {
+        ctx.settings.health_interval.min(Duration::from_secs(10))
+    }
+}
+
 /// Logs in as the tenant and runs `SELECT 1`. Bounded by a semaphore; at most every health interval.
 async fn check_health(
     ctx: &Context,
@@ -961,7 +969,7 @@ async fn check_health(
 ) -> Option<crate::crd::HealthStatus> {
     let cached = ctx.health_cache(key);
     if let Some((at, result)) = &cached
-        && at.elapsed() < ctx.settings.health_interval
+        && at.elapsed() < health_recheck(ctx, result.healthy)
     {
         return Some(result.clone());
     }
