@@ -100,7 +100,8 @@ pub struct RunConfig {
         default_value_t = 3600
     )]
     pub status_report_interval_seconds: u64,
-    /// MongoDB admin URI (a user with userAdminAnyDatabase + readWriteAnyDatabase or root). When set,
+    /// MongoDB admin URI (root, or userAdminAnyDatabase + readWriteAnyDatabase + dbAdminAnyDatabase +
+    /// clusterMonitor). When set,
     /// Tenants get a MongoDB database unless `spec.mongodb.enabled` is false. Never logged.
     #[arg(long, env = "TENANTDB_MONGODB_URI", hide_env_values = true)]
     pub mongodb_uri: Option<String>,
