@@ -777,32 +777,18 @@ async fn maintain_partitions(ctx: &Context, key: &str, names: &TenantNames) -> R
         .date();
     let ahead = ctx.settings.partition_months_ahead;
     let retention = ctx.settings.partition_retention_months;
-    let report = if names.dedicated_database {
-        let mut conn = ctx.pg.connect_to(&names.database).await?;
-        let r = crate::partitions::maintain(
-            &mut conn,
-            names.schema.as_str(),
-            names.role.as_str(),
-            today,
-            ahead,
-            retention,
-        )
-        .await;
-        let _ = sqlx::Connection::close(conn).await;
-        r?
-    } else {
-        let pool = ctx.pg.shared_pool().await?;
-        let mut conn = pool.acquire().await?;
-        crate::partitions::maintain(
-            &mut conn,
-            names.schema.as_str(),
-            names.role.as_str(),
-            today,
-            ahead,
-            retention,
-        )
-        .await?
-    };
+    let mut conn = ctx.pg.tenant_connection(names).await?;
+    let report = crate::partitions::maintain(
+        &mut conn,
+        names.schema.as_str(),
+        names.role.as_str(),
+        today,
+        ahead,
+        retention,
+    )
+    .await;
+    conn.close().await;
+    let report = report?;
     if !report.created.is_empty() || !report.dropped.is_empty() {
         info!(created = ?report.created, dropped = ?report.dropped, rows_moved = report.rows_moved, "partitions maintained");
     }
@@ -1037,17 +1023,10 @@ async fn run_migrations(
         owner_role: names.role.as_str(),
         lock_key: lock_key(names),
     };
-    let report = if names.dedicated_database {
-        let mut conn = ctx.pg.connect_to(&names.database).await?;
-        let r = migrate::migrate(&mut conn, &ctx.migrations, &mt, target, false).await;
-        // Close explicitly: dedicated databases are never pooled.
-        let _ = sqlx::Connection::close(conn).await;
-        r?
-    } else {
-        let pool = ctx.pg.shared_pool().await?;
-        let mut conn = pool.acquire().await?;
-        migrate::migrate(&mut conn, &ctx.migrations, &mt, target, false).await?
-    };
+    let mut conn = ctx.pg.tenant_connection(names).await?;
+    let report = migrate::migrate(&mut conn, &ctx.migrations, &mt, target, false).await;
+    conn.close().await;
+    let report = report?;
     if !report.applied.is_empty() {
         info!(from = ?report.from, to = ?report.to, steps = report.applied.len(), "migrations applied");
     }

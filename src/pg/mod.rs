@@ -43,6 +43,43 @@ pub struct PgAdmin {
     down_since: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
+/// A connection inside a tenant's database: a one-off connection for a dedicated database (never
+/// pooled), a pooled one for the shared database. Derefs to [`PgConnection`].
+pub enum TenantConnection {
+    /// One-off connection to a dedicated database; closed by [`TenantConnection::close`].
+    Dedicated(PgConnection),
+    /// Connection from the shared database's pool.
+    Shared(sqlx::pool::PoolConnection<sqlx::Postgres>),
+}
+
+impl std::ops::Deref for TenantConnection {
+    type Target = PgConnection;
+    fn deref(&self) -> &PgConnection {
+        match self {
+            TenantConnection::Dedicated(c) => c,
+            TenantConnection::Shared(c) => c,
+        }
+    }
+}
+
+impl std::ops::DerefMut for TenantConnection {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        match self {
+            TenantConnection::Dedicated(c) => c,
+            TenantConnection::Shared(c) => c,
+        }
+    }
+}
+
+impl TenantConnection {
+    /// Closes a one-off connection cleanly; returns a pooled one to its pool.
+    pub async fn close(self) {
+        if let TenantConnection::Dedicated(c) = self {
+            let _ = c.close().await;
+        }
+    }
+}
+
 /// What [`PgAdmin::cleanup`] did.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct CleanupReport {
@@ -110,6 +147,19 @@ impl PgAdmin {
                 ))
             })??;
         Ok(conn)
+    }
+
+    /// A connection inside the tenant's database (see [`TenantConnection`]).
+    pub async fn tenant_connection(&self, names: &TenantNames) -> Result<TenantConnection> {
+        if names.dedicated_database {
+            Ok(TenantConnection::Dedicated(
+                self.connect_to(&names.database).await?,
+            ))
+        } else {
+            Ok(TenantConnection::Shared(
+                self.shared_pool().await?.acquire().await?,
+            ))
+        }
     }
 
     /// Pool on the shared database; creates and locks down the shared database on first use.
