@@ -1398,6 +1398,8 @@ impl Reconciler<'_> {
         )
         .await?;
         self.ctx.metrics.status_written(CONTROLLER);
+        self.ctx
+            .set_migration_status(&object_key(self.tm), status.clone());
         self.written = status;
         Ok(true)
     }
@@ -1453,7 +1455,21 @@ async fn reconcile_inner(
     let ns = tm
         .namespace()
         .ok_or_else(|| Error::InvalidSpec("TenantMigration has no namespace".into()))?;
-    let prev = tm.status.clone().unwrap_or_default();
+    let mut prev = tm.status.clone().unwrap_or_default();
+    // The cache can lag behind our own batched status writes: entries written for this revision
+    // but missing from the cached object are taken from memory, so a tenant counted as done keeps
+    // its entry.
+    if let Some(mem) = ctx.migration_status(&object_key(tm))
+        && mem.revision.is_some()
+        && mem.revision == prev.revision
+    {
+        for e in mem.tenants {
+            if !prev.tenants.iter().any(|p| p.name == e.name) {
+                prev.tenants.push(e);
+            }
+        }
+        prev.tenants.sort_by(|a, b| a.name.cmp(&b.name));
+    }
     let mut rec = Reconciler {
         tm,
         ctx,

@@ -158,6 +158,7 @@ pub struct Context {
     reported_usage: Mutex<HashMap<String, crate::crd::UsageStatus>>,
     written: Mutex<HashMap<String, u64>>,
     stale_rv: Mutex<HashMap<String, String>>,
+    migration_written: Mutex<HashMap<String, crate::crd::TenantMigrationStatus>>,
     partitions: Mutex<HashMap<String, Instant>>,
 }
 
@@ -202,6 +203,7 @@ impl Context {
             reported_usage: Mutex::new(HashMap::new()),
             written: Mutex::new(HashMap::new()),
             stale_rv: Mutex::new(HashMap::new()),
+            migration_written: Mutex::new(HashMap::new()),
             partitions: Mutex::new(HashMap::new()),
         }
     }
@@ -289,6 +291,21 @@ impl Context {
     pub fn set_stale(&self, key: &str, resource_version: Option<String>) {
         if let (Ok(mut m), Some(rv)) = (self.stale_rv.lock(), resource_version) {
             m.insert(key.to_string(), rv);
+        }
+    }
+
+    /// The last TenantMigration status this process wrote (the cache may not have it yet).
+    pub fn migration_status(&self, key: &str) -> Option<crate::crd::TenantMigrationStatus> {
+        self.migration_written
+            .lock()
+            .ok()
+            .and_then(|m| m.get(key).cloned())
+    }
+
+    /// Records a written TenantMigration status.
+    pub fn set_migration_status(&self, key: &str, status: crate::crd::TenantMigrationStatus) {
+        if let Ok(mut m) = self.migration_written.lock() {
+            m.insert(key.to_string(), status);
         }
     }
 
