@@ -262,9 +262,9 @@ async fn apply(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
                 .await;
             }
             if unhealthy {
-                // Check again soon so recovery clears Degraded quickly; checks stay rate-limited
-                // per tenant (see `health_recheck`), so this is no hot loop.
-                return Ok(Action::requeue(health_recheck(&ctx, false)));
+                // Check again soon so recovery clears Degraded quickly (at most every
+                // `health_recheck`, so this is no hot loop).
+                return Ok(Action::requeue(health_recheck(&ctx)));
             }
             Ok(Action::requeue(ctx.settings.jittered_resync()))
         }
@@ -933,14 +933,10 @@ async fn measure_usage(
     Ok(usage)
 }
 
-/// How long a health result stands: the health interval when healthy; at most 10 s when not,
-/// so that a recovered tenant does not stay Degraded for a whole interval.
-fn health_recheck(ctx: &Context, healthy: bool) -> Duration {
-    if healthy {
-        ctx.settings.health_interval
-    } else {
-        ctx.settings.health_interval.min(Duration::from_secs(10))
-    }
+/// When an unhealthy tenant is looked at again: at most 10 s, so that recovery clears Degraded
+/// quickly without checking in a hot loop.
+fn health_recheck(ctx: &Context) -> Duration {
+    ctx.settings.health_interval.min(Duration::from_secs(10))
 }
 
 /// Logs in as the tenant and runs `SELECT 1`. Bounded by a semaphore; at most every health interval.
@@ -954,8 +950,12 @@ async fn check_health(
     previous: Option<&crate::crd::HealthStatus>,
 ) -> Option<crate::crd::HealthStatus> {
     let cached = ctx.health_cache(key);
+    // A healthy result stands for the health interval; a failed one is re-checked on the next
+    // reconcile (the reconcile of an unhealthy tenant is requeued after `health_recheck`), so a
+    // recovered tenant clears Degraded as soon as it is reconciled.
     if let Some((at, result)) = &cached
-        && at.elapsed() < health_recheck(ctx, result.healthy)
+        && result.healthy
+        && at.elapsed() < ctx.settings.health_interval
     {
         return Some(result.clone());
     }
