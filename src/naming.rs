@@ -174,6 +174,15 @@ pub fn derived_base(prefix: &str, namespace: &str, name: &str) -> String {
     format!("{readable}_{hash}")
 }
 
+/// The group role that may connect to the shared database: `<shared database>_connect`.
+pub fn connect_group_of(shared_database: &Ident) -> Result<Ident, NameError> {
+    let mut base = shared_database.as_str().to_string();
+    while base.len() + "_connect".len() > MAX_IDENT_BYTES {
+        base.pop();
+    }
+    Ident::new(&format!("{base}_connect"))
+}
+
 /// The rotation role name for a primary role: `<role>_b`, truncating the primary part if needed.
 pub fn secondary_of(role: &Ident) -> Result<Ident, NameError> {
     let mut base = role.as_str().to_string();
@@ -197,6 +206,9 @@ pub struct TenantNames {
     pub secondary_role: Ident,
     /// Whether the database is dedicated to this tenant (and so owned and dropped by it).
     pub dedicated_database: bool,
+    /// Group role holding CONNECT on the shared database; tenant roles of the shared database are
+    /// members (one membership row each, instead of one ACL entry each on the database).
+    pub connect_group: Ident,
     /// Whether the tenant shares tables with other tenants under row-level security (isolation
     /// `shared`): the schema is the shared layout's, not the tenant's.
     pub rls: bool,
@@ -224,6 +236,7 @@ pub fn tenant_names(
     let role = base.clone();
     let secondary_role = secondary_of(&role)?;
     let owner_marker = format!("tenantdb.io/owner={namespace}/{name}");
+    let connect_group = connect_group_of(shared_database)?;
     Ok(match isolation {
         Isolation::Database => TenantNames {
             database: base,
@@ -231,6 +244,7 @@ pub fn tenant_names(
             role,
             secondary_role,
             dedicated_database: true,
+            connect_group: connect_group.clone(),
             rls: false,
             owner_marker,
         },
@@ -240,6 +254,7 @@ pub fn tenant_names(
             role,
             secondary_role,
             dedicated_database: false,
+            connect_group: connect_group.clone(),
             rls: true,
             owner_marker,
         },
@@ -249,6 +264,7 @@ pub fn tenant_names(
             role,
             secondary_role,
             dedicated_database: false,
+            connect_group,
             rls: false,
             owner_marker,
         },

@@ -415,7 +415,11 @@ async fn bad_input_corpus_is_refused_without_side_effects() {
         .collect();
     for r in &roles {
         assert!(
-            r == "postgres" || r == "legacy_role" || tenant_roles.contains(r),
+            // The operator's own group for CONNECT on the shared database.
+            r == "postgres"
+                || r == "legacy_role"
+                || r == "tenantdb_shared_connect"
+                || tenant_roles.contains(r),
             "unexpected role {r}"
         );
     }

@@ -205,6 +205,29 @@ impl PgAdmin {
         sqlx::raw_sql(ddl(format!("REVOKE ALL ON DATABASE {db} FROM PUBLIC")))
             .execute(&self.admin)
             .await?;
+        // The group whose members may connect (tenant roles of the shared database).
+        let group = crate::naming::connect_group_of(db)?;
+        let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_roles WHERE rolname = $1")
+            .bind(group.as_str())
+            .fetch_optional(&self.admin)
+            .await?;
+        if exists.is_none() {
+            let r = sqlx::raw_sql(ddl(format!(
+                "CREATE ROLE {group} NOLOGIN NOINHERIT; COMMENT ON ROLE {group} IS 'tenantdb.io/shared-connect'"
+            )))
+            .execute(&self.admin)
+            .await;
+            if let Err(e) = r {
+                // Raced by another replica: duplicate_object (42710) or the unique index (23505).
+                let dup = matches!(&e, sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("42710") | Some("23505")));
+                if !dup {
+                    return Err(e.into());
+                }
+            }
+        }
+        sqlx::raw_sql(ddl(format!("GRANT CONNECT ON DATABASE {db} TO {group}")))
+            .execute(&self.admin)
+            .await?;
         Ok(())
     }
 

@@ -330,9 +330,10 @@ impl Step {
                 format!("revoke PUBLIC access on database {}", n.database.as_str())
             }
             Step::GrantConnect => format!(
-                "grant connect on {} to {}",
+                "grant connect on {} to {} (via {})",
                 n.database.as_str(),
-                n.role.as_str()
+                n.role.as_str(),
+                n.connect_group.as_str()
             ),
             Step::SetSearchPath(s) => format!("set search_path of role {}", r(s)),
             Step::CreateSchema => format!("create schema {}", n.schema.as_str()),
@@ -434,7 +435,10 @@ impl Step {
             Step::RevokePublicOnDatabase => {
                 vec![format!("REVOKE ALL ON DATABASE {db} FROM PUBLIC")]
             }
-            Step::GrantConnect => vec![format!("GRANT CONNECT ON DATABASE {db} TO {}", n.role)],
+            // Membership in the connect group, not an ACL entry per tenant on the database row:
+            // concurrent GRANTs on one pg_database row fail with "tuple concurrently updated"
+            // and a long datacl makes every catalog read slower.
+            Step::GrantConnect => vec![format!("GRANT {} TO {}", n.connect_group, n.role)],
             Step::SetSearchPath(s) => vec![format!(
                 "ALTER ROLE {} IN DATABASE {db} SET search_path TO {}",
                 role_of(s),
