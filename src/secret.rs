@@ -32,7 +32,7 @@ pub struct Endpoint {
 }
 
 /// Percent-encodes a URI component (RFC 3986 unreserved characters pass through).
-fn pct(s: &str) -> String {
+pub fn pct(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {

@@ -772,18 +772,7 @@ fn ok_unless(r: mongodb::error::Result<Document>, tolerated: &[i32]) -> Result<(
     }
 }
 
-/// Percent-encodes a URI component (RFC 3986 unreserved characters pass through).
-fn pct(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+use crate::secret::pct;
 
 /// The tenant's connection string:
 /// `mongodb://<user>:<password>@<host>:<port>/<db>?authSource=<db>&authMechanism=SCRAM-SHA-256`,
@@ -814,24 +803,7 @@ fn uri_password(uri: &str) -> Option<String> {
 
 /// Replaces the password of every `scheme://user:password@host` in `s` with `***`.
 pub fn redact_uri(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(i) = rest.find("://") {
-        let (head, tail) = rest.split_at(i + 3);
-        out.push_str(head);
-        let end = tail.find(['/', ' ', '?', '\n']).unwrap_or(tail.len());
-        let authority = &tail[..end];
-        match authority.rfind('@') {
-            Some(at) => match authority[..at].split_once(':') {
-                Some((user, _)) => out.push_str(&format!("{user}:***{}", &authority[at..])),
-                None => out.push_str(authority),
-            },
-            None => out.push_str(authority),
-        }
-        rest = &tail[end..];
-    }
-    out.push_str(rest);
-    out
+    crate::pg::redact(s)
 }
 
 #[cfg(test)]

@@ -657,7 +657,7 @@ pub fn redact(s: &str) -> String {
     while let Some(i) = rest.find("://") {
         let (head, tail) = rest.split_at(i + 3);
         out.push_str(head);
-        let end = tail.find(['/', ' ', '?']).unwrap_or(tail.len());
+        let end = tail.find(['/', ' ', '?', '\n']).unwrap_or(tail.len());
         let authority = &tail[..end];
         if let Some(at) = authority.rfind('@') {
             let userinfo = &authority[..at];
