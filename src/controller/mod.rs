@@ -125,6 +125,43 @@ impl Backoff {
     }
 }
 
+/// Per-object values kept in memory by key (`kind/namespace/name`). A poisoned lock reads as
+/// empty: this is a cache, never the source of truth.
+#[derive(Debug)]
+pub struct Memo<V>(Mutex<HashMap<String, V>>);
+
+impl<V> Default for Memo<V> {
+    fn default() -> Self {
+        Memo(Mutex::new(HashMap::new()))
+    }
+}
+
+impl<V: Clone> Memo<V> {
+    /// The value for `key`.
+    pub fn get(&self, key: &str) -> Option<V> {
+        self.0.lock().ok().and_then(|m| m.get(key).cloned())
+    }
+
+    /// Sets the value for `key`.
+    pub fn set(&self, key: &str, value: V) {
+        if let Ok(mut m) = self.0.lock() {
+            m.insert(key.to_string(), value);
+        }
+    }
+
+    /// Removes `key`.
+    pub fn remove(&self, key: &str) {
+        if let Ok(mut m) = self.0.lock() {
+            m.remove(key);
+        }
+    }
+
+    /// Runs `f` on the whole map.
+    pub fn with<R>(&self, f: impl FnOnce(&HashMap<String, V>) -> R) -> Option<R> {
+        self.0.lock().ok().map(|m| f(&m))
+    }
+}
+
 /// Everything a reconcile needs; shared by all reconciles of a controller.
 pub struct Context {
     /// Kubernetes client.
@@ -153,13 +190,13 @@ pub struct Context {
     pub tenant_store: std::sync::OnceLock<kube::runtime::reflector::Store<crate::crd::Tenant>>,
     /// Bounds concurrent health checks.
     pub health_permits: tokio::sync::Semaphore,
-    usage: Mutex<HashMap<String, (Instant, i64)>>,
-    health: Mutex<HashMap<String, (Instant, crate::crd::HealthStatus)>>,
-    reported_usage: Mutex<HashMap<String, crate::crd::UsageStatus>>,
-    written: Mutex<HashMap<String, u64>>,
-    stale_rv: Mutex<HashMap<String, String>>,
-    migration_written: Mutex<HashMap<String, crate::crd::TenantMigrationStatus>>,
-    partitions: Mutex<HashMap<String, Instant>>,
+    usage: Memo<(Instant, i64)>,
+    health: Memo<(Instant, crate::crd::HealthStatus)>,
+    reported_usage: Memo<crate::crd::UsageStatus>,
+    written: Memo<u64>,
+    stale_rv: Memo<String>,
+    migration_written: Memo<crate::crd::TenantMigrationStatus>,
+    partitions: Memo<Instant>,
 }
 
 impl std::fmt::Debug for Context {
@@ -198,147 +235,110 @@ impl Context {
             shared_layout: tokio::sync::Mutex::new(None),
             mongo: None,
             mongo_endpoint: None,
-            usage: Mutex::new(HashMap::new()),
-            health: Mutex::new(HashMap::new()),
-            reported_usage: Mutex::new(HashMap::new()),
-            written: Mutex::new(HashMap::new()),
-            stale_rv: Mutex::new(HashMap::new()),
-            migration_written: Mutex::new(HashMap::new()),
-            partitions: Mutex::new(HashMap::new()),
+            usage: Memo::default(),
+            health: Memo::default(),
+            reported_usage: Memo::default(),
+            written: Memo::default(),
+            stale_rv: Memo::default(),
+            migration_written: Memo::default(),
+            partitions: Memo::default(),
         }
     }
 
     /// When a tenant's partitions were last maintained.
     pub fn partition_cache(&self, key: &str) -> Option<Instant> {
-        self.partitions
-            .lock()
-            .ok()
-            .and_then(|m| m.get(key).copied())
+        self.partitions.get(key)
     }
 
     /// Records a partition maintenance run.
     pub fn set_partition_cache(&self, key: &str) {
-        if let Ok(mut m) = self.partitions.lock() {
-            m.insert(key.to_string(), Instant::now());
-        }
+        self.partitions.set(key, Instant::now());
     }
 
     /// Last storage measurement of a tenant.
     pub fn usage_cache(&self, key: &str) -> Option<(Instant, i64)> {
-        self.usage.lock().ok().and_then(|m| m.get(key).copied())
+        self.usage.get(key)
     }
 
     /// Records a storage measurement (and the operator-wide storage gauge).
     pub fn set_usage_cache(&self, key: &str, bytes: i64) {
-        if let Ok(mut m) = self.usage.lock() {
-            m.insert(key.to_string(), (Instant::now(), bytes));
-            self.metrics
-                .storage_bytes
-                .set(m.values().map(|(_, b)| *b).sum());
+        self.usage.set(key, (Instant::now(), bytes));
+        self.update_storage_gauge();
+    }
+
+    fn update_storage_gauge(&self) {
+        if let Some(sum) = self.usage.with(|m| m.values().map(|(_, b)| *b).sum()) {
+            self.metrics.storage_bytes.set(sum);
         }
     }
 
     /// The last health result of a tenant and when it was taken (in memory: the status in the
     /// reconciler's cache may be stale and must not erase a result).
     pub fn health_cache(&self, key: &str) -> Option<(Instant, crate::crd::HealthStatus)> {
-        self.health.lock().ok().and_then(|m| m.get(key).cloned())
+        self.health.get(key)
     }
 
     /// Records a health result.
     pub fn set_health_cache(&self, key: &str, result: crate::crd::HealthStatus) {
-        if let Ok(mut m) = self.health.lock() {
-            m.insert(key.to_string(), (Instant::now(), result));
-        }
+        self.health.set(key, (Instant::now(), result));
     }
 
     /// The usage object last reported for a tenant.
     pub fn reported_usage(&self, key: &str) -> Option<crate::crd::UsageStatus> {
-        self.reported_usage
-            .lock()
-            .ok()
-            .and_then(|m| m.get(key).cloned())
+        self.reported_usage.get(key)
     }
 
     /// Records the usage object reported for a tenant.
     pub fn set_reported_usage(&self, key: &str, usage: crate::crd::UsageStatus) {
-        if let Ok(mut m) = self.reported_usage.lock() {
-            m.insert(key.to_string(), usage);
-        }
+        self.reported_usage.set(key, usage);
     }
 
     /// Whether `hash` is the status this process last wrote for the object (so a reconcile that
     /// runs on a cached object older than that write does not write the same status again).
     pub fn already_written(&self, key: &str, hash: u64) -> bool {
-        self.written
-            .lock()
-            .ok()
-            .is_some_and(|m| m.get(key) == Some(&hash))
+        self.written.get(key) == Some(hash)
+    }
+
+    /// Remembers the hash of the status written for an object.
+    pub fn set_written(&self, key: &str, hash: u64) {
+        self.written.set(key, hash);
     }
 
     /// Whether `resource_version` is the version a status write of ours was based on, i.e. the
     /// cached object does not yet include that write.
     pub fn is_stale(&self, key: &str, resource_version: Option<&str>) -> bool {
-        let Some(rv) = resource_version else {
-            return false;
-        };
-        self.stale_rv
-            .lock()
-            .ok()
-            .is_some_and(|m| m.get(key).is_some_and(|s| s == rv))
+        resource_version.is_some_and(|rv| self.stale_rv.get(key).as_deref() == Some(rv))
     }
 
     /// Records that a status write was based on `resource_version`.
     pub fn set_stale(&self, key: &str, resource_version: Option<String>) {
-        if let (Ok(mut m), Some(rv)) = (self.stale_rv.lock(), resource_version) {
-            m.insert(key.to_string(), rv);
+        if let Some(rv) = resource_version {
+            self.stale_rv.set(key, rv);
         }
     }
 
     /// The last TenantMigration status this process wrote (the cache may not have it yet).
     pub fn migration_status(&self, key: &str) -> Option<crate::crd::TenantMigrationStatus> {
-        self.migration_written
-            .lock()
-            .ok()
-            .and_then(|m| m.get(key).cloned())
+        self.migration_written.get(key)
     }
 
     /// Records a written TenantMigration status.
     pub fn set_migration_status(&self, key: &str, status: crate::crd::TenantMigrationStatus) {
-        if let Ok(mut m) = self.migration_written.lock() {
-            m.insert(key.to_string(), status);
-        }
+        self.migration_written.set(key, status);
     }
 
-    /// Remembers the hash of the status written for an object.
-    pub fn set_written(&self, key: &str, hash: u64) {
-        if let Ok(mut m) = self.written.lock() {
-            m.insert(key.to_string(), hash);
-        }
-    }
-
-    /// Forgets per-tenant bookkeeping (tenant deleted).
+    /// Forgets per-object bookkeeping (object deleted).
     pub fn forget(&self, key: &str) {
-        if let Ok(mut m) = self.usage.lock() {
-            m.remove(key);
-            self.metrics
-                .storage_bytes
-                .set(m.values().map(|(_, b)| *b).sum());
-        }
-        if let Ok(mut m) = self.health.lock() {
-            m.remove(key);
-        }
-        if let Ok(mut m) = self.reported_usage.lock() {
-            m.remove(key);
-        }
-        if let Ok(mut m) = self.written.lock() {
-            m.remove(key);
-        }
-        if let Ok(mut m) = self.stale_rv.lock() {
-            m.remove(key);
-        }
-        if let Ok(mut m) = self.partitions.lock() {
-            m.remove(key);
-        }
+        self.usage.remove(key);
+        // The tenant's MongoDB measurement is kept under its own key.
+        self.usage.remove(&format!("{key}/mongodb"));
+        self.update_storage_gauge();
+        self.health.remove(key);
+        self.reported_usage.remove(key);
+        self.written.remove(key);
+        self.stale_rv.remove(key);
+        self.partitions.remove(key);
+        self.migration_written.remove(key);
         self.backoff.reset(key);
         self.metrics.set_phase(key, None);
     }
