@@ -162,6 +162,33 @@ impl<V: Clone> Memo<V> {
     }
 }
 
+/// Resource versions of one object that our own status writes have superseded.
+#[derive(Clone, Debug, Default)]
+pub struct Superseded {
+    /// Versions older than our latest write (bounded; oldest dropped first).
+    superseded: std::collections::VecDeque<String>,
+    /// The version our latest write produced.
+    latest: Option<String>,
+}
+
+impl Superseded {
+    /// At most this many versions are remembered per object.
+    const CAP: usize = 8;
+
+    fn record(&mut self, base: Option<String>, written: Option<String>) {
+        let older = [base, self.latest.take()];
+        for v in older.into_iter().flatten() {
+            if written.as_ref() != Some(&v) && !self.superseded.contains(&v) {
+                self.superseded.push_back(v);
+            }
+        }
+        while self.superseded.len() > Self::CAP {
+            self.superseded.pop_front();
+        }
+        self.latest = written;
+    }
+}
+
 /// Everything a reconcile needs; shared by all reconciles of a controller.
 pub struct Context {
     /// Kubernetes client.
@@ -194,7 +221,7 @@ pub struct Context {
     health: Memo<(Instant, crate::crd::HealthStatus)>,
     reported_usage: Memo<crate::crd::UsageStatus>,
     written: Memo<u64>,
-    stale_rv: Memo<String>,
+    stale_rv: Memo<Superseded>,
     migration_written: Memo<crate::crd::TenantMigrationStatus>,
     partitions: Memo<Instant>,
 }
@@ -304,17 +331,23 @@ impl Context {
         self.written.set(key, hash);
     }
 
-    /// Whether `resource_version` is the version a status write of ours was based on, i.e. the
-    /// cached object does not yet include that write.
+    /// Whether the cached object (at `resource_version`) predates a status write of ours: it is
+    /// the version a write was based on, or the result of an earlier write that a later one
+    /// superseded (a reconcile that writes `Provisioning` and then `Ready` produces two versions;
+    /// the cache may deliver the first before the second).
     pub fn is_stale(&self, key: &str, resource_version: Option<&str>) -> bool {
-        resource_version.is_some_and(|rv| self.stale_rv.get(key).as_deref() == Some(rv))
+        resource_version.is_some_and(|rv| {
+            self.stale_rv
+                .get(key)
+                .is_some_and(|s| s.superseded.iter().any(|v| v == rv))
+        })
     }
 
-    /// Records that a status write was based on `resource_version`.
-    pub fn set_stale(&self, key: &str, resource_version: Option<String>) {
-        if let Some(rv) = resource_version {
-            self.stale_rv.set(key, rv);
-        }
+    /// Records a status write that was based on `base` and produced `written`.
+    pub fn set_stale(&self, key: &str, base: Option<String>, written: Option<String>) {
+        let mut s = self.stale_rv.get(key).unwrap_or_default();
+        s.record(base, written);
+        self.stale_rv.set(key, s);
     }
 
     /// The last TenantMigration status this process wrote (the cache may not have it yet).
@@ -431,6 +464,35 @@ pub fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_version_before_our_latest_write_is_stale() {
+        let memo = Memo::default();
+        memo.set("k", Superseded::default());
+        let ctx_check = |memo: &Memo<Superseded>, rv: &str| {
+            memo.get("k")
+                .is_some_and(|s| s.superseded.iter().any(|v| v == rv))
+        };
+        // One reconcile based on v1 writes Provisioning (v2) and then Ready (v3).
+        let mut s = memo.get("k").unwrap_or_default();
+        s.record(Some("1".into()), Some("2".into()));
+        s.record(Some("1".into()), Some("3".into()));
+        memo.set("k", s);
+        assert!(ctx_check(&memo, "1"));
+        assert!(
+            ctx_check(&memo, "2"),
+            "the intermediate write is superseded"
+        );
+        assert!(!ctx_check(&memo, "3"), "our latest write is current");
+        assert!(!ctx_check(&memo, "4"), "newer versions are current");
+        // Bounded.
+        let mut s = memo.get("k").unwrap_or_default();
+        for i in 10..40 {
+            s.record(Some(i.to_string()), Some((i + 1000).to_string()));
+        }
+        assert!(s.superseded.len() <= Superseded::CAP);
+        assert_eq!(s.latest.as_deref(), Some("1039"));
+    }
 
     #[test]
     fn backoff_grows_caps_and_resets() {

@@ -1235,7 +1235,11 @@ async fn write_status(tenant: &Tenant, ctx: &Context, status: TenantStatus) -> R
     // Only a write that changed the object makes the cached version stale (a no-op write emits no
     // watch event, and waiting for one would never end).
     if written.meta().resource_version != tenant.meta().resource_version {
-        ctx.set_stale(&key, tenant.meta().resource_version.clone());
+        ctx.set_stale(
+            &key,
+            tenant.meta().resource_version.clone(),
+            written.meta().resource_version.clone(),
+        );
     }
     Ok(true)
 }
