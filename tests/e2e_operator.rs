@@ -616,3 +616,69 @@ async fn shared_isolation_separates_rows_and_delete_removes_them() {
         .unwrap();
     assert_eq!(n, 1);
 }
+
+fn ready_since(t: &tenantdb::crd::Tenant) -> Option<String> {
+    t.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready" && c.status == "True")
+        .map(|c| c.last_transition_time.0.to_string())
+}
+
+/// Real informers lag behind writes. With every watch event delayed, the operator's cache hands
+/// reconciles object versions older than its own last status write (e.g. the `Provisioning`
+/// write of the same reconcile that then wrote `Ready`). Conditions must not be recomputed from
+/// such versions: `Ready`'s lastTransitionTime stays put and idle resyncs write nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_cache_does_not_move_transition_times_or_rewrite_status() {
+    let env = Env::start_lagging(Duration::from_millis(400), &["--resync-seconds", "1"]).await;
+    let before_create = env.api.stats();
+    env.create_tenant("lag", "s", json!({"isolation": "schema"}))
+        .await;
+    env.create_tenant("lag", "d", json!({"isolation": "database"}))
+        .await;
+    let mut since = Vec::new();
+    for n in ["s", "d"] {
+        let t = env.wait_ready("lag", n, T).await;
+        since.push(ready_since(&t).expect("Ready=True"));
+    }
+    // Several resyncs and every lagging watch event of the provisioning writes are processed.
+    let from = env.operator_log().len();
+    wait_for(T, "six more reconciles", || {
+        let log = env.operator_log();
+        let n = log[from.min(log.len())..].matches("\"reconciled\"").count();
+        async move { (n >= 6).then_some(()) }
+    })
+    .await
+    .unwrap();
+    let quiet = env.api.stats();
+    let from = env.operator_log().len();
+    wait_for(T, "four idle reconciles", || {
+        let log = env.operator_log();
+        let n = log[from.min(log.len())..].matches("\"reconciled\"").count();
+        async move { (n >= 4).then_some(()) }
+    })
+    .await
+    .unwrap();
+    for (n, s) in ["s", "d"].iter().zip(&since) {
+        let t = env.tenants("lag").get(n).await.unwrap();
+        assert_eq!(
+            ready_since(&t).as_ref(),
+            Some(s),
+            "{n}: Ready lastTransitionTime moved while the tenant stayed Ready"
+        );
+    }
+    let idle = env.api.stats().since(&quiet);
+    assert_eq!(
+        idle.writes("tenants", Some("status")),
+        0,
+        "idle resyncs wrote status: {:?}",
+        idle.to_json()
+    );
+    // Provisioning + Ready per tenant, plus at most one follow-up each (first usage/health).
+    let total = env.api.stats().since(&before_create);
+    let writes = total.writes("tenants", Some("status"));
+    eprintln!("status writes for two tenants under a 400 ms watch lag: {writes}");
+    assert!(writes <= 6, "too many status writes: {:?}", total.to_json());
+}

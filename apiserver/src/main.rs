@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-const USAGE: &str = "usage: tenantdb-apiserver [--listen ADDR] [--crds DIR]... [--kubeconfig PATH] [--namespace NS] [--watch-history N]
+const USAGE: &str = "usage: tenantdb-apiserver [--listen ADDR] [--crds DIR]... [--kubeconfig PATH] [--namespace NS] [--watch-history N] [--watch-latency-ms MS]
 
 In-memory Kubernetes API server emulator for tenantdb tests and the local demo.
 NOT a cluster: no nodes, no pods, no auth, plain HTTP, state is lost on exit.
@@ -14,7 +14,8 @@ NOT a cluster: no nodes, no pods, no auth, plain HTTP, state is lost on exit.
   --crds DIR           load CustomResourceDefinitions from DIR/*.yaml (repeatable)
   --kubeconfig PATH    write a kubeconfig (context tenantdb-dev) pointing at the server
   --namespace NS       default namespace in the kubeconfig (default: default)
-  --watch-history N    events kept for watch resumption (default 10000)";
+  --watch-history N    events kept for watch resumption (default 10000)
+  --watch-latency-ms MS  delay every watch event by MS milliseconds (default 0; emulates informer lag)";
 
 fn main() {
     if let Err(e) = real_main() {
@@ -46,6 +47,10 @@ fn real_main() -> Result<(), Box<dyn std::error::Error>> {
             "--kubeconfig" => kubeconfig = Some(PathBuf::from(val("--kubeconfig")?)),
             "--namespace" => namespace = val("--namespace")?,
             "--watch-history" => cfg.watch_history = val("--watch-history")?.parse()?,
+            "--watch-latency-ms" => {
+                cfg.watch_latency =
+                    std::time::Duration::from_millis(val("--watch-latency-ms")?.parse()?)
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(());

@@ -23,6 +23,9 @@ pub struct Config {
     pub crds: Vec<Value>,
     /// How many events are kept for watch-from-resourceVersion (older versions get 410 Expired).
     pub watch_history: usize,
+    /// Delay before a change reaches watchers (default 0). Real informers lag behind writes;
+    /// tests set this to exercise controllers that read their own writes from a stale cache.
+    pub watch_latency: std::time::Duration,
 }
 
 impl Default for Config {
@@ -31,6 +34,7 @@ impl Default for Config {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             crds: Vec::new(),
             watch_history: 10_000,
+            watch_latency: std::time::Duration::ZERO,
         }
     }
 }
@@ -180,6 +184,8 @@ pub struct Shared {
     stats: Mutex<BTreeMap<StatKey, u64>>,
     pub shutdown: watch::Sender<bool>,
     pub addr: SocketAddr,
+    /// See [`Config::watch_latency`].
+    pub watch_latency: std::time::Duration,
 }
 
 impl Shared {
@@ -228,6 +234,7 @@ pub async fn start(cfg: Config) -> Result<RunningServer, Error> {
         stats: Mutex::new(BTreeMap::new()),
         shutdown,
         addr,
+        watch_latency: cfg.watch_latency,
     });
     let app = Router::new()
         .fallback(crate::http::handle)

@@ -40,6 +40,8 @@ pub struct Event {
     pub object: Arc<Value>,
     /// The previous state for MODIFIED (selector transitions).
     pub old: Option<Arc<Value>>,
+    /// When the change happened (watch latency is measured from here).
+    pub at: std::time::Instant,
 }
 
 /// The kind of PATCH body.
@@ -346,6 +348,7 @@ impl State {
                         type_: EventType::Added,
                         object: o.clone(),
                         old: None,
+                        at: std::time::Instant::now(),
                     })
                 })
                 .collect(),
@@ -405,6 +408,7 @@ impl State {
             type_,
             object: obj.clone(),
             old,
+            at: std::time::Instant::now(),
         });
         obj
     }
@@ -429,6 +433,7 @@ impl State {
             type_: EventType::Deleted,
             object: last.clone(),
             old: None,
+            at: std::time::Instant::now(),
         });
         if gr.0 == CRD_GROUP && gr.1 == "customresourcedefinitions" {
             self.drop_crd(&last);

@@ -191,6 +191,9 @@ async fn run(
                         continue;
                     }
                     last_rv = ev.rv;
+                    if !shared.watch_latency.is_zero() {
+                        tokio::time::sleep_until(Instant::from_std(ev.at + shared.watch_latency)).await;
+                    }
                     send_events(vec![ev], &mut first)
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {

@@ -34,12 +34,24 @@ impl Env {
 
     /// Starts PostgreSQL, the API server emulator and the operator with extra `run` flags.
     pub async fn start_with(extra_args: &[&str]) -> Env {
+        // `TENANTDB_TEST_WATCH_LATENCY_MS` runs every end-to-end test against a lagging cache.
+        let lag = std::env::var("TENANTDB_TEST_WATCH_LATENCY_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(Duration::from_millis)
+            .unwrap_or_default();
+        Self::start_lagging(lag, extra_args).await
+    }
+
+    /// Like [`Env::start_with`], with every watch event delayed by `watch_latency` (informer lag).
+    pub async fn start_lagging(watch_latency: Duration, extra_args: &[&str]) -> Env {
         let pg = tokio::task::spawn_blocking(LocalPg::start)
             .await
             .unwrap()
             .expect("throwaway PostgreSQL");
         let mut cfg = tenantdb_apiserver::Config {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            watch_latency,
             ..Default::default()
         };
         for (_, crd) in tenantdb::crd::all_crds() {
