@@ -198,6 +198,14 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
+    /// Keys of the objects counted in the phase gauge.
+    pub fn phase_keys(&self) -> Vec<String> {
+        self.phase_of
+            .lock()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Tracks the phase of one object (key: `kind/namespace/name`); `None` forgets it.
     pub fn set_phase(&self, key: &str, phase: Option<&str>) {
         let Ok(mut map) = self.phase_of.lock() else {

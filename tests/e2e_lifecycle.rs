@@ -310,3 +310,93 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() {
     env.wait_ready("le", "after", T).await;
     let _ = second.kill().await;
 }
+
+/// `shared` tenants are measured too (their rows' share of the shared tables): one that writes
+/// past its quota turns read-only while a neighbour without rows is unaffected; raising the quota
+/// restores writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_tenant_over_its_storage_quota_turns_read_only() {
+    let env = Env::start_with(&["--resync-seconds", "1", "--usage-interval-seconds", "1"]).await;
+    for (name, storage) in [("heavy", "256Ki"), ("light", "256Ki")] {
+        env.create_tenant(
+            "sq",
+            name,
+            json!({"isolation": "shared", "quotas": {"storage": storage}}),
+        )
+        .await;
+    }
+    for name in ["heavy", "light"] {
+        let t = env.wait_ready("sq", name, T).await;
+        let usage = t.status.unwrap().usage.unwrap();
+        assert_eq!(usage.storage_bytes, 0, "{name}: no rows yet: {usage:?}");
+    }
+    let mut c = env.connect_with_secret("sq", "heavy-db").await.unwrap();
+    for sql in [
+        "INSERT INTO saas_tenants (id, tenant_code, tenant_name) VALUES (tenantdb_current_tenant(), 'heavy', 'Heavy')",
+        // ~2 KB of hard-to-compress JSON per row: ~1 MB in all.
+        "INSERT INTO saas_unified_audit_logs (tenant_id, log_type, module, action, change_data) \
+         SELECT tenantdb_current_tenant(), 'operation', 'ai', 'update', \
+                jsonb_build_object('blob', (SELECT string_agg(md5(g::text || ':' || i::text), '') FROM generate_series(1, 64) AS i)) \
+         FROM generate_series(1, 500) AS g",
+    ] {
+        c.execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    drop(c);
+    let t = wait_for(T, "heavy QuotaExceeded", || async {
+        let t = env.tenants("sq").get("heavy").await.ok()?;
+        let st = t.status.as_ref()?;
+        let c = st.conditions.iter().find(|c| c.type_ == "QuotaExceeded")?;
+        (c.status == "True").then_some(t)
+    })
+    .await
+    .unwrap();
+    let usage = t.status.unwrap().usage.unwrap();
+    assert!(
+        usage.read_only && usage.storage_bytes >= 256 * 1024,
+        "{usage:?}"
+    );
+    let mut c = env.connect_with_secret("sq", "heavy-db").await.unwrap();
+    let err = c
+        .execute("INSERT INTO saas_unified_audit_logs (tenant_id, log_type, module, action) VALUES (tenantdb_current_tenant(), 'operation', 'ai', 'create')")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("read-only"), "{err}");
+    drop(c);
+
+    // The neighbour has no rows: nothing charged, still writable.
+    let light = env
+        .tenants("sq")
+        .get("light")
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    let usage = light.usage.unwrap();
+    assert!(usage.storage_bytes == 0 && !usage.read_only, "{usage:?}");
+    let mut c = env.connect_with_secret("sq", "light-db").await.unwrap();
+    c.execute("INSERT INTO saas_tenants (id, tenant_code, tenant_name) VALUES (tenantdb_current_tenant(), 'light', 'Light')")
+        .await
+        .unwrap();
+    drop(c);
+
+    // Raising the quota restores writes.
+    env.tenants("sq")
+        .patch(
+            "heavy",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"quotas": {"storage": "1Gi"}}})),
+        )
+        .await
+        .unwrap();
+    wait_for(T, "heavy writes restored", || async {
+        let mut c = env.connect_with_secret("sq", "heavy-db").await.ok()?;
+        c.execute("INSERT INTO saas_unified_audit_logs (tenant_id, log_type, module, action) VALUES (tenantdb_current_tenant(), 'operation', 'ai', 'create')")
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await
+    .unwrap();
+}

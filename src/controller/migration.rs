@@ -1264,6 +1264,20 @@ pub async fn run(
         .graceful_shutdown_on(async move {
             let _ = graceful.wait_for(|v| *v).await;
         });
+    // TenantMigrations have no finalizer, so no reconcile sees their deletion: bookkeeping of
+    // deleted ones (remembered status, backoff, phase gauge) is pruned against the cache.
+    {
+        let (ctx, store, mut stop) = (ctx.clone(), store.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(PRUNE_INTERVAL);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => prune_deleted(&ctx, &store),
+                    _ = stop.wait_for(|v| *v) => break,
+                }
+            }
+        });
+    }
     let state = Arc::new(State {
         ctx,
         store,
@@ -1280,6 +1294,25 @@ pub async fn run(
             }
         })
         .await;
+}
+
+/// How often bookkeeping of deleted TenantMigrations is pruned.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Forgets per-object state of TenantMigrations that are no longer in the cache.
+fn prune_deleted(ctx: &Context, store: &Store<TenantMigration>) {
+    let kind = TenantMigration::kind(&());
+    let live: std::collections::HashSet<String> = store
+        .state()
+        .iter()
+        .map(|m| object_key(m.as_ref()))
+        .collect();
+    for key in ctx.remembered_keys(&kind) {
+        if !live.contains(&key) {
+            debug!(%key, "forgetting a deleted TenantMigration");
+            ctx.forget(&key);
+        }
+    }
 }
 
 async fn reconcile_entry(tm: Arc<TenantMigration>, state: Arc<State>) -> Result<Action> {
@@ -1391,13 +1424,21 @@ impl Reconciler<'_> {
             "metadata": { "name": self.tm.name_any(), "namespace": self.ns },
             "status": body,
         });
-        api.patch_status(
-            &self.tm.name_any(),
-            &PatchParams::apply(&format!("{}-status", self.ctx.settings.field_manager)).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
+        let written = api
+            .patch_status(
+                &self.tm.name_any(),
+                &PatchParams::apply(&format!("{}-status", self.ctx.settings.field_manager)).force(),
+                &Patch::Apply(&patch),
+            )
+            .await?;
         self.ctx.metrics.status_written(CONTROLLER);
+        if written.meta().resource_version != self.tm.meta().resource_version {
+            self.ctx.set_stale(
+                &object_key(self.tm),
+                self.tm.meta().resource_version.clone(),
+                written.meta().resource_version.clone(),
+            );
+        }
         self.ctx
             .set_migration_status(&object_key(self.tm), status.clone());
         self.written = status;
@@ -1451,6 +1492,12 @@ async fn reconcile_inner(
     if tm.meta().deletion_timestamp.is_some() {
         ctx.metrics.set_phase(&key, None);
         return Ok(Action::await_change());
+    }
+    // The cached object predates a status write of ours (informer lag): computing the status
+    // again from it would write a stale view back; wait for the cache instead.
+    if ctx.is_stale(&key, tm.meta().resource_version.as_deref()) {
+        debug!("cached TenantMigration predates our last status write; requeueing");
+        return Ok(Action::requeue(Duration::from_millis(500)));
     }
     let ns = tm
         .namespace()

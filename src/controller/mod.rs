@@ -360,6 +360,26 @@ impl Context {
         self.migration_written.set(key, status);
     }
 
+    /// Keys of objects of `kind` this process keeps state for (written status, stale versions,
+    /// phase gauge).
+    pub fn remembered_keys(&self, kind: &str) -> Vec<String> {
+        let prefix = format!("{kind}/");
+        let mut keys: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+        let mut collect = |k: &String| {
+            if k.starts_with(&prefix) {
+                keys.insert(k.clone());
+            }
+        };
+        self.migration_written
+            .with(|m| m.keys().for_each(&mut collect));
+        self.stale_rv.with(|m| m.keys().for_each(&mut collect));
+        self.written.with(|m| m.keys().for_each(&mut collect));
+        for k in self.metrics.phase_keys() {
+            collect(&k);
+        }
+        keys.into_iter().collect()
+    }
+
     /// Forgets per-object bookkeeping (object deleted).
     pub fn forget(&self, key: &str) {
         self.usage.remove(key);

@@ -564,7 +564,20 @@ async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
     };
 
     // Storage: measured at most every usage interval; read-only at 100 %.
-    let usage = measure_usage(ctx, &key, &resolved.names, &status, quotas.storage_bytes).await?;
+    // `shared` tenants are measured by their rows' share of the shared tables.
+    let shared_tenant = resolved
+        .names
+        .rls
+        .then(|| crate::pg::shared::tenant_id(&ns, &tenant.name_any()));
+    let usage = measure_usage(
+        ctx,
+        &key,
+        &resolved.names,
+        &status,
+        quotas.storage_bytes,
+        shared_tenant.as_deref(),
+    )
+    .await?;
     let read_only = crate::quota::over_quota(usage.storage_bytes, quotas.storage_bytes);
 
     let desired = Desired {
@@ -874,22 +887,19 @@ async fn measure_usage(
     names: &TenantNames,
     status: &TenantStatus,
     limit: Option<i64>,
+    shared_tenant: Option<&str>,
 ) -> Result<crate::crd::UsageStatus> {
-    if names.rls {
-        // Shared tables cannot be measured per tenant cheaply; see docs/shared-isolation.md.
-        return Ok(crate::crd::UsageStatus {
-            storage_bytes: 0,
-            storage_limit_bytes: None,
-            percent: None,
-            read_only: false,
-            measured_at: None,
-        });
-    }
     let cached = ctx.usage_cache(key);
     let bytes = match cached {
         Some((at, bytes)) if at.elapsed() < ctx.settings.usage_interval => bytes,
         _ => {
-            let bytes = ctx.pg.storage_bytes(names).await?;
+            let bytes = match shared_tenant {
+                Some(tid) => {
+                    let layout = crate::pg::shared::SharedLayout::defaults()?;
+                    crate::pg::shared::tenant_storage_bytes(&ctx.pg, &layout, tid).await?
+                }
+                None => ctx.pg.storage_bytes(names).await?,
+            };
             ctx.set_usage_cache(key, bytes);
             bytes
         }
