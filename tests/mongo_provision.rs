@@ -15,7 +15,8 @@ use mongodb::bson::{Bson, DateTime, Document, doc};
 use mongodb::error::ErrorKind;
 use tenantdb::mongo::{
     IndexSpec, MIGRATIONS_COLLECTION, MongoAdmin, MongoDbName, MongoMigrationSet, MongoSettings,
-    MongoStep, MongoTenant, UserAction, error_code, tenant_mongo_names, tenant_uri,
+    MongoStep, MongoTenant, TENANT_READ_ONLY_ROLE, TENANT_ROLE, UserAction, error_code,
+    tenant_mongo_names, tenant_uri,
 };
 use tenantdb::naming::derived_base;
 
@@ -423,14 +424,16 @@ async fn password_and_role_changes_are_reconciled() {
 
     // Same password: nothing to do.
     assert_eq!(
-        a.ensure_user(&t.database, &t.user, &old).await.unwrap(),
+        a.ensure_user(&t.database, &t.user, &old, TENANT_ROLE)
+            .await
+            .unwrap(),
         UserAction::Unchanged
     );
 
     // The Secret's password changed.
     t.password = tenantdb::scram::generate_password();
     let action = a
-        .ensure_user(&t.database, &t.user, &t.password)
+        .ensure_user(&t.database, &t.user, &t.password, TENANT_ROLE)
         .await
         .unwrap();
     assert_eq!(
@@ -457,7 +460,7 @@ async fn password_and_role_changes_are_reconciled() {
         "old password still works"
     );
     assert_eq!(
-        a.ensure_user(&t.database, &t.user, &t.password)
+        a.ensure_user(&t.database, &t.user, &t.password, TENANT_ROLE)
             .await
             .unwrap(),
         UserAction::Unchanged
@@ -470,7 +473,7 @@ async fn password_and_role_changes_are_reconciled() {
         .await
         .unwrap();
     assert_eq!(
-        a.ensure_user(&t.database, &t.user, &t.password)
+        a.ensure_user(&t.database, &t.user, &t.password, TENANT_ROLE)
             .await
             .unwrap(),
         UserAction::Updated {
@@ -515,6 +518,72 @@ async fn password_and_role_changes_are_reconciled() {
     );
     assert!(out.steps.is_empty());
 
+    a.cleanup(&t.database, &t.user).await.unwrap();
+}
+
+async fn roles_of(c: &Client, t: &MongoTenant) -> Vec<Bson> {
+    let info = c
+        .database(t.database.as_str())
+        .run_command(doc! {"usersInfo": &t.user})
+        .await
+        .unwrap();
+    let users = info.get_array("users").unwrap();
+    let Some(Bson::Document(u)) = users.first() else {
+        panic!("{info:?}")
+    };
+    u.get_array("roles").unwrap().clone()
+}
+
+/// Over the storage quota the user has `read` on its database instead of `readWrite`, and back.
+/// The role change is checked against any server; that writes are refused with `read` needs a
+/// real mongod (the stand-in does not enforce roles).
+#[tokio::test]
+async fn over_quota_the_user_is_read_only_and_back() {
+    let Some(s) = server("over_quota_the_user_is_read_only_and_back") else {
+        return;
+    };
+    let a = admin(s);
+    let mut t = tenant("ro");
+    a.provision(&t).await.unwrap();
+    let c = raw_admin(s).await;
+    let role = |r: &str| vec![Bson::Document(doc! {"role": r, "db": t.database.as_str()})];
+    assert_eq!(roles_of(&c, &t).await, role("readWrite"));
+    let tc = tenant_client(s, &t, &t.password).await;
+    let scratch = tc
+        .database(t.database.as_str())
+        .collection::<Document>("scratch");
+    scratch.insert_one(doc! {"x": 1}).await.unwrap();
+
+    t.read_only = true;
+    let out = a.provision(&t).await.unwrap();
+    assert_eq!(
+        out.user,
+        UserAction::Updated {
+            roles: true,
+            password: false
+        }
+    );
+    assert_eq!(roles_of(&c, &t).await, role(TENANT_READ_ONLY_ROLE));
+    assert_eq!(a.provision(&t).await.unwrap().user, UserAction::Unchanged);
+    if s.is_real_mongod() {
+        // The open connection is affected too (MongoDB invalidates the user cache).
+        let e = scratch.insert_one(doc! {"x": 2}).await.unwrap_err();
+        assert_eq!(code(&e), Some(13), "Unauthorized expected: {e}");
+        assert_eq!(
+            scratch.count_documents(doc! {}).await.unwrap(),
+            1,
+            "reads still work"
+        );
+    } else {
+        eprintln!(
+            "SKIPPED part (needs a real mongod via TENANTDB_TEST_MONGO_URI; the SecantusDB stand-in does not enforce roles): writes refused with role read"
+        );
+    }
+
+    t.read_only = false;
+    a.provision(&t).await.unwrap();
+    assert_eq!(roles_of(&c, &t).await, role("readWrite"));
+    scratch.insert_one(doc! {"x": 3}).await.unwrap();
     a.cleanup(&t.database, &t.user).await.unwrap();
 }
 

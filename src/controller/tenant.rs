@@ -358,12 +358,50 @@ fn mongo_names(
     )?)
 }
 
-async fn provision_mongo(
+/// Size of the tenant's MongoDB database (`dbStats`: storage plus indexes), measured at most every
+/// usage interval; `None` when the tenant has no MongoDB. When MongoDB cannot be reached the last
+/// measurement is used (the MongoDB step reports the outage later in the same reconcile, after
+/// PostgreSQL has been reconciled).
+async fn mongo_storage_bytes(
     tenant: &Tenant,
     ctx: &Context,
     key: &str,
     names: &TenantNames,
+) -> Result<Option<i64>> {
+    if !mongo_enabled(tenant, ctx)? {
+        return Ok(None);
+    }
+    let Some(admin) = ctx.mongo.as_ref() else {
+        return Ok(None);
+    };
+    let mkey = format!("{key}/mongodb");
+    let cached = ctx.usage_cache(&mkey);
+    if let Some((at, b)) = cached
+        && at.elapsed() < ctx.settings.usage_interval
+    {
+        return Ok(Some(b));
+    }
+    let mnames = mongo_names(tenant, names)?;
+    match admin.db_stats(&mnames.database).await {
+        Ok(stats) => {
+            let b = i64::try_from(stats.total_bytes()).unwrap_or(i64::MAX);
+            ctx.set_usage_cache(&mkey, b);
+            Ok(Some(b))
+        }
+        Err(e) => {
+            warn!(error = %e, "MongoDB storage not measured; using the last measurement");
+            Ok(Some(cached.map(|(_, b)| b).unwrap_or(0)))
+        }
+    }
+}
+
+async fn provision_mongo(
+    tenant: &Tenant,
+    ctx: &Context,
+    names: &TenantNames,
     existing_secret: Option<&Secret>,
+    read_only: bool,
+    bytes: i64,
 ) -> Result<Option<MongoResult>> {
     if !mongo_enabled(tenant, ctx)? {
         return Ok(None);
@@ -382,6 +420,7 @@ async fn provision_mongo(
         .mongodb
         .as_ref()
         .and_then(|m| m.migration_version);
+    mt.read_only = read_only;
     let outcome = admin.provision(&mt).await?;
     if outcome.changed() {
         info!(
@@ -403,16 +442,6 @@ async fn provision_mongo(
         )
         .await;
     }
-    let mkey = format!("{key}/mongodb");
-    let bytes = match ctx.usage_cache(&mkey) {
-        Some((at, b)) if at.elapsed() < ctx.settings.usage_interval => b,
-        _ => {
-            let b = i64::try_from(admin.db_stats(&mnames.database).await?.total_bytes())
-                .unwrap_or(i64::MAX);
-            ctx.set_usage_cache(&mkey, b);
-            b
-        }
-    };
     let previous = tenant.status.as_ref().and_then(|s| s.mongodb.as_ref());
     // Keep the reported size unless it moved by more than 5 % (no status writes for idle tenants).
     let storage_bytes = match previous.and_then(|p| p.storage_bytes) {
@@ -569,6 +598,8 @@ async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
         .names
         .rls
         .then(|| crate::pg::shared::tenant_id(&ns, &tenant.name_any()));
+    // MongoDB counts against the same quota.
+    let mongo_bytes = mongo_storage_bytes(tenant, ctx, &key, &resolved.names).await?;
     let usage = measure_usage(
         ctx,
         &key,
@@ -576,6 +607,7 @@ async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
         &status,
         quotas.storage_bytes,
         shared_tenant.as_deref(),
+        mongo_bytes.unwrap_or(0),
     )
     .await?;
     let read_only = crate::quota::over_quota(usage.storage_bytes, quotas.storage_bytes);
@@ -643,8 +675,15 @@ async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
     }
 
     // MongoDB (optional): database, scoped user, collections, validators, indexes.
-    let mongo =
-        provision_mongo(tenant, ctx, &key, &resolved.names, existing_secret.as_ref()).await?;
+    let mongo = provision_mongo(
+        tenant,
+        ctx,
+        &resolved.names,
+        existing_secret.as_ref(),
+        read_only,
+        mongo_bytes.unwrap_or(0),
+    )
+    .await?;
 
     // Secret after the roles: if anything above failed, the next attempt reuses the same password.
     let active_user = active.role(&resolved.names);
@@ -888,9 +927,10 @@ async fn measure_usage(
     status: &TenantStatus,
     limit: Option<i64>,
     shared_tenant: Option<&str>,
+    mongo_bytes: i64,
 ) -> Result<crate::crd::UsageStatus> {
     let cached = ctx.usage_cache(key);
-    let bytes = match cached {
+    let pg_bytes = match cached {
         Some((at, bytes)) if at.elapsed() < ctx.settings.usage_interval => bytes,
         _ => {
             let bytes = match shared_tenant {
@@ -904,6 +944,7 @@ async fn measure_usage(
             bytes
         }
     };
+    let bytes = pg_bytes.saturating_add(mongo_bytes);
     let percent = crate::quota::percent(bytes, limit);
     let read_only = crate::quota::over_quota(bytes, limit);
     // Keep the last reported object unless something a reader cares about changed, so that idle
@@ -1107,10 +1148,15 @@ fn ready_status(tenant: &Tenant, o: &Outcome) -> TenantStatus {
             true,
             "StorageQuotaExceeded",
             format!(
-                "storage {} bytes of {} ({}%): writes are disabled (default_transaction_read_only) until usage drops below the quota or the quota is raised",
+                "storage {} bytes of {} ({}%): writes are disabled (default_transaction_read_only{}) until usage drops below the quota or the quota is raised",
                 u.storage_bytes,
                 u.storage_limit_bytes.unwrap_or_default(),
-                u.percent.unwrap_or_default()
+                u.percent.unwrap_or_default(),
+                if o.mongo.is_some() {
+                    "; MongoDB role read"
+                } else {
+                    ""
+                }
             ),
         ),
         _ => Cond::new(

@@ -117,9 +117,11 @@ pub struct Quotas {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[0-9]{1,9}(ms|s|min|h)?$"))]
     pub idle_in_transaction_timeout: Option<String>,
-    /// Storage limit as a Kubernetes quantity (e.g. `5Gi`, `500Mi`). Usage is measured periodically;
-    /// at 100 % the tenant is switched to read-only (see `status.usage` and the `QuotaExceeded`
-    /// condition) until usage drops below the limit or the limit is raised.
+    /// Storage limit as a Kubernetes quantity (e.g. `5Gi`, `500Mi`), for PostgreSQL and MongoDB
+    /// together. Usage is measured periodically; at 100 % the tenant is switched to read-only in
+    /// both (PostgreSQL roles `default_transaction_read_only`, MongoDB user role `read`; see
+    /// `status.usage` and the `QuotaExceeded` condition) until usage drops below the limit or the
+    /// limit is raised.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$"))]
     pub storage: Option<String>,
@@ -247,12 +249,13 @@ pub struct TenantStatus {
 pub struct MongoStatus {
     /// MongoDB database name.
     pub database: String,
-    /// MongoDB user (defined in that database, `readWrite` on it only).
+    /// MongoDB user (defined in that database, `readWrite` on it only; `read` while the storage
+    /// quota is exceeded).
     pub user: String,
     /// Highest applied Mongo migration version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<i64>,
-    /// Data + index bytes from `dbStats`.
+    /// Storage + index bytes from `dbStats` (included in `usage.storageBytes`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_bytes: Option<i64>,
 }
@@ -261,7 +264,8 @@ pub struct MongoStatus {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UsageStatus {
-    /// Bytes used (database size, or the sum of the schema's relation sizes).
+    /// Bytes used: PostgreSQL (database size; the schema's relation sizes; for `shared`, the
+    /// tenant's share of the shared tables by row count) plus MongoDB (`mongodb.storageBytes`).
     pub storage_bytes: i64,
     /// The storage quota in bytes, if one applies.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -36,8 +36,19 @@ pub use plan::{
     check_history, plan,
 };
 
-/// The only role a tenant user gets, on its own database.
+/// The role a tenant user gets, on its own database (and nothing else).
 pub const TENANT_ROLE: &str = "readWrite";
+/// The role a tenant user has instead of [`TENANT_ROLE`] while its storage quota is exceeded.
+pub const TENANT_READ_ONLY_ROLE: &str = "read";
+
+/// The role a tenant user should have.
+pub fn tenant_role(read_only: bool) -> &'static str {
+    if read_only {
+        TENANT_READ_ONLY_ROLE
+    } else {
+        TENANT_ROLE
+    }
+}
 /// The only mechanism a tenant user gets.
 pub const TENANT_MECHANISM: &str = "SCRAM-SHA-256";
 
@@ -87,6 +98,8 @@ pub struct MongoTenant {
     pub password: String,
     /// Apply migrations up to this version (`None`: all of the admin's set).
     pub up_to_version: Option<i64>,
+    /// Storage quota exceeded: the user gets `read` instead of `readWrite` on its database.
+    pub read_only: bool,
 }
 
 impl MongoTenant {
@@ -97,6 +110,7 @@ impl MongoTenant {
             user: names.user.clone(),
             password: password.into(),
             up_to_version: None,
+            read_only: false,
         }
     }
 }
@@ -435,8 +449,10 @@ impl MongoAdmin {
         }))
     }
 
-    /// Makes the tenant user exist with exactly `roles: [{role: readWrite, db}]`, mechanism
-    /// SCRAM-SHA-256 and `password`.
+    /// Makes the tenant user exist with exactly `roles: [{role, db}]` (`role`: [`TENANT_ROLE`],
+    /// or [`TENANT_READ_ONLY_ROLE`] while over quota), mechanism SCRAM-SHA-256 and `password`.
+    /// MongoDB applies a role change to the user's open connections as well (the user cache is
+    /// invalidated by `updateUser`).
     ///
     /// The password is checked without logging in: the stored SCRAM-SHA-256 keys
     /// (`usersInfo … showCredentials`) are recomputed from `password` locally. When the server
@@ -448,14 +464,16 @@ impl MongoAdmin {
         db: &MongoDbName,
         user: &str,
         password: &str,
+        role: &str,
     ) -> Result<UserAction> {
         if password.is_empty() {
             return Err(Error::InvalidSpec("MongoDB password is empty".to_string()));
         }
+        if role != TENANT_ROLE && role != TENANT_READ_ONLY_ROLE {
+            return Err(Error::Internal(format!("unexpected tenant role {role}")));
+        }
         let database = self.db(db.as_str()).await?;
-        let roles = vec![Bson::Document(
-            doc! {"role": TENANT_ROLE, "db": db.as_str()},
-        )];
+        let roles = vec![Bson::Document(doc! {"role": role, "db": db.as_str()})];
         let Some(observed) = self.observe_user(db, user, Some(password)).await? else {
             database
                 .run_command(doc! {
@@ -469,7 +487,7 @@ impl MongoAdmin {
             info!(database = %db, user, "created MongoDB user");
             return Ok(UserAction::Created);
         };
-        let roles_ok = observed.roles == [(TENANT_ROLE.to_string(), db.as_str().to_string())];
+        let roles_ok = observed.roles == [(role.to_string(), db.as_str().to_string())];
         let mechanisms_ok = observed.mechanisms == [TENANT_MECHANISM];
         let password_ok = observed.password_matches == Some(true);
         if roles_ok && mechanisms_ok && password_ok {
@@ -664,7 +682,12 @@ impl MongoAdmin {
             self.apply(&tenant.database, &steps, &set).await?
         };
         let user = self
-            .ensure_user(&tenant.database, &tenant.user, &tenant.password)
+            .ensure_user(
+                &tenant.database,
+                &tenant.user,
+                &tenant.password,
+                tenant_role(tenant.read_only),
+            )
             .await?;
         Ok(MongoOutcome {
             steps: steps.iter().map(MongoStep::describe).collect(),
@@ -835,6 +858,7 @@ mod tests {
             user: "t".into(),
             password: "hunter2".into(),
             up_to_version: None,
+            read_only: false,
         };
         assert!(!format!("{t:?}").contains("hunter2"));
     }
