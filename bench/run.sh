@@ -5,7 +5,7 @@
 #   bench/run.sh --quick   # smoke run with tiny N (< 2 min once built); results go to bench/results/quick/
 #
 # Extra arguments are passed to the driver, e.g. `--only provisioning,fleet` (scenarios:
-# provisioning, fleet, steady, memory, ttr). This is a benchmark, not a test: it is not part of
+# provisioning, fleet, steady, memory, ttr, admission). This is a benchmark, not a test: it is not part of
 # scripts/test.sh or CI (a --quick smoke run may be).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -73,6 +73,8 @@ pub struct Metrics {
     pub steps: Family<StepLabels, Counter>,
     /// Status writes performed.
     pub status_writes: Family<ControllerLabels, Counter>,
+    /// Routine resyncs deferred because `--max-concurrent-resyncs` were already running.
+    pub resyncs_deferred: Family<ControllerLabels, Counter>,
     /// Sum of measured storage of all tenants, in bytes.
     pub storage_bytes: Gauge,
     /// Health checks by result.
@@ -106,6 +108,7 @@ impl Metrics {
         let phases = Family::<PhaseLabels, Gauge>::default();
         let steps = Family::<StepLabels, Counter>::default();
         let status_writes = Family::<ControllerLabels, Counter>::default();
+        let resyncs_deferred = Family::<ControllerLabels, Counter>::default();
         let storage_bytes = Gauge::default();
         let health_checks = Family::<HealthLabels, Counter>::default();
         let health_latency = Histogram::new(exponential_buckets(0.001, 2.0, 14));
@@ -136,6 +139,11 @@ impl Metrics {
             status_writes.clone(),
         );
         registry.register(
+            "resyncs_deferred",
+            "Routine resyncs deferred (max concurrent resyncs reached); counted in reconciles too",
+            resyncs_deferred.clone(),
+        );
+        registry.register(
             "storage_bytes",
             "Measured storage of all tenants",
             storage_bytes.clone(),
@@ -158,6 +166,7 @@ impl Metrics {
             phases,
             steps,
             status_writes,
+            resyncs_deferred,
             storage_bytes,
             health_checks,
             health_latency,
@@ -242,6 +251,15 @@ impl Metrics {
     /// Counts a status write.
     pub fn status_written(&self, controller: &str) {
         self.status_writes
+            .get_or_create(&ControllerLabels {
+                controller: controller.into(),
+            })
+            .inc();
+    }
+
+    /// Counts a deferred routine resync.
+    pub fn resync_deferred(&self, controller: &str) {
+        self.resyncs_deferred
             .get_or_create(&ControllerLabels {
                 controller: controller.into(),
             })

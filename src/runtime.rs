@@ -51,6 +51,12 @@ pub struct RunConfig {
     /// Seconds between resyncs of a Ready Tenant (drift repair).
     #[arg(long, env = "TENANTDB_RESYNC_SECONDS", default_value_t = 300)]
     pub resync_seconds: u64,
+    /// Routine resyncs (Ready, unchanged Tenants) running at once; the other reconcile slots stay
+    /// free for new, changed and failing Tenants. A resync that finds no free slot is deferred
+    /// (requeued shortly after, counted in `tenantdb_resyncs_deferred_total`). Default: half of
+    /// `--concurrency`; 0 = no separate limit.
+    #[arg(long, env = "TENANTDB_MAX_CONCURRENT_RESYNCS")]
+    pub max_concurrent_resyncs: Option<u16>,
     /// First retry delay after a transient error, in milliseconds.
     #[arg(long, env = "TENANTDB_BACKOFF_BASE_MS", default_value_t = 1000)]
     pub backoff_base_ms: u64,
@@ -269,6 +275,11 @@ impl RunConfig {
             usage_interval: Duration::from_secs(self.usage_interval_seconds.max(1)),
             health_interval: Duration::from_secs(self.health_interval_seconds.max(1)),
             health_concurrency: self.health_concurrency.max(1),
+            max_concurrent_resyncs: match self.max_concurrent_resyncs {
+                None => usize::from(self.concurrency / 2).max(1),
+                Some(0) => usize::from(self.concurrency).max(1),
+                Some(n) => usize::from(n),
+            },
             status_report_interval: Duration::from_secs(self.status_report_interval_seconds.max(1)),
             partition_interval: Duration::from_secs(self.partition_interval_hours.max(1) * 3600),
             partition_months_ahead: self.partition_months_ahead,

@@ -3,11 +3,15 @@
 
 mod common;
 
-use common::{admin, connect_as, names};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{admin, connect_as, names, pg};
 use sqlx::{Executor, Row};
 use tenantdb::crd::Isolation;
-use tenantdb::pg::PgAdmin;
+use tenantdb::naming::Ident;
 use tenantdb::pg::plan::{Desired, Slot, Step, plan};
+use tenantdb::pg::{PgAdmin, PgSettings};
 use tenantdb::scram::generate_password;
 
 async fn provision(admin: &PgAdmin, desired: &Desired) -> Vec<Step> {
@@ -521,4 +525,75 @@ async fn quotas_are_enforced_by_role_settings() {
     cs.execute("CREATE TABLE big AS SELECT g AS id, repeat('x', 200) AS pad FROM generate_series(1, 5000) g").await.unwrap();
     let after = admin.storage_bytes(&s.names).await.unwrap();
     assert!(after > empty + 500_000, "{empty} -> {after}");
+}
+
+/// A pooled shared-database connection handed back by `TenantConnection::close` carries no
+/// session state from what ran on it (role, session authorization, settings, temporary tables),
+/// and one left in a broken transaction is not reused.
+#[tokio::test]
+async fn pooled_tenant_connections_are_reset_before_reuse() {
+    let admin = Arc::new(
+        PgAdmin::new(PgSettings {
+            admin_url: pg().admin_url(),
+            shared_database: Ident::new("tenantdb_shared").unwrap(),
+            pool_size: 1,
+            connect_timeout: Duration::from_secs(5),
+        })
+        .unwrap(),
+    );
+    let n = names("reset", "acme", Isolation::Schema);
+    let mut c = admin.tenant_connection(&n).await.unwrap();
+    let clean = who(&mut c).await;
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *c)
+        .await
+        .unwrap();
+    sqlx::raw_sql(
+        "CREATE ROLE reset_probe NOLOGIN; \
+         SET ROLE reset_probe; SET search_path TO pg_temp, public; SET application_name = 'dirty'; \
+         RESET ROLE; CREATE TEMP TABLE leftover (id int); SET ROLE reset_probe",
+    )
+    .execute(&mut *c)
+    .await
+    .unwrap();
+    assert_eq!(who(&mut c).await.0, "reset_probe");
+    c.close().await;
+
+    // Pool of one: the same backend, back to its clean state.
+    let mut c = admin.tenant_connection(&n).await.unwrap();
+    let again: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *c)
+        .await
+        .unwrap();
+    assert_eq!(again, pid, "the pooled connection was reused");
+    assert_eq!(who(&mut c).await, clean);
+
+    // A connection whose session cannot be reset (aborted transaction block) is not reused.
+    sqlx::raw_sql("BEGIN; SELECT 1/0")
+        .execute(&mut *c)
+        .await
+        .unwrap_err();
+    c.close().await;
+    let mut c = admin.tenant_connection(&n).await.unwrap();
+    let third: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *c)
+        .await
+        .unwrap();
+    assert_ne!(third, pid, "a broken connection went back to the pool");
+    assert_eq!(who(&mut c).await, clean);
+    sqlx::raw_sql("DROP ROLE reset_probe")
+        .execute(&mut *c)
+        .await
+        .unwrap();
+    c.close().await;
+}
+
+async fn who(c: &mut sqlx::PgConnection) -> (String, String, String, i64) {
+    sqlx::query_as(
+        "SELECT current_user::text, current_setting('search_path'), current_setting('application_name'), \
+         (SELECT count(*) FROM pg_class WHERE relpersistence = 't' AND pg_table_is_visible(oid))",
+    )
+    .fetch_one(c)
+    .await
+    .unwrap()
 }

@@ -38,7 +38,6 @@ use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use sqlx::Connection;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -227,7 +226,9 @@ pub async fn migrate_tenant(
         owner_role: tenant.names.role.as_str(),
         lock_key: tenant.lock_key,
     };
-    let mut conn = match pg.connect_to(&tenant.names.database).await {
+    // The shared database's pool for schema tenants (no connection set-up per tenant); a
+    // one-off connection for a dedicated database.
+    let mut conn = match pg.tenant_connection(&tenant.names).await {
         Ok(c) => c,
         Err(e) => {
             return TenantOutcome::error(
@@ -240,9 +241,7 @@ pub async fn migrate_tenant(
         }
     };
     let result = migrate::migrate(&mut conn, set, &target, Some(target_version), dry_run).await;
-    if let Err(e) = conn.close().await {
-        debug!(error = %e, "closing a migration connection failed");
-    }
+    conn.close().await;
     match result {
         Ok(report) => {
             let steps = report.plan.steps.clone();

@@ -44,6 +44,8 @@ pub struct OperatorSettings {
     pub health_interval: Duration,
     /// Health checks running at once.
     pub health_concurrency: usize,
+    /// Routine resyncs of Ready, unchanged objects running at once (see [`Context::admit_resync`]).
+    pub max_concurrent_resyncs: usize,
     /// Unchanged usage/health results are re-reported in status at most this often.
     pub status_report_interval: Duration,
     /// Minimum time between partition maintenance runs of one tenant.
@@ -76,6 +78,7 @@ impl Default for OperatorSettings {
             usage_interval: Duration::from_secs(300),
             health_interval: Duration::from_secs(300),
             health_concurrency: 4,
+            max_concurrent_resyncs: 4,
             status_report_interval: Duration::from_secs(3600),
             partition_interval: Duration::from_secs(6 * 3600),
             partition_months_ahead: 2,
@@ -217,6 +220,8 @@ pub struct Context {
     pub tenant_store: std::sync::OnceLock<kube::runtime::reflector::Store<crate::crd::Tenant>>,
     /// Bounds concurrent health checks.
     pub health_permits: tokio::sync::Semaphore,
+    /// Bounds concurrent routine resyncs.
+    resync_permits: tokio::sync::Semaphore,
     usage: Memo<(Instant, i64)>,
     health: Memo<(Instant, crate::crd::HealthStatus)>,
     reported_usage: Memo<crate::crd::UsageStatus>,
@@ -254,6 +259,7 @@ impl Context {
             client,
             pg,
             health_permits: tokio::sync::Semaphore::new(settings.health_concurrency.max(1)),
+            resync_permits: tokio::sync::Semaphore::new(settings.max_concurrent_resyncs.max(1)),
             settings,
             metrics,
             backoff: Backoff::default(),
@@ -358,6 +364,23 @@ impl Context {
     /// Records a written TenantMigration status.
     pub fn set_migration_status(&self, key: &str, status: crate::crd::TenantMigrationStatus) {
         self.migration_written.set(key, status);
+    }
+
+    /// Admission of a routine resync (a Ready object whose spec was already handled). Returns a
+    /// permit to hold for the reconcile, or `None` when `max_concurrent_resyncs` resyncs are
+    /// already running: the caller defers (requeues after [`Context::deferred_resync_delay`]).
+    /// Without this, at saturation the scheduler hands out slots in due order and resyncs that
+    /// are always overdue starve new Tenants; with it, the remaining slots serve them.
+    pub fn admit_resync(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.resync_permits.try_acquire().ok()
+    }
+
+    /// When a deferred resync is tried again: a tenth of the resync interval (at least 1 s,
+    /// at most 30 s), ±50 % jitter so deferred resyncs do not come back together.
+    pub fn deferred_resync_delay(&self) -> Duration {
+        let base =
+            (self.settings.resync / 10).clamp(Duration::from_secs(1), Duration::from_secs(30));
+        base.mul_f64(rand::rng().random_range(0.5..1.5))
     }
 
     /// Keys of objects of `kind` this process keeps state for (written status, stale versions,

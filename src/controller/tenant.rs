@@ -204,6 +204,28 @@ fn endpoint(ctx: &Context) -> Endpoint {
     }
 }
 
+/// Whether this reconcile of `tenant` is a routine resync: Ready, its current spec already
+/// handled, and no rotation requested since. (Repairs of drift found by a routine resync still
+/// happen in it; only admission is bounded.)
+fn is_routine_resync(tenant: &Tenant) -> bool {
+    let Some(st) = tenant.status.as_ref() else {
+        return false;
+    };
+    let requested = tenant
+        .annotations()
+        .get(rotation::ROTATE_ANNOTATION)
+        .map(String::as_str);
+    let handled = st
+        .credentials
+        .as_ref()
+        .and_then(|c| c.rotation_token.as_deref());
+    st.phase == TenantPhase::Ready
+        && st.observed_generation.is_some()
+        && st.observed_generation == tenant.meta().generation
+        && tenant.meta().deletion_timestamp.is_none()
+        && (requested.is_none() || requested == handled)
+}
+
 /// Provision or repair. Errors are reported in status here (the error policy cannot write) and
 /// then returned so the controller backs off; invalid specs wait for a change instead.
 async fn apply(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
@@ -217,6 +239,18 @@ async fn apply(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
         debug!("cached object predates our last status write; requeueing");
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
+    // Routine resyncs share a bounded number of slots; new and changed Tenants never wait for them.
+    let _resync_permit = if is_routine_resync(&tenant) {
+        match ctx.admit_resync() {
+            Some(p) => Some(p),
+            None => {
+                ctx.metrics.resync_deferred(CONTROLLER);
+                return Ok(Action::requeue(ctx.deferred_resync_delay()));
+            }
+        }
+    } else {
+        None
+    };
     match provision(&tenant, &ctx).await {
         Ok(outcome) => {
             let status = ready_status(&tenant, &outcome);
@@ -1470,6 +1504,50 @@ mod tests {
         );
         t.metadata.namespace = Some("team-a".into());
         t
+    }
+
+    #[test]
+    fn only_ready_handled_unrotated_tenants_are_routine_resyncs() {
+        let mut t = tenant("acme", Isolation::Schema, None);
+        assert!(!is_routine_resync(&t), "no status yet: new");
+        t.metadata.generation = Some(3);
+        t.status = Some(TenantStatus {
+            phase: TenantPhase::Ready,
+            observed_generation: Some(3),
+            ..Default::default()
+        });
+        assert!(is_routine_resync(&t));
+        // Spec changed since the last reconcile.
+        t.metadata.generation = Some(4);
+        assert!(!is_routine_resync(&t));
+        t.metadata.generation = Some(3);
+        // Not Ready (provisioning, failed, degraded retries).
+        for phase in [
+            TenantPhase::Pending,
+            TenantPhase::Provisioning,
+            TenantPhase::Failed,
+        ] {
+            t.status.as_mut().unwrap().phase = phase;
+            assert!(!is_routine_resync(&t));
+        }
+        t.status.as_mut().unwrap().phase = TenantPhase::Ready;
+        // A rotation request not handled yet.
+        t.metadata.annotations = Some(
+            [(rotation::ROTATE_ANNOTATION.to_string(), "r1".to_string())]
+                .into_iter()
+                .collect(),
+        );
+        assert!(!is_routine_resync(&t));
+        t.status.as_mut().unwrap().credentials = Some(crate::crd::CredentialStatus {
+            rotation_token: Some("r1".into()),
+            ..Default::default()
+        });
+        assert!(is_routine_resync(&t), "request already handled");
+        // Being deleted.
+        t.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            Timestamp::now(),
+        ));
+        assert!(!is_routine_resync(&t));
     }
 
     #[test]

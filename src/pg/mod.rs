@@ -72,10 +72,26 @@ impl std::ops::DerefMut for TenantConnection {
 }
 
 impl TenantConnection {
-    /// Closes a one-off connection cleanly; returns a pooled one to its pool.
+    /// Closes a one-off connection cleanly. A pooled one goes back to its pool after its session
+    /// state is reset (settings, role, session authorization, temporary tables: SQL run on it,
+    /// e.g. a migration file, may have changed them); if that fails (e.g. a transaction left
+    /// open or aborted) the connection is closed instead of being reused.
     pub async fn close(self) {
-        if let TenantConnection::Dedicated(c) = self {
-            let _ = c.close().await;
+        match self {
+            TenantConnection::Dedicated(c) => {
+                let _ = c.close().await;
+            }
+            TenantConnection::Shared(mut c) => {
+                let reset = sqlx::raw_sql(
+                    "RESET SESSION AUTHORIZATION; RESET ROLE; RESET ALL; DISCARD TEMP",
+                )
+                .execute(&mut *c)
+                .await;
+                if reset.is_err() {
+                    debug!("pooled connection not reusable after use; closing it");
+                    let _ = c.detach().close().await;
+                }
+            }
         }
     }
 }

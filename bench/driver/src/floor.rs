@@ -198,7 +198,14 @@ pub async fn run_psql(
     for g in groups {
         let mut cmd = tokio::process::Command::new("psql");
         cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", pg.host()])
-            .args(["-p", &pg.port().to_string(), "-U", "postgres", "-d", database])
+            .args([
+                "-p",
+                &pg.port().to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                database,
+            ])
             .env("PGPASSWORD", pg.superuser_password())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -228,7 +235,14 @@ pub async fn run_psql(
 pub async fn psql_exec(pg: &LocalPg, database: &str, sql: &str) -> Result<String> {
     let out = tokio::process::Command::new("psql")
         .args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-h", pg.host()])
-        .args(["-p", &pg.port().to_string(), "-U", "postgres", "-d", database])
+        .args([
+            "-p",
+            &pg.port().to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            database,
+        ])
         .args(["-c", sql])
         .env("PGPASSWORD", pg.superuser_password())
         .stdin(Stdio::null())

@@ -37,6 +37,9 @@ struct Cfg {
     memory_steps: Vec<usize>,
     fleet_parallel: Vec<usize>,
     ttr_samples: usize,
+    /// Admission scenario: Ready tenants resyncing in the background, and new tenants created.
+    admission_background: usize,
+    admission_new: usize,
 }
 
 fn parse_args() -> Result<Cfg> {
@@ -80,6 +83,8 @@ fn parse_args() -> Result<Cfg> {
             memory_steps: vec![100, 300, 600],
             fleet_parallel: vec![1, 4, 8],
             ttr_samples: 3,
+            admission_background: 60,
+            admission_new: 10,
         }
     } else {
         Cfg {
@@ -100,6 +105,11 @@ fn parse_args() -> Result<Cfg> {
             memory_steps: vec![1000, 5000, 10000],
             fleet_parallel: vec![1, 4, 8],
             ttr_samples: 30,
+            admission_background: std::env::var("BENCH_ADMISSION_TENANTS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(600),
+            admission_new: 50,
         }
     })
 }
@@ -180,16 +190,26 @@ async fn provisioning(
     env.create_tenants(NS, &names, &spec, 16).await?;
     let before = env.api.stats();
     let t0 = Instant::now();
-    env.spawn_operator(&cfg.operator, &["--concurrency".into(), CONCURRENCY.to_string()])?;
+    env.spawn_operator(
+        &cfg.operator,
+        &["--concurrency".into(), CONCURRENCY.to_string()],
+    )?;
     let pid = env.operator_pid.unwrap();
     if let Err(e) = env
         .tracker
-        .wait(Duration::from_secs(1800), "all tenants Ready", |r, _| r >= n)
+        .wait(Duration::from_secs(1800), "all tenants Ready", |r, _| {
+            r >= n
+        })
         .await
     {
         bail!("{e}\n{}", env.operator_log_tail(30));
     }
-    let operator_s = env.tracker.last_ready().unwrap().duration_since(t0).as_secs_f64();
+    let operator_s = env
+        .tracker
+        .last_ready()
+        .unwrap()
+        .duration_since(t0)
+        .as_secs_f64();
     let op_cpu = cpu_seconds(pid).unwrap_or(0.0);
     let op_rss = rss_mib(pid).map(|r| r.1).unwrap_or(0.0);
     let api = env.api.stats().since(&before);
@@ -221,7 +241,10 @@ async fn provisioning(
         .iter()
         .map(|name| {
             let nm = floor::names_for(NS, name, isolation);
-            (name.clone(), floor::provisioning_sql(&nm, &set, true, today))
+            (
+                name.clone(),
+                floor::provisioning_sql(&nm, &set, true, today),
+            )
         })
         .collect();
     std::fs::write(
@@ -333,7 +356,9 @@ async fn run_tenant_migration(
         let skipped = st.get("skipped").and_then(Value::as_i64).unwrap_or(0);
         if phase == "Succeeded" {
             if (succeeded + skipped) as usize != n {
-                log(format!("  {name}: Succeeded with {succeeded} succeeded, {skipped} skipped of {n}"));
+                log(format!(
+                    "  {name}: Succeeded with {succeeded} succeeded, {skipped} skipped of {n}"
+                ));
             }
             return Ok(Some((t0.elapsed().as_secs_f64(), succeeded, skipped)));
         }
@@ -392,7 +417,9 @@ async fn engine_migrate(
 
 async fn fleet(cfg: &Cfg, mut env: Env, n: usize) -> Result<Value> {
     log(format!("fleet migration over {n} tenants"));
-    let extra: Vec<Migration> = (1..=cfg.fleet_parallel.len() * 2).map(fleet_migration).collect();
+    let extra: Vec<Migration> = (1..=cfg.fleet_parallel.len() * 2)
+        .map(fleet_migration)
+        .collect();
     let set = MigrationSet::bundled().merge(MigrationSet::new(extra.clone())?)?;
     let tenants: Vec<_> = (1..=n)
         .map(|i| floor::names_for(NS, &tenant_name(i), Isolation::Schema))
@@ -418,7 +445,10 @@ async fn fleet(cfg: &Cfg, mut env: Env, n: usize) -> Result<Value> {
             }))?,
         )
         .await?;
-    env.spawn_operator(&cfg.operator, &["--concurrency".into(), CONCURRENCY.to_string()])?;
+    env.spawn_operator(
+        &cfg.operator,
+        &["--concurrency".into(), CONCURRENCY.to_string()],
+    )?;
     env.wait_operator_ready(Duration::from_secs(60)).await?;
     // A restarted operator reconciles every Tenant once (no DDL): let that pass end first.
     let deadline = Instant::now() + Duration::from_secs(600);
@@ -450,7 +480,9 @@ async fn fleet(cfg: &Cfg, mut env: Env, n: usize) -> Result<Value> {
                     s
                 }
                 None => {
-                    log("  no TenantMigration controller answered: measuring the migration engine directly");
+                    log(
+                        "  no TenantMigration controller answered: measuring the migration engine directly",
+                    );
                     mode = "engine";
                     let api: Api<DynamicObject> =
                         Api::namespaced_with(env.client.clone(), NS, &tm_resource());
@@ -577,8 +609,15 @@ async fn steady_state(cfg: &Cfg) -> Result<Value> {
         not_ready_note = json!(e.to_string());
     }
     let ready_count = env.tracker.counts().0;
-    let provision_s = env.tracker.last_ready().unwrap().duration_since(t0).as_secs_f64();
-    log(format!("  {n} tenants Ready in {provision_s:.1} s; measuring one resync period"));
+    let provision_s = env
+        .tracker
+        .last_ready()
+        .unwrap()
+        .duration_since(t0)
+        .as_secs_f64();
+    log(format!(
+        "  {n} tenants Ready in {provision_s:.1} s; measuring one resync period"
+    ));
     // Let the provisioning burst end (the last status writes, events) before the window.
     tokio::time::sleep(Duration::from_secs(2)).await;
 
@@ -624,8 +663,15 @@ async fn steady_state(cfg: &Cfg) -> Result<Value> {
     .await?
     .parse()
     .unwrap_or(0.0);
-    let reconciles = metric_sum(&metrics1, "tenantdb_reconciles_total", &["controller=\"tenant\""])
-        - metric_sum(&metrics0, "tenantdb_reconciles_total", &["controller=\"tenant\""]);
+    let reconciles = metric_sum(
+        &metrics1,
+        "tenantdb_reconciles_total",
+        &["controller=\"tenant\""],
+    ) - metric_sum(
+        &metrics0,
+        "tenantdb_reconciles_total",
+        &["controller=\"tenant\""],
+    );
     let health = metric_sum(&metrics1, "tenantdb_health_checks_total", &[])
         - metric_sum(&metrics0, "tenantdb_health_checks_total", &[]);
     let steps = metric_sum(&metrics1, "tenantdb_provisioning_steps_total", &[])
@@ -678,7 +724,10 @@ async fn memory(cfg: &Cfg) -> Result<Value> {
     log("memory: operator RSS vs. number of Tenants (invalid spec, no PostgreSQL work)");
     let mut env = Env::start(&cfg.work, "memory", LocalPgOptions::default()).await?;
     env.ensure_namespace(NS).await?;
-    env.spawn_operator(&cfg.operator, &["--concurrency".into(), CONCURRENCY.to_string()])?;
+    env.spawn_operator(
+        &cfg.operator,
+        &["--concurrency".into(), CONCURRENCY.to_string()],
+    )?;
     env.wait_operator_ready(Duration::from_secs(60)).await?;
     let pid = env.operator_pid.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -693,7 +742,9 @@ async fn memory(cfg: &Cfg) -> Result<Value> {
         env.create_tenants(NS, &names, &spec, 32).await?;
         if let Err(e) = env
             .tracker
-            .wait(Duration::from_secs(1800), "all tenants Failed", |_, f| f >= target)
+            .wait(Duration::from_secs(1800), "all tenants Failed", |_, f| {
+                f >= target
+            })
             .await
         {
             bail!("{e}\n{}", env.operator_log_tail(30));
@@ -701,7 +752,9 @@ async fn memory(cfg: &Cfg) -> Result<Value> {
         let took = t0.elapsed().as_secs_f64();
         tokio::time::sleep(Duration::from_secs(3)).await;
         let (rss, hwm) = rss_mib(pid).unwrap_or((0.0, 0.0));
-        log(format!("  {target} tenants: RSS {rss:.1} MiB (peak {hwm:.1})"));
+        log(format!(
+            "  {target} tenants: RSS {rss:.1} MiB (peak {hwm:.1})"
+        ));
         points.push(json!({
             "tenants": target,
             "rss_mib": round(rss, 1),
@@ -745,7 +798,10 @@ async fn time_to_ready(cfg: &Cfg) -> Result<Value> {
     ));
     let mut env = Env::start(&cfg.work, "ttr", LocalPgOptions::default()).await?;
     env.ensure_namespace(NS).await?;
-    env.spawn_operator(&cfg.operator, &["--concurrency".into(), CONCURRENCY.to_string()])?;
+    env.spawn_operator(
+        &cfg.operator,
+        &["--concurrency".into(), CONCURRENCY.to_string()],
+    )?;
     env.wait_operator_ready(Duration::from_secs(60)).await?;
     let mut rows = Vec::new();
     let mut i = 0;
@@ -791,6 +847,146 @@ async fn time_to_ready(cfg: &Cfg) -> Result<Value> {
     }
     env.stop_operator().await;
     Ok(json!({"auto_migrate": true, "rows": rows}))
+}
+
+/// Admission under resync saturation: `B` Ready tenants resync every 2 s (health and usage
+/// every 2 s too), far more than the machine can do; then `K` new Tenants are created. Measured
+/// per variant: time until all `K` are Ready, per-tenant time-to-Ready, and the background's
+/// resync throughput. Variants: the default bounded resync admission, and
+/// `--max-concurrent-resyncs 0` (resyncs may take every reconcile slot, the behaviour before).
+async fn admission(cfg: &Cfg) -> Result<Value> {
+    let (b, k) = (cfg.admission_background, cfg.admission_new);
+    let interval = "2".to_string();
+    let mut rows = Vec::new();
+    for (variant, extra) in [
+        ("bounded (default: concurrency / 2)", None),
+        ("unbounded (--max-concurrent-resyncs 0)", Some("0")),
+    ] {
+        log(format!(
+            "admission: {b} Ready tenants resyncing every {interval} s, then {k} new; {variant}"
+        ));
+        let mut env = Env::start(&cfg.work, "admission", LocalPgOptions::default()).await?;
+        env.ensure_namespace(NS).await?;
+        let spec = json!({"isolation": "schema", "deletionPolicy": "Retain", "autoMigrate": false});
+        // 1. The background tenants, provisioned with default intervals.
+        env.spawn_operator(
+            &cfg.operator,
+            &["--concurrency".into(), CONCURRENCY.to_string()],
+        )?;
+        env.wait_operator_ready(Duration::from_secs(60)).await?;
+        let names: Vec<String> = (1..=b).map(tenant_name).collect();
+        env.create_tenants(NS, &names, &spec, 16).await?;
+        env.tracker
+            .wait(
+                Duration::from_secs(900),
+                "background tenants Ready",
+                |r, _| r >= b,
+            )
+            .await?;
+        env.stop_operator().await;
+        // 2. Aggressive resyncs: every tenant every 2 s with a health check (tenant login) and a
+        //    storage measurement each time.
+        let mut args: Vec<String> = vec![
+            "--concurrency".into(),
+            CONCURRENCY.to_string(),
+            "--resync-seconds".into(),
+            interval.clone(),
+            "--health-interval-seconds".into(),
+            interval.clone(),
+            "--usage-interval-seconds".into(),
+            interval.clone(),
+        ];
+        if let Some(x) = extra {
+            args.push("--max-concurrent-resyncs".into());
+            args.push(x.into());
+        }
+        env.spawn_operator(&cfg.operator, &args)?;
+        let pid = env.operator_pid.unwrap();
+        env.wait_operator_ready(Duration::from_secs(60)).await?;
+        // Let the startup pass and a few resync rounds saturate the machine.
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        let metrics0 = env.metrics().await?;
+        let (mbusy0, mtotal0) = machine_cpu();
+        let cpu0 = cpu_seconds(pid).unwrap_or(0.0);
+        // 3. The new tenants.
+        let new: Vec<String> = (b + 1..=b + k).map(tenant_name).collect();
+        let t0 = Instant::now();
+        env.create_tenants(NS, &new, &spec, 16).await?;
+        let timeout = Duration::from_secs(if cfg.quick { 120 } else { 300 });
+        let done = env
+            .tracker
+            .wait(timeout, "new tenants Ready", |r, _| r >= b + k)
+            .await;
+        let elapsed = t0.elapsed().as_secs_f64();
+        let (mbusy1, mtotal1) = machine_cpu();
+        let cpu1 = cpu_seconds(pid).unwrap_or(0.0);
+        let metrics1 = env.metrics().await?;
+        let mut ttr: Vec<f64> = new
+            .iter()
+            .filter_map(|n| env.tracker.get(&format!("{NS}/{n}"))?.ready_at)
+            .map(|at| at.duration_since(t0).as_secs_f64())
+            .collect();
+        ttr.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let ready_new = ttr.len();
+        let delta =
+            |name: &str| metric_sum(&metrics1, name, &[]) - metric_sum(&metrics0, name, &[]);
+        let reconciles = metric_sum(
+            &metrics1,
+            "tenantdb_reconciles_total",
+            &["controller=\"tenant\""],
+        ) - metric_sum(
+            &metrics0,
+            "tenantdb_reconciles_total",
+            &["controller=\"tenant\""],
+        );
+        let deferred = delta("tenantdb_resyncs_deferred_total");
+        let health = delta("tenantdb_health_checks_total");
+        let p = |q: f64| {
+            if ttr.is_empty() {
+                Value::Null
+            } else {
+                json!(round(percentile(&ttr, q), 2))
+            }
+        };
+        log(format!(
+            "  {ready_new}/{k} new Ready in {elapsed:.1} s (p50 {}, p99 {}); background: {:.0} health checks/s, {deferred} resyncs deferred",
+            f(&p(50.0)),
+            f(&p(99.0)),
+            health / elapsed
+        ));
+        rows.push(json!({
+            "variant": variant,
+            "max_concurrent_resyncs": extra.unwrap_or("default"),
+            "all_new_ready": done.is_ok(),
+            "new_ready": ready_new,
+            "all_new_ready_s": if done.is_ok() { json!(round(elapsed, 2)) } else { Value::Null },
+            "window_s": round(elapsed, 2),
+            "new_p50_s": p(50.0),
+            "new_p90_s": p(90.0),
+            "new_p99_s": p(99.0),
+            "reconciles_per_s": round(reconciles / elapsed, 1),
+            "resyncs_deferred": deferred,
+            "health_checks_per_s": round(health / elapsed, 1),
+            "operator_cpu_s": round(cpu1 - cpu0, 2),
+            "machine_cpu_busy_share": round((mbusy1 - mbusy0) / (mtotal1 - mtotal0), 3),
+        }));
+        env.stop_operator().await;
+    }
+    let ratio = match (
+        rows[1]["all_new_ready_s"].as_f64(),
+        rows[0]["all_new_ready_s"].as_f64(),
+    ) {
+        (Some(u), Some(bd)) if bd > 0.0 => json!(round(u / bd, 2)),
+        _ => Value::Null,
+    };
+    Ok(json!({
+        "background_tenants": b,
+        "new_tenants": k,
+        "interval_s": 2,
+        "concurrency": CONCURRENCY,
+        "unbounded_over_bounded_all_ready": ratio,
+        "rows": rows,
+    }))
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -888,7 +1084,8 @@ async fn main() -> Result<()> {
         }
     }
     if cfg.runs("provisioning") || cfg.runs("provisioning-database") {
-        let (r, _) = provisioning(&cfg, Isolation::Database, cfg.prov_database, false, true).await?;
+        let (r, _) =
+            provisioning(&cfg, Isolation::Database, cfg.prov_database, false, true).await?;
         let mut prov: Vec<Value> = results["provisioning"]
             .as_array()
             .cloned()
@@ -910,6 +1107,10 @@ async fn main() -> Result<()> {
     }
     if cfg.runs("ttr") {
         results["time_to_ready"] = time_to_ready(&cfg).await?;
+        write(&results)?;
+    }
+    if cfg.runs("admission") {
+        results["admission"] = admission(&cfg).await?;
         write(&results)?;
     }
     results["duration_s"] = json!(round(started.elapsed().as_secs_f64(), 1));
@@ -941,13 +1142,21 @@ fn summary(r: &Value) -> String {
     let m = &r["machine"];
     s.push_str(&format!(
         "# tenantdb benchmark results{}\n\n{} · {} cores · {} GiB · {} · operator rev {}{}\n\n",
-        if r["quick"] == json!(true) { " (quick smoke run: tiny N, not representative)" } else { "" },
+        if r["quick"] == json!(true) {
+            " (quick smoke run: tiny N, not representative)"
+        } else {
+            ""
+        },
         f(&r["started_at"]),
         f(&m["nproc"]),
         f(&m["memory_gib"]),
         f(&m["postgres"]),
         f(&r["git_revision"]),
-        if r["git_dirty"] == json!(true) { " (+ uncommitted changes)" } else { "" },
+        if r["git_dirty"] == json!(true) {
+            " (+ uncommitted changes)"
+        } else {
+            ""
+        },
     ));
     if let Some(rows) = r["provisioning"].as_array() {
         s.push_str("## 1. Provisioning (all Tenants created → all Ready) vs. psql floor\n\n");
@@ -955,11 +1164,19 @@ fn summary(r: &Value) -> String {
         for x in rows {
             s.push_str(&format!(
                 "| {} | {} | {} | {} | {} | **{}** | **{}** | {} | {} | {} | {} | {} · {} |\n",
-                f(&x["isolation"]), f(&x["tenants"]), f(&x["operator_s"]), f(&x["floor_sequential_s"]),
-                f(&x["floor_parallel_s"]), f(&x["ratio_vs_sequential"]), f(&x["ratio_vs_parallel"]),
-                f(&x["operator_tenants_per_s"]), f(&x["api_writes_per_tenant"]), f(&x["operator_cpu_s"]),
+                f(&x["isolation"]),
+                f(&x["tenants"]),
+                f(&x["operator_s"]),
+                f(&x["floor_sequential_s"]),
+                f(&x["floor_parallel_s"]),
+                f(&x["ratio_vs_sequential"]),
+                f(&x["ratio_vs_parallel"]),
+                f(&x["operator_tenants_per_s"]),
+                f(&x["api_writes_per_tenant"]),
+                f(&x["operator_cpu_s"]),
                 f(&x["operator_reconcile_errors"]),
-                f(&x["objects_per_tenant_operator"]), f(&x["objects_per_tenant_floor"]),
+                f(&x["objects_per_tenant_operator"]),
+                f(&x["objects_per_tenant_floor"]),
             ));
         }
         s.push('\n');
@@ -979,16 +1196,28 @@ fn summary(r: &Value) -> String {
             ("api_writes", "API writes (all resources)"),
             ("api_requests_per_reconcile", "API requests per reconcile"),
             ("sql_statements", "SQL statements (pg_stat_statements)"),
-            ("sql_statements_per_reconcile", "SQL statements per reconcile"),
+            (
+                "sql_statements_per_reconcile",
+                "SQL statements per reconcile",
+            ),
             ("transactions", "PostgreSQL transactions"),
             ("ddl_steps_in_window", "DDL steps applied"),
             ("reconcile_errors_in_window", "reconcile errors"),
             ("health_checks_in_window", "health checks (tenant logins)"),
             ("operator_cpu_s", "operator CPU in window (s)"),
-            ("operator_cpu_s_per_pass", "operator CPU per resync pass of all tenants (s)"),
-            ("operator_cpu_ms_per_reconcile", "operator CPU per reconcile (ms)"),
+            (
+                "operator_cpu_s_per_pass",
+                "operator CPU per resync pass of all tenants (s)",
+            ),
+            (
+                "operator_cpu_ms_per_reconcile",
+                "operator CPU per reconcile (ms)",
+            ),
             ("operator_rss_mib", "operator RSS (MiB)"),
-            ("provisioning_s", "provisioning of the N tenants, no migrations (s)"),
+            (
+                "provisioning_s",
+                "provisioning of the N tenants, no migrations (s)",
+            ),
         ] {
             s.push_str(&format!("| {label} | {} |\n", f(&st[k])));
         }
@@ -1002,9 +1231,18 @@ fn summary(r: &Value) -> String {
     if mem.is_object() {
         s.push_str("## 2b. Operator memory vs. number of Tenants\n\n| Tenants | RSS (MiB) | peak RSS (MiB) |\n|---|---|---|\n");
         for p in mem["points"].as_array().into_iter().flatten() {
-            s.push_str(&format!("| {} | {} | {} |\n", f(&p["tenants"]), f(&p["rss_mib"]), f(&p["peak_rss_mib"])));
+            s.push_str(&format!(
+                "| {} | {} | {} |\n",
+                f(&p["tenants"]),
+                f(&p["rss_mib"]),
+                f(&p["peak_rss_mib"])
+            ));
         }
-        s.push_str(&format!("\nSlope: {} KiB per Tenant. Method: {}.\n\n", f(&mem["rss_kib_per_tenant"]), f(&mem["method"])));
+        s.push_str(&format!(
+            "\nSlope: {} KiB per Tenant. Method: {}.\n\n",
+            f(&mem["rss_kib_per_tenant"]),
+            f(&mem["method"])
+        ));
     }
     let fl = &r["fleet_migration"];
     if fl.is_object() {
@@ -1015,8 +1253,12 @@ fn summary(r: &Value) -> String {
         for x in fl["rows"].as_array().into_iter().flatten() {
             s.push_str(&format!(
                 "| {} | {} | {} | **{}** | {} | {} |\n",
-                f(&x["max_parallel"]), f(&x["operator_s"]), f(&x["floor_s"]), f(&x["ratio"]),
-                f(&x["operator_ms_per_tenant"]), f(&x["floor_ms_per_tenant"])
+                f(&x["max_parallel"]),
+                f(&x["operator_s"]),
+                f(&x["floor_s"]),
+                f(&x["ratio"]),
+                f(&x["operator_ms_per_tenant"]),
+                f(&x["floor_ms_per_tenant"])
             ));
         }
         s.push('\n');
@@ -1027,15 +1269,46 @@ fn summary(r: &Value) -> String {
         for x in ttr["rows"].as_array().into_iter().flatten() {
             s.push_str(&format!(
                 "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
-                f(&x["isolation"]), f(&x["samples"]), f(&x["p50_ms"]), f(&x["p90_ms"]), f(&x["p99_ms"]),
-                f(&x["mean_ms"]), f(&x["min_ms"]), f(&x["max_ms"])
+                f(&x["isolation"]),
+                f(&x["samples"]),
+                f(&x["p50_ms"]),
+                f(&x["p90_ms"]),
+                f(&x["p99_ms"]),
+                f(&x["mean_ms"]),
+                f(&x["min_ms"]),
+                f(&x["max_ms"])
             ));
         }
         s.push('\n');
+    }
+    let ad = &r["admission"];
+    if ad.is_object() {
+        s.push_str(&format!(
+            "## 5. New Tenants under resync saturation: {} Ready tenants resyncing every {} s (health + usage each time), then {} new Tenants\n\n| resync admission | all new Ready (s) | new p50 (s) | new p90 (s) | new p99 (s) | new Ready | reconciles/s | health checks/s | resyncs deferred | machine busy |\n|---|---|---|---|---|---|---|---|---|---|\n",
+            f(&ad["background_tenants"]), f(&ad["interval_s"]), f(&ad["new_tenants"])
+        ));
+        for x in ad["rows"].as_array().into_iter().flatten() {
+            s.push_str(&format!(
+                "| {} | **{}** | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                f(&x["variant"]),
+                f(&x["all_new_ready_s"]),
+                f(&x["new_p50_s"]),
+                f(&x["new_p90_s"]),
+                f(&x["new_p99_s"]),
+                f(&x["new_ready"]),
+                f(&x["reconciles_per_s"]),
+                f(&x["health_checks_per_s"]),
+                f(&x["resyncs_deferred"]),
+                f(&x["machine_cpu_busy_share"])
+            ));
+        }
+        s.push_str(&format!(
+            "\nUnbounded / bounded (time until all new Tenants are Ready): **{}**.\n\n",
+            f(&ad["unbounded_over_bounded_all_ready"])
+        ));
     }
     if let Some(d) = r["duration_s"].as_f64() {
         s.push_str(&format!("Total benchmark time: {d:.0} s.\n"));
     }
     s
 }
-
