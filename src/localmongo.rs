@@ -14,7 +14,7 @@
 //! dropped. A small reaper process also does that if this process exits without running
 //! destructors (a test binary's statics, `kill -9`), so no server is left behind.
 
-use std::net::TcpListener;
+use crate::localpg::free_port;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -258,10 +258,6 @@ impl Drop for LocalMongo {
         self.stop(Duration::from_secs(10));
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// SIGTERM (a clean shutdown), then SIGKILL if still running after `timeout`.

@@ -106,9 +106,9 @@ pub fn find_pg_bin() -> Option<PathBuf> {
     versions.pop().map(|(_, p)| p)
 }
 
-fn free_port() -> Result<u16, LocalPgError> {
-    let l = TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
+/// A TCP port on 127.0.0.1 that was free a moment ago (for throwaway servers).
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 impl LocalPg {

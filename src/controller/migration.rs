@@ -1173,14 +1173,21 @@ struct State {
 struct KubeMigrator {
     pg: PgMigrator,
     tenants: Api<Tenant>,
+    ctx: Arc<Context>,
+    namespace: String,
 }
 
 impl TenantMigrator for KubeMigrator {
     async fn migrate(&self, tenant: &RolloutTenant) -> TenantOutcome {
         let mut outcome = self.pg.migrate(tenant).await;
-        if outcome.kind == OutcomeKind::Succeeded
-            && !self.pg.dry_run
-            && outcome.to_version != tenant.recorded_version
+        if outcome.kind != OutcomeKind::Succeeded || self.pg.dry_run {
+            return outcome;
+        }
+        // The database is at `to_version` now: the Tenant controller must not write an older
+        // schemaVersion from a cache that has not seen the patch below yet.
+        let key = format!("{}/{}/{}", Tenant::kind(&()), self.namespace, tenant.name);
+        self.ctx.set_schema_version(&key, outcome.to_version);
+        if outcome.to_version != tenant.recorded_version
             && let Err(e) =
                 record_schema_version(&self.tenants, &tenant.name, outcome.to_version).await
         {
@@ -1789,6 +1796,8 @@ async fn reconcile_inner(
                 dry_run,
             },
             tenants: api.clone(),
+            ctx: ctx.clone(),
+            namespace: ns.clone(),
         });
         let config = RolloutConfig {
             max_parallel,

@@ -229,6 +229,7 @@ pub struct Context {
     stale_rv: Memo<Superseded>,
     migration_written: Memo<crate::crd::TenantMigrationStatus>,
     partitions: Memo<Instant>,
+    schema_versions: Memo<Option<i64>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -275,6 +276,7 @@ impl Context {
             stale_rv: Memo::default(),
             migration_written: Memo::default(),
             partitions: Memo::default(),
+            schema_versions: Memo::default(),
         }
     }
 
@@ -403,6 +405,18 @@ impl Context {
         keys.into_iter().collect()
     }
 
+    /// Records the schema version this process last brought a Tenant's database to (migrations by
+    /// either controller). Status writes use it over the cached object's `schemaVersion`, which
+    /// may predate the write that recorded it.
+    pub fn set_schema_version(&self, key: &str, version: Option<i64>) {
+        self.schema_versions.set(key, version);
+    }
+
+    /// The schema version recorded by [`Context::set_schema_version`], if any.
+    pub fn schema_version(&self, key: &str) -> Option<Option<i64>> {
+        self.schema_versions.get(key)
+    }
+
     /// Forgets per-object bookkeeping (object deleted).
     pub fn forget(&self, key: &str) {
         self.usage.remove(key);
@@ -414,6 +428,7 @@ impl Context {
         self.written.remove(key);
         self.stale_rv.remove(key);
         self.partitions.remove(key);
+        self.schema_versions.remove(key);
         self.migration_written.remove(key);
         self.backoff.reset(key);
         self.metrics.set_phase(key, None);

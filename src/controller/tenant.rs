@@ -679,7 +679,7 @@ async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
     }
 
     // Migrations: at provisioning (no version recorded yet) or when the schema was just (re)created.
-    let recorded = status.schema_version;
+    let recorded = ctx.schema_version(&key).unwrap_or(status.schema_version);
     let recreated = steps
         .iter()
         .any(|s| matches!(s, Step::CreateSchema | Step::CreateDatabase));
@@ -701,6 +701,7 @@ async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
             ctx.migrations.latest_version()
         };
         schema_version = run_migrations(ctx, &resolved.names, target).await?;
+        ctx.set_schema_version(&key, schema_version);
     }
 
     // Monthly partitions of the baseline's partitioned tables, kept ahead (at most every partition interval).
@@ -1286,7 +1287,12 @@ fn failed_status(tenant: &Tenant, e: &Error, phase: Option<TenantPhase>) -> Tena
 
 /// Writes status with server-side apply, unless it equals the current status. Returns whether a
 /// write happened.
-async fn write_status(tenant: &Tenant, ctx: &Context, status: TenantStatus) -> Result<bool> {
+async fn write_status(tenant: &Tenant, ctx: &Context, mut status: TenantStatus) -> Result<bool> {
+    // schemaVersion: what this process last migrated the database to, when known (the cached
+    // object may predate the TenantMigration controller's patch of it).
+    if let Some(v) = ctx.schema_version(&object_key(tenant)) {
+        status.schema_version = v;
+    }
     ctx.metrics.set_phase(
         &object_key(tenant),
         Some(match status.phase {

@@ -32,11 +32,7 @@ pub struct Env {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    tenantdb::localpg::free_port().expect("a free TCP port")
 }
 
 impl Env {
