@@ -241,6 +241,12 @@ pub async fn start(cfg: Config) -> Result<RunningServer, Error> {
         .with_state(shared.clone());
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
+        // TCP_NODELAY like the real API server (Go sets it on every connection): without it a
+        // response written in two segments waits for the client's delayed ACK (~40 ms).
+        use axum::serve::ListenerExt;
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
             let _ = stop_rx.await;
         });

@@ -254,21 +254,16 @@ pub async fn psql_exec(pg: &LocalPg, database: &str, sql: &str) -> Result<String
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// Creates the shared database like the operator does on first use (set-up, not timed).
+/// Creates the shared database exactly as the operator does on first use (its own code: the
+/// database, `REVOKE … FROM PUBLIC`, the CONNECT group role); set-up, not timed.
 pub async fn prepare_shared(pg: &LocalPg) -> Result<()> {
-    psql_exec(
-        pg,
-        "postgres",
-        &format!("CREATE DATABASE {SHARED_DB} TEMPLATE template0 ENCODING 'UTF8'"),
-    )
-    .await?;
-    psql_exec(
-        pg,
-        "postgres",
-        &format!("REVOKE ALL ON DATABASE {SHARED_DB} FROM PUBLIC"),
-    )
-    .await?;
-    psql_exec(pg, SHARED_DB, "REVOKE ALL ON SCHEMA public FROM PUBLIC").await?;
+    let admin = tenantdb::pg::PgAdmin::new(tenantdb::pg::PgSettings {
+        admin_url: pg.admin_url(),
+        shared_database: Ident::new(SHARED_DB).unwrap(),
+        pool_size: 1,
+        connect_timeout: std::time::Duration::from_secs(10),
+    })?;
+    admin.shared_pool().await?.close().await;
     Ok(())
 }
 
