@@ -1569,19 +1569,40 @@ async fn reconcile_inner(
     }
 
     // 2. The Tenants.
+    // From the Tenant cache once it has synced (no API list per reconcile: a settled fleet
+    // migration is reconciled on every change of a Tenant it selects); from the API before.
     let api: Api<Tenant> = Api::namespaced(ctx.client.clone(), &ns);
-    let mut tenants: Vec<Tenant> = match (&r.tenant, &r.selector) {
-        (Some(name), _) => api.get_opt(name).await?.into_iter().collect(),
-        (None, Some(sel)) => api
+    let mut tenants: Vec<Tenant> = match (ctx.synced_tenant_store(), &r.tenant, &r.selector) {
+        (Some(store), Some(name), _) => store
+            .get(&ObjectRef::new(name).within(&ns))
+            .map(|t| (*t).clone())
+            .into_iter()
+            .collect(),
+        (Some(store), None, Some(sel)) => store
+            .state()
+            .iter()
+            .filter(|t| t.namespace().as_deref() == Some(ns.as_str()) && sel.matches(t.labels()))
+            .map(|t| (**t).clone())
+            .collect(),
+        (None, Some(name), _) => api.get_opt(name).await?.into_iter().collect(),
+        (None, None, Some(sel)) => api
             .list(&ListParams::default().labels_from(sel))
             .await?
             .items
             .into_iter()
             .filter(|t| sel.matches(t.labels()))
             .collect(),
-        (None, None) => Vec::new(),
+        (_, None, None) => Vec::new(),
     };
     tenants.retain(|t| t.meta().deletion_timestamp.is_none());
+    // The cache may predate a schemaVersion this process recorded (see `Context::schema_version`).
+    for t in &mut tenants {
+        if let Some(v) = ctx.schema_version(&object_key(t))
+            && let Some(st) = t.status.as_mut()
+        {
+            st.schema_version = v;
+        }
+    }
     tenants.sort_by_key(|t| t.name_any());
 
     // 3. Classify them.

@@ -218,6 +218,8 @@ pub struct Context {
     pub shared_layout: tokio::sync::Mutex<Option<(Instant, Option<i64>)>>,
     /// The Tenant controller's cache (set when the controller starts).
     pub tenant_store: std::sync::OnceLock<kube::runtime::reflector::Store<crate::crd::Tenant>>,
+    /// Set once the Tenant cache has synced (its initial list is complete).
+    pub tenant_cache_synced: std::sync::atomic::AtomicBool,
     /// Bounds concurrent health checks.
     pub health_permits: tokio::sync::Semaphore,
     /// Bounds concurrent routine resyncs.
@@ -266,6 +268,7 @@ impl Context {
             backoff: Backoff::default(),
             migrations,
             tenant_store: std::sync::OnceLock::new(),
+            tenant_cache_synced: std::sync::atomic::AtomicBool::new(false),
             shared_layout: tokio::sync::Mutex::new(None),
             mongo: None,
             mongo_endpoint: None,
@@ -415,6 +418,20 @@ impl Context {
     /// The schema version recorded by [`Context::set_schema_version`], if any.
     pub fn schema_version(&self, key: &str) -> Option<Option<i64>> {
         self.schema_versions.get(key)
+    }
+
+    /// The Tenant cache, once it has synced (`None` before: callers list from the API instead).
+    pub fn synced_tenant_store(
+        &self,
+    ) -> Option<&kube::runtime::reflector::Store<crate::crd::Tenant>> {
+        if self
+            .tenant_cache_synced
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            self.tenant_store.get()
+        } else {
+            None
+        }
     }
 
     /// Forgets per-object bookkeeping (object deleted).

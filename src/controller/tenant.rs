@@ -118,6 +118,7 @@ pub async fn run(
         .graceful_shutdown_on(shutdown);
     let store = controller.store();
     let _ = ctx.tenant_store.set(store.clone());
+    let ctx_synced = ctx.clone();
     tokio::spawn(async move {
         // `Store::wait_until_ready` is backed by a oneshot receiver that remembers only the last
         // waker, and the controller's own applier waits on it too: a second waiter may never be
@@ -126,6 +127,9 @@ pub async fn run(
             match tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready()).await {
                 Ok(Ok(())) => {
                     info!("tenant cache synced");
+                    ctx_synced
+                        .tenant_cache_synced
+                        .store(true, std::sync::atomic::Ordering::Release);
                     if ready.send(true).is_err() {
                         warn!("readiness receiver gone");
                     }
