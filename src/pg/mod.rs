@@ -43,6 +43,9 @@ pub struct PgAdmin {
     down_since: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
+/// Advisory lock key serializing the shared database's privilege set-up ("tnt_shrd").
+const SHARED_SETUP_LOCK: i64 = 0x746e_745f_7368_7264;
+
 /// A connection inside a tenant's database: a one-off connection for a dedicated database (never
 /// pooled), a pooled one for the shared database. Derefs to [`PgConnection`].
 pub enum TenantConnection {
@@ -187,10 +190,17 @@ impl PgAdmin {
                     &self.settings,
                     self.options_for(&self.settings.shared_database),
                 );
-                // Nobody but the operator may create or see objects in the shared database's public schema.
-                sqlx::raw_sql("REVOKE ALL ON SCHEMA public FROM PUBLIC")
-                    .execute(&p)
+                // Nobody but the operator may create or see objects in the shared database's public
+                // schema (serialized like the database privileges: concurrent REVOKEs collide).
+                let mut tx = p.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(SHARED_SETUP_LOCK)
+                    .execute(&mut *tx)
                     .await?;
+                sqlx::raw_sql("REVOKE ALL ON SCHEMA public FROM PUBLIC")
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
                 Ok::<_, Error>(p)
             })
             .await
@@ -218,32 +228,33 @@ impl PgAdmin {
                 }
             }
         }
-        sqlx::raw_sql(ddl(format!("REVOKE ALL ON DATABASE {db} FROM PUBLIC")))
-            .execute(&self.admin)
-            .await?;
-        // The group whose members may connect (tenant roles of the shared database).
+        // Privileges and the CONNECT group, serialized across sessions (operator replicas during a
+        // hand-over, tools): concurrent GRANT/REVOKE on one database fail with "tuple concurrently
+        // updated". Each statement is idempotent.
         let group = crate::naming::connect_group_of(db)?;
+        let mut tx = self.admin.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(SHARED_SETUP_LOCK)
+            .execute(&mut *tx)
+            .await?;
         let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_roles WHERE rolname = $1")
             .bind(group.as_str())
-            .fetch_optional(&self.admin)
+            .fetch_optional(&mut *tx)
             .await?;
         if exists.is_none() {
-            let r = sqlx::raw_sql(ddl(format!(
+            // The group whose members may connect (tenant roles of the shared database).
+            sqlx::raw_sql(ddl(format!(
                 "CREATE ROLE {group} NOLOGIN NOINHERIT; COMMENT ON ROLE {group} IS 'tenantdb.io/shared-connect'"
             )))
-            .execute(&self.admin)
-            .await;
-            if let Err(e) = r {
-                // Raced by another replica: duplicate_object (42710) or the unique index (23505).
-                let dup = matches!(&e, sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("42710") | Some("23505")));
-                if !dup {
-                    return Err(e.into());
-                }
-            }
-        }
-        sqlx::raw_sql(ddl(format!("GRANT CONNECT ON DATABASE {db} TO {group}")))
-            .execute(&self.admin)
+            .execute(&mut *tx)
             .await?;
+        }
+        sqlx::raw_sql(ddl(format!(
+            "REVOKE ALL ON DATABASE {db} FROM PUBLIC; GRANT CONNECT ON DATABASE {db} TO {group}"
+        )))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
         Ok(())
     }
 
