@@ -459,13 +459,19 @@ async fn fleet(cfg: &Cfg, mut env: Env, n: usize) -> Result<Value> {
         &["--concurrency".into(), CONCURRENCY.to_string()],
     )?;
     env.wait_operator_ready(Duration::from_secs(60)).await?;
-    // A restarted operator reconciles every Tenant once (no DDL): let that pass end first.
+    // A restarted operator reconciles every Tenant once (no DDL, but a health check and a storage
+    // measurement each): let that pass end first. Deferred resyncs (admission) are counted in
+    // reconciles_total too but did no work, so they do not count here.
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         let m = env.metrics().await?;
-        if metric_sum(&m, "tenantdb_reconciles_total", &["controller=\"tenant\""]) >= n as f64
-            || Instant::now() > deadline
-        {
+        let done = metric_sum(&m, "tenantdb_reconciles_total", &["controller=\"tenant\""])
+            - metric_sum(
+                &m,
+                "tenantdb_resyncs_deferred_total",
+                &["controller=\"tenant\""],
+            );
+        if done >= n as f64 || Instant::now() > deadline {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -1125,7 +1131,10 @@ async fn main() -> Result<()> {
     results["duration_s"] = json!(round(started.elapsed().as_secs_f64(), 1));
     write(&results)?;
     print!("{}", summary(&results));
-    let _ = std::fs::remove_dir_all(&cfg.work);
+    // BENCH_KEEP_WORK=1 keeps the work directory (operator logs, floor SQL) for inspection.
+    if std::env::var_os("BENCH_KEEP_WORK").is_none() {
+        let _ = std::fs::remove_dir_all(&cfg.work);
+    }
     Ok(())
 }
 
@@ -1315,7 +1324,11 @@ fn summary(r: &Value) -> String {
         // ratio is a lower bound (window / bounded time).
         let rows = ad["rows"].as_array().cloned().unwrap_or_default();
         let ratio = match (rows.first(), rows.get(1)) {
-            (Some(b), Some(u)) => match (b["all_new_ready_s"].as_f64(), u["all_new_ready_s"].as_f64(), u["window_s"].as_f64()) {
+            (Some(b), Some(u)) => match (
+                b["all_new_ready_s"].as_f64(),
+                u["all_new_ready_s"].as_f64(),
+                u["window_s"].as_f64(),
+            ) {
                 (Some(b), Some(u), _) if b > 0.0 => format!("{:.1}", u / b),
                 (Some(b), None, Some(w)) if b > 0.0 => format!(
                     "> {:.0} (unbounded: {} of {} new Tenants Ready after {w:.0} s)",
