@@ -43,7 +43,7 @@ use tokio::task::JoinSet;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::tenant::{lock_key, resolve};
-use super::{Context, object_key};
+use super::{Context, object_key, object_key_for};
 use crate::crd::{
     MigrationPhase, Tenant, TenantMigration, TenantMigrationProgress, TenantMigrationState,
     TenantMigrationStatus, TenantPhase,
@@ -1185,7 +1185,7 @@ impl TenantMigrator for KubeMigrator {
         }
         // The database is at `to_version` now: the Tenant controller must not write an older
         // schemaVersion from a cache that has not seen the patch below yet.
-        let key = format!("{}/{}/{}", Tenant::kind(&()), self.namespace, tenant.name);
+        let key = object_key_for::<Tenant>(&self.namespace, &tenant.name);
         self.ctx.set_schema_version(&key, outcome.to_version);
         if outcome.to_version != tenant.recorded_version
             && let Err(e) =
@@ -1438,13 +1438,11 @@ impl Reconciler<'_> {
             )
             .await?;
         self.ctx.metrics.status_written(CONTROLLER);
-        if written.meta().resource_version != self.tm.meta().resource_version {
-            self.ctx.set_stale(
-                &object_key(self.tm),
-                self.tm.meta().resource_version.clone(),
-                written.meta().resource_version.clone(),
-            );
-        }
+        self.ctx.record_status_write(
+            &object_key(self.tm),
+            self.tm.meta().resource_version.clone(),
+            written.meta().resource_version.clone(),
+        );
         self.ctx
             .set_migration_status(&object_key(self.tm), status.clone());
         self.written = status;
@@ -1597,10 +1595,9 @@ async fn reconcile_inner(
     tenants.retain(|t| t.meta().deletion_timestamp.is_none());
     // The cache may predate a schemaVersion this process recorded (see `Context::schema_version`).
     for t in &mut tenants {
-        if let Some(v) = ctx.schema_version(&object_key(t))
-            && let Some(st) = t.status.as_mut()
-        {
-            st.schema_version = v;
+        let key = object_key(t);
+        if let Some(st) = t.status.as_mut() {
+            st.schema_version = ctx.schema_version_or(&key, st.schema_version);
         }
     }
     tenants.sort_by_key(|t| t.name_any());

@@ -354,8 +354,9 @@ impl Context {
         })
     }
 
-    /// Records a status write that was based on `base` and produced `written`.
-    pub fn set_stale(&self, key: &str, base: Option<String>, written: Option<String>) {
+    /// Records a status write that was based on `base` and produced `written`. A no-op write
+    /// (`written == base`: no watch event will come) marks nothing stale.
+    pub fn record_status_write(&self, key: &str, base: Option<String>, written: Option<String>) {
         let mut s = self.stale_rv.get(key).unwrap_or_default();
         s.record(base, written);
         self.stale_rv.set(key, s);
@@ -415,9 +416,10 @@ impl Context {
         self.schema_versions.set(key, version);
     }
 
-    /// The schema version recorded by [`Context::set_schema_version`], if any.
-    pub fn schema_version(&self, key: &str) -> Option<Option<i64>> {
-        self.schema_versions.get(key)
+    /// A Tenant's schema version: the one recorded by [`Context::set_schema_version`] if any,
+    /// else `cached` (from the cached object's status).
+    pub fn schema_version_or(&self, key: &str, cached: Option<i64>) -> Option<i64> {
+        self.schema_versions.get(key).unwrap_or(cached)
     }
 
     /// The Tenant cache, once it has synced (`None` before: callers list from the API instead).
@@ -528,12 +530,12 @@ impl Context {
 
 /// `kind/namespace/name` key for per-object bookkeeping.
 pub fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
-    format!(
-        "{}/{}/{}",
-        K::kind(&()),
-        obj.namespace().unwrap_or_default(),
-        obj.name_any()
-    )
+    object_key_for::<K>(&obj.namespace().unwrap_or_default(), &obj.name_any())
+}
+
+/// [`object_key`] of the object `namespace/name` of kind `K`.
+pub fn object_key_for<K: Resource<DynamicType = ()>>(namespace: &str, name: &str) -> String {
+    format!("{}/{namespace}/{name}", K::kind(&()))
 }
 
 #[cfg(test)]
@@ -560,6 +562,10 @@ mod tests {
         );
         assert!(!ctx_check(&memo, "3"), "our latest write is current");
         assert!(!ctx_check(&memo, "4"), "newer versions are current");
+        // A no-op write (nothing changed, no watch event will come) makes nothing stale.
+        let mut noop = Superseded::default();
+        noop.record(Some("7".into()), Some("7".into()));
+        assert!(noop.superseded.is_empty());
         // Bounded.
         let mut s = memo.get("k").unwrap_or_default();
         for i in 10..40 {

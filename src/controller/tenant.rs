@@ -683,7 +683,7 @@ async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
     }
 
     // Migrations: at provisioning (no version recorded yet) or when the schema was just (re)created.
-    let recorded = ctx.schema_version(&key).unwrap_or(status.schema_version);
+    let recorded = ctx.schema_version_or(&key, status.schema_version);
     let recreated = steps
         .iter()
         .any(|s| matches!(s, Step::CreateSchema | Step::CreateDatabase));
@@ -1294,9 +1294,7 @@ fn failed_status(tenant: &Tenant, e: &Error, phase: Option<TenantPhase>) -> Tena
 async fn write_status(tenant: &Tenant, ctx: &Context, mut status: TenantStatus) -> Result<bool> {
     // schemaVersion: what this process last migrated the database to, when known (the cached
     // object may predate the TenantMigration controller's patch of it).
-    if let Some(v) = ctx.schema_version(&object_key(tenant)) {
-        status.schema_version = v;
-    }
+    status.schema_version = ctx.schema_version_or(&object_key(tenant), status.schema_version);
     ctx.metrics.set_phase(
         &object_key(tenant),
         Some(match status.phase {
@@ -1332,15 +1330,11 @@ async fn write_status(tenant: &Tenant, ctx: &Context, mut status: TenantStatus) 
         .await?;
     ctx.metrics.status_written(CONTROLLER);
     ctx.set_written(&key, hash);
-    // Only a write that changed the object makes the cached version stale (a no-op write emits no
-    // watch event, and waiting for one would never end).
-    if written.meta().resource_version != tenant.meta().resource_version {
-        ctx.set_stale(
-            &key,
-            tenant.meta().resource_version.clone(),
-            written.meta().resource_version.clone(),
-        );
-    }
+    ctx.record_status_write(
+        &key,
+        tenant.meta().resource_version.clone(),
+        written.meta().resource_version.clone(),
+    );
     Ok(true)
 }
 

@@ -193,10 +193,7 @@ impl PgAdmin {
                 // Nobody but the operator may create or see objects in the shared database's public
                 // schema (serialized like the database privileges: concurrent REVOKEs collide).
                 let mut tx = p.begin().await?;
-                sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                    .bind(SHARED_SETUP_LOCK)
-                    .execute(&mut *tx)
-                    .await?;
+                advisory_xact_lock(&mut tx, SHARED_SETUP_LOCK).await?;
                 sqlx::raw_sql("REVOKE ALL ON SCHEMA public FROM PUBLIC")
                     .execute(&mut *tx)
                     .await?;
@@ -233,10 +230,7 @@ impl PgAdmin {
         // updated". Each statement is idempotent.
         let group = crate::naming::connect_group_of(db)?;
         let mut tx = self.admin.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(SHARED_SETUP_LOCK)
-            .execute(&mut *tx)
-            .await?;
+        advisory_xact_lock(&mut tx, SHARED_SETUP_LOCK).await?;
         let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_roles WHERE rolname = $1")
             .bind(group.as_str())
             .fetch_optional(&mut *tx)
@@ -658,6 +652,16 @@ ORDER BY n.slot
         conn.ping().await?;
         Ok(())
     }
+}
+
+/// Takes a transaction-scoped advisory lock (`pg_advisory_xact_lock`) on `conn`, which must be
+/// inside a transaction: released at commit or rollback.
+pub async fn advisory_xact_lock(conn: &mut PgConnection, key: i64) -> Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(key)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// Marks SQL text as audited. Only text assembled from [`Ident`]s (validated, quoted identifiers),

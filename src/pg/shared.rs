@@ -33,7 +33,7 @@ use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, Row};
 use tracing::{debug, info, warn};
 
-use super::{PgAdmin, ddl};
+use super::{PgAdmin, advisory_xact_lock, ddl};
 use crate::error::{Error, Result};
 use crate::migrate::{self, MigrationSet, MigrationTarget, quote_identifier};
 use crate::naming::{Ident, quote_literal};
@@ -340,10 +340,7 @@ async fn bootstrap(conn: &mut PgConnection, layout: &SharedLayout) -> Result<usi
     use sqlx::Connection;
     let fmarker = function_marker(layout);
     let mut tx = conn.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(layout.lock_key())
-        .execute(&mut *tx)
-        .await?;
+    advisory_xact_lock(&mut tx, layout.lock_key()).await?;
     let st = layout_state(&mut tx, layout, &fmarker).await?;
     if st.complete(layout) {
         tx.rollback().await?;
@@ -494,6 +491,10 @@ pub async fn ensure_layout(
 // ---------------------------------------------------------------------------------------------
 // Policies and privileges
 
+/// SQL expression (on `pg_class c`): the column a tenant-scoped relation is keyed by, `tenant_id`,
+/// or `id` for the tenant table itself.
+const KEY_COLUMN_SQL: &str = "CASE WHEN EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' AND a.attnum > 0 AND NOT a.attisdropped) THEN 'tenant_id' ELSE 'id' END";
+
 /// SQL predicate (on `pg_class c`) selecting the tenant-scoped relations: a `tenant_id` column, or
 /// the tenant table itself; never the mapping table.
 fn tenant_scoped_predicate() -> String {
@@ -584,8 +585,7 @@ fn policy_catalog_sql(layout: &SharedLayout) -> Result<String> {
         "WITH rel AS ( \
            SELECT c.oid, c.relname::text AS name, c.relispartition AS partition, \
                   c.relrowsecurity AS rls, c.relforcerowsecurity AS force_rls, \
-                  CASE WHEN EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' AND a.attnum > 0 AND NOT a.attisdropped) \
-                       THEN 'tenant_id' ELSE 'id' END AS key_column, \
+                  {KEY_COLUMN_SQL} AS key_column, \
                   c.relacl, c.relowner \
            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
            WHERE n.nspname = {s} AND c.relkind IN ('r', 'p') AND {scoped}) \
@@ -859,10 +859,7 @@ async fn ensure_policies_on(conn: &mut PgConnection, layout: &SharedLayout) -> R
         tx.rollback().await?;
         return Ok(0);
     }
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(layout.lock_key())
-        .execute(&mut *tx)
-        .await?;
+    advisory_xact_lock(&mut tx, layout.lock_key()).await?;
     // Re-read under the lock: another replica may have done part of the work.
     let catalog = policy_catalog(&mut tx, layout).await?;
     let stmts = policy_statements(layout, &catalog)?;
@@ -1029,10 +1026,7 @@ pub async fn register_tenant(
     let pool = admin.shared_pool().await?;
     let mut conn = pool.acquire().await?;
     let mut tx = conn.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(layout.lock_key())
-        .execute(&mut *tx)
-        .await?;
+    advisory_xact_lock(&mut tx, layout.lock_key()).await?;
     let states = role_states(&mut tx, layout, &roles).await?;
     for role in roles {
         let Some(state) = states.iter().find(|s| s.role == role) else {
@@ -1144,10 +1138,7 @@ pub async fn unregister_tenant(
     let pool = admin.shared_pool().await?;
     let mut conn = pool.acquire().await?;
     let mut tx = conn.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(layout.lock_key())
-        .execute(&mut *tx)
-        .await?;
+    advisory_xact_lock(&mut tx, layout.lock_key()).await?;
     let states = role_states(&mut tx, layout, &roles).await?;
     let mut changed = false;
     for ident in [tenant_role, secondary_role] {
@@ -1209,7 +1200,7 @@ fn deletion_catalog_sql(layout: &SharedLayout) -> Result<String> {
         "SELECT json_build_object( \
            'tables', COALESCE((SELECT json_agg(json_build_object( \
                'name', c.relname::text, 'kind', c.relkind::text, \
-               'key_column', CASE WHEN EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' AND a.attnum > 0 AND NOT a.attisdropped) THEN 'tenant_id' ELSE 'id' END, \
+               'key_column', {KEY_COLUMN_SQL}, \
                'pk', (SELECT json_agg(a.attname::text ORDER BY k.ord) FROM pg_index i \
                       CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) \
                       JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
@@ -1403,7 +1394,7 @@ fn usage_catalog_sql(layout: &SharedLayout) -> Result<String> {
     Ok(format!(
         "SELECT COALESCE(json_agg(json_build_object( \
            'name', c.relname::text, \
-           'key_column', CASE WHEN EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' AND a.attnum > 0 AND NOT a.attisdropped) THEN 'tenant_id' ELSE 'id' END, \
+           'key_column', {KEY_COLUMN_SQL}, \
            'bytes', (SELECT COALESCE(sum(pg_total_relation_size(t.relid)), 0)::bigint FROM pg_partition_tree(c.oid) t WHERE t.isleaf), \
            'est_rows', (SELECT COALESCE(sum(GREATEST(l.reltuples, 0)), 0)::float8 FROM pg_partition_tree(c.oid) t JOIN pg_class l ON l.oid = t.relid WHERE t.isleaf), \
            'analyzed', (SELECT COALESCE(bool_and(l.reltuples >= 0), true) FROM pg_partition_tree(c.oid) t JOIN pg_class l ON l.oid = t.relid WHERE t.isleaf)) \
