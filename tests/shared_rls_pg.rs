@@ -8,7 +8,7 @@ mod common;
 use common::{admin, connect_as};
 use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
 use tenantdb::migrate::MigrationSet;
-use tenantdb::naming::{Ident, quote_literal};
+use tenantdb::naming::{Ident, connect_group_of, quote_literal};
 use tenantdb::pg::PgAdmin;
 use tenantdb::pg::shared::{
     self, MAPPING_TABLE, POLICY_OPERATOR, POLICY_TENANT, SharedLayout, ensure_layout,
@@ -64,12 +64,12 @@ async fn create_tenant(admin: &PgAdmin, layout: &SharedLayout, base: &str, ns: &
         ),
     )
     .await;
+    // CONNECT through membership in the shared database's connect group, as the plan does: a
+    // `GRANT CONNECT ON DATABASE` per role updates the database's catalog row and collides ("tuple
+    // concurrently updated") with the other tests' set-up of the same database.
+    let group = connect_group_of(&Ident::new(SHARED_DB).unwrap()).unwrap();
     for r in [&role, &secondary] {
-        run(
-            pool,
-            format!("GRANT CONNECT ON DATABASE {SHARED_DB} TO {r}"),
-        )
-        .await;
+        run(pool, format!("GRANT {group} TO {r}")).await;
         run(
             pool,
             format!(
