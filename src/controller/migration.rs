@@ -629,11 +629,16 @@ pub fn parse_selector(ls: &LabelSelector) -> std::result::Result<Selector, Strin
 
 /// Whether a TenantMigration's target selects this Tenant (same namespace assumed).
 pub fn targets(tm: &TenantMigration, tenant: &Tenant) -> bool {
-    if let Some(name) = &tm.spec.target.tenant {
-        return *name == tenant.name_any();
+    targets_labels(tm, &tenant.name_any(), tenant.labels())
+}
+
+/// Whether a TenantMigration's target selects a Tenant with this name and these labels.
+fn targets_labels(tm: &TenantMigration, name: &str, labels: &BTreeMap<String, String>) -> bool {
+    if let Some(target) = &tm.spec.target.tenant {
+        return target == name;
     }
     match &tm.spec.target.selector {
-        Some(ls) => parse_selector(ls).is_ok_and(|s| s.matches(tenant.labels())),
+        Some(ls) => parse_selector(ls).is_ok_and(|s| s.matches(labels)),
         None => false,
     }
 }
@@ -1225,19 +1230,89 @@ pub async fn record_schema_version(
     Ok(())
 }
 
-/// Maps a Tenant to the TenantMigrations of its namespace that select it (from the controller's
-/// cache: no API call).
-pub fn migrations_for_tenant(
-    store: &Store<TenantMigration>,
-    tenant: &Tenant,
-) -> Vec<ObjectRef<TenantMigration>> {
-    let ns = tenant.namespace();
-    store
-        .state()
-        .into_iter()
-        .filter(|m| m.namespace() == ns && targets(m, tenant))
-        .map(|m| ObjectRef::from_obj(m.as_ref()))
-        .collect()
+/// What a rollout reads of a Tenant (see the classification in `reconcile`): a change of anything
+/// else — a health or usage status write, a condition message — cannot change a TenantMigration's
+/// plan or progress.
+#[derive(Clone, Debug, PartialEq)]
+struct TenantFacts {
+    uid: Option<String>,
+    generation: Option<i64>,
+    labels: BTreeMap<String, String>,
+    deleting: bool,
+    ready: bool,
+    schema_version: Option<i64>,
+}
+
+impl TenantFacts {
+    fn of(t: &Tenant) -> Self {
+        let status = t.status.as_ref();
+        TenantFacts {
+            uid: t.metadata.uid.clone(),
+            generation: t.metadata.generation,
+            labels: t.labels().clone(),
+            deleting: t.metadata.deletion_timestamp.is_some(),
+            ready: status.map(|s| s.phase) == Some(TenantPhase::Ready),
+            schema_version: status.and_then(|s| s.schema_version),
+        }
+    }
+}
+
+/// Decides which TenantMigrations a Tenant event triggers (the mapper of the Tenant watch; reads
+/// the TenantMigration cache, no API call). It remembers per Tenant the [`TenantFacts`] of the last
+/// event, so that routine Tenant status writes across a fleet do not re-classify every settled
+/// fleet migration that selects them (O(N) each, O(N²) per resync period). When a Tenant's labels
+/// change, the TenantMigrations that selected the old labels are triggered as well, so their counts
+/// drop the Tenant without waiting for a resync.
+#[derive(Default)]
+pub struct TenantTrigger {
+    seen: super::Memo<TenantFacts>,
+}
+
+impl TenantTrigger {
+    /// The TenantMigrations to reconcile for this event of `tenant`: none when nothing a rollout
+    /// reads changed since the previous event.
+    pub fn migrations_for(
+        &self,
+        store: &Store<TenantMigration>,
+        tenant: &Tenant,
+    ) -> Vec<ObjectRef<TenantMigration>> {
+        let key = object_key(tenant);
+        let now = TenantFacts::of(tenant);
+        let before = self.seen.get(&key);
+        if before.as_ref() == Some(&now) {
+            return Vec::new();
+        }
+        let old_labels = before.map(|b| b.labels).filter(|l| *l != now.labels);
+        self.seen.set(&key, now);
+        let (ns, name) = (tenant.namespace(), tenant.name_any());
+        store
+            .state()
+            .into_iter()
+            .filter(|m| {
+                m.namespace() == ns
+                    && (targets(m, tenant)
+                        || old_labels
+                            .as_ref()
+                            .is_some_and(|l| targets_labels(m, &name, l)))
+            })
+            .map(|m| ObjectRef::from_obj(m.as_ref()))
+            .collect()
+    }
+
+    /// Forgets Tenants that are gone (`live` answers for an [`object_key`]).
+    pub fn retain(&self, live: impl Fn(&str) -> bool) {
+        self.seen.retain(live);
+    }
+
+    /// How many Tenants are remembered.
+    pub fn len(&self) -> usize {
+        self.seen.with(|m| m.len()).unwrap_or_default()
+    }
+
+    /// Whether no Tenant is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Starts the TenantMigration controller and runs it until `shutdown` resolves. Reconciles are
@@ -1259,12 +1334,14 @@ pub async fn run(
     let controller = Controller::new(migrations, watcher::Config::default().any_semantic());
     let store = controller.store();
     let mapper_store = store.clone();
+    let trigger = Arc::new(TenantTrigger::default());
+    let mapper_trigger = trigger.clone();
     let mut graceful = stop_rx.clone();
     let controller = controller
         .watches(
             tenants,
             watcher::Config::default().any_semantic(),
-            move |t: Tenant| migrations_for_tenant(&mapper_store, &t),
+            move |t: Tenant| mapper_trigger.migrations_for(&mapper_store, &t),
         )
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(async move {
@@ -1278,7 +1355,7 @@ pub async fn run(
             let mut tick = tokio::time::interval(PRUNE_INTERVAL);
             loop {
                 tokio::select! {
-                    _ = tick.tick() => prune_deleted(&ctx, &store),
+                    _ = tick.tick() => prune_deleted(&ctx, &store, &trigger),
                     _ = stop.wait_for(|v| *v) => break,
                 }
             }
@@ -1305,8 +1382,17 @@ pub async fn run(
 /// How often bookkeeping of deleted TenantMigrations is pruned.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(30);
 
-/// Forgets per-object state of TenantMigrations that are no longer in the cache.
-fn prune_deleted(ctx: &Context, store: &Store<TenantMigration>) {
+/// Forgets per-object state of TenantMigrations that are no longer in the cache, and the
+/// remembered facts of Tenants that are gone.
+fn prune_deleted(ctx: &Context, store: &Store<TenantMigration>, trigger: &TenantTrigger) {
+    if let Some(tenants) = ctx.synced_tenant_store() {
+        let live: HashSet<String> = tenants
+            .state()
+            .iter()
+            .map(|t| object_key(t.as_ref()))
+            .collect();
+        trigger.retain(|k| live.contains(k));
+    }
     let kind = TenantMigration::kind(&());
     let live: std::collections::HashSet<String> = store
         .state()
@@ -2065,6 +2151,100 @@ mod tests {
                 duration: Duration::ZERO,
             }
         }
+    }
+
+    fn tenant_obj(name: &str, tier: &str, status: serde_json::Value) -> Tenant {
+        serde_json::from_value(json!({
+            "apiVersion": "tenantdb.io/v1alpha1", "kind": "Tenant",
+            "metadata": {"name": name, "namespace": "ns", "uid": format!("uid-{name}"),
+                         "generation": 1, "labels": {"tier": tier}},
+            "spec": {"isolation": "schema"},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    fn tm_obj(name: &str, target: serde_json::Value) -> TenantMigration {
+        serde_json::from_value(json!({
+            "apiVersion": "tenantdb.io/v1alpha1", "kind": "TenantMigration",
+            "metadata": {"name": name, "namespace": "ns"},
+            "spec": {"target": target},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn tenant_events_trigger_migrations_only_when_rollout_facts_change() {
+        let (store, mut writer) = kube::runtime::reflector::store::<TenantMigration>();
+        for tm in [
+            tm_obj(
+                "gold",
+                json!({"selector": {"matchLabels": {"tier": "gold"}}}),
+            ),
+            tm_obj(
+                "silver",
+                json!({"selector": {"matchLabels": {"tier": "silver"}}}),
+            ),
+            tm_obj("one", json!({"tenant": "a"})),
+        ] {
+            writer.apply_watcher_event(&watcher::Event::Apply(tm));
+        }
+        let trigger = TenantTrigger::default();
+        let fire = |t: &Tenant| {
+            let mut v: Vec<String> = trigger
+                .migrations_for(&store, t)
+                .into_iter()
+                .map(|r| r.name)
+                .collect();
+            v.sort();
+            v
+        };
+        let ready = json!({"phase": "Ready", "schemaVersion": 7, "usage": {"storageBytes": 1}});
+        let a = tenant_obj("a", "gold", ready.clone());
+        // First sight: the selecting TenantMigrations.
+        assert_eq!(fire(&a), ["gold", "one"]);
+        // The same facts again (a resync, a re-list): nothing.
+        assert!(fire(&a).is_empty());
+        // A routine status write (usage, health, a condition message): nothing.
+        let mut usage = ready.clone();
+        usage["usage"]["storageBytes"] = json!(4096);
+        usage["health"] = json!({"healthy": true});
+        assert!(fire(&tenant_obj("a", "gold", usage)).is_empty());
+        // What a rollout reads: schemaVersion, readiness, generation, deletion.
+        let mut migrated = ready.clone();
+        migrated["schemaVersion"] = json!(8);
+        assert_eq!(
+            fire(&tenant_obj("a", "gold", migrated.clone())),
+            ["gold", "one"]
+        );
+        let mut failed = migrated.clone();
+        failed["phase"] = json!("Failed");
+        assert_eq!(fire(&tenant_obj("a", "gold", failed)), ["gold", "one"]);
+        let mut spec_change = tenant_obj("a", "gold", migrated.clone());
+        spec_change.metadata.generation = Some(2);
+        assert_eq!(fire(&spec_change), ["gold", "one"]);
+        let mut deleting = spec_change.clone();
+        deleting.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
+        assert_eq!(fire(&deleting), ["gold", "one"]);
+        // A label change triggers the migration that selected the old labels, too.
+        let mut moved = spec_change.clone();
+        moved.metadata.labels = Some([("tier".to_string(), "silver".to_string())].into());
+        assert_eq!(fire(&moved), ["gold", "one", "silver"]);
+        assert!(fire(&moved).is_empty());
+        // A recreated Tenant of the same name (new uid) is a change.
+        let mut recreated = moved.clone();
+        recreated.metadata.uid = Some("uid-a-2".into());
+        assert_eq!(fire(&recreated), ["one", "silver"]);
+        // Other namespaces and non-selected Tenants trigger nothing.
+        let mut elsewhere = tenant_obj("b", "gold", ready.clone());
+        elsewhere.metadata.namespace = Some("other".into());
+        assert!(fire(&elsewhere).is_empty());
+        assert!(fire(&tenant_obj("c", "bronze", ready)).is_empty());
+        // Gone Tenants are forgotten.
+        assert_eq!(trigger.len(), 3);
+        let keep = object_key_for::<Tenant>("ns", "a");
+        trigger.retain(|k| k == keep);
+        assert_eq!(trigger.len(), 1);
     }
 
     fn names(n: usize) -> Vec<RolloutTenant> {

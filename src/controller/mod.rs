@@ -163,6 +163,13 @@ impl<V: Clone> Memo<V> {
     pub fn with<R>(&self, f: impl FnOnce(&HashMap<String, V>) -> R) -> Option<R> {
         self.0.lock().ok().map(|m| f(&m))
     }
+
+    /// Keeps only the entries whose key `keep` accepts.
+    pub fn retain(&self, mut keep: impl FnMut(&str) -> bool) {
+        if let Ok(mut m) = self.0.lock() {
+            m.retain(|k, _| keep(k));
+        }
+    }
 }
 
 /// Resource versions of one object that our own status writes have superseded.
