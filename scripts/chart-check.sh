@@ -333,7 +333,7 @@ if "$PY" "$ROOT/docs/gen-crd-reference.py" --check; then pass "crd-reference.md 
 step "shellcheck"
 if command -v shellcheck >/dev/null 2>&1; then
   scripts=("$ROOT/scripts/chart-check.sh")
-  for s in "$ROOT/scripts/argocd-health-test.sh" "$ROOT/tests/e2e/kind.sh"; do [ -f "$s" ] && scripts+=("$s"); done
+  for s in "$ROOT/scripts/argocd-health-test.sh" "$ROOT/scripts/image-check.sh" "$ROOT/tests/e2e/kind.sh"; do [ -f "$s" ] && scripts+=("$s"); done
   if shellcheck "${scripts[@]}"; then pass "shellcheck (${#scripts[@]} scripts)"; else fail "shellcheck"; fi
 else
   echo "  skipped: shellcheck not installed (apt-get install -y shellcheck)"

@@ -26,6 +26,9 @@ fi
 step "cargo test"
 cargo test --workspace --locked --no-fail-fast
 
+step "container image checks without a Docker engine (build context compiles, libraries, user)"
+bash scripts/image-check.sh target/debug/tenantdb
+
 step "demo smoke run (tenantdb dev --exit-when-ready)"
 demo_dir="$(mktemp -d)"
 ./target/debug/tenantdb dev --exit-when-ready 120 --kubeconfig "$demo_dir/kubeconfig"
