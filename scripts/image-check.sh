@@ -33,7 +33,10 @@ for s in "${sources[@]}"; do
 done
 echo "image-check: builder stage copies ${sources[*]}"
 
-# 2. Compile exactly that context (shared target dir: only the workspace crates are checked again).
+# 2. Compile exactly that context. Its own target directory: cargo hashes workspace members by
+#    their path relative to the workspace, so sharing target/ would let this copy's build-script
+#    output (absolute paths into the temporary directory) replace the real one. A cold run checks
+#    every dependency once (`cargo check`, a few minutes); later runs only the workspace crates.
 ctx="$(mktemp -d)"
 trap 'rm -rf "$ctx"' EXIT
 for s in "${sources[@]}"; do
@@ -42,7 +45,7 @@ for s in "${sources[@]}"; do
   # Files inside copied directories that .dockerignore excludes (e.g. **/target) never reach it.
   rm -rf "$ctx/$s/target"
 done
-(cd "$ctx" && CARGO_TARGET_DIR="$root/target" cargo check --locked --quiet -p tenantdb --bin tenantdb) \
+(cd "$ctx" && CARGO_TARGET_DIR="$root/target/image-check" cargo check --locked --quiet -p tenantdb --bin tenantdb) \
   || fail "the builder stage's context does not compile (a file it needs is not copied)"
 echo "image-check: the builder context compiles"
 

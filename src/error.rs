@@ -24,7 +24,7 @@ pub enum Error {
     Database(String),
     /// A schema migration failed or drifted.
     #[error("migration: {0}")]
-    Migration(#[from] MigrateError),
+    Migration(MigrateError),
     /// Kubernetes API error.
     #[error("kubernetes api: {0}")]
     Kube(#[source] Box<kube::Error>),
@@ -42,24 +42,49 @@ impl From<kube::Error> for Error {
     }
 }
 
+/// Whether a sqlx error means the server cannot be used right now (rather than that a statement
+/// is wrong): I/O, TLS, pool exhaustion, and SQLSTATE class 08 (connection exception), 57P0x
+/// (shutdown, e.g. "terminating connection due to administrator command"), 53 (insufficient
+/// resources).
+pub fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P") || c.starts_with("53")),
+        _ => false,
+    }
+}
+
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
-        match &e {
-            sqlx::Error::Io(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::WorkerCrashed => Error::DatabaseUnavailable(first_line(&e.to_string())),
-            sqlx::Error::Database(db) => {
-                // Class 08 (connection exception), 57P0x (shutdown), 53 (insufficient resources).
-                let code = db.code().map(|c| c.to_string()).unwrap_or_default();
-                if code.starts_with("08") || code.starts_with("57P") || code.starts_with("53") {
-                    Error::DatabaseUnavailable(first_line(db.message()))
-                } else {
-                    Error::Database(format!("{} (SQLSTATE {code})", first_line(db.message())))
-                }
+        let message = match e.as_database_error() {
+            Some(db) => first_line(db.message()),
+            None => first_line(&e.to_string()),
+        };
+        if is_unavailable(&e) {
+            return Error::DatabaseUnavailable(message);
+        }
+        match e.as_database_error().and_then(|db| db.code()) {
+            Some(code) => Error::Database(format!("{message} (SQLSTATE {code})")),
+            None => Error::Database(message),
+        }
+    }
+}
+
+impl From<MigrateError> for Error {
+    /// The migration engine lost its connection: that is an unavailable database (condition
+    /// message "database unavailable: …"), not a migration problem.
+    fn from(e: MigrateError) -> Self {
+        match e {
+            MigrateError::Unavailable { operation, message } => {
+                Error::DatabaseUnavailable(format!("{operation}: {message}"))
             }
-            _ => Error::Database(first_line(&e.to_string())),
+            other => Error::Migration(other),
         }
     }
 }
@@ -121,6 +146,34 @@ mod tests {
             Error::from(sqlx::Error::PoolTimedOut).category(),
             "DatabaseUnavailable"
         );
+    }
+
+    #[test]
+    fn a_migration_that_lost_its_connection_is_an_unavailable_database() {
+        let lost = MigrateError::Unavailable {
+            operation: "running migration 3".into(),
+            message: "terminating connection due to administrator command".into(),
+        };
+        assert!(lost.is_transient());
+        assert_eq!(lost.category(), "unavailable");
+        let e = Error::from(lost);
+        assert_eq!(e.category(), "DatabaseUnavailable");
+        assert_eq!(
+            e.to_string(),
+            "database unavailable: running migration 3: terminating connection due to administrator command"
+        );
+        // A migration's own SQL failing stays a migration failure.
+        let sql = Error::from(MigrateError::Sql {
+            version: 3,
+            message: "syntax error".into(),
+        });
+        assert_eq!(sql.category(), "MigrationFailed");
+        assert_eq!(
+            sql.to_string(),
+            "migration: migration 3 failed: syntax error"
+        );
+        assert!(is_unavailable(&sqlx::Error::PoolTimedOut));
+        assert!(!is_unavailable(&sqlx::Error::RowNotFound));
     }
 
     #[test]

@@ -127,6 +127,15 @@ pub enum MigrateError {
         /// First line of the error.
         message: String,
     },
+    /// The connection failed or the server went away while the engine was working (see
+    /// [`crate::error::is_unavailable`]); the transaction rolled back, retrying later can succeed.
+    #[error("database unavailable while {operation}: {message}")]
+    Unavailable {
+        /// What the engine was doing.
+        operation: String,
+        /// First line of the error.
+        message: String,
+    },
     /// The advisory lock could not be taken (lock_timeout, statement_timeout, cancellation).
     #[error("could not take the advisory lock {key}: {message}")]
     Lock {
@@ -154,6 +163,7 @@ impl MigrateError {
             MigrateError::Sql { .. } => "sql",
             MigrateError::Database { .. } => "database",
             MigrateError::Lock { .. } => "lock",
+            MigrateError::Unavailable { .. } => "unavailable",
             MigrateError::InvalidIdentifier(_) => "invalid_identifier",
         }
     }
@@ -163,7 +173,9 @@ impl MigrateError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            MigrateError::Database { .. } | MigrateError::Lock { .. }
+            MigrateError::Database { .. }
+                | MigrateError::Lock { .. }
+                | MigrateError::Unavailable { .. }
         )
     }
 }
@@ -178,9 +190,45 @@ pub(crate) fn first_line(e: &sqlx::Error) -> String {
 }
 
 pub(crate) fn db_err(operation: &'static str) -> impl FnOnce(sqlx::Error) -> MigrateError {
-    move |e| MigrateError::Database {
-        operation,
-        message: first_line(&e),
+    move |e| {
+        unavailable(operation, &e).unwrap_or_else(|| MigrateError::Database {
+            operation,
+            message: first_line(&e),
+        })
+    }
+}
+
+/// [`MigrateError::Unavailable`] when `e` means the server cannot be used right now.
+pub(crate) fn unavailable(
+    operation: impl std::fmt::Display,
+    e: &sqlx::Error,
+) -> Option<MigrateError> {
+    crate::error::is_unavailable(e).then(|| MigrateError::Unavailable {
+        operation: operation.to_string(),
+        message: first_line(e),
+    })
+}
+
+/// The error of a migration's own SQL: [`MigrateError::Sql`], or [`MigrateError::Unavailable`]
+/// when the connection failed under it (the SQL itself may be fine).
+fn sql_err(version: i64) -> impl FnOnce(sqlx::Error) -> MigrateError {
+    move |e| {
+        unavailable(format_args!("running migration {version}"), &e).unwrap_or_else(|| {
+            MigrateError::Sql {
+                version,
+                message: first_line(&e),
+            }
+        })
+    }
+}
+
+/// The error of taking an advisory lock: [`MigrateError::Lock`] or [`MigrateError::Unavailable`].
+pub(crate) fn lock_err(key: i64) -> impl FnOnce(sqlx::Error) -> MigrateError {
+    move |e| {
+        unavailable("taking the advisory lock", &e).unwrap_or_else(|| MigrateError::Lock {
+            key,
+            message: first_line(&e),
+        })
     }
 }
 
@@ -759,10 +807,7 @@ async fn check_guard(
     .bind(GUARD_SETTING)
     .fetch_one(&mut *conn)
     .await
-    .map_err(|e| MigrateError::Sql {
-        version,
-        message: first_line(&e),
-    })?;
+    .map_err(sql_err(version))?;
     let guard: bool = row.try_get("guard").unwrap_or(false);
     let role: String = row.try_get("role").unwrap_or_default();
     if !guard {
@@ -816,10 +861,7 @@ async fn run_in_transaction(
         .bind(target.lock_key)
         .execute(&mut *conn)
         .await
-        .map_err(|e| MigrateError::Lock {
-            key: target.lock_key,
-            message: first_line(&e),
-        })?;
+        .map_err(lock_err(target.lock_key))?;
     sqlx::raw_sql(AssertSqlSafe(format!(
         "SET LOCAL ROLE {quoted_role}; SET LOCAL search_path TO {quoted_schema}"
     )))
@@ -890,10 +932,7 @@ async fn run_in_transaction(
         sqlx::raw_sql(AssertSqlSafe(sql))
             .execute(&mut *conn)
             .await
-            .map_err(|e| MigrateError::Sql {
-                version: m.version,
-                message: first_line(&e),
-            })?;
+            .map_err(sql_err(m.version))?;
         check_guard(conn, target.owner_role, m.version).await?;
         let elapsed_ms = i64::try_from(t0.elapsed().as_millis()).unwrap_or(i64::MAX);
         match step.direction {

@@ -19,7 +19,7 @@
 use jiff::civil::Date;
 use sqlx::{AssertSqlSafe, Connection, PgConnection, Row};
 
-use crate::migrate::{MigrateError, db_err, first_line, quote_identifier};
+use crate::migrate::{MigrateError, db_err, quote_identifier};
 
 /// Type of a partition key column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -295,10 +295,7 @@ async fn maintain_in_transaction(
         .bind(schema)
         .execute(&mut *conn)
         .await
-        .map_err(|e| MigrateError::Lock {
-            key: i64::from(PARTITION_LOCK_CLASS),
-            message: first_line(&e),
-        })?;
+        .map_err(crate::migrate::lock_err(i64::from(PARTITION_LOCK_CLASS)))?;
     exec(
         conn,
         "setting role and search_path",

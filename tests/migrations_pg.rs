@@ -920,6 +920,79 @@ async fn failing_migration_rolls_back_entirely() {
     assert_eq!(report.applied, [(20250201000001, Direction::Up)]);
 }
 
+/// The server ending the connection in the middle of a migration (failover, restart,
+/// `pg_terminate_backend`) is not a failed migration: it is reported as `Unavailable` (transient,
+/// retried; a TenantMigration does not count it against the failure budget) and nothing of the
+/// interrupted transaction remains.
+#[tokio::test]
+async fn a_connection_lost_mid_migration_is_unavailable_not_a_failed_migration() {
+    let mut conn = connect().await;
+    let t = tenant(&mut conn, "mig_lost").await;
+    let base = baseline();
+    migrate::migrate(&mut conn, &base, &t, None, false)
+        .await
+        .unwrap();
+    let before = objects(&mut conn, t.schema).await;
+    let slow = base
+        .merge(
+            MigrationSet::from_files([(
+                "20250201000001_slow.sql".to_string(),
+                "CREATE TABLE lost_half (id int); SELECT pg_sleep(30);".to_string(),
+            )])
+            .unwrap(),
+        )
+        .unwrap();
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let killer = tokio::spawn(async move {
+        let mut other = connect().await;
+        // Wait until the migration is inside its pg_sleep, then end the backend.
+        for _ in 0..200 {
+            let sleeping: bool = sqlx::query_scalar(
+                "SELECT count(*) > 0 FROM pg_stat_activity WHERE pid = $1 AND wait_event = 'PgSleep'",
+            )
+            .bind(pid)
+            .fetch_one(&mut other)
+            .await
+            .unwrap();
+            if sleeping {
+                let ended: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+                    .bind(pid)
+                    .fetch_one(&mut other)
+                    .await
+                    .unwrap();
+                return ended;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        false
+    });
+    let e = migrate::migrate(&mut conn, &slow, &t, None, false)
+        .await
+        .unwrap_err();
+    assert!(killer.await.unwrap(), "the backend was terminated");
+    assert!(
+        matches!(&e, MigrateError::Unavailable { operation, .. } if operation == "running migration 20250201000001"),
+        "{e:?}"
+    );
+    assert!(e.is_transient(), "{e}");
+    assert_eq!(e.category(), "unavailable");
+    let reported = tenantdb::error::Error::from(e);
+    assert_eq!(reported.category(), "DatabaseUnavailable");
+    assert!(
+        reported.to_string().starts_with(
+            "database unavailable: running migration 20250201000001: terminating connection"
+        ),
+        "{reported}"
+    );
+    // Nothing of the interrupted migration remains.
+    let mut conn = connect().await;
+    assert_eq!(versions(&mut conn, &t).await.last(), Some(&LATEST));
+    assert_eq!(objects(&mut conn, t.schema).await, before);
+}
+
 #[tokio::test]
 async fn migrations_cannot_leave_the_transaction_or_role() {
     let mut conn = connect().await;

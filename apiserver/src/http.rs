@@ -561,13 +561,17 @@ async fn dispatch(
             Ok(warn(json_response(code, &render(&obj)), warnings))
         }
         "delete" => {
-            let opts: Value = if body.is_empty() {
+            let mut opts: Value = if body.is_empty() {
                 json!({})
             } else {
                 serde_json::from_slice(&body).map_err(|e| {
                     ApiError::bad_request(format!("error decoding DeleteOptions: {e}"))
                 })?
             };
+            // Query parameters of DeleteOptions (`?propagationPolicy=Orphan`) count as well.
+            if let (Some(p), Value::Object(m)) = (q.get("propagationPolicy"), &mut opts) {
+                m.entry("propagationPolicy").or_insert_with(|| json!(p));
+            }
             let name = a.name.unwrap_or("");
             let dry = write_opts(q).dry_run
                 || opts

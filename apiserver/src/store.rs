@@ -142,6 +142,39 @@ pub fn parse_rv(s: &str) -> Option<u64> {
     s.parse().ok()
 }
 
+/// The finalizer that holds an owner deleted with `propagationPolicy: Foreground`.
+pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
+
+/// `DeleteOptions.propagationPolicy` (and the deprecated `orphanDependents`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Propagation {
+    Orphan,
+    Background,
+    Foreground,
+}
+
+impl Propagation {
+    fn from_options(options: &Value) -> Result<Self, ApiError> {
+        let orphan_dependents = options.get("orphanDependents").and_then(Value::as_bool);
+        match options.get("propagationPolicy").and_then(Value::as_str) {
+            None => Ok(if orphan_dependents == Some(true) {
+                Propagation::Orphan
+            } else {
+                Propagation::Background
+            }),
+            Some(_) if orphan_dependents.is_some() => Err(ApiError::bad_request(
+                "DeleteOptions: orphanDependents and propagationPolicy cannot both be set",
+            )),
+            Some("Orphan") => Ok(Propagation::Orphan),
+            Some("Background") => Ok(Propagation::Background),
+            Some("Foreground") => Ok(Propagation::Foreground),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "DeleteOptions.propagationPolicy: Unsupported value: \"{other}\": supported values: \"Orphan\", \"Background\", \"Foreground\""
+            ))),
+        }
+    }
+}
+
 fn finalizers_empty(obj: &Value) -> bool {
     meta(obj)
         .and_then(|m| m.get("finalizers"))
@@ -442,10 +475,114 @@ impl State {
             // nothing left inside by construction
         }
         self.collect_garbage(&uid);
+        // Owners deleting in foreground may have been waiting for this object.
+        let owners: Vec<String> = meta(&last)
+            .and_then(|m| m.get("ownerReferences"))
+            .and_then(Value::as_array)
+            .map(|refs| {
+                refs.iter()
+                    .filter_map(|r| r.get("uid").and_then(Value::as_str).map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for owner in owners {
+            self.maybe_finish_foreground(&owner);
+        }
         if def.namespaced && !ns.is_empty() {
             self.maybe_finish_namespace(&ns);
         }
         last
+    }
+
+    /// Objects with an ownerReference to `owner_uid`.
+    fn dependents_of(&self, owner_uid: &str) -> Vec<(GroupResource, String, String)> {
+        self.dependents_where(owner_uid, |_| true)
+    }
+
+    /// Objects with an ownerReference to `owner_uid` for which `pick(reference)` holds.
+    fn dependents_where(
+        &self,
+        owner_uid: &str,
+        pick: impl Fn(&Value) -> bool,
+    ) -> Vec<(GroupResource, String, String)> {
+        let mut out = Vec::new();
+        if owner_uid.is_empty() {
+            return out;
+        }
+        for (gr, objs) in &self.objects {
+            for obj in objs.values() {
+                let refs = meta(obj)
+                    .and_then(|m| m.get("ownerReferences"))
+                    .and_then(Value::as_array);
+                if refs.is_some_and(|r| {
+                    r.iter()
+                        .any(|r| r.get("uid").and_then(Value::as_str) == Some(owner_uid) && pick(r))
+                }) {
+                    out.push((
+                        gr.clone(),
+                        meta_str(obj, "namespace").to_string(),
+                        meta_str(obj, "name").to_string(),
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    /// Orphan propagation: removes the references to `owner_uid` from its dependents (MODIFIED).
+    fn orphan_dependents(&mut self, owner_uid: &str) {
+        for (gr, ns, name) in self.dependents_of(owner_uid) {
+            let (Some(def), Some(old)) = (
+                self.registry.defs.get(&gr).cloned(),
+                self.get_obj(&gr, &ns, &name),
+            ) else {
+                continue;
+            };
+            let mut new = (*old).clone();
+            let m = meta_mut(&mut new);
+            if let Some(Value::Array(refs)) = m.get_mut("ownerReferences") {
+                refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(owner_uid));
+                if refs.is_empty() {
+                    m.remove("ownerReferences");
+                }
+            }
+            self.store(&def, new, Some(old));
+        }
+    }
+
+    /// Foreground propagation: once no dependent with `blockOwnerDeletion: true` is left, the
+    /// owner's `foregroundDeletion` finalizer is removed (and the owner with it, if it was the last).
+    fn maybe_finish_foreground(&mut self, owner_uid: &str) {
+        let Some((gr, ns, name)) = self.uids.get(owner_uid).cloned() else {
+            return;
+        };
+        let (Some(def), Some(owner)) = (
+            self.registry.defs.get(&gr).cloned(),
+            self.get_obj(&gr, &ns, &name),
+        ) else {
+            return;
+        };
+        let waiting = meta(&owner)
+            .and_then(|m| m.get("finalizers"))
+            .and_then(Value::as_array)
+            .is_some_and(|f| f.iter().any(|x| x == FOREGROUND_FINALIZER));
+        let blocked = !self
+            .dependents_where(owner_uid, |r| {
+                r.get("blockOwnerDeletion").and_then(Value::as_bool) == Some(true)
+            })
+            .is_empty();
+        if !waiting || blocked {
+            return;
+        }
+        let mut new = (*owner).clone();
+        if let Some(Value::Array(f)) = meta_mut(&mut new).get_mut("finalizers") {
+            f.retain(|x| x != FOREGROUND_FINALIZER);
+        }
+        if finalizers_empty(&new) {
+            self.remove(&def, new);
+        } else {
+            self.store(&def, new, Some(owner));
+        }
     }
 
     /// Delete every dependent whose owners are all gone (background propagation).
@@ -984,6 +1121,7 @@ impl State {
                 ),
             ));
         }
+        let policy = Propagation::from_options(options)?;
         if is_deleting(&old) {
             return Ok(old);
         }
@@ -993,6 +1131,37 @@ impl State {
         }
         if dry_run {
             return Ok(old);
+        }
+        let uid = meta_str(&old, "uid").to_string();
+        match policy {
+            Propagation::Background => {}
+            // The real garbage collector removes the owner's references from its dependents (the
+            // `orphan` finalizer holds the owner meanwhile); here that happens before the delete.
+            Propagation::Orphan => self.orphan_dependents(&uid),
+            // The owner stays, deleting with the `foregroundDeletion` finalizer, until every
+            // dependent with `blockOwnerDeletion` is gone; dependents are deleted in foreground too.
+            Propagation::Foreground if !self.dependents_of(&uid).is_empty() => {
+                let mut new = (*old).clone();
+                {
+                    let m = meta_mut(&mut new);
+                    m.insert("deletionTimestamp".into(), json!(now_rfc3339()));
+                    m.insert("deletionGracePeriodSeconds".into(), json!(0));
+                    let fins = m.entry("finalizers").or_insert_with(|| json!([]));
+                    if let Value::Array(a) = fins {
+                        a.push(json!(FOREGROUND_FINALIZER));
+                    }
+                }
+                let stored = self.store(def, new, Some(old));
+                let foreground = json!({"propagationPolicy": "Foreground"});
+                for (gr, dns, dname) in self.dependents_of(&uid) {
+                    if let Some(ddef) = self.registry.defs.get(&gr).cloned() {
+                        let _ = self.delete(&ddef, &dns, &dname, &foreground, false);
+                    }
+                }
+                self.maybe_finish_foreground(&uid);
+                return Ok(self.get_obj(&def.gr(), ns, name).unwrap_or(stored));
+            }
+            Propagation::Foreground => {}
         }
         if !finalizers_empty(&old) || (is_ns && self.namespace_has_content(name)) {
             let mut new = (*old).clone();

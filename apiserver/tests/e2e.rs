@@ -707,6 +707,112 @@ async fn garbage_collects_owned_secrets() {
     srv.shutdown().await;
 }
 
+/// `propagationPolicy`: Orphan leaves dependents without the owner's reference; Foreground keeps the
+/// owner (deleting, `foregroundDeletion` finalizer) until its blocking dependents are gone, then
+/// removes it; an unknown policy is a 400 like the real server's.
+#[tokio::test]
+async fn delete_propagation_policies() {
+    let (srv, client) = setup().await;
+    let api: Api<Widget> = Api::namespaced(client.clone(), "default");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+    let owned_secret = |name: &str, owner: &Widget| Secret {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            owner_references: Some(vec![owner.controller_owner_ref(&()).unwrap()]),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let params = |p: kube::api::PropagationPolicy| DeleteParams {
+        propagation_policy: Some(p),
+        ..Default::default()
+    };
+
+    // Orphan: the Secret stays, without the reference.
+    let w = api
+        .create(&PostParams::default(), &widget("orphaner", 1))
+        .await
+        .unwrap();
+    secrets
+        .create(&PostParams::default(), &owned_secret("kept", &w))
+        .await
+        .unwrap();
+    api.delete("orphaner", &params(kube::api::PropagationPolicy::Orphan))
+        .await
+        .unwrap();
+    assert!(api.get_opt("orphaner").await.unwrap().is_none());
+    let kept = secrets.get("kept").await.unwrap();
+    assert!(kept.metadata.owner_references.is_none(), "{kept:?}");
+    assert!(kept.metadata.deletion_timestamp.is_none());
+
+    // Foreground: a dependent with a finalizer holds the owner until it is released.
+    let w = api
+        .create(&PostParams::default(), &widget("fg", 1))
+        .await
+        .unwrap();
+    // Only dependents with blockOwnerDeletion hold the owner (kube's controller_owner_ref does not
+    // set it).
+    let mut held = owned_secret("held", &w);
+    held.metadata.finalizers = Some(vec!["x.io/hold".into()]);
+    if let Some(refs) = held.metadata.owner_references.as_mut() {
+        refs[0].block_owner_deletion = Some(true);
+    }
+    secrets.create(&PostParams::default(), &held).await.unwrap();
+    secrets
+        .create(&PostParams::default(), &owned_secret("free", &w))
+        .await
+        .unwrap();
+    api.delete("fg", &params(kube::api::PropagationPolicy::Foreground))
+        .await
+        .unwrap();
+    let owner = api.get("fg").await.unwrap();
+    assert!(owner.metadata.deletion_timestamp.is_some());
+    assert_eq!(owner.finalizers(), ["foregroundDeletion"]);
+    assert!(secrets.get_opt("free").await.unwrap().is_none());
+    let held = secrets.get("held").await.unwrap();
+    assert!(held.metadata.deletion_timestamp.is_some());
+    secrets
+        .patch(
+            "held",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await
+        .unwrap();
+    assert!(secrets.get_opt("held").await.unwrap().is_none());
+    assert!(
+        api.get_opt("fg").await.unwrap().is_none(),
+        "the owner goes once its last blocking dependent is gone"
+    );
+
+    // Foreground without dependents deletes at once; unknown policies are rejected.
+    api.create(&PostParams::default(), &widget("alone", 1))
+        .await
+        .unwrap();
+    api.delete("alone", &params(kube::api::PropagationPolicy::Foreground))
+        .await
+        .unwrap();
+    assert!(api.get_opt("alone").await.unwrap().is_none());
+    api.create(&PostParams::default(), &widget("odd", 1))
+        .await
+        .unwrap();
+    let r = client
+        .request_text(
+            http::Request::delete(
+                "/apis/test.tenantdb.io/v1/namespaces/default/widgets/odd?propagationPolicy=Sideways",
+            )
+            .body(Vec::new())
+            .unwrap(),
+        )
+        .await;
+    assert!(
+        matches!(&r, Err(kube::Error::Api(s)) if s.code == 400 && s.message.contains("Unsupported value")),
+        "{r:?}"
+    );
+    assert!(api.get_opt("odd").await.unwrap().is_some());
+    srv.shutdown().await;
+}
+
 #[tokio::test]
 async fn lease_update_conflicts() {
     let (srv, client) = setup().await;
