@@ -168,6 +168,27 @@ pub fn owned_by(secret: &Secret, tenant: &Tenant) -> bool {
         .any(|o| Some(o.uid.as_str()) == uid && o.kind == "Tenant")
 }
 
+/// Whether an existing Secret of this name may be adopted by the Tenant: it was written by
+/// tenantdb for a Tenant of this name (labels) and no one controls it now — the Secret a
+/// `Retain` Tenant deleted with `--cascade=orphan` left behind. Adopting it keeps the applications'
+/// credentials (and, with the retained role, the password) working across the re-creation. A
+/// Secret someone else made, or one another object controls, is never taken over. (Writing such
+/// labels needs Secret write access in the namespace, which can change the tenant's Secret anyway.)
+pub fn adoptable(secret: &Secret, tenant: &Tenant) -> bool {
+    let labels = secret.metadata.labels.as_ref();
+    let label = |k: &str| labels.and_then(|l| l.get(k)).map(String::as_str);
+    let controlled = secret
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.controller == Some(true));
+    !controlled
+        && secret.metadata.deletion_timestamp.is_none()
+        && label(MANAGED_BY_LABEL) == Some(MANAGED_BY)
+        && label(TENANT_LABEL).is_some_and(|n| Some(n) == tenant.meta().name.as_deref())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,6 +218,41 @@ mod tests {
             )
         );
         assert_eq!(d["schema"], names.schema.as_str());
+    }
+
+    #[test]
+    fn only_orphaned_tenantdb_secrets_of_the_same_tenant_are_adoptable() {
+        let tenant: Tenant = serde_json::from_value(serde_json::json!({
+            "apiVersion": "tenantdb.io/v1alpha1", "kind": "Tenant",
+            "metadata": {"name": "acme", "namespace": "ns", "uid": "u-new"},
+            "spec": {"isolation": "schema"},
+        }))
+        .unwrap();
+        let mut old_owner = tenant.clone();
+        old_owner.metadata.uid = Some("u-old".into());
+        let written = desired_secret(&old_owner, "acme-db", &BTreeMap::new(), BTreeMap::new());
+        assert!(!owned_by(&written, &tenant));
+        // Still controlled by the old Tenant (background deletion under way): not adoptable.
+        assert!(!adoptable(&written, &tenant));
+        let mut orphaned = written.clone();
+        orphaned.metadata.owner_references = None;
+        assert!(adoptable(&orphaned, &tenant));
+        // After adoption it is owned by the new Tenant.
+        let adopted = desired_secret(&tenant, "acme-db", &BTreeMap::new(), BTreeMap::new());
+        assert!(owned_by(&adopted, &tenant));
+        // Another Tenant's Secret, someone else's Secret, one being deleted: never.
+        let mut other = tenant.clone();
+        other.metadata.name = Some("globex".into());
+        assert!(!adoptable(&orphaned, &other));
+        let mut foreign = orphaned.clone();
+        foreign.metadata.labels = None;
+        assert!(!adoptable(&foreign, &tenant));
+        let mut going = orphaned.clone();
+        going.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::now(),
+            ));
+        assert!(!adoptable(&going, &tenant));
     }
 
     #[test]

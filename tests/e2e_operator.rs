@@ -148,11 +148,59 @@ async fn provision_both_modes_then_delete_and_retain() {
     .await
     .unwrap();
 
-    // Retain policy: the Tenant goes, the database and role stay.
-    env.delete_tenant("team-a", "keeper").await;
+    // Retain policy: the Tenant goes, the database and role stay. Deleted with
+    // `kubectl delete --cascade=orphan` (propagationPolicy Orphan), the credentials Secret stays
+    // too, without its owner reference, and still logs in.
+    env.tenants("team-a")
+        .delete(
+            "keeper",
+            &DeleteParams {
+                propagation_policy: Some(kube::api::PropagationPolicy::Orphan),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
     env.wait_gone("team-a", "keeper", T).await;
     assert!(exists(&pool, DB_EXISTS, &keeper_db).await);
     assert!(exists(&pool, ROLE_EXISTS, &keeper_db).await);
+    let kept = env.secrets("team-a").get("keeper-db").await.unwrap();
+    assert!(kept.metadata.owner_references.is_none(), "{kept:?}");
+    let mut c = env
+        .connect_with_secret("team-a", "keeper-db")
+        .await
+        .expect("the orphaned Secret of a retained tenant still logs in");
+    let db: String = sqlx::query_scalar("SELECT current_database()::text")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(db, keeper_db);
+    drop(c);
+    // Re-created, the Tenant re-adopts its retained database, role and orphaned Secret: same
+    // password, so applications never lose their credentials.
+    let password = env.secret_value("team-a", "keeper-db", "password").await;
+    env.create_tenant("team-a", "keeper", json!({"isolation": "database"}))
+        .await;
+    let again = env.wait_ready("team-a", "keeper", T).await;
+    assert_eq!(
+        again.status.unwrap().database.as_deref(),
+        Some(keeper_db.as_str())
+    );
+    let adopted = env.secrets("team-a").get("keeper-db").await.unwrap();
+    assert!(
+        tenantdb::secret::owned_by(
+            &adopted,
+            &env.tenants("team-a").get("keeper").await.unwrap()
+        ),
+        "{adopted:?}"
+    );
+    assert_eq!(
+        env.secret_value("team-a", "keeper-db", "password").await,
+        password
+    );
+    env.connect_with_secret("team-a", "keeper-db")
+        .await
+        .expect("the adopted Secret logs in");
 
     // Passwords never reach the operator's log.
     let log = env.operator_log();

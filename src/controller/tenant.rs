@@ -552,10 +552,24 @@ async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
     if let Some(s) = &existing_secret
         && !secret::owned_by(s, tenant)
     {
-        return Err(Error::Conflict(format!(
-            "Secret {} exists and is not owned by this Tenant",
-            resolved.secret_name
-        )));
+        if !secret::adoptable(s, tenant) {
+            return Err(Error::Conflict(format!(
+                "Secret {} exists and is not owned by this Tenant",
+                resolved.secret_name
+            )));
+        }
+        // Written below with this Tenant as its owner.
+        ctx.event(
+            tenant,
+            EventType::Normal,
+            "SecretAdopted",
+            "Provision",
+            format!(
+                "adopted the orphaned credentials Secret {} (its password is kept)",
+                resolved.secret_name
+            ),
+        )
+        .await;
     }
     let secret_password = existing_secret
         .as_ref()
