@@ -75,6 +75,8 @@ pub struct Metrics {
     pub status_writes: Family<ControllerLabels, Counter>,
     /// Routine resyncs deferred because `--max-concurrent-resyncs` were already running.
     pub resyncs_deferred: Family<ControllerLabels, Counter>,
+    /// Reconciles of a settled object that nothing it depends on changed (skipped).
+    pub reconciles_unchanged: Family<ControllerLabels, Counter>,
     /// Sum of measured storage of all tenants, in bytes.
     pub storage_bytes: Gauge,
     /// Health checks by result.
@@ -109,6 +111,7 @@ impl Metrics {
         let steps = Family::<StepLabels, Counter>::default();
         let status_writes = Family::<ControllerLabels, Counter>::default();
         let resyncs_deferred = Family::<ControllerLabels, Counter>::default();
+        let reconciles_unchanged = Family::<ControllerLabels, Counter>::default();
         let storage_bytes = Gauge::default();
         let health_checks = Family::<HealthLabels, Counter>::default();
         let health_latency = Histogram::new(exponential_buckets(0.001, 2.0, 14));
@@ -144,6 +147,11 @@ impl Metrics {
             resyncs_deferred.clone(),
         );
         registry.register(
+            "reconciles_unchanged",
+            "Reconciles skipped because the object is settled and nothing it depends on changed (e.g. another controller's status write); counted in reconciles too",
+            reconciles_unchanged.clone(),
+        );
+        registry.register(
             "storage_bytes",
             "Measured storage of all tenants",
             storage_bytes.clone(),
@@ -167,6 +175,7 @@ impl Metrics {
             steps,
             status_writes,
             resyncs_deferred,
+            reconciles_unchanged,
             storage_bytes,
             health_checks,
             health_latency,
@@ -251,6 +260,15 @@ impl Metrics {
     /// Counts a status write.
     pub fn status_written(&self, controller: &str) {
         self.status_writes
+            .get_or_create(&ControllerLabels {
+                controller: controller.into(),
+            })
+            .inc();
+    }
+
+    /// Counts a reconcile skipped because its object is settled and unchanged.
+    pub fn reconcile_unchanged(&self, controller: &str) {
+        self.reconciles_unchanged
             .get_or_create(&ControllerLabels {
                 controller: controller.into(),
             })

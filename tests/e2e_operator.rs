@@ -537,6 +537,87 @@ async fn http_get(addr: &str, path: &str) -> (u16, String) {
     (code, buf)
 }
 
+/// A settled Tenant is not reconciled again for status writes of another controller (the
+/// TenantMigration controller's `schemaVersion`, once per migrated tenant of a fleet): no Secret
+/// read, no catalog query, no status write of ours until its resync. A change of its Secret still
+/// reaches it at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_writes_of_other_controllers_do_not_reconcile_a_settled_tenant() {
+    let env = Env::start_with(&["--resync-seconds", "60"]).await;
+    let addr = wait_for(T, "http address in log", || async {
+        http_addr(&env.operator_log())
+    })
+    .await
+    .unwrap();
+    env.create_tenant("settle", "quiet", json!({"isolation": "schema"}))
+        .await;
+    let t = env.wait_ready("settle", "quiet", T).await;
+    let version = t.status.unwrap().schema_version.unwrap();
+    // Let the watch events of our own writes arrive.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let unchanged = |body: &str| -> u64 {
+        body.lines()
+            .find(|l| l.starts_with("tenantdb_reconciles_unchanged_total{controller=\"tenant\"}"))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let skipped_before = unchanged(&http_get(&addr, "/metrics").await.1);
+    let before = env.api.stats();
+    let api = env.tenants("settle");
+    for i in 1..=10 {
+        tenantdb::controller::migration::record_schema_version(&api, "quiet", Some(version + i))
+            .await
+            .unwrap();
+    }
+    wait_for(Duration::from_secs(10), "the skips counted", || {
+        let addr = addr.clone();
+        async move { (unchanged(&http_get(&addr, "/metrics").await.1) > skipped_before).then_some(()) }
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let delta = env.api.stats().since(&before);
+    assert_eq!(
+        delta.count("get", "secrets", None),
+        0,
+        "a full reconcile ran: {:?}",
+        delta.to_json()
+    );
+    assert_eq!(
+        delta.writes("tenants", Some("status")),
+        10,
+        "only the 10 schemaVersion patches: {:?}",
+        delta.to_json()
+    );
+    let t = api.get("quiet").await.unwrap();
+    assert_eq!(t.status.unwrap().schema_version, Some(version + 10));
+
+    // The Secret deleted by hand is re-created long before the 60 s resync.
+    env.secrets("settle")
+        .delete("quiet-db", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for(Duration::from_secs(15), "Secret re-created", || async {
+        env.secret_value("settle", "quiet-db", "password").await
+    })
+    .await
+    .unwrap();
+    // A spec change (generation) is reconciled at once as well.
+    api.patch(
+        "quiet",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"quotas": {"maxConnections": 7}}})),
+    )
+    .await
+    .unwrap();
+    let t = env
+        .wait_ready("settle", "quiet", Duration::from_secs(15))
+        .await;
+    assert!(t.metadata.generation > Some(1), "the spec changed");
+    assert_eq!(t.status.unwrap().observed_generation, t.metadata.generation);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_readiness_and_metrics_endpoints() {
     let env = Env::start().await;

@@ -199,6 +199,50 @@ impl Superseded {
     }
 }
 
+/// The parts of an object its reconcile depends on besides the outside world: the spec (through
+/// `generation`), labels and annotations (requests such as rotation), finalizers and deletion.
+/// Not the status: that is the controllers' output (and another controller's `schemaVersion`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetaFacts {
+    uid: Option<String>,
+    generation: Option<i64>,
+    deleting: bool,
+    finalizers: Vec<String>,
+    labels: std::collections::BTreeMap<String, String>,
+    annotations: std::collections::BTreeMap<String, String>,
+}
+
+impl MetaFacts {
+    /// The facts of `obj`.
+    pub fn of<K: Resource>(obj: &K) -> Self {
+        let m = obj.meta();
+        MetaFacts {
+            uid: m.uid.clone(),
+            generation: m.generation,
+            deleting: m.deletion_timestamp.is_some(),
+            finalizers: m.finalizers.clone().unwrap_or_default(),
+            labels: m.labels.clone().unwrap_or_default(),
+            annotations: m.annotations.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// A settled object: the facts its last complete, healthy reconcile saw, and when that reconcile
+/// asked to be run again (the resync).
+#[derive(Clone, Debug)]
+pub struct Settled {
+    facts: MetaFacts,
+    due: Instant,
+}
+
+impl Settled {
+    /// How long a reconcile triggered at `now` for an object with `facts` can wait: until the
+    /// due time when the object is settled with the same facts, `None` (reconcile now) otherwise.
+    pub fn wait(&self, facts: &MetaFacts, now: Instant) -> Option<Duration> {
+        (self.facts == *facts && now < self.due).then(|| self.due - now)
+    }
+}
+
 /// Everything a reconcile needs; shared by all reconciles of a controller.
 pub struct Context {
     /// Kubernetes client.
@@ -239,6 +283,7 @@ pub struct Context {
     migration_written: Memo<crate::crd::TenantMigrationStatus>,
     partitions: Memo<Instant>,
     schema_versions: Memo<Option<i64>>,
+    settled: Memo<Settled>,
 }
 
 impl std::fmt::Debug for Context {
@@ -287,6 +332,7 @@ impl Context {
             migration_written: Memo::default(),
             partitions: Memo::default(),
             schema_versions: Memo::default(),
+            settled: Memo::default(),
         }
     }
 
@@ -443,8 +489,34 @@ impl Context {
         }
     }
 
+    /// Records that the object `key` is settled: its reconcile with `facts` completed healthy and
+    /// asked to run again after `after`. Until then, triggers that change none of its facts
+    /// (another controller's status write, the watch event of our own write) skip the work.
+    pub fn settle(&self, key: &str, facts: MetaFacts, after: Duration) {
+        self.settled.set(
+            key,
+            Settled {
+                facts,
+                due: Instant::now() + after,
+            },
+        );
+    }
+
+    /// Makes the next reconcile of `key` do the full work (an owned object changed, an error).
+    pub fn unsettle(&self, key: &str) {
+        self.settled.remove(key);
+    }
+
+    /// How long a reconcile of `key` with `facts` may wait (see [`Settled::wait`]).
+    pub fn settled_wait(&self, key: &str, facts: &MetaFacts) -> Option<Duration> {
+        self.settled
+            .get(key)
+            .and_then(|s| s.wait(facts, Instant::now()))
+    }
+
     /// Forgets per-object bookkeeping (object deleted).
     pub fn forget(&self, key: &str) {
+        self.settled.remove(key);
         self.usage.remove(key);
         // The tenant's MongoDB measurement is kept under its own key.
         self.usage.remove(&format!("{key}/mongodb"));
@@ -548,6 +620,52 @@ pub fn object_key_for<K: Resource<DynamicType = ()>>(namespace: &str, name: &str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_settled_object_waits_for_its_resync_unless_its_facts_change() {
+        let t: crate::crd::Tenant = serde_json::from_value(serde_json::json!({
+            "apiVersion": "tenantdb.io/v1alpha1", "kind": "Tenant",
+            "metadata": {"name": "a", "namespace": "ns", "uid": "u1", "generation": 2,
+                         "finalizers": ["tenantdb.io/cleanup"]},
+            "spec": {"isolation": "schema"},
+            "status": {"phase": "Ready", "schemaVersion": 7},
+        }))
+        .unwrap();
+        let now = Instant::now();
+        let settled = Settled {
+            facts: MetaFacts::of(&t),
+            due: now + Duration::from_secs(30),
+        };
+        let waits = |t: &crate::crd::Tenant, at: Instant| settled.wait(&MetaFacts::of(t), at);
+        assert_eq!(waits(&t, now), Some(Duration::from_secs(30)));
+        // Status changes (another controller's schemaVersion, health, usage) are not facts.
+        let mut migrated = t.clone();
+        if let Some(st) = migrated.status.as_mut() {
+            st.schema_version = Some(8);
+        }
+        assert!(waits(&migrated, now).is_some());
+        // Due: reconcile.
+        assert_eq!(waits(&t, now + Duration::from_secs(31)), None);
+        // Spec, annotations (rotation requests), labels, finalizers, deletion, uid: reconcile.
+        let mut spec = t.clone();
+        spec.metadata.generation = Some(3);
+        let mut rotate = t.clone();
+        rotate.metadata.annotations = Some([("tenantdb.io/rotate".into(), "1".into())].into());
+        let mut labels = t.clone();
+        labels.metadata.labels = Some([("tier".into(), "gold".into())].into());
+        let mut fins = t.clone();
+        fins.metadata.finalizers = None;
+        let mut deleting = t.clone();
+        deleting.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::now(),
+            ));
+        let mut recreated = t.clone();
+        recreated.metadata.uid = Some("u2".into());
+        for changed in [spec, rotate, labels, fins, deleting, recreated] {
+            assert_eq!(waits(&changed, now), None, "{:?}", changed.metadata);
+        }
+    }
 
     #[test]
     fn every_version_before_our_latest_write_is_stale() {

@@ -16,7 +16,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
-use super::{Context, object_key};
+use super::{Context, MetaFacts, object_key, object_key_for};
 use crate::crd::{DeletionPolicy, Tenant, TenantPhase, TenantStatus};
 use crate::error::{Error, Result};
 use crate::migrate::{self, MigrationTarget};
@@ -103,8 +103,11 @@ pub async fn run(
 ) {
     let tenants: Api<Tenant> = Api::all(ctx.client.clone());
     let secrets: Api<Secret> = Api::all(ctx.client.clone());
+    // Secrets map to the Tenants that own them (like `owns`), and a change of one unsettles its
+    // Tenant so that the reconcile does the full work (e.g. re-creates a deleted Secret).
+    let secret_ctx = ctx.clone();
     let controller = Controller::new(tenants, watcher::Config::default().any_semantic())
-        .owns(
+        .watches(
             secrets,
             watcher::Config::default()
                 .labels(&format!(
@@ -113,6 +116,7 @@ pub async fn run(
                     secret::MANAGED_BY
                 ))
                 .any_semantic(),
+            move |s: Secret| owning_tenants(&s, &secret_ctx),
         )
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown);
@@ -152,6 +156,20 @@ pub async fn run(
             }
         })
         .await;
+}
+
+/// The Tenants owning a Secret (by owner reference), unsettled so their next reconcile looks at it.
+fn owning_tenants(s: &Secret, ctx: &Context) -> Vec<ObjectRef<Tenant>> {
+    let ns = s.namespace().unwrap_or_default();
+    let api_version = Tenant::api_version(&());
+    s.owner_references()
+        .iter()
+        .filter(|o| o.kind == "Tenant" && o.api_version == api_version)
+        .map(|o| {
+            ctx.unsettle(&object_key_for::<Tenant>(&ns, &o.name));
+            ObjectRef::new(&o.name).within(&ns)
+        })
+        .collect()
 }
 
 /// One reconcile of one Tenant.
@@ -243,6 +261,18 @@ async fn apply(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
         debug!("cached object predates our last status write; requeueing");
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
+    // A settled Tenant (last reconcile complete and healthy) whose spec, labels, annotations and
+    // finalizers did not change needs nothing before its resync: the trigger was a status write
+    // (the TenantMigration controller's schemaVersion, our own write's watch event). Changes of
+    // its Secret unsettle it (see `run`); errors and unhealthy results never settle.
+    let key = object_key(tenant.as_ref());
+    let facts = MetaFacts::of(tenant.as_ref());
+    if let Some(wait) = ctx.settled_wait(&key, &facts) {
+        debug!("settled and unchanged; next pass at the resync");
+        ctx.metrics.reconcile_unchanged(CONTROLLER);
+        return Ok(Action::requeue(wait));
+    }
+    ctx.unsettle(&key);
     // Routine resyncs share a bounded number of slots; new and changed Tenants never wait for them.
     let _resync_permit = if is_routine_resync(&tenant) {
         match ctx.admit_resync() {
@@ -304,7 +334,10 @@ async fn apply(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
                 // `health_recheck`, so this is no hot loop).
                 return Ok(Action::requeue(health_recheck(&ctx)));
             }
-            Ok(Action::requeue(ctx.settings.jittered_resync()))
+            // Complete and healthy: settled until the resync.
+            let resync = ctx.settings.jittered_resync();
+            ctx.settle(&key, facts, resync);
+            Ok(Action::requeue(resync))
         }
         Err(e) if e.is_permanent() => {
             let status = failed_status(&tenant, &e, None);
