@@ -233,13 +233,16 @@ impl MetaFacts {
 pub struct Settled {
     facts: MetaFacts,
     due: Instant,
+    /// How often an owned object had changed when that reconcile started.
+    touches: u64,
 }
 
 impl Settled {
-    /// How long a reconcile triggered at `now` for an object with `facts` can wait: until the
-    /// due time when the object is settled with the same facts, `None` (reconcile now) otherwise.
-    pub fn wait(&self, facts: &MetaFacts, now: Instant) -> Option<Duration> {
-        (self.facts == *facts && now < self.due).then(|| self.due - now)
+    /// How long a reconcile triggered at `now` for an object with `facts`, whose owned objects
+    /// have changed `touches` times, can wait: until the due time when the object is settled with
+    /// the same facts and no owned object changed since, `None` (reconcile now) otherwise.
+    pub fn wait(&self, facts: &MetaFacts, touches: u64, now: Instant) -> Option<Duration> {
+        (self.facts == *facts && self.touches == touches && now < self.due).then(|| self.due - now)
     }
 }
 
@@ -284,6 +287,7 @@ pub struct Context {
     partitions: Memo<Instant>,
     schema_versions: Memo<Option<i64>>,
     settled: Memo<Settled>,
+    touches: Memo<u64>,
 }
 
 impl std::fmt::Debug for Context {
@@ -333,6 +337,7 @@ impl Context {
             partitions: Memo::default(),
             schema_versions: Memo::default(),
             settled: Memo::default(),
+            touches: Memo::default(),
         }
     }
 
@@ -489,34 +494,50 @@ impl Context {
         }
     }
 
-    /// Records that the object `key` is settled: its reconcile with `facts` completed healthy and
+    /// Records that the object `key` is settled: its reconcile with `facts`, started when its
+    /// owned objects had changed `touches` times ([`Context::touches`]), completed healthy and
     /// asked to run again after `after`. Until then, triggers that change none of its facts
     /// (another controller's status write, the watch event of our own write) skip the work.
-    pub fn settle(&self, key: &str, facts: MetaFacts, after: Duration) {
+    pub fn settle(&self, key: &str, facts: MetaFacts, touches: u64, after: Duration) {
         self.settled.set(
             key,
             Settled {
                 facts,
                 due: Instant::now() + after,
+                touches,
             },
         );
     }
 
-    /// Makes the next reconcile of `key` do the full work (an owned object changed, an error).
+    /// Makes the next reconcile of `key` do the full work.
     pub fn unsettle(&self, key: &str) {
         self.settled.remove(key);
     }
 
+    /// Notes that an object owned by `key` changed: the next reconcile of `key` does the full
+    /// work, even if a reconcile running now (which may not have seen the change) settles it.
+    pub fn touch(&self, key: &str) {
+        let n = self.touches(key);
+        self.touches.set(key, n.wrapping_add(1));
+    }
+
+    /// How often objects owned by `key` changed (see [`Context::touch`]).
+    pub fn touches(&self, key: &str) -> u64 {
+        self.touches.get(key).unwrap_or(0)
+    }
+
     /// How long a reconcile of `key` with `facts` may wait (see [`Settled::wait`]).
     pub fn settled_wait(&self, key: &str, facts: &MetaFacts) -> Option<Duration> {
+        let touches = self.touches(key);
         self.settled
             .get(key)
-            .and_then(|s| s.wait(facts, Instant::now()))
+            .and_then(|s| s.wait(facts, touches, Instant::now()))
     }
 
     /// Forgets per-object bookkeeping (object deleted).
     pub fn forget(&self, key: &str) {
         self.settled.remove(key);
+        self.touches.remove(key);
         self.usage.remove(key);
         // The tenant's MongoDB measurement is kept under its own key.
         self.usage.remove(&format!("{key}/mongodb"));
@@ -635,9 +656,12 @@ mod tests {
         let settled = Settled {
             facts: MetaFacts::of(&t),
             due: now + Duration::from_secs(30),
+            touches: 4,
         };
-        let waits = |t: &crate::crd::Tenant, at: Instant| settled.wait(&MetaFacts::of(t), at);
+        let waits = |t: &crate::crd::Tenant, at: Instant| settled.wait(&MetaFacts::of(t), 4, at);
         assert_eq!(waits(&t, now), Some(Duration::from_secs(30)));
+        // An owned object (the Secret) changed since that reconcile started: reconcile.
+        assert_eq!(settled.wait(&MetaFacts::of(&t), 5, now), None);
         // Status changes (another controller's schemaVersion, health, usage) are not facts.
         let mut migrated = t.clone();
         if let Some(st) = migrated.status.as_mut() {

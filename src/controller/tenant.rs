@@ -158,7 +158,7 @@ pub async fn run(
         .await;
 }
 
-/// The Tenants owning a Secret (by owner reference), unsettled so their next reconcile looks at it.
+/// The Tenants owning a Secret (by owner reference), touched so their next reconcile looks at it.
 fn owning_tenants(s: &Secret, ctx: &Context) -> Vec<ObjectRef<Tenant>> {
     let ns = s.namespace().unwrap_or_default();
     let api_version = Tenant::api_version(&());
@@ -166,7 +166,7 @@ fn owning_tenants(s: &Secret, ctx: &Context) -> Vec<ObjectRef<Tenant>> {
         .iter()
         .filter(|o| o.kind == "Tenant" && o.api_version == api_version)
         .map(|o| {
-            ctx.unsettle(&object_key_for::<Tenant>(&ns, &o.name));
+            ctx.touch(&object_key_for::<Tenant>(&ns, &o.name));
             ObjectRef::new(&o.name).within(&ns)
         })
         .collect()
@@ -263,10 +263,12 @@ async fn apply(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
     }
     // A settled Tenant (last reconcile complete and healthy) whose spec, labels, annotations and
     // finalizers did not change needs nothing before its resync: the trigger was a status write
-    // (the TenantMigration controller's schemaVersion, our own write's watch event). Changes of
-    // its Secret unsettle it (see `run`); errors and unhealthy results never settle.
+    // (the TenantMigration controller's schemaVersion, our own write's watch event). A change of
+    // its Secret, even during this reconcile, prevents the skip (`touch`, see `run`); errors and
+    // unhealthy results never settle.
     let key = object_key(tenant.as_ref());
     let facts = MetaFacts::of(tenant.as_ref());
+    let touches = ctx.touches(&key);
     if let Some(wait) = ctx.settled_wait(&key, &facts) {
         debug!("settled and unchanged; next pass at the resync");
         ctx.metrics.reconcile_unchanged(CONTROLLER);
@@ -336,7 +338,7 @@ async fn apply(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
             }
             // Complete and healthy: settled until the resync.
             let resync = ctx.settings.jittered_resync();
-            ctx.settle(&key, facts, resync);
+            ctx.settle(&key, facts, touches, resync);
             Ok(Action::requeue(resync))
         }
         Err(e) if e.is_permanent() => {

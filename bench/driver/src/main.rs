@@ -460,8 +460,9 @@ async fn fleet(cfg: &Cfg, mut env: Env, n: usize) -> Result<Value> {
     )?;
     env.wait_operator_ready(Duration::from_secs(60)).await?;
     // A restarted operator reconciles every Tenant once (no DDL, but a health check and a storage
-    // measurement each): let that pass end first. Deferred resyncs (admission) are counted in
-    // reconciles_total too but did no work, so they do not count here.
+    // measurement each): let that pass end first. Deferred resyncs (admission) and skipped
+    // reconciles of settled Tenants are counted in reconciles_total too but did no work, so they
+    // do not count here.
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         let m = env.metrics().await?;
@@ -469,6 +470,11 @@ async fn fleet(cfg: &Cfg, mut env: Env, n: usize) -> Result<Value> {
             - metric_sum(
                 &m,
                 "tenantdb_resyncs_deferred_total",
+                &["controller=\"tenant\""],
+            )
+            - metric_sum(
+                &m,
+                "tenantdb_reconciles_unchanged_total",
                 &["controller=\"tenant\""],
             );
         if done >= n as f64 || Instant::now() > deadline {
@@ -689,6 +695,8 @@ async fn steady_state(cfg: &Cfg) -> Result<Value> {
     );
     let health = metric_sum(&metrics1, "tenantdb_health_checks_total", &[])
         - metric_sum(&metrics0, "tenantdb_health_checks_total", &[]);
+    let unchanged = metric_sum(&metrics1, "tenantdb_reconciles_unchanged_total", &[])
+        - metric_sum(&metrics0, "tenantdb_reconciles_unchanged_total", &[]);
     let steps = metric_sum(&metrics1, "tenantdb_provisioning_steps_total", &[])
         - metric_sum(&metrics0, "tenantdb_provisioning_steps_total", &[]);
     let errors = metric_sum(&metrics1, "tenantdb_reconcile_errors_total", &[])
@@ -713,6 +721,7 @@ async fn steady_state(cfg: &Cfg) -> Result<Value> {
         "provisioning_s": round(provision_s, 2),
         "window_s": round(window, 2),
         "reconciles_in_window": reconciles,
+        "reconciles_skipped_unchanged_in_window": unchanged,
         "health_checks_in_window": health,
         "ddl_steps_in_window": steps,
         "reconcile_errors_in_window": errors,
@@ -1209,6 +1218,10 @@ fn summary(r: &Value) -> String {
         for (k, label) in [
             ("window_s", "window (s)"),
             ("reconciles_in_window", "reconciles in window"),
+            (
+                "reconciles_skipped_unchanged_in_window",
+                "of which skipped (settled, unchanged)",
+            ),
             ("resync_passes_in_window", "resync passes (reconciles / N)"),
             ("api_status_writes", "**API status writes**"),
             ("api_writes", "API writes (all resources)"),
