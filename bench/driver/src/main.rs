@@ -1147,6 +1147,28 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
+/// Markdown table rows: one per element of `rows`, the values of `cols` in order, the column at
+/// index `bold` (the headline ratio or time) in bold.
+fn table_rows(rows: &Value, cols: &[&str], bold: Option<usize>) -> String {
+    let mut out = String::new();
+    for x in rows.as_array().into_iter().flatten() {
+        let cells: Vec<String> = cols
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let v = f(&x[*c]);
+                if Some(i) == bold {
+                    format!("**{v}**")
+                } else {
+                    v
+                }
+            })
+            .collect();
+        out.push_str(&format!("| {} |\n", cells.join(" | ")));
+    }
+    out
+}
+
 fn f(v: &Value) -> String {
     match v {
         Value::Number(n) => {
@@ -1281,35 +1303,37 @@ fn summary(r: &Value) -> String {
             "## 3. Fleet migration: one new migration across {} tenants (mode: {})\n\n{}.\n\n| maxParallel | operator (s) | floor psql (s) | operator / floor | operator ms/tenant | floor ms/tenant |\n|---|---|---|---|---|---|\n",
             f(&fl["tenants"]), f(&fl["mode"]), f(&fl["mode_note"])
         ));
-        for x in fl["rows"].as_array().into_iter().flatten() {
-            s.push_str(&format!(
-                "| {} | {} | {} | **{}** | {} | {} |\n",
-                f(&x["max_parallel"]),
-                f(&x["operator_s"]),
-                f(&x["floor_s"]),
-                f(&x["ratio"]),
-                f(&x["operator_ms_per_tenant"]),
-                f(&x["floor_ms_per_tenant"])
-            ));
-        }
+        s.push_str(&table_rows(
+            &fl["rows"],
+            &[
+                "max_parallel",
+                "operator_s",
+                "floor_s",
+                "ratio",
+                "operator_ms_per_tenant",
+                "floor_ms_per_tenant",
+            ],
+            Some(3),
+        ));
         s.push('\n');
     }
     let ttr = &r["time_to_ready"];
     if ttr.is_object() {
         s.push_str("## 4. Single-tenant time to Ready (create → Ready seen by a watch; full baseline)\n\n| isolation | samples | p50 (ms) | p90 (ms) | p99 (ms) | mean (ms) | min (ms) | max (ms) |\n|---|---|---|---|---|---|---|---|\n");
-        for x in ttr["rows"].as_array().into_iter().flatten() {
-            s.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
-                f(&x["isolation"]),
-                f(&x["samples"]),
-                f(&x["p50_ms"]),
-                f(&x["p90_ms"]),
-                f(&x["p99_ms"]),
-                f(&x["mean_ms"]),
-                f(&x["min_ms"]),
-                f(&x["max_ms"])
-            ));
-        }
+        s.push_str(&table_rows(
+            &ttr["rows"],
+            &[
+                "isolation",
+                "samples",
+                "p50_ms",
+                "p90_ms",
+                "p99_ms",
+                "mean_ms",
+                "min_ms",
+                "max_ms",
+            ],
+            None,
+        ));
         s.push('\n');
     }
     let ad = &r["admission"];
@@ -1318,21 +1342,22 @@ fn summary(r: &Value) -> String {
             "## 5. New Tenants under resync saturation: {} Ready tenants resyncing every {} s (health + usage each time), then {} new Tenants\n\n| resync admission | all new Ready (s) | new p50 (s) | new p90 (s) | new p99 (s) | new Ready | reconciles/s | health checks/s | resyncs deferred | machine busy |\n|---|---|---|---|---|---|---|---|---|---|\n",
             f(&ad["background_tenants"]), f(&ad["interval_s"]), f(&ad["new_tenants"])
         ));
-        for x in ad["rows"].as_array().into_iter().flatten() {
-            s.push_str(&format!(
-                "| {} | **{}** | {} | {} | {} | {} | {} | {} | {} | {} |\n",
-                f(&x["variant"]),
-                f(&x["all_new_ready_s"]),
-                f(&x["new_p50_s"]),
-                f(&x["new_p90_s"]),
-                f(&x["new_p99_s"]),
-                f(&x["new_ready"]),
-                f(&x["reconciles_per_s"]),
-                f(&x["health_checks_per_s"]),
-                f(&x["resyncs_deferred"]),
-                f(&x["machine_cpu_busy_share"])
-            ));
-        }
+        s.push_str(&table_rows(
+            &ad["rows"],
+            &[
+                "variant",
+                "all_new_ready_s",
+                "new_p50_s",
+                "new_p90_s",
+                "new_p99_s",
+                "new_ready",
+                "reconciles_per_s",
+                "health_checks_per_s",
+                "resyncs_deferred",
+                "machine_cpu_busy_share",
+            ],
+            Some(1),
+        ));
         // When the unbounded variant did not get every new Tenant Ready within the window, the
         // ratio is a lower bound (window / bounded time).
         let rows = ad["rows"].as_array().cloned().unwrap_or_default();
