@@ -196,20 +196,8 @@ pub async fn run_psql(
     let started = Instant::now();
     let mut children = Vec::new();
     for g in groups {
-        let mut cmd = tokio::process::Command::new("psql");
-        cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", pg.host()])
-            .args([
-                "-p",
-                &pg.port().to_string(),
-                "-U",
-                "postgres",
-                "-d",
-                database,
-            ])
-            .env("PGPASSWORD", pg.superuser_password())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        let mut cmd = psql(pg, database, &["-q"]);
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
         for f in g {
             cmd.arg("-f").arg(f);
         }
@@ -231,10 +219,13 @@ pub async fn run_psql(
     Ok(started.elapsed())
 }
 
-/// Runs one SQL string with psql (set-up steps, not timed).
-pub async fn psql_exec(pg: &LocalPg, database: &str, sql: &str) -> Result<String> {
-    let out = tokio::process::Command::new("psql")
-        .args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-h", pg.host()])
+/// A psql command for `database` as the superuser over TCP (SCRAM, like the operator), stopping at
+/// the first error, no psqlrc, no stdin; `flags` come first (output format).
+fn psql(pg: &LocalPg, database: &str, flags: &[&str]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new("psql");
+    cmd.arg("-X")
+        .args(flags)
+        .args(["-v", "ON_ERROR_STOP=1", "-h", pg.host()])
         .args([
             "-p",
             &pg.port().to_string(),
@@ -243,9 +234,15 @@ pub async fn psql_exec(pg: &LocalPg, database: &str, sql: &str) -> Result<String
             "-d",
             database,
         ])
-        .args(["-c", sql])
         .env("PGPASSWORD", pg.superuser_password())
-        .stdin(Stdio::null())
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Runs one SQL string with psql (set-up steps, not timed).
+pub async fn psql_exec(pg: &LocalPg, database: &str, sql: &str) -> Result<String> {
+    let out = psql(pg, database, &["-q", "-At"])
+        .args(["-c", sql])
         .output()
         .await?;
     if !out.status.success() {
