@@ -496,14 +496,14 @@ impl State {
 
     /// Objects with an ownerReference to `owner_uid`.
     fn dependents_of(&self, owner_uid: &str) -> Vec<(GroupResource, String, String)> {
-        self.dependents_where(owner_uid, |_| true)
+        self.dependents_where(owner_uid, |_, _| true)
     }
 
-    /// Objects with an ownerReference to `owner_uid` for which `pick(reference)` holds.
+    /// Objects with an ownerReference to `owner_uid` for which `pick(object, reference)` holds.
     fn dependents_where(
         &self,
         owner_uid: &str,
-        pick: impl Fn(&Value) -> bool,
+        pick: impl Fn(&Value, &Value) -> bool,
     ) -> Vec<(GroupResource, String, String)> {
         let mut out = Vec::new();
         if owner_uid.is_empty() {
@@ -515,8 +515,9 @@ impl State {
                     .and_then(|m| m.get("ownerReferences"))
                     .and_then(Value::as_array);
                 if refs.is_some_and(|r| {
-                    r.iter()
-                        .any(|r| r.get("uid").and_then(Value::as_str) == Some(owner_uid) && pick(r))
+                    r.iter().any(|r| {
+                        r.get("uid").and_then(Value::as_str) == Some(owner_uid) && pick(obj, r)
+                    })
                 }) {
                     out.push((
                         gr.clone(),
@@ -527,6 +528,15 @@ impl State {
             }
         }
         out
+    }
+
+    /// Deletes each of `victims` with `options` (errors ignored: a victim may be gone already).
+    fn delete_each(&mut self, victims: Vec<(GroupResource, String, String)>, options: &Value) {
+        for (gr, ns, name) in victims {
+            if let Some(def) = self.registry.defs.get(&gr).cloned() {
+                let _ = self.delete(&def, &ns, &name, options, false);
+            }
+        }
     }
 
     /// Orphan propagation: removes the references to `owner_uid` from its dependents (MODIFIED).
@@ -567,7 +577,7 @@ impl State {
             .and_then(Value::as_array)
             .is_some_and(|f| f.iter().any(|x| x == FOREGROUND_FINALIZER));
         let blocked = !self
-            .dependents_where(owner_uid, |r| {
+            .dependents_where(owner_uid, |_, r| {
                 r.get("blockOwnerDeletion").and_then(Value::as_bool) == Some(true)
             })
             .is_empty();
@@ -587,40 +597,20 @@ impl State {
 
     /// Delete every dependent whose owners are all gone (background propagation).
     fn collect_garbage(&mut self, owner_uid: &str) {
-        if owner_uid.is_empty() {
-            return;
-        }
-        let mut victims = Vec::new();
-        for (gr, objs) in &self.objects {
-            for obj in objs.values() {
-                let Some(refs) = meta(obj)
-                    .and_then(|m| m.get("ownerReferences"))
-                    .and_then(Value::as_array)
-                else {
-                    continue;
-                };
-                let owned = refs
-                    .iter()
-                    .any(|r| r.get("uid").and_then(Value::as_str) == Some(owner_uid));
-                let all_gone = refs.iter().all(|r| {
+        let victims = self.dependents_where(owner_uid, |obj, _| {
+            let all_gone = meta(obj)
+                .and_then(|m| m.get("ownerReferences"))
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .all(|r| {
                     r.get("uid")
                         .and_then(Value::as_str)
                         .is_none_or(|u| !self.uids.contains_key(u))
                 });
-                if owned && all_gone && !is_deleting(obj) {
-                    victims.push((
-                        gr.clone(),
-                        meta_str(obj, "namespace").to_string(),
-                        meta_str(obj, "name").to_string(),
-                    ));
-                }
-            }
-        }
-        for (gr, ns, name) in victims {
-            if let Some(def) = self.registry.defs.get(&gr).cloned() {
-                let _ = self.delete(&def, &ns, &name, &json!({}), false);
-            }
-        }
+            all_gone && !is_deleting(obj)
+        });
+        self.delete_each(victims, &json!({}));
     }
 
     fn drop_crd(&mut self, crd: &Value) {
@@ -1133,47 +1123,36 @@ impl State {
             return Ok(old);
         }
         let uid = meta_str(&old, "uid").to_string();
-        match policy {
-            Propagation::Background => {}
-            // The real garbage collector removes the owner's references from its dependents (the
-            // `orphan` finalizer holds the owner meanwhile); here that happens before the delete.
-            Propagation::Orphan => self.orphan_dependents(&uid),
-            // The owner stays, deleting with the `foregroundDeletion` finalizer, until every
-            // dependent with `blockOwnerDeletion` is gone; dependents are deleted in foreground too.
-            Propagation::Foreground if !self.dependents_of(&uid).is_empty() => {
-                let mut new = (*old).clone();
-                {
-                    let m = meta_mut(&mut new);
-                    m.insert("deletionTimestamp".into(), json!(now_rfc3339()));
-                    m.insert("deletionGracePeriodSeconds".into(), json!(0));
-                    let fins = m.entry("finalizers").or_insert_with(|| json!([]));
-                    if let Value::Array(a) = fins {
-                        a.push(json!(FOREGROUND_FINALIZER));
-                    }
-                }
-                let stored = self.store(def, new, Some(old));
-                let foreground = json!({"propagationPolicy": "Foreground"});
-                for (gr, dns, dname) in self.dependents_of(&uid) {
-                    if let Some(ddef) = self.registry.defs.get(&gr).cloned() {
-                        let _ = self.delete(&ddef, &dns, &dname, &foreground, false);
-                    }
-                }
-                self.maybe_finish_foreground(&uid);
-                return Ok(self.get_obj(&def.gr(), ns, name).unwrap_or(stored));
-            }
-            Propagation::Foreground => {}
+        // The real garbage collector removes the owner's references from its dependents (the
+        // `orphan` finalizer holds the owner meanwhile); here that happens before the delete.
+        if policy == Propagation::Orphan {
+            self.orphan_dependents(&uid);
         }
-        if !finalizers_empty(&old) || (is_ns && self.namespace_has_content(name)) {
+        // Foreground: the owner stays, deleting with the `foregroundDeletion` finalizer, until
+        // every dependent with `blockOwnerDeletion` is gone; dependents are deleted in foreground too.
+        let foreground = policy == Propagation::Foreground && !self.dependents_of(&uid).is_empty();
+        if foreground || !finalizers_empty(&old) || (is_ns && self.namespace_has_content(name)) {
             let mut new = (*old).clone();
             {
                 let m = meta_mut(&mut new);
                 m.insert("deletionTimestamp".into(), json!(now_rfc3339()));
                 m.insert("deletionGracePeriodSeconds".into(), json!(0));
+                if foreground
+                    && let Value::Array(a) = m.entry("finalizers").or_insert_with(|| json!([]))
+                {
+                    a.push(json!(FOREGROUND_FINALIZER));
+                }
             }
             if is_ns {
                 new["status"] = json!({"phase": "Terminating"});
             }
             let stored = self.store(def, new, Some(old));
+            if foreground {
+                let dependents = self.dependents_of(&uid);
+                self.delete_each(dependents, &json!({"propagationPolicy": "Foreground"}));
+                self.maybe_finish_foreground(&uid);
+                return Ok(self.get_obj(&def.gr(), ns, name).unwrap_or(stored));
+            }
             if is_ns {
                 self.delete_namespace_content(name);
                 self.maybe_finish_namespace(name);
@@ -1195,15 +1174,11 @@ impl State {
         for (gr, m) in &self.objects {
             for (n, name) in m.keys() {
                 if n == ns {
-                    victims.push((gr.clone(), name.clone()));
+                    victims.push((gr.clone(), n.clone(), name.clone()));
                 }
             }
         }
-        for (gr, name) in victims {
-            if let Some(def) = self.registry.defs.get(&gr).cloned() {
-                let _ = self.delete(&def, ns, &name, &json!({}), false);
-            }
-        }
+        self.delete_each(victims, &json!({}));
     }
 
     /// DELETE on a collection: delete every matching object.
