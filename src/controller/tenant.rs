@@ -254,10 +254,8 @@ async fn apply(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
     // The cache can hand us the very object version our last status write was based on (the
     // watch event of that write has not arrived yet). Working from it would recompute conditions
     // from stale state and write again; wait for the cache instead.
-    if ctx.is_stale(
-        &object_key(tenant.as_ref()),
-        tenant.meta().resource_version.as_deref(),
-    ) {
+    let key = object_key(tenant.as_ref());
+    if ctx.is_stale(&key, tenant.meta().resource_version.as_deref()) {
         debug!("cached object predates our last status write; requeueing");
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
@@ -266,7 +264,6 @@ async fn apply(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
     // (the TenantMigration controller's schemaVersion, our own write's watch event). A change of
     // its Secret, even during this reconcile, prevents the skip (`touch`, see `run`); errors and
     // unhealthy results never settle.
-    let key = object_key(tenant.as_ref());
     let facts = MetaFacts::of(tenant.as_ref());
     let touches = ctx.touches(&key);
     if let Some(wait) = ctx.settled_wait(&key, &facts) {
