@@ -34,6 +34,10 @@ pub enum Error {
     /// Something that should not happen (a bug); kept as an error rather than a panic.
     #[error("internal: {0}")]
     Internal(String),
+    /// Leader election is on and this replica can no longer be sure it holds the Lease: it does
+    /// not act (see [`crate::fence`]).
+    #[error("leadership lost: {0}")]
+    LeadershipLost(#[from] crate::fence::Fenced),
 }
 
 impl From<kube::Error> for Error {
@@ -84,6 +88,7 @@ impl From<MigrateError> for Error {
             MigrateError::Unavailable { operation, message } => {
                 Error::DatabaseUnavailable(format!("{operation}: {message}"))
             }
+            MigrateError::Fenced(f) => Error::LeadershipLost(f),
             other => Error::Migration(other),
         }
     }
@@ -118,6 +123,7 @@ impl Error {
             Error::Kube(_) => "KubernetesError",
             Error::Config(_) => "ConfigError",
             Error::Internal(_) => "InternalError",
+            Error::LeadershipLost(_) => "LeadershipLost",
         }
     }
 

@@ -64,16 +64,29 @@ pub enum NameError {
 pub struct Ident(String);
 
 impl Ident {
-    /// Validates `name` as an identifier the operator may create or drop.
+    /// Validates `name` as an identifier the operator may create or drop: [`Ident::existing`]'s
+    /// character rules, and not a name PostgreSQL or the operator reserves.
     pub fn new(name: &str) -> Result<Self, NameError> {
+        let ident = Self::existing(name)?;
+        if RESERVED.contains(&name) || name.starts_with("pg_") {
+            return Err(NameError::Reserved(name.to_string()));
+        }
+        Ok(ident)
+    }
+
+    /// Validates `name` as an identifier of an object that already exists or that PostgreSQL
+    /// defines (a table found in the catalog, the `public` schema): `^[a-z_][a-z0-9_]*$`, at most
+    /// 63 bytes, no reserved-name check. SQL keywords (`user`, `order`, …) are valid identifiers:
+    /// they are safe because every identifier is always rendered double-quoted.
+    pub fn existing(name: &str) -> Result<Self, NameError> {
         if name.is_empty() {
             return Err(NameError::Empty);
         }
         if name.len() > MAX_IDENT_BYTES {
             return Err(NameError::TooLong(name.to_string()));
         }
-        let mut chars = name.chars();
-        let first_ok = chars
+        let first_ok = name
+            .chars()
             .next()
             .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
         if !first_ok
@@ -82,9 +95,6 @@ impl Ident {
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
         {
             return Err(NameError::Invalid(name.to_string()));
-        }
-        if RESERVED.contains(&name) || name.starts_with("pg_") {
-            return Err(NameError::Reserved(name.to_string()));
         }
         Ok(Ident(name.to_string()))
     }

@@ -52,6 +52,7 @@ use crate::error::{Error, Result, first_line};
 use crate::migrate::{self, MigrateError, MigrationSet, MigrationTarget, PlannedStep};
 use crate::naming::TenantNames;
 use crate::pg::PgAdmin;
+use crate::pg::session::Credentials;
 use crate::status::{Cond, merge_conditions};
 
 /// Controller name in metrics and logs.
@@ -91,6 +92,11 @@ pub struct RolloutTenant {
     pub lock_key: i64,
     /// The version the Tenant's status records (`status.schemaVersion`), if known.
     pub recorded_version: Option<i64>,
+    /// Name of the tenant's credentials Secret (read by the controller's migrator).
+    pub secret_name: Option<String>,
+    /// The login the migration runs as (the tenant's own role; see [`migrate_tenant`]). Filled
+    /// from the Secret by the controller's migrator, or set directly by callers that know it.
+    pub credentials: Option<Credentials>,
 }
 
 impl RolloutTenant {
@@ -102,7 +108,15 @@ impl RolloutTenant {
             names,
             lock_key,
             recorded_version: None,
+            secret_name: None,
+            credentials: None,
         }
+    }
+
+    /// The same tenant, logging in with `credentials`.
+    pub fn with_credentials(mut self, credentials: Credentials) -> Self {
+        self.credentials = Some(credentials);
+        self
     }
 }
 
@@ -207,12 +221,14 @@ pub fn is_blocking(e: &MigrateError) -> bool {
     )
 }
 
-/// Migrates one tenant to `target_version` on a fresh connection to its database (one
-/// transaction under the tenant's advisory lock; see [`migrate::migrate`]) and classifies the
-/// result. Never fails: every error is reported in the outcome.
+/// Migrates one tenant to `target_version` on a fresh session **logged in as the tenant** with
+/// its [`RolloutTenant::credentials`] (one transaction under the tenant's advisory lock; see
+/// [`migrate::migrate`]) and classifies the result. The migration's SQL — which a namespace user
+/// can write, through a ConfigMap — never runs on the operator's admin session: it has exactly
+/// the rights the tenant's application has. Never fails: every error is reported in the outcome.
 ///
-/// Fresh connections (not the shared pool) are used for schema tenants too, so that a rollout
-/// with `maxParallel` up to 64 never starves the pool the Tenant controller provisions with.
+/// A session of its own per tenant (never a pool shared with anyone), so that a rollout with
+/// `maxParallel` up to 64 never starves the pool the Tenant controller provisions with.
 pub async fn migrate_tenant(
     pg: &PgAdmin,
     set: &MigrationSet,
@@ -226,18 +242,26 @@ pub async fn migrate_tenant(
         owner_role: tenant.names.role.as_str(),
         lock_key: tenant.lock_key,
     };
-    // The shared database's pool for schema tenants (no connection set-up per tenant); a
-    // one-off connection for a dedicated database.
-    let mut conn = match pg.tenant_connection(&tenant.names).await {
+    let Some(creds) = tenant.credentials.as_ref() else {
+        return TenantOutcome::error(
+            tenant,
+            OutcomeKind::Retry,
+            "credentials",
+            "no credentials to log in as the tenant with".to_string(),
+            started.elapsed(),
+        );
+    };
+    let mut conn = match pg.login(&tenant.names.database, creds).await {
         Ok(c) => c,
         Err(e) => {
-            return TenantOutcome::error(
-                tenant,
-                OutcomeKind::Retry,
-                "connect",
-                e.to_string(),
-                started.elapsed(),
-            );
+            // A login role with more than tenant rights is a configuration problem, not an
+            // outage: the tenant fails (and counts against the budget) instead of retrying.
+            let kind = if e.is_permanent() {
+                OutcomeKind::Failed
+            } else {
+                OutcomeKind::Retry
+            };
+            return TenantOutcome::error(tenant, kind, "connect", e.to_string(), started.elapsed());
         }
     };
     let result = migrate::migrate(&mut conn, set, &target, Some(target_version), dry_run).await;
@@ -1174,16 +1198,67 @@ struct State {
     flush_interval: Duration,
 }
 
-/// The migrator used by the controller: PostgreSQL, then `status.schemaVersion` on the Tenant.
+/// The migrator used by the controller: the tenant's credentials from its Secret, PostgreSQL as
+/// the tenant, then `status.schemaVersion` on the Tenant.
 struct KubeMigrator {
     pg: PgMigrator,
     tenants: Api<Tenant>,
+    secrets: Api<k8s_openapi::api::core::v1::Secret>,
     ctx: Arc<Context>,
     namespace: String,
 }
 
+impl KubeMigrator {
+    /// The login of the tenant's credentials Secret (read from the API: the controller keeps no
+    /// cache of Secrets).
+    async fn credentials(&self, tenant: &RolloutTenant) -> Result<Credentials> {
+        let name = tenant.secret_name.as_deref().ok_or_else(|| {
+            Error::Internal(format!(
+                "tenant {} has no credentials Secret name",
+                tenant.name
+            ))
+        })?;
+        let secret = self.secrets.get_opt(name).await?.ok_or_else(|| {
+            Error::DatabaseUnavailable(format!(
+                "credentials Secret {name} not found (the Tenant controller writes it)"
+            ))
+        })?;
+        Credentials::for_tenant(
+            &tenant.names,
+            crate::secret::read_key(&secret, "username").as_deref(),
+            crate::secret::read_key(&secret, "password").as_deref(),
+        )
+    }
+}
+
 impl TenantMigrator for KubeMigrator {
     async fn migrate(&self, tenant: &RolloutTenant) -> TenantOutcome {
+        let mut with_login;
+        let tenant = if tenant.credentials.is_some() {
+            tenant
+        } else {
+            match self.credentials(tenant).await {
+                Ok(c) => {
+                    with_login = tenant.clone();
+                    with_login.credentials = Some(c);
+                    &with_login
+                }
+                Err(e) => {
+                    let kind = if e.is_permanent() {
+                        OutcomeKind::Failed
+                    } else {
+                        OutcomeKind::Retry
+                    };
+                    return TenantOutcome::error(
+                        tenant,
+                        kind,
+                        "credentials",
+                        e.to_string(),
+                        Duration::ZERO,
+                    );
+                }
+            }
+        };
         let mut outcome = self.pg.migrate(tenant).await;
         if outcome.kind != OutcomeKind::Succeeded || self.pg.dry_run {
             return outcome;
@@ -1457,6 +1532,25 @@ pub async fn reconcile(
         result.as_ref().err().map(|e| e.category()),
     );
     result
+}
+
+/// The rollout entry of a selected Tenant: its names, recorded version and credentials Secret
+/// (the one its status names, else the one its spec asks for).
+fn rollout_tenant(
+    t: &Tenant,
+    res: super::tenant::Resolved,
+    recorded: Option<i64>,
+) -> RolloutTenant {
+    let secret = t
+        .status
+        .as_ref()
+        .and_then(|s| s.secret_name.clone())
+        .unwrap_or(res.secret_name);
+    RolloutTenant {
+        recorded_version: recorded,
+        secret_name: Some(secret),
+        ..RolloutTenant::new(t.name_any(), res.names)
+    }
 }
 
 /// How one selected tenant is handled by this reconcile.
@@ -1734,10 +1828,7 @@ async fn reconcile_inner(
                     Class::Done
                 }
                 None => match resolve(t, &ctx.settings.name_prefix, shared) {
-                    Ok(res) => Class::Work(RolloutTenant {
-                        recorded_version: recorded,
-                        ..RolloutTenant::new(name.clone(), res.names)
-                    }),
+                    Ok(res) => Class::Work(rollout_tenant(t, res, recorded)),
                     Err(e) => Class::Skipped(format!("cannot resolve the Tenant's names: {e}")),
                 },
             }
@@ -1752,10 +1843,7 @@ async fn reconcile_inner(
             let newer = superseded_by(store, tm, t);
             match (new_tenant, newer) {
                 (true, None) => match resolve(t, &ctx.settings.name_prefix, shared) {
-                    Ok(res) => Class::Work(RolloutTenant {
-                        recorded_version: recorded,
-                        ..RolloutTenant::new(name.clone(), res.names)
-                    }),
+                    Ok(res) => Class::Work(rollout_tenant(t, res, recorded)),
                     Err(e) => Class::Skipped(format!("cannot resolve the Tenant's names: {e}")),
                 },
                 (_, Some(other)) => Class::Skipped(format!(
@@ -1769,10 +1857,7 @@ async fn reconcile_inner(
             }
         } else {
             match resolve(t, &ctx.settings.name_prefix, shared) {
-                Ok(res) => Class::Work(RolloutTenant {
-                    recorded_version: recorded,
-                    ..RolloutTenant::new(name.clone(), res.names)
-                }),
+                Ok(res) => Class::Work(rollout_tenant(t, res, recorded)),
                 Err(e) => Class::Skipped(format!("cannot resolve the Tenant's names: {e}")),
             }
         };
@@ -1900,6 +1985,7 @@ async fn reconcile_inner(
                 dry_run,
             },
             tenants: api.clone(),
+            secrets: Api::namespaced(ctx.client.clone(), &ns),
             ctx: ctx.clone(),
             namespace: ns.clone(),
         });

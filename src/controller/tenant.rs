@@ -750,13 +750,21 @@ async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
         } else {
             ctx.migrations.latest_version()
         };
-        schema_version = run_migrations(ctx, &resolved.names, target).await?;
+        let login = Login {
+            user: active.role(&resolved.names),
+            password: &desired.password,
+        };
+        schema_version = run_migrations(ctx, &resolved.names, &login, target).await?;
         ctx.set_schema_version(&key, schema_version);
     }
 
     // Monthly partitions of the baseline's partitioned tables, kept ahead (at most every partition interval).
     if schema_version.is_some() && !resolved.names.rls {
-        maintain_partitions(ctx, &key, &resolved.names).await?;
+        let login = Login {
+            user: active.role(&resolved.names),
+            password: &desired.password,
+        };
+        maintain_partitions(ctx, &key, &resolved.names, &login).await?;
     }
 
     // MongoDB (optional): database, scoped user, collections, validators, indexes.
@@ -899,10 +907,21 @@ fn is_rotation_step(s: &Step) -> bool {
         || matches!(s, Step::SetSearchPath(Slot::Secondary))
 }
 
-/// Creates the current and next months' partitions and drops those past the retention, as the
-/// tenant role. Skipped when done recently (in-memory; after a restart it runs once per tenant and
-/// issues no DDL when nothing is missing).
-async fn maintain_partitions(ctx: &Context, key: &str, names: &TenantNames) -> Result<()> {
+/// The credentials a tenant session logs in with: the active slot's role and the Secret's password.
+struct Login<'a> {
+    user: &'a Ident,
+    password: &'a str,
+}
+
+/// Creates the current and next months' partitions and drops those past the retention, on a
+/// session logged in as the tenant. Skipped when done recently (in-memory; after a restart it runs
+/// once per tenant and issues no DDL when nothing is missing).
+async fn maintain_partitions(
+    ctx: &Context,
+    key: &str,
+    names: &TenantNames,
+    login: &Login<'_>,
+) -> Result<()> {
     if ctx
         .partition_cache(key)
         .is_some_and(|at| at.elapsed() < ctx.settings.partition_interval)
@@ -914,7 +933,10 @@ async fn maintain_partitions(ctx: &Context, key: &str, names: &TenantNames) -> R
         .date();
     let ahead = ctx.settings.partition_months_ahead;
     let retention = ctx.settings.partition_retention_months;
-    let mut conn = ctx.pg.tenant_connection(names).await?;
+    let mut conn = ctx
+        .pg
+        .tenant_session(&names.database, login.user, login.password)
+        .await?;
     let report = crate::partitions::maintain(
         &mut conn,
         names.schema.as_str(),
@@ -948,8 +970,11 @@ async fn ensure_shared_layout(ctx: &Context) -> Result<Option<i64>> {
         let today = Timestamp::now()
             .to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC)
             .date();
-        let pool = ctx.pg.shared_pool().await?;
-        let mut conn = pool.acquire().await?;
+        // As the layout's owner (logged in with a one-time password), not as the admin.
+        let mut conn = ctx
+            .pg
+            .owner_session(&layout.owner, &ctx.pg.settings().shared_database)
+            .await?;
         let report = crate::partitions::maintain(
             &mut conn,
             layout.schema.as_str(),
@@ -958,7 +983,9 @@ async fn ensure_shared_layout(ctx: &Context) -> Result<Option<i64>> {
             ctx.settings.partition_months_ahead,
             ctx.settings.partition_retention_months,
         )
-        .await?;
+        .await;
+        conn.close().await;
+        let report = report?;
         if !report.created.is_empty() {
             // New partitions need their row-level security too.
             crate::pg::shared::ensure_policies(&ctx.pg, &layout).await?;
@@ -1145,10 +1172,12 @@ async fn check_health(
     Some(result)
 }
 
-/// Applies the bundled migrations to the tenant's schema, as the tenant role.
+/// Applies the bundled migrations to the tenant's schema on a session logged in as the tenant
+/// (never on the admin session: see `migrate`'s "Who runs the SQL").
 async fn run_migrations(
     ctx: &Context,
     names: &TenantNames,
+    login: &Login<'_>,
     target: Option<i64>,
 ) -> Result<Option<i64>> {
     if ctx.migrations.migrations().is_empty() {
@@ -1159,7 +1188,10 @@ async fn run_migrations(
         owner_role: names.role.as_str(),
         lock_key: lock_key(names),
     };
-    let mut conn = ctx.pg.tenant_connection(names).await?;
+    let mut conn = ctx
+        .pg
+        .tenant_session(&names.database, login.user, login.password)
+        .await?;
     let report = migrate::migrate(&mut conn, &ctx.migrations, &mt, target, false).await;
     conn.close().await;
     let report = report?;

@@ -2,7 +2,10 @@
 //! cleanup. The pure part lives in [`plan`].
 
 pub mod plan;
+pub mod session;
 pub mod shared;
+
+pub use session::TenantSession;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -133,9 +136,17 @@ impl PgAdmin {
         })
     }
 
-    /// The admin pool on the maintenance database.
+    /// The admin pool on the maintenance database, unfenced: for tests and tools. The operator's
+    /// own code goes through the fenced [`PgAdmin::admin`].
     pub fn admin_pool(&self) -> &PgPool {
         &self.admin
+    }
+
+    /// The admin pool, if this replica may act ([`crate::fence::check`]): every use of the admin
+    /// pool by the operator passes here.
+    pub(crate) fn admin(&self) -> Result<&PgPool> {
+        crate::fence::check()?;
+        Ok(&self.admin)
     }
 
     /// Host and port clients should use, as configured in the admin URL.
@@ -156,6 +167,7 @@ impl PgAdmin {
     /// A one-off connection to `database` (dedicated tenant databases are not pooled: thousands of
     /// tenants must not hold thousands of idle connections).
     pub async fn connect_to(&self, database: &Ident) -> Result<PgConnection> {
+        crate::fence::check()?;
         let opts = self.options_for(database);
         let conn = tokio::time::timeout(self.settings.connect_timeout, opts.connect())
             .await
@@ -183,6 +195,7 @@ impl PgAdmin {
 
     /// Pool on the shared database; creates and locks down the shared database on first use.
     pub async fn shared_pool(&self) -> Result<&PgPool> {
+        crate::fence::check()?;
         self.shared
             .get_or_try_init(|| async {
                 self.ensure_shared_database().await?;
@@ -208,14 +221,14 @@ impl PgAdmin {
         let exists: Option<i32> =
             sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
                 .bind(db.as_str())
-                .fetch_optional(&self.admin)
+                .fetch_optional(self.admin()?)
                 .await?;
         if exists.is_none() {
             info!(database = db.as_str(), "creating shared database");
             let r = sqlx::raw_sql(ddl(format!(
                 "CREATE DATABASE {db} TEMPLATE template0 ENCODING 'UTF8'"
             )))
-            .execute(&self.admin)
+            .execute(self.admin()?)
             .await;
             if let Err(e) = r {
                 // Another operator replica may have raced us: only "already exists" is fine.
@@ -229,7 +242,7 @@ impl PgAdmin {
         // hand-over, tools): concurrent GRANT/REVOKE on one database fail with "tuple concurrently
         // updated". Each statement is idempotent.
         let group = crate::naming::connect_group_of(db)?;
-        let mut tx = self.admin.begin().await?;
+        let mut tx = self.admin()?.begin().await?;
         advisory_xact_lock(&mut tx, SHARED_SETUP_LOCK).await?;
         let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_roles WHERE rolname = $1")
             .bind(group.as_str())
@@ -258,7 +271,7 @@ impl PgAdmin {
                 let su: bool = sqlx::query_scalar(
                     "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
                 )
-                .fetch_one(&self.admin)
+                .fetch_one(self.admin()?)
                 .await?;
                 Ok::<_, Error>(su)
             })
@@ -376,7 +389,7 @@ ORDER BY n.slot
             .bind(names.role.as_str())
             .bind(names.secondary_role.as_str())
             .bind(names.database.as_str())
-            .fetch_all(&self.admin)
+            .fetch_all(self.admin()?)
             .await?;
         let mut observed = Observed::default();
         for row in &rows {
@@ -464,7 +477,7 @@ ORDER BY n.slot
             })?;
             debug!(step = %step.describe(desired), "applying");
             let pool = match step.scope() {
-                Scope::Cluster => &self.admin,
+                Scope::Cluster => self.admin()?,
                 Scope::TenantDatabase => self.shared_pool().await?,
             };
             let result = if step.transactional() {
@@ -518,7 +531,7 @@ ORDER BY n.slot
                         "DROP DATABASE IF EXISTS {} WITH (FORCE)",
                         names.database
                     )))
-                    .execute(&self.admin)
+                    .execute(self.admin()?)
                     .await?;
                     report
                         .dropped
@@ -579,7 +592,7 @@ ORDER BY n.slot
     async fn drop_role(&self, role: &Ident, names: &TenantNames) -> Result<()> {
         sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1 AND pid <> pg_backend_pid()")
             .bind(role.as_str())
-            .execute(&self.admin)
+            .execute(self.admin()?)
             .await?;
         if !names.dedicated_database {
             let pool = self.shared_pool().await?;
@@ -587,7 +600,7 @@ ORDER BY n.slot
                 .execute(pool)
                 .await?;
         }
-        let mut tx = self.admin.begin().await?;
+        let mut tx = self.admin()?.begin().await?;
         sqlx::raw_sql(ddl(format!("DROP OWNED BY {role}")))
             .execute(&mut *tx)
             .await?;
@@ -606,7 +619,7 @@ ORDER BY n.slot
                 "SELECT pg_database_size(oid) FROM pg_database WHERE datname = $1",
             )
             .bind(names.database.as_str())
-            .fetch_optional(&self.admin)
+            .fetch_optional(self.admin()?)
             .await?;
             Ok(v.unwrap_or(0))
         } else {
@@ -648,7 +661,7 @@ ORDER BY n.slot
 
     /// Checks that the server answers.
     pub async fn ping(&self) -> Result<()> {
-        let mut conn = self.admin.acquire().await?;
+        let mut conn = self.admin()?.acquire().await?;
         conn.ping().await?;
         Ok(())
     }
