@@ -1565,7 +1565,7 @@ enum Class {
     /// Left alone (settled migration, tenant changed afterwards or superseded).
     Skipped(String),
     /// To migrate.
-    Work(RolloutTenant),
+    Work(Box<RolloutTenant>),
 }
 
 struct Reconciler<'a> {
@@ -1828,7 +1828,7 @@ async fn reconcile_inner(
                     Class::Done
                 }
                 None => match resolve(t, &ctx.settings.name_prefix, shared) {
-                    Ok(res) => Class::Work(rollout_tenant(t, res, recorded)),
+                    Ok(res) => Class::Work(Box::new(rollout_tenant(t, res, recorded))),
                     Err(e) => Class::Skipped(format!("cannot resolve the Tenant's names: {e}")),
                 },
             }
@@ -1843,7 +1843,7 @@ async fn reconcile_inner(
             let newer = superseded_by(store, tm, t);
             match (new_tenant, newer) {
                 (true, None) => match resolve(t, &ctx.settings.name_prefix, shared) {
-                    Ok(res) => Class::Work(rollout_tenant(t, res, recorded)),
+                    Ok(res) => Class::Work(Box::new(rollout_tenant(t, res, recorded))),
                     Err(e) => Class::Skipped(format!("cannot resolve the Tenant's names: {e}")),
                 },
                 (_, Some(other)) => Class::Skipped(format!(
@@ -1857,7 +1857,7 @@ async fn reconcile_inner(
             }
         } else {
             match resolve(t, &ctx.settings.name_prefix, shared) {
-                Ok(res) => Class::Work(rollout_tenant(t, res, recorded)),
+                Ok(res) => Class::Work(Box::new(rollout_tenant(t, res, recorded))),
                 Err(e) => Class::Skipped(format!("cannot resolve the Tenant's names: {e}")),
             }
         };
@@ -1886,7 +1886,7 @@ async fn reconcile_inner(
             Class::Skipped(msg) => progress.set(&name, TenantMigrationState::Skipped, Some(msg)),
             Class::Work(rt) => {
                 progress.set(&name, TenantMigrationState::Pending, None);
-                work.push(rt);
+                work.push(*rt);
             }
         }
     }
