@@ -730,7 +730,6 @@ async fn hostile_migrations_cannot_escape_the_tenant() {
         rotated_cases(),
     )
     .await;
-    drop(run_all);
 
     let _ = std::fs::remove_dir_all(&marker_dir);
     assert!(
