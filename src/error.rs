@@ -28,6 +28,10 @@ pub enum Error {
     /// Kubernetes API error.
     #[error("kubernetes api: {0}")]
     Kube(#[source] Box<kube::Error>),
+    /// The operator has no room for this Tenant now (`--max-tenants` reached): it waits, and is
+    /// provisioned as soon as room appears.
+    #[error("waiting for capacity: {0}")]
+    Capacity(String),
     /// The operator's own configuration is unusable.
     #[error("configuration: {0}")]
     Config(String),
@@ -124,6 +128,7 @@ impl Error {
             Error::Config(_) => "ConfigError",
             Error::Internal(_) => "InternalError",
             Error::LeadershipLost(_) => "LeadershipLost",
+            Error::Capacity(_) => "TenantLimitReached",
         }
     }
 

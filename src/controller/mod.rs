@@ -288,6 +288,8 @@ pub struct Context {
     schema_versions: Memo<Option<i64>>,
     settled: Memo<Settled>,
     touches: Memo<u64>,
+    /// Tenants admitted under `--max-tenants` (see [`Context::admit_tenant`]).
+    admitted: Mutex<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -338,7 +340,38 @@ impl Context {
             schema_versions: Memo::default(),
             settled: Memo::default(),
             touches: Memo::default(),
+            admitted: Mutex::new(std::collections::HashSet::new()),
         }
+    }
+
+    /// Admission under `--max-tenants`: whether the Tenant `key` may be provisioned, given the
+    /// keys of the Tenants the cache shows provisioned. Decided under one lock, and a Tenant that
+    /// is admitted is counted from then on (before its status says `Provisioned`), so concurrent
+    /// reconciles never admit more than `max` together. An admitted Tenant keeps its place until
+    /// it is forgotten (deleted).
+    pub fn admit_tenant(
+        &self,
+        key: &str,
+        max: usize,
+        provisioned: impl IntoIterator<Item = String>,
+    ) -> bool {
+        let Ok(mut admitted) = self.admitted.lock() else {
+            return false;
+        };
+        if admitted.contains(key) {
+            return true;
+        }
+        let mut taken: std::collections::HashSet<String> = provisioned.into_iter().collect();
+        if taken.contains(key) {
+            admitted.insert(key.to_string());
+            return true;
+        }
+        taken.extend(admitted.iter().cloned());
+        if taken.len() >= max {
+            return false;
+        }
+        admitted.insert(key.to_string());
+        true
     }
 
     /// When a tenant's partitions were last maintained.
@@ -549,6 +582,9 @@ impl Context {
         self.partitions.remove(key);
         self.schema_versions.remove(key);
         self.migration_written.remove(key);
+        if let Ok(mut a) = self.admitted.lock() {
+            a.remove(key);
+        }
         self.backoff.reset(key);
         self.metrics.set_phase(key, None);
     }
@@ -564,6 +600,7 @@ impl Context {
     ) where
         K: Resource<DynamicType = ()>,
     {
+        let note = bounded_note(note);
         // kube-runtime names Events `<object name>.<16 hex>`: past 253 bytes the API refuses them,
         // so Events of very long-named objects get a generated name instead (no series merging).
         if obj.meta().name.as_ref().is_some_and(|n| n.len() > 200) {
@@ -628,6 +665,23 @@ impl Context {
     }
 }
 
+/// Longest Event note the Events API accepts (`note` must be shorter than 1 KiB).
+pub const MAX_EVENT_NOTE: usize = 1023;
+
+/// An Event note within [`MAX_EVENT_NOTE`] bytes: longer notes (an error message of a migration,
+/// a list of steps) are cut at a character boundary and end with `…`; the reason is separate and
+/// always kept.
+pub fn bounded_note(note: String) -> String {
+    if note.len() <= MAX_EVENT_NOTE {
+        return note;
+    }
+    let mut end = MAX_EVENT_NOTE - '…'.len_utf8();
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &note[..end])
+}
+
 /// `kind/namespace/name` key for per-object bookkeeping.
 pub fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
     object_key_for::<K>(&obj.namespace().unwrap_or_default(), &obj.name_any())
@@ -641,6 +695,18 @@ pub fn object_key_for<K: Resource<DynamicType = ()>>(namespace: &str, name: &str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_notes_stay_under_the_events_api_limit() {
+        assert_eq!(bounded_note("short".into()), "short");
+        for n in [1023, 1024, 5000] {
+            for unit in ["a", "é", "漢"] {
+                let note = bounded_note(unit.repeat(n));
+                assert!(note.len() <= MAX_EVENT_NOTE, "{} bytes", note.len());
+            }
+        }
+        assert!(bounded_note("x".repeat(2000)).ends_with('…'));
+    }
 
     #[test]
     fn a_settled_object_waits_for_its_resync_unless_its_facts_change() {

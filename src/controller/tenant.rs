@@ -338,6 +338,22 @@ async fn apply(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
             ctx.settle(&key, facts, touches, resync);
             Ok(Action::requeue(resync))
         }
+        Err(e @ Error::Capacity(_)) => {
+            // Not an error of this Tenant: it waits (phase Pending, no Warning storm) and is looked
+            // at again shortly, so it is placed as soon as room appears.
+            let status = waiting_status(&tenant, &e);
+            if write_status(&tenant, &ctx, status).await? {
+                ctx.event(
+                    tenant.as_ref(),
+                    EventType::Normal,
+                    e.category(),
+                    "Admit",
+                    e.to_string(),
+                )
+                .await;
+            }
+            Ok(Action::requeue(CAPACITY_RECHECK))
+        }
         Err(e) if e.is_permanent() => {
             let status = failed_status(&tenant, &e, None);
             let changed = write_status(&tenant, &ctx, status).await?;
@@ -995,40 +1011,44 @@ async fn ensure_shared_layout(ctx: &Context) -> Result<Option<i64>> {
     Ok(version)
 }
 
-/// Refuses to provision a new Tenant beyond the operator's maxTenants.
+/// Whether a Tenant counts against `--max-tenants`: provisioned, or provisioning started (its
+/// status names its role) and not failed.
+fn holds_a_place(t: &Tenant) -> bool {
+    t.status.as_ref().is_some_and(|s| {
+        crate::status::is_true(&s.conditions, types::PROVISIONED)
+            || (s.role.is_some()
+                && matches!(s.phase, TenantPhase::Provisioning | TenantPhase::Ready))
+    })
+}
+
+/// Admission under the operator's `--max-tenants`: a Tenant already provisioned passes; a new
+/// one is admitted only while fewer than `max` Tenants are provisioned or admitted
+/// ([`Context::admit_tenant`], one lock, so concurrent reconciles never overshoot). Until the
+/// Tenant cache has synced the count is unknown: the Tenant waits. Not admitted:
+/// [`Error::Capacity`] (the Tenant waits in phase Pending and is looked at again shortly).
 fn check_tenant_limit(tenant: &Tenant, ctx: &Context) -> Result<()> {
     let Some(max) = ctx.settings.max_tenants else {
         return Ok(());
     };
-    let already = tenant
-        .status
-        .as_ref()
-        .is_some_and(|s| s.role.is_some() && s.phase != TenantPhase::Failed)
-        || tenant
-            .status
-            .as_ref()
-            .is_some_and(|s| crate::status::is_true(&s.conditions, types::PROVISIONED));
-    if already {
-        return Ok(());
-    }
-    let Some(store) = ctx.tenant_store.get() else {
-        return Ok(());
+    let already = holds_a_place(tenant);
+    let key = object_key(tenant);
+    let Some(store) = ctx.synced_tenant_store() else {
+        return Err(Error::Capacity(format!(
+            "the operator's maximum of {max} tenants (--max-tenants) is set and the Tenant cache is still syncing"
+        )));
     };
     let provisioned = store
         .state()
         .iter()
-        .filter(|t| {
-            t.status
-                .as_ref()
-                .is_some_and(|s| crate::status::is_true(&s.conditions, types::PROVISIONED))
-        })
-        .count();
-    if provisioned >= max {
-        return Err(Error::Conflict(format!(
-            "the operator's maximum of {max} tenants is reached (maxTenants)"
-        )));
+        .filter(|t| holds_a_place(t))
+        .map(|t| object_key(t.as_ref()))
+        .collect::<Vec<_>>();
+    if already || ctx.admit_tenant(&key, max, provisioned) {
+        return Ok(());
     }
-    Ok(())
+    Err(Error::Capacity(format!(
+        "the operator's maximum of {max} tenants (--max-tenants) is reached; this Tenant is provisioned as soon as another one is deleted"
+    )))
 }
 
 /// Measures storage unless a recent measurement is cached; falls back to the last reported value.
@@ -1330,6 +1350,29 @@ fn ready_status(tenant: &Tenant, o: &Outcome) -> TenantStatus {
                     "MongoDB is not enabled for this tenant",
                 ),
             },
+        ],
+        generation,
+        Timestamp::now(),
+    );
+    s
+}
+
+/// How often a Tenant waiting for capacity is looked at again.
+const CAPACITY_RECHECK: Duration = Duration::from_secs(10);
+
+/// Status of a Tenant that waits for capacity (`--max-tenants`): Pending, not Ready, not Degraded.
+fn waiting_status(tenant: &Tenant, e: &Error) -> TenantStatus {
+    let mut s = base_status(tenant);
+    let generation = tenant.meta().generation;
+    s.phase = TenantPhase::Pending;
+    s.observed_generation = generation;
+    let message = crate::error::first_line(&e.to_string());
+    s.conditions = merge_conditions(
+        &s.conditions,
+        &[
+            Cond::new(types::READY, false, e.category(), message.clone()),
+            Cond::new(types::PROVISIONED, false, e.category(), message),
+            Cond::new(types::DEGRADED, false, "AsExpected", "waiting for capacity"),
         ],
         generation,
         Timestamp::now(),
