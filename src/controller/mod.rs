@@ -87,28 +87,62 @@ impl Default for OperatorSettings {
     }
 }
 
-/// Per-object consecutive failure counts for exponential backoff.
+/// Per-object consecutive failures, for exponential backoff that holds however a reconcile is
+/// triggered.
+///
+/// kube-runtime runs a reconcile as soon as any trigger arrives (a watch event of the object, of
+/// an object it watches, its own status write), even when the error policy asked for a later
+/// requeue. So the delay is also recorded here, with the facts of the object it was computed for
+/// ([`Backoff::next_delay_for`]), and [`Backoff::hold`] tells a reconcile that arrives earlier,
+/// for unchanged facts, to wait instead of retrying (a changed spec is retried at once).
 #[derive(Debug, Default)]
 pub struct Backoff {
-    failures: Mutex<HashMap<String, u32>>,
+    failures: Mutex<HashMap<String, Failing>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Failing {
+    count: u32,
+    retry_at: Instant,
+    facts: u64,
 }
 
 impl Backoff {
     /// Records a failure and returns the delay before the next attempt: base·2^(n-1), capped,
-    /// with ±20 % jitter so that many tenants failing together do not retry in lockstep.
+    /// with ±20 % jitter so that many objects failing together do not retry in lockstep.
     pub fn next_delay(&self, key: &str, base: Duration, max: Duration) -> Duration {
-        let n = match self.failures.lock() {
-            Ok(mut m) => {
-                let e = m.entry(key.to_string()).or_insert(0);
-                *e = e.saturating_add(1);
-                *e
-            }
-            Err(_) => 1,
+        self.next_delay_for(key, 0, base, max)
+    }
+
+    /// [`Backoff::next_delay`] for an object whose reconcile depends on `facts` (a hash of its
+    /// generation, labels, annotations, …): [`Backoff::hold`] keeps reconciles with the same facts
+    /// from retrying before the delay is over.
+    pub fn next_delay_for(&self, key: &str, facts: u64, base: Duration, max: Duration) -> Duration {
+        let Ok(mut m) = self.failures.lock() else {
+            return base;
         };
+        let n = m.get(key).map_or(0, |f| f.count).saturating_add(1);
         let exp = base.saturating_mul(1u32 << (n - 1).min(20));
         let capped = exp.min(max);
         let jitter = rand::rng().random_range(0.8..1.2);
-        capped.mul_f64(jitter).min(max)
+        let delay = capped.mul_f64(jitter).min(max);
+        m.insert(
+            key.to_string(),
+            Failing {
+                count: n,
+                retry_at: Instant::now() + delay,
+                facts,
+            },
+        );
+        delay
+    }
+
+    /// How long a reconcile of `key` with `facts` must still wait after the last failure (`None`:
+    /// go ahead — no failure recorded, the delay is over, or the facts changed).
+    pub fn hold(&self, key: &str, facts: u64) -> Option<Duration> {
+        let now = Instant::now();
+        let f = self.failures.lock().ok()?.get(key).copied()?;
+        (f.facts == facts && f.retry_at > now).then(|| f.retry_at - now)
     }
 
     /// Forgets failures of an object after a success.
@@ -123,9 +157,27 @@ impl Backoff {
         self.failures
             .lock()
             .ok()
-            .and_then(|m| m.get(key).copied())
+            .and_then(|m| m.get(key).map(|f| f.count))
             .unwrap_or(0)
     }
+}
+
+/// A hash of what a reconcile of `obj` depends on besides the outside world (see [`MetaFacts`]):
+/// the key [`Backoff::hold`] compares.
+pub fn facts_hash<K: Resource>(obj: &K) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let f = MetaFacts::of(obj);
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (
+        f.uid,
+        f.generation,
+        f.deleting,
+        f.finalizers,
+        f.labels,
+        f.annotations,
+    )
+        .hash(&mut h);
+    h.finish()
 }
 
 /// Per-object values kept in memory by key (`kind/namespace/name`). A poisoned lock reads as
@@ -806,5 +858,20 @@ mod tests {
         b.reset("k");
         assert_eq!(b.failures("k"), 0);
         assert!(b.next_delay("k", base, max) <= Duration::from_millis(1200));
+    }
+
+    #[test]
+    fn backoff_holds_early_triggers_unless_the_facts_change() {
+        let b = Backoff::default();
+        assert_eq!(b.hold("k", 7), None, "no failure: go");
+        let d = b.next_delay_for("k", 7, Duration::from_secs(10), Duration::from_secs(60));
+        let held = b.hold("k", 7).expect("an early trigger waits");
+        assert!(held <= d && held > Duration::from_secs(5));
+        assert_eq!(b.hold("k", 8), None, "changed facts: retry at once");
+        b.next_delay_for("j", 1, Duration::from_millis(1), Duration::from_millis(1));
+        std::thread::sleep(Duration::from_millis(5)); // let the 1 ms delay pass
+        assert_eq!(b.hold("j", 1), None, "delay over");
+        b.reset("k");
+        assert_eq!(b.hold("k", 7), None);
     }
 }

@@ -16,7 +16,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
-use super::{Context, MetaFacts, object_key, object_key_for};
+use super::{Context, MetaFacts, facts_hash, object_key, object_key_for};
 use crate::crd::{DeletionPolicy, Tenant, TenantPhase, TenantStatus};
 use crate::error::{Error, Result};
 use crate::migrate::{self, MigrationTarget};
@@ -178,6 +178,16 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action>
     let started = Instant::now();
     let ns = tenant.namespace().unwrap_or_default();
     let api: Api<Tenant> = Api::namespaced(ctx.client.clone(), &ns);
+    // A deleting Tenant whose cleanup failed waits out its backoff here, before the finalizer
+    // helper (which removes the finalizer whenever cleanup returns Ok).
+    if tenant.meta().deletion_timestamp.is_some()
+        && let Some(wait) = ctx
+            .backoff
+            .hold(&object_key(tenant.as_ref()), facts_hash(tenant.as_ref()))
+    {
+        debug!(?wait, "backing off after a failed cleanup");
+        return Ok(Action::requeue(wait));
+    }
     let ctx2 = ctx.clone();
     let result = finalizer(&api, FINALIZER, tenant.clone(), |event| async move {
         debug!("reconcile started");
@@ -193,12 +203,10 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action>
         finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => Error::from(e),
         other => Error::Internal(other.to_string()),
     });
-    let key = object_key(tenant.as_ref());
-    match &result {
-        Ok(_) => ctx.backoff.reset(&key),
-        Err(e) => {
-            warn!(tenant = %tenant.name_any(), namespace = %ns, category = e.category(), error = %e, "reconcile failed")
-        }
+    // (Backoff is reset by the paths that succeeded, not here: a reconcile that only waited out
+    // its backoff returns Ok too.)
+    if let Err(e) = &result {
+        warn!(tenant = %tenant.name_any(), namespace = %ns, category = e.category(), error = %e, "reconcile failed")
     }
     ctx.metrics.observe_reconcile(
         CONTROLLER,
@@ -208,10 +216,12 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action>
     result
 }
 
-/// Transient errors: per-object exponential backoff with jitter and a cap.
+/// Transient errors: per-object exponential backoff with jitter and a cap, held against early
+/// triggers for unchanged facts ([`crate::controller::Backoff::hold`]).
 pub fn error_policy(tenant: Arc<Tenant>, _err: &Error, ctx: Arc<Context>) -> Action {
-    let delay = ctx.backoff.next_delay(
+    let delay = ctx.backoff.next_delay_for(
         &object_key(tenant.as_ref()),
+        facts_hash(tenant.as_ref()),
         ctx.settings.backoff_base,
         ctx.settings.backoff_max,
     );
@@ -272,6 +282,14 @@ async fn apply(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
         return Ok(Action::requeue(wait));
     }
     ctx.unsettle(&key);
+    // After a failure, triggers that change nothing of the Tenant (its own status write, a watch
+    // event of its Secret, another controller's write) wait out the backoff instead of retrying
+    // at once: every retry is spaced exponentially, whatever triggers it.
+    if let Some(wait) = ctx.backoff.hold(&key, facts_hash(tenant.as_ref())) {
+        debug!(?wait, "backing off after a failure");
+        ctx.metrics.reconcile_unchanged(CONTROLLER);
+        return Ok(Action::requeue(wait));
+    }
     // Routine resyncs share a bounded number of slots; new and changed Tenants never wait for them.
     let _resync_permit = if is_routine_resync(&tenant) {
         match ctx.admit_resync() {
@@ -286,6 +304,7 @@ async fn apply(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
     };
     match provision(&tenant, &ctx).await {
         Ok(outcome) => {
+            ctx.backoff.reset(&key);
             let status = ready_status(&tenant, &outcome);
             let before = tenant
                 .status
@@ -339,6 +358,7 @@ async fn apply(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
             Ok(Action::requeue(resync))
         }
         Err(e @ Error::Capacity(_)) => {
+            ctx.backoff.reset(&key);
             // Not an error of this Tenant: it waits (phase Pending, no Warning storm) and is looked
             // at again shortly, so it is placed as soon as room appears.
             let status = waiting_status(&tenant, &e);
@@ -355,6 +375,7 @@ async fn apply(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
             Ok(Action::requeue(CAPACITY_RECHECK))
         }
         Err(e) if e.is_permanent() => {
+            ctx.backoff.reset(&key);
             let status = failed_status(&tenant, &e, None);
             let changed = write_status(&tenant, &ctx, status).await?;
             if changed {

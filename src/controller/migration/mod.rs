@@ -43,6 +43,7 @@ mod progress;
 mod reconcile;
 mod rollout;
 mod spec;
+mod task;
 #[cfg(test)]
 mod tests;
 mod trigger;
@@ -53,6 +54,7 @@ pub use progress::*;
 pub use reconcile::reconcile;
 pub use rollout::*;
 pub use spec::*;
+pub use task::{PassResult, Rollouts};
 pub use trigger::TenantTrigger;
 /// Controller name in metrics and logs.
 pub const CONTROLLER: &str = "tenantmigration";
@@ -85,13 +87,13 @@ struct State {
     ctx: Arc<Context>,
     store: Store<TenantMigration>,
     shutdown: watch::Receiver<bool>,
-    flush_interval: Duration,
+    rollouts: Arc<Rollouts>,
 }
 
-/// their status and return.
 /// Starts the TenantMigration controller and runs it until `shutdown` resolves. Reconciles are
-/// triggered by TenantMigration changes, by changes of the Tenants they select, and by the resync
-/// interval. On shutdown, running rollouts start no new tenant, let running ones finish, write
+/// triggered by TenantMigration changes, by changes of the Tenants they select, by the end of a
+/// rollout pass ([`Rollouts`]) and by the resync interval. On shutdown, running passes start no
+/// new tenant, let running ones finish, write their status and return.
 pub async fn run(
     ctx: Arc<Context>,
     concurrency: u16,
@@ -110,7 +112,9 @@ pub async fn run(
     let trigger = Arc::new(TenantTrigger::default());
     let mapper_trigger = trigger.clone();
     let mut graceful = stop_rx.clone();
+    let (rollouts, pass_ended) = Rollouts::new(usize::from(concurrency), Duration::from_secs(1));
     let controller = controller
+        .reconcile_on(pass_ended)
         .watches(
             tenants,
             watcher::Config::default().any_semantic(),
@@ -124,11 +128,12 @@ pub async fn run(
     // deleted ones (remembered status, backoff, phase gauge) is pruned against the cache.
     {
         let (ctx, store, mut stop) = (ctx.clone(), store.clone(), stop_rx.clone());
+        let rollouts = rollouts.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(PRUNE_INTERVAL);
             loop {
                 tokio::select! {
-                    _ = tick.tick() => prune_deleted(&ctx, &store, &trigger),
+                    _ = tick.tick() => prune_deleted(&ctx, &store, &trigger, &rollouts),
                     _ = stop.wait_for(|v| *v) => break,
                 }
             }
@@ -138,7 +143,7 @@ pub async fn run(
         ctx,
         store,
         shutdown: stop_rx,
-        flush_interval: Duration::from_secs(1),
+        rollouts: rollouts.clone(),
     });
     info!("tenantmigration controller started");
     controller
@@ -150,6 +155,8 @@ pub async fn run(
             }
         })
         .await;
+    // Passes see the shutdown too: they finish their running tenants and write their status.
+    rollouts.join().await;
 }
 
 /// How often bookkeeping of deleted TenantMigrations is pruned.
@@ -157,7 +164,12 @@ const PRUNE_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Forgets per-object state of TenantMigrations that are no longer in the cache, and the
 /// remembered facts of Tenants that are gone.
-fn prune_deleted(ctx: &Context, store: &Store<TenantMigration>, trigger: &TenantTrigger) {
+fn prune_deleted(
+    ctx: &Context,
+    store: &Store<TenantMigration>,
+    trigger: &TenantTrigger,
+    rollouts: &Rollouts,
+) {
     if let Some(tenants) = ctx.synced_tenant_store() {
         let live: HashSet<String> = tenants
             .state()
@@ -172,6 +184,7 @@ fn prune_deleted(ctx: &Context, store: &Store<TenantMigration>, trigger: &Tenant
         .iter()
         .map(|m| object_key(m.as_ref()))
         .collect();
+    rollouts.retain(|k| live.contains(k));
     for key in ctx.remembered_keys(&kind) {
         if !live.contains(&key) {
             debug!(%key, "forgetting a deleted TenantMigration");
@@ -186,16 +199,23 @@ async fn reconcile_entry(tm: Arc<TenantMigration>, state: Arc<State>) -> Result<
         &state.ctx,
         &state.store,
         &state.shutdown,
-        state.flush_interval,
+        &state.rollouts,
     )
     .await
 }
 
+/// Errors: the backoff already set by the reconcile (a pass with transient problems), else a new
+/// exponential delay held against early triggers.
 fn error_policy(tm: Arc<TenantMigration>, _err: &Error, state: Arc<State>) -> Action {
     let ctx = &state.ctx;
-    Action::requeue(ctx.backoff.next_delay(
-        &object_key(tm.as_ref()),
-        ctx.settings.backoff_base,
-        ctx.settings.backoff_max,
-    ))
+    let key = object_key(tm.as_ref());
+    let facts = super::facts_hash(tm.as_ref());
+    Action::requeue(ctx.backoff.hold(&key, facts).unwrap_or_else(|| {
+        ctx.backoff.next_delay_for(
+            &key,
+            facts,
+            ctx.settings.backoff_base,
+            ctx.settings.backoff_max,
+        )
+    }))
 }

@@ -198,10 +198,30 @@ pub struct VerdictInput {
     pub missing_tenant: Option<String>,
     /// Target version.
     pub target_version: i64,
+    /// Rendered by a running pass (progress): the pass never concludes — a terminal phase is the
+    /// verdict of the reconcile after the pass, which also emits its Event.
+    pub pass_running: bool,
 }
 
 /// Decides phase, reason and message (pure).
 pub fn verdict(v: &VerdictInput) -> Verdict {
+    let inner = conclude(v);
+    if v.pass_running
+        && matches!(
+            inner.phase,
+            MigrationPhase::Succeeded | MigrationPhase::Failed
+        )
+    {
+        return Verdict {
+            phase: MigrationPhase::Running,
+            reason: "Finishing",
+            message: format!("{} (the rollout pass is finishing)", inner.message),
+        };
+    }
+    inner
+}
+
+fn conclude(v: &VerdictInput) -> Verdict {
     let c = v.counts;
     let done = format!(
         "{}/{} tenants at version {}",

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::super::tenant::resolve;
-use super::super::{Context, object_key};
+use super::super::{Context, facts_hash, object_key};
 use super::*;
 use crate::crd::{
     MigrationPhase, Tenant, TenantMigration, TenantMigrationProgress, TenantMigrationState,
@@ -23,29 +23,27 @@ use crate::crd::{
 };
 use crate::error::{Error, Result, first_line};
 
-/// tenants are being migrated.
 /// One reconcile of one TenantMigration (public for tests that drive it without the controller
-/// loop): resolves the spec and the Tenants, runs the rollout, writes status. `store` is the
-/// controller's cache of TenantMigrations (superseding migrations, pause/spec-change detection);
-/// `shutdown` stops starting tenants; status is written at most every `flush_interval` while
+/// loop): resolves the spec and the Tenants, classifies them, starts a rollout pass in the
+/// background when there is work ([`Rollouts`]), and writes the status and Events of the
+/// verdict. `store` is the controller's cache of TenantMigrations (superseding migrations,
+/// pause/spec-change/deletion detection); `shutdown` stops passes from starting tenants.
 pub async fn reconcile(
     tm: Arc<TenantMigration>,
     ctx: &Arc<Context>,
     store: &Store<TenantMigration>,
     shutdown: &watch::Receiver<bool>,
-    flush_interval: Duration,
+    rollouts: &Arc<Rollouts>,
 ) -> Result<Action> {
     let started = Instant::now();
     let span = info_span!("reconcile", controller = CONTROLLER, tenantmigration = %tm.name_any(), namespace = %tm.namespace().unwrap_or_default());
-    let result = reconcile_inner(&tm, ctx, store, shutdown, flush_interval)
+    let result = reconcile_inner(&tm, ctx, store, shutdown, rollouts)
         .instrument(span)
         .await;
-    let key = object_key(tm.as_ref());
-    match &result {
-        Ok(_) => ctx.backoff.reset(&key),
-        Err(e) => {
-            warn!(tenantmigration = %tm.name_any(), category = e.category(), error = %e, "reconcile failed")
-        }
+    // (The backoff is reset where a reconcile ends without transient problems, not here: a
+    // reconcile that waits out its backoff returns Ok too.)
+    if let Err(e) = &result {
+        warn!(tenantmigration = %tm.name_any(), category = e.category(), error = %e, "reconcile failed")
     }
     ctx.metrics.observe_reconcile(
         CONTROLLER,
@@ -89,19 +87,19 @@ pub(crate) enum Class {
     Work(Box<RolloutTenant>),
 }
 
-pub(crate) struct Reconciler<'a> {
-    pub(crate) tm: &'a TenantMigration,
-    pub(crate) ctx: &'a Arc<Context>,
+pub(crate) struct Reconciler {
+    pub(crate) tm: Arc<TenantMigration>,
+    pub(crate) ctx: Arc<Context>,
     pub(crate) ns: String,
     pub(crate) generation: Option<i64>,
     pub(crate) prev: TenantMigrationStatus,
     pub(crate) written: TenantMigrationStatus,
 }
 
-impl Reconciler<'_> {
+impl Reconciler {
     async fn write(&mut self, status: TenantMigrationStatus) -> Result<bool> {
         self.ctx.metrics.set_phase(
-            &object_key(self.tm),
+            &object_key(self.tm.as_ref()),
             Some(&format!("migration_{}", status.phase.as_str())),
         );
         if status == self.written {
@@ -140,19 +138,19 @@ impl Reconciler<'_> {
             .await?;
         self.ctx.metrics.status_written(CONTROLLER);
         self.ctx.record_status_write(
-            &object_key(self.tm),
+            &object_key(self.tm.as_ref()),
             self.tm.meta().resource_version.clone(),
             written.meta().resource_version.clone(),
         );
         self.ctx
-            .set_migration_status(&object_key(self.tm), status.clone());
+            .set_migration_status(&object_key(self.tm.as_ref()), status.clone());
         self.written = status;
         Ok(true)
     }
 
     async fn event(&self, type_: EventType, reason: &str, note: String) {
         self.ctx
-            .event(self.tm, type_, reason, "Migrate", note)
+            .event(self.tm.as_ref(), type_, reason, "Migrate", note)
             .await;
     }
 }
@@ -187,12 +185,13 @@ pub(crate) fn superseded_by(
 }
 
 pub(crate) async fn reconcile_inner(
-    tm: &TenantMigration,
+    tm_arc: &Arc<TenantMigration>,
     ctx: &Arc<Context>,
     store: &Store<TenantMigration>,
     shutdown: &watch::Receiver<bool>,
-    flush_interval: Duration,
+    rollouts: &Arc<Rollouts>,
 ) -> Result<Action> {
+    let tm: &TenantMigration = tm_arc;
     let key = object_key(tm);
     if tm.meta().deletion_timestamp.is_some() {
         ctx.metrics.set_phase(&key, None);
@@ -200,8 +199,20 @@ pub(crate) async fn reconcile_inner(
     }
     // The cached object predates a status write of ours (informer lag): computing the status
     // again from it would write a stale view back; wait for the cache instead.
+    // A pass of this TenantMigration is running in the background: it writes the status, and
+    // triggers a reconcile when it ends.
+    if rollouts.is_running(&key) {
+        return Ok(Action::requeue(ctx.settings.resync));
+    }
+    let finished = rollouts.take_finished(&key);
+    // The cached object predates a status write of ours (informer lag): computing the status
+    // again from it would write a stale view back; wait for the cache instead. (A pass result
+    // taken above is put back for the next try.)
     if ctx.is_stale(&key, tm.meta().resource_version.as_deref()) {
         debug!("cached TenantMigration predates our last status write; requeueing");
+        if let Some(f) = finished {
+            rollouts.put_back(&key, f);
+        }
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
     let ns = tm
@@ -223,8 +234,8 @@ pub(crate) async fn reconcile_inner(
         prev.tenants.sort_by(|a, b| a.name.cmp(&b.name));
     }
     let mut rec = Reconciler {
-        tm,
-        ctx,
+        tm: tm_arc.clone(),
+        ctx: ctx.clone(),
         ns: ns.clone(),
         generation: tm.meta().generation,
         written: prev.clone(),
@@ -479,13 +490,34 @@ pub(crate) async fn reconcile_inner(
         waiting_for_tenants: waiting,
         missing_tenant: r.tenant.clone().filter(|_| tenants.is_empty()),
         target_version: target,
+        pass_running: false,
     };
     let blocked_by_budget = !dry_run && failures > budget;
     let runnable = !work.is_empty() && !paused && !canary_failed && !blocked_by_budget;
 
-    // 5. The rollout.
-    let mut transient: Option<String> = None;
-    if runnable {
+    // 5. The rollout: a pass in the background (see `task`), after the backoff of the last
+    // pass's transient problems.
+    let finished_transient = finished.as_ref().and_then(|f| f.transient.clone());
+    let facts = facts_hash(tm);
+    if let Some(t) = &finished_transient {
+        // The pass that just ended hit a transient problem: the next one waits for the backoff,
+        // however often this TenantMigration is triggered in between (its own status writes,
+        // Tenant events).
+        let delay = ctx.backoff.next_delay_for(
+            &key,
+            facts,
+            ctx.settings.backoff_base,
+            ctx.settings.backoff_max,
+        );
+        debug!(?delay, transient = %t, "next rollout pass after the backoff");
+    }
+    let hold = ctx.backoff.hold(&key, facts);
+    let slot = if runnable && hold.is_none() {
+        rollouts.try_slot()
+    } else {
+        None
+    };
+    if let Some(slot) = slot {
         if rec.prev.started_at.is_none() || !same_revision {
             let what = if dry_run { "dry run of" } else { "migrating" };
             rec.event(
@@ -518,86 +550,28 @@ pub(crate) async fn reconcile_inner(
             enforce_budget: !dry_run,
             max_transient: max_parallel,
         };
-        let rollout = Rollout::new(config, migrator);
-        let oref = ObjectRef::from_obj(tm);
-        let generation = rec.generation;
-        let control = || {
-            if *shutdown.borrow() {
-                return Control::Stop;
-            }
-            match store.get(&oref) {
-                // Deleted (TenantMigrations have no finalizer: gone from the cache means gone).
-                None => Control::Stop,
-                Some(cur) if cur.meta().generation != generation => {
-                    if cur.spec.strategy.paused {
-                        Control::Pause
-                    } else {
-                        Control::Stop
-                    }
-                }
-                Some(_) => Control::Continue,
-            }
+        let pass = Pass {
+            rollout: Rollout::new(config, migrator),
+            work,
+            store: store.clone(),
+            shutdown: shutdown.clone(),
+            flush_interval: rollouts.flush_interval,
+            same_revision,
+            revision: r.revision.clone(),
+            target,
+            progress,
+            input,
+            canary_tenants,
+            canary_passed,
+            canary_pending,
         };
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let run = rollout.run(work, control, Some(&tx));
-        tokio::pin!(run);
-        let mut ticker = tokio::time::interval(flush_interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut dirty = false;
-        let summary = loop {
-            tokio::select! {
-                summary = &mut run => break summary,
-                Some(ev) = rx.recv() => {
-                    let flush_now = handle_event(&mut rec, &mut progress, &ev, &mut canary_passed, &canary_tenants).await;
-                    dirty = true;
-                    if flush_now {
-                        input.counts = progress.counts();
-                        input.canary_pending = canary_pending && !canary_passed;
-                        let status = render_status(&rec.prev, same_revision, &r.revision, rec.generation, target, &progress, &verdict(&input), &canary_tenants, canary_passed, now_seconds());
-                        if let Err(e) = rec.write(status).await { warn!(error = %e, "progress status write failed"); }
-                        dirty = false;
-                    }
-                }
-                _ = ticker.tick() => {
-                    if dirty {
-                        input.counts = progress.counts();
-                        input.canary_pending = canary_pending && !canary_passed;
-                        let status = render_status(&rec.prev, same_revision, &r.revision, rec.generation, target, &progress, &verdict(&input), &canary_tenants, canary_passed, now_seconds());
-                        if let Err(e) = rec.write(status).await { warn!(error = %e, "progress status write failed"); }
-                        dirty = false;
-                    }
-                }
-            }
-        };
-        while let Ok(ev) = rx.try_recv() {
-            handle_event(
-                &mut rec,
-                &mut progress,
-                &ev,
-                &mut canary_passed,
-                &canary_tenants,
-            )
-            .await;
-        }
-        if summary.halted == Some(HaltReason::CanaryFailed) {
-            canary_failed = true;
-        }
-        if let Some(o) = summary
-            .outcomes
-            .iter()
-            .find(|o| o.kind == OutcomeKind::Retry)
-        {
-            transient = Some(format!("tenant {}: {}", o.name, o.message));
-        }
-        info!(
-            tenants = summary.outcomes.len(),
-            succeeded = summary.count(OutcomeKind::Succeeded),
-            failed = summary.count(OutcomeKind::Failed) + summary.count(OutcomeKind::Blocked),
-            retry = summary.count(OutcomeKind::Retry),
-            halted = ?summary.halted,
-            "rollout pass done"
-        );
+        rollouts.start(key, ObjectRef::from_obj(tm), slot, pass.run(rec));
+        return Ok(Action::requeue(ctx.settings.resync));
     }
+    let transient = finished_transient.or_else(|| {
+        (runnable && hold.is_some())
+            .then(|| "waiting for the backoff after transient errors".to_string())
+    });
 
     // 6. Final status and events.
     input.counts = progress.counts();
@@ -640,15 +614,165 @@ pub(crate) async fn reconcile_inner(
             _ => {}
         }
     }
-    if let Some(t) = transient {
-        return Err(Error::DatabaseUnavailable(t));
+    if runnable && slot_missing(hold, &transient) {
+        // Every pass slot is taken by other TenantMigrations: look again shortly.
+        return Ok(Action::requeue(Duration::from_secs(2)));
     }
-    Ok(Action::requeue(ctx.settings.resync))
+    match (transient, hold) {
+        // Retried after the backoff (reconciles in between return here as well).
+        (Some(_), Some(wait)) => Ok(Action::requeue(wait)),
+        (Some(t), None) => Err(Error::DatabaseUnavailable(t)),
+        (None, _) => {
+            ctx.backoff.reset(&key);
+            Ok(Action::requeue(ctx.settings.resync))
+        }
+    }
+}
+
+/// Whether work was runnable but no pass started only for lack of a free slot.
+fn slot_missing(hold: Option<Duration>, transient: &Option<String>) -> bool {
+    hold.is_none() && transient.is_none()
+}
+
+/// One pass of a rollout, run as a background task ([`Rollouts::start`]): migrates `work`,
+/// writes progress in batches, and reports how it ended.
+pub(crate) struct Pass<M: TenantMigrator> {
+    rollout: Rollout<M>,
+    work: Vec<RolloutTenant>,
+    store: Store<TenantMigration>,
+    shutdown: watch::Receiver<bool>,
+    flush_interval: Duration,
+    same_revision: bool,
+    revision: String,
+    target: i64,
+    progress: Progress,
+    input: VerdictInput,
+    canary_tenants: Vec<String>,
+    canary_passed: bool,
+    canary_pending: bool,
+}
+
+impl<M: TenantMigrator> Pass<M> {
+    async fn run(self, mut rec: Reconciler) -> PassResult {
+        let Pass {
+            rollout,
+            work,
+            store,
+            shutdown,
+            flush_interval,
+            same_revision,
+            revision,
+            target,
+            mut progress,
+            mut input,
+            canary_tenants,
+            mut canary_passed,
+            canary_pending,
+        } = self;
+        let oref = ObjectRef::from_obj(rec.tm.as_ref());
+        let generation = rec.generation;
+        // Checked before each tenant starts: deleted → stop; new generation → stop (or pause);
+        // shutdown → stop.
+        let control = || {
+            if *shutdown.borrow() {
+                return Control::Stop;
+            }
+            match store.get(&oref) {
+                // Deleted (TenantMigrations have no finalizer: gone from the cache means gone).
+                None => Control::Stop,
+                Some(cur) if cur.meta().generation != generation => {
+                    if cur.spec.strategy.paused {
+                        Control::Pause
+                    } else {
+                        Control::Stop
+                    }
+                }
+                Some(_) => Control::Continue,
+            }
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let run = rollout.run(work, control, Some(&tx));
+        tokio::pin!(run);
+        let mut ticker = tokio::time::interval(flush_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut dirty = false;
+        let prev = rec.prev.clone();
+        input.pass_running = true;
+        let render = |progress: &Progress, input: &mut VerdictInput, canary_passed: bool| {
+            input.counts = progress.counts();
+            input.canary_pending = canary_pending && !canary_passed;
+            render_status(
+                &prev,
+                same_revision,
+                &revision,
+                generation,
+                target,
+                progress,
+                &verdict(input),
+                &canary_tenants,
+                canary_passed,
+                now_seconds(),
+            )
+        };
+        let summary = loop {
+            tokio::select! {
+                summary = &mut run => break summary,
+                Some(ev) = rx.recv() => {
+                    let flush_now = handle_event(&mut rec, &mut progress, &ev, &mut canary_passed, &canary_tenants).await;
+                    dirty = true;
+                    if flush_now {
+                        let status = render(&progress, &mut input, canary_passed);
+                        if let Err(e) = rec.write(status).await { warn!(error = %e, "progress status write failed"); }
+                        dirty = false;
+                    }
+                }
+                _ = ticker.tick() => {
+                    if dirty {
+                        let status = render(&progress, &mut input, canary_passed);
+                        if let Err(e) = rec.write(status).await { warn!(error = %e, "progress status write failed"); }
+                        dirty = false;
+                    }
+                }
+            }
+        };
+        while let Ok(ev) = rx.try_recv() {
+            handle_event(
+                &mut rec,
+                &mut progress,
+                &ev,
+                &mut canary_passed,
+                &canary_tenants,
+            )
+            .await;
+        }
+        // The last progress, so the reconcile that follows sees every finished tenant.
+        let status = render(&progress, &mut input, canary_passed);
+        if let Err(e) = rec.write(status).await {
+            warn!(error = %e, "progress status write failed");
+        }
+        let transient = summary
+            .outcomes
+            .iter()
+            .find(|o| o.kind == OutcomeKind::Retry)
+            .map(|o| format!("tenant {}: {}", o.name, o.message));
+        info!(
+            tenants = summary.outcomes.len(),
+            succeeded = summary.count(OutcomeKind::Succeeded),
+            failed = summary.count(OutcomeKind::Failed) + summary.count(OutcomeKind::Blocked),
+            retry = summary.count(OutcomeKind::Retry),
+            halted = ?summary.halted,
+            "rollout pass done"
+        );
+        PassResult {
+            transient,
+            tenants: summary.outcomes.len(),
+        }
+    }
 }
 
 /// Applies one rollout event to the progress; returns whether status should be written now.
 pub(crate) async fn handle_event(
-    rec: &mut Reconciler<'_>,
+    rec: &mut Reconciler,
     progress: &mut Progress,
     ev: &RolloutEvent,
     canary_passed: &mut bool,
