@@ -57,6 +57,11 @@ pub struct RunConfig {
     /// `--concurrency`; 0 = no separate limit.
     #[arg(long, env = "TENANTDB_MAX_CONCURRENT_RESYNCS")]
     pub max_concurrent_resyncs: Option<u16>,
+    /// TenantMigration rollouts running at once (in the background: a long fleet rollout holds
+    /// none of the `--concurrency` reconcile slots; each migrates up to its `maxParallel` tenants
+    /// at a time). Further rollouts wait until one ends.
+    #[arg(long, env = "TENANTDB_MAX_CONCURRENT_ROLLOUTS", default_value_t = 8)]
+    pub max_concurrent_rollouts: u16,
     /// First retry delay after a transient error, in milliseconds.
     #[arg(long, env = "TENANTDB_BACKOFF_BASE_MS", default_value_t = 1000)]
     pub backoff_base_ms: u64,
@@ -280,6 +285,7 @@ impl RunConfig {
                 Some(0) => usize::from(self.concurrency).max(1),
                 Some(n) => usize::from(n),
             },
+            max_concurrent_rollouts: usize::from(self.max_concurrent_rollouts.max(1)),
             status_report_interval: Duration::from_secs(self.status_report_interval_seconds.max(1)),
             partition_interval: Duration::from_secs(self.partition_interval_hours.max(1) * 3600),
             partition_months_ahead: self.partition_months_ahead,

@@ -46,6 +46,9 @@ pub struct OperatorSettings {
     pub health_concurrency: usize,
     /// Routine resyncs of Ready, unchanged objects running at once (see [`Context::admit_resync`]).
     pub max_concurrent_resyncs: usize,
+    /// TenantMigration rollout passes running at once (each migrates up to its `maxParallel`
+    /// tenants at a time); they run in the background, outside the controller's reconcile slots.
+    pub max_concurrent_rollouts: usize,
     /// Unchanged usage/health results are re-reported in status at most this often.
     pub status_report_interval: Duration,
     /// Minimum time between partition maintenance runs of one tenant.
@@ -79,6 +82,7 @@ impl Default for OperatorSettings {
             health_interval: Duration::from_secs(300),
             health_concurrency: 4,
             max_concurrent_resyncs: 4,
+            max_concurrent_rollouts: 8,
             status_report_interval: Duration::from_secs(3600),
             partition_interval: Duration::from_secs(6 * 3600),
             partition_months_ahead: 2,

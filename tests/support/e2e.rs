@@ -295,3 +295,55 @@ where
 pub fn names_of(list: &[Tenant]) -> Vec<String> {
     list.iter().map(|t| t.name_any()).collect()
 }
+
+impl Env {
+    /// The operator's HTTP address (`/metrics`, `/healthz`, `/readyz`), read from its log.
+    pub async fn http_addr(&self) -> String {
+        wait_for(
+            Duration::from_secs(60),
+            "operator http address in its log",
+            || {
+                let log = self.operator_log();
+                async move {
+                    log.lines()
+                        .filter(|l| l.contains("serving /metrics"))
+                        .last()
+                        .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                        .and_then(|v| v["addr"].as_str().map(String::from))
+                }
+            },
+        )
+        .await
+        .unwrap()
+    }
+
+    /// The value of one metric series of the operator (`name{labels}` exactly as exposed), 0 if
+    /// absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let (_, body) = http_get(&self.http_addr().await, "/metrics").await;
+        body.lines()
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .and_then(|rest| rest.trim().split_whitespace().next())
+                    .and_then(|v| v.parse().ok())
+            })
+            .unwrap_or(0.0)
+    }
+}
+
+/// A plain HTTP/1.1 GET (status code, whole response).
+pub async fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.unwrap();
+    let code = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, buf)
+}

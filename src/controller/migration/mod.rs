@@ -112,7 +112,8 @@ pub async fn run(
     let trigger = Arc::new(TenantTrigger::default());
     let mapper_trigger = trigger.clone();
     let mut graceful = stop_rx.clone();
-    let (rollouts, pass_ended) = Rollouts::new(usize::from(concurrency), Duration::from_secs(1));
+    let (rollouts, pass_ended) =
+        Rollouts::new(ctx.settings.max_concurrent_rollouts, Duration::from_secs(1));
     let controller = controller
         .reconcile_on(pass_ended)
         .watches(
