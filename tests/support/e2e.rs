@@ -324,7 +324,7 @@ impl Env {
         body.lines()
             .find_map(|l| {
                 l.strip_prefix(series)
-                    .and_then(|rest| rest.trim().split_whitespace().next())
+                    .and_then(|rest| rest.split_whitespace().next())
                     .and_then(|v| v.parse().ok())
             })
             .unwrap_or(0.0)
