@@ -306,8 +306,8 @@ impl Env {
                 let log = self.operator_log();
                 async move {
                     log.lines()
-                        .filter(|l| l.contains("serving /metrics"))
-                        .last()
+                        .rev()
+                        .find(|l| l.contains("serving /metrics"))
                         .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
                         .and_then(|v| v["addr"].as_str().map(String::from))
                 }
