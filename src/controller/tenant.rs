@@ -302,7 +302,14 @@ async fn apply(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
     } else {
         None
     };
-    match provision(&tenant, &ctx).await {
+    // Admission under --max-tenants, before anything is created.
+    let provisioned = match check_tenant_limit(&tenant, &ctx) {
+        Ok(true) => provision(&tenant, &ctx).await,
+        // The count is unknown until the Tenant cache has synced: look again in a moment.
+        Ok(false) => return Ok(Action::requeue(Duration::from_millis(500))),
+        Err(e) => Err(e),
+    };
+    match provisioned {
         Ok(outcome) => {
             ctx.backoff.reset(&key);
             let status = ready_status(&tenant, &outcome);
@@ -607,7 +614,6 @@ async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
         })?,
         None => rotation::DEFAULT_GRACE,
     };
-    check_tenant_limit(tenant, ctx)?;
     let ns = tenant
         .namespace()
         .ok_or_else(|| Error::InvalidSpec("Tenant has no namespace".into()))?;
@@ -1044,19 +1050,17 @@ fn holds_a_place(t: &Tenant) -> bool {
 
 /// Admission under the operator's `--max-tenants`: a Tenant already provisioned passes; a new
 /// one is admitted only while fewer than `max` Tenants are provisioned or admitted
-/// ([`Context::admit_tenant`], one lock, so concurrent reconciles never overshoot). Until the
-/// Tenant cache has synced the count is unknown: the Tenant waits. Not admitted:
+/// ([`Context::admit_tenant`], one lock, so concurrent reconciles never overshoot). `Ok(false)`:
+/// the count is unknown until the Tenant cache has synced, ask again. Not admitted:
 /// [`Error::Capacity`] (the Tenant waits in phase Pending and is looked at again shortly).
-fn check_tenant_limit(tenant: &Tenant, ctx: &Context) -> Result<()> {
+fn check_tenant_limit(tenant: &Tenant, ctx: &Context) -> Result<bool> {
     let Some(max) = ctx.settings.max_tenants else {
-        return Ok(());
+        return Ok(true);
     };
     let already = holds_a_place(tenant);
     let key = object_key(tenant);
     let Some(store) = ctx.synced_tenant_store() else {
-        return Err(Error::Capacity(format!(
-            "the operator's maximum of {max} tenants (--max-tenants) is set and the Tenant cache is still syncing"
-        )));
+        return Ok(false);
     };
     let provisioned = store
         .state()
@@ -1065,7 +1069,7 @@ fn check_tenant_limit(tenant: &Tenant, ctx: &Context) -> Result<()> {
         .map(|t| object_key(t.as_ref()))
         .collect::<Vec<_>>();
     if already || ctx.admit_tenant(&key, max, provisioned) {
-        return Ok(());
+        return Ok(true);
     }
     Err(Error::Capacity(format!(
         "the operator's maximum of {max} tenants (--max-tenants) is reached; this Tenant is provisioned as soon as another one is deleted"
