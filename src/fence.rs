@@ -127,6 +127,59 @@ pub fn check() -> Result<(), Fenced> {
     GLOBAL.check()
 }
 
+/// A layer for the Kubernetes client's service stack: every mutating request (anything but
+/// `GET`/`HEAD`/`OPTIONS`) passes [`check`] first and fails with [`Fenced`] otherwise, so no API
+/// write leaves a replica that may have lost the Lease — the finalizer helper's patches, the Event
+/// recorder and the Lease renewal included.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FenceLayer;
+
+impl<S> tower_layer::Layer<S> for FenceLayer {
+    type Service = FenceService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        FenceService { inner }
+    }
+}
+
+/// The service of [`FenceLayer`].
+#[derive(Clone, Debug)]
+pub struct FenceService<S> {
+    inner: S,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl<S, B> tower_service::Service<http::Request<B>> for FenceService<S>
+where
+    S: tower_service::Service<http::Request<B>>,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<S::Response, BoxError>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let read = matches!(
+            *req.method(),
+            http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+        );
+        if !read && let Err(f) = check() {
+            return Box::pin(async move { Err(Box::new(f) as BoxError) });
+        }
+        let fut = self.inner.call(req);
+        Box::pin(async move { fut.await.map_err(Into::into) })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -137,6 +137,10 @@ pub struct RunConfig {
     /// Seconds between renewals / acquisition attempts.
     #[arg(long, env = "TENANTDB_LEASE_RETRY_SECONDS", default_value_t = 2)]
     pub lease_retry_seconds: u64,
+    /// Largest clock-rate difference between replicas over one lease duration, in seconds: the
+    /// leader stops acting this much (plus one second) before its lease could expire.
+    #[arg(long, env = "TENANTDB_LEASE_CLOCK_SKEW_SECONDS", default_value_t = 2)]
+    pub lease_clock_skew_seconds: u64,
     /// Hours between partition maintenance runs of a tenant.
     #[arg(long, env = "TENANTDB_PARTITION_INTERVAL_HOURS", default_value_t = 6)]
     pub partition_interval_hours: u64,
@@ -229,6 +233,7 @@ impl RunConfig {
             lease_duration: Duration::from_secs(self.lease_duration_seconds.max(2)),
             retry_period: Duration::from_secs(self.lease_retry_seconds.max(1))
                 .min(Duration::from_secs(self.lease_duration_seconds.max(2)) / 2),
+            clock_skew: Duration::from_secs(self.lease_clock_skew_seconds),
         })
     }
 
@@ -369,10 +374,18 @@ pub async fn run(
     let concurrency = config.concurrency;
     let instance = config.instance.clone();
     let lease = config.lease_config();
+    if let Some(l) = &lease {
+        l.validate().map_err(Error::Config)?;
+    }
+    // Sessions carry the instance's identity in their application_name (a new leader ends the
+    // sessions of the others).
+    let identity = lease
+        .as_ref()
+        .map_or_else(|| instance.clone(), |l| l.identity.clone());
     let mongo = config.mongo()?;
     let (pg_settings, op_settings, migrations_dir) = config.into_parts()?;
     let migrations = Arc::new(load_migrations(migrations_dir.as_deref())?);
-    let pg = Arc::new(PgAdmin::new(pg_settings)?);
+    let pg = Arc::new(PgAdmin::for_instance(pg_settings, &identity)?);
     let metrics = Arc::new(Metrics::new());
     let (ready_tx, ready_rx) = watch::channel(false);
 
@@ -403,45 +416,76 @@ pub async fn run(
             }
         }
         let _ = ready_tx.send(false);
+        // Whatever an earlier leader still has open on the database is ended before this one
+        // acts (its own fence should have stopped it; this does not rely on it).
+        match pg.end_other_instances().await {
+            Ok(0) => {}
+            Ok(n) => info!(
+                sessions = n,
+                "ended the database sessions of other tenantdb instances"
+            ),
+            Err(e) => warn!(error = %e, "could not end the sessions of other tenantdb instances"),
+        }
     }
 
-    let mut ctx = Context::new(client, pg, op_settings, metrics, migrations, &instance);
+    let mut ctx = Context::new(
+        client,
+        pg.clone(),
+        op_settings,
+        metrics,
+        migrations,
+        &instance,
+    );
     if let Some((admin, endpoint)) = mongo {
         info!("MongoDB provisioning enabled");
         ctx.mongo = Some(Arc::new(admin));
         ctx.mongo_endpoint = Some(endpoint);
     }
     let ctx = Arc::new(ctx);
-    let controllers = tokio::spawn(run_controllers(
+    let mut controllers = tokio::spawn(run_controllers(
         ctx,
         concurrency,
         ready_tx,
         stop_signal(stop_rx.clone()),
     ));
+    // Leadership lost: `hold` returns when another instance holds the Lease or the fence deadline
+    // passed (renewals failing, or this process frozen).
     let lost = async {
         match &elector {
             Some(le) => le.hold().await,
             None => std::future::pending().await,
         }
     };
-    let outcome = tokio::select! {
-        _ = &mut shutdown => Ok(()),
-        _ = lost => Err(Error::Config("leadership lost; exiting so that a new candidate takes over".into())),
+    tokio::pin!(lost);
+    let lose = |controllers: &tokio::task::JoinHandle<()>| {
+        // No graceful drain: every in-flight statement and write is cut off now (the fence
+        // already refuses new ones), and the process exits so that it restarts as a candidate.
+        tracing::error!("leadership lost: cancelling all work and exiting");
+        crate::fence::close();
+        controllers.abort();
+        let _ = stop_tx.send(true);
+        Err(Error::LeadershipLost(crate::fence::Fenced))
     };
+    tokio::select! {
+        _ = &mut shutdown => {}
+        _ = &mut lost => return lose(&controllers),
+    }
     info!("stopping controllers");
     let _ = stop_tx.send(true);
-    if tokio::time::timeout(Duration::from_secs(30), controllers)
-        .await
-        .is_err()
-    {
-        warn!("controllers did not stop within 30s");
+    // Keep renewing while the controllers drain, so their last writes stay inside the fence.
+    tokio::select! {
+        r = tokio::time::timeout(Duration::from_secs(30), &mut controllers) => {
+            if r.is_err() {
+                warn!("controllers did not stop within 30s; cancelling them");
+                controllers.abort();
+            }
+        }
+        _ = &mut lost => return lose(&controllers),
     }
-    if outcome.is_ok()
-        && let Some(le) = &elector
-    {
+    if let Some(le) = &elector {
         le.release().await;
     }
-    outcome
+    Ok(())
 }
 
 /// Runs every controller until `shutdown` resolves.

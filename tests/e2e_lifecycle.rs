@@ -255,6 +255,8 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() {
         "3",
         "--lease-retry-seconds",
         "1",
+        "--lease-clock-skew-seconds",
+        "0",
         "--lease-namespace",
         "default",
     ];

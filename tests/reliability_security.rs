@@ -272,6 +272,8 @@ async fn workload() -> (
             "3",
             "--lease-retry-seconds",
             "1",
+            "--lease-clock-skew-seconds",
+            "0",
         ]
         .map(String::from),
     );

@@ -248,6 +248,8 @@ impl MongoAdmin {
 
     /// The shared client (created on first call; a failed parse is retried next call).
     pub async fn client(&self) -> Result<&Client> {
+        // Every MongoDB operation of the operator passes here: none once leadership is in doubt.
+        crate::fence::check()?;
         self.client
             .get_or_try_init(|| async {
                 let uri_secret = uri_password(&self.settings.admin_uri);

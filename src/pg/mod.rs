@@ -32,6 +32,18 @@ pub struct PgSettings {
     pub connect_timeout: Duration,
 }
 
+/// `application_name` prefix of every session of the operator.
+pub const APPLICATION_PREFIX: &str = "tenantdb:";
+
+/// The `application_name` of an instance's sessions, `kind` being `admin`, `tenant` or `health`
+/// (at most 63 bytes, PostgreSQL's limit: a long instance name is cut).
+pub fn application_name(instance: &str, kind: &str) -> String {
+    let mut inst: String = instance.chars().filter(|c| c.is_ascii_graphic()).collect();
+    let room = 63 - APPLICATION_PREFIX.len() - 1 - kind.len();
+    inst.truncate(room);
+    format!("{APPLICATION_PREFIX}{inst}:{kind}")
+}
+
 /// Admin access to one PostgreSQL server: a small pool on the maintenance database, a lazily
 /// created pool on the shared database, and one-off connections to dedicated tenant databases.
 #[derive(Debug)]
@@ -44,6 +56,8 @@ pub struct PgAdmin {
     /// When the server was last found unreachable: while set, operations first probe the port
     /// (fast failure instead of every reconcile waiting a pool timeout).
     down_since: std::sync::Mutex<Option<std::time::Instant>>,
+    /// This operator instance (see [`PgAdmin::for_instance`]).
+    instance: String,
 }
 
 /// Advisory lock key serializing the shared database's privilege set-up ("tnt_shrd").
@@ -113,8 +127,16 @@ pub struct CleanupReport {
 
 impl PgAdmin {
     /// Builds the pools (lazily: no connection is made until first use, so the operator starts
-    /// even while the database is down).
+    /// even while the database is down), for the instance `tenantdb`.
     pub fn new(settings: PgSettings) -> Result<Self> {
+        Self::for_instance(settings, "tenantdb")
+    }
+
+    /// [`PgAdmin::new`] for an operator instance (its leader-election identity): part of the
+    /// `application_name` of every session it opens (`tenantdb:<instance>:…`), so a new leader can
+    /// end the sessions of an old one ([`PgAdmin::end_other_instances`]) and logs tell instances
+    /// apart.
+    pub fn for_instance(settings: PgSettings, instance: &str) -> Result<Self> {
         let options = PgConnectOptions::from_str(&settings.admin_url)
             .map_err(|e| {
                 Error::Config(format!(
@@ -124,7 +146,7 @@ impl PgAdmin {
             })?
             // Statements can carry SCRAM verifiers: never log statement text.
             .disable_statement_logging()
-            .application_name("tenantdb-operator");
+            .application_name(&application_name(instance, "admin"));
         let admin = pool(&settings, options.clone());
         Ok(Self {
             options,
@@ -133,6 +155,7 @@ impl PgAdmin {
             settings,
             can_read_verifiers: OnceCell::new(),
             down_since: std::sync::Mutex::new(None),
+            instance: instance.to_string(),
         })
     }
 
@@ -435,6 +458,7 @@ ORDER BY n.slot
             }
         }
         if let Some(pool) = shared.filter(|_| !names.rls) {
+            crate::fence::check()?;
             let row = sqlx::query(
                 "SELECT pg_get_userbyid(n.nspowner) AS owner, obj_description(n.oid, 'pg_namespace') AS comment FROM pg_namespace n WHERE n.nspname = $1",
             )
@@ -483,13 +507,16 @@ ORDER BY n.slot
             let result = if step.transactional() {
                 let mut tx = pool.begin().await?;
                 for s in &stmts {
+                    crate::fence::check()?;
                     sqlx::raw_sql(ddl(s.clone())).execute(&mut *tx).await?;
                 }
+                crate::fence::check()?;
                 tx.commit().await
             } else {
                 let mut conn = pool.acquire().await?;
                 let mut r = Ok(());
                 for s in &stmts {
+                    crate::fence::check()?;
                     if let Err(e) = sqlx::raw_sql(ddl(s.clone())).execute(&mut *conn).await {
                         r = Err(e);
                         break;
@@ -604,9 +631,11 @@ ORDER BY n.slot
         sqlx::raw_sql(ddl(format!("DROP OWNED BY {role}")))
             .execute(&mut *tx)
             .await?;
+        crate::fence::check()?;
         sqlx::raw_sql(ddl(format!("DROP ROLE IF EXISTS {role}")))
             .execute(&mut *tx)
             .await?;
+        crate::fence::check()?;
         tx.commit().await?;
         Ok(())
     }
@@ -637,11 +666,12 @@ ORDER BY n.slot
     /// Logs in as the tenant with its credentials and runs `SELECT 1` (one-off connection, closed
     /// afterwards: no per-tenant pools are kept).
     pub async fn check_login(&self, database: &Ident, user: &Ident, password: &str) -> Result<()> {
+        crate::fence::check()?;
         let opts = self
             .options_for(database)
             .username(user.as_str())
             .password(password)
-            .application_name("tenantdb-healthcheck");
+            .application_name(&application_name(&self.instance, "health"));
         let mut conn = tokio::time::timeout(self.settings.connect_timeout, opts.connect())
             .await
             .map_err(|_| Error::DatabaseUnavailable("health check timed out".into()))?
@@ -657,6 +687,32 @@ ORDER BY n.slot
         } else {
             Err(Error::Internal("SELECT 1 returned something else".into()))
         }
+    }
+
+    /// Ends the sessions of every other tenantdb instance on this server (a new leader, before it
+    /// acts: whatever an old leader still had in flight is cut off at the database, not only by
+    /// its own fence). Returns how many were ended. Needs a superuser admin (or
+    /// `pg_signal_backend`); without it nothing is ended and a warning is logged.
+    pub async fn end_other_instances(&self) -> Result<u64> {
+        let mine = application_name(&self.instance, "");
+        let ended: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE pid <> pg_backend_pid() AND starts_with(application_name, $1) \
+               AND NOT starts_with(application_name, $2)",
+        )
+        .bind(APPLICATION_PREFIX)
+        .bind(mine)
+        .fetch_all(self.admin()?)
+        .await?;
+        Ok(ended.into_iter().filter(|b| *b).count() as u64)
+    }
+
+    /// Closes the pools (leadership lost: open connections are closed as they come back).
+    pub async fn close(&self) {
+        if let Some(p) = self.shared.get() {
+            p.close().await;
+        }
+        self.admin.close().await;
     }
 
     /// Checks that the server answers.

@@ -20,9 +20,6 @@ use super::{PgAdmin, ddl};
 use crate::error::{Error, Result};
 use crate::naming::{Ident, quote_literal};
 
-/// `application_name` of tenant sessions (visible in `pg_stat_activity` and server logs).
-pub const SESSION_APPLICATION: &str = "tenantdb-tenant-session";
-
 /// How long the one-time password of an owner login stays valid (`VALID UNTIL`) should the
 /// operator stop between setting it and removing it.
 pub const OWNER_LOGIN_VALIDITY: Duration = Duration::from_secs(300);
@@ -82,7 +79,7 @@ impl PgAdmin {
             .options_for(database)
             .username(user.as_str())
             .password(password)
-            .application_name(SESSION_APPLICATION)
+            .application_name(&super::application_name(&self.instance, "tenant"))
             .disable_statement_logging();
         let mut conn = tokio::time::timeout(self.settings.connect_timeout, opts.connect())
             .await

@@ -93,6 +93,16 @@ impl Env {
 
     /// Spawns one more operator process logging to `log_path` (for leader election tests).
     pub fn spawn_operator(&self, log_path: &std::path::Path, more_args: &[&str]) -> Child {
+        self.spawn_operator_with(&self.kubeconfig, log_path, more_args)
+    }
+
+    /// [`Env::spawn_operator`] with another kubeconfig (e.g. one pointing at a proxy).
+    pub fn spawn_operator_with(
+        &self,
+        kubeconfig: &std::path::Path,
+        log_path: &std::path::Path,
+        more_args: &[&str],
+    ) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -110,7 +120,7 @@ impl Env {
             ])
             .args(&self.extra_args)
             .args(more_args)
-            .env("KUBECONFIG", &self.kubeconfig)
+            .env("KUBECONFIG", kubeconfig)
             .env("TENANTDB_DATABASE_URL", self.pg.admin_url())
             .env("RUST_LOG", "info,tenantdb=debug")
             .env("TENANTDB_LOG_FORMAT", "json")
