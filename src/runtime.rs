@@ -39,6 +39,16 @@ pub struct RunConfig {
     /// Prefix of derived database/schema/role names.
     #[arg(long, env = "TENANTDB_NAME_PREFIX", default_value = "tenant_")]
     pub name_prefix: String,
+    /// Which explicit names (`spec.databaseName`, `spec.mongodb.databaseName`) a namespace may
+    /// claim: `namespace` (default: `<namespace>__<rest>` only, so no namespace can take another's
+    /// names), `any` (any name without a derived name's shape) or `none`.
+    #[arg(
+        long,
+        env = "TENANTDB_EXPLICIT_NAMES",
+        value_enum,
+        default_value_t = crate::naming::ExplicitNames::Namespace
+    )]
+    pub explicit_names: crate::naming::ExplicitNames,
     /// Host written to credentials Secrets (default: the admin URL's host).
     #[arg(long, env = "TENANTDB_TENANT_HOST")]
     pub tenant_host: Option<String>,
@@ -269,6 +279,7 @@ impl RunConfig {
         };
         let op = OperatorSettings {
             name_prefix: self.name_prefix,
+            explicit_names: self.explicit_names,
             tenant_host: self.tenant_host,
             tenant_port: self.tenant_port,
             resync: Duration::from_secs(self.resync_seconds.max(1)),

@@ -22,6 +22,8 @@ use crate::pg::PgAdmin;
 pub struct OperatorSettings {
     /// Prefix of derived PostgreSQL names (default `tenant_`).
     pub name_prefix: String,
+    /// Which explicit names a namespace may claim (`--explicit-names`).
+    pub explicit_names: crate::naming::ExplicitNames,
     /// Host written to credentials Secrets (default: the admin URL's host).
     pub tenant_host: Option<String>,
     /// Port written to credentials Secrets (default: the admin URL's port).
@@ -70,6 +72,7 @@ impl Default for OperatorSettings {
     fn default() -> Self {
         Self {
             name_prefix: "tenant_".into(),
+            explicit_names: crate::naming::ExplicitNames::Namespace,
             tenant_host: None,
             tenant_port: None,
             resync: Duration::from_secs(300),

@@ -528,7 +528,7 @@ async fn provision_mongo(
         .and_then(|s| secret::read_key(s, "mongodbPassword"))
         .filter(|p| !p.is_empty())
         .unwrap_or_else(crate::scram::generate_password);
-    let mut mt = crate::mongo::MongoTenant::new(&mnames, password.clone());
+    let mut mt = mongo_tenant(tenant, names, &mnames, password.clone());
     mt.up_to_version = tenant
         .spec
         .mongodb
@@ -659,6 +659,20 @@ async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
         .unwrap_or_else(crate::scram::generate_password);
 
     let observed = ctx.pg.observe(&resolved.names, &password).await?;
+
+    // Explicit names follow the operator's policy (no namespace can claim another's names),
+    // unless this Tenant's role already exists under that name, marked as its own (created
+    // before the policy: kept).
+    if let Some(violation) = explicit_name_violation(tenant, ctx, &ns)? {
+        let marked_ours = observed
+            .role
+            .as_ref()
+            .is_some_and(|r| r.comment.as_deref() == Some(resolved.names.owner_marker.as_str()));
+        if !marked_ours {
+            return Err(Error::InvalidSpec(violation));
+        }
+        debug!(%violation, "explicit name kept: it was provisioned before the name policy");
+    }
 
     // Rotation: on demand (annotation) or periodic (rotateAfter).
     // Rotation bookkeeping lives on the Secret (read fresh from the API, never from a possibly
@@ -1036,6 +1050,46 @@ async fn ensure_shared_layout(ctx: &Context) -> Result<Option<i64>> {
     }
     *guard = Some((Instant::now(), version));
     Ok(version)
+}
+
+/// The first explicit name of the Tenant that the operator's `--explicit-names` policy refuses.
+fn explicit_name_violation(tenant: &Tenant, ctx: &Context, ns: &str) -> Result<Option<String>> {
+    let shared = &ctx.pg.settings().shared_database;
+    let group = crate::naming::connect_group_of(shared)?;
+    let layout = crate::pg::shared::SharedLayout::defaults()?;
+    let reserved = [
+        shared.as_str(),
+        group.as_str(),
+        layout.schema.as_str(),
+        layout.owner.as_str(),
+        layout.tenants.as_str(),
+        crate::mongo::REGISTRY_DATABASE,
+    ];
+    let explicit = [
+        ("spec.databaseName", tenant.spec.database_name.as_deref()),
+        (
+            "spec.mongodb.databaseName",
+            tenant
+                .spec
+                .mongodb
+                .as_ref()
+                .and_then(|m| m.database_name.as_deref()),
+        ),
+    ];
+    for (field, name) in explicit {
+        if let Some(name) = name
+            && let Err(e) = crate::naming::check_explicit_name(
+                ctx.settings.explicit_names,
+                ns,
+                field,
+                name,
+                &reserved,
+            )
+        {
+            return Ok(Some(e));
+        }
+    }
+    Ok(None)
 }
 
 /// Whether a Tenant counts against `--max-tenants`: provisioned, or provisioning started (its
@@ -1582,6 +1636,9 @@ async fn cleanup(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
                 if m.user_dropped {
                     report.dropped.push("MongoDB user".into());
                 }
+                if let Some(why) = m.skipped {
+                    report.skipped.push(why);
+                }
             }
             for s in &report.skipped {
                 warn!(object = %s, "not dropped: not managed by this Tenant");
@@ -1626,7 +1683,44 @@ async fn cleanup_mongo(
         return Ok(None);
     };
     let m = mongo_names(tenant, names)?;
-    Ok(Some(admin.cleanup(&m.database, &m.user).await?))
+    // The Secret's MongoDB password is only used to recognise a database created before the
+    // ownership registry (see `MongoTenant::adopt_unmarked`).
+    let ns = tenant.namespace().unwrap_or_default();
+    let secret_name = tenant
+        .status
+        .as_ref()
+        .and_then(|s| s.secret_name.clone())
+        .unwrap_or_else(|| format!("{}-db", tenant.name_any()));
+    let password = Api::<Secret>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&secret_name)
+        .await?
+        .filter(|s| secret::owned_by(s, tenant))
+        .and_then(|s| secret::read_key(&s, "mongodbPassword"))
+        .unwrap_or_default();
+    let mt = mongo_tenant(tenant, names, &m, password);
+    let report = admin.cleanup(&mt).await?;
+    if let Some(why) = &report.skipped {
+        warn!(%why, "MongoDB database not dropped: not this Tenant's");
+    }
+    Ok(Some(report))
+}
+
+/// The MongoDB side of a Tenant: names, password, owner marker, and whether an unregistered
+/// database may be adopted (the Tenant's status says it provisioned exactly this database).
+fn mongo_tenant(
+    tenant: &Tenant,
+    names: &TenantNames,
+    mnames: &crate::mongo::names::MongoTenantNames,
+    password: String,
+) -> crate::mongo::MongoTenant {
+    let mut mt = crate::mongo::MongoTenant::new(mnames, password, names.owner_marker.clone());
+    mt.uid = tenant.meta().uid.clone();
+    mt.adopt_unmarked = tenant
+        .status
+        .as_ref()
+        .and_then(|s| s.mongodb.as_ref())
+        .is_some_and(|m| m.database == mnames.database.as_str() && m.user == mnames.user);
+    mt
 }
 
 /// A reference for triggering reconciles of one Tenant (used by other controllers).
