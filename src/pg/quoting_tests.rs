@@ -16,6 +16,11 @@
 
 use k8s_openapi::jiff::Timestamp;
 
+#[path = "../../tests/support/sql_scan.rs"]
+mod sql_scan;
+
+use sql_scan::scan;
+
 use super::plan::{Desired, MANAGED_SETTINGS, Slot, Step};
 use super::shared::{self, SharedLayout, Stmt};
 use crate::naming::{Ident, TenantNames};
@@ -32,89 +37,12 @@ fn kw(name: &str) -> Ident {
     Ident::new(name).unwrap_or_else(|e| panic!("Ident::new({name:?}) refused a keyword: {e}"))
 }
 
-/// What a statement contains outside and inside quotes.
-#[derive(Debug, Default)]
-struct Tokens {
-    /// Unquoted words (keywords, unquoted identifiers, function names).
-    bare: Vec<String>,
-    /// Contents of double-quoted identifiers.
-    quoted: Vec<String>,
-    /// Contents of single-quoted string literals.
-    literals: Vec<String>,
-}
-
-/// Splits SQL into bare words, `"…"` identifiers and `'…'` literals. Dollar-quoted bodies
-/// (`$tag$ … $tag$`: function bodies, `DO` blocks) are SQL too and are scanned recursively.
-fn scan(sql: &str, out: &mut Tokens) -> Result<(), String> {
-    let c: Vec<char> = sql.chars().collect();
-    let is_word = |ch: char| ch.is_ascii_alphanumeric() || ch == '_' || ch == '$';
-    let mut i = 0;
-    while i < c.len() {
-        match c[i] {
-            q @ ('\'' | '"') => {
-                let mut j = i + 1;
-                let mut text = String::new();
-                loop {
-                    if j >= c.len() {
-                        return Err(format!("unterminated {q} at byte {i}: {sql}"));
-                    }
-                    if c[j] == q {
-                        if c.get(j + 1) == Some(&q) {
-                            text.push(q);
-                            j += 2;
-                            continue;
-                        }
-                        break;
-                    }
-                    text.push(c[j]);
-                    j += 1;
-                }
-                if q == '"' {
-                    out.quoted.push(text);
-                } else {
-                    out.literals.push(text);
-                }
-                i = j + 1;
-            }
-            '$' if i == 0 || !is_word(c[i - 1]) => {
-                // `$1` is a parameter; `$tag$` opens a dollar-quoted string.
-                let mut j = i + 1;
-                while j < c.len() && (c[j].is_ascii_alphanumeric() || c[j] == '_') {
-                    j += 1;
-                }
-                if c.get(j) == Some(&'$') && !c.get(i + 1).is_some_and(char::is_ascii_digit) {
-                    let tag: String = c[i..=j].iter().collect();
-                    let rest: String = c[j + 1..].iter().collect();
-                    let end = rest
-                        .find(&tag)
-                        .ok_or_else(|| format!("unterminated {tag}: {sql}"))?;
-                    scan(&rest[..end], out)?;
-                    i = j + 1 + rest[..end].chars().count() + tag.chars().count();
-                } else {
-                    i = j;
-                }
-            }
-            ch if ch.is_ascii_alphabetic() || ch == '_' => {
-                let mut j = i;
-                while j < c.len() && is_word(c[j]) {
-                    j += 1;
-                }
-                out.bare.push(c[i..j].iter().collect());
-                i = j;
-            }
-            _ => i += 1,
-        }
-    }
-    Ok(())
-}
-
 /// Asserts that no keyword name appears bare in `sql` and that the statement names some
 /// identifier (quoted, or a keyword name as a literal value), so that it is not checked
 /// vacuously.
 #[track_caller]
 fn assert_only_quoted(what: &str, sql: &str) {
-    let mut t = Tokens::default();
-    scan(sql, &mut t).unwrap_or_else(|e| panic!("{what}: {e}"));
+    let t = scan(sql).unwrap_or_else(|e| panic!("{what}: {e}"));
     for w in &t.bare {
         assert!(
             !KEYWORDS.contains(&w.as_str()),
@@ -126,18 +54,7 @@ fn assert_only_quoted(what: &str, sql: &str) {
 }
 
 #[test]
-fn the_scanner_tells_bare_from_quoted() {
-    let mut t = Tokens::default();
-    scan(
-        r#"ALTER ROLE "user" SET role = 'it''s' -- x
-           AS $f$SELECT select FROM "a""b"$f$ WHERE x = $1"#,
-        &mut t,
-    )
-    .unwrap();
-    assert_eq!(t.quoted, vec!["user", "a\"b"]);
-    assert_eq!(t.literals, vec!["it's"]);
-    assert!(t.bare.contains(&"select".to_string()), "{t:?}");
-    assert!(!t.bare.contains(&"user".to_string()), "{t:?}");
+fn the_check_fails_on_bare_and_vacuous_statements() {
     let caught = std::panic::catch_unwind(|| assert_only_quoted("bare", "DROP ROLE user"));
     assert!(
         caught.is_err(),
@@ -311,9 +228,7 @@ fn every_step_quotes_keyword_identifiers() {
                 assert!(!stmts.is_empty(), "{what}: no SQL");
                 for sql in &stmts {
                     assert_only_quoted(&what, sql);
-                    let mut t = Tokens::default();
-                    scan(sql, &mut t).unwrap();
-                    quoted.extend(t.quoted);
+                    quoted.extend(scan(sql).unwrap().quoted);
                     rendered += 1;
                 }
             }
@@ -443,4 +358,41 @@ fn shared_layout_statements_quote_keyword_identifiers() {
         checked += 1;
     }
     eprintln!("{checked} shared-layout statements checked");
+}
+
+/// PostgreSQL stores a role's `search_path` the way it quotes identifiers: a schema named `user`
+/// reads back as `search_path="user"` from `pg_db_role_setting`. A converged tenant with a
+/// keyword schema must plan nothing (it used to plan `SetSearchPath` on every reconcile).
+#[test]
+fn a_keyword_schema_read_back_quoted_needs_no_step() {
+    use super::plan::{Observed, ObservedDatabase, ObservedRole, ObservedSchema, plan};
+    let names = keyword_names()
+        .into_iter()
+        .find(|(mode, _)| *mode == "schema")
+        .unwrap()
+        .1;
+    let d = Desired::simple(names.clone(), "pw".into());
+    let observed = Observed {
+        role: Some(ObservedRole {
+            can_login: true,
+            connection_limit: -1,
+            comment: Some(names.owner_marker.clone()),
+            password_matches: Some(true),
+            // As PostgreSQL 15 returns it for `SET search_path TO "select"`.
+            search_path: Some("search_path=\"select\"".into()),
+            ..Default::default()
+        }),
+        database: Some(ObservedDatabase {
+            owner: "postgres".into(),
+            role_can_connect: true,
+            connection_limit: -1,
+            ..Default::default()
+        }),
+        schema: Some(ObservedSchema {
+            owner: names.role.as_str().into(),
+            comment: Some(names.owner_marker.clone()),
+        }),
+        ..Default::default()
+    };
+    assert_eq!(plan(&d, &observed).unwrap(), vec![]);
 }
