@@ -77,33 +77,6 @@ fn names(iso: Isolation, database_name: &str, shared_db: &Ident) -> TenantNames 
     .unwrap()
 }
 
-/// The statements of a PostgreSQL log (`statement: …` and `execute <name>: …`, with their
-/// continuation lines); parameters (`DETAIL:`) are values and are left out.
-fn logged_statements(log: &str) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    let mut in_statement = false;
-    for line in log.lines() {
-        if let Some(rest) = line.split_once("LOG:  statement: ").map(|(_, s)| s) {
-            out.push(rest.to_string());
-            in_statement = true;
-        } else if let Some(rest) = line
-            .split_once("LOG:  execute ")
-            .and_then(|(_, s)| s.split_once(": "))
-            .map(|(_, s)| s)
-        {
-            out.push(rest.to_string());
-            in_statement = true;
-        } else if in_statement && line.starts_with('\t') {
-            let last = out.last_mut().unwrap();
-            last.push('\n');
-            last.push_str(line);
-        } else {
-            in_statement = false;
-        }
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyword_names_are_quoted_in_every_statement_the_operator_runs() {
     let pg = tokio::task::spawn_blocking(|| {
@@ -249,7 +222,7 @@ async fn keyword_names_are_quoted_in_every_statement_the_operator_runs() {
             .collect::<Vec<_>>()
             .join("\n")
     );
-    let stmts = logged_statements(&log);
+    let stmts = sql_scan::logged_statements(&log);
     assert!(
         stmts.len() > 100,
         "statement logging: {} statements",

@@ -109,6 +109,33 @@ pub fn bare_identifiers(sql: &str, identifiers: &[&str]) -> Result<Vec<String>, 
         .collect())
 }
 
+/// The statements of a PostgreSQL log (`statement: …` and `execute <name>: …`, with their
+/// continuation lines); parameters (`DETAIL:`) are values and are left out.
+pub fn logged_statements(log: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut in_statement = false;
+    for line in log.lines() {
+        if let Some(rest) = line.split_once("LOG:  statement: ").map(|(_, s)| s) {
+            out.push(rest.to_string());
+            in_statement = true;
+        } else if let Some(rest) = line
+            .split_once("LOG:  execute ")
+            .and_then(|(_, s)| s.split_once(": "))
+            .map(|(_, s)| s)
+        {
+            out.push(rest.to_string());
+            in_statement = true;
+        } else if in_statement && line.starts_with('\t') {
+            let last = out.last_mut().unwrap();
+            last.push('\n');
+            last.push_str(line);
+        } else {
+            in_statement = false;
+        }
+    }
+    out
+}
+
 #[test]
 fn the_scanner_tells_bare_from_quoted() {
     let t = scan(
@@ -132,4 +159,12 @@ fn the_scanner_tells_bare_from_quoted() {
             .is_empty()
     );
     assert!(scan("SELECT 'open").is_err());
+    let log = "2025-01-01 00:00:00.000 UTC [1] LOG:  statement: CREATE ROLE \"user\"\n\
+               \tLOGIN\n\
+               2025-01-01 00:00:00.000 UTC [2] LOG:  execute sqlx_s_1: SELECT $1\n\
+               2025-01-01 00:00:00.000 UTC [2] DETAIL:  parameters: $1 = 'user'\n";
+    assert_eq!(
+        logged_statements(log),
+        vec!["CREATE ROLE \"user\"\n\tLOGIN", "SELECT $1"]
+    );
 }
