@@ -29,7 +29,7 @@ use super::Condition;
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "has(self.databaseName) == has(oldSelf.databaseName)", "message": "databaseName cannot be added or removed after creation"}
+    {"rule": "has(self.databaseName) == has(oldSelf.databaseName)", "message": "databaseName cannot be added or removed after creation", "fieldPath": ".databaseName"}
 ]))]
 pub struct TenantSpec {
     /// How the tenant's data is isolated from other tenants. `database`: a dedicated PostgreSQL
