@@ -344,7 +344,8 @@ async fn deleted_secret_is_recreated_with_a_working_password_and_idle_resync_wri
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_specs_and_conflicts_get_a_clear_condition_without_retry_storm() {
-    let env = Env::start().await;
+    // Conflicts are looked at again at the resync (the other owner may go away).
+    let env = Env::start_with(&["--resync-seconds", "2"]).await;
     // Passes the schema, but names the operator's shared database.
     env.create_tenant(
         "bad",
@@ -352,11 +353,18 @@ async fn invalid_specs_and_conflicts_get_a_clear_condition_without_retry_storm()
         json!({"isolation": "database", "databaseName": "tenantdb_shared"}),
     )
     .await;
+    // Passes the schema, refused by the operator, and fixable (databaseName is immutable).
+    env.create_tenant(
+        "bad",
+        "fixable",
+        json!({"isolation": "schema", "quotas": {"storage": "0"}}),
+    )
+    .await;
     // Two Tenants mapping to the same database name.
     env.create_tenant(
         "ns-a",
         "first",
-        json!({"isolation": "database", "databaseName": "same_db"}),
+        json!({"isolation": "database", "databaseName": "same_db", "deletionPolicy": "Delete"}),
     )
     .await;
     env.wait_ready("ns-a", "first", T).await;
@@ -369,6 +377,7 @@ async fn invalid_specs_and_conflicts_get_a_clear_condition_without_retry_storm()
 
     for (ns, name, reason) in [
         ("bad", "clash", "InvalidSpec"),
+        ("bad", "fixable", "InvalidSpec"),
         ("ns-b", "second", "Conflict"),
     ] {
         let t = wait_for(T, &format!("{name} {reason}"), || async {
@@ -434,15 +443,50 @@ async fn invalid_specs_and_conflicts_get_a_clear_condition_without_retry_storm()
         "invalid spec was retried {reconciles} times"
     );
 
-    // Fixing the spec recovers.
+    // Fixing the spec recovers from InvalidSpec: Ready, with working credentials.
     env.tenants("bad")
+        .patch(
+            "fixable",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"quotas": {"storage": "1Gi"}}})),
+        )
+        .await
+        .expect("the fix is accepted");
+    let t = env.wait_ready("bad", "fixable", T).await;
+    assert_eq!(t.status.unwrap().phase, TenantPhase::Ready);
+    env.connect_with_secret("bad", "fixable-db")
+        .await
+        .expect("fixed tenant logs in");
+    // The immutable field cannot be "fixed": the API refuses, the Tenant stays InvalidSpec.
+    let refused = env
+        .tenants("bad")
         .patch(
             "clash",
             &PatchParams::default(),
             &Patch::Merge(json!({"spec": {"databaseName": null}})),
         )
+        .await;
+    assert!(
+        matches!(&refused, Err(kube::Error::Api(e)) if e.code == 422),
+        "{refused:?}"
+    );
+
+    // The other owner goes away: the conflicting Tenant recovers on its own (at the resync) and
+    // takes the name over.
+    env.delete_tenant("ns-a", "first").await;
+    env.wait_gone("ns-a", "first", T).await;
+    env.wait_ready("ns-b", "second", T).await;
+    env.connect_with_secret("ns-b", "second-db")
         .await
-        .ok();
+        .expect("second logs in to same_db");
+    let pool = env.admin_pool().await;
+    let comment: Option<String> = sqlx::query_scalar(
+        "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = 'same_db'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(comment.as_deref(), Some("tenantdb.io/owner=ns-b/second"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -552,9 +596,7 @@ async fn status_writes_of_other_controllers_do_not_reconcile_a_settled_tenant() 
     env.create_tenant("settle", "quiet", json!({"isolation": "schema"}))
         .await;
     let t = env.wait_ready("settle", "quiet", T).await;
-    let version = t.status.unwrap().schema_version.unwrap();
-    // Let the watch events of our own writes arrive.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let version = t.status.as_ref().unwrap().schema_version.unwrap();
     let unchanged = |body: &str| -> u64 {
         body.lines()
             .find(|l| l.starts_with("tenantdb_reconciles_unchanged_total{controller=\"tenant\"}"))
@@ -562,9 +604,36 @@ async fn status_writes_of_other_controllers_do_not_reconcile_a_settled_tenant() 
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
     };
-    let skipped_before = unchanged(&http_get(&addr, "/metrics").await.1);
-    let before = env.api.stats();
+    // Wait until the tenant is settled and the events of our own writes are processed: a foreign
+    // status patch (a sentinel) is skipped. Its watch event comes after theirs, so once it is
+    // skipped they have been handled. (Events that arrive together are handled by one reconcile,
+    // which may be a full one that settles without a skip: then patch again.)
     let api = env.tenants("settle");
+    let metric = || {
+        let addr = addr.clone();
+        async move { unchanged(&http_get(&addr, "/metrics").await.1) }
+    };
+    let mut version = version;
+    let skipped_before = loop {
+        let before = metric().await;
+        version += 1;
+        tenantdb::controller::migration::record_schema_version(&api, "quiet", Some(version))
+            .await
+            .unwrap();
+        let skipped = wait_for(Duration::from_secs(5), "the sentinel skipped", || async {
+            let n = metric().await;
+            (n > before).then_some(n)
+        })
+        .await;
+        if let Ok(n) = skipped {
+            break n;
+        }
+        assert!(
+            version < t.status.as_ref().unwrap().schema_version.unwrap() + 5,
+            "the tenant never settled"
+        );
+    };
+    let before = env.api.stats();
     for i in 1..=10 {
         tenantdb::controller::migration::record_schema_version(&api, "quiet", Some(version + i))
             .await
@@ -576,6 +645,8 @@ async fn status_writes_of_other_controllers_do_not_reconcile_a_settled_tenant() 
     })
     .await
     .unwrap();
+    // A measurement window, not a wait for state: a full reconcile caused by any of the patches
+    // (their events may still be arriving) would read the Secret within it.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let delta = env.api.stats().since(&before);
     assert_eq!(
