@@ -214,7 +214,7 @@ fn desired_variants(names: &TenantNames) -> Vec<(&'static str, Desired)> {
 #[test]
 fn every_step_quotes_keyword_identifiers() {
     let verifier = "SCRAM-SHA-256$4096:c2FsdA==$c3RvcmVk:c2VydmVy";
-    let mut seen = vec![false; STEP_VARIANTS];
+    let mut seen = [false; STEP_VARIANTS];
     let mut rendered = 0;
     let mut quoted = std::collections::BTreeSet::new();
     for (mode, names) in keyword_names() {
