@@ -35,6 +35,19 @@ async fn valid_until(env: &Env, role: &str) -> Option<i64> {
     .unwrap()
 }
 
+/// The credentials status once the rotation requested with `token` is reported (the Secret is
+/// written before the status: a Ready status read right after the Secret changed can still be the
+/// previous one).
+async fn rotated(env: &Env, token: &str) -> tenantdb::crd::CredentialStatus {
+    wait_for(T, &format!("rotation {token} in status"), || async {
+        let t = env.tenants("rot").get("acme").await.ok()?;
+        let creds = t.status?.credentials?;
+        (creds.rotation_token.as_deref() == Some(token)).then_some(creds)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", e2e::tail(&env.operator_log(), 30)))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_demand_and_periodic_rotation_with_grace_period() {
     let env = Env::start_with(&["--resync-seconds", "1", "--health-interval-seconds", "1"]).await;
@@ -79,9 +92,10 @@ async fn on_demand_and_periodic_rotation_with_grace_period() {
     // On demand: annotate.
     rotate("r1").await;
     let (user2, pw2) = wait_for(T, "rotated Secret", || async {
-        let u = env.secret_value("rot", "acme-db", "username").await?;
-        let p = env.secret_value("rot", "acme-db", "password").await?;
-        (p != pw1).then_some((u, p))
+        let v = env
+            .secret_values("rot", "acme-db", &["username", "password"])
+            .await?;
+        (v[1] != pw1).then(|| (v[0].clone(), v[1].clone()))
     })
     .await
     .unwrap();
@@ -107,15 +121,14 @@ async fn on_demand_and_periodic_rotation_with_grace_period() {
     old_login(pw1.clone(), user1.clone())
         .await
         .expect("old credentials within grace period");
-    let t = env.wait_ready("rot", "acme", T).await;
-    let creds = t.status.unwrap().credentials.unwrap();
+    let creds = rotated(&env, "r1").await;
     assert_eq!(creds.active_user, user2);
     assert_eq!(creds.previous_user.as_deref(), Some(user1.as_str()));
     assert_eq!(creds.rotation_token.as_deref(), Some("r1"));
     // The grace period ends one hour after the rotation, and PostgreSQL enforces exactly that.
-    let rotated = epoch(creds.rotated_at.as_deref().unwrap());
+    let rotated_at = epoch(creds.rotated_at.as_deref().unwrap());
     let until = epoch(creds.previous_valid_until.as_deref().unwrap());
-    assert_eq!(until - rotated, 3600, "{creds:?}");
+    assert_eq!(until - rotated_at, 3600, "{creds:?}");
     let pg_until = valid_until(&env, &user1).await;
     assert!(
         pg_until.is_some_and(|v| (v - until).abs() <= 1),
@@ -135,14 +148,15 @@ async fn on_demand_and_periodic_rotation_with_grace_period() {
     env.wait_ready("rot", "acme", T).await;
     rotate("r2").await;
     let pw3 = wait_for(T, "rotated back", || async {
-        let u = env.secret_value("rot", "acme-db", "username").await?;
-        let p = env.secret_value("rot", "acme-db", "password").await?;
-        (p != pw2 && u == user1).then_some(p)
+        let v = env
+            .secret_values("rot", "acme-db", &["username", "password"])
+            .await?;
+        (v[1] != pw2 && v[0] == user1).then(|| v[1].clone())
     })
     .await
     .unwrap();
-    let t = env.wait_ready("rot", "acme", T).await;
-    let creds = t.status.unwrap().credentials.unwrap();
+    let creds = rotated(&env, "r2").await;
+    assert_eq!(creds.active_user, user1);
     assert_eq!(creds.previous_user.as_deref(), Some(user2.as_str()));
     let until = epoch(creds.previous_valid_until.as_deref().unwrap());
     assert_eq!(

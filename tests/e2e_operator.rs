@@ -472,7 +472,7 @@ async fn status_writes_of_other_controllers_do_not_reconcile_a_settled_tenant() 
         tenantdb::controller::migration::record_schema_version(&api, "quiet", Some(version))
             .await
             .unwrap();
-        let skipped = wait_for(Duration::from_secs(5), "the sentinel skipped", || async {
+        let skipped = wait_for(Duration::from_secs(10), "the sentinel skipped", || async {
             let n = metric().await;
             (n > before).then_some(n)
         })

@@ -184,9 +184,10 @@ async fn keyword_tenants(env: &Env, isolation: &str, mongo: Option<&mongo::Mongo
             .await
             .unwrap();
         let user = wait_for(T, &format!("{isolation}/{name} rotated"), || async {
-            let u = env.secret_value(&ns, &secret, "username").await?;
-            let p = env.secret_value(&ns, &secret, "password").await?;
-            (p != old).then_some(u)
+            let v = env
+                .secret_values(&ns, &secret, &["username", "password"])
+                .await?;
+            (v[1] != old).then(|| v[0].clone())
         })
         .await
         .unwrap_or_else(|e| panic!("{e}{}", op_tail(env)));

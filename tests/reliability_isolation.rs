@@ -224,11 +224,15 @@ async fn every_ordered_pair_of_tenants_across_all_three_modes_is_isolated() {
         .fetch_all(&admin)
         .await
         .unwrap();
+        let creds = env
+            .secret_values(NS, &secret, &["username", "password"])
+            .await
+            .unwrap();
         who.push(Who {
             name,
             mode,
-            user: env.secret_value(NS, &secret, "username").await.unwrap(),
-            password: env.secret_value(NS, &secret, "password").await.unwrap(),
+            user: creds[0].clone(),
+            password: creds[1].clone(),
             database: st.database.unwrap(),
             schema: st.schema.unwrap(),
             role,

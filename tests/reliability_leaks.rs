@@ -286,11 +286,11 @@ async fn no_password_in_any_form_anywhere_the_operator_writes() {
         let st = env.tenants(NS).get(name).await.unwrap().status.unwrap();
         let role = st.role.unwrap();
         let secret = st.secret_name.unwrap();
-        let user = env
-            .secret_value(NS, &secret, "username")
+        let creds = env
+            .secret_values(NS, &secret, &["username", "password"])
             .await
-            .unwrap_or_else(|| panic!("{name}: no username in Secret {secret}"));
-        let pw = env.secret_value(NS, &secret, "password").await.unwrap();
+            .unwrap_or_else(|| panic!("{name}: no credentials in Secret {secret}"));
+        let (user, pw) = (creds[0].clone(), creds[1].clone());
         let rows: Vec<(String, Option<String>)> = sqlx::query_as(
             "SELECT rolname::text, rolpassword FROM pg_authid WHERE rolname IN ($1, $1 || '_b')",
         )
