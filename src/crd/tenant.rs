@@ -29,8 +29,8 @@ use super::Condition;
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "has(self.databaseName) == has(oldSelf.databaseName)", "message": "databaseName cannot be added or removed after creation"},
-    {"rule": "(has(self.mongodb) && has(self.mongodb.databaseName)) == (has(oldSelf.mongodb) && has(oldSelf.mongodb.databaseName))", "message": "mongodb.databaseName cannot be added or removed after creation"}
+    {"rule": "has(self.databaseName) == has(oldSelf.databaseName)", "message": "databaseName cannot be added or removed after creation", "fieldPath": ".databaseName"},
+    {"rule": "(has(self.mongodb) && has(self.mongodb.databaseName)) == (has(oldSelf.mongodb) && has(oldSelf.mongodb.databaseName))", "message": "mongodb.databaseName cannot be added or removed after creation", "fieldPath": ".mongodb"}
 ]))]
 pub struct TenantSpec {
     /// How the tenant's data is isolated from other tenants. `database`: a dedicated PostgreSQL

@@ -2,6 +2,8 @@
 //! cleanup. The pure part lives in [`plan`].
 
 pub mod plan;
+#[cfg(test)]
+mod quoting_tests;
 pub mod session;
 pub mod shared;
 

@@ -183,7 +183,7 @@ fn short_hash(s: &str) -> String {
 // Layout
 
 /// The `CREATE FUNCTION` statement of [`CURRENT_TENANT_FUNCTION`].
-fn current_tenant_function_sql(layout: &SharedLayout) -> String {
+pub(super) fn current_tenant_function_sql(layout: &SharedLayout) -> String {
     let s = &layout.schema;
     // `session_user` is not changed by SECURITY DEFINER (unlike current_user, which would be the
     // owner here) nor by SET ROLE. search_path is pinned, pg_temp last, and the table is qualified.
@@ -536,7 +536,7 @@ fn tenant_scoped_predicate() -> String {
 /// A query listing every privilege in the layout schema that is not one the design grants:
 /// columns `kind` (`TABLE`, `ROUTINE`, `SCHEMA`), `obj` (server-quoted object name) and
 /// `grantee` (oid, 0 = PUBLIC). Owners' privileges are always fine.
-fn foreign_acl_sql(layout: &SharedLayout) -> Result<String> {
+pub(super) fn foreign_acl_sql(layout: &SharedLayout) -> Result<String> {
     let s = lit(layout.schema.as_str())?;
     let g = format!(
         "COALESCE((SELECT oid FROM pg_roles WHERE rolname = {}), 1::oid)",
@@ -598,13 +598,13 @@ struct CatalogRef {
 }
 
 #[derive(Debug, Deserialize)]
-struct PolicyCatalog {
+pub(super) struct PolicyCatalog {
     tables: Vec<CatalogTable>,
     sequences_without_usage: Vec<String>,
     foreign_acl: i64,
 }
 
-fn policy_catalog_sql(layout: &SharedLayout) -> Result<String> {
+pub(super) fn policy_catalog_sql(layout: &SharedLayout) -> Result<String> {
     let s = lit(layout.schema.as_str())?;
     let g = lit(layout.tenants.as_str())?;
     let scoped = tenant_scoped_predicate();
@@ -655,7 +655,7 @@ fn policy_catalog_sql(layout: &SharedLayout) -> Result<String> {
 const POLICY_EXPR_HASH: &str = "md5(COALESCE(pg_get_expr(p.polqual, p.polrelid), '') || '|' || COALESCE(pg_get_expr(p.polwithcheck, p.polrelid), ''))";
 
 /// A statement of [`ensure_policies`].
-enum Stmt {
+pub(super) enum Stmt {
     /// Plain SQL.
     Sql(String),
     /// Comment a freshly created policy with its marker and the hash of its expressions.
@@ -776,7 +776,10 @@ fn wanted_policies(
 }
 
 /// The statements closing the gap between the catalog and the design.
-fn policy_statements(layout: &SharedLayout, catalog: &PolicyCatalog) -> Result<Vec<Stmt>> {
+pub(super) fn policy_statements(
+    layout: &SharedLayout,
+    catalog: &PolicyCatalog,
+) -> Result<Vec<Stmt>> {
     let s = &layout.schema;
     let group = &layout.tenants;
     let mut stmts: Vec<String> = Vec::new();
@@ -1221,7 +1224,7 @@ struct DeletionCatalog {
     edges: Vec<(String, String)>,
 }
 
-fn deletion_catalog_sql(layout: &SharedLayout) -> Result<String> {
+pub(super) fn deletion_catalog_sql(layout: &SharedLayout) -> Result<String> {
     let s = lit(layout.schema.as_str())?;
     let scoped = tenant_scoped_predicate();
     Ok(format!(
@@ -1416,7 +1419,7 @@ struct UsageTable {
     analyzed: bool,
 }
 
-fn usage_catalog_sql(layout: &SharedLayout) -> Result<String> {
+pub(super) fn usage_catalog_sql(layout: &SharedLayout) -> Result<String> {
     let s = lit(layout.schema.as_str())?;
     let scoped = tenant_scoped_predicate();
     Ok(format!(

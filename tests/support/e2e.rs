@@ -237,6 +237,15 @@ impl Env {
         tenantdb::secret::read_key(&s, key)
     }
 
+    /// Several keys of one Secret, read in one GET (so that they belong together, e.g. the
+    /// username and password of one rotation).
+    pub async fn secret_values(&self, ns: &str, name: &str, keys: &[&str]) -> Option<Vec<String>> {
+        let s = self.secrets(ns).get_opt(name).await.ok()??;
+        keys.iter()
+            .map(|k| tenantdb::secret::read_key(&s, k))
+            .collect()
+    }
+
     /// Connects to PostgreSQL with the credentials in a Tenant's Secret.
     pub async fn connect_with_secret(
         &self,
