@@ -19,7 +19,9 @@ const T: Duration = Duration::from_secs(60);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_specs_and_conflicts_get_a_clear_condition_without_retry_storm() {
     // Conflicts are looked at again at the resync (the other owner may go away).
-    let env = Env::start_with(&["--resync-seconds", "2"]).await;
+    // `--explicit-names any`: explicit names shared across namespaces, where only the ownership
+    // markers keep Tenants apart (the default policy refuses them earlier: tests/e2e_names.rs).
+    let env = Env::start_with(&["--resync-seconds", "2", "--explicit-names", "any"]).await;
     // Passes the schema, but names the operator's shared database.
     env.create_tenant(
         "bad",

@@ -340,6 +340,9 @@ async fn keyword_database_names_live_and_die_in_every_mode() {
             s.port.to_string(),
         ]);
     }
+    // Keyword names (`user`, `select`, `order`) are explicit names outside any namespace prefix:
+    // the operator allows them with `--explicit-names any`.
+    args.extend(["--explicit-names".into(), "any".into()]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let env = Env::start_with(&args).await;
     reliability::log_all_statements(&env).await;

@@ -1068,7 +1068,6 @@ async fn storage_is_estimated_per_tenant_from_its_share_of_the_rows() {
 /// plain table, so summing its leaves measured every plain table (`saas_tenants`, `saas_users`,
 /// …) as 0 bytes: a tenant's rows there were free (found by `tests/quoting_pg.rs`).
 #[tokio::test]
-#[ignore = "product bug: shared storage ignores non-partitioned tables (usage_catalog_sql sums pg_partition_tree leaves, empty for a plain table)"]
 async fn storage_counts_rows_in_plain_tables() {
     let admin = admin();
     let layout = layout_for("tenantdb_rls_plain");

@@ -1426,9 +1426,9 @@ pub(super) fn usage_catalog_sql(layout: &SharedLayout) -> Result<String> {
         "SELECT COALESCE(json_agg(json_build_object( \
            'name', c.relname::text, \
            'key_column', {KEY_COLUMN_SQL}, \
-           'bytes', (SELECT COALESCE(sum(pg_total_relation_size(t.relid)), 0)::bigint FROM pg_partition_tree(c.oid) t WHERE t.isleaf), \
-           'est_rows', (SELECT COALESCE(sum(GREATEST(l.reltuples, 0)), 0)::float8 FROM pg_partition_tree(c.oid) t JOIN pg_class l ON l.oid = t.relid WHERE t.isleaf), \
-           'analyzed', (SELECT COALESCE(bool_and(l.reltuples >= 0), true) FROM pg_partition_tree(c.oid) t JOIN pg_class l ON l.oid = t.relid WHERE t.isleaf)) \
+           'bytes', (SELECT COALESCE(sum(pg_total_relation_size(t.relid)), 0)::bigint FROM (SELECT relid, isleaf FROM pg_partition_tree(c.oid) UNION ALL SELECT c.oid, true WHERE c.relkind = 'r') t WHERE t.isleaf), \
+           'est_rows', (SELECT COALESCE(sum(GREATEST(l.reltuples, 0)), 0)::float8 FROM (SELECT relid, isleaf FROM pg_partition_tree(c.oid) UNION ALL SELECT c.oid, true WHERE c.relkind = 'r') t JOIN pg_class l ON l.oid = t.relid WHERE t.isleaf), \
+           'analyzed', (SELECT COALESCE(bool_and(l.reltuples >= 0), true) FROM (SELECT relid, isleaf FROM pg_partition_tree(c.oid) UNION ALL SELECT c.oid, true WHERE c.relkind = 'r') t JOIN pg_class l ON l.oid = t.relid WHERE t.isleaf)) \
            ORDER BY c.relname), '[]'::json) \
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
          WHERE n.nspname = {s} AND c.relkind IN ('r', 'p') AND NOT c.relispartition AND {scoped}"
