@@ -448,6 +448,11 @@ impl Context {
         self.usage.get(key)
     }
 
+    /// Forgets a tenant's last storage measurement (the next one is taken at once).
+    pub fn invalidate_usage(&self, key: &str) {
+        self.usage.remove(key);
+    }
+
     /// Records a storage measurement (and the operator-wide storage gauge).
     pub fn set_usage_cache(&self, key: &str, bytes: i64) {
         self.usage.set(key, (Instant::now(), bytes));

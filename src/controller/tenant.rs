@@ -324,16 +324,31 @@ async fn apply(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
                 .as_ref()
                 .and_then(|s| s.health.as_ref())
                 .is_some_and(|h| !h.healthy);
+            let first_provisioning = tenant
+                .status
+                .as_ref()
+                .is_none_or(|s| s.phase != TenantPhase::Ready && s.usage.is_none());
+            let usage = status.usage.clone();
             write_status(&tenant, &ctx, status).await?;
             if now_exceeded && before != Some(true) {
-                ctx.event(
-                    tenant.as_ref(),
-                    EventType::Warning,
-                    "QuotaExceeded",
-                    "Quota",
-                    "storage quota exhausted: writes disabled".into(),
-                )
-                .await;
+                // Over quota right after provisioning: the quota is smaller than the empty tenant
+                // of its mode (accepted, but it starts read-only: say so plainly).
+                let note = match usage.filter(|_| first_provisioning) {
+                    Some(u) => format!(
+                        "quotas.storage ({} bytes) is smaller than this tenant needs when empty ({} bytes for isolation {}): it starts read-only",
+                        u.storage_limit_bytes.unwrap_or_default(),
+                        u.storage_bytes,
+                        tenant.spec.isolation.as_str()
+                    ),
+                    None => "storage quota exhausted: writes disabled".into(),
+                };
+                let reason = if first_provisioning {
+                    "QuotaBelowEmptyTenant"
+                } else {
+                    "QuotaExceeded"
+                };
+                ctx.event(tenant.as_ref(), EventType::Warning, reason, "Quota", note)
+                    .await;
             } else if !now_exceeded && before == Some(true) {
                 ctx.event(
                     tenant.as_ref(),
@@ -383,7 +398,10 @@ async fn apply(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
         }
         Err(e) if e.is_permanent() => {
             ctx.backoff.reset(&key);
-            let status = failed_status(&tenant, &e, None);
+            // The tenant's logins are checked even though the reconcile stopped early: a tenant
+            // whose credentials fail is never left reported healthy.
+            let health = health_after_failure(&tenant, &ctx).await;
+            let status = failed_status(&tenant, &e, None, health);
             let changed = write_status(&tenant, &ctx, status).await?;
             if changed {
                 ctx.event(
@@ -395,14 +413,18 @@ async fn apply(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
                 )
                 .await;
             }
-            // Nothing will change until the spec (or, for conflicts, the other owner) does.
+            // Nothing will change until the spec (or, for conflicts, the other owner) does; a
+            // provisioned tenant is still looked at on its health interval.
+            let recheck = ctx.settings.resync.min(ctx.settings.health_interval);
             Ok(match e {
-                Error::Conflict(_) => Action::requeue(ctx.settings.resync),
+                Error::Conflict(_) => Action::requeue(recheck),
+                _ if status_secret_name(&tenant).is_some() => Action::requeue(recheck),
                 _ => Action::await_change(),
             })
         }
         Err(e) => {
-            let status = failed_status(&tenant, &e, None);
+            let health = health_after_failure(&tenant, &ctx).await;
+            let status = failed_status(&tenant, &e, None, health);
             if let Ok(true) = write_status(&tenant, &ctx, status).await {
                 ctx.event(
                     tenant.as_ref(),
@@ -646,13 +668,24 @@ async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
         )
         .await;
     }
-    let secret_password = existing_secret
-        .as_ref()
+    // A renamed Secret (spec.credentials.secretName changed): until the new one is written, the
+    // credentials come from the old one, so applications using it keep working — no new
+    // password, no cut-off of the active login.
+    let renamed_from = match (
+        &existing_secret,
+        status_secret_name(tenant).filter(|old| *old != resolved.secret_name),
+    ) {
+        (None, Some(old)) => secrets
+            .get_opt(old)
+            .await?
+            .filter(|s| secret::owned_by(s, tenant)),
+        _ => None,
+    };
+    let source = existing_secret.as_ref().or(renamed_from.as_ref());
+    let secret_password = source
         .and_then(|s| secret::read_key(s, "password"))
         .filter(|p| !p.is_empty());
-    let secret_user = existing_secret
-        .as_ref()
-        .and_then(|s| secret::read_key(s, "username"));
+    let secret_user = source.and_then(|s| secret::read_key(s, "username"));
     let mut active = Slot::of_user(&resolved.names, secret_user.as_deref());
     let mut password = secret_password
         .clone()
@@ -679,11 +712,7 @@ async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
     // stale cache), so a rotation is never repeated for the same request.
     let status = tenant.status.clone().unwrap_or_default();
     let mut cred_status = status.credentials.clone().unwrap_or_default();
-    let secret_ann = |k: &str| {
-        existing_secret
-            .as_ref()
-            .and_then(|s| secret::annotation(s, k))
-    };
+    let secret_ann = |k: &str| source.and_then(|s| secret::annotation(s, k));
     cred_status.rotation_token = secret_ann(secret::ROTATION_TOKEN_ANNOTATION);
     cred_status.rotated_at = secret_ann(secret::ROTATED_AT_ANNOTATION);
     let last_rotation = cred_status
@@ -783,6 +812,25 @@ async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
                 .inc();
         }
         ctx.pg.apply(&desired, &steps).await?;
+        // The Secret is the source of truth for the password: a password edited in the Secret
+        // (or changed in PostgreSQL behind the operator's back) is set on the role. Say so.
+        if trigger.is_none()
+            && secret_password.is_some()
+            && steps.contains(&Step::SetPassword(active))
+        {
+            ctx.event(
+                tenant,
+                EventType::Normal,
+                "PasswordApplied",
+                "Provision",
+                format!(
+                    "the password of role {} did not match Secret {}: set from the Secret",
+                    active.role(&resolved.names).as_str(),
+                    resolved.secret_name
+                ),
+            )
+            .await;
+        }
     }
 
     // Migrations: at provisioning (no version recorded yet) or when the schema was just (re)created.
@@ -824,12 +872,44 @@ async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
         maintain_partitions(ctx, &key, &resolved.names, &login).await?;
     }
 
+    // A brand-new tenant is measured again once its baseline exists, so that its first Ready
+    // status reports its real size, and a quota smaller than the empty tenant takes effect at
+    // once (read-only from the start) instead of a resync later.
+    let (usage, read_only) = if steps.contains(&Step::CreateRole)
+        && desired.quotas.storage_bytes.is_some()
+    {
+        ctx.invalidate_usage(&key);
+        let usage = measure_usage(
+            ctx,
+            &key,
+            &resolved.names,
+            &status,
+            desired.quotas.storage_bytes,
+            shared_tenant.as_deref(),
+            mongo_bytes.unwrap_or(0),
+        )
+        .await?;
+        let now_over = crate::quota::over_quota(usage.storage_bytes, desired.quotas.storage_bytes);
+        if now_over && !read_only {
+            let ro = Desired {
+                read_only: true,
+                ..desired.clone()
+            };
+            let observed = ctx.pg.observe(&resolved.names, &ro.password).await?;
+            let more = plan(&ro, &observed).map_err(|c| Error::Conflict(c.0))?;
+            ctx.pg.apply(&ro, &more).await?;
+        }
+        (usage, read_only || now_over)
+    } else {
+        (usage, read_only)
+    };
+
     // MongoDB (optional): database, scoped user, collections, validators, indexes.
     let mongo = provision_mongo(
         tenant,
         ctx,
         &resolved.names,
-        existing_secret.as_ref(),
+        source,
         read_only,
         mongo_bytes.unwrap_or(0),
     )
@@ -1090,6 +1170,60 @@ fn explicit_name_violation(tenant: &Tenant, ctx: &Context, ns: &str) -> Result<O
         }
     }
     Ok(None)
+}
+
+/// The health of a Tenant whose reconcile failed or stopped early: a login with its Secret's
+/// credentials (PostgreSQL, and MongoDB when the Secret has it), on the health interval like
+/// every health check. `None` when there is nothing to check yet (never provisioned, no Secret,
+/// a Secret that is not this Tenant's or names another role).
+async fn health_after_failure(tenant: &Tenant, ctx: &Context) -> Option<crate::crd::HealthStatus> {
+    status_secret_name(tenant)?;
+    let resolved = resolve(
+        tenant,
+        &ctx.settings.name_prefix,
+        &ctx.pg.settings().shared_database,
+    )
+    .ok()?;
+    let ns = tenant.namespace()?;
+    let name = status_secret_name(tenant).unwrap_or(&resolved.secret_name);
+    let secret = Api::<Secret>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(name)
+        .await
+        .ok()??;
+    if !secret::owned_by(&secret, tenant) {
+        return None;
+    }
+    let creds = crate::pg::session::Credentials::for_tenant(
+        &resolved.names,
+        secret::read_key(&secret, "username").as_deref(),
+        secret::read_key(&secret, "password").as_deref(),
+    )
+    .ok()?;
+    let mongo_login = (|| {
+        let uri = secret::read_key(&secret, "mongodbUri")?;
+        let pw = secret::read_key(&secret, "mongodbPassword")?;
+        let db = secret::read_key(&secret, "mongodbDatabase")?;
+        Some((uri, crate::mongo::names::MongoDbName::new(&db).ok()?, pw))
+    })();
+    let previous = tenant.status.as_ref().and_then(|s| s.health.clone());
+    check_health(
+        ctx,
+        &object_key(tenant),
+        &resolved.names,
+        &creds.user,
+        creds.password(),
+        mongo_login,
+        previous.as_ref(),
+    )
+    .await
+}
+
+/// The credentials Secret the Tenant's status names (the one last written).
+fn status_secret_name(tenant: &Tenant) -> Option<&str> {
+    tenant
+        .status
+        .as_ref()
+        .and_then(|s| s.secret_name.as_deref())
 }
 
 /// Whether a Tenant counts against `--max-tenants`: provisioned, or provisioning started (its
@@ -1459,15 +1593,37 @@ fn waiting_status(tenant: &Tenant, e: &Error) -> TenantStatus {
     s
 }
 
-fn failed_status(tenant: &Tenant, e: &Error, phase: Option<TenantPhase>) -> TenantStatus {
+fn failed_status(
+    tenant: &Tenant,
+    e: &Error,
+    phase: Option<TenantPhase>,
+    health: Option<crate::crd::HealthStatus>,
+) -> TenantStatus {
     let mut s = base_status(tenant);
     let generation = tenant.meta().generation;
     let reason = e.category();
     let message = crate::error::first_line(&e.to_string());
     s.phase = phase.unwrap_or(TenantPhase::Failed);
     s.observed_generation = generation;
+    if health.is_some() {
+        s.health = health;
+    }
+    let unhealthy = s.health.as_ref().filter(|h| !h.healthy);
     let mut conds = vec![Cond::new(types::READY, false, reason, message.clone())];
-    if e.is_permanent() {
+    if let Some(h) = unhealthy.filter(|_| e.is_permanent()) {
+        conds.push(Cond::new(
+            types::DEGRADED,
+            true,
+            "HealthCheckFailed",
+            format!(
+                "login with the tenant's credentials failed: {} (and: {message})",
+                h.message
+            ),
+        ));
+        if s.conditions.iter().all(|c| c.type_ != types::PROVISIONED) {
+            conds.push(Cond::new(types::PROVISIONED, false, reason, message));
+        }
+    } else if e.is_permanent() {
         conds.push(Cond::new(
             types::DEGRADED,
             false,
@@ -1613,7 +1769,7 @@ async fn cleanup(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
         match rows.await {
             Ok(n) => info!(rows = n, "deleted the tenant's rows from the shared tables"),
             Err(e) => {
-                let status = failed_status(&tenant, &e, Some(TenantPhase::Deleting));
+                let status = failed_status(&tenant, &e, Some(TenantPhase::Deleting), None);
                 let _ = write_status(&tenant, &ctx, status).await;
                 return Err(e);
             }
@@ -1622,7 +1778,7 @@ async fn cleanup(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
     let mongo_report = match cleanup_mongo(&tenant, &ctx, &resolved.names).await {
         Ok(r) => r,
         Err(e) => {
-            let status = failed_status(&tenant, &e, Some(TenantPhase::Deleting));
+            let status = failed_status(&tenant, &e, Some(TenantPhase::Deleting), None);
             let _ = write_status(&tenant, &ctx, status).await;
             return Err(e);
         }
@@ -1663,7 +1819,7 @@ async fn cleanup(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
         }
         Err(e) => {
             error!(error = %e, "cleanup failed");
-            let status = failed_status(&tenant, &e, Some(TenantPhase::Deleting));
+            let status = failed_status(&tenant, &e, Some(TenantPhase::Deleting), None);
             let _ = write_status(&tenant, &ctx, status).await;
             Err(e)
         }
