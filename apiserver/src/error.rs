@@ -20,6 +20,9 @@ pub enum Error {
     /// A CRD object was rejected.
     #[error("invalid CustomResourceDefinition: {0}")]
     InvalidCrd(String),
+    /// An object of [`crate::Config::objects`] was rejected.
+    #[error("invalid start-up object: {0}")]
+    InvalidObject(String),
 }
 
 /// An API error, rendered as a `meta/v1 Status` object with the matching HTTP code.

@@ -9,9 +9,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::auth::{Authn, UserInfo, unauthorized_status};
 use crate::discovery;
 use crate::error::ApiError;
 use crate::openapi;
+use crate::rbac::{self, Attributes, Decision};
 use crate::registry::ResourceDef;
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::server::Shared;
@@ -42,13 +44,58 @@ pub async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response
     };
     let path = parts.uri.path().to_string();
     let query = parse_query(parts.uri.query());
-    let res = route(&shared, &parts.method, &path, &query, &parts.headers, bytes).await;
+    let user = match authenticate(&shared, &parts.headers) {
+        Some(u) => u,
+        None => {
+            tracing::debug!(method = %parts.method, uri = %parts.uri, status = 401, "request");
+            return json_response(StatusCode::UNAUTHORIZED, &unauthorized_status());
+        }
+    };
+    let req = Req {
+        user: &user,
+        path: &path,
+        headers: &parts.headers,
+    };
+    let res = route(&shared, &req, &parts.method, &query, bytes).await;
     let resp = match res {
         Ok(r) => r,
         Err(e) => err_response(&e),
     };
     tracing::debug!(method = %parts.method, uri = %parts.uri, status = resp.status().as_u16(), "request");
     resp
+}
+
+/// The identity of a request (`None`: 401). Anonymous requests are `system:anonymous`.
+fn authenticate(shared: &Shared, headers: &HeaderMap) -> Option<UserInfo> {
+    let h = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let sa_gr = (String::new(), "serviceaccounts".to_string());
+    let outcome = shared.tokens().authenticate(h, |ns, name| {
+        shared.lock().get_obj(&sa_gr, ns, name).is_some()
+    });
+    match outcome {
+        Authn::User(u) => Some(u),
+        Authn::Unauthorized => None,
+    }
+}
+
+/// Who asks, for which path.
+struct Req<'a> {
+    user: &'a UserInfo,
+    path: &'a str,
+    headers: &'a HeaderMap,
+}
+
+/// RBAC check (a no-op only when the emulator's own unit tests switched RBAC off).
+fn authorize(shared: &Shared, user: &UserInfo, a: &Attributes) -> Result<(), ApiError> {
+    if !shared.rbac {
+        return Ok(());
+    }
+    match rbac::authorize(&shared.lock(), user, a) {
+        Decision::Allow => Ok(()),
+        Decision::Deny { reason } => Err(rbac::denied(user, a, &reason)),
+    }
 }
 
 fn percent_decode(s: &str) -> String {
@@ -243,14 +290,35 @@ fn warn(mut resp: Response, warnings: Vec<String>) -> Response {
 
 async fn route(
     shared: &Arc<Shared>,
+    req: &Req<'_>,
     method: &Method,
-    path: &str,
     q: &HashMap<String, String>,
-    headers: &HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    let path = req.path;
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let get = method == Method::GET;
+    let resource_request = matches!(
+        segs.as_slice(),
+        ["api", "v1", _, ..] | ["apis", _, _, _, ..]
+    );
+    // `/debug/stats` is the emulator's own endpoint (no real server has it): not authorized.
+    if !resource_request && segs.as_slice() != ["debug", "stats"] {
+        let verb = match *method {
+            Method::GET | Method::HEAD => "get".to_string(),
+            ref m => m.as_str().to_ascii_lowercase(),
+        };
+        authorize(
+            shared,
+            req.user,
+            &Attributes {
+                verb,
+                resource_request: false,
+                path: path.to_string(),
+                ..Default::default()
+            },
+        )?;
+    }
     match segs.as_slice() {
         [] if get => Ok(json_response(
             StatusCode::OK,
@@ -285,15 +353,13 @@ async fn route(
                 .ok_or_else(ApiError::not_found_path)
         }
         ["openapi", ..] => Err(ApiError::not_found_path()),
-        ["api", "v1", rest @ ..] => {
-            resource(shared, method, "", "v1", rest, q, headers, body).await
-        }
+        ["api", "v1", rest @ ..] => resource(shared, req, method, "", "v1", rest, q, body).await,
         ["apis", g] if get => {
             let doc = discovery::group(&shared.lock().registry, g);
             doc.map(|d| json_response(StatusCode::OK, &d))
                 .ok_or_else(ApiError::not_found_path)
         }
-        ["apis", g, v, rest @ ..] => resource(shared, method, g, v, rest, q, headers, body).await,
+        ["apis", g, v, rest @ ..] => resource(shared, req, method, g, v, rest, q, body).await,
         _ => Err(ApiError::not_found_path()),
     }
 }
@@ -309,12 +375,12 @@ struct Addr<'a> {
 #[allow(clippy::too_many_arguments)]
 async fn resource(
     shared: &Arc<Shared>,
+    req: &Req<'_>,
     method: &Method,
     group: &str,
     version: &str,
     rest: &[&str],
     q: &HashMap<String, String>,
-    headers: &HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     if rest.is_empty() {
@@ -365,17 +431,18 @@ async fn resource(
         name,
         sub,
     };
-    dispatch(shared, method, a, q, headers, body).await
+    dispatch(shared, req, method, a, q, body).await
 }
 
 async fn dispatch(
     shared: &Arc<Shared>,
+    req: &Req<'_>,
     method: &Method,
     a: Addr<'_>,
     q: &HashMap<String, String>,
-    headers: &HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    let headers = req.headers;
     let def = &a.def;
     let ns_for_item = if def.namespaced {
         a.namespace.unwrap_or("")
@@ -398,6 +465,23 @@ async fn dispatch(
             ));
         }
     };
+    // Authorization attributes as kube's RequestInfo computes them: a Namespace's own namespace
+    // is its name; lists across all namespaces are cluster-scoped.
+    let attrs = Attributes {
+        verb: verb.to_string(),
+        resource_request: true,
+        group: def.group.clone(),
+        resource: def.plural.clone(),
+        subresource: a.sub.unwrap_or("").to_string(),
+        namespace: if def.is("", "namespaces") {
+            a.name.unwrap_or("").to_string()
+        } else {
+            a.namespace.unwrap_or("").to_string()
+        },
+        name: a.name.unwrap_or("").to_string(),
+        path: req.path.to_string(),
+    };
+    authorize(shared, req.user, &attrs)?;
     shared.record(verb, &def.group, &def.plural, a.sub.unwrap_or(""));
     let output = if matches!(verb, "get" | "list" | "watch") {
         output_for(headers, q)?
@@ -541,7 +625,23 @@ async fn dispatch(
                     .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?,
             };
             let name = a.name.unwrap_or("");
+            let rbac_on = shared.rbac;
             let ((created, obj), warnings) = with_warnings(shared, |st| {
+                // An apply that creates the object is authorized as `create` as well (kube's
+                // patch handler: `withAuthorization` on the create path), atomically with it.
+                if rbac_on
+                    && kind == PatchKind::Apply
+                    && a.sub.is_none()
+                    && st.get_obj(&def.storage_gr(), ns_for_item, name).is_none()
+                {
+                    let create = Attributes {
+                        verb: "create".into(),
+                        ..attrs.clone()
+                    };
+                    if let Decision::Deny { reason } = rbac::authorize(st, req.user, &create) {
+                        return Err(rbac::forbidden(&def.group, &def.plural, name, &reason));
+                    }
+                }
                 st.patch(
                     def,
                     version,

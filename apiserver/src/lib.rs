@@ -19,12 +19,15 @@
 //! See `apiserver/README.md` for exactly what is and is not emulated.
 #![forbid(unsafe_code)]
 
+mod auth;
 mod discovery;
 mod error;
 mod http;
+mod objectmeta;
 mod openapi;
 mod patch;
 mod proto;
+mod rbac;
 mod registry;
 mod selector;
 mod server;
@@ -33,15 +36,21 @@ mod table;
 mod validation;
 mod watch;
 
+pub use auth::{ADMIN_USER, UserInfo};
 pub use discovery::GIT_VERSION;
 pub use error::Error;
-pub use server::{Config, RunningServer, StatKey, Stats, kubeconfig_yaml, start};
+pub use server::{
+    Config, RunningServer, StatKey, Stats, kubeconfig_with_token, kubeconfig_yaml, start,
+};
 
 /// Building blocks exposed for unit tests and tools (not a stable API).
 pub mod internals {
+    pub use crate::objectmeta::{
+        config_map_key, is_dns1123_label, is_dns1123_subdomain, label_value, qualified_name,
+    };
     pub use crate::patch::{
         PatchError, apply_merge, json_patch, merge_patch, strategic_merge_patch,
     };
     pub use crate::selector::{FieldSelector, LabelSelector};
-    pub use crate::validation::{is_dns1123_label, is_dns1123_subdomain, process_custom_resource};
+    pub use crate::validation::process_custom_resource;
 }

@@ -39,11 +39,24 @@ pub struct ResourceDef {
     pub is_crd: bool,
     /// Versions whose schema carries `x-kubernetes-validations` (CEL rules).
     pub cel_versions: Vec<String>,
+    /// Where the objects are kept when another resource's storage is shared (events.k8s.io
+    /// Events live in the core Events storage, as on the real server).
+    pub storage: Option<GroupResource>,
 }
 
 impl ResourceDef {
     pub fn gr(&self) -> GroupResource {
         (self.group.clone(), self.plural.clone())
+    }
+
+    /// The storage identity: `gr()` unless the storage is shared with another resource.
+    pub fn storage_gr(&self) -> GroupResource {
+        self.storage.clone().unwrap_or_else(|| self.gr())
+    }
+
+    /// `group`/`plural` test (core group: "").
+    pub fn is(&self, group: &str, plural: &str) -> bool {
+        self.group == group && self.plural == plural
     }
 
     pub fn api_version(&self, version: &str) -> String {
@@ -90,6 +103,7 @@ impl ResourceDef {
             columns: BTreeMap::new(),
             is_crd: false,
             cel_versions: vec![],
+            storage: None,
         }
     }
 
@@ -207,6 +221,7 @@ impl ResourceDef {
             columns,
             is_crd: true,
             cel_versions,
+            storage: None,
         })
     }
 }
@@ -218,6 +233,7 @@ pub struct Registry {
 }
 
 pub const CRD_GROUP: &str = "apiextensions.k8s.io";
+pub const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
 
 impl Registry {
     pub fn with_builtins() -> Self {
@@ -242,6 +258,20 @@ impl Registry {
                     ("Reason", "string", ".reason"),
                     ("Note", "string", ".note"),
                 ]),
+            ResourceDef::builtin("", "v1", "serviceaccounts", "ServiceAccount", true, &["sa"]),
+            ResourceDef::builtin(RBAC_GROUP, "v1", "roles", "Role", true, &[]),
+            ResourceDef::builtin(RBAC_GROUP, "v1", "rolebindings", "RoleBinding", true, &[])
+                .with_columns(&[("Role", "string", ".roleRef.name")]),
+            ResourceDef::builtin(RBAC_GROUP, "v1", "clusterroles", "ClusterRole", false, &[]),
+            ResourceDef::builtin(
+                RBAC_GROUP,
+                "v1",
+                "clusterrolebindings",
+                "ClusterRoleBinding",
+                false,
+                &[],
+            )
+            .with_columns(&[("Role", "string", ".roleRef.name")]),
             ResourceDef::builtin("coordination.k8s.io", "v1", "leases", "Lease", true, &[])
                 .with_columns(&[("Holder", "string", ".spec.holderIdentity")]),
             ResourceDef::builtin(
@@ -262,6 +292,15 @@ impl Registry {
 
     pub fn get(&self, group: &str, plural: &str) -> Option<&ResourceDef> {
         self.defs.get(&(group.to_string(), plural.to_string()))
+    }
+
+    /// The resource serving `apiVersion` + `kind`.
+    pub fn by_kind(&self, api_version: &str, kind: &str) -> Option<(&ResourceDef, String)> {
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        self.defs
+            .values()
+            .find(|d| d.group == group && d.kind == kind && d.serves(version))
+            .map(|d| (d, version.to_string()))
     }
 
     /// Resolve a request path's `(group, version, plural)`.

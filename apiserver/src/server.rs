@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
+use crate::auth::{Tokens, UserInfo};
 use crate::error::Error;
 use crate::registry::CRD_GROUP;
 use crate::store::{State, WriteOpts};
@@ -26,6 +27,11 @@ pub struct Config {
     /// Delay before a change reaches watchers (default 0). Real informers lag behind writes;
     /// tests set this to exercise controllers that read their own writes from a stale cache.
     pub watch_latency: std::time::Duration,
+    /// Objects created at start, after the CRDs: e.g. a chart's rendered RBAC and ServiceAccount
+    /// (`helm template` output via [`Config::load_manifests`]). Kinds the emulator does not serve
+    /// (Deployments, Services, …) are skipped; a namespace a namespaced object needs is created
+    /// first, like `helm install --create-namespace`.
+    pub objects: Vec<Value>,
 }
 
 impl Default for Config {
@@ -35,11 +41,27 @@ impl Default for Config {
             crds: Vec::new(),
             watch_history: 10_000,
             watch_latency: std::time::Duration::ZERO,
+            objects: Vec::new(),
         }
     }
 }
 
 impl Config {
+    /// Queue every object of a multi-document YAML text (e.g. `helm template` output) for
+    /// creation at start (see [`Config::objects`]). Returns how many documents were queued.
+    pub fn load_manifests(&mut self, yaml: &str) -> Result<usize, Error> {
+        let docs: Vec<Value> = serde_saphyr::from_multiple(yaml).map_err(|e| Error::Yaml {
+            path: "<manifests>".into(),
+            message: e.to_string(),
+        })?;
+        let before = self.objects.len();
+        self.objects.extend(
+            docs.into_iter()
+                .filter(|d| d.get("kind").and_then(Value::as_str).is_some()),
+        );
+        Ok(self.objects.len() - before)
+    }
+
     /// Add every CustomResourceDefinition found in `dir/*.yaml` / `*.yml` / `*.json`
     /// (multi-document YAML is fine; other kinds are skipped).
     pub fn load_crd_dir(&mut self, dir: &Path) -> Result<(), Error> {
@@ -181,6 +203,10 @@ impl Stats {
 /// State shared by all request handlers.
 pub struct Shared {
     state: Mutex<State>,
+    /// Issued bearer tokens.
+    pub tokens: Mutex<Tokens>,
+    /// RBAC on (always, except in the emulator's own unit tests).
+    pub rbac: bool,
     stats: Mutex<BTreeMap<StatKey, u64>>,
     pub shutdown: watch::Sender<bool>,
     pub addr: SocketAddr,
@@ -192,6 +218,10 @@ impl Shared {
     /// Lock the store. Never hold this across an `.await`.
     pub fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn tokens(&self) -> MutexGuard<'_, Tokens> {
+        self.tokens.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn record(&self, verb: &str, group: &str, resource: &str, subresource: &str) {
@@ -218,18 +248,34 @@ impl Shared {
 pub struct RunningServer {
     shared: Arc<Shared>,
     url: String,
+    admin_token: String,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
 
 /// Start the emulator and return once it accepts connections.
 pub async fn start(cfg: Config) -> Result<RunningServer, Error> {
+    start_with(cfg, true).await
+}
+
+/// [`start`] with RBAC switched off: only for the emulator's own unit tests.
+#[cfg(test)]
+pub(crate) async fn start_without_rbac(cfg: Config) -> Result<RunningServer, Error> {
+    start_with(cfg, false).await
+}
+
+async fn start_with(cfg: Config, rbac: bool) -> Result<RunningServer, Error> {
     let listener = tokio::net::TcpListener::bind(cfg.addr).await?;
     let addr = listener.local_addr()?;
     let mut state = State::new(cfg.watch_history);
     bootstrap(&mut state, &cfg)?;
     let (shutdown, _) = watch::channel(false);
+    let mut tokens = Tokens::default();
+    let admin_token = crate::auth::new_token();
+    tokens.insert(admin_token.clone(), UserInfo::admin());
     let shared = Arc::new(Shared {
+        tokens: Mutex::new(tokens),
+        rbac,
         state: Mutex::new(state),
         stats: Mutex::new(BTreeMap::new()),
         shutdown,
@@ -257,6 +303,7 @@ pub async fn start(cfg: Config) -> Result<RunningServer, Error> {
     Ok(RunningServer {
         shared,
         url: format!("http://{addr}"),
+        admin_token,
         stop: Some(stop_tx),
         task: Some(task),
     })
@@ -290,6 +337,74 @@ fn bootstrap(state: &mut State, cfg: &Config) -> Result<(), Error> {
             .create(&crd_def, "v1", "", crd.clone(), &opts)
             .map_err(|e| Error::InvalidCrd(e.message))?;
     }
+    for obj in crate::rbac::bootstrap_policy() {
+        create_object(state, obj, &opts)?;
+    }
+    // Namespaces, then ServiceAccounts and roles, then bindings, then everything else (the order
+    // `helm install` uses for these kinds).
+    let rank = |o: &Value| match o.get("kind").and_then(Value::as_str).unwrap_or("") {
+        "Namespace" => 0,
+        "ServiceAccount" => 1,
+        "ClusterRole" | "Role" => 2,
+        "ClusterRoleBinding" | "RoleBinding" => 3,
+        _ => 4,
+    };
+    let mut objects: Vec<&Value> = cfg.objects.iter().collect();
+    objects.sort_by_key(|o| rank(o));
+    for obj in objects {
+        let av = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+        let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
+        let Some((def, _)) = state.registry.by_kind(av, kind) else {
+            tracing::debug!(
+                kind,
+                api_version = av,
+                "manifest kind not served by the emulator: skipped"
+            );
+            continue;
+        };
+        if def.namespaced {
+            let ns = obj
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or("default")
+                .to_string();
+            if state.get_obj(&ns_def.gr(), "", &ns).is_none() {
+                state
+                    .create(
+                        &ns_def,
+                        "v1",
+                        "",
+                        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+                        &opts,
+                    )
+                    .map_err(|e| Error::InvalidObject(e.message))?;
+            }
+        }
+        create_object(state, obj.clone(), &opts)?;
+    }
+    Ok(())
+}
+
+/// Create one manifest object at start-up (no authorization: this is the installer).
+fn create_object(state: &mut State, obj: Value, opts: &WriteOpts) -> Result<(), Error> {
+    let av = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+    let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
+    let (def, version) = state
+        .registry
+        .by_kind(av, kind)
+        .map(|(d, v)| (d.clone(), v))
+        .ok_or_else(|| Error::InvalidObject(format!("{av} {kind} is not served")))?;
+    let ns = if def.namespaced {
+        obj.pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or("default")
+            .to_string()
+    } else {
+        String::new()
+    };
+    state
+        .create(&def, &version, &ns, obj, opts)
+        .map_err(|e| Error::InvalidObject(e.message))?;
     Ok(())
 }
 
@@ -304,9 +419,41 @@ impl RunningServer {
         self.shared.addr
     }
 
-    /// A kubeconfig (context `tenantdb-dev`) pointing at [`url`](Self::url).
+    /// An administrator's kubeconfig (context `tenantdb-dev`, user `tenantdb-admin` in group
+    /// `system:masters`, bearer token) pointing at [`url`](Self::url).
     pub fn kubeconfig_yaml(&self, namespace: &str) -> String {
-        kubeconfig_yaml(&self.url, namespace)
+        kubeconfig_with_token(&self.url, namespace, &self.admin_token)
+    }
+
+    /// The administrator's bearer token.
+    pub fn admin_token(&self) -> &str {
+        &self.admin_token
+    }
+
+    /// A bearer token of the ServiceAccount `sa_namespace/sa_name` (issued once, then reused).
+    /// It authenticates as `system:serviceaccount:<ns>:<name>` while that ServiceAccount exists.
+    pub fn service_account_token(&self, sa_namespace: &str, sa_name: &str) -> String {
+        let user = UserInfo::service_account(sa_namespace, sa_name);
+        let mut tokens = self.shared.tokens();
+        if let Some(t) = tokens.token_of(&user.name) {
+            return t.to_string();
+        }
+        let t = crate::auth::new_token();
+        tokens.insert(t.clone(), user);
+        t
+    }
+
+    /// A kubeconfig that authenticates as a ServiceAccount (see
+    /// [`service_account_token`](Self::service_account_token)); `namespace` is the context's
+    /// default namespace.
+    pub fn service_account_kubeconfig_yaml(
+        &self,
+        sa_namespace: &str,
+        sa_name: &str,
+        namespace: &str,
+    ) -> String {
+        let token = self.service_account_token(sa_namespace, sa_name);
+        kubeconfig_with_token(&self.url, namespace, &token)
     }
 
     /// Write [`kubeconfig_yaml`](Self::kubeconfig_yaml) to `path`.
@@ -347,15 +494,54 @@ impl Drop for RunningServer {
     }
 }
 
-/// A kubeconfig for `url` with context/cluster/user `tenantdb-dev`.
+/// A kubeconfig for `url` with context/cluster/user `tenantdb-dev` and no credentials (requests
+/// are `system:anonymous`, which may only read `/version` and the health endpoints).
 pub fn kubeconfig_yaml(url: &str, namespace: &str) -> String {
+    kubeconfig_doc(url, namespace, "{}")
+}
+
+/// A kubeconfig for `url` that sends `token` as a bearer token.
+pub fn kubeconfig_with_token(url: &str, namespace: &str, token: &str) -> String {
+    kubeconfig_doc(url, namespace, &format!("\n    token: {token}"))
+}
+
+fn kubeconfig_doc(url: &str, namespace: &str, user: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Config\n\
          # tenantdb-apiserver: an in-memory Kubernetes API emulator for tests/demo. NOT a cluster.\n\
          clusters:\n- name: tenantdb-dev\n  cluster:\n    server: {url}\n\
          contexts:\n- name: tenantdb-dev\n  context:\n    cluster: tenantdb-dev\n    user: tenantdb-dev\n    namespace: {namespace}\n\
          current-context: tenantdb-dev\n\
-         users:\n- name: tenantdb-dev\n  user: {{}}\n\
+         users:\n- name: tenantdb-dev\n  user: {user}\n\
          preferences: {{}}\n"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn anonymous_list(srv: &RunningServer) -> Result<(), kube::Error> {
+        let kc = kube::config::Kubeconfig::from_yaml(&kubeconfig_yaml(&srv.url(), "default"))
+            .map_err(kube::Error::InferKubeconfig)?;
+        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .map_err(kube::Error::InferKubeconfig)?;
+        let client = kube::Client::try_from(config)?;
+        let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> = kube::Api::all(client);
+        secrets.list(&Default::default()).await.map(|_| ())
+    }
+
+    #[tokio::test]
+    async fn rbac_is_off_only_through_the_unit_test_entry_point() {
+        let open = start_without_rbac(Config::default()).await.unwrap();
+        anonymous_list(&open).await.unwrap();
+        open.shutdown().await;
+        let strict = start(Config::default()).await.unwrap();
+        match anonymous_list(&strict).await {
+            Err(kube::Error::Api(s)) => assert_eq!(s.code, 403),
+            other => panic!("anonymous list allowed: {other:?}"),
+        }
+        strict.shutdown().await;
+    }
 }

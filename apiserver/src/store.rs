@@ -8,6 +8,7 @@ use std::sync::Arc;
 use tokio::sync::broadcast;
 
 use crate::error::{ApiError, FieldError, Target};
+use crate::objectmeta::{self, MetaRules, NameRule};
 use crate::patch;
 use crate::registry::{CRD_GROUP, GroupResource, Registry, ResourceDef, crd_status};
 use crate::selector::{FieldSelector, LabelSelector};
@@ -684,8 +685,13 @@ impl State {
                 }
             }
         }
-        let mut errs =
-            validation::validate_meta(obj, def.group.is_empty() && def.plural == "namespaces");
+        let mut errs = match meta_rules(def) {
+            Some(rules) => objectmeta::validate_object_meta(obj, rules),
+            None => Vec::new(),
+        };
+        if let Some(old) = old {
+            errs.extend(objectmeta::validate_object_meta_update(obj, old));
+        }
         if def.is_crd
             && let Some(schema) = def.schemas.get(version)
         {
@@ -1206,6 +1212,23 @@ impl State {
         }
         Ok(out)
     }
+}
+
+/// How `metadata` of a kind is validated (`None`: core/v1 Events, whose legacy validation checks
+/// no metadata).
+fn meta_rules(def: &ResourceDef) -> Option<MetaRules> {
+    let core = def.group.is_empty();
+    let name = match (def.group.as_str(), def.plural.as_str()) {
+        ("", "events") => return None,
+        ("", "namespaces") => NameRule::Label,
+        (crate::registry::RBAC_GROUP, _) => NameRule::PathSegment,
+        _ => NameRule::Subdomain,
+    };
+    Some(MetaRules {
+        name,
+        namespaced: def.namespaced,
+        core_finalizers: core || def.is("events.k8s.io", "events"),
+    })
 }
 
 pub fn target<'a>(def: &'a ResourceDef, name: &'a str) -> Target<'a> {

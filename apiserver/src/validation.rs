@@ -275,7 +275,7 @@ fn format_ok(format: &str, s: &str) -> bool {
         "byte" => base64::engine::general_purpose::STANDARD.decode(s).is_ok(),
         "ipv4" => s.parse::<std::net::Ipv4Addr>().is_ok(),
         "ipv6" => s.parse::<std::net::Ipv6Addr>().is_ok(),
-        "hostname" => is_dns1123_subdomain(s),
+        "hostname" => crate::objectmeta::is_dns1123_subdomain(s),
         "email" => s
             .split_once('@')
             .is_some_and(|(a, b)| !a.is_empty() && b.contains('.')),
@@ -537,106 +537,6 @@ fn validate_rec(v: &Value, schema: &Value, path: &str, errs: &mut Vec<FieldError
     }
 }
 
-const DNS1123_SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
-const DNS1123_LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
-
-pub fn is_dns1123_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
-pub fn is_dns1123_subdomain(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns1123_label)
-}
-
-fn is_label_value(s: &str) -> bool {
-    s.is_empty()
-        || (s.len() <= 63
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-            && s.as_bytes().first().is_some_and(u8::is_ascii_alphanumeric)
-            && s.as_bytes().last().is_some_and(u8::is_ascii_alphanumeric))
-}
-
-fn is_qualified_name(s: &str) -> bool {
-    let (prefix, name) = match s.rsplit_once('/') {
-        Some((p, n)) => (Some(p), n),
-        None => (None, s),
-    };
-    prefix.is_none_or(is_dns1123_subdomain) && !name.is_empty() && is_label_value(name)
-}
-
-/// Validate `metadata` (name format, labels, annotation keys). `label_name` selects the
-/// RFC 1123 label rule (namespaces) instead of the subdomain rule.
-pub fn validate_meta(obj: &Value, label_name: bool) -> Vec<FieldError> {
-    let mut errs = Vec::new();
-    let name = obj
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    if name.is_empty() {
-        errs.push(FieldError {
-            reason: "FieldValueRequired",
-            field: "metadata.name".into(),
-            value: None,
-            detail: "name or generateName is required".into(),
-        });
-    } else if label_name && !is_dns1123_label(name) {
-        errs.push(FieldError::invalid(
-            "metadata.name",
-            &Value::String(name.into()),
-            DNS1123_LABEL_MSG,
-        ));
-    } else if !label_name && !is_dns1123_subdomain(name) {
-        errs.push(FieldError::invalid(
-            "metadata.name",
-            &Value::String(name.into()),
-            DNS1123_SUBDOMAIN_MSG,
-        ));
-    }
-    if let Some(Value::Object(labels)) = obj.pointer("/metadata/labels") {
-        for (k, v) in labels {
-            if !is_qualified_name(k) {
-                errs.push(FieldError::invalid("metadata.labels", &Value::String(k.clone()), "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character"));
-            }
-            match v.as_str() {
-                Some(s) if is_label_value(s) => {}
-                _ => errs.push(FieldError::invalid(
-                    "metadata.labels",
-                    v,
-                    "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character",
-                )),
-            }
-        }
-    }
-    if let Some(Value::Object(ann)) = obj.pointer("/metadata/annotations") {
-        for (k, v) in ann {
-            if !is_qualified_name(k) {
-                errs.push(FieldError::invalid("metadata.annotations", &Value::String(k.clone()), "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character"));
-            }
-            if !v.is_string() {
-                errs.push(FieldError::type_invalid(
-                    "metadata.annotations",
-                    v,
-                    "annotation values must be strings",
-                ));
-            }
-        }
-    }
-    if let Some(Value::Array(fins)) = obj.pointer("/metadata/finalizers") {
-        for (i, f) in fins.iter().enumerate() {
-            if !f.as_str().is_some_and(is_qualified_name) {
-                errs.push(FieldError::invalid(&format!("metadata.finalizers[{i}]"), f, "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character"));
-            }
-        }
-    }
-    errs
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -756,21 +656,5 @@ mod tests {
             "{updated:?}"
         );
         assert!(validate_cel(&old, &schema, Some(&old)).is_empty());
-    }
-
-    #[test]
-    fn names() {
-        assert!(is_dns1123_subdomain("a.b-c"));
-        assert!(!is_dns1123_subdomain("A"));
-        assert!(!is_dns1123_subdomain("a_b"));
-        assert!(!is_dns1123_label("a.b"));
-        let e = validate_meta(
-            &json!({"metadata": {"name": "Bad_Name", "labels": {"ok": "fine", "x": "bad value"}}}),
-            false,
-        );
-        assert_eq!(e.len(), 2);
-        assert!(e[0].render().starts_with(
-            "metadata.name: Invalid value: \"Bad_Name\": a lowercase RFC 1123 subdomain"
-        ));
     }
 }
