@@ -20,6 +20,9 @@ pub enum Error {
     /// A CRD object was rejected.
     #[error("invalid CustomResourceDefinition: {0}")]
     InvalidCrd(String),
+    /// The throwaway TLS CA or serving certificate could not be made.
+    #[error("TLS setup: {0}")]
+    Tls(String),
     /// An object of [`crate::Config::objects`] was rejected.
     #[error("invalid start-up object: {0}")]
     InvalidObject(String),

@@ -92,7 +92,9 @@ fn authorize(shared: &Shared, user: &UserInfo, a: &Attributes) -> Result<(), Api
     if !shared.rbac {
         return Ok(());
     }
-    match rbac::authorize(&shared.lock(), user, a) {
+    let decision = rbac::authorize(&shared.lock(), user, a);
+    shared.record_authorization(user, a, decision == Decision::Allow);
+    match decision {
         Decision::Allow => Ok(()),
         Decision::Deny { reason } => Err(rbac::denied(user, a, &reason)),
     }
@@ -243,8 +245,30 @@ fn patch_kind(headers: &HeaderMap) -> Result<PatchKind, ApiError> {
     })
 }
 
-fn write_opts(q: &HashMap<String, String>) -> WriteOpts {
+/// `prefixFromUserAgent`: the User-Agent up to the first `/`, printable characters only, at most
+/// 128 bytes (the manager of writes without `fieldManager`).
+fn user_agent_manager(headers: &HeaderMap) -> String {
+    let ua = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mut out = String::new();
+    for c in ua.split('/').next().unwrap_or("").chars() {
+        if c.is_control() {
+            continue;
+        }
+        if out.len() + c.len_utf8() > 128 {
+            break;
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn write_opts(q: &HashMap<String, String>, headers: &HeaderMap) -> WriteOpts {
     WriteOpts {
+        user_agent_manager: user_agent_manager(headers),
+        force: q.get("force").map(|v| v == "true" || v == "1"),
         dry_run: q.get("dryRun").is_some_and(|v| v == "All"),
         field_manager: q.get("fieldManager").cloned(),
         field_validation: match q.get("fieldValidation").map(String::as_str) {
@@ -481,8 +505,14 @@ async fn dispatch(
         name: a.name.unwrap_or("").to_string(),
         path: req.path.to_string(),
     };
+    shared.record(
+        &req.user.name,
+        verb,
+        &def.group,
+        &def.plural,
+        a.sub.unwrap_or(""),
+    );
     authorize(shared, req.user, &attrs)?;
-    shared.record(verb, &def.group, &def.plural, a.sub.unwrap_or(""));
     let output = if matches!(verb, "get" | "list" | "watch") {
         output_for(headers, q)?
     } else {
@@ -599,7 +629,7 @@ async fn dispatch(
             }
             let obj = decode_body(headers, &body)?;
             let (created, warnings) = with_warnings(shared, |st| {
-                st.create(def, version, ns_for_item, obj, &write_opts(q))
+                st.create(def, version, ns_for_item, obj, &write_opts(q, headers))
             })?;
             Ok(warn(
                 json_response(StatusCode::CREATED, &render(&created)),
@@ -610,7 +640,15 @@ async fn dispatch(
             let obj = decode_body(headers, &body)?;
             let name = a.name.unwrap_or("");
             let (updated, warnings) = with_warnings(shared, |st| {
-                st.update(def, version, ns_for_item, name, obj, a.sub, &write_opts(q))
+                st.update(
+                    def,
+                    version,
+                    ns_for_item,
+                    name,
+                    obj,
+                    a.sub,
+                    &write_opts(q, headers),
+                )
             })?;
             Ok(warn(
                 json_response(StatusCode::OK, &render(&updated)),
@@ -638,7 +676,9 @@ async fn dispatch(
                         verb: "create".into(),
                         ..attrs.clone()
                     };
-                    if let Decision::Deny { reason } = rbac::authorize(st, req.user, &create) {
+                    let decision = rbac::authorize(st, req.user, &create);
+                    shared.record_authorization(req.user, &create, decision == Decision::Allow);
+                    if let Decision::Deny { reason } = decision {
                         return Err(rbac::forbidden(&def.group, &def.plural, name, &reason));
                     }
                 }
@@ -650,7 +690,7 @@ async fn dispatch(
                     kind,
                     &patch,
                     a.sub,
-                    &write_opts(q),
+                    &write_opts(q, headers),
                 )
             })?;
             let code = if created {
@@ -673,7 +713,7 @@ async fn dispatch(
                 m.entry("propagationPolicy").or_insert_with(|| json!(p));
             }
             let name = a.name.unwrap_or("");
-            let dry = write_opts(q).dry_run
+            let dry = write_opts(q, headers).dry_run
                 || opts
                     .get("dryRun")
                     .and_then(Value::as_array)
@@ -683,10 +723,12 @@ async fn dispatch(
         }
         "deletecollection" => {
             let opts = list_opts(q)?;
-            let items =
-                shared
-                    .lock()
-                    .delete_collection(def, a.namespace, &opts, write_opts(q).dry_run)?;
+            let items = shared.lock().delete_collection(
+                def,
+                a.namespace,
+                &opts,
+                write_opts(q, headers).dry_run,
+            )?;
             let doc = json!({
                 "kind": def.list_kind, "apiVersion": def.api_version(version),
                 "metadata": {"resourceVersion": shared.lock().current_rv().to_string()},

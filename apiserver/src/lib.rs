@@ -22,35 +22,38 @@
 mod auth;
 mod discovery;
 mod error;
+mod fieldpath;
+mod gc;
 mod http;
+mod managed;
 mod objectmeta;
 mod openapi;
 mod patch;
 mod proto;
 mod rbac;
 mod registry;
+mod schema;
 mod selector;
 mod server;
+mod smd;
 mod store;
 mod table;
+mod tls;
 mod validation;
 mod watch;
+mod write;
 
 pub use auth::{ADMIN_USER, UserInfo};
 pub use discovery::GIT_VERSION;
 pub use error::Error;
-pub use server::{
-    Config, RunningServer, StatKey, Stats, kubeconfig_with_token, kubeconfig_yaml, start,
-};
+pub use server::{AuthzCheck, Config, RunningServer, StatKey, Stats, start};
 
 /// Building blocks exposed for unit tests and tools (not a stable API).
 pub mod internals {
     pub use crate::objectmeta::{
         config_map_key, is_dns1123_label, is_dns1123_subdomain, label_value, qualified_name,
     };
-    pub use crate::patch::{
-        PatchError, apply_merge, json_patch, merge_patch, strategic_merge_patch,
-    };
+    pub use crate::patch::{PatchError, json_patch, merge_patch, strategic_merge_patch};
     pub use crate::selector::{FieldSelector, LabelSelector};
     pub use crate::validation::process_custom_resource;
 }

@@ -2,6 +2,9 @@
 
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::schema::{self, Ty};
 
 use crate::error::Error;
 
@@ -39,6 +42,8 @@ pub struct ResourceDef {
     pub is_crd: bool,
     /// Versions whose schema carries `x-kubernetes-validations` (CEL rules).
     pub cel_versions: Vec<String>,
+    /// The structural type of each served version (server-side apply, field ownership).
+    pub types: BTreeMap<String, Arc<Ty>>,
     /// Where the objects are kept when another resource's storage is shared (events.k8s.io
     /// Events live in the core Events storage, as on the real server).
     pub storage: Option<GroupResource>,
@@ -52,6 +57,16 @@ impl ResourceDef {
     /// The storage identity: `gr()` unless the storage is shared with another resource.
     pub fn storage_gr(&self) -> GroupResource {
         self.storage.clone().unwrap_or_else(|| self.gr())
+    }
+
+    /// The structural type of `version` (a schemaless resource: every field is "deduced").
+    pub fn ty(&self, version: &str) -> Arc<Ty> {
+        self.types.get(version).cloned().unwrap_or_else(|| {
+            Arc::new(schema::from_openapi(
+                &json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}),
+                true,
+            ))
+        })
     }
 
     /// `group`/`plural` test (core group: "").
@@ -88,7 +103,11 @@ impl ResourceDef {
         namespaced: bool,
         short: &[&str],
     ) -> Self {
+        let types = schema::builtin(group, version, plural)
+            .map(|t| BTreeMap::from([(version.to_string(), Arc::new(t))]))
+            .unwrap_or_default();
         ResourceDef {
+            types,
             group: group.into(),
             versions: vec![version.into()],
             plural: plural.into(),
@@ -162,6 +181,7 @@ impl ResourceDef {
         let mut versions = Vec::new();
         let mut storage_first = Vec::new();
         let mut schemas = BTreeMap::new();
+        let mut types = BTreeMap::new();
         let mut columns = BTreeMap::new();
         let mut status_subresource = false;
         let mut cel_versions = Vec::new();
@@ -178,6 +198,7 @@ impl ResourceDef {
                     cel_versions.push(name.clone());
                 }
                 schemas.insert(name.clone(), schema.clone());
+                types.insert(name.clone(), Arc::new(schema::from_openapi(schema, true)));
             }
             let cols = v
                 .get("additionalPrinterColumns")
@@ -207,6 +228,7 @@ impl ResourceDef {
             return Err(bad("no served versions"));
         }
         Ok(ResourceDef {
+            types,
             group: group.to_string(),
             versions,
             plural,

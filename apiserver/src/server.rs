@@ -99,6 +99,8 @@ impl Config {
 /// Key of one request counter.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct StatKey {
+    /// The authenticated user (`system:serviceaccount:<ns>:<name>`, `tenantdb-admin`, …).
+    pub user: String,
     /// get / list / watch / create / update / patch / delete / deletecollection
     pub verb: String,
     /// API group ("" for core).
@@ -145,6 +147,19 @@ impl Stats {
         self.counts.values().sum()
     }
 
+    /// Only the requests of one user (e.g. the operator's ServiceAccount).
+    pub fn of_user(&self, user: &str) -> Stats {
+        Stats {
+            counts: Arc::new(
+                self.counts
+                    .iter()
+                    .filter(|(k, _)| k.user == user)
+                    .map(|(k, v)| (k.clone(), *v))
+                    .collect(),
+            ),
+        }
+    }
+
     /// Counters accumulated since an earlier snapshot.
     pub fn since(&self, earlier: &Stats) -> Stats {
         let mut m = BTreeMap::new();
@@ -170,7 +185,7 @@ impl Stats {
             .counts
             .iter()
             .map(|(k, v)| {
-                json!({"verb": k.verb, "group": k.group, "resource": k.resource, "subresource": k.subresource, "count": v})
+                json!({"user": k.user, "verb": k.verb, "group": k.group, "resource": k.resource, "subresource": k.subresource, "count": v})
             })
             .collect();
         json!({"total": self.total(), "requests": reqs})
@@ -187,6 +202,7 @@ impl Stats {
         {
             let s = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or("").to_string();
             let key = StatKey {
+                user: s("user"),
                 verb: s("verb"),
                 group: s("group"),
                 resource: s("resource"),
@@ -200,6 +216,23 @@ impl Stats {
     }
 }
 
+/// One authorization check RBAC made (see [`RunningServer::authorization_checks`]).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AuthzCheck {
+    pub user: String,
+    pub verb: String,
+    /// `false` for non-resource requests (`/api`, `/version`, …): `path` is set instead.
+    pub resource_request: bool,
+    pub group: String,
+    pub resource: String,
+    pub subresource: String,
+    /// "" at the cluster scope.
+    pub namespace: String,
+    pub name: String,
+    pub path: String,
+    pub allowed: bool,
+}
+
 /// State shared by all request handlers.
 pub struct Shared {
     state: Mutex<State>,
@@ -208,6 +241,7 @@ pub struct Shared {
     /// RBAC on (always, except in the emulator's own unit tests).
     pub rbac: bool,
     stats: Mutex<BTreeMap<StatKey, u64>>,
+    authz: Mutex<BTreeMap<AuthzCheck, u64>>,
     pub shutdown: watch::Sender<bool>,
     pub addr: SocketAddr,
     /// See [`Config::watch_latency`].
@@ -224,15 +258,42 @@ impl Shared {
         self.tokens.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn record(&self, verb: &str, group: &str, resource: &str, subresource: &str) {
+    pub fn record(&self, user: &str, verb: &str, group: &str, resource: &str, subresource: &str) {
         let mut s = self.stats.lock().unwrap_or_else(|p| p.into_inner());
         let key = StatKey {
+            user: user.into(),
             verb: verb.into(),
             group: group.into(),
             resource: resource.into(),
             subresource: subresource.into(),
         };
         *s.entry(key).or_insert(0) += 1;
+    }
+
+    pub fn record_authorization(
+        &self,
+        user: &UserInfo,
+        a: &crate::rbac::Attributes,
+        allowed: bool,
+    ) {
+        let key = AuthzCheck {
+            user: user.name.clone(),
+            verb: a.verb.clone(),
+            resource_request: a.resource_request,
+            group: a.group.clone(),
+            resource: a.resource.clone(),
+            subresource: a.subresource.clone(),
+            namespace: a.namespace.clone(),
+            name: a.name.clone(),
+            path: if a.resource_request {
+                String::new()
+            } else {
+                a.path.clone()
+            },
+            allowed,
+        };
+        let mut m = self.authz.lock().unwrap_or_else(|p| p.into_inner());
+        *m.entry(key).or_insert(0) += 1;
     }
 
     pub fn stats_snapshot(&self) -> Stats {
@@ -248,6 +309,7 @@ impl Shared {
 pub struct RunningServer {
     shared: Arc<Shared>,
     url: String,
+    ca_pem: String,
     admin_token: String,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -267,6 +329,7 @@ pub(crate) async fn start_without_rbac(cfg: Config) -> Result<RunningServer, Err
 async fn start_with(cfg: Config, rbac: bool) -> Result<RunningServer, Error> {
     let listener = tokio::net::TcpListener::bind(cfg.addr).await?;
     let addr = listener.local_addr()?;
+    let tls = crate::tls::generate(addr.ip())?;
     let mut state = State::new(cfg.watch_history);
     bootstrap(&mut state, &cfg)?;
     let (shutdown, _) = watch::channel(false);
@@ -278,6 +341,7 @@ async fn start_with(cfg: Config, rbac: bool) -> Result<RunningServer, Error> {
         rbac,
         state: Mutex::new(state),
         stats: Mutex::new(BTreeMap::new()),
+        authz: Mutex::new(BTreeMap::new()),
         shutdown,
         addr,
         watch_latency: cfg.watch_latency,
@@ -286,13 +350,10 @@ async fn start_with(cfg: Config, rbac: bool) -> Result<RunningServer, Error> {
         .fallback(crate::http::handle)
         .with_state(shared.clone());
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    // TCP_NODELAY like the real API server (Go sets it on every connection): without it a
+    // response written in two segments waits for the client's delayed ACK (~40 ms).
+    let listener = crate::tls::TlsListener::new(listener, tls.config.clone())?;
     let task = tokio::spawn(async move {
-        // TCP_NODELAY like the real API server (Go sets it on every connection): without it a
-        // response written in two segments waits for the client's delayed ACK (~40 ms).
-        use axum::serve::ListenerExt;
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
             let _ = stop_rx.await;
         });
@@ -302,7 +363,8 @@ async fn start_with(cfg: Config, rbac: bool) -> Result<RunningServer, Error> {
     });
     Ok(RunningServer {
         shared,
-        url: format!("http://{addr}"),
+        url: format!("https://{addr}"),
+        ca_pem: tls.ca_pem,
         admin_token,
         stop: Some(stop_tx),
         task: Some(task),
@@ -420,9 +482,19 @@ impl RunningServer {
     }
 
     /// An administrator's kubeconfig (context `tenantdb-dev`, user `tenantdb-admin` in group
-    /// `system:masters`, bearer token) pointing at [`url`](Self::url).
+    /// `system:masters`, bearer token, the emulator's CA) pointing at [`url`](Self::url).
     pub fn kubeconfig_yaml(&self, namespace: &str) -> String {
-        kubeconfig_with_token(&self.url, namespace, &self.admin_token)
+        self.kubeconfig_yaml_with_token(namespace, Some(&self.admin_token))
+    }
+
+    /// A kubeconfig sending `token` (`None`: no credentials, i.e. `system:anonymous`).
+    pub fn kubeconfig_yaml_with_token(&self, namespace: &str, token: Option<&str>) -> String {
+        kubeconfig_doc(&self.url, &self.ca_pem, namespace, token)
+    }
+
+    /// The throwaway CA of this server (PEM).
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
     }
 
     /// The administrator's bearer token.
@@ -453,7 +525,7 @@ impl RunningServer {
         namespace: &str,
     ) -> String {
         let token = self.service_account_token(sa_namespace, sa_name);
-        kubeconfig_with_token(&self.url, namespace, &token)
+        self.kubeconfig_yaml_with_token(namespace, Some(&token))
     }
 
     /// Write [`kubeconfig_yaml`](Self::kubeconfig_yaml) to `path`.
@@ -464,6 +536,14 @@ impl RunningServer {
     /// Snapshot of the request counters.
     pub fn stats(&self) -> Stats {
         self.shared.stats_snapshot()
+    }
+
+    /// Every distinct authorization check RBAC made so far, with how often (an apply that
+    /// creates its object shows up as `patch` and `create`). The RBAC tests of the operator use
+    /// this to compare what its ServiceAccount needs with what the chart grants.
+    pub fn authorization_checks(&self) -> Vec<(AuthzCheck, u64)> {
+        let m = self.shared.authz.lock().unwrap_or_else(|p| p.into_inner());
+        m.iter().map(|(k, v)| (k.clone(), *v)).collect()
     }
 
     /// Current global resourceVersion.
@@ -494,22 +574,17 @@ impl Drop for RunningServer {
     }
 }
 
-/// A kubeconfig for `url` with context/cluster/user `tenantdb-dev` and no credentials (requests
-/// are `system:anonymous`, which may only read `/version` and the health endpoints).
-pub fn kubeconfig_yaml(url: &str, namespace: &str) -> String {
-    kubeconfig_doc(url, namespace, "{}")
-}
-
-/// A kubeconfig for `url` that sends `token` as a bearer token.
-pub fn kubeconfig_with_token(url: &str, namespace: &str, token: &str) -> String {
-    kubeconfig_doc(url, namespace, &format!("\n    token: {token}"))
-}
-
-fn kubeconfig_doc(url: &str, namespace: &str, user: &str) -> String {
+fn kubeconfig_doc(url: &str, ca_pem: &str, namespace: &str, token: Option<&str>) -> String {
+    use base64::Engine as _;
+    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    let user = match token {
+        Some(t) => format!("\n    token: {t}"),
+        None => "{}".to_string(),
+    };
     format!(
         "apiVersion: v1\nkind: Config\n\
          # tenantdb-apiserver: an in-memory Kubernetes API emulator for tests/demo. NOT a cluster.\n\
-         clusters:\n- name: tenantdb-dev\n  cluster:\n    server: {url}\n\
+         clusters:\n- name: tenantdb-dev\n  cluster:\n    server: {url}\n    certificate-authority-data: {ca}\n\
          contexts:\n- name: tenantdb-dev\n  context:\n    cluster: tenantdb-dev\n    user: tenantdb-dev\n    namespace: {namespace}\n\
          current-context: tenantdb-dev\n\
          users:\n- name: tenantdb-dev\n  user: {user}\n\
@@ -522,8 +597,9 @@ mod tests {
     use super::*;
 
     async fn anonymous_list(srv: &RunningServer) -> Result<(), kube::Error> {
-        let kc = kube::config::Kubeconfig::from_yaml(&kubeconfig_yaml(&srv.url(), "default"))
-            .map_err(kube::Error::InferKubeconfig)?;
+        let kc =
+            kube::config::Kubeconfig::from_yaml(&srv.kubeconfig_yaml_with_token("default", None))
+                .map_err(kube::Error::InferKubeconfig)?;
         let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
             .await
             .map_err(kube::Error::InferKubeconfig)?;

@@ -21,6 +21,16 @@ pub struct Processed {
 /// Prune unknown fields, drop non-nullable nulls, apply defaults, then validate.
 /// `obj` is the whole object; `apiVersion`, `kind` and `metadata` are left to the server.
 pub fn process_custom_resource(obj: &mut Value, schema: &Value) -> Processed {
+    process_custom_resource_with(obj, schema, true)
+}
+
+/// [`process_custom_resource`]; `drop_nulls: false` keeps `null`s of non-nullable fields (an
+/// apply result is not decoded: they fail validation instead).
+pub fn process_custom_resource_with(
+    obj: &mut Value,
+    schema: &Value,
+    drop_nulls: bool,
+) -> Processed {
     let mut pruned = Vec::new();
     if let Value::Object(m) = obj {
         for (k, v) in m.iter_mut() {
@@ -28,7 +38,7 @@ pub fn process_custom_resource(obj: &mut Value, schema: &Value) -> Processed {
                 continue;
             }
             if let Some(s) = prop_schema(schema, k) {
-                prune(v, s, k, &mut pruned);
+                prune_rec(v, s, k, &mut pruned, drop_nulls);
             }
         }
         let preserve = schema
@@ -45,7 +55,9 @@ pub fn process_custom_resource(obj: &mut Value, schema: &Value) -> Processed {
                 keep
             });
         }
-        drop_nulls_top(m, schema);
+        if drop_nulls {
+            drop_nulls_top(m, schema);
+        }
     }
     default_rec(obj, schema, true);
     let mut errors = Vec::new();
@@ -122,9 +134,13 @@ fn drop_nulls_top(m: &mut Map<String, Value>, schema: &Value) {
     });
 }
 
-/// Remove fields not declared by the schema (unless `x-kubernetes-preserve-unknown-fields`)
-/// and `null`s for non-nullable fields.
-pub fn prune(v: &mut Value, schema: &Value, path: &str, pruned: &mut Vec<String>) {
+fn prune_rec(
+    v: &mut Value,
+    schema: &Value,
+    path: &str,
+    pruned: &mut Vec<String>,
+    drop_nulls: bool,
+) {
     if schema
         .get("x-kubernetes-int-or-string")
         .and_then(Value::as_bool)
@@ -147,7 +163,7 @@ pub fn prune(v: &mut Value, schema: &Value, path: &str, pruned: &mut Vec<String>
             let addl_any = addl.and_then(Value::as_bool) == Some(true);
             for (k, child) in m.iter_mut() {
                 if let Some(s) = prop_schema(schema, k) {
-                    prune(child, s, &join(path, k), pruned);
+                    prune_rec(child, s, &join(path, k), pruned, drop_nulls);
                 }
             }
             if !preserve && !addl_any && (has_props || addl.is_none()) {
@@ -160,12 +176,14 @@ pub fn prune(v: &mut Value, schema: &Value, path: &str, pruned: &mut Vec<String>
                     keep
                 });
             }
-            m.retain(|k, c| !c.is_null() || prop_schema(schema, k).is_none_or(nullable));
+            if drop_nulls {
+                m.retain(|k, c| !c.is_null() || prop_schema(schema, k).is_none_or(nullable));
+            }
         }
         Value::Array(a) => {
             if let Some(items) = schema.get("items") {
                 for (i, x) in a.iter_mut().enumerate() {
-                    prune(x, items, &format!("{path}[{i}]"), pruned);
+                    prune_rec(x, items, &format!("{path}[{i}]"), pruned, drop_nulls);
                 }
             }
         }

@@ -321,12 +321,7 @@ async fn authentication_anonymous_wildcards_and_missing_roles() {
     let srv = start().await;
     let admin = client(&srv.kubeconfig_yaml("default")).await;
     // A token nobody issued: 401.
-    let bad = client(&tenantdb_apiserver::kubeconfig_with_token(
-        &srv.url(),
-        "default",
-        "nope",
-    ))
-    .await;
+    let bad = client(&srv.kubeconfig_yaml_with_token("default", Some("nope"))).await;
     let err = api_err(
         Api::<Secret>::all(bad)
             .list(&ListParams::default())
@@ -338,7 +333,7 @@ async fn authentication_anonymous_wildcards_and_missing_roles() {
         (401, "Unauthorized", "Unauthorized")
     );
     // No credentials: system:anonymous may read /version, nothing else.
-    let anon = client(&tenantdb_apiserver::kubeconfig_yaml(&srv.url(), "default")).await;
+    let anon = client(&srv.kubeconfig_yaml_with_token("default", None)).await;
     anon.apiserver_version().await.unwrap();
     let err = api_err(
         Api::<Secret>::all(anon.clone())
