@@ -150,21 +150,66 @@ impl State {
         }
     }
 
-    /// Delete every dependent whose owners are all gone (background propagation).
+    /// An owner is gone: collect its dependents now, or after the configured delay (the real
+    /// garbage collector is asynchronous; `Config::gc_delay` emulates that).
+    pub(crate) fn owner_removed(&mut self, owner_uid: &str) {
+        match self.gc_delay {
+            None => self.collect_garbage(owner_uid),
+            Some(d) => self
+                .gc_pending
+                .push((std::time::Instant::now() + d, owner_uid.to_string())),
+        }
+    }
+
+    /// Run the delayed collections that are due (the server's background task calls this).
+    pub(crate) fn run_due_gc(&mut self, now: std::time::Instant) {
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.gc_pending)
+            .into_iter()
+            .partition(|(at, _)| *at <= now);
+        self.gc_pending = later;
+        for (_, uid) in due {
+            self.collect_garbage(&uid);
+        }
+    }
+
+    /// `attemptToDeleteItem` for the dependents of a removed owner: a dependent whose owners are
+    /// all gone is deleted; one that still has an owner loses its dangling references.
     pub(crate) fn collect_garbage(&mut self, owner_uid: &str) {
-        let victims = self.dependents_where(owner_uid, |obj, _| {
-            let all_gone = meta(obj)
+        let alive = |r: &Value, uids: &std::collections::HashMap<String, _>| {
+            r.get("uid")
+                .and_then(Value::as_str)
+                .is_some_and(|u| uids.contains_key(u))
+        };
+        let mut victims = Vec::new();
+        let mut trim = Vec::new();
+        for (gr, ns, name) in self.dependents_of(owner_uid) {
+            let Some(obj) = self.get_obj(&gr, &ns, &name) else {
+                continue;
+            };
+            let refs: Vec<Value> = meta(&obj)
                 .and_then(|m| m.get("ownerReferences"))
                 .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .all(|r| {
-                    r.get("uid")
-                        .and_then(Value::as_str)
-                        .is_none_or(|u| !self.uids.contains_key(u))
-                });
-            all_gone && !is_deleting(obj)
-        });
+                .cloned()
+                .unwrap_or_default();
+            if refs.iter().all(|r| !alive(r, &self.uids)) {
+                if !is_deleting(&obj) {
+                    victims.push((gr, ns, name));
+                }
+            } else if refs.iter().any(|r| !alive(r, &self.uids)) {
+                trim.push((gr, obj));
+            }
+        }
+        for (gr, obj) in trim {
+            let Some(def) = self.registry.defs.get(&gr).cloned() else {
+                continue;
+            };
+            let mut new = (*obj).clone();
+            if let Some(Value::Array(refs)) = meta_mut(&mut new).get_mut("ownerReferences") {
+                let uids = &self.uids;
+                refs.retain(|r| alive(r, uids));
+            }
+            self.store(&def, new, Some(obj));
+        }
         self.delete_each(victims, &json!({}));
     }
 

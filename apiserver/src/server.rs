@@ -32,6 +32,10 @@ pub struct Config {
     /// (Deployments, Services, …) are skipped; a namespace a namespaced object needs is created
     /// first, like `helm install --create-namespace`.
     pub objects: Vec<Value>,
+    /// Garbage collection delay: `None` (default) collects an owner's dependents within the
+    /// delete; `Some(d)` does it `d` later, in the background, like the real (asynchronous)
+    /// garbage collector. Dependents of a deleted owner then stay visible meanwhile.
+    pub gc_delay: Option<Duration>,
 }
 
 impl Default for Config {
@@ -42,6 +46,7 @@ impl Default for Config {
             watch_history: 10_000,
             watch_latency: std::time::Duration::ZERO,
             objects: Vec::new(),
+            gc_delay: None,
         }
     }
 }
@@ -332,6 +337,7 @@ async fn start_with(cfg: Config, rbac: bool) -> Result<RunningServer, Error> {
     let tls = crate::tls::generate(addr.ip())?;
     let mut state = State::new(cfg.watch_history);
     bootstrap(&mut state, &cfg)?;
+    state.gc_delay = cfg.gc_delay;
     let (shutdown, _) = watch::channel(false);
     let mut tokens = Tokens::default();
     let admin_token = crate::auth::new_token();
@@ -349,6 +355,20 @@ async fn start_with(cfg: Config, rbac: bool) -> Result<RunningServer, Error> {
     let app = Router::new()
         .fallback(crate::http::handle)
         .with_state(shared.clone());
+    if let Some(delay) = cfg.gc_delay {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let mut stop = shared.shutdown.subscribe();
+            let tick = (delay / 4).clamp(Duration::from_millis(5), Duration::from_millis(100));
+            loop {
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => break,
+                    _ = tokio::time::sleep(tick) => {}
+                }
+                shared.lock().run_due_gc(std::time::Instant::now());
+            }
+        });
+    }
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     // TCP_NODELAY like the real API server (Go sets it on every connection): without it a
     // response written in two segments waits for the client's delayed ACK (~40 ms).

@@ -119,6 +119,10 @@ pub struct State {
     pub(crate) rng: u64,
     /// Warnings produced by the last write (drained by the HTTP layer into `Warning` headers).
     pub warnings: Vec<String>,
+    /// `Some`: garbage collection runs this long after an owner is removed.
+    pub(crate) gc_delay: Option<std::time::Duration>,
+    /// Owners whose dependents are collected at the given time.
+    pub(crate) gc_pending: Vec<(std::time::Instant, String)>,
 }
 
 pub fn now_rfc3339() -> String {
@@ -212,6 +216,8 @@ impl State {
             tx,
             rng: seed,
             warnings: Vec::new(),
+            gc_delay: None,
+            gc_pending: Vec::new(),
         }
     }
 
@@ -458,7 +464,7 @@ impl State {
         if gr.0.is_empty() && gr.1 == "namespaces" {
             // nothing left inside by construction
         }
-        self.collect_garbage(&uid);
+        self.owner_removed(&uid);
         // Owners deleting in foreground may have been waiting for this object.
         let owners: Vec<String> = meta(&last)
             .and_then(|m| m.get("ownerReferences"))
