@@ -310,6 +310,14 @@ impl State {
                 let m = meta_mut(&mut new);
                 m.insert("deletionTimestamp".into(), json!(now_rfc3339()));
                 m.insert("deletionGracePeriodSeconds".into(), json!(0));
+                // `markAsDeleting`: an object with a generation gets a new one.
+                if let Some(g) = m
+                    .get("generation")
+                    .and_then(Value::as_i64)
+                    .filter(|g| *g > 0)
+                {
+                    m.insert("generation".into(), json!(g + 1));
+                }
                 if foreground
                     && let Value::Array(a) = m.entry("finalizers").or_insert_with(|| json!([]))
                 {
@@ -324,7 +332,7 @@ impl State {
                 let dependents = self.dependents_of(&uid);
                 self.delete_each(dependents, &json!({"propagationPolicy": "Foreground"}));
                 self.maybe_finish_foreground(&uid);
-                return Ok(self.get_obj(&def.gr(), ns, name).unwrap_or(stored));
+                return Ok(self.get_obj(&def.storage_gr(), ns, name).unwrap_or(stored));
             }
             if is_ns {
                 self.delete_namespace_content(name);

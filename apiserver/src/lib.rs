@@ -19,12 +19,17 @@
 //! See `apiserver/README.md` for exactly what is and is not emulated.
 #![forbid(unsafe_code)]
 
+mod apply;
 mod auth;
+mod cel;
+mod crd_check;
 mod discovery;
 mod error;
+mod events;
 mod fieldpath;
 mod gc;
 mod http;
+mod kinds;
 mod managed;
 mod objectmeta;
 mod openapi;

@@ -126,6 +126,11 @@ impl ResourceDef {
         }
     }
 
+    fn stored_as(mut self, group: &str, plural: &str) -> Self {
+        self.storage = Some((group.to_string(), plural.to_string()));
+        self
+    }
+
     fn with_columns(mut self, cols: &[(&str, &str, &str)]) -> Self {
         let v = self.versions[0].clone();
         self.columns.insert(
@@ -279,7 +284,8 @@ impl Registry {
                     ("Type", "string", ".type"),
                     ("Reason", "string", ".reason"),
                     ("Note", "string", ".note"),
-                ]),
+                ])
+                .stored_as("", "events"),
             ResourceDef::builtin("", "v1", "serviceaccounts", "ServiceAccount", true, &["sa"]),
             ResourceDef::builtin(RBAC_GROUP, "v1", "roles", "Role", true, &[]),
             ResourceDef::builtin(RBAC_GROUP, "v1", "rolebindings", "RoleBinding", true, &[])

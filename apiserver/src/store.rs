@@ -266,7 +266,7 @@ impl State {
     }
 
     pub fn get(&self, def: &ResourceDef, ns: &str, name: &str) -> Result<Arc<Value>, ApiError> {
-        self.get_obj(&def.gr(), ns, name)
+        self.get_obj(&def.storage_gr(), ns, name)
             .ok_or_else(|| ApiError::not_found(&target(def, name)))
     }
 
@@ -308,7 +308,7 @@ impl State {
         let mut token = None;
         let mut remaining = 0;
         let mut last_key: Option<&ObjKey> = None;
-        for (k, obj) in self.iter_objects(&def.gr(), ns) {
+        for (k, obj) in self.iter_objects(&def.storage_gr(), ns) {
             if after.as_ref().is_some_and(|a| k <= a) {
                 continue;
             }
@@ -345,7 +345,7 @@ impl State {
         ns: Option<&str>,
         from_rv: Option<u64>,
     ) -> Result<(Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>, u64), ApiError> {
-        let gr = def.gr();
+        let gr = def.storage_gr();
         let initial: Vec<Arc<Event>> = match from_rv {
             Some(rv) if rv != 0 => {
                 if rv < self.compacted {
@@ -401,49 +401,54 @@ impl State {
         let _ = self.tx.send(ev);
     }
 
-    /// Store a new version of an object (create or update) and emit the event.
+    /// Store a new version of an object (create or update) and emit the event. Objects of a
+    /// resource sharing another's storage (events.k8s.io Events) are stored in that form.
     pub(crate) fn store(
         &mut self,
         def: &ResourceDef,
-        mut obj: Value,
+        obj: Value,
         old: Option<Arc<Value>>,
     ) -> Arc<Value> {
+        let mut obj = to_storage(def, obj);
         self.rv += 1;
         meta_mut(&mut obj).insert("resourceVersion".into(), json!(self.rv.to_string()));
         let ns = meta_str(&obj, "namespace").to_string();
         let name = meta_str(&obj, "name").to_string();
         let uid = meta_str(&obj, "uid").to_string();
+        let gr = def.storage_gr();
         let obj = Arc::new(obj);
-        self.objects
-            .entry(def.gr())
+        let stored_old = self
+            .objects
+            .entry(gr.clone())
             .or_default()
             .insert((ns.clone(), name.clone()), obj.clone());
-        self.uids.insert(uid, (def.gr(), ns.clone(), name));
-        let type_ = if old.is_some() {
+        self.uids.insert(uid, (gr.clone(), ns.clone(), name));
+        let type_ = if old.is_some() || stored_old.is_some() {
             EventType::Modified
         } else {
             EventType::Added
         };
         self.emit(Event {
             rv: self.rv,
-            gr: def.gr(),
+            gr,
             namespace: ns,
             type_,
             object: obj.clone(),
-            old,
+            old: stored_old.or(old),
             at: std::time::Instant::now(),
         });
         obj
     }
 
     /// Remove an object for good, emit DELETED (with a new resourceVersion) and collect garbage.
-    pub(crate) fn remove(&mut self, def: &ResourceDef, mut last: Value) -> Arc<Value> {
+    pub(crate) fn remove(&mut self, def: &ResourceDef, last: Value) -> Arc<Value> {
+        let mut last = to_storage(def, last);
         self.rv += 1;
         meta_mut(&mut last).insert("resourceVersion".into(), json!(self.rv.to_string()));
         let ns = meta_str(&last, "namespace").to_string();
         let name = meta_str(&last, "name").to_string();
         let uid = meta_str(&last, "uid").to_string();
-        let gr = def.gr();
+        let gr = def.storage_gr();
         if let Some(m) = self.objects.get_mut(&gr) {
             m.remove(&(ns.clone(), name.clone()));
         }
@@ -482,6 +487,24 @@ impl State {
             self.maybe_finish_namespace(&ns);
         }
         last
+    }
+}
+
+/// An object in its storage form (events.k8s.io Events are kept as core Events).
+pub(crate) fn to_storage(def: &ResourceDef, obj: Value) -> Value {
+    if def.storage.is_some() && def.is(crate::events::EVENTS_GROUP, "events") {
+        crate::events::to_core(&obj)
+    } else {
+        obj
+    }
+}
+
+/// An object in the form `def` serves (the inverse of [`to_storage`]).
+pub(crate) fn from_storage(def: &ResourceDef, obj: Arc<Value>) -> Arc<Value> {
+    if def.storage.is_some() && def.is(crate::events::EVENTS_GROUP, "events") {
+        Arc::new(crate::events::to_v1(&obj))
+    } else {
+        obj
     }
 }
 

@@ -65,54 +65,16 @@ pub fn process_custom_resource_with(
     Processed { errors, pruned }
 }
 
-/// Evaluate CEL `x-kubernetes-validations` rules (transition rules get `oldSelf` on updates).
-/// Rules the evaluator cannot compile or evaluate fail closed, like the real server.
-pub fn validate_cel(obj: &Value, schema: &Value, old: Option<&Value>) -> Vec<FieldError> {
-    match kube_cel::validate(schema, obj, old) {
-        Ok(()) => Vec::new(),
-        Err(errs) => errs
-            .as_slice()
-            .iter()
-            .map(|e| {
-                let field = if e.field_path.is_empty() {
-                    "<nil>".to_string()
-                } else {
-                    e.field_path.clone()
-                };
-                let ty = value_at(obj, &e.field_path).map_or("object", type_name);
-                let reason = match e.reason.as_deref() {
-                    Some("FieldValueForbidden") => "FieldValueForbidden",
-                    Some("FieldValueRequired") => "FieldValueRequired",
-                    Some("FieldValueDuplicate") => "FieldValueDuplicate",
-                    _ => "FieldValueInvalid",
-                };
-                let mut fe =
-                    FieldError::invalid(&field, &Value::String(ty.into()), e.message.clone());
-                fe.reason = reason;
-                if reason != "FieldValueInvalid" {
-                    fe.value = None;
-                }
-                fe
-            })
-            .collect(),
-    }
+/// Prune a value (not an object root) against its schema node; `pruned` gets the unknown fields.
+pub fn prune_value(v: &mut Value, schema: &Value, pruned: &mut Vec<String>) {
+    prune_rec(v, schema, "", pruned, false);
 }
 
-fn value_at<'a>(obj: &'a Value, path: &str) -> Option<&'a Value> {
-    let mut cur = obj;
-    for seg in path.split('.').filter(|s| !s.is_empty()) {
-        let (name, idx) = match seg.split_once('[') {
-            Some((n, rest)) => (n, rest.trim_end_matches(']').parse::<usize>().ok()),
-            None => (seg, None),
-        };
-        if !name.is_empty() {
-            cur = cur.get(name)?;
-        }
-        if let Some(i) = idx {
-            cur = cur.get(i)?;
-        }
-    }
-    Some(cur)
+/// Validate a value against its schema node (defaults of a CRD schema).
+pub fn validate_value(v: &Value, schema: &Value) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    validate_rec(v, schema, "", &mut errs, false);
+    errs
 }
 
 fn prop_schema<'a>(schema: &'a Value, key: &str) -> Option<&'a Value> {
@@ -460,6 +422,32 @@ fn validate_rec(v: &Value, schema: &Value, path: &str, errs: &mut Vec<FieldError
                 ));
             }
             let list_type = schema.get("x-kubernetes-list-type").and_then(Value::as_str);
+            if list_type == Some("map") {
+                let keys: Vec<&str> = schema
+                    .get("x-kubernetes-list-map-keys")
+                    .and_then(Value::as_array)
+                    .map(|k| k.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                let key_of = |x: &Value| -> Vec<Value> {
+                    keys.iter()
+                        .map(|k| x.get(*k).cloned().unwrap_or(Value::Null))
+                        .collect()
+                };
+                for (i, x) in a.iter().enumerate() {
+                    if a[..i].iter().any(|y| key_of(y) == key_of(x)) {
+                        let shown: serde_json::Map<String, Value> = keys
+                            .iter()
+                            .map(|k| (k.to_string(), x.get(*k).cloned().unwrap_or(Value::Null)))
+                            .collect();
+                        errs.push(FieldError {
+                            reason: "FieldValueDuplicate",
+                            field: format!("{path}[{i}]"),
+                            value: Some(Value::Object(shown).to_string()),
+                            detail: String::new(),
+                        });
+                    }
+                }
+            }
             if list_type == Some("set")
                 || schema.get("uniqueItems").and_then(Value::as_bool) == Some(true)
             {
@@ -648,31 +636,5 @@ mod tests {
             e.iter().any(|x| x.contains("must be of type integer")),
             "{e:?}"
         );
-    }
-
-    #[test]
-    fn cel_rules_and_transition_rules() {
-        let schema = json!({"type": "object", "properties": {"spec": {"type": "object",
-            "x-kubernetes-validations": [{"rule": "self.size <= 10", "message": "size too big"}],
-            "properties": {"size": {"type": "integer"}, "engine": {"type": "string",
-                "x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "engine is immutable"}]}}}}});
-        let new = json!({"spec": {"size": 11, "engine": "mongodb"}});
-        let old = json!({"spec": {"size": 1, "engine": "postgres"}});
-        let created: Vec<String> = validate_cel(&new, &schema, None)
-            .iter()
-            .map(FieldError::render)
-            .collect();
-        assert_eq!(created, ["spec: Invalid value: \"object\": size too big"]);
-        let updated: Vec<String> = validate_cel(&new, &schema, Some(&old))
-            .iter()
-            .map(FieldError::render)
-            .collect();
-        assert!(
-            updated.contains(
-                &"spec.engine: Invalid value: \"string\": engine is immutable".to_string()
-            ),
-            "{updated:?}"
-        );
-        assert!(validate_cel(&old, &schema, Some(&old)).is_empty());
     }
 }

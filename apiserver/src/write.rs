@@ -5,14 +5,17 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
+use crate::cel;
 use crate::error::{ApiError, FieldError, Target};
-use crate::managed::{self, ApplyError, Managed, ManagerId, Operation, Scope};
+use crate::events;
+use crate::kinds;
+use crate::managed::{self, Managed, ManagerId, Operation, Scope};
 use crate::objectmeta::{self, MetaRules, NameRule};
 use crate::patch;
 use crate::registry::{CRD_GROUP, GroupResource, ResourceDef, crd_status};
 use crate::store::{
-    FieldValidation, PatchKind, State, WriteOpts, finalizers_empty, is_deleting, meta, meta_mut,
-    meta_str, now_rfc3339, spec_part, target,
+    FieldValidation, PatchKind, State, WriteOpts, finalizers_empty, from_storage, is_deleting,
+    meta, meta_mut, meta_str, now_rfc3339, spec_part, target,
 };
 use crate::validation;
 
@@ -34,6 +37,17 @@ impl State {
         if let Value::Object(m) = obj {
             m.insert("apiVersion".into(), json!(def.api_version(version)));
             m.insert("kind".into(), json!(def.kind));
+        }
+        // Built-in kinds are decoded into Go types: unknown fields per `fieldValidation`, JSON
+        // type errors are 400s, `null` is the zero value.
+        if !def.is_crd && decoded {
+            let unknown = kinds::decode(obj, &def.ty(version), &def.kind).map_err(|e| {
+                ApiError::bad_request(format!(
+                    "{kind} in version {version:?} cannot be handled as a {kind}: {e}",
+                    kind = def.kind
+                ))
+            })?;
+            self.report_unknown(def, version, &unknown, fv)?;
         }
         // Secrets: fold stringData into data.
         if def.group.is_empty() && def.plural == "secrets" {
@@ -62,36 +76,38 @@ impl State {
         if let Some(old) = old {
             errs.extend(objectmeta::validate_object_meta_update(obj, old));
         }
+        errs.extend(validate_kind(def, obj, old));
         if def.is_crd
             && let Some(schema) = def.schemas.get(version)
         {
             // A decoded request (create, update, non-apply patch) drops `null`s of non-nullable
             // fields; an apply result is not decoded, so such a `null` is a validation error.
             let processed = validation::process_custom_resource_with(obj, schema, decoded);
-            errs.extend(processed.errors);
-            if errs.is_empty() && def.cel_versions.iter().any(|v| v == version) {
-                errs.extend(validation::validate_cel(obj, schema, old));
-            }
-            if !processed.pruned.is_empty() {
-                let unknown: Vec<String> = processed
-                    .pruned
-                    .iter()
-                    .map(|p| format!("unknown field {p:?}"))
-                    .collect();
-                match fv {
-                    FieldValidation::Ignore => {}
-                    FieldValidation::Warn => self.warnings.extend(unknown),
-                    FieldValidation::Strict => {
-                        return Err(ApiError::bad_request(format!(
-                            "{kind} in version {version:?} cannot be handled as a {kind}: strict decoding error: {}",
-                            unknown.join(", "),
-                            kind = def.kind
-                        )));
-                    }
+            let schema_errs = match old {
+                // Ratcheting: errors on values this update did not change are dropped.
+                Some(old) => cel::ratchet_schema_errors(processed.errors, obj, old, schema),
+                None => processed.errors,
+            };
+            // CEL rules run unless a type error makes the object unusable for them.
+            let blocking = schema_errs
+                .iter()
+                .any(|e| e.reason == "FieldValueTypeInvalid");
+            errs.extend(schema_errs);
+            if def.cel_versions.iter().any(|v| v == version) {
+                if blocking {
+                    errs.push(FieldError::invalid(
+                        "<nil>",
+                        &Value::Null,
+                        "some validation rules were not checked because the object was invalid; correct the existing errors to complete validation",
+                    ));
+                } else {
+                    errs.extend(cel::validate_cel(obj, schema, old));
                 }
             }
+            self.report_unknown(def, version, &processed.pruned, fv)?;
         }
         if def.group == CRD_GROUP && def.plural == "customresourcedefinitions" {
+            errs.extend(crate::crd_check::check(obj));
             match ResourceDef::from_crd(obj) {
                 Ok(d) => {
                     let want = format!("{}.{}", d.plural, d.group);
@@ -119,6 +135,35 @@ impl State {
             return Err(ApiError::invalid(&def.kind_group(), &name, &t, &errs));
         }
         Ok(())
+    }
+
+    /// Unknown (pruned) fields: warnings, a strict-decoding 400, or nothing (`fieldValidation`).
+    fn report_unknown(
+        &mut self,
+        def: &ResourceDef,
+        version: &str,
+        pruned: &[String],
+        fv: FieldValidation,
+    ) -> Result<(), ApiError> {
+        if pruned.is_empty() {
+            return Ok(());
+        }
+        let unknown: Vec<String> = pruned
+            .iter()
+            .map(|p| format!("unknown field {p:?}"))
+            .collect();
+        match fv {
+            FieldValidation::Ignore => Ok(()),
+            FieldValidation::Warn => {
+                self.warnings.extend(unknown);
+                Ok(())
+            }
+            FieldValidation::Strict => Err(ApiError::bad_request(format!(
+                "{kind} in version {version:?} cannot be handled as a {kind}: strict decoding error: {}",
+                unknown.join(", "),
+                kind = def.kind
+            ))),
+        }
     }
 
     pub(crate) fn check_namespace(
@@ -159,7 +204,7 @@ impl State {
         self.create_owned(def, version, ns, obj, opts, Ownership::Update)
     }
 
-    fn create_owned(
+    pub(crate) fn create_owned(
         &mut self,
         def: &ResourceDef,
         version: &str,
@@ -245,7 +290,11 @@ impl State {
             obj["status"] = crd_status(&obj, &now_rfc3339());
         }
         if self
-            .get_obj(&def.gr(), if def.namespaced { ns } else { "" }, &name)
+            .get_obj(
+                &def.storage_gr(),
+                if def.namespaced { ns } else { "" },
+                &name,
+            )
             .is_some()
         {
             return Err(ApiError::already_exists(&target(def, &name)));
@@ -449,7 +498,7 @@ impl State {
                 "the namespace of the provided object does not match the namespace sent on the request",
             ));
         }
-        let old = self.get(def, ns, name)?;
+        let old = from_storage(def, self.get(def, ns, name)?);
         self.finish_update(def, version, old, obj, subresource, opts, Ownership::Update)
     }
 
@@ -466,7 +515,7 @@ impl State {
         subresource: Option<&str>,
         opts: &WriteOpts,
     ) -> Result<(bool, Arc<Value>), ApiError> {
-        validate_patch_options(kind, opts)?;
+        crate::apply::validate_patch_options(kind, opts)?;
         if kind == PatchKind::Strategic && def.is_crd {
             // Custom resources have no patch strategies: the real server does not accept SMP.
             return Err(ApiError::new(
@@ -478,8 +527,8 @@ impl State {
         if kind == PatchKind::Apply {
             return self.apply(def, version, ns, name, body, subresource, opts);
         }
-        let old = match self.get_obj(&def.gr(), ns, name) {
-            Some(o) => o,
+        let old = match self.get_obj(&def.storage_gr(), ns, name) {
+            Some(o) => from_storage(def, o),
             None => return Err(ApiError::not_found(&target(def, name))),
         };
         let mut new = (*old).clone();
@@ -502,168 +551,6 @@ impl State {
             self.finish_update(def, version, old, new, subresource, opts, Ownership::Update)?,
         ))
     }
-
-    /// Server-side apply (`application/apply-patch+yaml`).
-    #[allow(clippy::too_many_arguments)]
-    fn apply(
-        &mut self,
-        def: &ResourceDef,
-        version: &str,
-        ns: &str,
-        name: &str,
-        body: &Value,
-        subresource: Option<&str>,
-        opts: &WriteOpts,
-    ) -> Result<(bool, Arc<Value>), ApiError> {
-        if !body.is_object() {
-            return Err(ApiError::bad_request(format!(
-                "error decoding YAML: apply patch body must be an object, got {}",
-                body
-            )));
-        }
-        if body.pointer("/metadata/managedFields").is_some() {
-            return Err(ApiError::bad_request("metadata.managedFields must be nil"));
-        }
-        // `versionCheckManager`: apiVersion and kind must be exactly the request's.
-        let av = def.api_version(version);
-        let body_av = body.get("apiVersion").and_then(Value::as_str).unwrap_or("");
-        let body_kind = body.get("kind").and_then(Value::as_str).unwrap_or("");
-        if body_av != av || body_kind != def.kind {
-            let (g, v) = body_av.split_once('/').unwrap_or(("", body_av));
-            return Err(ApiError::bad_request(format!(
-                "invalid object type: {g}/{v}, Kind={body_kind}"
-            )));
-        }
-        let body_ns = meta_str(body, "namespace");
-        if def.namespaced && !body_ns.is_empty() && body_ns != ns {
-            return Err(ApiError::bad_request(
-                "the namespace of the provided object does not match the namespace sent on the request",
-            ));
-        }
-        let ty = def.ty(version);
-        let id = ManagerId::new(
-            opts.manager(),
-            Operation::Apply,
-            "",
-            subresource.unwrap_or(""),
-        );
-        let scope = scope_of(def, subresource);
-        let live = self.get_obj(&def.gr(), ns, name);
-        if live.is_none() && subresource.is_some() {
-            return Err(ApiError::not_found(&target(def, name)));
-        }
-        let empty = json!({});
-        let live_value: &Value = live.as_deref().unwrap_or(&empty);
-        let mut managers = live
-            .as_deref()
-            .and_then(managed::decode)
-            .unwrap_or_default();
-        let before = managers.clone();
-        let force = opts.force == Some(true);
-        let mut applied =
-            managed::apply(live_value, body, &ty, &mut managers, &id, &av, force, scope);
-        // `lastAppliedManager`: `kubectl apply --server-side` (manager "kubectl") upgrading an
-        // object from client-side apply takes the fields its last-applied annotation lists.
-        if let Err(ApplyError::Conflicts(c)) = &applied
-            && opts.manager() == "kubectl"
-            && let Some(allowed) = last_applied_fields(live_value, &ty)
-            && c.iter().all(|(_, p)| allowed.has(p))
-        {
-            managers = before.clone();
-            applied = managed::apply(live_value, body, &ty, &mut managers, &id, &av, true, scope);
-        }
-        let merged = match applied {
-            // `lastAppliedUpdater`: kubectl's server-side apply keeps an existing last-applied
-            // annotation in sync with what it applied.
-            Ok(Some(mut m)) if opts.manager() == "kubectl" && has_last_applied(live_value) => {
-                let mut cfg = body.clone();
-                if let Some(Value::Object(a)) = cfg.pointer_mut("/metadata/annotations") {
-                    a.remove(LAST_APPLIED);
-                }
-                meta_mut(&mut m)
-                    .entry("annotations")
-                    .or_insert_with(|| json!({}))[LAST_APPLIED] = json!(cfg.to_string());
-                Some(m)
-            }
-            Ok(m) => m,
-            Err(ApplyError::Typing(errs)) => {
-                let nsn = if def.namespaced {
-                    format!("{ns}/{name}")
-                } else {
-                    format!("/{name}")
-                };
-                let (g, v) = av.split_once('/').unwrap_or(("", av.as_str()));
-                return Err(ApiError::new(
-                    500,
-                    "",
-                    format!(
-                        "failed to create typed patch object ({nsn}; {g}/{v}, Kind={}): {}",
-                        def.kind,
-                        crate::smd::render_errors(&errs)
-                    ),
-                ));
-            }
-            Err(ApplyError::Conflicts(c)) => {
-                return Err(managed::conflict_error(&target(def, name), &c));
-            }
-        };
-        match live {
-            None => {
-                let obj = merged.unwrap_or(empty);
-                let obj_name = meta_str(&obj, "name").to_string();
-                if obj_name != name {
-                    return Err(ApiError::bad_request(format!(
-                        "the name of the object ({obj_name}) does not match the name on the URL ({name})"
-                    )));
-                }
-                let created =
-                    self.create_owned(def, version, ns, obj, opts, Ownership::Applied(managers))?;
-                Ok((true, created))
-            }
-            Some(old) => {
-                let new = match merged {
-                    Some(n) => n,
-                    None if managers == before => return Ok((false, old)),
-                    None => (*old).clone(),
-                };
-                let obj_name = meta_str(&new, "name").to_string();
-                if obj_name != name {
-                    return Err(ApiError::bad_request(format!(
-                        "the name of the object ({obj_name}) does not match the name on the URL ({name})"
-                    )));
-                }
-                let updated = self.finish_update(
-                    def,
-                    version,
-                    old,
-                    new,
-                    subresource,
-                    opts,
-                    Ownership::Applied(managers),
-                )?;
-                Ok((false, updated))
-            }
-        }
-    }
-}
-
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
-
-fn has_last_applied(live: &Value) -> bool {
-    live.pointer("/metadata/annotations")
-        .and_then(|a| a.get(LAST_APPLIED))
-        .and_then(Value::as_str)
-        .is_some_and(|s| !s.is_empty())
-}
-
-/// The field set of the live object's last-applied-configuration annotation.
-fn last_applied_fields(live: &Value, ty: &crate::schema::Ty) -> Option<crate::fieldpath::Set> {
-    let text = live
-        .pointer("/metadata/annotations")?
-        .get(LAST_APPLIED)?
-        .as_str()?;
-    let v: Value = serde_json::from_str(text).ok()?;
-    Some(crate::smd::field_set(&v, ty))
 }
 
 /// Who owns what a write changes.
@@ -675,7 +562,7 @@ pub(crate) enum Ownership {
 }
 
 /// The part of an object an endpoint writes (kube's reset fields).
-fn scope_of(def: &ResourceDef, subresource: Option<&str>) -> Scope {
+pub(crate) fn scope_of(def: &ResourceDef, subresource: Option<&str>) -> Scope {
     match subresource {
         Some(_) => Scope::OnlyStatus,
         None if def.status_subresource => Scope::ExceptStatus,
@@ -692,55 +579,28 @@ fn set_managed(obj: &mut Value, managers: &Managed) {
     }
 }
 
-/// `ValidatePatchOptions`: `force` only for apply, `fieldManager` required for apply, at most
-/// 128 printable characters.
-fn validate_patch_options(kind: PatchKind, opts: &WriteOpts) -> Result<(), ApiError> {
-    let mut errs = Vec::new();
-    if kind != PatchKind::Apply {
-        if opts.force.is_some() {
-            errs.push(FieldError::forbidden(
-                "force",
-                "may not be specified for non-apply patch",
-            ));
+/// The kind-specific validation of built-in kinds.
+fn validate_kind(def: &ResourceDef, obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
+    match (def.group.as_str(), def.plural.as_str()) {
+        ("", "secrets") => kinds::validate_secret(obj, old),
+        ("", "configmaps") => kinds::validate_config_map(obj, old),
+        ("coordination.k8s.io", "leases") => kinds::validate_lease(obj),
+        (crate::registry::RBAC_GROUP, "roles") => kinds::validate_rules(obj, false),
+        (crate::registry::RBAC_GROUP, "clusterroles") => kinds::validate_rules(obj, true),
+        (crate::registry::RBAC_GROUP, "rolebindings") => kinds::validate_binding(obj, old, false),
+        (crate::registry::RBAC_GROUP, "clusterrolebindings") => {
+            kinds::validate_binding(obj, old, true)
         }
-    } else if opts.field_manager.as_deref().is_none_or(str::is_empty) {
-        errs.push(FieldError {
-            reason: "FieldValueRequired",
-            field: "fieldManager".into(),
-            value: None,
-            detail: "is required for apply patch".into(),
-        });
-    }
-    errs.extend(validate_field_manager(opts));
-    if errs.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(
-            "PatchOptions.meta.k8s.io",
-            "",
-            &Target::default(),
-            &errs,
-        ))
-    }
-}
-
-/// `ValidateFieldManager`.
-pub(crate) fn validate_field_manager(opts: &WriteOpts) -> Vec<FieldError> {
-    let fm = opts.field_manager.as_deref().unwrap_or("");
-    let mut errs = Vec::new();
-    if fm.len() > 128 {
-        errs.push(FieldError::too_long("fieldManager", 128));
-    }
-    for (i, c) in fm.chars().enumerate() {
-        if c.is_control() {
-            errs.push(FieldError::invalid(
-                "fieldManager",
-                &json!(fm),
-                format!("invalid character U+{:04X} (at position {i})", c as u32),
-            ));
+        ("" | events::EVENTS_GROUP, "events") => {
+            let strict = def.group == events::EVENTS_GROUP;
+            let new = events::to_core(obj);
+            match old {
+                Some(o) => events::validate_update(&new, &events::to_core(o), strict),
+                None => events::validate_create(&new, strict),
+            }
         }
+        _ => Vec::new(),
     }
-    errs
 }
 
 /// How `metadata` of a kind is validated (`None`: core/v1 Events, whose legacy validation checks
