@@ -298,7 +298,22 @@ async fn apply(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
                 .as_ref()
                 .and_then(|s| s.health.as_ref())
                 .is_some_and(|h| !h.healthy);
-            write_status(&tenant, &ctx, status).await?;
+            if let Err(e) = write_status(&tenant, &ctx, status).await {
+                // The status could not be written (e.g. the installed CRD lacks a field it
+                // carries): say why where users look, then retry with backoff.
+                let failed = failed_status(&tenant, &e, None);
+                if let Ok(true) = write_status(&tenant, &ctx, failed).await {
+                    ctx.event(
+                        tenant.as_ref(),
+                        EventType::Warning,
+                        e.category(),
+                        "Reconcile",
+                        e.to_string(),
+                    )
+                    .await;
+                }
+                return Err(e);
+            }
             if now_exceeded && before != Some(true) {
                 ctx.event(
                     tenant.as_ref(),
