@@ -23,7 +23,8 @@ use crate::store::{
 use crate::table::{self, Output};
 use crate::watch::{self, WatchParams};
 
-const MAX_BODY: usize = 16 * 1024 * 1024;
+/// kube-apiserver's `MaxRequestBodyBytes` (3 MiB): larger bodies are 413.
+const MAX_BODY: usize = 3 * 1024 * 1024;
 
 pub fn json_response(code: StatusCode, v: &Value) -> Response {
     let body = serde_json::to_vec(v).unwrap_or_default();
@@ -38,8 +39,12 @@ pub async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response
     let (parts, body) = req.into_parts();
     let bytes = match to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
-        Err(e) => {
-            return err_response(&ApiError::bad_request(format!("reading request body: {e}")));
+        Err(_) => {
+            return err_response(&ApiError::new(
+                413,
+                "RequestEntityTooLarge",
+                format!("Request entity too large: limit is {MAX_BODY}"),
+            ));
         }
     };
     let path = parts.uri.path().to_string();

@@ -3,13 +3,15 @@
 //! **This is not a cluster.** It serves the subset of the Kubernetes REST API that
 //! kube-rs (`kube` 5: client, runtime `Controller`, finalizers, server-side apply, events,
 //! leases) and `kubectl` use, backed by an in-memory store. It exists for tenantdb's
-//! end-to-end tests and its no-cluster local demo. There are no nodes, pods, controllers
-//! (apart from garbage collection and namespace cleanup), authentication or TLS.
+//! end-to-end tests and its no-cluster local demo. There are no nodes, pods or controllers
+//! (apart from garbage collection and namespace cleanup); it authenticates (bearer tokens over
+//! HTTPS), authorizes (RBAC), tracks field ownership (server-side apply) and validates like
+//! kube-apiserver.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), tenantdb_apiserver::Error> {
 //! let mut cfg = tenantdb_apiserver::Config::default();
-//! cfg.load_crd_dir(std::path::Path::new("deploy/crds"))?;
+//! cfg.load_crd_dir(std::path::Path::new("crds"))?;
 //! let server = tenantdb_apiserver::start(cfg).await?;
 //! println!("{}", server.url());
 //! server.shutdown().await;
