@@ -8,7 +8,7 @@ use std::path::PathBuf;
 const USAGE: &str = "usage: tenantdb-apiserver [--listen ADDR] [--crds DIR]... [--manifests FILE]... [--kubeconfig PATH] [--namespace NS] [--watch-history N] [--watch-latency-ms MS]
 
 In-memory Kubernetes API server emulator for tenantdb tests and the local demo.
-NOT a cluster: no nodes, no pods, plain HTTP, state is lost on exit. Bearer-token
+NOT a cluster: no nodes, no pods, state is lost on exit. HTTPS with a throwaway CA, bearer-token
 authentication and RBAC authorization like kube-apiserver; the kubeconfig is an administrator's.
 
   --listen ADDR        listen address (default 127.0.0.1:0 = free port)
