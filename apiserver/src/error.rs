@@ -21,8 +21,14 @@ pub enum Error {
     #[error("invalid CustomResourceDefinition: {0}")]
     InvalidCrd(String),
     /// The throwaway TLS CA or serving certificate could not be made.
-    #[error("TLS setup: {0}")]
-    Tls(String),
+    #[error("TLS setup: {what}")]
+    Tls {
+        /// The step that failed.
+        what: &'static str,
+        /// rcgen's or rustls' error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// An object of [`crate::Config::objects`] was rejected.
     #[error("invalid start-up object: {0}")]
     InvalidObject(String),

@@ -21,23 +21,32 @@ pub struct Tls {
     pub config: Arc<rustls::ServerConfig>,
 }
 
-fn tls_err(e: impl std::fmt::Display) -> Error {
-    Error::Tls(e.to_string())
+fn tls_err<E: std::error::Error + Send + Sync + 'static>(
+    what: &'static str,
+) -> impl FnOnce(E) -> Error {
+    move |e| Error::Tls {
+        what,
+        source: Box::new(e),
+    }
 }
 
 /// A fresh CA and a serving certificate signed by it.
 pub fn generate(extra_ip: IpAddr) -> Result<Tls, Error> {
-    let ca_key = KeyPair::generate().map_err(tls_err)?;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(tls_err)?;
+    let ca_key = KeyPair::generate().map_err(tls_err("CA key"))?;
+    let mut ca_params =
+        CertificateParams::new(Vec::<String>::new()).map_err(tls_err("CA parameters"))?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params
         .distinguished_name
         .push(DnType::CommonName, "tenantdb-apiserver emulator CA");
-    let ca_cert = ca_params.self_signed(&ca_key).map_err(tls_err)?;
+    let ca_cert = ca_params
+        .self_signed(&ca_key)
+        .map_err(tls_err("CA certificate"))?;
     let issuer = Issuer::from_params(&ca_params, &ca_key);
 
-    let key = KeyPair::generate().map_err(tls_err)?;
-    let mut params = CertificateParams::new(vec!["localhost".to_string()]).map_err(tls_err)?;
+    let key = KeyPair::generate().map_err(tls_err("serving key"))?;
+    let mut params = CertificateParams::new(vec!["localhost".to_string()])
+        .map_err(tls_err("serving certificate parameters"))?;
     params
         .distinguished_name
         .push(DnType::CommonName, "tenantdb-apiserver");
@@ -51,18 +60,20 @@ pub fn generate(extra_ip: IpAddr) -> Result<Tls, Error> {
     params
         .subject_alt_names
         .extend(ips.into_iter().map(SanType::IpAddress));
-    let cert = params.signed_by(&key, &issuer).map_err(tls_err)?;
+    let cert = params
+        .signed_by(&key, &issuer)
+        .map_err(tls_err("serving certificate"))?;
 
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(tls_err)?
+        .map_err(tls_err("TLS protocol versions"))?
         .with_no_client_auth()
         .with_single_cert(
             vec![cert.der().clone(), ca_cert.der().clone()],
             rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
         )
-        .map_err(tls_err)?;
+        .map_err(tls_err("TLS server configuration"))?;
     Ok(Tls {
         ca_pem: ca_cert.pem(),
         config: Arc::new(config),

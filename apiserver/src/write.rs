@@ -544,7 +544,10 @@ impl State {
             })?,
             PatchKind::Merge => patch::merge_patch(&mut new, body),
             PatchKind::Strategic => patch::strategic_merge_patch(&mut new, body),
-            PatchKind::Apply => unreachable!("handled above"),
+            // Returned above (an apply may create the object); kept total without a panic.
+            PatchKind::Apply => {
+                return self.apply(def, version, ns, name, body, subresource, opts);
+            }
         }
         Ok((
             false,
