@@ -48,6 +48,8 @@ fn join(path: &str, k: &str) -> String {
 pub fn decode(obj: &mut Value, ty: &Ty, kind: &str) -> Result<Vec<String>, String> {
     let mut unknown = Vec::new();
     walk(obj, ty, "", kind, &mut unknown)?;
+    // Map order depends on serde_json's `preserve_order` (feature unification): sort.
+    unknown.sort();
     Ok(unknown)
 }
 
