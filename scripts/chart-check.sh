@@ -231,13 +231,17 @@ for f in custom_files:
             errors.append(f"{f.rsplit('/', 1)[-1]}: {d['kind']}/{d['metadata'].get('name')}: {err.message} at {'.'.join(map(str, err.absolute_path))}")
         custom_checked += 1
 
-# The exact API use of the code (src/controller/): (apiGroup, resource) -> verbs.
+# The exact API use of the code (src/controller/): (apiGroup, resource) -> verbs, with kube-apiserver's
+# verb mapping: GET get/list/watch, POST create, PUT update, PATCH patch, DELETE delete; a
+# server-side apply PATCH that creates its object is authorized as "patch" AND "create" (the
+# credentials Secret is created that way). tests/reliability_security.rs checks the same grants
+# against what the operator does under the emulator's RBAC.
 ALLOWED_CLUSTER = {
     ("tenantdb.io", "tenants"): {"get", "list", "watch", "patch"},
     ("tenantdb.io", "tenants/status"): {"patch"},
     ("tenantdb.io", "tenantmigrations"): {"list", "watch"},
     ("tenantdb.io", "tenantmigrations/status"): {"patch"},
-    ("", "secrets"): {"get", "list", "watch", "patch", "delete"},
+    ("", "secrets"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "configmaps"): {"get"},
     ("events.k8s.io", "events"): {"create", "patch"},
 }

@@ -2,9 +2,11 @@
 //!
 //! Starts, all on 127.0.0.1 and all throwaway: a PostgreSQL 15 cluster, the SecantusDB MongoDB
 //! wire-protocol stand-in when installed (`scripts/mongo-standin.sh install`; not MongoDB), the
-//! project's in-memory Kubernetes API server **emulator** (not a cluster), and the operator's
-//! controllers in-process; writes a kubeconfig, applies `examples/`, and shows a live table of
-//! Tenants. Ctrl-C tears it all down and removes every file it created.
+//! project's in-memory Kubernetes API server **emulator** (not a cluster) with the Helm chart's
+//! rendered ServiceAccount and RBAC installed, and the operator's controllers in-process,
+//! authenticated as that ServiceAccount (so the demo needs exactly what the chart grants);
+//! writes an administrator's kubeconfig, applies `examples/`, and shows a live table of Tenants.
+//! Ctrl-C tears it all down and removes every file it created.
 
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
@@ -38,6 +40,69 @@ pub struct DevConfig {
     /// this many seconds otherwise. 0 = run until Ctrl-C.
     #[arg(long, default_value_t = 0)]
     pub exit_when_ready: u64,
+    /// The Helm chart whose ServiceAccount and RBAC are installed and used by the operator.
+    #[arg(long, default_value = "charts/tenantdb")]
+    pub chart: PathBuf,
+    /// The `helm` binary rendering the chart (default: `.tools/bin/helm`, then `helm` on PATH;
+    /// `scripts/chart-check.sh` installs it into `.tools`).
+    #[arg(long)]
+    pub helm: Option<PathBuf>,
+}
+
+/// Release name and namespace the chart is rendered with (`helm template tenantdb … -n …`).
+pub const CHART_RELEASE: &str = "tenantdb";
+/// The namespace the operator runs in (its ServiceAccount, its leader-election Lease).
+pub const OPERATOR_NAMESPACE: &str = "tenantdb-system";
+/// The chart's ServiceAccount name for release [`CHART_RELEASE`].
+pub const OPERATOR_SERVICE_ACCOUNT: &str = "tenantdb";
+
+/// The `helm` to use: the given one, else `<repo>/.tools/bin/helm` (what `scripts/chart-check.sh`
+/// installs), else `helm` from PATH.
+pub fn find_helm(explicit: Option<&Path>) -> PathBuf {
+    if let Some(p) = explicit {
+        return p.to_path_buf();
+    }
+    let local = Path::new(".tools/bin/helm");
+    if local.exists() {
+        return local.to_path_buf();
+    }
+    PathBuf::from("helm")
+}
+
+/// `helm template <release> <chart> --namespace <namespace>`: the chart's manifests as installed,
+/// with Helm's state in a throwaway directory (nothing read from or written to `~/.config/helm`).
+pub fn render_chart(helm: &Path, chart: &Path, namespace: &str) -> Result<String> {
+    let scratch = std::env::temp_dir().join(format!(
+        "tenantdb-helm-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default()
+    ));
+    let out = std::process::Command::new(helm)
+        .args(["template", CHART_RELEASE])
+        .arg(chart)
+        .args(["--namespace", namespace])
+        .env("HELM_CACHE_HOME", scratch.join("cache"))
+        .env("HELM_CONFIG_HOME", scratch.join("config"))
+        .env("HELM_DATA_HOME", scratch.join("data"))
+        .output();
+    let _ = std::fs::remove_dir_all(&scratch);
+    let out = out.map_err(|e| {
+        Error::Config(format!(
+            "running {} (install it with scripts/chart-check.sh, or pass --helm): {e}",
+            helm.display()
+        ))
+    })?;
+    if !out.status.success() {
+        return Err(Error::Config(format!(
+            "helm template {}: {}",
+            chart.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    String::from_utf8(out.stdout).map_err(|e| Error::Config(format!("helm output: {e}")))
 }
 
 /// Parses a multi-document YAML file into JSON objects (empty documents skipped).
@@ -86,6 +151,17 @@ pub async fn apply_manifest(
 pub async fn client_for(kubeconfig: &Path) -> Result<Client> {
     let kc = kube::config::Kubeconfig::read_from(kubeconfig)
         .map_err(|e| Error::Config(format!("kubeconfig: {e}")))?;
+    client_from(kc).await
+}
+
+/// Builds a client for a kubeconfig document.
+pub async fn client_for_yaml(kubeconfig: &str) -> Result<Client> {
+    let kc = kube::config::Kubeconfig::from_yaml(kubeconfig)
+        .map_err(|e| Error::Config(format!("kubeconfig: {e}")))?;
+    client_from(kc).await
+}
+
+async fn client_from(kc: kube::config::Kubeconfig) -> Result<Client> {
     let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
         .await
         .map_err(|e| Error::Config(format!("kubeconfig: {e}")))?;
@@ -199,6 +275,16 @@ pub async fn run(cfg: DevConfig, shutdown: impl std::future::Future<Output = ()>
         addr: SocketAddr::from(([127, 0, 0, 1], cfg.port)),
         ..Default::default()
     };
+    // The chart's ServiceAccount and RBAC, as `helm install` would create them: the in-process
+    // operator authenticates as that ServiceAccount.
+    let chart = render_chart(
+        &find_helm(cfg.helm.as_deref()),
+        &cfg.chart,
+        OPERATOR_NAMESPACE,
+    )?;
+    api_cfg
+        .load_manifests(&chart)
+        .map_err(|e| Error::Config(format!("chart manifests: {e}")))?;
     for (_, crd) in crate::crd::all_crds() {
         api_cfg
             .crds
@@ -222,6 +308,12 @@ pub async fn run(cfg: DevConfig, shutdown: impl std::future::Future<Output = ()>
     );
 
     let client = client_for(&cfg.kubeconfig).await?;
+    let operator_client = client_for_yaml(&server.service_account_kubeconfig_yaml(
+        OPERATOR_NAMESPACE,
+        OPERATOR_SERVICE_ACCOUNT,
+        OPERATOR_NAMESPACE,
+    ))
+    .await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mongo_endpoint = mongo.as_ref().map(|m| (m.admin_uri(), m.host(), m.port()));
     let run_cfg = RunConfig::for_local(
@@ -231,10 +323,12 @@ pub async fn run(cfg: DevConfig, shutdown: impl std::future::Future<Output = ()>
             .map(|(uri, host, port)| (uri.as_str(), *host, *port)),
     )?;
     let mut stop_rx2 = stop_rx.clone();
-    let operator = tokio::spawn(crate::runtime::run(client.clone(), run_cfg, async move {
+    let operator = tokio::spawn(crate::runtime::run(operator_client, run_cfg, async move {
         let _ = stop_rx2.wait_for(|v| *v).await;
     }));
-    println!("==> operator started in-process");
+    println!(
+        "==> operator started in-process as system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SERVICE_ACCOUNT} (the chart's RBAC)"
+    );
 
     // Tenants applied (other kinds, e.g. TenantMigrations, do not count for --exit-when-ready).
     let mut applied_tenants = 0usize;

@@ -32,6 +32,19 @@ pub enum Error {
     /// provisioned as soon as room appears.
     #[error("waiting for capacity: {0}")]
     Capacity(String),
+    /// The API server refused fields this operator writes because the installed CRD does not
+    /// declare them (server-side apply: "field not declared in schema"): the CRDs are older than
+    /// the operator. Retried with backoff, so installing the new CRDs heals it.
+    #[error(
+        "the installed CRD is older than this operator: {field} is not in its schema; install the CRDs of this release (crds/ or the chart's crds/)"
+    )]
+    CrdOutdated {
+        /// The undeclared field(s), e.g. `.status.mongodb`.
+        field: String,
+        /// The API server's error.
+        #[source]
+        source: Box<kube::Error>,
+    },
     /// The operator's own configuration is unusable.
     #[error("configuration: {0}")]
     Config(String),
@@ -46,8 +59,30 @@ pub enum Error {
 
 impl From<kube::Error> for Error {
     fn from(e: kube::Error) -> Self {
+        if let kube::Error::Api(status) = &e
+            && let Some(field) = undeclared_fields(&status.message)
+        {
+            return Error::CrdOutdated {
+                field,
+                source: Box::new(e),
+            };
+        }
         Error::Kube(Box::new(e))
     }
+}
+
+/// The fields of a server-side apply refused as "field not declared in schema", e.g.
+/// `failed to create typed patch object (ns/x; tenantdb.io/v1alpha1, Kind=Tenant): .status.mongodb:
+/// field not declared in schema`.
+fn undeclared_fields(message: &str) -> Option<String> {
+    const MARK: &str = ": field not declared in schema";
+    let fields: Vec<&str> = message
+        .lines()
+        .filter_map(|l| l.trim().strip_suffix(MARK))
+        .map(|l| l.rsplit(": ").next().unwrap_or(l).trim())
+        .filter(|f| f.starts_with('.'))
+        .collect();
+    (!fields.is_empty()).then(|| fields.join(", "))
 }
 
 /// Whether a sqlx error means the server cannot be used right now (rather than that a statement
@@ -125,6 +160,7 @@ impl Error {
             Error::Migration(m) if m.is_transient() => "DatabaseUnavailable",
             Error::Migration(_) => "MigrationFailed",
             Error::Kube(_) => "KubernetesError",
+            Error::CrdOutdated { .. } => "CrdOutdated",
             Error::Config(_) => "ConfigError",
             Error::Internal(_) => "InternalError",
             Error::LeadershipLost(_) => "LeadershipLost",
@@ -152,6 +188,15 @@ mod tests {
     fn categories_are_stable() {
         assert_eq!(Error::InvalidSpec("x".into()).category(), "InvalidSpec");
         assert!(Error::Conflict("x".into()).is_permanent());
+        assert_eq!(
+            undeclared_fields("failed to create typed patch object (ns/x; tenantdb.io/v1alpha1, Kind=Tenant): .status.mongodb: field not declared in schema").as_deref(),
+            Some(".status.mongodb")
+        );
+        assert_eq!(
+            undeclared_fields("failed to create typed patch object (ns/x; g/v, Kind=T): errors:\n  .status.a: field not declared in schema\n  .status.b: field not declared in schema").as_deref(),
+            Some(".status.a, .status.b")
+        );
+        assert_eq!(undeclared_fields("secrets \"x\" is forbidden: "), None);
         assert!(!Error::DatabaseUnavailable("x".into()).is_permanent());
         assert_eq!(
             Error::from(sqlx::Error::PoolTimedOut).category(),

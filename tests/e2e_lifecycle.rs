@@ -418,13 +418,12 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() {
         "1",
         "--lease-clock-skew-seconds",
         "0",
-        "--lease-namespace",
-        "default",
     ];
     let mut env = Env::start_with(&le).await;
     let second_log = env.dir.join("second.log");
     let mut second = env.spawn_operator(&second_log, &[]);
-    let leases: Api<Lease> = Api::namespaced(env.client.clone(), "default");
+    // The Lease lives in the operator's namespace: the chart's Role grants it only there.
+    let leases: Api<Lease> = Api::namespaced(env.client.clone(), e2e::OPERATOR_NAMESPACE);
     let holder = wait_for(T, "a leader", || async {
         leases
             .get_opt("tenantdb-leader")

@@ -20,6 +20,18 @@ pub enum Error {
     /// A CRD object was rejected.
     #[error("invalid CustomResourceDefinition: {0}")]
     InvalidCrd(String),
+    /// The throwaway TLS CA or serving certificate could not be made.
+    #[error("TLS setup: {what}")]
+    Tls {
+        /// The step that failed.
+        what: &'static str,
+        /// rcgen's or rustls' error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// An object of [`crate::Config::objects`] was rejected.
+    #[error("invalid start-up object: {0}")]
+    InvalidObject(String),
 }
 
 /// An API error, rendered as a `meta/v1 Status` object with the matching HTTP code.

@@ -9,9 +9,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::auth::{Authn, UserInfo, unauthorized_status};
 use crate::discovery;
 use crate::error::ApiError;
 use crate::openapi;
+use crate::rbac::{self, Attributes, Decision};
 use crate::registry::ResourceDef;
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::server::Shared;
@@ -21,7 +23,8 @@ use crate::store::{
 use crate::table::{self, Output};
 use crate::watch::{self, WatchParams};
 
-const MAX_BODY: usize = 16 * 1024 * 1024;
+/// kube-apiserver's `MaxRequestBodyBytes` (3 MiB): larger bodies are 413.
+const MAX_BODY: usize = 3 * 1024 * 1024;
 
 pub fn json_response(code: StatusCode, v: &Value) -> Response {
     let body = serde_json::to_vec(v).unwrap_or_default();
@@ -36,19 +39,70 @@ pub async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response
     let (parts, body) = req.into_parts();
     let bytes = match to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
-        Err(e) => {
-            return err_response(&ApiError::bad_request(format!("reading request body: {e}")));
+        Err(_) => {
+            return err_response(&ApiError::new(
+                413,
+                "RequestEntityTooLarge",
+                format!("Request entity too large: limit is {MAX_BODY}"),
+            ));
         }
     };
     let path = parts.uri.path().to_string();
     let query = parse_query(parts.uri.query());
-    let res = route(&shared, &parts.method, &path, &query, &parts.headers, bytes).await;
+    let user = match authenticate(&shared, &parts.headers) {
+        Some(u) => u,
+        None => {
+            tracing::debug!(method = %parts.method, uri = %parts.uri, status = 401, "request");
+            return json_response(StatusCode::UNAUTHORIZED, &unauthorized_status());
+        }
+    };
+    let req = Req {
+        user: &user,
+        path: &path,
+        headers: &parts.headers,
+    };
+    let res = route(&shared, &req, &parts.method, &query, bytes).await;
     let resp = match res {
         Ok(r) => r,
         Err(e) => err_response(&e),
     };
     tracing::debug!(method = %parts.method, uri = %parts.uri, status = resp.status().as_u16(), "request");
     resp
+}
+
+/// The identity of a request (`None`: 401). Anonymous requests are `system:anonymous`.
+fn authenticate(shared: &Shared, headers: &HeaderMap) -> Option<UserInfo> {
+    let h = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let sa_gr = (String::new(), "serviceaccounts".to_string());
+    let outcome = shared.tokens().authenticate(h, |ns, name| {
+        shared.lock().get_obj(&sa_gr, ns, name).is_some()
+    });
+    match outcome {
+        Authn::User(u) => Some(u),
+        Authn::Unauthorized => None,
+    }
+}
+
+/// Who asks, for which path.
+struct Req<'a> {
+    user: &'a UserInfo,
+    path: &'a str,
+    headers: &'a HeaderMap,
+}
+
+/// RBAC check (a no-op only when the emulator's own unit tests switched RBAC off).
+fn authorize(shared: &Shared, user: &UserInfo, a: &Attributes) -> Result<(), ApiError> {
+    if !shared.rbac {
+        return Ok(());
+    }
+    let decision = rbac::authorize(&shared.lock(), user, a);
+    shared.record_authorization(user, a, decision == Decision::Allow);
+    match decision {
+        Decision::Allow => Ok(()),
+        Decision::Deny { reason } => Err(rbac::denied(user, a, &reason)),
+    }
 }
 
 fn percent_decode(s: &str) -> String {
@@ -196,8 +250,30 @@ fn patch_kind(headers: &HeaderMap) -> Result<PatchKind, ApiError> {
     })
 }
 
-fn write_opts(q: &HashMap<String, String>) -> WriteOpts {
+/// `prefixFromUserAgent`: the User-Agent up to the first `/`, printable characters only, at most
+/// 128 bytes (the manager of writes without `fieldManager`).
+fn user_agent_manager(headers: &HeaderMap) -> String {
+    let ua = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mut out = String::new();
+    for c in ua.split('/').next().unwrap_or("").chars() {
+        if c.is_control() {
+            continue;
+        }
+        if out.len() + c.len_utf8() > 128 {
+            break;
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn write_opts(q: &HashMap<String, String>, headers: &HeaderMap) -> WriteOpts {
     WriteOpts {
+        user_agent_manager: user_agent_manager(headers),
+        force: q.get("force").map(|v| v == "true" || v == "1"),
         dry_run: q.get("dryRun").is_some_and(|v| v == "All"),
         field_manager: q.get("fieldManager").cloned(),
         field_validation: match q.get("fieldValidation").map(String::as_str) {
@@ -243,14 +319,35 @@ fn warn(mut resp: Response, warnings: Vec<String>) -> Response {
 
 async fn route(
     shared: &Arc<Shared>,
+    req: &Req<'_>,
     method: &Method,
-    path: &str,
     q: &HashMap<String, String>,
-    headers: &HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    let path = req.path;
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let get = method == Method::GET;
+    let resource_request = matches!(
+        segs.as_slice(),
+        ["api", "v1", _, ..] | ["apis", _, _, _, ..]
+    );
+    // `/debug/stats` is the emulator's own endpoint (no real server has it): not authorized.
+    if !resource_request && segs.as_slice() != ["debug", "stats"] {
+        let verb = match *method {
+            Method::GET | Method::HEAD => "get".to_string(),
+            ref m => m.as_str().to_ascii_lowercase(),
+        };
+        authorize(
+            shared,
+            req.user,
+            &Attributes {
+                verb,
+                resource_request: false,
+                path: path.to_string(),
+                ..Default::default()
+            },
+        )?;
+    }
     match segs.as_slice() {
         [] if get => Ok(json_response(
             StatusCode::OK,
@@ -285,15 +382,13 @@ async fn route(
                 .ok_or_else(ApiError::not_found_path)
         }
         ["openapi", ..] => Err(ApiError::not_found_path()),
-        ["api", "v1", rest @ ..] => {
-            resource(shared, method, "", "v1", rest, q, headers, body).await
-        }
+        ["api", "v1", rest @ ..] => resource(shared, req, method, "", "v1", rest, q, body).await,
         ["apis", g] if get => {
             let doc = discovery::group(&shared.lock().registry, g);
             doc.map(|d| json_response(StatusCode::OK, &d))
                 .ok_or_else(ApiError::not_found_path)
         }
-        ["apis", g, v, rest @ ..] => resource(shared, method, g, v, rest, q, headers, body).await,
+        ["apis", g, v, rest @ ..] => resource(shared, req, method, g, v, rest, q, body).await,
         _ => Err(ApiError::not_found_path()),
     }
 }
@@ -309,12 +404,12 @@ struct Addr<'a> {
 #[allow(clippy::too_many_arguments)]
 async fn resource(
     shared: &Arc<Shared>,
+    req: &Req<'_>,
     method: &Method,
     group: &str,
     version: &str,
     rest: &[&str],
     q: &HashMap<String, String>,
-    headers: &HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     if rest.is_empty() {
@@ -365,17 +460,18 @@ async fn resource(
         name,
         sub,
     };
-    dispatch(shared, method, a, q, headers, body).await
+    dispatch(shared, req, method, a, q, body).await
 }
 
 async fn dispatch(
     shared: &Arc<Shared>,
+    req: &Req<'_>,
     method: &Method,
     a: Addr<'_>,
     q: &HashMap<String, String>,
-    headers: &HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    let headers = req.headers;
     let def = &a.def;
     let ns_for_item = if def.namespaced {
         a.namespace.unwrap_or("")
@@ -398,7 +494,30 @@ async fn dispatch(
             ));
         }
     };
-    shared.record(verb, &def.group, &def.plural, a.sub.unwrap_or(""));
+    // Authorization attributes as kube's RequestInfo computes them: a Namespace's own namespace
+    // is its name; lists across all namespaces are cluster-scoped.
+    let attrs = Attributes {
+        verb: verb.to_string(),
+        resource_request: true,
+        group: def.group.clone(),
+        resource: def.plural.clone(),
+        subresource: a.sub.unwrap_or("").to_string(),
+        namespace: if def.is("", "namespaces") {
+            a.name.unwrap_or("").to_string()
+        } else {
+            a.namespace.unwrap_or("").to_string()
+        },
+        name: a.name.unwrap_or("").to_string(),
+        path: req.path.to_string(),
+    };
+    shared.record(
+        &req.user.name,
+        verb,
+        &def.group,
+        &def.plural,
+        a.sub.unwrap_or(""),
+    );
+    authorize(shared, req.user, &attrs)?;
     let output = if matches!(verb, "get" | "list" | "watch") {
         output_for(headers, q)?
     } else {
@@ -515,7 +634,7 @@ async fn dispatch(
             }
             let obj = decode_body(headers, &body)?;
             let (created, warnings) = with_warnings(shared, |st| {
-                st.create(def, version, ns_for_item, obj, &write_opts(q))
+                st.create(def, version, ns_for_item, obj, &write_opts(q, headers))
             })?;
             Ok(warn(
                 json_response(StatusCode::CREATED, &render(&created)),
@@ -526,7 +645,15 @@ async fn dispatch(
             let obj = decode_body(headers, &body)?;
             let name = a.name.unwrap_or("");
             let (updated, warnings) = with_warnings(shared, |st| {
-                st.update(def, version, ns_for_item, name, obj, a.sub, &write_opts(q))
+                st.update(
+                    def,
+                    version,
+                    ns_for_item,
+                    name,
+                    obj,
+                    a.sub,
+                    &write_opts(q, headers),
+                )
             })?;
             Ok(warn(
                 json_response(StatusCode::OK, &render(&updated)),
@@ -541,7 +668,25 @@ async fn dispatch(
                     .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?,
             };
             let name = a.name.unwrap_or("");
+            let rbac_on = shared.rbac;
             let ((created, obj), warnings) = with_warnings(shared, |st| {
+                // An apply that creates the object is authorized as `create` as well (kube's
+                // patch handler: `withAuthorization` on the create path), atomically with it.
+                if rbac_on
+                    && kind == PatchKind::Apply
+                    && a.sub.is_none()
+                    && st.get_obj(&def.storage_gr(), ns_for_item, name).is_none()
+                {
+                    let create = Attributes {
+                        verb: "create".into(),
+                        ..attrs.clone()
+                    };
+                    let decision = rbac::authorize(st, req.user, &create);
+                    shared.record_authorization(req.user, &create, decision == Decision::Allow);
+                    if let Decision::Deny { reason } = decision {
+                        return Err(rbac::forbidden(&def.group, &def.plural, name, &reason));
+                    }
+                }
                 st.patch(
                     def,
                     version,
@@ -550,7 +695,7 @@ async fn dispatch(
                     kind,
                     &patch,
                     a.sub,
-                    &write_opts(q),
+                    &write_opts(q, headers),
                 )
             })?;
             let code = if created {
@@ -573,7 +718,7 @@ async fn dispatch(
                 m.entry("propagationPolicy").or_insert_with(|| json!(p));
             }
             let name = a.name.unwrap_or("");
-            let dry = write_opts(q).dry_run
+            let dry = write_opts(q, headers).dry_run
                 || opts
                     .get("dryRun")
                     .and_then(Value::as_array)
@@ -583,10 +728,12 @@ async fn dispatch(
         }
         "deletecollection" => {
             let opts = list_opts(q)?;
-            let items =
-                shared
-                    .lock()
-                    .delete_collection(def, a.namespace, &opts, write_opts(q).dry_run)?;
+            let items = shared.lock().delete_collection(
+                def,
+                a.namespace,
+                &opts,
+                write_opts(q, headers).dry_run,
+            )?;
             let doc = json!({
                 "kind": def.list_kind, "apiVersion": def.api_version(version),
                 "metadata": {"resourceVersion": shared.lock().current_rv().to_string()},

@@ -5,13 +5,16 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-const USAGE: &str = "usage: tenantdb-apiserver [--listen ADDR] [--crds DIR]... [--kubeconfig PATH] [--namespace NS] [--watch-history N] [--watch-latency-ms MS]
+const USAGE: &str = "usage: tenantdb-apiserver [--listen ADDR] [--crds DIR]... [--manifests FILE]... [--kubeconfig PATH] [--namespace NS] [--watch-history N] [--watch-latency-ms MS]
 
 In-memory Kubernetes API server emulator for tenantdb tests and the local demo.
-NOT a cluster: no nodes, no pods, no auth, plain HTTP, state is lost on exit.
+NOT a cluster: no nodes, no pods, state is lost on exit. HTTPS with a throwaway CA, bearer-token
+authentication and RBAC authorization like kube-apiserver; the kubeconfig is an administrator's.
 
   --listen ADDR        listen address (default 127.0.0.1:0 = free port)
   --crds DIR           load CustomResourceDefinitions from DIR/*.yaml (repeatable)
+  --manifests FILE     create the objects of a multi-document YAML file at start, e.g. a chart's
+                       rendered RBAC (`helm template … > FILE`); kinds not served are skipped
   --kubeconfig PATH    write a kubeconfig (context tenantdb-dev) pointing at the server
   --namespace NS       default namespace in the kubeconfig (default: default)
   --watch-history N    events kept for watch resumption (default 10000)
@@ -44,6 +47,12 @@ fn real_main() -> Result<(), Box<dyn std::error::Error>> {
         match a.as_str() {
             "--listen" => cfg.addr = val("--listen")?.parse::<SocketAddr>()?,
             "--crds" => cfg.load_crd_dir(&PathBuf::from(val("--crds")?))?,
+            "--manifests" => {
+                let p = PathBuf::from(val("--manifests")?);
+                let text =
+                    std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+                cfg.load_manifests(&text)?;
+            }
             "--kubeconfig" => kubeconfig = Some(PathBuf::from(val("--kubeconfig")?)),
             "--namespace" => namespace = val("--namespace")?,
             "--watch-history" => cfg.watch_history = val("--watch-history")?.parse()?,

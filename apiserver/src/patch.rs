@@ -1,5 +1,5 @@
-//! Patch application: RFC 6902 JSON patch, RFC 7386 merge patch, a strategic-merge approximation
-//! and the merge used for server-side apply.
+//! Patch application: RFC 6902 JSON patch, RFC 7386 merge patch and a strategic-merge
+//! approximation (server-side apply is `managed.rs` / `smd.rs`).
 
 use serde_json::{Map, Value};
 
@@ -289,90 +289,6 @@ fn merge_keyed_list(
     }
 }
 
-/// Server-side apply without field-ownership tracking: the applied configuration is merged into
-/// the live object. Maps merge recursively, `null` removes a field, lists follow the schema's
-/// `x-kubernetes-list-type` (`map` merges entries by `x-kubernetes-list-map-keys`, `set` unions,
-/// anything else is replaced). `metadata.labels/annotations` merge, `metadata.finalizers` unions,
-/// `metadata.ownerReferences` merges by uid. Fields a manager stops applying are NOT removed
-/// (that needs managedFields, which this emulator does not track).
-pub fn apply_merge(target: &mut Value, applied: &Value, schema: Option<&Value>) {
-    apply_rec(target, applied, schema, "");
-}
-
-fn child_schema<'a>(schema: Option<&'a Value>, key: &str) -> Option<&'a Value> {
-    let s = schema?;
-    s.get("properties")
-        .and_then(|p| p.get(key))
-        .or_else(|| s.get("additionalProperties").filter(|a| a.is_object()))
-}
-
-fn apply_rec(target: &mut Value, applied: &Value, schema: Option<&Value>, path: &str) {
-    match applied {
-        Value::Object(am) => {
-            if !target.is_object() {
-                *target = Value::Object(Map::new());
-            }
-            let Value::Object(tm) = target else { return };
-            for (k, v) in am {
-                let child = format!("{path}/{k}");
-                if v.is_null() {
-                    tm.remove(k);
-                    continue;
-                }
-                if child == "/metadata/managedFields" {
-                    continue;
-                }
-                let cs = child_schema(schema, k);
-                match (child.as_str(), v) {
-                    ("/metadata/finalizers", Value::Array(add)) => {
-                        union_list(tm.entry(k.clone()).or_insert(Value::Null), add);
-                    }
-                    ("/metadata/ownerReferences", Value::Array(items)) => {
-                        merge_keyed_list(
-                            tm.entry(k.clone()).or_insert(Value::Null),
-                            items,
-                            &["uid"],
-                            merge_patch,
-                        );
-                    }
-                    (_, Value::Array(items)) => {
-                        let slot = tm.entry(k.clone()).or_insert(Value::Null);
-                        let list_type = cs
-                            .and_then(|s| s.get("x-kubernetes-list-type"))
-                            .and_then(Value::as_str);
-                        match list_type {
-                            Some("set") => union_list(slot, items),
-                            Some("map") => {
-                                let keys: Vec<String> = cs
-                                    .and_then(|s| s.get("x-kubernetes-list-map-keys"))
-                                    .and_then(Value::as_array)
-                                    .map(|a| {
-                                        a.iter()
-                                            .filter_map(|x| x.as_str().map(str::to_string))
-                                            .collect()
-                                    })
-                                    .unwrap_or_default();
-                                let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-                                let item_schema = cs.and_then(|s| s.get("items"));
-                                if key_refs.is_empty() {
-                                    *slot = v.clone();
-                                } else {
-                                    merge_keyed_list(slot, items, &key_refs, |t, p| {
-                                        apply_rec(t, p, item_schema, "")
-                                    });
-                                }
-                            }
-                            _ => *slot = v.clone(),
-                        }
-                    }
-                    _ => apply_rec(tm.entry(k.clone()).or_insert(Value::Null), v, cs, &child),
-                }
-            }
-        }
-        other => *target = other.clone(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -463,26 +379,5 @@ mod tests {
             &json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["a"]}}),
         );
         assert_eq!(doc["metadata"]["finalizers"], json!(["b"]));
-    }
-
-    #[test]
-    fn apply_merges_list_map_by_key() {
-        let schema = json!({"properties": {"status": {"properties": {"conditions": {
-            "type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"],
-            "items": {"type": "object"}}}}}});
-        let mut doc = json!({"status": {"conditions": [{"type": "A", "status": "True"}, {"type": "B", "status": "False"}]}});
-        apply_merge(
-            &mut doc,
-            &json!({"status": {"conditions": [{"type": "B", "status": "True"}, {"type": "C", "status": "True"}]}}),
-            Some(&schema),
-        );
-        assert_eq!(
-            doc["status"]["conditions"],
-            json!([{"type": "A", "status": "True"}, {"type": "B", "status": "True"}, {"type": "C", "status": "True"}])
-        );
-        // atomic list is replaced
-        apply_merge(&mut doc, &json!({"spec": {"l": [1]}}), Some(&schema));
-        apply_merge(&mut doc, &json!({"spec": {"l": [2]}}), Some(&schema));
-        assert_eq!(doc["spec"]["l"], json!([2]));
     }
 }

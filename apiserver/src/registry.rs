@@ -2,6 +2,9 @@
 
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::schema::{self, Ty};
 
 use crate::error::Error;
 
@@ -39,11 +42,36 @@ pub struct ResourceDef {
     pub is_crd: bool,
     /// Versions whose schema carries `x-kubernetes-validations` (CEL rules).
     pub cel_versions: Vec<String>,
+    /// The structural type of each served version (server-side apply, field ownership).
+    pub types: BTreeMap<String, Arc<Ty>>,
+    /// Where the objects are kept when another resource's storage is shared (events.k8s.io
+    /// Events live in the core Events storage, as on the real server).
+    pub storage: Option<GroupResource>,
 }
 
 impl ResourceDef {
     pub fn gr(&self) -> GroupResource {
         (self.group.clone(), self.plural.clone())
+    }
+
+    /// The storage identity: `gr()` unless the storage is shared with another resource.
+    pub fn storage_gr(&self) -> GroupResource {
+        self.storage.clone().unwrap_or_else(|| self.gr())
+    }
+
+    /// The structural type of `version` (a schemaless resource: every field is "deduced").
+    pub fn ty(&self, version: &str) -> Arc<Ty> {
+        self.types.get(version).cloned().unwrap_or_else(|| {
+            Arc::new(schema::from_openapi(
+                &json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}),
+                true,
+            ))
+        })
+    }
+
+    /// `group`/`plural` test (core group: "").
+    pub fn is(&self, group: &str, plural: &str) -> bool {
+        self.group == group && self.plural == plural
     }
 
     pub fn api_version(&self, version: &str) -> String {
@@ -75,7 +103,11 @@ impl ResourceDef {
         namespaced: bool,
         short: &[&str],
     ) -> Self {
+        let types = schema::builtin(group, version, plural)
+            .map(|t| BTreeMap::from([(version.to_string(), Arc::new(t))]))
+            .unwrap_or_default();
         ResourceDef {
+            types,
             group: group.into(),
             versions: vec![version.into()],
             plural: plural.into(),
@@ -90,7 +122,13 @@ impl ResourceDef {
             columns: BTreeMap::new(),
             is_crd: false,
             cel_versions: vec![],
+            storage: None,
         }
+    }
+
+    fn stored_as(mut self, group: &str, plural: &str) -> Self {
+        self.storage = Some((group.to_string(), plural.to_string()));
+        self
     }
 
     fn with_columns(mut self, cols: &[(&str, &str, &str)]) -> Self {
@@ -148,6 +186,7 @@ impl ResourceDef {
         let mut versions = Vec::new();
         let mut storage_first = Vec::new();
         let mut schemas = BTreeMap::new();
+        let mut types = BTreeMap::new();
         let mut columns = BTreeMap::new();
         let mut status_subresource = false;
         let mut cel_versions = Vec::new();
@@ -164,6 +203,7 @@ impl ResourceDef {
                     cel_versions.push(name.clone());
                 }
                 schemas.insert(name.clone(), schema.clone());
+                types.insert(name.clone(), Arc::new(schema::from_openapi(schema, true)));
             }
             let cols = v
                 .get("additionalPrinterColumns")
@@ -193,6 +233,7 @@ impl ResourceDef {
             return Err(bad("no served versions"));
         }
         Ok(ResourceDef {
+            types,
             group: group.to_string(),
             versions,
             plural,
@@ -207,6 +248,7 @@ impl ResourceDef {
             columns,
             is_crd: true,
             cel_versions,
+            storage: None,
         })
     }
 }
@@ -218,6 +260,7 @@ pub struct Registry {
 }
 
 pub const CRD_GROUP: &str = "apiextensions.k8s.io";
+pub const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
 
 impl Registry {
     pub fn with_builtins() -> Self {
@@ -241,7 +284,22 @@ impl Registry {
                     ("Type", "string", ".type"),
                     ("Reason", "string", ".reason"),
                     ("Note", "string", ".note"),
-                ]),
+                ])
+                .stored_as("", "events"),
+            ResourceDef::builtin("", "v1", "serviceaccounts", "ServiceAccount", true, &["sa"]),
+            ResourceDef::builtin(RBAC_GROUP, "v1", "roles", "Role", true, &[]),
+            ResourceDef::builtin(RBAC_GROUP, "v1", "rolebindings", "RoleBinding", true, &[])
+                .with_columns(&[("Role", "string", ".roleRef.name")]),
+            ResourceDef::builtin(RBAC_GROUP, "v1", "clusterroles", "ClusterRole", false, &[]),
+            ResourceDef::builtin(
+                RBAC_GROUP,
+                "v1",
+                "clusterrolebindings",
+                "ClusterRoleBinding",
+                false,
+                &[],
+            )
+            .with_columns(&[("Role", "string", ".roleRef.name")]),
             ResourceDef::builtin("coordination.k8s.io", "v1", "leases", "Lease", true, &[])
                 .with_columns(&[("Holder", "string", ".spec.holderIdentity")]),
             ResourceDef::builtin(
@@ -262,6 +320,15 @@ impl Registry {
 
     pub fn get(&self, group: &str, plural: &str) -> Option<&ResourceDef> {
         self.defs.get(&(group.to_string(), plural.to_string()))
+    }
+
+    /// The resource serving `apiVersion` + `kind`.
+    pub fn by_kind(&self, api_version: &str, kind: &str) -> Option<(&ResourceDef, String)> {
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        self.defs
+            .values()
+            .find(|d| d.group == group && d.kind == kind && d.serves(version))
+            .map(|d| (d, version.to_string()))
     }
 
     /// Resolve a request path's `(group, version, plural)`.

@@ -103,6 +103,46 @@ impl LabelSelector {
         Ok(LabelSelector { reqs })
     }
 
+    /// A `metav1.LabelSelector` object (`matchLabels`, `matchExpressions`).
+    pub fn from_json(v: &Value) -> Result<Self, String> {
+        let mut reqs = Vec::new();
+        if let Some(m) = v.get("matchLabels").and_then(Value::as_object) {
+            for (k, val) in m {
+                let val = val.as_str().ok_or("matchLabels values must be strings")?;
+                reqs.push(Req::Eq(k.clone(), val.to_string()));
+            }
+        }
+        for e in v
+            .get("matchExpressions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let key = e
+                .get("key")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let vals: Vec<String> = e
+                .get("values")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            reqs.push(match e.get("operator").and_then(Value::as_str) {
+                Some("In") => Req::In(key, vals),
+                Some("NotIn") => Req::NotIn(key, vals),
+                Some("Exists") => Req::Exists(key),
+                Some("DoesNotExist") => Req::NotExists(key),
+                other => return Err(format!("{other:?} is not a valid label selector operator")),
+            });
+        }
+        Ok(LabelSelector { reqs })
+    }
+
     pub fn is_empty(&self) -> bool {
         self.reqs.is_empty()
     }

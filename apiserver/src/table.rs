@@ -21,10 +21,15 @@ pub enum Output {
     Table(IncludeObject),
 }
 
-/// The object as served at `version` (the store keeps one copy for all served versions).
+/// The object as served at `version` (the store keeps one copy for all served versions; Events
+/// of `events.k8s.io` are stored in the core form and converted).
 pub fn present(obj: &Value, def: &ResourceDef, version: &str) -> Value {
     let av = def.api_version(version);
-    let mut o = obj.clone();
+    let mut o = if def.storage.is_some() && def.is(crate::events::EVENTS_GROUP, "events") {
+        crate::events::to_v1(obj)
+    } else {
+        obj.clone()
+    };
     if o.get("apiVersion").and_then(Value::as_str) != Some(av.as_str())
         && let Value::Object(m) = &mut o
     {
@@ -236,6 +241,7 @@ pub fn table(
     let rows: Vec<Value> = objs
         .iter()
         .map(|o| {
+            let o = &present(o, def, version);
             let cells: Vec<Value> = cols.iter().map(|c| cell(o, c)).collect();
             let mut row = json!({"cells": cells});
             match include {

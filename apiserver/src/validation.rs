@@ -21,6 +21,16 @@ pub struct Processed {
 /// Prune unknown fields, drop non-nullable nulls, apply defaults, then validate.
 /// `obj` is the whole object; `apiVersion`, `kind` and `metadata` are left to the server.
 pub fn process_custom_resource(obj: &mut Value, schema: &Value) -> Processed {
+    process_custom_resource_with(obj, schema, true)
+}
+
+/// [`process_custom_resource`]; `drop_nulls: false` keeps `null`s of non-nullable fields (an
+/// apply result is not decoded: they fail validation instead).
+pub fn process_custom_resource_with(
+    obj: &mut Value,
+    schema: &Value,
+    drop_nulls: bool,
+) -> Processed {
     let mut pruned = Vec::new();
     if let Value::Object(m) = obj {
         for (k, v) in m.iter_mut() {
@@ -28,7 +38,7 @@ pub fn process_custom_resource(obj: &mut Value, schema: &Value) -> Processed {
                 continue;
             }
             if let Some(s) = prop_schema(schema, k) {
-                prune(v, s, k, &mut pruned);
+                prune_rec(v, s, k, &mut pruned, drop_nulls);
             }
         }
         let preserve = schema
@@ -45,7 +55,9 @@ pub fn process_custom_resource(obj: &mut Value, schema: &Value) -> Processed {
                 keep
             });
         }
-        drop_nulls_top(m, schema);
+        if drop_nulls {
+            drop_nulls_top(m, schema);
+        }
     }
     default_rec(obj, schema, true);
     let mut errors = Vec::new();
@@ -53,54 +65,16 @@ pub fn process_custom_resource(obj: &mut Value, schema: &Value) -> Processed {
     Processed { errors, pruned }
 }
 
-/// Evaluate CEL `x-kubernetes-validations` rules (transition rules get `oldSelf` on updates).
-/// Rules the evaluator cannot compile or evaluate fail closed, like the real server.
-pub fn validate_cel(obj: &Value, schema: &Value, old: Option<&Value>) -> Vec<FieldError> {
-    match kube_cel::validate(schema, obj, old) {
-        Ok(()) => Vec::new(),
-        Err(errs) => errs
-            .as_slice()
-            .iter()
-            .map(|e| {
-                let field = if e.field_path.is_empty() {
-                    "<nil>".to_string()
-                } else {
-                    e.field_path.clone()
-                };
-                let ty = value_at(obj, &e.field_path).map_or("object", type_name);
-                let reason = match e.reason.as_deref() {
-                    Some("FieldValueForbidden") => "FieldValueForbidden",
-                    Some("FieldValueRequired") => "FieldValueRequired",
-                    Some("FieldValueDuplicate") => "FieldValueDuplicate",
-                    _ => "FieldValueInvalid",
-                };
-                let mut fe =
-                    FieldError::invalid(&field, &Value::String(ty.into()), e.message.clone());
-                fe.reason = reason;
-                if reason != "FieldValueInvalid" {
-                    fe.value = None;
-                }
-                fe
-            })
-            .collect(),
-    }
+/// Prune a value (not an object root) against its schema node; `pruned` gets the unknown fields.
+pub fn prune_value(v: &mut Value, schema: &Value, pruned: &mut Vec<String>) {
+    prune_rec(v, schema, "", pruned, false);
 }
 
-fn value_at<'a>(obj: &'a Value, path: &str) -> Option<&'a Value> {
-    let mut cur = obj;
-    for seg in path.split('.').filter(|s| !s.is_empty()) {
-        let (name, idx) = match seg.split_once('[') {
-            Some((n, rest)) => (n, rest.trim_end_matches(']').parse::<usize>().ok()),
-            None => (seg, None),
-        };
-        if !name.is_empty() {
-            cur = cur.get(name)?;
-        }
-        if let Some(i) = idx {
-            cur = cur.get(i)?;
-        }
-    }
-    Some(cur)
+/// Validate a value against its schema node (defaults of a CRD schema).
+pub fn validate_value(v: &Value, schema: &Value) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    validate_rec(v, schema, "", &mut errs, false);
+    errs
 }
 
 fn prop_schema<'a>(schema: &'a Value, key: &str) -> Option<&'a Value> {
@@ -122,9 +96,13 @@ fn drop_nulls_top(m: &mut Map<String, Value>, schema: &Value) {
     });
 }
 
-/// Remove fields not declared by the schema (unless `x-kubernetes-preserve-unknown-fields`)
-/// and `null`s for non-nullable fields.
-pub fn prune(v: &mut Value, schema: &Value, path: &str, pruned: &mut Vec<String>) {
+fn prune_rec(
+    v: &mut Value,
+    schema: &Value,
+    path: &str,
+    pruned: &mut Vec<String>,
+    drop_nulls: bool,
+) {
     if schema
         .get("x-kubernetes-int-or-string")
         .and_then(Value::as_bool)
@@ -147,7 +125,7 @@ pub fn prune(v: &mut Value, schema: &Value, path: &str, pruned: &mut Vec<String>
             let addl_any = addl.and_then(Value::as_bool) == Some(true);
             for (k, child) in m.iter_mut() {
                 if let Some(s) = prop_schema(schema, k) {
-                    prune(child, s, &join(path, k), pruned);
+                    prune_rec(child, s, &join(path, k), pruned, drop_nulls);
                 }
             }
             if !preserve && !addl_any && (has_props || addl.is_none()) {
@@ -160,12 +138,14 @@ pub fn prune(v: &mut Value, schema: &Value, path: &str, pruned: &mut Vec<String>
                     keep
                 });
             }
-            m.retain(|k, c| !c.is_null() || prop_schema(schema, k).is_none_or(nullable));
+            if drop_nulls {
+                m.retain(|k, c| !c.is_null() || prop_schema(schema, k).is_none_or(nullable));
+            }
         }
         Value::Array(a) => {
             if let Some(items) = schema.get("items") {
                 for (i, x) in a.iter_mut().enumerate() {
-                    prune(x, items, &format!("{path}[{i}]"), pruned);
+                    prune_rec(x, items, &format!("{path}[{i}]"), pruned, drop_nulls);
                 }
             }
         }
@@ -275,7 +255,7 @@ fn format_ok(format: &str, s: &str) -> bool {
         "byte" => base64::engine::general_purpose::STANDARD.decode(s).is_ok(),
         "ipv4" => s.parse::<std::net::Ipv4Addr>().is_ok(),
         "ipv6" => s.parse::<std::net::Ipv6Addr>().is_ok(),
-        "hostname" => is_dns1123_subdomain(s),
+        "hostname" => crate::objectmeta::is_dns1123_subdomain(s),
         "email" => s
             .split_once('@')
             .is_some_and(|(a, b)| !a.is_empty() && b.contains('.')),
@@ -442,6 +422,32 @@ fn validate_rec(v: &Value, schema: &Value, path: &str, errs: &mut Vec<FieldError
                 ));
             }
             let list_type = schema.get("x-kubernetes-list-type").and_then(Value::as_str);
+            if list_type == Some("map") {
+                let keys: Vec<&str> = schema
+                    .get("x-kubernetes-list-map-keys")
+                    .and_then(Value::as_array)
+                    .map(|k| k.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                let key_of = |x: &Value| -> Vec<Value> {
+                    keys.iter()
+                        .map(|k| x.get(*k).cloned().unwrap_or(Value::Null))
+                        .collect()
+                };
+                for (i, x) in a.iter().enumerate() {
+                    if a[..i].iter().any(|y| key_of(y) == key_of(x)) {
+                        let shown: serde_json::Map<String, Value> = keys
+                            .iter()
+                            .map(|k| (k.to_string(), x.get(*k).cloned().unwrap_or(Value::Null)))
+                            .collect();
+                        errs.push(FieldError {
+                            reason: "FieldValueDuplicate",
+                            field: format!("{path}[{i}]"),
+                            value: Some(Value::Object(shown).to_string()),
+                            detail: String::new(),
+                        });
+                    }
+                }
+            }
             if list_type == Some("set")
                 || schema.get("uniqueItems").and_then(Value::as_bool) == Some(true)
             {
@@ -537,106 +543,6 @@ fn validate_rec(v: &Value, schema: &Value, path: &str, errs: &mut Vec<FieldError
     }
 }
 
-const DNS1123_SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
-const DNS1123_LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
-
-pub fn is_dns1123_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
-pub fn is_dns1123_subdomain(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns1123_label)
-}
-
-fn is_label_value(s: &str) -> bool {
-    s.is_empty()
-        || (s.len() <= 63
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-            && s.as_bytes().first().is_some_and(u8::is_ascii_alphanumeric)
-            && s.as_bytes().last().is_some_and(u8::is_ascii_alphanumeric))
-}
-
-fn is_qualified_name(s: &str) -> bool {
-    let (prefix, name) = match s.rsplit_once('/') {
-        Some((p, n)) => (Some(p), n),
-        None => (None, s),
-    };
-    prefix.is_none_or(is_dns1123_subdomain) && !name.is_empty() && is_label_value(name)
-}
-
-/// Validate `metadata` (name format, labels, annotation keys). `label_name` selects the
-/// RFC 1123 label rule (namespaces) instead of the subdomain rule.
-pub fn validate_meta(obj: &Value, label_name: bool) -> Vec<FieldError> {
-    let mut errs = Vec::new();
-    let name = obj
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    if name.is_empty() {
-        errs.push(FieldError {
-            reason: "FieldValueRequired",
-            field: "metadata.name".into(),
-            value: None,
-            detail: "name or generateName is required".into(),
-        });
-    } else if label_name && !is_dns1123_label(name) {
-        errs.push(FieldError::invalid(
-            "metadata.name",
-            &Value::String(name.into()),
-            DNS1123_LABEL_MSG,
-        ));
-    } else if !label_name && !is_dns1123_subdomain(name) {
-        errs.push(FieldError::invalid(
-            "metadata.name",
-            &Value::String(name.into()),
-            DNS1123_SUBDOMAIN_MSG,
-        ));
-    }
-    if let Some(Value::Object(labels)) = obj.pointer("/metadata/labels") {
-        for (k, v) in labels {
-            if !is_qualified_name(k) {
-                errs.push(FieldError::invalid("metadata.labels", &Value::String(k.clone()), "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character"));
-            }
-            match v.as_str() {
-                Some(s) if is_label_value(s) => {}
-                _ => errs.push(FieldError::invalid(
-                    "metadata.labels",
-                    v,
-                    "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character",
-                )),
-            }
-        }
-    }
-    if let Some(Value::Object(ann)) = obj.pointer("/metadata/annotations") {
-        for (k, v) in ann {
-            if !is_qualified_name(k) {
-                errs.push(FieldError::invalid("metadata.annotations", &Value::String(k.clone()), "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character"));
-            }
-            if !v.is_string() {
-                errs.push(FieldError::type_invalid(
-                    "metadata.annotations",
-                    v,
-                    "annotation values must be strings",
-                ));
-            }
-        }
-    }
-    if let Some(Value::Array(fins)) = obj.pointer("/metadata/finalizers") {
-        for (i, f) in fins.iter().enumerate() {
-            if !f.as_str().is_some_and(is_qualified_name) {
-                errs.push(FieldError::invalid(&format!("metadata.finalizers[{i}]"), f, "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character"));
-            }
-        }
-    }
-    errs
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -730,47 +636,5 @@ mod tests {
             e.iter().any(|x| x.contains("must be of type integer")),
             "{e:?}"
         );
-    }
-
-    #[test]
-    fn cel_rules_and_transition_rules() {
-        let schema = json!({"type": "object", "properties": {"spec": {"type": "object",
-            "x-kubernetes-validations": [{"rule": "self.size <= 10", "message": "size too big"}],
-            "properties": {"size": {"type": "integer"}, "engine": {"type": "string",
-                "x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "engine is immutable"}]}}}}});
-        let new = json!({"spec": {"size": 11, "engine": "mongodb"}});
-        let old = json!({"spec": {"size": 1, "engine": "postgres"}});
-        let created: Vec<String> = validate_cel(&new, &schema, None)
-            .iter()
-            .map(FieldError::render)
-            .collect();
-        assert_eq!(created, ["spec: Invalid value: \"object\": size too big"]);
-        let updated: Vec<String> = validate_cel(&new, &schema, Some(&old))
-            .iter()
-            .map(FieldError::render)
-            .collect();
-        assert!(
-            updated.contains(
-                &"spec.engine: Invalid value: \"string\": engine is immutable".to_string()
-            ),
-            "{updated:?}"
-        );
-        assert!(validate_cel(&old, &schema, Some(&old)).is_empty());
-    }
-
-    #[test]
-    fn names() {
-        assert!(is_dns1123_subdomain("a.b-c"));
-        assert!(!is_dns1123_subdomain("A"));
-        assert!(!is_dns1123_subdomain("a_b"));
-        assert!(!is_dns1123_label("a.b"));
-        let e = validate_meta(
-            &json!({"metadata": {"name": "Bad_Name", "labels": {"ok": "fine", "x": "bad value"}}}),
-            false,
-        );
-        assert_eq!(e.len(), 2);
-        assert!(e[0].render().starts_with(
-            "metadata.name: Invalid value: \"Bad_Name\": a lowercase RFC 1123 subdomain"
-        ));
     }
 }

@@ -41,7 +41,7 @@ impl WatchParams {
 
     /// Which event (if any) this watcher sees, accounting for selector transitions.
     fn classify<'a>(&self, ev: &'a Event) -> Option<(EventType, &'a Value)> {
-        if ev.gr.0 != self.def.group || ev.gr.1 != self.def.plural {
+        if ev.gr != self.def.storage_gr() {
             return None;
         }
         if self.namespace.as_ref().is_some_and(|n| *n != ev.namespace) {
@@ -203,7 +203,7 @@ async fn run(
                         if last_rv < st.compacted() {
                             None
                         } else {
-                            Some((st.events_since(last_rv, &p.def.gr(), p.namespace.as_deref()), st.current_rv()))
+                            Some((st.events_since(last_rv, &p.def.storage_gr(), p.namespace.as_deref()), st.current_rv()))
                         }
                     };
                     match recovered {

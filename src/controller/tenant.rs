@@ -329,7 +329,22 @@ async fn apply(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
                 .as_ref()
                 .is_none_or(|s| s.phase != TenantPhase::Ready && s.usage.is_none());
             let usage = status.usage.clone();
-            write_status(&tenant, &ctx, status).await?;
+            if let Err(e) = write_status(&tenant, &ctx, status).await {
+                // The status could not be written (e.g. the installed CRD lacks a field it
+                // carries): say why where users look, then retry with backoff.
+                let failed = failed_status(&tenant, &e, None, None);
+                if let Ok(true) = write_status(&tenant, &ctx, failed).await {
+                    ctx.event(
+                        tenant.as_ref(),
+                        EventType::Warning,
+                        e.category(),
+                        "Reconcile",
+                        e.to_string(),
+                    )
+                    .await;
+                }
+                return Err(e);
+            }
             if now_exceeded && before != Some(true) {
                 // Over quota right after provisioning: the quota is smaller than the empty tenant
                 // of its mode (accepted, but it starts read-only: say so plainly).

@@ -241,7 +241,10 @@ pub struct TenantMigrationStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// Latest observations: `Progressing`, `Complete`, `Failed`.
+    // A list-map keyed by `type`: server-side apply tracks each condition on its own, so a
+    // condition the operator stops reporting is removed and other writers' conditions are kept.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// One-line summary of the rollout (the message of the condition explaining the phase).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -218,7 +218,10 @@ pub struct TenantStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// Latest observations: `Ready`, `Provisioned`, `Degraded`.
+    // A list-map keyed by `type`: server-side apply tracks each condition on its own, so a
+    // condition the operator stops reporting is removed and other writers' conditions are kept.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// PostgreSQL database holding the tenant's data.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,5 +1,10 @@
 //! End-to-end environment: the in-memory API server emulator (in-process), a throwaway PostgreSQL
 //! and the real `tenantdb` binary as a child process talking to the emulator through a kubeconfig.
+//!
+//! The emulator has the Helm chart's rendered ServiceAccount and RBAC installed (`helm template`
+//! with `.tools/bin/helm` or `$HELM`), and the operator authenticates as that ServiceAccount
+//! (`system:serviceaccount:tenantdb-system:tenantdb`): it can do exactly what the chart grants.
+//! The tests' own client is an administrator.
 #![allow(dead_code)]
 
 use std::future::Future;
@@ -15,11 +20,48 @@ use tenantdb::crd::{Tenant, TenantPhase};
 use tenantdb::localpg::LocalPg;
 use tokio::process::{Child, Command};
 
+/// Namespace of the operator (the chart's release namespace; its Lease lives here).
+pub const OPERATOR_NAMESPACE: &str = tenantdb::dev::OPERATOR_NAMESPACE;
+/// The operator's identity.
+pub const OPERATOR_USER: &str = "system:serviceaccount:tenantdb-system:tenantdb";
+
+/// The chart's manifests as `helm template tenantdb charts/tenantdb -n tenantdb-system` renders
+/// them (once per test binary). A missing helm is a failure, not a skip.
+pub fn chart_manifests() -> &'static str {
+    static CHART: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    CHART.get_or_init(|| {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let helm = std::env::var_os("HELM")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join(".tools/bin/helm"));
+        tenantdb::dev::render_chart(&helm, &root.join("charts/tenantdb"), OPERATOR_NAMESPACE)
+            .unwrap_or_else(|e| {
+                panic!("rendering the chart (run scripts/chart-check.sh once to install helm): {e}")
+            })
+    })
+}
+
+/// How to start an [`Env`].
+#[derive(Debug, Clone, Default)]
+pub struct EnvOptions {
+    /// Delay of every watch event (informer lag).
+    pub watch_latency: Duration,
+    /// Asynchronous garbage collection with this delay (`None`: synchronous).
+    pub gc_delay: Option<Duration>,
+    /// Extra `tenantdb run` flags.
+    pub extra_args: Vec<String>,
+    /// Install these CRDs instead of the ones of this version (e.g. an older Tenant CRD).
+    pub crds: Option<Vec<serde_json::Value>>,
+}
+
 pub struct Env {
     pub pg: LocalPg,
     pub api: tenantdb_apiserver::RunningServer,
     pub dir: PathBuf,
+    /// The tests' (administrator's) kubeconfig.
     pub kubeconfig: PathBuf,
+    /// The operator's kubeconfig: the chart's ServiceAccount.
+    pub operator_kubeconfig: PathBuf,
     pub client: Client,
     pub operator: Option<Child>,
     pub log_path: PathBuf,
@@ -45,18 +87,34 @@ impl Env {
 
     /// Like [`Env::start_with`], with every watch event delayed by `watch_latency` (informer lag).
     pub async fn start_lagging(watch_latency: Duration, extra_args: &[&str]) -> Env {
+        Self::start_configured(EnvOptions {
+            watch_latency,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// Starts PostgreSQL, the API server emulator (CRDs, the chart's RBAC) and the operator.
+    pub async fn start_configured(opts: EnvOptions) -> Env {
         let pg = tokio::task::spawn_blocking(LocalPg::start)
             .await
             .unwrap()
             .expect("throwaway PostgreSQL");
         let mut cfg = tenantdb_apiserver::Config {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            watch_latency,
+            watch_latency: opts.watch_latency,
+            gc_delay: opts.gc_delay,
             ..Default::default()
         };
-        for (_, crd) in tenantdb::crd::all_crds() {
-            cfg.crds.push(serde_json::to_value(&crd).unwrap());
-        }
+        cfg.crds = opts.crds.clone().unwrap_or_else(|| {
+            tenantdb::crd::all_crds()
+                .into_iter()
+                .map(|(_, crd)| serde_json::to_value(&crd).unwrap())
+                .collect()
+        });
+        cfg.load_manifests(chart_manifests())
+            .expect("the chart's manifests");
         let api = tenantdb_apiserver::start(cfg)
             .await
             .expect("api server emulator");
@@ -68,6 +126,16 @@ impl Env {
         std::fs::create_dir_all(&dir).unwrap();
         let kubeconfig = dir.join("kubeconfig");
         api.write_kubeconfig(&kubeconfig, "default").unwrap();
+        let operator_kubeconfig = dir.join("operator-kubeconfig");
+        std::fs::write(
+            &operator_kubeconfig,
+            api.service_account_kubeconfig_yaml(
+                OPERATOR_NAMESPACE,
+                tenantdb::dev::OPERATOR_SERVICE_ACCOUNT,
+                OPERATOR_NAMESPACE,
+            ),
+        )
+        .unwrap();
         let client = tenantdb::dev::client_for(&kubeconfig).await.unwrap();
         let mut env = Env {
             pg,
@@ -75,9 +143,10 @@ impl Env {
             log_path: dir.join("operator.log"),
             dir,
             kubeconfig,
+            operator_kubeconfig,
             client,
             operator: None,
-            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            extra_args: opts.extra_args,
             starts: 0,
         };
         env.start_operator();
@@ -93,7 +162,7 @@ impl Env {
 
     /// Spawns one more operator process logging to `log_path` (for leader election tests).
     pub fn spawn_operator(&self, log_path: &std::path::Path, more_args: &[&str]) -> Child {
-        self.spawn_operator_with(&self.kubeconfig, log_path, more_args)
+        self.spawn_operator_with(&self.operator_kubeconfig, log_path, more_args)
     }
 
     /// [`Env::spawn_operator`] with another kubeconfig (e.g. one pointing at a proxy).
@@ -121,6 +190,8 @@ impl Env {
             .args(&self.extra_args)
             .args(more_args)
             .env("KUBECONFIG", kubeconfig)
+            // The Deployment sets it from the pod's namespace (downward API).
+            .env("TENANTDB_LEASE_NAMESPACE", OPERATOR_NAMESPACE)
             .env("TENANTDB_DATABASE_URL", self.pg.admin_url())
             .env("RUST_LOG", "info,tenantdb=debug")
             .env("TENANTDB_LOG_FORMAT", "json")
@@ -276,6 +347,17 @@ impl Env {
 
     pub fn operator_starts(&self) -> u32 {
         self.starts
+    }
+
+    /// The authorization checks made for the operator's ServiceAccount so far:
+    /// (verb, group, resource, subresource, namespace, allowed).
+    pub fn operator_authorizations(&self) -> Vec<tenantdb_apiserver::AuthzCheck> {
+        self.api
+            .authorization_checks()
+            .into_iter()
+            .map(|(c, _)| c)
+            .filter(|c| c.user == OPERATOR_USER)
+            .collect()
     }
 }
 

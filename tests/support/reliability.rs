@@ -1,11 +1,11 @@
 //! Helpers shared by the reliability suite (`tests/reliability_*.rs`): PostgreSQL catalog snapshots of
 //! the objects tenantdb owns, statement logging on the throwaway server, condition/event helpers,
-//! operator-log parsing, seeded randomness and a recording HTTP proxy in front of the API server
-//! emulator (to attribute API requests to the operator alone).
+//! operator-log parsing, seeded randomness, and the API calls the operator's ServiceAccount made
+//! (from the emulator's authorization log: every RBAC check, so an apply that creates its object
+//! counts as `patch` and `create`, exactly as kube-apiserver authorizes it).
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::events::v1::Event;
@@ -13,7 +13,6 @@ use kube::api::{Api, ListParams};
 use serde_json::Value;
 use sqlx::Executor;
 use tenantdb::crd::Tenant;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::e2e::{Env, tail};
 
@@ -303,221 +302,25 @@ pub async fn login(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Recording proxy
+// The operator's API calls
 // ---------------------------------------------------------------------------------------------
 
-/// One request the operator made: (verb, group, resource, subresource), Kubernetes-style.
+/// One authorization the operator needed: (verb, group, resource, subresource), Kubernetes-style.
 pub type ApiCall = (String, String, String, String);
 
-/// A plain-HTTP/1.1 TCP proxy in front of the API server emulator that records the request line
-/// of every request passing through it, so that requests of the operator can be told apart from
-/// the test's own requests (the emulator's counters cannot tell clients apart).
-pub struct RecordingProxy {
-    pub addr: std::net::SocketAddr,
-    pub calls: Arc<Mutex<BTreeMap<ApiCall, u64>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for RecordingProxy {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl RecordingProxy {
-    pub async fn start(upstream: std::net::SocketAddr) -> RecordingProxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let calls: Arc<Mutex<BTreeMap<ApiCall, u64>>> = Arc::default();
-        let c2 = calls.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let calls = c2.clone();
-                tokio::spawn(async move {
-                    let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
-                        return;
-                    };
-                    let (mut cr, mut cw) = client.into_split();
-                    let (mut sr, mut sw) = server.into_split();
-                    let down = tokio::spawn(async move {
-                        let _ = tokio::io::copy(&mut sr, &mut cw).await;
-                        let _ = cw.shutdown().await;
-                    });
-                    let mut parser = RequestParser::default();
-                    let mut buf = vec![0u8; 64 * 1024];
-                    loop {
-                        let n = match cr.read(&mut buf).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => n,
-                        };
-                        for line in parser.feed(&buf[..n]) {
-                            if let Some(call) = classify(&line) {
-                                *calls.lock().unwrap().entry(call).or_insert(0) += 1;
-                            }
-                        }
-                        if sw.write_all(&buf[..n]).await.is_err() {
-                            break;
-                        }
-                    }
-                    let _ = sw.shutdown().await;
-                    let _ = down.await;
-                });
-            }
-        });
-        RecordingProxy { addr, calls, task }
-    }
-
-    pub fn snapshot(&self) -> BTreeMap<ApiCall, u64> {
-        self.calls.lock().unwrap().clone()
-    }
-}
-
-/// Incremental parser of the client→server byte stream: yields request lines ("GET /path HTTP/1.1").
-#[derive(Default)]
-struct RequestParser {
-    buf: Vec<u8>,
-    body_left: usize,
-    chunked: bool,
-}
-
-impl RequestParser {
-    fn feed(&mut self, data: &[u8]) -> Vec<String> {
-        self.buf.extend_from_slice(data);
-        let mut out = vec![];
-        loop {
-            if self.body_left > 0 {
-                let k = self.body_left.min(self.buf.len());
-                self.buf.drain(..k);
-                self.body_left -= k;
-                if self.body_left > 0 {
-                    return out;
-                }
-                continue;
-            }
-            if self.chunked {
-                // chunk-size line
-                let Some(i) = find(&self.buf, b"\r\n") else {
-                    return out;
-                };
-                let size_line = String::from_utf8_lossy(&self.buf[..i]).to_string();
-                let size = usize::from_str_radix(size_line.split(';').next().unwrap().trim(), 16)
-                    .unwrap_or(0);
-                if size == 0 {
-                    // last chunk + (no trailers) CRLF
-                    if self.buf.len() < i + 4 {
-                        return out;
-                    }
-                    self.buf.drain(..i + 4);
-                    self.chunked = false;
-                    continue;
-                }
-                self.buf.drain(..i + 2);
-                self.body_left = size + 2;
-                continue;
-            }
-            let Some(end) = find(&self.buf, b"\r\n\r\n") else {
-                return out;
-            };
-            let head = String::from_utf8_lossy(&self.buf[..end]).to_string();
-            self.buf.drain(..end + 4);
-            let mut lines = head.split("\r\n");
-            let request_line = lines.next().unwrap_or_default().to_string();
-            for h in lines {
-                let Some((k, v)) = h.split_once(':') else {
-                    continue;
-                };
-                let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
-                if k == "content-length" {
-                    self.body_left = v.parse().unwrap_or(0);
-                } else if k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked") {
-                    self.chunked = true;
-                }
-            }
-            out.push(request_line);
+/// Every (verb, group, resource, subresource) RBAC checked for the operator's ServiceAccount, with
+/// whether it was allowed (a denied one means the chart lacks a grant the operator needs).
+pub fn operator_calls(env: &Env) -> BTreeMap<ApiCall, bool> {
+    let mut out: BTreeMap<ApiCall, bool> = BTreeMap::new();
+    for c in env.operator_authorizations() {
+        if !c.resource_request {
+            continue;
         }
+        let key = (c.verb, c.group, c.resource, c.subresource);
+        let allowed = out.get(&key).copied().unwrap_or(true) && c.allowed;
+        out.insert(key, allowed);
     }
-}
-
-fn find(h: &[u8], n: &[u8]) -> Option<usize> {
-    h.windows(n.len()).position(|w| w == n)
-}
-
-/// Maps "METHOD /path?query HTTP/1.1" to (verb, group, resource, subresource); None for discovery.
-pub fn classify(request_line: &str) -> Option<ApiCall> {
-    let mut parts = request_line.split(' ');
-    let method = parts.next()?;
-    let target = parts.next()?;
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let (group, rest) = match segs.first().copied() {
-        Some("api") if segs.len() >= 2 => ("", &segs[2..]),
-        Some("apis") if segs.len() >= 3 => (segs[1], &segs[3..]),
-        _ => return None,
-    };
-    let rest: Vec<&str> = if rest.first() == Some(&"namespaces") && rest.len() >= 3 {
-        rest[2..].to_vec()
-    } else {
-        rest.to_vec()
-    };
-    let resource = rest.first()?.to_string();
-    let named = rest.len() >= 2;
-    let sub = rest.get(2).copied().unwrap_or("").to_string();
-    let watch = query
-        .split('&')
-        .any(|kv| kv == "watch=true" || kv == "watch=1");
-    let verb = match (method, named) {
-        ("GET", _) if watch => "watch",
-        ("GET", true) => "get",
-        ("GET", false) => "list",
-        ("POST", _) => "create",
-        ("PUT", _) => "update",
-        ("PATCH", _) => "patch",
-        ("DELETE", true) => "delete",
-        ("DELETE", false) => "deletecollection",
-        _ => return None,
-    };
-    Some((verb.into(), group.into(), resource, sub))
-}
-
-#[test]
-fn classify_request_lines() {
-    assert_eq!(
-        classify("GET /apis/tenantdb.io/v1alpha1/tenants?&watch=true&timeoutSeconds=290 HTTP/1.1"),
-        Some((
-            "watch".into(),
-            "tenantdb.io".into(),
-            "tenants".into(),
-            "".into()
-        ))
-    );
-    assert_eq!(
-        classify(
-            "PATCH /apis/tenantdb.io/v1alpha1/namespaces/a/tenants/x/status?&force=true HTTP/1.1"
-        ),
-        Some((
-            "patch".into(),
-            "tenantdb.io".into(),
-            "tenants".into(),
-            "status".into()
-        ))
-    );
-    assert_eq!(
-        classify("GET /api/v1/namespaces/a/secrets/x-db HTTP/1.1"),
-        Some(("get".into(), "".into(), "secrets".into(), "".into()))
-    );
-    assert_eq!(classify("GET /api/v1 HTTP/1.1"), None);
-    let mut p = RequestParser::default();
-    let lines = p.feed(b"POST /api/v1/namespaces/a/secrets HTTP/1.1\r\ncontent-length: 4\r\n\r\nabcdGET /api/v1/namespaces/a/secrets/b HTTP/1.1\r\n\r\n");
-    assert_eq!(lines.len(), 2);
-}
-
-/// Writes a kubeconfig pointing at `addr` (plain http, no credentials, like the emulator's).
-pub fn write_kubeconfig_for(path: &std::path::Path, addr: std::net::SocketAddr) {
-    std::fs::write(
-        path,
-        tenantdb_apiserver::kubeconfig_yaml(&format!("http://{addr}"), "default"),
-    )
-    .unwrap();
+    out
 }
 
 /// The operator's HTTP address (`--http-addr 127.0.0.1:0`) from the last "serving /metrics" line of
@@ -537,6 +340,7 @@ pub fn operator_http_addr(log: &str) -> Option<String> {
 
 /// A plain HTTP/1.1 GET: (status code, whole response).
 pub async fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
         .await
