@@ -357,13 +357,18 @@ async fn apply(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
                     ),
                     None => "storage quota exhausted: writes disabled".into(),
                 };
-                let reason = if first_provisioning {
-                    "QuotaBelowEmptyTenant"
-                } else {
-                    "QuotaExceeded"
-                };
-                ctx.event(tenant.as_ref(), EventType::Warning, reason, "Quota", note)
+                ctx.event(tenant.as_ref(), EventType::Warning, "QuotaExceeded", "Quota", note)
                     .await;
+                if first_provisioning {
+                    ctx.event(
+                        tenant.as_ref(),
+                        EventType::Warning,
+                        "QuotaBelowEmptyTenant",
+                        "Quota",
+                        "quotas.storage is smaller than this tenant needs when empty: raise it, or the tenant stays read-only".into(),
+                    )
+                    .await;
+                }
             } else if !now_exceeded && before == Some(true) {
                 ctx.event(
                     tenant.as_ref(),
