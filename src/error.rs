@@ -1,8 +1,12 @@
 //! The operator's one error type, with low-cardinality categories for metrics, Events and
 //! condition reasons.
 
+use crate::dberror;
 use crate::migrate::MigrateError;
 use crate::naming::NameError;
+
+/// A boxed error kept as the cause of an [`Error`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Everything that can go wrong while reconciling.
 #[derive(Debug, thiserror::Error)]
@@ -16,15 +20,28 @@ pub enum Error {
     /// A name could not be derived or validated.
     #[error("invalid name: {0}")]
     Name(#[from] NameError),
-    /// PostgreSQL could not be reached (connect/timeout/pool).
-    #[error("database unavailable: {0}")]
-    DatabaseUnavailable(String),
+    /// The database could not be reached, or the connection was lost (connect, timeout, pool,
+    /// shutdown). `message` is what conditions and Events show; `source` keeps the driver's error.
+    #[error("database unavailable: {message}")]
+    DatabaseUnavailable {
+        /// One line saying what failed.
+        message: String,
+        /// The underlying error, when there is one worth keeping (never text with secrets).
+        #[source]
+        source: Option<BoxError>,
+    },
     /// A statement failed.
-    #[error("database error: {0}")]
-    Database(String),
+    #[error("database error: {message}")]
+    Database {
+        /// One line: the server's message and SQLSTATE, or what the operator was doing.
+        message: String,
+        /// The underlying error.
+        #[source]
+        source: Option<BoxError>,
+    },
     /// A schema migration failed or drifted.
     #[error("migration: {0}")]
-    Migration(MigrateError),
+    Migration(#[source] MigrateError),
     /// Kubernetes API error.
     #[error("kubernetes api: {0}")]
     Kube(#[source] Box<kube::Error>),
@@ -85,36 +102,57 @@ fn undeclared_fields(message: &str) -> Option<String> {
     (!fields.is_empty()).then(|| fields.join(", "))
 }
 
-/// Whether a sqlx error means the server cannot be used right now (rather than that a statement
-/// is wrong): I/O, TLS, pool exhaustion, and SQLSTATE class 08 (connection exception), 57P0x
-/// (shutdown, e.g. "terminating connection due to administrator command"), 53 (insufficient
-/// resources).
-pub fn is_unavailable(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Io(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(db) => db
-            .code()
-            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P") || c.starts_with("53")),
-        _ => false,
+pub use crate::dberror::is_unavailable;
+
+impl Error {
+    /// [`Error::DatabaseUnavailable`] with a message and no further cause.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Error::DatabaseUnavailable {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// [`Error::Database`] with a message and no further cause.
+    pub fn database(message: impl Into<String>) -> Self {
+        Error::Database {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// The same error with `context` (e.g. the step that failed) in front of its message.
+    pub fn context(self, context: impl std::fmt::Display) -> Self {
+        match self {
+            Error::Database { message, source } => Error::Database {
+                message: format!("{context}: {message}"),
+                source,
+            },
+            Error::DatabaseUnavailable { message, source } => Error::DatabaseUnavailable {
+                message: format!("{context}: {message}"),
+                source,
+            },
+            other => other,
+        }
     }
 }
 
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
-        let message = match e.as_database_error() {
-            Some(db) => first_line(db.message()),
-            None => first_line(&e.to_string()),
-        };
-        if is_unavailable(&e) {
-            return Error::DatabaseUnavailable(message);
+        let message = dberror::first_line(&dberror::message(&e));
+        if dberror::is_unavailable(&e) {
+            return Error::DatabaseUnavailable {
+                message,
+                source: Some(Box::new(e)),
+            };
         }
-        match e.as_database_error().and_then(|db| db.code()) {
-            Some(code) => Error::Database(format!("{message} (SQLSTATE {code})")),
-            None => Error::Database(message),
+        let message = match dberror::sqlstate(&e) {
+            Some(code) => format!("{message} (SQLSTATE {code})"),
+            None => message,
+        };
+        Error::Database {
+            message,
+            source: Some(Box::new(e)),
         }
     }
 }
@@ -124,28 +162,21 @@ impl From<MigrateError> for Error {
     /// message "database unavailable: …"), not a migration problem.
     fn from(e: MigrateError) -> Self {
         match e {
-            MigrateError::Unavailable { operation, message } => {
-                Error::DatabaseUnavailable(format!("{operation}: {message}"))
-            }
+            MigrateError::Unavailable {
+                operation,
+                message,
+                source,
+            } => Error::DatabaseUnavailable {
+                message: format!("{operation}: {message}"),
+                source: source.map(|e| Box::new(e) as BoxError),
+            },
             MigrateError::Fenced(f) => Error::LeadershipLost(f),
             other => Error::Migration(other),
         }
     }
 }
 
-/// First line of an error message, length-bounded (condition messages and Events stay short).
-pub fn first_line(s: &str) -> String {
-    let line = s.lines().next().unwrap_or_default();
-    if line.len() > 300 {
-        let mut end = 300;
-        while !line.is_char_boundary(end) {
-            end -= 1;
-        }
-        format!("{}…", &line[..end])
-    } else {
-        line.to_string()
-    }
-}
+pub use crate::dberror::first_line;
 
 impl Error {
     /// Low-cardinality category: metric label value and condition reason.
@@ -153,8 +184,8 @@ impl Error {
         match self {
             Error::InvalidSpec(_) | Error::Name(_) => "InvalidSpec",
             Error::Conflict(_) => "Conflict",
-            Error::DatabaseUnavailable(_) => "DatabaseUnavailable",
-            Error::Database(_) => "DatabaseError",
+            Error::DatabaseUnavailable { .. } => "DatabaseUnavailable",
+            Error::Database { .. } => "DatabaseError",
             Error::Migration(MigrateError::ChecksumDrift { .. })
             | Error::Migration(MigrateError::UnknownApplied { .. }) => "MigrationDrift",
             Error::Migration(m) if m.is_transient() => "DatabaseUnavailable",
@@ -197,7 +228,7 @@ mod tests {
             Some(".status.a, .status.b")
         );
         assert_eq!(undeclared_fields("secrets \"x\" is forbidden: "), None);
-        assert!(!Error::DatabaseUnavailable("x".into()).is_permanent());
+        assert!(!Error::unavailable("x").is_permanent());
         assert_eq!(
             Error::from(sqlx::Error::PoolTimedOut).category(),
             "DatabaseUnavailable"
@@ -209,6 +240,7 @@ mod tests {
         let lost = MigrateError::Unavailable {
             operation: "running migration 3".into(),
             message: "terminating connection due to administrator command".into(),
+            source: None,
         };
         assert!(lost.is_transient());
         assert_eq!(lost.category(), "unavailable");
@@ -222,6 +254,7 @@ mod tests {
         let sql = Error::from(MigrateError::Sql {
             version: 3,
             message: "syntax error".into(),
+            source: None,
         });
         assert_eq!(sql.category(), "MigrationFailed");
         assert_eq!(

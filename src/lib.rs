@@ -5,6 +5,7 @@
 
 pub mod controller;
 pub mod crd;
+pub mod dberror;
 pub mod dev;
 pub mod error;
 pub mod fence;

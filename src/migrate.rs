@@ -134,8 +134,11 @@ pub enum MigrateError {
     Sql {
         /// The version.
         version: i64,
-        /// First line of the PostgreSQL error.
+        /// First line of the PostgreSQL error (or what the engine found wrong).
         message: String,
+        /// The driver's error, if there was one.
+        #[source]
+        source: Option<sqlx::Error>,
     },
     /// Any other database operation of the engine failed for a reason that is not the
     /// connection (e.g. the history table of the tenant's schema is not what the engine wrote,
@@ -146,6 +149,9 @@ pub enum MigrateError {
         operation: &'static str,
         /// First line of the error.
         message: String,
+        /// The driver's error, if there was one.
+        #[source]
+        source: Option<sqlx::Error>,
     },
     /// The connection failed or the server went away while the engine was working (see
     /// [`crate::error::is_unavailable`]); the transaction rolled back, retrying later can succeed.
@@ -155,6 +161,9 @@ pub enum MigrateError {
         operation: String,
         /// First line of the error.
         message: String,
+        /// The driver's error.
+        #[source]
+        source: Option<sqlx::Error>,
     },
     /// The advisory lock could not be taken (lock_timeout, statement_timeout, cancellation).
     #[error("could not take the advisory lock {key}: {message}")]
@@ -163,6 +172,9 @@ pub enum MigrateError {
         key: i64,
         /// First line of the error.
         message: String,
+        /// The driver's error.
+        #[source]
+        source: Option<sqlx::Error>,
     },
     /// A schema or role name is not a plain lower-case identifier.
     #[error("invalid identifier: {0}")]
@@ -206,43 +218,44 @@ impl MigrateError {
     }
 }
 
-/// First line of an error: the PostgreSQL message for database errors.
-pub(crate) fn first_line(e: &sqlx::Error) -> String {
-    let full = match e.as_database_error() {
-        Some(db) => db.message().to_string(),
-        None => e.to_string(),
-    };
-    full.lines().next().unwrap_or_default().to_string()
-}
+use crate::dberror::message as first_line;
 
 pub(crate) fn db_err(operation: &'static str) -> impl FnOnce(sqlx::Error) -> MigrateError {
     move |e| {
-        unavailable(operation, &e).unwrap_or_else(|| MigrateError::Database {
+        unavailable(operation, e).unwrap_or_else(|e| MigrateError::Database {
             operation,
             message: first_line(&e),
+            source: Some(e),
         })
     }
 }
 
-/// [`MigrateError::Unavailable`] when `e` means the server cannot be used right now.
+/// [`MigrateError::Unavailable`] when `e` means the server cannot be used right now, else `e`
+/// back.
 pub(crate) fn unavailable(
     operation: impl std::fmt::Display,
-    e: &sqlx::Error,
-) -> Option<MigrateError> {
-    crate::error::is_unavailable(e).then(|| MigrateError::Unavailable {
-        operation: operation.to_string(),
-        message: first_line(e),
-    })
+    e: sqlx::Error,
+) -> Result<MigrateError, sqlx::Error> {
+    if crate::dberror::is_unavailable(&e) {
+        Ok(MigrateError::Unavailable {
+            operation: operation.to_string(),
+            message: first_line(&e),
+            source: Some(e),
+        })
+    } else {
+        Err(e)
+    }
 }
 
 /// The error of a migration's own SQL: [`MigrateError::Sql`], or [`MigrateError::Unavailable`]
 /// when the connection failed under it (the SQL itself may be fine).
 fn sql_err(version: i64) -> impl FnOnce(sqlx::Error) -> MigrateError {
     move |e| {
-        unavailable(format_args!("running migration {version}"), &e).unwrap_or_else(|| {
+        unavailable(format_args!("running migration {version}"), e).unwrap_or_else(|e| {
             MigrateError::Sql {
                 version,
                 message: first_line(&e),
+                source: Some(e),
             }
         })
     }
@@ -254,10 +267,11 @@ fn sql_err(version: i64) -> impl FnOnce(sqlx::Error) -> MigrateError {
 /// transient error to retry — unless the connection failed.
 fn bookkeeping_err(version: i64, what: &'static str) -> impl FnOnce(sqlx::Error) -> MigrateError {
     move |e| {
-        unavailable(format_args!("running migration {version}"), &e).unwrap_or_else(|| {
+        unavailable(format_args!("running migration {version}"), e).unwrap_or_else(|e| {
             MigrateError::Sql {
                 version,
                 message: format!("{what} failed after the migration ran: {}", first_line(&e)),
+                source: Some(e),
             }
         })
     }
@@ -266,9 +280,10 @@ fn bookkeeping_err(version: i64, what: &'static str) -> impl FnOnce(sqlx::Error)
 /// The error of taking an advisory lock: [`MigrateError::Lock`] or [`MigrateError::Unavailable`].
 pub(crate) fn lock_err(key: i64) -> impl FnOnce(sqlx::Error) -> MigrateError {
     move |e| {
-        unavailable("taking the advisory lock", &e).unwrap_or_else(|| MigrateError::Lock {
+        unavailable("taking the advisory lock", e).unwrap_or_else(|e| MigrateError::Lock {
             key,
             message: first_line(&e),
+            source: Some(e),
         })
     }
 }
@@ -811,6 +826,7 @@ async fn read_history(
                 MigrateError::Database {
                     operation: "decoding the migration history",
                     message: e.to_string(),
+                    source: None,
                 }
             })?,
             execution_ms: row
@@ -858,6 +874,7 @@ async fn check_guard(
         return Err(MigrateError::Sql {
             version,
             message: "the migration ended the migration transaction (transaction control statements are not allowed)".to_string(),
+            source: None,
         });
     }
     if role != owner_role {
@@ -866,6 +883,7 @@ async fn check_guard(
             message: format!(
                 "the migration changed the role to {role:?} (role changes are not allowed)"
             ),
+            source: None,
         });
     }
     Ok(())
@@ -1355,6 +1373,7 @@ mod tests {
         let e = MigrateError::Sql {
             version: 3,
             message: "relation \"x\" already exists".into(),
+            source: None,
         };
         assert_eq!(
             e.to_string(),
@@ -1367,13 +1386,15 @@ mod tests {
         let db = MigrateError::Database {
             operation: "reading the migration history",
             message: "relation does not exist".into(),
+            source: None,
         };
         assert!(!db.is_transient());
         assert!(MigrateError::Fenced(crate::fence::Fenced).is_transient());
         assert!(
             MigrateError::Unavailable {
                 operation: "x".into(),
-                message: "y".into()
+                message: "y".into(),
+                source: None,
             }
             .is_transient()
         );

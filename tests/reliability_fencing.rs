@@ -20,8 +20,8 @@
 mod e2e;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use e2e::{Env, tail, wait_for};
@@ -97,7 +97,8 @@ fn writes_of(env: &Env, user: &str) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
     for (c, n) in env.api.authorization_checks() {
         if c.user == user
-            && ["create", "update", "patch", "delete", "deletecollection"].contains(&c.verb.as_str())
+            && ["create", "update", "patch", "delete", "deletecollection"]
+                .contains(&c.verb.as_str())
         {
             *out.entry(format!("{} {}/{}", c.verb, c.resource, c.subresource))
                 .or_insert(0) += n;
@@ -148,7 +149,11 @@ async fn start_replica(env: &Env, name: &'static str, args: &[&str]) -> Replica 
     // A ServiceAccount of its own, bound to the chart's ClusterRole and leader-election Role.
     let ns = e2e::OPERATOR_NAMESPACE;
     for (kind, api_version, obj) in [
-        ("ServiceAccount", "v1", json!({"metadata": {"name": name, "namespace": ns}})),
+        (
+            "ServiceAccount",
+            "v1",
+            json!({"metadata": {"name": name, "namespace": ns}}),
+        ),
         (
             "ClusterRoleBinding",
             "rbac.authorization.k8s.io/v1",

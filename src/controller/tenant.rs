@@ -357,8 +357,14 @@ async fn apply(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
                     ),
                     None => "storage quota exhausted: writes disabled".into(),
                 };
-                ctx.event(tenant.as_ref(), EventType::Warning, "QuotaExceeded", "Quota", note)
-                    .await;
+                ctx.event(
+                    tenant.as_ref(),
+                    EventType::Warning,
+                    "QuotaExceeded",
+                    "Quota",
+                    note,
+                )
+                .await;
                 if first_provisioning {
                     ctx.event(
                         tenant.as_ref(),
@@ -1384,7 +1390,7 @@ async fn check_health(
         && let (Some((uri, db, pw)), Some(admin)) = (&mongo_login, ctx.mongo.as_ref())
     {
         result = admin.tenant_ping(uri, db, pw).await.map_err(|e| {
-            Error::DatabaseUnavailable(format!(
+            Error::unavailable(format!(
                 "MongoDB: {}",
                 crate::error::first_line(&e.to_string())
             ))

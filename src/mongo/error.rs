@@ -101,23 +101,21 @@ pub fn map_error(e: &mongodb::error::Error, secrets: &[&str]) -> Error {
             );
             classify(w.code, msg)
         }
-        ErrorKind::Write(WriteFailure::WriteConcernError(w)) => {
-            Error::DatabaseUnavailable(format!(
-                "write concern: {} ({}): {}",
-                w.code_name,
-                w.code,
-                clean(&w.message)
-            ))
-        }
+        ErrorKind::Write(WriteFailure::WriteConcernError(w)) => Error::unavailable(format!(
+            "write concern: {} ({}): {}",
+            w.code_name,
+            w.code,
+            clean(&w.message)
+        )),
         ErrorKind::Authentication { message, .. } => {
-            Error::DatabaseUnavailable(format!("MongoDB authentication failed: {}", clean(message)))
+            Error::unavailable(format!("MongoDB authentication failed: {}", clean(message)))
         }
         ErrorKind::ServerSelection { .. }
         | ErrorKind::Io(_)
         | ErrorKind::ConnectionPoolCleared { .. }
         | ErrorKind::DnsResolve { .. }
         | ErrorKind::Shutdown => {
-            Error::DatabaseUnavailable(format!("MongoDB unreachable: {}", clean(&e.to_string())))
+            Error::unavailable(format!("MongoDB unreachable: {}", clean(&e.to_string())))
         }
         ErrorKind::InvalidArgument { message, .. }
         | ErrorKind::InvalidTlsConfig { message, .. } => {
@@ -125,18 +123,18 @@ pub fn map_error(e: &mongodb::error::Error, secrets: &[&str]) -> Error {
         }
         _ => match error_code(e) {
             Some(code) => classify(code, clean(&e.to_string())),
-            None => Error::Database(clean(&e.to_string())),
+            None => Error::database(clean(&e.to_string())),
         },
     }
 }
 
 fn classify(code: i32, msg: String) -> Error {
     if UNAVAILABLE_CODES.contains(&code) {
-        Error::DatabaseUnavailable(msg)
+        Error::unavailable(msg)
     } else if CONFLICT_CODES.contains(&code) {
         Error::Conflict(msg)
     } else {
-        Error::Database(msg)
+        Error::database(msg)
     }
 }
 

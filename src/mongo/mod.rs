@@ -317,7 +317,7 @@ impl MongoAdmin {
                 let mut options = ClientOptions::parse(self.settings.admin_uri.trim())
                     .await
                     .map_err(|e| match map_error(&e, &secrets) {
-                        Error::Config(m) | Error::Database(m) => {
+                        Error::Config(m) | Error::Database { message: m, .. } => {
                             Error::Config(format!("invalid MongoDB admin URI: {m}"))
                         }
                         other => other,
@@ -970,7 +970,7 @@ async fn execute(database: &Database, step: &MongoStep) -> Result<()> {
         ),
     };
     result.map_err(|e| match e {
-        Error::Database(m) => Error::Database(format!("{}: {m}", step.describe())),
+        e @ Error::Database { .. } => e.context(step.describe()),
         Error::Conflict(m) => Error::Conflict(format!("{}: {m}", step.describe())),
         other => other,
     })

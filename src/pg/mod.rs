@@ -197,7 +197,7 @@ impl PgAdmin {
         let conn = tokio::time::timeout(self.settings.connect_timeout, opts.connect())
             .await
             .map_err(|_| {
-                Error::DatabaseUnavailable(format!(
+                Error::unavailable(format!(
                     "timed out connecting to database {}",
                     database.as_str()
                 ))
@@ -309,7 +309,9 @@ impl PgAdmin {
     pub async fn observe(&self, names: &TenantNames, password: &str) -> Result<Observed> {
         self.fail_fast_if_down().await?;
         match self.observe_inner(names, password).await {
-            Err(Error::DatabaseUnavailable(m)) => Err(self.note_unavailable(m).await),
+            Err(Error::DatabaseUnavailable { message, source }) => {
+                Err(self.note_unavailable(message, source).await)
+            }
             other => other,
         }
     }
@@ -346,10 +348,10 @@ impl PgAdmin {
         .await
         {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(Error::DatabaseUnavailable(format!(
+            Ok(Err(e)) => Err(Error::unavailable(format!(
                 "cannot connect to PostgreSQL at {host}:{port}: {e}"
             ))),
-            Err(_) => Err(Error::DatabaseUnavailable(format!(
+            Err(_) => Err(Error::unavailable(format!(
                 "cannot connect to PostgreSQL at {host}:{port}: timed out"
             ))),
         }
@@ -357,7 +359,11 @@ impl PgAdmin {
 
     /// After a connection-class error: if the port does not answer, the server is marked down and
     /// the probe's clearer message is returned.
-    async fn note_unavailable(&self, message: String) -> Error {
+    async fn note_unavailable(
+        &self,
+        message: String,
+        source: Option<crate::error::BoxError>,
+    ) -> Error {
         match self.probe().await {
             Err(probe) => {
                 if let Ok(mut d) = self.down_since.lock() {
@@ -365,7 +371,7 @@ impl PgAdmin {
                 }
                 probe
             }
-            Ok(()) => Error::DatabaseUnavailable(message),
+            Ok(()) => Error::DatabaseUnavailable { message, source },
         }
     }
 
@@ -529,9 +535,7 @@ ORDER BY n.slot
             result.map_err(|e| {
                 let err = Error::from(e);
                 match err {
-                    Error::Database(m) => {
-                        Error::Database(format!("{}: {m}", step.describe(desired)))
-                    }
+                    e @ Error::Database { .. } => e.context(step.describe(desired)),
                     other => other,
                 }
             })?;
@@ -676,10 +680,13 @@ ORDER BY n.slot
             .application_name(&application_name(&self.instance, "health"));
         let mut conn = tokio::time::timeout(self.settings.connect_timeout, opts.connect())
             .await
-            .map_err(|_| Error::DatabaseUnavailable("health check timed out".into()))?
+            .map_err(|_| Error::unavailable("health check timed out"))?
             .map_err(|e| match Error::from(e) {
                 // Never echo connection details; the category and first line are enough.
-                Error::Database(m) | Error::DatabaseUnavailable(m) => Error::DatabaseUnavailable(m),
+                Error::Database { message, source }
+                | Error::DatabaseUnavailable { message, source } => {
+                    Error::DatabaseUnavailable { message, source }
+                }
                 other => other,
             })?;
         let one: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&mut conn).await?;

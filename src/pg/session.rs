@@ -84,7 +84,7 @@ impl PgAdmin {
         let mut conn = tokio::time::timeout(self.settings.connect_timeout, opts.connect())
             .await
             .map_err(|_| {
-                Error::DatabaseUnavailable(format!(
+                Error::unavailable(format!(
                     "timed out logging in to database {} as {}",
                     database.as_str(),
                     user.as_str()
@@ -195,9 +195,8 @@ impl Credentials {
         password: Option<&str>,
     ) -> Result<Self> {
         let password = password.filter(|p| !p.is_empty()).ok_or_else(|| {
-            Error::DatabaseUnavailable(
-                "the credentials Secret has no password yet (the Tenant controller writes it)"
-                    .into(),
+            Error::unavailable(
+                "the credentials Secret has no password yet (the Tenant controller writes it)",
             )
         })?;
         let user = match username {

@@ -35,7 +35,7 @@ impl KubeMigrator {
             ))
         })?;
         let secret = self.secrets.get_opt(name).await?.ok_or_else(|| {
-            Error::DatabaseUnavailable(format!(
+            Error::unavailable(format!(
                 "credentials Secret {name} not found (the Tenant controller writes it)"
             ))
         })?;

@@ -621,7 +621,7 @@ pub(crate) async fn reconcile_inner(
     match (transient, hold) {
         // Retried after the backoff (reconciles in between return here as well).
         (Some(_), Some(wait)) => Ok(Action::requeue(wait)),
-        (Some(t), None) => Err(Error::DatabaseUnavailable(t)),
+        (Some(t), None) => Err(Error::unavailable(t)),
         (None, _) => {
             ctx.backoff.reset(&key);
             Ok(Action::requeue(ctx.settings.resync))
