@@ -9,6 +9,7 @@ pub mod dberror;
 pub mod dev;
 pub mod error;
 pub mod fence;
+pub mod identity;
 pub mod leader;
 pub mod localmongo;
 pub mod localpg;

@@ -86,7 +86,7 @@ pub fn provisioning_sql(
     }
     let schema = format!("\"{}\"", names.schema.as_str());
     let role = format!("\"{}\"", names.role.as_str());
-    let key = tenantdb::controller::tenant::lock_key(names);
+    let key = tenantdb::identity::lock_key(names);
     out.push_str("BEGIN;\n");
     out.push_str(&format!("SELECT pg_advisory_xact_lock({key});\n"));
     out.push_str(&format!(
@@ -154,7 +154,7 @@ fn push_up(out: &mut String, schema: &str, m: &Migration) {
 pub fn migration_sql(names: &TenantNames, m: &Migration) -> String {
     let schema = format!("\"{}\"", names.schema.as_str());
     let role = format!("\"{}\"", names.role.as_str());
-    let key = tenantdb::controller::tenant::lock_key(names);
+    let key = tenantdb::identity::lock_key(names);
     let mut out = String::new();
     out.push_str("BEGIN;\n");
     out.push_str(&format!("SELECT pg_advisory_xact_lock({key});\n"));

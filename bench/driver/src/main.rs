@@ -409,7 +409,7 @@ async fn engine_migrate(
                 let target = MigrationTarget {
                     schema: names.schema.as_str(),
                     owner_role: names.role.as_str(),
-                    lock_key: tenantdb::controller::tenant::lock_key(&names),
+                    lock_key: tenantdb::identity::lock_key(&names),
                 };
                 tenantdb::migrate::migrate(&mut conn, &set, &target, Some(version), false)
                     .await

@@ -14,7 +14,6 @@ use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::super::tenant::resolve;
 use super::super::{Context, facts_hash, object_key};
 use super::*;
 use crate::crd::{
@@ -22,6 +21,7 @@ use crate::crd::{
     TenantMigrationStatus, TenantPhase,
 };
 use crate::error::{Error, Result, first_line};
+use crate::identity::resolve;
 
 /// One reconcile of one TenantMigration (public for tests that drive it without the controller
 /// loop): resolves the spec and the Tenants, classifies them, starts a rollout pass in the
@@ -57,7 +57,7 @@ pub async fn reconcile(
 /// (the one its status names, else the one its spec asks for).
 pub(crate) fn rollout_tenant(
     t: &Tenant,
-    res: super::super::tenant::Resolved,
+    res: crate::identity::Resolved,
     recorded: Option<i64>,
 ) -> RolloutTenant {
     let secret = t

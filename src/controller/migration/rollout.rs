@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use super::super::tenant::lock_key;
 use super::*;
 use crate::error::first_line;
+use crate::identity::lock_key;
 use crate::migrate::{self, MigrateError, MigrationSet, MigrationTarget, PlannedStep};
 use crate::naming::TenantNames;
 use crate::pg::PgAdmin;

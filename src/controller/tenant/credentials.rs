@@ -1,0 +1,279 @@
+//! Stages `credentials` (read the Secret), `rotate` (the rotation decision) and `secret` (write
+//! the Secret back).
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::events::EventType;
+use kube::{Resource, ResourceExt};
+use tracing::info;
+
+use super::super::Context;
+use super::*;
+use crate::crd::Tenant;
+use crate::error::{Error, Result};
+use crate::pg::plan::{Slot, Step};
+use crate::rotation;
+use crate::secret::{self, Endpoint};
+
+/// The credentials Secret as found (stage `credentials`, before rotation).
+pub(super) struct SecretState {
+    /// The Secret of the spec's name, if it exists (owned, or adoptable: adopted).
+    pub(super) existing: Option<Secret>,
+    /// The Secret the credentials are read from: `existing`, or the old Secret of a renamed
+    /// `secretName` until the new one is written.
+    pub(super) renamed_from: Option<Secret>,
+    /// The Secret's password, if it has one.
+    pub(super) password: Option<String>,
+    /// The password to observe and provision with: the Secret's, or a new one when it has none.
+    pub(super) candidate: String,
+    /// The active login slot the Secret names.
+    pub(super) active: Slot,
+}
+
+impl SecretState {
+    /// The Secret the credentials come from.
+    pub(super) fn source(&self) -> Option<&Secret> {
+        self.existing.as_ref().or(self.renamed_from.as_ref())
+    }
+}
+
+/// Stage `credentials`: reads the credentials Secret (fresh from the API: the password is the
+/// source of truth), adopts an orphaned one of this Tenant, and falls back to the old Secret of a
+/// renamed `secretName`. A Secret that is someone else's is a `Conflict`.
+pub(super) async fn read(tenant: &Tenant, ctx: &Context, spec: &Spec) -> Result<SecretState> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &spec.namespace);
+    let name = &spec.resolved.secret_name;
+    let existing = secrets.get_opt(name).await?;
+    if let Some(s) = &existing
+        && !secret::owned_by(s, tenant)
+    {
+        if !secret::adoptable(s, tenant) {
+            return Err(Error::Conflict(format!(
+                "Secret {name} exists and is not owned by this Tenant"
+            )));
+        }
+        // Written below with this Tenant as its owner.
+        ctx.event(
+            tenant,
+            EventType::Normal,
+            "SecretAdopted",
+            "Provision",
+            format!("adopted the orphaned credentials Secret {name} (its password is kept)"),
+        )
+        .await;
+    }
+    // A renamed Secret (spec.credentials.secretName changed): until the new one is written, the
+    // credentials come from the old one, so applications using it keep working — no new
+    // password, no cut-off of the active login.
+    let renamed_from = match (
+        &existing,
+        status_secret_name(tenant).filter(|old| *old != name.as_str()),
+    ) {
+        (None, Some(old)) => secrets
+            .get_opt(old)
+            .await?
+            .filter(|s| secret::owned_by(s, tenant)),
+        _ => None,
+    };
+    let mut state = SecretState {
+        existing,
+        renamed_from,
+        password: None,
+        candidate: String::new(),
+        active: Slot::Primary,
+    };
+    let source = state.source();
+    let password = source
+        .and_then(|s| secret::read_key(s, "password"))
+        .filter(|p| !p.is_empty());
+    let user = source.and_then(|s| secret::read_key(s, "username"));
+    state.active = Slot::of_user(&spec.resolved.names, user.as_deref());
+    state.candidate = password
+        .clone()
+        .unwrap_or_else(crate::scram::generate_password);
+    state.password = password;
+    Ok(state)
+}
+
+/// The credentials after the rotation decision (stage `rotate`).
+pub(super) struct Creds {
+    /// The Secret as read.
+    pub(super) secret: SecretState,
+    /// The active slot (moved by a rotation).
+    pub(super) active: Slot,
+    /// The active slot's password (new after a rotation or when the Secret had none).
+    pub(super) password: String,
+    /// End of the other slot's grace period, if one runs.
+    pub(super) previous_valid_until: Option<Timestamp>,
+    /// Why a rotation happens now, if it does.
+    pub(super) trigger: Option<rotation::Trigger>,
+    /// Credentials status to report.
+    pub(super) status: crate::crd::CredentialStatus,
+    /// The catalog state, observed with [`Creds::password`].
+    pub(super) observed: crate::pg::plan::Observed,
+}
+
+/// Stage `rotate`: on demand (annotation) or periodic (`rotateAfter`). The bookkeeping lives on
+/// the Secret (read fresh, never from a possibly stale cache), so a rotation is never repeated
+/// for the same request. Observes again when the password changed.
+pub(super) async fn rotate(
+    tenant: &Tenant,
+    ctx: &Context,
+    spec: &Spec,
+    secret: SecretState,
+    observed: crate::pg::plan::Observed,
+) -> Result<Creds> {
+    let now = Timestamp::now();
+    let names = &spec.resolved.names;
+    let status = tenant.status.clone().unwrap_or_default();
+    let mut cred_status = status.credentials.clone().unwrap_or_default();
+    let source = secret.source();
+    let secret_ann = |k: &str| source.and_then(|s| secret::annotation(s, k));
+    cred_status.rotation_token = secret_ann(secret::ROTATION_TOKEN_ANNOTATION);
+    cred_status.rotated_at = secret_ann(secret::ROTATED_AT_ANNOTATION);
+    let last_rotation = cred_status
+        .rotated_at
+        .as_deref()
+        .and_then(|t| t.parse::<Timestamp>().ok())
+        .or_else(|| tenant.meta().creation_timestamp.as_ref().map(|t| t.0));
+    let trigger = rotation::should_rotate(
+        &rotation::RotationInput {
+            annotation: tenant
+                .annotations()
+                .get(rotation::ROTATE_ANNOTATION)
+                .map(String::as_str),
+            handled_token: cred_status.rotation_token.as_deref(),
+            rotate_after: spec.rotate_after,
+            last_rotation,
+            has_password: secret.password.is_some() && observed.role.is_some(),
+        },
+        now,
+    );
+    let mut active = secret.active;
+    let mut password = secret.candidate.clone();
+    let mut previous_valid_until = observed
+        .slot(active.other())
+        .and_then(|r| rotation::running_grace(r.can_login, r.valid_until, now));
+    let mut new_status = cred_status.clone();
+    if let Some(t) = &trigger {
+        let old = active;
+        active = rotation::next_slot(active);
+        password = crate::scram::generate_password();
+        previous_valid_until = rotation::grace_end(now, spec.grace);
+        new_status.rotated_at = Some(now.to_string());
+        new_status.previous_user = Some(old.role(names).as_str().to_string());
+        new_status.previous_valid_until = previous_valid_until.map(|t| t.to_string());
+        if let rotation::Trigger::OnDemand(token) = t {
+            new_status.rotation_token = Some(token.clone());
+        }
+        info!(from = old.role(names).as_str(), to = active.role(names).as_str(), trigger = ?t, "rotating credentials");
+    }
+    if previous_valid_until.is_none() {
+        new_status.previous_user = None;
+        new_status.previous_valid_until = None;
+    }
+    new_status.active_user = active.role(names).as_str().to_string();
+    // The password to compare with the active slot's verifier changed: observe again.
+    let observed = if trigger.is_some() {
+        ctx.pg.observe(names, &password).await?
+    } else {
+        observed
+    };
+    Ok(Creds {
+        secret,
+        active,
+        password,
+        previous_valid_until,
+        trigger,
+        status: new_status,
+        observed,
+    })
+}
+
+/// Stage `secret`: writes the credentials Secret (after the roles: if anything before failed, the
+/// next attempt reuses the same password) with server-side apply, unless it is up to date, and
+/// removes the old Secret of a renamed `secretName` if this Tenant owns it.
+pub(super) async fn write_secret(
+    tenant: &Tenant,
+    ctx: &Context,
+    spec: &Spec,
+    creds: &Creds,
+    mongo: Option<&super::mongo::MongoResult>,
+) -> Result<()> {
+    let names = &spec.resolved.names;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &spec.namespace);
+    let active_user = creds.active.role(names);
+    let mut data = secret::secret_data(names, &endpoint(ctx), active_user, &creds.password);
+    if let Some(m) = mongo {
+        data.extend(m.secret_data.clone());
+    }
+    if names.rls {
+        // Applications write this value into `tenant_id` (row-level security checks it).
+        data.insert(
+            "tenantId".to_string(),
+            crate::pg::shared::tenant_id(&spec.namespace, &tenant.name_any()),
+        );
+    }
+    let mut annotations = std::collections::BTreeMap::new();
+    if let Some(t) = &creds.status.rotation_token {
+        annotations.insert(secret::ROTATION_TOKEN_ANNOTATION.to_string(), t.clone());
+    }
+    if let Some(t) = &creds.status.rotated_at {
+        annotations.insert(secret::ROTATED_AT_ANNOTATION.to_string(), t.clone());
+    }
+    let want = secret::desired_secret(tenant, &spec.resolved.secret_name, &data, annotations);
+    let up_to_date = creds
+        .secret
+        .existing
+        .as_ref()
+        .is_some_and(|s| secret::is_up_to_date(s, &want));
+    if !up_to_date {
+        secrets
+            .patch(
+                &spec.resolved.secret_name,
+                &PatchParams::apply(&ctx.settings.field_manager).force(),
+                &Patch::Apply(&want),
+            )
+            .await?;
+        info!(secret = %spec.resolved.secret_name, user = active_user.as_str(), "credentials secret written");
+    }
+    // A renamed Secret: remove the old one if we own it.
+    if let Some(old) = status_secret_name(tenant)
+        && old != spec.resolved.secret_name
+        && let Some(old_secret) = secrets.get_opt(old).await?
+        && secret::owned_by(&old_secret, tenant)
+    {
+        secrets.delete(old, &DeleteParams::default()).await?;
+    }
+    Ok(())
+}
+
+pub(super) fn endpoint(ctx: &Context) -> Endpoint {
+    let (host, port) = ctx.pg.server_address();
+    Endpoint {
+        host: ctx.settings.tenant_host.clone().unwrap_or(host),
+        port: ctx.settings.tenant_port.unwrap_or(port),
+    }
+}
+
+/// The credentials Secret the Tenant's status names (the one last written).
+pub(super) fn status_secret_name(tenant: &Tenant) -> Option<&str> {
+    tenant
+        .status
+        .as_ref()
+        .and_then(|s| s.secret_name.as_deref())
+}
+
+pub(super) fn is_rotation_step(s: &Step) -> bool {
+    matches!(
+        s,
+        Step::CreateSecondary
+            | Step::GrantMembership
+            | Step::EnableLogin(_)
+            | Step::ExpireLogin(_)
+            | Step::DisableLogin(_)
+            | Step::SetPassword(Slot::Secondary)
+    ) || matches!(s, Step::SetRoleSetting(Slot::Secondary, "role", _))
+        || matches!(s, Step::SetSearchPath(Slot::Secondary))
+}

@@ -1,0 +1,237 @@
+//! Stage `mongo`: the tenant's MongoDB database and user (ownership registry first).
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::runtime::events::EventType;
+use kube::{Resource, ResourceExt};
+use tracing::{info, warn};
+
+use super::super::Context;
+use super::*;
+use crate::crd::Tenant;
+use crate::error::{Error, Result};
+use crate::naming::TenantNames;
+use crate::secret::{self};
+
+/// Result of MongoDB provisioning.
+pub(super) struct MongoResult {
+    pub(super) status: crate::crd::MongoStatus,
+    pub(super) secret_data: std::collections::BTreeMap<String, String>,
+}
+
+/// Whether MongoDB is enabled for this tenant (default: when the operator has an admin URI).
+pub(super) fn mongo_enabled(tenant: &Tenant, ctx: &Context) -> Result<bool> {
+    let requested = tenant.spec.mongodb.as_ref().and_then(|m| m.enabled);
+    match (requested, ctx.mongo.is_some()) {
+        (Some(true), false) => Err(Error::InvalidSpec(
+            "spec.mongodb.enabled is true but the operator has no MongoDB admin URI".into(),
+        )),
+        (Some(false), _) | (None, false) => Ok(false),
+        (_, true) => Ok(true),
+    }
+}
+
+pub(super) fn mongo_names(
+    tenant: &Tenant,
+    names: &TenantNames,
+) -> Result<crate::mongo::names::MongoTenantNames> {
+    let explicit = tenant
+        .spec
+        .mongodb
+        .as_ref()
+        .and_then(|m| m.database_name.as_deref());
+    Ok(crate::mongo::names::tenant_mongo_names(
+        names.role.as_str(),
+        explicit,
+    )?)
+}
+
+/// Size of the tenant's MongoDB database (`dbStats`: storage plus indexes), measured at most every
+/// usage interval; `None` when the tenant has no MongoDB. When MongoDB cannot be reached the last
+/// measurement is used (the MongoDB step reports the outage later in the same reconcile, after
+/// PostgreSQL has been reconciled).
+pub(super) async fn storage_bytes(
+    tenant: &Tenant,
+    ctx: &Context,
+    key: &str,
+    names: &TenantNames,
+) -> Result<Option<i64>> {
+    if !mongo_enabled(tenant, ctx)? {
+        return Ok(None);
+    }
+    let Some(admin) = ctx.mongo.as_ref() else {
+        return Ok(None);
+    };
+    let mkey = format!("{key}/mongodb");
+    let cached = ctx.usage_cache(&mkey);
+    if let Some((at, b)) = cached
+        && at.elapsed() < ctx.settings.usage_interval
+    {
+        return Ok(Some(b));
+    }
+    let mnames = mongo_names(tenant, names)?;
+    match admin.db_stats(&mnames.database).await {
+        Ok(stats) => {
+            let b = i64::try_from(stats.total_bytes()).unwrap_or(i64::MAX);
+            ctx.set_usage_cache(&mkey, b);
+            Ok(Some(b))
+        }
+        Err(e) => {
+            warn!(error = %e, "MongoDB storage not measured; using the last measurement");
+            Ok(Some(cached.map(|(_, b)| b).unwrap_or(0)))
+        }
+    }
+}
+
+/// Stage `mongo`: the tenant's MongoDB database, scoped user, collections, validators and indexes
+/// (when enabled), with the password of the Secret the credentials came from.
+pub(super) async fn provision(
+    tenant: &Tenant,
+    ctx: &Context,
+    spec: &Spec,
+    creds: &Creds,
+    usage: &super::usage::Usage,
+) -> Result<Option<MongoResult>> {
+    provision_mongo(
+        tenant,
+        ctx,
+        &spec.resolved.names,
+        creds.secret.source(),
+        usage.read_only,
+        usage.mongo_bytes.unwrap_or(0),
+    )
+    .await
+}
+
+pub(super) async fn provision_mongo(
+    tenant: &Tenant,
+    ctx: &Context,
+    names: &TenantNames,
+    existing_secret: Option<&Secret>,
+    read_only: bool,
+    bytes: i64,
+) -> Result<Option<MongoResult>> {
+    if !mongo_enabled(tenant, ctx)? {
+        return Ok(None);
+    }
+    let Some(admin) = ctx.mongo.as_ref() else {
+        return Ok(None);
+    };
+    let mnames = mongo_names(tenant, names)?;
+    let password = existing_secret
+        .and_then(|s| secret::read_key(s, "mongodbPassword"))
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(crate::scram::generate_password);
+    let mut mt = mongo_tenant(tenant, names, &mnames, password.clone());
+    mt.up_to_version = tenant
+        .spec
+        .mongodb
+        .as_ref()
+        .and_then(|m| m.migration_version);
+    mt.read_only = read_only;
+    let outcome = admin.provision(&mt).await?;
+    if outcome.changed() {
+        info!(
+            database = mnames.database.as_str(),
+            steps = outcome.steps.len(),
+            "MongoDB provisioned"
+        );
+        let what = if outcome.steps.is_empty() {
+            "user updated".to_string()
+        } else {
+            outcome.steps.join(", ")
+        };
+        ctx.event(
+            tenant,
+            EventType::Normal,
+            "MongoProvisioned",
+            "Provision",
+            format!("MongoDB: {what}"),
+        )
+        .await;
+    }
+    let previous = tenant.status.as_ref().and_then(|s| s.mongodb.as_ref());
+    // Keep the reported size unless it moved by more than 5 % (no status writes for idle tenants).
+    let storage_bytes = match previous.and_then(|p| p.storage_bytes) {
+        Some(p) if (p - bytes).abs() as f64 <= p.max(1) as f64 * 0.05 => Some(p),
+        _ => Some(bytes),
+    };
+    let (host, port) = ctx
+        .mongo_endpoint
+        .clone()
+        .unwrap_or_else(|| ("localhost".into(), 27017));
+    let db = mnames.database.as_str();
+    let secret_data = std::collections::BTreeMap::from([
+        ("mongodbHost".to_string(), host.clone()),
+        ("mongodbPort".to_string(), port.to_string()),
+        ("mongodbDatabase".to_string(), db.to_string()),
+        ("mongodbUsername".to_string(), mnames.user.clone()),
+        ("mongodbPassword".to_string(), password.clone()),
+        (
+            "mongodbUri".to_string(),
+            crate::mongo::tenant_uri(&host, port, db, &mnames.user, &password),
+        ),
+    ]);
+    Ok(Some(MongoResult {
+        status: crate::crd::MongoStatus {
+            database: db.to_string(),
+            user: mnames.user.clone(),
+            version: outcome.version,
+            storage_bytes,
+        },
+        secret_data,
+    }))
+}
+
+/// Drops the tenant's MongoDB database and user (deletion policy Delete), when enabled.
+pub(super) async fn cleanup_mongo(
+    tenant: &Tenant,
+    ctx: &Context,
+    names: &TenantNames,
+) -> Result<Option<crate::mongo::MongoCleanup>> {
+    if !mongo_enabled(tenant, ctx).unwrap_or(false) {
+        return Ok(None);
+    }
+    let Some(admin) = ctx.mongo.as_ref() else {
+        return Ok(None);
+    };
+    let m = mongo_names(tenant, names)?;
+    // The Secret's MongoDB password is only used to recognise a database created before the
+    // ownership registry (see `MongoTenant::adopt_unmarked`).
+    let ns = tenant.namespace().unwrap_or_default();
+    let secret_name = tenant
+        .status
+        .as_ref()
+        .and_then(|s| s.secret_name.clone())
+        .unwrap_or_else(|| format!("{}-db", tenant.name_any()));
+    let password = Api::<Secret>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&secret_name)
+        .await?
+        .filter(|s| secret::owned_by(s, tenant))
+        .and_then(|s| secret::read_key(&s, "mongodbPassword"))
+        .unwrap_or_default();
+    let mt = mongo_tenant(tenant, names, &m, password);
+    let report = admin.cleanup(&mt).await?;
+    if let Some(why) = &report.skipped {
+        warn!(%why, "MongoDB database not dropped: not this Tenant's");
+    }
+    Ok(Some(report))
+}
+
+/// The MongoDB side of a Tenant: names, password, owner marker, and whether an unregistered
+/// database may be adopted (the Tenant's status says it provisioned exactly this database).
+pub(super) fn mongo_tenant(
+    tenant: &Tenant,
+    names: &TenantNames,
+    mnames: &crate::mongo::names::MongoTenantNames,
+    password: String,
+) -> crate::mongo::MongoTenant {
+    let mut mt = crate::mongo::MongoTenant::new(mnames, password, names.owner_marker.clone());
+    mt.uid = tenant.meta().uid.clone();
+    mt.adopt_unmarked = tenant
+        .status
+        .as_ref()
+        .and_then(|s| s.mongodb.as_ref())
+        .is_some_and(|m| m.database == mnames.database.as_str() && m.user == mnames.user);
+    mt
+}

@@ -1,0 +1,183 @@
+//! Stage `migrate`: schema migrations (as the tenant) and partition maintenance.
+
+use std::time::Instant;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use tracing::info;
+
+use super::super::Context;
+use super::*;
+use crate::crd::Tenant;
+use crate::error::Result;
+use crate::identity::lock_key;
+use crate::migrate::{self, MigrationTarget};
+use crate::naming::{Ident, TenantNames};
+use crate::pg::plan::Step;
+
+/// Stage `migrate`: the baseline migrations at provisioning (no version recorded yet) or when the
+/// schema was just (re)created, on a session logged in as the tenant; for `shared` tenants the
+/// layout (migrated with it) and the tenant's registration in it; then the monthly partitions.
+/// Returns the schema version to report.
+pub(super) async fn migrate(
+    tenant: &Tenant,
+    ctx: &Context,
+    spec: &Spec,
+    creds: &Creds,
+    applied: &super::steps::Applied,
+) -> Result<Option<i64>> {
+    let names = &spec.resolved.names;
+    let status = tenant.status.clone().unwrap_or_default();
+    let recorded = ctx.schema_version_or(&spec.key, status.schema_version);
+    let recreated = applied
+        .steps
+        .iter()
+        .any(|s| matches!(s, Step::CreateSchema | Step::CreateDatabase));
+    let login = Login {
+        user: creds.active.role(names),
+        password: &creds.password,
+    };
+    let mut schema_version = recorded;
+    if let Some(v) = applied.layout_version {
+        // Shared tables: migrations and partitions belong to the layout, not the tenant.
+        schema_version = v;
+        let tid = crate::pg::shared::tenant_id(&spec.namespace, &tenant.name_any());
+        let layout = crate::pg::shared::SharedLayout::defaults()?;
+        let (r, b) = (&names.role, &names.secondary_role);
+        if !crate::pg::shared::observe_tenant(&ctx.pg, &layout, r, b, &tid).await? {
+            crate::pg::shared::register_tenant(&ctx.pg, &layout, r, b, &tid).await?;
+            info!(tenant_id = %tid, "registered in the shared row-level security layout");
+        }
+    } else if spec.resolved.auto_migrate && (recorded.is_none() || recreated) {
+        let target = if recreated {
+            recorded.or(ctx.migrations.latest_version())
+        } else {
+            ctx.migrations.latest_version()
+        };
+        schema_version = run_migrations(ctx, names, &login, target).await?;
+        ctx.set_schema_version(&spec.key, schema_version);
+    }
+    // Monthly partitions of the baseline's partitioned tables, kept ahead (at most every
+    // partition interval).
+    if schema_version.is_some() && !names.rls {
+        maintain_partitions(ctx, &spec.key, names, &login).await?;
+    }
+    Ok(schema_version)
+}
+
+/// The credentials a tenant session logs in with: the active slot's role and the Secret's password.
+pub(super) struct Login<'a> {
+    pub(super) user: &'a Ident,
+    pub(super) password: &'a str,
+}
+
+/// Creates the current and next months' partitions and drops those past the retention, on a
+/// session logged in as the tenant. Skipped when done recently (in-memory; after a restart it runs
+/// once per tenant and issues no DDL when nothing is missing).
+pub(super) async fn maintain_partitions(
+    ctx: &Context,
+    key: &str,
+    names: &TenantNames,
+    login: &Login<'_>,
+) -> Result<()> {
+    if ctx
+        .partition_cache(key)
+        .is_some_and(|at| at.elapsed() < ctx.settings.partition_interval)
+    {
+        return Ok(());
+    }
+    let today = Timestamp::now()
+        .to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC)
+        .date();
+    let ahead = ctx.settings.partition_months_ahead;
+    let retention = ctx.settings.partition_retention_months;
+    let mut conn = ctx
+        .pg
+        .tenant_session(&names.database, login.user, login.password)
+        .await?;
+    let report = crate::partitions::maintain(
+        &mut conn,
+        names.schema.as_str(),
+        names.role.as_str(),
+        today,
+        ahead,
+        retention,
+    )
+    .await;
+    conn.close().await;
+    let report = report?;
+    if !report.created.is_empty() || !report.dropped.is_empty() {
+        info!(created = ?report.created, dropped = ?report.dropped, rows_moved = report.rows_moved, "partitions maintained");
+    }
+    ctx.set_partition_cache(key);
+    Ok(())
+}
+
+/// Creates or repairs the shared row-level security layout (roles, schema, baseline migrations,
+/// policies) and keeps its partitions ahead. Serialized, and re-checked at most every resync.
+pub(super) async fn ensure_shared_layout(ctx: &Context) -> Result<Option<i64>> {
+    let mut guard = ctx.shared_layout.lock().await;
+    if let Some((at, version)) = *guard
+        && at.elapsed() < ctx.settings.resync
+    {
+        return Ok(version);
+    }
+    let layout = crate::pg::shared::SharedLayout::defaults()?;
+    let version = crate::pg::shared::ensure_layout(&ctx.pg, &layout, &ctx.migrations).await?;
+    if version.is_some() {
+        let today = Timestamp::now()
+            .to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC)
+            .date();
+        // As the layout's owner (logged in with a one-time password), not as the admin.
+        let mut conn = ctx
+            .pg
+            .owner_session(&layout.owner, &ctx.pg.settings().shared_database)
+            .await?;
+        let report = crate::partitions::maintain(
+            &mut conn,
+            layout.schema.as_str(),
+            layout.owner.as_str(),
+            today,
+            ctx.settings.partition_months_ahead,
+            ctx.settings.partition_retention_months,
+        )
+        .await;
+        conn.close().await;
+        let report = report?;
+        if !report.created.is_empty() {
+            // New partitions need their row-level security too.
+            crate::pg::shared::ensure_policies(&ctx.pg, &layout).await?;
+        }
+    }
+    *guard = Some((Instant::now(), version));
+    Ok(version)
+}
+
+/// Applies the bundled migrations to the tenant's schema on a session logged in as the tenant
+/// (never on the admin session: see `migrate`'s "Who runs the SQL").
+pub(super) async fn run_migrations(
+    ctx: &Context,
+    names: &TenantNames,
+    login: &Login<'_>,
+    target: Option<i64>,
+) -> Result<Option<i64>> {
+    if ctx.migrations.migrations().is_empty() {
+        return Ok(None);
+    }
+    let mt = MigrationTarget {
+        schema: names.schema.as_str(),
+        owner_role: names.role.as_str(),
+        lock_key: lock_key(names),
+    };
+    let mut conn = ctx
+        .pg
+        .tenant_session(&names.database, login.user, login.password)
+        .await?;
+    let report = migrate::migrate(&mut conn, &ctx.migrations, &mt, target, false).await;
+    conn.close().await;
+    let report = report?;
+    if !report.applied.is_empty() {
+        info!(from = ?report.from, to = ?report.to, steps = report.applied.len(), "migrations applied");
+    }
+    Ok(report.to)
+}
