@@ -439,20 +439,18 @@ pub async fn run(
         }
     }
 
-    let mut ctx = Context::new(
+    if mongo.is_some() {
+        info!("MongoDB provisioning enabled");
+    }
+    let ctx = Arc::new(Context::new(
         client,
         pg.clone(),
         op_settings,
         metrics,
         migrations,
         &instance,
-    );
-    if let Some((admin, endpoint)) = mongo {
-        info!("MongoDB provisioning enabled");
-        ctx.mongo = Some(Arc::new(admin));
-        ctx.mongo_endpoint = Some(endpoint);
-    }
-    let ctx = Arc::new(ctx);
+        mongo.map(|(admin, endpoint)| (Arc::new(admin), endpoint)),
+    ));
     let mut controllers = tokio::spawn(run_controllers(
         ctx,
         concurrency,

@@ -104,16 +104,18 @@ pub async fn run(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
-    let migrations: Api<TenantMigration> = Api::all(ctx.client.clone());
-    let tenants: Api<Tenant> = Api::all(ctx.client.clone());
+    let migrations: Api<TenantMigration> = Api::all(ctx.client().clone());
+    let tenants: Api<Tenant> = Api::all(ctx.client().clone());
     let controller = Controller::new(migrations, watcher::Config::default().any_semantic());
     let store = controller.store();
     let mapper_store = store.clone();
     let trigger = Arc::new(TenantTrigger::default());
     let mapper_trigger = trigger.clone();
     let mut graceful = stop_rx.clone();
-    let (rollouts, pass_ended) =
-        Rollouts::new(ctx.settings.max_concurrent_rollouts, Duration::from_secs(1));
+    let (rollouts, pass_ended) = Rollouts::new(
+        ctx.settings().max_concurrent_rollouts,
+        Duration::from_secs(1),
+    );
     let controller = controller
         .reconcile_on(pass_ended)
         .watches(
@@ -211,12 +213,12 @@ fn error_policy(tm: Arc<TenantMigration>, _err: &Error, state: Arc<State>) -> Ac
     let ctx = &state.ctx;
     let key = object_key(tm.as_ref());
     let facts = super::facts_hash(tm.as_ref());
-    Action::requeue(ctx.backoff.hold(&key, facts).unwrap_or_else(|| {
-        ctx.backoff.next_delay_for(
+    Action::requeue(ctx.backoff().hold(&key, facts).unwrap_or_else(|| {
+        ctx.backoff().next_delay_for(
             &key,
             facts,
-            ctx.settings.backoff_base,
-            ctx.settings.backoff_max,
+            ctx.settings().backoff_base,
+            ctx.settings().backoff_max,
         )
     }))
 }

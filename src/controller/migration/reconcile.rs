@@ -45,7 +45,7 @@ pub async fn reconcile(
     if let Err(e) = &result {
         warn!(tenantmigration = %tm.name_any(), category = e.category(), error = %e, "reconcile failed")
     }
-    ctx.metrics.observe_reconcile(
+    ctx.metrics().observe_reconcile(
         CONTROLLER,
         started.elapsed(),
         result.as_ref().err().map(|e| e.category()),
@@ -98,14 +98,14 @@ pub(crate) struct Reconciler {
 
 impl Reconciler {
     async fn write(&mut self, status: TenantMigrationStatus) -> Result<bool> {
-        self.ctx.metrics.set_phase(
+        self.ctx.metrics().set_phase(
             &object_key(self.tm.as_ref()),
             Some(&format!("migration_{}", status.phase.as_str())),
         );
         if status == self.written {
             return Ok(false);
         }
-        let api: Api<TenantMigration> = Api::namespaced(self.ctx.client.clone(), &self.ns);
+        let api: Api<TenantMigration> = Api::namespaced(self.ctx.client().clone(), &self.ns);
         let mut body = serde_json::to_value(&status).map_err(|e| Error::Internal(e.to_string()))?;
         // Explicit nulls: optional fields that are unset now are removed, not left behind.
         if let Some(obj) = body.as_object_mut() {
@@ -132,13 +132,15 @@ impl Reconciler {
         let written = api
             .patch_status(
                 &self.tm.name_any(),
-                &PatchParams::apply(&format!("{}-status", self.ctx.settings.field_manager)).force(),
+                &PatchParams::apply(&format!("{}-status", self.ctx.settings().field_manager))
+                    .force(),
                 &Patch::Apply(&patch),
             )
             .await?;
-        self.ctx.metrics.status_written(CONTROLLER);
+        self.ctx.metrics().status_written(CONTROLLER);
         self.ctx.record_status_write(
             &object_key(self.tm.as_ref()),
+            None,
             self.tm.meta().resource_version.clone(),
             written.meta().resource_version.clone(),
         );
@@ -194,7 +196,7 @@ pub(crate) async fn reconcile_inner(
     let tm: &TenantMigration = tm_arc;
     let key = object_key(tm);
     if tm.meta().deletion_timestamp.is_some() {
-        ctx.metrics.set_phase(&key, None);
+        ctx.metrics().set_phase(&key, None);
         return Ok(Action::await_change());
     }
     // The cached object predates a status write of ours (informer lag): computing the status
@@ -202,7 +204,7 @@ pub(crate) async fn reconcile_inner(
     // A pass of this TenantMigration is running in the background: it writes the status, and
     // triggers a reconcile when it ends.
     if rollouts.is_running(&key) {
-        return Ok(Action::requeue(ctx.settings.resync));
+        return Ok(Action::requeue(ctx.settings().resync));
     }
     let finished = rollouts.take_finished(&key);
     // The cached object predates a status write of ours (informer lag): computing the status
@@ -274,14 +276,14 @@ pub(crate) async fn reconcile_inner(
         && rec.prev.phase == MigrationPhase::Succeeded
         && rec.prev.completed_at.is_some();
     if dry_run && settled {
-        ctx.metrics.set_phase(&key, Some("migration_Succeeded"));
-        return Ok(Action::requeue(ctx.settings.resync));
+        ctx.metrics().set_phase(&key, Some("migration_Succeeded"));
+        return Ok(Action::requeue(ctx.settings().resync));
     }
 
     // 2. The Tenants.
     // From the Tenant cache once it has synced (no API list per reconcile: a settled fleet
     // migration is reconciled on every change of a Tenant it selects); from the API before.
-    let api: Api<Tenant> = Api::namespaced(ctx.client.clone(), &ns);
+    let api: Api<Tenant> = Api::namespaced(ctx.client().clone(), &ns);
     let mut tenants: Vec<Tenant> = match (ctx.synced_tenant_store(), &r.tenant, &r.selector) {
         (Some(store), Some(name), _) => store
             .get(&ObjectRef::new(name).within(&ns))
@@ -325,7 +327,7 @@ pub(crate) async fn reconcile_inner(
         BTreeMap::new()
     };
     let completed_at = rec.prev.completed_at.as_ref().map(|t| t.0);
-    let shared = &ctx.pg.settings().shared_database;
+    let shared = &ctx.pg().settings().shared_database;
     let mut progress = Progress::default();
     let mut work: Vec<RolloutTenant> = Vec::new();
     let mut failed_names: HashSet<String> = HashSet::new();
@@ -359,7 +361,7 @@ pub(crate) async fn reconcile_inner(
                     progress.entries.insert(name.clone(), e.clone());
                     Class::Done
                 }
-                None => match resolve(t, &ctx.settings.name_prefix, shared) {
+                None => match resolve(t, &ctx.settings().name_prefix, shared) {
                     Ok(res) => Class::Work(Box::new(rollout_tenant(t, res, recorded))),
                     Err(e) => Class::Skipped(format!("cannot resolve the Tenant's names: {e}")),
                 },
@@ -374,7 +376,7 @@ pub(crate) async fn reconcile_inner(
             let new_tenant = matches!((created, completed_at), (Some(c), Some(done)) if c >= done);
             let newer = superseded_by(store, tm, t);
             match (new_tenant, newer) {
-                (true, None) => match resolve(t, &ctx.settings.name_prefix, shared) {
+                (true, None) => match resolve(t, &ctx.settings().name_prefix, shared) {
                     Ok(res) => Class::Work(Box::new(rollout_tenant(t, res, recorded))),
                     Err(e) => Class::Skipped(format!("cannot resolve the Tenant's names: {e}")),
                 },
@@ -388,7 +390,7 @@ pub(crate) async fn reconcile_inner(
                 )),
             }
         } else {
-            match resolve(t, &ctx.settings.name_prefix, shared) {
+            match resolve(t, &ctx.settings().name_prefix, shared) {
                 Ok(res) => Class::Work(Box::new(rollout_tenant(t, res, recorded))),
                 Err(e) => Class::Skipped(format!("cannot resolve the Tenant's names: {e}")),
             }
@@ -503,15 +505,15 @@ pub(crate) async fn reconcile_inner(
         // The pass that just ended hit a transient problem: the next one waits for the backoff,
         // however often this TenantMigration is triggered in between (its own status writes,
         // Tenant events).
-        let delay = ctx.backoff.next_delay_for(
+        let delay = ctx.backoff().next_delay_for(
             &key,
             facts,
-            ctx.settings.backoff_base,
-            ctx.settings.backoff_max,
+            ctx.settings().backoff_base,
+            ctx.settings().backoff_max,
         );
         debug!(?delay, transient = %t, "next rollout pass after the backoff");
     }
-    let hold = ctx.backoff.hold(&key, facts);
+    let hold = ctx.backoff().hold(&key, facts);
     let slot = if runnable && hold.is_none() {
         rollouts.try_slot()
     } else {
@@ -532,13 +534,13 @@ pub(crate) async fn reconcile_inner(
         }
         let migrator = Arc::new(KubeMigrator {
             pg: PgMigrator {
-                pg: ctx.pg.clone(),
+                pg: ctx.pg().clone(),
                 set: r.set.clone(),
                 target_version: target,
                 dry_run,
             },
             tenants: api.clone(),
-            secrets: Api::namespaced(ctx.client.clone(), &ns),
+            secrets: Api::namespaced(ctx.client().clone(), &ns),
             ctx: ctx.clone(),
             namespace: ns.clone(),
         });
@@ -566,7 +568,7 @@ pub(crate) async fn reconcile_inner(
             canary_pending,
         };
         rollouts.start(key, ObjectRef::from_obj(tm), slot, pass.run(rec));
-        return Ok(Action::requeue(ctx.settings.resync));
+        return Ok(Action::requeue(ctx.settings().resync));
     }
     let transient = finished_transient.or_else(|| {
         (runnable && hold.is_some())
@@ -623,8 +625,8 @@ pub(crate) async fn reconcile_inner(
         (Some(_), Some(wait)) => Ok(Action::requeue(wait)),
         (Some(t), None) => Err(Error::unavailable(t)),
         (None, _) => {
-            ctx.backoff.reset(&key);
-            Ok(Action::requeue(ctx.settings.resync))
+            ctx.backoff().reset(&key);
+            Ok(Action::requeue(ctx.settings().resync))
         }
     }
 }

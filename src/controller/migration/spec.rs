@@ -205,9 +205,9 @@ pub(crate) async fn resolve_spec(
         }
     };
     let set = match &spec.source.config_map {
-        None => build_set(&ctx.migrations, None),
+        None => build_set(ctx.migrations(), None),
         Some(cm) => {
-            let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+            let api: Api<ConfigMap> = Api::namespaced(ctx.client().clone(), ns);
             let found = api.get_opt(&cm.name).await.map_err(|e| SpecError {
                 error: Error::from(e),
                 in_source: true,
@@ -216,7 +216,7 @@ pub(crate) async fn resolve_spec(
                 return Err(invalid(format!("ConfigMap {} not found", cm.name), true));
             };
             let data = found.data.unwrap_or_default();
-            build_set(&ctx.migrations, Some((&cm.name, &data)))
+            build_set(ctx.migrations(), Some((&cm.name, &data)))
         }
     }
     .map_err(|e| invalid(e, true))?;

@@ -34,8 +34,8 @@ pub(super) async fn cleanup(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Ac
     }
     let resolved = match resolve(
         &tenant,
-        &ctx.settings.name_prefix,
-        &ctx.pg.settings().shared_database,
+        &ctx.settings().name_prefix,
+        &ctx.pg().settings().shared_database,
     ) {
         Ok(r) => r,
         Err(e) if e.is_permanent() => {
@@ -69,12 +69,12 @@ pub(super) async fn cleanup(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Ac
         let rows = async {
             let layout = crate::pg::shared::SharedLayout::defaults()?;
             let (r, b) = (&resolved.names.role, &resolved.names.secondary_role);
-            crate::pg::shared::unregister_tenant(&ctx.pg, &layout, r, b).await?;
+            crate::pg::shared::unregister_tenant(ctx.pg(), &layout, r, b).await?;
             let tid = crate::pg::shared::tenant_id(
                 &tenant.namespace().unwrap_or_default(),
                 &tenant.name_any(),
             );
-            crate::pg::shared::delete_tenant_rows(&ctx.pg, &layout, &tid, 1000).await
+            crate::pg::shared::delete_tenant_rows(ctx.pg(), &layout, &tid, 1000).await
         };
         match rows.await {
             Ok(n) => info!(rows = n, "deleted the tenant's rows from the shared tables"),
@@ -93,7 +93,7 @@ pub(super) async fn cleanup(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Ac
             return Err(e);
         }
     };
-    match ctx.pg.cleanup(&resolved.names).await {
+    match ctx.pg().cleanup(&resolved.names).await {
         Ok(mut report) => {
             if let Some(m) = mongo_report {
                 if m.database_dropped {

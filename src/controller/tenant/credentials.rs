@@ -42,7 +42,7 @@ impl SecretState {
 /// source of truth), adopts an orphaned one of this Tenant, and falls back to the old Secret of a
 /// renamed `secretName`. A Secret that is someone else's is a `Conflict`.
 pub(super) async fn read(tenant: &Tenant, ctx: &Context, spec: &Spec) -> Result<SecretState> {
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &spec.namespace);
+    let secrets: Api<Secret> = Api::namespaced(ctx.client().clone(), &spec.namespace);
     let name = &spec.resolved.secret_name;
     let existing = secrets.get_opt(name).await?;
     if let Some(s) = &existing
@@ -176,7 +176,7 @@ pub(super) async fn rotate(
     new_status.active_user = active.role(names).as_str().to_string();
     // The password to compare with the active slot's verifier changed: observe again.
     let observed = if trigger.is_some() {
-        ctx.pg.observe(names, &password).await?
+        ctx.pg().observe(names, &password).await?
     } else {
         observed
     };
@@ -202,7 +202,7 @@ pub(super) async fn write_secret(
     mongo: Option<&super::mongo::MongoResult>,
 ) -> Result<()> {
     let names = &spec.resolved.names;
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &spec.namespace);
+    let secrets: Api<Secret> = Api::namespaced(ctx.client().clone(), &spec.namespace);
     let active_user = creds.active.role(names);
     let mut data = secret::secret_data(names, &endpoint(ctx), active_user, &creds.password);
     if let Some(m) = mongo {
@@ -232,7 +232,7 @@ pub(super) async fn write_secret(
         secrets
             .patch(
                 &spec.resolved.secret_name,
-                &PatchParams::apply(&ctx.settings.field_manager).force(),
+                &PatchParams::apply(&ctx.settings().field_manager).force(),
                 &Patch::Apply(&want),
             )
             .await?;
@@ -250,10 +250,10 @@ pub(super) async fn write_secret(
 }
 
 pub(super) fn endpoint(ctx: &Context) -> Endpoint {
-    let (host, port) = ctx.pg.server_address();
+    let (host, port) = ctx.pg().server_address();
     Endpoint {
-        host: ctx.settings.tenant_host.clone().unwrap_or(host),
-        port: ctx.settings.tenant_port.unwrap_or(port),
+        host: ctx.settings().tenant_host.clone().unwrap_or(host),
+        port: ctx.settings().tenant_port.unwrap_or(port),
     }
 }
 

@@ -46,7 +46,7 @@ pub(super) async fn check(
 /// When an unhealthy tenant is looked at again: at most 10 s, so that recovery clears Degraded
 /// quickly without checking in a hot loop.
 pub(super) fn health_recheck(ctx: &Context) -> Duration {
-    ctx.settings.health_interval.min(Duration::from_secs(10))
+    ctx.settings().health_interval.min(Duration::from_secs(10))
 }
 
 /// Logs in as the tenant and runs `SELECT 1`. Bounded by a semaphore; at most every health interval.
@@ -65,17 +65,17 @@ pub(super) async fn check_health(
     // recovered tenant clears Degraded as soon as it is reconciled.
     if let Some((at, result)) = &cached
         && result.healthy
-        && at.elapsed() < ctx.settings.health_interval
+        && at.elapsed() < ctx.settings().health_interval
     {
         return Some(result.clone());
     }
     let previous = previous.or(cached.as_ref().map(|(_, r)| r));
-    let _permit = ctx.health_permits.acquire().await.ok()?;
+    let _permit = ctx.health_permits().acquire().await.ok()?;
     let started = Instant::now();
-    let mut result = ctx.pg.check_login(&names.database, user, password).await;
+    let mut result = ctx.pg().check_login(&names.database, user, password).await;
     // MongoDB `ping` as the tenant user too, when the tenant has MongoDB.
     if result.is_ok()
-        && let (Some((uri, db, pw)), Some(admin)) = (&mongo_login, ctx.mongo.as_ref())
+        && let (Some((uri, db, pw)), Some(admin)) = (&mongo_login, ctx.mongo().as_ref())
     {
         result = admin.tenant_ping(uri, db, pw).await.map_err(|e| {
             Error::unavailable(format!(
@@ -93,7 +93,7 @@ pub(super) async fn check_health(
         Ok(()) => (true, "login and SELECT 1 succeeded".to_string()),
         Err(e) => (false, crate::error::first_line(&e.to_string())),
     };
-    ctx.metrics.observe_health(healthy, latency);
+    ctx.metrics().observe_health(healthy, latency);
     let latency_ms = ((latency.as_millis() as i64 + 5) / 10) * 10;
     if let Some(prev) = previous {
         let fresh = prev
@@ -102,7 +102,7 @@ pub(super) async fn check_health(
             .and_then(|t| t.parse::<Timestamp>().ok())
             .is_some_and(|t| {
                 (Timestamp::now().duration_since(t).as_secs() as u64)
-                    < ctx.settings.status_report_interval.as_secs()
+                    < ctx.settings().status_report_interval.as_secs()
             });
         if fresh && prev.healthy == healthy && prev.message == message {
             ctx.set_health_cache(key, prev.clone());
@@ -119,6 +119,27 @@ pub(super) async fn check_health(
     Some(result)
 }
 
+/// How long until the health of `key` is due again: zero when it is due or was never checked.
+pub(super) fn due_in(ctx: &Context, key: &str) -> Duration {
+    ctx.health_cache(key).map_or(Duration::ZERO, |(at, _)| {
+        ctx.settings().health_interval.saturating_sub(at.elapsed())
+    })
+}
+
+/// The health check of a settled Tenant between its resyncs (the light pass: one Secret read
+/// and one login, no planning). Returns whether its status must be written, i.e. whether the
+/// result differs from the health the status reports (a failed login, a recovery, or a healthy
+/// result older than the status report interval): then the full reconcile runs.
+pub(super) async fn settled_check(tenant: &Tenant, ctx: &Context) -> bool {
+    let reported = tenant.status.as_ref().and_then(|s| s.health.as_ref());
+    match health_after_failure(tenant, ctx).await {
+        Some(result) => reported != Some(&result),
+        // Nothing to check with (the Secret went missing or is not this Tenant's): the full
+        // reconcile repairs it.
+        None => true,
+    }
+}
+
 /// The health of a Tenant whose reconcile failed or stopped early: a login with its Secret's
 /// credentials (PostgreSQL, and MongoDB when the Secret has it), on the health interval like
 /// every health check. `None` when there is nothing to check yet (never provisioned, no Secret,
@@ -130,13 +151,13 @@ pub(super) async fn health_after_failure(
     status_secret_name(tenant)?;
     let resolved = resolve(
         tenant,
-        &ctx.settings.name_prefix,
-        &ctx.pg.settings().shared_database,
+        &ctx.settings().name_prefix,
+        &ctx.pg().settings().shared_database,
     )
     .ok()?;
     let ns = tenant.namespace()?;
     let name = status_secret_name(tenant).unwrap_or(&resolved.secret_name);
-    let secret = Api::<Secret>::namespaced(ctx.client.clone(), &ns)
+    let secret = Api::<Secret>::namespaced(ctx.client().clone(), &ns)
         .get_opt(name)
         .await
         .ok()??;

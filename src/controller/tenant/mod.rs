@@ -65,8 +65,8 @@ pub async fn run(
     ready: tokio::sync::watch::Sender<bool>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let tenants: Api<Tenant> = Api::all(ctx.client.clone());
-    let secrets: Api<Secret> = Api::all(ctx.client.clone());
+    let tenants: Api<Tenant> = Api::all(ctx.client().clone());
+    let secrets: Api<Secret> = Api::all(ctx.client().clone());
     // Secrets map to the Tenants that own them (like `owns`), and a change of one unsettles its
     // Tenant so that the reconcile does the full work (e.g. re-creates a deleted Secret).
     let secret_ctx = ctx.clone();
@@ -85,7 +85,7 @@ pub async fn run(
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown);
     let store = controller.store();
-    let _ = ctx.tenant_store.set(store.clone());
+    ctx.set_tenant_store(store.clone());
     let ctx_synced = ctx.clone();
     tokio::spawn(async move {
         // `Store::wait_until_ready` is backed by a oneshot receiver that remembers only the last
@@ -95,9 +95,7 @@ pub async fn run(
             match tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready()).await {
                 Ok(Ok(())) => {
                     info!("tenant cache synced");
-                    ctx_synced
-                        .tenant_cache_synced
-                        .store(true, std::sync::atomic::Ordering::Release);
+                    ctx_synced.mark_tenant_cache_synced();
                     if ready.send(true).is_err() {
                         warn!("readiness receiver gone");
                     }
@@ -141,12 +139,12 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action>
     let span = info_span!("reconcile", controller = CONTROLLER, tenant = %tenant.name_any(), namespace = %tenant.namespace().unwrap_or_default());
     let started = Instant::now();
     let ns = tenant.namespace().unwrap_or_default();
-    let api: Api<Tenant> = Api::namespaced(ctx.client.clone(), &ns);
+    let api: Api<Tenant> = Api::namespaced(ctx.client().clone(), &ns);
     // A deleting Tenant whose cleanup failed waits out its backoff here, before the finalizer
     // helper (which removes the finalizer whenever cleanup returns Ok).
     if tenant.meta().deletion_timestamp.is_some()
         && let Some(wait) = ctx
-            .backoff
+            .backoff()
             .hold(&object_key(tenant.as_ref()), facts_hash(tenant.as_ref()))
     {
         debug!(?wait, "backing off after a failed cleanup");
@@ -172,7 +170,7 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action>
     if let Err(e) = &result {
         warn!(tenant = %tenant.name_any(), namespace = %ns, category = e.category(), error = %e, "reconcile failed")
     }
-    ctx.metrics.observe_reconcile(
+    ctx.metrics().observe_reconcile(
         CONTROLLER,
         started.elapsed(),
         result.as_ref().err().map(|e| e.category()),
@@ -183,11 +181,11 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action>
 /// Transient errors: per-object exponential backoff with jitter and a cap, held against early
 /// triggers for unchanged facts ([`crate::controller::Backoff::hold`]).
 pub fn error_policy(tenant: Arc<Tenant>, _err: &Error, ctx: Arc<Context>) -> Action {
-    let delay = ctx.backoff.next_delay_for(
+    let delay = ctx.backoff().next_delay_for(
         &object_key(tenant.as_ref()),
         facts_hash(tenant.as_ref()),
-        ctx.settings.backoff_base,
-        ctx.settings.backoff_max,
+        ctx.settings().backoff_base,
+        ctx.settings().backoff_max,
     );
     Action::requeue(delay)
 }
@@ -232,18 +230,28 @@ async fn apply(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
     // unhealthy results never settle.
     let facts = MetaFacts::of(tenant.as_ref());
     let touches = ctx.touches(&key);
+    // Its health is still checked on the health interval, by a light pass (one Secret read and
+    // one login); only a result that changes the status leads to the full reconcile.
     if let Some(wait) = ctx.settled_wait(&key, &facts) {
-        debug!("settled and unchanged; next pass at the resync");
-        ctx.metrics.reconcile_unchanged(CONTROLLER);
-        return Ok(Action::requeue(wait));
+        let health_wait = health::due_in(&ctx, &key);
+        if !health_wait.is_zero() || !health::settled_check(&tenant, &ctx).await {
+            debug!("settled and unchanged; next pass at the resync or the health check");
+            ctx.metrics().reconcile_unchanged(CONTROLLER);
+            let health_wait = match health_wait {
+                Duration::ZERO => ctx.settings().health_interval,
+                d => d,
+            };
+            return Ok(Action::requeue(wait.min(health_wait)));
+        }
+        debug!("health changed; full reconcile");
     }
     ctx.unsettle(&key);
     // After a failure, triggers that change nothing of the Tenant (its own status write, a watch
     // event of its Secret, another controller's write) wait out the backoff instead of retrying
     // at once: every retry is spaced exponentially, whatever triggers it.
-    if let Some(wait) = ctx.backoff.hold(&key, facts_hash(tenant.as_ref())) {
+    if let Some(wait) = ctx.backoff().hold(&key, facts_hash(tenant.as_ref())) {
         debug!(?wait, "backing off after a failure");
-        ctx.metrics.reconcile_unchanged(CONTROLLER);
+        ctx.metrics().reconcile_unchanged(CONTROLLER);
         return Ok(Action::requeue(wait));
     }
     // Routine resyncs share a bounded number of slots; new and changed Tenants never wait for them.
@@ -251,7 +259,7 @@ async fn apply(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
         match ctx.admit_resync() {
             Some(p) => Some(p),
             None => {
-                ctx.metrics.resync_deferred(CONTROLLER);
+                ctx.metrics().resync_deferred(CONTROLLER);
                 return Ok(Action::requeue(ctx.deferred_resync_delay()));
             }
         }
@@ -267,7 +275,7 @@ async fn apply(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
     };
     match provisioned {
         Ok(outcome) => {
-            ctx.backoff.reset(&key);
+            ctx.backoff().reset(&key);
             let status = ready_status(&tenant, &outcome);
             let before = tenant
                 .status
@@ -356,13 +364,14 @@ async fn apply(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
                 // `health_recheck`, so this is no hot loop).
                 return Ok(Action::requeue(health_recheck(&ctx)));
             }
-            // Complete and healthy: settled until the resync.
-            let resync = ctx.settings.jittered_resync();
+            // Complete and healthy: settled until the resync, looked at again for its health
+            // check before that (see the settled branch above).
+            let resync = ctx.settings().jittered_resync();
             ctx.settle(&key, facts, touches, resync);
-            Ok(Action::requeue(resync))
+            Ok(Action::requeue(resync.min(ctx.settings().health_interval)))
         }
         Err(e @ Error::Capacity(_)) => {
-            ctx.backoff.reset(&key);
+            ctx.backoff().reset(&key);
             // Not an error of this Tenant: it waits (phase Pending, no Warning storm) and is looked
             // at again shortly, so it is placed as soon as room appears.
             let status = waiting_status(&tenant, &e);
@@ -379,7 +388,7 @@ async fn apply(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
             Ok(Action::requeue(CAPACITY_RECHECK))
         }
         Err(e) if e.is_permanent() => {
-            ctx.backoff.reset(&key);
+            ctx.backoff().reset(&key);
             // The tenant's logins are checked even though the reconcile stopped early: a tenant
             // whose credentials fail is never left reported healthy.
             let health = health_after_failure(&tenant, &ctx).await;
@@ -397,7 +406,7 @@ async fn apply(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
             }
             // Nothing will change until the spec (or, for conflicts, the other owner) does; a
             // provisioned tenant is still looked at on its health interval.
-            let recheck = ctx.settings.resync.min(ctx.settings.health_interval);
+            let recheck = ctx.settings().resync.min(ctx.settings().health_interval);
             Ok(match e {
                 Error::Conflict(_) => Action::requeue(recheck),
                 _ if status_secret_name(&tenant).is_some() => Action::requeue(recheck),
@@ -448,7 +457,7 @@ async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
     let spec = validate::spec(tenant, ctx)?;
     let secret = credentials::read(tenant, ctx, &spec).await?;
     let observed = ctx
-        .pg
+        .pg()
         .observe(&spec.resolved.names, &secret.candidate)
         .await?;
     validate::explicit_names(tenant, ctx, &spec, &observed)?;

@@ -22,7 +22,7 @@ pub(super) struct MongoResult {
 /// Whether MongoDB is enabled for this tenant (default: when the operator has an admin URI).
 pub(super) fn mongo_enabled(tenant: &Tenant, ctx: &Context) -> Result<bool> {
     let requested = tenant.spec.mongodb.as_ref().and_then(|m| m.enabled);
-    match (requested, ctx.mongo.is_some()) {
+    match (requested, ctx.mongo().is_some()) {
         (Some(true), false) => Err(Error::InvalidSpec(
             "spec.mongodb.enabled is true but the operator has no MongoDB admin URI".into(),
         )),
@@ -59,13 +59,12 @@ pub(super) async fn storage_bytes(
     if !mongo_enabled(tenant, ctx)? {
         return Ok(None);
     }
-    let Some(admin) = ctx.mongo.as_ref() else {
+    let Some(admin) = ctx.mongo() else {
         return Ok(None);
     };
-    let mkey = format!("{key}/mongodb");
-    let cached = ctx.usage_cache(&mkey);
+    let cached = ctx.mongo_usage_cache(key);
     if let Some((at, b)) = cached
-        && at.elapsed() < ctx.settings.usage_interval
+        && at.elapsed() < ctx.settings().usage_interval
     {
         return Ok(Some(b));
     }
@@ -73,7 +72,7 @@ pub(super) async fn storage_bytes(
     match admin.db_stats(&mnames.database).await {
         Ok(stats) => {
             let b = i64::try_from(stats.total_bytes()).unwrap_or(i64::MAX);
-            ctx.set_usage_cache(&mkey, b);
+            ctx.set_mongo_usage_cache(key, b);
             Ok(Some(b))
         }
         Err(e) => {
@@ -114,7 +113,7 @@ pub(super) async fn provision_mongo(
     if !mongo_enabled(tenant, ctx)? {
         return Ok(None);
     }
-    let Some(admin) = ctx.mongo.as_ref() else {
+    let Some(admin) = ctx.mongo() else {
         return Ok(None);
     };
     let mnames = mongo_names(tenant, names)?;
@@ -157,8 +156,8 @@ pub(super) async fn provision_mongo(
         _ => Some(bytes),
     };
     let (host, port) = ctx
-        .mongo_endpoint
-        .clone()
+        .mongo_endpoint()
+        .cloned()
         .unwrap_or_else(|| ("localhost".into(), 27017));
     let db = mnames.database.as_str();
     let secret_data = std::collections::BTreeMap::from([
@@ -192,7 +191,7 @@ pub(super) async fn cleanup_mongo(
     if !mongo_enabled(tenant, ctx).unwrap_or(false) {
         return Ok(None);
     }
-    let Some(admin) = ctx.mongo.as_ref() else {
+    let Some(admin) = ctx.mongo() else {
         return Ok(None);
     };
     let m = mongo_names(tenant, names)?;
@@ -204,7 +203,7 @@ pub(super) async fn cleanup_mongo(
         .as_ref()
         .and_then(|s| s.secret_name.clone())
         .unwrap_or_else(|| format!("{}-db", tenant.name_any()));
-    let password = Api::<Secret>::namespaced(ctx.client.clone(), &ns)
+    let password = Api::<Secret>::namespaced(ctx.client().clone(), &ns)
         .get_opt(&secret_name)
         .await?
         .filter(|s| secret::owned_by(s, tenant))

@@ -287,7 +287,7 @@ pub(super) async fn write_status(
     // schemaVersion: what this process last migrated the database to, when known (the cached
     // object may predate the TenantMigration controller's patch of it).
     status.schema_version = ctx.schema_version_or(&object_key(tenant), status.schema_version);
-    ctx.metrics.set_phase(
+    ctx.metrics().set_phase(
         &object_key(tenant),
         Some(match status.phase {
             TenantPhase::Pending => "Pending",
@@ -306,7 +306,7 @@ pub(super) async fn write_status(
         return Ok(false);
     }
     let ns = tenant.namespace().unwrap_or_default();
-    let api: Api<Tenant> = Api::namespaced(ctx.client.clone(), &ns);
+    let api: Api<Tenant> = Api::namespaced(ctx.client().clone(), &ns);
     let patch = json!({
         "apiVersion": Tenant::api_version(&()),
         "kind": Tenant::kind(&()),
@@ -316,14 +316,14 @@ pub(super) async fn write_status(
     let written = api
         .patch_status(
             &tenant.name_any(),
-            &PatchParams::apply(&format!("{}-status", ctx.settings.field_manager)).force(),
+            &PatchParams::apply(&format!("{}-status", ctx.settings().field_manager)).force(),
             &Patch::Apply(&patch),
         )
         .await?;
-    ctx.metrics.status_written(CONTROLLER);
-    ctx.set_written(&key, hash);
+    ctx.metrics().status_written(CONTROLLER);
     ctx.record_status_write(
         &key,
+        Some(hash),
         tenant.meta().resource_version.clone(),
         written.meta().resource_version.clone(),
     );

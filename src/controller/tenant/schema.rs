@@ -44,15 +44,15 @@ pub(super) async fn migrate(
         let tid = crate::pg::shared::tenant_id(&spec.namespace, &tenant.name_any());
         let layout = crate::pg::shared::SharedLayout::defaults()?;
         let (r, b) = (&names.role, &names.secondary_role);
-        if !crate::pg::shared::observe_tenant(&ctx.pg, &layout, r, b, &tid).await? {
-            crate::pg::shared::register_tenant(&ctx.pg, &layout, r, b, &tid).await?;
+        if !crate::pg::shared::observe_tenant(ctx.pg(), &layout, r, b, &tid).await? {
+            crate::pg::shared::register_tenant(ctx.pg(), &layout, r, b, &tid).await?;
             info!(tenant_id = %tid, "registered in the shared row-level security layout");
         }
     } else if spec.resolved.auto_migrate && (recorded.is_none() || recreated) {
         let target = if recreated {
-            recorded.or(ctx.migrations.latest_version())
+            recorded.or(ctx.migrations().latest_version())
         } else {
-            ctx.migrations.latest_version()
+            ctx.migrations().latest_version()
         };
         schema_version = run_migrations(ctx, names, &login, target).await?;
         ctx.set_schema_version(&spec.key, schema_version);
@@ -82,17 +82,17 @@ pub(super) async fn maintain_partitions(
 ) -> Result<()> {
     if ctx
         .partition_cache(key)
-        .is_some_and(|at| at.elapsed() < ctx.settings.partition_interval)
+        .is_some_and(|at| at.elapsed() < ctx.settings().partition_interval)
     {
         return Ok(());
     }
     let today = Timestamp::now()
         .to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC)
         .date();
-    let ahead = ctx.settings.partition_months_ahead;
-    let retention = ctx.settings.partition_retention_months;
+    let ahead = ctx.settings().partition_months_ahead;
+    let retention = ctx.settings().partition_retention_months;
     let mut conn = ctx
-        .pg
+        .pg()
         .tenant_session(&names.database, login.user, login.password)
         .await?;
     let report = crate::partitions::maintain(
@@ -116,37 +116,37 @@ pub(super) async fn maintain_partitions(
 /// Creates or repairs the shared row-level security layout (roles, schema, baseline migrations,
 /// policies) and keeps its partitions ahead. Serialized, and re-checked at most every resync.
 pub(super) async fn ensure_shared_layout(ctx: &Context) -> Result<Option<i64>> {
-    let mut guard = ctx.shared_layout.lock().await;
+    let mut guard = ctx.shared_layout().lock().await;
     if let Some((at, version)) = *guard
-        && at.elapsed() < ctx.settings.resync
+        && at.elapsed() < ctx.settings().resync
     {
         return Ok(version);
     }
     let layout = crate::pg::shared::SharedLayout::defaults()?;
-    let version = crate::pg::shared::ensure_layout(&ctx.pg, &layout, &ctx.migrations).await?;
+    let version = crate::pg::shared::ensure_layout(ctx.pg(), &layout, ctx.migrations()).await?;
     if version.is_some() {
         let today = Timestamp::now()
             .to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC)
             .date();
         // As the layout's owner (logged in with a one-time password), not as the admin.
         let mut conn = ctx
-            .pg
-            .owner_session(&layout.owner, &ctx.pg.settings().shared_database)
+            .pg()
+            .owner_session(&layout.owner, &ctx.pg().settings().shared_database)
             .await?;
         let report = crate::partitions::maintain(
             &mut conn,
             layout.schema.as_str(),
             layout.owner.as_str(),
             today,
-            ctx.settings.partition_months_ahead,
-            ctx.settings.partition_retention_months,
+            ctx.settings().partition_months_ahead,
+            ctx.settings().partition_retention_months,
         )
         .await;
         conn.close().await;
         let report = report?;
         if !report.created.is_empty() {
             // New partitions need their row-level security too.
-            crate::pg::shared::ensure_policies(&ctx.pg, &layout).await?;
+            crate::pg::shared::ensure_policies(ctx.pg(), &layout).await?;
         }
     }
     *guard = Some((Instant::now(), version));
@@ -161,7 +161,7 @@ pub(super) async fn run_migrations(
     login: &Login<'_>,
     target: Option<i64>,
 ) -> Result<Option<i64>> {
-    if ctx.migrations.migrations().is_empty() {
+    if ctx.migrations().migrations().is_empty() {
         return Ok(None);
     }
     let mt = MigrationTarget {
@@ -170,10 +170,10 @@ pub(super) async fn run_migrations(
         lock_key: lock_key(names),
     };
     let mut conn = ctx
-        .pg
+        .pg()
         .tenant_session(&names.database, login.user, login.password)
         .await?;
-    let report = migrate::migrate(&mut conn, &ctx.migrations, &mt, target, false).await;
+    let report = migrate::migrate(&mut conn, ctx.migrations(), &mt, target, false).await;
     conn.close().await;
     let report = report?;
     if !report.applied.is_empty() {

@@ -53,14 +53,14 @@ pub(super) async fn apply(
         }
         for s in &steps {
             info!(step = %s.describe(&desired), "applying");
-            ctx.metrics
+            ctx.metrics()
                 .steps
                 .get_or_create(&crate::metrics::StepLabels {
                     step: s.kind().to_string(),
                 })
                 .inc();
         }
-        ctx.pg.apply(&desired, &steps).await?;
+        ctx.pg().apply(&desired, &steps).await?;
         if creds.trigger.is_none()
             && creds.secret.password.is_some()
             && steps.contains(&Step::SetPassword(creds.active))

@@ -76,9 +76,9 @@ pub(super) async fn after_provisioning(
             read_only: true,
             ..applied.desired.clone()
         };
-        let observed = ctx.pg.observe(&spec.resolved.names, &ro.password).await?;
+        let observed = ctx.pg().observe(&spec.resolved.names, &ro.password).await?;
         let more = plan(&ro, &observed).map_err(|c| Error::Conflict(c.0))?;
-        ctx.pg.apply(&ro, &more).await?;
+        ctx.pg().apply(&ro, &more).await?;
     }
     Ok(Usage {
         status: measured,
@@ -107,14 +107,14 @@ pub(super) async fn measure_usage(
 ) -> Result<crate::crd::UsageStatus> {
     let cached = ctx.usage_cache(key);
     let pg_bytes = match cached {
-        Some((at, bytes)) if at.elapsed() < ctx.settings.usage_interval => bytes,
+        Some((at, bytes)) if at.elapsed() < ctx.settings().usage_interval => bytes,
         _ => {
             let bytes = match shared_tenant {
                 Some(tid) => {
                     let layout = crate::pg::shared::SharedLayout::defaults()?;
-                    crate::pg::shared::tenant_storage_bytes(&ctx.pg, &layout, tid).await?
+                    crate::pg::shared::tenant_storage_bytes(ctx.pg(), &layout, tid).await?
                 }
-                None => ctx.pg.storage_bytes(names).await?,
+                None => ctx.pg().storage_bytes(names).await?,
             };
             ctx.set_usage_cache(key, bytes);
             bytes
@@ -134,7 +134,7 @@ pub(super) async fn measure_usage(
             .and_then(|t| t.parse::<Timestamp>().ok())
             .is_none_or(|t| {
                 Timestamp::now().duration_since(t).as_secs() as u64
-                    > ctx.settings.status_report_interval.as_secs()
+                    > ctx.settings().status_report_interval.as_secs()
             });
         let drift =
             (prev.storage_bytes - bytes).abs() as f64 > (prev.storage_bytes.max(1) as f64) * 0.05;

@@ -35,11 +35,12 @@ pub(super) struct Spec {
 pub(super) fn spec(tenant: &Tenant, ctx: &Context) -> Result<Spec> {
     let resolved = resolve(
         tenant,
-        &ctx.settings.name_prefix,
-        &ctx.pg.settings().shared_database,
+        &ctx.settings().name_prefix,
+        &ctx.pg().settings().shared_database,
     )?;
-    let quotas = crate::quota::effective(tenant.spec.quotas.as_ref(), &ctx.settings.quota_defaults)
-        .map_err(Error::InvalidSpec)?;
+    let quotas =
+        crate::quota::effective(tenant.spec.quotas.as_ref(), &ctx.settings().quota_defaults)
+            .map_err(Error::InvalidSpec)?;
     let creds = &tenant.spec.credentials;
     let rotate_after = match &creds.rotate_after {
         Some(s) => Some(crate::quota::parse_duration(s).ok_or_else(|| {
@@ -99,7 +100,7 @@ pub(super) fn explicit_name_violation(
     ctx: &Context,
     ns: &str,
 ) -> Result<Option<String>> {
-    let shared = &ctx.pg.settings().shared_database;
+    let shared = &ctx.pg().settings().shared_database;
     let group = crate::naming::connect_group_of(shared)?;
     let layout = crate::pg::shared::SharedLayout::defaults()?;
     let reserved = [
@@ -124,7 +125,7 @@ pub(super) fn explicit_name_violation(
     for (field, name) in explicit {
         if let Some(name) = name
             && let Err(e) = crate::naming::check_explicit_name(
-                ctx.settings.explicit_names,
+                ctx.settings().explicit_names,
                 ns,
                 field,
                 name,
@@ -153,7 +154,7 @@ pub(super) fn holds_a_place(t: &Tenant) -> bool {
 /// the count is unknown until the Tenant cache has synced, ask again. Not admitted:
 /// [`Error::Capacity`] (the Tenant waits in phase Pending and is looked at again shortly).
 pub(super) fn check_tenant_limit(tenant: &Tenant, ctx: &Context) -> Result<bool> {
-    let Some(max) = ctx.settings.max_tenants else {
+    let Some(max) = ctx.settings().max_tenants else {
         return Ok(true);
     };
     let already = holds_a_place(tenant);

@@ -1,0 +1,494 @@
+//! The context shared by all reconciles of the controllers: clients, settings, and the per-object
+//! state ([`Objects`]). Built once ([`Context::new`]); its fields are private.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kube::Client;
+use kube::Resource;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::Store;
+use rand::Rng;
+use tracing::warn;
+
+use super::settings::OperatorSettings;
+use super::state::{Backoff, MetaFacts, Objects, Settled};
+use crate::crd::{HealthStatus, Tenant, TenantMigrationStatus, UsageStatus};
+use crate::metrics::Metrics;
+use crate::migrate::MigrationSet;
+use crate::mongo::MongoAdmin;
+use crate::pg::PgAdmin;
+
+/// Everything a reconcile needs; shared by all reconciles of both controllers.
+pub struct Context {
+    client: Client,
+    pg: Arc<PgAdmin>,
+    settings: OperatorSettings,
+    recorder: Recorder,
+    instance: String,
+    metrics: Arc<Metrics>,
+    migrations: Arc<MigrationSet>,
+    mongo: Option<Arc<MongoAdmin>>,
+    mongo_endpoint: Option<(String, u16)>,
+    shared_layout: tokio::sync::Mutex<Option<(Instant, Option<i64>)>>,
+    tenant_store: std::sync::OnceLock<Store<Tenant>>,
+    tenant_cache_synced: std::sync::atomic::AtomicBool,
+    health_permits: tokio::sync::Semaphore,
+    resync_permits: tokio::sync::Semaphore,
+    objects: Objects,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    /// Builds the context. `mongo`: MongoDB admin access and the endpoint written to Secrets, when
+    /// the operator is configured with a MongoDB admin URI.
+    pub fn new(
+        client: Client,
+        pg: Arc<PgAdmin>,
+        settings: OperatorSettings,
+        metrics: Arc<Metrics>,
+        migrations: Arc<MigrationSet>,
+        instance: &str,
+        mongo: Option<(Arc<MongoAdmin>, (String, u16))>,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: "tenantdb".into(),
+            instance: Some(instance.to_string()),
+        };
+        let (mongo, mongo_endpoint) = match mongo {
+            Some((admin, endpoint)) => (Some(admin), Some(endpoint)),
+            None => (None, None),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            instance: instance.to_string(),
+            client,
+            pg,
+            health_permits: tokio::sync::Semaphore::new(settings.health_concurrency.max(1)),
+            resync_permits: tokio::sync::Semaphore::new(settings.max_concurrent_resyncs.max(1)),
+            settings,
+            metrics,
+            migrations,
+            mongo,
+            mongo_endpoint,
+            tenant_store: std::sync::OnceLock::new(),
+            tenant_cache_synced: std::sync::atomic::AtomicBool::new(false),
+            shared_layout: tokio::sync::Mutex::new(None),
+            objects: Objects::default(),
+        }
+    }
+
+    /// Kubernetes client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// PostgreSQL admin access.
+    pub fn pg(&self) -> &Arc<PgAdmin> {
+        &self.pg
+    }
+
+    /// Settings.
+    pub fn settings(&self) -> &OperatorSettings {
+        &self.settings
+    }
+
+    /// Metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The operator's migration set (bundled or `--migrations-dir`).
+    pub fn migrations(&self) -> &Arc<MigrationSet> {
+        &self.migrations
+    }
+
+    /// MongoDB admin access, when configured.
+    pub fn mongo(&self) -> Option<&Arc<MongoAdmin>> {
+        self.mongo.as_ref()
+    }
+
+    /// Host and port written to Secrets for MongoDB.
+    pub fn mongo_endpoint(&self) -> Option<&(String, u16)> {
+        self.mongo_endpoint.as_ref()
+    }
+
+    /// This instance's name (Events' reporting instance).
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// Per-object backoff.
+    pub fn backoff(&self) -> Backoff<'_> {
+        Backoff(&self.objects)
+    }
+
+    /// The shared (row-level security) layout's last check: when, and its schema version.
+    pub fn shared_layout(&self) -> &tokio::sync::Mutex<Option<(Instant, Option<i64>)>> {
+        &self.shared_layout
+    }
+
+    /// Bounds concurrent health checks.
+    pub fn health_permits(&self) -> &tokio::sync::Semaphore {
+        &self.health_permits
+    }
+
+    /// Sets the Tenant controller's cache (once, when the controller starts).
+    pub fn set_tenant_store(&self, store: Store<Tenant>) {
+        let _ = self.tenant_store.set(store);
+    }
+
+    /// Marks the Tenant cache as synced (its initial list is complete).
+    pub fn mark_tenant_cache_synced(&self) {
+        self.tenant_cache_synced
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Admission under `--max-tenants`: whether the Tenant `key` may be provisioned, given the
+    /// keys of the Tenants the cache shows provisioned. Decided under one lock, and a Tenant that
+    /// is admitted is counted from then on (before its status says `Provisioned`), so concurrent
+    /// reconciles never admit more than `max` together. An admitted Tenant keeps its place until
+    /// it is forgotten (deleted).
+    pub fn admit_tenant(
+        &self,
+        key: &str,
+        max: usize,
+        provisioned: impl IntoIterator<Item = String>,
+    ) -> bool {
+        let mut taken: std::collections::HashSet<String> = provisioned.into_iter().collect();
+        self.objects.with_all_mut(|m| {
+            if m.get(key).is_some_and(|s| s.admitted) || taken.contains(key) {
+                m.entry(key.to_string()).or_default().admitted = true;
+                return true;
+            }
+            taken.extend(m.iter().filter(|(_, s)| s.admitted).map(|(k, _)| k.clone()));
+            if taken.len() >= max {
+                return false;
+            }
+            m.entry(key.to_string()).or_default().admitted = true;
+            true
+        })
+    }
+
+    /// When a tenant's partitions were last maintained.
+    pub fn partition_cache(&self, key: &str) -> Option<Instant> {
+        self.objects.read(key, |s| s.partitions).flatten()
+    }
+
+    /// Records a partition maintenance run.
+    pub fn set_partition_cache(&self, key: &str) {
+        self.objects
+            .update(key, |s| s.partitions = Some(Instant::now()));
+    }
+
+    /// Last storage measurement of a tenant's PostgreSQL side.
+    pub fn usage_cache(&self, key: &str) -> Option<(Instant, i64)> {
+        self.objects.read(key, |s| s.usage).flatten()
+    }
+
+    /// Forgets a tenant's last storage measurement (the next one is taken at once).
+    pub fn invalidate_usage(&self, key: &str) {
+        self.objects.update(key, |s| s.usage = None);
+    }
+
+    /// Records a storage measurement (and the operator-wide storage gauge).
+    pub fn set_usage_cache(&self, key: &str, bytes: i64) {
+        self.objects
+            .update(key, |s| s.usage = Some((Instant::now(), bytes)));
+        self.update_storage_gauge();
+    }
+
+    /// Last storage measurement of a tenant's MongoDB database.
+    pub fn mongo_usage_cache(&self, key: &str) -> Option<(Instant, i64)> {
+        self.objects.read(key, |s| s.mongo_usage).flatten()
+    }
+
+    /// Records a MongoDB storage measurement (and the storage gauge).
+    pub fn set_mongo_usage_cache(&self, key: &str, bytes: i64) {
+        self.objects
+            .update(key, |s| s.mongo_usage = Some((Instant::now(), bytes)));
+        self.update_storage_gauge();
+    }
+
+    fn update_storage_gauge(&self) {
+        let sum: i64 = self.objects.with_all(|m| {
+            m.values()
+                .map(|s| s.usage.map_or(0, |u| u.1) + s.mongo_usage.map_or(0, |u| u.1))
+                .sum()
+        });
+        self.metrics.storage_bytes.set(sum);
+    }
+
+    /// The last health result of a tenant and when it was taken (in memory: the status in the
+    /// reconciler's cache may be stale and must not erase a result).
+    pub fn health_cache(&self, key: &str) -> Option<(Instant, HealthStatus)> {
+        self.objects.read(key, |s| s.health.clone()).flatten()
+    }
+
+    /// Records a health result.
+    pub fn set_health_cache(&self, key: &str, result: HealthStatus) {
+        self.objects
+            .update(key, |s| s.health = Some((Instant::now(), result)));
+    }
+
+    /// The usage object last reported for a tenant.
+    pub fn reported_usage(&self, key: &str) -> Option<UsageStatus> {
+        self.objects
+            .read(key, |s| s.reported_usage.clone())
+            .flatten()
+    }
+
+    /// Records the usage object reported for a tenant.
+    pub fn set_reported_usage(&self, key: &str, usage: UsageStatus) {
+        self.objects.update(key, |s| s.reported_usage = Some(usage));
+    }
+
+    /// Whether `hash` is the status this process last wrote for the object (so a reconcile that
+    /// runs on a cached object older than that write does not write the same status again).
+    pub fn already_written(&self, key: &str, hash: u64) -> bool {
+        self.objects
+            .read(key, |s| s.guard.already_written(hash))
+            .unwrap_or(false)
+    }
+
+    /// Whether the cached object (at `resource_version`) predates a status write of ours: it is
+    /// the version a write was based on, or the result of an earlier write that a later one
+    /// superseded (a reconcile that writes `Provisioning` and then `Ready` produces two versions;
+    /// the cache may deliver the first before the second).
+    pub fn is_stale(&self, key: &str, resource_version: Option<&str>) -> bool {
+        self.objects
+            .read(key, |s| s.guard.is_stale(resource_version))
+            .unwrap_or(false)
+    }
+
+    /// Records a status write of status `hash` (if known) that was based on `base` and produced
+    /// `written`.
+    pub fn record_status_write(
+        &self,
+        key: &str,
+        hash: Option<u64>,
+        base: Option<String>,
+        written: Option<String>,
+    ) {
+        self.objects
+            .update(key, |s| s.guard.record(hash, base, written));
+    }
+
+    /// The TenantMigration status this process last wrote.
+    pub fn migration_status(&self, key: &str) -> Option<TenantMigrationStatus> {
+        self.objects
+            .read(key, |s| s.migration_status.clone())
+            .flatten()
+    }
+
+    /// Records the TenantMigration status written.
+    pub fn set_migration_status(&self, key: &str, status: TenantMigrationStatus) {
+        self.objects
+            .update(key, |s| s.migration_status = Some(status));
+    }
+
+    /// Admission of a routine resync (a Ready object whose spec was already handled). Returns a
+    /// permit to hold for the reconcile, or `None` when `max_concurrent_resyncs` resyncs are
+    /// already running: the caller defers (requeues after [`Context::deferred_resync_delay`]).
+    /// Without this, at saturation the scheduler hands out slots in due order and resyncs that
+    /// are always overdue starve new Tenants; with it, the remaining slots serve them.
+    pub fn admit_resync(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.resync_permits.try_acquire().ok()
+    }
+
+    /// When a deferred resync is tried again: a tenth of the resync interval (at least 1 s,
+    /// at most 30 s), ±50 % jitter so deferred resyncs do not come back together.
+    pub fn deferred_resync_delay(&self) -> Duration {
+        let base =
+            (self.settings.resync / 10).clamp(Duration::from_secs(1), Duration::from_secs(30));
+        base.mul_f64(rand::rng().random_range(0.5..1.5))
+    }
+
+    /// Keys of objects of `kind` this process keeps state for (incl. the phase gauge).
+    pub fn remembered_keys(&self, kind: &str) -> Vec<String> {
+        let prefix = format!("{kind}/");
+        let mut keys: std::collections::BTreeSet<String> =
+            self.objects.keys_with_prefix(&prefix).into_iter().collect();
+        keys.extend(
+            self.metrics
+                .phase_keys()
+                .into_iter()
+                .filter(|k| k.starts_with(&prefix)),
+        );
+        keys.into_iter().collect()
+    }
+
+    /// Records the schema version this process last brought a Tenant's database to (migrations by
+    /// either controller). Status writes use it over the cached object's `schemaVersion`, which
+    /// may predate the write that recorded it.
+    pub fn set_schema_version(&self, key: &str, version: Option<i64>) {
+        self.objects
+            .update(key, |s| s.schema_version = Some(version));
+    }
+
+    /// A Tenant's schema version: the one recorded by [`Context::set_schema_version`] if any,
+    /// else `cached` (from the cached object's status).
+    pub fn schema_version_or(&self, key: &str, cached: Option<i64>) -> Option<i64> {
+        self.objects
+            .read(key, |s| s.schema_version)
+            .flatten()
+            .unwrap_or(cached)
+    }
+
+    /// The Tenant cache, once it has synced (`None` before: callers list from the API instead).
+    pub fn synced_tenant_store(&self) -> Option<&Store<Tenant>> {
+        if self
+            .tenant_cache_synced
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            self.tenant_store.get()
+        } else {
+            None
+        }
+    }
+
+    /// Records that the object `key` is settled: its reconcile with `facts`, started when its
+    /// owned objects had changed `touches` times ([`Context::touches`]), completed healthy and
+    /// asked to run again after `after`. Until then, triggers that change none of its facts
+    /// (another controller's status write, the watch event of our own write) skip the work.
+    pub fn settle(&self, key: &str, facts: MetaFacts, touches: u64, after: Duration) {
+        self.objects.update(key, |s| {
+            s.settled = Some(Settled::new(facts, Instant::now() + after, touches))
+        });
+    }
+
+    /// Makes the next reconcile of `key` do the full work.
+    pub fn unsettle(&self, key: &str) {
+        self.objects.update(key, |s| s.settled = None);
+    }
+
+    /// Notes that an object owned by `key` changed: the next reconcile of `key` does the full
+    /// work, even if a reconcile running now (which may not have seen the change) settles it.
+    pub fn touch(&self, key: &str) {
+        self.objects
+            .update(key, |s| s.touches = s.touches.wrapping_add(1));
+    }
+
+    /// How often objects owned by `key` changed (see [`Context::touch`]).
+    pub fn touches(&self, key: &str) -> u64 {
+        self.objects.read(key, |s| s.touches).unwrap_or(0)
+    }
+
+    /// How long a reconcile of `key` with `facts` may wait (see [`Settled::wait`]).
+    pub fn settled_wait(&self, key: &str, facts: &MetaFacts) -> Option<Duration> {
+        self.objects
+            .read(key, |s| {
+                s.settled
+                    .as_ref()
+                    .and_then(|st| st.wait(facts, s.touches, Instant::now()))
+            })
+            .flatten()
+    }
+
+    /// Forgets everything about an object (deleted): one removal, plus its phase gauge entry
+    /// and its part of the storage gauge.
+    pub fn forget(&self, key: &str) {
+        self.objects.forget(key);
+        self.update_storage_gauge();
+        self.metrics.set_phase(key, None);
+    }
+
+    /// Publishes a Kubernetes Event on `obj`; failures to publish are logged, never fatal.
+    pub async fn event<K>(
+        &self,
+        obj: &K,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) where
+        K: Resource<DynamicType = ()>,
+    {
+        let note = bounded_note(note);
+        // kube-runtime names Events `<object name>.<16 hex>`: past 253 bytes the API refuses them,
+        // so Events of very long-named objects get a generated name instead (no series merging).
+        if obj.meta().name.as_ref().is_some_and(|n| n.len() > 200) {
+            self.event_generated_name(obj, type_, reason, action, note)
+                .await;
+            return;
+        }
+        let ev = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
+            warn!(error = %e, name = %obj.meta().name.clone().unwrap_or_default(), "failed to publish event");
+        }
+    }
+}
+
+impl Context {
+    async fn event_generated_name<K>(
+        &self,
+        obj: &K,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) where
+        K: Resource<DynamicType = ()>,
+    {
+        use k8s_openapi::api::events::v1::Event as K8sEvent;
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+        let ns = obj
+            .meta()
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let ev = K8sEvent {
+            metadata: kube::api::ObjectMeta {
+                generate_name: Some("tenantdb-".into()),
+                namespace: Some(ns.clone()),
+                ..Default::default()
+            },
+            event_time: Some(MicroTime(k8s_openapi::jiff::Timestamp::now())),
+            type_: Some(match type_ {
+                EventType::Normal => "Normal".into(),
+                EventType::Warning => "Warning".into(),
+            }),
+            reason: Some(reason.into()),
+            action: Some(action.into()),
+            note: Some(note),
+            regarding: Some(obj.object_ref(&())),
+            reporting_controller: Some("tenantdb".into()),
+            reporting_instance: Some(self.instance.clone()),
+            ..Default::default()
+        };
+        let api: kube::Api<K8sEvent> = kube::Api::namespaced(self.client.clone(), &ns);
+        if let Err(e) = api.create(&Default::default(), &ev).await {
+            warn!(error = %e, "failed to publish event");
+        }
+    }
+}
+
+/// Longest Event note the Events API accepts (`note` must be shorter than 1 KiB).
+pub const MAX_EVENT_NOTE: usize = 1023;
+
+/// An Event note within [`MAX_EVENT_NOTE`] bytes: longer notes (an error message of a migration,
+/// a list of steps) are cut at a character boundary and end with `…`; the reason is separate and
+/// always kept.
+pub fn bounded_note(note: String) -> String {
+    if note.len() <= MAX_EVENT_NOTE {
+        return note;
+    }
+    let mut end = MAX_EVENT_NOTE - '…'.len_utf8();
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &note[..end])
+}
