@@ -73,7 +73,7 @@ fn tenant_id(i: usize) -> (&'static str, String, Iso, bool) {
         ns,
         format!("t{i:03}"),
         iso,
-        i % 5 == 0 && iso != Iso::Shared,
+        i.is_multiple_of(5) && iso != Iso::Shared,
     )
 }
 
