@@ -289,7 +289,7 @@ async fn leader_and_standby(env: &Env) -> (tokio::process::Child, std::path::Pat
 /// A standby serves `/healthz` and is ready (`/readyz` 200, so rolling updates proceed) without
 /// reconciling. On SIGTERM the leader finishes the reconcile it is in (a migration blocked on a
 /// lock the test holds) before it exits, exits cleanly, and releases the Lease: the standby takes
-/// over at once instead of after the Lease expires.
+/// over at once instead of after the Lease expires. Events carry the publishing instance's name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_in_flight_work_then_releases_the_lease_to_a_ready_standby() {
     let mut env = Env::start_with(&[
@@ -432,6 +432,33 @@ async fn sigterm_finishes_in_flight_work_then_releases_the_lease_to_a_ready_stan
     env.create_tenant(ns, "after", json!({"isolation": "schema"}))
         .await;
     env.wait_ready(ns, "after", T).await;
+    // Events name the instance that published them (`--instance`, `POD_NAME` in a cluster).
+    let events: Api<Event> = Api::namespaced(env.client.clone(), ns);
+    let instances = |name: &'static str| {
+        let events = events.clone();
+        async move {
+            events
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+                .filter(|e| e.reason.as_deref() == Some("Provisioned"))
+                .filter_map(|e| e.reporting_instance)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        instances("after").await,
+        ["standby"],
+        "Provisioned by the new leader"
+    );
+    assert_eq!(
+        instances("warm").await,
+        ["tenantdb"],
+        "Provisioned by the first leader"
+    );
     let _ = standby.kill().await;
     pool.close().await;
 }
