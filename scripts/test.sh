@@ -33,7 +33,7 @@ cargo test --workspace --locked --no-fail-fast
 # The Tenant lifecycle end to end once more against an emulator that delays every watch event by
 # 300 ms (a lagging informer cache; tests/README.md, "A lagging cache").
 step "end-to-end Tenant lifecycle against a lagging cache (TENANTDB_TEST_WATCH_LATENCY_MS=300)"
-TENANTDB_TEST_WATCH_LATENCY_MS=300 cargo test --locked --no-fail-fast --test e2e_lifecycle
+TENANTDB_TEST_WATCH_LATENCY_MS=300 cargo test --locked --no-fail-fast --test e2e_lifecycle --test e2e_runtime
 
 step "container image checks without a Docker engine (build context compiles, libraries, user)"
 bash scripts/image-check.sh target/debug/tenantdb

@@ -849,3 +849,34 @@ async fn health_concurrency_bounds_simultaneous_health_checks() {
     );
     pool.close().await;
 }
+
+/// `tenantdb crd` prints the CRDs that are in `crds/`; `--out-dir` writes the same files.
+#[test]
+fn crd_command_prints_and_writes_the_crds_of_the_repository() {
+    let bin = env!("CARGO_BIN_EXE_tenantdb");
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new(bin).arg("crd").output().unwrap();
+    assert!(out.status.success());
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let dir = std::env::temp_dir().join(format!("tenantdb-crd-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let st = std::process::Command::new(bin)
+        .args(["crd", "--out-dir", dir.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mut files: Vec<_> = std::fs::read_dir(repo.join("crds"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    files.sort();
+    assert!(files.len() >= 2, "{files:?}");
+    for f in &files {
+        let want = std::fs::read_to_string(repo.join("crds").join(f)).unwrap();
+        let written = std::fs::read_to_string(dir.join(f))
+            .unwrap_or_else(|e| panic!("{f:?} not written: {e}"));
+        assert_eq!(written, want, "{f:?} differs from crds/");
+        assert!(printed.contains(&want), "{f:?} not printed");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
