@@ -28,12 +28,20 @@ pub enum Error {
     /// Kubernetes API error.
     #[error("kubernetes api: {0}")]
     Kube(#[source] Box<kube::Error>),
+    /// The operator has no room for this Tenant now (`--max-tenants` reached): it waits, and is
+    /// provisioned as soon as room appears.
+    #[error("waiting for capacity: {0}")]
+    Capacity(String),
     /// The operator's own configuration is unusable.
     #[error("configuration: {0}")]
     Config(String),
     /// Something that should not happen (a bug); kept as an error rather than a panic.
     #[error("internal: {0}")]
     Internal(String),
+    /// Leader election is on and this replica can no longer be sure it holds the Lease: it does
+    /// not act (see [`crate::fence`]).
+    #[error("leadership lost: {0}")]
+    LeadershipLost(#[from] crate::fence::Fenced),
 }
 
 impl From<kube::Error> for Error {
@@ -84,6 +92,7 @@ impl From<MigrateError> for Error {
             MigrateError::Unavailable { operation, message } => {
                 Error::DatabaseUnavailable(format!("{operation}: {message}"))
             }
+            MigrateError::Fenced(f) => Error::LeadershipLost(f),
             other => Error::Migration(other),
         }
     }
@@ -118,6 +127,8 @@ impl Error {
             Error::Kube(_) => "KubernetesError",
             Error::Config(_) => "ConfigError",
             Error::Internal(_) => "InternalError",
+            Error::LeadershipLost(_) => "LeadershipLost",
+            Error::Capacity(_) => "TenantLimitReached",
         }
     }
 

@@ -1,13 +1,25 @@
 //! Leader election with a `coordination.k8s.io/v1` Lease (the client-go protocol): only the holder
 //! of the Lease runs the controllers. Updates use the Lease's resourceVersion, so two candidates can
-//! never both win a round. A leader that cannot renew within the lease duration stops its
-//! controllers (and the process exits so that it restarts as a candidate).
+//! never both win a round.
+//!
+//! Two replicas never act at once:
+//! - a candidate takes a Lease held by another only after it has seen the same record (holder and
+//!   `renewTime`) unchanged for a whole lease duration **on its own monotonic clock** (like
+//!   client-go), so clock skew between the replicas does not shorten the wait;
+//! - the holder moves its [`crate::fence`] deadline to `renewal stamped + lease duration −
+//!   safety margin` after every successful renewal, and acts (SQL, API writes) only before it:
+//!   its deadline always falls before the earliest moment another replica may take over
+//!   ([`LeaseConfig::safety_margin`] covers clock-rate drift and the time from a check to the
+//!   statement it guards). Renewals are retried every `retry_period`; when the deadline passes
+//!   (renewals failing, or the process frozen), [`LeaderElector::hold`] returns and the process
+//!   cancels its work and exits.
 
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use kube::api::{Api, ObjectMeta, PostParams};
 use tracing::{debug, info, warn};
@@ -25,6 +37,34 @@ pub struct LeaseConfig {
     pub lease_duration: Duration,
     /// How often the holder renews and candidates retry.
     pub retry_period: Duration,
+    /// The part of the lease duration the holder gives up (see [`LeaseConfig::safety_margin`]).
+    pub clock_skew: Duration,
+}
+
+impl LeaseConfig {
+    /// How much earlier than the lease's expiry the holder stops acting: the configured clock
+    /// skew allowance plus one second between a fence check and the statement it guards.
+    pub fn safety_margin(&self) -> Duration {
+        self.clock_skew + Duration::from_secs(1)
+    }
+
+    /// The fence deadline after a renewal stamped at `stamped`.
+    pub fn fence_deadline(&self, stamped: Instant) -> Instant {
+        stamped + self.lease_duration.saturating_sub(self.safety_margin())
+    }
+
+    /// Refuses settings under which the holder could not renew before its own fence passes.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.safety_margin() + self.retry_period * 2 > self.lease_duration {
+            return Err(format!(
+                "lease duration {:?} is too short for the retry period {:?} and the safety margin {:?} (need duration ≥ margin + 2 × retry)",
+                self.lease_duration,
+                self.retry_period,
+                self.safety_margin()
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Outcome of one attempt.
@@ -40,22 +80,32 @@ pub enum Attempt {
 pub struct LeaderElector {
     api: Api<Lease>,
     config: LeaseConfig,
+    /// The last record of another holder seen (holder, renewTime) and when it was first seen.
+    observed: Mutex<Option<(String, Option<MicroTime>, Instant)>>,
+}
+
+/// Whether another holder's record (holder, `renewTime`) has been seen unchanged for `duration`
+/// on the local monotonic clock; updates the observation (pure apart from `observed`).
+pub fn observed_expired(
+    observed: &mut Option<(String, Option<MicroTime>, Instant)>,
+    holder: &str,
+    renew: Option<&MicroTime>,
+    duration: Duration,
+    now: Instant,
+) -> bool {
+    match observed {
+        Some((h, r, at)) if h == holder && r.as_ref() == renew => {
+            now.duration_since(*at) >= duration
+        }
+        _ => {
+            *observed = Some((holder.to_string(), renew.cloned(), now));
+            false
+        }
+    }
 }
 
 fn now_micro() -> MicroTime {
     MicroTime(Timestamp::now())
-}
-
-/// Whether a lease held by someone else has expired at `now` (pure).
-pub fn expired(spec: &LeaseSpec, now: Timestamp) -> bool {
-    let Some(renew) = spec.renew_time.as_ref().map(|t| t.0) else {
-        return true;
-    };
-    let secs = i64::from(spec.lease_duration_seconds.unwrap_or(15));
-    renew
-        .checked_add(SignedDuration::from_secs(secs))
-        .map(|deadline| deadline <= now)
-        .unwrap_or(true)
 }
 
 impl LeaderElector {
@@ -64,6 +114,7 @@ impl LeaderElector {
         Self {
             api: Api::namespaced(client, &config.namespace),
             config,
+            observed: Mutex::new(None),
         }
     }
 
@@ -95,11 +146,18 @@ impl LeaderElector {
         }
     }
 
-    /// One round: create, renew or take over the lease. Conflicts mean someone else won.
+    /// One round: create, renew or take over the lease. Conflicts mean someone else won. On
+    /// success the fence deadline moves forward.
     pub async fn try_acquire_or_renew(&self) -> Result<Attempt, kube::Error> {
+        let attempt = self.round().await?;
+        Ok(attempt)
+    }
+
+    async fn round(&self) -> Result<Attempt, kube::Error> {
         let name = &self.config.name;
         match self.api.get_opt(name).await? {
             None => {
+                let stamped = Instant::now();
                 let lease = Lease {
                     metadata: ObjectMeta {
                         name: Some(name.clone()),
@@ -109,7 +167,10 @@ impl LeaderElector {
                     spec: Some(self.spec(None)),
                 };
                 match self.api.create(&PostParams::default(), &lease).await {
-                    Ok(_) => Ok(Attempt::Held),
+                    Ok(_) => {
+                        crate::fence::extend(self.config.fence_deadline(stamped));
+                        Ok(Attempt::Held)
+                    }
                     Err(kube::Error::Api(e)) if e.code == 409 => Ok(Attempt::HeldByOther),
                     Err(e) => Err(e),
                 }
@@ -118,13 +179,34 @@ impl LeaderElector {
                 let spec = lease.spec.clone().unwrap_or_default();
                 let mine = spec.holder_identity.as_deref() == Some(self.config.identity.as_str());
                 let free = spec.holder_identity.as_deref().is_none_or(str::is_empty);
-                if !mine && !free && !expired(&spec, Timestamp::now()) {
+                if !mine && !free {
+                    let holder = spec.holder_identity.clone().unwrap_or_default();
+                    let seen_long_enough = self.observed.lock().is_ok_and(|mut o| {
+                        observed_expired(
+                            &mut o,
+                            &holder,
+                            spec.renew_time.as_ref(),
+                            self.config.lease_duration,
+                            Instant::now(),
+                        )
+                    });
+                    if !seen_long_enough {
+                        return Ok(Attempt::HeldByOther);
+                    }
+                }
+                if mine && crate::fence::check().is_err() {
+                    // Our own fence passed (renewals failed, or the process was frozen): we may
+                    // already have been replaced; never renew from here.
                     return Ok(Attempt::HeldByOther);
                 }
+                let stamped = Instant::now();
                 lease.spec = Some(self.spec(Some(&spec)));
                 // `replace` carries the resourceVersion we read: a concurrent winner makes this 409.
                 match self.api.replace(name, &PostParams::default(), &lease).await {
-                    Ok(_) => Ok(Attempt::Held),
+                    Ok(_) => {
+                        crate::fence::extend(self.config.fence_deadline(stamped));
+                        Ok(Attempt::Held)
+                    }
                     Err(kube::Error::Api(e)) if e.code == 409 => Ok(Attempt::HeldByOther),
                     Err(e) => Err(e),
                 }
@@ -153,35 +235,44 @@ impl LeaderElector {
         }
     }
 
-    /// Renews the lease until renewal fails for longer than the lease duration (or someone else
-    /// took it); then returns, meaning leadership is lost.
+    /// Renews the lease every retry period until someone else holds it or the fence deadline
+    /// passes (renewals failing for too long, or this process frozen); then returns, meaning
+    /// leadership is lost. The fence is closed at once.
     pub async fn hold(&self) {
-        let mut last_ok = tokio::time::Instant::now();
         loop {
-            tokio::time::sleep(self.config.retry_period).await;
-            match self.try_acquire_or_renew().await {
-                Ok(Attempt::Held) => {
-                    debug!("lease renewed");
-                    last_ok = tokio::time::Instant::now();
+            let deadline = crate::fence::deadline();
+            let next = tokio::time::Instant::now() + self.config.retry_period;
+            match deadline {
+                Some(d) if tokio::time::Instant::from_std(d) < next => {
+                    tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await;
                 }
+                _ => tokio::time::sleep_until(next).await,
+            }
+            if crate::fence::check().is_err() {
+                warn!("leadership lost: the lease could not be renewed before the fence deadline");
+                crate::fence::close();
+                return;
+            }
+            match self.try_acquire_or_renew().await {
+                Ok(Attempt::Held) => debug!("lease renewed"),
                 Ok(Attempt::HeldByOther) => {
                     warn!("leadership lost: another instance holds the lease");
+                    crate::fence::close();
                     return;
                 }
                 Err(e) => {
-                    warn!(error = %e, "lease renewal failed");
-                    // Stop before the lease can expire, so two leaders never overlap.
-                    if last_ok.elapsed() + self.config.retry_period >= self.config.lease_duration {
-                        warn!("leadership lost: could not renew the lease in time");
-                        return;
-                    }
+                    warn!(error = %e, "lease renewal failed; retrying until the fence deadline")
                 }
             }
         }
     }
 
-    /// Gives the lease up (graceful shutdown), so a standby takes over without waiting.
+    /// Gives the lease up (graceful shutdown), so a standby takes over without waiting. The fence
+    /// is closed first: nothing acts once the release may have been seen.
     pub async fn release(&self) {
+        if crate::fence::check().is_err() {
+            return;
+        }
         if let Ok(Some(mut lease)) = self.api.get_opt(&self.config.name).await {
             let mine = lease
                 .spec
@@ -202,6 +293,8 @@ impl LeaderElector {
                 } else {
                     info!("lease released");
                 }
+                // Released (or maybe released): nothing acts any more.
+                crate::fence::close();
             }
         }
     }
@@ -212,17 +305,79 @@ mod tests {
     use super::*;
 
     #[test]
-    fn expiry() {
-        let now: Timestamp = "2026-01-01T00:00:30Z".parse().unwrap();
-        let mut spec = LeaseSpec {
-            renew_time: Some(MicroTime("2026-01-01T00:00:00Z".parse().unwrap())),
-            lease_duration_seconds: Some(15),
-            ..Default::default()
+    fn another_holder_expires_only_after_a_full_duration_of_the_same_record() {
+        let d = Duration::from_secs(15);
+        let t0 = Instant::now();
+        let r1 = MicroTime("2026-01-01T00:00:00Z".parse().unwrap());
+        let r2 = MicroTime("2026-01-01T00:00:02Z".parse().unwrap());
+        let mut seen = None;
+        assert!(
+            !observed_expired(&mut seen, "a", Some(&r1), d, t0),
+            "first sight"
+        );
+        assert!(!observed_expired(
+            &mut seen,
+            "a",
+            Some(&r1),
+            d,
+            t0 + Duration::from_secs(14)
+        ));
+        // A renewal resets the wait, whatever the wall clocks say.
+        assert!(!observed_expired(
+            &mut seen,
+            "a",
+            Some(&r2),
+            d,
+            t0 + Duration::from_secs(16)
+        ));
+        assert!(!observed_expired(
+            &mut seen,
+            "a",
+            Some(&r2),
+            d,
+            t0 + Duration::from_secs(30)
+        ));
+        assert!(observed_expired(
+            &mut seen,
+            "a",
+            Some(&r2),
+            d,
+            t0 + Duration::from_secs(31)
+        ));
+        // Another holder: a new wait.
+        assert!(!observed_expired(
+            &mut seen,
+            "b",
+            Some(&r2),
+            d,
+            t0 + Duration::from_secs(40)
+        ));
+    }
+
+    #[test]
+    fn the_fence_deadline_is_before_the_earliest_takeover() {
+        let cfg = LeaseConfig {
+            name: "l".into(),
+            namespace: "ns".into(),
+            identity: "me".into(),
+            lease_duration: Duration::from_secs(15),
+            retry_period: Duration::from_secs(2),
+            clock_skew: Duration::from_secs(2),
         };
-        assert!(expired(&spec, now));
-        spec.lease_duration_seconds = Some(60);
-        assert!(!expired(&spec, now));
-        spec.renew_time = None;
-        assert!(expired(&spec, now));
+        cfg.validate().unwrap();
+        let stamped = Instant::now();
+        // A candidate takes over no earlier than a full lease duration after it saw this renewal,
+        // which it cannot see before it was stamped.
+        let earliest_takeover = stamped + cfg.lease_duration;
+        assert!(cfg.fence_deadline(stamped) + cfg.safety_margin() <= earliest_takeover);
+        assert_eq!(
+            cfg.fence_deadline(stamped),
+            stamped + Duration::from_secs(12)
+        );
+        let short = LeaseConfig {
+            lease_duration: Duration::from_secs(4),
+            ..cfg
+        };
+        assert!(short.validate().is_err());
     }
 }

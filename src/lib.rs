@@ -7,6 +7,7 @@ pub mod controller;
 pub mod crd;
 pub mod dev;
 pub mod error;
+pub mod fence;
 pub mod leader;
 pub mod localmongo;
 pub mod localpg;

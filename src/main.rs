@@ -114,8 +114,13 @@ async fn main() -> ExitCode {
                 cli.log_format,
                 "info,kube_runtime=warn,kube_client=warn,sqlx=warn,tower=warn,hyper=warn",
             );
-            let client = match kube::Client::try_default().await {
-                Ok(c) => c,
+            // Every mutating API request passes the leadership fence (tenantdb::fence).
+            let client = match kube::Config::infer()
+                .await
+                .map_err(kube::Error::InferConfig)
+                .and_then(kube::client::ClientBuilder::try_from)
+            {
+                Ok(b) => b.with_layer(&tenantdb::fence::FenceLayer).build(),
                 Err(e) => {
                     tracing::error!(error = %e, "cannot build a Kubernetes client");
                     return ExitCode::FAILURE;

@@ -8,19 +8,25 @@
 //!
 //! sqlx's versioned format: `<version>_<name>.up.sql` and `<version>_<name>.down.sql`, or
 //! `<version>_<name>.sql` for an up-only migration. Versions are positive 64-bit integers
-//! (`20250101000001`), applied in ascending order. Files whose names do not end in `.sql`, and
-//! hidden files (ConfigMap mounts contain `..data` entries), are ignored. A migration file is run
-//! with [`sqlx::raw_sql`] (several statements, simple query protocol) and must not contain
-//! transaction control (`BEGIN`, `COMMIT`, …) or role changes: the engine detects both and fails.
+//! (`20250101000001`), applied in ascending order; names use `[A-Za-z0-9_.-]` (the characters a
+//! ConfigMap key may hold) and contents must not contain NUL. Files whose names do not end in
+//! `.sql`, and hidden files (ConfigMap mounts contain `..data` entries), are ignored. A migration
+//! file is run with [`sqlx::raw_sql`] (several statements, simple query protocol) and must not
+//! contain transaction control (`BEGIN`, `COMMIT`, …) or role changes: the engine detects both and
+//! fails.
 //!
 //! # How [`migrate`] runs
 //!
 //! Everything happens in **one transaction** on the caller's connection:
 //!
-//! 1. `pg_advisory_xact_lock(lock_key)`: two migrations of one tenant serialize, and the second
+//! 1. `SET TRANSACTION READ WRITE` (a tenant over its storage quota has
+//!    `default_transaction_read_only`), `SET LOCAL statement_timeout = 0` (the tenant's
+//!    `statementTimeout` quota is for its application, not for schema changes), then
+//!    `pg_advisory_xact_lock(lock_key)`: two migrations of one tenant serialize, and the second
 //!    sees the first one's result;
 //! 2. `SET LOCAL ROLE "<owner>"` and `SET LOCAL search_path TO "<schema>"`: objects are created
-//!    by, and owned by, the tenant's role, in the tenant's schema;
+//!    by, and owned by, the tenant's role, in the tenant's schema (a session logged in as the
+//!    rotation role `<owner>_b` acts as the owner too);
 //! 3. the history table [`HISTORY_TABLE`] is read (if it exists) and [`plan`] computes the steps;
 //! 4. if the schema is up to date, the (read-only) transaction just ends: no DDL at all;
 //! 5. otherwise the history table is created if missing, up steps run in ascending order (each
@@ -30,13 +36,22 @@
 //! Any failure rolls the whole call back: the schema stays at the version it had before the call.
 //! A dry run computes the plan and rolls back without running any step.
 //!
-//! `SET LOCAL ROLE` is not a sandbox: SQL in a migration file could `RESET ROLE` or `COMMIT`.
-//! The engine checks after each step that the transaction and role are still its own and fails
-//! otherwise, but migration sources must be trusted (operator-managed ConfigMaps), or the caller
-//! must connect as the tenant role itself.
+//! # Who runs the SQL
 //!
-//! Identifiers (schema, role) are validated against `^[a-z_][a-z0-9_$]{0,62}$` and always
-//! double-quoted; no other input is ever formatted into SQL.
+//! `SET LOCAL ROLE` is not a sandbox: SQL in a migration file can `RESET ROLE`, `COMMIT` or
+//! `SET ROLE` back to whatever the *session* may be. So the operator never runs migration SQL on
+//! its admin session: the controllers call [`migrate`] on a [`crate::pg::TenantSession`], a
+//! connection **logged in as the tenant's own role** (the credentials of its Secret; for the
+//! `shared` layout, the layout owner with a password valid for minutes), checked at login to hold
+//! no superuser, `CREATEROLE`, `CREATEDB`, `REPLICATION` or `BYPASSRLS` attribute. Whatever a
+//! migration file does, it can do no more than the tenant's application can with its Secret. The
+//! checks after each step (transaction and role still the engine's) only keep the bookkeeping
+//! right (objects owned by the owner role, the history row in the same transaction as the step);
+//! they are not what keeps a hostile file in. The engine itself takes any connection, so its own
+//! tests can drive it on an admin connection; `docs/security.md` has the threat table.
+//!
+//! Identifiers (schema, role) are validated by [`crate::naming::Ident`] (`^[a-z_][a-z0-9_]*$`, at
+//! most 63 bytes) and always double-quoted; no other input is ever formatted into SQL.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -44,6 +59,8 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use sqlx::{AssertSqlSafe, Connection, PgConnection, Row};
+
+use crate::naming::{Ident, NameError};
 
 /// Name of the per-schema history table.
 pub const HISTORY_TABLE: &str = "tenantdb_schema_migrations";
@@ -61,7 +78,7 @@ pub enum MigrateError {
         source: std::io::Error,
     },
     /// A migration file name or file set is malformed.
-    #[error("invalid migration file {file}: {reason}")]
+    #[error("invalid migration file {file:?}: {reason}")]
     Parse {
         /// The file name.
         file: String,
@@ -111,7 +128,8 @@ pub enum MigrateError {
         /// The newest applied version.
         latest_applied: i64,
     },
-    /// A migration's SQL failed (or escaped the migration transaction).
+    /// A migration's SQL failed, escaped the migration transaction, or broke the engine's
+    /// bookkeeping (e.g. dropped or altered the history table): a failure of that tenant.
     #[error("migration {version} failed: {message}")]
     Sql {
         /// The version.
@@ -119,7 +137,9 @@ pub enum MigrateError {
         /// First line of the PostgreSQL error.
         message: String,
     },
-    /// Any other database operation of the engine failed.
+    /// Any other database operation of the engine failed for a reason that is not the
+    /// connection (e.g. the history table of the tenant's schema is not what the engine wrote,
+    /// permission denied): retrying the same call does not help.
     #[error("{operation} failed: {message}")]
     Database {
         /// What the engine was doing.
@@ -145,8 +165,12 @@ pub enum MigrateError {
         message: String,
     },
     /// A schema or role name is not a plain lower-case identifier.
-    #[error("invalid identifier {0:?}: expected ^[a-z_][a-z0-9_$]{{0,62}}$")]
-    InvalidIdentifier(String),
+    #[error("invalid identifier: {0}")]
+    InvalidIdentifier(#[from] NameError),
+    /// Leader election is on and this replica can no longer be sure it holds the Lease: nothing
+    /// was run (the transaction rolled back).
+    #[error("not running migrations: {0}")]
+    Fenced(#[from] crate::fence::Fenced),
 }
 
 impl MigrateError {
@@ -165,17 +189,19 @@ impl MigrateError {
             MigrateError::Lock { .. } => "lock",
             MigrateError::Unavailable { .. } => "unavailable",
             MigrateError::InvalidIdentifier(_) => "invalid_identifier",
+            MigrateError::Fenced(_) => "fenced",
         }
     }
 
-    /// Whether retrying the same call later can succeed (connection problems, lock timeouts).
-    /// Content problems (bad files, drift, failing SQL) need a human or a new migration set.
+    /// Whether retrying the same call later can succeed: the connection failed, the advisory
+    /// lock could not be taken, or leadership is being lost. Everything else — bad files, drift,
+    /// failing SQL, a history table the tenant broke, a permission the tenant revoked — is a
+    /// property of the migration or of the tenant's schema and fails again the same way: it
+    /// needs a human or a new migration set (and counts against a rollout's failure budget).
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            MigrateError::Database { .. }
-                | MigrateError::Lock { .. }
-                | MigrateError::Unavailable { .. }
+            MigrateError::Lock { .. } | MigrateError::Unavailable { .. } | MigrateError::Fenced(_)
         )
     }
 }
@@ -222,6 +248,21 @@ fn sql_err(version: i64) -> impl FnOnce(sqlx::Error) -> MigrateError {
     }
 }
 
+/// The error of the engine's bookkeeping right after a migration's SQL ran in the same
+/// transaction (history row, guard): the migration's own effect broke it (e.g. it dropped or
+/// altered the history table), so it is that migration's failure, [`MigrateError::Sql`] — never a
+/// transient error to retry — unless the connection failed.
+fn bookkeeping_err(version: i64, what: &'static str) -> impl FnOnce(sqlx::Error) -> MigrateError {
+    move |e| {
+        unavailable(format_args!("running migration {version}"), &e).unwrap_or_else(|| {
+            MigrateError::Sql {
+                version,
+                message: format!("{what} failed after the migration ran: {}", first_line(&e)),
+            }
+        })
+    }
+}
+
 /// The error of taking an advisory lock: [`MigrateError::Lock`] or [`MigrateError::Unavailable`].
 pub(crate) fn lock_err(key: i64) -> impl FnOnce(sqlx::Error) -> MigrateError {
     move |e| {
@@ -232,26 +273,15 @@ pub(crate) fn lock_err(key: i64) -> impl FnOnce(sqlx::Error) -> MigrateError {
     }
 }
 
-/// Checks that `ident` matches `^[a-z_][a-z0-9_$]{0,62}$`.
+/// Checks `ident` with [`Ident::existing`] (the one identifier type of the operator).
 pub fn validate_identifier(ident: &str) -> Result<(), MigrateError> {
-    let bytes = ident.as_bytes();
-    let ok = !bytes.is_empty()
-        && bytes.len() <= 63
-        && matches!(bytes[0], b'a'..=b'z' | b'_')
-        && bytes[1..]
-            .iter()
-            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'$'));
-    if ok {
-        Ok(())
-    } else {
-        Err(MigrateError::InvalidIdentifier(ident.to_string()))
-    }
+    Ident::existing(ident)?;
+    Ok(())
 }
 
-/// Validates `ident` and returns it double-quoted, ready to be put into SQL.
+/// Validates `ident` with [`Ident::existing`] and returns it double-quoted, ready to be put into SQL.
 pub fn quote_identifier(ident: &str) -> Result<String, MigrateError> {
-    validate_identifier(ident)?;
-    Ok(format!("\"{ident}\""))
+    Ok(Ident::existing(ident)?.quoted())
 }
 
 /// Hex SHA-256 of a migration's up SQL (exact bytes, no normalization).
@@ -352,6 +382,14 @@ fn parse_file_name(file: &str) -> Result<Option<(i64, String, FileKind)>, Migrat
     if name.is_empty() {
         return Err(parse_err("the name after the version is empty"));
     }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    {
+        return Err(parse_err(
+            "the name may only contain letters, digits, '_', '.' and '-'",
+        ));
+    }
     Ok(Some((version, name.to_string(), kind)))
 }
 
@@ -432,6 +470,12 @@ impl MigrationSet {
             let Some((version, name, kind)) = parse_file_name(&file)? else {
                 continue;
             };
+            if contents.contains('\0') {
+                return Err(MigrateError::Parse {
+                    file,
+                    reason: "the file contains a NUL byte".to_string(),
+                });
+            }
             let entry = entries.entry(version).or_insert_with(|| Entry {
                 name: name.clone(),
                 up: None,
@@ -857,6 +901,14 @@ async fn run_in_transaction(
         dry_run,
         started,
     } = *job;
+    // First statement of the transaction (SET TRANSACTION must precede any query): schema changes
+    // are the operator's work, not the tenant application's, so neither its read-only switch
+    // (storage quota) nor its statement timeout applies.
+    crate::fence::check()?;
+    sqlx::raw_sql("SET TRANSACTION READ WRITE; SET LOCAL statement_timeout = 0")
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err("starting the migration transaction"))?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(target.lock_key)
         .execute(&mut *conn)
@@ -928,6 +980,7 @@ async fn run_in_transaction(
                 .as_deref()
                 .ok_or(MigrateError::MissingDown { version: m.version })?,
         };
+        crate::fence::check()?;
         let t0 = Instant::now();
         sqlx::raw_sql(AssertSqlSafe(sql))
             .execute(&mut *conn)
@@ -945,7 +998,10 @@ async fn run_in_transaction(
                     .bind(elapsed_ms)
                     .execute(&mut *conn)
                     .await
-                    .map_err(db_err("recording a migration"))?;
+                    .map_err(bookkeeping_err(
+                        m.version,
+                        "recording it in the history table",
+                    ))?;
             }
             Direction::Down => {
                 sqlx::query(AssertSqlSafe(delete.as_str()))
@@ -953,7 +1009,10 @@ async fn run_in_transaction(
                     .bind(m.version)
                     .execute(&mut *conn)
                     .await
-                    .map_err(db_err("removing a migration record"))?;
+                    .map_err(bookkeeping_err(
+                        m.version,
+                        "removing its record from the history table",
+                    ))?;
             }
         }
         tracing::info!(
@@ -998,6 +1057,11 @@ pub async fn migrate(
         started,
     };
     let outcome = run_in_transaction(&mut tx, &job).await;
+    // No commit once leadership is in doubt: the transaction rolls back instead.
+    let outcome = match (outcome, crate::fence::check()) {
+        (Ok(Outcome::Commit(_)), Err(fenced)) => Err(MigrateError::Fenced(fenced)),
+        (other, _) => other,
+    };
     match outcome {
         Ok(Outcome::Commit(mut report)) => {
             tx.commit().await.map_err(db_err("committing"))?;
@@ -1075,6 +1139,9 @@ mod tests {
             "0_zero.sql",
             "99999999999999999999_big.sql",
             "-1_neg.sql",
+            "1_nul\0name.sql",
+            "1_new\nline.sql",
+            "1_sp ace.sql",
         ] {
             let e = parse_file_name(bad).unwrap_err();
             assert_eq!(e.category(), "parse", "{bad}: {e}");
@@ -1115,6 +1182,8 @@ mod tests {
         let mismatch =
             MigrationSet::from_files(files(&[("1_a.up.sql", "x"), ("1_b.down.sql", "y")]));
         assert!(matches!(mismatch, Err(MigrateError::Duplicate { .. })));
+        let nul = MigrationSet::from_files(files(&[("1_a.up.sql", "select 1;\0")]));
+        assert!(matches!(nul, Err(MigrateError::Parse { .. })), "{nul:?}");
         let orphan = MigrationSet::from_files(files(&[("2_a.down.sql", "x")]));
         assert!(
             matches!(orphan, Err(MigrateError::Parse { .. })),
@@ -1241,10 +1310,14 @@ mod tests {
 
     #[test]
     fn identifiers() {
-        for ok in ["t", "_x", "tenant_0001", "a$b", &"a".repeat(63)] {
+        // The rules of `naming::Ident::existing` (one identifier type): keywords are valid names
+        // (always quoted), `public` too (an existing schema), `$` is not.
+        for ok in ["t", "_x", "tenant_0001", "user", "public", &"a".repeat(63)] {
             assert!(validate_identifier(ok).is_ok(), "{ok}");
         }
+        assert_eq!(quote_identifier("user").unwrap(), "\"user\"");
         for bad in [
+            "a$b",
             "",
             "A",
             "1a",
@@ -1289,5 +1362,20 @@ mod tests {
         );
         assert_eq!(e.category(), "sql");
         assert!(!e.is_transient());
+        // Only the connection, the lock and leadership are worth a retry: a broken history table
+        // (the tenant's own doing) is not.
+        let db = MigrateError::Database {
+            operation: "reading the migration history",
+            message: "relation does not exist".into(),
+        };
+        assert!(!db.is_transient());
+        assert!(MigrateError::Fenced(crate::fence::Fenced).is_transient());
+        assert!(
+            MigrateError::Unavailable {
+                operation: "x".into(),
+                message: "y".into()
+            }
+            .is_transient()
+        );
     }
 }

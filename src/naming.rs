@@ -64,16 +64,29 @@ pub enum NameError {
 pub struct Ident(String);
 
 impl Ident {
-    /// Validates `name` as an identifier the operator may create or drop.
+    /// Validates `name` as an identifier the operator may create or drop: [`Ident::existing`]'s
+    /// character rules, and not a name PostgreSQL or the operator reserves.
     pub fn new(name: &str) -> Result<Self, NameError> {
+        let ident = Self::existing(name)?;
+        if RESERVED.contains(&name) || name.starts_with("pg_") {
+            return Err(NameError::Reserved(name.to_string()));
+        }
+        Ok(ident)
+    }
+
+    /// Validates `name` as an identifier of an object that already exists or that PostgreSQL
+    /// defines (a table found in the catalog, the `public` schema): `^[a-z_][a-z0-9_]*$`, at most
+    /// 63 bytes, no reserved-name check. SQL keywords (`user`, `order`, …) are valid identifiers:
+    /// they are safe because every identifier is always rendered double-quoted.
+    pub fn existing(name: &str) -> Result<Self, NameError> {
         if name.is_empty() {
             return Err(NameError::Empty);
         }
         if name.len() > MAX_IDENT_BYTES {
             return Err(NameError::TooLong(name.to_string()));
         }
-        let mut chars = name.chars();
-        let first_ok = chars
+        let first_ok = name
+            .chars()
             .next()
             .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
         if !first_ok
@@ -82,9 +95,6 @@ impl Ident {
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
         {
             return Err(NameError::Invalid(name.to_string()));
-        }
-        if RESERVED.contains(&name) || name.starts_with("pg_") {
-            return Err(NameError::Reserved(name.to_string()));
         }
         Ok(Ident(name.to_string()))
     }
@@ -271,9 +281,135 @@ pub fn tenant_names(
     })
 }
 
+/// Which explicit names (`spec.databaseName`, `spec.mongodb.databaseName`) a namespace may
+/// claim (`--explicit-names`).
+///
+/// Every name the operator derives has a reserved shape no explicit name may take: derived names
+/// end with `_<8 hex digits>` (the hash of `namespace/name`) and rotation roles with `_b`, so an
+/// explicit name never equals a name derived for another Tenant, whatever the policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ExplicitNames {
+    /// (Default) Explicit names are confined to their namespace: `<namespace>__<rest>`, the
+    /// namespace with `-` as `_`, `rest` of lower-case letters, digits and single underscores.
+    /// Namespaces are distinct after that mapping, so two namespaces can never claim the same
+    /// name, nor one another's future names.
+    #[default]
+    Namespace,
+    /// Any valid name that does not have a derived name's shape (single-team clusters where every
+    /// namespace is trusted alike): a namespace can then take a name another one wanted.
+    Any,
+    /// No explicit names: every name is derived.
+    None,
+}
+
+impl ExplicitNames {
+    /// The spelling of the flag value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExplicitNames::Namespace => "namespace",
+            ExplicitNames::Any => "any",
+            ExplicitNames::None => "none",
+        }
+    }
+}
+
+/// The namespace prefix of explicit names under [`ExplicitNames::Namespace`]: `<ns>__`.
+pub fn namespace_name_prefix(namespace: &str) -> String {
+    format!("{}__", sanitize(namespace))
+}
+
+/// Whether `name` has the shape of a derived name (`…_<8 hex>`) or of a rotation role (`…_b`).
+fn derived_shape(name: &str) -> bool {
+    if name.ends_with("_b") {
+        return true;
+    }
+    let b = name.as_bytes();
+    b.len() >= 9
+        && b[b.len() - 9] == b'_'
+        && b[b.len() - 8..]
+            .iter()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+}
+
+/// Checks an explicit name of `field` (e.g. `spec.databaseName`) of a Tenant in `namespace`
+/// against `policy` and the operator's own names (`reserved`). The message names the field and
+/// says what would be accepted.
+pub fn check_explicit_name(
+    policy: ExplicitNames,
+    namespace: &str,
+    field: &str,
+    name: &str,
+    reserved: &[&str],
+) -> Result<(), String> {
+    if policy == ExplicitNames::None {
+        return Err(format!(
+            "{field} {name:?}: explicit names are not allowed by the operator (--explicit-names none); remove it to get a derived name"
+        ));
+    }
+    if reserved.contains(&name) {
+        return Err(format!(
+            "{field} {name:?} is one of the operator's own names"
+        ));
+    }
+    if derived_shape(name) {
+        return Err(format!(
+            "{field} {name:?} has the shape of a name the operator derives (ending in _b or _<8 hex digits), which no explicit name may take"
+        ));
+    }
+    if policy == ExplicitNames::Namespace {
+        let prefix = namespace_name_prefix(namespace);
+        let rest = name.strip_prefix(&prefix);
+        let ok = rest.is_some_and(|r| {
+            !r.is_empty()
+                && !r.contains("__")
+                && r.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        });
+        if !ok {
+            return Err(format!(
+                "{field} {name:?} must start with the namespace prefix {prefix:?} followed by lower-case letters, digits and single underscores (e.g. {prefix}crm), so that no other namespace can claim it (--explicit-names namespace)"
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn explicit_names_are_confined_to_their_namespace() {
+        use ExplicitNames::*;
+        let ok =
+            |p, ns, n| check_explicit_name(p, ns, "spec.databaseName", n, &["tenantdb_shared"]);
+        assert!(ok(Namespace, "team-a", "team_a__crm").is_ok());
+        assert!(ok(Namespace, "team-a", "team_a__crm_2024").is_ok());
+        for bad in [
+            "crm",                // no prefix
+            "team__crm",          // another namespace's prefix
+            "team_a__",           // nothing after it
+            "team_a__x__y",       // a second separator could fake a longer namespace
+            "team_a__crm_b",      // rotation-role shape
+            "team_a__c_0a1b2c3d", // derived shape
+        ] {
+            let e = ok(Namespace, "team-a", bad).unwrap_err();
+            assert!(e.contains("spec.databaseName"), "{e}");
+        }
+        // Two namespaces can never claim the same name: the prefix is the text before the last
+        // separator, and the namespace → prefix mapping is one-to-one (namespaces have no `_`).
+        assert!(ok(Namespace, "team", "team_a__crm").is_err());
+        assert!(ok(Namespace, "a--b", "a__b__x").is_ok());
+        assert!(ok(Namespace, "a", "a__b__x").is_err());
+        // Derived names and their rotation roles are never acceptable explicit names.
+        let derived = derived_base("tenant_", "other", "acme");
+        assert!(ok(Any, "x", &derived).is_err());
+        let derived_b = format!("{derived}_b");
+        assert!(ok(Any, "x", &derived_b).is_err());
+        assert!(ok(Any, "x", "crm").is_ok());
+        assert!(ok(Any, "x", "tenantdb_shared").is_err());
+        assert!(ok(None, "x", "x__crm").is_err());
+    }
 
     #[test]
     fn derived_names_are_valid_and_stable() {

@@ -221,6 +221,7 @@ async fn exec(
     operation: &'static str,
     sql: String,
 ) -> Result<u64, MigrateError> {
+    crate::fence::check()?;
     sqlx::raw_sql(AssertSqlSafe(sql))
         .execute(conn)
         .await
@@ -290,6 +291,13 @@ async fn maintain_in_transaction(
     months_ahead: u32,
     retention_months: Option<u32>,
 ) -> Result<PartitionReport, MigrateError> {
+    // Like a migration: the operator's maintenance, not the tenant application's writes, so the
+    // storage quota's read-only default and the statement timeout do not apply.
+    crate::fence::check()?;
+    sqlx::raw_sql("SET TRANSACTION READ WRITE; SET LOCAL statement_timeout = 0")
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err("starting the maintenance transaction"))?;
     sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
         .bind(PARTITION_LOCK_CLASS)
         .bind(schema)

@@ -39,6 +39,16 @@ pub struct RunConfig {
     /// Prefix of derived database/schema/role names.
     #[arg(long, env = "TENANTDB_NAME_PREFIX", default_value = "tenant_")]
     pub name_prefix: String,
+    /// Which explicit names (`spec.databaseName`, `spec.mongodb.databaseName`) a namespace may
+    /// claim: `namespace` (default: `<namespace>__<rest>` only, so no namespace can take another's
+    /// names), `any` (any name without a derived name's shape) or `none`.
+    #[arg(
+        long,
+        env = "TENANTDB_EXPLICIT_NAMES",
+        value_enum,
+        default_value_t = crate::naming::ExplicitNames::Namespace
+    )]
+    pub explicit_names: crate::naming::ExplicitNames,
     /// Host written to credentials Secrets (default: the admin URL's host).
     #[arg(long, env = "TENANTDB_TENANT_HOST")]
     pub tenant_host: Option<String>,
@@ -57,6 +67,11 @@ pub struct RunConfig {
     /// `--concurrency`; 0 = no separate limit.
     #[arg(long, env = "TENANTDB_MAX_CONCURRENT_RESYNCS")]
     pub max_concurrent_resyncs: Option<u16>,
+    /// TenantMigration rollouts running at once (in the background: a long fleet rollout holds
+    /// none of the `--concurrency` reconcile slots; each migrates up to its `maxParallel` tenants
+    /// at a time). Further rollouts wait until one ends.
+    #[arg(long, env = "TENANTDB_MAX_CONCURRENT_ROLLOUTS", default_value_t = 8)]
+    pub max_concurrent_rollouts: u16,
     /// First retry delay after a transient error, in milliseconds.
     #[arg(long, env = "TENANTDB_BACKOFF_BASE_MS", default_value_t = 1000)]
     pub backoff_base_ms: u64,
@@ -132,6 +147,10 @@ pub struct RunConfig {
     /// Seconds between renewals / acquisition attempts.
     #[arg(long, env = "TENANTDB_LEASE_RETRY_SECONDS", default_value_t = 2)]
     pub lease_retry_seconds: u64,
+    /// Largest clock-rate difference between replicas over one lease duration, in seconds: the
+    /// leader stops acting this much (plus one second) before its lease could expire.
+    #[arg(long, env = "TENANTDB_LEASE_CLOCK_SKEW_SECONDS", default_value_t = 2)]
+    pub lease_clock_skew_seconds: u64,
     /// Hours between partition maintenance runs of a tenant.
     #[arg(long, env = "TENANTDB_PARTITION_INTERVAL_HOURS", default_value_t = 6)]
     pub partition_interval_hours: u64,
@@ -224,6 +243,7 @@ impl RunConfig {
             lease_duration: Duration::from_secs(self.lease_duration_seconds.max(2)),
             retry_period: Duration::from_secs(self.lease_retry_seconds.max(1))
                 .min(Duration::from_secs(self.lease_duration_seconds.max(2)) / 2),
+            clock_skew: Duration::from_secs(self.lease_clock_skew_seconds),
         })
     }
 
@@ -259,6 +279,7 @@ impl RunConfig {
         };
         let op = OperatorSettings {
             name_prefix: self.name_prefix,
+            explicit_names: self.explicit_names,
             tenant_host: self.tenant_host,
             tenant_port: self.tenant_port,
             resync: Duration::from_secs(self.resync_seconds.max(1)),
@@ -280,6 +301,7 @@ impl RunConfig {
                 Some(0) => usize::from(self.concurrency).max(1),
                 Some(n) => usize::from(n),
             },
+            max_concurrent_rollouts: usize::from(self.max_concurrent_rollouts.max(1)),
             status_report_interval: Duration::from_secs(self.status_report_interval_seconds.max(1)),
             partition_interval: Duration::from_secs(self.partition_interval_hours.max(1) * 3600),
             partition_months_ahead: self.partition_months_ahead,
@@ -363,10 +385,18 @@ pub async fn run(
     let concurrency = config.concurrency;
     let instance = config.instance.clone();
     let lease = config.lease_config();
+    if let Some(l) = &lease {
+        l.validate().map_err(Error::Config)?;
+    }
+    // Sessions carry the instance's identity in their application_name (a new leader ends the
+    // sessions of the others).
+    let identity = lease
+        .as_ref()
+        .map_or_else(|| instance.clone(), |l| l.identity.clone());
     let mongo = config.mongo()?;
     let (pg_settings, op_settings, migrations_dir) = config.into_parts()?;
     let migrations = Arc::new(load_migrations(migrations_dir.as_deref())?);
-    let pg = Arc::new(PgAdmin::new(pg_settings)?);
+    let pg = Arc::new(PgAdmin::for_instance(pg_settings, &identity)?);
     let metrics = Arc::new(Metrics::new());
     let (ready_tx, ready_rx) = watch::channel(false);
 
@@ -397,45 +427,76 @@ pub async fn run(
             }
         }
         let _ = ready_tx.send(false);
+        // Whatever an earlier leader still has open on the database is ended before this one
+        // acts (its own fence should have stopped it; this does not rely on it).
+        match pg.end_other_instances().await {
+            Ok(0) => {}
+            Ok(n) => info!(
+                sessions = n,
+                "ended the database sessions of other tenantdb instances"
+            ),
+            Err(e) => warn!(error = %e, "could not end the sessions of other tenantdb instances"),
+        }
     }
 
-    let mut ctx = Context::new(client, pg, op_settings, metrics, migrations, &instance);
+    let mut ctx = Context::new(
+        client,
+        pg.clone(),
+        op_settings,
+        metrics,
+        migrations,
+        &instance,
+    );
     if let Some((admin, endpoint)) = mongo {
         info!("MongoDB provisioning enabled");
         ctx.mongo = Some(Arc::new(admin));
         ctx.mongo_endpoint = Some(endpoint);
     }
     let ctx = Arc::new(ctx);
-    let controllers = tokio::spawn(run_controllers(
+    let mut controllers = tokio::spawn(run_controllers(
         ctx,
         concurrency,
         ready_tx,
         stop_signal(stop_rx.clone()),
     ));
+    // Leadership lost: `hold` returns when another instance holds the Lease or the fence deadline
+    // passed (renewals failing, or this process frozen).
     let lost = async {
         match &elector {
             Some(le) => le.hold().await,
             None => std::future::pending().await,
         }
     };
-    let outcome = tokio::select! {
-        _ = &mut shutdown => Ok(()),
-        _ = lost => Err(Error::Config("leadership lost; exiting so that a new candidate takes over".into())),
+    tokio::pin!(lost);
+    let lose = |controllers: &tokio::task::JoinHandle<()>| {
+        // No graceful drain: every in-flight statement and write is cut off now (the fence
+        // already refuses new ones), and the process exits so that it restarts as a candidate.
+        tracing::error!("leadership lost: cancelling all work and exiting");
+        crate::fence::close();
+        controllers.abort();
+        let _ = stop_tx.send(true);
+        Err(Error::LeadershipLost(crate::fence::Fenced))
     };
+    tokio::select! {
+        _ = &mut shutdown => {}
+        _ = &mut lost => return lose(&controllers),
+    }
     info!("stopping controllers");
     let _ = stop_tx.send(true);
-    if tokio::time::timeout(Duration::from_secs(30), controllers)
-        .await
-        .is_err()
-    {
-        warn!("controllers did not stop within 30s");
+    // Keep renewing while the controllers drain, so their last writes stay inside the fence.
+    tokio::select! {
+        r = tokio::time::timeout(Duration::from_secs(30), &mut controllers) => {
+            if r.is_err() {
+                warn!("controllers did not stop within 30s; cancelling them");
+                controllers.abort();
+            }
+        }
+        _ = &mut lost => return lose(&controllers),
     }
-    if outcome.is_ok()
-        && let Some(le) = &elector
-    {
+    if let Some(le) = &elector {
         le.release().await;
     }
-    outcome
+    Ok(())
 }
 
 /// Runs every controller until `shutdown` resolves.

@@ -113,6 +113,31 @@ mod tests {
         assert!(!matches("s3cret", "SCRAM-SHA-256$x"));
     }
 
+    /// Splits a verifier into (iterations, salt).
+    fn params(v: &str) -> (u32, Vec<u8>) {
+        let rest = v.strip_prefix("SCRAM-SHA-256$").unwrap();
+        let (params, _) = rest.split_once('$').unwrap();
+        let (iter, salt) = params.split_once(':').unwrap();
+        (iter.parse().unwrap(), B64.decode(salt).unwrap())
+    }
+
+    #[test]
+    fn verifiers_use_4096_iterations_and_a_fresh_salt_each_time() {
+        let a = verifier("one password").unwrap();
+        let b = verifier("one password").unwrap();
+        assert_ne!(a, b, "two verifiers of one password must differ");
+        let (ia, sa) = params(&a);
+        let (ib, sb) = params(&b);
+        assert_eq!(
+            (ia, ib),
+            (4096, 4096),
+            "PostgreSQL's default iteration count"
+        );
+        assert_eq!((sa.len(), sb.len()), (16, 16), "16-byte salts");
+        assert_ne!(sa, sb, "a fresh salt per verifier");
+        assert!(matches("one password", &a) && matches("one password", &b));
+    }
+
     #[test]
     fn passwords_are_random_and_alphanumeric() {
         let a = generate_password();

@@ -19,8 +19,32 @@ pub const ROTATION_TOKEN_ANNOTATION: &str = "tenantdb.io/rotation-token";
 /// Secret annotation: when the current password was set by a rotation (RFC 3339).
 pub const ROTATED_AT_ANNOTATION: &str = "tenantdb.io/rotated-at";
 
-/// Label naming the owning Tenant.
+/// Label naming the owning Tenant: its name, or for a name longer than a label value may be (63
+/// characters; Tenant names may have 253) [`tenant_label_value`]'s hash form, with the full name
+/// in the [`TENANT_ANNOTATION`].
 pub const TENANT_LABEL: &str = "tenantdb.io/tenant";
+/// Annotation holding the owning Tenant's full name (always written).
+pub const TENANT_ANNOTATION: &str = "tenantdb.io/tenant";
+
+/// Longest label value Kubernetes accepts.
+pub const MAX_LABEL_VALUE: usize = 63;
+
+/// The value of [`TENANT_LABEL`] for a Tenant name: the name itself when it fits a label value,
+/// else `h-<first 40 characters>-<16 hex of SHA-256(name)>` (valid label syntax: the name is a
+/// DNS-1123 subdomain, so its characters are allowed; the cut never ends on `-` or `.`).
+pub fn tenant_label_value(name: &str) -> String {
+    if name.len() <= MAX_LABEL_VALUE {
+        return name.to_string();
+    }
+    use sha2::{Digest, Sha256};
+    let hash: String = Sha256::digest(name.as_bytes())
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let head = name[..40].trim_end_matches(['-', '.']);
+    format!("h-{head}-{hash}")
+}
 
 /// Connection endpoint written to the Secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,19 +104,19 @@ pub fn desired_secret(
     annotations: BTreeMap<String, String>,
 ) -> Secret {
     let owner = tenant.controller_owner_ref(&());
+    let name = tenant.meta().name.clone().unwrap_or_default();
     let labels = BTreeMap::from([
         (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
-        (
-            TENANT_LABEL.to_string(),
-            tenant.meta().name.clone().unwrap_or_default(),
-        ),
+        (TENANT_LABEL.to_string(), tenant_label_value(&name)),
     ]);
+    let mut annotations = annotations;
+    annotations.insert(TENANT_ANNOTATION.to_string(), name);
     Secret {
         metadata: ObjectMeta {
             name: Some(secret_name.to_string()),
             namespace: tenant.meta().namespace.clone(),
             labels: Some(labels),
-            annotations: (!annotations.is_empty()).then_some(annotations),
+            annotations: Some(annotations),
             owner_references: owner.map(|o| vec![o]),
             ..Default::default()
         },
@@ -186,7 +210,11 @@ pub fn adoptable(secret: &Secret, tenant: &Tenant) -> bool {
     !controlled
         && secret.metadata.deletion_timestamp.is_none()
         && label(MANAGED_BY_LABEL) == Some(MANAGED_BY)
-        && label(TENANT_LABEL).is_some_and(|n| Some(n) == tenant.meta().name.as_deref())
+        && tenant.meta().name.as_deref().is_some_and(|name| {
+            label(TENANT_LABEL) == Some(tenant_label_value(name).as_str())
+                // Secrets written before the annotation existed carry only the label.
+                && annotation(secret, TENANT_ANNOTATION).is_none_or(|a| a == name)
+        })
 }
 
 #[cfg(test)]
@@ -253,6 +281,49 @@ mod tests {
                 k8s_openapi::jiff::Timestamp::now(),
             ));
         assert!(!adoptable(&going, &tenant));
+    }
+
+    #[test]
+    fn long_tenant_names_get_a_valid_label_and_the_full_name_in_an_annotation() {
+        let long = format!("{}.{}", "a".repeat(120), "b-c".repeat(40));
+        assert!(long.len() > 63 && long.len() <= 253);
+        for name in ["acme", &"x".repeat(63), &"x".repeat(64), long.as_str()] {
+            let v = tenant_label_value(name);
+            assert!(v.len() <= MAX_LABEL_VALUE, "{v}");
+            let first = v.chars().next().unwrap();
+            let last = v.chars().last().unwrap();
+            assert!(
+                first.is_ascii_alphanumeric() && last.is_ascii_alphanumeric(),
+                "{v}"
+            );
+            assert!(
+                v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')),
+                "{v}"
+            );
+            if name.len() <= 63 {
+                assert_eq!(v, name);
+            }
+        }
+        assert_ne!(
+            tenant_label_value(&format!("{}1", "a".repeat(70))),
+            tenant_label_value(&format!("{}2", "a".repeat(70))),
+            "different long names, different labels"
+        );
+        let tenant: Tenant = serde_json::from_value(serde_json::json!({
+            "apiVersion": "tenantdb.io/v1alpha1", "kind": "Tenant",
+            "metadata": {"name": long, "namespace": "ns", "uid": "u"},
+            "spec": {"isolation": "schema"},
+        }))
+        .unwrap();
+        let s = desired_secret(&tenant, "s", &BTreeMap::new(), BTreeMap::new());
+        assert_eq!(
+            annotation(&s, TENANT_ANNOTATION).as_deref(),
+            Some(long.as_str())
+        );
+        let mut orphaned = s.clone();
+        orphaned.metadata.owner_references = None;
+        assert!(adoptable(&orphaned, &tenant));
     }
 
     #[test]

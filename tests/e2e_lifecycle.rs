@@ -15,13 +15,49 @@ use sqlx::Executor;
 
 const T: Duration = Duration::from_secs(60);
 
+/// Seconds since the epoch of an RFC 3339 timestamp from status.
+fn epoch(ts: &str) -> i64 {
+    ts.parse::<k8s_openapi::jiff::Timestamp>()
+        .unwrap_or_else(|e| panic!("{ts}: {e}"))
+        .as_second()
+}
+
+/// `rolvaliduntil` of a role in seconds since the epoch (None: no expiry).
+async fn valid_until(env: &Env, role: &str) -> Option<i64> {
+    let pool = env.admin_pool().await;
+    sqlx::query_scalar::<_, Option<i64>>(
+        "SELECT CASE WHEN rolvaliduntil = 'infinity' THEN NULL ELSE extract(epoch FROM rolvaliduntil)::bigint END \
+         FROM pg_roles WHERE rolname = $1",
+    )
+    .bind(role)
+    .fetch_one(&pool)
+    .await
+    .unwrap()
+}
+
+/// The credentials status once the rotation requested with `token` is reported (the Secret is
+/// written before the status: a Ready status read right after the Secret changed can still be the
+/// previous one).
+async fn rotated(env: &Env, token: &str) -> tenantdb::crd::CredentialStatus {
+    wait_for(T, &format!("rotation {token} in status"), || async {
+        let t = env.tenants("rot").get("acme").await.ok()?;
+        let creds = t.status?.credentials?;
+        (creds.rotation_token.as_deref() == Some(token)).then_some(creds)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", e2e::tail(&env.operator_log(), 30)))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_demand_and_periodic_rotation_with_grace_period() {
     let env = Env::start_with(&["--resync-seconds", "1", "--health-interval-seconds", "1"]).await;
+    // A grace period far longer than the test: "the old credentials still work" does not depend
+    // on how fast this machine is. Its end is checked in PostgreSQL (VALID UNTIL) and, with a
+    // short grace period, by waiting for the refusal below.
     env.create_tenant(
         "rot",
         "acme",
-        json!({"isolation": "schema", "credentials": {"gracePeriod": "4s"}}),
+        json!({"isolation": "schema", "credentials": {"gracePeriod": "1h"}}),
     )
     .await;
     env.wait_ready("rot", "acme", T).await;
@@ -37,20 +73,29 @@ async fn on_demand_and_periodic_rotation_with_grace_period() {
     held.execute("CREATE TABLE IF NOT EXISTS kept (id int)")
         .await
         .unwrap();
+    let rotate = |token: &'static str| {
+        let env = &env;
+        async move {
+            env.tenants("rot")
+                .patch(
+                    "acme",
+                    &PatchParams::default(),
+                    &Patch::Merge(
+                        json!({"metadata": {"annotations": {"tenantdb.io/rotate": token}}}),
+                    ),
+                )
+                .await
+                .unwrap();
+        }
+    };
 
     // On demand: annotate.
-    env.tenants("rot")
-        .patch(
-            "acme",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {"tenantdb.io/rotate": "r1"}}})),
-        )
-        .await
-        .unwrap();
+    rotate("r1").await;
     let (user2, pw2) = wait_for(T, "rotated Secret", || async {
-        let u = env.secret_value("rot", "acme-db", "username").await?;
-        let p = env.secret_value("rot", "acme-db", "password").await?;
-        (p != pw1).then_some((u, p))
+        let v = env
+            .secret_values("rot", "acme-db", &["username", "password"])
+            .await?;
+        (v[1] != pw1).then(|| (v[0].clone(), v[1].clone()))
     })
     .await
     .unwrap();
@@ -76,29 +121,81 @@ async fn on_demand_and_periodic_rotation_with_grace_period() {
     old_login(pw1.clone(), user1.clone())
         .await
         .expect("old credentials within grace period");
-    let t = env.tenants("rot").get("acme").await.unwrap();
-    let creds = t.status.unwrap().credentials.unwrap();
+    let creds = rotated(&env, "r1").await;
     assert_eq!(creds.active_user, user2);
     assert_eq!(creds.previous_user.as_deref(), Some(user1.as_str()));
     assert_eq!(creds.rotation_token.as_deref(), Some("r1"));
-    // After the grace period new logins with the old password fail.
+    // The grace period ends one hour after the rotation, and PostgreSQL enforces exactly that.
+    let rotated_at = epoch(creds.rotated_at.as_deref().unwrap());
+    let until = epoch(creds.previous_valid_until.as_deref().unwrap());
+    assert_eq!(until - rotated_at, 3600, "{creds:?}");
+    let pg_until = valid_until(&env, &user1).await;
+    assert!(
+        pg_until.is_some_and(|v| (v - until).abs() <= 1),
+        "VALID UNTIL of {user1}: {pg_until:?}, status says {until}"
+    );
+
+    // A short grace period and another rotation (back to the first role): the previous
+    // credentials are refused once it is over, and not before.
+    env.tenants("rot")
+        .patch(
+            "acme",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"credentials": {"gracePeriod": "2s"}}})),
+        )
+        .await
+        .unwrap();
+    env.wait_ready("rot", "acme", T).await;
+    rotate("r2").await;
+    let pw3 = wait_for(T, "rotated back", || async {
+        let v = env
+            .secret_values("rot", "acme-db", &["username", "password"])
+            .await?;
+        (v[1] != pw2 && v[0] == user1).then(|| v[1].clone())
+    })
+    .await
+    .unwrap();
+    let creds = rotated(&env, "r2").await;
+    assert_eq!(creds.active_user, user1);
+    assert_eq!(creds.previous_user.as_deref(), Some(user2.as_str()));
+    let until = epoch(creds.previous_valid_until.as_deref().unwrap());
+    assert_eq!(
+        until - epoch(creds.rotated_at.as_deref().unwrap()),
+        2,
+        "{creds:?}"
+    );
     wait_for(Duration::from_secs(30), "old password refused", || async {
-        old_login(pw1.clone(), user1.clone())
+        old_login(pw2.clone(), user2.clone())
             .await
             .is_err()
             .then_some(())
     })
     .await
     .unwrap();
+    let refused_at = k8s_openapi::jiff::Timestamp::now().as_second();
+    assert!(
+        refused_at >= until - 1,
+        "refused at {refused_at}, before the end of the grace period {until}"
+    );
     held.execute("SELECT 1")
         .await
-        .expect("held connection survives the rotation");
-    // The same annotation value does not rotate again.
+        .expect("held connection survives the rotations");
+    // The same annotation value does not rotate again (several resyncs later).
+    let from = env.operator_log().len();
+    wait_for(T, "three more reconciles", || {
+        let log = env.operator_log();
+        let n = log[from.min(log.len())..].matches("\"reconciled\"").count();
+        async move { (n >= 3).then_some(()) }
+    })
+    .await
+    .unwrap();
     let same = env
         .secret_value("rot", "acme-db", "password")
         .await
         .unwrap();
-    assert_eq!(same, pw2);
+    assert_eq!(same, pw3);
+    let seen = [pw1.clone(), pw2.clone(), pw3.clone()];
+    let pw2 = pw3;
 
     // Periodic: rotateAfter 3s.
     env.tenants("rot")
@@ -139,7 +236,11 @@ async fn on_demand_and_periodic_rotation_with_grace_period() {
         serde_json::to_string(&env.tenants("rot").get("acme").await.unwrap().status).unwrap();
     let events =
         serde_json::to_string(&events.list(&ListParams::default()).await.unwrap().items).unwrap();
-    for pw in [pw1.as_str(), pw2.as_str(), env.pg.superuser_password()] {
+    for pw in seen
+        .iter()
+        .map(String::as_str)
+        .chain([env.pg.superuser_password()])
+    {
         assert!(!log.contains(pw), "password in operator log");
         assert!(!status.contains(pw), "password in status");
         assert!(!events.contains(pw), "password in events");
@@ -229,7 +330,8 @@ async fn quotas_health_and_usage_are_reported() {
     let roomy = env.tenants("q").get("roomy").await.unwrap().status.unwrap();
     assert!(!roomy.usage.unwrap().read_only);
 
-    // Health: a password changed behind the operator's back is detected as Degraded, then repaired.
+    // Drift the operator repairs: login disabled by hand. The next reconcile's plan enables it
+    // again before that reconcile's health check runs, so this is repaired, not reported.
     let pool = env.admin_pool().await;
     let role = roomy.role.unwrap();
     pool.execute(sqlx::AssertSqlSafe(format!(
@@ -245,6 +347,65 @@ async fn quotas_health_and_usage_are_reported() {
     })
     .await
     .unwrap();
+
+    // A broken login the operator cannot repair: pg_hba.conf rejects the tenant's role. The
+    // health check (which logs in as the tenant) reports it: Degraded=True, health.healthy=false,
+    // a Warning Event; once the rule is gone, Degraded clears.
+    let hba: String = sqlx::query_scalar("SHOW hba_file")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let original = std::fs::read_to_string(&hba).unwrap();
+    std::fs::write(
+        &hba,
+        format!("host all {role} 127.0.0.1/32 reject\n{original}"),
+    )
+    .unwrap();
+    pool.execute("SELECT pg_reload_conf()").await.unwrap();
+    let degraded = |want: bool| {
+        let env = &env;
+        async move {
+            let st = env.tenants("q").get("roomy").await.ok()?.status?;
+            let c = st.conditions.iter().find(|c| c.type_ == "Degraded")?;
+            let h = st.health.clone()?;
+            let ok = if want {
+                c.status == "True"
+                    && c.reason == "HealthCheckFailed"
+                    && !c.message.is_empty()
+                    && !h.healthy
+            } else {
+                c.status == "False" && h.healthy
+            };
+            ok.then_some((c.clone(), h))
+        }
+    };
+    let (cond, health) = wait_for(T, "Degraded=True/HealthCheckFailed, healthy=false", || {
+        degraded(true)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", e2e::tail(&env.operator_log(), 30)));
+    assert!(!health.message.is_empty(), "{health:?}");
+    eprintln!("degraded: {} / {}", cond.message, health.message);
+    wait_for(T, "HealthCheckFailed warning", || async {
+        let l = evs.list(&ListParams::default()).await.ok()?;
+        l.items
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("HealthCheckFailed")
+                    && e.type_.as_deref() == Some("Warning")
+            })
+            .then_some(())
+    })
+    .await
+    .unwrap();
+    std::fs::write(&hba, &original).unwrap();
+    pool.execute("SELECT pg_reload_conf()").await.unwrap();
+    wait_for(T, "Degraded=False, healthy=true", || degraded(false))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", e2e::tail(&env.operator_log(), 30)));
+    env.connect_with_secret("q", "roomy-db")
+        .await
+        .expect("login works again");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -255,6 +416,8 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() {
         "3",
         "--lease-retry-seconds",
         "1",
+        "--lease-clock-skew-seconds",
+        "0",
         "--lease-namespace",
         "default",
     ];

@@ -1,7 +1,5 @@
-//! End-to-end TenantMigration: the real `tenantdb` binary (Tenant controller, and the
-//! TenantMigration controller once it is wired into `runtime.rs`) against the API server
-//! emulator and a real PostgreSQL. If the binary does not run the TenantMigration controller yet,
-//! this test runs it in-process (same code, same API server, same database).
+//! End-to-end TenantMigration: the real `tenantdb` binary (Tenant and TenantMigration
+//! controllers) against the API server emulator and a real PostgreSQL.
 //!
 //! No fixed sleeps for state: every wait polls with a deadline (one measurement window checks that
 //! nothing flaps).
@@ -9,7 +7,6 @@
 #[path = "support/e2e.rs"]
 mod e2e;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use e2e::{Env, tail, wait_for};
@@ -24,13 +21,12 @@ const BUNDLED_LATEST: i64 = 20250101000007;
 const V8: i64 = 20250101000008;
 const NS: &str = "fleet";
 
-/// Starts the TenantMigration controller in this process unless the operator binary runs it.
-async fn ensure_migration_controller(env: &Env) {
-    // The binary logs this line when it starts the controller, right after the Tenant controller
-    // (whose tenants are Ready by now).
-    let in_binary = wait_for(
-        Duration::from_secs(5),
-        "tenantmigration controller in the binary",
+/// The operator binary runs the TenantMigration controller: it logs this line when it starts it,
+/// right after the Tenant controller (whose tenants are Ready by now). No in-process stand-in.
+async fn assert_binary_runs_migration_controller(env: &Env) {
+    wait_for(
+        Duration::from_secs(30),
+        "\"tenantmigration controller started\" in the operator log",
         || {
             let log = env.operator_log();
             async move {
@@ -40,39 +36,7 @@ async fn ensure_migration_controller(env: &Env) {
         },
     )
     .await
-    .is_ok();
-    if in_binary {
-        return;
-    }
-    eprintln!(
-        "note: the operator binary does not run the TenantMigration controller; running it in-process"
-    );
-    let pg = tenantdb::pg::PgAdmin::new(tenantdb::pg::PgSettings {
-        admin_url: env.pg.admin_url(),
-        shared_database: tenantdb::naming::Ident::new("tenantdb_shared").unwrap(),
-        pool_size: 4,
-        connect_timeout: Duration::from_secs(5),
-    })
-    .unwrap();
-    let settings = tenantdb::controller::OperatorSettings {
-        resync: Duration::from_secs(2),
-        backoff_base: Duration::from_millis(200),
-        backoff_max: Duration::from_secs(5),
-        ..Default::default()
-    };
-    let ctx = Arc::new(tenantdb::controller::Context::new(
-        env.client.clone(),
-        Arc::new(pg),
-        settings,
-        Arc::new(tenantdb::metrics::Metrics::new()),
-        Arc::new(tenantdb::migrate::MigrationSet::bundled()),
-        "e2e-migration",
-    ));
-    tokio::spawn(tenantdb::controller::migration::run(
-        ctx,
-        4,
-        std::future::pending(),
-    ));
+    .unwrap_or_else(|e| panic!("{e}\n{}", tail(&env.operator_log(), 30)));
 }
 
 async fn create_tenant(env: &Env, name: &str, labels: serde_json::Value, isolation: &str) {
@@ -202,7 +166,7 @@ async fn fleet_migration_catch_up_dry_run_and_rollback() {
             "{name}: provisioning migrated to the bundled latest"
         );
     }
-    ensure_migration_controller(&env).await;
+    assert_binary_runs_migration_controller(&env).await;
 
     // A ConfigMap adding version 8 on top of the bundled set.
     let cm: ConfigMap = serde_json::from_value(json!({
@@ -468,7 +432,7 @@ async fn pause_failure_budget_and_resume_with_a_larger_budget() {
     for name in ["bad-0", "ok-0", "ok-1"] {
         env.wait_ready(NS, name, T).await;
     }
-    ensure_migration_controller(&env).await;
+    assert_binary_runs_migration_controller(&env).await;
     // Fails for the tenant whose role name contains "_bad_"; slow enough (0.6 s per tenant) for
     // progress to be reported while the rollout runs.
     let cm: ConfigMap = serde_json::from_value(json!({

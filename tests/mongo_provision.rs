@@ -36,7 +36,11 @@ fn admin_with(s: &MongoServer, set: MongoMigrationSet) -> MongoAdmin {
 fn tenant(name: &str) -> MongoTenant {
     let base = derived_base("tenant_", "mongo-tests", &unique(name));
     let names = tenant_mongo_names(&base, None).unwrap();
-    MongoTenant::new(&names, tenantdb::scram::generate_password())
+    MongoTenant::new(
+        &names,
+        tenantdb::scram::generate_password(),
+        format!("tenantdb.io/owner=test/{}", names.database),
+    )
 }
 
 async fn tenant_client(s: &MongoServer, t: &MongoTenant, password: &str) -> Client {
@@ -257,7 +261,7 @@ async fn provision_creates_everything_and_second_run_is_a_noop() {
         .unwrap();
     assert_eq!(rows_after as usize, all.len());
 
-    a.cleanup(&t.database, &t.user).await.unwrap();
+    a.cleanup(&t).await.unwrap();
 }
 
 #[tokio::test]
@@ -330,8 +334,8 @@ async fn auth_is_enforced_and_tenants_are_isolated() {
         .unwrap_err();
     assert_eq!(code(&e), Some(13), "createUser as tenant: {e}");
 
-    a.cleanup(&ta.database, &ta.user).await.unwrap();
-    a.cleanup(&tb.database, &tb.user).await.unwrap();
+    a.cleanup(&ta).await.unwrap();
+    a.cleanup(&tb).await.unwrap();
 }
 
 #[tokio::test]
@@ -412,7 +416,7 @@ async fn validators_are_enforced() {
     assert!(stats.data_size > 0, "{stats:?}");
     assert!(stats.collections >= 5, "{stats:?}");
 
-    a.cleanup(&t.database, &t.user).await.unwrap();
+    a.cleanup(&t).await.unwrap();
 }
 
 #[tokio::test]
@@ -521,7 +525,7 @@ async fn password_and_role_changes_are_reconciled() {
     );
     assert!(out.steps.is_empty());
 
-    a.cleanup(&t.database, &t.user).await.unwrap();
+    a.cleanup(&t).await.unwrap();
 }
 
 async fn roles_of(c: &Client, t: &MongoTenant) -> Vec<Bson> {
@@ -593,7 +597,7 @@ async fn over_quota_the_user_is_read_only_and_back() {
     a.provision(&t).await.unwrap();
     assert_eq!(roles_of(&c, &t).await, role("readWrite"));
     scratch.insert_one(doc! {"x": 3}).await.unwrap();
-    a.cleanup(&t.database, &t.user).await.unwrap();
+    a.cleanup(&t).await.unwrap();
 }
 
 const V5_CHANGE: &str = r#"
@@ -684,7 +688,7 @@ async fn newer_versions_collmod_drop_and_redefine() {
     assert_eq!(e.category(), "Conflict", "{e}");
     assert!(e.to_string().contains("downgrades"), "{e}");
 
-    a.cleanup(&t.database, &t.user).await.unwrap();
+    a.cleanup(&t).await.unwrap();
 }
 
 #[tokio::test]
@@ -717,7 +721,7 @@ async fn checksum_drift_is_detected_before_any_write() {
     let observed = a.observe(&t.database, &t.user).await.unwrap();
     assert!(observed.collections.contains_key("ai_messages"));
 
-    a.cleanup(&t.database, &t.user).await.unwrap();
+    a.cleanup(&t).await.unwrap();
 }
 
 #[tokio::test]
@@ -748,7 +752,7 @@ async fn apply_is_idempotent_when_steps_are_replayed() {
     let observed = a.observe(&t.database, &t.user).await.unwrap();
     assert!(tenantdb::mongo::plan(&desired, &observed).is_empty());
     assert!(observed.user.is_none());
-    a.cleanup(&t.database, &t.user).await.unwrap();
+    a.cleanup(&t).await.unwrap();
 }
 
 #[tokio::test]
@@ -766,10 +770,10 @@ async fn cleanup_drops_database_and_user_idempotently() {
         .await
         .unwrap();
 
-    let report = a.cleanup(&t.database, &t.user).await.unwrap();
+    let report = a.cleanup(&t).await.unwrap();
     assert!(report.database_dropped, "{report:?}");
     assert!(report.user_dropped, "{report:?}");
-    let again = a.cleanup(&t.database, &t.user).await.unwrap();
+    let again = a.cleanup(&t).await.unwrap();
     assert!(!again.database_dropped && !again.user_dropped, "{again:?}");
 
     let observed = a.observe(&t.database, &t.user).await.unwrap();
@@ -788,7 +792,7 @@ async fn cleanup_drops_database_and_user_idempotently() {
     // Re-provisioning after cleanup starts from scratch.
     let out = a.provision(&t).await.unwrap();
     assert_eq!(out.user, UserAction::Created);
-    a.cleanup(&t.database, &t.user).await.unwrap();
+    a.cleanup(&t).await.unwrap();
 }
 
 #[tokio::test]
@@ -824,7 +828,7 @@ async fn admin_errors_are_mapped_without_secrets() {
         .await
         .unwrap_err();
     assert!(!e.to_string().contains("Sup3rSecretPw"), "{e}");
-    good.cleanup(&t.database, &t.user).await.unwrap();
+    good.cleanup(&t).await.unwrap();
 }
 
 #[tokio::test]
@@ -847,7 +851,7 @@ async fn index_definitions_round_trip_through_the_server() {
             );
         }
     }
-    a.cleanup(&t.database, &t.user).await.unwrap();
+    a.cleanup(&t).await.unwrap();
 }
 
 #[tokio::test]
@@ -892,7 +896,7 @@ async fn ttl_monitor_expires_documents() {
         ww.count_documents(doc! {"msg_id": "kept"}).await.unwrap(),
         1
     );
-    a.cleanup(&t.database, &t.user).await.unwrap();
+    a.cleanup(&t).await.unwrap();
 }
 
 // ---- Behaviour in which the stand-in differs from mongod: checked on mongod
@@ -918,7 +922,7 @@ async fn same_keys_under_another_name_is_a_conflict() {
     let e = a.provision(&t).await.unwrap_err();
     assert_eq!(e.category(), "Conflict", "{e}");
     assert!(e.to_string().contains("IndexOptionsConflict (85)"), "{e}");
-    a.cleanup(&t.database, &t.user).await.unwrap();
+    a.cleanup(&t).await.unwrap();
 }
 
 #[tokio::test]
@@ -952,6 +956,116 @@ async fn tenant_list_databases_is_filtered_to_its_own() {
             "stand-in difference (checked): SecantusDB refuses listDatabases for a tenant user (13); mongod filters it"
         );
     }
-    a.cleanup(&ta.database, &ta.user).await.unwrap();
-    a.cleanup(&tb.database, &tb.user).await.unwrap();
+    a.cleanup(&ta).await.unwrap();
+    a.cleanup(&tb).await.unwrap();
+}
+
+/// Ownership: a second Tenant naming the same database (another namespace's attacker) gets a
+/// `Conflict` and changes nothing — the owner's user keeps its password and role, its documents
+/// stay, and the attacker's cleanup drops nothing. The registry is only writable by the admin.
+#[tokio::test]
+async fn a_database_registered_to_another_tenant_is_never_touched() {
+    let Some(s) = server("a_database_registered_to_another_tenant_is_never_touched") else {
+        return;
+    };
+    let a = admin(s);
+    let victim = tenant("own_victim");
+    a.provision(&victim).await.unwrap();
+    let vc = tenant_client(s, &victim, &victim.password).await;
+    vc.database(victim.database.as_str())
+        .collection::<Document>("notes")
+        .insert_one(doc! {"secret": "victim"})
+        .await
+        .unwrap();
+    assert_eq!(
+        a.registered_owner(&victim.database)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(victim.owner.as_str())
+    );
+    // The attacker: same database and user names, another owner, its own password.
+    let mut attacker = victim.clone_for_test("tenantdb.io/owner=ns1/mattack");
+    attacker.password = tenantdb::scram::generate_password();
+    attacker.adopt_unmarked = true; // even claiming to have provisioned it does not help
+    let e = a.provision(&attacker).await.unwrap_err();
+    assert_eq!(e.category(), "Conflict", "{e}");
+    let report = a.cleanup(&attacker).await.unwrap();
+    assert!(
+        !report.database_dropped && !report.user_dropped,
+        "{report:?}"
+    );
+    assert!(report.skipped.is_some());
+    // The victim still logs in with its own password and reads its document.
+    let vc = tenant_client(s, &victim, &victim.password).await;
+    let n = vc
+        .database(victim.database.as_str())
+        .collection::<Document>("notes")
+        .count_documents(doc! {})
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    // The attacker's password does not log in.
+    let ac = tenant_client(s, &attacker, &attacker.password).await;
+    assert!(
+        ac.database(victim.database.as_str())
+            .run_command(doc! {"ping": 1})
+            .await
+            .is_err()
+    );
+    // A tenant user cannot write the registry.
+    let e = vc
+        .database(tenantdb::mongo::REGISTRY_DATABASE)
+        .collection::<Document>(tenantdb::mongo::REGISTRY_COLLECTION)
+        .insert_one(doc! {"_id": "forged", "owner": "x"})
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), Some(13), "{e}");
+    a.cleanup(&victim).await.unwrap();
+    assert_eq!(a.registered_owner(&victim.database).await.unwrap(), None);
+}
+
+/// Upgrade path: a database and user created before the registry are adopted only by the Tenant
+/// whose status names them **and** whose Secret's password matches the user; anyone else gets a
+/// `Conflict`.
+#[tokio::test]
+async fn an_unregistered_database_is_adopted_only_when_unambiguous() {
+    let Some(s) = server("an_unregistered_database_is_adopted_only_when_unambiguous") else {
+        return;
+    };
+    let a = admin(s);
+    let t = tenant("legacy");
+    // What an earlier version left: user and data, no registry entry.
+    let raw = raw_admin(s).await;
+    let db = raw.database(t.database.as_str());
+    db.run_command(doc! {
+        "createUser": &t.user, "pwd": &t.password,
+        "roles": [{"role": "readWrite", "db": t.database.as_str()}],
+        "mechanisms": ["SCRAM-SHA-256"],
+    })
+    .await
+    .unwrap();
+    db.collection::<Document>("legacy_docs")
+        .insert_one(doc! {"x": 1})
+        .await
+        .unwrap();
+    // Not claimed by the status: Conflict.
+    let e = a.provision(&t).await.unwrap_err();
+    assert_eq!(e.category(), "Conflict", "{e}");
+    // Claimed by the status but with another password (another Tenant's Secret): Conflict.
+    let mut wrong = t.clone_for_test(&t.owner);
+    wrong.password = tenantdb::scram::generate_password();
+    wrong.adopt_unmarked = true;
+    let e = a.provision(&wrong).await.unwrap_err();
+    assert_eq!(e.category(), "Conflict", "{e}");
+    assert_eq!(a.registered_owner(&t.database).await.unwrap(), None);
+    // The Tenant whose status and Secret match: adopted and registered.
+    let mut owner = t.clone_for_test(&t.owner);
+    owner.adopt_unmarked = true;
+    a.provision(&owner).await.unwrap();
+    assert_eq!(
+        a.registered_owner(&t.database).await.unwrap().as_deref(),
+        Some(t.owner.as_str())
+    );
+    a.cleanup(&owner).await.unwrap();
 }

@@ -318,28 +318,84 @@ async fn cleanup_copes_with_connected_sessions_and_owned_objects() {
     assert_eq!(report.dropped.len(), 2, "{report:?}");
 }
 
+/// With `log_statement = 'all'` the server log holds this tenant's `CREATE ROLE` and `ALTER ROLE …
+/// PASSWORD` statements, each with a SCRAM-SHA-256 verifier (4096 iterations) and never the
+/// password. Setting the same password twice stores two different verifiers (fresh salt).
 #[tokio::test]
 async fn server_logs_never_contain_the_password() {
-    let admin = admin();
-    let shared = admin.admin_pool();
-    shared
-        .execute("ALTER SYSTEM SET log_statement = 'all'")
+    let setup = admin();
+    let pool = setup.admin_pool();
+    pool.execute("ALTER SYSTEM SET log_statement = 'all'")
         .await
         .unwrap();
-    shared.execute("SELECT pg_reload_conf()").await.unwrap();
+    pool.execute("SELECT pg_reload_conf()").await.unwrap();
+    // The reload is asynchronous: wait until a new session sees it. The PgAdmin below connects
+    // only after that (its pools are lazy), so every statement it sends is logged.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut c = connect_as("postgres", "postgres", pg().superuser_password())
+            .await
+            .unwrap();
+        let v: String = sqlx::query_scalar("SHOW log_statement")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+        if v == "all" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "log_statement not reloaded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let admin = admin();
     let a = desired("logs", "alpha", Isolation::Database);
     provision(&admin, &a).await;
-    shared
-        .execute("ALTER SYSTEM RESET log_statement")
+    let role = a.names.role.as_str();
+    let verifier_of = |pool: sqlx::PgPool| async move {
+        let v: String = sqlx::query_scalar("SELECT rolpassword FROM pg_authid WHERE rolname = $1")
+            .bind(role)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        v
+    };
+    let first = verifier_of(admin.admin_pool().clone()).await;
+    // The same password again: a new verifier.
+    admin
+        .apply(&a, &[Step::SetPassword(Slot::Primary)])
         .await
         .unwrap();
-    shared.execute("SELECT pg_reload_conf()").await.unwrap();
+    let second = verifier_of(admin.admin_pool().clone()).await;
+    pool.execute("ALTER SYSTEM RESET log_statement")
+        .await
+        .unwrap();
+    pool.execute("SELECT pg_reload_conf()").await.unwrap();
+    for v in [&first, &second] {
+        assert!(v.starts_with("SCRAM-SHA-256$4096:"), "{v}");
+        assert!(tenantdb::scram::matches(&a.password, v));
+    }
+    assert_ne!(first, second, "two verifiers of one password differ (salt)");
     let log = common::pg().log();
-    assert!(log.contains("CREATE ROLE"), "statement logging was on");
-    assert!(
-        log.contains("SCRAM-SHA-256$4096:"),
-        "only the verifier is sent"
-    );
+    for (what, prefix) in [
+        (
+            "CREATE ROLE",
+            format!("CREATE ROLE \"{role}\" LOGIN PASSWORD '"),
+        ),
+        ("ALTER ROLE", format!("ALTER ROLE \"{role}\" PASSWORD '")),
+    ] {
+        let line = log
+            .lines()
+            .find(|l| l.contains(&prefix))
+            .unwrap_or_else(|| panic!("{what} of {role} not in the server log"));
+        assert!(
+            line.contains(&format!("{prefix}SCRAM-SHA-256$4096:")),
+            "{what} sent something else than a verifier: {line}"
+        );
+    }
+    // The logged verifiers are the stored ones.
+    assert!(log.contains(&first) && log.contains(&second));
     assert!(
         !log.contains(&a.password),
         "plaintext password reached the server log"

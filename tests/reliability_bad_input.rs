@@ -1,12 +1,14 @@
 //! Reliability: the bad-input corpus (issue #9). Data: `tests/support/bad_inputs.rs`.
 //!
-//! Every case is either refused by the API server (422 Invalid / 400 strict decoding, with a message
-//! naming the field) or ends with a clear condition (Ready=False, reason InvalidSpec/Conflict,
-//! non-empty message, phase Failed) and a Warning Event. Nothing hostile is executed: the throwaway
-//! server runs with `log_statement = 'all'` and its log must not contain any hostile string or any
-//! statement on a refused name; no role/database/schema beyond the expected ones appears. A healthy
-//! canary Tenant created first stays Ready throughout (sampled continuously) and its credentials
-//! keep working.
+//! Every case (exactly [`EXPECTED_CASES`]) is either refused by the API server (422 Invalid / 400
+//! strict decoding, with a message naming the field by its whole path) or ends with a clear
+//! condition (Ready=False, reason InvalidSpec/Conflict, non-empty message, phase Failed) and a
+//! Warning Event. Nothing hostile is executed: the throwaway server runs with
+//! `log_statement = 'all'`; its log must not contain any hostile marker (cases the operator refuses
+//! carry one too: their own name, which any statement for them would contain), any statement on a
+//! refused name (quoted or unquoted), or any `ERROR`; no role, database or schema of the shared
+//! database beyond the expected ones appears. A healthy canary Tenant created first stays Ready
+//! throughout (sampled continuously) and its credentials keep working.
 
 #[path = "support/bad_inputs.rs"]
 mod bad_inputs;
@@ -14,6 +16,8 @@ mod bad_inputs;
 mod e2e;
 #[path = "support/reliability.rs"]
 mod reliability;
+#[path = "support/sql_scan.rs"]
+mod sql_scan;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -30,6 +34,10 @@ use sqlx::Executor;
 use tenantdb::crd::{Tenant, TenantPhase};
 
 const T: Duration = Duration::from_secs(60);
+
+/// Cases in the corpus: 59 at creation (`bad_inputs::creation_cases`), 5 conflicts, 5 updates,
+/// 1 unknown field pruned.
+const EXPECTED_CASES: usize = 70;
 
 fn dyn_api(env: &Env, ns: &str) -> Api<DynamicObject> {
     Api::namespaced_with(env.client.clone(), ns, &ApiResource::erase::<Tenant>(&()))
@@ -84,13 +92,14 @@ fn assert_rejected(id: &str, r: Result<(), kube::Error>, code: u16, field: &str)
     };
     let (got, msg) = api_error(&e);
     assert_eq!(got, code, "{id}: status code ({msg})");
-    // The message names the field by its path (`spec.quotas.storage`) or, for metadata, `metadata.name`.
-    let leaf = field.rsplit('.').next().unwrap();
+    // The message names the field by its whole path (`spec.quotas.storage`, `metadata.name`).
     assert!(
-        msg.contains(field)
-            || (field == "metadata.name" && msg.contains("metadata.name"))
-            || msg.contains(leaf),
-        "{id}: message does not mention {field}: {msg}"
+        field.starts_with("spec.") || field.starts_with("metadata."),
+        "{id}: {field} is not a whole path"
+    );
+    assert!(
+        msg.contains(field),
+        "{id}: message does not name {field}: {msg}"
     );
 }
 
@@ -122,7 +131,10 @@ async fn assert_condition(env: &Env, id: &str, ns: &str, name: &str, reason: &st
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_corpus_is_refused_without_side_effects() {
     let started = std::time::Instant::now();
-    let env = Env::start().await;
+    // `--explicit-names any`: the corpus's explicit names are refused for what they are (syntax,
+    // reserved, conflicts with marked objects), not for the namespace policy, which is tested in
+    // tests/e2e_names.rs.
+    let env = Env::start_with(&["--explicit-names", "any"]).await;
 
     // A healthy canary first, sampled in the background for the whole test.
     env.create_tenant(
@@ -291,19 +303,19 @@ async fn bad_input_corpus_is_refused_without_side_effects() {
             "update-add-databasename",
             "mutable",
             json!({"spec": {"databaseName": "added_later"}}),
-            "databaseName",
+            "spec.databaseName",
         ),
         (
             "update-remove-databasename",
             "named",
             json!({"spec": {"databaseName": null}}),
-            "databaseName",
+            "spec.databaseName",
         ),
         (
             "update-change-databasename",
             "named",
             json!({"spec": {"databaseName": "renamed_db"}}),
-            "databaseName",
+            "spec.databaseName",
         ),
         (
             "update-isolation-database-to-schema",
@@ -339,18 +351,35 @@ async fn bad_input_corpus_is_refused_without_side_effects() {
     assert!(raw.get("superuser").is_none(), "unknown field kept: {raw}");
     n_cases += 1;
     eprintln!("{n_cases} bad-input cases checked");
-    assert!(n_cases >= 40, "corpus too small: {n_cases}");
+    assert_eq!(
+        n_cases, EXPECTED_CASES,
+        "every case of the corpus is checked, no more, no less"
+    );
+    let mut ids: BTreeSet<&str> = cases.iter().map(|c| c.id).collect();
+    ids.extend(conflicts.iter().map(|c| c.0));
+    ids.extend(updates.iter().map(|u| u.0));
+    ids.insert("unknown-pruned");
+    assert_eq!(ids.len(), n_cases, "case ids are unique");
 
     // 5. Nothing hostile reached PostgreSQL or the operator.
     let pg_log = env.pg.log()[log_mark..].to_string();
     let op_log = env.operator_log();
+    let mut markers = 0;
     for c in &cases {
-        if let Some(h) = &c.hostile {
+        let Some(h) = &c.hostile else { continue };
+        markers += 1;
+        // The marker as written and as a derived identifier would spell it.
+        let ident = h.replace(['-', '.'], "_");
+        for form in [h.as_str(), ident.as_str()] {
             assert!(
-                !pg_log.contains(h.as_str()),
-                "{}: hostile text {h:?} reached PostgreSQL",
+                !pg_log.contains(form),
+                "{}: hostile text {form:?} reached PostgreSQL",
                 c.id
             );
+        }
+        // The operator necessarily reads what it refuses itself; what the API refused never
+        // reaches it.
+        if matches!(c.expect, Expect::Rejected { .. }) {
             assert!(
                 !op_log.contains(h.as_str()),
                 "{}: hostile text {h:?} reached the operator",
@@ -358,8 +387,45 @@ async fn bad_input_corpus_is_refused_without_side_effects() {
             );
         }
     }
-    // Names the operator refused never appear as identifiers in a statement (the operator always
-    // double-quotes identifiers; observation queries bind names as parameters).
+    let refused_by_operator = cases
+        .iter()
+        .filter(|c| matches!(c.expect, Expect::Condition { .. }))
+        .count();
+    assert!(
+        cases
+            .iter()
+            .filter(|c| matches!(c.expect, Expect::Condition { .. }))
+            .all(|c| c.hostile.is_some()),
+        "every operator-refused case carries a marker"
+    );
+    assert!(markers > refused_by_operator, "{markers} markers");
+    // Names the operator refused never appear as identifiers in a statement, quoted or not (the
+    // operator double-quotes identifiers and binds names it looks up as parameters). Unquoted, a
+    // name is an identifier where a keyword that takes one comes right before it (`ROLE x`,
+    // `DATABASE x`, `TO x`, …); the operator's own `rolname = current_user` is an expression.
+    let statements = sql_scan::logged_statements(&pg_log);
+    assert!(
+        statements.len() > 20,
+        "statement logging: {}",
+        statements.len()
+    );
+    const TAKES_IDENTIFIER: &[&str] = &[
+        "ROLE",
+        "USER",
+        "DATABASE",
+        "SCHEMA",
+        "AUTHORIZATION",
+        "TO",
+        "FROM",
+        "BY",
+        "EXISTS",
+        "IN",
+        "GRANT",
+        "REVOKE",
+        "OWNED",
+        "TABLE",
+        "ON",
+    ];
     for ident in [
         "current_user",
         "session_user",
@@ -371,12 +437,32 @@ async fn bad_input_corpus_is_refused_without_side_effects() {
         "renamed_db",
     ] {
         let quoted = format!("\"{ident}\"");
-        let hit = pg_log.lines().find(|l| l.contains(&quoted));
+        let hit = statements.iter().find(|st| st.contains(&quoted));
         assert!(
             hit.is_none(),
             "statement on refused name {quoted} executed: {hit:?}"
         );
+        for st in &statements {
+            let t = sql_scan::scan(st).unwrap_or_else(|e| panic!("{e}"));
+            for w in t.bare.windows(2) {
+                assert!(
+                    !(w[1] == ident
+                        && TAKES_IDENTIFIER.contains(&w[0].to_ascii_uppercase().as_str())),
+                    "statement on refused name {ident} (unquoted) executed: {st}"
+                );
+            }
+        }
     }
+    // No statement failed: a statement the operator should not have run shows up here too.
+    let errors: Vec<&str> = pg_log
+        .lines()
+        .filter(|l| l.contains("ERROR:") || l.contains("FATAL:"))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "unexpected errors in the PostgreSQL log:\n{}",
+        errors.join("\n")
+    );
     assert!(
         pg_log.contains("statement:"),
         "statement logging is not active"
@@ -402,7 +488,24 @@ async fn bad_input_corpus_is_refused_without_side_effects() {
             "unexpected tenantdb object: {o:?}"
         );
     }
-    let (roles, dbs, _schemas) = reliability::all_catalog_names(&env).await;
+    let (roles, dbs, schemas) = reliability::all_catalog_names(&env).await;
+    let tenant_schemas: BTreeSet<String> = objs
+        .iter()
+        .filter(|o| o.kind == "schema")
+        .map(|o| o.name.clone())
+        .collect();
+    for sc in &schemas {
+        assert!(
+            sc == "public" || tenant_schemas.contains(sc),
+            "unexpected schema {sc} in the shared database"
+        );
+    }
+    // The schema tenants of this test have their schemas (and nothing else does).
+    assert_eq!(
+        tenant_schemas.len(),
+        3,
+        "schemas of canary, mutable and unknown-pruned: {tenant_schemas:?}"
+    );
     let tenant_roles: BTreeSet<String> = objs
         .iter()
         .filter(|o| o.kind == "role")

@@ -1063,3 +1063,56 @@ async fn storage_is_estimated_per_tenant_from_its_share_of_the_rows() {
             .is_err()
     );
 }
+
+/// Rows in tables that are not partitioned count too. `pg_partition_tree()` returns no row for a
+/// plain table, so summing its leaves measured every plain table (`saas_tenants`, `saas_users`,
+/// …) as 0 bytes: a tenant's rows there were free (found by `tests/quoting_pg.rs`).
+#[tokio::test]
+async fn storage_counts_rows_in_plain_tables() {
+    let admin = admin();
+    let layout = layout_for("tenantdb_rls_plain");
+    ensure_layout(&admin, &layout, &MigrationSet::bundled())
+        .await
+        .unwrap();
+    let t = create_tenant(&admin, &layout, "plain_rows", "plain").await;
+    register_tenant(&admin, &layout, &t.role, &t.secondary, &t.id)
+        .await
+        .unwrap();
+    let mut c = login(&t).await;
+    exec(
+        &mut c,
+        &format!(
+            "INSERT INTO saas_tenants (id, tenant_code, tenant_name) VALUES ('{}', 'plain', 'Plain')",
+            t.id
+        ),
+    )
+    .await
+    .unwrap();
+    exec(
+        &mut c,
+        &format!(
+            "INSERT INTO saas_users (id, tenant_id, username) \
+             SELECT 'plain-' || g, '{}', 'user-' || g FROM generate_series(1, 200) AS g",
+            t.id
+        ),
+    )
+    .await
+    .unwrap();
+    // The tenant owns every row of both tables: its share is their whole size.
+    let pool = admin.shared_pool().await.unwrap().clone();
+    let tables: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT (pg_total_relation_size('{s}.saas_tenants') + pg_total_relation_size('{s}.saas_users'))::bigint",
+        s = layout.schema.as_str()
+    )))
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let estimate = shared::tenant_storage_bytes(&admin, &layout, &t.id)
+        .await
+        .unwrap();
+    assert!(tables > 0);
+    assert_eq!(
+        estimate, tables,
+        "the tenant's rows in plain tables must be measured"
+    );
+}

@@ -22,6 +22,7 @@ use tenantdb::crd::Isolation;
 use tenantdb::migrate::{self, Direction, MigrationSet, MigrationTarget};
 use tenantdb::pg::PgAdmin;
 use tenantdb::pg::plan::{Desired, plan};
+use tenantdb::pg::session::Credentials;
 use tenantdb::scram::generate_password;
 
 const FILES: &[(&str, &str)] = &[
@@ -112,7 +113,10 @@ async fn provision(admin: &PgAdmin, ns: &str, name: &str, iso: Isolation) -> Rol
         .unwrap();
     let steps = plan(&desired, &observed).unwrap();
     admin.apply(&desired, &steps).await.unwrap();
-    RolloutTenant::new(name, desired.names)
+    // The migrator logs in as the tenant (never on the admin session), like the controller does
+    // with the credentials of the tenant's Secret.
+    let creds = Credentials::new(desired.names.role.clone(), desired.password.clone());
+    RolloutTenant::new(name, desired.names).with_credentials(creds)
 }
 
 async fn fleet(

@@ -22,6 +22,8 @@ use crate::pg::PgAdmin;
 pub struct OperatorSettings {
     /// Prefix of derived PostgreSQL names (default `tenant_`).
     pub name_prefix: String,
+    /// Which explicit names a namespace may claim (`--explicit-names`).
+    pub explicit_names: crate::naming::ExplicitNames,
     /// Host written to credentials Secrets (default: the admin URL's host).
     pub tenant_host: Option<String>,
     /// Port written to credentials Secrets (default: the admin URL's port).
@@ -46,6 +48,9 @@ pub struct OperatorSettings {
     pub health_concurrency: usize,
     /// Routine resyncs of Ready, unchanged objects running at once (see [`Context::admit_resync`]).
     pub max_concurrent_resyncs: usize,
+    /// TenantMigration rollout passes running at once (each migrates up to its `maxParallel`
+    /// tenants at a time); they run in the background, outside the controller's reconcile slots.
+    pub max_concurrent_rollouts: usize,
     /// Unchanged usage/health results are re-reported in status at most this often.
     pub status_report_interval: Duration,
     /// Minimum time between partition maintenance runs of one tenant.
@@ -67,6 +72,7 @@ impl Default for OperatorSettings {
     fn default() -> Self {
         Self {
             name_prefix: "tenant_".into(),
+            explicit_names: crate::naming::ExplicitNames::Namespace,
             tenant_host: None,
             tenant_port: None,
             resync: Duration::from_secs(300),
@@ -79,6 +85,7 @@ impl Default for OperatorSettings {
             health_interval: Duration::from_secs(300),
             health_concurrency: 4,
             max_concurrent_resyncs: 4,
+            max_concurrent_rollouts: 8,
             status_report_interval: Duration::from_secs(3600),
             partition_interval: Duration::from_secs(6 * 3600),
             partition_months_ahead: 2,
@@ -87,28 +94,62 @@ impl Default for OperatorSettings {
     }
 }
 
-/// Per-object consecutive failure counts for exponential backoff.
+/// Per-object consecutive failures, for exponential backoff that holds however a reconcile is
+/// triggered.
+///
+/// kube-runtime runs a reconcile as soon as any trigger arrives (a watch event of the object, of
+/// an object it watches, its own status write), even when the error policy asked for a later
+/// requeue. So the delay is also recorded here, with the facts of the object it was computed for
+/// ([`Backoff::next_delay_for`]), and [`Backoff::hold`] tells a reconcile that arrives earlier,
+/// for unchanged facts, to wait instead of retrying (a changed spec is retried at once).
 #[derive(Debug, Default)]
 pub struct Backoff {
-    failures: Mutex<HashMap<String, u32>>,
+    failures: Mutex<HashMap<String, Failing>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Failing {
+    count: u32,
+    retry_at: Instant,
+    facts: u64,
 }
 
 impl Backoff {
     /// Records a failure and returns the delay before the next attempt: base·2^(n-1), capped,
-    /// with ±20 % jitter so that many tenants failing together do not retry in lockstep.
+    /// with ±20 % jitter so that many objects failing together do not retry in lockstep.
     pub fn next_delay(&self, key: &str, base: Duration, max: Duration) -> Duration {
-        let n = match self.failures.lock() {
-            Ok(mut m) => {
-                let e = m.entry(key.to_string()).or_insert(0);
-                *e = e.saturating_add(1);
-                *e
-            }
-            Err(_) => 1,
+        self.next_delay_for(key, 0, base, max)
+    }
+
+    /// [`Backoff::next_delay`] for an object whose reconcile depends on `facts` (a hash of its
+    /// generation, labels, annotations, …): [`Backoff::hold`] keeps reconciles with the same facts
+    /// from retrying before the delay is over.
+    pub fn next_delay_for(&self, key: &str, facts: u64, base: Duration, max: Duration) -> Duration {
+        let Ok(mut m) = self.failures.lock() else {
+            return base;
         };
+        let n = m.get(key).map_or(0, |f| f.count).saturating_add(1);
         let exp = base.saturating_mul(1u32 << (n - 1).min(20));
         let capped = exp.min(max);
         let jitter = rand::rng().random_range(0.8..1.2);
-        capped.mul_f64(jitter).min(max)
+        let delay = capped.mul_f64(jitter).min(max);
+        m.insert(
+            key.to_string(),
+            Failing {
+                count: n,
+                retry_at: Instant::now() + delay,
+                facts,
+            },
+        );
+        delay
+    }
+
+    /// How long a reconcile of `key` with `facts` must still wait after the last failure (`None`:
+    /// go ahead — no failure recorded, the delay is over, or the facts changed).
+    pub fn hold(&self, key: &str, facts: u64) -> Option<Duration> {
+        let now = Instant::now();
+        let f = self.failures.lock().ok()?.get(key).copied()?;
+        (f.facts == facts && f.retry_at > now).then(|| f.retry_at - now)
     }
 
     /// Forgets failures of an object after a success.
@@ -123,9 +164,27 @@ impl Backoff {
         self.failures
             .lock()
             .ok()
-            .and_then(|m| m.get(key).copied())
+            .and_then(|m| m.get(key).map(|f| f.count))
             .unwrap_or(0)
     }
+}
+
+/// A hash of what a reconcile of `obj` depends on besides the outside world (see [`MetaFacts`]):
+/// the key [`Backoff::hold`] compares.
+pub fn facts_hash<K: Resource>(obj: &K) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let f = MetaFacts::of(obj);
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (
+        f.uid,
+        f.generation,
+        f.deleting,
+        f.finalizers,
+        f.labels,
+        f.annotations,
+    )
+        .hash(&mut h);
+    h.finish()
 }
 
 /// Per-object values kept in memory by key (`kind/namespace/name`). A poisoned lock reads as
@@ -288,6 +347,8 @@ pub struct Context {
     schema_versions: Memo<Option<i64>>,
     settled: Memo<Settled>,
     touches: Memo<u64>,
+    /// Tenants admitted under `--max-tenants` (see [`Context::admit_tenant`]).
+    admitted: Mutex<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -338,7 +399,38 @@ impl Context {
             schema_versions: Memo::default(),
             settled: Memo::default(),
             touches: Memo::default(),
+            admitted: Mutex::new(std::collections::HashSet::new()),
         }
+    }
+
+    /// Admission under `--max-tenants`: whether the Tenant `key` may be provisioned, given the
+    /// keys of the Tenants the cache shows provisioned. Decided under one lock, and a Tenant that
+    /// is admitted is counted from then on (before its status says `Provisioned`), so concurrent
+    /// reconciles never admit more than `max` together. An admitted Tenant keeps its place until
+    /// it is forgotten (deleted).
+    pub fn admit_tenant(
+        &self,
+        key: &str,
+        max: usize,
+        provisioned: impl IntoIterator<Item = String>,
+    ) -> bool {
+        let Ok(mut admitted) = self.admitted.lock() else {
+            return false;
+        };
+        if admitted.contains(key) {
+            return true;
+        }
+        let mut taken: std::collections::HashSet<String> = provisioned.into_iter().collect();
+        if taken.contains(key) {
+            admitted.insert(key.to_string());
+            return true;
+        }
+        taken.extend(admitted.iter().cloned());
+        if taken.len() >= max {
+            return false;
+        }
+        admitted.insert(key.to_string());
+        true
     }
 
     /// When a tenant's partitions were last maintained.
@@ -549,6 +641,9 @@ impl Context {
         self.partitions.remove(key);
         self.schema_versions.remove(key);
         self.migration_written.remove(key);
+        if let Ok(mut a) = self.admitted.lock() {
+            a.remove(key);
+        }
         self.backoff.reset(key);
         self.metrics.set_phase(key, None);
     }
@@ -564,6 +659,7 @@ impl Context {
     ) where
         K: Resource<DynamicType = ()>,
     {
+        let note = bounded_note(note);
         // kube-runtime names Events `<object name>.<16 hex>`: past 253 bytes the API refuses them,
         // so Events of very long-named objects get a generated name instead (no series merging).
         if obj.meta().name.as_ref().is_some_and(|n| n.len() > 200) {
@@ -628,6 +724,23 @@ impl Context {
     }
 }
 
+/// Longest Event note the Events API accepts (`note` must be shorter than 1 KiB).
+pub const MAX_EVENT_NOTE: usize = 1023;
+
+/// An Event note within [`MAX_EVENT_NOTE`] bytes: longer notes (an error message of a migration,
+/// a list of steps) are cut at a character boundary and end with `…`; the reason is separate and
+/// always kept.
+pub fn bounded_note(note: String) -> String {
+    if note.len() <= MAX_EVENT_NOTE {
+        return note;
+    }
+    let mut end = MAX_EVENT_NOTE - '…'.len_utf8();
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &note[..end])
+}
+
 /// `kind/namespace/name` key for per-object bookkeeping.
 pub fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
     object_key_for::<K>(&obj.namespace().unwrap_or_default(), &obj.name_any())
@@ -641,6 +754,18 @@ pub fn object_key_for<K: Resource<DynamicType = ()>>(namespace: &str, name: &str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_notes_stay_under_the_events_api_limit() {
+        assert_eq!(bounded_note("short".into()), "short");
+        for n in [1023, 1024, 5000] {
+            for unit in ["a", "é", "漢"] {
+                let note = bounded_note(unit.repeat(n));
+                assert!(note.len() <= MAX_EVENT_NOTE, "{} bytes", note.len());
+            }
+        }
+        assert!(bounded_note("x".repeat(2000)).ends_with('…'));
+    }
 
     #[test]
     fn a_settled_object_waits_for_its_resync_unless_its_facts_change() {
@@ -740,5 +865,20 @@ mod tests {
         b.reset("k");
         assert_eq!(b.failures("k"), 0);
         assert!(b.next_delay("k", base, max) <= Duration::from_millis(1200));
+    }
+
+    #[test]
+    fn backoff_holds_early_triggers_unless_the_facts_change() {
+        let b = Backoff::default();
+        assert_eq!(b.hold("k", 7), None, "no failure: go");
+        let d = b.next_delay_for("k", 7, Duration::from_secs(10), Duration::from_secs(60));
+        let held = b.hold("k", 7).expect("an early trigger waits");
+        assert!(held <= d && held > Duration::from_secs(5));
+        assert_eq!(b.hold("k", 8), None, "changed facts: retry at once");
+        b.next_delay_for("j", 1, Duration::from_millis(1), Duration::from_millis(1));
+        std::thread::sleep(Duration::from_millis(5)); // let the 1 ms delay pass
+        assert_eq!(b.hold("j", 1), None, "delay over");
+        b.reset("k");
+        assert_eq!(b.hold("k", 7), None);
     }
 }

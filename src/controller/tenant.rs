@@ -16,7 +16,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
-use super::{Context, MetaFacts, object_key, object_key_for};
+use super::{Context, MetaFacts, facts_hash, object_key, object_key_for};
 use crate::crd::{DeletionPolicy, Tenant, TenantPhase, TenantStatus};
 use crate::error::{Error, Result};
 use crate::migrate::{self, MigrationTarget};
@@ -178,6 +178,16 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action>
     let started = Instant::now();
     let ns = tenant.namespace().unwrap_or_default();
     let api: Api<Tenant> = Api::namespaced(ctx.client.clone(), &ns);
+    // A deleting Tenant whose cleanup failed waits out its backoff here, before the finalizer
+    // helper (which removes the finalizer whenever cleanup returns Ok).
+    if tenant.meta().deletion_timestamp.is_some()
+        && let Some(wait) = ctx
+            .backoff
+            .hold(&object_key(tenant.as_ref()), facts_hash(tenant.as_ref()))
+    {
+        debug!(?wait, "backing off after a failed cleanup");
+        return Ok(Action::requeue(wait));
+    }
     let ctx2 = ctx.clone();
     let result = finalizer(&api, FINALIZER, tenant.clone(), |event| async move {
         debug!("reconcile started");
@@ -193,12 +203,10 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action>
         finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => Error::from(e),
         other => Error::Internal(other.to_string()),
     });
-    let key = object_key(tenant.as_ref());
-    match &result {
-        Ok(_) => ctx.backoff.reset(&key),
-        Err(e) => {
-            warn!(tenant = %tenant.name_any(), namespace = %ns, category = e.category(), error = %e, "reconcile failed")
-        }
+    // (Backoff is reset by the paths that succeeded, not here: a reconcile that only waited out
+    // its backoff returns Ok too.)
+    if let Err(e) = &result {
+        warn!(tenant = %tenant.name_any(), namespace = %ns, category = e.category(), error = %e, "reconcile failed")
     }
     ctx.metrics.observe_reconcile(
         CONTROLLER,
@@ -208,10 +216,12 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action>
     result
 }
 
-/// Transient errors: per-object exponential backoff with jitter and a cap.
+/// Transient errors: per-object exponential backoff with jitter and a cap, held against early
+/// triggers for unchanged facts ([`crate::controller::Backoff::hold`]).
 pub fn error_policy(tenant: Arc<Tenant>, _err: &Error, ctx: Arc<Context>) -> Action {
-    let delay = ctx.backoff.next_delay(
+    let delay = ctx.backoff.next_delay_for(
         &object_key(tenant.as_ref()),
+        facts_hash(tenant.as_ref()),
         ctx.settings.backoff_base,
         ctx.settings.backoff_max,
     );
@@ -272,6 +282,14 @@ async fn apply(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
         return Ok(Action::requeue(wait));
     }
     ctx.unsettle(&key);
+    // After a failure, triggers that change nothing of the Tenant (its own status write, a watch
+    // event of its Secret, another controller's write) wait out the backoff instead of retrying
+    // at once: every retry is spaced exponentially, whatever triggers it.
+    if let Some(wait) = ctx.backoff.hold(&key, facts_hash(tenant.as_ref())) {
+        debug!(?wait, "backing off after a failure");
+        ctx.metrics.reconcile_unchanged(CONTROLLER);
+        return Ok(Action::requeue(wait));
+    }
     // Routine resyncs share a bounded number of slots; new and changed Tenants never wait for them.
     let _resync_permit = if is_routine_resync(&tenant) {
         match ctx.admit_resync() {
@@ -284,8 +302,16 @@ async fn apply(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
     } else {
         None
     };
-    match provision(&tenant, &ctx).await {
+    // Admission under --max-tenants, before anything is created.
+    let provisioned = match check_tenant_limit(&tenant, &ctx) {
+        Ok(true) => provision(&tenant, &ctx).await,
+        // The count is unknown until the Tenant cache has synced: look again in a moment.
+        Ok(false) => return Ok(Action::requeue(Duration::from_millis(500))),
+        Err(e) => Err(e),
+    };
+    match provisioned {
         Ok(outcome) => {
+            ctx.backoff.reset(&key);
             let status = ready_status(&tenant, &outcome);
             let before = tenant
                 .status
@@ -338,7 +364,25 @@ async fn apply(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
             ctx.settle(&key, facts, touches, resync);
             Ok(Action::requeue(resync))
         }
+        Err(e @ Error::Capacity(_)) => {
+            ctx.backoff.reset(&key);
+            // Not an error of this Tenant: it waits (phase Pending, no Warning storm) and is looked
+            // at again shortly, so it is placed as soon as room appears.
+            let status = waiting_status(&tenant, &e);
+            if write_status(&tenant, &ctx, status).await? {
+                ctx.event(
+                    tenant.as_ref(),
+                    EventType::Normal,
+                    e.category(),
+                    "Admit",
+                    e.to_string(),
+                )
+                .await;
+            }
+            Ok(Action::requeue(CAPACITY_RECHECK))
+        }
         Err(e) if e.is_permanent() => {
+            ctx.backoff.reset(&key);
             let status = failed_status(&tenant, &e, None);
             let changed = write_status(&tenant, &ctx, status).await?;
             if changed {
@@ -484,7 +528,7 @@ async fn provision_mongo(
         .and_then(|s| secret::read_key(s, "mongodbPassword"))
         .filter(|p| !p.is_empty())
         .unwrap_or_else(crate::scram::generate_password);
-    let mut mt = crate::mongo::MongoTenant::new(&mnames, password.clone());
+    let mut mt = mongo_tenant(tenant, names, &mnames, password.clone());
     mt.up_to_version = tenant
         .spec
         .mongodb
@@ -570,7 +614,6 @@ async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
         })?,
         None => rotation::DEFAULT_GRACE,
     };
-    check_tenant_limit(tenant, ctx)?;
     let ns = tenant
         .namespace()
         .ok_or_else(|| Error::InvalidSpec("Tenant has no namespace".into()))?;
@@ -616,6 +659,20 @@ async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
         .unwrap_or_else(crate::scram::generate_password);
 
     let observed = ctx.pg.observe(&resolved.names, &password).await?;
+
+    // Explicit names follow the operator's policy (no namespace can claim another's names),
+    // unless this Tenant's role already exists under that name, marked as its own (created
+    // before the policy: kept).
+    if let Some(violation) = explicit_name_violation(tenant, ctx, &ns)? {
+        let marked_ours = observed
+            .role
+            .as_ref()
+            .is_some_and(|r| r.comment.as_deref() == Some(resolved.names.owner_marker.as_str()));
+        if !marked_ours {
+            return Err(Error::InvalidSpec(violation));
+        }
+        debug!(%violation, "explicit name kept: it was provisioned before the name policy");
+    }
 
     // Rotation: on demand (annotation) or periodic (rotateAfter).
     // Rotation bookkeeping lives on the Secret (read fresh from the API, never from a possibly
@@ -750,13 +807,21 @@ async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
         } else {
             ctx.migrations.latest_version()
         };
-        schema_version = run_migrations(ctx, &resolved.names, target).await?;
+        let login = Login {
+            user: active.role(&resolved.names),
+            password: &desired.password,
+        };
+        schema_version = run_migrations(ctx, &resolved.names, &login, target).await?;
         ctx.set_schema_version(&key, schema_version);
     }
 
     // Monthly partitions of the baseline's partitioned tables, kept ahead (at most every partition interval).
     if schema_version.is_some() && !resolved.names.rls {
-        maintain_partitions(ctx, &key, &resolved.names).await?;
+        let login = Login {
+            user: active.role(&resolved.names),
+            password: &desired.password,
+        };
+        maintain_partitions(ctx, &key, &resolved.names, &login).await?;
     }
 
     // MongoDB (optional): database, scoped user, collections, validators, indexes.
@@ -899,10 +964,21 @@ fn is_rotation_step(s: &Step) -> bool {
         || matches!(s, Step::SetSearchPath(Slot::Secondary))
 }
 
-/// Creates the current and next months' partitions and drops those past the retention, as the
-/// tenant role. Skipped when done recently (in-memory; after a restart it runs once per tenant and
-/// issues no DDL when nothing is missing).
-async fn maintain_partitions(ctx: &Context, key: &str, names: &TenantNames) -> Result<()> {
+/// The credentials a tenant session logs in with: the active slot's role and the Secret's password.
+struct Login<'a> {
+    user: &'a Ident,
+    password: &'a str,
+}
+
+/// Creates the current and next months' partitions and drops those past the retention, on a
+/// session logged in as the tenant. Skipped when done recently (in-memory; after a restart it runs
+/// once per tenant and issues no DDL when nothing is missing).
+async fn maintain_partitions(
+    ctx: &Context,
+    key: &str,
+    names: &TenantNames,
+    login: &Login<'_>,
+) -> Result<()> {
     if ctx
         .partition_cache(key)
         .is_some_and(|at| at.elapsed() < ctx.settings.partition_interval)
@@ -914,7 +990,10 @@ async fn maintain_partitions(ctx: &Context, key: &str, names: &TenantNames) -> R
         .date();
     let ahead = ctx.settings.partition_months_ahead;
     let retention = ctx.settings.partition_retention_months;
-    let mut conn = ctx.pg.tenant_connection(names).await?;
+    let mut conn = ctx
+        .pg
+        .tenant_session(&names.database, login.user, login.password)
+        .await?;
     let report = crate::partitions::maintain(
         &mut conn,
         names.schema.as_str(),
@@ -948,8 +1027,11 @@ async fn ensure_shared_layout(ctx: &Context) -> Result<Option<i64>> {
         let today = Timestamp::now()
             .to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC)
             .date();
-        let pool = ctx.pg.shared_pool().await?;
-        let mut conn = pool.acquire().await?;
+        // As the layout's owner (logged in with a one-time password), not as the admin.
+        let mut conn = ctx
+            .pg
+            .owner_session(&layout.owner, &ctx.pg.settings().shared_database)
+            .await?;
         let report = crate::partitions::maintain(
             &mut conn,
             layout.schema.as_str(),
@@ -958,7 +1040,9 @@ async fn ensure_shared_layout(ctx: &Context) -> Result<Option<i64>> {
             ctx.settings.partition_months_ahead,
             ctx.settings.partition_retention_months,
         )
-        .await?;
+        .await;
+        conn.close().await;
+        let report = report?;
         if !report.created.is_empty() {
             // New partitions need their row-level security too.
             crate::pg::shared::ensure_policies(&ctx.pg, &layout).await?;
@@ -968,40 +1052,82 @@ async fn ensure_shared_layout(ctx: &Context) -> Result<Option<i64>> {
     Ok(version)
 }
 
-/// Refuses to provision a new Tenant beyond the operator's maxTenants.
-fn check_tenant_limit(tenant: &Tenant, ctx: &Context) -> Result<()> {
-    let Some(max) = ctx.settings.max_tenants else {
-        return Ok(());
-    };
-    let already = tenant
-        .status
-        .as_ref()
-        .is_some_and(|s| s.role.is_some() && s.phase != TenantPhase::Failed)
-        || tenant
-            .status
-            .as_ref()
-            .is_some_and(|s| crate::status::is_true(&s.conditions, types::PROVISIONED));
-    if already {
-        return Ok(());
+/// The first explicit name of the Tenant that the operator's `--explicit-names` policy refuses.
+fn explicit_name_violation(tenant: &Tenant, ctx: &Context, ns: &str) -> Result<Option<String>> {
+    let shared = &ctx.pg.settings().shared_database;
+    let group = crate::naming::connect_group_of(shared)?;
+    let layout = crate::pg::shared::SharedLayout::defaults()?;
+    let reserved = [
+        shared.as_str(),
+        group.as_str(),
+        layout.schema.as_str(),
+        layout.owner.as_str(),
+        layout.tenants.as_str(),
+        crate::mongo::REGISTRY_DATABASE,
+    ];
+    let explicit = [
+        ("spec.databaseName", tenant.spec.database_name.as_deref()),
+        (
+            "spec.mongodb.databaseName",
+            tenant
+                .spec
+                .mongodb
+                .as_ref()
+                .and_then(|m| m.database_name.as_deref()),
+        ),
+    ];
+    for (field, name) in explicit {
+        if let Some(name) = name
+            && let Err(e) = crate::naming::check_explicit_name(
+                ctx.settings.explicit_names,
+                ns,
+                field,
+                name,
+                &reserved,
+            )
+        {
+            return Ok(Some(e));
+        }
     }
-    let Some(store) = ctx.tenant_store.get() else {
-        return Ok(());
+    Ok(None)
+}
+
+/// Whether a Tenant counts against `--max-tenants`: provisioned, or provisioning started (its
+/// status names its role) and not failed.
+fn holds_a_place(t: &Tenant) -> bool {
+    t.status.as_ref().is_some_and(|s| {
+        crate::status::is_true(&s.conditions, types::PROVISIONED)
+            || (s.role.is_some()
+                && matches!(s.phase, TenantPhase::Provisioning | TenantPhase::Ready))
+    })
+}
+
+/// Admission under the operator's `--max-tenants`: a Tenant already provisioned passes; a new
+/// one is admitted only while fewer than `max` Tenants are provisioned or admitted
+/// ([`Context::admit_tenant`], one lock, so concurrent reconciles never overshoot). `Ok(false)`:
+/// the count is unknown until the Tenant cache has synced, ask again. Not admitted:
+/// [`Error::Capacity`] (the Tenant waits in phase Pending and is looked at again shortly).
+fn check_tenant_limit(tenant: &Tenant, ctx: &Context) -> Result<bool> {
+    let Some(max) = ctx.settings.max_tenants else {
+        return Ok(true);
+    };
+    let already = holds_a_place(tenant);
+    let key = object_key(tenant);
+    let Some(store) = ctx.synced_tenant_store() else {
+        return Ok(false);
     };
     let provisioned = store
         .state()
         .iter()
-        .filter(|t| {
-            t.status
-                .as_ref()
-                .is_some_and(|s| crate::status::is_true(&s.conditions, types::PROVISIONED))
-        })
-        .count();
-    if provisioned >= max {
-        return Err(Error::Conflict(format!(
-            "the operator's maximum of {max} tenants is reached (maxTenants)"
-        )));
+        .filter(|t| holds_a_place(t))
+        .map(|t| object_key(t.as_ref()))
+        .collect::<Vec<_>>();
+    if already || ctx.admit_tenant(&key, max, provisioned) {
+        return Ok(true);
     }
-    Ok(())
+    Err(Error::Capacity(format!(
+        "the operator's maximum of {max} tenants (--max-tenants) is reached; this Tenant is provisioned as soon as another one is deleted"
+    )))
 }
 
 /// Measures storage unless a recent measurement is cached; falls back to the last reported value.
@@ -1145,10 +1271,12 @@ async fn check_health(
     Some(result)
 }
 
-/// Applies the bundled migrations to the tenant's schema, as the tenant role.
+/// Applies the bundled migrations to the tenant's schema on a session logged in as the tenant
+/// (never on the admin session: see `migrate`'s "Who runs the SQL").
 async fn run_migrations(
     ctx: &Context,
     names: &TenantNames,
+    login: &Login<'_>,
     target: Option<i64>,
 ) -> Result<Option<i64>> {
     if ctx.migrations.migrations().is_empty() {
@@ -1159,7 +1287,10 @@ async fn run_migrations(
         owner_role: names.role.as_str(),
         lock_key: lock_key(names),
     };
-    let mut conn = ctx.pg.tenant_connection(names).await?;
+    let mut conn = ctx
+        .pg
+        .tenant_session(&names.database, login.user, login.password)
+        .await?;
     let report = migrate::migrate(&mut conn, &ctx.migrations, &mt, target, false).await;
     conn.close().await;
     let report = report?;
@@ -1298,6 +1429,29 @@ fn ready_status(tenant: &Tenant, o: &Outcome) -> TenantStatus {
                     "MongoDB is not enabled for this tenant",
                 ),
             },
+        ],
+        generation,
+        Timestamp::now(),
+    );
+    s
+}
+
+/// How often a Tenant waiting for capacity is looked at again.
+const CAPACITY_RECHECK: Duration = Duration::from_secs(10);
+
+/// Status of a Tenant that waits for capacity (`--max-tenants`): Pending, not Ready, not Degraded.
+fn waiting_status(tenant: &Tenant, e: &Error) -> TenantStatus {
+    let mut s = base_status(tenant);
+    let generation = tenant.meta().generation;
+    s.phase = TenantPhase::Pending;
+    s.observed_generation = generation;
+    let message = crate::error::first_line(&e.to_string());
+    s.conditions = merge_conditions(
+        &s.conditions,
+        &[
+            Cond::new(types::READY, false, e.category(), message.clone()),
+            Cond::new(types::PROVISIONED, false, e.category(), message),
+            Cond::new(types::DEGRADED, false, "AsExpected", "waiting for capacity"),
         ],
         generation,
         Timestamp::now(),
@@ -1482,6 +1636,9 @@ async fn cleanup(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
                 if m.user_dropped {
                     report.dropped.push("MongoDB user".into());
                 }
+                if let Some(why) = m.skipped {
+                    report.skipped.push(why);
+                }
             }
             for s in &report.skipped {
                 warn!(object = %s, "not dropped: not managed by this Tenant");
@@ -1526,7 +1683,44 @@ async fn cleanup_mongo(
         return Ok(None);
     };
     let m = mongo_names(tenant, names)?;
-    Ok(Some(admin.cleanup(&m.database, &m.user).await?))
+    // The Secret's MongoDB password is only used to recognise a database created before the
+    // ownership registry (see `MongoTenant::adopt_unmarked`).
+    let ns = tenant.namespace().unwrap_or_default();
+    let secret_name = tenant
+        .status
+        .as_ref()
+        .and_then(|s| s.secret_name.clone())
+        .unwrap_or_else(|| format!("{}-db", tenant.name_any()));
+    let password = Api::<Secret>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&secret_name)
+        .await?
+        .filter(|s| secret::owned_by(s, tenant))
+        .and_then(|s| secret::read_key(&s, "mongodbPassword"))
+        .unwrap_or_default();
+    let mt = mongo_tenant(tenant, names, &m, password);
+    let report = admin.cleanup(&mt).await?;
+    if let Some(why) = &report.skipped {
+        warn!(%why, "MongoDB database not dropped: not this Tenant's");
+    }
+    Ok(Some(report))
+}
+
+/// The MongoDB side of a Tenant: names, password, owner marker, and whether an unregistered
+/// database may be adopted (the Tenant's status says it provisioned exactly this database).
+fn mongo_tenant(
+    tenant: &Tenant,
+    names: &TenantNames,
+    mnames: &crate::mongo::names::MongoTenantNames,
+    password: String,
+) -> crate::mongo::MongoTenant {
+    let mut mt = crate::mongo::MongoTenant::new(mnames, password, names.owner_marker.clone());
+    mt.uid = tenant.meta().uid.clone();
+    mt.adopt_unmarked = tenant
+        .status
+        .as_ref()
+        .and_then(|s| s.mongodb.as_ref())
+        .is_some_and(|m| m.database == mnames.database.as_str() && m.user == mnames.user);
+    mt
 }
 
 /// A reference for triggering reconciles of one Tenant (used by other controllers).

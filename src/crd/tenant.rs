@@ -29,7 +29,8 @@ use super::Condition;
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "has(self.databaseName) == has(oldSelf.databaseName)", "message": "databaseName cannot be added or removed after creation"}
+    {"rule": "has(self.databaseName) == has(oldSelf.databaseName)", "message": "databaseName cannot be added or removed after creation", "fieldPath": ".databaseName"},
+    {"rule": "(has(self.mongodb) && has(self.mongodb.databaseName)) == (has(oldSelf.mongodb) && has(oldSelf.mongodb.databaseName))", "message": "mongodb.databaseName cannot be added or removed after creation", "fieldPath": ".mongodb"}
 ]))]
 pub struct TenantSpec {
     /// How the tenant's data is isolated from other tenants. `database`: a dedicated PostgreSQL
@@ -45,10 +46,13 @@ pub struct TenantSpec {
     pub deletion_policy: DeletionPolicy,
 
     /// Optional explicit PostgreSQL name for the tenant's database (isolation `database`) or schema
-    /// (isolation `schema`). Defaults to `<prefix><namespace>_<name>_<hash>` so that Tenants in
-    /// different namespaces never collide. Lower-case letters, digits and underscores; at most 63
-    /// bytes; must not be a reserved name (`postgres`, `template0`, `template1`, `public`, names
-    /// starting with `pg_`). Immutable.
+    /// (isolation `schema`), also its login role. Defaults to `<prefix><namespace>_<name>_<hash>`
+    /// so that Tenants in different namespaces never collide. Lower-case letters, digits and
+    /// underscores; at most 63 bytes; must not be a reserved name (`postgres`, `template0`,
+    /// `template1`, `public`, names starting with `pg_`). The operator's explicit-name policy
+    /// decides what a namespace may claim (default `--explicit-names namespace`:
+    /// `<namespace>__<rest>` with `-` as `_`, e.g. `team_a__crm`; never the shape of a derived
+    /// name, `…_<8 hex>` or `…_b`). Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[a-z_][a-z0-9_]{0,62}$"), length(max = 63))]
     #[schemars(extend("x-kubernetes-validations" = [
@@ -83,7 +87,9 @@ pub struct MongoSpec {
     /// Provision a MongoDB database and user (default: true when the operator has a MongoDB admin URI).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
-    /// Explicit MongoDB database name (default: the tenant's derived base name). Immutable.
+    /// Explicit MongoDB database name (default: the tenant's derived base name). Immutable: it
+    /// cannot be added, changed or removed after creation. Subject to the operator's explicit-name
+    /// policy like `databaseName` (default: `<namespace>__<rest>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[a-z_][a-z0-9_]{0,62}$"), length(max = 63))]
     #[schemars(extend("x-kubernetes-validations" = [

@@ -52,6 +52,17 @@ pub fn tenant_role(read_only: bool) -> &'static str {
 /// The only mechanism a tenant user gets.
 pub const TENANT_MECHANISM: &str = "SCRAM-SHA-256";
 
+/// Database of the operator's ownership registry: one document per tenant database (`_id` = the
+/// database name, `owner` = the owning Tenant's `tenantdb.io/owner=<namespace>/<name>` marker,
+/// `user`, `uid`). Only the operator's admin can read or write it (tenant users have roles on
+/// their own database only), so — like PostgreSQL's COMMENT markers — a tenant cannot forge it.
+/// Every change of a tenant's database or user, and every drop, first checks that the registry
+/// names the Tenant as the owner; a foreign or unregistered database is a `Conflict`, never
+/// adopted (but see [`MongoTenant::adopt_unmarked`]) and never dropped.
+pub const REGISTRY_DATABASE: &str = "tenantdb_registry";
+/// Collection of the registry in [`REGISTRY_DATABASE`].
+pub const REGISTRY_COLLECTION: &str = "owners";
+
 /// Connection settings for the MongoDB deployment tenants live on.
 #[derive(Clone)]
 pub struct MongoSettings {
@@ -100,17 +111,52 @@ pub struct MongoTenant {
     pub up_to_version: Option<i64>,
     /// Storage quota exceeded: the user gets `read` instead of `readWrite` on its database.
     pub read_only: bool,
+    /// The owning Tenant's marker (`tenantdb.io/owner=<namespace>/<name>`), recorded in the
+    /// registry ([`REGISTRY_DATABASE`]).
+    pub owner: String,
+    /// The owning Tenant's uid (informational, in the registry document).
+    pub uid: Option<String>,
+    /// Upgrade path for databases created before the registry existed: an unregistered database
+    /// and user are registered for this Tenant (instead of a `Conflict`) when this is set — the
+    /// Tenant's status says it provisioned this database — **and** the user's stored credentials
+    /// match [`MongoTenant::password`], the Tenant's own Secret. Another Tenant naming the same
+    /// database has neither.
+    pub adopt_unmarked: bool,
 }
 
 impl MongoTenant {
-    /// A tenant from its [`MongoTenantNames`].
-    pub fn new(names: &MongoTenantNames, password: impl Into<String>) -> Self {
+    /// A tenant from its [`MongoTenantNames`], owned by `owner` (the Tenant's ownership marker).
+    pub fn new(
+        names: &MongoTenantNames,
+        password: impl Into<String>,
+        owner: impl Into<String>,
+    ) -> Self {
         Self {
             database: names.database.clone(),
             user: names.user.clone(),
             password: password.into(),
             up_to_version: None,
             read_only: false,
+            owner: owner.into(),
+            uid: None,
+            adopt_unmarked: false,
+        }
+    }
+}
+
+impl MongoTenant {
+    /// The same database, user and password with another owner (tests of ownership).
+    #[doc(hidden)]
+    pub fn clone_for_test(&self, owner: &str) -> Self {
+        Self {
+            database: self.database.clone(),
+            user: self.user.clone(),
+            password: self.password.clone(),
+            up_to_version: self.up_to_version,
+            read_only: self.read_only,
+            owner: owner.to_string(),
+            uid: None,
+            adopt_unmarked: false,
         }
     }
 }
@@ -122,8 +168,20 @@ impl fmt::Debug for MongoTenant {
             .field("user", &self.user)
             .field("password", &"<redacted>")
             .field("up_to_version", &self.up_to_version)
+            .field("owner", &self.owner)
             .finish()
     }
+}
+
+/// How [`MongoAdmin::ensure_owned`] found the tenant's database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ownership {
+    /// Registered to this Tenant already.
+    Registered,
+    /// New: registered to this Tenant now.
+    Claimed,
+    /// Created before the registry and registered now (upgrade rule).
+    Adopted,
 }
 
 /// What [`MongoAdmin::ensure_user`] did.
@@ -170,12 +228,14 @@ impl MongoOutcome {
 }
 
 /// What [`MongoAdmin::cleanup`] found and removed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct MongoCleanup {
     /// The database existed (and was dropped).
     pub database_dropped: bool,
     /// The user existed (and was dropped).
     pub user_dropped: bool,
+    /// Why nothing was dropped, when the database or user is not this Tenant's (registry).
+    pub skipped: Option<String>,
 }
 
 /// Sizes from `dbStats` (bytes, unscaled).
@@ -248,6 +308,8 @@ impl MongoAdmin {
 
     /// The shared client (created on first call; a failed parse is retried next call).
     pub async fn client(&self) -> Result<&Client> {
+        // Every MongoDB operation of the operator passes here: none once leadership is in doubt.
+        crate::fence::check()?;
         self.client
             .get_or_try_init(|| async {
                 let uri_secret = uri_password(&self.settings.admin_uri);
@@ -577,8 +639,130 @@ impl MongoAdmin {
         Ok(pending)
     }
 
-    /// Drops the tenant user and database. Idempotent: what is already gone counts as done.
-    pub async fn cleanup(&self, db: &MongoDbName, user: &str) -> Result<MongoCleanup> {
+    /// The owner the registry records for `db` (see [`REGISTRY_DATABASE`]).
+    pub async fn registered_owner(&self, db: &MongoDbName) -> Result<Option<String>> {
+        let doc = self
+            .db(REGISTRY_DATABASE)
+            .await?
+            .collection::<Document>(REGISTRY_COLLECTION)
+            .find_one(doc! {"_id": db.as_str()})
+            .await?;
+        Ok(doc.and_then(|d| d.get_str("owner").ok().map(str::to_string)))
+    }
+
+    /// Records `tenant` as the owner of its database: an insert keyed by the database name, so
+    /// two Tenants claiming one name concurrently cannot both win.
+    async fn register(&self, tenant: &MongoTenant) -> Result<()> {
+        let row = doc! {
+            "_id": tenant.database.as_str(),
+            "owner": &tenant.owner,
+            "user": &tenant.user,
+            "uid": tenant.uid.clone().unwrap_or_default(),
+            "registeredAt": DateTime::now(),
+        };
+        match self
+            .db(REGISTRY_DATABASE)
+            .await?
+            .collection::<Document>(REGISTRY_COLLECTION)
+            .insert_one(row)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if error_code(&e) == Some(codes::DUPLICATE_KEY) => {
+                match self.registered_owner(&tenant.database).await? {
+                    Some(o) if o == tenant.owner => Ok(()),
+                    other => Err(Error::Conflict(format!(
+                        "MongoDB database {} is registered to {}",
+                        tenant.database,
+                        other.as_deref().unwrap_or("another Tenant")
+                    ))),
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Whether the database exists (has data) or its user exists.
+    async fn exists(&self, db: &MongoDbName, user: &str) -> Result<bool> {
+        let listed = self
+            .db("admin")
+            .await?
+            .run_command(doc! {
+                "listDatabases": 1,
+                "nameOnly": true,
+                "filter": {"name": db.as_str()},
+            })
+            .await?;
+        let database = listed
+            .get_array("databases")
+            .map(|d| {
+                d.iter().any(|d| match d {
+                    Bson::Document(d) => d.get_str("name").ok() == Some(db.as_str()),
+                    _ => false,
+                })
+            })
+            .unwrap_or(false);
+        Ok(database || self.observe_user(db, user, None).await?.is_some())
+    }
+
+    /// Makes sure `tenant` owns its database before anything of it is changed: registered to it
+    /// (fine), registered to another Tenant (`Conflict`), or not registered: a database and user
+    /// that do not exist are registered now (before they are created); existing ones only under
+    /// the upgrade rule of [`MongoTenant::adopt_unmarked`], else `Conflict`.
+    pub async fn ensure_owned(&self, tenant: &MongoTenant) -> Result<Ownership> {
+        match self.registered_owner(&tenant.database).await? {
+            Some(o) if o == tenant.owner => return Ok(Ownership::Registered),
+            Some(o) => {
+                return Err(Error::Conflict(format!(
+                    "MongoDB database {} belongs to another Tenant ({o})",
+                    tenant.database
+                )));
+            }
+            None => {}
+        }
+        if !self.exists(&tenant.database, &tenant.user).await? {
+            self.register(tenant).await?;
+            return Ok(Ownership::Claimed);
+        }
+        let password_matches = self
+            .observe_user(&tenant.database, &tenant.user, Some(&tenant.password))
+            .await?
+            .and_then(|u| u.password_matches)
+            == Some(true);
+        if tenant.adopt_unmarked && password_matches {
+            self.register(tenant).await?;
+            info!(database = %tenant.database, owner = %tenant.owner, "registered a MongoDB database created before the ownership registry");
+            return Ok(Ownership::Adopted);
+        }
+        Err(Error::Conflict(format!(
+            "MongoDB database {} (or its user) exists but is not registered to this Tenant: not adopted",
+            tenant.database
+        )))
+    }
+
+    /// Drops the tenant user and database when the registry names `tenant` as their owner (or
+    /// when they are unregistered but adoptable, see [`MongoTenant::adopt_unmarked`]); anything
+    /// else is left alone and reported in [`MongoCleanup::skipped`]. Idempotent: what is already
+    /// gone counts as done; the registry entry goes last.
+    pub async fn cleanup(&self, tenant: &MongoTenant) -> Result<MongoCleanup> {
+        let (db, user) = (&tenant.database, tenant.user.as_str());
+        let mut report = MongoCleanup::default();
+        match self.registered_owner(db).await? {
+            Some(o) if o == tenant.owner => {}
+            Some(o) => {
+                report.skipped = Some(format!("MongoDB database {db} belongs to {o}"));
+                return Ok(report);
+            }
+            None => {
+                if !self.exists(db, user).await? {
+                    return Ok(report);
+                }
+                if let Err(e) = self.ensure_owned(tenant).await {
+                    report.skipped = Some(e.to_string());
+                    return Ok(report);
+                }
+            }
+        }
         let admin = self.db("admin").await?;
         let listed = admin
             .run_command(doc! {
@@ -607,10 +791,13 @@ impl MongoAdmin {
             Err(e) if error_code(&e) == Some(codes::NAMESPACE_NOT_FOUND) => {}
             Err(e) => return Err(e.into()),
         }
-        let report = MongoCleanup {
-            database_dropped: database_existed,
-            user_dropped,
-        };
+        self.db(REGISTRY_DATABASE)
+            .await?
+            .collection::<Document>(REGISTRY_COLLECTION)
+            .delete_one(doc! {"_id": db.as_str(), "owner": &tenant.owner})
+            .await?;
+        report.database_dropped = database_existed;
+        report.user_dropped = user_dropped;
         info!(database = %db, user, ?report, "cleaned up MongoDB tenant");
         Ok(report)
     }
@@ -660,6 +847,9 @@ impl MongoAdmin {
     /// reconcile; on a converged tenant it only reads.
     pub async fn provision(&self, tenant: &MongoTenant) -> Result<MongoOutcome> {
         let set = self.target_set(tenant.up_to_version)?;
+        // Nothing of the database or user is touched unless the registry says it is this
+        // Tenant's (or it is new and now registered to it).
+        self.ensure_owned(tenant).await?;
         let observed = self.observe(&tenant.database, &tenant.user).await?;
         let pending =
             check_history(&set, &observed.applied).map_err(|p| Error::Conflict(p.to_string()))?;
@@ -859,6 +1049,9 @@ mod tests {
             password: "hunter2".into(),
             up_to_version: None,
             read_only: false,
+            owner: "tenantdb.io/owner=ns/t".into(),
+            uid: None,
+            adopt_unmarked: false,
         };
         assert!(!format!("{t:?}").contains("hunter2"));
     }

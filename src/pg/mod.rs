@@ -2,7 +2,12 @@
 //! cleanup. The pure part lives in [`plan`].
 
 pub mod plan;
+#[cfg(test)]
+mod quoting_tests;
+pub mod session;
 pub mod shared;
+
+pub use session::TenantSession;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -29,6 +34,18 @@ pub struct PgSettings {
     pub connect_timeout: Duration,
 }
 
+/// `application_name` prefix of every session of the operator.
+pub const APPLICATION_PREFIX: &str = "tenantdb:";
+
+/// The `application_name` of an instance's sessions, `kind` being `admin`, `tenant` or `health`
+/// (at most 63 bytes, PostgreSQL's limit: a long instance name is cut).
+pub fn application_name(instance: &str, kind: &str) -> String {
+    let mut inst: String = instance.chars().filter(|c| c.is_ascii_graphic()).collect();
+    let room = 63 - APPLICATION_PREFIX.len() - 1 - kind.len();
+    inst.truncate(room);
+    format!("{APPLICATION_PREFIX}{inst}:{kind}")
+}
+
 /// Admin access to one PostgreSQL server: a small pool on the maintenance database, a lazily
 /// created pool on the shared database, and one-off connections to dedicated tenant databases.
 #[derive(Debug)]
@@ -41,6 +58,8 @@ pub struct PgAdmin {
     /// When the server was last found unreachable: while set, operations first probe the port
     /// (fast failure instead of every reconcile waiting a pool timeout).
     down_since: std::sync::Mutex<Option<std::time::Instant>>,
+    /// This operator instance (see [`PgAdmin::for_instance`]).
+    instance: String,
 }
 
 /// Advisory lock key serializing the shared database's privilege set-up ("tnt_shrd").
@@ -110,8 +129,16 @@ pub struct CleanupReport {
 
 impl PgAdmin {
     /// Builds the pools (lazily: no connection is made until first use, so the operator starts
-    /// even while the database is down).
+    /// even while the database is down), for the instance `tenantdb`.
     pub fn new(settings: PgSettings) -> Result<Self> {
+        Self::for_instance(settings, "tenantdb")
+    }
+
+    /// [`PgAdmin::new`] for an operator instance (its leader-election identity): part of the
+    /// `application_name` of every session it opens (`tenantdb:<instance>:…`), so a new leader can
+    /// end the sessions of an old one ([`PgAdmin::end_other_instances`]) and logs tell instances
+    /// apart.
+    pub fn for_instance(settings: PgSettings, instance: &str) -> Result<Self> {
         let options = PgConnectOptions::from_str(&settings.admin_url)
             .map_err(|e| {
                 Error::Config(format!(
@@ -121,7 +148,7 @@ impl PgAdmin {
             })?
             // Statements can carry SCRAM verifiers: never log statement text.
             .disable_statement_logging()
-            .application_name("tenantdb-operator");
+            .application_name(&application_name(instance, "admin"));
         let admin = pool(&settings, options.clone());
         Ok(Self {
             options,
@@ -130,12 +157,21 @@ impl PgAdmin {
             settings,
             can_read_verifiers: OnceCell::new(),
             down_since: std::sync::Mutex::new(None),
+            instance: instance.to_string(),
         })
     }
 
-    /// The admin pool on the maintenance database.
+    /// The admin pool on the maintenance database, unfenced: for tests and tools. The operator's
+    /// own code goes through the fenced [`PgAdmin::admin`].
     pub fn admin_pool(&self) -> &PgPool {
         &self.admin
+    }
+
+    /// The admin pool, if this replica may act ([`crate::fence::check`]): every use of the admin
+    /// pool by the operator passes here.
+    pub(crate) fn admin(&self) -> Result<&PgPool> {
+        crate::fence::check()?;
+        Ok(&self.admin)
     }
 
     /// Host and port clients should use, as configured in the admin URL.
@@ -156,6 +192,7 @@ impl PgAdmin {
     /// A one-off connection to `database` (dedicated tenant databases are not pooled: thousands of
     /// tenants must not hold thousands of idle connections).
     pub async fn connect_to(&self, database: &Ident) -> Result<PgConnection> {
+        crate::fence::check()?;
         let opts = self.options_for(database);
         let conn = tokio::time::timeout(self.settings.connect_timeout, opts.connect())
             .await
@@ -183,6 +220,7 @@ impl PgAdmin {
 
     /// Pool on the shared database; creates and locks down the shared database on first use.
     pub async fn shared_pool(&self) -> Result<&PgPool> {
+        crate::fence::check()?;
         self.shared
             .get_or_try_init(|| async {
                 self.ensure_shared_database().await?;
@@ -208,14 +246,14 @@ impl PgAdmin {
         let exists: Option<i32> =
             sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
                 .bind(db.as_str())
-                .fetch_optional(&self.admin)
+                .fetch_optional(self.admin()?)
                 .await?;
         if exists.is_none() {
             info!(database = db.as_str(), "creating shared database");
             let r = sqlx::raw_sql(ddl(format!(
                 "CREATE DATABASE {db} TEMPLATE template0 ENCODING 'UTF8'"
             )))
-            .execute(&self.admin)
+            .execute(self.admin()?)
             .await;
             if let Err(e) = r {
                 // Another operator replica may have raced us: only "already exists" is fine.
@@ -229,7 +267,7 @@ impl PgAdmin {
         // hand-over, tools): concurrent GRANT/REVOKE on one database fail with "tuple concurrently
         // updated". Each statement is idempotent.
         let group = crate::naming::connect_group_of(db)?;
-        let mut tx = self.admin.begin().await?;
+        let mut tx = self.admin()?.begin().await?;
         advisory_xact_lock(&mut tx, SHARED_SETUP_LOCK).await?;
         let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_roles WHERE rolname = $1")
             .bind(group.as_str())
@@ -258,7 +296,7 @@ impl PgAdmin {
                 let su: bool = sqlx::query_scalar(
                     "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
                 )
-                .fetch_one(&self.admin)
+                .fetch_one(self.admin()?)
                 .await?;
                 Ok::<_, Error>(su)
             })
@@ -376,7 +414,7 @@ ORDER BY n.slot
             .bind(names.role.as_str())
             .bind(names.secondary_role.as_str())
             .bind(names.database.as_str())
-            .fetch_all(&self.admin)
+            .fetch_all(self.admin()?)
             .await?;
         let mut observed = Observed::default();
         for row in &rows {
@@ -422,6 +460,7 @@ ORDER BY n.slot
             }
         }
         if let Some(pool) = shared.filter(|_| !names.rls) {
+            crate::fence::check()?;
             let row = sqlx::query(
                 "SELECT pg_get_userbyid(n.nspowner) AS owner, obj_description(n.oid, 'pg_namespace') AS comment FROM pg_namespace n WHERE n.nspname = $1",
             )
@@ -464,19 +503,22 @@ ORDER BY n.slot
             })?;
             debug!(step = %step.describe(desired), "applying");
             let pool = match step.scope() {
-                Scope::Cluster => &self.admin,
+                Scope::Cluster => self.admin()?,
                 Scope::TenantDatabase => self.shared_pool().await?,
             };
             let result = if step.transactional() {
                 let mut tx = pool.begin().await?;
                 for s in &stmts {
+                    crate::fence::check()?;
                     sqlx::raw_sql(ddl(s.clone())).execute(&mut *tx).await?;
                 }
+                crate::fence::check()?;
                 tx.commit().await
             } else {
                 let mut conn = pool.acquire().await?;
                 let mut r = Ok(());
                 for s in &stmts {
+                    crate::fence::check()?;
                     if let Err(e) = sqlx::raw_sql(ddl(s.clone())).execute(&mut *conn).await {
                         r = Err(e);
                         break;
@@ -518,7 +560,7 @@ ORDER BY n.slot
                         "DROP DATABASE IF EXISTS {} WITH (FORCE)",
                         names.database
                     )))
-                    .execute(&self.admin)
+                    .execute(self.admin()?)
                     .await?;
                     report
                         .dropped
@@ -579,7 +621,7 @@ ORDER BY n.slot
     async fn drop_role(&self, role: &Ident, names: &TenantNames) -> Result<()> {
         sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1 AND pid <> pg_backend_pid()")
             .bind(role.as_str())
-            .execute(&self.admin)
+            .execute(self.admin()?)
             .await?;
         if !names.dedicated_database {
             let pool = self.shared_pool().await?;
@@ -587,13 +629,15 @@ ORDER BY n.slot
                 .execute(pool)
                 .await?;
         }
-        let mut tx = self.admin.begin().await?;
+        let mut tx = self.admin()?.begin().await?;
         sqlx::raw_sql(ddl(format!("DROP OWNED BY {role}")))
             .execute(&mut *tx)
             .await?;
+        crate::fence::check()?;
         sqlx::raw_sql(ddl(format!("DROP ROLE IF EXISTS {role}")))
             .execute(&mut *tx)
             .await?;
+        crate::fence::check()?;
         tx.commit().await?;
         Ok(())
     }
@@ -606,7 +650,7 @@ ORDER BY n.slot
                 "SELECT pg_database_size(oid) FROM pg_database WHERE datname = $1",
             )
             .bind(names.database.as_str())
-            .fetch_optional(&self.admin)
+            .fetch_optional(self.admin()?)
             .await?;
             Ok(v.unwrap_or(0))
         } else {
@@ -624,11 +668,12 @@ ORDER BY n.slot
     /// Logs in as the tenant with its credentials and runs `SELECT 1` (one-off connection, closed
     /// afterwards: no per-tenant pools are kept).
     pub async fn check_login(&self, database: &Ident, user: &Ident, password: &str) -> Result<()> {
+        crate::fence::check()?;
         let opts = self
             .options_for(database)
             .username(user.as_str())
             .password(password)
-            .application_name("tenantdb-healthcheck");
+            .application_name(&application_name(&self.instance, "health"));
         let mut conn = tokio::time::timeout(self.settings.connect_timeout, opts.connect())
             .await
             .map_err(|_| Error::DatabaseUnavailable("health check timed out".into()))?
@@ -646,9 +691,35 @@ ORDER BY n.slot
         }
     }
 
+    /// Ends the sessions of every other tenantdb instance on this server (a new leader, before it
+    /// acts: whatever an old leader still had in flight is cut off at the database, not only by
+    /// its own fence). Returns how many were ended. Needs a superuser admin (or
+    /// `pg_signal_backend`); without it nothing is ended and a warning is logged.
+    pub async fn end_other_instances(&self) -> Result<u64> {
+        let mine = application_name(&self.instance, "");
+        let ended: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE pid <> pg_backend_pid() AND starts_with(application_name, $1) \
+               AND NOT starts_with(application_name, $2)",
+        )
+        .bind(APPLICATION_PREFIX)
+        .bind(mine)
+        .fetch_all(self.admin()?)
+        .await?;
+        Ok(ended.into_iter().filter(|b| *b).count() as u64)
+    }
+
+    /// Closes the pools (leadership lost: open connections are closed as they come back).
+    pub async fn close(&self) {
+        if let Some(p) = self.shared.get() {
+            p.close().await;
+        }
+        self.admin.close().await;
+    }
+
     /// Checks that the server answers.
     pub async fn ping(&self) -> Result<()> {
-        let mut conn = self.admin.acquire().await?;
+        let mut conn = self.admin()?.acquire().await?;
         conn.ping().await?;
         Ok(())
     }

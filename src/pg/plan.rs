@@ -517,7 +517,10 @@ fn plan_login_role(
             (None, None) => {}
         }
     }
-    if r.search_path.as_deref() != Some(search_path_setting(&d.names.schema).as_str()) {
+    // PostgreSQL reads the path back quoted where it needs quotes (`search_path="user"`).
+    if r.search_path.as_ref().map(|p| p.replace('"', ""))
+        != Some(search_path_setting(&d.names.schema))
+    {
         late.push(Step::SetSearchPath(slot));
     }
 }

@@ -183,7 +183,7 @@ fn short_hash(s: &str) -> String {
 // Layout
 
 /// The `CREATE FUNCTION` statement of [`CURRENT_TENANT_FUNCTION`].
-fn current_tenant_function_sql(layout: &SharedLayout) -> String {
+pub(super) fn current_tenant_function_sql(layout: &SharedLayout) -> String {
     let s = &layout.schema;
     // `session_user` is not changed by SECURITY DEFINER (unlike current_user, which would be the
     // owner here) nor by SET ROLE. search_path is pinned, pg_temp last, and the table is qualified.
@@ -224,6 +224,7 @@ struct LayoutState {
     group_comment: Option<String>,
     group_drift: bool,
     admin_member: bool,
+    owner_connect: bool,
     schema_exists: bool,
     schema_comment: Option<String>,
     schema_owner_ok: bool,
@@ -245,6 +246,7 @@ impl LayoutState {
             && self.group_comment.as_deref() == Some(marker.as_str())
             && !self.group_drift
             && self.admin_member
+            && self.owner_connect
             && self.schema_exists
             && self.schema_comment.as_deref() == Some(marker.as_str())
             && self.schema_owner_ok
@@ -274,6 +276,8 @@ SELECT
   (SELECT comment FROM g) AS group_comment,
   COALESCE((SELECT drift FROM g), false) AS group_drift,
   COALESCE((SELECT pg_has_role(current_user, o.oid, 'MEMBER') FROM o), false) AS admin_member,
+  COALESCE((SELECT EXISTS (SELECT 1 FROM pg_auth_members am JOIN pg_roles c ON c.oid = am.roleid
+                           WHERE am.member = o.oid AND c.rolname = $9) FROM o), false) AS owner_connect,
   EXISTS (SELECT 1 FROM n) AS schema_exists,
   (SELECT comment FROM n) AS schema_comment,
   COALESCE((SELECT n.nspowner = o.oid FROM n, o), false) AS schema_owner_ok,
@@ -296,6 +300,7 @@ async fn layout_state(
     conn: &mut PgConnection,
     layout: &SharedLayout,
     function_marker: &str,
+    connect_group: &Ident,
 ) -> Result<LayoutState> {
     let row = sqlx::query(LAYOUT_STATE_SQL)
         .bind(layout.owner.as_str())
@@ -306,6 +311,7 @@ async fn layout_state(
         .bind(function_marker)
         .bind(current_tenant_function_body(layout))
         .bind(FUNCTION_CONFIG)
+        .bind(connect_group.as_str())
         .fetch_one(&mut *conn)
         .await?;
     Ok(LayoutState {
@@ -316,6 +322,7 @@ async fn layout_state(
         group_comment: row.try_get("group_comment")?,
         group_drift: row.try_get("group_drift")?,
         admin_member: row.try_get("admin_member")?,
+        owner_connect: row.try_get("owner_connect")?,
         schema_exists: row.try_get("schema_exists")?,
         schema_comment: row.try_get("schema_comment")?,
         schema_owner_ok: row.try_get("schema_owner_ok")?,
@@ -329,6 +336,7 @@ async fn layout_state(
 }
 
 async fn exec(conn: &mut PgConnection, sql: String) -> Result<()> {
+    crate::fence::check()?;
     debug!(sql = %sql, "shared layout DDL");
     sqlx::raw_sql(ddl(sql)).execute(&mut *conn).await?;
     Ok(())
@@ -336,12 +344,16 @@ async fn exec(conn: &mut PgConnection, sql: String) -> Result<()> {
 
 /// Creates what is missing of the layout's fixed objects, in one transaction under the layout's
 /// advisory lock. Returns the number of statements issued.
-async fn bootstrap(conn: &mut PgConnection, layout: &SharedLayout) -> Result<usize> {
+async fn bootstrap(
+    conn: &mut PgConnection,
+    layout: &SharedLayout,
+    connect_group: &Ident,
+) -> Result<usize> {
     use sqlx::Connection;
     let fmarker = function_marker(layout);
     let mut tx = conn.begin().await?;
     advisory_xact_lock(&mut tx, layout.lock_key()).await?;
-    let st = layout_state(&mut tx, layout, &fmarker).await?;
+    let st = layout_state(&mut tx, layout, &fmarker, connect_group).await?;
     if st.complete(layout) {
         tx.rollback().await?;
         return Ok(0);
@@ -349,7 +361,11 @@ async fn bootstrap(conn: &mut PgConnection, layout: &SharedLayout) -> Result<usi
     let marker = layout.marker();
     let marker_lit = lit(&marker)?;
     let (s, owner, group) = (&layout.schema, &layout.owner, &layout.tenants);
-    const LEAST: &str = "NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS";
+    // No password either: the owner logs in only for its schema maintenance, with a one-time
+    // password (`PgAdmin::owner_session`); a crash in that window leaves LOGIN behind, which is
+    // drift repaired here.
+    const LEAST: &str =
+        "NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD NULL";
     let mut stmts: Vec<String> = Vec::new();
     // Roles (cluster-wide, as the admin).
     for (role, exists, comment, drift) in [
@@ -376,6 +392,10 @@ async fn bootstrap(conn: &mut PgConnection, layout: &SharedLayout) -> Result<usi
         // A non-superuser admin (CREATEROLE) must be able to SET ROLE to the owner; this
         // membership is also what makes its sessions "operator" sessions for the policies.
         stmts.push(format!("GRANT {owner} TO CURRENT_USER"));
+    }
+    if !st.owner_connect {
+        // The owner logs in to the shared database for the layout's migrations and partitions.
+        stmts.push(format!("GRANT {connect_group} TO {owner}"));
     }
     if !st.schema_exists {
         stmts.push(format!("CREATE SCHEMA {s} AUTHORIZATION {owner}"));
@@ -448,7 +468,9 @@ async fn bootstrap(conn: &mut PgConnection, layout: &SharedLayout) -> Result<usi
 
 /// Creates or repairs the shared layout and brings it to the latest version of `set`: owner and
 /// group roles, schema, mapping table and [`CURRENT_TENANT_FUNCTION`] (as needed), then the
-/// migrations (once, as the owner), then [`ensure_policies`].
+/// migrations (once, on a session **logged in as the owner role**, which is not a superuser and
+/// holds no right over `schema`/`database` tenants: [`PgAdmin::owner_session`]), then
+/// [`ensure_policies`].
 ///
 /// Idempotent and cheap when up to date: a few catalog reads, no DDL, no write. Safe to call
 /// from several operator replicas (an advisory lock serializes the changes). Returns the schema's
@@ -464,9 +486,10 @@ pub async fn ensure_layout(
     let pool = admin.shared_pool().await?;
     let mut conn = pool.acquire().await?;
     let fmarker = function_marker(layout);
-    let st = layout_state(&mut conn, layout, &fmarker).await?;
+    let connect_group = crate::naming::connect_group_of(&admin.settings().shared_database)?;
+    let st = layout_state(&mut conn, layout, &fmarker, &connect_group).await?;
     if !st.complete(layout) {
-        bootstrap(&mut conn, layout).await?;
+        bootstrap(&mut conn, layout, &connect_group).await?;
     }
     let target = layout.migration_target();
     let applied = migrate::status(&mut conn, &target).await?;
@@ -474,7 +497,12 @@ pub async fn ensure_layout(
     let version = if plan.is_empty() {
         plan.to
     } else {
-        let report = migrate::migrate(&mut conn, set, &target, None, false).await?;
+        let mut session = admin
+            .owner_session(&layout.owner, &admin.settings().shared_database)
+            .await?;
+        let report = migrate::migrate(&mut session, set, &target, None, false).await;
+        session.close().await;
+        let report = report?;
         info!(
             schema = layout.schema.as_str(),
             from = ?report.from,
@@ -508,7 +536,7 @@ fn tenant_scoped_predicate() -> String {
 /// A query listing every privilege in the layout schema that is not one the design grants:
 /// columns `kind` (`TABLE`, `ROUTINE`, `SCHEMA`), `obj` (server-quoted object name) and
 /// `grantee` (oid, 0 = PUBLIC). Owners' privileges are always fine.
-fn foreign_acl_sql(layout: &SharedLayout) -> Result<String> {
+pub(super) fn foreign_acl_sql(layout: &SharedLayout) -> Result<String> {
     let s = lit(layout.schema.as_str())?;
     let g = format!(
         "COALESCE((SELECT oid FROM pg_roles WHERE rolname = {}), 1::oid)",
@@ -570,13 +598,13 @@ struct CatalogRef {
 }
 
 #[derive(Debug, Deserialize)]
-struct PolicyCatalog {
+pub(super) struct PolicyCatalog {
     tables: Vec<CatalogTable>,
     sequences_without_usage: Vec<String>,
     foreign_acl: i64,
 }
 
-fn policy_catalog_sql(layout: &SharedLayout) -> Result<String> {
+pub(super) fn policy_catalog_sql(layout: &SharedLayout) -> Result<String> {
     let s = lit(layout.schema.as_str())?;
     let g = lit(layout.tenants.as_str())?;
     let scoped = tenant_scoped_predicate();
@@ -627,7 +655,7 @@ fn policy_catalog_sql(layout: &SharedLayout) -> Result<String> {
 const POLICY_EXPR_HASH: &str = "md5(COALESCE(pg_get_expr(p.polqual, p.polrelid), '') || '|' || COALESCE(pg_get_expr(p.polwithcheck, p.polrelid), ''))";
 
 /// A statement of [`ensure_policies`].
-enum Stmt {
+pub(super) enum Stmt {
     /// Plain SQL.
     Sql(String),
     /// Comment a freshly created policy with its marker and the hash of its expressions.
@@ -748,7 +776,10 @@ fn wanted_policies(
 }
 
 /// The statements closing the gap between the catalog and the design.
-fn policy_statements(layout: &SharedLayout, catalog: &PolicyCatalog) -> Result<Vec<Stmt>> {
+pub(super) fn policy_statements(
+    layout: &SharedLayout,
+    catalog: &PolicyCatalog,
+) -> Result<Vec<Stmt>> {
     let s = &layout.schema;
     let group = &layout.tenants;
     let mut stmts: Vec<String> = Vec::new();
@@ -1193,7 +1224,7 @@ struct DeletionCatalog {
     edges: Vec<(String, String)>,
 }
 
-fn deletion_catalog_sql(layout: &SharedLayout) -> Result<String> {
+pub(super) fn deletion_catalog_sql(layout: &SharedLayout) -> Result<String> {
     let s = lit(layout.schema.as_str())?;
     let scoped = tenant_scoped_predicate();
     Ok(format!(
@@ -1388,16 +1419,16 @@ struct UsageTable {
     analyzed: bool,
 }
 
-fn usage_catalog_sql(layout: &SharedLayout) -> Result<String> {
+pub(super) fn usage_catalog_sql(layout: &SharedLayout) -> Result<String> {
     let s = lit(layout.schema.as_str())?;
     let scoped = tenant_scoped_predicate();
     Ok(format!(
         "SELECT COALESCE(json_agg(json_build_object( \
            'name', c.relname::text, \
            'key_column', {KEY_COLUMN_SQL}, \
-           'bytes', (SELECT COALESCE(sum(pg_total_relation_size(t.relid)), 0)::bigint FROM pg_partition_tree(c.oid) t WHERE t.isleaf), \
-           'est_rows', (SELECT COALESCE(sum(GREATEST(l.reltuples, 0)), 0)::float8 FROM pg_partition_tree(c.oid) t JOIN pg_class l ON l.oid = t.relid WHERE t.isleaf), \
-           'analyzed', (SELECT COALESCE(bool_and(l.reltuples >= 0), true) FROM pg_partition_tree(c.oid) t JOIN pg_class l ON l.oid = t.relid WHERE t.isleaf)) \
+           'bytes', (SELECT COALESCE(sum(pg_total_relation_size(t.relid)), 0)::bigint FROM (SELECT relid, isleaf FROM pg_partition_tree(c.oid) UNION ALL SELECT c.oid, true WHERE c.relkind = 'r') t WHERE t.isleaf), \
+           'est_rows', (SELECT COALESCE(sum(GREATEST(l.reltuples, 0)), 0)::float8 FROM (SELECT relid, isleaf FROM pg_partition_tree(c.oid) UNION ALL SELECT c.oid, true WHERE c.relkind = 'r') t JOIN pg_class l ON l.oid = t.relid WHERE t.isleaf), \
+           'analyzed', (SELECT COALESCE(bool_and(l.reltuples >= 0), true) FROM (SELECT relid, isleaf FROM pg_partition_tree(c.oid) UNION ALL SELECT c.oid, true WHERE c.relkind = 'r') t JOIN pg_class l ON l.oid = t.relid WHERE t.isleaf)) \
            ORDER BY c.relname), '[]'::json) \
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
          WHERE n.nspname = {s} AND c.relkind IN ('r', 'p') AND NOT c.relispartition AND {scoped}"

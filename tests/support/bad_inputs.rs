@@ -25,7 +25,8 @@ pub struct Case {
     pub expect: Expect,
     /// Create with `fieldValidation=Strict`.
     pub strict: bool,
-    /// Distinctive text that must never reach PostgreSQL (nor the operator's log).
+    /// Distinctive text that must never reach PostgreSQL (nor, for cases the API refuses, the
+    /// operator's log).
     pub hostile: Option<String>,
 }
 
@@ -46,6 +47,9 @@ fn hostile(mut c: Case, s: &str) -> Case {
     c
 }
 
+/// A case the API accepts and the operator refuses. Its marker is its own `metadata.name`
+/// (distinctive: `zq-…`): the operator reads it, but no statement for this Tenant may reach
+/// PostgreSQL (owner markers and derived names would carry it).
 fn cond(id: &'static str, name: &str, spec: Value, reason: &'static str) -> Case {
     Case {
         id,
@@ -54,7 +58,7 @@ fn cond(id: &'static str, name: &str, spec: Value, reason: &'static str) -> Case
         spec,
         expect: Expect::Condition { reason },
         strict: false,
-        hostile: None,
+        hostile: Some(name.to_string()),
     }
 }
 
@@ -225,26 +229,26 @@ pub fn creation_cases() -> Vec<Case> {
         // Pass the CRD schema, refused by the operator's identifier rules.
         cond(
             "db-current-user",
-            "db-current-user",
+            "zq-db-current-user",
             db_name("current_user"),
             "InvalidSpec",
         ),
         cond(
             "schema-session-user",
-            "schema-session-user",
+            "zq-schema-session-user",
             schema_name("session_user"),
             "InvalidSpec",
         ),
-        cond("db-none", "db-none", db_name("none"), "InvalidSpec"),
+        cond("db-none", "zq-db-none", db_name("none"), "InvalidSpec"),
         cond(
             "schema-all",
-            "schema-all",
+            "zq-schema-all",
             schema_name("all"),
             "InvalidSpec",
         ),
         cond(
             "db-shared-database",
-            "db-shared",
+            "zq-db-shared",
             db_name("tenantdb_shared"),
             "InvalidSpec",
         ),
@@ -420,13 +424,13 @@ pub fn creation_cases() -> Vec<Case> {
         // Pass the schema, refused by the operator.
         cond(
             "quota-timeout-overflow",
-            "quota-timeout-overflow",
+            "zq-quota-timeout-overflow",
             quotas(json!({"statementTimeout": "999999999h"})),
             "InvalidSpec",
         ),
         cond(
             "quota-storage-zero",
-            "quota-storage-zero",
+            "zq-quota-storage-zero",
             quotas(json!({"storage": "0"})),
             "InvalidSpec",
         ),

@@ -93,6 +93,16 @@ impl Env {
 
     /// Spawns one more operator process logging to `log_path` (for leader election tests).
     pub fn spawn_operator(&self, log_path: &std::path::Path, more_args: &[&str]) -> Child {
+        self.spawn_operator_with(&self.kubeconfig, log_path, more_args)
+    }
+
+    /// [`Env::spawn_operator`] with another kubeconfig (e.g. one pointing at a proxy).
+    pub fn spawn_operator_with(
+        &self,
+        kubeconfig: &std::path::Path,
+        log_path: &std::path::Path,
+        more_args: &[&str],
+    ) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -110,7 +120,7 @@ impl Env {
             ])
             .args(&self.extra_args)
             .args(more_args)
-            .env("KUBECONFIG", &self.kubeconfig)
+            .env("KUBECONFIG", kubeconfig)
             .env("TENANTDB_DATABASE_URL", self.pg.admin_url())
             .env("RUST_LOG", "info,tenantdb=debug")
             .env("TENANTDB_LOG_FORMAT", "json")
@@ -227,6 +237,15 @@ impl Env {
         tenantdb::secret::read_key(&s, key)
     }
 
+    /// Several keys of one Secret, read in one GET (so that they belong together, e.g. the
+    /// username and password of one rotation).
+    pub async fn secret_values(&self, ns: &str, name: &str, keys: &[&str]) -> Option<Vec<String>> {
+        let s = self.secrets(ns).get_opt(name).await.ok()??;
+        keys.iter()
+            .map(|k| tenantdb::secret::read_key(&s, k))
+            .collect()
+    }
+
     /// Connects to PostgreSQL with the credentials in a Tenant's Secret.
     pub async fn connect_with_secret(
         &self,
@@ -294,4 +313,56 @@ where
 
 pub fn names_of(list: &[Tenant]) -> Vec<String> {
     list.iter().map(|t| t.name_any()).collect()
+}
+
+impl Env {
+    /// The operator's HTTP address (`/metrics`, `/healthz`, `/readyz`), read from its log.
+    pub async fn http_addr(&self) -> String {
+        wait_for(
+            Duration::from_secs(60),
+            "operator http address in its log",
+            || {
+                let log = self.operator_log();
+                async move {
+                    log.lines()
+                        .rev()
+                        .find(|l| l.contains("serving /metrics"))
+                        .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                        .and_then(|v| v["addr"].as_str().map(String::from))
+                }
+            },
+        )
+        .await
+        .unwrap()
+    }
+
+    /// The value of one metric series of the operator (`name{labels}` exactly as exposed), 0 if
+    /// absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let (_, body) = http_get(&self.http_addr().await, "/metrics").await;
+        body.lines()
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .and_then(|rest| rest.split_whitespace().next())
+                    .and_then(|v| v.parse().ok())
+            })
+            .unwrap_or(0.0)
+    }
+}
+
+/// A plain HTTP/1.1 GET (status code, whole response).
+pub async fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.unwrap();
+    let code = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, buf)
 }

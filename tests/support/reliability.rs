@@ -519,3 +519,34 @@ pub fn write_kubeconfig_for(path: &std::path::Path, addr: std::net::SocketAddr) 
     )
     .unwrap();
 }
+
+/// The operator's HTTP address (`--http-addr 127.0.0.1:0`) from the last "serving /metrics" line of
+/// its log (the last start).
+pub fn operator_http_addr(log: &str) -> Option<String> {
+    log.lines()
+        .rev()
+        .find(|l| l.contains("serving /metrics"))
+        .and_then(|l| serde_json::from_str::<Value>(l).ok())
+        .and_then(|v| {
+            v.get("addr")
+                .or_else(|| v.get("fields").and_then(|f| f.get("addr")))
+                .and_then(Value::as_str)
+                .map(String::from)
+        })
+}
+
+/// A plain HTTP/1.1 GET: (status code, whole response).
+pub async fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.unwrap();
+    let code = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, buf)
+}

@@ -1,0 +1,592 @@
+//! Unit tests of the TenantMigration controller.
+use super::super::{Context, object_key_for};
+use super::*;
+use crate::crd::Isolation;
+use crate::crd::{
+    MigrationPhase, Tenant, TenantMigration, TenantMigrationProgress, TenantMigrationState,
+    TenantMigrationStatus,
+};
+use crate::migrate;
+use crate::migrate::{MigrationSet, PlannedStep};
+use crate::naming::{Ident, tenant_names};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
+use k8s_openapi::jiff::Timestamp;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+fn rt(name: &str) -> RolloutTenant {
+    let shared = Ident::new("tenantdb_shared").unwrap();
+    RolloutTenant::new(
+        name,
+        tenant_names("tenant_", "ns", name, Isolation::Schema, None, &shared).unwrap(),
+    )
+}
+
+/// Fails tenants whose name is in `fail`, blocks those in `block`, counts concurrency.
+struct Fake {
+    fail: Vec<&'static str>,
+    block: Vec<&'static str>,
+    running: AtomicUsize,
+    peak: AtomicUsize,
+    order: Mutex<Vec<String>>,
+}
+
+impl Fake {
+    fn new(fail: Vec<&'static str>, block: Vec<&'static str>) -> Arc<Self> {
+        Arc::new(Self {
+            fail,
+            block,
+            running: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+            order: Mutex::new(vec![]),
+        })
+    }
+}
+
+impl TenantMigrator for Fake {
+    async fn migrate(&self, t: &RolloutTenant) -> TenantOutcome {
+        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+        self.order.lock().unwrap().push(t.name.clone());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        self.running.fetch_sub(1, Ordering::SeqCst);
+        let kind = if self.fail.contains(&t.name.as_str()) {
+            OutcomeKind::Failed
+        } else if self.block.contains(&t.name.as_str()) {
+            OutcomeKind::Blocked
+        } else {
+            OutcomeKind::Succeeded
+        };
+        TenantOutcome {
+            name: t.name.clone(),
+            kind,
+            from_version: Some(1),
+            to_version: Some(2),
+            steps: vec![],
+            message: String::new(),
+            category: None,
+            duration: Duration::ZERO,
+        }
+    }
+}
+
+fn tenant_obj(name: &str, tier: &str, status: serde_json::Value) -> Tenant {
+    serde_json::from_value(json!({
+        "apiVersion": "tenantdb.io/v1alpha1", "kind": "Tenant",
+        "metadata": {"name": name, "namespace": "ns", "uid": format!("uid-{name}"),
+                     "generation": 1, "labels": {"tier": tier}},
+        "spec": {"isolation": "schema"},
+        "status": status,
+    }))
+    .unwrap()
+}
+
+fn tm_obj(name: &str, target: serde_json::Value) -> TenantMigration {
+    serde_json::from_value(json!({
+        "apiVersion": "tenantdb.io/v1alpha1", "kind": "TenantMigration",
+        "metadata": {"name": name, "namespace": "ns"},
+        "spec": {"target": target},
+    }))
+    .unwrap()
+}
+
+#[test]
+fn tenant_events_trigger_migrations_only_when_rollout_facts_change() {
+    let (store, mut writer) = kube::runtime::reflector::store::<TenantMigration>();
+    for tm in [
+        tm_obj(
+            "gold",
+            json!({"selector": {"matchLabels": {"tier": "gold"}}}),
+        ),
+        tm_obj(
+            "silver",
+            json!({"selector": {"matchLabels": {"tier": "silver"}}}),
+        ),
+        tm_obj("one", json!({"tenant": "a"})),
+    ] {
+        writer.apply_watcher_event(&watcher::Event::Apply(tm));
+    }
+    let trigger = TenantTrigger::default();
+    let fire = |t: &Tenant| {
+        let mut v: Vec<String> = trigger
+            .migrations_for(&store, t)
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        v.sort();
+        v
+    };
+    let ready = json!({"phase": "Ready", "schemaVersion": 7, "usage": {"storageBytes": 1}});
+    let a = tenant_obj("a", "gold", ready.clone());
+    // First sight: the selecting TenantMigrations.
+    assert_eq!(fire(&a), ["gold", "one"]);
+    // The same facts again (a resync, a re-list): nothing.
+    assert!(fire(&a).is_empty());
+    // A routine status write (usage, health, a condition message): nothing.
+    let mut usage = ready.clone();
+    usage["usage"]["storageBytes"] = json!(4096);
+    usage["health"] = json!({"healthy": true});
+    assert!(fire(&tenant_obj("a", "gold", usage)).is_empty());
+    // What a rollout reads: schemaVersion, readiness, generation, deletion.
+    let mut migrated = ready.clone();
+    migrated["schemaVersion"] = json!(8);
+    assert_eq!(
+        fire(&tenant_obj("a", "gold", migrated.clone())),
+        ["gold", "one"]
+    );
+    let mut failed = migrated.clone();
+    failed["phase"] = json!("Failed");
+    assert_eq!(fire(&tenant_obj("a", "gold", failed)), ["gold", "one"]);
+    let mut spec_change = tenant_obj("a", "gold", migrated.clone());
+    spec_change.metadata.generation = Some(2);
+    assert_eq!(fire(&spec_change), ["gold", "one"]);
+    let mut deleting = spec_change.clone();
+    deleting.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
+    assert_eq!(fire(&deleting), ["gold", "one"]);
+    // A label change triggers the migration that selected the old labels, too.
+    let mut moved = spec_change.clone();
+    moved.metadata.labels = Some([("tier".to_string(), "silver".to_string())].into());
+    assert_eq!(fire(&moved), ["gold", "one", "silver"]);
+    assert!(fire(&moved).is_empty());
+    // A recreated Tenant of the same name (new uid) is a change.
+    let mut recreated = moved.clone();
+    recreated.metadata.uid = Some("uid-a-2".into());
+    assert_eq!(fire(&recreated), ["one", "silver"]);
+    // Other namespaces and non-selected Tenants trigger nothing.
+    let mut elsewhere = tenant_obj("b", "gold", ready.clone());
+    elsewhere.metadata.namespace = Some("other".into());
+    assert!(fire(&elsewhere).is_empty());
+    assert!(fire(&tenant_obj("c", "bronze", ready)).is_empty());
+    // Gone Tenants are forgotten.
+    assert_eq!(trigger.len(), 3);
+    let keep = object_key_for::<Tenant>("ns", "a");
+    trigger.retain(|k| k == keep);
+    assert_eq!(trigger.len(), 1);
+}
+
+fn names(n: usize) -> Vec<RolloutTenant> {
+    (0..n).map(|i| rt(&format!("t{i:02}"))).collect()
+}
+
+#[tokio::test]
+async fn parallelism_is_bounded() {
+    let fake = Fake::new(vec![], vec![]);
+    let r = Rollout::new(
+        RolloutConfig {
+            max_parallel: 3,
+            ..Default::default()
+        },
+        fake.clone(),
+    );
+    let s = r.run(names(12), || Control::Continue, None).await;
+    assert_eq!(s.count(OutcomeKind::Succeeded), 12);
+    assert!(fake.peak.load(Ordering::SeqCst) <= 3);
+    assert!(
+        s.peak_running <= 3 && s.peak_running >= 2,
+        "{}",
+        s.peak_running
+    );
+    assert!(s.halted.is_none() && s.not_started.is_empty());
+}
+
+#[tokio::test]
+async fn failure_budget_stops_new_starts() {
+    let fake = Fake::new(vec!["t01", "t03"], vec![]);
+    let r = Rollout::new(
+        RolloutConfig {
+            failure_budget: 1,
+            ..Default::default()
+        },
+        fake.clone(),
+    );
+    let s = r.run(names(8), || Control::Continue, None).await;
+    assert_eq!(s.halted, Some(HaltReason::FailureBudgetExceeded));
+    assert_eq!(s.outcomes.len(), 4);
+    assert_eq!(s.not_started, ["t04", "t05", "t06", "t07"]);
+    // Blocked counts as failed; budget ignored for dry runs.
+    let fake = Fake::new(vec![], vec!["t00"]);
+    let r = Rollout::new(RolloutConfig::default(), fake.clone());
+    assert_eq!(
+        r.run(names(3), || Control::Continue, None)
+            .await
+            .outcomes
+            .len(),
+        1
+    );
+    let r = Rollout::new(
+        RolloutConfig {
+            enforce_budget: false,
+            ..Default::default()
+        },
+        fake,
+    );
+    assert_eq!(
+        r.run(names(3), || Control::Continue, None)
+            .await
+            .outcomes
+            .len(),
+        3
+    );
+}
+
+#[tokio::test]
+async fn canaries_gate_the_fleet() {
+    let fake = Fake::new(vec![], vec![]);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let r = Rollout::new(
+        RolloutConfig {
+            max_parallel: 4,
+            canaries: 2,
+            failure_budget: 10,
+            ..Default::default()
+        },
+        fake.clone(),
+    );
+    let s = r.run(names(6), || Control::Continue, Some(&tx)).await;
+    assert!(s.canary_passed);
+    let mut evs = vec![];
+    while let Ok(e) = rx.try_recv() {
+        evs.push(e);
+    }
+    let pos = evs
+        .iter()
+        .position(|e| *e == RolloutEvent::CanaryPassed)
+        .unwrap();
+    let started_before: Vec<_> = evs[..pos]
+        .iter()
+        .filter_map(|e| match e {
+            RolloutEvent::Started(n) => Some(n.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(started_before, ["t00", "t01"]);
+
+    let fake = Fake::new(vec!["t01"], vec![]);
+    let r = Rollout::new(
+        RolloutConfig {
+            max_parallel: 4,
+            canaries: 2,
+            failure_budget: 10,
+            ..Default::default()
+        },
+        fake.clone(),
+    );
+    let s = r.run(names(6), || Control::Continue, None).await;
+    assert_eq!(s.halted, Some(HaltReason::CanaryFailed));
+    assert_eq!(s.outcomes.len(), 2);
+    assert_eq!(s.not_started.len(), 4);
+}
+
+#[tokio::test]
+async fn pause_lets_running_finish() {
+    let fake = Fake::new(vec![], vec![]);
+    let calls = AtomicUsize::new(0);
+    let r = Rollout::new(
+        RolloutConfig {
+            max_parallel: 2,
+            ..Default::default()
+        },
+        fake,
+    );
+    let s = r
+        .run(
+            names(10),
+            || {
+                if calls.fetch_add(1, Ordering::SeqCst) < 3 {
+                    Control::Continue
+                } else {
+                    Control::Pause
+                }
+            },
+            None,
+        )
+        .await;
+    assert_eq!(s.halted, Some(HaltReason::Paused));
+    assert_eq!(s.outcomes.len(), 3);
+    assert_eq!(s.not_started.len(), 7);
+}
+
+fn entry(name: &str, state: TenantMigrationState, second: i64) -> TenantMigrationProgress {
+    TenantMigrationProgress {
+        name: name.into(),
+        state,
+        finished_at: Some(Time(Timestamp::from_second(second).unwrap())),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn entries_are_bounded() {
+    let mut p = Progress::default();
+    for i in 0..200 {
+        let name = format!("t{i:03}");
+        let state = if i % 50 == 7 {
+            TenantMigrationState::Failed
+        } else {
+            TenantMigrationState::Succeeded
+        };
+        p.states.insert(name.clone(), state);
+        p.entries
+            .insert(name.clone(), entry(&name, state, 1_000 + i));
+    }
+    // An entry of a tenant that is no longer selected is dropped.
+    p.entries.insert(
+        "gone".into(),
+        entry("gone", TenantMigrationState::Failed, 5),
+    );
+    let (list, omitted) = p.bounded_entries();
+    assert_eq!(list.len(), 4 + MAX_LISTED_TENANTS);
+    assert_eq!(omitted, 200 - list.len());
+    assert_eq!(
+        list.iter()
+            .filter(|e| e.state == TenantMigrationState::Failed)
+            .count(),
+        4
+    );
+    assert!(list.iter().any(|e| e.name == "t199"));
+    assert!(!list.iter().any(|e| e.name == "t100"));
+    assert!(list.windows(2).all(|w| w[0].name < w[1].name));
+    let c = p.counts();
+    assert_eq!((c.total, c.succeeded, c.failed), (200, 196, 4));
+}
+
+#[test]
+fn verdicts() {
+    let base = VerdictInput {
+        target_version: 5,
+        failure_budget: 1,
+        ..Default::default()
+    };
+    let counts = |succeeded, failed, pending, running| Counts {
+        total: succeeded + failed + pending + running,
+        succeeded,
+        failed,
+        pending,
+        running,
+        skipped: 0,
+    };
+    let v = verdict(&VerdictInput {
+        counts: counts(3, 0, 0, 0),
+        ..base.clone()
+    });
+    assert_eq!((v.phase, v.reason), (MigrationPhase::Succeeded, "Complete"));
+    let v = verdict(&VerdictInput {
+        counts: counts(3, 1, 0, 0),
+        ..base.clone()
+    });
+    assert_eq!(v.phase, MigrationPhase::Succeeded);
+    let v = verdict(&VerdictInput {
+        counts: counts(3, 2, 4, 0),
+        ..base.clone()
+    });
+    assert_eq!(
+        (v.phase, v.reason),
+        (MigrationPhase::Failed, "FailureBudgetExceeded")
+    );
+    let v = verdict(&VerdictInput {
+        counts: counts(3, 2, 0, 0),
+        dry_run: true,
+        ..base.clone()
+    });
+    assert_eq!(
+        (v.phase, v.reason),
+        (MigrationPhase::Succeeded, "DryRunComplete")
+    );
+    let v = verdict(&VerdictInput {
+        counts: counts(3, 0, 4, 0),
+        paused: true,
+        ..base.clone()
+    });
+    assert_eq!(v.phase, MigrationPhase::Paused);
+    let v = verdict(&VerdictInput {
+        counts: counts(3, 0, 4, 0),
+        waiting_for_tenants: true,
+        ..base.clone()
+    });
+    assert_eq!(
+        (v.phase, v.reason),
+        (MigrationPhase::Running, "WaitingForTenants")
+    );
+    let v = verdict(&VerdictInput {
+        counts: counts(0, 0, 0, 0),
+        ..base.clone()
+    });
+    assert_eq!(
+        (v.phase, v.reason),
+        (MigrationPhase::Succeeded, "NoMatchingTenants")
+    );
+    let v = verdict(&VerdictInput {
+        counts: counts(0, 0, 0, 0),
+        missing_tenant: Some("x".into()),
+        ..base.clone()
+    });
+    assert_eq!(
+        (v.phase, v.reason),
+        (MigrationPhase::Pending, "TenantNotFound")
+    );
+    let v = verdict(&VerdictInput {
+        counts: counts(1, 1, 3, 0),
+        canary_failed: true,
+        failure_budget: 10,
+        ..base
+    });
+    assert_eq!(
+        (v.phase, v.reason),
+        (MigrationPhase::Failed, "CanaryFailed")
+    );
+}
+
+#[test]
+fn rendering_is_stable() {
+    let mut p = Progress::default();
+    p.states.insert("a".into(), TenantMigrationState::Succeeded);
+    p.entries
+        .insert("a".into(), entry("a", TenantMigrationState::Succeeded, 10));
+    let v = verdict(&VerdictInput {
+        counts: p.counts(),
+        target_version: 3,
+        ..Default::default()
+    });
+    let t0 = Timestamp::from_second(100).unwrap();
+    let t1 = Timestamp::from_second(200).unwrap();
+    let s1 = render_status(
+        &TenantMigrationStatus::default(),
+        false,
+        "rev",
+        Some(1),
+        3,
+        &p,
+        &v,
+        &[],
+        false,
+        t0,
+    );
+    assert_eq!(s1.phase, MigrationPhase::Succeeded);
+    assert_eq!(s1.completed_at, Some(Time(t0)));
+    let s2 = render_status(&s1, true, "rev", Some(1), 3, &p, &v, &[], false, t1);
+    assert_eq!(s1, s2, "an unchanged rollout renders the same status");
+    let s3 = render_status(&s1, false, "rev2", Some(2), 3, &p, &v, &[], false, t1);
+    assert_eq!(s3.started_at, Some(Time(t1)));
+}
+
+#[test]
+fn selectors_are_validated() {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+    let ok = LabelSelector {
+        match_labels: Some([("tier".to_string(), "gold".to_string())].into()),
+        match_expressions: Some(vec![LabelSelectorRequirement {
+            key: "env".into(),
+            operator: "In".into(),
+            values: Some(vec!["prod".into()]),
+        }]),
+    };
+    let s = parse_selector(&ok).unwrap();
+    assert_eq!(s.to_string(), "tier=gold,env in (prod)");
+    for bad in [
+        LabelSelector {
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "env".into(),
+                operator: "In".into(),
+                values: Some(vec![]),
+            }]),
+            ..Default::default()
+        },
+        LabelSelector {
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "env".into(),
+                operator: "Near".into(),
+                values: None,
+            }]),
+            ..Default::default()
+        },
+        LabelSelector {
+            match_labels: Some([("a b".to_string(), "x".to_string())].into()),
+            ..Default::default()
+        },
+        LabelSelector {
+            match_labels: Some([("a".to_string(), "x,y=z".to_string())].into()),
+            ..Default::default()
+        },
+    ] {
+        assert!(parse_selector(&bad).is_err(), "{bad:?}");
+    }
+    assert!(
+        parse_selector(&LabelSelector::default())
+            .unwrap()
+            .selects_all()
+    );
+}
+
+#[test]
+fn configmap_sets_merge_and_conflict() {
+    let bundled =
+        MigrationSet::from_files([("1_a.up.sql".to_string(), "create table a();".to_string())])
+            .unwrap();
+    let data: BTreeMap<String, String> = [
+        ("2_b.up.sql".to_string(), "create table b();".to_string()),
+        ("README".to_string(), "x".to_string()),
+    ]
+    .into();
+    let set = build_set(&bundled, Some(("cm", &data))).unwrap();
+    assert_eq!(set.latest_version(), Some(2));
+    let clash: BTreeMap<String, String> = [(
+        "1_a.up.sql".to_string(),
+        "create table other();".to_string(),
+    )]
+    .into();
+    let e = build_set(&bundled, Some(("cm", &clash))).unwrap_err();
+    assert!(
+        e.contains("conflicts") && e.contains("duplicate migration version 1"),
+        "{e}"
+    );
+    assert_ne!(set_fingerprint(&set), set_fingerprint(&bundled));
+}
+
+/// The exact wiring proposed for `runtime.rs::run_controllers` type-checks and is spawnable.
+#[allow(dead_code)]
+fn runtime_wiring_compiles(
+    ctx: Arc<Context>,
+    concurrency: u16,
+    ready: watch::Sender<bool>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    async fn run_controllers(
+        ctx: Arc<Context>,
+        concurrency: u16,
+        ready: watch::Sender<bool>,
+        shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+    ) {
+        use futures::FutureExt;
+        let shutdown = shutdown.shared();
+        tokio::join!(
+            crate::controller::tenant::run(ctx.clone(), concurrency, ready, shutdown.clone()),
+            crate::controller::migration::run(ctx, concurrency, shutdown),
+        );
+    }
+    drop(tokio::spawn(run_controllers(
+        ctx,
+        concurrency,
+        ready,
+        shutdown,
+    )));
+}
+
+#[test]
+fn step_descriptions_are_bounded() {
+    let steps: Vec<PlannedStep> = (1..100)
+        .map(|v| PlannedStep {
+            version: v,
+            name: format!("migration_number_{v}"),
+            direction: migrate::Direction::Up,
+        })
+        .collect();
+    let d = describe_steps(&steps);
+    assert!(d.len() < MAX_MESSAGE, "{}", d.len());
+    assert!(d.starts_with("up 1 migration_number_1, up 2"));
+    assert!(d.contains("more)"));
+}

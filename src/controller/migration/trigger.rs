@@ -1,0 +1,95 @@
+//! Which TenantMigrations a Tenant event triggers.
+
+use std::collections::BTreeMap;
+
+use kube::ResourceExt;
+use kube::runtime::reflector::{ObjectRef, Store};
+
+use super::super::object_key;
+use super::*;
+use crate::crd::{Tenant, TenantMigration, TenantPhase};
+
+/// What a rollout reads of a Tenant (see the classification in `reconcile`): a change of anything
+/// else — a health or usage status write, a condition message — cannot change a TenantMigration's
+/// plan or progress.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct TenantFacts {
+    pub(crate) uid: Option<String>,
+    pub(crate) generation: Option<i64>,
+    pub(crate) labels: BTreeMap<String, String>,
+    pub(crate) deleting: bool,
+    pub(crate) ready: bool,
+    pub(crate) schema_version: Option<i64>,
+}
+
+impl TenantFacts {
+    fn of(t: &Tenant) -> Self {
+        let status = t.status.as_ref();
+        TenantFacts {
+            uid: t.metadata.uid.clone(),
+            generation: t.metadata.generation,
+            labels: t.labels().clone(),
+            deleting: t.metadata.deletion_timestamp.is_some(),
+            ready: status.map(|s| s.phase) == Some(TenantPhase::Ready),
+            schema_version: status.and_then(|s| s.schema_version),
+        }
+    }
+}
+
+/// Decides which TenantMigrations a Tenant event triggers (the mapper of the Tenant watch; reads
+/// the TenantMigration cache, no API call). It remembers per Tenant the [`TenantFacts`] of the last
+/// event, so that routine Tenant status writes across a fleet do not re-classify every settled
+/// fleet migration that selects them (O(N) each, O(N²) per resync period). When a Tenant's labels
+/// change, the TenantMigrations that selected the old labels are triggered as well, so their counts
+/// drop the Tenant without waiting for a resync.
+#[derive(Default)]
+pub struct TenantTrigger {
+    seen: super::super::Memo<TenantFacts>,
+}
+
+impl TenantTrigger {
+    /// The TenantMigrations to reconcile for this event of `tenant`: none when nothing a rollout
+    /// reads changed since the previous event.
+    pub fn migrations_for(
+        &self,
+        store: &Store<TenantMigration>,
+        tenant: &Tenant,
+    ) -> Vec<ObjectRef<TenantMigration>> {
+        let key = object_key(tenant);
+        let now = TenantFacts::of(tenant);
+        let before = self.seen.get(&key);
+        if before.as_ref() == Some(&now) {
+            return Vec::new();
+        }
+        let old_labels = before.map(|b| b.labels).filter(|l| *l != now.labels);
+        self.seen.set(&key, now);
+        let (ns, name) = (tenant.namespace(), tenant.name_any());
+        store
+            .state()
+            .into_iter()
+            .filter(|m| {
+                m.namespace() == ns
+                    && (targets(m, tenant)
+                        || old_labels
+                            .as_ref()
+                            .is_some_and(|l| targets_labels(m, &name, l)))
+            })
+            .map(|m| ObjectRef::from_obj(m.as_ref()))
+            .collect()
+    }
+
+    /// Forgets Tenants that are gone (`live` answers for an [`object_key`]).
+    pub fn retain(&self, live: impl Fn(&str) -> bool) {
+        self.seen.retain(live);
+    }
+
+    /// How many Tenants are remembered.
+    pub fn len(&self) -> usize {
+        self.seen.with(|m| m.len()).unwrap_or_default()
+    }
+
+    /// Whether no Tenant is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

@@ -1,0 +1,267 @@
+//! Limits through the real binary: `--max-tenants` is never overshot by concurrent reconciles;
+//! Tenant names of 64–253 characters (valid Kubernetes names) get a working Secret with valid
+//! labels; Event notes stay under the Events API's 1 KiB.
+
+#[path = "support/e2e.rs"]
+mod e2e;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use e2e::{Env, tail, wait_for};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use serde_json::json;
+use tenantdb::crd::{Tenant, TenantPhase};
+
+const T: Duration = Duration::from_secs(120);
+
+fn tenant(ns: &str, name: &str, spec: serde_json::Value) -> Tenant {
+    serde_json::from_value(json!({
+        "apiVersion": "tenantdb.io/v1alpha1", "kind": "Tenant",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+fn reason(t: &Tenant, type_: &str) -> Option<String> {
+    t.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.reason.clone())
+}
+
+/// Tenant roles in PostgreSQL (what was really provisioned).
+async fn tenant_roles(env: &Env) -> i64 {
+    let pool = env.admin_pool().await;
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'tenant\\_limits\\_%' AND rolname NOT LIKE '%\\_b'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_tenants_is_never_overshot_by_concurrent_reconciles() {
+    let env = Env::start_with(&["--max-tenants", "10", "--concurrency", "8"]).await;
+    let ns = "limits";
+    env.ensure_namespace(ns).await;
+    // 30 at once (creates concurrently, so the reconciles race).
+    let api = env.tenants(ns);
+    let creates = (0..30).map(|i| {
+        let api = api.clone();
+        async move {
+            api.create(
+                &PostParams::default(),
+                &tenant(ns, &format!("m{i:02}"), json!({"isolation": "schema", "autoMigrate": false, "deletionPolicy": "Delete"})),
+            )
+            .await
+            .unwrap()
+        }
+    });
+    futures::future::join_all(creates).await;
+    // Every Tenant ends up either Ready or waiting with the limit's reason.
+    let (ready, waiting) = wait_for(T, "30 tenants Ready or waiting", || async {
+        let list = api.list(&ListParams::default()).await.ok()?;
+        let ready: Vec<String> = list
+            .items
+            .iter()
+            .filter(|t| {
+                t.status
+                    .as_ref()
+                    .is_some_and(|s| s.phase == TenantPhase::Ready)
+            })
+            .map(|t| t.metadata.name.clone().unwrap())
+            .collect();
+        let waiting = list
+            .items
+            .iter()
+            .filter(|t| {
+                t.status
+                    .as_ref()
+                    .is_some_and(|s| s.phase == TenantPhase::Pending)
+                    && reason(t, "Ready").as_deref() == Some("TenantLimitReached")
+            })
+            .count();
+        // Settled: every Tenant is either provisioned or says it waits for the limit.
+        (ready.len() + waiting == 30).then_some((ready, waiting))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", tail(&env.operator_log(), 30)));
+    assert_eq!(
+        ready.len(),
+        10,
+        "exactly the limit is provisioned: {ready:?}"
+    );
+    assert_eq!(waiting, 20);
+    assert_eq!(tenant_roles(&env).await, 10, "no role beyond the limit");
+    let waiter = api.get("m29").await.unwrap();
+    if !ready.contains(&"m29".to_string()) {
+        let msg = waiter
+            .status
+            .as_ref()
+            .unwrap()
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap()
+            .message
+            .clone();
+        assert!(msg.contains("--max-tenants"), "{msg}");
+        assert_eq!(reason(&waiter, "Degraded").as_deref(), Some("AsExpected"));
+    }
+    // Room appears: one of the waiting Tenants is provisioned, still never more than 10.
+    api.delete(&ready[0], &DeleteParams::default())
+        .await
+        .unwrap();
+    env.wait_gone(ns, &ready[0], T).await;
+    wait_for(T, "a waiting tenant takes the freed place", || async {
+        let list = api.list(&ListParams::default()).await.ok()?;
+        let n = list
+            .items
+            .iter()
+            .filter(|t| {
+                t.status
+                    .as_ref()
+                    .is_some_and(|s| s.phase == TenantPhase::Ready)
+            })
+            .count();
+        (n == 10).then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", tail(&env.operator_log(), 30)));
+    assert_eq!(tenant_roles(&env).await, 10);
+}
+
+/// More reconcile slots than places: the first wave of reconciles all run at once, before any
+/// of them has written a status — only the admission lock keeps them from overshooting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_tenants_below_the_concurrency_is_not_overshot_by_the_first_wave() {
+    let env = Env::start_with(&["--max-tenants", "3", "--concurrency", "8"]).await;
+    let ns = "limits";
+    env.ensure_namespace(ns).await;
+    let api = env.tenants(ns);
+    let creates = (0..12).map(|i| {
+        let api = api.clone();
+        async move {
+            api.create(
+                &PostParams::default(),
+                &tenant(
+                    ns,
+                    &format!("w{i:02}"),
+                    json!({"isolation": "schema", "autoMigrate": false}),
+                ),
+            )
+            .await
+            .unwrap()
+        }
+    });
+    futures::future::join_all(creates).await;
+    let ready = wait_for(T, "12 tenants Ready or waiting", || async {
+        let list = api.list(&ListParams::default()).await.ok()?;
+        let ready = list
+            .items
+            .iter()
+            .filter(|t| {
+                t.status
+                    .as_ref()
+                    .is_some_and(|s| s.phase == TenantPhase::Ready)
+            })
+            .count();
+        let waiting = list
+            .items
+            .iter()
+            .filter(|t| reason(t, "Ready").as_deref() == Some("TenantLimitReached"))
+            .count();
+        (ready + waiting == 12).then_some(ready)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", tail(&env.operator_log(), 30)));
+    assert_eq!(ready, 3);
+    assert_eq!(tenant_roles(&env).await, 3, "no role beyond the limit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_names_get_a_working_secret_and_event_notes_stay_under_1kib() {
+    // A migration whose error message is long: the MigrationFailed Event must still be published.
+    let dir = std::env::temp_dir().join(format!("tenantdb-long-error-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("1_long_error.up.sql"),
+        format!(
+            "DO $$ BEGIN RAISE EXCEPTION '{}'; END $$;",
+            "x".repeat(3000)
+        ),
+    )
+    .unwrap();
+    let failing_dir = dir.display().to_string();
+    let env = Env::start().await;
+    let ns = "longnames";
+    env.ensure_namespace(ns).await;
+    // 1. Names of 64 and 253 characters (DNS-1123 subdomains).
+    let long64 = format!("{}.{}", "a".repeat(60), "bcd");
+    let long253 = format!(
+        "{}.{}.{}.{}",
+        "b".repeat(62),
+        "c".repeat(63),
+        "d".repeat(63),
+        "e".repeat(62)
+    );
+    assert_eq!(long253.len(), 253);
+    for name in [&long64, &long253] {
+        env.tenants(ns)
+            .create(
+                &PostParams::default(),
+                &tenant(ns, name, json!({"isolation": "schema", "credentials": {"secretName": "s-".to_string() + &name[..10]}})),
+            )
+            .await
+            .unwrap();
+    }
+    for name in [&long64, &long253] {
+        env.wait_ready(ns, name, T).await;
+        let secret = format!("s-{}", &name[..10]);
+        let s = env.secrets(ns).get(&secret).await.unwrap();
+        let labels: BTreeMap<String, String> = s.metadata.labels.clone().unwrap();
+        for (k, v) in &labels {
+            assert!(v.len() <= 63, "label {k}={v} longer than 63");
+        }
+        assert_eq!(
+            s.metadata.annotations.as_ref().unwrap()["tenantdb.io/tenant"],
+            **name,
+            "the full name is in the annotation"
+        );
+        let mut c = env.connect_with_secret(ns, &secret).await.unwrap();
+        let one: i32 = sqlx::query_scalar("SELECT 1")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(one, 1);
+    }
+    drop(env);
+
+    // 2. A long error: the Warning Event is published with a note under 1 KiB.
+    let env = Env::start_with(&["--migrations-dir", &failing_dir]).await;
+    env.ensure_namespace(ns).await;
+    env.create_tenant(ns, "long-error", json!({"isolation": "schema"}))
+        .await;
+    let events: Api<Event> = Api::namespaced(env.client.clone(), ns);
+    let ev = wait_for(T, "MigrationFailed event", || async {
+        events
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("MigrationFailed"))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", tail(&env.operator_log(), 30)));
+    let note = ev.note.unwrap_or_default();
+    assert!(note.len() < 1024, "note of {} bytes", note.len());
+    assert!(note.ends_with('…') && note.contains("xxxx"), "{note}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
