@@ -792,7 +792,7 @@ fn resync_interval_is_jittered_by_ten_percent() {
 }
 
 /// `--health-concurrency`: at most that many health checks run at once. Each check (the
-/// operator's login as the tenant, application_name `tenantdb-healthcheck`) holds its slot from
+/// operator's login as the tenant, application_name `tenantdb:<instance>:health`) holds its slot from
 /// before its connection until after its `SELECT 1`; with one slot, no check's backend starts
 /// between another check's backend start and that check's `SELECT 1` (both times from
 /// `pg_stat_activity`, sampled continuously; a backend on its way out after its check does not
@@ -825,7 +825,7 @@ async fn health_concurrency_bounds_simultaneous_health_checks() {
     while start.elapsed() < Duration::from_secs(10) {
         let rows: Vec<(i32, f64, f64)> = sqlx::query_as(
             "SELECT pid, extract(epoch FROM backend_start)::float8, extract(epoch FROM query_start)::float8 \
-             FROM pg_stat_activity WHERE application_name = 'tenantdb-healthcheck' AND query = 'SELECT 1' \
+             FROM pg_stat_activity WHERE application_name LIKE 'tenantdb:%:health' AND query = 'SELECT 1' \
              AND query_start IS NOT NULL",
         )
         .fetch_all(&pool)

@@ -909,14 +909,19 @@ async fn same_keys_under_another_name_is_a_conflict() {
     };
     let a = admin(s);
     let t = tenant("idxconflict");
+    a.provision(&t).await.unwrap();
     let c = raw_admin(s).await;
-    // An application created the index under its own name before the operator ran.
-    c.database(t.database.as_str())
-        .run_command(doc! {"createIndexes": "ai_messages", "indexes": [
-            {"key": {"tenant_id": 1, "conversation_id": 1, "created_at": 1}, "name": "app_made"}
-        ]})
+    // An application replaced one of the tenant's indexes by its own, same keys, another name
+    // (a database created by someone else is refused before any index: see the ownership tests).
+    let db = c.database(t.database.as_str());
+    db.run_command(doc! {"dropIndexes": "ai_messages", "index": "tenant_conversation_created"})
         .await
         .unwrap();
+    db.run_command(doc! {"createIndexes": "ai_messages", "indexes": [
+        {"key": {"tenant_id": 1, "conversation_id": 1, "created_at": 1}, "name": "app_made"}
+    ]})
+    .await
+    .unwrap();
     // Both mongod and the stand-in refuse a second index with the same key pattern under another
     // name (IndexOptionsConflict, 85); the operator reports it as a Conflict.
     let e = a.provision(&t).await.unwrap_err();
