@@ -87,6 +87,7 @@ pub fn find_secantus() -> Option<PathBuf> {
 /// files.
 #[derive(Debug)]
 pub struct LocalMongo {
+    bin: PathBuf,
     dir: PathBuf,
     port: u16,
     password: String,
@@ -104,6 +105,7 @@ impl LocalMongo {
         std::fs::create_dir_all(&dir)?;
         // From here on `mongo`'s Drop removes the directory (and stops any server) on failure.
         let mut mongo = LocalMongo {
+            bin: bin.to_path_buf(),
             dir,
             port: 0,
             password: Alphanumeric.sample_string(&mut rand::rng(), 24),
@@ -186,6 +188,24 @@ impl LocalMongo {
     /// The server log (useful when a test fails).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+
+    /// Stops the server (a clean shutdown; SIGKILL after 15 s) but keeps its data:
+    /// [`Self::start_server`] brings it back (an outage, for tests).
+    pub fn stop_server(&mut self) {
+        self.stop(Duration::from_secs(15));
+    }
+
+    /// Starts the server again, with auth, on the same port and storage after
+    /// [`Self::stop_server`]. Blocking (seconds).
+    pub fn start_server(&mut self) -> Result<(), LocalMongoError> {
+        let bin = self.bin.clone();
+        self.spawn(&bin, true)?;
+        self.wait_listening(Duration::from_secs(30))
+            .map_err(|detail| LocalMongoError::NotStarted {
+                detail,
+                log: self.log(),
+            })
     }
 
     /// Spawns the server on `self.port` (output appended to `server.log`) and arms a reaper for it.

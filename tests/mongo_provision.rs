@@ -1,6 +1,9 @@
 //! MongoDB provisioning against a real MongoDB wire server: the SecantusDB stand-in started by
 //! `support/mongo.rs` (with `--auth`), or a real mongod from `TENANTDB_TEST_MONGO_URI`.
-//! Without either, every test prints `SKIPPED (no MongoDB): …` and passes.
+//! Without either, every test prints `SKIPPED (no MongoDB): …` and passes — or fails when
+//! `TENANTDB_TEST_NO_SKIP=1` (CI). Behaviour in which the stand-in differs from mongod is checked
+//! on mongod as it should be, and on the stand-in as the stand-in does it (the known difference is
+//! pinned, so that tests/README.md stays true).
 //!
 //! See tests/README.md (MongoDB) for which behaviours are checked against the stand-in and which
 //! only against a real mongod.
@@ -20,7 +23,7 @@ use tenantdb::mongo::{
 };
 use tenantdb::naming::derived_base;
 
-use mongo_support::{MongoServer, connect, real_mongod, server, unique};
+use mongo_support::{MongoServer, connect, server, unique};
 
 fn admin(s: &MongoServer) -> MongoAdmin {
     MongoAdmin::with_bundled_migrations(MongoSettings::new(&s.admin_uri)).unwrap()
@@ -579,11 +582,17 @@ async fn over_quota_the_user_is_read_only_and_back() {
             "reads still work"
         );
     } else {
-        eprintln!(
-            "SKIPPED part (needs a real mongod via TENANTDB_TEST_MONGO_URI; the SecantusDB stand-in does not enforce roles): writes refused with role read"
+        // The stand-in's known difference, pinned so that tests/README.md stays true: it does not
+        // enforce roles, so the write goes through. If a newer stand-in refuses it, this fails:
+        // then check the refusal on both servers.
+        scratch
+            .insert_one(doc! {"x": 2})
+            .await
+            .expect("stand-in difference: role `read` does not stop writes on SecantusDB");
+        println!(
+            "stand-in difference (checked): role `read` does not stop writes on SecantusDB; a real mongod refuses them with 13"
         );
     }
-
     t.read_only = false;
     a.provision(&t).await.unwrap();
     assert_eq!(roles_of(&c, &t).await, role("readWrite"));
@@ -792,8 +801,8 @@ async fn admin_errors_are_mapped_without_secrets() {
         return;
     };
     if s.root_password.is_empty() {
-        println!(
-            "SKIPPED (external server: root password unknown): admin_errors_are_mapped_without_secrets"
+        mongo_support::skip(
+            "SKIPPED (external server: no password in TENANTDB_TEST_MONGO_URI): admin_errors_are_mapped_without_secrets",
         );
         return;
     }
@@ -890,37 +899,40 @@ async fn ttl_monitor_expires_documents() {
     a.cleanup(&t).await.unwrap();
 }
 
-// ---- Behaviour only a real mongod has (the stand-in differs); run with TENANTDB_TEST_MONGO_URI.
+// ---- Behaviour in which the stand-in differs from mongod: checked on mongod
+// (TENANTDB_TEST_MONGO_URI) as it should be, and on the stand-in as the stand-in does it.
 
 #[tokio::test]
 async fn same_keys_under_another_name_is_a_conflict() {
-    let Some(s) = real_mongod(
-        "same_keys_under_another_name_is_a_conflict",
-        "accepts a second index with the same key pattern instead of IndexOptionsConflict (85)",
-    ) else {
+    let Some(s) = server("same_keys_under_another_name_is_a_conflict") else {
         return;
     };
     let a = admin(s);
     let t = tenant("idxconflict");
+    a.provision(&t).await.unwrap();
     let c = raw_admin(s).await;
-    // An application created the index under its own name before the operator ran.
-    c.database(t.database.as_str())
-        .run_command(doc! {"createIndexes": "ai_messages", "indexes": [
-            {"key": {"tenant_id": 1, "conversation_id": 1, "created_at": 1}, "name": "app_made"}
-        ]})
+    // An application replaced one of the tenant's indexes by its own, same keys, another name
+    // (a database created by someone else is refused before any index: see the ownership tests).
+    let db = c.database(t.database.as_str());
+    db.run_command(doc! {"dropIndexes": "ai_messages", "index": "tenant_conversation_created"})
         .await
         .unwrap();
+    db.run_command(doc! {"createIndexes": "ai_messages", "indexes": [
+        {"key": {"tenant_id": 1, "conversation_id": 1, "created_at": 1}, "name": "app_made"}
+    ]})
+    .await
+    .unwrap();
+    // Both mongod and the stand-in refuse a second index with the same key pattern under another
+    // name (IndexOptionsConflict, 85); the operator reports it as a Conflict.
     let e = a.provision(&t).await.unwrap_err();
     assert_eq!(e.category(), "Conflict", "{e}");
+    assert!(e.to_string().contains("IndexOptionsConflict (85)"), "{e}");
     a.cleanup(&t).await.unwrap();
 }
 
 #[tokio::test]
 async fn tenant_list_databases_is_filtered_to_its_own() {
-    let Some(s) = real_mongod(
-        "tenant_list_databases_is_filtered_to_its_own",
-        "refuses listDatabases for a tenant user where mongod filters it",
-    ) else {
+    let Some(s) = server("tenant_list_databases_is_filtered_to_its_own") else {
         return;
     };
     let a = admin(s);
@@ -929,15 +941,26 @@ async fn tenant_list_databases_is_filtered_to_its_own() {
     a.provision(&ta).await.unwrap();
     a.provision(&tb).await.unwrap();
     let c = tenant_client(s, &ta, &ta.password).await;
-    let names = c.list_database_names().await.unwrap();
-    assert!(
-        names.contains(&ta.database.as_str().to_string()),
-        "{names:?}"
-    );
-    assert!(
-        !names.contains(&tb.database.as_str().to_string()),
-        "{names:?}"
-    );
+    let r = c.list_database_names().await;
+    if s.is_real_mongod() {
+        let names = r.unwrap();
+        assert!(
+            names.contains(&ta.database.as_str().to_string()),
+            "{names:?}"
+        );
+        assert!(
+            !names.contains(&tb.database.as_str().to_string()),
+            "{names:?}"
+        );
+    } else {
+        // The stand-in refuses listDatabases for a tenant user (mongod filters it to the user's
+        // own databases): either way tenant B's database is not shown to tenant A.
+        let e = r.expect_err("stand-in difference: listDatabases is refused for tenant users");
+        assert_eq!(code(&e), Some(13), "Unauthorized expected: {e}");
+        println!(
+            "stand-in difference (checked): SecantusDB refuses listDatabases for a tenant user (13); mongod filters it"
+        );
+    }
     a.cleanup(&ta).await.unwrap();
     a.cleanup(&tb).await.unwrap();
 }

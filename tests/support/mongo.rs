@@ -5,7 +5,8 @@
 //! The stand-in is started by [`tenantdb::localmongo`] (lookup: `TENANTDB_SECANTUS_BIN`, else
 //! `.venv-mongo/bin/secantusd-py`, installed by `scripts/mongo-standin.sh install`; two-phase auth
 //! bootstrap; fresh temporary directory on a free port). Neither available → [`server`] prints a
-//! `SKIPPED (no MongoDB)` line and returns `None`. The server is kept in a static for the whole
+//! `SKIPPED (no MongoDB)` line and returns `None` — or fails the test when `TENANTDB_TEST_NO_SKIP=1`
+//! (set by `scripts/test.sh`: in CI nothing skips). The server is kept in a static for the whole
 //! test binary; statics are never dropped, so the reaper process armed by `LocalMongo` stops it
 //! and removes the directory when the test process exits (also on a crash or `kill -9`).
 
@@ -37,7 +38,7 @@ pub struct MongoServer {
     pub host: String,
     /// Port tenants connect to.
     pub port: u16,
-    /// The root password (a test fixture).
+    /// The root password (a test fixture; for an external server, the one in its URI).
     pub root_password: String,
     /// The stand-in, when this binary started one. It lives in a static, which is never dropped:
     /// its reaper process stops the server and removes its directory when the test process exits
@@ -58,42 +59,54 @@ impl MongoServer {
     }
 }
 
+/// `TENANTDB_TEST_NO_SKIP=1` (set by `scripts/test.sh`, so in CI): a test that would skip fails.
+pub fn no_skip() -> bool {
+    std::env::var("TENANTDB_TEST_NO_SKIP").is_ok_and(|v| v == "1" || v == "true")
+}
+
+/// Reports a skipped test: prints the `SKIPPED …` line, or fails the test under
+/// `TENANTDB_TEST_NO_SKIP=1`.
+pub fn skip(line: &str) {
+    assert!(
+        !no_skip(),
+        "{line}\nTENANTDB_TEST_NO_SKIP=1 (CI): a test may not skip; provide what it needs"
+    );
+    println!("{line}");
+}
+
 /// The server of this test binary, started on first use; `None` (after printing why) when no
-/// MongoDB is available. Panics if a stand-in is installed but cannot be started.
+/// MongoDB is available — a failure under `TENANTDB_TEST_NO_SKIP=1`. Panics if a stand-in is
+/// installed but cannot be started.
 pub fn server(test: &str) -> Option<&'static MongoServer> {
     static SERVER: OnceLock<Option<MongoServer>> = OnceLock::new();
     let s = SERVER.get_or_init(start).as_ref();
     if s.is_none() {
-        println!(
+        skip(&format!(
             "SKIPPED (no MongoDB): {test}: install the stand-in with `scripts/mongo-standin.sh install`, \
              set TENANTDB_SECANTUS_BIN, or point TENANTDB_TEST_MONGO_URI at a real mongod"
-        );
+        ));
     }
     s
 }
 
-/// For tests of behaviour only a real mongod has: prints a SKIPPED line and returns `None` on the
-/// stand-in.
-pub fn real_mongod(test: &str, why: &str) -> Option<&'static MongoServer> {
-    let s = server(test)?;
-    if s.is_real_mongod() {
-        Some(s)
-    } else {
-        println!(
-            "SKIPPED (needs a real mongod via TENANTDB_TEST_MONGO_URI; the SecantusDB stand-in {why}): {test}"
-        );
-        None
-    }
-}
-
 /// Whether slow tests (tens of seconds, e.g. waiting for the 60 s TTL sweep) should run:
-/// `TENANTDB_TEST_SLOW=1`. Otherwise prints a SKIPPED line.
+/// `TENANTDB_TEST_SLOW=1`. Otherwise prints a SKIPPED line (a failure under
+/// `TENANTDB_TEST_NO_SKIP=1`).
 pub fn slow_tests_enabled(test: &str) -> bool {
     let on = std::env::var("TENANTDB_TEST_SLOW").is_ok_and(|v| !v.is_empty() && v != "0");
     if !on {
-        println!("SKIPPED (slow; set TENANTDB_TEST_SLOW=1): {test}");
+        skip(&format!("SKIPPED (slow; set TENANTDB_TEST_SLOW=1): {test}"));
     }
     on
+}
+
+/// The password of the user in a `mongodb://user:password@…` URI (empty if none).
+pub fn uri_password(uri: &str) -> String {
+    let rest = uri.split_once("://").map_or(uri, |(_, r)| r);
+    rest.rsplit_once('@')
+        .and_then(|(creds, _)| creds.split_once(':'))
+        .map(|(_, p)| p.to_string())
+        .unwrap_or_default()
 }
 
 /// The stand-in binary, if installed (see [`tenantdb::localmongo::find_secantus`]).
@@ -108,10 +121,10 @@ fn start() -> Option<MongoServer> {
         let (host, port) = tenantdb::runtime::first_host(&uri);
         return Some(MongoServer {
             kind: Kind::External,
+            root_password: uri_password(&uri),
             admin_uri: uri,
             host,
             port,
-            root_password: String::new(),
             local: None,
         });
     }
