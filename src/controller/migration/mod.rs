@@ -38,15 +38,22 @@ use super::{Context, object_key};
 use crate::crd::{Tenant, TenantMigration};
 use crate::error::{Error, Result};
 
+mod canary;
+mod classify;
 mod kube_migrator;
+mod pass;
 mod progress;
 mod reconcile;
+mod report;
 mod rollout;
+mod select;
 mod spec;
+mod status;
 mod task;
 #[cfg(test)]
 mod tests;
 mod trigger;
+mod verdict;
 
 use kube_migrator::KubeMigrator;
 pub use kube_migrator::record_schema_version;
@@ -54,8 +61,10 @@ pub use progress::*;
 pub use reconcile::reconcile;
 pub use rollout::*;
 pub use spec::*;
+pub use status::{invalid_status, render_status};
 pub use task::{PassResult, Rollouts};
 pub use trigger::TenantTrigger;
+pub use verdict::{Verdict, VerdictInput, verdict};
 /// Controller name in metrics and logs.
 pub const CONTROLLER: &str = "tenantmigration";
 /// Field manager of the `status.schemaVersion` writes on Tenants (server-side apply of that one

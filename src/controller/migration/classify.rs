@@ -1,0 +1,335 @@
+//! Stage `classify` (pure): how each selected Tenant is handled by this reconcile — done, failed
+//! earlier in this revision, not Ready yet, left alone (with the reason), or to migrate — and the
+//! progress that results.
+
+use std::collections::{BTreeMap, HashSet};
+
+use k8s_openapi::jiff::Timestamp;
+use kube::{Resource, ResourceExt};
+
+use super::*;
+use crate::crd::{Isolation, Tenant, TenantMigrationProgress, TenantMigrationState, TenantPhase};
+use crate::identity::{Resolved, resolve};
+use crate::naming::Ident;
+
+/// How one selected tenant is handled by this reconcile.
+#[derive(Debug)]
+pub(crate) enum Class {
+    /// At the target version (or planned, for a listed dry-run entry).
+    Done,
+    /// Failed or blocked earlier in this revision.
+    Failed,
+    /// Not Ready yet.
+    NotReady,
+    /// Left alone (settled migration, tenant changed afterwards or superseded).
+    Skipped(String),
+    /// To migrate.
+    Work(Box<RolloutTenant>),
+}
+
+/// What classification depends on besides the Tenants.
+pub(crate) struct Input<'a> {
+    /// Entries of the previous status, when it is of this revision (empty otherwise).
+    pub prev_entries: &'a BTreeMap<String, TenantMigrationProgress>,
+    /// `spec.dryRun`.
+    pub dry_run: bool,
+    /// The target version.
+    pub target: i64,
+    /// The rollout of this revision succeeded before (only new Tenants are caught up).
+    pub settled: bool,
+    /// When this revision's rollout completed.
+    pub completed_at: Option<Timestamp>,
+    /// For a settled rollout: Tenants a newer TenantMigration selects, with its name.
+    pub newer: &'a BTreeMap<String, String>,
+    /// `--name-prefix`.
+    pub name_prefix: &'a str,
+    /// `--shared-database`.
+    pub shared_database: &'a Ident,
+}
+
+/// The result of classifying the selected Tenants.
+#[derive(Debug, Default)]
+pub(crate) struct Classified {
+    /// States and entries of every selected tenant.
+    pub progress: Progress,
+    /// Tenants to migrate, in name order.
+    pub work: Vec<RolloutTenant>,
+    /// Tenants that failed or were blocked earlier in this revision.
+    pub failed: HashSet<String>,
+    /// Tenants at the target version.
+    pub done: HashSet<String>,
+    /// Some tenant waits for its Tenant to become Ready.
+    pub waiting: bool,
+}
+
+/// Classifies `tenants` (sorted by name) and records the result in a [`Progress`].
+pub(crate) fn classify(tenants: &[Tenant], input: &Input<'_>) -> Classified {
+    let mut out = Classified::default();
+    for t in tenants {
+        let name = t.name_any();
+        let recorded = t.status.as_ref().and_then(|s| s.schema_version);
+        out.progress.recorded.insert(name.clone(), recorded);
+        let prev_entry = input.prev_entries.get(&name);
+        let class = class_of(t, recorded, prev_entry, input);
+        match class {
+            Class::Done => {
+                if let Some(e) = prev_entry.filter(|e| e.state == TenantMigrationState::Succeeded) {
+                    out.progress.entries.insert(name.clone(), e.clone());
+                }
+                out.progress
+                    .states
+                    .insert(name.clone(), TenantMigrationState::Succeeded);
+                out.done.insert(name);
+            }
+            Class::Failed => {
+                if let Some(e) = prev_entry {
+                    out.progress.entries.insert(name.clone(), e.clone());
+                }
+                let state = prev_entry
+                    .map(|e| e.state)
+                    .unwrap_or(TenantMigrationState::Failed);
+                out.progress.states.insert(name.clone(), state);
+                out.failed.insert(name);
+            }
+            Class::NotReady => {
+                out.waiting = true;
+                out.progress.set(
+                    &name,
+                    TenantMigrationState::Pending,
+                    Some("waiting for the Tenant to be Ready".into()),
+                );
+            }
+            Class::Skipped(msg) => {
+                out.progress
+                    .set(&name, TenantMigrationState::Skipped, Some(msg))
+            }
+            Class::Work(rt) => {
+                out.progress.set(&name, TenantMigrationState::Pending, None);
+                out.work.push(*rt);
+            }
+        }
+    }
+    out
+}
+
+/// The [`Class`] of one tenant.
+fn class_of(
+    t: &Tenant,
+    recorded: Option<i64>,
+    prev_entry: Option<&TenantMigrationProgress>,
+    input: &Input<'_>,
+) -> Class {
+    let work = || match resolve(t, input.name_prefix, input.shared_database) {
+        Ok(res) => Class::Work(Box::new(rollout_tenant(t, res, recorded))),
+        Err(e) => Class::Skipped(format!("cannot resolve the Tenant's names: {e}")),
+    };
+    let ready = t.status.as_ref().map(|s| s.phase) == Some(TenantPhase::Ready);
+    if prev_entry.is_some_and(|e| {
+        matches!(
+            e.state,
+            TenantMigrationState::Failed | TenantMigrationState::Blocked
+        )
+    }) {
+        Class::Failed
+    } else if t.spec.isolation == Isolation::Shared {
+        // Shared (row-level security) tenants have no schema of their own: the shared layout is
+        // migrated once by the Tenant controller (docs/shared-isolation.md).
+        Class::Skipped(
+            "isolation shared: the shared tables are migrated with the shared layout".into(),
+        )
+    } else if !ready {
+        Class::NotReady
+    } else if input.dry_run {
+        match prev_entry.filter(|e| e.state == TenantMigrationState::Succeeded) {
+            Some(_) => Class::Done,
+            None => work(),
+        }
+    } else if recorded == Some(input.target) {
+        Class::Done
+    } else if input.settled {
+        let created = t.meta().creation_timestamp.as_ref().map(|c| c.0);
+        let new_tenant =
+            matches!((created, input.completed_at), (Some(c), Some(done)) if c >= done);
+        match (new_tenant, input.newer.get(&t.name_any())) {
+            (true, None) => work(),
+            (_, Some(other)) => Class::Skipped(format!(
+                "at version {}: left to the newer TenantMigration {other}",
+                version_text(recorded)
+            )),
+            (false, None) => Class::Skipped(format!(
+                "at version {}: changed after this migration completed (not a new Tenant)",
+                version_text(recorded)
+            )),
+        }
+    } else {
+        work()
+    }
+}
+
+/// The rollout entry of a selected Tenant: its names, recorded version and credentials Secret
+/// (the one its status names, else the one its spec asks for).
+pub(crate) fn rollout_tenant(t: &Tenant, res: Resolved, recorded: Option<i64>) -> RolloutTenant {
+    let secret = t
+        .status
+        .as_ref()
+        .and_then(|s| s.secret_name.clone())
+        .unwrap_or(res.secret_name);
+    RolloutTenant {
+        recorded_version: recorded,
+        secret_name: Some(secret),
+        ..RolloutTenant::new(t.name_any(), res.names)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn tenant(
+        name: &str,
+        isolation: &str,
+        phase: &str,
+        version: Option<i64>,
+        created: i64,
+    ) -> Tenant {
+        let mut t: Tenant = serde_json::from_value(serde_json::json!({
+            "apiVersion": "tenantdb.io/v1alpha1", "kind": "Tenant",
+            "metadata": {"name": name, "namespace": "ns"},
+            "spec": {"isolation": isolation},
+            "status": {"phase": phase, "schemaVersion": version},
+        }))
+        .unwrap();
+        t.metadata.creation_timestamp = Some(Time(Timestamp::from_second(created).unwrap()));
+        t
+    }
+
+    fn entry(name: &str, state: TenantMigrationState) -> TenantMigrationProgress {
+        TenantMigrationProgress {
+            name: name.into(),
+            state,
+            ..Default::default()
+        }
+    }
+
+    fn state(c: &Classified, name: &str) -> TenantMigrationState {
+        c.progress.states[name]
+    }
+
+    fn message(c: &Classified, name: &str) -> String {
+        c.progress.entries[name].message.clone().unwrap_or_default()
+    }
+
+    #[test]
+    fn each_tenant_gets_one_class() {
+        let shared = Ident::new("tenantdb_shared").unwrap();
+        let tenants = vec![
+            tenant("at-target", "schema", "Ready", Some(5), 10),
+            tenant("behind", "database", "Ready", Some(3), 10),
+            tenant("failed-before", "schema", "Ready", Some(3), 10),
+            tenant("not-ready", "schema", "Provisioning", None, 10),
+            tenant("rls", "shared", "Ready", None, 10),
+        ];
+        let prev: BTreeMap<_, _> = [(
+            "failed-before".to_string(),
+            entry("failed-before", TenantMigrationState::Blocked),
+        )]
+        .into();
+        let none = BTreeMap::new();
+        let input = Input {
+            prev_entries: &prev,
+            dry_run: false,
+            target: 5,
+            settled: false,
+            completed_at: None,
+            newer: &none,
+            name_prefix: "tenant_",
+            shared_database: &shared,
+        };
+        let c = classify(&tenants, &input);
+        assert_eq!(state(&c, "at-target"), TenantMigrationState::Succeeded);
+        assert!(c.done.contains("at-target"));
+        assert_eq!(state(&c, "behind"), TenantMigrationState::Pending);
+        assert_eq!(
+            c.work.iter().map(|w| w.name.as_str()).collect::<Vec<_>>(),
+            ["behind"]
+        );
+        assert_eq!(c.work[0].recorded_version, Some(3));
+        assert_eq!(state(&c, "failed-before"), TenantMigrationState::Blocked);
+        assert!(
+            c.failed.contains("failed-before"),
+            "not retried in the revision"
+        );
+        assert_eq!(state(&c, "not-ready"), TenantMigrationState::Pending);
+        assert!(c.waiting);
+        assert_eq!(state(&c, "rls"), TenantMigrationState::Skipped);
+        assert!(message(&c, "rls").contains("shared layout"));
+        assert_eq!(c.progress.counts().total, 5);
+    }
+
+    #[test]
+    fn a_settled_rollout_catches_up_only_new_tenants_not_claimed_by_a_newer_one() {
+        let shared = Ident::new("tenantdb_shared").unwrap();
+        let tenants = vec![
+            tenant("old", "schema", "Ready", Some(3), 10),
+            tenant("new", "schema", "Ready", Some(3), 30),
+            tenant("claimed", "schema", "Ready", Some(3), 30),
+        ];
+        let newer: BTreeMap<_, _> = [("claimed".to_string(), "tm-2".to_string())].into();
+        let none = BTreeMap::new();
+        let c = classify(
+            &tenants,
+            &Input {
+                prev_entries: &none,
+                dry_run: false,
+                target: 5,
+                settled: true,
+                completed_at: Some(Timestamp::from_second(20).unwrap()),
+                newer: &newer,
+                name_prefix: "tenant_",
+                shared_database: &shared,
+            },
+        );
+        assert_eq!(
+            c.work.iter().map(|w| w.name.as_str()).collect::<Vec<_>>(),
+            ["new"]
+        );
+        assert!(message(&c, "old").contains("changed after this migration completed"));
+        assert!(message(&c, "claimed").contains("newer TenantMigration tm-2"));
+    }
+
+    #[test]
+    fn a_dry_run_plans_every_ready_tenant_once() {
+        let shared = Ident::new("tenantdb_shared").unwrap();
+        let tenants = vec![
+            tenant("planned", "schema", "Ready", Some(5), 10),
+            tenant("fresh", "schema", "Ready", Some(5), 10),
+        ];
+        let prev: BTreeMap<_, _> = [(
+            "planned".to_string(),
+            entry("planned", TenantMigrationState::Succeeded),
+        )]
+        .into();
+        let none = BTreeMap::new();
+        let c = classify(
+            &tenants,
+            &Input {
+                prev_entries: &prev,
+                dry_run: true,
+                target: 5,
+                settled: false,
+                completed_at: None,
+                newer: &none,
+                name_prefix: "tenant_",
+                shared_database: &shared,
+            },
+        );
+        // Even at the target version a dry run plans the tenant (it reports what would run).
+        assert_eq!(
+            c.work.iter().map(|w| w.name.as_str()).collect::<Vec<_>>(),
+            ["fresh"]
+        );
+        assert!(c.done.contains("planned"));
+        assert!(c.progress.entries.contains_key("planned"), "entry kept");
+    }
+}
