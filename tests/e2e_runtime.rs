@@ -284,7 +284,7 @@ async fn holder(leases: &Api<Lease>) -> Option<String> {
 /// name `standby`). Returns the standby process, its log path and its HTTP address once the leader
 /// holds the Lease.
 async fn leader_and_standby(env: &Env) -> (tokio::process::Child, std::path::PathBuf, String) {
-    let leases: Api<Lease> = Api::namespaced(env.client.clone(), "default");
+    let leases: Api<Lease> = Api::namespaced(env.client.clone(), e2e::OPERATOR_NAMESPACE);
     let leader = wait_for(T, "the first instance leads", || holder(&leases))
         .await
         .unwrap();
@@ -315,7 +315,7 @@ async fn sigterm_finishes_in_flight_work_then_releases_the_lease_to_a_ready_stan
     env.wait_ready(ns, "warm", T).await;
     let (mut standby, standby_log, standby_addr) = leader_and_standby(&env).await;
     let leader_addr = ops::wait_http_addr(&env.log_path).await;
-    let leases: Api<Lease> = Api::namespaced(env.client.clone(), "default");
+    let leases: Api<Lease> = Api::namespaced(env.client.clone(), e2e::OPERATOR_NAMESPACE);
     let leader = holder(&leases).await.unwrap();
 
     // The standby is live and ready, and does not reconcile.
@@ -493,7 +493,7 @@ async fn the_lease_is_held_while_shutdown_drains_in_flight_work() {
         .await;
     env.wait_ready(ns, "warm", T).await;
     let (mut standby, _, _) = leader_and_standby(&env).await;
-    let leases: Api<Lease> = Api::namespaced(env.client.clone(), "default");
+    let leases: Api<Lease> = Api::namespaced(env.client.clone(), e2e::OPERATOR_NAMESPACE);
     let shared_db = tenantdb::naming::Ident::new("tenantdb_shared").unwrap();
     let names = tenantdb::naming::tenant_names(
         "tenant_",
