@@ -9,12 +9,19 @@
 
 FROM rust:1.95-bookworm AS builder
 WORKDIR /src
-# Only what the build reads: manifests, lockfile, build script, sources, and migrations/ (the
-# PostgreSQL baseline and the MongoDB collection models are compiled into the binary).
+# Only what the build reads: manifests, lockfile, build script, the operator's sources, and
+# migrations/ (the PostgreSQL baseline and the MongoDB collection models are compiled into the
+# binary).
 COPY Cargo.toml Cargo.lock build.rs ./
-COPY apiserver ./apiserver
 COPY src ./src
 COPY migrations ./migrations
+# The other workspace members (the API server emulator, the test kit, the demo) are neither built
+# nor linked into the image: Cargo only reads their manifests to load the workspace and check the
+# lockfile, so they get their manifests and empty source files (a workspace skeleton).
+COPY apiserver/Cargo.toml ./apiserver/Cargo.toml
+COPY testkit/Cargo.toml ./testkit/Cargo.toml
+COPY demo/Cargo.toml ./demo/Cargo.toml
+RUN mkdir -p apiserver/src testkit/src demo/src && touch apiserver/src/lib.rs apiserver/src/main.rs testkit/src/lib.rs demo/src/main.rs
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
     --mount=type=cache,target=/src/target,sharing=locked \

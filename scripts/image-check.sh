@@ -2,9 +2,12 @@
 # What can be checked of the container image without a Docker engine (none is installable on the
 # build machine). It does not build the image; it fails when the Dockerfile would:
 #   1. every file the builder stage COPYs exists and is not excluded by .dockerignore;
-#   2. the build context the builder stage sees (exactly those files) compiles: `cargo check
-#      --locked -p tenantdb --bin tenantdb` in a directory holding only them (catches a source,
-#      include_str!, build script input or workspace member missing from the COPY list);
+#   2. the build context the builder stage sees (exactly those files, plus the workspace skeleton
+#      its `RUN mkdir -p` line creates) compiles: `cargo check --locked -p tenantdb --bin tenantdb`
+#      in a directory holding only them (catches a source, include_str!, build script input or
+#      workspace member missing from the COPY list);
+#   2b. the operator does not depend on the emulator, the test kit or the demo (normal and build
+#      dependencies, `cargo tree`), so none of them can be linked into the image;
 #   3. the builder image's Rust is at least the workspace's rust-version;
 #   4. the binary links only what gcr.io/distroless/cc-debian12 provides (glibc, libgcc_s);
 #   5. the runtime stage runs as a non-root numeric user and its ENTRYPOINT is the copied binary.
@@ -45,9 +48,22 @@ for s in "${sources[@]}"; do
   # Files inside copied directories that .dockerignore excludes (e.g. **/target) never reach it.
   rm -rf "$ctx/$s/target"
 done
+# The workspace skeleton (empty sources of the members that are not built).
+skeleton="$(printf '%s\n' "$builder" | sed -n 's/^RUN \(mkdir -p .*\)$/\1/p')"
+[ -n "$skeleton" ] || fail "no 'RUN mkdir -p …' workspace skeleton line in the builder stage"
+(cd "$ctx" && sh -c "$skeleton")
 (cd "$ctx" && CARGO_TARGET_DIR="$root/target/image-check" cargo check --locked --quiet -p tenantdb --bin tenantdb) \
   || fail "the builder stage's context does not compile (a file it needs is not copied)"
 echo "image-check: the builder context compiles"
+
+# 2b. What the operator links: never the emulator, the test kit or the demo.
+deps="$(cargo tree --locked -p tenantdb -e normal,build --prefix none --format '{p}' | awk '{print $1}' | sort -u)"
+for forbidden in tenantdb-apiserver tenantdb-testkit tenantdb-demo kube-cel; do
+  if printf '%s\n' "$deps" | grep -qx "$forbidden"; then
+    fail "the operator depends on $forbidden (it must stay a dev-dependency)"
+  fi
+done
+echo "image-check: the operator links none of tenantdb-apiserver, tenantdb-testkit, tenantdb-demo, kube-cel"
 
 # 3. Builder Rust vs. rust-version.
 image_rust="$(printf '%s\n' "$builder" | sed -n 's/^FROM rust:\([0-9.]*\).*/\1/p')"

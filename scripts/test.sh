@@ -38,7 +38,8 @@ TENANTDB_TEST_WATCH_LATENCY_MS=300 cargo test --locked --no-fail-fast --test e2e
 step "container image checks without a Docker engine (build context compiles, libraries, user)"
 bash scripts/image-check.sh target/debug/tenantdb
 
-step "demo smoke run (tenantdb dev --exit-when-ready)"
+step "demo smoke run (tenantdb-demo --exit-when-ready, as scripts/demo.sh runs it)"
 demo_dir="$(mktemp -d)"
-./target/debug/tenantdb dev --exit-when-ready 120 --kubeconfig "$demo_dir/kubeconfig"
+cargo build --locked --quiet -p tenantdb-demo
+./target/debug/tenantdb-demo --exit-when-ready 120 --kubeconfig "$demo_dir/kubeconfig"
 rm -rf "$demo_dir"

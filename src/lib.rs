@@ -6,13 +6,10 @@
 pub mod controller;
 pub mod crd;
 pub mod dberror;
-pub mod dev;
 pub mod error;
 pub mod fence;
 pub mod identity;
 pub mod leader;
-pub mod localmongo;
-pub mod localpg;
 pub mod metrics;
 pub mod migrate;
 pub mod mongo;

@@ -28,8 +28,6 @@ enum LogFormat {
 enum Command {
     /// Run the controllers against the cluster of the current kubeconfig / in-cluster config.
     Run(Box<tenantdb::runtime::RunConfig>),
-    /// Local demo without a cluster: throwaway PostgreSQL + in-memory API server emulator + operator.
-    Dev(Box<tenantdb::dev::DevConfig>),
     /// Print the CustomResourceDefinitions (the files in crds/ are this output), or write them to a directory.
     Crd {
         /// Write one file per CRD into this directory instead of printing.
@@ -97,17 +95,6 @@ async fn main() -> ExitCode {
                 }
             }
             ExitCode::SUCCESS
-        }
-        Command::Dev(config) => {
-            // The live table is the demo's output; only warnings are logged unless RUST_LOG says otherwise.
-            init_tracing(cli.log_format, "warn,kube_runtime=error,kube_client=error");
-            match tenantdb::dev::run(*config, shutdown_signal()).await {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("tenantdb dev failed: {e}");
-                    ExitCode::FAILURE
-                }
-            }
         }
         Command::Run(config) => {
             init_tracing(

@@ -180,55 +180,7 @@ pub fn first_host(uri: &str) -> (String, u16) {
     }
 }
 
-/// Parser wrapper so a `RunConfig` can be built from arguments (the demo uses it for its defaults).
-#[derive(Debug, clap::Parser)]
-struct RunOnly {
-    #[command(flatten)]
-    run: RunConfig,
-}
-
 impl RunConfig {
-    /// The configuration of an in-process operator for the local demo: flag defaults, faster
-    /// resync/health/usage intervals, HTTP on a free loopback port. `mongo` is the MongoDB admin
-    /// URI, host and port (`--mongodb-uri`, `--mongodb-host`, `--mongodb-port`), if any.
-    pub fn for_local(database_url: &str, mongo: Option<(&str, &str, u16)>) -> Result<Self> {
-        use clap::Parser;
-        let mut args: Vec<String> = [
-            "tenantdb-dev",
-            "--database-url",
-            database_url,
-            "--http-addr",
-            "127.0.0.1:0",
-            "--resync-seconds",
-            "60",
-            "--usage-interval-seconds",
-            "30",
-            "--health-interval-seconds",
-            "30",
-            "--backoff-base-ms",
-            "500",
-            "--backoff-max-seconds",
-            "30",
-            "--instance",
-            "tenantdb-dev",
-        ]
-        .map(String::from)
-        .into();
-        if let Some((uri, host, port)) = mongo {
-            args.extend([
-                "--mongodb-uri".to_string(),
-                uri.to_string(),
-                "--mongodb-host".to_string(),
-                host.to_string(),
-                "--mongodb-port".to_string(),
-                port.to_string(),
-            ]);
-        }
-        RunOnly::try_parse_from(args)
-            .map(|r| r.run)
-            .map_err(|e| Error::Config(e.to_string()))
-    }
-
     /// Leader-election settings, if enabled.
     pub fn lease_config(&self) -> Option<LeaseConfig> {
         use rand::distr::{Alphanumeric, SampleString};

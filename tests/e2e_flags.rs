@@ -8,10 +8,8 @@
 //! No fixed sleeps for state: waits poll with deadlines; the fixed windows measure that something
 //! does not happen (or how often it happens) and say so.
 
-#[path = "support/e2e.rs"]
-mod e2e;
-#[path = "support/ops.rs"]
-mod ops;
+use tenantdb_testkit::e2e;
+use tenantdb_testkit::ops;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};

@@ -3,8 +3,7 @@
 //! spec fix brings an `InvalidSpec` Tenant to Ready, a `Conflict` clears when the other owner goes
 //! away. The real `tenantdb` binary against the API server emulator and a real PostgreSQL.
 
-#[path = "support/e2e.rs"]
-mod e2e;
+use tenantdb_testkit::e2e;
 
 use std::time::Duration;
 

@@ -1,8 +1,7 @@
 //! End-to-end: credential rotation (on demand and periodic), quotas and health in status, leader
 //! election with two operator instances, and no secrets in logs, Events or status.
 
-#[path = "support/e2e.rs"]
-mod e2e;
+use tenantdb_testkit::e2e;
 
 use std::time::Duration;
 

@@ -2,8 +2,7 @@
 //! Tenant names of 64–253 characters (valid Kubernetes names) get a working Secret with valid
 //! labels; Event notes stay under the Events API's 1 KiB.
 
-#[path = "support/e2e.rs"]
-mod e2e;
+use tenantdb_testkit::e2e;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

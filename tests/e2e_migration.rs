@@ -4,8 +4,7 @@
 //! No fixed sleeps for state: every wait polls with a deadline (one measurement window checks that
 //! nothing flaps).
 
-#[path = "support/e2e.rs"]
-mod e2e;
+use tenantdb_testkit::e2e;
 
 use std::time::Duration;
 

@@ -3,11 +3,8 @@
 //! Secret, reports `MongoProvisioned`, and drops both on deletion (policy Delete).
 //! Runs against the SecantusDB stand-in (or `TENANTDB_TEST_MONGO_URI`); skipped without either.
 
-#[path = "support/e2e.rs"]
-mod e2e;
-#[path = "support/mongo.rs"]
-#[allow(dead_code)]
-mod mongo;
+use tenantdb_testkit::e2e;
+use tenantdb_testkit::mongo;
 
 use std::time::Duration;
 

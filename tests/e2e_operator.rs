@@ -1,8 +1,7 @@
 //! End-to-end: the real `tenantdb` binary against the in-memory API server emulator and a real
 //! PostgreSQL. No fixed sleeps: every wait polls with a deadline.
 
-#[path = "support/e2e.rs"]
-mod e2e;
+use tenantdb_testkit::e2e;
 
 use std::time::Duration;
 

@@ -15,11 +15,8 @@
 //!
 //! MongoDB parts run against the SecantusDB stand-in with `--auth` (or `TENANTDB_TEST_MONGO_URI`).
 
-#[path = "support/e2e.rs"]
-mod e2e;
-#[path = "support/mongo.rs"]
-#[allow(dead_code)]
-mod mongo;
+use tenantdb_testkit::e2e;
+use tenantdb_testkit::mongo;
 
 use std::time::Duration;
 

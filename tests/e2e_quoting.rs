@@ -5,17 +5,12 @@
 //! deleted (policy `Delete`: nothing left in the catalogs). With MongoDB (stand-in or
 //! `TENANTDB_TEST_MONGO_URI`) the same names are their MongoDB database and user: login, write,
 //! dropped on deletion. The PostgreSQL server runs with `log_statement = 'all'`: no statement may
-//! carry one of these names as a bare word (`tests/support/sql_scan.rs`), and no statement may fail.
+//! carry one of these names as a bare word (`testkit/src/sql_scan.rs`), and no statement may fail.
 
-#[path = "support/e2e.rs"]
-mod e2e;
-#[path = "support/mongo.rs"]
-#[allow(dead_code)]
-mod mongo;
-#[path = "support/reliability.rs"]
-mod reliability;
-#[path = "support/sql_scan.rs"]
-mod sql_scan;
+use tenantdb_testkit::e2e;
+use tenantdb_testkit::mongo;
+use tenantdb_testkit::reliability;
+use tenantdb_testkit::sql_scan;
 
 use std::time::Duration;
 

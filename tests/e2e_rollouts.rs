@@ -7,8 +7,7 @@
 //! The operator runs with an empty `--migrations-dir` (no baseline: provisioning 60 tenants is
 //! quick) and the TenantMigrations bring their own files.
 
-#[path = "support/e2e.rs"]
-mod e2e;
+use tenantdb_testkit::e2e;
 
 use std::time::{Duration, Instant};
 

@@ -12,11 +12,8 @@
 //! - Deleting a Tenant and re-creating it at once (garbage collection still pending) converges to
 //!   Ready with a new Secret, without a permanent Conflict.
 
-#[path = "support/e2e.rs"]
-mod e2e;
-#[path = "support/mongo.rs"]
-#[allow(dead_code)]
-mod mongo;
+use tenantdb_testkit::e2e;
+use tenantdb_testkit::mongo;
 
 use std::time::Duration;
 

@@ -19,8 +19,7 @@
 //! Without the fix (migration SQL on the admin session under `SET LOCAL ROLE`), the first cases
 //! (`RESET ROLE; CREATE ROLE … SUPERUSER`, `COPY … TO PROGRAM`) succeed and this test fails.
 
-#[path = "support/e2e.rs"]
-mod e2e;
+use tenantdb_testkit::e2e;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

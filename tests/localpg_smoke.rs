@@ -1,4 +1,4 @@
-use tenantdb::localpg::LocalPg;
+use tenantdb_testkit::localpg::LocalPg;
 
 #[test]
 fn starts_and_stops() {

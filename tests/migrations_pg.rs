@@ -1,15 +1,15 @@
 //! The migration engine and the baseline migrations against a real PostgreSQL 15
-//! (`tenantdb::localpg::LocalPg`, one throwaway cluster shared by the tests of this binary; each
+//! (`tenantdb_testkit::localpg::LocalPg`, one throwaway cluster shared by the tests of this binary; each
 //! test works in its own role + schema).
 
 use std::collections::BTreeSet;
 use std::sync::OnceLock;
 
 use sqlx::{AssertSqlSafe, Connection, PgConnection, Row};
-use tenantdb::localpg::LocalPg;
 use tenantdb::migrate::{
     self, Direction, HISTORY_TABLE, MigrateError, MigrationSet, MigrationTarget,
 };
+use tenantdb_testkit::localpg::LocalPg;
 
 /// Last version of the baseline data model. Later migrations are not part of these tests'
 /// expectations: the tests use [`baseline`], the bundled set cut at this version.

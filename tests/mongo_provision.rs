@@ -8,8 +8,7 @@
 //! See tests/README.md (MongoDB) for which behaviours are checked against the stand-in and which
 //! only against a real mongod.
 
-#[path = "support/mongo.rs"]
-mod mongo_support;
+use tenantdb_testkit::mongo as mongo_support;
 
 use std::path::Path;
 

@@ -6,9 +6,9 @@ use std::sync::OnceLock;
 
 use jiff::civil::date;
 use sqlx::{AssertSqlSafe, Connection, PgConnection, Row};
-use tenantdb::localpg::LocalPg;
 use tenantdb::migrate::{self, MigrationSet, MigrationTarget};
 use tenantdb::partitions::{self, PARTITIONED_TABLES};
+use tenantdb_testkit::localpg::LocalPg;
 
 fn pg() -> &'static LocalPg {
     static PG: OnceLock<LocalPg> = OnceLock::new();

@@ -1,7 +1,7 @@
 //! Apply and cleanup layer against a real PostgreSQL 15 cluster: both isolation modes, login with
 //! the generated password, cross-tenant denial, idempotency, drift repair, deletion policies.
 
-mod common;
+use tenantdb_testkit::fixtures as common;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -9,15 +9,13 @@
 //! render) must be among them. The run itself is a check too: an unquoted reserved keyword
 //! where an identifier belongs is a syntax error.
 
-#[path = "support/sql_scan.rs"]
-mod sql_scan;
+use tenantdb_testkit::sql_scan;
 
 use std::time::Duration;
 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use sqlx::{ConnectOptions, Executor};
 use tenantdb::crd::Isolation;
-use tenantdb::localpg::{LocalPg, LocalPgOptions};
 use tenantdb::migrate::MigrationSet;
 use tenantdb::naming::{Ident, TenantNames, tenant_names};
 use tenantdb::pg::plan::{Desired, Slot, plan};
@@ -25,6 +23,7 @@ use tenantdb::pg::shared::{self, SharedLayout};
 use tenantdb::pg::{PgAdmin, PgSettings};
 use tenantdb::quota::EffectiveQuotas;
 use tenantdb::scram::generate_password;
+use tenantdb_testkit::localpg::{LocalPg, LocalPgOptions};
 
 const KEYWORDS: &[&str] = &["select", "user", "order", "table", "group", "from", "where"];
 

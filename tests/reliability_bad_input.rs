@@ -1,4 +1,4 @@
-//! Reliability: the bad-input corpus (issue #9). Data: `tests/support/bad_inputs.rs`.
+//! Reliability: the bad-input corpus (issue #9). Data: `testkit/src/bad_inputs.rs`.
 //!
 //! Every case (exactly [`EXPECTED_CASES`]) is either refused by the API server (422 Invalid / 400
 //! strict decoding, with a message naming the field by its whole path) or ends with a clear
@@ -10,14 +10,10 @@
 //! database beyond the expected ones appears. A healthy canary Tenant created first stays Ready
 //! throughout (sampled continuously) and its credentials keep working.
 
-#[path = "support/bad_inputs.rs"]
-mod bad_inputs;
-#[path = "support/e2e.rs"]
-mod e2e;
-#[path = "support/reliability.rs"]
-mod reliability;
-#[path = "support/sql_scan.rs"]
-mod sql_scan;
+use tenantdb_testkit::bad_inputs;
+use tenantdb_testkit::e2e;
+use tenantdb_testkit::reliability;
+use tenantdb_testkit::sql_scan;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -20,10 +20,8 @@
 //! CI: 100 tenants, concurrency 8, 10 kills while provisioning, 4 while deleting.
 //! `TENANTDB_RELIABILITY_LONG=1`: 300 tenants, 30 + 10 kills.
 
-#[path = "support/e2e.rs"]
-mod e2e;
-#[path = "support/reliability.rs"]
-mod reliability;
+use tenantdb_testkit::e2e;
+use tenantdb_testkit::reliability;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};

@@ -16,8 +16,7 @@
 //! an error, and the new leader brings every Tenant to Ready. Before the freeze the old leader is
 //! shown to have been busy (so the zero is a measurement, not an idle process).
 
-#[path = "support/e2e.rs"]
-mod e2e;
+use tenantdb_testkit::e2e;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -13,10 +13,8 @@
 //! What is not a boundary and not asserted: object *names* in the catalogs (`pg_roles`,
 //! `pg_database`, `pg_class` of a shared database) are readable by every PostgreSQL user.
 
-#[path = "support/e2e.rs"]
-mod e2e;
-#[path = "support/reliability.rs"]
-mod reliability;
+use tenantdb_testkit::e2e;
+use tenantdb_testkit::reliability;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -13,13 +13,9 @@
 //! The stored verifiers are checked too: SCRAM-SHA-256, 4096 iterations, a 16-byte salt, matching
 //! the Secret's password, and different salts (so different verifiers) for every role.
 
-#[path = "support/e2e.rs"]
-mod e2e;
-#[path = "support/mongo.rs"]
-#[allow(dead_code)]
-mod mongo;
-#[path = "support/reliability.rs"]
-mod reliability;
+use tenantdb_testkit::e2e;
+use tenantdb_testkit::mongo;
+use tenantdb_testkit::reliability;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -13,13 +13,9 @@
 //! Without a MongoDB server these tests print SKIPPED — a failure under `TENANTDB_TEST_NO_SKIP=1`
 //! (CI).
 
-#[path = "support/e2e.rs"]
-mod e2e;
-#[path = "support/mongo.rs"]
-#[allow(dead_code)]
-mod mongo;
-#[path = "support/reliability.rs"]
-mod reliability;
+use tenantdb_testkit::e2e;
+use tenantdb_testkit::mongo;
+use tenantdb_testkit::reliability;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -316,7 +312,7 @@ async fn mongodb_outage_alone_degrades_only_mongodb_tenants_and_recovers() {
         return;
     };
     let mut local = tokio::task::spawn_blocking(move || {
-        tenantdb::localmongo::LocalMongo::start(&bin).expect("a stand-in of our own")
+        tenantdb_testkit::localmongo::LocalMongo::start(&bin).expect("a stand-in of our own")
     })
     .await
     .unwrap();

@@ -6,12 +6,9 @@
 //! the outage are bounded by the exponential backoff, and the gaps between them grow); once the
 //! server is back every Tenant converges to Ready and `Degraded` clears within a stated bound.
 
-#[path = "support/e2e.rs"]
-mod e2e;
-#[path = "support/ops.rs"]
-mod ops;
-#[path = "support/reliability.rs"]
-mod reliability;
+use tenantdb_testkit::e2e;
+use tenantdb_testkit::ops;
+use tenantdb_testkit::reliability;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -23,7 +20,7 @@ use serde_json::json;
 
 const NS: &str = "outage";
 
-/// Backoff of the harness (`tests/support/e2e.rs`): base 200 ms, cap 5 s, jitter ×0.8–1.2.
+/// Backoff of the harness (`testkit/src/e2e.rs`): base 200 ms, cap 5 s, jitter ×0.8–1.2.
 const BASE_MS: f64 = 200.0;
 const CAP_MS: f64 = 5000.0;
 /// How soon an unhealthy Ready tenant is checked again (`health_recheck` in

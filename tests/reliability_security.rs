@@ -12,13 +12,9 @@
 //! - The cross-tenant access matrix (all three isolation modes, every ordered pair) is in
 //!   `tests/reliability_isolation.rs`.
 
-#[path = "support/e2e.rs"]
-mod e2e;
-#[path = "support/mongo.rs"]
-#[allow(dead_code)]
-mod mongo;
-#[path = "support/reliability.rs"]
-mod reliability;
+use tenantdb_testkit::e2e;
+use tenantdb_testkit::mongo;
+use tenantdb_testkit::reliability;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

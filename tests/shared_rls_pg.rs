@@ -3,7 +3,7 @@
 //! DDL when up to date, checked with an event trigger and catalog `xmin`s), drift repair, and
 //! tables added by later migrations. Each test uses its own layout schema in the shared database.
 
-mod common;
+use tenantdb_testkit::fixtures as common;
 
 use common::{admin, connect_as};
 use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};

@@ -1,4 +1,4 @@
-//! TenantMigration rollouts against a real PostgreSQL 15 (`tenantdb::localpg::LocalPg`), without
+//! TenantMigration rollouts against a real PostgreSQL 15 (`tenantdb_testkit::localpg::LocalPg`), without
 //! Kubernetes: tenants are provisioned with `PgAdmin` (observe/plan/apply) and migrated by the
 //! controller's [`Rollout`] with the real [`PgMigrator`].
 //!
@@ -6,7 +6,7 @@
 //! ran), v2 adds a column, v3 an index, v4 a table plus a CHECK constraint that fails on tenants
 //! holding a row with `qty <= 0`.
 
-mod common;
+use tenantdb_testkit::fixtures as common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

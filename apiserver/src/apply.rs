@@ -5,10 +5,10 @@
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-use crate::error::{ApiError, FieldError, Target};
+use crate::error::ApiError;
 use crate::managed::{self, ApplyError, ManagerId, Operation};
 use crate::registry::ResourceDef;
-use crate::store::{PatchKind, State, WriteOpts, from_storage, meta_mut, meta_str, target};
+use crate::store::{State, WriteOpts, from_storage, meta_mut, meta_str, target};
 use crate::write::{Ownership, scope_of};
 
 impl State {
@@ -175,55 +175,4 @@ fn last_applied_fields(live: &Value, ty: &crate::schema::Ty) -> Option<crate::fi
         .as_str()?;
     let v: Value = serde_json::from_str(text).ok()?;
     Some(crate::smd::field_set(&v, ty))
-}
-
-/// `ValidatePatchOptions`: `force` only for apply, `fieldManager` required for apply, at most
-/// 128 printable characters.
-pub(crate) fn validate_patch_options(kind: PatchKind, opts: &WriteOpts) -> Result<(), ApiError> {
-    let mut errs = Vec::new();
-    if kind != PatchKind::Apply {
-        if opts.force.is_some() {
-            errs.push(FieldError::forbidden(
-                "force",
-                "may not be specified for non-apply patch",
-            ));
-        }
-    } else if opts.field_manager.as_deref().is_none_or(str::is_empty) {
-        errs.push(FieldError {
-            reason: "FieldValueRequired",
-            field: "fieldManager".into(),
-            value: None,
-            detail: "is required for apply patch".into(),
-        });
-    }
-    errs.extend(validate_field_manager(opts));
-    if errs.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(
-            "PatchOptions.meta.k8s.io",
-            "",
-            &Target::default(),
-            &errs,
-        ))
-    }
-}
-
-/// `ValidateFieldManager`.
-pub(crate) fn validate_field_manager(opts: &WriteOpts) -> Vec<FieldError> {
-    let fm = opts.field_manager.as_deref().unwrap_or("");
-    let mut errs = Vec::new();
-    if fm.len() > 128 {
-        errs.push(FieldError::too_long("fieldManager", 128));
-    }
-    for (i, c) in fm.chars().enumerate() {
-        if c.is_control() {
-            errs.push(FieldError::invalid(
-                "fieldManager",
-                &json!(fm),
-                format!("invalid character U+{:04X} (at position {i})", c as u32),
-            ));
-        }
-    }
-    errs
 }

@@ -6,8 +6,6 @@
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
 
-use crate::schema::Ty;
-
 /// One step of a path. Values are kept as canonical JSON text so that elements are ordered.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum PathElement {
@@ -172,29 +170,6 @@ impl Set {
     /// Whether any member lies strictly below `pe`.
     pub fn has_children(&self, pe: &PathElement) -> bool {
         self.members.iter().any(|p| p.len() > 1 && &p[0] == pe)
-    }
-
-    /// structured-merge-diff's `EnsureNamedFieldsAreMembers`: every named (declared) struct field
-    /// that has members below it becomes a member itself (map keys do not).
-    pub fn ensure_named_fields(&self, ty: &Ty) -> Set {
-        let mut out = self.members.clone();
-        for p in &self.members {
-            let mut t = ty;
-            for (i, pe) in p.iter().enumerate() {
-                if i + 1 == p.len() {
-                    break;
-                }
-                let (child, named) = t.child(pe);
-                if named {
-                    out.insert(p[..=i].to_vec());
-                }
-                match child {
-                    Some(c) => t = c,
-                    None => break,
-                }
-            }
-        }
-        Set { members: out }
     }
 
     /// The `fieldsV1` JSON object.

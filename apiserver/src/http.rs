@@ -16,7 +16,7 @@ use crate::openapi;
 use crate::rbac::{self, Attributes, Decision};
 use crate::registry::ResourceDef;
 use crate::selector::{FieldSelector, LabelSelector};
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::store::{
     FieldValidation, ListOpts, ListResult, PatchKind, State as Store, WriteOpts, parse_rv,
 };

@@ -30,11 +30,13 @@ mod error;
 mod events;
 mod fieldpath;
 mod gc;
+mod groups;
 mod http;
 mod kinds;
 mod managed;
 mod objectmeta;
 mod openapi;
+mod options;
 mod patch;
 mod proto;
 mod rbac;
@@ -42,6 +44,7 @@ mod registry;
 mod schema;
 mod selector;
 mod server;
+mod shared;
 mod smd;
 mod store;
 mod table;
@@ -53,7 +56,8 @@ mod write;
 pub use auth::{ADMIN_USER, UserInfo};
 pub use discovery::GIT_VERSION;
 pub use error::Error;
-pub use server::{AuthzCheck, Config, RunningServer, StatKey, Stats, start};
+pub use server::{Config, RunningServer, start};
+pub use shared::{AuthzCheck, StatKey, Stats};
 
 /// Building blocks exposed for unit tests and tools (not a stable API).
 pub mod internals {

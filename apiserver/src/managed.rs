@@ -348,20 +348,21 @@ fn prune(merged: &Value, managers: &Managed, last: &Set, ty: &Ty) -> Value {
     if last.is_empty() {
         return merged.clone();
     }
-    let last_e = last.ensure_named_fields(ty);
+    let last_e = ty.ensure_named_fields(last);
     let pruned = smd::remove_items(merged, &last_e, ty);
-    let owned = managers
-        .values()
-        .fold(Set::new(), |acc, e| acc.union(&e.set))
-        .ensure_named_fields(ty);
-    let merged_set = smd::field_set(merged, ty).ensure_named_fields(ty);
-    let pruned_set = smd::field_set(&pruned, ty).ensure_named_fields(ty);
+    let owned = ty.ensure_named_fields(
+        &managers
+            .values()
+            .fold(Set::new(), |acc, e| acc.union(&e.set)),
+    );
+    let merged_set = ty.ensure_named_fields(&smd::field_set(merged, ty));
+    let pruned_set = ty.ensure_named_fields(&smd::field_set(&pruned, ty));
     let pruned = smd::remove_items(
         merged,
         &merged_set.difference(&pruned_set.union(&owned)),
         ty,
     );
-    let pruned_set = smd::field_set(&pruned, ty).ensure_named_fields(ty);
+    let pruned_set = ty.ensure_named_fields(&smd::field_set(&pruned, ty));
     smd::remove_items(
         merged,
         &merged_set.difference(&pruned_set).intersection(&last_e),

@@ -259,8 +259,7 @@ pub struct Registry {
     pub defs: BTreeMap<GroupResource, ResourceDef>,
 }
 
-pub const CRD_GROUP: &str = "apiextensions.k8s.io";
-pub const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
+pub use crate::groups::{CRD_GROUP, RBAC_GROUP};
 
 impl Registry {
     pub fn with_builtins() -> Self {

@@ -7,7 +7,7 @@
 use serde_json::Value;
 use std::collections::BTreeMap;
 
-use crate::fieldpath::PathElement;
+use crate::fieldpath::{PathElement, Set};
 
 /// What JSON a scalar must be (type checks of built-in kinds; CRDs are checked by the schema).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +47,29 @@ pub enum Ty {
 }
 
 impl Ty {
+    /// structured-merge-diff's `EnsureNamedFieldsAreMembers`: every named (declared) struct field
+    /// of this type that has members below it in `set` becomes a member itself (map keys do not).
+    pub fn ensure_named_fields(&self, set: &Set) -> Set {
+        let mut out = set.clone();
+        for p in set.iter() {
+            let mut t = self;
+            for (i, pe) in p.iter().enumerate() {
+                if i + 1 == p.len() {
+                    break;
+                }
+                let (child, named) = t.child(pe);
+                if named {
+                    out.insert(p[..=i].to_vec());
+                }
+                match child {
+                    Some(c) => t = c,
+                    None => break,
+                }
+            }
+        }
+        out
+    }
+
     /// The type of a child reached through `pe`, and whether `pe` is a named (declared) field.
     pub fn child(&self, pe: &PathElement) -> (Option<&Ty>, bool) {
         match (self, pe) {
@@ -382,20 +405,20 @@ pub fn builtin(group: &str, version: &str, plural: &str) -> Option<Ty> {
                 ("preferredHolder", string()),
             ]),
         )]),
-        (crate::registry::RBAC_GROUP, "v1", "roles") => {
+        (crate::groups::RBAC_GROUP, "v1", "roles") => {
             root(&[("rules", atomic_list(policy_rule()))])
         }
-        (crate::registry::RBAC_GROUP, "v1", "clusterroles") => root(&[
+        (crate::groups::RBAC_GROUP, "v1", "clusterroles") => root(&[
             ("rules", atomic_list(policy_rule())),
             (
                 "aggregationRule",
                 obj(&[("clusterRoleSelectors", atomic_list(Ty::Deduced))]),
             ),
         ]),
-        (crate::registry::RBAC_GROUP, "v1", "rolebindings" | "clusterrolebindings") => {
+        (crate::groups::RBAC_GROUP, "v1", "rolebindings" | "clusterrolebindings") => {
             root(&binding())
         }
-        (crate::registry::CRD_GROUP, "v1", "customresourcedefinitions") => {
+        (crate::groups::CRD_GROUP, "v1", "customresourcedefinitions") => {
             root(&[("spec", Ty::Deduced), ("status", Ty::Deduced)])
         }
         _ => return None,

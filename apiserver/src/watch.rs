@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use crate::error::ApiError;
 use crate::registry::ResourceDef;
 use crate::selector::{FieldSelector, LabelSelector};
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::store::{Event, EventType};
 use crate::table::{self, IncludeObject, Output};
 

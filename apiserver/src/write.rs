@@ -515,7 +515,7 @@ impl State {
         subresource: Option<&str>,
         opts: &WriteOpts,
     ) -> Result<(bool, Arc<Value>), ApiError> {
-        crate::apply::validate_patch_options(kind, opts)?;
+        crate::options::validate_patch_options(kind, opts)?;
         if kind == PatchKind::Strategic && def.is_crd {
             // Custom resources have no patch strategies: the real server does not accept SMP.
             return Err(ApiError::new(

@@ -16,10 +16,7 @@
 
 use k8s_openapi::jiff::Timestamp;
 
-#[path = "../../tests/support/sql_scan.rs"]
-mod sql_scan;
-
-use sql_scan::scan;
+use tenantdb_testkit::sql_scan::scan;
 
 use super::plan::{Desired, MANAGED_SETTINGS, Slot, Step};
 use super::shared::{self, SharedLayout, Stmt};

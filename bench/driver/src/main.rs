@@ -1035,7 +1035,7 @@ fn machine() -> Value {
         "postgres": sh(&format!("'{pg_bin}' --version")),
         "psql": sh("psql --version"),
         "rustc": sh("rustc --version"),
-        "postgres_settings": "throwaway cluster (src/localpg.rs): fsync=off, synchronous_commit=off, full_page_writes=off, shared_buffers=64MB, max_connections=300",
+        "postgres_settings": "throwaway cluster (testkit/src/localpg.rs): fsync=off, synchronous_commit=off, full_page_writes=off, shared_buffers=64MB, max_connections=300",
     })
 }
 

@@ -76,7 +76,7 @@ pub fn find_secantus() -> Option<PathBuf> {
     }
     [
         std::env::current_dir().ok().map(|d| d.join(VENV_BIN)),
-        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join(VENV_BIN)),
+        Some(crate::repo_root().join(VENV_BIN)),
     ]
     .into_iter()
     .flatten()

@@ -3,7 +3,6 @@
 //! operator-log parsing, seeded randomness, and the API calls the operator's ServiceAccount made
 //! (from the emulator's authorization log: every RBAC check, so an apply that creates its object
 //! counts as `patch` and `create`, exactly as kube-apiserver authorizes it).
-#![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

@@ -2,7 +2,6 @@
 //! single-quoted literals. Used by the quoting unit test (`src/pg/quoting_tests.rs`, through
 //! `#[path]`) and by the PostgreSQL-level quoting test (`tests/quoting_pg.rs`), which scans the
 //! statements in the server log.
-#![allow(dead_code)]
 
 /// What a statement contains outside and inside quotes.
 #[derive(Debug, Default)]

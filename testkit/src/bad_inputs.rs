@@ -1,6 +1,5 @@
 //! The bad-input corpus of `tests/reliability_bad_input.rs`: hostile and invalid Tenants, each with
 //! what must happen to it.
-#![allow(dead_code)]
 
 use serde_json::{Value, json};
 

@@ -1,10 +1,9 @@
 //! Shared test fixtures: one throwaway PostgreSQL cluster per test binary.
-#![allow(dead_code)]
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use tenantdb::localpg::LocalPg;
+use crate::localpg::LocalPg;
 use tenantdb::naming::{Ident, TenantNames, tenant_names};
 use tenantdb::pg::{PgAdmin, PgSettings};
 

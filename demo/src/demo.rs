@@ -1,4 +1,4 @@
-//! `tenantdb dev`: a self-contained local demo with no cluster.
+//! The local demo (`tenantdb-demo`, run by `scripts/demo.sh`): self-contained, no cluster.
 //!
 //! Starts, all on 127.0.0.1 and all throwaway: a PostgreSQL 15 cluster, the SecantusDB MongoDB
 //! wire-protocol stand-in when installed (`scripts/mongo-standin.sh install`; not MongoDB), the
@@ -13,18 +13,20 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
-use kube::core::GroupVersionKind;
-use kube::{Client, ResourceExt};
+use kube::ResourceExt;
+use kube::api::Api;
+use tenantdb::crd::{Tenant, TenantPhase};
+use tenantdb::error::{Error, Result};
+use tenantdb::runtime::RunConfig;
+use tenantdb_testkit::cluster::{
+    OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT, apply_manifest, client_for, client_for_yaml,
+    find_helm, parse_manifests, render_chart,
+};
+use tenantdb_testkit::localmongo::{LocalMongo, find_secantus};
+use tenantdb_testkit::localpg::LocalPg;
 use tokio::sync::watch;
 
-use crate::crd::{Tenant, TenantPhase};
-use crate::error::{Error, Result};
-use crate::localmongo::{LocalMongo, find_secantus};
-use crate::localpg::LocalPg;
-use crate::runtime::RunConfig;
-
-/// Options of `tenantdb dev`.
+/// Options of the demo.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DevConfig {
     /// Directory whose `*.yaml` manifests are applied at start.
@@ -47,125 +49,6 @@ pub struct DevConfig {
     /// `scripts/chart-check.sh` installs it into `.tools`).
     #[arg(long)]
     pub helm: Option<PathBuf>,
-}
-
-/// Release name and namespace the chart is rendered with (`helm template tenantdb … -n …`).
-pub const CHART_RELEASE: &str = "tenantdb";
-/// The namespace the operator runs in (its ServiceAccount, its leader-election Lease).
-pub const OPERATOR_NAMESPACE: &str = "tenantdb-system";
-/// The chart's ServiceAccount name for release [`CHART_RELEASE`].
-pub const OPERATOR_SERVICE_ACCOUNT: &str = "tenantdb";
-
-/// The `helm` to use: the given one, else `<repo>/.tools/bin/helm` (what `scripts/chart-check.sh`
-/// installs), else `helm` from PATH.
-pub fn find_helm(explicit: Option<&Path>) -> PathBuf {
-    if let Some(p) = explicit {
-        return p.to_path_buf();
-    }
-    let local = Path::new(".tools/bin/helm");
-    if local.exists() {
-        return local.to_path_buf();
-    }
-    PathBuf::from("helm")
-}
-
-/// `helm template <release> <chart> --namespace <namespace>`: the chart's manifests as installed,
-/// with Helm's state in a throwaway directory (nothing read from or written to `~/.config/helm`).
-pub fn render_chart(helm: &Path, chart: &Path, namespace: &str) -> Result<String> {
-    let scratch = std::env::temp_dir().join(format!(
-        "tenantdb-helm-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default()
-    ));
-    let out = std::process::Command::new(helm)
-        .args(["template", CHART_RELEASE])
-        .arg(chart)
-        .args(["--namespace", namespace])
-        .env("HELM_CACHE_HOME", scratch.join("cache"))
-        .env("HELM_CONFIG_HOME", scratch.join("config"))
-        .env("HELM_DATA_HOME", scratch.join("data"))
-        .output();
-    let _ = std::fs::remove_dir_all(&scratch);
-    let out = out.map_err(|e| {
-        Error::Config(format!(
-            "running {} (install it with scripts/chart-check.sh, or pass --helm): {e}",
-            helm.display()
-        ))
-    })?;
-    if !out.status.success() {
-        return Err(Error::Config(format!(
-            "helm template {}: {}",
-            chart.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    String::from_utf8(out.stdout).map_err(|e| Error::Config(format!("helm output: {e}")))
-}
-
-/// Parses a multi-document YAML file into JSON objects (empty documents skipped).
-pub fn parse_manifests(text: &str) -> Result<Vec<serde_json::Value>> {
-    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(text)
-        .map_err(|e| Error::Config(format!("invalid YAML: {e}")))?;
-    Ok(docs
-        .into_iter()
-        .filter(|d| d.is_object() && !d.as_object().is_some_and(|o| o.is_empty()))
-        .collect())
-}
-
-/// Server-side applies a manifest object (any kind the server knows).
-pub async fn apply_manifest(
-    client: &Client,
-    obj: &serde_json::Value,
-    field_manager: &str,
-) -> Result<String> {
-    let api_version = obj["apiVersion"].as_str().unwrap_or_default();
-    let kind = obj["kind"].as_str().unwrap_or_default();
-    let name = obj["metadata"]["name"]
-        .as_str()
-        .ok_or_else(|| Error::Config(format!("{kind} without metadata.name")))?;
-    let ns = obj["metadata"]["namespace"].as_str().unwrap_or("default");
-    let (group, version) = match api_version.split_once('/') {
-        Some((g, v)) => (g, v),
-        None => ("", api_version),
-    };
-    let gvk = GroupVersionKind::gvk(group, version, kind);
-    let (ar, caps) = kube::discovery::pinned_kind(client, &gvk).await?;
-    let api: Api<DynamicObject> = if caps.scope == kube::discovery::Scope::Namespaced {
-        Api::namespaced_with(client.clone(), ns, &ar)
-    } else {
-        Api::all_with(client.clone(), &ar)
-    };
-    api.patch(
-        name,
-        &PatchParams::apply(field_manager).force(),
-        &Patch::Apply(obj),
-    )
-    .await?;
-    Ok(format!("{}/{name}", ar.plural))
-}
-
-/// Builds a client for a kubeconfig file.
-pub async fn client_for(kubeconfig: &Path) -> Result<Client> {
-    let kc = kube::config::Kubeconfig::read_from(kubeconfig)
-        .map_err(|e| Error::Config(format!("kubeconfig: {e}")))?;
-    client_from(kc).await
-}
-
-/// Builds a client for a kubeconfig document.
-pub async fn client_for_yaml(kubeconfig: &str) -> Result<Client> {
-    let kc = kube::config::Kubeconfig::from_yaml(kubeconfig)
-        .map_err(|e| Error::Config(format!("kubeconfig: {e}")))?;
-    client_from(kc).await
-}
-
-async fn client_from(kc: kube::config::Kubeconfig) -> Result<Client> {
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .map_err(|e| Error::Config(format!("kubeconfig: {e}")))?;
-    Ok(Client::try_from(cfg)?)
 }
 
 fn render_table(tenants: &[Tenant]) -> String {
@@ -260,7 +143,7 @@ async fn start_mongo() -> Option<LocalMongo> {
 /// Runs the demo until Ctrl-C (or until ready, with `--exit-when-ready`).
 pub async fn run(cfg: DevConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
     println!(
-        "tenantdb dev: local demo. Nothing here is a Kubernetes cluster: the API server is tenantdb's in-memory emulator."
+        "tenantdb-demo: local demo. Nothing here is a Kubernetes cluster: the API server is tenantdb's in-memory emulator."
     );
     println!("==> starting a throwaway PostgreSQL 15 cluster");
     let pg = tokio::task::spawn_blocking(LocalPg::start)
@@ -285,7 +168,7 @@ pub async fn run(cfg: DevConfig, shutdown: impl std::future::Future<Output = ()>
     api_cfg
         .load_manifests(&chart)
         .map_err(|e| Error::Config(format!("chart manifests: {e}")))?;
-    for (_, crd) in crate::crd::all_crds() {
+    for (_, crd) in tenantdb::crd::all_crds() {
         api_cfg
             .crds
             .push(serde_json::to_value(&crd).map_err(|e| Error::Internal(e.to_string()))?);
@@ -316,16 +199,20 @@ pub async fn run(cfg: DevConfig, shutdown: impl std::future::Future<Output = ()>
     .await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mongo_endpoint = mongo.as_ref().map(|m| (m.admin_uri(), m.host(), m.port()));
-    let run_cfg = RunConfig::for_local(
+    let run_cfg = local_run_config(
         &pg.admin_url(),
         mongo_endpoint
             .as_ref()
             .map(|(uri, host, port)| (uri.as_str(), *host, *port)),
     )?;
     let mut stop_rx2 = stop_rx.clone();
-    let operator = tokio::spawn(crate::runtime::run(operator_client, run_cfg, async move {
-        let _ = stop_rx2.wait_for(|v| *v).await;
-    }));
+    let operator = tokio::spawn(tenantdb::runtime::run(
+        operator_client,
+        run_cfg,
+        async move {
+            let _ = stop_rx2.wait_for(|v| *v).await;
+        },
+    ));
     println!(
         "==> operator started in-process as system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SERVICE_ACCOUNT} (the chart's RBAC)"
     );
@@ -436,4 +323,52 @@ pub async fn run(cfg: DevConfig, shutdown: impl std::future::Future<Output = ()>
         }
     );
     result
+}
+
+/// Parser wrapper so a [`RunConfig`] can be built from arguments (the flag defaults).
+#[derive(Debug, clap::Parser)]
+struct RunOnly {
+    #[command(flatten)]
+    run: RunConfig,
+}
+
+/// The configuration of an in-process operator for the local demo: flag defaults, faster
+/// resync/health/usage intervals, HTTP on a free loopback port. `mongo` is the MongoDB admin
+/// URI, host and port (`--mongodb-uri`, `--mongodb-host`, `--mongodb-port`), if any.
+pub fn local_run_config(database_url: &str, mongo: Option<(&str, &str, u16)>) -> Result<RunConfig> {
+    use clap::Parser;
+    let mut args: Vec<String> = [
+        "tenantdb-demo",
+        "--database-url",
+        database_url,
+        "--http-addr",
+        "127.0.0.1:0",
+        "--resync-seconds",
+        "60",
+        "--usage-interval-seconds",
+        "30",
+        "--health-interval-seconds",
+        "30",
+        "--backoff-base-ms",
+        "500",
+        "--backoff-max-seconds",
+        "30",
+        "--instance",
+        "tenantdb-dev",
+    ]
+    .map(String::from)
+    .into();
+    if let Some((uri, host, port)) = mongo {
+        args.extend([
+            "--mongodb-uri".to_string(),
+            uri.to_string(),
+            "--mongodb-host".to_string(),
+            host.to_string(),
+            "--mongodb-port".to_string(),
+            port.to_string(),
+        ]);
+    }
+    RunOnly::try_parse_from(args)
+        .map(|r| r.run)
+        .map_err(|e| Error::Config(e.to_string()))
 }

@@ -5,7 +5,6 @@
 //! with `.tools/bin/helm` or `$HELM`), and the operator authenticates as that ServiceAccount
 //! (`system:serviceaccount:tenantdb-system:tenantdb`): it can do exactly what the chart grants.
 //! The tests' own client is an administrator.
-#![allow(dead_code)]
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -13,15 +12,15 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use crate::localpg::LocalPg;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use tenantdb::crd::{Tenant, TenantPhase};
-use tenantdb::localpg::LocalPg;
 use tokio::process::{Child, Command};
 
 /// Namespace of the operator (the chart's release namespace; its Lease lives here).
-pub const OPERATOR_NAMESPACE: &str = tenantdb::dev::OPERATOR_NAMESPACE;
+pub const OPERATOR_NAMESPACE: &str = crate::cluster::OPERATOR_NAMESPACE;
 /// The operator's identity.
 pub const OPERATOR_USER: &str = "system:serviceaccount:tenantdb-system:tenantdb";
 
@@ -30,11 +29,11 @@ pub const OPERATOR_USER: &str = "system:serviceaccount:tenantdb-system:tenantdb"
 pub fn chart_manifests() -> &'static str {
     static CHART: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     CHART.get_or_init(|| {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let root = crate::repo_root();
         let helm = std::env::var_os("HELM")
             .map(PathBuf::from)
             .unwrap_or_else(|| root.join(".tools/bin/helm"));
-        tenantdb::dev::render_chart(&helm, &root.join("charts/tenantdb"), OPERATOR_NAMESPACE)
+        crate::cluster::render_chart(&helm, &root.join("charts/tenantdb"), OPERATOR_NAMESPACE)
             .unwrap_or_else(|e| {
                 panic!("rendering the chart (run scripts/chart-check.sh once to install helm): {e}")
             })
@@ -131,12 +130,12 @@ impl Env {
             &operator_kubeconfig,
             api.service_account_kubeconfig_yaml(
                 OPERATOR_NAMESPACE,
-                tenantdb::dev::OPERATOR_SERVICE_ACCOUNT,
+                crate::cluster::OPERATOR_SERVICE_ACCOUNT,
                 OPERATOR_NAMESPACE,
             ),
         )
         .unwrap();
-        let client = tenantdb::dev::client_for(&kubeconfig).await.unwrap();
+        let client = crate::cluster::client_for(&kubeconfig).await.unwrap();
         let mut env = Env {
             pg,
             api,
@@ -177,7 +176,7 @@ impl Env {
             .append(true)
             .open(log_path)
             .unwrap();
-        Command::new(env!("CARGO_BIN_EXE_tenantdb"))
+        Command::new(crate::operator_bin())
             .arg("run")
             .args([
                 "--http-addr",

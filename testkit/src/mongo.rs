@@ -2,7 +2,7 @@
 //! wire-protocol server, run as a separate process) with real SCRAM-SHA-256 auth, or a real
 //! `mongod` given by `TENANTDB_TEST_MONGO_URI`.
 //!
-//! The stand-in is started by [`tenantdb::localmongo`] (lookup: `TENANTDB_SECANTUS_BIN`, else
+//! The stand-in is started by [`crate::localmongo`] (lookup: `TENANTDB_SECANTUS_BIN`, else
 //! `.venv-mongo/bin/secantusd-py`, installed by `scripts/mongo-standin.sh install`; two-phase auth
 //! bootstrap; fresh temporary directory on a free port). Neither available → [`server`] prints a
 //! `SKIPPED (no MongoDB)` line and returns `None` — or fails the test when `TENANTDB_TEST_NO_SKIP=1`
@@ -14,9 +14,9 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use crate::localmongo::{self, LocalMongo};
 use mongodb::Client;
 use mongodb::options::ClientOptions;
-use tenantdb::localmongo::{self, LocalMongo};
 
 /// Where the server came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,7 +109,7 @@ pub fn uri_password(uri: &str) -> String {
         .unwrap_or_default()
 }
 
-/// The stand-in binary, if installed (see [`tenantdb::localmongo::find_secantus`]).
+/// The stand-in binary, if installed (see [`crate::localmongo::find_secantus`]).
 pub fn secantus_bin() -> Option<PathBuf> {
     localmongo::find_secantus()
 }
