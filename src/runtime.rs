@@ -463,3 +463,28 @@ async fn run_controllers(
         crate::controller::migration::run(ctx, concurrency, shutdown),
     );
 }
+
+/// Resolves on Ctrl-C or SIGTERM (the signal Kubernetes sends before it kills a pod): the
+/// shutdown trigger of [`run`] in the `tenantdb` binary, and of the local demo.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -408,29 +408,7 @@ async fn fifty_tenants_at_once() {
     assert_eq!(secrets.items.len(), 50);
 }
 
-/// Reads the operator's HTTP address from its log ("serving /metrics…" line).
-fn http_addr(log: &str) -> Option<String> {
-    log.lines()
-        .find(|l| l.contains("serving /metrics"))
-        .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .and_then(|v| v["addr"].as_str().map(String::from))
-}
-
-async fn http_get(addr: &str, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).await.unwrap();
-    let code = buf
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (code, buf)
-}
+use tenantdb_testkit::http::{http_addr, http_get};
 
 /// A settled Tenant is not reconciled again for status writes of another controller (the
 /// TenantMigration controller's `schemaVersion`, once per migrated tenant of a fleet): no Secret

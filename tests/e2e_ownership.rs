@@ -30,14 +30,7 @@ use tenantdb::crd::{Tenant, TenantPhase};
 
 const T: Duration = Duration::from_secs(90);
 
-fn condition(t: &Tenant, type_: &str) -> Option<(String, String, String)> {
-    t.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
-}
+use tenantdb_testkit::reliability::condition;
 
 /// Waits until the Tenant's `Ready` condition has `reason`; returns its message.
 async fn wait_reason(env: &Env, ns: &str, name: &str, reason: &str) -> String {

@@ -22,15 +22,7 @@ use tenantdb::crd::Tenant;
 
 const T: Duration = Duration::from_secs(90);
 
-/// (status, reason, message) of a condition.
-fn condition(t: &Tenant, type_: &str) -> Option<(String, String, String)> {
-    t.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
-}
+use tenantdb_testkit::reliability::condition;
 
 fn degraded(t: &Tenant) -> Option<bool> {
     condition(t, "Degraded").map(|(s, _, _)| s == "True")

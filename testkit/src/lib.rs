@@ -15,6 +15,7 @@ pub mod bad_inputs;
 pub mod cluster;
 pub mod e2e;
 pub mod fixtures;
+pub mod http;
 pub mod localmongo;
 pub mod localpg;
 pub mod mongo;

@@ -10,14 +10,7 @@ use jiff::Timestamp;
 use serde_json::Value;
 
 use crate::e2e::wait_for;
-
-/// The operator's HTTP address from its log (the "serving /metrics, /healthz, /readyz" line).
-pub fn http_addr(log: &str) -> Option<String> {
-    log.lines()
-        .find(|l| l.contains("serving /metrics"))
-        .and_then(|l| serde_json::from_str::<Value>(l).ok())
-        .and_then(|v| v["addr"].as_str().map(String::from))
-}
+pub use crate::http::{http_addr, http_get};
 
 /// Waits until the operator logging to `log_path` says where it serves HTTP.
 pub async fn wait_http_addr(log_path: &Path) -> String {
@@ -32,30 +25,6 @@ pub async fn wait_http_addr(log_path: &Path) -> String {
             std::fs::read_to_string(log_path).unwrap_or_default()
         )
     })
-}
-
-/// A plain HTTP/1.1 GET: (status code, whole response). Status 0 when nothing answers.
-pub async fn http_get(addr: &str, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
-        return (0, String::new());
-    };
-    if s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .is_err()
-    {
-        return (0, String::new());
-    }
-    let mut buf = String::new();
-    let _ = s.read_to_string(&mut buf).await;
-    let code = buf
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (code, buf)
 }
 
 /// The `/metrics` body of the operator at `addr`.
@@ -94,13 +63,13 @@ pub fn sigterm(pid: u32) {
     assert!(ok, "kill -TERM {pid}");
 }
 
-fn message(v: &Value) -> Option<&str> {
+pub(crate) fn message(v: &Value) -> Option<&str> {
     v.get("message")
         .or_else(|| v.get("fields").and_then(|f| f.get("message")))
         .and_then(Value::as_str)
 }
 
-fn span_field<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+pub(crate) fn span_field<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
     if let Some(s) = v
         .get("span")
         .and_then(|s| s.get(key))

@@ -231,26 +231,7 @@ pub fn log_lines(log: &str) -> Vec<Value> {
         .collect()
 }
 
-fn span_field<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
-    if let Some(s) = v
-        .get("span")
-        .and_then(|s| s.get(key))
-        .and_then(Value::as_str)
-    {
-        return Some(s);
-    }
-    v.get("spans").and_then(Value::as_array).and_then(|a| {
-        a.iter()
-            .rev()
-            .find_map(|s| s.get(key).and_then(Value::as_str))
-    })
-}
-
-fn message(v: &Value) -> Option<&str> {
-    v.get("message")
-        .or_else(|| v.get("fields").and_then(|f| f.get("message")))
-        .and_then(Value::as_str)
-}
+use crate::ops::{message, span_field};
 
 /// Number of `reconcile started` lines per (namespace, tenant) in a log segment.
 pub fn reconcile_starts(log: &str) -> BTreeMap<(String, String), usize> {
@@ -322,34 +303,6 @@ pub fn operator_calls(env: &Env) -> BTreeMap<ApiCall, bool> {
     out
 }
 
-/// The operator's HTTP address (`--http-addr 127.0.0.1:0`) from the last "serving /metrics" line of
-/// its log (the last start).
-pub fn operator_http_addr(log: &str) -> Option<String> {
-    log.lines()
-        .rev()
-        .find(|l| l.contains("serving /metrics"))
-        .and_then(|l| serde_json::from_str::<Value>(l).ok())
-        .and_then(|v| {
-            v.get("addr")
-                .or_else(|| v.get("fields").and_then(|f| f.get("addr")))
-                .and_then(Value::as_str)
-                .map(String::from)
-        })
-}
+pub use crate::http::http_addr as operator_http_addr;
 
-/// A plain HTTP/1.1 GET: (status code, whole response).
-pub async fn http_get(addr: &str, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).await.unwrap();
-    let code = buf
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (code, buf)
-}
+pub use crate::http::http_get;
