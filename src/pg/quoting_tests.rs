@@ -247,7 +247,7 @@ fn every_step_quotes_keyword_identifiers() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Shared layout (src/pg/shared.rs)
+// Shared layout (src/pg/shared/)
 
 fn keyword_layout() -> SharedLayout {
     SharedLayout {
