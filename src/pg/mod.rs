@@ -1,25 +1,30 @@
-//! PostgreSQL side of tenant provisioning: observe (catalog reads), apply (idempotent DDL) and
-//! cleanup. The pure part lives in [`plan`].
+//! PostgreSQL side of tenant provisioning: observe (catalog reads, `observe.rs`), apply
+//! (idempotent DDL, `apply.rs`) and cleanup (`cleanup.rs`), all methods of [`PgAdmin`], which
+//! this module defines with its pools, the shared database's set-up, usage and health checks. The
+//! pure part lives in [`plan`]; the `shared` (row-level security) layout in [`shared`].
 
+mod apply;
+mod cleanup;
+mod observe;
 pub mod plan;
 #[cfg(test)]
 mod quoting_tests;
 pub mod session;
 pub mod shared;
 
+pub use cleanup::CleanupReport;
 pub use session::TenantSession;
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection, PgConnection, Row};
+use sqlx::{ConnectOptions, Connection, PgConnection};
 use tokio::sync::OnceCell;
 use tracing::{debug, info};
 
 use crate::error::{Error, Result};
 use crate::naming::{Ident, TenantNames};
-use plan::{Desired, Observed, ObservedDatabase, ObservedRole, ObservedSchema, Scope, Step};
 
 /// Connection settings for the PostgreSQL server tenants live on.
 #[derive(Clone, Debug)]
@@ -116,15 +121,6 @@ impl TenantConnection {
             }
         }
     }
-}
-
-/// What [`PgAdmin::cleanup`] did.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct CleanupReport {
-    /// Objects dropped (descriptions).
-    pub dropped: Vec<String>,
-    /// Objects left alone because they were not ours.
-    pub skipped: Vec<String>,
 }
 
 impl PgAdmin {
@@ -286,362 +282,6 @@ impl PgAdmin {
         )))
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn can_read_verifiers(&self) -> Result<bool> {
-        self.can_read_verifiers
-            .get_or_try_init(|| async {
-                let su: bool = sqlx::query_scalar(
-                    "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
-                )
-                .fetch_one(self.admin()?)
-                .await?;
-                Ok::<_, Error>(su)
-            })
-            .await
-            .copied()
-    }
-
-    /// Reads the catalog state of the tenant's objects: one query on the maintenance database, plus
-    /// one on the shared database for isolation `schema`.
-    pub async fn observe(&self, names: &TenantNames, password: &str) -> Result<Observed> {
-        self.fail_fast_if_down().await?;
-        match self.observe_inner(names, password).await {
-            Err(Error::DatabaseUnavailable { message, source }) => {
-                Err(self.note_unavailable(message, source).await)
-            }
-            other => other,
-        }
-    }
-
-    /// While the server is known to be unreachable, a quick TCP probe answers instead of a pool
-    /// timeout: an outage costs each reconcile milliseconds, not seconds, so tenants beyond the
-    /// reconcile concurrency are not starved. The probe also gives the real cause
-    /// ("connection refused") instead of "pool timed out".
-    async fn fail_fast_if_down(&self) -> Result<()> {
-        let down = self.down_since.lock().map(|d| d.is_some()).unwrap_or(false);
-        if !down {
-            return Ok(());
-        }
-        match self.probe().await {
-            Ok(()) => {
-                if let Ok(mut d) = self.down_since.lock() {
-                    *d = None;
-                }
-                Ok(())
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    async fn probe(&self) -> Result<()> {
-        let (host, port) = self.server_address();
-        if host.starts_with('/') {
-            return Ok(()); // unix socket: nothing cheaper than the pool itself
-        }
-        match tokio::time::timeout(
-            Duration::from_secs(1),
-            tokio::net::TcpStream::connect((host.as_str(), port)),
-        )
-        .await
-        {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(Error::unavailable(format!(
-                "cannot connect to PostgreSQL at {host}:{port}: {e}"
-            ))),
-            Err(_) => Err(Error::unavailable(format!(
-                "cannot connect to PostgreSQL at {host}:{port}: timed out"
-            ))),
-        }
-    }
-
-    /// After a connection-class error: if the port does not answer, the server is marked down and
-    /// the probe's clearer message is returned.
-    async fn note_unavailable(
-        &self,
-        message: String,
-        source: Option<crate::error::BoxError>,
-    ) -> Error {
-        match self.probe().await {
-            Err(probe) => {
-                if let Ok(mut d) = self.down_since.lock() {
-                    d.get_or_insert_with(std::time::Instant::now);
-                }
-                probe
-            }
-            Ok(()) => Error::DatabaseUnavailable { message, source },
-        }
-    }
-
-    async fn observe_inner(&self, names: &TenantNames, password: &str) -> Result<Observed> {
-        let read_verifier = self.can_read_verifiers().await?;
-        // For isolation `schema` the shared database must exist before it is observed.
-        let shared = if names.dedicated_database {
-            None
-        } else {
-            Some(self.shared_pool().await?)
-        };
-        let verifier_sql = if read_verifier {
-            "(SELECT a.rolpassword FROM pg_authid a WHERE a.oid = r.oid)"
-        } else {
-            "NULL::text"
-        };
-        let sql = format!(
-            r#"
-WITH d AS (SELECT oid, datdba, datacl, datconnlimit FROM pg_database WHERE datname = $3)
-SELECT
-  n.slot,
-  r.oid IS NOT NULL AS role_exists,
-  COALESCE(r.rolcanlogin, false) AS can_login,
-  COALESCE(r.rolconnlimit, -1) AS connlimit,
-  COALESCE(r.rolsuper OR r.rolcreatedb OR r.rolcreaterole OR r.rolreplication OR r.rolbypassrls OR NOT r.rolinherit, false) AS extra,
-  shobj_description(r.oid, 'pg_authid') AS role_comment,
-  {verifier_sql} AS verifier,
-  CASE WHEN r.rolvaliduntil IS NULL OR r.rolvaliduntil = 'infinity' THEN NULL
-       ELSE extract(epoch FROM r.rolvaliduntil)::bigint END AS valid_until,
-  (SELECT s.setconfig FROM pg_db_role_setting s WHERE s.setrole = r.oid AND s.setdatabase = d.oid) AS db_setconfig,
-  (SELECT s.setconfig FROM pg_db_role_setting s WHERE s.setrole = r.oid AND s.setdatabase = 0) AS role_setconfig,
-  EXISTS (SELECT 1 FROM pg_auth_members m JOIN pg_roles p ON p.oid = m.roleid WHERE m.member = r.oid AND p.rolname = $1) AS member_of_primary,
-  d.oid IS NOT NULL AS db_exists,
-  pg_get_userbyid(d.datdba) AS db_owner,
-  shobj_description(d.oid, 'pg_database') AS db_comment,
-  COALESCE(d.datconnlimit, -1) AS db_connlimit,
-  COALESCE((SELECT bool_or(a.grantee = 0) FROM aclexplode(COALESCE(d.datacl, acldefault('d', d.datdba))) a), false) AS public_access,
-  CASE WHEN r.oid IS NOT NULL AND d.oid IS NOT NULL THEN has_database_privilege(r.oid, d.oid, 'CONNECT') ELSE false END AS role_connect
-FROM (VALUES (1, $1::text), (2, $2::text)) AS n(slot, name)
-LEFT JOIN pg_roles r ON r.rolname = n.name
-LEFT JOIN d ON true
-ORDER BY n.slot
-"#
-        );
-        let rows = sqlx::query(ddl(sql))
-            .bind(names.role.as_str())
-            .bind(names.secondary_role.as_str())
-            .bind(names.database.as_str())
-            .fetch_all(self.admin()?)
-            .await?;
-        let mut observed = Observed::default();
-        for row in &rows {
-            let slot: i32 = row.try_get("slot")?;
-            if row.try_get::<bool, _>("role_exists")? {
-                let db_config: Option<Vec<String>> = row.try_get("db_setconfig")?;
-                let role_config: Option<Vec<String>> = row.try_get("role_setconfig")?;
-                let verifier: Option<String> = row.try_get("verifier")?;
-                let valid_until: Option<i64> = row.try_get("valid_until")?;
-                let role = ObservedRole {
-                    can_login: row.try_get("can_login")?,
-                    connection_limit: row.try_get("connlimit")?,
-                    has_extra_privileges: row.try_get("extra")?,
-                    comment: row.try_get("role_comment")?,
-                    password_matches: if read_verifier {
-                        Some(verifier.is_some_and(|v| crate::scram::matches(password, &v)))
-                    } else {
-                        None
-                    },
-                    search_path: db_config
-                        .and_then(|c| c.into_iter().find(|s| s.starts_with("search_path="))),
-                    settings: role_config.unwrap_or_default(),
-                    valid_until: valid_until
-                        .and_then(|s| k8s_openapi::jiff::Timestamp::from_second(s).ok()),
-                    member_of_primary: row.try_get("member_of_primary")?,
-                };
-                if slot == 1 {
-                    observed.role = Some(role);
-                } else {
-                    observed.secondary = Some(role);
-                }
-            }
-            if slot == 1 && row.try_get::<bool, _>("db_exists")? {
-                observed.database = Some(ObservedDatabase {
-                    owner: row
-                        .try_get::<Option<String>, _>("db_owner")?
-                        .unwrap_or_default(),
-                    comment: row.try_get("db_comment")?,
-                    public_has_access: row.try_get("public_access")?,
-                    role_can_connect: row.try_get("role_connect")?,
-                    connection_limit: row.try_get("db_connlimit")?,
-                });
-            }
-        }
-        if let Some(pool) = shared.filter(|_| !names.rls) {
-            crate::fence::check()?;
-            let row = sqlx::query(
-                "SELECT pg_get_userbyid(n.nspowner) AS owner, obj_description(n.oid, 'pg_namespace') AS comment FROM pg_namespace n WHERE n.nspname = $1",
-            )
-            .bind(names.schema.as_str())
-            .fetch_optional(pool)
-            .await?;
-            if let Some(row) = row {
-                observed.schema = Some(ObservedSchema {
-                    owner: row
-                        .try_get::<Option<String>, _>("owner")?
-                        .unwrap_or_default(),
-                    comment: row.try_get("comment")?,
-                });
-            }
-        }
-        Ok(observed)
-    }
-
-    /// Applies planned steps in order. Each transactional step runs in its own transaction, so a
-    /// failure leaves earlier steps done and the next reconcile continues from there.
-    pub async fn apply(&self, desired: &Desired, steps: &[Step]) -> Result<()> {
-        if steps.is_empty() {
-            return Ok(());
-        }
-        let needs_verifier = steps.iter().any(|s| {
-            matches!(
-                s,
-                Step::CreateRole | Step::CreateSecondary | Step::SetPassword(_)
-            )
-        });
-        let verifier = if needs_verifier {
-            crate::scram::verifier(&desired.password)
-                .ok_or_else(|| Error::Internal("could not compute password verifier".into()))?
-        } else {
-            String::new()
-        };
-        for step in steps {
-            let stmts = step.sql(desired, &verifier).ok_or_else(|| {
-                Error::Internal(format!("cannot render SQL for: {}", step.describe(desired)))
-            })?;
-            debug!(step = %step.describe(desired), "applying");
-            let pool = match step.scope() {
-                Scope::Cluster => self.admin()?,
-                Scope::TenantDatabase => self.shared_pool().await?,
-            };
-            let result = if step.transactional() {
-                let mut tx = pool.begin().await?;
-                for s in &stmts {
-                    crate::fence::check()?;
-                    sqlx::raw_sql(ddl(s.clone())).execute(&mut *tx).await?;
-                }
-                crate::fence::check()?;
-                tx.commit().await
-            } else {
-                let mut conn = pool.acquire().await?;
-                let mut r = Ok(());
-                for s in &stmts {
-                    crate::fence::check()?;
-                    if let Err(e) = sqlx::raw_sql(ddl(s.clone())).execute(&mut *conn).await {
-                        r = Err(e);
-                        break;
-                    }
-                }
-                r
-            };
-            result.map_err(|e| {
-                let err = Error::from(e);
-                match err {
-                    e @ Error::Database { .. } => e.context(step.describe(desired)),
-                    other => other,
-                }
-            })?;
-        }
-        Ok(())
-    }
-
-    /// Drops what the Tenant created (database or schema, then the role), skipping anything whose
-    /// ownership marker is not this Tenant's. Idempotent: already-gone objects are success.
-    pub async fn cleanup(&self, names: &TenantNames) -> Result<CleanupReport> {
-        let mut report = CleanupReport::default();
-        let marker = names.owner_marker.as_str();
-        // The password does not matter for cleanup.
-        let observed = self.observe(names, "").await?;
-        let role_ours = observed
-            .role
-            .as_ref()
-            .map(|r| r.comment.as_deref() == Some(marker));
-        if names.dedicated_database {
-            if let Some(db) = &observed.database {
-                let ours = db.comment.as_deref() == Some(marker)
-                    || (db.comment.is_none() && db.owner == names.role.as_str());
-                if ours {
-                    // FORCE terminates the tenant's sessions first (PostgreSQL 13+).
-                    sqlx::raw_sql(ddl(format!(
-                        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                        names.database
-                    )))
-                    .execute(self.admin()?)
-                    .await?;
-                    report
-                        .dropped
-                        .push(format!("database {}", names.database.as_str()));
-                } else {
-                    report.skipped.push(format!(
-                        "database {} (not managed by this Tenant)",
-                        names.database.as_str()
-                    ));
-                }
-            }
-        } else if names.rls {
-            // Shared tables: rows are removed by `shared::delete_tenant_rows` beforehand.
-        } else if let Some(schema) = &observed.schema {
-            if schema.comment.as_deref() == Some(marker) {
-                let pool = self.shared_pool().await?;
-                sqlx::raw_sql(ddl(format!(
-                    "DROP SCHEMA IF EXISTS {} CASCADE",
-                    names.schema
-                )))
-                .execute(pool)
-                .await?;
-                report
-                    .dropped
-                    .push(format!("schema {}", names.schema.as_str()));
-            } else {
-                report.skipped.push(format!(
-                    "schema {} (not managed by this Tenant)",
-                    names.schema.as_str()
-                ));
-            }
-        }
-        let secondary_ours = observed
-            .secondary
-            .as_ref()
-            .map(|r| r.comment.as_deref() == Some(marker));
-        for (role, is_ours) in [
-            (&names.secondary_role, secondary_ours),
-            (&names.role, role_ours),
-        ] {
-            match is_ours {
-                Some(true) => {
-                    self.drop_role(role, names).await?;
-                    report.dropped.push(format!("role {}", role.as_str()));
-                }
-                Some(false) => report.skipped.push(format!(
-                    "role {} (not managed by this Tenant)",
-                    role.as_str()
-                )),
-                None => {}
-            }
-        }
-        Ok(report)
-    }
-
-    /// Ends a role's sessions, drops what it still owns or was granted in the databases it could
-    /// reach, then the role.
-    async fn drop_role(&self, role: &Ident, names: &TenantNames) -> Result<()> {
-        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1 AND pid <> pg_backend_pid()")
-            .bind(role.as_str())
-            .execute(self.admin()?)
-            .await?;
-        if !names.dedicated_database {
-            let pool = self.shared_pool().await?;
-            sqlx::raw_sql(ddl(format!("DROP OWNED BY {role}")))
-                .execute(pool)
-                .await?;
-        }
-        let mut tx = self.admin()?.begin().await?;
-        sqlx::raw_sql(ddl(format!("DROP OWNED BY {role}")))
-            .execute(&mut *tx)
-            .await?;
-        crate::fence::check()?;
-        sqlx::raw_sql(ddl(format!("DROP ROLE IF EXISTS {role}")))
-            .execute(&mut *tx)
-            .await?;
-        crate::fence::check()?;
         tx.commit().await?;
         Ok(())
     }

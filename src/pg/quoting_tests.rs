@@ -9,10 +9,11 @@
 //! Not renderable here (built inline in `async` functions that talk to the database; covered by
 //! executing them against PostgreSQL with keyword names in `tests/quoting_pg.rs` instead):
 //! the cleanup statements of `PgAdmin::cleanup`/`drop_role`, the shared database set-up of
-//! `PgAdmin::ensure_shared_database`, and in `shared.rs` the layout bootstrap
-//! (`bootstrap`), `register_tenant`, `unregister_tenant`, `observe_tenant`, `mappings`,
-//! `delete_tenant_rows`, `tenant_storage_bytes` and the `COMMENT ON POLICY` of
-//! `ensure_policies_on` (`Stmt::MarkPolicy`).
+//! `PgAdmin::ensure_shared_database`, and in `shared/` the layout bootstrap
+//! (`plan::bootstrap_statements`, from a catalog snapshot, run by `apply::bootstrap`),
+//! `register_tenant`, `unregister_tenant`, `observe_tenant`, `mappings` (their SQL in `sql.rs`),
+//! `delete_tenant_rows` (`plan::delete_statement`), `tenant_storage_bytes` and the
+//! `COMMENT ON POLICY` of `apply::ensure_policies_on` (`Stmt::MarkPolicy`).
 
 use k8s_openapi::jiff::Timestamp;
 
@@ -246,7 +247,7 @@ fn every_step_quotes_keyword_identifiers() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Shared layout (src/pg/shared.rs)
+// Shared layout (src/pg/shared/)
 
 fn keyword_layout() -> SharedLayout {
     SharedLayout {
