@@ -81,7 +81,7 @@ pub fn scrub(message: &str, secrets: &[&str]) -> String {
     for s in secrets.iter().filter(|s| !s.is_empty()) {
         out = out.replace(s, "<redacted>");
     }
-    super::redact_uri(&out)
+    super::connection::redact_uri(&out)
 }
 
 /// Maps a driver error, scrubbing `secrets` from the message.

@@ -1,0 +1,79 @@
+//! Versioned tenant schema migrations.
+//!
+//! The engine applies a [`MigrationSet`] (the baseline bundled into the binary, optionally merged
+//! with migrations from a directory or a ConfigMap) to one tenant's schema. It is used by Tenant
+//! provisioning and by the fleet `TenantMigration` controller.
+//!
+//! # File format
+//!
+//! sqlx's versioned format: `<version>_<name>.up.sql` and `<version>_<name>.down.sql`, or
+//! `<version>_<name>.sql` for an up-only migration. Versions are positive 64-bit integers
+//! (`20250101000001`), applied in ascending order; names use `[A-Za-z0-9_.-]` (the characters a
+//! ConfigMap key may hold) and contents must not contain NUL. Files whose names do not end in
+//! `.sql`, and hidden files (ConfigMap mounts contain `..data` entries), are ignored. A migration
+//! file is run with [`sqlx::raw_sql`] (several statements, simple query protocol) and must not
+//! contain transaction control (`BEGIN`, `COMMIT`, …) or role changes: the engine detects both and
+//! fails.
+//!
+//! # How [`migrate`] runs
+//!
+//! Everything happens in **one transaction** on the caller's connection:
+//!
+//! 1. `SET TRANSACTION READ WRITE` (a tenant over its storage quota has
+//!    `default_transaction_read_only`), `SET LOCAL statement_timeout = 0` (the tenant's
+//!    `statementTimeout` quota is for its application, not for schema changes), then
+//!    `pg_advisory_xact_lock(lock_key)`: two migrations of one tenant serialize, and the second
+//!    sees the first one's result;
+//! 2. `SET LOCAL ROLE "<owner>"` and `SET LOCAL search_path TO "<schema>"`: objects are created
+//!    by, and owned by, the tenant's role, in the tenant's schema (a session logged in as the
+//!    rotation role `<owner>_b` acts as the owner too);
+//! 3. the history table [`HISTORY_TABLE`] is read (if it exists) and [`plan`] computes the steps;
+//! 4. if the schema is up to date, the (read-only) transaction just ends: no DDL at all;
+//! 5. otherwise the history table is created if missing, up steps run in ascending order (each
+//!    inserts its history row), down steps in descending order (each deletes its row), and the
+//!    transaction commits.
+//!
+//! Any failure rolls the whole call back: the schema stays at the version it had before the call.
+//! A dry run computes the plan and rolls back without running any step.
+//!
+//! # Who runs the SQL
+//!
+//! `SET LOCAL ROLE` is not a sandbox: SQL in a migration file can `RESET ROLE`, `COMMIT` or
+//! `SET ROLE` back to whatever the *session* may be. So the operator never runs migration SQL on
+//! its admin session: the controllers call [`migrate`] on a [`crate::pg::TenantSession`], a
+//! connection **logged in as the tenant's own role** (the credentials of its Secret; for the
+//! `shared` layout, the layout owner with a password valid for minutes), checked at login to hold
+//! no superuser, `CREATEROLE`, `CREATEDB`, `REPLICATION` or `BYPASSRLS` attribute. Whatever a
+//! migration file does, it can do no more than the tenant's application can with its Secret. The
+//! checks after each step (transaction and role still the engine's) only keep the bookkeeping
+//! right (objects owned by the owner role, the history row in the same transaction as the step);
+//! they are not what keeps a hostile file in. The engine itself takes any connection, so its own
+//! tests can drive it on an admin connection; `docs/security.md` has the threat table.
+//!
+//! Identifiers (schema, role) are validated by [`crate::naming::Ident`] (`^[a-z_][a-z0-9_]*$`, at
+//! most 63 bytes) and always double-quoted; no other input is ever formatted into SQL.
+//!
+//! # Layout
+//!
+//! `error` ([`MigrateError`] and the adapters classifying driver errors), `ident` (identifier
+//! checks), `set` ([`Migration`], [`MigrationSet`]: files, checksums, merging, the bundled
+//! baseline), `planner` (the pure [`plan`] function and its types), `history` (the history
+//! table and [`status`]) and `runner` ([`migrate`]: the transaction, lock, steps and dry run).
+//! Each depends only on the ones listed before it; this module only re-exports.
+
+mod error;
+mod history;
+mod ident;
+mod planner;
+mod runner;
+mod set;
+#[cfg(test)]
+mod tests;
+
+pub use error::MigrateError;
+pub(crate) use error::{db_err, lock_err};
+pub use history::{HISTORY_TABLE, MigrationTarget, status};
+pub use ident::{quote_identifier, validate_identifier};
+pub use planner::{AppliedMigration, Direction, MigrationPlan, PlannedStep, plan};
+pub use runner::{MigrationReport, migrate};
+pub use set::{Migration, MigrationSet, checksum};
