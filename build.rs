@@ -4,7 +4,7 @@
 //!
 //! File names follow sqlx: `<version>_<name>.up.sql` / `<version>_<name>.down.sql`, or
 //! `<version>_<name>.sql` (up only). Bad names and duplicate versions fail the build here, so the
-//! bundled set is known to be valid at run time. (`src/migrate.rs` has the same rules for run-time
+//! bundled set is known to be valid at run time. (`src/migrate/` has the same rules for run-time
 //! sources; a unit test checks both agree on this directory.)
 
 use std::collections::BTreeMap;
