@@ -15,7 +15,7 @@ use kube::api::{Api, PostParams};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use tenantdb::crd::{Tenant, TenantPhase};
-use tenantdb::localpg::{LocalPg, LocalPgOptions};
+use tenantdb_testkit::localpg::{LocalPg, LocalPgOptions};
 use tokio::process::{Child, Command};
 use tokio::sync::Notify;
 
@@ -32,7 +32,7 @@ pub struct Env {
 }
 
 pub fn free_port() -> u16 {
-    tenantdb::localpg::free_port().expect("a free TCP port")
+    tenantdb_testkit::localpg::free_port().expect("a free TCP port")
 }
 
 impl Env {
@@ -55,7 +55,7 @@ impl Env {
         std::fs::create_dir_all(&dir)?;
         let kubeconfig = dir.join("kubeconfig");
         api.write_kubeconfig(&kubeconfig, "default")?;
-        let client = tenantdb::dev::client_for(&kubeconfig)
+        let client = tenantdb_testkit::cluster::client_for(&kubeconfig)
             .await
             .map_err(|e| anyhow!("{e}"))?;
         let tracker = Tracker::start(client.clone());

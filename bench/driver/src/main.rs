@@ -15,8 +15,8 @@ use kube::api::{Api, DynamicObject, PostParams};
 use kube::core::ApiResource;
 use serde_json::{Value, json};
 use tenantdb::crd::{Isolation, TenantMigration};
-use tenantdb::localpg::{LocalPg, LocalPgOptions};
 use tenantdb::migrate::{Migration, MigrationSet, MigrationTarget};
+use tenantdb_testkit::localpg::{LocalPg, LocalPgOptions};
 
 use env::{Env, cpu_seconds, machine_cpu, metric_sum, rss_mib};
 
@@ -1024,7 +1024,7 @@ fn sh(cmd: &str) -> String {
 }
 
 fn machine() -> Value {
-    let pg_bin = tenantdb::localpg::find_pg_bin()
+    let pg_bin = tenantdb_testkit::localpg::find_pg_bin()
         .map(|p| p.join("postgres").display().to_string())
         .unwrap_or_default();
     json!({
