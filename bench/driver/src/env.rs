@@ -15,7 +15,7 @@ use kube::api::{Api, PostParams};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use tenantdb::crd::{Tenant, TenantPhase};
-use tenantdb::localpg::{LocalPg, LocalPgOptions};
+use tenantdb_testkit::localpg::{LocalPg, LocalPgOptions};
 use tokio::process::{Child, Command};
 use tokio::sync::Notify;
 
@@ -29,10 +29,23 @@ pub struct Env {
     pub operator_pid: Option<u32>,
     pub metrics_addr: Option<SocketAddr>,
     pub tracker: Tracker,
+    /// The Tracker's watch task, stopped when the Env is dropped (see `Drop for Env`).
+    tracker_task: tokio::task::AbortHandle,
+}
+
+impl Drop for Env {
+    /// Stops the Tenant watch with the API server it watches. A kube watcher without backoff
+    /// retries a failing watch at once: left running after its server is gone, it would relist
+    /// against a closed port for the rest of the run, and at runtime shutdown (once the client's
+    /// connection task is dropped) fail synchronously in a loop that never yields, so the driver
+    /// never exits.
+    fn drop(&mut self) {
+        self.tracker_task.abort();
+    }
 }
 
 pub fn free_port() -> u16 {
-    tenantdb::localpg::free_port().expect("a free TCP port")
+    tenantdb_testkit::localpg::free_port().expect("a free TCP port")
 }
 
 impl Env {
@@ -55,10 +68,10 @@ impl Env {
         std::fs::create_dir_all(&dir)?;
         let kubeconfig = dir.join("kubeconfig");
         api.write_kubeconfig(&kubeconfig, "default")?;
-        let client = tenantdb::dev::client_for(&kubeconfig)
+        let client = tenantdb_testkit::cluster::client_for(&kubeconfig)
             .await
             .map_err(|e| anyhow!("{e}"))?;
-        let tracker = Tracker::start(client.clone());
+        let (tracker, tracker_task) = Tracker::start(client.clone());
         Ok(Env {
             pg,
             api,
@@ -69,6 +82,7 @@ impl Env {
             operator_pid: None,
             metrics_addr: None,
             tracker,
+            tracker_task,
         })
     }
 
@@ -244,13 +258,14 @@ pub fn is_ready(t: &Tenant) -> bool {
 }
 
 impl Tracker {
-    fn start(client: Client) -> Tracker {
+    /// Starts the watch; returns the tracker and the handle to stop its task.
+    fn start(client: Client) -> (Tracker, tokio::task::AbortHandle) {
         let tracker = Tracker {
             state: Arc::new(Mutex::new(HashMap::new())),
             notify: Arc::new(Notify::new()),
         };
         let t = tracker.clone();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let api: Api<Tenant> = Api::all(client);
             let mut stream = watcher(api, watcher::Config::default()).boxed();
             while let Some(ev) = stream.next().await {
@@ -277,7 +292,7 @@ impl Tracker {
                 t.notify.notify_waiters();
             }
         });
-        tracker
+        (tracker, task.abort_handle())
     }
 
     pub fn counts(&self) -> (usize, usize) {

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use tenantdb::crd::Isolation;
-use tenantdb::localpg::LocalPg;
 use tenantdb::migrate::{HISTORY_TABLE, Migration, MigrationSet};
 use tenantdb::naming::{Ident, TenantNames, tenant_names};
 use tenantdb::partitions::{PARTITIONED_TABLES, PartitionKeyType, plan_table_partitions};
 use tenantdb::pg::plan::{Desired, Observed, ObservedDatabase, Step, plan};
+use tenantdb_testkit::localpg::LocalPg;
 
 pub const SHARED_DB: &str = "tenantdb_shared";
 pub const PREFIX: &str = "tenant_";

@@ -1,0 +1,118 @@
+//! Command line of the driver: `--quick`, `--out DIR`, `--work DIR`, `--operator BIN`,
+//! `--only a,b` and `--render-only`, and the scenario sizes of a full and a quick run ([`Cfg`]).
+//! `--render-only` re-renders `summary.md` from an existing `results.json` and exits.
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::Value;
+
+use crate::report::summary;
+
+#[derive(Debug, Clone)]
+pub struct Cfg {
+    pub quick: bool,
+    pub out: PathBuf,
+    pub work: PathBuf,
+    pub operator: PathBuf,
+    pub only: Option<Vec<String>>,
+    pub prov_schema: Vec<usize>,
+    pub prov_database: usize,
+    pub steady_tenants: usize,
+    pub resync_seconds: u64,
+    pub memory_steps: Vec<usize>,
+    pub fleet_parallel: Vec<usize>,
+    pub ttr_samples: usize,
+    /// Admission scenario: Ready tenants resyncing in the background, and new tenants created.
+    pub admission_background: usize,
+    pub admission_new: usize,
+}
+
+pub fn parse_args() -> Result<Cfg> {
+    let mut quick = false;
+    let mut out = PathBuf::from("bench/results");
+    let mut work = PathBuf::from("bench/work");
+    let mut operator = PathBuf::from("target/release/tenantdb");
+    let mut only = None;
+    let mut render_only = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--quick" => quick = true,
+            "--out" => out = PathBuf::from(args.next().context("--out DIR")?),
+            "--work" => work = PathBuf::from(args.next().context("--work DIR")?),
+            "--operator" => operator = PathBuf::from(args.next().context("--operator BIN")?),
+            "--render-only" => render_only = true,
+            "--only" => {
+                only = Some(
+                    args.next()
+                        .context("--only a,b")?
+                        .split(',')
+                        .map(str::to_string)
+                        .collect(),
+                )
+            }
+            other => bail!("unknown argument {other}"),
+        }
+    }
+    if render_only {
+        // Re-renders summary.md from an existing results.json (no scenario runs).
+        let r: Value = serde_json::from_str(&std::fs::read_to_string(out.join("results.json"))?)?;
+        std::fs::write(out.join("summary.md"), summary(&r))?;
+        print!("{}", summary(&r));
+        std::process::exit(0);
+    }
+    let operator = std::fs::canonicalize(&operator)
+        .with_context(|| format!("operator binary {}", operator.display()))?;
+    Ok(if quick {
+        Cfg {
+            quick,
+            out,
+            work,
+            operator,
+            only,
+            prov_schema: vec![5, 10],
+            prov_database: 3,
+            steady_tenants: 50,
+            resync_seconds: 5,
+            memory_steps: vec![100, 300, 600],
+            fleet_parallel: vec![1, 4, 8],
+            ttr_samples: 3,
+            admission_background: 60,
+            admission_new: 10,
+        }
+    } else {
+        Cfg {
+            quick,
+            out,
+            work,
+            operator,
+            only,
+            prov_schema: vec![100, 500],
+            prov_database: 50,
+            // BENCH_STEADY_TENANTS overrides (see README: with resync 30 s this machine saturates
+            // at about 1,270 schema tenants).
+            steady_tenants: std::env::var("BENCH_STEADY_TENANTS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(2000),
+            resync_seconds: 30,
+            memory_steps: vec![1000, 5000, 10000],
+            fleet_parallel: vec![1, 4, 8],
+            ttr_samples: 30,
+            admission_background: std::env::var("BENCH_ADMISSION_TENANTS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(600),
+            admission_new: 50,
+        }
+    })
+}
+
+impl Cfg {
+    pub fn runs(&self, scenario: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|o| o.iter().any(|s| s == scenario))
+    }
+}

@@ -1,0 +1,315 @@
+//! The run's output: the `results.json` header (machine, git revision, operator binary), the
+//! merge with an existing `results.json` for a partial (`--only`) run, writing `results.json`
+//! and `summary.md`, and the markdown summary rendered from the results (the format
+//! `bench/README.md` documents and `bench/plot.py` reads the JSON of).
+
+use std::path::Path;
+
+use anyhow::Result;
+use serde_json::{Value, json};
+
+use crate::cli::Cfg;
+use crate::common::round;
+
+fn sh(cmd: &str) -> String {
+    std::process::Command::new("sh")
+        .args(["-c", cmd])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn machine() -> Value {
+    let pg_bin = tenantdb_testkit::localpg::find_pg_bin()
+        .map(|p| p.join("postgres").display().to_string())
+        .unwrap_or_default();
+    json!({
+        "nproc": sh("nproc").parse::<i64>().unwrap_or(0),
+        "cpu": sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"),
+        "memory_gib": round(sh("awk '/MemTotal/ {print $2}' /proc/meminfo").parse::<f64>().unwrap_or(0.0) / 1048576.0, 1),
+        "kernel": sh("uname -r"),
+        "postgres": sh(&format!("'{pg_bin}' --version")),
+        "psql": sh("psql --version"),
+        "rustc": sh("rustc --version"),
+        "postgres_settings": "throwaway cluster (testkit/src/localpg.rs): fsync=off, synchronous_commit=off, full_page_writes=off, shared_buffers=64MB, max_connections=300",
+    })
+}
+
+/// The head of `results.json`: run kind and start, git revision (and whether the operator's
+/// sources have uncommitted changes), the machine, the operator binary.
+pub fn header(cfg: &Cfg) -> Value {
+    json!({
+        "quick": cfg.quick,
+        "started_at": jiff::Timestamp::now().to_string(),
+        "git_revision": sh("git rev-parse --short HEAD"),
+        "git_dirty": !sh("git status --porcelain -- src apiserver migrations Cargo.toml Cargo.lock").is_empty(),
+        "machine": machine(),
+        "operator_binary": cfg.operator.display().to_string(),
+    })
+}
+
+/// A partial run (`--only`) updates the scenarios it runs in an existing `results.json`: every
+/// key of the old file that `results` does not have yet is kept.
+pub fn keep_previous(cfg: &Cfg, results: &mut Value) {
+    if cfg.only.is_some()
+        && let Ok(old) = std::fs::read_to_string(cfg.out.join("results.json"))
+        && let Ok(Value::Object(old)) = serde_json::from_str::<Value>(&old)
+    {
+        for (k, v) in old {
+            if results.get(&k).is_none() {
+                results[k] = v;
+            }
+        }
+    }
+}
+
+/// Writes `results.json` (pretty, trailing newline) and `summary.md` into `out`.
+pub fn write(out: &Path, results: &Value) -> Result<()> {
+    std::fs::write(
+        out.join("results.json"),
+        serde_json::to_string_pretty(results)? + "\n",
+    )?;
+    std::fs::write(out.join("summary.md"), summary(results))?;
+    Ok(())
+}
+
+/// Markdown table rows: one per element of `rows`, the values of `cols` in order, the column at
+/// index `bold` (the headline ratio or time) in bold.
+fn table_rows(rows: &Value, cols: &[&str], bold: Option<usize>) -> String {
+    let mut out = String::new();
+    for x in rows.as_array().into_iter().flatten() {
+        let cells: Vec<String> = cols
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let v = f(&x[*c]);
+                if Some(i) == bold {
+                    format!("**{v}**")
+                } else {
+                    v
+                }
+            })
+            .collect();
+        out.push_str(&format!("| {} |\n", cells.join(" | ")));
+    }
+    out
+}
+
+pub fn f(v: &Value) -> String {
+    match v {
+        Value::Number(n) => {
+            let x = n.as_f64().unwrap_or(0.0);
+            if x.fract() == 0.0 && x.abs() < 1e15 {
+                format!("{}", x as i64)
+            } else {
+                format!("{x}")
+            }
+        }
+        Value::Null => "–".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Markdown summary of the results (also printed at the end of a run).
+pub fn summary(r: &Value) -> String {
+    let mut s = String::new();
+    let m = &r["machine"];
+    s.push_str(&format!(
+        "# tenantdb benchmark results{}\n\n{} · {} cores · {} GiB · {} · operator rev {}{}\n\n",
+        if r["quick"] == json!(true) {
+            " (quick smoke run: tiny N, not representative)"
+        } else {
+            ""
+        },
+        f(&r["started_at"]),
+        f(&m["nproc"]),
+        f(&m["memory_gib"]),
+        f(&m["postgres"]),
+        f(&r["git_revision"]),
+        if r["git_dirty"] == json!(true) {
+            " (+ uncommitted changes)"
+        } else {
+            ""
+        },
+    ));
+    if let Some(rows) = r["provisioning"].as_array() {
+        s.push_str("## 1. Provisioning (all Tenants created → all Ready) vs. psql floor\n\n");
+        s.push_str("| isolation | N | operator (s) | floor psql sequential (s) | floor psql ×8 (s) | operator / sequential | operator / ×8 | tenants/s | API writes/tenant | operator CPU (s) | transient reconcile errors | objects/tenant op · floor |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+        for x in rows {
+            s.push_str(&format!(
+                "| {} | {} | {} | {} | {} | **{}** | **{}** | {} | {} | {} | {} | {} · {} |\n",
+                f(&x["isolation"]),
+                f(&x["tenants"]),
+                f(&x["operator_s"]),
+                f(&x["floor_sequential_s"]),
+                f(&x["floor_parallel_s"]),
+                f(&x["ratio_vs_sequential"]),
+                f(&x["ratio_vs_parallel"]),
+                f(&x["operator_tenants_per_s"]),
+                f(&x["api_writes_per_tenant"]),
+                f(&x["operator_cpu_s"]),
+                f(&x["operator_reconcile_errors"]),
+                f(&x["objects_per_tenant_operator"]),
+                f(&x["objects_per_tenant_floor"]),
+            ));
+        }
+        s.push('\n');
+    }
+    let st = &r["steady_state"];
+    if st.is_object() {
+        s.push_str(&format!(
+            "## 2. Steady state: {} Ready tenants, one resync period ({} s; health/usage interval {} s)\n\n",
+            f(&st["tenants"]), f(&st["resync_seconds"]), f(&st["health_and_usage_interval_seconds"])
+        ));
+        s.push_str("| metric | value |\n|---|---|\n");
+        for (k, label) in [
+            ("window_s", "window (s)"),
+            ("reconciles_in_window", "reconciles in window"),
+            (
+                "reconciles_skipped_unchanged_in_window",
+                "of which skipped (settled, unchanged)",
+            ),
+            ("resync_passes_in_window", "resync passes (reconciles / N)"),
+            ("api_status_writes", "**API status writes**"),
+            ("api_writes", "API writes (all resources)"),
+            ("api_requests_per_reconcile", "API requests per reconcile"),
+            ("sql_statements", "SQL statements (pg_stat_statements)"),
+            (
+                "sql_statements_per_reconcile",
+                "SQL statements per reconcile",
+            ),
+            ("transactions", "PostgreSQL transactions"),
+            ("ddl_steps_in_window", "DDL steps applied"),
+            ("reconcile_errors_in_window", "reconcile errors"),
+            ("health_checks_in_window", "health checks (tenant logins)"),
+            ("operator_cpu_s", "operator CPU in window (s)"),
+            (
+                "operator_cpu_s_per_pass",
+                "operator CPU per resync pass of all tenants (s)",
+            ),
+            (
+                "operator_cpu_ms_per_reconcile",
+                "operator CPU per reconcile (ms)",
+            ),
+            ("operator_rss_mib", "operator RSS (MiB)"),
+            (
+                "provisioning_s",
+                "provisioning of the N tenants, no migrations (s)",
+            ),
+        ] {
+            s.push_str(&format!("| {label} | {} |\n", f(&st[k])));
+        }
+        s.push_str("\nMost frequent statements in the window (calls | query):\n\n```\n");
+        for l in st["top_statements"].as_array().into_iter().flatten() {
+            s.push_str(&format!("{}\n", f(l)));
+        }
+        s.push_str("```\n\n");
+    }
+    let mem = &r["memory"];
+    if mem.is_object() {
+        s.push_str("## 2b. Operator memory vs. number of Tenants\n\n| Tenants | RSS (MiB) | peak RSS (MiB) |\n|---|---|---|\n");
+        for p in mem["points"].as_array().into_iter().flatten() {
+            s.push_str(&format!(
+                "| {} | {} | {} |\n",
+                f(&p["tenants"]),
+                f(&p["rss_mib"]),
+                f(&p["peak_rss_mib"])
+            ));
+        }
+        s.push_str(&format!(
+            "\nSlope: {} KiB per Tenant. Method: {}.\n\n",
+            f(&mem["rss_kib_per_tenant"]),
+            f(&mem["method"])
+        ));
+    }
+    let fl = &r["fleet_migration"];
+    if fl.is_object() {
+        s.push_str(&format!(
+            "## 3. Fleet migration: one new migration across {} tenants (mode: {})\n\n{}.\n\n| maxParallel | operator (s) | floor psql (s) | operator / floor | operator ms/tenant | floor ms/tenant |\n|---|---|---|---|---|---|\n",
+            f(&fl["tenants"]), f(&fl["mode"]), f(&fl["mode_note"])
+        ));
+        s.push_str(&table_rows(
+            &fl["rows"],
+            &[
+                "max_parallel",
+                "operator_s",
+                "floor_s",
+                "ratio",
+                "operator_ms_per_tenant",
+                "floor_ms_per_tenant",
+            ],
+            Some(3),
+        ));
+        s.push('\n');
+    }
+    let ttr = &r["time_to_ready"];
+    if ttr.is_object() {
+        s.push_str("## 4. Single-tenant time to Ready (create → Ready seen by a watch; full baseline)\n\n| isolation | samples | p50 (ms) | p90 (ms) | p99 (ms) | mean (ms) | min (ms) | max (ms) |\n|---|---|---|---|---|---|---|---|\n");
+        s.push_str(&table_rows(
+            &ttr["rows"],
+            &[
+                "isolation",
+                "samples",
+                "p50_ms",
+                "p90_ms",
+                "p99_ms",
+                "mean_ms",
+                "min_ms",
+                "max_ms",
+            ],
+            None,
+        ));
+        s.push('\n');
+    }
+    let ad = &r["admission"];
+    if ad.is_object() {
+        s.push_str(&format!(
+            "## 5. New Tenants under resync saturation: {} Ready tenants resyncing every {} s (health + usage each time), then {} new Tenants\n\n| resync admission | all new Ready (s) | new p50 (s) | new p90 (s) | new p99 (s) | new Ready | reconciles/s | health checks/s | resyncs deferred | machine busy |\n|---|---|---|---|---|---|---|---|---|---|\n",
+            f(&ad["background_tenants"]), f(&ad["interval_s"]), f(&ad["new_tenants"])
+        ));
+        s.push_str(&table_rows(
+            &ad["rows"],
+            &[
+                "variant",
+                "all_new_ready_s",
+                "new_p50_s",
+                "new_p90_s",
+                "new_p99_s",
+                "new_ready",
+                "reconciles_per_s",
+                "health_checks_per_s",
+                "resyncs_deferred",
+                "machine_cpu_busy_share",
+            ],
+            Some(1),
+        ));
+        // When the unbounded variant did not get every new Tenant Ready within the window, the
+        // ratio is a lower bound (window / bounded time).
+        let rows = ad["rows"].as_array().cloned().unwrap_or_default();
+        let ratio = match (rows.first(), rows.get(1)) {
+            (Some(b), Some(u)) => match (
+                b["all_new_ready_s"].as_f64(),
+                u["all_new_ready_s"].as_f64(),
+                u["window_s"].as_f64(),
+            ) {
+                (Some(b), Some(u), _) if b > 0.0 => format!("{:.1}", u / b),
+                (Some(b), None, Some(w)) if b > 0.0 => format!(
+                    "> {:.0} (unbounded: {} of {} new Tenants Ready after {w:.0} s)",
+                    w / b,
+                    f(&rows[1]["new_ready"]),
+                    f(&ad["new_tenants"])
+                ),
+                _ => "–".into(),
+            },
+            _ => "–".into(),
+        };
+        s.push_str(&format!(
+            "\nUnbounded / bounded (time until all new Tenants are Ready): **{ratio}**.\n\n"
+        ));
+    }
+    if let Some(d) = r["duration_s"].as_f64() {
+        s.push_str(&format!("Total benchmark time: {d:.0} s.\n"));
+    }
+    s
+}
