@@ -5,9 +5,6 @@
 use std::path::PathBuf;
 
 use anyhow::{Context as _, Result, bail};
-use serde_json::Value;
-
-use crate::report::summary;
 
 #[derive(Debug, Clone)]
 pub struct Cfg {
@@ -28,7 +25,15 @@ pub struct Cfg {
     pub admission_new: usize,
 }
 
-pub fn parse_args() -> Result<Cfg> {
+/// What the command line asks for.
+pub enum Command {
+    /// Run the scenarios.
+    Run(Box<Cfg>),
+    /// `--render-only`: re-render `summary.md` from `<out>/results.json`.
+    RenderOnly(PathBuf),
+}
+
+pub fn parse_args() -> Result<Command> {
     let mut quick = false;
     let mut out = PathBuf::from("bench/results");
     let mut work = PathBuf::from("bench/work");
@@ -56,15 +61,11 @@ pub fn parse_args() -> Result<Cfg> {
         }
     }
     if render_only {
-        // Re-renders summary.md from an existing results.json (no scenario runs).
-        let r: Value = serde_json::from_str(&std::fs::read_to_string(out.join("results.json"))?)?;
-        std::fs::write(out.join("summary.md"), summary(&r))?;
-        print!("{}", summary(&r));
-        std::process::exit(0);
+        return Ok(Command::RenderOnly(out));
     }
     let operator = std::fs::canonicalize(&operator)
         .with_context(|| format!("operator binary {}", operator.display()))?;
-    Ok(if quick {
+    Ok(Command::Run(Box::new(if quick {
         Cfg {
             quick,
             out,
@@ -106,7 +107,7 @@ pub fn parse_args() -> Result<Cfg> {
                 .unwrap_or(600),
             admission_new: 50,
         }
-    })
+    })))
 }
 
 impl Cfg {

@@ -28,7 +28,18 @@ use common::round;
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let cfg = cli::parse_args()?;
+    let cfg = match cli::parse_args()? {
+        cli::Command::Run(cfg) => *cfg,
+        cli::Command::RenderOnly(out) => {
+            // Re-renders summary.md from an existing results.json (no scenario runs).
+            let r: Value =
+                serde_json::from_str(&std::fs::read_to_string(out.join("results.json"))?)?;
+            let summary = report::summary(&r);
+            std::fs::write(out.join("summary.md"), &summary)?;
+            print!("{summary}");
+            return Ok(());
+        }
+    };
     std::fs::create_dir_all(&cfg.out)?;
     std::fs::create_dir_all(&cfg.work)?;
     let started = Instant::now();

@@ -42,7 +42,7 @@ pub fn header(cfg: &Cfg) -> Value {
         "quick": cfg.quick,
         "started_at": jiff::Timestamp::now().to_string(),
         "git_revision": sh("git rev-parse --short HEAD"),
-        "git_dirty": !sh("git status --porcelain -- src apiserver migrations Cargo.toml Cargo.lock").is_empty(),
+        "git_dirty": !sh("git status --porcelain -- src apiserver testkit migrations build.rs Cargo.toml Cargo.lock").is_empty(),
         "machine": machine(),
         "operator_binary": cfg.operator.display().to_string(),
     })
