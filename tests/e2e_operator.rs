@@ -410,6 +410,13 @@ async fn fifty_tenants_at_once() {
 
 use tenantdb_testkit::http::{http_addr, http_get};
 
+/// `/metrics` of the operator; panics when it does not answer 200 (a dead operator is not "0").
+async fn metrics_body(addr: &str) -> String {
+    let (code, body) = http_get(addr, "/metrics").await;
+    assert_eq!(code, 200, "GET /metrics: {body}");
+    body
+}
+
 /// A settled Tenant is not reconciled again for status writes of another controller (the
 /// TenantMigration controller's `schemaVersion`, once per migrated tenant of a fleet): no Secret
 /// read, no catalog query, no status write of ours until its resync. A change of its Secret still
@@ -440,7 +447,7 @@ async fn status_writes_of_other_controllers_do_not_reconcile_a_settled_tenant() 
     let api = env.tenants("settle");
     let metric = || {
         let addr = addr.clone();
-        async move { unchanged(&http_get(&addr, "/metrics").await.1) }
+        async move { unchanged(&metrics_body(&addr).await) }
     };
     let mut version = version;
     let skipped_before = loop {
@@ -470,7 +477,7 @@ async fn status_writes_of_other_controllers_do_not_reconcile_a_settled_tenant() 
     }
     wait_for(Duration::from_secs(10), "the skips counted", || {
         let addr = addr.clone();
-        async move { (unchanged(&http_get(&addr, "/metrics").await.1) > skipped_before).then_some(()) }
+        async move { (unchanged(&metrics_body(&addr).await) > skipped_before).then_some(()) }
     })
     .await
     .unwrap();

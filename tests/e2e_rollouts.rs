@@ -248,7 +248,8 @@ async fn rollouts_run_in_the_background_and_stop_when_deleted() {
 
 /// The sum of a counter over its label values (`prefix` up to and including `{…` selectors).
 async fn counter_sum(env: &Env, prefix: &str) -> f64 {
-    let (_, body) = e2e::http_get(&env.http_addr().await, "/metrics").await;
+    let (code, body) = e2e::http_get(&env.http_addr().await, "/metrics").await;
+    assert_eq!(code, 200, "GET /metrics: {body}");
     body.lines()
         .filter(|l| l.starts_with(prefix))
         .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())

@@ -1,5 +1,5 @@
 //! MongoDB provisioning against a real MongoDB wire server: the SecantusDB stand-in started by
-//! `support/mongo.rs` (with `--auth`), or a real mongod from `TENANTDB_TEST_MONGO_URI`.
+//! `tenantdb_testkit::mongo` (with `--auth`), or a real mongod from `TENANTDB_TEST_MONGO_URI`.
 //! Without either, every test prints `SKIPPED (no MongoDB): …` and passes — or fails when
 //! `TENANTDB_TEST_NO_SKIP=1` (CI). Behaviour in which the stand-in differs from mongod is checked
 //! on mongod as it should be, and on the stand-in as the stand-in does it (the known difference is

@@ -24,7 +24,7 @@ const NS: &str = "outage";
 const BASE_MS: f64 = 200.0;
 const CAP_MS: f64 = 5000.0;
 /// How soon an unhealthy Ready tenant is checked again (`health_recheck` in
-/// `src/controller/tenant.rs`: the health interval, at most 10 s).
+/// `src/controller/tenant/health.rs`: the health interval, at most 10 s).
 const HEALTH_RECHECK: Duration = Duration::from_secs(10);
 /// The promise for the end of an outage: once PostgreSQL answers again, every Tenant is Ready with
 /// `Degraded=False` within one health recheck plus one capped backoff delay (5 s × 1.2) plus a

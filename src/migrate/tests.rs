@@ -1,3 +1,5 @@
+//! Unit tests of the migration engine: file names, checksums, planning and the bundled set.
+
 use std::path::Path;
 
 use super::set::{FileKind, parse_file_name};

@@ -1,3 +1,5 @@
+//! Unit tests of the MongoDB admin module: tenant URIs, redaction and outcome types.
+
 use std::time::Duration;
 
 use super::connection::uri_password;

@@ -404,13 +404,7 @@ impl Env {
             "operator http address in its log",
             || {
                 let log = self.operator_log();
-                async move {
-                    log.lines()
-                        .rev()
-                        .find(|l| l.contains("serving /metrics"))
-                        .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                        .and_then(|v| v["addr"].as_str().map(String::from))
-                }
+                async move { crate::http::http_addr(&log) }
             },
         )
         .await
@@ -418,9 +412,10 @@ impl Env {
     }
 
     /// The value of one metric series of the operator (`name{labels}` exactly as exposed), 0 if
-    /// absent.
+    /// absent. Panics when the operator does not serve `/metrics` (a dead operator is not 0).
     pub async fn metric(&self, series: &str) -> f64 {
-        let (_, body) = http_get(&self.http_addr().await, "/metrics").await;
+        let (code, body) = http_get(&self.http_addr().await, "/metrics").await;
+        assert_eq!(code, 200, "GET /metrics: {body}");
         body.lines()
             .find_map(|l| {
                 l.strip_prefix(series)

@@ -1,4 +1,4 @@
-//! Test kit of tenantdb (a dev-dependency only; the operator never links it):
+//! Test kit of tenantdb (a dev-dependency of the operator, which never links it; the demo and the bench driver use it too):
 //!
 //! - [`localpg`], [`localmongo`]: throwaway PostgreSQL clusters and the MongoDB wire-protocol
 //!   stand-in, several at once;

@@ -1,6 +1,6 @@
 //! Helpers for tests of the operator process itself (issue #14): its HTTP endpoints and metrics,
 //! signals, and the timing of its reconcile attempts as read from its JSON log.
-//! Used with `support/e2e.rs` (the real binary against the API server emulator).
+//! Used with `crate::e2e` (the real binary against the API server emulator).
 
 use std::collections::BTreeMap;
 use std::path::Path;

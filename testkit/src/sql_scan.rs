@@ -1,6 +1,8 @@
 //! A small SQL tokenizer for quoting checks: tells bare words from double-quoted identifiers and
 //! single-quoted literals. Used by the quoting unit test (`src/pg/quoting_tests.rs`, through
-//! `#[path]`) and by the PostgreSQL-level quoting test (`tests/quoting_pg.rs`), which scans the
+//! the `tenantdb-testkit` dev-dependency; this module uses no `tenantdb` type, so the second copy
+//! of `tenantdb` that the dev-dependency links into the `--lib` test binary does not matter — keep
+//! it that way) and by the PostgreSQL-level quoting test (`tests/quoting_pg.rs`), which scans the
 //! statements in the server log.
 
 /// What a statement contains outside and inside quotes.

@@ -1,3 +1,5 @@
+//! Unit tests of the MongoDB migration model: parsing, checksums, folding into the desired state.
+
 use std::path::Path;
 
 use mongodb::bson::{Bson, doc};
