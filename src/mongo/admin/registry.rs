@@ -60,8 +60,8 @@ async fn register(conn: &AdminClient, tenant: &MongoTenant) -> Result<()> {
     }
 }
 
-/// Whether the database exists (has data) or its user exists.
-async fn exists(conn: &AdminClient, db: &MongoDbName, user: &str) -> Result<bool> {
+/// Whether `listDatabases` lists the database (it has data).
+async fn database_listed(conn: &AdminClient, db: &MongoDbName) -> Result<bool> {
     let listed = conn
         .db("admin")
         .await?
@@ -71,7 +71,7 @@ async fn exists(conn: &AdminClient, db: &MongoDbName, user: &str) -> Result<bool
             "filter": {"name": db.as_str()},
         })
         .await?;
-    let database = listed
+    Ok(listed
         .get_array("databases")
         .map(|d| {
             d.iter().any(|d| match d {
@@ -79,8 +79,12 @@ async fn exists(conn: &AdminClient, db: &MongoDbName, user: &str) -> Result<bool
                 _ => false,
             })
         })
-        .unwrap_or(false);
-    Ok(database || observe_user(conn, db, user, None).await?.is_some())
+        .unwrap_or(false))
+}
+
+/// Whether the database exists (has data) or its user exists.
+async fn exists(conn: &AdminClient, db: &MongoDbName, user: &str) -> Result<bool> {
+    Ok(database_listed(conn, db).await? || observe_user(conn, db, user, None).await?.is_some())
 }
 
 /// Registered to `tenant`, registered now (new, or adoptable), or `Conflict`.
@@ -135,23 +139,7 @@ pub(super) async fn cleanup(conn: &AdminClient, tenant: &MongoTenant) -> Result<
             }
         }
     }
-    let admin = conn.db("admin").await?;
-    let listed = admin
-        .run_command(doc! {
-            "listDatabases": 1,
-            "nameOnly": true,
-            "filter": {"name": db.as_str()},
-        })
-        .await?;
-    let database_existed = listed
-        .get_array("databases")
-        .map(|d| {
-            d.iter().any(|d| match d {
-                Bson::Document(d) => d.get_str("name").ok() == Some(db.as_str()),
-                _ => false,
-            })
-        })
-        .unwrap_or(false);
+    let database_existed = database_listed(conn, db).await?;
     let database = conn.db(db.as_str()).await?;
     let user_dropped = match database.run_command(doc! {"dropUser": user}).await {
         Ok(_) => true,
