@@ -14,7 +14,7 @@
 #   3. helm template for the same value sets; values.schema.json rejects bad values
 #   4. every rendered built-in object (plus the CRDs, tests/e2e/manifests, deploy/argocd/argocd-cm.yaml)
 #      passes kubernetes-validate --strict for the newest Kubernetes version it knows; custom kinds of
-#      other projects (ServiceMonitor) are skipped: kubernetes-validate has no schema for them.
+#      other projects (ServiceMonitor, PrometheusRule) are skipped: kubernetes-validate has no schema for them.
 #      Our own custom resources (examples/, Argo CD fixtures) are validated against the CRD schemas
 #      in crds/ instead, with unknown fields as errors (kinds without a CRD yet are reported, skipped)
 #   5. RBAC in the rendered ClusterRole/Role is exactly the allowed set (no extra verb/resource, no
@@ -145,6 +145,8 @@ expect_reject "operator.logFormat=xml" --set operator.logFormat=xml
 expect_reject "operator.concurrency=0" --set operator.concurrency=0
 expect_reject "empty postgres.adminSecret.name" --set postgres.adminSecret.name=
 expect_reject "replicaCount=2 without leader election" --set leaderElection.enabled=false
+expect_reject "unknown monitoring key (monitoring.prometheusRule.enable)" --set monitoring.prometheusRule.enable=true
+expect_reject "monitoring.prometheusRule.runbookBaseUrl not a URL" --set monitoring.prometheusRule.runbookBaseUrl=docs/operations.md
 
 # --- 4/5. kubernetes-validate + RBAC + Deployment policy ----------------------------------------
 step "kubernetes-validate (strict), RBAC and Deployment policy"
