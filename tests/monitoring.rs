@@ -436,7 +436,7 @@ async fn metrics(addr: &str) -> String {
 const BUILTIN: &[&str] = &["up", "ALERTS", "ALERTS_FOR_STATE"];
 
 /// Families that must have series here: a Tenant with quotas, `--tenant-metrics-top 5`, and a
-/// Tenant whose reconciles fail (a foreign Secret in its way: `Conflict`).
+/// Tenant whose reconciles failed (`DatabaseUnavailable`).
 const WITH_SERIES: &[&str] = &[
     "tenantdb_tenants",
     "tenantdb_server_up",
@@ -478,21 +478,21 @@ async fn every_metric_of_the_dashboard_and_rules_is_exposed_by_the_operator() {
     )
     .await;
     env.wait_ready("mon", "quota", T).await;
-    let foreign: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
-        "metadata": {"name": "taken", "namespace": "mon"}, "stringData": {"x": "y"},
-    }))
-    .unwrap();
-    env.secrets("mon")
-        .create(&Default::default(), &foreign)
-        .await
-        .unwrap();
-    env.create_tenant(
-        "mon",
-        "clash",
-        json!({"isolation": "schema", "credentials": {"secretName": "taken"}}),
-    )
-    .await;
     let addr = env.http_addr().await;
+    // Reconcile errors have no series until one happens: a Tenant created while PostgreSQL is
+    // stopped fails with DatabaseUnavailable (retried, so counted); then PostgreSQL comes back.
+    tokio::task::block_in_place(|| env.pg.stop_server()).expect("stop PostgreSQL");
+    env.create_tenant("mon", "outage", json!({"isolation": "schema"}))
+        .await;
+    let errors =
+        r#"tenantdb_reconcile_errors_total{controller="tenant",category="DatabaseUnavailable"}"#;
+    let counted = wait_for(T, "a DatabaseUnavailable reconcile error", || async {
+        ops::metric(&metrics(&addr).await, errors).filter(|n| *n > 0.0)
+    })
+    .await;
+    tokio::task::block_in_place(|| env.pg.start_server()).expect("restart PostgreSQL");
+    counted.unwrap_or_else(|e| panic!("{e}\n{}", tail(&env.operator_log(), 20)));
+    env.wait_ready("mon", "outage", T).await;
     // The per-tenant families have the tenant's series once it is measured.
     let got = wait_for(T, "every family with series", || async {
         let body = metrics(&addr).await;
