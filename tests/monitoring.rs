@@ -586,8 +586,15 @@ async fn usage(env: &Env, ns: &str, name: &str) -> Option<(i64, i32)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_prometheus_fires_the_storage_alert_when_a_tenant_nears_its_quota() {
-    let env =
-        Env::start_with(&["--tenant-metrics-top", "5", "--usage-interval-seconds", "1"]).await;
+    let env = Env::start_with(&[
+        "--tenant-metrics-top",
+        "5",
+        "--usage-interval-seconds",
+        "1",
+        "--resync-seconds",
+        "1",
+    ])
+    .await;
     let (ns, name) = ("mon", "acme");
     env.create_tenant(
         ns,
@@ -623,18 +630,22 @@ async fn a_real_prometheus_fires_the_storage_alert_when_a_tenant_nears_its_quota
     // after that, no storage alert is active.
     let selector =
         format!(r#"tenantdb_tenant_storage_limit_bytes{{namespace="{ns}",tenant="{name}"}}"#);
-    wait_for(T, "the tenant's series in Prometheus", || async {
+    let got = wait_for(T, "the tenant's series in Prometheus", || async {
         prom.query(&selector).await.filter(|r| !r.is_empty())
     })
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", prom.log()));
+    .await;
+    if let Err(e) = got {
+        panic!("{e}\n{}", prom.diagnose().await)
+    }
     let seen = jiff::Timestamp::now();
     for group in ["tenantdb", "tenantdb-per-tenant"] {
-        wait_for(T, &format!("rule group {group} evaluated"), || async {
+        let got = wait_for(T, &format!("rule group {group} evaluated"), || async {
             prom.last_evaluation(group).await.filter(|t| *t > seen)
         })
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", prom.log()));
+        .await;
+        if let Err(e) = got {
+            panic!("{e}\n{}", prom.diagnose().await)
+        }
     }
     let (_, percent) = usage(&env, ns, name).await.unwrap();
     assert!(percent < 80, "the empty tenant is at {percent} % already");
@@ -682,6 +693,10 @@ async fn a_real_prometheus_fires_the_storage_alert_when_a_tenant_nears_its_quota
         .unwrap_or_else(|e| panic!("{e}\n{}", tail(&env.operator_log(), 20)));
     }
     let percent = last.1;
+    eprintln!(
+        "empty tenant {empty} B, quota {quota} B: now {} B = {percent} %",
+        last.0
+    );
     assert!(
         (80..100).contains(&percent),
         "the tenant is at {percent} % (wanted 80..100)"
@@ -689,20 +704,22 @@ async fn a_real_prometheus_fires_the_storage_alert_when_a_tenant_nears_its_quota
     drop(c);
 
     // Both storage alerts become active: the fleet one (per server) and the one naming the tenant.
-    let alerts = wait_for(T, "storage-near-quota alerts pending or firing", || async {
+    let got = wait_for(T, "storage-near-quota alerts pending or firing", || async {
         let alerts = prom.alerts().await?;
         let fleet = !active(&alerts, "TenantdbTenantStorageNearQuota").is_empty();
         let named = !active(&alerts, "TenantdbTenantStorageNearQuotaByTenant").is_empty();
         (fleet && named).then_some(alerts)
     })
-    .await
-    .unwrap_or_else(|e| {
-        panic!(
-            "{e} (tenant at {percent} %)\n--- prometheus ---\n{}\n--- operator ---\n{}",
-            prom.log(),
+    .await;
+    let alerts = match got {
+        Ok(alerts) => alerts,
+        Err(e) => panic!(
+            "{e} (tenant at {percent} %)\nactive: {:#?}\n{}\n--- operator ---\n{}",
+            prom.alerts().await,
+            prom.diagnose().await,
             tail(&env.operator_log(), 20)
-        )
-    });
+        ),
+    };
     let named = active(&alerts, "TenantdbTenantStorageNearQuotaByTenant");
     assert_eq!(named.len(), 1, "{named:#?}");
     assert_eq!(named[0]["labels"]["namespace"], ns);

@@ -82,6 +82,15 @@ impl Prometheus {
         )
     }
 
+    /// Its log tail and its scrape targets (health, last error), for failure messages.
+    pub async fn diagnose(&self) -> String {
+        let targets = self.api("/api/v1/targets").await.unwrap_or_default();
+        format!(
+            "--- prometheus log ---\n{}\n--- targets ---\n{targets:#}",
+            self.log()
+        )
+    }
+
     /// `data` of a successful API answer.
     async fn api(&self, path: &str) -> Option<Value> {
         let (code, body) = get(&self.addr, path).await;
