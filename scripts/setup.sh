@@ -21,6 +21,14 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
+# Monitoring tests (tests/monitoring.rs): promtool and a real Prometheus, from the Debian package
+# without its recommends (node exporter etc.) so it stays small. Its system service (port 9090), if
+# started, is not used: the tests run their own Prometheus on a free loopback port.
+if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
+  echo "==> apt-get install --no-install-recommends prometheus"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
 # The Debian package starts a system cluster; tenantdb never uses it (tests start throwaway
 # clusters on random ports), so leave it alone.
 echo "==> PostgreSQL: $(ls -d /usr/lib/postgresql/*/bin | tr '\n' ' ')"
