@@ -14,11 +14,13 @@ const T: Duration = Duration::from_secs(90);
 pub struct Prometheus {
     addr: String,
     dir: PathBuf,
-    _child: tokio::process::Child,
+    child: tokio::process::Child,
 }
 
 impl Drop for Prometheus {
     fn drop(&mut self) {
+        // Stop it before its directory goes (kill_on_drop would only kill after this).
+        let _ = self.child.start_kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -62,11 +64,7 @@ impl Prometheus {
                     bin.display()
                 )
             });
-        let p = Prometheus {
-            addr,
-            dir,
-            _child: child,
-        };
+        let p = Prometheus { addr, dir, child };
         wait_for(T, "Prometheus /-/ready", || async {
             (get(&p.addr, "/-/ready").await.0 == 200).then_some(())
         })
