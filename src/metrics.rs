@@ -12,8 +12,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 
 pub mod fleet;
-pub use fleet::{TenantFacts, TopBy};
 use fleet::{Fleet, ServerLabels};
+pub use fleet::{TenantFacts, TopBy};
 use prometheus_client::registry::Registry;
 
 /// `controller` label.
@@ -241,11 +241,7 @@ impl Metrics {
             "Tenant migrations (TenantMigration rollouts) finished, by result",
             migration_tenants.clone(),
         );
-        registry.register(
-            "build_info",
-            "The operator's version",
-            build_info.clone(),
-        );
+        registry.register("build_info", "The operator's version", build_info.clone());
         for result in ["succeeded", "failed"] {
             let _ = migration_tenants.get_or_create(&ResultOnlyLabels {
                 result: result.into(),
@@ -399,7 +395,9 @@ impl Metrics {
         self.statements_available
             .get_or_create(&l)
             .set(i64::from(slow.is_some()));
-        self.slow_statements.get_or_create(&l).set(slow.unwrap_or(0));
+        self.slow_statements
+            .get_or_create(&l)
+            .set(slow.unwrap_or(0));
     }
 
     /// Counts one tenant migration finished by a rollout.

@@ -34,7 +34,8 @@ pub struct DatabaseRates {
     pub rollbacks_per_minute: i64,
 }
 
-/// The figures of one server at one moment, with the rates since the previous snapshot.
+/// The figures of one server at one moment, with the transaction rates of the last complete
+/// rate window (at least [`MIN_RATE_WINDOW`]).
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     /// When it was taken.
@@ -58,8 +59,7 @@ pub fn rates(
 ) -> Option<DatabaseRates> {
     let prev = prev?;
     let secs = elapsed.as_secs_f64();
-    if secs <= 0.0 || now.xact_commit < prev.xact_commit || now.xact_rollback < prev.xact_rollback
-    {
+    if secs <= 0.0 || now.xact_commit < prev.xact_commit || now.xact_rollback < prev.xact_rollback {
         return None;
     }
     let per_minute = |d: i64| ((d as f64) * 60.0 / secs).round() as i64;
@@ -69,10 +69,16 @@ pub fn rates(
     })
 }
 
+/// Transaction rates are computed over at least this long (a shorter window turns a single
+/// commit into a swing of the rate: noise that would be reported).
+pub const MIN_RATE_WINDOW: Duration = Duration::from_secs(10);
+
 #[derive(Default)]
 struct State {
     current: Option<Arc<Snapshot>>,
     source: Option<(Instant, StatementsSource)>,
+    /// The counters the rates are computed against, and when they were read.
+    baseline: Option<(Instant, HashMap<String, DatabaseCounters>)>,
 }
 
 /// Takes at most one snapshot per interval for the whole server.
@@ -137,19 +143,31 @@ impl Collector {
                     .map(|m| m.values().map(|r| r.slow).sum::<i64>());
                 metrics.server_statements(&self.server, slow_total);
                 let now = Instant::now();
-                let rates = figures
-                    .databases
-                    .iter()
-                    .filter_map(|(db, c)| {
-                        let prev = st.current.as_ref()?;
-                        let r = rates(
-                            prev.figures.databases.get(db),
-                            c,
-                            now.duration_since(prev.taken_at),
-                        )?;
-                        Some((db.clone(), r))
-                    })
-                    .collect();
+                // Rates against a baseline at least MIN_RATE_WINDOW old; until then the last
+                // rates stand (the baseline moves forward when a new window is complete).
+                let rates = match &st.baseline {
+                    Some((at, base)) if now.duration_since(*at) >= MIN_RATE_WINDOW => {
+                        let elapsed = now.duration_since(*at);
+                        let r: HashMap<String, DatabaseRates> = figures
+                            .databases
+                            .iter()
+                            .filter_map(|(db, c)| {
+                                Some((db.clone(), rates(base.get(db), c, elapsed)?))
+                            })
+                            .collect();
+                        st.baseline = Some((now, figures.databases.clone()));
+                        r
+                    }
+                    Some(_) => st
+                        .current
+                        .as_ref()
+                        .map(|c| c.rates.clone())
+                        .unwrap_or_default(),
+                    None => {
+                        st.baseline = Some((now, figures.databases.clone()));
+                        HashMap::new()
+                    }
+                };
                 let snap = Arc::new(Snapshot {
                     taken_at: now,
                     measured_at: Timestamp::now().to_string(),
@@ -190,9 +208,10 @@ pub fn attribute(
         .roles
         .iter()
         .filter_map(|r| snap.figures.sessions.get(*r))
-        .fold(Default::default(), |acc: crate::pg::stats::RoleSessions, s| {
-            acc.plus(s)
-        });
+        .fold(
+            Default::default(),
+            |acc: crate::pg::stats::RoleSessions, s| acc.plus(s),
+        );
     let transactions = t.dedicated_database.and_then(|db| {
         let c = snap.figures.databases.get(db)?;
         let r = snap.rates.get(db)?;

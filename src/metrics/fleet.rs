@@ -364,7 +364,12 @@ mod tests {
         for i in 0..50 {
             fleet.set(
                 &format!("tenant/ns/t{i}"),
-                Some(facts(&format!("t{i}"), i, Some(50), i64::from(i % 11 == 0) * 9)),
+                Some(facts(
+                    &format!("t{i}"),
+                    i,
+                    Some(50),
+                    i64::from(i % 11 == 0) * 9,
+                )),
             );
         }
         fleet.set("tenant/ns/t49", None);

@@ -161,9 +161,10 @@ impl PgAdmin {
         if present {
             return Ok(StatementsSource::Available);
         }
-        let preload: String = sqlx::query_scalar("SELECT current_setting('shared_preload_libraries')")
-            .fetch_one(pool)
-            .await?;
+        let preload: String =
+            sqlx::query_scalar("SELECT current_setting('shared_preload_libraries')")
+                .fetch_one(pool)
+                .await?;
         if !preload
             .split(',')
             .any(|l| l.trim().trim_matches('"') == "pg_stat_statements")
@@ -275,7 +276,10 @@ mod tests {
             "statements":[{"role":"t_a","slow":1,"top":[{"query_id":"-42","calls":3,"mean_ms":900,"query":"select pg_sleep($1)"}]}]}"#;
         let f = parse(text, &StatementsSource::Available).unwrap();
         let a = f.sessions["t_a"];
-        assert_eq!((a.active, a.idle_in_transaction, a.other, a.total()), (2, 1, 1, 4));
+        assert_eq!(
+            (a.active, a.idle_in_transaction, a.other, a.total()),
+            (2, 1, 1, 4)
+        );
         assert_eq!(f.sessions["t_b"].idle, 3);
         assert_eq!(f.databases["d"].xact_commit, 10);
         let st = f.statements.unwrap();

@@ -89,7 +89,14 @@ fn rates_per_minute_and_resets() {
     .unwrap();
     assert_eq!((r.commits_per_minute, r.rollbacks_per_minute), (120, 6));
     assert!(rates(None, &counters(1, 1), Duration::from_secs(30)).is_none());
-    assert!(rates(Some(&counters(100, 10)), &counters(5, 10), Duration::from_secs(30)).is_none());
+    assert!(
+        rates(
+            Some(&counters(100, 10)),
+            &counters(5, 10),
+            Duration::from_secs(30)
+        )
+        .is_none()
+    );
     assert!(rates(Some(&counters(1, 1)), &counters(2, 2), Duration::ZERO).is_none());
 }
 
@@ -138,7 +145,9 @@ fn attribution_sums_both_login_roles_and_only_theirs() {
 
 #[test]
 fn missing_extension_is_said_in_status() {
-    let snap = snapshot(Err("pg_stat_statements is not in shared_preload_libraries".into()));
+    let snap = snapshot(Err(
+        "pg_stat_statements is not in shared_preload_libraries".into()
+    ));
     let st = attribute(&snap, &keys(None), None).statements.unwrap();
     assert!(!st.available);
     assert!(st.reason.unwrap().contains("shared_preload_libraries"));

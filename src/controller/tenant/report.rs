@@ -296,9 +296,10 @@ pub(super) async fn write_status(
         TenantPhase::Deleting => "Deleting",
     };
     ctx.metrics().set_phase(&object_key(tenant), Some(phase));
-    ctx.metrics()
-        .fleet
-        .set(&object_key(tenant), Some(fleet_facts(tenant, &status, phase)));
+    ctx.metrics().fleet.set(
+        &object_key(tenant),
+        Some(fleet_facts(tenant, &status, phase)),
+    );
     if tenant.status.as_ref() == Some(&status) {
         return Ok(false);
     }

@@ -24,9 +24,7 @@ pub(super) async fn collect(
     let names = &spec.resolved.names;
     let keys = TenantKeys {
         roles: [names.role.as_str(), names.secondary_role.as_str()],
-        dedicated_database: names
-            .dedicated_database
-            .then_some(names.database.as_str()),
+        dedicated_database: names.dedicated_database.then_some(names.database.as_str()),
         connection_limit: Some(spec.quotas.connection_limit),
     };
     let mongo = ctx.mongo_statistics(&spec.key);
