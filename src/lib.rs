@@ -21,4 +21,5 @@ pub mod rotation;
 pub mod runtime;
 pub mod scram;
 pub mod secret;
+pub mod statistics;
 pub mod status;

@@ -10,6 +10,10 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+
+pub mod fleet;
+use fleet::{Fleet, ServerLabels};
+pub use fleet::{TenantFacts, TopBy};
 use prometheus_client::registry::Registry;
 
 /// `controller` label.
@@ -58,6 +62,22 @@ pub struct StepLabels {
     pub step: String,
 }
 
+/// `server` + `engine` labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EngineLabels {
+    /// Database server.
+    pub server: String,
+    /// `postgres` or `mongodb`.
+    pub engine: String,
+}
+
+/// `version` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionLabels {
+    /// The operator's version.
+    pub version: String,
+}
+
 /// All metrics of one operator process.
 pub struct Metrics {
     registry: Registry,
@@ -83,7 +103,26 @@ pub struct Metrics {
     pub health_checks: Family<HealthLabels, Counter>,
     /// Health check latency.
     pub health_latency: Histogram,
+    /// Whether the last probe of a database server succeeded (1) or not (0).
+    pub server_up: Family<EngineLabels, Gauge>,
+    /// Slow normalised statements of tenant roles, by server.
+    pub slow_statements: Family<ServerLabels, Gauge>,
+    /// Whether `pg_stat_statements` can be read on a server.
+    pub statements_available: Family<ServerLabels, Gauge>,
+    /// 1 on the replica that acts (holds the lease, or runs without leader election).
+    pub leader: Gauge,
+    /// Tenant migrations finished, by result.
+    pub migration_tenants: Family<ResultOnlyLabels, Counter>,
+    /// Tenants by server, isolation and phase; quota levels; unhealthy; connections.
+    pub fleet: Fleet,
     phase_of: Mutex<HashMap<String, String>>,
+}
+
+/// `result` label alone.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultOnlyLabels {
+    /// `succeeded` or `failed`.
+    pub result: String,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -99,8 +138,13 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Registers every metric under the `tenantdb` prefix.
+    /// Registers every metric under the `tenantdb` prefix, without per-tenant series.
     pub fn new() -> Self {
+        Self::with_tenant_series(0, TopBy::Storage)
+    }
+
+    /// [`Metrics::new`] plus per-tenant series for the `top` tenants first by `by` (0: none).
+    pub fn with_tenant_series(top: usize, by: TopBy) -> Self {
         let mut registry = Registry::with_prefix("tenantdb");
         let reconciles = Family::<ResultLabels, Counter>::default();
         let errors = Family::<ErrorLabels, Counter>::default();
@@ -166,8 +210,57 @@ impl Metrics {
             "Tenant login + SELECT 1 latency",
             health_latency.clone(),
         );
+        let server_up = Family::<EngineLabels, Gauge>::default();
+        let slow_statements = Family::<ServerLabels, Gauge>::default();
+        let statements_available = Family::<ServerLabels, Gauge>::default();
+        let leader = Gauge::default();
+        let migration_tenants = Family::<ResultOnlyLabels, Counter>::default();
+        let build_info = Family::<VersionLabels, Gauge>::default();
+        registry.register(
+            "server_up",
+            "Whether the last probe of a database server succeeded",
+            server_up.clone(),
+        );
+        registry.register(
+            "slow_statements",
+            "Normalised statements of tenant roles whose mean time is over the slow threshold (pg_stat_statements)",
+            slow_statements.clone(),
+        );
+        registry.register(
+            "statements_available",
+            "Whether pg_stat_statements can be read on a server",
+            statements_available.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 on the replica that acts (holds the leader lease or runs without election)",
+            leader.clone(),
+        );
+        registry.register(
+            "migration_tenants",
+            "Tenant migrations (TenantMigration rollouts) finished, by result",
+            migration_tenants.clone(),
+        );
+        registry.register("build_info", "The operator's version", build_info.clone());
+        for result in ["succeeded", "failed"] {
+            let _ = migration_tenants.get_or_create(&ResultOnlyLabels {
+                result: result.into(),
+            });
+        }
+        build_info
+            .get_or_create(&VersionLabels {
+                version: env!("CARGO_PKG_VERSION").into(),
+            })
+            .set(1);
+        let fleet = Fleet::register(&mut registry, top, by);
         Self {
             registry,
+            server_up,
+            slow_statements,
+            statements_available,
+            leader,
+            migration_tenants,
+            fleet,
             reconciles,
             errors,
             duration,
@@ -284,8 +377,41 @@ impl Metrics {
             .inc();
     }
 
+    /// Records a probe of a database server.
+    pub fn server_probed(&self, server: &str, engine: &str, up: bool) {
+        self.server_up
+            .get_or_create(&EngineLabels {
+                server: server.into(),
+                engine: engine.into(),
+            })
+            .set(i64::from(up));
+    }
+
+    /// Records the statement figures of a server: `None` when `pg_stat_statements` is not readable.
+    pub fn server_statements(&self, server: &str, slow: Option<i64>) {
+        let l = ServerLabels {
+            server: server.into(),
+        };
+        self.statements_available
+            .get_or_create(&l)
+            .set(i64::from(slow.is_some()));
+        self.slow_statements
+            .get_or_create(&l)
+            .set(slow.unwrap_or(0));
+    }
+
+    /// Counts one tenant migration finished by a rollout.
+    pub fn migration_tenant_finished(&self, succeeded: bool) {
+        self.migration_tenants
+            .get_or_create(&ResultOnlyLabels {
+                result: if succeeded { "succeeded" } else { "failed" }.into(),
+            })
+            .inc();
+    }
+
     /// Text exposition format.
     pub fn encode(&self) -> String {
+        self.fleet.refresh();
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();

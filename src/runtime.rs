@@ -160,6 +160,18 @@ pub struct RunConfig {
     /// Detach and drop monthly partitions older than this many months (unset: keep all).
     #[arg(long, env = "TENANTDB_PARTITION_RETENTION_MONTHS")]
     pub partition_retention_months: Option<u32>,
+    /// Statements whose mean execution time is above this many milliseconds count as slow
+    /// (`status.statistics.statements`, `tenantdb_slow_statements`).
+    #[arg(long, env = "TENANTDB_SLOW_STATEMENT_MS", default_value_t = 500, value_parser = clap::value_parser!(i64).range(1..))]
+    pub slow_statement_ms: i64,
+    /// Per-tenant metric series (`tenantdb_tenant_*{namespace,tenant}`) for at most this many
+    /// tenants, the first by `--tenant-metrics-by`. 0 (the default): none, so the number of series
+    /// does not grow with the number of tenants.
+    #[arg(long, env = "TENANTDB_TENANT_METRICS_TOP", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=1000))]
+    pub tenant_metrics_top: u16,
+    /// Which tenants get per-tenant series: the largest by storage or by connections.
+    #[arg(long, env = "TENANTDB_TENANT_METRICS_BY", value_enum, default_value_t = crate::metrics::TopBy::Storage)]
+    pub tenant_metrics_by: crate::metrics::TopBy,
     /// Name of this instance in Events (the pod name in a cluster).
     #[arg(long, env = "POD_NAME", default_value = "tenantdb")]
     pub instance: String,
@@ -258,6 +270,7 @@ impl RunConfig {
             partition_interval: Duration::from_secs(self.partition_interval_hours.max(1) * 3600),
             partition_months_ahead: self.partition_months_ahead,
             partition_retention_months: self.partition_retention_months,
+            slow_statement_ms: self.slow_statement_ms,
         };
         // Defaults are validated once here rather than failing every Tenant.
         crate::quota::effective(None, &op.quota_defaults)
@@ -346,10 +359,13 @@ pub async fn run(
         .as_ref()
         .map_or_else(|| instance.clone(), |l| l.identity.clone());
     let mongo = config.mongo()?;
+    let metrics = Arc::new(Metrics::with_tenant_series(
+        usize::from(config.tenant_metrics_top),
+        config.tenant_metrics_by,
+    ));
     let (pg_settings, op_settings, migrations_dir) = config.into_parts()?;
     let migrations = Arc::new(load_migrations(migrations_dir.as_deref())?);
     let pg = Arc::new(PgAdmin::for_instance(pg_settings, &identity)?);
-    let metrics = Arc::new(Metrics::new());
     let (ready_tx, ready_rx) = watch::channel(false);
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -394,11 +410,12 @@ pub async fn run(
     if mongo.is_some() {
         info!("MongoDB provisioning enabled");
     }
+    metrics.leader.set(1);
     let ctx = Arc::new(Context::new(
         client,
         pg.clone(),
         op_settings,
-        metrics,
+        metrics.clone(),
         migrations,
         &instance,
         mongo.map(|(admin, endpoint)| (Arc::new(admin), endpoint)),
@@ -423,6 +440,7 @@ pub async fn run(
         // already refuses new ones), and the process exits so that it restarts as a candidate.
         tracing::error!("leadership lost: cancelling all work and exiting");
         crate::fence::close();
+        metrics.leader.set(0);
         controllers.abort();
         let _ = stop_tx.send(true);
         Err(Error::LeadershipLost(crate::fence::Fenced))

@@ -23,7 +23,7 @@ use tenantdb_testkit::cluster::{
     find_helm, parse_manifests, render_chart,
 };
 use tenantdb_testkit::localmongo::{LocalMongo, find_secantus};
-use tenantdb_testkit::localpg::LocalPg;
+use tenantdb_testkit::localpg::{LocalPg, LocalPgOptions};
 use tokio::sync::watch;
 
 /// Options of the demo.
@@ -62,7 +62,7 @@ fn render_table(tenants: &[Tenant]) -> String {
         .map(|w| w.max("MONGODB".len()));
     let mongo_cell = |v: &str| mongo_width.map(|w| format!("{v:<w$} ")).unwrap_or_default();
     let mut out = format!(
-        "{:<12} {:<16} {:<13} {:<9} {:<44} {}{:<15} {}\n",
+        "{:<12} {:<16} {:<13} {:<9} {:<44} {}{:<15} {:<7} {}\n",
         "NAMESPACE",
         "NAME",
         "PHASE",
@@ -70,6 +70,7 @@ fn render_table(tenants: &[Tenant]) -> String {
         "DATABASE/SCHEMA",
         mongo_cell("MONGODB"),
         "VERSION",
+        "CONN",
         "MESSAGE"
     );
     for t in tenants {
@@ -93,8 +94,16 @@ fn render_table(tenants: &[Tenant]) -> String {
             .map(|c| c.reason.clone())
             .unwrap_or_default();
         let mongo = st.mongodb.as_ref().map_or("-", |m| m.database.as_str());
+        // Sessions of the tenant's roles, and its limit (status.statistics.connections).
+        let conn = st.statistics.as_ref().map_or_else(
+            || "-".to_string(),
+            |s| match s.connections.limit {
+                Some(l) => format!("{}/{l}", s.connections.total),
+                None => s.connections.total.to_string(),
+            },
+        );
         out.push_str(&format!(
-            "{:<12} {:<16} {:<13} {:<9} {:<44} {}{:<15} {}\n",
+            "{:<12} {:<16} {:<13} {:<9} {:<44} {}{:<15} {:<7} {}\n",
             t.namespace().unwrap_or_default(),
             t.name_any(),
             phase,
@@ -104,6 +113,7 @@ fn render_table(tenants: &[Tenant]) -> String {
             st.schema_version
                 .map(|v| v.to_string())
                 .unwrap_or_else(|| "-".into()),
+            conn,
             msg
         ));
     }
@@ -146,8 +156,17 @@ pub async fn run(cfg: DevConfig, shutdown: impl std::future::Future<Output = ()>
         "tenantdb-demo: local demo. Nothing here is a Kubernetes cluster: the API server is tenantdb's in-memory emulator."
     );
     println!("==> starting a throwaway PostgreSQL 15 cluster");
-    let pg = tokio::task::spawn_blocking(LocalPg::start)
-        .await
+    // pg_stat_statements preloaded: Tenants report their slow statements (status.statistics).
+    let pg = tokio::task::spawn_blocking(|| {
+        LocalPg::start_with(LocalPgOptions {
+            settings: vec![(
+                "shared_preload_libraries".into(),
+                "pg_stat_statements".into(),
+            )],
+            ..Default::default()
+        })
+    })
+    .await
         .map_err(|e| Error::Internal(e.to_string()))?
         .map_err(|e| Error::Config(e.to_string()))?;
     println!("    listening on 127.0.0.1:{}", pg.port());

@@ -35,6 +35,7 @@ pub struct Context {
     tenant_cache_synced: std::sync::atomic::AtomicBool,
     health_permits: tokio::sync::Semaphore,
     resync_permits: tokio::sync::Semaphore,
+    statistics: crate::statistics::Collector,
     objects: Objects,
 }
 
@@ -73,6 +74,11 @@ impl Context {
             pg,
             health_permits: tokio::sync::Semaphore::new(settings.health_concurrency.max(1)),
             resync_permits: tokio::sync::Semaphore::new(settings.max_concurrent_resyncs.max(1)),
+            statistics: crate::statistics::Collector::new(
+                crate::statistics::DEFAULT_SERVER,
+                settings.usage_interval,
+                settings.slow_statement_ms,
+            ),
             settings,
             metrics,
             migrations,
@@ -103,6 +109,11 @@ impl Context {
     /// Metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The server's statistics snapshot (one query per usage interval for all tenants).
+    pub async fn statistics(&self) -> Option<Arc<crate::statistics::Snapshot>> {
+        self.statistics.snapshot(&self.pg, &self.metrics).await
     }
 
     /// The operator's migration set (bundled or `--migrations-dir`).
@@ -248,6 +259,32 @@ impl Context {
     /// Records the usage object reported for a tenant.
     pub fn set_reported_usage(&self, key: &str, usage: UsageStatus) {
         self.objects.update(key, |s| s.reported_usage = Some(usage));
+    }
+
+    /// The last `dbStats` figures of a tenant's MongoDB database.
+    pub fn mongo_statistics(&self, key: &str) -> Option<crate::crd::MongoStatistics> {
+        self.objects
+            .read(key, |s| s.mongo_statistics.clone())
+            .flatten()
+    }
+
+    /// Records `dbStats` figures of a tenant's MongoDB database.
+    pub fn set_mongo_statistics(&self, key: &str, stats: crate::crd::MongoStatistics) {
+        self.objects
+            .update(key, |s| s.mongo_statistics = Some(stats));
+    }
+
+    /// The statistics object last reported for a tenant.
+    pub fn reported_statistics(&self, key: &str) -> Option<crate::crd::StatisticsStatus> {
+        self.objects
+            .read(key, |s| s.reported_statistics.clone())
+            .flatten()
+    }
+
+    /// Records the statistics object reported for a tenant.
+    pub fn set_reported_statistics(&self, key: &str, stats: crate::crd::StatisticsStatus) {
+        self.objects
+            .update(key, |s| s.reported_statistics = Some(stats));
     }
 
     /// Whether `hash` is the status this process last wrote for the object (so a reconcile that
@@ -398,6 +435,7 @@ impl Context {
         self.objects.forget(key);
         self.update_storage_gauge();
         self.metrics.set_phase(key, None);
+        self.metrics.fleet.set(key, None);
     }
 
     /// Publishes a Kubernetes Event on `obj`; failures to publish are logged, never fatal.

@@ -46,6 +46,8 @@ pub struct OperatorSettings {
     pub partition_months_ahead: u32,
     /// Monthly partitions older than this many months are detached and dropped (`None` = keep).
     pub partition_retention_months: Option<u32>,
+    /// Statements whose mean execution time is above this many milliseconds count as slow.
+    pub slow_statement_ms: i64,
 }
 
 impl OperatorSettings {
@@ -77,6 +79,7 @@ impl Default for OperatorSettings {
             partition_interval: Duration::from_secs(6 * 3600),
             partition_months_ahead: 2,
             partition_retention_months: None,
+            slow_statement_ms: 500,
         }
     }
 }

@@ -23,6 +23,10 @@ pub struct ObjectState {
     pub health: Option<(Instant, HealthStatus)>,
     /// The usage object last reported in status.
     pub reported_usage: Option<UsageStatus>,
+    /// The last `dbStats` figures of the tenant's MongoDB database.
+    pub mongo_statistics: Option<crate::crd::MongoStatistics>,
+    /// The statistics object last reported in status.
+    pub reported_statistics: Option<crate::crd::StatisticsStatus>,
     /// The status-write guard (what was written, which cached versions are stale).
     pub guard: StatusGuard,
     /// The TenantMigration status last written.

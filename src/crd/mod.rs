@@ -1,10 +1,12 @@
 //! Custom resource types and CRD generation.
 
 pub mod migration;
+pub mod statistics;
 pub mod tenant;
 
 pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 pub use migration::*;
+pub use statistics::*;
 pub use tenant::*;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

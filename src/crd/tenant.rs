@@ -250,6 +250,10 @@ pub struct TenantStatus {
     /// The tenant's MongoDB database, when enabled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mongodb: Option<MongoStatus>,
+    /// Connections, transactions and statements of the tenant (refreshed on the usage interval,
+    /// written only when they change meaningfully).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statistics: Option<super::StatisticsStatus>,
 }
 
 /// MongoDB state of a tenant.

@@ -11,6 +11,7 @@ pub mod plan;
 mod quoting_tests;
 pub mod session;
 pub mod shared;
+pub mod stats;
 
 pub use cleanup::CleanupReport;
 pub use session::TenantSession;

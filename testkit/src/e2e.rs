@@ -51,6 +51,8 @@ pub struct EnvOptions {
     pub extra_args: Vec<String>,
     /// Install these CRDs instead of the ones of this version (e.g. an older Tenant CRD).
     pub crds: Option<Vec<serde_json::Value>>,
+    /// Extra PostgreSQL server settings (e.g. `shared_preload_libraries`).
+    pub pg_settings: Vec<(String, String)>,
 }
 
 pub struct Env {
@@ -96,7 +98,11 @@ impl Env {
 
     /// Starts PostgreSQL, the API server emulator (CRDs, the chart's RBAC) and the operator.
     pub async fn start_configured(opts: EnvOptions) -> Env {
-        let pg = tokio::task::spawn_blocking(LocalPg::start)
+        let pg_options = crate::localpg::LocalPgOptions {
+            settings: opts.pg_settings.clone(),
+            ..Default::default()
+        };
+        let pg = tokio::task::spawn_blocking(move || LocalPg::start_with(pg_options))
             .await
             .unwrap()
             .expect("throwaway PostgreSQL");

@@ -166,7 +166,9 @@ pub(crate) async fn handle_event(
         RolloutEvent::Finished(o) => {
             progress.finished(o, now_seconds());
             match o.kind {
+                OutcomeKind::Succeeded => rec.ctx.metrics().migration_tenant_finished(true),
                 OutcomeKind::Failed | OutcomeKind::Blocked => {
+                    rec.ctx.metrics().migration_tenant_finished(false);
                     let reason = if o.kind == OutcomeKind::Blocked {
                         "TenantBlocked"
                     } else {
@@ -179,7 +181,7 @@ pub(crate) async fn handle_event(
                     )
                     .await;
                 }
-                OutcomeKind::Succeeded | OutcomeKind::Retry => {}
+                OutcomeKind::Retry => {}
             }
             false
         }

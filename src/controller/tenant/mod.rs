@@ -7,6 +7,7 @@
 //! validate::spec ─► credentials::read ─► observe ─► validate::explicit_names ─► credentials::rotate
 //!   ─► usage::measure ─► steps::apply (plan + apply) ─► schema::migrate ─► usage::after_provisioning
 //!   ─► mongo::provision ─► credentials::write_secret ─► report::provision_events ─► health::check
+//!   ─► statistics::collect
 //! ```
 //!
 //! then [`apply`] turns the [`Outcome`] (or the error) into status and Events (`report`), and
@@ -19,6 +20,7 @@ mod health;
 mod mongo;
 mod report;
 mod schema;
+mod statistics;
 mod steps;
 mod usage;
 mod validate;
@@ -450,6 +452,8 @@ pub struct Outcome {
     pub read_only: bool,
     /// MongoDB state, when enabled.
     pub mongo: Option<crate::crd::MongoStatus>,
+    /// Statistics to report.
+    pub statistics: Option<crate::crd::StatisticsStatus>,
 }
 
 /// Provision or repair one Tenant: the pipeline of stages (see the module documentation).
@@ -470,7 +474,9 @@ async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
     credentials::write_secret(tenant, ctx, &spec, &creds, mongo.as_ref()).await?;
     report::provision_events(tenant, ctx, &spec, &creds, &applied).await;
     let health = health::check(tenant, ctx, &spec, &creds, mongo.as_ref()).await;
+    let statistics = statistics::collect(tenant, ctx, &spec).await;
     Ok(Outcome {
+        statistics,
         resolved: spec.resolved,
         steps: applied.steps,
         schema_version,

@@ -73,9 +73,23 @@ pub(super) async fn storage_bytes(
         Ok(stats) => {
             let b = i64::try_from(stats.total_bytes()).unwrap_or(i64::MAX);
             ctx.set_mongo_usage_cache(key, b);
+            ctx.metrics()
+                .server_probed(crate::statistics::DEFAULT_SERVER, "mongodb", true);
+            let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+            ctx.set_mongo_statistics(
+                key,
+                crate::crd::MongoStatistics {
+                    collections: n(stats.collections),
+                    objects: n(stats.objects),
+                    data_bytes: n(stats.data_size),
+                    index_bytes: n(stats.index_size),
+                },
+            );
             Ok(Some(b))
         }
         Err(e) => {
+            ctx.metrics()
+                .server_probed(crate::statistics::DEFAULT_SERVER, "mongodb", false);
             warn!(error = %e, "MongoDB storage not measured; using the last measurement");
             Ok(Some(cached.map(|(_, b)| b).unwrap_or(0)))
         }

@@ -115,6 +115,7 @@ pub(super) fn ready_status(tenant: &Tenant, o: &Outcome) -> TenantStatus {
     s.health = o.health.clone();
     s.credentials = Some(o.credentials.clone());
     s.mongodb = o.mongo.clone();
+    s.statistics = o.statistics.clone();
     let degraded = match &o.health {
         Some(h) if !h.healthy => Cond::new(
             types::DEGRADED,
@@ -287,15 +288,17 @@ pub(super) async fn write_status(
     // schemaVersion: what this process last migrated the database to, when known (the cached
     // object may predate the TenantMigration controller's patch of it).
     status.schema_version = ctx.schema_version_or(&object_key(tenant), status.schema_version);
-    ctx.metrics().set_phase(
+    let phase = match status.phase {
+        TenantPhase::Pending => "Pending",
+        TenantPhase::Provisioning => "Provisioning",
+        TenantPhase::Ready => "Ready",
+        TenantPhase::Failed => "Failed",
+        TenantPhase::Deleting => "Deleting",
+    };
+    ctx.metrics().set_phase(&object_key(tenant), Some(phase));
+    ctx.metrics().fleet.set(
         &object_key(tenant),
-        Some(match status.phase {
-            TenantPhase::Pending => "Pending",
-            TenantPhase::Provisioning => "Provisioning",
-            TenantPhase::Ready => "Ready",
-            TenantPhase::Failed => "Failed",
-            TenantPhase::Deleting => "Deleting",
-        }),
+        Some(fleet_facts(tenant, &status, phase)),
     );
     if tenant.status.as_ref() == Some(&status) {
         return Ok(false);
@@ -328,6 +331,30 @@ pub(super) async fn write_status(
         written.meta().resource_version.clone(),
     );
     Ok(true)
+}
+
+/// What the fleet gauges count of this tenant (from the status being reported).
+fn fleet_facts(
+    tenant: &Tenant,
+    status: &TenantStatus,
+    phase: &'static str,
+) -> crate::metrics::TenantFacts {
+    let conns = status.statistics.as_ref().map(|s| &s.connections);
+    crate::metrics::TenantFacts {
+        namespace: tenant.namespace().unwrap_or_default(),
+        name: tenant.name_any(),
+        server: crate::statistics::DEFAULT_SERVER.into(),
+        isolation: tenant.spec.isolation.as_str(),
+        phase,
+        storage_bytes: status.usage.as_ref().map(|u| u.storage_bytes),
+        storage_limit: status.usage.as_ref().and_then(|u| u.storage_limit_bytes),
+        connections: conns.map_or([0; 4], |c| {
+            let other = c.total - c.active - c.idle - c.idle_in_transaction;
+            [c.active, c.idle, c.idle_in_transaction, other.max(0)].map(i64::from)
+        }),
+        connection_limit: conns.and_then(|c| c.limit),
+        unhealthy: status.health.as_ref().is_some_and(|h| !h.healthy),
+    }
 }
 
 /// Hash of a status (and the generation it was computed for).

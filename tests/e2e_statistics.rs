@@ -1,0 +1,271 @@
+//! Per-tenant statistics through the real binary, against a real PostgreSQL with (and without)
+//! `pg_stat_statements`: connections by state and the limit, transactions of a dedicated
+//! database, slow statements normalised without their parameters; one statistics query per
+//! server and interval whatever the number of tenants; no status writes while nothing changes;
+//! the bounded fleet metrics and the opt-in per-tenant series.
+
+use tenantdb_testkit::e2e;
+
+use std::time::Duration;
+
+use e2e::{Env, EnvOptions, wait_for};
+use serde_json::json;
+use sqlx::{Connection, Executor};
+use tenantdb::crd::{StatisticsStatus, Tenant};
+
+const T: Duration = Duration::from_secs(120);
+const NS: &str = "stats";
+
+const FLAGS: [&str; 12] = [
+    "--usage-interval-seconds",
+    "1",
+    "--resync-seconds",
+    "2",
+    "--health-interval-seconds",
+    "1",
+    "--slow-statement-ms",
+    "200",
+    "--tenant-metrics-top",
+    "3",
+    "--tenant-metrics-by",
+    "connections",
+];
+
+async fn start(preload: bool) -> Env {
+    let pg_settings = if preload {
+        vec![(
+            "shared_preload_libraries".to_string(),
+            "pg_stat_statements".to_string(),
+        )]
+    } else {
+        Vec::new()
+    };
+    let env = Env::start_configured(EnvOptions {
+        extra_args: FLAGS.iter().map(|s| s.to_string()).collect(),
+        pg_settings,
+        ..Default::default()
+    })
+    .await;
+    env.ensure_namespace(NS).await;
+    env
+}
+
+async fn statistics(env: &Env, name: &str) -> Option<StatisticsStatus> {
+    let t: Tenant = env.tenants(NS).get(name).await.ok()?;
+    t.status?.statistics
+}
+
+/// Waits until the tenant's reported statistics satisfy `ok`.
+async fn wait_statistics(
+    env: &Env,
+    name: &str,
+    what: &str,
+    ok: impl Fn(&StatisticsStatus) -> bool,
+) -> StatisticsStatus {
+    let r = wait_for(T, what, || async {
+        statistics(env, name).await.filter(|s| ok(s))
+    })
+    .await;
+    match r {
+        Ok(s) => s,
+        Err(e) => panic!("{e}\nlast statistics: {:#?}", statistics(env, name).await),
+    }
+}
+
+/// Executions of the operator's statistics statement so far (from pg_stat_statements itself).
+async fn statistics_queries(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements WHERE query LIKE '%FROM pg_stat_activity WHERE usename IS NOT NULL%'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statistics_are_per_tenant_cheap_and_quiet() {
+    let env = start(true).await;
+    env.create_tenant(
+        NS,
+        "busy",
+        json!({"isolation": "database", "quotas": {"maxConnections": 10}}),
+    )
+    .await;
+    for i in 0..6 {
+        env.create_tenant(NS, &format!("idle-{i}"), json!({"isolation": "schema"}))
+            .await;
+    }
+    let busy = env.wait_ready(NS, "busy", T).await;
+    for i in 0..6 {
+        env.wait_ready(NS, &format!("idle-{i}"), T).await;
+    }
+    let secret = busy.status.unwrap().secret_name.unwrap();
+
+    // Three sessions as the tenant: one idle in a transaction, one that ran a slow statement
+    // (twice, with a literal the normalised text must not carry), one idle.
+    let mut in_tx = env.connect_with_secret(NS, &secret).await.unwrap();
+    in_tx.execute("BEGIN").await.unwrap();
+    in_tx.execute("SELECT 1").await.unwrap();
+    let mut slow = env.connect_with_secret(NS, &secret).await.unwrap();
+    for _ in 0..2 {
+        slow.execute("SELECT pg_sleep(0.3141)").await.unwrap();
+    }
+    let idle = env.connect_with_secret(NS, &secret).await.unwrap();
+
+    let s = wait_statistics(&env, "busy", "busy's statistics", |s| {
+        s.connections.total == 3
+            && s.statements.as_ref().is_some_and(|st| st.slow >= 1)
+            && s.transactions.is_some()
+    })
+    .await;
+    assert_eq!(s.connections.idle_in_transaction, 1, "{s:#?}");
+    assert_eq!(s.connections.limit, Some(10));
+    let st = s.statements.as_ref().unwrap();
+    assert!(st.available && st.reason.is_none(), "{st:#?}");
+    assert_eq!(st.slow_threshold_ms, 200);
+    let top = &st.slowest[0];
+    assert!(top.query.contains("pg_sleep"), "{top:#?}");
+    assert!(
+        !top.query.contains("0.3141"),
+        "parameters must not be reported: {top:#?}"
+    );
+    assert!(top.calls >= 2 && top.mean_ms >= 300, "{top:#?}");
+    let tx = s.transactions.as_ref().unwrap();
+    assert!(matches!(tx.cache_hit_percent, Some(0..=100)), "{tx:#?}");
+
+    // A schema tenant: its own (no) sessions, no per-database transactions, same statement source.
+    let other = wait_statistics(&env, "idle-0", "idle-0's statistics", |_| true).await;
+    assert_eq!(other.connections.total, 0);
+    assert!(other.transactions.is_none());
+    assert_eq!(other.statements.as_ref().map(|s| s.slow), Some(0));
+
+    // Bounded fleet metrics and the opt-in per-tenant series (top 3 by connections: busy first).
+    for (series, want) in [
+        (
+            "tenantdb_tenants{server=\"default\",isolation=\"schema\",phase=\"Ready\"}",
+            6.0,
+        ),
+        (
+            "tenantdb_tenants{server=\"default\",isolation=\"database\",phase=\"Ready\"}",
+            1.0,
+        ),
+        (
+            "tenantdb_server_connections{server=\"default\",state=\"idle_in_transaction\"}",
+            1.0,
+        ),
+        (
+            "tenantdb_tenant_connections{namespace=\"stats\",tenant=\"busy\"}",
+            3.0,
+        ),
+        (
+            "tenantdb_tenant_connection_limit{namespace=\"stats\",tenant=\"busy\"}",
+            10.0,
+        ),
+        (
+            "tenantdb_server_up{server=\"default\",engine=\"postgres\"}",
+            1.0,
+        ),
+        ("tenantdb_statements_available{server=\"default\"}", 1.0),
+        ("tenantdb_leader", 1.0),
+    ] {
+        assert_eq!(env.metric(series).await, want, "{series}");
+    }
+    assert!(
+        env.metric("tenantdb_slow_statements{server=\"default\"}")
+            .await
+            >= 1.0
+    );
+    let (_, body) = e2e::http_get(&env.http_addr().await, "/metrics").await;
+    assert_eq!(
+        body.lines()
+            .filter(|l| l.starts_with("tenantdb_tenant_connections{"))
+            .count(),
+        3,
+        "per-tenant series are capped at --tenant-metrics-top"
+    );
+
+    // Cheap: one statistics statement per interval for the whole server, not one per tenant.
+    // Seven tenants resync every 2 s with a usage interval of 1 s: over a 6 s window, per-tenant
+    // queries would be ~21; one per interval is at most ~7.
+    let pool = env.admin_pool().await;
+    let before = statistics_queries(&pool).await;
+    let window = Duration::from_secs(6);
+    tokio::time::sleep(window).await; // a measurement window, not a wait for a state
+    let ran = statistics_queries(&pool).await - before;
+    assert!(
+        (1..=8).contains(&ran),
+        "{ran} statistics statements in {window:?} for 7 tenants"
+    );
+
+    // Quiet: with nothing changing (the same three sessions), no status writes.
+    let writes = || env.metric("tenantdb_status_writes_total{controller=\"tenant\"}");
+    let w0 = writes().await;
+    let snap = |env: &Env| {
+        let api = env.tenants(NS);
+        async move {
+            api.list(&Default::default())
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .map(|t| {
+                    let n = t.metadata.name.clone().unwrap();
+                    (n, serde_json::to_string_pretty(&t.status).unwrap())
+                })
+                .collect::<std::collections::BTreeMap<_, _>>()
+        }
+    };
+    let before = snap(&env).await;
+    tokio::time::sleep(window).await; // a measurement window: several resyncs and intervals
+    let w1 = writes().await;
+    let after = snap(&env).await;
+    if w1 != w0 {
+        for (k, v) in &after {
+            if before.get(k) != Some(v) {
+                eprintln!("CHANGED {k}:\n{}\n---\n{v}", before[k]);
+            }
+        }
+    }
+    assert_eq!(w1, w0, "status writes while nothing changed");
+
+    // A meaningful change is reported: the transaction ends, the sessions close.
+    in_tx.execute("COMMIT").await.unwrap();
+    in_tx.close().await.unwrap();
+    slow.close().await.unwrap();
+    idle.close().await.unwrap();
+    wait_statistics(&env, "busy", "busy's sessions gone", |s| {
+        s.connections.total == 0 && s.connections.idle_in_transaction == 0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_pg_stat_statements_status_says_why() {
+    let env = start(false).await;
+    env.create_tenant(NS, "plain", json!({"isolation": "schema"}))
+        .await;
+    env.wait_ready(NS, "plain", T).await;
+    let s = wait_statistics(&env, "plain", "statement statistics reported", |s| {
+        s.statements.is_some()
+    })
+    .await;
+    let st = s.statements.unwrap();
+    assert!(!st.available);
+    assert!(
+        st.reason
+            .as_deref()
+            .is_some_and(|r| r.contains("shared_preload_libraries")),
+        "{st:#?}"
+    );
+    assert_eq!(
+        env.metric("tenantdb_statements_available{server=\"default\"}")
+            .await,
+        0.0
+    );
+    // Not opted in: no per-tenant series at all beyond the top 3 (here: one tenant).
+    assert_eq!(
+        env.metric("tenantdb_tenant_connections{namespace=\"stats\",tenant=\"plain\"}")
+            .await,
+        0.0
+    );
+}
