@@ -4,7 +4,9 @@
 //! password file (mode 0600, created exclusively in the temporary directory) named by
 //! `PGPASSFILE`; host, port, database and user go into `PGHOST`, `PGPORT`, `PGDATABASE`, `PGUSER`
 //! (so psql arguments after `--` still override them). The file is removed when psql exits,
-//! also on Ctrl-C (which psql handles itself: the plugin waits for it).
+//! also on Ctrl-C (which psql handles itself: the plugin waits for it) and when the plugin is
+//! terminated or hung up (it ends psql first). Only a SIGKILL of the plugin leaves it behind
+//! (private to the user, in the temporary directory).
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -94,15 +96,31 @@ pub async fn run(psql: &Path, c: &Credentials, args: &[String]) -> Result<i32> {
     let mut child = tokio::process::Command::from(command(psql, c, file.path(), args))
         .spawn()
         .with_context(|| format!("starting {}", psql.display()))?;
-    let status = loop {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing a SIGHUP handler")?;
+    let code = loop {
         tokio::select! {
-            st = child.wait() => break st.with_context(|| format!("waiting for {}", psql.display()))?,
-            // Registering the handler keeps SIGINT from ending the plugin; psql gets it too.
+            st = child.wait() => {
+                let st = st.with_context(|| format!("waiting for {}", psql.display()))?;
+                break st.code().unwrap_or(1);
+            }
+            // Registering the handler keeps SIGINT from ending the plugin; psql gets it too
+            // (same process group) and cancels its query.
             _ = tokio::signal::ctrl_c() => continue,
+            // Terminated or hung up: end psql too, then remove the file.
+            Some(()) = term.recv() => {
+                let _ = child.kill().await;
+                break 128 + 15;
+            }
+            Some(()) = hup.recv() => {
+                let _ = child.kill().await;
+                break 128 + 1;
+            }
         }
     };
     drop(file);
-    Ok(status.code().unwrap_or(1))
+    Ok(code)
 }
 
 #[cfg(test)]

@@ -339,6 +339,56 @@ async fn every_command_against_the_emulator_postgres_and_the_operator() {
         passfile.expect("the psql child was never seen in /proc (the scan checked nothing)");
     assert!(!passfile.exists(), "{} outlived psql", passfile.display());
 
+    // A terminated plugin ends psql and removes the password file too.
+    let mut child = plugin_cmd(
+        &env,
+        &[
+            "psql",
+            "crm",
+            "-n",
+            NS,
+            "--",
+            "-X",
+            "-tA",
+            "-c",
+            "select pg_sleep(60)",
+        ],
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    let plugin_pid = child.id().unwrap();
+    let (psql_pid, passfile) = wait_for(T, "the psql child", || async {
+        let (_, psqls) = scan_proc("\u{0}unused\u{0}", plugin_pid);
+        psqls.into_iter().next()
+    })
+    .await
+    .unwrap();
+    let passfile = PathBuf::from(passfile.expect("PGPASSFILE"));
+    assert!(passfile.exists());
+    let st = std::process::Command::new("kill")
+        .args(["-TERM", &plugin_pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let st = tokio::time::timeout(T, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(st.code(), Some(143), "{st}");
+    assert!(
+        !passfile.exists(),
+        "{} outlived a SIGTERM",
+        passfile.display()
+    );
+    assert!(
+        !Path::new(&format!("/proc/{psql_pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{psql_pid}/stat"))
+                .is_ok_and(|s| s.contains(") Z ")),
+        "psql {psql_pid} outlived the plugin"
+    );
+
     // rotate: the annotation leads to a rotation reported in status and the Secret.
     let out = plugin(&env, &["rotate", "crm", "-n", NS]).await;
     let token = out
