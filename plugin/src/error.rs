@@ -33,12 +33,22 @@ pub trait Context<T> {
     fn with_context<S: fmt::Display>(self, what: impl FnOnce() -> S) -> Result<T>;
 }
 
+/// The cause in one line: kube's API errors print `ApiError: <message>: <reason> (Status { … })`;
+/// the debug dump in parentheses repeats the message.
+fn cause(e: &impl fmt::Display) -> String {
+    let s = e.to_string();
+    match s.split_once(" (Status {") {
+        Some((head, _)) if s.starts_with("ApiError: ") => head.to_string(),
+        _ => s,
+    }
+}
+
 impl<T, E: fmt::Display> Context<T> for std::result::Result<T, E> {
     fn context(self, what: impl fmt::Display) -> Result<T> {
-        self.map_err(|e| Error(format!("{what}: {e}")))
+        self.map_err(|e| Error(format!("{what}: {}", cause(&e))))
     }
     fn with_context<S: fmt::Display>(self, what: impl FnOnce() -> S) -> Result<T> {
-        self.map_err(|e| Error(format!("{}: {e}", what())))
+        self.map_err(|e| Error(format!("{}: {}", what(), cause(&e))))
     }
 }
 

@@ -124,7 +124,18 @@ pub async fn run(kube: &Kube, name: &str) -> Result<String> {
     let role = opt_str(&tenant, "/status/role")
         .with_context(|| format!("Tenant {ns}/{name} has no status.role yet (not provisioned)"))?;
     let creds = kube.credentials(&tenant).await?;
-    let rows = history(&creds, &schema, &role).await?;
+    let shared = opt_str(&tenant, "/spec/isolation").as_deref() == Some("shared");
+    let rows = match history(&creds, &schema, &role).await {
+        Ok(rows) => Ok(rows),
+        // The shared layout's history belongs to the layout's owner role, not to its tenants.
+        Err(e) if shared && e.to_string().contains("permission denied") => Err(format!(
+            "not readable by the tenant's role: isolation shared keeps one history for all \
+             tenants of the layout, in {schema}.{}, owned by the layout's owner role \
+             (status.schemaVersion above is the version the operator applied)\n",
+            tenantdb::migrate::HISTORY_TABLE
+        )),
+        Err(e) => return Err(e),
+    };
     let ms = kube.migrations(Some(&ns)).await?;
     let mut out = format!(
         "Tenant {ns}/{name}: schema {schema} in database {} (read as {}); status.schemaVersion {}\n\n",
@@ -134,7 +145,10 @@ pub async fn run(kube: &Kube, name: &str) -> Result<String> {
             .map_or_else(|| "-".to_string(), |v| v.to_string())
     );
     out.push_str("Applied migrations:\n");
-    out.push_str(&history_table(&rows));
+    match rows {
+        Ok(rows) => out.push_str(&history_table(&rows)),
+        Err(why) => out.push_str(&why),
+    }
     out.push_str("\nTenantMigrations:\n");
     out.push_str(&rollouts_table(name, &labels_of(&tenant), &ms));
     Ok(out)

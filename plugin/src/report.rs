@@ -54,6 +54,14 @@ fn stripped(v: &impl Serialize) -> Value {
     v
 }
 
+/// A read error in one line.
+fn short(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("{} {}: {}", s.code, s.reason, s.message),
+        e => e.to_string(),
+    }
+}
+
 fn list_params() -> ListParams {
     ListParams::default()
 }
@@ -127,7 +135,7 @@ async fn collect(
                 files.insert(format!("events/{ns}.yaml").into(), yaml(&evs));
             }
         }
-        Err(e) => errors.push(format!("listing Events in {}: {e}", kube.scope())),
+        Err(e) => errors.push(format!("listing Events in {}: {}", kube.scope(), short(&e))),
     }
 
     let lp = ListParams::default().labels(&format!(
@@ -157,7 +165,11 @@ async fn collect(
             }
             files.insert("secrets.yaml".into(), yaml(&out));
         }
-        Err(e) => errors.push(format!("listing Secrets in {}: {e}", kube.scope())),
+        Err(e) => errors.push(format!(
+            "listing Secrets in {}: {}",
+            kube.scope(),
+            short(&e)
+        )),
     }
 
     let lp = ListParams::default().labels(&op.selector);
@@ -182,8 +194,10 @@ async fn collect(
             files.insert("operator/deployments.yaml".into(), yaml(&out));
         }
         Err(e) => errors.push(format!(
-            "listing Deployments in namespace {} ({}): {e}",
-            op.namespace, op.selector
+            "listing Deployments in namespace {} ({}): {}",
+            op.namespace,
+            op.selector,
+            short(&e)
         )),
     }
     let pods: Api<Pod> = Api::namespaced(kube.client.clone(), &op.namespace);
@@ -206,8 +220,10 @@ async fn collect(
             files.insert("operator/pods.yaml".into(), yaml(&out));
         }
         Err(e) => errors.push(format!(
-            "listing Pods in namespace {} ({}): {e}",
-            op.namespace, op.selector
+            "listing Pods in namespace {} ({}): {}",
+            op.namespace,
+            op.selector,
+            short(&e)
         )),
     }
 

@@ -166,6 +166,7 @@ fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
 /// `secrets` (nor their base64).
 fn check_bundle(dir: &Path, secrets: &[String]) {
     for f in [
+        "tenants/plug/ledger.yaml",
         "tenants/plug/crm.yaml",
         "tenants/plug/web.yaml",
         "summary.txt",
@@ -230,7 +231,9 @@ async fn every_command_against_the_emulator_postgres_and_the_operator() {
     .await;
     env.create_tenant(NS, "web", json!({"isolation": "schema"}))
         .await;
-    for t in ["crm", "web"] {
+    env.create_tenant(NS, "ledger", json!({"isolation": "shared"}))
+        .await;
+    for t in ["crm", "web", "ledger"] {
         env.wait_ready(NS, t, T).await;
         wait_measured(&env, t).await;
     }
@@ -246,7 +249,7 @@ async fn every_command_against_the_emulator_postgres_and_the_operator() {
     );
     let ns_only = plugin(&env, &["status", "-n", NS]).await;
     assert!(
-        ns_only.starts_with("NAME ") && ns_only.contains("2 tenants: 2 Ready"),
+        ns_only.starts_with("NAME ") && ns_only.contains("3 tenants: 3 Ready"),
         "{ns_only}"
     );
 
@@ -282,12 +285,23 @@ async fn every_command_against_the_emulator_postgres_and_the_operator() {
                 m.version
             );
         }
+        assert!(!out.contains("not readable"), "{out}");
         assert_eq!(
             out.contains("crm-latest"),
             t == "crm",
             "the TenantMigration is listed for its target only:\n{out}"
         );
     }
+
+    // A shared tenant's role cannot read the layout's history: said so, not an error, and
+    // never read with other credentials.
+    let out = plugin(&env, &["migrations", "ledger", "-n", NS]).await;
+    let ledger_user = env.secret_value(NS, "ledger-db", "username").await.unwrap();
+    assert!(out.contains(&format!("(read as {ledger_user})")), "{out}");
+    assert!(
+        out.contains("status.schemaVersion 2") && out.contains("not readable by the tenant's role"),
+        "{out}"
+    );
 
     // psql: a real psql as the tenant; the password is nowhere in /proc while it runs.
     let password = env.secret_value(NS, "crm-db", "password").await.unwrap();
@@ -417,7 +431,7 @@ async fn every_command_against_the_emulator_postgres_and_the_operator() {
 
     // report: a directory and a .tar.gz; no password (the current ones, and crm's previous one).
     let mut secrets = vec![password];
-    for s in ["crm-db", "web-db"] {
+    for s in ["crm-db", "web-db", "ledger-db"] {
         secrets.push(env.secret_value(NS, s, "password").await.unwrap());
         secrets.push(env.secret_value(NS, s, "uri").await.unwrap());
     }
