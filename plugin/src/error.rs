@@ -60,3 +60,28 @@ impl<T> Context<T> for Option<T> {
         self.ok_or_else(|| Error(what().to_string()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_is_prefixed_and_kube_debug_dumps_are_cut() {
+        let e: std::result::Result<(), String> = Err(
+            "ApiError: forbidden: Forbidden (Status { status: Some(Failure), code: 403 })".into(),
+        );
+        assert_eq!(
+            e.context("listing Tenants").unwrap_err().to_string(),
+            "listing Tenants: ApiError: forbidden: Forbidden"
+        );
+        let e: std::result::Result<(), String> = Err("plain (Status { x })".into());
+        assert_eq!(
+            e.with_context(|| "doing x").unwrap_err().to_string(),
+            "doing x: plain (Status { x })"
+        );
+        assert_eq!(
+            None::<()>.context("missing").unwrap_err().to_string(),
+            "missing"
+        );
+    }
+}

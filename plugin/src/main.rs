@@ -82,17 +82,26 @@ enum Cmd {
     },
 }
 
+/// The TenantMigrations of the scope; without them (e.g. no RBAC to list them) `status` still
+/// works, with a warning on stderr and no running migrations shown.
+async fn migrations_or_warn(kube: &Kube) -> Vec<tenantdb::crd::TenantMigration> {
+    kube.migrations(None).await.unwrap_or_else(|e| {
+        eprintln!("warning: {e} (running migrations are not shown)");
+        Vec::new()
+    })
+}
+
 async fn status(kube: &Kube, tenant: Option<&str>) -> Result<String> {
     let now = jiff::Timestamp::now();
     match tenant {
         Some(name) => {
             let t = kube.tenant(name).await?;
-            let ms = kube.migrations(None).await?;
+            let ms = migrations_or_warn(kube).await;
             Ok(render::tenant(&TenantView::from_json(&t, &ms), now))
         }
         None => {
             let ts = kube.tenants().await?;
-            let ms = kube.migrations(None).await?;
+            let ms = migrations_or_warn(kube).await;
             let views: Vec<TenantView> = ts.iter().map(|t| TenantView::from_json(t, &ms)).collect();
             Ok(render::fleet(&views, kube.all, now))
         }
