@@ -39,16 +39,43 @@ struct Cli {
     command: Cmd,
 }
 
+/// Where to reach PostgreSQL when the Secret's host is not reachable from here (e.g. through
+/// `kubectl port-forward`): overrides the Secret's `host` and `port`.
+#[derive(Debug, Clone, clap::Args)]
+struct Endpoint {
+    /// Connect to this host instead of the Secret's `host`.
+    #[arg(long)]
+    host: Option<String>,
+    /// Connect to this port instead of the Secret's `port`.
+    #[arg(long)]
+    port: Option<u16>,
+}
+
+impl Endpoint {
+    fn apply(&self, mut c: cluster::Credentials) -> cluster::Credentials {
+        if let Some(h) = &self.host {
+            c.host = h.clone();
+        }
+        if let Some(p) = self.port {
+            c.port = p;
+        }
+        c
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// A tenant in detail, or the fleet (of the namespace; -A: of all namespaces).
     Status {
-        /// The Tenant (omit for the fleet).
+        /// The Tenant's name (omit for the fleet).
         tenant: Option<String>,
     },
     /// Opens psql as the tenant with its credentials Secret (the password never on a command line).
     Psql {
+        /// The Tenant's name.
         tenant: String,
+        #[command(flatten)]
+        endpoint: Endpoint,
         /// The psql binary.
         #[arg(long, env = "TENANTDB_PSQL", default_value = "psql")]
         psql: PathBuf,
@@ -58,6 +85,7 @@ enum Cmd {
     },
     /// Requests a credential rotation (annotation tenantdb.io/rotate) and explains what happens.
     Rotate {
+        /// The Tenant's name.
         tenant: String,
         /// Wait until the operator reports the rotation in status.
         #[arg(long)]
@@ -67,7 +95,12 @@ enum Cmd {
         timeout: u64,
     },
     /// Applied migrations (version, checksum, time; read as the tenant) and TenantMigrations targeting it.
-    Migrations { tenant: String },
+    Migrations {
+        /// The Tenant's name.
+        tenant: String,
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
     /// Writes a support bundle without secrets (a directory, or FILE.tar.gz).
     Report {
         /// Output directory or .tar.gz file (default: ./tenantdb-report-<time>).
@@ -112,9 +145,14 @@ async fn run(cli: Cli) -> Result<i32> {
     let kube = Kube::connect(&cli.kube).await?;
     let text = match cli.command {
         Cmd::Status { tenant } => status(&kube, tenant.as_deref()).await?,
-        Cmd::Psql { tenant, psql, args } => {
+        Cmd::Psql {
+            tenant,
+            endpoint,
+            psql,
+            args,
+        } => {
             let t = kube.tenant(&tenant).await?;
-            let creds = kube.credentials(&t).await?;
+            let creds = endpoint.apply(kube.credentials(&t).await?);
             return psql::run(&psql, &creds, &args).await;
         }
         Cmd::Rotate {
@@ -125,7 +163,9 @@ async fn run(cli: Cli) -> Result<i32> {
             let wait = wait.then(|| Duration::from_secs(timeout));
             rotate::run(&kube, &tenant, wait).await?
         }
-        Cmd::Migrations { tenant } => migrations::run(&kube, &tenant).await?,
+        Cmd::Migrations { tenant, endpoint } => {
+            migrations::run(&kube, &tenant, |c| endpoint.apply(c)).await?
+        }
         Cmd::Report {
             output,
             operator_namespace,

@@ -114,8 +114,12 @@ pub fn rollouts_table(
     columns(&t)
 }
 
-/// The whole `migrations` output.
-pub async fn run(kube: &Kube, name: &str) -> Result<String> {
+/// The whole `migrations` output; `endpoint` may redirect the Secret's host and port.
+pub async fn run(
+    kube: &Kube,
+    name: &str,
+    endpoint: impl FnOnce(Credentials) -> Credentials,
+) -> Result<String> {
     let tenant = kube.tenant(name).await?;
     let ns = str_at(&tenant, "/metadata/namespace");
     let schema = opt_str(&tenant, "/status/schema").with_context(|| {
@@ -123,7 +127,7 @@ pub async fn run(kube: &Kube, name: &str) -> Result<String> {
     })?;
     let role = opt_str(&tenant, "/status/role")
         .with_context(|| format!("Tenant {ns}/{name} has no status.role yet (not provisioned)"))?;
-    let creds = kube.credentials(&tenant).await?;
+    let creds = endpoint(kube.credentials(&tenant).await?);
     let shared = opt_str(&tenant, "/spec/isolation").as_deref() == Some("shared");
     let rows = match history(&creds, &schema, &role).await {
         Ok(rows) => Ok(rows),
