@@ -198,6 +198,40 @@ pub fn tenant(v: &TenantView, now: Timestamp) -> String {
     for (k, val) in rows {
         out.push_str(&format!("{k:<w$}  {val}\n"));
     }
+    let slowest = v
+        .statements
+        .as_ref()
+        .and_then(|s| s.pointer("/slowest"))
+        .and_then(Value::as_array)
+        .filter(|a| !a.is_empty());
+    if let Some(slowest) = slowest {
+        out.push_str("\nSlowest statements:\n");
+        let mut table = vec![
+            ["QUERY ID", "CALLS", "MEAN", "QUERY"]
+                .map(String::from)
+                .to_vec(),
+        ];
+        for s in slowest {
+            let num = |k: &str| s.get(k).and_then(Value::as_i64);
+            table.push(vec![
+                s.get("queryId")
+                    .and_then(Value::as_str)
+                    .unwrap_or("-")
+                    .to_string(),
+                or_dash(num("calls")),
+                num("meanMs").map_or_else(|| "-".to_string(), |m| format!("{m} ms")),
+                s.get("query")
+                    .and_then(Value::as_str)
+                    .unwrap_or("-")
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ]);
+        }
+        for line in columns(&table).lines() {
+            out.push_str(&format!("  {line}\n"));
+        }
+    }
     if !v.conditions.is_empty() {
         out.push_str("\nConditions:\n");
         let table: Vec<Vec<String>> = std::iter::once(

@@ -35,8 +35,9 @@ fn full() -> serde_json::Value {
                 "connections": {"total": 3, "active": 1, "idle": 2, "idleInTransaction": 0, "limit": 20},
                 "transactions": {"commitsPerMinute": 120, "rollbacksPerMinute": 1, "deadlocks": 0,
                                  "tempBytes": 0, "cacheHitPercent": 99},
-                "statements": {"available": false, "reason": "pg_stat_statements is not installed",
-                               "slowThresholdMs": 500, "slow": 0, "slowest": []}
+                "statements": {"available": true, "slowThresholdMs": 500, "slow": 1,
+                               "slowest": [{"queryId": "-4242", "calls": 7, "meanMs": 812,
+                                            "query": "SELECT *\n  FROM orders WHERE id = $1"}]}
             },
             "conditions": [
                 {"type": "Ready", "status": "True", "reason": "Ready", "message": "all good"}
@@ -73,11 +74,15 @@ Schema version  20250101000007
 Storage         [###-----------------]  12 %  8.2 MiB of 64.0 MiB
 Connections     [###-----------------]  15 %  3 of 20 (active 1, idle 2, idle in transaction 0)
 Transactions    commitsPerMinute=120, rollbacksPerMinute=1, deadlocks=0, tempBytes=0, cacheHitPercent=99
-Statements      available=false, reason=pg_stat_statements is not installed, slowThresholdMs=500, slow=0
+Statements      available=true, slowThresholdMs=500, slow=1
 Statistics      measured 30s ago
 Health          healthy, 10 ms, checked 2m ago
 Last rotation   2026-12-02T09:00:00Z (3h ago); previous role tenant_team_a_crm_1a2b3c4d valid until 2026-12-02T10:00:00Z
 Migrations      v8 (Running, this tenant Running)
+
+Slowest statements:
+  QUERY ID   CALLS   MEAN     QUERY
+  -4242      7       812 ms   SELECT * FROM orders WHERE id = $1
 
 Conditions:
   TYPE    STATUS   REASON   MESSAGE
