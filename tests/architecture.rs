@@ -5,7 +5,8 @@
 //!   `crate::b` used in `a`, directly or through others);
 //! - no source file over 800 lines outside tests (unit tests live in their own files or in a
 //!   trailing `#[cfg(test)] mod tests` block, which does not count);
-//! - the shipped operator crate does not depend on the emulator, the test kit or the demo.
+//! - the shipped operator crate does not depend on the emulator, the test kit or the demo; nor
+//!   does the shipped kubectl plugin (`plugin/`, `kubectl-tenantdb`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -200,11 +201,12 @@ fn cycles(g: &BTreeMap<String, BTreeSet<String>>) -> Vec<Vec<String>> {
     t.out
 }
 
-const CRATE_SOURCES: [&str; 5] = [
+const CRATE_SOURCES: [&str; 6] = [
     "src",
     "apiserver/src",
     "testkit/src",
     "demo/src",
+    "plugin/src",
     "bench/driver/src",
 ];
 
@@ -261,9 +263,8 @@ fn no_source_file_over_800_lines_outside_tests() {
     );
 }
 
-#[test]
-fn the_operator_crate_does_not_depend_on_the_emulator_the_test_kit_or_the_demo() {
-    let manifest = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+/// The normal (and build) dependencies of a manifest that are test/demo crates.
+fn test_crates_in_normal_dependencies(manifest: &str) -> Vec<String> {
     let mut section = String::new();
     let mut offending = Vec::new();
     for line in manifest.lines() {
@@ -286,9 +287,37 @@ fn the_operator_crate_does_not_depend_on_the_emulator_the_test_kit_or_the_demo()
             offending.push(l.to_string());
         }
     }
+    offending
+}
+
+#[test]
+fn the_operator_crate_does_not_depend_on_the_emulator_the_test_kit_or_the_demo() {
+    let manifest = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    let offending = test_crates_in_normal_dependencies(&manifest);
     assert!(
         offending.is_empty(),
         "the shipped operator depends on test/demo crates: {offending:?}"
     );
     // scripts/image-check.sh checks the resolved graph (`cargo tree -e normal,build`) as well.
+}
+
+#[test]
+fn the_kubectl_plugin_does_not_depend_on_the_emulator_the_test_kit_or_the_demo() {
+    let manifest = std::fs::read_to_string(root().join("plugin/Cargo.toml")).unwrap();
+    assert!(
+        manifest.contains("[dependencies]\n"),
+        "plugin/Cargo.toml has no [dependencies]"
+    );
+    let offending = test_crates_in_normal_dependencies(&manifest);
+    assert!(
+        offending.is_empty(),
+        "the kubectl plugin depends on test/demo crates (dev-dependencies only): {offending:?}"
+    );
+    // And the check sees a dependency when there is one.
+    assert_eq!(
+        test_crates_in_normal_dependencies(
+            "[dependencies]\ntenantdb-testkit = { path = \"../testkit\" }\n"
+        ),
+        ["tenantdb-testkit = { path = \"../testkit\" }"]
+    );
 }
