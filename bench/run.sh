@@ -26,6 +26,28 @@ if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || ! command -v psql >/
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql postgresql-client >/dev/null
 fi
 
+# --- peers (issue 18): what a user would run instead, pinned, installed into bench/.peers ---------
+# (git-ignored; built or downloaded once, then reused). dbmate: the npm package carries a static
+# binary. sqlx-cli: built from crates.io (a few minutes on 2 cores, once).
+DBMATE_VERSION=2.36.0
+SQLX_CLI_VERSION=0.9.0
+PEERS=$ROOT/bench/.peers
+DBMATE=$PEERS/node_modules/@dbmate/linux-x64/bin/dbmate
+SQLX=$PEERS/bin/sqlx
+if [ ! -x "$DBMATE" ] || ! "$DBMATE" --version 2>/dev/null | grep -q "$DBMATE_VERSION"; then
+  log "installing dbmate $DBMATE_VERSION (npm @dbmate/linux-x64) into bench/.peers"
+  mkdir -p "$PEERS"
+  npm install --prefix "$PEERS" --no-save --no-audit --no-fund --loglevel=error \
+    "@dbmate/linux-x64@$DBMATE_VERSION" >&2
+fi
+if [ ! -x "$SQLX" ] || ! "$SQLX" --version 2>/dev/null | grep -q "$SQLX_CLI_VERSION"; then
+  log "installing sqlx-cli $SQLX_CLI_VERSION (cargo install, postgres + rustls) into bench/.peers"
+  # Its own temporary target dir: the shared target/ stays the operator's and the driver's.
+  env -u CARGO_TARGET_DIR cargo install sqlx-cli --version "$SQLX_CLI_VERSION" --locked \
+    --no-default-features --features postgres,rustls --root "$PEERS"
+fi
+export BENCH_DBMATE="$DBMATE" BENCH_SQLX="$SQLX"
+
 # --- build: the operator (release) and the driver (its own cargo workspace, shared target dir) ----
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 log "building release binaries"

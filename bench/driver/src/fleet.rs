@@ -1,7 +1,8 @@
 //! Scenario 3, fleet migration: one new migration (`ALTER TABLE … ADD COLUMN`, `CREATE INDEX`)
 //! rolled out across the Tenants the largest provisioning run left behind, through a
 //! TenantMigration custom resource for each `maxParallel`, against the next migration of the
-//! same shape run by psql with the same parallelism. If no TenantMigration controller answers,
+//! same shape run by psql with the same parallelism, and by the peers a user would script instead
+//! (`dbmate`, `sqlx migrate run`: [`crate::peers`]). If no TenantMigration controller answers,
 //! the migration engine is driven directly (mode `engine`).
 
 use std::time::{Duration, Instant};
@@ -18,18 +19,16 @@ use crate::cli::Cfg;
 use crate::common::{CONCURRENCY, NS, log, round, stats_json, tenant_name};
 use crate::env::{Env, cpu_seconds, metric_sum};
 use crate::floor;
+use crate::peers;
 
 fn fleet_migration(k: usize) -> Migration {
     let v = 20_260_101_000_000 + k as i64;
+    let col = format!("bench_note_{k}");
     Migration::new(
         v,
         format!("bench_fleet_{k}"),
-        format!(
-            "ALTER TABLE saas_users ADD COLUMN bench_note_{k} text;\nCREATE INDEX saas_users_bench_note_{k}_idx ON saas_users (bench_note_{k});\n"
-        ),
-        Some(format!(
-            "DROP INDEX saas_users_bench_note_{k}_idx;\nALTER TABLE saas_users DROP COLUMN bench_note_{k};\n"
-        )),
+        peers::up_sql(&col),
+        Some(peers::down_sql(&col)),
     )
 }
 
@@ -141,6 +140,13 @@ pub async fn fleet(cfg: &Cfg, mut env: Env, n: usize) -> Result<Value> {
     let tenants: Vec<_> = (1..=n)
         .map(|i| floor::names_for(NS, &tenant_name(i), Isolation::Schema))
         .collect();
+    let schemas: Vec<String> = tenants
+        .iter()
+        .map(|t| t.schema.as_str().to_string())
+        .collect();
+    // The peers' history tables and one dummy migration per tenant, before the operator starts.
+    let peer_tools = peers::find(&cfg.work).await;
+    peers::warm_up(&env.pg, &peer_tools, &schemas).await?;
     // ConfigMap source for the CRD path.
     let cm_api: Api<k8s_openapi::api::core::v1::ConfigMap> =
         Api::namespaced(env.client.clone(), NS);
@@ -194,7 +200,7 @@ pub async fn fleet(cfg: &Cfg, mut env: Env, n: usize) -> Result<Value> {
     let mut mode = "crd";
     let mut rows = Vec::new();
     let mut k = 0;
-    for &p in &cfg.fleet_parallel {
+    for (run, &p) in cfg.fleet_parallel.iter().enumerate() {
         k += 1;
         let m_op = &extra[k - 1];
         let before = env.api.stats();
@@ -245,7 +251,12 @@ pub async fn fleet(cfg: &Cfg, mut env: Env, n: usize) -> Result<Value> {
             .await?
             .as_secs_f64();
         log(format!("  floor psql x{p}: {floor_s:.2} s"));
-        rows.push(json!({
+        // Peers: their next migration of the same shape, one process per tenant, p at a time.
+        let mut peer_s = Vec::new();
+        for peer in &peer_tools {
+            peer_s.push(peers::timed_run(&env.pg, peer, &schemas, run + 1, p).await?);
+        }
+        let mut row = json!({
             "max_parallel": p,
             "operator_s": round(op_s, 3),
             "floor_s": round(floor_s, 3),
@@ -256,7 +267,11 @@ pub async fn fleet(cfg: &Cfg, mut env: Env, n: usize) -> Result<Value> {
             "tenants_succeeded": counts.0,
             "tenants_skipped": counts.1,
             "api": stats_json(&api),
-        }));
+        });
+        for (peer, s) in peer_tools.iter().zip(peer_s) {
+            peers::add_to_row(&mut row, peer.tool.key(), op_s, s, n);
+        }
+        rows.push(row);
     }
     // Check: every tenant has the last migration recorded.
     let last = extra.last().unwrap().version;
@@ -281,6 +296,8 @@ pub async fn fleet(cfg: &Cfg, mut env: Env, n: usize) -> Result<Value> {
         "migration": "ALTER TABLE saas_users ADD COLUMN …; CREATE INDEX … (one per run; the floor applies the next one of the same shape)",
         "last_version": last,
         "tenants_with_last_migration": check.parse::<i64>().unwrap_or(-1),
+        "peers": peers::describe(&peer_tools),
+        "peers_note": "one process per tenant, p at a time (tokio::process, no shell), as the superuser, on the tenant's schema (search_path in the URL; the tool's history table in that schema); each run applies the peer's next migration of the same shape (its own column); one untimed warm-up run per tenant and peer first (history table + a dummy migration); every tenant checked for the column and index afterwards",
         "rows": rows,
     }))
 }

@@ -13,6 +13,7 @@ mod env;
 mod fleet;
 mod floor;
 mod memory;
+mod peers;
 mod provisioning;
 mod report;
 mod steady;

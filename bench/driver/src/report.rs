@@ -74,8 +74,8 @@ pub fn write(out: &Path, results: &Value) -> Result<()> {
 }
 
 /// Markdown table rows: one per element of `rows`, the values of `cols` in order, the column at
-/// index `bold` (the headline ratio or time) in bold.
-fn table_rows(rows: &Value, cols: &[&str], bold: Option<usize>) -> String {
+/// the indices in `bold` (the headline ratios or times) in bold.
+fn table_rows(rows: &Value, cols: &[&str], bold: &[usize]) -> String {
     let mut out = String::new();
     for x in rows.as_array().into_iter().flatten() {
         let cells: Vec<String> = cols
@@ -83,7 +83,7 @@ fn table_rows(rows: &Value, cols: &[&str], bold: Option<usize>) -> String {
             .enumerate()
             .map(|(i, c)| {
                 let v = f(&x[*c]);
-                if Some(i) == bold {
+                if bold.contains(&i) {
                     format!("**{v}**")
                 } else {
                     v
@@ -226,20 +226,40 @@ pub fn summary(r: &Value) -> String {
     let fl = &r["fleet_migration"];
     if fl.is_object() {
         s.push_str(&format!(
-            "## 3. Fleet migration: one new migration across {} tenants (mode: {})\n\n{}.\n\n| maxParallel | operator (s) | floor psql (s) | operator / floor | operator ms/tenant | floor ms/tenant |\n|---|---|---|---|---|---|\n",
-            f(&fl["tenants"]), f(&fl["mode"]), f(&fl["mode_note"])
+            "## 3. Fleet migration: one new migration across {} tenants (mode: {})\n\n{}.\n\n",
+            f(&fl["tenants"]),
+            f(&fl["mode"]),
+            f(&fl["mode_note"])
         ));
+        if let Some(peers) = fl["peers"].as_object().filter(|p| !p.is_empty()) {
+            let versions: Vec<String> = peers
+                .iter()
+                .map(|(k, v)| format!("{k}: `{}`", f(&v["version"])))
+                .collect();
+            s.push_str(&format!(
+                "Peers ({}): {}.\n\n",
+                versions.join(", "),
+                f(&fl["peers_note"])
+            ));
+        }
+        s.push_str("| maxParallel | tenantdb (s) | psql floor (s) | dbmate (s) | sqlx-cli (s) | tenantdb / psql | tenantdb / dbmate | tenantdb / sqlx-cli | tenantdb ms/tenant | psql ms/tenant | dbmate ms/tenant | sqlx-cli ms/tenant |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
         s.push_str(&table_rows(
             &fl["rows"],
             &[
                 "max_parallel",
                 "operator_s",
                 "floor_s",
+                "dbmate_s",
+                "sqlx_s",
                 "ratio",
+                "ratio_vs_dbmate",
+                "ratio_vs_sqlx",
                 "operator_ms_per_tenant",
                 "floor_ms_per_tenant",
+                "dbmate_ms_per_tenant",
+                "sqlx_ms_per_tenant",
             ],
-            Some(3),
+            &[5, 6, 7],
         ));
         s.push('\n');
     }
@@ -258,7 +278,7 @@ pub fn summary(r: &Value) -> String {
                 "min_ms",
                 "max_ms",
             ],
-            None,
+            &[],
         ));
         s.push('\n');
     }
@@ -282,7 +302,7 @@ pub fn summary(r: &Value) -> String {
                 "resyncs_deferred",
                 "machine_cpu_busy_share",
             ],
-            Some(1),
+            &[1],
         ));
         // When the unbounded variant did not get every new Tenant Ready within the window, the
         // ratio is a lower bound (window / bounded time).
