@@ -244,7 +244,7 @@ pub fn attribute(
                     query: s.query.chars().take(200).collect(),
                 }));
             }
-            slowest.sort_by(|a, b| b.mean_ms.cmp(&a.mean_ms));
+            slowest.sort_by_key(|s| std::cmp::Reverse(s.mean_ms));
             slowest.truncate(3);
             StatementStatistics {
                 available: true,

@@ -167,8 +167,8 @@ pub async fn run(cfg: DevConfig, shutdown: impl std::future::Future<Output = ()>
         })
     })
     .await
-        .map_err(|e| Error::Internal(e.to_string()))?
-        .map_err(|e| Error::Config(e.to_string()))?;
+    .map_err(|e| Error::Internal(e.to_string()))?
+    .map_err(|e| Error::Config(e.to_string()))?;
     println!("    listening on 127.0.0.1:{}", pg.port());
     let mongo = start_mongo().await;
 
