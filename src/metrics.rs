@@ -62,6 +62,14 @@ pub struct StepLabels {
     pub step: String,
 }
 
+/// `source` label of created dedicated databases.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DatabaseSourceLabels {
+    /// `template` (a copy of the baseline's template database) or `template0` (empty, the
+    /// baseline replayed).
+    pub source: String,
+}
+
 /// `server` + `engine` labels.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EngineLabels {
@@ -91,6 +99,8 @@ pub struct Metrics {
     pub phases: Family<PhaseLabels, Gauge>,
     /// Provisioning steps applied, by kind (drift repair shows up here).
     pub steps: Family<StepLabels, Counter>,
+    /// Dedicated databases created, by source (template database or template0).
+    pub databases_created: Family<DatabaseSourceLabels, Counter>,
     /// Status writes performed.
     pub status_writes: Family<ControllerLabels, Counter>,
     /// Routine resyncs deferred because `--max-concurrent-resyncs` were already running.
@@ -153,6 +163,7 @@ impl Metrics {
         });
         let phases = Family::<PhaseLabels, Gauge>::default();
         let steps = Family::<StepLabels, Counter>::default();
+        let databases_created = Family::<DatabaseSourceLabels, Counter>::default();
         let status_writes = Family::<ControllerLabels, Counter>::default();
         let resyncs_deferred = Family::<ControllerLabels, Counter>::default();
         let reconciles_unchanged = Family::<ControllerLabels, Counter>::default();
@@ -179,6 +190,11 @@ impl Metrics {
             "provisioning_steps",
             "Provisioning steps applied, by step",
             steps.clone(),
+        );
+        registry.register(
+            "databases_created",
+            "Dedicated tenant databases created, by source (template: a copy of the baseline's template database; template0: the baseline replayed)",
+            databases_created.clone(),
         );
         registry.register(
             "status_writes",
@@ -266,6 +282,7 @@ impl Metrics {
             duration,
             phases,
             steps,
+            databases_created,
             status_writes,
             resyncs_deferred,
             reconciles_unchanged,

@@ -132,6 +132,11 @@ pub struct RunConfig {
     /// MongoDB port written to Secrets (default: the admin URI's port or 27017).
     #[arg(long, env = "TENANTDB_MONGODB_PORT")]
     pub mongodb_port: Option<u16>,
+    /// Create `database` tenants with `CREATE DATABASE … TEMPLATE` from a template database that
+    /// holds the baseline migrations (built once per server and migration set, as a role without
+    /// rights elsewhere) instead of replaying the baseline's DDL; `false`: from `template0`.
+    #[arg(long, env = "TENANTDB_DATABASE_TEMPLATES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub database_templates: bool,
     /// Run only while holding a Lease (for more than one replica).
     #[arg(long, env = "TENANTDB_LEADER_ELECTION", default_value_t = false)]
     pub leader_election: bool,
@@ -271,6 +276,7 @@ impl RunConfig {
             partition_months_ahead: self.partition_months_ahead,
             partition_retention_months: self.partition_retention_months,
             slow_statement_ms: self.slow_statement_ms,
+            database_templates: self.database_templates,
         };
         // Defaults are validated once here rather than failing every Tenant.
         crate::quota::effective(None, &op.quota_defaults)

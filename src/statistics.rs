@@ -278,8 +278,8 @@ fn moved(a: i64, b: i64, share: f64, floor: i64) -> bool {
 
 /// Whether a reader would care about the difference between two statistics (the thresholds of
 /// docs/operations.md, "Statistics"): connections ±2 and ±20 %, a limit or a crossing of 80 % of
-/// it, idle-in-transaction sessions appearing or disappearing; transaction rates ±20 % and ±10
-/// per minute, a new deadlock, temp bytes ±20 % and ±1 MiB, cache hit ±5 points; the statement
+/// it, idle-in-transaction sessions appearing or disappearing; transaction rates doubling or
+/// halving and by at least 30 per minute, a new deadlock, temp bytes ±20 % and ±1 MiB, cache hit ±5 points; the statement
 /// source, the slow count or the slowest statements' ids; MongoDB collections, or ±5 % of
 /// documents or bytes.
 pub fn changed_meaningfully(prev: &StatisticsStatus, now: &StatisticsStatus) -> bool {
@@ -297,8 +297,10 @@ pub fn changed_meaningfully(prev: &StatisticsStatus, now: &StatisticsStatus) -> 
     }
     match (&prev.transactions, &now.transactions) {
         (Some(p), Some(n)) => {
-            if moved(p.commits_per_minute, n.commits_per_minute, 0.2, 10)
-                || moved(p.rollbacks_per_minute, n.rollbacks_per_minute, 0.2, 10)
+            // Rates of a busy tenant wander by tens of percent from one interval to the next:
+            // only a doubling or halving (and at least 30 per minute) is news.
+            if moved(p.commits_per_minute, n.commits_per_minute, 0.5, 30)
+                || moved(p.rollbacks_per_minute, n.rollbacks_per_minute, 0.5, 30)
                 || n.deadlocks > p.deadlocks
                 || moved(p.temp_bytes, n.temp_bytes, 0.2, 1 << 20)
                 || p.cache_hit_percent.is_some() != n.cache_hit_percent.is_some()

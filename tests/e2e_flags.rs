@@ -336,6 +336,7 @@ async fn status_report_interval_limits_rewrites_of_unchanged_results() {
     // (reported at, reported value) of each distinct report.
     let mut checked: Vec<(String, String)> = vec![];
     let mut measured: Vec<(String, String)> = vec![];
+    let mut statistics: Vec<Option<String>> = vec![];
     let before = env.api.stats();
     // A measurement window (18 s: three reports of each field even if one moves), sampled every
     // 100 ms: how often the results are re-reported.
@@ -358,6 +359,10 @@ async fn status_report_interval_limits_rewrites_of_unchanged_results() {
         }
         if measured.last() != Some(&u) {
             measured.push(u);
+        }
+        let stats_at = st.statistics.and_then(|s| s.measured_at);
+        if stats_at.is_some() && statistics.last() != Some(&stats_at) {
+            statistics.push(stats_at);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -390,6 +395,12 @@ async fn status_report_interval_limits_rewrites_of_unchanged_results() {
             "{what}: an unchanged result re-reported more often than every 4 s: {unchanged:.2?}"
         );
     }
+    // Statistics are there and refreshed, riding along with those re-reports (no writes of
+    // their own).
+    assert!(
+        statistics.len() >= 2,
+        "statistics not reported or never refreshed: {statistics:?}"
+    );
     // Two fields, each re-reported at most every 4 s (they may land in one write or two).
     assert!(
         (2..=8).contains(&writes),

@@ -110,6 +110,25 @@ async fn provision_both_modes_then_delete_and_retain() {
         }
     })
     .unwrap();
+    // Both dedicated databases are copies of the baseline's template database, every object
+    // handed to the tenant (tests/pg_template.rs compares the copy with a replayed baseline).
+    let not_owned: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND NOT pg_has_role(tableowner, 'USAGE')",
+    )
+    .fetch_one(&mut g)
+    .await
+    .unwrap();
+    assert_eq!(not_owned, 0, "tables of globex's database it does not own");
+    assert_eq!(
+        env.metric("tenantdb_databases_created_total{source=\"template\"}")
+            .await,
+        2.0
+    );
+    assert_eq!(
+        env.metric("tenantdb_databases_created_total{source=\"template0\"}")
+            .await,
+        0.0
+    );
     drop((c, g));
 
     // Events were recorded.

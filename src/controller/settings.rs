@@ -48,6 +48,9 @@ pub struct OperatorSettings {
     pub partition_retention_months: Option<u32>,
     /// Statements whose mean execution time is above this many milliseconds count as slow.
     pub slow_statement_ms: i64,
+    /// Create `database` tenants from a template database holding the baseline
+    /// ([`crate::pg::template`]) instead of replaying its DDL.
+    pub database_templates: bool,
 }
 
 impl OperatorSettings {
@@ -80,6 +83,7 @@ impl Default for OperatorSettings {
             partition_months_ahead: 2,
             partition_retention_months: None,
             slow_statement_ms: 500,
+            database_templates: true,
         }
     }
 }

@@ -31,6 +31,24 @@ impl PgAdmin {
                 Error::Internal(format!("cannot render SQL for: {}", step.describe(desired)))
             })?;
             debug!(step = %step.describe(desired), "applying");
+            match step {
+                Step::CreateDatabase if desired.template.is_some() => {
+                    self.create_from_template(desired, &stmts)
+                        .await
+                        .map_err(|e| match e {
+                            e @ Error::Database { .. } => e.context(step.describe(desired)),
+                            other => other,
+                        })?;
+                    continue;
+                }
+                // The recovery of a crash between CREATE DATABASE and its mark: objects copied
+                // from a template may not have been handed over yet.
+                Step::MarkDatabase if desired.names.dedicated_database => {
+                    self.adopt_template_objects(&desired.names.database, &desired.names.role)
+                        .await?;
+                }
+                _ => {}
+            }
             let pool = match step.scope() {
                 Scope::Cluster => self.admin()?,
                 Scope::TenantDatabase => self.shared_pool().await?,
@@ -62,6 +80,39 @@ impl PgAdmin {
                     other => other,
                 }
             })?;
+        }
+        Ok(())
+    }
+
+    /// `CREATE DATABASE … TEMPLATE <template>`, then the copied objects to the tenant role, then
+    /// the mark (so a crash before the hand-over is completed by [`Step::MarkDatabase`]). A clone
+    /// that cannot be handed over is dropped again and the template forgotten: the next attempt
+    /// looks for it again (or uses template0 after a failed build).
+    async fn create_from_template(&self, desired: &Desired, stmts: &[String]) -> Result<()> {
+        let (create, rest) = stmts
+            .split_first()
+            .ok_or_else(|| Error::Internal("CreateDatabase renders no statement".into()))?;
+        let pool = self.admin()?;
+        crate::fence::check()?;
+        if let Err(e) = sqlx::raw_sql(ddl(create.clone())).execute(pool).await {
+            // A template dropped behind our back: look for (or build) it again next time.
+            self.forget_template().await;
+            return Err(e.into());
+        }
+        let n = &desired.names;
+        if let Err(e) = self.adopt_template_objects(&n.database, &n.role).await {
+            self.forget_template().await;
+            let _ = sqlx::raw_sql(ddl(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                n.database
+            )))
+            .execute(pool)
+            .await;
+            return Err(e);
+        }
+        for s in rest {
+            crate::fence::check()?;
+            sqlx::raw_sql(ddl(s.clone())).execute(pool).await?;
         }
         Ok(())
     }

@@ -12,6 +12,7 @@ mod quoting_tests;
 pub mod session;
 pub mod shared;
 pub mod stats;
+pub mod template;
 
 pub use cleanup::CleanupReport;
 pub use session::TenantSession;
@@ -66,6 +67,8 @@ pub struct PgAdmin {
     down_since: std::sync::Mutex<Option<std::time::Instant>>,
     /// This operator instance (see [`PgAdmin::for_instance`]).
     instance: String,
+    /// The template database this process built or found for its migration set.
+    template: tokio::sync::Mutex<template::TemplateState>,
 }
 
 /// Advisory lock key serializing the shared database's privilege set-up ("tnt_shrd").
@@ -155,6 +158,7 @@ impl PgAdmin {
             can_read_verifiers: OnceCell::new(),
             down_since: std::sync::Mutex::new(None),
             instance: instance.to_string(),
+            template: tokio::sync::Mutex::new(Default::default()),
         })
     }
 

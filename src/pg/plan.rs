@@ -67,6 +67,9 @@ pub struct Desired {
     pub quotas: EffectiveQuotas,
     /// Writes withdrawn (storage quota exhausted).
     pub read_only: bool,
+    /// The template a new dedicated database is copied from ([`crate::pg::template`]); `None`:
+    /// `template0`, an empty database.
+    pub template: Option<Ident>,
 }
 
 impl Desired {
@@ -82,6 +85,7 @@ impl Desired {
                 ..Default::default()
             },
             read_only: false,
+            template: None,
         }
     }
 
@@ -422,8 +426,11 @@ impl Step {
             Step::MarkRole => vec![format!("COMMENT ON ROLE {} IS {marker}", n.role)],
             Step::CreateDatabase => vec![
                 format!(
-                    "CREATE DATABASE {db} OWNER {} TEMPLATE template0 ENCODING 'UTF8' CONNECTION LIMIT {limit}",
-                    n.role
+                    "CREATE DATABASE {db} OWNER {} TEMPLATE {} ENCODING 'UTF8' CONNECTION LIMIT {limit}",
+                    n.role,
+                    d.template
+                        .as_ref()
+                        .map_or_else(|| "template0".to_string(), |t| t.to_string())
                 ),
                 format!("COMMENT ON DATABASE {db} IS {marker}"),
             ],

@@ -167,12 +167,20 @@ fn small_changes_are_not_reported_large_ones_are() {
     assert!(!changed_meaningfully(&base, &c));
     c.connections.total = 8;
     assert!(changed_meaningfully(&base, &c));
-    // Commit rate 60 → 65 is noise, 60 → 100 is not; a new deadlock always counts.
+    // Commit rate 60 → 65 or → 100 is a busy tenant's wandering, 60 → 140 (more than doubled)
+    // is not; 10 → 30 is too small to matter; a new deadlock always counts.
     let mut t = base.clone();
     t.transactions.as_mut().unwrap().commits_per_minute = 65;
     assert!(!changed_meaningfully(&base, &t));
     t.transactions.as_mut().unwrap().commits_per_minute = 100;
+    assert!(!changed_meaningfully(&base, &t));
+    t.transactions.as_mut().unwrap().commits_per_minute = 140;
     assert!(changed_meaningfully(&base, &t));
+    let mut quiet = base.clone();
+    quiet.transactions.as_mut().unwrap().commits_per_minute = 10;
+    let mut t = quiet.clone();
+    t.transactions.as_mut().unwrap().commits_per_minute = 30;
+    assert!(!changed_meaningfully(&quiet, &t));
     let mut d = base.clone();
     d.transactions.as_mut().unwrap().deadlocks = 1;
     assert!(changed_meaningfully(&base, &d));

@@ -278,7 +278,14 @@ async fn apply(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
     match provisioned {
         Ok(outcome) => {
             ctx.backoff().reset(&key);
-            let status = ready_status(&tenant, &outcome);
+            let mut status = ready_status(&tenant, &outcome);
+            statistics::piggyback(
+                &tenant,
+                &ctx,
+                &key,
+                &mut status,
+                outcome.fresh_statistics.clone(),
+            );
             let before = tenant
                 .status
                 .as_ref()
@@ -454,6 +461,8 @@ pub struct Outcome {
     pub mongo: Option<crate::crd::MongoStatus>,
     /// Statistics to report.
     pub statistics: Option<crate::crd::StatisticsStatus>,
+    /// Statistics just measured (reported with any status write, see [`statistics::piggyback`]).
+    pub fresh_statistics: Option<crate::crd::StatisticsStatus>,
 }
 
 /// Provision or repair one Tenant: the pipeline of stages (see the module documentation).
@@ -476,7 +485,8 @@ async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
     let health = health::check(tenant, ctx, &spec, &creds, mongo.as_ref()).await;
     let statistics = statistics::collect(tenant, ctx, &spec).await;
     Ok(Outcome {
-        statistics,
+        statistics: statistics.report,
+        fresh_statistics: statistics.fresh,
         resolved: spec.resolved,
         steps: applied.steps,
         schema_version,

@@ -1,7 +1,7 @@
 //! Stages `plan` and `apply`: the desired PostgreSQL state, the pure plan, the idempotent apply.
 
 use kube::runtime::events::EventType;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::super::Context;
 use super::*;
@@ -38,6 +38,7 @@ pub(super) async fn apply(
         previous_valid_until: creds.previous_valid_until,
         quotas: spec.quotas.clone(),
         read_only: usage.read_only,
+        template: None,
     };
     let layout_version = if names.rls {
         Some(super::schema::ensure_shared_layout(ctx).await?)
@@ -45,6 +46,10 @@ pub(super) async fn apply(
         None
     };
     let steps = plan(&desired, &creds.observed).map_err(|c| Error::Conflict(c.0))?;
+    let mut desired = desired;
+    if steps.contains(&Step::CreateDatabase) {
+        desired.template = template_for(tenant, ctx, spec).await;
+    }
     if !steps.is_empty() {
         let first_time = tenant.status.as_ref().map(|s| s.phase) != Some(TenantPhase::Ready);
         if first_time {
@@ -61,6 +66,19 @@ pub(super) async fn apply(
                 .inc();
         }
         ctx.pg().apply(&desired, &steps).await?;
+        if steps.contains(&Step::CreateDatabase) {
+            let source = if desired.template.is_some() {
+                "template"
+            } else {
+                "template0"
+            };
+            ctx.metrics()
+                .databases_created
+                .get_or_create(&crate::metrics::DatabaseSourceLabels {
+                    source: source.into(),
+                })
+                .inc();
+        }
         if creds.trigger.is_none()
             && creds.secret.password.is_some()
             && steps.contains(&Step::SetPassword(creds.active))
@@ -84,4 +102,30 @@ pub(super) async fn apply(
         steps,
         layout_version,
     })
+}
+
+/// The template a new dedicated database is copied from ([`crate::pg::template`]): one holding
+/// the baseline at the latest version, when templates are on, the tenant is auto-migrated and not
+/// recorded at another version (a recreated database of a tenant at an older version replays its
+/// migrations up to that version instead). `None` (template0) otherwise, and when the template
+/// cannot be built: provisioning never depends on it.
+async fn template_for(tenant: &Tenant, ctx: &Context, spec: &Spec) -> Option<crate::naming::Ident> {
+    let set = ctx.migrations();
+    if !ctx.settings().database_templates || !spec.resolved.auto_migrate {
+        return None;
+    }
+    let recorded = ctx.schema_version_or(
+        &spec.key,
+        tenant.status.as_ref().and_then(|s| s.schema_version),
+    );
+    if recorded.is_some() && recorded != set.latest_version() {
+        return None;
+    }
+    match ctx.pg().ensure_template(set).await {
+        Ok(t) => t,
+        Err(e) => {
+            warn!(error = %e, "template database unavailable; creating the database from template0");
+            None
+        }
+    }
 }

@@ -1,0 +1,291 @@
+//! Template databases: `database` tenants are created with `CREATE DATABASE … TEMPLATE` from a
+//! database that already holds the baseline at the current version, instead of replaying its DDL.
+//!
+//! One template per server and migration set (`tenantdb_tpl_<fingerprint>`, the fingerprint being
+//! the hash of every migration's version and checksum). It is built once: created owned by the
+//! `tenantdb_template_owner` role (`NOLOGIN`, no rights anywhere else), migrated on a session
+//! logged in as that role (one-time password, as the `shared` layout owner: never as a
+//! superuser), then handed to the admin, marked `IS_TEMPLATE`, closed to connections and commented
+//! with its fingerprint (the mark of a finished build). A clone's objects are handed to the tenant
+//! role with `REASSIGN OWNED` inside the clone (the template itself, owned by the admin, is not
+//! touched), so a cloned tenant owns exactly what a DDL-provisioned one owns — the migration
+//! history comes along. Templates of earlier migration sets are dropped.
+
+use sha2::{Digest, Sha256};
+use sqlx::{ConnectOptions, Connection};
+use tracing::{info, warn};
+
+use super::{PgAdmin, ddl};
+use crate::error::{Error, Result};
+use crate::migrate::{self, MigrationSet, MigrationTarget};
+use crate::naming::{Ident, quote_literal};
+
+/// The role owning a template's objects while it is built (`NOLOGIN` otherwise).
+pub const TEMPLATE_OWNER: &str = "tenantdb_template_owner";
+
+/// Prefix of template database names.
+pub const TEMPLATE_PREFIX: &str = "tenantdb_tpl_";
+
+/// Comment prefix marking a finished template.
+const MARK_PREFIX: &str = "tenantdb.io/template=";
+
+/// How long after a failed build tenants are created from `template0` before the next try.
+const RETRY_FAILED_BUILD: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// What this process knows of its template (see [`PgAdmin::ensure_template`]).
+#[derive(Debug, Default)]
+pub(crate) struct TemplateState {
+    /// The finished template found or built for the migration set.
+    built: Option<Ident>,
+    /// When the last build failed.
+    failed_at: Option<std::time::Instant>,
+}
+
+/// Session-level advisory lock serializing template builds ("tnt_tmpl").
+const TEMPLATE_LOCK: i64 = 0x746e_745f_746d_706c;
+
+/// Hash of the migration set: versions and checksums, in order (12 hex digits).
+pub fn fingerprint(set: &MigrationSet) -> String {
+    let mut h = Sha256::new();
+    for m in set.migrations() {
+        h.update(m.version.to_be_bytes());
+        h.update(m.checksum.as_bytes());
+    }
+    h.finalize()[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The template database's name for a migration set.
+pub fn template_name(set: &MigrationSet) -> Result<Ident> {
+    Ident::new(&format!("{TEMPLATE_PREFIX}{}", fingerprint(set)))
+        .map_err(|e| Error::Internal(format!("template name: {e}")))
+}
+
+fn lit(s: &str) -> Result<String> {
+    quote_literal(s).ok_or_else(|| Error::Internal("unquotable literal".into()))
+}
+
+impl PgAdmin {
+    /// The finished template for `set`, built now if missing (once per process and migration
+    /// set; concurrent callers wait for the one build). `None` for an empty set.
+    pub async fn ensure_template(&self, set: &MigrationSet) -> Result<Option<Ident>> {
+        if set.migrations().is_empty() {
+            return Ok(None);
+        }
+        let name = template_name(set)?;
+        let mark = format!("{MARK_PREFIX}{}", fingerprint(set));
+        let mut state = self.template.lock().await;
+        if state.built.as_ref() == Some(&name) {
+            return Ok(Some(name));
+        }
+        // A build that failed is not retried for every tenant: they use template0 meanwhile.
+        if state
+            .failed_at
+            .is_some_and(|at| at.elapsed() < RETRY_FAILED_BUILD)
+        {
+            return Ok(None);
+        }
+        if self.template_finished(&name, &mark).await? {
+            state.built = Some(name.clone());
+            return Ok(Some(name));
+        }
+        crate::fence::check()?;
+        // The build lock on a session of its own (the admin pool may have a single connection,
+        // which the build needs): operators sharing the server build one template at a time, and
+        // a crashed builder's lock goes with its session.
+        let mut lock = self.connect_maintenance().await?;
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(TEMPLATE_LOCK)
+            .execute(&mut lock)
+            .await?;
+        let result = self.build_template(set, &name, &mark).await;
+        let _ = lock.close().await;
+        match result {
+            Ok(()) => {
+                state.built = Some(name.clone());
+                state.failed_at = None;
+                Ok(Some(name))
+            }
+            Err(e) => {
+                state.failed_at = Some(std::time::Instant::now());
+                Err(e)
+            }
+        }
+    }
+
+    async fn template_finished(&self, name: &Ident, mark: &str) -> Result<bool> {
+        let row: Option<(bool, Option<String>)> = sqlx::query_as(
+            "SELECT datistemplate, shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1",
+        )
+        .bind(name.as_str())
+        .fetch_optional(self.admin()?)
+        .await?;
+        Ok(matches!(row, Some((true, Some(c))) if c == mark))
+    }
+
+    async fn build_template(&self, set: &MigrationSet, name: &Ident, mark: &str) -> Result<()> {
+        if self.template_finished(name, mark).await? {
+            return Ok(());
+        }
+        let pool = self.admin()?;
+        let owner = template_owner()?;
+        // A build cut short earlier (no mark) is thrown away.
+        sqlx::raw_sql(ddl(format!(
+            "ALTER DATABASE IF EXISTS {name} WITH IS_TEMPLATE false"
+        )))
+        .execute(pool)
+        .await
+        .ok();
+        sqlx::raw_sql(ddl(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+            .execute(pool)
+            .await?;
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
+                .bind(TEMPLATE_OWNER)
+                .fetch_one(pool)
+                .await?;
+        if !exists {
+            sqlx::raw_sql(ddl(format!(
+                "CREATE ROLE {owner} NOLOGIN; COMMENT ON ROLE {owner} IS {}",
+                lit("tenantdb.io/template-owner")?
+            )))
+            .execute(pool)
+            .await?;
+        }
+        // The database stays the admin's (the owner role never owns a shared object, so the
+        // `REASSIGN OWNED` in a clone touches nothing outside it); the owner role may connect and
+        // create in `public` for the build only.
+        sqlx::raw_sql(ddl(format!(
+            "CREATE DATABASE {name} TEMPLATE template0 ENCODING 'UTF8'"
+        )))
+        .execute(pool)
+        .await?;
+        sqlx::raw_sql(ddl(format!(
+            "REVOKE ALL ON DATABASE {name} FROM PUBLIC; GRANT CONNECT ON DATABASE {name} TO {owner}"
+        )))
+        .execute(pool)
+        .await?;
+        self.in_database(name, &format!("GRANT CREATE ON SCHEMA public TO {owner}"))
+            .await?;
+        let started = std::time::Instant::now();
+        let mut session = self.owner_session(&owner, name).await?;
+        let target = MigrationTarget {
+            schema: "public",
+            owner_role: TEMPLATE_OWNER,
+            // Not TEMPLATE_LOCK: this process holds that one on another session.
+            lock_key: TEMPLATE_LOCK + 1,
+        };
+        let report =
+            migrate::migrate(&mut session, set, &target, set.latest_version(), false).await;
+        session.close().await;
+        let report = report?;
+        self.in_database(
+            name,
+            &format!("REVOKE CREATE ON SCHEMA public FROM {owner}"),
+        )
+        .await?;
+        sqlx::raw_sql(ddl(format!(
+            "REVOKE CONNECT ON DATABASE {name} FROM {owner}; ALTER DATABASE {name} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false; COMMENT ON DATABASE {name} IS {}",
+            lit(mark)?
+        )))
+        .execute(pool)
+        .await?;
+        info!(
+            template = name.as_str(),
+            version = ?report.to,
+            took_ms = started.elapsed().as_millis() as u64,
+            "template database built"
+        );
+        self.drop_other_templates(name).await;
+        Ok(())
+    }
+
+    /// A one-off admin connection to the maintenance database (the admin URL's).
+    async fn connect_maintenance(&self) -> Result<sqlx::PgConnection> {
+        crate::fence::check()?;
+        let opts = self.options.clone();
+        let conn = tokio::time::timeout(self.settings.connect_timeout, opts.connect())
+            .await
+            .map_err(|_| {
+                Error::unavailable("timed out connecting to the maintenance database")
+            })??;
+        Ok(conn)
+    }
+
+    /// Runs `sql` on a one-off admin connection to `database`.
+    async fn in_database(&self, database: &Ident, sql: &str) -> Result<()> {
+        let mut conn = self.connect_to(database).await?;
+        let r = sqlx::raw_sql(ddl(sql.to_string())).execute(&mut conn).await;
+        let _ = conn.close().await;
+        r?;
+        Ok(())
+    }
+
+    /// Drops the templates of earlier migration sets (best effort).
+    async fn drop_other_templates(&self, keep: &Ident) {
+        let Ok(pool) = self.admin() else { return };
+        let old: Vec<String> = match sqlx::query_scalar(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'tenantdb\\_tpl\\_%' AND datname <> $1 AND shobj_description(oid, 'pg_database') LIKE 'tenantdb.io/template=%'",
+        )
+        .bind(keep.as_str())
+        .fetch_all(pool)
+        .await
+        {
+            Ok(v) => v,
+            Err(e) => {
+                warn!(error = %e, "could not list old template databases");
+                return;
+            }
+        };
+        for db in old {
+            let Ok(db) = Ident::new(&db) else { continue };
+            // Two statements, two messages: DROP DATABASE cannot run in the implicit
+            // transaction of a multi-statement query.
+            let mut r = sqlx::raw_sql(ddl(format!("ALTER DATABASE {db} WITH IS_TEMPLATE false")))
+                .execute(pool)
+                .await;
+            if r.is_ok() {
+                r = sqlx::raw_sql(ddl(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")))
+                    .execute(pool)
+                    .await;
+            }
+            match r {
+                Ok(_) => info!(template = db.as_str(), "old template database dropped"),
+                Err(e) => {
+                    warn!(template = db.as_str(), error = %e, "old template database not dropped")
+                }
+            }
+        }
+    }
+
+    /// Inside a dedicated database cloned from a template: the template owner's objects go to the
+    /// tenant role (`REASSIGN OWNED`, which also rewrites their ACLs). Harmless where that role
+    /// owns nothing (a database created from `template0`, or adopted twice).
+    pub async fn adopt_template_objects(&self, database: &Ident, role: &Ident) -> Result<()> {
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
+                .bind(TEMPLATE_OWNER)
+                .fetch_one(self.admin()?)
+                .await?;
+        if !exists {
+            return Ok(());
+        }
+        let owner = template_owner()?;
+        self.in_database(database, &format!("REASSIGN OWNED BY {owner} TO {role}"))
+            .await
+    }
+
+    /// Forgets the template found or built (it went missing or could not be used): tenants are
+    /// created from template0 for a while, then [`PgAdmin::ensure_template`] looks again.
+    pub async fn forget_template(&self) {
+        let mut state = self.template.lock().await;
+        state.built = None;
+        state.failed_at = Some(std::time::Instant::now());
+    }
+}
+
+fn template_owner() -> Result<Ident> {
+    Ident::new(TEMPLATE_OWNER).map_err(|e| Error::Internal(format!("template owner: {e}")))
+}
