@@ -90,7 +90,7 @@ pub fn parse_args() -> Result<Command> {
             operator,
             only,
             prov_schema: vec![100, 500],
-            prov_database: 50,
+            prov_database: 100,
             // BENCH_STEADY_TENANTS overrides (see README: with resync 30 s this machine saturates
             // at about 1,270 schema tenants).
             steady_tenants: std::env::var("BENCH_STEADY_TENANTS")

@@ -62,6 +62,7 @@ async fn main() -> Result<()> {
                 n,
                 n == largest,
                 cfg.runs("provisioning"),
+                &[],
             )
             .await?;
             if cfg.runs("provisioning") {
@@ -83,9 +84,31 @@ async fn main() -> Result<()> {
         }
     }
     if cfg.runs("provisioning") || cfg.runs("provisioning-database") {
-        let (r, _) =
-            provisioning::provisioning(&cfg, Isolation::Database, cfg.prov_database, false, true)
-                .await?;
+        // The operator replaying the baseline into empty databases (templates off), then as
+        // shipped (copies of the template database), then the psql floor of the replay.
+        let (replay, _) = provisioning::provisioning(
+            &cfg,
+            Isolation::Database,
+            cfg.prov_database,
+            false,
+            false,
+            &["--database-templates", "false"],
+        )
+        .await?;
+        let (mut r, _) = provisioning::provisioning(
+            &cfg,
+            Isolation::Database,
+            cfg.prov_database,
+            false,
+            true,
+            &[],
+        )
+        .await?;
+        if let (Some(t), Some(rp)) = (r["operator_s"].as_f64(), replay["operator_s"].as_f64()) {
+            r["operator_replay_s"] = json!(rp);
+            r["operator_replay_cpu_s"] = replay["operator_cpu_s"].clone();
+            r["ratio_vs_replay"] = json!(common::round(t / rp, 2));
+        }
         let mut prov: Vec<Value> = results["provisioning"]
             .as_array()
             .cloned()

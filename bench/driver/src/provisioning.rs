@@ -27,6 +27,7 @@ pub async fn provisioning(
     n: usize,
     keep: bool,
     floors: bool,
+    extra_args: &[&str],
 ) -> Result<(Value, Option<Env>)> {
     let label = format!("prov-{}-{n}", isolation_str(isolation));
     log(format!(
@@ -39,10 +40,9 @@ pub async fn provisioning(
     env.create_tenants(NS, &names, &spec, 16).await?;
     let before = env.api.stats();
     let t0 = Instant::now();
-    env.spawn_operator(
-        &cfg.operator,
-        &["--concurrency".into(), CONCURRENCY.to_string()],
-    )?;
+    let mut args = vec!["--concurrency".to_string(), CONCURRENCY.to_string()];
+    args.extend(extra_args.iter().map(|a| a.to_string()));
+    env.spawn_operator(&cfg.operator, &args)?;
     let pid = env.operator_pid.unwrap();
     if let Err(e) = env
         .tracker
@@ -77,8 +77,20 @@ pub async fn provisioning(
     let op_objects = floor::object_count(&env.pg, &first).await?;
     env.stop_operator().await;
     log(format!("  operator: {operator_s:.2} s"));
+    let templates = metric_sum(
+        &metrics,
+        "tenantdb_databases_created_total",
+        &["source=\"template\""],
+    );
     if !floors {
-        return Ok((Value::Null, keep.then_some(env)));
+        return Ok((
+            json!({
+                "operator_s": round(operator_s, 3),
+                "operator_cpu_s": round(op_cpu, 2),
+                "databases_from_template": templates,
+            }),
+            keep.then_some(env),
+        ));
     }
 
     // Floor: the same SQL with psql.
@@ -139,6 +151,7 @@ pub async fn provisioning(
         "ratio_vs_sequential": round(operator_s / seq, 2),
         "ratio_vs_parallel": round(operator_s / par, 2),
         "objects_per_tenant_operator": op_objects,
+        "databases_from_template": templates,
         "objects_per_tenant_floor": floor_objects,
         "api": stats_json(&api),
         "api_writes_per_tenant": round(api.writes("*", None) as f64 / n as f64, 2),

@@ -154,6 +154,17 @@ pub fn summary(r: &Value) -> String {
                 f(&x["objects_per_tenant_floor"]),
             ));
         }
+        for x in rows.iter().filter(|x| x["operator_replay_s"].is_number()) {
+            s.push_str(&format!(
+                "`database` tenants: {} of {} created as copies of the template database; the operator with `--database-templates false` (empty databases, baseline replayed as each tenant) took {} s in the same run: **{}×** of that, **{}×** of psql replaying the same DDL sequentially and **{}×** with ×8.\n",
+                f(&x["databases_from_template"]),
+                f(&x["tenants"]),
+                f(&x["operator_replay_s"]),
+                f(&x["ratio_vs_replay"]),
+                f(&x["ratio_vs_sequential"]),
+                f(&x["ratio_vs_parallel"]),
+            ));
+        }
         s.push('\n');
     }
     let st = &r["steady_state"];

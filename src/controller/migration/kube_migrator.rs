@@ -15,13 +15,64 @@ use crate::error::{Error, Result};
 use crate::pg::session::Credentials;
 
 /// The migrator used by the controller: the tenant's credentials from its Secret, PostgreSQL as
-/// the tenant, then `status.schemaVersion` on the Tenant.
+/// the tenant, then `status.schemaVersion` on the Tenant — written in the background, so that the
+/// next tenant does not wait for the API server ([`TenantMigrator::flush`] waits for them).
 pub(crate) struct KubeMigrator {
     pub(crate) pg: PgMigrator,
     pub(crate) tenants: Api<Tenant>,
     pub(crate) secrets: Api<k8s_openapi::api::core::v1::Secret>,
     pub(crate) ctx: Arc<Context>,
     pub(crate) namespace: String,
+    /// `status.schemaVersion` writes in flight.
+    pub(crate) recording: Recorder,
+}
+
+/// Background `status.schemaVersion` writes: at most [`RECORD_IN_FLIGHT`] at once.
+pub(crate) struct Recorder {
+    tasks: std::sync::Mutex<tokio::task::JoinSet<()>>,
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+/// Most `status.schemaVersion` writes in flight per rollout pass.
+const RECORD_IN_FLIGHT: usize = 16;
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Self {
+            tasks: std::sync::Mutex::new(tokio::task::JoinSet::new()),
+            permits: Arc::new(tokio::sync::Semaphore::new(RECORD_IN_FLIGHT)),
+        }
+    }
+}
+
+impl Recorder {
+    /// Records `version` on Tenant `name` in the background (waits only for a free slot). A
+    /// failed write is logged: the database is migrated, and the next reconcile finds the tenant
+    /// behind and runs its (no-op) migration again, which records it.
+    async fn record(&self, api: Api<Tenant>, name: String, version: Option<i64>) {
+        let Ok(permit) = self.permits.clone().acquire_owned().await else {
+            return;
+        };
+        let task = async move {
+            if let Err(e) = record_schema_version(&api, &name, version).await {
+                tracing::warn!(tenant = %name, error = %e, "recording status.schemaVersion failed; the next pass records it");
+            }
+            drop(permit);
+        };
+        if let Ok(mut tasks) = self.tasks.lock() {
+            tasks.spawn(task);
+        }
+    }
+
+    /// Waits for every write in flight (called once the rollout started its last tenant: no new
+    /// writes come in meanwhile).
+    async fn flush(&self) {
+        let mut set = match self.tasks.lock() {
+            Ok(mut t) => std::mem::take(&mut *t),
+            Err(_) => return,
+        };
+        while set.join_next().await.is_some() {}
+    }
 }
 
 impl KubeMigrator {
@@ -75,7 +126,7 @@ impl TenantMigrator for KubeMigrator {
                 }
             }
         };
-        let mut outcome = self.pg.migrate(tenant).await;
+        let outcome = self.pg.migrate(tenant).await;
         if outcome.kind != OutcomeKind::Succeeded || self.pg.dry_run {
             return outcome;
         }
@@ -83,18 +134,20 @@ impl TenantMigrator for KubeMigrator {
         // schemaVersion from a cache that has not seen the patch below yet.
         let key = object_key_for::<Tenant>(&self.namespace, &tenant.name);
         self.ctx.set_schema_version(&key, outcome.to_version);
-        if outcome.to_version != tenant.recorded_version
-            && let Err(e) =
-                record_schema_version(&self.tenants, &tenant.name, outcome.to_version).await
-        {
-            outcome.kind = OutcomeKind::Retry;
-            outcome.category = Some("KubernetesError");
-            outcome.message = bounded(&format!(
-                "migrated to version {} but recording status.schemaVersion failed: {e}",
-                version_text(outcome.to_version)
-            ));
+        if outcome.to_version != tenant.recorded_version {
+            self.recording
+                .record(
+                    self.tenants.clone(),
+                    tenant.name.clone(),
+                    outcome.to_version,
+                )
+                .await;
         }
         outcome
+    }
+
+    async fn flush(&self) {
+        self.recording.flush().await;
     }
 }
 

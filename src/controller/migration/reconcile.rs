@@ -287,6 +287,7 @@ pub(crate) async fn reconcile_inner(
             secrets: Api::namespaced(ctx.client().clone(), &ns),
             ctx: ctx.clone(),
             namespace: ns.clone(),
+            recording: Default::default(),
         });
         let config = RolloutConfig {
             max_parallel,

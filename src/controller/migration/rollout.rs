@@ -246,6 +246,13 @@ pub async fn migrate_tenant(
 pub trait TenantMigrator: Send + Sync + 'static {
     /// Migrates one tenant. Errors are reported in the outcome, never as a panic.
     fn migrate(&self, tenant: &RolloutTenant) -> impl Future<Output = TenantOutcome> + Send;
+
+    /// Waits for work the migrator does after a tenant's outcome, off the rollout's critical path
+    /// (the Kubernetes migrator's `status.schemaVersion` writes). Called once before
+    /// [`Rollout::run`] returns.
+    fn flush(&self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
 }
 
 /// The PostgreSQL migrator: [`migrate_tenant`] with a fixed set, target and mode.
@@ -500,6 +507,7 @@ impl<M: TenantMigrator> Rollout<M> {
                 }
             }
         }
+        self.migrator.flush().await;
         if summary.halted.is_none() && cfg.enforce_budget && failures > cfg.failure_budget {
             summary.halted = Some(HaltReason::FailureBudgetExceeded);
         }
