@@ -3,18 +3,48 @@
 #
 #   bench/run.sh           # full run (~15-20 min on 2 cores)
 #   bench/run.sh --quick   # smoke run with tiny N (< 2 min once built); results go to bench/results/quick/
+#   bench/run.sh --check   # the regression guard (CI, scripts/test.sh): a quick run without peers,
+#                          # debug build (the test build's), into a temporary directory, compared
+#                          # with the committed bench/results/check/results.json; fails only on a
+#                          # gross regression (> 3x), printing both figures
+#   bench/run.sh --check --update   # re-records bench/results/check/ (commit it with the change
+#                                   # that moved the figures, and say why)
 #
 # Extra arguments are passed to the driver, e.g. `--only provisioning,fleet` (scenarios:
-# provisioning, fleet, steady, memory, ttr, admission). This is a benchmark, not a test: it is not part of
-# scripts/test.sh or CI (a --quick smoke run may be).
+# provisioning, fleet, steady, memory, ttr, admission). This is a benchmark, not a test: only its
+# --check mode runs in scripts/test.sh and CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 quick=0
-for a in "$@"; do [ "$a" = "--quick" ] && quick=1; done
+check=0
+update=0
+args=()
+for a in "$@"; do
+  case "$a" in
+    --quick) quick=1; args+=("$a") ;;
+    # The figures the guard compares (time to Ready and admission are not: seconds on a shared
+    # machine, not ratios).
+    --check) check=1; quick=1; args+=(--quick --only provisioning,fleet,steady,memory) ;;
+    --update) update=1 ;;
+    *) args+=("$a") ;;
+  esac
+done
 OUT=bench/results
 [ "$quick" = 1 ] && OUT=bench/results/quick
+PROFILE=release
+BASELINE=bench/results/check/results.json
+if [ "$check" = 1 ]; then
+  # Same build as the tests (debug): the guard costs CI no second build of the dependencies.
+  PROFILE=debug
+  if [ "$update" = 1 ]; then
+    OUT=bench/results/check
+  else
+    OUT=$(mktemp -d /tmp/tenantdb-bench-check.XXXXXX)
+    trap 'rm -rf "$OUT"' EXIT
+  fi
+fi
 
 log() { printf '[bench] %s\n' "$*" >&2; }
 
@@ -34,13 +64,16 @@ SQLX_CLI_VERSION=0.9.0
 PEERS=$ROOT/bench/.peers
 DBMATE=$PEERS/node_modules/@dbmate/linux-x64/bin/dbmate
 SQLX=$PEERS/bin/sqlx
-if [ ! -x "$DBMATE" ] || ! "$DBMATE" --version 2>/dev/null | grep -q "$DBMATE_VERSION"; then
+if [ "$check" = 1 ]; then
+  # The guard compares tenantdb with its own committed figures: no peers (nothing to install).
+  DBMATE=/nonexistent/dbmate SQLX=/nonexistent/sqlx
+elif [ ! -x "$DBMATE" ] || ! "$DBMATE" --version 2>/dev/null | grep -q "$DBMATE_VERSION"; then
   log "installing dbmate $DBMATE_VERSION (npm @dbmate/linux-x64) into bench/.peers"
   mkdir -p "$PEERS"
   npm install --prefix "$PEERS" --no-save --no-audit --no-fund --loglevel=error \
     "@dbmate/linux-x64@$DBMATE_VERSION" >&2
 fi
-if [ ! -x "$SQLX" ] || ! "$SQLX" --version 2>/dev/null | grep -q "$SQLX_CLI_VERSION"; then
+if [ "$check" = 0 ] && { [ ! -x "$SQLX" ] || ! "$SQLX" --version 2>/dev/null | grep -q "$SQLX_CLI_VERSION"; }; then
   log "installing sqlx-cli $SQLX_CLI_VERSION (cargo install, postgres + rustls) into bench/.peers"
   # Its own temporary target dir: the shared target/ stays the operator's and the driver's.
   env -u CARGO_TARGET_DIR cargo install sqlx-cli --version "$SQLX_CLI_VERSION" --locked \
@@ -50,14 +83,28 @@ export BENCH_DBMATE="$DBMATE" BENCH_SQLX="$SQLX"
 
 # --- build: the operator (release) and the driver (its own cargo workspace, shared target dir) ----
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-log "building release binaries"
-cargo build --release -p tenantdb
-cargo build --release --manifest-path bench/driver/Cargo.toml
+log "building $PROFILE binaries"
+if [ "$PROFILE" = release ]; then
+  cargo build --locked --release -p tenantdb
+  cargo build --release --manifest-path bench/driver/Cargo.toml
+else
+  cargo build --locked -p tenantdb
+  cargo build --locked --manifest-path bench/driver/Cargo.toml
+fi
+BIN="$CARGO_TARGET_DIR/$PROFILE"
 
 # --- run -----------------------------------------------------------------------------------------
 mkdir -p "$OUT"
-"$CARGO_TARGET_DIR/release/tenantdb-bench" --out "$OUT" --work bench/work \
-  --operator "$CARGO_TARGET_DIR/release/tenantdb" "$@"
+"$BIN/tenantdb-bench" --out "$OUT" --work bench/work --operator "$BIN/tenantdb" "${args[@]}"
+
+if [ "$check" = 1 ]; then
+  if [ "$update" = 1 ]; then
+    log "recorded the guard's baseline: $OUT/results.json"
+  else
+    "$BIN/tenantdb-bench" --compare "$BASELINE" "$OUT/results.json"
+  fi
+  exit $?
+fi
 
 # --- plot (matplotlib in bench/.venv; the run's numbers are already written if this fails) -------
 PY=bench/.venv/bin/python

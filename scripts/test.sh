@@ -35,6 +35,12 @@ cargo test --workspace --locked --no-fail-fast
 step "end-to-end Tenant lifecycle against a lagging cache (TENANTDB_TEST_WATCH_LATENCY_MS=300)"
 TENANTDB_TEST_WATCH_LATENCY_MS=300 cargo test --locked --no-fail-fast --test e2e_lifecycle --test e2e_runtime
 
+# Performance regression guard (issue 18): a quick benchmark run (debug build, no peers) against the
+# committed bench/results/check/results.json; fails only on a gross regression (> 3x), printing both.
+step "performance regression guard (bench/run.sh --check)"
+cargo test --locked --quiet --manifest-path bench/driver/Cargo.toml guard
+bash bench/run.sh --check
+
 step "container image checks without a Docker engine (build context compiles, libraries, user)"
 bash scripts/image-check.sh target/debug/tenantdb
 

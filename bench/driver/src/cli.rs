@@ -1,6 +1,7 @@
 //! Command line of the driver: `--quick`, `--out DIR`, `--work DIR`, `--operator BIN`,
 //! `--only a,b` and `--render-only`, and the scenario sizes of a full and a quick run ([`Cfg`]).
-//! `--render-only` re-renders `summary.md` from an existing `results.json` and exits.
+//! `--render-only` re-renders `summary.md` from an existing `results.json` and exits;
+//! `--compare BASELINE CURRENT [--factor F]` runs the regression guard and exits.
 
 use std::path::PathBuf;
 
@@ -31,6 +32,12 @@ pub enum Command {
     Run(Box<Cfg>),
     /// `--render-only`: re-render `summary.md` from `<out>/results.json`.
     RenderOnly(PathBuf),
+    /// `--compare BASELINE CURRENT [--factor F]`: the regression guard ([`crate::guard`]).
+    Compare {
+        baseline: PathBuf,
+        current: PathBuf,
+        factor: f64,
+    },
 }
 
 pub fn parse_args() -> Result<Command> {
@@ -40,6 +47,8 @@ pub fn parse_args() -> Result<Command> {
     let mut operator = PathBuf::from("target/release/tenantdb");
     let mut only = None;
     let mut render_only = false;
+    let mut compare: Option<(PathBuf, PathBuf)> = None;
+    let mut factor = 3.0;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -48,6 +57,18 @@ pub fn parse_args() -> Result<Command> {
             "--work" => work = PathBuf::from(args.next().context("--work DIR")?),
             "--operator" => operator = PathBuf::from(args.next().context("--operator BIN")?),
             "--render-only" => render_only = true,
+            "--compare" => {
+                let b = args.next().context("--compare BASELINE CURRENT")?;
+                let c = args.next().context("--compare BASELINE CURRENT")?;
+                compare = Some((PathBuf::from(b), PathBuf::from(c)));
+            }
+            "--factor" => {
+                factor = args
+                    .next()
+                    .context("--factor F")?
+                    .parse()
+                    .context("--factor F")?
+            }
             "--only" => {
                 only = Some(
                     args.next()
@@ -62,6 +83,13 @@ pub fn parse_args() -> Result<Command> {
     }
     if render_only {
         return Ok(Command::RenderOnly(out));
+    }
+    if let Some((baseline, current)) = compare {
+        return Ok(Command::Compare {
+            baseline,
+            current,
+            factor,
+        });
     }
     let operator = std::fs::canonicalize(&operator)
         .with_context(|| format!("operator binary {}", operator.display()))?;

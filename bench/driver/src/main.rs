@@ -12,6 +12,7 @@ mod common;
 mod env;
 mod fleet;
 mod floor;
+mod guard;
 mod memory;
 mod peers;
 mod provisioning;
@@ -38,6 +39,35 @@ async fn main() -> Result<()> {
             let summary = report::summary(&r);
             std::fs::write(out.join("summary.md"), &summary)?;
             print!("{summary}");
+            return Ok(());
+        }
+        cli::Command::Compare {
+            baseline,
+            current,
+            factor,
+        } => {
+            let read = |p: &std::path::Path| -> Result<Value> {
+                Ok(serde_json::from_str(&std::fs::read_to_string(p)?)?)
+            };
+            let (b, c) = (read(&baseline)?, read(&current)?);
+            let figures = guard::figures(&b, &c);
+            let (table, ok) = guard::report(&figures, factor);
+            println!(
+                "Regression guard: {} (committed, rev {}) vs {} (this run, rev {})\n",
+                baseline.display(),
+                b["git_revision"],
+                current.display(),
+                c["git_revision"]
+            );
+            print!("{table}");
+            if figures.is_empty() {
+                anyhow::bail!("nothing to compare");
+            }
+            if !ok {
+                anyhow::bail!(
+                    "gross performance regression (more than {factor}× the committed figure)"
+                );
+            }
             return Ok(());
         }
     };
