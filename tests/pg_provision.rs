@@ -6,23 +6,13 @@ use tenantdb_testkit::fixtures as common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{admin, connect_as, names, pg};
+use common::{admin, connect_as, names, pg, provision};
 use sqlx::{Executor, Row};
 use tenantdb::crd::Isolation;
 use tenantdb::naming::Ident;
 use tenantdb::pg::plan::{Desired, Slot, Step, plan};
 use tenantdb::pg::{PgAdmin, PgSettings};
 use tenantdb::scram::generate_password;
-
-async fn provision(admin: &PgAdmin, desired: &Desired) -> Vec<Step> {
-    let observed = admin
-        .observe(&desired.names, &desired.password)
-        .await
-        .unwrap();
-    let steps = plan(desired, &observed).unwrap();
-    admin.apply(desired, &steps).await.unwrap();
-    steps
-}
 
 fn desired(ns: &str, name: &str, iso: Isolation) -> Desired {
     Desired::simple(names(ns, name, iso), generate_password())

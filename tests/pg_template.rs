@@ -7,7 +7,7 @@
 
 use tenantdb_testkit::fixtures as common;
 
-use common::{admin, names};
+use common::{admin, names, provision};
 use sqlx::{Connection, PgConnection};
 use tenantdb::crd::Isolation;
 use tenantdb::migrate::{self, Migration, MigrationSet, MigrationTarget};
@@ -17,16 +17,6 @@ use tenantdb::pg::plan::{Desired, Step, plan};
 use tenantdb::pg::session::Credentials;
 use tenantdb::pg::template::{TEMPLATE_OWNER, template_name};
 use tenantdb::scram::generate_password;
-
-async fn provision(admin: &PgAdmin, desired: &Desired) -> Vec<Step> {
-    let observed = admin
-        .observe(&desired.names, &desired.password)
-        .await
-        .unwrap();
-    let steps = plan(desired, &observed).unwrap();
-    admin.apply(desired, &steps).await.unwrap();
-    steps
-}
 
 /// Migrates the tenant to the latest version of `set` logged in as the tenant; returns the
 /// number of steps that ran.

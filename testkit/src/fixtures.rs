@@ -53,3 +53,17 @@ pub async fn connect_as(
         .connect()
         .await
 }
+
+/// Observes, plans and applies `desired` (one reconcile's PostgreSQL part); returns the steps.
+pub async fn provision(
+    admin: &PgAdmin,
+    desired: &tenantdb::pg::plan::Desired,
+) -> Vec<tenantdb::pg::plan::Step> {
+    let observed = admin
+        .observe(&desired.names, &desired.password)
+        .await
+        .expect("observe");
+    let steps = tenantdb::pg::plan::plan(desired, &observed).expect("plan");
+    admin.apply(desired, &steps).await.expect("apply");
+    steps
+}

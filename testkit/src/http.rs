@@ -20,16 +20,35 @@ pub fn http_addr(log: &str) -> Option<String> {
 
 /// A plain HTTP/1.1 GET: (status code, whole response). Status 0 when nothing answers.
 pub async fn http_get(addr: &str, path: &str) -> (u16, String) {
+    request(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+    )
+    .await
+}
+
+/// An HTTP/1.0 GET (the server answers without chunked encoding, e.g. Prometheus's API): (status
+/// code, body). Status 0 when nothing answers.
+pub async fn http10_get_body(addr: &str, path: &str) -> (u16, String) {
+    let (code, buf) = request(
+        addr,
+        &format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n"),
+    )
+    .await;
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (code, body)
+}
+
+/// Sends `request` and reads the response until the server closes: (status code, response).
+async fn request(addr: &str, request: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
         return (0, String::new());
     };
-    if s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .is_err()
-    {
+    if s.write_all(request.as_bytes()).await.is_err() {
         return (0, String::new());
     }
     let mut buf = String::new();

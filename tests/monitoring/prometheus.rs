@@ -66,7 +66,11 @@ impl Prometheus {
             });
         let p = Prometheus { addr, dir, child };
         wait_for(T, "Prometheus /-/ready", || async {
-            (get(&p.addr, "/-/ready").await.0 == 200).then_some(())
+            (tenantdb_testkit::http::http10_get_body(&p.addr, "/-/ready")
+                .await
+                .0
+                == 200)
+                .then_some(())
         })
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", p.log()));
@@ -91,7 +95,7 @@ impl Prometheus {
 
     /// `data` of a successful API answer.
     async fn api(&self, path: &str) -> Option<Value> {
-        let (code, body) = get(&self.addr, path).await;
+        let (code, body) = tenantdb_testkit::http::http10_get_body(&self.addr, path).await;
         let v: Value = serde_json::from_str(&body).ok()?;
         (code == 200 && v["status"] == "success").then(|| v["data"].clone())
     }
@@ -128,30 +132,4 @@ impl Prometheus {
             .find(|g| g["name"] == name)?;
         group["lastEvaluation"].as_str()?.parse().ok()
     }
-}
-
-/// HTTP/1.0 GET (no chunked encoding): (status, body).
-async fn get(addr: &str, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
-        return (0, String::new());
-    };
-    if s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-        .await
-        .is_err()
-    {
-        return (0, String::new());
-    }
-    let mut buf = String::new();
-    let _ = s.read_to_string(&mut buf).await;
-    let code = buf
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = buf
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    (code, body)
 }
