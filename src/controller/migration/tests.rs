@@ -169,6 +169,45 @@ fn tenant_events_trigger_migrations_only_when_rollout_facts_change() {
     assert_eq!(trigger.len(), 1);
 }
 
+#[test]
+fn a_tenant_reaching_a_rollouts_target_version_does_not_trigger_it() {
+    let (store, mut writer) = kube::runtime::reflector::store::<TenantMigration>();
+    let mut at9 = tm_obj(
+        "at9",
+        json!({"selector": {"matchLabels": {"tier": "gold"}}}),
+    );
+    at9.status = Some(serde_json::from_value(json!({"targetVersion": 9})).unwrap());
+    let mut at10 = tm_obj(
+        "at10",
+        json!({"selector": {"matchLabels": {"tier": "gold"}}}),
+    );
+    at10.status = Some(serde_json::from_value(json!({"targetVersion": 10})).unwrap());
+    for tm in [at9, at10, tm_obj("fresh", json!({"tenant": "a"}))] {
+        writer.apply_watcher_event(&watcher::Event::Apply(tm));
+    }
+    let trigger = TenantTrigger::default();
+    let fire = |t: &Tenant| {
+        let mut v: Vec<String> = trigger
+            .migrations_for(&store, t)
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        v.sort();
+        v
+    };
+    let at = |v: i64| tenant_obj("a", "gold", json!({"phase": "Ready", "schemaVersion": v}));
+    assert_eq!(fire(&at(8)), ["at10", "at9", "fresh"]);
+    // 8 → 9: the rollout to 9 migrated it (its pass reports it); the others look.
+    assert_eq!(fire(&at(9)), ["at10", "fresh"]);
+    // 9 → 10 likewise; 10 → 8 (a rollback elsewhere) concerns every rollout.
+    assert_eq!(fire(&at(10)), ["at9", "fresh"]);
+    assert_eq!(fire(&at(8)), ["at10", "at9", "fresh"]);
+    // Reaching the target together with another change (here: Ready again) still triggers.
+    let failed = tenant_obj("a", "gold", json!({"phase": "Failed", "schemaVersion": 8}));
+    fire(&failed);
+    assert_eq!(fire(&at(9)), ["at10", "at9", "fresh"]);
+}
+
 fn names(n: usize) -> Vec<RolloutTenant> {
     (0..n).map(|i| rt(&format!("t{i:02}"))).collect()
 }

@@ -61,12 +61,27 @@ impl TenantTrigger {
         if before.as_ref() == Some(&now) {
             return Vec::new();
         }
+        // A Tenant that only reached a TenantMigration's target version was migrated by that
+        // rollout (whose pass reports it when it ends) or by another one: nothing for it to do.
+        // Without this, every migrated tenant's schemaVersion event re-classified the whole
+        // fleet once the pass had ended (O(N²) per rollout, bench/README.md finding 10).
+        let reached = before.as_ref().is_some_and(|b| {
+            b.schema_version != now.schema_version
+                && TenantFacts {
+                    schema_version: now.schema_version,
+                    ..b.clone()
+                } == now
+        });
+        let reached_version = now.schema_version;
         let old_labels = before.map(|b| b.labels).filter(|l| *l != now.labels);
         self.seen.set(&key, now);
         let (ns, name) = (tenant.namespace(), tenant.name_any());
         store
             .state()
             .into_iter()
+            .filter(|m| {
+                !(reached && m.status.as_ref().and_then(|st| st.target_version) == reached_version)
+            })
             .filter(|m| {
                 m.namespace() == ns
                     && (targets(m, tenant)
