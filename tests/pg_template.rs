@@ -217,6 +217,14 @@ async fn a_tenant_copied_from_the_template_is_identical_to_a_replayed_one() {
     // The other cases share the template (one test: a new set drops the other templates).
     a_crash_between_the_copy_and_its_mark_is_completed(&admin, &set, &tpl).await;
     a_new_migration_set_gets_a_new_template_and_the_old_one_goes(&admin).await;
+    // No statement of all this failed on the server (a failure the code ignores would hide here).
+    let errors: Vec<String> = common::pg()
+        .log()
+        .lines()
+        .filter(|l| l.contains("ERROR:"))
+        .map(str::to_string)
+        .collect();
+    assert!(errors.is_empty(), "statements failed: {errors:#?}");
 }
 
 async fn a_crash_between_the_copy_and_its_mark_is_completed(

@@ -131,13 +131,18 @@ impl PgAdmin {
         }
         let pool = self.admin()?;
         let owner = template_owner()?;
-        // A build cut short earlier (no mark) is thrown away.
-        sqlx::raw_sql(ddl(format!(
-            "ALTER DATABASE IF EXISTS {name} WITH IS_TEMPLATE false"
-        )))
-        .execute(pool)
-        .await
-        .ok();
+        // A build cut short earlier (no mark) is thrown away (a template must be unmarked as
+        // one before it can be dropped).
+        let is_template: Option<bool> =
+            sqlx::query_scalar("SELECT datistemplate FROM pg_database WHERE datname = $1")
+                .bind(name.as_str())
+                .fetch_optional(pool)
+                .await?;
+        if is_template == Some(true) {
+            sqlx::raw_sql(ddl(format!("ALTER DATABASE {name} WITH IS_TEMPLATE false")))
+                .execute(pool)
+                .await?;
+        }
         sqlx::raw_sql(ddl(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
             .execute(pool)
             .await?;
