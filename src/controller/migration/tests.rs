@@ -170,19 +170,22 @@ fn tenant_events_trigger_migrations_only_when_rollout_facts_change() {
 }
 
 #[test]
-fn a_tenant_reaching_a_rollouts_target_version_does_not_trigger_it() {
+fn schema_version_moves_trigger_only_the_rollouts_they_concern() {
     let (store, mut writer) = kube::runtime::reflector::store::<TenantMigration>();
-    let mut at9 = tm_obj(
-        "at9",
-        json!({"selector": {"matchLabels": {"tier": "gold"}}}),
-    );
-    at9.status = Some(serde_json::from_value(json!({"targetVersion": 9})).unwrap());
-    let mut at10 = tm_obj(
-        "at10",
-        json!({"selector": {"matchLabels": {"tier": "gold"}}}),
-    );
-    at10.status = Some(serde_json::from_value(json!({"targetVersion": 10})).unwrap());
-    for tm in [at9, at10, tm_obj("fresh", json!({"tenant": "a"}))] {
+    let with_status = |name: &str, status: serde_json::Value| {
+        let mut tm = tm_obj(name, json!({"selector": {"matchLabels": {"tier": "gold"}}}));
+        tm.status = Some(serde_json::from_value(status).unwrap());
+        tm
+    };
+    for tm in [
+        with_status("done9", json!({"targetVersion": 9, "phase": "Succeeded"})),
+        with_status("done10", json!({"targetVersion": 10, "phase": "Succeeded"})),
+        with_status(
+            "running10",
+            json!({"targetVersion": 10, "phase": "Running"}),
+        ),
+        tm_obj("fresh", json!({"tenant": "a"})),
+    ] {
         writer.apply_watcher_event(&watcher::Event::Apply(tm));
     }
     let trigger = TenantTrigger::default();
@@ -196,16 +199,18 @@ fn a_tenant_reaching_a_rollouts_target_version_does_not_trigger_it() {
         v
     };
     let at = |v: i64| tenant_obj("a", "gold", json!({"phase": "Ready", "schemaVersion": v}));
-    assert_eq!(fire(&at(8)), ["at10", "at9", "fresh"]);
-    // 8 → 9: the rollout to 9 migrated it (its pass reports it); the others look.
-    assert_eq!(fire(&at(9)), ["at10", "fresh"]);
-    // 9 → 10 likewise; 10 → 8 (a rollback elsewhere) concerns every rollout.
-    assert_eq!(fire(&at(10)), ["at9", "fresh"]);
-    assert_eq!(fire(&at(8)), ["at10", "at9", "fresh"]);
-    // Reaching the target together with another change (here: Ready again) still triggers.
+    assert_eq!(fire(&at(8)), ["done10", "done9", "fresh", "running10"]);
+    // 8 → 9: done9's target reached (its pass reported it); done10 completed and 8, 9 are both
+    // not its target: neither is triggered. A running rollout and one without status are.
+    assert_eq!(fire(&at(9)), ["fresh", "running10"]);
+    // 9 → 10: leaving done9's target is news to it; reaching 10 is not news to the rollouts to 10.
+    assert_eq!(fire(&at(10)), ["done9", "fresh"]);
+    // 10 → 8 (a rollback elsewhere): news to the rollouts to 10, not to done9.
+    assert_eq!(fire(&at(8)), ["done10", "fresh", "running10"]);
+    // A version move together with another change (here: Ready again) is news to every one.
     let failed = tenant_obj("a", "gold", json!({"phase": "Failed", "schemaVersion": 8}));
     fire(&failed);
-    assert_eq!(fire(&at(9)), ["at10", "at9", "fresh"]);
+    assert_eq!(fire(&at(9)), ["done10", "done9", "fresh", "running10"]);
 }
 
 fn names(n: usize) -> Vec<RolloutTenant> {

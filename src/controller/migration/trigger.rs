@@ -61,27 +61,21 @@ impl TenantTrigger {
         if before.as_ref() == Some(&now) {
             return Vec::new();
         }
-        // A Tenant that only reached a TenantMigration's target version was migrated by that
-        // rollout (whose pass reports it when it ends) or by another one: nothing for it to do.
-        // Without this, every migrated tenant's schemaVersion event re-classified the whole
-        // fleet once the pass had ended (O(N²) per rollout, bench/README.md finding 10).
-        let reached = before.as_ref().is_some_and(|b| {
-            b.schema_version != now.schema_version
+        let version_moved = before.as_ref().and_then(|b| {
+            (b.schema_version != now.schema_version
                 && TenantFacts {
                     schema_version: now.schema_version,
                     ..b.clone()
-                } == now
+                } == now)
+                .then_some((b.schema_version, now.schema_version))
         });
-        let reached_version = now.schema_version;
         let old_labels = before.map(|b| b.labels).filter(|l| *l != now.labels);
         self.seen.set(&key, now);
         let (ns, name) = (tenant.namespace(), tenant.name_any());
         store
             .state()
             .into_iter()
-            .filter(|m| {
-                !(reached && m.status.as_ref().and_then(|st| st.target_version) == reached_version)
-            })
+            .filter(|m| version_move_is_news_to(m, version_moved))
             .filter(|m| {
                 m.namespace() == ns
                     && (targets(m, tenant)
@@ -107,4 +101,30 @@ impl TenantTrigger {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Whether a Tenant whose only change is its schemaVersion (`from` → `to`) matters to `tm`
+/// (`version_moved` is `None` when something else changed: always news). Not news: the tenant
+/// reached `tm`'s target version (its pass reports it when it ends), or `tm` has completed and the
+/// tenant moves between versions that are both not its target (a newer rollout; `tm` lists it as
+/// skipped either way and refreshes the version in that message at its resync). Without this,
+/// every migrated tenant's event re-classified the whole fleet once for each older
+/// TenantMigration selecting it: O(TenantMigrations × N²) per rollout (bench/README.md, finding 10).
+fn version_move_is_news_to(
+    tm: &TenantMigration,
+    version_moved: Option<(Option<i64>, Option<i64>)>,
+) -> bool {
+    let Some((from, to)) = version_moved else {
+        return true;
+    };
+    let Some(status) = tm.status.as_ref() else {
+        return true;
+    };
+    let Some(target) = status.target_version else {
+        return true;
+    };
+    let completed = status.phase == crate::crd::MigrationPhase::Succeeded;
+    let reached = to == Some(target);
+    let elsewhere = completed && from != Some(target) && to != Some(target);
+    !(reached || elsewhere)
 }
