@@ -518,6 +518,8 @@ async fn bad_input_corpus_is_refused_without_side_effects() {
             r == "postgres"
                 || r == "legacy_role"
                 || r == "tenantdb_shared_connect"
+                // The role template databases are built as (docs/security.md).
+                || r == "tenantdb_template_owner"
                 || tenant_roles.contains(r),
             "unexpected role {r}"
         );
@@ -532,6 +534,8 @@ async fn bad_input_corpus_is_refused_without_side_effects() {
                 "legacy_app"
             ]
             .contains(&d.as_str())
+                // The template database of `database` tenants (docs/operations.md).
+                || d.starts_with("tenantdb_tpl_")
                 || tenant_dbs.contains(d),
             "unexpected database {d}"
         );
