@@ -217,6 +217,7 @@ async fn a_tenant_copied_from_the_template_is_identical_to_a_replayed_one() {
     // The other cases share the template (one test: a new set drops the other templates).
     a_crash_between_the_copy_and_its_mark_is_completed(&admin, &set, &tpl).await;
     a_new_migration_set_gets_a_new_template_and_the_old_one_goes(&admin).await;
+    a_foreign_role_or_database_of_a_templates_name_is_never_used_or_dropped().await;
     // No statement of all this failed on the server (a failure the code ignores would hide here).
     let errors: Vec<String> = common::pg()
         .log()
@@ -303,4 +304,56 @@ async fn a_new_migration_set_gets_a_new_template_and_the_old_one_goes(admin: &Pg
         vec![second.as_str().to_string()],
         "earlier templates dropped"
     );
+}
+
+async fn a_foreign_role_or_database_of_a_templates_name_is_never_used_or_dropped() {
+    let set = MigrationSet::new(vec![Migration::new(
+        1,
+        "foreign",
+        "CREATE TABLE f (id int PRIMARY KEY)",
+        None,
+    )])
+    .unwrap();
+    let name = template_name(&set).unwrap();
+    let pool = common::admin();
+    let pool = pool.admin_pool();
+    // A database of the template's name that someone else marked: refused, kept.
+    for sql in [
+        format!("CREATE DATABASE {name}"),
+        format!("COMMENT ON DATABASE {name} IS 'someone else'"),
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(pool)
+            .await
+            .unwrap();
+    }
+    let err = common::admin().ensure_template(&set).await.unwrap_err();
+    assert!(
+        err.to_string().contains("not a template of the operator"),
+        "{err}"
+    );
+    let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname = $1")
+        .bind(name.as_str())
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(kept, 1, "a foreign database is never dropped");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE {name}")))
+        .execute(pool)
+        .await
+        .unwrap();
+    // The build role without the operator's mark (someone else's role of that name): refused.
+    sqlx::raw_sql("COMMENT ON ROLE tenantdb_template_owner IS 'someone else'")
+        .execute(pool)
+        .await
+        .unwrap();
+    let err = common::admin().ensure_template(&set).await.unwrap_err();
+    assert!(
+        err.to_string().contains("not the operator's template role"),
+        "{err}"
+    );
+    sqlx::raw_sql("COMMENT ON ROLE tenantdb_template_owner IS 'tenantdb.io/template-owner'")
+        .execute(pool)
+        .await
+        .unwrap();
 }

@@ -33,7 +33,7 @@ const T: Duration = Duration::from_secs(60);
 
 /// Cases in the corpus: 59 at creation (`bad_inputs::creation_cases`), 5 conflicts, 5 updates,
 /// 1 unknown field pruned.
-const EXPECTED_CASES: usize = 70;
+const EXPECTED_CASES: usize = 72;
 
 fn dyn_api(env: &Env, ns: &str) -> Api<DynamicObject> {
     Api::namespaced_with(env.client.clone(), ns, &ApiResource::erase::<Tenant>(&()))

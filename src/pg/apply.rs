@@ -95,19 +95,38 @@ impl PgAdmin {
         let pool = self.admin()?;
         crate::fence::check()?;
         if let Err(e) = sqlx::raw_sql(ddl(create.clone())).execute(pool).await {
-            // A template dropped behind our back: look for (or build) it again next time.
-            self.forget_template().await;
+            // The template dropped behind our back (3D000) or open (55006): set it aside.
+            let code = e
+                .as_database_error()
+                .and_then(|d| d.code())
+                .map(|c| c.to_string());
+            if matches!(code.as_deref(), Some("3D000" | "55006")) {
+                self.forget_template().await;
+            }
             return Err(e.into());
         }
         let n = &desired.names;
+        // Nobody but the tenant connects to the copy from now on (the plan's
+        // RevokePublicOnDatabase follows too; this closes the window before the hand-over).
+        crate::fence::check()?;
+        sqlx::raw_sql(ddl(format!(
+            "REVOKE ALL ON DATABASE {} FROM PUBLIC",
+            n.database
+        )))
+        .execute(pool)
+        .await?;
         if let Err(e) = self.adopt_template_objects(&n.database, &n.role).await {
             self.forget_template().await;
-            let _ = sqlx::raw_sql(ddl(format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                n.database
-            )))
-            .execute(pool)
-            .await;
+            // Only the leader drops the copy it just made (a deposed one leaves it to the next
+            // reconcile's MarkDatabase, which completes the hand-over).
+            if crate::fence::check().is_ok() {
+                let _ = sqlx::raw_sql(ddl(format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    n.database
+                )))
+                .execute(pool)
+                .await;
+            }
             return Err(e);
         }
         for s in rest {

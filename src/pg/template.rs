@@ -29,6 +29,9 @@ pub const TEMPLATE_PREFIX: &str = "tenantdb_tpl_";
 /// Comment prefix marking a finished template.
 const MARK_PREFIX: &str = "tenantdb.io/template=";
 
+/// Comment marking the build role as the operator's.
+const OWNER_MARK: &str = "tenantdb.io/template-owner";
+
 /// How long after a failed build tenants are created from `template0` before the next try.
 const RETRY_FAILED_BUILD: std::time::Duration = std::time::Duration::from_secs(300);
 
@@ -96,10 +99,20 @@ impl PgAdmin {
         // which the build needs): operators sharing the server build one template at a time, and
         // a crashed builder's lock goes with its session.
         let mut lock = self.connect_maintenance().await?;
-        sqlx::query("SELECT pg_advisory_lock($1)")
-            .bind(TEMPLATE_LOCK)
+        // Another operator's build (or a stuck session of one) is waited for a bounded time:
+        // tenants are created from template0 meanwhile.
+        sqlx::raw_sql("SET lock_timeout = '60s'")
             .execute(&mut lock)
             .await?;
+        if let Err(e) = sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(TEMPLATE_LOCK)
+            .execute(&mut lock)
+            .await
+        {
+            let _ = lock.close().await;
+            warn!(error = %e, "template build lock not obtained; creating from template0 meanwhile");
+            return Ok(None);
+        }
         let result = self.build_template(set, &name, &mark).await;
         let _ = lock.close().await;
         match result {
@@ -133,12 +146,21 @@ impl PgAdmin {
         let owner = template_owner()?;
         // A build cut short earlier (no mark) is thrown away (a template must be unmarked as
         // one before it can be dropped).
-        let is_template: Option<bool> =
-            sqlx::query_scalar("SELECT datistemplate FROM pg_database WHERE datname = $1")
-                .bind(name.as_str())
-                .fetch_optional(pool)
-                .await?;
-        if is_template == Some(true) {
+        let existing: Option<(bool, Option<String>)> = sqlx::query_as(
+            "SELECT datistemplate, shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1",
+        )
+        .bind(name.as_str())
+        .fetch_optional(pool)
+        .await?;
+        if let Some((_, Some(c))) = &existing
+            && !c.starts_with(MARK_PREFIX)
+        {
+            return Err(Error::Conflict(format!(
+                "database {} exists and is not a template of the operator ({c}): template databases are off until it is removed",
+                name.as_str()
+            )));
+        }
+        if existing.is_some_and(|(t, _)| t) {
             sqlx::raw_sql(ddl(format!("ALTER DATABASE {name} WITH IS_TEMPLATE false")))
                 .execute(pool)
                 .await?;
@@ -146,19 +168,35 @@ impl PgAdmin {
         sqlx::raw_sql(ddl(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
             .execute(pool)
             .await?;
-        let exists: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
-                .bind(TEMPLATE_OWNER)
-                .fetch_one(pool)
+        let role: Option<Option<String>> = sqlx::query_scalar(
+            "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1",
+        )
+        .bind(TEMPLATE_OWNER)
+        .fetch_optional(pool)
+        .await?;
+        match role {
+            None => {
+                sqlx::raw_sql(ddl(format!(
+                    "CREATE ROLE {owner} NOLOGIN; COMMENT ON ROLE {owner} IS {}",
+                    lit(OWNER_MARK)?
+                )))
+                .execute(pool)
                 .await?;
-        if !exists {
-            sqlx::raw_sql(ddl(format!(
-                "CREATE ROLE {owner} NOLOGIN; COMMENT ON ROLE {owner} IS {}",
-                lit("tenantdb.io/template-owner")?
-            )))
-            .execute(pool)
-            .await?;
+            }
+            Some(Some(c)) if c == OWNER_MARK => {}
+            Some(_) => {
+                return Err(Error::Conflict(format!(
+                    "role {TEMPLATE_OWNER} exists and is not the operator's template role (no {OWNER_MARK} comment): template databases are off until it is removed"
+                )));
+            }
         }
+        // A non-superuser admin (CREATEROLE) acts for the role only as a member: the clones'
+        // REASSIGN OWNED needs it.
+        sqlx::raw_sql(ddl(format!(
+            "DO $$ BEGIN IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN EXECUTE 'GRANT {owner} TO ' || quote_ident(current_user); END IF; END $$"
+        )))
+        .execute(pool)
+        .await?;
         // The database stays the admin's (the owner role never owns a shared object, so the
         // `REASSIGN OWNED` in a clone touches nothing outside it); the owner role may connect and
         // create in `public` for the build only.

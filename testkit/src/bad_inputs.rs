@@ -251,6 +251,20 @@ pub fn creation_cases() -> Vec<Case> {
             db_name("tenantdb_shared"),
             "InvalidSpec",
         ),
+        // The template databases' build role and names (a tenant owning them would own every
+        // new copy's objects until the hand-over, or have its database dropped as a stale build).
+        cond(
+            "db-template-owner",
+            "zq-db-template-owner",
+            db_name("tenantdb_template_owner"),
+            "InvalidSpec",
+        ),
+        cond(
+            "db-template-name",
+            "zq-db-template-name",
+            db_name("tenantdb_tpl_0123456789ab"),
+            "InvalidSpec",
+        ),
         // --- spec.credentials.secretName ----------------------------------------------------
         hostile(
             rejected(

@@ -33,14 +33,36 @@ fn num(v: &Value) -> Option<f64> {
 /// `--only` compares what it ran).
 pub fn figures(baseline: &Value, current: &Value) -> Vec<Figure> {
     let mut out = Vec::new();
+    // Which scenarios this run has at all (a run with `--only` compares what it ran).
+    let current_ran = |name: &str| {
+        let key = if name.starts_with("provisioning") {
+            "provisioning"
+        } else if name.starts_with("fleet") {
+            "fleet_migration"
+        } else if name.starts_with("steady") {
+            "steady_state"
+        } else {
+            "memory"
+        };
+        !current[key].is_null()
+    };
     let mut push = |name: String, b: Option<f64>, c: Option<f64>, floor: f64| {
-        if let (Some(baseline), Some(current)) = (b, c) {
-            out.push(Figure {
+        match (b, c) {
+            (Some(baseline), Some(current)) => out.push(Figure {
                 name,
                 baseline,
                 current,
                 floor,
-            });
+            }),
+            // A figure the committed run has and this one lost (a scenario that stopped
+            // producing it) is a regression too.
+            (Some(baseline), None) if current_ran(&name) => out.push(Figure {
+                name,
+                baseline,
+                current: f64::INFINITY,
+                floor,
+            }),
+            _ => {}
         }
     };
     // Provisioning: the operator against psql with the same parallelism.
@@ -180,6 +202,16 @@ mod tests {
         // A baseline of 0 status writes: a few are noise, ten are not.
         assert!(report(&figures(&base, &run(1.0, 2.0, 9)), 3.0).1);
         assert!(!report(&figures(&base, &run(1.0, 2.0, 10)), 3.0).1);
+    }
+
+    #[test]
+    fn a_figure_lost_by_a_scenario_that_ran_fails() {
+        let base = run(1.0, 2.0, 0);
+        let mut cur = run(1.0, 2.0, 0);
+        cur["fleet_migration"]["rows"][0]["ratio"] = Value::Null;
+        let figs = figures(&base, &cur);
+        assert_eq!(figs.len(), 7);
+        assert!(!report(&figs, 3.0).1, "a lost figure is a regression");
     }
 
     #[test]

@@ -47,15 +47,17 @@ impl Default for Recorder {
 
 impl Recorder {
     /// Records `version` on Tenant `name` in the background (waits only for a free slot). A
-    /// failed write is logged: the database is migrated, and the next reconcile finds the tenant
-    /// behind and runs its (no-op) migration again, which records it.
+    /// failed write is logged: the database is migrated and this process's memo says so
+    /// (`Context::set_schema_version`), so the Tenant controller's next status write carries the
+    /// version; after a restart the rollout finds the tenant behind and its no-op migration
+    /// records it.
     async fn record(&self, api: Api<Tenant>, name: String, version: Option<i64>) {
         let Ok(permit) = self.permits.clone().acquire_owned().await else {
             return;
         };
         let task = async move {
             if let Err(e) = record_schema_version(&api, &name, version).await {
-                tracing::warn!(tenant = %name, error = %e, "recording status.schemaVersion failed; the next pass records it");
+                tracing::warn!(tenant = %name, error = %e, "recording status.schemaVersion failed; the Tenant controller's next status write carries it");
             }
             drop(permit);
         };

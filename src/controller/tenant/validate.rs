@@ -123,6 +123,15 @@ pub(super) fn explicit_name_violation(
         ),
     ];
     for (field, name) in explicit {
+        // The template databases and their build role (any name of that shape, with any policy).
+        if let Some(name) = name
+            && (name == crate::pg::template::TEMPLATE_OWNER
+                || name.starts_with(crate::pg::template::TEMPLATE_PREFIX))
+        {
+            return Ok(Some(format!(
+                "{field} {name:?} is reserved for the operator's template databases"
+            )));
+        }
         if let Some(name) = name
             && let Err(e) = crate::naming::check_explicit_name(
                 ctx.settings().explicit_names,
