@@ -95,6 +95,21 @@ fn tm_obj(name: &str, target: serde_json::Value) -> TenantMigration {
     .unwrap()
 }
 
+/// The names of the TenantMigrations `trigger` triggers for this event of `t`, sorted.
+fn fired(
+    trigger: &TenantTrigger,
+    store: &kube::runtime::reflector::Store<TenantMigration>,
+    t: &Tenant,
+) -> Vec<String> {
+    let mut v: Vec<String> = trigger
+        .migrations_for(store, t)
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    v.sort();
+    v
+}
+
 #[test]
 fn tenant_events_trigger_migrations_only_when_rollout_facts_change() {
     let (store, mut writer) = kube::runtime::reflector::store::<TenantMigration>();
@@ -112,15 +127,7 @@ fn tenant_events_trigger_migrations_only_when_rollout_facts_change() {
         writer.apply_watcher_event(&watcher::Event::Apply(tm));
     }
     let trigger = TenantTrigger::default();
-    let fire = |t: &Tenant| {
-        let mut v: Vec<String> = trigger
-            .migrations_for(&store, t)
-            .into_iter()
-            .map(|r| r.name)
-            .collect();
-        v.sort();
-        v
-    };
+    let fire = |t: &Tenant| fired(&trigger, &store, t);
     let ready = json!({"phase": "Ready", "schemaVersion": 7, "usage": {"storageBytes": 1}});
     let a = tenant_obj("a", "gold", ready.clone());
     // First sight: the selecting TenantMigrations.
@@ -189,15 +196,7 @@ fn schema_version_moves_trigger_only_the_rollouts_they_concern() {
         writer.apply_watcher_event(&watcher::Event::Apply(tm));
     }
     let trigger = TenantTrigger::default();
-    let fire = |t: &Tenant| {
-        let mut v: Vec<String> = trigger
-            .migrations_for(&store, t)
-            .into_iter()
-            .map(|r| r.name)
-            .collect();
-        v.sort();
-        v
-    };
+    let fire = |t: &Tenant| fired(&trigger, &store, t);
     let at = |v: i64| tenant_obj("a", "gold", json!({"phase": "Ready", "schemaVersion": v}));
     assert_eq!(fire(&at(8)), ["done10", "done9", "fresh", "running10"]);
     // 8 → 9: done9's target reached (its pass reported it); done10 completed and 8, 9 are both
