@@ -15,8 +15,10 @@
 #   4. every rendered built-in object (plus the CRDs, tests/e2e/manifests, deploy/argocd/argocd-cm.yaml)
 #      passes kubernetes-validate --strict for the newest Kubernetes version it knows; custom kinds of
 #      other projects (ServiceMonitor, PrometheusRule) are skipped: kubernetes-validate has no schema for them.
-#      Our own custom resources (examples/, Argo CD fixtures) are validated against the CRD schemas
-#      in crds/ instead, with unknown fields as errors (kinds without a CRD yet are reported, skipped)
+#      Our own custom resources (examples/, Argo CD fixtures, the chart's DatabaseServers) are validated
+#      against the CRD schemas in crds/ instead, with unknown fields as errors, and a cluster-scoped one
+#      must have no namespace (kinds without a CRD yet are reported, skipped); built-in kinds next to
+#      them in examples/ (Secret, ConfigMap) go through kubernetes-validate
 #   5. RBAC in the rendered ClusterRole/Role is exactly the allowed set (no extra verb/resource, no
 #      wildcard, nothing missing), and Deployment security settings are as documented
 #   6. docs/crd-reference.md is what docs/gen-crd-reference.py generates from crds/
@@ -147,6 +149,11 @@ expect_reject "empty postgres.adminSecret.name" --set postgres.adminSecret.name=
 expect_reject "replicaCount=2 without leader election" --set leaderElection.enabled=false
 expect_reject "unknown monitoring key (monitoring.prometheusRule.enable)" --set monitoring.prometheusRule.enable=true
 expect_reject "monitoring.prometheusRule.runbookBaseUrl not a URL" --set monitoring.prometheusRule.runbookBaseUrl=docs/operations.md
+dbs='databaseServers[0].name=pg-2,databaseServers[0].engine=postgres,databaseServers[0].endpoint.host=pg-2.db.svc,databaseServers[0].adminSecretRef.name=pg-2-admin'
+expect_reject "inline password in databaseServers[].adminSecretRef" --set "$dbs,databaseServers[0].adminSecretRef.password=x"
+expect_reject "inline password in databaseServers[]" --set "$dbs,databaseServers[0].password=x"
+expect_reject "databaseServers[].engine=mysql" --set "$dbs,databaseServers[0].engine=mysql"
+expect_reject "databaseServers[] named like defaultServer" --set "$dbs,defaultServer=pg-2"
 
 # --- 4/5. kubernetes-validate + RBAC + Deployment policy ----------------------------------------
 step "kubernetes-validate (strict), RBAC and Deployment policy"
@@ -183,6 +190,9 @@ def docs(path):
 def check(doc, where):
     kind, api = doc.get("kind"), doc.get("apiVersion", "")
     group = api.split("/")[0] if "/" in api else ""
+    if (group, api.partition("/")[2], kind) in crd_schemas:
+        check_custom(doc, where)
+        return
     if group in SKIP_GROUPS:
         counts["skipped"] += 1
         return
@@ -193,15 +203,6 @@ def check(doc, where):
         errors.append(f"{where}: {kind}/{doc['metadata'].get('name')}: {e.message} at {list(e.path)}")
     except SchemaNotFoundError:
         errors.append(f"{where}: {api} {kind}: no schema (unexpected custom kind; add it to SKIP_GROUPS if intended)")
-
-
-crd_schemas = {}
-for f in static_files:
-    for d in docs(f):
-        check(d, f.rsplit("/", 1)[-1])
-        if d.get("kind") == "CustomResourceDefinition":
-            for v in d["spec"]["versions"]:
-                crd_schemas[(d["spec"]["group"], v["name"], d["spec"]["names"]["kind"])] = v["schema"]["openAPIV3Schema"]
 
 
 def structural(schema, root=True):
@@ -222,16 +223,39 @@ def structural(schema, root=True):
 
 
 custom_checked, custom_skipped = 0, set()
+
+
+def check_custom(d, where):
+    """A custom resource of ours against its CRD's schema (and scope: no namespace if cluster-scoped)."""
+    global custom_checked
+    group, _, api_ver = d.get("apiVersion", "").partition("/")
+    key = (group, api_ver, d.get("kind"))
+    for err in jsonschema.Draft7Validator(structural(crd_schemas[key])).iter_errors(d):
+        errors.append(f"{where}: {d['kind']}/{d['metadata'].get('name')}: {err.message} at {'.'.join(map(str, err.absolute_path))}")
+    if crd_scopes[key] == "Cluster" and d["metadata"].get("namespace"):
+        errors.append(f"{where}: {d['kind']}/{d['metadata'].get('name')}: cluster-scoped but has a namespace")
+    custom_checked += 1
+
+
+crd_schemas, crd_scopes = {}, {}
+for f in static_files:
+    for d in docs(f):
+        check(d, f.rsplit("/", 1)[-1])
+        if d.get("kind") == "CustomResourceDefinition":
+            for v in d["spec"]["versions"]:
+                crd_schemas[(d["spec"]["group"], v["name"], d["spec"]["names"]["kind"])] = v["schema"]["openAPIV3Schema"]
+                crd_scopes[(d["spec"]["group"], v["name"], d["spec"]["names"]["kind"])] = d["spec"]["scope"]
+
+
 for f in custom_files:
     for d in docs(f):
         group, _, api_ver = d.get("apiVersion", "").partition("/")
-        schema = crd_schemas.get((group, api_ver, d.get("kind")))
-        if schema is None:
+        if (group, api_ver, d.get("kind")) in crd_schemas:
+            check_custom(d, f.rsplit("/", 1)[-1])
+        elif "/" not in d.get("apiVersion", "") or "." not in group:
+            check(d, f.rsplit("/", 1)[-1])  # a built-in kind next to them (Secret, ConfigMap)
+        else:
             custom_skipped.add(f"{d.get('kind')} ({group}/{api_ver}: no CRD in crds/ yet)")
-            continue
-        for err in jsonschema.Draft7Validator(structural(schema)).iter_errors(d):
-            errors.append(f"{f.rsplit('/', 1)[-1]}: {d['kind']}/{d['metadata'].get('name')}: {err.message} at {'.'.join(map(str, err.absolute_path))}")
-        custom_checked += 1
 
 # The exact API use of the code (src/controller/): (apiGroup, resource) -> verbs, with kube-apiserver's
 # verb mapping: GET get/list/watch, POST create, PUT update, PATCH patch, DELETE delete; a
@@ -243,6 +267,8 @@ ALLOWED_CLUSTER = {
     ("tenantdb.io", "tenants/status"): {"patch"},
     ("tenantdb.io", "tenantmigrations"): {"list", "watch"},
     ("tenantdb.io", "tenantmigrations/status"): {"patch"},
+    ("tenantdb.io", "databaseservers"): {"list", "watch", "patch"},
+    ("tenantdb.io", "databaseservers/status"): {"patch"},
     ("", "secrets"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "configmaps"): {"get"},
     ("events.k8s.io", "events"): {"create", "patch"},
@@ -318,14 +344,14 @@ for f in rendered:
                     expect[f"{var} from a Secret"] = "secretKeyRef" in env[var].get("valueFrom", {})
             for var, field in (("POD_NAME", "metadata.name"), ("POD_NAMESPACE", "metadata.namespace"), ("TENANTDB_LEASE_NAMESPACE", "metadata.namespace")):
                 expect[f"{var} via downward API"] = env.get(var, {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == field
-            for var in ("TENANTDB_DATABASE_URL", "TENANTDB_LEADER_ELECTION", "TENANTDB_LEASE_NAME", "TENANTDB_HTTP_ADDR", "TENANTDB_LOG_FORMAT"):
+            for var in ("TENANTDB_DATABASE_URL", "TENANTDB_DEFAULT_SERVER", "TENANTDB_LEADER_ELECTION", "TENANTDB_LEASE_NAME", "TENANTDB_HTTP_ADDR", "TENANTDB_LOG_FORMAT"):
                 expect[f"env {var}"] = var in env
             for what, ok in expect.items():
                 if not ok:
                     errors.append(f"{where}: Deployment/{name}: expected {what}")
 
 print(f"  kubernetes {version} schemas: {counts['validated']} objects validated, {counts['skipped']} custom-kind objects skipped ({', '.join(sorted(SKIP_GROUPS))})")
-print(f"  CRD schemas: {custom_checked} custom resources (examples/, Argo CD fixtures) validated" + (f"; skipped: {', '.join(sorted(custom_skipped))}" if custom_skipped else ""))
+print(f"  CRD schemas: {custom_checked} custom resources (examples/, Argo CD fixtures, rendered DatabaseServers) validated" + (f"; skipped: {', '.join(sorted(custom_skipped))}" if custom_skipped else ""))
 for e in errors:
     print(f"  - {e}", file=sys.stderr)
 sys.exit(1 if errors else 0)

@@ -49,6 +49,10 @@ pub enum Error {
     /// provisioned as soon as room appears.
     #[error("waiting for capacity: {0}")]
     Capacity(String),
+    /// No database server the Tenant's placement allows has room (or is Ready): it waits, and is
+    /// placed as soon as one has. The message says why each candidate was refused.
+    #[error("unschedulable: {0}")]
+    Unschedulable(String),
     /// The API server refused fields this operator writes because the installed CRD does not
     /// declare them (server-side apply: "field not declared in schema"): the CRDs are older than
     /// the operator. Retried with backoff, so installing the new CRDs heals it.
@@ -196,6 +200,7 @@ impl Error {
             Error::Internal(_) => "InternalError",
             Error::LeadershipLost(_) => "LeadershipLost",
             Error::Capacity(_) => "TenantLimitReached",
+            Error::Unschedulable(_) => "Unschedulable",
         }
     }
 

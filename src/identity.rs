@@ -88,6 +88,7 @@ mod tests {
                 auto_migrate: None,
                 quotas: None,
                 mongodb: None,
+                placement: None,
             },
         );
         t.metadata.namespace = Some("team-a".into());

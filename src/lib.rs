@@ -21,5 +21,6 @@ pub mod rotation;
 pub mod runtime;
 pub mod scram;
 pub mod secret;
+pub mod servers;
 pub mod statistics;
 pub mod status;

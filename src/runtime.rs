@@ -180,6 +180,35 @@ pub struct RunConfig {
     /// Name of this instance in Events (the pod name in a cluster).
     #[arg(long, env = "POD_NAME", default_value = "tenantdb")]
     pub instance: String,
+    /// Name of the server `--database-url` points at: Tenants without `spec.placement` are
+    /// placed on it, and Tenants of versions before DatabaseServers are found there. No
+    /// DatabaseServer can take this name.
+    #[arg(long, env = "TENANTDB_DEFAULT_SERVER", default_value = "default", value_parser = parse_server_name)]
+    pub default_server: String,
+    /// The operator's namespace: DatabaseServers' admin Secrets without a namespace are read here.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub operator_namespace: String,
+    /// Seconds between probes of each DatabaseServer (reachability, version, status).
+    #[arg(long, env = "TENANTDB_SERVER_PROBE_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub server_probe_seconds: u64,
+}
+
+/// A server name: a DNS subdomain like a DatabaseServer's.
+fn parse_server_name(s: &str) -> std::result::Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 253
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(
+            "a server name is lower-case letters, digits, '-' and '.' (like a DatabaseServer's)"
+                .into(),
+        )
+    }
 }
 
 /// The first host and port of a `mongodb://` URI (default port 27017). Never returns credentials.
@@ -251,6 +280,9 @@ impl RunConfig {
             explicit_names: self.explicit_names,
             tenant_host: self.tenant_host,
             tenant_port: self.tenant_port,
+            default_server: self.default_server,
+            operator_namespace: self.operator_namespace,
+            server_probe_interval: Duration::from_secs(self.server_probe_seconds.max(1)),
             resync: Duration::from_secs(self.resync_seconds.max(1)),
             backoff_base: Duration::from_millis(self.backoff_base_ms.max(10)),
             backoff_max: Duration::from_secs(self.backoff_max_seconds.max(1)),
@@ -417,9 +449,26 @@ pub async fn run(
         info!("MongoDB provisioning enabled");
     }
     metrics.leader.set(1);
+    let default_server = crate::servers::Server::postgres(
+        &op_settings.default_server,
+        pg.clone(),
+        {
+            let (host, port) = pg.server_address();
+            (
+                op_settings.tenant_host.clone().unwrap_or(host),
+                op_settings.tenant_port.unwrap_or(port),
+            )
+        },
+        op_settings.usage_interval,
+        op_settings.slow_statement_ms,
+        0,
+    );
+    let servers = Arc::new(crate::servers::Registry::new(Some(Arc::new(
+        default_server,
+    ))));
     let ctx = Arc::new(Context::new(
         client,
-        pg.clone(),
+        servers,
         op_settings,
         metrics.clone(),
         migrations,
@@ -484,6 +533,7 @@ async fn run_controllers(
     let shutdown = shutdown.shared();
     tokio::join!(
         tenant::run(ctx.clone(), concurrency, ready, shutdown.clone()),
+        crate::controller::server::run(ctx.clone(), shutdown.clone()),
         crate::controller::migration::run(ctx, concurrency, shutdown),
     );
 }

@@ -18,6 +18,12 @@ pub mod types {
     pub const MONGO_PROVISIONED: &str = "MongoProvisioned";
     /// The storage quota is exhausted and writes are disabled.
     pub const QUOTA_EXCEEDED: &str = "QuotaExceeded";
+    /// Tenant: placed on a database server (and whether its `spec.placement` still allows it).
+    pub const PLACED: &str = "Placed";
+    /// DatabaseServer: new tenants may be placed on it (Ready, not cordoned, room left).
+    pub const SCHEDULABLE: &str = "Schedulable";
+    /// DatabaseServer: its deletion waits until no tenant is placed on it.
+    pub const DELETION_BLOCKED: &str = "DeletionBlocked";
 }
 
 /// A desired condition, before `lastTransitionTime` is resolved.

@@ -246,6 +246,26 @@ async fn workload() -> (Env, Vec<String>, String) {
     )
     .await
     .unwrap_or_else(|e| panic!("{e}{}", op_tail(&env)));
+    // A second server, declared as a DatabaseServer (its admin Secret read, its status and
+    // finalizer written), with a tenant placed on it: its admin password leaks nowhere either.
+    let pg2 = tokio::task::spawn_blocking(tenantdb_testkit::localpg::LocalPg::start)
+        .await
+        .unwrap()
+        .expect("a second throwaway PostgreSQL");
+    passwords.push(pg2.superuser_password().to_string());
+    env.add_database_server("sec-2", &pg2, json!({"maxTenants": 5}))
+        .await;
+    env.create_tenant(
+        "sec",
+        "gamma",
+        json!({"isolation": "schema", "deletionPolicy": "Delete", "placement": {"server": "sec-2"}}),
+    )
+    .await;
+    let gamma = env.wait_ready("sec", "gamma", T).await;
+    assert_eq!(
+        gamma.status.unwrap().placement.unwrap().postgres.as_deref(),
+        Some("sec-2")
+    );
     // Everything the operator reported, captured before deletion.
     let mut reported = String::new();
     for t in env
@@ -260,12 +280,17 @@ async fn workload() -> (Env, Vec<String>, String) {
     reported.push_str(
         &serde_json::to_string(&tms.list(&ListParams::default()).await.unwrap().items).unwrap(),
     );
-    for name in ["alpha", "beta", "broken"] {
+    let servers: Api<tenantdb::crd::DatabaseServer> = Api::all(env.client.clone());
+    reported.push_str(
+        &serde_json::to_string(&servers.list(&ListParams::default()).await.unwrap().items).unwrap(),
+    );
+    for name in ["alpha", "beta", "broken", "gamma"] {
         env.delete_tenant("sec", name).await;
     }
-    for name in ["alpha", "beta", "broken"] {
+    for name in ["alpha", "beta", "broken", "gamma"] {
         env.wait_gone("sec", name, T).await;
     }
+    drop(pg2);
     // Wait for at least one Lease renewal by the operator.
     wait_for(T, "a Lease renewal", || {
         let calls = reliability::operator_calls(&env);

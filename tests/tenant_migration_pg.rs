@@ -205,6 +205,7 @@ fn migrator(
 ) -> Arc<PgMigrator> {
     Arc::new(PgMigrator {
         pg: admin.clone(),
+        servers: None,
         set,
         target_version: v,
         dry_run,

@@ -1,6 +1,8 @@
 //! The local demo (`tenantdb-demo`, run by `scripts/demo.sh`): self-contained, no cluster.
 //!
-//! Starts, all on 127.0.0.1 and all throwaway: a PostgreSQL 15 cluster, the SecantusDB MongoDB
+//! Starts, all on 127.0.0.1 and all throwaway: two PostgreSQL 15 clusters (the operator's default
+//! server `pg-1`, and `pg-2` declared as a DatabaseServer, so Tenants are placed on both), the
+//! SecantusDB MongoDB
 //! wire-protocol stand-in when installed (`scripts/mongo-standin.sh install`; not MongoDB), the
 //! project's in-memory Kubernetes API server **emulator** (not a cluster) with the Helm chart's
 //! rendered ServiceAccount and RBAC installed, and the operator's controllers in-process,
@@ -62,11 +64,12 @@ fn render_table(tenants: &[Tenant]) -> String {
         .map(|w| w.max("MONGODB".len()));
     let mongo_cell = |v: &str| mongo_width.map(|w| format!("{v:<w$} ")).unwrap_or_default();
     let mut out = format!(
-        "{:<12} {:<16} {:<13} {:<9} {:<44} {}{:<15} {:<7} {}\n",
+        "{:<12} {:<16} {:<13} {:<9} {:<6} {:<44} {}{:<15} {:<7} {}\n",
         "NAMESPACE",
         "NAME",
         "PHASE",
         "ISOLATION",
+        "SERVER",
         "DATABASE/SCHEMA",
         mongo_cell("MONGODB"),
         "VERSION",
@@ -102,12 +105,18 @@ fn render_table(tenants: &[Tenant]) -> String {
                 None => s.connections.total.to_string(),
             },
         );
+        let server = st
+            .placement
+            .as_ref()
+            .and_then(|p| p.postgres.as_deref())
+            .unwrap_or("-");
         out.push_str(&format!(
-            "{:<12} {:<16} {:<13} {:<9} {:<44} {}{:<15} {:<7} {}\n",
+            "{:<12} {:<16} {:<13} {:<9} {:<6} {:<44} {}{:<15} {:<7} {}\n",
             t.namespace().unwrap_or_default(),
             t.name_any(),
             phase,
             t.spec.isolation.as_str(),
+            server,
             place,
             mongo_cell(mongo),
             st.schema_version
@@ -155,21 +164,31 @@ pub async fn run(cfg: DevConfig, shutdown: impl std::future::Future<Output = ()>
     println!(
         "tenantdb-demo: local demo. Nothing here is a Kubernetes cluster: the API server is tenantdb's in-memory emulator."
     );
-    println!("==> starting a throwaway PostgreSQL 15 cluster");
+    println!(
+        "==> starting two throwaway PostgreSQL 15 clusters (pg-1: the default server, pg-2: a DatabaseServer)"
+    );
     // pg_stat_statements preloaded: Tenants report their slow statements (status.statistics).
-    let pg = tokio::task::spawn_blocking(|| {
-        LocalPg::start_with(LocalPgOptions {
-            settings: vec![(
-                "shared_preload_libraries".into(),
-                "pg_stat_statements".into(),
-            )],
-            ..Default::default()
+    let start_pg = || async {
+        tokio::task::spawn_blocking(|| {
+            LocalPg::start_with(LocalPgOptions {
+                settings: vec![(
+                    "shared_preload_libraries".into(),
+                    "pg_stat_statements".into(),
+                )],
+                ..Default::default()
+            })
         })
-    })
-    .await
-    .map_err(|e| Error::Internal(e.to_string()))?
-    .map_err(|e| Error::Config(e.to_string()))?;
-    println!("    listening on 127.0.0.1:{}", pg.port());
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
+        .map_err(|e| Error::Config(e.to_string()))
+    };
+    let pg = start_pg().await?;
+    let pg2 = start_pg().await?;
+    println!(
+        "    pg-1 on 127.0.0.1:{}, pg-2 on 127.0.0.1:{}",
+        pg.port(),
+        pg2.port()
+    );
     let mongo = start_mongo().await;
 
     println!("==> starting the in-memory API server emulator");
@@ -235,6 +254,12 @@ pub async fn run(cfg: DevConfig, shutdown: impl std::future::Future<Output = ()>
     println!(
         "==> operator started in-process as system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SERVICE_ACCOUNT} (the chart's RBAC)"
     );
+
+    // The second server, as a user adds one: its admin Secret, then the DatabaseServer.
+    for obj in second_server(&pg2) {
+        let what = apply_manifest(&client, &obj, "tenantdb-dev").await?;
+        println!("    applied {what}");
+    }
 
     // Tenants applied (other kinds, e.g. TenantMigrations, do not count for --exit-when-ready).
     let mut applied_tenants = 0usize;
@@ -324,6 +349,7 @@ pub async fn run(cfg: DevConfig, shutdown: impl std::future::Future<Output = ()>
     }
     server.shutdown().await;
     drop(pg);
+    drop(pg2);
     let had_mongo = mongo.is_some();
     if had_mongo {
         // Drop stops the server (SIGTERM, then SIGKILL) and removes its directory: blocking.
@@ -334,7 +360,7 @@ pub async fn run(cfg: DevConfig, shutdown: impl std::future::Future<Output = ()>
         let _ = std::fs::remove_dir(dir);
     }
     println!(
-        "    PostgreSQL {}stopped and removed; API server emulator stopped; kubeconfig removed.",
+        "    PostgreSQL (both clusters) {}stopped and removed; API server emulator stopped; kubeconfig removed.",
         if had_mongo {
             "and the MongoDB stand-in "
         } else {
@@ -342,6 +368,27 @@ pub async fn run(cfg: DevConfig, shutdown: impl std::future::Future<Output = ()>
         }
     );
     result
+}
+
+/// The admin Secret and the DatabaseServer `pg-2` (labels `tier: standard`) of the second cluster.
+fn second_server(pg: &LocalPg) -> Vec<serde_json::Value> {
+    vec![
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "pg-2-admin", "namespace": OPERATOR_NAMESPACE},
+            "stringData": {"username": "postgres", "password": pg.superuser_password()},
+        }),
+        serde_json::json!({
+            "apiVersion": "tenantdb.io/v1alpha1", "kind": "DatabaseServer",
+            "metadata": {"name": "pg-2", "labels": {"tier": "standard"}},
+            "spec": {
+                "engine": "postgres",
+                "endpoint": {"host": pg.host(), "port": pg.port(), "tlsMode": "disable"},
+                "adminSecretRef": {"name": "pg-2-admin"},
+                "capacity": {"maxTenants": 100},
+            },
+        }),
+    ]
 }
 
 /// Parser wrapper so a [`RunConfig`] can be built from arguments (the flag defaults).
@@ -374,6 +421,12 @@ pub fn local_run_config(database_url: &str, mongo: Option<(&str, &str, u16)>) ->
         "30",
         "--instance",
         "tenantdb-dev",
+        "--default-server",
+        "pg-1",
+        "--operator-namespace",
+        OPERATOR_NAMESPACE,
+        "--server-probe-seconds",
+        "5",
     ]
     .map(String::from)
     .into();

@@ -17,12 +17,11 @@ use crate::crd::{HealthStatus, Tenant, TenantMigrationStatus, UsageStatus};
 use crate::metrics::Metrics;
 use crate::migrate::MigrationSet;
 use crate::mongo::MongoAdmin;
-use crate::pg::PgAdmin;
 
 /// Everything a reconcile needs; shared by all reconciles of both controllers.
 pub struct Context {
     client: Client,
-    pg: Arc<PgAdmin>,
+    servers: Arc<crate::servers::Registry>,
     settings: OperatorSettings,
     recorder: Recorder,
     instance: String,
@@ -30,12 +29,10 @@ pub struct Context {
     migrations: Arc<MigrationSet>,
     mongo: Option<Arc<MongoAdmin>>,
     mongo_endpoint: Option<(String, u16)>,
-    shared_layout: tokio::sync::Mutex<Option<(Instant, Option<i64>)>>,
     tenant_store: std::sync::OnceLock<Store<Tenant>>,
     tenant_cache_synced: std::sync::atomic::AtomicBool,
     health_permits: tokio::sync::Semaphore,
     resync_permits: tokio::sync::Semaphore,
-    statistics: crate::statistics::Collector,
     objects: Objects,
 }
 
@@ -48,11 +45,12 @@ impl std::fmt::Debug for Context {
 }
 
 impl Context {
-    /// Builds the context. `mongo`: MongoDB admin access and the endpoint written to Secrets, when
-    /// the operator is configured with a MongoDB admin URI.
+    /// Builds the context. `servers`: the PostgreSQL servers (the default one, and those of
+    /// DatabaseServers as they are loaded). `mongo`: MongoDB admin access and the endpoint
+    /// written to Secrets, when the operator is configured with a MongoDB admin URI.
     pub fn new(
         client: Client,
-        pg: Arc<PgAdmin>,
+        servers: Arc<crate::servers::Registry>,
         settings: OperatorSettings,
         metrics: Arc<Metrics>,
         migrations: Arc<MigrationSet>,
@@ -71,14 +69,9 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             instance: instance.to_string(),
             client,
-            pg,
+            servers,
             health_permits: tokio::sync::Semaphore::new(settings.health_concurrency.max(1)),
             resync_permits: tokio::sync::Semaphore::new(settings.max_concurrent_resyncs.max(1)),
-            statistics: crate::statistics::Collector::new(
-                crate::statistics::DEFAULT_SERVER,
-                settings.usage_interval,
-                settings.slow_statement_ms,
-            ),
             settings,
             metrics,
             migrations,
@@ -86,7 +79,6 @@ impl Context {
             mongo_endpoint,
             tenant_store: std::sync::OnceLock::new(),
             tenant_cache_synced: std::sync::atomic::AtomicBool::new(false),
-            shared_layout: tokio::sync::Mutex::new(None),
             objects: Objects::default(),
         }
     }
@@ -96,9 +88,9 @@ impl Context {
         &self.client
     }
 
-    /// PostgreSQL admin access.
-    pub fn pg(&self) -> &Arc<PgAdmin> {
-        &self.pg
+    /// The database servers.
+    pub fn servers(&self) -> &Arc<crate::servers::Registry> {
+        &self.servers
     }
 
     /// Settings.
@@ -111,9 +103,15 @@ impl Context {
         &self.metrics
     }
 
-    /// The server's statistics snapshot (one query per usage interval for all tenants).
-    pub async fn statistics(&self) -> Option<Arc<crate::statistics::Snapshot>> {
-        self.statistics.snapshot(&self.pg, &self.metrics).await
+    /// A server's statistics snapshot (one query per usage interval for all its tenants).
+    pub async fn statistics(
+        &self,
+        server: &crate::servers::Server,
+    ) -> Option<Arc<crate::statistics::Snapshot>> {
+        server
+            .statistics()
+            .snapshot(server.pg(), &self.metrics)
+            .await
     }
 
     /// The operator's migration set (bundled or `--migrations-dir`).
@@ -139,11 +137,6 @@ impl Context {
     /// Per-object backoff.
     pub fn backoff(&self) -> Backoff<'_> {
         Backoff(&self.objects)
-    }
-
-    /// The shared (row-level security) layout's last check: when, and its schema version.
-    pub fn shared_layout(&self) -> &tokio::sync::Mutex<Option<(Instant, Option<i64>)>> {
-        &self.shared_layout
     }
 
     /// Bounds concurrent health checks.
@@ -433,6 +426,7 @@ impl Context {
     /// and its part of the storage gauge.
     pub fn forget(&self, key: &str) {
         self.objects.forget(key);
+        self.servers.release(key);
         self.update_storage_gauge();
         self.metrics.set_phase(key, None);
         self.metrics.fleet.set(key, None);

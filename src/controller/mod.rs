@@ -9,6 +9,7 @@
 
 pub mod context;
 pub mod migration;
+pub mod server;
 pub mod settings;
 pub mod state;
 pub mod tenant;

@@ -15,6 +15,12 @@ pub struct OperatorSettings {
     pub tenant_host: Option<String>,
     /// Port written to credentials Secrets (default: the admin URL's port).
     pub tenant_port: Option<u16>,
+    /// Name of the default server (`--database-url`).
+    pub default_server: String,
+    /// The operator's namespace (DatabaseServers' admin Secrets without a namespace).
+    pub operator_namespace: String,
+    /// How often each DatabaseServer is probed.
+    pub server_probe_interval: Duration,
     /// How often a Ready object is looked at again (drift repair).
     pub resync: Duration,
     /// First retry delay after a transient error.
@@ -67,6 +73,9 @@ impl Default for OperatorSettings {
             explicit_names: crate::naming::ExplicitNames::Namespace,
             tenant_host: None,
             tenant_port: None,
+            default_server: "default".into(),
+            operator_namespace: "default".into(),
+            server_probe_interval: Duration::from_secs(10),
             resync: Duration::from_secs(300),
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(300),

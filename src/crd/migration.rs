@@ -122,6 +122,13 @@ pub struct RolloutStrategy {
     #[schemars(range(min = 1, max = 64))]
     pub max_parallel: i32,
 
+    /// Maximum number of tenants of one database server migrated at the same time (1 to 64), so
+    /// that a fleet rollout across servers does not load one of them with all of `maxParallel`.
+    /// Unset: only `maxParallel` applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 64))]
+    pub max_parallel_per_server: Option<i32>,
+
     /// Number of failed tenants tolerated: once more than this many tenants failed, no new tenant
     /// is started and the migration is `Failed`. Defaults to 0 (stop at the first failure).
     /// Tenants that failed keep their previous version.
@@ -146,6 +153,7 @@ impl Default for RolloutStrategy {
     fn default() -> Self {
         Self {
             max_parallel: default_max_parallel(),
+            max_parallel_per_server: None,
             failure_budget: 0,
             canary: 0,
             paused: false,

@@ -1,11 +1,13 @@
 //! Custom resource types and CRD generation.
 
 pub mod migration;
+pub mod server;
 pub mod statistics;
 pub mod tenant;
 
 pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 pub use migration::*;
+pub use server::*;
 pub use statistics::*;
 pub use tenant::*;
 
@@ -20,6 +22,7 @@ pub fn all_crds() -> Vec<(&'static str, CustomResourceDefinition)> {
     vec![
         ("tenants.tenantdb.io.yaml", Tenant::crd()),
         ("tenantmigrations.tenantdb.io.yaml", TenantMigration::crd()),
+        ("databaseservers.tenantdb.io.yaml", DatabaseServer::crd()),
     ]
 }
 

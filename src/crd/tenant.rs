@@ -23,6 +23,7 @@ use super::Condition;
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Isolation","type":"string","jsonPath":".spec.isolation"}"#,
     printcolumn = r#"{"name":"Database","type":"string","jsonPath":".status.database"}"#,
+    printcolumn = r#"{"name":"Server","type":"string","jsonPath":".status.placement.postgres"}"#,
     printcolumn = r#"{"name":"Schema","type":"string","jsonPath":".status.schema","priority":1}"#,
     printcolumn = r#"{"name":"Version","type":"string","jsonPath":".status.schemaVersion","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
@@ -78,6 +79,13 @@ pub struct TenantSpec {
     /// configured with a MongoDB admin URI.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mongodb: Option<MongoSpec>,
+
+    /// Which database server(s) the tenant is placed on: a server name or a label selector over
+    /// DatabaseServers. Unset: the operator's default server (`--default-server`), or, without
+    /// one, any server. Read when the tenant is first placed; a later change does not move a
+    /// placed tenant (the `Placed` condition says so).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<super::Placement>,
 }
 
 /// MongoDB settings of a tenant.
@@ -254,6 +262,9 @@ pub struct TenantStatus {
     /// written only when they change meaningfully).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub statistics: Option<super::StatisticsStatus>,
+    /// The servers the tenant is placed on (PostgreSQL and MongoDB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<super::PlacementStatus>,
 }
 
 /// MongoDB state of a tenant.

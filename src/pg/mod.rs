@@ -139,18 +139,24 @@ impl PgAdmin {
     /// end the sessions of an old one ([`PgAdmin::end_other_instances`]) and logs tell instances
     /// apart.
     pub fn for_instance(settings: PgSettings, instance: &str) -> Result<Self> {
-        let options = PgConnectOptions::from_str(&settings.admin_url)
-            .map_err(|e| {
-                Error::Config(format!(
-                    "invalid PostgreSQL admin URL: {}",
-                    redact(&e.to_string())
-                ))
-            })?
+        let options = PgConnectOptions::from_str(&settings.admin_url).map_err(|e| {
+            Error::Config(format!(
+                "invalid PostgreSQL admin URL: {}",
+                redact(&e.to_string())
+            ))
+        })?;
+        Ok(Self::with_options(settings, options, instance))
+    }
+
+    /// [`PgAdmin::for_instance`] with connect options built by the caller (a DatabaseServer's
+    /// endpoint, credentials and TLS); `settings.admin_url` is not read.
+    pub fn with_options(settings: PgSettings, options: PgConnectOptions, instance: &str) -> Self {
+        let options = options
             // Statements can carry SCRAM verifiers: never log statement text.
             .disable_statement_logging()
             .application_name(&application_name(instance, "admin"));
         let admin = pool(&settings, options.clone());
-        Ok(Self {
+        Self {
             options,
             admin,
             shared: OnceCell::new(),
@@ -159,7 +165,29 @@ impl PgAdmin {
             down_since: std::sync::Mutex::new(None),
             instance: instance.to_string(),
             template: tokio::sync::Mutex::new(Default::default()),
-        })
+        }
+    }
+
+    /// Probes the server: a session of the admin pool reads the server's version (`15.8`).
+    /// Fails with the cause (connection refused, authentication, timeout) when it cannot.
+    pub async fn server_version(&self) -> Result<String> {
+        let version: String = tokio::time::timeout(
+            self.settings.connect_timeout + Duration::from_secs(1),
+            sqlx::query_scalar("SELECT current_setting('server_version')").fetch_one(self.admin()?),
+        )
+        .await
+        .map_err(|_| Error::unavailable("probe timed out".to_string()))??;
+        Ok(version)
+    }
+
+    /// The operator instance this access belongs to (its sessions' `application_name`).
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// Whether the server was last found unreachable (and not found reachable since).
+    pub fn is_down(&self) -> bool {
+        self.down_since.lock().map(|d| d.is_some()).unwrap_or(false)
     }
 
     /// The admin pool on the maintenance database, unfenced: for tests and tools. The operator's

@@ -38,6 +38,20 @@ impl PgAdmin {
         }
     }
 
+    /// Whether this server holds the tenant's objects: its primary login role exists and carries
+    /// the tenant's ownership marker. Used to find a tenant whose recorded placement was lost.
+    pub async fn holds_tenant(&self, names: &TenantNames) -> Result<bool> {
+        self.fail_fast_if_down().await?;
+        let found: Option<Option<String>> = sqlx::query_scalar(
+            "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1",
+        )
+        .bind(names.role.as_str())
+        .fetch_optional(self.admin()?)
+        .await
+        .map_err(Error::from)?;
+        Ok(found.flatten().as_deref() == Some(names.owner_marker.as_str()))
+    }
+
     /// While the server is known to be unreachable, a quick TCP probe answers instead of a pool
     /// timeout: an outage costs each reconcile milliseconds, not seconds, so tenants beyond the
     /// reconcile concurrency are not starved. The probe also gives the real cause

@@ -197,6 +197,7 @@ impl Env {
             .env("KUBECONFIG", kubeconfig)
             // The Deployment sets it from the pod's namespace (downward API).
             .env("TENANTDB_LEASE_NAMESPACE", OPERATOR_NAMESPACE)
+            .env("POD_NAMESPACE", OPERATOR_NAMESPACE)
             .env("TENANTDB_DATABASE_URL", self.pg.admin_url())
             .env("RUST_LOG", "info,tenantdb=debug")
             .env("TENANTDB_LOG_FORMAT", "json")
@@ -249,6 +250,44 @@ impl Env {
         .unwrap();
         self.tenants(ns)
             .create(&PostParams::default(), &t)
+            .await
+            .unwrap()
+    }
+
+    /// Declares the cluster `pg` as the DatabaseServer `name` (labels `tier: standard`, the given
+    /// capacity JSON), with its admin Secret `<name>-admin` in the operator's namespace, as a user
+    /// adds a server.
+    pub async fn add_database_server(
+        &self,
+        name: &str,
+        pg: &LocalPg,
+        capacity: serde_json::Value,
+    ) -> tenantdb::crd::DatabaseServer {
+        self.ensure_namespace(OPERATOR_NAMESPACE).await;
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), OPERATOR_NAMESPACE);
+        let secret: Secret = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": format!("{name}-admin"), "namespace": OPERATOR_NAMESPACE},
+            "stringData": {"username": "postgres", "password": pg.superuser_password()},
+        }))
+        .unwrap();
+        secrets
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap();
+        let ds: tenantdb::crd::DatabaseServer = serde_json::from_value(serde_json::json!({
+            "apiVersion": "tenantdb.io/v1alpha1", "kind": "DatabaseServer",
+            "metadata": {"name": name, "labels": {"tier": "standard"}},
+            "spec": {
+                "engine": "postgres",
+                "endpoint": {"host": pg.host(), "port": pg.port(), "tlsMode": "disable"},
+                "adminSecretRef": {"name": format!("{name}-admin")},
+                "capacity": capacity,
+            },
+        }))
+        .unwrap();
+        Api::<tenantdb::crd::DatabaseServer>::all(self.client.clone())
+            .create(&PostParams::default(), &ds)
             .await
             .unwrap()
     }

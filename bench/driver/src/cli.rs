@@ -24,6 +24,8 @@ pub struct Cfg {
     /// Admission scenario: Ready tenants resyncing in the background, and new tenants created.
     pub admission_background: usize,
     pub admission_new: usize,
+    /// Placement scenario: Tenants provisioned on 1 and on 3 DatabaseServers.
+    pub placement_tenants: usize,
 }
 
 /// What the command line asks for.
@@ -109,6 +111,7 @@ pub fn parse_args() -> Result<Command> {
             ttr_samples: 3,
             admission_background: 60,
             admission_new: 10,
+            placement_tenants: 30,
         }
     } else {
         Cfg {
@@ -134,6 +137,7 @@ pub fn parse_args() -> Result<Command> {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(600),
             admission_new: 50,
+            placement_tenants: 500,
         }
     })))
 }

@@ -2,8 +2,8 @@
 //!
 //! Scenarios, all in one run: provisioning vs. a psql floor, steady state of Ready tenants,
 //! operator memory vs. number of Tenants, fleet migration vs. a psql floor, single-tenant
-//! time-to-Ready, new Tenants under resync saturation. Writes `results.json` and `summary.md`
-//! into the output directory after every scenario. One module per scenario; this file runs the
+//! time-to-Ready, new Tenants under resync saturation, placement over several servers (issue
+//! 16). Writes `results.json` and `summary.md` into the output directory after every scenario. One module per scenario; this file runs the
 //! ones selected (`--only`) in order.
 
 mod admission;
@@ -15,6 +15,7 @@ mod floor;
 mod guard;
 mod memory;
 mod peers;
+mod placement;
 mod provisioning;
 mod report;
 mod steady;
@@ -164,6 +165,10 @@ async fn main() -> Result<()> {
     }
     if cfg.runs("admission") {
         results["admission"] = admission::admission(&cfg).await?;
+        write(&results)?;
+    }
+    if cfg.runs("placement") {
+        results["placement"] = placement::placement(&cfg).await?;
         write(&results)?;
     }
     results["duration_s"] = json!(round(started.elapsed().as_secs_f64(), 1));

@@ -339,6 +339,72 @@ pub fn summary(r: &Value) -> String {
             "\nUnbounded / bounded (time until all new Tenants are Ready): **{ratio}**.\n\n"
         ));
     }
+    let pl = &r["placement"];
+    if pl.is_object() {
+        s.push_str(&format!(
+            "## 6. Placement: {} `schema` Tenants on 1 vs. 3 DatabaseServers (selector `tier=standard`, operator concurrency {})\n\n{}; 1 server: {}.\n\n",
+            f(&pl["tenants"]),
+            f(&pl["operator_concurrency"]),
+            f(&pl["method"]),
+            f(&pl["one_server_setup"]),
+        ));
+        s.push_str("| servers | all Ready (s) | tenants/s | p50 / p90 Ready (s) | spread (status) | pg_roles per cluster | mismatches | operator CPU (s) | CPU ms/tenant | machine busy | reconcile errors | log WARN · ERROR |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+        for x in pl["rows"].as_array().into_iter().flatten() {
+            let roles: Vec<String> = x["pg_roles_per_cluster"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(_, v)| f(v))
+                .collect();
+            s.push_str(&format!(
+                "| {} | **{}** | {} | {} / {} | {} | {} | {} | {} | {} | {} | {} | {} · {} |\n",
+                f(&x["servers"]),
+                f(&x["all_ready_s"]),
+                f(&x["tenants_per_s"]),
+                f(&x["ready_p50_s"]),
+                f(&x["ready_p90_s"]),
+                f(&x["spread_text"]),
+                roles.join(" / "),
+                f(&x["placement_role_mismatches"]),
+                f(&x["operator_cpu_s"]),
+                f(&x["operator_cpu_ms_per_tenant"]),
+                f(&x["machine_cpu_busy_share"]),
+                f(&x["operator_reconcile_errors"]),
+                f(&x["operator_log"]["warn"]),
+                f(&x["operator_log"]["error"]),
+            ));
+        }
+        s.push_str(&format!(
+            "\n3 servers / 1 server (time to all Ready): **{}**.\n\n",
+            f(&pl["ratio_3_vs_1"])
+        ));
+        s.push_str("Placement decision, `placement::choose` (ns per call):\n\n| servers | case | median | p10 | p90 |\n|---|---|---|---|---|\n");
+        s.push_str(&table_rows(
+            &pl["decision"]["rows"],
+            &["servers", "case", "median_ns", "p10_ns", "p90_ns"],
+            &[2],
+        ));
+        s.push_str("\nAggregation over the Tenant cache before each decision (as `candidates()`), µs per call:\n\n| tenants | servers | reservations | aggregation median | p10 | p90 | ns/tenant | aggregation + choose median |\n|---|---|---|---|---|---|---|---|\n");
+        s.push_str(&table_rows(
+            &pl["aggregation"]["rows"],
+            &[
+                "tenants",
+                "servers",
+                "reservations",
+                "aggregation_median_us",
+                "aggregation_p10_us",
+                "aggregation_p90_us",
+                "aggregation_ns_per_tenant",
+                "decision_median_us",
+            ],
+            &[3],
+        ));
+        s.push_str(&format!(
+            "\nMethod: {}. Aggregation: {}.\n\n",
+            f(&pl["decision"]["method"]),
+            f(&pl["aggregation"]["method"])
+        ));
+    }
     if let Some(d) = r["duration_s"].as_f64() {
         s.push_str(&format!("Total benchmark time: {d:.0} s.\n"));
     }

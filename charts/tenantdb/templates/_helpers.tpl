@@ -71,3 +71,16 @@ to the chart's appVersion).
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 {{- end }}
+
+{{/*
+Labels of the DatabaseServers the chart creates (standard labels, component database-server).
+Placement selectors see them too: select servers by your own label keys.
+*/}}
+{{- define "tenantdb.serverLabels" -}}
+helm.sh/chart: {{ include "tenantdb.chart" . }}
+{{ include "tenantdb.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: database-server
+app.kubernetes.io/part-of: tenantdb
+{{- end }}

@@ -43,8 +43,12 @@ pub(crate) struct Input<'a> {
     pub newer: &'a BTreeMap<String, String>,
     /// `--name-prefix`.
     pub name_prefix: &'a str,
-    /// `--shared-database`.
+    /// The default server's shared database.
     pub shared_database: &'a Ident,
+    /// Every server's shared database, by server name.
+    pub servers: &'a BTreeMap<String, Ident>,
+    /// The default server (for Tenants whose status records no placement).
+    pub default_server: Option<&'a str>,
 }
 
 /// The result of classifying the selected Tenants.
@@ -119,8 +123,20 @@ fn class_of(
     prev_entry: Option<&TenantMigrationProgress>,
     input: &Input<'_>,
 ) -> Class {
-    let work = || match resolve(t, input.name_prefix, input.shared_database) {
-        Ok(res) => Class::Work(Box::new(rollout_tenant(t, res, recorded))),
+    let server = t
+        .status
+        .as_ref()
+        .and_then(|s| s.placement.as_ref())
+        .and_then(|p| p.postgres.as_deref())
+        .or(input.default_server);
+    let shared = server
+        .and_then(|s| input.servers.get(s))
+        .unwrap_or(input.shared_database);
+    let work = || match resolve(t, input.name_prefix, shared) {
+        Ok(res) => Class::Work(Box::new(RolloutTenant {
+            server: server.map(str::to_string),
+            ..rollout_tenant(t, res, recorded)
+        })),
         Err(e) => Class::Skipped(format!("cannot resolve the Tenant's names: {e}")),
     };
     let ready = t.status.as_ref().map(|s| s.phase) == Some(TenantPhase::Ready);
@@ -245,6 +261,8 @@ mod tests {
             newer: &none,
             name_prefix: "tenant_",
             shared_database: &shared,
+            servers: &BTreeMap::new(),
+            default_server: None,
         };
         let c = classify(&tenants, &input);
         assert_eq!(state(&c, "at-target"), TenantMigrationState::Succeeded);
@@ -288,6 +306,8 @@ mod tests {
                 newer: &newer,
                 name_prefix: "tenant_",
                 shared_database: &shared,
+                servers: &BTreeMap::new(),
+                default_server: None,
             },
         );
         assert_eq!(
@@ -322,6 +342,8 @@ mod tests {
                 newer: &none,
                 name_prefix: "tenant_",
                 shared_database: &shared,
+                servers: &BTreeMap::new(),
+                default_server: None,
             },
         );
         // Even at the target version a dry run plans the tenant (it reports what would run).

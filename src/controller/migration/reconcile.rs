@@ -174,6 +174,25 @@ pub(crate) async fn reconcile_inner(
     } else {
         BTreeMap::new()
     };
+    // Tenants live on several servers: each is migrated on its own (names resolved with its
+    // server's shared database).
+    let default_server = ctx
+        .servers()
+        .default_server()
+        .ok_or_else(|| Error::Config("no default database server".into()))?;
+    let default_pg = default_server.pg().clone();
+    let default_shared = default_pg.settings().shared_database.clone();
+    let server_shared: BTreeMap<String, crate::naming::Ident> = ctx
+        .servers()
+        .all()
+        .iter()
+        .map(|s| {
+            (
+                s.name().to_string(),
+                s.pg().settings().shared_database.clone(),
+            )
+        })
+        .collect();
     let classify::Classified {
         progress,
         work,
@@ -190,7 +209,9 @@ pub(crate) async fn reconcile_inner(
             completed_at: rec.prev.completed_at.as_ref().map(|t| t.0),
             newer: &newer,
             name_prefix: &ctx.settings().name_prefix,
-            shared_database: &ctx.pg().settings().shared_database,
+            shared_database: &default_shared,
+            servers: &server_shared,
+            default_server: ctx.servers().default_name(),
         },
     );
 
@@ -278,7 +299,8 @@ pub(crate) async fn reconcile_inner(
         }
         let migrator = Arc::new(KubeMigrator {
             pg: PgMigrator {
-                pg: ctx.pg().clone(),
+                pg: default_pg.clone(),
+                servers: Some(ctx.servers().clone()),
                 set: r.set.clone(),
                 target_version: target,
                 dry_run,
@@ -296,6 +318,10 @@ pub(crate) async fn reconcile_inner(
             canaries: gate.canaries_in_run,
             enforce_budget: !dry_run,
             max_transient: max_parallel,
+            max_parallel_per_server: spec
+                .strategy
+                .max_parallel_per_server
+                .and_then(|n| usize::try_from(n.clamp(1, 64)).ok()),
         };
         let pass = Pass {
             rollout: Rollout::new(config, migrator),

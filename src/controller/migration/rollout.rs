@@ -37,6 +37,8 @@ pub struct RolloutTenant {
     /// The login the migration runs as (the tenant's own role; see [`migrate_tenant`]). Filled
     /// from the Secret by the controller's migrator, or set directly by callers that know it.
     pub credentials: Option<Credentials>,
+    /// The database server the tenant lives on (`None`: the migrator's default).
+    pub server: Option<String>,
 }
 
 impl RolloutTenant {
@@ -50,6 +52,7 @@ impl RolloutTenant {
             recorded_version: None,
             secret_name: None,
             credentials: None,
+            server: None,
         }
     }
 
@@ -258,8 +261,10 @@ pub trait TenantMigrator: Send + Sync + 'static {
 /// The PostgreSQL migrator: [`migrate_tenant`] with a fixed set, target and mode.
 #[derive(Debug, Clone)]
 pub struct PgMigrator {
-    /// Admin access.
+    /// Admin access to the default server (tenants without a server).
     pub pg: Arc<PgAdmin>,
+    /// The servers tenants with a server name live on (`None`: all on `pg`).
+    pub servers: Option<Arc<crate::servers::Registry>>,
     /// The migration set.
     pub set: Arc<MigrationSet>,
     /// Version every tenant is brought to.
@@ -270,8 +275,23 @@ pub struct PgMigrator {
 
 impl TenantMigrator for PgMigrator {
     async fn migrate(&self, tenant: &RolloutTenant) -> TenantOutcome {
+        let server = match (&tenant.server, &self.servers) {
+            (Some(name), Some(servers)) => match servers.get(name) {
+                Some(s) => Some(s),
+                None => {
+                    return TenantOutcome::error(
+                        tenant,
+                        OutcomeKind::Retry,
+                        "server",
+                        format!("database server {name} is not known (yet)"),
+                        Duration::ZERO,
+                    );
+                }
+            },
+            _ => None,
+        };
         migrate_tenant(
-            &self.pg,
+            server.as_ref().map_or(&self.pg, |s| s.pg()),
             &self.set,
             tenant,
             self.target_version,
@@ -301,6 +321,8 @@ pub struct RolloutConfig {
     pub enforce_budget: bool,
     /// No new tenant starts after this many transient errors in this run (at least 1).
     pub max_transient: usize,
+    /// Tenants of one database server migrated at once (`None`: only `max_parallel` applies).
+    pub max_parallel_per_server: Option<usize>,
 }
 
 impl Default for RolloutConfig {
@@ -312,6 +334,7 @@ impl Default for RolloutConfig {
             canaries: 0,
             enforce_budget: true,
             max_transient: 1,
+            max_parallel_per_server: None,
         }
     }
 }
@@ -366,6 +389,8 @@ pub struct RolloutSummary {
     pub canary_passed: bool,
     /// Highest number of tenants migrated at the same time.
     pub peak_running: usize,
+    /// Highest number of tenants of one server migrated at the same time.
+    pub peak_running_per_server: usize,
 }
 
 impl RolloutSummary {
@@ -420,6 +445,10 @@ impl<M: TenantMigrator> Rollout<M> {
         let mut transient = 0usize;
         let mut tasks: JoinSet<TenantOutcome> = JoinSet::new();
         let mut task_names: HashMap<tokio::task::Id, String> = HashMap::new();
+        // Running tenants per server, for `max_parallel_per_server`.
+        let mut task_servers: HashMap<tokio::task::Id, Option<String>> = HashMap::new();
+        let mut running_on: HashMap<Option<String>, usize> = HashMap::new();
+        let per_server = cfg.max_parallel_per_server.map(|l| l.max(1));
         let mut summary = RolloutSummary::default();
 
         loop {
@@ -446,9 +475,26 @@ impl<M: TenantMigrator> Rollout<M> {
                         break;
                     }
                 }
-                let Some(tenant) = queue.pop_front() else {
+                // The first tenant whose server has a free slot (canaries: strictly in order).
+                let next = match per_server {
+                    None => Some(0),
+                    Some(_) if in_canary_phase => Some(0).filter(|_| {
+                        queue.front().is_some_and(|t| {
+                            per_server
+                                .is_none_or(|l| running_on.get(&t.server).copied().unwrap_or(0) < l)
+                        })
+                    }),
+                    Some(l) => queue
+                        .iter()
+                        .position(|t| running_on.get(&t.server).copied().unwrap_or(0) < l),
+                };
+                let Some(tenant) = next.and_then(|i| queue.remove(i)) else {
                     break;
                 };
+                let on = running_on.entry(tenant.server.clone()).or_default();
+                *on += 1;
+                summary.peak_running_per_server = summary.peak_running_per_server.max(*on);
+                let server = tenant.server.clone();
                 if in_canary_phase {
                     canaries_to_start -= 1;
                     canary_names.insert(tenant.name.clone());
@@ -458,11 +504,21 @@ impl<M: TenantMigrator> Rollout<M> {
                 let migrator = self.migrator.clone();
                 let handle = tasks.spawn(async move { migrator.migrate(&tenant).await });
                 task_names.insert(handle.id(), name);
+                task_servers.insert(handle.id(), server);
                 summary.peak_running = summary.peak_running.max(tasks.len());
             }
             let Some(joined) = tasks.join_next_with_id().await else {
                 break;
             };
+            let id = match &joined {
+                Ok((id, _)) => *id,
+                Err(e) => e.id(),
+            };
+            if let Some(server) = task_servers.remove(&id)
+                && let Some(n) = running_on.get_mut(&server)
+            {
+                *n = n.saturating_sub(1);
+            }
             let outcome = match joined {
                 Ok((id, outcome)) => {
                     task_names.remove(&id);

@@ -237,6 +237,82 @@ async fn parallelism_is_bounded() {
     assert!(s.halted.is_none() && s.not_started.is_empty());
 }
 
+/// Counts, per server, how many tenants run at once (independently of the rollout's summary).
+#[derive(Default)]
+struct ByServer {
+    running: Mutex<std::collections::HashMap<Option<String>, usize>>,
+    peak: Mutex<std::collections::HashMap<Option<String>, usize>>,
+    total_peak: AtomicUsize,
+    total: AtomicUsize,
+}
+
+impl TenantMigrator for ByServer {
+    async fn migrate(&self, t: &RolloutTenant) -> TenantOutcome {
+        {
+            let mut running = self.running.lock().unwrap();
+            let n = running.entry(t.server.clone()).or_default();
+            *n += 1;
+            let mut peak = self.peak.lock().unwrap();
+            let p = peak.entry(t.server.clone()).or_default();
+            *p = (*p).max(*n);
+        }
+        let now = self.total.fetch_add(1, Ordering::SeqCst) + 1;
+        self.total_peak.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        self.total.fetch_sub(1, Ordering::SeqCst);
+        *self.running.lock().unwrap().get_mut(&t.server).unwrap() -= 1;
+        TenantOutcome {
+            name: t.name.clone(),
+            kind: OutcomeKind::Succeeded,
+            from_version: Some(1),
+            to_version: Some(2),
+            steps: vec![],
+            message: String::new(),
+            category: None,
+            duration: Duration::ZERO,
+        }
+    }
+}
+
+#[tokio::test]
+async fn parallelism_per_server_is_bounded() {
+    // 8 tenants on a, 2 on b, 2 on c: at most 2 of one server at once, 5 in all.
+    let tenants: Vec<RolloutTenant> = (0..12)
+        .map(|i| {
+            let server = match i {
+                0..8 => "a",
+                8..10 => "b",
+                _ => "c",
+            };
+            RolloutTenant {
+                server: Some(server.into()),
+                ..rt(&format!("t{i:02}"))
+            }
+        })
+        .collect();
+    let fake = Arc::new(ByServer::default());
+    let r = Rollout::new(
+        RolloutConfig {
+            max_parallel: 5,
+            max_parallel_per_server: Some(2),
+            ..Default::default()
+        },
+        fake.clone(),
+    );
+    let s = r.run(tenants, || Control::Continue, None).await;
+    assert_eq!(s.count(OutcomeKind::Succeeded), 12);
+    let peak = fake.peak.lock().unwrap().clone();
+    for server in ["a", "b", "c"] {
+        let p = peak[&Some(server.to_string())];
+        assert!(p <= 2, "server {server}: {p} at once");
+    }
+    assert_eq!(peak[&Some("a".to_string())], 2, "a's slots were used");
+    assert!(fake.total_peak.load(Ordering::SeqCst) <= 5);
+    // b's and c's tenants did not wait behind a's (they are later in the list).
+    assert!(s.peak_running > 2, "{}", s.peak_running);
+    assert_eq!(s.peak_running_per_server, 2);
+}
+
 #[tokio::test]
 async fn failure_budget_stops_new_starts() {
     let fake = Fake::new(vec!["t01", "t03"], vec![]);

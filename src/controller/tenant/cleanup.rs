@@ -32,11 +32,17 @@ pub(super) async fn cleanup(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Ac
         ctx.forget(&key);
         return Ok(Action::await_change());
     }
-    let resolved = match resolve(
-        &tenant,
-        &ctx.settings().name_prefix,
-        &ctx.pg().settings().shared_database,
-    ) {
+    // The server holding the tenant: its placement, or (status lost, or never placed) the one
+    // holding its ownership markers. None holds it: nothing of it exists in PostgreSQL.
+    let server = match super::place::placed_server(&tenant, &ctx)? {
+        Some(s) => Some(s),
+        None => super::place::rediscover(&tenant, &ctx).await?,
+    };
+    let shared_database = match &server {
+        Some(s) => s.pg().settings().shared_database.clone(),
+        None => super::place::default_shared_database(&ctx)?,
+    };
+    let resolved = match resolve(&tenant, &ctx.settings().name_prefix, &shared_database) {
         Ok(r) => r,
         Err(e) if e.is_permanent() => {
             // Nothing could have been created under an invalid name.
@@ -65,16 +71,18 @@ pub(super) async fn cleanup(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Ac
             debug!(error = %e, "could not write Deleting status");
         }
     }
-    if resolved.names.rls {
+    if resolved.names.rls
+        && let Some(server) = &server
+    {
         let rows = async {
             let layout = crate::pg::shared::SharedLayout::defaults()?;
             let (r, b) = (&resolved.names.role, &resolved.names.secondary_role);
-            crate::pg::shared::unregister_tenant(ctx.pg(), &layout, r, b).await?;
+            crate::pg::shared::unregister_tenant(server.pg(), &layout, r, b).await?;
             let tid = crate::pg::shared::tenant_id(
                 &tenant.namespace().unwrap_or_default(),
                 &tenant.name_any(),
             );
-            crate::pg::shared::delete_tenant_rows(ctx.pg(), &layout, &tid, 1000).await
+            crate::pg::shared::delete_tenant_rows(server.pg(), &layout, &tid, 1000).await
         };
         match rows.await {
             Ok(n) => info!(rows = n, "deleted the tenant's rows from the shared tables"),
@@ -93,7 +101,11 @@ pub(super) async fn cleanup(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Ac
             return Err(e);
         }
     };
-    match ctx.pg().cleanup(&resolved.names).await {
+    let dropped = match &server {
+        Some(server) => server.pg().cleanup(&resolved.names).await,
+        None => Ok(crate::pg::CleanupReport::default()),
+    };
+    match dropped {
         Ok(mut report) => {
             if let Some(m) = mongo_report {
                 if m.database_dropped {

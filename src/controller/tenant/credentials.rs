@@ -119,7 +119,6 @@ pub(super) struct Creds {
 /// for the same request. Observes again when the password changed.
 pub(super) async fn rotate(
     tenant: &Tenant,
-    ctx: &Context,
     spec: &Spec,
     secret: SecretState,
     observed: crate::pg::plan::Observed,
@@ -176,7 +175,7 @@ pub(super) async fn rotate(
     new_status.active_user = active.role(names).as_str().to_string();
     // The password to compare with the active slot's verifier changed: observe again.
     let observed = if trigger.is_some() {
-        ctx.pg().observe(names, &password).await?
+        spec.server.pg().observe(names, &password).await?
     } else {
         observed
     };
@@ -204,7 +203,8 @@ pub(super) async fn write_secret(
     let names = &spec.resolved.names;
     let secrets: Api<Secret> = Api::namespaced(ctx.client().clone(), &spec.namespace);
     let active_user = creds.active.role(names);
-    let mut data = secret::secret_data(names, &endpoint(ctx), active_user, &creds.password);
+    let mut data =
+        secret::secret_data(names, &endpoint(&spec.server), active_user, &creds.password);
     if let Some(m) = mongo {
         data.extend(m.secret_data.clone());
     }
@@ -249,12 +249,10 @@ pub(super) async fn write_secret(
     Ok(())
 }
 
-pub(super) fn endpoint(ctx: &Context) -> Endpoint {
-    let (host, port) = ctx.pg().server_address();
-    Endpoint {
-        host: ctx.settings().tenant_host.clone().unwrap_or(host),
-        port: ctx.settings().tenant_port.unwrap_or(port),
-    }
+/// The host and port written to the Secret: the server's tenant endpoint.
+pub(super) fn endpoint(server: &crate::servers::Server) -> Endpoint {
+    let (host, port) = server.tenant_endpoint().clone();
+    Endpoint { host, port }
 }
 
 /// The credentials Secret the Tenant's status names (the one last written).

@@ -33,10 +33,10 @@ pub(super) async fn check(
     let previous = tenant.status.as_ref().and_then(|s| s.health.clone());
     check_health(
         ctx,
+        &spec.server,
         &spec.key,
         &spec.resolved.names,
-        creds.active.role(&spec.resolved.names),
-        &creds.password,
+        (creds.active.role(&spec.resolved.names), &creds.password),
         mongo_login,
         previous.as_ref(),
     )
@@ -52,10 +52,10 @@ pub(super) fn health_recheck(ctx: &Context) -> Duration {
 /// Logs in as the tenant and runs `SELECT 1`. Bounded by a semaphore; at most every health interval.
 pub(super) async fn check_health(
     ctx: &Context,
+    server: &crate::servers::Server,
     key: &str,
     names: &TenantNames,
-    user: &Ident,
-    password: &str,
+    (user, password): (&Ident, &str),
     mongo_login: Option<(String, crate::mongo::names::MongoDbName, String)>,
     previous: Option<&crate::crd::HealthStatus>,
 ) -> Option<crate::crd::HealthStatus> {
@@ -72,7 +72,10 @@ pub(super) async fn check_health(
     let previous = previous.or(cached.as_ref().map(|(_, r)| r));
     let _permit = ctx.health_permits().acquire().await.ok()?;
     let started = Instant::now();
-    let mut result = ctx.pg().check_login(&names.database, user, password).await;
+    let mut result = server
+        .pg()
+        .check_login(&names.database, user, password)
+        .await;
     // MongoDB `ping` as the tenant user too, when the tenant has MongoDB.
     if result.is_ok()
         && let (Some((uri, db, pw)), Some(admin)) = (&mongo_login, ctx.mongo().as_ref())
@@ -149,10 +152,11 @@ pub(super) async fn health_after_failure(
     ctx: &Context,
 ) -> Option<crate::crd::HealthStatus> {
     status_secret_name(tenant)?;
+    let server = super::place::home(tenant, ctx)?;
     let resolved = resolve(
         tenant,
         &ctx.settings().name_prefix,
-        &ctx.pg().settings().shared_database,
+        &server.pg().settings().shared_database,
     )
     .ok()?;
     let ns = tenant.namespace()?;
@@ -179,10 +183,10 @@ pub(super) async fn health_after_failure(
     let previous = tenant.status.as_ref().and_then(|s| s.health.clone());
     check_health(
         ctx,
+        &server,
         &object_key(tenant),
         &resolved.names,
-        &creds.user,
-        creds.password(),
+        (&creds.user, creds.password()),
         mongo_login,
         previous.as_ref(),
     )

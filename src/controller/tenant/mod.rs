@@ -18,6 +18,7 @@ mod cleanup;
 mod credentials;
 mod health;
 mod mongo;
+mod place;
 mod report;
 mod schema;
 mod statistics;
@@ -55,6 +56,8 @@ use report::{
     CAPACITY_RECHECK, base_status, failed_status, ready_status, waiting_status, write_status,
 };
 use validate::{Spec, check_tenant_limit};
+
+pub(crate) use place::candidates;
 
 /// Finalizer guarding cleanup.
 pub const FINALIZER: &str = "tenantdb.io/cleanup";
@@ -379,7 +382,7 @@ async fn apply(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
             ctx.settle(&key, facts, touches, resync);
             Ok(Action::requeue(resync.min(ctx.settings().health_interval)))
         }
-        Err(e @ Error::Capacity(_)) => {
+        Err(e @ (Error::Capacity(_) | Error::Unschedulable(_))) => {
             ctx.backoff().reset(&key);
             // Not an error of this Tenant: it waits (phase Pending, no Warning storm) and is looked
             // at again shortly, so it is placed as soon as room appears.
@@ -463,18 +466,24 @@ pub struct Outcome {
     pub statistics: Option<crate::crd::StatisticsStatus>,
     /// Statistics just measured (reported with any status write, see [`statistics::piggyback`]).
     pub fresh_statistics: Option<crate::crd::StatisticsStatus>,
+    /// Where the tenant is placed.
+    pub placement: crate::crd::PlacementStatus,
+    /// Why `spec.placement` no longer allows the server the tenant is on, when it does not.
+    pub placement_mismatch: Option<String>,
 }
 
 /// Provision or repair one Tenant: the pipeline of stages (see the module documentation).
 async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
-    let spec = validate::spec(tenant, ctx)?;
+    let server = place::place(tenant, ctx).await?;
+    let spec = validate::spec(tenant, ctx, server)?;
     let secret = credentials::read(tenant, ctx, &spec).await?;
-    let observed = ctx
+    let observed = spec
+        .server
         .pg()
         .observe(&spec.resolved.names, &secret.candidate)
         .await?;
     validate::explicit_names(tenant, ctx, &spec, &observed)?;
-    let creds = credentials::rotate(tenant, ctx, &spec, secret, observed).await?;
+    let creds = credentials::rotate(tenant, &spec, secret, observed).await?;
     let usage = usage::measure(tenant, ctx, &spec).await?;
     let applied = steps::apply(tenant, ctx, &spec, &creds, &usage).await?;
     let schema_version = schema::migrate(tenant, ctx, &spec, &creds, &applied).await?;
@@ -484,7 +493,15 @@ async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
     report::provision_events(tenant, ctx, &spec, &creds, &applied).await;
     let health = health::check(tenant, ctx, &spec, &creds, mongo.as_ref()).await;
     let statistics = statistics::collect(tenant, ctx, &spec).await;
+    let placement_mismatch = place::mismatch(tenant, ctx, &spec.server);
     Ok(Outcome {
+        placement: crate::crd::PlacementStatus {
+            postgres: Some(spec.server.name().to_string()),
+            mongodb: mongo
+                .as_ref()
+                .map(|_| ctx.settings().default_server.clone()),
+        },
+        placement_mismatch,
         statistics: statistics.report,
         fresh_statistics: statistics.fresh,
         resolved: spec.resolved,
@@ -520,6 +537,7 @@ mod tests {
                 auto_migrate: None,
                 quotas: None,
                 mongodb: None,
+                placement: None,
             },
         );
         t.metadata.namespace = Some("team-a".into());

@@ -70,8 +70,10 @@ pub(super) fn base_status(tenant: &Tenant) -> TenantStatus {
     tenant.status.clone().unwrap_or_default()
 }
 
-pub(super) fn provisioning_status(tenant: &Tenant, r: &Resolved) -> TenantStatus {
+pub(super) fn provisioning_status(tenant: &Tenant, r: &Resolved, server: &str) -> TenantStatus {
     let mut s = base_status(tenant);
+    // Recorded before the first object is created (the markers find it anyway if this is lost).
+    s.placement.get_or_insert_default().postgres = Some(server.to_string());
     let generation = tenant.meta().generation;
     s.phase = TenantPhase::Provisioning;
     s.observed_generation = generation;
@@ -116,6 +118,19 @@ pub(super) fn ready_status(tenant: &Tenant, o: &Outcome) -> TenantStatus {
     s.credentials = Some(o.credentials.clone());
     s.mongodb = o.mongo.clone();
     s.statistics = o.statistics.clone();
+    s.placement = Some(o.placement.clone());
+    let placed = match &o.placement_mismatch {
+        Some(why) => Cond::new(types::PLACED, true, "PlacementNotApplied", why.clone()),
+        None => Cond::new(
+            types::PLACED,
+            true,
+            "Placed",
+            format!(
+                "on server {}",
+                o.placement.postgres.as_deref().unwrap_or_default()
+            ),
+        ),
+    };
     let degraded = match &o.health {
         Some(h) if !h.healthy => Cond::new(
             types::DEGRADED,
@@ -175,6 +190,7 @@ pub(super) fn ready_status(tenant: &Tenant, o: &Outcome) -> TenantStatus {
             Cond::new(types::PROVISIONED, true, "Provisioned", what),
             degraded,
             quota,
+            placed,
             match &o.mongo {
                 Some(m) => Cond::new(
                     types::MONGO_PROVISIONED,

@@ -14,6 +14,7 @@ use crate::identity::lock_key;
 use crate::migrate::{self, MigrationTarget};
 use crate::naming::{Ident, TenantNames};
 use crate::pg::plan::Step;
+use crate::servers::Server;
 
 /// Stage `migrate`: the baseline migrations at provisioning (no version recorded yet) or when the
 /// schema was just (re)created, on a session logged in as the tenant; for `shared` tenants the
@@ -44,8 +45,8 @@ pub(super) async fn migrate(
         let tid = crate::pg::shared::tenant_id(&spec.namespace, &tenant.name_any());
         let layout = crate::pg::shared::SharedLayout::defaults()?;
         let (r, b) = (&names.role, &names.secondary_role);
-        if !crate::pg::shared::observe_tenant(ctx.pg(), &layout, r, b, &tid).await? {
-            crate::pg::shared::register_tenant(ctx.pg(), &layout, r, b, &tid).await?;
+        if !crate::pg::shared::observe_tenant(spec.server.pg(), &layout, r, b, &tid).await? {
+            crate::pg::shared::register_tenant(spec.server.pg(), &layout, r, b, &tid).await?;
             info!(tenant_id = %tid, "registered in the shared row-level security layout");
         }
     } else if spec.resolved.auto_migrate && (recorded.is_none() || recreated) {
@@ -54,13 +55,13 @@ pub(super) async fn migrate(
         } else {
             ctx.migrations().latest_version()
         };
-        schema_version = run_migrations(ctx, names, &login, target).await?;
+        schema_version = run_migrations(ctx, &spec.server, names, &login, target).await?;
         ctx.set_schema_version(&spec.key, schema_version);
     }
     // Monthly partitions of the baseline's partitioned tables, kept ahead (at most every
     // partition interval).
     if schema_version.is_some() && !names.rls {
-        maintain_partitions(ctx, &spec.key, names, &login).await?;
+        maintain_partitions(ctx, &spec.server, &spec.key, names, &login).await?;
     }
     Ok(schema_version)
 }
@@ -76,6 +77,7 @@ pub(super) struct Login<'a> {
 /// once per tenant and issues no DDL when nothing is missing).
 pub(super) async fn maintain_partitions(
     ctx: &Context,
+    server: &Server,
     key: &str,
     names: &TenantNames,
     login: &Login<'_>,
@@ -91,7 +93,7 @@ pub(super) async fn maintain_partitions(
         .date();
     let ahead = ctx.settings().partition_months_ahead;
     let retention = ctx.settings().partition_retention_months;
-    let mut conn = ctx
+    let mut conn = server
         .pg()
         .tenant_session(&names.database, login.user, login.password)
         .await?;
@@ -115,23 +117,23 @@ pub(super) async fn maintain_partitions(
 
 /// Creates or repairs the shared row-level security layout (roles, schema, baseline migrations,
 /// policies) and keeps its partitions ahead. Serialized, and re-checked at most every resync.
-pub(super) async fn ensure_shared_layout(ctx: &Context) -> Result<Option<i64>> {
-    let mut guard = ctx.shared_layout().lock().await;
+pub(super) async fn ensure_shared_layout(ctx: &Context, server: &Server) -> Result<Option<i64>> {
+    let mut guard = server.shared_layout().lock().await;
     if let Some((at, version)) = *guard
         && at.elapsed() < ctx.settings().resync
     {
         return Ok(version);
     }
     let layout = crate::pg::shared::SharedLayout::defaults()?;
-    let version = crate::pg::shared::ensure_layout(ctx.pg(), &layout, ctx.migrations()).await?;
+    let version = crate::pg::shared::ensure_layout(server.pg(), &layout, ctx.migrations()).await?;
     if version.is_some() {
         let today = Timestamp::now()
             .to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC)
             .date();
         // As the layout's owner (logged in with a one-time password), not as the admin.
-        let mut conn = ctx
+        let mut conn = server
             .pg()
-            .owner_session(&layout.owner, &ctx.pg().settings().shared_database)
+            .owner_session(&layout.owner, &server.pg().settings().shared_database)
             .await?;
         let report = crate::partitions::maintain(
             &mut conn,
@@ -146,7 +148,7 @@ pub(super) async fn ensure_shared_layout(ctx: &Context) -> Result<Option<i64>> {
         let report = report?;
         if !report.created.is_empty() {
             // New partitions need their row-level security too.
-            crate::pg::shared::ensure_policies(ctx.pg(), &layout).await?;
+            crate::pg::shared::ensure_policies(server.pg(), &layout).await?;
         }
     }
     *guard = Some((Instant::now(), version));
@@ -157,6 +159,7 @@ pub(super) async fn ensure_shared_layout(ctx: &Context) -> Result<Option<i64>> {
 /// (never on the admin session: see `migrate`'s "Who runs the SQL").
 pub(super) async fn run_migrations(
     ctx: &Context,
+    server: &Server,
     names: &TenantNames,
     login: &Login<'_>,
     target: Option<i64>,
@@ -169,7 +172,7 @@ pub(super) async fn run_migrations(
         owner_role: names.role.as_str(),
         lock_key: lock_key(names),
     };
-    let mut conn = ctx
+    let mut conn = server
         .pg()
         .tenant_session(&names.database, login.user, login.password)
         .await?;

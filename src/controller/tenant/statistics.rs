@@ -26,7 +26,7 @@ pub(super) async fn collect(tenant: &Tenant, ctx: &Context, spec: &Spec) -> Coll
     let reported = ctx
         .reported_statistics(&spec.key)
         .or_else(|| tenant.status.as_ref().and_then(|s| s.statistics.clone()));
-    let Some(snap) = ctx.statistics().await else {
+    let Some(snap) = ctx.statistics(&spec.server).await else {
         return Collected {
             report: reported,
             fresh: None,

@@ -41,7 +41,7 @@ pub(super) async fn apply(
         template: None,
     };
     let layout_version = if names.rls {
-        Some(super::schema::ensure_shared_layout(ctx).await?)
+        Some(super::schema::ensure_shared_layout(ctx, &spec.server).await?)
     } else {
         None
     };
@@ -53,7 +53,8 @@ pub(super) async fn apply(
     if !steps.is_empty() {
         let first_time = tenant.status.as_ref().map(|s| s.phase) != Some(TenantPhase::Ready);
         if first_time {
-            let status = super::report::provisioning_status(tenant, &spec.resolved);
+            let status =
+                super::report::provisioning_status(tenant, &spec.resolved, spec.server.name());
             super::report::write_status(tenant, ctx, status).await?;
         }
         for s in &steps {
@@ -65,7 +66,7 @@ pub(super) async fn apply(
                 })
                 .inc();
         }
-        ctx.pg().apply(&desired, &steps).await?;
+        spec.server.pg().apply(&desired, &steps).await?;
         if steps.contains(&Step::CreateDatabase) {
             let source = if desired.template.is_some() {
                 "template"
@@ -121,7 +122,7 @@ async fn template_for(tenant: &Tenant, ctx: &Context, spec: &Spec) -> Option<cra
     if recorded.is_some() && recorded != set.latest_version() {
         return None;
     }
-    match ctx.pg().ensure_template(set).await {
+    match spec.server.pg().ensure_template(set).await {
         Ok(t) => t,
         Err(e) => {
             warn!(error = %e, "template database unavailable; creating the database from template0");

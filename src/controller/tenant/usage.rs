@@ -7,7 +7,6 @@ use super::super::Context;
 use super::*;
 use crate::crd::{Tenant, TenantStatus};
 use crate::error::{Error, Result};
-use crate::naming::TenantNames;
 use crate::pg::plan::{Desired, Step, plan};
 
 /// Storage of a tenant as measured (stage `usage`).
@@ -29,10 +28,8 @@ pub(super) async fn measure(tenant: &Tenant, ctx: &Context, spec: &Spec) -> Resu
     let status = tenant.status.clone().unwrap_or_default();
     let measured = measure_usage(
         ctx,
-        &spec.key,
-        &spec.resolved.names,
+        spec,
         &status,
-        spec.quotas.storage_bytes,
         shared_tenant(tenant, spec).as_deref(),
         mongo_bytes.unwrap_or(0),
     )
@@ -62,10 +59,8 @@ pub(super) async fn after_provisioning(
     let status = tenant.status.clone().unwrap_or_default();
     let measured = measure_usage(
         ctx,
-        &spec.key,
-        &spec.resolved.names,
+        spec,
         &status,
-        spec.quotas.storage_bytes,
         shared_tenant(tenant, spec).as_deref(),
         usage.mongo_bytes.unwrap_or(0),
     )
@@ -76,9 +71,13 @@ pub(super) async fn after_provisioning(
             read_only: true,
             ..applied.desired.clone()
         };
-        let observed = ctx.pg().observe(&spec.resolved.names, &ro.password).await?;
+        let observed = spec
+            .server
+            .pg()
+            .observe(&spec.resolved.names, &ro.password)
+            .await?;
         let more = plan(&ro, &observed).map_err(|c| Error::Conflict(c.0))?;
-        ctx.pg().apply(&ro, &more).await?;
+        spec.server.pg().apply(&ro, &more).await?;
     }
     Ok(Usage {
         status: measured,
@@ -98,13 +97,13 @@ fn shared_tenant(tenant: &Tenant, spec: &Spec) -> Option<String> {
 /// Measures storage unless a recent measurement is cached; falls back to the last reported value.
 pub(super) async fn measure_usage(
     ctx: &Context,
-    key: &str,
-    names: &TenantNames,
+    spec: &Spec,
     status: &TenantStatus,
-    limit: Option<i64>,
     shared_tenant: Option<&str>,
     mongo_bytes: i64,
 ) -> Result<crate::crd::UsageStatus> {
+    let (server, key, names) = (&spec.server, spec.key.as_str(), &spec.resolved.names);
+    let limit = spec.quotas.storage_bytes;
     let cached = ctx.usage_cache(key);
     let pg_bytes = match cached {
         Some((at, bytes)) if at.elapsed() < ctx.settings().usage_interval => bytes,
@@ -112,9 +111,9 @@ pub(super) async fn measure_usage(
             let bytes = match shared_tenant {
                 Some(tid) => {
                     let layout = crate::pg::shared::SharedLayout::defaults()?;
-                    crate::pg::shared::tenant_storage_bytes(ctx.pg(), &layout, tid).await?
+                    crate::pg::shared::tenant_storage_bytes(server.pg(), &layout, tid).await?
                 }
-                None => ctx.pg().storage_bytes(names).await?,
+                None => server.pg().storage_bytes(names).await?,
             };
             ctx.set_usage_cache(key, bytes);
             bytes

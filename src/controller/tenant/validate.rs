@@ -29,14 +29,20 @@ pub(super) struct Spec {
     pub(super) namespace: String,
     /// The Tenant's per-object key.
     pub(super) key: String,
+    /// The server the tenant lives on (stage `place`).
+    pub(super) server: std::sync::Arc<crate::servers::Server>,
 }
 
 /// Stage 1: resolve and validate the spec (pure).
-pub(super) fn spec(tenant: &Tenant, ctx: &Context) -> Result<Spec> {
+pub(super) fn spec(
+    tenant: &Tenant,
+    ctx: &Context,
+    server: std::sync::Arc<crate::servers::Server>,
+) -> Result<Spec> {
     let resolved = resolve(
         tenant,
         &ctx.settings().name_prefix,
-        &ctx.pg().settings().shared_database,
+        &server.pg().settings().shared_database,
     )?;
     let quotas =
         crate::quota::effective(tenant.spec.quotas.as_ref(), &ctx.settings().quota_defaults)
@@ -68,6 +74,7 @@ pub(super) fn spec(tenant: &Tenant, ctx: &Context) -> Result<Spec> {
         grace,
         namespace,
         key: object_key(tenant),
+        server,
     })
 }
 
@@ -100,17 +107,28 @@ pub(super) fn explicit_name_violation(
     ctx: &Context,
     ns: &str,
 ) -> Result<Option<String>> {
-    let shared = &ctx.pg().settings().shared_database;
-    let group = crate::naming::connect_group_of(shared)?;
+    // Every server's shared database and its connect group are the operator's.
+    let mut reserved_names = Vec::new();
+    for server in ctx.servers().all() {
+        let shared = server.pg().settings().shared_database.clone();
+        reserved_names.push(
+            crate::naming::connect_group_of(&shared)?
+                .as_str()
+                .to_string(),
+        );
+        reserved_names.push(shared.as_str().to_string());
+    }
     let layout = crate::pg::shared::SharedLayout::defaults()?;
-    let reserved = [
-        shared.as_str(),
-        group.as_str(),
-        layout.schema.as_str(),
-        layout.owner.as_str(),
-        layout.tenants.as_str(),
-        crate::mongo::REGISTRY_DATABASE,
-    ];
+    reserved_names.extend(
+        [
+            layout.schema.as_str(),
+            layout.owner.as_str(),
+            layout.tenants.as_str(),
+            crate::mongo::REGISTRY_DATABASE,
+        ]
+        .map(str::to_string),
+    );
+    let reserved: Vec<&str> = reserved_names.iter().map(String::as_str).collect();
     let explicit = [
         ("spec.databaseName", tenant.spec.database_name.as_deref()),
         (

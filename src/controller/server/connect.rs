@@ -1,0 +1,186 @@
+//! Stage `connect` of a DatabaseServer: its admin Secret read, its connection options built
+//! (endpoint, credentials, TLS), and its [`Server`] entry created, or kept when nothing it was
+//! built from changed.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use kube::api::Api;
+use sqlx::postgres::{PgConnectOptions, PgSslMode};
+
+use super::super::Context;
+use crate::crd::{DatabaseServer, TlsMode};
+use crate::error::{Error, Result};
+use crate::naming::Ident;
+use crate::pg::{PgAdmin, PgSettings};
+use crate::servers::Server;
+
+/// Default PostgreSQL port.
+const PG_PORT: u16 = 5432;
+
+/// What the connection is built from (never logged: holds the password).
+struct Config {
+    host: String,
+    port: u16,
+    username: String,
+    password: String,
+    admin_database: String,
+    shared_database: Ident,
+    tls: TlsMode,
+    ca: Option<Vec<u8>>,
+    tenant_endpoint: (String, u16),
+}
+
+impl Config {
+    fn hash(&self) -> u64 {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (
+            &self.host,
+            self.port,
+            &self.username,
+            &self.password,
+            &self.admin_database,
+            self.shared_database.as_str(),
+            self.tls as u8,
+            &self.ca,
+            &self.tenant_endpoint,
+        )
+            .hash(&mut h);
+        h.finish()
+    }
+}
+
+/// The Server of a postgres DatabaseServer: the registry's entry when its configuration is
+/// unchanged, else a new one (with new pools) that replaces it.
+pub(super) async fn server(ds: &DatabaseServer, ctx: &Context) -> Result<Arc<Server>> {
+    let config = config(ds, ctx).await?;
+    let hash = config.hash();
+    let name = ds.name_any();
+    if let Some(existing) = ctx.servers().get(&name)
+        && existing.config_hash() == hash
+    {
+        return Ok(existing);
+    }
+    let mut options = PgConnectOptions::new()
+        .host(&config.host)
+        .port(config.port)
+        .username(&config.username)
+        .password(&config.password)
+        .database(&config.admin_database)
+        .ssl_mode(match config.tls {
+            TlsMode::Disable => PgSslMode::Disable,
+            TlsMode::Prefer => PgSslMode::Prefer,
+            TlsMode::Require => PgSslMode::Require,
+            TlsMode::VerifyFull => PgSslMode::VerifyFull,
+        });
+    if let Some(ca) = config.ca {
+        options = options.ssl_root_cert_from_pem(ca);
+    }
+    let default = ctx
+        .servers()
+        .default_server()
+        .ok_or_else(|| Error::Config("no default database server".into()))?;
+    let settings = PgSettings {
+        admin_url: String::new(),
+        shared_database: config.shared_database,
+        pool_size: default.pg().settings().pool_size,
+        connect_timeout: default.pg().settings().connect_timeout,
+    };
+    let pg = PgAdmin::with_options(settings, options, default.pg().instance());
+    Ok(Arc::new(Server::postgres(
+        &name,
+        Arc::new(pg),
+        config.tenant_endpoint,
+        ctx.settings().usage_interval,
+        ctx.settings().slow_statement_ms,
+        hash,
+    )))
+}
+
+async fn config(ds: &DatabaseServer, ctx: &Context) -> Result<Config> {
+    let spec = &ds.spec;
+    let secret_ref = &spec.admin_secret_ref;
+    let secret = read_secret(
+        ctx,
+        &secret_ref.name,
+        secret_ref.namespace.as_deref(),
+        "admin",
+    )
+    .await?;
+    let user_key = secret_ref.username_key.as_deref().unwrap_or("username");
+    let password_key = secret_ref.password_key.as_deref().unwrap_or("password");
+    let username = crate::secret::read_key(&secret, user_key).ok_or_else(|| {
+        Error::InvalidSpec(format!(
+            "admin Secret {} has no key {user_key:?}",
+            secret_ref.name
+        ))
+    })?;
+    let password = crate::secret::read_key(&secret, password_key).ok_or_else(|| {
+        Error::InvalidSpec(format!(
+            "admin Secret {} has no key {password_key:?}",
+            secret_ref.name
+        ))
+    })?;
+    let ca = match &spec.endpoint.ca_secret_ref {
+        Some(r) => {
+            let s = read_secret(ctx, &r.name, r.namespace.as_deref(), "CA").await?;
+            let key = r.key.as_deref().unwrap_or("ca.crt");
+            Some(
+                crate::secret::read_key(&s, key)
+                    .ok_or_else(|| {
+                        Error::InvalidSpec(format!("CA Secret {} has no key {key:?}", r.name))
+                    })?
+                    .into_bytes(),
+            )
+        }
+        None if spec.endpoint.tls_mode == TlsMode::VerifyFull => {
+            return Err(Error::InvalidSpec(
+                "endpoint.tlsMode verify-full needs endpoint.caSecretRef".into(),
+            ));
+        }
+        None => None,
+    };
+    let port = spec.endpoint.port.unwrap_or(PG_PORT);
+    let shared_database = match &spec.shared_database {
+        Some(db) => Ident::new(db)?,
+        None => match ctx.servers().default_server() {
+            Some(d) => d.pg().settings().shared_database.clone(),
+            None => Ident::new("tenantdb_shared")?,
+        },
+    };
+    let tenant_endpoint = match &spec.tenant_endpoint {
+        Some(e) => (e.host.clone(), e.port.unwrap_or(port)),
+        None => (spec.endpoint.host.clone(), port),
+    };
+    Ok(Config {
+        host: spec.endpoint.host.clone(),
+        port,
+        username,
+        password,
+        admin_database: spec
+            .admin_database
+            .clone()
+            .unwrap_or_else(|| "postgres".into()),
+        shared_database,
+        tls: spec.endpoint.tls_mode,
+        ca,
+        tenant_endpoint,
+    })
+}
+
+/// Reads a Secret a DatabaseServer refers to (the operator's namespace unless it names one);
+/// `what`: `admin` or `CA`, for the error.
+async fn read_secret(
+    ctx: &Context,
+    name: &str,
+    namespace: Option<&str>,
+    what: &str,
+) -> Result<Secret> {
+    let ns = namespace.unwrap_or(&ctx.settings().operator_namespace);
+    Api::<Secret>::namespaced(ctx.client().clone(), ns)
+        .get_opt(name)
+        .await?
+        .ok_or_else(|| Error::InvalidSpec(format!("{what} Secret {ns}/{name} not found")))
+}

@@ -1,0 +1,355 @@
+//! The DatabaseServer reconciler: one reconcile is
+//!
+//! ```text
+//! connect (admin Secret → connection, registered) ─► probe (version) ─► count (tenants placed,
+//!   storage, connections) ─► update_status
+//! ```
+//!
+//! repeated every `--server-probe-seconds`, and a finalizer that refuses the deletion of a server
+//! still holding tenants.
+
+mod connect;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{self, Event as FinalizerEvent, finalizer};
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::Context;
+use crate::crd::{DatabaseServer, DatabaseServerStatus, Engine};
+use crate::error::{Error, Result};
+use crate::servers::Facts;
+use crate::status::{Cond, merge_conditions, types};
+
+/// Finalizer refusing the deletion of a server that holds tenants.
+pub const FINALIZER: &str = "tenantdb.io/server";
+const CONTROLLER: &str = "databaseserver";
+
+/// Starts the DatabaseServer controller and runs it until shutdown. Marks the server registry
+/// synced once every DatabaseServer listed at start-up has been reconciled once.
+pub async fn run(
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let api: Api<DatabaseServer> = Api::all(ctx.client().clone());
+    let controller = Controller::new(api, watcher::Config::default().any_semantic())
+        .with_config(kube::runtime::controller::Config::default().concurrency(4))
+        .graceful_shutdown_on(shutdown);
+    let store = controller.store();
+    let ctx_synced = ctx.clone();
+    tokio::spawn(async move {
+        loop {
+            if let Ok(Ok(())) =
+                tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready()).await
+            {
+                break;
+            }
+        }
+        // Every server listed at start-up looked at once: a tenant whose placement was lost is
+        // then looked for on all of them before it could be placed anew.
+        let listed: HashSet<String> = store.state().iter().map(|d| d.name_any()).collect();
+        loop {
+            if listed.iter().all(|n| ctx_synced.servers().was_seen(n)) {
+                info!(servers = listed.len(), "database servers loaded");
+                ctx_synced.servers().mark_synced();
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    controller
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                debug!(error = %e, "database server reconcile loop error");
+            }
+        })
+        .await;
+}
+
+/// One reconcile of one DatabaseServer.
+pub async fn reconcile(ds: Arc<DatabaseServer>, ctx: Arc<Context>) -> Result<Action> {
+    let span = info_span!("reconcile", controller = CONTROLLER, server = %ds.name_any());
+    let started = std::time::Instant::now();
+    let api: Api<DatabaseServer> = Api::all(ctx.client().clone());
+    let ctx2 = ctx.clone();
+    let result = finalizer(&api, FINALIZER, ds.clone(), |event| async move {
+        match event {
+            FinalizerEvent::Apply(d) => apply(d, ctx2).await,
+            FinalizerEvent::Cleanup(d) => cleanup(d, ctx2).await,
+        }
+    })
+    .instrument(span)
+    .await;
+    ctx.servers().mark_seen(&ds.name_any());
+    let result = result.map_err(|e| match e {
+        finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
+        finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => Error::from(e),
+        other => Error::Internal(other.to_string()),
+    });
+    ctx.metrics().observe_reconcile(
+        CONTROLLER,
+        started.elapsed(),
+        result.as_ref().err().map(|e| e.category()),
+    );
+    result
+}
+
+/// Errors: looked at again on the probe interval (the probe is the retry).
+pub fn error_policy(_ds: Arc<DatabaseServer>, _err: &Error, ctx: Arc<Context>) -> Action {
+    Action::requeue(ctx.settings().server_probe_interval)
+}
+
+/// What one pass found (stage outputs, for `update_status`).
+struct Observed {
+    /// `Ok(version)`, or why the server cannot be used.
+    probe: std::result::Result<String, (String, String)>,
+    tenants: i64,
+    storage_bytes: i64,
+    connections: i64,
+    schedulable: Option<String>,
+}
+
+async fn apply(ds: Arc<DatabaseServer>, ctx: Arc<Context>) -> Result<Action> {
+    let name = ds.name_any();
+    let probe = if ctx.servers().default_name() == Some(name.as_str()) {
+        Err((
+            "NameReserved".to_string(),
+            format!(
+                "{name} is the name of the operator's default server (--default-server): choose another name"
+            ),
+        ))
+    } else if ds.spec.engine == Engine::Mongodb {
+        Err((
+            "EngineNotSupported".to_string(),
+            "MongoDB DatabaseServers are not used for placement yet: tenants' MongoDB databases are on the operator's --mongodb-uri server".to_string(),
+        ))
+    } else {
+        match connect::server(&ds, &ctx).await {
+            Ok(server) => {
+                ctx.servers().set_unusable(&name, None);
+                server.set_spec_facts(facts_of(&ds));
+                if ctx
+                    .servers()
+                    .get(&name)
+                    .is_none_or(|s| !Arc::ptr_eq(&s, &server))
+                {
+                    info!(server = %name, "database server registered");
+                    ctx.servers().insert(server.clone());
+                }
+                server
+                    .probe()
+                    .await
+                    .map_err(|e| ("Unreachable".to_string(), e))
+            }
+            Err(e) => {
+                // A registered server whose configuration broke is no candidate any more (its
+                // pools stay, for the tenants on it); an unregistered one is one rediscovery
+                // cannot look at.
+                if let Some(s) = ctx.servers().get(&name) {
+                    s.set_probe(Err(e.to_string()));
+                } else {
+                    ctx.servers().set_unusable(&name, Some(e.to_string()));
+                }
+                Err((e.category().to_string(), e.to_string()))
+            }
+        }
+    };
+    let (tenants, storage_bytes, connections, schedulable) =
+        match crate::controller::tenant::candidates(&ctx, None)
+            .into_iter()
+            .find(|c| c.name == name)
+        {
+            Some(c) => {
+                let why = crate::servers::placement::choose(
+                    Some(&crate::crd::Placement {
+                        server: Some(name.clone()),
+                        selector: None,
+                    }),
+                    // Room for a tenant with one connection at least.
+                    crate::servers::placement::Need {
+                        connections: Some(1),
+                    },
+                    std::slice::from_ref(&c),
+                )
+                .err()
+                .map(|u| u.to_string());
+                (c.tenants, c.storage_bytes, c.connections, why)
+            }
+            None => (0, 0, 0, Some("not registered".to_string())),
+        };
+    let observed = Observed {
+        probe,
+        tenants,
+        storage_bytes,
+        connections,
+        schedulable,
+    };
+    update_status(&ds, &ctx, &observed, None).await?;
+    Ok(Action::requeue(ctx.settings().server_probe_interval))
+}
+
+/// Labels, capacity and cordon of a DatabaseServer, as placement uses them.
+fn facts_of(ds: &DatabaseServer) -> Facts {
+    let c = &ds.spec.capacity;
+    Facts {
+        labels: ds.labels().clone(),
+        max_tenants: c.max_tenants,
+        max_storage: c
+            .max_storage
+            .as_deref()
+            .and_then(crate::quota::parse_quantity),
+        max_connections: c.max_connections,
+        cordoned: ds.spec.cordoned,
+        probe: None,
+    }
+}
+
+/// Deletion: refused while tenants are placed on the server (the finalizer stays; the
+/// `DeletionBlocked` condition says how many); then the server is forgotten.
+async fn cleanup(ds: Arc<DatabaseServer>, ctx: Arc<Context>) -> Result<Action> {
+    let name = ds.name_any();
+    // Being deleted: no new tenants (as if cordoned), whatever the spec says.
+    if let Some(server) = ctx.servers().get(&name) {
+        server.set_spec_facts(Facts {
+            cordoned: true,
+            ..facts_of(&ds)
+        });
+    }
+    if ctx.synced_tenant_store().is_none() {
+        return Err(Error::unavailable(
+            "waiting for the Tenant cache before deciding whether the server is empty",
+        ));
+    }
+    let held = crate::controller::tenant::candidates(&ctx, None)
+        .into_iter()
+        .find(|c| c.name == name)
+        .map_or(0, |c| c.tenants);
+    if held > 0 {
+        let message = format!(
+            "{held} tenant(s) are placed on this server: delete or move them first (the DatabaseServer is kept until then)"
+        );
+        let observed = Observed {
+            probe: ctx
+                .servers()
+                .get(&name)
+                .and_then(|s| s.facts().probe)
+                .unwrap_or_else(|| Err("not probed".into()))
+                .map_err(|e| ("Unreachable".to_string(), e)),
+            tenants: held,
+            storage_bytes: 0,
+            connections: 0,
+            schedulable: Some("being deleted".into()),
+        };
+        if update_status(&ds, &ctx, &observed, Some(&message)).await? {
+            ctx.event(
+                ds.as_ref(),
+                EventType::Warning,
+                "DeletionBlocked",
+                "Delete",
+                message.clone(),
+            )
+            .await;
+        }
+        return Err(Error::Conflict(message));
+    }
+    ctx.servers().remove(&name);
+    info!(server = %name, "database server removed");
+    Ok(Action::await_change())
+}
+
+/// Writes the status when it changed (`lastProbe` alone does not make a write). Returns whether
+/// it wrote.
+async fn update_status(
+    ds: &DatabaseServer,
+    ctx: &Context,
+    o: &Observed,
+    blocked: Option<&str>,
+) -> Result<bool> {
+    let prev = ds.status.clone().unwrap_or_default();
+    let generation = ds.meta().generation;
+    let (ready, version) = match &o.probe {
+        Ok(v) => (
+            Cond::new(types::READY, true, "Reachable", format!("PostgreSQL {v}")),
+            Some(v.clone()),
+        ),
+        Err((reason, message)) => (
+            Cond::new(
+                types::READY,
+                false,
+                reason,
+                crate::error::first_line(message),
+            ),
+            prev.version.clone(),
+        ),
+    };
+    let schedulable = match &o.schedulable {
+        None => Cond::new(
+            types::SCHEDULABLE,
+            true,
+            "HasRoom",
+            "new tenants can be placed",
+        ),
+        Some(why) => Cond::new(
+            types::SCHEDULABLE,
+            false,
+            if ds.spec.cordoned {
+                "Cordoned"
+            } else {
+                "NoRoom"
+            },
+            why.clone(),
+        ),
+    };
+    let mut conds = vec![ready, schedulable];
+    if let Some(m) = blocked {
+        conds.push(Cond::new(types::DELETION_BLOCKED, true, "TenantsPlaced", m));
+    }
+    let status = DatabaseServerStatus {
+        observed_generation: generation,
+        conditions: merge_conditions(&prev.conditions, &conds, generation, Timestamp::now()),
+        reachable: o.probe.is_ok(),
+        version,
+        tenants: o.tenants,
+        storage_bytes: o.storage_bytes,
+        connections_reserved: o.connections,
+        last_probe: prev.last_probe.clone(),
+    };
+    if ds.status.as_ref() == Some(&status) {
+        return Ok(false);
+    }
+    let status = DatabaseServerStatus {
+        last_probe: Some(Timestamp::now().to_string()),
+        ..status
+    };
+    let api: Api<DatabaseServer> = Api::all(ctx.client().clone());
+    let patch = json!({
+        "apiVersion": DatabaseServer::api_version(&()),
+        "kind": DatabaseServer::kind(&()),
+        "metadata": { "name": ds.name_any() },
+        "status": status,
+    });
+    if let Err(e) = api
+        .patch_status(
+            &ds.name_any(),
+            &PatchParams::apply(&format!("{}-status", ctx.settings().field_manager)).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+    {
+        warn!(server = %ds.name_any(), error = %e, "could not write the DatabaseServer status");
+        return Err(e.into());
+    }
+    ctx.metrics().status_written(CONTROLLER);
+    Ok(true)
+}

@@ -1,0 +1,288 @@
+//! The `DatabaseServer` custom resource (`tenantdb.io/v1alpha1`, cluster-scoped): one PostgreSQL
+//! or MongoDB server tenants can be placed on, with its capacity.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::Condition;
+
+/// A database server the operator places tenants on.
+///
+/// The operator connects with the admin credentials of `adminSecretRef`, probes the server,
+/// places new Tenants on it while it is Ready, not cordoned and has room in every capacity
+/// dimension, and reports what it holds in `status`.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "tenantdb.io",
+    version = "v1alpha1",
+    kind = "DatabaseServer",
+    status = "DatabaseServerStatus",
+    shortname = "dbs",
+    category = "tenantdb",
+    doc = "A PostgreSQL or MongoDB server tenants are placed on, with its capacity.",
+    printcolumn = r#"{"name":"Engine","type":"string","jsonPath":".spec.engine"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Tenants","type":"integer","jsonPath":".status.tenants"}"#,
+    printcolumn = r#"{"name":"Max","type":"integer","jsonPath":".spec.capacity.maxTenants"}"#,
+    printcolumn = r#"{"name":"Cordoned","type":"boolean","jsonPath":".spec.cordoned"}"#,
+    printcolumn = r#"{"name":"Version","type":"string","jsonPath":".status.version","priority":1}"#,
+    printcolumn = r#"{"name":"Storage","type":"integer","jsonPath":".status.storageBytes","priority":1}"#,
+    printcolumn = r#"{"name":"Connections","type":"integer","jsonPath":".status.connectionsReserved","priority":1}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.engine == oldSelf.engine", "message": "engine is immutable", "fieldPath": ".engine"},
+    {"rule": "self.engine == 'postgres' || !has(self.sharedDatabase)", "message": "sharedDatabase applies to postgres servers only", "fieldPath": ".sharedDatabase"},
+    {"rule": "!has(self.endpoint.tlsMode) || self.endpoint.tlsMode != 'verify-full' || has(self.endpoint.caSecretRef)", "message": "endpoint.tlsMode verify-full needs endpoint.caSecretRef", "fieldPath": ".endpoint.caSecretRef"}
+]))]
+pub struct DatabaseServerSpec {
+    /// Which database engine the server runs. Immutable.
+    pub engine: Engine,
+
+    /// Where the operator connects to the server.
+    pub endpoint: ServerEndpoint,
+
+    /// The Secret holding the admin credentials (keys `username` and `password` unless renamed
+    /// here). PostgreSQL: a superuser, or a role with CREATEROLE and CREATEDB. MongoDB: root, or
+    /// userAdminAnyDatabase + readWriteAnyDatabase + dbAdminAnyDatabase + clusterMonitor. Never
+    /// inline; read from the operator's namespace unless `namespace` is given.
+    pub admin_secret_ref: SecretKeyRef,
+
+    /// The endpoint written to tenants' credentials Secrets (a Service, a pooler, a DNS name),
+    /// when applications reach the server differently from the operator. Default: `endpoint`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_endpoint: Option<TenantEndpoint>,
+
+    /// PostgreSQL: the maintenance database the operator's admin sessions use (default
+    /// `postgres`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z_][a-z0-9_]{0,62}$"))]
+    pub admin_database: Option<String>,
+
+    /// PostgreSQL: the database holding `schema` and `shared` tenants on this server (created if
+    /// missing; default: the operator's `--shared-database`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z_][a-z0-9_]{0,62}$"))]
+    pub shared_database: Option<String>,
+
+    /// What the server may hold. Unset dimensions are unlimited.
+    #[serde(default)]
+    pub capacity: Capacity,
+
+    /// No new tenants are placed on a cordoned server; the tenants it holds keep working.
+    #[serde(default)]
+    pub cordoned: bool,
+}
+
+/// Database engine of a server.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// PostgreSQL (15 or later).
+    Postgres,
+    /// MongoDB (or a wire-compatible server).
+    Mongodb,
+}
+
+impl Engine {
+    /// The spelling used in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Postgres => "postgres",
+            Engine::Mongodb => "mongodb",
+        }
+    }
+}
+
+/// Where the operator connects.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerEndpoint {
+    /// Host name or IP address.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[A-Za-z0-9]([-A-Za-z0-9.:]*[A-Za-z0-9])?$")
+    )]
+    pub host: String,
+    /// TCP port (default 5432 for PostgreSQL, 27017 for MongoDB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<u16>,
+    /// TLS for the operator's connections: `disable`, `prefer` (default), `require`,
+    /// `verify-full` (checks the certificate against `caSecretRef` and the host name).
+    #[serde(default)]
+    pub tls_mode: TlsMode,
+    /// A Secret key holding the PEM CA certificate(s) the server's certificate is checked
+    /// against (`verify-full`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretKeySelector>,
+}
+
+/// TLS mode of the operator's connections.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsMode {
+    /// Plain TCP.
+    Disable,
+    /// TLS when the server offers it.
+    #[default]
+    Prefer,
+    /// TLS, certificate not checked.
+    Require,
+    /// TLS, certificate checked against the CA and the host name.
+    VerifyFull,
+}
+
+/// A Secret (and keys) to read.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Secret name.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub name: String,
+    /// Namespace of the Secret (default: the operator's namespace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub namespace: Option<String>,
+    /// Key of the user name (default `username`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub username_key: Option<String>,
+    /// Key of the password (default `password`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub password_key: Option<String>,
+}
+
+/// One key of a Secret.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeySelector {
+    /// Secret name.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub name: String,
+    /// Namespace of the Secret (default: the operator's namespace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub namespace: Option<String>,
+    /// The key (default `ca.crt`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: Option<String>,
+}
+
+/// The host and port written to tenants' Secrets.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantEndpoint {
+    /// Host name applications connect to.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[A-Za-z0-9]([-A-Za-z0-9.:]*[A-Za-z0-9])?$")
+    )]
+    pub host: String,
+    /// Port applications connect to (default: the endpoint's port).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<u16>,
+}
+
+/// Capacity of a server: placement never puts more on it.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Capacity {
+    /// Most tenants the server holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1000000))]
+    pub max_tenants: Option<i64>,
+    /// Most storage the server's tenants use together, as a quantity (e.g. `500Gi`): the sum of
+    /// the measured use (`status.usage.storageBytes`) of the tenants placed on it. A server at or
+    /// above it takes no new tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$"))]
+    pub max_storage: Option<String>,
+    /// Most connections reserved: the sum of the placed tenants' `quotas.maxConnections` (or the
+    /// operator's `--default-max-connections`). A tenant without any connection limit is not placed
+    /// on a server that sets this (it could use them all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 10000000))]
+    pub max_connections: Option<i64>,
+}
+
+/// Observed state of a DatabaseServer.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseServerStatus {
+    /// The `metadata.generation` this status was computed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready` (reachable and usable), `Schedulable` (new tenants may be placed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// Whether the last probe reached the server.
+    #[serde(default)]
+    pub reachable: bool,
+    /// The server's version string (e.g. `15.8`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Tenants placed on the server.
+    #[serde(default)]
+    pub tenants: i64,
+    /// Storage used by the placed tenants (bytes, as counted for `capacity.maxStorage`).
+    #[serde(default)]
+    pub storage_bytes: i64,
+    /// Connections reserved by the placed tenants (as counted for `capacity.maxConnections`).
+    #[serde(default)]
+    pub connections_reserved: i64,
+    /// When the server was last probed (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_probe: Option<String>,
+}
+
+/// Where a Tenant may be placed.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!(has(self.server) && has(self.selector))", "message": "placement takes either server or selector, not both"}
+]))]
+pub struct Placement {
+    /// The name of a DatabaseServer (or the operator's default server) to place the tenant on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub server: Option<String>,
+    /// A label selector over DatabaseServers: the least utilised matching server with room is
+    /// chosen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+}
+
+/// Where a Tenant is placed.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlacementStatus {
+    /// The server holding the tenant's PostgreSQL objects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<String>,
+    /// The server holding the tenant's MongoDB database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mongodb: Option<String>,
+}
