@@ -342,7 +342,7 @@ for f in rendered:
             for var in ("TENANTDB_DATABASE_URL", "TENANTDB_MONGODB_URI"):
                 if var in env:
                     expect[f"{var} from a Secret"] = "secretKeyRef" in env[var].get("valueFrom", {})
-            for var, field in (("POD_NAME", "metadata.name"), ("POD_NAMESPACE", "metadata.namespace"), ("TENANTDB_LEASE_NAMESPACE", "metadata.namespace")):
+            for var, field in (("POD_NAME", "metadata.name"), ("POD_NAMESPACE", "metadata.namespace"), ("TENANTDB_LEASE_NAMESPACE", "metadata.namespace"), ("TENANTDB_OPERATOR_NAMESPACE", "metadata.namespace")):
                 expect[f"{var} via downward API"] = env.get(var, {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == field
             for var in ("TENANTDB_DATABASE_URL", "TENANTDB_DEFAULT_SERVER", "TENANTDB_LEADER_ELECTION", "TENANTDB_LEASE_NAME", "TENANTDB_HTTP_ADDR", "TENANTDB_LOG_FORMAT"):
                 expect[f"env {var}"] = var in env

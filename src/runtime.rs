@@ -186,7 +186,7 @@ pub struct RunConfig {
     #[arg(long, env = "TENANTDB_DEFAULT_SERVER", default_value = "default", value_parser = parse_server_name)]
     pub default_server: String,
     /// The operator's namespace: DatabaseServers' admin Secrets without a namespace are read here.
-    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    #[arg(long, env = "TENANTDB_OPERATOR_NAMESPACE", default_value = "default")]
     pub operator_namespace: String,
     /// Seconds between probes of each DatabaseServer (reachability, version, status).
     #[arg(long, env = "TENANTDB_SERVER_PROBE_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
@@ -283,6 +283,7 @@ impl RunConfig {
             default_server: self.default_server,
             operator_namespace: self.operator_namespace,
             server_probe_interval: Duration::from_secs(self.server_probe_seconds.max(1)),
+            leader_election: self.leader_election,
             resync: Duration::from_secs(self.resync_seconds.max(1)),
             backoff_base: Duration::from_millis(self.backoff_base_ms.max(10)),
             backoff_max: Duration::from_secs(self.backoff_max_seconds.max(1)),

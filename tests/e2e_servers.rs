@@ -42,6 +42,16 @@ async fn add_server(env: &Env, name: &str, pg: &LocalPg, max_tenants: Option<i64
     env.add_database_server(name, pg, capacity).await;
 }
 
+/// The operator log's last lines above DEBUG (what a failure message shows).
+fn log_tail(env: &Env) -> String {
+    let log = env.operator_log();
+    let important: Vec<&str> = log
+        .lines()
+        .filter(|l| !l.contains("\"level\":\"DEBUG\""))
+        .collect();
+    tail(&important.join("\n"), 60)
+}
+
 fn servers(env: &Env) -> Api<DatabaseServer> {
     Api::all(env.client.clone())
 }
@@ -101,12 +111,12 @@ async fn wait_server_ready(env: &Env, name: &str, ready: bool) {
         },
     )
     .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", tail(&env.operator_log(), 60)));
+    .unwrap_or_else(|e| panic!("{e}\n{}", log_tail(env)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capacity_is_never_overshot_and_rollouts_span_servers() {
-    let env = Env::start_with(&["--concurrency", "8", "--server-probe-seconds", "1"]).await;
+    let mut env = Env::start_with(&["--concurrency", "8", "--server-probe-seconds", "1"]).await;
     let pgs = clusters(3).await;
     for (i, pg) in pgs.iter().enumerate() {
         add_server(&env, &format!("pg-{i}"), pg, Some(10)).await;
@@ -154,7 +164,7 @@ async fn capacity_is_never_overshot_and_rollouts_span_servers() {
             .then_some((per_server, waiting))
     })
     .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", tail(&env.operator_log(), 80)));
+    .unwrap_or_else(|e| panic!("{e}\n{}", log_tail(&env)));
     assert_eq!(
         per_server,
         [
@@ -212,7 +222,7 @@ async fn capacity_is_never_overshot_and_rollouts_span_servers() {
         (ready == 35).then_some(())
     })
     .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", tail(&env.operator_log(), 60)));
+    .unwrap_or_else(|e| panic!("{e}\n{}", log_tail(&env)));
     assert_eq!(roles_on(&pgs[1], "capacity").await.len(), 15);
     assert_eq!(roles_on(&pgs[0], "capacity").await.len(), 10);
     assert_eq!(roles_on(&pgs[2], "capacity").await.len(), 10);
@@ -262,7 +272,7 @@ async fn capacity_is_never_overshot_and_rollouts_span_servers() {
         (st.phase == tenantdb::crd::MigrationPhase::Succeeded).then_some(st)
     })
     .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", tail(&env.operator_log(), 80)));
+    .unwrap_or_else(|e| panic!("{e}\n{}", log_tail(&env)));
     assert_eq!((done.total, done.succeeded), (35, 35), "{done:?}");
     // Every server's tenants have the table.
     for pg in &pgs {
@@ -296,7 +306,40 @@ async fn capacity_is_never_overshot_and_rollouts_span_servers() {
         (c.status == "True" && c.message.contains("10 tenant(s)")).then_some(())
     })
     .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", tail(&env.operator_log(), 60)));
+    .unwrap_or_else(|e| panic!("{e}\n{}", log_tail(&env)));
+    // An operator restart does not let it go (the deleting server is not in the registry of the
+    // new process until it connects it again), and its tenants stay Ready meanwhile.
+    env.kill_operator().await;
+    env.start_operator();
+    wait_for(
+        T,
+        "the restarted operator to reconcile pg-2 again",
+        || async {
+            (env.operator_log()
+                .matches("database servers loaded")
+                .count()
+                >= 2)
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    wait_for(T, "pg-2 still blocked after the restart", || async {
+        let ds = servers(&env).get("pg-2").await.ok()?;
+        let st = ds.status?;
+        let c = condition(&st.conditions, "DeletionBlocked")?;
+        (c.status == "True" && st.conditions.iter().any(|c| c.type_ == "Ready")).then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", log_tail(&env)));
+    // Three more refused deletions of the new process (the probe interval is 1 s): still there.
+    let refused = r#"tenantdb_reconciles_total{controller="databaseserver",result="error"}"#;
+    wait_for(T, "3 refused deletions of pg-2", || async {
+        (env.metric(refused).await >= 3.0).then_some(())
+    })
+    .await
+    .unwrap();
+    assert!(servers(&env).get_opt("pg-2").await.unwrap().is_some());
     // Its tenants deleted (policy Delete: their objects dropped), the server goes.
     let list = api.list(&ListParams::default()).await.unwrap();
     for t in list
@@ -320,7 +363,7 @@ async fn capacity_is_never_overshot_and_rollouts_span_servers() {
             .then_some(())
     })
     .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", tail(&env.operator_log(), 60)));
+    .unwrap_or_else(|e| panic!("{e}\n{}", log_tail(&env)));
     assert!(roles_on(&pgs[2], "capacity").await.is_empty());
 }
 
@@ -402,15 +445,23 @@ async fn lost_placements_are_found_and_an_unreachable_server_stops_only_its_tena
         .await
         .unwrap();
     env.start_operator();
+    // While the restarted operator loads its servers, no tenant is reported Failed.
+    let failed = std::sync::Mutex::new(Vec::new());
     for n in ["d", "x", "y"] {
         let want = before[n].0.clone();
         wait_for(T, &format!("{n} placed again"), || async {
             let t = api.get(n).await.ok()?;
+            if t.status
+                .as_ref()
+                .is_some_and(|s| s.phase == TenantPhase::Failed)
+            {
+                failed.lock().unwrap().push(n);
+            }
             let ready = t.status.as_ref()?.phase == TenantPhase::Ready;
             (ready && placed_on(&t) == want).then_some(())
         })
         .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", tail(&env.operator_log(), 80)));
+        .unwrap_or_else(|e| panic!("{e}\n{}", log_tail(&env)));
         // Same password: nothing was provisioned anew.
         assert_eq!(
             env.secret_value(ns, &format!("{n}-db"), "password").await,
@@ -418,10 +469,37 @@ async fn lost_placements_are_found_and_an_unreachable_server_stops_only_its_tena
             "{n}"
         );
     }
+    assert!(
+        failed.lock().unwrap().is_empty(),
+        "reported Failed after the restart: {failed:?}"
+    );
     // Each tenant's role exists on its server only (x not provisioned again on b).
     assert_eq!(roles_on(&pgs[0], "lost").await.len(), 1);
     assert_eq!(roles_on(&pgs[1], "lost").await.len(), 1);
     assert_eq!(roles_on(&env.pg, "lost").await.len(), 1);
+
+    // Rotation per server: x's new password logs in through the endpoint its Secret names,
+    // which is server a's.
+    api.patch(
+        "x",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {"tenantdb.io/rotate": "r1"}}})),
+    )
+    .await
+    .unwrap();
+    let old = before["x"].1.clone();
+    wait_for(T, "x rotated", || async {
+        let p = env.secret_value(ns, "x-db", "password").await;
+        (p != old).then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", log_tail(&env)));
+    assert_eq!(
+        env.secret_value(ns, "x-db", "port").await,
+        Some(pgs[0].port().to_string())
+    );
+    let conn = env.connect_with_secret(ns, "x-db").await;
+    assert!(conn.is_ok(), "{conn:?}");
 
     // Server b stops. Its DatabaseServer says so; x (on a) and d stay Ready; a new Tenant that
     // may go to a or b is placed on a (uncordoned again).
@@ -455,7 +533,7 @@ async fn lost_placements_are_found_and_an_unreachable_server_stops_only_its_tena
         (condition(&st.conditions, "Degraded")?.status == "True").then_some(st)
     })
     .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", tail(&env.operator_log(), 60)));
+    .unwrap_or_else(|e| panic!("{e}\n{}", log_tail(&env)));
     assert_eq!(y.placement.unwrap().postgres.as_deref(), Some("b"));
     assert!(
         roles_on(&pgs[0], "lost").await.len() == 2,

@@ -3,7 +3,7 @@
 //! command shares.
 //!
 //! Tenants are read as raw JSON ([`DynamicObject`]) rather than the typed [`tenantdb::crd::Tenant`]:
-//! status fields a newer operator writes (e.g. `status.statistics`, `status.server`) are shown when
+//! status fields a newer operator writes (e.g. `status.statistics`, `status.placement`) are shown when
 //! present, whatever version of the types this plugin was built with.
 
 use std::path::PathBuf;

@@ -1,5 +1,5 @@
 //! What the plugin shows about a Tenant, read from its raw JSON (fields a newer operator writes —
-//! `status.statistics`, `status.server` — are picked up when present and shown as `-` when not),
+//! `status.statistics`, `status.placement` — are picked up when present and shown as `-` when not),
 //! and which TenantMigrations concern it.
 
 use std::collections::BTreeMap;
@@ -10,7 +10,8 @@ use tenantdb::crd::{TenantMigration, TenantMigrationState};
 
 use crate::cluster::{opt_i64, opt_str, secret_name, str_at};
 
-/// The server a Tenant lives on when its status names none (one server today).
+/// The server a Tenant lives on when its status names none (a Tenant of an operator version
+/// before placement, or not placed yet: shown as the default server's usual name).
 pub const DEFAULT_SERVER: &str = "default";
 
 /// Storage use (`status.usage`).
@@ -130,7 +131,8 @@ impl TenantView {
             .unwrap_or_default();
         TenantView {
             phase: opt_str(t, "/status/phase").unwrap_or_else(|| "Pending".to_string()),
-            server: opt_str(t, "/status/server").unwrap_or_else(|| DEFAULT_SERVER.to_string()),
+            server: opt_str(t, "/status/placement/postgres")
+                .unwrap_or_else(|| DEFAULT_SERVER.to_string()),
             isolation: opt_str(t, "/spec/isolation").unwrap_or_else(|| "-".to_string()),
             database: opt_str(t, "/status/database"),
             schema: opt_str(t, "/status/schema"),
@@ -275,6 +277,16 @@ mod tests {
             &sel(&[], vec![("tier", "Gt", &["1"])]),
             &l
         ));
+    }
+
+    #[test]
+    fn the_server_is_the_recorded_placement() {
+        let t = serde_json::json!({
+            "metadata": {"namespace": "a", "name": "crm"},
+            "spec": {"isolation": "schema"},
+            "status": {"phase": "Ready", "placement": {"postgres": "pg-eu-2"}}
+        });
+        assert_eq!(TenantView::from_json(&t, &[]).server, "pg-eu-2");
     }
 
     #[test]

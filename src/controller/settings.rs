@@ -21,6 +21,9 @@ pub struct OperatorSettings {
     pub operator_namespace: String,
     /// How often each DatabaseServer is probed.
     pub server_probe_interval: Duration,
+    /// Whether this process runs under leader election (a new leader ends the other instances'
+    /// sessions on every server it registers, as it does on the default server at start).
+    pub leader_election: bool,
     /// How often a Ready object is looked at again (drift repair).
     pub resync: Duration,
     /// First retry delay after a transient error.
@@ -76,6 +79,7 @@ impl Default for OperatorSettings {
             default_server: "default".into(),
             operator_namespace: "default".into(),
             server_probe_interval: Duration::from_secs(10),
+            leader_election: false,
             resync: Duration::from_secs(300),
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(300),

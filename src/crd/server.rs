@@ -48,7 +48,9 @@ pub struct DatabaseServerSpec {
     /// The Secret holding the admin credentials (keys `username` and `password` unless renamed
     /// here). PostgreSQL: a superuser, or a role with CREATEROLE and CREATEDB. MongoDB: root, or
     /// userAdminAnyDatabase + readWriteAnyDatabase + dbAdminAnyDatabase + clusterMonitor. Never
-    /// inline; read from the operator's namespace unless `namespace` is given.
+    /// inline. Read from the operator's namespace only (`--operator-namespace`, the chart's release
+    /// namespace): whoever may create a DatabaseServer cannot make the operator read Secrets of
+    /// other namespaces.
     pub admin_secret_ref: SecretKeyRef,
 
     /// The endpoint written to tenants' credentials Secrets (a Service, a pooler, a DNS name),
@@ -116,7 +118,7 @@ pub struct ServerEndpoint {
     #[serde(default)]
     pub tls_mode: TlsMode,
     /// A Secret key holding the PEM CA certificate(s) the server's certificate is checked
-    /// against (`verify-full`).
+    /// against (`verify-full`); in the operator's namespace, like `adminSecretRef`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_secret_ref: Option<SecretKeySelector>,
 }
@@ -146,13 +148,6 @@ pub struct SecretKeyRef {
         regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
     )]
     pub name: String,
-    /// Namespace of the Secret (default: the operator's namespace).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(min = 1, max = 63),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    )]
-    pub namespace: Option<String>,
     /// Key of the user name (default `username`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
@@ -173,13 +168,6 @@ pub struct SecretKeySelector {
         regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
     )]
     pub name: String,
-    /// Namespace of the Secret (default: the operator's namespace).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(min = 1, max = 63),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    )]
-    pub namespace: Option<String>,
     /// The key (default `ca.crt`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]

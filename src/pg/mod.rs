@@ -185,6 +185,14 @@ impl PgAdmin {
         &self.instance
     }
 
+    /// Records that the server answered (a probe succeeded): operations stop probing the port
+    /// first.
+    pub fn mark_reachable(&self) {
+        if let Ok(mut d) = self.down_since.lock() {
+            *d = None;
+        }
+    }
+
     /// Whether the server was last found unreachable (and not found reachable since).
     pub fn is_down(&self) -> bool {
         self.down_since.lock().map(|d| d.is_some()).unwrap_or(false)

@@ -135,6 +135,9 @@ impl Server {
     /// Probes the server now and records the result.
     pub async fn probe(&self) -> Result<String, String> {
         let r = self.pg.server_version().await.map_err(|e| e.to_string());
+        if r.is_ok() {
+            self.pg.mark_reachable();
+        }
         self.set_probe(r.clone());
         r
     }

@@ -1,6 +1,7 @@
 //! Placement of a tenant on a server (pure): among the Ready, uncordoned servers the tenant's
 //! placement allows, with room in every capacity dimension, the least utilised (the highest of its
-//! ratios tenants/maxTenants, storage/maxStorage, connections/maxConnections); ties broken by name.
+//! ratios tenants/maxTenants, storage/maxStorage, connections/maxConnections); ties broken by the
+//! number of tenants (so servers without limits fill evenly), then by name.
 //! No room anywhere: the reason each candidate was refused.
 
 use std::collections::BTreeMap;
@@ -102,7 +103,8 @@ pub fn choose<'a>(
             Some(why) => refused.push((c.name.clone(), why)),
             None => {
                 let u = utilisation(c);
-                if best.is_none_or(|(b, _)| u < b) {
+                // (Candidates come in name order: the first of equals stays.)
+                if best.is_none_or(|(b, bc)| u < b || (u == b && c.tenants < bc.tenants)) {
                     best = Some((u, c));
                 }
             }
@@ -226,17 +228,39 @@ mod tests {
     }
 
     #[test]
-    fn least_utilised_wins_and_ties_break_by_name() {
+    fn least_utilised_wins_and_ties_break_by_tenants_then_name() {
         let cs = vec![
             server("c", 5, Some(10)),
             server("b", 2, Some(10)),
             server("a", 4, Some(20)),
         ];
         let p = by_selector("tier", "standard");
-        // a: 0.2, b: 0.2, c: 0.5 → a (name order among equals).
+        // a: 0.2, b: 0.2, c: 0.5 → b (fewer tenants among equals).
+        assert_eq!(choose(Some(&p), Need::default(), &cs).unwrap().name, "b");
+        let cs = vec![
+            server("c", 5, Some(10)),
+            server("b", 4, Some(20)),
+            server("a", 4, Some(20)),
+        ];
+        // a and b equal in both: a (name order).
         assert_eq!(choose(Some(&p), Need::default(), &cs).unwrap().name, "a");
         let cs = vec![server("b", 1, Some(10)), server("a", 4, Some(20))];
         assert_eq!(choose(Some(&p), Need::default(), &cs).unwrap().name, "b");
+    }
+
+    #[test]
+    fn servers_without_limits_fill_evenly() {
+        let p = by_selector("tier", "standard");
+        let mut cs = vec![
+            server("a", 0, None),
+            server("b", 0, None),
+            server("c", 0, None),
+        ];
+        for _ in 0..30 {
+            let name = choose(Some(&p), Need::default(), &cs).unwrap().name.clone();
+            cs.iter_mut().find(|c| c.name == name).unwrap().tenants += 1;
+        }
+        assert!(cs.iter().all(|c| c.tenants == 10), "{cs:?}");
     }
 
     #[test]

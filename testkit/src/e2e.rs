@@ -197,7 +197,7 @@ impl Env {
             .env("KUBECONFIG", kubeconfig)
             // The Deployment sets it from the pod's namespace (downward API).
             .env("TENANTDB_LEASE_NAMESPACE", OPERATOR_NAMESPACE)
-            .env("POD_NAMESPACE", OPERATOR_NAMESPACE)
+            .env("TENANTDB_OPERATOR_NAMESPACE", OPERATOR_NAMESPACE)
             .env("TENANTDB_DATABASE_URL", self.pg.admin_url())
             .env("RUST_LOG", "info,tenantdb=debug")
             .env("TENANTDB_LOG_FORMAT", "json")

@@ -718,7 +718,7 @@ fn micro(quick: bool) -> (Value, Value, Value) {
             "rows": decision_rows,
         }),
         json!({
-            "method": "the work of candidates() (src/controller/tenant/place.rs, crate-private) re-done with the public pieces: kube reflector Store<Tenant>::state() over N fake Ready schema Tenants (full status, half with quotas), Registry::reservations() (a copy of the map: empty after a restart, one entry per Tenant this process placed), per Tenant object_key + the server from status.placement.postgres (or the reservation) + usage.storageBytes + quota::effective(); one Candidate per server; except = one Tenant, as place() passes. Not included: Registry::all() and each server's facts() lock. decision = aggregation + choose(), what place() does under its lock; mismatch() runs the same aggregation once per provisioning reconcile",
+            "method": "the work of candidates() (src/controller/tenant/place.rs, crate-private) re-done with the public pieces: kube reflector Store<Tenant>::state() over N fake Ready schema Tenants (full status, half with quotas), Registry::reservations() (a copy of the map: empty after a restart, one entry per Tenant this process placed), per Tenant object_key + the server from status.placement.postgres (or the reservation) + usage.storageBytes + quota::effective(); one Candidate per server; except = one Tenant, as place() passes. Not included: Registry::all() and each server's facts() lock. decision = aggregation + choose(), what place() does under its lock",
             "rows": aggregation_rows,
         }),
         note,

@@ -37,6 +37,10 @@ pub async fn reconcile(
     shutdown: &watch::Receiver<bool>,
     rollouts: &Arc<Rollouts>,
 ) -> Result<Action> {
+    // Tenants are migrated on their own servers: wait until every DatabaseServer was loaded.
+    if !ctx.servers().is_synced() {
+        return Ok(Action::requeue(std::time::Duration::from_millis(500)));
+    }
     let started = Instant::now();
     let span = info_span!("reconcile", controller = CONTROLLER, tenantmigration = %tm.name_any(), namespace = %tm.namespace().unwrap_or_default());
     let result = reconcile_inner(&tm, ctx, store, shutdown, rollouts)

@@ -102,13 +102,7 @@ pub(super) async fn server(ds: &DatabaseServer, ctx: &Context) -> Result<Arc<Ser
 async fn config(ds: &DatabaseServer, ctx: &Context) -> Result<Config> {
     let spec = &ds.spec;
     let secret_ref = &spec.admin_secret_ref;
-    let secret = read_secret(
-        ctx,
-        &secret_ref.name,
-        secret_ref.namespace.as_deref(),
-        "admin",
-    )
-    .await?;
+    let secret = read_secret(ctx, &secret_ref.name, "admin").await?;
     let user_key = secret_ref.username_key.as_deref().unwrap_or("username");
     let password_key = secret_ref.password_key.as_deref().unwrap_or("password");
     let username = crate::secret::read_key(&secret, user_key).ok_or_else(|| {
@@ -125,7 +119,7 @@ async fn config(ds: &DatabaseServer, ctx: &Context) -> Result<Config> {
     })?;
     let ca = match &spec.endpoint.ca_secret_ref {
         Some(r) => {
-            let s = read_secret(ctx, &r.name, r.namespace.as_deref(), "CA").await?;
+            let s = read_secret(ctx, &r.name, "CA").await?;
             let key = r.key.as_deref().unwrap_or("ca.crt");
             Some(
                 crate::secret::read_key(&s, key)
@@ -170,15 +164,10 @@ async fn config(ds: &DatabaseServer, ctx: &Context) -> Result<Config> {
     })
 }
 
-/// Reads a Secret a DatabaseServer refers to (the operator's namespace unless it names one);
+/// Reads a Secret a DatabaseServer refers to, in the operator's namespace (never another one);
 /// `what`: `admin` or `CA`, for the error.
-async fn read_secret(
-    ctx: &Context,
-    name: &str,
-    namespace: Option<&str>,
-    what: &str,
-) -> Result<Secret> {
-    let ns = namespace.unwrap_or(&ctx.settings().operator_namespace);
+async fn read_secret(ctx: &Context, name: &str, what: &str) -> Result<Secret> {
+    let ns = &ctx.settings().operator_namespace;
     Api::<Secret>::namespaced(ctx.client().clone(), ns)
         .get_opt(name)
         .await?

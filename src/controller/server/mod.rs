@@ -10,7 +10,6 @@
 
 mod connect;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +33,9 @@ use crate::status::{Cond, merge_conditions, types};
 /// Finalizer refusing the deletion of a server that holds tenants.
 pub const FINALIZER: &str = "tenantdb.io/server";
 const CONTROLLER: &str = "databaseserver";
+/// How long the operator waits for the DatabaseServer cache before it places on the default
+/// server alone.
+const LIST_PATIENCE: Duration = Duration::from_secs(10);
 
 /// Starts the DatabaseServer controller and runs it until shutdown. Marks the server registry
 /// synced once every DatabaseServer listed at start-up has been reconciled once.
@@ -48,19 +50,40 @@ pub async fn run(
     let store = controller.store();
     let ctx_synced = ctx.clone();
     tokio::spawn(async move {
+        // The DatabaseServers cannot be listed (CRD not installed, RBAC of an older chart):
+        // after this long, the operator goes on with the default server alone.
+        let give_up = std::time::Instant::now() + LIST_PATIENCE;
         loop {
-            if let Ok(Ok(())) =
-                tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready()).await
-            {
-                break;
+            match tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready()).await {
+                Ok(Ok(())) => break,
+                Ok(Err(_)) => {
+                    warn!(
+                        "the DatabaseServer cache never synced; placing on the default server only"
+                    );
+                    ctx_synced.servers().mark_synced();
+                    return;
+                }
+                Err(_) if std::time::Instant::now() > give_up => {
+                    warn!(
+                        "DatabaseServers cannot be listed (is the CRD installed and the chart's RBAC current?); placing on the default server only until they can"
+                    );
+                    ctx_synced.servers().mark_synced();
+                    return;
+                }
+                Err(_) => {}
             }
         }
-        // Every server listed at start-up looked at once: a tenant whose placement was lost is
-        // then looked for on all of them before it could be placed anew.
-        let listed: HashSet<String> = store.state().iter().map(|d| d.name_any()).collect();
+        // Every server in the cache looked at once (registered, or found unusable): a tenant
+        // whose placement was lost is then looked for on all of them before it could be placed
+        // anew. (A server deleted meanwhile no longer counts.)
         loop {
-            if listed.iter().all(|n| ctx_synced.servers().was_seen(n)) {
-                info!(servers = listed.len(), "database servers loaded");
+            let pending = store
+                .state()
+                .iter()
+                .filter(|d| !ctx_synced.servers().was_seen(&d.name_any()))
+                .count();
+            if pending == 0 {
+                info!(servers = store.state().len(), "database servers loaded");
                 ctx_synced.servers().mark_synced();
                 return;
             }
@@ -91,7 +114,6 @@ pub async fn reconcile(ds: Arc<DatabaseServer>, ctx: Arc<Context>) -> Result<Act
     })
     .instrument(span)
     .await;
-    ctx.servers().mark_seen(&ds.name_any());
     let result = result.map_err(|e| match e {
         finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
         finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => Error::from(e),
@@ -122,7 +144,8 @@ struct Observed {
 
 async fn apply(ds: Arc<DatabaseServer>, ctx: Arc<Context>) -> Result<Action> {
     let name = ds.name_any();
-    let probe = if ctx.servers().default_name() == Some(name.as_str()) {
+    let reserved = ctx.servers().default_name() == Some(name.as_str());
+    let probe = if reserved {
         Err((
             "NameReserved".to_string(),
             format!(
@@ -144,8 +167,22 @@ async fn apply(ds: Arc<DatabaseServer>, ctx: Arc<Context>) -> Result<Action> {
                     .get(&name)
                     .is_none_or(|s| !Arc::ptr_eq(&s, &server))
                 {
+                    let first = ctx.servers().get(&name).is_none();
                     info!(server = %name, "database server registered");
                     ctx.servers().insert(server.clone());
+                    // A new leader: what an old one still has open on this server is cut off
+                    // before this one acts there (as on the default server at start).
+                    if first && ctx.settings().leader_election {
+                        match server.pg().end_other_instances().await {
+                            Ok(0) => {}
+                            Ok(n) => {
+                                info!(server = %name, sessions = n, "ended the sessions of other tenantdb instances")
+                            }
+                            Err(e) => {
+                                warn!(server = %name, error = %e, "could not end the sessions of other tenantdb instances")
+                            }
+                        }
+                    }
                 }
                 server
                     .probe()
@@ -165,6 +202,24 @@ async fn apply(ds: Arc<DatabaseServer>, ctx: Arc<Context>) -> Result<Action> {
             }
         }
     };
+    // Looked at once (registered or found unusable): placement may rely on the registry.
+    ctx.servers().mark_seen(&name);
+    if reserved || ctx.synced_tenant_store().is_none() {
+        // Not a server of this operator (or its tenants not counted yet): no counts to report.
+        let observed = Observed {
+            probe,
+            tenants: 0,
+            storage_bytes: 0,
+            connections: 0,
+            schedulable: Some(if reserved {
+                "not used: the name of the default server".to_string()
+            } else {
+                "counting the tenants placed on it".to_string()
+            }),
+        };
+        update_status(&ds, &ctx, &observed, None).await?;
+        return Ok(Action::requeue(ctx.settings().server_probe_interval));
+    }
     let (tenants, storage_bytes, connections, schedulable) =
         match crate::controller::tenant::candidates(&ctx, None)
             .into_iter()
@@ -219,6 +274,31 @@ fn facts_of(ds: &DatabaseServer) -> Facts {
 /// `DeletionBlocked` condition says how many); then the server is forgotten.
 async fn cleanup(ds: Arc<DatabaseServer>, ctx: Arc<Context>) -> Result<Action> {
     let name = ds.name_any();
+    if ctx.servers().default_name() == Some(name.as_str()) {
+        // Never a server of this operator (NameReserved): nothing to keep it for, and the
+        // default server it is named like is left alone.
+        ctx.servers().mark_seen(&name);
+        return Ok(Action::await_change());
+    }
+    if ds.spec.engine == Engine::Postgres && ctx.servers().get(&name).is_none() {
+        // After a restart a deleting server is registered here, so that the tenants still on it
+        // keep working until they are gone (an unusable configuration is only noted).
+        match connect::server(&ds, &ctx).await {
+            Ok(server) => {
+                ctx.servers().insert(server);
+                ctx.servers().set_unusable(&name, None);
+            }
+            Err(e) => ctx.servers().set_unusable(&name, Some(e.to_string())),
+        }
+    }
+    ctx.servers().mark_seen(&name);
+    if ctx.synced_tenant_store().is_none() {
+        return Err(Error::unavailable(
+            "waiting for the Tenant cache before deciding whether the server is empty",
+        ));
+    }
+    // Under the placement lock: no placement decided before the cordon lands here after the count.
+    let _deciding = ctx.servers().deciding().lock().await;
     // Being deleted: no new tenants (as if cordoned), whatever the spec says.
     if let Some(server) = ctx.servers().get(&name) {
         server.set_spec_facts(Facts {
@@ -226,19 +306,16 @@ async fn cleanup(ds: Arc<DatabaseServer>, ctx: Arc<Context>) -> Result<Action> {
             ..facts_of(&ds)
         });
     }
-    if ctx.synced_tenant_store().is_none() {
-        return Err(Error::unavailable(
-            "waiting for the Tenant cache before deciding whether the server is empty",
-        ));
-    }
-    let held = crate::controller::tenant::candidates(&ctx, None)
-        .into_iter()
-        .find(|c| c.name == name)
-        .map_or(0, |c| c.tenants);
+    // Counted from the Tenants themselves (recorded placement or this process's placements),
+    // whether or not the server is registered.
+    let held = crate::controller::tenant::tenants_on(&ctx, &name);
     if held > 0 {
         let message = format!(
             "{held} tenant(s) are placed on this server: delete or move them first (the DatabaseServer is kept until then)"
         );
+        let counted = crate::controller::tenant::candidates(&ctx, None)
+            .into_iter()
+            .find(|c| c.name == name);
         let observed = Observed {
             probe: ctx
                 .servers()
@@ -246,9 +323,9 @@ async fn cleanup(ds: Arc<DatabaseServer>, ctx: Arc<Context>) -> Result<Action> {
                 .and_then(|s| s.facts().probe)
                 .unwrap_or_else(|| Err("not probed".into()))
                 .map_err(|e| ("Unreachable".to_string(), e)),
-            tenants: held,
-            storage_bytes: 0,
-            connections: 0,
+            tenants: i64::try_from(held).unwrap_or(i64::MAX),
+            storage_bytes: counted.as_ref().map_or(0, |c| c.storage_bytes),
+            connections: counted.as_ref().map_or(0, |c| c.connections),
             schedulable: Some("being deleted".into()),
         };
         if update_status(&ds, &ctx, &observed, Some(&message)).await? {
@@ -303,7 +380,7 @@ async fn update_status(
         Some(why) => Cond::new(
             types::SCHEDULABLE,
             false,
-            if ds.spec.cordoned {
+            if ds.spec.cordoned || ds.meta().deletion_timestamp.is_some() {
                 "Cordoned"
             } else {
                 "NoRoom"

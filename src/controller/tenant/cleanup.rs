@@ -36,7 +36,15 @@ pub(super) async fn cleanup(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Ac
     // holding its ownership markers. None holds it: nothing of it exists in PostgreSQL.
     let server = match super::place::placed_server(&tenant, &ctx)? {
         Some(s) => Some(s),
-        None => super::place::rediscover(&tenant, &ctx).await?,
+        None => match super::place::rediscover(&tenant, &ctx).await {
+            Ok(s) => s,
+            // Names that cannot be resolved: nothing was created under them (said below).
+            Err(e @ (crate::error::Error::InvalidSpec(_) | crate::error::Error::Name(_))) => {
+                debug!(error = %e, "no server to look on for an invalid spec");
+                None
+            }
+            Err(e) => return Err(e),
+        },
     };
     let shared_database = match &server {
         Some(s) => s.pg().settings().shared_database.clone(),

@@ -57,7 +57,7 @@ use report::{
 };
 use validate::{Spec, check_tenant_limit};
 
-pub(crate) use place::candidates;
+pub(crate) use place::{candidates, tenants_on};
 
 /// Finalizer guarding cleanup.
 pub const FINALIZER: &str = "tenantdb.io/cleanup";
@@ -145,6 +145,12 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action>
     let started = Instant::now();
     let ns = tenant.namespace().unwrap_or_default();
     let api: Api<Tenant> = Api::namespaced(ctx.client().clone(), &ns);
+    // Until every DatabaseServer was looked at once, a Tenant's server may not be known yet (nor
+    // where a Tenant without recorded placement lives): wait, without reporting anything.
+    if !ctx.servers().is_synced() {
+        debug!("waiting for the database servers to be loaded");
+        return Ok(Action::requeue(Duration::from_millis(500)));
+    }
     // A deleting Tenant whose cleanup failed waits out its backoff here, before the finalizer
     // helper (which removes the finalizer whenever cleanup returns Ok).
     if tenant.meta().deletion_timestamp.is_some()
@@ -401,6 +407,11 @@ async fn apply(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
         }
         Err(e) if e.is_permanent() => {
             ctx.backoff().reset(&key);
+            // A Tenant that cannot be provisioned does not hold a place it never used (if it
+            // created anything, its markers find it again).
+            if place::recorded(&tenant).is_none() {
+                ctx.servers().release(&key);
+            }
             // The tenant's logins are checked even though the reconcile stopped early: a tenant
             // whose credentials fail is never left reported healthy.
             let health = health_after_failure(&tenant, &ctx).await;
@@ -474,6 +485,10 @@ pub struct Outcome {
 
 /// Provision or repair one Tenant: the pipeline of stages (see the module documentation).
 async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
+    // The spec is valid before the tenant takes a place on a server (names do not depend on it).
+    if let Some(default) = ctx.servers().default_server() {
+        validate::spec(tenant, ctx, default)?;
+    }
     let server = place::place(tenant, ctx).await?;
     let spec = validate::spec(tenant, ctx, server)?;
     let secret = credentials::read(tenant, ctx, &spec).await?;

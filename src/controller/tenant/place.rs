@@ -108,10 +108,23 @@ pub(super) async fn place(tenant: &Tenant, ctx: &Context) -> Result<Arc<Server>>
 /// Why the Tenant's `spec.placement` does not allow the server it is on (changed after it was
 /// placed: moving a tenant is not supported yet), if it does not.
 pub(super) fn mismatch(tenant: &Tenant, ctx: &Context, server: &Server) -> Option<String> {
-    let candidates = candidates(ctx, Some(&object_key(tenant)));
-    let c = candidates.iter().find(|c| c.name == server.name())?;
-    let have_default = candidates.iter().any(|c| c.default);
-    (!placement::allows(tenant.spec.placement.as_ref(), c, have_default)).then(|| {
+    // Only the name, labels and default flag matter here (no usage: this runs every reconcile).
+    let default = ctx.servers().default_name();
+    let c = Candidate {
+        name: server.name().to_string(),
+        labels: server.facts().labels,
+        ready: true,
+        not_ready_reason: None,
+        cordoned: false,
+        default: default == Some(server.name()),
+        max_tenants: None,
+        max_storage: None,
+        max_connections: None,
+        tenants: 0,
+        storage_bytes: 0,
+        connections: 0,
+    };
+    (!placement::allows(tenant.spec.placement.as_ref(), &c, default.is_some())).then(|| {
         format!(
             "spec.placement no longer allows server {}, where the tenant is: it stays there (moving a placed tenant is not supported yet)",
             server.name()
@@ -131,6 +144,12 @@ pub(super) async fn rediscover(tenant: &Tenant, ctx: &Context) -> Result<Option<
     let mut found = Vec::new();
     let mut unreachable = Vec::new();
     for server in ctx.servers().all() {
+        // A server whose last probe failed is not asked (a pool timeout per placement); it may
+        // hold the tenant, though.
+        if matches!(server.facts().probe, Some(Err(_))) {
+            unreachable.push(server.name().to_string());
+            continue;
+        }
         match server.pg().holds_tenant(&resolved.names).await {
             Ok(true) => found.push(server),
             Ok(false) => {}
@@ -171,6 +190,25 @@ pub(super) fn default_shared_database(ctx: &Context) -> Result<crate::naming::Id
         Some(s) => Ok(s.pg().settings().shared_database.clone()),
         None => Ok(crate::naming::Ident::new("tenantdb_shared")?),
     }
+}
+
+/// How many Tenants are placed on the server `name` (recorded in status, or placed by this
+/// process), from the Tenant cache: also for a server that is not registered.
+pub(crate) fn tenants_on(ctx: &Context, name: &str) -> usize {
+    let reservations = ctx.servers().reservations();
+    ctx.synced_tenant_store().map_or(0, |store| {
+        store
+            .state()
+            .iter()
+            .filter(|t| {
+                recorded(t).or_else(|| {
+                    reservations
+                        .get(&object_key(t.as_ref()))
+                        .map(String::as_str)
+                }) == Some(name)
+            })
+            .count()
+    })
 }
 
 /// Every server as placement sees it: facts, and what the Tenants placed on it use (from the

@@ -304,6 +304,17 @@ pub(super) async fn write_status(
     // schemaVersion: what this process last migrated the database to, when known (the cached
     // object may predate the TenantMigration controller's patch of it).
     status.schema_version = ctx.schema_version_or(&object_key(tenant), status.schema_version);
+    // The placement this process made is recorded with any status it writes (a failure status
+    // built from the object as it was before must not erase it).
+    if status
+        .placement
+        .as_ref()
+        .and_then(|p| p.postgres.as_ref())
+        .is_none()
+        && let Some(server) = ctx.servers().reservation(&object_key(tenant))
+    {
+        status.placement.get_or_insert_default().postgres = Some(server);
+    }
     let phase = match status.phase {
         TenantPhase::Pending => "Pending",
         TenantPhase::Provisioning => "Provisioning",
@@ -359,7 +370,11 @@ fn fleet_facts(
     crate::metrics::TenantFacts {
         namespace: tenant.namespace().unwrap_or_default(),
         name: tenant.name_any(),
-        server: crate::statistics::DEFAULT_SERVER.into(),
+        server: status
+            .placement
+            .as_ref()
+            .and_then(|p| p.postgres.clone())
+            .unwrap_or_else(|| crate::statistics::DEFAULT_SERVER.into()),
         isolation: tenant.spec.isolation.as_str(),
         phase,
         storage_bytes: status.usage.as_ref().map(|u| u.storage_bytes),

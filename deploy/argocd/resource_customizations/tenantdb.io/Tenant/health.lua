@@ -6,7 +6,8 @@
 --   Ready=True (for the current generation)                         -> Healthy
 --   Ready=False, reason InvalidSpec or Conflict                     -> Degraded (needs a spec change)
 --   Ready=False and Degraded=True (transient error, retrying)       -> Degraded
---   Ready=False, reason Provisioning (or anything else)             -> Progressing
+--   Ready=False, reason Provisioning, Unschedulable (waiting for a
+--     database server with room; Degraded=False), or anything else  -> Progressing
 local hs = {}
 
 local function condition(status, ctype)
