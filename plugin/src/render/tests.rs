@@ -16,7 +16,7 @@ fn full() -> serde_json::Value {
         "spec": {"isolation": "database", "quotas": {"maxConnections": 20, "storage": "64Mi"}},
         "status": {
             "phase": "Ready",
-            "server": "pg-eu-1",
+            "placement": {"postgres": "pg-eu-1"},
             "database": "tenant_team_a_crm_1a2b3c4d",
             "schema": "public",
             "role": "tenant_team_a_crm_1a2b3c4d",
@@ -96,7 +96,7 @@ fn without_statistics_the_fields_show_a_dash() {
     let mut t = full();
     let st = t.pointer_mut("/status").unwrap().as_object_mut().unwrap();
     st.remove("statistics");
-    st.remove("server");
+    st.remove("placement");
     st.remove("health");
     let v = TenantView::from_json(&t, &[migration("Succeeded")]);
     let text = tenant(&v, now());
@@ -126,7 +126,7 @@ fn the_fleet_table() {
         .unwrap()
         .as_object_mut()
         .unwrap();
-    for k in ["statistics", "credentials", "server"] {
+    for k in ["statistics", "credentials", "placement"] {
         st.remove(k);
     }
     st.insert("phase".into(), json!("Provisioning"));
