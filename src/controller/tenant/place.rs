@@ -247,10 +247,12 @@ pub(crate) fn candidates(ctx: &Context, except: Option<&str>) -> Vec<Candidate> 
             let f = s.facts();
             let default = servers.default_name() == Some(s.name());
             let (ready, reason) = match &f.probe {
+                // The default server is not probed and never refused as unreachable: Tenants
+                // without placement have no other server (as before DatabaseServers, an outage
+                // shows as DatabaseUnavailable on them, not as Unschedulable).
+                None if default => (true, None),
                 Some(Ok(_)) => (!s.pg().is_down(), None),
                 Some(Err(e)) => (false, Some(e.clone())),
-                // The default server is used before any probe (as before DatabaseServers).
-                None if default => (!s.pg().is_down(), None),
                 None => (false, None),
             };
             let (tenants, storage, connections) = usage.get(s.name()).copied().unwrap_or_default();
