@@ -22,7 +22,7 @@ use tenantdb::error::{Error, Result};
 use tenantdb::runtime::RunConfig;
 use tenantdb_testkit::cluster::{
     OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT, apply_manifest, client_for, client_for_yaml,
-    find_helm, parse_manifests, render_chart,
+    database_server_manifests, find_helm, parse_manifests, render_chart,
 };
 use tenantdb_testkit::localmongo::{LocalMongo, find_secantus};
 use tenantdb_testkit::localpg::{LocalPg, LocalPgOptions};
@@ -256,7 +256,7 @@ pub async fn run(cfg: DevConfig, shutdown: impl std::future::Future<Output = ()>
     );
 
     // The second server, as a user adds one: its admin Secret, then the DatabaseServer.
-    for obj in second_server(&pg2) {
+    for obj in database_server_manifests("pg-2", &pg2, serde_json::json!({"maxTenants": 100})) {
         let what = apply_manifest(&client, &obj, "tenantdb-dev").await?;
         println!("    applied {what}");
     }
@@ -368,27 +368,6 @@ pub async fn run(cfg: DevConfig, shutdown: impl std::future::Future<Output = ()>
         }
     );
     result
-}
-
-/// The admin Secret and the DatabaseServer `pg-2` (labels `tier: standard`) of the second cluster.
-fn second_server(pg: &LocalPg) -> Vec<serde_json::Value> {
-    vec![
-        serde_json::json!({
-            "apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": "pg-2-admin", "namespace": OPERATOR_NAMESPACE},
-            "stringData": {"username": "postgres", "password": pg.superuser_password()},
-        }),
-        serde_json::json!({
-            "apiVersion": "tenantdb.io/v1alpha1", "kind": "DatabaseServer",
-            "metadata": {"name": "pg-2", "labels": {"tier": "standard"}},
-            "spec": {
-                "engine": "postgres",
-                "endpoint": {"host": pg.host(), "port": pg.port(), "tlsMode": "disable"},
-                "adminSecretRef": {"name": "pg-2-admin"},
-                "capacity": {"maxTenants": 100},
-            },
-        }),
-    ]
 }
 
 /// Parser wrapper so a [`RunConfig`] can be built from arguments (the flag defaults).

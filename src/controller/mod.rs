@@ -20,6 +20,19 @@ pub use context::{Context, MAX_EVENT_NOTE, bounded_note};
 pub use settings::OperatorSettings;
 pub use state::{Backoff, Memo, MetaFacts, Settled, facts_hash};
 
+/// The error of a reconcile run by kube-runtime's finalizer helper, as our error: the apply's or
+/// cleanup's own error, or the Kubernetes error of adding/removing the finalizer.
+pub(crate) fn finalizer_error(
+    e: kube::runtime::finalizer::Error<crate::error::Error>,
+) -> crate::error::Error {
+    use kube::runtime::finalizer::Error as F;
+    match e {
+        F::ApplyFailed(e) | F::CleanupFailed(e) => e,
+        F::AddFinalizer(e) | F::RemoveFinalizer(e) => crate::error::Error::from(e),
+        other => crate::error::Error::Internal(other.to_string()),
+    }
+}
+
 /// `kind/namespace/name` key for per-object bookkeeping.
 pub fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
     object_key_for::<K>(&obj.namespace().unwrap_or_default(), &obj.name_any())

@@ -16,6 +16,33 @@ pub const OPERATOR_NAMESPACE: &str = "tenantdb-system";
 /// The chart's ServiceAccount name for release [`CHART_RELEASE`].
 pub const OPERATOR_SERVICE_ACCOUNT: &str = "tenantdb";
 
+/// The manifests that declare the local cluster `pg` as the DatabaseServer `name`, as a user adds
+/// a server: its admin Secret `<name>-admin` in the operator's namespace (the superuser's
+/// credentials), then the DatabaseServer (labels `tier: standard`, `capacity` as given).
+pub fn database_server_manifests(
+    name: &str,
+    pg: &crate::localpg::LocalPg,
+    capacity: serde_json::Value,
+) -> [serde_json::Value; 2] {
+    [
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": format!("{name}-admin"), "namespace": OPERATOR_NAMESPACE},
+            "stringData": {"username": "postgres", "password": pg.superuser_password()},
+        }),
+        serde_json::json!({
+            "apiVersion": "tenantdb.io/v1alpha1", "kind": "DatabaseServer",
+            "metadata": {"name": name, "labels": {"tier": "standard"}},
+            "spec": {
+                "engine": "postgres",
+                "endpoint": {"host": pg.host(), "port": pg.port(), "tlsMode": "disable"},
+                "adminSecretRef": {"name": format!("{name}-admin")},
+                "capacity": capacity,
+            },
+        }),
+    ]
+}
+
 /// The `helm` to use: the given one, else `<repo>/.tools/bin/helm` (what `scripts/chart-check.sh`
 /// installs), else `helm` from PATH.
 pub fn find_helm(explicit: Option<&Path>) -> PathBuf {

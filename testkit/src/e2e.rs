@@ -264,28 +264,14 @@ impl Env {
         capacity: serde_json::Value,
     ) -> tenantdb::crd::DatabaseServer {
         self.ensure_namespace(OPERATOR_NAMESPACE).await;
+        let [secret, ds] = crate::cluster::database_server_manifests(name, pg, capacity);
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), OPERATOR_NAMESPACE);
-        let secret: Secret = serde_json::from_value(serde_json::json!({
-            "apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": format!("{name}-admin"), "namespace": OPERATOR_NAMESPACE},
-            "stringData": {"username": "postgres", "password": pg.superuser_password()},
-        }))
-        .unwrap();
+        let secret: Secret = serde_json::from_value(secret).unwrap();
         secrets
             .create(&PostParams::default(), &secret)
             .await
             .unwrap();
-        let ds: tenantdb::crd::DatabaseServer = serde_json::from_value(serde_json::json!({
-            "apiVersion": "tenantdb.io/v1alpha1", "kind": "DatabaseServer",
-            "metadata": {"name": name, "labels": {"tier": "standard"}},
-            "spec": {
-                "engine": "postgres",
-                "endpoint": {"host": pg.host(), "port": pg.port(), "tlsMode": "disable"},
-                "adminSecretRef": {"name": format!("{name}-admin")},
-                "capacity": capacity,
-            },
-        }))
-        .unwrap();
+        let ds: tenantdb::crd::DatabaseServer = serde_json::from_value(ds).unwrap();
         Api::<tenantdb::crd::DatabaseServer>::all(self.client.clone())
             .create(&PostParams::default(), &ds)
             .await

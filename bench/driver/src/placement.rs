@@ -36,7 +36,7 @@ use crate::env::{Env, cpu_seconds, machine_cpu, metric_sum, rss_mib};
 use crate::floor;
 
 /// The operator's namespace (admin Secrets of the DatabaseServers live here), as in the e2e tests.
-const OPERATOR_NS: &str = "tenantdb-system";
+const OPERATOR_NS: &str = tenantdb_testkit::cluster::OPERATOR_NAMESPACE;
 /// `capacity.maxTenants` of every DatabaseServer: above N, so it never refuses, but set, because
 /// placement picks the least utilised server and a server without any limit has utilisation 0
 /// (without a limit every tenant would go to the first server by name).
@@ -90,23 +90,15 @@ fn loadavg() -> String {
 /// Admin Secret (operator namespace) and DatabaseServer `name` for the cluster `pg`.
 async fn add_server(env: &Env, name: &str, pg: &LocalPg) -> Result<()> {
     env.ensure_namespace(OPERATOR_NS).await?;
+    let [secret, ds] = tenantdb_testkit::cluster::database_server_manifests(
+        name,
+        pg,
+        json!({"maxTenants": MAX_TENANTS}),
+    );
     let secrets: Api<Secret> = Api::namespaced(env.client.clone(), OPERATOR_NS);
-    let secret: Secret = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": format!("{name}-admin"), "namespace": OPERATOR_NS},
-        "stringData": {"username": "postgres", "password": pg.superuser_password()},
-    }))?;
+    let secret: Secret = serde_json::from_value(secret)?;
     secrets.create(&PostParams::default(), &secret).await?;
-    let ds: DatabaseServer = serde_json::from_value(json!({
-        "apiVersion": "tenantdb.io/v1alpha1", "kind": "DatabaseServer",
-        "metadata": {"name": name, "labels": {"tier": "standard"}},
-        "spec": {
-            "engine": "postgres",
-            "endpoint": {"host": pg.host(), "port": pg.port(), "tlsMode": "disable"},
-            "adminSecretRef": {"name": format!("{name}-admin")},
-            "capacity": {"maxTenants": MAX_TENANTS},
-        },
-    }))?;
+    let ds: DatabaseServer = serde_json::from_value(ds)?;
     Api::<DatabaseServer>::all(env.client.clone())
         .create(&PostParams::default(), &ds)
         .await?;
@@ -516,11 +508,12 @@ fn fake_tenant(i: usize, server: &str, storage: i64) -> Tenant {
     .expect("fake tenant")
 }
 
-/// What `candidates()` (src/controller/tenant/place.rs) does, with the same public pieces: the
-/// Tenant cache's `state()`, a copy of the reservations, per Tenant its key, the server its
-/// status (or else a reservation) names, its storage and its effective connection limit summed
-/// per server; then one Candidate per server (labels and capacity copied). Not re-done: the
-/// registry's server list and each server's facts/`is_down` (a lock and an atomic per server).
+/// What `candidates()` (src/controller/tenant/place.rs) does: the Tenant cache's `state()`, a
+/// copy of the reservations, the operator's own aggregation
+/// (`tenantdb::controller::tenant::usage_by_server`: per Tenant its key, its server, storage and
+/// effective connection limit, summed per server), then one Candidate per server (labels and
+/// capacity copied). Not re-done: the registry's server list and each server's facts/`is_down`
+/// (a lock and an atomic per server).
 fn aggregate(
     store: &Store<Tenant>,
     registry: &Registry,
@@ -528,45 +521,24 @@ fn aggregate(
     defaults: &QuotaDefaults,
     except: Option<&str>,
 ) -> Vec<Candidate> {
-    let reservations = registry.reservations();
-    let mut usage: HashMap<String, (i64, i64, i64)> = HashMap::new();
-    for t in store.state() {
-        let key = tenantdb::controller::object_key(t.as_ref());
-        if except == Some(key.as_str()) {
-            continue;
-        }
-        let recorded = t
-            .status
-            .as_ref()
-            .and_then(|s| s.placement.as_ref())
-            .and_then(|p| p.postgres.as_deref());
-        let Some(on) = recorded
-            .map(str::to_string)
-            .or_else(|| reservations.get(&key).cloned())
-        else {
-            continue;
-        };
-        let e = usage.entry(on).or_default();
-        e.0 += 1;
-        e.1 += t
-            .status
-            .as_ref()
-            .and_then(|s| s.usage.as_ref())
-            .map_or(0, |u| u.storage_bytes);
-        e.2 += tenantdb::quota::effective(t.spec.quotas.as_ref(), defaults)
-            .map_or(0, |q| i64::from(q.connection_limit.max(0)));
-    }
+    let tenants = store.state();
+    let usage = tenantdb::controller::tenant::usage_by_server(
+        tenants.iter().map(|t| t.as_ref()),
+        &registry.reservations(),
+        defaults,
+        except,
+    );
     servers
         .iter()
         .map(|s| {
-            let (tenants, storage, connections) = usage.get(&s.name).copied().unwrap_or_default();
+            let u = usage.get(&s.name).copied().unwrap_or_default();
             Candidate {
                 labels: s.labels.clone(),
                 name: s.name.clone(),
                 not_ready_reason: s.not_ready_reason.clone(),
-                tenants,
-                storage_bytes: storage,
-                connections,
+                tenants: u.tenants,
+                storage_bytes: u.storage_bytes,
+                connections: u.connections,
                 ..s.clone()
             }
         })

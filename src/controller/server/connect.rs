@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::Api;
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
+use tracing::{info, warn};
 
 use super::super::Context;
 use crate::crd::{DatabaseServer, TlsMode};
@@ -54,7 +55,7 @@ impl Config {
 
 /// The Server of a postgres DatabaseServer: the registry's entry when its configuration is
 /// unchanged, else a new one (with new pools) that replaces it.
-pub(super) async fn server(ds: &DatabaseServer, ctx: &Context) -> Result<Arc<Server>> {
+async fn server(ds: &DatabaseServer, ctx: &Context) -> Result<Arc<Server>> {
     let config = config(ds, ctx).await?;
     let hash = config.hash();
     let name = ds.name_any();
@@ -97,6 +98,48 @@ pub(super) async fn server(ds: &DatabaseServer, ctx: &Context) -> Result<Arc<Ser
         ctx.settings().slow_statement_ms,
         hash,
     )))
+}
+
+/// Stage `connect`: the server of a postgres DatabaseServer with `facts`, registered (replacing
+/// the entry when its configuration changed; a new leader then ends other instances' sessions on
+/// it, as on the default server at start). On error, a registered server stops being a candidate
+/// (its last probe is the error; its pools stay for the tenants on it) and an unregistered one is
+/// noted as unusable (rediscovery cannot look at it).
+pub(super) async fn register(
+    ds: &DatabaseServer,
+    ctx: &Context,
+    facts: crate::servers::Facts,
+) -> Result<Arc<Server>> {
+    let name = ds.name_any();
+    let server = match server(ds, ctx).await {
+        Ok(s) => s,
+        Err(e) => {
+            match ctx.servers().get(&name) {
+                Some(s) => s.set_probe(Err(e.to_string())),
+                None => ctx.servers().set_unusable(&name, Some(e.to_string())),
+            }
+            return Err(e);
+        }
+    };
+    ctx.servers().set_unusable(&name, None);
+    server.set_spec_facts(facts);
+    let registered = ctx.servers().get(&name);
+    if registered.as_ref().is_none_or(|s| !Arc::ptr_eq(s, &server)) {
+        info!(server = %name, "database server registered");
+        ctx.servers().insert(server.clone());
+        if registered.is_none() && ctx.settings().leader_election {
+            match server.pg().end_other_instances().await {
+                Ok(0) => {}
+                Ok(n) => {
+                    info!(server = %name, sessions = n, "ended the sessions of other tenantdb instances")
+                }
+                Err(e) => {
+                    warn!(server = %name, error = %e, "could not end the sessions of other tenantdb instances")
+                }
+            }
+        }
+    }
+    Ok(server)
 }
 
 async fn config(ds: &DatabaseServer, ctx: &Context) -> Result<Config> {

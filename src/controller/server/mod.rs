@@ -18,7 +18,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
-use kube::runtime::finalizer::{self, Event as FinalizerEvent, finalizer};
+use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
@@ -114,11 +114,7 @@ pub async fn reconcile(ds: Arc<DatabaseServer>, ctx: Arc<Context>) -> Result<Act
     })
     .instrument(span)
     .await;
-    let result = result.map_err(|e| match e {
-        finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
-        finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => Error::from(e),
-        other => Error::Internal(other.to_string()),
-    });
+    let result = result.map_err(super::finalizer_error);
     ctx.metrics().observe_reconcile(
         CONTROLLER,
         started.elapsed(),
@@ -158,48 +154,12 @@ async fn apply(ds: Arc<DatabaseServer>, ctx: Arc<Context>) -> Result<Action> {
             "MongoDB DatabaseServers are not used for placement yet: tenants' MongoDB databases are on the operator's --mongodb-uri server".to_string(),
         ))
     } else {
-        match connect::server(&ds, &ctx).await {
-            Ok(server) => {
-                ctx.servers().set_unusable(&name, None);
-                server.set_spec_facts(facts_of(&ds));
-                if ctx
-                    .servers()
-                    .get(&name)
-                    .is_none_or(|s| !Arc::ptr_eq(&s, &server))
-                {
-                    let first = ctx.servers().get(&name).is_none();
-                    info!(server = %name, "database server registered");
-                    ctx.servers().insert(server.clone());
-                    // A new leader: what an old one still has open on this server is cut off
-                    // before this one acts there (as on the default server at start).
-                    if first && ctx.settings().leader_election {
-                        match server.pg().end_other_instances().await {
-                            Ok(0) => {}
-                            Ok(n) => {
-                                info!(server = %name, sessions = n, "ended the sessions of other tenantdb instances")
-                            }
-                            Err(e) => {
-                                warn!(server = %name, error = %e, "could not end the sessions of other tenantdb instances")
-                            }
-                        }
-                    }
-                }
-                server
-                    .probe()
-                    .await
-                    .map_err(|e| ("Unreachable".to_string(), e))
-            }
-            Err(e) => {
-                // A registered server whose configuration broke is no candidate any more (its
-                // pools stay, for the tenants on it); an unregistered one is one rediscovery
-                // cannot look at.
-                if let Some(s) = ctx.servers().get(&name) {
-                    s.set_probe(Err(e.to_string()));
-                } else {
-                    ctx.servers().set_unusable(&name, Some(e.to_string()));
-                }
-                Err((e.category().to_string(), e.to_string()))
-            }
+        match connect::register(&ds, &ctx, facts_of(&ds)).await {
+            Ok(server) => server
+                .probe()
+                .await
+                .map_err(|e| ("Unreachable".to_string(), e)),
+            Err(e) => Err((e.category().to_string(), e.to_string())),
         }
     };
     // Looked at once (registered or found unusable): placement may rely on the registry.
@@ -283,13 +243,16 @@ async fn cleanup(ds: Arc<DatabaseServer>, ctx: Arc<Context>) -> Result<Action> {
     if ds.spec.engine == Engine::Postgres && ctx.servers().get(&name).is_none() {
         // After a restart a deleting server is registered here, so that the tenants still on it
         // keep working until they are gone (an unusable configuration is only noted).
-        match connect::server(&ds, &ctx).await {
-            Ok(server) => {
-                ctx.servers().insert(server);
-                ctx.servers().set_unusable(&name, None);
-            }
-            Err(e) => ctx.servers().set_unusable(&name, Some(e.to_string())),
-        }
+        // (An error is recorded by `register`; the deletion check below does not need the server.)
+        let _ = connect::register(
+            &ds,
+            &ctx,
+            Facts {
+                cordoned: true,
+                ..facts_of(&ds)
+            },
+        )
+        .await;
     }
     ctx.servers().mark_seen(&name);
     if ctx.synced_tenant_store().is_none() {
@@ -308,14 +271,12 @@ async fn cleanup(ds: Arc<DatabaseServer>, ctx: Arc<Context>) -> Result<Action> {
     }
     // Counted from the Tenants themselves (recorded placement or this process's placements),
     // whether or not the server is registered.
-    let held = crate::controller::tenant::tenants_on(&ctx, &name);
+    let placed = crate::controller::tenant::usage_on(&ctx, &name);
+    let held = placed.tenants;
     if held > 0 {
         let message = format!(
             "{held} tenant(s) are placed on this server: delete or move them first (the DatabaseServer is kept until then)"
         );
-        let counted = crate::controller::tenant::candidates(&ctx, None)
-            .into_iter()
-            .find(|c| c.name == name);
         let observed = Observed {
             probe: ctx
                 .servers()
@@ -323,9 +284,9 @@ async fn cleanup(ds: Arc<DatabaseServer>, ctx: Arc<Context>) -> Result<Action> {
                 .and_then(|s| s.facts().probe)
                 .unwrap_or_else(|| Err("not probed".into()))
                 .map_err(|e| ("Unreachable".to_string(), e)),
-            tenants: i64::try_from(held).unwrap_or(i64::MAX),
-            storage_bytes: counted.as_ref().map_or(0, |c| c.storage_bytes),
-            connections: counted.as_ref().map_or(0, |c| c.connections),
+            tenants: held,
+            storage_bytes: placed.storage_bytes,
+            connections: placed.connections,
             schedulable: Some("being deleted".into()),
         };
         if update_status(&ds, &ctx, &observed, Some(&message)).await? {

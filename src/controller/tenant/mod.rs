@@ -34,7 +34,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
-use kube::runtime::finalizer::{self, Event as FinalizerEvent, finalizer};
+use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
@@ -57,7 +57,8 @@ use report::{
 };
 use validate::{Spec, check_tenant_limit};
 
-pub(crate) use place::{candidates, tenants_on};
+pub use place::{ServerUsage, usage_by_server};
+pub(crate) use place::{candidates, usage_on};
 
 /// Finalizer guarding cleanup.
 pub const FINALIZER: &str = "tenantdb.io/cleanup";
@@ -171,11 +172,7 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action>
     })
     .instrument(span)
     .await;
-    let result = result.map_err(|e| match e {
-        finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
-        finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => Error::from(e),
-        other => Error::Internal(other.to_string()),
-    });
+    let result = result.map_err(super::finalizer_error);
     // (Backoff is reset by the paths that succeeded, not here: a reconcile that only waited out
     // its backoff returns Ok too.)
     if let Err(e) = &result {

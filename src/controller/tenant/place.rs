@@ -192,54 +192,81 @@ pub(super) fn default_shared_database(ctx: &Context) -> Result<crate::naming::Id
     }
 }
 
-/// How many Tenants are placed on the server `name` (recorded in status, or placed by this
-/// process), from the Tenant cache: also for a server that is not registered.
-pub(crate) fn tenants_on(ctx: &Context, name: &str) -> usize {
-    let reservations = ctx.servers().reservations();
-    ctx.synced_tenant_store().map_or(0, |store| {
-        store
-            .state()
-            .iter()
-            .filter(|t| {
-                recorded(t).or_else(|| {
-                    reservations
-                        .get(&object_key(t.as_ref()))
-                        .map(String::as_str)
-                }) == Some(name)
-            })
-            .count()
-    })
+/// What the Tenants placed on one server use: how many, their measured storage, their
+/// connection limits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServerUsage {
+    /// Tenants placed on it.
+    pub tenants: i64,
+    /// Their `status.usage.storageBytes`.
+    pub storage_bytes: i64,
+    /// Their effective connection limits (an unlimited tenant counts 0).
+    pub connections: i64,
+}
+
+/// Per server, what the `tenants` placed on it use. A Tenant is on the server its status records,
+/// else the one `reservations` (this process's placements, by Tenant key) names; `except` (a
+/// Tenant key) is not counted. The one aggregation behind placement, the DatabaseServer status
+/// and its deletion check (pure; the bench driver measures it).
+pub fn usage_by_server<'a>(
+    tenants: impl IntoIterator<Item = &'a Tenant>,
+    reservations: &std::collections::HashMap<String, String>,
+    defaults: &crate::quota::QuotaDefaults,
+    except: Option<&str>,
+) -> std::collections::HashMap<String, ServerUsage> {
+    let mut usage: std::collections::HashMap<String, ServerUsage> = Default::default();
+    for t in tenants {
+        let key = object_key(t);
+        if except == Some(key.as_str()) {
+            continue;
+        }
+        let Some(on) = recorded(t).or_else(|| reservations.get(&key).map(String::as_str)) else {
+            continue;
+        };
+        let e = usage.entry(on.to_string()).or_default();
+        e.tenants += 1;
+        e.storage_bytes += t
+            .status
+            .as_ref()
+            .and_then(|s| s.usage.as_ref())
+            .map_or(0, |u| u.storage_bytes);
+        e.connections += crate::quota::effective(t.spec.quotas.as_ref(), defaults)
+            .map_or(0, |q| i64::from(q.connection_limit.max(0)));
+    }
+    usage
+}
+
+/// What the Tenants of the (synced) Tenant cache placed on each server use.
+fn usage_of_fleet(
+    ctx: &Context,
+    except: Option<&str>,
+) -> std::collections::HashMap<String, ServerUsage> {
+    let Some(store) = ctx.synced_tenant_store() else {
+        return Default::default();
+    };
+    let tenants = store.state();
+    usage_by_server(
+        tenants.iter().map(|t| t.as_ref()),
+        &ctx.servers().reservations(),
+        &ctx.settings().quota_defaults,
+        except,
+    )
+}
+
+/// What the Tenants placed on the server `name` (recorded in status, or placed by this process)
+/// use, from the Tenant cache: also for a server that is not registered.
+pub(crate) fn usage_on(ctx: &Context, name: &str) -> ServerUsage {
+    usage_of_fleet(ctx, None)
+        .get(name)
+        .copied()
+        .unwrap_or_default()
 }
 
 /// Every server as placement sees it: facts, and what the Tenants placed on it use (from the
 /// Tenant cache and this process's placements; `except` is not counted).
 pub(crate) fn candidates(ctx: &Context, except: Option<&str>) -> Vec<Candidate> {
     let servers = ctx.servers();
-    let reservations = servers.reservations();
-    let mut usage: std::collections::HashMap<String, (i64, i64, i64)> = Default::default();
-    if let Some(store) = ctx.synced_tenant_store() {
-        for t in store.state() {
-            let key = object_key(t.as_ref());
-            if except == Some(key.as_str()) {
-                continue;
-            }
-            let Some(on) = recorded(&t)
-                .map(str::to_string)
-                .or_else(|| reservations.get(&key).cloned())
-            else {
-                continue;
-            };
-            let e = usage.entry(on).or_default();
-            e.0 += 1;
-            e.1 += t
-                .status
-                .as_ref()
-                .and_then(|s| s.usage.as_ref())
-                .map_or(0, |u| u.storage_bytes);
-            e.2 += crate::quota::effective(t.spec.quotas.as_ref(), &ctx.settings().quota_defaults)
-                .map_or(0, |q| i64::from(q.connection_limit.max(0)));
-        }
-    }
+    let usage = usage_of_fleet(ctx, except);
     servers
         .all()
         .into_iter()
@@ -255,7 +282,7 @@ pub(crate) fn candidates(ctx: &Context, except: Option<&str>) -> Vec<Candidate> 
                 Some(Err(e)) => (false, Some(e.clone())),
                 None => (false, None),
             };
-            let (tenants, storage, connections) = usage.get(s.name()).copied().unwrap_or_default();
+            let u = usage.get(s.name()).copied().unwrap_or_default();
             Candidate {
                 name: s.name().to_string(),
                 labels: f.labels,
@@ -266,9 +293,9 @@ pub(crate) fn candidates(ctx: &Context, except: Option<&str>) -> Vec<Candidate> 
                 max_tenants: f.max_tenants,
                 max_storage: f.max_storage,
                 max_connections: f.max_connections,
-                tenants,
-                storage_bytes: storage,
-                connections,
+                tenants: u.tenants,
+                storage_bytes: u.storage_bytes,
+                connections: u.connections,
             }
         })
         .collect()
