@@ -467,14 +467,25 @@ pub async fn run(
     let servers = Arc::new(crate::servers::Registry::new(Some(Arc::new(
         default_server,
     ))));
+    // `--mongodb-uri` is the default MongoDB server, named like the default PostgreSQL one.
+    let mongo_servers = Arc::new(crate::servers::Registry::new(mongo.map(
+        |(admin, endpoint)| {
+            Arc::new(crate::servers::MongoServer::new(
+                &op_settings.default_server,
+                Arc::new(admin),
+                endpoint,
+                0,
+            ))
+        },
+    )));
     let ctx = Arc::new(Context::new(
         client,
         servers,
+        mongo_servers,
         op_settings,
         metrics.clone(),
         migrations,
         &instance,
-        mongo.map(|(admin, endpoint)| (Arc::new(admin), endpoint)),
     ));
     let mut controllers = tokio::spawn(run_controllers(
         ctx,

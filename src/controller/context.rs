@@ -16,7 +16,6 @@ use super::state::{Backoff, MetaFacts, Objects, Settled};
 use crate::crd::{HealthStatus, Tenant, TenantMigrationStatus, UsageStatus};
 use crate::metrics::Metrics;
 use crate::migrate::MigrationSet;
-use crate::mongo::MongoAdmin;
 
 /// Everything a reconcile needs; shared by all reconciles of both controllers.
 pub struct Context {
@@ -27,8 +26,7 @@ pub struct Context {
     instance: String,
     metrics: Arc<Metrics>,
     migrations: Arc<MigrationSet>,
-    mongo: Option<Arc<MongoAdmin>>,
-    mongo_endpoint: Option<(String, u16)>,
+    mongo_servers: Arc<crate::servers::Registry<crate::servers::MongoServer>>,
     tenant_store: std::sync::OnceLock<Store<Tenant>>,
     tenant_cache_synced: std::sync::atomic::AtomicBool,
     health_permits: tokio::sync::Semaphore,
@@ -46,24 +44,20 @@ impl std::fmt::Debug for Context {
 
 impl Context {
     /// Builds the context. `servers`: the PostgreSQL servers (the default one, and those of
-    /// DatabaseServers as they are loaded). `mongo`: MongoDB admin access and the endpoint
-    /// written to Secrets, when the operator is configured with a MongoDB admin URI.
+    /// DatabaseServers as they are loaded); `mongo_servers`: the MongoDB servers (the default one
+    /// when the operator has `--mongodb-uri`, and those of mongodb DatabaseServers).
     pub fn new(
         client: Client,
         servers: Arc<crate::servers::Registry>,
+        mongo_servers: Arc<crate::servers::Registry<crate::servers::MongoServer>>,
         settings: OperatorSettings,
         metrics: Arc<Metrics>,
         migrations: Arc<MigrationSet>,
         instance: &str,
-        mongo: Option<(Arc<MongoAdmin>, (String, u16))>,
     ) -> Self {
         let reporter = Reporter {
             controller: "tenantdb".into(),
             instance: Some(instance.to_string()),
-        };
-        let (mongo, mongo_endpoint) = match mongo {
-            Some((admin, endpoint)) => (Some(admin), Some(endpoint)),
-            None => (None, None),
         };
         Self {
             recorder: Recorder::new(client.clone(), reporter),
@@ -75,8 +69,7 @@ impl Context {
             settings,
             metrics,
             migrations,
-            mongo,
-            mongo_endpoint,
+            mongo_servers,
             tenant_store: std::sync::OnceLock::new(),
             tenant_cache_synced: std::sync::atomic::AtomicBool::new(false),
             objects: Objects::default(),
@@ -88,7 +81,7 @@ impl Context {
         &self.client
     }
 
-    /// The database servers.
+    /// The PostgreSQL servers.
     pub fn servers(&self) -> &Arc<crate::servers::Registry> {
         &self.servers
     }
@@ -119,14 +112,9 @@ impl Context {
         &self.migrations
     }
 
-    /// MongoDB admin access, when configured.
-    pub fn mongo(&self) -> Option<&Arc<MongoAdmin>> {
-        self.mongo.as_ref()
-    }
-
-    /// Host and port written to Secrets for MongoDB.
-    pub fn mongo_endpoint(&self) -> Option<&(String, u16)> {
-        self.mongo_endpoint.as_ref()
+    /// The MongoDB servers.
+    pub fn mongo_servers(&self) -> &Arc<crate::servers::Registry<crate::servers::MongoServer>> {
+        &self.mongo_servers
     }
 
     /// This instance's name (Events' reporting instance).

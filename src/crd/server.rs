@@ -59,7 +59,8 @@ pub struct DatabaseServerSpec {
     pub tenant_endpoint: Option<TenantEndpoint>,
 
     /// PostgreSQL: the maintenance database the operator's admin sessions use (default
-    /// `postgres`).
+    /// `postgres`). MongoDB: the database the admin user authenticates against (default
+    /// `admin`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[a-z_][a-z0-9_]{0,62}$"))]
     pub admin_database: Option<String>,
@@ -114,7 +115,8 @@ pub struct ServerEndpoint {
     #[schemars(range(min = 1, max = 65535))]
     pub port: Option<u16>,
     /// TLS for the operator's connections: `disable`, `prefer` (default), `require`,
-    /// `verify-full` (checks the certificate against `caSecretRef` and the host name).
+    /// `verify-full` (checks the certificate against `caSecretRef` and the host name). MongoDB
+    /// has no opportunistic TLS: there `prefer` connects without TLS.
     #[serde(default)]
     pub tls_mode: TlsMode,
     /// A Secret key holding the PEM CA certificate(s) the server's certificate is checked
@@ -243,22 +245,60 @@ pub struct DatabaseServerStatus {
     pub last_probe: Option<String>,
 }
 
-/// Where a Tenant may be placed.
+/// Where a Tenant may be placed. `server` and `selector` place its PostgreSQL part (postgres
+/// DatabaseServers); `mongodb` places its MongoDB database (mongodb DatabaseServers). Each part
+/// without a placement goes to the operator's default server of its engine (`--database-url`,
+/// `--mongodb-uri`), or, when the operator has none for that engine, to the least utilised server
+/// of that engine.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
     {"rule": "!(has(self.server) && has(self.selector))", "message": "placement takes either server or selector, not both"}
 ]))]
 pub struct Placement {
-    /// The name of a DatabaseServer (or the operator's default server) to place the tenant on.
+    /// The name of a postgres DatabaseServer (or the operator's default server) to place the
+    /// tenant's PostgreSQL part on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(min = 1, max = 253),
         regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
     )]
     pub server: Option<String>,
-    /// A label selector over DatabaseServers: the least utilised matching server with room is
-    /// chosen.
+    /// A label selector over postgres DatabaseServers: the least utilised matching server with
+    /// room is chosen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+    /// Where the tenant's MongoDB database is placed (mongodb DatabaseServers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mongodb: Option<ServerChoice>,
+}
+
+impl Placement {
+    /// The placement of the PostgreSQL part (`server`, `selector`).
+    pub fn postgres(&self) -> ServerChoice {
+        ServerChoice {
+            server: self.server.clone(),
+            selector: self.selector.clone(),
+        }
+    }
+}
+
+/// One server by name, or the least utilised of those a label selector matches.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!(has(self.server) && has(self.selector))", "message": "placement takes either server or selector, not both"}
+]))]
+pub struct ServerChoice {
+    /// The name of a DatabaseServer of this engine (or the operator's default server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub server: Option<String>,
+    /// A label selector over DatabaseServers of this engine: the least utilised matching server
+    /// with room is chosen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<LabelSelector>,
 }

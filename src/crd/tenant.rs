@@ -24,6 +24,7 @@ use super::Condition;
     printcolumn = r#"{"name":"Isolation","type":"string","jsonPath":".spec.isolation"}"#,
     printcolumn = r#"{"name":"Database","type":"string","jsonPath":".status.database"}"#,
     printcolumn = r#"{"name":"Server","type":"string","jsonPath":".status.placement.postgres"}"#,
+    printcolumn = r#"{"name":"Mongo Server","type":"string","jsonPath":".status.placement.mongodb","priority":1}"#,
     printcolumn = r#"{"name":"Schema","type":"string","jsonPath":".status.schema","priority":1}"#,
     printcolumn = r#"{"name":"Version","type":"string","jsonPath":".status.schemaVersion","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#

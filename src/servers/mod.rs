@@ -1,7 +1,8 @@
-//! The database servers tenants are placed on: the operator's default server (`--database-url`)
-//! and one per `DatabaseServer` resource, each with its own admin pools, statistics collector
-//! and shared-layout state ([`Server`]), kept in the [`Registry`]; and the pure placement
-//! algorithm ([`placement`]).
+//! The database servers tenants are placed on, one [`Registry`] per engine: PostgreSQL servers
+//! ([`Server`]: the operator's default server from `--database-url`, and one per postgres
+//! `DatabaseServer`, each with its own admin pools, statistics collector and shared-layout state)
+//! and MongoDB servers ([`MongoServer`]: the default one from `--mongodb-uri`, and one per mongodb
+//! `DatabaseServer`); and the pure placement algorithm ([`placement`]).
 
 pub mod placement;
 
@@ -10,6 +11,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::crd::Engine;
+use crate::mongo::MongoAdmin;
 use crate::pg::PgAdmin;
 
 /// What placement and status know of a server besides its connection: labels, capacity,
@@ -30,6 +32,48 @@ pub struct Facts {
     pub probe: Option<Result<String, String>>,
 }
 
+/// A server's [`Facts`], shared by its reconciles.
+#[derive(Debug, Default)]
+struct FactsCell(Mutex<Facts>);
+
+impl FactsCell {
+    fn get(&self) -> Facts {
+        self.0.lock().map(|f| f.clone()).unwrap_or_default()
+    }
+
+    fn set_spec(&self, mut facts: Facts) {
+        if let Ok(mut f) = self.0.lock() {
+            facts.probe = f.probe.take();
+            *f = facts;
+        }
+    }
+
+    fn set_probe(&self, probe: Result<String, String>) {
+        if let Ok(mut f) = self.0.lock() {
+            f.probe = Some(probe);
+        }
+    }
+}
+
+/// What a registry needs of a server: its name, its facts, and what its connection was built
+/// from.
+pub trait Registered: Send + Sync {
+    /// The server's name (its DatabaseServer's, or the default server's).
+    fn name(&self) -> &str;
+    /// Current facts.
+    fn facts(&self) -> Facts;
+    /// Replaces the facts from the spec, keeping the last probe.
+    fn set_spec_facts(&self, facts: Facts);
+    /// Records a probe result.
+    fn set_probe(&self, probe: Result<String, String>);
+    /// What the connection was built from (hashed): a change replaces the entry.
+    fn config_hash(&self) -> u64;
+    /// Whether the server is known to be down between probes (connections failing).
+    fn is_down(&self) -> bool {
+        false
+    }
+}
+
 /// One PostgreSQL server tenants can live on.
 pub struct Server {
     name: String,
@@ -38,7 +82,7 @@ pub struct Server {
     tenant_endpoint: (String, u16),
     statistics: crate::statistics::Collector,
     shared_layout: tokio::sync::Mutex<Option<(Instant, Option<i64>)>>,
-    facts: Mutex<Facts>,
+    facts: FactsCell,
     /// Hash of what the connection was built from (endpoint, credentials, TLS): a change
     /// replaces the server's entry.
     config_hash: u64,
@@ -72,7 +116,7 @@ impl Server {
             tenant_endpoint,
             statistics: crate::statistics::Collector::new(name, usage_interval, slow_statement_ms),
             shared_layout: tokio::sync::Mutex::new(None),
-            facts: Mutex::new(Facts::default()),
+            facts: FactsCell::default(),
             config_hash,
         }
     }
@@ -80,6 +124,26 @@ impl Server {
     /// The server's name (its DatabaseServer's, or the default server's).
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Current facts.
+    pub fn facts(&self) -> Facts {
+        self.facts.get()
+    }
+
+    /// Replaces the facts from the spec, keeping the last probe.
+    pub fn set_spec_facts(&self, facts: Facts) {
+        self.facts.set_spec(facts);
+    }
+
+    /// Records a probe result.
+    pub fn set_probe(&self, probe: Result<String, String>) {
+        self.facts.set_probe(probe);
+    }
+
+    /// What the connection was built from (hashed).
+    pub fn config_hash(&self) -> u64 {
+        self.config_hash
     }
 
     /// Its engine.
@@ -107,31 +171,6 @@ impl Server {
         &self.shared_layout
     }
 
-    /// What the connection was built from (hashed).
-    pub fn config_hash(&self) -> u64 {
-        self.config_hash
-    }
-
-    /// Current facts.
-    pub fn facts(&self) -> Facts {
-        self.facts.lock().map(|f| f.clone()).unwrap_or_default()
-    }
-
-    /// Replaces the facts from the spec, keeping the last probe.
-    pub fn set_spec_facts(&self, mut facts: Facts) {
-        if let Ok(mut f) = self.facts.lock() {
-            facts.probe = f.probe.take();
-            *f = facts;
-        }
-    }
-
-    /// Records a probe result.
-    pub fn set_probe(&self, probe: Result<String, String>) {
-        if let Ok(mut f) = self.facts.lock() {
-            f.probe = Some(probe);
-        }
-    }
-
     /// Probes the server now and records the result.
     pub async fn probe(&self) -> Result<String, String> {
         let r = self.pg.server_version().await.map_err(|e| e.to_string());
@@ -143,10 +182,128 @@ impl Server {
     }
 }
 
-/// All servers, by name, and the placements being made.
-#[derive(Debug, Default)]
-pub struct Registry {
-    servers: RwLock<BTreeMap<String, Arc<Server>>>,
+impl Registered for Server {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn facts(&self) -> Facts {
+        self.facts.get()
+    }
+    fn set_spec_facts(&self, facts: Facts) {
+        self.facts.set_spec(facts);
+    }
+    fn set_probe(&self, probe: Result<String, String>) {
+        self.facts.set_probe(probe);
+    }
+    fn config_hash(&self) -> u64 {
+        self.config_hash
+    }
+    fn is_down(&self) -> bool {
+        self.pg.is_down()
+    }
+}
+
+/// One MongoDB server tenants' MongoDB databases can live on.
+pub struct MongoServer {
+    name: String,
+    admin: Arc<MongoAdmin>,
+    tenant_endpoint: (String, u16),
+    facts: FactsCell,
+    config_hash: u64,
+}
+
+impl std::fmt::Debug for MongoServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MongoServer")
+            .field("name", &self.name)
+            .field("tenant_endpoint", &self.tenant_endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MongoServer {
+    /// A MongoDB server named `name`, reached through `admin`; `tenant_endpoint` is written to
+    /// tenants' Secrets.
+    pub fn new(
+        name: &str,
+        admin: Arc<MongoAdmin>,
+        tenant_endpoint: (String, u16),
+        config_hash: u64,
+    ) -> Self {
+        Self {
+            name: name.to_string(),
+            admin,
+            tenant_endpoint,
+            facts: FactsCell::default(),
+            config_hash,
+        }
+    }
+
+    /// The server's name (its DatabaseServer's, or the default server's).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Current facts.
+    pub fn facts(&self) -> Facts {
+        self.facts.get()
+    }
+
+    /// Replaces the facts from the spec, keeping the last probe.
+    pub fn set_spec_facts(&self, facts: Facts) {
+        self.facts.set_spec(facts);
+    }
+
+    /// Records a probe result.
+    pub fn set_probe(&self, probe: Result<String, String>) {
+        self.facts.set_probe(probe);
+    }
+
+    /// What the connection was built from (hashed).
+    pub fn config_hash(&self) -> u64 {
+        self.config_hash
+    }
+
+    /// MongoDB admin access.
+    pub fn admin(&self) -> &Arc<MongoAdmin> {
+        &self.admin
+    }
+
+    /// Host and port written to tenants' Secrets.
+    pub fn tenant_endpoint(&self) -> &(String, u16) {
+        &self.tenant_endpoint
+    }
+
+    /// Probes the server now (`buildInfo` with the admin credentials) and records the result.
+    pub async fn probe(&self) -> Result<String, String> {
+        let r = self.admin.server_version().await.map_err(|e| e.to_string());
+        self.set_probe(r.clone());
+        r
+    }
+}
+
+impl Registered for MongoServer {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn facts(&self) -> Facts {
+        self.facts.get()
+    }
+    fn set_spec_facts(&self, facts: Facts) {
+        self.facts.set_spec(facts);
+    }
+    fn set_probe(&self, probe: Result<String, String>) {
+        self.facts.set_probe(probe);
+    }
+    fn config_hash(&self) -> u64 {
+        self.config_hash
+    }
+}
+
+/// All servers of one engine, by name, and the placements being made.
+#[derive(Debug)]
+pub struct Registry<S = Server> {
+    servers: RwLock<BTreeMap<String, Arc<S>>>,
     default: Option<String>,
     /// Tenant key → server name: placements made by this process (counted against capacity
     /// before the Tenant's status records them).
@@ -156,14 +313,28 @@ pub struct Registry {
     synced: std::sync::atomic::AtomicBool,
     /// DatabaseServers reconciled at least once.
     seen: Mutex<std::collections::HashSet<String>>,
-    /// PostgreSQL DatabaseServers that exist but cannot be used (admin Secret missing, invalid
-    /// TLS settings): they may hold tenants nobody can look for now.
+    /// DatabaseServers that exist but cannot be used (admin Secret missing, invalid TLS
+    /// settings): they may hold tenants nobody can look for now.
     unusable: Mutex<std::collections::BTreeMap<String, String>>,
 }
 
-impl Registry {
+impl<S> Default for Registry<S> {
+    fn default() -> Self {
+        Self {
+            servers: RwLock::default(),
+            default: None,
+            reservations: Mutex::default(),
+            deciding: tokio::sync::Mutex::default(),
+            synced: std::sync::atomic::AtomicBool::default(),
+            seen: Mutex::default(),
+            unusable: Mutex::default(),
+        }
+    }
+}
+
+impl<S: Registered> Registry<S> {
     /// A registry holding the default server (if any).
-    pub fn new(default: Option<Arc<Server>>) -> Self {
+    pub fn new(default: Option<Arc<S>>) -> Self {
         let mut servers = BTreeMap::new();
         let name = default.map(|s| {
             let n = s.name().to_string();
@@ -183,25 +354,30 @@ impl Registry {
     }
 
     /// The default server.
-    pub fn default_server(&self) -> Option<Arc<Server>> {
+    pub fn default_server(&self) -> Option<Arc<S>> {
         self.default.as_deref().and_then(|n| self.get(n))
     }
 
     /// A server by name.
-    pub fn get(&self, name: &str) -> Option<Arc<Server>> {
+    pub fn get(&self, name: &str) -> Option<Arc<S>> {
         self.servers.read().ok()?.get(name).cloned()
     }
 
     /// All servers, in name order.
-    pub fn all(&self) -> Vec<Arc<Server>> {
+    pub fn all(&self) -> Vec<Arc<S>> {
         self.servers
             .read()
             .map(|m| m.values().cloned().collect())
             .unwrap_or_default()
     }
 
+    /// Whether there is any server (the default one, or a DatabaseServer's).
+    pub fn has_any(&self) -> bool {
+        self.servers.read().is_ok_and(|m| !m.is_empty())
+    }
+
     /// Adds or replaces a server. The default server's name cannot be taken.
-    pub fn insert(&self, server: Arc<Server>) -> bool {
+    pub fn insert(&self, server: Arc<S>) -> bool {
         if self.default.as_deref() == Some(server.name()) {
             return false;
         }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
-use crate::crd::Placement;
+use crate::crd::ServerChoice;
 
 /// What placement knows of one server.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,12 +71,12 @@ impl std::fmt::Display for Unschedulable {
 
 /// Whether `placement` allows the server `c` (by name, by selector; none = the default server,
 /// or any server when there is no default).
-pub fn allows(placement: Option<&Placement>, c: &Candidate, have_default: bool) -> bool {
+pub fn allows(placement: Option<&ServerChoice>, c: &Candidate, have_default: bool) -> bool {
     match placement {
-        Some(Placement {
+        Some(ServerChoice {
             server: Some(name), ..
         }) => &c.name == name,
-        Some(Placement {
+        Some(ServerChoice {
             selector: Some(sel),
             ..
         }) => selector_matches(sel, &c.labels),
@@ -86,7 +86,7 @@ pub fn allows(placement: Option<&Placement>, c: &Candidate, have_default: bool) 
 
 /// Chooses a server for a tenant among `candidates`.
 pub fn choose<'a>(
-    placement: Option<&Placement>,
+    placement: Option<&ServerChoice>,
     need: Need,
     candidates: &'a [Candidate],
 ) -> Result<&'a Candidate, Unschedulable> {
@@ -217,8 +217,8 @@ mod tests {
         }
     }
 
-    fn by_selector(k: &str, v: &str) -> Placement {
-        Placement {
+    fn by_selector(k: &str, v: &str) -> ServerChoice {
+        ServerChoice {
             server: None,
             selector: Some(LabelSelector {
                 match_labels: Some([(k.to_string(), v.to_string())].into()),
@@ -344,7 +344,7 @@ mod tests {
                 .name,
             "a"
         );
-        let named = Placement {
+        let named = ServerChoice {
             server: Some("a".into()),
             selector: None,
         };
@@ -352,7 +352,7 @@ mod tests {
             choose(Some(&named), Need::default(), &cs).unwrap().name,
             "a"
         );
-        let missing = Placement {
+        let missing = ServerChoice {
             server: Some("zz".into()),
             selector: None,
         };

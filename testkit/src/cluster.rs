@@ -43,6 +43,34 @@ pub fn database_server_manifests(
     ]
 }
 
+/// The manifests that declare a MongoDB server (`host`:`port`, root user `root` with
+/// `root_password`) as the mongodb DatabaseServer `name`: its admin Secret `<name>-admin` in the
+/// operator's namespace, then the DatabaseServer (labels `tier: standard`, `capacity` as given).
+pub fn mongo_database_server_manifests(
+    name: &str,
+    (host, port): (&str, u16),
+    root_password: &str,
+    capacity: serde_json::Value,
+) -> [serde_json::Value; 2] {
+    [
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": format!("{name}-admin"), "namespace": OPERATOR_NAMESPACE},
+            "stringData": {"username": "root", "password": root_password},
+        }),
+        serde_json::json!({
+            "apiVersion": "tenantdb.io/v1alpha1", "kind": "DatabaseServer",
+            "metadata": {"name": name, "labels": {"tier": "standard"}},
+            "spec": {
+                "engine": "mongodb",
+                "endpoint": {"host": host, "port": port, "tlsMode": "disable"},
+                "adminSecretRef": {"name": format!("{name}-admin")},
+                "capacity": capacity,
+            },
+        }),
+    ]
+}
+
 /// The `helm` to use: the given one, else `<repo>/.tools/bin/helm` (what `scripts/chart-check.sh`
 /// installs), else `helm` from PATH.
 pub fn find_helm(explicit: Option<&Path>) -> PathBuf {

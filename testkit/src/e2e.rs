@@ -263,8 +263,33 @@ impl Env {
         pg: &LocalPg,
         capacity: serde_json::Value,
     ) -> tenantdb::crd::DatabaseServer {
+        let manifests = crate::cluster::database_server_manifests(name, pg, capacity);
+        self.add_server_manifests(manifests).await
+    }
+
+    /// Declares the MongoDB stand-in `mongo` as the mongodb DatabaseServer `name` (see
+    /// [`crate::cluster::mongo_database_server_manifests`]).
+    pub async fn add_mongo_database_server(
+        &self,
+        name: &str,
+        mongo: &crate::localmongo::LocalMongo,
+        capacity: serde_json::Value,
+    ) -> tenantdb::crd::DatabaseServer {
+        let manifests = crate::cluster::mongo_database_server_manifests(
+            name,
+            (mongo.host(), mongo.port()),
+            mongo.root_password(),
+            capacity,
+        );
+        self.add_server_manifests(manifests).await
+    }
+
+    /// Creates an admin Secret (in the operator's namespace) and its DatabaseServer.
+    async fn add_server_manifests(
+        &self,
+        [secret, ds]: [serde_json::Value; 2],
+    ) -> tenantdb::crd::DatabaseServer {
         self.ensure_namespace(OPERATOR_NAMESPACE).await;
-        let [secret, ds] = crate::cluster::database_server_manifests(name, pg, capacity);
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), OPERATOR_NAMESPACE);
         let secret: Secret = serde_json::from_value(secret).unwrap();
         secrets

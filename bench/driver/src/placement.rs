@@ -24,7 +24,7 @@ use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::reflector::store::{Store, Writer};
 use kube::runtime::watcher;
 use serde_json::{Value, json};
-use tenantdb::crd::{DatabaseServer, Isolation, Placement, Tenant};
+use tenantdb::crd::{DatabaseServer, Isolation, ServerChoice, Tenant};
 use tenantdb::quota::QuotaDefaults;
 use tenantdb::servers::Registry;
 use tenantdb::servers::placement::{Candidate, Need, choose};
@@ -436,7 +436,7 @@ fn fake_servers(count: usize, full: bool) -> Vec<Candidate> {
         .collect()
 }
 
-fn selector_standard() -> Placement {
+fn selector_standard() -> ServerChoice {
     serde_json::from_value(json!({"selector": {"matchLabels": {"tier": "standard"}}}))
         .expect("placement")
 }
@@ -524,6 +524,7 @@ fn aggregate(
     let tenants = store.state();
     let usage = tenantdb::controller::tenant::usage_by_server(
         tenants.iter().map(|t| t.as_ref()),
+        tenantdb::crd::Engine::Postgres,
         &registry.reservations(),
         defaults,
         except,
@@ -565,7 +566,7 @@ fn micro(quick: bool) -> (Value, Value, Value) {
         let per_batch = if count == 10 { 2000 } else { 200 };
         let room = fake_servers(count, false);
         let full = fake_servers(count, true);
-        let by_name: Placement =
+        let by_name: ServerChoice =
             serde_json::from_value(json!({"server": format!("pg-{:03}", count / 2)})).unwrap();
         for (case, cands, p) in [
             (

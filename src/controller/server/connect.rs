@@ -1,6 +1,6 @@
 //! Stage `connect` of a DatabaseServer: its admin Secret read, its connection options built
-//! (endpoint, credentials, TLS), and its [`Server`] entry created, or kept when nothing it was
-//! built from changed.
+//! (endpoint, credentials, TLS), and its [`Server`] (PostgreSQL) or [`MongoServer`] entry
+//! created, or kept when nothing it was built from changed.
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -12,14 +12,16 @@ use sqlx::postgres::{PgConnectOptions, PgSslMode};
 use tracing::{info, warn};
 
 use super::super::Context;
-use crate::crd::{DatabaseServer, TlsMode};
+use crate::crd::{DatabaseServer, Engine, TlsMode};
 use crate::error::{Error, Result};
 use crate::naming::Ident;
 use crate::pg::{PgAdmin, PgSettings};
-use crate::servers::Server;
+use crate::servers::{MongoServer, Registered, Registry, Server};
 
 /// Default PostgreSQL port.
 const PG_PORT: u16 = 5432;
+/// Default MongoDB port.
+const MONGO_PORT: u16 = 27017;
 
 /// What the connection is built from (never logged: holds the password).
 struct Config {
@@ -110,36 +112,115 @@ pub(super) async fn register(
     ctx: &Context,
     facts: crate::servers::Facts,
 ) -> Result<Arc<Server>> {
-    let name = ds.name_any();
-    let server = match server(ds, ctx).await {
-        Ok(s) => s,
-        Err(e) => {
-            match ctx.servers().get(&name) {
-                Some(s) => s.set_probe(Err(e.to_string())),
-                None => ctx.servers().set_unusable(&name, Some(e.to_string())),
+    let (server, new) = register_in(ctx.servers(), ds, server(ds, ctx).await, facts)?;
+    if new && ctx.settings().leader_election {
+        match server.pg().end_other_instances().await {
+            Ok(0) => {}
+            Ok(n) => {
+                info!(server = %server.name(), sessions = n, "ended the sessions of other tenantdb instances")
             }
-            return Err(e);
-        }
-    };
-    ctx.servers().set_unusable(&name, None);
-    server.set_spec_facts(facts);
-    let registered = ctx.servers().get(&name);
-    if registered.as_ref().is_none_or(|s| !Arc::ptr_eq(s, &server)) {
-        info!(server = %name, "database server registered");
-        ctx.servers().insert(server.clone());
-        if registered.is_none() && ctx.settings().leader_election {
-            match server.pg().end_other_instances().await {
-                Ok(0) => {}
-                Ok(n) => {
-                    info!(server = %name, sessions = n, "ended the sessions of other tenantdb instances")
-                }
-                Err(e) => {
-                    warn!(server = %name, error = %e, "could not end the sessions of other tenantdb instances")
-                }
+            Err(e) => {
+                warn!(server = %server.name(), error = %e, "could not end the sessions of other tenantdb instances")
             }
         }
     }
     Ok(server)
+}
+
+/// Stage `connect` of a mongodb DatabaseServer (see [`register`]).
+pub(super) async fn register_mongo(
+    ds: &DatabaseServer,
+    ctx: &Context,
+    facts: crate::servers::Facts,
+) -> Result<Arc<MongoServer>> {
+    let built = mongo_server(ds, ctx).await;
+    register_in(ctx.mongo_servers(), ds, built, facts).map(|(s, _)| s)
+}
+
+/// Registers `built` in `registry` with `facts` (see [`register`]); also whether the server was
+/// not registered at all before.
+fn register_in<S: Registered>(
+    registry: &Registry<S>,
+    ds: &DatabaseServer,
+    built: Result<Arc<S>>,
+    facts: crate::servers::Facts,
+) -> Result<(Arc<S>, bool)> {
+    let name = ds.name_any();
+    let server = match built {
+        Ok(s) => s,
+        Err(e) => {
+            match registry.get(&name) {
+                Some(s) => s.set_probe(Err(e.to_string())),
+                None => registry.set_unusable(&name, Some(e.to_string())),
+            }
+            return Err(e);
+        }
+    };
+    registry.set_unusable(&name, None);
+    server.set_spec_facts(facts);
+    let registered = registry.get(&name);
+    if registered.as_ref().is_none_or(|s| !Arc::ptr_eq(s, &server)) {
+        info!(server = %name, engine = ds.spec.engine.as_str(), "database server registered");
+        registry.insert(server.clone());
+    }
+    Ok((server, registered.is_none()))
+}
+
+/// The MongoServer of a mongodb DatabaseServer: the registry's entry when its configuration is
+/// unchanged, else a new one (with a new client) that replaces it.
+async fn mongo_server(ds: &DatabaseServer, ctx: &Context) -> Result<Arc<MongoServer>> {
+    let config = config(ds, ctx).await?;
+    let hash = config.hash();
+    let name = ds.name_any();
+    if let Some(existing) = ctx.mongo_servers().get(&name)
+        && existing.config_hash() == hash
+    {
+        return Ok(existing);
+    }
+    let pct = crate::secret::pct;
+    let host = if config.host.contains(':') && !config.host.starts_with('[') {
+        format!("[{}]", config.host)
+    } else {
+        config.host.clone()
+    };
+    let mut uri = format!(
+        "mongodb://{}:{}@{host}:{}/?authSource={}",
+        pct(&config.username),
+        pct(&config.password),
+        config.port,
+        pct(&config.admin_database),
+    );
+    match config.tls {
+        // MongoDB has no opportunistic TLS: `prefer` connects without it (as the driver does
+        // without a tls option).
+        TlsMode::Disable | TlsMode::Prefer => {}
+        TlsMode::Require => uri.push_str("&tls=true&tlsAllowInvalidCertificates=true"),
+        TlsMode::VerifyFull => {
+            uri.push_str("&tls=true");
+            if let Some(ca) = &config.ca {
+                // The driver reads the CA from a file: one per server and CA, written once.
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                ca.hash(&mut h);
+                let path = std::env::temp_dir()
+                    .join(format!("tenantdb-ca-{name}-{:016x}.pem", h.finish()));
+                if !path.exists() {
+                    std::fs::write(&path, ca).map_err(|e| {
+                        Error::Config(format!("cannot write the CA of server {name}: {e}"))
+                    })?;
+                }
+                // (A temp-dir path: no characters a URI would need encoded.)
+                uri.push_str(&format!("&tlsCAFile={}", path.to_string_lossy()));
+            }
+        }
+    }
+    let admin =
+        crate::mongo::MongoAdmin::with_bundled_migrations(crate::mongo::MongoSettings::new(uri))?;
+    Ok(Arc::new(MongoServer::new(
+        &name,
+        Arc::new(admin),
+        config.tenant_endpoint,
+        hash,
+    )))
 }
 
 async fn config(ds: &DatabaseServer, ctx: &Context) -> Result<Config> {
@@ -179,7 +260,10 @@ async fn config(ds: &DatabaseServer, ctx: &Context) -> Result<Config> {
         }
         None => None,
     };
-    let port = spec.endpoint.port.unwrap_or(PG_PORT);
+    let port = spec.endpoint.port.unwrap_or(match spec.engine {
+        Engine::Postgres => PG_PORT,
+        Engine::Mongodb => MONGO_PORT,
+    });
     let shared_database = match &spec.shared_database {
         Some(db) => Ident::new(db)?,
         None => match ctx.servers().default_server() {
@@ -196,10 +280,13 @@ async fn config(ds: &DatabaseServer, ctx: &Context) -> Result<Config> {
         port,
         username,
         password,
-        admin_database: spec
-            .admin_database
-            .clone()
-            .unwrap_or_else(|| "postgres".into()),
+        admin_database: spec.admin_database.clone().unwrap_or_else(|| {
+            match spec.engine {
+                Engine::Postgres => "postgres",
+                Engine::Mongodb => "admin",
+            }
+            .into()
+        }),
         shared_database,
         tls: spec.endpoint.tls_mode,
         ca,

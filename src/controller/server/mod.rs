@@ -148,17 +148,20 @@ async fn apply(ds: Arc<DatabaseServer>, ctx: Arc<Context>) -> Result<Action> {
                 "{name} is the name of the operator's default server (--default-server): choose another name"
             ),
         ))
-    } else if ds.spec.engine == Engine::Mongodb {
-        Err((
-            "EngineNotSupported".to_string(),
-            "MongoDB DatabaseServers are not used for placement yet: tenants' MongoDB databases are on the operator's --mongodb-uri server".to_string(),
-        ))
     } else {
-        match connect::register(&ds, &ctx, facts_of(&ds)).await {
-            Ok(server) => server
-                .probe()
-                .await
-                .map_err(|e| ("Unreachable".to_string(), e)),
+        let facts = facts_of(&ds);
+        let probed = match ds.spec.engine {
+            Engine::Postgres => match connect::register(&ds, &ctx, facts).await {
+                Ok(server) => Ok(server.probe().await),
+                Err(e) => Err(e),
+            },
+            Engine::Mongodb => match connect::register_mongo(&ds, &ctx, facts).await {
+                Ok(server) => Ok(server.probe().await),
+                Err(e) => Err(e),
+            },
+        };
+        match probed {
+            Ok(p) => p.map_err(|e| ("Unreachable".to_string(), e)),
             Err(e) => Err((e.category().to_string(), e.to_string())),
         }
     };
@@ -181,19 +184,19 @@ async fn apply(ds: Arc<DatabaseServer>, ctx: Arc<Context>) -> Result<Action> {
         return Ok(Action::requeue(ctx.settings().server_probe_interval));
     }
     let (tenants, storage_bytes, connections, schedulable) =
-        match crate::controller::tenant::candidates(&ctx, None)
+        match crate::controller::tenant::candidates_of(&ctx, ds.spec.engine, None)
             .into_iter()
             .find(|c| c.name == name)
         {
             Some(c) => {
                 let why = crate::servers::placement::choose(
-                    Some(&crate::crd::Placement {
+                    Some(&crate::crd::ServerChoice {
                         server: Some(name.clone()),
                         selector: None,
                     }),
                     // Room for a tenant with one connection at least.
                     crate::servers::placement::Need {
-                        connections: Some(1),
+                        connections: (ds.spec.engine == Engine::Postgres).then_some(1),
                     },
                     std::slice::from_ref(&c),
                 )
@@ -240,19 +243,21 @@ async fn cleanup(ds: Arc<DatabaseServer>, ctx: Arc<Context>) -> Result<Action> {
         ctx.servers().mark_seen(&name);
         return Ok(Action::await_change());
     }
-    if ds.spec.engine == Engine::Postgres && ctx.servers().get(&name).is_none() {
-        // After a restart a deleting server is registered here, so that the tenants still on it
-        // keep working until they are gone (an unusable configuration is only noted).
-        // (An error is recorded by `register`; the deletion check below does not need the server.)
-        let _ = connect::register(
-            &ds,
-            &ctx,
-            Facts {
-                cordoned: true,
-                ..facts_of(&ds)
-            },
-        )
-        .await;
+    // After a restart a deleting server is registered here, so that the tenants still on it
+    // keep working until they are gone (an unusable configuration is only noted).
+    // (An error is recorded by `register`; the deletion check below does not need the server.)
+    let cordoned = Facts {
+        cordoned: true,
+        ..facts_of(&ds)
+    };
+    match ds.spec.engine {
+        Engine::Postgres if ctx.servers().get(&name).is_none() => {
+            let _ = connect::register(&ds, &ctx, cordoned.clone()).await;
+        }
+        Engine::Mongodb if ctx.mongo_servers().get(&name).is_none() => {
+            let _ = connect::register_mongo(&ds, &ctx, cordoned.clone()).await;
+        }
+        _ => {}
     }
     ctx.servers().mark_seen(&name);
     if ctx.synced_tenant_store().is_none() {
@@ -261,27 +266,36 @@ async fn cleanup(ds: Arc<DatabaseServer>, ctx: Arc<Context>) -> Result<Action> {
         ));
     }
     // Under the placement lock: no placement decided before the cordon lands here after the count.
-    let _deciding = ctx.servers().deciding().lock().await;
     // Being deleted: no new tenants (as if cordoned), whatever the spec says.
-    if let Some(server) = ctx.servers().get(&name) {
-        server.set_spec_facts(Facts {
-            cordoned: true,
-            ..facts_of(&ds)
-        });
-    }
+    let engine = ds.spec.engine;
+    let (_deciding, probe) = match engine {
+        Engine::Postgres => {
+            let lock = ctx.servers().deciding().lock().await;
+            let server = ctx.servers().get(&name);
+            if let Some(s) = &server {
+                s.set_spec_facts(cordoned);
+            }
+            (lock, server.and_then(|s| s.facts().probe))
+        }
+        Engine::Mongodb => {
+            let lock = ctx.mongo_servers().deciding().lock().await;
+            let server = ctx.mongo_servers().get(&name);
+            if let Some(s) = &server {
+                s.set_spec_facts(cordoned);
+            }
+            (lock, server.and_then(|s| s.facts().probe))
+        }
+    };
     // Counted from the Tenants themselves (recorded placement or this process's placements),
     // whether or not the server is registered.
-    let placed = crate::controller::tenant::usage_on(&ctx, &name);
+    let placed = crate::controller::tenant::usage_on(&ctx, engine, &name);
     let held = placed.tenants;
     if held > 0 {
         let message = format!(
             "{held} tenant(s) are placed on this server: delete or move them first (the DatabaseServer is kept until then)"
         );
         let observed = Observed {
-            probe: ctx
-                .servers()
-                .get(&name)
-                .and_then(|s| s.facts().probe)
+            probe: probe
                 .unwrap_or_else(|| Err("not probed".into()))
                 .map_err(|e| ("Unreachable".to_string(), e)),
             tenants: held,
@@ -301,7 +315,10 @@ async fn cleanup(ds: Arc<DatabaseServer>, ctx: Arc<Context>) -> Result<Action> {
         }
         return Err(Error::Conflict(message));
     }
-    ctx.servers().remove(&name);
+    match engine {
+        Engine::Postgres => ctx.servers().remove(&name),
+        Engine::Mongodb => ctx.mongo_servers().remove(&name),
+    }
     info!(server = %name, "database server removed");
     Ok(Action::await_change())
 }
@@ -318,7 +335,15 @@ async fn update_status(
     let generation = ds.meta().generation;
     let (ready, version) = match &o.probe {
         Ok(v) => (
-            Cond::new(types::READY, true, "Reachable", format!("PostgreSQL {v}")),
+            Cond::new(
+                types::READY,
+                true,
+                "Reachable",
+                match ds.spec.engine {
+                    Engine::Postgres => format!("PostgreSQL {v}"),
+                    Engine::Mongodb => format!("MongoDB {v}"),
+                },
+            ),
             Some(v.clone()),
         ),
         Err((reason, message)) => (

@@ -37,7 +37,7 @@ pub(super) async fn check(
         &spec.key,
         &spec.resolved.names,
         (creds.active.role(&spec.resolved.names), &creds.password),
-        mongo_login,
+        mongo_login.zip(spec.mongo.as_deref()),
         previous.as_ref(),
     )
     .await
@@ -56,7 +56,10 @@ pub(super) async fn check_health(
     key: &str,
     names: &TenantNames,
     (user, password): (&Ident, &str),
-    mongo_login: Option<(String, crate::mongo::names::MongoDbName, String)>,
+    mongo_login: Option<(
+        (String, crate::mongo::names::MongoDbName, String),
+        &crate::servers::MongoServer,
+    )>,
     previous: Option<&crate::crd::HealthStatus>,
 ) -> Option<crate::crd::HealthStatus> {
     let cached = ctx.health_cache(key);
@@ -78,8 +81,9 @@ pub(super) async fn check_health(
         .await;
     // MongoDB `ping` as the tenant user too, when the tenant has MongoDB.
     if result.is_ok()
-        && let (Some((uri, db, pw)), Some(admin)) = (&mongo_login, ctx.mongo().as_ref())
+        && let Some(((uri, db, pw), mongo)) = &mongo_login
     {
+        let admin = mongo.admin();
         result = admin.tenant_ping(uri, db, pw).await.map_err(|e| {
             Error::unavailable(format!(
                 "MongoDB: {}",
@@ -181,13 +185,14 @@ pub(super) async fn health_after_failure(
         Some((uri, crate::mongo::names::MongoDbName::new(&db).ok()?, pw))
     })();
     let previous = tenant.status.as_ref().and_then(|s| s.health.clone());
+    let mongo_server = super::place::placed_mongo(tenant, ctx).ok().flatten();
     check_health(
         ctx,
         &server,
         &object_key(tenant),
         &resolved.names,
         (&creds.user, creds.password()),
-        mongo_login,
+        mongo_login.zip(mongo_server.as_deref()),
         previous.as_ref(),
     )
     .await

@@ -58,7 +58,7 @@ use report::{
 use validate::{Spec, check_tenant_limit};
 
 pub use place::{ServerUsage, usage_by_server};
-pub(crate) use place::{candidates, usage_on};
+pub(crate) use place::{candidates_of, usage_on};
 
 /// Finalizer guarding cleanup.
 pub const FINALIZER: &str = "tenantdb.io/cleanup";
@@ -487,7 +487,9 @@ async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
         validate::spec(tenant, ctx, default)?;
     }
     let server = place::place(tenant, ctx).await?;
-    let spec = validate::spec(tenant, ctx, server)?;
+    let mongo_server = place::place_mongo(tenant, ctx).await?;
+    let mut spec = validate::spec(tenant, ctx, server)?;
+    spec.mongo = mongo_server;
     let secret = credentials::read(tenant, ctx, &spec).await?;
     let observed = spec
         .server
@@ -511,7 +513,8 @@ async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
             postgres: Some(spec.server.name().to_string()),
             mongodb: mongo
                 .as_ref()
-                .map(|_| ctx.settings().default_server.clone()),
+                .and(spec.mongo.as_ref())
+                .map(|m| m.name().to_string()),
         },
         placement_mismatch,
         statistics: statistics.report,

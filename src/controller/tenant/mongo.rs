@@ -19,14 +19,21 @@ pub(super) struct MongoResult {
     pub(super) secret_data: std::collections::BTreeMap<String, String>,
 }
 
-/// Whether MongoDB is enabled for this tenant (default: when the operator has an admin URI).
+/// Whether MongoDB is enabled for this tenant: `spec.mongodb.enabled`, by default when the
+/// operator has a MongoDB server (`--mongodb-uri` or a mongodb DatabaseServer) or the tenant's
+/// status records one.
 pub(super) fn mongo_enabled(tenant: &Tenant, ctx: &Context) -> Result<bool> {
     let requested = tenant.spec.mongodb.as_ref().and_then(|m| m.enabled);
-    match (requested, ctx.mongo().is_some()) {
-        (Some(true), false) => Err(Error::InvalidSpec(
-            "spec.mongodb.enabled is true but the operator has no MongoDB admin URI".into(),
-        )),
+    let have = ctx.mongo_servers().has_any()
+        || super::place::recorded_on(tenant, crate::crd::Engine::Mongodb).is_some();
+    match (requested, have) {
         (Some(false), _) | (None, false) => Ok(false),
+        (Some(true), false) if !ctx.servers().is_synced() => Err(Error::Unschedulable(
+            "waiting for the DatabaseServers to be loaded".into(),
+        )),
+        (Some(true), false) => Err(Error::InvalidSpec(
+            "spec.mongodb.enabled is true but the operator has no MongoDB server (--mongodb-uri or a mongodb DatabaseServer)".into(),
+        )),
         (_, true) => Ok(true),
     }
 }
@@ -53,15 +60,13 @@ pub(super) fn mongo_names(
 pub(super) async fn storage_bytes(
     tenant: &Tenant,
     ctx: &Context,
-    key: &str,
-    names: &TenantNames,
+    spec: &Spec,
 ) -> Result<Option<i64>> {
-    if !mongo_enabled(tenant, ctx)? {
-        return Ok(None);
-    }
-    let Some(admin) = ctx.mongo() else {
+    let (key, names) = (spec.key.as_str(), &spec.resolved.names);
+    let Some(server) = &spec.mongo else {
         return Ok(None);
     };
+    let admin = server.admin();
     let cached = ctx.mongo_usage_cache(key);
     if let Some((at, b)) = cached
         && at.elapsed() < ctx.settings().usage_interval
@@ -73,8 +78,7 @@ pub(super) async fn storage_bytes(
         Ok(stats) => {
             let b = i64::try_from(stats.total_bytes()).unwrap_or(i64::MAX);
             ctx.set_mongo_usage_cache(key, b);
-            ctx.metrics()
-                .server_probed(crate::statistics::DEFAULT_SERVER, "mongodb", true);
+            ctx.metrics().server_probed(server.name(), "mongodb", true);
             let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
             ctx.set_mongo_statistics(
                 key,
@@ -88,8 +92,7 @@ pub(super) async fn storage_bytes(
             Ok(Some(b))
         }
         Err(e) => {
-            ctx.metrics()
-                .server_probed(crate::statistics::DEFAULT_SERVER, "mongodb", false);
+            ctx.metrics().server_probed(server.name(), "mongodb", false);
             warn!(error = %e, "MongoDB storage not measured; using the last measurement");
             Ok(Some(cached.map(|(_, b)| b).unwrap_or(0)))
         }
@@ -105,9 +108,13 @@ pub(super) async fn provision(
     creds: &Creds,
     usage: &super::usage::Usage,
 ) -> Result<Option<MongoResult>> {
+    let Some(server) = &spec.mongo else {
+        return Ok(None);
+    };
     provision_mongo(
         tenant,
         ctx,
+        server,
         &spec.resolved.names,
         creds.secret.source(),
         usage.read_only,
@@ -116,20 +123,16 @@ pub(super) async fn provision(
     .await
 }
 
-pub(super) async fn provision_mongo(
+async fn provision_mongo(
     tenant: &Tenant,
     ctx: &Context,
+    server: &crate::servers::MongoServer,
     names: &TenantNames,
     existing_secret: Option<&Secret>,
     read_only: bool,
     bytes: i64,
 ) -> Result<Option<MongoResult>> {
-    if !mongo_enabled(tenant, ctx)? {
-        return Ok(None);
-    }
-    let Some(admin) = ctx.mongo() else {
-        return Ok(None);
-    };
+    let admin = server.admin();
     let mnames = mongo_names(tenant, names)?;
     let password = existing_secret
         .and_then(|s| secret::read_key(s, "mongodbPassword"))
@@ -169,10 +172,7 @@ pub(super) async fn provision_mongo(
         Some(p) if (p - bytes).abs() as f64 <= p.max(1) as f64 * 0.05 => Some(p),
         _ => Some(bytes),
     };
-    let (host, port) = ctx
-        .mongo_endpoint()
-        .cloned()
-        .unwrap_or_else(|| ("localhost".into(), 27017));
+    let (host, port) = server.tenant_endpoint().clone();
     let db = mnames.database.as_str();
     let secret_data = std::collections::BTreeMap::from([
         ("mongodbHost".to_string(), host.clone()),
@@ -196,7 +196,8 @@ pub(super) async fn provision_mongo(
     }))
 }
 
-/// Drops the tenant's MongoDB database and user (deletion policy Delete), when enabled.
+/// Drops the tenant's MongoDB database and user (deletion policy Delete), when enabled, on the
+/// server it is placed on (or, placement lost, the one whose ownership registry names it).
 pub(super) async fn cleanup_mongo(
     tenant: &Tenant,
     ctx: &Context,
@@ -205,9 +206,14 @@ pub(super) async fn cleanup_mongo(
     if !mongo_enabled(tenant, ctx).unwrap_or(false) {
         return Ok(None);
     }
-    let Some(admin) = ctx.mongo() else {
-        return Ok(None);
+    let server = match super::place::placed_mongo(tenant, ctx)? {
+        Some(s) => s,
+        None => match super::place::rediscover_mongo(tenant, ctx).await? {
+            Some(s) => s,
+            None => return Ok(None),
+        },
     };
+    let admin = server.admin();
     let m = mongo_names(tenant, names)?;
     // The Secret's MongoDB password is only used to recognise a database created before the
     // ownership registry (see `MongoTenant::adopt_unmarked`).

@@ -9,6 +9,9 @@
 //!    Secret exists) waits instead.
 //! 3. Otherwise a new placement ([`crate::servers::placement::choose`]), decided under one lock
 //!    and counted at once, so concurrent reconciles never overshoot a server's capacity.
+//!
+//! The tenant's MongoDB database is placed the same way among the MongoDB servers
+//! ([`place_mongo`]; its ownership marker is the entry in the server's ownership registry).
 
 use std::sync::Arc;
 
@@ -18,18 +21,23 @@ use kube::api::Api;
 use tracing::{debug, info};
 
 use super::super::{Context, object_key};
-use crate::crd::Tenant;
+use crate::crd::{Engine, Tenant};
 use crate::error::{Error, Result};
-use crate::servers::Server;
 use crate::servers::placement::{self, Candidate, Need};
+use crate::servers::{MongoServer, Registered, Registry, Server};
 
-/// The server the Tenant's status records, if any.
+/// The PostgreSQL server the Tenant's status records, if any.
 pub(super) fn recorded(tenant: &Tenant) -> Option<&str> {
-    tenant
-        .status
-        .as_ref()
-        .and_then(|s| s.placement.as_ref())
-        .and_then(|p| p.postgres.as_deref())
+    recorded_on(tenant, Engine::Postgres)
+}
+
+/// The server of `engine` the Tenant's status records, if any.
+pub(super) fn recorded_on(tenant: &Tenant, engine: Engine) -> Option<&str> {
+    let p = tenant.status.as_ref()?.placement.as_ref()?;
+    match engine {
+        Engine::Postgres => p.postgres.as_deref(),
+        Engine::Mongodb => p.mongodb.as_deref(),
+    }
 }
 
 /// The server a Tenant already lives on (recorded, or placed by this process), without placing
@@ -95,7 +103,12 @@ pub(super) async fn place(tenant: &Tenant, ctx: &Context) -> Result<Arc<Server>>
     };
     let _deciding = servers.deciding().lock().await;
     let candidates = candidates(ctx, Some(&key));
-    let chosen = placement::choose(tenant.spec.placement.as_ref(), need, &candidates)
+    let choice = tenant
+        .spec
+        .placement
+        .as_ref()
+        .map(crate::crd::Placement::postgres);
+    let chosen = placement::choose(choice.as_ref(), need, &candidates)
         .map_err(|u| Error::Unschedulable(u.to_string()))?;
     let server = servers
         .get(&chosen.name)
@@ -124,7 +137,12 @@ pub(super) fn mismatch(tenant: &Tenant, ctx: &Context, server: &Server) -> Optio
         storage_bytes: 0,
         connections: 0,
     };
-    (!placement::allows(tenant.spec.placement.as_ref(), &c, default.is_some())).then(|| {
+    let choice = tenant
+        .spec
+        .placement
+        .as_ref()
+        .map(crate::crd::Placement::postgres);
+    (!placement::allows(choice.as_ref(), &c, default.is_some())).then(|| {
         format!(
             "spec.placement no longer allows server {}, where the tenant is: it stays there (moving a placed tenant is not supported yet)",
             server.name()
@@ -204,12 +222,15 @@ pub struct ServerUsage {
     pub connections: i64,
 }
 
-/// Per server, what the `tenants` placed on it use. A Tenant is on the server its status records,
-/// else the one `reservations` (this process's placements, by Tenant key) names; `except` (a
-/// Tenant key) is not counted. The one aggregation behind placement, the DatabaseServer status
-/// and its deletion check (pure; the bench driver measures it).
+/// Per server of `engine`, what the `tenants` placed on it use. A Tenant is on the server its
+/// status records, else the one `reservations` (this process's placements of that engine, by
+/// Tenant key) names; `except` (a Tenant key) is not counted. Storage: PostgreSQL counts the
+/// tenant's measured size without its MongoDB part, MongoDB that part; connections are
+/// PostgreSQL's. The one aggregation behind placement, the DatabaseServer status and its deletion
+/// check (pure; the bench driver measures it).
 pub fn usage_by_server<'a>(
     tenants: impl IntoIterator<Item = &'a Tenant>,
+    engine: Engine,
     reservations: &std::collections::HashMap<String, String>,
     defaults: &crate::quota::QuotaDefaults,
     except: Option<&str>,
@@ -220,53 +241,84 @@ pub fn usage_by_server<'a>(
         if except == Some(key.as_str()) {
             continue;
         }
-        let Some(on) = recorded(t).or_else(|| reservations.get(&key).map(String::as_str)) else {
+        let Some(on) =
+            recorded_on(t, engine).or_else(|| reservations.get(&key).map(String::as_str))
+        else {
             continue;
         };
         let e = usage.entry(on.to_string()).or_default();
         e.tenants += 1;
-        e.storage_bytes += t
-            .status
-            .as_ref()
-            .and_then(|s| s.usage.as_ref())
-            .map_or(0, |u| u.storage_bytes);
-        e.connections += crate::quota::effective(t.spec.quotas.as_ref(), defaults)
-            .map_or(0, |q| i64::from(q.connection_limit.max(0)));
+        let status = t.status.as_ref();
+        let mongo_bytes = status
+            .and_then(|s| s.mongodb.as_ref())
+            .and_then(|m| m.storage_bytes)
+            .unwrap_or(0);
+        match engine {
+            Engine::Postgres => {
+                let total = status
+                    .and_then(|s| s.usage.as_ref())
+                    .map_or(0, |u| u.storage_bytes);
+                e.storage_bytes += (total - mongo_bytes).max(0);
+                e.connections += crate::quota::effective(t.spec.quotas.as_ref(), defaults)
+                    .map_or(0, |q| i64::from(q.connection_limit.max(0)));
+            }
+            Engine::Mongodb => e.storage_bytes += mongo_bytes,
+        }
     }
     usage
 }
 
-/// What the Tenants of the (synced) Tenant cache placed on each server use.
+/// What the Tenants of the (synced) Tenant cache placed on each server of `engine` use.
 fn usage_of_fleet(
     ctx: &Context,
+    engine: Engine,
     except: Option<&str>,
 ) -> std::collections::HashMap<String, ServerUsage> {
     let Some(store) = ctx.synced_tenant_store() else {
         return Default::default();
     };
     let tenants = store.state();
+    let reservations = match engine {
+        Engine::Postgres => ctx.servers().reservations(),
+        Engine::Mongodb => ctx.mongo_servers().reservations(),
+    };
     usage_by_server(
         tenants.iter().map(|t| t.as_ref()),
-        &ctx.servers().reservations(),
+        engine,
+        &reservations,
         &ctx.settings().quota_defaults,
         except,
     )
 }
 
-/// What the Tenants placed on the server `name` (recorded in status, or placed by this process)
-/// use, from the Tenant cache: also for a server that is not registered.
-pub(crate) fn usage_on(ctx: &Context, name: &str) -> ServerUsage {
-    usage_of_fleet(ctx, None)
+/// What the Tenants placed on the server `name` of `engine` (recorded in status, or placed by this
+/// process) use, from the Tenant cache: also for a server that is not registered.
+pub(crate) fn usage_on(ctx: &Context, engine: Engine, name: &str) -> ServerUsage {
+    usage_of_fleet(ctx, engine, None)
         .get(name)
         .copied()
         .unwrap_or_default()
 }
 
-/// Every server as placement sees it: facts, and what the Tenants placed on it use (from the
-/// Tenant cache and this process's placements; `except` is not counted).
+/// Every server of `engine` as placement sees it: facts, and what the Tenants placed on it use
+/// (from the Tenant cache and this process's placements; `except` is not counted).
+pub(crate) fn candidates_of(ctx: &Context, engine: Engine, except: Option<&str>) -> Vec<Candidate> {
+    let usage = usage_of_fleet(ctx, engine, except);
+    match engine {
+        Engine::Postgres => candidates_in(ctx.servers(), &usage),
+        Engine::Mongodb => candidates_in(ctx.mongo_servers(), &usage),
+    }
+}
+
+/// The PostgreSQL servers as placement sees them (see [`candidates_of`]).
 pub(crate) fn candidates(ctx: &Context, except: Option<&str>) -> Vec<Candidate> {
-    let servers = ctx.servers();
-    let usage = usage_of_fleet(ctx, except);
+    candidates_of(ctx, Engine::Postgres, except)
+}
+
+fn candidates_in<S: Registered>(
+    servers: &Registry<S>,
+    usage: &std::collections::HashMap<String, ServerUsage>,
+) -> Vec<Candidate> {
     servers
         .all()
         .into_iter()
@@ -278,7 +330,7 @@ pub(crate) fn candidates(ctx: &Context, except: Option<&str>) -> Vec<Candidate> 
                 // without placement have no other server (as before DatabaseServers, an outage
                 // shows as DatabaseUnavailable on them, not as Unschedulable).
                 None if default => (true, None),
-                Some(Ok(_)) => (!s.pg().is_down(), None),
+                Some(Ok(_)) => (!s.is_down(), None),
                 Some(Err(e)) => (false, Some(e.clone())),
                 None => (false, None),
             };
@@ -299,4 +351,200 @@ pub(crate) fn candidates(ctx: &Context, except: Option<&str>) -> Vec<Candidate> 
             }
         })
         .collect()
+}
+
+/// The MongoDB server a Tenant's database already lives on (recorded, or placed by this
+/// process), without placing it. `None`: not placed (yet).
+pub(crate) fn placed_mongo(tenant: &Tenant, ctx: &Context) -> Result<Option<Arc<MongoServer>>> {
+    let name = match recorded_on(tenant, Engine::Mongodb) {
+        Some(n) => n.to_string(),
+        None => match ctx.mongo_servers().reservation(&object_key(tenant)) {
+            Some(n) => n,
+            None => return Ok(None),
+        },
+    };
+    ctx.mongo_servers()
+        .get(&name)
+        .map(Some)
+        .ok_or_else(|| unknown_server(&name))
+}
+
+/// Stage `place` for the tenant's MongoDB database (when the tenant has MongoDB): the server its
+/// status records or this process placed it on, else the one whose ownership registry names the
+/// tenant's database as its own, else a new placement among the MongoDB servers
+/// (`spec.placement.mongodb`), under the MongoDB registry's lock.
+pub(super) async fn place_mongo(
+    tenant: &Tenant,
+    ctx: &Context,
+) -> Result<Option<Arc<MongoServer>>> {
+    if !super::mongo::mongo_enabled(tenant, ctx)? {
+        return Ok(None);
+    }
+    if let Some(server) = placed_mongo(tenant, ctx)? {
+        return Ok(Some(server));
+    }
+    if !ctx.servers().is_synced() {
+        return Err(Error::Unschedulable(
+            "waiting for the DatabaseServers to be loaded".into(),
+        ));
+    }
+    if ctx.synced_tenant_store().is_none() {
+        return Err(Error::Unschedulable(
+            "waiting for the Tenant cache (placements are counted from it)".into(),
+        ));
+    }
+    let servers = ctx.mongo_servers();
+    let key = object_key(tenant);
+    if let Some(server) = rediscover_mongo(tenant, ctx).await? {
+        info!(server = %server.name(), "tenant's MongoDB database found on the server whose registry names it");
+        servers.reserve(&key, server.name());
+        return Ok(Some(server));
+    }
+    let _deciding = servers.deciding().lock().await;
+    let candidates = candidates_of(ctx, Engine::Mongodb, Some(&key));
+    let choice = tenant
+        .spec
+        .placement
+        .as_ref()
+        .and_then(|p| p.mongodb.as_ref());
+    let chosen = placement::choose(choice, Need::default(), &candidates)
+        .map_err(|u| Error::Unschedulable(format!("MongoDB: {u}")))?;
+    let server = servers
+        .get(&chosen.name)
+        .ok_or_else(|| unknown_server(&chosen.name))?;
+    servers.reserve(&key, server.name());
+    info!(server = %server.name(), "tenant's MongoDB database placed");
+    Ok(Some(server))
+}
+
+/// The MongoDB server whose ownership registry names the tenant's database as the tenant's, if
+/// one does (see [`rediscover`]).
+pub(super) async fn rediscover_mongo(
+    tenant: &Tenant,
+    ctx: &Context,
+) -> Result<Option<Arc<MongoServer>>> {
+    let resolved = crate::identity::resolve(
+        tenant,
+        &ctx.settings().name_prefix,
+        &default_shared_database(ctx)?,
+    )?;
+    let mnames = super::mongo::mongo_names(tenant, &resolved.names)?;
+    let marker = &resolved.names.owner_marker;
+    let mut found = Vec::new();
+    let mut unreachable = Vec::new();
+    for server in ctx.mongo_servers().all() {
+        if matches!(server.facts().probe, Some(Err(_))) {
+            unreachable.push(server.name().to_string());
+            continue;
+        }
+        match server.admin().registered_owner(&mnames.database).await {
+            Ok(Some(owner)) if &owner == marker => found.push(server),
+            Ok(_) => {}
+            Err(e) => {
+                debug!(server = %server.name(), error = %e, "cannot look for the tenant's MongoDB database on this server");
+                unreachable.push(server.name().to_string());
+            }
+        }
+    }
+    match found.len() {
+        0 => {}
+        1 => return Ok(found.pop()),
+        _ => {
+            let names: Vec<&str> = found.iter().map(|s| s.name()).collect();
+            return Err(Error::Conflict(format!(
+                "the tenant's MongoDB database is registered on more than one server ({}): resolve by hand",
+                names.join(", ")
+            )));
+        }
+    }
+    unreachable.extend(ctx.mongo_servers().unusable().into_iter().map(|(n, _)| n));
+    if !unreachable.is_empty() {
+        let ns = tenant.namespace().unwrap_or_default();
+        let secrets: Api<Secret> = Api::namespaced(ctx.client().clone(), &ns);
+        let had_mongo = secrets
+            .get_opt(&resolved.secret_name)
+            .await?
+            .is_some_and(|s| crate::secret::read_key(&s, "mongodbDatabase").is_some());
+        if had_mongo {
+            return Err(Error::unavailable(format!(
+                "the tenant's MongoDB database was provisioned before but its placement is not recorded, and MongoDB server(s) {} that may hold it are unreachable: waiting for them",
+                unreachable.join(", ")
+            )));
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn tenant(name: &str, status: serde_json::Value) -> Tenant {
+        serde_json::from_value(json!({
+            "apiVersion": "tenantdb.io/v1alpha1", "kind": "Tenant",
+            "metadata": {"name": name, "namespace": "ns"},
+            "spec": {"isolation": "schema", "quotas": {"maxConnections": 5}},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn usage_is_split_by_engine() {
+        let tenants = [
+            // Placed on both engines; 1000 bytes measured of which 300 are MongoDB's.
+            tenant(
+                "a",
+                json!({"placement": {"postgres": "pg-1", "mongodb": "m-1"},
+                       "usage": {"storageBytes": 1000, "percent": 0, "readOnly": false},
+                       "mongodb": {"database": "d", "user": "u", "storageBytes": 300}}),
+            ),
+            // PostgreSQL only.
+            tenant(
+                "b",
+                json!({"placement": {"postgres": "pg-1"},
+                       "usage": {"storageBytes": 50, "percent": 0, "readOnly": false}}),
+            ),
+            // Not recorded: counted where this process placed it.
+            tenant("c", json!({})),
+            // Not placed anywhere.
+            tenant("d", json!({})),
+        ];
+        let defaults = crate::quota::QuotaDefaults::default();
+        let pg_res =
+            std::collections::HashMap::from([("Tenant/ns/c".to_string(), "pg-2".to_string())]);
+        let m_res =
+            std::collections::HashMap::from([("Tenant/ns/c".to_string(), "m-1".to_string())]);
+        let pg = usage_by_server(&tenants, Engine::Postgres, &pg_res, &defaults, None);
+        assert_eq!(
+            pg["pg-1"],
+            ServerUsage {
+                tenants: 2,
+                storage_bytes: 750,
+                connections: 10
+            }
+        );
+        assert_eq!(pg["pg-2"].tenants, 1);
+        assert_eq!(pg.len(), 2);
+        let m = usage_by_server(&tenants, Engine::Mongodb, &m_res, &defaults, None);
+        assert_eq!(
+            m["m-1"],
+            ServerUsage {
+                tenants: 2,
+                storage_bytes: 300,
+                connections: 0
+            }
+        );
+        assert_eq!(m.len(), 1);
+        // `except` is not counted.
+        let m = usage_by_server(
+            &tenants,
+            Engine::Mongodb,
+            &m_res,
+            &defaults,
+            Some("Tenant/ns/a"),
+        );
+        assert_eq!(m["m-1"].tenants, 1);
+    }
 }

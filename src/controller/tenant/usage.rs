@@ -23,8 +23,7 @@ pub(super) struct Usage {
 /// schema's size, or for `shared` tenants their rows' share of the shared tables; plus MongoDB),
 /// read-only at 100 % of the quota.
 pub(super) async fn measure(tenant: &Tenant, ctx: &Context, spec: &Spec) -> Result<Usage> {
-    let mongo_bytes =
-        super::mongo::storage_bytes(tenant, ctx, &spec.key, &spec.resolved.names).await?;
+    let mongo_bytes = super::mongo::storage_bytes(tenant, ctx, spec).await?;
     let status = tenant.status.clone().unwrap_or_default();
     let measured = measure_usage(
         ctx,

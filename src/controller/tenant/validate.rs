@@ -31,6 +31,8 @@ pub(super) struct Spec {
     pub(super) key: String,
     /// The server the tenant lives on (stage `place`).
     pub(super) server: std::sync::Arc<crate::servers::Server>,
+    /// The MongoDB server of its MongoDB database, when it has one (stage `place`).
+    pub(super) mongo: Option<std::sync::Arc<crate::servers::MongoServer>>,
 }
 
 /// Stage 1: resolve and validate the spec (pure).
@@ -75,6 +77,7 @@ pub(super) fn spec(
         namespace,
         key: object_key(tenant),
         server,
+        mongo: None,
     })
 }
 

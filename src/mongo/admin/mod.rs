@@ -90,6 +90,20 @@ impl MongoAdmin {
         Ok(())
     }
 
+    /// The server's version (`buildInfo` on `admin`, with the admin credentials): the probe of a
+    /// MongoDB DatabaseServer.
+    pub async fn server_version(&self) -> Result<String> {
+        let info = self
+            .conn
+            .db("admin")
+            .await?
+            .run_command(doc! {"buildInfo": 1})
+            .await?;
+        Ok(info
+            .get_str("version")
+            .map_or_else(|_| "unknown".to_string(), str::to_string))
+    }
+
     /// Health check with the tenant's own credentials: a one-off client (not kept) authenticates as
     /// the tenant user against its database and runs `ping` there.
     pub async fn tenant_ping(&self, uri: &str, db: &MongoDbName, password: &str) -> Result<()> {

@@ -5,7 +5,7 @@
 --   no status, or status.observedGeneration < metadata.generation, or no Ready yet    -> Progressing
 --   Ready=True                                      -> Healthy, also when full or cordoned
 --                                                      (Schedulable=False NoRoom/Cordoned: in the message)
---   Ready=False, reason NameReserved, EngineNotSupported or InvalidSpec
+--   Ready=False, reason NameReserved or InvalidSpec
 --                                                   -> Degraded (needs a change to the object or its Secret)
 --   Ready=False, any other reason (Unreachable, DatabaseUnavailable, KubernetesError; probed again)
 --                                                   -> Degraded
@@ -96,7 +96,7 @@ if ready.status == "True" then
   return hs
 end
 
-if ready.reason == "NameReserved" or ready.reason == "EngineNotSupported" or ready.reason == "InvalidSpec" then
+if ready.reason == "NameReserved" or ready.reason == "InvalidSpec" then
   hs.status = "Degraded"
   hs.message = describe(ready, "the server cannot be used until the DatabaseServer (or its Secret) is changed")
   return hs
