@@ -13,6 +13,7 @@ pub mod leader;
 pub mod metrics;
 pub mod migrate;
 pub mod mongo;
+pub mod moves;
 pub mod naming;
 pub mod partitions;
 pub mod pg;

@@ -271,6 +271,10 @@ pub struct Placement {
     /// Where the tenant's MongoDB database is placed (mongodb DatabaseServers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mongodb: Option<ServerChoice>,
+    /// After the tenant's PostgreSQL part was moved to another server: keep the source copy
+    /// (fenced: its roles cannot log in) instead of dropping it. Default false: dropped.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retain_source: bool,
 }
 
 impl Placement {
@@ -301,6 +305,72 @@ pub struct ServerChoice {
     /// with room is chosen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<LabelSelector>,
+}
+
+/// Phase of a move of a tenant's PostgreSQL part between servers.
+#[derive(
+    Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema, Default,
+)]
+pub enum MovePhase {
+    /// The target is being prepared: roles (same password verifiers, login disabled), the
+    /// database or schema and every schema object, compared by catalog fingerprint.
+    #[default]
+    Preparing,
+    /// Logical replication copies the data and follows the source's writes.
+    Copying,
+    /// Writes are fenced on the source while the target catches up; sequences are copied and row
+    /// counts compared; then the target takes over.
+    CuttingOver,
+    /// The target took over (`status.placement.postgres` names it); replication objects and the
+    /// source copy are being removed.
+    CleaningUp,
+    /// The move is done.
+    Completed,
+    /// The move was cancelled (placement changed back) or failed before cut-over and is being
+    /// undone: the target copy and the replication objects are removed, the source unfenced.
+    RollingBack,
+    /// Rolled back: the tenant stays on the source; `message` says why.
+    RolledBack,
+}
+
+impl MovePhase {
+    /// Whether the move is over (completed or rolled back).
+    pub fn is_terminal(self) -> bool {
+        matches!(self, MovePhase::Completed | MovePhase::RolledBack)
+    }
+}
+
+/// A move of a tenant's PostgreSQL part to another server.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MoveStatus {
+    /// Where the move is.
+    pub phase: MovePhase,
+    /// The server the tenant is moved from.
+    pub from: String,
+    /// The server the tenant is moved to.
+    pub to: String,
+    /// When the move started (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// When it completed or was rolled back (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// Size of the tenant's data on the source when the copy started (bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<i64>,
+    /// WAL bytes the target's subscription is behind the source (last measurement).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_bytes: Option<i64>,
+    /// How long writes were impossible during the cut-over (milliseconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_freeze_ms: Option<i64>,
+    /// Cut-over attempts (a cut-over that cannot finish in time is undone and tried again).
+    #[serde(default)]
+    pub attempts: i32,
+    /// What the move is doing or why it was rolled back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// Where a Tenant is placed.

@@ -25,6 +25,7 @@ use super::Condition;
     printcolumn = r#"{"name":"Database","type":"string","jsonPath":".status.database"}"#,
     printcolumn = r#"{"name":"Server","type":"string","jsonPath":".status.placement.postgres"}"#,
     printcolumn = r#"{"name":"Mongo Server","type":"string","jsonPath":".status.placement.mongodb","priority":1}"#,
+    printcolumn = r#"{"name":"Move","type":"string","jsonPath":".status.move.phase"}"#,
     printcolumn = r#"{"name":"Schema","type":"string","jsonPath":".status.schema","priority":1}"#,
     printcolumn = r#"{"name":"Version","type":"string","jsonPath":".status.schemaVersion","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
@@ -266,6 +267,10 @@ pub struct TenantStatus {
     /// The servers the tenant is placed on (PostgreSQL and MongoDB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placement: Option<super::PlacementStatus>,
+    /// The last move of the tenant's PostgreSQL part to another server (in progress, or how it
+    /// ended).
+    #[serde(default, rename = "move", skip_serializing_if = "Option::is_none")]
+    pub move_: Option<super::MoveStatus>,
 }
 
 /// MongoDB state of a tenant.

@@ -5,6 +5,8 @@
 
 mod apply;
 mod cleanup;
+pub mod fingerprint;
+pub mod login;
 mod observe;
 pub mod plan;
 #[cfg(test)]
@@ -69,6 +71,8 @@ pub struct PgAdmin {
     instance: String,
     /// The template database this process built or found for its migration set.
     template: tokio::sync::Mutex<template::TemplateState>,
+    /// The admin password (for [`PgAdmin::admin_login`]).
+    password: Option<String>,
 }
 
 /// Advisory lock key serializing the shared database's privilege set-up ("tnt_shrd").
@@ -145,7 +149,20 @@ impl PgAdmin {
                 redact(&e.to_string())
             ))
         })?;
-        Ok(Self::with_options(settings, options, instance))
+        let password = login::url_password(&settings.admin_url);
+        Ok(Self::with_options(settings, options, instance).with_password(password))
+    }
+
+    /// Remembers the admin password for [`PgAdmin::admin_login`] (the connect options do not give it
+    /// back).
+    pub fn with_password(mut self, password: Option<String>) -> Self {
+        self.password = password;
+        self
+    }
+
+    /// How tools and other servers log in here as the admin.
+    pub fn admin_login(&self) -> login::AdminLogin {
+        login::AdminLogin::of(&self.options, self.password.clone())
     }
 
     /// [`PgAdmin::for_instance`] with connect options built by the caller (a DatabaseServer's
@@ -165,6 +182,7 @@ impl PgAdmin {
             down_since: std::sync::Mutex::new(None),
             instance: instance.to_string(),
             template: tokio::sync::Mutex::new(Default::default()),
+            password: None,
         }
     }
 

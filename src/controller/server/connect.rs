@@ -91,7 +91,8 @@ async fn server(ds: &DatabaseServer, ctx: &Context) -> Result<Arc<Server>> {
         pool_size: default.pg().settings().pool_size,
         connect_timeout: default.pg().settings().connect_timeout,
     };
-    let pg = PgAdmin::with_options(settings, options, default.pg().instance());
+    let pg = PgAdmin::with_options(settings, options, default.pg().instance())
+        .with_password(Some(config.password.clone()));
     Ok(Arc::new(Server::postgres(
         &name,
         Arc::new(pg),

@@ -17,6 +17,9 @@ use crate::status::{Cond, merge_conditions, types};
 
 /// Carries out the deletion policy, then lets the finalizer go.
 pub(super) async fn cleanup(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
+    // An unfinished move leaves nothing behind (its replication slot would fill the source's
+    // disk), whatever the policy.
+    super::moving::abandon(&tenant, &ctx).await?;
     let policy = tenant.spec.deletion_policy;
     let key = object_key(tenant.as_ref());
     if policy == DeletionPolicy::Retain {

@@ -18,6 +18,7 @@ mod cleanup;
 mod credentials;
 mod health;
 mod mongo;
+mod moving;
 mod place;
 mod report;
 mod schema;
@@ -274,6 +275,12 @@ async fn apply(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
     } else {
         None
     };
+    // A move to another server, when spec.placement asks for one (before provisioning: the
+    // tenant is provisioned where the move leaves it).
+    let tenant = match moving::step(&tenant, &ctx).await? {
+        moving::Next::Proceed(t) => t,
+        moving::Next::Requeue(d) => return Ok(Action::requeue(d)),
+    };
     // Admission under --max-tenants, before anything is created.
     let provisioned = match check_tenant_limit(&tenant, &ctx) {
         Ok(true) => provision(&tenant, &ctx).await,
@@ -308,6 +315,10 @@ async fn apply(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
                 .as_ref()
                 .is_none_or(|s| s.phase != TenantPhase::Ready && s.usage.is_none());
             let usage = status.usage.clone();
+            let moving = status
+                .move_
+                .as_ref()
+                .is_some_and(|m| !m.phase.is_terminal());
             if let Err(e) = write_status(&tenant, &ctx, status).await {
                 // The status could not be written (e.g. the installed CRD lacks a field it
                 // carries): say why where users look, then retry with backoff.
@@ -378,6 +389,10 @@ async fn apply(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
                 // Check again soon so recovery clears Degraded quickly (at most every
                 // `health_recheck`, so this is no hot loop).
                 return Ok(Action::requeue(health_recheck(&ctx)));
+            }
+            if moving {
+                // A move in progress is followed closely (and never settles).
+                return Ok(Action::requeue(moving::POLL));
             }
             // Complete and healthy: settled until the resync, looked at again for its health
             // check before that (see the settled branch above).

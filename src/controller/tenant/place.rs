@@ -144,7 +144,7 @@ pub(super) fn mismatch(tenant: &Tenant, ctx: &Context, server: &Server) -> Optio
         .map(crate::crd::Placement::postgres);
     (!placement::allows(choice.as_ref(), &c, default.is_some())).then(|| {
         format!(
-            "spec.placement no longer allows server {}, where the tenant is: it stays there (moving a placed tenant is not supported yet)",
+            "spec.placement no longer allows server {}, where the tenant is",
             server.name()
         )
     })

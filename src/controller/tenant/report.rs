@@ -119,9 +119,37 @@ pub(super) fn ready_status(tenant: &Tenant, o: &Outcome) -> TenantStatus {
     s.mongodb = o.mongo.clone();
     s.statistics = o.statistics.clone();
     s.placement = Some(o.placement.clone());
-    let placed = match &o.placement_mismatch {
-        Some(why) => Cond::new(types::PLACED, true, "PlacementNotApplied", why.clone()),
-        None => Cond::new(
+    let moving = s.move_.as_ref().filter(|m| !m.phase.is_terminal());
+    let placed = match (&o.placement_mismatch, moving) {
+        (_, Some(m)) => Cond::new(
+            types::PLACED,
+            true,
+            "Moving",
+            format!(
+                "moving from server {} to {} ({:?}): {}",
+                m.from,
+                m.to,
+                m.phase,
+                m.message.as_deref().unwrap_or_default()
+            ),
+        ),
+        (Some(why), None) => {
+            // Why the move does not happen, when one was refused.
+            let note = s
+                .move_
+                .as_ref()
+                .filter(|m| m.phase == crate::crd::MovePhase::RolledBack)
+                .and_then(|m| m.message.as_deref())
+                .map(|n| format!(" (last move: {n})"))
+                .unwrap_or_default();
+            Cond::new(
+                types::PLACED,
+                true,
+                "PlacementNotApplied",
+                format!("{why}{note}"),
+            )
+        }
+        (None, None) => Cond::new(
             types::PLACED,
             true,
             "Placed",

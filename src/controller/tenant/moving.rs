@@ -1,0 +1,613 @@
+//! Stage `moving` (before `provision`): moves the tenant's PostgreSQL part to another server when
+//! `spec.placement` no longer allows the one it is on. One persisted phase at a time
+//! (`status.move`), each step idempotent, so that a restart at any point resumes or undoes the
+//! move — never two writable homes:
+//!
+//! ```text
+//! Preparing ─► Copying ─► CuttingOver ─► CleaningUp ─► Completed
+//!     └──────────┴────────────┴─► RollingBack ─► RolledBack   (cancelled, failed)
+//! ```
+//!
+//! - `Preparing`: the target gets the tenant's roles with the source's SCRAM verifiers and login
+//!   disabled, the database or schema and every schema object (`pg_dump`/`psql`), compared with
+//!   the source by catalog fingerprint; then the publication (source) and subscription (target).
+//! - `Copying`: logical replication copies and follows; the tenant keeps working on the source
+//!   (provisioning, rotation and health go on there).
+//! - `CuttingOver` (within one reconcile): roles refreshed on the target, the source fenced
+//!   (logins disabled, sessions ended), the target caught up to the source's last WAL position,
+//!   fingerprints and row counts compared, sequences copied; then the commit point — the status
+//!   records the target — and the target's logins enabled. A cut-over that cannot finish unfences
+//!   the source and goes back to `Copying` (3 attempts, then rolled back).
+//! - `CleaningUp`: subscription, replication slot and publication dropped; the source copy dropped
+//!   (or kept fenced with `spec.placement.retainSource`).
+//! - `RollingBack`: the same objects and the target copy dropped (never after the commit point);
+//!   the source is unfenced by the next provisioning.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::runtime::events::EventType;
+use tracing::{info, warn};
+
+use super::super::{Context, object_key};
+use super::report::write_status;
+use crate::crd::{Isolation, MovePhase, MoveStatus, Tenant, TenantPhase};
+use crate::error::{Error, Result};
+use crate::moves::sql::{self, Scope};
+use crate::naming::TenantNames;
+use crate::servers::Server;
+use crate::servers::placement::{self, Need};
+
+/// What the reconcile does after the stage.
+pub(super) enum Next {
+    /// Go on with provisioning, on this Tenant (its status as the stage left it).
+    Proceed(Arc<Tenant>),
+    /// Look again after this long (the move is between steps and the tenant is served as is).
+    Requeue(Duration),
+}
+
+/// How far behind the subscription may be for the cut-over to start.
+const CUTOVER_LAG: i64 = 16 * 1024 * 1024;
+/// How long the fenced source waits for the target to catch up before the cut-over is undone.
+const CATCH_UP: Duration = Duration::from_secs(10);
+/// Cut-over attempts before the move is rolled back.
+const ATTEMPTS: i32 = 3;
+/// A rolled-back move is started again after this long at the earliest.
+const RETRY_AFTER: Duration = Duration::from_secs(60);
+/// While a move runs, the tenant is looked at again this often.
+pub(super) const POLL: Duration = Duration::from_secs(1);
+
+/// Stage `moving` (see the module documentation).
+pub(super) async fn step(tenant: &Arc<Tenant>, ctx: &Context) -> Result<Next> {
+    let Some(current) = super::place::recorded(tenant).map(str::to_string) else {
+        return Ok(Next::Proceed(tenant.clone()));
+    };
+    let mv = tenant.status.as_ref().and_then(|s| s.move_.clone());
+    let mv = match mv {
+        Some(m) if !m.phase.is_terminal() => m,
+        last => match start(tenant, ctx, &current, last.as_ref()).await? {
+            Some(m) => m,
+            None => return Ok(Next::Proceed(tenant.clone())),
+        },
+    };
+    let mut t = (**tenant).clone();
+    t.status.get_or_insert_default().move_ = Some(mv.clone());
+    let result = advance(&mut t, ctx, mv.clone()).await;
+    let t = Arc::new(t);
+    match result {
+        Ok(next) => Ok(match next {
+            Some(d) => Next::Requeue(d),
+            None => Next::Proceed(t),
+        }),
+        Err(e) => {
+            // Recorded in the move's status; the tenant is served where its status says.
+            warn!(error = %e, "move step failed; retrying");
+            let mut m = t
+                .status
+                .as_ref()
+                .and_then(|s| s.move_.clone())
+                .unwrap_or(mv);
+            m.message = Some(crate::error::first_line(&e.to_string()));
+            let mut t2 = (*t).clone();
+            persist(&mut t2, ctx, m.clone()).await?;
+            let phase = t2
+                .status
+                .as_ref()
+                .and_then(|s| s.move_.as_ref())
+                .map(|m| m.phase);
+            if e.is_permanent() && phase.is_some_and(|p| p <= MovePhase::Copying) {
+                // A permanent failure before the cut-over: undone.
+                let mut m = m;
+                m.phase = MovePhase::RollingBack;
+                persist(&mut t2, ctx, m).await?;
+            }
+            Ok(Next::Requeue(Duration::from_secs(5)))
+        }
+    }
+}
+
+/// A new move, when `spec.placement` no longer allows the server the tenant is on and another
+/// server can take it (decided under the placement lock and recorded before anything is
+/// created). `None`: no move.
+async fn start(
+    tenant: &Tenant,
+    ctx: &Context,
+    current: &str,
+    last: Option<&MoveStatus>,
+) -> Result<Option<MoveStatus>> {
+    let Some(reason) = needs_move(tenant, ctx, current) else {
+        return Ok(None);
+    };
+    if tenant.status.as_ref().map(|s| s.phase) != Some(TenantPhase::Ready) {
+        return Ok(None);
+    }
+    if let Some(l) = last
+        && l.phase == MovePhase::RolledBack
+        && l.started_at.is_some()
+        && l.finished_at
+            .as_deref()
+            .and_then(|t| t.parse::<Timestamp>().ok())
+            .is_some_and(|t| {
+                Timestamp::now().duration_since(t).as_secs() < RETRY_AFTER.as_secs() as i64
+            })
+    {
+        return Ok(None);
+    }
+    let not_started = |to: &str, why: String| MoveStatus {
+        phase: MovePhase::RolledBack,
+        from: current.to_string(),
+        to: to.to_string(),
+        message: Some(format!("not started: {why}")),
+        ..Default::default()
+    };
+    if tenant.spec.isolation == Isolation::Shared {
+        let m = not_started("", "moving shared tenants is not supported yet".into());
+        let mut t = tenant.clone();
+        persist(&mut t, ctx, m).await?;
+        return Ok(None);
+    }
+    let source = ctx
+        .servers()
+        .get(current)
+        .ok_or_else(|| Error::unavailable(format!("server {current} is not known")))?;
+    let wal = sql::wal_level(source.pg()).await?;
+    if wal != "logical" {
+        let m = not_started(
+            "",
+            format!(
+                "server {current} has wal_level={wal}: moving a tenant off it needs wal_level=logical (a restart of that server)"
+            ),
+        );
+        let mut t = tenant.clone();
+        persist(&mut t, ctx, m).await?;
+        return Ok(None);
+    }
+    let key = object_key(tenant);
+    let _deciding = ctx.servers().deciding().lock().await;
+    let candidates: Vec<_> = super::place::candidates(ctx, Some(&key))
+        .into_iter()
+        .filter(|c| c.name != current)
+        .collect();
+    let quotas =
+        crate::quota::effective(tenant.spec.quotas.as_ref(), &ctx.settings().quota_defaults)
+            .map_err(Error::InvalidSpec)?;
+    let need = Need {
+        connections: (quotas.connection_limit >= 0).then_some(i64::from(quotas.connection_limit)),
+    };
+    let choice = tenant
+        .spec
+        .placement
+        .as_ref()
+        .map(crate::crd::Placement::postgres);
+    let target = match placement::choose(choice.as_ref(), need, &candidates) {
+        Ok(c) => c.name.clone(),
+        Err(u) => {
+            let m = not_started("", format!("{reason}, and {u}"));
+            let mut t = tenant.clone();
+            persist(&mut t, ctx, m).await?;
+            return Ok(None);
+        }
+    };
+    let names = names_on(tenant, ctx, &source)?;
+    let bytes = source.pg().storage_bytes(&names).await.ok();
+    let m = MoveStatus {
+        phase: MovePhase::Preparing,
+        from: current.to_string(),
+        to: target.clone(),
+        started_at: Some(Timestamp::now().to_string()),
+        bytes,
+        message: Some(format!("{reason}: moving to {target}")),
+        ..Default::default()
+    };
+    let mut t = tenant.clone();
+    persist(&mut t, ctx, m.clone()).await?;
+    info!(from = current, to = %target, "move started");
+    ctx.event(
+        tenant,
+        EventType::Normal,
+        "MoveStarted",
+        "Move",
+        format!("moving from server {current} to {target}"),
+    )
+    .await;
+    Ok(Some(m))
+}
+
+/// Why the tenant must leave `current`, if it must: `spec.placement` does not allow it.
+fn needs_move(tenant: &Tenant, ctx: &Context, current: &str) -> Option<String> {
+    let server = ctx.servers().get(current)?;
+    super::place::mismatch(tenant, ctx, &server)
+        .map(|_| format!("spec.placement no longer allows server {current}"))
+}
+
+/// The tenant's names on `server` (the shared database differs between servers).
+fn names_on(tenant: &Tenant, ctx: &Context, server: &Server) -> Result<TenantNames> {
+    Ok(crate::identity::resolve(
+        tenant,
+        &ctx.settings().name_prefix,
+        &server.pg().settings().shared_database,
+    )?
+    .names)
+}
+
+/// Writes `m` as the tenant's move status (and the placement it implies: the target from the
+/// commit point on) and updates `t` to match.
+async fn persist(t: &mut Tenant, ctx: &Context, m: MoveStatus) -> Result<()> {
+    let mut status = t.status.clone().unwrap_or_default();
+    if matches!(m.phase, MovePhase::CleaningUp | MovePhase::Completed) && !m.to.is_empty() {
+        status.placement.get_or_insert_default().postgres = Some(m.to.clone());
+    }
+    status.move_ = Some(m);
+    write_status(t, ctx, status.clone()).await?;
+    t.status = Some(status);
+    Ok(())
+}
+
+/// Runs the move from its phase until it waits (`Some(delay)`) or the tenant can be provisioned
+/// where its status says (`None`).
+async fn advance(t: &mut Tenant, ctx: &Context, mut m: MoveStatus) -> Result<Option<Duration>> {
+    let source = ctx
+        .servers()
+        .get(&m.from)
+        .ok_or_else(|| Error::unavailable(format!("server {} is not known", m.from)))?;
+    let target = ctx
+        .servers()
+        .get(&m.to)
+        .ok_or_else(|| Error::unavailable(format!("server {} is not known", m.to)))?;
+    let key = object_key(t);
+    let name = crate::moves::object_name(&key, m.started_at.as_deref().unwrap_or_default())?;
+    let names_a = names_on(t, ctx, &source)?;
+    let names_b = names_on(t, ctx, &target)?;
+    let (scope_a, scope_b) = (Scope::of(&names_a), Scope::of(&names_b));
+    loop {
+        // Cancelled (the placement allows the source again) or retargeted: undone before the
+        // commit point.
+        if m.phase <= MovePhase::Copying
+            && let Some(why) = cancelled(t, ctx, &source, &target)
+        {
+            m.phase = MovePhase::RollingBack;
+            m.message = Some(why);
+            persist(t, ctx, m.clone()).await?;
+        }
+        match m.phase {
+            MovePhase::Preparing => {
+                let roles = sql::read_roles(source.pg(), &names_a).await?;
+                sql::prepare_roles(target.pg(), &names_b, &roles).await?;
+                sql::prepare_database(target.pg(), &names_b).await?;
+                if !names_b.dedicated_database {
+                    target.pg().shared_pool().await?;
+                }
+                crate::moves::copy::copy_schema(source.pg(), &scope_a, target.pg(), &scope_b)
+                    .await?;
+                let diff = compare(&source, &scope_a, &target, &scope_b).await?;
+                if !diff.is_empty() {
+                    return Err(Error::InvalidSpec(format!(
+                        "the schema copied to {} differs from the source: {}",
+                        m.to,
+                        diff.join("; ")
+                    )));
+                }
+                sql::ensure_publication(source.pg(), &scope_a, &name).await?;
+                sql::ensure_subscription(source.pg(), &scope_a, target.pg(), &scope_b, &name)
+                    .await?;
+                m.phase = MovePhase::Copying;
+                m.message = Some("copying with logical replication".into());
+                persist(t, ctx, m.clone()).await?;
+            }
+            MovePhase::Copying => {
+                let (total, ready) = sql::sync_state(target.pg(), &scope_b, &name).await?;
+                let lag = sql::lag_bytes(source.pg(), &name).await?;
+                if ready < total || lag.is_none_or(|l| l > CUTOVER_LAG) {
+                    let msg = format!("copying: {ready}/{total} tables copied");
+                    if m.lag_bytes != lag || m.message.as_deref() != Some(msg.as_str()) {
+                        m.lag_bytes = lag;
+                        m.message = Some(msg);
+                        persist(t, ctx, m.clone()).await?;
+                    }
+                    // The tenant is provisioned on the source meanwhile.
+                    return Ok(None);
+                }
+                m.phase = MovePhase::CuttingOver;
+                m.lag_bytes = lag;
+                m.message = Some("cutting over".into());
+                persist(t, ctx, m.clone()).await?;
+            }
+            MovePhase::CuttingOver => {
+                m.attempts += 1;
+                match cut_over(
+                    &source, &names_a, &scope_a, &target, &names_b, &scope_b, &name,
+                )
+                .await
+                {
+                    Ok(freeze) => {
+                        m.phase = MovePhase::CleaningUp;
+                        m.write_freeze_ms = Some(freeze.as_millis() as i64);
+                        m.message = Some(format!("{} took over", m.to));
+                        persist(t, ctx, m.clone()).await?;
+                        info!(from = %m.from, to = %m.to, freeze_ms = ?m.write_freeze_ms, "move cut over");
+                        ctx.event(
+                            t,
+                            EventType::Normal,
+                            "MoveCutOver",
+                            "Move",
+                            format!(
+                                "now on server {} (writes frozen for {} ms)",
+                                m.to,
+                                m.write_freeze_ms.unwrap_or_default()
+                            ),
+                        )
+                        .await;
+                        // Provisioning on the target now: its logins enabled, the Secret naming
+                        // it. The clean-up follows on the next pass.
+                        return Ok(None);
+                    }
+                    Err(CutOver::Retry(why)) => {
+                        // The source serves again (unfenced by provisioning there).
+                        m.phase = if m.attempts >= ATTEMPTS {
+                            MovePhase::RollingBack
+                        } else {
+                            MovePhase::Copying
+                        };
+                        m.message = Some(format!("cut-over attempt {} undone: {why}", m.attempts));
+                        persist(t, ctx, m.clone()).await?;
+                        if m.phase == MovePhase::Copying {
+                            return Ok(None);
+                        }
+                    }
+                    Err(CutOver::Failed(e)) => {
+                        // Not known whether the fence is on: the next pass decides again.
+                        m.attempts -= 1;
+                        return Err(e);
+                    }
+                }
+            }
+            MovePhase::CleaningUp => {
+                drop_replication(&source, &scope_a, &target, &scope_b, &name).await?;
+                let retain = t.spec.placement.as_ref().is_some_and(|p| p.retain_source);
+                if retain {
+                    sql::fence(source.pg(), &names_a).await?;
+                } else {
+                    source.pg().cleanup(&names_a).await?;
+                }
+                m.phase = MovePhase::Completed;
+                m.finished_at = Some(Timestamp::now().to_string());
+                m.lag_bytes = None;
+                m.message = Some(if retain {
+                    format!("on {}; the source copy on {} is kept, fenced", m.to, m.from)
+                } else {
+                    format!("on {}; the source copy on {} was dropped", m.to, m.from)
+                });
+                persist(t, ctx, m.clone()).await?;
+                ctx.event(
+                    t,
+                    EventType::Normal,
+                    "MoveCompleted",
+                    "Move",
+                    m.message.clone().unwrap_or_default(),
+                )
+                .await;
+                return Ok(None);
+            }
+            MovePhase::RollingBack => {
+                drop_replication(&source, &scope_a, &target, &scope_b, &name).await?;
+                // Never after the commit point (the status names the source here).
+                if super::place::recorded(t) == Some(m.from.as_str()) {
+                    target.pg().cleanup(&names_b).await?;
+                }
+                m.phase = MovePhase::RolledBack;
+                m.finished_at = Some(Timestamp::now().to_string());
+                m.lag_bytes = None;
+                persist(t, ctx, m.clone()).await?;
+                ctx.event(
+                    t,
+                    EventType::Warning,
+                    "MoveRolledBack",
+                    "Move",
+                    format!(
+                        "stays on server {}: {}",
+                        m.from,
+                        m.message.clone().unwrap_or_default()
+                    ),
+                )
+                .await;
+                return Ok(None);
+            }
+            MovePhase::Completed | MovePhase::RolledBack => return Ok(None),
+        }
+    }
+}
+
+/// Why a move before its commit point is to be undone: `spec.placement` allows the source again,
+/// or no longer allows the target.
+fn cancelled(t: &Tenant, ctx: &Context, source: &Server, target: &Server) -> Option<String> {
+    if super::place::mismatch(t, ctx, source).is_none() {
+        return Some(format!(
+            "cancelled: spec.placement allows server {} again",
+            source.name()
+        ));
+    }
+    super::place::mismatch(t, ctx, target).map(|_| {
+        format!(
+            "cancelled: spec.placement no longer allows server {}",
+            target.name()
+        )
+    })
+}
+
+/// Catalog differences between the source and the target (empty: equal).
+async fn compare(
+    source: &Server,
+    scope_a: &Scope,
+    target: &Server,
+    scope_b: &Scope,
+) -> Result<Vec<String>> {
+    let a = fingerprint_of(source, scope_a).await?;
+    let b = fingerprint_of(target, scope_b).await?;
+    Ok(a.diff(&b, 5))
+}
+
+async fn fingerprint_of(
+    server: &Server,
+    scope: &Scope,
+) -> Result<crate::pg::fingerprint::Fingerprint> {
+    use crate::pg::fingerprint::{Scope as Fp, fingerprint};
+    use sqlx::Connection;
+    let mut c = sql::connect(server.pg(), scope).await?;
+    let r = match &scope.schema {
+        Some(s) => fingerprint(&mut c, Fp::Schema(s.as_str())).await,
+        None => fingerprint(&mut c, Fp::Database).await,
+    };
+    let _ = c.close().await;
+    Ok(r?)
+}
+
+/// How a cut-over ended when it did not take over.
+enum CutOver {
+    /// Undone (the source unfenced): try again later.
+    Retry(String),
+    /// An error part-way: the next pass decides again.
+    Failed(Error),
+}
+
+impl From<Error> for CutOver {
+    fn from(e: Error) -> Self {
+        CutOver::Failed(e)
+    }
+}
+
+/// The cut-over (see the module documentation); the write freeze on success.
+async fn cut_over(
+    source: &Server,
+    names_a: &TenantNames,
+    scope_a: &Scope,
+    target: &Server,
+    names_b: &TenantNames,
+    scope_b: &Scope,
+    name: &crate::naming::Ident,
+) -> std::result::Result<Duration, CutOver> {
+    // Roles refreshed first (a rotation on the source since the copy started).
+    let roles = sql::read_roles(source.pg(), names_a).await?;
+    let login: Vec<_> = roles
+        .iter()
+        .filter(|r| r.can_login)
+        .map(|r| r.name.clone())
+        .collect();
+    sql::prepare_roles(target.pg(), names_b, &roles).await?;
+    let frozen = Instant::now();
+    sql::fence(source.pg(), names_a).await?;
+    if !sql::wait_caught_up(source.pg(), name, CATCH_UP).await? {
+        let why = format!(
+            "the target did not catch up within {} s",
+            CATCH_UP.as_secs()
+        );
+        return Err(undo(source, &login, why).await);
+    }
+    let diff = compare(source, scope_a, target, scope_b).await?;
+    if !diff.is_empty() {
+        let why = format!("the schema changed during the move: {}", diff.join("; "));
+        return Err(undo(source, &login, why).await);
+    }
+    let mut a = sql::connect(source.pg(), scope_a).await?;
+    let mut b = sql::connect(target.pg(), scope_b).await?;
+    let counts = async {
+        sql::copy_sequences(&mut a, &mut b, scope_a).await?;
+        let ca = sql::row_counts(&mut a, scope_a).await?;
+        let cb = sql::row_counts(&mut b, scope_b).await?;
+        Ok::<_, Error>((ca, cb))
+    }
+    .await;
+    {
+        use sqlx::Connection;
+        let _ = a.close().await;
+        let _ = b.close().await;
+    }
+    let (ca, cb) = counts?;
+    if ca != cb {
+        let differing: Vec<String> = ca
+            .iter()
+            .filter(|(k, v)| cb.get(*k) != Some(v))
+            .take(3)
+            .map(|(k, v)| format!("{k}: {v} on the source, {:?} on the target", cb.get(k)))
+            .collect();
+        let why = format!("row counts differ: {}", differing.join("; "));
+        return Err(undo(source, &login, why).await);
+    }
+    // The subscription stops before the target takes writes of its own.
+    drop_subscription_only(target, scope_b, name).await?;
+    let refs: Vec<&crate::naming::Ident> = login.iter().collect();
+    sql::unfence(target.pg(), &refs).await?;
+    Ok(frozen.elapsed())
+}
+
+/// Unfences the source after a cut-over that did not take over.
+async fn undo(source: &Server, login: &[crate::naming::Ident], why: String) -> CutOver {
+    let refs: Vec<&crate::naming::Ident> = login.iter().collect();
+    match sql::unfence(source.pg(), &refs).await {
+        Ok(()) => CutOver::Retry(why),
+        Err(e) => CutOver::Failed(e),
+    }
+}
+
+async fn drop_subscription_only(
+    target: &Server,
+    scope_b: &Scope,
+    name: &crate::naming::Ident,
+) -> Result<()> {
+    sql::drop_subscription(target.pg(), scope_b, name).await
+}
+
+/// Drops the move's subscription (target), replication slot and publication (source).
+async fn drop_replication(
+    source: &Server,
+    scope_a: &Scope,
+    target: &Server,
+    scope_b: &Scope,
+    name: &crate::naming::Ident,
+) -> Result<()> {
+    sql::drop_subscription(target.pg(), scope_b, name).await?;
+    sql::drop_slot(source.pg(), name).await?;
+    sql::drop_publication(source.pg(), scope_a, name).await
+}
+
+/// Undoes the replication objects and the target copy of a move that has not committed (the
+/// Tenant is being deleted): nothing of a move is left behind.
+pub(super) async fn abandon(tenant: &Tenant, ctx: &Context) -> Result<()> {
+    let Some(m) = tenant
+        .status
+        .as_ref()
+        .and_then(|s| s.move_.clone())
+        .filter(|m| !m.phase.is_terminal() && m.started_at.is_some())
+    else {
+        return Ok(());
+    };
+    let (Some(source), Some(target)) = (ctx.servers().get(&m.from), ctx.servers().get(&m.to))
+    else {
+        return Err(Error::unavailable(format!(
+            "the servers of the tenant's move ({} → {}) are not known",
+            m.from, m.to
+        )));
+    };
+    let key = object_key(tenant);
+    let name = crate::moves::object_name(&key, m.started_at.as_deref().unwrap_or_default())?;
+    let names_a = names_on(tenant, ctx, &source)?;
+    let names_b = names_on(tenant, ctx, &target)?;
+    drop_replication(
+        &source,
+        &Scope::of(&names_a),
+        &target,
+        &Scope::of(&names_b),
+        &name,
+    )
+    .await?;
+    // The copy that is not the tenant's home (its status names the home).
+    let home = super::place::recorded(tenant).unwrap_or(&m.from);
+    if home == m.from {
+        target.pg().cleanup(&names_b).await?;
+    } else {
+        source.pg().cleanup(&names_a).await?;
+    }
+    info!(tenant = %tenant.name_any(), "unfinished move undone before deletion");
+    Ok(())
+}

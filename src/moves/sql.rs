@@ -1,0 +1,535 @@
+//! The SQL of a move, each statement on the server it belongs to: roles copied with their SCRAM
+//! verifiers, the publication and the replication slot on the source, the subscription on the
+//! target, the fence, sequences and row counts. Values are bound; the few utility statements that
+//! take no parameters get validated identifiers ([`Ident`]) and literals quoted here.
+
+use std::time::{Duration, Instant};
+
+use sqlx::{Connection, PgConnection, Row};
+
+use crate::error::{Error, Result};
+use crate::naming::{Ident, TenantNames, quote_literal};
+use crate::pg::{PgAdmin, ddl};
+
+/// What the move replicates: the tenant's dedicated database, or its schema in the shared
+/// database.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    /// The database on this server (dedicated, or the server's shared database).
+    pub database: Ident,
+    /// `Some(schema)` for a schema tenant.
+    pub schema: Option<Ident>,
+}
+
+impl Scope {
+    /// The scope of `names` on the server they were resolved for.
+    pub fn of(names: &TenantNames) -> Self {
+        Self {
+            database: names.database.clone(),
+            schema: (!names.dedicated_database).then(|| names.schema.clone()),
+        }
+    }
+}
+
+/// One of the tenant's roles as it is on the source.
+#[derive(Debug, Clone)]
+pub struct RoleCopy {
+    /// Role name.
+    pub name: Ident,
+    /// `rolcanlogin` on the source (before the fence).
+    pub can_login: bool,
+    /// The SCRAM verifier (`rolpassword`), if any. Never logged.
+    pub verifier: Option<String>,
+    /// `rolconnlimit`.
+    pub connection_limit: i32,
+    /// The ownership marker (comment).
+    pub comment: Option<String>,
+}
+
+/// `wal_level` of a server.
+pub async fn wal_level(pg: &PgAdmin) -> Result<String> {
+    Ok(sqlx::query_scalar("SELECT current_setting('wal_level')")
+        .fetch_one(pg.admin()?)
+        .await?)
+}
+
+/// The tenant's two login roles on the source (needs a superuser admin: `pg_authid`).
+pub async fn read_roles(pg: &PgAdmin, names: &TenantNames) -> Result<Vec<RoleCopy>> {
+    let rows = sqlx::query(
+        "SELECT rolname::text AS name, rolcanlogin, rolpassword, rolconnlimit, \
+                shobj_description(oid, 'pg_authid') AS comment \
+           FROM pg_authid WHERE rolname = ANY($1) ORDER BY rolname",
+    )
+    .bind(vec![
+        names.role.as_str().to_string(),
+        names.secondary_role.as_str().to_string(),
+    ])
+    .fetch_all(pg.admin()?)
+    .await
+    .map_err(|e| match &e {
+        sqlx::Error::Database(d) if d.code().as_deref() == Some("42501") => Error::Config(
+            "moving a tenant needs a superuser admin on the source (its roles' password verifiers are copied from pg_authid)".into(),
+        ),
+        _ => e.into(),
+    })?;
+    let mut out = Vec::new();
+    for r in rows {
+        let name: String = r.try_get("name")?;
+        out.push(RoleCopy {
+            name: Ident::new(&name)?,
+            can_login: r.try_get("rolcanlogin")?,
+            verifier: r.try_get("rolpassword")?,
+            connection_limit: r.try_get("rolconnlimit")?,
+            comment: r.try_get("comment")?,
+        });
+    }
+    Ok(out)
+}
+
+/// Creates (or resets) the tenant's roles on the target with the source's verifiers and markers,
+/// all **without login** (nothing can write to the target before the cut-over), the secondary a
+/// member of the primary, both members of the target's CONNECT group for a schema tenant. A role
+/// of the same name that is not this tenant's is a conflict (never touched).
+pub async fn prepare_roles(pg: &PgAdmin, names: &TenantNames, roles: &[RoleCopy]) -> Result<()> {
+    let marker = &names.owner_marker;
+    for role in roles {
+        if role.comment.as_deref() != Some(marker.as_str()) {
+            return Err(Error::Conflict(format!(
+                "role {} on the source does not carry this tenant's ownership marker",
+                role.name.as_str()
+            )));
+        }
+        let existing: Option<Option<String>> = sqlx::query_scalar(
+            "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1",
+        )
+        .bind(role.name.as_str())
+        .fetch_optional(pg.admin()?)
+        .await?;
+        match existing {
+            Some(c) if c.as_deref() != Some(marker.as_str()) => {
+                return Err(Error::Conflict(format!(
+                    "role {} exists on the target server and is not this tenant's",
+                    role.name.as_str()
+                )));
+            }
+            Some(_) => {}
+            None => {
+                sqlx::raw_sql(ddl(format!("CREATE ROLE {} NOLOGIN", role.name)))
+                    .execute(pg.admin()?)
+                    .await?;
+            }
+        }
+        let password = match &role.verifier {
+            Some(v) => format!(
+                "PASSWORD {}",
+                quote_literal(v).ok_or_else(|| Error::Config("unusable verifier".into()))?
+            ),
+            None => "PASSWORD NULL".into(),
+        };
+        let comment =
+            quote_literal(marker).ok_or_else(|| Error::Config("unusable marker".into()))?;
+        sqlx::raw_sql(ddl(format!(
+            "ALTER ROLE {name} NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT {password} CONNECTION LIMIT {limit}; COMMENT ON ROLE {name} IS {comment}",
+            name = role.name,
+            limit = role.connection_limit,
+        )))
+        .execute(pg.admin()?)
+        .await?;
+    }
+    let has = |r: &Ident| roles.iter().any(|c| &c.name == r);
+    if has(&names.role) && has(&names.secondary_role) {
+        sqlx::raw_sql(ddl(format!(
+            "GRANT {} TO {}",
+            names.role, names.secondary_role
+        )))
+        .execute(pg.admin()?)
+        .await?;
+    }
+    if !names.dedicated_database {
+        // The shared database (and its CONNECT group) exist on the target.
+        pg.shared_pool().await?;
+        for role in roles {
+            sqlx::raw_sql(ddl(format!(
+                "GRANT {} TO {}",
+                names.connect_group, role.name
+            )))
+            .execute(pg.admin()?)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates the tenant's dedicated database on the target, owned by its role and marked, after
+/// dropping a half-prepared copy of an earlier attempt (only one carrying the marker).
+pub async fn prepare_database(pg: &PgAdmin, names: &TenantNames) -> Result<()> {
+    drop_target_copy_objects(pg, names).await?;
+    let marker = quote_literal(&names.owner_marker)
+        .ok_or_else(|| Error::Config("unusable marker".into()))?;
+    if names.dedicated_database {
+        sqlx::raw_sql(ddl(format!(
+            "CREATE DATABASE {} OWNER {} TEMPLATE template0 ENCODING 'UTF8'",
+            names.database, names.role
+        )))
+        .execute(pg.admin()?)
+        .await?;
+        sqlx::raw_sql(ddl(format!(
+            "COMMENT ON DATABASE {} IS {marker}; REVOKE ALL ON DATABASE {} FROM PUBLIC",
+            names.database, names.database
+        )))
+        .execute(pg.admin()?)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Drops the tenant's database (dedicated) or schema (shared database) on a server where it is a
+/// copy being prepared (never one without this tenant's marker).
+pub async fn drop_target_copy_objects(pg: &PgAdmin, names: &TenantNames) -> Result<()> {
+    let observed = pg.observe(names, "").await?;
+    let marker = names.owner_marker.as_str();
+    if names.dedicated_database {
+        if let Some(db) = &observed.database {
+            if db.comment.as_deref() != Some(marker) {
+                return Err(Error::Conflict(format!(
+                    "database {} exists on the target server and is not this tenant's",
+                    names.database.as_str()
+                )));
+            }
+            sqlx::raw_sql(ddl(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                names.database
+            )))
+            .execute(pg.admin()?)
+            .await?;
+        }
+    } else if let Some(schema) = &observed.schema {
+        if schema.comment.as_deref() != Some(marker) {
+            return Err(Error::Conflict(format!(
+                "schema {} exists on the target server and is not this tenant's",
+                names.schema.as_str()
+            )));
+        }
+        sqlx::raw_sql(ddl(format!(
+            "DROP SCHEMA IF EXISTS {} CASCADE",
+            names.schema
+        )))
+        .execute(pg.shared_pool().await?)
+        .await?;
+    }
+    Ok(())
+}
+
+/// A connection to the scope's database.
+pub async fn connect(pg: &PgAdmin, scope: &Scope) -> Result<PgConnection> {
+    pg.connect_to(&scope.database).await
+}
+
+/// The publication of the move on the source (`FOR ALL TABLES` of a dedicated database, `FOR
+/// TABLES IN SCHEMA` of a schema tenant), created unless it exists.
+pub async fn ensure_publication(pg: &PgAdmin, scope: &Scope, name: &Ident) -> Result<()> {
+    let mut c = connect(pg, scope).await?;
+    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_publication WHERE pubname = $1")
+        .bind(name.as_str())
+        .fetch_optional(&mut c)
+        .await?;
+    if exists.is_none() {
+        let what = match &scope.schema {
+            Some(s) => format!("FOR TABLES IN SCHEMA {s}"),
+            None => "FOR ALL TABLES".to_string(),
+        };
+        sqlx::raw_sql(ddl(format!("CREATE PUBLICATION {name} {what}")))
+            .execute(&mut c)
+            .await?;
+    }
+    let _ = c.close().await;
+    Ok(())
+}
+
+/// The subscription of the move on the target, created (with its slot on the source) unless it
+/// exists. A slot of that name left on the source by an earlier attempt is dropped first.
+pub async fn ensure_subscription(
+    source: &PgAdmin,
+    source_scope: &Scope,
+    target: &PgAdmin,
+    target_scope: &Scope,
+    name: &Ident,
+) -> Result<()> {
+    let mut c = connect(target, target_scope).await?;
+    let exists: Option<i32> =
+        sqlx::query_scalar("SELECT 1 FROM pg_subscription WHERE subname = $1")
+            .bind(name.as_str())
+            .fetch_optional(&mut c)
+            .await?;
+    if exists.is_none() {
+        drop_slot(source, name).await?;
+        let conninfo = source
+            .admin_login()
+            .conninfo(source_scope.database.as_str());
+        // The connection string is a literal (no parameters in DDL): quotes doubled, and
+        // backslashes literal under standard_conforming_strings.
+        sqlx::raw_sql("SET standard_conforming_strings = on")
+            .execute(&mut c)
+            .await?;
+        let literal = format!("'{}'", conninfo.replace('\'', "''"));
+        if literal.contains('\0') {
+            return Err(Error::Config("unusable connection string".into()));
+        }
+        let r = sqlx::raw_sql(ddl(format!(
+            "CREATE SUBSCRIPTION {name} CONNECTION {literal} PUBLICATION {name} WITH (slot_name = '{}', copy_data = true, create_slot = true)",
+            name.as_str()
+        )))
+        .execute(&mut c)
+        .await;
+        // The connection string holds the admin password: errors are reported without it.
+        if let Err(e) = r {
+            let _ = c.close().await;
+            return Err(Error::unavailable(format!(
+                "creating the subscription on the target failed: {}",
+                crate::pg::redact(&e.to_string())
+            )));
+        }
+    }
+    let _ = c.close().await;
+    Ok(())
+}
+
+/// Tables of the subscription and how many finished their initial copy (state `r`).
+pub async fn sync_state(target: &PgAdmin, scope: &Scope, name: &Ident) -> Result<(i64, i64)> {
+    let mut c = connect(target, scope).await?;
+    let row = sqlx::query(
+        "SELECT count(*) AS total, count(*) FILTER (WHERE r.srsubstate = 'r') AS ready \
+           FROM pg_subscription_rel r JOIN pg_subscription s ON s.oid = r.srsubid \
+          WHERE s.subname = $1",
+    )
+    .bind(name.as_str())
+    .fetch_one(&mut c)
+    .await?;
+    let _ = c.close().await;
+    Ok((row.try_get("total")?, row.try_get("ready")?))
+}
+
+/// How many WAL bytes the slot's consumer is behind the source; `None` without the slot.
+pub async fn lag_bytes(source: &PgAdmin, name: &Ident) -> Result<Option<i64>> {
+    let lag: Option<Option<i64>> = sqlx::query_scalar(
+        "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint \
+           FROM pg_replication_slots WHERE slot_name = $1",
+    )
+    .bind(name.as_str())
+    .fetch_optional(source.admin()?)
+    .await?;
+    Ok(lag.flatten())
+}
+
+/// Ends every session of the tenant's roles and disables their login (both roles).
+pub async fn fence(pg: &PgAdmin, names: &TenantNames) -> Result<()> {
+    for role in [&names.role, &names.secondary_role] {
+        let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_roles WHERE rolname = $1")
+            .bind(role.as_str())
+            .fetch_optional(pg.admin()?)
+            .await?;
+        if exists.is_some() {
+            sqlx::raw_sql(ddl(format!("ALTER ROLE {role} NOLOGIN")))
+                .execute(pg.admin()?)
+                .await?;
+        }
+    }
+    terminate(pg, names).await
+}
+
+/// Ends every session of the tenant's roles.
+pub async fn terminate(pg: &PgAdmin, names: &TenantNames) -> Result<()> {
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+          WHERE usename = ANY($1) AND pid <> pg_backend_pid()",
+    )
+    .bind(vec![
+        names.role.as_str().to_string(),
+        names.secondary_role.as_str().to_string(),
+    ])
+    .execute(pg.admin()?)
+    .await?;
+    Ok(())
+}
+
+/// Enables login of the given roles.
+pub async fn unfence(pg: &PgAdmin, roles: &[&Ident]) -> Result<()> {
+    for role in roles {
+        sqlx::raw_sql(ddl(format!("ALTER ROLE {role} LOGIN")))
+            .execute(pg.admin()?)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Waits until the slot's consumer confirmed everything the source wrote up to now (after the
+/// fence: everything the tenant committed). `false` after `timeout`.
+pub async fn wait_caught_up(source: &PgAdmin, name: &Ident, timeout: Duration) -> Result<bool> {
+    let lsn: String = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
+        .fetch_one(source.admin()?)
+        .await?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let done: Option<Option<bool>> = sqlx::query_scalar(
+            "SELECT confirmed_flush_lsn >= $1::pg_lsn FROM pg_replication_slots WHERE slot_name = $2",
+        )
+        .bind(&lsn)
+        .bind(name.as_str())
+        .fetch_optional(source.admin()?)
+        .await?;
+        match done {
+            Some(Some(true)) => return Ok(true),
+            None => {
+                return Err(Error::unavailable(format!(
+                    "replication slot {} is missing on the source",
+                    name.as_str()
+                )));
+            }
+            _ => {}
+        }
+        if Instant::now() > deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Non-system schemas of the scope (its schema, or every schema of a dedicated database).
+fn schemas_filter(scope: &Scope) -> Option<Vec<String>> {
+    scope.schema.as_ref().map(|s| vec![s.as_str().to_string()])
+}
+
+/// Copies every sequence's value from the source to the target (logical replication does not).
+pub async fn copy_sequences(
+    source: &mut PgConnection,
+    target: &mut PgConnection,
+    scope: &Scope,
+) -> Result<usize> {
+    let rows = sqlx::query(
+        "SELECT s.schemaname::text AS schema, s.sequencename::text AS name, s.last_value \
+           FROM pg_sequences s JOIN pg_namespace n ON n.nspname = s.schemaname \
+          WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%' \
+            AND ($1::text[] IS NULL OR n.nspname = ANY($1))",
+    )
+    .bind(schemas_filter(scope))
+    .fetch_all(&mut *source)
+    .await?;
+    let mut n = 0;
+    for r in rows {
+        let schema: String = r.try_get("schema")?;
+        let name: String = r.try_get("name")?;
+        let last: Option<i64> = r.try_get("last_value")?;
+        if let Some(v) = last {
+            sqlx::query("SELECT setval(format('%I.%I', $1::text, $2::text)::regclass, $3, true)")
+                .bind(&schema)
+                .bind(&name)
+                .bind(v)
+                .execute(&mut *target)
+                .await?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// Row count of every table of the scope (leaf tables), by `schema.table`.
+pub async fn row_counts(
+    conn: &mut PgConnection,
+    scope: &Scope,
+) -> Result<std::collections::BTreeMap<String, i64>> {
+    let rows = sqlx::query(
+        "SELECT n.nspname::text AS schema, c.relname::text AS name, \
+                (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', n.nspname, c.relname), false, true, '')))[1]::text::bigint AS rows \
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+          WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%' \
+            AND ($1::text[] IS NULL OR n.nspname = ANY($1)) \
+          ORDER BY 1, 2",
+    )
+    .bind(schemas_filter(scope))
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut out = std::collections::BTreeMap::new();
+    for r in rows {
+        let schema: String = r.try_get("schema")?;
+        let name: String = r.try_get("name")?;
+        out.insert(format!("{schema}.{name}"), r.try_get("rows")?);
+    }
+    Ok(out)
+}
+
+/// Drops the move's subscription on the target (without touching the source: its slot is
+/// dropped there by [`drop_slot`]).
+pub async fn drop_subscription(target: &PgAdmin, scope: &Scope, name: &Ident) -> Result<()> {
+    let exists: Option<i32> = sqlx::query_scalar(
+        "SELECT 1 FROM pg_subscription s JOIN pg_database d ON d.oid = s.subdbid \
+          WHERE s.subname = $1 AND d.datname = $2",
+    )
+    .bind(name.as_str())
+    .bind(scope.database.as_str())
+    .fetch_optional(target.admin()?)
+    .await?;
+    if exists.is_none() {
+        return Ok(());
+    }
+    let mut c = connect(target, scope).await?;
+    sqlx::raw_sql(ddl(format!(
+        "ALTER SUBSCRIPTION {name} DISABLE; ALTER SUBSCRIPTION {name} SET (slot_name = NONE); DROP SUBSCRIPTION {name}"
+    )))
+    .execute(&mut c)
+    .await?;
+    let _ = c.close().await;
+    Ok(())
+}
+
+/// Drops the move's replication slot on the source (ending the walsender using it first).
+pub async fn drop_slot(source: &PgAdmin, name: &Ident) -> Result<()> {
+    for _ in 0..50 {
+        let active: Option<Option<i32>> =
+            sqlx::query_scalar("SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1")
+                .bind(name.as_str())
+                .fetch_optional(source.admin()?)
+                .await?;
+        match active {
+            None => return Ok(()),
+            Some(Some(pid)) => {
+                sqlx::query("SELECT pg_terminate_backend($1)")
+                    .bind(pid)
+                    .execute(source.admin()?)
+                    .await?;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Some(None) => {
+                let r = sqlx::query("SELECT pg_drop_replication_slot($1)")
+                    .bind(name.as_str())
+                    .execute(source.admin()?)
+                    .await;
+                match r {
+                    Ok(_) => return Ok(()),
+                    // Became active again meanwhile, or gone: look again.
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        }
+    }
+    Err(Error::unavailable(format!(
+        "replication slot {} stays in use on the source",
+        name.as_str()
+    )))
+}
+
+/// Drops the move's publication on the source.
+pub async fn drop_publication(source: &PgAdmin, scope: &Scope, name: &Ident) -> Result<()> {
+    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(scope.database.as_str())
+        .fetch_optional(source.admin()?)
+        .await?;
+    if exists.is_none() {
+        return Ok(());
+    }
+    let mut c = connect(source, scope).await?;
+    sqlx::raw_sql(ddl(format!("DROP PUBLICATION IF EXISTS {name}")))
+        .execute(&mut c)
+        .await?;
+    let _ = c.close().await;
+    Ok(())
+}

@@ -1,0 +1,402 @@
+//! Online moves of tenants between PostgreSQL servers through the real binary, the emulator and
+//! two throwaway clusters with `wal_level=logical`: a `database` tenant moved while a writer
+//! inserts sequence-numbered rows through the Secret's credentials (reconnecting and re-reading
+//! the Secret on error) loses no acknowledged write and has none twice, its serial column goes on
+//! without collisions on the target (sequences copied), the Secret names the target, the source
+//! copy is dropped, and no subscription, publication or replication slot is left; a `schema`
+//! tenant with objects it created itself moves in the same run; a move is cancelled by changing
+//! the placement back.
+
+use tenantdb_testkit::e2e;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use e2e::{Env, EnvOptions, tail, wait_for};
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+use sqlx::{Connection, PgConnection};
+use tenantdb::crd::{MovePhase, Tenant, TenantPhase};
+use tenantdb_testkit::localpg::{LocalPg, LocalPgOptions};
+
+const T: Duration = Duration::from_secs(240);
+
+fn logical() -> Vec<(String, String)> {
+    vec![("wal_level".into(), "logical".into())]
+}
+
+fn log_tail(env: &Env) -> String {
+    let log = env.operator_log();
+    let important: Vec<&str> = log
+        .lines()
+        .filter(|l| !l.contains("\"level\":\"DEBUG\""))
+        .collect();
+    tail(&important.join("\n"), 60)
+}
+
+/// A connection with the credentials the tenant's Secret holds now.
+async fn tenant_conn(env: &Env, ns: &str, name: &str) -> Option<PgConnection> {
+    let s = format!("{name}-db");
+    let host = env.secret_value(ns, &s, "host").await?;
+    let port: u16 = env.secret_value(ns, &s, "port").await?.parse().ok()?;
+    let user = env.secret_value(ns, &s, "username").await?;
+    let password = env.secret_value(ns, &s, "password").await?;
+    let db = env.secret_value(ns, &s, "database").await?;
+    let opts = sqlx::postgres::PgConnectOptions::new()
+        .host(&host)
+        .port(port)
+        .username(&user)
+        .password(&password)
+        .database(&db);
+    tokio::time::timeout(Duration::from_secs(5), PgConnection::connect_with(&opts))
+        .await
+        .ok()?
+        .ok()
+}
+
+fn move_of(t: &Tenant) -> Option<tenantdb::crd::MoveStatus> {
+    t.status.as_ref()?.move_.clone()
+}
+
+fn on(t: &Tenant) -> Option<String> {
+    t.status.as_ref()?.placement.as_ref()?.postgres.clone()
+}
+
+async fn admin(pg: &LocalPg, db: &str) -> PgConnection {
+    PgConnection::connect(&pg.url(db)).await.unwrap()
+}
+
+/// The operator's move objects left on a server: replication slots, subscriptions, and
+/// publications in `dbs`.
+async fn leftovers(pg: &LocalPg, dbs: &[&str]) -> Vec<String> {
+    let mut c = admin(pg, "postgres").await;
+    let mut out: Vec<String> = sqlx::query_scalar(
+        "SELECT 'slot ' || slot_name FROM pg_replication_slots WHERE slot_name LIKE 'tenantdb\\_mv\\_%' \
+         UNION ALL SELECT 'subscription ' || subname FROM pg_subscription WHERE subname LIKE 'tenantdb\\_mv\\_%'",
+    )
+    .fetch_all(&mut c)
+    .await
+    .unwrap();
+    for db in dbs {
+        let exists: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+                .bind(db)
+                .fetch_optional(&mut c)
+                .await
+                .unwrap();
+        if exists.is_some() {
+            let mut d = admin(pg, db).await;
+            let pubs: Vec<String> = sqlx::query_scalar(
+                "SELECT 'publication ' || pubname FROM pg_publication WHERE pubname LIKE 'tenantdb\\_mv\\_%'",
+            )
+            .fetch_all(&mut d)
+            .await
+            .unwrap();
+            out.extend(pubs);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_move_online_without_losing_writes() {
+    let env = Env::start_configured(EnvOptions {
+        extra_args: vec![
+            "--server-probe-seconds".into(),
+            "1".into(),
+            "--health-interval-seconds".into(),
+            "2".into(),
+        ],
+        pg_settings: logical(),
+        ..Default::default()
+    })
+    .await;
+    let b = tokio::task::spawn_blocking(|| {
+        LocalPg::start_with(LocalPgOptions {
+            settings: logical(),
+            ..Default::default()
+        })
+    })
+    .await
+    .unwrap()
+    .expect("second cluster");
+    env.add_database_server("b", &b, json!({})).await;
+    let ns = "moves";
+    env.create_tenant(
+        ns,
+        "w",
+        json!({"isolation": "database", "deletionPolicy": "Delete"}),
+    )
+    .await;
+    env.create_tenant(
+        ns,
+        "s",
+        json!({"isolation": "schema", "deletionPolicy": "Delete"}),
+    )
+    .await;
+    for n in ["w", "s"] {
+        let t = env.wait_ready(ns, n, T).await;
+        assert_eq!(on(&t).as_deref(), Some("default"));
+    }
+    let w_db = env.secret_value(ns, "w-db", "database").await.unwrap();
+    let s_schema = env
+        .tenants(ns)
+        .get("s")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .schema
+        .unwrap();
+    let shared = env.secret_value(ns, "s-db", "database").await.unwrap();
+
+    // Objects the tenants create themselves (not the bundled migrations).
+    let mut c = tenant_conn(&env, ns, "w").await.unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE writes (id bigserial PRIMARY KEY, n bigint NOT NULL UNIQUE, at timestamptz DEFAULT now()); \
+         CREATE INDEX writes_at ON writes (at); COMMENT ON TABLE writes IS 'the writer''s rows'",
+    )
+    .execute(&mut c)
+    .await
+    .unwrap();
+    c.close().await.unwrap();
+    let mut c = tenant_conn(&env, ns, "s").await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "SET search_path = {s_schema}; CREATE TABLE notes (id serial PRIMARY KEY, body text CHECK (body <> '')); \
+         INSERT INTO notes (body) SELECT 'note ' || g FROM generate_series(1, 500) g; \
+         CREATE FUNCTION note_count() RETURNS bigint LANGUAGE sql AS 'SELECT count(*) FROM notes'"
+    )))
+    .execute(&mut c)
+    .await
+    .unwrap();
+    c.close().await.unwrap();
+
+    // The writer: n = 1, 2, … through the Secret's credentials; on error it reconnects with the
+    // Secret as it is then and tries the same n again (a duplicate n means it had committed).
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(std::sync::Mutex::new(Vec::<i64>::new()));
+    let errors = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let writer = {
+        let (stop, acked, errors) = (stop.clone(), acked.clone(), errors.clone());
+        let env_client = env.client.clone();
+        let _ = env_client;
+        let env = &env;
+        async move {
+            let mut n = 1i64;
+            let mut conn: Option<PgConnection> = None;
+            while !stop.load(Ordering::Relaxed) {
+                if conn.is_none() {
+                    conn = tenant_conn(env, ns, "w").await;
+                    if conn.is_none() {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                }
+                let Some(c) = conn.as_mut() else { continue };
+                match sqlx::query("INSERT INTO writes (n) VALUES ($1)")
+                    .bind(n)
+                    .execute(&mut *c)
+                    .await
+                {
+                    Ok(_) => {
+                        acked.lock().unwrap().push(n);
+                        n += 1;
+                    }
+                    Err(sqlx::Error::Database(d)) if d.constraint() == Some("writes_n_key") => {
+                        // Committed before the connection was lost.
+                        acked.lock().unwrap().push(n);
+                        n += 1;
+                    }
+                    Err(e) => {
+                        if let sqlx::Error::Database(d) = &e
+                            && d.constraint() == Some("writes_pkey")
+                        {
+                            errors.lock().unwrap().push(format!("id collision: {e}"));
+                        }
+                        conn = None;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    let scenario = async {
+        wait_for(T, "200 writes before the move", || async {
+            (acked.lock().unwrap().len() >= 200).then_some(())
+        })
+        .await
+        .unwrap();
+        // Both move to b.
+        for n in ["w", "s"] {
+            env.tenants(ns)
+                .patch(
+                    n,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"placement": {"server": "b"}}})),
+                )
+                .await
+                .unwrap();
+        }
+        let mut moves = Vec::new();
+        for n in ["w", "s"] {
+            let t = wait_for(T, &format!("{n} moved to b"), || async {
+                let t = env.tenants(ns).get(n).await.ok()?;
+                let m = move_of(&t)?;
+                (m.phase == MovePhase::Completed
+                    && on(&t).as_deref() == Some("b")
+                    && t.status.as_ref()?.phase == TenantPhase::Ready)
+                    .then_some(t)
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", log_tail(&env)));
+            moves.push(move_of(&t).unwrap());
+        }
+        let at_move = acked.lock().unwrap().len();
+        wait_for(T, "100 writes on the target", || async {
+            (acked.lock().unwrap().len() >= at_move + 100).then_some(())
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", log_tail(&env)));
+        stop.store(true, Ordering::Relaxed);
+        moves
+    };
+    let (moves, ()) = tokio::join!(scenario, writer);
+    for m in &moves {
+        println!(
+            "move {} -> {}: write freeze {:?} ms, {:?} bytes, {} attempt(s)",
+            m.from, m.to, m.write_freeze_ms, m.bytes, m.attempts
+        );
+        assert!(m.write_freeze_ms.is_some_and(|f| f < 10_000), "{m:?}");
+    }
+    assert!(
+        errors.lock().unwrap().is_empty(),
+        "{:?}",
+        errors.lock().unwrap()
+    );
+
+    // Every acknowledged write is on b exactly once (n is unique there), none is lost.
+    let acked: Vec<i64> = acked.lock().unwrap().clone();
+    let mut d = admin(&b, &w_db).await;
+    let rows: Vec<i64> = sqlx::query_scalar("SELECT n FROM writes ORDER BY n")
+        .fetch_all(&mut d)
+        .await
+        .unwrap();
+    let have: BTreeSet<i64> = rows.iter().copied().collect();
+    assert_eq!(have.len(), rows.len(), "no row twice");
+    let lost: Vec<&i64> = acked.iter().filter(|n| !have.contains(n)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged writes lost: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(10)]
+    );
+    println!("{} acknowledged writes, all on the target", acked.len());
+    // The schema tenant's own objects and rows came along.
+    let mut sd = admin(&b, &shared).await;
+    let notes: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM {s_schema}.notes WHERE EXISTS (SELECT 1 FROM pg_proc WHERE proname = 'note_count')"
+    )))
+    .fetch_one(&mut sd)
+    .await
+    .unwrap();
+    assert_eq!(notes, 500);
+    // The Secret names b; nothing of the tenants is left on the source, nothing of the moves anywhere.
+    assert_eq!(
+        env.secret_value(ns, "w-db", "port").await,
+        Some(b.port().to_string())
+    );
+    let mut a = admin(&env.pg, "postgres").await;
+    let left: Vec<String> = sqlx::query_scalar(
+        "SELECT datname::text FROM pg_database WHERE datname = $1 \
+         UNION ALL SELECT rolname::text FROM pg_roles WHERE rolname LIKE 'tenant\\_moves\\_%'",
+    )
+    .bind(&w_db)
+    .fetch_all(&mut a)
+    .await
+    .unwrap();
+    assert!(left.is_empty(), "left on the source: {left:?}");
+    let mut sa = admin(&env.pg, &shared).await;
+    let schema_left: Option<i32> =
+        sqlx::query_scalar("SELECT 1 FROM pg_namespace WHERE nspname = $1")
+            .bind(&s_schema)
+            .fetch_optional(&mut sa)
+            .await
+            .unwrap();
+    assert!(schema_left.is_none(), "schema left on the source");
+    assert_eq!(leftovers(&env.pg, &[&shared]).await, Vec::<String>::new());
+    assert_eq!(leftovers(&b, &[&w_db, &shared]).await, Vec::<String>::new());
+
+    // A move cancelled before its cut-over: back to the source, nothing left on the target.
+    env.create_tenant(
+        ns,
+        "c",
+        json!({"isolation": "database", "deletionPolicy": "Delete"}),
+    )
+    .await;
+    env.wait_ready(ns, "c", T).await;
+    let c_db = env.secret_value(ns, "c-db", "database").await.unwrap();
+    let mut cc = tenant_conn(&env, ns, "c").await.unwrap();
+    // Enough rows that the copy takes a moment.
+    sqlx::raw_sql(
+        "CREATE TABLE big (id bigint PRIMARY KEY, pad text); \
+         INSERT INTO big SELECT g, repeat('x', 200) FROM generate_series(1, 200000) g",
+    )
+    .execute(&mut cc)
+    .await
+    .unwrap();
+    cc.close().await.unwrap();
+    let api: Api<Tenant> = env.tenants(ns);
+    api.patch(
+        "c",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"placement": {"server": "b"}}})),
+    )
+    .await
+    .unwrap();
+    wait_for(T, "c's move started", || async {
+        let m = move_of(&api.get("c").await.ok()?)?;
+        (m.phase == MovePhase::Copying || m.phase == MovePhase::Preparing).then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", log_tail(&env)));
+    api.patch(
+        "c",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"placement": {"server": "default"}}})),
+    )
+    .await
+    .unwrap();
+    let t = wait_for(T, "c's move rolled back", || async {
+        let t = api.get("c").await.ok()?;
+        let m = move_of(&t)?;
+        (m.phase == MovePhase::RolledBack || m.phase == MovePhase::Completed).then_some(t)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", log_tail(&env)));
+    let m = move_of(&t).unwrap();
+    assert_eq!(m.phase, MovePhase::RolledBack, "{m:?}");
+    assert!(
+        m.message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("cancelled"),
+        "{m:?}"
+    );
+    let t = env.wait_ready(ns, "c", T).await;
+    assert_eq!(on(&t).as_deref(), Some("default"));
+    assert!(
+        tenant_conn(&env, ns, "c").await.is_some(),
+        "c logs in on the source"
+    );
+    let mut bb = admin(&b, "postgres").await;
+    let on_b: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(&c_db)
+        .fetch_optional(&mut bb)
+        .await
+        .unwrap();
+    assert!(on_b.is_none(), "the cancelled copy is gone from the target");
+    assert_eq!(leftovers(&env.pg, &[&c_db]).await, Vec::<String>::new());
+    assert_eq!(leftovers(&b, &[]).await, Vec::<String>::new());
+}
