@@ -24,6 +24,8 @@ pub mod types {
     pub const SCHEDULABLE: &str = "Schedulable";
     /// DatabaseServer: its deletion waits until no tenant is placed on it.
     pub const DELETION_BLOCKED: &str = "DeletionBlocked";
+    /// A PostgreSQL DatabaseServer's `wal_level` allows moving tenants off it.
+    pub const LOGICAL_REPLICATION: &str = "LogicalReplication";
 }
 
 /// A desired condition, before `lastTransitionTime` is resolved.

@@ -123,6 +123,19 @@ async fn tenants_move_online_without_losing_writes() {
     .unwrap()
     .expect("second cluster");
     env.add_database_server("b", &b, json!({})).await;
+    wait_for(T, "b reports LogicalReplication=True", || async {
+        let ds = Api::<tenantdb::crd::DatabaseServer>::all(env.client.clone())
+            .get("b")
+            .await
+            .ok()?;
+        let st = ds.status?;
+        st.conditions
+            .iter()
+            .any(|c| c.type_ == "LogicalReplication" && c.status == "True")
+            .then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", log_tail(&env)));
     let ns = "moves";
     env.create_tenant(
         ns,

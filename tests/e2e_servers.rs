@@ -124,6 +124,18 @@ async fn capacity_is_never_overshot_and_rollouts_span_servers() {
     for i in 0..3 {
         wait_server_ready(&env, &format!("pg-{i}"), true).await;
     }
+    // The clusters run with wal_level=replica: tenants could not be moved off them, and the
+    // servers say so.
+    wait_for(T, "LogicalReplication=False on pg-0", || async {
+        let st = servers(&env).get("pg-0").await.ok()?.status?;
+        let c = condition(&st.conditions, "LogicalReplication")?;
+        (c.status == "False"
+            && c.reason == "WalLevelTooLow"
+            && st.wal_level.as_deref() == Some("replica"))
+        .then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", log_tail(&env)));
     let ns = "capacity";
     env.ensure_namespace(ns).await;
     let api = env.tenants(ns);

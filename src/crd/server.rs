@@ -221,13 +221,17 @@ pub struct DatabaseServerStatus {
     /// The `metadata.generation` this status was computed for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready` (reachable and usable), `Schedulable` (new tenants may be placed).
+    /// `Ready` (reachable and usable), `Schedulable` (new tenants may be placed),
+    /// `LogicalReplication` (PostgreSQL: tenants can be moved off it), `DeletionBlocked`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// Whether the last probe reached the server.
     #[serde(default)]
     pub reachable: bool,
+    /// PostgreSQL: the server's `wal_level` (`logical` is needed to move tenants off it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal_level: Option<String>,
     /// The server's version string (e.g. `15.8`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,

@@ -136,10 +136,13 @@ struct Observed {
     storage_bytes: i64,
     connections: i64,
     schedulable: Option<String>,
+    /// PostgreSQL: `wal_level`, when the probe read it.
+    wal_level: Option<String>,
 }
 
 async fn apply(ds: Arc<DatabaseServer>, ctx: Arc<Context>) -> Result<Action> {
     let name = ds.name_any();
+    let mut wal_level = None;
     let reserved = ctx.servers().default_name() == Some(name.as_str());
     let probe = if reserved {
         Err((
@@ -152,7 +155,13 @@ async fn apply(ds: Arc<DatabaseServer>, ctx: Arc<Context>) -> Result<Action> {
         let facts = facts_of(&ds);
         let probed = match ds.spec.engine {
             Engine::Postgres => match connect::register(&ds, &ctx, facts).await {
-                Ok(server) => Ok(server.probe().await),
+                Ok(server) => {
+                    let p = server.probe().await;
+                    if p.is_ok() {
+                        wal_level = crate::moves::sql::wal_level(server.pg()).await.ok();
+                    }
+                    Ok(p)
+                }
                 Err(e) => Err(e),
             },
             Engine::Mongodb => match connect::register_mongo(&ds, &ctx, facts).await {
@@ -179,6 +188,7 @@ async fn apply(ds: Arc<DatabaseServer>, ctx: Arc<Context>) -> Result<Action> {
             } else {
                 "counting the tenants placed on it".to_string()
             }),
+            wal_level,
         };
         update_status(&ds, &ctx, &observed, None).await?;
         return Ok(Action::requeue(ctx.settings().server_probe_interval));
@@ -212,6 +222,7 @@ async fn apply(ds: Arc<DatabaseServer>, ctx: Arc<Context>) -> Result<Action> {
         storage_bytes,
         connections,
         schedulable,
+        wal_level,
     };
     update_status(&ds, &ctx, &observed, None).await?;
     Ok(Action::requeue(ctx.settings().server_probe_interval))
@@ -302,6 +313,7 @@ async fn cleanup(ds: Arc<DatabaseServer>, ctx: Arc<Context>) -> Result<Action> {
             storage_bytes: placed.storage_bytes,
             connections: placed.connections,
             schedulable: Some("being deleted".into()),
+            wal_level: None,
         };
         if update_status(&ds, &ctx, &observed, Some(&message)).await? {
             ctx.event(
@@ -375,6 +387,25 @@ async fn update_status(
         ),
     };
     let mut conds = vec![ready, schedulable];
+    if let Some(w) = &o.wal_level {
+        conds.push(if w == "logical" {
+            Cond::new(
+                types::LOGICAL_REPLICATION,
+                true,
+                "WalLevelLogical",
+                "wal_level=logical: tenants can be moved off this server",
+            )
+        } else {
+            Cond::new(
+                types::LOGICAL_REPLICATION,
+                false,
+                "WalLevelTooLow",
+                format!(
+                    "wal_level={w}: tenants cannot be moved off this server until wal_level=logical (a restart)"
+                ),
+            )
+        });
+    }
     if let Some(m) = blocked {
         conds.push(Cond::new(types::DELETION_BLOCKED, true, "TenantsPlaced", m));
     }
@@ -382,6 +413,7 @@ async fn update_status(
         observed_generation: generation,
         conditions: merge_conditions(&prev.conditions, &conds, generation, Timestamp::now()),
         reachable: o.probe.is_ok(),
+        wal_level: o.wal_level.clone().or(prev.wal_level.clone()),
         version,
         tenants: o.tenants,
         storage_bytes: o.storage_bytes,
