@@ -24,6 +24,8 @@ pub mod types {
     pub const SCHEDULABLE: &str = "Schedulable";
     /// DatabaseServer: its deletion waits until no tenant is placed on it.
     pub const DELETION_BLOCKED: &str = "DeletionBlocked";
+    /// A draining DatabaseServer holds no tenant any more.
+    pub const DRAINED: &str = "Drained";
     /// A PostgreSQL DatabaseServer's `wal_level` allows moving tenants off it.
     pub const LOGICAL_REPLICATION: &str = "LogicalReplication";
 }

@@ -78,6 +78,12 @@ pub struct DatabaseServerSpec {
     /// No new tenants are placed on a cordoned server; the tenants it holds keep working.
     #[serde(default)]
     pub cordoned: bool,
+
+    /// Drain the server: move every tenant on it to other servers (PostgreSQL servers; `database`
+    /// and `schema` tenants), a few at a time. A draining server takes no new tenants (as if
+    /// cordoned). Removing the field stops it: moves not cut over yet are rolled back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<Drain>,
 }
 
 /// Database engine of a server.
@@ -190,6 +196,24 @@ pub struct TenantEndpoint {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: Option<u16>,
+}
+
+/// How a server is drained.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Drain {
+    /// Moves off this server in progress at once (default 1).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    #[schemars(range(min = 1, max = 64))]
+    pub max_concurrent_moves: i32,
+}
+
+fn one() -> i32 {
+    1
+}
+
+fn is_one(v: &i32) -> bool {
+    *v == 1
 }
 
 /// Capacity of a server: placement never puts more on it.

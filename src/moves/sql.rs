@@ -114,9 +114,16 @@ pub async fn prepare_roles(pg: &PgAdmin, names: &TenantNames, roles: &[RoleCopy]
             }
             Some(_) => {}
             None => {
-                sqlx::raw_sql(ddl(format!("CREATE ROLE {} NOLOGIN", role.name)))
-                    .execute(pg.admin()?)
-                    .await?;
+                // Created with its marker in one transaction: a crash in between would leave a
+                // role that is nobody's (a conflict for every later attempt).
+                let comment =
+                    quote_literal(marker).ok_or_else(|| Error::Config("unusable marker".into()))?;
+                sqlx::raw_sql(ddl(format!(
+                    "CREATE ROLE {name} NOLOGIN; COMMENT ON ROLE {name} IS {comment}",
+                    name = role.name
+                )))
+                .execute(pg.admin()?)
+                .await?;
             }
         }
         let password = match &role.verifier {
@@ -190,7 +197,11 @@ pub async fn drop_target_copy_objects(pg: &PgAdmin, names: &TenantNames) -> Resu
     let marker = names.owner_marker.as_str();
     if names.dedicated_database {
         if let Some(db) = &observed.database {
-            if db.comment.as_deref() != Some(marker) {
+            // Unmarked but owned by the tenant's role (marked, see `prepare_roles`): created by
+            // an attempt that stopped before its COMMENT (as `PgAdmin::cleanup` decides).
+            let ours = db.comment.as_deref() == Some(marker)
+                || (db.comment.is_none() && db.owner == names.role.as_str());
+            if !ours {
                 return Err(Error::Conflict(format!(
                     "database {} exists on the target server and is not this tenant's",
                     names.database.as_str()

@@ -26,8 +26,10 @@ pub struct Facts {
     pub max_storage: Option<i64>,
     /// `capacity.maxConnections`.
     pub max_connections: Option<i64>,
-    /// `cordoned`.
+    /// `cordoned` (or draining).
     pub cordoned: bool,
+    /// `drain.maxConcurrentMoves`, when the server is being drained.
+    pub draining: Option<i32>,
     /// The last probe: `Ok(version)` or `Err(reason)`; `None` before the first.
     pub probe: Option<Result<String, String>>,
 }
@@ -316,6 +318,9 @@ pub struct Registry<S = Server> {
     /// DatabaseServers that exist but cannot be used (admin Secret missing, invalid TLS
     /// settings): they may hold tenants nobody can look for now.
     unusable: Mutex<std::collections::BTreeMap<String, String>>,
+    /// Tenant key → the server it is moving away from: moves this process started and has not
+    /// seen end (counted against a drain's `maxConcurrentMoves` before the status says so).
+    moving: Mutex<HashMap<String, (String, String)>>,
 }
 
 impl<S> Default for Registry<S> {
@@ -328,6 +333,7 @@ impl<S> Default for Registry<S> {
             synced: std::sync::atomic::AtomicBool::default(),
             seen: Mutex::default(),
             unusable: Mutex::default(),
+            moving: Mutex::default(),
         }
     }
 }
@@ -462,6 +468,45 @@ impl<S: Registered> Registry<S> {
         if let Ok(mut r) = self.reservations.lock() {
             r.remove(key);
         }
+    }
+
+    /// Records that the tenant `key` started moving from `from` to `to`.
+    pub fn start_move(&self, key: &str, from: &str, to: &str) {
+        if let Ok(mut m) = self.moving.lock() {
+            m.insert(key.to_string(), (from.to_string(), to.to_string()));
+        }
+    }
+
+    /// Moves this process started and has not seen end: tenant key → target.
+    pub fn moving_to(&self) -> HashMap<String, String> {
+        self.moving
+            .lock()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, (_, to))| (k.clone(), to.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Records that the tenant `key`'s move ended.
+    pub fn end_move(&self, key: &str) {
+        if let Ok(mut m) = self.moving.lock() {
+            m.remove(key);
+        }
+    }
+
+    /// Tenants this process started moving away from `from` (and has not seen end).
+    pub fn moving_from(&self, from: &str) -> std::collections::HashSet<String> {
+        self.moving
+            .lock()
+            .map(|m| {
+                m.iter()
+                    .filter(|(_, (f, _))| f.as_str() == from)
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// All reservations: tenant key → server.

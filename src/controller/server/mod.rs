@@ -138,6 +138,8 @@ struct Observed {
     schedulable: Option<String>,
     /// PostgreSQL: `wal_level`, when the probe read it.
     wal_level: Option<String>,
+    /// While draining: tenants still placed on the server, and of those, moving away.
+    draining: Option<(i64, i64)>,
 }
 
 async fn apply(ds: Arc<DatabaseServer>, ctx: Arc<Context>) -> Result<Action> {
@@ -189,6 +191,7 @@ async fn apply(ds: Arc<DatabaseServer>, ctx: Arc<Context>) -> Result<Action> {
                 "counting the tenants placed on it".to_string()
             }),
             wal_level,
+            draining: None,
         };
         update_status(&ds, &ctx, &observed, None).await?;
         return Ok(Action::requeue(ctx.settings().server_probe_interval));
@@ -216,6 +219,14 @@ async fn apply(ds: Arc<DatabaseServer>, ctx: Arc<Context>) -> Result<Action> {
             }
             None => (0, 0, 0, Some("not registered".to_string())),
         };
+    let draining = ds
+        .spec
+        .drain
+        .as_ref()
+        .map(|_| (tenants, moving_from(&ctx, &name)));
+    if draining.is_some() {
+        unsettle_placed(&ctx, &name);
+    }
     let observed = Observed {
         probe,
         tenants,
@@ -223,9 +234,45 @@ async fn apply(ds: Arc<DatabaseServer>, ctx: Arc<Context>) -> Result<Action> {
         connections,
         schedulable,
         wal_level,
+        draining,
     };
     update_status(&ds, &ctx, &observed, None).await?;
     Ok(Action::requeue(ctx.settings().server_probe_interval))
+}
+
+/// Makes every Tenant placed on the server `name` do a full reconcile at its next pass (at the
+/// latest its health check): a drain starts their moves.
+fn unsettle_placed(ctx: &Context, name: &str) {
+    if let Some(store) = ctx.synced_tenant_store() {
+        for t in store.state() {
+            let on = t
+                .status
+                .as_ref()
+                .and_then(|s| s.placement.as_ref())
+                .and_then(|p| p.postgres.as_deref());
+            if on == Some(name) {
+                ctx.unsettle(&crate::controller::object_key(t.as_ref()));
+            }
+        }
+    }
+}
+
+/// Tenants whose move away from the server `name` is in progress (from the Tenant cache).
+fn moving_from(ctx: &Context, name: &str) -> i64 {
+    ctx.synced_tenant_store().map_or(0, |store| {
+        store
+            .state()
+            .iter()
+            .filter(|t| {
+                t.status
+                    .as_ref()
+                    .and_then(|s| s.move_.as_ref())
+                    .is_some_and(|m| {
+                        !m.phase.is_terminal() && m.started_at.is_some() && m.from == name
+                    })
+            })
+            .count() as i64
+    })
 }
 
 /// Labels, capacity and cordon of a DatabaseServer, as placement uses them.
@@ -239,7 +286,13 @@ fn facts_of(ds: &DatabaseServer) -> Facts {
             .as_deref()
             .and_then(crate::quota::parse_quantity),
         max_connections: c.max_connections,
-        cordoned: ds.spec.cordoned,
+        // Draining: no new tenants either.
+        cordoned: ds.spec.cordoned || ds.spec.drain.is_some(),
+        draining: ds
+            .spec
+            .drain
+            .as_ref()
+            .map(|d| d.max_concurrent_moves.max(1)),
         probe: None,
     }
 }
@@ -314,6 +367,7 @@ async fn cleanup(ds: Arc<DatabaseServer>, ctx: Arc<Context>) -> Result<Action> {
             connections: placed.connections,
             schedulable: Some("being deleted".into()),
             wal_level: None,
+            draining: None,
         };
         if update_status(&ds, &ctx, &observed, Some(&message)).await? {
             ctx.event(
@@ -378,7 +432,8 @@ async fn update_status(
         Some(why) => Cond::new(
             types::SCHEDULABLE,
             false,
-            if ds.spec.cordoned || ds.meta().deletion_timestamp.is_some() {
+            if ds.spec.cordoned || ds.spec.drain.is_some() || ds.meta().deletion_timestamp.is_some()
+            {
                 "Cordoned"
             } else {
                 "NoRoom"
@@ -387,6 +442,23 @@ async fn update_status(
         ),
     };
     let mut conds = vec![ready, schedulable];
+    if let Some((left, moving)) = o.draining {
+        conds.push(if left == 0 {
+            Cond::new(
+                types::DRAINED,
+                true,
+                "Drained",
+                "no tenant is placed on this server",
+            )
+        } else {
+            Cond::new(
+                types::DRAINED,
+                false,
+                "Draining",
+                format!("{left} tenant(s) left on this server, {moving} moving away"),
+            )
+        });
+    }
     if let Some(w) = &o.wal_level {
         conds.push(if w == "logical" {
             Cond::new(

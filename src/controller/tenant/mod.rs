@@ -277,8 +277,9 @@ async fn apply(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
     };
     // A move to another server, when spec.placement asks for one (before provisioning: the
     // tenant is provisioned where the move leaves it).
-    let tenant = match moving::step(&tenant, &ctx).await? {
-        moving::Next::Proceed(t) => t,
+    let (tenant, recheck) = match moving::step(&tenant, &ctx).await? {
+        moving::Next::Proceed(t) => (t, None),
+        moving::Next::Recheck(t, d) => (t, Some(d)),
         moving::Next::Requeue(d) => return Ok(Action::requeue(d)),
     };
     // Admission under --max-tenants, before anything is created.
@@ -390,9 +391,10 @@ async fn apply(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
                 // `health_recheck`, so this is no hot loop).
                 return Ok(Action::requeue(health_recheck(&ctx)));
             }
-            if moving {
-                // A move in progress is followed closely (and never settles).
-                return Ok(Action::requeue(moving::POLL));
+            if moving || recheck.is_some() {
+                // A move in progress (or waiting for a drain's slot) is followed closely and
+                // never settles.
+                return Ok(Action::requeue(recheck.unwrap_or(moving::POLL)));
             }
             // Complete and healthy: settled until the resync, looked at again for its health
             // check before that (see the settled branch above).

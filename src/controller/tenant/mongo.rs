@@ -19,22 +19,29 @@ pub(super) struct MongoResult {
     pub(super) secret_data: std::collections::BTreeMap<String, String>,
 }
 
-/// Whether MongoDB is enabled for this tenant: `spec.mongodb.enabled`, by default when the
-/// operator has a MongoDB server (`--mongodb-uri` or a mongodb DatabaseServer) or the tenant's
-/// status records one.
+/// Whether MongoDB is enabled for this tenant: `spec.mongodb.enabled`; unset, when the operator
+/// has a default MongoDB server (`--mongodb-uri`), the Tenant has `spec.placement.mongodb`, or its
+/// status records a MongoDB server. (MongoDB DatabaseServers alone do not give every tenant a
+/// MongoDB database.)
 pub(super) fn mongo_enabled(tenant: &Tenant, ctx: &Context) -> Result<bool> {
     let requested = tenant.spec.mongodb.as_ref().and_then(|m| m.enabled);
-    let have = ctx.mongo_servers().has_any()
+    let by_default = ctx.mongo_servers().default_server().is_some()
+        || tenant
+            .spec
+            .placement
+            .as_ref()
+            .is_some_and(|p| p.mongodb.is_some())
         || super::place::recorded_on(tenant, crate::crd::Engine::Mongodb).is_some();
-    match (requested, have) {
-        (Some(false), _) | (None, false) => Ok(false),
-        (Some(true), false) if !ctx.servers().is_synced() => Err(Error::Unschedulable(
+    match requested {
+        Some(false) => Ok(false),
+        None => Ok(by_default),
+        Some(true) if ctx.mongo_servers().has_any() || by_default => Ok(true),
+        Some(true) if !ctx.servers().is_synced() => Err(Error::Unschedulable(
             "waiting for the DatabaseServers to be loaded".into(),
         )),
-        (Some(true), false) => Err(Error::InvalidSpec(
+        Some(true) => Err(Error::InvalidSpec(
             "spec.mongodb.enabled is true but the operator has no MongoDB server (--mongodb-uri or a mongodb DatabaseServer)".into(),
         )),
-        (_, true) => Ok(true),
     }
 }
 

@@ -44,6 +44,9 @@ use crate::servers::placement::{self, Need};
 pub(super) enum Next {
     /// Go on with provisioning, on this Tenant (its status as the stage left it).
     Proceed(Arc<Tenant>),
+    /// Go on with provisioning, and look again after this long (waiting for a drain's slot, or
+    /// for the pause after a rolled-back move to end).
+    Recheck(Arc<Tenant>, Duration),
     /// Look again after this long (the move is between steps and the tenant is served as is).
     Requeue(Duration),
 }
@@ -56,6 +59,8 @@ const CATCH_UP: Duration = Duration::from_secs(10);
 const ATTEMPTS: i32 = 3;
 /// A rolled-back move is started again after this long at the earliest.
 const RETRY_AFTER: Duration = Duration::from_secs(60);
+/// A tenant waiting for a drain's slot is looked at again this often.
+const DRAIN_RECHECK: Duration = Duration::from_secs(2);
 /// While a move runs, the tenant is looked at again this often.
 pub(super) const POLL: Duration = Duration::from_secs(1);
 
@@ -65,12 +70,17 @@ pub(super) async fn step(tenant: &Arc<Tenant>, ctx: &Context) -> Result<Next> {
         return Ok(Next::Proceed(tenant.clone()));
     };
     let mv = tenant.status.as_ref().and_then(|s| s.move_.clone());
+    let key = object_key(tenant.as_ref());
     let mv = match mv {
         Some(m) if !m.phase.is_terminal() => m,
-        last => match start(tenant, ctx, &current, last.as_ref()).await? {
-            Some(m) => m,
-            None => return Ok(Next::Proceed(tenant.clone())),
-        },
+        last => {
+            ctx.servers().end_move(&key);
+            match start(tenant, ctx, &current, last.as_ref()).await? {
+                Start::Started(m) => m,
+                Start::No => return Ok(Next::Proceed(tenant.clone())),
+                Start::Wait => return Ok(Next::Recheck(tenant.clone(), DRAIN_RECHECK)),
+            }
+        }
     };
     let mut t = (**tenant).clone();
     t.status.get_or_insert_default().move_ = Some(mv.clone());
@@ -108,20 +118,31 @@ pub(super) async fn step(tenant: &Arc<Tenant>, ctx: &Context) -> Result<Next> {
     }
 }
 
-/// A new move, when `spec.placement` no longer allows the server the tenant is on and another
-/// server can take it (decided under the placement lock and recorded before anything is
-/// created). `None`: no move.
+/// Whether a move starts.
+enum Start {
+    /// Started (recorded).
+    Started(MoveStatus),
+    /// No move.
+    No,
+    /// The server is being drained and its moves in progress are at its limit, or the last
+    /// move was rolled back less than [`RETRY_AFTER`] ago: later.
+    Wait,
+}
+
+/// A new move, when `spec.placement` no longer allows the server the tenant is on, or that server
+/// is being drained, and another server can take it (decided under the placement lock and
+/// recorded before anything is created).
 async fn start(
     tenant: &Tenant,
     ctx: &Context,
     current: &str,
     last: Option<&MoveStatus>,
-) -> Result<Option<MoveStatus>> {
+) -> Result<Start> {
     let Some(reason) = needs_move(tenant, ctx, current) else {
-        return Ok(None);
+        return Ok(Start::No);
     };
     if tenant.status.as_ref().map(|s| s.phase) != Some(TenantPhase::Ready) {
-        return Ok(None);
+        return Ok(Start::No);
     }
     if let Some(l) = last
         && l.phase == MovePhase::RolledBack
@@ -133,7 +154,8 @@ async fn start(
                 Timestamp::now().duration_since(t).as_secs() < RETRY_AFTER.as_secs() as i64
             })
     {
-        return Ok(None);
+        // Looked at again until then (`No` would let the tenant settle until its resync).
+        return Ok(Start::Wait);
     }
     let not_started = |to: &str, why: String| MoveStatus {
         phase: MovePhase::RolledBack,
@@ -146,7 +168,7 @@ async fn start(
         let m = not_started("", "moving shared tenants is not supported yet".into());
         let mut t = tenant.clone();
         persist(&mut t, ctx, m).await?;
-        return Ok(None);
+        return Ok(Start::No);
     }
     let source = ctx
         .servers()
@@ -162,10 +184,16 @@ async fn start(
         );
         let mut t = tenant.clone();
         persist(&mut t, ctx, m).await?;
-        return Ok(None);
+        return Ok(Start::No);
     }
     let key = object_key(tenant);
     let _deciding = ctx.servers().deciding().lock().await;
+    if let Some(limit) = source.facts().draining {
+        let moving = moving_from(ctx, current);
+        if moving.len() >= usize::try_from(limit).unwrap_or(1) && !moving.contains(&key) {
+            return Ok(Start::Wait);
+        }
+    }
     let candidates: Vec<_> = super::place::candidates(ctx, Some(&key))
         .into_iter()
         .filter(|c| c.name != current)
@@ -187,7 +215,7 @@ async fn start(
             let m = not_started("", format!("{reason}, and {u}"));
             let mut t = tenant.clone();
             persist(&mut t, ctx, m).await?;
-            return Ok(None);
+            return Ok(Start::No);
         }
     };
     let names = names_on(tenant, ctx, &source)?;
@@ -203,6 +231,7 @@ async fn start(
     };
     let mut t = tenant.clone();
     persist(&mut t, ctx, m.clone()).await?;
+    ctx.servers().start_move(&key, current, &target);
     info!(from = current, to = %target, "move started");
     ctx.event(
         tenant,
@@ -212,14 +241,38 @@ async fn start(
         format!("moving from server {current} to {target}"),
     )
     .await;
-    Ok(Some(m))
+    Ok(Start::Started(m))
 }
 
-/// Why the tenant must leave `current`, if it must: `spec.placement` does not allow it.
+/// Why the tenant must leave `current`, if it must: `spec.placement` does not allow it, or the
+/// server is being drained.
 fn needs_move(tenant: &Tenant, ctx: &Context, current: &str) -> Option<String> {
     let server = ctx.servers().get(current)?;
+    if server.facts().draining.is_some() {
+        return Some(format!("server {current} is being drained"));
+    }
     super::place::mismatch(tenant, ctx, &server)
         .map(|_| format!("spec.placement no longer allows server {current}"))
+}
+
+/// Tenants moving away from `server`: started by this process, or in progress by their status.
+fn moving_from(ctx: &Context, server: &str) -> std::collections::HashSet<String> {
+    let mut keys = ctx.servers().moving_from(server);
+    if let Some(store) = ctx.synced_tenant_store() {
+        for t in store.state() {
+            let active = t
+                .status
+                .as_ref()
+                .and_then(|s| s.move_.as_ref())
+                .is_some_and(|m| {
+                    !m.phase.is_terminal() && m.started_at.is_some() && m.from == server
+                });
+            if active {
+                keys.insert(object_key(t.as_ref()));
+            }
+        }
+    }
+    keys
 }
 
 /// The tenant's names on `server` (the shared database differs between servers).
@@ -239,9 +292,14 @@ async fn persist(t: &mut Tenant, ctx: &Context, m: MoveStatus) -> Result<()> {
     if matches!(m.phase, MovePhase::CleaningUp | MovePhase::Completed) && !m.to.is_empty() {
         status.placement.get_or_insert_default().postgres = Some(m.to.clone());
     }
+    let over = m.phase.is_terminal();
     status.move_ = Some(m);
     write_status(t, ctx, status.clone()).await?;
     t.status = Some(status);
+    if over {
+        // No longer counted against a drain's limit.
+        ctx.servers().end_move(&object_key(t));
+    }
     Ok(())
 }
 
@@ -275,6 +333,9 @@ async fn advance(t: &mut Tenant, ctx: &Context, mut m: MoveStatus) -> Result<Opt
             MovePhase::Preparing => {
                 let roles = sql::read_roles(source.pg(), &names_a).await?;
                 sql::prepare_roles(target.pg(), &names_b, &roles).await?;
+                // A subscription of an attempt that stopped before `Copying` was recorded: the
+                // copy is prepared again, and a database with a subscription cannot be dropped.
+                sql::drop_subscription(target.pg(), &scope_b, &name).await?;
                 sql::prepare_database(target.pg(), &names_b).await?;
                 if !names_b.dedicated_database {
                     target.pg().shared_pool().await?;
@@ -419,10 +480,11 @@ async fn advance(t: &mut Tenant, ctx: &Context, mut m: MoveStatus) -> Result<Opt
     }
 }
 
-/// Why a move before its commit point is to be undone: `spec.placement` allows the source again,
-/// or no longer allows the target.
+/// Why a move before its commit point is to be undone: `spec.placement` allows the source again
+/// (and it is not being drained), or no longer allows the target.
 fn cancelled(t: &Tenant, ctx: &Context, source: &Server, target: &Server) -> Option<String> {
-    if super::place::mismatch(t, ctx, source).is_none() {
+    // A draining source is left whatever the placement says.
+    if source.facts().draining.is_none() && super::place::mismatch(t, ctx, source).is_none() {
         return Some(format!(
             "cancelled: spec.placement allows server {} again",
             source.name()

@@ -246,9 +246,22 @@ pub fn usage_by_server<'a>(
         else {
             continue;
         };
+        let status = t.status.as_ref();
+        // A move in progress (before its commit point) also holds a place on its target.
+        if engine == Engine::Postgres
+            && let Some(m) = status.and_then(|s| s.move_.as_ref())
+            && m.started_at.is_some()
+            && m.phase <= crate::crd::MovePhase::CuttingOver
+            && !m.to.is_empty()
+            && m.to != on
+        {
+            let e = usage.entry(m.to.clone()).or_default();
+            e.tenants += 1;
+            e.connections += crate::quota::effective(t.spec.quotas.as_ref(), defaults)
+                .map_or(0, |q| i64::from(q.connection_limit.max(0)));
+        }
         let e = usage.entry(on.to_string()).or_default();
         e.tenants += 1;
-        let status = t.status.as_ref();
         let mongo_bytes = status
             .and_then(|s| s.mongodb.as_ref())
             .and_then(|m| m.storage_bytes)
@@ -282,13 +295,29 @@ fn usage_of_fleet(
         Engine::Postgres => ctx.servers().reservations(),
         Engine::Mongodb => ctx.mongo_servers().reservations(),
     };
-    usage_by_server(
+    let mut usage = usage_by_server(
         tenants.iter().map(|t| t.as_ref()),
         engine,
         &reservations,
         &ctx.settings().quota_defaults,
         except,
-    )
+    );
+    if engine == Engine::Postgres {
+        // Moves this process started whose status (in the cache) does not show them yet.
+        for (key, to) in ctx.servers().moving_to() {
+            let shown = tenants.iter().any(|t| {
+                object_key(t.as_ref()) == key
+                    && t.status
+                        .as_ref()
+                        .and_then(|s| s.move_.as_ref())
+                        .is_some_and(|m| m.started_at.is_some() && m.to == to)
+            });
+            if !shown && except != Some(key.as_str()) {
+                usage.entry(to).or_default().tenants += 1;
+            }
+        }
+    }
+    usage
 }
 
 /// What the Tenants placed on the server `name` of `engine` (recorded in status, or placed by this

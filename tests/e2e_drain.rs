@@ -1,0 +1,207 @@
+//! Draining a DatabaseServer through the real binary, the emulator and three throwaway clusters:
+//! every tenant on it moves to the other servers, never more than `drain.maxConcurrentMoves` at a
+//! time, within the other servers' capacity; afterwards the drained server holds nothing of them
+//! and reports `Drained=True`.
+
+use tenantdb_testkit::e2e;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use e2e::{Env, EnvOptions, tail, wait_for};
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use serde_json::json;
+use sqlx::{Connection, PgConnection};
+use tenantdb::crd::{DatabaseServer, MovePhase, Tenant, TenantPhase};
+use tenantdb_testkit::localpg::{LocalPg, LocalPgOptions};
+
+const T: Duration = Duration::from_secs(240);
+const TENANTS: usize = 8;
+const AT_ONCE: usize = 2;
+
+fn log_tail(env: &Env) -> String {
+    let log = env.operator_log();
+    let important: Vec<&str> = log
+        .lines()
+        .filter(|l| !l.contains("\"level\":\"DEBUG\""))
+        .collect();
+    tail(&important.join("\n"), 60)
+}
+
+async fn cluster(logical: bool) -> LocalPg {
+    tokio::task::spawn_blocking(move || {
+        LocalPg::start_with(LocalPgOptions {
+            settings: if logical {
+                vec![("wal_level".into(), "logical".into())]
+            } else {
+                vec![]
+            },
+            ..Default::default()
+        })
+    })
+    .await
+    .unwrap()
+    .expect("throwaway PostgreSQL")
+}
+
+fn on(t: &Tenant) -> Option<String> {
+    t.status.as_ref()?.placement.as_ref()?.postgres.clone()
+}
+
+fn moving_from(t: &Tenant, server: &str) -> bool {
+    t.status
+        .as_ref()
+        .and_then(|s| s.move_.as_ref())
+        .is_some_and(|m| !m.phase.is_terminal() && m.started_at.is_some() && m.from == server)
+}
+
+async fn tenant_roles(pg: &LocalPg) -> Vec<String> {
+    let mut c = PgConnection::connect(&pg.admin_url()).await.unwrap();
+    sqlx::query_scalar(
+        "SELECT rolname::text FROM pg_roles WHERE rolname LIKE 'tenant\\_drain\\_%' AND rolname NOT LIKE '%\\_b' ORDER BY 1",
+    )
+    .fetch_all(&mut c)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_server_moves_all_its_tenants_away_a_few_at_a_time() {
+    let env = Env::start_configured(EnvOptions {
+        extra_args: vec![
+            "--server-probe-seconds".into(),
+            "1".into(),
+            "--concurrency".into(),
+            "8".into(),
+            // A drain reaches a settled tenant at its next health check.
+            "--health-interval-seconds".into(),
+            "2".into(),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let a = cluster(true).await;
+    env.add_database_server("a", &a, json!({})).await;
+    let servers: Api<DatabaseServer> = Api::all(env.client.clone());
+    wait_for(T, "a Ready", || async {
+        let st = servers.get("a").await.ok()?.status?;
+        st.conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+            .then_some(())
+    })
+    .await
+    .unwrap();
+    let ns = "drain";
+    for i in 0..TENANTS {
+        let isolation = if i % 2 == 0 { "database" } else { "schema" };
+        env.create_tenant(
+            ns,
+            &format!("t{i}"),
+            json!({"isolation": isolation, "deletionPolicy": "Delete",
+                   "placement": {"selector": {"matchLabels": {"tier": "standard"}}}}),
+        )
+        .await;
+    }
+    for i in 0..TENANTS {
+        let t = env.wait_ready(ns, &format!("t{i}"), T).await;
+        assert_eq!(on(&t).as_deref(), Some("a"));
+    }
+    // Two more servers with room for exactly the tenants of a.
+    let (b, c) = (cluster(false).await, cluster(false).await);
+    let half = (TENANTS / 2) as i64;
+    env.add_database_server("b", &b, json!({"maxTenants": half}))
+        .await;
+    env.add_database_server("c", &c, json!({"maxTenants": half}))
+        .await;
+    for s in ["b", "c"] {
+        wait_for(T, &format!("{s} Ready"), || async {
+            let st = servers.get(s).await.ok()?.status?;
+            st.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+                .then_some(())
+        })
+        .await
+        .unwrap();
+    }
+
+    servers
+        .patch(
+            "a",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"drain": {"maxConcurrentMoves": AT_ONCE}}})),
+        )
+        .await
+        .unwrap();
+    let api = env.tenants(ns);
+    let most = std::sync::atomic::AtomicUsize::new(0);
+    let per_server = wait_for(T, "every tenant moved off a", || async {
+        let list = api.list(&ListParams::default()).await.ok()?;
+        let moving = list.items.iter().filter(|t| moving_from(t, "a")).count();
+        most.fetch_max(moving, std::sync::atomic::Ordering::Relaxed);
+        let mut per: BTreeMap<String, usize> = BTreeMap::new();
+        for t in &list.items {
+            let done = t.status.as_ref().is_some_and(|s| {
+                s.phase == TenantPhase::Ready
+                    && s.move_
+                        .as_ref()
+                        .is_some_and(|m| m.phase == MovePhase::Completed)
+            });
+            if !done {
+                return None;
+            }
+            *per.entry(on(t)?).or_default() += 1;
+        }
+        (!per.contains_key("a")).then_some(per)
+    })
+    .await;
+    let per_server = match per_server {
+        Ok(p) => p,
+        Err(e) => {
+            let list = api.list(&ListParams::default()).await.unwrap();
+            let moves: Vec<String> = list
+                .items
+                .iter()
+                .map(|t| {
+                    format!(
+                        "{:?}: {:?}",
+                        t.metadata.name,
+                        t.status.as_ref().and_then(|s| s.move_.clone())
+                    )
+                })
+                .collect();
+            panic!("{e}\n{}\n{}", moves.join("\n"), log_tail(&env))
+        }
+    };
+    let most = most.load(std::sync::atomic::Ordering::Relaxed);
+    println!("drained: {per_server:?}, at most {most} moves at once");
+    assert!(most <= AT_ONCE, "{most} moves at once (limit {AT_ONCE})");
+    assert_eq!(
+        per_server,
+        [
+            ("b".to_string(), TENANTS / 2),
+            ("c".to_string(), TENANTS / 2)
+        ]
+        .into()
+    );
+    // The drained server holds nothing of them; the others hold exactly theirs.
+    assert!(
+        tenant_roles(&a).await.is_empty(),
+        "{:?}",
+        tenant_roles(&a).await
+    );
+    assert_eq!(tenant_roles(&b).await.len(), TENANTS / 2);
+    assert_eq!(tenant_roles(&c).await.len(), TENANTS / 2);
+    wait_for(T, "a Drained", || async {
+        let st = servers.get("a").await.ok()?.status?;
+        (st.tenants == 0
+            && st
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Drained" && c.status == "True"))
+        .then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", log_tail(&env)));
+}
