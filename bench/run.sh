@@ -11,8 +11,8 @@
 #                                   # that moved the figures, and say why)
 #
 # Extra arguments are passed to the driver, e.g. `--only provisioning,fleet` (scenarios:
-# provisioning, provisioning-database, fleet, steady, memory, ttr, admission, placement). This is
-# a benchmark, not a test: only its --check mode runs in scripts/test.sh and CI.
+# provisioning, provisioning-database, fleet, steady, memory, ttr, admission, placement, moves).
+# This is a benchmark, not a test: only its --check mode runs in scripts/test.sh and CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD

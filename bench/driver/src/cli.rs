@@ -26,6 +26,8 @@ pub struct Cfg {
     pub admission_new: usize,
     /// Placement scenario: Tenants provisioned on 1 and on 3 DatabaseServers.
     pub placement_tenants: usize,
+    /// Moves scenario: sizes of the moved tenants' data (MiB), each moved idle and under writes.
+    pub moves_mib: Vec<u64>,
 }
 
 /// What the command line asks for.
@@ -112,6 +114,7 @@ pub fn parse_args() -> Result<Command> {
             admission_background: 60,
             admission_new: 10,
             placement_tenants: 30,
+            moves_mib: vec![1, 20],
         }
     } else {
         Cfg {
@@ -138,6 +141,7 @@ pub fn parse_args() -> Result<Command> {
                 .unwrap_or(600),
             admission_new: 50,
             placement_tenants: 500,
+            moves_mib: vec![1, 100],
         }
     })))
 }

@@ -3,8 +3,9 @@
 //! Scenarios, all in one run: provisioning vs. a psql floor, steady state of Ready tenants,
 //! operator memory vs. number of Tenants, fleet migration vs. a psql floor, single-tenant
 //! time-to-Ready, new Tenants under resync saturation, placement over several servers (issue
-//! 16). Writes `results.json` and `summary.md` into the output directory after every scenario. One module per scenario; this file runs the
-//! ones selected (`--only`) in order.
+//! 16), online moves between servers (issue 17). Writes `results.json` and `summary.md` into the
+//! output directory after every scenario. One module per scenario; this file runs the ones
+//! selected (`--only`) in order.
 
 mod admission;
 mod cli;
@@ -14,6 +15,7 @@ mod fleet;
 mod floor;
 mod guard;
 mod memory;
+mod moves;
 mod peers;
 mod placement;
 mod provisioning;
@@ -169,6 +171,10 @@ async fn main() -> Result<()> {
     }
     if cfg.runs("placement") {
         results["placement"] = placement::placement(&cfg).await?;
+        write(&results)?;
+    }
+    if cfg.runs("moves") {
+        results["moves"] = moves::moves(&cfg).await?;
         write(&results)?;
     }
     results["duration_s"] = json!(round(started.elapsed().as_secs_f64(), 1));

@@ -36,7 +36,7 @@ use crate::env::{Env, cpu_seconds, machine_cpu, metric_sum, rss_mib};
 use crate::floor;
 
 /// The operator's namespace (admin Secrets of the DatabaseServers live here), as in the e2e tests.
-const OPERATOR_NS: &str = tenantdb_testkit::cluster::OPERATOR_NAMESPACE;
+pub(crate) const OPERATOR_NS: &str = tenantdb_testkit::cluster::OPERATOR_NAMESPACE;
 /// `capacity.maxTenants` of every DatabaseServer: above N, so it never refuses, but set, because
 /// placement picks the least utilised server and a server without any limit has utilisation 0
 /// (without a limit every tenant would go to the first server by name).
@@ -78,7 +78,7 @@ pub async fn placement(cfg: &Cfg) -> Result<Value> {
 
 // --- (a) the fleet through the operator ------------------------------------------------------
 
-fn loadavg() -> String {
+pub(crate) fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
         .split_whitespace()
@@ -88,7 +88,7 @@ fn loadavg() -> String {
 }
 
 /// Admin Secret (operator namespace) and DatabaseServer `name` for the cluster `pg`.
-async fn add_server(env: &Env, name: &str, pg: &LocalPg) -> Result<()> {
+pub(crate) async fn add_server(env: &Env, name: &str, pg: &LocalPg) -> Result<()> {
     env.ensure_namespace(OPERATOR_NS).await?;
     let [secret, ds] = tenantdb_testkit::cluster::database_server_manifests(
         name,
@@ -106,7 +106,11 @@ async fn add_server(env: &Env, name: &str, pg: &LocalPg) -> Result<()> {
 }
 
 /// Waits until every DatabaseServer in `names` has `Ready=True`.
-async fn wait_servers_ready(env: &Env, names: &[String], timeout: Duration) -> Result<()> {
+pub(crate) async fn wait_servers_ready(
+    env: &Env,
+    names: &[String],
+    timeout: Duration,
+) -> Result<()> {
     let api: Api<DatabaseServer> = Api::all(env.client.clone());
     let deadline = Instant::now() + timeout;
     loop {
@@ -157,7 +161,7 @@ async fn roles_present(
 
 /// WARN and ERROR lines of the operator's JSON log: counts per level, and the distinct messages
 /// (message + error field) with their count and one full sample line (truncated).
-fn log_problems(path: &std::path::Path) -> Value {
+pub(crate) fn log_problems(path: &std::path::Path) -> Value {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let mut levels: BTreeMap<String, usize> = BTreeMap::new();
     let mut distinct: BTreeMap<String, (usize, String)> = BTreeMap::new();

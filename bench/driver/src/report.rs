@@ -405,6 +405,70 @@ pub fn summary(r: &Value) -> String {
             f(&pl["aggregation"]["method"])
         ));
     }
+    let mv = &r["moves"];
+    if mv.is_object() {
+        s.push_str(&format!(
+            "## 7. Moves: one `database` tenant moved to another server (logical replication), idle and under writes; target: write freeze under {} ms\n\n{}.\n\nWriter: {}.\n\n",
+            f(&mv["target_freeze_ms"]),
+            f(&mv["method"]),
+            f(&mv["writer"]),
+        ));
+        s.push_str("| data (MiB) | database at start (MiB) | writer | move: startedAt → finishedAt (s) | Preparing / Copying / CuttingOver / CleaningUp (s) | **write freeze (ms)** | writer's longest gap (s) | acknowledged writes | lost | attempts |\n|---|---|---|---|---|---|---|---|---|---|\n");
+        for x in mv["rows"].as_array().into_iter().flatten() {
+            let w = &x["writer"];
+            let writer = x["with_writer"] == json!(true);
+            s.push_str(&format!(
+                "| {} | {} | {} | {} | {} / {} / {} / {} | **{}** | {} | {} | {} | {} |\n",
+                f(&x["data_mib"]),
+                f(&x["move_mib"]),
+                if writer { "writes" } else { "idle" },
+                f(&x["move_total_s"]),
+                f(&x["preparing_s"]),
+                f(&x["copying_s"]),
+                f(&x["cutting_over_s"]),
+                f(&x["cleaning_up_s"]),
+                f(&x["write_freeze_ms"]),
+                f(&w["longest_gap_s"]),
+                f(&w["acknowledged"]),
+                f(&w["lost"]),
+                f(&x["attempts"]),
+            ));
+        }
+        s.push_str("\nThe write freeze step by step (ms), from the operator's statements in both servers' logs:\n\n| data (MiB) | writer | window | fence | catch-up (polls) | fingerprints (server time) | sequences | row counts | drop subscription | logins on |\n|---|---|---|---|---|---|---|---|---|---|\n");
+        for x in mv["rows"].as_array().into_iter().flatten() {
+            let t = &x["freeze_timeline"];
+            s.push_str(&format!(
+                "| {} | {} | {} | {} | {} ({}) | {} ({}) | {} | {} | {} | {} |\n",
+                f(&x["data_mib"]),
+                if x["with_writer"] == json!(true) {
+                    "writes"
+                } else {
+                    "idle"
+                },
+                f(&t["window_ms"]),
+                f(&t["fence_ms"]),
+                f(&t["catch_up_ms"]),
+                f(&t["catch_up_polls"]),
+                f(&t["fingerprints_ms"]),
+                f(&t["fingerprints_server_ms"]),
+                f(&t["sequences_ms"]),
+                f(&t["row_counts_ms"]),
+                f(&t["drop_subscription_ms"]),
+                f(&t["unfence_ms"]),
+            ));
+        }
+        s.push_str(&format!(
+            "\nLongest write freeze {} ms: target (under {} ms) **{}**. Acknowledged writes lost: {}.\n\n",
+            f(&mv["max_write_freeze_ms"]),
+            f(&mv["target_freeze_ms"]),
+            if mv["target_met"] == json!(true) {
+                "met"
+            } else {
+                "not met"
+            },
+            f(&mv["writes_lost"]),
+        ));
+    }
     if let Some(d) = r["duration_s"].as_f64() {
         s.push_str(&format!("Total benchmark time: {d:.0} s.\n"));
     }

@@ -1,0 +1,784 @@
+//! Scenario 7, moves (issue 17): online moves of a tenant's PostgreSQL part between servers.
+//!
+//! Per row, on fresh clusters: the default server (`--database-url`) and a DatabaseServer `b`,
+//! both throwaway clusters with `wal_level=logical`; the real operator binary. One `database`
+//! Tenant is provisioned on the default server and filled, through its Secret's credentials,
+//! with a table of 1,000-character rows until its database has grown by the size under test
+//! (1 MiB and 100 MiB; `--quick`: 20 MiB). Then its `spec.placement` is patched to
+//! `{server: b}` and the driver waits for `status.move.phase: Completed` (tenant Ready, placed on
+//! `b`), watching the phases. Each size is moved idle and with a writer inserting through the
+//! Secret during the whole move (one connection, one insert every ~5 ms; on an error it re-reads
+//! the Secret and reconnects, as an application would, and as `tests/e2e_moves.rs` does).
+//!
+//! Reported: data size, the move's own times (`startedAt` → `finishedAt`, `writeFreezeMs`,
+//! `bytes`, `attempts`), the phases as the driver's watch saw them, and for the writer its longest
+//! gap between two acknowledged inserts (what the application saw, reconnecting included), its
+//! acknowledged writes, and the check that every one of them is on the target (none lost). What
+//! the freeze is made of comes from both servers' logs: the admin role (the operator's) logs every
+//! statement with its duration (`log_min_duration_statement = 0` for that role only), and
+//! [`freeze_timeline`] cuts the window from the fence to the target's logins into its steps.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::watcher;
+use serde_json::{Value, json};
+use sqlx::{Connection, PgConnection};
+use tenantdb::crd::{MovePhase, MoveStatus, Tenant};
+use tenantdb_testkit::localpg::{LocalPg, LocalPgOptions};
+
+use crate::cli::Cfg;
+use crate::common::{CONCURRENCY, NS, log, round, start_pg};
+use crate::env::{Env, cpu_seconds, machine_cpu, metric_sum};
+use crate::placement::{OPERATOR_NS, add_server, loadavg, log_problems, wait_servers_ready};
+
+/// The moved Tenant (one per row, each row on fresh clusters).
+const TENANT: &str = "moved";
+/// The target DatabaseServer.
+const TARGET: &str = "b";
+/// The issue's target for the write freeze.
+const TARGET_FREEZE_MS: i64 = 2000;
+const MIB: i64 = 1 << 20;
+/// Rough bytes per fill row on disk (1,000 characters, tuple header, line pointer, index entry):
+/// the batch size is chosen from it, the size is measured.
+const ROW_BYTES: i64 = 1200;
+/// The writer's pause between two inserts.
+const WRITER_PAUSE: Duration = Duration::from_millis(5);
+/// The writer's pause after a failed connection attempt.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(50);
+/// How long a move may take before the row fails.
+const MOVE_TIMEOUT: Duration = Duration::from_secs(900);
+
+pub async fn moves(cfg: &Cfg) -> Result<Value> {
+    let mut rows = Vec::new();
+    for &mib in &cfg.moves_mib {
+        for writer in [false, true] {
+            rows.push(row(cfg, mib, writer).await?);
+        }
+    }
+    let freezes: Vec<i64> = rows
+        .iter()
+        .filter_map(|r| r["write_freeze_ms"].as_i64())
+        .collect();
+    let max_freeze = freezes.iter().copied().max();
+    let met = freezes.len() == rows.len() && max_freeze.is_some_and(|f| f < TARGET_FREEZE_MS);
+    let gaps: Vec<f64> = rows
+        .iter()
+        .filter_map(|r| r["writer"]["longest_gap_s"].as_f64())
+        .collect();
+    let lost: u64 = rows
+        .iter()
+        .filter_map(|r| r["writer"]["lost"].as_u64())
+        .sum();
+    Ok(json!({
+        "isolation": "database",
+        "sizes_mib": cfg.moves_mib,
+        "target_freeze_ms": TARGET_FREEZE_MS,
+        "target_met": met,
+        "max_write_freeze_ms": max_freeze,
+        "max_writer_gap_s": gaps.iter().copied().fold(None, |m: Option<f64>, g| Some(m.map_or(g, |m| m.max(g)))),
+        "writes_lost": lost,
+        "method": "per row fresh clusters (default server and DatabaseServer b, wal_level=logical) and operator; one database Tenant on the default server filled through its Secret with 1,000-character rows until pg_database_size grew by the size; spec.placement patched to {server: b}; waited for status.move.phase Completed (tenant Ready on b)",
+        "writer": format!("one connection through the Secret's credentials, INSERT of n = 1, 2, … with a {} ms pause; on an error it re-reads the Secret and reconnects ({} ms between failed attempts) and retries the same n (a duplicate n means it had committed); from ~1 s before the patch until 100 writes and 1 s after Completed", WRITER_PAUSE.as_millis(), RECONNECT_PAUSE.as_millis()),
+        "operator_args": format!("--concurrency {CONCURRENCY} --operator-namespace {OPERATOR_NS}"),
+        "rows": rows,
+    }))
+}
+
+fn logical() -> LocalPgOptions {
+    LocalPgOptions {
+        settings: vec![("wal_level".into(), "logical".into())],
+        ..Default::default()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A connection with the credentials the tenant's Secret holds now, and the port it names.
+async fn tenant_conn(secrets: &Api<Secret>) -> Result<(PgConnection, u16)> {
+    let s = secrets.get(&format!("{TENANT}-db")).await?;
+    let get = |k: &str| {
+        tenantdb::secret::read_key(&s, k).ok_or_else(|| anyhow!("the Secret has no key {k}"))
+    };
+    let port: u16 = get("port")?.parse()?;
+    let opts = sqlx::postgres::PgConnectOptions::new()
+        .host(&get("host")?)
+        .port(port)
+        .username(&get("username")?)
+        .password(&get("password")?)
+        .database(&get("database")?);
+    let c = tokio::time::timeout(Duration::from_secs(5), PgConnection::connect_with(&opts))
+        .await
+        .context("connecting timed out")??;
+    Ok((c, port))
+}
+
+async fn admin(pg: &LocalPg, db: &str) -> Result<PgConnection> {
+    Ok(PgConnection::connect(&pg.url(db)).await?)
+}
+
+async fn db_size(c: &mut PgConnection) -> Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT pg_database_size(current_database())")
+            .fetch_one(c)
+            .await?,
+    )
+}
+
+/// Fills the tenant's `fill` table until its database grew by `target` bytes: (rows, growth).
+async fn fill(c: &mut PgConnection, target: i64) -> Result<(i64, i64)> {
+    let base = db_size(c).await?;
+    sqlx::raw_sql("CREATE TABLE fill (id bigint PRIMARY KEY, pad text NOT NULL)")
+        .execute(&mut *c)
+        .await?;
+    let mut rows = 0i64;
+    loop {
+        let growth = db_size(c).await? - base;
+        if growth >= target {
+            return Ok((rows, growth));
+        }
+        let batch = ((target - growth) / ROW_BYTES).clamp(100, 20_000);
+        sqlx::query(
+            "INSERT INTO fill SELECT g, repeat('x', 1000) FROM generate_series($1::bigint, $2::bigint) g",
+        )
+        .bind(rows + 1)
+        .bind(rows + batch)
+        .execute(&mut *c)
+        .await?;
+        rows += batch;
+    }
+}
+
+// --- the writer ------------------------------------------------------------------------------
+
+#[derive(Default)]
+struct WriterLog {
+    /// Acknowledged inserts: (n, when, port of the server).
+    acked: Vec<(i64, Instant, u16)>,
+    connects: usize,
+    failed_connects: usize,
+    failed_inserts: usize,
+    /// Distinct error messages (first line, at most 8) with their count.
+    errors: BTreeMap<String, usize>,
+}
+
+impl WriterLog {
+    fn note(&mut self, e: &str) {
+        let line = e.lines().next().unwrap_or_default().chars().take(200);
+        let key: String = line.collect();
+        if self.errors.len() < 8 || self.errors.contains_key(&key) {
+            *self.errors.entry(key).or_default() += 1;
+        }
+    }
+}
+
+struct Writer {
+    stop: Arc<AtomicBool>,
+    log: Arc<Mutex<WriterLog>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Writer {
+    /// Inserts n = 1, 2, … into `writes` through the Secret's credentials until stopped; on an
+    /// error, re-reads the Secret, reconnects and tries the same n again (a duplicate n means it
+    /// had committed before the connection was lost).
+    fn start(secrets: Api<Secret>) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let log = Arc::new(Mutex::new(WriterLog::default()));
+        let (s, l) = (stop.clone(), log.clone());
+        let task = tokio::spawn(async move {
+            let mut n = 1i64;
+            let mut conn: Option<(PgConnection, u16)> = None;
+            while !s.load(Ordering::Relaxed) {
+                if conn.is_none() {
+                    match tenant_conn(&secrets).await {
+                        Ok(c) => {
+                            lock(&l).connects += 1;
+                            conn = Some(c);
+                        }
+                        Err(e) => {
+                            {
+                                let mut w = lock(&l);
+                                w.failed_connects += 1;
+                                w.note(&format!("connect: {e:#}"));
+                            }
+                            tokio::time::sleep(RECONNECT_PAUSE).await;
+                            continue;
+                        }
+                    }
+                }
+                let Some((c, port)) = conn.as_mut() else {
+                    continue;
+                };
+                let port = *port;
+                let r = sqlx::query("INSERT INTO writes (n) VALUES ($1)")
+                    .bind(n)
+                    .execute(&mut *c)
+                    .await;
+                match r {
+                    Ok(_) => {
+                        lock(&l).acked.push((n, Instant::now(), port));
+                        n += 1;
+                    }
+                    Err(sqlx::Error::Database(d)) if d.constraint() == Some("writes_n_key") => {
+                        lock(&l).acked.push((n, Instant::now(), port));
+                        n += 1;
+                    }
+                    Err(e) => {
+                        {
+                            let mut w = lock(&l);
+                            w.failed_inserts += 1;
+                            w.note(&format!("insert: {e}"));
+                        }
+                        conn = None;
+                    }
+                }
+                tokio::time::sleep(WRITER_PAUSE).await;
+            }
+            if let Some((c, _)) = conn {
+                let _ = c.close().await;
+            }
+        });
+        Writer { stop, log, task }
+    }
+
+    fn acked(&self) -> usize {
+        lock(&self.log).acked.len()
+    }
+
+    async fn stop(self) -> Result<WriterLog> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await?;
+        Ok(std::mem::take(&mut *lock(&self.log)))
+    }
+}
+
+// --- watching the move -------------------------------------------------------------------------
+
+#[derive(Default)]
+struct Watched {
+    /// Move phases in the order first seen, with when.
+    phases: Vec<(String, Instant)>,
+    last: Option<MoveStatus>,
+    on: Option<String>,
+    ready: bool,
+}
+
+fn phase_name(p: MovePhase) -> String {
+    serde_json::to_value(p)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| format!("{p:?}"))
+}
+
+/// Watches the moved Tenant's status (every status write is an event of the emulator's watch).
+fn watch_move(client: kube::Client) -> (Arc<Mutex<Watched>>, tokio::task::AbortHandle) {
+    let state = Arc::new(Mutex::new(Watched::default()));
+    let st = state.clone();
+    let task = tokio::spawn(async move {
+        let api: Api<Tenant> = Api::namespaced(client, NS);
+        let mut stream = watcher(api, watcher::Config::default()).boxed();
+        while let Some(ev) = stream.next().await {
+            let now = Instant::now();
+            let t = match ev {
+                Ok(watcher::Event::Apply(t)) | Ok(watcher::Event::InitApply(t)) => t,
+                _ => continue,
+            };
+            if t.name_any() != TENANT {
+                continue;
+            }
+            let Some(status) = t.status.as_ref() else {
+                continue;
+            };
+            let mut w = lock(&st);
+            w.on = status.placement.as_ref().and_then(|p| p.postgres.clone());
+            w.ready = crate::env::is_ready(&t);
+            if let Some(m) = status.move_.clone() {
+                let name = phase_name(m.phase);
+                if !w.phases.iter().any(|(p, _)| *p == name) {
+                    w.phases.push((name, now));
+                }
+                w.last = Some(m);
+            }
+        }
+    });
+    (state, task.abort_handle())
+}
+
+fn secs(a: Instant, b: Instant) -> f64 {
+    b.saturating_duration_since(a).as_secs_f64()
+}
+
+fn rfc3339_span_s(from: Option<&str>, to: Option<&str>) -> Option<f64> {
+    let a: jiff::Timestamp = from?.parse().ok()?;
+    let b: jiff::Timestamp = to?.parse().ok()?;
+    Some(b.duration_since(a).as_secs_f64())
+}
+
+// --- one row ---------------------------------------------------------------------------------
+
+async fn row(cfg: &Cfg, mib: u64, with_writer: bool) -> Result<Value> {
+    let kind = if with_writer { "writes" } else { "idle" };
+    log(format!(
+        "moves: database tenant of {mib} MiB, {kind}, default → {TARGET}"
+    ));
+    let load_before = loadavg();
+    let mut env = Env::start(&cfg.work, &format!("moves-{mib}-{kind}"), logical()).await?;
+    let b = start_pg(logical()).await?;
+    // Every statement of the admin role (the operator's) in the server logs, with its duration:
+    // the freeze's timeline is read from them. New sessions only: before the operator starts.
+    for pg in [&env.pg, &b] {
+        let mut c = admin(pg, "postgres").await?;
+        sqlx::raw_sql("ALTER ROLE CURRENT_USER SET log_min_duration_statement = 0")
+            .execute(&mut c)
+            .await?;
+        let _ = c.close().await;
+    }
+    add_server(&env, TARGET, &b).await?;
+    env.ensure_namespace(NS).await?;
+    env.spawn_operator(
+        &cfg.operator,
+        &[
+            "--concurrency".into(),
+            CONCURRENCY.to_string(),
+            "--operator-namespace".into(),
+            OPERATOR_NS.into(),
+        ],
+    )?;
+    let pid = env
+        .operator_pid
+        .ok_or_else(|| anyhow!("operator not started"))?;
+    env.wait_operator_ready(Duration::from_secs(60)).await?;
+    wait_servers_ready(&env, &[TARGET.to_string()], Duration::from_secs(60)).await?;
+
+    env.create_tenants(
+        NS,
+        &[TENANT.to_string()],
+        &json!({"isolation": "database", "deletionPolicy": "Delete"}),
+        1,
+    )
+    .await?;
+    if let Err(e) = env
+        .tracker
+        .wait_ready(&format!("{NS}/{TENANT}"), Duration::from_secs(120))
+        .await
+    {
+        bail!("{e}\n{}", env.operator_log_tail(30));
+    }
+    let secrets: Api<Secret> = Api::namespaced(env.client.clone(), NS);
+    let (mut c, source_port) = tenant_conn(&secrets).await?;
+    sqlx::raw_sql(
+        "CREATE TABLE writes (id bigserial PRIMARY KEY, n bigint NOT NULL UNIQUE, at timestamptz DEFAULT now())",
+    )
+    .execute(&mut c)
+    .await?;
+    let t_fill = Instant::now();
+    let (fill_rows, growth) = fill(&mut c, mib as i64 * MIB).await?;
+    let fill_s = t_fill.elapsed().as_secs_f64();
+    let db: String = sqlx::query_scalar("SELECT current_database()::text")
+        .fetch_one(&mut c)
+        .await?;
+    let _ = c.close().await;
+    log(format!(
+        "  filled: {fill_rows} rows, +{:.1} MiB in {fill_s:.1} s",
+        growth as f64 / MIB as f64
+    ));
+
+    let writer = with_writer.then(|| Writer::start(secrets.clone()));
+    if let Some(w) = &writer {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while w.acked() < 100 {
+            if Instant::now() > deadline {
+                bail!("the writer acknowledged no 100 writes in 30 s before the move");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+
+    let (watched, watch_task) = watch_move(env.client.clone());
+    let cpu0 = cpu_seconds(pid).unwrap_or(0.0);
+    let (busy0, total0) = machine_cpu();
+    let tenants: Api<Tenant> = Api::namespaced(env.client.clone(), NS);
+    let t_patch = Instant::now();
+    tenants
+        .patch(
+            TENANT,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"placement": {"server": TARGET}}})),
+        )
+        .await?;
+    let deadline = t_patch + MOVE_TIMEOUT;
+    let (done_at, m) = loop {
+        {
+            let w = lock(&watched);
+            if let Some(m) = &w.last {
+                if m.phase == MovePhase::Completed && w.on.as_deref() == Some(TARGET) && w.ready {
+                    break (Instant::now(), m.clone());
+                }
+                if m.phase == MovePhase::RolledBack {
+                    let m = m.clone();
+                    drop(w);
+                    watch_task.abort();
+                    bail!(
+                        "the move was rolled back: {:?}\n{}",
+                        m.message,
+                        env.operator_log_tail(40)
+                    );
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            let last = lock(&watched).last.clone();
+            watch_task.abort();
+            bail!(
+                "no completed move after {MOVE_TIMEOUT:?} (last {last:?})\n{}",
+                env.operator_log_tail(40)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let (busy1, total1) = machine_cpu();
+    let op_cpu = cpu_seconds(pid).unwrap_or(0.0) - cpu0;
+    // The writer goes on on the target for a moment (100 writes and 1 s at least).
+    let writer_log = match writer {
+        Some(w) => {
+            let at_done = w.acked();
+            let until = Instant::now() + Duration::from_secs(60);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            while w.acked() < at_done + 100 && Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Some(w.stop().await?)
+        }
+        None => None,
+    };
+    watch_task.abort();
+    let phases: Vec<(String, f64)> = lock(&watched)
+        .phases
+        .iter()
+        .map(|(p, at)| (p.clone(), round(secs(t_patch, *at), 3)))
+        .collect();
+    let seen = |p: &str| phases.iter().find(|(n, _)| n == p).map(|(_, s)| *s);
+    let span = |a: &str, b: &str| match (seen(a), seen(b)) {
+        (Some(x), Some(y)) => json!(round(y - x, 3)),
+        _ => Value::Null,
+    };
+    let total_s = rfc3339_span_s(m.started_at.as_deref(), m.finished_at.as_deref());
+
+    // Where the data is now: the Secret names b, the rows are on b, nothing left on the source.
+    let target_port: Option<u16> = secrets
+        .get(&format!("{TENANT}-db"))
+        .await
+        .ok()
+        .and_then(|s| tenantdb::secret::read_key(&s, "port"))
+        .and_then(|p| p.parse().ok());
+    let mut tb = admin(&b, &db).await?;
+    let fill_on_target: i64 = sqlx::query_scalar("SELECT count(*) FROM fill")
+        .fetch_one(&mut tb)
+        .await?;
+    let writer_json = match &writer_log {
+        Some(w) => {
+            let on_target: Vec<i64> = sqlx::query_scalar("SELECT n FROM writes")
+                .fetch_all(&mut tb)
+                .await?;
+            let have: BTreeSet<i64> = on_target.iter().copied().collect();
+            let acked: BTreeSet<i64> = w.acked.iter().map(|(n, _, _)| *n).collect();
+            let lost = acked.difference(&have).count();
+            let unacked = have.difference(&acked).count();
+            let twice = on_target.len() - have.len();
+            let mut longest = (0.0f64, None::<Instant>);
+            for pair in w.acked.windows(2) {
+                let g = secs(pair[0].1, pair[1].1);
+                if g > longest.0 {
+                    longest = (g, Some(pair[0].1));
+                }
+            }
+            let first_on_target = w
+                .acked
+                .iter()
+                .find(|(_, _, port)| *port != source_port)
+                .map(|(_, at, _)| round(secs(t_patch, *at), 3));
+            let before = w.acked.iter().filter(|(_, at, _)| *at < t_patch).count();
+            let during = w
+                .acked
+                .iter()
+                .filter(|(_, at, _)| *at >= t_patch && *at <= done_at)
+                .count();
+            let span_s = match (w.acked.first(), w.acked.last()) {
+                (Some(a), Some(z)) => secs(a.1, z.1),
+                _ => 0.0,
+            };
+            log(format!(
+                "  writer: {} acknowledged ({lost} lost), longest gap {:.3} s, {} failed inserts, {} failed connects",
+                acked.len(),
+                longest.0,
+                w.failed_inserts,
+                w.failed_connects
+            ));
+            json!({
+                "acknowledged": acked.len(),
+                "acknowledged_before_patch": before,
+                "acknowledged_during_move": during,
+                "writes_per_s": round(acked.len() as f64 / span_s.max(1e-9), 1),
+                "on_target": have.len(),
+                "lost": lost,
+                "unacknowledged_on_target": unacked,
+                "twice_on_target": twice,
+                "longest_gap_s": round(longest.0, 3),
+                "longest_gap_starts_s": longest.1.map(|at| round(secs(t_patch, at), 3)),
+                "first_write_on_target_s": first_on_target,
+                "connects": w.connects,
+                "failed_connects": w.failed_connects,
+                "failed_inserts": w.failed_inserts,
+                "errors": w.errors,
+            })
+        }
+        None => Value::Null,
+    };
+    let _ = tb.close().await;
+    let timeline = freeze_timeline(&env.pg.log(), &b.log());
+    let mut src = admin(&env.pg, "postgres").await?;
+    let source_db_left: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname = $1")
+            .bind(&db)
+            .fetch_one(&mut src)
+            .await?;
+    let slots_left: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'tenantdb\\_mv\\_%'",
+    )
+    .fetch_one(&mut src)
+    .await?;
+    let _ = src.close().await;
+    let mut tgt = admin(&b, "postgres").await?;
+    let subs_left: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_subscription WHERE subname LIKE 'tenantdb\\_mv\\_%'",
+    )
+    .fetch_one(&mut tgt)
+    .await?;
+    let _ = tgt.close().await;
+
+    let metrics = env.metrics().await.unwrap_or_default();
+    let reconcile_errors = metric_sum(
+        &metrics,
+        "tenantdb_reconcile_errors_total",
+        &["controller=\"tenant\""],
+    );
+    env.stop_operator().await;
+    let problems = log_problems(&env.dir.join("operator.log"));
+    let load_after = loadavg();
+    let freeze = m.write_freeze_ms;
+    log(format!(
+        "  moved in {:.2} s (startedAt → finishedAt), write freeze {} ms, {} attempt(s); phases {phases:?}",
+        total_s.unwrap_or(f64::NAN),
+        freeze.map_or("?".into(), |f| f.to_string()),
+        m.attempts
+    ));
+    if fill_on_target != fill_rows {
+        log(format!(
+            "  WARNING: {fill_on_target} fill rows on the target, {fill_rows} written"
+        ));
+    }
+    let row = json!({
+        "size_mib": mib,
+        "writer": if with_writer { writer_json } else { Value::Null },
+        "with_writer": with_writer,
+        "data_mib": round(growth as f64 / MIB as f64, 2),
+        "fill_rows": fill_rows,
+        "fill_s": round(fill_s, 2),
+        "move_bytes": m.bytes,
+        "move_mib": m.bytes.map(|b| round(b as f64 / MIB as f64, 1)),
+        "move_total_s": total_s.map(|s| round(s, 3)),
+        "patch_to_completed_s": round(secs(t_patch, done_at), 3),
+        "write_freeze_ms": freeze,
+        "freeze_under_target": freeze.is_some_and(|f| f < TARGET_FREEZE_MS),
+        "attempts": m.attempts,
+        "phases_seen_s": phases.iter().map(|(p, s)| json!([p, s])).collect::<Vec<_>>(),
+        "preparing_s": span("Preparing", "Copying"),
+        "copying_s": span("Copying", "CuttingOver"),
+        "cutting_over_s": span("CuttingOver", "CleaningUp"),
+        "cleaning_up_s": span("CleaningUp", "Completed"),
+        "freeze_timeline": timeline,
+        "fill_rows_on_target": fill_on_target,
+        "secret_names_target": target_port == Some(b.port()),
+        "source_database_left": source_db_left,
+        "replication_slots_left": slots_left,
+        "subscriptions_left": subs_left,
+        "message": m.message,
+        "operator_cpu_s": round(op_cpu, 2),
+        "machine_cpu_busy_share": round((busy1 - busy0) / (total1 - total0).max(1e-9), 3),
+        "operator_reconcile_errors": reconcile_errors,
+        "operator_log": problems,
+        "loadavg_before": load_before,
+        "loadavg_after": load_after,
+    });
+    drop(b);
+    Ok(row)
+}
+
+// --- the freeze's timeline, from the servers' statement logs ---------------------------------
+
+/// One statement phase (parse, bind, execute, or a simple query) in a server log.
+struct Logged {
+    /// Start and end, ms since the epoch (the log line's time is the end).
+    start: f64,
+    end: f64,
+    text: String,
+}
+
+/// `duration:` lines of a PostgreSQL log (`log_min_duration_statement = 0`; default prefix
+/// `%m [%p] `), in order.
+fn logged(log: &str) -> Vec<Logged> {
+    let mut out = Vec::new();
+    for line in log.lines() {
+        let Some(i) = line.find("LOG:  duration: ") else {
+            continue;
+        };
+        let mut head = line.split_whitespace();
+        let (Some(d), Some(t)) = (head.next(), head.next()) else {
+            continue;
+        };
+        let Ok(dt) = format!("{d}T{t}").parse::<jiff::civil::DateTime>() else {
+            continue;
+        };
+        let Ok(z) = dt.to_zoned(jiff::tz::TimeZone::UTC) else {
+            continue;
+        };
+        let end = z.timestamp().as_microsecond() as f64 / 1000.0;
+        let rest = &line[i + "LOG:  duration: ".len()..];
+        let Some((ms, rest)) = rest.split_once(" ms  ") else {
+            continue;
+        };
+        let Ok(ms) = ms.parse::<f64>() else {
+            continue;
+        };
+        // "statement: SQL", "execute <name>: SQL", "parse <name>: SQL", "bind <name>: SQL".
+        let text = rest
+            .split_once(": ")
+            .map_or(rest, |(_, sql)| sql)
+            .to_string();
+        out.push(Logged {
+            start: end - ms,
+            end,
+            text,
+        });
+    }
+    out
+}
+
+/// The cut-over's write freeze, segment by segment, from the operator's statements in both
+/// servers' logs (ms resolution): fence (logins off, sessions ended), waiting for the target to
+/// confirm the source's WAL position, the catalog fingerprints of both sides (with their
+/// connections), sequences, row counts of every table on both sides, dropping the subscription,
+/// logins on on the target. `null` fields where a marker statement was not found.
+fn freeze_timeline(source_log: &str, target_log: &str) -> Value {
+    let src = logged(source_log);
+    let tgt = logged(target_log);
+    let is_unfence = |t: &str| {
+        let w: Vec<&str> = t.split_whitespace().collect();
+        w.len() == 4 && w[0] == "ALTER" && w[1] == "ROLE" && w[3] == "LOGIN"
+    };
+    let is_fence = |t: &str| {
+        let w: Vec<&str> = t.split_whitespace().collect();
+        w.len() == 4 && w[0] == "ALTER" && w[1] == "ROLE" && w[3] == "NOLOGIN"
+    };
+    // The commit: the first unfence on the target after the last fence on the source that
+    // precedes it (earlier attempts, if any, were undone).
+    let Some(end_i) = tgt.iter().position(|e| is_unfence(&e.text)) else {
+        return json!({"note": "no unfence (ALTER ROLE … LOGIN) in the target's log"});
+    };
+    let mut end = tgt[end_i].end;
+    for e in &tgt[end_i + 1..] {
+        if is_unfence(&e.text) {
+            end = e.end;
+        } else {
+            break;
+        }
+    }
+    let Some(fence) = src
+        .iter()
+        .filter(|e| is_fence(&e.text) && e.end <= end)
+        .map(|e| e.start)
+        .reduce(f64::max)
+    else {
+        return json!({"note": "no fence (ALTER ROLE … NOLOGIN) in the source's log"});
+    };
+    // The fence of the last attempt may have two roles: its first statement.
+    let start = src
+        .iter()
+        .filter(|e| is_fence(&e.text) && e.start <= fence && fence - e.start < 500.0)
+        .map(|e| e.start)
+        .fold(fence, f64::min);
+    let within = |v: &[Logged], pat: &str| -> Vec<(f64, f64)> {
+        v.iter()
+            .filter(|e| e.start >= start - 1.0 && e.end <= end + 1.0 && e.text.contains(pat))
+            .map(|e| (e.start, e.end))
+            .collect()
+    };
+    let first_start = |x: &[(f64, f64)]| x.iter().map(|e| e.0).reduce(f64::min);
+    let last_end = |x: &[(f64, f64)]| x.iter().map(|e| e.1).reduce(f64::max);
+    let wal = within(&src, "pg_current_wal_lsn()::text");
+    let polls = within(&src, "confirmed_flush_lsn >=");
+    let seqs = within(&src, "FROM pg_sequences");
+    let counts: Vec<(f64, f64)> = within(&src, "query_to_xml")
+        .into_iter()
+        .chain(within(&tgt, "query_to_xml"))
+        .collect();
+    let drop_sub = within(&tgt, "DROP SUBSCRIPTION");
+    let catch_up_start = first_start(&wal);
+    let catch_up_end = last_end(&polls);
+    let seq_start = first_start(&seqs);
+    let counts_start = first_start(&counts);
+    let counts_end = last_end(&counts);
+    let drop_end = last_end(&drop_sub);
+    let span = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b >= a => json!(round(b - a, 1)),
+        _ => Value::Null,
+    };
+    // Server time of the statements between two points (both servers).
+    let server_ms = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) => {
+            let sum: f64 = src
+                .iter()
+                .chain(tgt.iter())
+                .filter(|e| e.start >= a - 0.5 && e.end <= b + 0.5)
+                .map(|e| e.end - e.start)
+                .sum();
+            json!(round(sum, 1))
+        }
+        _ => Value::Null,
+    };
+    // Statements (parse/bind/execute phases) of the fingerprints.
+    let fp_statements = src
+        .iter()
+        .chain(tgt.iter())
+        .filter(|e| {
+            catch_up_end.is_some_and(|a| e.start >= a)
+                && seq_start.is_some_and(|b| e.end <= b)
+                && !e.text.starts_with("SELECT 1")
+        })
+        .count();
+    json!({
+        "window_ms": round(end - start, 1),
+        "fence_ms": span(Some(start), catch_up_start),
+        "catch_up_ms": span(catch_up_start, catch_up_end),
+        "catch_up_polls": polls.len(),
+        "fingerprints_ms": span(catch_up_end, seq_start),
+        "fingerprints_server_ms": server_ms(catch_up_end, seq_start),
+        "fingerprints_statement_phases": fp_statements,
+        "sequences_ms": span(seq_start, counts_start),
+        "row_counts_ms": span(counts_start, counts_end),
+        "row_counts_server_ms": server_ms(counts_start, counts_end),
+        "drop_subscription_ms": span(counts_end, drop_end),
+        "unfence_ms": span(drop_end, Some(end)),
+    })
+}
