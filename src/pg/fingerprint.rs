@@ -32,7 +32,7 @@ pub enum Scope<'a> {
 }
 
 /// A catalog fingerprint: per category, the sorted entries (one text per object).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Fingerprint {
     /// Entries per category name ([`CATEGORIES`], plus `extensions` with [`Scope::Database`]),
     /// each list sorted bytewise.
@@ -70,18 +70,25 @@ impl Fingerprint {
         names.sort_unstable();
         names.dedup();
         for name in names {
-            let src = self.categories.get(name).unwrap_or(&empty);
-            let dst = target.categories.get(name).unwrap_or(&empty);
-            let (only_src, only_dst) = sorted_difference(src, dst);
+            let src = compared(name, self.categories.get(name).unwrap_or(&empty));
+            let dst = compared(name, target.categories.get(name).unwrap_or(&empty));
+            let src_keys: Vec<String> = src.iter().map(|(k, _)| k.clone()).collect();
+            let dst_keys: Vec<String> = dst.iter().map(|(k, _)| k.clone()).collect();
+            let (only_src, only_dst) = sorted_difference(&src_keys, &dst_keys);
+            let raw = |side: &[(String, &String)], key: &str| {
+                side.iter()
+                    .find(|(k, _)| k == key)
+                    .map_or_else(|| key.to_string(), |(_, r)| (*r).clone())
+            };
             lines.extend(
                 only_src
                     .into_iter()
-                    .map(|e| format!("{name}: only on source: {e}")),
+                    .map(|e| format!("{name}: only on source: {}", raw(&src, e))),
             );
             lines.extend(
                 only_dst
                     .into_iter()
-                    .map(|e| format!("{name}: only on target: {e}")),
+                    .map(|e| format!("{name}: only on target: {}", raw(&dst, e))),
             );
         }
         if lines.len() > limit {
@@ -103,7 +110,7 @@ impl Fingerprint {
             h.update((name.len() as u64).to_be_bytes());
             h.update(name.as_bytes());
             h.update((entries.len() as u64).to_be_bytes());
-            for e in entries {
+            for (e, _) in compared(name, entries) {
                 h.update((e.len() as u64).to_be_bytes());
                 h.update(e.as_bytes());
             }
@@ -115,6 +122,41 @@ impl Fingerprint {
         }
         out
     }
+}
+
+impl PartialEq for Fingerprint {
+    /// Equal when every category holds the same entries, expressions compared through
+    /// [`normalize_expression`].
+    fn eq(&self, other: &Self) -> bool {
+        self.categories.len() == other.categories.len()
+            && self.categories.iter().all(|(name, a)| {
+                other.categories.get(name).is_some_and(|b| {
+                    let ka: Vec<String> = compared(name, a).into_iter().map(|(k, _)| k).collect();
+                    let kb: Vec<String> = compared(name, b).into_iter().map(|(k, _)| k).collect();
+                    ka == kb
+                })
+            })
+    }
+}
+
+impl Eq for Fingerprint {}
+
+/// A category's entries as they are compared (normalized for the expression categories), with
+/// the entry as read, sorted by the compared form.
+fn compared<'e>(name: &str, entries: &'e [String]) -> Vec<(String, &'e String)> {
+    let mut v: Vec<(String, &String)> = entries
+        .iter()
+        .map(|e| {
+            let k = if EXPRESSIONS.contains(&name) {
+                normalize_expression(e)
+            } else {
+                e.clone()
+            };
+            (k, e)
+        })
+        .collect();
+    v.sort();
+    v
 }
 
 /// Entries of `a` not in `b` and of `b` not in `a`, both sorted (multiset difference).
@@ -442,9 +484,6 @@ pub async fn fingerprint(
             .fetch_all(&mut *tx)
             .await?;
         let mut entries: Vec<String> = rows.into_iter().flatten().collect();
-        if EXPRESSIONS.contains(&name) {
-            entries = entries.iter().map(|e| normalize_expression(e)).collect();
-        }
         entries.sort_unstable();
         fp.categories.insert(name, entries);
     }
