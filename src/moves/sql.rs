@@ -528,6 +528,32 @@ pub async fn drop_slot(source: &PgAdmin, name: &Ident) -> Result<()> {
     )))
 }
 
+/// Refuses a move whose tables have triggers that fire on replication (`ENABLE ALWAYS` or
+/// `ENABLE REPLICA`): the target's apply worker runs as the subscription's owner, a superuser on
+/// PostgreSQL 15, so such a trigger would run the tenant's code with more than its rights.
+pub async fn refuse_replica_triggers(source: &PgAdmin, scope: &Scope) -> Result<()> {
+    let mut c = connect(source, scope).await?;
+    let found: Vec<String> = sqlx::query_scalar(
+        "SELECT n.nspname || '.' || c.relname || ': ' || t.tgname \
+           FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid \
+           JOIN pg_namespace n ON n.oid = c.relnamespace \
+          WHERE NOT t.tgisinternal AND t.tgenabled IN ('A', 'R') \
+            AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+            AND ($1::text IS NULL OR n.nspname = $1) ORDER BY 1 LIMIT 5",
+    )
+    .bind(scope.schema.as_ref().map(|s| s.as_str().to_string()))
+    .fetch_all(&mut c)
+    .await?;
+    let _ = c.close().await;
+    if found.is_empty() {
+        return Ok(());
+    }
+    Err(Error::InvalidSpec(format!(
+        "not moved: triggers enabled ALWAYS or REPLICA would run as a superuser during replication ({}); set them back to ENABLE, or move the tenant by hand",
+        found.join(", ")
+    )))
+}
+
 /// Drops the move's publication on the source.
 pub async fn drop_publication(source: &PgAdmin, scope: &Scope, name: &Ident) -> Result<()> {
     let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
