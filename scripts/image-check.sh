@@ -9,18 +9,28 @@
 #   2b. the operator does not depend on the emulator, the test kit or the demo (normal and build
 #      dependencies, `cargo tree`), so none of them can be linked into the image;
 #   3. the builder image's Rust is at least the workspace's rust-version;
-#   4. the binary links only what gcr.io/distroless/cc-debian12 provides (glibc, libgcc_s);
-#   5. the runtime stage runs as a non-root numeric user and its ENTRYPOINT is the copied binary.
+#   4. the runtime base is debian:bookworm-slim (and the OCI label base.name says so), and the
+#      binary needs only what that base has: its NEEDED libraries are glibc's and libgcc_s, and no
+#      glibc symbol version newer than bookworm's 2.36;
+#   5. the runtime stage runs as a non-root numeric user and its ENTRYPOINT is the copied binary;
+#   6. the runtime stage provides pg_dump and psql (tenant moves, src/moves/copy.rs): it installs
+#      postgresql-client-<major> from a signed source (Debian for 15, apt.postgresql.org otherwise),
+#      the major is at least the PostgreSQL the e2e test runs, TENANTDB_PG_BIN_DIR is that package's
+#      /usr/lib/postgresql/<major>/bin, apt lists are removed in the same RUN, and nothing but the
+#      client and ca-certificates is installed (no build tools).
 # Usage: scripts/image-check.sh [path/to/tenantdb binary]   (default target/debug/tenantdb)
+#        DOCKERFILE=path/to/copy scripts/image-check.sh …   checks another Dockerfile (to see a
+#        check fail on a broken copy); the build context is still this repository.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$PWD"
 bin="${1:-target/debug/tenantdb}"
+dockerfile="${DOCKERFILE:-Dockerfile}"
 fail() { echo "image-check: $*" >&2; exit 1; }
 
 # The builder stage: from the first FROM up to the second.
-builder="$(awk '/^FROM /{n++} n==1' Dockerfile)"
-runtime="$(awk '/^FROM /{n++} n==2' Dockerfile)"
+builder="$(awk '/^FROM /{n++} n==1' "$dockerfile")"
+runtime="$(awk '/^FROM /{n++} n==2' "$dockerfile")"
 if [ -z "$builder" ] || [ -z "$runtime" ]; then fail "expected a two-stage Dockerfile"; fi
 
 # 1. The COPY sources of the builder stage (continuation lines are not used for COPY here).
@@ -59,7 +69,7 @@ echo "image-check: the builder context compiles"
 # 2b. What the operator links: never the emulator, the test kit or the demo.
 deps="$(cargo tree --locked -p tenantdb -e normal,build --prefix none --format '{p}' | awk '{print $1}' | sort -u)"
 for forbidden in tenantdb-apiserver tenantdb-testkit tenantdb-demo kube-cel; do
-  if printf '%s\n' "$deps" | grep -qx "$forbidden"; then
+  if grep -qx "$forbidden" <<<"$deps"; then
     fail "the operator depends on $forbidden (it must stay a dev-dependency)"
   fi
 done
@@ -67,7 +77,7 @@ echo "image-check: the operator links none of tenantdb-apiserver, tenantdb-testk
 # The kubectl plugin is shipped too (cargo install --path plugin): the same rule.
 deps="$(cargo tree --locked -p kubectl-tenantdb -e normal,build --prefix none --format '{p}' | awk '{print $1}' | sort -u)"
 for forbidden in tenantdb-apiserver tenantdb-testkit tenantdb-demo kube-cel; do
-  if printf '%s\n' "$deps" | grep -qx "$forbidden"; then
+  if grep -qx "$forbidden" <<<"$deps"; then
     fail "the kubectl plugin depends on $forbidden (it must stay a dev-dependency)"
   fi
 done
@@ -83,18 +93,83 @@ fi
   || fail "builder image rust:$image_rust is older than rust-version $need_rust"
 echo "image-check: builder rust:$image_rust >= rust-version $need_rust"
 
-# 4. Shared libraries of the binary vs. distroless/cc (glibc, libgcc_s; no OpenSSL: TLS is rustls).
+# 4. The runtime base, and the binary's shared libraries vs. what it provides: debian:bookworm-slim
+#    has libc6 (glibc 2.36) and libgcc-s1 (both Priority: required); no OpenSSL (TLS is rustls).
+#    NEEDED entries, not ldd: ldd shows what this machine would load, not what the binary asks for.
+base="$(sed -n '1s/^FROM \([^ ]*\).*/\1/p' <<<"$runtime")"
+[ "$base" = "debian:bookworm-slim" ] \
+  || fail "the runtime base is $base; check 4's list of libraries is for debian:bookworm-slim (update it with the base)"
+label_base="$(printf '%s\n' "$runtime" | sed -n 's/.*org\.opencontainers\.image\.base\.name="\([^"]*\)".*/\1/p')"
+[ "${label_base#docker.io/library/}" = "$base" ] \
+  || fail "LABEL org.opencontainers.image.base.name=\"$label_base\" is not the runtime base $base"
 [ -x "$bin" ] || fail "no binary at $bin (build it first)"
-allowed='^(linux-vdso\.so\.1|libc\.so\.6|libm\.so\.6|libgcc_s\.so\.1|libpthread\.so\.0|libdl\.so\.2|librt\.so\.1|/lib64/ld-linux-x86-64\.so\.2|ld-linux-aarch64\.so\.1)$'
-while read -r lib _; do
-  [[ "$lib" =~ $allowed ]] || fail "$bin links $lib, which distroless/cc-debian12 does not provide"
-done < <(ldd "$bin" | awk '{print $1}')
-echo "image-check: $bin links only glibc and libgcc_s"
+command -v readelf >/dev/null || fail "readelf (binutils) is needed to read the binary's NEEDED libraries"
+allowed='^(libc\.so\.6|libm\.so\.6|libgcc_s\.so\.1|libpthread\.so\.0|libdl\.so\.2|librt\.so\.1|libutil\.so\.1|ld-linux-x86-64\.so\.2|ld-linux-aarch64\.so\.1)$'
+while read -r lib; do
+  [[ "$lib" =~ $allowed ]] || fail "$bin needs $lib, which $base does not provide (only glibc and libgcc_s)"
+done < <(readelf -d "$bin" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p')
+glibc="$(readelf --version-info --wide "$bin" | grep -o 'GLIBC_[0-9][0-9.]*' | sed 's/GLIBC_//' | sort -Vu | tail -1)"
+if [ -n "$glibc" ] && [ "$(printf '%s\n%s\n' "$glibc" 2.36 | sort -V | tail -1)" != 2.36 ]; then
+  fail "$bin needs glibc $glibc; $base has 2.36"
+fi
+echo "image-check: runtime base $base; $bin needs only glibc${glibc:+ (symbols up to $glibc)} and libgcc_s"
 
 # 5. Runtime stage: numeric non-root user, the entrypoint is what was copied.
 user="$(printf '%s\n' "$runtime" | sed -n 's/^USER \([0-9]*\):\?.*/\1/p' | tail -1)"
 if [ -z "$user" ] || [ "$user" = 0 ]; then fail "the runtime stage must run as a numeric non-root USER"; fi
 entry="$(printf '%s\n' "$runtime" | sed -n 's/^ENTRYPOINT \["\([^"]*\)".*/\1/p')"
-printf '%s\n' "$runtime" | grep -q "^COPY --from=builder .* $entry\$" \
+grep -q "^COPY --from=builder .* $entry\$" <<<"$runtime" \
   || fail "ENTRYPOINT $entry is not a file the runtime stage copies from the builder"
 echo "image-check: runtime runs as uid $user, entrypoint $entry"
+
+# 6. pg_dump and psql for tenant moves. RUN lines with their continuations joined; ${PG_MAJOR} is
+#    the stage's ARG default (what `docker build` uses without --build-arg).
+joined="$(printf '%s\n' "$runtime" | sed -e ':a' -e '/\\$/N; s/\\\n//; ta')"
+major="$(printf '%s\n' "$runtime" | sed -n 's/^ARG PG_MAJOR=\([0-9]*\)$/\1/p' | tail -1)"
+subst() { if [ -n "$major" ]; then sed -e "s/\${PG_MAJOR}/$major/g" -e "s/\$PG_MAJOR\b/$major/g"; else cat; fi; }
+runs="$(printf '%s\n' "$joined" | grep '^RUN ' | subst || true)"
+# Every package an `apt-get install` names (options and quotes dropped).
+mapfile -t pkgs < <(printf '%s\n' "$runs" | tr ';&|' '\n' \
+  | awk '{for (i=1;i<NF;i++) if ($i=="apt-get" && $(i+1)=="install") {for (j=i+2;j<=NF;j++) if ($j !~ /^-/) print $j; break}}' \
+  | tr -d '"'"'" | sort -u)
+client=""
+for p in "${pkgs[@]}"; do
+  case "$p" in
+    postgresql-client-[0-9]*) client="$p" ;;
+    ca-certificates) ;;
+    *) fail "the runtime stage installs $p: only postgresql-client-<major> and ca-certificates belong in it (no build tools; extend this list in scripts/image-check.sh if it is meant)" ;;
+  esac
+done
+[ -n "$client" ] || fail "the runtime stage installs no postgresql-client-<major> package: no pg_dump/psql, tenant moves cannot run"
+client_major="${client#postgresql-client-}"
+[[ "$client_major" =~ ^[0-9]+$ ]] || fail "cannot read the PostgreSQL major of $client"
+e2e_major="$(sed -n 's/^PG_IMAGE="postgres:\([0-9]*\).*/\1/p' tests/e2e/kind.sh)"
+[ -n "$e2e_major" ] || fail "cannot read the PostgreSQL version of tests/e2e/kind.sh (PG_IMAGE)"
+[ "$client_major" -ge "$e2e_major" ] \
+  || fail "$client is older than the PostgreSQL $e2e_major servers the e2e test runs (pg_dump refuses newer servers)"
+if [ "$client_major" != 15 ]; then
+  # Not in Debian 12: the PGDG repository, with its key (no trusted=yes, no unauthenticated installs).
+  grep -q 'apt\.postgresql\.org/pub/repos/apt' <<<"$runs" \
+    || fail "$client is not in Debian 12: the runtime stage must add apt.postgresql.org"
+  grep -q 'bookworm-pgdg' <<<"$runs" || fail "the PGDG source is not for bookworm (bookworm-pgdg)"
+  grep -Eq '(Signed-By: |signed-by=)/[^ '"'"']*apt\.postgresql\.org\.(asc|gpg)' <<<"$runs" \
+    || fail "the PGDG source has no Signed-By key"
+fi
+if grep -Eiq 'trusted=yes|trusted: *yes|--allow-unauthenticated|AllowInsecureRepositories|AllowUnauthenticated' <<<"$runs"; then
+  fail "the runtime stage installs unauthenticated packages"
+fi
+# The RUN that installs must also remove the apt lists (a later RUN would leave them in a layer).
+install_run="$(printf '%s\n' "$runs" | grep -F "$client")"
+grep -q 'rm -rf /var/lib/apt/lists/\*' <<<"$install_run" \
+  || fail "the RUN installing $client does not remove /var/lib/apt/lists/*"
+bindir="$(printf '%s\n' "$joined" | sed -n 's/^ENV TENANTDB_PG_BIN_DIR=\([^ ]*\)$/\1/p' | subst | tail -1)"
+[ "$bindir" = "/usr/lib/postgresql/$client_major/bin" ] \
+  || fail "ENV TENANTDB_PG_BIN_DIR=${bindir:-(unset)}, not /usr/lib/postgresql/$client_major/bin where $client puts pg_dump and psql"
+# Where this machine has the same package, its file list confirms the layout.
+# (Lists read whole before grep: `producer | grep -q` can fail on SIGPIPE under pipefail.)
+if files="$(dpkg -L "$client" 2>/dev/null)"; then
+  for t in pg_dump psql; do
+    grep -qx "$bindir/$t" <<<"$files" || fail "$client (as installed here) has no $bindir/$t"
+  done
+fi
+echo "image-check: runtime installs $client (pg_dump, psql >= e2e PostgreSQL $e2e_major), TENANTDB_PG_BIN_DIR=$bindir"
