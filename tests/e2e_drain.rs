@@ -8,7 +8,7 @@ use tenantdb_testkit::e2e;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use e2e::{Env, EnvOptions, tail, wait_for};
+use e2e::{Env, EnvOptions, wait_for};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
 use sqlx::{Connection, PgConnection};
@@ -18,15 +18,6 @@ use tenantdb_testkit::localpg::{LocalPg, LocalPgOptions};
 const T: Duration = Duration::from_secs(240);
 const TENANTS: usize = 8;
 const AT_ONCE: usize = 2;
-
-fn log_tail(env: &Env) -> String {
-    let log = env.operator_log();
-    let important: Vec<&str> = log
-        .lines()
-        .filter(|l| !l.contains("\"level\":\"DEBUG\""))
-        .collect();
-    tail(&important.join("\n"), 60)
-}
 
 async fn cluster(logical: bool) -> LocalPg {
     tokio::task::spawn_blocking(move || {
@@ -171,7 +162,7 @@ async fn a_drained_server_moves_all_its_tenants_away_a_few_at_a_time() {
                     )
                 })
                 .collect();
-            panic!("{e}\n{}\n{}", moves.join("\n"), log_tail(&env))
+            panic!("{e}\n{}\n{}", moves.join("\n"), env.important_log_tail(60))
         }
     };
     let most = most.load(std::sync::atomic::Ordering::Relaxed);
@@ -203,5 +194,5 @@ async fn a_drained_server_moves_all_its_tenants_away_a_few_at_a_time() {
         .then_some(())
     })
     .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", log_tail(&env)));
+    .unwrap_or_else(|e| panic!("{e}\n{}", env.important_log_tail(60)));
 }

@@ -14,26 +14,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use e2e::{Env, EnvOptions, tail, wait_for};
+use e2e::{Env, EnvOptions, wait_for};
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 use sqlx::{Connection, PgConnection};
 use tenantdb::crd::{MovePhase, Tenant, TenantPhase};
-use tenantdb_testkit::localpg::{LocalPg, LocalPgOptions};
+use tenantdb_testkit::localpg::LocalPg;
 
 const T: Duration = Duration::from_secs(240);
 
 fn logical() -> Vec<(String, String)> {
     vec![("wal_level".into(), "logical".into())]
-}
-
-fn log_tail(env: &Env) -> String {
-    let log = env.operator_log();
-    let important: Vec<&str> = log
-        .lines()
-        .filter(|l| !l.contains("\"level\":\"DEBUG\""))
-        .collect();
-    tail(&important.join("\n"), 60)
 }
 
 /// A connection with the credentials the tenant's Secret holds now.
@@ -113,29 +104,7 @@ async fn tenants_move_online_without_losing_writes() {
         ..Default::default()
     })
     .await;
-    let b = tokio::task::spawn_blocking(|| {
-        LocalPg::start_with(LocalPgOptions {
-            settings: logical(),
-            ..Default::default()
-        })
-    })
-    .await
-    .unwrap()
-    .expect("second cluster");
-    env.add_database_server("b", &b, json!({})).await;
-    wait_for(T, "b reports LogicalReplication=True", || async {
-        let ds = Api::<tenantdb::crd::DatabaseServer>::all(env.client.clone())
-            .get("b")
-            .await
-            .ok()?;
-        let st = ds.status?;
-        st.conditions
-            .iter()
-            .any(|c| c.type_ == "LogicalReplication" && c.status == "True")
-            .then_some(())
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", log_tail(&env)));
+    let b = env.add_logical_server("b", &logical()).await;
     let ns = "moves";
     env.create_tenant(
         ns,
@@ -263,7 +232,7 @@ async fn tenants_move_online_without_losing_writes() {
                     .then_some(t)
             })
             .await
-            .unwrap_or_else(|e| panic!("{e}\n{}", log_tail(&env)));
+            .unwrap_or_else(|e| panic!("{e}\n{}", env.important_log_tail(60)));
             moves.push(move_of(&t).unwrap());
         }
         let at_move = acked.lock().unwrap().len();
@@ -271,7 +240,7 @@ async fn tenants_move_online_without_losing_writes() {
             (acked.lock().unwrap().len() >= at_move + 100).then_some(())
         })
         .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", log_tail(&env)));
+        .unwrap_or_else(|e| panic!("{e}\n{}", env.important_log_tail(60)));
         stop.store(true, Ordering::Relaxed);
         moves
     };
@@ -373,7 +342,7 @@ async fn tenants_move_online_without_losing_writes() {
         (m.phase == MovePhase::Copying || m.phase == MovePhase::Preparing).then_some(())
     })
     .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", log_tail(&env)));
+    .unwrap_or_else(|e| panic!("{e}\n{}", env.important_log_tail(60)));
     api.patch(
         "c",
         &PatchParams::default(),
@@ -387,7 +356,7 @@ async fn tenants_move_online_without_losing_writes() {
         (m.phase == MovePhase::RolledBack || m.phase == MovePhase::Completed).then_some(t)
     })
     .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", log_tail(&env)));
+    .unwrap_or_else(|e| panic!("{e}\n{}", env.important_log_tail(60)));
     let m = move_of(&t).unwrap();
     assert_eq!(m.phase, MovePhase::RolledBack, "{m:?}");
     assert!(

@@ -42,16 +42,6 @@ async fn add_server(env: &Env, name: &str, pg: &LocalPg, max_tenants: Option<i64
     env.add_database_server(name, pg, capacity).await;
 }
 
-/// The operator log's last lines above DEBUG (what a failure message shows).
-fn log_tail(env: &Env) -> String {
-    let log = env.operator_log();
-    let important: Vec<&str> = log
-        .lines()
-        .filter(|l| !l.contains("\"level\":\"DEBUG\""))
-        .collect();
-    tail(&important.join("\n"), 60)
-}
-
 fn servers(env: &Env) -> Api<DatabaseServer> {
     Api::all(env.client.clone())
 }
@@ -111,7 +101,7 @@ async fn wait_server_ready(env: &Env, name: &str, ready: bool) {
         },
     )
     .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", log_tail(env)));
+    .unwrap_or_else(|e| panic!("{e}\n{}", env.important_log_tail(60)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,7 +125,7 @@ async fn capacity_is_never_overshot_and_rollouts_span_servers() {
         .then_some(())
     })
     .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", log_tail(&env)));
+    .unwrap_or_else(|e| panic!("{e}\n{}", env.important_log_tail(60)));
     let ns = "capacity";
     env.ensure_namespace(ns).await;
     let api = env.tenants(ns);
@@ -176,7 +166,7 @@ async fn capacity_is_never_overshot_and_rollouts_span_servers() {
             .then_some((per_server, waiting))
     })
     .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", log_tail(&env)));
+    .unwrap_or_else(|e| panic!("{e}\n{}", env.important_log_tail(60)));
     assert_eq!(
         per_server,
         [
@@ -234,7 +224,7 @@ async fn capacity_is_never_overshot_and_rollouts_span_servers() {
         (ready == 35).then_some(())
     })
     .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", log_tail(&env)));
+    .unwrap_or_else(|e| panic!("{e}\n{}", env.important_log_tail(60)));
     assert_eq!(roles_on(&pgs[1], "capacity").await.len(), 15);
     assert_eq!(roles_on(&pgs[0], "capacity").await.len(), 10);
     assert_eq!(roles_on(&pgs[2], "capacity").await.len(), 10);
@@ -284,7 +274,7 @@ async fn capacity_is_never_overshot_and_rollouts_span_servers() {
         (st.phase == tenantdb::crd::MigrationPhase::Succeeded).then_some(st)
     })
     .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", log_tail(&env)));
+    .unwrap_or_else(|e| panic!("{e}\n{}", env.important_log_tail(60)));
     assert_eq!((done.total, done.succeeded), (35, 35), "{done:?}");
     // Every server's tenants have the table.
     for pg in &pgs {
@@ -318,7 +308,7 @@ async fn capacity_is_never_overshot_and_rollouts_span_servers() {
         (c.status == "True" && c.message.contains("10 tenant(s)")).then_some(())
     })
     .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", log_tail(&env)));
+    .unwrap_or_else(|e| panic!("{e}\n{}", env.important_log_tail(60)));
     // An operator restart does not let it go (the deleting server is not in the registry of the
     // new process until it connects it again), and its tenants stay Ready meanwhile.
     env.kill_operator().await;
@@ -343,7 +333,7 @@ async fn capacity_is_never_overshot_and_rollouts_span_servers() {
         (c.status == "True" && st.conditions.iter().any(|c| c.type_ == "Ready")).then_some(())
     })
     .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", log_tail(&env)));
+    .unwrap_or_else(|e| panic!("{e}\n{}", env.important_log_tail(60)));
     // Three more refused deletions of the new process (the probe interval is 1 s): still there.
     let refused = r#"tenantdb_reconciles_total{controller="databaseserver",result="error"}"#;
     wait_for(T, "3 refused deletions of pg-2", || async {
@@ -375,7 +365,7 @@ async fn capacity_is_never_overshot_and_rollouts_span_servers() {
             .then_some(())
     })
     .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", log_tail(&env)));
+    .unwrap_or_else(|e| panic!("{e}\n{}", env.important_log_tail(60)));
     assert!(roles_on(&pgs[2], "capacity").await.is_empty());
 }
 
@@ -473,7 +463,7 @@ async fn lost_placements_are_found_and_an_unreachable_server_stops_only_its_tena
             (ready && placed_on(&t) == want).then_some(())
         })
         .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", log_tail(&env)));
+        .unwrap_or_else(|e| panic!("{e}\n{}", env.important_log_tail(60)));
         // Same password: nothing was provisioned anew.
         assert_eq!(
             env.secret_value(ns, &format!("{n}-db"), "password").await,
@@ -505,7 +495,7 @@ async fn lost_placements_are_found_and_an_unreachable_server_stops_only_its_tena
         (p != old).then_some(())
     })
     .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", log_tail(&env)));
+    .unwrap_or_else(|e| panic!("{e}\n{}", env.important_log_tail(60)));
     assert_eq!(
         env.secret_value(ns, "x-db", "port").await,
         Some(pgs[0].port().to_string())
@@ -545,7 +535,7 @@ async fn lost_placements_are_found_and_an_unreachable_server_stops_only_its_tena
         (condition(&st.conditions, "Degraded")?.status == "True").then_some(st)
     })
     .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", log_tail(&env)));
+    .unwrap_or_else(|e| panic!("{e}\n{}", env.important_log_tail(60)));
     assert_eq!(y.placement.unwrap().postgres.as_deref(), Some("b"));
     assert!(
         roles_on(&pgs[0], "lost").await.len() == 2,

@@ -368,7 +368,8 @@ impl MovePhase {
     }
 }
 
-/// A move of a tenant's PostgreSQL part to another server.
+/// A move of a tenant's PostgreSQL part (`status.move`) or MongoDB database
+/// (`status.mongodbMove`) to another server.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MoveStatus {

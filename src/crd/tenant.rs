@@ -271,6 +271,11 @@ pub struct TenantStatus {
     /// ended).
     #[serde(default, rename = "move", skip_serializing_if = "Option::is_none")]
     pub move_: Option<super::MoveStatus>,
+    /// The last move of the tenant's MongoDB database to another MongoDB server (in progress, or
+    /// how it ended). `lagBytes` is not used, `attempts` counts copies, and `writeFreezeMs` is
+    /// how long the tenant's user was read-only (the whole copy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mongodb_move: Option<super::MoveStatus>,
 }
 
 /// MongoDB state of a tenant.

@@ -5,6 +5,7 @@
 //! `moving` (docs/moves.md).
 
 pub mod copy;
+pub mod notes;
 pub mod sql;
 
 use sha2::{Digest, Sha256};

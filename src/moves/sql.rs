@@ -44,6 +44,9 @@ pub struct RoleCopy {
     pub connection_limit: i32,
     /// The ownership marker (comment).
     pub comment: Option<String>,
+    /// `rolvaliduntil` (ISO 8601 in UTC, or `infinity`): a rotation's grace period ends there
+    /// on the target as on the source.
+    pub valid_until: Option<String>,
 }
 
 /// `wal_level` of a server.
@@ -57,7 +60,10 @@ pub async fn wal_level(pg: &PgAdmin) -> Result<String> {
 pub async fn read_roles(pg: &PgAdmin, names: &TenantNames) -> Result<Vec<RoleCopy>> {
     let rows = sqlx::query(
         "SELECT rolname::text AS name, rolcanlogin, rolpassword, rolconnlimit, \
-                shobj_description(oid, 'pg_authid') AS comment \
+                shobj_description(oid, 'pg_authid') AS comment, \
+                CASE WHEN rolvaliduntil IS NULL THEN NULL \
+                     WHEN rolvaliduntil = 'infinity' THEN 'infinity' \
+                     ELSE to_char(rolvaliduntil AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00' END AS valid_until \
            FROM pg_authid WHERE rolname = ANY($1) ORDER BY rolname",
     )
     .bind(vec![
@@ -81,6 +87,7 @@ pub async fn read_roles(pg: &PgAdmin, names: &TenantNames) -> Result<Vec<RoleCop
             verifier: r.try_get("rolpassword")?,
             connection_limit: r.try_get("rolconnlimit")?,
             comment: r.try_get("comment")?,
+            valid_until: r.try_get("valid_until")?,
         });
     }
     Ok(out)
@@ -135,8 +142,10 @@ pub async fn prepare_roles(pg: &PgAdmin, names: &TenantNames, roles: &[RoleCopy]
         };
         let comment =
             quote_literal(marker).ok_or_else(|| Error::Config("unusable marker".into()))?;
+        let valid_until = quote_literal(role.valid_until.as_deref().unwrap_or("infinity"))
+            .ok_or_else(|| Error::Config("unusable VALID UNTIL".into()))?;
         sqlx::raw_sql(ddl(format!(
-            "ALTER ROLE {name} NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT {password} CONNECTION LIMIT {limit}; COMMENT ON ROLE {name} IS {comment}",
+            "ALTER ROLE {name} NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT {password} VALID UNTIL {valid_until} CONNECTION LIMIT {limit}; COMMENT ON ROLE {name} IS {comment}",
             name = role.name,
             limit = role.connection_limit,
         )))
@@ -320,6 +329,64 @@ pub async fn sync_state(target: &PgAdmin, scope: &Scope, name: &Ident) -> Result
     Ok((row.try_get("total")?, row.try_get("ready")?))
 }
 
+/// What is missing of the move's replication, if anything: its subscription on the target, or its
+/// replication slot on the source (or the WAL the slot needs, removed under
+/// `max_slot_wal_keep_size` while the target was away). None comes back by itself (an earlier
+/// cut-over dropped the subscription, someone dropped an object by hand): the move can only be
+/// rolled back.
+pub async fn replication_gone(
+    source: &PgAdmin,
+    target: &PgAdmin,
+    target_scope: &Scope,
+    name: &Ident,
+) -> Result<Option<String>> {
+    let subscription: Option<i32> = sqlx::query_scalar(
+        "SELECT 1 FROM pg_subscription s JOIN pg_database d ON d.oid = s.subdbid \
+          WHERE s.subname = $1 AND d.datname = $2",
+    )
+    .bind(name.as_str())
+    .bind(target_scope.database.as_str())
+    .fetch_optional(target.admin()?)
+    .await?;
+    if subscription.is_none() {
+        return Ok(Some(format!(
+            "the subscription {} no longer exists on the target",
+            name.as_str()
+        )));
+    }
+    let slot: Option<Option<String>> =
+        sqlx::query_scalar("SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1")
+            .bind(name.as_str())
+            .fetch_optional(source.admin()?)
+            .await?;
+    Ok(match slot {
+        None => Some(format!(
+            "the replication slot {} no longer exists on the source",
+            name.as_str()
+        )),
+        Some(Some(s)) if s == "lost" => Some(format!(
+            "the replication slot {} on the source lost WAL it needed (max_slot_wal_keep_size)",
+            name.as_str()
+        )),
+        Some(_) => None,
+    })
+}
+
+/// Why the server does not accept TCP connections, if it does not (a quick probe, at most 1 s):
+/// tells which server a connection error came from.
+pub async fn unreachable(pg: &PgAdmin) -> Option<String> {
+    let (host, port) = pg.server_address();
+    if host.starts_with('/') {
+        return None; // a unix socket: the error itself says it
+    }
+    let probe = tokio::net::TcpStream::connect((host.as_str(), port));
+    match tokio::time::timeout(Duration::from_secs(1), probe).await {
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) => Some(format!("{host}:{port}: {e}")),
+        Err(_) => Some(format!("{host}:{port}: no answer within 1 s")),
+    }
+}
+
 /// How many WAL bytes the slot's consumer is behind the source; `None` without the slot.
 pub async fn lag_bytes(source: &PgAdmin, name: &Ident) -> Result<Option<i64>> {
     let lag: Option<Option<i64>> = sqlx::query_scalar(
@@ -374,9 +441,11 @@ pub async fn unfence(pg: &PgAdmin, roles: &[&Ident]) -> Result<()> {
 }
 
 /// Waits until the slot's consumer confirmed everything the source wrote up to now (after the
-/// fence: everything the tenant committed). `false` after `timeout`.
+/// fence: everything the tenant committed). `false` after `timeout`. Up to the WAL *insert*
+/// position: with `synchronous_commit = off` a commit is acknowledged before its WAL is written,
+/// and `pg_current_wal_lsn()` (the write position) can be short of the tenant's last commits.
 pub async fn wait_caught_up(source: &PgAdmin, name: &Ident, timeout: Duration) -> Result<bool> {
-    let lsn: String = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
+    let lsn: String = sqlx::query_scalar("SELECT pg_current_wal_insert_lsn()::text")
         .fetch_one(source.admin()?)
         .await?;
     let deadline = Instant::now() + timeout;

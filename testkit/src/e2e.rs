@@ -53,6 +53,9 @@ pub struct EnvOptions {
     pub crds: Option<Vec<serde_json::Value>>,
     /// Extra PostgreSQL server settings (e.g. `shared_preload_libraries`).
     pub pg_settings: Vec<(String, String)>,
+    /// Extra environment variables of the operator process (e.g. a test-only fail point, see
+    /// tests/README.md).
+    pub operator_env: Vec<(String, String)>,
 }
 
 pub struct Env {
@@ -67,6 +70,8 @@ pub struct Env {
     pub operator: Option<Child>,
     pub log_path: PathBuf,
     pub extra_args: Vec<String>,
+    /// Extra environment variables of operator processes started from now on.
+    pub operator_env: Vec<(String, String)>,
     starts: u32,
 }
 
@@ -152,6 +157,7 @@ impl Env {
             client,
             operator: None,
             extra_args: opts.extra_args,
+            operator_env: opts.operator_env,
             starts: 0,
         };
         env.start_operator();
@@ -201,6 +207,7 @@ impl Env {
             .env("TENANTDB_DATABASE_URL", self.pg.admin_url())
             .env("RUST_LOG", "info,tenantdb=debug")
             .env("TENANTDB_LOG_FORMAT", "json")
+            .envs(self.operator_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -219,6 +226,16 @@ impl Env {
 
     pub fn operator_log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// The last `n` lines of the operator's log above DEBUG (for failure messages).
+    pub fn important_log_tail(&self, n: usize) -> String {
+        let log = self.operator_log();
+        let important: Vec<&str> = log
+            .lines()
+            .filter(|l| !l.contains("\"level\":\"DEBUG\""))
+            .collect();
+        tail(&important.join("\n"), n)
     }
 
     pub fn tenants(&self, ns: &str) -> Api<Tenant> {
@@ -265,6 +282,42 @@ impl Env {
     ) -> tenantdb::crd::DatabaseServer {
         let manifests = crate::cluster::database_server_manifests(name, pg, capacity);
         self.add_server_manifests(manifests).await
+    }
+
+    /// Starts a throwaway cluster with `settings` and `wal_level=logical`, declares it as the
+    /// DatabaseServer `name` (no capacity limits, see [`Env::add_database_server`]) and waits until
+    /// it reports `LogicalReplication=True`: a server to move tenants to or from.
+    pub async fn add_logical_server(&self, name: &str, settings: &[(String, String)]) -> LocalPg {
+        let mut all = settings.to_vec();
+        if !all.iter().any(|(k, _)| k == "wal_level") {
+            all.push(("wal_level".into(), "logical".into()));
+        }
+        let pg = tokio::task::spawn_blocking(move || {
+            LocalPg::start_with(crate::localpg::LocalPgOptions {
+                settings: all,
+                ..Default::default()
+            })
+        })
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("throwaway PostgreSQL for server {name}: {e}"));
+        self.add_database_server(name, &pg, serde_json::json!({}))
+            .await;
+        let servers: Api<tenantdb::crd::DatabaseServer> = Api::all(self.client.clone());
+        wait_for(
+            Duration::from_secs(120),
+            &format!("server {name} reports LogicalReplication=True"),
+            || async {
+                let st = servers.get(name).await.ok()?.status?;
+                st.conditions
+                    .iter()
+                    .any(|c| c.type_ == "LogicalReplication" && c.status == "True")
+                    .then_some(())
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", self.important_log_tail(60)));
+        pg
     }
 
     /// Declares the MongoDB stand-in `mongo` as the mongodb DatabaseServer `name` (see

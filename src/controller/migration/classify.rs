@@ -1,6 +1,13 @@
 //! Stage `classify` (pure): how each selected Tenant is handled by this reconcile — done, failed
-//! earlier in this revision, not Ready yet, left alone (with the reason), or to migrate — and the
-//! progress that results.
+//! earlier in this revision, not Ready yet, moving to another server, left alone (with the
+//! reason), or to migrate — and the progress that results.
+//!
+//! A tenant whose move is in progress ([`move_in_progress`]) is not migrated: a migration on the
+//! source during the copy would make the cut-over find a schema difference and undo it (after 3
+//! attempts the move is rolled back), and after the commit point the source is fenced. It waits,
+//! listed as pending with the move in its message, and is migrated when the move ended — on the
+//! server `status.placement` names then (the Tenant watch triggers the TenantMigration when the
+//! move ends, see `trigger`).
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -21,6 +28,8 @@ pub(crate) enum Class {
     Failed,
     /// Not Ready yet.
     NotReady,
+    /// Being moved to another server: waits for the move to end (the message says which).
+    Moving(String),
     /// Left alone (settled migration, tenant changed afterwards or superseded).
     Skipped(String),
     /// To migrate.
@@ -62,8 +71,55 @@ pub(crate) struct Classified {
     pub failed: HashSet<String>,
     /// Tenants at the target version.
     pub done: HashSet<String>,
-    /// Some tenant waits for its Tenant to become Ready.
+    /// Some tenant waits for its Tenant to become Ready or for its move to end.
     pub waiting: bool,
+}
+
+/// Why a tenant is not migrated now because of a move: its `status.move` has started and is not
+/// over (any phase from `Preparing` to `CleaningUp`, or `RollingBack`). `None`: no move in
+/// progress (none, never started, completed or rolled back).
+pub(crate) fn move_in_progress(t: &Tenant) -> Option<String> {
+    let m = t.status.as_ref()?.move_.as_ref()?;
+    is_moving(t).then(|| {
+        format!(
+            "waiting for the Tenant's move from server {} to {} to end: migrated afterwards, on the server it is on then",
+            m.from, m.to
+        )
+    })
+}
+
+/// Whether the Tenant's move is in progress (see [`move_in_progress`]).
+pub(crate) fn is_moving(t: &Tenant) -> bool {
+    t.status
+        .as_ref()
+        .and_then(|s| s.move_.as_ref())
+        .is_some_and(|m| !m.phase.is_terminal() && m.started_at.is_some())
+}
+
+/// Why a tenant handed to a rollout pass is not migrated after all, judged on the Tenant as it
+/// is when its turn comes (the pass may run long after the classification): a move started
+/// meanwhile, or one ended and the tenant is on another server than the one planned
+/// (`planned`; `default_server` for Tenants whose status records no placement).
+pub(crate) fn deferral(
+    t: &Tenant,
+    planned: Option<&str>,
+    default_server: Option<&str>,
+) -> Option<String> {
+    if let Some(why) = move_in_progress(t) {
+        return Some(why);
+    }
+    let now = t
+        .status
+        .as_ref()
+        .and_then(|s| s.placement.as_ref())
+        .and_then(|p| p.postgres.as_deref())
+        .or(default_server);
+    match (planned, now) {
+        (Some(p), Some(n)) if p != n => Some(format!(
+            "the Tenant moved from server {p} to {n} since this pass started: migrated by the next pass"
+        )),
+        _ => None,
+    }
 }
 
 /// Classifies `tenants` (sorted by name) and records the result in a [`Progress`].
@@ -103,6 +159,11 @@ pub(crate) fn classify(tenants: &[Tenant], input: &Input<'_>) -> Classified {
                     Some("waiting for the Tenant to be Ready".into()),
                 );
             }
+            Class::Moving(why) => {
+                out.waiting = true;
+                out.progress
+                    .set(&name, TenantMigrationState::Pending, Some(why));
+            }
             Class::Skipped(msg) => {
                 out.progress
                     .set(&name, TenantMigrationState::Skipped, Some(msg))
@@ -132,12 +193,14 @@ fn class_of(
     let shared = server
         .and_then(|s| input.servers.get(s))
         .unwrap_or(input.shared_database);
-    let work = || match resolve(t, input.name_prefix, shared) {
-        Ok(res) => Class::Work(Box::new(RolloutTenant {
+    // Every tenant that would be migrated (or planned, for a dry run) waits for its move.
+    let work = || match (move_in_progress(t), resolve(t, input.name_prefix, shared)) {
+        (Some(why), _) => Class::Moving(why),
+        (None, Ok(res)) => Class::Work(Box::new(RolloutTenant {
             server: server.map(str::to_string),
             ..rollout_tenant(t, res, recorded)
         })),
-        Err(e) => Class::Skipped(format!("cannot resolve the Tenant's names: {e}")),
+        (None, Err(e)) => Class::Skipped(format!("cannot resolve the Tenant's names: {e}")),
     };
     let ready = t.status.as_ref().map(|s| s.phase) == Some(TenantPhase::Ready);
     if prev_entry.is_some_and(|e| {

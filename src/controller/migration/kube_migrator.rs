@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use kube::Resource;
 use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::reflector::ObjectRef;
 use serde_json::json;
 
 use super::super::{Context, object_key_for};
@@ -98,10 +99,31 @@ impl KubeMigrator {
             crate::secret::read_key(&secret, "password").as_deref(),
         )
     }
+
+    /// Why `tenant` is not migrated now after all: its Tenant, as the cache has it when its turn
+    /// comes, started moving or is on another server than planned (`classify::deferral`).
+    fn deferral(&self, tenant: &RolloutTenant) -> Option<String> {
+        let store = self.ctx.synced_tenant_store()?;
+        let current = store.get(&ObjectRef::new(&tenant.name).within(&self.namespace))?;
+        super::classify::deferral(
+            &current,
+            tenant.server.as_deref(),
+            self.ctx.servers().default_name(),
+        )
+    }
 }
 
 impl TenantMigrator for KubeMigrator {
     async fn migrate(&self, tenant: &RolloutTenant) -> TenantOutcome {
+        if let Some(why) = self.deferral(tenant) {
+            return TenantOutcome::error(
+                tenant,
+                OutcomeKind::Deferred,
+                "moving",
+                why,
+                Duration::ZERO,
+            );
+        }
         let mut with_login;
         let tenant = if tenant.credentials.is_some() {
             tenant

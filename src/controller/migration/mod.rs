@@ -52,6 +52,8 @@ mod status;
 mod task;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_moving;
 mod trigger;
 mod verdict;
 

@@ -140,6 +140,7 @@ impl<M: TenantMigrator> Pass<M> {
             succeeded = summary.count(OutcomeKind::Succeeded),
             failed = summary.count(OutcomeKind::Failed) + summary.count(OutcomeKind::Blocked),
             retry = summary.count(OutcomeKind::Retry),
+            deferred = summary.count(OutcomeKind::Deferred),
             halted = ?summary.halted,
             "rollout pass done"
         );
@@ -181,7 +182,7 @@ pub(crate) async fn handle_event(
                     )
                     .await;
                 }
-                OutcomeKind::Retry => {}
+                OutcomeKind::Retry | OutcomeKind::Deferred => {}
             }
             false
         }

@@ -83,7 +83,7 @@ impl Progress {
             OutcomeKind::Succeeded => TenantMigrationState::Succeeded,
             OutcomeKind::Failed => TenantMigrationState::Failed,
             OutcomeKind::Blocked => TenantMigrationState::Blocked,
-            OutcomeKind::Retry => TenantMigrationState::Pending,
+            OutcomeKind::Retry | OutcomeKind::Deferred => TenantMigrationState::Pending,
         };
         let message = match o.kind {
             OutcomeKind::Retry => format!("retrying: {}", o.message),

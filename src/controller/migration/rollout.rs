@@ -75,6 +75,10 @@ pub enum OutcomeKind {
     Blocked,
     /// A transient problem (connection, lock timeout): retried later, not counted as a failure.
     Retry,
+    /// Not migrated now, on purpose: the tenant started moving to another server (or moved)
+    /// since the pass was planned. It waits for a later pass; neither a failure nor a transient
+    /// problem (no backoff, nothing against the failure budget).
+    Deferred,
 }
 
 /// Result of one tenant's migration.
@@ -372,7 +376,8 @@ pub enum HaltReason {
     Paused,
     /// Stopped by [`Control::Stop`].
     Stopped,
-    /// Too many transient errors (database unreachable?), or a canary hit one.
+    /// Too many transient errors (database unreachable?), or a canary hit one or was deferred
+    /// (it started moving).
     Unavailable,
 }
 
@@ -541,7 +546,7 @@ impl<M: TenantMigrator> Rollout<M> {
             match outcome.kind {
                 OutcomeKind::Failed | OutcomeKind::Blocked => failures += 1,
                 OutcomeKind::Retry => transient += 1,
-                OutcomeKind::Succeeded => {}
+                OutcomeKind::Succeeded | OutcomeKind::Deferred => {}
             }
             if canary_names.contains(&outcome.name) {
                 canary_kinds.push(outcome.kind);
@@ -559,6 +564,8 @@ impl<M: TenantMigrator> Rollout<M> {
                 {
                     summary.halted.get_or_insert(HaltReason::CanaryFailed);
                 } else {
+                    // A transient problem or a deferred (moving) canary: the fleet waits for the
+                    // canaries of a later pass.
                     summary.halted.get_or_insert(HaltReason::Unavailable);
                 }
             }

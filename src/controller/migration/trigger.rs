@@ -10,8 +10,10 @@ use super::*;
 use crate::crd::{Tenant, TenantMigration, TenantPhase};
 
 /// What a rollout reads of a Tenant (see the classification in `reconcile`): a change of anything
-/// else — a health or usage status write, a condition message — cannot change a TenantMigration's
-/// plan or progress.
+/// else — a health or usage status write, a condition message, a move's phase or lag — cannot
+/// change a TenantMigration's plan or progress. A move starting or ending (and the server the
+/// Tenant is on) can: a tenant waits for its move and is migrated on its new server once the move
+/// ended, so its TenantMigrations are triggered then, not at their next resync.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct TenantFacts {
     pub(crate) uid: Option<String>,
@@ -20,6 +22,10 @@ pub(crate) struct TenantFacts {
     pub(crate) deleting: bool,
     pub(crate) ready: bool,
     pub(crate) schema_version: Option<i64>,
+    /// A move is in progress (see `classify::move_in_progress`).
+    pub(crate) moving: bool,
+    /// `status.placement.postgres`.
+    pub(crate) server: Option<String>,
 }
 
 impl TenantFacts {
@@ -32,6 +38,10 @@ impl TenantFacts {
             deleting: t.metadata.deletion_timestamp.is_some(),
             ready: status.map(|s| s.phase) == Some(TenantPhase::Ready),
             schema_version: status.and_then(|s| s.schema_version),
+            moving: super::classify::is_moving(t),
+            server: status
+                .and_then(|s| s.placement.as_ref())
+                .and_then(|p| p.postgres.clone()),
         }
     }
 }

@@ -34,7 +34,7 @@ pub struct VerdictInput {
     pub settled: bool,
     /// A transient error is being retried.
     pub retrying: bool,
-    /// Some pending tenants are not Ready.
+    /// Some pending tenants are not Ready or are moving to another server.
     pub waiting_for_tenants: bool,
     /// Single-tenant target that does not exist.
     pub missing_tenant: Option<String>,

@@ -223,9 +223,9 @@ async fn apply(ds: Arc<DatabaseServer>, ctx: Arc<Context>) -> Result<Action> {
         .spec
         .drain
         .as_ref()
-        .map(|_| (tenants, moving_from(&ctx, &name)));
+        .map(|_| (tenants, moving_from(&ctx, ds.spec.engine, &name)));
     if draining.is_some() {
-        unsettle_placed(&ctx, &name);
+        unsettle_placed(&ctx, ds.spec.engine, &name);
     }
     let observed = Observed {
         probe,
@@ -240,16 +240,19 @@ async fn apply(ds: Arc<DatabaseServer>, ctx: Arc<Context>) -> Result<Action> {
     Ok(Action::requeue(ctx.settings().server_probe_interval))
 }
 
-/// Makes every Tenant placed on the server `name` do a full reconcile at its next pass (at the
-/// latest its health check): a drain starts their moves.
-fn unsettle_placed(ctx: &Context, name: &str) {
+/// Makes every Tenant placed on the server `name` (of `engine`) do a full reconcile at its next
+/// pass (at the latest its health check): a drain starts their moves.
+fn unsettle_placed(ctx: &Context, engine: Engine, name: &str) {
     if let Some(store) = ctx.synced_tenant_store() {
         for t in store.state() {
             let on = t
                 .status
                 .as_ref()
                 .and_then(|s| s.placement.as_ref())
-                .and_then(|p| p.postgres.as_deref());
+                .and_then(|p| match engine {
+                    Engine::Postgres => p.postgres.as_deref(),
+                    Engine::Mongodb => p.mongodb.as_deref(),
+                });
             if on == Some(name) {
                 ctx.unsettle(&crate::controller::object_key(t.as_ref()));
             }
@@ -257,8 +260,9 @@ fn unsettle_placed(ctx: &Context, name: &str) {
     }
 }
 
-/// Tenants whose move away from the server `name` is in progress (from the Tenant cache).
-fn moving_from(ctx: &Context, name: &str) -> i64 {
+/// Tenants whose move (of their part on `engine`) away from the server `name` is in progress
+/// (from the Tenant cache).
+fn moving_from(ctx: &Context, engine: Engine, name: &str) -> i64 {
     ctx.synced_tenant_store().map_or(0, |store| {
         store
             .state()
@@ -266,7 +270,7 @@ fn moving_from(ctx: &Context, name: &str) -> i64 {
             .filter(|t| {
                 t.status
                     .as_ref()
-                    .and_then(|s| s.move_.as_ref())
+                    .and_then(|s| crate::controller::tenant::move_of(s, engine))
                     .is_some_and(|m| {
                         !m.phase.is_terminal() && m.started_at.is_some() && m.from == name
                     })
@@ -276,7 +280,7 @@ fn moving_from(ctx: &Context, name: &str) -> i64 {
 }
 
 /// Labels, capacity and cordon of a DatabaseServer, as placement uses them.
-fn facts_of(ds: &DatabaseServer) -> Facts {
+pub(crate) fn facts_of(ds: &DatabaseServer) -> Facts {
     let c = &ds.spec.capacity;
     Facts {
         labels: ds.labels().clone(),

@@ -20,6 +20,7 @@ pub(super) async fn cleanup(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Ac
     // An unfinished move leaves nothing behind (its replication slot would fill the source's
     // disk), whatever the policy.
     super::moving::abandon(&tenant, &ctx).await?;
+    super::moving_mongo::abandon(&tenant, &ctx).await?;
     let policy = tenant.spec.deletion_policy;
     let key = object_key(tenant.as_ref());
     if policy == DeletionPolicy::Retain {

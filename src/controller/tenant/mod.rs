@@ -19,6 +19,7 @@ mod credentials;
 mod health;
 mod mongo;
 mod moving;
+mod moving_mongo;
 mod place;
 mod report;
 mod schema;
@@ -37,12 +38,12 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, predicates, watcher};
 use kube::{Resource, ResourceExt};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::{Context, MetaFacts, facts_hash, object_key, object_key_for};
-use crate::crd::{Tenant, TenantPhase};
+use crate::crd::{DatabaseServer, Tenant, TenantPhase};
 use crate::error::{Error, Result};
 use crate::identity::Resolved;
 use crate::pg::plan::Step;
@@ -59,7 +60,7 @@ use report::{
 use validate::{Spec, check_tenant_limit};
 
 pub use place::{ServerUsage, usage_by_server};
-pub(crate) use place::{candidates_of, usage_on};
+pub(crate) use place::{candidates_of, move_of, usage_on};
 
 /// Finalizer guarding cleanup.
 pub const FINALIZER: &str = "tenantdb.io/cleanup";
@@ -77,6 +78,7 @@ pub async fn run(
     // Secrets map to the Tenants that own them (like `owns`), and a change of one unsettles its
     // Tenant so that the reconcile does the full work (e.g. re-creates a deleted Secret).
     let secret_ctx = ctx.clone();
+    let server_ctx = ctx.clone();
     let controller = Controller::new(tenants, watcher::Config::default().any_semantic())
         .watches(
             secrets,
@@ -88,6 +90,17 @@ pub async fn run(
                 ))
                 .any_semantic(),
             move |s: Secret| owning_tenants(&s, &secret_ctx),
+        )
+        .watches_stream(
+            // Spec changes only (generation): a drain being set starts the moves of the tenants
+            // on that server now, not at their next health check.
+            watcher(
+                Api::<DatabaseServer>::all(ctx.client().clone()),
+                watcher::Config::default().any_semantic(),
+            )
+            .touched_objects()
+            .predicate_filter(predicates::generation, Default::default()),
+            move |ds: DatabaseServer| tenants_of_draining(&ds, &server_ctx),
         )
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown);
@@ -125,6 +138,48 @@ pub async fn run(
             }
         })
         .await;
+}
+
+/// The Tenants placed on a DatabaseServer that is being drained (its engine's part), unsettled so
+/// that their next reconcile starts (or waits for) their move.
+fn tenants_of_draining(ds: &DatabaseServer, ctx: &Context) -> Vec<ObjectRef<Tenant>> {
+    let name = ds.name_any();
+    if ds.meta().deletion_timestamp.is_some() {
+        return Vec::new();
+    }
+    // The registry takes the new spec (drain, cordon, labels, capacity) now: the Tenants'
+    // reconciles triggered here may run before the DatabaseServer controller's.
+    let facts = crate::controller::server::facts_of(ds);
+    match ds.spec.engine {
+        crate::crd::Engine::Postgres if ctx.servers().default_name() != Some(name.as_str()) => {
+            if let Some(s) = ctx.servers().get(&name) {
+                s.set_spec_facts(facts);
+            }
+        }
+        crate::crd::Engine::Mongodb
+            if ctx.mongo_servers().default_name() != Some(name.as_str()) =>
+        {
+            if let Some(s) = ctx.mongo_servers().get(&name) {
+                crate::servers::Registered::set_spec_facts(s.as_ref(), facts);
+            }
+        }
+        _ => {}
+    }
+    let Some(store) = ctx.synced_tenant_store() else {
+        return Vec::new();
+    };
+    if ds.spec.drain.is_none() {
+        return Vec::new();
+    }
+    store
+        .state()
+        .iter()
+        .filter(|t| place::recorded_on(t, ds.spec.engine) == Some(name.as_str()))
+        .map(|t| {
+            ctx.unsettle(&object_key(t.as_ref()));
+            ObjectRef::from_obj(t.as_ref())
+        })
+        .collect()
 }
 
 /// The Tenants owning a Secret (by owner reference), touched so their next reconcile looks at it.
@@ -280,6 +335,12 @@ async fn apply(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
     let (tenant, recheck) = match moving::step(&tenant, &ctx).await? {
         moving::Next::Proceed(t) => (t, None),
         moving::Next::Recheck(t, d) => (t, Some(d)),
+        moving::Next::Requeue(d) => return Ok(Action::requeue(d)),
+    };
+    // The same for the MongoDB database (spec.placement.mongodb).
+    let (tenant, recheck) = match moving_mongo::step(&tenant, &ctx).await? {
+        moving::Next::Proceed(t) => (t, recheck),
+        moving::Next::Recheck(t, d) => (t, Some(recheck.map_or(d, |r| r.min(d)))),
         moving::Next::Requeue(d) => return Ok(Action::requeue(d)),
     };
     // Admission under --max-tenants, before anything is created.

@@ -17,11 +17,16 @@
 //!   (logins disabled, sessions ended), the target caught up to the source's last WAL position,
 //!   fingerprints and row counts compared, sequences copied; then the commit point — the status
 //!   records the target — and the target's logins enabled. A cut-over that cannot finish unfences
-//!   the source and goes back to `Copying` (3 attempts, then rolled back).
+//!   the source and goes back to `Copying` (3 attempts, then rolled back); one that finds the
+//!   subscription gone (an earlier one dropped it and stopped before the commit point) is rolled
+//!   back at once.
 //! - `CleaningUp`: subscription, replication slot and publication dropped; the source copy dropped
 //!   (or kept fenced with `spec.placement.retainSource`).
 //! - `RollingBack`: the same objects and the target copy dropped (never after the commit point);
 //!   the source is unfenced by the next provisioning.
+//!
+//! A step that fails is retried after 5 s, its message naming the server that cannot be reached
+//! ([`crate::moves::notes`]); meanwhile the tenant is provisioned where its status says.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,6 +40,7 @@ use super::super::{Context, object_key};
 use super::report::write_status;
 use crate::crd::{Isolation, MovePhase, MoveStatus, Tenant, TenantPhase};
 use crate::error::{Error, Result};
+use crate::moves::notes::{self, CANCELLED};
 use crate::moves::sql::{self, Scope};
 use crate::naming::TenantNames;
 use crate::servers::Server;
@@ -59,6 +65,8 @@ const CATCH_UP: Duration = Duration::from_secs(10);
 const ATTEMPTS: i32 = 3;
 /// A rolled-back move is started again after this long at the earliest.
 const RETRY_AFTER: Duration = Duration::from_secs(60);
+/// A move step that failed is tried again after this long.
+const RETRY: Duration = Duration::from_secs(5);
 /// A tenant waiting for a drain's slot is looked at again this often.
 const DRAIN_RECHECK: Duration = Duration::from_secs(2);
 /// While a move runs, the tenant is looked at again this often.
@@ -78,6 +86,7 @@ pub(super) async fn step(tenant: &Arc<Tenant>, ctx: &Context) -> Result<Next> {
             match start(tenant, ctx, &current, last.as_ref()).await? {
                 Start::Started(m) => m,
                 Start::No => return Ok(Next::Proceed(tenant.clone())),
+                Start::Refused(t) => return Ok(Next::Proceed(Arc::new(*t))),
                 Start::Wait => return Ok(Next::Recheck(tenant.clone(), DRAIN_RECHECK)),
             }
         }
@@ -92,14 +101,24 @@ pub(super) async fn step(tenant: &Arc<Tenant>, ctx: &Context) -> Result<Next> {
             None => Next::Proceed(t),
         }),
         Err(e) => {
-            // Recorded in the move's status; the tenant is served where its status says.
+            // Recorded in the move's status, naming the server that cannot be reached; the tenant
+            // is provisioned where its status says meanwhile (which also unfences the source of a
+            // cut-over that failed part-way), and the step is retried.
             warn!(error = %e, "move step failed; retrying");
             let mut m = t
                 .status
                 .as_ref()
                 .and_then(|s| s.move_.clone())
                 .unwrap_or(mv);
-            m.message = Some(crate::error::first_line(&e.to_string()));
+            let (a, b) = (ctx.servers().get(&m.from), ctx.servers().get(&m.to));
+            let why = notes::explain(
+                &m,
+                a.as_ref().map(|s| s.pg().as_ref()),
+                b.as_ref().map(|s| s.pg().as_ref()),
+                &e,
+            )
+            .await;
+            m.message = Some(notes::keep_reason(m.message.as_deref(), &why));
             let mut t2 = (*t).clone();
             persist(&mut t2, ctx, m.clone()).await?;
             let phase = t2
@@ -113,7 +132,7 @@ pub(super) async fn step(tenant: &Arc<Tenant>, ctx: &Context) -> Result<Next> {
                 m.phase = MovePhase::RollingBack;
                 persist(&mut t2, ctx, m).await?;
             }
-            Ok(Next::Requeue(Duration::from_secs(5)))
+            Ok(Next::Recheck(Arc::new(t2), RETRY))
         }
     }
 }
@@ -124,6 +143,9 @@ enum Start {
     Started(MoveStatus),
     /// No move.
     No,
+    /// No move, and why is recorded in this Tenant's status (provisioned with it, so that the
+    /// reconcile's own status write keeps it).
+    Refused(Box<Tenant>),
     /// The server is being drained and its moves in progress are at its limit, or the last
     /// move was rolled back less than [`RETRY_AFTER`] ago: later.
     Wait,
@@ -144,9 +166,14 @@ async fn start(
     if tenant.status.as_ref().map(|s| s.phase) != Some(TenantPhase::Ready) {
         return Ok(Start::No);
     }
+    // The pause is for a move that failed, not for one the user cancelled (or retargeted).
     if let Some(l) = last
         && l.phase == MovePhase::RolledBack
         && l.started_at.is_some()
+        && !l
+            .message
+            .as_deref()
+            .is_some_and(|s| s.starts_with(CANCELLED))
         && l.finished_at
             .as_deref()
             .and_then(|t| t.parse::<Timestamp>().ok())
@@ -166,9 +193,7 @@ async fn start(
     };
     if tenant.spec.isolation == Isolation::Shared {
         let m = not_started("", "moving shared tenants is not supported yet".into());
-        let mut t = tenant.clone();
-        persist(&mut t, ctx, m).await?;
-        return Ok(Start::No);
+        return refuse(tenant, ctx, last, m).await;
     }
     let source = ctx
         .servers()
@@ -182,9 +207,7 @@ async fn start(
                 "server {current} has wal_level={wal}: moving a tenant off it needs wal_level=logical (a restart of that server)"
             ),
         );
-        let mut t = tenant.clone();
-        persist(&mut t, ctx, m).await?;
-        return Ok(Start::No);
+        return refuse(tenant, ctx, last, m).await;
     }
     let key = object_key(tenant);
     let _deciding = ctx.servers().deciding().lock().await;
@@ -213,9 +236,7 @@ async fn start(
         Ok(c) => c.name.clone(),
         Err(u) => {
             let m = not_started("", format!("{reason}, and {u}"));
-            let mut t = tenant.clone();
-            persist(&mut t, ctx, m).await?;
-            return Ok(Start::No);
+            return refuse(tenant, ctx, last, m).await;
         }
     };
     let names = names_on(tenant, ctx, &source)?;
@@ -285,6 +306,21 @@ fn names_on(tenant: &Tenant, ctx: &Context, server: &Server) -> Result<TenantNam
     .names)
 }
 
+/// Records why a move was not started (unless the status says so already).
+async fn refuse(
+    tenant: &Tenant,
+    ctx: &Context,
+    last: Option<&MoveStatus>,
+    m: MoveStatus,
+) -> Result<Start> {
+    if last == Some(&m) {
+        return Ok(Start::No);
+    }
+    let mut t = tenant.clone();
+    persist(&mut t, ctx, m).await?;
+    Ok(Start::Refused(Box::new(t)))
+}
+
 /// Writes `m` as the tenant's move status (and the placement it implies: the target from the
 /// commit point on) and updates `t` to match.
 async fn persist(t: &mut Tenant, ctx: &Context, m: MoveStatus) -> Result<()> {
@@ -341,8 +377,15 @@ async fn advance(t: &mut Tenant, ctx: &Context, mut m: MoveStatus) -> Result<Opt
                 if !names_b.dedicated_database {
                     target.pg().shared_pool().await?;
                 }
-                crate::moves::copy::copy_schema(source.pg(), &scope_a, target.pg(), &scope_b)
-                    .await?;
+                crate::moves::copy::copy_schema(
+                    source.pg(),
+                    &scope_a,
+                    target.pg(),
+                    &scope_b,
+                    &names_b,
+                    &crate::moves::copy::restore_role(&name)?,
+                )
+                .await?;
                 let diff = compare(&source, &scope_a, &target, &scope_b).await?;
                 if !diff.is_empty() {
                     return Err(Error::InvalidSpec(format!(
@@ -359,6 +402,14 @@ async fn advance(t: &mut Tenant, ctx: &Context, mut m: MoveStatus) -> Result<Opt
                 persist(t, ctx, m.clone()).await?;
             }
             MovePhase::Copying => {
+                if let Some(why) =
+                    sql::replication_gone(source.pg(), target.pg(), &scope_b, &name).await?
+                {
+                    m.phase = MovePhase::RollingBack;
+                    m.message = Some(format!("the move cannot go on: {why}"));
+                    persist(t, ctx, m.clone()).await?;
+                    continue;
+                }
                 let (total, ready) = sql::sync_state(target.pg(), &scope_b, &name).await?;
                 let lag = sql::lag_bytes(source.pg(), &name).await?;
                 if ready < total || lag.is_none_or(|l| l > CUTOVER_LAG) {
@@ -418,6 +469,14 @@ async fn advance(t: &mut Tenant, ctx: &Context, mut m: MoveStatus) -> Result<Opt
                             return Ok(None);
                         }
                     }
+                    Err(CutOver::Broken(why)) => {
+                        // Nothing was attempted (the source is unfenced by provisioning after
+                        // the rollback, in this reconcile).
+                        m.attempts -= 1;
+                        m.phase = MovePhase::RollingBack;
+                        m.message = Some(format!("the move cannot go on: {why}"));
+                        persist(t, ctx, m.clone()).await?;
+                    }
                     Err(CutOver::Failed(e)) => {
                         // Not known whether the fence is on: the next pass decides again.
                         m.attempts -= 1;
@@ -426,7 +485,7 @@ async fn advance(t: &mut Tenant, ctx: &Context, mut m: MoveStatus) -> Result<Opt
                 }
             }
             MovePhase::CleaningUp => {
-                drop_replication(&source, &scope_a, &target, &scope_b, &name).await?;
+                drop_replication(&source, &scope_a, &target, &names_b, &name).await?;
                 let retain = t.spec.placement.as_ref().is_some_and(|p| p.retain_source);
                 if retain {
                     sql::fence(source.pg(), &names_a).await?;
@@ -453,7 +512,7 @@ async fn advance(t: &mut Tenant, ctx: &Context, mut m: MoveStatus) -> Result<Opt
                 return Ok(None);
             }
             MovePhase::RollingBack => {
-                drop_replication(&source, &scope_a, &target, &scope_b, &name).await?;
+                drop_replication(&source, &scope_a, &target, &names_b, &name).await?;
                 // Never after the commit point (the status names the source here).
                 if super::place::recorded(t) == Some(m.from.as_str()) {
                     target.pg().cleanup(&names_b).await?;
@@ -461,6 +520,7 @@ async fn advance(t: &mut Tenant, ctx: &Context, mut m: MoveStatus) -> Result<Opt
                 m.phase = MovePhase::RolledBack;
                 m.finished_at = Some(Timestamp::now().to_string());
                 m.lag_bytes = None;
+                m.message = m.message.map(notes::settled);
                 persist(t, ctx, m.clone()).await?;
                 ctx.event(
                     t,
@@ -487,13 +547,13 @@ fn cancelled(t: &Tenant, ctx: &Context, source: &Server, target: &Server) -> Opt
     // A draining source is left whatever the placement says.
     if source.facts().draining.is_none() && super::place::mismatch(t, ctx, source).is_none() {
         return Some(format!(
-            "cancelled: spec.placement allows server {} again",
+            "{CANCELLED}spec.placement allows server {} again",
             source.name()
         ));
     }
     super::place::mismatch(t, ctx, target).map(|_| {
         format!(
-            "cancelled: spec.placement no longer allows server {}",
+            "{CANCELLED}spec.placement no longer allows server {}",
             target.name()
         )
     })
@@ -530,6 +590,8 @@ async fn fingerprint_of(
 enum CutOver {
     /// Undone (the source unfenced): try again later.
     Retry(String),
+    /// The move's replication is gone (found before anything was done): roll back.
+    Broken(String),
     /// An error part-way: the next pass decides again.
     Failed(Error),
 }
@@ -550,6 +612,11 @@ async fn cut_over(
     scope_b: &Scope,
     name: &crate::naming::Ident,
 ) -> std::result::Result<Duration, CutOver> {
+    // A cut-over interrupted after it dropped the subscription (the operator stopped before the
+    // commit point was recorded) cannot be redone: the target stopped following the source.
+    if let Some(why) = sql::replication_gone(source.pg(), target.pg(), scope_b, name).await? {
+        return Err(CutOver::Broken(why));
+    }
     // Roles refreshed first (a rotation on the source since the copy started).
     let roles = sql::read_roles(source.pg(), names_a).await?;
     let login: Vec<_> = roles
@@ -599,6 +666,7 @@ async fn cut_over(
     }
     // The subscription stops before the target takes writes of its own.
     drop_subscription_only(target, scope_b, name).await?;
+    fail_point("move-subscription-dropped");
     let refs: Vec<&crate::naming::Ident> = login.iter().collect();
     sql::unfence(target.pg(), &refs).await?;
     Ok(frozen.elapsed())
@@ -613,6 +681,17 @@ async fn undo(source: &Server, login: &[crate::naming::Ident], why: String) -> C
     }
 }
 
+/// Test-only fail point (debug builds): the process exits here when `TENANTDB_TEST_EXIT_AT` names
+/// `point`, as if killed there (tests/README.md).
+fn fail_point(point: &str) {
+    #[cfg(debug_assertions)]
+    if std::env::var("TENANTDB_TEST_EXIT_AT").is_ok_and(|p| p == point) {
+        warn!(point, "fail point reached: exiting (TENANTDB_TEST_EXIT_AT)");
+        std::process::exit(86);
+    }
+    let _ = point;
+}
+
 async fn drop_subscription_only(
     target: &Server,
     scope_b: &Scope,
@@ -621,15 +700,19 @@ async fn drop_subscription_only(
     sql::drop_subscription(target.pg(), scope_b, name).await
 }
 
-/// Drops the move's subscription (target), replication slot and publication (source).
+/// Drops the move's subscription and schema restore role (target), replication slot and
+/// publication (source).
 async fn drop_replication(
     source: &Server,
     scope_a: &Scope,
     target: &Server,
-    scope_b: &Scope,
+    names_b: &TenantNames,
     name: &crate::naming::Ident,
 ) -> Result<()> {
+    let scope_b = &Scope::of(names_b);
     sql::drop_subscription(target.pg(), scope_b, name).await?;
+    let restore = crate::moves::copy::restore_role(name)?;
+    crate::moves::copy::drop_restore_role(target.pg(), scope_b, names_b, &restore).await?;
     sql::drop_slot(source.pg(), name).await?;
     sql::drop_publication(source.pg(), scope_a, name).await
 }
@@ -656,14 +739,7 @@ pub(super) async fn abandon(tenant: &Tenant, ctx: &Context) -> Result<()> {
     let name = crate::moves::object_name(&key, m.started_at.as_deref().unwrap_or_default())?;
     let names_a = names_on(tenant, ctx, &source)?;
     let names_b = names_on(tenant, ctx, &target)?;
-    drop_replication(
-        &source,
-        &Scope::of(&names_a),
-        &target,
-        &Scope::of(&names_b),
-        &name,
-    )
-    .await?;
+    drop_replication(&source, &Scope::of(&names_a), &target, &names_b, &name).await?;
     // The copy that is not the tenant's home (its status names the home).
     let home = super::place::recorded(tenant).unwrap_or(&m.from);
     if home == m.from {

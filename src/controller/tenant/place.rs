@@ -21,7 +21,7 @@ use kube::api::Api;
 use tracing::{debug, info};
 
 use super::super::{Context, object_key};
-use crate::crd::{Engine, Tenant};
+use crate::crd::{Engine, MoveStatus, Tenant};
 use crate::error::{Error, Result};
 use crate::servers::placement::{self, Candidate, Need};
 use crate::servers::{MongoServer, Registered, Registry, Server};
@@ -121,15 +121,52 @@ pub(super) async fn place(tenant: &Tenant, ctx: &Context) -> Result<Arc<Server>>
 /// Why the Tenant's `spec.placement` does not allow the server it is on (changed after it was
 /// placed: moving a tenant is not supported yet), if it does not.
 pub(super) fn mismatch(tenant: &Tenant, ctx: &Context, server: &Server) -> Option<String> {
+    let choice = tenant
+        .spec
+        .placement
+        .as_ref()
+        .map(crate::crd::Placement::postgres);
+    mismatch_of(
+        choice.as_ref(),
+        server.name(),
+        server.facts().labels,
+        ctx.servers().default_name(),
+    )
+}
+
+/// [`mismatch`] for the tenant's MongoDB database (`spec.placement.mongodb`).
+pub(super) fn mismatch_mongo(
+    tenant: &Tenant,
+    ctx: &Context,
+    server: &MongoServer,
+) -> Option<String> {
+    let choice = tenant
+        .spec
+        .placement
+        .as_ref()
+        .and_then(|p| p.mongodb.as_ref());
+    mismatch_of(
+        choice,
+        server.name(),
+        server.facts().labels,
+        ctx.mongo_servers().default_name(),
+    )
+}
+
+fn mismatch_of(
+    choice: Option<&crate::crd::ServerChoice>,
+    name: &str,
+    labels: std::collections::BTreeMap<String, String>,
+    default: Option<&str>,
+) -> Option<String> {
     // Only the name, labels and default flag matter here (no usage: this runs every reconcile).
-    let default = ctx.servers().default_name();
     let c = Candidate {
-        name: server.name().to_string(),
-        labels: server.facts().labels,
+        name: name.to_string(),
+        labels,
         ready: true,
         not_ready_reason: None,
         cordoned: false,
-        default: default == Some(server.name()),
+        default: default == Some(name),
         max_tenants: None,
         max_storage: None,
         max_connections: None,
@@ -137,17 +174,8 @@ pub(super) fn mismatch(tenant: &Tenant, ctx: &Context, server: &Server) -> Optio
         storage_bytes: 0,
         connections: 0,
     };
-    let choice = tenant
-        .spec
-        .placement
-        .as_ref()
-        .map(crate::crd::Placement::postgres);
-    (!placement::allows(choice.as_ref(), &c, default.is_some())).then(|| {
-        format!(
-            "spec.placement no longer allows server {}, where the tenant is",
-            server.name()
-        )
-    })
+    (!placement::allows(choice, &c, default.is_some()))
+        .then(|| format!("spec.placement no longer allows server {name}, where the tenant is"))
 }
 
 /// The server holding the tenant's ownership markers, if one does. Found on two: a conflict
@@ -248,8 +276,7 @@ pub fn usage_by_server<'a>(
         };
         let status = t.status.as_ref();
         // A move in progress (before its commit point) also holds a place on its target.
-        if engine == Engine::Postgres
-            && let Some(m) = status.and_then(|s| s.move_.as_ref())
+        if let Some(m) = status.and_then(|s| move_of(s, engine))
             && m.started_at.is_some()
             && m.phase <= crate::crd::MovePhase::CuttingOver
             && !m.to.is_empty()
@@ -257,8 +284,10 @@ pub fn usage_by_server<'a>(
         {
             let e = usage.entry(m.to.clone()).or_default();
             e.tenants += 1;
-            e.connections += crate::quota::effective(t.spec.quotas.as_ref(), defaults)
-                .map_or(0, |q| i64::from(q.connection_limit.max(0)));
+            if engine == Engine::Postgres {
+                e.connections += crate::quota::effective(t.spec.quotas.as_ref(), defaults)
+                    .map_or(0, |q| i64::from(q.connection_limit.max(0)));
+            }
         }
         let e = usage.entry(on.to_string()).or_default();
         e.tenants += 1;
@@ -302,22 +331,32 @@ fn usage_of_fleet(
         &ctx.settings().quota_defaults,
         except,
     );
-    if engine == Engine::Postgres {
-        // Moves this process started whose status (in the cache) does not show them yet.
-        for (key, to) in ctx.servers().moving_to() {
-            let shown = tenants.iter().any(|t| {
-                object_key(t.as_ref()) == key
-                    && t.status
-                        .as_ref()
-                        .and_then(|s| s.move_.as_ref())
-                        .is_some_and(|m| m.started_at.is_some() && m.to == to)
-            });
-            if !shown && except != Some(key.as_str()) {
-                usage.entry(to).or_default().tenants += 1;
-            }
+    // Moves this process started whose status (in the cache) does not show them yet.
+    let moving_to = match engine {
+        Engine::Postgres => ctx.servers().moving_to(),
+        Engine::Mongodb => ctx.mongo_servers().moving_to(),
+    };
+    for (key, to) in moving_to {
+        let shown = tenants.iter().any(|t| {
+            object_key(t.as_ref()) == key
+                && t.status
+                    .as_ref()
+                    .and_then(|s| move_of(s, engine))
+                    .is_some_and(|m| m.started_at.is_some() && m.to == to)
+        });
+        if !shown && except != Some(key.as_str()) {
+            usage.entry(to).or_default().tenants += 1;
         }
     }
     usage
+}
+
+/// The Tenant's last move of its part on `engine` (`status.move`, `status.mongodbMove`).
+pub(crate) fn move_of(status: &crate::crd::TenantStatus, engine: Engine) -> Option<&MoveStatus> {
+    match engine {
+        Engine::Postgres => status.move_.as_ref(),
+        Engine::Mongodb => status.mongodb_move.as_ref(),
+    }
 }
 
 /// What the Tenants placed on the server `name` of `engine` (recorded in status, or placed by this

@@ -8,6 +8,7 @@
 
 mod apply;
 mod client;
+mod copy;
 mod observe;
 mod registry;
 mod user;
@@ -21,6 +22,7 @@ use tracing::debug;
 
 use crate::error::{Error, Result};
 use client::AdminClient;
+pub use copy::MongoCopy;
 
 use super::connection::{MongoSettings, redact_uri};
 use super::error::map_error;
@@ -197,6 +199,17 @@ impl MongoAdmin {
     /// gone counts as done; the registry entry goes last.
     pub async fn cleanup(&self, tenant: &MongoTenant) -> Result<MongoCleanup> {
         registry::cleanup(&self.conn, tenant).await
+    }
+
+    /// Copies the tenant database `db` from this deployment to `target` (a move; see
+    /// `copy.rs`): the target's copy of an earlier attempt is dropped first. The caller keeps
+    /// the source from changing meanwhile (the tenant's user read-only).
+    pub async fn copy_database_to(
+        &self,
+        target: &MongoAdmin,
+        db: &MongoDbName,
+    ) -> Result<MongoCopy> {
+        copy::copy(&self.conn, &target.conn, db).await
     }
 
     /// `dbStats` of the tenant database (all zero if it does not exist).

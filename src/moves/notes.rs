@@ -1,0 +1,93 @@
+//! What a move's `status.move.message` says when a step fails: which of its servers cannot be
+//! reached and where the tenant is meanwhile; a move cancelled by its placement keeps saying so
+//! through the errors of its rollback (a cancelled move is started again without the pause after
+//! a failure).
+
+use crate::crd::{MovePhase, MoveStatus};
+use crate::error::{Error, first_line};
+use crate::pg::PgAdmin;
+
+/// How the message of a move cancelled by its placement begins.
+pub const CANCELLED: &str = "cancelled: ";
+/// Between a cancelled move's reason and what its rollback waits for.
+const MEANWHILE: &str = "; meanwhile: ";
+
+/// The message of a failed step: which of the move's servers cannot be reached (after any error
+/// that a retry may cure, a quick TCP probe of both; `None`: not known) and where the tenant is
+/// meanwhile; otherwise the error.
+pub async fn explain(
+    m: &MoveStatus,
+    source: Option<&PgAdmin>,
+    target: Option<&PgAdmin>,
+    e: &Error,
+) -> String {
+    let error = first_line(&e.to_string());
+    if e.is_permanent() {
+        return error;
+    }
+    let (a, b) = tokio::join!(probe(source), probe(target));
+    // The tenant's home: the source until the commit point.
+    let (home, home_down) = if m.phase == MovePhase::CleaningUp {
+        (&m.to, b.is_some())
+    } else {
+        (&m.from, a.is_some())
+    };
+    let down: Vec<String> = [("source", &m.from, a), ("target", &m.to, b)]
+        .into_iter()
+        .filter_map(|(role, name, why)| {
+            why.map(|w| format!("{role} server {name} is unreachable ({w})"))
+        })
+        .collect();
+    if down.is_empty() {
+        return error;
+    }
+    let tenant = if home_down {
+        format!("the tenant is unavailable until {home} is back")
+    } else {
+        format!("the tenant is served on {home} meanwhile")
+    };
+    first_line(&format!("{}: the move waits; {tenant}", down.join(" and ")))
+}
+
+async fn probe(pg: Option<&PgAdmin>) -> Option<String> {
+    match pg {
+        Some(pg) => super::sql::unreachable(pg).await,
+        None => Some("not known".to_string()),
+    }
+}
+
+/// A failed step's message: `why`, after the reason of a cancelled move.
+pub fn keep_reason(previous: Option<&str>, why: &str) -> String {
+    match previous.filter(|p| p.starts_with(CANCELLED)) {
+        Some(p) => {
+            let reason = p.split_once(MEANWHILE).map_or(p, |(r, _)| r);
+            first_line(&format!("{reason}{MEANWHILE}{why}"))
+        }
+        None => why.to_string(),
+    }
+}
+
+/// The message of a finished move: a cancelled one's reason without what it waited for.
+pub fn settled(message: String) -> String {
+    match message.split_once(MEANWHILE) {
+        Some((reason, _)) if message.starts_with(CANCELLED) => reason.to_string(),
+        _ => message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cancelled_move_keeps_its_reason() {
+        let c = format!("{CANCELLED}spec.placement allows server a again");
+        let once = keep_reason(Some(&c), "target server b is unreachable");
+        assert!(once.starts_with(&c) && once.ends_with("target server b is unreachable"));
+        let twice = keep_reason(Some(&once), "pool timed out");
+        assert_eq!(twice, format!("{c}{MEANWHILE}pool timed out"));
+        assert_eq!(settled(twice), c);
+        assert_eq!(keep_reason(Some("copying"), "x"), "x");
+        assert_eq!(settled("x; meanwhile: y".into()), "x; meanwhile: y");
+    }
+}

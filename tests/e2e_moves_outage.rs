@@ -1,0 +1,672 @@
+//! Online moves through server outages and an interrupted cut-over, through the real binary, the
+//! emulator and throwaway clusters with `wal_level=logical`.
+//!
+//! - `a_30s_outage_of_the_target_or_the_source_during_copying`: two `database` tenants move at
+//!   once, each under a writer that inserts sequence-numbered rows through its Secret (reconnecting
+//!   and re-reading the Secret on error). While one move is `Copying` (default → `b`) its target
+//!   is stopped for 30 s: the tenant keeps taking writes on its source, and `status.move.message`
+//!   and the `Placed` condition say that target server `b` is unreachable. While the other is
+//!   `Copying` (`c` → default) its source is stopped for 30 s: the message says that source server
+//!   `c` is unreachable and that the tenant is unavailable until it is back. Once the servers are
+//!   back both moves complete; every acknowledged row is on the tenant's new home exactly once,
+//!   the Secret names it, the source copy is gone, and no replication slot (of the move or of a
+//!   table synchronisation), subscription or publication is left on any server.
+//! - `a_cut_over_resumed_without_its_subscription_rolls_back_at_once`: the operator exits (a
+//!   test-only fail point, `TENANTDB_TEST_EXIT_AT=move-subscription-dropped`) right after a
+//!   cut-over dropped the subscription, before the commit point: the source is fenced, the status
+//!   says `CuttingOver`. The restarted operator rolls the move back at once (not after three
+//!   10 s catch-up waits) and the tenant logs in and writes on its source again. Then a move
+//!   cancelled by changing the placement back is started again at once when the placement asks
+//!   for it again (the 60 s pause after a failed move does not apply to a cancelled one).
+
+use tenantdb_testkit::e2e;
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use e2e::{Env, EnvOptions, wait_for};
+use kube::api::{Patch, PatchParams};
+use serde_json::json;
+use sqlx::{Connection, PgConnection};
+use tenantdb::crd::{MovePhase, MoveStatus, Tenant, TenantPhase};
+use tenantdb_testkit::localpg::LocalPg;
+
+const T: Duration = Duration::from_secs(240);
+/// How long a server is stopped.
+const OUTAGE: Duration = Duration::from_secs(30);
+const NS: &str = "mvout";
+
+fn logical() -> Vec<(String, String)> {
+    vec![("wal_level".into(), "logical".into())]
+}
+
+fn options(env: Vec<(String, String)>) -> EnvOptions {
+    EnvOptions {
+        extra_args: [
+            "--server-probe-seconds",
+            "1",
+            "--health-interval-seconds",
+            "2",
+        ]
+        .map(String::from)
+        .to_vec(),
+        pg_settings: logical(),
+        operator_env: env,
+        ..Default::default()
+    }
+}
+
+/// A connection with the credentials the tenant's Secret holds now.
+async fn tenant_conn(env: &Env, name: &str) -> Option<PgConnection> {
+    let s = format!("{name}-db");
+    let host = env.secret_value(NS, &s, "host").await?;
+    let port: u16 = env.secret_value(NS, &s, "port").await?.parse().ok()?;
+    let user = env.secret_value(NS, &s, "username").await?;
+    let password = env.secret_value(NS, &s, "password").await?;
+    let db = env.secret_value(NS, &s, "database").await?;
+    let opts = sqlx::postgres::PgConnectOptions::new()
+        .host(&host)
+        .port(port)
+        .username(&user)
+        .password(&password)
+        .database(&db);
+    tokio::time::timeout(Duration::from_secs(5), PgConnection::connect_with(&opts))
+        .await
+        .ok()?
+        .ok()
+}
+
+async fn tenant(env: &Env, name: &str) -> Option<Tenant> {
+    env.tenants(NS).get(name).await.ok()
+}
+
+fn move_of(t: &Tenant) -> Option<MoveStatus> {
+    t.status.as_ref()?.move_.clone()
+}
+
+fn on(t: &Tenant) -> Option<String> {
+    t.status.as_ref()?.placement.as_ref()?.postgres.clone()
+}
+
+fn condition(t: &Tenant, type_: &str) -> Option<String> {
+    let c = t
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)?;
+    Some(format!("{}/{}: {}", c.status, c.reason, c.message))
+}
+
+async fn place(env: &Env, name: &str, server: &str) {
+    env.tenants(NS)
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"placement": {"server": server}}})),
+        )
+        .await
+        .unwrap();
+}
+
+/// Waits until the tenant's move is in `phase` (and passes `also`).
+async fn wait_move(
+    env: &Env,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    also: impl Fn(&Tenant, &MoveStatus) -> bool,
+) -> (Tenant, MoveStatus) {
+    wait_for(timeout, &format!("{name}: {what}"), || async {
+        let t = tenant(env, name).await?;
+        let m = move_of(&t)?;
+        also(&t, &m).then_some((t, m))
+    })
+    .await
+    .unwrap_or_else(|e| {
+        panic!("{e}\n{}", env.important_log_tail(60));
+    })
+}
+
+async fn admin(pg: &LocalPg, db: &str) -> PgConnection {
+    PgConnection::connect(&pg.url(db)).await.unwrap()
+}
+
+/// Every replication slot (a move's, or a table synchronisation's), subscription, and publication
+/// of any database on the server.
+async fn leftovers(pg: &LocalPg) -> Vec<String> {
+    let mut c = admin(pg, "postgres").await;
+    let mut out: Vec<String> = sqlx::query_scalar(
+        "SELECT 'slot ' || slot_name FROM pg_replication_slots \
+         UNION ALL SELECT 'subscription ' || subname FROM pg_subscription",
+    )
+    .fetch_all(&mut c)
+    .await
+    .unwrap();
+    let dbs: Vec<String> = sqlx::query_scalar(
+        "SELECT datname::text FROM pg_database WHERE datallowconn AND NOT datistemplate",
+    )
+    .fetch_all(&mut c)
+    .await
+    .unwrap();
+    for db in dbs {
+        let Ok(mut d) = PgConnection::connect(&pg.url(&db)).await else {
+            continue; // dropped meanwhile
+        };
+        let pubs: Vec<String> = sqlx::query_scalar(
+            "SELECT 'publication ' || pubname || ' in ' || current_database() FROM pg_publication",
+        )
+        .fetch_all(&mut d)
+        .await
+        .unwrap();
+        out.extend(pubs);
+    }
+    out
+}
+
+async fn database_exists(pg: &LocalPg, db: &str) -> bool {
+    let mut c = admin(pg, "postgres").await;
+    sqlx::query_scalar::<_, i32>("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(db)
+        .fetch_optional(&mut c)
+        .await
+        .unwrap()
+        .is_some()
+}
+
+/// Acknowledged writes of one tenant's writer: `n` and when.
+#[derive(Default)]
+struct Acks(Mutex<Vec<(i64, Instant)>>);
+
+impl Acks {
+    fn count(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+    fn since(&self, from: Instant, to: Instant) -> usize {
+        let a = self.0.lock().unwrap();
+        a.iter().filter(|(_, at)| *at >= from && *at < to).count()
+    }
+    fn numbers(&self) -> Vec<i64> {
+        self.0.lock().unwrap().iter().map(|(n, _)| *n).collect()
+    }
+}
+
+/// Inserts n = 1, 2, … into `writes` through the Secret's credentials until `stop`; on an error
+/// it reconnects with the Secret as it is then and tries the same n again (a duplicate n means it
+/// had committed).
+async fn write(env: &Env, name: &str, stop: &AtomicBool, acks: &Acks) {
+    let mut n = 1i64;
+    let mut conn: Option<PgConnection> = None;
+    while !stop.load(Ordering::Relaxed) {
+        if conn.is_none() {
+            conn = tenant_conn(env, name).await;
+            if conn.is_none() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        let r = sqlx::query("INSERT INTO writes (n) VALUES ($1)")
+            .bind(n)
+            .execute(&mut *c)
+            .await;
+        match r {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(d)) if d.constraint() == Some("writes_n_key") => {}
+            Err(_) => {
+                conn = None;
+                continue;
+            }
+        }
+        acks.0.lock().unwrap().push((n, Instant::now()));
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The tenant's own tables: `writes` for the writer, and `big` (enough rows that the initial copy
+/// takes a moment).
+async fn tables(env: &Env, name: &str, rows: i64) {
+    let mut c = tenant_conn(env, name).await.expect("tenant login");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE TABLE writes (id bigserial PRIMARY KEY, n bigint NOT NULL UNIQUE); \
+         CREATE TABLE big (id bigint PRIMARY KEY, pad text); \
+         INSERT INTO big SELECT g, repeat('x', 200) FROM generate_series(1, {rows}) g"
+    )))
+    .execute(&mut c)
+    .await
+    .unwrap();
+    c.close().await.unwrap();
+}
+
+/// A server stopped during a move, and what the tenant shows meanwhile.
+struct Outage<'a> {
+    /// The server stopped.
+    down: &'a LocalPg,
+    /// In `status.move.message`.
+    message: &'a str,
+    /// A condition of the Tenant: its type, what it begins with (`status/reason: message`), and
+    /// what it contains.
+    condition: (&'a str, &'a str, String),
+    /// Whether the tenant keeps taking writes (on its source).
+    served: bool,
+}
+
+/// Moves `name` to `to`, stops a server for [`OUTAGE`] once the move is `Copying`, checks what the
+/// move and the tenant say meanwhile and, if the tenant is served, that it keeps taking writes on
+/// its source; returns the completed move.
+async fn move_through_outage(
+    env: &Env,
+    name: &str,
+    to: &str,
+    outage: Outage<'_>,
+    acks: &Acks,
+) -> MoveStatus {
+    let Outage {
+        down,
+        message: expect,
+        condition: (type_, shown, contains),
+        served,
+    } = outage;
+    place(env, name, to).await;
+    wait_move(env, name, "Copying", T, |_, m| {
+        m.phase == MovePhase::Copying
+    })
+    .await;
+    let stopped = Instant::now();
+    tokio::task::block_in_place(|| down.stop_server()).expect("stop the server");
+    let acked_at_stop = acks.count();
+    let (t, m) = wait_move(env, name, expect, OUTAGE, |_, m| {
+        m.message.as_deref().is_some_and(|s| s.contains(expect))
+    })
+    .await;
+    println!(
+        "{name}, {:.1} s into the outage: move {:?}: {}\n  Placed: {:?}\n  Ready: {:?}\n  Degraded: {:?}",
+        stopped.elapsed().as_secs_f64(),
+        m.phase,
+        m.message.as_deref().unwrap_or_default(),
+        condition(&t, "Placed"),
+        condition(&t, "Ready"),
+        condition(&t, "Degraded"),
+    );
+    assert!(m.phase <= MovePhase::CuttingOver, "{m:?}");
+    assert_ne!(on(&t).as_deref(), Some(to), "not cut over while down");
+    let c = wait_for(OUTAGE, &format!("{name}: {type_} {shown}…"), || async {
+        condition(&tenant(env, name).await?, type_)
+            .filter(|c| c.starts_with(shown) && c.contains(&contains))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", env.important_log_tail(60)));
+    println!(
+        "{name}, {:.1} s into the outage: {type_}: {c}",
+        stopped.elapsed().as_secs_f64()
+    );
+    assert!(
+        stopped.elapsed() < OUTAGE,
+        "{name}: shown during the outage"
+    );
+    // The outage lasts its full length (a deliberate duration, not a wait for a state).
+    tokio::time::sleep_until((stopped + OUTAGE).into()).await;
+    let t = tenant(env, name).await.unwrap();
+    let m = move_of(&t).unwrap();
+    assert!(
+        m.message.as_deref().is_some_and(|s| s.contains(expect))
+            && m.phase <= MovePhase::CuttingOver,
+        "at the end of the outage: {m:?}"
+    );
+    let late = acks.since(stopped + OUTAGE - Duration::from_secs(10), stopped + OUTAGE);
+    println!(
+        "{name}: {} writes acknowledged during the outage, {late} in its last 10 s",
+        acks.count() - acked_at_stop,
+    );
+    if served {
+        assert!(
+            late >= 10,
+            "{name} is served on its source while {to} is down"
+        );
+    }
+    tokio::task::block_in_place(|| down.start_server()).expect("start the server again");
+    let back = Instant::now();
+    let (_, m) = wait_move(env, name, "Completed, Ready on the target", T, |t, m| {
+        m.phase.is_terminal()
+            && t.status
+                .as_ref()
+                .is_some_and(|s| s.phase == TenantPhase::Ready)
+    })
+    .await;
+    assert_eq!(m.phase, MovePhase::Completed, "{m:?}");
+    println!(
+        "{name}: completed {:.1} s after the server came back: write freeze {:?} ms, {} attempt(s)",
+        back.elapsed().as_secs_f64(),
+        m.write_freeze_ms,
+        m.attempts
+    );
+    let at_move = acks.count();
+    wait_for(
+        T,
+        &format!("{name}: 100 writes on its new home"),
+        || async { (acks.count() >= at_move + 100).then_some(()) },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", env.important_log_tail(60)));
+    m
+}
+
+/// Every acknowledged write of `name` is on `home` exactly once.
+async fn all_acknowledged_on(env: &Env, name: &str, home: &LocalPg, acks: &Acks) {
+    let db = env
+        .secret_value(NS, &format!("{name}-db"), "database")
+        .await
+        .unwrap();
+    let mut d = admin(home, &db).await;
+    let rows: Vec<i64> = sqlx::query_scalar("SELECT n FROM writes ORDER BY n")
+        .fetch_all(&mut d)
+        .await
+        .unwrap();
+    let have: BTreeSet<i64> = rows.iter().copied().collect();
+    assert_eq!(have.len(), rows.len(), "{name}: no row twice");
+    let acked = acks.numbers();
+    let lost: Vec<&i64> = acked.iter().filter(|n| !have.contains(n)).collect();
+    assert!(
+        lost.is_empty(),
+        "{name}: {} acknowledged writes lost: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(10)]
+    );
+    assert_eq!(
+        env.secret_value(NS, &format!("{name}-db"), "port").await,
+        Some(home.port().to_string()),
+        "{name}: the Secret names its new home"
+    );
+    println!(
+        "{name}: {} acknowledged writes, all on its new home",
+        acked.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_30s_outage_of_the_target_or_the_source_during_copying() {
+    let started = Instant::now();
+    let env = Env::start_configured(options(vec![])).await;
+    let (b, c) = tokio::join!(
+        env.add_logical_server("b", &[]),
+        env.add_logical_server("c", &[])
+    );
+    // `t` loses its target while copying, `s` its source.
+    let db = json!({"isolation": "database", "deletionPolicy": "Delete"});
+    env.create_tenant(NS, "t", db.clone()).await;
+    let mut on_c = db.clone();
+    on_c["placement"] = json!({"server": "c"});
+    env.create_tenant(NS, "s", on_c).await;
+    for (name, server) in [("t", "default"), ("s", "c")] {
+        let t = env.wait_ready(NS, name, T).await;
+        assert_eq!(on(&t).as_deref(), Some(server));
+        tables(&env, name, 150_000).await;
+    }
+    let t_db = env.secret_value(NS, "t-db", "database").await.unwrap();
+    let s_db = env.secret_value(NS, "s-db", "database").await.unwrap();
+    println!("set up in {:.1} s", started.elapsed().as_secs_f64());
+
+    let stop = AtomicBool::new(false);
+    let (t_acks, s_acks) = (Acks::default(), Acks::default());
+    let scenario = async {
+        wait_for(T, "100 writes each before the moves", || async {
+            (t_acks.count() >= 100 && s_acks.count() >= 100).then_some(())
+        })
+        .await
+        .unwrap();
+        let moves = tokio::join!(
+            move_through_outage(
+                &env,
+                "t",
+                "b",
+                Outage {
+                    down: &b,
+                    message: "target server b is unreachable",
+                    condition: (
+                        "Placed",
+                        "True/Moving: moving from server default to b (",
+                        "target server b is unreachable".into(),
+                    ),
+                    served: true,
+                },
+                &t_acks
+            ),
+            move_through_outage(
+                &env,
+                "s",
+                "default",
+                Outage {
+                    down: &c,
+                    message: "source server c is unreachable",
+                    condition: (
+                        "Degraded",
+                        "True/DatabaseUnavailable: ",
+                        format!("127.0.0.1:{}", c.port()),
+                    ),
+                    served: false,
+                },
+                &s_acks
+            ),
+        );
+        stop.store(true, Ordering::Relaxed);
+        moves
+    };
+    let (_, _, _) = tokio::join!(
+        scenario,
+        write(&env, "t", &stop, &t_acks),
+        write(&env, "s", &stop, &s_acks)
+    );
+
+    all_acknowledged_on(&env, "t", &b, &t_acks).await;
+    all_acknowledged_on(&env, "s", &env.pg, &s_acks).await;
+    assert!(
+        !database_exists(&env.pg, &t_db).await,
+        "t's source copy is dropped"
+    );
+    assert!(
+        !database_exists(&c, &s_db).await,
+        "s's source copy is dropped"
+    );
+    for (server, pg) in [("default", &env.pg), ("b", &b), ("c", &c)] {
+        assert_eq!(
+            leftovers(pg).await,
+            Vec::<String>::new(),
+            "left on {server}"
+        );
+    }
+    println!("done in {:.1} s", started.elapsed().as_secs_f64());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_over_resumed_without_its_subscription_rolls_back_at_once() {
+    let started = Instant::now();
+    let exit_at = vec![(
+        "TENANTDB_TEST_EXIT_AT".to_string(),
+        "move-subscription-dropped".to_string(),
+    )];
+    let mut env = Env::start_configured(options(exit_at)).await;
+    let b = env.add_logical_server("b", &[]).await;
+    let db = json!({"isolation": "database", "deletionPolicy": "Delete"});
+    env.create_tenant(NS, "r", db.clone()).await;
+    env.create_tenant(NS, "x", db).await;
+    for (name, rows) in [("r", 100), ("x", 200_000)] {
+        env.wait_ready(NS, name, T).await;
+        tables(&env, name, rows).await;
+    }
+    let r_db = env.secret_value(NS, "r-db", "database").await.unwrap();
+    let r_role = env.secret_value(NS, "r-db", "username").await.unwrap();
+
+    // The operator exits right after the cut-over dropped the subscription.
+    place(&env, "r", "b").await;
+    let op = env.operator.as_mut().unwrap();
+    let exit = wait_for(T, "the operator exits at the fail point", || {
+        let s = op.try_wait().ok().flatten();
+        async move { s }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", env.important_log_tail(60)));
+    assert_eq!(exit.code(), Some(86), "{exit:?}");
+    let t = tenant(&env, "r").await.unwrap();
+    let m = move_of(&t).unwrap();
+    assert_eq!(
+        (m.phase, on(&t).as_deref()),
+        (MovePhase::CuttingOver, Some("default")),
+        "{m:?}"
+    );
+    let mut a = admin(&env.pg, "postgres").await;
+    let can_login: Vec<bool> = sqlx::query_scalar(
+        "SELECT rolcanlogin FROM pg_roles WHERE rolname = $1 OR rolname = $1 || '_b'",
+    )
+    .bind(&r_role)
+    .fetch_all(&mut a)
+    .await
+    .unwrap();
+    assert!(
+        !can_login.is_empty() && can_login.iter().all(|l| !l),
+        "the source is fenced: {can_login:?}"
+    );
+    let mut bb = admin(&b, "postgres").await;
+    let subs: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_subscription")
+        .fetch_one(&mut bb)
+        .await
+        .unwrap();
+    assert_eq!(subs, 0, "the subscription is dropped");
+
+    // Restarted without the fail point: rolled back at once, the source serves again.
+    env.operator_env.clear();
+    env.start_operator();
+    let restarted = Instant::now();
+    let (_, m) = wait_move(&env, "r", "RolledBack", T, |_, m| m.phase.is_terminal()).await;
+    let rolled_back = restarted.elapsed();
+    println!(
+        "r: {:?} {:.1} s after the restart: {}",
+        m.phase,
+        rolled_back.as_secs_f64(),
+        m.message.as_deref().unwrap_or_default()
+    );
+    // No cut-over attempted again: it would fence the source and wait 10 s for a slot nobody
+    // follows, three times.
+    assert_eq!((m.phase, m.attempts), (MovePhase::RolledBack, 0), "{m:?}");
+    assert!(
+        m.message
+            .as_deref()
+            .is_some_and(|s| s.contains("no longer exists on the target")),
+        "{m:?}"
+    );
+    assert!(rolled_back < Duration::from_secs(10), "{rolled_back:?}");
+    wait_for(
+        Duration::from_secs(10),
+        "r writes on its source",
+        || async {
+            let mut c = tenant_conn(&env, "r").await?;
+            sqlx::query("INSERT INTO writes (n) VALUES (1)")
+                .execute(&mut c)
+                .await
+                .ok()
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", env.important_log_tail(60)));
+    assert!(
+        !database_exists(&b, &r_db).await,
+        "r's copy on b is dropped"
+    );
+    place(&env, "r", "default").await;
+
+    // A cancelled move, asked for again, starts again at once.
+    place(&env, "x", "b").await;
+    let (_, first) = wait_move(&env, "x", "started", T, |_, m| {
+        matches!(m.phase, MovePhase::Preparing | MovePhase::Copying)
+    })
+    .await;
+    place(&env, "x", "default").await;
+    let (t, m) = wait_move(&env, "x", "cancelled", T, |_, m| m.phase.is_terminal()).await;
+    assert_eq!(
+        (m.phase, on(&t).as_deref()),
+        (MovePhase::RolledBack, Some("default")),
+        "{m:?}"
+    );
+    assert!(
+        m.message
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("cancelled: "),
+        "{m:?}"
+    );
+    place(&env, "x", "b").await;
+    let asked = Instant::now();
+    wait_move(
+        &env,
+        "x",
+        "a new move started (not after the 60 s pause of a failed one)",
+        Duration::from_secs(20),
+        |_, m| m.started_at.is_some() && m.started_at != first.started_at,
+    )
+    .await;
+    println!(
+        "x: started again {:.1} s after the placement asked again",
+        asked.elapsed().as_secs_f64()
+    );
+    // Its replication slot dropped by hand while it copies: rolled back (it would wait in
+    // `Copying` for ever, its lag unknown).
+    let (t, m) = wait_move(&env, "x", "Copying again", T, |_, m| {
+        m.phase == MovePhase::Copying
+    })
+    .await;
+    let started_at = m.started_at.clone().unwrap();
+    let slot = tenantdb::moves::object_name(&tenantdb::controller::object_key(&t), &started_at)
+        .unwrap()
+        .as_str()
+        .to_string();
+    wait_for(T, "the slot dropped by hand", || async {
+        let mut a = admin(&env.pg, "postgres").await;
+        sqlx::query(
+            "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots \
+              WHERE slot_name = $1 AND active_pid IS NOT NULL",
+        )
+        .bind(&slot)
+        .execute(&mut a)
+        .await
+        .ok()?;
+        let _ = sqlx::query("SELECT pg_drop_replication_slot($1)")
+            .bind(&slot)
+            .execute(&mut a)
+            .await;
+        let left: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1")
+                .bind(&slot)
+                .fetch_optional(&mut a)
+                .await
+                .ok()?;
+        left.is_none().then_some(())
+    })
+    .await
+    .unwrap();
+    let (t, m) = wait_move(&env, "x", "rolled back", Duration::from_secs(30), |_, m| {
+        m.phase.is_terminal()
+    })
+    .await;
+    assert_eq!(
+        (m.phase, on(&t).as_deref()),
+        (MovePhase::RolledBack, Some("default")),
+        "{m:?}"
+    );
+    assert!(
+        m.message
+            .as_deref()
+            .is_some_and(|s| s.contains("no longer exists on the source")),
+        "{m:?}"
+    );
+    place(&env, "x", "default").await;
+    for (server, pg) in [("default", &env.pg), ("b", &b)] {
+        assert_eq!(
+            leftovers(pg).await,
+            Vec::<String>::new(),
+            "left on {server}"
+        );
+    }
+    println!("done in {:.1} s", started.elapsed().as_secs_f64());
+}

@@ -1,0 +1,235 @@
+//! The schema copy of a move (`tenantdb::moves::copy::copy_schema`) between two real PostgreSQL
+//! clusters, as the move's Preparing step runs it: the tenant's roles copied to the target, its
+//! database or schema created there, then `pg_dump` of the source restored by the move's
+//! unprivileged restore role — never by the admin.
+//!
+//! - A `database` tenant with objects it made itself (a table, a function, a trusted extension, a
+//!   grant) and a `schema` tenant copy with equal catalog fingerprints; everything on the target
+//!   is owned by the tenant's role (the extension too); the restore role is gone afterwards and
+//!   holds no privilege on the shared database.
+//! - A superuser-owned `SECURITY DEFINER` function planted in a tenant's database (what an admin
+//!   restore would re-create as the superuser's on the target) makes the copy fail with a
+//!   permission error: the restore can do only what the tenant's role can. The target holds no
+//!   function of it and no restore role.
+
+use tenantdb_testkit::fixtures as common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{admin, connect_as, names, provision};
+use sqlx::{Connection, Executor, PgConnection};
+use tenantdb::crd::Isolation;
+use tenantdb::moves::copy::{copy_schema, restore_role};
+use tenantdb::moves::sql::{self, Scope};
+use tenantdb::naming::{Ident, TenantNames};
+use tenantdb::pg::fingerprint::{self, Fingerprint};
+use tenantdb::pg::plan::Desired;
+use tenantdb::pg::{PgAdmin, PgSettings};
+use tenantdb::scram::generate_password;
+use tenantdb_testkit::localpg::LocalPg;
+
+/// The target cluster of this binary (the source is the fixtures' cluster).
+fn target_pg() -> &'static LocalPg {
+    static PG: std::sync::OnceLock<LocalPg> = std::sync::OnceLock::new();
+    PG.get_or_init(|| LocalPg::start().expect("start the target PostgreSQL"))
+}
+
+fn target_admin() -> Arc<PgAdmin> {
+    Arc::new(
+        PgAdmin::new(PgSettings {
+            admin_url: target_pg().admin_url(),
+            shared_database: Ident::new("tenantdb_shared").unwrap(),
+            pool_size: 4,
+            connect_timeout: Duration::from_secs(5),
+        })
+        .unwrap(),
+    )
+}
+
+/// The move's Preparing step up to and including the schema copy.
+async fn prepare_and_copy(
+    source: &PgAdmin,
+    target: &PgAdmin,
+    names: &TenantNames,
+    move_name: &Ident,
+) -> tenantdb::error::Result<()> {
+    let roles = sql::read_roles(source, names).await?;
+    sql::prepare_roles(target, names, &roles).await?;
+    sql::prepare_database(target, names).await?;
+    if !names.dedicated_database {
+        target.shared_pool().await?;
+    }
+    let scope = Scope::of(names);
+    copy_schema(
+        source,
+        &scope,
+        target,
+        &scope,
+        names,
+        &restore_role(move_name)?,
+    )
+    .await
+}
+
+async fn fingerprint_of(pg: &PgAdmin, names: &TenantNames) -> Fingerprint {
+    let mut c = pg.connect_to(&names.database).await.unwrap();
+    let scope = if names.dedicated_database {
+        fingerprint::Scope::Database
+    } else {
+        fingerprint::Scope::Schema(names.schema.as_str())
+    };
+    let f = fingerprint::fingerprint(&mut c, scope).await.unwrap();
+    let _ = c.close().await;
+    f
+}
+
+async fn target_conn(db: &str) -> PgConnection {
+    PgConnection::connect(&target_pg().url(db)).await.unwrap()
+}
+
+async fn role_exists(name: &str) -> bool {
+    let mut c = target_conn("postgres").await;
+    sqlx::query_scalar::<_, i32>("SELECT 1 FROM pg_roles WHERE rolname = $1")
+        .bind(name)
+        .fetch_optional(&mut c)
+        .await
+        .unwrap()
+        .is_some()
+}
+
+#[tokio::test]
+async fn tenant_objects_are_restored_by_an_unprivileged_role() {
+    let (source, target) = (admin(), target_admin());
+    let d = Desired::simple(
+        names("mvcopy", "db", Isolation::Database),
+        generate_password(),
+    );
+    provision(&source, &d).await;
+    let s = Desired::simple(
+        names("mvcopy", "sc", Isolation::Schema),
+        generate_password(),
+    );
+    provision(&source, &s).await;
+    let mut c = connect_as(
+        d.names.database.as_str(),
+        d.names.role.as_str(),
+        &d.password,
+    )
+    .await
+    .unwrap();
+    c.execute(
+        "CREATE EXTENSION pgcrypto; \
+         CREATE TABLE notes (id serial PRIMARY KEY, body text DEFAULT gen_random_uuid()::text); \
+         CREATE INDEX notes_body ON notes ((lower(body))); \
+         CREATE FUNCTION note_count() RETURNS bigint LANGUAGE sql AS 'SELECT count(*) FROM notes'; \
+         COMMENT ON TABLE notes IS 'the tenant''s own'",
+    )
+    .await
+    .unwrap();
+    let mut c = connect_as(
+        s.names.database.as_str(),
+        s.names.role.as_str(),
+        &s.password,
+    )
+    .await
+    .unwrap();
+    c.execute("CREATE TABLE items (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name text)")
+        .await
+        .unwrap();
+
+    let (nd, ns) = (
+        Ident::new("tenantdb_mv_00000000000000d1").unwrap(),
+        Ident::new("tenantdb_mv_00000000000000c1").unwrap(),
+    );
+    prepare_and_copy(&source, &target, &d.names, &nd)
+        .await
+        .unwrap();
+    prepare_and_copy(&source, &target, &s.names, &ns)
+        .await
+        .unwrap();
+
+    for n in [&d.names, &s.names] {
+        let (a, b) = (
+            fingerprint_of(&source, n).await,
+            fingerprint_of(&target, n).await,
+        );
+        assert!(a == b, "{}: {:?}", n.role.as_str(), a.diff(&b, 10));
+    }
+    // Everything is the tenant's: the extension (created by the restore role) too.
+    let mut t = target_conn(d.names.database.as_str()).await;
+    let foreign: Vec<String> = sqlx::query_scalar(
+        "SELECT 'extension ' || extname FROM pg_extension e WHERE extname <> 'plpgsql' \
+           AND extowner <> (SELECT oid FROM pg_roles WHERE rolname = $1) \
+         UNION ALL SELECT 'relation ' || relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+          WHERE n.nspname = 'public' AND c.relowner <> (SELECT oid FROM pg_roles WHERE rolname = $1) \
+         UNION ALL SELECT 'function ' || proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+          WHERE n.nspname = 'public' AND p.proname = 'note_count' \
+            AND p.proowner <> (SELECT oid FROM pg_roles WHERE rolname = $1)",
+    )
+    .bind(d.names.role.as_str())
+    .fetch_all(&mut t)
+    .await
+    .unwrap();
+    assert!(foreign.is_empty(), "not owned by the tenant: {foreign:?}");
+    let mut t = target_conn("tenantdb_shared").await;
+    let owner: String = sqlx::query_scalar(
+        "SELECT r.rolname::text FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner WHERE n.nspname = $1",
+    )
+    .bind(s.names.schema.as_str())
+    .fetch_one(&mut t)
+    .await
+    .unwrap();
+    assert_eq!(owner, s.names.role.as_str());
+    for n in [&nd, &ns] {
+        let r = restore_role(n).unwrap();
+        assert!(!role_exists(r.as_str()).await, "{} left", r.as_str());
+    }
+    let create_grants: Vec<String> = sqlx::query_scalar(
+        "SELECT a::text FROM pg_database, unnest(datacl) a WHERE datname = 'tenantdb_shared' AND a::text LIKE 'tenantdb\\_mv\\_%'",
+    )
+    .fetch_all(&mut t)
+    .await
+    .unwrap();
+    assert!(create_grants.is_empty(), "{create_grants:?}");
+}
+
+#[tokio::test]
+async fn a_superuser_object_in_the_dump_is_refused() {
+    let (source, target) = (admin(), target_admin());
+    let d = Desired::simple(
+        names("mvcopy", "planted", Isolation::Database),
+        generate_password(),
+    );
+    provision(&source, &d).await;
+    let mut c = PgConnection::connect(&common::pg().url(d.names.database.as_str()))
+        .await
+        .unwrap();
+    c.execute(
+        "CREATE FUNCTION public.escalate() RETURNS text LANGUAGE sql SECURITY DEFINER \
+         AS 'SELECT current_user::text'",
+    )
+    .await
+    .unwrap();
+    let name = Ident::new("tenantdb_mv_00000000000000e1").unwrap();
+    let err = prepare_and_copy(&source, &target, &d.names, &name)
+        .await
+        .expect_err("a superuser-owned function must not be restored");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("restoring the schema on the target failed")
+            && msg.contains("must be member of role"),
+        "{msg}"
+    );
+    // The same every attempt: the move rolls back instead of retrying.
+    assert!(err.is_permanent(), "{msg}");
+    let mut t = target_conn(d.names.database.as_str()).await;
+    let planted: Option<i32> =
+        sqlx::query_scalar("SELECT 1 FROM pg_proc WHERE proname = 'escalate'")
+            .fetch_optional(&mut t)
+            .await
+            .unwrap();
+    assert!(planted.is_none(), "the function reached the target");
+    let r = restore_role(&name).unwrap();
+    assert!(!role_exists(r.as_str()).await, "{} left", r.as_str());
+}
