@@ -633,3 +633,73 @@ async fn a_rotations_grace_period_goes_on_after_a_move() {
         "status.credentials still reports the grace period"
     );
 }
+
+/// A tenant whose CHECK constraint and expression index call a function of its own is not moved:
+/// on PostgreSQL 15 the target's replication workers run as a superuser and would run that
+/// function for every copied row. The function here tries to make the tenant's role a superuser
+/// when it runs as one; the move is refused before anything is copied, the role is no superuser
+/// on either server, the tenant stays Ready on its source, nothing is left on `b`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_function_the_replication_would_run_as_a_superuser_is_refused() {
+    let (env, b) = start().await;
+    env.create_tenant(
+        NS,
+        "chk",
+        json!({"isolation": "schema", "deletionPolicy": "Delete"}),
+    )
+    .await;
+    let t = env.wait_ready(NS, "chk", T).await;
+    let role = t.status.as_ref().unwrap().role.clone().unwrap();
+    let schema = t.status.as_ref().unwrap().schema.clone().unwrap();
+    let mut c = env.connect_with_secret(NS, "chk-db").await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE FUNCTION esc(id int) RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS $$ BEGIN \
+           IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN \
+             EXECUTE 'ALTER ROLE {role} SUPERUSER'; END IF; RETURN true; END $$; \
+         CREATE TABLE guarded (id int PRIMARY KEY CHECK (esc(id))); \
+         CREATE INDEX guarded_esc ON guarded ((esc(id))); \
+         INSERT INTO guarded VALUES (1), (2)"
+    )))
+    .execute(&mut c)
+    .await
+    .unwrap();
+    c.close().await.unwrap();
+    place_on_b(&env, "chk", json!({"server": "b"})).await;
+    let t = wait_for(T, "chk's move refused (or copying)", || async {
+        let t = env.tenants(NS).get("chk").await.ok()?;
+        let m = move_of(&t)?;
+        matches!(m.phase, MovePhase::RolledBack | MovePhase::Copying).then_some(t)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", log_tail(&env)));
+    let m = move_of(&t).unwrap();
+    assert_eq!(m.phase, MovePhase::RolledBack, "not refused: {m:?}");
+    let msg = m.message.clone().unwrap_or_default();
+    assert!(
+        msg.contains("guarded") && msg.contains("esc(integer)") && msg.contains("superuser"),
+        "the refusal names the constraint or index and the function: {m:?}"
+    );
+    for (what, pg) in [("source", &env.pg), ("b", &b)] {
+        let mut a = admin(pg, "postgres").await;
+        let sup: Option<bool> =
+            sqlx::query_scalar("SELECT rolsuper FROM pg_roles WHERE rolname = $1")
+                .bind(&role)
+                .fetch_optional(&mut a)
+                .await
+                .unwrap();
+        assert_ne!(sup, Some(true), "{role} became a superuser on {what}");
+    }
+    let t = env.wait_ready(NS, "chk", T).await;
+    assert_eq!(on(&t).as_deref(), Some("default"));
+    let mut bb = admin(&b, "tenantdb_shared").await;
+    let left: Vec<String> = sqlx::query_scalar(
+        "SELECT 'schema ' || nspname FROM pg_namespace WHERE nspname = $1 \
+         UNION ALL SELECT 'role ' || rolname FROM pg_roles WHERE rolname IN ($2, $2 || '_b')",
+    )
+    .bind(&schema)
+    .bind(&role)
+    .fetch_all(&mut bb)
+    .await
+    .unwrap_or_default();
+    assert!(left.is_empty(), "chk's refused move left {left:?} on b");
+}

@@ -599,7 +599,10 @@ async fn a_mongodb_database_moves_to_another_server() {
         for n in ["b", "c"] {
             let t = api.get(n).await.ok()?;
             on.push(mongo_on(&t)?);
-            if t.status.as_ref()?.phase != TenantPhase::Ready {
+            let st = t.status.as_ref()?;
+            if st.phase != TenantPhase::Ready
+                || st.mongodb_move.as_ref()?.phase != tenantdb::crd::MovePhase::Completed
+            {
                 return None;
             }
         }

@@ -79,8 +79,9 @@ pub struct DatabaseServerSpec {
     #[serde(default)]
     pub cordoned: bool,
 
-    /// Drain the server: move every tenant on it to other servers (PostgreSQL servers; `database`
-    /// and `schema` tenants), a few at a time. A draining server takes no new tenants (as if
+    /// Drain the server: move every tenant on it to other servers of its engine (a PostgreSQL
+    /// server: the `database` and `schema` tenants' PostgreSQL part; a MongoDB server: their
+    /// MongoDB databases), a few at a time. A draining server takes no new tenants (as if
     /// cordoned). Removing the field stops it: moves not cut over yet are rolled back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain: Option<Drain>,

@@ -217,7 +217,7 @@ async fn run_tools(
             clean(&String::from_utf8_lossy(&dumped.stderr))
         )));
     }
-    let script = fit_header(&dumped.stdout);
+    let script = fit_header(&dumped.stdout)?;
     let mut restore = Command::new(tool("psql"));
     restore
         .args([
@@ -275,10 +275,15 @@ async fn run_tools(
 /// image ships the newest client, servers may be older). Only the header is looked at (the lines
 /// before the first object: comments, `\restrict`, `SET` and `SELECT pg_catalog.set_config`), so
 /// nothing of the tenant's objects can be changed; the setting is the default anyway.
-fn fit_header(dump: &[u8]) -> Vec<u8> {
+///
+/// A dump without `\restrict` in its header is refused: `pg_dump` older than 17.6, 16.10, 15.14
+/// (CVE-2025-8714) lets object names the tenant chose inject `psql` meta-commands (such as `\!`,
+/// a shell in the operator's container) into the restore.
+fn fit_header(dump: &[u8]) -> Result<Vec<u8>> {
     const DROP: &[u8] = b"SET transaction_timeout = 0;";
     let mut out = Vec::with_capacity(dump.len());
     let mut in_header = true;
+    let mut restricted = false;
     for line in dump.split_inclusive(|b| *b == b'\n') {
         if in_header {
             let text = line.strip_suffix(b"\n").unwrap_or(line);
@@ -291,11 +296,19 @@ fn fit_header(dump: &[u8]) -> Vec<u8> {
                 in_header = false;
             } else if text == DROP {
                 continue;
+            } else if text.starts_with(b"\\restrict ") {
+                restricted = true;
             }
         }
         out.extend_from_slice(line);
     }
-    out
+    if !restricted {
+        return Err(Error::Config(format!(
+            "{} is too old: its dumps do not \\restrict psql meta-commands (CVE-2025-8714); use PostgreSQL 17.6, 16.10, 15.14 or newer",
+            tool("pg_dump").display()
+        )));
+    }
+    Ok(out)
 }
 
 /// The SQLSTATE of the first error `psql -v VERBOSITY=verbose` reported (`ERROR:  42501: …`).
@@ -335,7 +348,7 @@ mod tests {
     #[test]
     fn only_the_headers_transaction_timeout_is_dropped() {
         let dump = "--\n-- PostgreSQL database dump\n--\n\\restrict abc\nSET statement_timeout = 0;\nSET transaction_timeout = 0;\nSELECT pg_catalog.set_config('search_path', '', false);\n\nCREATE FUNCTION public.f() RETURNS void LANGUAGE sql AS $$\nSET transaction_timeout = 0;\n$$;\n";
-        let out = String::from_utf8(super::fit_header(dump.as_bytes())).unwrap();
+        let out = String::from_utf8(super::fit_header(dump.as_bytes()).unwrap()).unwrap();
         assert_eq!(
             out.matches("SET transaction_timeout = 0;").count(),
             1,
@@ -346,7 +359,13 @@ mod tests {
             "{out}"
         );
         assert!(out.starts_with("--\n-- PostgreSQL database dump\n--\n\\restrict abc\nSET statement_timeout = 0;\nSELECT"), "{out}");
-        let plain = "SET a = 1;\nCREATE TABLE t ();\n";
-        assert_eq!(super::fit_header(plain.as_bytes()), plain.as_bytes());
+        let plain = "\\restrict k\nSET a = 1;\nCREATE TABLE t ();\n";
+        assert_eq!(
+            super::fit_header(plain.as_bytes()).unwrap(),
+            plain.as_bytes()
+        );
+        // No \restrict: a pg_dump open to meta-command injection.
+        let old = "SET a = 1;\nCREATE TABLE t ();\n\\restrict x\n";
+        assert!(super::fit_header(old.as_bytes()).is_err());
     }
 }

@@ -288,9 +288,15 @@ pub async fn ensure_subscription(
             .conninfo(source_scope.database.as_str());
         // The connection string is a literal (no parameters in DDL): quotes doubled, and
         // backslashes literal under standard_conforming_strings.
-        sqlx::raw_sql("SET standard_conforming_strings = on")
-            .execute(&mut c)
-            .await?;
+        // Nor does the statement reach the target's log: not as a failing statement
+        // (`log_min_error_statement`, default `error`) nor as DDL (`log_statement`). Session
+        // settings the superuser admin may change; the connection is closed afterwards.
+        sqlx::raw_sql(
+            "SET standard_conforming_strings = on; SET log_min_error_statement = panic; \
+             SET log_statement = 'none'; SET log_min_duration_statement = -1",
+        )
+        .execute(&mut c)
+        .await?;
         let literal = format!("'{}'", conninfo.replace('\'', "''"));
         if literal.contains('\0') {
             return Err(Error::Config("unusable connection string".into()));
@@ -619,6 +625,53 @@ pub async fn refuse_replica_triggers(source: &PgAdmin, scope: &Scope) -> Result<
     }
     Err(Error::InvalidSpec(format!(
         "not moved: triggers enabled ALWAYS or REPLICA would run as a superuser during replication ({}); set them back to ENABLE, or move the tenant by hand",
+        found.join(", ")
+    )))
+}
+
+/// Refuses a move whose tables would make the target's replication workers run the tenant's own
+/// functions: CHECK and domain constraints, index expressions and predicates, generated columns,
+/// partition keys and exclusion constraints that use a function (directly, or through an
+/// operator) owned by a role that is not a superuser. On PostgreSQL 15 those workers run as the
+/// subscription's owner, which must be a superuser, so such a function would run with a
+/// superuser's rights (table synchronisation evaluates CHECK constraints and index expressions
+/// for every copied row). Triggers are refused by [`refuse_replica_triggers`]; ordinary triggers,
+/// rules and column defaults do not run in the workers.
+pub async fn refuse_tenant_functions_in_replication(source: &PgAdmin, scope: &Scope) -> Result<()> {
+    let mut c = connect(source, scope).await?;
+    let found: Vec<String> = sqlx::query_scalar(
+        "WITH fns AS ( \
+           SELECT p.oid FROM pg_proc p JOIN pg_roles r ON r.oid = p.proowner WHERE NOT r.rolsuper), \
+         ops AS (SELECT o.oid FROM pg_operator o WHERE o.oprcode IN (SELECT oid FROM fns)), \
+         uses AS ( \
+           SELECT d.classid, d.objid, d.refclassid, d.refobjid FROM pg_depend d \
+            WHERE (d.refclassid = 'pg_proc'::regclass AND d.refobjid IN (SELECT oid FROM fns)) \
+               OR (d.refclassid = 'pg_operator'::regclass AND d.refobjid IN (SELECT oid FROM ops))), \
+         placed AS ( \
+           SELECT u.*, CASE u.classid \
+             WHEN 'pg_constraint'::regclass THEN (SELECT connamespace FROM pg_constraint WHERE oid = u.objid) \
+             WHEN 'pg_class'::regclass THEN (SELECT relnamespace FROM pg_class WHERE oid = u.objid) \
+             WHEN 'pg_attrdef'::regclass THEN (SELECT c.relnamespace FROM pg_attrdef a \
+                 JOIN pg_class c ON c.oid = a.adrelid \
+                 JOIN pg_attribute t ON t.attrelid = a.adrelid AND t.attnum = a.adnum \
+                WHERE a.oid = u.objid AND t.attgenerated <> '') END AS nsp \
+             FROM uses u WHERE u.classid IN ('pg_constraint'::regclass, 'pg_class'::regclass, 'pg_attrdef'::regclass)) \
+         SELECT DISTINCT pg_describe_object(p.classid, p.objid, 0) || ' uses ' || pg_describe_object(p.refclassid, p.refobjid, 0) \
+           FROM placed p \
+          WHERE p.nsp IS NOT NULL \
+            AND p.nsp NOT IN (SELECT oid FROM pg_namespace WHERE nspname IN ('pg_catalog', 'information_schema')) \
+            AND ($1::text IS NULL OR p.nsp = (SELECT oid FROM pg_namespace WHERE nspname = $1)) \
+          ORDER BY 1 LIMIT 5",
+    )
+    .bind(scope.schema.as_ref().map(|s| s.as_str().to_string()))
+    .fetch_all(&mut c)
+    .await?;
+    let _ = c.close().await;
+    if found.is_empty() {
+        return Ok(());
+    }
+    Err(Error::InvalidSpec(format!(
+        "not moved: the target's replication workers run as a superuser (PostgreSQL 15) and would run the tenant's own functions ({}); move the tenant by hand, or drop those uses for the move",
         found.join(", ")
     )))
 }

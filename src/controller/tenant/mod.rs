@@ -377,10 +377,10 @@ async fn apply(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
                 .as_ref()
                 .is_none_or(|s| s.phase != TenantPhase::Ready && s.usage.is_none());
             let usage = status.usage.clone();
-            let moving = status
-                .move_
-                .as_ref()
-                .is_some_and(|m| !m.phase.is_terminal());
+            let moving = [status.move_.as_ref(), status.mongodb_move.as_ref()]
+                .into_iter()
+                .flatten()
+                .any(|m| !m.phase.is_terminal());
             if let Err(e) = write_status(&tenant, &ctx, status).await {
                 // The status could not be written (e.g. the installed CRD lacks a field it
                 // carries): say why where users look, then retry with backoff.

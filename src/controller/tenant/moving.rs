@@ -368,6 +368,7 @@ async fn advance(t: &mut Tenant, ctx: &Context, mut m: MoveStatus) -> Result<Opt
         match m.phase {
             MovePhase::Preparing => {
                 sql::refuse_replica_triggers(source.pg(), &scope_a).await?;
+                sql::refuse_tenant_functions_in_replication(source.pg(), &scope_a).await?;
                 let roles = sql::read_roles(source.pg(), &names_a).await?;
                 sql::prepare_roles(target.pg(), &names_b, &roles).await?;
                 // A subscription of an attempt that stopped before `Copying` was recorded: the

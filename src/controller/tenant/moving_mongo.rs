@@ -14,10 +14,11 @@
 //!   instead of `readWrite`; its writes fail from then on, its reads go on), the target database
 //!   registered to the tenant in the target's ownership registry, the database copied with the
 //!   driver (collections with options and validators, documents, indexes; document counts
-//!   compared), the user created on the target with the same password; then the commit point —
+//!   compared), the user created on the target with the same password and `read`; then the
+//!   commit point —
 //!   the status records the target (`status.placement.mongodb`) — and provisioning gives the
 //!   user back `readWrite` there and points the Secret's `mongodb*` keys at it.
-//! - `CleaningUp`: the source database, user and registry entry dropped.
+//! - `CleaningUp` (the next pass): the source database, user and registry entry dropped.
 //! - `RollingBack` (the copy failed for good, or the placement allows the source again): the
 //!   target copy dropped (never after the commit point); provisioning gives the source user back
 //!   `readWrite`.
@@ -37,7 +38,7 @@ use super::moving::Next;
 use super::report::write_status;
 use crate::crd::{Engine, MovePhase, MoveStatus, Tenant, TenantPhase};
 use crate::error::{Error, Result};
-use crate::mongo::{TENANT_READ_ONLY_ROLE, TENANT_ROLE};
+use crate::mongo::TENANT_READ_ONLY_ROLE;
 use crate::servers::MongoServer;
 use crate::servers::placement::{self, Need};
 
@@ -57,6 +58,15 @@ pub(super) async fn step(tenant: &Arc<Tenant>, ctx: &Context) -> Result<Next> {
     let key = object_key(tenant.as_ref());
     let mv = match tenant.status.as_ref().and_then(|s| s.mongodb_move.clone()) {
         Some(m) if !m.phase.is_terminal() => m,
+        // Not while the PostgreSQL part moves (a copy here would lengthen its write freeze).
+        _ if tenant
+            .status
+            .as_ref()
+            .and_then(|s| s.move_.as_ref())
+            .is_some_and(|m| !m.phase.is_terminal()) =>
+        {
+            return Ok(Next::Proceed(tenant.clone()));
+        }
         last => {
             ctx.mongo_servers().end_move(&key);
             match start(tenant, ctx, &current, last.as_ref()).await? {
@@ -302,98 +312,104 @@ fn server(ctx: &Context, name: &str) -> Result<Arc<MongoServer>> {
 /// Runs the move from its phase until it ended or the tenant can be provisioned.
 async fn advance(t: &mut Tenant, ctx: &Context, mut m: MoveStatus) -> Result<()> {
     let (source, target) = (server(ctx, &m.from)?, server(ctx, &m.to)?);
-    loop {
-        if m.phase == MovePhase::Copying
-            && let Some(why) = cancelled(t, ctx, &source, &target)
-        {
-            m.phase = MovePhase::RollingBack;
-            m.message = Some(why);
+    if m.phase == MovePhase::Copying
+        && let Some(why) = cancelled(t, ctx, &source, &target)
+    {
+        m.phase = MovePhase::RollingBack;
+        m.message = Some(why);
+        persist(t, ctx, m.clone()).await?;
+    }
+    match m.phase {
+        MovePhase::Preparing | MovePhase::Copying | MovePhase::CuttingOver => {
+            m.attempts += 1;
             persist(t, ctx, m.clone()).await?;
+            let mt = mongo_tenant(t, ctx, true).await?;
+            let (db, user) = (&mt.database, mt.user.as_str());
+            // What can refuse the move is checked before the tenant is made read-only.
+            source.admin().check_movable(db).await?;
+            target.admin().ensure_owned(&mt).await?;
+            // The window starts here (again after a restart: the copy starts over).
+            let frozen = Instant::now();
+            source
+                .admin()
+                .ensure_user(db, user, &mt.password, TENANT_READ_ONLY_ROLE)
+                .await?;
+            source.admin().end_sessions_of(db, user).await?;
+            let copied = source.admin().copy_database_to(target.admin(), db).await?;
+            // Read-only until the commit point: provisioning gives `readWrite` on the target
+            // once the status names it (no second writable copy before).
+            target
+                .admin()
+                .ensure_user(db, user, &mt.password, TENANT_READ_ONLY_ROLE)
+                .await?;
+            m.phase = MovePhase::CleaningUp;
+            m.write_freeze_ms = Some(frozen.elapsed().as_millis() as i64);
+            m.message = Some(format!(
+                "{} took over: {} collections, {} documents, {} indexes copied",
+                m.to, copied.collections, copied.documents, copied.indexes
+            ));
+            persist(t, ctx, m.clone()).await?;
+            info!(from = %m.from, to = %m.to, read_only_ms = ?m.write_freeze_ms, "MongoDB move cut over");
+            ctx.event(
+                t,
+                EventType::Normal,
+                "MongoMoveCutOver",
+                "Move",
+                format!(
+                    "MongoDB database now on server {} (read-only for {} ms)",
+                    m.to,
+                    m.write_freeze_ms.unwrap_or_default()
+                ),
+            )
+            .await;
+            // Provisioned on the target now (readWrite, the Secret naming it); the source is
+            // dropped on the next pass, once the application was pointed away from it.
+            Ok(())
         }
-        match m.phase {
-            MovePhase::Preparing | MovePhase::Copying | MovePhase::CuttingOver => {
-                m.attempts += 1;
-                persist(t, ctx, m.clone()).await?;
-                let mt = mongo_tenant(t, ctx, true).await?;
-                let (db, user) = (&mt.database, mt.user.as_str());
-                // The window starts here (again after a restart: the copy starts over).
-                let frozen = Instant::now();
-                source
-                    .admin()
-                    .ensure_user(db, user, &mt.password, TENANT_READ_ONLY_ROLE)
-                    .await?;
-                target.admin().ensure_owned(&mt).await?;
-                let copied = source.admin().copy_database_to(target.admin(), db).await?;
-                target
-                    .admin()
-                    .ensure_user(db, user, &mt.password, TENANT_ROLE)
-                    .await?;
-                m.phase = MovePhase::CleaningUp;
-                m.write_freeze_ms = Some(frozen.elapsed().as_millis() as i64);
-                m.message = Some(format!(
-                    "{} took over: {} collections, {} documents, {} indexes copied",
-                    m.to, copied.collections, copied.documents, copied.indexes
-                ));
-                persist(t, ctx, m.clone()).await?;
-                info!(from = %m.from, to = %m.to, read_only_ms = ?m.write_freeze_ms, "MongoDB move cut over");
-                ctx.event(
-                    t,
-                    EventType::Normal,
-                    "MongoMoveCutOver",
-                    "Move",
-                    format!(
-                        "MongoDB database now on server {} (read-only for {} ms)",
-                        m.to,
-                        m.write_freeze_ms.unwrap_or_default()
-                    ),
-                )
-                .await;
-            }
-            MovePhase::CleaningUp => {
+        MovePhase::CleaningUp => {
+            let mt = mongo_tenant(t, ctx, false).await?;
+            let report = source.admin().cleanup(&mt).await?;
+            m.phase = MovePhase::Completed;
+            m.finished_at = Some(Timestamp::now().to_string());
+            m.message = Some(match report.skipped {
+                Some(why) => format!("on {}; the source copy was left: {why}", m.to),
+                None => format!("on {}; the source copy on {} was dropped", m.to, m.from),
+            });
+            persist(t, ctx, m.clone()).await?;
+            ctx.event(
+                t,
+                EventType::Normal,
+                "MongoMoveCompleted",
+                "Move",
+                m.message.clone().unwrap_or_default(),
+            )
+            .await;
+            Ok(())
+        }
+        MovePhase::RollingBack => {
+            // Never after the commit point (the status names the source here).
+            if super::place::recorded_on(t, Engine::Mongodb) == Some(m.from.as_str()) {
                 let mt = mongo_tenant(t, ctx, false).await?;
-                let report = source.admin().cleanup(&mt).await?;
-                m.phase = MovePhase::Completed;
-                m.finished_at = Some(Timestamp::now().to_string());
-                m.message = Some(match report.skipped {
-                    Some(why) => format!("on {}; the source copy was left: {why}", m.to),
-                    None => format!("on {}; the source copy on {} was dropped", m.to, m.from),
-                });
-                persist(t, ctx, m.clone()).await?;
-                ctx.event(
-                    t,
-                    EventType::Normal,
-                    "MongoMoveCompleted",
-                    "Move",
-                    m.message.clone().unwrap_or_default(),
-                )
-                .await;
-                return Ok(());
+                target.admin().cleanup(&mt).await?;
             }
-            MovePhase::RollingBack => {
-                // Never after the commit point (the status names the source here).
-                if super::place::recorded_on(t, Engine::Mongodb) == Some(m.from.as_str()) {
-                    let mt = mongo_tenant(t, ctx, false).await?;
-                    target.admin().cleanup(&mt).await?;
-                }
-                m.phase = MovePhase::RolledBack;
-                m.finished_at = Some(Timestamp::now().to_string());
-                persist(t, ctx, m.clone()).await?;
-                ctx.event(
-                    t,
-                    EventType::Warning,
-                    "MongoMoveRolledBack",
-                    "Move",
-                    format!(
-                        "MongoDB database stays on server {}: {}",
-                        m.from,
-                        m.message.clone().unwrap_or_default()
-                    ),
-                )
-                .await;
-                return Ok(());
-            }
-            MovePhase::Completed | MovePhase::RolledBack => return Ok(()),
+            m.phase = MovePhase::RolledBack;
+            m.finished_at = Some(Timestamp::now().to_string());
+            persist(t, ctx, m.clone()).await?;
+            ctx.event(
+                t,
+                EventType::Warning,
+                "MongoMoveRolledBack",
+                "Move",
+                format!(
+                    "MongoDB database stays on server {}: {}",
+                    m.from,
+                    m.message.clone().unwrap_or_default()
+                ),
+            )
+            .await;
+            Ok(())
         }
+        MovePhase::Completed | MovePhase::RolledBack => Ok(()),
     }
 }
 

@@ -2,7 +2,7 @@
 //! earlier attempt dropped, then every collection created with its options (capped, collation,
 //! …; views after the collections they read), its documents copied in batches, its indexes
 //! created, and its validator set last (documents that predate a validator are copied as they
-//! are), and the document counts of source and target compared. The source must not change
+//! are), and the document counts of source and target compared once all are copied. The source must not change
 //! meanwhile: the caller made the tenant's user read-only there.
 
 use futures::TryStreamExt;
@@ -52,6 +52,7 @@ pub(super) async fn copy(
     // Collections before views (a view names its source).
     specs.sort_by_key(|s| s.get_str("type").unwrap_or("collection") == "view");
     let mut report = MongoCopy::default();
+    let mut copied = Vec::new();
     for spec in specs {
         let Ok(name) = spec.get_str("name") else {
             continue;
@@ -60,6 +61,11 @@ pub(super) async fn copy(
             continue;
         }
         let kind = spec.get_str("type").unwrap_or("collection");
+        if kind != "collection" && kind != "view" {
+            return Err(Error::InvalidSpec(format!(
+                "MongoDB collection {name} is a {kind}: only collections and views are moved"
+            )));
+        }
         let options = spec.get_document("options").cloned().unwrap_or_default();
         let mut create = doc! {"create": name};
         let mut validation = Document::new();
@@ -82,6 +88,11 @@ pub(super) async fn copy(
             coll_mod.extend(validation);
             dst.run_command(coll_mod).await?;
         }
+        copied.push(name.to_string());
+    }
+    // Compared once all are copied: a write that reached the source after its collection was
+    // copied (an operation authorised before the user became read-only) is found here.
+    for name in &copied {
         let (a, b) = (
             src.collection::<Document>(name)
                 .count_documents(doc! {})
@@ -97,6 +108,30 @@ pub(super) async fn copy(
         }
     }
     Ok(report)
+}
+
+/// Refuses a database with collections a move cannot copy (anything but collections and views,
+/// e.g. time series), before anything of the move is done.
+pub(super) async fn check_movable(source: &AdminClient, db: &MongoDbName) -> Result<()> {
+    let specs: Vec<Document> = source
+        .db(db.as_str())
+        .await?
+        .run_cursor_command(doc! {"listCollections": 1, "nameOnly": false})
+        .await?
+        .try_collect()
+        .await?;
+    for spec in specs {
+        let name = spec.get_str("name").unwrap_or_default();
+        let kind = spec.get_str("type").unwrap_or("collection");
+        if !name.starts_with("system.") && kind != "collection" && kind != "view" {
+            // Time series (their documents live in `system.buckets.*`) and anything newer: not
+            // copied rather than lost when the source is dropped.
+            return Err(Error::InvalidSpec(format!(
+                "MongoDB collection {name} is a {kind}: only collections and views are moved"
+            )));
+        }
+    }
+    Ok(())
 }
 
 async fn copy_documents(src: &Database, dst: &Database, name: &str) -> Result<u64> {

@@ -25,7 +25,7 @@ use client::AdminClient;
 pub use copy::MongoCopy;
 
 use super::connection::{MongoSettings, redact_uri};
-use super::error::map_error;
+use super::error::{error_code, map_error};
 use super::model::{MongoMigrationSet, desired_state};
 use super::names::MongoDbName;
 use super::plan::{self, MongoStep, ObservedMongo, check_history};
@@ -210,6 +210,30 @@ impl MongoAdmin {
         db: &MongoDbName,
     ) -> Result<MongoCopy> {
         copy::copy(&self.conn, &target.conn, db).await
+    }
+
+    /// Refuses a tenant database a move cannot copy (collections other than plain collections and
+    /// views, e.g. time series).
+    pub async fn check_movable(&self, db: &MongoDbName) -> Result<()> {
+        copy::check_movable(&self.conn, db).await
+    }
+
+    /// Ends the sessions (and their operations and transactions) of `user` of `db`, where the
+    /// server supports `killAllSessionsByPattern`: writes authorised before the user became
+    /// read-only do not go on during a move's copy. Unsupported: nothing (the counts compared
+    /// after the copy still catch a late write).
+    pub async fn end_sessions_of(&self, db: &MongoDbName, user: &str) -> Result<()> {
+        let admin = self.conn.db("admin").await?;
+        match admin
+            .run_command(
+                doc! {"killAllSessionsByPattern": [{"users": [{"user": user, "db": db.as_str()}]}]},
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(error_code(&e), Some(59) | Some(115)) => Ok(()),
+            Err(e) => Err(map_error(&e, &[])),
+        }
     }
 
     /// `dbStats` of the tenant database (all zero if it does not exist).
