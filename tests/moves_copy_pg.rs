@@ -11,6 +11,9 @@
 //!   restore would re-create as the superuser's on the target) makes the copy fail with a
 //!   permission error: the restore can do only what the tenant's role can. The target holds no
 //!   function of it and no restore role.
+//! - The cut-over's fence (`tenantdb::moves::sql::fence`) returns only once the tenant's sessions
+//!   have exited (a session with thousands of temporary tables takes a while), and the role can no
+//!   longer log in.
 
 use tenantdb_testkit::fixtures as common;
 
@@ -232,4 +235,49 @@ async fn a_superuser_object_in_the_dump_is_refused() {
     assert!(planted.is_none(), "the function reached the target");
     let r = restore_role(&name).unwrap();
     assert!(!role_exists(r.as_str()).await, "{} left", r.as_str());
+}
+
+/// The cut-over's fence returns only once the tenant's sessions have exited, not when they were
+/// signalled: a backend still on its way out could commit after the catch-up position is read.
+/// The session here holds a few thousand temporary tables, so its exit takes a while.
+#[tokio::test]
+async fn the_fence_returns_once_the_sessions_have_exited() {
+    let source = admin();
+    let d = Desired::simple(
+        names("mvcopy", "fenced", Isolation::Database),
+        generate_password(),
+    );
+    provision(&source, &d).await;
+    let mut c = connect_as(
+        d.names.database.as_str(),
+        d.names.role.as_str(),
+        &d.password,
+    )
+    .await
+    .unwrap();
+    c.execute(
+        "DO $$ BEGIN FOR i IN 1..3000 LOOP \
+           EXECUTE format('CREATE TEMP TABLE t%s (id int PRIMARY KEY, v text)', i); \
+         END LOOP; END $$",
+    )
+    .await
+    .unwrap();
+    sql::fence(&source, &d.names).await.unwrap();
+    let mut a = PgConnection::connect(&common::pg().url("postgres"))
+        .await
+        .unwrap();
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE usename = $1")
+        .bind(d.names.role.as_str())
+        .fetch_one(&mut a)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "a session of the tenant outlived the fence");
+    let login = connect_as(
+        d.names.database.as_str(),
+        d.names.role.as_str(),
+        &d.password,
+    )
+    .await;
+    assert!(login.is_err(), "the fenced role can still log in");
+    drop(c);
 }

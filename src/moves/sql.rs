@@ -421,19 +421,40 @@ pub async fn fence(pg: &PgAdmin, names: &TenantNames) -> Result<()> {
     terminate(pg, names).await
 }
 
-/// Ends every session of the tenant's roles.
+/// How long [`terminate`] waits for the tenant's sessions to exit.
+const TERMINATE_WAIT: Duration = Duration::from_secs(30);
+
+/// Ends every session of the tenant's roles and waits until they have exited: a backend that was
+/// signalled but is still finishing a commit could write WAL after the catch-up position is read,
+/// so "signalled" is not "fenced". An error (retried) when sessions remain after
+/// [`TERMINATE_WAIT`].
 pub async fn terminate(pg: &PgAdmin, names: &TenantNames) -> Result<()> {
-    sqlx::query(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-          WHERE usename = ANY($1) AND pid <> pg_backend_pid()",
-    )
-    .bind(vec![
+    let roles = vec![
         names.role.as_str().to_string(),
         names.secondary_role.as_str().to_string(),
-    ])
-    .execute(pg.admin()?)
-    .await?;
-    Ok(())
+    ];
+    let deadline = Instant::now() + TERMINATE_WAIT;
+    loop {
+        // Signals the sessions still there and counts them (pg_terminate_backend returns before
+        // the backend exits; the next pass sees whether it did).
+        let left: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+              WHERE usename = ANY($1) AND pid <> pg_backend_pid()) t",
+        )
+        .bind(&roles)
+        .fetch_one(pg.admin()?)
+        .await?;
+        if left == 0 {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::unavailable(format!(
+                "{left} session(s) of the tenant's roles did not exit within {} s of being terminated",
+                TERMINATE_WAIT.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Enables login of the given roles.

@@ -627,7 +627,11 @@ async fn cut_over(
         .collect();
     sql::prepare_roles(target.pg(), names_b, &roles).await?;
     let frozen = Instant::now();
-    sql::fence(source.pg(), names_a).await?;
+    if let Err(e) = sql::fence(source.pg(), names_a).await {
+        // Sessions that would not exit (or the source went away): the logins come back and the
+        // move keeps copying; a later attempt fences again.
+        return Err(undo(source, &login, format!("the write freeze failed: {e}")).await);
+    }
     if !sql::wait_caught_up(source.pg(), name, CATCH_UP).await? {
         let why = format!(
             "the target did not catch up within {} s",
