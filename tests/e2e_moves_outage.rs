@@ -18,6 +18,10 @@
 //!   10 s catch-up waits) and the tenant logs in and writes on its source again. Then a move
 //!   cancelled by changing the placement back is started again at once when the placement asks
 //!   for it again (the 60 s pause after a failed move does not apply to a cancelled one).
+//! - `a_cut_over_failing_while_frozen_gives_the_logins_back_and_rolls_back`: every cut-over fails
+//!   after the write freeze (`TENANTDB_TEST_FAIL_AT=move-frozen`, an error the server would repeat):
+//!   each attempt gives the source its logins back and counts, the third rolls the move back, and
+//!   the tenant writes on its source.
 
 use tenantdb_testkit::e2e;
 
@@ -224,6 +228,23 @@ async fn write(env: &Env, name: &str, stop: &AtomicBool, acks: &Acks) {
         n += 1;
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// Waits (10 s at most) until `name` takes a write through its Secret again.
+async fn writes_on_its_source(env: &Env, name: &str) {
+    wait_for(
+        Duration::from_secs(10),
+        &format!("{name} writes on its source"),
+        || async {
+            let mut c = tenant_conn(env, name).await?;
+            sqlx::query("INSERT INTO writes (n) VALUES (1)")
+                .execute(&mut c)
+                .await
+                .ok()
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", env.important_log_tail(60)));
 }
 
 /// The tenant's own tables: `writes` for the writer, and `big` (enough rows that the initial copy
@@ -557,19 +578,7 @@ async fn a_cut_over_resumed_without_its_subscription_rolls_back_at_once() {
         "{m:?}"
     );
     assert!(rolled_back < Duration::from_secs(10), "{rolled_back:?}");
-    wait_for(
-        Duration::from_secs(10),
-        "r writes on its source",
-        || async {
-            let mut c = tenant_conn(&env, "r").await?;
-            sqlx::query("INSERT INTO writes (n) VALUES (1)")
-                .execute(&mut c)
-                .await
-                .ok()
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", env.important_log_tail(60)));
+    writes_on_its_source(&env, "r").await;
     assert!(
         !database_exists(&b, &r_db).await,
         "r's copy on b is dropped"
@@ -669,4 +678,58 @@ async fn a_cut_over_resumed_without_its_subscription_rolls_back_at_once() {
         );
     }
     println!("done in {:.1} s", started.elapsed().as_secs_f64());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_over_failing_while_frozen_gives_the_logins_back_and_rolls_back() {
+    let fail_at = vec![(
+        "TENANTDB_TEST_FAIL_AT".to_string(),
+        "move-frozen".to_string(),
+    )];
+    let env = Env::start_configured(options(fail_at)).await;
+    let b = env.add_logical_server("b", &[]).await;
+    env.create_tenant(
+        NS,
+        "f",
+        json!({"isolation": "database", "deletionPolicy": "Delete"}),
+    )
+    .await;
+    env.wait_ready(NS, "f", T).await;
+    tables(&env, "f", 100).await;
+    let f_db = env.secret_value(NS, "f-db", "database").await.unwrap();
+
+    // Every cut-over fails after the freeze with an error the server would repeat: each attempt
+    // gives the source its logins back and counts; the third rolls the move back.
+    place(&env, "f", "b").await;
+    let (t, m) = wait_move(&env, "f", "rolled back", T, |_, m| m.phase.is_terminal()).await;
+    println!(
+        "f: {:?} after {} attempts: {}",
+        m.phase,
+        m.attempts,
+        m.message.as_deref().unwrap_or_default()
+    );
+    assert_eq!(
+        (m.phase, m.attempts, on(&t).as_deref()),
+        (MovePhase::RolledBack, 3, Some("default")),
+        "{m:?}"
+    );
+    assert!(
+        m.message
+            .as_deref()
+            .is_some_and(|s| s.contains("cut-over attempt 3 undone") && s.contains("move-frozen")),
+        "{m:?}"
+    );
+    writes_on_its_source(&env, "f").await;
+    assert!(
+        !database_exists(&b, &f_db).await,
+        "f's copy on b is dropped"
+    );
+    let (left_a, left_b) = (leftovers(&env.pg).await, leftovers(&b).await);
+    assert!(
+        left_a
+            .iter()
+            .chain(&left_b)
+            .all(|l| !l.contains("tenantdb_mv_")),
+        "left behind: {left_a:?} {left_b:?}"
+    );
 }

@@ -75,6 +75,16 @@ async fn prepare_and_copy(
     .await
 }
 
+/// A session of the tenant's role in its database (on the source).
+async fn login(d: &Desired) -> Result<PgConnection, sqlx::Error> {
+    connect_as(
+        d.names.database.as_str(),
+        d.names.role.as_str(),
+        &d.password,
+    )
+    .await
+}
+
 async fn fingerprint_of(pg: &PgAdmin, names: &TenantNames) -> Fingerprint {
     let mut c = pg.connect_to(&names.database).await.unwrap();
     let scope = if names.dedicated_database {
@@ -114,13 +124,7 @@ async fn tenant_objects_are_restored_by_an_unprivileged_role() {
         generate_password(),
     );
     provision(&source, &s).await;
-    let mut c = connect_as(
-        d.names.database.as_str(),
-        d.names.role.as_str(),
-        &d.password,
-    )
-    .await
-    .unwrap();
+    let mut c = login(&d).await.unwrap();
     c.execute(
         "CREATE EXTENSION pgcrypto; \
          CREATE TABLE notes (id serial PRIMARY KEY, body text DEFAULT gen_random_uuid()::text); \
@@ -248,13 +252,7 @@ async fn the_fence_returns_once_the_sessions_have_exited() {
         generate_password(),
     );
     provision(&source, &d).await;
-    let mut c = connect_as(
-        d.names.database.as_str(),
-        d.names.role.as_str(),
-        &d.password,
-    )
-    .await
-    .unwrap();
+    let mut c = login(&d).await.unwrap();
     c.execute(
         "DO $$ BEGIN FOR i IN 1..3000 LOOP \
            EXECUTE format('CREATE TEMP TABLE t%s (id int PRIMARY KEY, v text)', i); \
@@ -272,12 +270,6 @@ async fn the_fence_returns_once_the_sessions_have_exited() {
         .await
         .unwrap();
     assert_eq!(left, 0, "a session of the tenant outlived the fence");
-    let login = connect_as(
-        d.names.database.as_str(),
-        d.names.role.as_str(),
-        &d.password,
-    )
-    .await;
-    assert!(login.is_err(), "the fenced role can still log in");
+    assert!(login(&d).await.is_err(), "the fenced role can still log in");
     drop(c);
 }

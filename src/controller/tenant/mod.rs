@@ -16,6 +16,7 @@
 
 mod cleanup;
 mod credentials;
+mod cutover;
 mod health;
 mod mongo;
 mod moving;

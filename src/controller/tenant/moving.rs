@@ -29,7 +29,7 @@
 //! ([`crate::moves::notes`]); meanwhile the tenant is provisioned where its status says.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
@@ -37,6 +37,7 @@ use kube::runtime::events::EventType;
 use tracing::{info, warn};
 
 use super::super::{Context, object_key};
+use super::cutover::{CutOver, compare, cut_over};
 use super::report::write_status;
 use crate::crd::{Isolation, MovePhase, MoveStatus, Tenant, TenantPhase};
 use crate::error::{Error, Result};
@@ -59,8 +60,6 @@ pub(super) enum Next {
 
 /// How far behind the subscription may be for the cut-over to start.
 const CUTOVER_LAG: i64 = 16 * 1024 * 1024;
-/// How long the fenced source waits for the target to catch up before the cut-over is undone.
-const CATCH_UP: Duration = Duration::from_secs(10);
 /// Cut-over attempts before the move is rolled back.
 const ATTEMPTS: i32 = 3;
 /// A rolled-back move is started again after this long at the earliest.
@@ -470,6 +469,13 @@ async fn advance(t: &mut Tenant, ctx: &Context, mut m: MoveStatus) -> Result<Opt
                             return Ok(None);
                         }
                     }
+                    Err(CutOver::Interrupted(why)) => {
+                        m.attempts -= 1;
+                        m.phase = MovePhase::Copying;
+                        m.message = Some(format!("cut-over interrupted and undone: {why}"));
+                        persist(t, ctx, m.clone()).await?;
+                        return Ok(None);
+                    }
                     Err(CutOver::Broken(why)) => {
                         // Nothing was attempted (the source is unfenced by provisioning after
                         // the rollback, in this reconcile).
@@ -558,151 +564,6 @@ fn cancelled(t: &Tenant, ctx: &Context, source: &Server, target: &Server) -> Opt
             target.name()
         )
     })
-}
-
-/// Catalog differences between the source and the target (empty: equal).
-async fn compare(
-    source: &Server,
-    scope_a: &Scope,
-    target: &Server,
-    scope_b: &Scope,
-) -> Result<Vec<String>> {
-    let a = fingerprint_of(source, scope_a).await?;
-    let b = fingerprint_of(target, scope_b).await?;
-    Ok(a.diff(&b, 5))
-}
-
-async fn fingerprint_of(
-    server: &Server,
-    scope: &Scope,
-) -> Result<crate::pg::fingerprint::Fingerprint> {
-    use crate::pg::fingerprint::{Scope as Fp, fingerprint};
-    use sqlx::Connection;
-    let mut c = sql::connect(server.pg(), scope).await?;
-    let r = match &scope.schema {
-        Some(s) => fingerprint(&mut c, Fp::Schema(s.as_str())).await,
-        None => fingerprint(&mut c, Fp::Database).await,
-    };
-    let _ = c.close().await;
-    Ok(r?)
-}
-
-/// How a cut-over ended when it did not take over.
-enum CutOver {
-    /// Undone (the source unfenced): try again later.
-    Retry(String),
-    /// The move's replication is gone (found before anything was done): roll back.
-    Broken(String),
-    /// An error part-way: the next pass decides again.
-    Failed(Error),
-}
-
-impl From<Error> for CutOver {
-    fn from(e: Error) -> Self {
-        CutOver::Failed(e)
-    }
-}
-
-/// The cut-over (see the module documentation); the write freeze on success.
-async fn cut_over(
-    source: &Server,
-    names_a: &TenantNames,
-    scope_a: &Scope,
-    target: &Server,
-    names_b: &TenantNames,
-    scope_b: &Scope,
-    name: &crate::naming::Ident,
-) -> std::result::Result<Duration, CutOver> {
-    // A cut-over interrupted after it dropped the subscription (the operator stopped before the
-    // commit point was recorded) cannot be redone: the target stopped following the source.
-    if let Some(why) = sql::replication_gone(source.pg(), target.pg(), scope_b, name).await? {
-        return Err(CutOver::Broken(why));
-    }
-    // Roles refreshed first (a rotation on the source since the copy started).
-    let roles = sql::read_roles(source.pg(), names_a).await?;
-    let login: Vec<_> = roles
-        .iter()
-        .filter(|r| r.can_login)
-        .map(|r| r.name.clone())
-        .collect();
-    sql::prepare_roles(target.pg(), names_b, &roles).await?;
-    let frozen = Instant::now();
-    if let Err(e) = sql::fence(source.pg(), names_a).await {
-        // Sessions that would not exit (or the source went away): the logins come back and the
-        // move keeps copying; a later attempt fences again.
-        return Err(undo(source, &login, format!("the write freeze failed: {e}")).await);
-    }
-    if !sql::wait_caught_up(source.pg(), name, CATCH_UP).await? {
-        let why = format!(
-            "the target did not catch up within {} s",
-            CATCH_UP.as_secs()
-        );
-        return Err(undo(source, &login, why).await);
-    }
-    let diff = compare(source, scope_a, target, scope_b).await?;
-    if !diff.is_empty() {
-        let why = format!("the schema changed during the move: {}", diff.join("; "));
-        return Err(undo(source, &login, why).await);
-    }
-    let mut a = sql::connect(source.pg(), scope_a).await?;
-    let mut b = sql::connect(target.pg(), scope_b).await?;
-    let counts = async {
-        sql::copy_sequences(&mut a, &mut b, scope_a).await?;
-        let ca = sql::row_counts(&mut a, scope_a).await?;
-        let cb = sql::row_counts(&mut b, scope_b).await?;
-        Ok::<_, Error>((ca, cb))
-    }
-    .await;
-    {
-        use sqlx::Connection;
-        let _ = a.close().await;
-        let _ = b.close().await;
-    }
-    let (ca, cb) = counts?;
-    if ca != cb {
-        let differing: Vec<String> = ca
-            .iter()
-            .filter(|(k, v)| cb.get(*k) != Some(v))
-            .take(3)
-            .map(|(k, v)| format!("{k}: {v} on the source, {:?} on the target", cb.get(k)))
-            .collect();
-        let why = format!("row counts differ: {}", differing.join("; "));
-        return Err(undo(source, &login, why).await);
-    }
-    // The subscription stops before the target takes writes of its own.
-    drop_subscription_only(target, scope_b, name).await?;
-    fail_point("move-subscription-dropped");
-    let refs: Vec<&crate::naming::Ident> = login.iter().collect();
-    sql::unfence(target.pg(), &refs).await?;
-    Ok(frozen.elapsed())
-}
-
-/// Unfences the source after a cut-over that did not take over.
-async fn undo(source: &Server, login: &[crate::naming::Ident], why: String) -> CutOver {
-    let refs: Vec<&crate::naming::Ident> = login.iter().collect();
-    match sql::unfence(source.pg(), &refs).await {
-        Ok(()) => CutOver::Retry(why),
-        Err(e) => CutOver::Failed(e),
-    }
-}
-
-/// Test-only fail point (debug builds): the process exits here when `TENANTDB_TEST_EXIT_AT` names
-/// `point`, as if killed there (tests/README.md).
-fn fail_point(point: &str) {
-    #[cfg(debug_assertions)]
-    if std::env::var("TENANTDB_TEST_EXIT_AT").is_ok_and(|p| p == point) {
-        warn!(point, "fail point reached: exiting (TENANTDB_TEST_EXIT_AT)");
-        std::process::exit(86);
-    }
-    let _ = point;
-}
-
-async fn drop_subscription_only(
-    target: &Server,
-    scope_b: &Scope,
-    name: &crate::naming::Ident,
-) -> Result<()> {
-    sql::drop_subscription(target.pg(), scope_b, name).await
 }
 
 /// Drops the move's subscription and schema restore role (target), replication slot and
