@@ -11,6 +11,7 @@
 //!   restore would re-create as the superuser's on the target) makes the copy fail with a
 //!   permission error: the restore can do only what the tenant's role can. The target holds no
 //!   function of it and no restore role.
+//! - A restore whose input is cut short (the operator killed while writing it) commits nothing.
 //! - The cut-over's fence (`tenantdb::moves::sql::fence`) returns only once the tenant's sessions
 //!   have exited (a session with thousands of temporary tables takes a while), and the role can no
 //!   longer log in.
@@ -23,7 +24,7 @@ use std::time::Duration;
 use common::{admin, connect_as, names, provision};
 use sqlx::{Connection, Executor, PgConnection};
 use tenantdb::crd::Isolation;
-use tenantdb::moves::copy::{copy_schema, restore_role};
+use tenantdb::moves::copy::{RESTORE_ARGS, copy_schema, restore_role, transactional};
 use tenantdb::moves::sql::{self, Scope};
 use tenantdb::naming::{Ident, TenantNames};
 use tenantdb::pg::fingerprint::{self, Fingerprint};
@@ -272,4 +273,64 @@ async fn the_fence_returns_once_the_sessions_have_exited() {
     assert_eq!(left, 0, "a session of the tenant outlived the fence");
     assert!(login(&d).await.is_err(), "the fenced role can still log in");
     drop(c);
+}
+
+/// Runs the restore's `psql` (its options) on `script` against `db` of the target cluster.
+async fn psql_restore(db: &str, script: &[u8]) -> std::process::ExitStatus {
+    use tokio::io::AsyncWriteExt;
+    let mut p = tokio::process::Command::new(tenantdb::moves::copy::tool("psql"))
+        .args(RESTORE_ARGS)
+        .arg("-d")
+        .arg(target_pg().url(db))
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut i = p.stdin.take().unwrap();
+    i.write_all(script).await.unwrap();
+    drop(i); // end of input, as when the operator that wrote it was killed
+    p.wait().await.unwrap()
+}
+
+/// A restore whose input is cut short (the operator killed while writing it, psql living on)
+/// commits nothing: the script is one transaction that only its last line commits. With
+/// `--single-transaction` psql committed the first half at the end of its input.
+#[tokio::test]
+async fn a_restore_cut_short_commits_nothing() {
+    let mut a = target_conn("postgres").await;
+    for sql in [
+        "DROP DATABASE IF EXISTS mvcopy_cut",
+        "CREATE DATABASE mvcopy_cut",
+    ] {
+        a.execute(sql).await.unwrap();
+    }
+    let script = transactional(
+        b"CREATE TABLE first_half (id int);\nCREATE TABLE second_half (id int);\n".to_vec(),
+    );
+    let second: &[u8] = b"CREATE TABLE second_half";
+    let boundary = script
+        .windows(second.len())
+        .position(|w| w == second)
+        .unwrap();
+    let tables = || async {
+        let mut c = target_conn("mvcopy_cut").await;
+        sqlx::query_scalar::<_, String>(
+            "SELECT relname::text FROM pg_class WHERE relname LIKE '%_half' ORDER BY 1",
+        )
+        .fetch_all(&mut c)
+        .await
+        .unwrap()
+    };
+    // Cut between two statements, and in the middle of one (psql runs what it holds at the end
+    // of its input).
+    for cut in [boundary, boundary + 7] {
+        psql_restore("mvcopy_cut", &script[..cut]).await;
+        assert_eq!(
+            tables().await,
+            Vec::<String>::new(),
+            "the script cut after {cut} bytes committed a part"
+        );
+    }
+    assert!(psql_restore("mvcopy_cut", &script).await.success());
+    assert_eq!(tables().await, ["first_half", "second_half"]);
 }

@@ -217,18 +217,10 @@ async fn run_tools(
             clean(&String::from_utf8_lossy(&dumped.stderr))
         )));
     }
-    let script = fit_header(&dumped.stdout)?;
+    let script = transactional(fit_header(&dumped.stdout)?);
     let mut restore = Command::new(tool("psql"));
     restore
-        .args([
-            "-X",
-            "-q",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-v",
-            "VERBOSITY=verbose",
-            "--single-transaction",
-        ])
+        .args(RESTORE_ARGS)
         .env_clear()
         .envs(restore_login(target, role, password).env(target_scope.database.as_str()))
         .stdin(Stdio::piped())
@@ -268,6 +260,32 @@ async fn run_tools(
         });
     }
     Ok(())
+}
+
+/// `psql`'s options for the restore: no `.psqlrc`, stop at the first error, errors with their
+/// SQLSTATE. Not `--single-transaction`: at the end of its input psql commits what it read, and
+/// input cut short (the operator killed while writing it; psql lives on) would commit part of the
+/// schema. The script carries its own transaction instead ([`transactional`]).
+pub const RESTORE_ARGS: [&str; 6] = [
+    "-X",
+    "-q",
+    "-v",
+    "ON_ERROR_STOP=1",
+    "-v",
+    "VERBOSITY=verbose",
+];
+
+/// The restore script in one transaction that only its last line commits: input cut short never
+/// reaches the `COMMIT`, and the server rolls back when psql disconnects.
+pub fn transactional(script: Vec<u8>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(script.len() + 32);
+    out.extend_from_slice(b"BEGIN;\n");
+    out.extend_from_slice(&script);
+    if !script.ends_with(b"\n") {
+        out.push(b'\n');
+    }
+    out.extend_from_slice(b"COMMIT;\n");
+    out
 }
 
 /// The dump with the settings of its header that the target may not know removed: `pg_dump` 17
