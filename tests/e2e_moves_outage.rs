@@ -22,6 +22,9 @@
 //!   after the write freeze (`TENANTDB_TEST_FAIL_AT=move-frozen`, an error the server would repeat):
 //!   each attempt gives the source its logins back and counts, the third rolls the move back, and
 //!   the tenant writes on its source.
+//! - `a_move_to_the_same_cluster_under_another_name_is_refused`: the default server's cluster
+//!   declared again as DatabaseServer `alias`; a move to `alias` is refused before it starts and
+//!   the tenant's data stays.
 
 use tenantdb_testkit::e2e;
 
@@ -732,4 +735,54 @@ async fn a_cut_over_failing_while_frozen_gives_the_logins_back_and_rolls_back() 
             .all(|l| !l.contains("tenantdb_mv_")),
         "left behind: {left_a:?} {left_b:?}"
     );
+}
+
+/// One cluster declared twice (the default server and a DatabaseServer with its address): a move
+/// between the two names is refused before anything is created — restored onto itself, its
+/// roll-back would have dropped the tenant's only database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_to_the_same_cluster_under_another_name_is_refused() {
+    let env = Env::start_configured(options(Vec::new())).await;
+    env.add_database_server("alias", &env.pg, json!({})).await;
+    let servers: kube::Api<tenantdb::crd::DatabaseServer> = kube::Api::all(env.client.clone());
+    wait_for(T, "server alias is reachable", || async {
+        servers
+            .get("alias")
+            .await
+            .ok()?
+            .status?
+            .reachable
+            .then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", env.important_log_tail(60)));
+    env.create_tenant(NS, "same", json!({"isolation": "database"}))
+        .await;
+    env.wait_ready(NS, "same", T).await;
+    tables(&env, "same", 100).await;
+
+    place(&env, "same", "alias").await;
+    let (t, m) = wait_move(&env, "same", "refused", T, |_, m| m.phase.is_terminal()).await;
+    println!(
+        "same: {:?}: {}",
+        m.phase,
+        m.message.as_deref().unwrap_or_default()
+    );
+    assert_eq!(
+        (m.phase, m.started_at.as_deref(), on(&t).as_deref()),
+        (MovePhase::RolledBack, None, Some("default")),
+        "{m:?}"
+    );
+    assert!(
+        m.message
+            .as_deref()
+            .is_some_and(|s| s.contains("the same PostgreSQL cluster")),
+        "{m:?}"
+    );
+    let mut c = tenant_conn(&env, "same").await.expect("the tenant logs in");
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM big")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(rows, 100, "the tenant's data");
 }

@@ -56,6 +56,36 @@ pub async fn wal_level(pg: &PgAdmin) -> Result<String> {
         .await?)
 }
 
+/// Why `source` and `target` cannot be a move's two ends, if they cannot: they are one
+/// PostgreSQL cluster under two names (the same `system_identifier`; two DatabaseServers, or the
+/// default server and a DatabaseServer, reaching it by different addresses). A move there would
+/// restore the tenant onto itself, and its clean-up or roll-back would drop the only copy.
+pub async fn same_cluster(
+    source: &PgAdmin,
+    source_name: &str,
+    target: &PgAdmin,
+    target_name: &str,
+) -> Result<Option<String>> {
+    let (a, b) = (
+        system_identifier(source).await?,
+        system_identifier(target).await?,
+    );
+    Ok((a == b).then(|| {
+        format!(
+            "servers {source_name} and {target_name} are the same PostgreSQL cluster (system identifier {a}): there is nothing to move it to; declare each cluster once"
+        )
+    }))
+}
+
+/// The cluster's `system_identifier` (set by `initdb`; a physical standby shares its primary's).
+pub async fn system_identifier(pg: &PgAdmin) -> Result<String> {
+    Ok(
+        sqlx::query_scalar("SELECT system_identifier::text FROM pg_control_system()")
+            .fetch_one(pg.admin()?)
+            .await?,
+    )
+}
+
 /// The tenant's two login roles on the source (needs a superuser admin: `pg_authid`).
 pub async fn read_roles(pg: &PgAdmin, names: &TenantNames) -> Result<Vec<RoleCopy>> {
     let rows = sqlx::query(

@@ -238,6 +238,14 @@ async fn start(
             return refuse(tenant, ctx, last, m).await;
         }
     };
+    // One cluster under two names: refused before anything is recorded (when either cannot be
+    // reached now, `Preparing` asks again before it creates anything).
+    if let Some(to) = ctx.servers().get(&target)
+        && let Ok(Some(why)) = sql::same_cluster(source.pg(), current, to.pg(), &target).await
+    {
+        let m = not_started(&target, why);
+        return refuse(tenant, ctx, last, m).await;
+    }
     let names = names_on(tenant, ctx, &source)?;
     let bytes = source.pg().storage_bytes(&names).await.ok();
     let m = MoveStatus {
@@ -366,6 +374,11 @@ async fn advance(t: &mut Tenant, ctx: &Context, mut m: MoveStatus) -> Result<Opt
         }
         match m.phase {
             MovePhase::Preparing => {
+                if let Some(why) =
+                    sql::same_cluster(source.pg(), &m.from, target.pg(), &m.to).await?
+                {
+                    return Err(Error::InvalidSpec(why));
+                }
                 sql::refuse_replica_triggers(source.pg(), &scope_a).await?;
                 sql::refuse_tenant_functions_in_replication(source.pg(), &scope_a).await?;
                 let roles = sql::read_roles(source.pg(), &names_a).await?;
@@ -494,7 +507,13 @@ async fn advance(t: &mut Tenant, ctx: &Context, mut m: MoveStatus) -> Result<Opt
             MovePhase::CleaningUp => {
                 drop_replication(&source, &scope_a, &target, &names_b, &name).await?;
                 let retain = t.spec.placement.as_ref().is_some_and(|p| p.retain_source);
-                if retain {
+                if let Some(why) =
+                    sql::same_cluster(source.pg(), &m.from, target.pg(), &m.to).await?
+                {
+                    // Unreachable past `Preparing`; the source's copy is the tenant's only one:
+                    // neither fenced nor dropped.
+                    warn!(%why, "the source copy is left as it is");
+                } else if retain {
                     sql::fence(source.pg(), &names_a).await?;
                 } else {
                     source.pg().cleanup(&names_a).await?;
@@ -520,8 +539,13 @@ async fn advance(t: &mut Tenant, ctx: &Context, mut m: MoveStatus) -> Result<Opt
             }
             MovePhase::RollingBack => {
                 drop_replication(&source, &scope_a, &target, &names_b, &name).await?;
-                // Never after the commit point (the status names the source here).
-                if super::place::recorded(t) == Some(m.from.as_str()) {
+                // Never after the commit point (the status names the source here), and never
+                // when the target is the source under another name (its copy is the tenant).
+                if super::place::recorded(t) == Some(m.from.as_str())
+                    && sql::same_cluster(source.pg(), &m.from, target.pg(), &m.to)
+                        .await?
+                        .is_none()
+                {
                     target.pg().cleanup(&names_b).await?;
                 }
                 m.phase = MovePhase::RolledBack;
