@@ -737,25 +737,31 @@ async fn a_cut_over_failing_while_frozen_gives_the_logins_back_and_rolls_back() 
     );
 }
 
-/// One cluster declared twice (the default server and a DatabaseServer with its address): a move
-/// between the two names is refused before anything is created — restored onto itself, its
-/// roll-back would have dropped the tenant's only database.
+/// One cluster declared twice (the default server and a DatabaseServer with its address): the
+/// DatabaseServer says so and takes no new tenants, and a move between the two names is refused
+/// before anything is created — restored onto itself, its roll-back would have dropped the
+/// tenant's only database.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_move_to_the_same_cluster_under_another_name_is_refused() {
     let env = Env::start_configured(options(Vec::new())).await;
     env.add_database_server("alias", &env.pg, json!({})).await;
     let servers: kube::Api<tenantdb::crd::DatabaseServer> = kube::Api::all(env.client.clone());
-    wait_for(T, "server alias is reachable", || async {
-        servers
-            .get("alias")
-            .await
-            .ok()?
-            .status?
-            .reachable
-            .then_some(())
+    // The second name takes no new tenants (its capacity would count the cluster twice).
+    let c = wait_for(T, "server alias reports DuplicateCluster", || async {
+        let st = servers.get("alias").await.ok()?.status?;
+        let reachable = st.reachable;
+        st.conditions
+            .into_iter()
+            .find(|c| c.type_ == "Schedulable" && c.reason == "DuplicateCluster" && reachable)
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", env.important_log_tail(60)));
+    assert_eq!(c.status, "False", "{c:?}");
+    assert!(
+        c.message
+            .contains("the same PostgreSQL cluster as server default"),
+        "{c:?}"
+    );
     env.create_tenant(NS, "same", json!({"isolation": "database"}))
         .await;
     env.wait_ready(NS, "same", T).await;

@@ -334,3 +334,19 @@ async fn a_restore_cut_short_commits_nothing() {
     assert!(psql_restore("mvcopy_cut", &script).await.success());
     assert_eq!(tables().await, ["first_half", "second_half"]);
 }
+
+/// The move's same-cluster guard (`tenantdb::moves::sql::same_cluster`): one cluster reached
+/// twice is the same, two clusters are not.
+#[tokio::test]
+async fn one_cluster_under_two_names_is_told_apart_from_two_clusters() {
+    let (source, target) = (admin(), target_admin());
+    let again = admin();
+    let same = sql::same_cluster(&source, "a", &again, "b").await.unwrap();
+    assert!(
+        same.as_deref()
+            .is_some_and(|s| s.contains("servers a and b are the same PostgreSQL cluster")),
+        "{same:?}"
+    );
+    let two = sql::same_cluster(&source, "a", &target, "c").await.unwrap();
+    assert_eq!(two, None);
+}

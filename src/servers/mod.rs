@@ -32,6 +32,11 @@ pub struct Facts {
     pub draining: Option<i32>,
     /// The last probe: `Ok(version)` or `Err(reason)`; `None` before the first.
     pub probe: Option<Result<String, String>>,
+    /// When its DatabaseServer was created (RFC 3339); `None` for the default server.
+    pub created: Option<String>,
+    /// Why it takes no new tenants although it is another server's cluster: the message naming
+    /// that server (kept, like the probe, when the spec facts are replaced).
+    pub duplicate_of: Option<String>,
 }
 
 /// A server's [`Facts`], shared by its reconciles.
@@ -46,6 +51,7 @@ impl FactsCell {
     fn set_spec(&self, mut facts: Facts) {
         if let Ok(mut f) = self.0.lock() {
             facts.probe = f.probe.take();
+            facts.duplicate_of = f.duplicate_of.take();
             *f = facts;
         }
     }
@@ -53,6 +59,12 @@ impl FactsCell {
     fn set_probe(&self, probe: Result<String, String>) {
         if let Ok(mut f) = self.0.lock() {
             f.probe = Some(probe);
+        }
+    }
+
+    fn set_duplicate_of(&self, why: Option<String>) {
+        if let Ok(mut f) = self.0.lock() {
+            f.duplicate_of = why;
         }
     }
 }
@@ -84,6 +96,8 @@ pub struct Server {
     tenant_endpoint: (String, u16),
     statistics: crate::statistics::Collector,
     shared_layout: tokio::sync::Mutex<Option<(Instant, Option<i64>)>>,
+    /// The cluster's `system_identifier`, once read.
+    cluster_id: tokio::sync::OnceCell<String>,
     facts: FactsCell,
     /// Hash of what the connection was built from (endpoint, credentials, TLS): a change
     /// replaces the server's entry.
@@ -118,6 +132,7 @@ impl Server {
             tenant_endpoint,
             statistics: crate::statistics::Collector::new(name, usage_interval, slow_statement_ms),
             shared_layout: tokio::sync::Mutex::new(None),
+            cluster_id: tokio::sync::OnceCell::new(),
             facts: FactsCell::default(),
             config_hash,
         }
@@ -141,6 +156,20 @@ impl Server {
     /// Records a probe result.
     pub fn set_probe(&self, probe: Result<String, String>) {
         self.facts.set_probe(probe);
+    }
+
+    /// Records that the server is (`Some(why)`) or is not another server's cluster.
+    pub fn set_duplicate_of(&self, why: Option<String>) {
+        self.facts.set_duplicate_of(why);
+    }
+
+    /// The cluster's `system_identifier` (read once, then remembered: an endpoint change makes a
+    /// new entry).
+    pub async fn cluster_id(&self) -> crate::error::Result<String> {
+        self.cluster_id
+            .get_or_try_init(|| crate::moves::sql::system_identifier(&self.pg))
+            .await
+            .cloned()
     }
 
     /// What the connection was built from (hashed).

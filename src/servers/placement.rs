@@ -23,6 +23,8 @@ pub struct Candidate {
     pub not_ready_reason: Option<String>,
     /// No new tenants.
     pub cordoned: bool,
+    /// Why, when it is not the DatabaseServer's `cordoned` (or drain).
+    pub cordon_reason: Option<String>,
     /// Whether this is the operator's default server (the one for Tenants without placement).
     pub default: bool,
     /// Capacity limits (`None`: unlimited).
@@ -122,7 +124,7 @@ fn refusal(c: &Candidate, need: Need) -> Option<String> {
         ));
     }
     if c.cordoned {
-        return Some("cordoned".into());
+        return Some(c.cordon_reason.clone().unwrap_or_else(|| "cordoned".into()));
     }
     if let Some(max) = c.max_tenants
         && c.tenants >= max
@@ -207,6 +209,7 @@ mod tests {
             ready: true,
             not_ready_reason: None,
             cordoned: false,
+            cordon_reason: None,
             default: false,
             max_tenants: max,
             max_storage: None,

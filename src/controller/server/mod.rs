@@ -140,11 +140,14 @@ struct Observed {
     wal_level: Option<String>,
     /// While draining: tenants still placed on the server, and of those, moving away.
     draining: Option<(i64, i64)>,
+    /// Whether `schedulable` says it is another server's cluster.
+    duplicate: bool,
 }
 
 async fn apply(ds: Arc<DatabaseServer>, ctx: Arc<Context>) -> Result<Action> {
     let name = ds.name_any();
     let mut wal_level = None;
+    let mut duplicate = None;
     let reserved = ctx.servers().default_name() == Some(name.as_str());
     let probe = if reserved {
         Err((
@@ -161,6 +164,8 @@ async fn apply(ds: Arc<DatabaseServer>, ctx: Arc<Context>) -> Result<Action> {
                     let p = server.probe().await;
                     if p.is_ok() {
                         wal_level = crate::moves::sql::wal_level(server.pg()).await.ok();
+                        duplicate = duplicate_of(&ctx, &server).await;
+                        server.set_duplicate_of(duplicate.clone());
                     }
                     Ok(p)
                 }
@@ -192,6 +197,7 @@ async fn apply(ds: Arc<DatabaseServer>, ctx: Arc<Context>) -> Result<Action> {
             }),
             wal_level,
             draining: None,
+            duplicate: false,
         };
         update_status(&ds, &ctx, &observed, None).await?;
         return Ok(Action::requeue(ctx.settings().server_probe_interval));
@@ -215,7 +221,12 @@ async fn apply(ds: Arc<DatabaseServer>, ctx: Arc<Context>) -> Result<Action> {
                 )
                 .err()
                 .map(|u| u.to_string());
-                (c.tenants, c.storage_bytes, c.connections, why)
+                (
+                    c.tenants,
+                    c.storage_bytes,
+                    c.connections,
+                    duplicate.clone().or(why),
+                )
             }
             None => (0, 0, 0, Some("not registered".to_string())),
         };
@@ -235,6 +246,7 @@ async fn apply(ds: Arc<DatabaseServer>, ctx: Arc<Context>) -> Result<Action> {
         schedulable,
         wal_level,
         draining,
+        duplicate: duplicate.is_some(),
     };
     update_status(&ds, &ctx, &observed, None).await?;
     Ok(Action::requeue(ctx.settings().server_probe_interval))
@@ -298,7 +310,45 @@ pub(crate) fn facts_of(ds: &DatabaseServer) -> Facts {
             .as_ref()
             .map(|d| d.max_concurrent_moves.max(1)),
         probe: None,
+        created: ds
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.to_string()),
+        duplicate_of: None,
     }
+}
+
+/// Why the PostgreSQL server `server` must take no new tenants, if it must: its cluster is also
+/// the default server's, or an older DatabaseServer's (same `system_identifier`: one cluster
+/// reached by two addresses, its capacity counted twice, and a move between the two names would
+/// be a move onto itself). The default server and the oldest name keep the tenants. `None` when
+/// the identifiers cannot be read now (asked again at the next probe).
+async fn duplicate_of(ctx: &Context, server: &crate::servers::Server) -> Option<String> {
+    let mine = server.cluster_id().await.ok()?;
+    let created = server.facts().created;
+    let default = ctx.servers().default_name().map(str::to_string);
+    let mut first: Option<(bool, String)> = None;
+    for other in ctx.servers().all() {
+        if other.name() == server.name() || other.cluster_id().await.ok().as_ref() != Some(&mine) {
+            continue;
+        }
+        let is_default = default.as_deref() == Some(other.name());
+        let older = is_default
+            || match (&other.facts().created, &created) {
+                (Some(a), Some(b)) => (a, other.name()) < (b, server.name()),
+                _ => other.name() < server.name(),
+            };
+        // The default server named if it is one of them.
+        if older && first.as_ref().is_none_or(|(d, _)| !d) {
+            first = Some((is_default, other.name().to_string()));
+        }
+    }
+    first.map(|(_, name)| {
+        format!(
+            "the same PostgreSQL cluster as server {name} (system identifier {mine}): takes no new tenants; declare each cluster once"
+        )
+    })
 }
 
 /// Deletion: refused while tenants are placed on the server (the finalizer stays; the
@@ -372,6 +422,7 @@ async fn cleanup(ds: Arc<DatabaseServer>, ctx: Arc<Context>) -> Result<Action> {
             schedulable: Some("being deleted".into()),
             wal_level: None,
             draining: None,
+            duplicate: false,
         };
         if update_status(&ds, &ctx, &observed, Some(&message)).await? {
             ctx.event(
@@ -436,7 +487,11 @@ async fn update_status(
         Some(why) => Cond::new(
             types::SCHEDULABLE,
             false,
-            if ds.spec.cordoned || ds.spec.drain.is_some() || ds.meta().deletion_timestamp.is_some()
+            if o.duplicate {
+                "DuplicateCluster"
+            } else if ds.spec.cordoned
+                || ds.spec.drain.is_some()
+                || ds.meta().deletion_timestamp.is_some()
             {
                 "Cordoned"
             } else {

@@ -166,6 +166,7 @@ fn mismatch_of(
         ready: true,
         not_ready_reason: None,
         cordoned: false,
+        cordon_reason: None,
         default: default == Some(name),
         max_tenants: None,
         max_storage: None,
@@ -408,7 +409,10 @@ fn candidates_in<S: Registered>(
                 labels: f.labels,
                 ready,
                 not_ready_reason: reason.or_else(|| (!ready).then(|| "unreachable".to_string())),
-                cordoned: f.cordoned,
+                // Another server's cluster under a second name: no new tenants (not unready:
+                // those placed on it before stay).
+                cordoned: f.cordoned || f.duplicate_of.is_some(),
+                cordon_reason: f.duplicate_of.clone().filter(|_| !f.cordoned),
                 default,
                 max_tenants: f.max_tenants,
                 max_storage: f.max_storage,
