@@ -211,12 +211,6 @@ impl Error {
             Error::InvalidSpec(_) | Error::Name(_) | Error::Conflict(_)
         )
     }
-
-    /// Whether the error is a server that could not be reached (or a connection lost) rather than
-    /// something the server refused: waiting for it is the remedy, not giving up.
-    pub fn is_outage(&self) -> bool {
-        self.category() == "DatabaseUnavailable"
-    }
 }
 
 /// Result alias.

@@ -67,23 +67,29 @@ pub async fn same_cluster(
     target_name: &str,
 ) -> Result<Option<String>> {
     let (a, b) = (
-        system_identifier(source).await?,
-        system_identifier(target).await?,
+        cluster_identity(source).await?,
+        cluster_identity(target).await?,
     );
     Ok((a == b).then(|| {
         format!(
-            "servers {source_name} and {target_name} are the same PostgreSQL cluster (system identifier {a}): there is nothing to move it to; declare each cluster once"
+            "servers {source_name} and {target_name} are the same PostgreSQL cluster (system identifier {}): there is nothing to move it to; declare each cluster once",
+            a.0
         )
     }))
 }
 
-/// The cluster's `system_identifier` (set by `initdb`; a physical standby shares its primary's).
-pub async fn system_identifier(pg: &PgAdmin) -> Result<String> {
-    Ok(
-        sqlx::query_scalar("SELECT system_identifier::text FROM pg_control_system()")
-            .fetch_one(pg.admin()?)
-            .await?,
+/// What tells one running cluster from another: its `system_identifier` (set by `initdb`; a
+/// physical standby, a promoted replica or a cluster restored from a base backup or snapshot
+/// shares it) and when its postmaster started (which tells such clones apart). Read live: a
+/// restart changes it.
+pub async fn cluster_identity(pg: &PgAdmin) -> Result<(String, String)> {
+    let row = sqlx::query(
+        "SELECT system_identifier::text AS id, pg_postmaster_start_time()::text AS started \
+           FROM pg_control_system()",
     )
+    .fetch_one(pg.admin()?)
+    .await?;
+    Ok((row.try_get("id")?, row.try_get("started")?))
 }
 
 /// The tenant's two login roles on the source (needs a superuser admin: `pg_authid`).
@@ -478,7 +484,7 @@ pub async fn terminate(pg: &PgAdmin, names: &TenantNames) -> Result<()> {
             return Ok(());
         }
         if Instant::now() >= deadline {
-            return Err(Error::unavailable(format!(
+            return Err(Error::database(format!(
                 "{left} session(s) of the tenant's roles did not exit within {} s of being terminated",
                 TERMINATE_WAIT.as_secs()
             )));

@@ -96,8 +96,6 @@ pub struct Server {
     tenant_endpoint: (String, u16),
     statistics: crate::statistics::Collector,
     shared_layout: tokio::sync::Mutex<Option<(Instant, Option<i64>)>>,
-    /// The cluster's `system_identifier`, once read.
-    cluster_id: tokio::sync::OnceCell<String>,
     facts: FactsCell,
     /// Hash of what the connection was built from (endpoint, credentials, TLS): a change
     /// replaces the server's entry.
@@ -132,7 +130,6 @@ impl Server {
             tenant_endpoint,
             statistics: crate::statistics::Collector::new(name, usage_interval, slow_statement_ms),
             shared_layout: tokio::sync::Mutex::new(None),
-            cluster_id: tokio::sync::OnceCell::new(),
             facts: FactsCell::default(),
             config_hash,
         }
@@ -161,15 +158,6 @@ impl Server {
     /// Records that the server is (`Some(why)`) or is not another server's cluster.
     pub fn set_duplicate_of(&self, why: Option<String>) {
         self.facts.set_duplicate_of(why);
-    }
-
-    /// The cluster's `system_identifier` (read once, then remembered: an endpoint change makes a
-    /// new entry).
-    pub async fn cluster_id(&self) -> crate::error::Result<String> {
-        self.cluster_id
-            .get_or_try_init(|| crate::moves::sql::system_identifier(&self.pg))
-            .await
-            .cloned()
     }
 
     /// What the connection was built from (hashed).

@@ -320,17 +320,19 @@ pub(crate) fn facts_of(ds: &DatabaseServer) -> Facts {
 }
 
 /// Why the PostgreSQL server `server` must take no new tenants, if it must: its cluster is also
-/// the default server's, or an older DatabaseServer's (same `system_identifier`: one cluster
+/// the default server's, or an older DatabaseServer's (same `system_identifier` and start: one cluster
 /// reached by two addresses, its capacity counted twice, and a move between the two names would
 /// be a move onto itself). The default server and the oldest name keep the tenants. `None` when
 /// the identifiers cannot be read now (asked again at the next probe).
 async fn duplicate_of(ctx: &Context, server: &crate::servers::Server) -> Option<String> {
-    let mine = server.cluster_id().await.ok()?;
+    use crate::moves::sql::cluster_identity as identity;
+    let mine = identity(server.pg()).await.ok()?;
     let created = server.facts().created;
     let default = ctx.servers().default_name().map(str::to_string);
     let mut first: Option<(bool, String)> = None;
     for other in ctx.servers().all() {
-        if other.name() == server.name() || other.cluster_id().await.ok().as_ref() != Some(&mine) {
+        if other.name() == server.name() || identity(other.pg()).await.ok().as_ref() != Some(&mine)
+        {
             continue;
         }
         let is_default = default.as_deref() == Some(other.name());
@@ -346,7 +348,8 @@ async fn duplicate_of(ctx: &Context, server: &crate::servers::Server) -> Option<
     }
     first.map(|(_, name)| {
         format!(
-            "the same PostgreSQL cluster as server {name} (system identifier {mine}): takes no new tenants; declare each cluster once"
+            "the same PostgreSQL cluster as server {name} (system identifier {}): takes no new tenants; declare each cluster once",
+            mine.0
         )
     })
 }

@@ -45,8 +45,6 @@ async fn fingerprint_of(
 pub(super) enum CutOver {
     /// Undone (the source unfenced): try again later; counts as an attempt.
     Retry(String),
-    /// Undone (the source unfenced) after a transient error part-way: does not count.
-    Interrupted(String),
     /// The move's replication is gone (found before anything was done): roll back.
     Broken(String),
     /// An error part-way: the next pass decides again.
@@ -94,16 +92,7 @@ pub(super) async fn cut_over(
     match verify_frozen(source, scope_a, target, scope_b, name).await {
         Ok(None) => {}
         Ok(Some(why)) => return Err(undo(source, &login, why).await),
-        Err(e) => {
-            // An error counts as an attempt (three roll the move back; a refusal would come back
-            // every time); an outage part-way does not: the move keeps copying until the server
-            // is back.
-            let transient = e.is_outage();
-            return Err(match undo(source, &login, e.to_string()).await {
-                CutOver::Retry(why) if transient => CutOver::Interrupted(why),
-                other => other,
-            });
-        }
+        Err(e) => return Err(undo(source, &login, e.to_string()).await),
     }
     // The subscription stops before the target takes writes of its own.
     drop_subscription_only(target, scope_b, name).await?;

@@ -374,10 +374,16 @@ async fn advance(t: &mut Tenant, ctx: &Context, mut m: MoveStatus) -> Result<Opt
         }
         match m.phase {
             MovePhase::Preparing => {
-                if let Some(why) =
-                    sql::same_cluster(source.pg(), &m.from, target.pg(), &m.to).await?
-                {
-                    return Err(Error::InvalidSpec(why));
+                match sql::same_cluster(source.pg(), &m.from, target.pg(), &m.to).await {
+                    Ok(None) => {}
+                    Ok(Some(why)) => return Err(Error::InvalidSpec(why)),
+                    Err(e) if e.category() == "DatabaseUnavailable" => return Err(e),
+                    Err(e) => {
+                        return Err(Error::InvalidSpec(format!(
+                            "cannot tell whether servers {} and {} are one cluster: {e}",
+                            m.from, m.to
+                        )));
+                    }
                 }
                 sql::refuse_replica_triggers(source.pg(), &scope_a).await?;
                 sql::refuse_tenant_functions_in_replication(source.pg(), &scope_a).await?;
@@ -482,13 +488,6 @@ async fn advance(t: &mut Tenant, ctx: &Context, mut m: MoveStatus) -> Result<Opt
                             return Ok(None);
                         }
                     }
-                    Err(CutOver::Interrupted(why)) => {
-                        m.attempts -= 1;
-                        m.phase = MovePhase::Copying;
-                        m.message = Some(format!("cut-over interrupted and undone: {why}"));
-                        persist(t, ctx, m.clone()).await?;
-                        return Ok(None);
-                    }
                     Err(CutOver::Broken(why)) => {
                         // Nothing was attempted (the source is unfenced by provisioning after
                         // the rollback, in this reconcile).
@@ -507,21 +506,19 @@ async fn advance(t: &mut Tenant, ctx: &Context, mut m: MoveStatus) -> Result<Opt
             MovePhase::CleaningUp => {
                 drop_replication(&source, &scope_a, &target, &names_b, &name).await?;
                 let retain = t.spec.placement.as_ref().is_some_and(|p| p.retain_source);
-                if let Some(why) =
-                    sql::same_cluster(source.pg(), &m.from, target.pg(), &m.to).await?
-                {
-                    // Unreachable past `Preparing`; the source's copy is the tenant's only one:
-                    // neither fenced nor dropped.
-                    warn!(%why, "the source copy is left as it is");
-                } else if retain {
+                // One cluster (never past `Preparing`): the source's copy is the tenant's only one.
+                let two = surely_two(&source, &target, &m).await?;
+                if two && retain {
                     sql::fence(source.pg(), &names_a).await?;
-                } else {
+                } else if two {
                     source.pg().cleanup(&names_a).await?;
                 }
                 m.phase = MovePhase::Completed;
                 m.finished_at = Some(Timestamp::now().to_string());
                 m.lag_bytes = None;
-                m.message = Some(if retain {
+                m.message = Some(if !two {
+                    format!("on {}; the copy on {} is left as it is", m.to, m.from)
+                } else if retain {
                     format!("on {}; the source copy on {} is kept, fenced", m.to, m.from)
                 } else {
                     format!("on {}; the source copy on {} was dropped", m.to, m.from)
@@ -542,9 +539,7 @@ async fn advance(t: &mut Tenant, ctx: &Context, mut m: MoveStatus) -> Result<Opt
                 // Never after the commit point (the status names the source here), and never
                 // when the target is the source under another name (its copy is the tenant).
                 if super::place::recorded(t) == Some(m.from.as_str())
-                    && sql::same_cluster(source.pg(), &m.from, target.pg(), &m.to)
-                        .await?
-                        .is_none()
+                    && surely_two(&source, &target, &m).await?
                 {
                     target.pg().cleanup(&names_b).await?;
                 }
@@ -568,6 +563,24 @@ async fn advance(t: &mut Tenant, ctx: &Context, mut m: MoveStatus) -> Result<Opt
                 return Ok(None);
             }
             MovePhase::Completed | MovePhase::RolledBack => return Ok(None),
+        }
+    }
+}
+
+/// Whether the move's two servers are surely two clusters, before a copy on one of them is
+/// dropped or fenced: `false` when they are one, or when that cannot be told (the copy is left,
+/// with a warning); a server that cannot be reached is an error (retried).
+async fn surely_two(source: &Server, target: &Server, m: &MoveStatus) -> Result<bool> {
+    match sql::same_cluster(source.pg(), &m.from, target.pg(), &m.to).await {
+        Ok(None) => Ok(true),
+        Ok(Some(why)) => {
+            warn!(%why, "a copy of the move is left as it is");
+            Ok(false)
+        }
+        Err(e) if e.category() == "DatabaseUnavailable" => Err(e),
+        Err(e) => {
+            warn!(error = %e, "cannot tell whether the move's servers are one cluster: a copy of the move is left as it is");
+            Ok(false)
         }
     }
 }
