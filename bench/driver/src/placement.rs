@@ -428,6 +428,7 @@ fn fake_servers(count: usize, full: bool) -> Vec<Candidate> {
                 ready,
                 not_ready_reason: (!ready).then(|| "connection refused".to_string()),
                 cordoned: i % 10 == 9,
+                cordon_reason: None,
                 default: i == 0,
                 max_tenants: Some(500),
                 max_storage: Some(500 * GIB),
