@@ -183,6 +183,12 @@ impl From<MigrateError> for Error {
 pub use crate::dberror::first_line;
 
 impl Error {
+    /// The database (or the connection to it) is unavailable: worth retrying as it is, not a
+    /// verdict on what was asked. Derived from [`Error::category`].
+    pub fn is_unavailable(&self) -> bool {
+        self.category() == "DatabaseUnavailable"
+    }
+
     /// Low-cardinality category: metric label value and condition reason.
     pub fn category(&self) -> &'static str {
         match self {

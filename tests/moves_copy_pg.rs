@@ -275,6 +275,40 @@ async fn the_fence_returns_once_the_sessions_have_exited() {
     drop(c);
 }
 
+/// A session of the tenant that appears after the fence looked (a login that passed its check
+/// just before `NOLOGIN` committed, simulated here by letting one in and fencing again without
+/// terminating) is seen by the cut-over's last check.
+#[tokio::test]
+async fn a_login_that_slipped_past_the_fence_is_seen() {
+    let source = admin();
+    let d = Desired::simple(
+        names("mvcopy", "slipped", Isolation::Database),
+        generate_password(),
+    );
+    provision(&source, &d).await;
+    sql::fence(&source, &d.names).await.unwrap();
+    assert_eq!(sql::sessions(&source, &d.names).await.unwrap(), 0);
+    let mut a = PgConnection::connect(&common::pg().url("postgres"))
+        .await
+        .unwrap();
+    let role = d.names.role.as_str();
+    let (on, off) = (
+        format!("ALTER ROLE \"{role}\" LOGIN"),
+        format!("ALTER ROLE \"{role}\" NOLOGIN"),
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(on))
+        .execute(&mut a)
+        .await
+        .unwrap();
+    let late = login(&d).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(off))
+        .execute(&mut a)
+        .await
+        .unwrap();
+    assert_eq!(sql::sessions(&source, &d.names).await.unwrap(), 1);
+    drop(late);
+}
+
 /// Runs the restore's `psql` (its options) on `script` against `db` of the target cluster.
 async fn psql_restore(db: &str, script: &[u8]) -> std::process::ExitStatus {
     use tokio::io::AsyncWriteExt;

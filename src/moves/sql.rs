@@ -57,8 +57,10 @@ pub async fn wal_level(pg: &PgAdmin) -> Result<String> {
 }
 
 /// Why `source` and `target` cannot be a move's two ends, if they cannot: they are one
-/// PostgreSQL cluster under two names (the same `system_identifier`; two DatabaseServers, or the
-/// default server and a DatabaseServer, reaching it by different addresses). A move there would
+/// PostgreSQL cluster under two names (the same [`cluster_identity`]: `system_identifier` and
+/// postmaster start time, so that clones of one data directory count as two clusters; two
+/// DatabaseServers, or the default server and a DatabaseServer, reaching it by different
+/// addresses). A move there would
 /// restore the tenant onto itself, and its clean-up or roll-back would drop the only copy.
 pub async fn same_cluster(
     source: &PgAdmin,
@@ -491,6 +493,24 @@ pub async fn terminate(pg: &PgAdmin, names: &TenantNames) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Sessions of the tenant's roles on `pg` now. After [`fence`] and the catch-up this must be 0:
+/// a backend that passed its login check just before `NOLOGIN` committed shows up in
+/// `pg_stat_activity` only a moment later, after [`terminate`] may have looked, and could write
+/// after the catch-up position was read.
+pub async fn sessions(pg: &PgAdmin, names: &TenantNames) -> Result<i64> {
+    let roles = vec![
+        names.role.as_str().to_string(),
+        names.secondary_role.as_str().to_string(),
+    ];
+    let n: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE usename = ANY($1) AND pid <> pg_backend_pid()",
+    )
+    .bind(&roles)
+    .fetch_one(pg.admin()?)
+    .await?;
+    Ok(n)
 }
 
 /// Enables login of the given roles.

@@ -94,8 +94,21 @@ pub(super) async fn cut_over(
         Ok(Some(why)) => return Err(undo(source, &login, why).await),
         Err(e) => return Err(undo(source, &login, e.to_string()).await),
     }
+    // A login that passed its check just before the freeze and appeared only after the fence
+    // looked: what it wrote may be past the catch-up position. Checked after the catch-up and
+    // the comparisons (long after such a login shows up); the next attempt fences it too.
+    match sql::sessions(source.pg(), names_a).await {
+        Ok(0) => {}
+        Ok(n) => {
+            let why = format!(
+                "{n} session(s) of the tenant appeared on the source during the write freeze"
+            );
+            return Err(undo(source, &login, why).await);
+        }
+        Err(e) => return Err(undo(source, &login, e.to_string()).await),
+    }
     // The subscription stops before the target takes writes of its own.
-    drop_subscription_only(target, scope_b, name).await?;
+    sql::drop_subscription(target.pg(), scope_b, name).await?;
     fail_point("move-subscription-dropped");
     let refs: Vec<&crate::naming::Ident> = login.iter().collect();
     sql::unfence(target.pg(), &refs).await?;
@@ -183,12 +196,4 @@ fn fail_with_error(point: &str) -> Result<()> {
     }
     let _ = point;
     Ok(())
-}
-
-async fn drop_subscription_only(
-    target: &Server,
-    scope_b: &Scope,
-    name: &crate::naming::Ident,
-) -> Result<()> {
-    sql::drop_subscription(target.pg(), scope_b, name).await
 }

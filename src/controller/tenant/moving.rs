@@ -377,7 +377,7 @@ async fn advance(t: &mut Tenant, ctx: &Context, mut m: MoveStatus) -> Result<Opt
                 match sql::same_cluster(source.pg(), &m.from, target.pg(), &m.to).await {
                     Ok(None) => {}
                     Ok(Some(why)) => return Err(Error::InvalidSpec(why)),
-                    Err(e) if e.category() == "DatabaseUnavailable" => return Err(e),
+                    Err(e) if e.is_unavailable() => return Err(e),
                     Err(e) => {
                         return Err(Error::InvalidSpec(format!(
                             "cannot tell whether servers {} and {} are one cluster: {e}",
@@ -577,7 +577,7 @@ async fn surely_two(source: &Server, target: &Server, m: &MoveStatus) -> Result<
             warn!(%why, "a copy of the move is left as it is");
             Ok(false)
         }
-        Err(e) if e.category() == "DatabaseUnavailable" => Err(e),
+        Err(e) if e.is_unavailable() => Err(e),
         Err(e) => {
             warn!(error = %e, "cannot tell whether the move's servers are one cluster: a copy of the move is left as it is");
             Ok(false)
