@@ -11,6 +11,7 @@ need_apt=()
 if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then need_apt+=(postgresql); fi
 if ! command -v psql >/dev/null 2>&1; then need_apt+=(postgresql-client); fi
 if ! command -v setsid >/dev/null 2>&1; then need_apt+=(util-linux); fi
+if ! command -v openssl >/dev/null 2>&1; then need_apt+=(openssl); fi # TLS test clusters
 # Chart checks: shellcheck for the ops scripts, Lua for the Argo CD health checks, venv + npm for tools.
 if ! command -v shellcheck >/dev/null 2>&1; then need_apt+=(shellcheck); fi
 if ! command -v lua5.1 >/dev/null 2>&1; then need_apt+=(lua5.1); fi

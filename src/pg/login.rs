@@ -3,6 +3,7 @@
 //! the password goes to tools through the environment (`PGPASSWORD`), never their arguments.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
@@ -19,6 +20,9 @@ pub struct AdminLogin {
     pub password: Option<String>,
     /// libpq `sslmode`.
     pub sslmode: &'static str,
+    /// The CA certificate file the server's certificate is verified against (`verify-ca`,
+    /// `verify-full`), on the operator's file system; `None`: libpq's default.
+    pub root_cert: Option<PathBuf>,
 }
 
 impl fmt::Debug for AdminLogin {
@@ -29,13 +33,18 @@ impl fmt::Debug for AdminLogin {
             .field("user", &self.user)
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("sslmode", &self.sslmode)
+            .field("root_cert", &self.root_cert)
             .finish()
     }
 }
 
 impl AdminLogin {
-    /// The login of `options` with `password`.
-    pub fn of(options: &PgConnectOptions, password: Option<String>) -> Self {
+    /// The login of `options` with `password`, verifying the server against `root_cert`.
+    pub fn of(
+        options: &PgConnectOptions,
+        password: Option<String>,
+        root_cert: Option<&Path>,
+    ) -> Self {
         let host = match options.get_socket() {
             Some(dir) => dir.to_string_lossy().into_owned(),
             None => options.get_host().to_string(),
@@ -53,6 +62,7 @@ impl AdminLogin {
                 PgSslMode::VerifyCa => "verify-ca",
                 PgSslMode::VerifyFull => "verify-full",
             },
+            root_cert: root_cert.map(Path::to_path_buf),
         }
     }
 
@@ -67,6 +77,9 @@ impl AdminLogin {
             ("PGAPPNAME", "tenantdb-move".to_string()),
             ("PGCONNECT_TIMEOUT", "10".to_string()),
         ];
+        if let Some(c) = &self.root_cert {
+            env.push(("PGSSLROOTCERT", c.to_string_lossy().into_owned()));
+        }
         if let Some(p) = &self.password {
             env.push(("PGPASSWORD", p.clone()));
         }
@@ -74,7 +87,10 @@ impl AdminLogin {
     }
 
     /// A libpq connection string to `database` (for `CREATE SUBSCRIPTION … CONNECTION`): every
-    /// value single-quoted with `\` and `'` escaped. Holds the password: never log it.
+    /// value single-quoted with `\` and `'` escaped. Holds the password: never log it. It is
+    /// used by *another server* (the subscriber's walreceiver), so it carries no `sslrootcert`:
+    /// a file of the operator's is not on that server; with `verify-ca`/`verify-full` the
+    /// subscriber's PostgreSQL must trust the CA itself (docs/moves.md).
     pub fn conninfo(&self, database: &str) -> String {
         let q = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"));
         let mut parts = vec![
@@ -93,19 +109,44 @@ impl AdminLogin {
     }
 }
 
-/// The password of a `postgres://user:password@…` URL, percent-decoded.
-pub(crate) fn url_password(url: &str) -> Option<String> {
-    let rest = &url[url.find("://")? + 3..];
-    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
-    let userinfo = &authority[..authority.rfind('@')?];
-    let (_, pw) = userinfo.split_once(':')?;
-    let mut out = Vec::with_capacity(pw.len());
-    let bytes = pw.as_bytes();
+/// The CA certificate `pem` as a file tools can be pointed at (`PGSSLROOTCERT`): under the
+/// temporary directory, named by its SHA-256 (a certificate is public; the same CA is one file;
+/// written once, atomically).
+pub fn root_cert_file(pem: &[u8]) -> std::io::Result<PathBuf> {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(pem);
+    let name: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let dir = std::env::temp_dir().join("tenantdb-ca");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("{name}.pem"));
+    if std::fs::read(&path).is_ok_and(|have| have == pem) {
+        return Ok(path);
+    }
+    let tmp = dir.join(format!("{name}.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, pem)?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(path)
+}
+
+/// The value of query parameter `name` of a `postgres://…?a=b&…` URL, percent-decoded.
+pub(crate) fn url_param(url: &str, name: &str) -> Option<String> {
+    let query = &url[url.find('?')? + 1..];
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == name).then(|| percent_decode(v)).flatten()
+    })
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(s.len());
+    let bytes = s.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%'
             && i + 2 < bytes.len()
-            && let Ok(b) = u8::from_str_radix(&pw[i + 1..i + 3], 16)
+            && let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
         {
             out.push(b);
             i += 3;
@@ -117,9 +158,55 @@ pub(crate) fn url_password(url: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// The password of a `postgres://user:password@…` URL, percent-decoded.
+pub(crate) fn url_password(url: &str) -> Option<String> {
+    let rest = &url[url.find("://")? + 3..];
+    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+    let userinfo = &authority[..authority.rfind('@')?];
+    let (_, pw) = userinfo.split_once(':')?;
+    percent_decode(pw)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn url_parameters_and_the_ca_file() {
+        let url = "postgres://u:p@h:5432/db?sslmode=verify-full&sslrootcert=%2Fetc%2Fca%20x.pem";
+        assert_eq!(
+            url_param(url, "sslrootcert").as_deref(),
+            Some("/etc/ca x.pem")
+        );
+        assert_eq!(url_param(url, "sslmode").as_deref(), Some("verify-full"));
+        assert_eq!(url_param(url, "sslcert"), None);
+        assert_eq!(url_param("postgres://u@h/db", "sslrootcert"), None);
+        assert_eq!(
+            url_param("postgres://u@h/db?x=%é", "x").as_deref(),
+            Some("%é")
+        );
+        let pem = b"-----BEGIN CERTIFICATE-----\nunit test\n-----END CERTIFICATE-----\n";
+        let (a, b) = (root_cert_file(pem).unwrap(), root_cert_file(pem).unwrap());
+        assert_eq!(a, b, "one file per CA");
+        assert_eq!(std::fs::read(&a).unwrap(), pem);
+        assert_ne!(root_cert_file(b"another").unwrap(), a);
+        let l = AdminLogin {
+            host: "h".into(),
+            port: 5,
+            user: "u".into(),
+            password: None,
+            sslmode: "verify-full",
+            root_cert: Some(a.clone()),
+        };
+        assert!(
+            l.env("d")
+                .contains(&("PGSSLROOTCERT", a.to_string_lossy().into_owned()))
+        );
+        assert!(
+            !l.conninfo("d").contains("sslrootcert"),
+            "a file of the operator's"
+        );
+    }
 
     #[test]
     fn passwords_are_decoded_quoted_and_hidden() {
@@ -134,6 +221,7 @@ mod tests {
             user: "u".into(),
             password: Some("a'b\\c".into()),
             sslmode: "disable",
+            root_cert: None,
         };
         assert!(
             l.conninfo("d").contains(r"password='a\'b\\c'"),

@@ -73,6 +73,8 @@ pub struct PgAdmin {
     template: tokio::sync::Mutex<template::TemplateState>,
     /// The admin password (for [`PgAdmin::admin_login`]).
     password: Option<String>,
+    /// The CA certificate file of the server's TLS (for [`PgAdmin::admin_login`]).
+    root_cert: Option<std::path::PathBuf>,
 }
 
 /// Advisory lock key serializing the shared database's privilege set-up ("tnt_shrd").
@@ -150,7 +152,10 @@ impl PgAdmin {
             ))
         })?;
         let password = login::url_password(&settings.admin_url);
-        Ok(Self::with_options(settings, options, instance).with_password(password))
+        let root_cert = login::url_param(&settings.admin_url, "sslrootcert").map(Into::into);
+        Ok(Self::with_options(settings, options, instance)
+            .with_password(password)
+            .with_root_cert(root_cert))
     }
 
     /// Remembers the admin password for [`PgAdmin::admin_login`] (the connect options do not give it
@@ -160,9 +165,20 @@ impl PgAdmin {
         self
     }
 
+    /// Remembers the CA certificate file the connect options verify the server against, for
+    /// [`PgAdmin::admin_login`] (the connect options do not give it back).
+    pub fn with_root_cert(mut self, root_cert: Option<std::path::PathBuf>) -> Self {
+        self.root_cert = root_cert;
+        self
+    }
+
     /// How tools and other servers log in here as the admin.
     pub fn admin_login(&self) -> login::AdminLogin {
-        login::AdminLogin::of(&self.options, self.password.clone())
+        login::AdminLogin::of(
+            &self.options,
+            self.password.clone(),
+            self.root_cert.as_deref(),
+        )
     }
 
     /// [`PgAdmin::for_instance`] with connect options built by the caller (a DatabaseServer's
@@ -183,6 +199,7 @@ impl PgAdmin {
             instance: instance.to_string(),
             template: tokio::sync::Mutex::new(Default::default()),
             password: None,
+            root_cert: None,
         }
     }
 

@@ -47,6 +47,9 @@ pub struct LocalPgOptions {
     pub max_connections: u32,
     /// Extra `-c name=value` server settings.
     pub settings: Vec<(String, String)>,
+    /// TLS on (`ssl = on`) with a server certificate for 127.0.0.1 and localhost issued by a CA
+    /// made for this cluster ([`LocalPg::ca_pem`]); generated with the `openssl` command.
+    pub tls: bool,
 }
 
 impl Default for LocalPgOptions {
@@ -54,6 +57,7 @@ impl Default for LocalPgOptions {
         Self {
             max_connections: 300,
             settings: Vec::new(),
+            tls: false,
         }
     }
 }
@@ -154,6 +158,9 @@ impl LocalPg {
             .arg(format!("--pwfile={}", pg.root.join("pwfile").display()));
         pg.run(&mut cmd, "initdb")?;
         pg.spawn_reaper();
+        if pg.options.tls {
+            pg.make_certificates()?;
+        }
         let mut last_err = None;
         for _ in 0..5 {
             pg.port = free_port()?;
@@ -163,6 +170,108 @@ impl LocalPg {
             }
         }
         Err(last_err.unwrap_or(LocalPgError::NotInstalled))
+    }
+
+    /// A CA and a server certificate signed by it (in `tls/`; the key readable by the server's
+    /// user only, as PostgreSQL requires), and the settings that turn TLS on.
+    fn make_certificates(&mut self) -> Result<(), LocalPgError> {
+        let dir = self.root.join("tls");
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(
+            dir.join("san.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+        )?;
+        let openssl = |args: &[&str], what: &str| {
+            self.run(
+                Command::new("openssl").current_dir(&dir).args(args),
+                &format!("openssl ({what})"),
+            )
+        };
+        openssl(
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=tenantdb test CA",
+            ],
+            "CA",
+        )?;
+        openssl(
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+            "server key",
+        )?;
+        openssl(
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "server.crt",
+                "-days",
+                "2",
+                "-extfile",
+                "san.ext",
+            ],
+            "server certificate",
+        )?;
+        if self.run_as_postgres {
+            self.run(
+                Command::new("chown").arg("-R").arg("postgres:").arg(&dir),
+                "chown",
+            )?;
+        }
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(
+                dir.join("server.key"),
+                std::fs::Permissions::from_mode(0o600),
+            )?;
+        }
+        for (k, v) in [
+            ("ssl", "on".to_string()),
+            (
+                "ssl_cert_file",
+                dir.join("server.crt").display().to_string(),
+            ),
+            ("ssl_key_file", dir.join("server.key").display().to_string()),
+        ] {
+            self.options.settings.push((k.to_string(), v));
+        }
+        Ok(())
+    }
+
+    /// The CA certificate (PEM) of a cluster started with [`LocalPgOptions::tls`].
+    pub fn ca_pem(&self) -> Option<Vec<u8>> {
+        self.options
+            .tls
+            .then(|| std::fs::read(self.root.join("tls").join("ca.crt")).ok())
+            .flatten()
     }
 
     fn data_dir(&self) -> PathBuf {

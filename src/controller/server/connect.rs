@@ -78,7 +78,13 @@ async fn server(ds: &DatabaseServer, ctx: &Context) -> Result<Arc<Server>> {
             TlsMode::Require => PgSslMode::Require,
             TlsMode::VerifyFull => PgSslMode::VerifyFull,
         });
+    // The CA also as a file: `pg_dump` and `psql` of a move verify the server with it.
+    let mut root_cert = None;
     if let Some(ca) = config.ca {
+        let file = crate::pg::login::root_cert_file(&ca).map_err(|e| {
+            Error::Config(format!("cannot write the CA certificate to a file: {e}"))
+        })?;
+        root_cert = Some(file);
         options = options.ssl_root_cert_from_pem(ca);
     }
     let default = ctx
@@ -92,7 +98,8 @@ async fn server(ds: &DatabaseServer, ctx: &Context) -> Result<Arc<Server>> {
         connect_timeout: default.pg().settings().connect_timeout,
     };
     let pg = PgAdmin::with_options(settings, options, default.pg().instance())
-        .with_password(Some(config.password.clone()));
+        .with_password(Some(config.password.clone()))
+        .with_root_cert(root_cert);
     Ok(Arc::new(Server::postgres(
         &name,
         Arc::new(pg),
