@@ -56,6 +56,75 @@ pub async fn wal_level(pg: &PgAdmin) -> Result<String> {
         .await?)
 }
 
+/// Replication slots, WAL senders (source) and logical replication workers (target) a move needs
+/// beyond those held for good: its subscription's slot, sender and apply worker, and at least one
+/// table synchronisation worker with its own slot and sender. Without that the subscription is
+/// created but never copies a table (the synchronisation waits for a worker): a move stuck in
+/// `Copying`. Synchronisation workers, their slots and senders of other moves are not counted:
+/// they end with their table, so concurrent moves share them (slower, not stuck).
+pub const REPLICATION_ROOM: i64 = 2;
+
+/// Why `source` → `target` has no room for one more move's replication now, if it has not
+/// ([`REPLICATION_ROOM`] of each, beyond what other subscriptions hold for good).
+pub async fn replication_room(
+    source: &PgAdmin,
+    source_name: &str,
+    target: &PgAdmin,
+    target_name: &str,
+) -> Result<Option<String>> {
+    // Table synchronisation slots are named `pg_<subid>_sync_<relid>_<sysid>`; their senders are
+    // the slots' active processes (the application name is the subscription's).
+    let (slots, senders): (i64, i64) = sqlx::query_as(
+        "WITH sync AS (SELECT slot_name, active_pid FROM pg_replication_slots \
+                        WHERE slot_name::text ~ '^pg_[0-9]+_sync_[0-9]+_') \
+         SELECT current_setting('max_replication_slots')::bigint \
+                  - (SELECT count(*) FROM pg_replication_slots \
+                      WHERE slot_name NOT IN (SELECT slot_name FROM sync)), \
+                current_setting('max_wal_senders')::bigint \
+                  - (SELECT count(*) FROM pg_stat_replication r \
+                      WHERE NOT EXISTS (SELECT 1 FROM sync WHERE sync.active_pid = r.pid))",
+    )
+    .fetch_one(source.admin()?)
+    .await?;
+    // Apply workers (no `relid`); synchronisation workers have the table's.
+    let workers: i64 = sqlx::query_scalar(
+        "SELECT current_setting('max_logical_replication_workers')::bigint \
+                  - (SELECT count(pid) FROM pg_stat_subscription WHERE relid IS NULL)",
+    )
+    .fetch_one(target.admin()?)
+    .await?;
+    let short = [
+        (
+            slots,
+            source_name,
+            "max_replication_slots",
+            "replication slots",
+        ),
+        (senders, source_name, "max_wal_senders", "WAL senders"),
+        (
+            workers,
+            target_name,
+            "max_logical_replication_workers",
+            "logical replication workers",
+        ),
+    ]
+    .into_iter()
+    .filter(|(free, ..)| *free < REPLICATION_ROOM)
+    .map(|(free, server, setting, what)| {
+        format!(
+            "server {server} has {} free {what} ({setting}), a move needs {REPLICATION_ROOM}",
+            free.max(0)
+        )
+    })
+    .collect::<Vec<_>>();
+    Ok((!short.is_empty()).then(|| {
+        format!(
+            "{} (raise the setting — a restart — or wait for other moves to end)",
+            short.join("; ")
+        )
+    }))
+}
+
 /// Why `source` and `target` cannot be a move's two ends, if they cannot: they are one
 /// PostgreSQL cluster under two names (the same [`cluster_identity`]: `system_identifier` and
 /// postmaster start time, so that clones of one data directory count as two clusters; two

@@ -246,6 +246,15 @@ async fn start(
         let m = not_started(&target, why);
         return refuse(tenant, ctx, last, m).await;
     }
+    // Room for the replication (slots, senders, workers): without it the subscription would be
+    // created and never copy a table. Looked at again at the tenant's next reconciles; when a
+    // server cannot be asked now, `Preparing` finds it unreachable anyway.
+    if let Some(to) = ctx.servers().get(&target)
+        && let Ok(Some(why)) = sql::replication_room(source.pg(), current, to.pg(), &target).await
+    {
+        let m = not_started(&target, why);
+        return refuse(tenant, ctx, last, m).await;
+    }
     let names = names_on(tenant, ctx, &source)?;
     let bytes = source.pg().storage_bytes(&names).await.ok();
     let m = MoveStatus {
