@@ -100,7 +100,17 @@ pub struct Server {
     /// Hash of what the connection was built from (endpoint, credentials, TLS): a change
     /// replaces the server's entry.
     config_hash: u64,
+    /// Which cluster it is (`moves::sql::cluster_identity`) and when that was read (or last
+    /// tried): compared with the other servers' at each probe without asking each of them.
+    identity: Mutex<Option<(Instant, Option<ClusterIdentity>)>>,
 }
+
+/// `system_identifier` and postmaster start time of a PostgreSQL cluster.
+pub type ClusterIdentity = (String, String);
+
+/// How long a server's recorded identity is used before it is read again (a restart changes
+/// it; a DatabaseServer's own probe reads it every time).
+const IDENTITY_FRESH: Duration = Duration::from_secs(30);
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -132,6 +142,39 @@ impl Server {
             shared_layout: tokio::sync::Mutex::new(None),
             facts: FactsCell::default(),
             config_hash,
+            identity: Mutex::new(None),
+        }
+    }
+
+    /// Reads which cluster this is now and records it (the last identity known if it cannot be
+    /// read).
+    pub async fn read_identity(&self) -> Option<ClusterIdentity> {
+        let id = tokio::time::timeout(
+            Duration::from_secs(5),
+            crate::moves::sql::cluster_identity(&self.pg),
+        )
+        .await
+        .ok()
+        .and_then(|r| r.ok());
+        let Ok(mut m) = self.identity.lock() else {
+            return id;
+        };
+        // A failed read keeps (and answers) the last identity known, stamped now: tried again
+        // only once that is no longer fresh (an unreachable server does not slow every probe).
+        let kept = id.or_else(|| m.as_ref().and_then(|(_, i)| i.clone()));
+        *m = Some((Instant::now(), kept.clone()));
+        kept
+    }
+
+    /// Which cluster this is: the recorded identity while fresh, else read now.
+    pub async fn identity(&self) -> Option<ClusterIdentity> {
+        let recorded = self.identity.lock().ok().and_then(|m| {
+            m.as_ref()
+                .map(|(at, i)| (at.elapsed() < IDENTITY_FRESH, i.clone()))
+        });
+        match recorded {
+            Some((true, id)) => id,
+            _ => self.read_identity().await,
         }
     }
 

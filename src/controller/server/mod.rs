@@ -325,14 +325,24 @@ pub(crate) fn facts_of(ds: &DatabaseServer) -> Facts {
 /// be a move onto itself). The default server and the oldest name keep the tenants. `None` when
 /// the identifiers cannot be read now (asked again at the next probe).
 async fn duplicate_of(ctx: &Context, server: &crate::servers::Server) -> Option<String> {
-    use crate::moves::sql::cluster_identity as identity;
-    let mine = identity(server.pg()).await.ok()?;
+    // Its own identity read now (it was just probed); the others' as recorded by their own
+    // probes (read here only when older than `IDENTITY_FRESH`): one query per probe, not one
+    // per server.
+    let mine = server.read_identity().await?;
     let created = server.facts().created;
     let default = ctx.servers().default_name().map(str::to_string);
     let mut first: Option<(bool, String)> = None;
     for other in ctx.servers().all() {
-        if other.name() == server.name() || identity(other.pg()).await.ok().as_ref() != Some(&mine)
-        {
+        if other.name() == server.name() {
+            continue;
+        }
+        let mut theirs = other.identity().await;
+        // The same system identifier but another start: a restart since it was recorded, or a
+        // clone; read again to tell.
+        if theirs.as_ref().is_some_and(|t| t.0 == mine.0 && *t != mine) {
+            theirs = other.read_identity().await;
+        }
+        if theirs.as_ref() != Some(&mine) {
             continue;
         }
         let is_default = default.as_deref() == Some(other.name());
