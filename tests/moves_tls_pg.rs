@@ -135,7 +135,10 @@ async fn the_schema_copy_verifies_a_tls_source_with_its_ca() {
     )
     .await
     .expect_err("pg_dump verified the server without the CA");
-    assert!(e.to_string().contains("pg_dump"), "{e}");
+    assert!(
+        e.to_string().contains("pg_dump") && e.to_string().contains("certificate"),
+        "{e}"
+    );
 
     prepare_and_copy(&source, &target, &d.names, &Ident::new("mv_tls_b").unwrap())
         .await

@@ -64,35 +64,40 @@ pub async fn wal_level(pg: &PgAdmin) -> Result<String> {
 /// they end with their table, so concurrent moves share them (slower, not stuck).
 pub const REPLICATION_ROOM: i64 = 2;
 
-/// Why `source` → `target` has no room for one more move's replication now, if it has not
-/// ([`REPLICATION_ROOM`] of each, beyond what other subscriptions hold for good).
+/// Why `source` → `target` has no room for one more move's replication now, if it has not:
+/// [`REPLICATION_ROOM`] of each beyond what subscriptions hold for good, and `pending` more
+/// (moves started but whose subscriptions may not exist yet).
 pub async fn replication_room(
     source: &PgAdmin,
     source_name: &str,
     target: &PgAdmin,
     target_name: &str,
+    pending: i64,
 ) -> Result<Option<String>> {
-    // Table synchronisation slots are named `pg_<subid>_sync_<relid>_<sysid>`; their senders are
-    // the slots' active processes (the application name is the subscription's).
+    // Table synchronisation slots are named `pg_<subid>_sync_<relid>_<sysid>`. Their senders
+    // cannot be told from the apply senders (the application name is the subscription's, and a
+    // sender holds its slot only while streaming): one sender per synchronisation slot is
+    // taken to be one.
     let (slots, senders): (i64, i64) = sqlx::query_as(
-        "WITH sync AS (SELECT slot_name, active_pid FROM pg_replication_slots \
+        "WITH sync AS (SELECT count(*) AS n FROM pg_replication_slots \
                         WHERE slot_name::text ~ '^pg_[0-9]+_sync_[0-9]+_') \
          SELECT current_setting('max_replication_slots')::bigint \
-                  - (SELECT count(*) FROM pg_replication_slots \
-                      WHERE slot_name NOT IN (SELECT slot_name FROM sync)), \
+                  - ((SELECT count(*) FROM pg_replication_slots) - (SELECT n FROM sync)), \
                 current_setting('max_wal_senders')::bigint \
-                  - (SELECT count(*) FROM pg_stat_replication r \
-                      WHERE NOT EXISTS (SELECT 1 FROM sync WHERE sync.active_pid = r.pid))",
+                  - greatest((SELECT count(*) FROM pg_stat_replication) - (SELECT n FROM sync), 0)",
     )
     .fetch_one(source.admin()?)
     .await?;
-    // Apply workers (no `relid`); synchronisation workers have the table's.
-    let workers: i64 = sqlx::query_scalar(
+    // An apply worker per enabled subscription (counted even while it waits to be restarted);
+    // with no synchronisation worker per subscription allowed nothing is ever copied.
+    let (workers, sync_per_sub): (i64, i64) = sqlx::query_as(
         "SELECT current_setting('max_logical_replication_workers')::bigint \
-                  - (SELECT count(pid) FROM pg_stat_subscription WHERE relid IS NULL)",
+                  - (SELECT count(*) FROM pg_subscription WHERE subenabled), \
+                current_setting('max_sync_workers_per_subscription')::bigint",
     )
     .fetch_one(target.admin()?)
     .await?;
+    let need = REPLICATION_ROOM + pending.max(0);
     let short = [
         (
             slots,
@@ -109,13 +114,23 @@ pub async fn replication_room(
         ),
     ]
     .into_iter()
-    .filter(|(free, ..)| *free < REPLICATION_ROOM)
+    .filter(|(free, ..)| *free < need)
     .map(|(free, server, setting, what)| {
+        let others = if pending > 0 {
+            format!(" with {pending} other move(s) starting")
+        } else {
+            String::new()
+        };
         format!(
-            "server {server} has {} free {what} ({setting}), a move needs {REPLICATION_ROOM}",
+            "server {server} has {} free {what} ({setting}), a move needs {REPLICATION_ROOM}{others}",
             free.max(0)
         )
     })
+    .chain((sync_per_sub < 1).then(|| {
+        format!(
+            "server {target_name} allows no table synchronisation worker (max_sync_workers_per_subscription = {sync_per_sub})"
+        )
+    }))
     .collect::<Vec<_>>();
     Ok((!short.is_empty()).then(|| {
         format!(

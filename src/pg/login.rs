@@ -116,13 +116,21 @@ pub fn root_cert_file(pem: &[u8]) -> std::io::Result<PathBuf> {
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(pem);
     let name: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    use std::os::unix::fs::DirBuilderExt;
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let dir = std::env::temp_dir().join("tenantdb-ca");
-    std::fs::create_dir_all(&dir)?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)?;
     let path = dir.join(format!("{name}.pem"));
     if std::fs::read(&path).is_ok_and(|have| have == pem) {
         return Ok(path);
     }
-    let tmp = dir.join(format!("{name}.{}.tmp", std::process::id()));
+    // A name of its own per write (two servers with one CA registering at once): the final
+    // name appears only complete.
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!("{name}.{}.{n}.tmp", std::process::id()));
     std::fs::write(&tmp, pem)?;
     std::fs::rename(&tmp, &path)?;
     Ok(path)

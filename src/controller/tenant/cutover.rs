@@ -95,13 +95,26 @@ pub(super) async fn cut_over(
         Err(e) => return Err(undo(source, &login, e.to_string()).await),
     }
     // A login that passed its check just before the freeze and appeared only after the fence
-    // looked: what it wrote may be past the catch-up position. Checked after the catch-up and
+    // looked: what it writes may be past the catch-up position. Checked after the catch-up and
     // the comparisons (long after such a login shows up); the next attempt fences it too.
     match sql::sessions(source.pg(), names_a).await {
         Ok(0) => {}
         Ok(n) => {
             let why = format!(
                 "{n} session(s) of the tenant appeared on the source during the write freeze"
+            );
+            return Err(undo(source, &login, why).await);
+        }
+        Err(e) => return Err(undo(source, &login, e.to_string()).await),
+    }
+    // Such a session may also have come and gone (an UPDATE the row counts cannot see): the
+    // target must confirm the source's WAL up to now once more — quick, nothing is written.
+    match sql::wait_caught_up(source.pg(), name, CATCH_UP).await {
+        Ok(true) => {}
+        Ok(false) => {
+            let why = format!(
+                "the target did not catch up within {} s (second check)",
+                CATCH_UP.as_secs()
             );
             return Err(undo(source, &login, why).await);
         }

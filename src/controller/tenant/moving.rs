@@ -250,7 +250,14 @@ async fn start(
     // created and never copy a table. Looked at again at the tenant's next reconciles; when a
     // server cannot be asked now, `Preparing` finds it unreachable anyway.
     if let Some(to) = ctx.servers().get(&target)
-        && let Ok(Some(why)) = sql::replication_room(source.pg(), current, to.pg(), &target).await
+        && let Ok(Some(why)) = sql::replication_room(
+            source.pg(),
+            current,
+            to.pg(),
+            &target,
+            starting_moves(ctx, current, &target, &key),
+        )
+        .await
     {
         let m = not_started(&target, why);
         return refuse(tenant, ctx, last, m).await;
@@ -310,6 +317,41 @@ fn moving_from(ctx: &Context, server: &str) -> std::collections::HashSet<String>
         }
     }
     keys
+}
+
+/// Other moves from `source` or to `target` whose subscriptions may not exist yet (so that the
+/// servers do not show what they will take): `Preparing` by their status, or started by this
+/// process and not yet in the cache. Asked under the placement lock, like the start itself.
+fn starting_moves(ctx: &Context, source: &str, target: &str, except: &str) -> i64 {
+    let mut phase: std::collections::HashMap<String, MovePhase> = Default::default();
+    let mut keys = std::collections::HashSet::new();
+    if let Some(store) = ctx.synced_tenant_store() {
+        for t in store.state() {
+            let Some(m) = t.status.as_ref().and_then(|s| s.move_.as_ref()) else {
+                continue;
+            };
+            let key = object_key(t.as_ref());
+            phase.insert(key.clone(), m.phase);
+            let ours = m.from == source || m.to == target;
+            if ours && m.phase == MovePhase::Preparing && m.started_at.is_some() {
+                keys.insert(key);
+            }
+        }
+    }
+    let started = ctx
+        .servers()
+        .moving_to()
+        .into_iter()
+        .filter(|(_, to)| to == target)
+        .map(|(k, _)| k)
+        .chain(ctx.servers().moving_from(source));
+    for key in started {
+        if phase.get(&key).is_none_or(|p| *p == MovePhase::Preparing) {
+            keys.insert(key);
+        }
+    }
+    keys.remove(except);
+    i64::try_from(keys.len()).unwrap_or(i64::MAX)
 }
 
 /// The tenant's names on `server` (the shared database differs between servers).
