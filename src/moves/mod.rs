@@ -1,11 +1,13 @@
 //! Moving a tenant's PostgreSQL part to another server online, on PostgreSQL's logical
-//! replication: the SQL of each step on the server it belongs to ([`sql`]), the schema copy with
+//! replication: what it asks of the two servers first ([`servers`]), the SQL of each step on the
+//! server it belongs to ([`sql`]), the schema copy with
 //! `pg_dump`/`psql` ([`copy`]) and the catalog comparison ([`crate::pg::fingerprint`]). The state
 //! machine that drives them, one persisted phase at a time, is the Tenant controller's stage
 //! `moving` (docs/moves.md).
 
 pub mod copy;
 pub mod notes;
+pub mod servers;
 pub mod sql;
 
 use sha2::{Digest, Sha256};

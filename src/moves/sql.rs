@@ -11,6 +11,10 @@ use crate::error::{Error, Result};
 use crate::naming::{Ident, TenantNames, quote_literal};
 use crate::pg::{PgAdmin, ddl};
 
+pub use super::servers::{
+    REPLICATION_ROOM, cluster_identity, replication_room, same_cluster, wal_level,
+};
+
 /// What the move replicates: the tenant's dedicated database, or its schema in the shared
 /// database.
 #[derive(Debug, Clone)]
@@ -47,135 +51,6 @@ pub struct RoleCopy {
     /// `rolvaliduntil` (ISO 8601 in UTC, or `infinity`): a rotation's grace period ends there
     /// on the target as on the source.
     pub valid_until: Option<String>,
-}
-
-/// `wal_level` of a server.
-pub async fn wal_level(pg: &PgAdmin) -> Result<String> {
-    Ok(sqlx::query_scalar("SELECT current_setting('wal_level')")
-        .fetch_one(pg.admin()?)
-        .await?)
-}
-
-/// Replication slots, WAL senders (source) and logical replication workers (target) a move needs
-/// beyond those held for good: its subscription's slot, sender and apply worker, and at least one
-/// table synchronisation worker with its own slot and sender. Without that the subscription is
-/// created but never copies a table (the synchronisation waits for a worker): a move stuck in
-/// `Copying`. Synchronisation workers, their slots and senders of other moves are not counted:
-/// they end with their table, so concurrent moves share them (slower, not stuck).
-pub const REPLICATION_ROOM: i64 = 2;
-
-/// Why `source` → `target` has no room for one more move's replication now, if it has not:
-/// [`REPLICATION_ROOM`] of each beyond what subscriptions hold for good, and `pending` more
-/// (moves started but whose subscriptions may not exist yet).
-pub async fn replication_room(
-    source: &PgAdmin,
-    source_name: &str,
-    target: &PgAdmin,
-    target_name: &str,
-    pending: i64,
-) -> Result<Option<String>> {
-    // Table synchronisation slots are named `pg_<subid>_sync_<relid>_<sysid>`. Their senders
-    // cannot be told from the apply senders (the application name is the subscription's, and a
-    // sender holds its slot only while streaming): one sender per synchronisation slot is
-    // taken to be one.
-    let (slots, senders): (i64, i64) = sqlx::query_as(
-        "WITH sync AS (SELECT count(*) AS n FROM pg_replication_slots \
-                        WHERE slot_name::text ~ '^pg_[0-9]+_sync_[0-9]+_') \
-         SELECT current_setting('max_replication_slots')::bigint \
-                  - ((SELECT count(*) FROM pg_replication_slots) - (SELECT n FROM sync)), \
-                current_setting('max_wal_senders')::bigint \
-                  - greatest((SELECT count(*) FROM pg_stat_replication) - (SELECT n FROM sync), 0)",
-    )
-    .fetch_one(source.admin()?)
-    .await?;
-    // An apply worker per enabled subscription (counted even while it waits to be restarted);
-    // with no synchronisation worker per subscription allowed nothing is ever copied.
-    let (workers, sync_per_sub): (i64, i64) = sqlx::query_as(
-        "SELECT current_setting('max_logical_replication_workers')::bigint \
-                  - (SELECT count(*) FROM pg_subscription WHERE subenabled), \
-                current_setting('max_sync_workers_per_subscription')::bigint",
-    )
-    .fetch_one(target.admin()?)
-    .await?;
-    let need = REPLICATION_ROOM + pending.max(0);
-    let short = [
-        (
-            slots,
-            source_name,
-            "max_replication_slots",
-            "replication slots",
-        ),
-        (senders, source_name, "max_wal_senders", "WAL senders"),
-        (
-            workers,
-            target_name,
-            "max_logical_replication_workers",
-            "logical replication workers",
-        ),
-    ]
-    .into_iter()
-    .filter(|(free, ..)| *free < need)
-    .map(|(free, server, setting, what)| {
-        let others = if pending > 0 {
-            format!(" with {pending} other move(s) starting")
-        } else {
-            String::new()
-        };
-        format!(
-            "server {server} has {} free {what} ({setting}), a move needs {REPLICATION_ROOM}{others}",
-            free.max(0)
-        )
-    })
-    .chain((sync_per_sub < 1).then(|| {
-        format!(
-            "server {target_name} allows no table synchronisation worker (max_sync_workers_per_subscription = {sync_per_sub})"
-        )
-    }))
-    .collect::<Vec<_>>();
-    Ok((!short.is_empty()).then(|| {
-        format!(
-            "{} (raise the setting — a restart — or wait for other moves to end)",
-            short.join("; ")
-        )
-    }))
-}
-
-/// Why `source` and `target` cannot be a move's two ends, if they cannot: they are one
-/// PostgreSQL cluster under two names (the same [`cluster_identity`]: `system_identifier` and
-/// postmaster start time, so that clones of one data directory count as two clusters; two
-/// DatabaseServers, or the default server and a DatabaseServer, reaching it by different
-/// addresses). A move there would
-/// restore the tenant onto itself, and its clean-up or roll-back would drop the only copy.
-pub async fn same_cluster(
-    source: &PgAdmin,
-    source_name: &str,
-    target: &PgAdmin,
-    target_name: &str,
-) -> Result<Option<String>> {
-    let (a, b) = (
-        cluster_identity(source).await?,
-        cluster_identity(target).await?,
-    );
-    Ok((a == b).then(|| {
-        format!(
-            "servers {source_name} and {target_name} are the same PostgreSQL cluster (system identifier {}): there is nothing to move it to; declare each cluster once",
-            a.0
-        )
-    }))
-}
-
-/// What tells one running cluster from another: its `system_identifier` (set by `initdb`; a
-/// physical standby, a promoted replica or a cluster restored from a base backup or snapshot
-/// shares it) and when its postmaster started (which tells such clones apart). Read live: a
-/// restart changes it.
-pub async fn cluster_identity(pg: &PgAdmin) -> Result<(String, String)> {
-    let row = sqlx::query(
-        "SELECT system_identifier::text AS id, pg_postmaster_start_time()::text AS started \
-           FROM pg_control_system()",
-    )
-    .fetch_one(pg.admin()?)
-    .await?;
-    Ok((row.try_get("id")?, row.try_get("started")?))
 }
 
 /// The tenant's two login roles on the source (needs a superuser admin: `pg_authid`).
