@@ -166,7 +166,14 @@ async fn wait_move(env: &Env, name: &str, phase: MovePhase) -> Tenant {
         (m.phase == phase && done).then_some(t)
     })
     .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", log_tail(env)))
+    .unwrap_or_else(|e| {
+        let now = futures::executor::block_on(env.tenants(NS).get(name)).ok();
+        panic!(
+            "{e}\nmove now: {:?}\n{}",
+            now.as_ref().and_then(move_of),
+            log_tail(env)
+        )
+    })
 }
 
 /// Waits until the TenantMigration's status (of its current generation) satisfies `pred`.
