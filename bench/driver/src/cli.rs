@@ -123,7 +123,17 @@ pub fn parse_args() -> Result<Command> {
             work,
             operator,
             only,
-            prov_schema: vec![100, 500],
+            // BENCH_PROV_SCHEMA overrides (e.g. `200` for a shorter fleet run: the fleet
+            // migration runs over the largest provisioning run's tenants).
+            prov_schema: std::env::var("BENCH_PROV_SCHEMA")
+                .ok()
+                .and_then(|v| {
+                    v.split(',')
+                        .map(|n| n.trim().parse().ok())
+                        .collect::<Option<Vec<usize>>>()
+                })
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| vec![100, 500]),
             prov_database: 100,
             // BENCH_STEADY_TENANTS overrides (see README: with resync 30 s this machine saturates
             // at about 1,270 schema tenants).

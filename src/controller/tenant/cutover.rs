@@ -4,8 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-use tracing::warn;
-
 use crate::error::{Error, Result};
 use crate::moves::sql::{self, Scope};
 use crate::naming::TenantNames;
@@ -192,7 +190,7 @@ async fn undo(source: &Server, login: &[crate::naming::Ident], why: String) -> C
 fn fail_point(point: &str) {
     #[cfg(debug_assertions)]
     if std::env::var("TENANTDB_TEST_EXIT_AT").is_ok_and(|p| p == point) {
-        warn!(point, "fail point reached: exiting (TENANTDB_TEST_EXIT_AT)");
+        tracing::warn!(point, "fail point reached: exiting (TENANTDB_TEST_EXIT_AT)");
         std::process::exit(86);
     }
     let _ = point;
