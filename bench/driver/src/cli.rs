@@ -125,15 +125,7 @@ pub fn parse_args() -> Result<Command> {
             only,
             // BENCH_PROV_SCHEMA overrides (e.g. `200` for a shorter fleet run: the fleet
             // migration runs over the largest provisioning run's tenants).
-            prov_schema: std::env::var("BENCH_PROV_SCHEMA")
-                .ok()
-                .and_then(|v| {
-                    v.split(',')
-                        .map(|n| n.trim().parse().ok())
-                        .collect::<Option<Vec<usize>>>()
-                })
-                .filter(|v| !v.is_empty())
-                .unwrap_or_else(|| vec![100, 500]),
+            prov_schema: prov_schema_sizes()?,
             prov_database: 100,
             // BENCH_STEADY_TENANTS overrides (see README: with resync 30 s this machine saturates
             // at about 1,270 schema tenants).
@@ -154,6 +146,18 @@ pub fn parse_args() -> Result<Command> {
             moves_mib: vec![1, 100],
         }
     })))
+}
+
+/// The provisioning sizes of a full run: `BENCH_PROV_SCHEMA` (comma list of positive numbers),
+/// else 100 and 500. A malformed value is an error, not the 25-minute default.
+fn prov_schema_sizes() -> Result<Vec<usize>> {
+    let Ok(v) = std::env::var("BENCH_PROV_SCHEMA") else {
+        return Ok(vec![100, 500]);
+    };
+    v.split(',')
+        .map(|n| n.trim().parse::<usize>().ok().filter(|n| *n > 0))
+        .collect::<Option<Vec<usize>>>()
+        .with_context(|| format!("BENCH_PROV_SCHEMA={v:?}: expected e.g. 200 or 100,500"))
 }
 
 impl Cfg {
