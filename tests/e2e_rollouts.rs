@@ -2,7 +2,8 @@
 //! holds no controller slot: with `--concurrency 1` another TenantMigration and new Tenants still
 //! progress), deleting a TenantMigration stops its rollout, and a migration that breaks the
 //! engine's bookkeeping (or a ConfigMap file with a NUL byte) fails that tenant once instead of
-//! being retried as a transient error (no retry storm).
+//! being retried as a transient error (no retry storm). The next tenant of a rollout is logged in
+//! ahead while one migrates, and that session is closed when the rollout stops.
 //!
 //! The operator runs with an empty `--migrations-dir` (no baseline: provisioning 60 tenants is
 //! quick) and the TenantMigrations bring their own files.
@@ -112,6 +113,26 @@ async fn migrated_in_shared(env: &Env, table: &str) -> i64 {
     .unwrap()
 }
 
+/// The users of the operator's tenant sessions (logged in as a tenant's role): those running a
+/// statement, those idle.
+async fn tenant_sessions(env: &Env) -> (Vec<String>, Vec<String>) {
+    let pool = env.admin_pool().await;
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT usename::text, state FROM pg_stat_activity \
+         WHERE application_name LIKE '%:tenant' AND state IN ('active', 'idle')",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let of = |st: &str| -> Vec<String> {
+        rows.iter()
+            .filter(|(_, s)| s == st)
+            .map(|(u, _)| u.clone())
+            .collect()
+    };
+    (of("active"), of("idle"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollouts_run_in_the_background_and_stop_when_deleted() {
     let dir = empty_migrations_dir();
@@ -181,6 +202,20 @@ async fn rollouts_run_in_the_background_and_stop_when_deleted() {
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", tail(&env.operator_log(), 30)));
+    // 0. The next tenant is logged in ahead: while one tenant's migration sleeps, the next
+    // tenant's session (its own role) is already open and idle.
+    if let Err(e) = wait_for(
+        T,
+        "the next tenant logged in while one migrates",
+        || async {
+            let (active, idle) = tenant_sessions(&env).await;
+            (active.len() == 1 && idle.iter().any(|u| !active.contains(u))).then_some(())
+        },
+    )
+    .await
+    {
+        panic!("{e}: {:?}", tenant_sessions(&env).await);
+    }
 
     // 1. With --concurrency 1 another TenantMigration completes while the slow one runs.
     create_migration(
@@ -241,6 +276,15 @@ async fn rollouts_run_in_the_background_and_stop_when_deleted() {
         "tenants kept being migrated after the TenantMigration was deleted: {at_delete} at deletion, {last} after"
     );
     assert!((last as usize) < N, "the rollout ran to its end ({last})");
+    // The session opened ahead for the tenant that never started is closed with the pass.
+    if let Err(e) = wait_for(T, "no tenant session left open", || async {
+        let (active, idle) = tenant_sessions(&env).await;
+        (active.is_empty() && idle.is_empty()).then_some(())
+    })
+    .await
+    {
+        panic!("{e}: {:?}", tenant_sessions(&env).await);
+    }
     eprintln!(
         "slow rollout: {slow_done} done when fast completed, {at_delete} at deletion, {last} in the end"
     );

@@ -36,6 +36,9 @@ fn err_response(e: &ApiError) -> Response {
 }
 
 pub async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
+    if !shared.request_latency.is_zero() {
+        tokio::time::sleep(shared.request_latency).await;
+    }
     let (parts, body) = req.into_parts();
     let bytes = match to_bytes(body, MAX_BODY).await {
         Ok(b) => b,

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-const USAGE: &str = "usage: tenantdb-apiserver [--listen ADDR] [--crds DIR]... [--manifests FILE]... [--kubeconfig PATH] [--namespace NS] [--watch-history N] [--watch-latency-ms MS]
+const USAGE: &str = "usage: tenantdb-apiserver [--listen ADDR] [--crds DIR]... [--manifests FILE]... [--kubeconfig PATH] [--namespace NS] [--watch-history N] [--watch-latency-ms MS] [--request-latency-ms MS]
 
 In-memory Kubernetes API server emulator for tenantdb tests and the local demo.
 NOT a cluster: no nodes, no pods, state is lost on exit. HTTPS with a throwaway CA, bearer-token
@@ -18,7 +18,9 @@ authentication and RBAC authorization like kube-apiserver; the kubeconfig is an 
   --kubeconfig PATH    write a kubeconfig (context tenantdb-dev) pointing at the server
   --namespace NS       default namespace in the kubeconfig (default: default)
   --watch-history N    events kept for watch resumption (default 10000)
-  --watch-latency-ms MS  delay every watch event by MS milliseconds (default 0; emulates informer lag)";
+  --watch-latency-ms MS  delay every watch event by MS milliseconds (default 0; emulates informer lag)
+  --request-latency-ms MS  delay every request by MS milliseconds before it is handled (default 0;
+                       emulates an API server across a network, e.g. 2-5)";
 
 fn main() {
     if let Err(e) = real_main() {
@@ -59,6 +61,10 @@ fn real_main() -> Result<(), Box<dyn std::error::Error>> {
             "--watch-latency-ms" => {
                 cfg.watch_latency =
                     std::time::Duration::from_millis(val("--watch-latency-ms")?.parse()?)
+            }
+            "--request-latency-ms" => {
+                cfg.request_latency =
+                    std::time::Duration::from_millis(val("--request-latency-ms")?.parse()?)
             }
             "-h" | "--help" => {
                 println!("{USAGE}");

@@ -28,6 +28,10 @@ pub struct Config {
     /// Delay before a change reaches watchers (default 0). Real informers lag behind writes;
     /// tests set this to exercise controllers that read their own writes from a stale cache.
     pub watch_latency: std::time::Duration,
+    /// Delay before every request is handled (default 0): a real API server is a network round
+    /// trip or more away (2–5 ms in a cloud region); benchmarks set it to measure the operator
+    /// with realistic API latency. Watch requests are delayed before their first response only.
+    pub request_latency: std::time::Duration,
     /// Objects created at start, after the CRDs: e.g. a chart's rendered RBAC and ServiceAccount
     /// (`helm template` output via [`Config::load_manifests`]). Kinds the emulator does not serve
     /// (Deployments, Services, …) are skipped; a namespace a namespaced object needs is created
@@ -46,6 +50,7 @@ impl Default for Config {
             crds: Vec::new(),
             watch_history: 10_000,
             watch_latency: std::time::Duration::ZERO,
+            request_latency: std::time::Duration::ZERO,
             objects: Vec::new(),
             gc_delay: None,
         }
@@ -144,6 +149,7 @@ async fn start_with(cfg: Config, rbac: bool) -> Result<RunningServer, Error> {
         shutdown,
         addr,
         watch_latency: cfg.watch_latency,
+        request_latency: cfg.request_latency,
     });
     let app = Router::new()
         .fallback(crate::http::handle)

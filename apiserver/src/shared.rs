@@ -161,6 +161,8 @@ pub struct Shared {
     pub addr: SocketAddr,
     /// See [`Config::watch_latency`].
     pub watch_latency: std::time::Duration,
+    /// See [`Config::request_latency`].
+    pub request_latency: std::time::Duration,
 }
 
 impl Shared {

@@ -1,6 +1,7 @@
 //! Garbage collection: asynchronous with `Config::gc_delay` (dependents outlive their owner for a
 //! while, like with the real garbage collector), and dangling owner references removed from a
-//! dependent that still has another owner.
+//! dependent that still has another owner. And `Config::request_latency`: every request is
+//! delayed before it is handled (benchmarks emulate an API server across a network with it).
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, DeleteParams, PostParams};
@@ -75,4 +76,27 @@ async fn asynchronous_collection_and_dangling_references() {
         .collect();
     assert_eq!(refs, ["b"]);
     srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn every_request_waits_for_the_configured_latency() {
+    let latency = Duration::from_millis(60);
+    let srv = tenantdb_apiserver::start(Config {
+        request_latency: latency,
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(client(&srv).await, "default");
+    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "a"}})).unwrap();
+    // The first request also opens the connection: time the ones after it.
+    cms.create(&PostParams::default(), &cm).await.unwrap();
+    for _ in 0..3 {
+        let t = Instant::now();
+        cms.get("a").await.unwrap();
+        assert!(t.elapsed() >= latency, "a GET took {:?}", t.elapsed());
+    }
+    let t = Instant::now();
+    cms.list(&Default::default()).await.unwrap();
+    assert!(t.elapsed() >= latency, "a LIST took {:?}", t.elapsed());
 }

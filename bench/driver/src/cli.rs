@@ -129,18 +129,12 @@ pub fn parse_args() -> Result<Command> {
             prov_database: 100,
             // BENCH_STEADY_TENANTS overrides (see README: with resync 30 s this machine saturates
             // at about 1,270 schema tenants).
-            steady_tenants: std::env::var("BENCH_STEADY_TENANTS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(2000),
+            steady_tenants: env_count("BENCH_STEADY_TENANTS", 2000)?,
             resync_seconds: 30,
             memory_steps: vec![1000, 5000, 10000],
             fleet_parallel: vec![1, 4, 8],
             ttr_samples: 30,
-            admission_background: std::env::var("BENCH_ADMISSION_TENANTS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(600),
+            admission_background: env_count("BENCH_ADMISSION_TENANTS", 600)?,
             admission_new: 50,
             placement_tenants: 500,
             moves_mib: vec![1, 100],
@@ -158,6 +152,32 @@ fn prov_schema_sizes() -> Result<Vec<usize>> {
         .map(|n| n.trim().parse::<usize>().ok().filter(|n| *n > 0))
         .collect::<Option<Vec<usize>>>()
         .with_context(|| format!("BENCH_PROV_SCHEMA={v:?}: expected e.g. 200 or 100,500"))
+}
+
+/// A positive count from the environment variable `name`, else `default`. A malformed value is
+/// an error naming it, not a silent fallback to the default size.
+fn env_count(name: &str, default: usize) -> Result<usize> {
+    let Ok(v) = std::env::var(name) else {
+        return Ok(default);
+    };
+    v.trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|n| *n > 0)
+        .with_context(|| format!("{name}={v:?}: expected a positive number"))
+}
+
+/// The emulated API latency of every scenario: `BENCH_API_LATENCY_MS` (milliseconds, default 0)
+/// delays every API request before it is handled and every watch event by that much (an API
+/// server across a network; `tenantdb-apiserver --request-latency-ms / --watch-latency-ms`).
+pub fn api_latency() -> Result<std::time::Duration> {
+    let Ok(v) = std::env::var("BENCH_API_LATENCY_MS") else {
+        return Ok(std::time::Duration::ZERO);
+    };
+    v.trim()
+        .parse::<u64>()
+        .map(std::time::Duration::from_millis)
+        .with_context(|| format!("BENCH_API_LATENCY_MS={v:?}: expected milliseconds, e.g. 3"))
 }
 
 impl Cfg {

@@ -57,6 +57,8 @@ impl Env {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             // Large enough that no watcher of a 10k-object run ever falls out of the history.
             watch_history: 200_000,
+            request_latency: crate::cli::api_latency()?,
+            watch_latency: crate::cli::api_latency()?,
             ..Default::default()
         };
         for (_, crd) in tenantdb::crd::all_crds() {

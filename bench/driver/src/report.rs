@@ -44,6 +44,7 @@ pub fn header(cfg: &Cfg) -> Value {
         "git_revision": sh("git rev-parse --short HEAD"),
         "git_dirty": !sh("git status --porcelain -- src apiserver testkit migrations build.rs Cargo.toml Cargo.lock").is_empty(),
         "machine": machine(),
+        "api_latency_ms": crate::cli::api_latency().map(|d| d.as_millis()).unwrap_or_default(),
         "operator_binary": cfg.operator.display().to_string(),
     })
 }
@@ -116,7 +117,7 @@ pub fn summary(r: &Value) -> String {
     let mut s = String::new();
     let m = &r["machine"];
     s.push_str(&format!(
-        "# tenantdb benchmark results{}\n\n{} · {} cores · {} GiB · {} · operator rev {}{}\n\n",
+        "# tenantdb benchmark results{}\n\n{} · {} cores · {} GiB · {} · operator rev {}{}{}\n\n",
         if r["quick"] == json!(true) {
             " (quick smoke run: tiny N, not representative)"
         } else {
@@ -131,6 +132,11 @@ pub fn summary(r: &Value) -> String {
             " (+ uncommitted changes)"
         } else {
             ""
+        },
+        match r["api_latency_ms"].as_u64() {
+            Some(ms) if ms > 0 =>
+                format!(" · emulated API latency {ms} ms per request and watch event"),
+            _ => String::new(),
         },
     ));
     if let Some(rows) = r["provisioning"].as_array() {

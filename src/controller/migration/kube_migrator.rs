@@ -13,7 +13,8 @@ use super::super::{Context, object_key_for};
 use super::*;
 use crate::crd::Tenant;
 use crate::error::{Error, Result};
-use crate::pg::session::Credentials;
+use crate::pg::PgAdmin;
+use crate::pg::session::{Credentials, TenantSession};
 
 /// The migrator used by the controller: the tenant's credentials from its Secret, PostgreSQL as
 /// the tenant, then `status.schemaVersion` on the Tenant — written in the background, so that the
@@ -26,6 +27,121 @@ pub(crate) struct KubeMigrator {
     pub(crate) namespace: String,
     /// `status.schemaVersion` writes in flight.
     pub(crate) recording: Recorder,
+    /// Credentials read ahead for tenants about to start ([`TenantMigrator::prefetch`]), by
+    /// tenant name; taken by the tenant's migration, the rest dropped at the end of the pass.
+    pub(crate) prefetched: Prefetched,
+}
+
+/// What was read and opened ahead of a tenant's migration: its credentials, and a session
+/// logged in as the tenant with them (`None` when that login failed: the migration logs in
+/// again itself and reports the error).
+type Ahead = (Credentials, Option<TenantSession>, std::time::Instant);
+
+/// The oldest read ahead a migration uses: an older one (the tenant before took long) may hold a
+/// rotated password or a session the server timed out; it is dropped and done again.
+const AHEAD_MAX_AGE: Duration = Duration::from_secs(5);
+
+/// Credentials Secret reads and tenant logins started ahead of a tenant's migration.
+#[derive(Default)]
+pub(crate) struct Prefetched(
+    std::sync::Mutex<std::collections::HashMap<String, tokio::task::JoinHandle<Result<Ahead>>>>,
+);
+
+impl Prefetched {
+    /// Starts reading `tenant`'s credentials and logging in with them on `pg` (its server)
+    /// unless that already runs or ran for it.
+    fn start(
+        &self,
+        secrets: &Api<k8s_openapi::api::core::v1::Secret>,
+        pg: Arc<PgAdmin>,
+        tenant: &RolloutTenant,
+    ) {
+        let Ok(mut map) = self.0.lock() else {
+            return;
+        };
+        if map.contains_key(&tenant.name) {
+            return;
+        }
+        let (secrets, t) = (secrets.clone(), tenant.clone());
+        map.insert(
+            tenant.name.clone(),
+            tokio::spawn(async move {
+                let creds = read_credentials(&secrets, &t).await?;
+                let session = pg.login(&t.names.database, &creds).await.ok();
+                Ok((creds, session, std::time::Instant::now()))
+            }),
+        );
+    }
+
+    /// What was started for `name`, if anything (removed: a later migration of the same tenant
+    /// reads the Secret and logs in again).
+    async fn take_raw(&self, name: &str) -> Option<Result<Ahead>> {
+        let handle = self.0.lock().ok()?.remove(name)?;
+        handle.await.ok()
+    }
+
+    /// The credentials and live session read ahead for `name`: `None` when nothing was started,
+    /// the read failed, or it is older than [`AHEAD_MAX_AGE`]; the session `None` when the login
+    /// failed or the session does not answer a ping any more.
+    async fn take(&self, name: &str) -> Option<(Credentials, Option<TenantSession>)> {
+        let (creds, session, at) = self.take_raw(name).await?.ok()?;
+        if at.elapsed() > AHEAD_MAX_AGE {
+            if let Some(s) = session {
+                s.close().await;
+            }
+            return None;
+        }
+        let session = match session {
+            Some(mut s) => sqlx::Connection::ping(&mut *s).await.is_ok().then_some(s),
+            None => None,
+        };
+        Some((creds, session))
+    }
+
+    /// Drops what was started for `name` (its session closed).
+    async fn discard(&self, name: &str) {
+        if let Some(Ok((_, Some(session), _))) = self.take_raw(name).await {
+            session.close().await;
+        }
+    }
+
+    /// Drops everything not taken: running reads and logins are cancelled, sessions closed.
+    async fn clear(&self) {
+        let handles: Vec<_> = match self.0.lock() {
+            Ok(mut map) => map.drain().map(|(_, h)| h).collect(),
+            Err(_) => return,
+        };
+        for h in handles {
+            h.abort();
+            if let Ok(Ok((_, Some(session), _))) = h.await {
+                session.close().await;
+            }
+        }
+    }
+}
+
+/// The login of `tenant`'s credentials Secret (read from the API: the controller keeps no cache
+/// of Secrets).
+async fn read_credentials(
+    secrets: &Api<k8s_openapi::api::core::v1::Secret>,
+    tenant: &RolloutTenant,
+) -> Result<Credentials> {
+    let name = tenant.secret_name.as_deref().ok_or_else(|| {
+        Error::Internal(format!(
+            "tenant {} has no credentials Secret name",
+            tenant.name
+        ))
+    })?;
+    let secret = secrets.get_opt(name).await?.ok_or_else(|| {
+        Error::unavailable(format!(
+            "credentials Secret {name} not found (the Tenant controller writes it)"
+        ))
+    })?;
+    Credentials::for_tenant(
+        &tenant.names,
+        crate::secret::read_key(&secret, "username").as_deref(),
+        crate::secret::read_key(&secret, "password").as_deref(),
+    )
 }
 
 /// Background `status.schemaVersion` writes: at most [`RECORD_IN_FLIGHT`] at once.
@@ -79,25 +195,9 @@ impl Recorder {
 }
 
 impl KubeMigrator {
-    /// The login of the tenant's credentials Secret (read from the API: the controller keeps no
-    /// cache of Secrets).
+    /// The login of the tenant's credentials Secret, read now.
     async fn credentials(&self, tenant: &RolloutTenant) -> Result<Credentials> {
-        let name = tenant.secret_name.as_deref().ok_or_else(|| {
-            Error::Internal(format!(
-                "tenant {} has no credentials Secret name",
-                tenant.name
-            ))
-        })?;
-        let secret = self.secrets.get_opt(name).await?.ok_or_else(|| {
-            Error::unavailable(format!(
-                "credentials Secret {name} not found (the Tenant controller writes it)"
-            ))
-        })?;
-        Credentials::for_tenant(
-            &tenant.names,
-            crate::secret::read_key(&secret, "username").as_deref(),
-            crate::secret::read_key(&secret, "password").as_deref(),
-        )
+        read_credentials(&self.secrets, tenant).await
     }
 
     /// Why `tenant` is not migrated now after all: its Tenant, as the cache has it when its turn
@@ -116,6 +216,7 @@ impl KubeMigrator {
 impl TenantMigrator for KubeMigrator {
     async fn migrate(&self, tenant: &RolloutTenant) -> TenantOutcome {
         if let Some(why) = self.deferral(tenant) {
+            self.prefetched.discard(&tenant.name).await;
             return TenantOutcome::error(
                 tenant,
                 OutcomeKind::Deferred,
@@ -125,10 +226,20 @@ impl TenantMigrator for KubeMigrator {
             );
         }
         let mut with_login;
+        let mut session = None;
         let tenant = if tenant.credentials.is_some() {
             tenant
         } else {
-            match self.credentials(tenant).await {
+            // Read and logged in ahead (at most one tenant's migration ago) when it worked;
+            // a failed read ahead (the Secret not written yet, an API error) is tried again now.
+            let ahead = match self.prefetched.take(&tenant.name).await {
+                Some((creds, s)) => {
+                    session = s;
+                    Ok(creds)
+                }
+                None => self.credentials(tenant).await,
+            };
+            match ahead {
                 Ok(c) => {
                     with_login = tenant.clone();
                     with_login.credentials = Some(c);
@@ -150,7 +261,7 @@ impl TenantMigrator for KubeMigrator {
                 }
             }
         };
-        let outcome = self.pg.migrate(tenant).await;
+        let outcome = self.pg.migrate_on(tenant, session).await;
         if outcome.kind != OutcomeKind::Succeeded || self.pg.dry_run {
             return outcome;
         }
@@ -170,7 +281,18 @@ impl TenantMigrator for KubeMigrator {
         outcome
     }
 
+    fn prefetch(&self, tenant: &RolloutTenant) {
+        // Not for a tenant that is moving (its login may be fenced) or whose server is unknown.
+        if tenant.credentials.is_none()
+            && self.deferral(tenant).is_none()
+            && let Ok(pg) = self.pg.admin_for(tenant)
+        {
+            self.prefetched.start(&self.secrets, pg, tenant);
+        }
+    }
+
     async fn flush(&self) {
+        self.prefetched.clear().await;
         self.recording.flush().await;
     }
 }

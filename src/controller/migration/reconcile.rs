@@ -66,26 +66,54 @@ pub(crate) fn superseded_by(
     tm: &TenantMigration,
     tenant: &Tenant,
 ) -> Option<String> {
-    let key = |m: &TenantMigration| {
-        (
-            m.meta().creation_timestamp.as_ref().map(|t| t.0),
-            m.name_any(),
-        )
-    };
-    let mine = key(tm);
-    store
-        .state()
-        .into_iter()
-        .filter(|m| {
-            m.namespace() == tm.namespace()
-                && m.meta().uid != tm.meta().uid
-                && !m.spec.dry_run
-                && m.meta().deletion_timestamp.is_none()
-                && key(m) > mine
-                && targets(m, tenant)
-        })
+    let mine = age_key(tm);
+    others_in_namespace(store, tm)
+        .filter(|m| !m.spec.dry_run && age_key(m) > mine && targets(m, tenant))
         .map(|m| m.name_any())
         .max()
+}
+
+/// The other TenantMigrations of `tm`'s namespace in the cache, not being deleted.
+fn others_in_namespace<'a>(
+    store: &Store<TenantMigration>,
+    tm: &'a TenantMigration,
+) -> impl Iterator<Item = Arc<TenantMigration>> + 'a {
+    store.state().into_iter().filter(move |m| {
+        m.namespace() == tm.namespace()
+            && m.meta().uid != tm.meta().uid
+            && m.meta().deletion_timestamp.is_none()
+    })
+}
+
+/// The order of TenantMigrations in a namespace: a later key is the newer TenantMigration.
+fn age_key(m: &TenantMigration) -> (Option<k8s_openapi::jiff::Timestamp>, String) {
+    (
+        m.meta().creation_timestamp.as_ref().map(|t| t.0),
+        m.name_any(),
+    )
+}
+
+/// The older, completed TenantMigrations of the namespace that select one of `tenants` (which
+/// the pass of the newer `tm` just moved to another version). Tenants leaving a completed
+/// rollout's target for a newer rollout do not trigger it one by one (`trigger`); it is
+/// reconciled once when the newer pass ended, and lists them as left to the newer one.
+pub(crate) fn superseded_completed(
+    store: &Store<TenantMigration>,
+    tm: &TenantMigration,
+    tenants: &[Tenant],
+) -> Vec<ObjectRef<TenantMigration>> {
+    if tm.spec.dry_run {
+        return Vec::new();
+    }
+    let mine = age_key(tm);
+    others_in_namespace(store, tm)
+        .filter(|m| {
+            age_key(m) < mine
+                && m.status.as_ref().map(|s| s.phase) == Some(MigrationPhase::Succeeded)
+                && tenants.iter().any(|t| targets(m, t))
+        })
+        .map(|m| ObjectRef::from_obj(m.as_ref()))
+        .collect()
 }
 
 /// The reconcile after its guards: each stage returns early when it decides the outcome.
@@ -161,6 +189,13 @@ pub(crate) async fn reconcile_inner(
 
     // 2. The Tenants, 3. classified.
     let tenants = select::tenants(ctx, &ns, &r).await?;
+    if finished.is_some() {
+        // The pass that just ended moved tenants off the targets of older, completed rollouts:
+        // those are reconciled once now (see `superseded_completed`).
+        for older in superseded_completed(store, tm, &tenants) {
+            rollouts.trigger(older);
+        }
+    }
     let prev_entries: BTreeMap<String, TenantMigrationProgress> = if same_revision {
         rec.prev
             .tenants
@@ -314,6 +349,7 @@ pub(crate) async fn reconcile_inner(
             ctx: ctx.clone(),
             namespace: ns.clone(),
             recording: Default::default(),
+            prefetched: Default::default(),
         });
         let config = RolloutConfig {
             max_parallel,

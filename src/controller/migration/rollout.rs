@@ -183,6 +183,19 @@ pub async fn migrate_tenant(
     target_version: i64,
     dry_run: bool,
 ) -> TenantOutcome {
+    migrate_tenant_on(pg, set, tenant, target_version, dry_run, None).await
+}
+
+/// [`migrate_tenant`] on `session` when one is given: a session already logged in as the tenant
+/// with its credentials (opened ahead, see [`TenantMigrator::prefetch`]); else it logs in.
+pub(crate) async fn migrate_tenant_on(
+    pg: &PgAdmin,
+    set: &MigrationSet,
+    tenant: &RolloutTenant,
+    target_version: i64,
+    dry_run: bool,
+    session: Option<crate::pg::session::TenantSession>,
+) -> TenantOutcome {
     let started = Instant::now();
     let target = MigrationTarget {
         schema: tenant.names.schema.as_str(),
@@ -198,7 +211,11 @@ pub async fn migrate_tenant(
             started.elapsed(),
         );
     };
-    let mut conn = match pg.login(&tenant.names.database, creds).await {
+    let login = match session {
+        Some(s) => Ok(s),
+        None => pg.login(&tenant.names.database, creds).await,
+    };
+    let mut conn = match login {
         Ok(c) => c,
         Err(e) => {
             // A login role with more than tenant rights is a configuration problem, not an
@@ -254,6 +271,12 @@ pub trait TenantMigrator: Send + Sync + 'static {
     /// Migrates one tenant. Errors are reported in the outcome, never as a panic.
     fn migrate(&self, tenant: &RolloutTenant) -> impl Future<Output = TenantOutcome> + Send;
 
+    /// A hint that `tenant` is probably the next to start: the migrator may begin reading what
+    /// it needs (the Kubernetes migrator: the credentials Secret) while the running tenants
+    /// migrate. A hint may go unused (a pause, a halt, another tenant's server slot freeing
+    /// first); [`TenantMigrator::flush`] drops what is left.
+    fn prefetch(&self, _tenant: &RolloutTenant) {}
+
     /// Waits for work the migrator does after a tenant's outcome, off the rollout's critical path
     /// (the Kubernetes migrator's `status.schemaVersion` writes). Called once before
     /// [`Rollout::run`] returns.
@@ -277,31 +300,52 @@ pub struct PgMigrator {
     pub dry_run: bool,
 }
 
-impl TenantMigrator for PgMigrator {
-    async fn migrate(&self, tenant: &RolloutTenant) -> TenantOutcome {
-        let server = match (&tenant.server, &self.servers) {
-            (Some(name), Some(servers)) => match servers.get(name) {
-                Some(s) => Some(s),
-                None => {
-                    return TenantOutcome::error(
-                        tenant,
-                        OutcomeKind::Retry,
-                        "server",
-                        format!("database server {name} is not known (yet)"),
-                        Duration::ZERO,
-                    );
-                }
-            },
-            _ => None,
+impl PgMigrator {
+    /// Admin access to the server `tenant` lives on; `Err` is the message when that server is
+    /// not known (yet).
+    pub(crate) fn admin_for(&self, tenant: &RolloutTenant) -> Result<Arc<PgAdmin>, String> {
+        match (&tenant.server, &self.servers) {
+            (Some(name), Some(servers)) => servers
+                .get(name)
+                .map(|s| s.pg().clone())
+                .ok_or_else(|| format!("database server {name} is not known (yet)")),
+            _ => Ok(self.pg.clone()),
+        }
+    }
+
+    /// Migrates `tenant` on `session` when one is given (see [`migrate_tenant_on`]).
+    pub(crate) async fn migrate_on(
+        &self,
+        tenant: &RolloutTenant,
+        session: Option<crate::pg::session::TenantSession>,
+    ) -> TenantOutcome {
+        let pg = match self.admin_for(tenant) {
+            Ok(pg) => pg,
+            Err(message) => {
+                return TenantOutcome::error(
+                    tenant,
+                    OutcomeKind::Retry,
+                    "server",
+                    message,
+                    Duration::ZERO,
+                );
+            }
         };
-        migrate_tenant(
-            server.as_ref().map_or(&self.pg, |s| s.pg()),
+        migrate_tenant_on(
+            &pg,
             &self.set,
             tenant,
             self.target_version,
             self.dry_run,
+            session,
         )
         .await
+    }
+}
+
+impl TenantMigrator for PgMigrator {
+    async fn migrate(&self, tenant: &RolloutTenant) -> TenantOutcome {
+        self.migrate_on(tenant, None).await
     }
 }
 
@@ -511,6 +555,15 @@ impl<M: TenantMigrator> Rollout<M> {
                 task_names.insert(handle.id(), name);
                 task_servers.insert(handle.id(), server);
                 summary.peak_running = summary.peak_running.max(tasks.len());
+            }
+            // The tenant that starts when a slot frees: its credentials are read meanwhile (at
+            // maxParallel 1 the Secret read leaves the critical path). Not during the canary
+            // phase (the fleet may never start) nor once halted.
+            if summary.halted.is_none()
+                && !in_canary_phase
+                && let Some(next) = queue.front()
+            {
+                self.migrator.prefetch(next);
             }
             let Some(joined) = tasks.join_next_with_id().await else {
                 break;

@@ -125,6 +125,11 @@ impl Rollouts {
         }
     }
 
+    /// Triggers one reconcile of `oref` (through the same stream as the end of a pass).
+    pub fn trigger(&self, oref: ObjectRef<TenantMigration>) {
+        let _ = self.trigger.unbounded_send(oref);
+    }
+
     /// Forgets finished results of TenantMigrations that are gone (`live` answers for a key).
     pub fn retain(&self, live: impl Fn(&str) -> bool) {
         if let Ok(mut f) = self.finished.lock() {

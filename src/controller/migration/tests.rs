@@ -34,6 +34,9 @@ struct Fake {
     running: AtomicUsize,
     peak: AtomicUsize,
     order: Mutex<Vec<String>>,
+    /// The tenants hinted with `prefetch`, and whether each was hinted before it started.
+    hints: Mutex<Vec<String>>,
+    hinted_before_start: Mutex<Vec<(String, bool)>>,
 }
 
 impl Fake {
@@ -44,15 +47,26 @@ impl Fake {
             running: AtomicUsize::new(0),
             peak: AtomicUsize::new(0),
             order: Mutex::new(vec![]),
+            hints: Mutex::new(vec![]),
+            hinted_before_start: Mutex::new(vec![]),
         })
     }
 }
 
 impl TenantMigrator for Fake {
+    fn prefetch(&self, t: &RolloutTenant) {
+        self.hints.lock().unwrap().push(t.name.clone());
+    }
+
     async fn migrate(&self, t: &RolloutTenant) -> TenantOutcome {
         let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
         self.peak.fetch_max(now, Ordering::SeqCst);
         self.order.lock().unwrap().push(t.name.clone());
+        let hinted = self.hints.lock().unwrap().contains(&t.name);
+        self.hinted_before_start
+            .lock()
+            .unwrap()
+            .push((t.name.clone(), hinted));
         tokio::time::sleep(Duration::from_millis(5)).await;
         self.running.fetch_sub(1, Ordering::SeqCst);
         let kind = if self.fail.contains(&t.name.as_str()) {
@@ -181,6 +195,7 @@ fn schema_version_moves_trigger_only_the_rollouts_they_concern() {
     let (store, mut writer) = kube::runtime::reflector::store::<TenantMigration>();
     let with_status = |name: &str, status: serde_json::Value| {
         let mut tm = tm_obj(name, json!({"selector": {"matchLabels": {"tier": "gold"}}}));
+        tm.metadata.uid = Some(name.to_string());
         tm.status = Some(serde_json::from_value(status).unwrap());
         tm
     };
@@ -191,7 +206,11 @@ fn schema_version_moves_trigger_only_the_rollouts_they_concern() {
             "running10",
             json!({"targetVersion": 10, "phase": "Running"}),
         ),
-        tm_obj("fresh", json!({"tenant": "a"})),
+        {
+            let mut fresh = tm_obj("fresh", json!({"tenant": "a"}));
+            fresh.metadata.uid = Some("fresh".into());
+            fresh
+        },
     ] {
         writer.apply_watcher_event(&watcher::Event::Apply(tm));
     }
@@ -202,18 +221,126 @@ fn schema_version_moves_trigger_only_the_rollouts_they_concern() {
     // 8 → 9: done9's target reached (its pass reported it); done10 completed and 8, 9 are both
     // not its target: neither is triggered. A running rollout and one without status are.
     assert_eq!(fire(&at(9)), ["fresh", "running10"]);
-    // 9 → 10: leaving done9's target is news to it; reaching 10 is not news to the rollouts to 10.
-    assert_eq!(fire(&at(10)), ["done9", "fresh"]);
-    // 10 → 8 (a rollback elsewhere): news to the rollouts to 10, not to done9.
-    assert_eq!(fire(&at(8)), ["done10", "fresh", "running10"]);
+    // 9 → 10: leaving done9's target for the newer rollouts selecting the tenant (done10,
+    // running10, fresh: newer by name here, none has a creation time) is not news to done9 (the
+    // newer pass triggers it once when it ends); reaching 10 is not news to the rollouts to 10.
+    // (Leaving a completed target without a newer rollout: the next test.)
+    assert_eq!(fire(&at(10)), ["fresh"]);
+    // 10 → 8 (a rollback elsewhere): news to the running rollout to 10; not to done9 (neither
+    // is its target), nor to done10 (newer rollouts select the tenant).
+    assert_eq!(fire(&at(8)), ["fresh", "running10"]);
     // A version move together with another change (here: Ready again) is news to every one.
     let failed = tenant_obj("a", "gold", json!({"phase": "Failed", "schemaVersion": 8}));
     fire(&failed);
     assert_eq!(fire(&at(9)), ["done10", "done9", "fresh", "running10"]);
 }
 
+/// A TenantMigration of `tm_obj` created at `second`, with a status.
+fn aged(name: &str, second: i64, status: serde_json::Value) -> TenantMigration {
+    let mut tm = tm_obj(name, json!({"selector": {"matchLabels": {"tier": "gold"}}}));
+    tm.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::from_second(second).unwrap(),
+    ));
+    tm.metadata.uid = Some(name.to_string());
+    tm.status = Some(serde_json::from_value(status).unwrap());
+    tm
+}
+
+#[test]
+fn leaving_a_completed_target_is_news_only_without_a_newer_rollout() {
+    let (store, mut writer) = kube::runtime::reflector::store::<TenantMigration>();
+    // z9 is the newest by name but the oldest by creation time: creation time decides.
+    writer.apply_watcher_event(&watcher::Event::Apply(aged(
+        "z9",
+        100,
+        json!({"targetVersion": 9, "phase": "Succeeded"}),
+    )));
+    let trigger = TenantTrigger::default();
+    let fire = |t: &Tenant| fired(&trigger, &store, t);
+    let at = |v: i64| tenant_obj("a", "gold", json!({"phase": "Ready", "schemaVersion": v}));
+    assert_eq!(fire(&at(9)), ["z9"]);
+    // No newer rollout selects the tenant: leaving z9's target is news to z9 (drift to report).
+    assert_eq!(fire(&at(10)), ["z9"]);
+    fire(&at(9));
+    // A newer rollout to 10 selects it: the tenant leaves for it, z9 is not triggered per tenant.
+    let newer = aged("a10", 200, json!({"targetVersion": 10, "phase": "Running"}));
+    writer.apply_watcher_event(&watcher::Event::Apply(newer.clone()));
+    assert_eq!(fire(&at(10)), Vec::<String>::new());
+    // Back at 9 (rollback): news to the older one again (its target reached? no: it is reached,
+    // so not news to z9), news to the newer running rollout.
+    assert_eq!(fire(&at(9)), ["a10"]);
+
+    // When the newer rollout's pass ends, it triggers the older completed ones selecting its
+    // tenants once (and neither itself, nor newer, nor unfinished, nor deleted ones, nor any for
+    // a dry run).
+    let newest = aged(
+        "b11",
+        300,
+        json!({"targetVersion": 11, "phase": "Succeeded"}),
+    );
+    let older_running = aged("c8", 50, json!({"targetVersion": 8, "phase": "Running"}));
+    let mut older_deleted = aged("d7", 60, json!({"targetVersion": 7, "phase": "Succeeded"}));
+    older_deleted.metadata.deletion_timestamp = newest.metadata.creation_timestamp.clone();
+    let mut other_ns = aged("e6", 70, json!({"targetVersion": 6, "phase": "Succeeded"}));
+    other_ns.metadata.namespace = Some("other".into());
+    for tm in [newest, older_running, older_deleted, other_ns] {
+        writer.apply_watcher_event(&watcher::Event::Apply(tm));
+    }
+    let woken = |tm: &TenantMigration, tenants: &[Tenant]| {
+        let mut v: Vec<String> = super::reconcile::superseded_completed(&store, tm, tenants)
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(woken(&newer, &[at(10)]), ["z9"]);
+    assert!(woken(&newer, &[tenant_obj("x", "silver", json!({}))]).is_empty());
+    let mut dry = newer.clone();
+    dry.spec.dry_run = true;
+    assert!(woken(&dry, &[at(10)]).is_empty());
+}
+
 fn names(n: usize) -> Vec<RolloutTenant> {
     (0..n).map(|i| rt(&format!("t{i:02}"))).collect()
+}
+
+#[tokio::test]
+async fn the_next_tenant_is_hinted_while_the_running_ones_migrate() {
+    let fake = Fake::new(vec![], vec![]);
+    let r = Rollout::new(
+        RolloutConfig {
+            max_parallel: 1,
+            ..Default::default()
+        },
+        fake.clone(),
+    );
+    r.run(names(4), || Control::Continue, None).await;
+    // Each tenant after the first was hinted once, before it started.
+    assert_eq!(*fake.hints.lock().unwrap(), ["t01", "t02", "t03"]);
+    let started = fake.hinted_before_start.lock().unwrap().clone();
+    assert_eq!(
+        started,
+        [("t00", false), ("t01", true), ("t02", true), ("t03", true)]
+            .map(|(n, h)| (n.to_string(), h))
+    );
+
+    // Not during the canary phase (the fleet may never start), nor once halted.
+    let fake = Fake::new(vec!["t02"], vec![]);
+    let r = Rollout::new(
+        RolloutConfig {
+            max_parallel: 1,
+            canaries: 2,
+            enforce_budget: true,
+            failure_budget: 0,
+            ..Default::default()
+        },
+        fake.clone(),
+    );
+    let s = r.run(names(6), || Control::Continue, None).await;
+    assert_eq!(s.halted, Some(HaltReason::FailureBudgetExceeded));
+    // t00, t01: canaries (no hints); t02 starts and fails with t03 hinted; then halted.
+    assert_eq!(*fake.hints.lock().unwrap(), ["t03"]);
 }
 
 #[tokio::test]

@@ -85,7 +85,11 @@ impl TenantTrigger {
         store
             .state()
             .into_iter()
-            .filter(|m| version_move_is_news_to(m, version_moved))
+            .filter(|m| {
+                version_move_is_news_to(m, version_moved, || {
+                    super::reconcile::superseded_by(store, m, tenant).is_some()
+                })
+            })
             .filter(|m| {
                 m.namespace() == ns
                     && (targets(m, tenant)
@@ -117,12 +121,16 @@ impl TenantTrigger {
 /// (`version_moved` is `None` when something else changed: always news). Not news: the tenant
 /// reached `tm`'s target version (its pass reports it when it ends), or `tm` has completed and the
 /// tenant moves between versions that are both not its target (a newer rollout; `tm` lists it as
-/// skipped either way and refreshes the version in that message at its resync). Without this,
-/// every migrated tenant's event re-classified the whole fleet once for each older
-/// TenantMigration selecting it: O(TenantMigrations × N²) per rollout (bench/README.md, finding 10).
+/// skipped either way and refreshes the version in that message at its resync), or `tm` has
+/// completed and the tenant leaves its target for a newer TenantMigration selecting it
+/// (`superseded`; the newer one's pass triggers `tm` once when it ends, see
+/// `reconcile::superseded_completed`). Without this, every migrated tenant's event re-classified
+/// the whole fleet once for each older TenantMigration selecting it: O(TenantMigrations × N²) per
+/// rollout (bench/README.md, finding 10).
 fn version_move_is_news_to(
     tm: &TenantMigration,
     version_moved: Option<(Option<i64>, Option<i64>)>,
+    superseded: impl FnOnce() -> bool,
 ) -> bool {
     let Some((from, to)) = version_moved else {
         return true;
@@ -136,5 +144,6 @@ fn version_move_is_news_to(
     let completed = status.phase == crate::crd::MigrationPhase::Succeeded;
     let reached = to == Some(target);
     let elsewhere = completed && from != Some(target) && to != Some(target);
-    !(reached || elsewhere)
+    let left_for_newer = completed && from == Some(target) && to != Some(target) && superseded();
+    !(reached || elsewhere || left_for_newer)
 }
