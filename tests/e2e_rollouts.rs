@@ -79,6 +79,36 @@ async fn create_migration(env: &Env, name: &str, spec: serde_json::Value) {
         .unwrap();
 }
 
+/// A `schema` Tenant `name` labelled `tier: <tier>`.
+async fn create_in_tier(env: &Env, name: &str, tier: &str) {
+    let t: tenantdb::crd::Tenant = serde_json::from_value(json!({
+        "apiVersion": "tenantdb.io/v1alpha1", "kind": "Tenant",
+        "metadata": {"name": name, "namespace": NS, "labels": {"tier": tier}},
+        "spec": {"isolation": "schema"},
+    }))
+    .unwrap();
+    env.tenants(NS)
+        .create(&PostParams::default(), &t)
+        .await
+        .unwrap();
+}
+
+/// A ConfigMap `tier` with one migration file of `sql`, and a TenantMigration `tier` applying it
+/// to the Tenants labelled `tier: <tier>`, one at a time.
+async fn serial_rollout(env: &Env, tier: &str, sql: &str) {
+    config_map(env, tier, json!({format!("1_{tier}.up.sql"): sql})).await;
+    create_migration(
+        env,
+        tier,
+        json!({
+            "target": {"selector": {"matchLabels": {"tier": tier}}},
+            "source": {"configMap": {"name": tier}},
+            "strategy": {"maxParallel": 1},
+        }),
+    )
+    .await;
+}
+
 async fn status(env: &Env, name: &str) -> Option<tenantdb::crd::TenantMigrationStatus> {
     migrations(env).get_opt(name).await.ok().flatten()?.status
 }
@@ -149,27 +179,9 @@ async fn rollouts_run_in_the_background_and_stop_when_deleted() {
     env.ensure_namespace(NS).await;
     const N: usize = 60;
     for i in 0..N {
-        let t: tenantdb::crd::Tenant = serde_json::from_value(json!({
-            "apiVersion": "tenantdb.io/v1alpha1", "kind": "Tenant",
-            "metadata": {"name": format!("t{i:02}"), "namespace": NS, "labels": {"tier": "slow"}},
-            "spec": {"isolation": "schema"},
-        }))
-        .unwrap();
-        env.tenants(NS)
-            .create(&PostParams::default(), &t)
-            .await
-            .unwrap();
+        create_in_tier(&env, &format!("t{i:02}"), "slow").await;
     }
-    let fast: tenantdb::crd::Tenant = serde_json::from_value(json!({
-        "apiVersion": "tenantdb.io/v1alpha1", "kind": "Tenant",
-        "metadata": {"name": "fast-0", "namespace": NS, "labels": {"tier": "fast"}},
-        "spec": {"isolation": "schema"},
-    }))
-    .unwrap();
-    env.tenants(NS)
-        .create(&PostParams::default(), &fast)
-        .await
-        .unwrap();
+    create_in_tier(&env, "fast-0", "fast").await;
     for i in 0..N {
         env.wait_ready(NS, &format!("t{i:02}"), T).await;
     }
@@ -177,24 +189,14 @@ async fn rollouts_run_in_the_background_and_stop_when_deleted() {
 
     config_map(
         &env,
-        "slow",
-        json!({"1_slow.up.sql": "SELECT pg_sleep(0.25); CREATE TABLE slow_t (id int);"}),
-    )
-    .await;
-    config_map(
-        &env,
         "fast",
         json!({"1_fast.up.sql": "CREATE TABLE fast_t (id int);"}),
     )
     .await;
-    create_migration(
+    serial_rollout(
         &env,
         "slow",
-        json!({
-            "target": {"selector": {"matchLabels": {"tier": "slow"}}},
-            "source": {"configMap": {"name": "slow"}},
-            "strategy": {"maxParallel": 1},
-        }),
+        "SELECT pg_sleep(0.25); CREATE TABLE slow_t (id int);",
     )
     .await;
     wait_for(T, "the slow rollout under way", || async {
@@ -388,4 +390,65 @@ async fn broken_bookkeeping_and_bad_files_fail_once_without_a_retry_storm() {
     );
     assert_eq!(migrated_in_shared(&env, "y").await, 0);
     let _ = migrated(&env, "y").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_opened_ahead_is_not_held_through_a_long_migration() {
+    let dir = empty_migrations_dir();
+    let dir_arg = dir.0.display().to_string();
+    let env = Env::start_with(&["--migrations-dir", &dir_arg, "--resync-seconds", "30"]).await;
+    env.ensure_namespace(NS).await;
+    for name in ["long-a", "long-b"] {
+        create_in_tier(&env, name, "long").await;
+    }
+    for name in ["long-a", "long-b"] {
+        env.wait_ready(NS, name, T).await;
+    }
+    serial_rollout(
+        &env,
+        "long",
+        "SELECT pg_sleep(9); CREATE TABLE long_t (id int);",
+    )
+    .await;
+    // The first tenant migrates (9 s) with the second one logged in ahead …
+    let (first, second) = match wait_for(T, "the second tenant logged in ahead", || async {
+        match tenant_sessions(&env).await {
+            (active, idle) if active.len() == 1 && idle.len() == 1 && active[0] != idle[0] => {
+                Some((active[0].clone(), idle[0].clone()))
+            }
+            _ => None,
+        }
+    })
+    .await
+    {
+        Ok(users) => users,
+        Err(e) => panic!("{e}: {:?}", tenant_sessions(&env).await),
+    };
+    // … and that idle session is closed after at most 5 s, while the first one still sleeps.
+    if let Err(e) = wait_for(T, "the session opened ahead closed", || async {
+        let pool = env.admin_pool().await;
+        let rows: Vec<(String, Option<String>)> = sqlx::query_as(
+            "SELECT usename::text, wait_event::text FROM pg_stat_activity \
+             WHERE application_name LIKE '%:tenant'",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        let first_sleeps = rows
+            .iter()
+            .any(|(u, w)| *u == first && w.as_deref() == Some("PgSleep"));
+        let second_open = rows.iter().any(|(u, _)| *u == second);
+        (first_sleeps && !second_open).then_some(())
+    })
+    .await
+    {
+        panic!("{e}: {:?}", tenant_sessions(&env).await);
+    }
+    // The second tenant logs in itself when its turn comes: both migrated.
+    wait_for(T, "long Succeeded", || async {
+        (status(&env, "long").await?.phase == MigrationPhase::Succeeded).then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", tail(&env.operator_log(), 30)));
+    assert_eq!(migrated_in_shared(&env, "long_t").await, 2);
 }

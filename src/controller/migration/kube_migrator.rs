@@ -41,15 +41,26 @@ type Ahead = (Credentials, Option<TenantSession>, std::time::Instant);
 /// rotated password or a session the server timed out; it is dropped and done again.
 const AHEAD_MAX_AGE: Duration = Duration::from_secs(5);
 
+/// How long a session opened ahead may take to answer its ping before it is given up (the
+/// migration then logs in itself, bounded by the connect timeout).
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// One read ahead: its task, and the signal that the migration takes it (until then the task
+/// holds the session, and closes it itself once it is older than [`AHEAD_MAX_AGE`]).
+struct AheadTask {
+    handle: tokio::task::JoinHandle<Result<Ahead>>,
+    taken: tokio::sync::oneshot::Sender<()>,
+}
+
 /// Credentials Secret reads and tenant logins started ahead of a tenant's migration.
 #[derive(Default)]
-pub(crate) struct Prefetched(
-    std::sync::Mutex<std::collections::HashMap<String, tokio::task::JoinHandle<Result<Ahead>>>>,
-);
+pub(crate) struct Prefetched(std::sync::Mutex<std::collections::HashMap<String, AheadTask>>);
 
 impl Prefetched {
     /// Starts reading `tenant`'s credentials and logging in with them on `pg` (its server)
-    /// unless that already runs or ran for it.
+    /// unless that already runs or ran for it. The session is held for at most
+    /// [`AHEAD_MAX_AGE`]: a tenant whose turn comes later logs in itself, so a long migration
+    /// before it does not keep one of its connections for nothing.
     fn start(
         &self,
         secrets: &Api<k8s_openapi::api::core::v1::Secret>,
@@ -63,28 +74,50 @@ impl Prefetched {
             return;
         }
         let (secrets, t) = (secrets.clone(), tenant.clone());
-        map.insert(
-            tenant.name.clone(),
-            tokio::spawn(async move {
-                let creds = read_credentials(&secrets, &t).await?;
-                let session = pg.login(&t.names.database, &creds).await.ok();
-                Ok((creds, session, std::time::Instant::now()))
-            }),
-        );
+        let (taken, taken_rx) = tokio::sync::oneshot::channel::<()>();
+        let handle = tokio::spawn(async move {
+            let creds = read_credentials(&secrets, &t).await?;
+            let at = std::time::Instant::now();
+            let mut session = match pg.login(&t.names.database, &creds).await {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::debug!(tenant = %t.name, error = %e, "login ahead failed; the migration logs in itself");
+                    None
+                }
+            };
+            // Hold the session until the migration takes it, at most AHEAD_MAX_AGE.
+            if session.is_some()
+                && tokio::time::timeout(AHEAD_MAX_AGE.saturating_sub(at.elapsed()), taken_rx)
+                    .await
+                    .is_err()
+                && let Some(s) = session.take()
+            {
+                s.close().await;
+            }
+            Ok((creds, session, at))
+        });
+        map.insert(tenant.name.clone(), AheadTask { handle, taken });
     }
 
     /// What was started for `name`, if anything (removed: a later migration of the same tenant
     /// reads the Secret and logs in again).
     async fn take_raw(&self, name: &str) -> Option<Result<Ahead>> {
-        let handle = self.0.lock().ok()?.remove(name)?;
-        handle.await.ok()
+        let task = self.0.lock().ok()?.remove(name)?;
+        let _ = task.taken.send(());
+        task.handle.await.ok()
     }
 
     /// The credentials and live session read ahead for `name`: `None` when nothing was started,
     /// the read failed, or it is older than [`AHEAD_MAX_AGE`]; the session `None` when the login
-    /// failed or the session does not answer a ping any more.
+    /// failed or the session does not answer a ping (within [`PING_TIMEOUT`]) any more.
     async fn take(&self, name: &str) -> Option<(Credentials, Option<TenantSession>)> {
-        let (creds, session, at) = self.take_raw(name).await?.ok()?;
+        let (creds, session, at) = match self.take_raw(name).await? {
+            Ok(ahead) => ahead,
+            Err(e) => {
+                tracing::debug!(tenant = %name, error = %e, "credentials read ahead failed; reading them again");
+                return None;
+            }
+        };
         if at.elapsed() > AHEAD_MAX_AGE {
             if let Some(s) = session {
                 s.close().await;
@@ -92,7 +125,10 @@ impl Prefetched {
             return None;
         }
         let session = match session {
-            Some(mut s) => sqlx::Connection::ping(&mut *s).await.is_ok().then_some(s),
+            Some(mut s) => {
+                let ping = tokio::time::timeout(PING_TIMEOUT, sqlx::Connection::ping(&mut *s));
+                matches!(ping.await, Ok(Ok(()))).then_some(s)
+            }
             None => None,
         };
         Some((creds, session))
@@ -107,14 +143,26 @@ impl Prefetched {
 
     /// Drops everything not taken: running reads and logins are cancelled, sessions closed.
     async fn clear(&self) {
-        let handles: Vec<_> = match self.0.lock() {
-            Ok(mut map) => map.drain().map(|(_, h)| h).collect(),
+        let tasks: Vec<AheadTask> = match self.0.lock() {
+            Ok(mut map) => map.drain().map(|(_, t)| t).collect(),
             Err(_) => return,
         };
-        for h in handles {
-            h.abort();
-            if let Ok(Ok((_, Some(session), _))) = h.await {
+        for t in tasks {
+            t.handle.abort();
+            if let Ok(Ok((_, Some(session), _))) = t.handle.await {
                 session.close().await;
+            }
+        }
+    }
+}
+
+impl Drop for Prefetched {
+    /// A pass aborted (leadership lost) never reaches `clear`: its reads and logins ahead are
+    /// cancelled here (a session a finished task holds is closed with the task's output).
+    fn drop(&mut self) {
+        if let Ok(map) = self.0.get_mut() {
+            for t in map.values() {
+                t.handle.abort();
             }
         }
     }

@@ -85,6 +85,26 @@ fn others_in_namespace<'a>(
     })
 }
 
+/// Whether a newer non-dry-run TenantMigration selecting `tenant` explains a move of its
+/// version to `to`: it is running, or its target is `to`. (A tenant changed otherwise — by hand,
+/// a restore — is news to the older rollouts; see `trigger`.)
+pub(crate) fn newer_heading_to(
+    store: &Store<TenantMigration>,
+    tm: &TenantMigration,
+    tenant: &Tenant,
+    to: Option<i64>,
+) -> bool {
+    let mine = age_key(tm);
+    others_in_namespace(store, tm).any(|m| {
+        !m.spec.dry_run
+            && age_key(&m) > mine
+            && targets(&m, tenant)
+            && m.status.as_ref().is_some_and(|s| {
+                s.phase == MigrationPhase::Running || (to.is_some() && s.target_version == to)
+            })
+    })
+}
+
 /// The order of TenantMigrations in a namespace: a later key is the newer TenantMigration.
 fn age_key(m: &TenantMigration) -> (Option<k8s_openapi::jiff::Timestamp>, String) {
     (
@@ -189,13 +209,6 @@ pub(crate) async fn reconcile_inner(
 
     // 2. The Tenants, 3. classified.
     let tenants = select::tenants(ctx, &ns, &r).await?;
-    if finished.is_some() {
-        // The pass that just ended moved tenants off the targets of older, completed rollouts:
-        // those are reconciled once now (see `superseded_completed`).
-        for older in superseded_completed(store, tm, &tenants) {
-            rollouts.trigger(older);
-        }
-    }
     let prev_entries: BTreeMap<String, TenantMigrationProgress> = if same_revision {
         rec.prev
             .tenants
@@ -378,7 +391,26 @@ pub(crate) async fn reconcile_inner(
             canary_passed: gate.passed,
             canary_pending: gate.pending,
         };
-        rollouts.start(key, ObjectRef::from_obj(tm), slot, pass.run(rec));
+        // When the pass ends it moved tenants off the targets of older, completed rollouts:
+        // those are reconciled once then (see `superseded_completed`), even if this
+        // TenantMigration was deleted meanwhile.
+        let older = {
+            let (store, ctx, tm) = (store.clone(), ctx.clone(), tm_arc.clone());
+            move || {
+                let selected: Vec<Tenant> = ctx
+                    .synced_tenant_store()
+                    .map(|s| {
+                        s.state()
+                            .iter()
+                            .filter(|t| t.namespace() == tm.namespace() && targets(&tm, t))
+                            .map(|t| (**t).clone())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                superseded_completed(&store, &tm, &selected)
+            }
+        };
+        rollouts.start(key, ObjectRef::from_obj(tm), slot, pass.run(rec), older);
         return Ok(Action::requeue(ctx.settings().resync));
     }
     let transient = finished_transient.or_else(|| {

@@ -98,13 +98,15 @@ impl Rollouts {
     }
 
     /// Starts `pass` for the TenantMigration `oref` (holding `slot` until it ends); when it ends
-    /// its result is kept for [`Rollouts::take_finished`] and a reconcile is triggered.
+    /// its result is kept for [`Rollouts::take_finished`] and a reconcile is triggered, of it and
+    /// of the TenantMigrations `also` names then (whether or not it still exists).
     pub fn start(
         self: &Arc<Self>,
         key: String,
         oref: ObjectRef<TenantMigration>,
         slot: OwnedSemaphorePermit,
         pass: impl Future<Output = PassResult> + Send + 'static,
+        also: impl FnOnce() -> Vec<ObjectRef<TenantMigration>> + Send + 'static,
     ) {
         let me = self.clone();
         let task_key = key.clone();
@@ -119,15 +121,13 @@ impl Rollouts {
             }
             debug!(key = %task_key, "rollout pass ended");
             let _ = me.trigger.unbounded_send(oref);
+            for other in also() {
+                let _ = me.trigger.unbounded_send(other);
+            }
         });
         if let Ok(mut r) = self.running.lock() {
             r.insert(key, handle);
         }
-    }
-
-    /// Triggers one reconcile of `oref` (through the same stream as the end of a pass).
-    pub fn trigger(&self, oref: ObjectRef<TenantMigration>) {
-        let _ = self.trigger.unbounded_send(oref);
     }
 
     /// Forgets finished results of TenantMigrations that are gone (`live` answers for a key).

@@ -266,9 +266,19 @@ fn leaving_a_completed_target_is_news_only_without_a_newer_rollout() {
     let newer = aged("a10", 200, json!({"targetVersion": 10, "phase": "Running"}));
     writer.apply_watcher_event(&watcher::Event::Apply(newer.clone()));
     assert_eq!(fire(&at(10)), Vec::<String>::new());
-    // Back at 9 (rollback): news to the older one again (its target reached? no: it is reached,
-    // so not news to z9), news to the newer running rollout.
+    // Back at 9: z9's target reached (not news to it); news to the newer running rollout.
     assert_eq!(fire(&at(9)), ["a10"]);
+    // The newer one failed (not running) with target 10: a tenant leaving 9 for 10 is its
+    // doing, not news to z9; leaving 9 for 12 (by hand, a restore) is news to z9.
+    let mut failed = newer.clone();
+    failed.status =
+        Some(serde_json::from_value(json!({"targetVersion": 10, "phase": "Failed"})).unwrap());
+    writer.apply_watcher_event(&watcher::Event::Apply(failed));
+    assert_eq!(fire(&at(10)), Vec::<String>::new());
+    fire(&at(9));
+    assert_eq!(fire(&at(12)), ["a10", "z9"]);
+    fire(&at(9));
+    writer.apply_watcher_event(&watcher::Event::Apply(newer.clone()));
 
     // When the newer rollout's pass ends, it triggers the older completed ones selecting its
     // tenants once (and neither itself, nor newer, nor unfinished, nor deleted ones, nor any for

@@ -86,8 +86,8 @@ impl TenantTrigger {
             .state()
             .into_iter()
             .filter(|m| {
-                version_move_is_news_to(m, version_moved, || {
-                    super::reconcile::superseded_by(store, m, tenant).is_some()
+                version_move_is_news_to(m, version_moved, |to| {
+                    super::reconcile::newer_heading_to(store, m, tenant, to)
                 })
             })
             .filter(|m| {
@@ -122,15 +122,15 @@ impl TenantTrigger {
 /// reached `tm`'s target version (its pass reports it when it ends), or `tm` has completed and the
 /// tenant moves between versions that are both not its target (a newer rollout; `tm` lists it as
 /// skipped either way and refreshes the version in that message at its resync), or `tm` has
-/// completed and the tenant leaves its target for a newer TenantMigration selecting it
-/// (`superseded`; the newer one's pass triggers `tm` once when it ends, see
-/// `reconcile::superseded_completed`). Without this, every migrated tenant's event re-classified
+/// completed and the tenant leaves its target for a newer TenantMigration selecting it that is
+/// running or targets the new version (`superseded`; the newer one's pass triggers `tm` once
+/// when it ends, see `reconcile::superseded_completed`). Without this, every migrated tenant's event re-classified
 /// the whole fleet once for each older TenantMigration selecting it: O(TenantMigrations × N²) per
 /// rollout (bench/README.md, finding 10).
 fn version_move_is_news_to(
     tm: &TenantMigration,
     version_moved: Option<(Option<i64>, Option<i64>)>,
-    superseded: impl FnOnce() -> bool,
+    superseded: impl FnOnce(Option<i64>) -> bool,
 ) -> bool {
     let Some((from, to)) = version_moved else {
         return true;
@@ -144,6 +144,6 @@ fn version_move_is_news_to(
     let completed = status.phase == crate::crd::MigrationPhase::Succeeded;
     let reached = to == Some(target);
     let elsewhere = completed && from != Some(target) && to != Some(target);
-    let left_for_newer = completed && from == Some(target) && to != Some(target) && superseded();
+    let left_for_newer = completed && from == Some(target) && to != Some(target) && superseded(to);
     !(reached || elsewhere || left_for_newer)
 }
