@@ -29,7 +29,7 @@ pub async fn admission(cfg: &Cfg) -> Result<Value> {
         log(format!(
             "admission: {b} Ready tenants resyncing every {interval} s, then {k} new; {variant}"
         ));
-        let mut env = Env::start(&cfg.work, "admission", LocalPgOptions::default()).await?;
+        let mut env = Env::start(cfg, "admission", LocalPgOptions::default()).await?;
         env.ensure_namespace(NS).await?;
         let spec = json!({"isolation": "schema", "deletionPolicy": "Retain", "autoMigrate": false});
         // 1. The background tenants, provisioned with default intervals.

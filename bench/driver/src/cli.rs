@@ -28,6 +28,8 @@ pub struct Cfg {
     pub placement_tenants: usize,
     /// Moves scenario: sizes of the moved tenants' data (MiB), each moved idle and under writes.
     pub moves_mib: Vec<u64>,
+    /// Emulated API latency of every scenario (`BENCH_API_LATENCY_MS`, see [`api_latency`]).
+    pub api_latency: std::time::Duration,
 }
 
 /// What the command line asks for.
@@ -97,6 +99,7 @@ pub fn parse_args() -> Result<Command> {
     }
     let operator = std::fs::canonicalize(&operator)
         .with_context(|| format!("operator binary {}", operator.display()))?;
+    let api_latency = api_latency()?;
     Ok(Command::Run(Box::new(if quick {
         Cfg {
             quick,
@@ -115,6 +118,7 @@ pub fn parse_args() -> Result<Command> {
             admission_new: 10,
             placement_tenants: 30,
             moves_mib: vec![1, 20],
+            api_latency,
         }
     } else {
         Cfg {
@@ -138,6 +142,7 @@ pub fn parse_args() -> Result<Command> {
             admission_new: 50,
             placement_tenants: 500,
             moves_mib: vec![1, 100],
+            api_latency,
         }
     })))
 }
@@ -149,7 +154,7 @@ fn prov_schema_sizes() -> Result<Vec<usize>> {
         return Ok(vec![100, 500]);
     };
     v.split(',')
-        .map(|n| n.trim().parse::<usize>().ok().filter(|n| *n > 0))
+        .map(positive)
         .collect::<Option<Vec<usize>>>()
         .with_context(|| format!("BENCH_PROV_SCHEMA={v:?}: expected e.g. 200 or 100,500"))
 }
@@ -160,17 +165,18 @@ fn env_count(name: &str, default: usize) -> Result<usize> {
     let Ok(v) = std::env::var(name) else {
         return Ok(default);
     };
-    v.trim()
-        .parse::<usize>()
-        .ok()
-        .filter(|n| *n > 0)
-        .with_context(|| format!("{name}={v:?}: expected a positive number"))
+    positive(&v).with_context(|| format!("{name}={v:?}: expected a positive number"))
+}
+
+/// `s` as a positive count (surrounding blanks allowed).
+fn positive(s: &str) -> Option<usize> {
+    s.trim().parse::<usize>().ok().filter(|n| *n > 0)
 }
 
 /// The emulated API latency of every scenario: `BENCH_API_LATENCY_MS` (milliseconds, default 0)
 /// delays every API request before it is handled and every watch event by that much (an API
 /// server across a network; `tenantdb-apiserver --request-latency-ms / --watch-latency-ms`).
-pub fn api_latency() -> Result<std::time::Duration> {
+fn api_latency() -> Result<std::time::Duration> {
     let Ok(v) = std::env::var("BENCH_API_LATENCY_MS") else {
         return Ok(std::time::Duration::ZERO);
     };

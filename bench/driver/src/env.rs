@@ -49,7 +49,12 @@ pub fn free_port() -> u16 {
 }
 
 impl Env {
-    pub async fn start(work: &Path, label: &str, pg_options: LocalPgOptions) -> Result<Env> {
+    pub async fn start(
+        cfg: &crate::cli::Cfg,
+        label: &str,
+        pg_options: LocalPgOptions,
+    ) -> Result<Env> {
+        let work = &cfg.work;
         let pg = tokio::task::spawn_blocking(move || LocalPg::start_with(pg_options))
             .await?
             .context("throwaway PostgreSQL")?;
@@ -57,8 +62,8 @@ impl Env {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             // Large enough that no watcher of a 10k-object run ever falls out of the history.
             watch_history: 200_000,
-            request_latency: crate::cli::api_latency()?,
-            watch_latency: crate::cli::api_latency()?,
+            request_latency: cfg.api_latency,
+            watch_latency: cfg.api_latency,
             ..Default::default()
         };
         for (_, crd) in tenantdb::crd::all_crds() {

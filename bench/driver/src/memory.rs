@@ -14,7 +14,7 @@ use crate::env::{Env, cpu_seconds, rss_mib};
 
 pub async fn memory(cfg: &Cfg) -> Result<Value> {
     log("memory: operator RSS vs. number of Tenants (invalid spec, no PostgreSQL work)");
-    let mut env = Env::start(&cfg.work, "memory", LocalPgOptions::default()).await?;
+    let mut env = Env::start(cfg, "memory", LocalPgOptions::default()).await?;
     env.ensure_namespace(NS).await?;
     env.spawn_operator(
         &cfg.operator,

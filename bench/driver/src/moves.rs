@@ -332,7 +332,7 @@ async fn row(cfg: &Cfg, mib: u64, with_writer: bool) -> Result<Value> {
         "moves: database tenant of {mib} MiB, {kind}, default → {TARGET}"
     ));
     let load_before = loadavg();
-    let mut env = Env::start(&cfg.work, &format!("moves-{mib}-{kind}"), logical()).await?;
+    let mut env = Env::start(cfg, &format!("moves-{mib}-{kind}"), logical()).await?;
     let b = start_pg(logical()).await?;
     // Every statement of the admin role (the operator's) in the server logs, with its duration:
     // the freeze's timeline is read from them. New sessions only: before the operator starts.

@@ -201,7 +201,7 @@ async fn fleet(cfg: &Cfg, servers: usize, n: usize) -> Result<Value> {
     ));
     let load_before = loadavg();
     let mut env = Env::start(
-        &cfg.work,
+        cfg,
         &format!("placement-{servers}"),
         LocalPgOptions::default(),
     )

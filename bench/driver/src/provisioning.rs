@@ -34,7 +34,7 @@ pub async fn provisioning(
         "provisioning: {n} {} tenants (operator)",
         isolation_str(isolation)
     ));
-    let mut env = Env::start(&cfg.work, &label, LocalPgOptions::default()).await?;
+    let mut env = Env::start(cfg, &label, LocalPgOptions::default()).await?;
     let names: Vec<String> = (1..=n).map(tenant_name).collect();
     let spec = json!({"isolation": isolation_str(isolation), "deletionPolicy": "Retain"});
     env.create_tenants(NS, &names, &spec, 16).await?;

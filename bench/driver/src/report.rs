@@ -44,7 +44,7 @@ pub fn header(cfg: &Cfg) -> Value {
         "git_revision": sh("git rev-parse --short HEAD"),
         "git_dirty": !sh("git status --porcelain -- src apiserver testkit migrations build.rs Cargo.toml Cargo.lock").is_empty(),
         "machine": machine(),
-        "api_latency_ms": crate::cli::api_latency().map(|d| d.as_millis()).unwrap_or_default(),
+        "api_latency_ms": cfg.api_latency.as_millis(),
         "operator_binary": cfg.operator.display().to_string(),
     })
 }

@@ -29,7 +29,7 @@ pub async fn steady_state(cfg: &Cfg) -> Result<Value> {
         ],
         ..Default::default()
     };
-    let mut env = Env::start(&cfg.work, "steady", opts).await?;
+    let mut env = Env::start(cfg, "steady", opts).await?;
     floor::psql_exec(&env.pg, "postgres", "CREATE EXTENSION pg_stat_statements").await?;
     let names: Vec<String> = (1..=n).map(tenant_name).collect();
     let spec = json!({"isolation": "schema", "deletionPolicy": "Retain", "autoMigrate": false});

@@ -18,7 +18,7 @@ pub async fn time_to_ready(cfg: &Cfg) -> Result<Value> {
         "time to Ready: {} tenants per isolation mode, one at a time",
         cfg.ttr_samples
     ));
-    let mut env = Env::start(&cfg.work, "ttr", LocalPgOptions::default()).await?;
+    let mut env = Env::start(cfg, "ttr", LocalPgOptions::default()).await?;
     env.ensure_namespace(NS).await?;
     env.spawn_operator(
         &cfg.operator,

@@ -243,11 +243,6 @@ impl Recorder {
 }
 
 impl KubeMigrator {
-    /// The login of the tenant's credentials Secret, read now.
-    async fn credentials(&self, tenant: &RolloutTenant) -> Result<Credentials> {
-        read_credentials(&self.secrets, tenant).await
-    }
-
     /// Why `tenant` is not migrated now after all: its Tenant, as the cache has it when its turn
     /// comes, started moving or is on another server than planned (`classify::deferral`).
     fn deferral(&self, tenant: &RolloutTenant) -> Option<String> {
@@ -285,7 +280,7 @@ impl TenantMigrator for KubeMigrator {
                     session = s;
                     Ok(creds)
                 }
-                None => self.credentials(tenant).await,
+                None => read_credentials(&self.secrets, tenant).await,
             };
             match ahead {
                 Ok(c) => {

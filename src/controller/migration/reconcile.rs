@@ -136,6 +136,26 @@ pub(crate) fn superseded_completed(
         .collect()
 }
 
+/// [`superseded_completed`] for the Tenants `tm` selects in the Tenant cache now (at the end of
+/// its pass; none before the cache has synced).
+fn older_to_wake(
+    store: &Store<TenantMigration>,
+    ctx: &Context,
+    tm: &TenantMigration,
+) -> Vec<ObjectRef<TenantMigration>> {
+    let selected: Vec<Tenant> = ctx
+        .synced_tenant_store()
+        .map(|s| {
+            s.state()
+                .iter()
+                .filter(|t| t.namespace() == tm.namespace() && targets(tm, t))
+                .map(|t| (**t).clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    superseded_completed(store, tm, &selected)
+}
+
 /// The reconcile after its guards: each stage returns early when it decides the outcome.
 pub(crate) async fn reconcile_inner(
     tm_arc: &Arc<TenantMigration>,
@@ -392,23 +412,10 @@ pub(crate) async fn reconcile_inner(
             canary_pending: gate.pending,
         };
         // When the pass ends it moved tenants off the targets of older, completed rollouts:
-        // those are reconciled once then (see `superseded_completed`), even if this
-        // TenantMigration was deleted meanwhile.
+        // those are reconciled once then, even if this TenantMigration was deleted meanwhile.
         let older = {
             let (store, ctx, tm) = (store.clone(), ctx.clone(), tm_arc.clone());
-            move || {
-                let selected: Vec<Tenant> = ctx
-                    .synced_tenant_store()
-                    .map(|s| {
-                        s.state()
-                            .iter()
-                            .filter(|t| t.namespace() == tm.namespace() && targets(&tm, t))
-                            .map(|t| (**t).clone())
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                superseded_completed(&store, &tm, &selected)
-            }
+            move || older_to_wake(&store, &ctx, &tm)
         };
         rollouts.start(key, ObjectRef::from_obj(tm), slot, pass.run(rec), older);
         return Ok(Action::requeue(ctx.settings().resync));
