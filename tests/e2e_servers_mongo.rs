@@ -4,7 +4,8 @@
 //! `status.placement.mongodb` and written to the Secret with their server's endpoint; a Tenant
 //! whose status was lost is found on the server whose ownership registry names its database; the
 //! deletion of a server holding tenants is refused; an unreachable server is refused with a reason
-//! while the tenants on the other stay Ready.
+//! while the tenants on the other stay Ready; one deployment declared twice takes no new tenants
+//! under its second name and a tenant on it is found once.
 
 use tenantdb_testkit::e2e;
 use tenantdb_testkit::localmongo::{self, LocalMongo};
@@ -646,4 +647,136 @@ async fn a_mongodb_database_moves_to_another_server() {
             "{n}: {m:?}"
         );
     }
+}
+
+/// One MongoDB deployment declared as two DatabaseServers: the younger name reports
+/// `Schedulable=False/DuplicateCluster` naming the older and takes no tenants (placement and a
+/// move to it refused, the data untouched); a tenant whose status was lost is found on the older
+/// name, not refused as registered on two servers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_mongodb_deployment_under_two_names_takes_no_new_tenants() {
+    use tenantdb::mongo::{MongoAdmin, MongoSettings};
+    let test = "one_mongodb_deployment_under_two_names_takes_no_new_tenants";
+    let Some(ms) = stand_ins(test, 2).await else {
+        return;
+    };
+    // The identity: one per deployment, the same through two admins (asked at once), stable.
+    let admin = |m: &LocalMongo| {
+        MongoAdmin::with_bundled_migrations(MongoSettings::new(m.admin_uri())).unwrap()
+    };
+    let (a, b, c) = (admin(&ms[0]), admin(&ms[0]), admin(&ms[1]));
+    let (ia, ib) = tokio::join!(a.deployment_identity(), b.deployment_identity());
+    let (ia, ib) = (ia.unwrap(), ib.unwrap());
+    assert_eq!(ia, ib);
+    assert_eq!(a.deployment_identity().await.unwrap(), ia);
+    assert_ne!(c.deployment_identity().await.unwrap(), ia);
+
+    let mut env = Env::start_with(&["--server-probe-seconds", "1"]).await;
+    env.add_mongo_database_server("d-0", &ms[0], json!({}))
+        .await;
+    env.add_mongo_database_server("d-1", &ms[1], json!({}))
+        .await;
+    for n in ["d-0", "d-1"] {
+        wait_server(&env, n, true).await;
+    }
+    // Created after d-0: d-alias is the second name.
+    env.add_mongo_database_server("d-alias", &ms[0], json!({}))
+        .await;
+    let schedulable = |name: &'static str| {
+        let env = &env;
+        async move {
+            let st = servers(env).get(name).await.ok()?.status?;
+            let c = condition(&st.conditions, "Schedulable")?;
+            Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+        }
+    };
+    let (_, _, message) = wait_for(T, "d-alias DuplicateCluster", || async {
+        schedulable("d-alias")
+            .await
+            .filter(|(s, r, _)| s == "False" && r == "DuplicateCluster")
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", env.important_log_tail(60)));
+    assert!(
+        message.contains("the same MongoDB deployment as server d-0"),
+        "{message}"
+    );
+    for n in ["d-0", "d-1"] {
+        let (s, r, m) = schedulable(n).await.unwrap();
+        assert_eq!((s.as_str(), r.as_str()), ("True", "HasRoom"), "{n}: {m}");
+    }
+
+    let ns = "mongoalias";
+    env.ensure_namespace(ns).await;
+    let api = env.tenants(ns);
+    for (name, server) in [("x", "d-0"), ("y", "d-alias")] {
+        let t: Tenant = serde_json::from_value(json!({
+            "apiVersion": "tenantdb.io/v1alpha1", "kind": "Tenant",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"isolation": "schema", "deletionPolicy": "Delete",
+                     "placement": {"mongodb": {"server": server}}},
+        }))
+        .unwrap();
+        api.create(&PostParams::default(), &t).await.unwrap();
+    }
+    wait_for(T, "x Ready on d-0, y Unschedulable", || async {
+        let (on, waiting) = census(&api).await?;
+        (on.get("d-0").map(Vec::len) == Some(1)
+            && waiting.len() == 1
+            && waiting[0].contains("same MongoDB deployment"))
+        .then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", env.important_log_tail(60)));
+    let db = database_of(&api.get("x").await.unwrap());
+
+    // A move of x to the second name: refused before it starts; x stays, its database too.
+    api.patch(
+        "x",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"placement": {"mongodb": {"server": "d-alias"}}}})),
+    )
+    .await
+    .unwrap();
+    let m = wait_for(T, "x's move refused", || async {
+        let m = api.get("x").await.ok()?.status?.mongodb_move?;
+        (m.phase == tenantdb::crd::MovePhase::RolledBack).then_some(m)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", env.important_log_tail(60)));
+    assert!(m.started_at.is_none(), "{m:?}");
+    assert!(
+        m.message
+            .as_deref()
+            .is_some_and(|s| s.contains("same MongoDB deployment")),
+        "{m:?}"
+    );
+    assert!(databases(&ms[0]).await.contains(&db));
+    api.patch(
+        "x",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"placement": {"mongodb": {"server": "d-0"}}}})),
+    )
+    .await
+    .unwrap();
+
+    // x's status lost while the operator was down: its registry entry is on both names; found on
+    // d-0, the same database, not a Conflict.
+    env.kill_operator().await;
+    let mut t = api.get("x").await.unwrap();
+    t.status = Some(Default::default());
+    api.replace_status("x", &PostParams::default(), &t)
+        .await
+        .unwrap();
+    env.start_operator();
+    let t = wait_for(T, "x found again on d-0", || async {
+        let t = api.get("x").await.ok()?;
+        (t.status.as_ref()?.phase == TenantPhase::Ready && mongo_on(&t).as_deref() == Some("d-0"))
+            .then_some(t)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", env.important_log_tail(60)));
+    assert_eq!(database_of(&t), db);
+    assert!(databases(&ms[0]).await.contains(&db));
+    assert!(!databases(&ms[1]).await.contains(&db));
 }

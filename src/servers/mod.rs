@@ -34,9 +34,19 @@ pub struct Facts {
     pub probe: Option<Result<String, String>>,
     /// When its DatabaseServer was created (RFC 3339); `None` for the default server.
     pub created: Option<String>,
-    /// Why it takes no new tenants although it is another server's cluster: the message naming
-    /// that server (kept, like the probe, when the spec facts are replaced).
-    pub duplicate_of: Option<String>,
+    /// Why it takes no new tenants although it is reachable: it is another server's PostgreSQL
+    /// cluster or MongoDB deployment under a second name (kept, like the probe, when the spec
+    /// facts are replaced).
+    pub duplicate_of: Option<Duplicate>,
+}
+
+/// A server that is another (older, or the default) server's cluster or deployment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Duplicate {
+    /// The server that keeps the tenants (the default server, or the oldest DatabaseServer).
+    pub of: String,
+    /// The `Schedulable` message naming it.
+    pub message: String,
 }
 
 /// A server's [`Facts`], shared by its reconciles.
@@ -62,7 +72,7 @@ impl FactsCell {
         }
     }
 
-    fn set_duplicate_of(&self, why: Option<String>) {
+    fn set_duplicate_of(&self, why: Option<Duplicate>) {
         if let Ok(mut f) = self.0.lock() {
             f.duplicate_of = why;
         }
@@ -199,7 +209,7 @@ impl Server {
     }
 
     /// Records that the server is (`Some(why)`) or is not another server's cluster.
-    pub fn set_duplicate_of(&self, why: Option<String>) {
+    pub fn set_duplicate_of(&self, why: Option<Duplicate>) {
         self.facts.set_duplicate_of(why);
     }
 
@@ -272,6 +282,9 @@ pub struct MongoServer {
     tenant_endpoint: (String, u16),
     facts: FactsCell,
     config_hash: u64,
+    /// Which deployment it is (the identity its registry records) and when that was read (or
+    /// last tried), as for PostgreSQL servers.
+    identity: Mutex<Option<(Instant, Option<String>)>>,
 }
 
 impl std::fmt::Debug for MongoServer {
@@ -298,6 +311,34 @@ impl MongoServer {
             tenant_endpoint,
             facts: FactsCell::default(),
             config_hash,
+            identity: Mutex::new(None),
+        }
+    }
+
+    /// Reads which deployment this is now (`MongoAdmin::deployment_identity`, at most 5 s) and
+    /// records it; a failed read answers (and keeps) the last one known.
+    pub async fn read_identity(&self) -> Option<String> {
+        let id = tokio::time::timeout(Duration::from_secs(5), self.admin.deployment_identity())
+            .await
+            .ok()
+            .and_then(|r| r.ok());
+        let Ok(mut m) = self.identity.lock() else {
+            return id;
+        };
+        let kept = id.or_else(|| m.as_ref().and_then(|(_, i)| i.clone()));
+        *m = Some((Instant::now(), kept.clone()));
+        kept
+    }
+
+    /// Which deployment this is: the recorded identity while fresh, else read now.
+    pub async fn identity(&self) -> Option<String> {
+        let recorded = self.identity.lock().ok().and_then(|m| {
+            m.as_ref()
+                .map(|(at, i)| (at.elapsed() < IDENTITY_FRESH, i.clone()))
+        });
+        match recorded {
+            Some((true, id)) => id,
+            _ => self.read_identity().await,
         }
     }
 
@@ -319,6 +360,11 @@ impl MongoServer {
     /// Records a probe result.
     pub fn set_probe(&self, probe: Result<String, String>) {
         self.facts.set_probe(probe);
+    }
+
+    /// Records that the server is (`Some(why)`) or is not another server's deployment.
+    pub fn set_duplicate_of(&self, why: Option<Duplicate>) {
+        self.facts.set_duplicate_of(why);
     }
 
     /// What the connection was built from (hashed).

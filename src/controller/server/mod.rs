@@ -9,6 +9,7 @@
 //! still holding tenants.
 
 mod connect;
+mod duplicate;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -164,7 +165,7 @@ async fn apply(ds: Arc<DatabaseServer>, ctx: Arc<Context>) -> Result<Action> {
                     let p = server.probe().await;
                     if p.is_ok() {
                         wal_level = crate::moves::sql::wal_level(server.pg()).await.ok();
-                        duplicate = duplicate_of(&ctx, &server).await;
+                        duplicate = duplicate::postgres(&ctx, &server).await;
                         server.set_duplicate_of(duplicate.clone());
                     }
                     Ok(p)
@@ -172,7 +173,14 @@ async fn apply(ds: Arc<DatabaseServer>, ctx: Arc<Context>) -> Result<Action> {
                 Err(e) => Err(e),
             },
             Engine::Mongodb => match connect::register_mongo(&ds, &ctx, facts).await {
-                Ok(server) => Ok(server.probe().await),
+                Ok(server) => {
+                    let p = server.probe().await;
+                    if p.is_ok() {
+                        duplicate = duplicate::mongodb(&ctx, &server).await;
+                        server.set_duplicate_of(duplicate.clone());
+                    }
+                    Ok(p)
+                }
                 Err(e) => Err(e),
             },
         };
@@ -225,7 +233,7 @@ async fn apply(ds: Arc<DatabaseServer>, ctx: Arc<Context>) -> Result<Action> {
                     c.tenants,
                     c.storage_bytes,
                     c.connections,
-                    duplicate.clone().or(why),
+                    duplicate.as_ref().map(|d| d.message.clone()).or(why),
                 )
             }
             None => (0, 0, 0, Some("not registered".to_string())),
@@ -317,51 +325,6 @@ pub(crate) fn facts_of(ds: &DatabaseServer) -> Facts {
             .map(|t| t.0.to_string()),
         duplicate_of: None,
     }
-}
-
-/// Why the PostgreSQL server `server` must take no new tenants, if it must: its cluster is also
-/// the default server's, or an older DatabaseServer's (same `system_identifier` and start: one cluster
-/// reached by two addresses, its capacity counted twice, and a move between the two names would
-/// be a move onto itself). The default server and the oldest name keep the tenants. `None` when
-/// the identifiers cannot be read now (asked again at the next probe).
-async fn duplicate_of(ctx: &Context, server: &crate::servers::Server) -> Option<String> {
-    // Its own identity read now (it was just probed); the others' as recorded by their own
-    // probes (read here only when older than `IDENTITY_FRESH`): one query per probe, not one
-    // per server.
-    let mine = server.read_identity().await?;
-    let created = server.facts().created;
-    let default = ctx.servers().default_name().map(str::to_string);
-    let mut first: Option<(bool, String)> = None;
-    for other in ctx.servers().all() {
-        if other.name() == server.name() {
-            continue;
-        }
-        let mut theirs = other.identity().await;
-        // The same system identifier but another start: a restart since it was recorded, or a
-        // clone; read again to tell.
-        if theirs.as_ref().is_some_and(|t| t.0 == mine.0 && *t != mine) {
-            theirs = other.read_identity().await;
-        }
-        if theirs.as_ref() != Some(&mine) {
-            continue;
-        }
-        let is_default = default.as_deref() == Some(other.name());
-        let older = is_default
-            || match (&other.facts().created, &created) {
-                (Some(a), Some(b)) => (a, other.name()) < (b, server.name()),
-                _ => other.name() < server.name(),
-            };
-        // The default server named if it is one of them.
-        if older && first.as_ref().is_none_or(|(d, _)| !d) {
-            first = Some((is_default, other.name().to_string()));
-        }
-    }
-    first.map(|(_, name)| {
-        format!(
-            "the same PostgreSQL cluster as server {name} (system identifier {}): takes no new tenants; declare each cluster once",
-            mine.0
-        )
-    })
 }
 
 /// Deletion: refused while tenants are placed on the server (the finalizer stays; the

@@ -22,6 +22,10 @@
 //! - `RollingBack` (the copy failed for good, or the placement allows the source again): the
 //!   target copy dropped (never after the commit point); provisioning gives the source user back
 //!   `readWrite`.
+//!
+//! Two servers that are one deployment under two names (the same deployment identity,
+//! [`same_deployment`]) are never a move's two ends: the move is refused before it starts, rolled
+//! back before it copies, and no clean-up drops a copy that would be the only one.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -175,6 +179,20 @@ async fn start(
             return refuse(tenant, ctx, last, m).await;
         }
     };
+    // One deployment under two names: refused before anything is recorded (when either cannot
+    // be asked now, the copy asks again before it does anything).
+    if let Some(to) = ctx.mongo_servers().get(&target)
+        && let Ok(Some(why)) = same_deployment(&source, &to).await
+    {
+        let m = MoveStatus {
+            phase: MovePhase::RolledBack,
+            from: current.to_string(),
+            to: target.clone(),
+            message: Some(format!("not started: {why}")),
+            ..Default::default()
+        };
+        return refuse(tenant, ctx, last, m).await;
+    }
     let bytes = tenant
         .status
         .as_ref()
@@ -319,7 +337,20 @@ async fn advance(t: &mut Tenant, ctx: &Context, mut m: MoveStatus) -> Result<()>
         m.message = Some(why);
         persist(t, ctx, m.clone()).await?;
     }
+    let same = match m.phase {
+        MovePhase::Completed | MovePhase::RolledBack => None,
+        _ => same_deployment(&source, &target).await?,
+    };
     match m.phase {
+        MovePhase::Preparing | MovePhase::Copying | MovePhase::CuttingOver if same.is_some() => {
+            // Nothing done yet: a copy would be onto the database itself.
+            m.phase = MovePhase::RolledBack;
+            m.finished_at = Some(Timestamp::now().to_string());
+            m.message = same;
+            persist(t, ctx, m.clone()).await?;
+            warn!(from = %m.from, to = %m.to, "MongoDB move refused: one deployment under two names");
+            Ok(())
+        }
         MovePhase::Preparing | MovePhase::Copying | MovePhase::CuttingOver => {
             m.attempts += 1;
             persist(t, ctx, m.clone()).await?;
@@ -367,13 +398,17 @@ async fn advance(t: &mut Tenant, ctx: &Context, mut m: MoveStatus) -> Result<()>
             Ok(())
         }
         MovePhase::CleaningUp => {
-            let mt = mongo_tenant(t, ctx, false).await?;
-            let report = source.admin().cleanup(&mt).await?;
             m.phase = MovePhase::Completed;
             m.finished_at = Some(Timestamp::now().to_string());
-            m.message = Some(match report.skipped {
-                Some(why) => format!("on {}; the source copy was left: {why}", m.to),
-                None => format!("on {}; the source copy on {} was dropped", m.to, m.from),
+            m.message = Some(if let Some(why) = same {
+                // The "source copy" is the tenant's only database.
+                format!("on {}; nothing dropped: {why}", m.to)
+            } else {
+                let mt = mongo_tenant(t, ctx, false).await?;
+                match source.admin().cleanup(&mt).await?.skipped {
+                    Some(why) => format!("on {}; the source copy was left: {why}", m.to),
+                    None => format!("on {}; the source copy on {} was dropped", m.to, m.from),
+                }
             });
             persist(t, ctx, m.clone()).await?;
             ctx.event(
@@ -387,8 +422,11 @@ async fn advance(t: &mut Tenant, ctx: &Context, mut m: MoveStatus) -> Result<()>
             Ok(())
         }
         MovePhase::RollingBack => {
-            // Never after the commit point (the status names the source here).
-            if super::place::recorded_on(t, Engine::Mongodb) == Some(m.from.as_str()) {
+            // Never after the commit point (the status names the source here), never when the
+            // target copy is the source itself.
+            if same.is_none()
+                && super::place::recorded_on(t, Engine::Mongodb) == Some(m.from.as_str())
+            {
                 let mt = mongo_tenant(t, ctx, false).await?;
                 target.admin().cleanup(&mt).await?;
             }
@@ -410,6 +448,30 @@ async fn advance(t: &mut Tenant, ctx: &Context, mut m: MoveStatus) -> Result<()>
             Ok(())
         }
         MovePhase::Completed | MovePhase::RolledBack => Ok(()),
+    }
+}
+
+/// Why `source` and `target` cannot be a move's two ends, if they cannot: one MongoDB deployment
+/// under two names (the same deployment identity, read now from both). A copy there would be
+/// onto the database itself, and the clean-up of either end would drop the only copy. An
+/// identity never read (the server unreachable since the operator started) is an error: asked
+/// again at the next pass, nothing dropped meanwhile.
+async fn same_deployment(source: &MongoServer, target: &MongoServer) -> Result<Option<String>> {
+    let (a, b) = tokio::join!(source.read_identity(), target.read_identity());
+    match (a, b) {
+        (Some(a), Some(b)) => Ok((a == b).then(|| {
+            format!(
+                "servers {} and {} are the same MongoDB deployment (deployment identity {a}): there is nothing to move it to; declare each deployment once",
+                source.name(),
+                target.name()
+            )
+        })),
+        (a, _) => Err(Error::unavailable(format!(
+            "cannot tell whether MongoDB servers {} and {} are one deployment: the identity of {} cannot be read now",
+            source.name(),
+            target.name(),
+            if a.is_none() { source.name() } else { target.name() }
+        ))),
     }
 }
 
@@ -448,8 +510,12 @@ pub(super) async fn abandon(tenant: &Tenant, ctx: &Context) -> Result<()> {
     };
     let home = super::place::recorded_on(tenant, Engine::Mongodb).unwrap_or(&m.from);
     let other = if home == m.from { &m.to } else { &m.from };
+    let (home, other) = (server(ctx, home)?, server(ctx, other)?);
+    if same_deployment(&home, &other).await?.is_some() {
+        return Ok(());
+    }
     let mt = mongo_tenant(tenant, ctx, false).await?;
-    server(ctx, other)?.admin().cleanup(&mt).await?;
+    other.admin().cleanup(&mt).await?;
     info!(tenant = %tenant.name_any(), "unfinished MongoDB move undone before deletion");
     Ok(())
 }

@@ -206,6 +206,7 @@ pub(super) async fn rediscover(tenant: &Tenant, ctx: &Context) -> Result<Option<
             }
         }
     }
+    keep_originals(&mut found);
     match found.len() {
         0 => {}
         1 => return Ok(found.pop()),
@@ -229,6 +230,18 @@ pub(super) async fn rediscover(tenant: &Tenant, ctx: &Context) -> Result<Option<
         }
     }
     Ok(None)
+}
+
+/// Of servers found holding one tenant, drops those that are another found server's cluster
+/// under a second name (`DuplicateCluster`): the tenant is found once, on the name that keeps the
+/// tenants, not refused as being on two servers.
+fn keep_originals<S: Registered>(found: &mut Vec<Arc<S>>) {
+    let names: Vec<String> = found.iter().map(|s| s.name().to_string()).collect();
+    found.retain(|s| {
+        s.facts()
+            .duplicate_of
+            .is_none_or(|d| !names.contains(&d.of))
+    });
 }
 
 /// The default server's shared database (for names that do not depend on it).
@@ -412,7 +425,7 @@ fn candidates_in<S: Registered>(
                 // Another server's cluster under a second name: no new tenants (not unready:
                 // those placed on it before stay).
                 cordoned: f.cordoned || f.duplicate_of.is_some(),
-                cordon_reason: f.duplicate_of.clone().filter(|_| !f.cordoned),
+                cordon_reason: f.duplicate_of.map(|d| d.message).filter(|_| !f.cordoned),
                 default,
                 max_tenants: f.max_tenants,
                 max_storage: f.max_storage,
@@ -518,6 +531,7 @@ pub(super) async fn rediscover_mongo(
             }
         }
     }
+    keep_originals(&mut found);
     match found.len() {
         0 => {}
         1 => return Ok(found.pop()),

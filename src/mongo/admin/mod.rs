@@ -106,6 +106,12 @@ impl MongoAdmin {
             .map_or_else(|_| "unknown".to_string(), str::to_string))
     }
 
+    /// Which deployment this is (an identifier recorded in the deployment's registry on first
+    /// call): two servers answering the same are one deployment.
+    pub async fn deployment_identity(&self) -> Result<String> {
+        registry::deployment_identity(&self.conn).await
+    }
+
     /// Health check with the tenant's own credentials: a one-off client (not kept) authenticates as
     /// the tenant user against its database and runs `ping` there.
     pub async fn tenant_ping(&self, uri: &str, db: &MongoDbName, password: &str) -> Result<()> {

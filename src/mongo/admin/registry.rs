@@ -28,6 +28,43 @@ pub(super) async fn registered_owner(
     Ok(doc.and_then(|d| d.get_str("owner").ok().map(str::to_string)))
 }
 
+/// Collection (in [`REGISTRY_DATABASE`]) holding the deployment's identity.
+pub(super) const IDENTITY_COLLECTION: &str = "deployment";
+
+/// Which MongoDB deployment this is: a random identifier the operator records once in the
+/// deployment itself (`tenantdb_registry.deployment`, `_id: "identity"`; an insert, so two
+/// operators or two DatabaseServers reaching one deployment at once end up with one identifier).
+/// MongoDB has no identifier shared by a standalone server, a replica set and a sharded
+/// cluster; two DatabaseServers reading the same identifier are one deployment under two
+/// addresses. (A deployment restored from another's full backup carries the other's identifier:
+/// deleting that document gives it its own.)
+pub(super) async fn deployment_identity(conn: &AdminClient) -> Result<String> {
+    let coll = conn
+        .db(REGISTRY_DATABASE)
+        .await?
+        .collection::<Document>(IDENTITY_COLLECTION);
+    let read = |d: Option<Document>| d.and_then(|d| d.get_str("id").ok().map(str::to_string));
+    if let Some(id) = read(coll.find_one(doc! {"_id": "identity"}).await?) {
+        return Ok(id);
+    }
+    let id = format!("{:032x}", rand::Rng::random::<u128>(&mut rand::rng()));
+    match coll
+        .insert_one(doc! {"_id": "identity", "id": &id, "createdAt": DateTime::now()})
+        .await
+    {
+        Ok(_) => Ok(id),
+        Err(e) if error_code(&e) == Some(codes::DUPLICATE_KEY) => {
+            read(coll.find_one(doc! {"_id": "identity"}).await?).ok_or_else(|| {
+                Error::Conflict(
+                    "tenantdb_registry.deployment holds an identity document without an id"
+                        .to_string(),
+                )
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Records `tenant` as the owner of its database: an insert keyed by the database name, so
 /// two Tenants claiming one name concurrently cannot both win.
 async fn register(conn: &AdminClient, tenant: &MongoTenant) -> Result<()> {
