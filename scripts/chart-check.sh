@@ -145,7 +145,14 @@ expect_reject "unknown top-level key" --set unknownKey=1
 expect_reject "unknown nested key (postgres.adminSecret.nam)" --set postgres.adminSecret.nam=x
 expect_reject "operator.logFormat=xml" --set operator.logFormat=xml
 expect_reject "operator.concurrency=0" --set operator.concurrency=0
-expect_reject "empty postgres.adminSecret.name" --set postgres.adminSecret.name=
+# An empty postgres.adminSecret.name means no default server: no TENANTDB_DATABASE_URL at all.
+if out=$("$HELM" template "$RELEASE" "$CHART" --set postgres.adminSecret.name= 2>&1) \
+  && ! grep -q "name: TENANTDB_DATABASE_URL" <<<"$out" && grep -q "name: TENANTDB_DEFAULT_SERVER" <<<"$out"; then
+  pass "empty postgres.adminSecret.name: no TENANTDB_DATABASE_URL (no default server)"
+else
+  fail "empty postgres.adminSecret.name should render without TENANTDB_DATABASE_URL"
+fi
+expect_reject "postgres.adminSecret.name not a Secret name" --set postgres.adminSecret.name=Bad_Name
 expect_reject "replicaCount=2 without leader election" --set leaderElection.enabled=false
 expect_reject "unknown monitoring key (monitoring.prometheusRule.enable)" --set monitoring.prometheusRule.enable=true
 expect_reject "monitoring.prometheusRule.runbookBaseUrl not a URL" --set monitoring.prometheusRule.runbookBaseUrl=docs/operations.md

@@ -25,10 +25,11 @@ use crate::pg::{PgAdmin, PgSettings};
 /// Everything `tenantdb run` is configured with (flags or `TENANTDB_*` environment variables).
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunConfig {
-    /// PostgreSQL admin URL (superuser or CREATEROLE+CREATEDB), e.g.
-    /// postgres://postgres:…@pg:5432/postgres. Never logged.
+    /// PostgreSQL admin URL (superuser or CREATEROLE+CREATEDB) of the default server, e.g.
+    /// postgres://postgres:…@pg:5432/postgres. Never logged. Optional: without it the operator
+    /// has no default PostgreSQL server and places every tenant on the postgres DatabaseServers.
     #[arg(long, env = "TENANTDB_DATABASE_URL", hide_env_values = true)]
-    pub database_url: String,
+    pub database_url: Option<String>,
     /// Database holding the schemas of `schema`-isolated tenants (created if missing).
     #[arg(
         long,
@@ -262,19 +263,29 @@ impl RunConfig {
     }
 
     /// Validates the configuration and splits it into its parts.
-    pub fn into_parts(self) -> Result<(PgSettings, OperatorSettings, Option<PathBuf>)> {
+    /// The PostgreSQL settings are `None` without `--database-url` (no default server).
+    pub fn into_parts(self) -> Result<(Option<PgSettings>, OperatorSettings, Option<PathBuf>)> {
         validate_prefix(&self.name_prefix).map_err(|e| Error::Config(e.to_string()))?;
         let shared = Ident::new(&self.shared_database)
             .map_err(|e| Error::Config(format!("shared database: {e}")))?;
         if self.concurrency == 0 {
             return Err(Error::Config("concurrency must be at least 1".into()));
         }
-        let pg = PgSettings {
-            admin_url: self.database_url,
-            shared_database: shared,
+        let pg_pools = crate::controller::settings::PgPools {
+            shared_database: shared.as_str().to_string(),
             pool_size: self.pool_size.max(1),
             connect_timeout: Duration::from_secs(self.connect_timeout_seconds.max(1)),
+            identity: self.instance.clone(),
         };
+        let pg = self
+            .database_url
+            .filter(|u| !u.trim().is_empty())
+            .map(|admin_url| PgSettings {
+                admin_url,
+                shared_database: shared,
+                pool_size: pg_pools.pool_size,
+                connect_timeout: pg_pools.connect_timeout,
+            });
         let op = OperatorSettings {
             name_prefix: self.name_prefix,
             explicit_names: self.explicit_names,
@@ -310,6 +321,7 @@ impl RunConfig {
             partition_retention_months: self.partition_retention_months,
             slow_statement_ms: self.slow_statement_ms,
             database_templates: self.database_templates,
+            pg_pools,
         };
         // Defaults are validated once here rather than failing every Tenant.
         crate::quota::effective(None, &op.quota_defaults)
@@ -402,9 +414,13 @@ pub async fn run(
         usize::from(config.tenant_metrics_top),
         config.tenant_metrics_by,
     ));
-    let (pg_settings, op_settings, migrations_dir) = config.into_parts()?;
+    let (pg_settings, mut op_settings, migrations_dir) = config.into_parts()?;
+    op_settings.pg_pools.identity = identity.clone();
     let migrations = Arc::new(load_migrations(migrations_dir.as_deref())?);
-    let pg = Arc::new(PgAdmin::for_instance(pg_settings, &identity)?);
+    let pg = match pg_settings {
+        Some(settings) => Some(Arc::new(PgAdmin::for_instance(settings, &identity)?)),
+        None => None,
+    };
     let (ready_tx, ready_rx) = watch::channel(false);
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -436,13 +452,18 @@ pub async fn run(
         let _ = ready_tx.send(false);
         // Whatever an earlier leader still has open on the database is ended before this one
         // acts (its own fence should have stopped it; this does not rely on it).
-        match pg.end_other_instances().await {
-            Ok(0) => {}
-            Ok(n) => info!(
-                sessions = n,
-                "ended the database sessions of other tenantdb instances"
-            ),
-            Err(e) => warn!(error = %e, "could not end the sessions of other tenantdb instances"),
+        match pg.as_ref().map(|pg| pg.end_other_instances()) {
+            None => {}
+            Some(ended) => match ended.await {
+                Ok(0) => {}
+                Ok(n) => info!(
+                    sessions = n,
+                    "ended the database sessions of other tenantdb instances"
+                ),
+                Err(e) => {
+                    warn!(error = %e, "could not end the sessions of other tenantdb instances")
+                }
+            },
         }
     }
 
@@ -450,23 +471,26 @@ pub async fn run(
         info!("MongoDB provisioning enabled");
     }
     metrics.leader.set(1);
-    let default_server = crate::servers::Server::postgres(
-        &op_settings.default_server,
-        pg.clone(),
-        {
-            let (host, port) = pg.server_address();
+    // `--database-url` is the default PostgreSQL server; without it every tenant is placed on a
+    // DatabaseServer.
+    let default_server = pg.map(|pg| {
+        let (host, port) = pg.server_address();
+        Arc::new(crate::servers::Server::postgres(
+            &op_settings.default_server,
+            pg.clone(),
             (
                 op_settings.tenant_host.clone().unwrap_or(host),
                 op_settings.tenant_port.unwrap_or(port),
-            )
-        },
-        op_settings.usage_interval,
-        op_settings.slow_statement_ms,
-        0,
-    );
-    let servers = Arc::new(crate::servers::Registry::new(Some(Arc::new(
-        default_server,
-    ))));
+            ),
+            op_settings.usage_interval,
+            op_settings.slow_statement_ms,
+            0,
+        ))
+    });
+    if default_server.is_none() {
+        info!("no --database-url: tenants are placed on postgres DatabaseServers only");
+    }
+    let servers = Arc::new(crate::servers::Registry::new(default_server));
     // `--mongodb-uri` is the default MongoDB server, named like the default PostgreSQL one.
     let mongo_servers = Arc::new(crate::servers::Registry::new(mongo.map(
         |(admin, endpoint)| {

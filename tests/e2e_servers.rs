@@ -3,7 +3,7 @@
 //! and used as soon as room appears; rollouts across servers with a per-server limit; deletion of
 //! a server holding tenants refused; a Tenant whose status was lost found where it is (also one
 //! of a version before placement, on the default server); an unreachable server does not stop
-//! the others.
+//! the others; without `--database-url` every tenant is placed on a DatabaseServer.
 
 use tenantdb_testkit::e2e;
 
@@ -544,4 +544,112 @@ async fn lost_placements_are_found_and_an_unreachable_server_stops_only_its_tena
     pgs[1].start_server().unwrap();
     wait_server_ready(&env, "b", true).await;
     env.wait_ready(ns, "y", T).await;
+}
+
+/// `--database-url` is optional: an operator without it has no default server and places every
+/// Tenant (with or without `spec.placement`) on the postgres DatabaseServers, by capacity; the
+/// tenants are provisioned there, their Secrets name their server, a rollout migrates them on
+/// their servers, and a Tenant with no room waits naming each refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_default_server_tenants_are_placed_on_database_servers() {
+    let env = Env::start_configured(e2e::EnvOptions {
+        extra_args: vec!["--server-probe-seconds".into(), "1".into()],
+        no_default_server: true,
+        ..Default::default()
+    })
+    .await;
+    let pgs = clusters(1).await;
+    add_server(&env, "a", &env.pg, Some(2)).await;
+    add_server(&env, "b", &pgs[0], Some(2)).await;
+    for n in ["a", "b"] {
+        wait_server_ready(&env, n, true).await;
+    }
+    let ns = "nodefault";
+    env.ensure_namespace(ns).await;
+    let api = env.tenants(ns);
+    for i in 0..5 {
+        let t = tenant(
+            ns,
+            &format!("t{i}"),
+            json!({"isolation": if i % 2 == 0 { "schema" } else { "database" }, "deletionPolicy": "Delete"}),
+        );
+        api.create(&PostParams::default(), &t).await.unwrap();
+    }
+    let (on, waiting) = wait_for(T, "4 Ready and 1 Unschedulable", || async {
+        let list = api.list(&ListParams::default()).await.ok()?;
+        let mut on: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut waiting = Vec::new();
+        for t in &list.items {
+            let st = t.status.as_ref()?;
+            let ready = condition(&st.conditions, "Ready")?;
+            match st.phase {
+                TenantPhase::Ready => on
+                    .entry(placed_on(t)?)
+                    .or_default()
+                    .push(t.metadata.name.clone()?),
+                TenantPhase::Pending if ready.reason == "Unschedulable" => {
+                    waiting.push((t.metadata.name.clone()?, ready.message.clone()))
+                }
+                _ => return None,
+            }
+        }
+        (on.values().map(Vec::len).sum::<usize>() == 4 && waiting.len() == 1)
+            .then_some((on, waiting))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", env.important_log_tail(60)));
+    assert_eq!(on.get("a").map(Vec::len), Some(2), "{on:?}");
+    assert_eq!(on.get("b").map(Vec::len), Some(2), "{on:?}");
+    let why = &waiting[0].1;
+    assert!(
+        why.contains("a: maxTenants reached (2/2)") && why.contains("b: maxTenants reached (2/2)"),
+        "{why}"
+    );
+    // Provisioned where placed, the Secret naming that server.
+    for (server, pg) in [("a", &env.pg), ("b", &pgs[0])] {
+        assert_eq!(roles_on(pg, ns).await.len(), 2, "{server}");
+        for n in &on[server] {
+            assert_eq!(
+                env.secret_value(ns, &format!("{n}-db"), "port").await,
+                Some(pg.port().to_string()),
+                "{n} on {server}"
+            );
+        }
+    }
+
+    // A rollout migrates each on its server (the waiting one deleted first: a rollout waits for
+    // Tenants that are not Ready).
+    api.delete(&waiting[0].0, &DeleteParams::default())
+        .await
+        .unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), ns);
+    let cm: ConfigMap = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "m1", "namespace": ns},
+        "data": {"20991231000000_notes.up.sql": "CREATE TABLE notes (id bigint PRIMARY KEY);"},
+    }))
+    .unwrap();
+    cms.create(&PostParams::default(), &cm).await.unwrap();
+    let tms: Api<TenantMigration> = Api::namespaced(env.client.clone(), ns);
+    let tm: TenantMigration = serde_json::from_value(json!({
+        "apiVersion": "tenantdb.io/v1alpha1", "kind": "TenantMigration",
+        "metadata": {"name": "notes", "namespace": ns},
+        "spec": {"target": {"selector": {}}, "source": {"configMap": {"name": "m1"}}},
+    }))
+    .unwrap();
+    tms.create(&PostParams::default(), &tm).await.unwrap();
+    let done = wait_for(T, "the rollout to finish", || async {
+        let st = tms.get("notes").await.ok()?.status?;
+        (st.phase == tenantdb::crd::MigrationPhase::Succeeded).then_some(st)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", env.important_log_tail(60)));
+    assert_eq!((done.total, done.succeeded), (4, 4), "{done:?}");
+    let log = env.operator_log();
+    assert!(
+        log.contains("no --database-url: tenants are placed on postgres DatabaseServers only"),
+        "{}",
+        tail(&log, 20)
+    );
+    assert!(!log.contains("\"level\":\"ERROR\""), "{}", tail(&log, 40));
 }

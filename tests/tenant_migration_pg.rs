@@ -204,7 +204,7 @@ fn migrator(
     dry_run: bool,
 ) -> Arc<PgMigrator> {
     Arc::new(PgMigrator {
-        pg: admin.clone(),
+        pg: Some(admin.clone()),
         servers: None,
         set,
         target_version: v,

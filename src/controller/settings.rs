@@ -60,6 +60,36 @@ pub struct OperatorSettings {
     /// Create `database` tenants from a template database holding the baseline
     /// ([`crate::pg::template`]) instead of replaying its DDL.
     pub database_templates: bool,
+    /// What every PostgreSQL server's admin pools are built with (the default server's and each
+    /// DatabaseServer's).
+    pub pg_pools: PgPools,
+}
+
+/// The settings of the PostgreSQL admin pools, from the flags (`--shared-database`,
+/// `--pool-size`, `--connect-timeout-seconds`): the same for every server, whether or not the
+/// operator has a default server (`--database-url`).
+#[derive(Debug, Clone)]
+pub struct PgPools {
+    /// Shared database of `schema`/`shared` tenants on servers that do not name their own.
+    pub shared_database: String,
+    /// Max connections of each admin pool.
+    pub pool_size: u32,
+    /// How long to wait for a connection.
+    pub connect_timeout: Duration,
+    /// The identity in the `application_name` of the sessions (the Lease holder identity, or
+    /// the instance name).
+    pub identity: String,
+}
+
+impl Default for PgPools {
+    fn default() -> Self {
+        Self {
+            shared_database: "tenantdb_shared".into(),
+            pool_size: 8,
+            connect_timeout: Duration::from_secs(5),
+            identity: "tenantdb".into(),
+        }
+    }
 }
 
 impl OperatorSettings {
@@ -97,6 +127,7 @@ impl Default for OperatorSettings {
             partition_retention_months: None,
             slow_statement_ms: 500,
             database_templates: true,
+            pg_pools: PgPools::default(),
         }
     }
 }

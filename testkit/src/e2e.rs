@@ -56,6 +56,9 @@ pub struct EnvOptions {
     /// Extra environment variables of the operator process (e.g. a test-only fail point, see
     /// tests/README.md).
     pub operator_env: Vec<(String, String)>,
+    /// Start the operator without `--database-url` (no default server: the throwaway cluster is
+    /// only there to be declared as a DatabaseServer).
+    pub no_default_server: bool,
 }
 
 pub struct Env {
@@ -72,6 +75,8 @@ pub struct Env {
     pub extra_args: Vec<String>,
     /// Extra environment variables of operator processes started from now on.
     pub operator_env: Vec<(String, String)>,
+    /// Whether the operator gets `--database-url` (the throwaway cluster as its default server).
+    pub default_server: bool,
     starts: u32,
 }
 
@@ -158,6 +163,7 @@ impl Env {
             operator: None,
             extra_args: opts.extra_args,
             operator_env: opts.operator_env,
+            default_server: !opts.no_default_server,
             starts: 0,
         };
         env.start_operator();
@@ -188,8 +194,11 @@ impl Env {
             .append(true)
             .open(log_path)
             .unwrap();
-        Command::new(crate::operator_bin())
-            .arg("run")
+        let mut cmd = Command::new(crate::operator_bin());
+        if self.default_server {
+            cmd.env("TENANTDB_DATABASE_URL", self.pg.admin_url());
+        }
+        cmd.arg("run")
             .args([
                 "--http-addr",
                 "127.0.0.1:0",
@@ -204,7 +213,6 @@ impl Env {
             // The Deployment sets it from the pod's namespace (downward API).
             .env("TENANTDB_LEASE_NAMESPACE", OPERATOR_NAMESPACE)
             .env("TENANTDB_OPERATOR_NAMESPACE", OPERATOR_NAMESPACE)
-            .env("TENANTDB_DATABASE_URL", self.pg.admin_url())
             .env("RUST_LOG", "info,tenantdb=debug")
             .env("TENANTDB_LOG_FORMAT", "json")
             .envs(self.operator_env.iter().map(|(k, v)| (k, v)))

@@ -248,12 +248,9 @@ pub(crate) async fn reconcile_inner(
     };
     // Tenants live on several servers: each is migrated on its own (names resolved with its
     // server's shared database).
-    let default_server = ctx
-        .servers()
-        .default_server()
-        .ok_or_else(|| Error::Config("no default database server".into()))?;
-    let default_pg = default_server.pg().clone();
-    let default_shared = default_pg.settings().shared_database.clone();
+    // (Without a default server, `--database-url` unset, tenants not placed yet wait.)
+    let default_pg = ctx.servers().default_server().map(|s| s.pg().clone());
+    let default_shared = crate::naming::Ident::new(&ctx.settings().pg_pools.shared_database)?;
     let server_shared: BTreeMap<String, crate::naming::Ident> = ctx
         .servers()
         .all()

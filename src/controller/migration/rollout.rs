@@ -288,8 +288,8 @@ pub trait TenantMigrator: Send + Sync + 'static {
 /// The PostgreSQL migrator: [`migrate_tenant`] with a fixed set, target and mode.
 #[derive(Debug, Clone)]
 pub struct PgMigrator {
-    /// Admin access to the default server (tenants without a server).
-    pub pg: Arc<PgAdmin>,
+    /// Admin access to the default server (tenants without a server); `None` without one.
+    pub pg: Option<Arc<PgAdmin>>,
     /// The servers tenants with a server name live on (`None`: all on `pg`).
     pub servers: Option<Arc<crate::servers::Registry>>,
     /// The migration set.
@@ -309,7 +309,10 @@ impl PgMigrator {
                 .get(name)
                 .map(|s| s.pg().clone())
                 .ok_or_else(|| format!("database server {name} is not known (yet)")),
-            _ => Ok(self.pg.clone()),
+            _ => self
+                .pg
+                .clone()
+                .ok_or_else(|| "not placed on a database server (yet)".to_string()),
         }
     }
 

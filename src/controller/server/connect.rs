@@ -87,17 +87,14 @@ async fn server(ds: &DatabaseServer, ctx: &Context) -> Result<Arc<Server>> {
         root_cert = Some(file);
         options = options.ssl_root_cert_from_pem(ca);
     }
-    let default = ctx
-        .servers()
-        .default_server()
-        .ok_or_else(|| Error::Config("no default database server".into()))?;
+    let pools = &ctx.settings().pg_pools;
     let settings = PgSettings {
         admin_url: String::new(),
         shared_database: config.shared_database,
-        pool_size: default.pg().settings().pool_size,
-        connect_timeout: default.pg().settings().connect_timeout,
+        pool_size: pools.pool_size,
+        connect_timeout: pools.connect_timeout,
     };
-    let pg = PgAdmin::with_options(settings, options, default.pg().instance())
+    let pg = PgAdmin::with_options(settings, options, &pools.identity)
         .with_password(Some(config.password.clone()))
         .with_root_cert(root_cert);
     Ok(Arc::new(Server::postgres(
@@ -274,10 +271,7 @@ async fn config(ds: &DatabaseServer, ctx: &Context) -> Result<Config> {
     });
     let shared_database = match &spec.shared_database {
         Some(db) => Ident::new(db)?,
-        None => match ctx.servers().default_server() {
-            Some(d) => d.pg().settings().shared_database.clone(),
-            None => Ident::new("tenantdb_shared")?,
-        },
+        None => Ident::new(&ctx.settings().pg_pools.shared_database)?,
     };
     let tenant_endpoint = match &spec.tenant_endpoint {
         Some(e) => (e.host.clone(), e.port.unwrap_or(port)),

@@ -248,7 +248,9 @@ fn keep_originals<S: Registered>(found: &mut Vec<Arc<S>>) {
 pub(super) fn default_shared_database(ctx: &Context) -> Result<crate::naming::Ident> {
     match ctx.servers().default_server() {
         Some(s) => Ok(s.pg().settings().shared_database.clone()),
-        None => Ok(crate::naming::Ident::new("tenantdb_shared")?),
+        None => Ok(crate::naming::Ident::new(
+            &ctx.settings().pg_pools.shared_database,
+        )?),
     }
 }
 
