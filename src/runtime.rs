@@ -277,15 +277,23 @@ impl RunConfig {
             connect_timeout: Duration::from_secs(self.connect_timeout_seconds.max(1)),
             identity: self.instance.clone(),
         };
-        let pg = self
+        // Given but empty (an empty Secret key): refused, not read as "no default server" — the
+        // tenants on that server would otherwise be placed anew elsewhere.
+        if self
             .database_url
-            .filter(|u| !u.trim().is_empty())
-            .map(|admin_url| PgSettings {
-                admin_url,
-                shared_database: shared,
-                pool_size: pg_pools.pool_size,
-                connect_timeout: pg_pools.connect_timeout,
-            });
+            .as_ref()
+            .is_some_and(|u| u.trim().is_empty())
+        {
+            return Err(Error::Config(
+                "--database-url (TENANTDB_DATABASE_URL) is empty: give the default server's admin URL, or leave it unset for no default server".into(),
+            ));
+        }
+        let pg = self.database_url.map(|admin_url| PgSettings {
+            admin_url,
+            shared_database: shared,
+            pool_size: pg_pools.pool_size,
+            connect_timeout: pg_pools.connect_timeout,
+        });
         let op = OperatorSettings {
             name_prefix: self.name_prefix,
             explicit_names: self.explicit_names,

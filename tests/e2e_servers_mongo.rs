@@ -779,4 +779,45 @@ async fn one_mongodb_deployment_under_two_names_takes_no_new_tenants() {
     assert_eq!(database_of(&t), db);
     assert!(databases(&ms[0]).await.contains(&db));
     assert!(!databases(&ms[1]).await.contains(&db));
+
+    // With detection off (a fail point), the move's own guard refuses a move to the second name
+    // before anything is copied; the database stays, with its documents.
+    let uri = env.secret_value(ns, "x-db", "mongodbUri").await.unwrap();
+    let client = mongo::connect(&uri).await.unwrap();
+    let notes = client
+        .database(&db)
+        .collection::<mongodb::bson::Document>("notes");
+    notes
+        .insert_many((0..100).map(|i| mongodb::bson::doc! {"n": i}))
+        .await
+        .unwrap();
+    env.kill_operator().await;
+    env.operator_env
+        .push(("TENANTDB_TEST_FAIL_AT".into(), "duplicate-detection".into()));
+    env.start_operator();
+    api.patch(
+        "x",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"placement": {"mongodb": {"server": "d-alias"}}}})),
+    )
+    .await
+    .unwrap();
+    let m = wait_for(T, "x's move refused by its own guard", || async {
+        let m = api.get("x").await.ok()?.status?.mongodb_move?;
+        m.message
+            .as_deref()
+            .is_some_and(|s| s.contains("servers d-0 and d-alias are the same MongoDB deployment"))
+            .then_some(m)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", env.important_log_tail(60)));
+    assert_eq!(m.phase, tenantdb::crd::MovePhase::RolledBack, "{m:?}");
+    assert!(m.started_at.is_none(), "{m:?}");
+    assert_eq!(
+        notes.count_documents(mongodb::bson::doc! {}).await.unwrap(),
+        100
+    );
+    client.shutdown().await;
+    let t = api.get("x").await.unwrap();
+    assert_eq!(mongo_on(&t).as_deref(), Some("d-0"));
 }

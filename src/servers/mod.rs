@@ -49,6 +49,38 @@ pub struct Duplicate {
     pub message: String,
 }
 
+/// A server found holding a tenant (see [`one_per_cluster`]).
+#[derive(Debug, Clone)]
+pub struct Found<K> {
+    /// The server's name.
+    pub name: String,
+    /// When its DatabaseServer was created (`None`: the default server).
+    pub created: Option<String>,
+    /// Whether it is the default server.
+    pub is_default: bool,
+    /// Which cluster (and, for PostgreSQL, which shared database) it is; `None`: unknown now.
+    pub key: Option<K>,
+}
+
+/// Which of the servers `found` holding one tenant to keep: of several names of one cluster
+/// (equal `key`s) only the one that keeps the tenants (the default server, else the oldest
+/// DatabaseServer, then by name); servers whose key is unknown are all kept. Indices into
+/// `found`, in order.
+pub fn one_per_cluster<K: PartialEq>(found: &[Found<K>]) -> Vec<usize> {
+    let rank = |f: &Found<K>| (!f.is_default, f.created.clone(), f.name.clone());
+    (0..found.len())
+        .filter(|&i| {
+            let me = &found[i];
+            let Some(key) = &me.key else {
+                return true;
+            };
+            !found
+                .iter()
+                .any(|o| o.key.as_ref() == Some(key) && rank(o) < rank(me))
+        })
+        .collect()
+}
+
 /// A server's [`Facts`], shared by its reconciles.
 #[derive(Debug, Default)]
 struct FactsCell(Mutex<Facts>);
@@ -313,6 +345,23 @@ impl MongoServer {
             config_hash,
             identity: Mutex::new(None),
         }
+    }
+
+    /// Reads which deployment this is now (at most 5 s), without falling back on what was
+    /// recorded: for decisions that drop data. Records a successful read.
+    pub async fn read_identity_now(&self) -> crate::error::Result<String> {
+        let id = tokio::time::timeout(Duration::from_secs(5), self.admin.deployment_identity())
+            .await
+            .map_err(|_| {
+                crate::error::Error::unavailable(format!(
+                    "MongoDB server {}: reading its deployment identity timed out",
+                    self.name
+                ))
+            })??;
+        if let Ok(mut m) = self.identity.lock() {
+            *m = Some((Instant::now(), Some(id.clone())));
+        }
+        Ok(id)
     }
 
     /// Reads which deployment this is now (`MongoAdmin::deployment_identity`, at most 5 s) and
@@ -621,5 +670,41 @@ impl<S: Registered> Registry<S> {
             .lock()
             .map(|r| r.clone())
             .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Found, one_per_cluster};
+
+    fn found(name: &str, created: Option<&str>, key: Option<u8>) -> Found<u8> {
+        Found {
+            name: name.into(),
+            created: created.map(str::to_string),
+            is_default: created.is_none(),
+            key,
+        }
+    }
+
+    #[test]
+    fn one_name_per_cluster_is_kept() {
+        let (t1, t2) = (Some("2026-01-01T00:00:00Z"), Some("2026-02-01T00:00:00Z"));
+        // Two names of cluster 1: the older keeps it; cluster 2 and an unknown one stay.
+        let f = [
+            found("b", t2, Some(1)),
+            found("a", t1, Some(1)),
+            found("c", t1, Some(2)),
+            found("d", t2, None),
+        ];
+        assert_eq!(one_per_cluster(&f), vec![1, 2, 3]);
+        // The default server keeps its cluster whatever the DatabaseServer's age.
+        let f = [found("a", t1, Some(1)), found("default", None, Some(1))];
+        assert_eq!(one_per_cluster(&f), vec![1]);
+        // Created together: by name.
+        let f = [found("y", t1, Some(1)), found("x", t1, Some(1))];
+        assert_eq!(one_per_cluster(&f), vec![1]);
+        // Unknown keys are never merged.
+        let f = [found("a", t1, None), found("b", t2, None)];
+        assert_eq!(one_per_cluster(&f), vec![0, 1]);
     }
 }

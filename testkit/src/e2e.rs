@@ -197,6 +197,8 @@ impl Env {
         let mut cmd = Command::new(crate::operator_bin());
         if self.default_server {
             cmd.env("TENANTDB_DATABASE_URL", self.pg.admin_url());
+        } else {
+            cmd.env_remove("TENANTDB_DATABASE_URL");
         }
         cmd.arg("run")
             .args([

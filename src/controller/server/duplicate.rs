@@ -9,6 +9,7 @@ use crate::servers::{Duplicate, MongoServer, Server};
 
 /// Another server known to be the same cluster: its name, when its DatabaseServer was created
 /// (`None`: the default server).
+#[derive(Clone)]
 struct Same {
     name: String,
     created: Option<String>,
@@ -19,6 +20,8 @@ struct Same {
 /// default server if it is one of them, else the oldest of those older than `me` (creation
 /// time, then name). `None` when `me` is the oldest.
 fn keeper<'a>(me: &str, created: Option<&str>, same: &'a [Same]) -> Option<&'a Same> {
+    // The default server (no DatabaseServer, no creation time) keeps its tenants.
+    let created = Some(created?);
     let older = |o: &Same| {
         o.is_default
             || match (o.created.as_deref(), created) {
@@ -40,6 +43,7 @@ pub(super) async fn postgres(ctx: &Context, server: &Server) -> Option<Duplicate
     let mine = server.read_identity().await?;
     let default = ctx.servers().default_name().map(str::to_string);
     let mut same = Vec::new();
+    let mut others = Vec::new();
     for other in ctx.servers().all() {
         if other.name() == server.name() {
             continue;
@@ -56,24 +60,61 @@ pub(super) async fn postgres(ctx: &Context, server: &Server) -> Option<Duplicate
                 created: other.facts().created,
                 is_default: default.as_deref() == Some(other.name()),
             });
+            others.push(other);
         }
     }
-    keeper(server.name(), server.facts().created.as_deref(), &same).map(|k| Duplicate {
+    let message = |k: &Same| Duplicate {
         of: k.name.clone(),
         message: format!(
             "the same PostgreSQL cluster as server {} (system identifier {}): takes no new tenants; declare each cluster once",
             k.name, mine.0
         ),
-    })
+    };
+    let me = Same {
+        name: server.name().to_string(),
+        created: server.facts().created,
+        is_default: false,
+    };
+    // The younger names of the cluster are told now, not at their next probe (they may have been
+    // probed before this one was registered).
+    for (other, d) in others.iter().zip(younger_than(&me, &same)) {
+        if let Some(k) = d {
+            other.set_duplicate_of(Some(message(&k)));
+        }
+    }
+    keeper(&me.name, me.created.as_deref(), &same).map(message)
+}
+
+/// For each of `same` (the other names of `me`'s cluster): the server keeping the tenants instead
+/// of it, when that is `me` or another of them.
+fn younger_than(me: &Same, same: &[Same]) -> Vec<Option<Same>> {
+    same.iter()
+        .map(|o| {
+            let rest: Vec<Same> = same
+                .iter()
+                .filter(|x| x.name != o.name)
+                .chain(std::iter::once(me))
+                .cloned()
+                .collect();
+            keeper(&o.name, o.created.as_deref(), &rest).cloned()
+        })
+        .collect()
 }
 
 /// Why the MongoDB server `server` must take no new tenants, if it must: another server reads
 /// the same deployment identity (`MongoAdmin::deployment_identity`). `None` also when it cannot
 /// be read now.
 pub(super) async fn mongodb(ctx: &Context, server: &MongoServer) -> Option<Duplicate> {
+    // Test-only (debug builds): detection off, so that a move's own guard can be seen
+    // (`TENANTDB_TEST_FAIL_AT=duplicate-detection`, tests/README.md).
+    #[cfg(debug_assertions)]
+    if std::env::var("TENANTDB_TEST_FAIL_AT").is_ok_and(|p| p == "duplicate-detection") {
+        return None;
+    }
     let mine = server.read_identity().await?;
     let default = ctx.mongo_servers().default_name().map(str::to_string);
     let mut same = Vec::new();
+    let mut others = Vec::new();
     for other in ctx.mongo_servers().all() {
         if other.name() != server.name() && other.identity().await.as_ref() == Some(&mine) {
             same.push(Same {
@@ -81,15 +122,27 @@ pub(super) async fn mongodb(ctx: &Context, server: &MongoServer) -> Option<Dupli
                 created: other.facts().created,
                 is_default: default.as_deref() == Some(other.name()),
             });
+            others.push(other);
         }
     }
-    keeper(server.name(), server.facts().created.as_deref(), &same).map(|k| Duplicate {
+    let message = |k: &Same| Duplicate {
         of: k.name.clone(),
         message: format!(
             "the same MongoDB deployment as server {} (deployment identity {mine}): takes no new tenants; declare each deployment once",
             k.name
         ),
-    })
+    };
+    let me = Same {
+        name: server.name().to_string(),
+        created: server.facts().created,
+        is_default: false,
+    };
+    for (other, d) in others.iter().zip(younger_than(&me, &same)) {
+        if let Some(k) = d {
+            other.set_duplicate_of(Some(message(&k)));
+        }
+    }
+    keeper(&me.name, me.created.as_deref(), &same).map(message)
 }
 
 #[cfg(test)]
@@ -126,5 +179,30 @@ mod tests {
         assert!(keeper("a", t2, &s).is_none());
         // Nothing the same: nothing to say.
         assert!(keeper("a", t1, &[]).is_none());
+        // The default server never is another's duplicate.
+        assert!(keeper("default", None, &[same("a", t1)]).is_none());
+    }
+
+    #[test]
+    fn younger_names_are_told_by_the_older_one() {
+        let t1 = Some("2026-01-01T00:00:00Z");
+        let t2 = Some("2026-02-01T00:00:00Z");
+        let t3 = Some("2026-03-01T00:00:00Z");
+        // b probed first saw nothing; a (older) tells b and c, and c is told a, not b.
+        let me = same("a", t1);
+        let told = younger_than(&me, &[same("b", t2), same("c", t3)]);
+        let names: Vec<_> = told
+            .iter()
+            .map(|k| k.as_ref().map(|k| k.name.as_str()))
+            .collect();
+        assert_eq!(names, vec![Some("a"), Some("a")]);
+        // The default server is never told; b younger than the default is told the default.
+        let me = same("b", t2);
+        let told = younger_than(&me, &[same("default", None), same("c", t3)]);
+        let names: Vec<_> = told
+            .iter()
+            .map(|k| k.as_ref().map(|k| k.name.as_str()))
+            .collect();
+        assert_eq!(names, vec![None, Some("default")]);
     }
 }

@@ -149,7 +149,9 @@ async fn apply(ds: Arc<DatabaseServer>, ctx: Arc<Context>) -> Result<Action> {
     let name = ds.name_any();
     let mut wal_level = None;
     let mut duplicate = None;
-    let reserved = ctx.servers().default_name() == Some(name.as_str());
+    // The `--default-server` name is reserved for both engines' default servers, whether or not
+    // the operator has them (as the chart refuses it): Tenants record it.
+    let reserved = ctx.settings().default_server == name;
     let probe = if reserved {
         Err((
             "NameReserved".to_string(),
@@ -331,7 +333,7 @@ pub(crate) fn facts_of(ds: &DatabaseServer) -> Facts {
 /// `DeletionBlocked` condition says how many); then the server is forgotten.
 async fn cleanup(ds: Arc<DatabaseServer>, ctx: Arc<Context>) -> Result<Action> {
     let name = ds.name_any();
-    if ctx.servers().default_name() == Some(name.as_str()) {
+    if ctx.settings().default_server == name {
         // Never a server of this operator (NameReserved): nothing to keep it for, and the
         // default server it is named like is left alone.
         ctx.servers().mark_seen(&name);

@@ -216,10 +216,13 @@ async fn start(
             return Ok(Start::Wait);
         }
     }
-    let candidates: Vec<_> = super::place::candidates(ctx, Some(&key))
-        .into_iter()
-        .filter(|c| c.name != current)
-        .collect();
+    // (Not another name of the source's cluster: a drain of a duplicate name moves its tenants
+    // to another cluster.)
+    let candidates = super::place::move_targets(
+        ctx.servers(),
+        super::place::candidates(ctx, Some(&key)),
+        current,
+    );
     let quotas =
         crate::quota::effective(tenant.spec.quotas.as_ref(), &ctx.settings().quota_defaults)
             .map_err(Error::InvalidSpec)?;

@@ -158,10 +158,11 @@ async fn start(
             return Ok(Start::Wait);
         }
     }
-    let candidates: Vec<_> = super::place::candidates_of(ctx, Engine::Mongodb, Some(&key))
-        .into_iter()
-        .filter(|c| c.name != current)
-        .collect();
+    let candidates = super::place::move_targets(
+        ctx.mongo_servers(),
+        super::place::candidates_of(ctx, Engine::Mongodb, Some(&key)),
+        current,
+    );
     let choice = tenant
         .spec
         .placement
@@ -452,27 +453,20 @@ async fn advance(t: &mut Tenant, ctx: &Context, mut m: MoveStatus) -> Result<()>
 }
 
 /// Why `source` and `target` cannot be a move's two ends, if they cannot: one MongoDB deployment
-/// under two names (the same deployment identity, read now from both). A copy there would be
-/// onto the database itself, and the clean-up of either end would drop the only copy. An
-/// identity never read (the server unreachable since the operator started) is an error: asked
-/// again at the next pass, nothing dropped meanwhile.
+/// under two names (the same deployment identity, read now from both, never a recorded one). A
+/// copy there would be onto the database itself (the copy replaces the target database), and the
+/// clean-up of either end would drop the only copy. An identity that cannot be read now is an
+/// error: asked again at the next pass, nothing copied or dropped meanwhile.
 async fn same_deployment(source: &MongoServer, target: &MongoServer) -> Result<Option<String>> {
-    let (a, b) = tokio::join!(source.read_identity(), target.read_identity());
-    match (a, b) {
-        (Some(a), Some(b)) => Ok((a == b).then(|| {
-            format!(
-                "servers {} and {} are the same MongoDB deployment (deployment identity {a}): there is nothing to move it to; declare each deployment once",
-                source.name(),
-                target.name()
-            )
-        })),
-        (a, _) => Err(Error::unavailable(format!(
-            "cannot tell whether MongoDB servers {} and {} are one deployment: the identity of {} cannot be read now",
+    let (a, b) = tokio::join!(source.read_identity_now(), target.read_identity_now());
+    let (a, b) = (a?, b?);
+    Ok((a == b).then(|| {
+        format!(
+            "servers {} and {} are the same MongoDB deployment (deployment identity {a}): there is nothing to move it to; declare each deployment once",
             source.name(),
-            target.name(),
-            if a.is_none() { source.name() } else { target.name() }
-        ))),
-    }
+            target.name()
+        )
+    }))
 }
 
 /// Why a move before its commit point is to be undone: `spec.placement.mongodb` allows the

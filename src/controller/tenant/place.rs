@@ -206,7 +206,14 @@ pub(super) async fn rediscover(tenant: &Tenant, ctx: &Context) -> Result<Option<
             }
         }
     }
-    keep_originals(&mut found);
+    if found.len() > 1 {
+        let mut keys = Vec::new();
+        for s in &found {
+            let shared = s.pg().settings().shared_database.as_str().to_string();
+            keys.push(s.read_identity().await.map(|id| (id, shared)));
+        }
+        keep_one_per_cluster(&mut found, ctx.servers().default_name(), keys);
+    }
     match found.len() {
         0 => {}
         1 => return Ok(found.pop()),
@@ -232,16 +239,64 @@ pub(super) async fn rediscover(tenant: &Tenant, ctx: &Context) -> Result<Option<
     Ok(None)
 }
 
-/// Of servers found holding one tenant, drops those that are another found server's cluster
-/// under a second name (`DuplicateCluster`): the tenant is found once, on the name that keeps the
-/// tenants, not refused as being on two servers.
-fn keep_originals<S: Registered>(found: &mut Vec<Arc<S>>) {
-    let names: Vec<String> = found.iter().map(|s| s.name().to_string()).collect();
-    found.retain(|s| {
-        s.facts()
-            .duplicate_of
-            .is_none_or(|d| !names.contains(&d.of))
+/// Of the servers found holding one tenant, keeps one name per cluster: several names of one
+/// cluster (`DuplicateCluster`) all find its objects; it is found on the name that keeps the
+/// tenants, not refused as being on several servers. `keys` are the servers' cluster identities
+/// read now (PostgreSQL: with the shared database, so that a `schema` tenant is not switched to
+/// another shared database of the cluster).
+fn keep_one_per_cluster<S: Registered, K: PartialEq>(
+    found: &mut Vec<Arc<S>>,
+    default: Option<&str>,
+    keys: Vec<Option<K>>,
+) {
+    let described: Vec<crate::servers::Found<K>> = found
+        .iter()
+        .zip(keys)
+        .map(|(s, key)| crate::servers::Found {
+            name: s.name().to_string(),
+            created: s.facts().created,
+            is_default: default == Some(s.name()),
+            key,
+        })
+        .collect();
+    let keep = crate::servers::one_per_cluster(&described);
+    let mut i = 0;
+    found.retain(|_| {
+        let k = keep.contains(&i);
+        i += 1;
+        k
     });
+}
+
+/// The candidates for a move's target away from `current`: every other server, those known to
+/// be `current`'s cluster under another name (one is the other's `DuplicateCluster`, or both the
+/// same server's) refused as such — a move between them is no move, so a drain of a duplicate
+/// name moves its tenants to another cluster.
+pub(crate) fn move_targets<S: Registered>(
+    servers: &Registry<S>,
+    candidates: Vec<Candidate>,
+    current: &str,
+) -> Vec<Candidate> {
+    let root = |n: &str| {
+        servers
+            .get(n)
+            .and_then(|s| s.facts().duplicate_of.map(|d| d.of))
+            .unwrap_or_else(|| n.to_string())
+    };
+    let home = root(current);
+    candidates
+        .into_iter()
+        .filter(|c| c.name != current)
+        .map(|mut c| {
+            if root(&c.name) == home && c.cordon_reason.is_none() {
+                c.cordoned = true;
+                c.cordon_reason = Some(format!(
+                    "the same cluster as server {current}, where the tenant is"
+                ));
+            }
+            c
+        })
+        .collect()
 }
 
 /// The default server's shared database (for names that do not depend on it).
@@ -533,7 +588,13 @@ pub(super) async fn rediscover_mongo(
             }
         }
     }
-    keep_originals(&mut found);
+    if found.len() > 1 {
+        let mut keys = Vec::new();
+        for s in &found {
+            keys.push(s.read_identity_now().await.ok());
+        }
+        keep_one_per_cluster(&mut found, ctx.mongo_servers().default_name(), keys);
+    }
     match found.len() {
         0 => {}
         1 => return Ok(found.pop()),
