@@ -19,6 +19,7 @@ pub mod http;
 pub mod localmongo;
 pub mod localpg;
 pub mod mongo;
+pub mod mongo_writer;
 pub mod ops;
 pub mod reliability;
 pub mod sql_scan;

@@ -562,13 +562,10 @@ pub struct Outcome {
 /// Provision or repair one Tenant: the pipeline of stages (see the module documentation).
 async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
     // The spec is valid before the tenant takes a place on a server (names do not depend on it).
-    // (Without a default server, with any server: the checks that do not depend on it.)
-    let any = ctx
-        .servers()
-        .default_server()
-        .or_else(|| ctx.servers().all().into_iter().next());
-    if let Some(server) = any {
-        validate::spec(tenant, ctx, server)?;
+    // (Without a default server, after placement only: some checks depend on the server's
+    // shared database.)
+    if let Some(default) = ctx.servers().default_server() {
+        validate::spec(tenant, ctx, default)?;
     }
     let server = place::place(tenant, ctx).await?;
     let mongo_server = place::place_mongo(tenant, ctx).await?;

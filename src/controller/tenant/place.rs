@@ -207,9 +207,15 @@ pub(super) async fn rediscover(tenant: &Tenant, ctx: &Context) -> Result<Option<
         }
     }
     if found.len() > 1 {
+        // (The login role is cluster-wide: every name of the cluster finds it. A `database`
+        // tenant is the same tenant under each; a `schema`/`shared` one only under the names
+        // with the same shared database.)
+        let dedicated = tenant.spec.isolation == crate::crd::Isolation::Database;
         let mut keys = Vec::new();
         for s in &found {
-            let shared = s.pg().settings().shared_database.as_str().to_string();
+            let shared =
+                (!dedicated).then(|| s.pg().settings().shared_database.as_str().to_string());
+            // (Read now; when that fails, the identity its last probe read.)
             keys.push(s.read_identity().await.map(|id| (id, shared)));
         }
         keep_one_per_cluster(&mut found, ctx.servers().default_name(), keys);
@@ -242,8 +248,9 @@ pub(super) async fn rediscover(tenant: &Tenant, ctx: &Context) -> Result<Option<
 /// Of the servers found holding one tenant, keeps one name per cluster: several names of one
 /// cluster (`DuplicateCluster`) all find its objects; it is found on the name that keeps the
 /// tenants, not refused as being on several servers. `keys` are the servers' cluster identities
-/// read now (PostgreSQL: with the shared database, so that a `schema` tenant is not switched to
-/// another shared database of the cluster).
+/// (PostgreSQL, for `schema` and `shared` tenants: with the shared database, so that such a
+/// tenant is not switched to another shared database of the cluster — names with different
+/// shared databases stay a `Conflict` for them).
 fn keep_one_per_cluster<S: Registered, K: PartialEq>(
     found: &mut Vec<Arc<S>>,
     default: Option<&str>,
