@@ -144,7 +144,7 @@ pub struct Server {
     config_hash: u64,
     /// Which cluster it is (`moves::sql::cluster_identity`) and when that was read (or last
     /// tried): compared with the other servers' at each probe without asking each of them.
-    identity: Mutex<Option<(Instant, Option<ClusterIdentity>)>>,
+    identity: IdentityCell<ClusterIdentity>,
 }
 
 /// `system_identifier` and postmaster start time of a PostgreSQL cluster.
@@ -153,6 +153,41 @@ pub type ClusterIdentity = (String, String);
 /// How long a server's recorded identity is used before it is read again (a restart changes
 /// it; a DatabaseServer's own probe reads it every time).
 const IDENTITY_FRESH: Duration = Duration::from_secs(30);
+
+/// Which cluster (or deployment) a server is, as last read, and when that was read or last
+/// tried; shared by PostgreSQL and MongoDB servers.
+#[derive(Debug)]
+struct IdentityCell<T>(Mutex<Option<(Instant, Option<T>)>>);
+
+impl<T> Default for IdentityCell<T> {
+    fn default() -> Self {
+        Self(Mutex::new(None))
+    }
+}
+
+impl<T: Clone> IdentityCell<T> {
+    /// Records a read (`None`: it failed) and answers the identity to use: a failed read keeps
+    /// (and answers) the last one known, stamped now, so that it is tried again only once that
+    /// is no longer fresh (an unreachable server does not slow every probe).
+    fn record(&self, read: Option<T>) -> Option<T> {
+        let Ok(mut m) = self.0.lock() else {
+            return read;
+        };
+        let kept = read.or_else(|| m.as_ref().and_then(|(_, i)| i.clone()));
+        *m = Some((Instant::now(), kept.clone()));
+        kept
+    }
+
+    /// The recorded identity while it is fresh (`Some(None)`: the last try found none); `None`
+    /// when it must be read again.
+    fn fresh(&self) -> Option<Option<T>> {
+        self.0.lock().ok().and_then(|m| {
+            m.as_ref()
+                .filter(|(at, _)| at.elapsed() < IDENTITY_FRESH)
+                .map(|(_, i)| i.clone())
+        })
+    }
+}
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -184,7 +219,7 @@ impl Server {
             shared_layout: tokio::sync::Mutex::new(None),
             facts: FactsCell::default(),
             config_hash,
-            identity: Mutex::new(None),
+            identity: IdentityCell::default(),
         }
     }
 
@@ -198,25 +233,14 @@ impl Server {
         .await
         .ok()
         .and_then(|r| r.ok());
-        let Ok(mut m) = self.identity.lock() else {
-            return id;
-        };
-        // A failed read keeps (and answers) the last identity known, stamped now: tried again
-        // only once that is no longer fresh (an unreachable server does not slow every probe).
-        let kept = id.or_else(|| m.as_ref().and_then(|(_, i)| i.clone()));
-        *m = Some((Instant::now(), kept.clone()));
-        kept
+        self.identity.record(id)
     }
 
     /// Which cluster this is: the recorded identity while fresh, else read now.
     pub async fn identity(&self) -> Option<ClusterIdentity> {
-        let recorded = self.identity.lock().ok().and_then(|m| {
-            m.as_ref()
-                .map(|(at, i)| (at.elapsed() < IDENTITY_FRESH, i.clone()))
-        });
-        match recorded {
-            Some((true, id)) => id,
-            _ => self.read_identity().await,
+        match self.identity.fresh() {
+            Some(id) => id,
+            None => self.read_identity().await,
         }
     }
 
@@ -316,7 +340,7 @@ pub struct MongoServer {
     config_hash: u64,
     /// Which deployment it is (the identity its registry records) and when that was read (or
     /// last tried), as for PostgreSQL servers.
-    identity: Mutex<Option<(Instant, Option<String>)>>,
+    identity: IdentityCell<String>,
 }
 
 impl std::fmt::Debug for MongoServer {
@@ -343,7 +367,7 @@ impl MongoServer {
             tenant_endpoint,
             facts: FactsCell::default(),
             config_hash,
-            identity: Mutex::new(None),
+            identity: IdentityCell::default(),
         }
     }
 
@@ -358,9 +382,7 @@ impl MongoServer {
                     self.name
                 ))
             })??;
-        if let Ok(mut m) = self.identity.lock() {
-            *m = Some((Instant::now(), Some(id.clone())));
-        }
+        self.identity.record(Some(id.clone()));
         Ok(id)
     }
 
@@ -371,23 +393,14 @@ impl MongoServer {
             .await
             .ok()
             .and_then(|r| r.ok());
-        let Ok(mut m) = self.identity.lock() else {
-            return id;
-        };
-        let kept = id.or_else(|| m.as_ref().and_then(|(_, i)| i.clone()));
-        *m = Some((Instant::now(), kept.clone()));
-        kept
+        self.identity.record(id)
     }
 
     /// Which deployment this is: the recorded identity while fresh, else read now.
     pub async fn identity(&self) -> Option<String> {
-        let recorded = self.identity.lock().ok().and_then(|m| {
-            m.as_ref()
-                .map(|(at, i)| (at.elapsed() < IDENTITY_FRESH, i.clone()))
-        });
-        match recorded {
-            Some((true, id)) => id,
-            _ => self.read_identity().await,
+        match self.identity.fresh() {
+            Some(id) => id,
+            None => self.read_identity().await,
         }
     }
 

@@ -70,19 +70,41 @@ pub(super) async fn postgres(ctx: &Context, server: &Server) -> Option<Duplicate
             k.name, mine.0
         ),
     };
+    decide(
+        server.name(),
+        server.facts().created,
+        &same,
+        message,
+        |i, d| {
+            if let Some(o) = others.get(i) {
+                o.set_duplicate_of(Some(d));
+            }
+        },
+    )
+}
+
+/// The end of both engines' checks: tells the younger names of the cluster (`same`, the other
+/// names found) who keeps the tenants instead of them — now, not at their next probe (they may
+/// have been probed before this one was registered) — and answers `me`'s own keeper, each as the
+/// engine's `message` says it.
+fn decide(
+    me: &str,
+    created: Option<String>,
+    same: &[Same],
+    message: impl Fn(&Same) -> Duplicate,
+    tell: impl Fn(usize, Duplicate),
+) -> Option<Duplicate> {
     let me = Same {
-        name: server.name().to_string(),
-        created: server.facts().created,
+        name: me.to_string(),
+        created,
         is_default: false,
     };
-    // The younger names of the cluster are told now, not at their next probe (they may have been
-    // probed before this one was registered).
-    for (other, d) in others.iter().zip(younger_than(&me, &same)) {
-        if let Some(k) = d {
-            other.set_duplicate_of(Some(message(&k)));
+    for (i, k) in younger_than(&me, same).into_iter().enumerate() {
+        if let Some(k) = k {
+            tell(i, message(&k));
         }
     }
-    keeper(&me.name, me.created.as_deref(), &same).map(message)
+    keeper(&me.name, me.created.as_deref(), same).map(message)
 }
 
 /// For each of `same` (the other names of `me`'s cluster): the server keeping the tenants instead
@@ -132,17 +154,17 @@ pub(super) async fn mongodb(ctx: &Context, server: &MongoServer) -> Option<Dupli
             k.name
         ),
     };
-    let me = Same {
-        name: server.name().to_string(),
-        created: server.facts().created,
-        is_default: false,
-    };
-    for (other, d) in others.iter().zip(younger_than(&me, &same)) {
-        if let Some(k) = d {
-            other.set_duplicate_of(Some(message(&k)));
-        }
-    }
-    keeper(&me.name, me.created.as_deref(), &same).map(message)
+    decide(
+        server.name(),
+        server.facts().created,
+        &same,
+        message,
+        |i, d| {
+            if let Some(o) = others.get(i) {
+                o.set_duplicate_of(Some(d));
+            }
+        },
+    )
 }
 
 #[cfg(test)]
