@@ -2,6 +2,7 @@
 //! ([`MigrationTarget`]), the table's SQL (create, record a step, remove a step) and reading it
 //! ([`status`]).
 
+use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, PgConnection, Row};
 
 use super::error::{MigrateError, db_err};
@@ -39,35 +40,39 @@ pub(super) async fn history_exists(
     .map_err(db_err("reading the catalog"))
 }
 
+/// The query reading the history table of `quoted_schema` (already quoted), oldest first; its
+/// rows are decoded by [`decode_history`] (binary or text format).
+pub(super) fn read_history_sql(quoted_schema: &str) -> String {
+    format!(
+        "SELECT version, name, checksum, \
+         (extract(epoch FROM applied_at) * 1000000)::bigint AS applied_us, execution_ms \
+         FROM {quoted_schema}.{HISTORY_TABLE} ORDER BY version"
+    )
+}
+
 /// The rows of the history table of `quoted_schema`, oldest first (the table must exist).
 pub(super) async fn read_history(
     conn: &mut PgConnection,
     quoted_schema: &str,
 ) -> Result<Vec<AppliedMigration>, MigrateError> {
-    let sql = format!(
-        "SELECT version, name, checksum, \
-         (extract(epoch FROM applied_at) * 1000000)::bigint AS applied_us, execution_ms \
-         FROM {quoted_schema}.{HISTORY_TABLE} ORDER BY version"
-    );
-    let rows = sqlx::query(AssertSqlSafe(sql))
+    let rows = sqlx::query(AssertSqlSafe(read_history_sql(quoted_schema)))
         .persistent(false)
         .fetch_all(conn)
         .await
         .map_err(db_err("reading the migration history"))?;
+    decode_history(&rows)
+}
+
+/// Decodes the rows of [`read_history_sql`].
+pub(super) fn decode_history(rows: &[PgRow]) -> Result<Vec<AppliedMigration>, MigrateError> {
+    let get_err = || db_err("decoding the migration history");
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
-        let get_err = db_err("decoding the migration history");
-        let applied_us: i64 = row.try_get("applied_us").map_err(get_err)?;
+        let applied_us: i64 = row.try_get("applied_us").map_err(get_err())?;
         out.push(AppliedMigration {
-            version: row
-                .try_get("version")
-                .map_err(db_err("decoding the migration history"))?,
-            name: row
-                .try_get("name")
-                .map_err(db_err("decoding the migration history"))?,
-            checksum: row
-                .try_get("checksum")
-                .map_err(db_err("decoding the migration history"))?,
+            version: row.try_get("version").map_err(get_err())?,
+            name: row.try_get("name").map_err(get_err())?,
+            checksum: row.try_get("checksum").map_err(get_err())?,
             applied_at: jiff::Timestamp::from_microsecond(applied_us).map_err(|e| {
                 MigrateError::Database {
                     operation: "decoding the migration history",
@@ -75,9 +80,7 @@ pub(super) async fn read_history(
                     source: None,
                 }
             })?,
-            execution_ms: row
-                .try_get("execution_ms")
-                .map_err(db_err("decoding the migration history"))?,
+            execution_ms: row.try_get("execution_ms").map_err(get_err())?,
         });
     }
     Ok(out)
@@ -107,18 +110,4 @@ pub(super) fn create_table_sql(quoted_schema: &str) -> String {
          applied_at timestamptz NOT NULL DEFAULT now(), \
          execution_ms bigint NOT NULL)"
     )
-}
-
-/// The statement recording an applied up step (`$1` version, `$2` name, `$3` checksum, `$4`
-/// execution_ms).
-pub(super) fn insert_sql(quoted_schema: &str) -> String {
-    format!(
-        "INSERT INTO {quoted_schema}.{HISTORY_TABLE} (version, name, checksum, execution_ms) \
-         VALUES ($1, $2, $3, $4)"
-    )
-}
-
-/// The statement removing the record of a reverted step (`$1` version).
-pub(super) fn delete_sql(quoted_schema: &str) -> String {
-    format!("DELETE FROM {quoted_schema}.{HISTORY_TABLE} WHERE version = $1")
 }

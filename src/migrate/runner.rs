@@ -6,11 +6,11 @@
 
 use std::time::{Duration, Instant};
 
-use sqlx::{AssertSqlSafe, Connection, PgConnection, Row};
+use sqlx::{AssertSqlSafe, PgConnection, Row};
 
 use super::error::{MigrateError, bookkeeping_err, db_err, lock_err, sql_err};
 use super::history::{
-    MigrationTarget, create_table_sql, delete_sql, history_exists, insert_sql, read_history,
+    HISTORY_TABLE, MigrationTarget, create_table_sql, decode_history, read_history_sql,
 };
 use super::ident::quote_identifier;
 use super::planner::{Direction, MigrationPlan, plan};
@@ -37,21 +37,55 @@ pub struct MigrationReport {
 /// back the transaction loses it.
 const GUARD_SETTING: &str = "tenantdb.migration_guard";
 
-/// Fails if the step left the engine's transaction or role.
-async fn check_guard(
-    conn: &mut PgConnection,
+/// The opening of the transaction, one simple-query message (one round trip): `BEGIN`, read-write
+/// and no statement timeout (schema changes are the operator's work, not the tenant application's,
+/// so neither its read-only switch (storage quota) nor its statement timeout applies), the
+/// advisory lock, role, search_path and guard, the history table created if missing (rolled back
+/// with the rest on a dry run or a failure) and read. Only the validated, quoted schema and role
+/// and the integer lock key are formatted into it.
+fn opening_sql(quoted_schema: &str, quoted_role: &str, lock_key: i64) -> String {
+    format!(
+        "BEGIN; SET TRANSACTION READ WRITE; SET LOCAL statement_timeout = 0; \
+         SELECT pg_catalog.pg_advisory_xact_lock({lock_key}) AS locked; \
+         SET LOCAL ROLE {quoted_role}; SET LOCAL search_path TO {quoted_schema}; \
+         SET LOCAL {GUARD_SETTING} = 'on'; \
+         SET LOCAL client_min_messages = warning; {}; SET LOCAL client_min_messages TO DEFAULT; \
+         {}",
+        create_table_sql(quoted_schema),
+        read_history_sql(quoted_schema)
+    )
+}
+
+/// The guard of a step, in the statement that records it (one statement, so one exchange with the
+/// server): `g` says whether the transaction and role are still the engine's; the history row is
+/// written or removed only if they are. `$1` is the owner role, `$2` the version; for an up step
+/// `$3` name, `$4` checksum, `$5` execution_ms.
+fn record_sql(quoted_schema: &str, direction: Direction) -> String {
+    let write = match direction {
+        Direction::Up => format!(
+            "INSERT INTO {quoted_schema}.{HISTORY_TABLE} (version, name, checksum, execution_ms) \
+             SELECT $2, $3, $4, $5 FROM g WHERE g.guard AND g.role = $1 RETURNING version"
+        ),
+        Direction::Down => format!(
+            "DELETE FROM {quoted_schema}.{HISTORY_TABLE} WHERE version = $2 \
+             AND EXISTS (SELECT 1 FROM g WHERE g.guard AND g.role = $1) RETURNING version"
+        ),
+    };
+    format!(
+        "WITH g AS (SELECT coalesce(pg_catalog.current_setting('{GUARD_SETTING}', true), '') = 'on' AS guard, \
+         current_user::text AS role), w AS ({write}) \
+         SELECT g.guard, g.role, (SELECT count(*) FROM w) AS written FROM g"
+    )
+}
+
+/// Fails if the step left the engine's transaction or role (`guard`, `role` as [`record_sql`]
+/// read them).
+fn check_guard(
+    guard: bool,
+    role: &str,
     owner_role: &str,
     version: i64,
 ) -> Result<(), MigrateError> {
-    let row = sqlx::query(
-        "SELECT coalesce(current_setting($1, true), '') = 'on' AS guard, current_user::text AS role",
-    )
-    .bind(GUARD_SETTING)
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(sql_err(version))?;
-    let guard: bool = row.try_get("guard").unwrap_or(false);
-    let role: String = row.try_get("role").unwrap_or_default();
     if !guard {
         return Err(MigrateError::Sql {
             version,
@@ -88,6 +122,9 @@ struct Job<'a> {
     started: Instant,
 }
 
+/// Runs the migration transaction up to (not including) its end, which [`migrate`] decides. The
+/// exchanges with the server: the opening ([`opening_sql`]), then per step its SQL and its
+/// guarded history write ([`record_sql`]).
 async fn run_in_transaction(
     conn: &mut PgConnection,
     job: &Job<'_>,
@@ -101,37 +138,27 @@ async fn run_in_transaction(
         dry_run,
         started,
     } = *job;
-    // First statement of the transaction (SET TRANSACTION must precede any query): schema changes
-    // are the operator's work, not the tenant application's, so neither its read-only switch
-    // (storage quota) nor its statement timeout applies.
     crate::fence::check()?;
-    sqlx::raw_sql("SET TRANSACTION READ WRITE; SET LOCAL statement_timeout = 0")
-        .execute(&mut *conn)
-        .await
-        .map_err(db_err("starting the migration transaction"))?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(target.lock_key)
-        .execute(&mut *conn)
-        .await
-        .map_err(lock_err(target.lock_key))?;
-    sqlx::raw_sql(AssertSqlSafe(format!(
-        "SET LOCAL ROLE {quoted_role}; SET LOCAL search_path TO {quoted_schema}"
+    let rows = sqlx::raw_sql(AssertSqlSafe(opening_sql(
+        quoted_schema,
+        quoted_role,
+        target.lock_key,
     )))
-    .execute(&mut *conn)
+    .fetch_all(&mut *conn)
     .await
-    .map_err(db_err("setting role and search_path"))?;
-    sqlx::query("SELECT set_config($1, 'on', true)")
-        .bind(GUARD_SETTING)
-        .execute(&mut *conn)
-        .await
-        .map_err(db_err("setting the migration guard"))?;
-
-    let exists = history_exists(conn, target.schema).await?;
-    let applied = if exists {
-        read_history(conn, quoted_schema).await?
-    } else {
-        Vec::new()
-    };
+    .map_err(|e| {
+        if is_lock_failure(&e) {
+            lock_err(target.lock_key)(e)
+        } else {
+            db_err("starting the migration transaction")(e)
+        }
+    })?;
+    // The opening's last statement reads the history; the lock's row comes before it.
+    let history: Vec<_> = rows
+        .into_iter()
+        .filter(|r| r.try_column("version").is_ok())
+        .collect();
+    let applied = decode_history(&history)?;
     let plan = plan(set, &applied, target_version)?;
     let mut report = MigrationReport {
         from: plan.from,
@@ -145,18 +172,6 @@ async fn run_in_transaction(
         report.duration = started.elapsed();
         return Ok(Outcome::Rollback(report));
     }
-    if exists && plan.is_empty() {
-        report.duration = started.elapsed();
-        return Ok(Outcome::Commit(report));
-    }
-    if !exists {
-        sqlx::raw_sql(AssertSqlSafe(create_table_sql(quoted_schema)))
-            .execute(&mut *conn)
-            .await
-            .map_err(db_err("creating the migration history table"))?;
-    }
-    let insert = insert_sql(quoted_schema);
-    let delete = delete_sql(quoted_schema);
     for step in &plan.steps {
         let Some(m) = set.get(step.version) else {
             return Err(MigrateError::UnknownApplied {
@@ -172,38 +187,44 @@ async fn run_in_transaction(
         };
         crate::fence::check()?;
         let t0 = Instant::now();
+        // The migration's text alone in its message: nothing of the engine's is parsed with it.
         sqlx::raw_sql(AssertSqlSafe(sql))
             .execute(&mut *conn)
             .await
             .map_err(sql_err(m.version))?;
-        check_guard(conn, target.owner_role, m.version).await?;
         let elapsed_ms = i64::try_from(t0.elapsed().as_millis()).unwrap_or(i64::MAX);
-        match step.direction {
-            Direction::Up => {
-                sqlx::query(AssertSqlSafe(insert.as_str()))
-                    .persistent(false)
+        let (what, record) = match step.direction {
+            Direction::Up => (
+                "recording it in the history table",
+                sqlx::query(AssertSqlSafe(record_sql(quoted_schema, Direction::Up)))
+                    .bind(target.owner_role)
                     .bind(m.version)
                     .bind(&m.name)
                     .bind(&m.checksum)
-                    .bind(elapsed_ms)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(bookkeeping_err(
-                        m.version,
-                        "recording it in the history table",
-                    ))?;
-            }
-            Direction::Down => {
-                sqlx::query(AssertSqlSafe(delete.as_str()))
-                    .persistent(false)
-                    .bind(m.version)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(bookkeeping_err(
-                        m.version,
-                        "removing its record from the history table",
-                    ))?;
-            }
+                    .bind(elapsed_ms),
+            ),
+            Direction::Down => (
+                "removing its record from the history table",
+                sqlx::query(AssertSqlSafe(record_sql(quoted_schema, Direction::Down)))
+                    .bind(target.owner_role)
+                    .bind(m.version),
+            ),
+        };
+        let row = record
+            .persistent(false)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(bookkeeping_err(m.version, what))?;
+        let guard: bool = row.try_get("guard").unwrap_or(false);
+        let role: String = row.try_get("role").unwrap_or_default();
+        check_guard(guard, &role, target.owner_role, m.version)?;
+        let written: i64 = row.try_get("written").unwrap_or(0);
+        if written != 1 {
+            return Err(MigrateError::Sql {
+                version: m.version,
+                message: format!("{what} failed after the migration ran: {written} rows written"),
+                source: None,
+            });
         }
         tracing::info!(
             schema = target.schema,
@@ -220,6 +241,14 @@ async fn run_in_transaction(
     Ok(Outcome::Commit(report))
 }
 
+/// Whether `e` is the advisory lock not being granted (lock or statement timeout, deadlock) rather
+/// than another failure of the opening.
+fn is_lock_failure(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|c| matches!(c.as_ref(), "55P03" | "40P01" | "57014"))
+}
+
 /// Brings `target`'s schema to `target_version` (`None`: latest; `Some(0)`: revert everything) in
 /// one transaction; see the module documentation. With `dry_run`, only the plan is computed
 /// (returned in [`MigrationReport::plan`]) and nothing is executed.
@@ -233,10 +262,6 @@ pub async fn migrate(
     let started = Instant::now();
     let quoted_schema = quote_identifier(target.schema)?;
     let quoted_role = quote_identifier(target.owner_role)?;
-    let mut tx = conn
-        .begin()
-        .await
-        .map_err(db_err("beginning a transaction"))?;
     let job = Job {
         set,
         target,
@@ -246,7 +271,8 @@ pub async fn migrate(
         dry_run,
         started,
     };
-    let outcome = run_in_transaction(&mut tx, &job).await;
+    // BEGIN is the opening's first statement; COMMIT or ROLLBACK ends it here.
+    let outcome = run_in_transaction(conn, &job).await;
     // No commit once leadership is in doubt: the transaction rolls back instead.
     let outcome = match (outcome, crate::fence::check()) {
         (Ok(Outcome::Commit(_)), Err(fenced)) => Err(MigrateError::Fenced(fenced)),
@@ -254,17 +280,23 @@ pub async fn migrate(
     };
     match outcome {
         Ok(Outcome::Commit(mut report)) => {
-            tx.commit().await.map_err(db_err("committing"))?;
+            sqlx::raw_sql("COMMIT")
+                .execute(&mut *conn)
+                .await
+                .map_err(db_err("committing"))?;
             report.duration = started.elapsed();
             Ok(report)
         }
         Ok(Outcome::Rollback(mut report)) => {
-            tx.rollback().await.map_err(db_err("rolling back"))?;
+            sqlx::raw_sql("ROLLBACK")
+                .execute(&mut *conn)
+                .await
+                .map_err(db_err("rolling back"))?;
             report.duration = started.elapsed();
             Ok(report)
         }
         Err(e) => {
-            if let Err(rollback) = tx.rollback().await {
+            if let Err(rollback) = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await {
                 tracing::warn!(error = %rollback, "rollback after a failed migration failed");
             }
             tracing::warn!(schema = target.schema, error = %e, category = e.category(), "migration failed");

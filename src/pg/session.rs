@@ -90,9 +90,9 @@ impl PgAdmin {
                     user.as_str()
                 ))
             })??;
-        let elevated: String = sqlx::query_scalar(ELEVATED_SQL)
-            .fetch_one(&mut conn)
-            .await?;
+        // Simple protocol: one exchange on the new session (no bind parameters to send).
+        let elevated: String =
+            sqlx::Row::try_get(&sqlx::raw_sql(ELEVATED_SQL).fetch_one(&mut conn).await?, 0)?;
         if !elevated.is_empty() {
             let _ = conn.close().await;
             return Err(Error::Conflict(format!(

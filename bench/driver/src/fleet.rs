@@ -36,6 +36,53 @@ fn tm_resource() -> ApiResource {
     ApiResource::erase::<TenantMigration>(&())
 }
 
+/// A `PGPASSFILE` (mode 0600, in the work directory) with the superuser's password and every
+/// tenant's login from its credentials Secret, for the login floor (set-up, not timed).
+async fn write_passfile(
+    env: &Env,
+    cfg: &Cfg,
+    tenants: &[tenantdb::naming::TenantNames],
+) -> Result<std::path::PathBuf> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(env.client.clone(), NS);
+    let escape = |s: &str| s.replace('\\', "\\\\").replace(':', "\\:");
+    let (host, port) = (env.pg.host(), env.pg.port());
+    let mut lines = format!(
+        "{host}:{port}:*:postgres:{}\n",
+        escape(env.pg.superuser_password())
+    );
+    for (i, t) in tenants.iter().enumerate() {
+        let s = secrets.get(&format!("{}-db", tenant_name(i + 1))).await?;
+        let get = |k: &str| {
+            tenantdb::secret::read_key(&s, k)
+                .ok_or_else(|| anyhow!("Secret of tenant {} has no {k}", i + 1))
+        };
+        let user = get("username")?;
+        if user != t.role.as_str() {
+            bail!(
+                "the Secret of tenant {} names {user}, not {}",
+                i + 1,
+                t.role.as_str()
+            );
+        }
+        lines.push_str(&format!(
+            "{host}:{port}:{}:{user}:{}\n",
+            t.database.as_str(),
+            escape(&get("password")?)
+        ));
+    }
+    let path = cfg.work.join("fleet-login-floor.pgpass");
+    let _ = std::fs::remove_file(&path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)?;
+    f.write_all(lines.as_bytes())?;
+    Ok(path)
+}
+
 /// Creates a TenantMigration and waits for it to finish. `Ok(None)`: no controller answered.
 async fn run_tenant_migration(
     env: &Env,
@@ -133,7 +180,8 @@ async fn engine_migrate(
 
 pub async fn fleet(cfg: &Cfg, mut env: Env, n: usize) -> Result<Value> {
     log(format!("fleet migration over {n} tenants"));
-    let extra: Vec<Migration> = (1..=cfg.fleet_parallel.len() * 2)
+    // Per maxParallel: the operator's migration, the psql floor's, the login floor's.
+    let extra: Vec<Migration> = (1..=cfg.fleet_parallel.len() * 3)
         .map(fleet_migration)
         .collect();
     let set = MigrationSet::bundled().merge(MigrationSet::new(extra.clone())?)?;
@@ -168,6 +216,7 @@ pub async fn fleet(cfg: &Cfg, mut env: Env, n: usize) -> Result<Value> {
             }))?,
         )
         .await?;
+    let passfile = write_passfile(&env, cfg, &tenants).await?;
     env.spawn_operator(
         &cfg.operator,
         &["--concurrency".into(), CONCURRENCY.to_string()],
@@ -251,6 +300,31 @@ pub async fn fleet(cfg: &Cfg, mut env: Env, n: usize) -> Result<Value> {
             .await?
             .as_secs_f64();
         log(format!("  floor psql x{p}: {floor_s:.2} s"));
+        // Login floor: the next migration, psql logged in as each tenant (\connect per tenant).
+        k += 1;
+        let m_login = &extra[k - 1];
+        let contents = tenants
+            .iter()
+            .enumerate()
+            .map(|(i, nm)| {
+                (
+                    tenant_name(i + 1),
+                    floor::migration_sql_as_tenant(nm, m_login),
+                )
+            })
+            .collect();
+        if p == 1 {
+            std::fs::write(
+                cfg.out.join("floor-sample-migration-login.sql"),
+                floor::migration_sql_as_tenant(&tenants[0], m_login),
+            )?;
+        }
+        let dir = cfg.work.join("fleet-login-floor-sql");
+        let files = floor::write_files(&dir, contents)?;
+        let login_s = floor::run_psql_as(&env.pg, floor::SHARED_DB, &files, p, Some(&passfile))
+            .await?
+            .as_secs_f64();
+        log(format!("  login floor psql x{p}: {login_s:.2} s"));
         // Peers: their next migration of the same shape, one process per tenant, p at a time.
         let mut peer_s = Vec::new();
         for peer in &peer_tools {
@@ -263,6 +337,9 @@ pub async fn fleet(cfg: &Cfg, mut env: Env, n: usize) -> Result<Value> {
             "ratio": round(op_s / floor_s, 2),
             "operator_ms_per_tenant": round(op_s * 1000.0 / n as f64, 2),
             "floor_ms_per_tenant": round(floor_s * 1000.0 / n as f64, 2),
+            "login_floor_s": round(login_s, 3),
+            "login_ratio": round(op_s / login_s, 2),
+            "login_floor_ms_per_tenant": round(login_s * 1000.0 / n as f64, 2),
             "operator_cpu_s": round(cpu1 - cpu0, 2),
             "tenants_succeeded": counts.0,
             "tenants_skipped": counts.1,
@@ -293,7 +370,8 @@ pub async fn fleet(cfg: &Cfg, mut env: Env, n: usize) -> Result<Value> {
         } else {
             "no TenantMigration controller was running in the operator: the migration engine (tenantdb::migrate::migrate) was driven directly with N parallel connections"
         },
-        "migration": "ALTER TABLE saas_users ADD COLUMN …; CREATE INDEX … (one per run; the floor applies the next one of the same shape)",
+        "migration": "ALTER TABLE saas_users ADD COLUMN …; CREATE INDEX … (one per run; the floor applies the next one of the same shape, the login floor the one after)",
+        "login_floor_note": "psql (one process per lane, files dealt round-robin like the floor) \\connect-ing to each tenant as its login role with the password of its Secret (PGPASSFILE), then the floor's transaction without SET LOCAL ROLE: what running a migration as the tenant costs at least (a backend and a SCRAM login per tenant); the operator runs every tenant's migration on such a login (least privilege in execution), the floor on one superuser session",
         "last_version": last,
         "tenants_with_last_migration": check.parse::<i64>().unwrap_or(-1),
         "peers": peers::describe(&peer_tools),

@@ -166,6 +166,26 @@ pub fn migration_sql(names: &TenantNames, m: &Migration) -> String {
     out
 }
 
+/// [`migration_sql`] logged in as the tenant (the least-privilege floor): `\connect` to the
+/// tenant's database as its login role (password from the `PGPASSFILE` of [`run_psql_as`]), then
+/// the same transaction without `SET LOCAL ROLE`: what any tool that runs a tenant's migration as
+/// the tenant pays at least (a new PostgreSQL backend and a SCRAM login per tenant).
+pub fn migration_sql_as_tenant(names: &TenantNames, m: &Migration) -> String {
+    let schema = format!("\"{}\"", names.schema.as_str());
+    let key = tenantdb::identity::lock_key(names);
+    let mut out = format!(
+        "\\connect {} {}\n",
+        names.database.as_str(),
+        names.role.as_str()
+    );
+    out.push_str("BEGIN;\n");
+    out.push_str(&format!("SELECT pg_advisory_xact_lock({key});\n"));
+    out.push_str(&format!("SET LOCAL search_path TO {schema};\n"));
+    push_up(&mut out, &schema, m);
+    out.push_str("COMMIT;\n");
+    out
+}
+
 /// Writes one file per tenant into `dir` and returns their paths.
 pub fn write_files(dir: &Path, contents: Vec<(String, String)>) -> Result<Vec<PathBuf>> {
     let _ = std::fs::remove_dir_all(dir);
@@ -188,6 +208,18 @@ pub async fn run_psql(
     files: &[PathBuf],
     parallel: usize,
 ) -> Result<Duration> {
+    run_psql_as(pg, database, files, parallel, None).await
+}
+
+/// [`run_psql`]; with `passfile`, every password comes from that `PGPASSFILE` (no `PGPASSWORD`),
+/// so that the files' `\connect`s log in as the tenants with their own passwords.
+pub async fn run_psql_as(
+    pg: &LocalPg,
+    database: &str,
+    files: &[PathBuf],
+    parallel: usize,
+    passfile: Option<&Path>,
+) -> Result<Duration> {
     let parallel = parallel.max(1).min(files.len().max(1));
     let mut groups: Vec<Vec<&PathBuf>> = vec![Vec::new(); parallel];
     for (i, f) in files.iter().enumerate() {
@@ -197,6 +229,9 @@ pub async fn run_psql(
     let mut children = Vec::new();
     for g in groups {
         let mut cmd = psql(pg, database, &["-q"]);
+        if let Some(passfile) = passfile {
+            cmd.env_remove("PGPASSWORD").env("PGPASSFILE", passfile);
+        }
         cmd.stdout(Stdio::null()).stderr(Stdio::piped());
         for f in g {
             cmd.arg("-f").arg(f);

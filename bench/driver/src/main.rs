@@ -82,6 +82,7 @@ async fn main() -> Result<()> {
     let write = |results: &Value| report::write(&cfg.out, results);
 
     if cfg.runs("provisioning") || cfg.runs("fleet") {
+        let st = report::stamp();
         let mut prov = Vec::new();
         let largest = *cfg.prov_schema.iter().max().unwrap();
         let mut kept = None;
@@ -106,17 +107,21 @@ async fn main() -> Result<()> {
             }
             if cfg.runs("provisioning") {
                 results["provisioning"] = json!(prov);
+                report::put_run(&mut results, "provisioning", st.clone());
                 write(&results)?;
             }
         }
         if cfg.runs("fleet")
             && let Some(env) = kept
         {
+            let st = report::stamp();
             results["fleet_migration"] = fleet::fleet(&cfg, env, largest).await?;
+            report::put_run(&mut results, "fleet_migration", st);
             write(&results)?;
         }
     }
     if cfg.runs("provisioning") || cfg.runs("provisioning-database") {
+        let st = report::stamp();
         // The operator replaying the baseline into empty databases (templates off), then as
         // shipped (copies of the template database), then the psql floor of the replay.
         let (replay, _) = provisioning::provisioning(
@@ -151,30 +156,43 @@ async fn main() -> Result<()> {
             .collect();
         prov.push(r);
         results["provisioning"] = json!(prov);
+        report::put_run(&mut results, "provisioning-database", st);
         write(&results)?;
     }
     if cfg.runs("steady") {
+        let st = report::stamp();
         results["steady_state"] = steady::steady_state(&cfg).await?;
+        report::put_run(&mut results, "steady_state", st);
         write(&results)?;
     }
     if cfg.runs("memory") {
+        let st = report::stamp();
         results["memory"] = memory::memory(&cfg).await?;
+        report::put_run(&mut results, "memory", st);
         write(&results)?;
     }
     if cfg.runs("ttr") {
+        let st = report::stamp();
         results["time_to_ready"] = ttr::time_to_ready(&cfg).await?;
+        report::put_run(&mut results, "time_to_ready", st);
         write(&results)?;
     }
     if cfg.runs("admission") {
+        let st = report::stamp();
         results["admission"] = admission::admission(&cfg).await?;
+        report::put_run(&mut results, "admission", st);
         write(&results)?;
     }
     if cfg.runs("placement") {
+        let st = report::stamp();
         results["placement"] = placement::placement(&cfg).await?;
+        report::put_run(&mut results, "placement", st);
         write(&results)?;
     }
     if cfg.runs("moves") {
+        let st = report::stamp();
         results["moves"] = moves::moves(&cfg).await?;
+        report::put_run(&mut results, "moves", st);
         write(&results)?;
     }
     results["duration_s"] = json!(round(started.elapsed().as_secs_f64(), 1));

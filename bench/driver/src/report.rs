@@ -49,6 +49,50 @@ pub fn header(cfg: &Cfg) -> Value {
     })
 }
 
+/// Which run produced a scenario's figures (stored under `runs.<scenario>` in `results.json` and
+/// printed under each table): when the scenario started, the git revision, and the machine's load
+/// average at that moment (a loaded machine slows every figure of the table).
+pub fn stamp() -> Value {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let mut it = load.split_whitespace().map(|x| x.parse::<f64>().ok());
+    json!({
+        "started_at": jiff::Timestamp::now().to_string(),
+        "git_revision": sh("git rev-parse --short HEAD"),
+        "git_dirty": !sh("git status --porcelain -- src apiserver testkit migrations build.rs Cargo.toml Cargo.lock bench/driver/src").is_empty(),
+        "loadavg_1m_at_start": it.next().flatten(),
+        "loadavg_5m_at_start": it.next().flatten(),
+    })
+}
+
+/// Records the run of `scenario` ([`stamp`]).
+pub fn put_run(results: &mut Value, scenario: &str, stamp: Value) {
+    if !results["runs"].is_object() {
+        results["runs"] = json!({});
+    }
+    results["runs"][scenario] = stamp;
+}
+
+/// The line under a table naming its run.
+fn run_line(r: &Value, scenario: &str) -> String {
+    let st = &r["runs"][scenario];
+    if !st.is_object() {
+        return "Run: not recorded (a run before run stamps).\n\n".to_string();
+    }
+    format!(
+        "Run: {} · rev {}{} · load average at start {} (1 min), {} (5 min) on {} cores.\n\n",
+        f(&st["started_at"]),
+        f(&st["git_revision"]),
+        if st["git_dirty"] == json!(true) {
+            " (+ uncommitted changes)"
+        } else {
+            ""
+        },
+        f(&st["loadavg_1m_at_start"]),
+        f(&st["loadavg_5m_at_start"]),
+        f(&r["machine"]["nproc"]),
+    )
+}
+
 /// A partial run (`--only`) updates the scenarios it runs in an existing `results.json`: every
 /// key of the old file that `results` does not have yet is kept.
 pub fn keep_previous(cfg: &Cfg, results: &mut Value) {
@@ -57,6 +101,16 @@ pub fn keep_previous(cfg: &Cfg, results: &mut Value) {
         && let Ok(Value::Object(old)) = serde_json::from_str::<Value>(&old)
     {
         for (k, v) in old {
+            if k == "runs"
+                && let Value::Object(runs) = v
+            {
+                for (scenario, st) in runs {
+                    if results["runs"].get(&scenario).is_none() {
+                        put_run(results, &scenario, st);
+                    }
+                }
+                continue;
+            }
             if results.get(&k).is_none() {
                 results[k] = v;
             }
@@ -141,6 +195,8 @@ pub fn summary(r: &Value) -> String {
     ));
     if let Some(rows) = r["provisioning"].as_array() {
         s.push_str("## 1. Provisioning (all Tenants created → all Ready) vs. psql floor\n\n");
+        s.push_str(&run_line(r, "provisioning").replace("Run:", "Run (`schema` rows):"));
+        s.push_str(&run_line(r, "provisioning-database").replace("Run:", "Run (`database` row):"));
         s.push_str("| isolation | N | operator (s) | floor psql sequential (s) | floor psql ×8 (s) | operator / sequential | operator / ×8 | tenants/s | API writes/tenant | operator CPU (s) | transient reconcile errors | objects/tenant op · floor |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
         for x in rows {
             s.push_str(&format!(
@@ -179,6 +235,7 @@ pub fn summary(r: &Value) -> String {
             "## 2. Steady state: {} Ready tenants, one resync period ({} s; health/usage interval {} s)\n\n",
             f(&st["tenants"]), f(&st["resync_seconds"]), f(&st["health_and_usage_interval_seconds"])
         ));
+        s.push_str(&run_line(r, "steady_state"));
         s.push_str("| metric | value |\n|---|---|\n");
         for (k, label) in [
             ("window_s", "window (s)"),
@@ -225,7 +282,9 @@ pub fn summary(r: &Value) -> String {
     }
     let mem = &r["memory"];
     if mem.is_object() {
-        s.push_str("## 2b. Operator memory vs. number of Tenants\n\n| Tenants | RSS (MiB) | peak RSS (MiB) |\n|---|---|---|\n");
+        s.push_str("## 2b. Operator memory vs. number of Tenants\n\n");
+        s.push_str(&run_line(r, "memory"));
+        s.push_str("| Tenants | RSS (MiB) | peak RSS (MiB) |\n|---|---|---|\n");
         for p in mem["points"].as_array().into_iter().flatten() {
             s.push_str(&format!(
                 "| {} | {} | {} |\n",
@@ -248,6 +307,7 @@ pub fn summary(r: &Value) -> String {
             f(&fl["mode"]),
             f(&fl["mode_note"])
         ));
+        s.push_str(&run_line(r, "fleet_migration"));
         if let Some(peers) = fl["peers"].as_object().filter(|p| !p.is_empty()) {
             let versions: Vec<String> = peers
                 .iter()
@@ -259,30 +319,40 @@ pub fn summary(r: &Value) -> String {
                 f(&fl["peers_note"])
             ));
         }
-        s.push_str("| maxParallel | tenantdb (s) | psql floor (s) | dbmate (s) | sqlx-cli (s) | tenantdb / psql | tenantdb / dbmate | tenantdb / sqlx-cli | tenantdb ms/tenant | psql ms/tenant | dbmate ms/tenant | sqlx-cli ms/tenant |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+        if fl["login_floor_note"].is_string() {
+            s.push_str(&format!("Login floor: {}.\n\n", f(&fl["login_floor_note"])));
+        }
+        s.push_str("| maxParallel | tenantdb (s) | psql floor (s) | login floor (s) | dbmate (s) | sqlx-cli (s) | tenantdb / psql | tenantdb / login floor | tenantdb / dbmate | tenantdb / sqlx-cli | tenantdb ms/tenant | psql ms/tenant | login floor ms/tenant | dbmate ms/tenant | sqlx-cli ms/tenant |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
         s.push_str(&table_rows(
             &fl["rows"],
             &[
                 "max_parallel",
                 "operator_s",
                 "floor_s",
+                "login_floor_s",
                 "dbmate_s",
                 "sqlx_s",
                 "ratio",
+                "login_ratio",
                 "ratio_vs_dbmate",
                 "ratio_vs_sqlx",
                 "operator_ms_per_tenant",
                 "floor_ms_per_tenant",
+                "login_floor_ms_per_tenant",
                 "dbmate_ms_per_tenant",
                 "sqlx_ms_per_tenant",
             ],
-            &[5, 6, 7],
+            &[6, 7, 8, 9],
         ));
         s.push('\n');
     }
     let ttr = &r["time_to_ready"];
     if ttr.is_object() {
-        s.push_str("## 4. Single-tenant time to Ready (create → Ready seen by a watch; full baseline)\n\n| isolation | samples | p50 (ms) | p90 (ms) | p99 (ms) | mean (ms) | min (ms) | max (ms) |\n|---|---|---|---|---|---|---|---|\n");
+        s.push_str(
+            "## 4. Single-tenant time to Ready (create → Ready seen by a watch; full baseline)\n\n",
+        );
+        s.push_str(&run_line(r, "time_to_ready"));
+        s.push_str("| isolation | samples | p50 (ms) | p90 (ms) | p99 (ms) | mean (ms) | min (ms) | max (ms) |\n|---|---|---|---|---|---|---|---|\n");
         s.push_str(&table_rows(
             &ttr["rows"],
             &[
@@ -302,8 +372,8 @@ pub fn summary(r: &Value) -> String {
     let ad = &r["admission"];
     if ad.is_object() {
         s.push_str(&format!(
-            "## 5. New Tenants under resync saturation: {} Ready tenants resyncing every {} s (health + usage each time), then {} new Tenants\n\n| resync admission | all new Ready (s) | new p50 (s) | new p90 (s) | new p99 (s) | new Ready | reconciles/s | health checks/s | resyncs deferred | machine busy |\n|---|---|---|---|---|---|---|---|---|---|\n",
-            f(&ad["background_tenants"]), f(&ad["interval_s"]), f(&ad["new_tenants"])
+            "## 5. New Tenants under resync saturation: {} Ready tenants resyncing every {} s (health + usage each time), then {} new Tenants\n\n{}| resync admission | all new Ready (s) | new p50 (s) | new p90 (s) | new p99 (s) | new Ready | reconciles/s | health checks/s | resyncs deferred | machine busy |\n|---|---|---|---|---|---|---|---|---|---|\n",
+            f(&ad["background_tenants"]), f(&ad["interval_s"]), f(&ad["new_tenants"]), run_line(r, "admission")
         ));
         s.push_str(&table_rows(
             &ad["rows"],
@@ -354,6 +424,7 @@ pub fn summary(r: &Value) -> String {
             f(&pl["method"]),
             f(&pl["one_server_setup"]),
         ));
+        s.push_str(&run_line(r, "placement"));
         s.push_str("| servers | all Ready (s) | tenants/s | p50 / p90 Ready (s) | spread (status) | pg_roles per cluster | mismatches | operator CPU (s) | CPU ms/tenant | machine busy | reconcile errors | log WARN · ERROR |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
         for x in pl["rows"].as_array().into_iter().flatten() {
             let roles: Vec<String> = x["pg_roles_per_cluster"]
@@ -419,6 +490,7 @@ pub fn summary(r: &Value) -> String {
             f(&mv["method"]),
             f(&mv["writer"]),
         ));
+        s.push_str(&run_line(r, "moves"));
         s.push_str("| data (MiB) | database at start (MiB) | writer | move: startedAt → finishedAt (s) | Preparing / Copying / CuttingOver / CleaningUp (s) | **write freeze (ms)** | writer's longest gap (s) | acknowledged writes | lost | attempts |\n|---|---|---|---|---|---|---|---|---|---|\n");
         for x in mv["rows"].as_array().into_iter().flatten() {
             let w = &x["writer"];
