@@ -793,10 +793,12 @@ async fn a_move_to_the_same_cluster_under_another_name_is_refused() {
     assert_eq!(rows, 100, "the tenant's data");
 }
 
-/// A target without free logical replication workers (here `max_logical_replication_workers =
-/// 1`: an apply worker but no table synchronisation worker) would take the subscription and never
-/// copy a table: the move is not started, says which setting on which server, and the tenant
-/// stays where it is, untouched.
+/// A target without room for a move's replication would take the subscription and never copy a
+/// table: the move is not started, says which setting on which server, and the tenant stays where
+/// it is, untouched. Three targets, each short of one thing: logical replication workers
+/// (`max_logical_replication_workers = 1`: an apply worker but no table synchronisation worker),
+/// background worker processes (`max_worker_processes = 2`: the launcher takes one), replication
+/// origins (the target's `max_replication_slots = 1`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_target_without_free_replication_workers_is_not_moved_to() {
     let env = Env::start_configured(options(Vec::new())).await;
@@ -806,33 +808,67 @@ async fn a_target_without_free_replication_workers_is_not_moved_to() {
             &[("max_logical_replication_workers".into(), "1".into())],
         )
         .await;
+    let few_processes = env
+        .add_logical_server(
+            "few-processes",
+            &[("max_worker_processes".into(), "2".into())],
+        )
+        .await;
+    let few_origins = env
+        .add_logical_server(
+            "few-origins",
+            &[("max_replication_slots".into(), "1".into())],
+        )
+        .await;
     env.create_tenant(NS, "room", json!({"isolation": "database"}))
         .await;
     env.wait_ready(NS, "room", T).await;
     tables(&env, "room", 100).await;
 
-    place(&env, "room", "narrow").await;
-    let (t, m) = wait_move(&env, "room", "refused or started", T, |_, m| {
-        m.phase.is_terminal() || m.started_at.is_some()
-    })
-    .await;
-    println!(
-        "room: {:?}: {}",
-        m.phase,
-        m.message.as_deref().unwrap_or_default()
-    );
-    assert_eq!(
-        (m.phase, m.started_at.as_deref(), on(&t).as_deref()),
-        (MovePhase::RolledBack, None, Some("default")),
-        "{m:?}"
-    );
-    assert!(
-        m.message.as_deref().is_some_and(|s| s.contains(
-            "server narrow has 1 free logical replication workers (max_logical_replication_workers), a move needs 2"
-        )),
-        "{m:?}"
-    );
+    for (server, why) in [
+        (
+            "narrow",
+            "server narrow has 1 free logical replication workers (max_logical_replication_workers), a move needs 2",
+        ),
+        (
+            "few-processes",
+            "server few-processes has 1 free background worker processes (max_worker_processes), a move needs 2",
+        ),
+        (
+            "few-origins",
+            "server few-origins has 1 free replication origins (max_replication_slots), a move needs 2",
+        ),
+    ] {
+        place(&env, "room", server).await;
+        let (t, m) = wait_move(
+            &env,
+            "room",
+            &format!("refused or started ({server})"),
+            T,
+            |_, m| {
+                m.started_at.is_some()
+                    || (m.phase.is_terminal()
+                        && m.message.as_deref().is_some_and(|s| s.contains(server)))
+            },
+        )
+        .await;
+        println!(
+            "room → {server}: {:?}: {}",
+            m.phase,
+            m.message.as_deref().unwrap_or_default()
+        );
+        assert_eq!(
+            (m.phase, m.started_at.as_deref(), on(&t).as_deref()),
+            (MovePhase::RolledBack, None, Some("default")),
+            "{m:?}"
+        );
+        assert!(
+            m.message.as_deref().is_some_and(|s| s.contains(why)),
+            "{m:?}"
+        );
+    }
     writes_on_its_source(&env, "room").await;
-    assert_eq!(leftovers(&narrow).await, Vec::<String>::new());
-    assert_eq!(leftovers(&env.pg).await, Vec::<String>::new());
+    for pg in [&narrow, &few_processes, &few_origins, &env.pg] {
+        assert_eq!(leftovers(pg).await, Vec::<String>::new());
+    }
 }

@@ -17,21 +17,28 @@
 //!
 //! # How [`migrate`] runs
 //!
-//! Everything happens in **one transaction** on the caller's connection:
+//! Everything happens in **one transaction** on the caller's connection (which must not be in a
+//! transaction already: the engine sends `BEGIN` and `COMMIT` itself):
 //!
-//! 1. `SET TRANSACTION READ WRITE` (a tenant over its storage quota has
+//! 1. the **opening**, one simple-query message (one exchange with the server): `BEGIN`,
+//!    `SET TRANSACTION READ WRITE` (a tenant over its storage quota has
 //!    `default_transaction_read_only`), `SET LOCAL statement_timeout = 0` (the tenant's
-//!    `statementTimeout` quota is for its application, not for schema changes), then
-//!    `pg_advisory_xact_lock(lock_key)`: two migrations of one tenant serialize, and the second
-//!    sees the first one's result;
-//! 2. `SET LOCAL ROLE "<owner>"` and `SET LOCAL search_path TO "<schema>"`: objects are created
-//!    by, and owned by, the tenant's role, in the tenant's schema (a session logged in as the
-//!    rotation role `<owner>_b` acts as the owner too);
-//! 3. the history table [`HISTORY_TABLE`] is read (if it exists) and [`plan`] computes the steps;
-//! 4. if the schema is up to date, the (read-only) transaction just ends: no DDL at all;
-//! 5. otherwise the history table is created if missing, up steps run in ascending order (each
-//!    inserts its history row), down steps in descending order (each deletes its row), and the
-//!    transaction commits.
+//!    `statementTimeout` quota is for its application, not for schema changes),
+//!    `pg_advisory_xact_lock(lock_key)` (two migrations of one tenant serialize, and the second
+//!    sees the first one's result), `SET LOCAL ROLE "<owner>"` and `SET LOCAL search_path TO
+//!    "<schema>"` (objects are created by, and owned by, the tenant's role, in the tenant's
+//!    schema; a session logged in as the rotation role `<owner>_b` acts as the owner too), the
+//!    guard setting, the history table [`HISTORY_TABLE`] created if missing and read;
+//! 2. [`plan`] computes the steps; if the schema is up to date the transaction just ends (an
+//!    existing history table is not touched: no DDL at all);
+//! 3. otherwise up steps run in ascending order, down steps in descending order; each step is two
+//!    exchanges: its SQL alone in one message (nothing of the engine's is parsed with it), then one
+//!    statement that checks the guard (transaction and role still the engine's) and inserts or
+//!    deletes its history row only if it holds (bound parameters: a prepare and an execute);
+//! 4. `COMMIT`.
+//!
+//! A one-step migration is thus 5 exchanges on top of the login (there were 16 before the
+//! opening was one message); `bench/README.md` measures what that is worth.
 //!
 //! Any failure rolls the whole call back: the schema stays at the version it had before the call.
 //! A dry run computes the plan and rolls back without running any step.
@@ -51,7 +58,8 @@
 //! tests can drive it on an admin connection; `docs/security.md` has the threat table.
 //!
 //! Identifiers (schema, role) are validated by [`crate::naming::Ident`] (`^[a-z_][a-z0-9_]*$`, at
-//! most 63 bytes) and always double-quoted; no other input is ever formatted into SQL.
+//! most 63 bytes) and always double-quoted; the only other value formatted into the engine's SQL
+//! is the integer lock key. Names, checksums and versions of migrations are bound parameters.
 //!
 //! # Layout
 //!

@@ -13,7 +13,8 @@ pub async fn wal_level(pg: &PgAdmin) -> Result<String> {
         .await?)
 }
 
-/// Replication slots, WAL senders (source) and logical replication workers (target) a move needs
+/// Replication slots, WAL senders (source), logical replication workers, background worker
+/// processes and replication origins (target) a move needs
 /// beyond those held for good: its subscription's slot, sender and apply worker, and at least one
 /// table synchronisation worker with its own slot and sender. Without that the subscription is
 /// created but never copies a table (the synchronisation waits for a worker): a move stuck in
@@ -45,12 +46,30 @@ pub async fn replication_room(
     )
     .fetch_one(source.admin()?)
     .await?;
-    // An apply worker per enabled subscription (counted even while it waits to be restarted).
+    // On the target: an apply worker per enabled subscription (counted even while it waits to be
+    // restarted); background worker processes, which bound those workers together with every
+    // other background worker (the launcher, parallel query workers, extensions' workers); and
+    // replication origins (one per subscription, one per table synchronisation), bounded by the
+    // target's max_replication_slots. Table synchronisation workers and origins of other moves
+    // end with their table, as on the source.
     // (`max_sync_workers_per_subscription = 0` is not refused: it can be raised without a
     // restart, and the tests use it to hold a move in `Copying`.)
-    let workers: i64 = sqlx::query_scalar(
-        "SELECT current_setting('max_logical_replication_workers')::bigint \
-                  - (SELECT count(*) FROM pg_subscription WHERE subenabled)",
+    let (workers, processes, origins): (i64, i64, i64) = sqlx::query_as(
+        "WITH subs AS (SELECT count(*) AS n FROM pg_subscription WHERE subenabled), \
+              bg AS (SELECT count(*) FILTER (WHERE backend_type = 'logical replication worker') AS lr, \
+                            count(*) FILTER (WHERE backend_type <> 'logical replication worker') AS other \
+                     FROM pg_stat_activity \
+                     WHERE backend_type NOT IN ('client backend', 'autovacuum launcher', \
+                           'autovacuum worker', 'background writer', 'checkpointer', 'walwriter', \
+                           'walsender', 'walreceiver', 'archiver', 'startup', 'logger', \
+                           'standalone backend')), \
+              sync AS (SELECT count(*) FILTER (WHERE roname ~ '^pg_[0-9]+_[0-9]+$') AS n, \
+                              count(*) AS total FROM pg_replication_origin) \
+         SELECT current_setting('max_logical_replication_workers')::bigint - (SELECT n FROM subs), \
+                current_setting('max_worker_processes')::bigint \
+                  - (SELECT other FROM bg) - greatest((SELECT lr FROM bg), (SELECT n FROM subs)), \
+                current_setting('max_replication_slots')::bigint \
+                  - ((SELECT total FROM sync) - (SELECT n FROM sync))",
     )
     .fetch_one(target.admin()?)
     .await?;
@@ -68,6 +87,18 @@ pub async fn replication_room(
             target_name,
             "max_logical_replication_workers",
             "logical replication workers",
+        ),
+        (
+            processes,
+            target_name,
+            "max_worker_processes",
+            "background worker processes",
+        ),
+        (
+            origins,
+            target_name,
+            "max_replication_slots",
+            "replication origins",
         ),
     ]
     .into_iter()
