@@ -20,7 +20,7 @@ use tenantdb_testkit::e2e;
 
 use std::time::Duration;
 
-use e2e::{Env, EnvOptions, tail, wait_for};
+use e2e::{Env, EnvOptions, hold_table_copies, tail, wait_for};
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -105,44 +105,6 @@ async fn leftovers(pg: &LocalPg, dbs: &[&str]) -> Vec<String> {
         }
     }
     out
-}
-
-/// Sets (`Some`) or resets `max_sync_workers_per_subscription` on `pg` and waits until new
-/// sessions see it: with 0 no table of a new subscription is copied, so moves to `pg` stay in
-/// `Copying`.
-async fn sync_workers(pg: &LocalPg, value: Option<u32>) {
-    let mut c = admin(pg, "postgres").await;
-    let set = match value {
-        Some(v) => format!("ALTER SYSTEM SET max_sync_workers_per_subscription = {v}"),
-        None => "ALTER SYSTEM RESET max_sync_workers_per_subscription".to_string(),
-    };
-    sqlx::raw_sql(sqlx::AssertSqlSafe(set))
-        .execute(&mut c)
-        .await
-        .unwrap();
-    sqlx::query("SELECT pg_reload_conf()")
-        .execute(&mut c)
-        .await
-        .unwrap();
-    c.close().await.unwrap();
-    let want = value.map_or_else(|| "2".to_string(), |v| v.to_string());
-    wait_for(
-        T,
-        &format!("max_sync_workers_per_subscription = {want}"),
-        || {
-            let want = want.clone();
-            async move {
-                let mut c = PgConnection::connect(&pg.url("postgres")).await.ok()?;
-                let v: String = sqlx::query_scalar("SHOW max_sync_workers_per_subscription")
-                    .fetch_one(&mut c)
-                    .await
-                    .ok()?;
-                (v == want).then_some(())
-            }
-        },
-    )
-    .await
-    .unwrap();
 }
 
 async fn place_on_b(env: &Env, name: &str, placement: serde_json::Value) {
@@ -325,7 +287,7 @@ async fn moves_with_a_migration_a_rotation_and_a_replica_trigger() {
     c.close().await.unwrap();
 
     // The three move to b; b copies nothing until released.
-    sync_workers(&b, Some(0)).await;
+    hold_table_copies(&b, true).await;
     place_on_b(&env, "mig", json!({"server": "b", "retainSource": true})).await;
     place_on_b(&env, "rot", json!({"server": "b"})).await;
     place_on_b(&env, "trg", json!({"server": "b"})).await;
@@ -444,7 +406,7 @@ async fn moves_with_a_migration_a_rotation_and_a_replica_trigger() {
     assert!(move_of(&mig).is_some_and(|m| m.phase == MovePhase::Copying));
 
     // The copies go on: both moves complete.
-    sync_workers(&b, None).await;
+    hold_table_copies(&b, false).await;
     let mig = wait_move(&env, "mig", MovePhase::Completed).await;
     let rot = wait_move(&env, "rot", MovePhase::Completed).await;
     println!("[{:>5.1?}] mig and rot on b", started.elapsed());

@@ -33,7 +33,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use e2e::{Env, EnvOptions, wait_for};
+use e2e::{Env, EnvOptions, hold_table_copies, wait_for};
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use sqlx::{Connection, PgConnection};
@@ -269,6 +269,8 @@ async fn tables(env: &Env, name: &str, rows: i64) {
 struct Outage<'a> {
     /// The server stopped.
     down: &'a LocalPg,
+    /// The move's target (its table copies held until the outage is over).
+    target: &'a LocalPg,
     /// In `status.move.message`.
     message: &'a str,
     /// A condition of the Tenant: its type, what it begins with (`status/reason: message`), and
@@ -290,10 +292,14 @@ async fn move_through_outage(
 ) -> MoveStatus {
     let Outage {
         down,
+        target,
         message: expect,
         condition: (type_, shown, contains),
         served,
     } = outage;
+    // The target copies nothing until the outage is over: the server goes down while the move
+    // is in `Copying`, however fast the copy would be.
+    hold_table_copies(target, true).await;
     place(env, name, to).await;
     wait_move(env, name, "Copying", T, |_, m| {
         m.phase == MovePhase::Copying
@@ -352,6 +358,7 @@ async fn move_through_outage(
         );
     }
     tokio::task::block_in_place(|| down.start_server()).expect("start the server again");
+    hold_table_copies(target, false).await;
     let back = Instant::now();
     let (_, m) = wait_move(env, name, "Completed, Ready on the target", T, |t, m| {
         m.phase.is_terminal()
@@ -448,6 +455,7 @@ async fn a_30s_outage_of_the_target_or_the_source_during_copying() {
                 "b",
                 Outage {
                     down: &b,
+                    target: &b,
                     message: "target server b is unreachable",
                     condition: (
                         "Placed",
@@ -464,6 +472,7 @@ async fn a_30s_outage_of_the_target_or_the_source_during_copying() {
                 "default",
                 Outage {
                     down: &c,
+                    target: &env.pg,
                     message: "source server c is unreachable",
                     condition: (
                         "Degraded",

@@ -1027,6 +1027,24 @@ async fn migrations_cannot_leave_the_transaction_or_role() {
         .await
         .unwrap();
     assert_eq!(one, 1);
+
+    // On a fresh schema a ROLLBACK also takes the history table the engine just created with
+    // it: still reported as leaving the transaction, not as the history write that then fails.
+    let t = tenant(&mut conn, "mig_escape_fresh").await;
+    let set = MigrationSet::from_files([(
+        "1_rollback.sql".to_string(),
+        "CREATE TABLE gone (id int); ROLLBACK;".to_string(),
+    )])
+    .unwrap();
+    let e = migrate::migrate(&mut conn, &set, &t, None, false)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, MigrateError::Sql { version: 1, .. }), "{e}");
+    assert!(
+        e.to_string().contains("ended the migration transaction"),
+        "{e}"
+    );
+    assert!(objects(&mut conn, t.schema).await.is_empty());
 }
 
 #[tokio::test]

@@ -28,13 +28,16 @@
 //!    sees the first one's result), `SET LOCAL ROLE "<owner>"` and `SET LOCAL search_path TO
 //!    "<schema>"` (objects are created by, and owned by, the tenant's role, in the tenant's
 //!    schema; a session logged in as the rotation role `<owner>_b` acts as the owner too), the
-//!    guard setting, the history table [`HISTORY_TABLE`] created if missing and read;
-//! 2. [`plan`] computes the steps; if the schema is up to date the transaction just ends (an
-//!    existing history table is not touched: no DDL at all);
+//!    guard setting, the history table [`HISTORY_TABLE`] created only if it is missing (a
+//!    missing schema is an error, for a dry run too) and read;
+//! 2. [`plan`] computes the steps; if the schema is up to date the transaction just ends (no DDL
+//!    at all);
 //! 3. otherwise up steps run in ascending order, down steps in descending order; each step is two
 //!    exchanges: its SQL alone in one message (nothing of the engine's is parsed with it), then one
 //!    statement that checks the guard (transaction and role still the engine's) and inserts or
-//!    deletes its history row only if it holds (bound parameters: a prepare and an execute);
+//!    deletes its history row only if it holds (bound parameters: a prepare and an execute; if
+//!    that statement fails, the guard is asked alone, so that a migration that left the
+//!    transaction or role is reported as such);
 //! 4. `COMMIT`.
 //!
 //! A one-step migration is thus 5 exchanges on top of the login (there were 16 before the

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use sqlx::{AssertSqlSafe, PgConnection, Row};
+use sqlx::{AssertSqlSafe, Connection as _, PgConnection, Row};
 
 use super::error::{MigrateError, bookkeeping_err, db_err, lock_err, sql_err};
 use super::history::{
@@ -40,20 +40,38 @@ const GUARD_SETTING: &str = "tenantdb.migration_guard";
 /// The opening of the transaction, one simple-query message (one round trip): `BEGIN`, read-write
 /// and no statement timeout (schema changes are the operator's work, not the tenant application's,
 /// so neither its read-only switch (storage quota) nor its statement timeout applies), the
-/// advisory lock, role, search_path and guard, the history table created if missing (rolled back
-/// with the rest on a dry run or a failure) and read. Only the validated, quoted schema and role
-/// and the integer lock key are formatted into it.
+/// advisory lock, role, search_path and guard, the history table created only if it is missing
+/// (no DDL at all for an existing one; rolled back with the rest on a dry run or a failure) and
+/// read. Only the validated, quoted schema and role (`[a-z0-9_]` inside their double quotes: no
+/// quote or dollar sign) and the integer lock key are formatted into it.
 fn opening_sql(quoted_schema: &str, quoted_role: &str, lock_key: i64) -> String {
     format!(
         "BEGIN; SET TRANSACTION READ WRITE; SET LOCAL statement_timeout = 0; \
          SELECT pg_catalog.pg_advisory_xact_lock({lock_key}) AS locked; \
          SET LOCAL ROLE {quoted_role}; SET LOCAL search_path TO {quoted_schema}; \
          SET LOCAL {GUARD_SETTING} = 'on'; \
-         SET LOCAL client_min_messages = warning; {}; SET LOCAL client_min_messages TO DEFAULT; \
+         DO $tenantdb$ BEGIN \
+           IF pg_catalog.to_regclass('{quoted_schema}.{HISTORY_TABLE}') IS NULL THEN {}; END IF; \
+         END $tenantdb$; \
          {}",
         create_table_sql(quoted_schema),
         read_history_sql(quoted_schema)
     )
+}
+
+/// The guard alone (whether the transaction and role are still the engine's), asked when a step's
+/// history write failed: a migration that ended the transaction (which may have taken a new
+/// history table with it) or changed to a role without rights on the table is reported as that,
+/// not as the failed write it caused.
+async fn guard_now(conn: &mut PgConnection) -> Option<(bool, String)> {
+    let row = sqlx::raw_sql(AssertSqlSafe(format!(
+        "SELECT coalesce(pg_catalog.current_setting('{GUARD_SETTING}', true), '') = 'on' AS guard, \
+         current_user::text AS role"
+    )))
+    .fetch_one(&mut *conn)
+    .await
+    .ok()?;
+    Some((row.try_get("guard").ok()?, row.try_get("role").ok()?))
 }
 
 /// The guard of a step, in the statement that records it (one statement, so one exchange with the
@@ -138,7 +156,6 @@ async fn run_in_transaction(
         dry_run,
         started,
     } = *job;
-    crate::fence::check()?;
     let rows = sqlx::raw_sql(AssertSqlSafe(opening_sql(
         quoted_schema,
         quoted_role,
@@ -210,11 +227,15 @@ async fn run_in_transaction(
                     .bind(m.version),
             ),
         };
-        let row = record
-            .persistent(false)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(bookkeeping_err(m.version, what))?;
+        let row = match record.persistent(false).fetch_one(&mut *conn).await {
+            Ok(row) => row,
+            Err(e) => {
+                if let Some((guard, role)) = guard_now(conn).await {
+                    check_guard(guard, &role, target.owner_role, m.version)?;
+                }
+                return Err(bookkeeping_err(m.version, what)(e));
+            }
+        };
         let guard: bool = row.try_get("guard").unwrap_or(false);
         let role: String = row.try_get("role").unwrap_or_default();
         check_guard(guard, &role, target.owner_role, m.version)?;
@@ -262,6 +283,17 @@ pub async fn migrate(
     let started = Instant::now();
     let quoted_schema = quote_identifier(target.schema)?;
     let quoted_role = quote_identifier(target.owner_role)?;
+    if conn.is_in_transaction() {
+        return Err(MigrateError::Database {
+            operation: "starting the migration transaction",
+            message:
+                "the connection is already in a transaction (the engine begins and ends its own)"
+                    .to_string(),
+            source: None,
+        });
+    }
+    // Before BEGIN: a fenced process sends nothing (and has nothing to roll back).
+    crate::fence::check()?;
     let job = Job {
         set,
         target,

@@ -54,22 +54,30 @@ pub async fn replication_room(
     // end with their table, as on the source.
     // (`max_sync_workers_per_subscription = 0` is not refused: it can be raised without a
     // restart, and the tests use it to hold a move in `Copying`.)
-    let (workers, processes, origins): (i64, i64, i64) = sqlx::query_as(
+    // Backend types that are not background workers (PostgreSQL 15 to 18); logical replication
+    // workers are `logical replication worker` up to 16 and `logical replication
+    // apply/tablesync/parallel worker` from 17. Origins: `max_replication_slots` up to 17,
+    // `max_active_replication_origins` from 18.
+    let (workers, processes, origins, origins_setting): (i64, i64, i64, String) = sqlx::query_as(
         "WITH subs AS (SELECT count(*) AS n FROM pg_subscription WHERE subenabled), \
-              bg AS (SELECT count(*) FILTER (WHERE backend_type = 'logical replication worker') AS lr, \
-                            count(*) FILTER (WHERE backend_type <> 'logical replication worker') AS other \
+              bg AS (SELECT count(*) FILTER (WHERE backend_type LIKE 'logical replication %worker') AS lr, \
+                            count(*) FILTER (WHERE backend_type NOT LIKE 'logical replication %worker') AS other \
                      FROM pg_stat_activity \
                      WHERE backend_type NOT IN ('client backend', 'autovacuum launcher', \
                            'autovacuum worker', 'background writer', 'checkpointer', 'walwriter', \
                            'walsender', 'walreceiver', 'archiver', 'startup', 'logger', \
-                           'standalone backend')), \
+                           'standalone backend', 'slotsync worker', 'walsummarizer', 'io worker', \
+                           'dead-end client backend')), \
               sync AS (SELECT count(*) FILTER (WHERE roname ~ '^pg_[0-9]+_[0-9]+$') AS n, \
-                              count(*) AS total FROM pg_replication_origin) \
+                              count(*) AS total FROM pg_replication_origin), \
+              o AS (SELECT CASE WHEN current_setting('max_active_replication_origins', true) IS NULL \
+                                THEN 'max_replication_slots' ELSE 'max_active_replication_origins' END AS setting) \
          SELECT current_setting('max_logical_replication_workers')::bigint - (SELECT n FROM subs), \
                 current_setting('max_worker_processes')::bigint \
                   - (SELECT other FROM bg) - greatest((SELECT lr FROM bg), (SELECT n FROM subs)), \
-                current_setting('max_replication_slots')::bigint \
-                  - ((SELECT total FROM sync) - (SELECT n FROM sync))",
+                current_setting((SELECT setting FROM o))::bigint \
+                  - ((SELECT total FROM sync) - (SELECT n FROM sync)), \
+                (SELECT setting FROM o)",
     )
     .fetch_one(target.admin()?)
     .await?;
@@ -97,7 +105,7 @@ pub async fn replication_room(
         (
             origins,
             target_name,
-            "max_replication_slots",
+            origins_setting.as_str(),
             "replication origins",
         ),
     ]

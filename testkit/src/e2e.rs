@@ -511,6 +511,47 @@ where
     }
 }
 
+/// Holds (`true`) or releases (`false`) the initial table copies of new logical replication
+/// subscriptions on `pg`: `max_sync_workers_per_subscription` 0 (or back to its default) through
+/// `ALTER SYSTEM` and a reload, waiting until new sessions see it. A move *to* `pg` stays in
+/// `Copying` while held, so that a test acts during the copy without timing luck. The setting
+/// survives a restart of `pg` (release it after one).
+pub async fn hold_table_copies(pg: &LocalPg, hold: bool) {
+    use sqlx::Connection as _;
+    let mut c = sqlx::PgConnection::connect(&pg.url("postgres"))
+        .await
+        .unwrap();
+    let set = if hold {
+        "ALTER SYSTEM SET max_sync_workers_per_subscription = 0"
+    } else {
+        "ALTER SYSTEM RESET max_sync_workers_per_subscription"
+    };
+    sqlx::raw_sql(set).execute(&mut c).await.unwrap();
+    sqlx::raw_sql("SELECT pg_reload_conf()")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    c.close().await.unwrap();
+    let want = if hold { "0" } else { "2" };
+    wait_for(
+        Duration::from_secs(60),
+        &format!("max_sync_workers_per_subscription = {want}"),
+        || async move {
+            let mut c = sqlx::PgConnection::connect(&pg.url("postgres"))
+                .await
+                .ok()?;
+            let v: String = sqlx::query_scalar("SHOW max_sync_workers_per_subscription")
+                .fetch_one(&mut c)
+                .await
+                .ok()?;
+            let _ = c.close().await;
+            (v == want).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+}
+
 pub fn names_of(list: &[Tenant]) -> Vec<String> {
     list.iter().map(|t| t.name_any()).collect()
 }
