@@ -107,6 +107,25 @@ fn condition(t: &Tenant, type_: &str) -> Option<String> {
     Some(format!("{}/{}: {}", c.status, c.reason, c.message))
 }
 
+/// A move refused before it started: `RolledBack`, never started, the tenant still on the default
+/// server, and the message saying `why` (printed with `label`).
+fn assert_refused_on_default(label: &str, t: &Tenant, m: &MoveStatus, why: &str) {
+    println!(
+        "{label}: {:?}: {}",
+        m.phase,
+        m.message.as_deref().unwrap_or_default()
+    );
+    assert_eq!(
+        (m.phase, m.started_at.as_deref(), on(t).as_deref()),
+        (MovePhase::RolledBack, None, Some("default")),
+        "{m:?}"
+    );
+    assert!(
+        m.message.as_deref().is_some_and(|s| s.contains(why)),
+        "{m:?}"
+    );
+}
+
 async fn place(env: &Env, name: &str, server: &str) {
     env.tenants(NS)
         .patch(
@@ -778,22 +797,7 @@ async fn a_move_to_the_same_cluster_under_another_name_is_refused() {
 
     place(&env, "same", "alias").await;
     let (t, m) = wait_move(&env, "same", "refused", T, |_, m| m.phase.is_terminal()).await;
-    println!(
-        "same: {:?}: {}",
-        m.phase,
-        m.message.as_deref().unwrap_or_default()
-    );
-    assert_eq!(
-        (m.phase, m.started_at.as_deref(), on(&t).as_deref()),
-        (MovePhase::RolledBack, None, Some("default")),
-        "{m:?}"
-    );
-    assert!(
-        m.message
-            .as_deref()
-            .is_some_and(|s| s.contains("the same PostgreSQL cluster")),
-        "{m:?}"
-    );
+    assert_refused_on_default("same", &t, &m, "the same PostgreSQL cluster");
     let mut c = tenant_conn(&env, "same").await.expect("the tenant logs in");
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM big")
         .fetch_one(&mut c)
@@ -861,20 +865,7 @@ async fn a_target_without_free_replication_workers_is_not_moved_to() {
             },
         )
         .await;
-        println!(
-            "room → {server}: {:?}: {}",
-            m.phase,
-            m.message.as_deref().unwrap_or_default()
-        );
-        assert_eq!(
-            (m.phase, m.started_at.as_deref(), on(&t).as_deref()),
-            (MovePhase::RolledBack, None, Some("default")),
-            "{m:?}"
-        );
-        assert!(
-            m.message.as_deref().is_some_and(|s| s.contains(why)),
-            "{m:?}"
-        );
+        assert_refused_on_default(&format!("room → {server}"), &t, &m, why);
     }
     writes_on_its_source(&env, "room").await;
     for pg in [&narrow, &few_processes, &few_origins, &env.pg] {

@@ -36,6 +36,37 @@ fn tm_resource() -> ApiResource {
     ApiResource::erase::<TenantMigration>(&())
 }
 
+/// A floor's wall time in seconds: every tenant's file rendered by `render` for migration `m`
+/// into the work directory `dir`, run with `p` psql processes (with `passfile`, logging in as the
+/// tenants it names); at maxParallel 1 the first tenant's file is kept as `sample` in the output.
+async fn floor_run(
+    env: &Env,
+    cfg: &Cfg,
+    tenants: &[tenantdb::naming::TenantNames],
+    p: usize,
+    (render, m): (
+        fn(&tenantdb::naming::TenantNames, &Migration) -> String,
+        &Migration,
+    ),
+    (sample, dir): (&str, &str),
+    passfile: Option<&std::path::Path>,
+) -> Result<f64> {
+    let contents = tenants
+        .iter()
+        .enumerate()
+        .map(|(i, nm)| (tenant_name(i + 1), render(nm, m)))
+        .collect();
+    if p == 1 {
+        std::fs::write(cfg.out.join(sample), render(&tenants[0], m))?;
+    }
+    let files = floor::write_files(&cfg.work.join(dir), contents)?;
+    Ok(
+        floor::run_psql_as(&env.pg, floor::SHARED_DB, &files, p, passfile)
+            .await?
+            .as_secs_f64(),
+    )
+}
+
 /// A `PGPASSFILE` (mode 0600, in the work directory) with the superuser's password and every
 /// tenant's login from its credentials Secret, for the login floor (set-up, not timed).
 async fn write_passfile(
@@ -280,50 +311,30 @@ pub async fn fleet(cfg: &Cfg, mut env: Env, n: usize) -> Result<Value> {
         let cpu1 = env.operator_pid.and_then(cpu_seconds).unwrap_or(0.0);
         let api = env.api.stats().since(&before);
         log(format!("  {mode} maxParallel {p}: {op_s:.2} s"));
-        // Floor: the next migration, same shape, with psql.
-        k += 1;
-        let m_floor = &extra[k - 1];
-        let contents = tenants
-            .iter()
-            .enumerate()
-            .map(|(i, nm)| (tenant_name(i + 1), floor::migration_sql(nm, m_floor)))
-            .collect();
-        if p == 1 {
-            std::fs::write(
-                cfg.out.join("floor-sample-migration.sql"),
-                floor::migration_sql(&tenants[0], m_floor),
-            )?;
-        }
-        let dir = cfg.work.join("fleet-floor-sql");
-        let files = floor::write_files(&dir, contents)?;
-        let floor_s = floor::run_psql(&env.pg, floor::SHARED_DB, &files, p)
-            .await?
-            .as_secs_f64();
+        // Floor: the next migration, same shape, with psql; then the login floor: the one after,
+        // psql logged in as each tenant (\connect per tenant).
+        k += 2;
+        let floor_s = floor_run(
+            &env,
+            cfg,
+            &tenants,
+            p,
+            (floor::migration_sql, &extra[k - 2]),
+            ("floor-sample-migration.sql", "fleet-floor-sql"),
+            None,
+        )
+        .await?;
         log(format!("  floor psql x{p}: {floor_s:.2} s"));
-        // Login floor: the next migration, psql logged in as each tenant (\connect per tenant).
-        k += 1;
-        let m_login = &extra[k - 1];
-        let contents = tenants
-            .iter()
-            .enumerate()
-            .map(|(i, nm)| {
-                (
-                    tenant_name(i + 1),
-                    floor::migration_sql_as_tenant(nm, m_login),
-                )
-            })
-            .collect();
-        if p == 1 {
-            std::fs::write(
-                cfg.out.join("floor-sample-migration-login.sql"),
-                floor::migration_sql_as_tenant(&tenants[0], m_login),
-            )?;
-        }
-        let dir = cfg.work.join("fleet-login-floor-sql");
-        let files = floor::write_files(&dir, contents)?;
-        let login_s = floor::run_psql_as(&env.pg, floor::SHARED_DB, &files, p, Some(&passfile))
-            .await?
-            .as_secs_f64();
+        let login_s = floor_run(
+            &env,
+            cfg,
+            &tenants,
+            p,
+            (floor::migration_sql_as_tenant, &extra[k - 1]),
+            ("floor-sample-migration-login.sql", "fleet-login-floor-sql"),
+            Some(&passfile),
+        )
+        .await?;
         log(format!("  login floor psql x{p}: {login_s:.2} s"));
         // Peers: their next migration of the same shape, one process per tenant, p at a time.
         let mut peer_s = Vec::new();

@@ -152,18 +152,7 @@ fn push_up(out: &mut String, schema: &str, m: &Migration) {
 /// One fleet-migration step of one tenant, as the engine runs it: one transaction, advisory lock,
 /// role and search_path, the up SQL, the history row.
 pub fn migration_sql(names: &TenantNames, m: &Migration) -> String {
-    let schema = format!("\"{}\"", names.schema.as_str());
-    let role = format!("\"{}\"", names.role.as_str());
-    let key = tenantdb::identity::lock_key(names);
-    let mut out = String::new();
-    out.push_str("BEGIN;\n");
-    out.push_str(&format!("SELECT pg_advisory_xact_lock({key});\n"));
-    out.push_str(&format!(
-        "SET LOCAL ROLE {role}; SET LOCAL search_path TO {schema};\n"
-    ));
-    push_up(&mut out, &schema, m);
-    out.push_str("COMMIT;\n");
-    out
+    migration_transaction(names, m, true)
 }
 
 /// [`migration_sql`] logged in as the tenant (the least-privilege floor): `\connect` to the
@@ -171,15 +160,24 @@ pub fn migration_sql(names: &TenantNames, m: &Migration) -> String {
 /// the same transaction without `SET LOCAL ROLE`: what any tool that runs a tenant's migration as
 /// the tenant pays at least (a new PostgreSQL backend and a SCRAM login per tenant).
 pub fn migration_sql_as_tenant(names: &TenantNames, m: &Migration) -> String {
+    format!(
+        "\\connect {} {}\n{}",
+        names.database.as_str(),
+        names.role.as_str(),
+        migration_transaction(names, m, false)
+    )
+}
+
+/// The transaction of [`migration_sql`], with `SET LOCAL ROLE` to the tenant's role or without.
+fn migration_transaction(names: &TenantNames, m: &Migration, set_role: bool) -> String {
     let schema = format!("\"{}\"", names.schema.as_str());
     let key = tenantdb::identity::lock_key(names);
-    let mut out = format!(
-        "\\connect {} {}\n",
-        names.database.as_str(),
-        names.role.as_str()
-    );
+    let mut out = String::new();
     out.push_str("BEGIN;\n");
     out.push_str(&format!("SELECT pg_advisory_xact_lock({key});\n"));
+    if set_role {
+        out.push_str(&format!("SET LOCAL ROLE \"{}\"; ", names.role.as_str()));
+    }
     out.push_str(&format!("SET LOCAL search_path TO {schema};\n"));
     push_up(&mut out, &schema, m);
     out.push_str("COMMIT;\n");
