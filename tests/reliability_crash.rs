@@ -466,7 +466,25 @@ async fn kill_9_during_provisioning_and_deletion_leaves_no_orphans() {
     let mut table_counts: BTreeMap<(Iso, bool), BTreeMap<i64, Vec<String>>> = BTreeMap::new();
     for i in 0..n {
         let (ns, name, iso, gold) = tenant_id(i);
-        let t = env.wait_ready(ns, &name, Duration::from_secs(240)).await;
+        let mut t = env.wait_ready(ns, &name, Duration::from_secs(240)).await;
+        let is_rotated = rotated.contains(&(ns.to_string(), name.clone()));
+        if is_rotated {
+            // A Tenant stays Ready while its rotation request waits for its turn after a restart
+            // (100 Tenants are reconciled again): wait for the request to be handled.
+            t = wait_for(Duration::from_secs(240), "the rotation handled", || async {
+                let t = env.tenants(ns).get(&name).await.ok()?;
+                let token = t
+                    .status
+                    .as_ref()?
+                    .credentials
+                    .as_ref()?
+                    .rotation_token
+                    .clone();
+                (is_ready(&t) && token.as_deref() == Some(ROTATION_TOKEN)).then_some(t)
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{ns}/{name}: {e} (seed {seed}){}", op_tail(&env)));
+        }
         let st = t.status.clone().unwrap();
         if iso != Iso::Shared {
             let want = if gold { migrated } else { bundled };
@@ -505,7 +523,6 @@ async fn kill_9_during_provisioning_and_deletion_leaves_no_orphans() {
         // previous role is in its grace period; everyone else is still on the first role.
         let secret = format!("{name}-db");
         let user = env.secret_value(ns, &secret, "username").await.unwrap();
-        let is_rotated = rotated.contains(&(ns.to_string(), name.clone()));
         let want_user = if is_rotated {
             format!("{role}_b")
         } else {

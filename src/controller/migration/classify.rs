@@ -71,8 +71,9 @@ pub(crate) struct Classified {
     pub failed: HashSet<String>,
     /// Tenants at the target version.
     pub done: HashSet<String>,
-    /// Some tenant waits for its Tenant to become Ready or for its move to end.
-    pub waiting: bool,
+    /// Tenants that wait for their Tenant to become Ready or for their move to end (in the order of
+    /// the classified Tenants).
+    pub waiting: Vec<String>,
 }
 
 /// Why a tenant is not migrated now because of a move: its `status.move` has started and is not
@@ -152,7 +153,7 @@ pub(crate) fn classify(tenants: &[Tenant], input: &Input<'_>) -> Classified {
                 out.failed.insert(name);
             }
             Class::NotReady => {
-                out.waiting = true;
+                out.waiting.push(name.clone());
                 out.progress.set(
                     &name,
                     TenantMigrationState::Pending,
@@ -160,7 +161,7 @@ pub(crate) fn classify(tenants: &[Tenant], input: &Input<'_>) -> Classified {
                 );
             }
             Class::Moving(why) => {
-                out.waiting = true;
+                out.waiting.push(name.clone());
                 out.progress
                     .set(&name, TenantMigrationState::Pending, Some(why));
             }
@@ -342,7 +343,7 @@ mod tests {
             "not retried in the revision"
         );
         assert_eq!(state(&c, "not-ready"), TenantMigrationState::Pending);
-        assert!(c.waiting);
+        assert_eq!(c.waiting, ["not-ready"]);
         assert_eq!(state(&c, "rls"), TenantMigrationState::Skipped);
         assert!(message(&c, "rls").contains("shared layout"));
         assert_eq!(c.progress.counts().total, 5);

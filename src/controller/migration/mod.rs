@@ -99,6 +99,7 @@ struct State {
     store: Store<TenantMigration>,
     shutdown: watch::Receiver<bool>,
     rollouts: Arc<Rollouts>,
+    trigger: Arc<TenantTrigger>,
 }
 
 /// Starts the TenantMigration controller and runs it until `shutdown` resolves. Reconciles are
@@ -142,12 +143,12 @@ pub async fn run(
     // deleted ones (remembered status, backoff, phase gauge) is pruned against the cache.
     {
         let (ctx, store, mut stop) = (ctx.clone(), store.clone(), stop_rx.clone());
-        let rollouts = rollouts.clone();
+        let (rollouts, prune_trigger) = (rollouts.clone(), trigger.clone());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(PRUNE_INTERVAL);
             loop {
                 tokio::select! {
-                    _ = tick.tick() => prune_deleted(&ctx, &store, &trigger, &rollouts),
+                    _ = tick.tick() => prune_deleted(&ctx, &store, &prune_trigger, &rollouts),
                     _ = stop.wait_for(|v| *v) => break,
                 }
             }
@@ -158,6 +159,7 @@ pub async fn run(
         store,
         shutdown: stop_rx,
         rollouts: rollouts.clone(),
+        trigger,
     });
     info!("tenantmigration controller started");
     controller
@@ -214,6 +216,7 @@ async fn reconcile_entry(tm: Arc<TenantMigration>, state: Arc<State>) -> Result<
         &state.store,
         &state.shutdown,
         &state.rollouts,
+        &state.trigger,
     )
     .await
 }

@@ -36,6 +36,7 @@ pub async fn reconcile(
     store: &Store<TenantMigration>,
     shutdown: &watch::Receiver<bool>,
     rollouts: &Arc<Rollouts>,
+    trigger: &TenantTrigger,
 ) -> Result<Action> {
     // Tenants are migrated on their own servers: wait until every DatabaseServer was loaded.
     if !ctx.servers().is_synced() {
@@ -43,7 +44,7 @@ pub async fn reconcile(
     }
     let started = Instant::now();
     let span = info_span!("reconcile", controller = CONTROLLER, tenantmigration = %tm.name_any(), namespace = %tm.namespace().unwrap_or_default());
-    let result = reconcile_inner(&tm, ctx, store, shutdown, rollouts)
+    let result = reconcile_inner(&tm, ctx, store, shutdown, rollouts, trigger)
         .instrument(span)
         .await;
     // (The backoff is reset where a reconcile ends without transient problems, not here: a
@@ -163,6 +164,7 @@ pub(crate) async fn reconcile_inner(
     store: &Store<TenantMigration>,
     shutdown: &watch::Receiver<bool>,
     rollouts: &Arc<Rollouts>,
+    trigger: &TenantTrigger,
 ) -> Result<Action> {
     let tm: &TenantMigration = tm_arc;
     let key = object_key(tm);
@@ -284,6 +286,11 @@ pub(crate) async fn reconcile_inner(
         },
     );
 
+    // A tenant waits (not Ready, moving) or is missing, but this controller's Tenant watch saw it
+    // otherwise than the cache read above (see `TenantTrigger::differs_from_cache`): its event
+    // will not trigger again, so look again shortly rather than at the resync.
+    let cache_lags = cache_lags(trigger, &ns, &tenants, &waiting, r.tenant.as_deref());
+
     // 4. Canaries (not for dry runs).
     let (gate, work) = canary::gate(
         &canary::Input {
@@ -323,7 +330,7 @@ pub(crate) async fn reconcile_inner(
         paused,
         settled,
         retrying: false,
-        waiting_for_tenants: waiting,
+        waiting_for_tenants: !waiting.is_empty(),
         missing_tenant: r.tenant.clone().filter(|_| tenants.is_empty()),
         target_version: target,
         pass_running: false,
@@ -466,11 +473,45 @@ pub(crate) async fn reconcile_inner(
         // Retried after the backoff (reconciles in between return here as well).
         (Some(_), Some(wait)) => Ok(Action::requeue(wait)),
         (Some(t), None) => Err(Error::unavailable(t)),
+        (None, _) if cache_lags => {
+            ctx.backoff().reset(&key);
+            debug!("the Tenant cache lags behind a Tenant event: looking again shortly");
+            Ok(Action::requeue(CACHE_LAG_RETRY))
+        }
         (None, _) => {
             ctx.backoff().reset(&key);
             Ok(Action::requeue(ctx.settings().resync))
         }
     }
+}
+
+/// How soon a reconcile that read a Tenant cache lagging behind a Tenant event looks again.
+const CACHE_LAG_RETRY: Duration = Duration::from_millis(500);
+
+/// Whether a tenant the verdict waits for (`waiting`, names in `ns`), or the one named tenant
+/// missing from `tenants`, was seen otherwise by the Tenant watch that triggers reconciles than
+/// by the cache `tenants` come from.
+pub(crate) fn cache_lags(
+    trigger: &TenantTrigger,
+    ns: &str,
+    tenants: &[Tenant],
+    waiting: &[String],
+    named: Option<&str>,
+) -> bool {
+    let key = |name: &str| super::super::object_key_for::<Tenant>(ns, name);
+    let waiting: HashSet<&str> = waiting.iter().map(String::as_str).collect();
+    let waiting_lags = tenants
+        .iter()
+        .filter(|t| waiting.contains(t.metadata.name.as_deref().unwrap_or_default()))
+        .any(|t| trigger.differs_from_cache(&key(&t.name_any()), Some(t)));
+    let missing_lags = named
+        .filter(|n| {
+            !tenants
+                .iter()
+                .any(|t| t.metadata.name.as_deref() == Some(n))
+        })
+        .is_some_and(|n| trigger.differs_from_cache(&key(n), None));
+    waiting_lags || missing_lags
 }
 
 /// Whether work was runnable but no pass started only for lack of a free slot.

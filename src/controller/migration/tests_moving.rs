@@ -110,7 +110,11 @@ fn a_moving_tenant_waits_and_is_migrated_on_its_new_server_after_the_move() {
             "{name}: {msg}"
         );
     }
-    assert!(c.waiting, "the verdict says it waits for tenants");
+    assert_eq!(
+        c.waiting,
+        ["copying", "cleaning", "undoing"],
+        "the verdict says it waits for tenants"
+    );
     assert!(c.failed.is_empty(), "waiting is not a failure");
     assert!(
         c.done.contains("at-target"),
@@ -257,4 +261,75 @@ async fn deferred_tenants_are_neither_failures_nor_transient_errors() {
     assert!(!s.canary_passed);
     assert_eq!(s.outcomes.len(), 1, "{:?}", s.outcomes);
     assert_eq!(s.not_started, ["t1", "t2", "t3"]);
+}
+
+/// The Tenant watch that triggers reconciles and the Tenant cache they read are two streams: a
+/// reconcile triggered by a Tenant becoming Ready (or its move ending, or its creation) can read
+/// the Tenant as it was. The trigger remembered the event and fires no more, so the reconcile must
+/// look again shortly (seen in CI: a tenant pending for minutes after a kill -9, its rollout
+/// waiting for the resync).
+#[test]
+fn a_tenant_event_the_cache_has_not_seen_yet_is_looked_at_again_shortly() {
+    use super::reconcile::cache_lags;
+    let (store, _writer) = kube::runtime::reflector::store::<TenantMigration>();
+    let trigger = TenantTrigger::default();
+    let provisioning = tenant("a", json!({"phase": "Provisioning", "schemaVersion": null}));
+    let ready = tenant("a", json!({}));
+    let waiting = vec!["a".to_string()];
+
+    // Nothing seen by the watch yet: the event is still to come and will trigger.
+    assert!(!cache_lags(
+        &trigger,
+        "ns",
+        std::slice::from_ref(&provisioning),
+        &waiting,
+        None
+    ));
+    // The watch saw it Ready, the cache still has it provisioning.
+    trigger.migrations_for(&store, &ready);
+    assert!(cache_lags(
+        &trigger,
+        "ns",
+        std::slice::from_ref(&provisioning),
+        &waiting,
+        None
+    ));
+    // The cache caught up (its schemaVersion, overlaid from this process's records, is not compared).
+    let mut overlaid = ready.clone();
+    overlaid.status.as_mut().unwrap().schema_version = Some(9);
+    assert!(!cache_lags(&trigger, "ns", &[overlaid], &waiting, None));
+    // Only tenants the verdict waits for are looked at.
+    assert!(!cache_lags(
+        &trigger,
+        "ns",
+        std::slice::from_ref(&provisioning),
+        &[],
+        None
+    ));
+
+    // A move ended (the watch) while the cache still has it copying.
+    let copying = tenant("b", moving("Copying", "default"));
+    trigger.migrations_for(&store, &tenant("b", moving("Completed", "b")));
+    assert!(cache_lags(
+        &trigger,
+        "ns",
+        &[copying],
+        &["b".to_string()],
+        None
+    ));
+
+    // A named tenant the watch saw created but the cache does not have yet; and one being deleted.
+    trigger.migrations_for(&store, &tenant("c", json!({})));
+    assert!(cache_lags(&trigger, "ns", &[], &[], Some("c")));
+    assert!(
+        !cache_lags(&trigger, "other", &[], &[], Some("c")),
+        "another namespace"
+    );
+    let mut deleting = tenant("d", json!({}));
+    deleting.metadata.deletion_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+        ));
+    trigger.migrations_for(&store, &deleting);
+    assert!(!cache_lags(&trigger, "ns", &[], &[], Some("d")));
 }

@@ -101,6 +101,28 @@ impl TenantTrigger {
             .collect()
     }
 
+    /// Whether this controller's Tenant watch saw `key` (an [`object_key`]) differently from
+    /// `cached`, the Tenant cache's copy (`None`: not in the cache; the schemaVersion, overlaid by
+    /// `select`, is not compared). The watch that triggers reconciles and the cache they read are
+    /// two streams: an event (a Tenant becoming Ready, a move ending, a new Tenant) can trigger a
+    /// reconcile that still reads the Tenant as it was. Its facts are remembered here, so no later
+    /// event triggers again; the reconcile looks again shortly instead of at its resync.
+    pub(crate) fn differs_from_cache(&self, key: &str, cached: Option<&Tenant>) -> bool {
+        let Some(seen) = self.seen.get(key) else {
+            return false;
+        };
+        match cached {
+            Some(t) => {
+                let now = TenantFacts::of(t);
+                TenantFacts {
+                    schema_version: now.schema_version,
+                    ..seen
+                } != now
+            }
+            None => !seen.deleting,
+        }
+    }
+
     /// Forgets Tenants that are gone (`live` answers for an [`object_key`]).
     pub fn retain(&self, live: impl Fn(&str) -> bool) {
         self.seen.retain(live);
