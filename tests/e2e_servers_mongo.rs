@@ -8,8 +8,9 @@
 //! under its second name and a tenant on it is found once.
 
 use tenantdb_testkit::e2e;
-use tenantdb_testkit::localmongo::{self, LocalMongo};
+use tenantdb_testkit::localmongo::LocalMongo;
 use tenantdb_testkit::mongo;
+use tenantdb_testkit::mongo::stand_ins;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -20,29 +21,6 @@ use serde_json::json;
 use tenantdb::crd::{DatabaseServer, Tenant, TenantPhase};
 
 const T: Duration = Duration::from_secs(180);
-
-/// Starts `n` SecantusDB stand-ins (with auth). `None` (after the SKIPPED line, a failure in CI)
-/// when the stand-in is not installed: this test needs two servers, which one
-/// `TENANTDB_TEST_MONGO_URI` cannot give.
-async fn stand_ins(test: &str, n: usize) -> Option<Vec<LocalMongo>> {
-    let Some(bin) = localmongo::find_secantus() else {
-        mongo::skip(&format!(
-            "SKIPPED (no MongoDB stand-in): {test}: install it with `scripts/mongo-standin.sh install` or set TENANTDB_SECANTUS_BIN"
-        ));
-        return None;
-    };
-    let starts = (0..n).map(|_| {
-        let bin = bin.clone();
-        tokio::task::spawn_blocking(move || LocalMongo::start(&bin))
-    });
-    let started = futures::future::join_all(starts).await;
-    Some(
-        started
-            .into_iter()
-            .map(|r| r.unwrap().expect("SecantusDB stand-in"))
-            .collect(),
-    )
-}
 
 fn servers(env: &Env) -> Api<DatabaseServer> {
     Api::all(env.client.clone())

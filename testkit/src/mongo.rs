@@ -155,3 +155,29 @@ pub fn unique(prefix: &str) -> String {
     let suffix = Alphanumeric.sample_string(&mut rand::rng(), 8);
     format!("{prefix}_{}", suffix.to_lowercase())
 }
+
+/// Starts `n` SecantusDB stand-ins (with auth) at once, for a test that needs several servers
+/// (which one `TENANTDB_TEST_MONGO_URI` cannot give). `None` (after the SKIPPED line; a failure
+/// in CI, see [`crate::mongo::skip`]) when the stand-in is not installed.
+pub async fn stand_ins(test: &str, n: usize) -> Option<Vec<crate::localmongo::LocalMongo>> {
+    let Some(bin) = crate::localmongo::find_secantus() else {
+        skip(&format!(
+            "SKIPPED (no MongoDB stand-in): {test}: install it with `scripts/mongo-standin.sh install` or set TENANTDB_SECANTUS_BIN"
+        ));
+        return None;
+    };
+    let starts = (0..n).map(|_| {
+        let bin = bin.clone();
+        tokio::task::spawn_blocking(move || crate::localmongo::LocalMongo::start(&bin))
+    });
+    let started = futures::future::join_all(starts).await;
+    Some(
+        started
+            .into_iter()
+            .map(|r| {
+                r.expect("stand-in start task")
+                    .expect("SecantusDB stand-in")
+            })
+            .collect(),
+    )
+}
