@@ -59,13 +59,14 @@ async fn admin(pg: &LocalPg, db: &str) -> PgConnection {
     PgConnection::connect(&pg.url(db)).await.unwrap()
 }
 
-/// The operator's move objects left on a server: replication slots, subscriptions, and
-/// publications in `dbs`.
+/// The operator's move objects left on a server: replication slots, subscriptions, the move's
+/// roles (replication login, restore role), and publications in `dbs`.
 async fn leftovers(pg: &LocalPg, dbs: &[&str]) -> Vec<String> {
     let mut c = admin(pg, "postgres").await;
     let mut out: Vec<String> = sqlx::query_scalar(
         "SELECT 'slot ' || slot_name FROM pg_replication_slots WHERE slot_name LIKE 'tenantdb\\_mv\\_%' \
-         UNION ALL SELECT 'subscription ' || subname FROM pg_subscription WHERE subname LIKE 'tenantdb\\_mv\\_%'",
+         UNION ALL SELECT 'subscription ' || subname FROM pg_subscription WHERE subname LIKE 'tenantdb\\_mv\\_%' \
+         UNION ALL SELECT 'role ' || rolname FROM pg_roles WHERE rolname LIKE 'tenantdb\\_mv\\_%'",
     )
     .fetch_all(&mut c)
     .await
@@ -330,6 +331,8 @@ async fn tenants_move_online_without_losing_writes() {
     .unwrap();
     cc.close().await.unwrap();
     let api: Api<Tenant> = env.tenants(ns);
+    // The copy is held on b (no table synchronisation workers) so that the move is seen copying.
+    e2e::hold_table_copies(&b, true).await;
     api.patch(
         "c",
         &PatchParams::default(),
@@ -337,12 +340,53 @@ async fn tenants_move_online_without_losing_writes() {
     )
     .await
     .unwrap();
-    wait_for(T, "c's move started", || async {
+    wait_for(T, "c's move copying", || async {
         let m = move_of(&api.get("c").await.ok()?)?;
-        (m.phase == MovePhase::Copying || m.phase == MovePhase::Preparing).then_some(())
+        (m.phase == MovePhase::Copying).then_some(())
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", env.important_log_tail(60)));
+    // The subscription logs in to the source as the move's replication login, not as the admin:
+    // no admin password in b's catalog; the login replicates and reads the tenant's tables only.
+    let conninfo: String = sqlx::query_scalar(
+        "SELECT subconninfo FROM pg_subscription WHERE subname LIKE 'tenantdb\\_mv\\_%'",
+    )
+    .fetch_one(&mut admin(&b, "postgres").await)
+    .await
+    .unwrap();
+    let user = conninfo
+        .split_whitespace()
+        .find_map(|p| p.strip_prefix("user="))
+        .unwrap_or_default()
+        .trim_matches('\'')
+        .to_string();
+    assert!(
+        user.starts_with("tenantdb_mv_") && user.ends_with("_repl"),
+        "the subscription logs in as {user:?}"
+    );
+    let admin_password = env.pg.superuser_password().to_string();
+    assert!(
+        !conninfo.contains(&admin_password),
+        "the admin password is in the target's pg_subscription"
+    );
+    let c_role = env.secret_value(ns, "c-db", "username").await.unwrap();
+    let (replication, superuser, createrole, createdb, member_of): (bool, bool, bool, bool, Vec<String>) =
+        sqlx::query_as(
+            "SELECT r.rolreplication, r.rolsuper, r.rolcreaterole, r.rolcreatedb, \
+                    ARRAY(SELECT g.rolname::text FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid \
+                           WHERE m.member = r.oid ORDER BY 1) \
+               FROM pg_roles r WHERE r.rolname = $1",
+        )
+        .bind(&user)
+        .fetch_one(&mut admin(&env.pg, "postgres").await)
+        .await
+        .unwrap();
+    assert!(
+        replication && !superuser && !createrole && !createdb && member_of == [c_role.clone()],
+        "the replication login on the source: replication {replication}, superuser {superuser}, \
+         createrole {createrole}, createdb {createdb}, member of {member_of:?} (tenant {c_role})"
+    );
+    e2e::hold_table_copies(&b, false).await;
     api.patch(
         "c",
         &PatchParams::default(),

@@ -13,15 +13,15 @@
 //!
 //! - never two writable homes: for every Tenant, at most one of the two servers has a login role
 //!   of it with `rolcanlogin`;
-//! - every replication slot, subscription and publication on either server belongs to a move in
-//!   flight in the Tenant set: named after it (`tenantdb_mv_…`, from the Tenant and the move's
-//!   start in `status.move`), or a table synchronisation slot of its subscription.
+//! - every replication slot, subscription, publication and move role on either server belongs to
+//!   a move in flight in the Tenant set: named after it (`tenantdb_mv_…`, from the Tenant and the
+//!   move's start in `status.move`), or a table synchronisation slot of its subscription.
 //!
 //! After each round (operator running), every move is `Completed` (the Tenant where its placement
 //! says) or `RolledBack` (on its source), and the Tenant is Ready; its home holds its rows and every
 //! write acknowledged so far, exactly once; the other server holds no role, database or schema of
-//! it (marked, or of its names); no replication slot, subscription or publication is left on
-//! either server. Finally the Tenants are moved back once without kills (completed moves are
+//! it (marked, or of its names); no replication slot, subscription, publication or move role is
+//! left on either server. Finally the Tenants are moved back once without kills (completed moves are
 //! reversed, a rolled-back one is started again by itself, nothing rolls back) and the writer's
 //! acknowledged rows are all on its final home, none twice, no id reused.
 
@@ -150,9 +150,9 @@ async fn databases(pg: &Pg) -> Vec<String> {
     dbs
 }
 
-/// Every replication slot, subscription and publication on a cluster (publications of every
-/// database; a database dropped meanwhile is skipped), each with the move object it belongs to:
-/// its own name for `tenantdb_mv_…`, the subscription's for a table synchronisation slot
+/// Every replication slot, subscription, move role and publication on a cluster (publications of
+/// every database; a database dropped meanwhile is skipped), each with the move object it belongs
+/// to: its own name for `tenantdb_mv_…` (without a role's `_repl`/`_restore`), the subscription's for a table synchronisation slot
 /// (`pg_<subscription oid>_sync_…`, the subscription looked up in `subscriptions`), else none.
 async fn replication_objects(
     pg: &Pg,
@@ -161,7 +161,8 @@ async fn replication_objects(
     let mut c = admin(pg, "postgres").await.unwrap();
     let mut out: Vec<(String, String)> = sqlx::query_as(
         "SELECT 'slot', slot_name::text FROM pg_replication_slots \
-         UNION ALL SELECT 'subscription', subname::text FROM pg_subscription",
+         UNION ALL SELECT 'subscription', subname::text FROM pg_subscription \
+         UNION ALL SELECT 'role', rolname::text FROM pg_roles WHERE rolname LIKE 'tenantdb\\_mv\\_%'",
     )
     .fetch_all(&mut c)
     .await
@@ -183,7 +184,13 @@ async fn replication_objects(
     out.into_iter()
         .map(|(kind, name)| {
             let owner = if tenantdb::moves::is_move_object(&name) {
-                Some(name.clone())
+                // A move's roles are named after its objects: `_repl` (replication login, on
+                // the source), `_restore` (schema restore, on the target).
+                let object = name
+                    .strip_suffix("_repl")
+                    .or_else(|| name.strip_suffix("_restore"))
+                    .unwrap_or(&name);
+                Some(object.to_string())
             } else {
                 name.strip_prefix("pg_")
                     .and_then(|r| r.split_once("_sync_"))

@@ -268,6 +268,7 @@ pub async fn ensure_publication(pg: &PgAdmin, scope: &Scope, name: &Ident) -> Re
 pub async fn ensure_subscription(
     source: &PgAdmin,
     source_scope: &Scope,
+    source_names: &TenantNames,
     target: &PgAdmin,
     target_scope: &Scope,
     name: &Ident,
@@ -280,8 +281,13 @@ pub async fn ensure_subscription(
             .await?;
     if exists.is_none() {
         drop_slot(source, name).await?;
+        // Not the admin's login: the move's replication login (a new password each time the
+        // subscription is created; see `repl_login`).
+        let role = super::repl_login::role(name)?;
+        let password = super::repl_login::create(source, source_names, &role).await?;
         let conninfo = source
             .admin_login()
+            .as_user(role.as_str(), password)
             .conninfo(source_scope.database.as_str());
         // The connection string is a literal (no parameters in DDL): quotes doubled, and
         // backslashes literal under standard_conforming_strings.
@@ -304,7 +310,7 @@ pub async fn ensure_subscription(
         )))
         .execute(&mut c)
         .await;
-        // The connection string holds the admin password: errors are reported without it.
+        // The connection string holds a password: errors are reported without it.
         if let Err(e) = r {
             let _ = c.close().await;
             return Err(Error::unavailable(format!(

@@ -86,6 +86,16 @@ impl AdminLogin {
         env
     }
 
+    /// The same server, TLS and CA, logged in as `user` with `password` (a move's replication
+    /// login, see `moves::repl_login`).
+    pub fn as_user(&self, user: &str, password: String) -> AdminLogin {
+        AdminLogin {
+            user: user.to_string(),
+            password: Some(password),
+            ..self.clone()
+        }
+    }
+
     /// A libpq connection string to `database` (for `CREATE SUBSCRIPTION … CONNECTION`): every
     /// value single-quoted with `\` and `'` escaped. Holds the password: never log it. It is
     /// used by *another server* (the subscriber's walreceiver), so it carries no `sslrootcert`:

@@ -468,8 +468,15 @@ async fn advance(t: &mut Tenant, ctx: &Context, mut m: MoveStatus) -> Result<Opt
                     )));
                 }
                 sql::ensure_publication(source.pg(), &scope_a, &name).await?;
-                sql::ensure_subscription(source.pg(), &scope_a, target.pg(), &scope_b, &name)
-                    .await?;
+                sql::ensure_subscription(
+                    source.pg(),
+                    &scope_a,
+                    &names_a,
+                    target.pg(),
+                    &scope_b,
+                    &name,
+                )
+                .await?;
                 m.phase = MovePhase::Copying;
                 m.message = Some("copying with logical replication".into());
                 persist(t, ctx, m.clone()).await?;
@@ -657,8 +664,8 @@ fn cancelled(t: &Tenant, ctx: &Context, source: &Server, target: &Server) -> Opt
     })
 }
 
-/// Drops the move's subscription and schema restore role (target), replication slot and
-/// publication (source).
+/// Drops the move's subscription and schema restore role (target), replication slot,
+/// replication login and publication (source).
 async fn drop_replication(
     source: &Server,
     scope_a: &Scope,
@@ -671,6 +678,8 @@ async fn drop_replication(
     let restore = crate::moves::copy::restore_role(name)?;
     crate::moves::copy::drop_restore_role(target.pg(), scope_b, names_b, &restore).await?;
     sql::drop_slot(source.pg(), name).await?;
+    let repl = crate::moves::repl_login::role(name)?;
+    crate::moves::repl_login::drop(source.pg(), names_b, &repl).await?;
     sql::drop_publication(source.pg(), scope_a, name).await
 }
 
