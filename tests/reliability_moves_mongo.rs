@@ -246,7 +246,8 @@ impl Killer {
         seed: u64,
         done: impl AsyncFn(&Env) -> bool,
     ) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(90);
+        // (A rolled-back move is tried again after a minute.)
+        let deadline = Instant::now() + Duration::from_secs(150);
         loop {
             if done(env).await {
                 return false;
@@ -256,7 +257,7 @@ impl Killer {
             }
             assert!(
                 Instant::now() < deadline,
-                "no progress of the moves for 90 s after a restart{}",
+                "no progress of the moves for 150 s after a restart (seed {seed}){}",
                 log_tail(env)
             );
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -6,12 +6,20 @@
 //! the admin's login there, the admin password of the source would sit in another server's
 //! catalog, readable by that server's superusers, for the whole copy. The move creates instead,
 //! on the source, `<move object name>_repl`: `LOGIN REPLICATION BYPASSRLS` with a random password
-//! (only its SCRAM verifier is sent, computed here), no other attribute, a connection limit, a
-//! member of the tenant's roles (it reads the tenant's tables for the initial copy and nothing
-//! else; `BYPASSRLS` so that a table the tenant put under row-level security is copied whole), and
-//! marked as the move's. It is dropped with the move's replication slot (after the cut-over, on
-//! roll-back, and again by every clean-up of the move: a crash in between).
+//! (only its SCRAM verifier is sent, computed here, from a session that logs no statements), no
+//! other attribute, a connection limit, marked as the move's, and granted only what the initial
+//! copy reads: `CONNECT` on the scope's database, `USAGE` on the schemas in scope and `SELECT` on
+//! their tables (not membership in the tenant's roles: that would let it write, and the write
+//! freeze fences only the tenant's logins). `BYPASSRLS` so that a table the tenant put under
+//! row-level security is copied whole. The catalog comparison ignores these grants
+//! (`pg::fingerprint`). The login is dropped with the move's replication slot (after the cut-over,
+//! on roll-back, before the schema copy of a `Preparing` attempt, and by every clean-up of the
+//! move: a crash in between), its grants first (`DROP OWNED BY` in the scope's database).
 
+use sqlx::Connection;
+use tracing::warn;
+
+use super::sql::Scope;
 use crate::error::{Error, Result};
 use crate::naming::{Ident, TenantNames, quote_literal};
 use crate::pg::{PgAdmin, ddl};
@@ -27,17 +35,39 @@ pub fn role(move_name: &Ident) -> Result<Ident> {
 }
 
 /// The comment marking a replication login as the move's (not the tenant's ownership marker: it
-/// is no home of the tenant).
+/// is no home of the tenant). The same on both servers (namespace and name only).
 fn marker(names: &TenantNames) -> String {
     names
         .owner_marker
         .replacen("tenantdb.io/owner=", "tenantdb.io/move-replication=", 1)
 }
 
-/// Creates the replication login on the source (after dropping one a crashed attempt left) and
-/// returns its password (for the subscription's connection string only; never logged).
-pub async fn create(source: &PgAdmin, names: &TenantNames, role: &Ident) -> Result<String> {
-    drop(source, names, role).await?;
+/// The comment of the role `role` on `source`: `None` when there is no such role.
+async fn comment_of(source: &PgAdmin, role: &Ident) -> Result<Option<Option<String>>> {
+    Ok(sqlx::query_scalar(
+        "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1",
+    )
+    .bind(role.as_str())
+    .fetch_optional(source.admin()?)
+    .await?)
+}
+
+/// Creates the replication login on the source (after dropping one a crashed attempt left) with
+/// read access to the scope, and returns its password (for the subscription's connection string
+/// only; never logged). A role of that name that is not the move's is a conflict.
+pub async fn create(
+    source: &PgAdmin,
+    scope: &Scope,
+    names: &TenantNames,
+    role: &Ident,
+) -> Result<String> {
+    drop(source, scope, names, role).await?;
+    if comment_of(source, role).await?.is_some() {
+        return Err(Error::Conflict(format!(
+            "role {} exists on the source server and is not this move's",
+            role.as_str()
+        )));
+    }
     let password = crate::scram::generate_password();
     let verifier = crate::scram::verifier(&password)
         .ok_or_else(|| Error::Config("cannot compute a SCRAM verifier".into()))?;
@@ -45,65 +75,89 @@ pub async fn create(source: &PgAdmin, names: &TenantNames, role: &Ident) -> Resu
         quote_literal(v)
             .ok_or_else(|| Error::Config("unusable literal in a replication login".into()))
     };
-    // One transaction: a role without its marker would be nobody's. The verifier is no password
-    // (it cannot log in), and this session does not log statements either.
-    let mut sql = format!(
-        "SET LOCAL log_statement = 'none'; SET LOCAL log_min_error_statement = panic; \
-         CREATE ROLE {role} LOGIN REPLICATION BYPASSRLS NOSUPERUSER NOCREATEDB NOCREATEROLE INHERIT \
-         CONNECTION LIMIT {CONNECTION_LIMIT} PASSWORD {pw}; \
-         COMMENT ON ROLE {role} IS {marker}",
+    let grants = match &scope.schema {
+        Some(schema) => format!(
+            "GRANT USAGE ON SCHEMA {schema} TO {role}; GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {role}"
+        ),
+        // Every schema of the tenant's database (the publication is FOR ALL TABLES); names from
+        // the catalog, quoted by the server.
+        None => format!(
+            "DO $grants$ DECLARE s text; BEGIN \
+               FOR s IN SELECT nspname FROM pg_namespace \
+                         WHERE nspname <> 'information_schema' AND nspname NOT LIKE 'pg\\_%' LOOP \
+                 EXECUTE format('GRANT USAGE ON SCHEMA %I TO %I', s, {r}); \
+                 EXECUTE format('GRANT SELECT ON ALL TABLES IN SCHEMA %I TO %I', s, {r}); \
+               END LOOP; END $grants$",
+            r = lit(role.as_str())?,
+        ),
+    };
+    // One implicit transaction (a role without its marker would be nobody's), in a session of
+    // its own whose statements are not logged (decided when a query string is parsed: the
+    // settings go first, in a message of their own). The verifier is no password (it cannot log
+    // in), but it is not for the log either.
+    let mut c = super::sql::connect(source, scope).await?;
+    sqlx::raw_sql(
+        "SET log_statement = 'none'; SET log_min_error_statement = panic; \
+         SET log_min_duration_statement = -1",
+    )
+    .execute(&mut c)
+    .await?;
+    let r = sqlx::raw_sql(ddl(format!(
+        "CREATE ROLE {role} LOGIN REPLICATION BYPASSRLS NOSUPERUSER NOCREATEDB NOCREATEROLE \
+         NOINHERIT CONNECTION LIMIT {CONNECTION_LIMIT} PASSWORD {pw}; \
+         COMMENT ON ROLE {role} IS {marker}; GRANT CONNECT ON DATABASE {db} TO {role}; {grants}",
         pw = lit(&verifier)?,
         marker = lit(&marker(names))?,
-    );
-    // The tenant's roles the source has (the secondary exists once the tenant rotated; a table
-    // made while logged in as it, after `RESET ROLE`, is its own).
-    let existing: Vec<String> =
-        sqlx::query_scalar("SELECT rolname::text FROM pg_roles WHERE rolname = ANY($1)")
-            .bind(vec![
-                names.role.as_str().to_string(),
-                names.secondary_role.as_str().to_string(),
-            ])
-            .fetch_all(source.admin()?)
-            .await?;
-    for tenant_role in [&names.role, &names.secondary_role] {
-        if existing.iter().any(|e| e == tenant_role.as_str()) {
-            sql.push_str(&format!("; GRANT {tenant_role} TO {role}"));
-        }
-    }
-    sqlx::raw_sql(ddl(format!("BEGIN; {sql}; COMMIT")))
-        .execute(source.admin()?)
-        .await
-        .map_err(|e| {
-            Error::unavailable(format!(
-                "creating the move's replication login on the source failed: {}",
-                crate::pg::redact(&e.to_string())
-            ))
-        })?;
+        db = scope.database,
+    )))
+    .execute(&mut c)
+    .await;
+    let _ = c.close().await;
+    r.map_err(|e| {
+        Error::unavailable(format!(
+            "creating the move's replication login on the source failed: {}",
+            crate::pg::redact(&e.to_string())
+        ))
+    })?;
     Ok(password)
 }
 
-/// Drops the move's replication login on the source if it exists (its sessions ended first). A
-/// role of that name without the move's marker is a conflict (never touched).
-pub async fn drop(source: &PgAdmin, names: &TenantNames, role: &Ident) -> Result<()> {
-    let found: Option<Option<String>> = sqlx::query_scalar(
-        "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1",
-    )
-    .bind(role.as_str())
-    .fetch_optional(source.admin()?)
-    .await?;
-    let Some(comment) = found else {
+/// Drops the move's replication login on the source if it exists: its sessions ended, its
+/// grants in the scope's database (and on the database) revoked, then the role. A role of that
+/// name without the move's marker is not the move's: left alone (with a warning), so that it
+/// blocks no clean-up.
+pub async fn drop(
+    source: &PgAdmin,
+    scope: &Scope,
+    names: &TenantNames,
+    role: &Ident,
+) -> Result<()> {
+    let Some(comment) = comment_of(source, role).await? else {
         return Ok(());
     };
     if comment.as_deref() != Some(marker(names).as_str()) {
-        return Err(Error::Conflict(format!(
-            "role {} exists on the source server and is not this move's",
-            role.as_str()
-        )));
+        warn!(
+            role = role.as_str(),
+            "a role named like the move's replication login is not the move's: left alone"
+        );
+        return Ok(());
     }
     sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1")
         .bind(role.as_str())
         .execute(source.admin()?)
         .await?;
+    let db_exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(scope.database.as_str())
+        .fetch_optional(source.admin()?)
+        .await?;
+    if db_exists.is_some() {
+        let mut c = super::sql::connect(source, scope).await?;
+        let r = sqlx::raw_sql(ddl(format!("DROP OWNED BY {role}")))
+            .execute(&mut c)
+            .await;
+        let _ = c.close().await;
+        r?;
+    }
     sqlx::raw_sql(ddl(format!("DROP ROLE IF EXISTS {role}")))
         .execute(source.admin()?)
         .await?;

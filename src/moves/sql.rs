@@ -284,7 +284,7 @@ pub async fn ensure_subscription(
         // Not the admin's login: the move's replication login (a new password each time the
         // subscription is created; see `repl_login`).
         let role = super::repl_login::role(name)?;
-        let password = super::repl_login::create(source, source_names, &role).await?;
+        let password = super::repl_login::create(source, source_scope, source_names, &role).await?;
         let conninfo = source
             .admin_login()
             .as_user(role.as_str(), password)
@@ -313,9 +313,18 @@ pub async fn ensure_subscription(
         // The connection string holds a password: errors are reported without it.
         if let Err(e) = r {
             let _ = c.close().await;
+            let msg = crate::pg::redact(&e.to_string());
+            // The source refused the replication login: no retry can help (each would copy the
+            // schema again); the move is rolled back, saying what to allow.
+            if msg.contains("pg_hba.conf") || msg.contains("password authentication failed") {
+                return Err(Error::InvalidSpec(format!(
+                    "the target cannot log in to the source as the move's replication login {} \
+                     (allow it in the source's pg_hba.conf, docs/moves.md): {msg}",
+                    role.as_str()
+                )));
+            }
             return Err(Error::unavailable(format!(
-                "creating the subscription on the target failed: {}",
-                crate::pg::redact(&e.to_string())
+                "creating the subscription on the target failed: {msg}"
             )));
         }
     }

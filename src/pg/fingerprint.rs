@@ -215,7 +215,9 @@ macro_rules! not_ext {
 }
 
 /// An ACL as sorted text; a NULL ACL (the default) is spelled out with `acldefault`, so that an
-/// explicit grant of the defaults compares equal to none.
+/// explicit grant of the defaults compares equal to none. Grants to a move's own roles
+/// (`tenantdb_mv_…`: the replication login's `SELECT` on the source, see `moves::repl_login`) are
+/// not the tenant's and are left out.
 macro_rules! acl {
     ($acl:literal, $kind:literal, $owner:literal) => {
         concat!(
@@ -225,7 +227,7 @@ macro_rules! acl {
             $kind,
             "', ",
             $owner,
-            "))) a)"
+            "))) a WHERE a::text NOT LIKE 'tenantdb\\_mv\\_%')"
         )
     };
 }

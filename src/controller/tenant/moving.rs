@@ -10,7 +10,9 @@
 //!
 //! - `Preparing`: the target gets the tenant's roles with the source's SCRAM verifiers and login
 //!   disabled, the database or schema and every schema object (`pg_dump`/`psql`), compared with
-//!   the source by catalog fingerprint; then the publication (source) and subscription (target).
+//!   the source by catalog fingerprint; then the publication (source) and subscription (target),
+//!   which logs in to the source as the move's replication login ([`crate::moves::repl_login`]:
+//!   `SELECT` on the tenant's tables, never the admin).
 //! - `Copying`: logical replication copies and follows; the tenant keeps working on the source
 //!   (provisioning, rotation and health go on there).
 //! - `CuttingOver` (within one reconcile): roles refreshed on the target, the source fenced
@@ -20,8 +22,8 @@
 //!   the source and goes back to `Copying` (3 attempts, then rolled back); one that finds the
 //!   subscription gone (an earlier one dropped it and stopped before the commit point) is rolled
 //!   back at once.
-//! - `CleaningUp`: subscription, replication slot and publication dropped; the source copy dropped
-//!   (or kept fenced with `spec.placement.retainSource`).
+//! - `CleaningUp`: subscription, replication slot, replication login and publication dropped; the
+//!   source copy dropped (or kept fenced with `spec.placement.retainSource`).
 //! - `RollingBack`: the same objects and the target copy dropped (never after the commit point);
 //!   the source is unfenced by the next provisioning.
 //!
@@ -446,6 +448,14 @@ async fn advance(t: &mut Tenant, ctx: &Context, mut m: MoveStatus) -> Result<Opt
                 // A subscription of an attempt that stopped before `Copying` was recorded: the
                 // copy is prepared again, and a database with a subscription cannot be dropped.
                 sql::drop_subscription(target.pg(), &scope_b, &name).await?;
+                // And its replication login: its grants on the source would be in the dump.
+                crate::moves::repl_login::drop(
+                    source.pg(),
+                    &scope_a,
+                    &names_a,
+                    &crate::moves::repl_login::role(&name)?,
+                )
+                .await?;
                 sql::prepare_database(target.pg(), &names_b).await?;
                 if !names_b.dedicated_database {
                     target.pg().shared_pool().await?;
@@ -678,8 +688,9 @@ async fn drop_replication(
     let restore = crate::moves::copy::restore_role(name)?;
     crate::moves::copy::drop_restore_role(target.pg(), scope_b, names_b, &restore).await?;
     sql::drop_slot(source.pg(), name).await?;
+    // (Its marker names the Tenant, the same with either server's names.)
     let repl = crate::moves::repl_login::role(name)?;
-    crate::moves::repl_login::drop(source.pg(), names_b, &repl).await?;
+    crate::moves::repl_login::drop(source.pg(), scope_a, names_b, &repl).await?;
     sql::drop_publication(source.pg(), scope_a, name).await
 }
 
