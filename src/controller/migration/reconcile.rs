@@ -289,7 +289,14 @@ pub(crate) async fn reconcile_inner(
     // A tenant waits (not Ready, moving) or is missing, but this controller's Tenant watch saw it
     // otherwise than the cache read above (see `TenantTrigger::differs_from_cache`): its event
     // will not trigger again, so look again shortly rather than at the resync.
-    let cache_lags = cache_lags(trigger, &ns, &tenants, &waiting, r.tenant.as_deref());
+    let cache_lags = cache_lags(
+        trigger,
+        &ns,
+        &tenants,
+        &waiting,
+        r.tenant.as_deref(),
+        r.selector.as_ref(),
+    );
 
     // 4. Canaries (not for dry runs).
     let (gate, work) = canary::gate(
@@ -488,15 +495,17 @@ pub(crate) async fn reconcile_inner(
 /// How soon a reconcile that read a Tenant cache lagging behind a Tenant event looks again.
 const CACHE_LAG_RETRY: Duration = Duration::from_millis(500);
 
-/// Whether a tenant the verdict waits for (`waiting`, names in `ns`), or the one named tenant
-/// missing from `tenants`, was seen otherwise by the Tenant watch that triggers reconciles than
-/// by the cache `tenants` come from.
+/// Whether a tenant the verdict waits for (`waiting`, names in `ns`), the one named tenant
+/// missing from `tenants`, or a tenant whose labels `selector` matches as the watch saw them but
+/// that is missing from `tenants`, was seen otherwise by the Tenant watch that triggers reconciles
+/// than by the cache `tenants` come from.
 pub(crate) fn cache_lags(
     trigger: &TenantTrigger,
     ns: &str,
     tenants: &[Tenant],
     waiting: &[String],
     named: Option<&str>,
+    selector: Option<&kube::core::Selector>,
 ) -> bool {
     let key = |name: &str| super::super::object_key_for::<Tenant>(ns, name);
     let waiting: HashSet<&str> = waiting.iter().map(String::as_str).collect();
@@ -511,7 +520,17 @@ pub(crate) fn cache_lags(
                 .any(|t| t.metadata.name.as_deref() == Some(n))
         })
         .is_some_and(|n| trigger.differs_from_cache(&key(n), None));
-    waiting_lags || missing_lags
+    let newly_selected = selector.is_some_and(|sel| {
+        let have: HashSet<&str> = tenants
+            .iter()
+            .filter_map(|t| t.metadata.name.as_deref())
+            .collect();
+        trigger
+            .seen_selected(ns, sel)
+            .iter()
+            .any(|n| !have.contains(n.as_str()))
+    });
+    waiting_lags || missing_lags || newly_selected
 }
 
 /// Whether work was runnable but no pass started only for lack of a free slot.

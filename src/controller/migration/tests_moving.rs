@@ -271,6 +271,15 @@ async fn deferred_tenants_are_neither_failures_nor_transient_errors() {
 #[test]
 fn a_tenant_event_the_cache_has_not_seen_yet_is_looked_at_again_shortly() {
     use super::reconcile::cache_lags;
+    fn lags(
+        trigger: &TenantTrigger,
+        ns: &str,
+        tenants: &[Tenant],
+        waiting: &[String],
+        named: Option<&str>,
+    ) -> bool {
+        cache_lags(trigger, ns, tenants, waiting, named, None)
+    }
     let (store, _writer) = kube::runtime::reflector::store::<TenantMigration>();
     let trigger = TenantTrigger::default();
     let provisioning = tenant("a", json!({"phase": "Provisioning", "schemaVersion": null}));
@@ -278,7 +287,7 @@ fn a_tenant_event_the_cache_has_not_seen_yet_is_looked_at_again_shortly() {
     let waiting = vec!["a".to_string()];
 
     // Nothing seen by the watch yet: the event is still to come and will trigger.
-    assert!(!cache_lags(
+    assert!(!lags(
         &trigger,
         "ns",
         std::slice::from_ref(&provisioning),
@@ -287,7 +296,7 @@ fn a_tenant_event_the_cache_has_not_seen_yet_is_looked_at_again_shortly() {
     ));
     // The watch saw it Ready, the cache still has it provisioning.
     trigger.migrations_for(&store, &ready);
-    assert!(cache_lags(
+    assert!(lags(
         &trigger,
         "ns",
         std::slice::from_ref(&provisioning),
@@ -297,9 +306,9 @@ fn a_tenant_event_the_cache_has_not_seen_yet_is_looked_at_again_shortly() {
     // The cache caught up (its schemaVersion, overlaid from this process's records, is not compared).
     let mut overlaid = ready.clone();
     overlaid.status.as_mut().unwrap().schema_version = Some(9);
-    assert!(!cache_lags(&trigger, "ns", &[overlaid], &waiting, None));
+    assert!(!lags(&trigger, "ns", &[overlaid], &waiting, None));
     // Only tenants the verdict waits for are looked at.
-    assert!(!cache_lags(
+    assert!(!lags(
         &trigger,
         "ns",
         std::slice::from_ref(&provisioning),
@@ -310,19 +319,13 @@ fn a_tenant_event_the_cache_has_not_seen_yet_is_looked_at_again_shortly() {
     // A move ended (the watch) while the cache still has it copying.
     let copying = tenant("b", moving("Copying", "default"));
     trigger.migrations_for(&store, &tenant("b", moving("Completed", "b")));
-    assert!(cache_lags(
-        &trigger,
-        "ns",
-        &[copying],
-        &["b".to_string()],
-        None
-    ));
+    assert!(lags(&trigger, "ns", &[copying], &["b".to_string()], None));
 
     // A named tenant the watch saw created but the cache does not have yet; and one being deleted.
     trigger.migrations_for(&store, &tenant("c", json!({})));
-    assert!(cache_lags(&trigger, "ns", &[], &[], Some("c")));
+    assert!(lags(&trigger, "ns", &[], &[], Some("c")));
     assert!(
-        !cache_lags(&trigger, "other", &[], &[], Some("c")),
+        !lags(&trigger, "other", &[], &[], Some("c")),
         "another namespace"
     );
     let mut deleting = tenant("d", json!({}));
@@ -331,5 +334,29 @@ fn a_tenant_event_the_cache_has_not_seen_yet_is_looked_at_again_shortly() {
             k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
         ));
     trigger.migrations_for(&store, &deleting);
-    assert!(!cache_lags(&trigger, "ns", &[], &[], Some("d")));
+    assert!(!lags(&trigger, "ns", &[], &[], Some("d")));
+
+    // A label change makes a Tenant selected (the watch), the cache still has the old labels.
+    let gold: kube::core::Selector =
+        kube::core::Expression::Equal("tier".into(), "gold".into()).into();
+    let silver: kube::core::Selector =
+        kube::core::Expression::Equal("tier".into(), "silver".into()).into();
+    let in_cache = [
+        tenant("a", json!({})),
+        tenant("b", json!({})),
+        tenant("c", json!({})),
+    ];
+    assert!(
+        cache_lags(&trigger, "ns", &in_cache[..2], &[], None, Some(&gold)),
+        "c (tier gold to the watch) is missing from the selection"
+    );
+    assert!(!cache_lags(
+        &trigger,
+        "ns",
+        &in_cache,
+        &[],
+        None,
+        Some(&gold)
+    ));
+    assert!(!cache_lags(&trigger, "ns", &[], &[], None, Some(&silver)));
 }

@@ -123,6 +123,24 @@ impl TenantTrigger {
         }
     }
 
+    /// The Tenants of `ns` this controller's watch saw, not being deleted, whose labels
+    /// `selector` matches: a label change that makes a Tenant selected can trigger a reconcile
+    /// whose cache still has the old labels (see [`Self::differs_from_cache`]).
+    pub(crate) fn seen_selected(&self, ns: &str, selector: &kube::core::Selector) -> Vec<String> {
+        use kube::core::SelectorExt;
+        let prefix = super::super::object_key_for::<Tenant>(ns, "");
+        self.seen
+            .with(|m| {
+                m.iter()
+                    .filter(|(k, f)| {
+                        k.starts_with(&prefix) && !f.deleting && selector.matches(&f.labels)
+                    })
+                    .map(|(k, _)| k[prefix.len()..].to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Forgets Tenants that are gone (`live` answers for an [`object_key`]).
     pub fn retain(&self, live: impl Fn(&str) -> bool) {
         self.seen.retain(live);
