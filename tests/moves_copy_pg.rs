@@ -11,6 +11,8 @@
 //!   restore would re-create as the superuser's on the target) makes the copy fail with a
 //!   permission error: the restore can do only what the tenant's role can. The target holds no
 //!   function of it and no restore role.
+//! - A role named like the move's restore role or replication login without the move's marker
+//!   blocks no clean-up (the drops leave it alone) and refuses the move (a conflict).
 //! - A restore whose input is cut short (the operator killed while writing it) commits nothing.
 //! - The cut-over's fence (`tenantdb::moves::sql::fence`) returns only once the tenant's sessions
 //!   have exited (a session with thousands of temporary tables takes a while), and the role can no
@@ -24,7 +26,11 @@ use std::time::Duration;
 use common::{admin, connect_as, names, provision};
 use sqlx::{Connection, Executor, PgConnection};
 use tenantdb::crd::Isolation;
-use tenantdb::moves::copy::{RESTORE_ARGS, copy_schema, restore_role, transactional};
+use tenantdb::moves::copy::{
+    RESTORE_ARGS, copy_schema, drop_restore_role, restore_role, transactional,
+};
+use tenantdb::moves::repl_login;
+use tenantdb::moves::roles::Found;
 use tenantdb::moves::sql::{self, Scope};
 use tenantdb::naming::{Ident, TenantNames};
 use tenantdb::pg::fingerprint::{self, Fingerprint};
@@ -240,6 +246,79 @@ async fn a_superuser_object_in_the_dump_is_refused() {
     assert!(planted.is_none(), "the function reached the target");
     let r = restore_role(&name).unwrap();
     assert!(!role_exists(r.as_str()).await, "{} left", r.as_str());
+}
+
+/// A role named like one of a move's roles but without the move's marker is not the move's:
+/// the clean-ups (roll-back, deletion, after a crash) leave it alone and go on instead of
+/// failing, and the move refuses to create its role over it (a conflict, the role untouched).
+#[tokio::test]
+async fn a_role_named_like_a_move_role_is_left_alone_and_refuses_the_move() {
+    let (source, target) = (admin(), target_admin());
+    let d = Desired::simple(
+        names("mvcopy", "squat", Isolation::Schema),
+        generate_password(),
+    );
+    provision(&source, &d).await;
+    let name = Ident::new("tenantdb_mv_00000000000000f1").unwrap();
+    let (restore, repl) = (
+        restore_role(&name).unwrap(),
+        repl_login::role(&name).unwrap(),
+    );
+    let squat =
+        |r: &Ident| format!("CREATE ROLE {r} NOLOGIN; COMMENT ON ROLE {r} IS 'someone else''s'");
+    target_conn("postgres")
+        .await
+        .execute(sqlx::AssertSqlSafe(squat(&restore)))
+        .await
+        .unwrap();
+    let mut s = PgConnection::connect(&common::pg().url("postgres"))
+        .await
+        .unwrap();
+    s.execute(sqlx::AssertSqlSafe(squat(&repl))).await.unwrap();
+    let scope = Scope::of(&d.names);
+
+    // Clean-ups go on.
+    let found = drop_restore_role(&target, &scope, &d.names, &restore)
+        .await
+        .expect("an unmarked restore-named role must not block a clean-up");
+    assert_eq!(found, Found::NotOurs);
+    let found = repl_login::drop(&source, &scope, &d.names, &repl)
+        .await
+        .expect("an unmarked replication-named role must not block a clean-up");
+    assert_eq!(found, Found::NotOurs);
+
+    // The move does not take them over.
+    let err = prepare_and_copy(&source, &target, &d.names, &name)
+        .await
+        .expect_err("the restore role must not be created over someone else's");
+    assert!(
+        matches!(err, tenantdb::error::Error::Conflict(_))
+            && err.to_string().contains(restore.as_str()),
+        "{err}"
+    );
+    let err = repl_login::create(&source, &scope, &d.names, &repl)
+        .await
+        .expect_err("the replication login must not be created over someone else's");
+    assert!(
+        matches!(err, tenantdb::error::Error::Conflict(_))
+            && err.to_string().contains(repl.as_str()),
+        "{err}"
+    );
+
+    // Both untouched: still there, still without login, still someone else's.
+    let untouched = "SELECT NOT rolcanlogin AND shobj_description(oid, 'pg_authid') = 'someone else''s' \
+                       FROM pg_roles WHERE rolname = $1";
+    let on_target: Option<bool> = sqlx::query_scalar(untouched)
+        .bind(restore.as_str())
+        .fetch_optional(&mut target_conn("postgres").await)
+        .await
+        .unwrap();
+    let on_source: Option<bool> = sqlx::query_scalar(untouched)
+        .bind(repl.as_str())
+        .fetch_optional(&mut s)
+        .await
+        .unwrap();
+    assert_eq!((on_target, on_source), (Some(true), Some(true)));
 }
 
 /// The cut-over's fence returns only once the tenant's sessions have exited, not when they were

@@ -21,6 +21,7 @@ use tokio::process::Command;
 
 use k8s_openapi::jiff::{Timestamp, ToSpan};
 
+use super::roles::{self, Found, Kind};
 use super::sql::Scope;
 use crate::error::{Error, Result};
 use crate::naming::{Ident, TenantNames, quote_literal};
@@ -48,17 +49,9 @@ pub fn tool(name: &str) -> PathBuf {
         .map_or_else(|| PathBuf::from(name), |(_, p)| p)
 }
 
-/// The restore role of the move whose objects are named `move_name`.
+/// The restore role of the move whose objects are named `move_name` (see [`super::roles`]).
 pub fn restore_role(move_name: &Ident) -> Result<Ident> {
-    Ok(Ident::new(&format!("{}_restore", move_name.as_str()))?)
-}
-
-/// The comment marking a restore role as the move's (not the tenant's ownership marker: it is
-/// no home of the tenant).
-fn restore_marker(names: &TenantNames) -> String {
-    names
-        .owner_marker
-        .replacen("tenantdb.io/owner=", "tenantdb.io/move-restore=", 1)
+    roles::name(Kind::Restore, move_name)
 }
 
 /// Creates the restore role on the target (after dropping one a crashed attempt left) and
@@ -69,7 +62,8 @@ async fn create_restore_role(
     names: &TenantNames,
     role: &Ident,
 ) -> Result<String> {
-    drop_restore_role(target, scope, names, role).await?;
+    let found = drop_restore_role(target, scope, names, role).await?;
+    roles::refuse_not_ours(Kind::Restore, role, found)?;
     let password = crate::scram::generate_password();
     let verifier = crate::scram::verifier(&password)
         .ok_or_else(|| Error::Config("cannot compute a SCRAM verifier".into()))?;
@@ -84,7 +78,7 @@ async fn create_restore_role(
          COMMENT ON ROLE {role} IS {marker}",
         pw = lit(&verifier)?,
         until = lit(&until.to_string())?,
-        marker = lit(&restore_marker(names))?,
+        marker = lit(&roles::marker(Kind::Restore, names))?,
     );
     // The tenant's roles the target has (the secondary exists once the tenant rotated).
     let existing: Vec<String> =
@@ -113,27 +107,17 @@ async fn create_restore_role(
 
 /// Drops the move's restore role on the target if it exists: whatever it still owns in the
 /// scope's database is handed to the tenant's role, its privileges revoked. A role of that name
-/// without the move's marker is a conflict (never touched).
+/// without the move's marker is not the move's: left alone (with a warning), so that it blocks
+/// no roll-back or clean-up. Returns what was found under the name.
 pub async fn drop_restore_role(
     target: &PgAdmin,
     scope: &Scope,
     names: &TenantNames,
     role: &Ident,
-) -> Result<()> {
-    let found: Option<Option<String>> = sqlx::query_scalar(
-        "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1",
-    )
-    .bind(role.as_str())
-    .fetch_optional(target.admin()?)
-    .await?;
-    let Some(comment) = found else {
-        return Ok(());
-    };
-    if comment.as_deref() != Some(restore_marker(names).as_str()) {
-        return Err(Error::Conflict(format!(
-            "role {} exists on the target server and is not this move's",
-            role.as_str()
-        )));
+) -> Result<Found> {
+    let found = roles::find(target, Kind::Restore, names, role).await?;
+    if found != Found::Ours {
+        return Ok(found);
     }
     let db_exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
         .bind(scope.database.as_str())
@@ -156,7 +140,7 @@ pub async fn drop_restore_role(
     sqlx::raw_sql(ddl(format!("DROP ROLE IF EXISTS {role}")))
         .execute(target.admin()?)
         .await?;
-    Ok(())
+    Ok(found)
 }
 
 /// Copies the schema of `source_scope` on `source` into `target_scope` on `target` (which must
@@ -176,7 +160,7 @@ pub async fn copy_schema(
     // Dropped whatever the copy did (and by the next attempt or the move's clean-up after a crash).
     let dropped = drop_restore_role(target, target_scope, names, role).await;
     copied?;
-    dropped
+    dropped.map(|_| ())
 }
 
 async fn run_tools(

@@ -17,8 +17,8 @@
 //! move: a crash in between), its grants first (`DROP OWNED BY` in the scope's database).
 
 use sqlx::Connection;
-use tracing::warn;
 
+use super::roles::{self, Found, Kind};
 use super::sql::Scope;
 use crate::error::{Error, Result};
 use crate::naming::{Ident, TenantNames, quote_literal};
@@ -29,27 +29,10 @@ use crate::pg::{PgAdmin, ddl};
 /// reconnects.
 const CONNECTION_LIMIT: i32 = 16;
 
-/// The replication login of the move whose objects are named `move_name`.
+/// The replication login of the move whose objects are named `move_name` (see
+/// [`super::roles`]).
 pub fn role(move_name: &Ident) -> Result<Ident> {
-    Ok(Ident::new(&format!("{}_repl", move_name.as_str()))?)
-}
-
-/// The comment marking a replication login as the move's (not the tenant's ownership marker: it
-/// is no home of the tenant). The same on both servers (namespace and name only).
-fn marker(names: &TenantNames) -> String {
-    names
-        .owner_marker
-        .replacen("tenantdb.io/owner=", "tenantdb.io/move-replication=", 1)
-}
-
-/// The comment of the role `role` on `source`: `None` when there is no such role.
-async fn comment_of(source: &PgAdmin, role: &Ident) -> Result<Option<Option<String>>> {
-    Ok(sqlx::query_scalar(
-        "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1",
-    )
-    .bind(role.as_str())
-    .fetch_optional(source.admin()?)
-    .await?)
+    roles::name(Kind::Replication, move_name)
 }
 
 /// Creates the replication login on the source (after dropping one a crashed attempt left) with
@@ -61,13 +44,8 @@ pub async fn create(
     names: &TenantNames,
     role: &Ident,
 ) -> Result<String> {
-    drop(source, scope, names, role).await?;
-    if comment_of(source, role).await?.is_some() {
-        return Err(Error::Conflict(format!(
-            "role {} exists on the source server and is not this move's",
-            role.as_str()
-        )));
-    }
+    let found = drop(source, scope, names, role).await?;
+    roles::refuse_not_ours(Kind::Replication, role, found)?;
     let password = crate::scram::generate_password();
     let verifier = crate::scram::verifier(&password)
         .ok_or_else(|| Error::Config("cannot compute a SCRAM verifier".into()))?;
@@ -107,7 +85,7 @@ pub async fn create(
          NOINHERIT CONNECTION LIMIT {CONNECTION_LIMIT} PASSWORD {pw}; \
          COMMENT ON ROLE {role} IS {marker}; GRANT CONNECT ON DATABASE {db} TO {role}; {grants}",
         pw = lit(&verifier)?,
-        marker = lit(&marker(names))?,
+        marker = lit(&roles::marker(Kind::Replication, names))?,
         db = scope.database,
     )))
     .execute(&mut c)
@@ -125,22 +103,16 @@ pub async fn create(
 /// Drops the move's replication login on the source if it exists: its sessions ended, its
 /// grants in the scope's database (and on the database) revoked, then the role. A role of that
 /// name without the move's marker is not the move's: left alone (with a warning), so that it
-/// blocks no clean-up.
+/// blocks no clean-up. Returns what was found under the name.
 pub async fn drop(
     source: &PgAdmin,
     scope: &Scope,
     names: &TenantNames,
     role: &Ident,
-) -> Result<()> {
-    let Some(comment) = comment_of(source, role).await? else {
-        return Ok(());
-    };
-    if comment.as_deref() != Some(marker(names).as_str()) {
-        warn!(
-            role = role.as_str(),
-            "a role named like the move's replication login is not the move's: left alone"
-        );
-        return Ok(());
+) -> Result<Found> {
+    let found = roles::find(source, Kind::Replication, names, role).await?;
+    if found != Found::Ours {
+        return Ok(found);
     }
     sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1")
         .bind(role.as_str())
@@ -161,16 +133,5 @@ pub async fn drop(
     sqlx::raw_sql(ddl(format!("DROP ROLE IF EXISTS {role}")))
         .execute(source.admin()?)
         .await?;
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_login_is_named_after_the_move_and_fits() {
-        let name = super::super::object_name("Tenant/ns/a", "2026-01-01T00:00:00Z").unwrap();
-        let role = super::role(&name).unwrap();
-        assert_eq!(role.as_str(), format!("{}_repl", name.as_str()));
-        assert!(super::super::is_move_object(role.as_str()));
-    }
+    Ok(found)
 }
