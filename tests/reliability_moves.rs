@@ -26,6 +26,7 @@
 //! acknowledged rows are all on its final home, none twice, no id reused.
 
 use tenantdb_testkit::e2e;
+use tenantdb_testkit::move_killer::{MoveKiller, progress};
 use tenantdb_testkit::reliability;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -36,8 +37,7 @@ use std::time::{Duration, Instant};
 use e2e::{Env, EnvOptions, tail, wait_for};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use reliability::is_ready;
 use serde_json::json;
 use sqlx::{Connection, PgConnection};
@@ -443,104 +443,6 @@ fn in_flight_objects(tenants: &[Tenant]) -> BTreeSet<String> {
         .collect()
 }
 
-/// What one kill hit.
-struct Kill {
-    /// Each Tenant's move phase as persisted when the operator died.
-    phases: BTreeMap<String, String>,
-    in_move: bool,
-}
-
-/// The persisted progress of the moves: (Tenant, move start, phase, message).
-type Progress = BTreeSet<(String, String, String, String)>;
-
-async fn progress(env: &Env) -> Progress {
-    let Ok(list) = env.tenants(NS).list(&Default::default()).await else {
-        return Progress::new();
-    };
-    list.items
-        .iter()
-        .filter_map(|t| {
-            let m = move_of(t)?;
-            Some((
-                t.metadata.name.clone().unwrap_or_default(),
-                m.started_at.unwrap_or_default(),
-                format!("{:?}", m.phase),
-                m.message.unwrap_or_default(),
-            ))
-        })
-        .collect()
-}
-
-struct Killer {
-    rng: StdRng,
-    kills: Vec<Kill>,
-    /// The moves' progress when the operator was last killed.
-    seen: Progress,
-    started: Instant,
-}
-
-impl Killer {
-    /// Waits until the (re)started operator has made persisted progress on a move (so that the
-    /// moves advance from kill to kill), then a random 100–1500 ms more (the kill point inside
-    /// whatever step runs then), and SIGKILLs it unless `done` (checked before the kill). While it
-    /// is down, checks the invariants; then starts it again. `false`: no kill (done).
-    async fn kill_at_random_point(
-        &mut self,
-        env: &mut Env,
-        clusters: &Clusters,
-        round: usize,
-        done: impl AsyncFn(&Env) -> bool,
-    ) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            if done(env).await {
-                return false;
-            }
-            if !progress(env).await.is_subset(&self.seen) {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no progress of the moves for 90 s after a restart{}",
-                log_tail(env)
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let delay = Duration::from_millis(self.rng.random_range(100..=1500));
-        tokio::time::sleep(delay).await;
-        if done(env).await {
-            return false;
-        }
-        env.kill_operator().await;
-        let tenants = env
-            .tenants(NS)
-            .list(&Default::default())
-            .await
-            .unwrap()
-            .items;
-        self.seen = progress(env).await;
-        let phases: BTreeMap<String, String> = tenants
-            .iter()
-            .map(|t| {
-                let p = move_of(t).map_or("-".into(), |m| format!("{:?}", m.phase));
-                (t.metadata.name.clone().unwrap_or_default(), p)
-            })
-            .collect();
-        let in_move = tenants
-            .iter()
-            .any(|t| move_of(t).is_some_and(|m| !m.phase.is_terminal()));
-        eprintln!(
-            "[{:5.1}s] kill {:2} (round {round}, {delay:?} after progress): {phases:?}",
-            self.started.elapsed().as_secs_f64(),
-            self.kills.len() + 1
-        );
-        self.kills.push(Kill { phases, in_move });
-        check_while_down(&tenants, clusters).await;
-        env.start_operator();
-        true
-    }
-}
-
 /// The invariants that hold at every instant, checked while the operator is down.
 async fn check_while_down(tenants: &[Tenant], clusters: &Clusters) {
     // Never two writable homes.
@@ -620,7 +522,7 @@ async fn move_all(
     clusters: &Clusters,
     server: &str,
     round: usize,
-    killer: Option<&mut Killer>,
+    killer: Option<&mut MoveKiller>,
     since: Instant,
 ) -> (Vec<String>, Vec<String>) {
     let api = env.tenants(NS);
@@ -663,7 +565,12 @@ async fn move_all(
         let mut kills = 0;
         while kills < KILLS_PER_ROUND
             && killer
-                .kill_at_random_point(env, clusters, round, async |e| over(e).await.is_some())
+                .kill_at_random_point(
+                    env,
+                    round,
+                    async |e| over(e).await.is_some(),
+                    async |tenants| check_while_down(tenants, clusters).await,
+                )
                 .await
         {
             kills += 1;
@@ -700,7 +607,7 @@ async fn move_all(
         Ok(r) => r,
         Err(e) => panic!(
             "{e}\n{:#?}\n{}{}",
-            progress(env).await,
+            progress(env, NS, move_of).await,
             replication_state(clusters).await,
             log_tail(env)
         ),
@@ -855,16 +762,20 @@ async fn kill_9_during_moves_completes_or_rolls_back_each() {
         "Tenants Ready with their rows after {:.1}s",
         started.elapsed().as_secs_f64()
     );
-    let mut killer = Killer {
-        rng: StdRng::seed_from_u64(seed),
-        kills: vec![],
-        seen: progress(&env).await,
+    let mut killer = MoveKiller::new(
+        &env,
+        NS,
+        move_of,
+        seed,
+        100..=1500,
+        Duration::from_secs(90),
         started,
-    };
+    )
+    .await;
     let mut server = "default";
     let mut round = 0;
     let (mut completed, mut rolled_back) = (0, 0);
-    while killer.kills.iter().filter(|k| k.in_move).count() < KILLS && round < ROUNDS {
+    while killer.in_move() < KILLS && round < ROUNDS {
         round += 1;
         server = Clusters::other(server);
         let (c, r) = move_all(
@@ -880,13 +791,7 @@ async fn kill_9_during_moves_completes_or_rolls_back_each() {
         rolled_back += r.len();
         check_settled(&env, &clusters, &writes, seed).await;
     }
-    let in_move = killer.kills.iter().filter(|k| k.in_move).count();
-    let mut hit: BTreeMap<String, usize> = BTreeMap::new();
-    for k in &killer.kills {
-        for p in k.phases.values() {
-            *hit.entry(p.clone()).or_default() += 1;
-        }
-    }
+    let (in_move, hit) = (killer.in_move(), killer.phases_hit());
     eprintln!(
         "{} kills in {round} rounds, {in_move} with a move in flight; phases at the kills: {hit:?}; \
          moves completed {completed}, rolled back {rolled_back}",

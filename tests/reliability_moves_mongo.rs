@@ -23,18 +23,16 @@ use tenantdb_testkit::e2e;
 use tenantdb_testkit::localmongo::LocalMongo;
 use tenantdb_testkit::mongo;
 use tenantdb_testkit::mongo::stand_ins;
-use tenantdb_testkit::mongo_writer::SeqWriter;
+use tenantdb_testkit::mongo_writer::{SeqWriter, Written, numbers_on};
+use tenantdb_testkit::move_killer::{MoveKiller, progress};
 use tenantdb_testkit::reliability;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use e2e::{Env, tail, wait_for};
-use futures::TryStreamExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use mongodb::bson::{Document, doc};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use reliability::is_ready;
 use serde_json::json;
 use tenantdb::crd::{DatabaseServer, MovePhase, MoveStatus, Tenant};
@@ -152,51 +150,12 @@ async fn held(m: &LocalMongo, db: &str) -> Held {
     }
 }
 
-/// The numbers of the writer's documents on a server.
-async fn writes_on(m: &LocalMongo, db: &str) -> Vec<i64> {
-    let c = mongo::connect(&m.admin_uri()).await.unwrap();
-    let v = c
-        .database(db)
-        .collection::<Document>("seq")
-        .find(doc! {})
-        .await
-        .unwrap()
-        .try_collect::<Vec<Document>>()
-        .await
-        .unwrap()
-        .iter()
-        .map(|d| d.get_i64("i").unwrap())
-        .collect();
-    c.shutdown().await;
-    v
-}
-
 struct Servers(Vec<LocalMongo>);
 
 impl Servers {
     fn get(&self, name: &str) -> &LocalMongo {
         &self.0[SERVERS.iter().position(|s| *s == name).unwrap()]
     }
-}
-
-/// (Tenant, move start, phase) of every MongoDB move on record.
-type Progress = BTreeSet<(String, String, String)>;
-
-async fn progress(env: &Env) -> Progress {
-    let Ok(list) = env.tenants(NS).list(&Default::default()).await else {
-        return Progress::new();
-    };
-    list.items
-        .iter()
-        .filter_map(|t| {
-            let m = move_of(t)?;
-            Some((
-                t.metadata.name.clone().unwrap_or_default(),
-                m.started_at.unwrap_or_default(),
-                format!("{:?}", m.phase),
-            ))
-        })
-        .collect()
 }
 
 fn log_tail(env: &Env) -> String {
@@ -226,78 +185,6 @@ async fn check_while_down(tenants: &[Tenant], servers: &Servers, seed: u64) {
     }
 }
 
-struct Killer {
-    rng: StdRng,
-    /// Per kill: the phases of the moves then, and whether one was in flight.
-    kills: Vec<(BTreeMap<String, String>, bool)>,
-    seen: Progress,
-    started: Instant,
-}
-
-impl Killer {
-    /// Waits until the (re)started operator made persisted progress on a move, then a random
-    /// 50–900 ms more (a move of these tenants takes 1–3 s) (the kill point inside whatever step runs then), and SIGKILLs it unless
-    /// `done`. While it is down, checks the invariants; then starts it again. `false`: no kill.
-    async fn kill_at_random_point(
-        &mut self,
-        env: &mut Env,
-        servers: &Servers,
-        round: usize,
-        seed: u64,
-        done: impl AsyncFn(&Env) -> bool,
-    ) -> bool {
-        // (A rolled-back move is tried again after a minute.)
-        let deadline = Instant::now() + Duration::from_secs(150);
-        loop {
-            if done(env).await {
-                return false;
-            }
-            if !progress(env).await.is_subset(&self.seen) {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no progress of the moves for 150 s after a restart (seed {seed}){}",
-                log_tail(env)
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let delay = Duration::from_millis(self.rng.random_range(50..=900));
-        // The kill point, not a wait for a state.
-        tokio::time::sleep(delay).await;
-        if done(env).await {
-            return false;
-        }
-        env.kill_operator().await;
-        let tenants = env
-            .tenants(NS)
-            .list(&Default::default())
-            .await
-            .unwrap()
-            .items;
-        self.seen = progress(env).await;
-        let phases: BTreeMap<String, String> = tenants
-            .iter()
-            .map(|t| {
-                let p = move_of(t).map_or("-".into(), |m| format!("{:?}", m.phase));
-                (t.metadata.name.clone().unwrap_or_default(), p)
-            })
-            .collect();
-        let in_move = tenants
-            .iter()
-            .any(|t| move_of(t).is_some_and(|m| !m.phase.is_terminal()));
-        eprintln!(
-            "[{:5.1}s] kill {:2} (round {round}, {delay:?} after progress): {phases:?}",
-            self.started.elapsed().as_secs_f64(),
-            self.kills.len() + 1
-        );
-        self.kills.push((phases, in_move));
-        check_while_down(&tenants, servers, seed).await;
-        env.start_operator();
-        true
-    }
-}
-
 /// Moves every Tenant to the other server (from where it is) and waits until each move is over
 /// and the Tenant Ready: where its placement says, or rolled back (a move started in this round;
 /// a rolled-back move is retried after a minute, so the next round may wait for it). Returns
@@ -305,7 +192,7 @@ impl Killer {
 async fn move_all(
     env: &mut Env,
     round: usize,
-    killer: Option<&mut Killer>,
+    killer: Option<&mut MoveKiller>,
     servers: &Servers,
     seed: u64,
 ) -> (Vec<String>, Vec<String>) {
@@ -349,7 +236,12 @@ async fn move_all(
         let mut kills = 0;
         while kills < KILLS_PER_ROUND
             && killer
-                .kill_at_random_point(env, servers, round, seed, async |e| over(e).await.is_some())
+                .kill_at_random_point(
+                    env,
+                    round,
+                    async |e| over(e).await.is_some(),
+                    async |tenants| check_while_down(tenants, servers, seed).await,
+                )
                 .await
         {
             kills += 1;
@@ -357,7 +249,11 @@ async fn move_all(
     }
     let r = match wait_for(T, &format!("round {round}: every move over"), || over(env)).await {
         Ok(r) => r,
-        Err(e) => panic!("{e}\n{:#?}{}", progress(env).await, log_tail(env)),
+        Err(e) => panic!(
+            "{e}\n{:#?}{}",
+            progress(env, NS, move_of).await,
+            log_tail(env)
+        ),
     };
     eprintln!("round {round}: completed {:?}, rolled back {:?}", r.0, r.1);
     r
@@ -366,7 +262,7 @@ async fn move_all(
 /// After a round (every move over, the operator running): each Tenant's home holds its documents,
 /// its writable user and registry entry, the writer's acknowledged inserts exactly once; the other
 /// server nothing of it; the Secret names the home.
-async fn check_settled(env: &Env, servers: &Servers, acked: &[i64], seed: u64) {
+async fn check_settled(env: &Env, servers: &Servers, written: &Written, seed: u64) {
     let api = env.tenants(NS);
     for (name, docs) in TENANTS {
         let t = api.get(name).await.unwrap();
@@ -399,23 +295,10 @@ async fn check_settled(env: &Env, servers: &Servers, acked: &[i64], seed: u64) {
         .unwrap_or_else(|e| panic!("{e} (seed {seed}){}", log_tail(env)));
         assert_eq!(secret_port, port);
         if name == WRITER {
-            let on_home = writes_on(servers.get(&home), &db).await;
-            let mut counts: BTreeMap<i64, u32> = BTreeMap::new();
-            for i in &on_home {
-                *counts.entry(*i).or_default() += 1;
-            }
-            let twice: Vec<_> = counts.iter().filter(|(_, c)| **c > 1).collect();
-            assert!(
-                twice.is_empty(),
-                "inserts twice on {home}: {twice:?} (seed {seed})"
-            );
-            let lost: Vec<&i64> = acked.iter().filter(|i| !counts.contains_key(i)).collect();
-            assert!(
-                lost.is_empty(),
-                "{} acknowledged inserts not on {home}: {:?} (seed {seed})",
-                lost.len(),
-                &lost[..lost.len().min(10)]
-            );
+            let on_home = numbers_on(&servers.get(&home).admin_uri(), &db, "seq").await;
+            written
+                .check(&on_home)
+                .assert_exactly_once(written, &format!("on {home}, seed {seed}"));
         }
     }
 }
@@ -500,29 +383,28 @@ async fn kill_9_during_mongodb_moves_completes_or_rolls_back_each() {
     .await
     .unwrap();
 
-    let mut killer = Killer {
-        rng: StdRng::seed_from_u64(seed),
-        kills: vec![],
-        seen: progress(&env).await,
+    // (A move of these tenants takes 1–3 s; a rolled-back move is tried again after a minute.)
+    let mut killer = MoveKiller::new(
+        &env,
+        NS,
+        move_of,
+        seed,
+        50..=900,
+        Duration::from_secs(150),
         started,
-    };
+    )
+    .await;
     eprintln!("[reliability_moves_mongo] seed {seed}");
     let mut round = 0;
     let (mut completed, mut rolled_back) = (0, 0);
-    while killer.kills.iter().filter(|k| k.1).count() < KILLS && round < ROUNDS {
+    while killer.in_move() < KILLS && round < ROUNDS {
         round += 1;
         let (c, r) = move_all(&mut env, round, Some(&mut killer), &servers, seed).await;
         completed += c.len();
         rolled_back += r.len();
-        check_settled(&env, &servers, &writer.written().acked, seed).await;
+        check_settled(&env, &servers, &writer.written(), seed).await;
     }
-    let in_move = killer.kills.iter().filter(|k| k.1).count();
-    let mut hit: BTreeMap<String, usize> = BTreeMap::new();
-    for (phases, _) in &killer.kills {
-        for p in phases.values() {
-            *hit.entry(p.clone()).or_default() += 1;
-        }
-    }
+    let (in_move, hit) = (killer.in_move(), killer.phases_hit());
     eprintln!(
         "{} kills in {round} rounds, {in_move} with a move in flight; phases at the kills: {hit:?}; \
          moves completed {completed}, rolled back {rolled_back}",
@@ -548,7 +430,7 @@ async fn kill_9_during_mongodb_moves_completes_or_rolls_back_each() {
     .await
     .unwrap_or_else(|e| panic!("{e}{}", log_tail(&env)));
     let written = writer.stop().await;
-    check_settled(&env, &servers, &written.acked, seed).await;
+    check_settled(&env, &servers, &written, seed).await;
     eprintln!(
         "{} acknowledged inserts ({} refused), all on the final home once; {:.1}s",
         written.acked.len(),

@@ -6,9 +6,10 @@
 //! - [`e2e`]: the end-to-end harness — the API server emulator with the chart's RBAC, a throwaway
 //!   PostgreSQL and the real `tenantdb` binary as the chart's ServiceAccount;
 //! - [`fixtures`]: one throwaway PostgreSQL per test binary with admin and login helpers;
-//! - [`mongo`], [`ops`], [`reliability`], [`sql_scan`], [`bad_inputs`]: shared helpers of the
-//!   test suites (MongoDB stand-in per binary, log and metrics parsing, reliability checks, the
-//!   SQL statement scanner, the bad-input corpus).
+//! - [`mongo`], [`mongo_writer`], [`ops`], [`reliability`], [`move_killer`], [`sql_scan`],
+//!   [`bad_inputs`]: shared helpers of the test suites (MongoDB stand-in per binary, a MongoDB
+//!   writer with its exactly-once check, log and metrics parsing, reliability checks, `kill -9`
+//!   during moves, the SQL statement scanner, the bad-input corpus).
 #![forbid(unsafe_code)]
 
 pub mod bad_inputs;
@@ -20,6 +21,7 @@ pub mod localmongo;
 pub mod localpg;
 pub mod mongo;
 pub mod mongo_writer;
+pub mod move_killer;
 pub mod ops;
 pub mod reliability;
 pub mod sql_scan;

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::TryStreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use mongodb::Client;
@@ -23,6 +24,74 @@ pub struct Written {
     pub uri: String,
     /// Inserts acknowledged since it last switched to another URI.
     pub acked_since_switch: u64,
+}
+
+impl Written {
+    /// The acknowledged inserts checked against the numbers `found` on a server: those missing
+    /// there (`lost`) and those there more than once (`twice`, with their count).
+    pub fn check(&self, found: &[i64]) -> Check {
+        let mut counts: std::collections::BTreeMap<i64, u32> = Default::default();
+        for i in found {
+            *counts.entry(*i).or_default() += 1;
+        }
+        Check {
+            lost: self
+                .acked
+                .iter()
+                .copied()
+                .filter(|i| !counts.contains_key(i))
+                .collect(),
+            twice: counts.into_iter().filter(|(_, c)| *c > 1).collect(),
+        }
+    }
+}
+
+/// What [`Written::check`] found.
+#[derive(Debug, Clone, Default)]
+pub struct Check {
+    /// Acknowledged inserts that are not there.
+    pub lost: Vec<i64>,
+    /// Numbers there more than once, with their count.
+    pub twice: Vec<(i64, u32)>,
+}
+
+impl Check {
+    /// Panics unless every acknowledged insert is there exactly once; `context` (the server,
+    /// a seed) goes into the message.
+    pub fn assert_exactly_once(&self, written: &Written, context: &str) {
+        assert!(
+            self.twice.is_empty(),
+            "inserts twice ({context}): {:?}",
+            &self.twice[..self.twice.len().min(10)]
+        );
+        assert!(
+            self.lost.is_empty(),
+            "{} of {} acknowledged inserts lost ({context}, {} refused): {:?}",
+            self.lost.len(),
+            written.acked.len(),
+            written.refused,
+            &self.lost[..self.lost.len().min(10)]
+        );
+    }
+}
+
+/// The writer's numbers (`i`) in `collection` of `database`, read as the admin of `admin_uri`.
+pub async fn numbers_on(admin_uri: &str, database: &str, collection: &str) -> Vec<i64> {
+    let c = crate::mongo::connect(admin_uri).await.unwrap();
+    let v = c
+        .database(database)
+        .collection::<Document>(collection)
+        .find(doc! {})
+        .await
+        .unwrap()
+        .try_collect::<Vec<Document>>()
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.get_i64("i").unwrap())
+        .collect();
+    c.shutdown().await;
+    v
 }
 
 /// The running writer (see the module documentation).
@@ -124,5 +193,26 @@ impl SeqWriter {
         let state = self.state.clone();
         self.task.await.unwrap();
         state.lock().unwrap().clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_check_sees_lost_and_doubled_inserts() {
+        let w = Written {
+            acked: vec![1, 2, 3, 4],
+            ..Default::default()
+        };
+        let c = w.check(&[1, 2, 2, 4, 5]);
+        assert_eq!(c.lost, vec![3]);
+        assert_eq!(c.twice, vec![(2, 2)]);
+        let ok = w.check(&[4, 3, 2, 1, 5]);
+        assert!(ok.lost.is_empty() && ok.twice.is_empty());
+        ok.assert_exactly_once(&w, "all there");
+        let r = std::panic::catch_unwind(|| c.assert_exactly_once(&w, "lost and twice"));
+        assert!(r.is_err());
     }
 }
