@@ -15,24 +15,44 @@ pub use super::servers::{
     REPLICATION_ROOM, cluster_identity, replication_room, same_cluster, wal_level,
 };
 
-/// What the move replicates: the tenant's dedicated database, or its schema in the shared
-/// database.
+/// What the move replicates: the tenant's dedicated database, its schema in the shared database,
+/// or its rows in the shared row-level security layout.
 #[derive(Debug, Clone)]
 pub struct Scope {
     /// The database on this server (dedicated, or the server's shared database).
     pub database: Ident,
-    /// `Some(schema)` for a schema tenant.
+    /// `Some(schema)` for a schema tenant (and the layout schema for a shared tenant).
     pub schema: Option<Ident>,
+    /// `Some(tenant id)` for a shared tenant: only its rows move (a row-filtered publication,
+    /// `pg::shared::replication`); the layout's sequences are the server's, not the tenant's.
+    pub rows: Option<String>,
 }
 
 impl Scope {
-    /// The scope of `names` on the server they were resolved for.
+    /// The scope of `names` on the server they were resolved for (a database or schema tenant;
+    /// see [`Scope::of_tenant`] for every mode).
     pub fn of(names: &TenantNames) -> Self {
         Self {
             database: names.database.clone(),
             schema: (!names.dedicated_database).then(|| names.schema.clone()),
+            rows: None,
         }
     }
+
+    /// The scope of the Tenant `namespace/name` with `names` (its rows for a shared tenant).
+    pub fn of_tenant(names: &TenantNames, namespace: &str, name: &str) -> Self {
+        Self {
+            rows: names
+                .rls
+                .then(|| crate::pg::shared::tenant_id(namespace, name)),
+            ..Self::of(names)
+        }
+    }
+}
+
+/// The layout a shared tenant's rows are in.
+fn layout() -> Result<crate::pg::shared::SharedLayout> {
+    crate::pg::shared::SharedLayout::defaults()
 }
 
 /// One of the tenant's roles as it is on the source.
@@ -243,9 +263,17 @@ pub async fn connect(pg: &PgAdmin, scope: &Scope) -> Result<PgConnection> {
 }
 
 /// The publication of the move on the source (`FOR ALL TABLES` of a dedicated database, `FOR
-/// TABLES IN SCHEMA` of a schema tenant), created unless it exists.
+/// TABLES IN SCHEMA` of a schema tenant, the layout's tables filtered on the tenant's key for a
+/// shared tenant), created unless it exists.
 pub async fn ensure_publication(pg: &PgAdmin, scope: &Scope, name: &Ident) -> Result<()> {
     let mut c = connect(pg, scope).await?;
+    if let Some(tenant_id) = &scope.rows {
+        let r =
+            crate::pg::shared::replication::ensure_publication(&mut c, &layout()?, name, tenant_id)
+                .await;
+        let _ = c.close().await;
+        return r;
+    }
     let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_publication WHERE pubname = $1")
         .bind(name.as_str())
         .fetch_optional(&mut c)
@@ -537,11 +565,16 @@ fn schemas_filter(scope: &Scope) -> Option<Vec<String>> {
 }
 
 /// Copies every sequence's value from the source to the target (logical replication does not).
+/// None for a shared tenant: the layout's sequences serve every tenant of a server (setting the
+/// target's to the source's could move them back under the other tenants' rows).
 pub async fn copy_sequences(
     source: &mut PgConnection,
     target: &mut PgConnection,
     scope: &Scope,
 ) -> Result<usize> {
+    if scope.rows.is_some() {
+        return Ok(0);
+    }
     let rows = sqlx::query(
         "SELECT s.schemaname::text AS schema, s.sequencename::text AS name, s.last_value \
            FROM pg_sequences s JOIN pg_namespace n ON n.nspname = s.schemaname \
@@ -569,11 +602,15 @@ pub async fn copy_sequences(
     Ok(n)
 }
 
-/// Row count of every table of the scope (leaf tables), by `schema.table`.
+/// Row count of every table of the scope (leaf tables; a shared tenant's rows per table), by
+/// `schema.table`.
 pub async fn row_counts(
     conn: &mut PgConnection,
     scope: &Scope,
 ) -> Result<std::collections::BTreeMap<String, i64>> {
+    if let Some(tenant_id) = &scope.rows {
+        return crate::pg::shared::replication::row_counts(conn, &layout()?, tenant_id).await;
+    }
     let rows = sqlx::query(
         "SELECT n.nspname::text AS schema, c.relname::text AS name, \
                 (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', n.nspname, c.relname), false, true, '')))[1]::text::bigint AS rows \
@@ -737,9 +774,16 @@ pub async fn drop_publication(source: &PgAdmin, scope: &Scope, name: &Ident) -> 
         return Ok(());
     }
     let mut c = connect(source, scope).await?;
-    sqlx::raw_sql(ddl(format!("DROP PUBLICATION IF EXISTS {name}")))
-        .execute(&mut c)
-        .await?;
+    let r = if scope.rows.is_some() {
+        // (And the layout's replica identity set back after the last one.)
+        crate::pg::shared::replication::drop_publication(&mut c, &layout()?, name).await
+    } else {
+        sqlx::raw_sql(ddl(format!("DROP PUBLICATION IF EXISTS {name}")))
+            .execute(&mut c)
+            .await
+            .map(|_| ())
+            .map_err(Into::into)
+    };
     let _ = c.close().await;
-    Ok(())
+    r
 }

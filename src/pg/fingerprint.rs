@@ -102,6 +102,21 @@ impl Fingerprint {
         lines
     }
 
+    /// The fingerprint with the tables' replica identity left out (`replident=…` of the
+    /// `tables` entries): a shared tenant's move sets it on the source's layout tables only.
+    pub fn without_replica_identity(mut self) -> Self {
+        if let Some(tables) = self.categories.get_mut("tables") {
+            for e in tables.iter_mut() {
+                if let Some(at) = e.find(" replident=") {
+                    let end = e[at + 1..].find(' ').map_or(e.len(), |i| at + 1 + i);
+                    e.replace_range(at..end, "");
+                }
+            }
+            tables.sort();
+        }
+        self
+    }
+
     /// A short hex digest of the whole fingerprint: the first 16 bytes of the SHA-256 of an
     /// unambiguous encoding (length-prefixed category names and entries), as 32 hex digits.
     pub fn digest(&self) -> String {
@@ -566,6 +581,26 @@ pub fn normalize_expression(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_replica_identity_can_be_left_out() {
+        let mut f = super::Fingerprint::default();
+        f.categories.insert(
+            "tables",
+            vec![
+                "s.a kind=r owner=o acl= rls=t forced=t persistence=p replident=f am=heap".into(),
+                "s.b kind=r owner=o acl= rls=t forced=t persistence=p replident=d am=heap".into(),
+            ],
+        );
+        let g = f.without_replica_identity();
+        assert_eq!(
+            g.categories["tables"],
+            vec![
+                "s.a kind=r owner=o acl= rls=t forced=t persistence=p am=heap".to_string(),
+                "s.b kind=r owner=o acl= rls=t forced=t persistence=p am=heap".to_string(),
+            ]
+        );
+    }
     use super::*;
 
     #[test]

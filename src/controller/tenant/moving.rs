@@ -41,7 +41,7 @@ use tracing::{info, warn};
 use super::super::{Context, object_key};
 use super::cutover::{CutOver, compare, cut_over};
 use super::report::write_status;
-use crate::crd::{Isolation, MovePhase, MoveStatus, Tenant, TenantPhase};
+use crate::crd::{MovePhase, MoveStatus, Tenant, TenantPhase};
 use crate::error::{Error, Result};
 use crate::moves::notes::{self, CANCELLED};
 use crate::moves::sql::{self, Scope};
@@ -192,10 +192,6 @@ async fn start(
         message: Some(format!("not started: {why}")),
         ..Default::default()
     };
-    if tenant.spec.isolation == Isolation::Shared {
-        let m = not_started("", "moving shared tenants is not supported yet".into());
-        return refuse(tenant, ctx, last, m).await;
-    }
     let source = ctx
         .servers()
         .get(current)
@@ -369,6 +365,41 @@ fn names_on(tenant: &Tenant, ctx: &Context, server: &Server) -> Result<TenantNam
     .names)
 }
 
+/// What the move of `tenant` replicates, with its `names` on one of the servers.
+fn scope_of(tenant: &Tenant, names: &TenantNames) -> Scope {
+    Scope::of_tenant(
+        names,
+        &tenant.namespace().unwrap_or_default(),
+        &tenant.name_any(),
+    )
+}
+
+/// Drops a copy of the tenant on `server` that is not its home: a shared tenant's rows and
+/// registration first, then its database or schema and its roles (`PgAdmin::cleanup`).
+async fn drop_copy(server: &Server, names: &TenantNames, scope: &Scope) -> Result<()> {
+    drop_rows(server, names, scope).await?;
+    server.pg().cleanup(names).await?;
+    Ok(())
+}
+
+/// A shared tenant's rows and registration on `server` (nothing for the other modes): its
+/// sessions there lose their access first, then its rows are deleted in short batches.
+async fn drop_rows(server: &Server, names: &TenantNames, scope: &Scope) -> Result<()> {
+    let Some(tid) = &scope.rows else {
+        return Ok(());
+    };
+    let layout = crate::pg::shared::SharedLayout::defaults()?;
+    let (r, b) = (&names.role, &names.secondary_role);
+    crate::pg::shared::unregister_tenant(server.pg(), &layout, r, b).await?;
+    let n = crate::pg::shared::delete_tenant_rows(server.pg(), &layout, tid, 1000).await?;
+    info!(
+        server = server.name(),
+        rows = n,
+        "a shared tenant's rows dropped from a server that is not its home"
+    );
+    Ok(())
+}
+
 /// Records why a move was not started (unless the status says so already).
 async fn refuse(
     tenant: &Tenant,
@@ -417,7 +448,7 @@ async fn advance(t: &mut Tenant, ctx: &Context, mut m: MoveStatus) -> Result<Opt
     let name = crate::moves::object_name(&key, m.started_at.as_deref().unwrap_or_default())?;
     let names_a = names_on(t, ctx, &source)?;
     let names_b = names_on(t, ctx, &target)?;
-    let (scope_a, scope_b) = (Scope::of(&names_a), Scope::of(&names_b));
+    let (scope_a, scope_b) = (scope_of(t, &names_a), scope_of(t, &names_b));
     loop {
         // Cancelled (the placement allows the source again) or retargeted: undone before the
         // commit point.
@@ -443,6 +474,12 @@ async fn advance(t: &mut Tenant, ctx: &Context, mut m: MoveStatus) -> Result<Opt
                 }
                 sql::refuse_replica_triggers(source.pg(), &scope_a).await?;
                 sql::refuse_tenant_functions_in_replication(source.pg(), &scope_a).await?;
+                if scope_b.rows.is_some() {
+                    // The layout (migrated as on every server) first, and no rows of an earlier
+                    // attempt: the copy would find their keys taken.
+                    super::schema::ensure_shared_layout(ctx, &target).await?;
+                    drop_rows(&target, &names_b, &scope_b).await?;
+                }
                 let roles = sql::read_roles(source.pg(), &names_a).await?;
                 sql::prepare_roles(target.pg(), &names_b, &roles).await?;
                 // A subscription of an attempt that stopped before `Copying` was recorded: the
@@ -456,19 +493,27 @@ async fn advance(t: &mut Tenant, ctx: &Context, mut m: MoveStatus) -> Result<Opt
                     &crate::moves::repl_login::role(&name)?,
                 )
                 .await?;
-                sql::prepare_database(target.pg(), &names_b).await?;
-                if !names_b.dedicated_database {
-                    target.pg().shared_pool().await?;
+                if let Some(tid) = &scope_b.rows {
+                    // The schema is the layout's (no object of the tenant's own): the tenant is
+                    // registered in it, its logins still disabled.
+                    let layout = crate::pg::shared::SharedLayout::defaults()?;
+                    let (r, b) = (&names_b.role, &names_b.secondary_role);
+                    crate::pg::shared::register_tenant(target.pg(), &layout, r, b, tid).await?;
+                } else {
+                    sql::prepare_database(target.pg(), &names_b).await?;
+                    if !names_b.dedicated_database {
+                        target.pg().shared_pool().await?;
+                    }
+                    crate::moves::copy::copy_schema(
+                        source.pg(),
+                        &scope_a,
+                        target.pg(),
+                        &scope_b,
+                        &names_b,
+                        &crate::moves::copy::restore_role(&name)?,
+                    )
+                    .await?;
                 }
-                crate::moves::copy::copy_schema(
-                    source.pg(),
-                    &scope_a,
-                    target.pg(),
-                    &scope_b,
-                    &names_b,
-                    &crate::moves::copy::restore_role(&name)?,
-                )
-                .await?;
                 let diff = compare(&source, &scope_a, &target, &scope_b).await?;
                 if !diff.is_empty() {
                     return Err(Error::InvalidSpec(format!(
@@ -582,7 +627,7 @@ async fn advance(t: &mut Tenant, ctx: &Context, mut m: MoveStatus) -> Result<Opt
                 if two && retain {
                     sql::fence(source.pg(), &names_a).await?;
                 } else if two {
-                    source.pg().cleanup(&names_a).await?;
+                    drop_copy(&source, &names_a, &scope_a).await?;
                 }
                 m.phase = MovePhase::Completed;
                 m.finished_at = Some(Timestamp::now().to_string());
@@ -612,7 +657,7 @@ async fn advance(t: &mut Tenant, ctx: &Context, mut m: MoveStatus) -> Result<Opt
                 if super::place::recorded(t) == Some(m.from.as_str())
                     && surely_two(&source, &target, &m).await?
                 {
-                    target.pg().cleanup(&names_b).await?;
+                    drop_copy(&target, &names_b, &scope_b).await?;
                 }
                 m.phase = MovePhase::RolledBack;
                 m.finished_at = Some(Timestamp::now().to_string());
@@ -716,13 +761,14 @@ pub(super) async fn abandon(tenant: &Tenant, ctx: &Context) -> Result<()> {
     let name = crate::moves::object_name(&key, m.started_at.as_deref().unwrap_or_default())?;
     let names_a = names_on(tenant, ctx, &source)?;
     let names_b = names_on(tenant, ctx, &target)?;
-    drop_replication(&source, &Scope::of(&names_a), &target, &names_b, &name).await?;
+    let (scope_a, scope_b) = (scope_of(tenant, &names_a), scope_of(tenant, &names_b));
+    drop_replication(&source, &scope_a, &target, &names_b, &name).await?;
     // The copy that is not the tenant's home (its status names the home).
     let home = super::place::recorded(tenant).unwrap_or(&m.from);
     if home == m.from {
-        target.pg().cleanup(&names_b).await?;
+        drop_copy(&target, &names_b, &scope_b).await?;
     } else {
-        source.pg().cleanup(&names_a).await?;
+        drop_copy(&source, &names_a, &scope_a).await?;
     }
     info!(tenant = %tenant.name_any(), "unfinished move undone before deletion");
     Ok(())

@@ -86,6 +86,15 @@ impl SharedLayout {
         i64::from_be_bytes(bytes)
     }
 
+    /// Advisory lock key serializing the moves' publications of this schema with the changes of
+    /// its tables' replica identity (`replication`).
+    pub fn move_lock_key(&self) -> i64 {
+        let digest = Sha256::digest(format!("tenantdb.io/shared-move/{}", self.schema.as_str()));
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&digest[..8]);
+        i64::from_be_bytes(bytes)
+    }
+
     /// The comment marking the roles and the schema as belonging to this layout.
     pub fn marker(&self) -> String {
         format!("tenantdb.io/shared-layout={}", self.schema.as_str())

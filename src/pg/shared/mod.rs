@@ -36,13 +36,16 @@
 //! - `observe`: catalog reads, [`observe_tenant`];
 //! - `apply`: [`ensure_layout`], [`ensure_policies`], [`register_tenant`];
 //! - `cleanup`: [`unregister_tenant`], [`delete_tenant_rows`];
-//! - `usage`: [`tenant_storage_bytes`], [`estimate_share`] (uses only `layout` and `sql`).
+//! - `usage`: [`tenant_storage_bytes`], [`estimate_share`] (uses only `layout` and `sql`);
+//! - [`replication`]: a moving tenant's row-filtered publication and row counts (uses only
+//!   `layout` and `sql`).
 
 mod apply;
 mod cleanup;
 mod layout;
 mod observe;
 mod plan;
+pub mod replication;
 mod sql;
 mod usage;
 

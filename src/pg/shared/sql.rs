@@ -277,6 +277,26 @@ pub(in crate::pg) fn deletion_catalog_sql(layout: &SharedLayout) -> Result<Strin
     ))
 }
 
+/// The tenant-scoped tables of the layout schema that are not partitions, as JSON: each with its
+/// key column and its leaf tables (itself when not partitioned), names as in the catalog.
+pub(in crate::pg) fn scoped_tables_sql(layout: &SharedLayout) -> Result<String> {
+    let s = lit(layout.schema.as_str())?;
+    let scoped = tenant_scoped_predicate();
+    Ok(format!(
+        "SELECT COALESCE(json_agg(json_build_object( \
+           'name', c.relname::text, \
+           'key_column', {KEY_COLUMN_SQL}, \
+           'partitioned', c.relkind = 'p', \
+           'leaves', (SELECT COALESCE(json_agg(l.relname::text ORDER BY l.relname), '[]'::json) \
+                        FROM (SELECT relid, isleaf FROM pg_partition_tree(c.oid) \
+                              UNION SELECT c.oid, true WHERE c.relkind = 'r') t \
+                        JOIN pg_class l ON l.oid = t.relid WHERE t.isleaf)) \
+           ORDER BY c.relname), '[]'::json) \
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = {s} AND c.relkind IN ('r', 'p') AND NOT c.relispartition AND {scoped}"
+    ))
+}
+
 /// The usage catalog of the layout schema, one JSON array: each tenant-scoped table that is not a
 /// partition with its key column, total size of its leaf partitions, estimated rows and whether
 /// they were all analyzed.

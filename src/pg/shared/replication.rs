@@ -1,0 +1,304 @@
+//! The layout's part in moving one `shared` tenant's rows to another server with logical
+//! replication (`crate::moves`): a publication of the tenant-scoped tables **with a row filter on
+//! the tenant's key** (`tenant_id`, `id` of `saas_tenants`), published through their partition
+//! roots, and the per-table row counts of one tenant.
+//!
+//! A row filter that is to hold for `UPDATE` and `DELETE` may only use columns of the table's
+//! replica identity, and PostgreSQL checks that on **every** `UPDATE`/`DELETE` of a published
+//! table — every tenant's, not only the moving one's (`cannot update table … column used in the
+//! publication WHERE expression is not part of the replica identity`). The layout's tables are
+//! keyed by `id` alone (the default replica identity), and `tenant_id` may be `NULL` (global rows),
+//! so no index can serve: while a publication of a shared tenant exists, the tenant-scoped tables
+//! and their partitions have `REPLICA IDENTITY FULL` (the whole old row is logged for updates and
+//! deletes of every tenant of the server: more WAL during a move). It is set in the transaction
+//! that creates the publication, and set back to `DEFAULT` in the transaction that drops the last
+//! one; both take one advisory lock ([`SharedLayout::move_lock_key`]), so that a publication is
+//! never created while its tables' identity is being set back.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use sqlx::{Connection, PgConnection};
+
+use super::layout::{SharedLayout, lit, validate_tenant_id};
+use super::sql::scoped_tables_sql;
+use crate::error::{Error, Result};
+use crate::migrate::quote_identifier;
+use crate::naming::Ident;
+use crate::pg::ddl;
+
+/// How long the identity change may wait for a table lock before the step fails (retried): a
+/// long transaction of another tenant must not make every later statement queue behind the
+/// `ALTER TABLE`.
+const LOCK_TIMEOUT: &str = "5s";
+
+/// A tenant-scoped table of the layout that is not a partition.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct ScopedTable {
+    /// Table name (in the layout schema).
+    pub name: String,
+    /// `tenant_id`, or `id` for `saas_tenants`.
+    pub key_column: String,
+    /// Whether it is partitioned.
+    pub partitioned: bool,
+    /// Its leaf tables (itself when not partitioned).
+    pub leaves: Vec<String>,
+}
+
+/// The tenant-scoped tables of the layout (not partitions).
+pub async fn scoped_tables(
+    conn: &mut PgConnection,
+    layout: &SharedLayout,
+) -> Result<Vec<ScopedTable>> {
+    let sql = scoped_tables_sql(layout)?;
+    let tables: sqlx::types::Json<Vec<ScopedTable>> = sqlx::query_scalar(ddl(sql))
+        .persistent(false)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(tables.0)
+}
+
+/// `CREATE PUBLICATION` of the tenant's rows: each table with its row filter, published through
+/// its partition root (the root's filter then holds for every partition; on the target the rows
+/// are routed to its own partitions).
+pub fn publication_sql(
+    layout: &SharedLayout,
+    name: &Ident,
+    tables: &[ScopedTable],
+    tenant_id: &str,
+) -> Result<String> {
+    validate_tenant_id(tenant_id)?;
+    if tables.is_empty() {
+        return Err(Error::Config(format!(
+            "the shared schema {} has no tenant-scoped table to move",
+            layout.schema.as_str()
+        )));
+    }
+    let id = lit(tenant_id)?;
+    let mut parts = Vec::with_capacity(tables.len());
+    for t in tables {
+        parts.push(format!(
+            "{}.{} WHERE ({} = {id})",
+            layout.schema,
+            quote_identifier(&t.name)?,
+            quote_identifier(&t.key_column)?
+        ));
+    }
+    Ok(format!(
+        "CREATE PUBLICATION {name} FOR TABLE {} WITH (publish_via_partition_root = true)",
+        parts.join(", ")
+    ))
+}
+
+/// `ALTER TABLE … REPLICA IDENTITY FULL` (or `DEFAULT`) for those of `relations` (name, current
+/// `relreplident`) that are not so already; `None` when nothing is to change.
+pub fn replica_identity_sql(
+    layout: &SharedLayout,
+    relations: &[(String, String)],
+    full: bool,
+) -> Result<Option<String>> {
+    let (want, clause) = if full {
+        ("f", "FULL")
+    } else {
+        ("d", "DEFAULT")
+    };
+    let mut out = Vec::new();
+    for (name, current) in relations {
+        // Set back what is `FULL` (outside moves the layout's tables have the default identity).
+        let change = if full {
+            current != want
+        } else {
+            current == "f"
+        };
+        if change {
+            out.push(format!(
+                "ALTER TABLE {}.{} REPLICA IDENTITY {clause}",
+                layout.schema,
+                quote_identifier(name)?
+            ));
+        }
+    }
+    Ok((!out.is_empty()).then(|| out.join("; ")))
+}
+
+/// The tables and leaves with their replica identity (`relreplident`).
+async fn identities(
+    conn: &mut PgConnection,
+    layout: &SharedLayout,
+    tables: &[ScopedTable],
+) -> Result<Vec<(String, String)>> {
+    let names: Vec<String> = tables
+        .iter()
+        .flat_map(|t| std::iter::once(t.name.clone()).chain(t.leaves.iter().cloned()))
+        .collect();
+    Ok(sqlx::query_as(
+        "SELECT c.relname::text, c.relreplident::text FROM pg_class c \
+           JOIN pg_namespace n ON n.oid = c.relnamespace \
+          WHERE n.nspname = $1 AND c.relname = ANY($2) ORDER BY 1",
+    )
+    .bind(layout.schema.as_str())
+    .bind(names)
+    .fetch_all(&mut *conn)
+    .await?)
+}
+
+/// Creates the move's publication of the tenant's rows unless it exists, with the tables'
+/// replica identity `FULL` first (module documentation), in one transaction.
+pub async fn ensure_publication(
+    conn: &mut PgConnection,
+    layout: &SharedLayout,
+    name: &Ident,
+    tenant_id: &str,
+) -> Result<()> {
+    let mut tx = conn.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(layout.move_lock_key())
+        .execute(&mut *tx)
+        .await?;
+    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_publication WHERE pubname = $1")
+        .bind(name.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+    if exists.is_some() {
+        tx.rollback().await?;
+        return Ok(());
+    }
+    let tables = scoped_tables(&mut tx, layout).await?;
+    let create = publication_sql(layout, name, &tables, tenant_id)?;
+    let current = identities(&mut tx, layout, &tables).await?;
+    sqlx::raw_sql(ddl(format!("SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")))
+        .execute(&mut *tx)
+        .await?;
+    if let Some(alter) = replica_identity_sql(layout, &current, true)? {
+        sqlx::raw_sql(ddl(alter)).execute(&mut *tx).await?;
+    }
+    sqlx::raw_sql(ddl(create)).execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Drops the move's publication, and sets the tables' replica identity back to `DEFAULT` when no
+/// other publication holds a table of the layout schema, in one transaction.
+pub async fn drop_publication(
+    conn: &mut PgConnection,
+    layout: &SharedLayout,
+    name: &Ident,
+) -> Result<()> {
+    let mut tx = conn.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(layout.move_lock_key())
+        .execute(&mut *tx)
+        .await?;
+    sqlx::raw_sql(ddl(format!("DROP PUBLICATION IF EXISTS {name}")))
+        .execute(&mut *tx)
+        .await?;
+    let others: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_publication_tables WHERE schemaname = $1")
+            .bind(layout.schema.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+    if others == 0 {
+        let tables = scoped_tables(&mut tx, layout).await?;
+        let current = identities(&mut tx, layout, &tables).await?;
+        if let Some(alter) = replica_identity_sql(layout, &current, false)? {
+            sqlx::raw_sql(ddl(format!("SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")))
+                .execute(&mut *tx)
+                .await?;
+            sqlx::raw_sql(ddl(alter)).execute(&mut *tx).await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The tenant's row count in every tenant-scoped table (partitions counted with their root), by
+/// `schema.table`.
+pub async fn row_counts(
+    conn: &mut PgConnection,
+    layout: &SharedLayout,
+    tenant_id: &str,
+) -> Result<BTreeMap<String, i64>> {
+    validate_tenant_id(tenant_id)?;
+    let tables = scoped_tables(conn, layout).await?;
+    let mut out = BTreeMap::new();
+    for t in tables {
+        let sql = format!(
+            "SELECT count(*) FROM {}.{} WHERE {} = $1",
+            layout.schema,
+            quote_identifier(&t.name)?,
+            quote_identifier(&t.key_column)?
+        );
+        let n: i64 = sqlx::query_scalar(ddl(sql))
+            .persistent(false)
+            .bind(tenant_id)
+            .fetch_one(&mut *conn)
+            .await?;
+        out.insert(format!("{}.{}", layout.schema.as_str(), t.name), n);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(name: &str, key: &str) -> ScopedTable {
+        ScopedTable {
+            name: name.into(),
+            key_column: key.into(),
+            partitioned: false,
+            leaves: vec![name.into()],
+        }
+    }
+
+    #[test]
+    fn the_publication_filters_every_table_on_the_tenant_key() {
+        let layout = SharedLayout::defaults().unwrap();
+        let name = Ident::new("tenantdb_mv_0000000000000001").unwrap();
+        let tid = super::super::tenant_id("ns", "a");
+        let sql = publication_sql(
+            &layout,
+            &name,
+            &[
+                table("saas_tenants", "id"),
+                table("saas_users", "tenant_id"),
+            ],
+            &tid,
+        )
+        .unwrap();
+        assert_eq!(
+            sql,
+            format!(
+                "CREATE PUBLICATION \"tenantdb_mv_0000000000000001\" FOR TABLE \
+                 \"tenantdb_rls\".\"saas_tenants\" WHERE (\"id\" = '{tid}'), \
+                 \"tenantdb_rls\".\"saas_users\" WHERE (\"tenant_id\" = '{tid}') \
+                 WITH (publish_via_partition_root = true)"
+            )
+        );
+        assert!(publication_sql(&layout, &name, &[], &tid).is_err());
+        assert!(publication_sql(&layout, &name, &[table("t", "tenant_id")], "x'; drop").is_err());
+    }
+
+    #[test]
+    fn identity_changes_only_what_differs_and_sets_back_only_full() {
+        let layout = SharedLayout::defaults().unwrap();
+        let rels = vec![
+            ("a".to_string(), "d".to_string()),
+            ("b".to_string(), "f".to_string()),
+            ("c".to_string(), "i".to_string()),
+        ];
+        assert_eq!(
+            replica_identity_sql(&layout, &rels, true).unwrap().unwrap(),
+            "ALTER TABLE \"tenantdb_rls\".\"a\" REPLICA IDENTITY FULL; \
+             ALTER TABLE \"tenantdb_rls\".\"c\" REPLICA IDENTITY FULL"
+        );
+        assert_eq!(
+            replica_identity_sql(&layout, &rels, false)
+                .unwrap()
+                .unwrap(),
+            "ALTER TABLE \"tenantdb_rls\".\"b\" REPLICA IDENTITY DEFAULT"
+        );
+        let none = vec![("a".to_string(), "d".to_string())];
+        assert_eq!(replica_identity_sql(&layout, &none, false).unwrap(), None);
+    }
+}
