@@ -325,7 +325,10 @@ async fn a_shared_tenant_moves_online_without_losing_writes() {
     assert!(rounds > 10, "the other tenant wrote only {rounds} times");
 
     // Every acknowledged row on b exactly once, the last acknowledged rename there.
-    let writes = writes.lock().unwrap();
+    let (acked, last_name) = {
+        let w = writes.lock().unwrap();
+        (w.acked.clone(), w.name.clone())
+    };
     let mut d = admin(&b, &shared).await;
     let actions: Vec<String> = sqlx::query_scalar(
         "SELECT target_id FROM tenantdb_rls.saas_unified_audit_logs WHERE tenant_id = $1 AND module = 'move'",
@@ -340,16 +343,12 @@ async fn a_shared_tenant_moves_online_without_losing_writes() {
     }
     let twice: Vec<_> = counts.iter().filter(|(_, c)| **c > 1).collect();
     assert!(twice.is_empty(), "rows twice on b: {twice:?}");
-    let lost: Vec<&i64> = writes
-        .acked
-        .iter()
-        .filter(|n| !counts.contains_key(n))
-        .collect();
+    let lost: Vec<&i64> = acked.iter().filter(|n| !counts.contains_key(n)).collect();
     assert!(
         lost.is_empty(),
         "{} of {} acknowledged rows lost: {:?}",
         lost.len(),
-        writes.acked.len(),
+        acked.len(),
         &lost[..lost.len().min(10)]
     );
     let name: String =
@@ -358,11 +357,8 @@ async fn a_shared_tenant_moves_online_without_losing_writes() {
             .fetch_one(&mut d)
             .await
             .unwrap();
-    assert_eq!(Some(name), writes.name.clone());
-    println!(
-        "{} acknowledged rows, all on the target once",
-        writes.acked.len()
-    );
+    assert_eq!(Some(name), last_name);
+    println!("{} acknowledged rows, all on the target once", acked.len());
     // Seen through the tenant's own session on b: its rows only.
     let mut rc = tenant_conn(&env, "r").await.unwrap();
     let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM saas_unified_audit_logs")
@@ -397,7 +393,6 @@ async fn a_shared_tenant_moves_online_without_losing_writes() {
     assert!(left.is_empty(), "left of r on the source: {left:?}");
     assert_eq!(leftovers(&env.pg, &shared).await, Vec::<String>::new());
     assert_eq!(leftovers(&b, &shared).await, Vec::<String>::new());
-    drop(writes);
 
     // A move back, cancelled while it copies (the table copies held on the target): rolled back,
     // nothing of r left on default (rows, registration, roles), r writes on b, and b's tables

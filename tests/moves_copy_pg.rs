@@ -13,6 +13,8 @@
 //!   function of it and no restore role.
 //! - A role named like the move's restore role or replication login without the move's marker
 //!   blocks no clean-up (the drops leave it alone) and refuses the move (a conflict).
+//! - The shared layout's repair leaves a move replication login's `USAGE`/`SELECT` alone (marked
+//!   role only; an unmarked role of that name loses them).
 //! - A restore whose input is cut short (the operator killed while writing it) commits nothing.
 //! - The cut-over's fence (`tenantdb::moves::sql::fence`) returns only once the tenant's sessions
 //!   have exited (a session with thousands of temporary tables takes a while), and the role can no
@@ -319,6 +321,56 @@ async fn a_role_named_like_a_move_role_is_left_alone_and_refuses_the_move() {
         .await
         .unwrap();
     assert_eq!((on_target, on_source), (Some(true), Some(true)));
+}
+
+/// A shared tenant's move grants its replication login `USAGE` on the layout schema and `SELECT`
+/// on its tables; the layout's repair (every resync, every operator start) takes privileges it
+/// did not grant for drift and revokes them. The move's grants are left (its table copies would
+/// fail on the source for as long as it runs), but only to a role of the move login's name that
+/// carries its marker: the same grants to an unmarked role of that name are revoked.
+#[tokio::test]
+async fn the_layout_repair_leaves_a_moves_replication_grants_alone() {
+    use tenantdb::pg::shared::{SharedLayout, ensure_layout, ensure_policies};
+    let source = admin();
+    let layout = SharedLayout::for_schema(Ident::new("tenantdb_rls_mvgrants").unwrap()).unwrap();
+    ensure_layout(
+        &source,
+        &layout,
+        &tenantdb::migrate::MigrationSet::bundled(),
+    )
+    .await
+    .unwrap();
+    let (ours, other) = (
+        "tenantdb_mv_00000000000000a1_repl",
+        "tenantdb_mv_00000000000000a2_repl",
+    );
+    let mut c = PgConnection::connect(&common::pg().url("tenantdb_shared"))
+        .await
+        .unwrap();
+    for (role, comment) in [
+        (ours, "tenantdb.io/move-replication=ns/a"),
+        (other, "someone else's"),
+    ] {
+        c.execute(sqlx::AssertSqlSafe(format!(
+            "CREATE ROLE {role} LOGIN REPLICATION BYPASSRLS; COMMENT ON ROLE {role} IS '{}'; \
+             GRANT USAGE ON SCHEMA tenantdb_rls_mvgrants TO {role}; \
+             GRANT SELECT ON ALL TABLES IN SCHEMA tenantdb_rls_mvgrants TO {role}",
+            comment.replace('\'', "''")
+        )))
+        .await
+        .unwrap();
+    }
+    ensure_policies(&source, &layout).await.unwrap();
+    let can = "SELECT has_schema_privilege($1, 'tenantdb_rls_mvgrants', 'USAGE') \
+                  AND has_table_privilege($1, 'tenantdb_rls_mvgrants.saas_tenants', 'SELECT')";
+    for (role, kept) in [(ours, true), (other, false)] {
+        let has: bool = sqlx::query_scalar(can)
+            .bind(role)
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(has, kept, "{role}: grants kept {has}");
+    }
 }
 
 /// The cut-over's fence returns only once the tenant's sessions have exited, not when they were

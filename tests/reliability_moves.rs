@@ -1,6 +1,7 @@
 //! Reliability: `kill -9` of the operator in the middle of online moves (the moves' crash test).
 //!
-//! Four Tenants (two `database`, two `schema`) with rows of their own live on the default server
+//! Five Tenants (two `database`, two `schema`, one `shared`) with rows of their own live on the
+//! default server
 //! (`wal_level=logical`) next to a second cluster, the DatabaseServer `b`; a writer inserts
 //! sequence-numbered rows into one of them through its Secret's credentials the whole time
 //! (reconnecting with the Secret as it is then, retrying the same number after an error). All four
@@ -20,8 +21,9 @@
 //! After each round (operator running), every move is `Completed` (the Tenant where its placement
 //! says) or `RolledBack` (on its source), and the Tenant is Ready; its home holds its rows and every
 //! write acknowledged so far, exactly once; the other server holds no role, database or schema of
-//! it (marked, or of its names); no replication slot, subscription, publication or move role is
-//! left on either server. Finally the Tenants are moved back once without kills (completed moves are
+//! it (marked, or of its names; for the shared Tenant no row keyed by its id); no replication
+//! slot, subscription, publication or move role is left on either server, and the layout's tables
+//! have their default replica identity. Finally the Tenants are moved back once without kills (completed moves are
 //! reversed, a rolled-back one is started again by itself, nothing rolls back) and the writer's
 //! acknowledged rows are all on its final home, none twice, no id reused.
 
@@ -46,11 +48,12 @@ use tenantdb_testkit::localpg::LocalPg;
 
 const NS: &str = "rmoves";
 /// The Tenants: name, isolation, rows of their own.
-const TENANTS: [(&str, &str, i64); 4] = [
+const TENANTS: [(&str, &str, i64); 5] = [
     ("w", "database", 300),
     ("d", "database", 800),
     ("s1", "schema", 400),
     ("s2", "schema", 600),
+    ("r", "shared", 500),
 ];
 /// The Tenant the writer writes to.
 const WRITER: &str = "w";
@@ -62,15 +65,20 @@ const KILLS_PER_ROUND: usize = 5;
 const ROUNDS: usize = 6;
 const T: Duration = Duration::from_secs(180);
 
-/// `wal_level=logical`, and logical replication workers for four subscriptions with their table
+/// `wal_level=logical`, and logical replication workers for five subscriptions with their table
 /// synchronisation at once: with the default 4, two or three moves to one server at once leave
 /// the table synchronisation short of workers ("out of logical replication worker slots"), and the
-/// ~40 tables of a tenant (the bundled migrations' and its own) take minutes to copy.
+/// ~40 tables of a tenant (the bundled migrations' and its own) take minutes to copy; and
+/// replication slots and WAL senders for each move's slot with its two table synchronisation
+/// slots (with the default 10, five moves at once stalled: seven idle synchronisation slots, no
+/// table copied for three minutes — docs/moves.md, requirements).
 fn logical() -> Vec<(String, String)> {
     [
         ("wal_level", "logical"),
-        ("max_logical_replication_workers", "10"),
-        ("max_worker_processes", "16"),
+        ("max_logical_replication_workers", "12"),
+        ("max_worker_processes", "20"),
+        ("max_replication_slots", "20"),
+        ("max_wal_senders", "20"),
     ]
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .to_vec()
@@ -258,17 +266,23 @@ async fn replication_state(clusters: &Clusters) -> String {
 }
 
 /// What a cluster holds of each Tenant (by ownership marker): its roles (with `rolcanlogin`), its
-/// databases, and its schemas (with the database they are in).
+/// databases, its schemas (with the database they are in), and for a shared Tenant its rows in
+/// the layout's tables (with its mappings).
 #[derive(Debug, Default, Clone)]
 struct Held {
     roles: Vec<(String, bool)>,
     databases: Vec<String>,
     schemas: Vec<(String, String)>,
+    /// Rows of the layout's tables keyed by the Tenant's id (mappings included).
+    rows: i64,
 }
 
 impl Held {
     fn is_empty(&self) -> bool {
-        self.roles.is_empty() && self.databases.is_empty() && self.schemas.is_empty()
+        self.roles.is_empty()
+            && self.databases.is_empty()
+            && self.schemas.is_empty()
+            && self.rows == 0
     }
 
     fn can_login(&self) -> bool {
@@ -314,9 +328,47 @@ async fn held(pg: &Pg) -> BTreeMap<String, Held> {
         for (m, s) in schemas {
             out.entry(m).or_default().schemas.push((db.clone(), s));
         }
+        // A shared Tenant's rows: every table of the layout with a tenant key.
+        for (name, isolation, _) in TENANTS {
+            if isolation != "shared" {
+                continue;
+            }
+            let n = layout_rows(&mut d, &tenantdb::pg::shared::tenant_id(NS, name)).await;
+            if n > 0 {
+                out.entry(marker(name)).or_default().rows += n;
+            }
+        }
         let _ = d.close().await;
     }
     out
+}
+
+/// Rows keyed by `tenant_id` in the layout's tables of the connected database (0 without the
+/// layout): `tenant_id` columns, `saas_tenants.id`, the mappings (partitions counted with their
+/// roots).
+async fn layout_rows(c: &mut PgConnection, tid: &str) -> i64 {
+    let tables: Vec<(String, String)> = sqlx::query_as(
+        "SELECT c.relname::text, CASE WHEN c.relname = 'saas_tenants' THEN 'id' ELSE 'tenant_id' END \
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+          WHERE n.nspname = 'tenantdb_rls' AND c.relkind IN ('r', 'p') AND NOT c.relispartition \
+            AND (c.relname = 'saas_tenants' OR EXISTS (SELECT 1 FROM pg_attribute a \
+                 WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped))",
+    )
+    .fetch_all(&mut *c)
+    .await
+    .unwrap_or_default();
+    let mut total = 0;
+    for (t, key) in tables {
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM tenantdb_rls.{t} WHERE {key} = $1"
+        )))
+        .bind(tid)
+        .fetch_one(&mut *c)
+        .await
+        .unwrap_or(0);
+        total += n;
+    }
+    total
 }
 
 /// Roles, databases and schemas (in any database) of these names on a cluster, marked or not.
@@ -477,8 +529,21 @@ async fn check_while_down(tenants: &[Tenant], clusters: &Clusters) {
     }
 }
 
-/// Rows of the tenant's `items` on its home (`None`: table not found).
-async fn items_on(pg: &Pg, h: &Held) -> Option<i64> {
+/// Rows of the tenant's `items` on its home (`None`: table not found); for a shared Tenant its
+/// audit-log rows.
+async fn items_on(pg: &Pg, h: &Held, name: &str) -> Option<i64> {
+    if h.databases.is_empty() && h.schemas.is_empty() {
+        let mut c = admin(pg, "tenantdb_shared").await.ok()?;
+        let n = sqlx::query_scalar(
+            "SELECT count(*) FROM tenantdb_rls.saas_unified_audit_logs WHERE tenant_id = $1",
+        )
+        .bind(tenantdb::pg::shared::tenant_id(NS, name))
+        .fetch_one(&mut c)
+        .await
+        .ok();
+        let _ = c.close().await;
+        return n;
+    }
     let (db, table) = match (h.databases.first(), h.schemas.first()) {
         (Some(db), _) => (db.clone(), "public.items".to_string()),
         (None, Some((db, schema))) => (db.clone(), format!("\"{schema}\".items")),
@@ -644,6 +709,7 @@ async fn check_settled(env: &Env, clusters: &Clusters, writes: &Writes, seed: u6
             here.can_login()
                 && match isolation {
                     "database" => here.databases.len() == 1,
+                    "shared" => here.rows > 0,
                     _ => here.schemas.len() == 1,
                 },
             "{name} on {home}: {here:?} (seed {seed})"
@@ -662,7 +728,7 @@ async fn check_settled(env: &Env, clusters: &Clusters, writes: &Writes, seed: u6
         );
         let pg = clusters.get(&home);
         assert_eq!(
-            items_on(pg, &here).await,
+            items_on(pg, &here, name).await,
             Some(rows),
             "{name}: rows on {home} (seed {seed})"
         );
@@ -689,6 +755,21 @@ async fn check_settled(env: &Env, clusters: &Clusters, writes: &Writes, seed: u6
         assert!(
             left.is_empty(),
             "move objects left on {server}: {left:?} (seed {seed})"
+        );
+        // A shared Tenant's move sets its layout tables' replica identity back with its last
+        // publication.
+        let mut c = admin(pg, "tenantdb_shared").await.unwrap();
+        let full: Vec<String> = sqlx::query_scalar(
+            "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+              WHERE n.nspname = 'tenantdb_rls' AND c.relreplident = 'f'",
+        )
+        .fetch_all(&mut c)
+        .await
+        .unwrap();
+        let _ = c.close().await;
+        assert!(
+            full.is_empty(),
+            "REPLICA IDENTITY FULL left on {server}: {full:?} (seed {seed})"
         );
     }
 }
@@ -717,6 +798,19 @@ async fn kill_9_during_moves_completes_or_rolls_back_each() {
         let t = env.wait_ready(NS, name, T).await;
         assert_eq!(on(&t).as_deref(), Some("default"));
         let mut c = tenant_conn(&secrets, name).await.expect("tenant login");
+        if isolation == "shared" {
+            // Its rows in the layout's tables (a partitioned one among them).
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO saas_tenants (id, tenant_code, tenant_name) VALUES (tenantdb_current_tenant(), '{name}', '{name}'); \
+                 INSERT INTO saas_unified_audit_logs (tenant_id, log_type, module, action, target_name) \
+                   SELECT tenantdb_current_tenant(), 'operation', 'seed', 'create', 'row ' || g FROM generate_series(1, {rows}) g"
+            )))
+            .execute(&mut c)
+            .await
+            .unwrap();
+            c.close().await.unwrap();
+            continue;
+        }
         let search_path = match isolation {
             "schema" => format!(
                 "SET search_path = \"{}\"; ",

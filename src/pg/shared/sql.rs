@@ -101,13 +101,19 @@ fn tenant_scoped_predicate() -> String {
 
 /// A query listing every privilege in the layout schema that is not one the design grants:
 /// columns `kind` (`TABLE`, `ROUTINE`, `SCHEMA`), `obj` (server-quoted object name) and
-/// `grantee` (oid, 0 = PUBLIC). Owners' privileges are always fine.
+/// `grantee` (oid, 0 = PUBLIC). Owners' privileges are always fine, and so are the grants of a
+/// shared tenant's move to its replication login (`crate::moves::repl_login`: `USAGE` on the
+/// schema, `SELECT` on its tables, not grantable, to a role named `tenantdb_mv_…_repl` and marked
+/// `tenantdb.io/move-replication=…` — a role only a superuser or `CREATEROLE` admin can make):
+/// revoked as foreign, the move's table copies would fail on the source for as long as it runs.
 pub(in crate::pg) fn foreign_acl_sql(layout: &SharedLayout) -> Result<String> {
     let s = lit(layout.schema.as_str())?;
     let g = format!(
         "COALESCE((SELECT oid FROM pg_roles WHERE rolname = {}), 1::oid)",
         lit(layout.tenants.as_str())?
     );
+    let mv = "(SELECT oid FROM pg_roles WHERE rolname::text LIKE 'tenantdb\\_mv\\_%\\_repl' \
+               AND shobj_description(oid, 'pg_authid') LIKE 'tenantdb.io/move-replication=%')";
     let scoped = tenant_scoped_predicate();
     Ok(format!(
         "SELECT 'TABLE'::text AS kind, c.oid::regclass::text AS obj, a.grantee \
@@ -118,6 +124,8 @@ pub(in crate::pg) fn foreign_acl_sql(layout: &SharedLayout) -> Result<String> {
                 (c.relkind = 'S' AND a.privilege_type = 'USAGE') \
              OR (c.relkind IN ('r', 'p') AND NOT c.relispartition AND {scoped} \
                  AND a.privilege_type IN ('SELECT', 'INSERT', 'UPDATE', 'DELETE')))) \
+           AND NOT (a.grantee IN {mv} AND c.relkind IN ('r', 'p') AND a.privilege_type = 'SELECT' \
+                    AND NOT a.is_grantable) \
          UNION ALL \
          SELECT 'ROUTINE', p.oid::regprocedure::text, a.grantee \
          FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
@@ -129,7 +137,8 @@ pub(in crate::pg) fn foreign_acl_sql(layout: &SharedLayout) -> Result<String> {
          SELECT 'SCHEMA', quote_ident(n.nspname), a.grantee \
          FROM pg_namespace n CROSS JOIN LATERAL aclexplode(COALESCE(n.nspacl, acldefault('n', n.nspowner))) a \
          WHERE n.nspname = {s} AND a.grantee <> n.nspowner \
-           AND NOT (a.grantee = {g} AND a.privilege_type = 'USAGE' AND NOT a.is_grantable)"
+           AND NOT ((a.grantee = {g} OR a.grantee IN {mv}) AND a.privilege_type = 'USAGE' \
+                    AND NOT a.is_grantable)"
     ))
 }
 
