@@ -1,7 +1,11 @@
 //! Draining a DatabaseServer through the real binary, the emulator and three throwaway clusters:
 //! every tenant on it moves to the other servers, never more than `drain.maxConcurrentMoves` at a
 //! time, within the other servers' capacity; afterwards the drained server holds nothing of them
-//! and reports `Drained=True`.
+//! and reports `Drained=True`. A third of the tenants are `shared` (rows in the layout's tables):
+//! two of them may move at once, so one move's publication is dropped while another's exists
+//! (the layout's replica identity stays `FULL` until the last one); afterwards each one's tenant
+//! row is on its new server only, and the drained server's layout tables have no row of them and
+//! their default replica identity.
 
 use tenantdb_testkit::e2e;
 
@@ -46,6 +50,31 @@ fn moving_from(t: &Tenant, server: &str) -> bool {
         .is_some_and(|m| !m.phase.is_terminal() && m.started_at.is_some() && m.from == server)
 }
 
+/// The shared tenants' rows in the layout's `saas_tenants` on a server (their codes).
+async fn shared_rows(pg: &LocalPg) -> Vec<String> {
+    let Ok(mut c) = PgConnection::connect(&pg.url("tenantdb_shared")).await else {
+        return vec![];
+    };
+    sqlx::query_scalar("SELECT tenant_code::text FROM tenantdb_rls.saas_tenants ORDER BY 1")
+        .fetch_all(&mut c)
+        .await
+        .unwrap_or_default()
+}
+
+/// Layout tables with `REPLICA IDENTITY FULL` on a server.
+async fn full_identity(pg: &LocalPg) -> Vec<String> {
+    let mut c = PgConnection::connect(&pg.url("tenantdb_shared"))
+        .await
+        .unwrap();
+    sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+          WHERE n.nspname = 'tenantdb_rls' AND c.relreplident = 'f'",
+    )
+    .fetch_all(&mut c)
+    .await
+    .unwrap()
+}
+
 async fn tenant_roles(pg: &LocalPg) -> Vec<String> {
     let mut c = PgConnection::connect(&pg.admin_url()).await.unwrap();
     sqlx::query_scalar(
@@ -85,7 +114,7 @@ async fn a_drained_server_moves_all_its_tenants_away_a_few_at_a_time() {
     .unwrap();
     let ns = "drain";
     for i in 0..TENANTS {
-        let isolation = if i % 2 == 0 { "database" } else { "schema" };
+        let isolation = ["database", "schema", "shared"][i % 3];
         env.create_tenant(
             ns,
             &format!("t{i}"),
@@ -97,6 +126,25 @@ async fn a_drained_server_moves_all_its_tenants_away_a_few_at_a_time() {
     for i in 0..TENANTS {
         let t = env.wait_ready(ns, &format!("t{i}"), T).await;
         assert_eq!(on(&t).as_deref(), Some("a"));
+    }
+    // Each shared tenant's own row, through its Secret.
+    let shared: Vec<String> = (0..TENANTS)
+        .filter(|i| i % 3 == 2)
+        .map(|i| format!("t{i}"))
+        .collect();
+    for n in &shared {
+        let mut c = env
+            .connect_with_secret(ns, &format!("{n}-db"))
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO saas_tenants (id, tenant_code, tenant_name) VALUES (tenantdb_current_tenant(), $1, $1)",
+        )
+        .bind(n)
+        .execute(&mut c)
+        .await
+        .unwrap();
+        c.close().await.unwrap();
     }
     // Two more servers with room for exactly the tenants of a.
     let (b, c) = (cluster(false).await, cluster(false).await);
@@ -184,6 +232,34 @@ async fn a_drained_server_moves_all_its_tenants_away_a_few_at_a_time() {
     );
     assert_eq!(tenant_roles(&b).await.len(), TENANTS / 2);
     assert_eq!(tenant_roles(&c).await.len(), TENANTS / 2);
+    // The shared tenants' rows: each on its new server once, none left on a.
+    let by_server = [("a", &a), ("b", &b), ("c", &c)];
+    let mut rows: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (name, pg) in by_server {
+        rows.insert(name, shared_rows(pg).await);
+    }
+    let list = api.list(&ListParams::default()).await.unwrap();
+    for n in &shared {
+        let t = list
+            .items
+            .iter()
+            .find(|t| t.metadata.name.as_deref() == Some(n.as_str()))
+            .unwrap();
+        let home = on(t).unwrap();
+        for (server, found) in &rows {
+            let here = found.iter().filter(|r| *r == n).count();
+            assert_eq!(
+                here,
+                usize::from(*server == home),
+                "{n}'s row on {server} (home {home}): {rows:?}"
+            );
+        }
+    }
+    assert_eq!(
+        full_identity(&a).await,
+        Vec::<String>::new(),
+        "REPLICA IDENTITY FULL left on the drained server"
+    );
     wait_for(T, "a Drained", || async {
         let st = servers.get("a").await.ok()?.status?;
         (st.tenants == 0
