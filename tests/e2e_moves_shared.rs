@@ -9,6 +9,9 @@
 //!   without a single error (the row filter's column must be in the replica identity of every
 //!   published table, for every tenant's `UPDATE`/`DELETE`; the move sets `REPLICA IDENTITY FULL`
 //!   while its publication exists, and sets it back after);
+//! - a second shared tenant moves at the same time (two publications of the layout at once);
+//! - the source has a past month's partition the target lacks (with a row of the mover): the
+//!   catalog comparison leaves partitions out;
 //! - a shared tenant already on the target keeps its rows, untouched, and no row of the tenant
 //!   that stays reaches the target (the row filter);
 //! - the moved tenant's rows, registration and roles are gone from the source, the other tenant's
@@ -236,30 +239,48 @@ async fn a_shared_tenant_moves_online_without_losing_writes() {
         json!({"isolation": "shared", "deletionPolicy": "Delete"}),
     )
     .await;
-    env.create_tenant(
-        NS,
-        "stay",
-        json!({"isolation": "shared", "deletionPolicy": "Delete"}),
-    )
-    .await;
+    for n in ["r2", "stay"] {
+        env.create_tenant(
+            NS,
+            n,
+            json!({"isolation": "shared", "deletionPolicy": "Delete"}),
+        )
+        .await;
+    }
     env.create_tenant(
         NS,
         "there",
         json!({"isolation": "shared", "deletionPolicy": "Delete", "placement": {"server": "b"}}),
     )
     .await;
-    for (n, server) in [("r", "default"), ("stay", "default"), ("there", "b")] {
+    for (n, server) in [
+        ("r", "default"),
+        ("r2", "default"),
+        ("stay", "default"),
+        ("there", "b"),
+    ] {
         let t = env.wait_ready(NS, n, T).await;
         assert_eq!(on(&t).as_deref(), Some(server), "{n}");
     }
     let shared = env.secret_value(NS, "r-db", "database").await.unwrap();
-    let (r_id, stay_id, there_id) = (
+    let (r_id, r2_id, stay_id, there_id) = (
         tenant_id(NS, "r"),
+        tenant_id(NS, "r2"),
         tenant_id(NS, "stay"),
         tenant_id(NS, "there"),
     );
+    // A past month's partition only the source has (its layout is older than b's): the catalog
+    // comparison must not count it, and its rows land in b's DEFAULT partition.
+    sqlx::raw_sql(
+        "SET ROLE tenantdb_rls_owner; \
+         CREATE TABLE tenantdb_rls.saas_unified_audit_logs_p202001 PARTITION OF \
+           tenantdb_rls.saas_unified_audit_logs FOR VALUES FROM ('2020-01-01') TO ('2020-02-01')",
+    )
+    .execute(&mut admin(&env.pg, &shared).await)
+    .await
+    .unwrap();
     // Each tenant's own row and some audit-log rows (the target's tenant with the same values).
-    for (n, rows) in [("r", 300), ("stay", 50), ("there", 300)] {
+    for (n, rows) in [("r", 300), ("r2", 120), ("stay", 50), ("there", 300)] {
         let mut c = tenant_conn(&env, n).await.unwrap();
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
             "INSERT INTO saas_tenants (id, tenant_code, tenant_name) VALUES (tenantdb_current_tenant(), '{n}', '{n}'); \
@@ -271,6 +292,16 @@ async fn a_shared_tenant_moves_online_without_losing_writes() {
         .unwrap();
         c.close().await.unwrap();
     }
+    let mut c = tenant_conn(&env, "r").await.unwrap();
+    sqlx::raw_sql(
+        "INSERT INTO saas_unified_audit_logs (tenant_id, log_type, module, action, created_at) \
+           VALUES (tenantdb_current_tenant(), 'operation', 'old', 'create', '2020-01-15')",
+    )
+    .execute(&mut c)
+    .await
+    .unwrap();
+    c.close().await.unwrap();
+    let r2_before = rows_of(&env.pg, &shared, &r2_id).await;
     let there_before = rows_of(&b, &shared, &there_id).await;
     let stay_before = rows_of(&env.pg, &shared, &stay_id).await;
     assert_eq!(there_before.get("saas_unified_audit_logs"), Some(&300));
@@ -283,24 +314,42 @@ async fn a_shared_tenant_moves_online_without_losing_writes() {
         })
         .await
         .unwrap();
-        env.tenants(NS)
-            .patch(
-                "r",
-                &PatchParams::default(),
-                &Patch::Merge(json!({"spec": {"placement": {"server": "b"}}})),
-            )
-            .await
-            .unwrap();
-        let t = wait_for(T, "r moved to b", || async {
-            let t = env.tenants(NS).get("r").await.ok()?;
-            let m = move_of(&t)?;
-            (m.phase == MovePhase::Completed
-                && on(&t).as_deref() == Some("b")
-                && t.status.as_ref()?.phase == TenantPhase::Ready)
-                .then_some(t)
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", env.important_log_tail(60)));
+        // r2 moves at the same time: two publications of the layout at once, one dropped while
+        // the other still needs the tables' identity.
+        for n in ["r", "r2"] {
+            env.tenants(NS)
+                .patch(
+                    n,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"placement": {"server": "b"}}})),
+                )
+                .await
+                .unwrap();
+        }
+        let mut done = Vec::new();
+        for n in ["r", "r2"] {
+            done.push(
+                wait_for(T, &format!("{n} moved to b"), || async {
+                    let t = env.tenants(NS).get(n).await.ok()?;
+                    let m = move_of(&t)?;
+                    (m.phase == MovePhase::Completed
+                        && on(&t).as_deref() == Some("b")
+                        && t.status.as_ref()?.phase == TenantPhase::Ready)
+                        .then_some(t)
+                })
+                .await
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "{e}\n{n}: {:?}\n{}",
+                        futures::executor::block_on(env.tenants(NS).get(n))
+                            .ok()
+                            .and_then(|t| move_of(&t)),
+                        env.important_log_tail(60)
+                    )
+                }),
+            );
+        }
+        let t = done.swap_remove(0);
         let at_move = writes.lock().unwrap().acked.len();
         wait_for(T, "100 writes on the target", || async {
             (writes.lock().unwrap().acked.len() >= at_move + 100).then_some(())
@@ -365,7 +414,10 @@ async fn a_shared_tenant_moves_online_without_losing_writes() {
         .fetch_one(&mut rc)
         .await
         .unwrap();
-    assert_eq!(seen, 300 + actions.len() as i64);
+    assert_eq!(seen, 300 + 1 + actions.len() as i64);
+    // The other mover's rows arrived whole and left the source.
+    assert_eq!(rows_of(&b, &shared, &r2_id).await, r2_before);
+    assert_eq!(rows_of(&env.pg, &shared, &r2_id).await, BTreeMap::new());
 
     // The target's own tenant untouched; nothing of r on the source, the other tenant's rows
     // there; no move object anywhere, the default replica identity back.

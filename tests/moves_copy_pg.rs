@@ -327,7 +327,8 @@ async fn a_role_named_like_a_move_role_is_left_alone_and_refuses_the_move() {
 /// on its tables; the layout's repair (every resync, every operator start) takes privileges it
 /// did not grant for drift and revokes them. The move's grants are left (its table copies would
 /// fail on the source for as long as it runs), but only to a role of the move login's name that
-/// carries its marker: the same grants to an unmarked role of that name are revoked.
+/// carries its marker while the move's publication exists: the same grants to an unmarked role
+/// of that name, or to a marked one whose publication is gone, are revoked.
 #[tokio::test]
 async fn the_layout_repair_leaves_a_moves_replication_grants_alone() {
     use tenantdb::pg::shared::{SharedLayout, ensure_layout, ensure_policies};
@@ -340,15 +341,24 @@ async fn the_layout_repair_leaves_a_moves_replication_grants_alone() {
     )
     .await
     .unwrap();
-    let (ours, other) = (
+    // The move's login (its publication exists), one of a move that is over (no publication), an
+    // unmarked one.
+    let (ours, over, other) = (
         "tenantdb_mv_00000000000000a1_repl",
+        "tenantdb_mv_00000000000000a3_repl",
         "tenantdb_mv_00000000000000a2_repl",
     );
     let mut c = PgConnection::connect(&common::pg().url("tenantdb_shared"))
         .await
         .unwrap();
+    c.execute(
+        "CREATE PUBLICATION tenantdb_mv_00000000000000a1 FOR TABLE tenantdb_rls_mvgrants.saas_tenants",
+    )
+    .await
+    .unwrap();
     for (role, comment) in [
         (ours, "tenantdb.io/move-replication=ns/a"),
+        (over, "tenantdb.io/move-replication=ns/b"),
         (other, "someone else's"),
     ] {
         c.execute(sqlx::AssertSqlSafe(format!(
@@ -363,7 +373,7 @@ async fn the_layout_repair_leaves_a_moves_replication_grants_alone() {
     ensure_policies(&source, &layout).await.unwrap();
     let can = "SELECT has_schema_privilege($1, 'tenantdb_rls_mvgrants', 'USAGE') \
                   AND has_table_privilege($1, 'tenantdb_rls_mvgrants.saas_tenants', 'SELECT')";
-    for (role, kept) in [(ours, true), (other, false)] {
+    for (role, kept) in [(ours, true), (over, false), (other, false)] {
         let has: bool = sqlx::query_scalar(can)
             .bind(role)
             .fetch_one(&mut c)
@@ -371,6 +381,9 @@ async fn the_layout_repair_leaves_a_moves_replication_grants_alone() {
             .unwrap();
         assert_eq!(has, kept, "{role}: grants kept {has}");
     }
+    c.execute("DROP PUBLICATION tenantdb_mv_00000000000000a1")
+        .await
+        .unwrap();
 }
 
 /// The cut-over's fence returns only once the tenant's sessions have exited, not when they were

@@ -347,6 +347,13 @@ async fn held(pg: &Pg) -> BTreeMap<String, Held> {
 /// layout): `tenant_id` columns, `saas_tenants.id`, the mappings (partitions counted with their
 /// roots).
 async fn layout_rows(c: &mut PgConnection, tid: &str) -> i64 {
+    let layout: bool = sqlx::query_scalar("SELECT to_regnamespace('tenantdb_rls') IS NOT NULL")
+        .fetch_one(&mut *c)
+        .await
+        .unwrap();
+    if !layout {
+        return 0;
+    }
     let tables: Vec<(String, String)> = sqlx::query_as(
         "SELECT c.relname::text, CASE WHEN c.relname = 'saas_tenants' THEN 'id' ELSE 'tenant_id' END \
            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
@@ -356,7 +363,7 @@ async fn layout_rows(c: &mut PgConnection, tid: &str) -> i64 {
     )
     .fetch_all(&mut *c)
     .await
-    .unwrap_or_default();
+    .unwrap();
     let mut total = 0;
     for (t, key) in tables {
         let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
@@ -365,7 +372,7 @@ async fn layout_rows(c: &mut PgConnection, tid: &str) -> i64 {
         .bind(tid)
         .fetch_one(&mut *c)
         .await
-        .unwrap_or(0);
+        .unwrap();
         total += n;
     }
     total

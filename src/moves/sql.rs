@@ -764,6 +764,17 @@ pub async fn refuse_tenant_functions_in_replication(source: &PgAdmin, scope: &Sc
     )))
 }
 
+/// The partitions of a shared tenant's layout tables on a server (none for other scopes).
+pub async fn layout_partitions(pg: &PgAdmin, scope: &Scope) -> Result<Vec<String>> {
+    if scope.rows.is_none() {
+        return Ok(vec![]);
+    }
+    let mut c = connect(pg, scope).await?;
+    let r = crate::pg::shared::replication::partitions(&mut c, &layout()?).await;
+    let _ = c.close().await;
+    r
+}
+
 /// Drops the move's publication on the source.
 pub async fn drop_publication(source: &PgAdmin, scope: &Scope, name: &Ident) -> Result<()> {
     let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")

@@ -102,17 +102,40 @@ impl Fingerprint {
         lines
     }
 
-    /// The fingerprint with the tables' replica identity left out (`replident=…` of the
-    /// `tables` entries): a shared tenant's move sets it on the source's layout tables only.
-    pub fn without_replica_identity(mut self) -> Self {
+    /// The fingerprint with a table's replica identity `FULL` read as the default (`replident=f`
+    /// of the `tables` entries as `replident=d`): a shared tenant's move sets `FULL` on the
+    /// source's layout tables only. Any other identity (`nothing`, an index) still counts.
+    pub fn full_identity_as_default(mut self) -> Self {
         if let Some(tables) = self.categories.get_mut("tables") {
             for e in tables.iter_mut() {
-                if let Some(at) = e.find(" replident=") {
-                    let end = e[at + 1..].find(' ').map_or(e.len(), |i| at + 1 + i);
-                    e.replace_range(at..end, "");
+                if let Some(at) = e.find(" replident=f ") {
+                    e.replace_range(at..at + " replident=f ".len(), " replident=d ");
                 }
             }
             tables.sort();
+        }
+        self
+    }
+
+    /// The fingerprint without every entry naming one of the relations `names` of `schema`
+    /// (their table, columns, indexes, constraints, triggers, policies, comments): entries
+    /// holding `schema.name` as a whole word.
+    pub fn without_relations(mut self, schema: &str, names: &[String]) -> Self {
+        let qualified: Vec<String> = names.iter().map(|n| format!("{schema}.{n}")).collect();
+        let names_one = |e: &str| {
+            qualified.iter().any(|q| {
+                e.match_indices(q.as_str()).any(|(at, _)| {
+                    let before = e[..at].chars().next_back();
+                    let after = e[at + q.len()..].chars().next();
+                    // (After the name may come `.column`.)
+                    let word =
+                        |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+                    !word(before) && before != Some('.') && !word(after)
+                })
+            })
+        };
+        for entries in self.categories.values_mut() {
+            entries.retain(|e| !names_one(e));
         }
         self
     }
@@ -582,25 +605,6 @@ pub fn normalize_expression(s: &str) -> String {
 #[cfg(test)]
 mod tests {
 
-    #[test]
-    fn the_replica_identity_can_be_left_out() {
-        let mut f = super::Fingerprint::default();
-        f.categories.insert(
-            "tables",
-            vec![
-                "s.a kind=r owner=o acl= rls=t forced=t persistence=p replident=f am=heap".into(),
-                "s.b kind=r owner=o acl= rls=t forced=t persistence=p replident=d am=heap".into(),
-            ],
-        );
-        let g = f.without_replica_identity();
-        assert_eq!(
-            g.categories["tables"],
-            vec![
-                "s.a kind=r owner=o acl= rls=t forced=t persistence=p am=heap".to_string(),
-                "s.b kind=r owner=o acl= rls=t forced=t persistence=p am=heap".to_string(),
-            ]
-        );
-    }
     use super::*;
 
     #[test]
@@ -666,5 +670,49 @@ mod tests {
     fn every_category_has_a_query() {
         let names: Vec<&str> = QUERIES.iter().map(|(n, _)| *n).collect();
         assert_eq!(names, CATEGORIES);
+    }
+
+    #[test]
+    fn full_identity_reads_as_default_and_partitions_can_be_left_out() {
+        let mut f = Fingerprint::default();
+        f.categories.insert(
+            "tables",
+            vec![
+                "s.a kind=r owner=o acl= rls=t forced=t persistence=p replident=f am=heap".into(),
+                "s.a_p1 kind=r owner=o acl= rls=t forced=t persistence=p replident=n am=heap"
+                    .into(),
+            ],
+        );
+        f.categories.insert(
+            "indexes",
+            vec![
+                "CREATE UNIQUE INDEX a_pkey ON s.a USING btree (id)".into(),
+                "CREATE UNIQUE INDEX a_p1_pkey ON s.a_p1 USING btree (id)".into(),
+            ],
+        );
+        let g = f.clone().full_identity_as_default();
+        assert_eq!(
+            g.categories["tables"],
+            vec![
+                "s.a kind=r owner=o acl= rls=t forced=t persistence=p replident=d am=heap"
+                    .to_string(),
+                "s.a_p1 kind=r owner=o acl= rls=t forced=t persistence=p replident=n am=heap"
+                    .to_string(),
+            ]
+        );
+        f.categories.insert(
+            "columns",
+            vec!["s.a.id type=text".into(), "s.a_p1.id type=text".into()],
+        );
+        let h = f.without_relations("s", &["a_p1".to_string()]);
+        assert_eq!(h.categories["columns"], vec!["s.a.id type=text"]);
+        assert_eq!(
+            h.categories["tables"],
+            vec!["s.a kind=r owner=o acl= rls=t forced=t persistence=p replident=f am=heap"]
+        );
+        assert_eq!(
+            h.categories["indexes"],
+            vec!["CREATE UNIQUE INDEX a_pkey ON s.a USING btree (id)"]
+        );
     }
 }

@@ -21,11 +21,20 @@ pub(super) async fn compare(
 ) -> Result<Vec<String>> {
     let mut a = fingerprint_of(source, scope_a).await?;
     let mut b = fingerprint_of(target, scope_b).await?;
-    if scope_a.rows.is_some() {
+    if scope_a.rows.is_some()
+        && let Some(schema) = &scope_a.schema
+    {
         // The layout's tables have `REPLICA IDENTITY FULL` on the source while a shared tenant's
-        // publication exists (`pg::shared::replication`).
-        a = a.without_replica_identity();
-        b = b.without_replica_identity();
+        // publication exists, and its partitions depend on when each server was set up
+        // (`pg::shared::replication`).
+        let mut parts = sql::layout_partitions(source.pg(), scope_a).await?;
+        parts.extend(sql::layout_partitions(target.pg(), scope_b).await?);
+        a = a
+            .full_identity_as_default()
+            .without_relations(schema.as_str(), &parts);
+        b = b
+            .full_identity_as_default()
+            .without_relations(schema.as_str(), &parts);
     }
     Ok(a.diff(&b, 5))
 }

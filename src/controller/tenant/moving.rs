@@ -475,10 +475,8 @@ async fn advance(t: &mut Tenant, ctx: &Context, mut m: MoveStatus) -> Result<Opt
                 sql::refuse_replica_triggers(source.pg(), &scope_a).await?;
                 sql::refuse_tenant_functions_in_replication(source.pg(), &scope_a).await?;
                 if scope_b.rows.is_some() {
-                    // The layout (migrated as on every server) first, and no rows of an earlier
-                    // attempt: the copy would find their keys taken.
+                    // The layout, migrated as on every server.
                     super::schema::ensure_shared_layout(ctx, &target).await?;
-                    drop_rows(&target, &names_b, &scope_b).await?;
                 }
                 let roles = sql::read_roles(source.pg(), &names_a).await?;
                 sql::prepare_roles(target.pg(), &names_b, &roles).await?;
@@ -494,6 +492,9 @@ async fn advance(t: &mut Tenant, ctx: &Context, mut m: MoveStatus) -> Result<Opt
                 )
                 .await?;
                 if let Some(tid) = &scope_b.rows {
+                    // No rows of an earlier attempt (their keys would be taken for the copy),
+                    // deleted once its subscription is gone (it would bring them back).
+                    drop_rows(&target, &names_b, &scope_b).await?;
                     // The schema is the layout's (no object of the tenant's own): the tenant is
                     // registered in it, its logins still disabled.
                     let layout = crate::pg::shared::SharedLayout::defaults()?;

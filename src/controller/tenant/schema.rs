@@ -150,6 +150,9 @@ pub(super) async fn ensure_shared_layout(ctx: &Context, server: &Server) -> Resu
             // New partitions need their row-level security too.
             crate::pg::shared::ensure_policies(server.pg(), &layout).await?;
         }
+        // And, while a shared tenant moves off this server, `REPLICA IDENTITY FULL`; after the
+        // last move the default again (when a move's own reset failed).
+        crate::pg::shared::replication::sync_replica_identity(server.pg(), &layout).await?;
     }
     *guard = Some((Instant::now(), version));
     Ok(version)

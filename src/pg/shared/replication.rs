@@ -12,25 +12,32 @@
 //! and their partitions have `REPLICA IDENTITY FULL` (the whole old row is logged for updates and
 //! deletes of every tenant of the server: more WAL during a move). It is set in the transaction
 //! that creates the publication, and set back to `DEFAULT` in the transaction that drops the last
-//! one; both take one advisory lock ([`SharedLayout::move_lock_key`]), so that a publication is
-//! never created while its tables' identity is being set back.
+//! one ([`sync_replica_identity`], also run by the layout's repair after its partition
+//! maintenance: partitions created during a move get `FULL` too); all take one advisory lock
+//! ([`SharedLayout::move_lock_key`]), so that a publication is never created while its tables'
+//! identity is being set back.
 
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use sqlx::{Connection, PgConnection};
+use tracing::warn;
 
 use super::layout::{SharedLayout, lit, validate_tenant_id};
 use super::sql::scoped_tables_sql;
 use crate::error::{Error, Result};
 use crate::migrate::quote_identifier;
 use crate::naming::Ident;
-use crate::pg::ddl;
+use crate::pg::{PgAdmin, ddl};
 
-/// How long the identity change may wait for a table lock before the step fails (retried): a
-/// long transaction of another tenant must not make every later statement queue behind the
-/// `ALTER TABLE`.
-const LOCK_TIMEOUT: &str = "5s";
+/// How long the identity change may wait for each table lock before the step fails (retried
+/// 5 s later): a long transaction of another tenant must not make every later statement on that
+/// table queue behind the `ALTER TABLE` (its lock conflicts with every other).
+const LOCK_TIMEOUT: &str = "500ms";
+
+/// The moves' publications (`crate::moves::object_name`); a user's own publications in the
+/// shared database do not keep the layout's identity `FULL`.
+const MOVE_PUBLICATIONS: &str = "tenantdb\\_mv\\_%";
 
 /// A tenant-scoped table of the layout that is not a partition.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -39,8 +46,6 @@ pub struct ScopedTable {
     pub name: String,
     /// `tenant_id`, or `id` for `saas_tenants`.
     pub key_column: String,
-    /// Whether it is partitioned.
-    pub partitioned: bool,
     /// Its leaf tables (itself when not partitioned).
     pub leaves: Vec<String>,
 }
@@ -58,9 +63,23 @@ pub async fn scoped_tables(
     Ok(tables.0)
 }
 
+/// The partitions of the layout's tables (names). A move's catalog comparison leaves them out:
+/// partition maintenance creates months ahead and keeps past ones, so a server set up later has
+/// fewer (the rows of a month without its partition land in the table's `DEFAULT` partition).
+pub async fn partitions(conn: &mut PgConnection, layout: &SharedLayout) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+          WHERE n.nspname = $1 AND c.relispartition AND c.relkind IN ('r', 'p') ORDER BY 1",
+    )
+    .bind(layout.schema.as_str())
+    .fetch_all(&mut *conn)
+    .await?)
+}
+
 /// `CREATE PUBLICATION` of the tenant's rows: each table with its row filter, published through
 /// its partition root (the root's filter then holds for every partition; on the target the rows
-/// are routed to its own partitions).
+/// are routed to its own partitions). `TRUNCATE` is not published: row filters do not apply to
+/// it, and the target's table holds other tenants' rows.
 pub fn publication_sql(
     layout: &SharedLayout,
     name: &Ident,
@@ -85,7 +104,8 @@ pub fn publication_sql(
         ));
     }
     Ok(format!(
-        "CREATE PUBLICATION {name} FOR TABLE {} WITH (publish_via_partition_root = true)",
+        "CREATE PUBLICATION {name} FOR TABLE {} \
+         WITH (publish = 'insert, update, delete', publish_via_partition_root = true)",
         parts.join(", ")
     ))
 }
@@ -142,6 +162,28 @@ async fn identities(
     .await?)
 }
 
+/// In a transaction holding the moves' lock: sets the identity of every tenant-scoped table and
+/// leaf to `FULL` (`full`) or back to `DEFAULT`.
+async fn set_identity(conn: &mut PgConnection, layout: &SharedLayout, full: bool) -> Result<()> {
+    let tables = scoped_tables(conn, layout).await?;
+    let current = identities(conn, layout, &tables).await?;
+    if let Some(alter) = replica_identity_sql(layout, &current, full)? {
+        sqlx::raw_sql(ddl(format!("SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")))
+            .execute(&mut *conn)
+            .await?;
+        sqlx::raw_sql(ddl(alter)).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+async fn lock(conn: &mut PgConnection, layout: &SharedLayout) -> Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(layout.move_lock_key())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
 /// Creates the move's publication of the tenant's rows unless it exists, with the tables'
 /// replica identity `FULL` first (module documentation), in one transaction.
 pub async fn ensure_publication(
@@ -151,10 +193,7 @@ pub async fn ensure_publication(
     tenant_id: &str,
 ) -> Result<()> {
     let mut tx = conn.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(layout.move_lock_key())
-        .execute(&mut *tx)
-        .await?;
+    lock(&mut tx, layout).await?;
     let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_publication WHERE pubname = $1")
         .bind(name.as_str())
         .fetch_optional(&mut *tx)
@@ -165,48 +204,53 @@ pub async fn ensure_publication(
     }
     let tables = scoped_tables(&mut tx, layout).await?;
     let create = publication_sql(layout, name, &tables, tenant_id)?;
-    let current = identities(&mut tx, layout, &tables).await?;
-    sqlx::raw_sql(ddl(format!("SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")))
-        .execute(&mut *tx)
-        .await?;
-    if let Some(alter) = replica_identity_sql(layout, &current, true)? {
-        sqlx::raw_sql(ddl(alter)).execute(&mut *tx).await?;
-    }
+    set_identity(&mut tx, layout, true).await?;
     sqlx::raw_sql(ddl(create)).execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(())
 }
 
-/// Drops the move's publication, and sets the tables' replica identity back to `DEFAULT` when no
-/// other publication holds a table of the layout schema, in one transaction.
+/// Drops the move's publication; then sets the tables' replica identity back when it was the
+/// last (best effort: a failure is logged and left to [`sync_replica_identity`], which the
+/// layout's periodic repair runs).
 pub async fn drop_publication(
     conn: &mut PgConnection,
     layout: &SharedLayout,
     name: &Ident,
 ) -> Result<()> {
     let mut tx = conn.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(layout.move_lock_key())
-        .execute(&mut *tx)
-        .await?;
+    lock(&mut tx, layout).await?;
     sqlx::raw_sql(ddl(format!("DROP PUBLICATION IF EXISTS {name}")))
         .execute(&mut *tx)
         .await?;
-    let others: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM pg_publication_tables WHERE schemaname = $1")
-            .bind(layout.schema.as_str())
-            .fetch_one(&mut *tx)
-            .await?;
-    if others == 0 {
-        let tables = scoped_tables(&mut tx, layout).await?;
-        let current = identities(&mut tx, layout, &tables).await?;
-        if let Some(alter) = replica_identity_sql(layout, &current, false)? {
-            sqlx::raw_sql(ddl(format!("SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")))
-                .execute(&mut *tx)
-                .await?;
-            sqlx::raw_sql(ddl(alter)).execute(&mut *tx).await?;
-        }
+    tx.commit().await?;
+    if let Err(e) = sync_on(conn, layout).await {
+        warn!(error = %e, "the shared layout's replica identity is set back later");
     }
+    Ok(())
+}
+
+/// Makes the layout's replica identity match the moves in flight: `FULL` on every tenant-scoped
+/// table and leaf (partitions created since included) while a move's publication holds a table of
+/// the layout, `DEFAULT` again when none does. Run by the layout's repair after its partition
+/// maintenance and after each move's publication is dropped.
+pub async fn sync_replica_identity(admin: &PgAdmin, layout: &SharedLayout) -> Result<()> {
+    let pool = admin.shared_pool().await?;
+    let mut conn = pool.acquire().await?;
+    sync_on(&mut conn, layout).await
+}
+
+async fn sync_on(conn: &mut PgConnection, layout: &SharedLayout) -> Result<()> {
+    let mut tx = conn.begin().await?;
+    lock(&mut tx, layout).await?;
+    let moving: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_publication_tables WHERE schemaname = $1 AND pubname LIKE $2)",
+    )
+    .bind(layout.schema.as_str())
+    .bind(MOVE_PUBLICATIONS)
+    .fetch_one(&mut *tx)
+    .await?;
+    set_identity(&mut tx, layout, moving).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -246,7 +290,6 @@ mod tests {
         ScopedTable {
             name: name.into(),
             key_column: key.into(),
-            partitioned: false,
             leaves: vec![name.into()],
         }
     }
@@ -272,7 +315,7 @@ mod tests {
                 "CREATE PUBLICATION \"tenantdb_mv_0000000000000001\" FOR TABLE \
                  \"tenantdb_rls\".\"saas_tenants\" WHERE (\"id\" = '{tid}'), \
                  \"tenantdb_rls\".\"saas_users\" WHERE (\"tenant_id\" = '{tid}') \
-                 WITH (publish_via_partition_root = true)"
+                 WITH (publish = 'insert, update, delete', publish_via_partition_root = true)"
             )
         );
         assert!(publication_sql(&layout, &name, &[], &tid).is_err());

@@ -103,17 +103,23 @@ fn tenant_scoped_predicate() -> String {
 /// columns `kind` (`TABLE`, `ROUTINE`, `SCHEMA`), `obj` (server-quoted object name) and
 /// `grantee` (oid, 0 = PUBLIC). Owners' privileges are always fine, and so are the grants of a
 /// shared tenant's move to its replication login (`crate::moves::repl_login`: `USAGE` on the
-/// schema, `SELECT` on its tables, not grantable, to a role named `tenantdb_mv_…_repl` and marked
-/// `tenantdb.io/move-replication=…` — a role only a superuser or `CREATEROLE` admin can make):
-/// revoked as foreign, the move's table copies would fail on the source for as long as it runs.
+/// schema, `SELECT` on its tables, not grantable, to a role named `tenantdb_mv_<16 hex>_repl`,
+/// marked `tenantdb.io/move-replication=…` — a role only a superuser or `CREATEROLE` admin can
+/// make — while the move's publication exists in this database): revoked as foreign, the move's
+/// table copies would fail on the source for as long as it runs. A login left behind without its
+/// publication loses them.
 pub(in crate::pg) fn foreign_acl_sql(layout: &SharedLayout) -> Result<String> {
     let s = lit(layout.schema.as_str())?;
     let g = format!(
         "COALESCE((SELECT oid FROM pg_roles WHERE rolname = {}), 1::oid)",
         lit(layout.tenants.as_str())?
     );
-    let mv = "(SELECT oid FROM pg_roles WHERE rolname::text LIKE 'tenantdb\\_mv\\_%\\_repl' \
-               AND shobj_description(oid, 'pg_authid') LIKE 'tenantdb.io/move-replication=%')";
+    // (Aliases unlike the repair's PL/pgSQL variables: the query runs inside its loop.)
+    let mv = "(SELECT mvr.oid FROM pg_roles mvr \
+               WHERE mvr.rolname::text ~ '^tenantdb_mv_[0-9a-f]{16}_repl$' \
+                 AND shobj_description(mvr.oid, 'pg_authid') LIKE 'tenantdb.io/move-replication=%' \
+                 AND EXISTS (SELECT 1 FROM pg_publication mvp \
+                              WHERE mvp.pubname = left(mvr.rolname::text, -5)))";
     let scoped = tenant_scoped_predicate();
     Ok(format!(
         "SELECT 'TABLE'::text AS kind, c.oid::regclass::text AS obj, a.grantee \
@@ -295,7 +301,6 @@ pub(in crate::pg) fn scoped_tables_sql(layout: &SharedLayout) -> Result<String> 
         "SELECT COALESCE(json_agg(json_build_object( \
            'name', c.relname::text, \
            'key_column', {KEY_COLUMN_SQL}, \
-           'partitioned', c.relkind = 'p', \
            'leaves', (SELECT COALESCE(json_agg(l.relname::text ORDER BY l.relname), '[]'::json) \
                         FROM (SELECT relid, isleaf FROM pg_partition_tree(c.oid) \
                               UNION SELECT c.oid, true WHERE c.relkind = 'r') t \
