@@ -151,8 +151,14 @@ pub(super) async fn ensure_shared_layout(ctx: &Context, server: &Server) -> Resu
             crate::pg::shared::ensure_policies(server.pg(), &layout).await?;
         }
         // And, while a shared tenant moves off this server, `REPLICA IDENTITY FULL`; after the
-        // last move the default again (when a move's own reset failed).
-        crate::pg::shared::replication::sync_replica_identity(server.pg(), &layout).await?;
+        // last move the default again (when a move's own reset failed). Best effort: a table
+        // lock not had within the lock timeout must not fail the tenants' provisioning (tried
+        // again at the next repair).
+        if let Err(e) =
+            crate::pg::shared::replication::sync_replica_identity(server.pg(), &layout).await
+        {
+            tracing::warn!(error = %e, "the shared layout's replica identity is set later");
+        }
     }
     *guard = Some((Instant::now(), version));
     Ok(version)

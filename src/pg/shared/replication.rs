@@ -10,12 +10,14 @@
 //! keyed by `id` alone (the default replica identity), and `tenant_id` may be `NULL` (global rows),
 //! so no index can serve: while a publication of a shared tenant exists, the tenant-scoped tables
 //! and their partitions have `REPLICA IDENTITY FULL` (the whole old row is logged for updates and
-//! deletes of every tenant of the server: more WAL during a move). It is set in the transaction
-//! that creates the publication, and set back to `DEFAULT` in the transaction that drops the last
-//! one ([`sync_replica_identity`], also run by the layout's repair after its partition
-//! maintenance: partitions created during a move get `FULL` too); all take one advisory lock
-//! ([`SharedLayout::move_lock_key`]), so that a publication is never created while its tables'
-//! identity is being set back.
+//! deletes of every tenant of the server: more WAL during a move). It is set a table per
+//! transaction before the publication (each `ALTER TABLE` holding its lock alone, waiting at most
+//! 500 ms for it) and checked again in the transaction that creates it, and set back to
+//! `DEFAULT` a table per transaction once no move's publication is left
+//! ([`sync_replica_identity`], also run by the layout's repair after its partition maintenance:
+//! partitions created during a move get `FULL` too). All take one advisory lock
+//! ([`SharedLayout::move_lock_key`]) and a reset re-checks under it, so that a publication is
+//! never created while its tables' identity is being set back.
 
 use std::collections::BTreeMap;
 
@@ -163,15 +165,65 @@ async fn identities(
 }
 
 /// In a transaction holding the moves' lock: sets the identity of every tenant-scoped table and
-/// leaf to `FULL` (`full`) or back to `DEFAULT`.
+/// leaf to `FULL` (`full`) or back to `DEFAULT` (normally nothing: [`set_each`] ran first).
 async fn set_identity(conn: &mut PgConnection, layout: &SharedLayout, full: bool) -> Result<()> {
     let tables = scoped_tables(conn, layout).await?;
     let current = identities(conn, layout, &tables).await?;
     if let Some(alter) = replica_identity_sql(layout, &current, full)? {
-        sqlx::raw_sql(ddl(format!("SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")))
-            .execute(&mut *conn)
-            .await?;
         sqlx::raw_sql(ddl(alter)).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Whether a move's publication holds a table of the layout.
+async fn moving(conn: &mut PgConnection, layout: &SharedLayout) -> Result<bool> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_publication_tables WHERE schemaname = $1 AND pubname LIKE $2)",
+    )
+    .bind(layout.schema.as_str())
+    .bind(MOVE_PUBLICATIONS)
+    .fetch_one(&mut *conn)
+    .await?)
+}
+
+/// Whether a publication that is not a move's filters rows of a layout table (it needs the
+/// tables' identity as it is: left alone).
+async fn others_filter(conn: &mut PgConnection, layout: &SharedLayout) -> Result<bool> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_publication_rel pr \
+                          JOIN pg_publication p ON p.oid = pr.prpubid \
+                          JOIN pg_class c ON c.oid = pr.prrelid \
+                          JOIN pg_namespace n ON n.oid = c.relnamespace \
+                         WHERE n.nspname = $1 AND pr.prqual IS NOT NULL AND p.pubname NOT LIKE $2)",
+    )
+    .bind(layout.schema.as_str())
+    .bind(MOVE_PUBLICATIONS)
+    .fetch_one(&mut *conn)
+    .await?)
+}
+
+/// Sets each tenant-scoped table and leaf whose identity differs to `FULL` (`full`) or back to
+/// `DEFAULT`, **one table per transaction** (each holding its table's lock only for its own
+/// `ALTER`, at most [`LOCK_TIMEOUT`] waiting for it), each under the moves' lock; a reset is
+/// skipped once a move's publication exists again.
+async fn set_each(conn: &mut PgConnection, layout: &SharedLayout, full: bool) -> Result<()> {
+    let tables = scoped_tables(conn, layout).await?;
+    let current = identities(conn, layout, &tables).await?;
+    for rel in current {
+        let Some(alter) = replica_identity_sql(layout, std::slice::from_ref(&rel), full)? else {
+            continue;
+        };
+        let mut tx = conn.begin().await?;
+        sqlx::raw_sql(ddl(format!("SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")))
+            .execute(&mut *tx)
+            .await?;
+        lock(&mut tx, layout).await?;
+        if !full && moving(&mut tx, layout).await? {
+            tx.rollback().await?;
+            return Ok(());
+        }
+        sqlx::raw_sql(ddl(alter)).execute(&mut *tx).await?;
+        tx.commit().await?;
     }
     Ok(())
 }
@@ -192,7 +244,20 @@ pub async fn ensure_publication(
     name: &Ident,
     tenant_id: &str,
 ) -> Result<()> {
+    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_publication WHERE pubname = $1")
+        .bind(name.as_str())
+        .fetch_optional(&mut *conn)
+        .await?;
+    if exists.is_some() {
+        return Ok(());
+    }
+    // `FULL` first, a table at a time (harmless without a publication); then, in the
+    // publication's transaction, whatever a concurrent reset set back.
+    set_each(conn, layout, true).await?;
     let mut tx = conn.begin().await?;
+    sqlx::raw_sql(ddl(format!("SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")))
+        .execute(&mut *tx)
+        .await?;
     lock(&mut tx, layout).await?;
     let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_publication WHERE pubname = $1")
         .bind(name.as_str())
@@ -224,6 +289,7 @@ pub async fn drop_publication(
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
+    // (A table at a time, each re-checking that no move's publication exists again.)
     if let Err(e) = sync_on(conn, layout).await {
         warn!(error = %e, "the shared layout's replica identity is set back later");
     }
@@ -232,7 +298,8 @@ pub async fn drop_publication(
 
 /// Makes the layout's replica identity match the moves in flight: `FULL` on every tenant-scoped
 /// table and leaf (partitions created since included) while a move's publication holds a table of
-/// the layout, `DEFAULT` again when none does. Run by the layout's repair after its partition
+/// the layout, `DEFAULT` again when none does (left as it is while a publication that is not a
+/// move's filters rows of a layout table: it may need `FULL` itself). Run by the layout's repair after its partition
 /// maintenance and after each move's publication is dropped.
 pub async fn sync_replica_identity(admin: &PgAdmin, layout: &SharedLayout) -> Result<()> {
     let pool = admin.shared_pool().await?;
@@ -241,18 +308,11 @@ pub async fn sync_replica_identity(admin: &PgAdmin, layout: &SharedLayout) -> Re
 }
 
 async fn sync_on(conn: &mut PgConnection, layout: &SharedLayout) -> Result<()> {
-    let mut tx = conn.begin().await?;
-    lock(&mut tx, layout).await?;
-    let moving: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM pg_publication_tables WHERE schemaname = $1 AND pubname LIKE $2)",
-    )
-    .bind(layout.schema.as_str())
-    .bind(MOVE_PUBLICATIONS)
-    .fetch_one(&mut *tx)
-    .await?;
-    set_identity(&mut tx, layout, moving).await?;
-    tx.commit().await?;
-    Ok(())
+    let full = moving(conn, layout).await?;
+    if !full && others_filter(conn, layout).await? {
+        return Ok(());
+    }
+    set_each(conn, layout, full).await
 }
 
 /// The tenant's row count in every tenant-scoped table (partitions counted with their root), by
