@@ -386,6 +386,24 @@ async fn the_layout_repair_leaves_a_moves_replication_grants_alone() {
         .unwrap();
 }
 
+/// A shared tenant's move rolled back before the target's layout was set up drops the tenant's
+/// rows and registration there (`moving::drop_rows`): with no layout on the server that is
+/// nothing, not an error (which would keep the move in `RollingBack` for good).
+#[tokio::test]
+async fn a_shared_tenants_rows_are_dropped_where_no_layout_exists() {
+    use tenantdb::pg::shared::{SharedLayout, delete_tenant_rows, tenant_id, unregister_tenant};
+    let target = target_admin();
+    let layout = SharedLayout::for_schema(Ident::new("tenantdb_rls_absent").unwrap()).unwrap();
+    let d = names("mvcopy", "nolayout", Isolation::Shared);
+    unregister_tenant(&target, &layout, &d.role, &d.secondary_role)
+        .await
+        .unwrap();
+    let n = delete_tenant_rows(&target, &layout, &tenant_id("mvcopy", "nolayout"), 1000)
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+}
+
 /// The cut-over's fence returns only once the tenant's sessions have exited, not when they were
 /// signalled: a backend still on its way out could commit after the catch-up position is read.
 /// The session here holds a few thousand temporary tables, so its exit takes a while.
