@@ -70,6 +70,15 @@ pub struct DatabaseSourceLabels {
     pub source: String,
 }
 
+/// `server` + `kind` labels of the warm pool.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabels {
+    /// The server's name.
+    pub server: String,
+    /// `schema` or `database`.
+    pub kind: String,
+}
+
 /// `server` + `engine` labels.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EngineLabels {
@@ -121,6 +130,10 @@ pub struct Metrics {
     pub statements_available: Family<ServerLabels, Gauge>,
     /// 1 on the replica that acts (holds the lease, or runs without leader election).
     pub leader: Gauge,
+    /// Unclaimed warm pool entries ready, by server and kind.
+    pub warm_pool_ready: Family<PoolLabels, Gauge>,
+    /// Warm pool entries claimed by new Tenants, by server and kind.
+    pub warm_pool_claims: Family<PoolLabels, Counter>,
     /// Tenant migrations finished, by result.
     pub migration_tenants: Family<ResultOnlyLabels, Counter>,
     /// Tenants by server, isolation and phase; quota levels; unhealthy; connections.
@@ -230,6 +243,18 @@ impl Metrics {
         let slow_statements = Family::<ServerLabels, Gauge>::default();
         let statements_available = Family::<ServerLabels, Gauge>::default();
         let leader = Gauge::default();
+        let warm_pool_ready = Family::<PoolLabels, Gauge>::default();
+        let warm_pool_claims = Family::<PoolLabels, Counter>::default();
+        registry.register(
+            "warm_pool_ready",
+            "Unclaimed warm pool entries (schemas, databases) ready on a server",
+            warm_pool_ready.clone(),
+        );
+        registry.register(
+            "warm_pool_claims",
+            "Warm pool entries claimed by new Tenants",
+            warm_pool_claims.clone(),
+        );
         let migration_tenants = Family::<ResultOnlyLabels, Counter>::default();
         let build_info = Family::<VersionLabels, Gauge>::default();
         registry.register(
@@ -275,6 +300,8 @@ impl Metrics {
             slow_statements,
             statements_available,
             leader,
+            warm_pool_ready,
+            warm_pool_claims,
             migration_tenants,
             fleet,
             reconciles,

@@ -138,6 +138,14 @@ pub struct RunConfig {
     /// rights elsewhere) instead of replaying the baseline's DDL; `false`: from `template0`.
     #[arg(long, env = "TENANTDB_DATABASE_TEMPLATES", default_value_t = true, action = clap::ArgAction::Set)]
     pub database_templates: bool,
+    /// Unclaimed schemas the default server keeps ready for new `schema` Tenants (the warm pool:
+    /// the baseline already in them; DatabaseServers have `spec.warmPool`). 0: none.
+    #[arg(long, env = "TENANTDB_WARM_POOL_SCHEMAS", default_value_t = 0)]
+    pub warm_pool_schemas: u32,
+    /// Unclaimed databases (copies of the template database) the default server keeps ready for
+    /// new `database` Tenants. 0: none.
+    #[arg(long, env = "TENANTDB_WARM_POOL_DATABASES", default_value_t = 0)]
+    pub warm_pool_databases: u32,
     /// Run only while holding a Lease (for more than one replica).
     #[arg(long, env = "TENANTDB_LEADER_ELECTION", default_value_t = false)]
     pub leader_election: bool,
@@ -329,6 +337,10 @@ impl RunConfig {
             partition_retention_months: self.partition_retention_months,
             slow_statement_ms: self.slow_statement_ms,
             database_templates: self.database_templates,
+            warm_pool: crate::pg::warm::WarmPool {
+                schemas: self.warm_pool_schemas.min(100),
+                databases: self.warm_pool_databases.min(100),
+            },
             pg_pools,
         };
         // Defaults are validated once here rather than failing every Tenant.
@@ -578,6 +590,7 @@ async fn run_controllers(
     tokio::join!(
         tenant::run(ctx.clone(), concurrency, ready, shutdown.clone()),
         crate::controller::server::run(ctx.clone(), shutdown.clone()),
+        crate::controller::warm::run(ctx.clone(), shutdown.clone()),
         crate::controller::migration::run(ctx, concurrency, shutdown),
     );
 }

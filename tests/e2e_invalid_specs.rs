@@ -35,6 +35,20 @@ async fn invalid_specs_and_conflicts_get_a_clear_condition_without_retry_storm()
         json!({"isolation": "schema", "quotas": {"storage": "0"}}),
     )
     .await;
+    // The operator's own names, whatever the explicit-name policy: a template database, a warm
+    // pool entry (a claim would rename one onto the Tenant).
+    env.create_tenant(
+        "bad",
+        "templated",
+        json!({"isolation": "database", "databaseName": "tenantdb_tpl_0123456789ab"}),
+    )
+    .await;
+    env.create_tenant(
+        "bad",
+        "pooled",
+        json!({"isolation": "schema", "databaseName": "tenantdb_pool_0123456789abcdef"}),
+    )
+    .await;
     // Two Tenants mapping to the same database name.
     env.create_tenant(
         "ns-a",
@@ -53,6 +67,8 @@ async fn invalid_specs_and_conflicts_get_a_clear_condition_without_retry_storm()
     for (ns, name, reason) in [
         ("bad", "clash", "InvalidSpec"),
         ("bad", "fixable", "InvalidSpec"),
+        ("bad", "templated", "InvalidSpec"),
+        ("bad", "pooled", "InvalidSpec"),
         ("ns-b", "second", "Conflict"),
     ] {
         let t = wait_for(T, &format!("{name} {reason}"), || async {
@@ -77,6 +93,12 @@ async fn invalid_specs_and_conflicts_get_a_clear_condition_without_retry_storm()
             .message
             .clone();
         assert!(!msg.is_empty());
+        if name == "templated" || name == "pooled" {
+            assert!(
+                msg.contains("is reserved for the operator's"),
+                "{name}: {msg}"
+            );
+        }
         let evs: Api<Event> = Api::namespaced(env.client.clone(), ns);
         wait_for(T, "warning event", || async {
             let l = evs.list(&ListParams::default()).await.ok()?;

@@ -32,6 +32,7 @@ pub struct Context {
     health_permits: tokio::sync::Semaphore,
     resync_permits: tokio::sync::Semaphore,
     objects: Objects,
+    warm: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Context {
@@ -73,7 +74,13 @@ impl Context {
             tenant_store: std::sync::OnceLock::new(),
             tenant_cache_synced: std::sync::atomic::AtomicBool::new(false),
             objects: Objects::default(),
+            warm: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Wakes the warm pool's filler ([`crate::controller::warm`]): an entry was claimed.
+    pub fn warm_notify(&self) -> &tokio::sync::Notify {
+        &self.warm
     }
 
     /// Kubernetes client.

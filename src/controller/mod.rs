@@ -13,6 +13,7 @@ pub mod server;
 pub mod settings;
 pub mod state;
 pub mod tenant;
+pub mod warm;
 
 use kube::{Resource, ResourceExt};
 

@@ -60,6 +60,8 @@ pub struct OperatorSettings {
     /// Create `database` tenants from a template database holding the baseline
     /// ([`crate::pg::template`]) instead of replaying its DDL.
     pub database_templates: bool,
+    /// The default server's warm pool ([`crate::pg::warm`]; DatabaseServers have `spec.warmPool`).
+    pub warm_pool: crate::pg::warm::WarmPool,
     /// What every PostgreSQL server's admin pools are built with (the default server's and each
     /// DatabaseServer's).
     pub pg_pools: PgPools,
@@ -127,6 +129,7 @@ impl Default for OperatorSettings {
             partition_retention_months: None,
             slow_statement_ms: 500,
             database_templates: true,
+            warm_pool: crate::pg::warm::WarmPool::default(),
             pg_pools: PgPools::default(),
         }
     }

@@ -36,7 +36,8 @@ use super::Condition;
 #[schemars(extend("x-kubernetes-validations" = [
     {"rule": "self.engine == oldSelf.engine", "message": "engine is immutable", "fieldPath": ".engine"},
     {"rule": "self.engine == 'postgres' || !has(self.sharedDatabase)", "message": "sharedDatabase applies to postgres servers only", "fieldPath": ".sharedDatabase"},
-    {"rule": "!has(self.endpoint.tlsMode) || self.endpoint.tlsMode != 'verify-full' || has(self.endpoint.caSecretRef)", "message": "endpoint.tlsMode verify-full needs endpoint.caSecretRef", "fieldPath": ".endpoint.caSecretRef"}
+    {"rule": "!has(self.endpoint.tlsMode) || self.endpoint.tlsMode != 'verify-full' || has(self.endpoint.caSecretRef)", "message": "endpoint.tlsMode verify-full needs endpoint.caSecretRef", "fieldPath": ".endpoint.caSecretRef"},
+    {"rule": "self.engine == 'postgres' || !has(self.warmPool)", "message": "warmPool applies to postgres servers only", "fieldPath": ".warmPool"}
 ]))]
 pub struct DatabaseServerSpec {
     /// Which database engine the server runs. Immutable.
@@ -85,6 +86,28 @@ pub struct DatabaseServerSpec {
     /// cordoned). Removing the field stops it: moves not cut over yet are rolled back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain: Option<Drain>,
+
+    /// Tenant homes built ahead of time (postgres servers): unclaimed schemas and databases that
+    /// already hold the bundled baseline at the latest version, claimed by new `schema` and
+    /// `database` Tenants (renamed and handed to the tenant's role) and refilled in the
+    /// background. Unset: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_pool: Option<WarmPoolSpec>,
+}
+
+/// How many unclaimed tenant homes a server keeps ready.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WarmPoolSpec {
+    /// Unclaimed schemas in the shared database, for new `schema` Tenants (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub schemas: Option<i32>,
+    /// Unclaimed databases (copies of the template database), for new `database` Tenants
+    /// (default 0). Needs template databases (`--database-templates`, on by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub databases: Option<i32>,
 }
 
 /// Database engine of a server.

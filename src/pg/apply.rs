@@ -7,12 +7,21 @@ use super::plan::{Desired, Scope, Step};
 use super::{PgAdmin, ddl};
 use crate::error::{Error, Result};
 
+/// What [`PgAdmin::apply`] did besides the steps.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Provisioned {
+    /// The schema or dedicated database was claimed from the warm pool ([`super::warm`]): it
+    /// holds the baseline at the latest version and this month's partitions.
+    pub claimed: bool,
+}
+
 impl PgAdmin {
     /// Applies planned steps in order. Each transactional step runs in its own transaction, so a
     /// failure leaves earlier steps done and the next reconcile continues from there.
-    pub async fn apply(&self, desired: &Desired, steps: &[Step]) -> Result<()> {
+    pub async fn apply(&self, desired: &Desired, steps: &[Step]) -> Result<Provisioned> {
+        let mut done = Provisioned::default();
         if steps.is_empty() {
-            return Ok(());
+            return Ok(done);
         }
         let needs_verifier = steps.iter().any(|s| {
             matches!(
@@ -31,14 +40,22 @@ impl PgAdmin {
                 Error::Internal(format!("cannot render SQL for: {}", step.describe(desired)))
             })?;
             debug!(step = %step.describe(desired), "applying");
+            if *step == Step::CreateSchema
+                && desired.pool.is_some()
+                && self.claim_pool_schema(desired).await?
+            {
+                done.claimed = true;
+                continue;
+            }
             match step {
                 Step::CreateDatabase if desired.template.is_some() => {
-                    self.create_from_template(desired, &stmts)
-                        .await
-                        .map_err(|e| match e {
-                            e @ Error::Database { .. } => e.context(step.describe(desired)),
-                            other => other,
-                        })?;
+                    done.claimed =
+                        self.create_from_template(desired, &stmts)
+                            .await
+                            .map_err(|e| match e {
+                                e @ Error::Database { .. } => e.context(step.describe(desired)),
+                                other => other,
+                            })?;
                     continue;
                 }
                 // The recovery of a crash between CREATE DATABASE and its mark: objects copied
@@ -81,20 +98,57 @@ impl PgAdmin {
                 }
             })?;
         }
-        Ok(())
+        Ok(done)
+    }
+
+    /// [`Step::CreateSchema`] from the warm pool: `false` when no entry is ready (the schema is
+    /// then created empty and the baseline replayed) or the claim failed (logged).
+    async fn claim_pool_schema(&self, desired: &Desired) -> Result<bool> {
+        let Some(fp) = desired.pool.as_deref() else {
+            return Ok(false);
+        };
+        let n = &desired.names;
+        match self
+            .claim_schema(fp, &n.schema, &n.role, &n.owner_marker)
+            .await
+        {
+            Ok(claimed) => Ok(claimed),
+            Err(e @ Error::LeadershipLost(_)) => Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "warm pool claim failed; creating the schema");
+                Ok(false)
+            }
+        }
     }
 
     /// `CREATE DATABASE … TEMPLATE <template>`, then the copied objects to the tenant role, then
     /// the mark (so a crash before the hand-over is completed by [`Step::MarkDatabase`]). A clone
     /// that cannot be handed over is dropped again and the template forgotten: the next attempt
     /// looks for it again (or uses template0 after a failed build).
-    async fn create_from_template(&self, desired: &Desired, stmts: &[String]) -> Result<()> {
+    /// A database entry of the warm pool ([`super::warm`]) replaces the `CREATE DATABASE` when one
+    /// is ready (`true` returned); the rest is the same.
+    async fn create_from_template(&self, desired: &Desired, stmts: &[String]) -> Result<bool> {
         let (create, rest) = stmts
             .split_first()
             .ok_or_else(|| Error::Internal("CreateDatabase renders no statement".into()))?;
         let pool = self.admin()?;
+        let n = &desired.names;
+        let claimed = match desired.pool.as_deref() {
+            Some(fp) => match self
+                .claim_database(fp, &n.database, &n.role, desired.quotas.connection_limit)
+                .await
+            {
+                Ok(c) => c,
+                Err(e @ Error::LeadershipLost(_)) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, "warm pool claim failed; copying the template");
+                    false
+                }
+            },
+            None => false,
+        };
         crate::fence::check()?;
-        if let Err(e) = sqlx::raw_sql(ddl(create.clone())).execute(pool).await {
+        if !claimed && let Err(e) = sqlx::raw_sql(ddl(create.clone())).execute(pool).await {
             // The template dropped behind our back (3D000) or open (55006): set it aside.
             let code = e
                 .as_database_error()
@@ -105,7 +159,6 @@ impl PgAdmin {
             }
             return Err(e.into());
         }
-        let n = &desired.names;
         // Nobody but the tenant connects to the copy from now on (the plan's
         // RevokePublicOnDatabase follows too; this closes the window before the hand-over).
         crate::fence::check()?;
@@ -133,6 +186,6 @@ impl PgAdmin {
             crate::fence::check()?;
             sqlx::raw_sql(ddl(s.clone())).execute(pool).await?;
         }
-        Ok(())
+        Ok(claimed)
     }
 }

@@ -15,6 +15,7 @@ pub mod session;
 pub mod shared;
 pub mod stats;
 pub mod template;
+pub mod warm;
 
 pub use cleanup::CleanupReport;
 pub use session::TenantSession;

@@ -70,6 +70,9 @@ pub struct Desired {
     /// The template a new dedicated database is copied from ([`crate::pg::template`]); `None`:
     /// `template0`, an empty database.
     pub template: Option<Ident>,
+    /// The warm pool ([`crate::pg::warm`]) a new schema or dedicated database is claimed from:
+    /// the fingerprint of the migration set its entries must hold. `None`: built as usual.
+    pub pool: Option<String>,
 }
 
 impl Desired {
@@ -86,6 +89,7 @@ impl Desired {
             },
             read_only: false,
             template: None,
+            pool: None,
         }
     }
 

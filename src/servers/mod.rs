@@ -34,6 +34,8 @@ pub struct Facts {
     pub probe: Option<Result<String, String>>,
     /// When its DatabaseServer was created (RFC 3339); `None` for the default server.
     pub created: Option<String>,
+    /// `warmPool`: unclaimed tenant homes kept ready (the default server's come from the flags).
+    pub warm_pool: crate::pg::warm::WarmPool,
     /// Why it takes no new tenants although it is reachable: it is another server's PostgreSQL
     /// cluster or MongoDB deployment under a second name (kept, like the probe, when the spec
     /// facts are replaced).
@@ -145,6 +147,9 @@ pub struct Server {
     /// Which cluster it is (`moves::sql::cluster_identity`) and when that was read (or last
     /// tried): compared with the other servers' at each probe without asking each of them.
     identity: IdentityCell<ClusterIdentity>,
+    /// Whether the warm pool's filler must look at this server although it wants no entries
+    /// (until a round with nothing wanted succeeded: a pool turned off is emptied once).
+    pool_seen: std::sync::atomic::AtomicBool,
 }
 
 /// `system_identifier` and postmaster start time of a PostgreSQL cluster.
@@ -220,7 +225,19 @@ impl Server {
             facts: FactsCell::default(),
             config_hash,
             identity: IdentityCell::default(),
+            pool_seen: std::sync::atomic::AtomicBool::new(true),
         }
+    }
+
+    /// Whether the warm pool's filler still looks at this server when it wants no entries.
+    pub fn pool_seen(&self) -> bool {
+        self.pool_seen.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// See [`Server::pool_seen`].
+    pub fn set_pool_seen(&self, seen: bool) {
+        self.pool_seen
+            .store(seen, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Reads which cluster this is now and records it (the last identity known if it cannot be

@@ -349,15 +349,17 @@ pub fn summary(r: &Value) -> String {
     let ttr = &r["time_to_ready"];
     if ttr.is_object() {
         s.push_str(
-            "## 4. Single-tenant time to Ready (create → Ready seen by a watch; full baseline)\n\n",
+            "## 4. Single-tenant time to Ready (create → Ready seen by a watch; full baseline): built, and claimed from the warm pool\n\n",
         );
         s.push_str(&run_line(r, "time_to_ready"));
-        s.push_str("| isolation | samples | p50 (ms) | p90 (ms) | p99 (ms) | mean (ms) | min (ms) | max (ms) |\n|---|---|---|---|---|---|---|---|\n");
+        s.push_str("| isolation | source | samples | claimed | p50 (ms) | p90 (ms) | p99 (ms) | mean (ms) | min (ms) | max (ms) |\n|---|---|---|---|---|---|---|---|---|---|\n");
         s.push_str(&table_rows(
             &ttr["rows"],
             &[
                 "isolation",
+                "source",
                 "samples",
+                "claimed",
                 "p50_ms",
                 "p90_ms",
                 "p99_ms",

@@ -326,6 +326,15 @@ pub(crate) fn facts_of(ds: &DatabaseServer) -> Facts {
             .as_ref()
             .map(|t| t.0.to_string()),
         duplicate_of: None,
+        warm_pool: ds
+            .spec
+            .warm_pool
+            .as_ref()
+            .map(|w| crate::pg::warm::WarmPool {
+                schemas: w.schemas.unwrap_or(0).max(0) as u32,
+                databases: w.databases.unwrap_or(0).max(0) as u32,
+            })
+            .unwrap_or_default(),
     }
 }
 

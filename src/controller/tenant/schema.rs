@@ -49,6 +49,12 @@ pub(super) async fn migrate(
             crate::pg::shared::register_tenant(spec.server.pg(), &layout, r, b, &tid).await?;
             info!(tenant_id = %tid, "registered in the shared row-level security layout");
         }
+    } else if applied.claimed {
+        // Claimed from the warm pool: the baseline at the latest version and this month's
+        // partitions are in it (built as its own role, handed to the tenant's).
+        schema_version = ctx.migrations().latest_version();
+        ctx.set_schema_version(&spec.key, schema_version);
+        ctx.set_partition_cache(&spec.key);
     } else if spec.resolved.auto_migrate && (recorded.is_none() || recreated) {
         let target = if recreated {
             recorded.or(ctx.migrations().latest_version())

@@ -17,6 +17,9 @@ pub(super) struct Applied {
     pub(super) steps: Vec<Step>,
     /// The shared layout's schema version, for `shared` tenants.
     pub(super) layout_version: Option<Option<i64>>,
+    /// The schema or database was claimed from the warm pool: the baseline at the latest version
+    /// and this month's partitions are in it.
+    pub(super) claimed: bool,
 }
 
 /// Stage `plan` + `apply`: the desired state, the pure plan against the observed catalogs, and the
@@ -39,6 +42,7 @@ pub(super) async fn apply(
         quotas: spec.quotas.clone(),
         read_only: usage.read_only,
         template: None,
+        pool: None,
     };
     let layout_version = if names.rls {
         Some(super::schema::ensure_shared_layout(ctx, &spec.server).await?)
@@ -50,6 +54,8 @@ pub(super) async fn apply(
     if steps.contains(&Step::CreateDatabase) {
         desired.template = template_for(tenant, ctx, spec).await;
     }
+    desired.pool = pool_for(tenant, ctx, spec, &desired, &steps);
+    let mut claimed = false;
     if !steps.is_empty() {
         let first_time = tenant.status.as_ref().map(|s| s.phase) != Some(TenantPhase::Ready);
         if first_time {
@@ -66,9 +72,26 @@ pub(super) async fn apply(
                 })
                 .inc();
         }
-        spec.server.pg().apply(&desired, &steps).await?;
+        claimed = spec.server.pg().apply(&desired, &steps).await?.claimed;
+        if claimed {
+            let kind = if names.dedicated_database {
+                "database"
+            } else {
+                "schema"
+            };
+            ctx.metrics()
+                .warm_pool_claims
+                .get_or_create(&crate::metrics::PoolLabels {
+                    server: spec.server.name().to_string(),
+                    kind: kind.into(),
+                })
+                .inc();
+            ctx.warm_notify().notify_one();
+        }
         if steps.contains(&Step::CreateDatabase) {
-            let source = if desired.template.is_some() {
+            let source = if claimed {
+                "pool"
+            } else if desired.template.is_some() {
                 "template"
             } else {
                 "template0"
@@ -102,7 +125,41 @@ pub(super) async fn apply(
         desired,
         steps,
         layout_version,
+        claimed,
     })
+}
+
+/// The migration set's fingerprint a new schema or dedicated database is claimed with from the
+/// server's warm pool ([`crate::pg::warm`]): when the server keeps entries of that kind, the
+/// tenant is auto-migrated and not recorded at another version (the same rule as templates;
+/// a dedicated database also needs the template its entries are copies of). `None` otherwise.
+fn pool_for(
+    tenant: &Tenant,
+    ctx: &Context,
+    spec: &Spec,
+    desired: &Desired,
+    steps: &[Step],
+) -> Option<String> {
+    let want = crate::controller::warm::wanted(ctx, &spec.server);
+    let set = ctx.migrations();
+    let wanted = if steps.contains(&Step::CreateSchema) {
+        want.schemas > 0
+    } else if steps.contains(&Step::CreateDatabase) {
+        want.databases > 0 && desired.template.is_some()
+    } else {
+        false
+    };
+    if !wanted || !spec.resolved.auto_migrate || set.migrations().is_empty() {
+        return None;
+    }
+    let recorded = ctx.schema_version_or(
+        &spec.key,
+        tenant.status.as_ref().and_then(|s| s.schema_version),
+    );
+    if recorded.is_some() && recorded != set.latest_version() {
+        return None;
+    }
+    Some(crate::pg::template::fingerprint(set))
 }
 
 /// The template a new dedicated database is copied from ([`crate::pg::template`]): one holding

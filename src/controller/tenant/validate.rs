@@ -153,6 +153,14 @@ pub(super) fn explicit_name_violation(
                 "{field} {name:?} is reserved for the operator's template databases"
             )));
         }
+        // The warm pool's entries and their roles: a claim would rename one onto this name.
+        if let Some(name) = name
+            && name.starts_with(crate::pg::warm::POOL_PREFIX)
+        {
+            return Ok(Some(format!(
+                "{field} {name:?} is reserved for the operator's warm pool"
+            )));
+        }
         if let Some(name) = name
             && let Err(e) = crate::naming::check_explicit_name(
                 ctx.settings().explicit_names,
