@@ -18,8 +18,9 @@ use e2e::{Env, EnvOptions, wait_for};
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 use sqlx::{Connection, PgConnection};
-use tenantdb::crd::{MovePhase, Tenant, TenantPhase};
+use tenantdb::crd::{MovePhase, Tenant};
 use tenantdb_testkit::localpg::LocalPg;
+use tenantdb_testkit::moves::{leftovers, move_of, on, place, wait_moved};
 
 const T: Duration = Duration::from_secs(240);
 
@@ -47,49 +48,8 @@ async fn tenant_conn(env: &Env, ns: &str, name: &str) -> Option<PgConnection> {
         .ok()
 }
 
-fn move_of(t: &Tenant) -> Option<tenantdb::crd::MoveStatus> {
-    t.status.as_ref()?.move_.clone()
-}
-
-fn on(t: &Tenant) -> Option<String> {
-    t.status.as_ref()?.placement.as_ref()?.postgres.clone()
-}
-
 async fn admin(pg: &LocalPg, db: &str) -> PgConnection {
     PgConnection::connect(&pg.url(db)).await.unwrap()
-}
-
-/// The operator's move objects left on a server: replication slots, subscriptions, the move's
-/// roles (replication login, restore role), and publications in `dbs`.
-async fn leftovers(pg: &LocalPg, dbs: &[&str]) -> Vec<String> {
-    let mut c = admin(pg, "postgres").await;
-    let mut out: Vec<String> = sqlx::query_scalar(
-        "SELECT 'slot ' || slot_name FROM pg_replication_slots WHERE slot_name LIKE 'tenantdb\\_mv\\_%' \
-         UNION ALL SELECT 'subscription ' || subname FROM pg_subscription WHERE subname LIKE 'tenantdb\\_mv\\_%' \
-         UNION ALL SELECT 'role ' || rolname FROM pg_roles WHERE rolname LIKE 'tenantdb\\_mv\\_%'",
-    )
-    .fetch_all(&mut c)
-    .await
-    .unwrap();
-    for db in dbs {
-        let exists: Option<i32> =
-            sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
-                .bind(db)
-                .fetch_optional(&mut c)
-                .await
-                .unwrap();
-        if exists.is_some() {
-            let mut d = admin(pg, db).await;
-            let pubs: Vec<String> = sqlx::query_scalar(
-                "SELECT 'publication ' || pubname FROM pg_publication WHERE pubname LIKE 'tenantdb\\_mv\\_%'",
-            )
-            .fetch_all(&mut d)
-            .await
-            .unwrap();
-            out.extend(pubs);
-        }
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -213,27 +173,11 @@ async fn tenants_move_online_without_losing_writes() {
         .unwrap();
         // Both move to b.
         for n in ["w", "s"] {
-            env.tenants(ns)
-                .patch(
-                    n,
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({"spec": {"placement": {"server": "b"}}})),
-                )
-                .await
-                .unwrap();
+            place(&env, ns, n, json!({"server": "b"})).await;
         }
         let mut moves = Vec::new();
         for n in ["w", "s"] {
-            let t = wait_for(T, &format!("{n} moved to b"), || async {
-                let t = env.tenants(ns).get(n).await.ok()?;
-                let m = move_of(&t)?;
-                (m.phase == MovePhase::Completed
-                    && on(&t).as_deref() == Some("b")
-                    && t.status.as_ref()?.phase == TenantPhase::Ready)
-                    .then_some(t)
-            })
-            .await
-            .unwrap_or_else(|e| panic!("{e}\n{}", env.important_log_tail(60)));
+            let t = wait_moved(&env, ns, n, "b", T).await;
             moves.push(move_of(&t).unwrap());
         }
         let at_move = acked.lock().unwrap().len();

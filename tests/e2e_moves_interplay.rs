@@ -27,10 +27,10 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 use sqlx::{ConnectOptions, Connection, PgConnection};
 use tenantdb::crd::{
-    MigrationPhase, MovePhase, MoveStatus, Tenant, TenantMigration, TenantMigrationState,
-    TenantPhase,
+    MigrationPhase, MovePhase, Tenant, TenantMigration, TenantMigrationState, TenantPhase,
 };
 use tenantdb_testkit::localpg::{LocalPg, LocalPgOptions};
+use tenantdb_testkit::moves::{move_of, on, place};
 
 const T: Duration = Duration::from_secs(120);
 const NS: &str = "interplay";
@@ -48,14 +48,6 @@ fn log_tail(env: &Env) -> String {
         .filter(|l| !l.contains("\"level\":\"DEBUG\""))
         .collect();
     tail(&important.join("\n"), 60)
-}
-
-fn move_of(t: &Tenant) -> Option<MoveStatus> {
-    t.status.as_ref()?.move_.clone()
-}
-
-fn on(t: &Tenant) -> Option<String> {
-    t.status.as_ref()?.placement.as_ref()?.postgres.clone()
 }
 
 async fn admin(pg: &LocalPg, db: &str) -> PgConnection {
@@ -105,17 +97,6 @@ async fn leftovers(pg: &LocalPg, dbs: &[&str]) -> Vec<String> {
         }
     }
     out
-}
-
-async fn place_on_b(env: &Env, name: &str, placement: serde_json::Value) {
-    env.tenants(NS)
-        .patch(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"placement": placement}})),
-        )
-        .await
-        .unwrap();
 }
 
 /// Waits until the tenant's move is in `phase` (and, for `Completed`, the tenant Ready on `b`).
@@ -288,9 +269,15 @@ async fn moves_with_a_migration_a_rotation_and_a_replica_trigger() {
 
     // The three move to b; b copies nothing until released.
     hold_table_copies(&b, true).await;
-    place_on_b(&env, "mig", json!({"server": "b", "retainSource": true})).await;
-    place_on_b(&env, "rot", json!({"server": "b"})).await;
-    place_on_b(&env, "trg", json!({"server": "b"})).await;
+    place(
+        &env,
+        NS,
+        "mig",
+        json!({"server": "b", "retainSource": true}),
+    )
+    .await;
+    place(&env, NS, "rot", json!({"server": "b"})).await;
+    place(&env, NS, "trg", json!({"server": "b"})).await;
     wait_move(&env, "mig", MovePhase::Copying).await;
     wait_move(&env, "rot", MovePhase::Copying).await;
     println!("[{:>5.1?}] mig and rot copying", started.elapsed());
@@ -569,7 +556,7 @@ async fn a_rotations_grace_period_goes_on_after_a_move() {
     login(&env.pg, &db, &user1, &pw1)
         .await
         .expect("the previous password logs in on the source within its grace period");
-    place_on_b(&env, "grace", json!({"server": "b"})).await;
+    place(&env, NS, "grace", json!({"server": "b"})).await;
     let t = wait_move(&env, "grace", MovePhase::Completed).await;
     let after = t.status.unwrap().credentials;
     login(&b, &db, &user1, &pw1).await.unwrap_or_else(|e| {
@@ -633,7 +620,7 @@ async fn a_tenant_function_the_replication_would_run_as_a_superuser_is_refused()
     .await
     .unwrap();
     c.close().await.unwrap();
-    place_on_b(&env, "chk", json!({"server": "b"})).await;
+    place(&env, NS, "chk", json!({"server": "b"})).await;
     let t = wait_for(T, "chk's move refused (or copying)", || async {
         let t = env.tenants(NS).get("chk").await.ok()?;
         let m = move_of(&t)?;

@@ -31,25 +31,15 @@ use e2e::{Env, EnvOptions, wait_for};
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use sqlx::{Connection, PgConnection};
-use tenantdb::crd::{MovePhase, Tenant, TenantPhase};
+use tenantdb::crd::MovePhase;
 use tenantdb::pg::shared::tenant_id;
 use tenantdb_testkit::localpg::LocalPg;
+use tenantdb_testkit::moves::{layout_rows, leftovers, move_of, on, place, wait_moved};
 
 const T: Duration = Duration::from_secs(240);
 const NS: &str = "rls-moves";
-/// The layout schema (`pg::shared::DEFAULT_SCHEMA`).
-const SCHEMA: &str = "tenantdb_rls";
-
 fn logical() -> Vec<(String, String)> {
     vec![("wal_level".into(), "logical".into())]
-}
-
-fn move_of(t: &Tenant) -> Option<tenantdb::crd::MoveStatus> {
-    t.status.as_ref()?.move_.clone()
-}
-
-fn on(t: &Tenant) -> Option<String> {
-    t.status.as_ref()?.placement.as_ref()?.postgres.clone()
 }
 
 async fn admin(pg: &LocalPg, db: &str) -> PgConnection {
@@ -70,59 +60,7 @@ async fn tenant_conn(env: &Env, name: &str) -> Option<PgConnection> {
 /// The tenant's row count per tenant-scoped table on a server (as the admin).
 async fn rows_of(pg: &LocalPg, db: &str, tid: &str) -> BTreeMap<String, i64> {
     let mut c = admin(pg, db).await;
-    let tables: Vec<(String, String)> = sqlx::query_as(
-        "SELECT c.relname::text, CASE WHEN c.relname = 'saas_tenants' THEN 'id' ELSE 'tenant_id' END \
-           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-          WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition \
-            AND (c.relname = 'saas_tenants' OR EXISTS (SELECT 1 FROM pg_attribute a \
-                 WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped))",
-    )
-    .bind(SCHEMA)
-    .fetch_all(&mut c)
-    .await
-    .unwrap();
-    let mut out = BTreeMap::new();
-    for (t, key) in tables {
-        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT count(*) FROM {SCHEMA}.{t} WHERE {key} = $1"
-        )))
-        .bind(tid)
-        .fetch_one(&mut c)
-        .await
-        .unwrap();
-        if n > 0 {
-            out.insert(t, n);
-        }
-    }
-    out
-}
-
-/// The operator's move objects and the layout tables with a non-default replica identity on a
-/// server.
-async fn leftovers(pg: &LocalPg, shared: &str) -> Vec<String> {
-    let mut c = admin(pg, "postgres").await;
-    let mut out: Vec<String> = sqlx::query_scalar(
-        "SELECT 'slot ' || slot_name FROM pg_replication_slots WHERE slot_name LIKE 'tenantdb\\_mv\\_%' \
-         UNION ALL SELECT 'subscription ' || subname FROM pg_subscription WHERE subname LIKE 'tenantdb\\_mv\\_%' \
-         UNION ALL SELECT 'role ' || rolname FROM pg_roles WHERE rolname LIKE 'tenantdb\\_mv\\_%'",
-    )
-    .fetch_all(&mut c)
-    .await
-    .unwrap();
-    let mut d = admin(pg, shared).await;
-    out.extend(
-        sqlx::query_scalar::<_, String>(
-            "SELECT 'publication ' || pubname FROM pg_publication \
-             UNION ALL SELECT 'replica identity ' || c.relname || '=' || c.relreplident::text \
-               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-              WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND c.relreplident <> 'd'",
-        )
-        .bind(SCHEMA)
-        .fetch_all(&mut d)
-        .await
-        .unwrap(),
-    );
-    out
+    layout_rows(&mut c, tid).await
 }
 
 /// What the moving tenant's writer saw.
@@ -317,37 +255,11 @@ async fn a_shared_tenant_moves_online_without_losing_writes() {
         // r2 moves at the same time: two publications of the layout at once, one dropped while
         // the other still needs the tables' identity.
         for n in ["r", "r2"] {
-            env.tenants(NS)
-                .patch(
-                    n,
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({"spec": {"placement": {"server": "b"}}})),
-                )
-                .await
-                .unwrap();
+            place(&env, NS, n, json!({"server": "b"})).await;
         }
         let mut done = Vec::new();
         for n in ["r", "r2"] {
-            done.push(
-                wait_for(T, &format!("{n} moved to b"), || async {
-                    let t = env.tenants(NS).get(n).await.ok()?;
-                    let m = move_of(&t)?;
-                    (m.phase == MovePhase::Completed
-                        && on(&t).as_deref() == Some("b")
-                        && t.status.as_ref()?.phase == TenantPhase::Ready)
-                        .then_some(t)
-                })
-                .await
-                .unwrap_or_else(|e| {
-                    panic!(
-                        "{e}\n{n}: {:?}\n{}",
-                        futures::executor::block_on(env.tenants(NS).get(n))
-                            .ok()
-                            .and_then(|t| move_of(&t)),
-                        env.important_log_tail(60)
-                    )
-                }),
-            );
+            done.push(wait_moved(&env, NS, n, "b", T).await);
         }
         let t = done.swap_remove(0);
         let at_move = writes.lock().unwrap().acked.len();
@@ -443,8 +355,8 @@ async fn a_shared_tenant_moves_online_without_losing_writes() {
     .await
     .unwrap();
     assert!(left.is_empty(), "left of r on the source: {left:?}");
-    assert_eq!(leftovers(&env.pg, &shared).await, Vec::<String>::new());
-    assert_eq!(leftovers(&b, &shared).await, Vec::<String>::new());
+    assert_eq!(leftovers(&env.pg, &[&shared]).await, Vec::<String>::new());
+    assert_eq!(leftovers(&b, &[&shared]).await, Vec::<String>::new());
 
     // A move back, cancelled while it copies (the table copies held on the target): rolled back,
     // nothing of r left on default (rows, registration, roles), r writes on b, and b's tables
@@ -463,12 +375,12 @@ async fn a_shared_tenant_moves_online_without_losing_writes() {
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", env.important_log_tail(60)));
     assert!(
-        leftovers(&b, &shared)
+        leftovers(&b, &[&shared])
             .await
             .iter()
             .any(|l| l.starts_with("replica identity ")),
         "the source's layout tables while its publication exists: {:?}",
-        leftovers(&b, &shared).await
+        leftovers(&b, &[&shared]).await
     );
     api.patch("r", &PatchParams::default(), &placed("b"))
         .await
@@ -508,6 +420,6 @@ async fn a_shared_tenant_moves_online_without_losing_writes() {
     .await
     .unwrap();
     assert_eq!(n, 1);
-    assert_eq!(leftovers(&env.pg, &shared).await, Vec::<String>::new());
-    assert_eq!(leftovers(&b, &shared).await, Vec::<String>::new());
+    assert_eq!(leftovers(&env.pg, &[&shared]).await, Vec::<String>::new());
+    assert_eq!(leftovers(&b, &[&shared]).await, Vec::<String>::new());
 }

@@ -43,8 +43,9 @@ use rand::Rng;
 use reliability::is_ready;
 use serde_json::json;
 use sqlx::{Connection, PgConnection};
-use tenantdb::crd::{MovePhase, MoveStatus, Tenant};
+use tenantdb::crd::{MovePhase, Tenant};
 use tenantdb_testkit::localpg::LocalPg;
+use tenantdb_testkit::moves::{layout_rows, move_of, on};
 
 const NS: &str = "rmoves";
 /// The Tenants: name, isolation, rows of their own.
@@ -82,14 +83,6 @@ fn logical() -> Vec<(String, String)> {
     ]
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .to_vec()
-}
-
-fn move_of(t: &Tenant) -> Option<MoveStatus> {
-    t.status.as_ref()?.move_.clone()
-}
-
-fn on(t: &Tenant) -> Option<String> {
-    t.status.as_ref()?.placement.as_ref()?.postgres.clone()
 }
 
 fn marker(name: &str) -> String {
@@ -333,7 +326,10 @@ async fn held(pg: &Pg) -> BTreeMap<String, Held> {
             if isolation != "shared" {
                 continue;
             }
-            let n = layout_rows(&mut d, &tenantdb::pg::shared::tenant_id(NS, name)).await;
+            let n: i64 = layout_rows(&mut d, &tenantdb::pg::shared::tenant_id(NS, name))
+                .await
+                .values()
+                .sum();
             if n > 0 {
                 out.entry(marker(name)).or_default().rows += n;
             }
@@ -341,41 +337,6 @@ async fn held(pg: &Pg) -> BTreeMap<String, Held> {
         let _ = d.close().await;
     }
     out
-}
-
-/// Rows keyed by `tenant_id` in the layout's tables of the connected database (0 without the
-/// layout): `tenant_id` columns, `saas_tenants.id`, the mappings (partitions counted with their
-/// roots).
-async fn layout_rows(c: &mut PgConnection, tid: &str) -> i64 {
-    let layout: bool = sqlx::query_scalar("SELECT to_regnamespace('tenantdb_rls') IS NOT NULL")
-        .fetch_one(&mut *c)
-        .await
-        .unwrap();
-    if !layout {
-        return 0;
-    }
-    let tables: Vec<(String, String)> = sqlx::query_as(
-        "SELECT c.relname::text, CASE WHEN c.relname = 'saas_tenants' THEN 'id' ELSE 'tenant_id' END \
-           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-          WHERE n.nspname = 'tenantdb_rls' AND c.relkind IN ('r', 'p') AND NOT c.relispartition \
-            AND (c.relname = 'saas_tenants' OR EXISTS (SELECT 1 FROM pg_attribute a \
-                 WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped))",
-    )
-    .fetch_all(&mut *c)
-    .await
-    .unwrap();
-    let mut total = 0;
-    for (t, key) in tables {
-        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT count(*) FROM tenantdb_rls.{t} WHERE {key} = $1"
-        )))
-        .bind(tid)
-        .fetch_one(&mut *c)
-        .await
-        .unwrap();
-        total += n;
-    }
-    total
 }
 
 /// Roles, databases and schemas (in any database) of these names on a cluster, marked or not.

@@ -6,10 +6,10 @@
 //! - [`e2e`]: the end-to-end harness — the API server emulator with the chart's RBAC, a throwaway
 //!   PostgreSQL and the real `tenantdb` binary as the chart's ServiceAccount;
 //! - [`fixtures`]: one throwaway PostgreSQL per test binary with admin and login helpers;
-//! - [`mongo`], [`mongo_writer`], [`ops`], [`reliability`], [`move_killer`], [`sql_scan`],
-//!   [`bad_inputs`]: shared helpers of the test suites (MongoDB stand-in per binary, a MongoDB
-//!   writer with its exactly-once check, log and metrics parsing, reliability checks, `kill -9`
-//!   during moves, the SQL statement scanner, the bad-input corpus).
+//! - [`mongo`], [`mongo_writer`], [`ops`], [`reliability`], [`move_killer`], [`moves`],
+//!   [`sql_scan`], [`bad_inputs`]: shared helpers of the test suites (MongoDB stand-in per binary,
+//!   a MongoDB writer with its exactly-once check, log and metrics parsing, reliability checks,
+//!   `kill -9` during moves, the move tests' waits and leftovers, the SQL statement scanner, the bad-input corpus).
 #![forbid(unsafe_code)]
 
 pub mod bad_inputs;
@@ -22,6 +22,7 @@ pub mod localpg;
 pub mod mongo;
 pub mod mongo_writer;
 pub mod move_killer;
+pub mod moves;
 pub mod ops;
 pub mod reliability;
 pub mod sql_scan;

@@ -164,11 +164,16 @@ async fn identities(
     .await?)
 }
 
-/// In a transaction holding the moves' lock: sets the identity of every tenant-scoped table and
-/// leaf to `FULL` (`full`) or back to `DEFAULT` (normally nothing: [`set_each`] ran first).
-async fn set_identity(conn: &mut PgConnection, layout: &SharedLayout, full: bool) -> Result<()> {
-    let tables = scoped_tables(conn, layout).await?;
-    let current = identities(conn, layout, &tables).await?;
+/// In a transaction holding the moves' lock: sets the identity of `tables` and their leaves (the
+/// tenant-scoped tables, as read in that transaction) to `FULL` (`full`) or back to `DEFAULT`
+/// (normally nothing: [`set_each`] ran first).
+async fn set_identity(
+    conn: &mut PgConnection,
+    layout: &SharedLayout,
+    tables: &[ScopedTable],
+    full: bool,
+) -> Result<()> {
+    let current = identities(conn, layout, tables).await?;
     if let Some(alter) = replica_identity_sql(layout, &current, full)? {
         sqlx::raw_sql(ddl(alter)).execute(&mut *conn).await?;
     }
@@ -269,7 +274,7 @@ pub async fn ensure_publication(
     }
     let tables = scoped_tables(&mut tx, layout).await?;
     let create = publication_sql(layout, name, &tables, tenant_id)?;
-    set_identity(&mut tx, layout, true).await?;
+    set_identity(&mut tx, layout, &tables, true).await?;
     sqlx::raw_sql(ddl(create)).execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(())

@@ -292,6 +292,10 @@ pub(in crate::pg) fn deletion_catalog_sql(layout: &SharedLayout) -> Result<Strin
     ))
 }
 
+/// The partition tree of the table `c` (its leaves have `isleaf`), or `c` itself when it is a
+/// plain table (`pg_partition_tree` gives nothing for one): `relid, isleaf` rows.
+const LEAVES_OF_C: &str = "(SELECT relid, isleaf FROM pg_partition_tree(c.oid) UNION SELECT c.oid, true WHERE c.relkind = 'r')";
+
 /// The tenant-scoped tables of the layout schema that are not partitions, as JSON: each with its
 /// key column and its leaf tables (itself when not partitioned), names as in the catalog.
 pub(in crate::pg) fn scoped_tables_sql(layout: &SharedLayout) -> Result<String> {
@@ -302,8 +306,7 @@ pub(in crate::pg) fn scoped_tables_sql(layout: &SharedLayout) -> Result<String> 
            'name', c.relname::text, \
            'key_column', {KEY_COLUMN_SQL}, \
            'leaves', (SELECT COALESCE(json_agg(l.relname::text ORDER BY l.relname), '[]'::json) \
-                        FROM (SELECT relid, isleaf FROM pg_partition_tree(c.oid) \
-                              UNION SELECT c.oid, true WHERE c.relkind = 'r') t \
+                        FROM {LEAVES_OF_C} t \
                         JOIN pg_class l ON l.oid = t.relid WHERE t.isleaf)) \
            ORDER BY c.relname), '[]'::json) \
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
@@ -321,9 +324,9 @@ pub(in crate::pg) fn usage_catalog_sql(layout: &SharedLayout) -> Result<String> 
         "SELECT COALESCE(json_agg(json_build_object( \
            'name', c.relname::text, \
            'key_column', {KEY_COLUMN_SQL}, \
-           'bytes', (SELECT COALESCE(sum(pg_total_relation_size(t.relid)), 0)::bigint FROM (SELECT relid, isleaf FROM pg_partition_tree(c.oid) UNION ALL SELECT c.oid, true WHERE c.relkind = 'r') t WHERE t.isleaf), \
-           'est_rows', (SELECT COALESCE(sum(GREATEST(l.reltuples, 0)), 0)::float8 FROM (SELECT relid, isleaf FROM pg_partition_tree(c.oid) UNION ALL SELECT c.oid, true WHERE c.relkind = 'r') t JOIN pg_class l ON l.oid = t.relid WHERE t.isleaf), \
-           'analyzed', (SELECT COALESCE(bool_and(l.reltuples >= 0), true) FROM (SELECT relid, isleaf FROM pg_partition_tree(c.oid) UNION ALL SELECT c.oid, true WHERE c.relkind = 'r') t JOIN pg_class l ON l.oid = t.relid WHERE t.isleaf)) \
+           'bytes', (SELECT COALESCE(sum(pg_total_relation_size(t.relid)), 0)::bigint FROM {LEAVES_OF_C} t WHERE t.isleaf), \
+           'est_rows', (SELECT COALESCE(sum(GREATEST(l.reltuples, 0)), 0)::float8 FROM {LEAVES_OF_C} t JOIN pg_class l ON l.oid = t.relid WHERE t.isleaf), \
+           'analyzed', (SELECT COALESCE(bool_and(l.reltuples >= 0), true) FROM {LEAVES_OF_C} t JOIN pg_class l ON l.oid = t.relid WHERE t.isleaf)) \
            ORDER BY c.relname), '[]'::json) \
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
          WHERE n.nspname = {s} AND c.relkind IN ('r', 'p') AND NOT c.relispartition AND {scoped}"
