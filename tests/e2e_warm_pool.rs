@@ -300,10 +300,30 @@ async fn a_database_server_keeps_its_own_pool_and_none_while_cordoned() {
 const PROGRESS: &[&str] = &[
     "warm pool schema built",
     "warm pool database built",
-    "claimed from the warm pool",
-    "\"applying\"",
-    "logged in as the owner role",
+    "schema claimed from the warm pool",
+    "database claimed from the warm pool",
+    "applying",
+    "logged in as the owner role for its schema maintenance",
 ];
+
+/// A pool entry's builder logged in (the schema entry's role, or the template's owner for a
+/// database entry's partitions and the template).
+const BUILDING: &[&str] = &["logged in as the owner role for its schema maintenance"];
+
+/// Whether the process whose log is `log` was killed inside a build: its last builder login
+/// is not followed by that entry's "built" line.
+fn killed_in_build(log: &str) -> bool {
+    let login = log.rfind("logged in as the owner role");
+    let built = log
+        .rfind("warm pool schema built")
+        .max(log.rfind("warm pool database built"))
+        .max(log.rfind("template database built"));
+    match (login, built) {
+        (Some(l), Some(b)) => l > b,
+        (Some(_), None) => true,
+        _ => false,
+    }
+}
 
 #[tokio::test]
 async fn kill_9_while_filling_and_claiming_leaks_nothing() {
@@ -313,6 +333,8 @@ async fn kill_9_while_filling_and_claiming_leaks_nothing() {
     let mut live: Vec<String> = Vec::new();
     let mut deleted: Vec<String> = Vec::new();
     let mut kills = 0;
+    let mut in_build = 0;
+    let mut process_start = 0;
     for round in 0..12 {
         // One or two new Tenants, sometimes a deletion.
         for k in 0..rng.random_range(1..=2) {
@@ -335,23 +357,43 @@ async fn kill_9_while_filling_and_claiming_leaks_nothing() {
             env.delete_tenant("warm", &victim).await;
             deleted.push(victim);
         }
-        // Kill after 1–6 more progress lines (or, when all is settled, after 5 s: a kill at rest
-        // is one of the points too).
-        let want = rng.random_range(1..=6usize);
-        let base = count_messages(&env.operator_log(), PROGRESS);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while count_messages(&env.operator_log(), PROGRESS) < base + want
-            && Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let log_start = env.operator_log().len();
+        if round % 2 == 0 {
+            // Into a build: right after the next entry's builder logged in (as the entry's role,
+            // or the template's owner for a database entry's partitions), before its mark.
+            let base = count_messages(&env.operator_log()[log_start..], BUILDING);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while count_messages(&env.operator_log()[log_start..], BUILDING) == base
+                && Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        } else {
+            // Kill after 1–6 more progress lines (or, when all is settled, after 5 s: a kill at
+            // rest is one of the points too), plus a random delay inside whatever runs then.
+            let want = rng.random_range(1..=6usize);
+            let base = count_messages(&env.operator_log(), PROGRESS);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while count_messages(&env.operator_log(), PROGRESS) < base + want
+                && Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(rng.random_range(0..400))).await;
         }
-        // A random extra delay moves the kill point inside whatever is running.
-        tokio::time::sleep(Duration::from_millis(rng.random_range(0..400))).await;
         env.kill_operator().await;
         kills += 1;
+        if killed_in_build(&env.operator_log()[process_start..]) {
+            in_build += 1;
+        }
+        process_start = env.operator_log().len();
         env.start_operator();
     }
-    assert!(kills >= 10, "{kills} kills");
+    // The kills that matter: inside a build (an entry left without its mark for the sweep).
+    assert!(
+        in_build >= 3,
+        "only {in_build} of {kills} kills landed inside a build of an entry"
+    );
     for name in &live {
         env.wait_ready("warm", name, Duration::from_secs(120)).await;
         let (db, schema, role) = home(&env, "warm", name).await;
@@ -366,7 +408,7 @@ async fn kill_9_while_filling_and_claiming_leaks_nothing() {
     }
     let p = wait_pool(&env, 3, 2, Duration::from_secs(180)).await;
     eprintln!(
-        "after {kills} kills: {} Tenants Ready, {} deleted, pool {:?}",
+        "after {kills} kills ({in_build} inside a build): {} Tenants Ready, {} deleted, pool {:?}",
         live.len(),
         deleted.len(),
         (p.schemas.len(), p.databases.len())

@@ -1,11 +1,12 @@
 //! The warm pool's filler ([`crate::pg::warm`]): while this replica acts, every PostgreSQL server
 //! that wants entries is swept and refilled — at once after a claim, and every probe interval
-//! (which also picks up a changed `warmPool`, migration set or month). A server that cannot be
-//! filled (unreachable, no template) is tried again at the next round; provisioning never waits
-//! for the pool.
+//! (which also picks up a changed `warmPool`, migration set or month). A server whose round failed
+//! (unreachable, a build refused) is left alone for a minute; provisioning never waits for the
+//! pool.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tracing::{debug, warn};
 
@@ -26,6 +27,9 @@ pub(crate) fn wanted(ctx: &Context, server: &Server) -> WarmPool {
     }
 }
 
+/// How long a server whose round failed (unreachable, a build refused) is left alone.
+const AFTER_FAILURE: Duration = Duration::from_secs(60);
+
 /// Runs the filler until `shutdown` resolves.
 pub async fn run(
     ctx: Arc<Context>,
@@ -35,9 +39,10 @@ pub async fn run(
         .settings()
         .server_probe_interval
         .max(Duration::from_secs(5));
+    let mut failed: HashMap<String, Instant> = HashMap::new();
     tokio::pin!(shutdown);
     loop {
-        fill_all(&ctx).await;
+        fill_all(&ctx, &mut failed).await;
         tokio::select! {
             _ = &mut shutdown => return,
             _ = ctx.warm_notify().notified() => {}
@@ -46,11 +51,34 @@ pub async fn run(
     }
 }
 
+/// Whether the filler may act on `server` now: the default server always; a DatabaseServer once
+/// its probe succeeded and it is not another server's cluster under a second name (a duplicate
+/// would sweep the pool of the server it duplicates).
+fn eligible(ctx: &Context, server: &Server) -> bool {
+    if ctx.servers().default_name() == Some(server.name()) {
+        return true;
+    }
+    let facts = server.facts();
+    ctx.servers().was_seen(server.name())
+        && matches!(facts.probe, Some(Ok(_)))
+        && facts.duplicate_of.is_none()
+}
+
 /// One round over every server: sweep and refill (servers that want nothing are swept too once
-/// they hold entries: a pool turned off is emptied).
-async fn fill_all(ctx: &Context) {
+/// per process: a pool turned off is emptied).
+async fn fill_all(ctx: &Context, failed: &mut HashMap<String, Instant>) {
     for server in ctx.servers().all() {
         let want = wanted(ctx, &server);
+        if want.is_empty() && !server.pool_seen() {
+            continue;
+        }
+        if !eligible(ctx, &server)
+            || failed
+                .get(server.name())
+                .is_some_and(|at| at.elapsed() < AFTER_FAILURE)
+        {
+            continue;
+        }
         let gauge = |kind: &str| {
             ctx.metrics()
                 .warm_pool_ready
@@ -60,9 +88,6 @@ async fn fill_all(ctx: &Context) {
                 })
                 .clone()
         };
-        if want.is_empty() && !server.pool_seen() {
-            continue;
-        }
         match server
             .pg()
             .fill_pool(
@@ -73,12 +98,16 @@ async fn fill_all(ctx: &Context) {
             .await
         {
             Ok(f) => {
+                failed.remove(server.name());
                 server.set_pool_seen(!want.is_empty());
                 gauge("schema").set(i64::from(f.ready.0));
                 gauge("database").set(i64::from(f.ready.1));
                 debug!(server = server.name(), filled = ?f, "warm pool round");
             }
-            Err(e) => warn!(server = server.name(), error = %e, "warm pool not filled"),
+            Err(e) => {
+                failed.insert(server.name().to_string(), Instant::now());
+                warn!(server = server.name(), error = %e, "warm pool not filled; tried again in a minute");
+            }
         }
     }
 }

@@ -246,7 +246,7 @@ impl PgAdmin {
     }
 
     /// A one-off admin connection to the maintenance database (the admin URL's).
-    async fn connect_maintenance(&self) -> Result<sqlx::PgConnection> {
+    pub(super) async fn connect_maintenance(&self) -> Result<sqlx::PgConnection> {
         crate::fence::check()?;
         let opts = self.options.clone();
         let conn = tokio::time::timeout(self.settings.connect_timeout, opts.connect())
@@ -258,7 +258,7 @@ impl PgAdmin {
     }
 
     /// Runs `sql` on a one-off admin connection to `database`.
-    async fn in_database(&self, database: &Ident, sql: &str) -> Result<()> {
+    pub(super) async fn in_database(&self, database: &Ident, sql: &str) -> Result<()> {
         let mut conn = self.connect_to(database).await?;
         let r = sqlx::raw_sql(ddl(sql.to_string())).execute(&mut conn).await;
         let _ = conn.close().await;

@@ -9,15 +9,24 @@
 //! - a **database** entry is a database `tenantdb_pool_<16 hex>`, a copy of the template database
 //!   ([`super::template`]), owned by the admin and closed to `PUBLIC`.
 //!
-//! A finished entry is marked with a comment naming the migration set's fingerprint and the month
-//! it was built in (`tenantdb.io/pool=<fp>@<YYYY-MM>`). A new Tenant claims one in a single
+//! Both hold this month's and the next `--partition-months-ahead` (at least one) partitions: a
+//! database entry's are created in it as the template's owner role, like a schema entry's as its
+//! role. Names have exactly the shape `tenantdb_pool_<16 hex>`, and everything the pool creates
+//! is marked with the shared database it serves (the *scope*: two servers declared on one cluster
+//! with different shared databases never touch each other's entries). A finished entry is marked
+//! with its scope, the migration set's fingerprint and the month it was built in
+//! (`tenantdb.io/pool=<scope>/<fp>@<YYYY-MM>`); entries of this month and the last are claimable
+//! (the last month's still hold this month's partition). A new Tenant claims one in a single
 //! transaction: under a per-entry advisory lock, a schema entry is renamed to the tenant's schema,
 //! its objects are handed to the tenant role (`REASSIGN OWNED`, which rewrites their ACLs too), its
 //! role dropped and the schema marked as the tenant's; a database entry is renamed and given to the
 //! tenant role, unmarked, and then completed like a template copy (its objects handed over inside
 //! it, then marked; a crash in between is completed by the plan's `MarkDatabase`). Nothing of an
-//! unclaimed entry can log in: the schema's role has no password and no `LOGIN`, nobody but the
-//! admin may connect to a database entry.
+//! unclaimed entry can log in: the schema's role has no password and no `LOGIN`; a database entry
+//! is closed to connections (`ALLOW_CONNECTIONS false`, no `PUBLIC` rights). A claim takes only
+//! what a tenant cannot forge: a schema owned by a `NOLOGIN` role carrying the pool's role mark
+//! (only a `CREATEROLE` admin can comment on a role), a database owned by the admin and closed to
+//! connections.
 //!
 //! The pool is refilled in the background ([`PgAdmin::fill_pool`], one filler per server under a
 //! session advisory lock): it first sweeps what a crash left (an entry without its mark, a pool
@@ -36,14 +45,17 @@ use crate::naming::{Ident, quote_literal};
 /// Prefix of pool entries' names (schemas, their roles, databases).
 pub const POOL_PREFIX: &str = "tenantdb_pool_";
 
-/// The `LIKE` pattern of pool entries' names.
-const POOL_LIKE: &str = "tenantdb\\_pool\\_%";
+/// The regular expression of pool entries' names (schemas, their roles, databases).
+const POOL_RE: &str = "^tenantdb_pool_[0-9a-f]{16}$";
 
-/// Comment marking a pool entry's role as the operator's.
-const ROLE_MARK: &str = "tenantdb.io/pool";
+/// Prefix of the comment marking a pool entry's role as the operator's (then the scope).
+const ROLE_MARK_PREFIX: &str = "tenantdb.io/pool@";
 
-/// Prefix of a finished entry's mark.
+/// Prefix of a finished entry's mark (then the scope, `/`, fingerprint, `@`, month).
 const MARK_PREFIX: &str = "tenantdb.io/pool=";
+
+/// Prefix of the mark of a database entry being built (then the scope).
+const BUILDING_PREFIX: &str = "tenantdb.io/pool-building@";
 
 /// Session-level advisory lock: one filler per server at a time ("tnt_pool").
 const FILL_LOCK: i64 = 0x746e_745f_706f_6f6c;
@@ -94,18 +106,36 @@ pub struct Filled {
     pub ready: (u32, u32),
 }
 
-/// The month a mark names (`YYYY-MM`, UTC).
-fn this_month() -> String {
+/// A month (`YYYY-MM`, UTC): this one (`back = 0`) or the one before (`back = 1`).
+fn month(back: i32) -> String {
     let d = Timestamp::now()
         .to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC)
         .date();
-    format!("{:04}-{:02}", d.year(), d.month())
+    let (mut y, mut m) = (i32::from(d.year()), i32::from(d.month()) - back);
+    while m < 1 {
+        m += 12;
+        y -= 1;
+    }
+    format!("{y:04}-{m:02}")
 }
 
-/// The mark of an entry finished now for the migration set with fingerprint `fp`: entries are
-/// claimable while the set and the month are the same (a month's partitions are in it).
-pub fn mark(fp: &str) -> String {
-    format!("{MARK_PREFIX}{fp}@{}", this_month())
+/// The mark of an entry of `scope` (the shared database) finished now for the migration set with
+/// fingerprint `fp`.
+pub fn mark(scope: &str, fp: &str) -> String {
+    format!("{MARK_PREFIX}{scope}/{fp}@{}", month(0))
+}
+
+/// The marks a claim accepts: entries built this month or the last (which hold this month's
+/// partition: entries are built with at least one month ahead).
+pub fn claimable(scope: &str, fp: &str) -> [String; 2] {
+    [
+        format!("{MARK_PREFIX}{scope}/{fp}@{}", month(0)),
+        format!("{MARK_PREFIX}{scope}/{fp}@{}", month(1)),
+    ]
+}
+
+fn role_mark(scope: &str) -> String {
+    format!("{ROLE_MARK_PREFIX}{scope}")
 }
 
 fn lit(s: &str) -> Result<String> {
@@ -127,23 +157,39 @@ fn code_of(e: &sqlx::Error) -> Option<String> {
         .map(|c| c.to_string())
 }
 
-/// Another claimer's race on the same entry (it went away, is in use, or its row was updated
-/// concurrently): try the next entry.
-fn lost_race(e: &sqlx::Error) -> bool {
-    matches!(
-        code_of(e).as_deref(),
-        Some("3D000" | "3F000" | "55006" | "40001" | "40P01" | "XX000" | "42P04")
-    )
+/// The claim's target exists already (another process's claim for the same Tenant): no other
+/// entry can be renamed onto it either.
+fn target_exists(e: &sqlx::Error) -> bool {
+    matches!(code_of(e).as_deref(), Some("42P04" | "42P06"))
 }
 
-/// The advisory key of one entry (held for the claim's transaction).
+/// The advisory key of one entry (held for the claim's or the sweep's transaction).
 const ENTRY_KEY_SQL: &str =
     "SELECT pg_try_advisory_xact_lock(hashtextextended('tenantdb_pool:' || $1, 0))";
 
+/// Schema entries of a scope that a claim may take: the name's shape, owned by the marked
+/// `NOLOGIN` role of the same name, with one of the marks `$2` (`$1`: the role mark).
+const SCHEMA_ENTRIES: &str = "SELECT n.nspname::text FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner \
+     WHERE n.nspname ~ '^tenantdb_pool_[0-9a-f]{16}$' AND r.rolname = n.nspname AND NOT r.rolcanlogin \
+       AND shobj_description(r.oid, 'pg_authid') = $1 AND obj_description(n.oid, 'pg_namespace') = ANY($2)";
+
+/// Database entries a claim may take: the name's shape, the admin's, closed to connections, with
+/// one of the marks `$1`.
+const DATABASE_ENTRIES: &str = "SELECT datname::text FROM pg_database \
+     WHERE datname ~ '^tenantdb_pool_[0-9a-f]{16}$' AND NOT datallowconn \
+       AND datdba = (SELECT oid FROM pg_roles WHERE rolname = current_user) \
+       AND shobj_description(oid, 'pg_database') = ANY($1)";
+
 impl PgAdmin {
+    /// The scope of this server's pool: its shared database's name.
+    fn pool_scope(&self) -> String {
+        self.settings.shared_database.as_str().to_string()
+    }
+
     /// Claims a schema entry for a new `schema` tenant: renamed to `schema`, its objects handed
     /// to `role`, its role dropped, the schema marked with `marker` — one transaction. `false`
-    /// when no entry of `fp` (this month) is ready.
+    /// when no entry of `fp` is ready. An entry that cannot be claimed (e.g. its role has rights
+    /// elsewhere that stop its drop) is skipped with a warning.
     pub async fn claim_schema(
         &self,
         fp: &str,
@@ -152,14 +198,15 @@ impl PgAdmin {
         marker: &str,
     ) -> Result<bool> {
         let pool = self.shared_pool().await?;
-        let like = format!("{MARK_PREFIX}{fp}@{}", this_month());
-        let candidates: Vec<String> = sqlx::query_scalar(
-            "SELECT n.nspname::text FROM pg_namespace n WHERE n.nspname LIKE $1 AND obj_description(n.oid, 'pg_namespace') = $2 AND pg_get_userbyid(n.nspowner) = n.nspname ORDER BY n.nspname LIMIT 16",
-        )
-        .bind(POOL_LIKE)
-        .bind(&like)
-        .fetch_all(pool)
-        .await?;
+        let scope = self.pool_scope();
+        let marks = claimable(&scope, fp).to_vec();
+        let role_mark = role_mark(&scope);
+        let candidates: Vec<String> =
+            sqlx::query_scalar(ddl(format!("{SCHEMA_ENTRIES} ORDER BY 1 LIMIT 16")))
+                .bind(&role_mark)
+                .bind(&marks)
+                .fetch_all(pool)
+                .await?;
         for name in candidates {
             let Ok(entry) = Ident::new(&name) else {
                 continue;
@@ -174,13 +221,13 @@ impl PgAdmin {
                 continue;
             }
             // Claimed and committed by another process between the list and the lock?
-            let still: Option<i32> = sqlx::query_scalar(
-                "SELECT 1 FROM pg_namespace WHERE nspname = $1 AND obj_description(oid, 'pg_namespace') = $2",
-            )
-            .bind(entry.as_str())
-            .bind(&like)
-            .fetch_optional(&mut *tx)
-            .await?;
+            let still: Option<String> =
+                sqlx::query_scalar(ddl(format!("{SCHEMA_ENTRIES} AND n.nspname = $3")))
+                    .bind(&role_mark)
+                    .bind(&marks)
+                    .bind(entry.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
             if still.is_none() {
                 continue;
             }
@@ -191,8 +238,11 @@ impl PgAdmin {
             crate::fence::check()?;
             match sqlx::raw_sql(ddl(sql)).execute(&mut *tx).await {
                 Ok(_) => {}
-                Err(e) if lost_race(&e) => continue,
-                Err(e) => return Err(e.into()),
+                Err(e) if target_exists(&e) => return Err(e.into()),
+                Err(e) => {
+                    warn!(entry = entry.as_str(), error = %e, "warm pool schema not claimable; trying the next");
+                    continue;
+                }
             }
             crate::fence::check()?;
             tx.commit().await?;
@@ -206,9 +256,10 @@ impl PgAdmin {
         Ok(false)
     }
 
-    /// Claims a database entry for a new `database` tenant: renamed to `database`, owned by
-    /// `role` with `connection_limit`, unmarked (the caller hands its objects over and marks it;
-    /// a crash in between is completed by `MarkDatabase`). `false` when none of `fp` is ready.
+    /// Claims a database entry for a new `database` tenant: renamed to `database`, opened to
+    /// connections, owned by `role` with `connection_limit`, unmarked (the caller hands its
+    /// objects over and marks it; a crash in between is completed by `MarkDatabase`). `false`
+    /// when none of `fp` is ready.
     pub async fn claim_database(
         &self,
         fp: &str,
@@ -217,14 +268,12 @@ impl PgAdmin {
         connection_limit: i32,
     ) -> Result<bool> {
         let pool = self.admin()?;
-        let like = format!("{MARK_PREFIX}{fp}@{}", this_month());
-        let candidates: Vec<String> = sqlx::query_scalar(
-            "SELECT datname::text FROM pg_database WHERE datname LIKE $1 AND shobj_description(oid, 'pg_database') = $2 ORDER BY datname LIMIT 16",
-        )
-        .bind(POOL_LIKE)
-        .bind(&like)
-        .fetch_all(pool)
-        .await?;
+        let marks = claimable(&self.pool_scope(), fp).to_vec();
+        let candidates: Vec<String> =
+            sqlx::query_scalar(ddl(format!("{DATABASE_ENTRIES} ORDER BY 1 LIMIT 16")))
+                .bind(&marks)
+                .fetch_all(pool)
+                .await?;
         for name in candidates {
             let Ok(entry) = Ident::new(&name) else {
                 continue;
@@ -238,24 +287,26 @@ impl PgAdmin {
             if !locked {
                 continue;
             }
-            let still: Option<i32> = sqlx::query_scalar(
-                "SELECT 1 FROM pg_database WHERE datname = $1 AND shobj_description(oid, 'pg_database') = $2",
-            )
-            .bind(entry.as_str())
-            .bind(&like)
-            .fetch_optional(&mut *tx)
-            .await?;
+            let still: Option<String> =
+                sqlx::query_scalar(ddl(format!("{DATABASE_ENTRIES} AND datname = $2")))
+                    .bind(&marks)
+                    .bind(entry.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
             if still.is_none() {
                 continue;
             }
             let sql = format!(
-                "ALTER DATABASE {entry} RENAME TO {database}; ALTER DATABASE {database} OWNER TO {role}; ALTER DATABASE {database} CONNECTION LIMIT {connection_limit}; COMMENT ON DATABASE {database} IS NULL"
+                "ALTER DATABASE {entry} RENAME TO {database}; ALTER DATABASE {database} ALLOW_CONNECTIONS true; ALTER DATABASE {database} OWNER TO {role}; ALTER DATABASE {database} CONNECTION LIMIT {connection_limit}; COMMENT ON DATABASE {database} IS NULL"
             );
             crate::fence::check()?;
             match sqlx::raw_sql(ddl(sql)).execute(&mut *tx).await {
                 Ok(_) => {}
-                Err(e) if lost_race(&e) => continue,
-                Err(e) => return Err(e.into()),
+                Err(e) if target_exists(&e) => return Err(e.into()),
+                Err(e) => {
+                    warn!(entry = entry.as_str(), error = %e, "warm pool database not claimable; trying the next");
+                    continue;
+                }
             }
             crate::fence::check()?;
             tx.commit().await?;
@@ -269,28 +320,26 @@ impl PgAdmin {
         Ok(false)
     }
 
-    /// Ready (claimable) entries of the migration set with fingerprint `fp`: (schemas, databases).
+    /// Claimable entries of the migration set with fingerprint `fp`: (schemas, databases).
     pub async fn pool_ready(&self, fp: &str) -> Result<(u32, u32)> {
-        let like = format!("{MARK_PREFIX}{fp}@{}", this_month());
-        let schemas: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_namespace n WHERE n.nspname LIKE $1 AND obj_description(n.oid, 'pg_namespace') = $2",
-        )
-        .bind(POOL_LIKE)
-        .bind(&like)
-        .fetch_one(self.shared_pool().await?)
-        .await?;
-        let databases: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_database WHERE datname LIKE $1 AND shobj_description(oid, 'pg_database') = $2",
-        )
-        .bind(POOL_LIKE)
-        .bind(&like)
-        .fetch_one(self.admin()?)
-        .await?;
+        let scope = self.pool_scope();
+        let marks = claimable(&scope, fp).to_vec();
+        let schemas: i64 =
+            sqlx::query_scalar(ddl(format!("SELECT count(*) FROM ({SCHEMA_ENTRIES}) e")))
+                .bind(role_mark(&scope))
+                .bind(&marks)
+                .fetch_one(self.shared_pool().await?)
+                .await?;
+        let databases: i64 =
+            sqlx::query_scalar(ddl(format!("SELECT count(*) FROM ({DATABASE_ENTRIES}) e")))
+                .bind(&marks)
+                .fetch_one(self.admin()?)
+                .await?;
         Ok((schemas as u32, databases as u32))
     }
 
     /// Sweeps and refills the pool to `want` entries of the migration set `set` (one filler per
-    /// server at a time: another operator's fill in progress makes this one return at once).
+    /// scope at a time: another operator's fill in progress makes this one return at once).
     pub async fn fill_pool(
         &self,
         set: &MigrationSet,
@@ -298,14 +347,18 @@ impl PgAdmin {
         months_ahead: u32,
     ) -> Result<Filled> {
         let mut filled = Filled::default();
+        let scope = self.pool_scope();
         if want.is_empty() {
             // Nothing wanted: only a pool turned off is emptied (no shared database created, no
             // lock taken when there is none). Every schema entry has its marked role.
             let any: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname LIKE $1 AND shobj_description(oid, 'pg_authid') = $2) OR EXISTS (SELECT 1 FROM pg_database WHERE datname LIKE $1)",
+                "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname ~ $1 AND shobj_description(oid, 'pg_authid') = $2) \
+                     OR EXISTS (SELECT 1 FROM pg_database WHERE datname ~ $1 AND datdba = (SELECT oid FROM pg_roles WHERE rolname = current_user) AND (shobj_description(oid, 'pg_database') LIKE $3 OR shobj_description(oid, 'pg_database') = $4 OR (shobj_description(oid, 'pg_database') IS NULL AND NOT datallowconn)))",
             )
-            .bind(POOL_LIKE)
-            .bind(ROLE_MARK)
+            .bind(POOL_RE)
+            .bind(role_mark(&scope))
+            .bind(format!("{MARK_PREFIX}{scope}/%"))
+            .bind(format!("{BUILDING_PREFIX}{scope}"))
             .fetch_one(self.admin()?)
             .await?;
             if !any {
@@ -315,17 +368,12 @@ impl PgAdmin {
             return Ok(filled);
         }
         crate::fence::check()?;
+        // The lock on a session of its own in the shared database (the scope): a crashed
+        // filler's lock goes with its session.
+        self.shared_pool().await?;
         let mut lock = self
             .connect_to(&self.settings.shared_database.clone())
-            .await;
-        if lock.is_err() {
-            // The shared database may not exist yet.
-            self.shared_pool().await?;
-            lock = self
-                .connect_to(&self.settings.shared_database.clone())
-                .await;
-        }
-        let mut lock = lock?;
+            .await?;
         let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
             .bind(FILL_LOCK)
             .fetch_one(&mut lock)
@@ -334,7 +382,9 @@ impl PgAdmin {
             let _ = lock.close().await;
             return Ok(filled);
         }
-        let result = self.fill_locked(set, want, months_ahead, &mut filled).await;
+        let result = self
+            .fill_locked(set, want, months_ahead.max(1), &mut filled)
+            .await;
         let _ = lock.close().await;
         result.map(|()| filled)
     }
@@ -347,10 +397,12 @@ impl PgAdmin {
         filled: &mut Filled,
     ) -> Result<()> {
         let fp = super::template::fingerprint(set);
-        let current = mark(&fp);
-        filled.swept += self.sweep_schemas(&current, want.schemas).await?;
-        filled.swept += self.sweep_databases(&current, want.databases).await?;
+        let scope = self.pool_scope();
+        let keep = claimable(&scope, &fp);
+        filled.swept += self.sweep_schemas(&keep, want.schemas).await?;
+        filled.swept += self.sweep_databases(&keep, want.databases).await?;
         let (mut schemas, mut databases) = self.pool_ready(&fp).await?;
+        let current = mark(&scope, &fp);
         while schemas < want.schemas {
             crate::fence::check()?;
             self.build_schema_entry(set, &current, months_ahead).await?;
@@ -362,7 +414,8 @@ impl PgAdmin {
                 Some(template) => {
                     while databases < want.databases {
                         crate::fence::check()?;
-                        self.build_database_entry(&template, &current).await?;
+                        self.build_database_entry(&template, &current, months_ahead)
+                            .await?;
                         databases += 1;
                         filled.built.1 += 1;
                     }
@@ -384,16 +437,18 @@ impl PgAdmin {
         Ok(())
     }
 
-    /// Drops pool schemas that are not claimable with `current` (cut short, earlier set or
-    /// month), those beyond `keep`, and pool roles whose schema is gone.
-    async fn sweep_schemas(&self, current: &str, keep: u32) -> Result<u32> {
+    /// Drops this scope's pool schemas that are not claimable with one of `keep` (cut short,
+    /// another migration set, too old), those beyond `wanted`, and this scope's pool roles whose
+    /// schema is gone. An entry that cannot be dropped is left with a warning.
+    async fn sweep_schemas(&self, keep: &[String; 2], wanted: u32) -> Result<u32> {
         let shared = self.shared_pool().await?;
-        // Entries: schemas owned by the marked pool role of their name.
+        let role_mark = role_mark(&self.pool_scope());
+        // Entries: schemas owned by the marked pool role of their name (newest marks kept first).
         let rows = sqlx::query(
-            "SELECT n.nspname::text AS name, obj_description(n.oid, 'pg_namespace') AS mark FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner WHERE n.nspname LIKE $1 AND r.rolname = n.nspname AND shobj_description(r.oid, 'pg_authid') = $2 ORDER BY n.nspname",
+            "SELECT n.nspname::text AS name, obj_description(n.oid, 'pg_namespace') AS mark FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner WHERE n.nspname ~ $1 AND r.rolname = n.nspname AND shobj_description(r.oid, 'pg_authid') = $2 ORDER BY 2 DESC NULLS LAST, 1",
         )
-        .bind(POOL_LIKE)
-        .bind(ROLE_MARK)
+        .bind(POOL_RE)
+        .bind(&role_mark)
         .fetch_all(shared)
         .await?;
         let mut kept = 0u32;
@@ -401,7 +456,7 @@ impl PgAdmin {
         for row in rows {
             let name: String = row.try_get("name")?;
             let m: Option<String> = row.try_get("mark")?;
-            if m.as_deref() == Some(current) && kept < keep {
+            if m.as_ref().is_some_and(|m| keep.contains(m)) && kept < wanted {
                 kept += 1;
                 continue;
             }
@@ -427,17 +482,15 @@ impl PgAdmin {
                     tx.commit().await?;
                     swept += 1;
                 }
-                // Claimed meanwhile.
-                Err(e) if lost_race(&e) || code_of(&e).as_deref() == Some("42704") => {}
-                Err(e) => return Err(e.into()),
+                Err(e) => warn!(entry = %name, error = %e, "warm pool schema not dropped"),
             }
         }
-        // Marked pool roles without their schema (a build cut short before the schema existed).
+        // This scope's marked pool roles without their schema (a build cut short before it).
         let orphans: Vec<String> = sqlx::query_scalar(
-            "SELECT r.rolname::text FROM pg_roles r WHERE r.rolname LIKE $1 AND shobj_description(r.oid, 'pg_authid') = $2 AND NOT EXISTS (SELECT 1 FROM pg_namespace n WHERE n.nspname = r.rolname)",
+            "SELECT r.rolname::text FROM pg_roles r WHERE r.rolname ~ $1 AND shobj_description(r.oid, 'pg_authid') = $2 AND NOT EXISTS (SELECT 1 FROM pg_namespace n WHERE n.nspname = r.rolname)",
         )
-        .bind(POOL_LIKE)
-        .bind(ROLE_MARK)
+        .bind(POOL_RE)
+        .bind(&role_mark)
         .fetch_all(shared)
         .await?;
         for name in orphans {
@@ -452,29 +505,40 @@ impl PgAdmin {
             .await
             {
                 Ok(_) => swept += 1,
-                Err(e) if code_of(&e).as_deref() == Some("42704") => {}
-                Err(e) => warn!(role = %name, error = %e, "pool role not dropped"),
+                Err(e) => warn!(role = %name, error = %e, "warm pool role not dropped"),
             }
         }
         Ok(swept)
     }
 
-    /// Drops pool databases not claimable with `current` and those beyond `keep`. A pool-named
-    /// database without a comment is a build cut short only when the admin owns it.
-    async fn sweep_databases(&self, current: &str, keep: u32) -> Result<u32> {
+    /// Drops this scope's pool databases (the admin's, of the entries' name shape) not claimable
+    /// with one of `keep` (a build cut short: its building mark, or no mark at all while still
+    /// closed to connections), and those beyond `wanted`.
+    async fn sweep_databases(&self, keep: &[String; 2], wanted: u32) -> Result<u32> {
         let admin = self.admin()?;
+        let scope = self.pool_scope();
         let rows = sqlx::query(
-            "SELECT datname::text AS name, shobj_description(oid, 'pg_database') AS mark FROM pg_database WHERE datname LIKE $1 AND (shobj_description(oid, 'pg_database') LIKE 'tenantdb.io/pool=%' OR (shobj_description(oid, 'pg_database') IS NULL AND datdba = (SELECT oid FROM pg_roles WHERE rolname = current_user))) ORDER BY datname",
+            "SELECT datname::text AS name, shobj_description(oid, 'pg_database') AS mark FROM pg_database \
+              WHERE datname ~ $1 AND datdba = (SELECT oid FROM pg_roles WHERE rolname = current_user) \
+                AND (shobj_description(oid, 'pg_database') LIKE $2 OR shobj_description(oid, 'pg_database') = $3 \
+                     OR (shobj_description(oid, 'pg_database') IS NULL AND NOT datallowconn)) \
+              ORDER BY 2 DESC NULLS LAST, 1",
         )
-        .bind(POOL_LIKE)
+        .bind(POOL_RE)
+        .bind(format!("{MARK_PREFIX}{scope}/%"))
+        .bind(format!("{BUILDING_PREFIX}{scope}"))
         .fetch_all(admin)
         .await?;
         let mut kept = 0u32;
         let mut swept = 0u32;
+        // The entries' locks are taken on a connection of their own (in the admin's database,
+        // as the claims take them): the admin pool may have a single connection, which the
+        // drops need.
+        let mut locks: Option<sqlx::PgConnection> = None;
         for row in rows {
             let name: String = row.try_get("name")?;
             let m: Option<String> = row.try_get("mark")?;
-            if m.as_deref() == Some(current) && kept < keep {
+            if m.as_ref().is_some_and(|m| keep.contains(m)) && kept < wanted {
                 kept += 1;
                 continue;
             }
@@ -482,19 +546,42 @@ impl PgAdmin {
                 continue;
             };
             crate::fence::check()?;
+            if locks.is_none() {
+                locks = Some(self.connect_maintenance().await?);
+            }
+            let Some(lc) = locks.as_mut() else {
+                continue;
+            };
+            // Under the entry's lock: not while a claim of it is in flight (a claim renames it,
+            // so a committed claim leaves nothing of this name).
+            let mut tx = lc.begin().await?;
+            let locked: bool = sqlx::query_scalar(ENTRY_KEY_SQL)
+                .bind(entry.as_str())
+                .fetch_one(&mut *tx)
+                .await?;
+            if !locked {
+                continue;
+            }
+            // DROP DATABASE cannot run in a transaction: the lock's transaction stays open
+            // around it (on its own connection).
             match sqlx::raw_sql(ddl(format!("DROP DATABASE IF EXISTS {entry} WITH (FORCE)")))
                 .execute(admin)
                 .await
             {
                 Ok(_) => swept += 1,
-                Err(e) => warn!(database = %name, error = %e, "pool database not dropped"),
+                Err(e) => warn!(database = %name, error = %e, "warm pool database not dropped"),
             }
+            tx.rollback().await?;
+        }
+        if let Some(lc) = locks {
+            let _ = lc.close().await;
         }
         Ok(swept)
     }
 
-    /// Builds one schema entry: its role, the schema, the baseline and this month's partitions
-    /// (as that role), then the mark.
+    /// Builds one schema entry: its role, the schema, the baseline and the partitions (as that
+    /// role), then the mark. A baseline that would not survive the rename (default privileges of
+    /// the role, the schema's name in a function) is refused: no entry is marked.
     async fn build_schema_entry(
         &self,
         set: &MigrationSet,
@@ -510,7 +597,7 @@ impl PgAdmin {
         crate::fence::check()?;
         sqlx::raw_sql(ddl(format!(
             "CREATE ROLE {entry} NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE INHERIT NOREPLICATION NOBYPASSRLS; COMMENT ON ROLE {entry} IS {}; GRANT {group} TO {entry}",
-            lit(ROLE_MARK)?
+            lit(&role_mark(&self.pool_scope()))?
         )))
         .execute(admin)
         .await?;
@@ -530,32 +617,14 @@ impl PgAdmin {
             owner_role: entry.as_str(),
             lock_key: FILL_LOCK + 1,
         };
-        let report =
-            migrate::migrate(&mut session, set, &target, set.latest_version(), false).await;
-        let partitions = match &report {
-            Ok(_) => {
-                let today = Timestamp::now()
-                    .to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC)
-                    .date();
-                Some(
-                    crate::partitions::maintain(
-                        &mut session,
-                        entry.as_str(),
-                        entry.as_str(),
-                        today,
-                        months_ahead,
-                        None,
-                    )
-                    .await,
-                )
-            }
-            Err(_) => None,
-        };
-        session.close().await;
-        report?;
-        if let Some(p) = partitions {
-            p?;
+        let built = async {
+            migrate::migrate(&mut session, set, &target, set.latest_version(), false).await?;
+            partitions(&mut session, entry.as_str(), months_ahead).await?;
+            relocatable(&mut session, &entry).await
         }
+        .await;
+        session.close().await;
+        built?;
         crate::fence::check()?;
         sqlx::raw_sql(ddl(format!("REVOKE {group} FROM {entry}")))
             .execute(admin)
@@ -574,26 +643,96 @@ impl PgAdmin {
         Ok(())
     }
 
-    /// Builds one database entry: a copy of `template`, closed to `PUBLIC`, then the mark.
-    async fn build_database_entry(&self, template: &Ident, current: &str) -> Result<()> {
+    /// Builds one database entry: a copy of `template` closed to connections and to `PUBLIC`,
+    /// opened to the template's owner role alone for its partitions (marked as being built
+    /// meanwhile), closed again, then the mark.
+    async fn build_database_entry(
+        &self,
+        template: &Ident,
+        current: &str,
+        months_ahead: u32,
+    ) -> Result<()> {
         let entry = entry_name()?;
         let admin = self.admin()?;
+        let owner = Ident::new(super::template::TEMPLATE_OWNER)
+            .map_err(|e| Error::Internal(format!("template owner: {e}")))?;
+        let started = std::time::Instant::now();
         crate::fence::check()?;
         sqlx::raw_sql(ddl(format!(
-            "CREATE DATABASE {entry} TEMPLATE {template} ENCODING 'UTF8'"
+            "CREATE DATABASE {entry} TEMPLATE {template} ENCODING 'UTF8' ALLOW_CONNECTIONS false"
         )))
         .execute(admin)
         .await?;
         crate::fence::check()?;
         sqlx::raw_sql(ddl(format!(
-            "REVOKE ALL ON DATABASE {entry} FROM PUBLIC; COMMENT ON DATABASE {entry} IS {}",
+            "COMMENT ON DATABASE {entry} IS {}; REVOKE ALL ON DATABASE {entry} FROM PUBLIC; GRANT CONNECT ON DATABASE {entry} TO {owner}; ALTER DATABASE {entry} ALLOW_CONNECTIONS true",
+            lit(&format!("{BUILDING_PREFIX}{}", self.pool_scope()))?
+        )))
+        .execute(admin)
+        .await?;
+        // The role may create in `public` for the partitions only (as for the template's build).
+        self.in_database(&entry, &format!("GRANT CREATE ON SCHEMA public TO {owner}"))
+            .await?;
+        let mut session = self.owner_session(&owner, &entry).await?;
+        let built = partitions(&mut session, "public", months_ahead).await;
+        session.close().await;
+        built?;
+        crate::fence::check()?;
+        self.in_database(
+            &entry,
+            &format!("REVOKE CREATE ON SCHEMA public FROM {owner}"),
+        )
+        .await?;
+        sqlx::raw_sql(ddl(format!(
+            "REVOKE CONNECT ON DATABASE {entry} FROM {owner}; ALTER DATABASE {entry} ALLOW_CONNECTIONS false; COMMENT ON DATABASE {entry} IS {}",
             lit(current)?
         )))
         .execute(admin)
         .await?;
-        info!(entry = entry.as_str(), "warm pool database built");
+        info!(
+            entry = entry.as_str(),
+            took_ms = started.elapsed().as_millis() as u64,
+            "warm pool database built"
+        );
         Ok(())
     }
+}
+
+/// This month's and the next `months_ahead` partitions of the baseline's partitioned tables in
+/// `schema`, as the session's role (which owns them).
+async fn partitions(
+    session: &mut super::session::TenantSession,
+    schema: &str,
+    months_ahead: u32,
+) -> Result<()> {
+    let today = Timestamp::now()
+        .to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC)
+        .date();
+    let role: String = sqlx::query_scalar("SELECT current_user::text")
+        .fetch_one(&mut **session)
+        .await?;
+    crate::partitions::maintain(session, schema, &role, today, months_ahead, None).await?;
+    Ok(())
+}
+
+/// Refuses a schema entry whose baseline would not survive the claim's rename and hand-over:
+/// default privileges of its role (`REASSIGN OWNED` does not move them, `DROP OWNED` drops them)
+/// or the entry's name in a function's body or settings.
+async fn relocatable(session: &mut super::session::TenantSession, entry: &Ident) -> Result<()> {
+    let (acls, functions): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM pg_default_acl WHERE defaclrole = (SELECT oid FROM pg_roles WHERE rolname = $1)), \
+                (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+                  WHERE n.nspname = $1 AND (strpos(p.prosrc, $1) > 0 OR strpos(array_to_string(p.proconfig, ','), $1) > 0))",
+    )
+    .bind(entry.as_str())
+    .fetch_one(&mut **session)
+    .await?;
+    if acls > 0 || functions > 0 {
+        return Err(Error::Conflict(format!(
+            "the baseline cannot be built ahead in the warm pool: {acls} default privilege(s) of its role, {functions} function(s) naming its schema (they would not follow the rename); keep the pool off for this migration set"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -601,10 +740,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn marks_name_the_set_and_the_month() {
-        let m = mark("abc123");
-        assert!(m.starts_with("tenantdb.io/pool=abc123@20"), "{m}");
-        assert_eq!(m.len(), "tenantdb.io/pool=abc123@YYYY-MM".len());
+    fn marks_name_the_scope_the_set_and_the_month() {
+        let m = mark("shared", "abc123");
+        assert!(m.starts_with("tenantdb.io/pool=shared/abc123@20"), "{m}");
+        assert_eq!(m.len(), "tenantdb.io/pool=shared/abc123@YYYY-MM".len());
+        let [this, last] = claimable("shared", "abc123");
+        assert_eq!(this, m);
+        assert_ne!(last, m);
+        assert!(last.starts_with("tenantdb.io/pool=shared/abc123@20"));
+    }
+
+    #[test]
+    fn the_last_month_wraps_the_year() {
+        for back in 0..24 {
+            let m = month(back);
+            let (y, mm) = m.split_once('-').unwrap();
+            assert_eq!(y.len(), 4);
+            assert!((1..=12).contains(&mm.parse::<i32>().unwrap()), "{m}");
+        }
+        assert_ne!(month(0), month(1));
+        assert_eq!(
+            month(0)[..4].parse::<i32>().unwrap() - 1,
+            month(12)[..4].parse::<i32>().unwrap()
+        );
+    }
+
+    #[test]
+    fn entry_names_match_the_shape_the_sweep_and_claims_require() {
+        let re = POOL_RE.trim_start_matches('^').trim_end_matches('$');
+        assert_eq!(re, "tenantdb_pool_[0-9a-f]{16}");
+        let n = entry_name().unwrap();
+        let hex = n.as_str().strip_prefix(POOL_PREFIX).unwrap();
+        assert!(
+            hex.len() == 16
+                && hex
+                    .chars()
+                    .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
+        assert!(SCHEMA_ENTRIES.contains(POOL_RE) && DATABASE_ENTRIES.contains(POOL_RE));
     }
 
     #[test]
