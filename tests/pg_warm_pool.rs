@@ -139,10 +139,18 @@ async fn scalar_i64(admin: &PgAdmin, sql: &'static str) -> i64 {
 
 /// Provisions with the plan's steps, returning whether the schema or database was claimed.
 async fn provision_claiming(admin: &PgAdmin, d: &Desired) -> (Vec<Step>, bool) {
+    let (steps, done) = provision_reporting(admin, d).await;
+    (steps, done.claimed)
+}
+
+async fn provision_reporting(
+    admin: &PgAdmin,
+    d: &Desired,
+) -> (Vec<Step>, tenantdb::pg::Provisioned) {
     let observed = admin.observe(&d.names, &d.password).await.unwrap();
     let steps = plan(d, &observed).unwrap();
     let done = admin.apply(d, &steps).await.unwrap();
-    (steps, done.claimed)
+    (steps, done)
 }
 
 async fn assert_converged(admin: &PgAdmin, d: &Desired) {
@@ -487,6 +495,14 @@ async fn the_sweep_removes_crash_leftovers_and_stale_entries_and_nothing_foreign
     assert_eq!(admin.pool_ready(&fp).await.unwrap(), (2, 1));
     let again = admin.fill_pool(set, want, MONTHS_AHEAD).await.unwrap();
     assert_eq!((again.swept, again.built), (0, (0, 0)), "{again:?}");
+    // Claimed first (the oldest), reported as last month's: the reconcile then adds the
+    // furthest month ahead (its partition maintenance is not skipped).
+    let mut older = tenant("lastmonth", Isolation::Schema);
+    older.pool = Some(fp.clone());
+    let (_, done) = provision_reporting(admin, &older).await;
+    assert!(done.claimed && !done.claimed_this_month, "{done:?}");
+    let refill = admin.fill_pool(set, want, MONTHS_AHEAD).await.unwrap();
+    assert_eq!(refill.built, (1, 0), "{refill:?}");
 
     // Turned off: every entry of this scope goes, the foreign and forged ones stay.
     let off = admin
@@ -513,8 +529,9 @@ async fn the_sweep_removes_crash_leftovers_and_stale_entries_and_nothing_foreign
     let _ = shared.close().await;
 }
 
-/// An entry whose role a tenant granted rights to elsewhere (its drop fails) is skipped by claims
-/// and left by the sweep with a warning; the others are claimed and the round goes on.
+/// An entry whose role a tenant granted rights to in another database (its drop would fail) is
+/// neither claimed nor counted as ready; the sweep drops those rights and the entry, and the pool
+/// is refilled.
 async fn an_entry_that_cannot_be_dropped_is_skipped(admin: &PgAdmin, set: &MigrationSet) {
     let fp = set_fingerprint(set);
     let want = WarmPool {
@@ -539,24 +556,21 @@ async fn an_entry_that_cannot_be_dropped_is_skipped(admin: &PgAdmin, set: &Migra
     let (_, claimed) = provision_claiming(admin, &d).await;
     assert!(claimed, "the other entry is claimed");
     assert_converged(admin, &d).await;
-    // The round is not stopped by it: the pool is refilled; the sweep leaves it when turned off.
+    // Not counted as ready; the sweep drops the role's rights in the other database (as the
+    // admin) and then the entry, and a replacement is built.
     let f = admin.fill_pool(set, want, MONTHS_AHEAD).await.unwrap();
-    assert_eq!(f.ready, (2, 0), "{f:?}");
+    assert_eq!((f.ready, f.swept), ((2, 0), 1), "{f:?}");
+    assert!(!names_like(admin, POOL_ROLES).await.contains(&first));
     let off = admin
         .fill_pool(set, WarmPool::default(), MONTHS_AHEAD)
         .await
         .unwrap();
-    assert_eq!(off.swept, 1, "{off:?}");
-    assert!(names_like(admin, POOL_ROLES).await.contains(&first));
+    assert_eq!(off.swept, 2, "{off:?}");
     sqlx::raw_sql("DROP TABLE poison")
         .execute(pool)
         .await
         .unwrap();
-    let off = admin
-        .fill_pool(set, WarmPool::default(), MONTHS_AHEAD)
-        .await
-        .unwrap();
-    assert_eq!(off.swept, 1, "dropped once its rights are gone: {off:?}");
+    let _ = fp;
 }
 
 /// A crash between a database claim and its mark: the next plan hands the objects over and marks
@@ -589,7 +603,7 @@ async fn a_crash_between_a_database_claim_and_its_mark_is_completed(
         .take_while(|s| *s != Step::CreateDatabase)
         .collect();
     admin.apply(&d, &before).await.unwrap();
-    assert!(
+    assert_eq!(
         admin
             .claim_database(
                 &fp,
@@ -598,7 +612,9 @@ async fn a_crash_between_a_database_claim_and_its_mark_is_completed(
                 d.quotas.connection_limit
             )
             .await
-            .unwrap()
+            .unwrap(),
+        Some(true),
+        "claimed, built this month"
     );
     let (steps, _) = provision_claiming(admin, &d).await;
     assert!(steps.contains(&Step::MarkDatabase), "{steps:?}");

@@ -40,9 +40,10 @@ pub async fn run(
         .server_probe_interval
         .max(Duration::from_secs(5));
     let mut failed: HashMap<String, Instant> = HashMap::new();
+    let mut lockouts: HashMap<String, u32> = HashMap::new();
     tokio::pin!(shutdown);
     loop {
-        fill_all(&ctx, &mut failed).await;
+        fill_all(&ctx, &mut failed, &mut lockouts).await;
         tokio::select! {
             _ = &mut shutdown => return,
             _ = ctx.warm_notify().notified() => {}
@@ -66,7 +67,11 @@ fn eligible(ctx: &Context, server: &Server) -> bool {
 
 /// One round over every server: sweep and refill (servers that want nothing are swept too once
 /// per process: a pool turned off is emptied).
-async fn fill_all(ctx: &Context, failed: &mut HashMap<String, Instant>) {
+async fn fill_all(
+    ctx: &Context,
+    failed: &mut HashMap<String, Instant>,
+    lockouts: &mut HashMap<String, u32>,
+) {
     for server in ctx.servers().all() {
         let want = wanted(ctx, &server);
         if want.is_empty() && !server.pool_seen() {
@@ -97,7 +102,21 @@ async fn fill_all(ctx: &Context, failed: &mut HashMap<String, Instant>) {
             )
             .await
         {
+            Ok(f) if f.skipped => {
+                // Another operator's filler — or a session holding the lock for longer than a
+                // fill takes (any session of the shared database can take an advisory lock).
+                let n = lockouts.entry(server.name().to_string()).or_insert(0);
+                *n += 1;
+                if n.is_multiple_of(30) {
+                    warn!(
+                        server = server.name(),
+                        rounds = *n,
+                        "the warm pool's fill lock has been held by another session for this many rounds; the pool is not refilled meanwhile"
+                    );
+                }
+            }
             Ok(f) => {
+                lockouts.remove(server.name());
                 failed.remove(server.name());
                 server.set_pool_seen(!want.is_empty());
                 gauge("schema").set(i64::from(f.ready.0));

@@ -13,6 +13,9 @@ pub struct Provisioned {
     /// The schema or dedicated database was claimed from the warm pool ([`super::warm`]): it
     /// holds the baseline at the latest version and this month's partitions.
     pub claimed: bool,
+    /// The claimed entry was built this month: it also holds every partition ahead a tenant
+    /// gets (one of last month's lacks the furthest month ahead).
+    pub claimed_this_month: bool,
 }
 
 impl PgAdmin {
@@ -42,20 +45,23 @@ impl PgAdmin {
             debug!(step = %step.describe(desired), "applying");
             if *step == Step::CreateSchema
                 && desired.pool.is_some()
-                && self.claim_pool_schema(desired).await?
+                && let Some(fresh) = self.claim_pool_schema(desired).await?
             {
                 done.claimed = true;
+                done.claimed_this_month = fresh;
                 continue;
             }
             match step {
                 Step::CreateDatabase if desired.template.is_some() => {
-                    done.claimed =
+                    let claimed =
                         self.create_from_template(desired, &stmts)
                             .await
                             .map_err(|e| match e {
                                 e @ Error::Database { .. } => e.context(step.describe(desired)),
                                 other => other,
                             })?;
+                    done.claimed = claimed.is_some();
+                    done.claimed_this_month = claimed == Some(true);
                     continue;
                 }
                 // The recovery of a crash between CREATE DATABASE and its mark: objects copied
@@ -101,11 +107,12 @@ impl PgAdmin {
         Ok(done)
     }
 
-    /// [`Step::CreateSchema`] from the warm pool: `false` when no entry is ready (the schema is
-    /// then created empty and the baseline replayed) or the claim failed (logged).
-    async fn claim_pool_schema(&self, desired: &Desired) -> Result<bool> {
+    /// [`Step::CreateSchema`] from the warm pool: `None` when no entry is ready (the schema is
+    /// then created empty and the baseline replayed) or the claim failed (logged), else whether
+    /// the entry was built this month.
+    async fn claim_pool_schema(&self, desired: &Desired) -> Result<Option<bool>> {
         let Some(fp) = desired.pool.as_deref() else {
-            return Ok(false);
+            return Ok(None);
         };
         let n = &desired.names;
         match self
@@ -116,7 +123,7 @@ impl PgAdmin {
             Err(e @ Error::LeadershipLost(_)) => Err(e),
             Err(e) => {
                 tracing::warn!(error = %e, "warm pool claim failed; creating the schema");
-                Ok(false)
+                Ok(None)
             }
         }
     }
@@ -126,8 +133,12 @@ impl PgAdmin {
     /// that cannot be handed over is dropped again and the template forgotten: the next attempt
     /// looks for it again (or uses template0 after a failed build).
     /// A database entry of the warm pool ([`super::warm`]) replaces the `CREATE DATABASE` when one
-    /// is ready (`true` returned); the rest is the same.
-    async fn create_from_template(&self, desired: &Desired, stmts: &[String]) -> Result<bool> {
+    /// is ready (`Some(built this month)` returned); the rest is the same.
+    async fn create_from_template(
+        &self,
+        desired: &Desired,
+        stmts: &[String],
+    ) -> Result<Option<bool>> {
         let (create, rest) = stmts
             .split_first()
             .ok_or_else(|| Error::Internal("CreateDatabase renders no statement".into()))?;
@@ -142,13 +153,15 @@ impl PgAdmin {
                 Err(e @ Error::LeadershipLost(_)) => return Err(e),
                 Err(e) => {
                     tracing::warn!(error = %e, "warm pool claim failed; copying the template");
-                    false
+                    None
                 }
             },
-            None => false,
+            None => None,
         };
         crate::fence::check()?;
-        if !claimed && let Err(e) = sqlx::raw_sql(ddl(create.clone())).execute(pool).await {
+        if claimed.is_none()
+            && let Err(e) = sqlx::raw_sql(ddl(create.clone())).execute(pool).await
+        {
             // The template dropped behind our back (3D000) or open (55006): set it aside.
             let code = e
                 .as_database_error()

@@ -4,6 +4,7 @@
 //! pure part lives in [`plan`]; the `shared` (row-level security) layout in [`shared`].
 
 mod apply;
+pub use apply::Provisioned;
 mod cleanup;
 pub mod fingerprint;
 pub mod login;
@@ -72,6 +73,9 @@ pub struct PgAdmin {
     instance: String,
     /// The template database this process built or found for its migration set.
     template: tokio::sync::Mutex<template::TemplateState>,
+    /// The migration set (fingerprint) whose baseline the warm pool refused to build as schema
+    /// entries ([`warm`]): not tried again until the set changes.
+    pool_refused: std::sync::Mutex<Option<String>>,
     /// The admin password (for [`PgAdmin::admin_login`]).
     password: Option<String>,
     /// The CA certificate file of the server's TLS (for [`PgAdmin::admin_login`]).
@@ -199,6 +203,7 @@ impl PgAdmin {
             down_since: std::sync::Mutex::new(None),
             instance: instance.to_string(),
             template: tokio::sync::Mutex::new(Default::default()),
+            pool_refused: std::sync::Mutex::new(None),
             password: None,
             root_cert: None,
         }

@@ -51,10 +51,13 @@ pub(super) async fn migrate(
         }
     } else if applied.claimed {
         // Claimed from the warm pool: the baseline at the latest version and this month's
-        // partitions are in it (built as its own role, handed to the tenant's).
+        // partitions are in it (built as its own role, handed to the tenant's); an entry of last
+        // month lacks the furthest month ahead, which the maintenance below adds.
         schema_version = ctx.migrations().latest_version();
         ctx.set_schema_version(&spec.key, schema_version);
-        ctx.set_partition_cache(&spec.key);
+        if applied.claimed_this_month {
+            ctx.set_partition_cache(&spec.key);
+        }
     } else if spec.resolved.auto_migrate && (recorded.is_none() || recreated) {
         let target = if recreated {
             recorded.or(ctx.migrations().latest_version())

@@ -20,6 +20,8 @@ pub(super) struct Applied {
     /// The schema or database was claimed from the warm pool: the baseline at the latest version
     /// and this month's partitions are in it.
     pub(super) claimed: bool,
+    /// ... built this month: every partition ahead is in it too.
+    pub(super) claimed_this_month: bool,
 }
 
 /// Stage `plan` + `apply`: the desired state, the pure plan against the observed catalogs, and the
@@ -56,6 +58,7 @@ pub(super) async fn apply(
     }
     desired.pool = pool_for(tenant, ctx, spec, &desired, &steps);
     let mut claimed = false;
+    let mut claimed_this_month = false;
     if !steps.is_empty() {
         let first_time = tenant.status.as_ref().map(|s| s.phase) != Some(TenantPhase::Ready);
         if first_time {
@@ -72,7 +75,9 @@ pub(super) async fn apply(
                 })
                 .inc();
         }
-        claimed = spec.server.pg().apply(&desired, &steps).await?.claimed;
+        let done = spec.server.pg().apply(&desired, &steps).await?;
+        claimed = done.claimed;
+        claimed_this_month = done.claimed_this_month;
         if claimed {
             let kind = if names.dedicated_database {
                 "database"
@@ -126,6 +131,7 @@ pub(super) async fn apply(
         steps,
         layout_version,
         claimed,
+        claimed_this_month,
     })
 }
 

@@ -16,7 +16,8 @@
 //! with different shared databases never touch each other's entries). A finished entry is marked
 //! with its scope, the migration set's fingerprint and the month it was built in
 //! (`tenantdb.io/pool=<scope>/<fp>@<YYYY-MM>`); entries of this month and the last are claimable
-//! (the last month's still hold this month's partition). A new Tenant claims one in a single
+//! (the last month's still hold this month's partition; they are claimed first, and the claimer
+//! adds the furthest month ahead they lack). A new Tenant claims one in a single
 //! transaction: under a per-entry advisory lock, a schema entry is renamed to the tenant's schema,
 //! its objects are handed to the tenant role (`REASSIGN OWNED`, which rewrites their ACLs too), its
 //! role dropped and the schema marked as the tenant's; a database entry is renamed and given to the
@@ -39,7 +40,7 @@ use tracing::{info, warn};
 
 use super::{PgAdmin, ddl};
 use crate::error::{Error, Result};
-use crate::migrate::{self, MigrationSet, MigrationTarget};
+use crate::migrate::MigrationSet;
 use crate::naming::{Ident, quote_literal};
 
 /// Prefix of pool entries' names (schemas, their roles, databases).
@@ -104,6 +105,8 @@ pub struct Filled {
     pub swept: u32,
     /// Ready entries after the fill (schemas, databases).
     pub ready: (u32, u32),
+    /// Another session held the fill lock: nothing was looked at.
+    pub skipped: bool,
 }
 
 /// A month (`YYYY-MM`, UTC): this one (`back = 0`) or the one before (`back = 1`).
@@ -169,9 +172,13 @@ const ENTRY_KEY_SQL: &str =
 
 /// Schema entries of a scope that a claim may take: the name's shape, owned by the marked
 /// `NOLOGIN` role of the same name, with one of the marks `$2` (`$1`: the role mark).
+/// An entry whose role has rights or objects in another database (granted by a tenant there:
+/// its drop would fail) is not one: the sweep clears it.
 const SCHEMA_ENTRIES: &str = "SELECT n.nspname::text FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner \
      WHERE n.nspname ~ '^tenantdb_pool_[0-9a-f]{16}$' AND r.rolname = n.nspname AND NOT r.rolcanlogin \
-       AND shobj_description(r.oid, 'pg_authid') = $1 AND obj_description(n.oid, 'pg_namespace') = ANY($2)";
+       AND shobj_description(r.oid, 'pg_authid') = $1 AND obj_description(n.oid, 'pg_namespace') = ANY($2) \
+       AND NOT EXISTS (SELECT 1 FROM pg_shdepend d WHERE d.refclassid = 'pg_authid'::regclass AND d.refobjid = r.oid \
+                         AND d.dbid NOT IN (0, (SELECT oid FROM pg_database WHERE datname = current_database())))";
 
 /// Database entries a claim may take: the name's shape, the admin's, closed to connections, with
 /// one of the marks `$1`.
@@ -187,26 +194,28 @@ impl PgAdmin {
     }
 
     /// Claims a schema entry for a new `schema` tenant: renamed to `schema`, its objects handed
-    /// to `role`, its role dropped, the schema marked with `marker` — one transaction. `false`
-    /// when no entry of `fp` is ready. An entry that cannot be claimed (e.g. its role has rights
-    /// elsewhere that stop its drop) is skipped with a warning.
+    /// to `role`, its role dropped, the schema marked with `marker` — one transaction. `None`
+    /// when no entry of `fp` is ready, else whether the entry was built this month (with all the
+    /// partitions a tenant of this month gets). An entry that cannot be claimed is skipped with a
+    /// warning.
     pub async fn claim_schema(
         &self,
         fp: &str,
         schema: &Ident,
         role: &Ident,
         marker: &str,
-    ) -> Result<bool> {
+    ) -> Result<Option<bool>> {
         let pool = self.shared_pool().await?;
         let scope = self.pool_scope();
         let marks = claimable(&scope, fp).to_vec();
         let role_mark = role_mark(&scope);
-        let candidates: Vec<String> =
-            sqlx::query_scalar(ddl(format!("{SCHEMA_ENTRIES} ORDER BY 1 LIMIT 16")))
-                .bind(&role_mark)
-                .bind(&marks)
-                .fetch_all(pool)
-                .await?;
+        let candidates: Vec<String> = sqlx::query_scalar(ddl(format!(
+            "{SCHEMA_ENTRIES} ORDER BY obj_description(n.oid, 'pg_namespace'), 1 LIMIT 16"
+        )))
+        .bind(&role_mark)
+        .bind(&marks)
+        .fetch_all(pool)
+        .await?;
         for name in candidates {
             let Ok(entry) = Ident::new(&name) else {
                 continue;
@@ -221,8 +230,9 @@ impl PgAdmin {
                 continue;
             }
             // Claimed and committed by another process between the list and the lock?
-            let still: Option<String> =
-                sqlx::query_scalar(ddl(format!("{SCHEMA_ENTRIES} AND n.nspname = $3")))
+            let still: Option<String> = sqlx::query_scalar(ddl(format!(
+                "SELECT obj_description(n.oid, 'pg_namespace') FROM pg_namespace n WHERE n.nspname IN ({SCHEMA_ENTRIES} AND n.nspname = $3)"
+            )))
                     .bind(&role_mark)
                     .bind(&marks)
                     .bind(entry.as_str())
@@ -251,29 +261,30 @@ impl PgAdmin {
                 schema = schema.as_str(),
                 "schema claimed from the warm pool"
             );
-            return Ok(true);
+            return Ok(Some(still.as_deref() == Some(marks[0].as_str())));
         }
-        Ok(false)
+        Ok(None)
     }
 
     /// Claims a database entry for a new `database` tenant: renamed to `database`, opened to
     /// connections, owned by `role` with `connection_limit`, unmarked (the caller hands its
-    /// objects over and marks it; a crash in between is completed by `MarkDatabase`). `false`
-    /// when none of `fp` is ready.
+    /// objects over and marks it; a crash in between is completed by `MarkDatabase`). `None`
+    /// when none of `fp` is ready, else whether the entry was built this month.
     pub async fn claim_database(
         &self,
         fp: &str,
         database: &Ident,
         role: &Ident,
         connection_limit: i32,
-    ) -> Result<bool> {
+    ) -> Result<Option<bool>> {
         let pool = self.admin()?;
         let marks = claimable(&self.pool_scope(), fp).to_vec();
-        let candidates: Vec<String> =
-            sqlx::query_scalar(ddl(format!("{DATABASE_ENTRIES} ORDER BY 1 LIMIT 16")))
-                .bind(&marks)
-                .fetch_all(pool)
-                .await?;
+        let candidates: Vec<String> = sqlx::query_scalar(ddl(format!(
+            "{DATABASE_ENTRIES} ORDER BY shobj_description(oid, 'pg_database'), 1 LIMIT 16"
+        )))
+        .bind(&marks)
+        .fetch_all(pool)
+        .await?;
         for name in candidates {
             let Ok(entry) = Ident::new(&name) else {
                 continue;
@@ -287,8 +298,9 @@ impl PgAdmin {
             if !locked {
                 continue;
             }
-            let still: Option<String> =
-                sqlx::query_scalar(ddl(format!("{DATABASE_ENTRIES} AND datname = $2")))
+            let still: Option<String> = sqlx::query_scalar(ddl(format!(
+                "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname IN ({DATABASE_ENTRIES} AND datname = $2)"
+            )))
                     .bind(&marks)
                     .bind(entry.as_str())
                     .fetch_optional(&mut *tx)
@@ -315,9 +327,9 @@ impl PgAdmin {
                 database = database.as_str(),
                 "database claimed from the warm pool"
             );
-            return Ok(true);
+            return Ok(Some(still.as_deref() == Some(marks[0].as_str())));
         }
-        Ok(false)
+        Ok(None)
     }
 
     /// Claimable entries of the migration set with fingerprint `fp`: (schemas, databases).
@@ -380,6 +392,7 @@ impl PgAdmin {
             .await?;
         if !got {
             let _ = lock.close().await;
+            filled.skipped = true;
             return Ok(filled);
         }
         let result = self
@@ -403,11 +416,31 @@ impl PgAdmin {
         filled.swept += self.sweep_databases(&keep, want.databases).await?;
         let (mut schemas, mut databases) = self.pool_ready(&fp).await?;
         let current = mark(&scope, &fp);
-        while schemas < want.schemas {
+        // The two kinds independently: a schema entry refused (its baseline would not survive
+        // the rename) is not tried again for this migration set, and does not stop the databases.
+        let refused = self
+            .pool_refused
+            .lock()
+            .ok()
+            .is_some_and(|r| r.as_deref() == Some(fp.as_str()));
+        let mut failure = None;
+        while schemas < want.schemas && !refused {
             crate::fence::check()?;
-            self.build_schema_entry(set, &current, months_ahead).await?;
-            schemas += 1;
-            filled.built.0 += 1;
+            match self.build_schema_entry(set, &current, months_ahead).await {
+                Ok(()) => {
+                    schemas += 1;
+                    filled.built.0 += 1;
+                }
+                Err(e) => {
+                    if matches!(e, Error::Conflict(_))
+                        && let Ok(mut r) = self.pool_refused.lock()
+                    {
+                        *r = Some(fp.clone());
+                    }
+                    failure = Some(e);
+                    break;
+                }
+            }
         }
         if databases < want.databases {
             match self.ensure_template(set).await? {
@@ -424,6 +457,9 @@ impl PgAdmin {
             }
         }
         filled.ready = (schemas, databases);
+        if let Some(e) = failure {
+            return Err(e);
+        }
         if filled.built != (0, 0) || filled.swept > 0 {
             info!(
                 built_schemas = filled.built.0,
@@ -445,7 +481,11 @@ impl PgAdmin {
         let role_mark = role_mark(&self.pool_scope());
         // Entries: schemas owned by the marked pool role of their name (newest marks kept first).
         let rows = sqlx::query(
-            "SELECT n.nspname::text AS name, obj_description(n.oid, 'pg_namespace') AS mark FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner WHERE n.nspname ~ $1 AND r.rolname = n.nspname AND shobj_description(r.oid, 'pg_authid') = $2 ORDER BY 2 DESC NULLS LAST, 1",
+            "SELECT n.nspname::text AS name, obj_description(n.oid, 'pg_namespace') AS mark, \
+                    ARRAY(SELECT DISTINCT db.datname::text FROM pg_shdepend d JOIN pg_database db ON db.oid = d.dbid \
+                           WHERE d.refclassid = 'pg_authid'::regclass AND d.refobjid = r.oid AND db.datname <> current_database()) AS elsewhere \
+               FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner \
+              WHERE n.nspname ~ $1 AND r.rolname = n.nspname AND shobj_description(r.oid, 'pg_authid') = $2 ORDER BY 2 DESC NULLS LAST, 1",
         )
         .bind(POOL_RE)
         .bind(&role_mark)
@@ -456,7 +496,9 @@ impl PgAdmin {
         for row in rows {
             let name: String = row.try_get("name")?;
             let m: Option<String> = row.try_get("mark")?;
-            if m.as_ref().is_some_and(|m| keep.contains(m)) && kept < wanted {
+            let elsewhere: Vec<String> = row.try_get("elsewhere")?;
+            if m.as_ref().is_some_and(|m| keep.contains(m)) && kept < wanted && elsewhere.is_empty()
+            {
                 kept += 1;
                 continue;
             }
@@ -464,6 +506,20 @@ impl PgAdmin {
                 continue;
             };
             crate::fence::check()?;
+            // Rights a tenant granted the role in its own database would stop the drop: revoked
+            // there first (the admin acts for the role as a member).
+            for db in &elsewhere {
+                let Ok(db) = Ident::existing(db) else {
+                    warn!(entry = %name, database = %db, "warm pool role's rights elsewhere: a database name the operator does not quote");
+                    continue;
+                };
+                if let Err(e) = self
+                    .in_database(&db, &format!("DROP OWNED BY {entry}"))
+                    .await
+                {
+                    warn!(entry = %name, database = db.as_str(), error = %e, "warm pool role's rights elsewhere not dropped");
+                }
+            }
             let mut tx = shared.begin().await?;
             let locked: bool = sqlx::query_scalar(ENTRY_KEY_SQL)
                 .bind(entry.as_str())
@@ -578,162 +634,9 @@ impl PgAdmin {
         }
         Ok(swept)
     }
-
-    /// Builds one schema entry: its role, the schema, the baseline and the partitions (as that
-    /// role), then the mark. A baseline that would not survive the rename (default privileges of
-    /// the role, the schema's name in a function) is refused: no entry is marked.
-    async fn build_schema_entry(
-        &self,
-        set: &MigrationSet,
-        current: &str,
-        months_ahead: u32,
-    ) -> Result<()> {
-        let entry = entry_name()?;
-        let shared_db = self.settings.shared_database.clone();
-        let group = crate::naming::connect_group_of(&shared_db)?;
-        let shared = self.shared_pool().await?;
-        let admin = self.admin()?;
-        let started = std::time::Instant::now();
-        crate::fence::check()?;
-        sqlx::raw_sql(ddl(format!(
-            "CREATE ROLE {entry} NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE INHERIT NOREPLICATION NOBYPASSRLS; COMMENT ON ROLE {entry} IS {}; GRANT {group} TO {entry}",
-            lit(&role_mark(&self.pool_scope()))?
-        )))
-        .execute(admin)
-        .await?;
-        // A non-superuser admin (CREATEROLE) acts for the role only as a member.
-        sqlx::raw_sql(ddl(format!(
-            "DO $$ BEGIN IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN EXECUTE 'GRANT {entry} TO ' || quote_ident(current_user); END IF; END $$"
-        )))
-        .execute(admin)
-        .await?;
-        crate::fence::check()?;
-        sqlx::raw_sql(ddl(format!("CREATE SCHEMA {entry} AUTHORIZATION {entry}")))
-            .execute(shared)
-            .await?;
-        let mut session = self.owner_session(&entry, &shared_db).await?;
-        let target = MigrationTarget {
-            schema: entry.as_str(),
-            owner_role: entry.as_str(),
-            lock_key: FILL_LOCK + 1,
-        };
-        let built = async {
-            migrate::migrate(&mut session, set, &target, set.latest_version(), false).await?;
-            partitions(&mut session, entry.as_str(), months_ahead).await?;
-            relocatable(&mut session, &entry).await
-        }
-        .await;
-        session.close().await;
-        built?;
-        crate::fence::check()?;
-        sqlx::raw_sql(ddl(format!("REVOKE {group} FROM {entry}")))
-            .execute(admin)
-            .await?;
-        sqlx::raw_sql(ddl(format!(
-            "COMMENT ON SCHEMA {entry} IS {}",
-            lit(current)?
-        )))
-        .execute(shared)
-        .await?;
-        info!(
-            entry = entry.as_str(),
-            took_ms = started.elapsed().as_millis() as u64,
-            "warm pool schema built"
-        );
-        Ok(())
-    }
-
-    /// Builds one database entry: a copy of `template` closed to connections and to `PUBLIC`,
-    /// opened to the template's owner role alone for its partitions (marked as being built
-    /// meanwhile), closed again, then the mark.
-    async fn build_database_entry(
-        &self,
-        template: &Ident,
-        current: &str,
-        months_ahead: u32,
-    ) -> Result<()> {
-        let entry = entry_name()?;
-        let admin = self.admin()?;
-        let owner = Ident::new(super::template::TEMPLATE_OWNER)
-            .map_err(|e| Error::Internal(format!("template owner: {e}")))?;
-        let started = std::time::Instant::now();
-        crate::fence::check()?;
-        sqlx::raw_sql(ddl(format!(
-            "CREATE DATABASE {entry} TEMPLATE {template} ENCODING 'UTF8' ALLOW_CONNECTIONS false"
-        )))
-        .execute(admin)
-        .await?;
-        crate::fence::check()?;
-        sqlx::raw_sql(ddl(format!(
-            "COMMENT ON DATABASE {entry} IS {}; REVOKE ALL ON DATABASE {entry} FROM PUBLIC; GRANT CONNECT ON DATABASE {entry} TO {owner}; ALTER DATABASE {entry} ALLOW_CONNECTIONS true",
-            lit(&format!("{BUILDING_PREFIX}{}", self.pool_scope()))?
-        )))
-        .execute(admin)
-        .await?;
-        // The role may create in `public` for the partitions only (as for the template's build).
-        self.in_database(&entry, &format!("GRANT CREATE ON SCHEMA public TO {owner}"))
-            .await?;
-        let mut session = self.owner_session(&owner, &entry).await?;
-        let built = partitions(&mut session, "public", months_ahead).await;
-        session.close().await;
-        built?;
-        crate::fence::check()?;
-        self.in_database(
-            &entry,
-            &format!("REVOKE CREATE ON SCHEMA public FROM {owner}"),
-        )
-        .await?;
-        sqlx::raw_sql(ddl(format!(
-            "REVOKE CONNECT ON DATABASE {entry} FROM {owner}; ALTER DATABASE {entry} ALLOW_CONNECTIONS false; COMMENT ON DATABASE {entry} IS {}",
-            lit(current)?
-        )))
-        .execute(admin)
-        .await?;
-        info!(
-            entry = entry.as_str(),
-            took_ms = started.elapsed().as_millis() as u64,
-            "warm pool database built"
-        );
-        Ok(())
-    }
 }
 
-/// This month's and the next `months_ahead` partitions of the baseline's partitioned tables in
-/// `schema`, as the session's role (which owns them).
-async fn partitions(
-    session: &mut super::session::TenantSession,
-    schema: &str,
-    months_ahead: u32,
-) -> Result<()> {
-    let today = Timestamp::now()
-        .to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC)
-        .date();
-    let role: String = sqlx::query_scalar("SELECT current_user::text")
-        .fetch_one(&mut **session)
-        .await?;
-    crate::partitions::maintain(session, schema, &role, today, months_ahead, None).await?;
-    Ok(())
-}
-
-/// Refuses a schema entry whose baseline would not survive the claim's rename and hand-over:
-/// default privileges of its role (`REASSIGN OWNED` does not move them, `DROP OWNED` drops them)
-/// or the entry's name in a function's body or settings.
-async fn relocatable(session: &mut super::session::TenantSession, entry: &Ident) -> Result<()> {
-    let (acls, functions): (i64, i64) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM pg_default_acl WHERE defaclrole = (SELECT oid FROM pg_roles WHERE rolname = $1)), \
-                (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
-                  WHERE n.nspname = $1 AND (strpos(p.prosrc, $1) > 0 OR strpos(array_to_string(p.proconfig, ','), $1) > 0))",
-    )
-    .bind(entry.as_str())
-    .fetch_one(&mut **session)
-    .await?;
-    if acls > 0 || functions > 0 {
-        return Err(Error::Conflict(format!(
-            "the baseline cannot be built ahead in the warm pool: {acls} default privilege(s) of its role, {functions} function(s) naming its schema (they would not follow the rename); keep the pool off for this migration set"
-        )));
-    }
-    Ok(())
-}
+mod build;
 
 #[cfg(test)]
 mod tests {
