@@ -30,7 +30,7 @@ use tenantdb::crd::{
     MigrationPhase, MovePhase, Tenant, TenantMigration, TenantMigrationState, TenantPhase,
 };
 use tenantdb_testkit::localpg::{LocalPg, LocalPgOptions};
-use tenantdb_testkit::moves::{move_of, on, place};
+use tenantdb_testkit::moves::{leftovers, move_of, on, place};
 
 const T: Duration = Duration::from_secs(120);
 const NS: &str = "interplay";
@@ -65,38 +65,6 @@ async fn login(pg: &LocalPg, db: &str, user: &str, password: &str) -> Result<(),
         .connect()
         .await?;
     c.close().await
-}
-
-/// The operator's move objects left on a server: replication slots, subscriptions, and
-/// publications in `dbs` (as in `e2e_moves.rs`).
-async fn leftovers(pg: &LocalPg, dbs: &[&str]) -> Vec<String> {
-    let mut c = admin(pg, "postgres").await;
-    let mut out: Vec<String> = sqlx::query_scalar(
-        "SELECT 'slot ' || slot_name FROM pg_replication_slots WHERE slot_name LIKE 'tenantdb\\_mv\\_%' \
-         UNION ALL SELECT 'subscription ' || subname FROM pg_subscription WHERE subname LIKE 'tenantdb\\_mv\\_%'",
-    )
-    .fetch_all(&mut c)
-    .await
-    .unwrap();
-    for db in dbs {
-        let exists: Option<i32> =
-            sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
-                .bind(db)
-                .fetch_optional(&mut c)
-                .await
-                .unwrap();
-        if exists.is_some() {
-            let mut d = admin(pg, db).await;
-            let pubs: Vec<String> = sqlx::query_scalar(
-                "SELECT 'publication ' || pubname FROM pg_publication WHERE pubname LIKE 'tenantdb\\_mv\\_%'",
-            )
-            .fetch_all(&mut d)
-            .await
-            .unwrap();
-            out.extend(pubs);
-        }
-    }
-    out
 }
 
 /// Waits until the tenant's move is in `phase` (and, for `Completed`, the tenant Ready on `b`).

@@ -155,17 +155,23 @@ fn pool_for(
     } else {
         false
     };
-    if !wanted || !spec.resolved.auto_migrate || set.migrations().is_empty() {
+    if !wanted || set.migrations().is_empty() || !baseline_fits(tenant, ctx, spec) {
         return None;
     }
+    Some(crate::pg::template::fingerprint(set))
+}
+
+/// Whether a home that already holds the baseline at the latest version (a template copy, a warm
+/// pool entry) is right for the tenant: it is auto-migrated and not recorded at another version
+/// (a recreated home of a tenant at an older version replays its migrations up to that version
+/// instead).
+fn baseline_fits(tenant: &Tenant, ctx: &Context, spec: &Spec) -> bool {
     let recorded = ctx.schema_version_or(
         &spec.key,
         tenant.status.as_ref().and_then(|s| s.schema_version),
     );
-    if recorded.is_some() && recorded != set.latest_version() {
-        return None;
-    }
-    Some(crate::pg::template::fingerprint(set))
+    spec.resolved.auto_migrate
+        && (recorded.is_none() || recorded == ctx.migrations().latest_version())
 }
 
 /// The template a new dedicated database is copied from ([`crate::pg::template`]): one holding
@@ -174,18 +180,10 @@ fn pool_for(
 /// migrations up to that version instead). `None` (template0) otherwise, and when the template
 /// cannot be built: provisioning never depends on it.
 async fn template_for(tenant: &Tenant, ctx: &Context, spec: &Spec) -> Option<crate::naming::Ident> {
-    let set = ctx.migrations();
-    if !ctx.settings().database_templates || !spec.resolved.auto_migrate {
+    if !ctx.settings().database_templates || !baseline_fits(tenant, ctx, spec) {
         return None;
     }
-    let recorded = ctx.schema_version_or(
-        &spec.key,
-        tenant.status.as_ref().and_then(|s| s.schema_version),
-    );
-    if recorded.is_some() && recorded != set.latest_version() {
-        return None;
-    }
-    match spec.server.pg().ensure_template(set).await {
+    match spec.server.pg().ensure_template(ctx.migrations()).await {
         Ok(t) => t,
         Err(e) => {
             warn!(error = %e, "template database unavailable; creating the database from template0");

@@ -216,54 +216,31 @@ impl PgAdmin {
         .bind(&marks)
         .fetch_all(pool)
         .await?;
-        for name in candidates {
-            let Ok(entry) = Ident::new(&name) else {
-                continue;
-            };
-            crate::fence::check()?;
-            let mut tx = pool.begin().await?;
-            let locked: bool = sqlx::query_scalar(ENTRY_KEY_SQL)
-                .bind(entry.as_str())
-                .fetch_one(&mut *tx)
-                .await?;
-            if !locked {
-                continue;
-            }
-            // Claimed and committed by another process between the list and the lock?
-            let still: Option<String> = sqlx::query_scalar(ddl(format!(
+        let claimed = claim_first(
+            pool,
+            candidates,
+            &format!(
                 "SELECT obj_description(n.oid, 'pg_namespace') FROM pg_namespace n WHERE n.nspname IN ({SCHEMA_ENTRIES} AND n.nspname = $3)"
-            )))
-                    .bind(&role_mark)
-                    .bind(&marks)
-                    .bind(entry.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if still.is_none() {
-                continue;
-            }
-            let sql = format!(
-                "ALTER SCHEMA {entry} RENAME TO {schema}; REASSIGN OWNED BY {entry} TO {role}; DROP OWNED BY {entry}; DROP ROLE {entry}; COMMENT ON SCHEMA {schema} IS {}",
-                lit(marker)?
-            );
-            crate::fence::check()?;
-            match sqlx::raw_sql(ddl(sql)).execute(&mut *tx).await {
-                Ok(_) => {}
-                Err(e) if target_exists(&e) => return Err(e.into()),
-                Err(e) => {
-                    warn!(entry = entry.as_str(), error = %e, "warm pool schema not claimable; trying the next");
-                    continue;
-                }
-            }
-            crate::fence::check()?;
-            tx.commit().await?;
+            ),
+            Some(&role_mark),
+            &marks,
+            Kind::Schema,
+            |entry| {
+                Ok(format!(
+                    "ALTER SCHEMA {entry} RENAME TO {schema}; REASSIGN OWNED BY {entry} TO {role}; DROP OWNED BY {entry}; DROP ROLE {entry}; COMMENT ON SCHEMA {schema} IS {}",
+                    lit(marker)?
+                ))
+            },
+        )
+        .await?;
+        Ok(claimed.map(|(entry, this_month)| {
             info!(
                 entry = entry.as_str(),
                 schema = schema.as_str(),
                 "schema claimed from the warm pool"
             );
-            return Ok(Some(still.as_deref() == Some(marks[0].as_str())));
-        }
-        Ok(None)
+            this_month
+        }))
     }
 
     /// Claims a database entry for a new `database` tenant: renamed to `database`, opened to
@@ -285,51 +262,30 @@ impl PgAdmin {
         .bind(&marks)
         .fetch_all(pool)
         .await?;
-        for name in candidates {
-            let Ok(entry) = Ident::new(&name) else {
-                continue;
-            };
-            crate::fence::check()?;
-            let mut tx = pool.begin().await?;
-            let locked: bool = sqlx::query_scalar(ENTRY_KEY_SQL)
-                .bind(entry.as_str())
-                .fetch_one(&mut *tx)
-                .await?;
-            if !locked {
-                continue;
-            }
-            let still: Option<String> = sqlx::query_scalar(ddl(format!(
+        let claimed = claim_first(
+            pool,
+            candidates,
+            &format!(
                 "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname IN ({DATABASE_ENTRIES} AND datname = $2)"
-            )))
-                    .bind(&marks)
-                    .bind(entry.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if still.is_none() {
-                continue;
-            }
-            let sql = format!(
-                "ALTER DATABASE {entry} RENAME TO {database}; ALTER DATABASE {database} ALLOW_CONNECTIONS true; ALTER DATABASE {database} OWNER TO {role}; ALTER DATABASE {database} CONNECTION LIMIT {connection_limit}; COMMENT ON DATABASE {database} IS NULL"
-            );
-            crate::fence::check()?;
-            match sqlx::raw_sql(ddl(sql)).execute(&mut *tx).await {
-                Ok(_) => {}
-                Err(e) if target_exists(&e) => return Err(e.into()),
-                Err(e) => {
-                    warn!(entry = entry.as_str(), error = %e, "warm pool database not claimable; trying the next");
-                    continue;
-                }
-            }
-            crate::fence::check()?;
-            tx.commit().await?;
+            ),
+            None,
+            &marks,
+            Kind::Database,
+            |entry| {
+                Ok(format!(
+                    "ALTER DATABASE {entry} RENAME TO {database}; ALTER DATABASE {database} ALLOW_CONNECTIONS true; ALTER DATABASE {database} OWNER TO {role}; ALTER DATABASE {database} CONNECTION LIMIT {connection_limit}; COMMENT ON DATABASE {database} IS NULL"
+                ))
+            },
+        )
+        .await?;
+        Ok(claimed.map(|(entry, this_month)| {
             info!(
                 entry = entry.as_str(),
                 database = database.as_str(),
                 "database claimed from the warm pool"
             );
-            return Ok(Some(still.as_deref() == Some(marks[0].as_str())));
-        }
-        Ok(None)
+            this_month
+        }))
     }
 
     /// Claimable entries of the migration set with fingerprint `fp`: (schemas, databases).
@@ -634,6 +590,72 @@ impl PgAdmin {
         }
         Ok(swept)
     }
+}
+
+/// The claim shared by both kinds: the first of `candidates` whose lock is free and that is still
+/// claimable (`recheck`, bound with `role_mark` when given, the claimable `marks` and the entry,
+/// answers its mark) is claimed with `claim`'s SQL in the lock's transaction. An entry whose claim
+/// fails is skipped with a warning; a target that exists already ends the search. The entry and
+/// whether it was built this month (`marks[0]`).
+async fn claim_first(
+    pool: &sqlx::PgPool,
+    candidates: Vec<String>,
+    recheck: &str,
+    role_mark: Option<&str>,
+    marks: &[String],
+    kind: Kind,
+    claim: impl Fn(&Ident) -> Result<String>,
+) -> Result<Option<(Ident, bool)>> {
+    for name in candidates {
+        let Ok(entry) = Ident::new(&name) else {
+            continue;
+        };
+        crate::fence::check()?;
+        let mut tx = pool.begin().await?;
+        let locked: bool = sqlx::query_scalar(ENTRY_KEY_SQL)
+            .bind(entry.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+        if !locked {
+            continue;
+        }
+        // Claimed and committed by another process between the list and the lock?
+        let still: Option<String> = match role_mark {
+            Some(r) => {
+                sqlx::query_scalar(ddl(recheck.to_string()))
+                    .bind(r)
+                    .bind(marks)
+                    .bind(entry.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?
+            }
+            None => {
+                sqlx::query_scalar(ddl(recheck.to_string()))
+                    .bind(marks)
+                    .bind(entry.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?
+            }
+        };
+        if still.is_none() {
+            continue;
+        }
+        let sql = claim(&entry)?;
+        crate::fence::check()?;
+        match sqlx::raw_sql(ddl(sql)).execute(&mut *tx).await {
+            Ok(_) => {}
+            Err(e) if target_exists(&e) => return Err(e.into()),
+            Err(e) => {
+                warn!(entry = entry.as_str(), kind = kind.label(), error = %e, "warm pool entry not claimable; trying the next");
+                continue;
+            }
+        }
+        crate::fence::check()?;
+        tx.commit().await?;
+        let this_month = still.as_deref() == marks.first().map(String::as_str);
+        return Ok(Some((entry, this_month)));
+    }
+    Ok(None)
 }
 
 mod build;
