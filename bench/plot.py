@@ -104,3 +104,39 @@ if mem:
 
 fig.tight_layout(rect=(0, 0, 1, 0.96))
 fig.savefig(dst, dpi=110)
+
+# Scenario 2c (scale): a second figure, scale.png next to the first, one panel per figure with its
+# fitted line.
+sc = r.get("scale")
+if sc and len(sc.get("points", [])) >= 2:
+    import os
+
+    pts = sc["points"]
+    xs = [p["tenants"] for p in pts]
+    panels = [
+        ("operator_rss_mib", "operator RSS (MiB)"),
+        ("operator_cpu_ms_per_reconcile", "operator CPU per reconcile (ms)"),
+        ("sql_statements_per_reconcile", "SQL statements per reconcile"),
+        ("api_requests_per_reconcile", "API requests per reconcile"),
+    ]
+    fig2, axes2 = plt.subplots(1, len(panels), figsize=(16, 4.2))
+    fig2.suptitle(
+        f"2c. Scale: Ready schema Tenants, one resync period per step (resync = 30 s per 1,000) — rev {r.get('git_revision', '')}"
+    )
+    for ax, (key, label) in zip(axes2, panels):
+        ys = [p.get(key) for p in pts]
+        ax.plot(xs, ys, marker="o", label="measured")
+        for x, y in zip(xs, ys):
+            if y is not None:
+                ax.annotate(f"{y:g}", (x, y), xytext=(0, 6), textcoords="offset points", ha="center", fontsize=7)
+        fit = sc.get("fits", {}).get(key)
+        if fit:
+            a, b = fit["intercept"], fit["slope_per_1000"] / 1000.0
+            ax.plot([0, max(xs)], [a, a + b * max(xs)], linestyle="--", color="gray",
+                    label=f"fit: {a:g} + {fit['slope_per_1000']:g}/1k (r² {fit['r2']:g})")
+        ax.set_xlabel("Ready Tenants")
+        ax.set_title(label, fontsize=10)
+        ax.set_ylim(bottom=0)
+        ax.legend(fontsize=7, loc="lower right")
+    fig2.tight_layout(rect=(0, 0, 1, 0.93))
+    fig2.savefig(os.path.join(os.path.dirname(dst) or ".", "scale.png"), dpi=110)

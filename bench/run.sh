@@ -11,7 +11,7 @@
 #                                   # that moved the figures, and say why)
 #
 # Extra arguments are passed to the driver, e.g. `--only provisioning,fleet` (scenarios:
-# provisioning, provisioning-database, fleet, steady, memory, ttr, admission, placement, moves).
+# provisioning, provisioning-database, fleet, steady, memory, scale, ttr, admission, placement, moves).
 # This is a benchmark, not a test: only its --check mode runs in scripts/test.sh and CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -19,6 +19,8 @@ pub struct Cfg {
     pub steady_tenants: usize,
     pub resync_seconds: u64,
     pub memory_steps: Vec<usize>,
+    /// Scale scenario: Ready Tenants after each step (the resync period grows with N).
+    pub scale_steps: Vec<usize>,
     pub fleet_parallel: Vec<usize>,
     pub ttr_samples: usize,
     /// Admission scenario: Ready tenants resyncing in the background, and new tenants created.
@@ -112,6 +114,7 @@ pub fn parse_args() -> Result<Command> {
             steady_tenants: 50,
             resync_seconds: 5,
             memory_steps: vec![100, 300, 600],
+            scale_steps: vec![20, 50, 100],
             fleet_parallel: vec![1, 4, 8],
             ttr_samples: 3,
             admission_background: 60,
@@ -136,6 +139,7 @@ pub fn parse_args() -> Result<Command> {
             steady_tenants: env_count("BENCH_STEADY_TENANTS", 2000)?,
             resync_seconds: 30,
             memory_steps: vec![1000, 5000, 10000],
+            scale_steps: vec![1000, 5000, 10000],
             fleet_parallel: vec![1, 4, 8],
             ttr_samples: 30,
             admission_background: env_count("BENCH_ADMISSION_TENANTS", 600)?,

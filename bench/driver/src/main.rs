@@ -20,6 +20,7 @@ mod peers;
 mod placement;
 mod provisioning;
 mod report;
+mod scale;
 mod steady;
 mod ttr;
 
@@ -169,6 +170,12 @@ async fn main() -> Result<()> {
         let st = report::stamp();
         results["memory"] = memory::memory(&cfg).await?;
         report::put_run(&mut results, "memory", st);
+        write(&results)?;
+    }
+    if cfg.runs("scale") {
+        let st = report::stamp();
+        results["scale"] = scale::scale(&cfg).await?;
+        report::put_run(&mut results, "scale", st);
         write(&results)?;
     }
     if cfg.runs("ttr") {

@@ -299,6 +299,7 @@ pub fn summary(r: &Value) -> String {
             f(&mem["method"])
         ));
     }
+    s.push_str(&scale_section(r));
     let fl = &r["fleet_migration"];
     if fl.is_object() {
         s.push_str(&format!(
@@ -552,5 +553,54 @@ pub fn summary(r: &Value) -> String {
     if let Some(d) = r["duration_s"].as_f64() {
         s.push_str(&format!("Total benchmark time: {d:.0} s.\n"));
     }
+    s
+}
+
+/// Scenario 2c: one row per step, then the fitted lines.
+fn scale_section(r: &Value) -> String {
+    let sc = &r["scale"];
+    let mut s = String::new();
+    if !sc.is_object() {
+        return s;
+    }
+    s.push_str("## 2c. Scale: Ready Tenants at each step, one resync period each\n\n");
+    s.push_str(&run_line(r, "scale"));
+    s.push_str(&format!("Method: {}.\n\n", f(&sc["method"])));
+    s.push_str("| Tenants | resync (s) | new Tenants Ready in (s) | restart pass (s) | reconciles | deferred | status writes | API writes | API req / reconcile | SQL / reconcile | health checks | operator CPU / reconcile (ms) | operator CPU share of a core | machine busy | RSS (MiB) | peak RSS (MiB) | errors |\n");
+    s.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for p in sc["points"].as_array().into_iter().flatten() {
+        let row = [
+            "tenants",
+            "resync_seconds",
+            "provisioning_new_s",
+            "restart_pass_s",
+            "reconciles_in_window",
+            "resyncs_deferred_in_window",
+            "api_status_writes",
+            "api_writes",
+            "api_requests_per_reconcile",
+            "sql_statements_per_reconcile",
+            "health_checks_in_window",
+            "operator_cpu_ms_per_reconcile",
+            "operator_cpu_share_of_one_core",
+            "machine_cpu_busy_share",
+            "operator_rss_mib",
+            "operator_peak_rss_mib",
+            "reconcile_errors_in_window",
+        ]
+        .map(|k| f(&p[k]));
+        s.push_str(&format!("| {} |\n", row.join(" | ")));
+    }
+    s.push_str("\nLinear fit y = a + b·N over the steps:\n\n| figure | slope b per 1,000 Tenants | intercept a | r² |\n|---|---|---|---|\n");
+    for (k, label) in crate::scale::FITTED {
+        let fit = &sc["fits"][k];
+        s.push_str(&format!(
+            "| {label} | {} | {} | {} |\n",
+            f(&fit["slope_per_1000"]),
+            f(&fit["intercept"]),
+            f(&fit["r2"])
+        ));
+    }
+    s.push('\n');
     s
 }

@@ -1,7 +1,8 @@
 //! Scenario 2, steady state: `N` schema Tenants made Ready (no migrations), then one resync
 //! period measured with every Tenant resyncing, health-checked and measured once per period:
 //! reconciles, API server requests and writes, SQL statements (pg_stat_statements),
-//! transactions, operator CPU and RSS.
+//! transactions, operator CPU and RSS. [`measure_window`] is the measurement itself; the scale
+//! scenario (`scale.rs`) repeats it at 1k / 5k / 10k.
 
 use std::time::{Duration, Instant};
 
@@ -14,11 +15,9 @@ use crate::common::{CONCURRENCY, NS, log, round, stats_json, tenant_name};
 use crate::env::{Env, cpu_seconds, machine_cpu, metric_sum, rss_mib};
 use crate::floor;
 
-pub async fn steady_state(cfg: &Cfg) -> Result<Value> {
-    let n = cfg.steady_tenants;
-    let r = cfg.resync_seconds;
-    log(format!("steady state: {n} tenants, resync {r} s"));
-    let opts = LocalPgOptions {
+/// PostgreSQL with `pg_stat_statements` (every statement, nested ones too).
+pub fn pg_options() -> LocalPgOptions {
+    LocalPgOptions {
         settings: vec![
             (
                 "shared_preload_libraries".into(),
@@ -28,27 +27,35 @@ pub async fn steady_state(cfg: &Cfg) -> Result<Value> {
             ("pg_stat_statements.track".into(), "all".into()),
         ],
         ..Default::default()
-    };
-    let mut env = Env::start(cfg, "steady", opts).await?;
+    }
+}
+
+/// The operator's flags: resync, health and usage intervals all `r` seconds.
+pub fn operator_args(r: u64) -> Vec<String> {
+    let rs = r.to_string();
+    vec![
+        "--concurrency".into(),
+        CONCURRENCY.to_string(),
+        "--resync-seconds".into(),
+        rs.clone(),
+        "--health-interval-seconds".into(),
+        rs.clone(),
+        "--usage-interval-seconds".into(),
+        rs,
+    ]
+}
+
+pub async fn steady_state(cfg: &Cfg) -> Result<Value> {
+    let n = cfg.steady_tenants;
+    let r = cfg.resync_seconds;
+    log(format!("steady state: {n} tenants, resync {r} s"));
+    let mut env = Env::start(cfg, "steady", pg_options()).await?;
     floor::psql_exec(&env.pg, "postgres", "CREATE EXTENSION pg_stat_statements").await?;
     let names: Vec<String> = (1..=n).map(tenant_name).collect();
     let spec = json!({"isolation": "schema", "deletionPolicy": "Retain", "autoMigrate": false});
     env.ensure_namespace(NS).await?;
     let t0 = Instant::now();
-    let rs = r.to_string();
-    env.spawn_operator(
-        &cfg.operator,
-        &[
-            "--concurrency".into(),
-            CONCURRENCY.to_string(),
-            "--resync-seconds".into(),
-            rs.clone(),
-            "--health-interval-seconds".into(),
-            rs.clone(),
-            "--usage-interval-seconds".into(),
-            rs.clone(),
-        ],
-    )?;
+    env.spawn_operator(&cfg.operator, &operator_args(r))?;
     let pid = env.operator_pid.unwrap();
     env.wait_operator_ready(Duration::from_secs(60)).await?;
     // Created while the operator runs (in batches of 16 concurrent requests).
@@ -74,16 +81,22 @@ pub async fn steady_state(cfg: &Cfg) -> Result<Value> {
     ));
     // Let the provisioning burst end (the last status writes, events) before the window.
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut out = measure_window(&env, pid, n, r).await?;
+    env.stop_operator().await;
+    out["tenants_ready_at_window_start"] = json!(ready_count);
+    out["not_all_ready"] = not_ready_note;
+    out["provisioning_s"] = json!(round(provision_s, 2));
+    Ok(out)
+}
 
+/// One resync period of `r` seconds measured on a running operator (`pid`) with `n` Tenants:
+/// reconciles, health checks, DDL steps and errors from its `/metrics`, SQL statements from
+/// `pg_stat_statements` (reset at the start; the driver's own queries excluded), transactions,
+/// API server requests and writes, operator CPU and RSS. Per-reconcile figures are normalized
+/// by the reconciles in the window (resyncs are jittered, so it is not exactly `n`).
+pub async fn measure_window(env: &Env, pid: u32, n: usize, r: u64) -> Result<Value> {
     let metrics0 = env.metrics().await?;
-    let xact0: f64 = floor::psql_exec(
-        &env.pg,
-        "postgres",
-        "SELECT sum(xact_commit + xact_rollback) FROM pg_stat_database",
-    )
-    .await?
-    .parse()
-    .unwrap_or(0.0);
+    let xact0 = transactions(env).await?;
     floor::psql_exec(&env.pg, "postgres", "SELECT pg_stat_statements_reset()").await?;
     let stats0 = env.api.stats();
     let cpu0 = cpu_seconds(pid).unwrap_or(0.0);
@@ -109,31 +122,16 @@ pub async fn steady_state(cfg: &Cfg) -> Result<Value> {
         "SELECT sum(calls) || ' | ' || left(regexp_replace(query, '\\s+', ' ', 'g'), 110) FROM pg_stat_statements WHERE query NOT LIKE '%pg_stat_statements%' GROUP BY query ORDER BY sum(calls) DESC LIMIT 8",
     )
     .await?;
-    let xact1: f64 = floor::psql_exec(
-        &env.pg,
-        "postgres",
-        "SELECT sum(xact_commit + xact_rollback) FROM pg_stat_database",
-    )
-    .await?
-    .parse()
-    .unwrap_or(0.0);
-    let reconciles = metric_sum(
-        &metrics1,
-        "tenantdb_reconciles_total",
-        &["controller=\"tenant\""],
-    ) - metric_sum(
-        &metrics0,
-        "tenantdb_reconciles_total",
-        &["controller=\"tenant\""],
-    );
-    let health = metric_sum(&metrics1, "tenantdb_health_checks_total", &[])
-        - metric_sum(&metrics0, "tenantdb_health_checks_total", &[]);
-    let unchanged = metric_sum(&metrics1, "tenantdb_reconciles_unchanged_total", &[])
-        - metric_sum(&metrics0, "tenantdb_reconciles_unchanged_total", &[]);
-    let steps = metric_sum(&metrics1, "tenantdb_provisioning_steps_total", &[])
-        - metric_sum(&metrics0, "tenantdb_provisioning_steps_total", &[]);
-    let errors = metric_sum(&metrics1, "tenantdb_reconcile_errors_total", &[])
-        - metric_sum(&metrics0, "tenantdb_reconcile_errors_total", &[]);
+    let xact1 = transactions(env).await?;
+    let delta = |name: &str, labels: &[&str]| {
+        metric_sum(&metrics1, name, labels) - metric_sum(&metrics0, name, labels)
+    };
+    let reconciles = delta("tenantdb_reconciles_total", &["controller=\"tenant\""]);
+    let health = delta("tenantdb_health_checks_total", &[]);
+    let unchanged = delta("tenantdb_reconciles_unchanged_total", &[]);
+    let steps = delta("tenantdb_provisioning_steps_total", &[]);
+    let deferred = delta("tenantdb_resyncs_deferred_total", &[]);
+    let errors = delta("tenantdb_reconcile_errors_total", &[]);
     let cpu = cpu1 - cpu0;
     let (rss, hwm) = rss_mib(pid).unwrap_or((0.0, 0.0));
     // Normalize to one resync of every tenant (a pass = N reconciles).
@@ -142,22 +140,19 @@ pub async fn steady_state(cfg: &Cfg) -> Result<Value> {
     } else {
         f64::NAN
     };
-    env.stop_operator().await;
     Ok(json!({
         "tenants": n,
-        "tenants_ready_at_window_start": ready_count,
-        "not_all_ready": not_ready_note,
         "isolation": "schema",
         "auto_migrate": false,
         "resync_seconds": r,
         "health_and_usage_interval_seconds": r,
-        "provisioning_s": round(provision_s, 2),
         "window_s": round(window, 2),
         "reconciles_in_window": reconciles,
         "reconciles_skipped_unchanged_in_window": unchanged,
         "health_checks_in_window": health,
         "ddl_steps_in_window": steps,
         "reconcile_errors_in_window": errors,
+        "resyncs_deferred_in_window": deferred,
         "resync_passes_in_window": round(passes, 3),
         "sql_statements": statements,
         "sql_statements_per_reconcile": round(statements / reconciles.max(1.0), 2),
@@ -175,4 +170,15 @@ pub async fn steady_state(cfg: &Cfg) -> Result<Value> {
         "operator_rss_mib": round(rss, 1),
         "operator_peak_rss_mib": round(hwm, 1),
     }))
+}
+
+async fn transactions(env: &Env) -> Result<f64> {
+    Ok(floor::psql_exec(
+        &env.pg,
+        "postgres",
+        "SELECT sum(xact_commit + xact_rollback) FROM pg_stat_database",
+    )
+    .await?
+    .parse()
+    .unwrap_or(0.0))
 }

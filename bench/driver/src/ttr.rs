@@ -49,7 +49,11 @@ pub async fn time_to_ready(cfg: &Cfg) -> Result<Value> {
     loop {
         let m = env.metrics().await?;
         let ready = |kind: &str| {
-            metric_sum(&m, "tenantdb_warm_pool_ready", &[&format!("kind=\"{kind}\"")])
+            metric_sum(
+                &m,
+                "tenantdb_warm_pool_ready",
+                &[&format!("kind=\"{kind}\"")],
+            )
         };
         if ready("schema") >= (cfg.ttr_samples + 2) as f64
             && ready("database") >= (cfg.ttr_samples + 2) as f64
@@ -57,14 +61,21 @@ pub async fn time_to_ready(cfg: &Cfg) -> Result<Value> {
             break;
         }
         if Instant::now() > filled_by {
-            bail!("warm pool not filled in 600 s\n{}", env.operator_log_tail(30));
+            bail!(
+                "warm pool not filled in 600 s\n{}",
+                env.operator_log_tail(30)
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     measure(cfg, &env, &mut i, "warm pool", &mut rows).await?;
     let m = env.metrics().await?;
     let claims = |kind: &str| {
-        metric_sum(&m, "tenantdb_warm_pool_claims_total", &[&format!("kind=\"{kind}\"")])
+        metric_sum(
+            &m,
+            "tenantdb_warm_pool_claims_total",
+            &[&format!("kind=\"{kind}\"")],
+        )
     };
     for r in rows.iter_mut() {
         if r["source"] == "warm pool" {
