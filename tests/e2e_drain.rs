@@ -206,7 +206,7 @@ async fn a_drained_server_moves_all_its_tenants_away_a_few_at_a_time() {
                     format!(
                         "{:?}: {:?}",
                         t.metadata.name,
-                        t.status.as_ref().and_then(|s| s.move_.clone())
+                        t.status.as_ref().and_then(|s| s.move_.as_deref().cloned())
                     )
                 })
                 .collect();

@@ -90,7 +90,7 @@ async fn tenant(env: &Env, name: &str) -> Option<Tenant> {
 }
 
 fn move_of(t: &Tenant) -> Option<MoveStatus> {
-    t.status.as_ref()?.move_.clone()
+    t.status.as_ref()?.move_.as_deref().cloned()
 }
 
 fn on(t: &Tenant) -> Option<String> {

@@ -469,7 +469,14 @@ async fn a_mongodb_database_moves_to_another_server() {
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", env.important_log_tail(60)));
-    let m = t.status.as_ref().unwrap().mongodb_move.clone().unwrap();
+    let m = t
+        .status
+        .as_ref()
+        .unwrap()
+        .mongodb_move
+        .as_deref()
+        .cloned()
+        .unwrap();
     assert_eq!((m.from.as_str(), m.to.as_str()), ("mv-0", "mv-1"));
     assert!(
         m.write_freeze_ms.is_some() && m.finished_at.is_some(),
@@ -536,7 +543,7 @@ async fn a_mongodb_database_moves_to_another_server() {
     .unwrap();
     let m = wait_for(T, "b's MongoDB move not started", || async {
         let t = api.get("b").await.ok()?;
-        let m = t.status.as_ref()?.mongodb_move.clone()?;
+        let m = t.status.as_ref()?.mongodb_move.as_deref().cloned()?;
         (m.phase == tenantdb::crd::MovePhase::RolledBack).then_some(m)
     })
     .await

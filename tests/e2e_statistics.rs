@@ -60,7 +60,7 @@ async fn start(preload: bool) -> Env {
 
 async fn statistics(env: &Env, name: &str) -> Option<StatisticsStatus> {
     let t: Tenant = env.tenants(NS).get(name).await.ok()?;
-    t.status?.statistics
+    t.status?.statistics.map(|s| *s)
 }
 
 /// Waits until the tenant's reported statistics satisfy `ok`.

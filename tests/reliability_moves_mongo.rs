@@ -53,7 +53,7 @@ const SERVERS: [&str; 2] = ["mv-0", "mv-1"];
 const T: Duration = Duration::from_secs(180);
 
 fn move_of(t: &Tenant) -> Option<MoveStatus> {
-    t.status.as_ref()?.mongodb_move.clone()
+    t.status.as_ref()?.mongodb_move.as_deref().cloned()
 }
 
 /// The server the Tenant's MongoDB database is recorded on.

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use kube::Client;
 use kube::Resource;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::Store;
 use rand::Rng;
 use tracing::warn;
@@ -22,7 +22,7 @@ pub struct Context {
     client: Client,
     servers: Arc<crate::servers::Registry>,
     settings: OperatorSettings,
-    recorder: Recorder,
+    recorder: super::events::EventRecorder,
     instance: String,
     metrics: Arc<Metrics>,
     migrations: Arc<MigrationSet>,
@@ -56,12 +56,8 @@ impl Context {
         migrations: Arc<MigrationSet>,
         instance: &str,
     ) -> Self {
-        let reporter = Reporter {
-            controller: "tenantdb".into(),
-            instance: Some(instance.to_string()),
-        };
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: super::events::EventRecorder::new(client.clone(), "tenantdb", instance),
             instance: instance.to_string(),
             client,
             servers,
@@ -252,27 +248,27 @@ impl Context {
     /// The last `dbStats` figures of a tenant's MongoDB database.
     pub fn mongo_statistics(&self, key: &str) -> Option<crate::crd::MongoStatistics> {
         self.objects
-            .read(key, |s| s.mongo_statistics.clone())
+            .read(key, |s| s.mongo_statistics.as_deref().cloned())
             .flatten()
     }
 
     /// Records `dbStats` figures of a tenant's MongoDB database.
     pub fn set_mongo_statistics(&self, key: &str, stats: crate::crd::MongoStatistics) {
         self.objects
-            .update(key, |s| s.mongo_statistics = Some(stats));
+            .update(key, |s| s.mongo_statistics = Some(Box::new(stats)));
     }
 
     /// The statistics object last reported for a tenant.
     pub fn reported_statistics(&self, key: &str) -> Option<crate::crd::StatisticsStatus> {
         self.objects
-            .read(key, |s| s.reported_statistics.clone())
+            .read(key, |s| s.reported_statistics.as_deref().cloned())
             .flatten()
     }
 
     /// Records the statistics object reported for a tenant.
     pub fn set_reported_statistics(&self, key: &str, stats: crate::crd::StatisticsStatus) {
         self.objects
-            .update(key, |s| s.reported_statistics = Some(stats));
+            .update(key, |s| s.reported_statistics = Some(Box::new(stats)));
     }
 
     /// Whether `hash` is the status this process last wrote for the object (so a reconcile that
@@ -309,14 +305,14 @@ impl Context {
     /// The TenantMigration status this process last wrote.
     pub fn migration_status(&self, key: &str) -> Option<TenantMigrationStatus> {
         self.objects
-            .read(key, |s| s.migration_status.clone())
+            .read(key, |s| s.migration_status.as_deref().cloned())
             .flatten()
     }
 
     /// Records the TenantMigration status written.
     pub fn set_migration_status(&self, key: &str, status: TenantMigrationStatus) {
         self.objects
-            .update(key, |s| s.migration_status = Some(status));
+            .update(key, |s| s.migration_status = Some(Box::new(status)));
     }
 
     /// Admission of a routine resync (a Ready object whose spec was already handled). Returns a
@@ -438,67 +434,14 @@ impl Context {
     ) where
         K: Resource<DynamicType = ()>,
     {
-        let note = bounded_note(note);
-        // kube-runtime names Events `<object name>.<16 hex>`: past 253 bytes the API refuses them,
-        // so Events of very long-named objects get a generated name instead (no series merging).
-        if obj.meta().name.as_ref().is_some_and(|n| n.len() > 200) {
-            self.event_generated_name(obj, type_, reason, action, note)
-                .await;
-            return;
-        }
-        let ev = Event {
+        let ev = super::events::Publish {
             type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: action.into(),
-            secondary: None,
+            reason,
+            action,
+            note: bounded_note(note),
         };
-        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
+        if let Err(e) = self.recorder.publish(ev, &obj.object_ref(&())).await {
             warn!(error = %e, name = %obj.meta().name.clone().unwrap_or_default(), "failed to publish event");
-        }
-    }
-}
-
-impl Context {
-    async fn event_generated_name<K>(
-        &self,
-        obj: &K,
-        type_: EventType,
-        reason: &str,
-        action: &str,
-        note: String,
-    ) where
-        K: Resource<DynamicType = ()>,
-    {
-        use k8s_openapi::api::events::v1::Event as K8sEvent;
-        use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-        let ns = obj
-            .meta()
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into());
-        let ev = K8sEvent {
-            metadata: kube::api::ObjectMeta {
-                generate_name: Some("tenantdb-".into()),
-                namespace: Some(ns.clone()),
-                ..Default::default()
-            },
-            event_time: Some(MicroTime(k8s_openapi::jiff::Timestamp::now())),
-            type_: Some(match type_ {
-                EventType::Normal => "Normal".into(),
-                EventType::Warning => "Warning".into(),
-            }),
-            reason: Some(reason.into()),
-            action: Some(action.into()),
-            note: Some(note),
-            regarding: Some(obj.object_ref(&())),
-            reporting_controller: Some("tenantdb".into()),
-            reporting_instance: Some(self.instance.clone()),
-            ..Default::default()
-        };
-        let api: kube::Api<K8sEvent> = kube::Api::namespaced(self.client.clone(), &ns);
-        if let Err(e) = api.create(&Default::default(), &ev).await {
-            warn!(error = %e, "failed to publish event");
         }
     }
 }

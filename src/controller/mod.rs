@@ -8,6 +8,7 @@
 //! - [`settings`]: operator-wide settings.
 
 pub mod context;
+mod events;
 pub mod migration;
 pub mod server;
 pub mod settings;
@@ -34,6 +35,21 @@ pub(crate) fn finalizer_error(
     }
 }
 
+/// The annotation `kubectl apply` (client-side) keeps a whole copy of the applied object in.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drops from an object what the operator never reads before the reflector caches it:
+/// `metadata.managedFields` (every field manager's field set: on a Tenant whose status is
+/// server-side applied it is larger than the spec) and `kubectl apply`'s last-applied copy.
+/// At 10,000 cached Tenants these were most of the operator's memory (bench/README.md, 2c).
+pub(crate) fn prune_for_cache<K: Resource>(obj: &mut K) {
+    let meta = obj.meta_mut();
+    meta.managed_fields = None;
+    if let Some(a) = meta.annotations.as_mut() {
+        a.remove(LAST_APPLIED);
+    }
+}
+
 /// `kind/namespace/name` key for per-object bookkeeping.
 pub fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
     object_key_for::<K>(&obj.namespace().unwrap_or_default(), &obj.name_any())
@@ -46,6 +62,43 @@ pub fn object_key_for<K: Resource<DynamicType = ()>>(namespace: &str, name: &str
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn pruning_keeps_what_the_operator_reads() {
+        use crate::crd::Tenant;
+        let mut t: Tenant = serde_json::from_value(serde_json::json!({
+            "apiVersion": "tenantdb.io/v1alpha1", "kind": "Tenant",
+            "metadata": {"name": "a", "namespace": "ns", "resourceVersion": "7",
+                "labels": {"l": "1"},
+                "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}", "keep": "x"},
+                "finalizers": ["tenantdb.io/cleanup"],
+                "managedFields": [{"manager": "tenantdb", "operation": "Apply", "fieldsType": "FieldsV1",
+                    "fieldsV1": {"f:status": {}}}]},
+            "spec": {"isolation": "schema"},
+            "status": {"phase": "Ready"}
+        }))
+        .unwrap();
+        let before = t.clone();
+        super::prune_for_cache(&mut t);
+        assert!(t.metadata.managed_fields.is_none());
+        let ann = t.metadata.annotations.clone().unwrap();
+        assert_eq!(ann.len(), 1);
+        assert_eq!(ann["keep"], "x");
+        assert_eq!(t.metadata.labels, before.metadata.labels);
+        assert_eq!(t.metadata.finalizers, before.metadata.finalizers);
+        assert_eq!(
+            t.metadata.resource_version,
+            before.metadata.resource_version
+        );
+        assert_eq!(
+            serde_json::to_value(&t.spec).unwrap(),
+            serde_json::to_value(&before.spec).unwrap()
+        );
+        assert_eq!(
+            serde_json::to_value(&t.status).unwrap(),
+            serde_json::to_value(&before.status).unwrap()
+        );
+    }
+
     use super::*;
 
     #[test]

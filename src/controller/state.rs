@@ -24,13 +24,13 @@ pub struct ObjectState {
     /// The usage object last reported in status.
     pub reported_usage: Option<UsageStatus>,
     /// The last `dbStats` figures of the tenant's MongoDB database.
-    pub mongo_statistics: Option<crate::crd::MongoStatistics>,
+    pub mongo_statistics: Option<Box<crate::crd::MongoStatistics>>,
     /// The statistics object last reported in status.
-    pub reported_statistics: Option<crate::crd::StatisticsStatus>,
+    pub reported_statistics: Option<Box<crate::crd::StatisticsStatus>>,
     /// The status-write guard (what was written, which cached versions are stale).
     pub guard: StatusGuard,
     /// The TenantMigration status last written.
-    pub migration_status: Option<TenantMigrationStatus>,
+    pub migration_status: Option<Box<TenantMigrationStatus>>,
     /// When the tenant's partitions were last maintained.
     pub partitions: Option<Instant>,
     /// The schema version this process last brought the tenant to.
@@ -45,9 +45,11 @@ pub struct ObjectState {
     pub failing: Option<Failing>,
 }
 
-/// The per-object state of all objects of a controller process.
+/// The per-object state of all objects of a controller process. Entries are boxed and the
+/// larger fields that most objects lack are boxed too: a map of 10,000 Tenants would otherwise
+/// hold ~1 KiB in every bucket, used or not (bench/README.md, scenario 2c).
 #[derive(Debug, Default)]
-pub struct Objects(Mutex<HashMap<String, ObjectState>>);
+pub struct Objects(Mutex<HashMap<String, Box<ObjectState>>>);
 
 impl Objects {
     /// Runs `f` on the state of `key` (created empty if missing). A poisoned lock (a panic while
@@ -60,7 +62,7 @@ impl Objects {
     /// Reads the state of `key` (`None` when nothing is remembered).
     pub fn read<R>(&self, key: &str, f: impl FnOnce(&ObjectState) -> R) -> Option<R> {
         let m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        m.get(key).map(f)
+        m.get(key).map(|s| f(s))
     }
 
     /// Forgets an object: one removal.
@@ -70,13 +72,16 @@ impl Objects {
     }
 
     /// Runs `f` on the whole map (e.g. sums, admission counts).
-    pub fn with_all<R>(&self, f: impl FnOnce(&HashMap<String, ObjectState>) -> R) -> R {
+    pub fn with_all<R>(&self, f: impl FnOnce(&HashMap<String, Box<ObjectState>>) -> R) -> R {
         let m = self.0.lock().unwrap_or_else(|p| p.into_inner());
         f(&m)
     }
 
     /// Runs `f` on the whole map, mutably (e.g. admission under one lock).
-    pub fn with_all_mut<R>(&self, f: impl FnOnce(&mut HashMap<String, ObjectState>) -> R) -> R {
+    pub fn with_all_mut<R>(
+        &self,
+        f: impl FnOnce(&mut HashMap<String, Box<ObjectState>>) -> R,
+    ) -> R {
         let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut m)
     }

@@ -263,19 +263,19 @@ pub struct TenantStatus {
     /// Connections, transactions and statements of the tenant (refreshed on the usage interval,
     /// written only when they change meaningfully).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub statistics: Option<super::StatisticsStatus>,
+    pub statistics: Option<Box<super::StatisticsStatus>>,
     /// The servers the tenant is placed on (PostgreSQL and MongoDB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placement: Option<super::PlacementStatus>,
     /// The last move of the tenant's PostgreSQL part to another server (in progress, or how it
     /// ended).
     #[serde(default, rename = "move", skip_serializing_if = "Option::is_none")]
-    pub move_: Option<super::MoveStatus>,
+    pub move_: Option<Box<super::MoveStatus>>,
     /// The last move of the tenant's MongoDB database to another MongoDB server (in progress, or
     /// how it ended). `lagBytes` is not used, `attempts` counts copies, and `writeFreezeMs` is
     /// how long the tenant's user was read-only (the whole copy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mongodb_move: Option<super::MoveStatus>,
+    pub mongodb_move: Option<Box<super::MoveStatus>>,
 }
 
 /// MongoDB state of a tenant.

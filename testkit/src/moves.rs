@@ -18,7 +18,7 @@ pub const LAYOUT_SCHEMA: &str = "tenantdb_rls";
 
 /// The Tenant's move status, if any.
 pub fn move_of(t: &Tenant) -> Option<MoveStatus> {
-    t.status.as_ref()?.move_.clone()
+    t.status.as_ref()?.move_.as_deref().cloned()
 }
 
 /// The server holding the Tenant's PostgreSQL part (`status.placement.postgres`).

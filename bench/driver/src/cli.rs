@@ -139,7 +139,7 @@ pub fn parse_args() -> Result<Command> {
             steady_tenants: env_count("BENCH_STEADY_TENANTS", 2000)?,
             resync_seconds: 30,
             memory_steps: vec![1000, 5000, 10000],
-            scale_steps: vec![1000, 5000, 10000],
+            scale_steps: sizes("BENCH_SCALE_STEPS", &[1000, 5000, 10000])?,
             fleet_parallel: vec![1, 4, 8],
             ttr_samples: 30,
             admission_background: env_count("BENCH_ADMISSION_TENANTS", 600)?,
@@ -161,6 +161,18 @@ fn prov_schema_sizes() -> Result<Vec<usize>> {
         .map(positive)
         .collect::<Option<Vec<usize>>>()
         .with_context(|| format!("BENCH_PROV_SCHEMA={v:?}: expected e.g. 200 or 100,500"))
+}
+
+/// A comma list of positive counts from the environment variable `name` (e.g. `1000,5000`),
+/// else `default`. A malformed value is an error naming it.
+fn sizes(name: &str, default: &[usize]) -> Result<Vec<usize>> {
+    let Ok(v) = std::env::var(name) else {
+        return Ok(default.to_vec());
+    };
+    v.split(',')
+        .map(positive)
+        .collect::<Option<Vec<usize>>>()
+        .with_context(|| format!("{name}={v:?}: expected e.g. 1000 or 1000,5000"))
 }
 
 /// A positive count from the environment variable `name`, else `default`. A malformed value is

@@ -302,7 +302,7 @@ fn watch_move(client: kube::Client) -> (Arc<Mutex<Watched>>, tokio::task::AbortH
             let mut w = lock(&st);
             w.on = status.placement.as_ref().and_then(|p| p.postgres.clone());
             w.ready = crate::env::is_ready(&t);
-            if let Some(m) = status.move_.clone() {
+            if let Some(m) = status.move_.as_deref().cloned() {
                 let name = phase_name(m.phase);
                 if !w.phases.iter().any(|(p, _)| *p == name) {
                     w.phases.push((name, now));

@@ -80,7 +80,13 @@ pub async fn run(
     // Tenant so that the reconcile does the full work (e.g. re-creates a deleted Secret).
     let secret_ctx = ctx.clone();
     let server_ctx = ctx.clone();
-    let controller = Controller::new(tenants, watcher::Config::default().any_semantic())
+    // The cache holds every Tenant; what the operator never reads is dropped before it is cached.
+    let (reader, writer) = kube::runtime::reflector::store();
+    let tenant_stream = watcher(tenants, watcher::Config::default().any_semantic())
+        .modify(super::prune_for_cache)
+        .reflect(writer)
+        .applied_objects();
+    let controller = Controller::for_stream(tenant_stream, reader)
         .watches(
             secrets,
             watcher::Config::default()

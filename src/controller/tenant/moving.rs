@@ -78,7 +78,10 @@ pub(super) async fn step(tenant: &Arc<Tenant>, ctx: &Context) -> Result<Next> {
     let Some(current) = super::place::recorded(tenant).map(str::to_string) else {
         return Ok(Next::Proceed(tenant.clone()));
     };
-    let mv = tenant.status.as_ref().and_then(|s| s.move_.clone());
+    let mv = tenant
+        .status
+        .as_ref()
+        .and_then(|s| s.move_.as_deref().cloned());
     let key = object_key(tenant.as_ref());
     let mv = match mv {
         Some(m) if !m.phase.is_terminal() => m,
@@ -93,7 +96,7 @@ pub(super) async fn step(tenant: &Arc<Tenant>, ctx: &Context) -> Result<Next> {
         }
     };
     let mut t = (**tenant).clone();
-    t.status.get_or_insert_default().move_ = Some(mv.clone());
+    t.status.get_or_insert_default().move_ = Some(Box::new(mv.clone()));
     let result = advance(&mut t, ctx, mv.clone()).await;
     let t = Arc::new(t);
     match result {
@@ -109,7 +112,7 @@ pub(super) async fn step(tenant: &Arc<Tenant>, ctx: &Context) -> Result<Next> {
             let mut m = t
                 .status
                 .as_ref()
-                .and_then(|s| s.move_.clone())
+                .and_then(|s| s.move_.as_deref().cloned())
                 .unwrap_or(mv);
             let (a, b) = (ctx.servers().get(&m.from), ctx.servers().get(&m.to));
             let why = notes::explain(
@@ -423,7 +426,7 @@ async fn persist(t: &mut Tenant, ctx: &Context, m: MoveStatus) -> Result<()> {
         status.placement.get_or_insert_default().postgres = Some(m.to.clone());
     }
     let over = m.phase.is_terminal();
-    status.move_ = Some(m);
+    status.move_ = Some(Box::new(m));
     write_status(t, ctx, status.clone()).await?;
     t.status = Some(status);
     if over {
@@ -746,7 +749,7 @@ pub(super) async fn abandon(tenant: &Tenant, ctx: &Context) -> Result<()> {
     let Some(m) = tenant
         .status
         .as_ref()
-        .and_then(|s| s.move_.clone())
+        .and_then(|s| s.move_.as_deref().cloned())
         .filter(|m| !m.phase.is_terminal() && m.started_at.is_some())
     else {
         return Ok(());

@@ -60,7 +60,11 @@ pub(super) async fn step(tenant: &Arc<Tenant>, ctx: &Context) -> Result<Next> {
         return Ok(Next::Proceed(tenant.clone()));
     };
     let key = object_key(tenant.as_ref());
-    let mv = match tenant.status.as_ref().and_then(|s| s.mongodb_move.clone()) {
+    let mv = match tenant
+        .status
+        .as_ref()
+        .and_then(|s| s.mongodb_move.as_deref().cloned())
+    {
         Some(m) if !m.phase.is_terminal() => m,
         // Not while the PostgreSQL part moves (a copy here would lengthen its write freeze).
         _ if tenant
@@ -89,7 +93,7 @@ pub(super) async fn step(tenant: &Arc<Tenant>, ctx: &Context) -> Result<Next> {
             let mut m = t
                 .status
                 .as_ref()
-                .and_then(|s| s.mongodb_move.clone())
+                .and_then(|s| s.mongodb_move.as_deref().cloned())
                 .unwrap_or(mv);
             m.message = Some(crate::error::first_line(&e.to_string()));
             if m.phase == MovePhase::Copying && (e.is_permanent() || m.attempts >= ATTEMPTS) {
@@ -269,7 +273,7 @@ async fn persist(t: &mut Tenant, ctx: &Context, m: MoveStatus) -> Result<()> {
         status.placement.get_or_insert_default().mongodb = Some(m.to.clone());
     }
     let over = m.phase.is_terminal();
-    status.mongodb_move = Some(m);
+    status.mongodb_move = Some(Box::new(m));
     write_status(t, ctx, status.clone()).await?;
     t.status = Some(status);
     if over {
@@ -497,7 +501,7 @@ pub(super) async fn abandon(tenant: &Tenant, ctx: &Context) -> Result<()> {
     let Some(m) = tenant
         .status
         .as_ref()
-        .and_then(|s| s.mongodb_move.clone())
+        .and_then(|s| s.mongodb_move.as_deref().cloned())
         .filter(|m| !m.phase.is_terminal() && m.started_at.is_some())
     else {
         return Ok(());

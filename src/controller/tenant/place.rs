@@ -432,8 +432,8 @@ fn usage_of_fleet(
 /// The Tenant's last move of its part on `engine` (`status.move`, `status.mongodbMove`).
 pub(crate) fn move_of(status: &crate::crd::TenantStatus, engine: Engine) -> Option<&MoveStatus> {
     match engine {
-        Engine::Postgres => status.move_.as_ref(),
-        Engine::Mongodb => status.mongodb_move.as_ref(),
+        Engine::Postgres => status.move_.as_deref(),
+        Engine::Mongodb => status.mongodb_move.as_deref(),
     }
 }
 

@@ -117,7 +117,7 @@ pub(super) fn ready_status(tenant: &Tenant, o: &Outcome) -> TenantStatus {
     s.health = o.health.clone();
     s.credentials = Some(o.credentials.clone());
     s.mongodb = o.mongo.clone();
-    s.statistics = o.statistics.clone();
+    s.statistics = o.statistics.clone().map(Box::new);
     s.placement = Some(o.placement.clone());
     let moving = s.move_.as_ref().filter(|m| !m.phase.is_terminal());
     let placed = match (&o.placement_mismatch, moving) {

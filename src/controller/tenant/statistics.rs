@@ -23,9 +23,12 @@ pub(super) struct Collected {
 /// stages that need it).
 pub(super) async fn collect(tenant: &Tenant, ctx: &Context, spec: &Spec) -> Collected {
     // What this process reported last, else what the (possibly older) cached object says.
-    let reported = ctx
-        .reported_statistics(&spec.key)
-        .or_else(|| tenant.status.as_ref().and_then(|s| s.statistics.clone()));
+    let reported = ctx.reported_statistics(&spec.key).or_else(|| {
+        tenant
+            .status
+            .as_ref()
+            .and_then(|s| s.statistics.as_deref().cloned())
+    });
     let Some(snap) = ctx.statistics(&spec.server).await else {
         return Collected {
             report: reported,
@@ -64,7 +67,7 @@ pub(super) fn piggyback(
     fresh: Option<StatisticsStatus>,
 ) {
     let Some(fresh) = fresh else { return };
-    if status.statistics.as_ref() == Some(&fresh) {
+    if status.statistics.as_deref() == Some(&fresh) {
         return;
     }
     let without = |s: &crate::crd::TenantStatus| {
@@ -85,6 +88,6 @@ pub(super) fn piggyback(
     );
     if written_anyway && !already {
         ctx.set_reported_statistics(key, fresh.clone());
-        status.statistics = Some(fresh);
+        status.statistics = Some(Box::new(fresh));
     }
 }
