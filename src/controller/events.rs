@@ -6,7 +6,7 @@
 //! scenario 2c). This recorder publishes the same Events — created once, then the same Event's
 //! `series` (count, last observed time) patched when the same thing happens again on the same
 //! object within [`SERIES_WINDOW`] — and remembers of each only a hash of what identifies it,
-//! its name, its namespace, the count and when it was last seen (≈ 100 bytes). Old entries are
+//! its name, its namespace, the count and when it was last seen (≈ 150 bytes). Old entries are
 //! dropped at most every [`SWEEP_EVERY`] and on every publish after that.
 
 use std::collections::HashMap;
