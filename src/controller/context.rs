@@ -23,7 +23,6 @@ pub struct Context {
     servers: Arc<crate::servers::Registry>,
     settings: OperatorSettings,
     recorder: super::events::EventRecorder,
-    instance: String,
     metrics: Arc<Metrics>,
     migrations: Arc<MigrationSet>,
     mongo_servers: Arc<crate::servers::Registry<crate::servers::MongoServer>>,
@@ -58,7 +57,6 @@ impl Context {
     ) -> Self {
         Self {
             recorder: super::events::EventRecorder::new(client.clone(), "tenantdb", instance),
-            instance: instance.to_string(),
             client,
             servers,
             health_permits: tokio::sync::Semaphore::new(settings.health_concurrency.max(1)),
@@ -118,11 +116,6 @@ impl Context {
     /// The MongoDB servers.
     pub fn mongo_servers(&self) -> &Arc<crate::servers::Registry<crate::servers::MongoServer>> {
         &self.mongo_servers
-    }
-
-    /// This instance's name (Events' reporting instance).
-    pub fn instance(&self) -> &str {
-        &self.instance
     }
 
     /// Per-object backoff.
