@@ -5,6 +5,8 @@
 //!   `crate::b` used in `a`, directly or through others);
 //! - no source file over 800 lines outside tests (unit tests live in their own files or in a
 //!   trailing `#[cfg(test)] mod tests` block, which does not count);
+//! - no test file over 800 lines either, comments included (a long suite is a directory:
+//!   `tests/<suite>/main.rs` with one module per theme);
 //! - the shipped operator crate does not depend on the emulator, the test kit or the demo; nor
 //!   does the shipped kubectl plugin (`plugin/`, `kubectl-tenantdb`).
 
@@ -260,6 +262,37 @@ fn no_source_file_over_800_lines_outside_tests() {
     assert!(
         long.is_empty(),
         "files over {MAX_LINES} lines outside tests: {long:#?}"
+    );
+}
+
+/// Directories of integration tests (every file in them is a test file).
+const TEST_DIRS: [&str; 3] = ["tests", "apiserver/tests", "plugin/tests"];
+
+#[test]
+fn no_test_file_over_800_lines() {
+    let mut files = Vec::new();
+    for dir in TEST_DIRS {
+        rust_files(&root().join(dir), &mut files);
+    }
+    for dir in CRATE_SOURCES {
+        let mut all = Vec::new();
+        rust_files(&root().join(dir), &mut all);
+        files.extend(all.into_iter().filter(|f| is_test_file(f)));
+    }
+    assert!(files.len() > 50, "test files not found: {}", files.len());
+    let mut long = Vec::new();
+    for f in files {
+        let n = std::fs::read_to_string(&f).unwrap().lines().count();
+        if n > MAX_LINES {
+            long.push(format!(
+                "{} ({n} lines)",
+                f.strip_prefix(root()).unwrap().display()
+            ));
+        }
+    }
+    assert!(
+        long.is_empty(),
+        "test files over {MAX_LINES} lines: {long:#?}"
     );
 }
 

@@ -180,7 +180,7 @@ async fn keyword_names_are_quoted_in_every_statement_the_operator_runs() {
     .await
     .expect("`order` writes its row through the layout `group`");
     // Rows in a partitioned table as well: only those are measured for now (see
-    // `shared_rls_pg::storage_counts_rows_in_plain_tables`).
+    // `shared_rls_pg::storage::storage_counts_rows_in_plain_tables`).
     c.execute(
         "INSERT INTO saas_unified_audit_logs (tenant_id, log_type, module, action) \
          SELECT tenantdb_current_tenant(), 'operation', 'ai', 'create' FROM generate_series(1, 5)",

@@ -92,6 +92,16 @@ pub(super) async fn cut_over(
         .filter(|r| r.can_login)
         .map(|r| r.name.clone())
         .collect();
+    // No login on the source: a cut-over interrupted between its fence and the fence's undo (the
+    // operator stopped) left it fenced. Which roles log in is not known from it now, and going
+    // on would enable none on the target at the commit point (the application locked out until
+    // a later pass provisions the target). The pass provisions the tenant on its source first,
+    // which gives its logins back; the cut-over is tried again after that (not an attempt).
+    if login.is_empty() {
+        return Err(CutOver::Failed(Error::unavailable(
+            "the source is still fenced by an interrupted cut-over: its logins come back first, then the cut-over is tried again",
+        )));
+    }
     sql::prepare_roles(target.pg(), names_b, &roles).await?;
     let frozen = Instant::now();
     if let Err(e) = sql::fence(source.pg(), names_a).await {
@@ -99,6 +109,7 @@ pub(super) async fn cut_over(
         // move keeps copying; a later attempt fences again.
         return Err(undo(source, &login, format!("the write freeze failed: {e}")).await);
     }
+    fail_point("move-fenced");
     // From here to the subscription's drop anything that goes wrong gives the source its logins
     // back and counts as an attempt: a fenced tenant waiting for a retry that may fail the same
     // way every time would be an outage without end.
@@ -202,7 +213,7 @@ async fn undo(source: &Server, login: &[crate::naming::Ident], why: String) -> C
 
 /// Test-only fail point (debug builds): the process exits here when `TENANTDB_TEST_EXIT_AT` names
 /// `point`, as if killed there (tests/README.md).
-fn fail_point(point: &str) {
+pub(super) fn fail_point(point: &str) {
     #[cfg(debug_assertions)]
     if std::env::var("TENANTDB_TEST_EXIT_AT").is_ok_and(|p| p == point) {
         tracing::warn!(point, "fail point reached: exiting (TENANTDB_TEST_EXIT_AT)");

@@ -23,7 +23,6 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use sqlx::{Connection, PgConnection};
-use tracing::warn;
 
 use super::layout::{SharedLayout, lit, validate_tenant_id};
 use super::sql::scoped_tables_sql;
@@ -281,8 +280,10 @@ pub async fn ensure_publication(
 }
 
 /// Drops the move's publication; then sets the tables' replica identity back when it was the
-/// last (best effort: a failure is logged and left to [`sync_replica_identity`], which the
-/// layout's periodic repair runs).
+/// last. A reset that fails (a table's lock not had within [`LOCK_TIMEOUT`]) fails the call, the
+/// publication dropped: the caller's step is retried until the identity is back (a second call
+/// drops nothing and resets). Left to the layout's periodic repair instead, it could stay `FULL`
+/// for good on a server with no shared tenant left to repair it (the one moved away was the last).
 pub async fn drop_publication(
     conn: &mut PgConnection,
     layout: &SharedLayout,
@@ -295,10 +296,9 @@ pub async fn drop_publication(
         .await?;
     tx.commit().await?;
     // (A table at a time, each re-checking that no move's publication exists again.)
-    if let Err(e) = sync_on(conn, layout).await {
-        warn!(error = %e, "the shared layout's replica identity is set back later");
-    }
-    Ok(())
+    sync_on(conn, layout)
+        .await
+        .map_err(|e| e.context("the shared layout's replica identity is not set back yet"))
 }
 
 /// Makes the layout's replica identity match the moves in flight: `FULL` on every tenant-scoped

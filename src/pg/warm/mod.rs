@@ -170,6 +170,15 @@ fn target_exists(e: &sqlx::Error) -> bool {
 const ENTRY_KEY_SQL: &str =
     "SELECT pg_try_advisory_xact_lock(hashtextextended('tenantdb_pool:' || $1, 0))";
 
+/// Takes `entry`'s advisory lock for `tx`'s lifetime without waiting: false when another
+/// claim or sweep holds it (the caller skips the entry).
+async fn try_entry_lock(tx: &mut sqlx::PgConnection, entry: &Ident) -> Result<bool> {
+    Ok(sqlx::query_scalar(ENTRY_KEY_SQL)
+        .bind(entry.as_str())
+        .fetch_one(tx)
+        .await?)
+}
+
 /// Schema entries of a scope that a claim may take: the name's shape, owned by the marked
 /// `NOLOGIN` role of the same name, with one of the marks `$2` (`$1`: the role mark).
 /// An entry whose role has rights or objects in another database (granted by a tenant there:
@@ -477,11 +486,7 @@ impl PgAdmin {
                 }
             }
             let mut tx = shared.begin().await?;
-            let locked: bool = sqlx::query_scalar(ENTRY_KEY_SQL)
-                .bind(entry.as_str())
-                .fetch_one(&mut *tx)
-                .await?;
-            if !locked {
+            if !try_entry_lock(&mut tx, &entry).await? {
                 continue;
             }
             match sqlx::raw_sql(ddl(format!(
@@ -567,11 +572,7 @@ impl PgAdmin {
             // Under the entry's lock: not while a claim of it is in flight (a claim renames it,
             // so a committed claim leaves nothing of this name).
             let mut tx = lc.begin().await?;
-            let locked: bool = sqlx::query_scalar(ENTRY_KEY_SQL)
-                .bind(entry.as_str())
-                .fetch_one(&mut *tx)
-                .await?;
-            if !locked {
+            if !try_entry_lock(&mut tx, &entry).await? {
                 continue;
             }
             // DROP DATABASE cannot run in a transaction: the lock's transaction stays open
@@ -612,11 +613,7 @@ async fn claim_first(
         };
         crate::fence::check()?;
         let mut tx = pool.begin().await?;
-        let locked: bool = sqlx::query_scalar(ENTRY_KEY_SQL)
-            .bind(entry.as_str())
-            .fetch_one(&mut *tx)
-            .await?;
-        if !locked {
+        if !try_entry_lock(&mut tx, &entry).await? {
             continue;
         }
         // Claimed and committed by another process between the list and the lock?

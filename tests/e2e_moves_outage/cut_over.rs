@@ -1,0 +1,325 @@
+//! Cut-overs that cannot finish: resumed without their subscription, or failing while writes are
+//! frozen; both roll back and give the logins back.
+
+use super::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_over_resumed_without_its_subscription_rolls_back_at_once() {
+    let started = Instant::now();
+    let exit_at = vec![(
+        "TENANTDB_TEST_EXIT_AT".to_string(),
+        "move-subscription-dropped".to_string(),
+    )];
+    let mut env = Env::start_configured(options(exit_at)).await;
+    let b = env.add_logical_server("b", &[]).await;
+    let db = json!({"isolation": "database", "deletionPolicy": "Delete"});
+    env.create_tenant(NS, "r", db.clone()).await;
+    env.create_tenant(NS, "x", db).await;
+    for (name, rows) in [("r", 100), ("x", 200_000)] {
+        env.wait_ready(NS, name, T).await;
+        tables(&env, name, rows).await;
+    }
+    let r_db = env.secret_value(NS, "r-db", "database").await.unwrap();
+    let r_role = env.secret_value(NS, "r-db", "username").await.unwrap();
+
+    // The operator exits right after the cut-over dropped the subscription.
+    place(&env, "r", "b").await;
+    let op = env.operator.as_mut().unwrap();
+    let exit = wait_for(T, "the operator exits at the fail point", || {
+        let s = op.try_wait().ok().flatten();
+        async move { s }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", env.important_log_tail(60)));
+    assert_eq!(exit.code(), Some(86), "{exit:?}");
+    let t = tenant(&env, "r").await.unwrap();
+    let m = move_of(&t).unwrap();
+    assert_eq!(
+        (m.phase, on(&t).as_deref()),
+        (MovePhase::CuttingOver, Some("default")),
+        "{m:?}"
+    );
+    let mut a = admin(&env.pg, "postgres").await;
+    let can_login: Vec<bool> = sqlx::query_scalar(
+        "SELECT rolcanlogin FROM pg_roles WHERE rolname = $1 OR rolname = $1 || '_b'",
+    )
+    .bind(&r_role)
+    .fetch_all(&mut a)
+    .await
+    .unwrap();
+    assert!(
+        !can_login.is_empty() && can_login.iter().all(|l| !l),
+        "the source is fenced: {can_login:?}"
+    );
+    let mut bb = admin(&b, "postgres").await;
+    let subs: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_subscription")
+        .fetch_one(&mut bb)
+        .await
+        .unwrap();
+    assert_eq!(subs, 0, "the subscription is dropped");
+
+    // Restarted without the fail point: rolled back at once, the source serves again.
+    env.operator_env.clear();
+    env.start_operator();
+    let restarted = Instant::now();
+    let (_, m) = wait_move(&env, "r", "RolledBack", T, |_, m| m.phase.is_terminal()).await;
+    let rolled_back = restarted.elapsed();
+    println!(
+        "r: {:?} {:.1} s after the restart: {}",
+        m.phase,
+        rolled_back.as_secs_f64(),
+        m.message.as_deref().unwrap_or_default()
+    );
+    // No cut-over attempted again: it would fence the source and wait 10 s for a slot nobody
+    // follows, three times.
+    assert_eq!((m.phase, m.attempts), (MovePhase::RolledBack, 0), "{m:?}");
+    assert!(
+        m.message
+            .as_deref()
+            .is_some_and(|s| s.contains("no longer exists on the target")),
+        "{m:?}"
+    );
+    assert!(rolled_back < Duration::from_secs(10), "{rolled_back:?}");
+    writes_through_its_secret(&env, "r").await;
+    assert!(
+        !database_exists(&b, &r_db).await,
+        "r's copy on b is dropped"
+    );
+    place(&env, "r", "default").await;
+
+    // A cancelled move, asked for again, starts again at once.
+    place(&env, "x", "b").await;
+    let (_, first) = wait_move(&env, "x", "started", T, |_, m| {
+        matches!(m.phase, MovePhase::Preparing | MovePhase::Copying)
+    })
+    .await;
+    place(&env, "x", "default").await;
+    let (t, m) = wait_move(&env, "x", "cancelled", T, |_, m| m.phase.is_terminal()).await;
+    assert_eq!(
+        (m.phase, on(&t).as_deref()),
+        (MovePhase::RolledBack, Some("default")),
+        "{m:?}"
+    );
+    assert!(
+        m.message
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("cancelled: "),
+        "{m:?}"
+    );
+    place(&env, "x", "b").await;
+    let asked = Instant::now();
+    wait_move(
+        &env,
+        "x",
+        "a new move started (not after the 60 s pause of a failed one)",
+        Duration::from_secs(20),
+        |_, m| m.started_at.is_some() && m.started_at != first.started_at,
+    )
+    .await;
+    println!(
+        "x: started again {:.1} s after the placement asked again",
+        asked.elapsed().as_secs_f64()
+    );
+    // Its replication slot dropped by hand while it copies: rolled back (it would wait in
+    // `Copying` for ever, its lag unknown).
+    let (t, m) = wait_move(&env, "x", "Copying again", T, |_, m| {
+        m.phase == MovePhase::Copying
+    })
+    .await;
+    let started_at = m.started_at.clone().unwrap();
+    let slot = tenantdb::moves::object_name(&tenantdb::controller::object_key(&t), &started_at)
+        .unwrap()
+        .as_str()
+        .to_string();
+    wait_for(T, "the slot dropped by hand", || async {
+        let mut a = admin(&env.pg, "postgres").await;
+        sqlx::query(
+            "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots \
+              WHERE slot_name = $1 AND active_pid IS NOT NULL",
+        )
+        .bind(&slot)
+        .execute(&mut a)
+        .await
+        .ok()?;
+        let _ = sqlx::query("SELECT pg_drop_replication_slot($1)")
+            .bind(&slot)
+            .execute(&mut a)
+            .await;
+        let left: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1")
+                .bind(&slot)
+                .fetch_optional(&mut a)
+                .await
+                .ok()?;
+        left.is_none().then_some(())
+    })
+    .await
+    .unwrap();
+    let (t, m) = wait_move(&env, "x", "rolled back", Duration::from_secs(30), |_, m| {
+        m.phase.is_terminal()
+    })
+    .await;
+    assert_eq!(
+        (m.phase, on(&t).as_deref()),
+        (MovePhase::RolledBack, Some("default")),
+        "{m:?}"
+    );
+    assert!(
+        m.message
+            .as_deref()
+            .is_some_and(|s| s.contains("no longer exists on the source")),
+        "{m:?}"
+    );
+    place(&env, "x", "default").await;
+    for (server, pg) in [("default", &env.pg), ("b", &b)] {
+        assert_eq!(
+            leftovers(pg).await,
+            Vec::<String>::new(),
+            "left on {server}"
+        );
+    }
+    println!("done in {:.1} s", started.elapsed().as_secs_f64());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_over_failing_while_frozen_gives_the_logins_back_and_rolls_back() {
+    let fail_at = vec![(
+        "TENANTDB_TEST_FAIL_AT".to_string(),
+        "move-frozen".to_string(),
+    )];
+    let env = Env::start_configured(options(fail_at)).await;
+    let b = env.add_logical_server("b", &[]).await;
+    env.create_tenant(
+        NS,
+        "f",
+        json!({"isolation": "database", "deletionPolicy": "Delete"}),
+    )
+    .await;
+    env.wait_ready(NS, "f", T).await;
+    tables(&env, "f", 100).await;
+    let f_db = env.secret_value(NS, "f-db", "database").await.unwrap();
+
+    // Every cut-over fails after the freeze with an error the server would repeat: each attempt
+    // gives the source its logins back and counts; the third rolls the move back.
+    place(&env, "f", "b").await;
+    let (t, m) = wait_move(&env, "f", "rolled back", T, |_, m| m.phase.is_terminal()).await;
+    println!(
+        "f: {:?} after {} attempts: {}",
+        m.phase,
+        m.attempts,
+        m.message.as_deref().unwrap_or_default()
+    );
+    assert_eq!(
+        (m.phase, m.attempts, on(&t).as_deref()),
+        (MovePhase::RolledBack, 3, Some("default")),
+        "{m:?}"
+    );
+    assert!(
+        m.message
+            .as_deref()
+            .is_some_and(|s| s.contains("cut-over attempt 3 undone") && s.contains("move-frozen")),
+        "{m:?}"
+    );
+    writes_through_its_secret(&env, "f").await;
+    assert!(
+        !database_exists(&b, &f_db).await,
+        "f's copy on b is dropped"
+    );
+    let (left_a, left_b) = (leftovers(&env.pg).await, leftovers(&b).await);
+    assert!(
+        left_a
+            .iter()
+            .chain(&left_b)
+            .all(|l| !l.contains("tenantdb_mv_")),
+        "left behind: {left_a:?} {left_b:?}"
+    );
+}
+
+/// `rolcanlogin` of the tenant's roles (`role` and its rotation role) on `pg`.
+async fn logins(pg: &LocalPg, role: &str) -> Vec<bool> {
+    let mut a = admin(pg, "postgres").await;
+    let l = sqlx::query_scalar(
+        "SELECT rolcanlogin FROM pg_roles WHERE rolname = $1 OR rolname = $1 || '_b' ORDER BY rolname",
+    )
+    .bind(role)
+    .fetch_all(&mut a)
+    .await
+    .unwrap();
+    let _ = a.close().await;
+    l
+}
+
+/// Waits until the operator process exits at its fail point (code 86).
+async fn exits_at_fail_point(env: &mut Env, point: &str) {
+    let op = env.operator.as_mut().unwrap();
+    let exit = wait_for(T, &format!("the operator exits at {point}"), || {
+        let s = op.try_wait().ok().flatten();
+        async move { s }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", env.important_log_tail(60)));
+    assert_eq!(exit.code(), Some(86), "{exit:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_over_resumed_on_a_fenced_source_gives_the_target_its_logins() {
+    let exit_at = |p: &str| vec![("TENANTDB_TEST_EXIT_AT".to_string(), p.to_string())];
+    let mut env = Env::start_configured(options(exit_at("move-fenced"))).await;
+    let b = env.add_logical_server("b", &[]).await;
+    env.create_tenant(
+        NS,
+        "f",
+        json!({"isolation": "database", "deletionPolicy": "Delete"}),
+    )
+    .await;
+    env.wait_ready(NS, "f", T).await;
+    tables(&env, "f", 100).await;
+    let role = env.secret_value(NS, "f-db", "username").await.unwrap();
+
+    // The operator stops right after the cut-over fenced the source (before it could undo it).
+    place(&env, "f", "b").await;
+    exits_at_fail_point(&mut env, "move-fenced").await;
+    let m = move_of(&tenant(&env, "f").await.unwrap()).unwrap();
+    assert_eq!(m.phase, MovePhase::CuttingOver, "{m:?}");
+    let fenced = logins(&env.pg, &role).await;
+    assert!(
+        !fenced.is_empty() && fenced.iter().all(|l| !l),
+        "the source is fenced: {fenced:?}"
+    );
+
+    // Restarted: the cut-over is resumed; the process stops again right after it recorded the
+    // commit point, before the pass provisions the tenant on the target. The target's logins
+    // must be on by then: the cut-over itself enabled them (a cut-over that read the logins from
+    // the fenced source enabled none, and the tenant could not log in on its new home).
+    env.operator_env = exit_at("move-cut-over");
+    env.start_operator();
+    exits_at_fail_point(&mut env, "move-cut-over").await;
+    let t = tenant(&env, "f").await.unwrap();
+    let m = move_of(&t).unwrap();
+    assert_eq!(
+        (m.phase, on(&t).as_deref()),
+        (MovePhase::CleaningUp, Some("b")),
+        "{m:?}"
+    );
+    let on_b = logins(&b, &role).await;
+    assert!(
+        on_b.iter().any(|l| *l),
+        "a login of the tenant is on on the target at the commit point: {on_b:?}"
+    );
+    assert!(
+        logins(&env.pg, &role).await.iter().all(|l| !l),
+        "the source stays fenced"
+    );
+
+    // Without fail points: completed, the tenant writes through its Secret on its new home.
+    env.operator_env.clear();
+    env.start_operator();
+    let (t, m) = wait_move(&env, "f", "Completed", T, |_, m| m.phase.is_terminal()).await;
+    assert_eq!(
+        (m.phase, on(&t).as_deref()),
+        (MovePhase::Completed, Some("b")),
+        "{m:?}"
+    );
+    writes_through_its_secret(&env, "f").await;
+}

@@ -1,0 +1,87 @@
+//! A move's publication of a shared tenant's rows and the layout's replica identity: `FULL` while
+//! the publication exists, `DEFAULT` again once it is dropped — and a drop whose reset cannot get
+//! a table's lock in time fails (the move's clean-up step is retried) instead of leaving `FULL`
+//! behind on a server that may have no shared tenant left whose layout repair would reset it.
+
+use super::*;
+use sqlx::Connection;
+use tenantdb::pg::shared::replication::{drop_publication, ensure_publication};
+
+/// The layout's relations with `REPLICA IDENTITY FULL`.
+async fn full_tables(pool: &PgPool, schema: &str) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+          WHERE n.nspname = $1 AND c.relreplident = 'f' ORDER BY 1",
+    )
+    .bind(schema)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+async fn publications(pool: &PgPool, name: &Ident) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM pg_publication WHERE pubname = $1")
+        .bind(name.as_str())
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn dropping_a_moves_publication_sets_the_identity_back_or_fails() {
+    let admin = admin();
+    let layout = layout_for("tenantdb_rls_repl");
+    ensure_layout(&admin, &layout, &MigrationSet::bundled())
+        .await
+        .unwrap();
+    let pool = admin.shared_pool().await.unwrap().clone();
+    let s = layout.schema.as_str();
+    assert!(full_tables(&pool, s).await.is_empty());
+    let name = Ident::new("tenantdb_mv_0123456789abcdef").unwrap();
+    let mut c = PgConnection::connect(&common::pg().url(SHARED_DB))
+        .await
+        .unwrap();
+    ensure_publication(&mut c, &layout, &name, "repl-tenant")
+        .await
+        .unwrap();
+    let full = full_tables(&pool, s).await;
+    assert!(
+        full.len() >= 5,
+        "FULL while the publication exists: {full:?}"
+    );
+    assert_eq!(publications(&pool, &name).await, 1);
+
+    // Another session holds a lock on one of the tables (an open transaction that read it): the
+    // reset's `ALTER TABLE` waits at most its lock timeout for it, then the drop fails.
+    let locked = full.last().unwrap().clone();
+    let mut holder = PgConnection::connect(&common::pg().url(SHARED_DB))
+        .await
+        .unwrap();
+    let mut tx = holder.begin().await.unwrap();
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "LOCK TABLE {s}.{locked} IN ACCESS SHARE MODE"
+    )))
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    let e = drop_publication(&mut c, &layout, &name)
+        .await
+        .expect_err("the identity could not be set back: the drop must fail, to be retried");
+    assert!(e.to_string().contains("replica identity"), "{e}");
+    assert_eq!(
+        publications(&pool, &name).await,
+        0,
+        "the publication is gone"
+    );
+    assert!(
+        full_tables(&pool, s).await.contains(&locked),
+        "the locked table is still FULL"
+    );
+
+    // Retried once the lock is gone: the publication's drop is a no-op, the identity is reset.
+    tx.rollback().await.unwrap();
+    drop_publication(&mut c, &layout, &name).await.unwrap();
+    assert_eq!(full_tables(&pool, s).await, Vec::<String>::new());
+    let _ = holder.close().await;
+    let _ = c.close().await;
+}
