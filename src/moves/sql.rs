@@ -446,17 +446,26 @@ pub async fn lag_bytes(source: &PgAdmin, name: &Ident) -> Result<Option<i64>> {
 }
 
 /// Ends every session of the tenant's roles and disables their login (both roles).
+///
+/// Both `ALTER ROLE`s go in one statement string, which PostgreSQL runs as one transaction: a
+/// fence cut short (the operator killed) leaves both roles as they were or both fenced, never
+/// one of them — a cut-over resumed on such a source would take the login it still sees for
+/// the only one and enable just that one on the target.
 pub async fn fence(pg: &PgAdmin, names: &TenantNames) -> Result<()> {
-    for role in [&names.role, &names.secondary_role] {
-        let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_roles WHERE rolname = $1")
-            .bind(role.as_str())
-            .fetch_optional(pg.admin()?)
+    let existing: Vec<String> =
+        sqlx::query_scalar("SELECT rolname::text FROM pg_roles WHERE rolname = ANY($1)")
+            .bind([names.role.as_str(), names.secondary_role.as_str()])
+            .fetch_all(pg.admin()?)
             .await?;
-        if exists.is_some() {
-            sqlx::raw_sql(ddl(format!("ALTER ROLE {role} NOLOGIN")))
-                .execute(pg.admin()?)
-                .await?;
-        }
+    let alters: Vec<String> = [&names.role, &names.secondary_role]
+        .into_iter()
+        .filter(|r| existing.iter().any(|e| e == r.as_str()))
+        .map(|r| format!("ALTER ROLE {r} NOLOGIN"))
+        .collect();
+    if !alters.is_empty() {
+        sqlx::raw_sql(ddl(alters.join("; ")))
+            .execute(pg.admin()?)
+            .await?;
     }
     terminate(pg, names).await
 }
@@ -787,7 +796,8 @@ pub async fn drop_publication(source: &PgAdmin, scope: &Scope, name: &Ident) -> 
     let mut c = connect(source, scope).await?;
     let r = if scope.rows.is_some() {
         // (And the layout's replica identity set back after the last one.)
-        crate::pg::shared::replication::drop_publication(&mut c, &layout()?, name).await
+        let tenant_id = scope.rows.as_deref().unwrap_or_default();
+        crate::pg::shared::replication::drop_publication(&mut c, &layout()?, name, tenant_id).await
     } else {
         sqlx::raw_sql(ddl(format!("DROP PUBLICATION IF EXISTS {name}")))
             .execute(&mut c)

@@ -292,20 +292,45 @@ async fn a_cut_over_resumed_on_a_fenced_source_gives_the_target_its_logins() {
     // commit point, before the pass provisions the tenant on the target. The target's logins
     // must be on by then: the cut-over itself enabled them (a cut-over that read the logins from
     // the fenced source enabled none, and the tenant could not log in on its new home).
+    // First the resumed step is refused on the fenced source (not an attempt): the pass gives the
+    // source its logins back, and the cut-over is tried again 5 s later.
     env.operator_env = exit_at("move-cut-over");
     env.start_operator();
+    wait_move(
+        &env,
+        "f",
+        "the cut-over refused on the fenced source",
+        T,
+        |_, m| {
+            m.message
+                .as_deref()
+                .is_some_and(|s| s.contains("still fenced by an interrupted cut-over"))
+        },
+    )
+    .await;
     exits_at_fail_point(&mut env, "move-cut-over").await;
     let t = tenant(&env, "f").await.unwrap();
     let m = move_of(&t).unwrap();
     assert_eq!(
-        (m.phase, on(&t).as_deref()),
-        (MovePhase::CleaningUp, Some("b")),
+        (m.phase, on(&t).as_deref(), m.attempts),
+        (MovePhase::CleaningUp, Some("b"), 1),
         "{m:?}"
     );
-    let on_b = logins(&b, &role).await;
-    assert!(
-        on_b.iter().any(|l| *l),
-        "a login of the tenant is on on the target at the commit point: {on_b:?}"
+    // The role whose password the Secret holds.
+    let user = env.secret_value(NS, "f-db", "username").await.unwrap();
+    let mut bb = admin(&b, "postgres").await;
+    let can_login: Option<bool> =
+        sqlx::query_scalar("SELECT rolcanlogin FROM pg_roles WHERE rolname = $1")
+            .bind(&user)
+            .fetch_optional(&mut bb)
+            .await
+            .unwrap();
+    let _ = bb.close().await;
+    assert_eq!(
+        can_login,
+        Some(true),
+        "the Secret's role ({user}) logs in on the target at the commit point (all: {:?})",
+        logins(&b, &role).await
     );
     assert!(
         logins(&env.pg, &role).await.iter().all(|l| !l),

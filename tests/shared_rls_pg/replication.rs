@@ -1,11 +1,17 @@
 //! A move's publication of a shared tenant's rows and the layout's replica identity: `FULL` while
-//! the publication exists, `DEFAULT` again once it is dropped — and a drop whose reset cannot get
-//! a table's lock in time fails (the move's clean-up step is retried) instead of leaving `FULL`
-//! behind on a server that may have no shared tenant left whose layout repair would reset it.
+//! the publication exists, `DEFAULT` again once it is dropped. A drop whose reset cannot get a
+//! table's lock in time fails (the move's step is retried) when no other shared tenant is
+//! registered — nothing else would ever reset it — and leaves it to the layout's repair when one
+//! is (its open transactions must not hold the move up).
 
 use super::*;
 use sqlx::Connection;
-use tenantdb::pg::shared::replication::{drop_publication, ensure_publication};
+use tenantdb::pg::shared::replication::{
+    drop_publication, ensure_publication, sync_replica_identity,
+};
+
+/// The moved tenant's id (not registered here: the test is about the others).
+const MOVED: &str = "repl-moved";
 
 /// The layout's relations with `REPLICA IDENTITY FULL`.
 async fn full_tables(pool: &PgPool, schema: &str) -> Vec<String> {
@@ -41,7 +47,7 @@ async fn dropping_a_moves_publication_sets_the_identity_back_or_fails() {
     let mut c = PgConnection::connect(&common::pg().url(SHARED_DB))
         .await
         .unwrap();
-    ensure_publication(&mut c, &layout, &name, "repl-tenant")
+    ensure_publication(&mut c, &layout, &name, MOVED)
         .await
         .unwrap();
     let full = full_tables(&pool, s).await;
@@ -64,7 +70,7 @@ async fn dropping_a_moves_publication_sets_the_identity_back_or_fails() {
     .execute(&mut *tx)
     .await
     .unwrap();
-    let e = drop_publication(&mut c, &layout, &name)
+    let e = drop_publication(&mut c, &layout, &name, MOVED)
         .await
         .expect_err("the identity could not be set back: the drop must fail, to be retried");
     assert!(e.to_string().contains("replica identity"), "{e}");
@@ -80,7 +86,35 @@ async fn dropping_a_moves_publication_sets_the_identity_back_or_fails() {
 
     // Retried once the lock is gone: the publication's drop is a no-op, the identity is reset.
     tx.rollback().await.unwrap();
-    drop_publication(&mut c, &layout, &name).await.unwrap();
+    drop_publication(&mut c, &layout, &name, MOVED)
+        .await
+        .unwrap();
+    assert_eq!(full_tables(&pool, s).await, Vec::<String>::new());
+
+    // With another shared tenant registered on the server (the moved one's own registration does
+    // not count), the same lock leaves the reset to the layout's repair: the drop succeeds.
+    let other = create_tenant(&admin, &layout, "repl_other", "repl").await;
+    register_tenant(&admin, &layout, &other.role, &other.secondary, &other.id)
+        .await
+        .unwrap();
+    ensure_publication(&mut c, &layout, &name, MOVED)
+        .await
+        .unwrap();
+    assert!(!full_tables(&pool, s).await.is_empty());
+    let mut tx = holder.begin().await.unwrap();
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "LOCK TABLE {s}.{locked} IN ACCESS SHARE MODE"
+    )))
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    drop_publication(&mut c, &layout, &name, MOVED)
+        .await
+        .expect("another tenant's repair resets the identity: the drop goes on");
+    assert_eq!(publications(&pool, &name).await, 0);
+    assert!(full_tables(&pool, s).await.contains(&locked));
+    tx.rollback().await.unwrap();
+    sync_replica_identity(&admin, &layout).await.unwrap();
     assert_eq!(full_tables(&pool, s).await, Vec::<String>::new());
     let _ = holder.close().await;
     let _ = c.close().await;

@@ -17,8 +17,10 @@
 //!   (provisioning, rotation and health go on there).
 //! - `CuttingOver` (within one reconcile): roles refreshed on the target, the source fenced
 //!   (logins disabled, sessions ended), the target caught up to the source's last WAL position,
-//!   fingerprints and row counts compared, sequences copied; then the commit point — the status
-//!   records the target — and the target's logins enabled. A cut-over that cannot finish unfences
+//!   fingerprints and row counts compared, sequences copied, the subscription dropped and the
+//!   target's logins enabled; then the commit point — the status records the target. A cut-over
+//!   resumed on a source an interrupted one left fenced fails its step (no login to carry over:
+//!   provisioning on the source gives them back first). A cut-over that cannot finish unfences
 //!   the source and goes back to `Copying` (3 attempts, then rolled back); one that finds the
 //!   subscription gone (an earlier one dropped it and stopped before the commit point) is rolled
 //!   back at once.
