@@ -30,6 +30,9 @@ pub struct Cfg {
     pub placement_tenants: usize,
     /// Moves scenario: sizes of the moved tenants' data (MiB), each moved idle and under writes.
     pub moves_mib: Vec<u64>,
+    /// Moves scenario: the isolation modes moved (`BENCH_MOVES_ISOLATION`, comma list of
+    /// `database` and `schema`; default both).
+    pub moves_isolation: Vec<String>,
     /// Emulated API latency of every scenario (`BENCH_API_LATENCY_MS`, see [`api_latency`]).
     pub api_latency: std::time::Duration,
 }
@@ -121,6 +124,7 @@ pub fn parse_args() -> Result<Command> {
             admission_new: 10,
             placement_tenants: 30,
             moves_mib: vec![1, 20],
+            moves_isolation: moves_isolation()?,
             api_latency,
         }
     } else {
@@ -132,7 +136,7 @@ pub fn parse_args() -> Result<Command> {
             only,
             // BENCH_PROV_SCHEMA overrides (e.g. `200` for a shorter fleet run: the fleet
             // migration runs over the largest provisioning run's tenants).
-            prov_schema: prov_schema_sizes()?,
+            prov_schema: sizes("BENCH_PROV_SCHEMA", &[100, 500])?,
             prov_database: 100,
             // BENCH_STEADY_TENANTS overrides (see README: with resync 30 s this machine saturates
             // at about 1,270 schema tenants).
@@ -146,21 +150,10 @@ pub fn parse_args() -> Result<Command> {
             admission_new: 50,
             placement_tenants: 500,
             moves_mib: vec![1, 100],
+            moves_isolation: moves_isolation()?,
             api_latency,
         }
     })))
-}
-
-/// The provisioning sizes of a full run: `BENCH_PROV_SCHEMA` (comma list of positive numbers),
-/// else 100 and 500. A malformed value is an error, not the 25-minute default.
-fn prov_schema_sizes() -> Result<Vec<usize>> {
-    let Ok(v) = std::env::var("BENCH_PROV_SCHEMA") else {
-        return Ok(vec![100, 500]);
-    };
-    v.split(',')
-        .map(positive)
-        .collect::<Option<Vec<usize>>>()
-        .with_context(|| format!("BENCH_PROV_SCHEMA={v:?}: expected e.g. 200 or 100,500"))
 }
 
 /// A comma list of positive counts from the environment variable `name` (e.g. `1000,5000`),
@@ -173,6 +166,21 @@ fn sizes(name: &str, default: &[usize]) -> Result<Vec<usize>> {
         .map(positive)
         .collect::<Option<Vec<usize>>>()
         .with_context(|| format!("{name}={v:?}: expected e.g. 1000 or 1000,5000"))
+}
+
+/// The isolation modes the moves scenario moves: `BENCH_MOVES_ISOLATION` (comma list of
+/// `database` and `schema`), else both. A `shared` tenant has no tables of its own to fill and
+/// write (its rows live in the layout's tables): not benchmarked (tests/README.md,
+/// `e2e_moves_shared`).
+fn moves_isolation() -> Result<Vec<String>> {
+    let Ok(v) = std::env::var("BENCH_MOVES_ISOLATION") else {
+        return Ok(vec!["database".into(), "schema".into()]);
+    };
+    let modes: Vec<String> = v.split(',').map(|m| m.trim().to_string()).collect();
+    if modes.is_empty() || modes.iter().any(|m| m != "database" && m != "schema") {
+        bail!("BENCH_MOVES_ISOLATION={v:?}: expected database, schema or database,schema");
+    }
+    Ok(modes)
 }
 
 /// A positive count from the environment variable `name`, else `default`. A malformed value is

@@ -488,18 +488,19 @@ pub fn summary(r: &Value) -> String {
     let mv = &r["moves"];
     if mv.is_object() {
         s.push_str(&format!(
-            "## 7. Moves: one `database` tenant moved to another server (logical replication), idle and under writes; target: write freeze under {} ms\n\n{}.\n\nWriter: {}.\n\n",
+            "## 7. Moves: one tenant per isolation mode moved to another server (logical replication), idle and under writes; target: write freeze under {} ms\n\n{}.\n\nWriter: {}.\n\n",
             f(&mv["target_freeze_ms"]),
             f(&mv["method"]),
             f(&mv["writer"]),
         ));
         s.push_str(&run_line(r, "moves"));
-        s.push_str("| data (MiB) | database at start (MiB) | writer | move: startedAt → finishedAt (s) | Preparing / Copying / CuttingOver / CleaningUp (s) | **write freeze (ms)** | writer's longest gap (s) | acknowledged writes | lost | attempts |\n|---|---|---|---|---|---|---|---|---|---|\n");
+        s.push_str("| isolation | data (MiB) | home at start (MiB) | writer | move: startedAt → finishedAt (s) | Preparing / Copying / CuttingOver / CleaningUp (s) | **write freeze (ms)** | writer's longest gap (s) | acknowledged writes | lost | attempts | source copy left |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
         for x in mv["rows"].as_array().into_iter().flatten() {
             let w = &x["writer"];
             let writer = x["with_writer"] == json!(true);
             s.push_str(&format!(
-                "| {} | {} | {} | {} | {} / {} / {} / {} | **{}** | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {} | {} / {} / {} / {} | **{}** | {} | {} | {} | {} | {} |\n",
+                f(&isolation_of(x)),
                 f(&x["data_mib"]),
                 f(&x["move_mib"]),
                 if writer { "writes" } else { "idle" },
@@ -513,13 +514,15 @@ pub fn summary(r: &Value) -> String {
                 f(&w["acknowledged"]),
                 f(&w["lost"]),
                 f(&x["attempts"]),
+                f(&x["source_home_left"]),
             ));
         }
-        s.push_str("\nThe write freeze step by step (ms), from the operator's statements in both servers' logs:\n\n| data (MiB) | writer | window | fence | catch-up (polls) | fingerprints (server time) | sequences | row counts | drop subscription | logins on |\n|---|---|---|---|---|---|---|---|---|---|\n");
+        s.push_str("\nThe write freeze step by step (ms), from the operator's statements in both servers' logs:\n\n| isolation | data (MiB) | writer | window | fence | catch-up (polls) | fingerprints (server time) | sequences | row counts | drop subscription | logins on |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
         for x in mv["rows"].as_array().into_iter().flatten() {
             let t = &x["freeze_timeline"];
             s.push_str(&format!(
-                "| {} | {} | {} | {} | {} ({}) | {} ({}) | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {} | {} ({}) | {} ({}) | {} | {} | {} | {} |\n",
+                f(&isolation_of(x)),
                 f(&x["data_mib"]),
                 if x["with_writer"] == json!(true) {
                     "writes"
@@ -554,6 +557,14 @@ pub fn summary(r: &Value) -> String {
         s.push_str(&format!("Total benchmark time: {d:.0} s.\n"));
     }
     s
+}
+
+/// A moves row's isolation mode (rows of runs before it was recorded moved `database` tenants).
+fn isolation_of(row: &Value) -> Value {
+    match &row["isolation"] {
+        Value::Null => json!("database"),
+        v => v.clone(),
+    }
 }
 
 /// Scenario 2c: one row per step, then the fitted lines.

@@ -1,10 +1,11 @@
 //! Scenario 7, moves (issue 17): online moves of a tenant's PostgreSQL part between servers.
 //!
 //! Per row, on fresh clusters: the default server (`--database-url`) and a DatabaseServer `b`,
-//! both throwaway clusters with `wal_level=logical`; the real operator binary. One `database`
-//! Tenant is provisioned on the default server and filled, through its Secret's credentials,
-//! with a table of 1,000-character rows until its database has grown by the size under test
-//! (1 MiB and 100 MiB; `--quick`: 20 MiB). Then its `spec.placement` is patched to
+//! both throwaway clusters with `wal_level=logical`; the real operator binary. One Tenant of the
+//! isolation mode under test (`database`, then `schema`; `BENCH_MOVES_ISOLATION`) is provisioned
+//! on the default server and filled, through its Secret's credentials, with a table of
+//! 1,000-character rows until its home (its database, or its schema's relations) has grown by the
+//! size under test (1 MiB and 100 MiB; `--quick`: 20 MiB). Then its `spec.placement` is patched to
 //! `{server: b}` and the driver waits for `status.move.phase: Completed` (tenant Ready, placed on
 //! `b`), watching the phases. Each size is moved idle and with a writer inserting through the
 //! Secret during the whole move (one connection, one insert every ~5 ms; on an error it re-reads
@@ -30,14 +31,17 @@ use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::watcher;
 use serde_json::{Value, json};
-use sqlx::{Connection, PgConnection};
+use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use tenantdb::crd::{MovePhase, MoveStatus, Tenant};
 use tenantdb_testkit::localpg::{LocalPg, LocalPgOptions};
 
 use crate::cli::Cfg;
+
+mod timeline;
 use crate::common::{CONCURRENCY, NS, log, round, start_pg};
 use crate::env::{Env, cpu_seconds, machine_cpu, metric_sum};
 use crate::placement::{OPERATOR_NS, add_server, loadavg, log_problems, wait_servers_ready};
+use timeline::freeze_timeline;
 
 /// The moved Tenant (one per row, each row on fresh clusters).
 const TENANT: &str = "moved";
@@ -58,9 +62,11 @@ const MOVE_TIMEOUT: Duration = Duration::from_secs(900);
 
 pub async fn moves(cfg: &Cfg) -> Result<Value> {
     let mut rows = Vec::new();
-    for &mib in &cfg.moves_mib {
-        for writer in [false, true] {
-            rows.push(row(cfg, mib, writer).await?);
+    for isolation in &cfg.moves_isolation {
+        for &mib in &cfg.moves_mib {
+            for writer in [false, true] {
+                rows.push(row(cfg, isolation, mib, writer).await?);
+            }
         }
     }
     let freezes: Vec<i64> = rows
@@ -78,14 +84,14 @@ pub async fn moves(cfg: &Cfg) -> Result<Value> {
         .filter_map(|r| r["writer"]["lost"].as_u64())
         .sum();
     Ok(json!({
-        "isolation": "database",
+        "isolation": cfg.moves_isolation,
         "sizes_mib": cfg.moves_mib,
         "target_freeze_ms": TARGET_FREEZE_MS,
         "target_met": met,
         "max_write_freeze_ms": max_freeze,
         "max_writer_gap_s": gaps.iter().copied().fold(None, |m: Option<f64>, g| Some(m.map_or(g, |m| m.max(g)))),
         "writes_lost": lost,
-        "method": "per row fresh clusters (default server and DatabaseServer b, wal_level=logical) and operator; one database Tenant on the default server filled through its Secret with 1,000-character rows until pg_database_size grew by the size; spec.placement patched to {server: b}; waited for status.move.phase Completed (tenant Ready on b)",
+        "method": "per row fresh clusters (default server and DatabaseServer b, wal_level=logical) and operator; one Tenant per isolation mode (database, schema) on the default server filled through its Secret with 1,000-character rows until its home grew by the size (database: pg_database_size; schema: pg_total_relation_size of the schema's tables); spec.placement patched to {server: b}; waited for status.move.phase Completed (tenant Ready on b)",
         "writer": format!("one connection through the Secret's credentials, INSERT of n = 1, 2, … with a {} ms pause; on an error it re-reads the Secret and reconnects ({} ms between failed attempts) and retries the same n (a duplicate n means it had committed); from ~1 s before the patch until 100 writes and 1 s after Completed", WRITER_PAUSE.as_millis(), RECONNECT_PAUSE.as_millis()),
         "operator_args": format!("--concurrency {CONCURRENCY} --operator-namespace {OPERATOR_NS}"),
         "rows": rows,
@@ -122,27 +128,36 @@ async fn tenant_conn(secrets: &Api<Secret>) -> Result<(PgConnection, u16)> {
     Ok((c, port))
 }
 
+/// `name` as a quoted SQL identifier.
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
 async fn admin(pg: &LocalPg, db: &str) -> Result<PgConnection> {
     Ok(PgConnection::connect(&pg.url(db)).await?)
 }
 
-async fn db_size(c: &mut PgConnection) -> Result<i64> {
-    Ok(
-        sqlx::query_scalar("SELECT pg_database_size(current_database())")
-            .fetch_one(c)
-            .await?,
-    )
+/// The size of the tenant's home as the tenant sees it: its database, or the relations of its
+/// schema (tables with their indexes and TOAST) for a `schema` tenant.
+async fn home_size(c: &mut PgConnection, isolation: &str) -> Result<i64> {
+    let sql = if isolation == "schema" {
+        "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint FROM pg_class c \
+          WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'm')"
+    } else {
+        "SELECT pg_database_size(current_database())"
+    };
+    Ok(sqlx::query_scalar(sql).fetch_one(c).await?)
 }
 
-/// Fills the tenant's `fill` table until its database grew by `target` bytes: (rows, growth).
-async fn fill(c: &mut PgConnection, target: i64) -> Result<(i64, i64)> {
-    let base = db_size(c).await?;
+/// Fills the tenant's `fill` table until its home grew by `target` bytes: (rows, growth).
+async fn fill(c: &mut PgConnection, isolation: &str, target: i64) -> Result<(i64, i64)> {
+    let base = home_size(c, isolation).await?;
     sqlx::raw_sql("CREATE TABLE fill (id bigint PRIMARY KEY, pad text NOT NULL)")
         .execute(&mut *c)
         .await?;
     let mut rows = 0i64;
     loop {
-        let growth = db_size(c).await? - base;
+        let growth = home_size(c, isolation).await? - base;
         if growth >= target {
             return Ok((rows, growth));
         }
@@ -326,13 +341,13 @@ fn rfc3339_span_s(from: Option<&str>, to: Option<&str>) -> Option<f64> {
 
 // --- one row ---------------------------------------------------------------------------------
 
-async fn row(cfg: &Cfg, mib: u64, with_writer: bool) -> Result<Value> {
+async fn row(cfg: &Cfg, isolation: &str, mib: u64, with_writer: bool) -> Result<Value> {
     let kind = if with_writer { "writes" } else { "idle" };
     log(format!(
-        "moves: database tenant of {mib} MiB, {kind}, default → {TARGET}"
+        "moves: {isolation} tenant of {mib} MiB, {kind}, default → {TARGET}"
     ));
     let load_before = loadavg();
-    let mut env = Env::start(cfg, &format!("moves-{mib}-{kind}"), logical()).await?;
+    let mut env = Env::start(cfg, &format!("moves-{isolation}-{mib}-{kind}"), logical()).await?;
     let b = start_pg(logical()).await?;
     // Every statement of the admin role (the operator's) in the server logs, with its duration:
     // the freeze's timeline is read from them. New sessions only: before the operator starts.
@@ -363,7 +378,7 @@ async fn row(cfg: &Cfg, mib: u64, with_writer: bool) -> Result<Value> {
     env.create_tenants(
         NS,
         &[TENANT.to_string()],
-        &json!({"isolation": "database", "deletionPolicy": "Delete"}),
+        &json!({"isolation": isolation, "deletionPolicy": "Delete"}),
         1,
     )
     .await?;
@@ -382,11 +397,15 @@ async fn row(cfg: &Cfg, mib: u64, with_writer: bool) -> Result<Value> {
     .execute(&mut c)
     .await?;
     let t_fill = Instant::now();
-    let (fill_rows, growth) = fill(&mut c, mib as i64 * MIB).await?;
+    let (fill_rows, growth) = fill(&mut c, isolation, mib as i64 * MIB).await?;
     let fill_s = t_fill.elapsed().as_secs_f64();
-    let db: String = sqlx::query_scalar("SELECT current_database()::text")
-        .fetch_one(&mut c)
-        .await?;
+    // Where the tables are: the tenant's database and its schema (`public` of its own database,
+    // or its schema in the shared database); the admin's checks below qualify them.
+    let (db, schema): (String, String) =
+        sqlx::query_as("SELECT current_database()::text, current_schema()::text")
+            .fetch_one(&mut c)
+            .await?;
+    let qualified = |table: &str| format!("{}.{table}", quote_ident(&schema));
     let _ = c.close().await;
     log(format!(
         "  filled: {fill_rows} rows, +{:.1} MiB in {fill_s:.1} s",
@@ -483,14 +502,20 @@ async fn row(cfg: &Cfg, mib: u64, with_writer: bool) -> Result<Value> {
         .and_then(|s| tenantdb::secret::read_key(&s, "port"))
         .and_then(|p| p.parse().ok());
     let mut tb = admin(&b, &db).await?;
-    let fill_on_target: i64 = sqlx::query_scalar("SELECT count(*) FROM fill")
-        .fetch_one(&mut tb)
-        .await?;
+    let fill_on_target: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT count(*) FROM {}",
+        qualified("fill")
+    )))
+    .fetch_one(&mut tb)
+    .await?;
     let writer_json = match &writer_log {
         Some(w) => {
-            let on_target: Vec<i64> = sqlx::query_scalar("SELECT n FROM writes")
-                .fetch_all(&mut tb)
-                .await?;
+            let on_target: Vec<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
+                "SELECT n FROM {}",
+                qualified("writes")
+            )))
+            .fetch_all(&mut tb)
+            .await?;
             let have: BTreeSet<i64> = on_target.iter().copied().collect();
             let acked: BTreeSet<i64> = w.acked.iter().map(|(n, _, _)| *n).collect();
             let lost = acked.difference(&have).count();
@@ -553,6 +578,18 @@ async fn row(cfg: &Cfg, mib: u64, with_writer: bool) -> Result<Value> {
             .bind(&db)
             .fetch_one(&mut src)
             .await?;
+    // A schema tenant's home on the source: its schema in the shared database (which stays).
+    let source_schema_left: Option<i64> = if isolation == "schema" && source_db_left > 0 {
+        let mut sdb = admin(&env.pg, &db).await?;
+        let n = sqlx::query_scalar("SELECT count(*) FROM pg_namespace WHERE nspname = $1")
+            .bind(&schema)
+            .fetch_one(&mut sdb)
+            .await?;
+        let _ = sdb.close().await;
+        Some(n)
+    } else {
+        None
+    };
     let slots_left: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'tenantdb\\_mv\\_%'",
     )
@@ -589,6 +626,7 @@ async fn row(cfg: &Cfg, mib: u64, with_writer: bool) -> Result<Value> {
         ));
     }
     let row = json!({
+        "isolation": isolation,
         "size_mib": mib,
         "writer": if with_writer { writer_json } else { Value::Null },
         "with_writer": with_writer,
@@ -611,6 +649,12 @@ async fn row(cfg: &Cfg, mib: u64, with_writer: bool) -> Result<Value> {
         "fill_rows_on_target": fill_on_target,
         "secret_names_target": target_port == Some(b.port()),
         "source_database_left": source_db_left,
+        "source_schema_left": source_schema_left,
+        "source_home_left": if isolation == "schema" {
+            source_schema_left.unwrap_or(0) > 0
+        } else {
+            source_db_left > 0
+        },
         "replication_slots_left": slots_left,
         "subscriptions_left": subs_left,
         "message": m.message,
@@ -623,162 +667,4 @@ async fn row(cfg: &Cfg, mib: u64, with_writer: bool) -> Result<Value> {
     });
     drop(b);
     Ok(row)
-}
-
-// --- the freeze's timeline, from the servers' statement logs ---------------------------------
-
-/// One statement phase (parse, bind, execute, or a simple query) in a server log.
-struct Logged {
-    /// Start and end, ms since the epoch (the log line's time is the end).
-    start: f64,
-    end: f64,
-    text: String,
-}
-
-/// `duration:` lines of a PostgreSQL log (`log_min_duration_statement = 0`; default prefix
-/// `%m [%p] `), in order.
-fn logged(log: &str) -> Vec<Logged> {
-    let mut out = Vec::new();
-    for line in log.lines() {
-        let Some(i) = line.find("LOG:  duration: ") else {
-            continue;
-        };
-        let mut head = line.split_whitespace();
-        let (Some(d), Some(t)) = (head.next(), head.next()) else {
-            continue;
-        };
-        let Ok(dt) = format!("{d}T{t}").parse::<jiff::civil::DateTime>() else {
-            continue;
-        };
-        let Ok(z) = dt.to_zoned(jiff::tz::TimeZone::UTC) else {
-            continue;
-        };
-        let end = z.timestamp().as_microsecond() as f64 / 1000.0;
-        let rest = &line[i + "LOG:  duration: ".len()..];
-        let Some((ms, rest)) = rest.split_once(" ms  ") else {
-            continue;
-        };
-        let Ok(ms) = ms.parse::<f64>() else {
-            continue;
-        };
-        // "statement: SQL", "execute <name>: SQL", "parse <name>: SQL", "bind <name>: SQL".
-        let text = rest
-            .split_once(": ")
-            .map_or(rest, |(_, sql)| sql)
-            .to_string();
-        out.push(Logged {
-            start: end - ms,
-            end,
-            text,
-        });
-    }
-    out
-}
-
-/// The cut-over's write freeze, segment by segment, from the operator's statements in both
-/// servers' logs (ms resolution): fence (logins off, sessions ended), waiting for the target to
-/// confirm the source's WAL position, the catalog fingerprints of both sides (with their
-/// connections), sequences, row counts of every table on both sides, dropping the subscription,
-/// logins on on the target. `null` fields where a marker statement was not found.
-fn freeze_timeline(source_log: &str, target_log: &str) -> Value {
-    let src = logged(source_log);
-    let tgt = logged(target_log);
-    let is_unfence = |t: &str| {
-        let w: Vec<&str> = t.split_whitespace().collect();
-        w.len() == 4 && w[0] == "ALTER" && w[1] == "ROLE" && w[3] == "LOGIN"
-    };
-    let is_fence = |t: &str| {
-        let w: Vec<&str> = t.split_whitespace().collect();
-        w.len() == 4 && w[0] == "ALTER" && w[1] == "ROLE" && w[3] == "NOLOGIN"
-    };
-    // The commit: the first unfence on the target after the last fence on the source that
-    // precedes it (earlier attempts, if any, were undone).
-    let Some(end_i) = tgt.iter().position(|e| is_unfence(&e.text)) else {
-        return json!({"note": "no unfence (ALTER ROLE … LOGIN) in the target's log"});
-    };
-    let mut end = tgt[end_i].end;
-    for e in &tgt[end_i + 1..] {
-        if is_unfence(&e.text) {
-            end = e.end;
-        } else {
-            break;
-        }
-    }
-    let Some(fence) = src
-        .iter()
-        .filter(|e| is_fence(&e.text) && e.end <= end)
-        .map(|e| e.start)
-        .reduce(f64::max)
-    else {
-        return json!({"note": "no fence (ALTER ROLE … NOLOGIN) in the source's log"});
-    };
-    // The fence of the last attempt may have two roles: its first statement.
-    let start = src
-        .iter()
-        .filter(|e| is_fence(&e.text) && e.start <= fence && fence - e.start < 500.0)
-        .map(|e| e.start)
-        .fold(fence, f64::min);
-    let within = |v: &[Logged], pat: &str| -> Vec<(f64, f64)> {
-        v.iter()
-            .filter(|e| e.start >= start - 1.0 && e.end <= end + 1.0 && e.text.contains(pat))
-            .map(|e| (e.start, e.end))
-            .collect()
-    };
-    let first_start = |x: &[(f64, f64)]| x.iter().map(|e| e.0).reduce(f64::min);
-    let last_end = |x: &[(f64, f64)]| x.iter().map(|e| e.1).reduce(f64::max);
-    let wal = within(&src, "pg_current_wal_lsn()::text");
-    let polls = within(&src, "confirmed_flush_lsn >=");
-    let seqs = within(&src, "FROM pg_sequences");
-    let counts: Vec<(f64, f64)> = within(&src, "query_to_xml")
-        .into_iter()
-        .chain(within(&tgt, "query_to_xml"))
-        .collect();
-    let drop_sub = within(&tgt, "DROP SUBSCRIPTION");
-    let catch_up_start = first_start(&wal);
-    let catch_up_end = last_end(&polls);
-    let seq_start = first_start(&seqs);
-    let counts_start = first_start(&counts);
-    let counts_end = last_end(&counts);
-    let drop_end = last_end(&drop_sub);
-    let span = |a: Option<f64>, b: Option<f64>| match (a, b) {
-        (Some(a), Some(b)) if b >= a => json!(round(b - a, 1)),
-        _ => Value::Null,
-    };
-    // Server time of the statements between two points (both servers).
-    let server_ms = |a: Option<f64>, b: Option<f64>| match (a, b) {
-        (Some(a), Some(b)) => {
-            let sum: f64 = src
-                .iter()
-                .chain(tgt.iter())
-                .filter(|e| e.start >= a - 0.5 && e.end <= b + 0.5)
-                .map(|e| e.end - e.start)
-                .sum();
-            json!(round(sum, 1))
-        }
-        _ => Value::Null,
-    };
-    // Statements (parse/bind/execute phases) of the fingerprints.
-    let fp_statements = src
-        .iter()
-        .chain(tgt.iter())
-        .filter(|e| {
-            catch_up_end.is_some_and(|a| e.start >= a)
-                && seq_start.is_some_and(|b| e.end <= b)
-                && !e.text.starts_with("SELECT 1")
-        })
-        .count();
-    json!({
-        "window_ms": round(end - start, 1),
-        "fence_ms": span(Some(start), catch_up_start),
-        "catch_up_ms": span(catch_up_start, catch_up_end),
-        "catch_up_polls": polls.len(),
-        "fingerprints_ms": span(catch_up_end, seq_start),
-        "fingerprints_server_ms": server_ms(catch_up_end, seq_start),
-        "fingerprints_statement_phases": fp_statements,
-        "sequences_ms": span(seq_start, counts_start),
-        "row_counts_ms": span(counts_start, counts_end),
-        "row_counts_server_ms": server_ms(counts_start, counts_end),
-        "drop_subscription_ms": span(counts_end, drop_end),
-        "unfence_ms": span(drop_end, Some(end)),
-    })
 }

@@ -1,0 +1,163 @@
+//! The freeze's timeline, from the servers' statement logs: the operator's admin role logs every
+//! statement with its duration (`log_min_duration_statement = 0` for that role only), and
+//! [`freeze_timeline`] cuts the window from the fence to the target's logins into its steps.
+
+use serde_json::{Value, json};
+
+use crate::common::round;
+
+/// One statement phase (parse, bind, execute, or a simple query) in a server log.
+struct Logged {
+    /// Start and end, ms since the epoch (the log line's time is the end).
+    start: f64,
+    end: f64,
+    text: String,
+}
+
+/// `duration:` lines of a PostgreSQL log (`log_min_duration_statement = 0`; default prefix
+/// `%m [%p] `), in order.
+fn logged(log: &str) -> Vec<Logged> {
+    let mut out = Vec::new();
+    for line in log.lines() {
+        let Some(i) = line.find("LOG:  duration: ") else {
+            continue;
+        };
+        let mut head = line.split_whitespace();
+        let (Some(d), Some(t)) = (head.next(), head.next()) else {
+            continue;
+        };
+        let Ok(dt) = format!("{d}T{t}").parse::<jiff::civil::DateTime>() else {
+            continue;
+        };
+        let Ok(z) = dt.to_zoned(jiff::tz::TimeZone::UTC) else {
+            continue;
+        };
+        let end = z.timestamp().as_microsecond() as f64 / 1000.0;
+        let rest = &line[i + "LOG:  duration: ".len()..];
+        let Some((ms, rest)) = rest.split_once(" ms  ") else {
+            continue;
+        };
+        let Ok(ms) = ms.parse::<f64>() else {
+            continue;
+        };
+        // "statement: SQL", "execute <name>: SQL", "parse <name>: SQL", "bind <name>: SQL".
+        let text = rest
+            .split_once(": ")
+            .map_or(rest, |(_, sql)| sql)
+            .to_string();
+        out.push(Logged {
+            start: end - ms,
+            end,
+            text,
+        });
+    }
+    out
+}
+
+/// The cut-over's write freeze, segment by segment, from the operator's statements in both
+/// servers' logs (ms resolution): fence (logins off, sessions ended), waiting for the target to
+/// confirm the source's WAL position, the catalog fingerprints of both sides (with their
+/// connections), sequences, row counts of every table on both sides, dropping the subscription,
+/// logins on on the target. `null` fields where a marker statement was not found.
+pub(super) fn freeze_timeline(source_log: &str, target_log: &str) -> Value {
+    let src = logged(source_log);
+    let tgt = logged(target_log);
+    let is_unfence = |t: &str| {
+        let w: Vec<&str> = t.split_whitespace().collect();
+        w.len() == 4 && w[0] == "ALTER" && w[1] == "ROLE" && w[3] == "LOGIN"
+    };
+    let is_fence = |t: &str| {
+        let w: Vec<&str> = t.split_whitespace().collect();
+        w.len() == 4 && w[0] == "ALTER" && w[1] == "ROLE" && w[3] == "NOLOGIN"
+    };
+    // The commit: the first unfence on the target after the last fence on the source that
+    // precedes it (earlier attempts, if any, were undone).
+    let Some(end_i) = tgt.iter().position(|e| is_unfence(&e.text)) else {
+        return json!({"note": "no unfence (ALTER ROLE … LOGIN) in the target's log"});
+    };
+    let mut end = tgt[end_i].end;
+    for e in &tgt[end_i + 1..] {
+        if is_unfence(&e.text) {
+            end = e.end;
+        } else {
+            break;
+        }
+    }
+    let Some(fence) = src
+        .iter()
+        .filter(|e| is_fence(&e.text) && e.end <= end)
+        .map(|e| e.start)
+        .reduce(f64::max)
+    else {
+        return json!({"note": "no fence (ALTER ROLE … NOLOGIN) in the source's log"});
+    };
+    // The fence of the last attempt may have two roles: its first statement.
+    let start = src
+        .iter()
+        .filter(|e| is_fence(&e.text) && e.start <= fence && fence - e.start < 500.0)
+        .map(|e| e.start)
+        .fold(fence, f64::min);
+    let within = |v: &[Logged], pat: &str| -> Vec<(f64, f64)> {
+        v.iter()
+            .filter(|e| e.start >= start - 1.0 && e.end <= end + 1.0 && e.text.contains(pat))
+            .map(|e| (e.start, e.end))
+            .collect()
+    };
+    let first_start = |x: &[(f64, f64)]| x.iter().map(|e| e.0).reduce(f64::min);
+    let last_end = |x: &[(f64, f64)]| x.iter().map(|e| e.1).reduce(f64::max);
+    let wal = within(&src, "pg_current_wal_lsn()::text");
+    let polls = within(&src, "confirmed_flush_lsn >=");
+    let seqs = within(&src, "FROM pg_sequences");
+    let counts: Vec<(f64, f64)> = within(&src, "query_to_xml")
+        .into_iter()
+        .chain(within(&tgt, "query_to_xml"))
+        .collect();
+    let drop_sub = within(&tgt, "DROP SUBSCRIPTION");
+    let catch_up_start = first_start(&wal);
+    let catch_up_end = last_end(&polls);
+    let seq_start = first_start(&seqs);
+    let counts_start = first_start(&counts);
+    let counts_end = last_end(&counts);
+    let drop_end = last_end(&drop_sub);
+    let span = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b >= a => json!(round(b - a, 1)),
+        _ => Value::Null,
+    };
+    // Server time of the statements between two points (both servers).
+    let server_ms = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) => {
+            let sum: f64 = src
+                .iter()
+                .chain(tgt.iter())
+                .filter(|e| e.start >= a - 0.5 && e.end <= b + 0.5)
+                .map(|e| e.end - e.start)
+                .sum();
+            json!(round(sum, 1))
+        }
+        _ => Value::Null,
+    };
+    // Statements (parse/bind/execute phases) of the fingerprints.
+    let fp_statements = src
+        .iter()
+        .chain(tgt.iter())
+        .filter(|e| {
+            catch_up_end.is_some_and(|a| e.start >= a)
+                && seq_start.is_some_and(|b| e.end <= b)
+                && !e.text.starts_with("SELECT 1")
+        })
+        .count();
+    json!({
+        "window_ms": round(end - start, 1),
+        "fence_ms": span(Some(start), catch_up_start),
+        "catch_up_ms": span(catch_up_start, catch_up_end),
+        "catch_up_polls": polls.len(),
+        "fingerprints_ms": span(catch_up_end, seq_start),
+        "fingerprints_server_ms": server_ms(catch_up_end, seq_start),
+        "fingerprints_statement_phases": fp_statements,
+        "sequences_ms": span(seq_start, counts_start),
+        "row_counts_ms": span(counts_start, counts_end),
+        "row_counts_server_ms": server_ms(counts_start, counts_end),
+        "drop_subscription_ms": span(counts_end, drop_end),
+        "unfence_ms": span(drop_end, Some(end)),
+    })
+}
