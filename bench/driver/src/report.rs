@@ -517,11 +517,11 @@ pub fn summary(r: &Value) -> String {
                 f(&x["source_home_left"]),
             ));
         }
-        s.push_str("\nThe write freeze step by step (ms), from the operator's statements in both servers' logs:\n\n| isolation | data (MiB) | writer | window | fence | catch-up (polls) | fingerprints (server time) | sequences | row counts | drop subscription | logins on |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+        s.push_str("\nThe write freeze step by step (ms), from the operator's statements in both servers' logs:\n\n| isolation | data (MiB) | writer | window | fence | catch-up (polls) | fingerprints (server time) | sequences | row counts | sessions + second catch-up | drop subscription | logins on |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
         for x in mv["rows"].as_array().into_iter().flatten() {
             let t = &x["freeze_timeline"];
             s.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} ({}) | {} ({}) | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {} | {} ({}) | {} ({}) | {} | {} | {} | {} | {} |\n",
                 f(&isolation_of(x)),
                 f(&x["data_mib"]),
                 if x["with_writer"] == json!(true) {
@@ -537,6 +537,7 @@ pub fn summary(r: &Value) -> String {
                 f(&t["fingerprints_server_ms"]),
                 f(&t["sequences_ms"]),
                 f(&t["row_counts_ms"]),
+                f(&t["sessions_and_second_catch_up_ms"]),
                 f(&t["drop_subscription_ms"]),
                 f(&t["unfence_ms"]),
             ));

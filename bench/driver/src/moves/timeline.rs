@@ -57,19 +57,13 @@ fn logged(log: &str) -> Vec<Logged> {
 /// The cut-over's write freeze, segment by segment, from the operator's statements in both
 /// servers' logs (ms resolution): fence (logins off, sessions ended), waiting for the target to
 /// confirm the source's WAL position, the catalog fingerprints of both sides (with their
-/// connections), sequences, row counts of every table on both sides, dropping the subscription,
-/// logins on on the target. `null` fields where a marker statement was not found.
+/// connections), sequences, row counts of every table on both sides, the session check and the
+/// second catch-up, dropping the subscription, logins on on the target. `null` fields where a marker statement was not found.
 pub(super) fn freeze_timeline(source_log: &str, target_log: &str) -> Value {
     let src = logged(source_log);
     let tgt = logged(target_log);
-    let is_unfence = |t: &str| {
-        let w: Vec<&str> = t.split_whitespace().collect();
-        w.len() == 4 && w[0] == "ALTER" && w[1] == "ROLE" && w[3] == "LOGIN"
-    };
-    let is_fence = |t: &str| {
-        let w: Vec<&str> = t.split_whitespace().collect();
-        w.len() == 4 && w[0] == "ALTER" && w[1] == "ROLE" && w[3] == "NOLOGIN"
-    };
+    let is_unfence = |t: &str| alters_login(t, "LOGIN");
+    let is_fence = |t: &str| alters_login(t, "NOLOGIN");
     // The commit: the first unfence on the target after the last fence on the source that
     // precedes it (earlier attempts, if any, were undone).
     let Some(end_i) = tgt.iter().position(|e| is_unfence(&e.text)) else {
@@ -105,7 +99,11 @@ pub(super) fn freeze_timeline(source_log: &str, target_log: &str) -> Value {
     };
     let first_start = |x: &[(f64, f64)]| x.iter().map(|e| e.0).reduce(f64::min);
     let last_end = |x: &[(f64, f64)]| x.iter().map(|e| e.1).reduce(f64::max);
-    let wal = within(&src, "pg_current_wal_lsn()::text");
+    // The catch-up's target position: the WAL insert position (the write position before).
+    let wal: Vec<(f64, f64)> = within(&src, "pg_current_wal_insert_lsn()::text")
+        .into_iter()
+        .chain(within(&src, "pg_current_wal_lsn()::text"))
+        .collect();
     let polls = within(&src, "confirmed_flush_lsn >=");
     let seqs = within(&src, "FROM pg_sequences");
     let counts: Vec<(f64, f64)> = within(&src, "query_to_xml")
@@ -113,12 +111,29 @@ pub(super) fn freeze_timeline(source_log: &str, target_log: &str) -> Value {
         .chain(within(&tgt, "query_to_xml"))
         .collect();
     let drop_sub = within(&tgt, "DROP SUBSCRIPTION");
-    let catch_up_start = first_start(&wal);
-    let catch_up_end = last_end(&polls);
     let seq_start = first_start(&seqs);
     let counts_start = first_start(&counts);
     let counts_end = last_end(&counts);
     let drop_end = last_end(&drop_sub);
+    // Two catch-ups: before the fingerprints, and once more after the counts and the session
+    // check (a session that came and went during the freeze).
+    let before = |x: &[(f64, f64)], t: Option<f64>| -> Vec<(f64, f64)> {
+        x.iter()
+            .copied()
+            .filter(|e| t.is_none_or(|t| e.1 <= t))
+            .collect()
+    };
+    let after = |x: &[(f64, f64)], t: Option<f64>| -> Vec<(f64, f64)> {
+        x.iter()
+            .copied()
+            .filter(|e| t.is_some_and(|t| e.0 >= t))
+            .collect()
+    };
+    let first_polls = before(&polls, seq_start);
+    let catch_up_start = first_start(&before(&wal, seq_start));
+    let catch_up_end = last_end(&first_polls);
+    let second_start = first_start(&after(&wal, counts_end));
+    let second_end = last_end(&after(&polls, counts_end));
     let span = |a: Option<f64>, b: Option<f64>| match (a, b) {
         (Some(a), Some(b)) if b >= a => json!(round(b - a, 1)),
         _ => Value::Null,
@@ -150,14 +165,51 @@ pub(super) fn freeze_timeline(source_log: &str, target_log: &str) -> Value {
         "window_ms": round(end - start, 1),
         "fence_ms": span(Some(start), catch_up_start),
         "catch_up_ms": span(catch_up_start, catch_up_end),
-        "catch_up_polls": polls.len(),
+        "catch_up_polls": first_polls.len(),
         "fingerprints_ms": span(catch_up_end, seq_start),
         "fingerprints_server_ms": server_ms(catch_up_end, seq_start),
         "fingerprints_statement_phases": fp_statements,
         "sequences_ms": span(seq_start, counts_start),
         "row_counts_ms": span(counts_start, counts_end),
         "row_counts_server_ms": server_ms(counts_start, counts_end),
-        "drop_subscription_ms": span(counts_end, drop_end),
+        "sessions_and_second_catch_up_ms": span(counts_end, second_end),
+        "second_catch_up_ms": span(second_start, second_end),
+        "drop_subscription_ms": span(second_end.or(counts_end), drop_end),
         "unfence_ms": span(drop_end, Some(end)),
     })
+}
+
+/// Whether `sql` is one or more `ALTER ROLE <role> <what>` statements and nothing else (the fence
+/// disables both of a tenant's roles in one statement string).
+fn alters_login(sql: &str, what: &str) -> bool {
+    let mut parts = sql
+        .split(';')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .peekable();
+    parts.peek().is_some()
+        && parts.all(|p| {
+            let w: Vec<&str> = p.split_whitespace().collect();
+            w.len() == 4 && w[0] == "ALTER" && w[1] == "ROLE" && w[3] == what
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::alters_login;
+
+    #[test]
+    fn fences_of_one_and_two_roles_are_recognised() {
+        assert!(alters_login("ALTER ROLE \"a\" NOLOGIN", "NOLOGIN"));
+        assert!(alters_login(
+            "ALTER ROLE \"a\" NOLOGIN; ALTER ROLE \"a_b\" NOLOGIN",
+            "NOLOGIN"
+        ));
+        assert!(!alters_login("ALTER ROLE \"a\" NOLOGIN", "LOGIN"));
+        assert!(!alters_login(
+            "ALTER ROLE \"a\" NOLOGIN; SELECT 1",
+            "NOLOGIN"
+        ));
+        assert!(!alters_login("", "NOLOGIN"));
+    }
 }
