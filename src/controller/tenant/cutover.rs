@@ -19,16 +19,24 @@ pub(super) async fn compare(
     target: &Server,
     scope_b: &Scope,
 ) -> Result<Vec<String>> {
-    let mut a = fingerprint_of(source, scope_a).await?;
-    let mut b = fingerprint_of(target, scope_b).await?;
+    // Both sides at once (each on its own connection to its own server): inside the write freeze.
+    let (a, b) = tokio::join!(
+        fingerprint_of(source, scope_a),
+        fingerprint_of(target, scope_b)
+    );
+    let (mut a, mut b) = (a?, b?);
     if scope_a.rows.is_some()
         && let Some(schema) = &scope_a.schema
     {
         // The layout's tables have `REPLICA IDENTITY FULL` on the source while a shared tenant's
         // publication exists, and its partitions depend on when each server was set up
         // (`pg::shared::replication`).
-        let mut parts = sql::layout_partitions(source.pg(), scope_a).await?;
-        parts.extend(sql::layout_partitions(target.pg(), scope_b).await?);
+        let (pa, pb) = tokio::join!(
+            sql::layout_partitions(source.pg(), scope_a),
+            sql::layout_partitions(target.pg(), scope_b)
+        );
+        let mut parts = pa?;
+        parts.extend(pb?);
         a = a
             .full_identity_as_default()
             .without_relations(schema.as_str(), &parts);
@@ -178,9 +186,12 @@ async fn verify_frozen(
     let mut b = sql::connect(target.pg(), scope_b).await?;
     let counts = async {
         sql::copy_sequences(&mut a, &mut b, scope_a).await?;
-        let ca = sql::row_counts(&mut a, scope_a).await?;
-        let cb = sql::row_counts(&mut b, scope_b).await?;
-        Ok::<_, Error>((ca, cb))
+        // Both sides' counts at once: they grow with the data, inside the write freeze.
+        let (ca, cb) = tokio::join!(
+            sql::row_counts(&mut a, scope_a),
+            sql::row_counts(&mut b, scope_b)
+        );
+        Ok::<_, Error>((ca?, cb?))
     }
     .await;
     {
