@@ -547,6 +547,16 @@ pub async fn wait_caught_up(source: &PgAdmin, name: &Ident, timeout: Duration) -
     let lsn: String = sqlx::query_scalar("SELECT pg_current_wal_insert_lsn()::text")
         .fetch_one(source.admin()?)
         .await?;
+    // Everything up to that position flushed now: a transactional logical message committed
+    // synchronously flushes the WAL before its commit record. WAL inserted but not flushed (the
+    // aborts of the sessions the fence ended, other sessions' asynchronous commits) would reach
+    // the target only after the source's WAL writer cycle, inside the write freeze.
+    sqlx::raw_sql(
+        "BEGIN; SET LOCAL synchronous_commit = on; \
+         SELECT pg_logical_emit_message(true, 'tenantdb', 'catch-up'); COMMIT",
+    )
+    .execute(source.admin()?)
+    .await?;
     let deadline = Instant::now() + timeout;
     loop {
         let done: Option<Option<bool>> = sqlx::query_scalar(
