@@ -1,11 +1,12 @@
 //! Moving a tenant's PostgreSQL part to another server online, on PostgreSQL's logical
 //! replication: what it asks of the two servers first ([`servers`]), the SQL of each step on the
-//! server it belongs to ([`sql`]), the login the subscription uses ([`repl_login`]), the schema
+//! server it belongs to ([`sql`]; the write freeze's part in [`freeze`]), the login the subscription uses ([`repl_login`]), the schema
 //! copy with `pg_dump`/`psql` ([`copy`]), the names and markers of those two roles ([`roles`])
 //! and the catalog comparison ([`crate::pg::fingerprint`]). The state machine that drives them, one persisted phase at a
 //! time, is the Tenant controller's stage `moving` (docs/moves.md).
 
 pub mod copy;
+pub mod freeze;
 pub mod notes;
 pub mod repl_login;
 pub mod roles;
