@@ -106,12 +106,15 @@ pub async fn wait_caught_up(source: &PgAdmin, name: &Ident, timeout: Duration) -
         .fetch_one(source.admin()?)
         .await?;
     // Everything up to that position flushed now: a transactional logical message committed
-    // synchronously flushes the WAL before its commit record. WAL inserted but not flushed (the
-    // aborts of the sessions the fence ended, other sessions' asynchronous commits) would reach
-    // the target only after the source's WAL writer cycle, inside the write freeze.
-    sqlx::raw_sql(
-        "BEGIN; SET LOCAL synchronous_commit = on; \
-         SELECT pg_logical_emit_message(true, 'tenantdb', 'catch-up'); COMMIT",
+    // with a local synchronous commit flushes the WAL before its commit record. WAL inserted but
+    // not flushed (the aborts of the sessions the fence ended, other sessions' asynchronous
+    // commits) would reach the target only after the source's WAL writer cycle, inside the write
+    // freeze. One statement (its own transaction: an error leaves no transaction open on the
+    // pooled connection); `local`, not `on`: no wait for the source's synchronous standbys. No
+    // subscriber asks for messages: nothing of it is sent or applied.
+    sqlx::query(
+        "SELECT set_config('synchronous_commit', 'local', true), \
+                pg_logical_emit_message(true, 'tenantdb', 'catch-up')::text",
     )
     .execute(source.admin()?)
     .await?;

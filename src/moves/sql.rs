@@ -333,13 +333,14 @@ pub async fn ensure_subscription(
         if literal.contains('\0') {
             return Err(Error::Config("unusable connection string".into()));
         }
-        // `synchronous_commit = on`: the apply worker flushes each transaction it applies before
-        // it reports it, so the position it confirms is current when the cut-over waits for it
-        // inside the write freeze (with the default `off` it lags by the target's WAL writer
-        // cycle: 0.2–0.6 s of a freeze under writes in bench/, "Moves"). The cost: an fsync per
-        // applied transaction on the target while copying.
+        // `synchronous_commit = local`: the apply worker flushes each transaction it applies
+        // before it reports it, so the position it confirms is current when the cut-over waits
+        // for it inside the write freeze (with the default `off` it lags by the target's WAL
+        // writer cycle: 0.2–0.6 s of a freeze under writes in bench/, "Moves"). `local`, not
+        // `on`: no wait for the target's synchronous standbys. The cost: an fsync per applied
+        // transaction on the target while copying.
         let r = sqlx::raw_sql(ddl(format!(
-            "CREATE SUBSCRIPTION {name} CONNECTION {literal} PUBLICATION {name} WITH (slot_name = '{}', copy_data = true, create_slot = true, synchronous_commit = 'on')",
+            "CREATE SUBSCRIPTION {name} CONNECTION {literal} PUBLICATION {name} WITH (slot_name = '{}', copy_data = true, create_slot = true, synchronous_commit = 'local')",
             name.as_str()
         )))
         .execute(&mut c)

@@ -140,7 +140,7 @@ pub(super) async fn cut_over(
         Err(e) => return Err(undo(source, &login, e.to_string()).await),
     }
     // Such a session may also have come and gone (an UPDATE the row counts cannot see): the
-    // target must confirm the source's WAL up to now once more — quick, nothing is written.
+    // target must confirm the source's WAL up to now once more — quick: the tenant writes nothing now.
     match sql::wait_caught_up(source.pg(), name, CATCH_UP).await {
         Ok(true) => {}
         Ok(false) => {
