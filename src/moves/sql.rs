@@ -678,9 +678,8 @@ pub async fn drop_publication(source: &PgAdmin, scope: &Scope, name: &Ident) -> 
         return Ok(());
     }
     let mut c = connect(source, scope).await?;
-    let r = if scope.rows.is_some() {
+    let r = if let Some(tenant_id) = scope.rows.as_deref() {
         // (And the layout's replica identity set back after the last one.)
-        let tenant_id = scope.rows.as_deref().unwrap_or_default();
         crate::pg::shared::replication::drop_publication(&mut c, &layout()?, name, tenant_id).await
     } else {
         sqlx::raw_sql(ddl(format!("DROP PUBLICATION IF EXISTS {name}")))

@@ -24,14 +24,7 @@ async fn a_cut_over_resumed_without_its_subscription_rolls_back_at_once() {
 
     // The operator exits right after the cut-over dropped the subscription.
     place(&env, "r", "b").await;
-    let op = env.operator.as_mut().unwrap();
-    let exit = wait_for(T, "the operator exits at the fail point", || {
-        let s = op.try_wait().ok().flatten();
-        async move { s }
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", env.important_log_tail(60)));
-    assert_eq!(exit.code(), Some(86), "{exit:?}");
+    exits_at_fail_point(&mut env, "move-subscription-dropped").await;
     let t = tenant(&env, "r").await.unwrap();
     let m = move_of(&t).unwrap();
     assert_eq!(
@@ -39,14 +32,7 @@ async fn a_cut_over_resumed_without_its_subscription_rolls_back_at_once() {
         (MovePhase::CuttingOver, Some("default")),
         "{m:?}"
     );
-    let mut a = admin(&env.pg, "postgres").await;
-    let can_login: Vec<bool> = sqlx::query_scalar(
-        "SELECT rolcanlogin FROM pg_roles WHERE rolname = $1 OR rolname = $1 || '_b'",
-    )
-    .bind(&r_role)
-    .fetch_all(&mut a)
-    .await
-    .unwrap();
+    let can_login = logins(&env.pg, &r_role).await;
     assert!(
         !can_login.is_empty() && can_login.iter().all(|l| !l),
         "the source is fenced: {can_login:?}"

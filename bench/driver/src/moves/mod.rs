@@ -128,11 +128,6 @@ async fn tenant_conn(secrets: &Api<Secret>) -> Result<(PgConnection, u16)> {
     Ok((c, port))
 }
 
-/// `name` as a quoted SQL identifier.
-fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
 async fn admin(pg: &LocalPg, db: &str) -> Result<PgConnection> {
     Ok(PgConnection::connect(&pg.url(db)).await?)
 }
@@ -405,7 +400,8 @@ async fn row(cfg: &Cfg, isolation: &str, mib: u64, with_writer: bool) -> Result<
         sqlx::query_as("SELECT current_database()::text, current_schema()::text")
             .fetch_one(&mut c)
             .await?;
-    let qualified = |table: &str| format!("{}.{table}", quote_ident(&schema));
+    let schema_q = tenantdb::migrate::quote_identifier(&schema)?;
+    let qualified = |table: &str| format!("{schema_q}.{table}");
     let _ = c.close().await;
     log(format!(
         "  filled: {fill_rows} rows, +{:.1} MiB in {fill_s:.1} s",
