@@ -30,22 +30,7 @@ fn logical() -> Vec<(String, String)> {
 
 /// A connection with the credentials the tenant's Secret holds now.
 async fn tenant_conn(env: &Env, ns: &str, name: &str) -> Option<PgConnection> {
-    let s = format!("{name}-db");
-    let host = env.secret_value(ns, &s, "host").await?;
-    let port: u16 = env.secret_value(ns, &s, "port").await?.parse().ok()?;
-    let user = env.secret_value(ns, &s, "username").await?;
-    let password = env.secret_value(ns, &s, "password").await?;
-    let db = env.secret_value(ns, &s, "database").await?;
-    let opts = sqlx::postgres::PgConnectOptions::new()
-        .host(&host)
-        .port(port)
-        .username(&user)
-        .password(&password)
-        .database(&db);
-    tokio::time::timeout(Duration::from_secs(5), PgConnection::connect_with(&opts))
-        .await
-        .ok()?
-        .ok()
+    tenantdb_testkit::moves::tenant_conn(&env.secrets(ns), name).await
 }
 
 async fn admin(pg: &LocalPg, db: &str) -> PgConnection {

@@ -23,7 +23,7 @@ use std::time::Duration;
 use e2e::{Env, EnvOptions, hold_table_copies, tail, wait_for};
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, PostParams};
 use serde_json::json;
 use sqlx::{ConnectOptions, Connection, PgConnection};
 use tenantdb::crd::{
@@ -293,21 +293,7 @@ async fn moves_with_a_migration_a_rotation_and_a_replica_trigger() {
     );
 
     // (b) rot rotates in the middle of its move: both passwords work on the source.
-    env.tenants(NS)
-        .patch(
-            "rot",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {"tenantdb.io/rotate": "r1"}}})),
-        )
-        .await
-        .unwrap();
-    let creds = wait_for(T, "rot's rotation r1 in status", || async {
-        let t = env.tenants(NS).get("rot").await.ok()?;
-        let creds = t.status?.credentials?;
-        (creds.rotation_token.as_deref() == Some("r1")).then_some(creds)
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", log_tail(&env)));
+    let creds = env.rotate(NS, "rot", "r1", T).await;
     let v = env.secret_values(NS, "rot-db", &["username", "password"]);
     let [user2, pw2]: [String; 2] = v.await.unwrap().try_into().unwrap();
     assert_ne!(user2, user1, "the rotation moved to the other login role");
@@ -501,26 +487,7 @@ async fn a_rotations_grace_period_goes_on_after_a_move() {
     let db = env.secret_value(NS, "grace-db", "database").await.unwrap();
     let v = env.secret_values(NS, "grace-db", &["username", "password"]);
     let [user1, pw1]: [String; 2] = v.await.unwrap().try_into().unwrap();
-    env.tenants(NS)
-        .patch(
-            "grace",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {"tenantdb.io/rotate": "r1"}}})),
-        )
-        .await
-        .unwrap();
-    let creds = wait_for(T, "rotation r1 in status", || async {
-        let creds = env
-            .tenants(NS)
-            .get("grace")
-            .await
-            .ok()?
-            .status?
-            .credentials?;
-        (creds.rotation_token.as_deref() == Some("r1")).then_some(creds)
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", log_tail(&env)));
+    let creds = env.rotate(NS, "grace", "r1", T).await;
     login(&env.pg, &db, &user1, &pw1)
         .await
         .expect("the previous password logs in on the source within its grace period");
@@ -539,14 +506,7 @@ async fn a_rotations_grace_period_goes_on_after_a_move() {
         .and_then(|s| s.parse::<Timestamp>().ok())
         .map(|t| t.as_second())
         .expect("previousValidUntil");
-    let mut c = admin(&b, "postgres").await;
-    let on_b: Option<i64> = sqlx::query_scalar(
-        "SELECT extract(epoch FROM rolvaliduntil)::bigint FROM pg_authid WHERE rolname = $1",
-    )
-    .bind(&user1)
-    .fetch_one(&mut c)
-    .await
-    .unwrap();
+    let on_b = tenantdb_testkit::moves::valid_until(&b, &user1).await;
     assert!(
         on_b.is_some_and(|v| (v - until).abs() <= 1),
         "VALID UNTIL of {user1} on the target: {on_b:?}, the grace period ends at {until}"

@@ -48,13 +48,7 @@ async fn admin(pg: &LocalPg, db: &str) -> PgConnection {
 
 /// A session with the credentials the tenant's Secret holds now.
 async fn tenant_conn(env: &Env, name: &str) -> Option<PgConnection> {
-    tokio::time::timeout(
-        Duration::from_secs(5),
-        env.connect_with_secret(NS, &format!("{name}-db")),
-    )
-    .await
-    .ok()?
-    .ok()
+    tenantdb_testkit::moves::tenant_conn(&env.secrets(NS), name).await
 }
 
 /// The tenant's row count per tenant-scoped table on a server (as the admin).

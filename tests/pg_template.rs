@@ -155,6 +155,36 @@ async fn a_tenant_copied_from_the_template_is_identical_to_a_replayed_one() {
         "replayed only: {only_a:#?}\ncopied only: {only_b:#?}"
     );
 
+    // Compacted and frozen after the build: every table of the template (catalogs included, not
+    // the cluster-wide ones) was rewritten after the last migration committed, so no copy
+    // carries the replay's dead catalog rows or unfrozen rows (connections are allowed for
+    // this look only).
+    let mut su = superuser_in("postgres").await;
+    let allow = |on: bool| format!("ALTER DATABASE {tpl} WITH ALLOW_CONNECTIONS {on}");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(allow(true)))
+        .execute(&mut su)
+        .await
+        .unwrap();
+    let mut in_tpl = superuser_in(tpl.as_str()).await;
+    let unfrozen: Vec<String> = sqlx::query_scalar(
+        "SELECT relname::text FROM pg_class WHERE relkind IN ('r', 'm', 't') AND NOT relisshared \
+           AND age(relfrozenxid) > (SELECT age(xmin) FROM public.tenantdb_schema_migrations \
+                                     ORDER BY version DESC LIMIT 1) ORDER BY 1",
+    )
+    .fetch_all(&mut in_tpl)
+    .await
+    .unwrap();
+    let _ = in_tpl.close().await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(allow(false)))
+        .execute(&mut su)
+        .await
+        .unwrap();
+    let _ = su.close().await;
+    assert!(
+        unfrozen.is_empty(),
+        "tables of the template not rewritten after its build: {unfrozen:?}"
+    );
+
     // The tenant uses its copy like a replayed database: it can write, and owns what it created.
     let mut t = common::connect_as(
         copied.names.database.as_str(),

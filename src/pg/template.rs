@@ -229,6 +229,12 @@ impl PgAdmin {
             &format!("REVOKE CREATE ON SCHEMA public FROM {owner}"),
         )
         .await?;
+        // Compacted and frozen once here rather than in every copy: the replay leaves dead
+        // catalog rows that each `CREATE DATABASE … TEMPLATE` would copy block by block, and a
+        // frozen copy gives autovacuum no anti-wraparound work in each tenant database later.
+        // The admin owns the database, which lets it vacuum every table in it (shared catalogs
+        // are skipped with a warning when it is not a superuser).
+        self.in_database(name, "VACUUM (FULL, FREEZE)").await?;
         sqlx::raw_sql(ddl(format!(
             "REVOKE CONNECT ON DATABASE {name} FROM {owner}; ALTER DATABASE {name} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false; COMMENT ON DATABASE {name} IS {}",
             lit(mark)?

@@ -373,6 +373,38 @@ impl Env {
             .unwrap();
     }
 
+    /// Requests a credential rotation (annotation `tenantdb.io/rotate: <token>`) and returns the
+    /// credentials status once it reports that rotation (the Secret is written before the
+    /// status: a status read right after the Secret changed can still be the previous one).
+    pub async fn rotate(
+        &self,
+        ns: &str,
+        name: &str,
+        token: &str,
+        timeout: Duration,
+    ) -> tenantdb::crd::CredentialStatus {
+        let annotations =
+            serde_json::json!({"metadata": {"annotations": {"tenantdb.io/rotate": token}}});
+        self.tenants(ns)
+            .patch(name, &PatchParams::default(), &Patch::Merge(annotations))
+            .await
+            .unwrap();
+        let api = self.tenants(ns);
+        wait_for(
+            timeout,
+            &format!("rotation {token} of {ns}/{name} in status"),
+            || {
+                let api = api.clone();
+                async move {
+                    let creds = api.get_opt(name).await.ok()??.status?.credentials?;
+                    (creds.rotation_token.as_deref() == Some(token)).then_some(creds)
+                }
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", self.important_log_tail(40)))
+    }
+
     /// Waits until the Tenant is Ready (phase and condition) for its current generation.
     pub async fn wait_ready(&self, ns: &str, name: &str, timeout: Duration) -> Tenant {
         let api = self.tenants(ns);

@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use sqlx::{Connection, PgConnection};
@@ -15,6 +17,38 @@ use crate::localpg::LocalPg;
 
 /// The layout schema of `shared` tenants (`pg::shared::DEFAULT_SCHEMA`).
 pub const LAYOUT_SCHEMA: &str = "tenantdb_rls";
+
+/// A session with the credentials the Tenant's Secret `<name>-db` holds now, read in one GET (a
+/// rotation between separate reads could pair one role with the other's password); `None` when
+/// there is no such Secret or no login within 5 s.
+pub async fn tenant_conn(secrets: &Api<Secret>, name: &str) -> Option<PgConnection> {
+    let s = secrets.get_opt(&format!("{name}-db")).await.ok()??;
+    let key = |k: &str| tenantdb::secret::read_key(&s, k);
+    let opts = sqlx::postgres::PgConnectOptions::new()
+        .host(&key("host")?)
+        .port(key("port")?.parse().ok()?)
+        .username(&key("username")?)
+        .password(&key("password")?)
+        .database(&key("database")?);
+    tokio::time::timeout(Duration::from_secs(5), PgConnection::connect_with(&opts))
+        .await
+        .ok()?
+        .ok()
+}
+
+/// `rolvaliduntil` of a role on a server (seconds since the epoch; `None`: no limit or no role).
+pub async fn valid_until(pg: &LocalPg, role: &str) -> Option<i64> {
+    let mut c = PgConnection::connect(&pg.url("postgres")).await.unwrap();
+    let v: Option<Option<i64>> = sqlx::query_scalar(
+        "SELECT extract(epoch FROM rolvaliduntil)::bigint FROM pg_authid WHERE rolname = $1",
+    )
+    .bind(role)
+    .fetch_optional(&mut c)
+    .await
+    .unwrap();
+    let _ = c.close().await;
+    v.flatten()
+}
 
 /// The Tenant's move status, if any.
 pub fn move_of(t: &Tenant) -> Option<MoveStatus> {

@@ -2,6 +2,7 @@
 //! frozen; both roll back and give the logins back.
 
 use super::*;
+use k8s_openapi::jiff::Timestamp;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_over_resumed_without_its_subscription_rolls_back_at_once() {
@@ -248,6 +249,12 @@ async fn exits_at_fail_point(env: &mut Env, point: &str) {
     assert_eq!(exit.code(), Some(86), "{exit:?}");
 }
 
+/// A cut-over interrupted right after its fence is resumed on the fenced source with the logins
+/// recorded before the fence (`status.move.loginRoles`): at the commit point both roles of a
+/// rotation in its grace period log in on the target, the previous one until the same end.
+/// (A cut-over that read the logins from the fenced source enabled none on the target — found
+/// by `reliability_moves`; the next version waited for provisioning on the source, which gives
+/// back only the active role's login, and the grace period ended with the move.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_over_resumed_on_a_fenced_source_gives_the_target_its_logins() {
     let exit_at = |p: &str| vec![("TENANTDB_TEST_EXIT_AT".to_string(), p.to_string())];
@@ -256,44 +263,43 @@ async fn a_cut_over_resumed_on_a_fenced_source_gives_the_target_its_logins() {
     env.create_tenant(
         NS,
         "f",
-        json!({"isolation": "database", "deletionPolicy": "Delete"}),
+        json!({"isolation": "database", "deletionPolicy": "Delete",
+               "credentials": {"gracePeriod": "1h"}}),
     )
     .await;
     env.wait_ready(NS, "f", T).await;
     tables(&env, "f", 100).await;
     let role = env.secret_value(NS, "f-db", "username").await.unwrap();
+    // A rotation in its grace period: the previous role logs in until `previousValidUntil`.
+    let creds = env.rotate(NS, "f", "r1", T).await;
+    let until = creds.previous_valid_until.expect("previousValidUntil");
+    let until = until.parse::<Timestamp>().unwrap().as_second();
+    let user = env.secret_value(NS, "f-db", "username").await.unwrap();
+    assert_eq!(
+        user,
+        format!("{role}_b"),
+        "the Secret names the rotated role"
+    );
+    assert_eq!(logins(&env.pg, &role).await, [true, true], "both log in");
 
     // The operator stops right after the cut-over fenced the source (before it could undo it).
     place(&env, "f", "b").await;
     exits_at_fail_point(&mut env, "move-fenced").await;
     let m = move_of(&tenant(&env, "f").await.unwrap()).unwrap();
     assert_eq!(m.phase, MovePhase::CuttingOver, "{m:?}");
-    let fenced = logins(&env.pg, &role).await;
-    assert!(
-        !fenced.is_empty() && fenced.iter().all(|l| !l),
-        "the source is fenced: {fenced:?}"
+    assert_eq!(
+        m.login_roles,
+        Some(vec![role.clone(), user.clone()]),
+        "recorded before the fence"
     );
+    let fenced = logins(&env.pg, &role).await;
+    assert_eq!(fenced, [false, false], "the source is fenced");
 
-    // Restarted: the cut-over is resumed; the process stops again right after it recorded the
-    // commit point, before the pass provisions the tenant on the target. The target's logins
-    // must be on by then: the cut-over itself enabled them (a cut-over that read the logins from
-    // the fenced source enabled none, and the tenant could not log in on its new home).
-    // First the resumed step is refused on the fenced source (not an attempt): the pass gives the
-    // source its logins back, and the cut-over is tried again 5 s later.
+    // Restarted: the cut-over goes on with the recorded logins; the process stops again right
+    // after it recorded the commit point, before the pass provisions the tenant on the target.
+    // Both roles must log in there by then: the cut-over itself enabled them.
     env.operator_env = exit_at("move-cut-over");
     env.start_operator();
-    wait_move(
-        &env,
-        "f",
-        "the cut-over refused on the fenced source",
-        T,
-        |_, m| {
-            m.message
-                .as_deref()
-                .is_some_and(|s| s.contains("still fenced by an interrupted cut-over"))
-        },
-    )
-    .await;
     exits_at_fail_point(&mut env, "move-cut-over").await;
     let t = tenant(&env, "f").await.unwrap();
     let m = move_of(&t).unwrap();
@@ -302,28 +308,24 @@ async fn a_cut_over_resumed_on_a_fenced_source_gives_the_target_its_logins() {
         (MovePhase::CleaningUp, Some("b"), 1),
         "{m:?}"
     );
-    // The role whose password the Secret holds.
-    let user = env.secret_value(NS, "f-db", "username").await.unwrap();
-    let mut bb = admin(&b, "postgres").await;
-    let can_login: Option<bool> =
-        sqlx::query_scalar("SELECT rolcanlogin FROM pg_roles WHERE rolname = $1")
-            .bind(&user)
-            .fetch_optional(&mut bb)
-            .await
-            .unwrap();
-    let _ = bb.close().await;
     assert_eq!(
-        can_login,
-        Some(true),
-        "the Secret's role ({user}) logs in on the target at the commit point (all: {:?})",
-        logins(&b, &role).await
+        logins(&b, &role).await,
+        [true, true],
+        "the active ({user}) and the previous role ({role}) log in on the target at the commit point"
     );
+    let valid_until = tenantdb_testkit::moves::valid_until(&b, &role).await;
     assert!(
-        logins(&env.pg, &role).await.iter().all(|l| !l),
+        valid_until.is_some_and(|v| (v - until).abs() <= 1),
+        "the previous role's grace period ends as on the source: {valid_until:?}, {until}"
+    );
+    assert_eq!(
+        logins(&env.pg, &role).await,
+        [false, false],
         "the source stays fenced"
     );
 
-    // Without fail points: completed, the tenant writes through its Secret on its new home.
+    // Without fail points: completed, the tenant writes through its Secret on its new home, and
+    // the grace period is still reported.
     env.operator_env.clear();
     env.start_operator();
     let (t, m) = wait_move(&env, "f", "Completed", T, |_, m| m.phase.is_terminal()).await;
@@ -333,4 +335,15 @@ async fn a_cut_over_resumed_on_a_fenced_source_gives_the_target_its_logins() {
         "{m:?}"
     );
     writes_through_its_secret(&env, "f").await;
+    let creds = tenant(&env, "f").await.unwrap().status.unwrap().credentials;
+    assert_eq!(
+        creds.and_then(|c| c.previous_user),
+        Some(role.clone()),
+        "status.credentials still reports the grace period"
+    );
+    assert_eq!(
+        logins(&b, &role).await,
+        [true, true],
+        "after provisioning on b"
+    );
 }

@@ -72,22 +72,7 @@ fn options(env: Vec<(String, String)>) -> EnvOptions {
 
 /// A connection with the credentials the tenant's Secret holds now.
 async fn tenant_conn(env: &Env, name: &str) -> Option<PgConnection> {
-    let s = format!("{name}-db");
-    let host = env.secret_value(NS, &s, "host").await?;
-    let port: u16 = env.secret_value(NS, &s, "port").await?.parse().ok()?;
-    let user = env.secret_value(NS, &s, "username").await?;
-    let password = env.secret_value(NS, &s, "password").await?;
-    let db = env.secret_value(NS, &s, "database").await?;
-    let opts = sqlx::postgres::PgConnectOptions::new()
-        .host(&host)
-        .port(port)
-        .username(&user)
-        .password(&password)
-        .database(&db);
-    tokio::time::timeout(Duration::from_secs(5), PgConnection::connect_with(&opts))
-        .await
-        .ok()?
-        .ok()
+    tenantdb_testkit::moves::tenant_conn(&env.secrets(NS), name).await
 }
 
 async fn tenant(env: &Env, name: &str) -> Option<Tenant> {

@@ -45,7 +45,7 @@ use serde_json::json;
 use sqlx::{Connection, PgConnection};
 use tenantdb::crd::{MovePhase, Tenant};
 use tenantdb_testkit::localpg::LocalPg;
-use tenantdb_testkit::moves::{layout_rows, move_of, on};
+use tenantdb_testkit::moves::{layout_rows, move_of, on, tenant_conn};
 
 const NS: &str = "rmoves";
 /// The Tenants: name, isolation, rows of their own.
@@ -251,22 +251,6 @@ async fn named(pg: &Pg, h: &Held) -> Vec<String> {
         let _ = d.close().await;
     }
     out
-}
-
-/// A connection with the credentials the tenant's Secret holds now (read in one GET).
-async fn tenant_conn(secrets: &Api<Secret>, name: &str) -> Option<PgConnection> {
-    let s = secrets.get_opt(&format!("{name}-db")).await.ok()??;
-    let key = |k: &str| tenantdb::secret::read_key(&s, k);
-    let opts = sqlx::postgres::PgConnectOptions::new()
-        .host(&key("host")?)
-        .port(key("port")?.parse().ok()?)
-        .username(&key("username")?)
-        .password(&key("password")?)
-        .database(&key("database")?);
-    tokio::time::timeout(Duration::from_secs(5), PgConnection::connect_with(&opts))
-        .await
-        .ok()?
-        .ok()
 }
 
 /// The writer's record: acknowledged numbers and errors that must not happen.

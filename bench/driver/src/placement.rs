@@ -105,6 +105,36 @@ pub(crate) async fn add_server(env: &Env, name: &str, pg: &LocalPg) -> Result<()
     Ok(())
 }
 
+/// Registers the DatabaseServers (`add_server`), starts the operator (`--concurrency`,
+/// `--operator-namespace`) and waits until it and every server are Ready; the operator's pid.
+/// The namespace `NS` exists by then.
+pub(crate) async fn start_operator_with_servers(
+    env: &mut Env,
+    cfg: &Cfg,
+    servers: &[(String, &LocalPg)],
+) -> Result<u32> {
+    for (name, pg) in servers {
+        add_server(env, name, pg).await?;
+    }
+    env.ensure_namespace(NS).await?;
+    env.spawn_operator(
+        &cfg.operator,
+        &[
+            "--concurrency".into(),
+            CONCURRENCY.to_string(),
+            "--operator-namespace".into(),
+            OPERATOR_NS.into(),
+        ],
+    )?;
+    let pid = env
+        .operator_pid
+        .ok_or_else(|| anyhow::anyhow!("operator not started"))?;
+    env.wait_operator_ready(Duration::from_secs(60)).await?;
+    let names: Vec<String> = servers.iter().map(|(n, _)| n.clone()).collect();
+    wait_servers_ready(env, &names, Duration::from_secs(60)).await?;
+    Ok(pid)
+}
+
 /// Waits until every DatabaseServer in `names` has `Ready=True`.
 pub(crate) async fn wait_servers_ready(
     env: &Env,
@@ -211,22 +241,8 @@ async fn fleet(cfg: &Cfg, servers: usize, n: usize) -> Result<Value> {
         pgs.push(start_pg(LocalPgOptions::default()).await?);
     }
     let server_names: Vec<String> = (1..=servers).map(|i| format!("pg-{i}")).collect();
-    for (name, pg) in server_names.iter().zip(&pgs) {
-        add_server(&env, name, pg).await?;
-    }
-    env.ensure_namespace(NS).await?;
-    env.spawn_operator(
-        &cfg.operator,
-        &[
-            "--concurrency".into(),
-            CONCURRENCY.to_string(),
-            "--operator-namespace".into(),
-            OPERATOR_NS.into(),
-        ],
-    )?;
-    let pid = env.operator_pid.unwrap();
-    env.wait_operator_ready(Duration::from_secs(60)).await?;
-    wait_servers_ready(&env, &server_names, Duration::from_secs(60)).await?;
+    let named: Vec<(String, &LocalPg)> = server_names.iter().cloned().zip(&pgs).collect();
+    let pid = start_operator_with_servers(&mut env, cfg, &named).await?;
 
     let names: Vec<String> = (1..=n).map(tenant_name).collect();
     let spec = json!({

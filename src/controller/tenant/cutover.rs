@@ -78,7 +78,64 @@ impl From<Error> for CutOver {
     }
 }
 
-/// The cut-over (see the module documentation); the write freeze on success.
+/// The source's roles, and which of them log in for a cut-over.
+pub(super) struct Logins {
+    /// The tenant's roles on the source (verifiers, limits, `VALID UNTIL`).
+    pub roles: Vec<sql::RoleCopy>,
+    /// The roles that log in: on the source if the cut-over is undone, on the target at the
+    /// commit point.
+    pub login: Vec<crate::naming::Ident>,
+    /// What to record in `status.move.loginRoles` before the fence, when that changes.
+    pub record: Option<Vec<String>>,
+}
+
+/// The roles that log in on the source now, to be recorded before the fence; on a source left
+/// fenced by an interrupted cut-over (no login), the ones recorded before that fence
+/// (`recorded`): the cut-over goes on with them, so the target (or the source, if it is undone)
+/// gives login to exactly the roles that had it — a rotation's previous role in its grace period
+/// too. Nothing recorded (a status written by an older operator): refused until a pass
+/// provisioned the tenant on its source, which gives the active role its login back.
+pub(super) async fn logins(
+    source: &Server,
+    names_a: &TenantNames,
+    recorded: Option<&[String]>,
+) -> Result<Logins> {
+    // Read again on every attempt: a rotation on the source since the copy started.
+    let roles = sql::read_roles(source.pg(), names_a).await?;
+    let seen: Vec<_> = roles
+        .iter()
+        .filter(|r| r.can_login)
+        .map(|r| r.name.clone())
+        .collect();
+    if !seen.is_empty() {
+        let names: Vec<String> = seen.iter().map(|r| r.as_str().to_string()).collect();
+        let record = (recorded != Some(names.as_slice())).then_some(names);
+        return Ok(Logins {
+            roles,
+            login: seen,
+            record,
+        });
+    }
+    let login: Vec<_> = roles
+        .iter()
+        .filter(|r| recorded.is_some_and(|rec| rec.iter().any(|n| n == r.name.as_str())))
+        .map(|r| r.name.clone())
+        .collect();
+    if login.is_empty() {
+        return Err(Error::unavailable(
+            "the source is still fenced by an interrupted cut-over: its logins come back first, then the cut-over is tried again",
+        ));
+    }
+    Ok(Logins {
+        roles,
+        login,
+        record: None,
+    })
+}
+
+/// The cut-over (see the module documentation) with the source's roles and logins
+/// ([`logins`], recorded before it is called); the write freeze on success.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn cut_over(
     source: &Server,
     names_a: &TenantNames,
@@ -87,29 +144,14 @@ pub(super) async fn cut_over(
     names_b: &TenantNames,
     scope_b: &Scope,
     name: &crate::naming::Ident,
+    logins: Logins,
 ) -> std::result::Result<Duration, CutOver> {
     // A cut-over interrupted after it dropped the subscription (the operator stopped before the
     // commit point was recorded) cannot be redone: the target stopped following the source.
     if let Some(why) = sql::replication_gone(source.pg(), target.pg(), scope_b, name).await? {
         return Err(CutOver::Broken(why));
     }
-    // Roles refreshed first (a rotation on the source since the copy started).
-    let roles = sql::read_roles(source.pg(), names_a).await?;
-    let login: Vec<_> = roles
-        .iter()
-        .filter(|r| r.can_login)
-        .map(|r| r.name.clone())
-        .collect();
-    // No login on the source: a cut-over interrupted between its fence and the fence's undo (the
-    // operator stopped) left it fenced. Which roles log in is not known from it now, and going
-    // on would enable none on the target at the commit point (the application locked out until
-    // a later pass provisions the target). The pass provisions the tenant on its source first,
-    // which gives its logins back; the cut-over is tried again after that (not an attempt).
-    if login.is_empty() {
-        return Err(CutOver::Failed(Error::unavailable(
-            "the source is still fenced by an interrupted cut-over: its logins come back first, then the cut-over is tried again",
-        )));
-    }
+    let Logins { roles, login, .. } = logins;
     sql::prepare_roles(target.pg(), names_b, &roles).await?;
     let frozen = Instant::now();
     if let Err(e) = sql::fence(source.pg(), names_a).await {

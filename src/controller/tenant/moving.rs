@@ -41,7 +41,7 @@ use kube::runtime::events::EventType;
 use tracing::{info, warn};
 
 use super::super::{Context, object_key};
-use super::cutover::{CutOver, compare, cut_over};
+use super::cutover::{CutOver, compare, cut_over, logins};
 use super::report::write_status;
 use crate::crd::{MovePhase, MoveStatus, Tenant, TenantPhase};
 use crate::error::{Error, Result};
@@ -569,9 +569,15 @@ async fn advance(t: &mut Tenant, ctx: &Context, mut m: MoveStatus) -> Result<Opt
                 persist(t, ctx, m.clone()).await?;
             }
             MovePhase::CuttingOver => {
+                // Who logs in, recorded before the fence (an interrupted cut-over goes on with it).
+                let mut logins = logins(&source, &names_a, m.login_roles.as_deref()).await?;
+                if let Some(record) = logins.record.take() {
+                    m.login_roles = Some(record);
+                    persist(t, ctx, m.clone()).await?;
+                }
                 m.attempts += 1;
                 match cut_over(
-                    &source, &names_a, &scope_a, &target, &names_b, &scope_b, &name,
+                    &source, &names_a, &scope_a, &target, &names_b, &scope_b, &name, logins,
                 )
                 .await
                 {

@@ -40,7 +40,7 @@ use crate::cli::Cfg;
 mod timeline;
 use crate::common::{CONCURRENCY, NS, log, round, start_pg};
 use crate::env::{Env, cpu_seconds, machine_cpu, metric_sum};
-use crate::placement::{OPERATOR_NS, add_server, loadavg, log_problems, wait_servers_ready};
+use crate::placement::{OPERATOR_NS, loadavg, log_problems, start_operator_with_servers};
 use timeline::freeze_timeline;
 
 /// The moved Tenant (one per row, each row on fresh clusters).
@@ -353,22 +353,7 @@ async fn row(cfg: &Cfg, isolation: &str, mib: u64, with_writer: bool) -> Result<
             .await?;
         let _ = c.close().await;
     }
-    add_server(&env, TARGET, &b).await?;
-    env.ensure_namespace(NS).await?;
-    env.spawn_operator(
-        &cfg.operator,
-        &[
-            "--concurrency".into(),
-            CONCURRENCY.to_string(),
-            "--operator-namespace".into(),
-            OPERATOR_NS.into(),
-        ],
-    )?;
-    let pid = env
-        .operator_pid
-        .ok_or_else(|| anyhow!("operator not started"))?;
-    env.wait_operator_ready(Duration::from_secs(60)).await?;
-    wait_servers_ready(&env, &[TARGET.to_string()], Duration::from_secs(60)).await?;
+    let pid = start_operator_with_servers(&mut env, cfg, &[(TARGET.to_string(), &b)]).await?;
 
     env.create_tenants(
         NS,
