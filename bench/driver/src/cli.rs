@@ -31,7 +31,7 @@ pub struct Cfg {
     /// Moves scenario: sizes of the moved tenants' data (MiB), each moved idle and under writes.
     pub moves_mib: Vec<u64>,
     /// Moves scenario: the isolation modes moved (`BENCH_MOVES_ISOLATION`, comma list of
-    /// `database` and `schema`; default both).
+    /// `database`, `schema` and `shared`; default all three).
     pub moves_isolation: Vec<String>,
     /// Emulated API latency of every scenario (`BENCH_API_LATENCY_MS`, see [`api_latency`]).
     pub api_latency: std::time::Duration,
@@ -169,16 +169,16 @@ fn sizes(name: &str, default: &[usize]) -> Result<Vec<usize>> {
 }
 
 /// The isolation modes the moves scenario moves: `BENCH_MOVES_ISOLATION` (comma list of
-/// `database` and `schema`), else both. A `shared` tenant has no tables of its own to fill and
-/// write (its rows live in the layout's tables): not benchmarked (tests/README.md,
-/// `e2e_moves_shared`).
+/// `database`, `schema` and `shared`), else all three. A `shared` tenant's rows are in the
+/// layout's tables (it has none of its own): it fills and writes the audit log.
 fn moves_isolation() -> Result<Vec<String>> {
+    const MODES: [&str; 3] = ["database", "schema", "shared"];
     let Ok(v) = std::env::var("BENCH_MOVES_ISOLATION") else {
-        return Ok(vec!["database".into(), "schema".into()]);
+        return Ok(MODES.iter().map(|m| m.to_string()).collect());
     };
     let modes: Vec<String> = v.split(',').map(|m| m.trim().to_string()).collect();
-    if modes.is_empty() || modes.iter().any(|m| m != "database" && m != "schema") {
-        bail!("BENCH_MOVES_ISOLATION={v:?}: expected database, schema or database,schema");
+    if modes.is_empty() || modes.iter().any(|m| !MODES.contains(&m.as_str())) {
+        bail!("BENCH_MOVES_ISOLATION={v:?}: expected a comma list of database, schema, shared");
     }
     Ok(modes)
 }

@@ -2,10 +2,11 @@
 //!
 //! Per row, on fresh clusters: the default server (`--database-url`) and a DatabaseServer `b`,
 //! both throwaway clusters with `wal_level=logical`; the real operator binary. One Tenant of the
-//! isolation mode under test (`database`, then `schema`; `BENCH_MOVES_ISOLATION`) is provisioned
-//! on the default server and filled, through its Secret's credentials, with a table of
-//! 1,000-character rows until its home (its database, or its schema's relations) has grown by the
-//! size under test (1 MiB and 100 MiB; `--quick`: 20 MiB). Then its `spec.placement` is patched to
+//! isolation mode under test (`database`, `schema`, then `shared`; `BENCH_MOVES_ISOLATION`) is
+//! provisioned on the default server and filled, through its Secret's credentials, with
+//! 1,000-character rows (a table of its own; a `shared` tenant's rows go to the layout's audit
+//! log) until its home (its database, or its schema's relations — the layout's for `shared`,
+//! the only tenant on the server) has grown by the size under test (1 MiB and 100 MiB; `--quick`: 20 MiB). Then its `spec.placement` is patched to
 //! `{server: b}` and the driver waits for `status.move.phase: Completed` (tenant Ready, placed on
 //! `b`), watching the phases. Each size is moved idle and with a writer inserting through the
 //! Secret during the whole move (one connection, one insert every ~5 ms; on an error it re-reads
@@ -91,7 +92,7 @@ pub async fn moves(cfg: &Cfg) -> Result<Value> {
         "max_write_freeze_ms": max_freeze,
         "max_writer_gap_s": gaps.iter().copied().fold(None, |m: Option<f64>, g| Some(m.map_or(g, |m| m.max(g)))),
         "writes_lost": lost,
-        "method": "per row fresh clusters (default server and DatabaseServer b, wal_level=logical) and operator; one Tenant per isolation mode (database, schema) on the default server filled through its Secret with 1,000-character rows until its home grew by the size (database: pg_database_size; schema: pg_total_relation_size of the schema's tables); spec.placement patched to {server: b}; waited for status.move.phase Completed (tenant Ready on b)",
+        "method": "per row fresh clusters (default server and DatabaseServer b, wal_level=logical) and operator; one Tenant per isolation mode (database, schema, shared) on the default server filled through its Secret with 1,000-character rows until its home grew by the size (database: pg_database_size; schema: pg_total_relation_size of the schema's tables; shared: the same of the layout's tables, the tenant alone on the server, its rows in the audit log); spec.placement patched to {server: b}; waited for status.move.phase Completed (tenant Ready on b)",
         "writer": format!("one connection through the Secret's credentials, INSERT of n = 1, 2, … with a {} ms pause; on an error it re-reads the Secret and reconnects ({} ms between failed attempts) and retries the same n (a duplicate n means it had committed); from ~1 s before the patch until 100 writes and 1 s after Completed", WRITER_PAUSE.as_millis(), RECONNECT_PAUSE.as_millis()),
         "operator_args": format!("--concurrency {CONCURRENCY} --operator-namespace {OPERATOR_NS}"),
         "rows": rows,
@@ -135,7 +136,9 @@ async fn admin(pg: &LocalPg, db: &str) -> Result<PgConnection> {
 /// The size of the tenant's home as the tenant sees it: its database, or the relations of its
 /// schema (tables with their indexes and TOAST) for a `schema` tenant.
 async fn home_size(c: &mut PgConnection, isolation: &str) -> Result<i64> {
-    let sql = if isolation == "schema" {
+    // A `shared` tenant's schema is the layout's (its search_path): the only tenant on the
+    // server in this scenario, so what the layout's tables grow by is its data.
+    let sql = if isolation != "database" {
         "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint FROM pg_class c \
           WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'm')"
     } else {
@@ -144,12 +147,44 @@ async fn home_size(c: &mut PgConnection, isolation: &str) -> Result<i64> {
     Ok(sqlx::query_scalar(sql).fetch_one(c).await?)
 }
 
-/// Fills the tenant's `fill` table until its home grew by `target` bytes: (rows, growth).
+/// What the tenant fills and writes: its own `fill` and `writes` tables, or for a `shared`
+/// tenant the layout's audit log (`module` `fill` or `write`, `target_id` the number), where
+/// its rows are told apart by its tenant id.
+const SHARED_FILL: &str = "INSERT INTO saas_unified_audit_logs (tenant_id, log_type, module, action, target_id, user_agent) \
+     SELECT tenantdb_current_tenant(), 'operation', 'fill', 'create', g::text, repeat('x', 1000) FROM generate_series($1::bigint, $2::bigint) g";
+const SHARED_WRITE: &str = "INSERT INTO saas_unified_audit_logs (tenant_id, log_type, module, action, target_id) \
+     VALUES (tenantdb_current_tenant(), 'operation', 'write', 'create', $1::bigint::text)";
+
+/// The admin's query for the tenant's rows of one kind (`fill`, `writes`) on a server: the
+/// table qualified with the tenant's schema, or the layout's audit log filtered by tenant id.
+fn rows_sql(isolation: &str, schema_q: &str, tid: &str, kind: &str) -> Result<String> {
+    Ok(if isolation == "shared" {
+        let tid = tenantdb::naming::quote_literal(tid)
+            .ok_or_else(|| anyhow!("unusable tenant id {tid:?}"))?;
+        let module = if kind == "fill" { "fill" } else { "write" };
+        format!(
+            "SELECT target_id::bigint FROM {schema_q}.saas_unified_audit_logs WHERE tenant_id = {tid} AND module = '{module}'"
+        )
+    } else if kind == "fill" {
+        format!("SELECT id FROM {schema_q}.fill")
+    } else {
+        format!("SELECT n FROM {schema_q}.writes")
+    })
+}
+
+/// Fills the tenant's `fill` rows until its home grew by `target` bytes: (rows, growth).
 async fn fill(c: &mut PgConnection, isolation: &str, target: i64) -> Result<(i64, i64)> {
     let base = home_size(c, isolation).await?;
-    sqlx::raw_sql("CREATE TABLE fill (id bigint PRIMARY KEY, pad text NOT NULL)")
-        .execute(&mut *c)
-        .await?;
+    if isolation != "shared" {
+        sqlx::raw_sql("CREATE TABLE fill (id bigint PRIMARY KEY, pad text NOT NULL)")
+            .execute(&mut *c)
+            .await?;
+    }
+    let insert = if isolation == "shared" {
+        SHARED_FILL
+    } else {
+        "INSERT INTO fill SELECT g, repeat('x', 1000) FROM generate_series($1::bigint, $2::bigint) g"
+    };
     let mut rows = 0i64;
     loop {
         let growth = home_size(c, isolation).await? - base;
@@ -157,13 +192,11 @@ async fn fill(c: &mut PgConnection, isolation: &str, target: i64) -> Result<(i64
             return Ok((rows, growth));
         }
         let batch = ((target - growth) / ROW_BYTES).clamp(100, 20_000);
-        sqlx::query(
-            "INSERT INTO fill SELECT g, repeat('x', 1000) FROM generate_series($1::bigint, $2::bigint) g",
-        )
-        .bind(rows + 1)
-        .bind(rows + batch)
-        .execute(&mut *c)
-        .await?;
+        sqlx::query(AssertSqlSafe(insert))
+            .bind(rows + 1)
+            .bind(rows + batch)
+            .execute(&mut *c)
+            .await?;
         rows += batch;
     }
 }
@@ -201,7 +234,14 @@ impl Writer {
     /// Inserts n = 1, 2, … into `writes` through the Secret's credentials until stopped; on an
     /// error, re-reads the Secret, reconnects and tries the same n again (a duplicate n means it
     /// had committed before the connection was lost).
-    fn start(secrets: Api<Secret>) -> Writer {
+    fn start(secrets: Api<Secret>, isolation: &str) -> Writer {
+        // A `shared` tenant cannot add a unique key to the layout's table: a duplicate n (an
+        // insert that had committed when its connection was lost) shows as `twice_on_target`.
+        let insert = if isolation == "shared" {
+            SHARED_WRITE
+        } else {
+            "INSERT INTO writes (n) VALUES ($1)"
+        };
         let stop = Arc::new(AtomicBool::new(false));
         let log = Arc::new(Mutex::new(WriterLog::default()));
         let (s, l) = (stop.clone(), log.clone());
@@ -230,7 +270,7 @@ impl Writer {
                     continue;
                 };
                 let port = *port;
-                let r = sqlx::query("INSERT INTO writes (n) VALUES ($1)")
+                let r = sqlx::query(AssertSqlSafe(insert))
                     .bind(n)
                     .execute(&mut *c)
                     .await;
@@ -371,11 +411,13 @@ async fn row(cfg: &Cfg, isolation: &str, mib: u64, with_writer: bool) -> Result<
     }
     let secrets: Api<Secret> = Api::namespaced(env.client.clone(), NS);
     let (mut c, source_port) = tenant_conn(&secrets).await?;
-    sqlx::raw_sql(
-        "CREATE TABLE writes (id bigserial PRIMARY KEY, n bigint NOT NULL UNIQUE, at timestamptz DEFAULT now())",
-    )
-    .execute(&mut c)
-    .await?;
+    let setup = if isolation == "shared" {
+        // The audit log's rows reference the tenant's row.
+        "INSERT INTO saas_tenants (id, tenant_code, tenant_name) VALUES (tenantdb_current_tenant(), 'bench', 'bench')"
+    } else {
+        "CREATE TABLE writes (id bigserial PRIMARY KEY, n bigint NOT NULL UNIQUE, at timestamptz DEFAULT now())"
+    };
+    sqlx::raw_sql(setup).execute(&mut c).await?;
     let t_fill = Instant::now();
     let (fill_rows, growth) = fill(&mut c, isolation, mib as i64 * MIB).await?;
     let fill_s = t_fill.elapsed().as_secs_f64();
@@ -385,15 +427,23 @@ async fn row(cfg: &Cfg, isolation: &str, mib: u64, with_writer: bool) -> Result<
         sqlx::query_as("SELECT current_database()::text, current_schema()::text")
             .fetch_one(&mut c)
             .await?;
+    // A `shared` tenant's id (its rows in the layout's tables carry it).
+    let tid: String = if isolation == "shared" {
+        sqlx::query_scalar("SELECT tenantdb_current_tenant()::text")
+            .fetch_one(&mut c)
+            .await?
+    } else {
+        String::new()
+    };
     let schema_q = tenantdb::migrate::quote_identifier(&schema)?;
-    let qualified = |table: &str| format!("{schema_q}.{table}");
+    let rows_of = |kind: &str| rows_sql(isolation, &schema_q, &tid, kind);
     let _ = c.close().await;
     log(format!(
         "  filled: {fill_rows} rows, +{:.1} MiB in {fill_s:.1} s",
         growth as f64 / MIB as f64
     ));
 
-    let writer = with_writer.then(|| Writer::start(secrets.clone()));
+    let writer = with_writer.then(|| Writer::start(secrets.clone(), isolation));
     if let Some(w) = &writer {
         let deadline = Instant::now() + Duration::from_secs(30);
         while w.acked() < 100 {
@@ -484,19 +534,16 @@ async fn row(cfg: &Cfg, isolation: &str, mib: u64, with_writer: bool) -> Result<
         .and_then(|p| p.parse().ok());
     let mut tb = admin(&b, &db).await?;
     let fill_on_target: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
-        "SELECT count(*) FROM {}",
-        qualified("fill")
+        "SELECT count(*) FROM ({}) f",
+        rows_of("fill")?
     )))
     .fetch_one(&mut tb)
     .await?;
     let writer_json = match &writer_log {
         Some(w) => {
-            let on_target: Vec<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
-                "SELECT n FROM {}",
-                qualified("writes")
-            )))
-            .fetch_all(&mut tb)
-            .await?;
+            let on_target: Vec<i64> = sqlx::query_scalar(AssertSqlSafe(rows_of("writes")?))
+                .fetch_all(&mut tb)
+                .await?;
             let have: BTreeSet<i64> = on_target.iter().copied().collect();
             let acked: BTreeSet<i64> = w.acked.iter().map(|(n, _, _)| *n).collect();
             let lost = acked.difference(&have).count();
@@ -571,6 +618,22 @@ async fn row(cfg: &Cfg, isolation: &str, mib: u64, with_writer: bool) -> Result<
     } else {
         None
     };
+    // A `shared` tenant's home on the source: its rows in the layout's tables.
+    let source_rows_left: Option<i64> = if isolation == "shared" {
+        let mut sdb = admin(&env.pg, &db).await?;
+        let mut n = 0i64;
+        for kind in ["fill", "writes"] {
+            let sql = format!("SELECT count(*) FROM ({}) r", rows_of(kind)?);
+            let k: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
+                .fetch_one(&mut sdb)
+                .await?;
+            n += k;
+        }
+        let _ = sdb.close().await;
+        Some(n)
+    } else {
+        None
+    };
     let slots_left: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'tenantdb\\_mv\\_%'",
     )
@@ -631,10 +694,11 @@ async fn row(cfg: &Cfg, isolation: &str, mib: u64, with_writer: bool) -> Result<
         "secret_names_target": target_port == Some(b.port()),
         "source_database_left": source_db_left,
         "source_schema_left": source_schema_left,
-        "source_home_left": if isolation == "schema" {
-            source_schema_left.unwrap_or(0) > 0
-        } else {
-            source_db_left > 0
+        "source_rows_left": source_rows_left,
+        "source_home_left": match isolation {
+            "schema" => source_schema_left.unwrap_or(0) > 0,
+            "shared" => source_rows_left.unwrap_or(0) > 0,
+            _ => source_db_left > 0,
         },
         "replication_slots_left": slots_left,
         "subscriptions_left": subs_left,

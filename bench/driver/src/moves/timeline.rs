@@ -106,13 +106,22 @@ pub(super) fn freeze_timeline(source_log: &str, target_log: &str) -> Value {
         .collect();
     let polls = within(&src, "confirmed_flush_lsn >=");
     let seqs = within(&src, "FROM pg_sequences");
-    let counts: Vec<(f64, f64)> = within(&src, "query_to_xml")
+    // Row counts: one statement per server (`query_to_xml` over the tables), or for a `shared`
+    // tenant one count per layout table on each server.
+    let counts: Vec<(f64, f64)> = [&src, &tgt]
         .into_iter()
-        .chain(within(&tgt, "query_to_xml"))
+        .flat_map(|v| {
+            within(v, "query_to_xml")
+                .into_iter()
+                .chain(within(v, SHARED_COUNT))
+        })
         .collect();
     let drop_sub = within(&tgt, "DROP SUBSCRIPTION");
     let seq_start = first_start(&seqs);
     let counts_start = first_start(&counts);
+    // The fingerprints end where the sequences start (none for a `shared` tenant: its rows
+    // are in the layout's tables, whose sequences are not copied), else where the counts do.
+    let fp_end = seq_start.or(counts_start);
     let counts_end = last_end(&counts);
     let drop_end = last_end(&drop_sub);
     // Two catch-ups: before the fingerprints, and once more after the counts and the session
@@ -129,8 +138,8 @@ pub(super) fn freeze_timeline(source_log: &str, target_log: &str) -> Value {
             .filter(|e| t.is_some_and(|t| e.0 >= t))
             .collect()
     };
-    let first_polls = before(&polls, seq_start);
-    let catch_up_start = first_start(&before(&wal, seq_start));
+    let first_polls = before(&polls, fp_end);
+    let catch_up_start = first_start(&before(&wal, fp_end));
     let catch_up_end = last_end(&first_polls);
     let second_start = first_start(&after(&wal, counts_end));
     let second_end = last_end(&after(&polls, counts_end));
@@ -157,7 +166,7 @@ pub(super) fn freeze_timeline(source_log: &str, target_log: &str) -> Value {
         .chain(tgt.iter())
         .filter(|e| {
             catch_up_end.is_some_and(|a| e.start >= a)
-                && seq_start.is_some_and(|b| e.end <= b)
+                && fp_end.is_some_and(|b| e.end <= b)
                 && !e.text.starts_with("SELECT 1")
         })
         .count();
@@ -166,8 +175,8 @@ pub(super) fn freeze_timeline(source_log: &str, target_log: &str) -> Value {
         "fence_ms": span(Some(start), catch_up_start),
         "catch_up_ms": span(catch_up_start, catch_up_end),
         "catch_up_polls": first_polls.len(),
-        "fingerprints_ms": span(catch_up_end, seq_start),
-        "fingerprints_server_ms": server_ms(catch_up_end, seq_start),
+        "fingerprints_ms": span(catch_up_end, fp_end),
+        "fingerprints_server_ms": server_ms(catch_up_end, fp_end),
         "fingerprints_statement_phases": fp_statements,
         "sequences_ms": span(seq_start, counts_start),
         "row_counts_ms": span(counts_start, counts_end),
@@ -178,6 +187,9 @@ pub(super) fn freeze_timeline(source_log: &str, target_log: &str) -> Value {
         "unfence_ms": span(drop_end, Some(end)),
     })
 }
+
+/// How a `shared` tenant's row count of one layout table begins (`pg::shared::replication`).
+const SHARED_COUNT: &str = "SELECT count(*) FROM tenantdb_rls.";
 
 /// Whether `sql` is one or more `ALTER ROLE <role> <what>` statements and nothing else (the fence
 /// disables both of a tenant's roles in one statement string).
@@ -196,7 +208,70 @@ fn alters_login(sql: &str, what: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::alters_login;
+    use super::{alters_login, freeze_timeline};
+
+    /// A log line as PostgreSQL writes it with `log_min_duration_statement = 0`, ending at
+    /// `at_ms` past 12:00:00 and lasting `ms`.
+    fn line(at_ms: u32, ms: f64, sql: &str) -> String {
+        format!(
+            "2026-12-06 12:00:{:02}.{:03} UTC [42] LOG:  duration: {ms:.3} ms  statement: {sql}\n",
+            at_ms / 1000,
+            at_ms % 1000
+        )
+    }
+
+    #[test]
+    fn a_shared_tenants_freeze_is_cut_at_its_row_counts() {
+        // Fence, catch-up (1 poll), fingerprints, counts per layout table on both servers,
+        // second catch-up, subscription dropped, logins on; no sequences.
+        let src = [
+            line(
+                100,
+                1.0,
+                "ALTER ROLE \"t\" NOLOGIN; ALTER ROLE \"t_b\" NOLOGIN",
+            ),
+            line(110, 1.0, "SELECT pg_current_wal_insert_lsn()::text"),
+            line(
+                120,
+                1.0,
+                "SELECT confirmed_flush_lsn >= $1 FROM pg_replication_slots",
+            ),
+            line(
+                160,
+                2.0,
+                "SELECT count(*) FROM tenantdb_rls.\"a\" WHERE \"tenant_id\" = $1",
+            ),
+            line(170, 1.0, "SELECT pg_current_wal_insert_lsn()::text"),
+            line(
+                180,
+                1.0,
+                "SELECT confirmed_flush_lsn >= $1 FROM pg_replication_slots",
+            ),
+        ]
+        .concat();
+        let tgt = [
+            line(
+                162,
+                2.0,
+                "SELECT count(*) FROM tenantdb_rls.\"a\" WHERE \"tenant_id\" = $1",
+            ),
+            line(
+                190,
+                5.0,
+                "ALTER SUBSCRIPTION \"m\" DISABLE; DROP SUBSCRIPTION \"m\"",
+            ),
+            line(200, 1.0, "ALTER ROLE \"t\" LOGIN"),
+        ]
+        .concat();
+        let t = freeze_timeline(&src, &tgt);
+        assert_eq!(t["catch_up_polls"], 1, "{t}");
+        assert_eq!(t["catch_up_ms"], 11.0, "{t}");
+        assert_eq!(t["fingerprints_ms"], 38.0, "{t}");
+        assert!(t["sequences_ms"].is_null(), "{t}");
+        assert_eq!(t["row_counts_ms"], 4.0, "{t}");
+        assert_eq!(t["second_catch_up_ms"], 11.0, "{t}");
+        assert_eq!(t["window_ms"], 101.0, "{t}");
+    }
 
     #[test]
     fn fences_of_one_and_two_roles_are_recognised() {
