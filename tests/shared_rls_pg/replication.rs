@@ -7,7 +7,7 @@
 use super::*;
 use sqlx::Connection;
 use tenantdb::pg::shared::replication::{
-    drop_publication, ensure_publication, sync_replica_identity,
+    drop_publication, ensure_publication, row_counts, sync_replica_identity,
 };
 
 /// The moved tenant's id (not registered here: the test is about the others).
@@ -117,5 +117,70 @@ async fn dropping_a_moves_publication_sets_the_identity_back_or_fails() {
     sync_replica_identity(&admin, &layout).await.unwrap();
     assert_eq!(full_tables(&pool, s).await, Vec::<String>::new());
     let _ = holder.close().await;
+    let _ = c.close().await;
+}
+
+/// The cut-over's row counts of a shared tenant (one statement for every layout table): each
+/// table's rows of that tenant and no other's, every tenant-scoped table present.
+#[tokio::test]
+async fn a_shared_tenants_row_counts_are_its_rows_in_every_table() {
+    let admin = admin();
+    let layout = layout_for("tenantdb_rls_counts");
+    ensure_layout(&admin, &layout, &MigrationSet::bundled())
+        .await
+        .unwrap();
+    let pool = admin.shared_pool().await.unwrap().clone();
+    let a = create_tenant(&admin, &layout, "counts_a", "counts").await;
+    let b = create_tenant(&admin, &layout, "counts_b", "counts").await;
+    for (t, tag) in [(&a, "a"), (&b, "b")] {
+        register_tenant(&admin, &layout, &t.role, &t.secondary, &t.id)
+            .await
+            .unwrap();
+        let mut c = login(t).await;
+        seed_rows(&mut c, t, tag).await;
+        let _ = c.close().await;
+    }
+    // `b` has one more audit log row: a count that mixed the tenants up would show it.
+    let mut c = login(&b).await;
+    exec(
+        &mut c,
+        "INSERT INTO saas_unified_audit_logs (tenant_id, log_type, module, action) \
+         VALUES (tenantdb_current_tenant(), 'operation', 'ai', 'create')",
+    )
+    .await
+    .unwrap();
+    let _ = c.close().await;
+
+    let mut c = PgConnection::connect(&common::pg().url(SHARED_DB))
+        .await
+        .unwrap();
+    let counts = row_counts(&mut c, &layout, &a.id).await.unwrap();
+    let s = layout.schema.as_str();
+    let tables: Vec<String> = scoped_tables(&pool, &layout)
+        .await
+        .into_iter()
+        .map(|(t, _)| format!("{s}.{t}"))
+        .collect();
+    assert_eq!(
+        counts.keys().cloned().collect::<Vec<_>>(),
+        tables,
+        "every tenant-scoped table"
+    );
+    for (table, n) in [
+        ("saas_tenants", 1),
+        ("saas_users", 3),
+        ("ai_agents", 2),
+        ("saas_unified_audit_logs", 5),
+        ("saas_unified_configs", 1),
+    ] {
+        assert_eq!(counts.get(&format!("{s}.{table}")), Some(&n), "{table}");
+    }
+    assert_eq!(
+        counts.values().sum::<i64>(),
+        rows_of(&pool, &layout, &a.id).await,
+        "nothing else counted"
+    );
+    let of_b = row_counts(&mut c, &layout, &b.id).await.unwrap();
+    assert_eq!(of_b.get(&format!("{s}.saas_unified_audit_logs")), Some(&6));
     let _ = c.close().await;
 }

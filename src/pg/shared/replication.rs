@@ -359,21 +359,37 @@ pub async fn row_counts(
     validate_tenant_id(tenant_id)?;
     let tables = scoped_tables(conn, layout).await?;
     let mut out = BTreeMap::new();
+    let Some(sql) = row_counts_sql(layout, &tables)? else {
+        return Ok(out);
+    };
+    // One statement for every table (inside the cut-over's write freeze: a round trip per table
+    // cost ~0.3 ms each, on each server).
+    let rows: Vec<(String, i64)> = sqlx::query_as(ddl(sql))
+        .persistent(false)
+        .bind(tenant_id)
+        .fetch_all(&mut *conn)
+        .await?;
+    for (name, n) in rows {
+        out.insert(format!("{}.{}", layout.schema.as_str(), name), n);
+    }
+    Ok(out)
+}
+
+/// The tenant's row count of every table in one statement (`$1`: its id, compared as text: one
+/// parameter for key columns of any type; for `varchar` keys the cast keeps their indexes usable),
+/// `None` without tables.
+fn row_counts_sql(layout: &SharedLayout, tables: &[ScopedTable]) -> Result<Option<String>> {
+    let mut parts = Vec::with_capacity(tables.len());
     for t in tables {
-        let sql = format!(
-            "SELECT count(*) FROM {}.{} WHERE {} = $1",
+        parts.push(format!(
+            "SELECT {}::text, count(*) FROM {}.{} WHERE {}::text = $1",
+            lit(&t.name)?,
             layout.schema,
             quote_identifier(&t.name)?,
             quote_identifier(&t.key_column)?
-        );
-        let n: i64 = sqlx::query_scalar(ddl(sql))
-            .persistent(false)
-            .bind(tenant_id)
-            .fetch_one(&mut *conn)
-            .await?;
-        out.insert(format!("{}.{}", layout.schema.as_str(), t.name), n);
+        ));
     }
-    Ok(out)
+    Ok((!parts.is_empty()).then(|| parts.join(" UNION ALL ")))
 }
 
 #[cfg(test)]
@@ -386,6 +402,23 @@ mod tests {
             key_column: key.into(),
             leaves: vec![name.into()],
         }
+    }
+
+    #[test]
+    fn the_row_counts_are_one_statement_filtered_on_each_tables_key() {
+        let layout = SharedLayout::defaults().unwrap();
+        assert_eq!(row_counts_sql(&layout, &[]).unwrap(), None);
+        let sql = row_counts_sql(
+            &layout,
+            &[table("saas_a", "tenant_id"), table("saas_tenants", "id")],
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            sql,
+            "SELECT 'saas_a'::text, count(*) FROM \"tenantdb_rls\".\"saas_a\" WHERE \"tenant_id\"::text = $1 \
+             UNION ALL SELECT 'saas_tenants'::text, count(*) FROM \"tenantdb_rls\".\"saas_tenants\" WHERE \"id\"::text = $1"
+        );
     }
 
     #[test]

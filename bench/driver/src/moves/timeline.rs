@@ -188,9 +188,9 @@ pub(super) fn freeze_timeline(source_log: &str, target_log: &str) -> Value {
     })
 }
 
-/// How a `shared` tenant's row count of one layout table begins (`pg::shared::replication`;
+/// What a `shared` tenant's row counts of the layout tables contain (`pg::shared::replication`;
 /// the layout's schema quoted as `Ident` renders it).
-const SHARED_COUNT: &str = "SELECT count(*) FROM \"tenantdb_rls\".";
+const SHARED_COUNT: &str = "count(*) FROM \"tenantdb_rls\".";
 
 /// Whether `sql` is one or more `ALTER ROLE <role> <what>` statements and nothing else (the fence
 /// disables both of a tenant's roles in one statement string).
@@ -240,7 +240,7 @@ mod tests {
             line(
                 160,
                 2.0,
-                "SELECT count(*) FROM \"tenantdb_rls\".\"a\" WHERE \"tenant_id\" = $1",
+                "SELECT 'a'::text, count(*) FROM \"tenantdb_rls\".\"a\" WHERE \"tenant_id\"::text = $1 UNION ALL SELECT 'b'::text, count(*) FROM \"tenantdb_rls\".\"b\" WHERE \"id\"::text = $1",
             ),
             line(170, 1.0, "SELECT pg_current_wal_insert_lsn()::text"),
             line(
@@ -254,7 +254,7 @@ mod tests {
             line(
                 162,
                 2.0,
-                "SELECT count(*) FROM \"tenantdb_rls\".\"a\" WHERE \"tenant_id\" = $1",
+                "SELECT 'a'::text, count(*) FROM \"tenantdb_rls\".\"a\" WHERE \"tenant_id\"::text = $1 UNION ALL SELECT 'b'::text, count(*) FROM \"tenantdb_rls\".\"b\" WHERE \"id\"::text = $1",
             ),
             line(
                 190,
