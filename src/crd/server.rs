@@ -421,10 +421,11 @@ pub struct MoveStatus {
     /// Cut-over attempts (a cut-over that cannot finish in time is undone and tried again).
     #[serde(default)]
     pub attempts: i32,
-    /// The tenant's login roles that could log in on the source when the cut-over began,
-    /// recorded before its write freeze: a cut-over interrupted after its fence (the operator
-    /// stopped) gives exactly these their login back, on the target at the commit point or on
-    /// the source when it is undone, so a rotation's previous role keeps its grace period.
+    /// PostgreSQL moves only: the tenant's login roles that could log in on the source when the
+    /// cut-over began, recorded before its write freeze and cleared when it ends. A cut-over
+    /// interrupted after its fence (the operator stopped) gives these their login back — on the
+    /// target at the commit point, or on the source when it is undone — except a role whose
+    /// `VALID UNTIL` passed meanwhile, so a rotation's previous role keeps its grace period.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2))]
     pub login_roles: Option<Vec<String>>,

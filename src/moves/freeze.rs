@@ -87,13 +87,20 @@ pub async fn sessions(pg: &PgAdmin, names: &TenantNames) -> Result<i64> {
     Ok(n)
 }
 
-/// Enables login of the given roles.
+/// Enables login of the given roles, all in one statement string (one transaction, as the
+/// fence): an unfence cut short leaves all of them fenced or none, never a part — a cut-over
+/// resumed after a partial one would record the part as the tenant's logins.
 pub async fn unfence(pg: &PgAdmin, roles: &[&Ident]) -> Result<()> {
-    for role in roles {
-        sqlx::raw_sql(ddl(format!("ALTER ROLE {role} LOGIN")))
-            .execute(pg.admin()?)
-            .await?;
+    if roles.is_empty() {
+        return Ok(());
     }
+    let alters: Vec<String> = roles
+        .iter()
+        .map(|r| format!("ALTER ROLE {r} LOGIN"))
+        .collect();
+    sqlx::raw_sql(ddl(alters.join("; ")))
+        .execute(pg.admin()?)
+        .await?;
     Ok(())
 }
 

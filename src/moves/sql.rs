@@ -72,6 +72,8 @@ pub struct RoleCopy {
     /// `rolvaliduntil` (ISO 8601 in UTC, or `infinity`): a rotation's grace period ends there
     /// on the target as on the source.
     pub valid_until: Option<String>,
+    /// `rolvaliduntil` has passed (the server's clock): its password logs in no more.
+    pub expired: bool,
 }
 
 /// The tenant's two login roles on the source (needs a superuser admin: `pg_authid`).
@@ -81,7 +83,8 @@ pub async fn read_roles(pg: &PgAdmin, names: &TenantNames) -> Result<Vec<RoleCop
                 shobj_description(oid, 'pg_authid') AS comment, \
                 CASE WHEN rolvaliduntil IS NULL THEN NULL \
                      WHEN rolvaliduntil = 'infinity' THEN 'infinity' \
-                     ELSE to_char(rolvaliduntil AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00' END AS valid_until \
+                     ELSE to_char(rolvaliduntil AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00' END AS valid_until, \
+                coalesce(rolvaliduntil < now(), false) AS expired \
            FROM pg_authid WHERE rolname = ANY($1) ORDER BY rolname",
     )
     .bind(vec![
@@ -106,6 +109,7 @@ pub async fn read_roles(pg: &PgAdmin, names: &TenantNames) -> Result<Vec<RoleCop
             connection_limit: r.try_get("rolconnlimit")?,
             comment: r.try_get("comment")?,
             valid_until: r.try_get("valid_until")?,
+            expired: r.try_get("expired")?,
         });
     }
     Ok(out)

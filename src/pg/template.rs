@@ -233,8 +233,19 @@ impl PgAdmin {
         // catalog rows that each `CREATE DATABASE … TEMPLATE` would copy block by block, and a
         // frozen copy gives autovacuum no anti-wraparound work in each tenant database later.
         // The admin owns the database, which lets it vacuum every table in it (shared catalogs
-        // are skipped with a warning when it is not a superuser).
-        self.in_database(name, "VACUUM (FULL, FREEZE)").await?;
+        // are skipped with a warning when it is not a superuser: not logged, on this session).
+        let mut conn = self.connect_to(name).await?;
+        let vacuumed = async {
+            sqlx::raw_sql("SET client_min_messages = error")
+                .execute(&mut conn)
+                .await?;
+            sqlx::raw_sql("VACUUM (FULL, FREEZE)")
+                .execute(&mut conn)
+                .await
+        }
+        .await;
+        let _ = conn.close().await;
+        vacuumed?;
         sqlx::raw_sql(ddl(format!(
             "REVOKE CONNECT ON DATABASE {name} FROM {owner}; ALTER DATABASE {name} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false; COMMENT ON DATABASE {name} IS {}",
             lit(mark)?

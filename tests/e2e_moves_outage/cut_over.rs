@@ -14,7 +14,9 @@ async fn a_cut_over_resumed_without_its_subscription_rolls_back_at_once() {
     let mut env = Env::start_configured(options(exit_at)).await;
     let b = env.add_logical_server("b", &[]).await;
     let db = json!({"isolation": "database", "deletionPolicy": "Delete"});
-    env.create_tenant(NS, "r", db.clone()).await;
+    let graced = json!({"isolation": "database", "deletionPolicy": "Delete",
+                        "credentials": {"gracePeriod": "1h"}});
+    env.create_tenant(NS, "r", graced).await;
     env.create_tenant(NS, "x", db).await;
     for (name, rows) in [("r", 100), ("x", 200_000)] {
         env.wait_ready(NS, name, T).await;
@@ -22,6 +24,9 @@ async fn a_cut_over_resumed_without_its_subscription_rolls_back_at_once() {
     }
     let r_db = env.secret_value(NS, "r-db", "database").await.unwrap();
     let r_role = env.secret_value(NS, "r-db", "username").await.unwrap();
+    // r in a rotation's grace period: both of its roles log in.
+    env.rotate(NS, "r", "r1", T).await;
+    assert_eq!(logins(&env.pg, &r_role).await, [true, true]);
 
     // The operator exits right after the cut-over dropped the subscription.
     place(&env, "r", "b").await;
@@ -68,6 +73,13 @@ async fn a_cut_over_resumed_without_its_subscription_rolls_back_at_once() {
     );
     assert!(rolled_back < Duration::from_secs(10), "{rolled_back:?}");
     writes_through_its_secret(&env, "r").await;
+    // Both roles recorded before the fence log in on the source again: the grace period goes on
+    // (provisioning alone gives back only the active role's login).
+    assert_eq!(
+        logins(&env.pg, &r_role).await,
+        [true, true],
+        "the previous ({r_role}) and the active role log in on the source again"
+    );
     assert!(
         !database_exists(&b, &r_db).await,
         "r's copy on b is dropped"

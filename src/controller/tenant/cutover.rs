@@ -116,8 +116,11 @@ pub(super) async fn logins(
             record,
         });
     }
+    // A recorded role whose `VALID UNTIL` passed meanwhile (a grace period that ended while the
+    // operator was down) stays off.
     let login: Vec<_> = roles
         .iter()
+        .filter(|r| !r.expired)
         .filter(|r| recorded.is_some_and(|rec| rec.iter().any(|n| n == r.name.as_str())))
         .map(|r| r.name.clone())
         .collect();
@@ -146,12 +149,17 @@ pub(super) async fn cut_over(
     name: &crate::naming::Ident,
     logins: Logins,
 ) -> std::result::Result<Duration, CutOver> {
-    // A cut-over interrupted after it dropped the subscription (the operator stopped before the
-    // commit point was recorded) cannot be redone: the target stopped following the source.
-    if let Some(why) = sql::replication_gone(source.pg(), target.pg(), scope_b, name).await? {
-        return Err(CutOver::Broken(why));
-    }
     let Logins { roles, login, .. } = logins;
+    // A cut-over interrupted after it dropped the subscription (the operator stopped before the
+    // commit point was recorded) cannot be redone: the target stopped following the source. The
+    // source gets its logins back (all the recorded ones: provisioning after the roll-back would
+    // give back only the active role's); a no-op on a source that was not fenced.
+    if let Some(why) = sql::replication_gone(source.pg(), target.pg(), scope_b, name).await? {
+        return Err(match undo(source, &login, why).await {
+            CutOver::Retry(why) => CutOver::Broken(why),
+            other => other,
+        });
+    }
     sql::prepare_roles(target.pg(), names_b, &roles).await?;
     let frozen = Instant::now();
     if let Err(e) = sql::fence(source.pg(), names_a).await {

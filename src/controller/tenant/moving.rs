@@ -18,11 +18,13 @@
 //! - `CuttingOver` (within one reconcile): roles refreshed on the target, the source fenced
 //!   (logins disabled, sessions ended), the target caught up to the source's last WAL position,
 //!   fingerprints and row counts compared, sequences copied, the subscription dropped and the
-//!   target's logins enabled; then the commit point — the status records the target. A cut-over
-//!   resumed on a source an interrupted one left fenced fails its step (no login to carry over:
-//!   provisioning on the source gives them back first). A cut-over that cannot finish unfences
-//!   the source and goes back to `Copying` (3 attempts, then rolled back); one that finds the
-//!   subscription gone (an earlier one dropped it and stopped before the commit point) is rolled
+//!   target's logins enabled; then the commit point — the status records the target. Which roles
+//!   log in is recorded (`status.move.loginRoles`) before the fence: a cut-over resumed on a
+//!   source an interrupted one left fenced goes on with the recorded roles (without a record it
+//!   fails its step, and provisioning on the source gives the active role its login back first).
+//!   A cut-over that cannot finish unfences the source and goes back to `Copying` (3 attempts,
+//!   then rolled back); one that finds the subscription gone (an earlier one dropped it and
+//!   stopped before the commit point) gives the source its recorded logins back and is rolled
 //!   back at once.
 //! - `CleaningUp`: subscription, replication slot, replication login and publication dropped; the
 //!   source copy dropped (or kept fenced with `spec.placement.retainSource`).
@@ -583,6 +585,7 @@ async fn advance(t: &mut Tenant, ctx: &Context, mut m: MoveStatus) -> Result<Opt
                 {
                     Ok(freeze) => {
                         m.phase = MovePhase::CleaningUp;
+                        m.login_roles = None;
                         m.write_freeze_ms = Some(freeze.as_millis() as i64);
                         m.message = Some(format!("{} took over", m.to));
                         persist(t, ctx, m.clone()).await?;
@@ -605,7 +608,9 @@ async fn advance(t: &mut Tenant, ctx: &Context, mut m: MoveStatus) -> Result<Opt
                         return Ok(None);
                     }
                     Err(CutOver::Retry(why)) => {
-                        // The source serves again (unfenced by provisioning there).
+                        // The source serves again (its recorded logins back); the next attempt
+                        // records them anew.
+                        m.login_roles = None;
                         m.phase = if m.attempts >= ATTEMPTS {
                             MovePhase::RollingBack
                         } else {
@@ -618,9 +623,10 @@ async fn advance(t: &mut Tenant, ctx: &Context, mut m: MoveStatus) -> Result<Opt
                         }
                     }
                     Err(CutOver::Broken(why)) => {
-                        // Nothing was attempted (the source is unfenced by provisioning after
-                        // the rollback, in this reconcile).
+                        // Nothing was attempted (a source left fenced got its recorded logins
+                        // back; provisioning after the roll-back repairs the rest).
                         m.attempts -= 1;
+                        m.login_roles = None;
                         m.phase = MovePhase::RollingBack;
                         m.message = Some(format!("the move cannot go on: {why}"));
                         persist(t, ctx, m.clone()).await?;
