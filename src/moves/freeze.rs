@@ -20,17 +20,28 @@ pub async fn fence(pg: &PgAdmin, names: &TenantNames) -> Result<()> {
             .bind([names.role.as_str(), names.secondary_role.as_str()])
             .fetch_all(pg.admin()?)
             .await?;
-    let alters: Vec<String> = [&names.role, &names.secondary_role]
+    let roles: Vec<&Ident> = [&names.role, &names.secondary_role]
         .into_iter()
         .filter(|r| existing.iter().any(|e| e == r.as_str()))
-        .map(|r| format!("ALTER ROLE {r} NOLOGIN"))
         .collect();
-    if !alters.is_empty() {
-        sqlx::raw_sql(ddl(alters.join("; ")))
-            .execute(pg.admin()?)
-            .await?;
-    }
+    alter_login(pg, &roles, "NOLOGIN").await?;
     terminate(pg, names).await
+}
+
+/// `ALTER ROLE <role> <login>` for every role, in one statement string: one transaction, so a
+/// fence or an unfence cut short changes all of the roles or none.
+async fn alter_login(pg: &PgAdmin, roles: &[&Ident], login: &str) -> Result<()> {
+    if roles.is_empty() {
+        return Ok(());
+    }
+    let alters: Vec<String> = roles
+        .iter()
+        .map(|r| format!("ALTER ROLE {r} {login}"))
+        .collect();
+    sqlx::raw_sql(ddl(alters.join("; ")))
+        .execute(pg.admin()?)
+        .await?;
+    Ok(())
 }
 
 /// How long [`terminate`] waits for the tenant's sessions to exit.
@@ -91,17 +102,7 @@ pub async fn sessions(pg: &PgAdmin, names: &TenantNames) -> Result<i64> {
 /// fence): an unfence cut short leaves all of them fenced or none, never a part — a cut-over
 /// resumed after a partial one would record the part as the tenant's logins.
 pub async fn unfence(pg: &PgAdmin, roles: &[&Ident]) -> Result<()> {
-    if roles.is_empty() {
-        return Ok(());
-    }
-    let alters: Vec<String> = roles
-        .iter()
-        .map(|r| format!("ALTER ROLE {r} LOGIN"))
-        .collect();
-    sqlx::raw_sql(ddl(alters.join("; ")))
-        .execute(pg.admin()?)
-        .await?;
-    Ok(())
+    alter_login(pg, roles, "LOGIN").await
 }
 
 /// Waits until the slot's consumer confirmed everything the source wrote up to now (after the

@@ -234,18 +234,11 @@ impl PgAdmin {
         // frozen copy gives autovacuum no anti-wraparound work in each tenant database later.
         // The admin owns the database, which lets it vacuum every table in it (shared catalogs
         // are skipped with a warning when it is not a superuser: not logged, on this session).
-        let mut conn = self.connect_to(name).await?;
-        let vacuumed = async {
-            sqlx::raw_sql("SET client_min_messages = error")
-                .execute(&mut conn)
-                .await?;
-            sqlx::raw_sql("VACUUM (FULL, FREEZE)")
-                .execute(&mut conn)
-                .await
-        }
-        .await;
-        let _ = conn.close().await;
-        vacuumed?;
+        self.in_database_each(
+            name,
+            &["SET client_min_messages = error", "VACUUM (FULL, FREEZE)"],
+        )
+        .await?;
         sqlx::raw_sql(ddl(format!(
             "REVOKE CONNECT ON DATABASE {name} FROM {owner}; ALTER DATABASE {name} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false; COMMENT ON DATABASE {name} IS {}",
             lit(mark)?
@@ -276,11 +269,26 @@ impl PgAdmin {
 
     /// Runs `sql` on a one-off admin connection to `database`.
     pub(super) async fn in_database(&self, database: &Ident, sql: &str) -> Result<()> {
+        self.in_database_each(database, &[sql]).await
+    }
+
+    /// Runs each of `statements` on its own, in order, on one one-off admin connection to
+    /// `database` (session settings carry over; each runs outside a transaction block, as
+    /// `VACUUM` must).
+    async fn in_database_each(&self, database: &Ident, statements: &[&str]) -> Result<()> {
         let mut conn = self.connect_to(database).await?;
-        let r = sqlx::raw_sql(ddl(sql.to_string())).execute(&mut conn).await;
+        let mut r = Ok(());
+        for sql in statements {
+            r = sqlx::raw_sql(ddl(sql.to_string()))
+                .execute(&mut conn)
+                .await
+                .map(|_| ());
+            if r.is_err() {
+                break;
+            }
+        }
         let _ = conn.close().await;
-        r?;
-        Ok(())
+        Ok(r?)
     }
 
     /// Drops the templates of earlier migration sets (best effort).

@@ -29,6 +29,16 @@ fn layout_for(schema: &str) -> SharedLayout {
     SharedLayout::for_schema(Ident::new(schema).unwrap()).unwrap()
 }
 
+/// The bundled layout migrated into `schema` of the shared database, and that database's pool.
+async fn migrated_layout(admin: &PgAdmin, schema: &str) -> (SharedLayout, PgPool) {
+    let layout = layout_for(schema);
+    ensure_layout(admin, &layout, &MigrationSet::bundled())
+        .await
+        .unwrap();
+    let pool = admin.shared_pool().await.unwrap().clone();
+    (layout, pool)
+}
+
 async fn run(pool: &PgPool, sql: String) {
     sqlx::raw_sql(AssertSqlSafe(sql.clone()))
         .execute(pool)

@@ -36,11 +36,7 @@ async fn publications(pool: &PgPool, name: &Ident) -> i64 {
 #[tokio::test]
 async fn dropping_a_moves_publication_sets_the_identity_back_or_fails() {
     let admin = admin();
-    let layout = layout_for("tenantdb_rls_repl");
-    ensure_layout(&admin, &layout, &MigrationSet::bundled())
-        .await
-        .unwrap();
-    let pool = admin.shared_pool().await.unwrap().clone();
+    let (layout, pool) = migrated_layout(&admin, "tenantdb_rls_repl").await;
     let s = layout.schema.as_str();
     assert!(full_tables(&pool, s).await.is_empty());
     let name = Ident::new("tenantdb_mv_0123456789abcdef").unwrap();
@@ -125,11 +121,7 @@ async fn dropping_a_moves_publication_sets_the_identity_back_or_fails() {
 #[tokio::test]
 async fn a_shared_tenants_row_counts_are_its_rows_in_every_table() {
     let admin = admin();
-    let layout = layout_for("tenantdb_rls_counts");
-    ensure_layout(&admin, &layout, &MigrationSet::bundled())
-        .await
-        .unwrap();
-    let pool = admin.shared_pool().await.unwrap().clone();
+    let (layout, pool) = migrated_layout(&admin, "tenantdb_rls_counts").await;
     let a = create_tenant(&admin, &layout, "counts_a", "counts").await;
     let b = create_tenant(&admin, &layout, "counts_b", "counts").await;
     for (t, tag) in [(&a, "a"), (&b, "b")] {

@@ -9,11 +9,7 @@ use super::*;
 #[tokio::test]
 async fn storage_is_estimated_per_tenant_from_its_share_of_the_rows() {
     let admin = admin();
-    let layout = layout_for("tenantdb_rls_usage");
-    ensure_layout(&admin, &layout, &MigrationSet::bundled())
-        .await
-        .unwrap();
-    let pool = admin.shared_pool().await.unwrap().clone();
+    let (layout, pool) = migrated_layout(&admin, "tenantdb_rls_usage").await;
     let big = create_tenant(&admin, &layout, "usage_big", "usage").await;
     let small = create_tenant(&admin, &layout, "usage_small", "usage").await;
     let none = create_tenant(&admin, &layout, "usage_none", "usage").await;
@@ -121,10 +117,7 @@ async fn storage_is_estimated_per_tenant_from_its_share_of_the_rows() {
 #[tokio::test]
 async fn storage_counts_rows_in_plain_tables() {
     let admin = admin();
-    let layout = layout_for("tenantdb_rls_plain");
-    ensure_layout(&admin, &layout, &MigrationSet::bundled())
-        .await
-        .unwrap();
+    let (layout, _) = migrated_layout(&admin, "tenantdb_rls_plain").await;
     let t = create_tenant(&admin, &layout, "plain_rows", "plain").await;
     register_tenant(&admin, &layout, &t.role, &t.secondary, &t.id)
         .await
