@@ -15,6 +15,11 @@
 //!   credentials): the move is refused and rolled back with a message naming the trigger, the
 //!   tenant stays Ready on its source, nothing of it on the target, and no replication object is
 //!   left on either server.
+//!
+//! Then, each on its own pair of clusters: a rotation's grace period going on after a move; a
+//! tenant function the replication would run as a superuser (refused); and the tenant's own DDL
+//! during `Copying` (an index created on the source: found by the cut-over's catalog comparison,
+//! rolled back after three attempts naming the index).
 
 use tenantdb_testkit::e2e;
 
@@ -586,4 +591,58 @@ async fn a_tenant_function_the_replication_would_run_as_a_superuser_is_refused()
     .await
     .unwrap_or_default();
     assert!(left.is_empty(), "chk's refused move left {left:?} on b");
+}
+
+/// DDL of the tenant itself while it moves (logical replication does not carry DDL): an index
+/// created on the source during `Copying` (a column would stop the table's copy instead: the move
+/// then waits in `Copying`, docs/moves.md). The cut-over compares the catalogs before its write
+/// freeze, finds the index on the source only, and tries again; the third attempt rolls the move
+/// back with a message naming the index. The tenant stays on its source and writes there, and
+/// nothing of the move is left on either server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tenants_own_ddl_during_a_move_is_found_and_the_move_rolled_back() {
+    let (env, b) = start().await;
+    env.create_tenant(
+        NS,
+        "ddl",
+        json!({"isolation": "database", "deletionPolicy": "Delete"}),
+    )
+    .await;
+    env.wait_ready(NS, "ddl", T).await;
+    let db = env.secret_value(NS, "ddl-db", "database").await.unwrap();
+    let mut c = env.connect_with_secret(NS, "ddl-db").await.unwrap();
+    sqlx::raw_sql("CREATE TABLE own (id int PRIMARY KEY); INSERT INTO own VALUES (1), (2)")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    // The move stays in `Copying` until the copies are let go: the DDL lands in the middle of it.
+    hold_table_copies(&b, true).await;
+    place(&env, NS, "ddl", json!({"server": "b"})).await;
+    wait_move(&env, "ddl", MovePhase::Copying).await;
+    sqlx::raw_sql("CREATE INDEX own_id_desc ON own (id DESC)")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    c.close().await.unwrap();
+    hold_table_copies(&b, false).await;
+    let t = wait_move(&env, "ddl", MovePhase::RolledBack).await;
+    let m = move_of(&t).unwrap();
+    let msg = m.message.clone().unwrap_or_default();
+    assert!(
+        msg.contains("the schema changed during the move") && msg.contains("own_id_desc"),
+        "the roll-back names the index: {m:?}"
+    );
+    assert_eq!(m.attempts, 3, "{m:?}");
+    let t = env.wait_ready(NS, "ddl", T).await;
+    assert_eq!(on(&t).as_deref(), Some("default"));
+    let mut c = env.connect_with_secret(NS, "ddl-db").await.unwrap();
+    sqlx::raw_sql("INSERT INTO own VALUES (3)")
+        .execute(&mut c)
+        .await
+        .expect("the tenant writes on its source after the roll-back");
+    c.close().await.unwrap();
+    for (what, pg) in [("source", &env.pg), ("b", &b)] {
+        let left = leftovers(pg, &[db.as_str()]).await;
+        assert!(left.is_empty(), "left on {what}: {left:?}");
+    }
 }

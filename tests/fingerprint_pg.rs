@@ -2,7 +2,8 @@
 //! same DDL on both gives equal fingerprints although OIDs differ; single changes on the target
 //! (column added or retyped, index dropped, default, grant, comment, policy, function body, …) are
 //! detected and named by `diff`; `Scope::Schema` ignores other schemas; sequence values and table
-//! data do not matter. Each test uses its own database on both clusters.
+//! data do not matter; the catalog stamp changes with every change a fingerprint sees and not with
+//! data or temporary tables. Each test uses its own database on both clusters.
 
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use tenantdb::pg::fingerprint::{CATEGORIES, Fingerprint, Scope, fingerprint};
@@ -248,6 +249,104 @@ async fn identical_ddl_gives_equal_fingerprints_despite_other_oids() {
     let _ = (src.close().await, dst.close().await);
 }
 
+/// Single changes, each with its category and a text the diff must name.
+const CHANGES: &[(&str, &str, &str)] = &[
+    (
+        "ALTER TABLE app.orders ADD COLUMN extra int",
+        "columns",
+        "app.orders.extra",
+    ),
+    (
+        "ALTER TABLE app.customers ALTER COLUMN name TYPE varchar(200)",
+        "columns",
+        "app.customers.name type=character varying(200)",
+    ),
+    (
+        "DROP INDEX app.orders_customer_idx",
+        "indexes",
+        "only on source: CREATE INDEX orders_customer_idx",
+    ),
+    (
+        "ALTER TABLE app.customers ALTER COLUMN mood SET DEFAULT 'happy'",
+        "columns",
+        "app.customers.mood",
+    ),
+    (
+        "REVOKE SELECT ON app.customers FROM fp_reader",
+        "tables",
+        "app.customers",
+    ),
+    (
+        "REVOKE UPDATE (note) ON app.orders FROM fp_writer",
+        "columns",
+        "app.orders.note",
+    ),
+    (
+        "REVOKE EXECUTE ON FUNCTION app.touch() FROM fp_writer",
+        "functions",
+        "app.touch()",
+    ),
+    (
+        "COMMENT ON TABLE app.customers IS 'people who buy things'",
+        "comments",
+        "table app.customers: people who buy things",
+    ),
+    (
+        "COMMENT ON COLUMN app.orders.qty IS NULL",
+        "comments",
+        "only on source: column qty of table app.orders",
+    ),
+    (
+        "ALTER POLICY own_rows ON app.customers USING (tenant = session_user)",
+        "policies",
+        "own_rows on app.customers",
+    ),
+    (
+        "CREATE OR REPLACE FUNCTION app.touch() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN NEW.note := coalesce(NEW.note, 'empty'); RETURN NEW; END $$",
+        "functions",
+        "'empty'",
+    ),
+    (
+        "ALTER TABLE app.orders DROP CONSTRAINT price_positive",
+        "constraints",
+        "price_positive on app.orders",
+    ),
+    (
+        "ALTER SEQUENCE app.ticket INCREMENT 10",
+        "sequences",
+        "app.ticket",
+    ),
+    ("ALTER TYPE app.mood ADD VALUE 'angry'", "types", "'angry'"),
+    (
+        "ALTER DOMAIN app.posint DROP CONSTRAINT posint_check",
+        "types",
+        "app.posint",
+    ),
+    (
+        "DROP TRIGGER orders_touch ON app.orders",
+        "triggers",
+        "CREATE TRIGGER orders_touch",
+    ),
+    (
+        "CREATE OR REPLACE VIEW app.big_orders AS SELECT o.id, c.email FROM app.orders o \
+         JOIN app.customers c ON c.id = o.customer_id WHERE o.qty > 20",
+        "views",
+        "app.big_orders",
+    ),
+    (
+        "ALTER TABLE app.customers OWNER TO fp_writer",
+        "tables",
+        "app.customers kind=r owner=fp_writer",
+    ),
+    (
+        "ALTER TABLE app.customers NO FORCE ROW LEVEL SECURITY",
+        "tables",
+        "forced=f",
+    ),
+    ("DROP EXTENSION citext CASCADE", "extensions", "citext"),
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn single_changes_on_the_target_are_detected_and_named() {
     let (mut src, mut dst) = setup("fp_changes").await;
@@ -255,104 +354,7 @@ async fn single_changes_on_the_target_are_detected_and_named() {
     let source_app = fp(&mut src, Scope::Schema("app")).await;
     let source_other = fp(&mut src, Scope::Schema("other")).await;
     assert_same(&source_db, &fp(&mut dst, Scope::Database).await, "before");
-    // (change, category, text the diff must name)
-    let changes: &[(&str, &str, &str)] = &[
-        (
-            "ALTER TABLE app.orders ADD COLUMN extra int",
-            "columns",
-            "app.orders.extra",
-        ),
-        (
-            "ALTER TABLE app.customers ALTER COLUMN name TYPE varchar(200)",
-            "columns",
-            "app.customers.name type=character varying(200)",
-        ),
-        (
-            "DROP INDEX app.orders_customer_idx",
-            "indexes",
-            "only on source: CREATE INDEX orders_customer_idx",
-        ),
-        (
-            "ALTER TABLE app.customers ALTER COLUMN mood SET DEFAULT 'happy'",
-            "columns",
-            "app.customers.mood",
-        ),
-        (
-            "REVOKE SELECT ON app.customers FROM fp_reader",
-            "tables",
-            "app.customers",
-        ),
-        (
-            "REVOKE UPDATE (note) ON app.orders FROM fp_writer",
-            "columns",
-            "app.orders.note",
-        ),
-        (
-            "REVOKE EXECUTE ON FUNCTION app.touch() FROM fp_writer",
-            "functions",
-            "app.touch()",
-        ),
-        (
-            "COMMENT ON TABLE app.customers IS 'people who buy things'",
-            "comments",
-            "table app.customers: people who buy things",
-        ),
-        (
-            "COMMENT ON COLUMN app.orders.qty IS NULL",
-            "comments",
-            "only on source: column qty of table app.orders",
-        ),
-        (
-            "ALTER POLICY own_rows ON app.customers USING (tenant = session_user)",
-            "policies",
-            "own_rows on app.customers",
-        ),
-        (
-            "CREATE OR REPLACE FUNCTION app.touch() RETURNS trigger LANGUAGE plpgsql AS \
-             $$ BEGIN NEW.note := coalesce(NEW.note, 'empty'); RETURN NEW; END $$",
-            "functions",
-            "'empty'",
-        ),
-        (
-            "ALTER TABLE app.orders DROP CONSTRAINT price_positive",
-            "constraints",
-            "price_positive on app.orders",
-        ),
-        (
-            "ALTER SEQUENCE app.ticket INCREMENT 10",
-            "sequences",
-            "app.ticket",
-        ),
-        ("ALTER TYPE app.mood ADD VALUE 'angry'", "types", "'angry'"),
-        (
-            "ALTER DOMAIN app.posint DROP CONSTRAINT posint_check",
-            "types",
-            "app.posint",
-        ),
-        (
-            "DROP TRIGGER orders_touch ON app.orders",
-            "triggers",
-            "CREATE TRIGGER orders_touch",
-        ),
-        (
-            "CREATE OR REPLACE VIEW app.big_orders AS SELECT o.id, c.email FROM app.orders o \
-             JOIN app.customers c ON c.id = o.customer_id WHERE o.qty > 20",
-            "views",
-            "app.big_orders",
-        ),
-        (
-            "ALTER TABLE app.customers OWNER TO fp_writer",
-            "tables",
-            "app.customers kind=r owner=fp_writer",
-        ),
-        (
-            "ALTER TABLE app.customers NO FORCE ROW LEVEL SECURITY",
-            "tables",
-            "forced=f",
-        ),
-        ("DROP EXTENSION citext CASCADE", "extensions", "citext"),
-    ];
-    for &(change, category, needle) in changes {
+    for &(change, category, needle) in CHANGES {
         let mut tx = dst.begin().await.unwrap();
         run(&mut tx, change).await;
         let target_db = fp(&mut tx, Scope::Database).await;
@@ -532,4 +534,77 @@ async fn schema_copied_with_pg_dump_compares_equal() {
             .any(|e| e.contains("labels='sad','meh','ok','happy'"))
     );
     let _ = (src.close().await, dst.close().await);
+}
+
+/// The catalog stamp (`tenantdb::pg::catalog_stamp`, what a move's cut-over checks inside its write
+/// freeze instead of a second comparison): every change a fingerprint sees changes it, rolled back
+/// changes leave it as it was, and data, sequence values, `ANALYZE`, `VACUUM` and a session's
+/// temporary tables (dropped when it ends, as the write freeze ends the tenant's sessions) do not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catalog_stamp_changes_with_every_change_a_fingerprint_sees() {
+    use tenantdb::pg::catalog_stamp::stamp;
+    let s = servers().await;
+    let (_src, mut dst) = setup("fp_stamp").await;
+    let before = stamp(&mut dst).await.unwrap();
+    assert!(before.contains("class:"), "{before}");
+    for &(change, _, _) in CHANGES {
+        let mut tx = dst.begin().await.unwrap();
+        run(&mut tx, change).await;
+        let changed = stamp(&mut tx).await.unwrap();
+        tx.rollback().await.unwrap();
+        assert_ne!(before, changed, "{change}: the stamp did not change");
+        assert_eq!(
+            before,
+            stamp(&mut dst).await.unwrap(),
+            "{change}: rolled back, yet the stamp changed"
+        );
+    }
+    // Not catalog changes: data, a sequence's value, statistics, a vacuum, and temporary tables of
+    // a session that ends (with an index, a default, a constraint, a comment).
+    run(
+        &mut dst,
+        "INSERT INTO app.customers (email, tenant) VALUES ('s@x', 's'); \
+         SELECT nextval('app.ticket'); ANALYZE",
+    )
+    .await;
+    run(&mut dst, "VACUUM app.customers").await;
+    let mut session = PgConnection::connect(&s.target.url("fp_stamp"))
+        .await
+        .unwrap();
+    run(
+        &mut session,
+        "CREATE TEMP TABLE session_tmp (id int PRIMARY KEY, v text DEFAULT 'x' CHECK (v <> '')); \
+         CREATE INDEX ON session_tmp (v); COMMENT ON TABLE session_tmp IS 'gone soon'",
+    )
+    .await;
+    assert_eq!(
+        before,
+        stamp(&mut dst).await.unwrap(),
+        "a session's temporary tables are no change of the schema"
+    );
+    session.close().await.unwrap();
+    let after = tenantdb_testkit::e2e::wait_for(
+        std::time::Duration::from_secs(10),
+        "the temporary table dropped with its session",
+        || async {
+            let mut c = PgConnection::connect(&s.target.url("fp_stamp"))
+                .await
+                .unwrap();
+            let gone: bool = sqlx::query_scalar(
+                "SELECT NOT EXISTS (SELECT 1 FROM pg_class WHERE relname = 'session_tmp' AND relpersistence = 't')",
+            )
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+            gone.then_some(())
+        },
+    )
+    .await;
+    after.unwrap();
+    assert_eq!(
+        before,
+        stamp(&mut dst).await.unwrap(),
+        "not catalog changes"
+    );
+    let _ = dst.close().await;
 }

@@ -4,6 +4,7 @@
 //! pure part lives in [`plan`]; the `shared` (row-level security) layout in [`shared`].
 
 mod apply;
+pub mod catalog_stamp;
 pub use apply::Provisioned;
 mod cleanup;
 pub mod fingerprint;

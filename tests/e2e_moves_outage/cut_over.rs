@@ -359,3 +359,71 @@ async fn a_cut_over_resumed_on_a_fenced_source_gives_the_target_its_logins() {
         "after provisioning on b"
     );
 }
+
+/// A cut-over interrupted right after its fence, resumed from a status without the logins recorded
+/// before it (as an operator older than `status.move.loginRoles` wrote it): the fenced source's
+/// logins cannot be read from the source, so the cut-over is refused (the move's message and the
+/// log say why) until the pass's provisioning on the source gave the active role its login back;
+/// then it goes on, and the move completes with the tenant writing on the target. (A cut-over that
+/// went on with the logins read from the fenced source — none — would leave no role logging in
+/// on the target.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_over_resumed_on_a_fenced_source_without_a_record_waits_for_its_logins() {
+    let mut env = Env::start_configured(options(vec![(
+        "TENANTDB_TEST_EXIT_AT".to_string(),
+        "move-fenced".to_string(),
+    )]))
+    .await;
+    let b = env.add_logical_server("b", &[]).await;
+    env.create_tenant(
+        NS,
+        "g",
+        json!({"isolation": "database", "deletionPolicy": "Delete"}),
+    )
+    .await;
+    env.wait_ready(NS, "g", T).await;
+    tables(&env, "g", 100).await;
+    let role = env.secret_value(NS, "g-db", "username").await.unwrap();
+
+    place(&env, "g", "b").await;
+    exits_at_fail_point(&mut env, "move-fenced").await;
+    let m = move_of(&tenant(&env, "g").await.unwrap()).unwrap();
+    assert_eq!(
+        (m.phase, m.login_roles.clone()),
+        (MovePhase::CuttingOver, Some(vec![role.clone()])),
+        "{m:?}"
+    );
+    assert_eq!(
+        logins(&env.pg, &role).await,
+        [false],
+        "the source is fenced"
+    );
+    // The status as an older operator wrote it: no record of the logins.
+    env.tenants(NS)
+        .patch_status(
+            "g",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"move": {"loginRoles": null}}})),
+        )
+        .await
+        .unwrap();
+    let m = move_of(&tenant(&env, "g").await.unwrap()).unwrap();
+    assert_eq!(m.login_roles, None, "{m:?}");
+
+    env.operator_env.clear();
+    env.start_operator();
+    let (t, m) = wait_move(&env, "g", "Completed", T, |_, m| m.phase.is_terminal()).await;
+    assert_eq!(
+        (m.phase, on(&t).as_deref()),
+        (MovePhase::Completed, Some("b")),
+        "{m:?}"
+    );
+    let log = std::fs::read_to_string(&env.log_path).unwrap();
+    assert!(
+        log.contains("still fenced by an interrupted cut-over"),
+        "the resumed cut-over was refused until the source's logins came back\n{}",
+        env.important_log_tail(60)
+    );
+    writes_through_its_secret(&env, "g").await;
+    assert_eq!(logins(&b, &role).await, [true], "the tenant logs in on b");
+}

@@ -23,6 +23,10 @@
 //!   resumed cut-over recorded the commit point (`move-cut-over`), before the pass provisions the
 //!   target: the tenant's login is on on the target already (a cut-over that read the logins from
 //!   the fenced source enabled none). Then the move completes and the tenant writes on `b`.
+//! - `a_cut_over_resumed_on_a_fenced_source_without_a_record_waits_for_its_logins`: the same
+//!   interruption after the fence, resumed from a status without `status.move.loginRoles` (as an
+//!   older operator wrote it): refused (the log says why) until provisioning gave the source its
+//!   active role's login back, then the move completes and the tenant writes on `b`.
 //! - `a_cut_over_failing_while_frozen_gives_the_logins_back_and_rolls_back`: every cut-over fails
 //!   after the write freeze (`TENANTDB_TEST_FAIL_AT=move-frozen`, an error the server would repeat):
 //!   each attempt gives the source its logins back and counts, the third rolls the move back, and

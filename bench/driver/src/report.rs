@@ -517,7 +517,7 @@ pub fn summary(r: &Value) -> String {
                 f(&x["source_home_left"]),
             ));
         }
-        s.push_str("\nThe write freeze step by step (ms), from the operator's statements in both servers' logs:\n\n| isolation | data (MiB) | writer | window | fence | catch-up (polls) | fingerprints (server time) | sequences | row counts | sessions + second catch-up | drop subscription | logins on |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+        s.push_str("\nThe write freeze step by step (ms), from the operator's statements in both servers' logs:\n\n| isolation | data (MiB) | writer | window | fence | catch-up (polls) | catalog check (server time) | sequences | row counts | sessions + second catch-up | drop subscription | logins on |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
         for x in mv["rows"].as_array().into_iter().flatten() {
             let t = &x["freeze_timeline"];
             s.push_str(&format!(

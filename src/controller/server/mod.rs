@@ -276,7 +276,10 @@ fn unsettle_placed(ctx: &Context, engine: Engine, name: &str) {
                     Engine::Mongodb => p.mongodb.as_deref(),
                 });
             if on == Some(name) {
-                ctx.unsettle(&crate::controller::object_key(t.as_ref()));
+                // Touched too: a reconcile running now must not settle it when it ends.
+                let key = crate::controller::object_key(t.as_ref());
+                ctx.unsettle(&key);
+                ctx.touch(&key);
             }
         }
     }

@@ -1,8 +1,12 @@
-//! The cut-over of a PostgreSQL move (stage `moving`, phase `CuttingOver`): the write freeze on
-//! the source, the checks while it is frozen, the subscription's end and the target's logins. Up to
-//! the subscription's drop anything that goes wrong gives the source its logins back.
+//! The cut-over of a PostgreSQL move (stage `moving`, phase `CuttingOver`): the catalogs compared
+//! before the write freeze, the freeze on the source, the checks while it is frozen (the catalogs
+//! unchanged since, by their stamps; caught up; sequences; row counts), the subscription's end and
+//! the target's logins. Up to the subscription's drop anything that goes wrong gives the source its
+//! logins back.
 
 use std::time::{Duration, Instant};
+
+use sqlx::PgConnection;
 
 use crate::error::{Error, Result};
 use crate::moves::sql::{self, Scope};
@@ -19,7 +23,7 @@ pub(super) async fn compare(
     target: &Server,
     scope_b: &Scope,
 ) -> Result<Vec<String>> {
-    // Both sides at once (each on its own connection to its own server): inside the write freeze.
+    // Both sides at once (each on its own connection to its own server).
     let (a, b) = tokio::join!(
         fingerprint_of(source, scope_a),
         fingerprint_of(target, scope_b)
@@ -161,6 +165,19 @@ pub(super) async fn cut_over(
         });
     }
     sql::prepare_roles(target.pg(), names_b, &roles).await?;
+    // The catalogs compared before the freeze (every object deparsed on both sides: the slowest
+    // check), their stamps taken first; inside the freeze only the stamps are taken again, and the
+    // comparison is redone only if one changed (DDL in between). On a source left fenced by an
+    // interrupted cut-over, `undo` gives the logins back as after a comparison inside the freeze.
+    let stamps = match stamps(source, scope_a, target, scope_b).await {
+        Ok(s) => s,
+        Err(e) => return Err(undo(source, &login, e.to_string()).await),
+    };
+    match compare(source, scope_a, target, scope_b).await {
+        Ok(diff) if diff.is_empty() => {}
+        Ok(diff) => return Err(undo(source, &login, schema_changed(&diff)).await),
+        Err(e) => return Err(undo(source, &login, e.to_string()).await),
+    }
     let frozen = Instant::now();
     if let Err(e) = sql::fence(source.pg(), names_a).await {
         // Sessions that would not exit (or the source went away): the logins come back and the
@@ -171,7 +188,7 @@ pub(super) async fn cut_over(
     // From here to the subscription's drop anything that goes wrong gives the source its logins
     // back and counts as an attempt: a fenced tenant waiting for a retry that may fail the same
     // way every time would be an outage without end.
-    match verify_frozen(source, scope_a, target, scope_b, name).await {
+    match verify_frozen(source, scope_a, target, scope_b, name, &stamps).await {
         Ok(None) => {}
         Ok(Some(why)) => return Err(undo(source, &login, why).await),
         Err(e) => return Err(undo(source, &login, e.to_string()).await),
@@ -210,14 +227,47 @@ pub(super) async fn cut_over(
     Ok(frozen.elapsed())
 }
 
-/// With the source fenced: the target caught up, the schemas and row counts agree, the sequences
-/// are copied. `Some(why)` when the cut-over is to be undone.
+/// The catalog stamps of the source's and the target's database (`pg::catalog_stamp`), both at once.
+async fn stamps(
+    source: &Server,
+    scope_a: &Scope,
+    target: &Server,
+    scope_b: &Scope,
+) -> Result<(String, String)> {
+    let (mut a, mut b) = tokio::try_join!(
+        sql::connect(source.pg(), scope_a),
+        sql::connect(target.pg(), scope_b)
+    )?;
+    let r = stamps_on(&mut a, &mut b).await;
+    close(a, b).await;
+    r
+}
+
+async fn stamps_on(a: &mut PgConnection, b: &mut PgConnection) -> Result<(String, String)> {
+    use crate::pg::catalog_stamp::stamp;
+    let (sa, sb) = tokio::join!(stamp(a), stamp(b));
+    Ok((sa?, sb?))
+}
+
+async fn close(a: PgConnection, b: PgConnection) {
+    use sqlx::Connection;
+    let _ = tokio::join!(a.close(), b.close());
+}
+
+fn schema_changed(diff: &[String]) -> String {
+    format!("the schema changed during the move: {}", diff.join("; "))
+}
+
+/// With the source fenced: the target caught up, the catalogs unchanged since they were compared
+/// (`stamps`; compared again if not), the row counts agree, the sequences are copied. `Some(why)`
+/// when the cut-over is to be undone.
 async fn verify_frozen(
     source: &Server,
     scope_a: &Scope,
     target: &Server,
     scope_b: &Scope,
     name: &crate::naming::Ident,
+    stamps: &(String, String),
 ) -> Result<Option<String>> {
     if !sql::wait_caught_up(source.pg(), name, CATCH_UP).await? {
         let why = format!(
@@ -226,30 +276,33 @@ async fn verify_frozen(
         );
         return Ok(Some(why));
     }
-    let diff = compare(source, scope_a, target, scope_b).await?;
-    if !diff.is_empty() {
-        let why = format!("the schema changed during the move: {}", diff.join("; "));
-        return Ok(Some(why));
-    }
-    fail_with_error("move-frozen")?;
-    let mut a = sql::connect(source.pg(), scope_a).await?;
-    let mut b = sql::connect(target.pg(), scope_b).await?;
-    let counts = async {
+    let (mut a, mut b) = tokio::try_join!(
+        sql::connect(source.pg(), scope_a),
+        sql::connect(target.pg(), scope_b)
+    )?;
+    let checked = async {
+        if stamps_on(&mut a, &mut b).await? != *stamps {
+            // DDL since the comparison (or another tenant's in a shared database): again.
+            let diff = compare(source, scope_a, target, scope_b).await?;
+            if !diff.is_empty() {
+                return Ok(Err(schema_changed(&diff)));
+            }
+        }
+        fail_with_error("move-frozen")?;
         sql::copy_sequences(&mut a, &mut b, scope_a).await?;
         // Both sides' counts at once: they grow with the data, inside the write freeze.
         let (ca, cb) = tokio::join!(
             sql::row_counts(&mut a, scope_a),
             sql::row_counts(&mut b, scope_b)
         );
-        Ok::<_, Error>((ca?, cb?))
+        Ok::<_, Error>(Ok((ca?, cb?)))
     }
     .await;
-    {
-        use sqlx::Connection;
-        let _ = a.close().await;
-        let _ = b.close().await;
-    }
-    let (ca, cb) = counts?;
+    close(a, b).await;
+    let (ca, cb) = match checked? {
+        Ok(counts) => counts,
+        Err(why) => return Ok(Some(why)),
+    };
     if ca != cb {
         let differing: Vec<String> = ca
             .iter()

@@ -183,7 +183,11 @@ fn tenants_of_draining(ds: &DatabaseServer, ctx: &Context) -> Vec<ObjectRef<Tena
         .iter()
         .filter(|t| place::recorded_on(t, ds.spec.engine) == Some(name.as_str()))
         .map(|t| {
-            ctx.unsettle(&object_key(t.as_ref()));
+            // Touched too: a reconcile of it running now (which decided before the drain) must
+            // not settle it when it ends, or its move would wait for its resync.
+            let key = object_key(t.as_ref());
+            ctx.unsettle(&key);
+            ctx.touch(&key);
             ObjectRef::from_obj(t.as_ref())
         })
         .collect()

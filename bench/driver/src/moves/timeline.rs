@@ -56,8 +56,10 @@ fn logged(log: &str) -> Vec<Logged> {
 
 /// The cut-over's write freeze, segment by segment, from the operator's statements in both
 /// servers' logs (ms resolution): fence (logins off, sessions ended), waiting for the target to
-/// confirm the source's WAL position, the catalog fingerprints of both sides (with their
-/// connections), sequences, row counts of every table on both sides, the session check and the
+/// confirm the source's WAL position, the catalog check of both sides (with their connections:
+/// the catalog stamps, compared with those taken before the freeze, and the fingerprints only when
+/// a stamp moved; the fingerprints themselves before the commit of 2026-12-06 that moved them
+/// before the freeze), sequences, row counts of every table on both sides, the session check and the
 /// second catch-up, dropping the subscription, logins on on the target. `null` fields where a marker statement was not found.
 pub(super) fn freeze_timeline(source_log: &str, target_log: &str) -> Value {
     let src = logged(source_log);

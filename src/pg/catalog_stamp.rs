@@ -1,0 +1,73 @@
+//! A cheap stamp of a database's catalog: whether anything a [catalog
+//! fingerprint](super::fingerprint) reads changed between two points in time, without reading
+//! the objects themselves.
+//!
+//! A move's cut-over compares the source's and the target's fingerprints before its write freeze
+//! (the comparison deparses every object: tens of milliseconds) and, inside the freeze, only checks
+//! that neither catalog changed since (a millisecond or two); a changed stamp falls back to the
+//! full comparison inside the freeze, so a stamp that changes without a real change only costs
+//! time, never correctness.
+//!
+//! Per catalog the stamp holds the number of visible rows and the largest `xmin` among them. DDL
+//! that creates or alters an object writes new row versions (a transaction id newer than every
+//! earlier row's: the largest `xmin` grows); DDL that only drops objects leaves fewer rows. Rolled
+//! back DDL leaves neither. What a fingerprint does not read is not stamped: statistics and sizes
+//! (`ANALYZE` and `VACUUM` update `pg_class` in place, without a new row version), data, sequence
+//! values. Temporary objects are left out where their catalog says so (`relpersistence = 't'`,
+//! the `pg_temp_*` schemas; comments on temporary tables and their columns): an application's temporary tables disappear when the write freeze
+//! ends its sessions, which is no change of the tenant's schema. The whole connected database is
+//! stamped, not one tenant's schema: another schema tenant's DDL in a shared database changes the
+//! stamp too (the comparison is then redone inside the freeze).
+
+use sqlx::PgConnection;
+
+/// One text of `catalog:rows:largest xmin` entries, a fixed order.
+const STAMP: &str = "\
+WITH tmp AS (SELECT oid FROM pg_namespace \
+             WHERE nspname LIKE 'pg\\_temp\\_%' OR nspname LIKE 'pg\\_toast\\_temp\\_%'), \
+     cls AS (SELECT oid, xmin FROM pg_class WHERE relpersistence <> 't'), \
+     s(catalog, n, x) AS ( \
+  SELECT 'namespace', count(*), max(xmin::text::bigint) FROM pg_namespace \
+   WHERE oid NOT IN (SELECT oid FROM tmp) \
+  UNION ALL SELECT 'class', count(*), max(xmin::text::bigint) FROM cls \
+  UNION ALL SELECT 'attribute', count(*), max(xmin::text::bigint) FROM pg_attribute \
+   WHERE attrelid IN (SELECT oid FROM cls) \
+  UNION ALL SELECT 'attrdef', count(*), max(xmin::text::bigint) FROM pg_attrdef \
+   WHERE adrelid IN (SELECT oid FROM cls) \
+  UNION ALL SELECT 'index', count(*), max(xmin::text::bigint) FROM pg_index \
+   WHERE indrelid IN (SELECT oid FROM cls) \
+  UNION ALL SELECT 'constraint', count(*), max(xmin::text::bigint) FROM pg_constraint \
+   WHERE connamespace NOT IN (SELECT oid FROM tmp) \
+  UNION ALL SELECT 'trigger', count(*), max(xmin::text::bigint) FROM pg_trigger \
+   WHERE tgrelid IN (SELECT oid FROM cls) \
+  UNION ALL SELECT 'policy', count(*), max(xmin::text::bigint) FROM pg_policy \
+   WHERE polrelid IN (SELECT oid FROM cls) \
+  UNION ALL SELECT 'rewrite', count(*), max(xmin::text::bigint) FROM pg_rewrite \
+   WHERE ev_class IN (SELECT oid FROM cls) \
+  UNION ALL SELECT 'sequence', count(*), max(xmin::text::bigint) FROM pg_sequence \
+   WHERE seqrelid IN (SELECT oid FROM cls) \
+  UNION ALL SELECT 'inherits', count(*), max(xmin::text::bigint) FROM pg_inherits \
+   WHERE inhrelid IN (SELECT oid FROM cls) \
+  UNION ALL SELECT 'partitioned', count(*), max(xmin::text::bigint) FROM pg_partitioned_table \
+   WHERE partrelid IN (SELECT oid FROM cls) \
+  UNION ALL SELECT 'proc', count(*), max(xmin::text::bigint) FROM pg_proc \
+   WHERE pronamespace NOT IN (SELECT oid FROM tmp) \
+  UNION ALL SELECT 'type', count(*), max(xmin::text::bigint) FROM pg_type \
+   WHERE typnamespace NOT IN (SELECT oid FROM tmp) \
+  UNION ALL SELECT 'enum', count(*), max(xmin::text::bigint) FROM pg_enum \
+  UNION ALL SELECT 'statistic_ext', count(*), max(xmin::text::bigint) FROM pg_statistic_ext \
+   WHERE stxnamespace NOT IN (SELECT oid FROM tmp) \
+  UNION ALL SELECT 'description', count(*), max(xmin::text::bigint) FROM pg_description \
+   WHERE classoid <> 'pg_class'::regclass OR objoid IN (SELECT oid FROM cls) \
+  UNION ALL SELECT 'opclass', count(*), max(xmin::text::bigint) FROM pg_opclass \
+  UNION ALL SELECT 'extension', count(*), max(xmin::text::bigint) FROM pg_extension \
+  UNION ALL SELECT 'extension_member', count(*), max(xmin::text::bigint) FROM pg_depend \
+   WHERE deptype = 'e') \
+SELECT string_agg(format('%s:%s:%s', catalog, n, coalesce(x, 0)), ',' ORDER BY catalog) FROM s";
+
+/// The stamp of the connected database's catalog (see the module documentation): equal stamps
+/// taken at two points in time mean no catalog row a fingerprint reads was written in between.
+pub async fn stamp(conn: &mut PgConnection) -> Result<String, sqlx::Error> {
+    let s: Option<String> = sqlx::query_scalar(STAMP).fetch_one(conn).await?;
+    Ok(s.unwrap_or_default())
+}
