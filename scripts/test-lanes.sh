@@ -15,7 +15,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 lanes="${TENANTDB_TEST_LANES:-2}"
 logs="$(mktemp -d)"
-trap 'rm -rf "$logs"' EXIT
+# A cancelled run (Ctrl-C, a CI timeout) takes its test jobs with it.
+trap 'jobs -p | xargs -r kill 2>/dev/null || true; rm -rf "$logs"' EXIT
+trap 'exit 130' INT TERM
 
 # Seconds each target took in a clean-checkout CI run (one after another, 2 cores): the longest
 # start first, so the last lane to finish is not the one that drew e2e_drain at the end.

@@ -539,7 +539,8 @@ async fn schema_copied_with_pg_dump_compares_equal() {
 /// The catalog stamp (`tenantdb::pg::catalog_stamp`, what a move's cut-over checks inside its write
 /// freeze instead of a second comparison): every change a fingerprint sees changes it, rolled back
 /// changes leave it as it was, and data, sequence values, `ANALYZE`, `VACUUM` and a session's
-/// temporary tables (dropped when it ends, as the write freeze ends the tenant's sessions) do not.
+/// temporary tables (dropped when it ends, as the write freeze ends the tenant's sessions) do not;
+/// a change committed after the stamp by a transaction older than the last DDL moves it too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_catalog_stamp_changes_with_every_change_a_fingerprint_sees() {
     use tenantdb::pg::catalog_stamp::stamp;
@@ -606,5 +607,25 @@ async fn the_catalog_stamp_changes_with_every_change_a_fingerprint_sees() {
         stamp(&mut dst).await.unwrap(),
         "not catalog changes"
     );
-    let _ = dst.close().await;
+    // A transaction that took its id before another one's DDL committed, and commits a change of
+    // its own (an update of a catalog row: the row count stays) only after the stamp was taken:
+    // the newest row version's transaction id alone would not have moved.
+    let mut early = PgConnection::connect(&s.target.url("fp_stamp"))
+        .await
+        .unwrap();
+    let mut tx = early.begin().await.unwrap();
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    run(&mut dst, "CREATE TABLE app.later (id int)").await;
+    let taken = stamp(&mut dst).await.unwrap();
+    run(&mut tx, "REVOKE SELECT ON app.customers FROM fp_reader").await;
+    tx.commit().await.unwrap();
+    assert_ne!(
+        taken,
+        stamp(&mut dst).await.unwrap(),
+        "a change committed by an older transaction after the stamp was missed"
+    );
+    let _ = (early.close().await, dst.close().await);
 }

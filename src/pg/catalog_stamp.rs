@@ -8,61 +8,74 @@
 //! full comparison inside the freeze, so a stamp that changes without a real change only costs
 //! time, never correctness.
 //!
-//! Per catalog the stamp holds the number of visible rows and the largest `xmin` among them. DDL
-//! that creates or alters an object writes new row versions (a transaction id newer than every
-//! earlier row's: the largest `xmin` grows); DDL that only drops objects leaves fewer rows. Rolled
-//! back DDL leaves neither. What a fingerprint does not read is not stamped: statistics and sizes
-//! (`ANALYZE` and `VACUUM` update `pg_class` in place, without a new row version), data, sequence
-//! values. Temporary objects are left out where their catalog says so (`relpersistence = 't'`,
-//! the `pg_temp_*` schemas; comments on temporary tables and their columns): an application's temporary tables disappear when the write freeze
-//! ends its sessions, which is no change of the tenant's schema. The whole connected database is
+//! Per catalog the stamp holds the number of visible rows and a sum of a hash of each one's
+//! physical place and inserting transaction (`ctid`, `xmin`). DDL that creates, alters or drops
+//! an object inserts a new row version (a new place and transaction) or removes one, which changes
+//! the sum (but for a 32-bit hash collision) — whatever order transactions took their ids and
+//! committed in, and across transaction id wraparound (the newest `xmin` alone would miss a
+//! transaction that took its id before another's DDL and committed its own after it). Rolled back
+//! DDL leaves nothing. Roles are stamped by name (renaming one renames owners and grantees in a
+//! fingerprint; `pg_authid` itself is not readable without superuser). What a fingerprint does not
+//! read is not stamped: statistics and sizes (`ANALYZE` and `VACUUM` update `pg_class` in place,
+//! the same row version at the same place), data, sequence values; a rewrite of a catalog
+//! (`VACUUM FULL pg_class`) moves every row and only costs a redone comparison. Temporary objects
+//! are left out where their catalog says so (`relpersistence = 't'`, the `pg_temp_*` schemas;
+//! comments on temporary tables and their columns): an application's temporary tables disappear
+//! when the write freeze ends its sessions, which is no change of the tenant's schema. The whole connected database is
 //! stamped, not one tenant's schema: another schema tenant's DDL in a shared database changes the
 //! stamp too (the comparison is then redone inside the freeze).
 
 use sqlx::PgConnection;
 
-/// One text of `catalog:rows:largest xmin` entries, a fixed order.
+/// One text of `catalog:rows:hash sum` entries, a fixed order.
 const STAMP: &str = "\
 WITH tmp AS (SELECT oid FROM pg_namespace \
              WHERE nspname LIKE 'pg\\_temp\\_%' OR nspname LIKE 'pg\\_toast\\_temp\\_%'), \
-     cls AS (SELECT oid, xmin FROM pg_class WHERE relpersistence <> 't'), \
+     cls AS (SELECT oid, xmin, ctid FROM pg_class WHERE relpersistence <> 't'), \
      s(catalog, n, x) AS ( \
-  SELECT 'namespace', count(*), max(xmin::text::bigint) FROM pg_namespace \
+  SELECT 'namespace', count(*), sum(hashtext(ctid::text || xmin::text)::bigint) FROM pg_namespace \
    WHERE oid NOT IN (SELECT oid FROM tmp) \
-  UNION ALL SELECT 'class', count(*), max(xmin::text::bigint) FROM cls \
-  UNION ALL SELECT 'attribute', count(*), max(xmin::text::bigint) FROM pg_attribute \
+  UNION ALL SELECT 'class', count(*), sum(hashtext(ctid::text || xmin::text)::bigint) FROM cls \
+  UNION ALL SELECT 'attribute', count(*), sum(hashtext(ctid::text || xmin::text)::bigint) FROM pg_attribute \
    WHERE attrelid IN (SELECT oid FROM cls) \
-  UNION ALL SELECT 'attrdef', count(*), max(xmin::text::bigint) FROM pg_attrdef \
+  UNION ALL SELECT 'attrdef', count(*), sum(hashtext(ctid::text || xmin::text)::bigint) FROM pg_attrdef \
    WHERE adrelid IN (SELECT oid FROM cls) \
-  UNION ALL SELECT 'index', count(*), max(xmin::text::bigint) FROM pg_index \
+  UNION ALL SELECT 'index', count(*), sum(hashtext(ctid::text || xmin::text)::bigint) FROM pg_index \
    WHERE indrelid IN (SELECT oid FROM cls) \
-  UNION ALL SELECT 'constraint', count(*), max(xmin::text::bigint) FROM pg_constraint \
+  UNION ALL SELECT 'constraint', count(*), sum(hashtext(ctid::text || xmin::text)::bigint) FROM pg_constraint \
    WHERE connamespace NOT IN (SELECT oid FROM tmp) \
-  UNION ALL SELECT 'trigger', count(*), max(xmin::text::bigint) FROM pg_trigger \
+  UNION ALL SELECT 'trigger', count(*), sum(hashtext(ctid::text || xmin::text)::bigint) FROM pg_trigger \
    WHERE tgrelid IN (SELECT oid FROM cls) \
-  UNION ALL SELECT 'policy', count(*), max(xmin::text::bigint) FROM pg_policy \
+  UNION ALL SELECT 'policy', count(*), sum(hashtext(ctid::text || xmin::text)::bigint) FROM pg_policy \
    WHERE polrelid IN (SELECT oid FROM cls) \
-  UNION ALL SELECT 'rewrite', count(*), max(xmin::text::bigint) FROM pg_rewrite \
+  UNION ALL SELECT 'rewrite', count(*), sum(hashtext(ctid::text || xmin::text)::bigint) FROM pg_rewrite \
    WHERE ev_class IN (SELECT oid FROM cls) \
-  UNION ALL SELECT 'sequence', count(*), max(xmin::text::bigint) FROM pg_sequence \
+  UNION ALL SELECT 'sequence', count(*), sum(hashtext(ctid::text || xmin::text)::bigint) FROM pg_sequence \
    WHERE seqrelid IN (SELECT oid FROM cls) \
-  UNION ALL SELECT 'inherits', count(*), max(xmin::text::bigint) FROM pg_inherits \
+  UNION ALL SELECT 'inherits', count(*), sum(hashtext(ctid::text || xmin::text)::bigint) FROM pg_inherits \
    WHERE inhrelid IN (SELECT oid FROM cls) \
-  UNION ALL SELECT 'partitioned', count(*), max(xmin::text::bigint) FROM pg_partitioned_table \
+  UNION ALL SELECT 'partitioned', count(*), sum(hashtext(ctid::text || xmin::text)::bigint) FROM pg_partitioned_table \
    WHERE partrelid IN (SELECT oid FROM cls) \
-  UNION ALL SELECT 'proc', count(*), max(xmin::text::bigint) FROM pg_proc \
+  UNION ALL SELECT 'proc', count(*), sum(hashtext(ctid::text || xmin::text)::bigint) FROM pg_proc \
    WHERE pronamespace NOT IN (SELECT oid FROM tmp) \
-  UNION ALL SELECT 'type', count(*), max(xmin::text::bigint) FROM pg_type \
+  UNION ALL SELECT 'type', count(*), sum(hashtext(ctid::text || xmin::text)::bigint) FROM pg_type \
    WHERE typnamespace NOT IN (SELECT oid FROM tmp) \
-  UNION ALL SELECT 'enum', count(*), max(xmin::text::bigint) FROM pg_enum \
-  UNION ALL SELECT 'statistic_ext', count(*), max(xmin::text::bigint) FROM pg_statistic_ext \
+  UNION ALL SELECT 'enum', count(*), sum(hashtext(ctid::text || xmin::text)::bigint) FROM pg_enum \
+  UNION ALL SELECT 'statistic_ext', count(*), sum(hashtext(ctid::text || xmin::text)::bigint) FROM pg_statistic_ext \
    WHERE stxnamespace NOT IN (SELECT oid FROM tmp) \
-  UNION ALL SELECT 'description', count(*), max(xmin::text::bigint) FROM pg_description \
+  UNION ALL SELECT 'description', count(*), sum(hashtext(ctid::text || xmin::text)::bigint) FROM pg_description \
    WHERE classoid <> 'pg_class'::regclass OR objoid IN (SELECT oid FROM cls) \
-  UNION ALL SELECT 'opclass', count(*), max(xmin::text::bigint) FROM pg_opclass \
-  UNION ALL SELECT 'extension', count(*), max(xmin::text::bigint) FROM pg_extension \
-  UNION ALL SELECT 'extension_member', count(*), max(xmin::text::bigint) FROM pg_depend \
-   WHERE deptype = 'e') \
+  UNION ALL SELECT 'opclass', count(*), sum(hashtext(ctid::text || xmin::text)::bigint) FROM pg_opclass \
+  UNION ALL SELECT 'extension', count(*), sum(hashtext(ctid::text || xmin::text)::bigint) FROM pg_extension \
+  UNION ALL SELECT 'extension_member', count(*), sum(hashtext(ctid::text || xmin::text)::bigint) FROM pg_depend \
+   WHERE deptype = 'e' \
+  UNION ALL SELECT 'collation', count(*), sum(hashtext(ctid::text || xmin::text)::bigint) FROM pg_collation \
+  UNION ALL SELECT 'operator', count(*), sum(hashtext(ctid::text || xmin::text)::bigint) FROM pg_operator \
+  UNION ALL SELECT 'ts_config', count(*), sum(hashtext(ctid::text || xmin::text)::bigint) FROM pg_ts_config \
+  UNION ALL SELECT 'ts_dict', count(*), sum(hashtext(ctid::text || xmin::text)::bigint) FROM pg_ts_dict \
+  UNION ALL SELECT 'language', count(*), sum(hashtext(ctid::text || xmin::text)::bigint) FROM pg_language \
+  UNION ALL SELECT 'am', count(*), sum(hashtext(ctid::text || xmin::text)::bigint) FROM pg_am \
+  UNION ALL SELECT 'roles', count(*), sum(hashtext(oid::text || ':' || rolname)::bigint) FROM pg_roles) \
 SELECT string_agg(format('%s:%s:%s', catalog, n, coalesce(x, 0)), ',' ORDER BY catalog) FROM s";
 
 /// The stamp of the connected database's catalog (see the module documentation): equal stamps
