@@ -21,62 +21,128 @@
 //! (`VACUUM FULL pg_class`) moves every row and only costs a redone comparison. Temporary objects
 //! are left out where their catalog says so (`relpersistence = 't'`, the `pg_temp_*` schemas;
 //! comments on temporary tables and their columns): an application's temporary tables disappear
-//! when the write freeze ends its sessions, which is no change of the tenant's schema. The whole connected database is
-//! stamped, not one tenant's schema: another schema tenant's DDL in a shared database changes the
-//! stamp too (the comparison is then redone inside the freeze).
+//! when the write freeze ends its sessions, which is no change of the tenant's schema. The whole
+//! connected database is stamped, not one tenant's schema: another schema tenant's DDL in a shared
+//! database changes the stamp too (the comparison is then redone inside the freeze).
 
 use sqlx::PgConnection;
 
+/// `SELECT '<catalog>', <rows>, <hash sum of their row versions> FROM <the catalog's rows>`.
+macro_rules! row_versions {
+    ($catalog:literal, $from:literal) => {
+        concat!(
+            "SELECT '",
+            $catalog,
+            "', count(*), sum(hashtext(ctid::text || xmin::text)::bigint) FROM ",
+            $from
+        )
+    };
+}
+
 /// One text of `catalog:rows:hash sum` entries, a fixed order.
-const STAMP: &str = "\
-WITH tmp AS (SELECT oid FROM pg_namespace \
-             WHERE nspname LIKE 'pg\\_temp\\_%' OR nspname LIKE 'pg\\_toast\\_temp\\_%'), \
+const STAMP: &str = concat!(
+    "WITH tmp AS (SELECT oid FROM pg_namespace \
+     WHERE nspname LIKE 'pg\\_temp\\_%' OR nspname LIKE 'pg\\_toast\\_temp\\_%'), \
      cls AS (SELECT oid, xmin, ctid FROM pg_class WHERE relpersistence <> 't'), \
-     s(catalog, n, x) AS ( \
-  SELECT 'namespace', count(*), sum(hashtext(ctid::text || xmin::text)::bigint) FROM pg_namespace \
-   WHERE oid NOT IN (SELECT oid FROM tmp) \
-  UNION ALL SELECT 'class', count(*), sum(hashtext(ctid::text || xmin::text)::bigint) FROM cls \
-  UNION ALL SELECT 'attribute', count(*), sum(hashtext(ctid::text || xmin::text)::bigint) FROM pg_attribute \
-   WHERE attrelid IN (SELECT oid FROM cls) \
-  UNION ALL SELECT 'attrdef', count(*), sum(hashtext(ctid::text || xmin::text)::bigint) FROM pg_attrdef \
-   WHERE adrelid IN (SELECT oid FROM cls) \
-  UNION ALL SELECT 'index', count(*), sum(hashtext(ctid::text || xmin::text)::bigint) FROM pg_index \
-   WHERE indrelid IN (SELECT oid FROM cls) \
-  UNION ALL SELECT 'constraint', count(*), sum(hashtext(ctid::text || xmin::text)::bigint) FROM pg_constraint \
-   WHERE connamespace NOT IN (SELECT oid FROM tmp) \
-  UNION ALL SELECT 'trigger', count(*), sum(hashtext(ctid::text || xmin::text)::bigint) FROM pg_trigger \
-   WHERE tgrelid IN (SELECT oid FROM cls) \
-  UNION ALL SELECT 'policy', count(*), sum(hashtext(ctid::text || xmin::text)::bigint) FROM pg_policy \
-   WHERE polrelid IN (SELECT oid FROM cls) \
-  UNION ALL SELECT 'rewrite', count(*), sum(hashtext(ctid::text || xmin::text)::bigint) FROM pg_rewrite \
-   WHERE ev_class IN (SELECT oid FROM cls) \
-  UNION ALL SELECT 'sequence', count(*), sum(hashtext(ctid::text || xmin::text)::bigint) FROM pg_sequence \
-   WHERE seqrelid IN (SELECT oid FROM cls) \
-  UNION ALL SELECT 'inherits', count(*), sum(hashtext(ctid::text || xmin::text)::bigint) FROM pg_inherits \
-   WHERE inhrelid IN (SELECT oid FROM cls) \
-  UNION ALL SELECT 'partitioned', count(*), sum(hashtext(ctid::text || xmin::text)::bigint) FROM pg_partitioned_table \
-   WHERE partrelid IN (SELECT oid FROM cls) \
-  UNION ALL SELECT 'proc', count(*), sum(hashtext(ctid::text || xmin::text)::bigint) FROM pg_proc \
-   WHERE pronamespace NOT IN (SELECT oid FROM tmp) \
-  UNION ALL SELECT 'type', count(*), sum(hashtext(ctid::text || xmin::text)::bigint) FROM pg_type \
-   WHERE typnamespace NOT IN (SELECT oid FROM tmp) \
-  UNION ALL SELECT 'enum', count(*), sum(hashtext(ctid::text || xmin::text)::bigint) FROM pg_enum \
-  UNION ALL SELECT 'statistic_ext', count(*), sum(hashtext(ctid::text || xmin::text)::bigint) FROM pg_statistic_ext \
-   WHERE stxnamespace NOT IN (SELECT oid FROM tmp) \
-  UNION ALL SELECT 'description', count(*), sum(hashtext(ctid::text || xmin::text)::bigint) FROM pg_description \
-   WHERE classoid <> 'pg_class'::regclass OR objoid IN (SELECT oid FROM cls) \
-  UNION ALL SELECT 'opclass', count(*), sum(hashtext(ctid::text || xmin::text)::bigint) FROM pg_opclass \
-  UNION ALL SELECT 'extension', count(*), sum(hashtext(ctid::text || xmin::text)::bigint) FROM pg_extension \
-  UNION ALL SELECT 'extension_member', count(*), sum(hashtext(ctid::text || xmin::text)::bigint) FROM pg_depend \
-   WHERE deptype = 'e' \
-  UNION ALL SELECT 'collation', count(*), sum(hashtext(ctid::text || xmin::text)::bigint) FROM pg_collation \
-  UNION ALL SELECT 'operator', count(*), sum(hashtext(ctid::text || xmin::text)::bigint) FROM pg_operator \
-  UNION ALL SELECT 'ts_config', count(*), sum(hashtext(ctid::text || xmin::text)::bigint) FROM pg_ts_config \
-  UNION ALL SELECT 'ts_dict', count(*), sum(hashtext(ctid::text || xmin::text)::bigint) FROM pg_ts_dict \
-  UNION ALL SELECT 'language', count(*), sum(hashtext(ctid::text || xmin::text)::bigint) FROM pg_language \
-  UNION ALL SELECT 'am', count(*), sum(hashtext(ctid::text || xmin::text)::bigint) FROM pg_am \
-  UNION ALL SELECT 'roles', count(*), sum(hashtext(oid::text || ':' || rolname)::bigint) FROM pg_roles) \
-SELECT string_agg(format('%s:%s:%s', catalog, n, coalesce(x, 0)), ',' ORDER BY catalog) FROM s";
+     s(catalog, n, x) AS ( ",
+    row_versions!(
+        "namespace",
+        "pg_namespace WHERE oid NOT IN (SELECT oid FROM tmp)"
+    ),
+    " UNION ALL ",
+    row_versions!("class", "cls"),
+    " UNION ALL ",
+    row_versions!(
+        "attribute",
+        "pg_attribute WHERE attrelid IN (SELECT oid FROM cls)"
+    ),
+    " UNION ALL ",
+    row_versions!(
+        "attrdef",
+        "pg_attrdef WHERE adrelid IN (SELECT oid FROM cls)"
+    ),
+    " UNION ALL ",
+    row_versions!("index", "pg_index WHERE indrelid IN (SELECT oid FROM cls)"),
+    " UNION ALL ",
+    row_versions!(
+        "constraint",
+        "pg_constraint WHERE connamespace NOT IN (SELECT oid FROM tmp)"
+    ),
+    " UNION ALL ",
+    row_versions!(
+        "trigger",
+        "pg_trigger WHERE tgrelid IN (SELECT oid FROM cls)"
+    ),
+    " UNION ALL ",
+    row_versions!(
+        "policy",
+        "pg_policy WHERE polrelid IN (SELECT oid FROM cls)"
+    ),
+    " UNION ALL ",
+    row_versions!(
+        "rewrite",
+        "pg_rewrite WHERE ev_class IN (SELECT oid FROM cls)"
+    ),
+    " UNION ALL ",
+    row_versions!(
+        "sequence",
+        "pg_sequence WHERE seqrelid IN (SELECT oid FROM cls)"
+    ),
+    " UNION ALL ",
+    row_versions!(
+        "inherits",
+        "pg_inherits WHERE inhrelid IN (SELECT oid FROM cls)"
+    ),
+    " UNION ALL ",
+    row_versions!(
+        "partitioned",
+        "pg_partitioned_table WHERE partrelid IN (SELECT oid FROM cls)"
+    ),
+    " UNION ALL ",
+    row_versions!(
+        "proc",
+        "pg_proc WHERE pronamespace NOT IN (SELECT oid FROM tmp)"
+    ),
+    " UNION ALL ",
+    row_versions!(
+        "type",
+        "pg_type WHERE typnamespace NOT IN (SELECT oid FROM tmp)"
+    ),
+    " UNION ALL ",
+    row_versions!("enum", "pg_enum"),
+    " UNION ALL ",
+    row_versions!(
+        "statistic_ext",
+        "pg_statistic_ext WHERE stxnamespace NOT IN (SELECT oid FROM tmp)"
+    ),
+    " UNION ALL ",
+    row_versions!(
+        "description",
+        "pg_description WHERE classoid <> 'pg_class'::regclass OR objoid IN (SELECT oid FROM cls)"
+    ),
+    " UNION ALL ",
+    row_versions!("opclass", "pg_opclass"),
+    " UNION ALL ",
+    row_versions!("extension", "pg_extension"),
+    " UNION ALL ",
+    row_versions!("extension_member", "pg_depend WHERE deptype = 'e'"),
+    " UNION ALL ",
+    row_versions!("collation", "pg_collation"),
+    " UNION ALL ",
+    row_versions!("operator", "pg_operator"),
+    " UNION ALL ",
+    row_versions!("ts_config", "pg_ts_config"),
+    " UNION ALL ",
+    row_versions!("ts_dict", "pg_ts_dict"),
+    " UNION ALL ",
+    row_versions!("language", "pg_language"),
+    " UNION ALL ",
+    row_versions!("am", "pg_am"),
+    // Roles by name (`pg_authid`, with the row versions, is for superusers only).
+    " UNION ALL SELECT 'roles', count(*), sum(hashtext(oid::text || ':' || rolname)::bigint) \
+     FROM pg_roles) \
+     SELECT string_agg(format('%s:%s:%s', catalog, n, coalesce(x, 0)), ',' ORDER BY catalog) FROM s"
+);
 
 /// The stamp of the connected database's catalog (see the module documentation): equal stamps
 /// taken at two points in time mean no catalog row a fingerprint reads was written in between.
