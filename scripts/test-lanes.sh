@@ -54,9 +54,7 @@ echo "lagging-cache|TENANTDB_TEST_WATCH_LATENCY_MS=300|--workspace --test e2e_li
 # Jobs that watch a short window of time (a session that must be seen idle for at most 5 s while
 # another tenant migrates; a Lease handed to a standby within its retry period) run alone after the
 # others, on a machine not loaded by other test binaries: side by side they missed their window.
-# e2e_servers_mongo too: side by side, a MongoDB tenant whose earlier move had been refused stayed
-# on a drained server (twice in two CI runs; never alone) — an open race (tests/README.md).
-solo=" e2e_rollouts e2e_runtime lagging-cache e2e_servers_mongo "
+solo=" e2e_rollouts e2e_runtime lagging-cache "
 while IFS='|' read -r label env args; do
   if [[ "$solo" == *" $label "* ]]; then order=0; else order=1; fi
   printf '%s|%s|%s|%s|%s\n' "$order" "${weight[$label]:-10}" "$label" "$env" "$args"

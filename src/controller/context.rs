@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use kube::Client;
 use kube::Resource;
 use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::reflector::Store;
 use rand::Rng;
 use tracing::warn;
@@ -32,6 +33,11 @@ pub struct Context {
     resync_permits: tokio::sync::Semaphore,
     objects: Objects,
     warm: tokio::sync::Notify,
+    /// Tenants to reconcile now (see [`Context::wake_tenant`]); the receiver is taken once by
+    /// the tenant controller.
+    tenant_wakes: futures::channel::mpsc::UnboundedSender<ObjectRef<Tenant>>,
+    tenant_wakes_rx:
+        std::sync::Mutex<Option<futures::channel::mpsc::UnboundedReceiver<ObjectRef<Tenant>>>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -55,7 +61,10 @@ impl Context {
         migrations: Arc<MigrationSet>,
         instance: &str,
     ) -> Self {
+        let (tenant_wakes, rx) = futures::channel::mpsc::unbounded();
         Self {
+            tenant_wakes,
+            tenant_wakes_rx: std::sync::Mutex::new(Some(rx)),
             recorder: super::events::EventRecorder::new(client.clone(), "tenantdb", instance),
             client,
             servers,
@@ -70,6 +79,20 @@ impl Context {
             objects: Objects::default(),
             warm: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Queues a reconcile of the Tenant `obj` (another controller found it has work: its server
+    /// is being drained); dropped when the tenant controller does not run in this process.
+    pub fn wake_tenant(&self, obj: ObjectRef<Tenant>) {
+        let _ = self.tenant_wakes.unbounded_send(obj);
+    }
+
+    /// The stream of [`Context::wake_tenant`]s, for the tenant controller's `reconcile_on`
+    /// (`None` after the first call).
+    pub fn take_tenant_wakes(
+        &self,
+    ) -> Option<futures::channel::mpsc::UnboundedReceiver<ObjectRef<Tenant>>> {
+        self.tenant_wakes_rx.lock().ok().and_then(|mut r| r.take())
     }
 
     /// Wakes the warm pool's filler ([`crate::controller::warm`]): an entry was claimed.

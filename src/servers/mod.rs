@@ -30,6 +30,10 @@ pub struct Facts {
     pub cordoned: bool,
     /// `drain.maxConcurrentMoves`, when the server is being drained.
     pub draining: Option<i32>,
+    /// The `metadata.generation` of the DatabaseServer these spec facts were taken from: facts
+    /// of an older generation never replace newer ones (two watches of DatabaseServers, the
+    /// tenant controller's and the server controller's, each write them from their own copy).
+    pub generation: Option<i64>,
     /// The last probe: `Ok(version)` or `Err(reason)`; `None` before the first.
     pub probe: Option<Result<String, String>>,
     /// When its DatabaseServer was created (RFC 3339); `None` for the default server.
@@ -83,6 +87,12 @@ pub fn one_per_cluster<K: PartialEq>(found: &[Found<K>]) -> Vec<usize> {
         .collect()
 }
 
+/// Whether spec facts of generation `new` are older than those of generation `current` (facts
+/// without a generation, the default server's, are never older).
+fn is_older(new: Option<i64>, current: Option<i64>) -> bool {
+    matches!((new, current), (Some(n), Some(c)) if n < c)
+}
+
 /// A server's [`Facts`], shared by its reconciles.
 #[derive(Debug, Default)]
 struct FactsCell(Mutex<Facts>);
@@ -94,6 +104,9 @@ impl FactsCell {
 
     fn set_spec(&self, mut facts: Facts) {
         if let Ok(mut f) = self.0.lock() {
+            if is_older(facts.generation, f.generation) {
+                return;
+            }
             facts.probe = f.probe.take();
             facts.duplicate_of = f.duplicate_of.take();
             *f = facts;
@@ -120,7 +133,8 @@ pub trait Registered: Send + Sync {
     fn name(&self) -> &str;
     /// Current facts.
     fn facts(&self) -> Facts;
-    /// Replaces the facts from the spec, keeping the last probe.
+    /// Replaces the facts from the spec, keeping the last probe; facts of an older generation
+    /// than the current ones are ignored.
     fn set_spec_facts(&self, facts: Facts);
     /// Records a probe result.
     fn set_probe(&self, probe: Result<String, String>);
@@ -271,7 +285,8 @@ impl Server {
         self.facts.get()
     }
 
-    /// Replaces the facts from the spec, keeping the last probe.
+    /// Replaces the facts from the spec, keeping the last probe; facts of an older generation
+    /// than the current ones are ignored.
     pub fn set_spec_facts(&self, facts: Facts) {
         self.facts.set_spec(facts);
     }
@@ -431,7 +446,8 @@ impl MongoServer {
         self.facts.get()
     }
 
-    /// Replaces the facts from the spec, keeping the last probe.
+    /// Replaces the facts from the spec, keeping the last probe; facts of an older generation
+    /// than the current ones are ignored.
     pub fn set_spec_facts(&self, facts: Facts) {
         self.facts.set_spec(facts);
     }
@@ -705,7 +721,37 @@ impl<S: Registered> Registry<S> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Found, one_per_cluster};
+    use super::{Facts, FactsCell, Found, one_per_cluster};
+
+    #[test]
+    fn spec_facts_of_an_older_generation_never_replace_newer_ones() {
+        let cell = FactsCell::default();
+        let of = |generation: Option<i64>, draining: Option<i32>| Facts {
+            generation,
+            draining,
+            cordoned: draining.is_some(),
+            ..Facts::default()
+        };
+        cell.set_probe(Ok("15".into()));
+        cell.set_spec(of(Some(2), Some(1)));
+        // A reconcile that read generation 1 before the drain writes after the mapper did.
+        cell.set_spec(of(Some(1), None));
+        assert_eq!(
+            cell.get().draining,
+            Some(1),
+            "the drain was undone by older facts"
+        );
+        assert_eq!(cell.get().generation, Some(2));
+        // The same generation again, and a newer one, replace them; the probe is kept.
+        cell.set_spec(of(Some(2), Some(3)));
+        assert_eq!(cell.get().draining, Some(3));
+        cell.set_spec(of(Some(3), None));
+        assert_eq!((cell.get().draining, cell.get().cordoned), (None, false));
+        assert_eq!(cell.get().probe, Some(Ok("15".into())));
+        // Facts without a generation (the default server's) always apply.
+        cell.set_spec(of(None, Some(1)));
+        assert_eq!(cell.get().draining, Some(1));
+    }
 
     fn found(name: &str, created: Option<&str>, key: Option<u8>) -> Found<u8> {
         Found {

@@ -427,3 +427,86 @@ async fn a_cut_over_resumed_on_a_fenced_source_without_a_record_waits_for_its_lo
     writes_through_its_secret(&env, "g").await;
     assert_eq!(logins(&b, &role).await, [true], "the tenant logs in on b");
 }
+
+/// DDL of the tenant's own in the moment between the cut-over's catalog comparison and its write
+/// freeze (the cut-over paused there: `TENANTDB_TEST_PAUSE_AT=move-compared`): the stamps taken
+/// inside the freeze moved, the comparison redone there finds the index on the source only, and
+/// the cut-over is undone (the log says `the schema changed after the catalogs were compared`);
+/// the later attempts find it before their freeze; the third rolls the move back, and the tenant
+/// writes on its source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ddl_just_before_the_write_freeze_is_found_inside_it() {
+    let pause = std::env::temp_dir().join(format!("tenantdb-pause-{}", std::process::id()));
+    let reached = pause.with_extension("reached");
+    let _ = std::fs::remove_file(&pause);
+    let _ = std::fs::remove_file(&reached);
+    let vars = vec![
+        (
+            "TENANTDB_TEST_PAUSE_AT".to_string(),
+            "move-compared".to_string(),
+        ),
+        (
+            "TENANTDB_TEST_PAUSE_FILE".to_string(),
+            pause.display().to_string(),
+        ),
+    ];
+    let env = Env::start_configured(options(vars)).await;
+    let b = env.add_logical_server("b", &[]).await;
+    env.create_tenant(
+        NS,
+        "p",
+        json!({"isolation": "database", "deletionPolicy": "Delete"}),
+    )
+    .await;
+    env.wait_ready(NS, "p", T).await;
+    tables(&env, "p", 100).await;
+    let p_db = env.secret_value(NS, "p-db", "database").await.unwrap();
+
+    place(&env, "p", "b").await;
+    wait_for(T, "the cut-over paused after its comparison", || {
+        let reached = reached.clone();
+        async move { reached.exists().then_some(()) }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", env.important_log_tail(60)));
+    // The tenant logs in still (the freeze has not begun) and makes an index of its own.
+    let mut c = tenant_conn(&env, "p")
+        .await
+        .expect("tenant login before the freeze");
+    sqlx::raw_sql("CREATE INDEX big_pad ON big (pad)")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    c.close().await.unwrap();
+    std::fs::write(&pause, "go").unwrap();
+
+    let (t, m) = wait_move(&env, "p", "rolled back", T, |_, m| m.phase.is_terminal()).await;
+    let _ = std::fs::remove_file(&pause);
+    let _ = std::fs::remove_file(&reached);
+    assert_eq!(
+        (m.phase, m.attempts, on(&t).as_deref()),
+        (MovePhase::RolledBack, 3, Some("default")),
+        "{m:?}"
+    );
+    let log = env.operator_log();
+    assert!(
+        log.lines().any(|l| l.contains("cut-over undone")
+            && l.contains("the schema changed after the catalogs were compared")
+            && l.contains("big_pad")),
+        "the first attempt was undone inside its freeze, naming the index:\n{}",
+        env.important_log_tail(60)
+    );
+    writes_through_its_secret(&env, "p").await;
+    assert!(
+        !database_exists(&b, &p_db).await,
+        "p's copy on b is dropped"
+    );
+    let (left_a, left_b) = (leftovers(&env.pg).await, leftovers(&b).await);
+    assert!(
+        left_a
+            .iter()
+            .chain(&left_b)
+            .all(|l| !l.contains("tenantdb_mv_")),
+        "left behind: {left_a:?} {left_b:?}"
+    );
+}

@@ -31,6 +31,10 @@
 //!   after the write freeze (`TENANTDB_TEST_FAIL_AT=move-frozen`, an error the server would repeat):
 //!   each attempt gives the source its logins back and counts, the third rolls the move back, and
 //!   the tenant writes on its source.
+//! - `ddl_just_before_the_write_freeze_is_found_inside_it`: the cut-over paused between its
+//!   catalog comparison and its freeze (`TENANTDB_TEST_PAUSE_AT=move-compared`) while the tenant
+//!   creates an index on its source: the stamps taken inside the freeze moved, the comparison
+//!   redone there finds the index, the attempt is undone; the third rolls the move back.
 //! - `a_move_to_the_same_cluster_under_another_name_is_refused`: the default server's cluster
 //!   declared again as DatabaseServer `alias`; a move to `alias` is refused before it starts and
 //!   the tenant's data stays.

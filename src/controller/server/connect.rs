@@ -162,9 +162,15 @@ fn register_in<S: Registered>(
         }
     };
     registry.set_unusable(&name, None);
-    server.set_spec_facts(facts);
     let registered = registry.get(&name);
-    if registered.as_ref().is_none_or(|s| !Arc::ptr_eq(s, &server)) {
+    let replaces = registered.as_ref().is_none_or(|s| !Arc::ptr_eq(s, &server));
+    if replaces && let Some(old) = &registered {
+        // A new entry (its configuration changed) starts from the facts of the one it replaces:
+        // they may be newer than `facts` (the tenant controller's watch writes them too).
+        server.set_spec_facts(old.facts());
+    }
+    server.set_spec_facts(facts);
+    if replaces {
         info!(server = %name, engine = ds.spec.engine.as_str(), "database server registered");
         registry.insert(server.clone());
     }

@@ -262,8 +262,8 @@ async fn apply(ds: Arc<DatabaseServer>, ctx: Arc<Context>) -> Result<Action> {
     Ok(Action::requeue(ctx.settings().server_probe_interval))
 }
 
-/// Makes every Tenant placed on the server `name` (of `engine`) do a full reconcile at its next
-/// pass (at the latest its health check): a drain starts their moves.
+/// Makes every Tenant placed on the server `name` (of `engine`) do a full reconcile now: a drain
+/// starts their moves.
 fn unsettle_placed(ctx: &Context, engine: Engine, name: &str) {
     if let Some(store) = ctx.synced_tenant_store() {
         for t in store.state() {
@@ -276,10 +276,14 @@ fn unsettle_placed(ctx: &Context, engine: Engine, name: &str) {
                     Engine::Mongodb => p.mongodb.as_deref(),
                 });
             if on == Some(name) {
-                // Touched too: a reconcile running now must not settle it when it ends.
+                // Touched too: a reconcile running now must not settle it when it ends. And
+                // queued: the tenant controller's watch of DatabaseServers may have seen the
+                // drain before this controller registered it, and a reconcile then found
+                // nothing to do.
                 let key = crate::controller::object_key(t.as_ref());
                 ctx.unsettle(&key);
                 ctx.touch(&key);
+                ctx.wake_tenant(kube::runtime::reflector::ObjectRef::from_obj(t.as_ref()));
             }
         }
     }
@@ -322,6 +326,7 @@ pub(crate) fn facts_of(ds: &DatabaseServer) -> Facts {
             .drain
             .as_ref()
             .map(|d| d.max_concurrent_moves.max(1)),
+        generation: ds.metadata.generation,
         probe: None,
         created: ds
             .metadata

@@ -165,33 +165,74 @@ pub(super) async fn cut_over(
         });
     }
     sql::prepare_roles(target.pg(), names_b, &roles).await?;
-    // The catalogs compared before the freeze (every object deparsed on both sides: the slowest
-    // check), their stamps taken first; inside the freeze only the stamps are taken again, and the
-    // comparison is redone only if one changed (DDL in between). On a source left fenced by an
-    // interrupted cut-over, `undo` gives the logins back as after a comparison inside the freeze.
-    let stamps = match stamps(source, scope_a, target, scope_b).await {
-        Ok(s) => s,
+    // One connection pair (the admin's, to the tenant's database on each server) opened before the
+    // freeze and kept for the stamps, the sequences and the row counts: no login inside it. On a
+    // source left fenced by an interrupted cut-over, `undo` gives the logins back as after any
+    // check that fails.
+    let (mut a, mut b) = match tokio::try_join!(
+        sql::connect(source.pg(), scope_a),
+        sql::connect(target.pg(), scope_b)
+    ) {
+        Ok(pair) => pair,
         Err(e) => return Err(undo(source, &login, e.to_string()).await),
     };
-    match compare(source, scope_a, target, scope_b).await {
+    let sides = Sides {
+        source,
+        scope_a,
+        target,
+        scope_b,
+    };
+    let r = freeze_and_switch(&sides, names_a, name, &login, &mut a, &mut b).await;
+    close(a, b).await;
+    r
+}
+
+/// The two databases of a cut-over.
+struct Sides<'a> {
+    source: &'a Server,
+    scope_a: &'a Scope,
+    target: &'a Server,
+    scope_b: &'a Scope,
+}
+
+/// The cut-over from the catalog comparison on, `a` and `b` connected to the source's and the
+/// target's database.
+async fn freeze_and_switch(
+    s: &Sides<'_>,
+    names_a: &TenantNames,
+    name: &crate::naming::Ident,
+    login: &[crate::naming::Ident],
+    a: &mut PgConnection,
+    b: &mut PgConnection,
+) -> std::result::Result<Duration, CutOver> {
+    let source = s.source;
+    // The catalogs compared before the freeze (every object deparsed on both sides: the slowest
+    // check), their stamps taken first; inside the freeze only the stamps are taken again, and the
+    // comparison is redone only if one changed (DDL in between).
+    let mut stamps = match stamps_on(a, b).await {
+        Ok(st) => st,
+        Err(e) => return Err(undo(source, login, e.to_string()).await),
+    };
+    match compare(s.source, s.scope_a, s.target, s.scope_b).await {
         Ok(diff) if diff.is_empty() => {}
-        Ok(diff) => return Err(undo(source, &login, schema_changed(&diff)).await),
-        Err(e) => return Err(undo(source, &login, e.to_string()).await),
+        Ok(diff) => return Err(undo(source, login, schema_changed(&diff)).await),
+        Err(e) => return Err(undo(source, login, e.to_string()).await),
     }
+    pause_point("move-compared").await;
     let frozen = Instant::now();
     if let Err(e) = sql::fence(source.pg(), names_a).await {
         // Sessions that would not exit (or the source went away): the logins come back and the
         // move keeps copying; a later attempt fences again.
-        return Err(undo(source, &login, format!("the write freeze failed: {e}")).await);
+        return Err(undo(source, login, format!("the write freeze failed: {e}")).await);
     }
     fail_point("move-fenced");
     // From here to the subscription's drop anything that goes wrong gives the source its logins
     // back and counts as an attempt: a fenced tenant waiting for a retry that may fail the same
     // way every time would be an outage without end.
-    match verify_frozen(source, scope_a, target, scope_b, name, &stamps).await {
+    match verify_frozen(s, name, a, b, &mut stamps).await {
         Ok(None) => {}
-        Ok(Some(why)) => return Err(undo(source, &login, why).await),
-        Err(e) => return Err(undo(source, &login, e.to_string()).await),
+        Ok(Some(why)) => return Err(undo(source, login, why).await),
+        Err(e) => return Err(undo(source, login, e.to_string()).await),
     }
     // A login that passed its check just before the freeze and appeared only after the fence
     // looked: what it writes may be past the catch-up position. Checked after the catch-up and
@@ -202,51 +243,68 @@ pub(super) async fn cut_over(
             let why = format!(
                 "{n} session(s) of the tenant appeared on the source during the write freeze"
             );
-            return Err(undo(source, &login, why).await);
+            return Err(undo(source, login, why).await);
         }
-        Err(e) => return Err(undo(source, &login, e.to_string()).await),
+        Err(e) => return Err(undo(source, login, e.to_string()).await),
     }
     // Such a session may also have come and gone (an UPDATE the row counts cannot see): the
-    // target must confirm the source's WAL up to now once more — quick: the tenant writes nothing now.
-    match sql::wait_caught_up(source.pg(), name, CATCH_UP).await {
-        Ok(true) => {}
-        Ok(false) => {
-            let why = format!(
+    // target must confirm the source's WAL up to now once more — quick: the tenant writes nothing
+    // now. Then its DDL would have moved a stamp, and its `nextval`s a sequence: the stamps are
+    // taken a last time and the sequences copied only now, from the source as it stays.
+    let last = async {
+        if !sql::wait_caught_up(source.pg(), name, CATCH_UP).await? {
+            return Ok(Some(format!(
                 "the target did not catch up within {} s (second check)",
                 CATCH_UP.as_secs()
-            );
-            return Err(undo(source, &login, why).await);
+            )));
         }
-        Err(e) => return Err(undo(source, &login, e.to_string()).await),
+        if let Some(why) = catalogs_unchanged(s, a, b, &mut stamps).await? {
+            return Ok(Some(why));
+        }
+        sql::copy_sequences(a, b, s.scope_a).await?;
+        Ok::<_, Error>(None)
+    };
+    match last.await {
+        Ok(None) => {}
+        Ok(Some(why)) => return Err(undo(source, login, why).await),
+        Err(e) => return Err(undo(source, login, e.to_string()).await),
     }
     // The subscription stops before the target takes writes of its own.
-    sql::drop_subscription(target.pg(), scope_b, name).await?;
+    sql::drop_subscription(s.target.pg(), s.scope_b, name).await?;
     fail_point("move-subscription-dropped");
     let refs: Vec<&crate::naming::Ident> = login.iter().collect();
-    sql::unfence(target.pg(), &refs).await?;
+    sql::unfence(s.target.pg(), &refs).await?;
     Ok(frozen.elapsed())
-}
-
-/// The catalog stamps of the source's and the target's database (`pg::catalog_stamp`), both at once.
-async fn stamps(
-    source: &Server,
-    scope_a: &Scope,
-    target: &Server,
-    scope_b: &Scope,
-) -> Result<(String, String)> {
-    let (mut a, mut b) = tokio::try_join!(
-        sql::connect(source.pg(), scope_a),
-        sql::connect(target.pg(), scope_b)
-    )?;
-    let r = stamps_on(&mut a, &mut b).await;
-    close(a, b).await;
-    r
 }
 
 async fn stamps_on(a: &mut PgConnection, b: &mut PgConnection) -> Result<(String, String)> {
     use crate::pg::catalog_stamp::stamp;
     let (sa, sb) = tokio::join!(stamp(a), stamp(b));
     Ok((sa?, sb?))
+}
+
+/// The catalog stamps of both databases taken again; when one moved since `stamps` (DDL since,
+/// or another tenant's in a shared database), the catalogs compared again. `Some(why)` when they
+/// differ; `stamps` updated.
+async fn catalogs_unchanged(
+    s: &Sides<'_>,
+    a: &mut PgConnection,
+    b: &mut PgConnection,
+    stamps: &mut (String, String),
+) -> Result<Option<String>> {
+    let now = stamps_on(a, b).await?;
+    if now == *stamps {
+        return Ok(None);
+    }
+    let diff = compare(s.source, s.scope_a, s.target, s.scope_b).await?;
+    if !diff.is_empty() {
+        return Ok(Some(format!(
+            "the schema changed after the catalogs were compared: {}",
+            diff.join("; ")
+        )));
+    }
+    *stamps = now;
+    Ok(None)
 }
 
 async fn close(a: PgConnection, b: PgConnection) {
@@ -259,50 +317,29 @@ fn schema_changed(diff: &[String]) -> String {
 }
 
 /// With the source fenced: the target caught up, the catalogs unchanged since they were compared
-/// (`stamps`; compared again if not), the row counts agree, the sequences are copied. `Some(why)`
-/// when the cut-over is to be undone.
+/// (`stamps`; compared again if not), the row counts agree. `Some(why)` when the cut-over is to be
+/// undone.
 async fn verify_frozen(
-    source: &Server,
-    scope_a: &Scope,
-    target: &Server,
-    scope_b: &Scope,
+    s: &Sides<'_>,
     name: &crate::naming::Ident,
-    stamps: &(String, String),
+    a: &mut PgConnection,
+    b: &mut PgConnection,
+    stamps: &mut (String, String),
 ) -> Result<Option<String>> {
-    if !sql::wait_caught_up(source.pg(), name, CATCH_UP).await? {
+    if !sql::wait_caught_up(s.source.pg(), name, CATCH_UP).await? {
         let why = format!(
             "the target did not catch up within {} s",
             CATCH_UP.as_secs()
         );
         return Ok(Some(why));
     }
-    let (mut a, mut b) = tokio::try_join!(
-        sql::connect(source.pg(), scope_a),
-        sql::connect(target.pg(), scope_b)
-    )?;
-    let checked = async {
-        if stamps_on(&mut a, &mut b).await? != *stamps {
-            // DDL since the comparison (or another tenant's in a shared database): again.
-            let diff = compare(source, scope_a, target, scope_b).await?;
-            if !diff.is_empty() {
-                return Ok(Err(schema_changed(&diff)));
-            }
-        }
-        fail_with_error("move-frozen")?;
-        sql::copy_sequences(&mut a, &mut b, scope_a).await?;
-        // Both sides' counts at once: they grow with the data, inside the write freeze.
-        let (ca, cb) = tokio::join!(
-            sql::row_counts(&mut a, scope_a),
-            sql::row_counts(&mut b, scope_b)
-        );
-        Ok::<_, Error>(Ok((ca?, cb?)))
+    if let Some(why) = catalogs_unchanged(s, a, b, stamps).await? {
+        return Ok(Some(why));
     }
-    .await;
-    close(a, b).await;
-    let (ca, cb) = match checked? {
-        Ok(counts) => counts,
-        Err(why) => return Ok(Some(why)),
-    };
+    fail_with_error("move-frozen")?;
+    // Both sides' counts at once: they grow with the data, inside the write freeze.
+    let (ca, cb) = tokio::join!(sql::row_counts(a, s.scope_a), sql::row_counts(b, s.scope_b));
+    let (ca, cb) = (ca?, cb?);
     if ca != cb {
         let differing: Vec<String> = ca
             .iter()
@@ -347,4 +384,21 @@ fn fail_with_error(point: &str) -> Result<()> {
     }
     let _ = point;
     Ok(())
+}
+
+/// Test-only pause point (debug builds): when `TENANTDB_TEST_PAUSE_AT` names `point`, the cut-over
+/// writes the file `$TENANTDB_TEST_PAUSE_FILE.reached` and waits there until the file
+/// `$TENANTDB_TEST_PAUSE_FILE` exists (tests/README.md).
+async fn pause_point(point: &str) {
+    #[cfg(debug_assertions)]
+    if std::env::var("TENANTDB_TEST_PAUSE_AT").is_ok_and(|p| p == point)
+        && let Ok(file) = std::env::var("TENANTDB_TEST_PAUSE_FILE")
+    {
+        tracing::warn!(point, "pause point reached (TENANTDB_TEST_PAUSE_AT)");
+        let _ = tokio::fs::write(format!("{file}.reached"), point).await;
+        while !tokio::fs::try_exists(&file).await.unwrap_or(true) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let _ = point;
 }

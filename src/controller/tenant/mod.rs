@@ -86,7 +86,12 @@ pub async fn run(
         .modify(super::prune_for_cache)
         .reflect(writer)
         .applied_objects();
+    // Tenants another controller queues (a drained server's, see `Context::wake_tenant`).
+    let wakes = ctx
+        .take_tenant_wakes()
+        .map_or_else(|| futures::stream::pending().boxed(), |rx| rx.boxed());
     let controller = Controller::for_stream(tenant_stream, reader)
+        .reconcile_on(wakes)
         .watches(
             secrets,
             watcher::Config::default()

@@ -611,6 +611,7 @@ async fn advance(t: &mut Tenant, ctx: &Context, mut m: MoveStatus) -> Result<Opt
                     Err(CutOver::Retry(why)) => {
                         // The source serves again (its recorded logins back); the next attempt
                         // records them anew.
+                        warn!(attempt = m.attempts, reason = %why, "cut-over undone; the tenant is served on its source");
                         m.login_roles = None;
                         m.phase = if m.attempts >= ATTEMPTS {
                             MovePhase::RollingBack
