@@ -517,11 +517,11 @@ pub fn summary(r: &Value) -> String {
                 f(&x["source_home_left"]),
             ));
         }
-        s.push_str("\nThe write freeze step by step (ms), from the operator's statements in both servers' logs:\n\n| isolation | data (MiB) | writer | window | fence | catch-up (polls) | catalog check (server time) | sequences | row counts | sessions + second catch-up | drop subscription | logins on |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+        s.push_str("\nThe write freeze step by step (ms), from the operator's statements in both servers' logs:\n\n| isolation | data (MiB) | writer | window | fence | catch-up (polls) | row counts | sessions + second catch-up | catalog check (server time) | sequences | drop subscription | logins on |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
         for x in mv["rows"].as_array().into_iter().flatten() {
             let t = &x["freeze_timeline"];
             s.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} ({}) | {} ({}) | {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {} | {} ({}) | {} | {} | {} ({}) | {} | {} | {} |\n",
                 f(&isolation_of(x)),
                 f(&x["data_mib"]),
                 if x["with_writer"] == json!(true) {
@@ -533,11 +533,11 @@ pub fn summary(r: &Value) -> String {
                 f(&t["fence_ms"]),
                 f(&t["catch_up_ms"]),
                 f(&t["catch_up_polls"]),
-                f(&t["fingerprints_ms"]),
-                f(&t["fingerprints_server_ms"]),
-                f(&t["sequences_ms"]),
                 f(&t["row_counts_ms"]),
                 f(&t["sessions_and_second_catch_up_ms"]),
+                f(&t["catalog_check_ms"]),
+                f(&t["catalog_check_server_ms"]),
+                f(&t["sequences_ms"]),
                 f(&t["drop_subscription_ms"]),
                 f(&t["unfence_ms"]),
             ));

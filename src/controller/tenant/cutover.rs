@@ -1,7 +1,7 @@
 //! The cut-over of a PostgreSQL move (stage `moving`, phase `CuttingOver`): the catalogs compared
-//! before the write freeze, the freeze on the source, the checks while it is frozen (the catalogs
-//! unchanged since, by their stamps; caught up; sequences; row counts), the subscription's end and
-//! the target's logins. Up to the subscription's drop anything that goes wrong gives the source its
+//! before the write freeze, the freeze on the source, the checks while it is frozen (caught up;
+//! row counts; no session; caught up again; the catalogs unchanged since, by their stamps), the
+//! sequences, the subscription's end and the target's logins. Up to the subscription's drop anything that goes wrong gives the source its
 //! logins back.
 
 use std::time::{Duration, Instant};
@@ -207,9 +207,9 @@ async fn freeze_and_switch(
 ) -> std::result::Result<Duration, CutOver> {
     let source = s.source;
     // The catalogs compared before the freeze (every object deparsed on both sides: the slowest
-    // check), their stamps taken first; inside the freeze only the stamps are taken again, and the
-    // comparison is redone only if one changed (DDL in between).
-    let mut stamps = match stamps_on(a, b).await {
+    // check), their stamps taken first; inside the freeze only the stamps are taken again, at its
+    // end, and the comparison is redone only if one changed (DDL in between).
+    let stamps = match stamps_on(a, b).await {
         Ok(st) => st,
         Err(e) => return Err(undo(source, login, e.to_string()).await),
     };
@@ -229,7 +229,7 @@ async fn freeze_and_switch(
     // From here to the subscription's drop anything that goes wrong gives the source its logins
     // back and counts as an attempt: a fenced tenant waiting for a retry that may fail the same
     // way every time would be an outage without end.
-    match verify_frozen(s, name, a, b, &mut stamps).await {
+    match verify_frozen(s, name, a, b).await {
         Ok(None) => {}
         Ok(Some(why)) => return Err(undo(source, login, why).await),
         Err(e) => return Err(undo(source, login, e.to_string()).await),
@@ -249,8 +249,8 @@ async fn freeze_and_switch(
     }
     // Such a session may also have come and gone (an UPDATE the row counts cannot see): the
     // target must confirm the source's WAL up to now once more — quick: the tenant writes nothing
-    // now. Then its DDL would have moved a stamp, and its `nextval`s a sequence: the stamps are
-    // taken a last time and the sequences copied only now, from the source as it stays.
+    // now. Only then the catalog stamps are taken again (once inside the freeze: any DDL up to
+    // now, such a session's too, moved one) and the sequences copied (its `nextval`s too).
     let last = async {
         if !sql::wait_caught_up(source.pg(), name, CATCH_UP).await? {
             return Ok(Some(format!(
@@ -258,7 +258,7 @@ async fn freeze_and_switch(
                 CATCH_UP.as_secs()
             )));
         }
-        if let Some(why) = catalogs_unchanged(s, a, b, &mut stamps).await? {
+        if let Some(why) = catalogs_unchanged(s, a, b, &stamps).await? {
             return Ok(Some(why));
         }
         sql::copy_sequences(a, b, s.scope_a).await?;
@@ -285,15 +285,14 @@ async fn stamps_on(a: &mut PgConnection, b: &mut PgConnection) -> Result<(String
 
 /// The catalog stamps of both databases taken again; when one moved since `stamps` (DDL since,
 /// or another tenant's in a shared database), the catalogs compared again. `Some(why)` when they
-/// differ; `stamps` updated.
+/// differ.
 async fn catalogs_unchanged(
     s: &Sides<'_>,
     a: &mut PgConnection,
     b: &mut PgConnection,
-    stamps: &mut (String, String),
+    stamps: &(String, String),
 ) -> Result<Option<String>> {
-    let now = stamps_on(a, b).await?;
-    if now == *stamps {
+    if stamps_on(a, b).await? == *stamps {
         return Ok(None);
     }
     let diff = compare(s.source, s.scope_a, s.target, s.scope_b).await?;
@@ -303,7 +302,6 @@ async fn catalogs_unchanged(
             diff.join("; ")
         )));
     }
-    *stamps = now;
     Ok(None)
 }
 
@@ -316,24 +314,19 @@ fn schema_changed(diff: &[String]) -> String {
     format!("the schema changed during the move: {}", diff.join("; "))
 }
 
-/// With the source fenced: the target caught up, the catalogs unchanged since they were compared
-/// (`stamps`; compared again if not), the row counts agree. `Some(why)` when the cut-over is to be
-/// undone.
+/// With the source fenced: the target caught up, the row counts agree. `Some(why)` when the
+/// cut-over is to be undone.
 async fn verify_frozen(
     s: &Sides<'_>,
     name: &crate::naming::Ident,
     a: &mut PgConnection,
     b: &mut PgConnection,
-    stamps: &mut (String, String),
 ) -> Result<Option<String>> {
     if !sql::wait_caught_up(s.source.pg(), name, CATCH_UP).await? {
         let why = format!(
             "the target did not catch up within {} s",
             CATCH_UP.as_secs()
         );
-        return Ok(Some(why));
-    }
-    if let Some(why) = catalogs_unchanged(s, a, b, stamps).await? {
         return Ok(Some(why));
     }
     fail_with_error("move-frozen")?;

@@ -56,11 +56,12 @@ fn logged(log: &str) -> Vec<Logged> {
 
 /// The cut-over's write freeze, segment by segment, from the operator's statements in both
 /// servers' logs (ms resolution): fence (logins off, sessions ended), waiting for the target to
-/// confirm the source's WAL position, the catalog check of both sides (with their connections:
-/// the catalog stamps, compared with those taken before the freeze, and the fingerprints only when
-/// a stamp moved; the fingerprints themselves before the commit of 2026-12-06 that moved them
-/// before the freeze), sequences, row counts of every table on both sides, the session check and the
-/// second catch-up, dropping the subscription, logins on on the target. `null` fields where a marker statement was not found.
+/// confirm the source's WAL position, row counts of every table on both sides, the session check
+/// and the second catch-up, the catalog check (the catalog stamps of both sides, compared with
+/// those taken before the freeze, and the fingerprints only when a stamp moved), the sequences,
+/// dropping the subscription, logins on on the target (the order since the commit of 2026-12-06
+/// 07:35; before it the catalog check and the sequences came before the row counts). `null`
+/// fields where a marker statement was not found.
 pub(super) fn freeze_timeline(source_log: &str, target_log: &str) -> Value {
     let src = logged(source_log);
     let tgt = logged(target_log);
@@ -107,7 +108,11 @@ pub(super) fn freeze_timeline(source_log: &str, target_log: &str) -> Value {
         .chain(within(&src, "pg_current_wal_lsn()::text"))
         .collect();
     let polls = within(&src, "confirmed_flush_lsn >=");
-    let seqs = within(&src, "FROM pg_sequences");
+    // The sequences: read on the source, set on the target.
+    let seqs: Vec<(f64, f64)> = within(&src, "FROM pg_sequences")
+        .into_iter()
+        .chain(within(&tgt, "SELECT setval("))
+        .collect();
     // Row counts: one statement per server (`query_to_xml` over the tables), or for a `shared`
     // tenant one count per layout table on each server.
     let counts: Vec<(f64, f64)> = [&src, &tgt]
@@ -119,15 +124,12 @@ pub(super) fn freeze_timeline(source_log: &str, target_log: &str) -> Value {
         })
         .collect();
     let drop_sub = within(&tgt, "DROP SUBSCRIPTION");
-    let seq_start = first_start(&seqs);
     let counts_start = first_start(&counts);
-    // The fingerprints end where the sequences start (none for a `shared` tenant: its rows
-    // are in the layout's tables, whose sequences are not copied), else where the counts do.
-    let fp_end = seq_start.or(counts_start);
     let counts_end = last_end(&counts);
+    let drop_start = first_start(&drop_sub);
     let drop_end = last_end(&drop_sub);
-    // Two catch-ups: before the fingerprints, and once more after the counts and the session
-    // check (a session that came and went during the freeze).
+    // Two catch-ups: before the catalog check and the counts, and once more after the counts and
+    // the session check (a session that came and went during the freeze).
     let before = |x: &[(f64, f64)], t: Option<f64>| -> Vec<(f64, f64)> {
         x.iter()
             .copied()
@@ -140,11 +142,14 @@ pub(super) fn freeze_timeline(source_log: &str, target_log: &str) -> Value {
             .filter(|e| t.is_some_and(|t| e.0 >= t))
             .collect()
     };
-    let first_polls = before(&polls, fp_end);
-    let catch_up_start = first_start(&before(&wal, fp_end));
+    let first_polls = before(&polls, counts_start);
+    let catch_up_start = first_start(&before(&wal, counts_start));
     let catch_up_end = last_end(&first_polls);
     let second_start = first_start(&after(&wal, counts_end));
     let second_end = last_end(&after(&polls, counts_end));
+    // The sequences after the second catch-up (a `shared` tenant has none to copy).
+    let late_seqs = after(&seqs, second_end);
+    let check_end = first_start(&late_seqs).or(drop_start);
     let span = |a: Option<f64>, b: Option<f64>| match (a, b) {
         (Some(a), Some(b)) if b >= a => json!(round(b - a, 1)),
         _ => Value::Null,
@@ -162,30 +167,19 @@ pub(super) fn freeze_timeline(source_log: &str, target_log: &str) -> Value {
         }
         _ => Value::Null,
     };
-    // Statements (parse/bind/execute phases) of the fingerprints.
-    let fp_statements = src
-        .iter()
-        .chain(tgt.iter())
-        .filter(|e| {
-            catch_up_end.is_some_and(|a| e.start >= a)
-                && fp_end.is_some_and(|b| e.end <= b)
-                && !e.text.starts_with("SELECT 1")
-        })
-        .count();
     json!({
         "window_ms": round(end - start, 1),
         "fence_ms": span(Some(start), catch_up_start),
         "catch_up_ms": span(catch_up_start, catch_up_end),
         "catch_up_polls": first_polls.len(),
-        "fingerprints_ms": span(catch_up_end, fp_end),
-        "fingerprints_server_ms": server_ms(catch_up_end, fp_end),
-        "fingerprints_statement_phases": fp_statements,
-        "sequences_ms": span(seq_start, counts_start),
         "row_counts_ms": span(counts_start, counts_end),
         "row_counts_server_ms": server_ms(counts_start, counts_end),
         "sessions_and_second_catch_up_ms": span(counts_end, second_end),
         "second_catch_up_ms": span(second_start, second_end),
-        "drop_subscription_ms": span(second_end.or(counts_end), drop_end),
+        "catalog_check_ms": span(second_end, check_end),
+        "catalog_check_server_ms": server_ms(second_end, check_end),
+        "sequences_ms": span(first_start(&late_seqs), last_end(&late_seqs)),
+        "drop_subscription_ms": span(drop_start, drop_end),
         "unfence_ms": span(drop_end, Some(end)),
     })
 }
@@ -225,8 +219,8 @@ mod tests {
 
     #[test]
     fn a_shared_tenants_freeze_is_cut_at_its_row_counts() {
-        // Fence, catch-up (1 poll), fingerprints, counts per layout table on both servers,
-        // second catch-up, subscription dropped, logins on; no sequences.
+        // Fence, catch-up (1 poll), counts per layout table on both servers, second catch-up,
+        // catalog check, subscription dropped, logins on; no sequences.
         let src = [
             line(
                 100,
@@ -269,10 +263,70 @@ mod tests {
         let t = freeze_timeline(&src, &tgt);
         assert_eq!(t["catch_up_polls"], 1, "{t}");
         assert_eq!(t["catch_up_ms"], 11.0, "{t}");
-        assert_eq!(t["fingerprints_ms"], 38.0, "{t}");
         assert!(t["sequences_ms"].is_null(), "{t}");
         assert_eq!(t["row_counts_ms"], 4.0, "{t}");
         assert_eq!(t["second_catch_up_ms"], 11.0, "{t}");
+        // From the second catch-up's end (180) to the subscription's drop (185).
+        assert_eq!(t["catalog_check_ms"], 5.0, "{t}");
+        assert_eq!(t["drop_subscription_ms"], 5.0, "{t}");
+        assert_eq!(t["window_ms"], 101.0, "{t}");
+    }
+
+    #[test]
+    fn a_database_tenants_sequences_come_after_the_second_catch_up() {
+        let src = [
+            line(100, 1.0, "ALTER ROLE \"t\" NOLOGIN"),
+            line(110, 1.0, "SELECT pg_current_wal_insert_lsn()::text"),
+            line(
+                120,
+                1.0,
+                "SELECT confirmed_flush_lsn >= $1 FROM pg_replication_slots",
+            ),
+            line(
+                150,
+                20.0,
+                "SELECT query_to_xml(format('select count(*) from %I.%I', n, t))",
+            ),
+            line(160, 1.0, "SELECT pg_current_wal_insert_lsn()::text"),
+            line(
+                165,
+                1.0,
+                "SELECT confirmed_flush_lsn >= $1 FROM pg_replication_slots",
+            ),
+            line(
+                175,
+                2.0,
+                "SELECT s.schemaname::text AS schema FROM pg_sequences s",
+            ),
+        ]
+        .concat();
+        let tgt = [
+            line(
+                151,
+                20.0,
+                "SELECT query_to_xml(format('select count(*) from %I.%I', n, t))",
+            ),
+            line(
+                180,
+                1.0,
+                "SELECT setval(format('%I.%I', $1::text, $2::text)::regclass, $3, true)",
+            ),
+            line(
+                190,
+                5.0,
+                "ALTER SUBSCRIPTION \"m\" DISABLE; DROP SUBSCRIPTION \"m\"",
+            ),
+            line(200, 1.0, "ALTER ROLE \"t\" LOGIN"),
+        ]
+        .concat();
+        let t = freeze_timeline(&src, &tgt);
+        assert_eq!(t["catch_up_polls"], 1, "{t}");
+        assert_eq!(t["row_counts_ms"], 21.0, "{t}");
+        assert_eq!(t["second_catch_up_ms"], 6.0, "{t}");
+        // The sequences read on the source (173–175) and set on the target (179–180).
+        assert_eq!(t["sequences_ms"], 7.0, "{t}");
+        // From the second catch-up's end (165) to the sequences' start (173).
+        assert_eq!(t["catalog_check_ms"], 8.0, "{t}");
         assert_eq!(t["window_ms"], 101.0, "{t}");
     }
 
