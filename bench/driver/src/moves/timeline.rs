@@ -59,8 +59,8 @@ fn logged(log: &str) -> Vec<Logged> {
 /// confirm the source's WAL position, row counts of every table on both sides, the session check
 /// and the second catch-up, the catalog check (the catalog stamps of both sides, compared with
 /// those taken before the freeze, and the fingerprints only when a stamp moved), the sequences,
-/// dropping the subscription, logins on on the target (the order since the commit of 2026-12-06
-/// 07:35; before it the catalog check and the sequences came before the row counts). `null`
+/// dropping the subscription, logins on on the target (the order since a9a5ffb; before it the
+/// catalog check and the sequences came before the row counts). `null`
 /// fields where a marker statement was not found.
 pub(super) fn freeze_timeline(source_log: &str, target_log: &str) -> Value {
     let src = logged(source_log);
