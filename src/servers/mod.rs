@@ -31,9 +31,13 @@ pub struct Facts {
     /// `drain.maxConcurrentMoves`, when the server is being drained.
     pub draining: Option<i32>,
     /// The `metadata.generation` of the DatabaseServer these spec facts were taken from: facts
-    /// of an older generation never replace newer ones (two watches of DatabaseServers, the
-    /// tenant controller's and the server controller's, each write them from their own copy).
+    /// of an older generation of the same object (`uid`) never replace newer ones (two watches of
+    /// DatabaseServers, the tenant controller's and the server controller's, each write them from
+    /// their own copy).
     pub generation: Option<i64>,
+    /// The `metadata.uid` of that DatabaseServer (one re-created under the same name starts at
+    /// generation 1 again).
+    pub uid: Option<String>,
     /// The last probe: `Ok(version)` or `Err(reason)`; `None` before the first.
     pub probe: Option<Result<String, String>>,
     /// When its DatabaseServer was created (RFC 3339); `None` for the default server.
@@ -87,10 +91,13 @@ pub fn one_per_cluster<K: PartialEq>(found: &[Found<K>]) -> Vec<usize> {
         .collect()
 }
 
-/// Whether spec facts of generation `new` are older than those of generation `current` (facts
-/// without a generation, the default server's, are never older).
-fn is_older(new: Option<i64>, current: Option<i64>) -> bool {
-    matches!((new, current), (Some(n), Some(c)) if n < c)
+/// Whether the spec facts `new` were taken from an older generation of the same DatabaseServer
+/// than `current` (facts without a generation, the default server's, are never older; those of
+/// another object of the same name never are).
+fn is_older(new: &Facts, current: &Facts) -> bool {
+    new.uid.is_some()
+        && new.uid == current.uid
+        && matches!((new.generation, current.generation), (Some(n), Some(c)) if n < c)
 }
 
 /// A server's [`Facts`], shared by its reconciles.
@@ -104,7 +111,7 @@ impl FactsCell {
 
     fn set_spec(&self, mut facts: Facts) {
         if let Ok(mut f) = self.0.lock() {
-            if is_older(facts.generation, f.generation) {
+            if is_older(&facts, &f) {
                 return;
             }
             facts.probe = f.probe.take();
@@ -728,6 +735,7 @@ mod tests {
         let cell = FactsCell::default();
         let of = |generation: Option<i64>, draining: Option<i32>| Facts {
             generation,
+            uid: generation.map(|_| "u1".to_string()),
             draining,
             cordoned: draining.is_some(),
             ..Facts::default()
@@ -748,6 +756,14 @@ mod tests {
         cell.set_spec(of(Some(3), None));
         assert_eq!((cell.get().draining, cell.get().cordoned), (None, false));
         assert_eq!(cell.get().probe, Some(Ok("15".into())));
+        // A DatabaseServer re-created under the same name starts at generation 1 again.
+        cell.set_spec(Facts {
+            generation: Some(1),
+            uid: Some("u2".into()),
+            draining: Some(2),
+            ..Facts::default()
+        });
+        assert_eq!(cell.get().draining, Some(2), "a new object's facts were refused");
         // Facts without a generation (the default server's) always apply.
         cell.set_spec(of(None, Some(1)));
         assert_eq!(cell.get().draining, Some(1));

@@ -327,6 +327,7 @@ pub(crate) fn facts_of(ds: &DatabaseServer) -> Facts {
             .as_ref()
             .map(|d| d.max_concurrent_moves.max(1)),
         generation: ds.metadata.generation,
+        uid: ds.metadata.uid.clone(),
         probe: None,
         created: ds
             .metadata
