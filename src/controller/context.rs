@@ -38,6 +38,9 @@ pub struct Context {
     tenant_wakes: futures::channel::mpsc::UnboundedSender<ObjectRef<Tenant>>,
     tenant_wakes_rx:
         std::sync::Mutex<Option<futures::channel::mpsc::UnboundedReceiver<ObjectRef<Tenant>>>>,
+    /// Per draining server (`engine/name`): the DatabaseServer (uid, generation) whose drain
+    /// already queued its tenants.
+    drains_woken: FirstPass,
 }
 
 impl std::fmt::Debug for Context {
@@ -65,6 +68,7 @@ impl Context {
         Self {
             tenant_wakes,
             tenant_wakes_rx: std::sync::Mutex::new(Some(rx)),
+            drains_woken: FirstPass::default(),
             recorder: super::events::EventRecorder::new(client.clone(), "tenantdb", instance),
             client,
             servers,
@@ -82,9 +86,24 @@ impl Context {
     }
 
     /// Queues a reconcile of the Tenant `obj` (another controller found it has work: its server
-    /// is being drained); dropped when the tenant controller does not run in this process.
+    /// is being drained); nothing until the tenant controller took the queue
+    /// ([`Context::take_tenant_wakes`]), so that it never grows where none runs.
     pub fn wake_tenant(&self, obj: ObjectRef<Tenant>) {
-        let _ = self.tenant_wakes.unbounded_send(obj);
+        let taken = self.tenant_wakes_rx.lock().is_ok_and(|r| r.is_none());
+        if taken {
+            let _ = self.tenant_wakes.unbounded_send(obj);
+        }
+    }
+
+    /// Whether this is the first pass over the drain of the DatabaseServer `server` (`engine/name`)
+    /// at this `uid` and `generation` (then it is recorded); `true` when either is unknown.
+    pub fn first_drain_pass(
+        &self,
+        server: &str,
+        uid: Option<&str>,
+        generation: Option<i64>,
+    ) -> bool {
+        self.drains_woken.first(server, uid, generation)
     }
 
     /// The stream of [`Context::wake_tenant`]s, for the tenant controller's `reconcile_on`
@@ -477,4 +496,53 @@ pub fn bounded_note(note: String) -> String {
         end -= 1;
     }
     format!("{}…", &note[..end])
+}
+
+/// Which object version (uid, generation) was last seen per key: [`FirstPass::first`].
+#[derive(Debug, Default)]
+struct FirstPass(std::sync::Mutex<std::collections::HashMap<String, (String, i64)>>);
+
+impl FirstPass {
+    /// Whether `key` is seen at this `uid` and `generation` for the first time (then recorded);
+    /// `true` when either is unknown.
+    fn first(&self, key: &str, uid: Option<&str>, generation: Option<i64>) -> bool {
+        let (Some(uid), Some(generation)) = (uid, generation) else {
+            return true;
+        };
+        let Ok(mut seen) = self.0.lock() else {
+            return true;
+        };
+        let now = (uid.to_string(), generation);
+        if seen.get(key) == Some(&now) {
+            return false;
+        }
+        seen.insert(key.to_string(), now);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FirstPass;
+
+    #[test]
+    fn a_drain_queues_its_tenants_once_per_generation() {
+        let p = FirstPass::default();
+        assert!(p.first("mongodb/mv-0", Some("u1"), Some(2)));
+        assert!(
+            !p.first("mongodb/mv-0", Some("u1"), Some(2)),
+            "again at the same generation"
+        );
+        assert!(
+            p.first("postgres/mv-0", Some("u3"), Some(2)),
+            "another server"
+        );
+        assert!(
+            p.first("mongodb/mv-0", Some("u1"), Some(3)),
+            "a new generation"
+        );
+        assert!(p.first("mongodb/mv-0", Some("u2"), Some(3)), "re-created");
+        assert!(p.first("mongodb/mv-0", None, Some(3)), "unknown uid");
+        assert!(p.first("mongodb/mv-0", None, Some(3)), "unknown uid, again");
+    }
 }

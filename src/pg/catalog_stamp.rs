@@ -4,7 +4,7 @@
 //!
 //! A move's cut-over compares the source's and the target's fingerprints before its write freeze
 //! (the comparison deparses every object: tens of milliseconds) and, inside the freeze, only checks
-//! that neither catalog changed since (a millisecond or two); a changed stamp falls back to the
+//! that neither catalog changed since (8–17 ms for both at once in `bench/`); a changed stamp falls back to the
 //! full comparison inside the freeze, so a stamp that changes without a real change only costs
 //! time, never correctness.
 //!

@@ -33,7 +33,8 @@ pub struct Facts {
     /// The `metadata.generation` of the DatabaseServer these spec facts were taken from: facts
     /// of an older generation of the same object (`uid`) never replace newer ones (two watches of
     /// DatabaseServers, the tenant controller's and the server controller's, each write them from
-    /// their own copy).
+    /// their own copy). Labels do not change the generation: a late write of the same generation
+    /// can bring back old labels until the next pass of the server controller.
     pub generation: Option<i64>,
     /// The `metadata.uid` of that DatabaseServer (one re-created under the same name starts at
     /// generation 1 again).
@@ -763,7 +764,11 @@ mod tests {
             draining: Some(2),
             ..Facts::default()
         });
-        assert_eq!(cell.get().draining, Some(2), "a new object's facts were refused");
+        assert_eq!(
+            cell.get().draining,
+            Some(2),
+            "a new object's facts were refused"
+        );
         // Facts without a generation (the default server's) always apply.
         cell.set_spec(of(None, Some(1)));
         assert_eq!(cell.get().draining, Some(1));

@@ -510,3 +510,115 @@ async fn ddl_just_before_the_write_freeze_is_found_inside_it() {
         "left behind: {left_a:?} {left_b:?}"
     );
 }
+
+/// What happens inside the write freeze after the row counts (the cut-over paused there:
+/// `TENANTDB_TEST_PAUSE_AT=move-counted`; the tenant cannot log in, so the admin stands in for a
+/// session that slipped past the fence): `nextval`s of the tenant's sequence are on the target
+/// (the sequences are copied last), and an index created there is found by the catalog stamps
+/// taken after the second catch-up — the cut-over is undone, the third attempt rolls back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequences_and_ddl_late_in_the_write_freeze_are_seen() {
+    let pause = std::env::temp_dir().join(format!("tenantdb-pause-late-{}", std::process::id()));
+    let reached = pause.with_extension("reached");
+    let clear = || {
+        let _ = std::fs::remove_file(&pause);
+        let _ = std::fs::remove_file(&reached);
+    };
+    clear();
+    let vars = vec![
+        (
+            "TENANTDB_TEST_PAUSE_AT".to_string(),
+            "move-counted".to_string(),
+        ),
+        (
+            "TENANTDB_TEST_PAUSE_FILE".to_string(),
+            pause.display().to_string(),
+        ),
+    ];
+    let env = Env::start_configured(options(vars)).await;
+    let b = env.add_logical_server("b", &[]).await;
+    for name in ["q", "r"] {
+        env.create_tenant(
+            NS,
+            name,
+            json!({"isolation": "database", "deletionPolicy": "Delete"}),
+        )
+        .await;
+    }
+    for name in ["q", "r"] {
+        env.wait_ready(NS, name, T).await;
+        tables(&env, name, 100).await;
+    }
+    let paused = || async {
+        wait_for(T, "the cut-over paused after its row counts", || {
+            let reached = reached.clone();
+            async move { reached.exists().then_some(()) }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", env.important_log_tail(60)));
+    };
+
+    // q: five `nextval`s inside the freeze, after the counts.
+    let q_db = env.secret_value(NS, "q-db", "database").await.unwrap();
+    place(&env, "q", "b").await;
+    paused().await;
+    let mut a = admin(&env.pg, &q_db).await;
+    let last: i64 =
+        sqlx::query_scalar("SELECT max(nextval('writes_id_seq')) FROM generate_series(1, 5)")
+            .fetch_one(&mut a)
+            .await
+            .unwrap();
+    a.close().await.unwrap();
+    std::fs::write(&pause, "go").unwrap();
+    let (t, m) = wait_move(&env, "q", "completed", T, |_, m| m.phase.is_terminal()).await;
+    assert_eq!(
+        (m.phase, m.attempts, on(&t).as_deref()),
+        (MovePhase::Completed, 1, Some("b")),
+        "{m:?}"
+    );
+    let mut bq = admin(&b, &q_db).await;
+    let (on_b, called): (i64, bool) =
+        sqlx::query_as("SELECT last_value, is_called FROM writes_id_seq")
+            .fetch_one(&mut bq)
+            .await
+            .unwrap();
+    bq.close().await.unwrap();
+    assert_eq!(
+        (on_b, called),
+        (last, true),
+        "the target's sequence after the move"
+    );
+
+    // r: an index inside the freeze, after the counts.
+    clear();
+    let r_db = env.secret_value(NS, "r-db", "database").await.unwrap();
+    place(&env, "r", "b").await;
+    paused().await;
+    let mut a = admin(&env.pg, &r_db).await;
+    sqlx::raw_sql("CREATE INDEX big_pad_late ON big (pad)")
+        .execute(&mut a)
+        .await
+        .unwrap();
+    a.close().await.unwrap();
+    std::fs::write(&pause, "go").unwrap();
+    let (t, m) = wait_move(&env, "r", "rolled back", T, |_, m| m.phase.is_terminal()).await;
+    clear();
+    assert_eq!(
+        (m.phase, m.attempts, on(&t).as_deref()),
+        (MovePhase::RolledBack, 3, Some("default")),
+        "{m:?}"
+    );
+    let log = env.operator_log();
+    assert!(
+        log.lines().any(|l| l.contains("cut-over undone")
+            && l.contains("the schema changed after the catalogs were compared")
+            && l.contains("big_pad_late")),
+        "the first attempt was undone inside its freeze, naming the index:\n{}",
+        env.important_log_tail(60)
+    );
+    writes_through_its_secret(&env, "r").await;
+    assert!(
+        !database_exists(&b, &r_db).await,
+        "r's copy on b is dropped"
+    );
+}

@@ -35,6 +35,10 @@
 //!   catalog comparison and its freeze (`TENANTDB_TEST_PAUSE_AT=move-compared`) while the tenant
 //!   creates an index on its source: the stamps taken inside the freeze moved, the comparison
 //!   redone there finds the index, the attempt is undone; the third rolls the move back.
+//! - `sequences_and_ddl_late_in_the_write_freeze_are_seen`: paused inside the freeze after the row
+//!   counts (`move-counted`), the admin standing in for a session that slipped past the fence:
+//!   `nextval`s there are on the target after the move; an index created there is found by the
+//!   stamps taken after the second catch-up, and the move rolls back.
 //! - `a_move_to_the_same_cluster_under_another_name_is_refused`: the default server's cluster
 //!   declared again as DatabaseServer `alias`; a move to `alias` is refused before it starts and
 //!   the tenant's data stays.

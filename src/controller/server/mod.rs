@@ -246,7 +246,7 @@ async fn apply(ds: Arc<DatabaseServer>, ctx: Arc<Context>) -> Result<Action> {
         .as_ref()
         .map(|_| (tenants, moving_from(&ctx, ds.spec.engine, &name)));
     if draining.is_some() {
-        unsettle_placed(&ctx, ds.spec.engine, &name);
+        unsettle_placed(&ctx, &ds);
     }
     let observed = Observed {
         probe,
@@ -262,9 +262,17 @@ async fn apply(ds: Arc<DatabaseServer>, ctx: Arc<Context>) -> Result<Action> {
     Ok(Action::requeue(ctx.settings().server_probe_interval))
 }
 
-/// Makes every Tenant placed on the server `name` (of `engine`) do a full reconcile now: a drain
-/// starts their moves.
-fn unsettle_placed(ctx: &Context, engine: Engine, name: &str) {
+/// Makes every Tenant placed on the draining server `ds` (its engine's part) do a full reconcile
+/// at its next pass, and queues that pass once per generation of `ds` (every pass of this
+/// controller while draining would otherwise queue every tenant again): a drain starts their
+/// moves.
+fn unsettle_placed(ctx: &Context, ds: &DatabaseServer) {
+    let (engine, name) = (ds.spec.engine, ds.name_any());
+    let wake = ctx.first_drain_pass(
+        &format!("{}/{name}", engine.as_str()),
+        ds.metadata.uid.as_deref(),
+        ds.metadata.generation,
+    );
     if let Some(store) = ctx.synced_tenant_store() {
         for t in store.state() {
             let on = t
@@ -275,15 +283,16 @@ fn unsettle_placed(ctx: &Context, engine: Engine, name: &str) {
                     Engine::Postgres => p.postgres.as_deref(),
                     Engine::Mongodb => p.mongodb.as_deref(),
                 });
-            if on == Some(name) {
-                // Touched too: a reconcile running now must not settle it when it ends. And
-                // queued: the tenant controller's watch of DatabaseServers may have seen the
-                // drain before this controller registered it, and a reconcile then found
-                // nothing to do.
+            if on == Some(name.as_str()) {
+                // Touched too: a reconcile running now must not settle it when it ends. Queued
+                // once: the tenant controller's watch of DatabaseServers may have seen the drain
+                // before the registry had it, and a reconcile then found nothing to do.
                 let key = crate::controller::object_key(t.as_ref());
                 ctx.unsettle(&key);
                 ctx.touch(&key);
-                ctx.wake_tenant(kube::runtime::reflector::ObjectRef::from_obj(t.as_ref()));
+                if wake {
+                    ctx.wake_tenant(kube::runtime::reflector::ObjectRef::from_obj(t.as_ref()));
+                }
             }
         }
     }

@@ -1,8 +1,8 @@
 //! The cut-over of a PostgreSQL move (stage `moving`, phase `CuttingOver`): the catalogs compared
 //! before the write freeze, the freeze on the source, the checks while it is frozen (caught up;
 //! row counts; no session; caught up again; the catalogs unchanged since, by their stamps), the
-//! sequences, the subscription's end and the target's logins. Up to the subscription's drop anything that goes wrong gives the source its
-//! logins back.
+//! sequences, no session still, the subscription's end and the target's logins. Up to the
+//! subscription's drop anything that goes wrong gives the source its logins back.
 
 use std::time::{Duration, Instant};
 
@@ -166,9 +166,9 @@ pub(super) async fn cut_over(
     }
     sql::prepare_roles(target.pg(), names_b, &roles).await?;
     // One connection pair (the admin's, to the tenant's database on each server) opened before the
-    // freeze and kept for the stamps, the sequences and the row counts: no login inside it. On a
-    // source left fenced by an interrupted cut-over, `undo` gives the logins back as after any
-    // check that fails.
+    // freeze and kept for the stamps, the row counts and the sequences: no login inside the freeze
+    // for them (a comparison redone because a stamp moved opens its own). On a source left fenced
+    // by an interrupted cut-over, `undo` gives the logins back as after any check that fails.
     let (mut a, mut b) = match tokio::try_join!(
         sql::connect(source.pg(), scope_a),
         sql::connect(target.pg(), scope_b)
@@ -182,9 +182,16 @@ pub(super) async fn cut_over(
         target,
         scope_b,
     };
-    let r = freeze_and_switch(&sides, names_a, name, &login, &mut a, &mut b).await;
-    close(a, b).await;
-    r
+    let checked = freeze_and_check(&sides, names_a, name, &login, &mut a, &mut b).await;
+    // Closed beside the rest: nothing waits for it.
+    tokio::spawn(close(a, b));
+    let frozen = checked?;
+    // The subscription stops before the target takes writes of its own.
+    sql::drop_subscription(target.pg(), scope_b, name).await?;
+    fail_point("move-subscription-dropped");
+    let refs: Vec<&crate::naming::Ident> = login.iter().collect();
+    sql::unfence(target.pg(), &refs).await?;
+    Ok(frozen.elapsed())
 }
 
 /// The two databases of a cut-over.
@@ -195,16 +202,17 @@ struct Sides<'a> {
     scope_b: &'a Scope,
 }
 
-/// The cut-over from the catalog comparison on, `a` and `b` connected to the source's and the
-/// target's database.
-async fn freeze_and_switch(
+/// The cut-over from the catalog comparison to the sequences, `a` and `b` connected to the
+/// source's and the target's database: when the write freeze began, once everything checked out
+/// (the source fenced); else the source serves again (`undo`).
+async fn freeze_and_check(
     s: &Sides<'_>,
     names_a: &TenantNames,
     name: &crate::naming::Ident,
     login: &[crate::naming::Ident],
     a: &mut PgConnection,
     b: &mut PgConnection,
-) -> std::result::Result<Duration, CutOver> {
+) -> std::result::Result<Instant, CutOver> {
     let source = s.source;
     // The catalogs compared before the freeze (every object deparsed on both sides: the slowest
     // check), their stamps taken first; inside the freeze only the stamps are taken again, at its
@@ -234,18 +242,13 @@ async fn freeze_and_switch(
         Ok(Some(why)) => return Err(undo(source, login, why).await),
         Err(e) => return Err(undo(source, login, e.to_string()).await),
     }
+    pause_point("move-counted").await;
     // A login that passed its check just before the freeze and appeared only after the fence
     // looked: what it writes may be past the catch-up position. Checked after the catch-up and
-    // the comparisons (long after such a login shows up); the next attempt fences it too.
-    match sql::sessions(source.pg(), names_a).await {
-        Ok(0) => {}
-        Ok(n) => {
-            let why = format!(
-                "{n} session(s) of the tenant appeared on the source during the write freeze"
-            );
-            return Err(undo(source, login, why).await);
-        }
-        Err(e) => return Err(undo(source, login, e.to_string()).await),
+    // the row counts, and once more at the end (long after such a login shows up); the next
+    // attempt fences it too.
+    if let Some(why) = sessions_left(source, names_a).await {
+        return Err(undo(source, login, why).await);
     }
     // Such a session may also have come and gone (an UPDATE the row counts cannot see): the
     // target must confirm the source's WAL up to now once more — quick: the tenant writes nothing
@@ -269,12 +272,22 @@ async fn freeze_and_switch(
         Ok(Some(why)) => return Err(undo(source, login, why).await),
         Err(e) => return Err(undo(source, login, e.to_string()).await),
     }
-    // The subscription stops before the target takes writes of its own.
-    sql::drop_subscription(s.target.pg(), s.scope_b, name).await?;
-    fail_point("move-subscription-dropped");
-    let refs: Vec<&crate::naming::Ident> = login.iter().collect();
-    sql::unfence(s.target.pg(), &refs).await?;
-    Ok(frozen.elapsed())
+    if let Some(why) = sessions_left(source, names_a).await {
+        return Err(undo(source, login, why).await);
+    }
+    Ok(frozen)
+}
+
+/// Why the cut-over is to be undone when a session of the tenant is on the fenced source (or
+/// that cannot be told).
+async fn sessions_left(source: &Server, names_a: &TenantNames) -> Option<String> {
+    match sql::sessions(source.pg(), names_a).await {
+        Ok(0) => None,
+        Ok(n) => Some(format!(
+            "{n} session(s) of the tenant appeared on the source during the write freeze"
+        )),
+        Err(e) => Some(e.to_string()),
+    }
 }
 
 async fn stamps_on(a: &mut PgConnection, b: &mut PgConnection) -> Result<(String, String)> {
@@ -381,7 +394,8 @@ fn fail_with_error(point: &str) -> Result<()> {
 
 /// Test-only pause point (debug builds): when `TENANTDB_TEST_PAUSE_AT` names `point`, the cut-over
 /// writes the file `$TENANTDB_TEST_PAUSE_FILE.reached` and waits there until the file
-/// `$TENANTDB_TEST_PAUSE_FILE` exists (tests/README.md).
+/// `$TENANTDB_TEST_PAUSE_FILE` exists (tests/README.md): `move-compared` (after the catalog
+/// comparison, before the fence), `move-counted` (inside the freeze, after the row counts).
 async fn pause_point(point: &str) {
     #[cfg(debug_assertions)]
     if std::env::var("TENANTDB_TEST_PAUSE_AT").is_ok_and(|p| p == point)

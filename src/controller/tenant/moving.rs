@@ -17,9 +17,10 @@
 //!   (provisioning, rotation and health go on there).
 //! - `CuttingOver` (within one reconcile): roles refreshed on the target, the catalog fingerprints
 //!   compared (before the freeze), the source fenced (logins disabled, sessions ended), the target
-//!   caught up to the source's last WAL position, the catalogs' stamps unchanged since the
-//!   comparison (else compared again) and row counts compared, sequences copied, the subscription
-//!   dropped and the target's logins enabled; then the commit point — the status records the target. Which roles
+//!   caught up to the source's last WAL position, row counts compared, no session of the tenant
+//!   left, caught up once more, the catalogs' stamps unchanged since the comparison (else compared
+//!   again), sequences copied, still no session, the subscription dropped and the target's logins
+//!   enabled; then the commit point — the status records the target. Which roles
 //!   log in is recorded (`status.move.loginRoles`) before the fence: a cut-over resumed on a
 //!   source an interrupted one left fenced goes on with the recorded roles (without a record it
 //!   fails its step, and provisioning on the source gives the active role its login back first).

@@ -149,7 +149,13 @@ pub(super) fn freeze_timeline(source_log: &str, target_log: &str) -> Value {
     let second_end = last_end(&after(&polls, counts_end));
     // The sequences after the second catch-up (a `shared` tenant has none to copy).
     let late_seqs = after(&seqs, second_end);
-    let check_end = first_start(&late_seqs).or(drop_start);
+    // The catalog stamps (one statement on each server) end the catalog check; without them
+    // (not found) it ends where the sequences, or the subscription's drop, begin.
+    let stamps = after(
+        &[within(&src, STAMP), within(&tgt, STAMP)].concat(),
+        second_end,
+    );
+    let check_end = last_end(&stamps).or(first_start(&late_seqs)).or(drop_start);
     let span = |a: Option<f64>, b: Option<f64>| match (a, b) {
         (Some(a), Some(b)) if b >= a => json!(round(b - a, 1)),
         _ => Value::Null,
@@ -183,6 +189,9 @@ pub(super) fn freeze_timeline(source_log: &str, target_log: &str) -> Value {
         "unfence_ms": span(drop_end, Some(end)),
     })
 }
+
+/// How the catalog stamp's statement begins (`pg::catalog_stamp`).
+const STAMP: &str = "WITH tmp AS (SELECT oid FROM pg_namespace";
 
 /// What a `shared` tenant's row counts of the layout tables contain (`pg::shared::replication`;
 /// the layout's schema quoted as `Ident` renders it).
@@ -272,6 +281,9 @@ mod tests {
         assert_eq!(t["window_ms"], 101.0, "{t}");
     }
 
+    const STAMP_LINE: &str =
+        "WITH tmp AS (SELECT oid FROM pg_namespace WHERE nspname ~ '^pg_temp')";
+
     #[test]
     fn a_database_tenants_sequences_come_after_the_second_catch_up() {
         let src = [
@@ -293,6 +305,7 @@ mod tests {
                 1.0,
                 "SELECT confirmed_flush_lsn >= $1 FROM pg_replication_slots",
             ),
+            line(170, 3.0, STAMP_LINE),
             line(
                 175,
                 2.0,
@@ -306,6 +319,7 @@ mod tests {
                 20.0,
                 "SELECT query_to_xml(format('select count(*) from %I.%I', n, t))",
             ),
+            line(171, 4.0, STAMP_LINE),
             line(
                 180,
                 1.0,
@@ -325,8 +339,8 @@ mod tests {
         assert_eq!(t["second_catch_up_ms"], 6.0, "{t}");
         // The sequences read on the source (173–175) and set on the target (179–180).
         assert_eq!(t["sequences_ms"], 7.0, "{t}");
-        // From the second catch-up's end (165) to the sequences' start (173).
-        assert_eq!(t["catalog_check_ms"], 8.0, "{t}");
+        // From the second catch-up's end (165) to the later stamp's end (171).
+        assert_eq!(t["catalog_check_ms"], 6.0, "{t}");
         assert_eq!(t["window_ms"], 101.0, "{t}");
     }
 
