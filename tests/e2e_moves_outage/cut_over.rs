@@ -428,61 +428,75 @@ async fn a_cut_over_resumed_on_a_fenced_source_without_a_record_waits_for_its_lo
     assert_eq!(logins(&b, &role).await, [true], "the tenant logs in on b");
 }
 
-/// DDL of the tenant's own in the moment between the cut-over's catalog comparison and its write
-/// freeze (the cut-over paused there: `TENANTDB_TEST_PAUSE_AT=move-compared`): the stamps taken
-/// inside the freeze moved, the comparison redone there finds the index on the source only, and
-/// the cut-over is undone (the log says `the schema changed after the catalogs were compared`);
-/// the later attempts find it before their freeze; the third rolls the move back, and the tenant
-/// writes on its source.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ddl_just_before_the_write_freeze_is_found_inside_it() {
-    let pause = std::env::temp_dir().join(format!("tenantdb-pause-{}", std::process::id()));
-    let reached = pause.with_extension("reached");
-    let _ = std::fs::remove_file(&pause);
-    let _ = std::fs::remove_file(&reached);
-    let vars = vec![
-        (
-            "TENANTDB_TEST_PAUSE_AT".to_string(),
-            "move-compared".to_string(),
-        ),
-        (
-            "TENANTDB_TEST_PAUSE_FILE".to_string(),
-            pause.display().to_string(),
-        ),
-    ];
-    let env = Env::start_configured(options(vars)).await;
-    let b = env.add_logical_server("b", &[]).await;
-    env.create_tenant(
-        NS,
-        "p",
-        json!({"isolation": "database", "deletionPolicy": "Delete"}),
-    )
-    .await;
-    env.wait_ready(NS, "p", T).await;
-    tables(&env, "p", 100).await;
-    let p_db = env.secret_value(NS, "p-db", "database").await.unwrap();
+/// A test-only pause point of the operator (`TENANTDB_TEST_PAUSE_AT`, tests/README.md): its
+/// files, removed when dropped.
+struct Pause {
+    point: &'static str,
+    file: std::path::PathBuf,
+    reached: std::path::PathBuf,
+}
 
-    place(&env, "p", "b").await;
-    wait_for(T, "the cut-over paused after its comparison", || {
-        let reached = reached.clone();
-        async move { reached.exists().then_some(()) }
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", env.important_log_tail(60)));
-    // The tenant logs in still (the freeze has not begun) and makes an index of its own.
-    let mut c = tenant_conn(&env, "p")
+impl Pause {
+    fn new(point: &'static str) -> Self {
+        let file =
+            std::env::temp_dir().join(format!("tenantdb-pause-{point}-{}", std::process::id()));
+        let reached = file.with_extension("reached");
+        let p = Pause {
+            point,
+            file,
+            reached,
+        };
+        p.clear();
+        p
+    }
+
+    /// The operator's environment for it.
+    fn vars(&self) -> Vec<(String, String)> {
+        vec![
+            ("TENANTDB_TEST_PAUSE_AT".into(), self.point.into()),
+            (
+                "TENANTDB_TEST_PAUSE_FILE".into(),
+                self.file.display().to_string(),
+            ),
+        ]
+    }
+
+    /// The next cut-over to reach the point waits there.
+    fn clear(&self) {
+        let _ = std::fs::remove_file(&self.file);
+        let _ = std::fs::remove_file(&self.reached);
+    }
+
+    /// Waits until a cut-over waits at the point.
+    async fn reached(&self, env: &Env) {
+        wait_for(T, &format!("the cut-over paused at {}", self.point), || {
+            let reached = self.reached.clone();
+            async move { reached.exists().then_some(()) }
+        })
         .await
-        .expect("tenant login before the freeze");
-    sqlx::raw_sql("CREATE INDEX big_pad ON big (pad)")
-        .execute(&mut c)
+        .unwrap_or_else(|e| panic!("{e}\n{}", env.important_log_tail(60)));
+    }
+
+    /// Lets it (and every later one) go on.
+    fn release(&self) {
+        std::fs::write(&self.file, "go").unwrap();
+    }
+}
+
+impl Drop for Pause {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
+/// The move of `name` rolled back after three attempts, the first undone inside its freeze by the
+/// catalog check naming `index`; the tenant writes on its source and its copy on `b` is gone.
+async fn rolled_back_by_the_catalog_check(env: &Env, b: &LocalPg, name: &str, index: &str) {
+    let db = env
+        .secret_value(NS, &format!("{name}-db"), "database")
         .await
         .unwrap();
-    c.close().await.unwrap();
-    std::fs::write(&pause, "go").unwrap();
-
-    let (t, m) = wait_move(&env, "p", "rolled back", T, |_, m| m.phase.is_terminal()).await;
-    let _ = std::fs::remove_file(&pause);
-    let _ = std::fs::remove_file(&reached);
+    let (t, m) = wait_move(env, name, "rolled back", T, |_, m| m.phase.is_terminal()).await;
     assert_eq!(
         (m.phase, m.attempts, on(&t).as_deref()),
         (MovePhase::RolledBack, 3, Some("default")),
@@ -492,16 +506,16 @@ async fn ddl_just_before_the_write_freeze_is_found_inside_it() {
     assert!(
         log.lines().any(|l| l.contains("cut-over undone")
             && l.contains("the schema changed after the catalogs were compared")
-            && l.contains("big_pad")),
+            && l.contains(index)),
         "the first attempt was undone inside its freeze, naming the index:\n{}",
         env.important_log_tail(60)
     );
-    writes_through_its_secret(&env, "p").await;
+    writes_through_its_secret(env, name).await;
     assert!(
-        !database_exists(&b, &p_db).await,
-        "p's copy on b is dropped"
+        !database_exists(b, &db).await,
+        "{name}'s copy on b is dropped"
     );
-    let (left_a, left_b) = (leftovers(&env.pg).await, leftovers(&b).await);
+    let (left_a, left_b) = (leftovers(&env.pg).await, leftovers(b).await);
     assert!(
         left_a
             .iter()
@@ -511,6 +525,41 @@ async fn ddl_just_before_the_write_freeze_is_found_inside_it() {
     );
 }
 
+/// DDL of the tenant's own in the moment between the cut-over's catalog comparison and its write
+/// freeze (the cut-over paused there: `TENANTDB_TEST_PAUSE_AT=move-compared`): the stamps taken
+/// inside the freeze moved, the comparison redone there finds the index on the source only, and
+/// the cut-over is undone (the log says `the schema changed after the catalogs were compared`);
+/// the later attempts find it before their freeze; the third rolls the move back, and the tenant
+/// writes on its source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ddl_just_before_the_write_freeze_is_found_inside_it() {
+    let pause = Pause::new("move-compared");
+    let env = Env::start_configured(options(pause.vars())).await;
+    let b = env.add_logical_server("b", &[]).await;
+    env.create_tenant(
+        NS,
+        "p",
+        json!({"isolation": "database", "deletionPolicy": "Delete"}),
+    )
+    .await;
+    env.wait_ready(NS, "p", T).await;
+    tables(&env, "p", 100).await;
+
+    place(&env, "p", "b").await;
+    pause.reached(&env).await;
+    // The tenant logs in still (the freeze has not begun) and makes an index of its own.
+    let mut c = tenant_conn(&env, "p")
+        .await
+        .expect("tenant login before the freeze");
+    sqlx::raw_sql("CREATE INDEX big_pad ON big (pad)")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    c.close().await.unwrap();
+    pause.release();
+    rolled_back_by_the_catalog_check(&env, &b, "p", "big_pad").await;
+}
+
 /// What happens inside the write freeze after the row counts (the cut-over paused there:
 /// `TENANTDB_TEST_PAUSE_AT=move-counted`; the tenant cannot log in, so the admin stands in for a
 /// session that slipped past the fence): `nextval`s of the tenant's sequence are on the target
@@ -518,24 +567,8 @@ async fn ddl_just_before_the_write_freeze_is_found_inside_it() {
 /// taken after the second catch-up — the cut-over is undone, the third attempt rolls back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sequences_and_ddl_late_in_the_write_freeze_are_seen() {
-    let pause = std::env::temp_dir().join(format!("tenantdb-pause-late-{}", std::process::id()));
-    let reached = pause.with_extension("reached");
-    let clear = || {
-        let _ = std::fs::remove_file(&pause);
-        let _ = std::fs::remove_file(&reached);
-    };
-    clear();
-    let vars = vec![
-        (
-            "TENANTDB_TEST_PAUSE_AT".to_string(),
-            "move-counted".to_string(),
-        ),
-        (
-            "TENANTDB_TEST_PAUSE_FILE".to_string(),
-            pause.display().to_string(),
-        ),
-    ];
-    let env = Env::start_configured(options(vars)).await;
+    let pause = Pause::new("move-counted");
+    let env = Env::start_configured(options(pause.vars())).await;
     let b = env.add_logical_server("b", &[]).await;
     for name in ["q", "r"] {
         env.create_tenant(
@@ -549,19 +582,11 @@ async fn sequences_and_ddl_late_in_the_write_freeze_are_seen() {
         env.wait_ready(NS, name, T).await;
         tables(&env, name, 100).await;
     }
-    let paused = || async {
-        wait_for(T, "the cut-over paused after its row counts", || {
-            let reached = reached.clone();
-            async move { reached.exists().then_some(()) }
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", env.important_log_tail(60)));
-    };
 
     // q: five `nextval`s inside the freeze, after the counts.
     let q_db = env.secret_value(NS, "q-db", "database").await.unwrap();
     place(&env, "q", "b").await;
-    paused().await;
+    pause.reached(&env).await;
     let mut a = admin(&env.pg, &q_db).await;
     let last: i64 =
         sqlx::query_scalar("SELECT max(nextval('writes_id_seq')) FROM generate_series(1, 5)")
@@ -569,7 +594,7 @@ async fn sequences_and_ddl_late_in_the_write_freeze_are_seen() {
             .await
             .unwrap();
     a.close().await.unwrap();
-    std::fs::write(&pause, "go").unwrap();
+    pause.release();
     let (t, m) = wait_move(&env, "q", "completed", T, |_, m| m.phase.is_terminal()).await;
     assert_eq!(
         (m.phase, m.attempts, on(&t).as_deref()),
@@ -590,35 +615,16 @@ async fn sequences_and_ddl_late_in_the_write_freeze_are_seen() {
     );
 
     // r: an index inside the freeze, after the counts.
-    clear();
+    pause.clear();
     let r_db = env.secret_value(NS, "r-db", "database").await.unwrap();
     place(&env, "r", "b").await;
-    paused().await;
+    pause.reached(&env).await;
     let mut a = admin(&env.pg, &r_db).await;
     sqlx::raw_sql("CREATE INDEX big_pad_late ON big (pad)")
         .execute(&mut a)
         .await
         .unwrap();
     a.close().await.unwrap();
-    std::fs::write(&pause, "go").unwrap();
-    let (t, m) = wait_move(&env, "r", "rolled back", T, |_, m| m.phase.is_terminal()).await;
-    clear();
-    assert_eq!(
-        (m.phase, m.attempts, on(&t).as_deref()),
-        (MovePhase::RolledBack, 3, Some("default")),
-        "{m:?}"
-    );
-    let log = env.operator_log();
-    assert!(
-        log.lines().any(|l| l.contains("cut-over undone")
-            && l.contains("the schema changed after the catalogs were compared")
-            && l.contains("big_pad_late")),
-        "the first attempt was undone inside its freeze, naming the index:\n{}",
-        env.important_log_tail(60)
-    );
-    writes_through_its_secret(&env, "r").await;
-    assert!(
-        !database_exists(&b, &r_db).await,
-        "r's copy on b is dropped"
-    );
+    pause.release();
+    rolled_back_by_the_catalog_check(&env, &b, "r", "big_pad_late").await;
 }
