@@ -4,9 +4,9 @@
 //!
 //! A move's cut-over compares the source's and the target's fingerprints before its write freeze
 //! (the comparison deparses every object: tens of milliseconds) and, inside the freeze, only checks
-//! that neither catalog changed since (8–17 ms for both at once in `bench/`); a changed stamp falls back to the
-//! full comparison inside the freeze, so a stamp that changes without a real change only costs
-//! time, never correctness.
+//! that neither catalog changed since (8–17 ms for both at once in `bench/`); a changed stamp
+//! falls back to the full comparison inside the freeze, so a stamp that changes without a real
+//! change only costs time, never correctness.
 //!
 //! Per catalog the stamp holds the number of visible rows and a sum of a hash of each one's
 //! physical place and inserting transaction (`ctid`, `xmin`). DDL that creates, alters or drops
@@ -27,14 +27,22 @@
 
 use sqlx::PgConnection;
 
-/// `SELECT '<catalog>', <rows>, <hash sum of their row versions> FROM <the catalog's rows>`.
+/// `SELECT '<catalog>', <rows>, <hash sum of their row versions> FROM <the catalog's rows>`, one
+/// per `catalog => from` pair, joined by `UNION ALL`.
 macro_rules! row_versions {
-    ($catalog:literal, $from:literal) => {
+    ($catalog:literal => $from:literal) => {
         concat!(
             "SELECT '",
             $catalog,
             "', count(*), sum(hashtext(ctid::text || xmin::text)::bigint) FROM ",
             $from
+        )
+    };
+    ($catalog:literal => $from:literal, $($rest:literal => $rest_from:literal),+) => {
+        concat!(
+            row_versions!($catalog => $from),
+            " UNION ALL ",
+            row_versions!($($rest => $rest_from),+)
         )
     };
 }
@@ -46,98 +54,34 @@ const STAMP: &str = concat!(
      cls AS (SELECT oid, xmin, ctid FROM pg_class WHERE relpersistence <> 't'), \
      s(catalog, n, x) AS ( ",
     row_versions!(
-        "namespace",
-        "pg_namespace WHERE oid NOT IN (SELECT oid FROM tmp)"
+        "namespace" => "pg_namespace WHERE oid NOT IN (SELECT oid FROM tmp)",
+        "class" => "cls",
+        "attribute" => "pg_attribute WHERE attrelid IN (SELECT oid FROM cls)",
+        "attrdef" => "pg_attrdef WHERE adrelid IN (SELECT oid FROM cls)",
+        "index" => "pg_index WHERE indrelid IN (SELECT oid FROM cls)",
+        "constraint" => "pg_constraint WHERE connamespace NOT IN (SELECT oid FROM tmp)",
+        "trigger" => "pg_trigger WHERE tgrelid IN (SELECT oid FROM cls)",
+        "policy" => "pg_policy WHERE polrelid IN (SELECT oid FROM cls)",
+        "rewrite" => "pg_rewrite WHERE ev_class IN (SELECT oid FROM cls)",
+        "sequence" => "pg_sequence WHERE seqrelid IN (SELECT oid FROM cls)",
+        "inherits" => "pg_inherits WHERE inhrelid IN (SELECT oid FROM cls)",
+        "partitioned" => "pg_partitioned_table WHERE partrelid IN (SELECT oid FROM cls)",
+        "proc" => "pg_proc WHERE pronamespace NOT IN (SELECT oid FROM tmp)",
+        "type" => "pg_type WHERE typnamespace NOT IN (SELECT oid FROM tmp)",
+        "enum" => "pg_enum",
+        "statistic_ext" => "pg_statistic_ext WHERE stxnamespace NOT IN (SELECT oid FROM tmp)",
+        "description" => "pg_description WHERE classoid <> 'pg_class'::regclass \
+                          OR objoid IN (SELECT oid FROM cls)",
+        "opclass" => "pg_opclass",
+        "extension" => "pg_extension",
+        "extension_member" => "pg_depend WHERE deptype = 'e'",
+        "collation" => "pg_collation",
+        "operator" => "pg_operator",
+        "ts_config" => "pg_ts_config",
+        "ts_dict" => "pg_ts_dict",
+        "language" => "pg_language",
+        "am" => "pg_am"
     ),
-    " UNION ALL ",
-    row_versions!("class", "cls"),
-    " UNION ALL ",
-    row_versions!(
-        "attribute",
-        "pg_attribute WHERE attrelid IN (SELECT oid FROM cls)"
-    ),
-    " UNION ALL ",
-    row_versions!(
-        "attrdef",
-        "pg_attrdef WHERE adrelid IN (SELECT oid FROM cls)"
-    ),
-    " UNION ALL ",
-    row_versions!("index", "pg_index WHERE indrelid IN (SELECT oid FROM cls)"),
-    " UNION ALL ",
-    row_versions!(
-        "constraint",
-        "pg_constraint WHERE connamespace NOT IN (SELECT oid FROM tmp)"
-    ),
-    " UNION ALL ",
-    row_versions!(
-        "trigger",
-        "pg_trigger WHERE tgrelid IN (SELECT oid FROM cls)"
-    ),
-    " UNION ALL ",
-    row_versions!(
-        "policy",
-        "pg_policy WHERE polrelid IN (SELECT oid FROM cls)"
-    ),
-    " UNION ALL ",
-    row_versions!(
-        "rewrite",
-        "pg_rewrite WHERE ev_class IN (SELECT oid FROM cls)"
-    ),
-    " UNION ALL ",
-    row_versions!(
-        "sequence",
-        "pg_sequence WHERE seqrelid IN (SELECT oid FROM cls)"
-    ),
-    " UNION ALL ",
-    row_versions!(
-        "inherits",
-        "pg_inherits WHERE inhrelid IN (SELECT oid FROM cls)"
-    ),
-    " UNION ALL ",
-    row_versions!(
-        "partitioned",
-        "pg_partitioned_table WHERE partrelid IN (SELECT oid FROM cls)"
-    ),
-    " UNION ALL ",
-    row_versions!(
-        "proc",
-        "pg_proc WHERE pronamespace NOT IN (SELECT oid FROM tmp)"
-    ),
-    " UNION ALL ",
-    row_versions!(
-        "type",
-        "pg_type WHERE typnamespace NOT IN (SELECT oid FROM tmp)"
-    ),
-    " UNION ALL ",
-    row_versions!("enum", "pg_enum"),
-    " UNION ALL ",
-    row_versions!(
-        "statistic_ext",
-        "pg_statistic_ext WHERE stxnamespace NOT IN (SELECT oid FROM tmp)"
-    ),
-    " UNION ALL ",
-    row_versions!(
-        "description",
-        "pg_description WHERE classoid <> 'pg_class'::regclass OR objoid IN (SELECT oid FROM cls)"
-    ),
-    " UNION ALL ",
-    row_versions!("opclass", "pg_opclass"),
-    " UNION ALL ",
-    row_versions!("extension", "pg_extension"),
-    " UNION ALL ",
-    row_versions!("extension_member", "pg_depend WHERE deptype = 'e'"),
-    " UNION ALL ",
-    row_versions!("collation", "pg_collation"),
-    " UNION ALL ",
-    row_versions!("operator", "pg_operator"),
-    " UNION ALL ",
-    row_versions!("ts_config", "pg_ts_config"),
-    " UNION ALL ",
-    row_versions!("ts_dict", "pg_ts_dict"),
-    " UNION ALL ",
-    row_versions!("language", "pg_language"),
-    " UNION ALL ",
-    row_versions!("am", "pg_am"),
     // Roles by name (`pg_authid`, with the row versions, is for superusers only).
     " UNION ALL SELECT 'roles', count(*), sum(hashtext(oid::text || ':' || rolname)::bigint) \
      FROM pg_roles) \

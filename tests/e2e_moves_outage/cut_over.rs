@@ -189,14 +189,7 @@ async fn a_cut_over_failing_while_frozen_gives_the_logins_back_and_rolls_back() 
     )];
     let env = Env::start_configured(options(fail_at)).await;
     let b = env.add_logical_server("b", &[]).await;
-    env.create_tenant(
-        NS,
-        "f",
-        json!({"isolation": "database", "deletionPolicy": "Delete"}),
-    )
-    .await;
-    env.wait_ready(NS, "f", T).await;
-    tables(&env, "f", 100).await;
+    database_tenants_with_tables(&env, &["f"]).await;
     let f_db = env.secret_value(NS, "f-db", "database").await.unwrap();
 
     // Every cut-over fails after the freeze with an error the server would repeat: each attempt
@@ -375,14 +368,7 @@ async fn a_cut_over_resumed_on_a_fenced_source_without_a_record_waits_for_its_lo
     )]))
     .await;
     let b = env.add_logical_server("b", &[]).await;
-    env.create_tenant(
-        NS,
-        "g",
-        json!({"isolation": "database", "deletionPolicy": "Delete"}),
-    )
-    .await;
-    env.wait_ready(NS, "g", T).await;
-    tables(&env, "g", 100).await;
+    database_tenants_with_tables(&env, &["g"]).await;
     let role = env.secret_value(NS, "g-db", "username").await.unwrap();
 
     place(&env, "g", "b").await;
@@ -536,14 +522,7 @@ async fn ddl_just_before_the_write_freeze_is_found_inside_it() {
     let pause = Pause::new("move-compared");
     let env = Env::start_configured(options(pause.vars())).await;
     let b = env.add_logical_server("b", &[]).await;
-    env.create_tenant(
-        NS,
-        "p",
-        json!({"isolation": "database", "deletionPolicy": "Delete"}),
-    )
-    .await;
-    env.wait_ready(NS, "p", T).await;
-    tables(&env, "p", 100).await;
+    database_tenants_with_tables(&env, &["p"]).await;
 
     place(&env, "p", "b").await;
     pause.reached(&env).await;
@@ -570,18 +549,7 @@ async fn sequences_and_ddl_late_in_the_write_freeze_are_seen() {
     let pause = Pause::new("move-counted");
     let env = Env::start_configured(options(pause.vars())).await;
     let b = env.add_logical_server("b", &[]).await;
-    for name in ["q", "r"] {
-        env.create_tenant(
-            NS,
-            name,
-            json!({"isolation": "database", "deletionPolicy": "Delete"}),
-        )
-        .await;
-    }
-    for name in ["q", "r"] {
-        env.wait_ready(NS, name, T).await;
-        tables(&env, name, 100).await;
-    }
+    database_tenants_with_tables(&env, &["q", "r"]).await;
 
     // q: five `nextval`s inside the freeze, after the counts.
     let q_db = env.secret_value(NS, "q-db", "database").await.unwrap();

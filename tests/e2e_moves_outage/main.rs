@@ -273,6 +273,23 @@ async fn writes_through_its_secret(env: &Env, name: &str) {
 
 /// The tenant's own tables: `writes` for the writer, and `big` (enough rows that the initial copy
 /// takes a moment).
+/// `database` tenants (`deletionPolicy: Delete`), all created, then each Ready with the tables of
+/// [`tables`] (100 rows).
+async fn database_tenants_with_tables(env: &Env, names: &[&str]) {
+    for name in names {
+        env.create_tenant(
+            NS,
+            name,
+            json!({"isolation": "database", "deletionPolicy": "Delete"}),
+        )
+        .await;
+    }
+    for name in names {
+        env.wait_ready(NS, name, T).await;
+        tables(env, name, 100).await;
+    }
+}
+
 async fn tables(env: &Env, name: &str, rows: i64) {
     let mut c = tenant_conn(env, name).await.expect("tenant login");
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(

@@ -264,36 +264,19 @@ async fn apply(ds: Arc<DatabaseServer>, ctx: Arc<Context>) -> Result<Action> {
 
 /// Makes every Tenant placed on the draining server `ds` (its engine's part) do a full reconcile
 /// at its next pass, and queues that pass once per generation of `ds` (every pass of this
-/// controller while draining would otherwise queue every tenant again): a drain starts their
-/// moves.
+/// controller while draining would otherwise queue every tenant again; queued at all because the
+/// tenant controller's watch of DatabaseServers may have seen the drain before the registry had
+/// it, and a reconcile then found nothing to do): a drain starts their moves.
 fn unsettle_placed(ctx: &Context, ds: &DatabaseServer) {
     let (engine, name) = (ds.spec.engine, ds.name_any());
-    let wake = ctx.first_drain_pass(
+    let placed = crate::controller::tenant::unsettle_placed_on(ctx, engine, &name);
+    if ctx.first_drain_pass(
         &format!("{}/{name}", engine.as_str()),
         ds.metadata.uid.as_deref(),
         ds.metadata.generation,
-    );
-    if let Some(store) = ctx.synced_tenant_store() {
-        for t in store.state() {
-            let on = t
-                .status
-                .as_ref()
-                .and_then(|s| s.placement.as_ref())
-                .and_then(|p| match engine {
-                    Engine::Postgres => p.postgres.as_deref(),
-                    Engine::Mongodb => p.mongodb.as_deref(),
-                });
-            if on == Some(name.as_str()) {
-                // Touched too: a reconcile running now must not settle it when it ends. Queued
-                // once: the tenant controller's watch of DatabaseServers may have seen the drain
-                // before the registry had it, and a reconcile then found nothing to do.
-                let key = crate::controller::object_key(t.as_ref());
-                ctx.unsettle(&key);
-                ctx.touch(&key);
-                if wake {
-                    ctx.wake_tenant(kube::runtime::reflector::ObjectRef::from_obj(t.as_ref()));
-                }
-            }
+    ) {
+        for t in placed {
+            ctx.wake_tenant(t);
         }
     }
 }

@@ -223,7 +223,10 @@ async fn freeze_and_check(
     };
     match compare(s.source, s.scope_a, s.target, s.scope_b).await {
         Ok(diff) if diff.is_empty() => {}
-        Ok(diff) => return Err(undo(source, login, schema_changed(&diff)).await),
+        Ok(diff) => {
+            let why = schema_changed("during the move", &diff);
+            return Err(undo(source, login, why).await);
+        }
         Err(e) => return Err(undo(source, login, e.to_string()).await),
     }
     pause_point("move-compared").await;
@@ -237,57 +240,60 @@ async fn freeze_and_check(
     // From here to the subscription's drop anything that goes wrong gives the source its logins
     // back and counts as an attempt: a fenced tenant waiting for a retry that may fail the same
     // way every time would be an outage without end.
-    match verify_frozen(s, name, a, b).await {
-        Ok(None) => {}
-        Ok(Some(why)) => return Err(undo(source, login, why).await),
-        Err(e) => return Err(undo(source, login, e.to_string()).await),
+    match checks_while_frozen(s, names_a, name, a, b, &stamps).await {
+        Ok(None) => Ok(frozen),
+        Ok(Some(why)) => Err(undo(source, login, why).await),
+        Err(e) => Err(undo(source, login, e.to_string()).await),
+    }
+}
+
+/// With the source fenced: the target caught up ([`verify_frozen`]: and the row counts agree), no
+/// session of the tenant, caught up again, the catalogs unchanged since `stamps`, the sequences
+/// copied, still no session. `Some(why)` when the cut-over is to be undone.
+async fn checks_while_frozen(
+    s: &Sides<'_>,
+    names_a: &TenantNames,
+    name: &crate::naming::Ident,
+    a: &mut PgConnection,
+    b: &mut PgConnection,
+    stamps: &(String, String),
+) -> Result<Option<String>> {
+    if let Some(why) = verify_frozen(s, name, a, b).await? {
+        return Ok(Some(why));
     }
     pause_point("move-counted").await;
     // A login that passed its check just before the freeze and appeared only after the fence
     // looked: what it writes may be past the catch-up position. Checked after the catch-up and
     // the row counts, and once more at the end (long after such a login shows up); the next
     // attempt fences it too.
-    if let Some(why) = sessions_left(source, names_a).await {
-        return Err(undo(source, login, why).await);
+    if let Some(why) = sessions_left(s.source, names_a).await? {
+        return Ok(Some(why));
     }
     // Such a session may also have come and gone (an UPDATE the row counts cannot see): the
     // target must confirm the source's WAL up to now once more — quick: the tenant writes nothing
     // now. Only then the catalog stamps are taken again (once inside the freeze: any DDL up to
     // now, such a session's too, moved one) and the sequences copied (its `nextval`s too).
-    let last = async {
-        if !sql::wait_caught_up(source.pg(), name, CATCH_UP).await? {
-            return Ok(Some(format!(
-                "the target did not catch up within {} s (second check)",
-                CATCH_UP.as_secs()
-            )));
-        }
-        if let Some(why) = catalogs_unchanged(s, a, b, &stamps).await? {
-            return Ok(Some(why));
-        }
-        sql::copy_sequences(a, b, s.scope_a).await?;
-        Ok::<_, Error>(None)
-    };
-    match last.await {
-        Ok(None) => {}
-        Ok(Some(why)) => return Err(undo(source, login, why).await),
-        Err(e) => return Err(undo(source, login, e.to_string()).await),
+    if !sql::wait_caught_up(s.source.pg(), name, CATCH_UP).await? {
+        return Ok(Some(format!(
+            "the target did not catch up within {} s (second check)",
+            CATCH_UP.as_secs()
+        )));
     }
-    if let Some(why) = sessions_left(source, names_a).await {
-        return Err(undo(source, login, why).await);
+    if let Some(why) = catalogs_unchanged(s, a, b, stamps).await? {
+        return Ok(Some(why));
     }
-    Ok(frozen)
+    sql::copy_sequences(a, b, s.scope_a).await?;
+    sessions_left(s.source, names_a).await
 }
 
-/// Why the cut-over is to be undone when a session of the tenant is on the fenced source (or
-/// that cannot be told).
-async fn sessions_left(source: &Server, names_a: &TenantNames) -> Option<String> {
-    match sql::sessions(source.pg(), names_a).await {
-        Ok(0) => None,
-        Ok(n) => Some(format!(
+/// Why the cut-over is to be undone when a session of the tenant is on the fenced source.
+async fn sessions_left(source: &Server, names_a: &TenantNames) -> Result<Option<String>> {
+    Ok(match sql::sessions(source.pg(), names_a).await? {
+        0 => None,
+        n => Some(format!(
             "{n} session(s) of the tenant appeared on the source during the write freeze"
         )),
-        Err(e) => Some(e.to_string()),
-    }
+    })
 }
 
 async fn stamps_on(a: &mut PgConnection, b: &mut PgConnection) -> Result<(String, String)> {
@@ -309,13 +315,7 @@ async fn catalogs_unchanged(
         return Ok(None);
     }
     let diff = compare(s.source, s.scope_a, s.target, s.scope_b).await?;
-    if !diff.is_empty() {
-        return Ok(Some(format!(
-            "the schema changed after the catalogs were compared: {}",
-            diff.join("; ")
-        )));
-    }
-    Ok(None)
+    Ok((!diff.is_empty()).then(|| schema_changed("after the catalogs were compared", &diff)))
 }
 
 async fn close(a: PgConnection, b: PgConnection) {
@@ -323,8 +323,9 @@ async fn close(a: PgConnection, b: PgConnection) {
     let _ = tokio::join!(a.close(), b.close());
 }
 
-fn schema_changed(diff: &[String]) -> String {
-    format!("the schema changed during the move: {}", diff.join("; "))
+/// Why the cut-over is undone when the catalogs differ (`when`: since when they changed).
+fn schema_changed(when: &str, diff: &[String]) -> String {
+    format!("the schema changed {when}: {}", diff.join("; "))
 }
 
 /// With the source fenced: the target caught up, the row counts agree. `Some(why)` when the

@@ -177,19 +177,29 @@ fn tenants_of_draining(ds: &DatabaseServer, ctx: &Context) -> Vec<ObjectRef<Tena
         }
         _ => {}
     }
-    let Some(store) = ctx.synced_tenant_store() else {
-        return Vec::new();
-    };
     if ds.spec.drain.is_none() {
         return Vec::new();
     }
+    unsettle_placed_on(ctx, ds.spec.engine, &name)
+}
+
+/// The Tenants whose `engine` part is recorded on the server `name` (from the Tenant cache, none
+/// before it synced), each unsettled so that its next reconcile does the full work — a drain
+/// starts their moves — and touched: a reconcile of it running now (which decided before the
+/// drain) must not settle it when it ends, or its move would wait for its resync.
+pub(crate) fn unsettle_placed_on(
+    ctx: &Context,
+    engine: crate::crd::Engine,
+    name: &str,
+) -> Vec<ObjectRef<Tenant>> {
+    let Some(store) = ctx.synced_tenant_store() else {
+        return Vec::new();
+    };
     store
         .state()
         .iter()
-        .filter(|t| place::recorded_on(t, ds.spec.engine) == Some(name.as_str()))
+        .filter(|t| place::recorded_on(t, engine) == Some(name))
         .map(|t| {
-            // Touched too: a reconcile of it running now (which decided before the drain) must
-            // not settle it when it ends, or its move would wait for its resync.
             let key = object_key(t.as_ref());
             ctx.unsettle(&key);
             ctx.touch(&key);
