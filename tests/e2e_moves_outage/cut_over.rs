@@ -353,6 +353,79 @@ async fn a_cut_over_resumed_on_a_fenced_source_gives_the_target_its_logins() {
     );
 }
 
+/// A cut-over interrupted right after its fence whose resumed attempts fail before their fence
+/// (`TENANTDB_TEST_FAIL_AT=move-prepare-roles`, as with the target refusing): each pass's
+/// provisioning gives the fenced source back only the active role's login, and the next attempt
+/// still goes on with both recorded roles (the record stands), so when the move completes both
+/// roles of the rotation in its grace period log in on the target. (An attempt that took the
+/// source's logins alone recorded just the active role, and the previous role's grace period
+/// ended with the move.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_cut_over_failing_before_its_fence_keeps_the_recorded_logins() {
+    let var = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
+    let mut env = Env::start_configured(options(var("TENANTDB_TEST_EXIT_AT", "move-fenced"))).await;
+    let b = env.add_logical_server("b", &[]).await;
+    env.create_tenant(
+        NS,
+        "h",
+        json!({"isolation": "database", "deletionPolicy": "Delete",
+               "credentials": {"gracePeriod": "1h"}}),
+    )
+    .await;
+    env.wait_ready(NS, "h", T).await;
+    tables(&env, "h", 100).await;
+    let role = env.secret_value(NS, "h-db", "username").await.unwrap();
+    env.rotate(NS, "h", "r1", T).await;
+    let user = env.secret_value(NS, "h-db", "username").await.unwrap();
+    let both = Some(vec![role.clone(), user.clone()]);
+    place(&env, "h", "b").await;
+    exits_at_fail_point(&mut env, "move-fenced").await;
+    assert_eq!(logins(&env.pg, &role).await, [false, false], "fenced");
+
+    // Resumed, failing before its fence: the pass's provisioning gives the active role its login
+    // back on the source, then the next attempt fails the same way.
+    env.operator_env = var("TENANTDB_TEST_FAIL_AT", "move-prepare-roles");
+    env.start_operator();
+    wait_for(T, "the active role logs in on the source again", || async {
+        (logins(&env.pg, &role).await == [false, true]).then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", env.important_log_tail(60)));
+    let failed = || {
+        env.operator_log()
+            .matches("fail point move-prepare-roles reached")
+            .count()
+    };
+    let seen = failed();
+    wait_for(T, "an attempt after the provisioning", || async {
+        (failed() > seen).then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", env.important_log_tail(60)));
+    env.kill_operator().await;
+    let m = move_of(&tenant(&env, "h").await.unwrap()).unwrap();
+    assert_eq!(
+        (m.phase, m.login_roles.clone()),
+        (MovePhase::CuttingOver, both),
+        "the record stands: {m:?}"
+    );
+
+    env.operator_env.clear();
+    env.start_operator();
+    let (t, m) = wait_move(&env, "h", "Completed", T, |_, m| m.phase.is_terminal()).await;
+    assert_eq!(
+        (m.phase, on(&t).as_deref()),
+        (MovePhase::Completed, Some("b")),
+        "{m:?}"
+    );
+    assert_eq!(
+        logins(&b, &role).await,
+        [true, true],
+        "the active ({user}) and the previous role ({role}) log in on the target"
+    );
+    writes_through_its_secret(&env, "h").await;
+}
+
 /// A cut-over interrupted right after its fence, resumed from a status without the logins recorded
 /// before it (as an operator older than `status.move.loginRoles` wrote it): the fenced source's
 /// logins cannot be read from the source, so the cut-over is refused (the move's message and the

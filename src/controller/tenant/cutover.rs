@@ -93,12 +93,16 @@ pub(super) struct Logins {
     pub record: Option<Vec<String>>,
 }
 
-/// The roles that log in on the source now, to be recorded before the fence; on a source left
-/// fenced by an interrupted cut-over (no login), the ones recorded before that fence
-/// (`recorded`): the cut-over goes on with them, so the target (or the source, if it is undone)
-/// gives login to exactly the roles that had it — a rotation's previous role in its grace period
-/// too. Nothing recorded (a status written by an older operator): refused until a pass
-/// provisioned the tenant on its source, which gives the active role its login back.
+/// The roles that log in for the cut-over, to be recorded before the fence: those that log in on
+/// the source now and, while a cut-over is recorded (`recorded`, cleared when it ends), the
+/// recorded ones that have not expired. A source left fenced by an interrupted cut-over has no
+/// login to read, and the provisioning of a pass whose resumed cut-over failed before its fence
+/// gives back only the active role's: the cut-over goes on with the recorded roles, so the target
+/// (or the source, if it is undone) gives login to exactly the roles that had it — a rotation's
+/// previous role in its grace period too. (Only a fence turns a recorded role's login off before
+/// its `VALID UNTIL`: the end of a grace period is after it.) Nothing logs in and nothing
+/// recorded (a status written by an older operator): refused until a pass provisioned the tenant
+/// on its source, which gives the active role its login back.
 pub(super) async fn logins(
     source: &Server,
     names_a: &TenantNames,
@@ -106,38 +110,39 @@ pub(super) async fn logins(
 ) -> Result<Logins> {
     // Read again on every attempt: a rotation on the source since the copy started.
     let roles = sql::read_roles(source.pg(), names_a).await?;
-    let seen: Vec<_> = roles
+    Ok(Logins {
+        record: logins_to_record(&roles, recorded)?,
+        login: roles
+            .iter()
+            .filter(|r| logs_in(r, recorded))
+            .map(|r| r.name.clone())
+            .collect(),
+        roles,
+    })
+}
+
+/// Whether `r` logs in for the cut-over (see [`logins`]).
+fn logs_in(r: &sql::RoleCopy, recorded: Option<&[String]>) -> bool {
+    r.can_login
+        || (!r.expired && recorded.is_some_and(|rec| rec.iter().any(|n| n == r.name.as_str())))
+}
+
+/// What to record before the fence (`None`: the record stands), or why the cut-over cannot go on.
+fn logins_to_record(
+    roles: &[sql::RoleCopy],
+    recorded: Option<&[String]>,
+) -> Result<Option<Vec<String>>> {
+    let names: Vec<String> = roles
         .iter()
-        .filter(|r| r.can_login)
-        .map(|r| r.name.clone())
+        .filter(|r| logs_in(r, recorded))
+        .map(|r| r.name.as_str().to_string())
         .collect();
-    if !seen.is_empty() {
-        let names: Vec<String> = seen.iter().map(|r| r.as_str().to_string()).collect();
-        let record = (recorded != Some(names.as_slice())).then_some(names);
-        return Ok(Logins {
-            roles,
-            login: seen,
-            record,
-        });
-    }
-    // A recorded role whose `VALID UNTIL` passed meanwhile (a grace period that ended while the
-    // operator was down) stays off.
-    let login: Vec<_> = roles
-        .iter()
-        .filter(|r| !r.expired)
-        .filter(|r| recorded.is_some_and(|rec| rec.iter().any(|n| n == r.name.as_str())))
-        .map(|r| r.name.clone())
-        .collect();
-    if login.is_empty() {
+    if names.is_empty() {
         return Err(Error::unavailable(
             "the source is still fenced by an interrupted cut-over: its logins come back first, then the cut-over is tried again",
         ));
     }
-    Ok(Logins {
-        roles,
-        login,
-        record: None,
-    })
+    Ok((recorded != Some(names.as_slice())).then_some(names))
 }
 
 /// The cut-over (see the module documentation) with the source's roles and logins
@@ -164,6 +169,7 @@ pub(super) async fn cut_over(
             other => other,
         });
     }
+    fail_with_error("move-prepare-roles")?;
     sql::prepare_roles(target.pg(), names_b, &roles).await?;
     // One connection pair (the admin's, to the tenant's database on each server) opened before the
     // freeze and kept for the stamps, the row counts and the sequences: no login inside the freeze
@@ -409,4 +415,47 @@ async fn pause_point(point: &str) {
         }
     }
     let _ = point;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn role(name: &str, can_login: bool, expired: bool) -> sql::RoleCopy {
+        sql::RoleCopy {
+            name: crate::naming::Ident::new(name).unwrap(),
+            can_login,
+            verifier: None,
+            connection_limit: 10,
+            comment: None,
+            valid_until: None,
+            expired,
+        }
+    }
+
+    fn rec(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    }
+
+    #[test]
+    fn the_recorded_logins_stand_while_the_source_gives_back_only_some() {
+        // Fenced by an interrupted cut-over, then the active role's login given back by
+        // provisioning: both recorded roles log in for the cut-over, the record stands.
+        let roles = [role("t", false, false), role("t_b", true, false)];
+        let both = rec(&["t", "t_b"]);
+        assert_eq!(logins_to_record(&roles, Some(&both)).unwrap(), None);
+        assert!(roles.iter().all(|r| logs_in(r, Some(&both))));
+        // A recorded role whose grace period ended meanwhile stays off, and the record says so.
+        let roles = [role("t", false, true), role("t_b", true, false)];
+        assert_eq!(
+            logins_to_record(&roles, Some(&both)).unwrap(),
+            Some(rec(&["t_b"]))
+        );
+        // Nothing recorded: the source's logins, recorded.
+        let roles = [role("t", true, false), role("t_b", false, false)];
+        assert_eq!(logins_to_record(&roles, None).unwrap(), Some(rec(&["t"])));
+        // Fenced and nothing recorded: refused.
+        let roles = [role("t", false, false), role("t_b", false, false)];
+        assert!(logins_to_record(&roles, None).is_err());
+    }
 }
