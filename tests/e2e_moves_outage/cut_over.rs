@@ -426,6 +426,76 @@ async fn a_resumed_cut_over_failing_before_its_fence_keeps_the_recorded_logins()
     writes_through_its_secret(&env, "h").await;
 }
 
+/// Cancelling a move in `CuttingOver` (placed back on its source) while no cut-over is under way:
+/// - `k`: every pass's cut-over fails before its fence (`TENANTDB_TEST_FAIL_AT=move-prepare-roles`,
+///   as with the target unreachable: not an attempt, the phase stays `CuttingOver`);
+/// - `m`: the operator stopped right after the fence (`TENANTDB_TEST_EXIT_AT=move-fenced`) with a
+///   rotation in its grace period, the source fenced; placed back while it is down.
+///
+/// Both roll back (attempts 0, the message says cancelled), nothing of the moves is left, and
+/// each tenant writes on its source — `m` with both roles of its rotation logging in there again
+/// (the logins recorded before the fence). (With cancellation stopping at `Copying`, as before,
+/// `k` stayed in `CuttingOver` until the test timed out; without the logins given back on
+/// cancelling, `m`'s previous role stayed off on the source.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_in_cutting_over_is_cancelled_between_cut_overs() {
+    let var = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
+    let mut env =
+        Env::start_configured(options(var("TENANTDB_TEST_FAIL_AT", "move-prepare-roles"))).await;
+    let b = env.add_logical_server("b", &[]).await;
+    database_tenants_with_tables(&env, &["k"]).await;
+    place(&env, "k", "b").await;
+    wait_move(&env, "k", "failing in CuttingOver", T, |_, m| {
+        m.phase == MovePhase::CuttingOver
+            && m.message
+                .as_deref()
+                .is_some_and(|s| s.contains("move-prepare-roles"))
+    })
+    .await;
+    place(&env, "k", "default").await;
+    cancelled_from_cutting_over(&env, &b, "k").await;
+
+    // m: the operator stops right after the fence.
+    env.kill_operator().await;
+    env.operator_env = var("TENANTDB_TEST_EXIT_AT", "move-fenced");
+    env.start_operator();
+    env.create_tenant(
+        NS,
+        "m",
+        json!({"isolation": "database", "deletionPolicy": "Delete",
+               "credentials": {"gracePeriod": "1h"}}),
+    )
+    .await;
+    env.wait_ready(NS, "m", T).await;
+    tables(&env, "m", 100).await;
+    let role = env.secret_value(NS, "m-db", "username").await.unwrap();
+    env.rotate(NS, "m", "r1", T).await;
+    place(&env, "m", "b").await;
+    exits_at_fail_point(&mut env, "move-fenced").await;
+    assert_eq!(logins(&env.pg, &role).await, [false, false], "fenced");
+    place(&env, "m", "default").await;
+    env.operator_env.clear();
+    env.start_operator();
+    cancelled_from_cutting_over(&env, &b, "m").await;
+    assert_eq!(
+        logins(&env.pg, &role).await,
+        [true, true],
+        "both roles of the rotation log in on the source again"
+    );
+}
+
+/// `name`'s move was cancelled in `CuttingOver`: rolled back with no attempt counted (see
+/// [`rolled_back_clean`]).
+async fn cancelled_from_cutting_over(env: &Env, b: &LocalPg, name: &str) {
+    let m = rolled_back_clean(env, b, name, 0).await;
+    assert!(
+        m.message
+            .as_deref()
+            .is_some_and(|s| s.contains("cancelled")),
+        "{m:?}"
+    );
+}
+
 /// A cut-over interrupted right after its fence, resumed from a status without the logins recorded
 /// before it (as an operator older than `status.move.loginRoles` wrote it): the fenced source's
 /// logins cannot be read from the source, so the cut-over is refused (the move's message and the
@@ -549,18 +619,9 @@ impl Drop for Pause {
 }
 
 /// The move of `name` rolled back after three attempts, the first undone inside its freeze by the
-/// catalog check naming `index`; the tenant writes on its source and its copy on `b` is gone.
+/// catalog check naming `index` (see [`rolled_back_clean`]).
 async fn rolled_back_by_the_catalog_check(env: &Env, b: &LocalPg, name: &str, index: &str) {
-    let db = env
-        .secret_value(NS, &format!("{name}-db"), "database")
-        .await
-        .unwrap();
-    let (t, m) = wait_move(env, name, "rolled back", T, |_, m| m.phase.is_terminal()).await;
-    assert_eq!(
-        (m.phase, m.attempts, on(&t).as_deref()),
-        (MovePhase::RolledBack, 3, Some("default")),
-        "{m:?}"
-    );
+    rolled_back_clean(env, b, name, 3).await;
     let log = env.operator_log();
     assert!(
         log.lines().any(|l| l.contains("cut-over undone")
@@ -568,6 +629,21 @@ async fn rolled_back_by_the_catalog_check(env: &Env, b: &LocalPg, name: &str, in
             && l.contains(index)),
         "the first attempt was undone inside its freeze, naming the index:\n{}",
         env.important_log_tail(60)
+    );
+}
+
+/// The move of `name` rolled back after `attempts` attempts: the tenant writes on its source, its
+/// copy on `b` is gone and so is every replication object of the move.
+async fn rolled_back_clean(env: &Env, b: &LocalPg, name: &str, attempts: i32) -> MoveStatus {
+    let db = env
+        .secret_value(NS, &format!("{name}-db"), "database")
+        .await
+        .unwrap();
+    let (t, m) = wait_move(env, name, "rolled back", T, |_, m| m.phase.is_terminal()).await;
+    assert_eq!(
+        (m.phase, m.attempts, on(&t).as_deref()),
+        (MovePhase::RolledBack, attempts, Some("default")),
+        "{m:?}"
     );
     writes_through_its_secret(env, name).await;
     assert!(
@@ -582,6 +658,7 @@ async fn rolled_back_by_the_catalog_check(env: &Env, b: &LocalPg, name: &str, in
             .all(|l| !l.contains("tenantdb_mv_")),
         "left behind: {left_a:?} {left_b:?}"
     );
+    m
 }
 
 /// DDL of the tenant's own in the moment between the cut-over's catalog comparison and its write

@@ -121,6 +121,26 @@ pub(super) async fn logins(
     })
 }
 
+/// Gives the source the logins of a cut-over that did not end and is not tried again (its move
+/// cancelled): the roles [`logs_in`] takes. None (fenced, nothing recorded): the provisioning
+/// after the roll-back gives back the active role's.
+pub(super) async fn give_back_logins(
+    source: &Server,
+    names_a: &TenantNames,
+    recorded: Option<&[String]>,
+) -> Result<()> {
+    let roles = sql::read_roles(source.pg(), names_a).await?;
+    let login: Vec<&crate::naming::Ident> = roles
+        .iter()
+        .filter(|r| logs_in(r, recorded))
+        .map(|r| &r.name)
+        .collect();
+    if login.is_empty() {
+        return Ok(());
+    }
+    sql::unfence(source.pg(), &login).await
+}
+
 /// Whether `r` logs in for the cut-over (see [`logins`]).
 fn logs_in(r: &sql::RoleCopy, recorded: Option<&[String]>) -> bool {
     r.can_login

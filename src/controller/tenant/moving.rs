@@ -460,10 +460,18 @@ async fn advance(t: &mut Tenant, ctx: &Context, mut m: MoveStatus) -> Result<Opt
     let (scope_a, scope_b) = (scope_of(t, &names_a), scope_of(t, &names_b));
     loop {
         // Cancelled (the placement allows the source again) or retargeted: undone before the
-        // commit point.
-        if m.phase <= MovePhase::Copying
+        // commit point (recorded as `CleaningUp`). In `CuttingOver` here no cut-over is under way
+        // (one pass runs it to its end or undoes it): the last one did not end — the operator
+        // stopped inside it, or a step failed, the target unreachable say — and the source may
+        // be fenced: its logins come back first, as when a cut-over is undone.
+        if m.phase <= MovePhase::CuttingOver
             && let Some(why) = cancelled(t, ctx, &source, &target)
         {
+            if m.phase == MovePhase::CuttingOver {
+                super::cutover::give_back_logins(&source, &names_a, m.login_roles.as_deref())
+                    .await?;
+                m.login_roles = None;
+            }
             m.phase = MovePhase::RollingBack;
             m.message = Some(why);
             persist(t, ctx, m.clone()).await?;
