@@ -467,22 +467,30 @@ impl Env {
             .collect()
     }
 
-    /// Connects to PostgreSQL with the credentials in a Tenant's Secret.
+    /// Connects to PostgreSQL with the credentials in a Tenant's Secret, read in one GET (a
+    /// Secret re-pointed by a move or a rotation between two reads would mix two versions).
     pub async fn connect_with_secret(
         &self,
         ns: &str,
         secret: &str,
     ) -> Result<sqlx::PgConnection, sqlx::Error> {
         use sqlx::ConnectOptions;
-        let get = |k: &'static str| async move {
-            self.secret_value(ns, secret, k).await.unwrap_or_default()
+        let keys = ["host", "port", "database", "username", "password"];
+        let Some([host, port, database, username, password]) = self
+            .secret_values(ns, secret, &keys)
+            .await
+            .and_then(|v| <[String; 5]>::try_from(v).ok())
+        else {
+            return Err(sqlx::Error::Configuration(
+                format!("Secret {ns}/{secret} is missing or lacks one of {keys:?}").into(),
+            ));
         };
         sqlx::postgres::PgConnectOptions::new()
-            .host(&get("host").await)
-            .port(get("port").await.parse().unwrap_or(0))
-            .database(&get("database").await)
-            .username(&get("username").await)
-            .password(&get("password").await)
+            .host(&host)
+            .port(port.parse().unwrap_or(0))
+            .database(&database)
+            .username(&username)
+            .password(&password)
             .connect()
             .await
     }
