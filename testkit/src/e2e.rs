@@ -475,19 +475,26 @@ impl Env {
         secret: &str,
     ) -> Result<sqlx::PgConnection, sqlx::Error> {
         use sqlx::ConnectOptions;
-        let keys = ["host", "port", "database", "username", "password"];
-        let Some([host, port, database, username, password]) = self
-            .secret_values(ns, secret, &keys)
+        let bad =
+            |why: String| sqlx::Error::Configuration(format!("Secret {ns}/{secret}: {why}").into());
+        let s = self
+            .secrets(ns)
+            .get(secret)
             .await
-            .and_then(|v| <[String; 5]>::try_from(v).ok())
-        else {
-            return Err(sqlx::Error::Configuration(
-                format!("Secret {ns}/{secret} is missing or lacks one of {keys:?}").into(),
-            ));
-        };
+            .map_err(|e| bad(e.to_string()))?;
+        let key =
+            |k: &str| tenantdb::secret::read_key(&s, k).ok_or_else(|| bad(format!("no key {k}")));
+        let (host, port, database, username, password) = (
+            key("host")?,
+            key("port")?,
+            key("database")?,
+            key("username")?,
+            key("password")?,
+        );
+        let port = port.parse().map_err(|_| bad(format!("port {port:?}")))?;
         sqlx::postgres::PgConnectOptions::new()
             .host(&host)
-            .port(port.parse().unwrap_or(0))
+            .port(port)
             .database(&database)
             .username(&username)
             .password(&password)

@@ -354,14 +354,15 @@ async fn a_cut_over_resumed_on_a_fenced_source_gives_the_target_its_logins() {
 }
 
 /// A cut-over interrupted right after its fence whose resumed attempts fail before their fence
-/// (`TENANTDB_TEST_FAIL_AT=move-prepare-roles`, as with the target refusing): each pass's
-/// provisioning gives the fenced source back only the active role's login, and the next attempt
-/// still goes on with both recorded roles (the record stands), so when the move completes both
-/// roles of the rotation in its grace period log in on the target. (An attempt that took the
-/// source's logins alone recorded just the active role, and the previous role's grace period
-/// ended with the move.)
+/// (`TENANTDB_TEST_FAIL_AT=move-prepare-roles`, as with the target refusing): the failed attempt
+/// gives the fenced source its recorded logins back before the pass's provisioning there (which
+/// gives back only the active role's), so both roles of the rotation in its grace period log in
+/// on the source again, the next attempt records both, and when the move completes both log in
+/// on the target. (Without the logins given back, the source had only the active role's login
+/// back, the next attempt recorded just that one, and the previous role's grace period ended with
+/// the move.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_resumed_cut_over_failing_before_its_fence_keeps_the_recorded_logins() {
+async fn a_resumed_cut_over_failing_before_its_fence_gives_the_logins_back() {
     let var = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
     let mut env = Env::start_configured(options(var("TENANTDB_TEST_EXIT_AT", "move-fenced"))).await;
     let b = env.add_logical_server("b", &[]).await;
@@ -382,12 +383,12 @@ async fn a_resumed_cut_over_failing_before_its_fence_keeps_the_recorded_logins()
     exits_at_fail_point(&mut env, "move-fenced").await;
     assert_eq!(logins(&env.pg, &role).await, [false, false], "fenced");
 
-    // Resumed, failing before its fence: the pass's provisioning gives the active role its login
-    // back on the source, then the next attempt fails the same way.
+    // Resumed, failing before its fence: both roles log in on the source again, then the next
+    // attempt fails the same way.
     env.operator_env = var("TENANTDB_TEST_FAIL_AT", "move-prepare-roles");
     env.start_operator();
-    wait_for(T, "the active role logs in on the source again", || async {
-        (logins(&env.pg, &role).await == [false, true]).then_some(())
+    wait_for(T, "both roles log in on the source again", || async {
+        (logins(&env.pg, &role).await == [true, true]).then_some(())
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", env.important_log_tail(60)));
@@ -397,7 +398,7 @@ async fn a_resumed_cut_over_failing_before_its_fence_keeps_the_recorded_logins()
             .count()
     };
     let seen = failed();
-    wait_for(T, "an attempt after the provisioning", || async {
+    wait_for(T, "an attempt after the logins came back", || async {
         (failed() > seen).then_some(())
     })
     .await
@@ -407,7 +408,7 @@ async fn a_resumed_cut_over_failing_before_its_fence_keeps_the_recorded_logins()
     assert_eq!(
         (m.phase, m.login_roles.clone()),
         (MovePhase::CuttingOver, both),
-        "the record stands: {m:?}"
+        "both recorded: {m:?}"
     );
 
     env.operator_env.clear();
@@ -649,6 +650,15 @@ async fn rolled_back_clean(env: &Env, b: &LocalPg, name: &str, attempts: i32) ->
     assert!(
         !database_exists(b, &db).await,
         "{name}'s copy on b is dropped"
+    );
+    let user = env
+        .secret_value(NS, &format!("{name}-db"), "username")
+        .await
+        .unwrap();
+    let role = user.strip_suffix("_b").unwrap_or(&user);
+    assert!(
+        logins(b, role).await.is_empty(),
+        "{name}'s roles on b are dropped"
     );
     let (left_a, left_b) = (leftovers(&env.pg).await, leftovers(b).await);
     assert!(

@@ -94,15 +94,12 @@ pub(super) struct Logins {
 }
 
 /// The roles that log in for the cut-over, to be recorded before the fence: those that log in on
-/// the source now and, while a cut-over is recorded (`recorded`, cleared when it ends), the
-/// recorded ones that have not expired. A source left fenced by an interrupted cut-over has no
-/// login to read, and the provisioning of a pass whose resumed cut-over failed before its fence
-/// gives back only the active role's: the cut-over goes on with the recorded roles, so the target
-/// (or the source, if it is undone) gives login to exactly the roles that had it — a rotation's
-/// previous role in its grace period too. (Only a fence turns a recorded role's login off before
-/// its `VALID UNTIL`: the end of a grace period is after it.) Nothing logs in and nothing
-/// recorded (a status written by an older operator): refused until a pass provisioned the tenant
-/// on its source, which gives the active role its login back.
+/// the source now; on a source left fenced by an interrupted cut-over (no login: the fence is one
+/// transaction for all of them), the ones recorded before that fence (`recorded`) that have not
+/// expired — the cut-over goes on with them, so the target (or the source, if it is undone) gives
+/// login to exactly the roles that had it, a rotation's previous role in its grace period too.
+/// Nothing logs in and nothing recorded (a status written by an older operator): refused until a
+/// pass provisioned the tenant on its source, which gives the active role its login back.
 pub(super) async fn logins(
     source: &Server,
     names_a: &TenantNames,
@@ -110,59 +107,58 @@ pub(super) async fn logins(
 ) -> Result<Logins> {
     // Read again on every attempt: a rotation on the source since the copy started.
     let roles = sql::read_roles(source.pg(), names_a).await?;
+    let login: Vec<_> = logging_in(&roles, recorded)
+        .map(|r| r.name.clone())
+        .collect();
+    if login.is_empty() {
+        return Err(Error::unavailable(
+            "the source is still fenced by an interrupted cut-over: its logins come back first, then the cut-over is tried again",
+        ));
+    }
+    let names: Vec<String> = login.iter().map(|r| r.as_str().to_string()).collect();
+    let record = (recorded != Some(names.as_slice())).then_some(names);
     Ok(Logins {
-        record: logins_to_record(&roles, recorded)?,
-        login: roles
-            .iter()
-            .filter(|r| logs_in(r, recorded))
-            .map(|r| r.name.clone())
-            .collect(),
         roles,
+        login,
+        record,
     })
 }
 
-/// Gives the source the logins of a cut-over that did not end and is not tried again (its move
-/// cancelled): the roles [`logs_in`] takes. None (fenced, nothing recorded): the provisioning
-/// after the roll-back gives back the active role's.
+/// The roles that log in for a cut-over (see [`logins`]): those that log in now, or, when none
+/// does, the recorded ones that have not expired (a role whose `VALID UNTIL` passed meanwhile —
+/// a grace period that ended while the operator was down — stays off).
+fn logging_in<'a>(
+    roles: &'a [sql::RoleCopy],
+    recorded: Option<&'a [String]>,
+) -> impl Iterator<Item = &'a sql::RoleCopy> + 'a {
+    let fenced = !roles.iter().any(|r| r.can_login);
+    roles.iter().filter(move |r| {
+        r.can_login
+            || (fenced
+                && !r.expired
+                && recorded.is_some_and(|rec| rec.iter().any(|n| n == r.name.as_str())))
+    })
+}
+
+/// Gives a source left fenced by a cut-over that did not end (nothing logs in there) its recorded
+/// logins back: when the cut-over failed part-way (before the provisioning of the same pass, which
+/// would give back only the active role's) or its move is cancelled. A no-op on a source where a
+/// role logs in (not fenced, or given back already), and with nothing recorded (provisioning
+/// gives the active role its login back).
 pub(super) async fn give_back_logins(
     source: &Server,
     names_a: &TenantNames,
     recorded: Option<&[String]>,
 ) -> Result<()> {
     let roles = sql::read_roles(source.pg(), names_a).await?;
-    let login: Vec<&crate::naming::Ident> = roles
-        .iter()
-        .filter(|r| logs_in(r, recorded))
+    let login: Vec<&crate::naming::Ident> = logging_in(&roles, recorded)
+        .filter(|r| !r.can_login)
         .map(|r| &r.name)
         .collect();
     if login.is_empty() {
         return Ok(());
     }
     sql::unfence(source.pg(), &login).await
-}
-
-/// Whether `r` logs in for the cut-over (see [`logins`]).
-fn logs_in(r: &sql::RoleCopy, recorded: Option<&[String]>) -> bool {
-    r.can_login
-        || (!r.expired && recorded.is_some_and(|rec| rec.iter().any(|n| n == r.name.as_str())))
-}
-
-/// What to record before the fence (`None`: the record stands), or why the cut-over cannot go on.
-fn logins_to_record(
-    roles: &[sql::RoleCopy],
-    recorded: Option<&[String]>,
-) -> Result<Option<Vec<String>>> {
-    let names: Vec<String> = roles
-        .iter()
-        .filter(|r| logs_in(r, recorded))
-        .map(|r| r.name.as_str().to_string())
-        .collect();
-    if names.is_empty() {
-        return Err(Error::unavailable(
-            "the source is still fenced by an interrupted cut-over: its logins come back first, then the cut-over is tried again",
-        ));
-    }
-    Ok((recorded != Some(names.as_slice())).then_some(names))
 }
 
 /// The cut-over (see the module documentation) with the source's roles and logins
@@ -457,25 +453,28 @@ mod tests {
         names.iter().map(|n| n.to_string()).collect()
     }
 
+    fn names<'a>(roles: &'a [sql::RoleCopy], recorded: Option<&'a [String]>) -> Vec<&'a str> {
+        logging_in(roles, recorded)
+            .map(|r| r.name.as_str())
+            .collect()
+    }
+
     #[test]
-    fn the_recorded_logins_stand_while_the_source_gives_back_only_some() {
-        // Fenced by an interrupted cut-over, then the active role's login given back by
-        // provisioning: both recorded roles log in for the cut-over, the record stands.
-        let roles = [role("t", false, false), role("t_b", true, false)];
+    fn the_recorded_logins_count_only_on_a_fenced_source() {
         let both = rec(&["t", "t_b"]);
-        assert_eq!(logins_to_record(&roles, Some(&both)).unwrap(), None);
-        assert!(roles.iter().all(|r| logs_in(r, Some(&both))));
-        // A recorded role whose grace period ended meanwhile stays off, and the record says so.
-        let roles = [role("t", false, true), role("t_b", true, false)];
-        assert_eq!(
-            logins_to_record(&roles, Some(&both)).unwrap(),
-            Some(rec(&["t_b"]))
-        );
-        // Nothing recorded: the source's logins, recorded.
-        let roles = [role("t", true, false), role("t_b", false, false)];
-        assert_eq!(logins_to_record(&roles, None).unwrap(), Some(rec(&["t"])));
-        // Fenced and nothing recorded: refused.
-        let roles = [role("t", false, false), role("t_b", false, false)];
-        assert!(logins_to_record(&roles, None).is_err());
+        // Fenced by an interrupted cut-over: the recorded roles.
+        let fenced = [role("t", false, false), role("t_b", false, false)];
+        assert_eq!(names(&fenced, Some(&both)), ["t", "t_b"]);
+        // A recorded role whose grace period ended meanwhile stays off.
+        let ended = [role("t", false, true), role("t_b", false, false)];
+        assert_eq!(names(&ended, Some(&both)), ["t_b"]);
+        // Fenced and nothing recorded: none (refused by `logins`).
+        assert!(names(&fenced, None).is_empty());
+        // A role logs in: the source's logins alone — a recorded role turned off meanwhile (by a
+        // DBA revoking a leaked previous password, or by provisioning after the Secret changed
+        // slots) is not turned on again.
+        let revoked = [role("t", false, false), role("t_b", true, false)];
+        assert_eq!(names(&revoked, Some(&both)), ["t_b"]);
+        assert_eq!(names(&revoked, None), ["t_b"]);
     }
 }

@@ -27,11 +27,15 @@
 //!   A cut-over that cannot finish unfences the source and goes back to `Copying` (3 attempts,
 //!   then rolled back); one that finds the subscription gone (an earlier one dropped it and
 //!   stopped before the commit point) gives the source its recorded logins back and is rolled
-//!   back at once.
+//!   back at once; one that fails part-way (not known whether the fence is on) gives a source
+//!   where nothing logs in its recorded logins back before the pass's provisioning there.
+//!   Cancelling (the placement changed back) is honoured up to here, between cut-overs: a fenced
+//!   source gets its recorded logins back first.
 //! - `CleaningUp`: subscription, replication slot, replication login and publication dropped; the
 //!   source copy dropped (or kept fenced with `spec.placement.retainSource`).
 //! - `RollingBack`: the same objects and the target copy dropped (never after the commit point);
-//!   the source is unfenced by the next provisioning.
+//!   the source is unfenced by the next provisioning (if a cancelled or broken cut-over did not
+//!   give its recorded logins back first).
 //!
 //! A step that fails is retried after 5 s, its message naming the server that cannot be reached
 //! ([`crate::moves::notes`]); meanwhile the tenant is provisioned where its status says.
@@ -45,7 +49,7 @@ use kube::runtime::events::EventType;
 use tracing::{info, warn};
 
 use super::super::{Context, object_key};
-use super::cutover::{CutOver, compare, cut_over, logins};
+use super::cutover::{CutOver, compare, cut_over, give_back_logins, logins};
 use super::report::write_status;
 use crate::crd::{MovePhase, MoveStatus, Tenant, TenantPhase};
 use crate::error::{Error, Result};
@@ -468,8 +472,7 @@ async fn advance(t: &mut Tenant, ctx: &Context, mut m: MoveStatus) -> Result<Opt
             && let Some(why) = cancelled(t, ctx, &source, &target)
         {
             if m.phase == MovePhase::CuttingOver {
-                super::cutover::give_back_logins(&source, &names_a, m.login_roles.as_deref())
-                    .await?;
+                give_back_logins(&source, &names_a, m.login_roles.as_deref()).await?;
                 m.login_roles = None;
             }
             m.phase = MovePhase::RollingBack;
@@ -643,8 +646,15 @@ async fn advance(t: &mut Tenant, ctx: &Context, mut m: MoveStatus) -> Result<Opt
                         persist(t, ctx, m.clone()).await?;
                     }
                     Err(CutOver::Failed(e)) => {
-                        // Not known whether the fence is on: the next pass decides again.
+                        // Not known whether the fence is on: if it is, the source gets its
+                        // recorded logins back before this pass's provisioning there (which would
+                        // give back only the active role's, and the next attempt would record
+                        // just that one); the next pass decides again.
                         m.attempts -= 1;
+                        let recorded = m.login_roles.as_deref();
+                        if let Err(g) = give_back_logins(&source, &names_a, recorded).await {
+                            warn!(error = %g, "the source's logins could not be given back after a failed cut-over");
+                        }
                         return Err(e);
                     }
                 }
