@@ -18,6 +18,7 @@ mod cleanup;
 mod credentials;
 mod cutover;
 mod health;
+mod in_flight;
 mod mongo;
 mod moving;
 mod moving_mongo;

@@ -1,0 +1,61 @@
+//! The fleet's moves in flight, from the Tenant cache and this process's registry: which tenants
+//! are moving away from a server, and which moves have started but may not show on their servers
+//! yet (for the start of a move: `maxConcurrentMoves` of a drain, placement capacity).
+
+use super::super::{Context, object_key};
+use crate::crd::MovePhase;
+
+/// Tenants moving away from `server`: started by this process, or in progress by their status.
+pub(super) fn moving_from(ctx: &Context, server: &str) -> std::collections::HashSet<String> {
+    let mut keys = ctx.servers().moving_from(server);
+    if let Some(store) = ctx.synced_tenant_store() {
+        for t in store.state() {
+            let active = t
+                .status
+                .as_ref()
+                .and_then(|s| s.move_.as_ref())
+                .is_some_and(|m| {
+                    !m.phase.is_terminal() && m.started_at.is_some() && m.from == server
+                });
+            if active {
+                keys.insert(object_key(t.as_ref()));
+            }
+        }
+    }
+    keys
+}
+
+/// Other moves from `source` or to `target` whose subscriptions may not exist yet (so that the
+/// servers do not show what they will take): `Preparing` by their status, or started by this
+/// process and not yet in the cache. Asked under the placement lock, like the start itself.
+pub(super) fn starting_moves(ctx: &Context, source: &str, target: &str, except: &str) -> i64 {
+    let mut phase: std::collections::HashMap<String, MovePhase> = Default::default();
+    let mut keys = std::collections::HashSet::new();
+    if let Some(store) = ctx.synced_tenant_store() {
+        for t in store.state() {
+            let Some(m) = t.status.as_ref().and_then(|s| s.move_.as_ref()) else {
+                continue;
+            };
+            let key = object_key(t.as_ref());
+            phase.insert(key.clone(), m.phase);
+            let ours = m.from == source || m.to == target;
+            if ours && m.phase == MovePhase::Preparing && m.started_at.is_some() {
+                keys.insert(key);
+            }
+        }
+    }
+    let started = ctx
+        .servers()
+        .moving_to()
+        .into_iter()
+        .filter(|(_, to)| to == target)
+        .map(|(k, _)| k)
+        .chain(ctx.servers().moving_from(source));
+    for key in started {
+        if phase.get(&key).is_none_or(|p| *p == MovePhase::Preparing) {
+            keys.insert(key);
+        }
+    }
+    keys.remove(except);
+    i64::try_from(keys.len()).unwrap_or(i64::MAX)
+}
