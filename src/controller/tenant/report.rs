@@ -363,6 +363,34 @@ pub(super) async fn write_status(
     if ctx.already_written(&key, hash) {
         return Ok(false);
     }
+    let mut written = apply_status(tenant, ctx, &status).await?;
+    let mut hash = hash;
+    // A schemaVersion recorded while this write was in flight (a TenantMigration migrated the
+    // tenant meanwhile): its own patch may have landed before this write, which carried the older
+    // version — written once more, so that the newer version stays. (One recorded after this
+    // write returned is patched after it.)
+    let now = ctx.schema_version_or(&key, status.schema_version);
+    if now != status.schema_version {
+        status.schema_version = now;
+        hash = status_hash(&status, tenant.meta().generation);
+        written = apply_status(tenant, ctx, &status).await?;
+    }
+    ctx.record_status_write(
+        &key,
+        Some(hash),
+        tenant.meta().resource_version.clone(),
+        written,
+    );
+    Ok(true)
+}
+
+/// Server-side applies `status` (the whole of it, the Tenant controller's field manager); the
+/// written object's resourceVersion.
+async fn apply_status(
+    tenant: &Tenant,
+    ctx: &Context,
+    status: &TenantStatus,
+) -> Result<Option<String>> {
     let ns = tenant.namespace().unwrap_or_default();
     let api: Api<Tenant> = Api::namespaced(ctx.client().clone(), &ns);
     let patch = json!({
@@ -379,13 +407,7 @@ pub(super) async fn write_status(
         )
         .await?;
     ctx.metrics().status_written(CONTROLLER);
-    ctx.record_status_write(
-        &key,
-        Some(hash),
-        tenant.meta().resource_version.clone(),
-        written.meta().resource_version.clone(),
-    );
-    Ok(true)
+    Ok(written.meta().resource_version.clone())
 }
 
 /// What the fleet gauges count of this tenant (from the status being reported).
