@@ -242,6 +242,28 @@ async fn logins(pg: &LocalPg, role: &str) -> Vec<bool> {
     l
 }
 
+/// A `database` tenant `name` with 100 rows in its tables, rotated once with a grace period of
+/// 1 h (both roles log in): its previous role, its active role, and the rotation's status.
+async fn rotated_database_tenant(
+    env: &Env,
+    name: &str,
+) -> (String, String, tenantdb::crd::CredentialStatus) {
+    env.create_tenant(
+        NS,
+        name,
+        json!({"isolation": "database", "deletionPolicy": "Delete",
+               "credentials": {"gracePeriod": "1h"}}),
+    )
+    .await;
+    env.wait_ready(NS, name, T).await;
+    tables(env, name, 100).await;
+    let secret = format!("{name}-db");
+    let role = env.secret_value(NS, &secret, "username").await.unwrap();
+    let creds = env.rotate(NS, name, "r1", T).await;
+    let user = env.secret_value(NS, &secret, "username").await.unwrap();
+    (role, user, creds)
+}
+
 /// Waits until the operator process exits at its fail point (code 86).
 async fn exits_at_fail_point(env: &mut Env, point: &str) {
     let op = env.operator.as_mut().unwrap();
@@ -265,21 +287,10 @@ async fn a_cut_over_resumed_on_a_fenced_source_gives_the_target_its_logins() {
     let exit_at = |p: &str| vec![("TENANTDB_TEST_EXIT_AT".to_string(), p.to_string())];
     let mut env = Env::start_configured(options(exit_at("move-fenced"))).await;
     let b = env.add_logical_server("b", &[]).await;
-    env.create_tenant(
-        NS,
-        "f",
-        json!({"isolation": "database", "deletionPolicy": "Delete",
-               "credentials": {"gracePeriod": "1h"}}),
-    )
-    .await;
-    env.wait_ready(NS, "f", T).await;
-    tables(&env, "f", 100).await;
-    let role = env.secret_value(NS, "f-db", "username").await.unwrap();
     // A rotation in its grace period: the previous role logs in until `previousValidUntil`.
-    let creds = env.rotate(NS, "f", "r1", T).await;
+    let (role, user, creds) = rotated_database_tenant(&env, "f").await;
     let until = creds.previous_valid_until.expect("previousValidUntil");
     let until = until.parse::<Timestamp>().unwrap().as_second();
-    let user = env.secret_value(NS, "f-db", "username").await.unwrap();
     assert_eq!(
         user,
         format!("{role}_b"),
@@ -366,18 +377,7 @@ async fn a_resumed_cut_over_failing_before_its_fence_gives_the_logins_back() {
     let var = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
     let mut env = Env::start_configured(options(var("TENANTDB_TEST_EXIT_AT", "move-fenced"))).await;
     let b = env.add_logical_server("b", &[]).await;
-    env.create_tenant(
-        NS,
-        "h",
-        json!({"isolation": "database", "deletionPolicy": "Delete",
-               "credentials": {"gracePeriod": "1h"}}),
-    )
-    .await;
-    env.wait_ready(NS, "h", T).await;
-    tables(&env, "h", 100).await;
-    let role = env.secret_value(NS, "h-db", "username").await.unwrap();
-    env.rotate(NS, "h", "r1", T).await;
-    let user = env.secret_value(NS, "h-db", "username").await.unwrap();
+    let (role, user, _) = rotated_database_tenant(&env, "h").await;
     let both = Some(vec![role.clone(), user.clone()]);
     place(&env, "h", "b").await;
     exits_at_fail_point(&mut env, "move-fenced").await;
@@ -460,17 +460,7 @@ async fn a_move_in_cutting_over_is_cancelled_between_cut_overs() {
     env.kill_operator().await;
     env.operator_env = var("TENANTDB_TEST_EXIT_AT", "move-fenced");
     env.start_operator();
-    env.create_tenant(
-        NS,
-        "m",
-        json!({"isolation": "database", "deletionPolicy": "Delete",
-               "credentials": {"gracePeriod": "1h"}}),
-    )
-    .await;
-    env.wait_ready(NS, "m", T).await;
-    tables(&env, "m", 100).await;
-    let role = env.secret_value(NS, "m-db", "username").await.unwrap();
-    env.rotate(NS, "m", "r1", T).await;
+    let (role, _, _) = rotated_database_tenant(&env, "m").await;
     place(&env, "m", "b").await;
     exits_at_fail_point(&mut env, "move-fenced").await;
     assert_eq!(logins(&env.pg, &role).await, [false, false], "fenced");

@@ -3,17 +3,25 @@
 //! yet (for the start of a move: `maxConcurrentMoves` of a drain, placement capacity).
 
 use super::super::{Context, object_key};
-use crate::crd::MovePhase;
+use crate::crd::{Engine, MovePhase};
 
-/// Tenants moving away from `server`: started by this process, or in progress by their status.
-pub(super) fn moving_from(ctx: &Context, server: &str) -> std::collections::HashSet<String> {
-    let mut keys = ctx.servers().moving_from(server);
+/// Tenants whose `engine` part is moving away from `server`: started by this process, or in
+/// progress by their status.
+pub(super) fn moving_from(
+    ctx: &Context,
+    engine: Engine,
+    server: &str,
+) -> std::collections::HashSet<String> {
+    let mut keys = match engine {
+        Engine::Postgres => ctx.servers().moving_from(server),
+        Engine::Mongodb => ctx.mongo_servers().moving_from(server),
+    };
     if let Some(store) = ctx.synced_tenant_store() {
         for t in store.state() {
             let active = t
                 .status
                 .as_ref()
-                .and_then(|s| s.move_.as_ref())
+                .and_then(|s| super::move_of(s, engine))
                 .is_some_and(|m| {
                     !m.phase.is_terminal() && m.started_at.is_some() && m.from == server
                 });

@@ -223,7 +223,7 @@ async fn start(
     let key = object_key(tenant);
     let _deciding = ctx.servers().deciding().lock().await;
     if let Some(limit) = source.facts().draining {
-        let moving = moving_from(ctx, current);
+        let moving = moving_from(ctx, crate::crd::Engine::Postgres, current);
         if moving.len() >= usize::try_from(limit).unwrap_or(1) && !moving.contains(&key) {
             return Ok(Start::Wait);
         }

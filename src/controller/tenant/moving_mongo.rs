@@ -157,7 +157,7 @@ async fn start(
     let key = object_key(tenant);
     let _deciding = ctx.mongo_servers().deciding().lock().await;
     if let Some(limit) = draining {
-        let moving = moving_from(ctx, current);
+        let moving = super::in_flight::moving_from(ctx, Engine::Mongodb, current);
         if moving.len() >= usize::try_from(limit).unwrap_or(1) && !moving.contains(&key) {
             return Ok(Start::Wait);
         }
@@ -227,27 +227,6 @@ async fn start(
     )
     .await;
     Ok(Start::Started(m))
-}
-
-/// Tenants whose MongoDB database is moving away from `server`: started by this process, or in
-/// progress by their status.
-fn moving_from(ctx: &Context, server: &str) -> std::collections::HashSet<String> {
-    let mut keys = ctx.mongo_servers().moving_from(server);
-    if let Some(store) = ctx.synced_tenant_store() {
-        for t in store.state() {
-            let active = t
-                .status
-                .as_ref()
-                .and_then(|s| s.mongodb_move.as_ref())
-                .is_some_and(|m| {
-                    !m.phase.is_terminal() && m.started_at.is_some() && m.from == server
-                });
-            if active {
-                keys.insert(object_key(t.as_ref()));
-            }
-        }
-    }
-    keys
 }
 
 /// Records why a move was not started (unless the status says so already).
