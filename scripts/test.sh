@@ -9,7 +9,9 @@ export CARGO_TERM_COLOR=never
 # No incremental compilation caches in a one-shot build (they were 3.7 GB of the ~15 GB a clean
 # checkout's run used; a full disk failed a CI run).
 export CARGO_INCREMENTAL=0
-step() { echo; echo "==> $*"; }
+t0=$(date +%s)
+# Each step says when it started (seconds since the start), so a run's log shows where its time went.
+step() { echo; echo "==> [+$(( $(date +%s) - t0 ))s] $*"; }
 
 step "cargo fmt --check"
 cargo fmt --all --check
@@ -54,3 +56,4 @@ demo_dir="$(mktemp -d)"
 cargo build --locked --quiet -p tenantdb-demo
 ./target/debug/tenantdb-demo --exit-when-ready 120 --kubeconfig "$demo_dir/kubeconfig"
 rm -rf "$demo_dir"
+step "all steps passed"

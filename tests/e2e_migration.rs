@@ -554,3 +554,98 @@ async fn pause_failure_budget_and_resume_with_a_larger_budget() {
         assert!(has_flags_table(&env, name).await);
     }
 }
+
+/// A Tenant status write computed before a TenantMigration migrated the tenant, and sent after the
+/// migration recorded the new `schemaVersion`, must not leave the older version in place: the
+/// write carries the version it computed, and a settled Tenant writes no status again before its
+/// resync (300 s here). The write is held at the operator's `tenant-status-write` pause point
+/// (tests/README.md) while the migration runs and records its version, then let go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_write_in_flight_during_a_migration_keeps_the_newer_schema_version() {
+    use tenantdb_testkit::pause::Pause;
+    let pause = Pause::new("tenant-status-write");
+    let env = Env::start_configured(e2e::EnvOptions {
+        operator_env: pause.vars(),
+        ..Default::default()
+    })
+    .await;
+    create_tenant(&env, "late", json!({"tier": "late"}), "schema").await;
+    env.wait_ready(NS, "late", T).await;
+    assert_eq!(schema_version(&env, "late").await, Some(BUNDLED_LATEST));
+    assert_binary_runs_migration_controller(&env).await;
+    let cm: ConfigMap = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "late-v8", "namespace": NS},
+        "data": {"20250101000008_flags.up.sql": "CREATE TABLE tm_flags (id int PRIMARY KEY);"},
+    }))
+    .unwrap();
+    Api::<ConfigMap>::namespaced(env.client.clone(), NS)
+        .create(&PostParams::default(), &cm)
+        .await
+        .unwrap();
+
+    // A spec change: the reconcile's status write (the new observedGeneration) waits at the pause
+    // point, computed with the version before the migration.
+    pause.arm();
+    let generation = env
+        .tenants(NS)
+        .patch(
+            "late",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"quotas": {"statementTimeout": "45s"}}})),
+        )
+        .await
+        .unwrap()
+        .metadata
+        .generation;
+    pause.reached(&env, T).await;
+
+    // Meanwhile the migration runs and records V8 on the Tenant.
+    create_migration(
+        &env,
+        "late-v8",
+        json!({"target": {"tenant": "late"}, "source": {"configMap": {"name": "late-v8"}}}),
+    )
+    .await;
+    wait_migration(&env, "late-v8", "Succeeded", |tm| {
+        phase(tm) == Some(MigrationPhase::Succeeded)
+    })
+    .await;
+    wait_schema_version(&env, "late", V8).await;
+    assert!(has_flags_table(&env, "late").await);
+
+    // The held write goes: once it has landed (its observedGeneration), the Tenant says V8.
+    pause.release();
+    let api = env.tenants(NS);
+    let landed = wait_for(T, "the held status write landed", || {
+        let api = api.clone();
+        async move {
+            let t = api.get("late").await.ok()?;
+            let s = t.status?;
+            (s.observed_generation == generation).then_some(s.schema_version)
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", env.important_log_tail(40)));
+    let log = env.operator_log();
+    assert!(
+        log.contains("pause point reached"),
+        "the write was held:\n{}",
+        env.important_log_tail(40)
+    );
+    if landed != Some(V8) {
+        // Written back at once when the fix works; a few seconds at most.
+        wait_for(
+            Duration::from_secs(20),
+            "schemaVersion back at V8 after the held write",
+            || async { (schema_version(&env, "late").await == Some(V8)).then_some(()) },
+        )
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}: the held write left schemaVersion {landed:?}\n{}",
+                env.important_log_tail(40)
+            )
+        });
+    }
+}

@@ -24,6 +24,7 @@ pub mod mongo_writer;
 pub mod move_killer;
 pub mod moves;
 pub mod ops;
+pub mod pause;
 pub mod reliability;
 pub mod sql_scan;
 

@@ -3,6 +3,7 @@
 
 use super::*;
 use k8s_openapi::jiff::Timestamp;
+use tenantdb_testkit::pause::Pause;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_over_resumed_without_its_subscription_rolls_back_at_once() {
@@ -548,67 +549,6 @@ async fn a_cut_over_resumed_on_a_fenced_source_without_a_record_waits_for_its_lo
     assert_eq!(logins(&b, &role).await, [true], "the tenant logs in on b");
 }
 
-/// A test-only pause point of the operator (`TENANTDB_TEST_PAUSE_AT`, tests/README.md): its
-/// files, removed when dropped.
-struct Pause {
-    point: &'static str,
-    file: std::path::PathBuf,
-    reached: std::path::PathBuf,
-}
-
-impl Pause {
-    fn new(point: &'static str) -> Self {
-        let file =
-            std::env::temp_dir().join(format!("tenantdb-pause-{point}-{}", std::process::id()));
-        let reached = file.with_extension("reached");
-        let p = Pause {
-            point,
-            file,
-            reached,
-        };
-        p.clear();
-        p
-    }
-
-    /// The operator's environment for it.
-    fn vars(&self) -> Vec<(String, String)> {
-        vec![
-            ("TENANTDB_TEST_PAUSE_AT".into(), self.point.into()),
-            (
-                "TENANTDB_TEST_PAUSE_FILE".into(),
-                self.file.display().to_string(),
-            ),
-        ]
-    }
-
-    /// The next cut-over to reach the point waits there.
-    fn clear(&self) {
-        let _ = std::fs::remove_file(&self.file);
-        let _ = std::fs::remove_file(&self.reached);
-    }
-
-    /// Waits until a cut-over waits at the point.
-    async fn reached(&self, env: &Env) {
-        wait_for(T, &format!("the cut-over paused at {}", self.point), || {
-            let reached = self.reached.clone();
-            async move { reached.exists().then_some(()) }
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", env.important_log_tail(60)));
-    }
-
-    /// Lets it (and every later one) go on.
-    fn release(&self) {
-        std::fs::write(&self.file, "go").unwrap();
-    }
-}
-
-impl Drop for Pause {
-    fn drop(&mut self) {
-        self.clear();
-    }
-}
-
 /// The move of `name` rolled back after three attempts, the first undone inside its freeze by the
 /// catalog check naming `index` (see [`rolled_back_clean`]).
 async fn rolled_back_by_the_catalog_check(env: &Env, b: &LocalPg, name: &str, index: &str) {
@@ -675,7 +615,7 @@ async fn ddl_just_before_the_write_freeze_is_found_inside_it() {
     database_tenants_with_tables(&env, &["p"]).await;
 
     place(&env, "p", "b").await;
-    pause.reached(&env).await;
+    pause.reached(&env, T).await;
     // The tenant logs in still (the freeze has not begun) and makes an index of its own.
     let mut c = tenant_conn(&env, "p")
         .await
@@ -704,7 +644,7 @@ async fn sequences_and_ddl_late_in_the_write_freeze_are_seen() {
     // q: five `nextval`s inside the freeze, after the counts.
     let q_db = env.secret_value(NS, "q-db", "database").await.unwrap();
     place(&env, "q", "b").await;
-    pause.reached(&env).await;
+    pause.reached(&env, T).await;
     let mut a = admin(&env.pg, &q_db).await;
     let last: i64 =
         sqlx::query_scalar("SELECT max(nextval('writes_id_seq')) FROM generate_series(1, 5)")
@@ -736,7 +676,7 @@ async fn sequences_and_ddl_late_in_the_write_freeze_are_seen() {
     pause.clear();
     let r_db = env.secret_value(NS, "r-db", "database").await.unwrap();
     place(&env, "r", "b").await;
-    pause.reached(&env).await;
+    pause.reached(&env, T).await;
     let mut a = admin(&env.pg, &r_db).await;
     sqlx::raw_sql("CREATE INDEX big_pad_late ON big (pad)")
         .execute(&mut a)

@@ -282,22 +282,10 @@ fn unsettle_placed(ctx: &Context, ds: &DatabaseServer) {
 }
 
 /// Tenants whose move (of their part on `engine`) away from the server `name` is in progress
-/// (from the Tenant cache).
+/// (by their status in the Tenant cache).
 fn moving_from(ctx: &Context, engine: Engine, name: &str) -> i64 {
-    ctx.synced_tenant_store().map_or(0, |store| {
-        store
-            .state()
-            .iter()
-            .filter(|t| {
-                t.status
-                    .as_ref()
-                    .and_then(|s| crate::controller::tenant::move_of(s, engine))
-                    .is_some_and(|m| {
-                        !m.phase.is_terminal() && m.started_at.is_some() && m.from == name
-                    })
-            })
-            .count() as i64
-    })
+    let moving = crate::controller::tenant::moving_by_status(ctx, engine, name);
+    i64::try_from(moving.len()).unwrap_or(i64::MAX)
 }
 
 /// Labels, capacity and cordon of a DatabaseServer, as placement uses them.

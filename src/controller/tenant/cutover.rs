@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::PgConnection;
 
+use super::test_points::{fail_point, fail_with_error, pause_point};
 use crate::error::{Error, Result};
 use crate::moves::sql::{self, Scope};
 use crate::naming::TenantNames;
@@ -389,48 +390,6 @@ async fn undo(source: &Server, login: &[crate::naming::Ident], why: String) -> C
         Ok(()) => CutOver::Retry(why),
         Err(e) => CutOver::Failed(e),
     }
-}
-
-/// Test-only fail point (debug builds): the process exits here when `TENANTDB_TEST_EXIT_AT` names
-/// `point`, as if killed there (tests/README.md).
-pub(super) fn fail_point(point: &str) {
-    #[cfg(debug_assertions)]
-    if std::env::var("TENANTDB_TEST_EXIT_AT").is_ok_and(|p| p == point) {
-        tracing::warn!(point, "fail point reached: exiting (TENANTDB_TEST_EXIT_AT)");
-        std::process::exit(86);
-    }
-    let _ = point;
-}
-
-/// Test-only fail point (debug builds): an error (one the server would have refused with, not an
-/// outage) here when `TENANTDB_TEST_FAIL_AT` names `point` (tests/README.md).
-fn fail_with_error(point: &str) -> Result<()> {
-    #[cfg(debug_assertions)]
-    if std::env::var("TENANTDB_TEST_FAIL_AT").is_ok_and(|p| p == point) {
-        return Err(Error::database(format!(
-            "fail point {point} reached (TENANTDB_TEST_FAIL_AT)"
-        )));
-    }
-    let _ = point;
-    Ok(())
-}
-
-/// Test-only pause point (debug builds): when `TENANTDB_TEST_PAUSE_AT` names `point`, the cut-over
-/// writes the file `$TENANTDB_TEST_PAUSE_FILE.reached` and waits there until the file
-/// `$TENANTDB_TEST_PAUSE_FILE` exists (tests/README.md): `move-compared` (after the catalog
-/// comparison, before the fence), `move-counted` (inside the freeze, after the row counts).
-async fn pause_point(point: &str) {
-    #[cfg(debug_assertions)]
-    if std::env::var("TENANTDB_TEST_PAUSE_AT").is_ok_and(|p| p == point)
-        && let Ok(file) = std::env::var("TENANTDB_TEST_PAUSE_FILE")
-    {
-        tracing::warn!(point, "pause point reached (TENANTDB_TEST_PAUSE_AT)");
-        let _ = tokio::fs::write(format!("{file}.reached"), point).await;
-        while !tokio::fs::try_exists(&file).await.unwrap_or(true) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-    let _ = point;
 }
 
 #[cfg(test)]

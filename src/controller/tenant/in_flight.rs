@@ -16,21 +16,33 @@ pub(super) fn moving_from(
         Engine::Postgres => ctx.servers().moving_from(server),
         Engine::Mongodb => ctx.mongo_servers().moving_from(server),
     };
-    if let Some(store) = ctx.synced_tenant_store() {
-        for t in store.state() {
-            let active = t
-                .status
+    keys.extend(moving_by_status(ctx, engine, server));
+    keys
+}
+
+/// Tenants whose `engine` part is moving away from `server` by their status in the Tenant cache
+/// (started and not ended): what a DatabaseServer's drain reports as in progress.
+pub(crate) fn moving_by_status(
+    ctx: &Context,
+    engine: Engine,
+    server: &str,
+) -> std::collections::HashSet<String> {
+    let Some(store) = ctx.synced_tenant_store() else {
+        return Default::default();
+    };
+    store
+        .state()
+        .iter()
+        .filter(|t| {
+            t.status
                 .as_ref()
                 .and_then(|s| super::move_of(s, engine))
                 .is_some_and(|m| {
                     !m.phase.is_terminal() && m.started_at.is_some() && m.from == server
-                });
-            if active {
-                keys.insert(object_key(t.as_ref()));
-            }
-        }
-    }
-    keys
+                })
+        })
+        .map(|t| object_key(t.as_ref()))
+        .collect()
 }
 
 /// Other moves from `source` or to `target` whose subscriptions may not exist yet (so that the

@@ -27,6 +27,7 @@ mod report;
 mod schema;
 mod statistics;
 mod steps;
+mod test_points;
 mod usage;
 mod validate;
 
@@ -61,6 +62,7 @@ use report::{
 };
 use validate::{Spec, check_tenant_limit};
 
+pub(crate) use in_flight::moving_by_status;
 pub use place::{ServerUsage, usage_by_server};
 pub(crate) use place::{candidates_of, move_of, usage_on};
 

@@ -548,7 +548,7 @@ async fn advance(t: &mut Tenant, ctx: &Context, mut m: MoveStatus) -> Result<Opt
                         m.write_freeze_ms = Some(freeze.as_millis() as i64);
                         m.message = Some(format!("{} took over", m.to));
                         persist(t, ctx, m.clone()).await?;
-                        super::cutover::fail_point("move-cut-over");
+                        super::test_points::fail_point("move-cut-over");
                         info!(from = %m.from, to = %m.to, freeze_ms = ?m.write_freeze_ms, "move cut over");
                         ctx.event(
                             t,
