@@ -599,6 +599,11 @@ async fn a_status_write_in_flight_during_a_migration_keeps_the_newer_schema_vers
         .metadata
         .generation;
     pause.reached(&env, T).await;
+    assert_eq!(
+        pause.reached_text(),
+        format!("tenant-status-write Tenant/{NS}/late generation {generation:?}"),
+        "the write held is the spec change's"
+    );
 
     // Meanwhile the migration runs and records V8 on the Tenant.
     create_migration(

@@ -16,7 +16,8 @@ pub struct Pause {
 }
 
 impl Pause {
-    /// The point `point` (e.g. `move-compared`), with files unique to this test process.
+    /// The point `point` (e.g. `move-compared`), with files named by the point and this test
+    /// process: one test of a binary at a time per point.
     pub fn new(point: &'static str) -> Self {
         let file =
             std::env::temp_dir().join(format!("tenantdb-pause-{point}-{}", std::process::id()));
@@ -68,6 +69,12 @@ impl Pause {
         )
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", env.important_log_tail(60)));
+    }
+
+    /// What the operator wrote when it reached the point: the point, and for an armed point which
+    /// pass (e.g. `tenant-status-write Tenant/fleet/late generation Some(2)`).
+    pub fn reached_text(&self) -> String {
+        std::fs::read_to_string(&self.reached).unwrap_or_default()
     }
 
     /// Lets it (and every later pass) go on; an armed point is disarmed.

@@ -363,7 +363,10 @@ pub(super) async fn write_status(
     if ctx.already_written(&key, hash) {
         return Ok(false);
     }
-    super::test_points::armed_pause_point("tenant-status-write").await;
+    super::test_points::armed_pause_point("tenant-status-write", || {
+        format!("{key} generation {:?}", tenant.meta().generation)
+    })
+    .await;
     let mut written = apply_status(tenant, ctx, &status).await?;
     let mut hash = hash;
     // A schemaVersion recorded while this write was in flight (a TenantMigration migrated the

@@ -1,6 +1,6 @@
 //! Test-only fail and pause points (debug builds only; a release build ignores the variables):
 //! where the end-to-end tests make the operator exit, fail or wait at a chosen point of a reconcile
-//! (tests/README.md, "Gates and test-only switches").
+//! (tests/README.md, "Gates (environment variables)").
 
 #[cfg(debug_assertions)]
 use std::time::Duration;
@@ -46,10 +46,11 @@ pub(super) async fn pause_point(point: &str) {
     let _ = point;
 }
 
-/// [`pause_point`] that waits only while it is armed: the file `$TENANTDB_TEST_PAUSE_FILE.arm`
-/// exists (for a point every reconcile passes, where a test wants one chosen pass to wait).
-/// `tenant-status-write`: a Tenant status write, computed, before it is sent.
-pub(super) async fn armed_pause_point(point: &str) {
+/// [`pause_point`] for a point every reconcile passes, where a test wants one chosen pass to wait:
+/// it waits only when it is reached while armed (the file `$TENANTDB_TEST_PAUSE_FILE.arm` exists),
+/// and writes `detail` (which pass) into the `.reached` file. `tenant-status-write`: a Tenant
+/// status write, computed, before it is sent (detail: the Tenant and its generation).
+pub(super) async fn armed_pause_point(point: &str, detail: impl FnOnce() -> String) {
     #[cfg(debug_assertions)]
     if std::env::var("TENANTDB_TEST_PAUSE_AT").is_ok_and(|p| p == point)
         && let Ok(file) = std::env::var("TENANTDB_TEST_PAUSE_FILE")
@@ -57,9 +58,10 @@ pub(super) async fn armed_pause_point(point: &str) {
             .await
             .unwrap_or(false)
     {
-        wait_at(point, &file).await;
+        wait_at(&format!("{point} {}", detail()), &file).await;
+        return;
     }
-    let _ = point;
+    let _ = (point, detail);
 }
 
 #[cfg(debug_assertions)]
