@@ -16,14 +16,15 @@ COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
 COPY migrations ./migrations
 # The other workspace members (the API server emulator, the test kit, the demo, the kubectl
-# plugin) are neither built nor linked into the image: Cargo only reads their manifests to load the
-# workspace and check the lockfile, so they get their manifests and empty source files (a
-# workspace skeleton).
+# plugin, the benchmark driver) are neither built nor linked into the image: Cargo only reads their
+# manifests to load the workspace and check the lockfile, so they get their manifests and empty
+# source files (a workspace skeleton).
 COPY apiserver/Cargo.toml ./apiserver/Cargo.toml
 COPY testkit/Cargo.toml ./testkit/Cargo.toml
 COPY demo/Cargo.toml ./demo/Cargo.toml
 COPY plugin/Cargo.toml ./plugin/Cargo.toml
-RUN mkdir -p apiserver/src testkit/src demo/src plugin/src && touch apiserver/src/lib.rs apiserver/src/main.rs testkit/src/lib.rs demo/src/main.rs plugin/src/main.rs
+COPY bench/driver/Cargo.toml ./bench/driver/Cargo.toml
+RUN mkdir -p apiserver/src testkit/src demo/src plugin/src bench/driver/src && touch apiserver/src/lib.rs apiserver/src/main.rs testkit/src/lib.rs demo/src/main.rs plugin/src/main.rs bench/driver/src/main.rs
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
     --mount=type=cache,target=/src/target,sharing=locked \

@@ -81,15 +81,16 @@ if [ "$check" = 0 ] && { [ ! -x "$SQLX" ] || ! "$SQLX" --version 2>/dev/null | g
 fi
 export BENCH_DBMATE="$DBMATE" BENCH_SQLX="$SQLX"
 
-# --- build: the operator (release) and the driver (its own cargo workspace, shared target dir) ----
+# --- build: the operator and the driver (a workspace member), in one build ---------------------
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 log "building $PROFILE binaries"
 if [ "$PROFILE" = release ]; then
-  cargo build --locked --release -p tenantdb
-  cargo build --release --manifest-path bench/driver/Cargo.toml
+  cargo build --locked --release -p tenantdb -p tenantdb-bench
 else
-  cargo build --locked -p tenantdb
-  cargo build --locked --manifest-path bench/driver/Cargo.toml
+  # The guard (CI, after the tests): every target of the workspace, so that the dependencies have
+  # the test build's features (dev-dependencies such as tokio's test-util included) and nothing is
+  # compiled again; only the binaries the tests did not build are linked.
+  cargo build --locked --workspace --all-targets
 fi
 BIN="$CARGO_TARGET_DIR/$PROFILE"
 

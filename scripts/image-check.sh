@@ -68,20 +68,20 @@ echo "image-check: the builder context compiles"
 
 # 2b. What the operator links: never the emulator, the test kit or the demo.
 deps="$(cargo tree --locked -p tenantdb -e normal,build --prefix none --format '{p}' | awk '{print $1}' | sort -u)"
-for forbidden in tenantdb-apiserver tenantdb-testkit tenantdb-demo kube-cel; do
+for forbidden in tenantdb-apiserver tenantdb-testkit tenantdb-demo tenantdb-bench kube-cel; do
   if grep -qx "$forbidden" <<<"$deps"; then
     fail "the operator depends on $forbidden (it must stay a dev-dependency)"
   fi
 done
-echo "image-check: the operator links none of tenantdb-apiserver, tenantdb-testkit, tenantdb-demo, kube-cel"
+echo "image-check: the operator links none of tenantdb-apiserver, tenantdb-testkit, tenantdb-demo, tenantdb-bench, kube-cel"
 # The kubectl plugin is shipped too (cargo install --path plugin): the same rule.
 deps="$(cargo tree --locked -p kubectl-tenantdb -e normal,build --prefix none --format '{p}' | awk '{print $1}' | sort -u)"
-for forbidden in tenantdb-apiserver tenantdb-testkit tenantdb-demo kube-cel; do
+for forbidden in tenantdb-apiserver tenantdb-testkit tenantdb-demo tenantdb-bench kube-cel; do
   if grep -qx "$forbidden" <<<"$deps"; then
     fail "the kubectl plugin depends on $forbidden (it must stay a dev-dependency)"
   fi
 done
-echo "image-check: the kubectl plugin links none of tenantdb-apiserver, tenantdb-testkit, tenantdb-demo, kube-cel"
+echo "image-check: the kubectl plugin links none of tenantdb-apiserver, tenantdb-testkit, tenantdb-demo, tenantdb-bench, kube-cel"
 
 # 3. Builder Rust vs. rust-version.
 image_rust="$(printf '%s\n' "$builder" | sed -n 's/^FROM rust:\([0-9.]*\).*/\1/p')"

@@ -42,10 +42,8 @@ bash scripts/test-lanes.sh
 
 # Performance regression guard (issue 18): a quick benchmark run (debug build, no peers) against the
 # committed bench/results/check/results.json; fails only on a gross regression (> 3x), printing both.
+# (The driver is a workspace member: its unit tests, the guard's among them, ran with the others.)
 step "performance regression guard (bench/run.sh --check)"
-# The driver's unit tests build into the shared target/ that bench/run.sh builds the driver into
-# (a second target dir under bench/driver/ cost ~4 GB and a second build of its dependencies).
-CARGO_TARGET_DIR="$PWD/target" cargo test --locked --quiet --manifest-path bench/driver/Cargo.toml guard
 bash bench/run.sh --check
 
 step "container image checks without a Docker engine (build context compiles, libraries, user)"
@@ -53,7 +51,9 @@ bash scripts/image-check.sh target/debug/tenantdb
 
 step "demo smoke run (tenantdb-demo --exit-when-ready, as scripts/demo.sh runs it)"
 demo_dir="$(mktemp -d)"
-cargo build --locked --quiet -p tenantdb-demo
+# The demo binary the guard's build linked (the workspace's test features: `-p tenantdb-demo` alone
+# would compile the dependencies again without them).
+cargo build --locked --quiet --workspace --all-targets
 ./target/debug/tenantdb-demo --exit-when-ready 120 --kubeconfig "$demo_dir/kubeconfig"
 rm -rf "$demo_dir"
 step "all steps passed"
