@@ -20,6 +20,12 @@ use tenantdb::crd::{DatabaseServer, MovePhase, Tenant, TenantPhase};
 use tenantdb_testkit::localpg::{LocalPg, LocalPgOptions};
 
 const T: Duration = Duration::from_secs(240);
+/// The whole drain (20 moves, 2 at a time; ~60–90 s here). One CI run beside another test binary
+/// saw two moves' table copies stall for ~150 s together and time out at 240 s (every tenant
+/// moved in the end; cause not established: PostgreSQL's table synchronisation creates one slot
+/// per table on the source, each waiting for the transactions running at that moment). The claim
+/// is the drain's limits and its end, not its speed on a loaded 2-core machine.
+const DRAIN_T: Duration = Duration::from_secs(480);
 const TENANTS: usize = 20;
 const AT_ONCE: usize = 2;
 
@@ -175,7 +181,7 @@ async fn a_drained_server_moves_all_its_tenants_away_a_few_at_a_time() {
         .unwrap();
     let api = env.tenants(ns);
     let most = std::sync::atomic::AtomicUsize::new(0);
-    let per_server = wait_for(T, "every tenant moved off a", || async {
+    let per_server = wait_for(DRAIN_T, "every tenant moved off a", || async {
         let list = api.list(&ListParams::default()).await.ok()?;
         let moving = list.items.iter().filter(|t| moving_from(t, "a")).count();
         most.fetch_max(moving, std::sync::atomic::Ordering::Relaxed);
