@@ -14,23 +14,119 @@ pub async fn wal_level(pg: &PgAdmin) -> Result<String> {
 }
 
 /// Replication slots, WAL senders (source), logical replication workers, background worker
-/// processes and replication origins (target) a move needs
-/// beyond those held for good: its subscription's slot, sender and apply worker, and at least one
-/// table synchronisation worker with its own slot and sender. Without that the subscription is
-/// created but never copies a table (the synchronisation waits for a worker): a move stuck in
-/// `Copying`. Synchronisation workers, their slots and senders of other moves are not counted:
-/// they end with their table, so concurrent moves share them (slower, not stuck).
+/// processes and replication origins (target) a move's copy takes at the least: its
+/// subscription's slot, sender and apply worker, and one table synchronisation worker with its
+/// own slot and sender. [`replication_room`] asks for the move's whole complement instead (one
+/// per table synchronisation worker the target allows a subscription, see [`MoveRoom::per_move`]):
+/// with fewer, the subscription is created and copies, but slowly (below).
 pub const REPLICATION_ROOM: i64 = 2;
 
-/// Why `source` → `target` has no room for one more move's replication now, if it has not:
-/// [`REPLICATION_ROOM`] of each beyond what subscriptions hold for good, and `pending` more
-/// (moves started but whose subscriptions may not exist yet).
+/// What a server pair has and what moves in flight take, as read by [`replication_room`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MoveRoom {
+    /// Free on the source beyond what subscriptions hold for good: replication slots, WAL senders.
+    pub slots: i64,
+    pub senders: i64,
+    /// Free on the target: logical replication workers beyond one apply worker per enabled
+    /// subscription; background worker processes beyond those running now (one per enabled
+    /// subscription at least); replication origins beyond the subscriptions' own.
+    pub workers: i64,
+    pub processes: i64,
+    pub origins: i64,
+    /// The target's `max_replication_slots` or `max_active_replication_origins` (PostgreSQL 18).
+    pub origins_setting: String,
+    /// The target's `max_sync_workers_per_subscription`.
+    pub sync_per_subscription: i64,
+    /// Other moves from the source or to the target that may not show yet (`Preparing`).
+    pub pending: i64,
+    /// Other moves from the source or to the target that are copying (`Copying`): each may be
+    /// holding a table synchronisation worker, slot, sender and origin per
+    /// `max_sync_workers_per_subscription`.
+    pub copying: i64,
+}
+
+impl MoveRoom {
+    /// Table synchronisation workers one move's copy uses at once: the target's
+    /// `max_sync_workers_per_subscription`, at least 1 (0 holds a move in `Copying` until it
+    /// is raised, which needs no restart).
+    pub fn sync(&self) -> i64 {
+        self.sync_per_subscription.max(1)
+    }
+
+    /// Of each kind, what one move takes while it copies: the subscription's and one per table
+    /// synchronisation worker.
+    pub fn per_move(&self) -> i64 {
+        1 + self.sync()
+    }
+
+    /// Why there is no room for one more move now, if there is not: per kind, the free amount
+    /// less what the copying moves' synchronisation workers take must hold [`Self::per_move`]
+    /// for this move and each pending one.
+    ///
+    /// Why the whole complement: when a subscription's apply worker cannot start a table
+    /// synchronisation worker (no free worker slot, slot or sender), PostgreSQL retries that
+    /// table only after `wal_retrieve_retry_interval` (5 s). Two moves sharing one spare worker
+    /// copied a table every ~10 s (a CI drain: 7 of 39 tables in 70 s); three subscriptions of
+    /// 39 small tables each on a target with the default `max_logical_replication_workers = 4`
+    /// took 400 s, against 0.8 s for one alone (docs/moves.md). A move that waits to start is
+    /// faster than moves that share.
+    pub fn shortfalls(&self, source: &str, target: &str) -> Vec<String> {
+        let taken = self.copying.max(0) * self.sync();
+        let need = self.per_move() * (1 + self.pending.max(0));
+        let others = match (self.pending > 0, self.copying > 0) {
+            (false, false) => String::new(),
+            (true, false) => format!(" with {} other move(s) starting", self.pending),
+            (false, true) => format!(" with {} other move(s) copying", self.copying),
+            (true, true) => format!(
+                " with {} other move(s) starting and {} copying",
+                self.pending, self.copying
+            ),
+        };
+        [
+            (self.slots, source, "max_replication_slots", "replication slots"),
+            (self.senders, source, "max_wal_senders", "WAL senders"),
+            (
+                self.workers,
+                target,
+                "max_logical_replication_workers",
+                "logical replication workers",
+            ),
+            (
+                self.processes,
+                target,
+                "max_worker_processes",
+                "background worker processes",
+            ),
+            (
+                self.origins,
+                target,
+                self.origins_setting.as_str(),
+                "replication origins",
+            ),
+        ]
+        .into_iter()
+        .filter(|(free, ..)| free - taken < need)
+        .map(|(free, server, setting, what)| {
+            format!(
+                "server {server} has {} free {what} ({setting}), a move needs {} (1 + max_sync_workers_per_subscription {}){others}",
+                (free - taken).max(0),
+                self.per_move(),
+                self.sync()
+            )
+        })
+        .collect()
+    }
+}
+
+/// Why `source` → `target` has no room for one more move's replication now, if it has not (see
+/// [`MoveRoom::shortfalls`]): `pending` other moves are starting, `copying` others copying.
 pub async fn replication_room(
     source: &PgAdmin,
     source_name: &str,
     target: &PgAdmin,
     target_name: &str,
     pending: i64,
+    copying: i64,
 ) -> Result<Option<String>> {
     // Table synchronisation slots are named `pg_<subid>_sync_<relid>_<sysid>`. Their senders
     // cannot be told from the apply senders (the application name is the subscription's, and a
@@ -50,15 +146,19 @@ pub async fn replication_room(
     // restarted); background worker processes, which bound those workers together with every
     // other background worker (the launcher, parallel query workers, extensions' workers); and
     // replication origins (one per subscription, one per table synchronisation), bounded by the
-    // target's max_replication_slots. Table synchronisation workers and origins of other moves
-    // end with their table, as on the source.
-    // (`max_sync_workers_per_subscription = 0` is not refused: it can be raised without a
-    // restart, and the tests use it to hold a move in `Copying`.)
+    // target's max_replication_slots. Table synchronisation workers and origins running now are
+    // not subtracted: the copying moves' are, whole, by `MoveRoom::shortfalls`.
     // Backend types that are not background workers (PostgreSQL 15 to 18); logical replication
     // workers are `logical replication worker` up to 16 and `logical replication
     // apply/tablesync/parallel worker` from 17. Origins: `max_replication_slots` up to 17,
     // `max_active_replication_origins` from 18.
-    let (workers, processes, origins, origins_setting): (i64, i64, i64, String) = sqlx::query_as(
+    let (workers, processes, origins, origins_setting, sync_per_subscription): (
+        i64,
+        i64,
+        i64,
+        String,
+        i64,
+    ) = sqlx::query_as(
         "WITH subs AS (SELECT count(*) AS n FROM pg_subscription WHERE subenabled), \
               bg AS (SELECT count(*) FILTER (WHERE backend_type LIKE 'logical replication %worker') AS lr, \
                             count(*) FILTER (WHERE backend_type NOT LIKE 'logical replication %worker') AS other \
@@ -74,55 +174,26 @@ pub async fn replication_room(
                                 THEN 'max_replication_slots' ELSE 'max_active_replication_origins' END AS setting) \
          SELECT current_setting('max_logical_replication_workers')::bigint - (SELECT n FROM subs), \
                 current_setting('max_worker_processes')::bigint \
-                  - (SELECT other FROM bg) - greatest((SELECT lr FROM bg), (SELECT n FROM subs)), \
+                  - (SELECT other FROM bg) - (SELECT n FROM subs), \
                 current_setting((SELECT setting FROM o))::bigint \
                   - ((SELECT total FROM sync) - (SELECT n FROM sync)), \
-                (SELECT setting FROM o)",
+                (SELECT setting FROM o), \
+                current_setting('max_sync_workers_per_subscription')::bigint",
     )
     .fetch_one(target.admin()?)
     .await?;
-    let need = REPLICATION_ROOM + pending.max(0);
-    let short = [
-        (
-            slots,
-            source_name,
-            "max_replication_slots",
-            "replication slots",
-        ),
-        (senders, source_name, "max_wal_senders", "WAL senders"),
-        (
-            workers,
-            target_name,
-            "max_logical_replication_workers",
-            "logical replication workers",
-        ),
-        (
-            processes,
-            target_name,
-            "max_worker_processes",
-            "background worker processes",
-        ),
-        (
-            origins,
-            target_name,
-            origins_setting.as_str(),
-            "replication origins",
-        ),
-    ]
-    .into_iter()
-    .filter(|(free, ..)| *free < need)
-    .map(|(free, server, setting, what)| {
-        let others = if pending > 0 {
-            format!(" with {pending} other move(s) starting")
-        } else {
-            String::new()
-        };
-        format!(
-            "server {server} has {} free {what} ({setting}), a move needs {REPLICATION_ROOM}{others}",
-            free.max(0)
-        )
-    })
-    .collect::<Vec<_>>();
+    let room = MoveRoom {
+        slots,
+        senders,
+        workers,
+        processes,
+        origins,
+        origins_setting,
+        sync_per_subscription,
+        pending,
+        copying,
+    };
+    let short = room.shortfalls(source_name, target_name);
     Ok((!short.is_empty()).then(|| {
         format!(
             "{} (raise the setting — a restart — or wait for other moves to end)",
@@ -167,4 +238,97 @@ pub async fn cluster_identity(pg: &PgAdmin) -> Result<(String, String)> {
     .fetch_one(pg.admin()?)
     .await?;
     Ok((row.try_get("id")?, row.try_get("started")?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MoveRoom;
+
+    /// A target at PostgreSQL's defaults (`max_logical_replication_workers = 4`,
+    /// `max_sync_workers_per_subscription = 2`, `max_worker_processes = 8`) and a source with
+    /// `max_replication_slots = max_wal_senders = 10`, nothing else on them.
+    fn defaults() -> MoveRoom {
+        MoveRoom {
+            slots: 10,
+            senders: 10,
+            workers: 4,
+            processes: 7,
+            origins: 10,
+            origins_setting: "max_replication_slots".into(),
+            sync_per_subscription: 2,
+            pending: 0,
+            copying: 0,
+        }
+    }
+
+    #[test]
+    fn one_move_at_a_time_copies_into_a_target_at_the_defaults() {
+        let first = defaults();
+        assert_eq!(first.per_move(), 3);
+        assert_eq!(first.shortfalls("a", "c"), Vec::<String>::new());
+        // The first one copying: its apply worker is an enabled subscription (4 - 1), its two
+        // synchronisation workers are taken: 1 free, 3 needed.
+        let second = MoveRoom {
+            workers: 3,
+            copying: 1,
+            ..defaults()
+        };
+        assert_eq!(
+            second.shortfalls("a", "c"),
+            vec![
+                "server c has 1 free logical replication workers (max_logical_replication_workers), a move needs 3 (1 + max_sync_workers_per_subscription 2) with 1 other move(s) copying"
+            ]
+        );
+        // Started but not yet subscribed: counted whole.
+        let behind_a_starting_one = MoveRoom {
+            pending: 1,
+            ..defaults()
+        };
+        assert_eq!(behind_a_starting_one.shortfalls("a", "c").len(), 1);
+        // Room for two at once when the target is sized for it.
+        let sized = MoveRoom {
+            workers: 8 - 1,
+            processes: 16 - 2,
+            copying: 1,
+            ..defaults()
+        };
+        assert_eq!(sized.shortfalls("a", "c"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn synchronisation_held_at_zero_still_needs_one_worker() {
+        let held = MoveRoom {
+            sync_per_subscription: 0,
+            workers: 1,
+            ..defaults()
+        };
+        assert_eq!(held.per_move(), 2);
+        assert_eq!(
+            held.shortfalls("a", "narrow"),
+            vec![
+                "server narrow has 1 free logical replication workers (max_logical_replication_workers), a move needs 2 (1 + max_sync_workers_per_subscription 1)"
+            ]
+        );
+    }
+
+    #[test]
+    fn every_short_kind_is_named_on_its_server() {
+        let short = MoveRoom {
+            slots: 2,
+            senders: 2,
+            origins: 2,
+            origins_setting: "max_active_replication_origins".into(),
+            copying: 0,
+            ..defaults()
+        };
+        let got = short.shortfalls("a", "c");
+        assert_eq!(got.len(), 3, "{got:#?}");
+        assert!(
+            got[0].starts_with("server a has 2 free replication slots (max_replication_slots)")
+        );
+        assert!(got[1].starts_with("server a has 2 free WAL senders (max_wal_senders)"));
+        assert!(got[2].starts_with(
+            "server c has 2 free replication origins (max_active_replication_origins)"
+        ));
+    }
 }

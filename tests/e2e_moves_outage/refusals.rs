@@ -1,5 +1,5 @@
 //! Targets a move refuses: the same cluster under another name, a server without free replication
-//! workers.
+//! workers, a server whose workers another move's copy holds (until that copy is done).
 
 use super::*;
 
@@ -79,15 +79,15 @@ async fn a_target_without_free_replication_workers_is_not_moved_to() {
     for (server, why) in [
         (
             "narrow",
-            "server narrow has 1 free logical replication workers (max_logical_replication_workers), a move needs 2",
+            "server narrow has 1 free logical replication workers (max_logical_replication_workers), a move needs 3 (1 + max_sync_workers_per_subscription 2)",
         ),
         (
             "few-processes",
-            "server few-processes has 1 free background worker processes (max_worker_processes), a move needs 2",
+            "server few-processes has 1 free background worker processes (max_worker_processes), a move needs 3 (1 + max_sync_workers_per_subscription 2)",
         ),
         (
             "few-origins",
-            "server few-origins has 1 free replication origins (max_replication_slots), a move needs 2",
+            "server few-origins has 1 free replication origins (max_replication_slots), a move needs 3 (1 + max_sync_workers_per_subscription 2)",
         ),
     ] {
         place(&env, "room", server).await;
@@ -107,6 +107,74 @@ async fn a_target_without_free_replication_workers_is_not_moved_to() {
     }
     writes_through_its_secret(&env, "room").await;
     for pg in [&narrow, &few_processes, &few_origins, &env.pg] {
+        assert_eq!(leftovers(pg).await, Vec::<String>::new());
+    }
+}
+
+/// Two moves into one target: the second waits until the first one's copy is done instead of
+/// sharing its table synchronisation workers (PostgreSQL retries a table that found no worker
+/// only after `wal_retrieve_retry_interval`, 5 s: moves sharing a worker copied a table every
+/// 5–10 s). The target has 3 logical replication workers and its copies are held
+/// (`max_sync_workers_per_subscription = 0`: a move's copy takes 2 there, its apply worker and
+/// one synchronisation worker): while the first copies, the second is not started and says why;
+/// released, the first ends, then the second starts, and both end on the target — never both
+/// copying. Without the copying move's workers kept for it, the second started at once (2 free).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_move_into_a_target_waits_for_the_first_ones_copy() {
+    let env = Env::start_configured(options(Vec::new())).await;
+    let c = env
+        .add_logical_server(
+            "c",
+            &[("max_logical_replication_workers".into(), "3".into())],
+        )
+        .await;
+    hold_table_copies(&c, true).await;
+    database_tenants_with_tables(&env, &["first", "second"]).await;
+
+    place(&env, "first", "c").await;
+    wait_move(&env, "first", "copying into c", T, |_, m| {
+        m.phase == MovePhase::Copying
+    })
+    .await;
+    place(&env, "second", "c").await;
+    let (t, m) = wait_move(&env, "second", "held or started", T, |_, m| {
+        m.started_at.is_some() || (m.phase.is_terminal() && m.to == "c")
+    })
+    .await;
+    assert_refused_on_default(
+        "second → c",
+        &t,
+        &m,
+        "server c has 1 free logical replication workers (max_logical_replication_workers), \
+         a move needs 2 (1 + max_sync_workers_per_subscription 1) with 1 other move(s) copying",
+    );
+
+    // Released: the first one's copy ends, then the second one's starts (looked at every 2 s).
+    hold_table_copies(&c, false).await;
+    let both_copying = AtomicBool::new(false);
+    wait_for(T, "both moved to c", || async {
+        let (a, b) = (tenant(&env, "first").await?, tenant(&env, "second").await?);
+        let (ma, mb) = (move_of(&a)?, move_of(&b)?);
+        if ma.phase == MovePhase::Copying && mb.phase == MovePhase::Copying {
+            both_copying.store(true, Ordering::Relaxed);
+        }
+        let done = |t: &Tenant, m: &MoveStatus| {
+            m.phase == MovePhase::Completed
+                && on(t).as_deref() == Some("c")
+                && t.status.as_ref().map(|s| s.phase) == Some(TenantPhase::Ready)
+        };
+        (done(&a, &ma) && done(&b, &mb)).then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", env.important_log_tail(60)));
+    assert!(
+        !both_copying.load(Ordering::Relaxed),
+        "two moves copied into c at once"
+    );
+    for name in ["first", "second"] {
+        writes_through_its_secret(&env, name).await;
+    }
+    for pg in [&c, &env.pg] {
         assert_eq!(leftovers(pg).await, Vec::<String>::new());
     }
 }

@@ -79,3 +79,26 @@ pub(super) fn starting_moves(ctx: &Context, source: &str, target: &str, except: 
     keys.remove(except);
     i64::try_from(keys.len()).unwrap_or(i64::MAX)
 }
+
+/// Other moves from `source` or to `target` that are copying (`Copying` by their status): each
+/// may hold the table synchronisation workers, slots, senders and origins the target allows a
+/// subscription, which [`crate::moves::sql::replication_room`] keeps for them.
+pub(super) fn copying_moves(ctx: &Context, source: &str, target: &str, except: &str) -> i64 {
+    let Some(store) = ctx.synced_tenant_store() else {
+        return 0;
+    };
+    let n = store
+        .state()
+        .iter()
+        .filter(|t| {
+            t.status
+                .as_ref()
+                .and_then(|s| s.move_.as_ref())
+                .is_some_and(|m| {
+                    m.phase == MovePhase::Copying && (m.from == source || m.to == target)
+                })
+                && object_key(t.as_ref()) != except
+        })
+        .count();
+    i64::try_from(n).unwrap_or(i64::MAX)
+}

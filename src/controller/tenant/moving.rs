@@ -50,7 +50,7 @@ use tracing::{info, warn};
 
 use super::super::{Context, object_key};
 use super::cutover::{CutOver, compare, cut_over, give_back_logins, logins};
-use super::in_flight::{moving_from, starting_moves};
+use super::in_flight::{copying_moves, moving_from, starting_moves};
 use super::report::write_status;
 use crate::crd::{MovePhase, MoveStatus, Tenant, TenantPhase};
 use crate::error::{Error, Result};
@@ -102,6 +102,7 @@ pub(super) async fn step(tenant: &Arc<Tenant>, ctx: &Context) -> Result<Next> {
                 Start::Started(m) => m,
                 Start::No => return Ok(Next::Proceed(tenant.clone())),
                 Start::Refused(t) => return Ok(Next::Proceed(Arc::new(*t))),
+                Start::Held(t) => return Ok(Next::Recheck(Arc::new(*t), DRAIN_RECHECK)),
                 Start::Wait => return Ok(Next::Recheck(tenant.clone(), DRAIN_RECHECK)),
             }
         }
@@ -161,6 +162,9 @@ enum Start {
     /// No move, and why is recorded in this Tenant's status (provisioned with it, so that the
     /// reconcile's own status write keeps it).
     Refused(Box<Tenant>),
+    /// Not now, and why is recorded in this Tenant's status (as `Refused`): no room for the
+    /// replication while other moves hold it; looked at again after [`DRAIN_RECHECK`].
+    Held(Box<Tenant>),
     /// The server is being drained and its moves in progress are at its limit, or the last
     /// move was rolled back less than [`RETRY_AFTER`] ago: later.
     Wait,
@@ -271,11 +275,16 @@ async fn start(
             to.pg(),
             &target,
             starting_moves(ctx, current, &target, &key),
+            copying_moves(ctx, current, &target, &key),
         )
         .await
     {
+        // Other moves end: looked at again soon, not at the resync.
         let m = not_started(&target, why);
-        return refuse(tenant, ctx, last, m).await;
+        return Ok(match refuse(tenant, ctx, last, m).await? {
+            Start::Refused(t) => Start::Held(t),
+            _ => Start::Wait,
+        });
     }
     let names = names_on(tenant, ctx, &source)?;
     let bytes = source.pg().storage_bytes(&names).await.ok();
