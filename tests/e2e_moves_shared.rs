@@ -164,7 +164,12 @@ async fn a_shared_tenant_moves_online_without_losing_writes() {
         ..Default::default()
     })
     .await;
-    let b = env.add_logical_server("b", &logical()).await;
+    // Room for two copies at once on b (each takes an apply worker and two table
+    // synchronisation workers; PostgreSQL's default of 4 has room for one), so that the two moves
+    // below copy together.
+    let mut b_settings = logical();
+    b_settings.push(("max_logical_replication_workers".into(), "8".into()));
+    let b = env.add_logical_server("b", &b_settings).await;
     env.create_tenant(
         NS,
         "r",
