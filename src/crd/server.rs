@@ -429,9 +429,28 @@ pub struct MoveStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2))]
     pub login_roles: Option<Vec<String>>,
+    /// PostgreSQL moves, from `Copying` on: tables whose initial copy is done, of `tablesTotal`
+    /// (the subscription's tables; the move's table synchronisation workers are busy until they
+    /// are equal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub tables_copied: Option<i64>,
+    /// PostgreSQL moves, from `Copying` on: the tables the subscription copies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub tables_total: Option<i64>,
     /// What the move is doing or why it was rolled back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+impl MoveStatus {
+    /// Whether the move's subscription may still be copying tables (its table synchronisation
+    /// workers busy): in `Copying`, unless every table is known to be copied.
+    pub fn copies_tables(&self) -> bool {
+        self.phase == MovePhase::Copying
+            && !matches!((self.tables_copied, self.tables_total), (Some(c), Some(t)) if c >= t)
+    }
 }
 
 /// Where a Tenant is placed.

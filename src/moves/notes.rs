@@ -1,7 +1,7 @@
 //! What a move's `status.move.message` says when a step fails: which of its servers cannot be
 //! reached and where the tenant is meanwhile; a move cancelled by its placement keeps saying so
 //! through the errors of its rollback (a cancelled move is started again without the pause after
-//! a failure).
+//! a failure); when a "not started" record says nothing new.
 
 use crate::crd::{MovePhase, MoveStatus};
 use crate::error::{Error, first_line};
@@ -75,6 +75,25 @@ pub fn settled(message: String) -> String {
     }
 }
 
+/// Whether two "not started" records say the same but for their numbers (the free counts and
+/// the other moves in a room refusal).
+pub fn same_hold(a: &MoveStatus, b: &MoveStatus) -> bool {
+    let words = |m: &MoveStatus| -> Option<String> {
+        Some(
+            m.message
+                .as_deref()?
+                .replace(|c: char| c.is_ascii_digit(), ""),
+        )
+    };
+    a.phase == b.phase
+        && a.started_at.is_none()
+        && b.started_at.is_none()
+        && a.from == b.from
+        && a.to == b.to
+        && words(a).is_some()
+        && words(a) == words(b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,5 +108,40 @@ mod tests {
         assert_eq!(settled(twice), c);
         assert_eq!(keep_reason(Some("copying"), "x"), "x");
         assert_eq!(settled("x; meanwhile: y".into()), "x; meanwhile: y");
+    }
+
+    #[test]
+    fn a_hold_record_is_the_same_but_for_its_numbers() {
+        let held = |to: &str, msg: &str| MoveStatus {
+            phase: MovePhase::RolledBack,
+            from: "a".into(),
+            to: to.into(),
+            message: Some(msg.into()),
+            ..Default::default()
+        };
+        let one = held(
+            "c",
+            "not started: server c has 1 free logical replication workers (x), a move needs 3 with 1 other move(s) copying",
+        );
+        let two = held(
+            "c",
+            "not started: server c has 0 free logical replication workers (x), a move needs 3 with 2 other move(s) copying",
+        );
+        assert!(same_hold(&one, &two));
+        // Another kind short, another target, a started move: news.
+        let origins = held(
+            "c",
+            "not started: server c has 1 free replication origins (x), a move needs 3 with 1 other move(s) copying",
+        );
+        assert!(!same_hold(&one, &origins));
+        assert!(!same_hold(
+            &one,
+            &held("b", one.message.as_deref().unwrap_or_default())
+        ));
+        let started = MoveStatus {
+            started_at: Some("2026-12-06T00:00:00Z".into()),
+            ..two.clone()
+        };
+        assert!(!same_hold(&one, &started));
     }
 }

@@ -13,23 +13,21 @@ pub async fn wal_level(pg: &PgAdmin) -> Result<String> {
         .await?)
 }
 
-/// Replication slots, WAL senders (source), logical replication workers, background worker
-/// processes and replication origins (target) a move's copy takes at the least: its
-/// subscription's slot, sender and apply worker, and one table synchronisation worker with its
-/// own slot and sender. [`replication_room`] asks for the move's whole complement instead (one
-/// per table synchronisation worker the target allows a subscription, see [`MoveRoom::per_move`]):
-/// with fewer, the subscription is created and copies, but slowly (below).
-pub const REPLICATION_ROOM: i64 = 2;
-
-/// What a server pair has and what moves in flight take, as read by [`replication_room`].
+/// What a server pair has and what other moves take, as read by [`replication_room`]. Each
+/// kind is counted on its own server: slots and senders on the source, against the other moves
+/// from that source; workers, processes and origins on the target, against the other moves to
+/// that target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MoveRoom {
-    /// Free on the source beyond what subscriptions hold for good: replication slots, WAL senders.
+    /// Free on the source beyond what subscriptions hold for good (table synchronisation slots
+    /// and their senders are not counted: see `copying`): replication slots, WAL senders.
     pub slots: i64,
     pub senders: i64,
     /// Free on the target: logical replication workers beyond one apply worker per enabled
-    /// subscription; background worker processes beyond those running now (one per enabled
-    /// subscription at least); replication origins beyond the subscriptions' own.
+    /// subscription and the running extra workers (table synchronisation, parallel apply) of
+    /// subscriptions that are not moves'; background worker processes beyond the other
+    /// background workers running now, one per enabled subscription and the same extra
+    /// workers; replication origins beyond the subscriptions' own.
     pub workers: i64,
     pub processes: i64,
     pub origins: i64,
@@ -37,12 +35,29 @@ pub struct MoveRoom {
     pub origins_setting: String,
     /// The target's `max_sync_workers_per_subscription`.
     pub sync_per_subscription: i64,
-    /// Other moves from the source or to the target that may not show yet (`Preparing`).
-    pub pending: i64,
-    /// Other moves from the source or to the target that are copying (`Copying`): each may be
-    /// holding a table synchronisation worker, slot, sender and origin per
-    /// `max_sync_workers_per_subscription`.
-    pub copying: i64,
+    /// Other moves that may not show on the servers yet (`Preparing`): from the source, to the
+    /// target. Each takes [`Self::per_move`].
+    pub pending: Ends,
+    /// Other moves whose subscriptions may be copying tables: from the source, to the target.
+    /// Each takes [`Self::sync`] beyond what the servers show of it.
+    pub copying: Ends,
+}
+
+/// Counts of other moves at a move's source and at its target.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ends {
+    pub from_source: i64,
+    pub to_target: i64,
+}
+
+/// Why there is no room for a move now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoRoom {
+    /// Each kind that is short, on its server.
+    pub why: String,
+    /// Whether there would be room without the other moves: they end, so the move waits for
+    /// them; otherwise the servers' settings are too small for a move at all.
+    pub for_now: bool,
 }
 
 impl MoveRoom {
@@ -59,75 +74,110 @@ impl MoveRoom {
         1 + self.sync()
     }
 
-    /// Why there is no room for one more move now, if there is not: per kind, the free amount
-    /// less what the copying moves' synchronisation workers take must hold [`Self::per_move`]
-    /// for this move and each pending one.
+    /// Why there is no room for one more move now, if there is not: per kind, what is free less
+    /// what the other moves at that end take (their table copies, and the whole of those not
+    /// showing yet) must hold [`Self::per_move`].
     ///
     /// Why the whole complement: when a subscription's apply worker cannot start a table
-    /// synchronisation worker (no free worker slot, slot or sender), PostgreSQL retries that
-    /// table only after `wal_retrieve_retry_interval` (5 s). Two moves sharing one spare worker
-    /// copied a table every ~10 s (a CI drain: 7 of 39 tables in 70 s); three subscriptions of
-    /// 39 small tables each on a target with the default `max_logical_replication_workers = 4`
-    /// took 400 s, against 0.8 s for one alone (docs/moves.md). A move that waits to start is
-    /// faster than moves that share.
+    /// synchronisation worker (no free worker slot, slot or sender), PostgreSQL tries that
+    /// table again only after `wal_retrieve_retry_interval` (5 s). Two moves sharing one spare
+    /// worker copied a table every ~10 s (a CI drain: 7 of 39 tables in 70 s); three
+    /// subscriptions of 39 small tables each on a target with the default
+    /// `max_logical_replication_workers = 4` took 400 s, against 0.8 s for one alone
+    /// (docs/moves.md). A move that waits to start is faster than moves that share.
     pub fn shortfalls(&self, source: &str, target: &str) -> Vec<String> {
-        let taken = self.copying.max(0) * self.sync();
-        let need = self.per_move() * (1 + self.pending.max(0));
-        let others = match (self.pending > 0, self.copying > 0) {
-            (false, false) => String::new(),
-            (true, false) => format!(" with {} other move(s) starting", self.pending),
-            (false, true) => format!(" with {} other move(s) copying", self.copying),
-            (true, true) => format!(
-                " with {} other move(s) starting and {} copying",
-                self.pending, self.copying
-            ),
+        let at = |others: i64, copying: i64| {
+            others.max(0) * self.per_move() + copying.max(0) * self.sync()
         };
+        let taken_source = at(self.pending.from_source, self.copying.from_source);
+        let taken_target = at(self.pending.to_target, self.copying.to_target);
+        let others = |pending: i64, copying: i64| match (pending > 0, copying > 0) {
+            (false, false) => String::new(),
+            (true, false) => format!(" with {pending} other move(s) starting"),
+            (false, true) => format!(" with {copying} other move(s) copying"),
+            (true, true) => {
+                format!(" with {pending} other move(s) starting and {copying} copying")
+            }
+        };
+        let at_source = (
+            source,
+            taken_source,
+            others(self.pending.from_source, self.copying.from_source),
+        );
+        let at_target = (
+            target,
+            taken_target,
+            others(self.pending.to_target, self.copying.to_target),
+        );
         [
-            (self.slots, source, "max_replication_slots", "replication slots"),
-            (self.senders, source, "max_wal_senders", "WAL senders"),
+            (self.slots, &at_source, "max_replication_slots", "replication slots"),
+            (self.senders, &at_source, "max_wal_senders", "WAL senders"),
             (
                 self.workers,
-                target,
+                &at_target,
                 "max_logical_replication_workers",
                 "logical replication workers",
             ),
             (
                 self.processes,
-                target,
+                &at_target,
                 "max_worker_processes",
                 "background worker processes",
             ),
             (
                 self.origins,
-                target,
+                &at_target,
                 self.origins_setting.as_str(),
                 "replication origins",
             ),
         ]
         .into_iter()
-        .filter(|(free, ..)| free - taken < need)
-        .map(|(free, server, setting, what)| {
-            format!(
-                "server {server} has {} free {what} ({setting}), a move needs {} (1 + max_sync_workers_per_subscription {}){others}",
-                (free - taken).max(0),
-                self.per_move(),
-                self.sync()
-            )
+        .filter_map(|(free, (server, taken, with), setting, what)| {
+            let left = free - taken;
+            (left < self.per_move()).then(|| {
+                format!(
+                    "server {server} has {} free {what} ({setting}), a move needs {} (1 + max_sync_workers_per_subscription {}){with}",
+                    left.max(0),
+                    self.per_move(),
+                    self.sync()
+                )
+            })
         })
         .collect()
+    }
+
+    /// [`Self::shortfalls`], and whether they are for now only (see [`NoRoom::for_now`]).
+    pub fn no_room(&self, source: &str, target: &str) -> Option<NoRoom> {
+        let short = self.shortfalls(source, target);
+        if short.is_empty() {
+            return None;
+        }
+        let alone = MoveRoom {
+            pending: Ends::default(),
+            copying: Ends::default(),
+            ..self.clone()
+        };
+        Some(NoRoom {
+            why: format!(
+                "{} (raise the setting — a restart — or wait for other moves to end)",
+                short.join("; ")
+            ),
+            for_now: alone.shortfalls(source, target).is_empty(),
+        })
     }
 }
 
 /// Why `source` → `target` has no room for one more move's replication now, if it has not (see
-/// [`MoveRoom::shortfalls`]): `pending` other moves are starting, `copying` others copying.
+/// [`MoveRoom::shortfalls`]): `pending` other moves are starting, `copying` others copying, at
+/// either end.
 pub async fn replication_room(
     source: &PgAdmin,
     source_name: &str,
     target: &PgAdmin,
     target_name: &str,
-    pending: i64,
-    copying: i64,
-) -> Result<Option<String>> {
+    pending: Ends,
+    copying: Ends,
+) -> Result<Option<NoRoom>> {
     // Table synchronisation slots are named `pg_<subid>_sync_<relid>_<sysid>`. Their senders
     // cannot be told from the apply senders (the application name is the subscription's, and a
     // sender holds its slot only while streaming): one sender per synchronisation slot is
@@ -143,11 +193,12 @@ pub async fn replication_room(
     .fetch_one(source.admin()?)
     .await?;
     // On the target: an apply worker per enabled subscription (counted even while it waits to be
-    // restarted); background worker processes, which bound those workers together with every
-    // other background worker (the launcher, parallel query workers, extensions' workers); and
-    // replication origins (one per subscription, one per table synchronisation), bounded by the
-    // target's max_replication_slots. Table synchronisation workers and origins running now are
-    // not subtracted: the copying moves' are, whole, by `MoveRoom::shortfalls`.
+    // restarted); the extra workers running now (table synchronisation, parallel apply) of
+    // subscriptions that are not moves' (`pg_stat_subscription`, cluster-wide; the moves' own
+    // are kept for them whole by `MoveRoom::shortfalls`); background worker processes, which
+    // bound those workers together with every other background worker (the launcher, parallel
+    // query workers, extensions' workers); and replication origins (one per subscription, one
+    // per table synchronisation), bounded by the target's max_replication_slots.
     // Backend types that are not background workers (PostgreSQL 15 to 18); logical replication
     // workers are `logical replication worker` up to 16 and `logical replication
     // apply/tablesync/parallel worker` from 17. Origins: `max_replication_slots` up to 17,
@@ -160,10 +211,13 @@ pub async fn replication_room(
         i64,
     ) = sqlx::query_as(
         "WITH subs AS (SELECT count(*) AS n FROM pg_subscription WHERE subenabled), \
-              bg AS (SELECT count(*) FILTER (WHERE backend_type LIKE 'logical replication %worker') AS lr, \
-                            count(*) FILTER (WHERE backend_type NOT LIKE 'logical replication %worker') AS other \
+              extra AS (SELECT coalesce(sum(greatest(n - 1, 0)), 0)::bigint AS n \
+                        FROM (SELECT count(pid) AS n FROM pg_stat_subscription \
+                              WHERE subname::text NOT LIKE 'tenantdb\\_mv\\_%' GROUP BY subid) w), \
+              bg AS (SELECT count(*) AS other \
                      FROM pg_stat_activity \
-                     WHERE backend_type NOT IN ('client backend', 'autovacuum launcher', \
+                     WHERE backend_type NOT LIKE 'logical replication %worker' \
+                       AND backend_type NOT IN ('client backend', 'autovacuum launcher', \
                            'autovacuum worker', 'background writer', 'checkpointer', 'walwriter', \
                            'walsender', 'walreceiver', 'archiver', 'startup', 'logger', \
                            'standalone backend', 'slotsync worker', 'walsummarizer', 'io worker', \
@@ -172,9 +226,10 @@ pub async fn replication_room(
                               count(*) AS total FROM pg_replication_origin), \
               o AS (SELECT CASE WHEN current_setting('max_active_replication_origins', true) IS NULL \
                                 THEN 'max_replication_slots' ELSE 'max_active_replication_origins' END AS setting) \
-         SELECT current_setting('max_logical_replication_workers')::bigint - (SELECT n FROM subs), \
+         SELECT current_setting('max_logical_replication_workers')::bigint \
+                  - (SELECT n FROM subs) - (SELECT n FROM extra), \
                 current_setting('max_worker_processes')::bigint \
-                  - (SELECT other FROM bg) - (SELECT n FROM subs), \
+                  - (SELECT other FROM bg) - (SELECT n FROM subs) - (SELECT n FROM extra), \
                 current_setting((SELECT setting FROM o))::bigint \
                   - ((SELECT total FROM sync) - (SELECT n FROM sync)), \
                 (SELECT setting FROM o), \
@@ -193,13 +248,7 @@ pub async fn replication_room(
         pending,
         copying,
     };
-    let short = room.shortfalls(source_name, target_name);
-    Ok((!short.is_empty()).then(|| {
-        format!(
-            "{} (raise the setting — a restart — or wait for other moves to end)",
-            short.join("; ")
-        )
-    }))
+    Ok(room.no_room(source_name, target_name))
 }
 
 /// Why `source` and `target` cannot be a move's two ends, if they cannot: they are one
@@ -242,7 +291,7 @@ pub async fn cluster_identity(pg: &PgAdmin) -> Result<(String, String)> {
 
 #[cfg(test)]
 mod tests {
-    use super::MoveRoom;
+    use super::{Ends, MoveRoom};
 
     /// A target at PostgreSQL's defaults (`max_logical_replication_workers = 4`,
     /// `max_sync_workers_per_subscription = 2`, `max_worker_processes = 8`) and a source with
@@ -256,8 +305,15 @@ mod tests {
             origins: 10,
             origins_setting: "max_replication_slots".into(),
             sync_per_subscription: 2,
-            pending: 0,
-            copying: 0,
+            pending: Ends::default(),
+            copying: Ends::default(),
+        }
+    }
+
+    fn to_target(n: i64) -> Ends {
+        Ends {
+            from_source: n,
+            to_target: n,
         }
     }
 
@@ -265,12 +321,13 @@ mod tests {
     fn one_move_at_a_time_copies_into_a_target_at_the_defaults() {
         let first = defaults();
         assert_eq!(first.per_move(), 3);
-        assert_eq!(first.shortfalls("a", "c"), Vec::<String>::new());
+        assert_eq!(first.no_room("a", "c"), None);
         // The first one copying: its apply worker is an enabled subscription (4 - 1), its two
-        // synchronisation workers are taken: 1 free, 3 needed.
+        // synchronisation workers are taken: 1 free, 3 needed; held for now.
         let second = MoveRoom {
             workers: 3,
-            copying: 1,
+            processes: 6,
+            copying: to_target(1),
             ..defaults()
         };
         assert_eq!(
@@ -279,9 +336,10 @@ mod tests {
                 "server c has 1 free logical replication workers (max_logical_replication_workers), a move needs 3 (1 + max_sync_workers_per_subscription 2) with 1 other move(s) copying"
             ]
         );
+        assert!(second.no_room("a", "c").is_some_and(|n| n.for_now));
         // Started but not yet subscribed: counted whole.
         let behind_a_starting_one = MoveRoom {
-            pending: 1,
+            pending: to_target(1),
             ..defaults()
         };
         assert_eq!(behind_a_starting_one.shortfalls("a", "c").len(), 1);
@@ -289,10 +347,68 @@ mod tests {
         let sized = MoveRoom {
             workers: 8 - 1,
             processes: 16 - 2,
-            copying: 1,
+            copying: to_target(1),
             ..defaults()
         };
-        assert_eq!(sized.shortfalls("a", "c"), Vec::<String>::new());
+        assert_eq!(sized.no_room("a", "c"), None);
+    }
+
+    #[test]
+    fn other_moves_count_only_at_the_end_they_share() {
+        // Three moves from the source a to another target b, copying: a's slots and senders
+        // (10 - 3 subscriptions' = 7, less 3 × 2 synchronisation = 1 left) are short; c's
+        // workers are not.
+        let from_a = MoveRoom {
+            slots: 7,
+            senders: 7,
+            copying: Ends {
+                from_source: 3,
+                to_target: 0,
+            },
+            ..defaults()
+        };
+        let short = from_a.shortfalls("a", "c");
+        assert_eq!(short.len(), 2, "{short:#?}");
+        assert!(short.iter().all(|s| s.starts_with("server a has 1 free")));
+        // One move from another source into c, copying: c is short, a is not.
+        let into_c = MoveRoom {
+            workers: 3,
+            processes: 6,
+            copying: Ends {
+                from_source: 0,
+                to_target: 1,
+            },
+            ..defaults()
+        };
+        let short = into_c.shortfalls("a", "c");
+        assert_eq!(short.len(), 1, "{short:#?}");
+        assert!(short[0].starts_with("server c has 1 free logical replication workers"));
+        // A move from a to b copying takes nothing of c.
+        let elsewhere = MoveRoom {
+            slots: 9,
+            senders: 9,
+            copying: Ends {
+                from_source: 1,
+                to_target: 0,
+            },
+            ..defaults()
+        };
+        assert_eq!(elsewhere.no_room("a", "c"), None);
+    }
+
+    #[test]
+    fn settings_too_small_for_any_move_are_not_for_now() {
+        let narrow = MoveRoom {
+            workers: 1,
+            copying: to_target(1),
+            ..defaults()
+        };
+        let no = narrow.no_room("a", "narrow").expect("no room");
+        assert!(!no.for_now, "{no:?}");
+        assert!(
+            no.why
+                .ends_with("(raise the setting — a restart — or wait for other moves to end)")
+        );
     }
 
     #[test]
@@ -318,7 +434,6 @@ mod tests {
             senders: 2,
             origins: 2,
             origins_setting: "max_active_replication_origins".into(),
-            copying: 0,
             ..defaults()
         };
         let got = short.shortfalls("a", "c");

@@ -13,7 +13,7 @@ use crate::pg::{PgAdmin, ddl};
 
 pub use super::freeze::{fence, sessions, terminate, unfence, wait_caught_up};
 pub use super::servers::{
-    REPLICATION_ROOM, cluster_identity, replication_room, same_cluster, wal_level,
+    Ends, MoveRoom, NoRoom, cluster_identity, replication_room, same_cluster, wal_level,
 };
 
 /// What the move replicates: the tenant's dedicated database, its schema in the shared database,
@@ -343,8 +343,11 @@ pub async fn ensure_subscription(
         // writer cycle: 0.2–0.6 s of a freeze under writes in bench/, "Moves"). `local`, not
         // `on`: no wait for the target's synchronous standbys. The cost: an fsync per applied
         // transaction on the target while copying.
+        // `streaming = off` (PostgreSQL 15's default; 18's is `parallel`): parallel apply
+        // workers would take logical replication workers beyond those the move's room check
+        // keeps for it (`MoveRoom::shortfalls`).
         let r = sqlx::raw_sql(ddl(format!(
-            "CREATE SUBSCRIPTION {name} CONNECTION {literal} PUBLICATION {name} WITH (slot_name = '{}', copy_data = true, create_slot = true, synchronous_commit = 'local')",
+            "CREATE SUBSCRIPTION {name} CONNECTION {literal} PUBLICATION {name} WITH (slot_name = '{}', copy_data = true, create_slot = true, synchronous_commit = 'local', streaming = off)",
             name.as_str()
         )))
         .execute(&mut c)

@@ -686,6 +686,11 @@ impl<S: Registered> Registry<S> {
         }
     }
 
+    /// Moves this process started and has not seen end: tenant key → (source, target).
+    pub fn moving(&self) -> HashMap<String, (String, String)> {
+        self.moving.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
     /// Moves this process started and has not seen end: tenant key → target.
     pub fn moving_to(&self) -> HashMap<String, String> {
         self.moving

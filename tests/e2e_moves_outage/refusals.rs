@@ -132,10 +132,17 @@ async fn a_second_move_into_a_target_waits_for_the_first_ones_copy() {
     database_tenants_with_tables(&env, &["first", "second"]).await;
 
     place(&env, "first", "c").await;
-    wait_move(&env, "first", "copying into c", T, |_, m| {
-        m.phase == MovePhase::Copying
-    })
+    // Copying, its tables recorded (none copied while the copies are held).
+    let (_, m) = wait_move(
+        &env,
+        "first",
+        "copying into c, its tables recorded",
+        T,
+        |_, m| m.phase == MovePhase::Copying && m.tables_total.is_some(),
+    )
     .await;
+    assert_eq!(m.tables_copied, Some(0), "{m:?}");
+    assert!(m.tables_total.is_some_and(|t| t > 0), "{m:?}");
     place(&env, "second", "c").await;
     let (t, m) = wait_move(&env, "second", "held or started", T, |_, m| {
         m.started_at.is_some() || (m.phase.is_terminal() && m.to == "c")

@@ -66,13 +66,12 @@ const KILLS_PER_ROUND: usize = 5;
 const ROUNDS: usize = 6;
 const T: Duration = Duration::from_secs(180);
 
-/// `wal_level=logical`, and logical replication workers for five subscriptions with their table
-/// synchronisation at once: with the default 4, two or three moves to one server at once leave
-/// the table synchronisation short of workers ("out of logical replication worker slots"), and the
-/// ~40 tables of a tenant (the bundled migrations' and its own) take minutes to copy; and
-/// replication slots and WAL senders for each move's slot with its two table synchronisation
-/// slots (with the default 10, five moves at once stalled: seven idle synchronisation slots, no
-/// table copied for three minutes — docs/moves.md, requirements).
+/// `wal_level=logical`, and logical replication workers for four subscriptions with their table
+/// synchronisation at once (a move copies only with room for its whole copy, 1 +
+/// `max_sync_workers_per_subscription`: docs/moves.md, requirements; with the default 4, one at
+/// a time per server); and replication slots and WAL senders for each move's slot with its two
+/// table synchronisation slots (before that rule, five moves at once from a source at the
+/// default 10 stalled: seven idle synchronisation slots, no table copied for three minutes).
 fn logical() -> Vec<(String, String)> {
     [
         ("wal_level", "logical"),

@@ -4,6 +4,7 @@
 
 use super::super::{Context, object_key};
 use crate::crd::{Engine, MovePhase};
+use crate::moves::sql::Ends;
 
 /// Tenants whose `engine` part is moving away from `server`: started by this process, or in
 /// progress by their status.
@@ -45,60 +46,66 @@ pub(crate) fn moving_by_status(
         .collect()
 }
 
-/// Other moves from `source` or to `target` whose subscriptions may not exist yet (so that the
+/// How many of `moves` (source, target) are from `source` and how many to `target`.
+fn count_ends<'a>(
+    moves: impl Iterator<Item = (&'a str, &'a str)>,
+    source: &str,
+    target: &str,
+) -> Ends {
+    let mut e = Ends::default();
+    for (from, to) in moves {
+        e.from_source += i64::from(from == source);
+        e.to_target += i64::from(to == target);
+    }
+    e
+}
+
+/// Other moves from `source` and to `target` whose subscriptions may not exist yet (so that the
 /// servers do not show what they will take): `Preparing` by their status, or started by this
-/// process and not yet in the cache. Asked under the placement lock, like the start itself.
-pub(super) fn starting_moves(ctx: &Context, source: &str, target: &str, except: &str) -> i64 {
-    let mut phase: std::collections::HashMap<String, MovePhase> = Default::default();
-    let mut keys = std::collections::HashSet::new();
+/// process and not yet in the cache as started (no move there, or the previous one's end: a
+/// hold record the cache still shows). Asked under the placement lock, like the start itself.
+pub(super) fn starting_moves(ctx: &Context, source: &str, target: &str, except: &str) -> Ends {
+    let mut seen: std::collections::HashMap<String, MovePhase> = Default::default();
+    let mut ends: std::collections::HashMap<String, (String, String)> = Default::default();
     if let Some(store) = ctx.synced_tenant_store() {
         for t in store.state() {
             let Some(m) = t.status.as_ref().and_then(|s| s.move_.as_ref()) else {
                 continue;
             };
             let key = object_key(t.as_ref());
-            phase.insert(key.clone(), m.phase);
-            let ours = m.from == source || m.to == target;
-            if ours && m.phase == MovePhase::Preparing && m.started_at.is_some() {
-                keys.insert(key);
+            seen.insert(key.clone(), m.phase);
+            if m.phase == MovePhase::Preparing && m.started_at.is_some() {
+                ends.insert(key, (m.from.clone(), m.to.clone()));
             }
         }
     }
-    let started = ctx
-        .servers()
-        .moving_to()
-        .into_iter()
-        .filter(|(_, to)| to == target)
-        .map(|(k, _)| k)
-        .chain(ctx.servers().moving_from(source));
-    for key in started {
-        if phase.get(&key).is_none_or(|p| *p == MovePhase::Preparing) {
-            keys.insert(key);
+    for (key, (from, to)) in ctx.servers().moving() {
+        let cached = seen.get(&key);
+        if cached.is_none_or(|p| *p == MovePhase::Preparing || p.is_terminal()) {
+            ends.insert(key, (from, to));
         }
     }
-    keys.remove(except);
-    i64::try_from(keys.len()).unwrap_or(i64::MAX)
+    ends.remove(except);
+    count_ends(
+        ends.values().map(|(f, t)| (f.as_str(), t.as_str())),
+        source,
+        target,
+    )
 }
 
-/// Other moves from `source` or to `target` that are copying (`Copying` by their status): each
-/// may hold the table synchronisation workers, slots, senders and origins the target allows a
-/// subscription, which [`crate::moves::sql::replication_room`] keeps for them.
-pub(super) fn copying_moves(ctx: &Context, source: &str, target: &str, except: &str) -> i64 {
+/// Other moves from `source` and to `target` whose subscriptions may be copying tables
+/// (`MoveStatus::copies_tables`): each may hold as many table synchronisation workers, slots,
+/// senders and origins as the target allows a subscription, which
+/// [`crate::moves::sql::replication_room`] keeps for them.
+pub(super) fn copying_moves(ctx: &Context, source: &str, target: &str, except: &str) -> Ends {
     let Some(store) = ctx.synced_tenant_store() else {
-        return 0;
+        return Ends::default();
     };
-    let n = store
-        .state()
-        .iter()
-        .filter(|t| {
-            t.status
-                .as_ref()
-                .and_then(|s| s.move_.as_ref())
-                .is_some_and(|m| {
-                    m.phase == MovePhase::Copying && (m.from == source || m.to == target)
-                })
-                && object_key(t.as_ref()) != except
-        })
-        .count();
-    i64::try_from(n).unwrap_or(i64::MAX)
+    let state = store.state();
+    let copying = state.iter().filter_map(|t| {
+        let m = t.status.as_ref()?.move_.as_deref()?;
+        (m.copies_tables() && object_key(t.as_ref()) != except)
+            .then_some((m.from.as_str(), m.to.as_str()))
+    });
+    count_ends(copying, source, target)
 }

@@ -99,7 +99,7 @@ pub(super) async fn step(tenant: &Arc<Tenant>, ctx: &Context) -> Result<Next> {
         last => {
             ctx.servers().end_move(&key);
             match start(tenant, ctx, &current, last.as_ref()).await? {
-                Start::Started(m) => m,
+                Start::Started(m) => *m,
                 Start::No => return Ok(Next::Proceed(tenant.clone())),
                 Start::Refused(t) => return Ok(Next::Proceed(Arc::new(*t))),
                 Start::Held(t) => return Ok(Next::Recheck(Arc::new(*t), DRAIN_RECHECK)),
@@ -156,7 +156,7 @@ pub(super) async fn step(tenant: &Arc<Tenant>, ctx: &Context) -> Result<Next> {
 /// Whether a move starts.
 enum Start {
     /// Started (recorded).
-    Started(MoveStatus),
+    Started(Box<MoveStatus>),
     /// No move.
     No,
     /// No move, and why is recorded in this Tenant's status (provisioned with it, so that the
@@ -165,8 +165,9 @@ enum Start {
     /// Not now, and why is recorded in this Tenant's status (as `Refused`): no room for the
     /// replication while other moves hold it; looked at again after [`DRAIN_RECHECK`].
     Held(Box<Tenant>),
-    /// The server is being drained and its moves in progress are at its limit, or the last
-    /// move was rolled back less than [`RETRY_AFTER`] ago: later.
+    /// The server is being drained and its moves in progress are at its limit, the last move
+    /// was rolled back less than [`RETRY_AFTER`] ago, or the move is still held for room (its
+    /// record says so already): later.
     Wait,
 }
 
@@ -265,11 +266,13 @@ async fn start(
         let m = not_started(&target, why);
         return refuse(tenant, ctx, last, m).await;
     }
-    // Room for the replication (slots, senders, workers): without it the subscription would be
-    // created and never copy a table. Looked at again at the tenant's next reconciles; when a
-    // server cannot be asked now, `Preparing` finds it unreachable anyway.
+    // Room for the replication's whole copy (slots, senders, workers, processes, origins; see
+    // `MoveRoom::shortfalls`). When other moves hold it, the move is held and looked at again
+    // every DRAIN_RECHECK; when the servers' settings are too small for any move, it is refused
+    // and looked at again at the tenant's next reconciles. When a server cannot be asked now,
+    // `Preparing` finds it unreachable anyway.
     if let Some(to) = ctx.servers().get(&target)
-        && let Ok(Some(why)) = sql::replication_room(
+        && let Ok(Some(no)) = sql::replication_room(
             source.pg(),
             current,
             to.pg(),
@@ -279,8 +282,15 @@ async fn start(
         )
         .await
     {
-        // Other moves end: looked at again soon, not at the resync.
-        let m = not_started(&target, why);
+        let m = not_started(&target, no.why);
+        if !no.for_now {
+            return refuse(tenant, ctx, last, m).await;
+        }
+        // The counts in the reason change as other moves go on: the record is rewritten only
+        // when something else in it does.
+        if last.is_some_and(|l| notes::same_hold(l, &m)) {
+            return Ok(Start::Wait);
+        }
         return Ok(match refuse(tenant, ctx, last, m).await? {
             Start::Refused(t) => Start::Held(t),
             _ => Start::Wait,
@@ -309,7 +319,7 @@ async fn start(
         format!("moving from server {current} to {target}"),
     )
     .await;
-    Ok(Start::Started(m))
+    Ok(Start::Started(Box::new(m)))
 }
 
 /// Why the tenant must leave `current`, if it must: `spec.placement` does not allow it, or the
@@ -523,9 +533,16 @@ async fn advance(t: &mut Tenant, ctx: &Context, mut m: MoveStatus) -> Result<Opt
                 }
                 let (total, ready) = sql::sync_state(target.pg(), &scope_b, &name).await?;
                 let lag = sql::lag_bytes(source.pg(), &name).await?;
+                // Recorded for other moves' room checks (`MoveStatus::copies_tables`).
+                let tables = (Some(ready), Some(total));
+                let tables_changed = (m.tables_copied, m.tables_total) != tables;
+                (m.tables_copied, m.tables_total) = tables;
                 if ready < total || lag.is_none_or(|l| l > CUTOVER_LAG) {
                     let msg = format!("copying: {ready}/{total} tables copied");
-                    if m.lag_bytes != lag || m.message.as_deref() != Some(msg.as_str()) {
+                    if tables_changed
+                        || m.lag_bytes != lag
+                        || m.message.as_deref() != Some(msg.as_str())
+                    {
                         m.lag_bytes = lag;
                         m.message = Some(msg);
                         persist(t, ctx, m.clone()).await?;

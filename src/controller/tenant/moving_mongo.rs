@@ -78,7 +78,7 @@ pub(super) async fn step(tenant: &Arc<Tenant>, ctx: &Context) -> Result<Next> {
         last => {
             ctx.mongo_servers().end_move(&key);
             match start(tenant, ctx, &current, last.as_ref()).await? {
-                Start::Started(m) => m,
+                Start::Started(m) => *m,
                 Start::No => return Ok(Next::Proceed(tenant.clone())),
                 Start::Refused(t) => return Ok(Next::Proceed(Arc::new(*t))),
                 Start::Wait => return Ok(Next::Recheck(tenant.clone(), DRAIN_RECHECK)),
@@ -110,7 +110,7 @@ pub(super) async fn step(tenant: &Arc<Tenant>, ctx: &Context) -> Result<Next> {
 /// Whether a move starts.
 enum Start {
     /// Started (recorded).
-    Started(MoveStatus),
+    Started(Box<MoveStatus>),
     /// No move.
     No,
     /// No move, and why is recorded in this Tenant's status (provisioned with it, so that the
@@ -226,7 +226,7 @@ async fn start(
         format!("moving the MongoDB database from server {current} to {target} (read-only until it is copied)"),
     )
     .await;
-    Ok(Start::Started(m))
+    Ok(Start::Started(Box::new(m)))
 }
 
 /// Records why a move was not started (unless the status says so already).
