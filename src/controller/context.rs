@@ -453,6 +453,10 @@ impl Context {
     pub fn forget(&self, key: &str) {
         self.objects.forget(key);
         self.servers.release(key);
+        // A Tenant deleted while moving: its moves no longer count against a drain's limit,
+        // placement or the room of other moves.
+        self.servers.end_move(key);
+        self.mongo_servers().end_move(key);
         self.update_storage_gauge();
         self.metrics.set_phase(key, None);
         self.metrics.fleet.set(key, None);

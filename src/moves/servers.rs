@@ -41,6 +41,10 @@ pub struct MoveRoom {
     /// Other moves whose subscriptions may be copying tables: from the source, to the target.
     /// Each takes [`Self::sync`] beyond what the servers show of it.
     pub copying: Ends,
+    /// Other moves started and not ended, from the source and to the target: each may hold one
+    /// of each kind (its subscription's), which the free counts above do not have; it gives
+    /// them back when it ends.
+    pub in_flight: Ends,
 }
 
 /// Counts of other moves at a move's source and at its target.
@@ -55,8 +59,9 @@ pub struct Ends {
 pub struct NoRoom {
     /// Each kind that is short, on its server.
     pub why: String,
-    /// Whether there would be room without the other moves: they end, so the move waits for
-    /// them; otherwise the servers' settings are too small for a move at all.
+    /// Whether there would be room once the other moves at its ends ended (their copies and
+    /// subscriptions gone): they end, so the move waits for them; otherwise the servers'
+    /// settings (or what else uses them) are too small for a move at all.
     pub for_now: bool,
 }
 
@@ -152,9 +157,21 @@ impl MoveRoom {
         if short.is_empty() {
             return None;
         }
+        // What there would be once the other moves ended: their copies and their
+        // subscriptions' one of each kind given back.
+        let (s, t) = (
+            self.in_flight.from_source.max(0),
+            self.in_flight.to_target.max(0),
+        );
         let alone = MoveRoom {
+            slots: self.slots + s,
+            senders: self.senders + s,
+            workers: self.workers + t,
+            processes: self.processes + t,
+            origins: self.origins + t,
             pending: Ends::default(),
             copying: Ends::default(),
+            in_flight: Ends::default(),
             ..self.clone()
         };
         Some(NoRoom {
@@ -167,16 +184,22 @@ impl MoveRoom {
     }
 }
 
+/// The other moves at a move's ends, as [`MoveRoom`] counts them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OtherMoves {
+    pub pending: Ends,
+    pub copying: Ends,
+    pub in_flight: Ends,
+}
+
 /// Why `source` → `target` has no room for one more move's replication now, if it has not (see
-/// [`MoveRoom::shortfalls`]): `pending` other moves are starting, `copying` others copying, at
-/// either end.
+/// [`MoveRoom::shortfalls`] and [`MoveRoom::no_room`]).
 pub async fn replication_room(
     source: &PgAdmin,
     source_name: &str,
     target: &PgAdmin,
     target_name: &str,
-    pending: Ends,
-    copying: Ends,
+    others: OtherMoves,
 ) -> Result<Option<NoRoom>> {
     // Table synchronisation slots are named `pg_<subid>_sync_<relid>_<sysid>`. Their senders
     // cannot be told from the apply senders (the application name is the subscription's, and a
@@ -213,7 +236,7 @@ pub async fn replication_room(
         "WITH subs AS (SELECT count(*) AS n FROM pg_subscription WHERE subenabled), \
               extra AS (SELECT coalesce(sum(greatest(n - 1, 0)), 0)::bigint AS n \
                         FROM (SELECT count(pid) AS n FROM pg_stat_subscription \
-                              WHERE subname::text NOT LIKE 'tenantdb\\_mv\\_%' GROUP BY subid) w), \
+                              WHERE NOT starts_with(subname::text, 'tenantdb_mv_') GROUP BY subid) w), \
               bg AS (SELECT count(*) AS other \
                      FROM pg_stat_activity \
                      WHERE backend_type NOT LIKE 'logical replication %worker' \
@@ -245,8 +268,9 @@ pub async fn replication_room(
         origins,
         origins_setting,
         sync_per_subscription,
-        pending,
-        copying,
+        pending: others.pending,
+        copying: others.copying,
+        in_flight: others.in_flight,
     };
     Ok(room.no_room(source_name, target_name))
 }
@@ -307,6 +331,7 @@ mod tests {
             sync_per_subscription: 2,
             pending: Ends::default(),
             copying: Ends::default(),
+            in_flight: Ends::default(),
         }
     }
 
@@ -328,6 +353,7 @@ mod tests {
             workers: 3,
             processes: 6,
             copying: to_target(1),
+            in_flight: to_target(1),
             ..defaults()
         };
         assert_eq!(
@@ -397,10 +423,33 @@ mod tests {
     }
 
     #[test]
+    fn other_moves_subscriptions_are_for_now() {
+        // Two other moves into c past their copies (cutting over, cleaning up): their apply
+        // workers leave 2 of 4, short of 3, until they end.
+        let two_in = MoveRoom {
+            workers: 2,
+            processes: 5,
+            origins: 8,
+            in_flight: to_target(2),
+            ..defaults()
+        };
+        let no = two_in.no_room("a", "c").expect("no room");
+        assert!(no.for_now, "{no:?}");
+        // Without moves in flight the same numbers are the settings' (or other replication's).
+        let other_use = MoveRoom {
+            in_flight: Ends::default(),
+            ..two_in
+        };
+        assert!(other_use.no_room("a", "c").is_some_and(|n| !n.for_now));
+    }
+
+    #[test]
     fn settings_too_small_for_any_move_are_not_for_now() {
+        // `max_logical_replication_workers = 1`, taken by a move in flight: 2 needed.
         let narrow = MoveRoom {
-            workers: 1,
+            workers: 0,
             copying: to_target(1),
+            in_flight: to_target(1),
             ..defaults()
         };
         let no = narrow.no_room("a", "narrow").expect("no room");

@@ -13,7 +13,7 @@ use crate::pg::{PgAdmin, ddl};
 
 pub use super::freeze::{fence, sessions, terminate, unfence, wait_caught_up};
 pub use super::servers::{
-    Ends, MoveRoom, NoRoom, cluster_identity, replication_room, same_cluster, wal_level,
+    Ends, MoveRoom, NoRoom, OtherMoves, cluster_identity, replication_room, same_cluster, wal_level,
 };
 
 /// What the move replicates: the tenant's dedicated database, its schema in the shared database,

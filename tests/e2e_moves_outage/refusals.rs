@@ -121,7 +121,14 @@ async fn a_target_without_free_replication_workers_is_not_moved_to() {
 /// copying. Without the copying move's workers kept for it, the second started at once (2 free).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_move_into_a_target_waits_for_the_first_ones_copy() {
-    let env = Env::start_configured(options(Vec::new())).await;
+    // Health checks at their default interval (300 s), not the file's 2 s: a check's new result
+    // reconciles a settled tenant, which would start a move refused until the resync as well as
+    // a held one. Here only the hold's own recheck (every 2 s) can start the second move in time.
+    let env = Env::start_configured(EnvOptions {
+        extra_args: vec!["--server-probe-seconds".into(), "1".into()],
+        ..options(Vec::new())
+    })
+    .await;
     let c = env
         .add_logical_server(
             "c",
@@ -156,10 +163,13 @@ async fn a_second_move_into_a_target_waits_for_the_first_ones_copy() {
          a move needs 2 (1 + max_sync_workers_per_subscription 1) with 1 other move(s) copying",
     );
 
-    // Released: the first one's copy ends, then the second one's starts (looked at every 2 s).
+    // Released: the first one's copy ends, then the second one's starts (looked at every 2 s:
+    // with the copies released a move needs 3 there, so the second is held until the first's
+    // subscription is gone, not only its copy). Within 90 s: a move refused instead of held
+    // would wait for its tenant's resync (300 s).
     hold_table_copies(&c, false).await;
     let both_copying = AtomicBool::new(false);
-    wait_for(T, "both moved to c", || async {
+    wait_for(Duration::from_secs(90), "both moved to c", || async {
         let (a, b) = (tenant(&env, "first").await?, tenant(&env, "second").await?);
         let (ma, mb) = (move_of(&a)?, move_of(&b)?);
         if ma.phase == MovePhase::Copying && mb.phase == MovePhase::Copying {

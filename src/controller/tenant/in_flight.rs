@@ -65,23 +65,33 @@ fn count_ends<'a>(
 /// process and not yet in the cache as started (no move there, or the previous one's end: a
 /// hold record the cache still shows). Asked under the placement lock, like the start itself.
 pub(super) fn starting_moves(ctx: &Context, source: &str, target: &str, except: &str) -> Ends {
-    let mut seen: std::collections::HashMap<String, MovePhase> = Default::default();
+    // Each cached Tenant's move phase (`None`: no move); none at all before the cache synced.
+    let mut seen: Option<std::collections::HashMap<String, Option<MovePhase>>> = None;
     let mut ends: std::collections::HashMap<String, (String, String)> = Default::default();
     if let Some(store) = ctx.synced_tenant_store() {
+        let seen = seen.get_or_insert_default();
         for t in store.state() {
-            let Some(m) = t.status.as_ref().and_then(|s| s.move_.as_ref()) else {
-                continue;
-            };
             let key = object_key(t.as_ref());
-            seen.insert(key.clone(), m.phase);
-            if m.phase == MovePhase::Preparing && m.started_at.is_some() {
+            let m = t.status.as_ref().and_then(|s| s.move_.as_ref());
+            seen.insert(key.clone(), m.map(|m| m.phase));
+            if let Some(m) = m
+                && m.phase == MovePhase::Preparing
+                && m.started_at.is_some()
+            {
                 ends.insert(key, (m.from.clone(), m.to.clone()));
             }
         }
     }
     for (key, (from, to)) in ctx.servers().moving() {
-        let cached = seen.get(&key);
-        if cached.is_none_or(|p| *p == MovePhase::Preparing || p.is_terminal()) {
+        let starting = match seen.as_ref().map(|s| s.get(&key)) {
+            // The cache has not synced yet.
+            None => true,
+            // The Tenant is gone (deleted mid-move; `Context::forget` ends the entry too).
+            Some(None) => false,
+            Some(Some(None)) => true,
+            Some(Some(Some(p))) => *p == MovePhase::Preparing || p.is_terminal(),
+        };
+        if starting {
             ends.insert(key, (from, to));
         }
     }
@@ -108,4 +118,28 @@ pub(super) fn copying_moves(ctx: &Context, source: &str, target: &str, except: &
             .then_some((m.from.as_str(), m.to.as_str()))
     });
     count_ends(copying, source, target)
+}
+
+/// Other moves from `source` and to `target` that started and have not ended (by their status,
+/// or started by this process): each may hold a subscription's slot, sender, apply worker and
+/// origin at its ends, which it gives back when it ends. A move short of room only because of
+/// them is held rather than refused (`crate::moves::sql::MoveRoom::no_room`).
+pub(super) fn moves_in_flight(ctx: &Context, source: &str, target: &str, except: &str) -> Ends {
+    let mut ends: std::collections::HashMap<String, (String, String)> = ctx.servers().moving();
+    if let Some(store) = ctx.synced_tenant_store() {
+        for t in store.state() {
+            if let Some(m) = t.status.as_ref().and_then(|s| s.move_.as_deref())
+                && !m.phase.is_terminal()
+                && m.started_at.is_some()
+            {
+                ends.insert(object_key(t.as_ref()), (m.from.clone(), m.to.clone()));
+            }
+        }
+    }
+    ends.remove(except);
+    count_ends(
+        ends.values().map(|(f, t)| (f.as_str(), t.as_str())),
+        source,
+        target,
+    )
 }
