@@ -90,8 +90,7 @@ pub fn same_hold(a: &MoveStatus, b: &MoveStatus) -> bool {
         && b.started_at.is_none()
         && a.from == b.from
         && a.to == b.to
-        && words(a).is_some()
-        && words(a) == words(b)
+        && matches!((words(a), words(b)), (Some(x), Some(y)) if x == y)
 }
 
 #[cfg(test)]

@@ -35,15 +35,22 @@ pub struct MoveRoom {
     pub origins_setting: String,
     /// The target's `max_sync_workers_per_subscription`.
     pub sync_per_subscription: i64,
-    /// Other moves that may not show on the servers yet (`Preparing`): from the source, to the
-    /// target. Each takes [`Self::per_move`].
+    /// The other moves at the two ends.
+    pub others: OtherMoves,
+}
+
+/// The other moves at a move's ends, as [`MoveRoom`] counts them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OtherMoves {
+    /// Moves that may not show on the servers yet (`Preparing`): from the source, to the
+    /// target. Each takes [`MoveRoom::per_move`].
     pub pending: Ends,
-    /// Other moves whose subscriptions may be copying tables: from the source, to the target.
-    /// Each takes [`Self::sync`] beyond what the servers show of it.
+    /// Moves whose subscriptions may be copying tables: from the source, to the target. Each
+    /// takes [`MoveRoom::sync`] beyond what the servers show of it.
     pub copying: Ends,
-    /// Other moves started and not ended, from the source and to the target: each may hold one
-    /// of each kind (its subscription's), which the free counts above do not have; it gives
-    /// them back when it ends.
+    /// Moves started and not ended, from the source and to the target: each may hold one of
+    /// each kind (its subscription's), which the free counts do not have; it gives them back
+    /// when it ends.
     pub in_flight: Ends,
 }
 
@@ -91,11 +98,12 @@ impl MoveRoom {
     /// `max_logical_replication_workers = 4` took 400 s, against 0.8 s for one alone
     /// (docs/moves.md). A move that waits to start is faster than moves that share.
     pub fn shortfalls(&self, source: &str, target: &str) -> Vec<String> {
-        let at = |others: i64, copying: i64| {
-            others.max(0) * self.per_move() + copying.max(0) * self.sync()
+        let at = |starting: i64, copying: i64| {
+            starting.max(0) * self.per_move() + copying.max(0) * self.sync()
         };
-        let taken_source = at(self.pending.from_source, self.copying.from_source);
-        let taken_target = at(self.pending.to_target, self.copying.to_target);
+        let (pending, copying) = (self.others.pending, self.others.copying);
+        let taken_source = at(pending.from_source, copying.from_source);
+        let taken_target = at(pending.to_target, copying.to_target);
         let others = |pending: i64, copying: i64| match (pending > 0, copying > 0) {
             (false, false) => String::new(),
             (true, false) => format!(" with {pending} other move(s) starting"),
@@ -107,12 +115,12 @@ impl MoveRoom {
         let at_source = (
             source,
             taken_source,
-            others(self.pending.from_source, self.copying.from_source),
+            others(pending.from_source, copying.from_source),
         );
         let at_target = (
             target,
             taken_target,
-            others(self.pending.to_target, self.copying.to_target),
+            others(pending.to_target, copying.to_target),
         );
         [
             (self.slots, &at_source, "max_replication_slots", "replication slots"),
@@ -159,19 +167,15 @@ impl MoveRoom {
         }
         // What there would be once the other moves ended: their copies and their
         // subscriptions' one of each kind given back.
-        let (s, t) = (
-            self.in_flight.from_source.max(0),
-            self.in_flight.to_target.max(0),
-        );
+        let in_flight = self.others.in_flight;
+        let (s, t) = (in_flight.from_source.max(0), in_flight.to_target.max(0));
         let alone = MoveRoom {
             slots: self.slots + s,
             senders: self.senders + s,
             workers: self.workers + t,
             processes: self.processes + t,
             origins: self.origins + t,
-            pending: Ends::default(),
-            copying: Ends::default(),
-            in_flight: Ends::default(),
+            others: OtherMoves::default(),
             ..self.clone()
         };
         Some(NoRoom {
@@ -182,14 +186,6 @@ impl MoveRoom {
             for_now: alone.shortfalls(source, target).is_empty(),
         })
     }
-}
-
-/// The other moves at a move's ends, as [`MoveRoom`] counts them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct OtherMoves {
-    pub pending: Ends,
-    pub copying: Ends,
-    pub in_flight: Ends,
 }
 
 /// Why `source` → `target` has no room for one more move's replication now, if it has not (see
@@ -268,9 +264,7 @@ pub async fn replication_room(
         origins,
         origins_setting,
         sync_per_subscription,
-        pending: others.pending,
-        copying: others.copying,
-        in_flight: others.in_flight,
+        others,
     };
     Ok(room.no_room(source_name, target_name))
 }
@@ -315,7 +309,7 @@ pub async fn cluster_identity(pg: &PgAdmin) -> Result<(String, String)> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Ends, MoveRoom};
+    use super::{Ends, MoveRoom, OtherMoves};
 
     /// A target at PostgreSQL's defaults (`max_logical_replication_workers = 4`,
     /// `max_sync_workers_per_subscription = 2`, `max_worker_processes = 8`) and a source with
@@ -329,9 +323,7 @@ mod tests {
             origins: 10,
             origins_setting: "max_replication_slots".into(),
             sync_per_subscription: 2,
-            pending: Ends::default(),
-            copying: Ends::default(),
-            in_flight: Ends::default(),
+            others: OtherMoves::default(),
         }
     }
 
@@ -352,8 +344,11 @@ mod tests {
         let second = MoveRoom {
             workers: 3,
             processes: 6,
-            copying: to_target(1),
-            in_flight: to_target(1),
+            others: OtherMoves {
+                copying: to_target(1),
+                in_flight: to_target(1),
+                ..Default::default()
+            },
             ..defaults()
         };
         assert_eq!(
@@ -365,7 +360,10 @@ mod tests {
         assert!(second.no_room("a", "c").is_some_and(|n| n.for_now));
         // Started but not yet subscribed: counted whole.
         let behind_a_starting_one = MoveRoom {
-            pending: to_target(1),
+            others: OtherMoves {
+                pending: to_target(1),
+                ..Default::default()
+            },
             ..defaults()
         };
         assert_eq!(behind_a_starting_one.shortfalls("a", "c").len(), 1);
@@ -373,7 +371,10 @@ mod tests {
         let sized = MoveRoom {
             workers: 8 - 1,
             processes: 16 - 2,
-            copying: to_target(1),
+            others: OtherMoves {
+                copying: to_target(1),
+                ..Default::default()
+            },
             ..defaults()
         };
         assert_eq!(sized.no_room("a", "c"), None);
@@ -387,9 +388,12 @@ mod tests {
         let from_a = MoveRoom {
             slots: 7,
             senders: 7,
-            copying: Ends {
-                from_source: 3,
-                to_target: 0,
+            others: OtherMoves {
+                copying: Ends {
+                    from_source: 3,
+                    to_target: 0,
+                },
+                ..Default::default()
             },
             ..defaults()
         };
@@ -400,9 +404,12 @@ mod tests {
         let into_c = MoveRoom {
             workers: 3,
             processes: 6,
-            copying: Ends {
-                from_source: 0,
-                to_target: 1,
+            others: OtherMoves {
+                copying: Ends {
+                    from_source: 0,
+                    to_target: 1,
+                },
+                ..Default::default()
             },
             ..defaults()
         };
@@ -413,9 +420,12 @@ mod tests {
         let elsewhere = MoveRoom {
             slots: 9,
             senders: 9,
-            copying: Ends {
-                from_source: 1,
-                to_target: 0,
+            others: OtherMoves {
+                copying: Ends {
+                    from_source: 1,
+                    to_target: 0,
+                },
+                ..Default::default()
             },
             ..defaults()
         };
@@ -430,14 +440,17 @@ mod tests {
             workers: 2,
             processes: 5,
             origins: 8,
-            in_flight: to_target(2),
+            others: OtherMoves {
+                in_flight: to_target(2),
+                ..Default::default()
+            },
             ..defaults()
         };
         let no = two_in.no_room("a", "c").expect("no room");
         assert!(no.for_now, "{no:?}");
         // Without moves in flight the same numbers are the settings' (or other replication's).
         let other_use = MoveRoom {
-            in_flight: Ends::default(),
+            others: OtherMoves::default(),
             ..two_in
         };
         assert!(other_use.no_room("a", "c").is_some_and(|n| !n.for_now));
@@ -448,8 +461,11 @@ mod tests {
         // `max_logical_replication_workers = 1`, taken by a move in flight: 2 needed.
         let narrow = MoveRoom {
             workers: 0,
-            copying: to_target(1),
-            in_flight: to_target(1),
+            others: OtherMoves {
+                copying: to_target(1),
+                in_flight: to_target(1),
+                ..Default::default()
+            },
             ..defaults()
         };
         let no = narrow.no_room("a", "narrow").expect("no room");

@@ -4,7 +4,7 @@
 
 use super::super::{Context, object_key};
 use crate::crd::{Engine, MovePhase};
-use crate::moves::sql::Ends;
+use crate::moves::sql::{Ends, OtherMoves};
 
 /// Tenants whose `engine` part is moving away from `server`: started by this process, or in
 /// progress by their status.
@@ -46,43 +46,60 @@ pub(crate) fn moving_by_status(
         .collect()
 }
 
-/// How many of `moves` (source, target) are from `source` and how many to `target`.
-fn count_ends<'a>(
-    moves: impl Iterator<Item = (&'a str, &'a str)>,
-    source: &str,
-    target: &str,
-) -> Ends {
+/// Moves by tenant key: (source, target).
+type Moves = std::collections::HashMap<String, (String, String)>;
+
+/// How many of `moves` are from `source` and how many to `target`.
+fn count_ends(moves: &Moves, source: &str, target: &str) -> Ends {
     let mut e = Ends::default();
-    for (from, to) in moves {
+    for (from, to) in moves.values() {
         e.from_source += i64::from(from == source);
         e.to_target += i64::from(to == target);
     }
     e
 }
 
-/// Other moves from `source` and to `target` whose subscriptions may not exist yet (so that the
-/// servers do not show what they will take): `Preparing` by their status, or started by this
-/// process and not yet in the cache as started (no move there, or the previous one's end: a
-/// hold record the cache still shows). Asked under the placement lock, like the start itself.
-pub(super) fn starting_moves(ctx: &Context, source: &str, target: &str, except: &str) -> Ends {
+/// The other moves (all but `except`'s) at the ends of a move from `source` to `target`, as its
+/// room check counts them (`crate::moves::sql::MoveRoom::no_room`), from one pass over the
+/// Tenant cache and this process's registry of the moves it started. Asked under the placement
+/// lock, like the start itself.
+/// - `pending`: moves whose subscriptions may not exist yet (so that the servers do not show
+///   what they will take): `Preparing` by their status, or started by this process and not yet
+///   in the cache as started (no move there, or the previous one's end: a hold record the cache
+///   still shows).
+/// - `copying`: moves whose subscriptions may be copying tables (`MoveStatus::copies_tables`):
+///   each may hold as many table synchronisation workers, slots, senders and origins as the
+///   target allows a subscription.
+/// - `in_flight`: moves started and not ended (by their status, or started by this process):
+///   each may hold a subscription's slot, sender, apply worker and origin at its ends, which it
+///   gives back when it ends; a move short of room only because of them is held, not refused.
+pub(super) fn other_moves(ctx: &Context, source: &str, target: &str, except: &str) -> OtherMoves {
+    let started = ctx.servers().moving();
+    let (mut pending, mut copying, mut in_flight) = (Moves::new(), Moves::new(), started.clone());
     // Each cached Tenant's move phase (`None`: no move); none at all before the cache synced.
     let mut seen: Option<std::collections::HashMap<String, Option<MovePhase>>> = None;
-    let mut ends: std::collections::HashMap<String, (String, String)> = Default::default();
     if let Some(store) = ctx.synced_tenant_store() {
         let seen = seen.get_or_insert_default();
         for t in store.state() {
             let key = object_key(t.as_ref());
-            let m = t.status.as_ref().and_then(|s| s.move_.as_ref());
+            let m = t.status.as_ref().and_then(|s| s.move_.as_deref());
             seen.insert(key.clone(), m.map(|m| m.phase));
-            if let Some(m) = m
-                && m.phase == MovePhase::Preparing
-                && m.started_at.is_some()
-            {
-                ends.insert(key, (m.from.clone(), m.to.clone()));
+            let Some(m) = m else {
+                continue;
+            };
+            let ends = || (m.from.clone(), m.to.clone());
+            if m.copies_tables() {
+                copying.insert(key.clone(), ends());
+            }
+            if m.started_at.is_some() && m.phase == MovePhase::Preparing {
+                pending.insert(key.clone(), ends());
+            }
+            if m.started_at.is_some() && !m.phase.is_terminal() {
+                in_flight.insert(key, ends());
             }
         }
     }
-    for (key, (from, to)) in ctx.servers().moving() {
+    for (key, ends) in started {
         let starting = match seen.as_ref().map(|s| s.get(&key)) {
             // The cache has not synced yet.
             None => true,
@@ -92,54 +109,15 @@ pub(super) fn starting_moves(ctx: &Context, source: &str, target: &str, except: 
             Some(Some(Some(p))) => *p == MovePhase::Preparing || p.is_terminal(),
         };
         if starting {
-            ends.insert(key, (from, to));
+            pending.insert(key, ends);
         }
     }
-    ends.remove(except);
-    count_ends(
-        ends.values().map(|(f, t)| (f.as_str(), t.as_str())),
-        source,
-        target,
-    )
-}
-
-/// Other moves from `source` and to `target` whose subscriptions may be copying tables
-/// (`MoveStatus::copies_tables`): each may hold as many table synchronisation workers, slots,
-/// senders and origins as the target allows a subscription, which
-/// [`crate::moves::sql::replication_room`] keeps for them.
-pub(super) fn copying_moves(ctx: &Context, source: &str, target: &str, except: &str) -> Ends {
-    let Some(store) = ctx.synced_tenant_store() else {
-        return Ends::default();
-    };
-    let state = store.state();
-    let copying = state.iter().filter_map(|t| {
-        let m = t.status.as_ref()?.move_.as_deref()?;
-        (m.copies_tables() && object_key(t.as_ref()) != except)
-            .then_some((m.from.as_str(), m.to.as_str()))
-    });
-    count_ends(copying, source, target)
-}
-
-/// Other moves from `source` and to `target` that started and have not ended (by their status,
-/// or started by this process): each may hold a subscription's slot, sender, apply worker and
-/// origin at its ends, which it gives back when it ends. A move short of room only because of
-/// them is held rather than refused (`crate::moves::sql::MoveRoom::no_room`).
-pub(super) fn moves_in_flight(ctx: &Context, source: &str, target: &str, except: &str) -> Ends {
-    let mut ends: std::collections::HashMap<String, (String, String)> = ctx.servers().moving();
-    if let Some(store) = ctx.synced_tenant_store() {
-        for t in store.state() {
-            if let Some(m) = t.status.as_ref().and_then(|s| s.move_.as_deref())
-                && !m.phase.is_terminal()
-                && m.started_at.is_some()
-            {
-                ends.insert(object_key(t.as_ref()), (m.from.clone(), m.to.clone()));
-            }
-        }
+    for moves in [&mut pending, &mut copying, &mut in_flight] {
+        moves.remove(except);
     }
-    ends.remove(except);
-    count_ends(
-        ends.values().map(|(f, t)| (f.as_str(), t.as_str())),
-        source,
-        target,
-    )
+    OtherMoves {
+        pending: count_ends(&pending, source, target),
+        copying: count_ends(&copying, source, target),
+        in_flight: count_ends(&in_flight, source, target),
+    }
 }

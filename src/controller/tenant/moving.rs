@@ -50,7 +50,7 @@ use tracing::{info, warn};
 
 use super::super::{Context, object_key};
 use super::cutover::{CutOver, compare, cut_over, give_back_logins, logins};
-use super::in_flight::{copying_moves, moves_in_flight, moving_from, starting_moves};
+use super::in_flight::{moving_from, other_moves};
 use super::report::write_status;
 use crate::crd::{MovePhase, MoveStatus, Tenant, TenantPhase};
 use crate::error::{Error, Result};
@@ -271,11 +271,7 @@ async fn start(
     // every DRAIN_RECHECK; when the servers' settings are too small for any move, it is refused
     // and looked at again at the tenant's next reconciles. When a server cannot be asked now,
     // `Preparing` finds it unreachable anyway.
-    let others = sql::OtherMoves {
-        pending: starting_moves(ctx, current, &target, &key),
-        copying: copying_moves(ctx, current, &target, &key),
-        in_flight: moves_in_flight(ctx, current, &target, &key),
-    };
+    let others = other_moves(ctx, current, &target, &key);
     let room = match ctx.servers().get(&target) {
         Some(to) => sql::replication_room(source.pg(), current, to.pg(), &target, others).await,
         None => Ok(None),
