@@ -75,19 +75,19 @@ pub struct TenantSpec {
 
     /// Resource limits. Unset fields fall back to the operator-wide defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub quotas: Option<Quotas>,
+    pub quotas: Option<Box<Quotas>>,
 
     /// MongoDB database for the tenant's document data. Enabled by default when the operator is
     /// configured with a MongoDB admin URI.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mongodb: Option<MongoSpec>,
+    pub mongodb: Option<Box<MongoSpec>>,
 
     /// Which database server(s) the tenant is placed on: a server name or a label selector over
     /// DatabaseServers. Unset: the operator's default server (`--default-server`), or, without
     /// one, any server. Read when the tenant is first placed; a later change does not move a
     /// placed tenant (the `Placed` condition says so).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub placement: Option<super::Placement>,
+    pub placement: Option<Box<super::Placement>>,
 }
 
 /// MongoDB settings of a tenant.
@@ -259,7 +259,7 @@ pub struct TenantStatus {
     pub credentials: Option<CredentialStatus>,
     /// The tenant's MongoDB database, when enabled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mongodb: Option<MongoStatus>,
+    pub mongodb: Option<Box<MongoStatus>>,
     /// Connections, transactions and statements of the tenant (refreshed on the usage interval,
     /// written only when they change meaningfully).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -106,7 +106,8 @@ const STATES: [&str; 4] = ["active", "idle", "idle_in_transaction", "other"];
 
 /// The fleet gauges and the per-tenant records they are derived from.
 pub struct Fleet {
-    facts: Mutex<HashMap<String, TenantFacts>>,
+    /// Boxed: a map's empty buckets are the size of its value (the map at most doubles).
+    facts: Mutex<HashMap<String, Box<TenantFacts>>>,
     top: usize,
     by: TopBy,
     tenants: Family<TenantsLabels, Gauge>,
@@ -187,7 +188,7 @@ impl Fleet {
         };
         match facts {
             Some(f) => {
-                m.insert(key.to_string(), f);
+                m.insert(key.to_string(), Box::new(f));
             }
             None => {
                 m.remove(key);
@@ -251,12 +252,12 @@ impl Fleet {
         }
     }
 
-    fn refresh_top(&self, m: &HashMap<String, TenantFacts>) {
+    fn refresh_top(&self, m: &HashMap<String, Box<TenantFacts>>) {
         self.tenant_storage.clear();
         self.tenant_storage_limit.clear();
         self.tenant_connections.clear();
         self.tenant_connection_limit.clear();
-        for f in top_n(m.values(), self.top, self.by) {
+        for f in top_n(m.values().map(|f| &**f), self.top, self.by) {
             let l = TenantLabels {
                 namespace: f.namespace.clone(),
                 tenant: f.name.clone(),

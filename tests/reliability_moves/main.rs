@@ -351,7 +351,7 @@ async fn check_while_down(tenants: &[Tenant], clusters: &Clusters) {
 
 /// The server a Tenant's `spec.placement` names.
 fn wanted(t: &Tenant) -> Option<&str> {
-    t.spec.placement.as_ref()?.server.as_deref()
+    t.spec.placement.as_deref()?.server.as_deref()
 }
 
 /// Patches every Tenant's placement to `server` and waits until each move is over and the Tenant

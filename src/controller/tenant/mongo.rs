@@ -24,7 +24,7 @@ pub(super) struct MongoResult {
 /// status records a MongoDB server. (MongoDB DatabaseServers alone do not give every tenant a
 /// MongoDB database.)
 pub(super) fn mongo_enabled(tenant: &Tenant, ctx: &Context) -> Result<bool> {
-    let requested = tenant.spec.mongodb.as_ref().and_then(|m| m.enabled);
+    let requested = tenant.spec.mongodb.as_deref().and_then(|m| m.enabled);
     let by_default = ctx.mongo_servers().default_server().is_some()
         || tenant
             .spec

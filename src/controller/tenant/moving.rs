@@ -240,16 +240,18 @@ async fn start(
         super::place::candidates(ctx, Some(&key)),
         current,
     );
-    let quotas =
-        crate::quota::effective(tenant.spec.quotas.as_ref(), &ctx.settings().quota_defaults)
-            .map_err(Error::InvalidSpec)?;
+    let quotas = crate::quota::effective(
+        tenant.spec.quotas.as_deref(),
+        &ctx.settings().quota_defaults,
+    )
+    .map_err(Error::InvalidSpec)?;
     let need = Need {
         connections: (quotas.connection_limit >= 0).then_some(i64::from(quotas.connection_limit)),
     };
     let choice = tenant
         .spec
         .placement
-        .as_ref()
+        .as_deref()
         .map(crate::crd::Placement::postgres);
     let target = match placement::choose(choice.as_ref(), need, &candidates) {
         Ok(c) => c.name.clone(),
@@ -632,7 +634,7 @@ async fn advance(t: &mut Tenant, ctx: &Context, mut m: MoveStatus) -> Result<Opt
             }
             MovePhase::CleaningUp => {
                 drop_replication(&source, &scope_a, &target, &names_b, &name).await?;
-                let retain = t.spec.placement.as_ref().is_some_and(|p| p.retain_source);
+                let retain = t.spec.placement.as_deref().is_some_and(|p| p.retain_source);
                 // One cluster (never past `Preparing`): the source's copy is the tenant's only one.
                 let two = surely_two(&source, &target, &m).await?;
                 if two && retain {

@@ -95,9 +95,11 @@ pub(super) async fn place(tenant: &Tenant, ctx: &Context) -> Result<Arc<Server>>
         servers.reserve(&key, server.name());
         return Ok(server);
     }
-    let quotas =
-        crate::quota::effective(tenant.spec.quotas.as_ref(), &ctx.settings().quota_defaults)
-            .map_err(Error::InvalidSpec)?;
+    let quotas = crate::quota::effective(
+        tenant.spec.quotas.as_deref(),
+        &ctx.settings().quota_defaults,
+    )
+    .map_err(Error::InvalidSpec)?;
     let need = Need {
         connections: (quotas.connection_limit >= 0).then_some(i64::from(quotas.connection_limit)),
     };
@@ -106,7 +108,7 @@ pub(super) async fn place(tenant: &Tenant, ctx: &Context) -> Result<Arc<Server>>
     let choice = tenant
         .spec
         .placement
-        .as_ref()
+        .as_deref()
         .map(crate::crd::Placement::postgres);
     let chosen = placement::choose(choice.as_ref(), need, &candidates)
         .map_err(|u| Error::Unschedulable(u.to_string()))?;
@@ -124,7 +126,7 @@ pub(super) fn mismatch(tenant: &Tenant, ctx: &Context, server: &Server) -> Optio
     let choice = tenant
         .spec
         .placement
-        .as_ref()
+        .as_deref()
         .map(crate::crd::Placement::postgres);
     mismatch_of(
         choice.as_ref(),
@@ -363,7 +365,7 @@ pub fn usage_by_server<'a>(
             let e = usage.entry(m.to.clone()).or_default();
             e.tenants += 1;
             if engine == Engine::Postgres {
-                e.connections += crate::quota::effective(t.spec.quotas.as_ref(), defaults)
+                e.connections += crate::quota::effective(t.spec.quotas.as_deref(), defaults)
                     .map_or(0, |q| i64::from(q.connection_limit.max(0)));
             }
         }
@@ -379,7 +381,7 @@ pub fn usage_by_server<'a>(
                     .and_then(|s| s.usage.as_ref())
                     .map_or(0, |u| u.storage_bytes);
                 e.storage_bytes += (total - mongo_bytes).max(0);
-                e.connections += crate::quota::effective(t.spec.quotas.as_ref(), defaults)
+                e.connections += crate::quota::effective(t.spec.quotas.as_deref(), defaults)
                     .map_or(0, |q| i64::from(q.connection_limit.max(0)));
             }
             Engine::Mongodb => e.storage_bytes += mongo_bytes,

@@ -116,7 +116,7 @@ pub(super) fn ready_status(tenant: &Tenant, o: &Outcome) -> TenantStatus {
     s.usage = o.usage.clone();
     s.health = o.health.clone();
     s.credentials = Some(o.credentials.clone());
-    s.mongodb = o.mongo.clone();
+    s.mongodb = o.mongo.clone().map(Box::new);
     s.statistics = o.statistics.clone().map(Box::new);
     s.placement = Some(o.placement.clone());
     let moving = s.move_.as_ref().filter(|m| !m.phase.is_terminal());
