@@ -28,8 +28,10 @@
 //!    sees the first one's result), `SET LOCAL ROLE "<owner>"` and `SET LOCAL search_path TO
 //!    "<schema>"` (objects are created by, and owned by, the tenant's role, in the tenant's
 //!    schema; a session logged in as the rotation role `<owner>_b` acts as the owner too), the
-//!    guard setting, the history table [`HISTORY_TABLE`] created only if it is missing (a
-//!    missing schema is an error, for a dry run too) and read;
+//!    guard setting, and whether the history table [`HISTORY_TABLE`] exists; then, in a second
+//!    exchange, the history is read, or the table is created when it is missing (a tenant never
+//!    migrated; a missing schema is an error, for a dry run too). No DDL for a tenant that has a
+//!    history and no procedural code (a `DO` block would make each new backend load PL/pgSQL);
 //! 2. [`plan`] computes the steps; if the schema is up to date the transaction just ends (no DDL
 //!    at all);
 //! 3. otherwise up steps run in ascending order, down steps in descending order; each step is two
@@ -40,7 +42,7 @@
 //!    transaction or role is reported as such);
 //! 4. `COMMIT`.
 //!
-//! A one-step migration is thus 5 exchanges on top of the login (there were 16 before the
+//! A one-step migration is thus 6 exchanges on top of the login (there were 16 before the
 //! opening was one message); `bench/README.md` measures what that is worth.
 //!
 //! Any failure rolls the whole call back: the schema stays at the version it had before the call.

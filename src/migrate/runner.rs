@@ -40,23 +40,68 @@ const GUARD_SETTING: &str = "tenantdb.migration_guard";
 /// The opening of the transaction, one simple-query message (one round trip): `BEGIN`, read-write
 /// and no statement timeout (schema changes are the operator's work, not the tenant application's,
 /// so neither its read-only switch (storage quota) nor its statement timeout applies), the
-/// advisory lock, role, search_path and guard, the history table created only if it is missing
-/// (no DDL at all for an existing one; rolled back with the rest on a dry run or a failure) and
-/// read. Only the validated, quoted schema and role (`[a-z0-9_]` inside their double quotes: no
-/// quote or dollar sign) and the integer lock key are formatted into it.
+/// advisory lock, role, search_path and guard, and whether the history table exists. Only the
+/// validated, quoted schema and role (`[a-z0-9_]` inside their double quotes: no quote or dollar
+/// sign) and the integer lock key are formatted into it.
 fn opening_sql(quoted_schema: &str, quoted_role: &str, lock_key: i64) -> String {
     format!(
         "BEGIN; SET TRANSACTION READ WRITE; SET LOCAL statement_timeout = 0; \
          SELECT pg_catalog.pg_advisory_xact_lock({lock_key}) AS locked; \
          SET LOCAL ROLE {quoted_role}; SET LOCAL search_path TO {quoted_schema}; \
          SET LOCAL {GUARD_SETTING} = 'on'; \
-         DO $tenantdb$ BEGIN \
-           IF pg_catalog.to_regclass('{quoted_schema}.{HISTORY_TABLE}') IS NULL THEN {}; END IF; \
-         END $tenantdb$; \
-         {}",
-        create_table_sql(quoted_schema),
-        read_history_sql(quoted_schema)
+         SELECT pg_catalog.to_regclass('{quoted_schema}.{HISTORY_TABLE}') IS NOT NULL AS has_history"
     )
+}
+
+/// Opens the transaction and returns the history's rows: the opening ([`opening_sql`]), then
+/// either the history read or, when the table is missing (a tenant never migrated), its creation
+/// (an empty history; rolled back with the rest on a dry run or a failure, and a missing schema
+/// fails here, for a dry run too). No DDL for a tenant that has a history, no statement that
+/// fails on the server, and no procedural code: a `DO` block deciding the same on the server
+/// saved this exchange but made every new backend load and compile PL/pgSQL (0.7 ms per fresh
+/// backend, `pgbench -C`; bench/README.md finding 15), and a database without PL/pgSQL refused it.
+async fn open(
+    conn: &mut PgConnection,
+    quoted_schema: &str,
+    quoted_role: &str,
+    lock_key: i64,
+) -> Result<Vec<sqlx::postgres::PgRow>, MigrateError> {
+    let opening = sqlx::raw_sql(AssertSqlSafe(opening_sql(
+        quoted_schema,
+        quoted_role,
+        lock_key,
+    )))
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|e| {
+        if is_lock_failure(&e) {
+            lock_err(lock_key)(e)
+        } else {
+            db_err("starting the migration transaction")(e)
+        }
+    })?;
+    // The lock's row comes first; the last row says whether the history table exists.
+    let has_history = opening
+        .iter()
+        .rev()
+        .find_map(|r| r.try_get::<bool, _>("has_history").ok())
+        .ok_or_else(|| MigrateError::Database {
+            operation: "starting the migration transaction",
+            message: "the opening returned no history check".to_string(),
+            source: None,
+        })?;
+    if has_history {
+        sqlx::raw_sql(AssertSqlSafe(read_history_sql(quoted_schema)))
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_err("reading the migration history"))
+    } else {
+        sqlx::raw_sql(AssertSqlSafe(create_table_sql(quoted_schema)))
+            .execute(&mut *conn)
+            .await
+            .map_err(db_err("creating the migration history table"))?;
+        Ok(Vec::new())
+    }
 }
 
 /// The guard alone (whether the transaction and role are still the engine's), asked when a step's
@@ -156,25 +201,7 @@ async fn run_in_transaction(
         dry_run,
         started,
     } = *job;
-    let rows = sqlx::raw_sql(AssertSqlSafe(opening_sql(
-        quoted_schema,
-        quoted_role,
-        target.lock_key,
-    )))
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(|e| {
-        if is_lock_failure(&e) {
-            lock_err(target.lock_key)(e)
-        } else {
-            db_err("starting the migration transaction")(e)
-        }
-    })?;
-    // The opening's last statement reads the history; the lock's row comes before it.
-    let history: Vec<_> = rows
-        .into_iter()
-        .filter(|r| r.try_column("version").is_ok())
-        .collect();
+    let history = open(conn, quoted_schema, quoted_role, target.lock_key).await?;
     let applied = decode_history(&history)?;
     let plan = plan(set, &applied, target_version)?;
     let mut report = MigrationReport {

@@ -477,3 +477,52 @@ async fn load_dir_and_status_on_fresh_schema() {
     let age = jiff::Timestamp::now().duration_since(status[0].applied_at);
     assert!(age.as_secs() < 600, "{age:?}");
 }
+
+/// The opening runs no procedural code: in a database without PL/pgSQL (`DROP EXTENSION plpgsql`,
+/// which some hardened set-ups do), a tenant's first migration (history table created) and the
+/// ones after it (history read, a new step, an up-to-date no-op) work. A `DO` block in the opening
+/// fails here with "language plpgsql does not exist".
+#[tokio::test]
+async fn migrations_need_no_plpgsql() {
+    let mut admin = connect().await;
+    exec(&mut admin, "CREATE DATABASE mig_noplpgsql").await;
+    let mut conn = PgConnection::connect(&pg().url("mig_noplpgsql"))
+        .await
+        .unwrap();
+    exec(&mut conn, "DROP EXTENSION plpgsql").await;
+    let t = tenant(&mut conn, "mig_noplpgsql").await;
+    let v1 = migrate::Migration::new(
+        1,
+        "items",
+        "CREATE TABLE items (id bigint PRIMARY KEY)",
+        None,
+    );
+    let v2 = migrate::Migration::new(
+        2,
+        "items_name",
+        "ALTER TABLE items ADD COLUMN name text",
+        None,
+    );
+    let first = MigrationSet::new(vec![v1.clone()]).unwrap();
+    let both = MigrationSet::new(vec![v1, v2]).unwrap();
+
+    let r = migrate::migrate(&mut conn, &first, &t, None, false)
+        .await
+        .unwrap();
+    assert_eq!((r.from, r.to), (None, Some(1)));
+    let r = migrate::migrate(&mut conn, &both, &t, None, false)
+        .await
+        .unwrap();
+    assert_eq!((r.from, r.to, r.applied.len()), (Some(1), Some(2), 1));
+    let r = migrate::migrate(&mut conn, &both, &t, None, false)
+        .await
+        .unwrap();
+    assert!(r.applied.is_empty(), "{r:?}");
+    assert_eq!(versions(&mut conn, &t).await, vec![1, 2]);
+    let language: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_catalog.pg_language WHERE lanname = 'plpgsql'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(language, 0, "PL/pgSQL stayed absent");
+}

@@ -58,7 +58,7 @@ use crate::moves::notes::{self, CANCELLED};
 use crate::moves::sql::{self, Scope};
 use crate::naming::TenantNames;
 use crate::servers::Server;
-use crate::servers::placement::{self, Need};
+use crate::servers::placement;
 
 /// What the reconcile does after the stage.
 pub(super) enum Next {
@@ -240,19 +240,7 @@ async fn start(
         super::place::candidates(ctx, Some(&key)),
         current,
     );
-    let quotas = crate::quota::effective(
-        tenant.spec.quotas.as_deref(),
-        &ctx.settings().quota_defaults,
-    )
-    .map_err(Error::InvalidSpec)?;
-    let need = Need {
-        connections: (quotas.connection_limit >= 0).then_some(i64::from(quotas.connection_limit)),
-    };
-    let choice = tenant
-        .spec
-        .placement
-        .as_deref()
-        .map(crate::crd::Placement::postgres);
+    let (choice, need) = super::place::postgres_request(tenant, ctx)?;
     let target = match placement::choose(choice.as_ref(), need, &candidates) {
         Ok(c) => c.name.clone(),
         Err(u) => {

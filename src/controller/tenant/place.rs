@@ -21,10 +21,43 @@ use kube::api::Api;
 use tracing::{debug, info};
 
 use super::super::{Context, object_key};
-use crate::crd::{Engine, MoveStatus, Tenant};
+use crate::crd::{Engine, MoveStatus, ServerChoice, Tenant};
 use crate::error::{Error, Result};
+use crate::quota::EffectiveQuotas;
 use crate::servers::placement::{self, Candidate, Need};
 use crate::servers::{MongoServer, Registered, Registry, Server};
+
+/// The Tenant's quotas merged with the operator's defaults; a quota that does not parse is an
+/// invalid spec. One place for the validate stage, placement and moves.
+pub(super) fn effective_quotas(tenant: &Tenant, ctx: &Context) -> Result<EffectiveQuotas> {
+    crate::quota::effective(
+        tenant.spec.quotas.as_deref(),
+        &ctx.settings().quota_defaults,
+    )
+    .map_err(Error::InvalidSpec)
+}
+
+/// What the Tenant asks of a PostgreSQL server: the placement it names (`spec.placement`'s
+/// `server` or `selector`, if any) and the connections its quota reserves.
+pub(super) fn postgres_request(
+    tenant: &Tenant,
+    ctx: &Context,
+) -> Result<(Option<ServerChoice>, Need)> {
+    let quotas = effective_quotas(tenant, ctx)?;
+    let need = Need {
+        connections: (quotas.connection_limit >= 0).then_some(i64::from(quotas.connection_limit)),
+    };
+    Ok((postgres_choice(tenant), need))
+}
+
+/// The placement `spec.placement` asks for the PostgreSQL part, if any.
+fn postgres_choice(tenant: &Tenant) -> Option<ServerChoice> {
+    tenant
+        .spec
+        .placement
+        .as_deref()
+        .map(crate::crd::Placement::postgres)
+}
 
 /// The PostgreSQL server the Tenant's status records, if any.
 pub(super) fn recorded(tenant: &Tenant) -> Option<&str> {
@@ -95,21 +128,9 @@ pub(super) async fn place(tenant: &Tenant, ctx: &Context) -> Result<Arc<Server>>
         servers.reserve(&key, server.name());
         return Ok(server);
     }
-    let quotas = crate::quota::effective(
-        tenant.spec.quotas.as_deref(),
-        &ctx.settings().quota_defaults,
-    )
-    .map_err(Error::InvalidSpec)?;
-    let need = Need {
-        connections: (quotas.connection_limit >= 0).then_some(i64::from(quotas.connection_limit)),
-    };
+    let (choice, need) = postgres_request(tenant, ctx)?;
     let _deciding = servers.deciding().lock().await;
     let candidates = candidates(ctx, Some(&key));
-    let choice = tenant
-        .spec
-        .placement
-        .as_deref()
-        .map(crate::crd::Placement::postgres);
     let chosen = placement::choose(choice.as_ref(), need, &candidates)
         .map_err(|u| Error::Unschedulable(u.to_string()))?;
     let server = servers
@@ -123,11 +144,7 @@ pub(super) async fn place(tenant: &Tenant, ctx: &Context) -> Result<Arc<Server>>
 /// Why the Tenant's `spec.placement` does not allow the server it is on (changed after it was
 /// placed: moving a tenant is not supported yet), if it does not.
 pub(super) fn mismatch(tenant: &Tenant, ctx: &Context, server: &Server) -> Option<String> {
-    let choice = tenant
-        .spec
-        .placement
-        .as_deref()
-        .map(crate::crd::Placement::postgres);
+    let choice = postgres_choice(tenant);
     mismatch_of(
         choice.as_ref(),
         server.name(),

@@ -46,11 +46,7 @@ pub(super) fn spec(
         &ctx.settings().name_prefix,
         &server.pg().settings().shared_database,
     )?;
-    let quotas = crate::quota::effective(
-        tenant.spec.quotas.as_deref(),
-        &ctx.settings().quota_defaults,
-    )
-    .map_err(Error::InvalidSpec)?;
+    let quotas = super::place::effective_quotas(tenant, ctx)?;
     let creds = &tenant.spec.credentials;
     let rotate_after = match &creds.rotate_after {
         Some(s) => Some(crate::quota::parse_duration(s).ok_or_else(|| {
