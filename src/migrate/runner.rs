@@ -59,7 +59,7 @@ fn opening_sql(quoted_schema: &str, quoted_role: &str, lock_key: i64) -> String 
 /// fails here, for a dry run too). No DDL for a tenant that has a history, no statement that
 /// fails on the server, and no procedural code: a `DO` block deciding the same on the server
 /// saved this exchange but made every new backend load and compile PL/pgSQL (0.7 ms per fresh
-/// backend, `pgbench -C`; bench/README.md finding 15), and a database without PL/pgSQL refused it.
+/// backend, `pgbench -C`; bench/README.md finding 14), and a database without PL/pgSQL refused it.
 async fn open(
     conn: &mut PgConnection,
     quoted_schema: &str,
