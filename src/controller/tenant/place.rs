@@ -372,6 +372,12 @@ pub fn usage_by_server<'a>(
             continue;
         };
         let status = t.status.as_ref();
+        // The connections its quota reserves on a PostgreSQL server (parsed once per Tenant).
+        let connections = match engine {
+            Engine::Postgres => crate::quota::effective(t.spec.quotas.as_deref(), defaults)
+                .map_or(0, |q| i64::from(q.connection_limit.max(0))),
+            Engine::Mongodb => 0,
+        };
         // A move in progress (before its commit point) also holds a place on its target.
         if let Some(m) = status.and_then(|s| move_of(s, engine))
             && m.started_at.is_some()
@@ -381,10 +387,7 @@ pub fn usage_by_server<'a>(
         {
             let e = usage.entry(m.to.clone()).or_default();
             e.tenants += 1;
-            if engine == Engine::Postgres {
-                e.connections += crate::quota::effective(t.spec.quotas.as_deref(), defaults)
-                    .map_or(0, |q| i64::from(q.connection_limit.max(0)));
-            }
+            e.connections += connections;
         }
         let e = usage.entry(on.to_string()).or_default();
         e.tenants += 1;
@@ -398,8 +401,7 @@ pub fn usage_by_server<'a>(
                     .and_then(|s| s.usage.as_ref())
                     .map_or(0, |u| u.storage_bytes);
                 e.storage_bytes += (total - mongo_bytes).max(0);
-                e.connections += crate::quota::effective(t.spec.quotas.as_deref(), defaults)
-                    .map_or(0, |q| i64::from(q.connection_limit.max(0)));
+                e.connections += connections;
             }
             Engine::Mongodb => e.storage_bytes += mongo_bytes,
         }
