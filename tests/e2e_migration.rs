@@ -275,13 +275,17 @@ async fn fleet_migration_catch_up_dry_run_and_rollback() {
     env.wait_ready(NS, "gold-6", T).await;
     wait_schema_version(&env, "gold-6", V8).await;
     assert!(has_flags_table(&env, "gold-6").await);
-    let tm = wait_migration(&env, "gold-v8", "counts the new tenant", |tm| {
-        tm.status
-            .as_ref()
-            .is_some_and(|s| s.total == 7 && s.succeeded == 7)
+    // The pass that catches the new tenant up writes 7/7 while it is still finishing (phase
+    // Running, reason Finishing); the reconcile after the pass concludes Succeeded. Wait for that.
+    let tm = wait_migration(&env, "gold-v8", "counts the new tenant, Succeeded", |tm| {
+        phase(tm) == Some(MigrationPhase::Succeeded)
+            && tm
+                .status
+                .as_ref()
+                .is_some_and(|s| s.total == 7 && s.succeeded == 7)
     })
     .await;
-    assert_eq!(phase(&tm), Some(MigrationPhase::Succeeded));
+    assert_eq!(tm.status.map(|s| s.failed), Some(0));
 
     // 4. A dry run of the rollback on one tenant: the plan is reported, nothing changes.
     create_migration(
@@ -345,10 +349,13 @@ async fn fleet_migration_catch_up_dry_run_and_rollback() {
         &env,
         "gold-v8",
         "tenants skipped after the rollback",
-        |tm| tm.status.as_ref().is_some_and(|s| s.skipped == 7),
+        |tm| {
+            phase(tm) == Some(MigrationPhase::Succeeded)
+                && tm.status.as_ref().is_some_and(|s| s.skipped == 7)
+        },
     )
     .await;
-    assert_eq!(phase(&tm), Some(MigrationPhase::Succeeded));
+    assert_eq!(tm.status.map(|s| (s.running, s.pending)), Some((0, 0)));
     let before = env.api.stats();
     tokio::time::sleep(Duration::from_secs(3)).await; // a measurement window
     for name in gold.iter().chain(["gold-6".to_string()].iter()) {
