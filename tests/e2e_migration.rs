@@ -241,12 +241,22 @@ async fn fleet_migration_catch_up_dry_run_and_rollback() {
         "not selected"
     );
     assert!(!has_flags_table(&env, "bronze").await);
-    let reasons = event_reasons(&env, "gold-v8").await;
-    for r in ["RolloutStarted", "CanaryPassed", "Completed"] {
-        assert!(
-            reasons.iter().any(|x| x == r),
-            "{r} event missing: {reasons:?}"
-        );
+    // `Completed` is published after the status write that concludes Succeeded: wait for it.
+    if let Some(e) = wait_for(
+        T,
+        "RolloutStarted, CanaryPassed and Completed events",
+        || async {
+            let reasons = event_reasons(&env, "gold-v8").await;
+            ["RolloutStarted", "CanaryPassed", "Completed"]
+                .iter()
+                .all(|r| reasons.iter().any(|x| x == r))
+                .then_some(())
+        },
+    )
+    .await
+    .err()
+    {
+        panic!("{e}: {:?}", event_reasons(&env, "gold-v8").await);
     }
 
     // 2. No flapping: the Tenant controller (resync every 2 s) keeps schemaVersion; neither
@@ -518,12 +528,19 @@ async fn pause_failure_budget_and_resume_with_a_larger_budget() {
             "{name}"
         );
     }
-    assert!(
+    // The Event is published after the status write that concludes Failed: wait for it.
+    if let Some(e) = wait_for(T, "FailureBudgetExceeded event", || async {
         event_reasons(&env, "billing-v8")
             .await
             .iter()
             .any(|r| r == "FailureBudgetExceeded")
-    );
+            .then_some(())
+    })
+    .await
+    .err()
+    {
+        panic!("{e}: {:?}", event_reasons(&env, "billing-v8").await);
+    }
 
     // A larger budget continues the same rollout (same revision): the failed tenant is not
     // retried, the others are migrated one at a time, with progress reported meanwhile.

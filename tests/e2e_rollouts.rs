@@ -199,8 +199,13 @@ async fn rollouts_run_in_the_background_and_stop_when_deleted() {
         "SELECT pg_sleep(0.25); CREATE TABLE slow_t (id int);",
     )
     .await;
+    // Under way: tenants migrated and the pass's progress written (the pass writes on its ticker,
+    // so the first Running status can come a moment after the first tenants are done).
     wait_for(T, "the slow rollout under way", || async {
-        (migrated_in_shared(&env, "slow_t").await >= 3).then_some(())
+        let running = status(&env, "slow")
+            .await
+            .is_some_and(|s| s.phase == MigrationPhase::Running);
+        (running && migrated_in_shared(&env, "slow_t").await >= 3).then_some(())
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", tail(&env.operator_log(), 30)));

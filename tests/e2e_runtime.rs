@@ -144,12 +144,40 @@ async fn health_failure_degrades_and_recovery_clears_it() {
         healthy.unwrap_or(0.0) >= 1.0 && unhealthy.unwrap_or(0.0) >= 1.0,
         "health check counters: healthy {healthy:?}, unhealthy {unhealthy:?}"
     );
-    let checks = ops::metric(&body, "tenantdb_health_check_duration_seconds_count").unwrap_or(0.0);
-    assert_eq!(
-        checks,
-        healthy.unwrap() + unhealthy.unwrap(),
-        "one latency observation per health check"
-    );
+    // One latency observation per health check. The counter and the histogram are two updates,
+    // so a scrape may fall between them while checks go on (every second): wait for a scrape
+    // where they agree rather than compare this one.
+    let agree = |body: &str| {
+        let n = |r: &str| {
+            ops::metric(
+                body,
+                &format!("tenantdb_health_checks_total{{result=\"{r}\"}}"),
+            )
+            .unwrap_or(0.0)
+        };
+        let checks = ops::metric(body, "tenantdb_health_check_duration_seconds_count");
+        (
+            checks == Some(n("healthy") + n("unhealthy")),
+            checks,
+            n("healthy"),
+            n("unhealthy"),
+        )
+    };
+    if let Err(e) = wait_for(
+        Duration::from_secs(10),
+        "one latency observation per health check",
+        || {
+            let addr = addr.clone();
+            async move { agree(&ops::metrics(&addr).await).0.then_some(()) }
+        },
+    )
+    .await
+    {
+        panic!(
+            "{e}: (count, healthy, unhealthy) {:?}",
+            agree(&ops::metrics(&addr).await)
+        );
+    }
 
     // Recovery: the login works again; Degraded clears at the next recheck (the health interval,
     // 1 s here) — well within 10 s.

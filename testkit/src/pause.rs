@@ -63,8 +63,14 @@ impl Pause {
             timeout,
             &format!("the operator paused at {}", self.point),
             || {
+                // Non-empty: the operator writes the file whole (rename), but a reader must not
+                // depend on that to see what it wrote.
                 let reached = self.reached.clone();
-                async move { reached.exists().then_some(()) }
+                async move {
+                    std::fs::read_to_string(&reached)
+                        .is_ok_and(|t| !t.is_empty())
+                        .then_some(())
+                }
             },
         )
         .await

@@ -67,7 +67,11 @@ pub(super) async fn armed_pause_point(point: &str, detail: impl FnOnce() -> Stri
 #[cfg(debug_assertions)]
 async fn wait_at(point: &str, file: &str) {
     tracing::warn!(point, "pause point reached (TENANTDB_TEST_PAUSE_AT)");
-    let _ = tokio::fs::write(format!("{file}.reached"), point).await;
+    // Written whole (temporary file, then rename): a test polling for it never reads it empty.
+    let tmp = format!("{file}.reached.tmp");
+    if tokio::fs::write(&tmp, point).await.is_ok() {
+        let _ = tokio::fs::rename(&tmp, format!("{file}.reached")).await;
+    }
     while !tokio::fs::try_exists(file).await.unwrap_or(true) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
