@@ -295,7 +295,17 @@ async fn fleet_migration_catch_up_dry_run_and_rollback() {
                 .is_some_and(|s| s.total == 7 && s.succeeded == 7)
     })
     .await;
-    assert_eq!(tm.status.map(|s| s.failed), Some(0));
+    let entry = tm
+        .status
+        .as_ref()
+        .and_then(|s| s.tenants.iter().find(|e| e.name == "gold-6").cloned());
+    assert!(
+        entry
+            .as_ref()
+            .is_some_and(|e| e.state == TenantMigrationState::Succeeded
+                && (e.from_version, e.to_version) == (Some(BUNDLED_LATEST), Some(V8))),
+        "gold-6's entry: {entry:?}"
+    );
 
     // 4. A dry run of the rollback on one tenant: the plan is reported, nothing changes.
     create_migration(
@@ -365,7 +375,10 @@ async fn fleet_migration_catch_up_dry_run_and_rollback() {
         },
     )
     .await;
-    assert_eq!(tm.status.map(|s| (s.running, s.pending)), Some((0, 0)));
+    assert_eq!(
+        tm.status.map(|s| (s.total, s.running, s.pending)),
+        Some((7, 0, 0))
+    );
     let before = env.api.stats();
     tokio::time::sleep(Duration::from_secs(3)).await; // a measurement window
     for name in gold.iter().chain(["gold-6".to_string()].iter()) {

@@ -253,8 +253,31 @@ async fn statistics_are_per_tenant_cheap_and_quiet() {
         c
     };
     let c0 = commits().await;
-    // Counted by the API server when a write becomes visible (the operator's own counter is
-    // incremented only once the response reaches it, which could fall inside the window).
+    // Status writes in the window, counted two ways. The API server counts a request when it
+    // arrives (before it is applied), so the write the wait above saw is counted before `w0`.
+    // The operator's own counter (`tenantdb_status_writes_total`) is incremented only when the
+    // response reaches it: it is read once it agrees with the API server's count of the
+    // operator's Tenant status writes (no response in flight), at both ends of the window.
+    let settled_counter = || async {
+        wait_for(
+            T,
+            "the operator's status-write counter to agree with the API server's count",
+            || async {
+                let seen = env
+                    .api
+                    .stats()
+                    .of_user(e2e::OPERATOR_USER)
+                    .writes("tenants", Some("status"));
+                let m = env
+                    .metric("tenantdb_status_writes_total{controller=\"tenant\"}")
+                    .await;
+                (m == seen as f64).then_some(m)
+            },
+        )
+        .await
+        .unwrap()
+    };
+    let m0 = settled_counter().await;
     let w0 = env.api.stats();
     let snap = |env: &Env| {
         let api = env.tenants(NS);
@@ -273,7 +296,9 @@ async fn statistics_are_per_tenant_cheap_and_quiet() {
     };
     let before = snap(&env).await;
     tokio::time::sleep(window).await; // a measurement window: several resyncs and intervals
-    let w1 = env.api.stats().since(&w0).writes("tenants", Some("status"));
+    let window_stats = env.api.stats().since(&w0);
+    let w1 = window_stats.writes("tenants", Some("status"));
+    let m1 = settled_counter().await;
     let after = snap(&env).await;
     if w1 != 0 {
         for (k, v) in &after {
@@ -291,7 +316,16 @@ async fn statistics_are_per_tenant_cheap_and_quiet() {
         c0,
         "a commit in busy's database during the quiet window: the window was not quiet"
     );
-    assert_eq!(w1, 0, "status writes while nothing changed");
+    assert_eq!(
+        w1,
+        0,
+        "status writes while nothing changed: {}",
+        window_stats.to_json()
+    );
+    assert_eq!(
+        m1, m0,
+        "the operator counted status writes in the quiet window"
+    );
 
     // A meaningful change is reported: the transaction ends, the sessions close.
     in_tx.execute("COMMIT").await.unwrap();

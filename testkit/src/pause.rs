@@ -49,6 +49,16 @@ impl Pause {
     pub fn clear(&self) {
         let _ = std::fs::remove_file(&self.file);
         let _ = std::fs::remove_file(&self.reached);
+        // And any temporary file of an operator killed between writing `.reached` and renaming
+        // it (`<reached>.tmp.<pid>.<n>`).
+        if let (Some(dir), Some(name)) = (self.reached.parent(), self.reached.file_name()) {
+            let prefix = format!("{}.tmp.", name.to_string_lossy());
+            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                if e.file_name().to_string_lossy().starts_with(&prefix) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
     }
 
     /// Arms a point that waits only when armed (`tenant-status-write`): the next pass waits there.
@@ -63,8 +73,8 @@ impl Pause {
             timeout,
             &format!("the operator paused at {}", self.point),
             || {
-                // Non-empty: the operator writes the file whole (rename), but a reader must not
-                // depend on that to see what it wrote.
+                // Non-empty: the operator writes the file whole (rename); a reader does not
+                // depend on that to see something written.
                 let reached = self.reached.clone();
                 async move {
                     std::fs::read_to_string(&reached)

@@ -67,10 +67,17 @@ pub(super) async fn armed_pause_point(point: &str, detail: impl FnOnce() -> Stri
 #[cfg(debug_assertions)]
 async fn wait_at(point: &str, file: &str) {
     tracing::warn!(point, "pause point reached (TENANTDB_TEST_PAUSE_AT)");
-    // Written whole (temporary file, then rename): a test polling for it never reads it empty.
-    let tmp = format!("{file}.reached.tmp");
-    if tokio::fs::write(&tmp, point).await.is_ok() {
-        let _ = tokio::fs::rename(&tmp, format!("{file}.reached")).await;
+    // Written whole (a temporary file of this pass's own, then rename): a test polling for it
+    // never reads it empty or half written, even if two passes reach the point at once.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = format!("{file}.reached.tmp.{}.{n}", std::process::id());
+    if tokio::fs::write(&tmp, point).await.is_err()
+        || tokio::fs::rename(&tmp, format!("{file}.reached"))
+            .await
+            .is_err()
+    {
+        let _ = tokio::fs::remove_file(&tmp).await;
     }
     while !tokio::fs::try_exists(file).await.unwrap_or(true) {
         tokio::time::sleep(Duration::from_millis(20)).await;
