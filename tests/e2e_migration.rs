@@ -148,6 +148,23 @@ async fn event_reasons(env: &Env, migration: &str) -> Vec<String> {
         .collect()
 }
 
+/// Waits until the TenantMigration's Events include every one of `reasons` (an Event is published
+/// after the status write it reports, so it may come a moment after the status a test waited for).
+async fn wait_events(env: &Env, migration: &str, reasons: &[&str]) {
+    let what = format!("{migration}: events {reasons:?}");
+    if let Err(e) = wait_for(T, &what, || async {
+        let seen = event_reasons(env, migration).await;
+        reasons
+            .iter()
+            .all(|r| seen.iter().any(|x| x == r))
+            .then_some(())
+    })
+    .await
+    {
+        panic!("{e}: {:?}", event_reasons(env, migration).await);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fleet_migration_catch_up_dry_run_and_rollback() {
     let env = Env::start_with(&["--resync-seconds", "2"]).await;
@@ -242,22 +259,12 @@ async fn fleet_migration_catch_up_dry_run_and_rollback() {
     );
     assert!(!has_flags_table(&env, "bronze").await);
     // `Completed` is published after the status write that concludes Succeeded: wait for it.
-    if let Some(e) = wait_for(
-        T,
-        "RolloutStarted, CanaryPassed and Completed events",
-        || async {
-            let reasons = event_reasons(&env, "gold-v8").await;
-            ["RolloutStarted", "CanaryPassed", "Completed"]
-                .iter()
-                .all(|r| reasons.iter().any(|x| x == r))
-                .then_some(())
-        },
+    wait_events(
+        &env,
+        "gold-v8",
+        &["RolloutStarted", "CanaryPassed", "Completed"],
     )
-    .await
-    .err()
-    {
-        panic!("{e}: {:?}", event_reasons(&env, "gold-v8").await);
-    }
+    .await;
 
     // 2. No flapping: the Tenant controller (resync every 2 s) keeps schemaVersion; neither
     // controller writes anything while idle.
@@ -423,15 +430,7 @@ async fn fleet_migration_catch_up_dry_run_and_rollback() {
         "{}",
         cond.message
     );
-    wait_for(T, "InvalidSpec warning event", || async {
-        event_reasons(&env, "broken")
-            .await
-            .iter()
-            .any(|r| r == "InvalidSpec")
-            .then_some(())
-    })
-    .await
-    .unwrap();
+    wait_events(&env, "broken", &["InvalidSpec"]).await;
 
     // The API server rejects a target with both a tenant and a selector (CEL rule).
     let both: TenantMigration = serde_json::from_value(json!({
@@ -542,18 +541,7 @@ async fn pause_failure_budget_and_resume_with_a_larger_budget() {
         );
     }
     // The Event is published after the status write that concludes Failed: wait for it.
-    if let Some(e) = wait_for(T, "FailureBudgetExceeded event", || async {
-        event_reasons(&env, "billing-v8")
-            .await
-            .iter()
-            .any(|r| r == "FailureBudgetExceeded")
-            .then_some(())
-    })
-    .await
-    .err()
-    {
-        panic!("{e}: {:?}", event_reasons(&env, "billing-v8").await);
-    }
+    wait_events(&env, "billing-v8", &["FailureBudgetExceeded"]).await;
 
     // A larger budget continues the same rollout (same revision): the failed tenant is not
     // retried, the others are migrated one at a time, with progress reported meanwhile.

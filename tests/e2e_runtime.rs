@@ -148,20 +148,9 @@ async fn health_failure_degrades_and_recovery_clears_it() {
     // so a scrape may fall between them while checks go on (every second): wait for a scrape
     // where they agree rather than compare this one.
     let agree = |body: &str| {
-        let n = |r: &str| {
-            ops::metric(
-                body,
-                &format!("tenantdb_health_checks_total{{result=\"{r}\"}}"),
-            )
-            .unwrap_or(0.0)
-        };
         let checks = ops::metric(body, "tenantdb_health_check_duration_seconds_count");
-        (
-            checks == Some(n("healthy") + n("unhealthy")),
-            checks,
-            n("healthy"),
-            n("unhealthy"),
-        )
+        let results = ops::metric_sum(body, "tenantdb_health_checks_total");
+        (checks == Some(results), checks, results)
     };
     if let Err(e) = wait_for(
         Duration::from_secs(10),
@@ -174,7 +163,7 @@ async fn health_failure_degrades_and_recovery_clears_it() {
     .await
     {
         panic!(
-            "{e}: (count, healthy, unhealthy) {:?}",
+            "{e}: (agree, latency count, healthy + unhealthy) {:?}",
             agree(&ops::metrics(&addr).await)
         );
     }
