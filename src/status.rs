@@ -4,7 +4,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
-use crate::crd::Condition;
+use crate::crd::{Condition, SharedStr};
 
 /// Condition types used on Tenants.
 pub mod types {
@@ -74,16 +74,16 @@ pub fn merge_conditions(
         .cloned()
         .collect();
     for d in desired {
-        let status = if d.status { "True" } else { "False" }.to_string();
+        let status = if d.status { "True" } else { "False" };
         let prev = previous.iter().find(|p| p.type_ == d.type_);
         let last_transition_time = match prev {
             Some(p) if p.status == status => p.last_transition_time.clone(),
             _ => Time(now),
         };
         out.push(Condition {
-            type_: d.type_.to_string(),
-            status,
-            reason: d.reason.clone(),
+            type_: SharedStr::new(d.type_),
+            status: SharedStr::new(status),
+            reason: SharedStr::new(&d.reason),
             message: d.message.clone(),
             observed_generation: generation,
             last_transition_time,

@@ -30,7 +30,7 @@ fn reason(t: &Tenant, type_: &str) -> Option<String> {
         .conditions
         .iter()
         .find(|c| c.type_ == type_)
-        .map(|c| c.reason.clone())
+        .map(|c| c.reason.to_string())
 }
 
 /// Tenant roles in PostgreSQL (what was really provisioned).

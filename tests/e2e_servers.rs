@@ -64,9 +64,9 @@ fn placed_on(t: &Tenant) -> Option<String> {
 }
 
 fn condition<'a>(
-    conds: &'a [k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    conds: &'a [tenantdb::crd::Condition],
     type_: &str,
-) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+) -> Option<&'a tenantdb::crd::Condition> {
     conds.iter().find(|c| c.type_ == type_)
 }
 

@@ -1,11 +1,12 @@
 //! Custom resource types and CRD generation.
 
+pub mod condition;
 pub mod migration;
 pub mod server;
 pub mod statistics;
 pub mod tenant;
 
-pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+pub use condition::{Condition, SharedStr};
 pub use migration::*;
 pub use server::*;
 pub use statistics::*;

@@ -188,7 +188,13 @@ pub fn condition(t: &Tenant, type_: &str) -> Option<(String, String, String)> {
         .conditions
         .iter()
         .find(|c| c.type_ == type_)
-        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+        .map(|c| {
+            (
+                c.status.to_string(),
+                c.reason.to_string(),
+                c.message.clone(),
+            )
+        })
 }
 
 /// Whether the Tenant is Ready (phase, condition and observedGeneration).

@@ -28,9 +28,9 @@ fn servers(env: &Env) -> Api<DatabaseServer> {
 }
 
 fn condition<'a>(
-    conds: &'a [k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    conds: &'a [tenantdb::crd::Condition],
     type_: &str,
-) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+) -> Option<&'a tenantdb::crd::Condition> {
     conds.iter().find(|c| c.type_ == type_)
 }
 
