@@ -70,7 +70,7 @@ pub fn merge_conditions(
 ) -> Vec<Condition> {
     let mut out: Vec<Condition> = previous
         .iter()
-        .filter(|p| !desired.iter().any(|d| d.type_ == p.type_))
+        .filter(|p| !desired.iter().any(|d| p.type_ == d.type_))
         .cloned()
         .collect();
     for d in desired {

@@ -25,12 +25,7 @@ fn tenant(ns: &str, name: &str, spec: serde_json::Value) -> Tenant {
 }
 
 fn reason(t: &Tenant, type_: &str) -> Option<String> {
-    t.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| c.reason.to_string())
+    tenantdb::status::find(&t.status.as_ref()?.conditions, type_).map(|c| c.reason.to_string())
 }
 
 /// Tenant roles in PostgreSQL (what was really provisioned).

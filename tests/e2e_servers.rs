@@ -5,6 +5,7 @@
 //! of a version before placement, on the default server); an unreachable server does not stop
 //! the others; without `--database-url` every tenant is placed on a DatabaseServer.
 
+use tenantdb::status::find as condition;
 use tenantdb_testkit::e2e;
 
 use std::collections::BTreeMap;
@@ -61,13 +62,6 @@ fn standard() -> serde_json::Value {
 
 fn placed_on(t: &Tenant) -> Option<String> {
     t.status.as_ref()?.placement.as_ref()?.postgres.clone()
-}
-
-fn condition<'a>(
-    conds: &'a [tenantdb::crd::Condition],
-    type_: &str,
-) -> Option<&'a tenantdb::crd::Condition> {
-    conds.iter().find(|c| c.type_ == type_)
 }
 
 /// Login roles of tenants of `prefix` on one cluster (what was really provisioned there).

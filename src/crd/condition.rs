@@ -22,6 +22,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// At most this many distinct strings are shared; past it, a new value gets its own allocation.
 /// Condition types, statuses and reasons are a small fixed set written by the operator; the bound
 /// only keeps a status edited by hand with ever new values from growing the table without limit.
+/// (The CRD schema bounds a type to 316 characters and a reason to 1,024: at most about 1 MiB.)
 const SHARED_CAP: usize = 1024;
 
 static SHARED: LazyLock<Mutex<SharedTable>> =
@@ -81,39 +82,21 @@ impl Deref for SharedStr {
     }
 }
 
-impl Default for SharedStr {
-    fn default() -> Self {
-        Self::new("")
-    }
-}
-
-impl AsRef<str> for SharedStr {
-    fn as_ref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for SharedStr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
-    }
-}
-
 impl fmt::Display for SharedStr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(&*self.0, f)
     }
 }
 
-impl From<&str> for SharedStr {
-    fn from(s: &str) -> Self {
-        Self::new(s)
+impl Default for SharedStr {
+    fn default() -> Self {
+        Self::new("")
     }
 }
 
-impl From<String> for SharedStr {
-    fn from(s: String) -> Self {
-        Self::new(&s)
+impl fmt::Debug for SharedStr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
     }
 }
 
@@ -126,18 +109,6 @@ impl PartialEq<str> for SharedStr {
 impl PartialEq<&str> for SharedStr {
     fn eq(&self, other: &&str) -> bool {
         &*self.0 == *other
-    }
-}
-
-impl PartialEq<String> for SharedStr {
-    fn eq(&self, other: &String) -> bool {
-        &*self.0 == other.as_str()
-    }
-}
-
-impl PartialEq<SharedStr> for &str {
-    fn eq(&self, other: &SharedStr) -> bool {
-        *self == &*other.0
     }
 }
 

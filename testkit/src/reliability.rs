@@ -183,18 +183,12 @@ pub async fn log_all_statements(env: &Env) {
 
 /// The condition `type_` of a Tenant, if any: (status, reason, message).
 pub fn condition(t: &Tenant, type_: &str) -> Option<(String, String, String)> {
-    t.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| {
-            (
-                c.status.to_string(),
-                c.reason.to_string(),
-                c.message.clone(),
-            )
-        })
+    let c = tenantdb::status::find(&t.status.as_ref()?.conditions, type_)?;
+    Some((
+        c.status.to_string(),
+        c.reason.to_string(),
+        c.message.clone(),
+    ))
 }
 
 /// Whether the Tenant is Ready (phase, condition and observedGeneration).

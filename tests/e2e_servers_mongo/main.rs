@@ -7,6 +7,7 @@
 //! while the tenants on the other stay Ready; one deployment declared twice takes no new tenants
 //! under its second name and a tenant on it is found once.
 
+use tenantdb::status::find as condition;
 use tenantdb_testkit::e2e;
 use tenantdb_testkit::localmongo::LocalMongo;
 use tenantdb_testkit::mongo;
@@ -25,13 +26,6 @@ const T: Duration = Duration::from_secs(180);
 
 fn servers(env: &Env) -> Api<DatabaseServer> {
     Api::all(env.client.clone())
-}
-
-fn condition<'a>(
-    conds: &'a [tenantdb::crd::Condition],
-    type_: &str,
-) -> Option<&'a tenantdb::crd::Condition> {
-    conds.iter().find(|c| c.type_ == type_)
 }
 
 fn mongo_on(t: &Tenant) -> Option<String> {
