@@ -119,6 +119,28 @@ async fn provision_both_modes_then_delete_and_retain() {
     .await
     .unwrap();
     assert_eq!(not_owned, 0, "tables of globex's database it does not own");
+    // The copy reports the baseline's latest version and holds this month's and the months
+    // ahead's partitions (built into the template: the operator neither migrates nor maintains
+    // partitions in a fresh copy).
+    assert_eq!(
+        globex.status.as_ref().and_then(|s| s.schema_version),
+        tenantdb::migrate::MigrationSet::bundled().latest_version()
+    );
+    let this_month = k8s_openapi::jiff::Timestamp::now()
+        .to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC)
+        .strftime("%Y%m")
+        .to_string();
+    let partitions: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_class WHERE relispartition AND relname LIKE '%\\_p' || $1",
+    )
+    .bind(&this_month)
+    .fetch_one(&mut g)
+    .await
+    .unwrap();
+    assert_eq!(
+        partitions, 3,
+        "this month's partition of each partitioned table"
+    );
     assert_eq!(
         env.metric("tenantdb_databases_created_total{source=\"template\"}")
             .await,

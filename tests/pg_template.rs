@@ -41,6 +41,37 @@ async fn migrate_as_tenant(admin: &PgAdmin, d: &Desired, set: &MigrationSet) -> 
     report.applied.len()
 }
 
+/// Monthly partitions ahead of this month's (the operator's default `--partition-months-ahead`).
+const AHEAD: u32 = 2;
+
+/// Partition maintenance as the tenant, as the operator runs it after provisioning; returns the
+/// partitions it created.
+async fn maintain_as_tenant(admin: &PgAdmin, d: &Desired) -> Vec<String> {
+    let n = &d.names;
+    let mut s = admin
+        .login(
+            &n.database,
+            &Credentials::new(n.role.clone(), d.password.clone()),
+        )
+        .await
+        .unwrap();
+    let today = k8s_openapi::jiff::Timestamp::now()
+        .to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC)
+        .date();
+    let report = tenantdb::partitions::maintain(
+        &mut s,
+        n.schema.as_str(),
+        n.role.as_str(),
+        today,
+        AHEAD,
+        None,
+    )
+    .await
+    .unwrap();
+    s.close().await;
+    report.created
+}
+
 async fn superuser_in(db: &str) -> PgConnection {
     PgConnection::connect(&common::pg().url(db)).await.unwrap()
 }
@@ -111,10 +142,15 @@ async fn a_tenant_copied_from_the_template_is_identical_to_a_replayed_one() {
         migrate_as_tenant(&admin, &replayed, &set).await,
         set.migrations().len()
     );
+    assert_eq!(
+        maintain_as_tenant(&admin, &replayed).await.len(),
+        3 * (AHEAD as usize + 1),
+        "this month's and {AHEAD} ahead of the baseline's three partitioned tables"
+    );
 
     // The template path.
     let tpl = admin
-        .ensure_template(&set)
+        .ensure_template(&set, AHEAD)
         .await
         .unwrap()
         .expect("a template for a non-empty set");
@@ -123,8 +159,13 @@ async fn a_tenant_copied_from_the_template_is_identical_to_a_replayed_one() {
     copied.template = Some(tpl.clone());
     let steps = provision(&admin, &copied).await;
     assert!(steps.contains(&Step::CreateDatabase), "{steps:?}");
-    // The history came along: nothing to replay.
+    // The history and this month's partitions came along: nothing to replay, nothing to add
+    // (the operator skips both for a copy).
     assert_eq!(migrate_as_tenant(&admin, &copied, &set).await, 0);
+    assert_eq!(
+        maintain_as_tenant(&admin, &copied).await,
+        Vec::<String>::new()
+    );
     // Converged: the next plan is empty.
     let observed = admin
         .observe(&copied.names, &copied.password)
@@ -241,7 +282,7 @@ async fn a_tenant_copied_from_the_template_is_identical_to_a_replayed_one() {
     .unwrap();
     assert_eq!(shared_owned, 0, "the build role owns no database");
     // Found again, not rebuilt, by another operator process.
-    let again = common::admin().ensure_template(&set).await.unwrap();
+    let again = common::admin().ensure_template(&set, AHEAD).await.unwrap();
     assert_eq!(again, Some(tpl.clone()));
 
     // The other cases share the template (one test: a new set drops the other templates).
@@ -303,7 +344,7 @@ async fn a_new_migration_set_gets_a_new_template_and_the_old_one_goes(admin: &Pg
         None,
     )])
     .unwrap();
-    let first = admin.ensure_template(&base).await.unwrap().unwrap();
+    let first = admin.ensure_template(&base, AHEAD).await.unwrap().unwrap();
     let more = base
         .clone()
         .merge(
@@ -316,7 +357,7 @@ async fn a_new_migration_set_gets_a_new_template_and_the_old_one_goes(admin: &Pg
             .unwrap(),
         )
         .unwrap();
-    let second = admin.ensure_template(&more).await.unwrap().unwrap();
+    let second = admin.ensure_template(&more, AHEAD).await.unwrap().unwrap();
     assert_ne!(first, second);
     let names: Vec<String> = sqlx::query_scalar(
         "SELECT datname::text FROM pg_database WHERE datname = ANY($1) ORDER BY 1",
@@ -357,7 +398,10 @@ async fn a_foreign_role_or_database_of_a_templates_name_is_never_used_or_dropped
             .await
             .unwrap();
     }
-    let err = common::admin().ensure_template(&set).await.unwrap_err();
+    let err = common::admin()
+        .ensure_template(&set, AHEAD)
+        .await
+        .unwrap_err();
     assert!(
         err.to_string().contains("not a template of the operator"),
         "{err}"
@@ -377,7 +421,10 @@ async fn a_foreign_role_or_database_of_a_templates_name_is_never_used_or_dropped
         .execute(pool)
         .await
         .unwrap();
-    let err = common::admin().ensure_template(&set).await.unwrap_err();
+    let err = common::admin()
+        .ensure_template(&set, AHEAD)
+        .await
+        .unwrap_err();
     assert!(
         err.to_string().contains("not the operator's template role"),
         "{err}"

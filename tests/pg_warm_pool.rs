@@ -273,7 +273,7 @@ async fn claimed_entries_are_identical_to_replayed_tenants_and_unclaimed_ones_ca
     let _ = t.close().await;
 
     // `database`: a template copy replaying nothing vs a claimed database.
-    let tpl = admin.ensure_template(&set).await.unwrap().unwrap();
+    let tpl = admin.ensure_template(&set, 2).await.unwrap().unwrap();
     let replayed = tenant("replayeddb", Isolation::Database);
     provision(&admin, &replayed).await;
     let (applied, created) = migrate_as_tenant(&admin, &replayed, &set).await;
@@ -580,7 +580,7 @@ async fn a_crash_between_a_database_claim_and_its_mark_is_completed(
     set: &MigrationSet,
 ) {
     let fp = set_fingerprint(set);
-    let tpl = admin.ensure_template(set).await.unwrap().unwrap();
+    let tpl = admin.ensure_template(set, 2).await.unwrap().unwrap();
     admin
         .fill_pool(
             set,

@@ -1,12 +1,16 @@
 //! Template databases: `database` tenants are created with `CREATE DATABASE … TEMPLATE` from a
 //! database that already holds the baseline at the current version, instead of replaying its DDL.
 //!
-//! One template per server and migration set (`tenantdb_tpl_<fingerprint>`, the fingerprint being
-//! the hash of every migration's version and checksum). It is built once: created owned by the
-//! `tenantdb_template_owner` role (`NOLOGIN`, no rights anywhere else), migrated on a session
-//! logged in as that role (one-time password, as the `shared` layout owner: never as a
-//! superuser), then handed to the admin, marked `IS_TEMPLATE`, closed to connections and commented
-//! with its fingerprint (the mark of a finished build). A clone's objects are handed to the tenant
+//! One template per server, migration set and month (`tenantdb_tpl_<fingerprint>_<YYYYMM>`, the
+//! fingerprint being the hash of every migration's version and checksum). It is built once: created
+//! owned by the `tenantdb_template_owner` role (`NOLOGIN`, no rights anywhere else), migrated on a
+//! session logged in as that role (one-time password, as the `shared` layout owner: never as a
+//! superuser), given this month's and the next `--partition-months-ahead` monthly partitions (the
+//! ones a tenant provisioned this month gets: a copy needs no partition maintenance, and a copy
+//! holds exactly what a tenant whose baseline was replayed holds), then handed to the admin,
+//! marked `IS_TEMPLATE`, closed to connections and commented with its fingerprint, month and
+//! months ahead (the mark of a finished build). The first tenant of a new month builds that
+//! month's template; the last month's is dropped then. A clone's objects are handed to the tenant
 //! role with `REASSIGN OWNED` inside the clone (the template itself, owned by the admin, is not
 //! touched), so a cloned tenant owns exactly what a DDL-provisioned one owns — the migration
 //! history comes along. Templates of earlier migration sets are dropped.
@@ -60,10 +64,21 @@ pub fn fingerprint(set: &MigrationSet) -> String {
         .collect()
 }
 
-/// The template database's name for a migration set.
+/// The template database's name for a migration set this month (UTC).
 pub fn template_name(set: &MigrationSet) -> Result<Ident> {
-    Ident::new(&format!("{TEMPLATE_PREFIX}{}", fingerprint(set)))
+    let month = super::warm::month(0).replace('-', "");
+    Ident::new(&format!("{TEMPLATE_PREFIX}{}_{month}", fingerprint(set)))
         .map_err(|e| Error::Internal(format!("template name: {e}")))
+}
+
+/// The mark of a finished template for a migration set this month, with `months_ahead`
+/// partitions ahead of this month's.
+fn template_mark(set: &MigrationSet, months_ahead: u32) -> String {
+    format!(
+        "{MARK_PREFIX}{}@{}+{months_ahead}",
+        fingerprint(set),
+        super::warm::month(0)
+    )
 }
 
 fn lit(s: &str) -> Result<String> {
@@ -71,14 +86,19 @@ fn lit(s: &str) -> Result<String> {
 }
 
 impl PgAdmin {
-    /// The finished template for `set`, built now if missing (once per process and migration
-    /// set; concurrent callers wait for the one build). `None` for an empty set.
-    pub async fn ensure_template(&self, set: &MigrationSet) -> Result<Option<Ident>> {
+    /// The finished template for `set` this month, with this month's and the next
+    /// `months_ahead` partitions, built now if missing (once per process, migration set and
+    /// month; concurrent callers wait for the one build). `None` for an empty set.
+    pub async fn ensure_template(
+        &self,
+        set: &MigrationSet,
+        months_ahead: u32,
+    ) -> Result<Option<Ident>> {
         if set.migrations().is_empty() {
             return Ok(None);
         }
         let name = template_name(set)?;
-        let mark = format!("{MARK_PREFIX}{}", fingerprint(set));
+        let mark = template_mark(set, months_ahead);
         let mut state = self.template.lock().await;
         if state.built.as_ref() == Some(&name) {
             return Ok(Some(name));
@@ -113,7 +133,7 @@ impl PgAdmin {
             warn!(error = %e, "template build lock not obtained; creating from template0 meanwhile");
             return Ok(None);
         }
-        let result = self.build_template(set, &name, &mark).await;
+        let result = self.build_template(set, &name, &mark, months_ahead).await;
         let _ = lock.close().await;
         match result {
             Ok(()) => {
@@ -138,7 +158,13 @@ impl PgAdmin {
         Ok(matches!(row, Some((true, Some(c))) if c == mark))
     }
 
-    async fn build_template(&self, set: &MigrationSet, name: &Ident, mark: &str) -> Result<()> {
+    async fn build_template(
+        &self,
+        set: &MigrationSet,
+        name: &Ident,
+        mark: &str,
+        months_ahead: u32,
+    ) -> Result<()> {
         if self.template_finished(name, mark).await? {
             return Ok(());
         }
@@ -221,7 +247,12 @@ impl PgAdmin {
             lock_key: TEMPLATE_LOCK + 1,
         };
         let report =
-            migrate::migrate(&mut session, set, &target, set.latest_version(), false).await;
+            match migrate::migrate(&mut session, set, &target, set.latest_version(), false).await {
+                Ok(r) => super::warm::partitions(&mut session, "public", months_ahead)
+                    .await
+                    .map(|()| r),
+                Err(e) => Err(e.into()),
+            };
         session.close().await;
         let report = report?;
         self.in_database(

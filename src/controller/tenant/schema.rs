@@ -49,13 +49,14 @@ pub(super) async fn migrate(
             crate::pg::shared::register_tenant(spec.server.pg(), &layout, r, b, &tid).await?;
             info!(tenant_id = %tid, "registered in the shared row-level security layout");
         }
-    } else if applied.claimed {
-        // Claimed from the warm pool: the baseline at the latest version and this month's
-        // partitions are in it (built as its own role, handed to the tenant's); an entry of last
-        // month lacks the furthest month ahead, which the maintenance below adds.
+    } else if applied.claimed || applied.from_template {
+        // Claimed from the warm pool or copied from this month's template database: the baseline
+        // at the latest version and this month's partitions are in it (built as their own role,
+        // handed to the tenant's); an entry of last month lacks the furthest month ahead, which
+        // the maintenance below adds. No login as the tenant is needed for either.
         schema_version = ctx.migrations().latest_version();
         ctx.set_schema_version(&spec.key, schema_version);
-        if applied.claimed_this_month {
+        if applied.claimed_this_month || applied.from_template {
             ctx.set_partition_cache(&spec.key);
         }
     } else if spec.resolved.auto_migrate && (recorded.is_none() || recreated) {

@@ -22,6 +22,9 @@ pub(super) struct Applied {
     pub(super) claimed: bool,
     /// ... built this month: every partition ahead is in it too.
     pub(super) claimed_this_month: bool,
+    /// The dedicated database was copied from this month's template database: the baseline at
+    /// the latest version and every partition ahead are in it.
+    pub(super) from_template: bool,
 }
 
 /// Stage `plan` + `apply`: the desired state, the pure plan against the observed catalogs, and the
@@ -59,6 +62,7 @@ pub(super) async fn apply(
     desired.pool = pool_for(tenant, ctx, spec, &desired, &steps);
     let mut claimed = false;
     let mut claimed_this_month = false;
+    let mut from_template = false;
     if !steps.is_empty() {
         let first_time = tenant.status.as_ref().map(|s| s.phase) != Some(TenantPhase::Ready);
         if first_time {
@@ -94,9 +98,10 @@ pub(super) async fn apply(
             ctx.warm_notify().notify_one();
         }
         if steps.contains(&Step::CreateDatabase) {
+            from_template = !claimed && desired.template.is_some();
             let source = if claimed {
                 "pool"
-            } else if desired.template.is_some() {
+            } else if from_template {
                 "template"
             } else {
                 "template0"
@@ -132,6 +137,7 @@ pub(super) async fn apply(
         layout_version,
         claimed,
         claimed_this_month,
+        from_template,
     })
 }
 
@@ -183,7 +189,12 @@ async fn template_for(tenant: &Tenant, ctx: &Context, spec: &Spec) -> Option<cra
     if !ctx.settings().database_templates || !baseline_fits(tenant, ctx, spec) {
         return None;
     }
-    match spec.server.pg().ensure_template(ctx.migrations()).await {
+    match spec
+        .server
+        .pg()
+        .ensure_template(ctx.migrations(), ctx.settings().partition_months_ahead)
+        .await
+    {
         Ok(t) => t,
         Err(e) => {
             warn!(error = %e, "template database unavailable; creating the database from template0");

@@ -146,7 +146,7 @@ impl PgAdmin {
 
 /// This month's and the next `months_ahead` partitions of the baseline's partitioned tables in
 /// `schema`, as the session's role (which owns them).
-async fn partitions(
+pub(in crate::pg) async fn partitions(
     session: &mut crate::pg::session::TenantSession,
     schema: &str,
     months_ahead: u32,

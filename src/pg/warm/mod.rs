@@ -110,7 +110,7 @@ pub struct Filled {
 }
 
 /// A month (`YYYY-MM`, UTC): this one (`back = 0`) or the one before (`back = 1`).
-fn month(back: i32) -> String {
+pub(crate) fn month(back: i32) -> String {
     let d = Timestamp::now()
         .to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC)
         .date();
@@ -408,7 +408,7 @@ impl PgAdmin {
             }
         }
         if databases < want.databases {
-            match self.ensure_template(set).await? {
+            match self.ensure_template(set, months_ahead).await? {
                 Some(template) => {
                     while databases < want.databases {
                         crate::fence::check()?;
@@ -656,6 +656,7 @@ async fn claim_first(
 }
 
 mod build;
+pub(in crate::pg) use build::partitions;
 
 #[cfg(test)]
 mod tests {
