@@ -134,8 +134,9 @@ pub struct RunConfig {
     #[arg(long, env = "TENANTDB_MONGODB_PORT")]
     pub mongodb_port: Option<u16>,
     /// Create `database` tenants with `CREATE DATABASE … TEMPLATE` from a template database that
-    /// holds the baseline migrations (built once per server and migration set, as a role without
-    /// rights elsewhere) instead of replaying the baseline's DDL; `false`: from `template0`.
+    /// holds the baseline migrations and this month's partitions (built once per server, migration
+    /// set and month, as a role without rights elsewhere) instead of replaying the baseline's DDL;
+    /// `false`: from `template0`.
     #[arg(long, env = "TENANTDB_DATABASE_TEMPLATES", default_value_t = true, action = clap::ArgAction::Set)]
     pub database_templates: bool,
     /// Unclaimed schemas the default server keeps ready for new `schema` Tenants (the warm pool:

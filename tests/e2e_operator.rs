@@ -24,9 +24,38 @@ async fn exists(pool: &sqlx::PgPool, catalog_sql: &'static str, name: &str) -> b
 const DB_EXISTS: &str = "SELECT count(*) FROM pg_database WHERE datname = $1";
 const ROLE_EXISTS: &str = "SELECT count(*) FROM pg_roles WHERE rolname = $1";
 
+/// Turns on `log_statement = 'all'` with the database of each line in the server log (`db=<name>`).
+async fn log_statements_with_database(env: &Env) {
+    let pool = env.admin_pool().await;
+    for sql in [
+        "ALTER SYSTEM SET log_statement = 'all'",
+        "ALTER SYSTEM SET log_line_prefix = '%m [%p] db=%d '",
+        "SELECT pg_reload_conf()",
+    ] {
+        pool.execute(sql).await.unwrap();
+    }
+    // The reload is asynchronous: wait until a new session sees it.
+    wait_for(Duration::from_secs(10), "log_line_prefix reloaded", || {
+        let url = env.pg.admin_url();
+        async move {
+            use sqlx::Connection;
+            let mut c = sqlx::PgConnection::connect(&url).await.ok()?;
+            let v: String = sqlx::query_scalar("SHOW log_line_prefix")
+                .fetch_one(&mut c)
+                .await
+                .ok()?;
+            v.contains("db=%d").then_some(())
+        }
+    })
+    .await
+    .unwrap();
+    pool.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provision_both_modes_then_delete_and_retain() {
     let env = Env::start().await;
+    log_statements_with_database(&env).await;
     env.create_tenant(
         "team-a",
         "acme",
@@ -119,9 +148,25 @@ async fn provision_both_modes_then_delete_and_retain() {
     .await
     .unwrap();
     assert_eq!(not_owned, 0, "tables of globex's database it does not own");
-    // The copy reports the baseline's latest version and holds this month's and the months
-    // ahead's partitions (built into the template: the operator neither migrates nor maintains
-    // partitions in a fresh copy).
+    // The copy reports the baseline's latest version and holds this month's partitions, built
+    // into the template: the operator neither read its migration history nor maintained its
+    // partitions in it (no statement of either in the copy's database in the server log; the
+    // schema tenant acme, whose baseline was replayed, has both in the shared database).
+    let log = env.pg.log();
+    let in_db = |db: &str, needle: &str| {
+        log.lines()
+            .filter(|l| l.contains(&format!("db={db} ")) && l.contains(needle))
+            .count()
+    };
+    let globex_db = globex.status.as_ref().unwrap().database.clone().unwrap();
+    const HISTORY: &str = "tenantdb_schema_migrations";
+    const MAINTENANCE: &str = "relname::text AS parent";
+    assert!(in_db("tenantdb_shared", HISTORY) > 0 && in_db("tenantdb_shared", MAINTENANCE) > 0);
+    assert_eq!(
+        (in_db(&globex_db, HISTORY), in_db(&globex_db, MAINTENANCE)),
+        (0, 0),
+        "migration or partition maintenance statements in the copy {globex_db}"
+    );
     assert_eq!(
         globex.status.as_ref().and_then(|s| s.schema_version),
         tenantdb::migrate::MigrationSet::bundled().latest_version()

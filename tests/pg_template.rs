@@ -154,7 +154,7 @@ async fn a_tenant_copied_from_the_template_is_identical_to_a_replayed_one() {
         .await
         .unwrap()
         .expect("a template for a non-empty set");
-    assert_eq!(tpl, template_name(&set).unwrap());
+    assert_eq!(tpl, template_name(&set, AHEAD).unwrap());
     let mut copied = database_tenant("copied");
     copied.template = Some(tpl.clone());
     let steps = provision(&admin, &copied).await;
@@ -336,7 +336,7 @@ async fn a_crash_between_the_copy_and_its_mark_is_completed(
 }
 
 async fn a_new_migration_set_gets_a_new_template_and_the_old_one_goes(admin: &PgAdmin) {
-    let bundled = template_name(&MigrationSet::bundled()).unwrap();
+    let bundled = template_name(&MigrationSet::bundled(), AHEAD).unwrap();
     let base = MigrationSet::new(vec![Migration::new(
         1,
         "one",
@@ -345,6 +345,27 @@ async fn a_new_migration_set_gets_a_new_template_and_the_old_one_goes(admin: &Pg
     )])
     .unwrap();
     let first = admin.ensure_template(&base, AHEAD).await.unwrap().unwrap();
+    // The same set with other months ahead is another template (its copies hold other
+    // partitions): built beside it, not in its place, and the first one goes as an earlier one.
+    let other_ahead = admin
+        .ensure_template(&base, AHEAD + 1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(first, other_ahead);
+    // A template of the release before months were in the name (`tenantdb_tpl_<fingerprint>`,
+    // marked `tenantdb.io/template=<fingerprint>`) goes too.
+    let old_format = "tenantdb_tpl_0123456789ab";
+    for sql in [
+        format!("CREATE DATABASE {old_format}"),
+        format!("COMMENT ON DATABASE {old_format} IS 'tenantdb.io/template=0123456789ab'"),
+        format!("ALTER DATABASE {old_format} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false"),
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(admin.admin_pool())
+            .await
+            .unwrap();
+    }
     let more = base
         .clone()
         .merge(
@@ -364,6 +385,8 @@ async fn a_new_migration_set_gets_a_new_template_and_the_old_one_goes(admin: &Pg
     )
     .bind(vec![
         first.as_str().to_string(),
+        other_ahead.as_str().to_string(),
+        old_format.to_string(),
         second.as_str().to_string(),
         bundled.as_str().to_string(),
     ])
@@ -385,7 +408,7 @@ async fn a_foreign_role_or_database_of_a_templates_name_is_never_used_or_dropped
         None,
     )])
     .unwrap();
-    let name = template_name(&set).unwrap();
+    let name = template_name(&set, AHEAD).unwrap();
     let pool = common::admin();
     let pool = pool.admin_pool();
     // A database of the template's name that someone else marked: refused, kept.

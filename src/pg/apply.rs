@@ -167,8 +167,10 @@ impl PgAdmin {
                 .as_database_error()
                 .and_then(|d| d.code())
                 .map(|c| c.to_string());
-            if matches!(code.as_deref(), Some("3D000" | "55006")) {
-                self.forget_template().await;
+            if matches!(code.as_deref(), Some("3D000" | "55006"))
+                && let Some(t) = &desired.template
+            {
+                self.forget_template(t).await;
             }
             return Err(e.into());
         }
@@ -182,7 +184,9 @@ impl PgAdmin {
         .execute(pool)
         .await?;
         if let Err(e) = self.adopt_template_objects(&n.database, &n.role).await {
-            self.forget_template().await;
+            if let Some(t) = &desired.template {
+                self.forget_template(t).await;
+            }
             // Only the leader drops the copy it just made (a deposed one leaves it to the next
             // reconcile's MarkDatabase, which completes the hand-over).
             if crate::fence::check().is_ok() {

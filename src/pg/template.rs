@@ -1,9 +1,10 @@
 //! Template databases: `database` tenants are created with `CREATE DATABASE … TEMPLATE` from a
 //! database that already holds the baseline at the current version, instead of replaying its DDL.
 //!
-//! One template per server, migration set and month (`tenantdb_tpl_<fingerprint>_<YYYYMM>`, the
-//! fingerprint being the hash of every migration's version and checksum). It is built once: created
-//! owned by the `tenantdb_template_owner` role (`NOLOGIN`, no rights anywhere else), migrated on a
+//! One template per server, migration set, month and months ahead
+//! (`tenantdb_tpl_<fingerprint>_<YYYYMM>_<months ahead>`, the fingerprint being the hash of every
+//! migration's version and checksum). It is built once: created owned by the
+//! `tenantdb_template_owner` role (`NOLOGIN`, no rights anywhere else), migrated on a
 //! session logged in as that role (one-time password, as the `shared` layout owner: never as a
 //! superuser), given this month's and the next `--partition-months-ahead` monthly partitions (the
 //! ones a tenant provisioned this month gets: a copy needs no partition maintenance, and a copy
@@ -13,8 +14,11 @@
 //! month's template; the last month's is dropped then. A clone's objects are handed to the tenant
 //! role with `REASSIGN OWNED` inside the clone (the template itself, owned by the admin, is not
 //! touched), so a cloned tenant owns exactly what a DDL-provisioned one owns — the migration
-//! history comes along. Templates of earlier migration sets are dropped.
+//! history comes along. Templates of earlier migration sets, months or months ahead are dropped.
 
+use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::jiff::civil::Date;
+use k8s_openapi::jiff::tz::TimeZone;
 use sha2::{Digest, Sha256};
 use sqlx::{ConnectOptions, Connection};
 use tracing::{info, warn};
@@ -64,21 +68,39 @@ pub fn fingerprint(set: &MigrationSet) -> String {
         .collect()
 }
 
-/// The template database's name for a migration set this month (UTC).
-pub fn template_name(set: &MigrationSet) -> Result<Ident> {
-    let month = super::warm::month(0).replace('-', "");
-    Ident::new(&format!("{TEMPLATE_PREFIX}{}_{month}", fingerprint(set)))
-        .map_err(|e| Error::Internal(format!("template name: {e}")))
+/// Today (UTC): the month a template is built for.
+fn today() -> Date {
+    Timestamp::now().to_zoned(TimeZone::UTC).date()
 }
 
-/// The mark of a finished template for a migration set this month, with `months_ahead`
-/// partitions ahead of this month's.
-fn template_mark(set: &MigrationSet, months_ahead: u32) -> String {
-    format!(
-        "{MARK_PREFIX}{}@{}+{months_ahead}",
+/// The template database's name for a migration set, the month of `day` and `months_ahead`
+/// partitions ahead of it: `tenantdb_tpl_<fingerprint>_<YYYYMM>_<months ahead>`.
+fn name_of(set: &MigrationSet, day: Date, months_ahead: u32) -> Result<Ident> {
+    Ident::new(&format!(
+        "{TEMPLATE_PREFIX}{}_{:04}{:02}_{months_ahead}",
         fingerprint(set),
-        super::warm::month(0)
+        day.year(),
+        day.month()
+    ))
+    .map_err(|e| Error::Internal(format!("template name: {e}")))
+}
+
+/// The mark of a finished template: `tenantdb.io/template=<fingerprint>@<YYYY-MM>+<months ahead>`
+/// (the same facts as its name, which a tenant cannot forge: only the admin comments on a
+/// database it does not own).
+fn mark_of(set: &MigrationSet, day: Date, months_ahead: u32) -> String {
+    format!(
+        "{MARK_PREFIX}{}@{:04}-{:02}+{months_ahead}",
+        fingerprint(set),
+        day.year(),
+        day.month()
     )
+}
+
+/// The template database's name for a migration set this month (UTC) with `months_ahead`
+/// partitions ahead: a copy of it holds what a tenant provisioned now gets.
+pub fn template_name(set: &MigrationSet, months_ahead: u32) -> Result<Ident> {
+    name_of(set, today(), months_ahead)
 }
 
 fn lit(s: &str) -> Result<String> {
@@ -97,8 +119,10 @@ impl PgAdmin {
         if set.migrations().is_empty() {
             return Ok(None);
         }
-        let name = template_name(set)?;
-        let mark = template_mark(set, months_ahead);
+        // The month is read once: the name, the mark and the partitions are of the same one.
+        let day = today();
+        let name = name_of(set, day, months_ahead)?;
+        let mark = mark_of(set, day, months_ahead);
         let mut state = self.template.lock().await;
         if state.built.as_ref() == Some(&name) {
             return Ok(Some(name));
@@ -133,7 +157,9 @@ impl PgAdmin {
             warn!(error = %e, "template build lock not obtained; creating from template0 meanwhile");
             return Ok(None);
         }
-        let result = self.build_template(set, &name, &mark, months_ahead).await;
+        let result = self
+            .build_template(set, &name, &mark, (day, months_ahead))
+            .await;
         let _ = lock.close().await;
         match result {
             Ok(()) => {
@@ -163,7 +189,7 @@ impl PgAdmin {
         set: &MigrationSet,
         name: &Ident,
         mark: &str,
-        months_ahead: u32,
+        (day, months_ahead): (Date, u32),
     ) -> Result<()> {
         if self.template_finished(name, mark).await? {
             return Ok(());
@@ -248,7 +274,7 @@ impl PgAdmin {
         };
         let report =
             match migrate::migrate(&mut session, set, &target, set.latest_version(), false).await {
-                Ok(r) => super::warm::partitions(&mut session, "public", months_ahead)
+                Ok(r) => super::warm::partitions_of(&mut session, "public", months_ahead, day)
                     .await
                     .map(|()| r),
                 Err(e) => Err(e.into()),
@@ -376,15 +402,49 @@ impl PgAdmin {
             .await
     }
 
-    /// Forgets the template found or built (it went missing or could not be used): tenants are
-    /// created from template0 for a while, then [`PgAdmin::ensure_template`] looks again.
-    pub async fn forget_template(&self) {
+    /// Forgets the template `name` when it is the one found or built (it went missing or could
+    /// not be used): tenants are created from template0 for a while, then
+    /// [`PgAdmin::ensure_template`] looks again. A copy of an older template that failed (last
+    /// month's, dropped when this month's was built) leaves the current one alone.
+    pub async fn forget_template(&self, name: &Ident) {
         let mut state = self.template.lock().await;
-        state.built = None;
-        state.failed_at = Some(std::time::Instant::now());
+        if state.built.as_ref() == Some(name) {
+            state.built = None;
+            state.failed_at = Some(std::time::Instant::now());
+        }
     }
 }
 
 fn template_owner() -> Result<Ident> {
     Ident::new(TEMPLATE_OWNER).map_err(|e| Error::Internal(format!("template owner: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::migrate::Migration;
+
+    fn set() -> MigrationSet {
+        MigrationSet::new(vec![Migration::new(1, "one", "SELECT 1", None)]).unwrap()
+    }
+
+    #[test]
+    fn name_and_mark_carry_the_same_month_and_months_ahead() {
+        let day = Date::new(2026, 12, 31).unwrap();
+        let fp = fingerprint(&set());
+        let name = name_of(&set(), day, 2).unwrap();
+        assert_eq!(name.as_str(), format!("tenantdb_tpl_{fp}_202612_2"));
+        assert_eq!(
+            mark_of(&set(), day, 2),
+            format!("tenantdb.io/template={fp}@2026-12+2")
+        );
+        let next = Date::new(2027, 1, 1).unwrap();
+        assert_eq!(
+            name_of(&set(), next, 2).unwrap().as_str(),
+            format!("tenantdb_tpl_{fp}_202701_2")
+        );
+        assert_ne!(name, name_of(&set(), day, 3).unwrap());
+        // The longest it gets (months ahead is a u32) is still a valid identifier.
+        assert!(name_of(&set(), day, u32::MAX).is_ok());
+    }
 }

@@ -98,10 +98,21 @@ pub(super) async fn apply(
             ctx.warm_notify().notify_one();
         }
         if steps.contains(&Step::CreateDatabase) {
-            from_template = !claimed && desired.template.is_some();
+            // A copy of this month's template (read again: a copy begun before midnight UTC on
+            // a month's last day lacks the newest month ahead, and is migrated and maintained as
+            // usual).
+            from_template = !claimed
+                && desired.template.is_some()
+                && desired.template.as_ref()
+                    == crate::pg::template::template_name(
+                        ctx.migrations(),
+                        ctx.settings().partition_months_ahead,
+                    )
+                    .ok()
+                    .as_ref();
             let source = if claimed {
                 "pool"
-            } else if from_template {
+            } else if desired.template.is_some() {
                 "template"
             } else {
                 "template0"

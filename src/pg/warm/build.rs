@@ -146,7 +146,7 @@ impl PgAdmin {
 
 /// This month's and the next `months_ahead` partitions of the baseline's partitioned tables in
 /// `schema`, as the session's role (which owns them).
-pub(in crate::pg) async fn partitions(
+async fn partitions(
     session: &mut crate::pg::session::TenantSession,
     schema: &str,
     months_ahead: u32,
@@ -154,6 +154,16 @@ pub(in crate::pg) async fn partitions(
     let today = Timestamp::now()
         .to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC)
         .date();
+    partitions_of(session, schema, months_ahead, today).await
+}
+
+/// [`partitions`] for the month of `today`.
+pub(in crate::pg) async fn partitions_of(
+    session: &mut crate::pg::session::TenantSession,
+    schema: &str,
+    months_ahead: u32,
+    today: k8s_openapi::jiff::civil::Date,
+) -> Result<()> {
     let role: String = sqlx::query_scalar("SELECT current_user::text")
         .fetch_one(&mut **session)
         .await?;

@@ -360,9 +360,7 @@ impl PgAdmin {
             filled.skipped = true;
             return Ok(filled);
         }
-        let result = self
-            .fill_locked(set, want, months_ahead.max(1), &mut filled)
-            .await;
+        let result = self.fill_locked(set, want, months_ahead, &mut filled).await;
         let _ = lock.close().await;
         result.map(|()| filled)
     }
@@ -374,6 +372,10 @@ impl PgAdmin {
         months_ahead: u32,
         filled: &mut Filled,
     ) -> Result<()> {
+        // The template is the tenants' (their `--partition-months-ahead`); an entry holds at least
+        // one month ahead, so that one of last month still holds this month's partition.
+        let template_ahead = months_ahead;
+        let months_ahead = months_ahead.max(1);
         let fp = super::template::fingerprint(set);
         let scope = self.pool_scope();
         let keep = claimable(&scope, &fp);
@@ -408,7 +410,7 @@ impl PgAdmin {
             }
         }
         if databases < want.databases {
-            match self.ensure_template(set, months_ahead).await? {
+            match self.ensure_template(set, template_ahead).await? {
                 Some(template) => {
                     while databases < want.databases {
                         crate::fence::check()?;
@@ -656,7 +658,7 @@ async fn claim_first(
 }
 
 mod build;
-pub(in crate::pg) use build::partitions;
+pub(in crate::pg) use build::partitions_of;
 
 #[cfg(test)]
 mod tests {
