@@ -24,38 +24,10 @@ async fn exists(pool: &sqlx::PgPool, catalog_sql: &'static str, name: &str) -> b
 const DB_EXISTS: &str = "SELECT count(*) FROM pg_database WHERE datname = $1";
 const ROLE_EXISTS: &str = "SELECT count(*) FROM pg_roles WHERE rolname = $1";
 
-/// Turns on `log_statement = 'all'` with the database of each line in the server log (`db=<name>`).
-async fn log_statements_with_database(env: &Env) {
-    let pool = env.admin_pool().await;
-    for sql in [
-        "ALTER SYSTEM SET log_statement = 'all'",
-        "ALTER SYSTEM SET log_line_prefix = '%m [%p] db=%d '",
-        "SELECT pg_reload_conf()",
-    ] {
-        pool.execute(sql).await.unwrap();
-    }
-    // The reload is asynchronous: wait until a new session sees it.
-    wait_for(Duration::from_secs(10), "log_line_prefix reloaded", || {
-        let url = env.pg.admin_url();
-        async move {
-            use sqlx::Connection;
-            let mut c = sqlx::PgConnection::connect(&url).await.ok()?;
-            let v: String = sqlx::query_scalar("SHOW log_line_prefix")
-                .fetch_one(&mut c)
-                .await
-                .ok()?;
-            v.contains("db=%d").then_some(())
-        }
-    })
-    .await
-    .unwrap();
-    pool.close().await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provision_both_modes_then_delete_and_retain() {
     let env = Env::start().await;
-    log_statements_with_database(&env).await;
+    tenantdb_testkit::reliability::log_all_statements_with_database(&env).await;
     env.create_tenant(
         "team-a",
         "acme",

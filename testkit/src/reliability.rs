@@ -158,22 +158,48 @@ pub async fn all_catalog_names(
 
 /// Turns on `log_statement = 'all'` (ALTER SYSTEM + reload) so the server log shows every statement.
 pub async fn log_all_statements(env: &Env) {
+    log_settings(env, &[("log_statement", "all")]).await;
+}
+
+/// [`log_all_statements`] with the database of each line in the server log (`db=<name> `).
+pub async fn log_all_statements_with_database(env: &Env) {
+    log_settings(
+        env,
+        &[
+            ("log_statement", "all"),
+            ("log_line_prefix", "%m [%p] db=%d "),
+        ],
+    )
+    .await;
+}
+
+/// Sets server settings with ALTER SYSTEM and reloads; returns once a new session sees them.
+async fn log_settings(env: &Env, settings: &[(&'static str, &'static str)]) {
     let pool = env.admin_pool().await;
-    pool.execute("ALTER SYSTEM SET log_statement = 'all'")
+    for (name, value) in settings {
+        pool.execute(sqlx::AssertSqlSafe(format!(
+            "ALTER SYSTEM SET {name} = '{value}'"
+        )))
         .await
         .unwrap();
+    }
     pool.execute("SELECT pg_reload_conf()").await.unwrap();
-    // The reload is asynchronous: wait until a new session sees the setting.
-    crate::e2e::wait_for(Duration::from_secs(10), "log_statement = all", || {
+    // The reload is asynchronous: wait until a new session sees the settings.
+    crate::e2e::wait_for(Duration::from_secs(10), "log settings reloaded", || {
         let url = env.pg.admin_url();
         async move {
             use sqlx::Connection;
             let mut c = sqlx::PgConnection::connect(&url).await.ok()?;
-            let v: String = sqlx::query_scalar("SHOW log_statement")
-                .fetch_one(&mut c)
-                .await
-                .ok()?;
-            (v == "all").then_some(())
+            for (name, value) in settings {
+                let v: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SHOW {name}")))
+                    .fetch_one(&mut c)
+                    .await
+                    .ok()?;
+                if v != *value {
+                    return None;
+                }
+            }
+            Some(())
         }
     })
     .await
