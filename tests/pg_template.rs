@@ -10,67 +10,15 @@ use tenantdb_testkit::fixtures as common;
 use common::{admin, names, provision};
 use sqlx::{Connection, PgConnection};
 use tenantdb::crd::Isolation;
-use tenantdb::migrate::{self, Migration, MigrationSet, MigrationTarget};
+use tenantdb::migrate::{Migration, MigrationSet};
 use tenantdb::naming::Ident;
 use tenantdb::pg::PgAdmin;
 use tenantdb::pg::plan::{Desired, Step, plan};
-use tenantdb::pg::session::Credentials;
 use tenantdb::pg::template::{TEMPLATE_OWNER, template_name};
 use tenantdb::scram::generate_password;
 
-/// Migrates the tenant to the latest version of `set` logged in as the tenant; returns the
-/// number of steps that ran.
-async fn migrate_as_tenant(admin: &PgAdmin, d: &Desired, set: &MigrationSet) -> usize {
-    let n = &d.names;
-    let mut s = admin
-        .login(
-            &n.database,
-            &Credentials::new(n.role.clone(), d.password.clone()),
-        )
-        .await
-        .unwrap();
-    let target = MigrationTarget {
-        schema: n.schema.as_str(),
-        owner_role: n.role.as_str(),
-        lock_key: tenantdb::identity::lock_key(n),
-    };
-    let report = migrate::migrate(&mut s, set, &target, set.latest_version(), false)
-        .await
-        .unwrap();
-    s.close().await;
-    report.applied.len()
-}
-
 /// Monthly partitions ahead of this month's (the operator's default `--partition-months-ahead`).
 const AHEAD: u32 = 2;
-
-/// Partition maintenance as the tenant, as the operator runs it after provisioning; returns the
-/// partitions it created.
-async fn maintain_as_tenant(admin: &PgAdmin, d: &Desired) -> Vec<String> {
-    let n = &d.names;
-    let mut s = admin
-        .login(
-            &n.database,
-            &Credentials::new(n.role.clone(), d.password.clone()),
-        )
-        .await
-        .unwrap();
-    let today = k8s_openapi::jiff::Timestamp::now()
-        .to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC)
-        .date();
-    let report = tenantdb::partitions::maintain(
-        &mut s,
-        n.schema.as_str(),
-        n.role.as_str(),
-        today,
-        AHEAD,
-        None,
-    )
-    .await
-    .unwrap();
-    s.close().await;
-    report.created
-}
 
 async fn superuser_in(db: &str) -> PgConnection {
     PgConnection::connect(&common::pg().url(db)).await.unwrap()
@@ -138,12 +86,10 @@ async fn a_tenant_copied_from_the_template_is_identical_to_a_replayed_one() {
     // The DDL path: template0, then the baseline replayed as the tenant.
     let replayed = database_tenant("replayed");
     provision(&admin, &replayed).await;
+    let (applied, created) = common::migrate_as_tenant(&admin, &replayed, &set, AHEAD).await;
+    assert_eq!(applied, set.migrations().len());
     assert_eq!(
-        migrate_as_tenant(&admin, &replayed, &set).await,
-        set.migrations().len()
-    );
-    assert_eq!(
-        maintain_as_tenant(&admin, &replayed).await.len(),
+        created.len(),
         3 * (AHEAD as usize + 1),
         "this month's and {AHEAD} ahead of the baseline's three partitioned tables"
     );
@@ -161,10 +107,9 @@ async fn a_tenant_copied_from_the_template_is_identical_to_a_replayed_one() {
     assert!(steps.contains(&Step::CreateDatabase), "{steps:?}");
     // The history and this month's partitions came along: nothing to replay, nothing to add
     // (the operator skips both for a copy).
-    assert_eq!(migrate_as_tenant(&admin, &copied, &set).await, 0);
     assert_eq!(
-        maintain_as_tenant(&admin, &copied).await,
-        Vec::<String>::new()
+        common::migrate_as_tenant(&admin, &copied, &set, AHEAD).await,
+        (0, vec![])
     );
     // Converged: the next plan is empty.
     let observed = admin
@@ -332,7 +277,7 @@ async fn a_crash_between_the_copy_and_its_mark_is_completed(
         after.iter().any(|l| l == "owned by the template owner: 0"),
         "handed over on recovery"
     );
-    assert_eq!(migrate_as_tenant(admin, &d, set).await, 0);
+    assert_eq!(common::migrate_as_tenant(admin, &d, set, AHEAD).await.0, 0);
 }
 
 async fn a_new_migration_set_gets_a_new_template_and_the_old_one_goes(admin: &PgAdmin) {

@@ -10,51 +10,14 @@ use tenantdb_testkit::fixtures as common;
 use common::{admin, names, provision};
 use sqlx::{Connection, PgConnection};
 use tenantdb::crd::Isolation;
-use tenantdb::migrate::{self, MigrationSet, MigrationTarget};
+use tenantdb::migrate::MigrationSet;
 use tenantdb::pg::PgAdmin;
 use tenantdb::pg::plan::{Desired, Step, plan};
-use tenantdb::pg::session::Credentials;
 use tenantdb::pg::template::fingerprint as set_fingerprint;
 use tenantdb::pg::warm::WarmPool;
 use tenantdb::scram::generate_password;
 
 const MONTHS_AHEAD: u32 = 2;
-
-/// Migrates the tenant to the latest version and keeps its partitions ahead, logged in as the
-/// tenant; returns the number of migration steps that ran and of partitions created.
-async fn migrate_as_tenant(admin: &PgAdmin, d: &Desired, set: &MigrationSet) -> (usize, usize) {
-    let n = &d.names;
-    let mut s = admin
-        .login(
-            &n.database,
-            &Credentials::new(n.role.clone(), d.password.clone()),
-        )
-        .await
-        .unwrap();
-    let target = MigrationTarget {
-        schema: n.schema.as_str(),
-        owner_role: n.role.as_str(),
-        lock_key: tenantdb::identity::lock_key(n),
-    };
-    let report = migrate::migrate(&mut s, set, &target, set.latest_version(), false)
-        .await
-        .unwrap();
-    let today = k8s_openapi::jiff::Timestamp::now()
-        .to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC)
-        .date();
-    let parts = tenantdb::partitions::maintain(
-        &mut s,
-        n.schema.as_str(),
-        n.role.as_str(),
-        today,
-        MONTHS_AHEAD,
-        None,
-    )
-    .await
-    .unwrap();
-    s.close().await;
-    (report.applied.len(), parts.created.len())
-}
 
 async fn superuser_in(db: &str) -> PgConnection {
     PgConnection::connect(&common::pg().url(db)).await.unwrap()
@@ -223,9 +186,9 @@ async fn claimed_entries_are_identical_to_replayed_tenants_and_unclaimed_ones_ca
     // `schema`: replayed vs claimed.
     let replayed = tenant("replayed", Isolation::Schema);
     provision(&admin, &replayed).await;
-    let (applied, created) = migrate_as_tenant(&admin, &replayed, &set).await;
+    let (applied, created) = common::migrate_as_tenant(&admin, &replayed, &set, MONTHS_AHEAD).await;
     assert_eq!(applied, set.migrations().len());
-    assert!(created > 0, "the replayed tenant's partitions");
+    assert!(!created.is_empty(), "the replayed tenant's partitions");
     let mut claimed = tenant("claimed", Isolation::Schema);
     claimed.pool = Some(fp.clone());
     let (steps, was_claimed) = provision_claiming(&admin, &claimed).await;
@@ -237,7 +200,10 @@ async fn claimed_entries_are_identical_to_replayed_tenants_and_unclaimed_ones_ca
     // Compared as claimed, before anything ran as the tenant.
     let b = fingerprint(shared, claimed.names.schema.as_str(), &claimed).await;
     // The history and the partitions came along: nothing to replay or create.
-    assert_eq!(migrate_as_tenant(&admin, &claimed, &set).await, (0, 0));
+    assert_eq!(
+        common::migrate_as_tenant(&admin, &claimed, &set, MONTHS_AHEAD).await,
+        (0, vec![])
+    );
     assert!(a.len() > 300, "the whole baseline: {}", a.len());
     assert!(
         a.iter()
@@ -276,9 +242,9 @@ async fn claimed_entries_are_identical_to_replayed_tenants_and_unclaimed_ones_ca
     let tpl = admin.ensure_template(&set, 2).await.unwrap().unwrap();
     let replayed = tenant("replayeddb", Isolation::Database);
     provision(&admin, &replayed).await;
-    let (applied, created) = migrate_as_tenant(&admin, &replayed, &set).await;
+    let (applied, created) = common::migrate_as_tenant(&admin, &replayed, &set, MONTHS_AHEAD).await;
     assert_eq!(applied, set.migrations().len());
-    assert!(created > 0, "the replayed tenant's partitions");
+    assert!(!created.is_empty(), "the replayed tenant's partitions");
     let mut claimed = tenant("claimeddb", Isolation::Database);
     claimed.template = Some(tpl.clone());
     claimed.pool = Some(fp.clone());
@@ -288,7 +254,10 @@ async fn claimed_entries_are_identical_to_replayed_tenants_and_unclaimed_ones_ca
     assert_converged(&admin, &claimed).await;
     let a = fingerprint(replayed.names.database.as_str(), "public", &replayed).await;
     let b = fingerprint(claimed.names.database.as_str(), "public", &claimed).await;
-    assert_eq!(migrate_as_tenant(&admin, &claimed, &set).await, (0, 0));
+    assert_eq!(
+        common::migrate_as_tenant(&admin, &claimed, &set, MONTHS_AHEAD).await,
+        (0, vec![])
+    );
     let (only_a, only_b) = diff(&a, &b);
     assert!(
         only_a.is_empty() && only_b.is_empty(),

@@ -67,3 +67,45 @@ pub async fn provision(
     admin.apply(desired, &steps).await.expect("apply");
     steps
 }
+
+/// Migrates the tenant to the latest version of `set` and keeps `months_ahead` partitions ahead of
+/// this month's, logged in as the tenant, as the operator does after provisioning; returns the
+/// number of migration steps that ran and the partitions created.
+pub async fn migrate_as_tenant(
+    admin: &PgAdmin,
+    d: &tenantdb::pg::plan::Desired,
+    set: &tenantdb::migrate::MigrationSet,
+    months_ahead: u32,
+) -> (usize, Vec<String>) {
+    let n = &d.names;
+    let mut s = admin
+        .login(
+            &n.database,
+            &tenantdb::pg::session::Credentials::new(n.role.clone(), d.password.clone()),
+        )
+        .await
+        .expect("login as the tenant");
+    let target = tenantdb::migrate::MigrationTarget {
+        schema: n.schema.as_str(),
+        owner_role: n.role.as_str(),
+        lock_key: tenantdb::identity::lock_key(n),
+    };
+    let report = tenantdb::migrate::migrate(&mut s, set, &target, set.latest_version(), false)
+        .await
+        .expect("migrate");
+    let today = k8s_openapi::jiff::Timestamp::now()
+        .to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC)
+        .date();
+    let parts = tenantdb::partitions::maintain(
+        &mut s,
+        n.schema.as_str(),
+        n.role.as_str(),
+        today,
+        months_ahead,
+        None,
+    )
+    .await
+    .expect("partition maintenance");
+    s.close().await;
+    (report.applied.len(), parts.created)
+}
