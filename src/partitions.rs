@@ -108,6 +108,14 @@ fn month_start(date: Date, delta: i64) -> Option<Date> {
     add_months(date.year(), date.month(), delta)
 }
 
+/// Today in UTC: the calendar monthly partitions (and the months templates and warm-pool entries
+/// are built for) follow.
+pub fn today() -> Date {
+    jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date()
+}
+
 /// `<table>_pYYYYMM` for the month starting at `month`.
 pub fn partition_name(table: &str, month: Date) -> String {
     format!("{table}_p{:04}{:02}", month.year(), month.month())

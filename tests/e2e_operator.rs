@@ -143,10 +143,7 @@ async fn provision_both_modes_then_delete_and_retain() {
         globex.status.as_ref().and_then(|s| s.schema_version),
         tenantdb::migrate::MigrationSet::bundled().latest_version()
     );
-    let this_month = k8s_openapi::jiff::Timestamp::now()
-        .to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC)
-        .strftime("%Y%m")
-        .to_string();
+    let this_month = tenantdb::partitions::today().strftime("%Y%m").to_string();
     let partitions: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM pg_class WHERE relispartition AND relname LIKE '%\\_p' || $1",
     )

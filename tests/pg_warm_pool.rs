@@ -322,9 +322,7 @@ async fn concurrent_claims_take_distinct_entries(admin: &PgAdmin, set: &Migratio
 
 /// A month's mark of an entry of the shared database for `fp`, `back` months ago.
 fn mark_of(fp: &str, back: i32) -> String {
-    let d = k8s_openapi::jiff::Timestamp::now()
-        .to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC)
-        .date();
+    let d = tenantdb::partitions::today();
     let (mut y, mut m) = (i32::from(d.year()), i32::from(d.month()) - back);
     while m < 1 {
         m += 12;

@@ -16,9 +16,7 @@
 //! touched), so a cloned tenant owns exactly what a DDL-provisioned one owns — the migration
 //! history comes along. Templates of earlier migration sets, months or months ahead are dropped.
 
-use k8s_openapi::jiff::Timestamp;
 use k8s_openapi::jiff::civil::Date;
-use k8s_openapi::jiff::tz::TimeZone;
 use sha2::{Digest, Sha256};
 use sqlx::{ConnectOptions, Connection};
 use tracing::{info, warn};
@@ -68,11 +66,6 @@ pub fn fingerprint(set: &MigrationSet) -> String {
         .collect()
 }
 
-/// Today (UTC): the month a template is built for.
-fn today() -> Date {
-    Timestamp::now().to_zoned(TimeZone::UTC).date()
-}
-
 /// The template database's name for a migration set, the month of `day` and `months_ahead`
 /// partitions ahead of it: `tenantdb_tpl_<fingerprint>_<YYYYMM>_<months ahead>`.
 fn name_of(set: &MigrationSet, day: Date, months_ahead: u32) -> Result<Ident> {
@@ -100,7 +93,7 @@ fn mark_of(set: &MigrationSet, day: Date, months_ahead: u32) -> String {
 /// The template database's name for a migration set this month (UTC) with `months_ahead`
 /// partitions ahead: a copy of it holds what a tenant provisioned now gets.
 pub fn template_name(set: &MigrationSet, months_ahead: u32) -> Result<Ident> {
-    name_of(set, today(), months_ahead)
+    name_of(set, crate::partitions::today(), months_ahead)
 }
 
 fn lit(s: &str) -> Result<String> {
@@ -120,7 +113,7 @@ impl PgAdmin {
             return Ok(None);
         }
         // The month is read once: the name, the mark and the partitions are of the same one.
-        let day = today();
+        let day = crate::partitions::today();
         let name = name_of(set, day, months_ahead)?;
         let mark = mark_of(set, day, months_ahead);
         let mut state = self.template.lock().await;

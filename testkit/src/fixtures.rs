@@ -93,14 +93,11 @@ pub async fn migrate_as_tenant(
     let report = tenantdb::migrate::migrate(&mut s, set, &target, set.latest_version(), false)
         .await
         .expect("migrate");
-    let today = k8s_openapi::jiff::Timestamp::now()
-        .to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC)
-        .date();
     let parts = tenantdb::partitions::maintain(
         &mut s,
         n.schema.as_str(),
         n.role.as_str(),
-        today,
+        tenantdb::partitions::today(),
         months_ahead,
         None,
     )

@@ -54,9 +54,7 @@ async fn operator_keeps_monthly_partitions_ahead_and_drops_expired_ones() {
     for name in ["pd", "ps", "pz"] {
         env.wait_ready(ns, name, T).await;
     }
-    let today = jiff::Timestamp::now()
-        .to_zoned(jiff::tz::TimeZone::UTC)
-        .date();
+    let today = tenantdb::partitions::today();
     let months = month_names(today, 4);
     let tables = [
         "saas_unified_audit_logs",

@@ -2,7 +2,6 @@
 
 use std::time::Instant;
 
-use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use tracing::info;
 
@@ -98,9 +97,7 @@ pub(super) async fn maintain_partitions(
     {
         return Ok(());
     }
-    let today = Timestamp::now()
-        .to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC)
-        .date();
+    let today = crate::partitions::today();
     let ahead = ctx.settings().partition_months_ahead;
     let retention = ctx.settings().partition_retention_months;
     let mut conn = server
@@ -137,9 +134,7 @@ pub(super) async fn ensure_shared_layout(ctx: &Context, server: &Server) -> Resu
     let layout = crate::pg::shared::SharedLayout::defaults()?;
     let version = crate::pg::shared::ensure_layout(server.pg(), &layout, ctx.migrations()).await?;
     if version.is_some() {
-        let today = Timestamp::now()
-            .to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC)
-            .date();
+        let today = crate::partitions::today();
         // As the layout's owner (logged in with a one-time password), not as the admin.
         let mut conn = server
             .pg()

@@ -101,15 +101,12 @@ pub(super) async fn apply(
             // A copy of this month's template (read again: a copy begun before midnight UTC on
             // a month's last day lacks the newest month ahead, and is migrated and maintained as
             // usual).
+            let ahead = ctx.settings().partition_months_ahead;
             from_template = !claimed
-                && desired.template.is_some()
-                && desired.template.as_ref()
-                    == crate::pg::template::template_name(
-                        ctx.migrations(),
-                        ctx.settings().partition_months_ahead,
-                    )
-                    .ok()
-                    .as_ref();
+                && desired.template.as_ref().is_some_and(|t| {
+                    crate::pg::template::template_name(ctx.migrations(), ahead)
+                        .is_ok_and(|now| &now == t)
+                });
             let source = if claimed {
                 "pool"
             } else if desired.template.is_some() {

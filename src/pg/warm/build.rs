@@ -2,7 +2,6 @@
 //! entry as a copy of the template with its partitions, and the check that a baseline survives
 //! the claim's rename.
 
-use k8s_openapi::jiff::Timestamp;
 use sqlx::Connection;
 use tracing::info;
 
@@ -151,10 +150,7 @@ async fn partitions(
     schema: &str,
     months_ahead: u32,
 ) -> Result<()> {
-    let today = Timestamp::now()
-        .to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC)
-        .date();
-    partitions_of(session, schema, months_ahead, today).await
+    partitions_of(session, schema, months_ahead, crate::partitions::today()).await
 }
 
 /// [`partitions`] for the month of `today`.

@@ -34,7 +34,6 @@
 //! role without its schema), entries of an earlier migration set or month, and entries beyond the
 //! wanted size, then builds the missing ones.
 
-use k8s_openapi::jiff::Timestamp;
 use sqlx::{Connection, Row};
 use tracing::{info, warn};
 
@@ -110,10 +109,8 @@ pub struct Filled {
 }
 
 /// A month (`YYYY-MM`, UTC): this one (`back = 0`) or the one before (`back = 1`).
-pub(crate) fn month(back: i32) -> String {
-    let d = Timestamp::now()
-        .to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC)
-        .date();
+fn month(back: i32) -> String {
+    let d = crate::partitions::today();
     let (mut y, mut m) = (i32::from(d.year()), i32::from(d.month()) - back);
     while m < 1 {
         m += 12;
