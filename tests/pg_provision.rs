@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{admin, connect_as, names, pg, provision};
-use sqlx::{Executor, Row};
+use sqlx::{Connection, Executor, Row};
 use tenantdb::crd::Isolation;
 use tenantdb::naming::Ident;
 use tenantdb::pg::plan::{Desired, Slot, Step, plan};
@@ -642,4 +642,71 @@ async fn who(c: &mut sqlx::PgConnection) -> (String, String, String, i64) {
     .fetch_one(c)
     .await
     .unwrap()
+}
+
+/// A tenant owns its dedicated database and may set its defaults: with
+/// `ALTER DATABASE … SET search_path = public, pg_catalog` its own `public.hashtext(text)` or
+/// `public.set_config(text, text, boolean)` would win over pg_catalog's in an admin session's
+/// unqualified calls (the catalog stamp and fingerprint of a move, the replication login's setup)
+/// and run as the admin. Admin sessions pin `search_path` in the startup packet, which wins.
+#[tokio::test]
+async fn a_tenants_database_settings_cannot_hijack_an_admin_session() {
+    let admin = admin();
+    let d = desired("hostile", "trapper", Isolation::Database);
+    provision(&admin, &d).await;
+    let (db, role) = (d.names.database.as_str(), d.names.role.as_str());
+    let mut t = connect_as(db, role, &d.password).await.unwrap();
+    let traps = format!(
+        "CREATE TABLE public.trap (who text); \
+         CREATE FUNCTION public.hashtext(text) RETURNS integer LANGUAGE sql \
+           AS $$ INSERT INTO public.trap VALUES (current_user) RETURNING 0 $$; \
+         CREATE FUNCTION public.set_config(text, text, boolean) RETURNS text LANGUAGE sql \
+           AS $$ INSERT INTO public.trap VALUES (current_user); \
+                 SELECT pg_catalog.set_config($1, $2, $3) $$; \
+         ALTER DATABASE \"{db}\" SET search_path = public, pg_catalog"
+    );
+    t.execute(sqlx::AssertSqlSafe(traps)).await.unwrap();
+    t.close().await.unwrap();
+    // The trap is real: an admin session that takes the database's default runs it as the admin.
+    let mut t = sqlx::PgConnection::connect(&pg().url(db)).await.unwrap();
+    sqlx::query("SELECT hashtext('x')")
+        .execute(&mut t)
+        .await
+        .unwrap();
+    let sprung: Vec<String> = sqlx::query_scalar("SELECT who FROM public.trap")
+        .fetch_all(&mut t)
+        .await
+        .unwrap();
+    assert!(
+        !sprung.is_empty(),
+        "the trap resolves with the database's path"
+    );
+    sqlx::query("DELETE FROM public.trap")
+        .execute(&mut t)
+        .await
+        .unwrap();
+
+    // The admin's sessions in the tenant's database: the stamp calls hashtext, the fingerprint
+    // set_config, both unqualified.
+    let mut a = admin.connect_to(&d.names.database).await.unwrap();
+    let path: String = sqlx::query_scalar("SELECT current_setting('search_path')")
+        .fetch_one(&mut a)
+        .await
+        .unwrap();
+    assert_eq!(path, "pg_catalog,pg_temp");
+    tenantdb::pg::catalog_stamp::stamp(&mut a).await.unwrap();
+    tenantdb::pg::fingerprint::fingerprint(&mut a, tenantdb::pg::fingerprint::Scope::Database)
+        .await
+        .unwrap();
+    let as_admin: Vec<String> = sqlx::query_scalar("SELECT who FROM public.trap")
+        .fetch_all(&mut a)
+        .await
+        .unwrap();
+    assert_eq!(
+        as_admin,
+        Vec::<String>::new(),
+        "a tenant's function ran as the admin"
+    );
+    a.close().await.unwrap();
+    t.close().await.unwrap();
 }

@@ -268,11 +268,12 @@ impl PgAdmin {
         self.options.clone().database(database.as_str())
     }
 
-    /// A one-off connection to `database` (dedicated tenant databases are not pooled: thousands of
-    /// tenants must not hold thousands of idle connections).
+    /// A one-off admin connection to `database` (dedicated tenant databases are not pooled:
+    /// thousands of tenants must not hold thousands of idle connections), with its `search_path`
+    /// pinned (see [`pinned`]): the tenant owns a dedicated database and can set its defaults.
     pub async fn connect_to(&self, database: &Ident) -> Result<PgConnection> {
         crate::fence::check()?;
-        let opts = self.options_for(database);
+        let opts = pinned(self.options_for(database));
         let conn = tokio::time::timeout(self.settings.connect_timeout, opts.connect())
             .await
             .map_err(|_| {
@@ -305,7 +306,7 @@ impl PgAdmin {
                 self.ensure_shared_database().await?;
                 let p = pool(
                     &self.settings,
-                    self.options_for(&self.settings.shared_database),
+                    pinned(self.options_for(&self.settings.shared_database)),
                 );
                 // Nobody but the operator may create or see objects in the shared database's public
                 // schema (serialized like the database privileges: concurrent REVOKEs collide).
@@ -470,6 +471,17 @@ pub async fn advisory_xact_lock(conn: &mut PgConnection, key: i64) -> Result<()>
 /// here; user-supplied values are always bound as parameters instead.
 pub fn ddl(sql: String) -> sqlx::AssertSqlSafe<String> {
     sqlx::AssertSqlSafe(sql)
+}
+
+/// Admin connect options with `search_path` pinned to `pg_catalog, pg_temp` in the startup
+/// packet. A client's setting wins over the database's and the role's defaults, so a tenant that
+/// owns its database (`ALTER DATABASE … SET search_path = public, pg_catalog`) or a schema named
+/// like the admin (`"$user"`) cannot make an admin session's unqualified function or operator
+/// (`set_config`, `hashtext`, `=`, …) resolve to one of its own, which would run as the admin.
+/// For every admin session inside a tenant's or the shared database; the maintenance database's
+/// pool (no tenant objects, `pg_stat_statements` found unqualified) keeps the server's default.
+pub(crate) fn pinned(options: PgConnectOptions) -> PgConnectOptions {
+    options.options([("search_path", "pg_catalog,pg_temp")])
 }
 
 fn pool(settings: &PgSettings, options: PgConnectOptions) -> PgPool {
