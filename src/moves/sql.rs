@@ -593,9 +593,10 @@ pub async fn drop_slot(source: &PgAdmin, name: &Ident) -> Result<()> {
 
 /// Refuses a move whose tables have triggers that fire on replication (`ENABLE ALWAYS` or
 /// `ENABLE REPLICA`): the target's apply worker runs as the subscription's owner, a superuser on
-/// PostgreSQL 15, so such a trigger would run the tenant's code with more than its rights.
-pub async fn refuse_replica_triggers(source: &PgAdmin, scope: &Scope) -> Result<()> {
-    let mut c = connect(source, scope).await?;
+/// PostgreSQL 15, so such a trigger would run the tenant's code with more than its rights. Run on
+/// the target's copy of the schema, which the tenant cannot change before the subscription.
+pub async fn refuse_replica_triggers(pg: &PgAdmin, scope: &Scope) -> Result<()> {
+    let mut c = connect(pg, scope).await?;
     let found: Vec<String> = sqlx::query_scalar(
         "SELECT n.nspname || '.' || c.relname || ': ' || t.tgname \
            FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid \
@@ -625,8 +626,8 @@ pub async fn refuse_replica_triggers(source: &PgAdmin, scope: &Scope) -> Result<
 /// superuser's rights (table synchronisation evaluates CHECK constraints and index expressions
 /// for every copied row). Triggers are refused by [`refuse_replica_triggers`]; ordinary triggers,
 /// rules and column defaults do not run in the workers.
-pub async fn refuse_tenant_functions_in_replication(source: &PgAdmin, scope: &Scope) -> Result<()> {
-    let mut c = connect(source, scope).await?;
+pub async fn refuse_tenant_functions_in_replication(pg: &PgAdmin, scope: &Scope) -> Result<()> {
+    let mut c = connect(pg, scope).await?;
     let found: Vec<String> = sqlx::query_scalar(
         "WITH fns AS ( \
            SELECT p.oid FROM pg_proc p JOIN pg_roles r ON r.oid = p.proowner WHERE NOT r.rolsuper), \

@@ -446,8 +446,6 @@ async fn advance(t: &mut Tenant, ctx: &Context, mut m: MoveStatus) -> Result<Opt
                         )));
                     }
                 }
-                sql::refuse_replica_triggers(source.pg(), &scope_a).await?;
-                sql::refuse_tenant_functions_in_replication(source.pg(), &scope_a).await?;
                 if scope_b.rows.is_some() {
                     // The layout, migrated as on every server.
                     super::schema::ensure_shared_layout(ctx, &target).await?;
@@ -489,6 +487,12 @@ async fn advance(t: &mut Tenant, ctx: &Context, mut m: MoveStatus) -> Result<Opt
                     )
                     .await?;
                 }
+                // What the replication workers would run as a superuser, checked on the copy:
+                // the tenant's roles cannot log in there yet, so this is what they will run (on
+                // the source the tenant could `ENABLE ALWAYS` a trigger between a check and the
+                // dump). A refusal rolls the prepared copy back.
+                sql::refuse_replica_triggers(target.pg(), &scope_b).await?;
+                sql::refuse_tenant_functions_in_replication(target.pg(), &scope_b).await?;
                 let diff = compare(&source, &scope_a, &target, &scope_b).await?;
                 if !diff.is_empty() {
                     return Err(Error::InvalidSpec(format!(
