@@ -13,13 +13,17 @@ use crate::auth::{Authn, UserInfo, unauthorized_status};
 use crate::discovery;
 use crate::error::ApiError;
 use crate::openapi;
+use crate::ownerrefs;
+pub use crate::params::parse_query;
+use crate::params::{
+    decode_body, decode_yaml_or_json, dry, field_selector, is_true, list_opts, output_for,
+    patch_kind, write_opts,
+};
 use crate::rbac::{self, Attributes, Decision};
 use crate::registry::ResourceDef;
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::shared::Shared;
-use crate::store::{
-    FieldValidation, ListOpts, ListResult, PatchKind, State as Store, WriteOpts, parse_rv,
-};
+use crate::store::{ListResult, PatchKind, State as Store, parse_rv};
 use crate::table::{self, Output};
 use crate::watch::{self, WatchParams};
 
@@ -106,196 +110,6 @@ fn authorize(shared: &Shared, user: &UserInfo, a: &Attributes) -> Result<(), Api
         Decision::Allow => Ok(()),
         Decision::Deny { reason } => Err(rbac::denied(user, a, &reason)),
     }
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok());
-                match hex {
-                    Some(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Parse a query string, tolerating empty keys (`?&limit=500`).
-pub fn parse_query(q: Option<&str>) -> HashMap<String, String> {
-    let mut out = HashMap::new();
-    for pair in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        if k.is_empty() {
-            continue;
-        }
-        out.insert(percent_decode(k), percent_decode(v));
-    }
-    out
-}
-
-/// Choose the response representation from `Accept`.
-fn output_for(headers: &HeaderMap, query: &HashMap<String, String>) -> Result<Output, ApiError> {
-    let accept = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .trim()
-        .to_string();
-    if accept.is_empty() {
-        return Ok(Output::Full);
-    }
-    for entry in accept.split(',') {
-        let mut parts = entry.split(';').map(str::trim);
-        let media = parts.next().unwrap_or("").to_ascii_lowercase();
-        let params: HashMap<String, String> = parts
-            .filter_map(|p| {
-                p.split_once('=')
-                    .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-            })
-            .collect();
-        if !matches!(
-            media.as_str(),
-            "application/json" | "*/*" | "application/*" | "application/yaml"
-        ) {
-            continue;
-        }
-        match params.get("as").map(String::as_str) {
-            None => return Ok(Output::Full),
-            Some("Table") if params.get("g").is_none_or(|g| g == "meta.k8s.io") => {
-                return Ok(Output::Table(watch::include_object(
-                    query.get("includeObject").map(String::as_str),
-                )));
-            }
-            Some("PartialObjectMetadata" | "PartialObjectMetadataList")
-                if params.get("g").is_none_or(|g| g == "meta.k8s.io") =>
-            {
-                return Ok(Output::PartialMetadata);
-            }
-            Some(_) => continue,
-        }
-    }
-    Err(ApiError::new(
-        406,
-        "NotAcceptable",
-        format!("only the following media types are accepted: application/json (got {accept:?})"),
-    ))
-}
-
-fn is_true(q: &HashMap<String, String>, k: &str) -> bool {
-    q.get(k).is_some_and(|v| v == "true" || v == "1")
-}
-
-fn decode_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json");
-    let media = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    match media.as_str() {
-        "application/json" | "" | "*/*" => serde_json::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("error decoding JSON body: {e}"))),
-        "application/yaml" | "application/x-yaml" | "text/yaml" => decode_yaml_or_json(body),
-        "application/vnd.kubernetes.protobuf" => crate::proto::decode(body).map_err(|e| {
-            let mut err = ApiError::unsupported_media_type(&media);
-            err.message = e;
-            err
-        }),
-        other => Err(ApiError::unsupported_media_type(other)),
-    }
-}
-
-fn decode_yaml_or_json(body: &Bytes) -> Result<Value, ApiError> {
-    if let Ok(v) = serde_json::from_slice::<Value>(body) {
-        return Ok(v);
-    }
-    let s = std::str::from_utf8(body)
-        .map_err(|e| ApiError::bad_request(format!("body is not UTF-8: {e}")))?;
-    serde_saphyr::from_str::<Value>(s)
-        .map_err(|e| ApiError::bad_request(format!("error decoding YAML body: {e}")))
-}
-
-fn patch_kind(headers: &HeaderMap) -> Result<PatchKind, ApiError> {
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let media = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    Ok(match media.as_str() {
-        "application/json-patch+json" => PatchKind::Json,
-        "application/merge-patch+json" => PatchKind::Merge,
-        "application/strategic-merge-patch+json" => PatchKind::Strategic,
-        "application/apply-patch+yaml" | "application/apply-patch+json" => PatchKind::Apply,
-        other => return Err(ApiError::unsupported_media_type(other)),
-    })
-}
-
-/// `prefixFromUserAgent`: the User-Agent up to the first `/`, printable characters only, at most
-/// 128 bytes (the manager of writes without `fieldManager`).
-fn user_agent_manager(headers: &HeaderMap) -> String {
-    let ua = headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let mut out = String::new();
-    for c in ua.split('/').next().unwrap_or("").chars() {
-        if c.is_control() {
-            continue;
-        }
-        if out.len() + c.len_utf8() > 128 {
-            break;
-        }
-        out.push(c);
-    }
-    out
-}
-
-fn write_opts(q: &HashMap<String, String>, headers: &HeaderMap) -> WriteOpts {
-    WriteOpts {
-        user_agent_manager: user_agent_manager(headers),
-        force: q.get("force").map(|v| v == "true" || v == "1"),
-        dry_run: q.get("dryRun").is_some_and(|v| v == "All"),
-        field_manager: q.get("fieldManager").cloned(),
-        field_validation: match q.get("fieldValidation").map(String::as_str) {
-            Some("Strict") => FieldValidation::Strict,
-            Some("Ignore") => FieldValidation::Ignore,
-            _ => FieldValidation::Warn,
-        },
-    }
-}
-
-fn list_opts(q: &HashMap<String, String>) -> Result<ListOpts, ApiError> {
-    Ok(ListOpts {
-        labels: LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or(""))
-            .map_err(ApiError::bad_request)?,
-        fields: FieldSelector::parse(q.get("fieldSelector").map(String::as_str).unwrap_or(""))
-            .map_err(ApiError::bad_request)?,
-        limit: q.get("limit").and_then(|l| l.parse().ok()),
-        continue_token: q.get("continue").cloned(),
-    })
 }
 
 /// Run a write under the lock and collect the warnings it produced.
@@ -533,9 +347,7 @@ async fn dispatch(
     };
     match verb {
         "watch" => {
-            let mut fields =
-                FieldSelector::parse(q.get("fieldSelector").map(String::as_str).unwrap_or(""))
-                    .map_err(ApiError::bad_request)?;
+            let mut fields = field_selector(def, q)?;
             if let Some(n) = a.name {
                 fields = FieldSelector::parse(&format!(
                     "metadata.name={n}{}",
@@ -543,7 +355,8 @@ async fn dispatch(
                         .map(|f| format!(",{f}"))
                         .unwrap_or_default()
                 ))
-                .map_err(ApiError::bad_request)?;
+                .map_err(ApiError::bad_request)?
+                .stored_form(def);
             }
             let send_initial = is_true(q, "sendInitialEvents");
             let rv = q.get("resourceVersion").filter(|s| !s.is_empty());
@@ -579,7 +392,7 @@ async fn dispatch(
                 .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()))
         }
         "list" => {
-            let opts = list_opts(q)?;
+            let opts = list_opts(def, q)?;
             let ListResult {
                 items,
                 rv,
@@ -637,6 +450,14 @@ async fn dispatch(
             }
             let obj = decode_body(headers, &body)?;
             let (created, warnings) = with_warnings(shared, |st| {
+                if shared.rbac && ownerrefs::concerned(&body, None) {
+                    let new =
+                        st.create(def, version, ns_for_item, obj.clone(), &dry(q, headers))?;
+                    st.warnings.clear();
+                    let name = new.pointer("/metadata/name").and_then(Value::as_str);
+                    let name = name.unwrap_or("");
+                    ownerrefs::admit(shared, st, req.user, def, ns_for_item, name, "", None, &new)?;
+                }
                 st.create(def, version, ns_for_item, obj, &write_opts(q, headers))
             })?;
             Ok(warn(
@@ -648,6 +469,25 @@ async fn dispatch(
             let obj = decode_body(headers, &body)?;
             let name = a.name.unwrap_or("");
             let (updated, warnings) = with_warnings(shared, |st| {
+                let old = st.get_obj(&def.storage_gr(), ns_for_item, name);
+                if shared.rbac && ownerrefs::concerned(&body, old.as_deref()) {
+                    let opts = dry(q, headers);
+                    let new =
+                        st.update(def, version, ns_for_item, name, obj.clone(), a.sub, &opts)?;
+                    st.warnings.clear();
+                    let sub = a.sub.unwrap_or("");
+                    ownerrefs::admit(
+                        shared,
+                        st,
+                        req.user,
+                        def,
+                        ns_for_item,
+                        name,
+                        sub,
+                        old.as_deref(),
+                        &new,
+                    )?;
+                }
                 st.update(
                     def,
                     version,
@@ -690,6 +530,25 @@ async fn dispatch(
                         return Err(rbac::forbidden(&def.group, &def.plural, name, &reason));
                     }
                 }
+                let old = st.get_obj(&def.storage_gr(), ns_for_item, name);
+                if rbac_on && ownerrefs::concerned(&body, old.as_deref()) {
+                    let opts = dry(q, headers);
+                    let (_, new) =
+                        st.patch(def, version, ns_for_item, name, kind, &patch, a.sub, &opts)?;
+                    st.warnings.clear();
+                    let sub = a.sub.unwrap_or("");
+                    ownerrefs::admit(
+                        shared,
+                        st,
+                        req.user,
+                        def,
+                        ns_for_item,
+                        name,
+                        sub,
+                        old.as_deref(),
+                        &new,
+                    )?;
+                }
                 st.patch(
                     def,
                     version,
@@ -730,7 +589,7 @@ async fn dispatch(
             Ok(json_response(StatusCode::OK, &render(&obj)))
         }
         "deletecollection" => {
-            let opts = list_opts(q)?;
+            let opts = list_opts(def, q)?;
             let items = shared.lock().delete_collection(
                 def,
                 a.namespace,

@@ -37,6 +37,8 @@ mod managed;
 mod objectmeta;
 mod openapi;
 mod options;
+mod ownerrefs;
+mod params;
 mod patch;
 mod proto;
 mod rbac;

@@ -104,18 +104,22 @@ fn subject_matches(user: &UserInfo, subject: &Value, binding_ns: &str) -> bool {
     }
 }
 
-/// The rules of a ClusterRole, including those aggregated into it by `aggregationRule` (the real
-/// cluster-role aggregation controller writes them into `rules`; here they are computed).
+/// The rules of a ClusterRole; with an `aggregationRule`, only those of the ClusterRoles it selects
+/// (the real cluster-role aggregation controller overwrites `rules` with them; here they are
+/// computed), its own `rules` ignored.
 fn cluster_role_rules(state: &State, role: &Value) -> Vec<Value> {
-    let mut rules: Vec<Value> = role
-        .get("rules")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    if let Some(selectors) = role
+    let selectors = role
         .pointer("/aggregationRule/clusterRoleSelectors")
-        .and_then(Value::as_array)
-    {
+        .and_then(Value::as_array);
+    let mut rules: Vec<Value> = match selectors {
+        Some(_) => vec![],
+        None => role
+            .get("rules")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default(),
+    };
+    if let Some(selectors) = selectors {
         let sels: Vec<LabelSelector> = selectors
             .iter()
             .filter_map(|s| LabelSelector::from_json(s).ok())

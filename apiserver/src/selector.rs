@@ -2,6 +2,8 @@
 
 use serde_json::Value;
 
+use crate::registry::ResourceDef;
+
 #[derive(Debug, Clone, PartialEq)]
 enum Req {
     Exists(String),
@@ -179,17 +181,20 @@ impl FieldSelector {
     pub fn parse(s: &str) -> Result<Self, String> {
         let mut reqs = Vec::new();
         for term in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-            let (k, neg, v) = if let Some((k, v)) = term.split_once("!=") {
-                (k, true, v)
-            } else if let Some((k, v)) = term.split_once("==") {
-                (k, false, v)
-            } else if let Some((k, v)) = term.split_once('=') {
-                (k, false, v)
-            } else {
+            // The leftmost operator splits the term (kube's `splitTerm`): `a=b==` is `a` = `b==`.
+            let op = term.char_indices().find_map(|(i, _)| {
+                let rest = &term[i..];
+                ["!=", "==", "="]
+                    .into_iter()
+                    .find(|op| rest.starts_with(op))
+                    .map(|op| (i, op))
+            });
+            let Some((i, op)) = op else {
                 return Err(format!(
                     "invalid selector: '{term}'; can't understand '{term}'"
                 ));
             };
+            let (k, neg, v) = (&term[..i], op == "!=", &term[i + op.len()..]);
             reqs.push((k.trim().to_string(), neg, v.trim().to_string()));
         }
         Ok(FieldSelector { reqs })
@@ -197,6 +202,32 @@ impl FieldSelector {
 
     pub fn is_empty(&self) -> bool {
         self.reqs.is_empty()
+    }
+
+    /// kube-apiserver answers 400 `field label not supported: <field>` for a field the kind does
+    /// not select on: `metadata.name` (and `metadata.namespace` where namespaced) everywhere, and
+    /// a few per kind (`type` of Secrets, `status.phase` of Namespaces, Events' references).
+    pub fn supported_by(&self, def: &ResourceDef) -> Result<(), String> {
+        match self.reqs.iter().find(|(k, _, _)| !supported(def, k)) {
+            Some((k, _, _)) => Err(format!("field label not supported: {k}")),
+            None => Ok(()),
+        }
+    }
+
+    /// The selector in the stored (core) form of `def`'s objects: events.k8s.io Events are stored
+    /// as core Events, so `regarding.name` is `involvedObject.name` there (kube's field label
+    /// conversion of events.k8s.io/v1).
+    pub fn stored_form(mut self, def: &ResourceDef) -> Self {
+        if (def.group.as_str(), def.plural.as_str()) == ("events.k8s.io", "events") {
+            for (k, _, _) in &mut self.reqs {
+                if let Some(rest) = k.strip_prefix("regarding.") {
+                    *k = format!("involvedObject.{rest}");
+                } else if k == "reportingController" {
+                    *k = "reportingComponent".into();
+                }
+            }
+        }
+        self
     }
 
     pub fn matches(&self, obj: &Value) -> bool {
@@ -212,6 +243,46 @@ impl FieldSelector {
             };
             (got == *want) != *neg
         })
+    }
+}
+
+/// The fields `def`'s kind can be selected on (its `GetAttrs`/field label conversion).
+fn supported(def: &ResourceDef, field: &str) -> bool {
+    const CORE_EVENT: &[&str] = &[
+        "involvedObject.kind",
+        "involvedObject.namespace",
+        "involvedObject.name",
+        "involvedObject.uid",
+        "involvedObject.apiVersion",
+        "involvedObject.resourceVersion",
+        "involvedObject.fieldPath",
+        "reason",
+        "reportingComponent",
+        "source",
+        "type",
+    ];
+    const EVENT: &[&str] = &[
+        "regarding.kind",
+        "regarding.namespace",
+        "regarding.name",
+        "regarding.uid",
+        "regarding.apiVersion",
+        "regarding.resourceVersion",
+        "regarding.fieldPath",
+        "reason",
+        "reportingController",
+        "type",
+    ];
+    match field {
+        "metadata.name" => true,
+        "metadata.namespace" => def.namespaced,
+        f => match (def.group.as_str(), def.plural.as_str()) {
+            ("", "secrets") => f == "type",
+            ("", "namespaces") => f == "status.phase",
+            ("", "events") => CORE_EVENT.contains(&f),
+            ("events.k8s.io", "events") => EVENT.contains(&f),
+            _ => false,
+        },
     }
 }
 
@@ -257,5 +328,39 @@ mod tests {
         assert!(m("type=Opaque"));
         assert!(m("status.phase="));
         assert!(FieldSelector::parse("garbage").is_err());
+        // The leftmost operator splits a term.
+        let v = json!({"type": "a=="});
+        assert!(FieldSelector::parse("type=a==").unwrap().matches(&v));
+    }
+
+    #[test]
+    fn supported_fields_and_the_events_stored_form() {
+        let reg = crate::registry::Registry::with_builtins();
+        let def = |g: &str, p: &str| reg.get(g, p).unwrap().clone();
+        let ok = |d: &ResourceDef, s: &str| FieldSelector::parse(s).unwrap().supported_by(d);
+        let (secrets, ns, events) = (
+            def("", "secrets"),
+            def("", "namespaces"),
+            def("events.k8s.io", "events"),
+        );
+        assert_eq!(ok(&secrets, "type=Opaque,metadata.namespace=a"), Ok(()));
+        assert_eq!(
+            ok(&secrets, "data.x=1"),
+            Err("field label not supported: data.x".into())
+        );
+        assert_eq!(ok(&ns, "status.phase=Active"), Ok(()));
+        assert!(ok(&ns, "metadata.namespace=x").is_err(), "cluster-scoped");
+        assert_eq!(
+            ok(&events, "regarding.name=t,reportingController=c"),
+            Ok(())
+        );
+        assert!(
+            ok(&events, "involvedObject.name=t").is_err(),
+            "the core name"
+        );
+        let stored = json!({"involvedObject": {"name": "t"}, "reportingComponent": "c"});
+        let f = FieldSelector::parse("regarding.name=t,reportingController=c").unwrap();
+        assert!(!f.matches(&stored));
+        assert!(f.stored_form(&events).matches(&stored));
     }
 }

@@ -499,6 +499,26 @@ impl State {
             ));
         }
         let old = from_storage(def, self.get(def, ns, name)?);
+        // kube-apiserver's store refuses an unconditional replace of kinds whose strategy does not
+        // allow one (custom resources and their subresources, CRDs, Leases):
+        // `metadata.resourceVersion: Invalid value: 0x0: must be specified for an update`.
+        if meta_str(&obj, "resourceVersion").is_empty() && !allows_unconditional_update(def) {
+            let t = target(def, name);
+            return Err(ApiError::invalid(
+                &def.kind_group(),
+                name,
+                &t,
+                &[FieldError {
+                    // Go's `%#v` of the uint64 0 it parsed.
+                    value: Some("0x0".into()),
+                    ..FieldError::invalid(
+                        "metadata.resourceVersion",
+                        &Value::Null,
+                        "must be specified for an update",
+                    )
+                }],
+            ));
+        }
         self.finish_update(def, version, old, obj, subresource, opts, Ownership::Update)
     }
 
@@ -685,6 +705,14 @@ fn fold_string_data(obj: &mut Value) -> Result<(), FieldError> {
         }
     }
     Ok(())
+}
+
+/// Whether a PUT without `metadata.resourceVersion` is accepted (the registry strategy's
+/// `AllowUnconditionalUpdate`): not for custom resources, CRDs and Leases.
+fn allows_unconditional_update(def: &ResourceDef) -> bool {
+    !(def.is_crd
+        || (def.group == CRD_GROUP && def.plural == "customresourcedefinitions")
+        || (def.group == "coordination.k8s.io" && def.plural == "leases"))
 }
 
 #[cfg(test)]

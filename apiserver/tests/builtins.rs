@@ -259,6 +259,34 @@ async fn secrets_config_maps_leases_and_metadata() {
         err.message,
         "Lease.coordination.k8s.io \"l\" is invalid: spec.leaseDurationSeconds: Invalid value: 0: must be greater than 0"
     );
+    // Leases are replaced only with the version read (leader election's optimistic lock);
+    // Secrets may be replaced unconditionally.
+    let l = leases
+        .create(
+            &pp,
+            &obj(json!({"metadata": {"name": "l"}, "spec": {"leaseDurationSeconds": 5}})),
+        )
+        .await
+        .unwrap();
+    let mut unconditional = l.clone();
+    unconditional.metadata.resource_version = None;
+    let err = api_err(leases.replace("l", &pp, &unconditional).await.unwrap_err());
+    assert_eq!(
+        (err.code, err.message.as_str()),
+        (
+            422,
+            "Lease.coordination.k8s.io \"l\" is invalid: metadata.resourceVersion: Invalid value: 0x0: must be specified for an update"
+        )
+    );
+    leases.replace("l", &pp, &l).await.unwrap();
+    let secrets: Api<Secret> = Api::namespaced(c.clone(), "default");
+    let sec = secrets
+        .create(&pp, &obj(json!({"metadata": {"name": "unconditional"}})))
+        .await
+        .unwrap();
+    let mut sec = sec;
+    sec.metadata.resource_version = None;
+    secrets.replace("unconditional", &pp, &sec).await.unwrap();
     srv.shutdown().await;
 }
 
@@ -305,6 +333,56 @@ async fn generation_on_deletion_no_new_finalizers_and_crd_checks() {
     g.metadata.finalizers = Some(vec!["example.com/hold".into()]);
     let g = gadgets.create(&PostParams::default(), &g).await.unwrap();
     assert_eq!(g.metadata.generation, Some(1));
+    // A custom resource is never replaced unconditionally (its strategy's
+    // AllowUnconditionalUpdate is false): PUT without a resourceVersion is refused.
+    let mut unconditional = g.clone();
+    unconditional.metadata.resource_version = None;
+    let err = api_err(
+        gadgets
+            .replace("g", &PostParams::default(), &unconditional)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        (err.code, err.message.as_str()),
+        (
+            422,
+            "Gadget.builtins.tenantdb.io \"g\" is invalid: metadata.resourceVersion: Invalid value: 0x0: must be specified for an update"
+        )
+    );
+    let g = gadgets
+        .replace("g", &PostParams::default(), &g)
+        .await
+        .unwrap();
+    // Field selectors: the object's name and namespace only on custom resources, a few fields
+    // more on some built-in kinds; anything else is a 400, as is a `limit` that is no integer.
+    let lp = |f: &str| ListParams::default().fields(f);
+    assert_eq!(
+        gadgets
+            .list(&lp("metadata.name=g"))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    let err = api_err(gadgets.list(&lp("spec.size=1")).await.unwrap_err());
+    assert_eq!(
+        (err.code, err.message.as_str()),
+        (400, "field label not supported: spec.size")
+    );
+    let secrets: Api<Secret> = Api::namespaced(c.clone(), "default");
+    secrets.list(&lp("type=Opaque")).await.unwrap();
+    let err = api_err(secrets.list(&lp("data.k=dg==")).await.unwrap_err());
+    assert_eq!(
+        (err.code, err.message.as_str()),
+        (400, "field label not supported: data.k")
+    );
+    let req = http::Request::get("/api/v1/namespaces/default/secrets?limit=ten")
+        .body(Vec::new())
+        .unwrap();
+    let err = api_err(c.request_text(req).await.unwrap_err());
+    assert_eq!(err.code, 400, "{err:?}");
     gadgets.delete("g", &DeleteParams::default()).await.unwrap();
     let deleting = gadgets.get("g").await.unwrap();
     assert!(deleting.metadata.deletion_timestamp.is_some());

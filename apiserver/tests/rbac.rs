@@ -188,12 +188,13 @@ async fn apply_that_creates_needs_create_and_patch_alone_updates() {
             &Patch::Apply(
                 json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
                 "metadata": {"name": "op-create", "labels": {"agg": "op"}},
-                "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]}]}),
+                "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "patch"]}]}),
             ),
         )
         .await
         .unwrap();
-    // Aggregated into the bound role by label selector.
+    // Aggregated into the bound role by label selector: the aggregated rules replace the role's
+    // own (the aggregation controller overwrites `rules`).
     roles
         .patch(
             "op",
@@ -210,6 +211,11 @@ async fn apply_that_creates_needs_create_and_patch_alone_updates() {
         .await
         .unwrap();
     assert_eq!(created.metadata.name.as_deref(), Some("fresh"));
+    let err = api_err(secrets.get("creds").await.unwrap_err());
+    assert_eq!(
+        err.code, 403,
+        "the aggregated role's own get is gone: {err:?}"
+    );
     srv.shutdown().await;
 }
 
@@ -435,5 +441,125 @@ async fn authentication_anonymous_wildcards_and_missing_roles() {
         .get("ops")
         .await
         .unwrap();
+    srv.shutdown().await;
+}
+
+/// OwnerReferencesPermissionEnforcement (kube-apiserver's admission plugin, on in OpenShift):
+/// changing an object's owner references needs `delete` on it (not when creating it), and an owner
+/// reference with `blockOwnerDeletion: true` needs `update` on the owner's `finalizers`.
+#[tokio::test]
+async fn owner_references_need_delete_and_blocking_ones_the_owners_finalizers() {
+    let srv = start().await;
+    let admin = client(&srv.kubeconfig_yaml("default")).await;
+    let op = client(&srv.service_account_kubeconfig_yaml("ops", "op", "default")).await;
+    let ns: Api<Namespace> = Api::all(admin.clone());
+    ns.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "team-a"}})).unwrap(),
+    )
+    .await
+    .unwrap();
+    let g = Api::<Gizmo>::namespaced(admin.clone(), "team-a")
+        .create(
+            &PostParams::default(),
+            &Gizmo::new("g", GizmoSpec { size: 1 }),
+        )
+        .await
+        .unwrap();
+    let grant = |name: &'static str, rules: serde_json::Value| {
+        let admin = admin.clone();
+        async move {
+            let pp = PatchParams::apply("admin");
+            let roles: Api<DynamicObject> = Api::all_with(
+                admin.clone(),
+                &ApiResource::erase::<k8s_openapi::api::rbac::v1::ClusterRole>(&()),
+            );
+            roles
+                .patch(
+                    name,
+                    &pp,
+                    &Patch::Apply(json!({"apiVersion": "rbac.authorization.k8s.io/v1",
+                    "kind": "ClusterRole", "metadata": {"name": name}, "rules": rules})),
+                )
+                .await
+                .unwrap();
+            let bindings: Api<DynamicObject> = Api::all_with(
+                admin,
+                &ApiResource::erase::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>(&()),
+            );
+            bindings
+                .patch(name, &pp, &Patch::Apply(json!({"apiVersion": "rbac.authorization.k8s.io/v1",
+                    "kind": "ClusterRoleBinding", "metadata": {"name": name},
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+                    "subjects": [{"kind": "ServiceAccount", "name": "op", "namespace": "ops"}]})))
+                .await
+                .unwrap();
+        }
+    };
+    grant(
+        "op-create",
+        json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]}]),
+    )
+    .await;
+    let owned = |name: &str, block: bool| -> Secret {
+        serde_json::from_value(json!({"metadata": {"name": name, "ownerReferences": [{
+            "apiVersion": "rbac-test.tenantdb.io/v1", "kind": "Gizmo", "name": "g",
+            "uid": g.metadata.uid, "controller": true, "blockOwnerDeletion": block}]}}))
+        .unwrap()
+    };
+    let secrets: Api<Secret> = Api::namespaced(op.clone(), "team-a");
+    let pp = PostParams::default();
+    let err = api_err(
+        secrets
+            .create(&pp, &owned("blocking", true))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        (err.code, err.message.as_str()),
+        (
+            403,
+            "secrets \"blocking\" is forbidden: cannot set blockOwnerDeletion if an ownerReference refers to a resource you can't set finalizers on: , <nil>"
+        )
+    );
+    // Creating with a non-blocking owner reference needs nothing more; removing it later needs
+    // delete on the Secret.
+    secrets.create(&pp, &owned("plain", false)).await.unwrap();
+    let orphan = Patch::Merge(json!({"metadata": {"ownerReferences": null}}));
+    let err = api_err(
+        secrets
+            .patch("plain", &PatchParams::default(), &orphan)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        (err.code, err.message.as_str()),
+        (
+            403,
+            "secrets \"plain\" is forbidden: cannot set an ownerRef on a resource you can't delete: , <nil>"
+        )
+    );
+    // Other writes that leave the owner references alone need nothing more.
+    secrets
+        .patch(
+            "plain",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}})),
+        )
+        .await
+        .unwrap();
+    grant(
+        "op-owners",
+        json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["delete"]},
+               {"apiGroups": ["rbac-test.tenantdb.io"], "resources": ["gizmos/finalizers"],
+                "resourceNames": ["g"], "verbs": ["update"]}]),
+    )
+    .await;
+    secrets.create(&pp, &owned("blocking", true)).await.unwrap();
+    let plain = secrets
+        .patch("plain", &PatchParams::default(), &orphan)
+        .await
+        .unwrap();
+    assert!(plain.metadata.owner_references.is_none());
     srv.shutdown().await;
 }
