@@ -537,8 +537,9 @@ async fn status_writes_of_other_controllers_do_not_reconcile_a_settled_tenant() 
     .await
     .unwrap();
     // A measurement window, not a wait for state: a full reconcile caused by any of the patches
-    // (their events may still be arriving) would read the Secret within it.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // (their events may still be arriving, as late as the run's watch lag) would read the Secret
+    // within it.
+    tokio::time::sleep(Duration::from_millis(500) + 2 * e2e::watch_latency_of_the_run()).await;
     let delta = env.api.stats().since(&before);
     assert_eq!(
         delta.count("get", "secrets", None),

@@ -317,11 +317,14 @@ async fn delete_and_recreate_converges_while_garbage_collection_is_pending() {
     let t = env.wait_ready("gc", "acme", T).await;
     let second = env.secrets("gc").get("acme-db").await.unwrap();
     assert_ne!(second.uid(), first.uid(), "a new Secret");
-    assert!(
-        second
-            .owner_references()
-            .iter()
-            .all(|o| Some(o.uid.as_str()) == t.metadata.uid.as_deref()),
+    let owners: Vec<(&str, Option<bool>)> = second
+        .owner_references()
+        .iter()
+        .map(|o| (o.uid.as_str(), o.controller))
+        .collect();
+    assert_eq!(
+        owners,
+        vec![(t.metadata.uid.as_deref().unwrap(), Some(true))],
         "owned by the new Tenant only"
     );
     let ready = t

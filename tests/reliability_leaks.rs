@@ -85,9 +85,8 @@ fn leak_forms_find_a_password_inside_encoded_text() {
 async fn current_passwords(env: &Env, secret: &str, keys: &[&str]) -> Vec<String> {
     let mut v = vec![];
     for k in keys {
-        if let Some(p) = env.secret_value(NS, secret, k).await {
-            v.push(p);
-        }
+        let p = env.secret_value(NS, secret, k).await;
+        v.push(p.unwrap_or_else(|| panic!("Secret {secret} has no {k}")));
     }
     v
 }

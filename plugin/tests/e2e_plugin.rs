@@ -403,6 +403,7 @@ async fn every_command_against_the_emulator_postgres_and_the_operator() {
     .unwrap();
     let plugin_pid = child.id().unwrap();
     let mut passfile: Option<PathBuf> = None;
+    let mut mode_seen = false;
     let deadline = Instant::now() + T;
     let status = loop {
         let (leaks, psqls) = scan_proc(&password, plugin_pid);
@@ -411,6 +412,7 @@ async fn every_command_against_the_emulator_postgres_and_the_operator() {
             let pf = PathBuf::from(pf.unwrap_or_else(|| panic!("psql {pid} has no PGPASSFILE")));
             if let Ok(meta) = std::fs::metadata(&pf) {
                 assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{}", pf.display());
+                mode_seen = true;
             }
             passfile = Some(pf);
         }
@@ -430,6 +432,10 @@ async fn every_command_against_the_emulator_postgres_and_the_operator() {
     let passfile =
         passfile.expect("the psql child was never seen in /proc (the scan checked nothing)");
     assert!(!passfile.exists(), "{} outlived psql", passfile.display());
+    assert!(
+        mode_seen,
+        "the password file's mode was never read while psql ran"
+    );
 
     // A terminated plugin ends psql and removes the password file too.
     let mut child = plugin_cmd(

@@ -61,6 +61,17 @@ pub struct EnvOptions {
     pub no_default_server: bool,
 }
 
+/// The watch lag every end-to-end test of this run gets (`TENANTDB_TEST_WATCH_LATENCY_MS`, runs
+/// every end-to-end test against a lagging cache; none by default). A test's measurement window
+/// for "nothing happens" must outlast it.
+pub fn watch_latency_of_the_run() -> Duration {
+    std::env::var("TENANTDB_TEST_WATCH_LATENCY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_millis)
+        .unwrap_or_default()
+}
+
 pub struct Env {
     pub pg: LocalPg,
     pub api: tenantdb_apiserver::RunningServer,
@@ -87,13 +98,7 @@ impl Env {
 
     /// Starts PostgreSQL, the API server emulator and the operator with extra `run` flags.
     pub async fn start_with(extra_args: &[&str]) -> Env {
-        // `TENANTDB_TEST_WATCH_LATENCY_MS` runs every end-to-end test against a lagging cache.
-        let lag = std::env::var("TENANTDB_TEST_WATCH_LATENCY_MS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .map(Duration::from_millis)
-            .unwrap_or_default();
-        Self::start_lagging(lag, extra_args).await
+        Self::start_lagging(watch_latency_of_the_run(), extra_args).await
     }
 
     /// Like [`Env::start_with`], with every watch event delayed by `watch_latency` (informer lag).
