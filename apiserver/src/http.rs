@@ -295,6 +295,14 @@ async fn dispatch(
     } else {
         ""
     };
+    // OwnerReferencesPermissionEnforcement of a create, update or patch (see `ownerrefs`).
+    let admission = ownerrefs::Write {
+        shared,
+        user: req.user,
+        def,
+        ns: ns_for_item,
+        subresource: a.sub.unwrap_or(""),
+    };
     let watching = is_true(q, "watch");
     let verb = match (method.as_str(), a.name, watching) {
         ("GET", _, true) => "watch",
@@ -455,8 +463,7 @@ async fn dispatch(
                         st.create(def, version, ns_for_item, obj.clone(), &dry(q, headers))?;
                     st.warnings.clear();
                     let name = new.pointer("/metadata/name").and_then(Value::as_str);
-                    let name = name.unwrap_or("");
-                    ownerrefs::admit(shared, st, req.user, def, ns_for_item, name, "", None, &new)?;
+                    admission.admit(st, name.unwrap_or(""), None, &new)?;
                 }
                 st.create(def, version, ns_for_item, obj, &write_opts(q, headers))
             })?;
@@ -475,18 +482,7 @@ async fn dispatch(
                     let new =
                         st.update(def, version, ns_for_item, name, obj.clone(), a.sub, &opts)?;
                     st.warnings.clear();
-                    let sub = a.sub.unwrap_or("");
-                    ownerrefs::admit(
-                        shared,
-                        st,
-                        req.user,
-                        def,
-                        ns_for_item,
-                        name,
-                        sub,
-                        old.as_deref(),
-                        &new,
-                    )?;
+                    admission.admit(st, name, old.as_deref(), &new)?;
                 }
                 st.update(
                     def,
@@ -536,18 +532,7 @@ async fn dispatch(
                     let (_, new) =
                         st.patch(def, version, ns_for_item, name, kind, &patch, a.sub, &opts)?;
                     st.warnings.clear();
-                    let sub = a.sub.unwrap_or("");
-                    ownerrefs::admit(
-                        shared,
-                        st,
-                        req.user,
-                        def,
-                        ns_for_item,
-                        name,
-                        sub,
-                        old.as_deref(),
-                        &new,
-                    )?;
+                    admission.admit(st, name, old.as_deref(), &new)?;
                 }
                 st.patch(
                     def,

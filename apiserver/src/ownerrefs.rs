@@ -57,16 +57,7 @@ pub fn required(
     let mut out = vec![];
     if old.is_some() {
         out.push(Required {
-            attributes: Attributes {
-                verb: "delete".into(),
-                resource_request: true,
-                group: def.group.clone(),
-                resource: def.plural.clone(),
-                subresource: subresource.into(),
-                namespace: ns.into(),
-                name: name.into(),
-                path: String::new(),
-            },
+            attributes: resource_request("delete", def, subresource, ns, name),
             refusal: "cannot set an ownerRef on a resource you can't delete".into(),
         });
     }
@@ -81,21 +72,26 @@ pub fn required(
                 "cannot set blockOwnerDeletion in this case because cannot find RESTMapping for APIVersion {api_version} Kind {kind}: no matches for kind {kind:?} in version {api_version:?}"
             ));
         };
+        let owner_ns = if owner.namespaced { ns } else { "" };
         out.push(Required {
-            attributes: Attributes {
-                verb: "update".into(),
-                resource_request: true,
-                group: owner.group.clone(),
-                resource: owner.plural.clone(),
-                subresource: "finalizers".into(),
-                namespace: if owner.namespaced { ns.into() } else { String::new() },
-                name: field(r, "name").into(),
-                path: String::new(),
-            },
+            attributes: resource_request("update", owner, "finalizers", owner_ns, field(r, "name")),
             refusal: "cannot set blockOwnerDeletion if an ownerReference refers to a resource you can't set finalizers on".into(),
         });
     }
     Ok(out)
+}
+
+fn resource_request(verb: &str, def: &ResourceDef, sub: &str, ns: &str, name: &str) -> Attributes {
+    Attributes {
+        verb: verb.into(),
+        resource_request: true,
+        group: def.group.clone(),
+        resource: def.plural.clone(),
+        subresource: sub.into(),
+        namespace: ns.into(),
+        name: name.into(),
+        path: String::new(),
+    }
 }
 
 /// Whether a request body names owner references.
@@ -104,17 +100,42 @@ fn mentions(body: &[u8]) -> bool {
         .any(|w| w == b"ownerReferences")
 }
 
-/// Authorizes what [`required`] asks for as `user` (each check recorded like the request's own);
-/// the first refusal is the request's 403.
-#[allow(clippy::too_many_arguments)]
-pub fn admit(
+/// A write request to admit: who writes which kind, where, through which subresource.
+pub struct Write<'a> {
+    pub shared: &'a Shared,
+    pub user: &'a UserInfo,
+    pub def: &'a ResourceDef,
+    pub ns: &'a str,
+    pub subresource: &'a str,
+}
+
+impl Write<'_> {
+    /// Authorizes what [`required`] asks for of the write `old → new` of object `name` (each check
+    /// recorded like the request's own); the first refusal is the request's 403.
+    pub fn admit(
+        &self,
+        st: &Store,
+        name: &str,
+        old: Option<&Value>,
+        new: &Value,
+    ) -> Result<(), ApiError> {
+        let Write {
+            shared,
+            user,
+            def,
+            ns,
+            subresource,
+        } = *self;
+        admit(shared, st, user, def, (ns, name, subresource), old, new)
+    }
+}
+
+fn admit(
     shared: &Shared,
     st: &Store,
     user: &UserInfo,
     def: &ResourceDef,
-    ns: &str,
-    name: &str,
-    subresource: &str,
+    (ns, name, subresource): (&str, &str, &str),
     old: Option<&Value>,
     new: &Value,
 ) -> Result<(), ApiError> {

@@ -108,17 +108,21 @@ pub(crate) fn is_true(q: &HashMap<String, String>, k: &str) -> bool {
     q.get(k).is_some_and(|v| v == "true" || v == "1")
 }
 
-pub(crate) fn decode_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
+/// The request's `Content-Type` without parameters, lower case (`default` without one).
+fn media_type(headers: &HeaderMap, default: &str) -> String {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json");
-    let media = ct
-        .split(';')
+        .unwrap_or(default);
+    ct.split(';')
         .next()
         .unwrap_or("")
         .trim()
-        .to_ascii_lowercase();
+        .to_ascii_lowercase()
+}
+
+pub(crate) fn decode_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
+    let media = media_type(headers, "application/json");
     match media.as_str() {
         "application/json" | "" | "*/*" => serde_json::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("error decoding JSON body: {e}"))),
@@ -143,16 +147,7 @@ pub(crate) fn decode_yaml_or_json(body: &Bytes) -> Result<Value, ApiError> {
 }
 
 pub(crate) fn patch_kind(headers: &HeaderMap) -> Result<PatchKind, ApiError> {
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let media = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let media = media_type(headers, "");
     Ok(match media.as_str() {
         "application/json-patch+json" => PatchKind::Json,
         "application/merge-patch+json" => PatchKind::Merge,

@@ -107,12 +107,9 @@ fn api_err(e: kube::Error) -> Status {
 
 const OP: &str = "system:serviceaccount:ops:op";
 
-fn secret(name: &str) -> serde_json::Value {
-    json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": {"k": "v"}})
-}
-
-#[tokio::test]
-async fn apply_that_creates_needs_create_and_patch_alone_updates() {
+/// The server, an admin client and the operator's (ServiceAccount `ops/op`), with namespace
+/// `team-a`.
+async fn start_with_team_a() -> (RunningServer, Client, Client) {
     let srv = start().await;
     let admin = client(&srv.kubeconfig_yaml("default")).await;
     let op = client(&srv.service_account_kubeconfig_yaml("ops", "op", "default")).await;
@@ -123,6 +120,16 @@ async fn apply_that_creates_needs_create_and_patch_alone_updates() {
     )
     .await
     .unwrap();
+    (srv, admin, op)
+}
+
+fn secret(name: &str) -> serde_json::Value {
+    json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": {"k": "v"}})
+}
+
+#[tokio::test]
+async fn apply_that_creates_needs_create_and_patch_alone_updates() {
+    let (srv, admin, op) = start_with_team_a().await;
     let secrets: Api<Secret> = Api::namespaced(op.clone(), "team-a");
     let pp = PatchParams::apply("op").force();
     // patch is granted, create is not: an apply that would create the Secret is refused.
@@ -449,16 +456,7 @@ async fn authentication_anonymous_wildcards_and_missing_roles() {
 /// reference with `blockOwnerDeletion: true` needs `update` on the owner's `finalizers`.
 #[tokio::test]
 async fn owner_references_need_delete_and_blocking_ones_the_owners_finalizers() {
-    let srv = start().await;
-    let admin = client(&srv.kubeconfig_yaml("default")).await;
-    let op = client(&srv.service_account_kubeconfig_yaml("ops", "op", "default")).await;
-    let ns: Api<Namespace> = Api::all(admin.clone());
-    ns.create(
-        &PostParams::default(),
-        &serde_json::from_value(json!({"metadata": {"name": "team-a"}})).unwrap(),
-    )
-    .await
-    .unwrap();
+    let (srv, admin, op) = start_with_team_a().await;
     let g = Api::<Gizmo>::namespaced(admin.clone(), "team-a")
         .create(
             &PostParams::default(),

@@ -480,7 +480,7 @@ pub fn ddl(sql: String) -> sqlx::AssertSqlSafe<String> {
 /// (`set_config`, `hashtext`, `=`, …) resolve to one of its own, which would run as the admin.
 /// For every admin session inside a tenant's or the shared database; the maintenance database's
 /// pool (no tenant objects, `pg_stat_statements` found unqualified) keeps the server's default.
-pub(crate) fn pinned(options: PgConnectOptions) -> PgConnectOptions {
+fn pinned(options: PgConnectOptions) -> PgConnectOptions {
     options.options([("search_path", "pg_catalog,pg_temp")])
 }
 
