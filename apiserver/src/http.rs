@@ -458,13 +458,9 @@ async fn dispatch(
             }
             let obj = decode_body(headers, &body)?;
             let (created, warnings) = with_warnings(shared, |st| {
-                if shared.rbac && ownerrefs::concerned(&body, None) {
-                    let new =
-                        st.create(def, version, ns_for_item, obj.clone(), &dry(q, headers))?;
-                    st.warnings.clear();
-                    let name = new.pointer("/metadata/name").and_then(Value::as_str);
-                    admission.admit(st, name.unwrap_or(""), None, &new)?;
-                }
+                admission.admit(st, &body, None, |st| {
+                    st.create(def, version, ns_for_item, obj.clone(), &dry(q, headers))
+                })?;
                 st.create(def, version, ns_for_item, obj, &write_opts(q, headers))
             })?;
             Ok(warn(
@@ -476,14 +472,10 @@ async fn dispatch(
             let obj = decode_body(headers, &body)?;
             let name = a.name.unwrap_or("");
             let (updated, warnings) = with_warnings(shared, |st| {
-                let old = st.get_obj(&def.storage_gr(), ns_for_item, name);
-                if shared.rbac && ownerrefs::concerned(&body, old.as_deref()) {
+                admission.admit(st, &body, Some(name), |st| {
                     let opts = dry(q, headers);
-                    let new =
-                        st.update(def, version, ns_for_item, name, obj.clone(), a.sub, &opts)?;
-                    st.warnings.clear();
-                    admission.admit(st, name, old.as_deref(), &new)?;
-                }
+                    st.update(def, version, ns_for_item, name, obj.clone(), a.sub, &opts)
+                })?;
                 st.update(
                     def,
                     version,
@@ -526,14 +518,12 @@ async fn dispatch(
                         return Err(rbac::forbidden(&def.group, &def.plural, name, &reason));
                     }
                 }
-                let old = st.get_obj(&def.storage_gr(), ns_for_item, name);
-                if rbac_on && ownerrefs::concerned(&body, old.as_deref()) {
+                admission.admit(st, &body, Some(name), |st| {
                     let opts = dry(q, headers);
                     let (_, new) =
                         st.patch(def, version, ns_for_item, name, kind, &patch, a.sub, &opts)?;
-                    st.warnings.clear();
-                    admission.admit(st, name, old.as_deref(), &new)?;
-                }
+                    Ok(new)
+                })?;
                 st.patch(
                     def,
                     version,

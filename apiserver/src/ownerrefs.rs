@@ -9,6 +9,7 @@
 //!   ownerReference refers to a resource you can't set finalizers on").
 
 use serde_json::Value;
+use std::sync::Arc;
 
 use crate::auth::UserInfo;
 use crate::error::ApiError;
@@ -110,14 +111,17 @@ pub struct Write<'a> {
 }
 
 impl Write<'_> {
-    /// Authorizes what [`required`] asks for of the write `old → new` of object `name` (each check
-    /// recorded like the request's own); the first refusal is the request's 403.
+    /// Admits the write of `body` to object `name` (`None` for a create: the name the write
+    /// gives it) before it is made: when it may change owner references (see [`concerned`]) and
+    /// RBAC is on, its result is computed by `preview` (the same write as a dry run), and what
+    /// [`required`] asks for of `old → new` is authorized (each check recorded like the request's
+    /// own); the first refusal is the request's 403.
     pub fn admit(
         &self,
-        st: &Store,
-        name: &str,
-        old: Option<&Value>,
-        new: &Value,
+        st: &mut Store,
+        body: &[u8],
+        name: Option<&str>,
+        preview: impl FnOnce(&mut Store) -> Result<Arc<Value>, ApiError>,
     ) -> Result<(), ApiError> {
         let Write {
             shared,
@@ -126,7 +130,16 @@ impl Write<'_> {
             ns,
             subresource,
         } = *self;
-        admit(shared, st, user, def, (ns, name, subresource), old, new)
+        let old = name.and_then(|n| st.get_obj(&def.storage_gr(), ns, n));
+        if !shared.rbac || !concerned(body, old.as_deref()) {
+            return Ok(());
+        }
+        let new = preview(st)?;
+        // The write itself warns again.
+        st.warnings.clear();
+        let name = name.or_else(|| new.pointer("/metadata/name").and_then(Value::as_str));
+        let at = (ns, name.unwrap_or(""), subresource);
+        admit(shared, st, user, def, at, old.as_deref(), &new)
     }
 }
 
@@ -159,6 +172,6 @@ fn admit(
 
 /// Whether the write needs the check: the body names owner references, or the object has some
 /// (a replace or an apply that leaves them out removes them).
-pub fn concerned(body: &[u8], old: Option<&Value>) -> bool {
+fn concerned(body: &[u8], old: Option<&Value>) -> bool {
     mentions(body) || !refs(old).is_empty()
 }
