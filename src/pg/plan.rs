@@ -60,6 +60,10 @@ pub struct Desired {
     pub password: String,
     /// The slot the Secret's credentials belong to.
     pub active: Slot,
+    /// [`Desired::password`] is new in this reconcile (a rotation, or a Secret without one): the
+    /// active slot's password is set even where the admin cannot read verifiers to compare
+    /// (an admin that is not a superuser), or the Secret would hold a password no role has.
+    pub new_password: bool,
     /// End of the other slot's grace period if a rotation is still within it; `None` means the
     /// other slot must not log in.
     pub previous_valid_until: Option<Timestamp>,
@@ -82,6 +86,7 @@ impl Desired {
             names,
             password,
             active: Slot::Primary,
+            new_password: false,
             previous_valid_until: None,
             quotas: EffectiveQuotas {
                 connection_limit: -1,
@@ -373,6 +378,10 @@ impl Step {
                 vec![
                     format!("CREATE ROLE {role} {login} {LEAST} CONNECTION LIMIT {limit}"),
                     format!("COMMENT ON ROLE {role} IS {marker}"),
+                    // An admin that is not a superuser (CREATEROLE + CREATEDB) may give the role
+                    // a database or schema (`OWNER`, `AUTHORIZATION`) only as its member; for a
+                    // superuser the membership changes nothing.
+                    format!("GRANT {role} TO CURRENT_USER"),
                 ]
             }
             Step::CreateSecondary => {
@@ -502,7 +511,8 @@ fn plan_login_role(
         if !r.can_login || r.valid_until.is_some() {
             steps.push(Step::EnableLogin(slot));
         }
-        if r.password_matches == Some(false) {
+        // Unknown (the admin cannot read verifiers): set it when it is new, else trust it.
+        if r.password_matches == Some(false) || (r.password_matches.is_none() && d.new_password) {
             steps.push(Step::SetPassword(slot));
         }
     } else if d.previous_valid_until.is_some() {

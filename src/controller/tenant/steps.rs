@@ -43,6 +43,7 @@ pub(super) async fn apply(
         names: names.clone(),
         password: creds.password.clone(),
         active: creds.active,
+        new_password: creds.trigger.is_some() || creds.secret.password.is_none(),
         previous_valid_until: creds.previous_valid_until,
         quotas: spec.quotas.clone(),
         read_only: usage.read_only,

@@ -68,6 +68,8 @@ pub(super) async fn after_provisioning(
     if now_over && !usage.read_only {
         let ro = Desired {
             read_only: true,
+            // Set by the apply just before, if it was new.
+            new_password: false,
             ..applied.desired.clone()
         };
         let observed = spec

@@ -125,6 +125,24 @@ fn drift_is_repaired() {
     );
 }
 
+/// An admin that is not a superuser cannot read verifiers (`password_matches: None`): a new
+/// password (rotation, Secret without one) is still set on the active slot; an unchanged one is
+/// trusted.
+#[test]
+fn a_new_password_is_set_where_the_verifier_cannot_be_read() {
+    let mut d = desired(Isolation::Schema);
+    let mut obs = converged(&d);
+    if let Some(r) = obs.role.as_mut() {
+        r.password_matches = None;
+    }
+    assert!(plan(&d, &obs).unwrap().is_empty());
+    d.new_password = true;
+    assert_eq!(
+        plan(&d, &obs).unwrap(),
+        vec![Step::SetPassword(Slot::Primary)]
+    );
+}
+
 #[test]
 fn quotas_become_limits_and_settings() {
     let mut d = desired(Isolation::Database);
