@@ -1,6 +1,7 @@
 //! Limits through the real binary: `--max-tenants` is never overshot by concurrent reconciles;
 //! Tenant names of 64–253 characters (valid Kubernetes names) get a working Secret with valid
-//! labels; Event notes stay under the Events API's 1 KiB.
+//! labels; Event notes stay under the Events API's 1 KiB; a re-created schema whose first
+//! migration failed (the tenant's connection limit taken) is migrated by a later reconcile.
 
 use tenantdb_testkit::e2e;
 
@@ -258,4 +259,77 @@ async fn long_names_get_a_working_secret_and_event_notes_stay_under_1kib() {
     assert!(note.len() < 1024, "note of {} bytes", note.len());
     assert!(note.ends_with('…') && note.contains("xxxx"), "{note}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A tenant that drops its own schema gets it back with its baseline, even when the first
+/// attempt to migrate the re-created schema fails (here: the tenant's connection limit is taken):
+/// a later reconcile migrates it instead of trusting the recorded version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recreated_schema_is_migrated_after_a_failed_first_attempt() {
+    let env = Env::start_with(&["--resync-seconds", "2"]).await;
+    let ns = "recreate";
+    env.ensure_namespace(ns).await;
+    env.create_tenant(
+        ns,
+        "acme",
+        json!({"isolation": "schema", "deletionPolicy": "Delete", "quotas": {"maxConnections": 1}}),
+    )
+    .await;
+    let t = env.wait_ready(ns, "acme", T).await;
+    let schema = t.status.and_then(|s| s.schema).unwrap();
+    let shared = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&env.pg.url("tenantdb_shared"))
+        .await
+        .unwrap();
+    let tables = || {
+        let (shared, schema) = (shared.clone(), schema.clone());
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM pg_tables WHERE schemaname = $1")
+                .bind(schema)
+                .fetch_one(&shared)
+                .await
+                .unwrap()
+        }
+    };
+    assert!(tables().await > 0, "the baseline is in the schema");
+    // The tenant's one connection drops the schema and stays open: the operator can re-create
+    // the schema (as the admin) but not log in as the tenant to migrate it.
+    let mut hold = wait_for(T, "a tenant connection", || async {
+        env.connect_with_secret(ns, "acme-db").await.ok()
+    })
+    .await
+    .unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA \"{schema}\" CASCADE"
+    )))
+    .execute(&mut hold)
+    .await
+    .unwrap();
+    wait_for(
+        T,
+        "the schema re-created, its migration refused",
+        || async {
+            let back: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+                    .bind(&schema)
+                    .fetch_one(&shared)
+                    .await
+                    .ok()?;
+            (back && env.operator_log().contains("too many connections for role")).then_some(())
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", tail(&env.operator_log(), 30)));
+    assert_eq!(
+        tables().await,
+        0,
+        "nothing migrated while the limit is taken"
+    );
+    drop(hold);
+    wait_for(T, "the re-created schema migrated", || async {
+        (tables().await > 0).then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", tail(&env.operator_log(), 30)));
 }

@@ -389,6 +389,17 @@ impl Context {
             .update(key, |s| s.schema_version = Some(version));
     }
 
+    /// The version a (re)created schema still has to be migrated to, if its migrations have not
+    /// completed yet (see [`crate::controller::state::ObjectState::baseline_due`]).
+    pub fn baseline_due(&self, key: &str) -> Option<Option<i64>> {
+        self.objects.read(key, |s| s.baseline_due).flatten()
+    }
+
+    /// Records (`Some`) or clears (`None`) [`Context::baseline_due`].
+    pub fn set_baseline_due(&self, key: &str, due: Option<Option<i64>>) {
+        self.objects.update(key, |s| s.baseline_due = due);
+    }
+
     /// A Tenant's schema version: the one recorded by [`Context::set_schema_version`] if any,
     /// else `cached` (from the cached object's status).
     pub fn schema_version_or(&self, key: &str, cached: Option<i64>) -> Option<i64> {

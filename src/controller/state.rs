@@ -35,6 +35,10 @@ pub struct ObjectState {
     pub partitions: Option<Instant>,
     /// The schema version this process last brought the tenant to.
     pub schema_version: Option<Option<i64>>,
+    /// The tenant's schema or database was (re)created and its migrations to this version have
+    /// not completed yet: the next reconcile runs them again (else the recorded version would
+    /// vouch for an empty schema).
+    pub baseline_due: Option<Option<i64>>,
     /// Settled: its last reconcile completed healthy (see [`Settled`]).
     pub settled: Option<Settled>,
     /// How often objects it owns (its Secret) changed.

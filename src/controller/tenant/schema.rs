@@ -29,6 +29,7 @@ pub(super) async fn migrate(
     let names = &spec.resolved.names;
     let status = tenant.status.clone().unwrap_or_default();
     let recorded = ctx.schema_version_or(&spec.key, status.schema_version);
+    let due = ctx.baseline_due(&spec.key);
     let recreated = applied
         .steps
         .iter()
@@ -55,17 +56,27 @@ pub(super) async fn migrate(
         // the maintenance below adds. No login as the tenant is needed for either.
         schema_version = ctx.migrations().latest_version();
         ctx.set_schema_version(&spec.key, schema_version);
+        ctx.set_baseline_due(&spec.key, None);
         if applied.claimed_this_month || applied.from_template {
             ctx.set_partition_cache(&spec.key);
         }
-    } else if spec.resolved.auto_migrate && (recorded.is_none() || recreated) {
-        let target = if recreated {
-            recorded.or(ctx.migrations().latest_version())
-        } else {
-            ctx.migrations().latest_version()
+    } else if spec.resolved.auto_migrate && (recorded.is_none() || recreated || due.is_some()) {
+        let latest = ctx.migrations().latest_version();
+        let target = match (recreated, due) {
+            // A (re)created schema gets back the version it had; until its migrations
+            // complete, later reconciles keep trying (a failure here is often transient: the
+            // connection limit, a timeout).
+            (true, _) => {
+                let target = recorded.or(latest);
+                ctx.set_baseline_due(&spec.key, Some(target));
+                target
+            }
+            (false, Some(target)) => target,
+            (false, None) => latest,
         };
         schema_version = run_migrations(ctx, &spec.server, names, &login, target).await?;
         ctx.set_schema_version(&spec.key, schema_version);
+        ctx.set_baseline_due(&spec.key, None);
     }
     // Monthly partitions of the baseline's partitioned tables, kept ahead (at most every
     // partition interval).
