@@ -103,7 +103,8 @@ pub struct RunConfig {
     /// Default storage quota (e.g. 10Gi) for Tenants without one.
     #[arg(long, env = "TENANTDB_DEFAULT_STORAGE")]
     pub default_storage: Option<String>,
-    /// Maximum number of provisioned Tenants; further Tenants wait with a Conflict condition.
+    /// Maximum number of provisioned Tenants; further Tenants wait in phase Pending (reason
+    /// TenantLimitReached) until one is deleted.
     #[arg(long, env = "TENANTDB_MAX_TENANTS")]
     pub max_tenants: Option<usize>,
     /// Seconds between storage measurements of a tenant.
@@ -172,6 +173,15 @@ pub struct RunConfig {
     /// Monthly partitions created ahead of the current month.
     #[arg(long, env = "TENANTDB_PARTITION_MONTHS_AHEAD", default_value_t = 2)]
     pub partition_months_ahead: u32,
+    /// Seconds a TenantMigration's migration waits for a lock (its `ALTER TABLE` behind a long
+    /// transaction of the tenant's application) before giving up and retrying later (0: no
+    /// bound). A queued exclusive lock blocks the tenant's queries while it waits.
+    #[arg(
+        long,
+        env = "TENANTDB_MIGRATION_LOCK_TIMEOUT_SECONDS",
+        default_value_t = 10
+    )]
+    pub migration_lock_timeout_seconds: u64,
     /// Detach and drop monthly partitions older than this many months (unset: keep all).
     #[arg(long, env = "TENANTDB_PARTITION_RETENTION_MONTHS")]
     pub partition_retention_months: Option<u32>,
@@ -195,7 +205,7 @@ pub struct RunConfig {
     /// DatabaseServer can take this name.
     #[arg(long, env = "TENANTDB_DEFAULT_SERVER", default_value = "default", value_parser = parse_server_name)]
     pub default_server: String,
-    /// The operator's namespace: DatabaseServers' admin Secrets without a namespace are read here.
+    /// The operator's namespace: DatabaseServers' admin and CA Secrets are read here (only here).
     #[arg(long, env = "TENANTDB_OPERATOR_NAMESPACE", default_value = "default")]
     pub operator_namespace: String,
     /// Seconds between probes of each DatabaseServer (reachability, version, status).
@@ -335,6 +345,8 @@ impl RunConfig {
             status_report_interval: Duration::from_secs(self.status_report_interval_seconds.max(1)),
             partition_interval: Duration::from_secs(self.partition_interval_hours.max(1) * 3600),
             partition_months_ahead: self.partition_months_ahead,
+            migration_lock_timeout: (self.migration_lock_timeout_seconds > 0)
+                .then(|| Duration::from_secs(self.migration_lock_timeout_seconds)),
             partition_retention_months: self.partition_retention_months,
             slow_statement_ms: self.slow_statement_ms,
             database_templates: self.database_templates,

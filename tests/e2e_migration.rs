@@ -314,6 +314,62 @@ async fn fleet_migration_catch_up_dry_run_and_rollback() {
         "gold-6's entry: {entry:?}"
     );
 
+    // 3b. A newer single-tenant rollback of gold-1, then another new gold tenant: gold-v8's
+    // catch-up pass migrates gold-7 and leaves gold-1 to the newer migration, during that pass
+    // and after it (the settled state survives the pass that catches a new tenant up).
+    create_migration(
+        &env,
+        "gold-1-back",
+        json!({
+            "target": {"tenant": "gold-1"},
+            "source": {"configMap": {"name": "flags-v8"}},
+            "targetVersion": BUNDLED_LATEST,
+        }),
+    )
+    .await;
+    wait_migration(&env, "gold-1-back", "Succeeded", |tm| {
+        phase(tm) == Some(MigrationPhase::Succeeded)
+    })
+    .await;
+    assert_eq!(schema_version(&env, "gold-1").await, Some(BUNDLED_LATEST));
+    create_tenant(&env, "gold-7", json!({"tier": "gold"}), "schema").await;
+    env.wait_ready(NS, "gold-7", T).await;
+    wait_schema_version(&env, "gold-7", V8).await;
+    let tm = wait_migration(
+        &env,
+        "gold-v8",
+        "gold-7 caught up, gold-1 left to gold-1-back",
+        |tm| {
+            phase(tm) == Some(MigrationPhase::Succeeded)
+                && tm.status.as_ref().is_some_and(|s| {
+                    (s.total, s.succeeded, s.skipped, s.running, s.pending) == (8, 7, 1, 0, 0)
+                })
+        },
+    )
+    .await;
+    let entry = tm
+        .status
+        .as_ref()
+        .and_then(|s| s.tenants.iter().find(|e| e.name == "gold-1").cloned());
+    assert!(
+        entry
+            .as_ref()
+            .is_some_and(|e| e.state == TenantMigrationState::Skipped
+                && e.message
+                    .as_deref()
+                    .is_some_and(|m| m.contains("gold-1-back"))),
+        "gold-1's entry: {entry:?}"
+    );
+    assert_eq!(
+        schema_version(&env, "gold-1").await,
+        Some(BUNDLED_LATEST),
+        "the catch-up of gold-7 moved gold-1 back to version 8"
+    );
+    let gold: Vec<String> = gold
+        .into_iter()
+        .chain(["gold-6".to_string(), "gold-7".to_string()])
+        .collect();
+
     // 4. A dry run of the rollback on one tenant: the plan is reported, nothing changes.
     create_migration(
         &env,
@@ -362,8 +418,8 @@ async fn fleet_migration_catch_up_dry_run_and_rollback() {
     })
     .await;
     let st = tm.status.unwrap();
-    assert_eq!((st.total, st.succeeded, st.failed), (7, 7, 0), "{st:#?}");
-    for name in gold.iter().chain(["gold-6".to_string()].iter()) {
+    assert_eq!((st.total, st.succeeded, st.failed), (8, 8, 0), "{st:#?}");
+    for name in &gold {
         assert_eq!(
             schema_version(&env, name).await,
             Some(BUNDLED_LATEST),
@@ -378,17 +434,17 @@ async fn fleet_migration_catch_up_dry_run_and_rollback() {
         "tenants skipped after the rollback",
         |tm| {
             phase(tm) == Some(MigrationPhase::Succeeded)
-                && tm.status.as_ref().is_some_and(|s| s.skipped == 7)
+                && tm.status.as_ref().is_some_and(|s| s.skipped == 8)
         },
     )
     .await;
     assert_eq!(
         tm.status.map(|s| (s.total, s.running, s.pending)),
-        Some((7, 0, 0))
+        Some((8, 0, 0))
     );
     let before = env.api.stats();
     tokio::time::sleep(Duration::from_secs(3)).await; // a measurement window
-    for name in gold.iter().chain(["gold-6".to_string()].iter()) {
+    for name in &gold {
         assert_eq!(
             schema_version(&env, name).await,
             Some(BUNDLED_LATEST),

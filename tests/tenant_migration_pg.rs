@@ -209,6 +209,7 @@ fn migrator(
         set,
         target_version: v,
         dry_run,
+        lock_timeout: None,
     })
 }
 
@@ -622,4 +623,45 @@ async fn a_failed_canary_stops_the_fleet() {
     .await;
     assert!(s.canary_passed && s.halted.is_none());
     assert_eq!(s.count(OutcomeKind::Succeeded), 5);
+}
+
+/// A migration waiting for a lock the tenant's application holds gives up after the lock
+/// timeout (a transient outcome, retried later) instead of queueing its exclusive lock, which
+/// would block every query of the tenant behind it; nothing is recorded, and once the lock is
+/// free the same migration runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_migration_behind_an_application_lock_gives_up_and_retries() {
+    let admin = admin();
+    let set = set();
+    let t = provision(&admin, "tm-locks", "busy", Isolation::Schema).await;
+    migrate_to(&admin, &set, &t, 1).await;
+    // The application: a transaction holding a lock that `ALTER TABLE` (v2) conflicts with.
+    let mut app = conn(&admin, &t).await;
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "BEGIN; LOCK TABLE \"{}\".items IN ACCESS SHARE MODE",
+        t.names.schema.as_str()
+    )))
+    .execute(&mut app)
+    .await
+    .unwrap();
+    let m = Arc::new(PgMigrator {
+        lock_timeout: Some(Duration::from_millis(300)),
+        ..(*migrator(&admin, set.clone(), 2, false)).clone()
+    });
+    let started = std::time::Instant::now();
+    let o = tokio::time::timeout(Duration::from_secs(30), m.migrate(&t))
+        .await
+        .expect("the migration waited on the lock without a bound");
+    assert_eq!(o.kind, OutcomeKind::Retry, "{o:?}");
+    assert!(o.message.contains("lock"), "{o:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(history(&admin, &t).await, [1], "nothing recorded");
+    sqlx::raw_sql("COMMIT").execute(&mut app).await.unwrap();
+    let o = m.migrate(&t).await;
+    assert_eq!(o.kind, OutcomeKind::Succeeded, "{o:?}");
+    assert_eq!(history(&admin, &t).await, [1, 2]);
 }

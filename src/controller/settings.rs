@@ -17,7 +17,7 @@ pub struct OperatorSettings {
     pub tenant_port: Option<u16>,
     /// Name of the default server (`--database-url`).
     pub default_server: String,
-    /// The operator's namespace (DatabaseServers' admin Secrets without a namespace).
+    /// The operator's namespace (where every DatabaseServer's admin Secret is read).
     pub operator_namespace: String,
     /// How often each DatabaseServer is probed.
     pub server_probe_interval: Duration,
@@ -53,6 +53,8 @@ pub struct OperatorSettings {
     pub partition_interval: Duration,
     /// Monthly partitions kept ahead of the current month.
     pub partition_months_ahead: u32,
+    /// Bound on each lock wait of a TenantMigration's migration (`None`: no bound).
+    pub migration_lock_timeout: Option<Duration>,
     /// Monthly partitions older than this many months are detached and dropped (`None` = keep).
     pub partition_retention_months: Option<u32>,
     /// Statements whose mean execution time is above this many milliseconds count as slow.
@@ -126,6 +128,7 @@ impl Default for OperatorSettings {
             status_report_interval: Duration::from_secs(3600),
             partition_interval: Duration::from_secs(6 * 3600),
             partition_months_ahead: 2,
+            migration_lock_timeout: Some(Duration::from_secs(10)),
             partition_retention_months: None,
             slow_statement_ms: 500,
             database_templates: true,

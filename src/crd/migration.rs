@@ -291,7 +291,8 @@ pub struct TenantMigrationStatus {
     /// When the rollout of this revision started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Time>,
-    /// When the rollout of this revision reached `Succeeded` or `Failed`.
+    /// When the rollout of this revision reached `Succeeded` or `Failed`; kept while a later pass
+    /// brings new Tenants to a Succeeded rollout's version (phase `Running`, reason `CatchingUp`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<Time>,
     /// Per-tenant progress, bounded: all failed, blocked and running tenants plus the 50 most

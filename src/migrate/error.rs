@@ -84,6 +84,19 @@ pub enum MigrateError {
         #[source]
         source: Option<sqlx::Error>,
     },
+    /// A migration's SQL waited for a lock longer than the session's `lock_timeout` (SQLSTATE
+    /// 55P03: another session, usually the tenant's application, holds a conflicting lock): the
+    /// transaction rolled back and retrying later can succeed.
+    #[error("migration {version} gave up waiting for a lock: {message}")]
+    LockTimeout {
+        /// The version.
+        version: i64,
+        /// First line of the PostgreSQL error.
+        message: String,
+        /// The driver's error.
+        #[source]
+        source: Option<sqlx::Error>,
+    },
     /// Any other database operation of the engine failed for a reason that is not the
     /// connection (e.g. the history table of the tenant's schema is not what the engine wrote,
     /// permission denied): retrying the same call does not help.
@@ -142,7 +155,7 @@ impl MigrateError {
             MigrateError::OutOfOrder { .. } => "out_of_order",
             MigrateError::Sql { .. } => "sql",
             MigrateError::Database { .. } => "database",
-            MigrateError::Lock { .. } => "lock",
+            MigrateError::Lock { .. } | MigrateError::LockTimeout { .. } => "lock",
             MigrateError::Unavailable { .. } => "unavailable",
             MigrateError::InvalidIdentifier(_) => "invalid_identifier",
             MigrateError::Fenced(_) => "fenced",
@@ -150,14 +163,17 @@ impl MigrateError {
     }
 
     /// Whether retrying the same call later can succeed: the connection failed, the advisory
-    /// lock could not be taken, or leadership is being lost. Everything else — bad files, drift,
+    /// lock or a lock a migration needs could not be taken in time, or leadership is being lost. Everything else — bad files, drift,
     /// failing SQL, a history table the tenant broke, a permission the tenant revoked — is a
     /// property of the migration or of the tenant's schema and fails again the same way: it
     /// needs a human or a new migration set (and counts against a rollout's failure budget).
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            MigrateError::Lock { .. } | MigrateError::Unavailable { .. } | MigrateError::Fenced(_)
+            MigrateError::Lock { .. }
+                | MigrateError::LockTimeout { .. }
+                | MigrateError::Unavailable { .. }
+                | MigrateError::Fenced(_)
         )
     }
 }
@@ -194,10 +210,22 @@ pub(crate) fn unavailable(
 pub(super) fn sql_err(version: i64) -> impl FnOnce(sqlx::Error) -> MigrateError {
     move |e| {
         unavailable(format_args!("running migration {version}"), e).unwrap_or_else(|e| {
-            MigrateError::Sql {
-                version,
-                message: first_line(&e),
-                source: Some(e),
+            let lock_timeout = e
+                .as_database_error()
+                .and_then(|d| d.code())
+                .is_some_and(|c| c == "55P03");
+            if lock_timeout {
+                MigrateError::LockTimeout {
+                    version,
+                    message: first_line(&e),
+                    source: Some(e),
+                }
+            } else {
+                MigrateError::Sql {
+                    version,
+                    message: first_line(&e),
+                    source: Some(e),
+                }
             }
         })
     }

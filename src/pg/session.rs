@@ -74,13 +74,28 @@ impl PgAdmin {
         user: &Ident,
         password: &str,
     ) -> Result<TenantSession> {
+        self.tenant_session_with(database, user, password, None)
+            .await
+    }
+
+    /// [`PgAdmin::tenant_session`] with the session's `lock_timeout` set at login.
+    async fn tenant_session_with(
+        &self,
+        database: &Ident,
+        user: &Ident,
+        password: &str,
+        lock_timeout: Option<Duration>,
+    ) -> Result<TenantSession> {
         crate::fence::check()?;
-        let opts = self
+        let mut opts = self
             .options_for(database)
             .username(user.as_str())
             .password(password)
             .application_name(&super::application_name(&self.instance, "tenant"))
             .disable_statement_logging();
+        if let Some(t) = lock_timeout.filter(|t| !t.is_zero()) {
+            opts = opts.options([("lock_timeout", format!("{}ms", t.as_millis()))]);
+        }
         let mut conn = tokio::time::timeout(self.settings.connect_timeout, opts.connect())
             .await
             .map_err(|_| {
@@ -217,8 +232,17 @@ impl Credentials {
 
 impl PgAdmin {
     /// [`PgAdmin::tenant_session`] with [`Credentials`].
-    pub async fn login(&self, database: &Ident, creds: &Credentials) -> Result<TenantSession> {
-        self.tenant_session(database, &creds.user, creds.password())
+    ///
+    /// `lock_timeout` bounds every lock wait of the session (sent in the startup packet: no extra
+    /// round trip): a migration behind a long transaction of the tenant's application gives up
+    /// instead of queueing its exclusive lock, which would block the tenant's queries behind it.
+    pub async fn login(
+        &self,
+        database: &Ident,
+        creds: &Credentials,
+        lock_timeout: Option<Duration>,
+    ) -> Result<TenantSession> {
+        self.tenant_session_with(database, &creds.user, creds.password(), lock_timeout)
             .await
     }
 }

@@ -82,6 +82,7 @@ pub async fn migrate_as_tenant(
         .login(
             &n.database,
             &tenantdb::pg::session::Credentials::new(n.role.clone(), d.password.clone()),
+            None,
         )
         .await
         .expect("login as the tenant");

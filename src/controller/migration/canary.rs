@@ -40,6 +40,18 @@ pub(crate) struct Gate {
     pub pending: bool,
     /// Canaries among the work handed to the rollout (they run first).
     pub canaries_in_run: usize,
+    /// Every live canary is in the run or already at the target: the run's canaries passing
+    /// releases the fleet. Not so while a canary waits (not Ready, moving): the canaries in the
+    /// run passing then releases nothing, and the fleet waits for the others.
+    pub all_in_run: bool,
+}
+
+impl Gate {
+    /// Whether the canaries of the run this gate lets start, all succeeding, release the fleet:
+    /// no canary is pending, or every pending one is in the run.
+    pub(crate) fn run_can_release_fleet(&self) -> bool {
+        !self.pending || self.all_in_run
+    }
 }
 
 /// Applies the canary gate to `work` (in name order): while the canaries are pending, they run
@@ -89,6 +101,7 @@ pub(crate) fn gate(input: &Input<'_>, work: Vec<RolloutTenant>) -> (Gate, Vec<Ro
     let all_canaries_startable = names
         .iter()
         .all(|n| input.done.contains(*n) || first.iter().any(|t| &&t.name == n));
+    g.all_in_run = all_canaries_startable;
     if all_canaries_startable {
         first.extend(rest);
     }
@@ -135,6 +148,7 @@ mod tests {
         assert_eq!(g.canary_tenants, ["a", "b"]);
         assert!(g.pending && !g.passed && !g.failed);
         assert_eq!(g.canaries_in_run, 2);
+        assert!(g.run_can_release_fleet());
         assert_eq!(names(&w), ["a", "b", "c", "d"]);
         // Same revision: the recorded canaries stay, even if others sort first now.
         let prev = vec!["c".to_string()];
@@ -166,6 +180,8 @@ mod tests {
         let (g, w) = gate(&input, work(&["a", "c"]));
         assert!(g.pending);
         assert_eq!(names(&w), ["a"]);
+        // "a" succeeding in this run does not pass the gate: "b" has not run.
+        assert!(!g.run_can_release_fleet());
     }
 
     #[test]

@@ -48,7 +48,7 @@ pub(crate) struct Input<'a> {
     pub settled: bool,
     /// When this revision's rollout completed.
     pub completed_at: Option<Timestamp>,
-    /// For a settled rollout: Tenants a newer TenantMigration selects, with its name.
+    /// Tenants a newer non-dry-run TenantMigration selects, with its name: left to it.
     pub newer: &'a BTreeMap<String, String>,
     /// `--name-prefix`.
     pub name_prefix: &'a str,
@@ -241,6 +241,11 @@ fn class_of(
                 version_text(recorded)
             )),
         }
+    } else if let Some(other) = input.newer.get(&t.name_any()) {
+        Class::Skipped(format!(
+            "at version {}: left to the newer TenantMigration {other}",
+            version_text(recorded)
+        ))
     } else {
         work()
     }
@@ -379,6 +384,40 @@ mod tests {
             ["new"]
         );
         assert!(message(&c, "old").contains("changed after this migration completed"));
+        assert!(message(&c, "claimed").contains("newer TenantMigration tm-2"));
+    }
+
+    /// A rollout that is not settled (running, or a new revision of a completed one) leaves the
+    /// tenants a newer TenantMigration selects alone too: no tug of war between the two.
+    #[test]
+    fn an_unsettled_rollout_leaves_tenants_to_a_newer_one() {
+        let shared = Ident::new("tenantdb_shared").unwrap();
+        let tenants = vec![
+            tenant("mine", "schema", "Ready", Some(3), 10),
+            tenant("claimed", "schema", "Ready", Some(3), 10),
+        ];
+        let newer: BTreeMap<_, _> = [("claimed".to_string(), "tm-2".to_string())].into();
+        let none = BTreeMap::new();
+        let c = classify(
+            &tenants,
+            &Input {
+                prev_entries: &none,
+                dry_run: false,
+                target: 5,
+                settled: false,
+                completed_at: None,
+                newer: &newer,
+                name_prefix: "tenant_",
+                shared_database: &shared,
+                servers: &BTreeMap::new(),
+                default_server: None,
+            },
+        );
+        assert_eq!(
+            c.work.iter().map(|w| w.name.as_str()).collect::<Vec<_>>(),
+            ["mine"]
+        );
+        assert_eq!(state(&c, "claimed"), TenantMigrationState::Skipped);
         assert!(message(&c, "claimed").contains("newer TenantMigration tm-2"));
     }
 

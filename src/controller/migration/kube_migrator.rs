@@ -66,6 +66,7 @@ impl Prefetched {
         secrets: &Api<k8s_openapi::api::core::v1::Secret>,
         pg: Arc<PgAdmin>,
         tenant: &RolloutTenant,
+        lock_timeout: Option<std::time::Duration>,
     ) {
         let Ok(mut map) = self.0.lock() else {
             return;
@@ -78,7 +79,7 @@ impl Prefetched {
         let handle = tokio::spawn(async move {
             let creds = read_credentials(&secrets, &t).await?;
             let at = std::time::Instant::now();
-            let mut session = match pg.login(&t.names.database, &creds).await {
+            let mut session = match pg.login(&t.names.database, &creds, lock_timeout).await {
                 Ok(s) => Some(s),
                 Err(e) => {
                     tracing::debug!(tenant = %t.name, error = %e, "login ahead failed; the migration logs in itself");
@@ -330,7 +331,8 @@ impl TenantMigrator for KubeMigrator {
             && self.deferral(tenant).is_none()
             && let Ok(pg) = self.pg.admin_for(tenant)
         {
-            self.prefetched.start(&self.secrets, pg, tenant);
+            self.prefetched
+                .start(&self.secrets, pg, tenant, self.pg.lock_timeout);
         }
     }
 

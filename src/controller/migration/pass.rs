@@ -30,6 +30,9 @@ pub(crate) struct Pass<M: TenantMigrator> {
     pub(crate) canary_tenants: Vec<String>,
     pub(crate) canary_passed: bool,
     pub(crate) canary_pending: bool,
+    /// The run holds every live canary still to migrate ([`super::canary::Gate::all_in_run`]):
+    /// only then does the run's canaries passing release the fleet.
+    pub(crate) canaries_release_fleet: bool,
 }
 
 impl<M: TenantMigrator> Pass<M> {
@@ -48,7 +51,14 @@ impl<M: TenantMigrator> Pass<M> {
             canary_tenants,
             mut canary_passed,
             canary_pending,
+            canaries_release_fleet,
         } = self;
+        // A run without every canary (one waits: not Ready, moving) cannot pass the gate: the
+        // reconcile after it looks at the canaries again.
+        let canaries = CanaryScope {
+            tenants: &canary_tenants,
+            release_fleet: canaries_release_fleet,
+        };
         let oref = ObjectRef::from_obj(rec.tm.as_ref());
         let generation = rec.generation;
         // Checked before each tenant starts: deleted → stop; new generation → stop (or pause);
@@ -84,6 +94,7 @@ impl<M: TenantMigrator> Pass<M> {
             render_status(
                 &prev,
                 same_revision,
+                input.settled,
                 &revision,
                 generation,
                 target,
@@ -98,7 +109,7 @@ impl<M: TenantMigrator> Pass<M> {
             tokio::select! {
                 summary = &mut run => break summary,
                 Some(ev) = rx.recv() => {
-                    let flush_now = handle_event(&mut rec, &mut progress, &ev, &mut canary_passed, &canary_tenants).await;
+                    let flush_now = handle_event(&mut rec, &mut progress, &ev, &mut canary_passed, &canaries).await;
                     dirty = true;
                     if flush_now {
                         let status = render(&progress, &mut input, canary_passed);
@@ -116,14 +127,7 @@ impl<M: TenantMigrator> Pass<M> {
             }
         };
         while let Ok(ev) = rx.try_recv() {
-            handle_event(
-                &mut rec,
-                &mut progress,
-                &ev,
-                &mut canary_passed,
-                &canary_tenants,
-            )
-            .await;
+            handle_event(&mut rec, &mut progress, &ev, &mut canary_passed, &canaries).await;
         }
         // The last progress, so the reconcile that follows sees every finished tenant.
         let status = render(&progress, &mut input, canary_passed);
@@ -151,13 +155,20 @@ impl<M: TenantMigrator> Pass<M> {
     }
 }
 
+/// The canaries of a pass: all of this revision's, and whether the run holds every one still to
+/// migrate.
+pub(crate) struct CanaryScope<'a> {
+    pub(crate) tenants: &'a [String],
+    pub(crate) release_fleet: bool,
+}
+
 /// Applies one rollout event to the progress; returns whether status should be written now.
 pub(crate) async fn handle_event(
     rec: &mut Reconciler,
     progress: &mut Progress,
     ev: &RolloutEvent,
     canary_passed: &mut bool,
-    canary_tenants: &[String],
+    canaries: &CanaryScope<'_>,
 ) -> bool {
     match ev {
         RolloutEvent::Started(name) => {
@@ -186,6 +197,10 @@ pub(crate) async fn handle_event(
             }
             false
         }
+        RolloutEvent::CanaryPassed if !canaries.release_fleet => {
+            info!("the canaries of this pass succeeded; the others have not run yet");
+            true
+        }
         RolloutEvent::CanaryPassed => {
             *canary_passed = true;
             rec.event(
@@ -193,7 +208,7 @@ pub(crate) async fn handle_event(
                 "CanaryPassed",
                 format!(
                     "canary tenants {} succeeded: releasing the fleet",
-                    canary_tenants.join(", ")
+                    canaries.tenants.join(", ")
                 ),
             )
             .await;

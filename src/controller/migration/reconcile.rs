@@ -221,9 +221,7 @@ pub(crate) async fn reconcile_inner(
     };
     let target = r.target_version;
     let same_revision = rec.prev.revision.as_deref() == Some(r.revision.as_str());
-    let settled = same_revision
-        && rec.prev.phase == MigrationPhase::Succeeded
-        && rec.prev.completed_at.is_some();
+    let settled = super::status::settled(&rec.prev, same_revision);
     if dry_run && settled {
         ctx.metrics().set_phase(&key, Some("migration_Succeeded"));
         return Ok(Action::requeue(ctx.settings().resync));
@@ -240,14 +238,12 @@ pub(crate) async fn reconcile_inner(
     } else {
         BTreeMap::new()
     };
-    let newer: BTreeMap<String, String> = if settled {
-        tenants
-            .iter()
-            .filter_map(|t| superseded_by(store, tm, t).map(|other| (t.name_any(), other)))
-            .collect()
-    } else {
-        BTreeMap::new()
-    };
+    // The newest TenantMigration selecting a tenant owns it: an older one, settled or not (a new
+    // revision of it, a retry), leaves it alone instead of moving it back and forth.
+    let newer: BTreeMap<String, String> = tenants
+        .iter()
+        .filter_map(|t| superseded_by(store, tm, t).map(|other| (t.name_any(), other)))
+        .collect();
     // Tenants live on several servers: each is migrated on its own (names resolved with its
     // server's shared database).
     // (Without a default server, `--database-url` unset, tenants not placed yet wait.)
@@ -387,6 +383,7 @@ pub(crate) async fn reconcile_inner(
                 set: r.set.clone(),
                 target_version: target,
                 dry_run,
+                lock_timeout: ctx.settings().migration_lock_timeout,
             },
             tenants: Api::namespaced(ctx.client().clone(), &ns),
             secrets: Api::namespaced(ctx.client().clone(), &ns),
@@ -407,6 +404,7 @@ pub(crate) async fn reconcile_inner(
                 .max_parallel_per_server
                 .and_then(|n| usize::try_from(n.clamp(1, 64)).ok()),
         };
+        let canaries_release_fleet = gate.run_can_release_fleet();
         let pass = Pass {
             rollout: Rollout::new(config, migrator),
             work,
@@ -421,6 +419,7 @@ pub(crate) async fn reconcile_inner(
             canary_tenants: gate.canary_tenants,
             canary_passed: gate.passed,
             canary_pending: gate.pending,
+            canaries_release_fleet,
         };
         // When the pass ends it moved tenants off the targets of older, completed rollouts:
         // those are reconciled once then, even if this TenantMigration was deleted meanwhile.
@@ -444,6 +443,7 @@ pub(crate) async fn reconcile_inner(
     let status = render_status(
         &rec.prev,
         same_revision,
+        settled,
         &r.revision,
         rec.generation,
         target,

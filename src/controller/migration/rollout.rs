@@ -182,8 +182,9 @@ pub async fn migrate_tenant(
     tenant: &RolloutTenant,
     target_version: i64,
     dry_run: bool,
+    lock_timeout: Option<Duration>,
 ) -> TenantOutcome {
-    migrate_tenant_on(pg, set, tenant, target_version, dry_run, None).await
+    migrate_tenant_on(pg, set, tenant, target_version, dry_run, lock_timeout, None).await
 }
 
 /// [`migrate_tenant`] on `session` when one is given: a session already logged in as the tenant
@@ -194,6 +195,7 @@ pub(crate) async fn migrate_tenant_on(
     tenant: &RolloutTenant,
     target_version: i64,
     dry_run: bool,
+    lock_timeout: Option<Duration>,
     session: Option<crate::pg::session::TenantSession>,
 ) -> TenantOutcome {
     let started = Instant::now();
@@ -213,7 +215,7 @@ pub(crate) async fn migrate_tenant_on(
     };
     let login = match session {
         Some(s) => Ok(s),
-        None => pg.login(&tenant.names.database, creds).await,
+        None => pg.login(&tenant.names.database, creds, lock_timeout).await,
     };
     let mut conn = match login {
         Ok(c) => c,
@@ -298,6 +300,8 @@ pub struct PgMigrator {
     pub target_version: i64,
     /// Plan only.
     pub dry_run: bool,
+    /// Bound on each lock wait of a migration (`--migration-lock-timeout-seconds`; `None`: none).
+    pub lock_timeout: Option<Duration>,
 }
 
 impl PgMigrator {
@@ -340,6 +344,7 @@ impl PgMigrator {
             tenant,
             self.target_version,
             self.dry_run,
+            self.lock_timeout,
             session,
         )
         .await

@@ -8,13 +8,28 @@ use super::*;
 use crate::crd::{MigrationPhase, TenantMigrationStatus};
 use crate::status::{Cond, merge_conditions};
 
+/// Whether the previous status `prev` is of a rollout of this revision that completed: it
+/// migrates only tenants created since (`completedAt`) and leaves the others alone. It stays so
+/// while a later pass catches new tenants up (phase `Running`, `completedAt` kept), until a
+/// new revision or a failure.
+pub fn settled(prev: &TenantMigrationStatus, same_revision: bool) -> bool {
+    same_revision && prev.completed_at.is_some() && phase_is_not_failed(prev.phase)
+}
+
+fn phase_is_not_failed(phase: MigrationPhase) -> bool {
+    phase != MigrationPhase::Failed
+}
+
 /// Renders the status from the previous one, the progress and the verdict. Times and condition
 /// transition times are kept from `prev` when nothing changed, so that an unchanged rollout
-/// renders an identical status (and is not written).
+/// renders an identical status (and is not written). A `settled` rollout (completed for this
+/// revision, see [`settled`]) keeps its `completedAt` while a pass catches new tenants up: that
+/// time is what tells new tenants from tenants left alone since.
 #[allow(clippy::too_many_arguments)]
 pub fn render_status(
     prev: &TenantMigrationStatus,
     same_revision: bool,
+    settled: bool,
     revision: &str,
     generation: Option<i64>,
     target_version: i64,
@@ -36,7 +51,9 @@ pub fn render_status(
         None
     }
     .or(Some(Time(now)));
-    let completed_at = if !terminal {
+    let completed_at = if settled && same_revision && phase_is_not_failed(verdict.phase) {
+        prev.completed_at.clone()
+    } else if !terminal {
         None
     } else if same_revision && prev.phase == verdict.phase && prev.completed_at.is_some() {
         prev.completed_at.clone()

@@ -128,6 +128,8 @@ fn conclude(v: &VerdictInput) -> Verdict {
     }
     let reason = if v.retrying {
         "Retrying"
+    } else if v.settled {
+        "CatchingUp"
     } else if v.canary_pending {
         "CanaryInProgress"
     } else if c.running == 0 && v.waiting_for_tenants {

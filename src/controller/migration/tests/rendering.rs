@@ -104,6 +104,7 @@ fn rendering_is_stable() {
     let s1 = render_status(
         &TenantMigrationStatus::default(),
         false,
+        false,
         "rev",
         Some(1),
         3,
@@ -115,10 +116,100 @@ fn rendering_is_stable() {
     );
     assert_eq!(s1.phase, MigrationPhase::Succeeded);
     assert_eq!(s1.completed_at, Some(Time(t0)));
-    let s2 = render_status(&s1, true, "rev", Some(1), 3, &p, &v, &[], false, t1);
+    let s2 = render_status(&s1, true, false, "rev", Some(1), 3, &p, &v, &[], false, t1);
     assert_eq!(s1, s2, "an unchanged rollout renders the same status");
-    let s3 = render_status(&s1, false, "rev2", Some(2), 3, &p, &v, &[], false, t1);
+    let s3 = render_status(
+        &s1,
+        false,
+        false,
+        "rev2",
+        Some(2),
+        3,
+        &p,
+        &v,
+        &[],
+        false,
+        t1,
+    );
     assert_eq!(s3.started_at, Some(Time(t1)));
+}
+
+/// A settled rollout that catches a new tenant up keeps its `completedAt` through the pass
+/// (phase Running) and after it (Succeeded again): the settled state and the line between new and
+/// old tenants survive the catch-up.
+#[test]
+fn a_catch_up_pass_keeps_the_completion_time() {
+    let mut p = Progress::default();
+    p.states.insert("a".into(), TenantMigrationState::Succeeded);
+    p.entries
+        .insert("a".into(), entry("a", TenantMigrationState::Succeeded, 10));
+    let done = VerdictInput {
+        counts: p.counts(),
+        target_version: 3,
+        ..Default::default()
+    };
+    let t0 = Timestamp::from_second(100).unwrap();
+    let t1 = Timestamp::from_second(200).unwrap();
+    let t2 = Timestamp::from_second(300).unwrap();
+    let s1 = render_status(
+        &TenantMigrationStatus::default(),
+        false,
+        false,
+        "rev",
+        Some(1),
+        3,
+        &p,
+        &verdict(&done),
+        &[],
+        false,
+        t0,
+    );
+    assert!(crate::controller::migration::status::settled(&s1, true));
+    assert!(
+        !crate::controller::migration::status::settled(&s1, false),
+        "a new revision is not settled"
+    );
+    p.states.insert("b".into(), TenantMigrationState::Running);
+    let catching_up = VerdictInput {
+        counts: p.counts(),
+        settled: true,
+        pass_running: true,
+        ..done.clone()
+    };
+    let v = verdict(&catching_up);
+    assert_eq!(v.phase, MigrationPhase::Running);
+    assert_eq!(v.reason, "CatchingUp");
+    let s2 = render_status(&s1, true, true, "rev", Some(1), 3, &p, &v, &[], false, t1);
+    assert_eq!(s2.completed_at, Some(Time(t0)), "kept while catching up");
+    assert!(
+        crate::controller::migration::status::settled(&s2, true),
+        "still settled during the catch-up pass"
+    );
+    p.states.insert("b".into(), TenantMigrationState::Succeeded);
+    let after = VerdictInput {
+        counts: p.counts(),
+        settled: true,
+        ..done
+    };
+    let s3 = render_status(
+        &s2,
+        true,
+        true,
+        "rev",
+        Some(1),
+        3,
+        &p,
+        &verdict(&after),
+        &[],
+        false,
+        t2,
+    );
+    assert_eq!(s3.phase, MigrationPhase::Succeeded);
+    assert_eq!(
+        s3.completed_at,
+        Some(Time(t0)),
+        "the original completion time"
+    );
 }
 
 #[test]
