@@ -156,6 +156,15 @@ expect_reject "postgres.adminSecret.name not a Secret name" --set postgres.admin
 expect_reject "replicaCount=2 without leader election" --set leaderElection.enabled=false
 expect_reject "unknown monitoring key (monitoring.prometheusRule.enable)" --set monitoring.prometheusRule.enable=true
 expect_reject "monitoring.prometheusRule.runbookBaseUrl not a URL" --set monitoring.prometheusRule.runbookBaseUrl=docs/operations.md
+expect_reject "perTenantAlerts without operator.tenantMetricsTop" --set monitoring.prometheusRule.enabled=true,monitoring.prometheusRule.perTenantAlerts=true
+expect_reject "operator.tenantMetricsTop=1001" --set operator.tenantMetricsTop=1001
+# strategy.type=Recreate: no rollingUpdate (the API server refuses it with Recreate).
+if out=$("$HELM" template "$RELEASE" "$CHART" --set strategy.type=Recreate -s templates/deployment.yaml 2>&1) \
+  && grep -q "type: Recreate" <<<"$out" && ! grep -q "rollingUpdate:" <<<"$out"; then
+  pass "strategy.type=Recreate renders no rollingUpdate"
+else
+  fail "strategy.type=Recreate should render without rollingUpdate"
+fi
 dbs='databaseServers[0].name=pg-2,databaseServers[0].engine=postgres,databaseServers[0].endpoint.host=pg-2.db.svc,databaseServers[0].adminSecretRef.name=pg-2-admin'
 expect_reject "inline password in databaseServers[].adminSecretRef" --set "$dbs,databaseServers[0].adminSecretRef.password=x"
 expect_reject "inline password in databaseServers[]" --set "$dbs,databaseServers[0].password=x"
@@ -339,7 +348,8 @@ for f in rendered:
                 "allowPrivilegeEscalation false": sc.get("allowPrivilegeEscalation") is False,
                 "capabilities drop ALL": sc.get("capabilities", {}).get("drop") == ["ALL"],
                 "seccompProfile RuntimeDefault": (sc.get("seccompProfile") or psc.get("seccompProfile") or {}).get("type") == "RuntimeDefault",
-                "terminationGracePeriodSeconds 30": pod.get("terminationGracePeriodSeconds") == 30,
+                # > the binary's 30 s drain, so that it can release the Lease before the kill.
+                "terminationGracePeriodSeconds > 30": (pod.get("terminationGracePeriodSeconds") or 0) > 30,
                 "liveness /healthz": c.get("livenessProbe", {}).get("httpGet", {}).get("path") == "/healthz",
                 "readiness /readyz": c.get("readinessProbe", {}).get("httpGet", {}).get("path") == "/readyz",
                 "port http-metrics": any(p.get("name") == "http-metrics" for p in c.get("ports", [])),

@@ -243,6 +243,7 @@ fn the_chart_ships_the_rule_file_and_the_dashboard_unchanged() {
     let docs = helm_template(&[
         "monitoring.prometheusRule.enabled=true",
         "monitoring.prometheusRule.perTenantAlerts=true",
+        "operator.tenantMetricsTop=5",
     ]);
     assert_eq!(
         of_kind(&docs, "PrometheusRule")[0]["spec"]["groups"],

@@ -84,8 +84,9 @@ pub struct TenantSpec {
 
     /// Which database server(s) the tenant is placed on: a server name or a label selector over
     /// DatabaseServers. Unset: the operator's default server (`--default-server`), or, without
-    /// one, any server. Read when the tenant is first placed; a later change does not move a
-    /// placed tenant (the `Placed` condition says so).
+    /// one, any server. A later change that no longer allows the server the tenant is on moves
+    /// the tenant online to a server it allows (docs/moves.md); a move that cannot start leaves
+    /// it there (condition `Placed`, reason `PlacementNotApplied`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placement: Option<Box<super::Placement>>,
 }
