@@ -179,7 +179,8 @@ pub struct RunConfig {
     #[arg(
         long,
         env = "TENANTDB_MIGRATION_LOCK_TIMEOUT_SECONDS",
-        default_value_t = 10
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(0..=2_147_483)
     )]
     pub migration_lock_timeout_seconds: u64,
     /// Detach and drop monthly partitions older than this many months (unset: keep all).
@@ -419,7 +420,11 @@ pub async fn serve_http(
 /// Loads the migration set: the directory if given, else the bundled baseline.
 pub fn load_migrations(dir: Option<&std::path::Path>) -> Result<MigrationSet> {
     match dir {
-        Some(d) => Ok(MigrationSet::load_dir(d)?),
+        Some(d) => {
+            let set = MigrationSet::load_dir(d)?;
+            set.refuse_transaction_control()?;
+            Ok(set)
+        }
         None => Ok(MigrationSet::bundled()),
     }
 }

@@ -49,6 +49,13 @@ async fn invalid_specs_and_conflicts_get_a_clear_condition_without_retry_storm()
         json!({"isolation": "schema", "databaseName": "tenantdb_pool_0123456789abcdef"}),
     )
     .await;
+    // A periodic rotation that would cut the previous credentials off within their grace period.
+    env.create_tenant(
+        "bad",
+        "rotating",
+        json!({"isolation": "schema", "credentials": {"rotateAfter": "30min"}}),
+    )
+    .await;
     // Two Tenants mapping to the same database name.
     env.create_tenant(
         "ns-a",
@@ -69,6 +76,7 @@ async fn invalid_specs_and_conflicts_get_a_clear_condition_without_retry_storm()
         ("bad", "fixable", "InvalidSpec"),
         ("bad", "templated", "InvalidSpec"),
         ("bad", "pooled", "InvalidSpec"),
+        ("bad", "rotating", "InvalidSpec"),
         ("ns-b", "second", "Conflict"),
     ] {
         let t = wait_for(T, &format!("{name} {reason}"), || async {
@@ -93,6 +101,12 @@ async fn invalid_specs_and_conflicts_get_a_clear_condition_without_retry_storm()
             .message
             .clone();
         assert!(!msg.is_empty());
+        if name == "rotating" {
+            assert!(
+                msg.contains("rotateAfter (1800s) must not be shorter than gracePeriod (3600s"),
+                "{name}: {msg}"
+            );
+        }
         if name == "templated" || name == "pooled" {
             assert!(
                 msg.contains("is reserved for the operator's"),

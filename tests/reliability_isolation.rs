@@ -250,6 +250,19 @@ async fn every_ordered_pair_of_tenants_across_all_three_modes_is_isolated() {
         assert_eq!(w.tenant_id.is_some(), w.mode == Mode::Shared, "{}", w.name);
         seed(&env, w).await;
     }
+    // Large objects live in the database's pg_largeobject, outside every tenant schema: in the
+    // shared database they would escape the storage quota, so tenants there cannot create any.
+    for w in who.iter().filter(|w| w.mode != Mode::Database) {
+        let mut c = home(&env, w).await;
+        for f in [
+            "SELECT lo_from_bytea(0, 'x')",
+            "SELECT lo_creat(-1)",
+            "SELECT lo_create(0)",
+        ] {
+            denied(&format!("{}: {f}", w.name), sql(&mut c, f).await);
+        }
+        c.close().await.unwrap();
+    }
     // Statistics on the shared tables exist (the admin sees them); tenants must not.
     let shared_admin = sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)

@@ -192,6 +192,8 @@ pub struct CredentialsSpec {
     pub secret_name: Option<String>,
     /// Rotate the password automatically this long after the last rotation (or creation), e.g.
     /// `720h`. Unset: rotate only on demand (annotation `tenantdb.io/rotate: <any new value>`).
+    /// Must not be shorter than `gracePeriod` (else a rotation would give the previous login, still
+    /// in its grace period, a new password).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[0-9]{1,9}(s|min|h)$"))]
     pub rotate_after: Option<String>,

@@ -13,7 +13,8 @@
 //! `.sql`, and hidden files (ConfigMap mounts contain `..data` entries), are ignored. A migration
 //! file is run with [`sqlx::raw_sql`] (several statements, simple query protocol) and must not
 //! contain transaction control (`BEGIN`, `COMMIT`, …) or role changes: the engine detects both and
-//! fails.
+//! fails, and [`MigrationSet::refuse_transaction_control`] refuses files from outside the binary
+//! with transaction control at the start of a statement before anything runs.
 //!
 //! # How [`migrate`] runs
 //!
@@ -77,6 +78,7 @@
 mod error;
 mod history;
 mod ident;
+mod lexer;
 mod planner;
 mod runner;
 mod set;

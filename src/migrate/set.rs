@@ -120,6 +120,30 @@ pub(super) fn parse_file_name(file: &str) -> Result<Option<(i64, String, FileKin
 }
 
 impl MigrationSet {
+    /// Refuses a set whose files hold transaction control (`COMMIT`, `ROLLBACK`, `BEGIN`, …) at
+    /// the start of a statement (see [`super::lexer`]): run inside the engine's transaction, it
+    /// would commit part of a migration. Checked where files come from outside the binary (a
+    /// TenantMigration's ConfigMap, `--migrations-dir`), before anything runs.
+    pub fn refuse_transaction_control(&self) -> Result<(), MigrateError> {
+        for m in self.migrations() {
+            let files = [
+                (".up.sql", Some(m.up_sql.as_str())),
+                (".down.sql", m.down_sql.as_deref()),
+            ];
+            for (suffix, sql) in files {
+                if let Some(hit) = sql.and_then(super::lexer::transaction_control) {
+                    return Err(MigrateError::Parse {
+                        file: format!("{}_{}{suffix}", m.version, m.name),
+                        reason: format!(
+                            "{hit}: a migration runs inside the engine's transaction and must not contain transaction control"
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Builds a set from migrations in any order; fails on duplicate versions or versions < 1.
     pub fn new(mut migrations: Vec<Migration>) -> Result<MigrationSet, MigrateError> {
         migrations.sort_by_key(|m| m.version);

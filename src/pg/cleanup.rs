@@ -93,8 +93,8 @@ impl PgAdmin {
         Ok(report)
     }
 
-    /// Ends a role's sessions, drops what it still owns or was granted in the databases it could
-    /// reach, then the role.
+    /// Ends a role's sessions, drops what it still owns or was granted in every database, hands a
+    /// database it still owns (emptied of its objects) to the admin, then drops the role.
     async fn drop_role(&self, role: &Ident, names: &TenantNames) -> Result<()> {
         sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1 AND pid <> pg_backend_pid()")
             .bind(role.as_str())
@@ -106,16 +106,58 @@ impl PgAdmin {
                 .execute(pool)
                 .await?;
         }
+        self.drop_leftovers(role).await?;
         let mut tx = self.admin()?.begin().await?;
-        sqlx::raw_sql(ddl(format!("DROP OWNED BY {role}")))
-            .execute(&mut *tx)
-            .await?;
+        // First what it owns here; then only shared objects are left to hand over: a database the
+        // role still owns (kept by an earlier `Retain` deletion, before the Tenant came back with
+        // another isolation), its objects dropped above. `DROP ROLE` would refuse it.
+        sqlx::raw_sql(ddl(format!(
+            "DROP OWNED BY {role}; REASSIGN OWNED BY {role} TO CURRENT_USER"
+        )))
+        .execute(&mut *tx)
+        .await?;
         crate::fence::check()?;
         sqlx::raw_sql(ddl(format!("DROP ROLE IF EXISTS {role}")))
             .execute(&mut *tx)
             .await?;
         crate::fence::check()?;
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// Objects the role owns in databases other than the one it is being deleted from — left by an
+    /// earlier `Retain` deletion of a Tenant that came back with another isolation (a schema in
+    /// the shared database, tables in a kept database) — are dropped with it (`DROP OWNED`, which
+    /// also removes its privileges there), as `Delete` asks: `DROP ROLE` refuses a role that owns
+    /// objects, and the Tenant would stay `Deleting` forever. Never handed to the admin: a
+    /// tenant-written function or view owned by a superuser would run with its rights.
+    async fn drop_leftovers(&self, role: &Ident) -> Result<()> {
+        let databases: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT d.datname::text FROM pg_catalog.pg_shdepend s \
+             JOIN pg_catalog.pg_database d ON d.oid = s.dbid \
+             WHERE s.refclassid = 'pg_catalog.pg_authid'::regclass \
+               AND s.refobjid = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $1) \
+               AND d.datname <> current_database() AND d.datallowconn ORDER BY 1",
+        )
+        .bind(role.as_str())
+        .fetch_all(self.admin()?)
+        .await?;
+        for db in databases {
+            let Ok(db) = Ident::existing(&db) else {
+                tracing::warn!(role = role.as_str(), database = %db, "role owns objects in a database with an unusual name; not dropped");
+                continue;
+            };
+            let mut conn = self.connect_to(&db).await?;
+            crate::fence::check()?;
+            sqlx::raw_sql(ddl(format!("DROP OWNED BY {role}")))
+                .execute(&mut conn)
+                .await?;
+            tracing::info!(
+                role = role.as_str(),
+                database = db.as_str(),
+                "dropped what the deleted role still owned here"
+            );
+        }
         Ok(())
     }
 }

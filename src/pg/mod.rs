@@ -315,6 +315,17 @@ impl PgAdmin {
                 sqlx::raw_sql("REVOKE ALL ON SCHEMA public FROM PUBLIC")
                     .execute(&mut *tx)
                     .await?;
+                // Large objects live in pg_largeobject, outside every tenant's schema: a tenant
+                // of this database could store any amount there past its storage quota. Nobody
+                // but the admin creates them here (an admin that is not a superuser cannot revoke
+                // on pg_catalog's functions: PostgreSQL warns and changes nothing).
+                sqlx::raw_sql(
+                    "REVOKE EXECUTE ON FUNCTION pg_catalog.lo_creat(integer), pg_catalog.lo_create(oid), \
+                     pg_catalog.lo_from_bytea(oid, bytea), pg_catalog.lo_import(text), \
+                     pg_catalog.lo_import(text, oid) FROM PUBLIC",
+                )
+                .execute(&mut *tx)
+                .await?;
                 tx.commit().await?;
                 Ok::<_, Error>(p)
             })

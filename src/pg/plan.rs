@@ -396,6 +396,9 @@ impl Step {
                         "CREATE ROLE {b} {login} {LEAST} CONNECTION LIMIT {limit} IN ROLE {role}"
                     ),
                     format!("COMMENT ON ROLE {b} IS {marker}"),
+                    // As for CreateRole: `DROP OWNED`, `REASSIGN OWNED` and ending its sessions
+                    // need it from an admin that is not a superuser.
+                    format!("GRANT {b} TO CURRENT_USER"),
                 ]
             }
             Step::GrantMembership => vec![format!("GRANT {} TO {}", n.role, n.secondary_role)],
@@ -680,16 +683,16 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Result<Vec<Step>, Conflic
 
     steps.append(&mut late);
 
-    // Switching into read-only: end the login roles' sessions so every connection gets the new
-    // default. (Settings apply to new sessions only.)
-    if desired.read_only {
-        for slot in [Slot::Primary, Slot::Secondary] {
-            let switched = steps
-                .iter()
-                .any(|s| matches!(s, Step::SetRoleSetting(x, "default_transaction_read_only", _) if *x == slot));
-            if switched && observed.slot(slot).is_some() {
-                steps.push(Step::TerminateSessions(slot));
-            }
+    // Switching into or out of read-only: end the login roles' sessions so every connection gets
+    // the new default (settings apply to new sessions only): pooled connections opened while
+    // read-only would otherwise refuse writes after the quota is lifted, until recycled.
+    for slot in [Slot::Primary, Slot::Secondary] {
+        let switched = steps.iter().any(|s| {
+            matches!(s, Step::SetRoleSetting(x, "default_transaction_read_only", _)
+                | Step::ResetRoleSetting(x, "default_transaction_read_only") if *x == slot)
+        });
+        if switched && observed.slot(slot).is_some() {
+            steps.push(Step::TerminateSessions(slot));
         }
     }
     Ok(steps)

@@ -17,7 +17,8 @@ pub(crate) struct Input<'a> {
     pub prev_canary_tenants: &'a [String],
     /// The previous status's `canaryPassed`.
     pub prev_canary_passed: bool,
-    /// Names of the selected tenants.
+    /// Names of the selected tenants this TenantMigration may migrate (not those left to a newer
+    /// one): a recorded canary outside them no longer gates the fleet.
     pub selected: HashSet<&'a str>,
     /// Tenants that failed or were blocked earlier in this revision.
     pub failed: &'a HashSet<String>,
@@ -182,6 +183,14 @@ mod tests {
         assert_eq!(names(&w), ["a"]);
         // "a" succeeding in this run does not pass the gate: "b" has not run.
         assert!(!g.run_can_release_fleet());
+        // "b" left to a newer TenantMigration (not selectable here) no longer holds the fleet.
+        let input = Input {
+            selected: ["a", "c"].into(),
+            ..input
+        };
+        let (g, w) = gate(&input, work(&["a", "c"]));
+        assert!(g.pending && g.run_can_release_fleet());
+        assert_eq!(names(&w), ["a", "c"]);
     }
 
     #[test]

@@ -226,26 +226,24 @@ fn class_of(
         }
     } else if recorded == Some(input.target) {
         Class::Done
-    } else if input.settled {
-        let created = t.meta().creation_timestamp.as_ref().map(|c| c.0);
-        let new_tenant =
-            matches!((created, input.completed_at), (Some(c), Some(done)) if c >= done);
-        match (new_tenant, input.newer.get(&t.name_any())) {
-            (true, None) => work(),
-            (_, Some(other)) => Class::Skipped(format!(
-                "at version {}: left to the newer TenantMigration {other}",
-                version_text(recorded)
-            )),
-            (false, None) => Class::Skipped(format!(
-                "at version {}: changed after this migration completed (not a new Tenant)",
-                version_text(recorded)
-            )),
-        }
     } else if let Some(other) = input.newer.get(&t.name_any()) {
+        // The newest TenantMigration selecting a tenant owns it, settled or not.
         Class::Skipped(format!(
             "at version {}: left to the newer TenantMigration {other}",
             version_text(recorded)
         ))
+    } else if input.settled {
+        let created = t.meta().creation_timestamp.as_ref().map(|c| c.0);
+        let new_tenant =
+            matches!((created, input.completed_at), (Some(c), Some(done)) if c >= done);
+        if new_tenant {
+            work()
+        } else {
+            Class::Skipped(format!(
+                "at version {}: changed after this migration completed (not a new Tenant)",
+                version_text(recorded)
+            ))
+        }
     } else {
         work()
     }

@@ -60,18 +60,32 @@ pub async fn reconcile(
     result
 }
 
-/// Whether another, newer non-dry-run TenantMigration of the namespace selects this tenant: a
-/// settled migration leaves new tenants to the newest one (no fights between old migrations).
-pub(crate) fn superseded_by(
+/// The tenants among `tenants` that another, newer non-dry-run TenantMigration of the namespace
+/// selects, with the newest one's name: `tm` leaves them to it (no fights between migrations).
+/// The newer migrations are looked up once, not once per tenant.
+pub(crate) fn superseded(
     store: &Store<TenantMigration>,
     tm: &TenantMigration,
-    tenant: &Tenant,
-) -> Option<String> {
+    tenants: &[Tenant],
+) -> BTreeMap<String, String> {
     let mine = age_key(tm);
-    others_in_namespace(store, tm)
-        .filter(|m| !m.spec.dry_run && age_key(m) > mine && targets(m, tenant))
-        .map(|m| m.name_any())
-        .max()
+    let newer: Vec<Arc<TenantMigration>> = others_in_namespace(store, tm)
+        .filter(|m| !m.spec.dry_run && age_key(m) > mine)
+        .collect();
+    if newer.is_empty() {
+        return BTreeMap::new();
+    }
+    tenants
+        .iter()
+        .filter_map(|t| {
+            newer
+                .iter()
+                .filter(|m| targets(m, t))
+                .map(|m| m.name_any())
+                .max()
+                .map(|other| (t.name_any(), other))
+        })
+        .collect()
 }
 
 /// The other TenantMigrations of `tm`'s namespace in the cache, not being deleted.
@@ -240,10 +254,7 @@ pub(crate) async fn reconcile_inner(
     };
     // The newest TenantMigration selecting a tenant owns it: an older one, settled or not (a new
     // revision of it, a retry), leaves it alone instead of moving it back and forth.
-    let newer: BTreeMap<String, String> = tenants
-        .iter()
-        .filter_map(|t| superseded_by(store, tm, t).map(|other| (t.name_any(), other)))
-        .collect();
+    let newer = superseded(store, tm, &tenants);
     // Tenants live on several servers: each is migrated on its own (names resolved with its
     // server's shared database).
     // (Without a default server, `--database-url` unset, tenants not placed yet wait.)
@@ -302,9 +313,11 @@ pub(crate) async fn reconcile_inner(
             same_revision,
             prev_canary_tenants: &rec.prev.canary_tenants,
             prev_canary_passed: rec.prev.canary_passed,
+            // A canary left to a newer TenantMigration will not run here: it does not gate.
             selected: tenants
                 .iter()
                 .filter_map(|t| t.metadata.name.as_deref())
+                .filter(|n| !newer.contains_key(*n))
                 .collect::<HashSet<&str>>(),
             failed: &failed,
             done: &done,

@@ -177,6 +177,7 @@ pub fn build_set(
         return Ok(bundled.clone());
     };
     let extra = MigrationSet::from_files(data.iter().map(|(k, v)| (k.clone(), v.clone())))
+        .and_then(|set| set.refuse_transaction_control().map(|()| set))
         .map_err(|e| format!("ConfigMap {name}: {e}"))?;
     bundled
         .clone()

@@ -62,8 +62,9 @@ pub(super) fn mongo_names(
 
 /// Size of the tenant's MongoDB database (`dbStats`: storage plus indexes), measured at most every
 /// usage interval; `None` when the tenant has no MongoDB. When MongoDB cannot be reached the last
-/// measurement is used (the MongoDB step reports the outage later in the same reconcile, after
-/// PostgreSQL has been reconciled).
+/// measurement is used — this process's, else the one in `status.mongodb.storageBytes` (after a
+/// restart), never 0: an outage must not lift a storage quota's read-only switch. The MongoDB
+/// step reports the outage later in the same reconcile, after PostgreSQL has been reconciled.
 pub(super) async fn storage_bytes(
     tenant: &Tenant,
     ctx: &Context,
@@ -101,9 +102,20 @@ pub(super) async fn storage_bytes(
         Err(e) => {
             ctx.metrics().server_probed(server.name(), "mongodb", false);
             warn!(error = %e, "MongoDB storage not measured; using the last measurement");
-            Ok(Some(cached.map(|(_, b)| b).unwrap_or(0)))
+            let reported = tenant
+                .status
+                .as_ref()
+                .and_then(|s| s.mongodb.as_ref())
+                .and_then(|m| m.storage_bytes);
+            Ok(Some(last_measurement(cached.map(|(_, b)| b), reported)))
         }
     }
+}
+
+/// The storage to count while MongoDB cannot be measured: this process's last measurement, else
+/// the one reported in status (after a restart), else 0 (never measured).
+fn last_measurement(cached: Option<i64>, reported: Option<i64>) -> i64 {
+    cached.or(reported).unwrap_or(0)
 }
 
 /// Stage `mongo`: the tenant's MongoDB database, scoped user, collections, validators and indexes
@@ -260,4 +272,16 @@ pub(super) fn mongo_tenant(
         .and_then(|s| s.mongodb.as_ref())
         .is_some_and(|m| m.database == mnames.database.as_str() && m.user == mnames.user);
     mt
+}
+
+#[cfg(test)]
+mod tests {
+    /// After a restart (nothing cached) an outage keeps counting what status last reported, so
+    /// the PostgreSQL read-only switch of a tenant over its quota because of MongoDB stays on.
+    #[test]
+    fn an_outage_counts_the_last_known_size() {
+        assert_eq!(super::last_measurement(Some(5), Some(9)), 5);
+        assert_eq!(super::last_measurement(None, Some(9)), 9);
+        assert_eq!(super::last_measurement(None, None), 0);
+    }
 }

@@ -56,6 +56,21 @@ pub(super) async fn apply(
         None
     };
     let steps = plan(&desired, &creds.observed).map_err(|c| Error::Conflict(c.0))?;
+    // A schema or database (re)created here must get its migrations even if a later step or the
+    // migration itself fails: remembered until `schema::migrate` completes them.
+    if steps
+        .iter()
+        .any(|s| matches!(s, Step::CreateSchema | Step::CreateDatabase))
+    {
+        let recorded = ctx.schema_version_or(
+            &spec.key,
+            tenant.status.as_ref().and_then(|s| s.schema_version),
+        );
+        ctx.set_baseline_due(
+            &spec.key,
+            Some(recorded.or(ctx.migrations().latest_version())),
+        );
+    }
     let mut desired = desired;
     if steps.contains(&Step::CreateDatabase) {
         desired.template = template_for(tenant, ctx, spec).await;

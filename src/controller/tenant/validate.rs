@@ -64,6 +64,18 @@ pub(super) fn spec(
         })?,
         None => rotation::DEFAULT_GRACE,
     };
+    // A periodic rotation within the grace period of the previous one gives the login still in
+    // its grace period a new password: clients not yet reloaded fail before the grace ends. (At
+    // equal lengths the next rotation comes as the grace ends.)
+    if let Some(every) = rotate_after
+        && every < grace
+    {
+        return Err(Error::InvalidSpec(format!(
+            "credentials.rotateAfter ({}s) must not be shorter than gracePeriod ({}s, default 1h): a rotation would cut the previous credentials off before their grace period ends",
+            every.as_secs(),
+            grace.as_secs()
+        )));
+    }
     let namespace = tenant
         .namespace()
         .ok_or_else(|| Error::InvalidSpec("Tenant has no namespace".into()))?;

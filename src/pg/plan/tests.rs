@@ -185,15 +185,15 @@ fn read_only_sets_default_and_ends_sessions() {
             Step::TerminateSessions(Slot::Primary),
         ]
     );
-    // And back.
+    // And back: the sessions opened while read-only end too (they would refuse writes).
     let obs_ro = converged(&d);
     d.read_only = false;
     assert_eq!(
         plan(&d, &obs_ro).unwrap(),
-        vec![Step::ResetRoleSetting(
-            Slot::Primary,
-            "default_transaction_read_only"
-        )]
+        vec![
+            Step::ResetRoleSetting(Slot::Primary, "default_transaction_read_only"),
+            Step::TerminateSessions(Slot::Primary),
+        ]
     );
 }
 

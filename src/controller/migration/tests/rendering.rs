@@ -283,6 +283,28 @@ fn configmap_sets_merge_and_conflict() {
         "{e}"
     );
     assert_ne!(set_fingerprint(&set), set_fingerprint(&bundled));
+    // A file that would commit the engine's transaction half-way is refused before anything runs.
+    let commits: BTreeMap<String, String> = [
+        (
+            "2_b.down.sql".to_string(),
+            "drop table b; commit;".to_string(),
+        ),
+        ("2_b.up.sql".to_string(), "create table b();".to_string()),
+    ]
+    .into();
+    let e = build_set(&bundled, Some(("cm", &commits))).unwrap_err();
+    assert!(
+        e.contains("2_b.down.sql") && e.contains("COMMIT") && e.contains("transaction control"),
+        "{e}"
+    );
+}
+
+/// The bundled baseline passes the transaction-control check the operator applies to ConfigMaps.
+#[test]
+fn the_bundled_set_has_no_transaction_control() {
+    MigrationSet::bundled()
+        .refuse_transaction_control()
+        .unwrap();
 }
 
 /// The exact wiring proposed for `runtime.rs::run_controllers` type-checks and is spawnable.
