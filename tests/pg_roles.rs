@@ -7,22 +7,13 @@ use tenantdb_testkit::fixtures as common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{admin, connect_as, names, pg, provision};
+use common::{admin, connect_as, desired, pg, provision, replan};
 use sqlx::{Connection, Executor};
 use tenantdb::crd::Isolation;
 use tenantdb::naming::Ident;
-use tenantdb::pg::plan::{Desired, Slot, Step, plan};
+use tenantdb::pg::plan::{Slot, Step};
 use tenantdb::pg::{PgAdmin, PgSettings};
 use tenantdb::scram::generate_password;
-
-fn desired(ns: &str, name: &str, iso: Isolation) -> Desired {
-    Desired::simple(names(ns, name, iso), generate_password())
-}
-
-async fn replan(admin: &PgAdmin, d: &Desired) -> Vec<Step> {
-    let observed = admin.observe(&d.names, &d.password).await.unwrap();
-    plan(d, &observed).unwrap()
-}
 
 /// With an admin that is not a superuser (`CREATEROLE` + `CREATEDB`, as docs/operations.md
 /// allows) the verifiers cannot be read, so a rotation must still set the new password on the

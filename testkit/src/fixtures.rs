@@ -37,6 +37,29 @@ pub fn names(ns: &str, name: &str, isolation: tenantdb::crd::Isolation) -> Tenan
     .unwrap()
 }
 
+/// A tenant's desired state with a fresh password and no quotas ([`Desired::simple`]).
+///
+/// [`Desired::simple`]: tenantdb::pg::plan::Desired::simple
+pub fn desired(
+    ns: &str,
+    name: &str,
+    isolation: tenantdb::crd::Isolation,
+) -> tenantdb::pg::plan::Desired {
+    tenantdb::pg::plan::Desired::simple(
+        names(ns, name, isolation),
+        tenantdb::scram::generate_password(),
+    )
+}
+
+/// The plan of one more reconcile (empty when converged).
+pub async fn replan(
+    admin: &PgAdmin,
+    d: &tenantdb::pg::plan::Desired,
+) -> Vec<tenantdb::pg::plan::Step> {
+    let observed = admin.observe(&d.names, &d.password).await.expect("observe");
+    tenantdb::pg::plan::plan(d, &observed).expect("plan")
+}
+
 /// Connects as `user` with `password` over TCP (SCRAM).
 pub async fn connect_as(
     db: &str,

@@ -299,6 +299,27 @@ mod tests {
         c.progress.states[name]
     }
 
+    /// An [`Input`] at target 5, not settled, not a dry run, on the default server.
+    fn input<'a>(
+        prev: &'a BTreeMap<String, TenantMigrationProgress>,
+        newer: &'a BTreeMap<String, String>,
+        shared: &'a Ident,
+        servers: &'a BTreeMap<String, Ident>,
+    ) -> Input<'a> {
+        Input {
+            prev_entries: prev,
+            dry_run: false,
+            target: 5,
+            settled: false,
+            completed_at: None,
+            newer,
+            name_prefix: "tenant_",
+            shared_database: shared,
+            servers,
+            default_server: None,
+        }
+    }
+
     fn message(c: &Classified, name: &str) -> String {
         c.progress.entries[name].message.clone().unwrap_or_default()
     }
@@ -306,6 +327,7 @@ mod tests {
     #[test]
     fn each_tenant_gets_one_class() {
         let shared = Ident::new("tenantdb_shared").unwrap();
+        let servers = BTreeMap::new();
         let tenants = vec![
             tenant("at-target", "schema", "Ready", Some(5), 10),
             tenant("behind", "database", "Ready", Some(3), 10),
@@ -320,16 +342,7 @@ mod tests {
         .into();
         let none = BTreeMap::new();
         let input = Input {
-            prev_entries: &prev,
-            dry_run: false,
-            target: 5,
-            settled: false,
-            completed_at: None,
-            newer: &none,
-            name_prefix: "tenant_",
-            shared_database: &shared,
-            servers: &BTreeMap::new(),
-            default_server: None,
+            ..input(&prev, &none, &shared, &servers)
         };
         let c = classify(&tenants, &input);
         assert_eq!(state(&c, "at-target"), TenantMigrationState::Succeeded);
@@ -353,8 +366,9 @@ mod tests {
     }
 
     #[test]
-    fn a_settled_rollout_catches_up_only_new_tenants_not_claimed_by_a_newer_one() {
+    fn tenants_a_newer_rollout_selects_are_left_to_it_and_a_settled_one_catches_up_only_new_ones() {
         let shared = Ident::new("tenantdb_shared").unwrap();
+        let servers = BTreeMap::new();
         let tenants = vec![
             tenant("old", "schema", "Ready", Some(3), 10),
             tenant("new", "schema", "Ready", Some(3), 30),
@@ -365,16 +379,9 @@ mod tests {
         let c = classify(
             &tenants,
             &Input {
-                prev_entries: &none,
-                dry_run: false,
-                target: 5,
                 settled: true,
                 completed_at: Some(Timestamp::from_second(20).unwrap()),
-                newer: &newer,
-                name_prefix: "tenant_",
-                shared_database: &shared,
-                servers: &BTreeMap::new(),
-                default_server: None,
+                ..input(&none, &newer, &shared, &servers)
             },
         );
         assert_eq!(
@@ -383,37 +390,17 @@ mod tests {
         );
         assert!(message(&c, "old").contains("changed after this migration completed"));
         assert!(message(&c, "claimed").contains("newer TenantMigration tm-2"));
-    }
-
-    /// A rollout that is not settled (running, or a new revision of a completed one) leaves the
-    /// tenants a newer TenantMigration selects alone too: no tug of war between the two.
-    #[test]
-    fn an_unsettled_rollout_leaves_tenants_to_a_newer_one() {
-        let shared = Ident::new("tenantdb_shared").unwrap();
-        let tenants = vec![
-            tenant("mine", "schema", "Ready", Some(3), 10),
-            tenant("claimed", "schema", "Ready", Some(3), 10),
-        ];
-        let newer: BTreeMap<_, _> = [("claimed".to_string(), "tm-2".to_string())].into();
-        let none = BTreeMap::new();
+        // Not settled (running, or a new revision of a completed rollout): every tenant behind is
+        // work, except the one a newer TenantMigration selects — no tug of war between the two.
         let c = classify(
             &tenants,
             &Input {
-                prev_entries: &none,
-                dry_run: false,
-                target: 5,
-                settled: false,
-                completed_at: None,
-                newer: &newer,
-                name_prefix: "tenant_",
-                shared_database: &shared,
-                servers: &BTreeMap::new(),
-                default_server: None,
+                ..input(&none, &newer, &shared, &servers)
             },
         );
         assert_eq!(
             c.work.iter().map(|w| w.name.as_str()).collect::<Vec<_>>(),
-            ["mine"]
+            ["old", "new"]
         );
         assert_eq!(state(&c, "claimed"), TenantMigrationState::Skipped);
         assert!(message(&c, "claimed").contains("newer TenantMigration tm-2"));
@@ -422,6 +409,7 @@ mod tests {
     #[test]
     fn a_dry_run_plans_every_ready_tenant_once() {
         let shared = Ident::new("tenantdb_shared").unwrap();
+        let servers = BTreeMap::new();
         let tenants = vec![
             tenant("planned", "schema", "Ready", Some(5), 10),
             tenant("fresh", "schema", "Ready", Some(5), 10),
@@ -435,16 +423,8 @@ mod tests {
         let c = classify(
             &tenants,
             &Input {
-                prev_entries: &prev,
                 dry_run: true,
-                target: 5,
-                settled: false,
-                completed_at: None,
-                newer: &none,
-                name_prefix: "tenant_",
-                shared_database: &shared,
-                servers: &BTreeMap::new(),
-                default_server: None,
+                ..input(&prev, &none, &shared, &servers)
             },
         );
         // Even at the target version a dry run plans the tenant (it reports what would run).

@@ -88,12 +88,35 @@ fn verdicts() {
     );
 }
 
-#[test]
-fn rendering_is_stable() {
+/// Progress with one tenant, `a`, Succeeded.
+fn one_succeeded() -> Progress {
     let mut p = Progress::default();
     p.states.insert("a".into(), TenantMigrationState::Succeeded);
     p.entries
         .insert("a".into(), entry("a", TenantMigrationState::Succeeded, 10));
+    p
+}
+
+/// The first status of revision `rev` (generation 1, target 3).
+fn first_status(p: &Progress, v: &Verdict, now: Timestamp) -> TenantMigrationStatus {
+    render_status(
+        &TenantMigrationStatus::default(),
+        false,
+        false,
+        "rev",
+        Some(1),
+        3,
+        p,
+        v,
+        &[],
+        false,
+        now,
+    )
+}
+
+#[test]
+fn rendering_is_stable() {
+    let p = one_succeeded();
     let v = verdict(&VerdictInput {
         counts: p.counts(),
         target_version: 3,
@@ -101,19 +124,7 @@ fn rendering_is_stable() {
     });
     let t0 = Timestamp::from_second(100).unwrap();
     let t1 = Timestamp::from_second(200).unwrap();
-    let s1 = render_status(
-        &TenantMigrationStatus::default(),
-        false,
-        false,
-        "rev",
-        Some(1),
-        3,
-        &p,
-        &v,
-        &[],
-        false,
-        t0,
-    );
+    let s1 = first_status(&p, &v, t0);
     assert_eq!(s1.phase, MigrationPhase::Succeeded);
     assert_eq!(s1.completed_at, Some(Time(t0)));
     let s2 = render_status(&s1, true, false, "rev", Some(1), 3, &p, &v, &[], false, t1);
@@ -139,10 +150,7 @@ fn rendering_is_stable() {
 /// old tenants survive the catch-up.
 #[test]
 fn a_catch_up_pass_keeps_the_completion_time() {
-    let mut p = Progress::default();
-    p.states.insert("a".into(), TenantMigrationState::Succeeded);
-    p.entries
-        .insert("a".into(), entry("a", TenantMigrationState::Succeeded, 10));
+    let mut p = one_succeeded();
     let done = VerdictInput {
         counts: p.counts(),
         target_version: 3,
@@ -151,19 +159,7 @@ fn a_catch_up_pass_keeps_the_completion_time() {
     let t0 = Timestamp::from_second(100).unwrap();
     let t1 = Timestamp::from_second(200).unwrap();
     let t2 = Timestamp::from_second(300).unwrap();
-    let s1 = render_status(
-        &TenantMigrationStatus::default(),
-        false,
-        false,
-        "rev",
-        Some(1),
-        3,
-        &p,
-        &verdict(&done),
-        &[],
-        false,
-        t0,
-    );
+    let s1 = first_status(&p, &verdict(&done), t0);
     assert!(crate::controller::migration::status::settled(&s1, true));
     assert!(
         !crate::controller::migration::status::settled(&s1, false),
