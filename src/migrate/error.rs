@@ -210,21 +210,19 @@ pub(crate) fn unavailable(
 pub(super) fn sql_err(version: i64) -> impl FnOnce(sqlx::Error) -> MigrateError {
     move |e| {
         unavailable(format_args!("running migration {version}"), e).unwrap_or_else(|e| {
-            let lock_timeout = e
-                .as_database_error()
-                .and_then(|d| d.code())
-                .is_some_and(|c| c == "55P03");
+            let lock_timeout = crate::dberror::sqlstate(&e).as_deref() == Some("55P03");
+            let (message, source) = (first_line(&e), Some(e));
             if lock_timeout {
                 MigrateError::LockTimeout {
                     version,
-                    message: first_line(&e),
-                    source: Some(e),
+                    message,
+                    source,
                 }
             } else {
                 MigrateError::Sql {
                     version,
-                    message: first_line(&e),
-                    source: Some(e),
+                    message,
+                    source,
                 }
             }
         })

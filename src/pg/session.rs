@@ -93,7 +93,7 @@ impl PgAdmin {
             .password(password)
             .application_name(&super::application_name(&self.instance, "tenant"))
             .disable_statement_logging();
-        if let Some(t) = lock_timeout.filter(|t| !t.is_zero()) {
+        if let Some(t) = lock_timeout {
             opts = opts.options([("lock_timeout", format!("{}ms", t.as_millis()))]);
         }
         let mut conn = tokio::time::timeout(self.settings.connect_timeout, opts.connect())

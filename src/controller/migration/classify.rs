@@ -392,12 +392,7 @@ mod tests {
         assert!(message(&c, "claimed").contains("newer TenantMigration tm-2"));
         // Not settled (running, or a new revision of a completed rollout): every tenant behind is
         // work, except the one a newer TenantMigration selects — no tug of war between the two.
-        let c = classify(
-            &tenants,
-            &Input {
-                ..input(&none, &newer, &shared, &servers)
-            },
-        );
+        let c = classify(&tenants, &input(&none, &newer, &shared, &servers));
         assert_eq!(
             c.work.iter().map(|w| w.name.as_str()).collect::<Vec<_>>(),
             ["old", "new"]

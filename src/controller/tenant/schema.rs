@@ -12,7 +12,6 @@ use crate::error::Result;
 use crate::identity::lock_key;
 use crate::migrate::{self, MigrationTarget};
 use crate::naming::{Ident, TenantNames};
-use crate::pg::plan::Step;
 use crate::servers::Server;
 
 /// Stage `migrate`: the baseline migrations at provisioning (no version recorded yet) or when the
@@ -29,11 +28,9 @@ pub(super) async fn migrate(
     let names = &spec.resolved.names;
     let status = tenant.status.clone().unwrap_or_default();
     let recorded = ctx.schema_version_or(&spec.key, status.schema_version);
+    // Set by `steps::apply` when its plan (re)created the schema or database, kept until the
+    // migrations below complete.
     let due = ctx.baseline_due(&spec.key);
-    let recreated = applied
-        .steps
-        .iter()
-        .any(|s| matches!(s, Step::CreateSchema | Step::CreateDatabase));
     let login = Login {
         user: creds.active.role(names),
         password: &creds.password,
@@ -60,20 +57,11 @@ pub(super) async fn migrate(
         if applied.claimed_this_month || applied.from_template {
             ctx.set_partition_cache(&spec.key);
         }
-    } else if spec.resolved.auto_migrate && (recorded.is_none() || recreated || due.is_some()) {
-        let latest = ctx.migrations().latest_version();
-        let target = match (recreated, due) {
-            // A (re)created schema gets back the version it had; until its migrations
-            // complete, later reconciles keep trying (a failure here is often transient: the
-            // connection limit, a timeout).
-            (true, _) => {
-                let target = recorded.or(latest);
-                ctx.set_baseline_due(&spec.key, Some(target));
-                target
-            }
-            (false, Some(target)) => target,
-            (false, None) => latest,
-        };
+    } else if spec.resolved.auto_migrate && (recorded.is_none() || due.is_some()) {
+        // A (re)created schema gets back the version it had; until its migrations complete,
+        // later reconciles keep trying (a failure here is often transient: the connection
+        // limit, a timeout).
+        let target = due.unwrap_or(ctx.migrations().latest_version());
         schema_version = run_migrations(ctx, &spec.server, names, &login, target).await?;
         ctx.set_schema_version(&spec.key, schema_version);
         ctx.set_baseline_due(&spec.key, None);
