@@ -665,3 +665,81 @@ async fn a_migration_behind_an_application_lock_gives_up_and_retries() {
     assert_eq!(o.kind, OutcomeKind::Succeeded, "{o:?}");
     assert_eq!(history(&admin, &t).await, [1, 2]);
 }
+
+/// A deadlock between a migration and the application (SQLSTATE 40P01): PostgreSQL ends one of
+/// the two; when it is the migration, the tenant is retried later (not failed, nothing recorded)
+/// and the retry succeeds once the application is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_migration_ended_by_a_deadlock_is_retried() {
+    let admin = admin();
+    // Version 2 locks `down_log` first, then needs `items`.
+    let set = Arc::new(set_with(
+        2,
+        &[(
+            "2_add_note.up.sql",
+            "LOCK TABLE down_log IN ACCESS EXCLUSIVE MODE;\n\
+             ALTER TABLE items ADD COLUMN note text;",
+        )],
+    ));
+    let t = provision(&admin, "tm-deadlock", "busy", Isolation::Schema).await;
+    migrate_to(&admin, &set, &t, 1).await;
+    let schema = t.names.schema.as_str().to_string();
+    // The application holds `items`; its own deadlock check runs much later than the
+    // migration's (1 s, the server default), so the migration is the one PostgreSQL ends.
+    let mut app = conn(&admin, &t).await;
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "SET deadlock_timeout = '60s'; BEGIN; LOCK TABLE \"{schema}\".items IN ACCESS SHARE MODE"
+    )))
+    .execute(&mut app)
+    .await
+    .unwrap();
+    let m = migrator(&admin, set.clone(), 2, false);
+    let run = tokio::spawn({
+        let (m, t) = (m.clone(), t.clone());
+        async move { m.migrate(&t).await }
+    });
+    // Once the migration holds `down_log` and waits for `items`, the application asks for
+    // `down_log`: a cycle.
+    let mut watch = conn(&admin, &t).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE NOT l.granted AND n.nspname = $1 AND c.relname = 'items'",
+        )
+        .bind(&schema)
+        .fetch_one(&mut watch)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the migration never waited"
+        );
+        tokio::task::yield_now().await;
+    }
+    let app_lock = tokio::spawn(async move {
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "LOCK TABLE \"{schema}\".down_log IN ACCESS SHARE MODE"
+        )))
+        .execute(&mut app)
+        .await
+        .unwrap();
+        app
+    });
+    let o = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("the deadlock was never resolved")
+        .unwrap();
+    assert_eq!(o.kind, OutcomeKind::Retry, "{o:?}");
+    assert!(o.message.contains("deadlock"), "{o:?}");
+    let mut app = app_lock.await.unwrap();
+    assert_eq!(history(&admin, &t).await, [1], "nothing recorded");
+    sqlx::raw_sql("COMMIT").execute(&mut app).await.unwrap();
+    let o = m.migrate(&t).await;
+    assert_eq!(o.kind, OutcomeKind::Succeeded, "{o:?}");
+    assert_eq!(history(&admin, &t).await, [1, 2]);
+}

@@ -97,6 +97,19 @@ pub enum MigrateError {
         #[source]
         source: Option<sqlx::Error>,
     },
+    /// A migration's SQL was chosen as the victim of a deadlock (SQLSTATE 40P01: it and another
+    /// session, usually the tenant's application, each waited for a lock the other held): the
+    /// transaction rolled back and retrying later can succeed.
+    #[error("migration {version} was ended by a deadlock with another session: {message}")]
+    Deadlock {
+        /// The version.
+        version: i64,
+        /// First line of the PostgreSQL error.
+        message: String,
+        /// The driver's error.
+        #[source]
+        source: Option<sqlx::Error>,
+    },
     /// Any other database operation of the engine failed for a reason that is not the
     /// connection (e.g. the history table of the tenant's schema is not what the engine wrote,
     /// permission denied): retrying the same call does not help.
@@ -155,7 +168,9 @@ impl MigrateError {
             MigrateError::OutOfOrder { .. } => "out_of_order",
             MigrateError::Sql { .. } => "sql",
             MigrateError::Database { .. } => "database",
-            MigrateError::Lock { .. } | MigrateError::LockTimeout { .. } => "lock",
+            MigrateError::Lock { .. }
+            | MigrateError::LockTimeout { .. }
+            | MigrateError::Deadlock { .. } => "lock",
             MigrateError::Unavailable { .. } => "unavailable",
             MigrateError::InvalidIdentifier(_) => "invalid_identifier",
             MigrateError::Fenced(_) => "fenced",
@@ -163,7 +178,8 @@ impl MigrateError {
     }
 
     /// Whether retrying the same call later can succeed: the connection failed, the advisory
-    /// lock or a lock a migration needs could not be taken in time, or leadership is being lost. Everything else — bad files, drift,
+    /// lock or a lock a migration needs could not be taken in time, a deadlock with another
+    /// session ended the migration, or leadership is being lost. Everything else — bad files, drift,
     /// failing SQL, a history table the tenant broke, a permission the tenant revoked — is a
     /// property of the migration or of the tenant's schema and fails again the same way: it
     /// needs a human or a new migration set (and counts against a rollout's failure budget).
@@ -172,6 +188,7 @@ impl MigrateError {
             self,
             MigrateError::Lock { .. }
                 | MigrateError::LockTimeout { .. }
+                | MigrateError::Deadlock { .. }
                 | MigrateError::Unavailable { .. }
                 | MigrateError::Fenced(_)
         )
@@ -210,20 +227,24 @@ pub(crate) fn unavailable(
 pub(super) fn sql_err(version: i64) -> impl FnOnce(sqlx::Error) -> MigrateError {
     move |e| {
         unavailable(format_args!("running migration {version}"), e).unwrap_or_else(|e| {
-            let lock_timeout = crate::dberror::sqlstate(&e).as_deref() == Some("55P03");
+            let code = crate::dberror::sqlstate(&e);
             let (message, source) = (first_line(&e), Some(e));
-            if lock_timeout {
-                MigrateError::LockTimeout {
+            match code.as_deref() {
+                Some("55P03") => MigrateError::LockTimeout {
                     version,
                     message,
                     source,
-                }
-            } else {
-                MigrateError::Sql {
+                },
+                Some("40P01") => MigrateError::Deadlock {
                     version,
                     message,
                     source,
-                }
+                },
+                _ => MigrateError::Sql {
+                    version,
+                    message,
+                    source,
+                },
             }
         })
     }
