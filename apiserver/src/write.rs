@@ -302,6 +302,7 @@ impl State {
         if opts.dry_run {
             return Ok(Arc::new(obj));
         }
+        check_stored_size(&obj)?;
         if def.group == CRD_GROUP && def.plural == "customresourcedefinitions" {
             self.register_crd(&obj)?;
         }
@@ -467,6 +468,7 @@ impl State {
         if is_deleting(&new) && finalizers_empty(&new) {
             return Ok(self.remove(def, new));
         }
+        check_stored_size(&new)?;
         if def.group == CRD_GROUP && def.plural == "customresourcedefinitions" {
             self.register_crd(&new)?;
         }
@@ -713,6 +715,23 @@ fn allows_unconditional_update(def: &ResourceDef) -> bool {
     !(def.is_crd
         || (def.group == CRD_GROUP && def.plural == "customresourcedefinitions")
         || (def.group == "coordination.k8s.io" && def.plural == "leases"))
+}
+
+/// etcd's default `--max-request-bytes` (1.5 MiB): kube-apiserver cannot store a larger object,
+/// whatever its request body (up to 3 MiB) was, and answers with etcd's error as an internal
+/// error. A dry run never reaches etcd.
+const MAX_STORED_OBJECT: usize = 3 * 512 * 1024;
+
+fn check_stored_size(obj: &Value) -> Result<(), ApiError> {
+    let size = serde_json::to_vec(obj).map(|v| v.len()).unwrap_or(0);
+    if size > MAX_STORED_OBJECT {
+        return Err(ApiError::new(
+            500,
+            "InternalError",
+            "etcdserver: request is too large",
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -312,6 +312,58 @@ spec:
               size: {type: integer}
 "#;
 
+/// etcd stores at most 1.5 MiB per object (`--max-request-bytes`), below kube-apiserver's 3 MiB
+/// request bodies: a larger object is refused on create and on update (a status that grows with
+/// the fleet fails here first), and the stored object is left as it was.
+#[tokio::test]
+async fn objects_past_etcds_limit_are_refused() {
+    let (_srv, c) = setup().await;
+    let crds: Api<CustomResourceDefinition> = Api::all(c.clone());
+    let crd: Value = serde_saphyr::from_str(&CRD.replace(
+        "              size: {type: integer}",
+        "              size: {type: integer}\n            x-kubernetes-preserve-unknown-fields: true",
+    ))
+    .unwrap();
+    crds.create(&PostParams::default(), &obj(crd))
+        .await
+        .unwrap();
+    let ar = ApiResource {
+        group: "builtins.tenantdb.io".into(),
+        version: "v1".into(),
+        api_version: "builtins.tenantdb.io/v1".into(),
+        kind: "Gadget".into(),
+        plural: "gadgets".into(),
+    };
+    let gadgets: Api<DynamicObject> = Api::namespaced_with(c.clone(), "default", &ar);
+    let mib = "x".repeat(1024 * 1024);
+    let big = DynamicObject::new("big", &ar).data(json!({"spec": {"a": mib, "b": mib}}));
+    let err = api_err(
+        gadgets
+            .create(&PostParams::default(), &big)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        (err.code, err.message.as_str()),
+        (500, "etcdserver: request is too large")
+    );
+    let fits = DynamicObject::new("g", &ar).data(json!({"spec": {"a": mib}}));
+    gadgets.create(&PostParams::default(), &fits).await.unwrap();
+    let err = api_err(
+        gadgets
+            .patch(
+                "g",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"b": mib}})),
+            )
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(err.code, 500, "{err:?}");
+    let g = gadgets.get("g").await.unwrap();
+    assert!(g.data["spec"].get("b").is_none(), "unchanged");
+}
+
 #[tokio::test]
 async fn generation_on_deletion_no_new_finalizers_and_crd_checks() {
     let (srv, c) = setup().await;

@@ -122,9 +122,10 @@ impl Progress {
         c
     }
 
-    /// The bounded entry list: every failed, blocked and running tenant, plus the
-    /// [`MAX_LISTED_TENANTS`] most recently finished others (unfinished ones last), sorted by
-    /// name; and how many selected tenants are not listed.
+    /// The bounded entry list: every failed, blocked and running tenant (failed and blocked
+    /// ones past the first [`MAX_DETAILED_PROBLEMS`] by name with their name and state only),
+    /// plus the [`MAX_LISTED_TENANTS`] most recently finished others (unfinished ones last),
+    /// sorted by name; and how many selected tenants are not listed.
     pub fn bounded_entries(&self) -> (Vec<TenantMigrationProgress>, usize) {
         let mut keep = Vec::new();
         let mut others = Vec::new();
@@ -147,6 +148,25 @@ impl Progress {
         others.truncate(MAX_LISTED_TENANTS);
         keep.extend(others);
         keep.sort_by(|a, b| a.name.cmp(&b.name));
+        // Failed and blocked tenants stay listed (that is what keeps them from being retried
+        // within the revision), but past the first few only by name and state: a dry run that
+        // finds drift on every tenant of a 10k fleet must still fit in one object.
+        let mut problems = 0;
+        for e in &mut keep {
+            if matches!(
+                e.state,
+                TenantMigrationState::Failed | TenantMigrationState::Blocked
+            ) {
+                problems += 1;
+                if problems > MAX_DETAILED_PROBLEMS {
+                    *e = TenantMigrationProgress {
+                        name: std::mem::take(&mut e.name),
+                        state: e.state,
+                        ..Default::default()
+                    };
+                }
+            }
+        }
         let omitted = self.states.len().saturating_sub(keep.len());
         (keep, omitted)
     }

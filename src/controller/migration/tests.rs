@@ -611,4 +611,36 @@ fn entries_are_bounded() {
     assert_eq!((c.total, c.succeeded, c.failed), (200, 196, 4));
 }
 
+/// A dry run that finds checksum drift on every tenant of a 10k fleet: each stays listed as
+/// blocked (so it is not planned again within the revision), but the status stays far below
+/// etcd's 1.5 MiB object limit.
+#[test]
+fn ten_thousand_blocked_tenants_fit_in_one_object() {
+    let mut p = Progress::default();
+    let long = "checksum drift: ".to_string() + &"x".repeat(400);
+    for i in 0..10_000 {
+        let name = format!("tenant-with-a-long-name-{i:05}");
+        p.set(&name, TenantMigrationState::Blocked, Some(long.clone()));
+    }
+    let (list, omitted) = p.bounded_entries();
+    assert_eq!((list.len(), omitted), (10_000, 0));
+    assert!(
+        list.iter()
+            .all(|e| e.state == TenantMigrationState::Blocked)
+    );
+    let detailed = list.iter().filter(|e| e.message.is_some()).count();
+    assert_eq!(detailed, MAX_DETAILED_PROBLEMS);
+    assert!(
+        list[..MAX_DETAILED_PROBLEMS]
+            .iter()
+            .all(|e| e.message.is_some())
+    );
+    let status = crate::crd::TenantMigrationStatus {
+        tenants: list,
+        ..Default::default()
+    };
+    let bytes = serde_json::to_vec(&status).unwrap().len();
+    assert!(bytes < 1024 * 1024, "{bytes} bytes");
+}
+
 mod rendering;
