@@ -34,6 +34,10 @@ pub enum Trigger {
     OnDemand(String),
     /// `rotateAfter` elapsed.
     Periodic,
+    /// The credentials Secret was deleted while the login roles exist: the new password goes to
+    /// the other slot, so whoever still holds the deleted Secret's credentials keeps logging in
+    /// for the grace period instead of being cut off at once.
+    SecretDeleted,
 }
 
 /// Whether to rotate now.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use e2e::{Env, wait_for};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use serde_json::json;
 use sqlx::Executor;
 
@@ -244,6 +244,103 @@ async fn on_demand_and_periodic_rotation_with_grace_period() {
         assert!(!status.contains(pw), "password in status");
         assert!(!events.contains(pw), "password in events");
     }
+}
+
+/// A credentials Secret deleted by hand (or by a sync tool) while the tenant runs: the new
+/// password goes to the other login role, and whoever still holds the deleted Secret's
+/// credentials (pods started from it) keeps logging in for the grace period instead of being cut
+/// off at once. A handled rotate annotation does not rotate once more afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_secret_is_a_rotation_with_a_grace_period() {
+    let env = Env::start_with(&["--resync-seconds", "1"]).await;
+    env.create_tenant(
+        "gone",
+        "acme",
+        json!({"isolation": "database", "credentials": {"gracePeriod": "1h"}}),
+    )
+    .await;
+    env.wait_ready("gone", "acme", T).await;
+    // Rotated once on demand first: the token must survive the Secret's deletion.
+    env.tenants("gone")
+        .patch(
+            "acme",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"tenantdb.io/rotate": "once"}}})),
+        )
+        .await
+        .unwrap();
+    let keys = ["database", "username", "password"];
+    let old = wait_for(T, "rotated once", || async {
+        let t = env.tenants("gone").get("acme").await.ok()?;
+        let creds = t.status?.credentials?;
+        let v = env.secret_values("gone", "acme-db", &keys).await?;
+        (creds.rotation_token.as_deref() == Some("once") && creds.active_user == v[1]).then_some(v)
+    })
+    .await
+    .unwrap();
+    env.secrets("gone")
+        .delete("acme-db", &DeleteParams::default())
+        .await
+        .unwrap();
+    let new = wait_for(T, "Secret re-created", || async {
+        let v = env.secret_values("gone", "acme-db", &keys).await?;
+        (v[2] != old[2]).then_some(v)
+    })
+    .await
+    .unwrap();
+    assert_ne!(
+        new[1], old[1],
+        "the new password is on the other login role"
+    );
+    let login = |v: &[String]| {
+        let (db, user, pw, port) = (v[0].clone(), v[1].clone(), v[2].clone(), env.pg.port());
+        async move {
+            use sqlx::ConnectOptions;
+            sqlx::postgres::PgConnectOptions::new()
+                .host("127.0.0.1")
+                .port(port)
+                .database(&db)
+                .username(&user)
+                .password(&pw)
+                .connect()
+                .await
+        }
+    };
+    wait_for(T, "the new credentials log in", || async {
+        login(&new).await.ok().map(|_| ())
+    })
+    .await
+    .unwrap();
+    login(&old)
+        .await
+        .expect("the deleted Secret's credentials work for the grace period");
+    let creds = wait_for(T, "the rotation in status", || async {
+        let c = env
+            .tenants("gone")
+            .get("acme")
+            .await
+            .ok()?
+            .status?
+            .credentials?;
+        (c.active_user == new[1]).then_some(c)
+    })
+    .await
+    .unwrap();
+    assert_eq!(creds.previous_user.as_deref(), Some(old[1].as_str()));
+    assert_eq!(creds.rotation_token.as_deref(), Some("once"));
+    let until = epoch(creds.previous_valid_until.as_deref().unwrap());
+    assert_eq!(until - epoch(creds.rotated_at.as_deref().unwrap()), 3600);
+    // Several resyncs later: no further rotation (the handled token was kept).
+    let from = env.operator_log().len();
+    wait_for(T, "three more reconciles", || {
+        let log = env.operator_log();
+        let n = log[from.min(log.len())..].matches("\"reconciled\"").count();
+        async move { (n >= 3).then_some(()) }
+    })
+    .await
+    .unwrap();
+    let now = env.secret_values("gone", "acme-db", &keys).await.unwrap();
+    assert_eq!(now, new, "rotated only once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,19 +15,15 @@ use tenantdb::pg::plan::{Slot, Step};
 use tenantdb::pg::{PgAdmin, PgSettings};
 use tenantdb::scram::generate_password;
 
-/// With an admin that is not a superuser (`CREATEROLE` + `CREATEDB`, as docs/operations.md
-/// allows) the verifiers cannot be read, so a rotation must still set the new password on the
-/// slot it activates: rotating A → B → A leaves each Secret password working.
-#[tokio::test]
-async fn rotation_sets_the_new_password_with_an_admin_that_is_not_a_superuser() {
-    use k8s_openapi::jiff::{SignedDuration, Timestamp};
-    let su = admin();
+/// An admin with only `CREATEROLE` + `CREATEDB` named `name` (and the superuser connection that
+/// made it, to drop it afterwards).
+async fn limited_admin(name: &str) -> (Arc<PgAdmin>, sqlx::PgConnection) {
     let admin_pw = generate_password();
     let mut c = connect_as("postgres", "postgres", pg().superuser_password())
         .await
         .unwrap();
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "CREATE ROLE limited_admin LOGIN CREATEROLE CREATEDB PASSWORD '{admin_pw}'"
+        "CREATE ROLE {name} LOGIN CREATEROLE CREATEDB PASSWORD '{admin_pw}'"
     )))
     .execute(&mut c)
     .await
@@ -35,7 +31,7 @@ async fn rotation_sets_the_new_password_with_an_admin_that_is_not_a_superuser() 
     let limited = Arc::new(
         PgAdmin::new(PgSettings {
             admin_url: format!(
-                "postgres://limited_admin:{admin_pw}@127.0.0.1:{}/postgres",
+                "postgres://{name}:{admin_pw}@127.0.0.1:{}/postgres",
                 pg().port()
             ),
             shared_database: Ident::new("tenantdb_shared").unwrap(),
@@ -44,6 +40,17 @@ async fn rotation_sets_the_new_password_with_an_admin_that_is_not_a_superuser() 
         })
         .unwrap(),
     );
+    (limited, c)
+}
+
+/// With an admin that is not a superuser (`CREATEROLE` + `CREATEDB`, as docs/operations.md
+/// allows) the verifiers cannot be read, so a rotation must still set the new password on the
+/// slot it activates: rotating A → B → A leaves each Secret password working.
+#[tokio::test]
+async fn rotation_sets_the_new_password_with_an_admin_that_is_not_a_superuser() {
+    use k8s_openapi::jiff::{SignedDuration, Timestamp};
+    let su = admin();
+    let (limited, mut c) = limited_admin("limited_admin").await;
     let mut d = desired("limited", "alpha", Isolation::Database);
     d.new_password = true;
     provision(&limited, &d).await;
@@ -140,4 +147,43 @@ async fn a_role_owning_objects_elsewhere_is_still_dropped() {
         (0, 0),
         "the role and its old schema are gone"
     );
+}
+
+/// Roles the admin is not a member of — made by another admin (here the superuser, as by an
+/// older operator, a move or by hand): with an admin that is not a superuser, the next reconcile
+/// grants the membership back before anything that needs it, and deleting works even without a
+/// reconcile first. Before, the database could not be dropped (`must be owner of database`).
+#[tokio::test]
+async fn a_limited_admin_takes_over_roles_it_did_not_create() {
+    let su = admin();
+    let (limited, mut c) = limited_admin("limited_takeover").await;
+    let reconciled = desired("takeover", "alpha", Isolation::Database);
+    let deleted = desired("takeover", "beta", Isolation::Database);
+    for d in [&reconciled, &deleted] {
+        provision(&su, d).await;
+    }
+    let steps = replan(&limited, &reconciled).await;
+    assert_eq!(steps, [Step::GrantRoleToAdmin(Slot::Primary)]);
+    provision(&limited, &reconciled).await;
+    assert_eq!(replan(&limited, &reconciled).await, [], "converged");
+    // The superuser admin is a member of every role: nothing to grant.
+    assert_eq!(replan(&su, &deleted).await, []);
+    for d in [&reconciled, &deleted] {
+        let _session = connect_as(
+            d.names.database.as_str(),
+            d.names.role.as_str(),
+            &d.password,
+        )
+        .await
+        .unwrap();
+        let report = limited
+            .cleanup(&d.names)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", d.names.role.as_str()));
+        assert_eq!(report.dropped.len(), 2, "{report:?}");
+    }
+    sqlx::raw_sql("DROP ROLE limited_takeover")
+        .execute(&mut c)
+        .await
+        .unwrap();
 }

@@ -27,6 +27,22 @@ impl PgAdmin {
             .role
             .as_ref()
             .map(|r| r.comment.as_deref() == Some(marker));
+        // An admin that is not a superuser drops the database, ends the sessions and drops what
+        // the roles own only as their member: given back first if it was lost (a role made by
+        // another admin or an older operator; see `Step::GrantRoleToAdmin`).
+        for (role, r) in [
+            (&names.role, &observed.role),
+            (&names.secondary_role, &observed.secondary),
+        ] {
+            if let Some(r) = r
+                && r.comment.as_deref() == Some(marker)
+                && r.admin_member == Some(false)
+            {
+                sqlx::raw_sql(ddl(format!("GRANT {role} TO CURRENT_USER")))
+                    .execute(self.admin()?)
+                    .await?;
+            }
+        }
         if names.dedicated_database {
             if let Some(db) = &observed.database {
                 let ours = db.comment.as_deref() == Some(marker)

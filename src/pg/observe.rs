@@ -140,6 +140,7 @@ SELECT
   (SELECT s.setconfig FROM pg_db_role_setting s WHERE s.setrole = r.oid AND s.setdatabase = d.oid) AS db_setconfig,
   (SELECT s.setconfig FROM pg_db_role_setting s WHERE s.setrole = r.oid AND s.setdatabase = 0) AS role_setconfig,
   EXISTS (SELECT 1 FROM pg_auth_members m JOIN pg_roles p ON p.oid = m.roleid WHERE m.member = r.oid AND p.rolname = $1) AS member_of_primary,
+  CASE WHEN r.oid IS NOT NULL THEN pg_has_role(current_user, r.oid, 'MEMBER') ELSE true END AS admin_member,
   d.oid IS NOT NULL AS db_exists,
   pg_get_userbyid(d.datdba) AS db_owner,
   shobj_description(d.oid, 'pg_database') AS db_comment,
@@ -182,6 +183,7 @@ ORDER BY n.slot
                     valid_until: valid_until
                         .and_then(|s| k8s_openapi::jiff::Timestamp::from_second(s).ok()),
                     member_of_primary: row.try_get("member_of_primary")?,
+                    admin_member: Some(row.try_get("admin_member")?),
                 };
                 if slot == 1 {
                     observed.role = Some(role);

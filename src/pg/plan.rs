@@ -147,6 +147,10 @@ pub struct ObservedRole {
     pub valid_until: Option<Timestamp>,
     /// Member of the primary role (secondary slot only).
     pub member_of_primary: bool,
+    /// Whether the admin (`current_user`) is a member of this role: always for a superuser; an
+    /// admin with only `CREATEROLE` needs it to give the role a database or schema, end its
+    /// sessions and drop what it owns. `None`: not observed (taken as a member).
+    pub admin_member: Option<bool>,
 }
 
 impl ObservedRole {
@@ -224,6 +228,9 @@ pub enum Step {
     CreateSecondary,
     /// Make the secondary role a member of the primary again.
     GrantMembership,
+    /// Make the admin a member of an existing role again (a role created by another admin, by
+    /// hand, by an older operator, or whose membership was revoked).
+    GrantRoleToAdmin(Slot),
     /// Reset a role's attributes to least privilege (drift repair).
     ResetRoleAttributes(Slot),
     /// Set a role's password from the Secret.
@@ -285,6 +292,7 @@ impl Step {
             Step::CreateRole => "CreateRole",
             Step::CreateSecondary => "CreateSecondary",
             Step::GrantMembership => "GrantMembership",
+            Step::GrantRoleToAdmin(_) => "GrantRoleToAdmin",
             Step::ResetRoleAttributes(_) => "ResetRoleAttributes",
             Step::SetPassword(_) => "SetPassword",
             Step::EnableLogin(_) => "EnableLogin",
@@ -317,6 +325,7 @@ impl Step {
             Step::GrantMembership => {
                 format!("grant {} to {}", n.role.as_str(), n.secondary_role.as_str())
             }
+            Step::GrantRoleToAdmin(s) => format!("grant role {} to the admin", r(s)),
             Step::ResetRoleAttributes(s) => format!("reset attributes of role {}", r(s)),
             Step::SetPassword(s) => format!("set password of role {}", r(s)),
             Step::EnableLogin(s) => format!("enable login of role {}", r(s)),
@@ -402,6 +411,7 @@ impl Step {
                 ]
             }
             Step::GrantMembership => vec![format!("GRANT {} TO {}", n.role, n.secondary_role)],
+            Step::GrantRoleToAdmin(s) => vec![format!("GRANT {} TO CURRENT_USER", role_of(s))],
             Step::ResetRoleAttributes(s) => vec![format!("ALTER ROLE {} {LEAST}", role_of(s))],
             Step::SetPassword(s) => vec![format!(
                 "ALTER ROLE {} PASSWORD {}",
@@ -507,6 +517,10 @@ fn plan_login_role(
     steps: &mut Vec<Step>,
     late: &mut Vec<Step>,
 ) {
+    // First: the steps below and the ones on the database or schema may need the membership.
+    if r.admin_member == Some(false) {
+        steps.push(Step::GrantRoleToAdmin(slot));
+    }
     if r.has_extra_privileges {
         steps.push(Step::ResetRoleAttributes(slot));
     }

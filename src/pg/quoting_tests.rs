@@ -72,7 +72,7 @@ fn the_check_fails_on_bare_and_vacuous_statements() {
 
 /// Number of [`Step`] variants. Adding a variant breaks the `match` in [`variant`]; number it
 /// there, raise this count, and add it to [`every_step`].
-const STEP_VARIANTS: usize = 22;
+const STEP_VARIANTS: usize = 23;
 
 fn variant(s: &Step) -> usize {
     match s {
@@ -98,6 +98,7 @@ fn variant(s: &Step) -> usize {
         Step::SetSearchPath(_) => 19,
         Step::CreateSchema => 20,
         Step::SetSchemaOwner => 21,
+        Step::GrantRoleToAdmin(_) => 22,
     }
 }
 
@@ -119,6 +120,7 @@ fn every_step(d: &Desired) -> Vec<Step> {
     for slot in [Slot::Primary, Slot::Secondary] {
         v.extend([
             Step::ResetRoleAttributes(slot),
+            Step::GrantRoleToAdmin(slot),
             Step::SetPassword(slot),
             Step::EnableLogin(slot),
             Step::ExpireLogin(slot),

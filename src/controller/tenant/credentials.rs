@@ -128,9 +128,12 @@ pub(super) async fn rotate(
     let status = tenant.status.clone().unwrap_or_default();
     let mut cred_status = status.credentials.clone().unwrap_or_default();
     let source = secret.source();
-    let secret_ann = |k: &str| source.and_then(|s| secret::annotation(s, k));
-    cred_status.rotation_token = secret_ann(secret::ROTATION_TOKEN_ANNOTATION);
-    cred_status.rotated_at = secret_ann(secret::ROTATED_AT_ANNOTATION);
+    // Without a Secret (deleted), the last bookkeeping reported in status stands in: else a
+    // handled rotate annotation would rotate again once the Secret is written back.
+    if let Some(source) = source {
+        cred_status.rotation_token = secret::annotation(source, secret::ROTATION_TOKEN_ANNOTATION);
+        cred_status.rotated_at = secret::annotation(source, secret::ROTATED_AT_ANNOTATION);
+    }
     let last_rotation = cred_status
         .rotated_at
         .as_deref()
@@ -150,6 +153,15 @@ pub(super) async fn rotate(
         now,
     );
     let mut active = secret.active;
+    // A deleted Secret names no slot: the one reported active is the one to move away from.
+    let deleted = secret_deleted(&secret, &observed, &cred_status, names);
+    let trigger = match (trigger, deleted) {
+        (None, Some(slot)) => {
+            active = slot;
+            Some(rotation::Trigger::SecretDeleted)
+        }
+        (t, _) => t,
+    };
     let mut password = secret.candidate.clone();
     let mut previous_valid_until = observed
         .slot(active.other())
@@ -188,6 +200,27 @@ pub(super) async fn rotate(
         status: new_status,
         observed,
     })
+}
+
+/// [`rotation::Trigger::SecretDeleted`]: no Secret (nor the old one of a renamed `secretName`),
+/// while the login role the status reports active exists and may log in — someone may still hold
+/// its password. Returns the trigger and that slot.
+fn secret_deleted(
+    secret: &SecretState,
+    observed: &crate::pg::plan::Observed,
+    reported: &crate::crd::CredentialStatus,
+    names: &crate::naming::TenantNames,
+) -> Option<Slot> {
+    if secret.source().is_some() {
+        return None;
+    }
+    let slot = [Slot::Primary, Slot::Secondary]
+        .into_iter()
+        .find(|s| s.role(names).as_str() == reported.active_user)?;
+    observed
+        .slot(slot)
+        .is_some_and(|r| r.can_login)
+        .then_some(slot)
 }
 
 /// Stage `secret`: writes the credentials Secret (after the roles: if anything before failed, the

@@ -38,6 +38,7 @@ pub(super) async fn provision_events(
                 match t {
                     rotation::Trigger::OnDemand(_) => "on demand",
                     rotation::Trigger::Periodic => "rotateAfter elapsed",
+                    rotation::Trigger::SecretDeleted => "the Secret was deleted",
                 },
                 creds.status.previous_valid_until.as_deref().unwrap_or("-")
             ),

@@ -29,6 +29,7 @@ fn role_for(d: &Desired, slot: Slot, login: bool) -> ObservedRole {
         settings,
         valid_until: None,
         member_of_primary: slot == Slot::Secondary,
+        admin_member: Some(true),
     }
 }
 
@@ -101,6 +102,37 @@ fn converged_tenant_needs_nothing() {
     for iso in [Isolation::Database, Isolation::Schema] {
         let d = desired(iso);
         assert!(plan(&d, &converged(&d)).unwrap().is_empty(), "{iso:?}");
+    }
+}
+
+#[test]
+fn a_lost_admin_membership_is_granted_first() {
+    let d = desired(Isolation::Database);
+    let mut obs = converged(&d);
+    if let Some(r) = obs.role.as_mut() {
+        r.admin_member = Some(false);
+    }
+    if let Some(db) = obs.database.as_mut() {
+        db.owner = "postgres".into();
+    }
+    assert_eq!(
+        plan(&d, &obs).unwrap(),
+        vec![
+            Step::GrantRoleToAdmin(Slot::Primary),
+            Step::SetDatabaseOwner
+        ],
+        "the membership comes before the step that needs it"
+    );
+    assert_eq!(
+        Step::GrantRoleToAdmin(Slot::Primary).sql(&d, "v").unwrap(),
+        vec![format!("GRANT {} TO CURRENT_USER", d.names.role)]
+    );
+    // Not observed (`None`) or a member: nothing.
+    for member in [None, Some(true)] {
+        if let Some(r) = obs.role.as_mut() {
+            r.admin_member = member;
+        }
+        assert_eq!(plan(&d, &obs).unwrap(), vec![Step::SetDatabaseOwner]);
     }
 }
 
