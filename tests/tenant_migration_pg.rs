@@ -743,3 +743,37 @@ async fn a_migration_ended_by_a_deadlock_is_retried() {
     assert_eq!(o.kind, OutcomeKind::Succeeded, "{o:?}");
     assert_eq!(history(&admin, &t).await, [1, 2]);
 }
+
+/// A tenant may give its own role `standard_conforming_strings = off`; the migration session pins
+/// it on at login, so PostgreSQL parses a file as the transaction-control pre-check reads it: here
+/// `'\''` is not one string with a quote in it, the `COMMIT` after it never runs, and nothing of
+/// the file is committed (it fails as a whole, a syntax error).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_role_default_cannot_change_how_migration_strings_parse() {
+    let admin = admin();
+    let set = Arc::new(set_with(
+        2,
+        &[(
+            "2_add_note.up.sql",
+            "CREATE TABLE leaked (id int); SELECT '\\''; COMMIT; SELECT '';",
+        )],
+    ));
+    assert_eq!(
+        migrate::lexer::transaction_control(&set.get(2).unwrap().up_sql),
+        None
+    );
+    let t = provision(&admin, "tm-scs", "quoted", Isolation::Schema).await;
+    migrate_to(&admin, &set, &t, 1).await;
+    let mut c = conn(&admin, &t).await;
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "ALTER ROLE \"{}\" SET standard_conforming_strings = off",
+        t.names.role.as_str()
+    )))
+    .execute(&mut c)
+    .await
+    .unwrap();
+    let o = migrator(&admin, set, 2, false).migrate(&t).await;
+    assert_eq!(o.kind, OutcomeKind::Failed, "{o:?}");
+    assert_eq!(count(&admin, &t, TABLE, "leaked").await, 0, "{o:?}");
+    assert_eq!(history(&admin, &t).await, [1]);
+}

@@ -9,7 +9,10 @@
 //! The scan splits the text into statements at `;` outside string literals (`'…'`, `E'…'` with
 //! backslash escapes), quoted identifiers, dollar-quoted bodies and comments (`--`, nested
 //! `/* */`), and inside a SQL-standard function body (`BEGIN ATOMIC … END`, which may hold `;`),
-//! as psql does. It is a pre-check, not the guarantee: the engine's guard still catches what a
+//! as psql does. Strings are read with `standard_conforming_strings = on` (backslashes literal
+//! outside `E'…'`), which tenant sessions set at login ([`crate::pg::PgAdmin::login`]):
+//! PostgreSQL parses a whole file (one simple query) before running any of it, so a `SET` in the
+//! file does not change how it is parsed. It is a pre-check, not the guarantee: the engine's guard still catches what a
 //! scan cannot see (e.g. `EXECUTE` of a built string).
 
 /// The first transaction-control statement of `sql`, upper-cased (`"COMMIT"`), if any.
@@ -91,13 +94,12 @@ pub fn transaction_control(sql: &str) -> Option<String> {
                 }
                 i += 1;
             }
-            c if c.is_ascii_alphabetic() || c == b'_' => {
+            c if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 => {
                 let start = i;
-                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b'$')
-                {
+                while i < b.len() && is_ident_byte(b[i]) {
                     i += 1;
                 }
-                let word = sql[start..i].to_ascii_uppercase();
+                let word = String::from_utf8_lossy(&b[start..i]).to_ascii_uppercase();
                 match word.as_str() {
                     // `BEGIN ATOMIC` inside a statement (CREATE FUNCTION/PROCEDURE … BEGIN ATOMIC).
                     "ATOMIC" if prev == "BEGIN" && count > 1 => atomic_depth += 1,
@@ -123,9 +125,15 @@ pub fn transaction_control(sql: &str) -> Option<String> {
     check(&words)
 }
 
-/// Whether the byte before `at` belongs to a word (so `E` at `at` is not a string prefix).
+/// Whether the byte before `at` continues an identifier (so `E` at `at` is not a string prefix,
+/// and `$` at `at` opens no dollar quote): PostgreSQL's `ident_cont`, `[A-Za-z\200-\377_0-9$]`.
 fn word_byte_before(b: &[u8], at: usize) -> bool {
-    at > 0 && (b[at - 1].is_ascii_alphanumeric() || b[at - 1] == b'_')
+    at > 0 && is_ident_byte(b[at - 1])
+}
+
+/// A byte of an identifier after its first (non-ASCII bytes are letters to PostgreSQL).
+fn is_ident_byte(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80
 }
 
 /// Skips a literal opened by `quote` at `start` (doubled quotes inside; backslash escapes when
@@ -158,7 +166,7 @@ fn dollar_tag(b: &[u8], start: usize) -> Option<&[u8]> {
     if b.get(i).is_some_and(|c| c.is_ascii_digit()) {
         return None;
     }
-    while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
+    while i < b.len() && b[i] != b'$' && is_ident_byte(b[i]) {
         i += 1;
     }
     (b.get(i) == Some(&b'$')).then(|| &b[start..=i])
@@ -193,6 +201,15 @@ mod tests {
                 "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END; COMMIT;",
                 "COMMIT",
             ),
+            // `$` continues an identifier, also after a non-ASCII letter: no dollar quote here.
+            (
+                "CREATE TABLE tablé$$ (id int); COMMIT; CREATE TABLE b$$ (id int);",
+                "COMMIT",
+            ),
+            (
+                "CREATE TABLE x$$ (id int); COMMIT; SELECT 1 AS y$$;",
+                "COMMIT",
+            ),
         ] {
             assert_eq!(tc(sql).as_deref(), Some(hit), "{sql}");
         }
@@ -214,6 +231,10 @@ mod tests {
             "CREATE FUNCTION f(x int) RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT CASE WHEN x > 0 THEN 1 END; SELECT 2; END;",
             "CREATE TABLE begin_log (id int); INSERT INTO begin_log VALUES (1);",
             "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE;",
+            // Non-ASCII dollar-quote tags and identifiers.
+            "DO $é$ BEGIN COMMIT; END $é$;",
+            "CREATE TABLE ä (id int); INSERT INTO ä VALUES (1);",
+            "SELECT 'é\\'; SELECT 1;",
             "",
         ] {
             assert_eq!(tc(sql), None, "{sql}");

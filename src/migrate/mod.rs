@@ -78,7 +78,7 @@
 mod error;
 mod history;
 mod ident;
-mod lexer;
+pub mod lexer;
 mod planner;
 mod runner;
 mod set;

@@ -92,7 +92,12 @@ impl PgAdmin {
             .username(user.as_str())
             .password(password)
             .application_name(&super::application_name(&self.instance, "tenant"))
-            .disable_statement_logging();
+            .disable_statement_logging()
+            // Pinned at login, over any default the tenant gave its own role (`ALTER ROLE … SET
+            // standard_conforming_strings = off`): a migration file is parsed whole, with this
+            // value, as `migrate::lexer` reads it (backslashes are literal in '…'), so a string
+            // cannot end where the pre-check does not see it end.
+            .options([("standard_conforming_strings", "on")]);
         if let Some(t) = lock_timeout {
             opts = opts.options([("lock_timeout", format!("{}ms", t.as_millis()))]);
         }
