@@ -237,7 +237,7 @@ pub struct TenantMigrationProgress {
 /// Observed state of a TenantMigration.
 ///
 /// `tenants` is bounded: it lists every failed, blocked and running tenant (failed and blocked
-/// ones past the first 100 by name with their name and state only) plus the 50 most recent
+/// ones past the 100 most recent with their name and state only) plus the 50 most recent
 /// other tenants; the counts always cover the whole fleet and `omittedTenants` says how many
 /// tenants are not listed.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
@@ -296,8 +296,8 @@ pub struct TenantMigrationStatus {
     /// brings new Tenants to a Succeeded rollout's version (phase `Running`, reason `CatchingUp`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<Time>,
-    /// Per-tenant progress, bounded: all failed, blocked and running tenants (past the first 100
-    /// failed or blocked ones by name, only their name and state) plus the 50 most recently
+    /// Per-tenant progress, bounded: all failed, blocked and running tenants (past the 100 most
+    /// recently failed or blocked ones, only their name and state) plus the 50 most recently
     /// finished others, sorted by name.
     #[serde(default)]
     pub tenants: Vec<TenantMigrationProgress>,

@@ -38,6 +38,7 @@ impl PgAdmin {
                 && r.comment.as_deref() == Some(marker)
                 && r.admin_member == Some(false)
             {
+                crate::fence::check()?;
                 sqlx::raw_sql(ddl(format!("GRANT {role} TO CURRENT_USER")))
                     .execute(self.admin()?)
                     .await?;

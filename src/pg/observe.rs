@@ -140,7 +140,9 @@ SELECT
   (SELECT s.setconfig FROM pg_db_role_setting s WHERE s.setrole = r.oid AND s.setdatabase = d.oid) AS db_setconfig,
   (SELECT s.setconfig FROM pg_db_role_setting s WHERE s.setrole = r.oid AND s.setdatabase = 0) AS role_setconfig,
   EXISTS (SELECT 1 FROM pg_auth_members m JOIN pg_roles p ON p.oid = m.roleid WHERE m.member = r.oid AND p.rolname = $1) AS member_of_primary,
-  CASE WHEN r.oid IS NOT NULL THEN pg_has_role(current_user, r.oid, 'MEMBER') ELSE true END AS admin_member,
+  CASE WHEN r.oid IS NULL THEN true
+       WHEN (SELECT a.rolinherit FROM pg_roles a WHERE a.rolname = current_user) THEN pg_has_role(current_user, r.oid, 'USAGE')
+       ELSE pg_has_role(current_user, r.oid, 'MEMBER') END AS admin_member,
   d.oid IS NOT NULL AS db_exists,
   pg_get_userbyid(d.datdba) AS db_owner,
   shobj_description(d.oid, 'pg_database') AS db_comment,

@@ -147,9 +147,12 @@ pub struct ObservedRole {
     pub valid_until: Option<Timestamp>,
     /// Member of the primary role (secondary slot only).
     pub member_of_primary: bool,
-    /// Whether the admin (`current_user`) is a member of this role: always for a superuser; an
-    /// admin with only `CREATEROLE` needs it to give the role a database or schema, end its
-    /// sessions and drop what it owns. `None`: not observed (taken as a member).
+    /// Whether the admin (`current_user`) has this role's privileges (`pg_has_role … USAGE`, an
+    /// inherited membership; `MEMBER` for a `NOINHERIT` admin, which a grant cannot change):
+    /// always for a superuser; an admin with only `CREATEROLE` needs it to give the role a
+    /// database or schema, end its sessions and drop what it owns. On PostgreSQL 16 the automatic
+    /// `ADMIN`-only membership of a role's creator does not count. `None`: not observed (taken
+    /// as a member).
     pub admin_member: Option<bool>,
 }
 

@@ -76,8 +76,8 @@ pub const TENANT_FIELD_MANAGER: &str = "tenantdb-migration";
 pub const RETRY_ANNOTATION: &str = "tenantdb.io/retry";
 /// Number of tenants listed in status besides failed, blocked and running ones.
 pub const MAX_LISTED_TENANTS: usize = 50;
-/// Failed and blocked tenants listed in status with their message, versions and times (by name);
-/// the others are listed by name and state only.
+/// Failed and blocked tenants listed in status with their message, versions and times (the most
+/// recently finished); the others are listed by name and state only.
 pub const MAX_DETAILED_PROBLEMS: usize = 100;
 /// Longest per-tenant message kept in status.
 const MAX_MESSAGE: usize = 300;

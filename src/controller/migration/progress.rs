@@ -123,7 +123,7 @@ impl Progress {
     }
 
     /// The bounded entry list: every failed, blocked and running tenant (failed and blocked
-    /// ones past the first [`MAX_DETAILED_PROBLEMS`] by name with their name and state only),
+    /// ones past the [`MAX_DETAILED_PROBLEMS`] most recent with their name and state only),
     /// plus the [`MAX_LISTED_TENANTS`] most recently finished others (unfinished ones last),
     /// sorted by name; and how many selected tenants are not listed.
     pub fn bounded_entries(&self) -> (Vec<TenantMigrationProgress>, usize) {
@@ -149,23 +149,28 @@ impl Progress {
         keep.extend(others);
         keep.sort_by(|a, b| a.name.cmp(&b.name));
         // Failed and blocked tenants stay listed (that is what keeps them from being retried
-        // within the revision), but past the first few only by name and state: a dry run that
-        // finds drift on every tenant of a 10k fleet must still fit in one object.
-        let mut problems = 0;
-        for e in &mut keep {
-            if matches!(
-                e.state,
-                TenantMigrationState::Failed | TenantMigrationState::Blocked
-            ) {
-                problems += 1;
-                if problems > MAX_DETAILED_PROBLEMS {
-                    *e = TenantMigrationProgress {
-                        name: std::mem::take(&mut e.name),
-                        state: e.state,
-                        ..Default::default()
-                    };
-                }
-            }
+        // within the revision), but past the most recent few only by name and state: a dry run
+        // that finds drift on every tenant of a 10k fleet must still fit in one object. The
+        // details kept are of the latest failures (a trimmed entry has no time: it sorts last).
+        let mut problems: Vec<usize> = (0..keep.len())
+            .filter(|i| {
+                matches!(
+                    keep[*i].state,
+                    TenantMigrationState::Failed | TenantMigrationState::Blocked
+                )
+            })
+            .collect();
+        problems.sort_by(|a, b| {
+            let t = |i: &usize| keep[*i].finished_at.as_ref().map(|t| t.0);
+            t(b).cmp(&t(a)).then_with(|| a.cmp(b))
+        });
+        for i in problems.into_iter().skip(MAX_DETAILED_PROBLEMS) {
+            let e = &mut keep[i];
+            *e = TenantMigrationProgress {
+                name: std::mem::take(&mut e.name),
+                state: e.state,
+                ..Default::default()
+            };
         }
         let omitted = self.states.len().saturating_sub(keep.len());
         (keep, omitted)

@@ -29,6 +29,9 @@ pub(super) struct SecretState {
     pub(super) candidate: String,
     /// The active login slot the Secret names.
     pub(super) active: Slot,
+    /// With no Secret at all (deleted): the credentials status of the Tenant read fresh from the
+    /// API, which then stands in for the Secret's bookkeeping (see [`rotate`]).
+    pub(super) reported: Option<crate::crd::CredentialStatus>,
 }
 
 impl SecretState {
@@ -82,7 +85,24 @@ pub(super) async fn read(tenant: &Tenant, ctx: &Context, spec: &Spec) -> Result<
         password: None,
         candidate: String::new(),
         active: Slot::Primary,
+        reported: None,
     };
+    // No Secret, after one was written (a status names the active user): the bookkeeping comes
+    // from the Tenant's status, read fresh like the Secret would be (the cached Tenant can lag
+    // behind the rotation this process just reported).
+    if state.source().is_none()
+        && tenant
+            .status
+            .as_ref()
+            .is_some_and(|s| s.credentials.is_some())
+    {
+        let tenants: Api<Tenant> = Api::namespaced(ctx.client().clone(), &spec.namespace);
+        state.reported = tenants
+            .get_opt(&tenant.name_any())
+            .await?
+            .and_then(|t| t.status)
+            .and_then(|s| s.credentials);
+    }
     let source = state.source();
     let password = source
         .and_then(|s| secret::read_key(s, "password"))
@@ -114,9 +134,10 @@ pub(super) struct Creds {
     pub(super) observed: crate::pg::plan::Observed,
 }
 
-/// Stage `rotate`: on demand (annotation) or periodic (`rotateAfter`). The bookkeeping lives on
-/// the Secret (read fresh, never from a possibly stale cache), so a rotation is never repeated
-/// for the same request. Observes again when the password changed.
+/// Stage `rotate`: on demand (annotation), periodic (`rotateAfter`), or the Secret deleted. The
+/// bookkeeping lives on the Secret (with the Secret deleted, on the Tenant's status), both read
+/// fresh from the API, never from a possibly stale cache, so a rotation is never repeated for the
+/// same request. Observes again when the password changed.
 pub(super) async fn rotate(
     tenant: &Tenant,
     spec: &Spec,
@@ -126,65 +147,49 @@ pub(super) async fn rotate(
     let now = Timestamp::now();
     let names = &spec.resolved.names;
     let status = tenant.status.clone().unwrap_or_default();
-    let mut cred_status = status.credentials.clone().unwrap_or_default();
     let source = secret.source();
-    // Without a Secret (deleted), the last bookkeeping reported in status stands in: else a
-    // handled rotate annotation would rotate again once the Secret is written back.
+    // Without a Secret (deleted), the last bookkeeping reported in status (read fresh) stands in:
+    // else a handled rotate annotation would rotate again once the Secret is written back.
+    let mut cred_status = match (source, &secret.reported) {
+        (None, Some(reported)) => reported.clone(),
+        _ => status.credentials.clone().unwrap_or_default(),
+    };
     if let Some(source) = source {
         cred_status.rotation_token = secret::annotation(source, secret::ROTATION_TOKEN_ANNOTATION);
         cred_status.rotated_at = secret::annotation(source, secret::ROTATED_AT_ANNOTATION);
     }
+    let annotation = tenant
+        .annotations()
+        .get(rotation::ROTATE_ANNOTATION)
+        .map(String::as_str);
     let last_rotation = cred_status
         .rotated_at
         .as_deref()
         .and_then(|t| t.parse::<Timestamp>().ok())
         .or_else(|| tenant.meta().creation_timestamp.as_ref().map(|t| t.0));
-    let trigger = rotation::should_rotate(
-        &rotation::RotationInput {
-            annotation: tenant
-                .annotations()
-                .get(rotation::ROTATE_ANNOTATION)
-                .map(String::as_str),
-            handled_token: cred_status.rotation_token.as_deref(),
-            rotate_after: spec.rotate_after,
-            last_rotation,
-            has_password: secret.password.is_some() && observed.role.is_some(),
-        },
+    let Decision {
+        trigger,
+        active,
+        previous_valid_until,
+        status: new_status,
+    } = decide(&Decide {
         now,
-    );
-    let mut active = secret.active;
-    // A deleted Secret names no slot: the one reported active is the one to move away from.
-    let deleted = secret_deleted(&secret, &observed, &cred_status, names);
-    let trigger = match (trigger, deleted) {
-        (None, Some(slot)) => {
-            active = slot;
-            Some(rotation::Trigger::SecretDeleted)
-        }
-        (t, _) => t,
+        names,
+        reported: &cred_status,
+        annotation,
+        rotate_after: spec.rotate_after,
+        grace: spec.grace,
+        last_rotation,
+        secret_found: source.is_some(),
+        has_password: secret.password.is_some(),
+        secret_active: secret.active,
+        observed: &observed,
+    });
+    let password = if trigger.is_some() {
+        crate::scram::generate_password()
+    } else {
+        secret.candidate.clone()
     };
-    let mut password = secret.candidate.clone();
-    let mut previous_valid_until = observed
-        .slot(active.other())
-        .and_then(|r| rotation::running_grace(r.can_login, r.valid_until, now));
-    let mut new_status = cred_status.clone();
-    if let Some(t) = &trigger {
-        let old = active;
-        active = rotation::next_slot(active);
-        password = crate::scram::generate_password();
-        previous_valid_until = rotation::grace_end(now, spec.grace);
-        new_status.rotated_at = Some(now.to_string());
-        new_status.previous_user = Some(old.role(names).as_str().to_string());
-        new_status.previous_valid_until = previous_valid_until.map(|t| t.to_string());
-        if let rotation::Trigger::OnDemand(token) = t {
-            new_status.rotation_token = Some(token.clone());
-        }
-        info!(from = old.role(names).as_str(), to = active.role(names).as_str(), trigger = ?t, "rotating credentials");
-    }
-    if previous_valid_until.is_none() {
-        new_status.previous_user = None;
-        new_status.previous_valid_until = None;
-    }
-    new_status.active_user = active.role(names).as_str().to_string();
     // The password to compare with the active slot's verifier changed: observe again.
     let observed = if trigger.is_some() {
         spec.server.pg().observe(names, &password).await?
@@ -202,16 +207,117 @@ pub(super) async fn rotate(
     })
 }
 
+/// Inputs of [`decide`].
+struct Decide<'a> {
+    now: Timestamp,
+    names: &'a crate::naming::TenantNames,
+    /// The rotation bookkeeping: the Secret's (or, with the Secret deleted, the status's).
+    reported: &'a crate::crd::CredentialStatus,
+    /// The `tenantdb.io/rotate` annotation.
+    annotation: Option<&'a str>,
+    rotate_after: Option<std::time::Duration>,
+    grace: std::time::Duration,
+    last_rotation: Option<Timestamp>,
+    /// A Secret (or the old one of a renamed `secretName`) exists.
+    secret_found: bool,
+    /// It holds a password.
+    has_password: bool,
+    /// The slot it names.
+    secret_active: Slot,
+    observed: &'a crate::pg::plan::Observed,
+}
+
+/// What [`decide`] decided.
+struct Decision {
+    trigger: Option<rotation::Trigger>,
+    active: Slot,
+    previous_valid_until: Option<Timestamp>,
+    status: crate::crd::CredentialStatus,
+}
+
+/// The rotation decision (pure): whether to rotate now and why, the active slot, the end of the
+/// other slot's grace period and the credentials status to report.
+fn decide(i: &Decide<'_>) -> Decision {
+    let (now, names, observed) = (i.now, i.names, i.observed);
+    let trigger = rotation::should_rotate(
+        &rotation::RotationInput {
+            annotation: i.annotation,
+            handled_token: i.reported.rotation_token.as_deref(),
+            rotate_after: i.rotate_after,
+            last_rotation: i.last_rotation,
+            has_password: i.has_password && observed.role.is_some(),
+        },
+        now,
+    );
+    let mut active = i.secret_active;
+    // A deleted Secret names no slot: the one reported active is the one to move away from.
+    let deleted = secret_deleted(i.secret_found, observed, i.reported, names);
+    let trigger = match (trigger, deleted) {
+        (None, Some(slot)) => {
+            active = slot;
+            Some(rotation::Trigger::SecretDeleted)
+        }
+        (t, _) => t,
+    };
+    let mut previous_valid_until = observed
+        .slot(active.other())
+        .and_then(|r| rotation::running_grace(r.can_login, r.valid_until, now));
+    let mut status = i.reported.clone();
+    if let Some(t) = &trigger {
+        let old = active;
+        active = rotation::next_slot(active);
+        previous_valid_until = match t {
+            // A retry (a later stage failed before the Secret and status were written): the
+            // grace period already given to the old slot stands, it is not extended.
+            rotation::Trigger::SecretDeleted => observed
+                .slot(old)
+                .and_then(|r| rotation::running_grace(r.can_login, r.valid_until, now)),
+            _ => None,
+        }
+        .or_else(|| rotation::grace_end(now, i.grace));
+        status.rotated_at = Some(now.to_string());
+        status.previous_user = Some(old.role(names).as_str().to_string());
+        status.previous_valid_until = previous_valid_until.map(|t| t.to_string());
+        match t {
+            rotation::Trigger::OnDemand(token) => status.rotation_token = Some(token.clone()),
+            // A rotate request made together with the deletion is carried out by this rotation:
+            // handled, not carried out once more (which would cut off the deleted Secret's
+            // holders before the end of their grace period).
+            rotation::Trigger::SecretDeleted => {
+                if let Some(a) = i
+                    .annotation
+                    .filter(|a| !a.is_empty() && Some(*a) != i.reported.rotation_token.as_deref())
+                {
+                    status.rotation_token = Some(a.to_string());
+                }
+            }
+            rotation::Trigger::Periodic => {}
+        }
+        info!(from = old.role(names).as_str(), to = active.role(names).as_str(), trigger = ?t, "rotating credentials");
+    }
+    if previous_valid_until.is_none() {
+        status.previous_user = None;
+        status.previous_valid_until = None;
+    }
+    status.active_user = active.role(names).as_str().to_string();
+    Decision {
+        trigger,
+        active,
+        previous_valid_until,
+        status,
+    }
+}
+
 /// [`rotation::Trigger::SecretDeleted`]: no Secret (nor the old one of a renamed `secretName`),
 /// while the login role the status reports active exists and may log in — someone may still hold
-/// its password. Returns the trigger and that slot.
+/// its password. Returns that slot.
 fn secret_deleted(
-    secret: &SecretState,
+    secret_found: bool,
     observed: &crate::pg::plan::Observed,
     reported: &crate::crd::CredentialStatus,
     names: &crate::naming::TenantNames,
 ) -> Option<Slot> {
-    if secret.source().is_some() {
+    if secret_found {
         return None;
     }
     let slot = [Slot::Primary, Slot::Secondary]
@@ -307,4 +413,93 @@ pub(super) fn is_rotation_step(s: &Step) -> bool {
             | Step::SetPassword(Slot::Secondary)
     ) || matches!(s, Step::SetRoleSetting(Slot::Secondary, "role", _))
         || matches!(s, Step::SetSearchPath(Slot::Secondary))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{CredentialStatus, Isolation};
+    use crate::pg::plan::{Observed, ObservedRole};
+
+    fn names() -> crate::naming::TenantNames {
+        let shared = crate::naming::Ident::new("tenantdb_shared").unwrap();
+        crate::naming::tenant_names("tenant_", "ns", "acme", Isolation::Schema, None, &shared)
+            .unwrap()
+    }
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn login(valid_until: Option<&str>) -> Option<ObservedRole> {
+        Some(ObservedRole {
+            can_login: true,
+            valid_until: valid_until.map(ts),
+            ..Default::default()
+        })
+    }
+
+    /// The Secret deleted while `reported` names the active role.
+    fn deleted<'a>(
+        names: &'a crate::naming::TenantNames,
+        reported: &'a CredentialStatus,
+        observed: &'a Observed,
+        annotation: Option<&'a str>,
+    ) -> Decision {
+        decide(&Decide {
+            now: ts("2026-01-01T00:00:00Z"),
+            names,
+            reported,
+            annotation,
+            rotate_after: None,
+            grace: std::time::Duration::from_secs(3600),
+            last_rotation: None,
+            secret_found: false,
+            has_password: false,
+            secret_active: Slot::Primary,
+            observed,
+        })
+    }
+
+    #[test]
+    fn a_deleted_secret_moves_away_from_the_reported_role_with_a_grace_period() {
+        let n = names();
+        let b = n.secondary_role.as_str().to_string();
+        // Active: the secondary role (after one rotation); the primary's grace period is over.
+        let reported = CredentialStatus {
+            active_user: b.clone(),
+            rotation_token: Some("once".into()),
+            ..Default::default()
+        };
+        let observed = Observed {
+            role: Some(ObservedRole::default()),
+            secondary: login(None),
+            ..Default::default()
+        };
+        let d = deleted(&n, &reported, &observed, Some("once"));
+        assert_eq!(d.trigger, Some(rotation::Trigger::SecretDeleted));
+        assert_eq!(d.active, Slot::Primary);
+        assert_eq!(d.previous_valid_until, Some(ts("2026-01-01T01:00:00Z")));
+        assert_eq!(d.status.previous_user.as_deref(), Some(b.as_str()));
+        assert_eq!(d.status.rotation_token.as_deref(), Some("once"), "kept");
+        // A rotate request made with the deletion is handled by it (not carried out again).
+        let d = deleted(&n, &reported, &observed, Some("twice"));
+        assert_eq!(d.trigger, Some(rotation::Trigger::SecretDeleted));
+        assert_eq!(d.status.rotation_token.as_deref(), Some("twice"));
+        // A retry after a failed later stage: the grace period given then is not extended.
+        let retried = Observed {
+            secondary: login(Some("2026-01-01T00:30:00Z")),
+            ..observed.clone()
+        };
+        let d = deleted(&n, &reported, &retried, None);
+        assert_eq!(d.previous_valid_until, Some(ts("2026-01-01T00:30:00Z")));
+        // No role may log in, or no status names one (first provisioning): no rotation.
+        let none = Observed {
+            secondary: Some(ObservedRole::default()),
+            ..observed.clone()
+        };
+        assert_eq!(deleted(&n, &reported, &none, None).trigger, None);
+        let fresh = CredentialStatus::default();
+        assert_eq!(deleted(&n, &fresh, &observed, None).trigger, None);
+    }
 }
