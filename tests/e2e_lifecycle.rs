@@ -47,6 +47,18 @@ async fn rotated(env: &Env, token: &str) -> tenantdb::crd::CredentialStatus {
     .unwrap_or_else(|e| panic!("{e}\n{}", e2e::tail(&env.operator_log(), 30)))
 }
 
+/// Waits until the operator has logged three more reconciles.
+async fn three_more_reconciles(env: &Env) {
+    let from = env.operator_log().len();
+    wait_for(T, "three more reconciles", || {
+        let log = env.operator_log();
+        let n = log[from.min(log.len())..].matches("\"reconciled\"").count();
+        async move { (n >= 3).then_some(()) }
+    })
+    .await
+    .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_demand_and_periodic_rotation_with_grace_period() {
     let env = Env::start_with(&["--resync-seconds", "1", "--health-interval-seconds", "1"]).await;
@@ -180,14 +192,7 @@ async fn on_demand_and_periodic_rotation_with_grace_period() {
         .await
         .expect("held connection survives the rotations");
     // The same annotation value does not rotate again (several resyncs later).
-    let from = env.operator_log().len();
-    wait_for(T, "three more reconciles", || {
-        let log = env.operator_log();
-        let n = log[from.min(log.len())..].matches("\"reconciled\"").count();
-        async move { (n >= 3).then_some(()) }
-    })
-    .await
-    .unwrap();
+    three_more_reconciles(&env).await;
     let same = env
         .secret_value("rot", "acme-db", "password")
         .await
@@ -331,14 +336,7 @@ async fn a_deleted_secret_is_a_rotation_with_a_grace_period() {
     let until = epoch(creds.previous_valid_until.as_deref().unwrap());
     assert_eq!(until - epoch(creds.rotated_at.as_deref().unwrap()), 3600);
     // Several resyncs later: no further rotation (the handled token was kept).
-    let from = env.operator_log().len();
-    wait_for(T, "three more reconciles", || {
-        let log = env.operator_log();
-        let n = log[from.min(log.len())..].matches("\"reconciled\"").count();
-        async move { (n >= 3).then_some(()) }
-    })
-    .await
-    .unwrap();
+    three_more_reconciles(&env).await;
     let now = env.secret_values("gone", "acme-db", &keys).await.unwrap();
     assert_eq!(now, new, "rotated only once");
 }

@@ -652,18 +652,31 @@ async fn a_migration_behind_an_application_lock_gives_up_and_retries() {
     let o = tokio::time::timeout(Duration::from_secs(30), m.migrate(&t))
         .await
         .expect("the migration waited on the lock without a bound");
-    assert_eq!(o.kind, OutcomeKind::Retry, "{o:?}");
-    assert!(o.message.contains("lock"), "{o:?}");
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "{:?}",
         started.elapsed()
     );
-    assert_eq!(history(&admin, &t).await, [1], "nothing recorded");
-    sqlx::raw_sql("COMMIT").execute(&mut app).await.unwrap();
-    let o = m.migrate(&t).await;
+    retried_until_the_app_commits(&admin, &m, &t, &o, "lock", &mut app).await;
+}
+
+/// `o` is a retry (its message naming `why`) that recorded nothing; once the application commits,
+/// the next attempt succeeds.
+async fn retried_until_the_app_commits(
+    admin: &PgAdmin,
+    m: &PgMigrator,
+    t: &RolloutTenant,
+    o: &TenantOutcome,
+    why: &str,
+    app: &mut PgConnection,
+) {
+    assert_eq!(o.kind, OutcomeKind::Retry, "{o:?}");
+    assert!(o.message.contains(why), "{o:?}");
+    assert_eq!(history(admin, t).await, [1], "nothing recorded");
+    sqlx::raw_sql("COMMIT").execute(app).await.unwrap();
+    let o = m.migrate(t).await;
     assert_eq!(o.kind, OutcomeKind::Succeeded, "{o:?}");
-    assert_eq!(history(&admin, &t).await, [1, 2]);
+    assert_eq!(history(admin, t).await, [1, 2]);
 }
 
 /// A deadlock between a migration and the application (SQLSTATE 40P01): PostgreSQL ends one of
@@ -734,14 +747,8 @@ async fn a_migration_ended_by_a_deadlock_is_retried() {
         .await
         .expect("the deadlock was never resolved")
         .unwrap();
-    assert_eq!(o.kind, OutcomeKind::Retry, "{o:?}");
-    assert!(o.message.contains("deadlock"), "{o:?}");
     let mut app = app_lock.await.unwrap();
-    assert_eq!(history(&admin, &t).await, [1], "nothing recorded");
-    sqlx::raw_sql("COMMIT").execute(&mut app).await.unwrap();
-    let o = m.migrate(&t).await;
-    assert_eq!(o.kind, OutcomeKind::Succeeded, "{o:?}");
-    assert_eq!(history(&admin, &t).await, [1, 2]);
+    retried_until_the_app_commits(&admin, &m, &t, &o, "deadlock", &mut app).await;
 }
 
 /// A tenant may give its own role `standard_conforming_strings = off`; the migration session pins

@@ -290,6 +290,17 @@ async fn secrets_config_maps_leases_and_metadata() {
     srv.shutdown().await;
 }
 
+/// The custom resource of [`CRD`].
+fn gadget() -> ApiResource {
+    ApiResource {
+        group: "builtins.tenantdb.io".into(),
+        version: "v1".into(),
+        api_version: "builtins.tenantdb.io/v1".into(),
+        kind: "Gadget".into(),
+        plural: "gadgets".into(),
+    }
+}
+
 const CRD: &str = r#"
 apiVersion: apiextensions.k8s.io/v1
 kind: CustomResourceDefinition
@@ -327,13 +338,7 @@ async fn objects_past_etcds_limit_are_refused() {
     crds.create(&PostParams::default(), &obj(crd))
         .await
         .unwrap();
-    let ar = ApiResource {
-        group: "builtins.tenantdb.io".into(),
-        version: "v1".into(),
-        api_version: "builtins.tenantdb.io/v1".into(),
-        kind: "Gadget".into(),
-        plural: "gadgets".into(),
-    };
+    let ar = gadget();
     let gadgets: Api<DynamicObject> = Api::namespaced_with(c.clone(), "default", &ar);
     let mib = "x".repeat(1024 * 1024);
     let big = DynamicObject::new("big", &ar).data(json!({"spec": {"a": mib, "b": mib}}));
@@ -372,13 +377,7 @@ async fn generation_on_deletion_no_new_finalizers_and_crd_checks() {
     crds.create(&PostParams::default(), &obj(crd.clone()))
         .await
         .unwrap();
-    let ar = ApiResource {
-        group: "builtins.tenantdb.io".into(),
-        version: "v1".into(),
-        api_version: "builtins.tenantdb.io/v1".into(),
-        kind: "Gadget".into(),
-        plural: "gadgets".into(),
-    };
+    let ar = gadget();
     let gadgets: Api<DynamicObject> = Api::namespaced_with(c.clone(), "default", &ar);
     let g = DynamicObject::new("g", &ar).data(json!({"spec": {"size": 1}}));
     let mut g = g;
