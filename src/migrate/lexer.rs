@@ -10,9 +10,10 @@
 //! backslash escapes), quoted identifiers, dollar-quoted bodies and comments (`--`, nested
 //! `/* */`), and inside a SQL-standard function body (`BEGIN ATOMIC … END`, which may hold `;`),
 //! as psql does. Strings are read with `standard_conforming_strings = on` (backslashes literal
-//! outside `E'…'`), which tenant sessions set at login ([`crate::pg::PgAdmin::login`]):
-//! PostgreSQL parses a whole file (one simple query) before running any of it, so a `SET` in the
-//! file does not change how it is parsed. It is a pre-check, not the guarantee: the engine's guard still catches what a
+//! outside `E'…'`) in UTF-8, which tenant sessions set at login ([`crate::pg::PgAdmin::login`])
+//! and the engine sets again before each file (`runner::PARSE_SETTINGS`): PostgreSQL parses a
+//! whole file (one simple query) with the values in force when it arrives, so a `SET` in one
+//! file changes neither how it nor how the next one is parsed. It is a pre-check, not the guarantee: the engine's guard still catches what a
 //! scan cannot see (e.g. `EXECUTE` of a built string).
 
 /// The first transaction-control statement of `sql`, upper-cased (`"COMMIT"`), if any.

@@ -43,9 +43,16 @@ const GUARD_SETTING: &str = "tenantdb.migration_guard";
 /// advisory lock, role, search_path and guard, and whether the history table exists. Only the
 /// validated, quoted schema and role (`[a-z0-9_]` inside their double quotes: no quote or dollar
 /// sign) and the integer lock key are formatted into it.
+/// The settings every migration file is parsed with, as [`super::lexer`] reads it: set by the
+/// opening and again after each file (in [`record_sql`]), so that neither a default the tenant
+/// gave its own role nor a `SET` in one file changes how the next one is parsed (PostgreSQL
+/// parses a whole file with the values in force when it arrives).
+const PARSE_SETTINGS: &str =
+    "SET LOCAL standard_conforming_strings = on; SET LOCAL client_encoding = 'UTF8';";
+
 fn opening_sql(quoted_schema: &str, quoted_role: &str, lock_key: i64) -> String {
     format!(
-        "BEGIN; SET TRANSACTION READ WRITE; SET LOCAL statement_timeout = 0; \
+        "BEGIN; SET TRANSACTION READ WRITE; SET LOCAL statement_timeout = 0; {PARSE_SETTINGS} \
          SELECT pg_catalog.pg_advisory_xact_lock({lock_key}) AS locked; \
          SET LOCAL ROLE {quoted_role}; SET LOCAL search_path TO {quoted_schema}; \
          SET LOCAL {GUARD_SETTING} = 'on'; \
@@ -120,8 +127,9 @@ async fn guard_now(conn: &mut PgConnection) -> Option<(bool, String)> {
 }
 
 /// The guard of a step, in the statement that records it (one statement, so one exchange with the
-/// server): `g` says whether the transaction and role are still the engine's; the history row is
-/// written or removed only if they are. `$1` is the owner role, `$2` the version; for an up step
+/// server): `g` says whether the transaction and role are still the engine's, and sets the
+/// [`PARSE_SETTINGS`] again for the next file; the history row is written or removed only if
+/// they are. `$1` is the owner role, `$2` the version; for an up step
 /// `$3` name, `$4` checksum, `$5` execution_ms.
 fn record_sql(quoted_schema: &str, direction: Direction) -> String {
     let write = match direction {
@@ -136,8 +144,10 @@ fn record_sql(quoted_schema: &str, direction: Direction) -> String {
     };
     format!(
         "WITH g AS (SELECT coalesce(pg_catalog.current_setting('{GUARD_SETTING}', true), '') = 'on' AS guard, \
-         current_user::text AS role), w AS ({write}) \
-         SELECT g.guard, g.role, (SELECT count(*) FROM w) AS written FROM g"
+         current_user::text AS role, \
+         pg_catalog.set_config('standard_conforming_strings', 'on', true) AS scs, \
+         pg_catalog.set_config('client_encoding', 'UTF8', true) AS enc), w AS ({write}) \
+         SELECT g.guard, g.role, g.scs, g.enc, (SELECT count(*) FROM w) AS written FROM g"
     )
 }
 

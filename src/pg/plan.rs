@@ -148,11 +148,12 @@ pub struct ObservedRole {
     /// Member of the primary role (secondary slot only).
     pub member_of_primary: bool,
     /// Whether the admin (`current_user`) has this role's privileges (`pg_has_role … USAGE`, an
-    /// inherited membership; `MEMBER` for a `NOINHERIT` admin, which a grant cannot change):
-    /// always for a superuser; an admin with only `CREATEROLE` needs it to give the role a
-    /// database or schema, end its sessions and drop what it owns. On PostgreSQL 16 the automatic
-    /// `ADMIN`-only membership of a role's creator does not count. `None`: not observed (taken
-    /// as a member).
+    /// inherited membership): always for a superuser; an admin with only `CREATEROLE` needs it to
+    /// give the role a database or schema, end its sessions and drop what it owns. On PostgreSQL
+    /// 16 the automatic `ADMIN`-only membership of a role's creator does not count. For a
+    /// `NOINHERIT` admin (unsupported: the docs require `INHERIT`) plain `MEMBER`, which a grant
+    /// can satisfy, so that the step is not planned on every reconcile. `None`: not observed
+    /// (taken as a member).
     pub admin_member: Option<bool>,
 }
 

@@ -251,7 +251,7 @@ fn decide(i: &Decide<'_>) -> Decision {
     );
     let mut active = i.secret_active;
     // A deleted Secret names no slot: the one reported active is the one to move away from.
-    let deleted = secret_deleted(i.secret_found, observed, i.reported, names);
+    let deleted = secret_deleted(i.secret_found, observed, i.reported, names, now);
     let trigger = match (trigger, deleted) {
         (None, Some(slot)) => {
             active = slot;
@@ -311,11 +311,16 @@ fn decide(i: &Decide<'_>) -> Decision {
 /// [`rotation::Trigger::SecretDeleted`]: no Secret (nor the old one of a renamed `secretName`),
 /// while the login role the status reports active exists and may log in — someone may still hold
 /// its password. Returns that slot.
+///
+/// The status can lag behind the Secret: if the Secret of a rotation A → B was written but the
+/// status write after it failed, a deletion before the next successful reconcile moves from A
+/// (as reported) to B, giving B a new password. A narrow window (one failed status write), left.
 fn secret_deleted(
     secret_found: bool,
     observed: &crate::pg::plan::Observed,
     reported: &crate::crd::CredentialStatus,
     names: &crate::naming::TenantNames,
+    now: Timestamp,
 ) -> Option<Slot> {
     if secret_found {
         return None;
@@ -323,9 +328,11 @@ fn secret_deleted(
     let slot = [Slot::Primary, Slot::Secondary]
         .into_iter()
         .find(|s| s.role(names).as_str() == reported.active_user)?;
+    // A role whose `VALID UNTIL` has passed (a retry after the grace period it was given ended)
+    // has nobody left to protect.
     observed
         .slot(slot)
-        .is_some_and(|r| r.can_login)
+        .is_some_and(|r| r.can_login && r.valid_until.is_none_or(|t| t > now))
         .then_some(slot)
 }
 
@@ -501,5 +508,26 @@ mod tests {
         assert_eq!(deleted(&n, &reported, &none, None).trigger, None);
         let fresh = CredentialStatus::default();
         assert_eq!(deleted(&n, &fresh, &observed, None).trigger, None);
+        // A retry after the grace period given then has ended: nobody left to protect.
+        let ended = Observed {
+            secondary: login(Some("2025-12-31T23:00:00Z")),
+            ..observed.clone()
+        };
+        assert_eq!(deleted(&n, &reported, &ended, None).trigger, None);
+        // A Secret that exists (without a password): no rotation, its slot stays active.
+        let d = decide(&Decide {
+            now: ts("2026-01-01T00:00:00Z"),
+            names: &n,
+            reported: &reported,
+            annotation: None,
+            rotate_after: None,
+            grace: std::time::Duration::from_secs(3600),
+            last_rotation: None,
+            secret_found: true,
+            has_password: false,
+            secret_active: Slot::Secondary,
+            observed: &observed,
+        });
+        assert_eq!((d.trigger, d.active), (None, Slot::Secondary));
     }
 }
