@@ -47,16 +47,38 @@ const GUARD_SETTING: &str = "tenantdb.migration_guard";
 /// opening and again after each file (in [`record_sql`]), so that neither a default the tenant
 /// gave its own role nor a `SET` in one file changes how the next one is parsed (PostgreSQL
 /// parses a whole file with the values in force when it arrives).
-const PARSE_SETTINGS: &str =
-    "SET LOCAL standard_conforming_strings = on; SET LOCAL client_encoding = 'UTF8';";
+const PARSE_SETTINGS: [(&str, &str); 2] = [
+    ("standard_conforming_strings", "on"),
+    ("client_encoding", "UTF8"),
+];
+
+/// [`PARSE_SETTINGS`] as `SET LOCAL` statements (the opening).
+fn set_parse_settings() -> String {
+    PARSE_SETTINGS
+        .iter()
+        .map(|(name, value)| format!("SET LOCAL {name} = '{value}'; "))
+        .collect()
+}
+
+/// [`PARSE_SETTINGS`] as `set_config` calls local to the transaction, select-list items named
+/// after the setting (the statement recording a file).
+fn reset_parse_settings() -> String {
+    PARSE_SETTINGS
+        .iter()
+        .map(|(name, value)| {
+            format!(", pg_catalog.set_config('{name}', '{value}', true) AS {name}")
+        })
+        .collect()
+}
 
 fn opening_sql(quoted_schema: &str, quoted_role: &str, lock_key: i64) -> String {
     format!(
-        "BEGIN; SET TRANSACTION READ WRITE; SET LOCAL statement_timeout = 0; {PARSE_SETTINGS} \
+        "BEGIN; SET TRANSACTION READ WRITE; SET LOCAL statement_timeout = 0; {} \
          SELECT pg_catalog.pg_advisory_xact_lock({lock_key}) AS locked; \
          SET LOCAL ROLE {quoted_role}; SET LOCAL search_path TO {quoted_schema}; \
          SET LOCAL {GUARD_SETTING} = 'on'; \
-         SELECT pg_catalog.to_regclass('{quoted_schema}.{HISTORY_TABLE}') IS NOT NULL AS has_history"
+         SELECT pg_catalog.to_regclass('{quoted_schema}.{HISTORY_TABLE}') IS NOT NULL AS has_history",
+        set_parse_settings()
     )
 }
 
@@ -144,10 +166,9 @@ fn record_sql(quoted_schema: &str, direction: Direction) -> String {
     };
     format!(
         "WITH g AS (SELECT coalesce(pg_catalog.current_setting('{GUARD_SETTING}', true), '') = 'on' AS guard, \
-         current_user::text AS role, \
-         pg_catalog.set_config('standard_conforming_strings', 'on', true) AS scs, \
-         pg_catalog.set_config('client_encoding', 'UTF8', true) AS enc), w AS ({write}) \
-         SELECT g.guard, g.role, g.scs, g.enc, (SELECT count(*) FROM w) AS written FROM g"
+         current_user::text AS role{}), w AS ({write}) \
+         SELECT g.*, (SELECT count(*) FROM w) AS written FROM g",
+        reset_parse_settings()
     )
 }
 

@@ -23,23 +23,20 @@ impl PgAdmin {
         let marker = names.owner_marker.as_str();
         // The password does not matter for cleanup.
         let observed = self.observe(names, "").await?;
-        let role_ours = observed
-            .role
-            .as_ref()
-            .map(|r| r.comment.as_deref() == Some(marker));
+        let ours = |r: &Option<super::plan::ObservedRole>| {
+            r.as_ref().map(|r| r.comment.as_deref() == Some(marker))
+        };
+        let (role_ours, secondary_ours) = (ours(&observed.role), ours(&observed.secondary));
         // An admin that is not a superuser drops the database, ends the sessions and drops what
         // the roles own only as their member: given back first if it was lost (a role made by
         // another admin or an older operator; see `Step::GrantRoleToAdmin`).
-        for (role, r) in [
-            (&names.role, &observed.role),
-            (&names.secondary_role, &observed.secondary),
+        for (role, r, is_ours) in [
+            (&names.role, &observed.role, role_ours),
+            (&names.secondary_role, &observed.secondary, secondary_ours),
         ] {
-            if let Some(r) = r
-                && r.comment.as_deref() == Some(marker)
-                && r.admin_member == Some(false)
-            {
+            if is_ours == Some(true) && r.as_ref().and_then(|r| r.admin_member) == Some(false) {
                 crate::fence::check()?;
-                sqlx::raw_sql(ddl(format!("GRANT {role} TO CURRENT_USER")))
+                sqlx::raw_sql(ddl(super::plan::grant_to_admin(role)))
                     .execute(self.admin()?)
                     .await?;
             }
@@ -87,10 +84,6 @@ impl PgAdmin {
                 ));
             }
         }
-        let secondary_ours = observed
-            .secondary
-            .as_ref()
-            .map(|r| r.comment.as_deref() == Some(marker));
         for (role, is_ours) in [
             (&names.secondary_role, secondary_ours),
             (&names.role, role_ours),

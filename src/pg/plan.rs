@@ -394,7 +394,7 @@ impl Step {
                     // An admin that is not a superuser (CREATEROLE + CREATEDB) may give the role
                     // a database or schema (`OWNER`, `AUTHORIZATION`) only as its member; for a
                     // superuser the membership changes nothing.
-                    format!("GRANT {role} TO CURRENT_USER"),
+                    grant_to_admin(role),
                 ]
             }
             Step::CreateSecondary => {
@@ -411,11 +411,11 @@ impl Step {
                     format!("COMMENT ON ROLE {b} IS {marker}"),
                     // As for CreateRole: `DROP OWNED`, `REASSIGN OWNED` and ending its sessions
                     // need it from an admin that is not a superuser.
-                    format!("GRANT {b} TO CURRENT_USER"),
+                    grant_to_admin(b),
                 ]
             }
             Step::GrantMembership => vec![format!("GRANT {} TO {}", n.role, n.secondary_role)],
-            Step::GrantRoleToAdmin(s) => vec![format!("GRANT {} TO CURRENT_USER", role_of(s))],
+            Step::GrantRoleToAdmin(s) => vec![grant_to_admin(&role_of(s))],
             Step::ResetRoleAttributes(s) => vec![format!("ALTER ROLE {} {LEAST}", role_of(s))],
             Step::SetPassword(s) => vec![format!(
                 "ALTER ROLE {} PASSWORD {}",
@@ -490,6 +490,12 @@ impl Step {
             }
         })
     }
+}
+
+/// Makes the admin a member of `role` (for a superuser it changes nothing): what a `CREATEROLE`
+/// admin needs to give the role a database or schema, end its sessions and drop what it owns.
+pub(crate) fn grant_to_admin(role: &Ident) -> String {
+    format!("GRANT {role} TO CURRENT_USER")
 }
 
 /// Why a plan cannot be made: an object the tenant maps to is owned by someone else.

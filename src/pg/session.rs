@@ -94,9 +94,9 @@ impl PgAdmin {
             .application_name(&super::application_name(&self.instance, "tenant"))
             .disable_statement_logging()
             // Pinned at login, over any default the tenant gave its own role (`ALTER ROLE … SET
-            // standard_conforming_strings = off`): a migration file is parsed whole, with this
-            // value, as `migrate::lexer` reads it (backslashes are literal in '…'), so a string
-            // cannot end where the pre-check does not see it end.
+            // standard_conforming_strings = off`), for every statement the operator sends on a
+            // tenant session (backslashes literal in '…'). The migration engine sets it again
+            // before each file (`migrate::runner::PARSE_SETTINGS`), as `migrate::lexer` reads it.
             .options([("standard_conforming_strings", "on")]);
         if let Some(t) = lock_timeout {
             opts = opts.options([("lock_timeout", format!("{}ms", t.as_millis()))]);

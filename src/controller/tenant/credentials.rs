@@ -150,10 +150,12 @@ pub(super) async fn rotate(
     let source = secret.source();
     // Without a Secret (deleted), the last bookkeeping reported in status (read fresh) stands in:
     // else a handled rotate annotation would rotate again once the Secret is written back.
-    let mut cred_status = match (source, &secret.reported) {
-        (None, Some(reported)) => reported.clone(),
-        _ => status.credentials.clone().unwrap_or_default(),
-    };
+    // (`reported` is only read when there is no Secret.)
+    let mut cred_status = secret
+        .reported
+        .clone()
+        .or_else(|| status.credentials.clone())
+        .unwrap_or_default();
     if let Some(source) = source {
         cred_status.rotation_token = secret::annotation(source, secret::ROTATION_TOKEN_ANNOTATION);
         cred_status.rotated_at = secret::annotation(source, secret::ROTATED_AT_ANNOTATION);
@@ -185,16 +187,13 @@ pub(super) async fn rotate(
         secret_active: secret.active,
         observed: &observed,
     });
-    let password = if trigger.is_some() {
-        crate::scram::generate_password()
+    // A rotation: a new password, to compare with the active slot's verifier (observe again).
+    let (password, observed) = if trigger.is_some() {
+        let password = crate::scram::generate_password();
+        let observed = spec.server.pg().observe(names, &password).await?;
+        (password, observed)
     } else {
-        secret.candidate.clone()
-    };
-    // The password to compare with the active slot's verifier changed: observe again.
-    let observed = if trigger.is_some() {
-        spec.server.pg().observe(names, &password).await?
-    } else {
-        observed
+        (secret.candidate.clone(), observed)
     };
     Ok(Creds {
         secret,
@@ -446,14 +445,15 @@ mod tests {
         })
     }
 
-    /// The Secret deleted while `reported` names the active role.
-    fn deleted<'a>(
+    /// The Secret deleted while `reported` names the active role (1 h grace period, no
+    /// `rotateAfter`).
+    fn without_secret<'a>(
         names: &'a crate::naming::TenantNames,
         reported: &'a CredentialStatus,
         observed: &'a Observed,
         annotation: Option<&'a str>,
-    ) -> Decision {
-        decide(&Decide {
+    ) -> Decide<'a> {
+        Decide {
             now: ts("2026-01-01T00:00:00Z"),
             names,
             reported,
@@ -465,7 +465,16 @@ mod tests {
             has_password: false,
             secret_active: Slot::Primary,
             observed,
-        })
+        }
+    }
+
+    fn deleted(
+        names: &crate::naming::TenantNames,
+        reported: &CredentialStatus,
+        observed: &Observed,
+        annotation: Option<&str>,
+    ) -> Decision {
+        decide(&without_secret(names, reported, observed, annotation))
     }
 
     #[test]
@@ -516,17 +525,9 @@ mod tests {
         assert_eq!(deleted(&n, &reported, &ended, None).trigger, None);
         // A Secret that exists (without a password): no rotation, its slot stays active.
         let d = decide(&Decide {
-            now: ts("2026-01-01T00:00:00Z"),
-            names: &n,
-            reported: &reported,
-            annotation: None,
-            rotate_after: None,
-            grace: std::time::Duration::from_secs(3600),
-            last_rotation: None,
             secret_found: true,
-            has_password: false,
             secret_active: Slot::Secondary,
-            observed: &observed,
+            ..without_secret(&n, &reported, &observed, None)
         });
         assert_eq!((d.trigger, d.active), (None, Slot::Secondary));
     }
