@@ -296,6 +296,12 @@ pub struct TenantMigrationStatus {
     /// brings new Tenants to a Succeeded rollout's version (phase `Running`, reason `CatchingUp`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<Time>,
+    /// When the rollout of this revision first reached `Succeeded`. From then on it only brings
+    /// Tenants created at or after this time to its version and leaves the others alone; the
+    /// time is kept through later passes, also one that fails (phase `Failed` when new Tenants
+    /// fail past the budget), until the revision changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settled_at: Option<Time>,
     /// Per-tenant progress, bounded: all failed, blocked and running tenants (past the 100 most
     /// recently failed or blocked ones, only their name and state) plus the 50 most recently
     /// finished others, sorted by name.

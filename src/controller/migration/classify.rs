@@ -44,10 +44,9 @@ pub(crate) struct Input<'a> {
     pub dry_run: bool,
     /// The target version.
     pub target: i64,
-    /// The rollout of this revision succeeded before (only new Tenants are caught up).
-    pub settled: bool,
-    /// When this revision's rollout completed.
-    pub completed_at: Option<Timestamp>,
+    /// Since when the rollout of this revision is settled (`status::settled_since`): only
+    /// Tenants created since are caught up.
+    pub settled_at: Option<Timestamp>,
     /// Tenants a newer non-dry-run TenantMigration selects, with its name: left to it.
     pub newer: &'a BTreeMap<String, String>,
     /// `--name-prefix`.
@@ -232,10 +231,9 @@ fn class_of(
             "at version {}: left to the newer TenantMigration {other}",
             version_text(recorded)
         ))
-    } else if input.settled {
+    } else if let Some(settled_at) = input.settled_at {
         let created = t.meta().creation_timestamp.as_ref().map(|c| c.0);
-        let new_tenant =
-            matches!((created, input.completed_at), (Some(c), Some(done)) if c >= done);
+        let new_tenant = created.is_some_and(|c| c >= settled_at);
         if new_tenant {
             work()
         } else {
@@ -310,8 +308,7 @@ mod tests {
             prev_entries: prev,
             dry_run: false,
             target: 5,
-            settled: false,
-            completed_at: None,
+            settled_at: None,
             newer,
             name_prefix: "tenant_",
             shared_database: shared,
@@ -379,8 +376,7 @@ mod tests {
         let c = classify(
             &tenants,
             &Input {
-                settled: true,
-                completed_at: Some(Timestamp::from_second(20).unwrap()),
+                settled_at: Some(Timestamp::from_second(20).unwrap()),
                 ..input(&none, &newer, &shared, &servers)
             },
         );

@@ -94,7 +94,6 @@ impl<M: TenantMigrator> Pass<M> {
             render_status(
                 &prev,
                 same_revision,
-                input.settled,
                 &revision,
                 generation,
                 target,

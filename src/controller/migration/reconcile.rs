@@ -235,7 +235,8 @@ pub(crate) async fn reconcile_inner(
     };
     let target = r.target_version;
     let same_revision = rec.prev.revision.as_deref() == Some(r.revision.as_str());
-    let settled = super::status::settled(&rec.prev, same_revision);
+    let settled_at = super::status::settled_since(&rec.prev, same_revision);
+    let settled = settled_at.is_some();
     if dry_run && settled {
         ctx.metrics().set_phase(&key, Some("migration_Succeeded"));
         return Ok(Action::requeue(ctx.settings().resync));
@@ -283,8 +284,7 @@ pub(crate) async fn reconcile_inner(
             prev_entries: &prev_entries,
             dry_run,
             target,
-            settled,
-            completed_at: rec.prev.completed_at.as_ref().map(|t| t.0),
+            settled_at,
             newer: &newer,
             name_prefix: &ctx.settings().name_prefix,
             shared_database: &default_shared,
@@ -456,7 +456,6 @@ pub(crate) async fn reconcile_inner(
     let status = render_status(
         &rec.prev,
         same_revision,
-        settled,
         &r.revision,
         rec.generation,
         target,

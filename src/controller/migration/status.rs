@@ -8,12 +8,21 @@ use super::*;
 use crate::crd::{MigrationPhase, TenantMigrationStatus};
 use crate::status::{Cond, merge_conditions};
 
-/// Whether the previous status `prev` is of a rollout of this revision that completed: it
-/// migrates only tenants created since (`completedAt`) and leaves the others alone. It stays so
-/// while a later pass catches new tenants up (phase `Running`, `completedAt` kept), until a
-/// new revision or a failure.
-pub fn settled(prev: &TenantMigrationStatus, same_revision: bool) -> bool {
-    same_revision && prev.completed_at.is_some() && phase_is_not_failed(prev.phase)
+/// Since when the previous status `prev` is of a settled rollout of this revision: one that
+/// reached `Succeeded`, which from then on migrates only tenants created since (`settledAt`) and
+/// leaves the others alone. It stays so through later passes that catch new tenants up (phase
+/// `Running`, reason `CatchingUp`), also through one that fails, until a new revision. A status
+/// written before `settledAt` existed is settled since its `completedAt` if it is not `Failed`.
+pub fn settled_since(prev: &TenantMigrationStatus, same_revision: bool) -> Option<Timestamp> {
+    if !same_revision {
+        return None;
+    }
+    let legacy = || {
+        prev.completed_at
+            .as_ref()
+            .filter(|_| phase_is_not_failed(prev.phase))
+    };
+    prev.settled_at.as_ref().or_else(legacy).map(|t| t.0)
 }
 
 fn phase_is_not_failed(phase: MigrationPhase) -> bool {
@@ -22,14 +31,13 @@ fn phase_is_not_failed(phase: MigrationPhase) -> bool {
 
 /// Renders the status from the previous one, the progress and the verdict. Times and condition
 /// transition times are kept from `prev` when nothing changed, so that an unchanged rollout
-/// renders an identical status (and is not written). A `settled` rollout (completed for this
-/// revision, see [`settled`]) keeps its `completedAt` while a pass catches new tenants up: that
-/// time is what tells new tenants from tenants left alone since.
+/// renders an identical status (and is not written). A settled rollout (see [`settled_since`])
+/// keeps its `settledAt`, which tells new tenants from tenants left alone since, whatever its
+/// passes conclude; and its `completedAt` while a pass catches new tenants up.
 #[allow(clippy::too_many_arguments)]
 pub fn render_status(
     prev: &TenantMigrationStatus,
     same_revision: bool,
-    settled: bool,
     revision: &str,
     generation: Option<i64>,
     target_version: i64,
@@ -51,7 +59,11 @@ pub fn render_status(
         None
     }
     .or(Some(Time(now)));
-    let completed_at = if settled && same_revision && phase_is_not_failed(verdict.phase) {
+    let settled = settled_since(prev, same_revision);
+    let completed_at = if settled.is_some()
+        && phase_is_not_failed(verdict.phase)
+        && phase_is_not_failed(prev.phase)
+    {
         prev.completed_at.clone()
     } else if !terminal {
         None
@@ -61,6 +73,9 @@ pub fn render_status(
         Some(Time(now))
     };
     let phase = verdict.phase;
+    let settled_at = settled
+        .map(Time)
+        .or_else(|| (phase == MigrationPhase::Succeeded).then_some(Time(now)));
     let progressing = matches!(phase, MigrationPhase::Running | MigrationPhase::Pending);
     let desired = [
         Cond::new(
@@ -123,6 +138,7 @@ pub fn render_status(
         canary_passed,
         started_at,
         completed_at,
+        settled_at,
         tenants,
         omitted_tenants: to_i32(omitted),
     }

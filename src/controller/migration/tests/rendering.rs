@@ -1,6 +1,7 @@
 //! Verdicts, status rendering, selector validation, ConfigMap sets and the runtime's wiring.
 
 use super::*;
+use crate::controller::migration::status::settled_since;
 
 #[test]
 fn verdicts() {
@@ -102,7 +103,6 @@ fn first_status(p: &Progress, v: &Verdict, now: Timestamp) -> TenantMigrationSta
     render_status(
         &TenantMigrationStatus::default(),
         false,
-        false,
         "rev",
         Some(1),
         3,
@@ -127,21 +127,9 @@ fn rendering_is_stable() {
     let s1 = first_status(&p, &v, t0);
     assert_eq!(s1.phase, MigrationPhase::Succeeded);
     assert_eq!(s1.completed_at, Some(Time(t0)));
-    let s2 = render_status(&s1, true, false, "rev", Some(1), 3, &p, &v, &[], false, t1);
+    let s2 = render_status(&s1, true, "rev", Some(1), 3, &p, &v, &[], false, t1);
     assert_eq!(s1, s2, "an unchanged rollout renders the same status");
-    let s3 = render_status(
-        &s1,
-        false,
-        false,
-        "rev2",
-        Some(2),
-        3,
-        &p,
-        &v,
-        &[],
-        false,
-        t1,
-    );
+    let s3 = render_status(&s1, false, "rev2", Some(2), 3, &p, &v, &[], false, t1);
     assert_eq!(s3.started_at, Some(Time(t1)));
 }
 
@@ -160,9 +148,9 @@ fn a_catch_up_pass_keeps_the_completion_time() {
     let t1 = Timestamp::from_second(200).unwrap();
     let t2 = Timestamp::from_second(300).unwrap();
     let s1 = first_status(&p, &verdict(&done), t0);
-    assert!(crate::controller::migration::status::settled(&s1, true));
+    assert!(settled_since(&s1, true).is_some());
     assert!(
-        !crate::controller::migration::status::settled(&s1, false),
+        settled_since(&s1, false).is_none(),
         "a new revision is not settled"
     );
     p.states.insert("b".into(), TenantMigrationState::Running);
@@ -175,10 +163,10 @@ fn a_catch_up_pass_keeps_the_completion_time() {
     let v = verdict(&catching_up);
     assert_eq!(v.phase, MigrationPhase::Running);
     assert_eq!(v.reason, "CatchingUp");
-    let s2 = render_status(&s1, true, true, "rev", Some(1), 3, &p, &v, &[], false, t1);
+    let s2 = render_status(&s1, true, "rev", Some(1), 3, &p, &v, &[], false, t1);
     assert_eq!(s2.completed_at, Some(Time(t0)), "kept while catching up");
     assert!(
-        crate::controller::migration::status::settled(&s2, true),
+        settled_since(&s2, true) == Some(t0),
         "still settled during the catch-up pass"
     );
     p.states.insert("b".into(), TenantMigrationState::Succeeded);
@@ -189,7 +177,6 @@ fn a_catch_up_pass_keeps_the_completion_time() {
     };
     let s3 = render_status(
         &s2,
-        true,
         true,
         "rev",
         Some(1),
@@ -206,6 +193,79 @@ fn a_catch_up_pass_keeps_the_completion_time() {
         Some(Time(t0)),
         "the original completion time"
     );
+}
+
+/// A catch-up pass that fails past the budget makes the rollout `Failed` but keeps the settled
+/// line (`settledAt`): existing tenants stay left alone, and once the failing tenant is gone the
+/// rollout is `Succeeded` again with the same line (a new `completedAt`). A new revision drops it.
+#[test]
+fn a_failed_catch_up_keeps_the_settled_line() {
+    let mut p = one_succeeded();
+    let done = VerdictInput {
+        counts: p.counts(),
+        target_version: 3,
+        ..Default::default()
+    };
+    let t = |s| Timestamp::from_second(s).unwrap();
+    let s1 = first_status(&p, &verdict(&done), t(100));
+    assert_eq!(s1.settled_at, Some(Time(t(100))));
+    assert_eq!(settled_since(&s1, true), Some(t(100)));
+    p.states.insert("new".into(), TenantMigrationState::Failed);
+    let failing = VerdictInput {
+        counts: p.counts(),
+        settled: true,
+        ..done.clone()
+    };
+    let v = verdict(&failing);
+    assert_eq!(
+        (v.phase, v.reason),
+        (MigrationPhase::Failed, "FailureBudgetExceeded")
+    );
+    let render = |prev: &TenantMigrationStatus, p: &Progress, v: &Verdict, now, rev| {
+        let same = prev.revision.as_deref() == Some(rev);
+        render_status(prev, same, rev, Some(1), 3, p, v, &[], false, now)
+    };
+    let s2 = render(&s1, &p, &v, t(200), "rev");
+    assert_eq!(s2.phase, MigrationPhase::Failed);
+    assert_eq!(s2.completed_at, Some(Time(t(200))), "when it failed");
+    assert_eq!(
+        settled_since(&s2, true),
+        Some(t(100)),
+        "still settled since the first completion: tenants created before stay alone"
+    );
+    let s3 = render(&s2, &p, &v, t(250), "rev");
+    assert_eq!(
+        s3, s2,
+        "an unchanged failed rollout renders the same status"
+    );
+    p.states.remove("new");
+    let cleared = VerdictInput {
+        counts: p.counts(),
+        settled: true,
+        ..done
+    };
+    let v = verdict(&cleared);
+    assert_eq!(v.phase, MigrationPhase::Succeeded);
+    let s4 = render(&s3, &p, &v, t(300), "rev");
+    assert_eq!(s4.settled_at, Some(Time(t(100))), "the same line");
+    assert_eq!(s4.completed_at, Some(Time(t(300))), "succeeded again now");
+    let s5 = render(&s4, &p, &v, t(400), "rev2");
+    assert_eq!(
+        s5.settled_at,
+        Some(Time(t(400))),
+        "a new revision, a new line"
+    );
+    // A status written before `settledAt` existed: its `completedAt` unless it failed.
+    let legacy = TenantMigrationStatus {
+        settled_at: None,
+        ..s1.clone()
+    };
+    assert_eq!(settled_since(&legacy, true), Some(t(100)));
+    let legacy_failed = TenantMigrationStatus {
+        phase: MigrationPhase::Failed,
+        ..legacy
+    };
+    assert_eq!(settled_since(&legacy_failed, true), None);
 }
 
 #[test]
