@@ -365,6 +365,71 @@ async fn fleet_migration_catch_up_dry_run_and_rollback() {
         Some(BUNDLED_LATEST),
         "the catch-up of gold-7 moved gold-1 back to version 8"
     );
+    // 3c. A catch-up that fails keeps the line between new and existing tenants (`settledAt`).
+    // With gold-1-back deleted, gold-1 has no newer owner: gold-v8 leaves it alone only because
+    // it predates the line. gold-8 already has the table v8 creates (made with its own login
+    // while it was not selected), then is labelled gold: its catch-up fails and gold-v8 is
+    // Failed (budget 0). Once gold-8 is deleted gold-v8 is Succeeded again with the same line,
+    // and gold-1 was not moved back to version 8 (it was, when a Failed phase dropped the line).
+    let line = tm.status.as_ref().and_then(|s| s.settled_at.clone());
+    assert!(line.is_some(), "a settled rollout has a settledAt");
+    migrations(&env)
+        .delete("gold-1-back", &Default::default())
+        .await
+        .unwrap();
+    create_tenant(&env, "gold-8", json!({"tier": "silver"}), "schema").await;
+    env.wait_ready(NS, "gold-8", T).await;
+    let mut c = env.connect_with_secret(NS, "gold-8-db").await.unwrap();
+    sqlx::query("CREATE TABLE tm_flags (id int)")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    drop(c);
+    env.tenants(NS)
+        .patch(
+            "gold-8",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"tier": "gold"}}})),
+        )
+        .await
+        .unwrap();
+    let tm = wait_migration(&env, "gold-v8", "Failed on gold-8", |tm| {
+        phase(tm) == Some(MigrationPhase::Failed)
+    })
+    .await;
+    let st = tm.status.clone().unwrap();
+    let entry = st.tenants.iter().find(|e| e.name == "gold-8");
+    assert!(
+        entry.is_some_and(|e| matches!(
+            e.state,
+            TenantMigrationState::Failed | TenantMigrationState::Blocked
+        )),
+        "gold-8's entry: {entry:?}"
+    );
+    assert_eq!(st.settled_at, line, "the line survives the failed catch-up");
+    env.tenants(NS)
+        .delete("gold-8", &Default::default())
+        .await
+        .unwrap();
+    let tm = wait_migration(
+        &env,
+        "gold-v8",
+        "Succeeded again without gold-8, gold-1 left alone",
+        |tm| {
+            phase(tm) == Some(MigrationPhase::Succeeded)
+                && tm
+                    .status
+                    .as_ref()
+                    .is_some_and(|s| (s.total, s.succeeded, s.skipped, s.failed) == (8, 7, 1, 0))
+        },
+    )
+    .await;
+    assert_eq!(tm.status.and_then(|s| s.settled_at), line, "the same line");
+    assert_eq!(
+        schema_version(&env, "gold-1").await,
+        Some(BUNDLED_LATEST),
+        "gold-1 predates gold-v8's line: left alone after the failed catch-up"
+    );
     let gold: Vec<String> = gold
         .into_iter()
         .chain(["gold-6".to_string(), "gold-7".to_string()])
