@@ -44,6 +44,7 @@ impl Reconciler {
                 "targetVersion",
                 "startedAt",
                 "completedAt",
+                "settledAt",
             ] {
                 obj.entry(key).or_insert(serde_json::Value::Null);
             }

@@ -60,9 +60,12 @@ pub fn render_status(
     }
     .or(Some(Time(now)));
     let settled = settled_since(prev, same_revision);
+    // Kept through a catch-up pass; not from a Failed status (the pass after a failed catch-up
+    // has none: its conclusion gets a new one).
     let completed_at = if settled.is_some()
         && phase_is_not_failed(verdict.phase)
         && phase_is_not_failed(prev.phase)
+        && prev.completed_at.is_some()
     {
         prev.completed_at.clone()
     } else if !terminal {

@@ -242,13 +242,42 @@ fn a_failed_catch_up_keeps_the_settled_line() {
     let cleared = VerdictInput {
         counts: p.counts(),
         settled: true,
-        ..done
+        ..done.clone()
     };
     let v = verdict(&cleared);
     assert_eq!(v.phase, MigrationPhase::Succeeded);
     let s4 = render(&s3, &p, &v, t(300), "rev");
     assert_eq!(s4.settled_at, Some(Time(t(100))), "the same line");
     assert_eq!(s4.completed_at, Some(Time(t(300))), "succeeded again now");
+    // Failed, then a pass (another new tenant waited behind the budget), then Succeeded: no
+    // `completedAt` while the pass runs, a new one after it.
+    p.states
+        .insert("newer".into(), TenantMigrationState::Running);
+    let passing = VerdictInput {
+        counts: p.counts(),
+        settled: true,
+        pass_running: true,
+        ..cleared.clone()
+    };
+    let v_pass = verdict(&passing);
+    assert_eq!(v_pass.phase, MigrationPhase::Running);
+    let s3b = render(&s3, &p, &v_pass, t(260), "rev");
+    assert_eq!(s3b.completed_at, None, "running again after Failed");
+    assert_eq!(s3b.settled_at, Some(Time(t(100))));
+    p.states
+        .insert("newer".into(), TenantMigrationState::Succeeded);
+    let v_done = verdict(&VerdictInput {
+        counts: p.counts(),
+        ..cleared.clone()
+    });
+    assert_eq!(v_done.phase, MigrationPhase::Succeeded);
+    let s3c = render(&s3b, &p, &v_done, t(270), "rev");
+    assert_eq!(
+        s3c.completed_at,
+        Some(Time(t(270))),
+        "a Succeeded status has one"
+    );
+    assert_eq!(s3c.settled_at, Some(Time(t(100))));
     let s5 = render(&s4, &p, &v, t(400), "rev2");
     assert_eq!(
         s5.settled_at,
