@@ -1,7 +1,8 @@
 //! Limits through the real binary: `--max-tenants` is never overshot by concurrent reconciles;
 //! Tenant names of 64–253 characters (valid Kubernetes names) get a working Secret with valid
 //! labels; Event notes stay under the Events API's 1 KiB; a re-created schema whose first
-//! migration failed (the tenant's connection limit taken) is migrated by a later reconcile.
+//! migration failed (the tenant's connection limit taken) is migrated by a later reconcile, also
+//! of another operator process (`status.baselineDue`).
 
 use tenantdb_testkit::e2e;
 
@@ -262,11 +263,13 @@ async fn long_names_get_a_working_secret_and_event_notes_stay_under_1kib() {
 }
 
 /// A tenant that drops its own schema gets it back with its baseline, even when the first
-/// attempt to migrate the re-created schema fails (here: the tenant's connection limit is taken):
-/// a later reconcile migrates it instead of trusting the recorded version.
+/// attempt to migrate the re-created schema fails (here: the tenant's connection limit is taken)
+/// and the operator is restarted before a later one: the due migrations are in the Tenant's
+/// status (`baselineDue`) before the schema is re-created, and a later reconcile, of the new
+/// process too, migrates it instead of trusting the recorded version.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_recreated_schema_is_migrated_after_a_failed_first_attempt() {
-    let env = Env::start_with(&["--resync-seconds", "2"]).await;
+async fn a_recreated_schema_is_migrated_after_a_failed_first_attempt_and_a_restart() {
+    let mut env = Env::start_with(&["--resync-seconds", "2"]).await;
     let ns = "recreate";
     env.ensure_namespace(ns).await;
     env.create_tenant(
@@ -276,6 +279,9 @@ async fn a_recreated_schema_is_migrated_after_a_failed_first_attempt() {
     )
     .await;
     let t = env.wait_ready(ns, "acme", T).await;
+    let version = t.status.as_ref().and_then(|s| s.schema_version);
+    assert!(version.is_some());
+    assert_eq!(t.status.as_ref().and_then(|s| s.baseline_due), None);
     let schema = t.status.and_then(|s| s.schema).unwrap();
     let shared = sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
@@ -326,10 +332,147 @@ async fn a_recreated_schema_is_migrated_after_a_failed_first_attempt() {
         0,
         "nothing migrated while the limit is taken"
     );
+    let due = |env: &Env| {
+        let api = env.tenants(ns);
+        async move {
+            let t = api.get("acme").await.unwrap();
+            t.status.and_then(|s| s.baseline_due)
+        }
+    };
+    assert_eq!(due(&env).await, version, "recorded before the re-creation");
+    // Restarted while the migrations are due: the new process knows only the status.
+    env.kill_operator().await;
+    env.start_operator();
     drop(hold);
     wait_for(T, "the re-created schema migrated", || async {
         (tables().await > 0).then_some(())
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", tail(&env.operator_log(), 30)));
+    wait_for(T, "baselineDue cleared", || async {
+        due(&env).await.is_none().then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", tail(&env.operator_log(), 30)));
+    let t = env.tenants(ns).get("acme").await.unwrap();
+    assert_eq!(t.status.and_then(|s| s.schema_version), version);
+    assert_eq!(env.operator_starts(), 2);
+}
+
+/// The due migrations of a re-created schema are in the Tenant's status before the schema is
+/// re-created: an operator that dies right after the re-creation (`TENANTDB_TEST_EXIT_AT=
+/// baseline-due`, before the migrations) is followed by one that migrates the schema. And once
+/// they complete, `baselineDue` is cleared at once, not at the next resync (the default 300 s
+/// here): the cleared status equals the cached one, from before the due was written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_recreated_just_before_the_operator_died_is_migrated_by_the_next_one() {
+    let exit_at = vec![(
+        "TENANTDB_TEST_EXIT_AT".to_string(),
+        "baseline-due".to_string(),
+    )];
+    let mut env = Env::start_configured(e2e::EnvOptions {
+        operator_env: exit_at,
+        ..Default::default()
+    })
+    .await;
+    let ns = "recreate-exit";
+    env.ensure_namespace(ns).await;
+    env.create_tenant(
+        ns,
+        "acme",
+        json!({"isolation": "schema", "deletionPolicy": "Delete"}),
+    )
+    .await;
+    let t = env.wait_ready(ns, "acme", T).await;
+    let version = t.status.as_ref().and_then(|s| s.schema_version);
+    assert!(version.is_some());
+    let schema = t.status.and_then(|s| s.schema).unwrap();
+    let shared = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&env.pg.url("tenantdb_shared"))
+        .await
+        .unwrap();
+    let tables = || {
+        let (shared, schema) = (shared.clone(), schema.clone());
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM pg_tables WHERE schemaname = $1")
+                .bind(schema)
+                .fetch_one(&shared)
+                .await
+                .unwrap()
+        }
+    };
+    let due = |env: &Env| {
+        let api = env.tenants(ns);
+        async move {
+            let t = api.get("acme").await.unwrap();
+            t.status.and_then(|s| s.baseline_due)
+        }
+    };
+    drop_schema_and_poke(&env, ns, &schema, 1).await;
+    let op = env.operator.as_mut().unwrap();
+    let exit = wait_for(T, "the operator exits at baseline-due", || {
+        let s = op.try_wait().ok().flatten();
+        async move { s }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", env.important_log_tail(40)));
+    assert_eq!(exit.code(), Some(86), "{exit:?}");
+    assert_eq!(tables().await, 0, "re-created, not migrated");
+    assert_eq!(due(&env).await, version, "recorded before the re-creation");
+    env.operator_env.clear();
+    env.start_operator();
+    wait_for(
+        T,
+        "the re-created schema migrated by the next operator",
+        || async { (tables().await > 0).then_some(()) },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", tail(&env.operator_log(), 30)));
+    wait_for(T, "baselineDue cleared", || async {
+        due(&env).await.is_none().then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", tail(&env.operator_log(), 30)));
+    // Again with the operator running: migrated at the first attempt, and the due cleared long
+    // before the resync.
+    let baseline = tables().await;
+    drop_schema_and_poke(&env, ns, &schema, 2).await;
+    let r = wait_for(
+        Duration::from_secs(60),
+        "re-created, migrated, baselineDue cleared",
+        || async { (tables().await == baseline && due(&env).await.is_none()).then_some(()) },
+    )
+    .await;
+    if let Err(e) = r {
+        panic!(
+            "{e}\n{}\ntables {} (before {baseline}), due {:?}",
+            tail(&env.operator_log(), 30),
+            tables().await,
+            due(&env).await
+        )
+    }
+    let t = env.tenants(ns).get("acme").await.unwrap();
+    assert_eq!(t.status.and_then(|s| s.schema_version), version);
+}
+
+/// The tenant drops its own schema; an annotation (`n`) makes the operator look at once.
+async fn drop_schema_and_poke(env: &Env, ns: &str, schema: &str, n: u32) {
+    let mut c = env.connect_with_secret(ns, "acme-db").await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA \"{schema}\" CASCADE"
+    )))
+    .execute(&mut c)
+    .await
+    .unwrap();
+    env.tenants(ns)
+        .patch(
+            "acme",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(
+                json!({"metadata": {"annotations": {"test/poke": n.to_string()}}}),
+            ),
+        )
+        .await
+        .unwrap();
 }

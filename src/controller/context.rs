@@ -218,6 +218,11 @@ impl Context {
             .update(key, |s| s.partitions = Some(Instant::now()));
     }
 
+    /// Forgets the last partition maintenance run: the next reconcile maintains them.
+    pub fn forget_partition_cache(&self, key: &str) {
+        self.objects.update(key, |s| s.partitions = None);
+    }
+
     /// Last storage measurement of a tenant's PostgreSQL side.
     pub fn usage_cache(&self, key: &str) -> Option<(Instant, i64)> {
         self.objects.read(key, |s| s.usage).flatten()
@@ -389,15 +394,20 @@ impl Context {
             .update(key, |s| s.schema_version = Some(version));
     }
 
-    /// The version a (re)created schema still has to be migrated to, if its migrations have not
-    /// completed yet (see [`crate::controller::state::ObjectState::baseline_due`]).
-    pub fn baseline_due(&self, key: &str) -> Option<Option<i64>> {
-        self.objects.read(key, |s| s.baseline_due).flatten()
+    /// The version a (re)created schema or database still has to be migrated to, if its
+    /// migrations have not completed yet: what this process recorded, else `persisted` (the
+    /// Tenant's `status.baselineDue`; see [`crate::controller::state::ObjectState::baseline_due`]).
+    pub fn baseline_due_or(&self, key: &str, persisted: Option<i64>) -> Option<i64> {
+        self.objects
+            .read(key, |s| s.baseline_due)
+            .flatten()
+            .unwrap_or(persisted)
     }
 
-    /// Records (`Some`) or clears (`None`) [`Context::baseline_due`].
-    pub fn set_baseline_due(&self, key: &str, due: Option<Option<i64>>) {
-        self.objects.update(key, |s| s.baseline_due = due);
+    /// Records that the tenant's migrations are due to a version (`Some`) or complete (`None`)
+    /// ([`Context::baseline_due_or`]).
+    pub fn set_baseline_due(&self, key: &str, due: Option<i64>) {
+        self.objects.update(key, |s| s.baseline_due = Some(due));
     }
 
     /// A Tenant's schema version: the one recorded by [`Context::set_schema_version`] if any,

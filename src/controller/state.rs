@@ -35,9 +35,10 @@ pub struct ObjectState {
     pub partitions: Option<Instant>,
     /// The schema version this process last brought the tenant to.
     pub schema_version: Option<Option<i64>>,
-    /// The tenant's schema or database was (re)created and its migrations to this version have
-    /// not completed yet: the next reconcile runs them again (else the recorded version would
-    /// vouch for an empty schema).
+    /// Whether the tenant's schema or database was (re)created and its migrations to a version
+    /// have not completed yet (`Some(Some(version))`: the next reconcile runs them again, else the
+    /// recorded version would vouch for an empty schema) or have (`Some(None)`). `None`: not
+    /// known in this process; the Tenant's `status.baselineDue` says (it outlives a restart).
     pub baseline_due: Option<Option<i64>>,
     /// Settled: its last reconcile completed healthy (see [`Settled`]).
     pub settled: Option<Settled>,

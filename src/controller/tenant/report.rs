@@ -333,6 +333,9 @@ pub(super) async fn write_status(
     // schemaVersion: what this process last migrated the database to, when known (the cached
     // object may predate the TenantMigration controller's patch of it).
     status.schema_version = ctx.schema_version_or(&object_key(tenant), status.schema_version);
+    // The migrations a (re)created schema still needs, as this process knows them (they outlive
+    // a restart in status; cleared once complete).
+    status.baseline_due = ctx.baseline_due_or(&object_key(tenant), status.baseline_due);
     // The placement this process made is recorded with any status it writes (a failure status
     // built from the object as it was before must not erase it).
     if status
@@ -356,10 +359,15 @@ pub(super) async fn write_status(
         &object_key(tenant),
         Some(fleet_facts(tenant, &status, phase)),
     );
-    if tenant.status.as_ref() == Some(&status) {
+    let key = object_key(tenant);
+    // Equal to the cached status: nothing to write, unless a write of ours in this reconcile
+    // superseded the cached object (the baseline due written before a re-creation, then cleared):
+    // then only what was last written counts (below).
+    if tenant.status.as_ref() == Some(&status)
+        && !ctx.is_stale(&key, tenant.meta().resource_version.as_deref())
+    {
         return Ok(false);
     }
-    let key = object_key(tenant);
     let hash = status_hash(&status, tenant.meta().generation);
     if ctx.already_written(&key, hash) {
         return Ok(false);

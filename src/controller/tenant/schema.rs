@@ -28,9 +28,9 @@ pub(super) async fn migrate(
     let names = &spec.resolved.names;
     let status = tenant.status.clone().unwrap_or_default();
     let recorded = ctx.schema_version_or(&spec.key, status.schema_version);
-    // Set by `steps::apply` when its plan (re)created the schema or database, kept until the
-    // migrations below complete.
-    let due = ctx.baseline_due(&spec.key);
+    // Set by `steps::apply` when its plan (re)created the schema or database (and recorded in
+    // status before it did), kept until the migrations below complete.
+    let due = ctx.baseline_due_or(&spec.key, status.baseline_due);
     let login = Login {
         user: creds.active.role(names),
         password: &creds.password,
@@ -61,10 +61,18 @@ pub(super) async fn migrate(
         // A (re)created schema gets back the version it had; until its migrations complete,
         // later reconciles keep trying (a failure here is often transient: the connection
         // limit, a timeout).
-        let target = due.unwrap_or(ctx.migrations().latest_version());
+        let target = baseline_target(due, recorded, ctx.migrations().latest_version());
+        if recorded.is_some() {
+            // A re-created schema or database, its due migrations in status (tests: as if the
+            // process were killed before they ran).
+            super::test_points::fail_point("baseline-due");
+        }
         schema_version = run_migrations(ctx, &spec.server, names, &login, target).await?;
         ctx.set_schema_version(&spec.key, schema_version);
         ctx.set_baseline_due(&spec.key, None);
+        // Its partitioned tables are new and have no partitions: maintained now, whenever the
+        // schema's partitions were last maintained.
+        ctx.forget_partition_cache(&spec.key);
     }
     // Monthly partitions of the baseline's partitioned tables, kept ahead (at most every
     // partition interval).
@@ -72,6 +80,14 @@ pub(super) async fn migrate(
         maintain_partitions(ctx, &spec.server, &spec.key, names, &login).await?;
     }
     Ok(schema_version)
+}
+
+/// The version the baseline migrations of a new or re-created schema bring it to: the due one,
+/// never below the recorded one (a TenantMigration may have moved the recorded version past the
+/// due one meanwhile: going down would run down migrations on a schema that never had them),
+/// else the latest.
+fn baseline_target(due: Option<i64>, recorded: Option<i64>, latest: Option<i64>) -> Option<i64> {
+    due.max(recorded).or(latest)
 }
 
 /// The credentials a tenant session logs in with: the active slot's role and the Secret's password.
@@ -196,4 +212,22 @@ pub(super) async fn run_migrations(
         info!(from = ?report.from, to = ?report.to, steps = report.applied.len(), "migrations applied");
     }
     Ok(report.to)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::baseline_target;
+
+    #[test]
+    fn the_baseline_goes_to_the_due_version_and_never_down() {
+        assert_eq!(baseline_target(None, None, Some(7)), Some(7), "new: latest");
+        assert_eq!(baseline_target(Some(5), Some(5), Some(7)), Some(5), "back");
+        assert_eq!(
+            baseline_target(Some(5), Some(6), Some(7)),
+            Some(6),
+            "not down"
+        );
+        assert_eq!(baseline_target(Some(5), None, Some(7)), Some(5));
+        assert_eq!(baseline_target(None, None, None), None, "no migrations");
+    }
 }

@@ -57,19 +57,19 @@ pub(super) async fn apply(
     };
     let steps = plan(&desired, &creds.observed).map_err(|c| Error::Conflict(c.0))?;
     // A schema or database (re)created here must get its migrations even if a later step or the
-    // migration itself fails: remembered until `schema::migrate` completes them.
-    if steps
-        .iter()
-        .any(|s| matches!(s, Step::CreateSchema | Step::CreateDatabase))
+    // migration itself fails, or the process stops: remembered (and recorded in status before
+    // anything is created, below) until `schema::migrate` completes them.
+    let persisted_due = tenant.status.as_ref().and_then(|s| s.baseline_due);
+    if spec.resolved.auto_migrate
+        && steps
+            .iter()
+            .any(|s| matches!(s, Step::CreateSchema | Step::CreateDatabase))
     {
         let recorded = ctx.schema_version_or(
             &spec.key,
             tenant.status.as_ref().and_then(|s| s.schema_version),
         );
-        ctx.set_baseline_due(
-            &spec.key,
-            Some(recorded.or(ctx.migrations().latest_version())),
-        );
+        ctx.set_baseline_due(&spec.key, recorded.or(ctx.migrations().latest_version()));
     }
     let mut desired = desired;
     if steps.contains(&Step::CreateDatabase) {
@@ -84,6 +84,11 @@ pub(super) async fn apply(
         if first_time {
             let status =
                 super::report::provisioning_status(tenant, &spec.resolved, spec.server.name());
+            super::report::write_status(tenant, ctx, status).await?;
+        } else if ctx.baseline_due_or(&spec.key, persisted_due) != persisted_due {
+            // A Ready tenant's schema or database is re-created: the due migrations go into its
+            // status first (`write_status` takes them from the context).
+            let status = super::report::base_status(tenant);
             super::report::write_status(tenant, ctx, status).await?;
         }
         for s in &steps {
