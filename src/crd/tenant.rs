@@ -251,12 +251,12 @@ pub struct TenantStatus {
     /// Highest applied schema migration version, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema_version: Option<i64>,
-    /// Set while the baseline migrations (`autoMigrate`) of a schema or database the operator
-    /// created or re-created (a tenant dropped its own schema, say) have not completed: the
-    /// version they bring it to (the recorded `schemaVersion` it had, or the latest for a new
-    /// tenant; never below `schemaVersion`). Recorded before the schema or database is created,
-    /// so that the migrations are run also after an operator restart instead of trusting
-    /// `schemaVersion`; cleared when they complete (kept while `autoMigrate` is off).
+    /// Set while the baseline migrations of a schema or database the operator re-created (a
+    /// tenant dropped its own schema, say) have not completed: the `schemaVersion` recorded
+    /// before, which they bring it back to (never below the current `schemaVersion`). Recorded
+    /// before the schema or database is re-created, so that the migrations are run also after an
+    /// operator restart instead of trusting `schemaVersion`; cleared when they complete (with
+    /// `autoMigrate` off, kept until it is on again and they ran).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub baseline_due: Option<i64>,

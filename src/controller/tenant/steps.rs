@@ -56,20 +56,22 @@ pub(super) async fn apply(
         None
     };
     let steps = plan(&desired, &creds.observed).map_err(|c| Error::Conflict(c.0))?;
-    // A schema or database (re)created here must get its migrations even if a later step or the
-    // migration itself fails, or the process stops: remembered (and recorded in status before
-    // anything is created, below) until `schema::migrate` completes them.
+    // A schema or database re-created here (a version is recorded) must get its migrations back
+    // even if a later step or the migration itself fails, or the process stops: remembered (and
+    // recorded in status before anything is created, below) until `schema::migrate` completes
+    // them; with `autoMigrate` off, until it is on again. (A new tenant, no version recorded, is
+    // migrated anyway.)
     let persisted_due = tenant.status.as_ref().and_then(|s| s.baseline_due);
-    if spec.resolved.auto_migrate
+    let recorded = ctx.schema_version_or(
+        &spec.key,
+        tenant.status.as_ref().and_then(|s| s.schema_version),
+    );
+    if recorded.is_some()
         && steps
             .iter()
             .any(|s| matches!(s, Step::CreateSchema | Step::CreateDatabase))
     {
-        let recorded = ctx.schema_version_or(
-            &spec.key,
-            tenant.status.as_ref().and_then(|s| s.schema_version),
-        );
-        ctx.set_baseline_due(&spec.key, recorded.or(ctx.migrations().latest_version()));
+        ctx.set_baseline_due(&spec.key, recorded);
     }
     let mut desired = desired;
     if steps.contains(&Step::CreateDatabase) {
