@@ -283,21 +283,8 @@ async fn a_recreated_schema_is_migrated_after_a_failed_first_attempt_and_a_resta
     assert!(version.is_some());
     assert_eq!(t.status.as_ref().and_then(|s| s.baseline_due), None);
     let schema = t.status.and_then(|s| s.schema).unwrap();
-    let shared = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&env.pg.url("tenantdb_shared"))
-        .await
-        .unwrap();
-    let tables = || {
-        let (shared, schema) = (shared.clone(), schema.clone());
-        async move {
-            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM pg_tables WHERE schemaname = $1")
-                .bind(schema)
-                .fetch_one(&shared)
-                .await
-                .unwrap()
-        }
-    };
+    let shared = shared_pool(&env).await;
+    let tables = || table_count(&shared, &schema);
     assert!(tables().await > 0, "the baseline is in the schema");
     // The tenant's one connection drops the schema and stays open: the operator can re-create
     // the schema (as the admin) but not log in as the tenant to migrate it.
@@ -332,14 +319,11 @@ async fn a_recreated_schema_is_migrated_after_a_failed_first_attempt_and_a_resta
         0,
         "nothing migrated while the limit is taken"
     );
-    let due = |env: &Env| {
-        let api = env.tenants(ns);
-        async move {
-            let t = api.get("acme").await.unwrap();
-            t.status.and_then(|s| s.baseline_due)
-        }
-    };
-    assert_eq!(due(&env).await, version, "recorded before the re-creation");
+    assert_eq!(
+        baseline_due(&env, ns).await,
+        version,
+        "recorded before the re-creation"
+    );
     // Restarted while the migrations are due: the new process knows only the status.
     env.kill_operator().await;
     env.start_operator();
@@ -350,7 +334,7 @@ async fn a_recreated_schema_is_migrated_after_a_failed_first_attempt_and_a_resta
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", tail(&env.operator_log(), 30)));
     wait_for(T, "baselineDue cleared", || async {
-        due(&env).await.is_none().then_some(())
+        baseline_due(&env, ns).await.is_none().then_some(())
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", tail(&env.operator_log(), 30)));
@@ -387,28 +371,8 @@ async fn a_schema_recreated_just_before_the_operator_died_is_migrated_by_the_nex
     let version = t.status.as_ref().and_then(|s| s.schema_version);
     assert!(version.is_some());
     let schema = t.status.and_then(|s| s.schema).unwrap();
-    let shared = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&env.pg.url("tenantdb_shared"))
-        .await
-        .unwrap();
-    let tables = || {
-        let (shared, schema) = (shared.clone(), schema.clone());
-        async move {
-            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM pg_tables WHERE schemaname = $1")
-                .bind(schema)
-                .fetch_one(&shared)
-                .await
-                .unwrap()
-        }
-    };
-    let due = |env: &Env| {
-        let api = env.tenants(ns);
-        async move {
-            let t = api.get("acme").await.unwrap();
-            t.status.and_then(|s| s.baseline_due)
-        }
-    };
+    let shared = shared_pool(&env).await;
+    let tables = || table_count(&shared, &schema);
     drop_schema_and_poke(&env, ns, &schema, 1).await;
     let op = env.operator.as_mut().unwrap();
     let exit = wait_for(T, "the operator exits at baseline-due", || {
@@ -419,7 +383,11 @@ async fn a_schema_recreated_just_before_the_operator_died_is_migrated_by_the_nex
     .unwrap_or_else(|e| panic!("{e}\n{}", env.important_log_tail(40)));
     assert_eq!(exit.code(), Some(86), "{exit:?}");
     assert_eq!(tables().await, 0, "re-created, not migrated");
-    assert_eq!(due(&env).await, version, "recorded before the re-creation");
+    assert_eq!(
+        baseline_due(&env, ns).await,
+        version,
+        "recorded before the re-creation"
+    );
     env.operator_env.clear();
     env.start_operator();
     wait_for(
@@ -430,7 +398,7 @@ async fn a_schema_recreated_just_before_the_operator_died_is_migrated_by_the_nex
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", tail(&env.operator_log(), 30)));
     wait_for(T, "baselineDue cleared", || async {
-        due(&env).await.is_none().then_some(())
+        baseline_due(&env, ns).await.is_none().then_some(())
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", tail(&env.operator_log(), 30)));
@@ -441,7 +409,9 @@ async fn a_schema_recreated_just_before_the_operator_died_is_migrated_by_the_nex
     let r = wait_for(
         Duration::from_secs(60),
         "re-created, migrated, baselineDue cleared",
-        || async { (tables().await == baseline && due(&env).await.is_none()).then_some(()) },
+        || async {
+            (tables().await == baseline && baseline_due(&env, ns).await.is_none()).then_some(())
+        },
     )
     .await;
     if let Err(e) = r {
@@ -449,7 +419,7 @@ async fn a_schema_recreated_just_before_the_operator_died_is_migrated_by_the_nex
             "{e}\n{}\ntables {} (before {baseline}), due {:?}",
             tail(&env.operator_log(), 30),
             tables().await,
-            due(&env).await
+            baseline_due(&env, ns).await
         )
     }
     let t = env.tenants(ns).get("acme").await.unwrap();
@@ -475,4 +445,28 @@ async fn drop_schema_and_poke(env: &Env, ns: &str, schema: &str, n: u32) {
         )
         .await
         .unwrap();
+}
+
+/// A pool on the default server's shared database, as the admin.
+async fn shared_pool(env: &Env) -> sqlx::PgPool {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&env.pg.url("tenantdb_shared"))
+        .await
+        .unwrap()
+}
+
+/// The number of tables (partitions included) in `schema`.
+async fn table_count(shared: &sqlx::PgPool, schema: &str) -> i64 {
+    sqlx::query_scalar::<_, i64>("SELECT count(*) FROM pg_tables WHERE schemaname = $1")
+        .bind(schema)
+        .fetch_one(shared)
+        .await
+        .unwrap()
+}
+
+/// Tenant `acme`'s `status.baselineDue`.
+async fn baseline_due(env: &Env, ns: &str) -> Option<i64> {
+    let t = env.tenants(ns).get("acme").await.unwrap();
+    t.status.and_then(|s| s.baseline_due)
 }
