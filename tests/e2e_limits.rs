@@ -328,16 +328,7 @@ async fn a_recreated_schema_is_migrated_after_a_failed_first_attempt_and_a_resta
     env.kill_operator().await;
     env.start_operator();
     drop(hold);
-    wait_for(T, "the re-created schema migrated", || async {
-        (tables().await > 0).then_some(())
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", tail(&env.operator_log(), 30)));
-    wait_for(T, "baselineDue cleared", || async {
-        baseline_due(&env, ns).await.is_none().then_some(())
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", tail(&env.operator_log(), 30)));
+    wait_migrated_back(&env, ns, &shared, &schema, "the re-created schema migrated").await;
     let t = env.tenants(ns).get("acme").await.unwrap();
     assert_eq!(t.status.and_then(|s| s.schema_version), version);
     assert_eq!(env.operator_starts(), 2);
@@ -390,18 +381,14 @@ async fn a_schema_recreated_just_before_the_operator_died_is_migrated_by_the_nex
     );
     env.operator_env.clear();
     env.start_operator();
-    wait_for(
-        T,
+    wait_migrated_back(
+        &env,
+        ns,
+        &shared,
+        &schema,
         "the re-created schema migrated by the next operator",
-        || async { (tables().await > 0).then_some(()) },
     )
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", tail(&env.operator_log(), 30)));
-    wait_for(T, "baselineDue cleared", || async {
-        baseline_due(&env, ns).await.is_none().then_some(())
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", tail(&env.operator_log(), 30)));
+    .await;
     // Again with the operator running: migrated at the first attempt, and the due cleared long
     // before the resync.
     let baseline = tables().await;
@@ -469,4 +456,19 @@ async fn table_count(shared: &sqlx::PgPool, schema: &str) -> i64 {
 async fn baseline_due(env: &Env, ns: &str) -> Option<i64> {
     let t = env.tenants(ns).get("acme").await.unwrap();
     t.status.and_then(|s| s.baseline_due)
+}
+
+/// Waits until the re-created `schema` has tables again (`what`), then until tenant `acme`'s
+/// `status.baselineDue` is cleared.
+async fn wait_migrated_back(env: &Env, ns: &str, shared: &sqlx::PgPool, schema: &str, what: &str) {
+    wait_for(T, what, || async {
+        (table_count(shared, schema).await > 0).then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", tail(&env.operator_log(), 30)));
+    wait_for(T, "baselineDue cleared", || async {
+        baseline_due(env, ns).await.is_none().then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", tail(&env.operator_log(), 30)));
 }

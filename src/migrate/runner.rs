@@ -37,12 +37,6 @@ pub struct MigrationReport {
 /// back the transaction loses it.
 const GUARD_SETTING: &str = "tenantdb.migration_guard";
 
-/// The opening of the transaction, one simple-query message (one round trip): `BEGIN`, read-write
-/// and no statement timeout (schema changes are the operator's work, not the tenant application's,
-/// so neither its read-only switch (storage quota) nor its statement timeout applies), the
-/// advisory lock, role, search_path and guard, and whether the history table exists. Only the
-/// validated, quoted schema and role (`[a-z0-9_]` inside their double quotes: no quote or dollar
-/// sign) and the integer lock key are formatted into it.
 /// The settings every migration file is parsed with, as [`super::lexer`] reads it: set by the
 /// opening and again after each file (in [`record_sql`]), so that neither a default the tenant
 /// gave its own role nor a `SET` in one file changes how the next one is parsed (PostgreSQL
@@ -71,6 +65,12 @@ fn reset_parse_settings() -> String {
         .collect()
 }
 
+/// The opening of the transaction, one simple-query message (one round trip): `BEGIN`, read-write
+/// and no statement timeout (schema changes are the operator's work, not the tenant application's,
+/// so neither its read-only switch (storage quota) nor its statement timeout applies), the
+/// [`PARSE_SETTINGS`], the advisory lock, role, search_path and guard, and whether the history
+/// table exists. Only the validated, quoted schema and role (`[a-z0-9_]` inside their double
+/// quotes: no quote or dollar sign) and the integer lock key are formatted into it.
 fn opening_sql(quoted_schema: &str, quoted_role: &str, lock_key: i64) -> String {
     format!(
         "BEGIN; SET TRANSACTION READ WRITE; SET LOCAL statement_timeout = 0; {} \

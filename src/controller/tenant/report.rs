@@ -323,6 +323,15 @@ pub(super) fn failed_status(
     s
 }
 
+/// What this process knows better than the cached object, laid over a status to write or
+/// compare: the schema version it last migrated the tenant to (the cached object may predate the
+/// TenantMigration controller's patch of it) and the baseline migrations a re-created schema
+/// still needs (they outlive a restart in status; cleared once complete).
+pub(super) fn overlay_known(ctx: &Context, key: &str, status: &mut TenantStatus) {
+    status.schema_version = ctx.schema_version_or(key, status.schema_version);
+    status.baseline_due = ctx.baseline_due_or(key, status.baseline_due);
+}
+
 /// Writes status with server-side apply, unless it equals the current status. Returns whether a
 /// write happened.
 pub(super) async fn write_status(
@@ -330,12 +339,8 @@ pub(super) async fn write_status(
     ctx: &Context,
     mut status: TenantStatus,
 ) -> Result<bool> {
-    // schemaVersion: what this process last migrated the database to, when known (the cached
-    // object may predate the TenantMigration controller's patch of it).
-    status.schema_version = ctx.schema_version_or(&object_key(tenant), status.schema_version);
-    // The migrations a (re)created schema still needs, as this process knows them (they outlive
-    // a restart in status; cleared once complete).
-    status.baseline_due = ctx.baseline_due_or(&object_key(tenant), status.baseline_due);
+    let key = object_key(tenant);
+    overlay_known(ctx, &key, &mut status);
     // The placement this process made is recorded with any status it writes (a failure status
     // built from the object as it was before must not erase it).
     if status
@@ -343,7 +348,7 @@ pub(super) async fn write_status(
         .as_ref()
         .and_then(|p| p.postgres.as_ref())
         .is_none()
-        && let Some(server) = ctx.servers().reservation(&object_key(tenant))
+        && let Some(server) = ctx.servers().reservation(&key)
     {
         status.placement.get_or_insert_default().postgres = Some(server);
     }
@@ -354,12 +359,10 @@ pub(super) async fn write_status(
         TenantPhase::Failed => "Failed",
         TenantPhase::Deleting => "Deleting",
     };
-    ctx.metrics().set_phase(&object_key(tenant), Some(phase));
-    ctx.metrics().fleet.set(
-        &object_key(tenant),
-        Some(fleet_facts(tenant, &status, phase)),
-    );
-    let key = object_key(tenant);
+    ctx.metrics().set_phase(&key, Some(phase));
+    ctx.metrics()
+        .fleet
+        .set(&key, Some(fleet_facts(tenant, &status, phase)));
     // Equal to the cached status: nothing to write, unless a write of ours in this reconcile
     // superseded the cached object (the baseline due written before a re-creation, then cleared):
     // then only what was last written counts (below).

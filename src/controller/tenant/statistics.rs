@@ -73,8 +73,7 @@ pub(super) fn piggyback(
     let without = |s: &crate::crd::TenantStatus| {
         let mut s = s.clone();
         s.statistics = None;
-        s.schema_version = ctx.schema_version_or(key, s.schema_version);
-        s.baseline_due = ctx.baseline_due_or(key, s.baseline_due);
+        super::report::overlay_known(ctx, key, &mut s);
         s
     };
     let written_anyway = tenant
