@@ -6,7 +6,7 @@ use kube::ResourceExt;
 
 use crate::crd::Tenant;
 use crate::error::{Error, Result};
-use crate::naming::{Ident, TenantNames, tenant_names};
+use crate::naming::{self, Ident, TenantNames, names_with_base, tenant_names};
 
 /// Everything resolved from a Tenant before touching PostgreSQL.
 #[derive(Debug, Clone)]
@@ -25,14 +25,24 @@ pub fn resolve(tenant: &Tenant, prefix: &str, shared_database: &Ident) -> Result
     let namespace = tenant
         .namespace()
         .ok_or_else(|| Error::InvalidSpec("Tenant has no namespace".into()))?;
-    let names = tenant_names(
-        prefix,
-        &namespace,
-        &name,
-        tenant.spec.isolation,
-        tenant.spec.database_name.as_deref(),
-        shared_database,
-    )?;
+    naming::validate_prefix(prefix)?;
+    let names = match legacy_base(tenant, prefix, &namespace, &name) {
+        Some(base) => names_with_base(
+            Ident::new(&base)?,
+            &namespace,
+            &name,
+            tenant.spec.isolation,
+            shared_database,
+        )?,
+        None => tenant_names(
+            prefix,
+            &namespace,
+            &name,
+            tenant.spec.isolation,
+            tenant.spec.database_name.as_deref(),
+            shared_database,
+        )?,
+    };
     if tenant.spec.isolation == crate::crd::Isolation::Database
         && names.database == *shared_database
     {
@@ -57,6 +67,21 @@ pub fn resolve(tenant: &Tenant, prefix: &str, shared_database: &Ident) -> Result
         secret_name,
         auto_migrate: tenant.spec.auto_migrate.unwrap_or(true),
     })
+}
+
+/// The base name of a Tenant provisioned before cut derived names got a 16-digit hash
+/// ([`naming::legacy_derived_base`]): kept, so that an upgrade does not move its data to new,
+/// empty names. Only when its status already names that role (the status is the operator's own
+/// record; a Tenant without one, or with any other name there, gets the current derivation) and
+/// the spec names none.
+fn legacy_base(tenant: &Tenant, prefix: &str, namespace: &str, name: &str) -> Option<String> {
+    if tenant.spec.database_name.is_some() {
+        return None;
+    }
+    let recorded = tenant.status.as_ref()?.role.as_deref()?;
+    let legacy = naming::legacy_derived_base(prefix, namespace, name);
+    (recorded == legacy && legacy != naming::derived_base(prefix, namespace, name))
+        .then_some(legacy)
 }
 
 /// A stable advisory-lock key for a tenant's schema (used by migrations).
@@ -130,6 +155,48 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.category(), "InvalidSpec");
+    }
+
+    #[test]
+    fn a_tenant_keeps_the_cut_name_it_was_provisioned_with() {
+        let shared = Ident::new("tenantdb_shared").unwrap();
+        let long = "a-very-long-tenant-name-for-the-billing-service";
+        let resolved = |role: Option<&str>, db: Option<&str>| {
+            let mut t = tenant(long, Isolation::Schema, db);
+            t.status = role.map(|r| crate::crd::TenantStatus {
+                role: Some(r.to_string()),
+                ..Default::default()
+            });
+            resolve(&t, "tenant_", &shared).unwrap().names
+        };
+        // The name an operator derived before: an 8-digit hash after the cut readable part.
+        let legacy = "tenant_team_a_a_very_long_tenant_name_for_the_billin_ea99fe00";
+        let current = resolved(None, None);
+        assert_eq!(current.role.as_str().len(), 61, "{}", current.role);
+        assert!(
+            current
+                .role
+                .as_str()
+                .starts_with("tenant_team_a_a_very_long_tenant_name_for_th_"),
+            "{}",
+            current.role
+        );
+        assert_ne!(current.role.as_str(), legacy);
+        // Recorded in its status: kept, for every name derived from it.
+        let kept = resolved(Some(legacy), None);
+        assert_eq!(kept.role.as_str(), legacy);
+        assert_eq!(kept.schema.as_str(), legacy);
+        assert_eq!(kept.secondary_role.as_str(), format!("{legacy}_b"));
+        // Any other recorded name (another Tenant's, say) is not taken from the status.
+        let other = crate::naming::legacy_derived_base("tenant_", "team-a", "other");
+        assert_eq!(resolved(Some(&other), None), current);
+        assert_eq!(resolved(Some(current.role.as_str()), None), current);
+        // An explicit name wins over any status.
+        let explicit = resolved(Some(legacy), Some("team_a__billing"));
+        assert_eq!(explicit.role.as_str(), "team_a__billing");
+        // Names that were not cut are what they were.
+        let short = resolve(&tenant("acme", Isolation::Schema, None), "tenant_", &shared).unwrap();
+        assert_eq!(short.names.role.as_str(), "tenant_team_a_acme_9201d5e7");
     }
 
     #[test]

@@ -164,18 +164,52 @@ fn sanitize(s: &str) -> String {
         .collect()
 }
 
-/// Short stable hash of `namespace/name`: makes derived names unique across namespaces even when
-/// the readable part is truncated or two Kubernetes names sanitize to the same text.
+/// Hex digits of the hash in a derived name whose readable part is whole (32 bits): another
+/// namespace can only reach such a name through the few Kubernetes names that read the same
+/// (`-` and `.` both read `_`), not by searching for a hash collision.
+const HASH_HEX: usize = 8;
+
+/// Hex digits of the hash in a derived name whose readable part was cut to fit (64 bits): the
+/// cut-off tail is free text, so with 32 bits a namespace could search (2^32 SHA-256, hours on a
+/// CPU) for a name of its own that derives another namespace's future name and hold it first.
+const CUT_HASH_HEX: usize = 16;
+
+/// Short stable hash of `namespace/name` ([`HASH_HEX`] hex digits): makes derived names unique
+/// across namespaces even when two Kubernetes names sanitize to the same text.
 pub fn stable_hash(namespace: &str, name: &str) -> String {
-    let digest = Sha256::digest(format!("{namespace}/{name}").as_bytes());
-    digest.iter().take(4).map(|b| format!("{b:02x}")).collect()
+    hash_hex(namespace, name, HASH_HEX)
 }
 
-/// The derived base name `<prefix><namespace>_<name>_<hash8>`, truncated to fit the identifier limit
-/// (minus a small reserve for role suffixes). The hash is always kept.
+fn hash_hex(namespace: &str, name: &str, digits: usize) -> String {
+    let digest = Sha256::digest(format!("{namespace}/{name}").as_bytes());
+    digest
+        .iter()
+        .take(digits / 2)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The derived base name `<prefix><namespace>_<name>_<hash>`: with an 8-digit hash when the
+/// readable part fits the identifier limit (minus a small reserve for role suffixes) whole, else
+/// cut to fit a 16-digit hash ([`CUT_HASH_HEX`]). The hash is always kept.
 pub fn derived_base(prefix: &str, namespace: &str, name: &str) -> String {
-    let hash = stable_hash(namespace, name);
     let readable = format!("{prefix}{}_{}", sanitize(namespace), sanitize(name));
+    if readable.len() + 1 + HASH_HEX <= MAX_IDENT_BYTES - ROLE_SUFFIX_RESERVE {
+        return format!("{readable}_{}", stable_hash(namespace, name));
+    }
+    cut_base(prefix, &readable, &hash_hex(namespace, name, CUT_HASH_HEX))
+}
+
+/// The base name the operator derived before December 2026 for a name whose readable part was
+/// cut: an 8-digit hash there too. Kept for Tenants that already have it (see [`crate::identity::resolve`]);
+/// equal to [`derived_base`] when nothing is cut.
+pub fn legacy_derived_base(prefix: &str, namespace: &str, name: &str) -> String {
+    let readable = format!("{prefix}{}_{}", sanitize(namespace), sanitize(name));
+    cut_base(prefix, &readable, &stable_hash(namespace, name))
+}
+
+/// `readable` cut to leave room for `_<hash>` and the role-suffix reserve (no trailing `_`).
+fn cut_base(prefix: &str, readable: &str, hash: &str) -> String {
     let budget = MAX_IDENT_BYTES - ROLE_SUFFIX_RESERVE - hash.len() - 1;
     let mut readable: String = readable.chars().take(budget).collect();
     while readable.ends_with('_') && readable.len() > prefix.len() {
@@ -243,6 +277,18 @@ pub fn tenant_names(
         Some(explicit) => Ident::new(explicit)?,
         None => Ident::new(&derived_base(prefix, namespace, name))?,
     };
+    names_with_base(base, namespace, name, isolation, shared_database)
+}
+
+/// [`tenant_names`] with the base name (database, schema, role) given: an explicit name, a
+/// derived one, or one a Tenant already has (see [`crate::identity::resolve`]).
+pub fn names_with_base(
+    base: Ident,
+    namespace: &str,
+    name: &str,
+    isolation: Isolation,
+    shared_database: &Ident,
+) -> Result<TenantNames, NameError> {
     let role = base.clone();
     let secondary_role = secondary_of(&role)?;
     let owner_marker = format!("tenantdb.io/owner={namespace}/{name}");
@@ -285,7 +331,7 @@ pub fn tenant_names(
 /// claim (`--explicit-names`).
 ///
 /// Every name the operator derives has a reserved shape no explicit name may take: derived names
-/// end with `_<8 hex digits>` (the hash of `namespace/name`) and rotation roles with `_b`, so an
+/// end with `_<8 or 16 hex digits>` (the hash of `namespace/name`) and rotation roles with `_b`, so an
 /// explicit name never equals a name derived for another Tenant, whatever the policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum ExplicitNames {
@@ -318,17 +364,20 @@ pub fn namespace_name_prefix(namespace: &str) -> String {
     format!("{}__", sanitize(namespace))
 }
 
-/// Whether `name` has the shape of a derived name (`…_<8 hex>`) or of a rotation role (`…_b`).
+/// Whether `name` has the shape of a derived name (`…_<8 or 16 hex>`) or of a rotation role
+/// (`…_b`).
 fn derived_shape(name: &str) -> bool {
     if name.ends_with("_b") {
         return true;
     }
     let b = name.as_bytes();
-    b.len() >= 9
-        && b[b.len() - 9] == b'_'
-        && b[b.len() - 8..]
-            .iter()
-            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+    [HASH_HEX, CUT_HASH_HEX].into_iter().any(|digits| {
+        b.len() > digits
+            && b[b.len() - digits - 1] == b'_'
+            && b[b.len() - digits..]
+                .iter()
+                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+    })
 }
 
 /// Checks an explicit name of `field` (e.g. `spec.databaseName`) of a Tenant in `namespace`
@@ -353,7 +402,7 @@ pub fn check_explicit_name(
     }
     if derived_shape(name) {
         return Err(format!(
-            "{field} {name:?} has the shape of a name the operator derives (ending in _b or _<8 hex digits), which no explicit name may take"
+            "{field} {name:?} has the shape of a name the operator derives (ending in _b, or _ and 8 or 16 hex digits), which no explicit name may take"
         ));
     }
     if policy == ExplicitNames::Namespace {
@@ -406,6 +455,10 @@ mod tests {
         assert!(ok(Any, "x", &derived).is_err());
         let derived_b = format!("{derived}_b");
         assert!(ok(Any, "x", &derived_b).is_err());
+        let cut = derived_base("tenant_", "other", &"long".repeat(20));
+        assert!(ok(Any, "x", &cut).is_err(), "{cut}");
+        assert!(ok(Any, "x", "crm_0123456789abcdef").is_err());
+        assert!(ok(Any, "x", "crm_0123456789abcdeg").is_ok());
         assert!(ok(Any, "x", "crm").is_ok());
         assert!(ok(Any, "x", "tenantdb_shared").is_err());
         assert!(ok(None, "x", "x__crm").is_err());
@@ -433,8 +486,48 @@ mod tests {
         let long = "a".repeat(63);
         let n = derived_base("tenant_", &long, &long);
         assert!(n.len() <= MAX_IDENT_BYTES - ROLE_SUFFIX_RESERVE, "{n}");
-        assert!(n.ends_with(&stable_hash(&long, &long)));
+        assert!(n.ends_with(&hash_hex(&long, &long, CUT_HASH_HEX)));
+        assert!(n.ends_with(&format!("_{}", hash_hex(&long, &long, 16))));
         Ident::new(&n).unwrap();
+        // Before: 8 digits there too (kept for Tenants that have it).
+        let legacy = legacy_derived_base("tenant_", &long, &long);
+        assert_eq!(
+            legacy,
+            "tenant_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa_73314bac"
+        );
+    }
+
+    #[test]
+    fn whole_names_keep_their_8_digit_hash() {
+        // Unchanged by the 16-digit hash of cut names: existing Tenants keep their names.
+        assert_eq!(
+            derived_base("tenant_", "team-a", "acme"),
+            "tenant_team_a_acme_9201d5e7"
+        );
+        assert_eq!(
+            legacy_derived_base("tenant_", "team-a", "acme"),
+            "tenant_team_a_acme_9201d5e7"
+        );
+        // The longest readable part that is not cut (52 bytes + `_` + 8 = the 61 allowed).
+        let ns = "n".repeat(52 - "tenant_".len() - 2);
+        let whole = derived_base("tenant_", &ns, "x");
+        assert_eq!(whole.len(), 61, "{whole}");
+        assert_eq!(whole, legacy_derived_base("tenant_", &ns, "x"));
+        let cut = derived_base("tenant_", &ns, "xy");
+        assert_eq!(cut.len(), 61, "{cut}");
+        assert_ne!(cut, legacy_derived_base("tenant_", &ns, "xy"));
+    }
+
+    #[test]
+    fn a_cut_name_is_not_reached_by_varying_the_cut_off_tail() {
+        // Two names that read the same once cut differ in 64 bits of hash, not 32.
+        let ns = "team";
+        let a = derived_base("tenant_", ns, &format!("{}-x", "b".repeat(60)));
+        let b = derived_base("tenant_", ns, &format!("{}-y", "b".repeat(60)));
+        let (ha, hb) = (&a[a.len() - 16..], &b[b.len() - 16..]);
+        assert_eq!(a[..a.len() - 16], b[..b.len() - 16]);
+        assert!(ha.bytes().all(|c| c.is_ascii_hexdigit()), "{a}");
+        assert_ne!(ha, hb);
     }
 
     #[test]

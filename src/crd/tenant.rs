@@ -55,7 +55,7 @@ pub struct TenantSpec {
     /// `template1`, `public`, names starting with `pg_`). The operator's explicit-name policy
     /// decides what a namespace may claim (default `--explicit-names namespace`:
     /// `<namespace>__<rest>` with `-` as `_`, e.g. `team_a__crm`; never the shape of a derived
-    /// name, `…_<8 hex>` or `…_b`). Immutable.
+    /// name, `…_<8 or 16 hex>` or `…_b`). Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[a-z_][a-z0-9_]{0,62}$"), length(max = 63))]
     #[schemars(extend("x-kubernetes-validations" = [

@@ -1,7 +1,7 @@
 //! MongoDB names for tenants: the database and the user of a Tenant, validated.
 //!
 //! The names derive from the same base as the PostgreSQL names
-//! ([`crate::naming::derived_base`]: `<prefix><namespace>_<name>_<hash8>`), so a Tenant's
+//! ([`crate::naming::derived_base`]: `<prefix><namespace>_<name>_<hash>`), so a Tenant's
 //! PostgreSQL database/role and its MongoDB database/user share one readable, collision-free name.
 //! The user is created in the tenant database itself (`authSource=<db>`), so `user == database`.
 
