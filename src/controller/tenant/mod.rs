@@ -19,6 +19,7 @@ mod credentials;
 mod cutover;
 mod health;
 mod in_flight;
+mod legacy_names;
 mod mongo;
 mod moving;
 mod moving_mongo;
@@ -589,6 +590,8 @@ pub struct Outcome {
 
 /// Provision or repair one Tenant: the pipeline of stages (see the module documentation).
 async fn provision(tenant: &Tenant, ctx: &Context) -> Result<Outcome> {
+    let tenant = legacy_names::with_names_of_an_older_operator(tenant, ctx).await?;
+    let tenant = tenant.as_ref();
     // The spec is valid before the tenant takes a place on a server (names do not depend on it).
     // (Without a default server, after placement only: some checks depend on the server's
     // shared database.)

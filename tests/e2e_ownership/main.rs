@@ -13,7 +13,8 @@
 //! - a password edited in the Secret is applied, with an Event; a storage quota smaller than the
 //!   empty tenant is accepted and warned; renaming the Secret keeps the credentials;
 //! - a derived name cut to fit carries a 16-digit hash, and a Tenant whose status records the
-//!   8-digit cut name an older operator gave it keeps that name.
+//!   8-digit cut name an older operator gave it keeps that name, also once re-created without
+//!   its status.
 //!
 //! MongoDB parts run against the SecantusDB stand-in with `--auth` (or `TENANTDB_TEST_MONGO_URI`).
 
@@ -31,6 +32,8 @@ use sqlx::Executor;
 use tenantdb::crd::{Tenant, TenantPhase};
 
 const T: Duration = Duration::from_secs(90);
+
+mod long_names;
 
 use tenantdb_testkit::reliability::condition;
 
@@ -712,69 +715,4 @@ async fn snapshot_a(
         .and_then(|d| d.get_str("owner").ok().map(String::from));
     out.push(format!("registry {mdb}: {owner:?}"));
     out
-}
-
-/// A derived name cut to fit 63 bytes carries a 16-digit hash (64 bits: no namespace can search
-/// for a name of its own that derives it), and a Tenant an older operator provisioned under the
-/// cut name with 8 digits (recorded in its status) keeps that name through the upgrade.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn long_names_get_a_64_bit_hash_and_an_upgraded_tenant_keeps_its_name() {
-    let mut env = Env::start().await;
-    let long = "a-very-long-tenant-name-for-the-billing-service";
-    let hex = |s: &str| s.bytes().all(|c| c.is_ascii_hexdigit());
-    env.create_tenant("default", long, json!({"isolation": "schema"}))
-        .await;
-    let t = env.wait_ready("default", long, T).await;
-    let role = t.status.as_ref().unwrap().role.clone().unwrap();
-    let (readable, hash) = role.rsplit_once('_').unwrap();
-    assert_eq!((hash.len(), hex(hash)), (16, true), "{role}");
-    assert_eq!(readable, "tenant_default_a_very_long_tenant_name_for_t");
-    let user = env
-        .secret_value("default", &format!("{long}-db"), "username")
-        .await;
-    assert_eq!(user.as_deref(), Some(role.as_str()));
-    let mut conn = env
-        .connect_with_secret("default", &format!("{long}-db"))
-        .await
-        .unwrap();
-    conn.execute("CREATE TABLE new_named (id int)")
-        .await
-        .unwrap();
-
-    // As an older operator left it: the status names the cut name with 8 digits.
-    env.kill_operator().await;
-    let old = "billing-service-of-a-tenant-with-a-long-name";
-    let legacy = tenantdb::naming::legacy_derived_base("tenant_", "default", old);
-    assert_ne!(
-        legacy,
-        tenantdb::naming::derived_base("tenant_", "default", old)
-    );
-    env.create_tenant("default", old, json!({"isolation": "schema"}))
-        .await;
-    env.tenants("default")
-        .patch_status(
-            old,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"role": legacy, "schema": legacy}})),
-        )
-        .await
-        .unwrap();
-    env.start_operator();
-    let t = env.wait_ready("default", old, T).await;
-    let s = t.status.as_ref().unwrap();
-    assert_eq!(s.role.as_deref(), Some(legacy.as_str()));
-    assert_eq!(s.schema.as_deref(), Some(legacy.as_str()));
-    let user = env
-        .secret_value("default", &format!("{old}-db"), "username")
-        .await;
-    assert_eq!(user.as_deref(), Some(legacy.as_str()));
-    let mut conn = env
-        .connect_with_secret("default", &format!("{old}-db"))
-        .await
-        .unwrap();
-    let schema: String = sqlx::query_scalar("SELECT current_schema()")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(schema, legacy);
 }

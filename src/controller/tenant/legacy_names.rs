@@ -1,0 +1,55 @@
+//! Names an older operator gave a Tenant, found again when its status is gone.
+//!
+//! A derived name cut to fit 63 bytes used to end with 8 hex digits; it now ends with 16
+//! ([`crate::naming::derived_base`]). A Tenant whose status records the old name keeps it
+//! ([`crate::identity::resolve`]). One re-created without its status (deleted with
+//! `deletionPolicy: Retain` and applied again, restored from a backup without status) has no such
+//! record: its old objects are found by their ownership marker, as a re-created Tenant's are, and
+//! the Tenant goes on under the names they have.
+
+use std::borrow::Cow;
+
+use kube::ResourceExt;
+use tracing::info;
+
+use super::super::Context;
+use crate::crd::Tenant;
+use crate::error::Result;
+
+/// `tenant`, or a copy whose status names the role an older operator created for it under the
+/// old cut name, if a reachable server holds that role with this Tenant's ownership marker (the
+/// marker only the operator writes: a tenant cannot `COMMENT ON` its own role). Only asked while
+/// the status names no role and the derivations differ (a cut name, no `spec.databaseName`).
+pub(super) async fn with_names_of_an_older_operator<'a>(
+    tenant: &'a Tenant,
+    ctx: &Context,
+) -> Result<Cow<'a, Tenant>> {
+    if tenant.spec.database_name.is_some()
+        || tenant.status.as_ref().is_some_and(|s| s.role.is_some())
+    {
+        return Ok(Cow::Borrowed(tenant));
+    }
+    let (ns, name) = (tenant.namespace().unwrap_or_default(), tenant.name_any());
+    let prefix = &ctx.settings().name_prefix;
+    let legacy = crate::naming::legacy_derived_base(prefix, &ns, &name);
+    if legacy == crate::naming::derived_base(prefix, &ns, &name) {
+        return Ok(Cow::Borrowed(tenant));
+    }
+    let mut older = tenant.clone();
+    older.status.get_or_insert_with(Default::default).role = Some(legacy.clone());
+    let names =
+        crate::identity::resolve(&older, prefix, &super::place::default_shared_database(ctx)?)?
+            .names;
+    for server in ctx.servers().all() {
+        if matches!(server.facts().probe, Some(Err(_))) {
+            continue;
+        }
+        // (An unreachable server is asked again on the next reconcile; meanwhile the tenant is
+        // looked for under its current names, as any re-created Tenant is.)
+        if server.pg().holds_tenant(&names).await.unwrap_or(false) {
+            info!(server = %server.name(), role = %legacy, "the tenant's objects have the name an older operator derived: kept");
+            return Ok(Cow::Owned(older));
+        }
+    }
+    Ok(Cow::Borrowed(tenant))
+}
