@@ -3,7 +3,9 @@
 //! progress), deleting a TenantMigration stops its rollout, and a migration that breaks the
 //! engine's bookkeeping (or a ConfigMap file with a NUL byte) fails that tenant once instead of
 //! being retried as a transient error (no retry storm). The next tenant of a rollout is logged in
-//! ahead while one migrates, and that session is closed when the rollout stops.
+//! ahead while one migrates, and that session is closed when the rollout stops. A tenant whose
+//! application keeps holding a lock the migration needs goes last in each later pass, so a
+//! one-at-a-time rollout migrates the others meanwhile.
 //!
 //! The operator runs with an empty `--migrations-dir` (no baseline: provisioning 60 tenants is
 //! quick) and the TenantMigrations bring their own files.
@@ -441,4 +443,67 @@ async fn a_session_opened_ahead_is_not_held_through_a_long_migration() {
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", tail(&env.operator_log(), 30)));
     assert_eq!(migrated_in_shared(&env, "long_t").await, 2);
+}
+
+/// A tenant whose application holds a lock the migration needs, on every attempt, does not hold
+/// up a one-at-a-time rollout (`maxParallel: 1` stops a pass at its first transient error): it is
+/// retried after the others, which are migrated meanwhile, and itself once the lock is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_whose_lock_stays_held_does_not_hold_up_the_rollout() {
+    use sqlx::Executor;
+    let dir = empty_migrations_dir();
+    let dir_arg = dir.0.display().to_string();
+    let env = Env::start_with(&[
+        "--migrations-dir",
+        &dir_arg,
+        "--migration-lock-timeout-seconds",
+        "1",
+    ])
+    .await;
+    env.ensure_namespace(NS).await;
+    let names = ["busy-a", "busy-b", "busy-c"];
+    for n in names {
+        create_in_tier(&env, n, "busy").await;
+    }
+    for n in names {
+        env.wait_ready(NS, n, T).await;
+    }
+    // busy-a's application: a transaction holding a lock `ALTER TABLE` conflicts with.
+    let mut app = env.connect_with_secret(NS, "busy-a-db").await.unwrap();
+    app.execute("CREATE TABLE hold (id int)").await.unwrap();
+    sqlx::raw_sql("BEGIN; LOCK TABLE hold IN ACCESS SHARE MODE")
+        .execute(&mut app)
+        .await
+        .unwrap();
+    serial_rollout(
+        &env,
+        "busy",
+        "ALTER TABLE IF EXISTS hold ADD COLUMN note text;\nCREATE TABLE busy_done (id int);",
+    )
+    .await;
+    let state_of = |s: &tenantdb::crd::TenantMigrationStatus, n: &str| {
+        s.tenants
+            .iter()
+            .find(|e| e.name == n)
+            .map(|e| (e.state, e.message.clone().unwrap_or_default()))
+    };
+    wait_for(T, "busy-b and busy-c migrated, busy-a retrying", || async {
+        let s = status(&env, "busy").await?;
+        let (a, a_msg) = state_of(&s, "busy-a")?;
+        let others = ["busy-b", "busy-c"]
+            .iter()
+            .all(|n| state_of(&s, n).is_some_and(|(st, _)| st == TenantMigrationState::Succeeded));
+        (others && a == TenantMigrationState::Pending && a_msg.contains("lock")).then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", tail(&env.operator_log(), 30)));
+    assert_eq!(migrated_in_shared(&env, "busy_done").await, 2);
+    // The lock is released: busy-a is migrated by a later pass.
+    sqlx::raw_sql("COMMIT").execute(&mut app).await.unwrap();
+    wait_for(T, "busy Succeeded", || async {
+        (status(&env, "busy").await?.phase == MigrationPhase::Succeeded).then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", tail(&env.operator_log(), 30)));
+    assert_eq!(migrated_in_shared(&env, "busy_done").await, 3);
 }

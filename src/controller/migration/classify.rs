@@ -64,7 +64,9 @@ pub(crate) struct Input<'a> {
 pub(crate) struct Classified {
     /// States and entries of every selected tenant.
     pub progress: Progress,
-    /// Tenants to migrate, in name order.
+    /// Tenants to migrate, in name order, except that those whose last attempt hit a transient
+    /// error (a lock its application held, say) come last: a tenant that keeps failing so never
+    /// holds up the others (a pass stops starting tenants at its `maxParallel`-th transient error).
     pub work: Vec<RolloutTenant>,
     /// Tenants that failed or were blocked earlier in this revision.
     pub failed: HashSet<String>,
@@ -125,6 +127,7 @@ pub(crate) fn deferral(
 /// Classifies `tenants` (sorted by name) and records the result in a [`Progress`].
 pub(crate) fn classify(tenants: &[Tenant], input: &Input<'_>) -> Classified {
     let mut out = Classified::default();
+    let mut retried = Vec::new();
     for t in tenants {
         let name = t.name_any();
         let recorded = t.status.as_ref().and_then(|s| s.schema_version);
@@ -170,10 +173,23 @@ pub(crate) fn classify(tenants: &[Tenant], input: &Input<'_>) -> Classified {
             }
             Class::Work(rt) => {
                 out.progress.set(&name, TenantMigrationState::Pending, None);
-                out.work.push(*rt);
+                match prev_entry.filter(|e| {
+                    e.state == TenantMigrationState::Pending
+                        && e.message
+                            .as_deref()
+                            .is_some_and(|m| m.starts_with(super::progress::RETRYING))
+                }) {
+                    Some(e) => {
+                        // It keeps saying so (and when) until it runs again.
+                        out.progress.entries.insert(name, e.clone());
+                        retried.push(*rt);
+                    }
+                    None => out.work.push(*rt),
+                }
             }
         }
     }
+    out.work.extend(retried);
     out
 }
 
@@ -395,6 +411,47 @@ mod tests {
         );
         assert_eq!(state(&c, "claimed"), TenantMigrationState::Skipped);
         assert!(message(&c, "claimed").contains("newer TenantMigration tm-2"));
+    }
+
+    #[test]
+    fn tenants_that_hit_a_transient_error_go_last() {
+        let shared = Ident::new("tenantdb_shared").unwrap();
+        let servers = BTreeMap::new();
+        let tenants = vec![
+            tenant("a-busy", "schema", "Ready", Some(3), 10),
+            tenant("b", "schema", "Ready", Some(3), 10),
+            tenant("c-failed-sql", "schema", "Ready", Some(3), 10),
+            tenant("d", "schema", "Ready", Some(3), 10),
+        ];
+        let retry = format!(
+            "{}gave up waiting for a lock",
+            super::super::progress::RETRYING
+        );
+        let prev: BTreeMap<_, _> = [
+            (
+                "a-busy".to_string(),
+                TenantMigrationProgress {
+                    message: Some(retry.clone()),
+                    ..entry("a-busy", TenantMigrationState::Pending)
+                },
+            ),
+            (
+                "d".to_string(),
+                TenantMigrationProgress {
+                    message: Some("waiting for the Tenant to be Ready".into()),
+                    ..entry("d", TenantMigrationState::Pending)
+                },
+            ),
+        ]
+        .into();
+        let none = BTreeMap::new();
+        let c = classify(&tenants, &input(&prev, &none, &shared, &servers));
+        assert_eq!(
+            c.work.iter().map(|w| w.name.as_str()).collect::<Vec<_>>(),
+            ["b", "c-failed-sql", "d", "a-busy"]
+        );
+        assert_eq!(message(&c, "a-busy"), retry, "still said while it waits");
+        assert_eq!(state(&c, "a-busy"), TenantMigrationState::Pending);
     }
 
     #[test]

@@ -9,6 +9,9 @@ use k8s_openapi::jiff::Timestamp;
 use super::*;
 use crate::crd::{TenantMigrationProgress, TenantMigrationState};
 
+/// How the message of a tenant that hit a transient error (and waits for a later pass) starts.
+pub(crate) const RETRYING: &str = "retrying: ";
+
 /// Per-tenant states and entries of one rollout revision, from which status is rendered.
 #[derive(Debug, Clone, Default)]
 pub struct Progress {
@@ -86,7 +89,7 @@ impl Progress {
             OutcomeKind::Retry | OutcomeKind::Deferred => TenantMigrationState::Pending,
         };
         let message = match o.kind {
-            OutcomeKind::Retry => format!("retrying: {}", o.message),
+            OutcomeKind::Retry => format!("{RETRYING}{}", o.message),
             _ => o.message.clone(),
         };
         self.states.insert(o.name.clone(), state);
