@@ -98,25 +98,7 @@ async fn wait_migration(
     what: &str,
     pred: impl Fn(&TenantMigration) -> bool,
 ) -> TenantMigration {
-    let api: Api<TenantMigration> = Api::namespaced(env.client.clone(), NS);
-    let last = std::sync::Mutex::new(None);
-    let r = wait_for(T, what, || async {
-        let tm = api.get_opt("mig-v8").await.ok().flatten()?;
-        let current = tm
-            .status
-            .as_ref()
-            .is_some_and(|s| s.observed_generation == tm.metadata.generation);
-        *last.lock().unwrap() = tm.status.clone();
-        (current && pred(&tm)).then_some(tm)
-    })
-    .await;
-    r.unwrap_or_else(|e| {
-        panic!(
-            "{e}\nlast status: {:#?}\n{}",
-            last.lock().unwrap(),
-            log_tail(env)
-        )
-    })
+    env.wait_migration(NS, "mig-v8", what, T, pred).await
 }
 
 /// Whether `schema.table` exists in database `db` of `pg`.

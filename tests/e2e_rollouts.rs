@@ -65,20 +65,11 @@ async fn config_map(env: &Env, name: &str, files: serde_json::Value) {
 }
 
 fn migrations(env: &Env) -> Api<TenantMigration> {
-    Api::namespaced(env.client.clone(), NS)
+    env.migrations(NS)
 }
 
 async fn create_migration(env: &Env, name: &str, spec: serde_json::Value) {
-    let tm: TenantMigration = serde_json::from_value(json!({
-        "apiVersion": "tenantdb.io/v1alpha1", "kind": "TenantMigration",
-        "metadata": {"name": name, "namespace": NS},
-        "spec": spec,
-    }))
-    .unwrap();
-    migrations(env)
-        .create(&PostParams::default(), &tm)
-        .await
-        .unwrap();
+    env.create_migration(NS, name, spec).await
 }
 
 /// A `schema` Tenant `name` labelled `tier: <tier>`.

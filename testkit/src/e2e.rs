@@ -16,7 +16,7 @@ use crate::localpg::LocalPg;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
-use tenantdb::crd::{Tenant, TenantPhase};
+use tenantdb::crd::{Tenant, TenantMigration, TenantPhase};
 use tokio::process::{Child, Command};
 
 /// Namespace of the operator (the chart's release namespace; its Lease lives here).
@@ -284,6 +284,67 @@ impl Env {
             .create(&PostParams::default(), &t)
             .await
             .unwrap()
+    }
+
+    /// The TenantMigrations of `ns`.
+    pub fn migrations(&self, ns: &str) -> Api<TenantMigration> {
+        Api::namespaced(self.client.clone(), ns)
+    }
+
+    /// Creates a TenantMigration from a JSON spec.
+    pub async fn create_migration(&self, ns: &str, name: &str, spec: serde_json::Value) {
+        let tm: TenantMigration = serde_json::from_value(serde_json::json!({
+            "apiVersion": "tenantdb.io/v1alpha1",
+            "kind": "TenantMigration",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": spec,
+        }))
+        .unwrap();
+        self.migrations(ns)
+            .create(&PostParams::default(), &tm)
+            .await
+            .unwrap();
+    }
+
+    /// Waits until the TenantMigration's status, for its current generation, satisfies `pred`;
+    /// panics after `timeout` with the last status seen and the operator log's tail.
+    pub async fn wait_migration(
+        &self,
+        ns: &str,
+        name: &str,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&TenantMigration) -> bool,
+    ) -> TenantMigration {
+        let api = self.migrations(ns);
+        let last = std::sync::Mutex::new(None);
+        let (pred, last_ref) = (&pred, &last);
+        let r = wait_for(
+            timeout,
+            &format!("TenantMigration {name}: {what}"),
+            move || {
+                let api = api.clone();
+                async move {
+                    let tm = api.get_opt(name).await.ok().flatten()?;
+                    let current = tm
+                        .status
+                        .as_ref()
+                        .is_some_and(|s| s.observed_generation == tm.metadata.generation);
+                    if let Ok(mut l) = last_ref.lock() {
+                        *l = tm.status.clone();
+                    }
+                    (current && pred(&tm)).then_some(tm)
+                }
+            },
+        )
+        .await;
+        r.unwrap_or_else(|e| {
+            panic!(
+                "{e}\nlast status: {:#?}\n--- operator log tail ---\n{}",
+                last.lock().map(|l| l.clone()).ok().flatten(),
+                tail(&self.operator_log(), 30)
+            )
+        })
     }
 
     /// Declares the cluster `pg` as the DatabaseServer `name` (labels `tier: standard`, the given

@@ -53,21 +53,11 @@ pub(crate) async fn create_tenant(
 }
 
 pub(crate) fn migrations(env: &Env) -> Api<TenantMigration> {
-    Api::namespaced(env.client.clone(), NS)
+    env.migrations(NS)
 }
 
 pub(crate) async fn create_migration(env: &Env, name: &str, spec: serde_json::Value) {
-    let tm: TenantMigration = serde_json::from_value(json!({
-        "apiVersion": "tenantdb.io/v1alpha1",
-        "kind": "TenantMigration",
-        "metadata": {"name": name, "namespace": NS},
-        "spec": spec,
-    }))
-    .unwrap();
-    migrations(env)
-        .create(&PostParams::default(), &tm)
-        .await
-        .unwrap();
+    env.create_migration(NS, name, spec).await
 }
 
 /// Waits until the TenantMigration's status (for its current generation) satisfies `pred`.
@@ -77,29 +67,7 @@ pub(crate) async fn wait_migration(
     what: &str,
     pred: impl Fn(&TenantMigration) -> bool,
 ) -> TenantMigration {
-    let api = migrations(env);
-    let last = std::sync::Mutex::new(None);
-    let (pred, last_ref) = (&pred, &last);
-    let r = wait_for(T, &format!("TenantMigration {name}: {what}"), move || {
-        let api = api.clone();
-        async move {
-            let tm = api.get_opt(name).await.ok().flatten()?;
-            let current = tm
-                .status
-                .as_ref()
-                .is_some_and(|s| s.observed_generation == tm.metadata.generation);
-            *last_ref.lock().unwrap() = tm.status.clone();
-            (current && pred(&tm)).then_some(tm)
-        }
-    })
-    .await;
-    r.unwrap_or_else(|e| {
-        panic!(
-            "{e}\nlast status: {:#?}\n--- operator log tail ---\n{}",
-            last.lock().unwrap(),
-            tail(&env.operator_log(), 30)
-        )
-    })
+    env.wait_migration(NS, name, what, T, pred).await
 }
 
 pub(crate) fn phase(tm: &TenantMigration) -> Option<MigrationPhase> {
