@@ -2,6 +2,7 @@
 //! gave (see `main.rs`).
 
 use super::*;
+use sqlx::Connection;
 
 /// A derived name cut to fit 63 bytes carries a 16-digit hash (64 bits: no namespace can search
 /// for a name of its own that derives it), and a Tenant an older operator provisioned under the
@@ -100,4 +101,39 @@ async fn long_names_get_a_64_bit_hash_and_an_upgraded_tenant_keeps_its_name() {
     .await
     .unwrap();
     assert!(!made, "a role {current} was created");
+    drop(conn);
+
+    // Deleted with `deletionPolicy: Delete` while its status names no role (lost again): the
+    // objects under the old name are the ones dropped.
+    env.kill_operator().await;
+    let api = env.tenants("default");
+    api.patch(
+        old,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"deletionPolicy": "Delete"}})),
+    )
+    .await
+    .unwrap();
+    api.patch_status(
+        old,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"role": null, "schema": null}})),
+    )
+    .await
+    .unwrap();
+    env.delete_tenant("default", old).await;
+    env.start_operator();
+    env.wait_gone("default", old, T).await;
+    let mut shared = sqlx::PgConnection::connect(&env.pg.url("tenantdb_shared"))
+        .await
+        .unwrap();
+    let left: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM pg_roles WHERE rolname LIKE $1 || '%') \
+              + (SELECT count(*) FROM pg_namespace WHERE nspname = $1)",
+    )
+    .bind(&legacy)
+    .fetch_one(&mut shared)
+    .await
+    .unwrap();
+    assert_eq!(left, 0, "{legacy}: roles or schema left");
 }

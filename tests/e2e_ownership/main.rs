@@ -14,7 +14,7 @@
 //!   empty tenant is accepted and warned; renaming the Secret keeps the credentials;
 //! - a derived name cut to fit carries a 16-digit hash, and a Tenant whose status records the
 //!   8-digit cut name an older operator gave it keeps that name, also once re-created without
-//!   its status.
+//!   its status, and its deletion drops the objects under that name.
 //!
 //! MongoDB parts run against the SecantusDB stand-in with `--auth` (or `TENANTDB_TEST_MONGO_URI`).
 

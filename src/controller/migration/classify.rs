@@ -65,8 +65,9 @@ pub(crate) struct Classified {
     /// States and entries of every selected tenant.
     pub progress: Progress,
     /// Tenants to migrate, in name order, except that those whose last attempt hit a transient
-    /// error (a lock its application held, say) come last: a tenant that keeps failing so never
-    /// holds up the others (a pass stops starting tenants at its `maxParallel`-th transient error).
+    /// error (a lock its application held, say) come last, least recently tried first: a tenant
+    /// that keeps failing so never holds up the others (a pass stops starting tenants at its
+    /// `maxParallel`-th transient error).
     pub work: Vec<RolloutTenant>,
     /// Tenants that failed or were blocked earlier in this revision.
     pub failed: HashSet<String>,
@@ -182,14 +183,18 @@ pub(crate) fn classify(tenants: &[Tenant], input: &Input<'_>) -> Classified {
                     Some(e) => {
                         // It keeps saying so (and when) until it runs again.
                         out.progress.entries.insert(name, e.clone());
-                        retried.push(*rt);
+                        let at = e.finished_at.as_ref().map(|t| t.0);
+                        retried.push((at, *rt));
                     }
                     None => out.work.push(*rt),
                 }
             }
         }
     }
-    out.work.extend(retried);
+    // Least recently tried first: a tenant that hit a one-off error is not kept waiting behind
+    // those that hit one on every pass (`maxParallel` of them would stop every pass).
+    retried.sort_by(|(a, x), (b, y)| a.cmp(b).then_with(|| x.name.cmp(&y.name)));
+    out.work.extend(retried.into_iter().map(|(_, rt)| rt));
     out
 }
 
@@ -422,6 +427,7 @@ mod tests {
             tenant("b", "schema", "Ready", Some(3), 10),
             tenant("c-failed-sql", "schema", "Ready", Some(3), 10),
             tenant("d", "schema", "Ready", Some(3), 10),
+            tenant("e-blip", "schema", "Ready", Some(3), 10),
         ];
         let retry = format!(
             "{}gave up waiting for a lock",
@@ -432,6 +438,7 @@ mod tests {
                 "a-busy".to_string(),
                 TenantMigrationProgress {
                     message: Some(retry.clone()),
+                    finished_at: Some(Time(Timestamp::from_second(200).unwrap())),
                     ..entry("a-busy", TenantMigrationState::Pending)
                 },
             ),
@@ -442,13 +449,25 @@ mod tests {
                     ..entry("d", TenantMigrationState::Pending)
                 },
             ),
+            (
+                // Retried once, longer ago than a-busy (tried on every pass): before it.
+                "e-blip".to_string(),
+                TenantMigrationProgress {
+                    message: Some(format!(
+                        "{}connection reset",
+                        super::super::progress::RETRYING
+                    )),
+                    finished_at: Some(Time(Timestamp::from_second(100).unwrap())),
+                    ..entry("e-blip", TenantMigrationState::Pending)
+                },
+            ),
         ]
         .into();
         let none = BTreeMap::new();
         let c = classify(&tenants, &input(&prev, &none, &shared, &servers));
         assert_eq!(
             c.work.iter().map(|w| w.name.as_str()).collect::<Vec<_>>(),
-            ["b", "c-failed-sql", "d", "a-busy"]
+            ["b", "c-failed-sql", "d", "e-blip", "a-busy"]
         );
         assert_eq!(message(&c, "a-busy"), retry, "still said while it waits");
         assert_eq!(state(&c, "a-busy"), TenantMigrationState::Pending);

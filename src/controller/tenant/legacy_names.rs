@@ -9,17 +9,21 @@
 
 use std::borrow::Cow;
 
+use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
-use tracing::info;
+use kube::api::Api;
+use tracing::{debug, info};
 
 use super::super::Context;
 use crate::crd::Tenant;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// `tenant`, or a copy whose status names the role an older operator created for it under the
 /// old cut name, if a reachable server holds that role with this Tenant's ownership marker (the
 /// marker only the operator writes: a tenant cannot `COMMENT ON` its own role). Only asked while
 /// the status names no role and the derivations differ (a cut name, no `spec.databaseName`).
+/// A server that cannot be asked makes a Tenant whose Secret exists wait (`DatabaseUnavailable`),
+/// as [`super::place::rediscover`] does.
 pub(super) async fn with_names_of_an_older_operator<'a>(
     tenant: &'a Tenant,
     ctx: &Context,
@@ -37,18 +41,36 @@ pub(super) async fn with_names_of_an_older_operator<'a>(
     }
     let mut older = tenant.clone();
     older.status.get_or_insert_with(Default::default).role = Some(legacy.clone());
-    let names =
-        crate::identity::resolve(&older, prefix, &super::place::default_shared_database(ctx)?)?
-            .names;
+    let resolved =
+        crate::identity::resolve(&older, prefix, &super::place::default_shared_database(ctx)?)?;
+    let mut unreachable = Vec::new();
     for server in ctx.servers().all() {
         if matches!(server.facts().probe, Some(Err(_))) {
+            unreachable.push(server.name().to_string());
             continue;
         }
-        // (An unreachable server is asked again on the next reconcile; meanwhile the tenant is
-        // looked for under its current names, as any re-created Tenant is.)
-        if server.pg().holds_tenant(&names).await.unwrap_or(false) {
-            info!(server = %server.name(), role = %legacy, "the tenant's objects have the name an older operator derived: kept");
-            return Ok(Cow::Owned(older));
+        match server.pg().holds_tenant(&resolved.names).await {
+            Ok(true) => {
+                info!(server = %server.name(), role = %legacy, "the tenant's objects have the name an older operator derived: kept");
+                return Ok(Cow::Owned(older));
+            }
+            Ok(false) => {}
+            Err(e) => {
+                debug!(server = %server.name(), error = %e, "cannot look for the tenant's old names on this server");
+                unreachable.push(server.name().to_string());
+            }
+        }
+    }
+    unreachable.extend(ctx.servers().unusable().into_iter().map(|(n, _)| n));
+    // As `place::rediscover` does for the current names: a Tenant provisioned before (its Secret
+    // is there) waits for the servers that may hold it rather than get new, empty objects.
+    if !unreachable.is_empty() {
+        let secrets: Api<Secret> = Api::namespaced(ctx.client().clone(), &ns);
+        if secrets.get_opt(&resolved.secret_name).await?.is_some() {
+            return Err(Error::unavailable(format!(
+                "the tenant's objects may have the name an older operator derived ({legacy}) on server(s) {} that are unreachable: waiting for them",
+                unreachable.join(", ")
+            )));
         }
     }
     Ok(Cow::Borrowed(tenant))
