@@ -39,6 +39,12 @@ pub(super) async fn with_names_of_an_older_operator<'a>(
     if legacy == crate::naming::derived_base(prefix, &ns, &name) {
         return Ok(Cow::Borrowed(tenant));
     }
+    if !ctx.servers().is_synced() {
+        // (Not every server is known yet: "not found" would not mean anything.)
+        return Err(Error::Unschedulable(
+            "waiting for the DatabaseServers to be loaded".into(),
+        ));
+    }
     let mut older = tenant.clone();
     older.status.get_or_insert_with(Default::default).role = Some(legacy.clone());
     let resolved =
