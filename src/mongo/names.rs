@@ -1,7 +1,7 @@
 //! MongoDB names for tenants: the database and the user of a Tenant, validated.
 //!
-//! The names derive from the same base as the PostgreSQL names
-//! ([`crate::naming::derived_base`]: `<prefix><namespace>_<name>_<hash>`), so a Tenant's
+//! The names derive from the same base as the PostgreSQL names (the tenant's login role, by
+//! default [`crate::naming::derived_base`]: `<prefix><namespace>_<name>_<hash>`), so a Tenant's
 //! PostgreSQL database/role and its MongoDB database/user share one readable, collision-free name.
 //! The user is created in the tenant database itself (`authSource=<db>`), so `user == database`.
 
@@ -102,7 +102,8 @@ pub struct MongoTenantNames {
 
 /// Names for a Tenant.
 ///
-/// `base` is the derived base shared with PostgreSQL (`naming::derived_base(prefix, ns, name)`);
+/// `base` is the tenant's PostgreSQL base name (its login role: derived, explicit, or the one an
+/// older operator derived, see `identity::resolve`);
 /// `database_name` the optional `spec.mongodb.databaseName` override, which takes precedence.
 pub fn tenant_mongo_names(
     base: &str,

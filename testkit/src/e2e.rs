@@ -342,7 +342,7 @@ impl Env {
             panic!(
                 "{e}\nlast status: {:#?}\n--- operator log tail ---\n{}",
                 last.lock().map(|l| l.clone()).ok().flatten(),
-                tail(&self.operator_log(), 30)
+                self.important_log_tail(60)
             )
         })
     }

@@ -55,9 +55,10 @@ impl Gate {
     }
 }
 
-/// Applies the canary gate to `work` (in name order): while the canaries are pending, they run
-/// first and the rest of the fleet follows only if every canary can start now; the rollout engine
-/// releases the others once the canaries succeed.
+/// Applies the canary gate to `work` (in the order `classify` gives: name order, tenants being
+/// retried last): while the canaries are pending, they run first and the rest of the fleet
+/// follows only if every canary can start now; the rollout engine releases the others once the
+/// canaries succeed.
 pub(crate) fn gate(input: &Input<'_>, work: Vec<RolloutTenant>) -> (Gate, Vec<RolloutTenant>) {
     let mut g = Gate::default();
     if input.dry_run || input.canary == 0 {

@@ -4,26 +4,24 @@
 //! ([`crate::naming::derived_base`]). A Tenant whose status records the old name keeps it
 //! ([`crate::identity::resolve`]). One re-created without its status (deleted with
 //! `deletionPolicy: Retain` and applied again, restored from a backup without status) has no such
-//! record: its old objects are found by their ownership marker, as a re-created Tenant's are, and
-//! the Tenant goes on under the names they have.
+//! record: its old objects are found by their ownership marker, as a re-created Tenant's are
+//! ([`super::place::rediscover`]), and the Tenant goes on under the names they have.
 
 use std::borrow::Cow;
 
-use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
-use kube::api::Api;
-use tracing::{debug, info};
+use tracing::info;
 
 use super::super::Context;
 use crate::crd::Tenant;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// `tenant`, or a copy whose status names the role an older operator created for it under the
-/// old cut name, if a reachable server holds that role with this Tenant's ownership marker (the
-/// marker only the operator writes: a tenant cannot `COMMENT ON` its own role). Only asked while
-/// the status names no role and the derivations differ (a cut name, no `spec.databaseName`).
-/// A server that cannot be asked makes a Tenant whose Secret exists wait (`DatabaseUnavailable`),
-/// as [`super::place::rediscover`] does.
+/// old cut name, if that role exists with this Tenant's ownership marker (the marker only the
+/// operator writes: a tenant cannot `COMMENT ON` its own role). Asked only while the status names
+/// no role and the two derivations differ (a cut name, no `spec.databaseName`): of the server the
+/// Tenant is placed on, if one is recorded or was chosen by this process; else of every server,
+/// as [`super::place::rediscover`] asks (which also decides when to wait for an unreachable one).
 pub(super) async fn with_names_of_an_older_operator<'a>(
     tenant: &'a Tenant,
     ctx: &Context,
@@ -39,45 +37,27 @@ pub(super) async fn with_names_of_an_older_operator<'a>(
     if legacy == crate::naming::derived_base(prefix, &ns, &name) {
         return Ok(Cow::Borrowed(tenant));
     }
-    if !ctx.servers().is_synced() {
-        // (Not every server is known yet: "not found" would not mean anything.)
-        return Err(Error::Unschedulable(
-            "waiting for the DatabaseServers to be loaded".into(),
-        ));
-    }
     let mut older = tenant.clone();
     older.status.get_or_insert_with(Default::default).role = Some(legacy.clone());
-    let resolved =
-        crate::identity::resolve(&older, prefix, &super::place::default_shared_database(ctx)?)?;
-    let mut unreachable = Vec::new();
-    for server in ctx.servers().all() {
-        if matches!(server.facts().probe, Some(Err(_))) {
-            unreachable.push(server.name().to_string());
-            continue;
+    let on = match super::place::placed_server(tenant, ctx)? {
+        Some(server) => {
+            let shared = &server.pg().settings().shared_database;
+            let names = crate::identity::resolve(&older, prefix, shared)?.names;
+            server
+                .pg()
+                .holds_tenant(&names)
+                .await?
+                .then(|| server.name().to_string())
         }
-        match server.pg().holds_tenant(&resolved.names).await {
-            Ok(true) => {
-                info!(server = %server.name(), role = %legacy, "the tenant's objects have the name an older operator derived: kept");
-                return Ok(Cow::Owned(older));
-            }
-            Ok(false) => {}
-            Err(e) => {
-                debug!(server = %server.name(), error = %e, "cannot look for the tenant's old names on this server");
-                unreachable.push(server.name().to_string());
-            }
+        None => super::place::rediscover(&older, ctx)
+            .await?
+            .map(|s| s.name().to_string()),
+    };
+    Ok(match on {
+        Some(server) => {
+            info!(%server, role = %legacy, "the tenant's objects have the name an older operator derived: kept");
+            Cow::Owned(older)
         }
-    }
-    unreachable.extend(ctx.servers().unusable().into_iter().map(|(n, _)| n));
-    // As `place::rediscover` does for the current names: a Tenant provisioned before (its Secret
-    // is there) waits for the servers that may hold it rather than get new, empty objects.
-    if !unreachable.is_empty() {
-        let secrets: Api<Secret> = Api::namespaced(ctx.client().clone(), &ns);
-        if secrets.get_opt(&resolved.secret_name).await?.is_some() {
-            return Err(Error::unavailable(format!(
-                "the tenant's objects may have the name an older operator derived ({legacy}) on server(s) {} that are unreachable: waiting for them",
-                unreachable.join(", ")
-            )));
-        }
-    }
-    Ok(Cow::Borrowed(tenant))
+        None => Cow::Borrowed(tenant),
+    })
 }
