@@ -69,19 +69,28 @@ pub fn resolve(tenant: &Tenant, prefix: &str, shared_database: &Ident) -> Result
     })
 }
 
-/// The base name of a Tenant provisioned before cut derived names got a 16-digit hash
-/// ([`naming::legacy_derived_base`]): kept, so that an upgrade does not move its data to new,
-/// empty names. Only when its status already names that role (the status is the operator's own
-/// record; a Tenant without one, or with any other name there, gets the current derivation) and
-/// the spec names none.
+/// The base name of a Tenant provisioned before cut derived names got a 16-digit hash: kept, so
+/// that an upgrade does not move its data to new, empty names. Only when its status already names
+/// that role (the status is the operator's own record; a Tenant without one, or with any other
+/// name there, gets the current derivation).
 fn legacy_base(tenant: &Tenant, prefix: &str, namespace: &str, name: &str) -> Option<String> {
+    let recorded = tenant.status.as_ref()?.role.as_deref()?;
+    older_derived_name(tenant, prefix, namespace, name).filter(|legacy| legacy == recorded)
+}
+
+/// The base name an operator before the 16-digit hash of cut names derived for `tenant`, where it
+/// differs from today's ([`naming::legacy_derived_base`]; never for an explicit
+/// `spec.databaseName`).
+pub(crate) fn older_derived_name(
+    tenant: &Tenant,
+    prefix: &str,
+    namespace: &str,
+    name: &str,
+) -> Option<String> {
     if tenant.spec.database_name.is_some() {
         return None;
     }
-    let recorded = tenant.status.as_ref()?.role.as_deref()?;
-    let legacy = naming::legacy_derived_base(prefix, namespace, name);
-    (recorded == legacy && legacy != naming::derived_base(prefix, namespace, name))
-        .then_some(legacy)
+    naming::legacy_derived_base(prefix, namespace, name)
 }
 
 /// A stable advisory-lock key for a tenant's schema (used by migrations).
@@ -188,7 +197,7 @@ mod tests {
         assert_eq!(kept.schema.as_str(), legacy);
         assert_eq!(kept.secondary_role.as_str(), format!("{legacy}_b"));
         // Any other recorded name (another Tenant's, say) is not taken from the status.
-        let other = crate::naming::legacy_derived_base("tenant_", "team-a", "other");
+        let other = crate::naming::derived_base("tenant_", "team-a", "other");
         assert_eq!(resolved(Some(&other), None), current);
         assert_eq!(resolved(Some(current.role.as_str()), None), current);
         // An explicit name wins over any status.

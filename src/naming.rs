@@ -193,19 +193,29 @@ fn hash_hex(namespace: &str, name: &str, digits: usize) -> String {
 /// readable part fits the identifier limit (minus a small reserve for role suffixes) whole, else
 /// cut to fit a 16-digit hash ([`CUT_HASH_HEX`]). The hash is always kept.
 pub fn derived_base(prefix: &str, namespace: &str, name: &str) -> String {
-    let readable = format!("{prefix}{}_{}", sanitize(namespace), sanitize(name));
-    if readable.len() + 1 + HASH_HEX <= MAX_IDENT_BYTES - ROLE_SUFFIX_RESERVE {
+    let readable = readable_part(prefix, namespace, name);
+    if fits_whole(&readable) {
         return format!("{readable}_{}", stable_hash(namespace, name));
     }
     cut_base(prefix, &readable, &hash_hex(namespace, name, CUT_HASH_HEX))
 }
 
 /// The base name builds before d20bf86 (version 0.1.0) derived for a name whose readable part was
-/// cut: an 8-digit hash there too. Kept for Tenants that already have it (see [`crate::identity::resolve`]);
-/// equal to [`derived_base`] when nothing is cut.
-pub fn legacy_derived_base(prefix: &str, namespace: &str, name: &str) -> String {
-    let readable = format!("{prefix}{}_{}", sanitize(namespace), sanitize(name));
-    cut_base(prefix, &readable, &stable_hash(namespace, name))
+/// cut (an 8-digit hash there too), kept for Tenants that already have it (see
+/// [`crate::identity::resolve`]). `None` when nothing is cut: that name is [`derived_base`]'s.
+pub fn legacy_derived_base(prefix: &str, namespace: &str, name: &str) -> Option<String> {
+    let readable = readable_part(prefix, namespace, name);
+    (!fits_whole(&readable)).then(|| cut_base(prefix, &readable, &stable_hash(namespace, name)))
+}
+
+/// `<prefix><namespace>_<name>` in identifier characters, before any cut.
+fn readable_part(prefix: &str, namespace: &str, name: &str) -> String {
+    format!("{prefix}{}_{}", sanitize(namespace), sanitize(name))
+}
+
+/// Whether `readable` fits whole with `_` and an 8-digit hash (and the role-suffix reserve).
+fn fits_whole(readable: &str) -> bool {
+    readable.len() + 1 + HASH_HEX <= MAX_IDENT_BYTES - ROLE_SUFFIX_RESERVE
 }
 
 /// `readable` cut to leave room for `_<hash>` and the role-suffix reserve (no trailing `_`).
@@ -491,8 +501,8 @@ mod tests {
         // Before: 8 digits there too (kept for Tenants that have it).
         let legacy = legacy_derived_base("tenant_", &long, &long);
         assert_eq!(
-            legacy,
-            "tenant_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa_73314bac"
+            legacy.as_deref(),
+            Some("tenant_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa_73314bac")
         );
     }
 
@@ -503,18 +513,17 @@ mod tests {
             derived_base("tenant_", "team-a", "acme"),
             "tenant_team_a_acme_9201d5e7"
         );
-        assert_eq!(
-            legacy_derived_base("tenant_", "team-a", "acme"),
-            "tenant_team_a_acme_9201d5e7"
-        );
+        // (No other, older name: the derivation did not change for them.)
+        assert_eq!(legacy_derived_base("tenant_", "team-a", "acme"), None);
         // The longest readable part that is not cut (52 bytes + `_` + 8 = the 61 allowed).
         let ns = "n".repeat(52 - "tenant_".len() - 2);
         let whole = derived_base("tenant_", &ns, "x");
         assert_eq!(whole.len(), 61, "{whole}");
-        assert_eq!(whole, legacy_derived_base("tenant_", &ns, "x"));
+        assert_eq!(legacy_derived_base("tenant_", &ns, "x"), None);
         let cut = derived_base("tenant_", &ns, "xy");
         assert_eq!(cut.len(), 61, "{cut}");
-        assert_ne!(cut, legacy_derived_base("tenant_", &ns, "xy"));
+        let legacy = legacy_derived_base("tenant_", &ns, "xy").unwrap();
+        assert_ne!(cut, legacy);
     }
 
     #[test]

@@ -34,7 +34,7 @@ async fn long_names_get_a_64_bit_hash_and_an_upgraded_tenant_keeps_its_name() {
     // As an older operator left it: the status names the cut name with 8 digits.
     env.kill_operator().await;
     let old = "billing-service-of-a-tenant-with-a-long-name";
-    let legacy = tenantdb::naming::legacy_derived_base("tenant_", "default", old);
+    let legacy = tenantdb::naming::legacy_derived_base("tenant_", "default", old).unwrap();
     assert_ne!(
         legacy,
         tenantdb::naming::derived_base("tenant_", "default", old)

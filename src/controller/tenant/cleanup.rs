@@ -38,11 +38,10 @@ pub(super) async fn cleanup(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Ac
     }
     // A Tenant re-created without its status may hold objects under a name an older operator
     // derived: those are the ones to drop.
-    let tenant = Arc::new(
-        super::legacy_names::with_names_of_an_older_operator(&tenant, &ctx)
-            .await?
-            .into_owned(),
-    );
+    let tenant = match super::legacy_names::with_names_of_an_older_operator(&tenant, &ctx).await? {
+        std::borrow::Cow::Owned(older) => Arc::new(older),
+        std::borrow::Cow::Borrowed(_) => tenant,
+    };
     // The server holding the tenant: its placement, or (status lost, or never placed) the one
     // holding its ownership markers. None holds it: nothing of it exists in PostgreSQL.
     let server = match super::place::placed_server(&tenant, &ctx)? {

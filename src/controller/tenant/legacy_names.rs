@@ -26,17 +26,14 @@ pub(super) async fn with_names_of_an_older_operator<'a>(
     tenant: &'a Tenant,
     ctx: &Context,
 ) -> Result<Cow<'a, Tenant>> {
-    if tenant.spec.database_name.is_some()
-        || tenant.status.as_ref().is_some_and(|s| s.role.is_some())
-    {
+    if tenant.status.as_ref().is_some_and(|s| s.role.is_some()) {
         return Ok(Cow::Borrowed(tenant));
     }
     let (ns, name) = (tenant.namespace().unwrap_or_default(), tenant.name_any());
     let prefix = &ctx.settings().name_prefix;
-    let legacy = crate::naming::legacy_derived_base(prefix, &ns, &name);
-    if legacy == crate::naming::derived_base(prefix, &ns, &name) {
+    let Some(legacy) = crate::identity::older_derived_name(tenant, prefix, &ns, &name) else {
         return Ok(Cow::Borrowed(tenant));
-    }
+    };
     let mut older = tenant.clone();
     older.status.get_or_insert_with(Default::default).role = Some(legacy.clone());
     let on = match super::place::placed_server(tenant, ctx)? {
